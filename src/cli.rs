@@ -1,0 +1,505 @@
+//! The command line: argument parsing and the one exit-code table.
+//!
+//! Owns: turning `orchestrate <command> ...` into calls on the library, resolving every user path
+//! against WORKSPACE, printing errors the way users read them, and signal handling (first Ctrl-C
+//! stops the run cleanly, a second exits at once). Does not implement any command's logic.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::load::{self, LoadError};
+use crate::model::Workflow;
+use crate::processed;
+use crate::runner::{RunConfig, RunReport, Runner, exit};
+use crate::state::{RunDir, RunStatus};
+
+#[derive(Debug, Parser)]
+#[command(name = "orchestrate", version, about = "Run YAML workflows of shell commands and coding-agent CLIs, enforced by the engine")]
+struct Cli {
+    /// The workspace every path resolves against (default: the current directory).
+    #[arg(long, global = true, value_name = "DIR")]
+    workspace: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a workflow from its first step.
+    Run {
+        /// The workflow file.
+        file: PathBuf,
+        #[command(flatten)]
+        context: ContextArgs,
+        /// Empty WORKSPACE/processed/ before the run (refuses any other directory).
+        #[arg(long)]
+        clean_processed: bool,
+        /// Zip processed/ when the run succeeds (default destination: RUN_ROOT/processed.zip).
+        #[arg(long, value_name = "ZIP", num_args = 0..=1, default_missing_value = "")]
+        archive_processed: Option<PathBuf>,
+        /// No per-step progress lines.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Continue an interrupted or failed run from the first step that did not complete.
+    Resume {
+        run_id: String,
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Run one step of a workflow on its own.
+    RunStep {
+        step: String,
+        #[arg(long, value_name = "FILE")]
+        workflow: PathBuf,
+        #[command(flatten)]
+        context: ContextArgs,
+        /// Make the step results of this earlier run visible as `${steps.*}`.
+        #[arg(long = "run", value_name = "RUN_ID")]
+        from_run: Option<String>,
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Run a workflow, and run it again each time the file changes.
+    Watch {
+        file: PathBuf,
+        #[command(flatten)]
+        context: ContextArgs,
+    },
+    /// Check workflow files and print every problem found.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+struct ContextArgs {
+    /// A context value, `${context.KEY}` in the workflow (repeatable).
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    pairs: Vec<String>,
+    /// A JSON object of context values; `--context` wins over it.
+    #[arg(long, value_name = "FILE")]
+    context_file: Option<PathBuf>,
+}
+
+/// Entry point used by `main` and by tests.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(if err.use_stderr() { exit::INVALID } else { exit::SUCCESS });
+        }
+    };
+    let workspace = match workspace_dir(cli.workspace.as_deref()) {
+        Ok(ws) => ws,
+        Err(message) => return fail(exit::INVALID, &message),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => return fail(exit::INVALID, &format!("failed to start the async runtime: {err}")),
+    };
+    let code = runtime.block_on(dispatch(cli.command, workspace));
+    ExitCode::from(code)
+}
+
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}
+
+fn workspace_dir(arg: Option<&Path>) -> Result<PathBuf, String> {
+    let dir = match arg {
+        Some(dir) => dir.to_path_buf(),
+        None => std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?,
+    };
+    dir.canonicalize()
+        .map_err(|e| format!("workspace {} is not usable: {e}", dir.display()))
+}
+
+async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
+    match command {
+        Command::Validate { files } => validate(&workspace, &files),
+        Command::Run { file, context, clean_processed, archive_processed, quiet } => {
+            run(&workspace, &file, &context, clean_processed, archive_processed, quiet).await
+        }
+        Command::Resume { run_id, quiet } => {
+            let cancel = signal_cancel();
+            match Runner::resume(&run_id, &workspace, cancel, !quiet) {
+                Ok(runner) => {
+                    eprintln!("run_id: {}", runner.run_id());
+                    report(runner.run().await)
+                }
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    exit::INVALID
+                }
+            }
+        }
+        Command::RunStep { step, workflow, context, from_run, quiet } => {
+            run_step(&workspace, &step, &workflow, &context, from_run.as_deref(), quiet).await
+        }
+        Command::Watch { file, context } => watch(&workspace, &file, &context).await,
+    }
+}
+
+fn validate(workspace: &Path, files: &[PathBuf]) -> u8 {
+    let mut problems = 0;
+    for file in files {
+        let path = workspace.join(file);
+        match load::load_file(&path) {
+            Ok(workflow) => println!("{}: ok ({} steps)", file.display(), workflow.all_steps().len()),
+            Err(err) => {
+                problems += err.diagnostics.len();
+                eprint!("{}", relative_render(&err, workspace));
+            }
+        }
+    }
+    if problems > 0 {
+        eprintln!("{problems} problem(s) found");
+        1
+    } else {
+        0
+    }
+}
+
+/// Renders load errors with paths relative to the workspace, as the user typed them.
+fn relative_render(err: &LoadError, workspace: &Path) -> String {
+    let mut err_copy = LoadError { path: err.path.clone(), source_text: err.source_text.clone(), diagnostics: err.diagnostics.clone() };
+    for d in &mut err_copy.diagnostics {
+        if let Ok(rel) = d.file.strip_prefix(workspace) {
+            d.file = rel.to_path_buf();
+        }
+    }
+    let mut text = err_copy.render();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
+}
+
+/// Loads a workflow for running: problems are printed and mean exit 2.
+fn load_for_run(workspace: &Path, file: &Path) -> Result<(Workflow, String), u8> {
+    let path = workspace.join(file);
+    match load::load_file(&path) {
+        Ok(mut workflow) => {
+            workflow.path = file.to_path_buf();
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            Ok((workflow, text))
+        }
+        Err(err) => {
+            eprint!("{}", relative_render(&err, workspace));
+            eprintln!("error: the workflow has {} problem(s); nothing was run", err.diagnostics.len());
+            Err(exit::INVALID)
+        }
+    }
+}
+
+/// Context precedence: workflow `context:` defaults, then `--context-file`, then `--context`.
+fn build_context(workspace: &Path, workflow: &Workflow, args: &ContextArgs) -> Result<Map<String, Value>, String> {
+    let mut context = workflow.context.clone();
+    if let Some(file) = &args.context_file {
+        let path = workspace.join(file);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read --context-file {}: {e}", file.display()))?;
+        match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(map)) => context.extend(map),
+            Ok(_) => return Err(format!("--context-file {} must hold a JSON object", file.display())),
+            Err(e) => return Err(format!("--context-file {} is not valid JSON: {e}", file.display())),
+        }
+    }
+    for pair in &args.pairs {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(format!("--context `{pair}` must be KEY=VALUE"));
+        };
+        if key.is_empty() {
+            return Err(format!("--context `{pair}` has an empty key"));
+        }
+        context.insert(key.to_string(), Value::String(value.to_string()));
+    }
+    Ok(context)
+}
+
+/// Cancels the token on the first SIGINT or SIGTERM; exits at once on the second.
+fn signal_cancel() -> CancellationToken {
+    let token = CancellationToken::new();
+    let child = token.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            return;
+        };
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        eprintln!("interrupted: stopping the current step (press Ctrl-C again to exit at once)");
+        child.cancel();
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        std::process::exit(i32::from(exit::INTERRUPTED));
+    });
+    token
+}
+
+async fn run(
+    workspace: &Path,
+    file: &Path,
+    context: &ContextArgs,
+    clean: bool,
+    archive: Option<PathBuf>,
+    quiet: bool,
+) -> u8 {
+    let (workflow, text) = match load_for_run(workspace, file) {
+        Ok(w) => w,
+        Err(code) => return code,
+    };
+    let context = match build_context(workspace, &workflow, context) {
+        Ok(c) => c,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit::INVALID;
+        }
+    };
+    let needs_processed = clean || archive.is_some();
+    let processed_dir = if needs_processed {
+        match processed::processed_dir(workspace, &workflow.queue.processed_dir) {
+            Ok(dir) => Some(dir),
+            Err(err) => {
+                eprintln!("error: {err}");
+                return exit::INVALID;
+            }
+        }
+    } else {
+        None
+    };
+    if let (Some(dir), Some(dest)) = (&processed_dir, &archive) {
+        if !dest.as_os_str().is_empty() {
+            if let Err(err) = processed::check_archive_dest(dir, &workspace.join(dest)) {
+                eprintln!("error: {err}");
+                return exit::INVALID;
+            }
+        }
+    }
+    if clean {
+        if let Some(dir) = &processed_dir {
+            match processed::clean(dir) {
+                Ok(n) if !quiet => eprintln!("cleaned {} ({n} entries removed)", dir.display()),
+                Ok(_) => {}
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return exit::INVALID;
+                }
+            }
+        }
+    }
+    let cancel = signal_cancel();
+    let config = RunConfig {
+        workspace: workspace.to_path_buf(),
+        context,
+        cancel,
+        progress: !quiet,
+        preset_results: Map::new(),
+    };
+    let runner = match Runner::create(workflow, &text, config) {
+        Ok(r) => r,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return exit::INVALID;
+        }
+    };
+    eprintln!("run_id: {}", runner.run_id());
+    let root = runner.run_root().to_path_buf();
+    let outcome = runner.run().await;
+    let code = report(outcome);
+    if code == exit::SUCCESS {
+        if let (Some(dir), Some(dest)) = (&processed_dir, archive) {
+            let dest = if dest.as_os_str().is_empty() { root.join("processed.zip") } else { workspace.join(dest) };
+            match processed::archive(dir, &dest) {
+                Ok(n) => {
+                    if !quiet {
+                        eprintln!("archived {n} file(s) from {} to {}", dir.display(), dest.display());
+                    }
+                }
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return exit::STEP_FAILED;
+                }
+            }
+        }
+    }
+    code
+}
+
+fn report(outcome: Result<RunReport, crate::runner::RunError>) -> u8 {
+    match outcome {
+        Ok(report) => {
+            match report.status {
+                RunStatus::Succeeded => eprintln!("run {} succeeded", report.run_id),
+                RunStatus::Interrupted => eprintln!(
+                    "run {} interrupted; continue it with `orchestrate resume {}`",
+                    report.run_id, report.run_id
+                ),
+                _ => eprintln!(
+                    "run {} failed: {}\n  logs: {}\n  after fixing the cause, continue with `orchestrate resume {}`",
+                    report.run_id,
+                    report.error.as_deref().unwrap_or("a step failed"),
+                    report.run_root.join("logs").display(),
+                    report.run_id
+                ),
+            }
+            report.exit_code
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            exit::STEP_FAILED
+        }
+    }
+}
+
+async fn run_step(
+    workspace: &Path,
+    name: &str,
+    file: &Path,
+    context: &ContextArgs,
+    from_run: Option<&str>,
+    quiet: bool,
+) -> u8 {
+    let (workflow, text) = match load_for_run(workspace, file) {
+        Ok(w) => w,
+        Err(code) => return code,
+    };
+    let Some(step) = workflow.find_step(name).cloned() else {
+        let names: Vec<String> = workflow.all_steps().iter().map(|s| s.name.clone()).collect();
+        let hint = crate::diag::did_you_mean(name, names.iter().map(String::as_str))
+            .map(|s| format!("did you mean `{s}`?"))
+            .unwrap_or_else(|| format!("steps: {}", names.join(", ")));
+        eprintln!("error: {} has no step `{name}`; {hint}", file.display());
+        return exit::INVALID;
+    };
+    let context = match build_context(workspace, &workflow, context) {
+        Ok(c) => c,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit::INVALID;
+        }
+    };
+    let preset = match from_run {
+        Some(run_id) => match RunDir::new(workspace, run_id).read_state() {
+            Ok(state) => state.steps,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return exit::INVALID;
+            }
+        },
+        None => Map::new(),
+    };
+    let mut single = workflow;
+    let mut step = step;
+    step.on = Default::default();
+    single.steps = vec![step];
+    let config = RunConfig {
+        workspace: workspace.to_path_buf(),
+        context,
+        cancel: signal_cancel(),
+        progress: !quiet,
+        preset_results: preset,
+    };
+    let runner = match Runner::create(single, &text, config) {
+        Ok(r) => r,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return exit::INVALID;
+        }
+    };
+    eprintln!("run_id: {}", runner.run_id());
+    report(runner.run().await)
+}
+
+/// Runs the workflow, then again whenever its file changes; a change during a run stops it
+/// first (like watchexec's restart).
+async fn watch(workspace: &Path, file: &Path, context: &ContextArgs) -> u8 {
+    use notify::{RecursiveMode, Watcher};
+    let path = workspace.join(file);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let target = path.clone();
+    let mut watcher = match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            let relevant = event.need_rescan() || event.paths.iter().any(|p| p == &target);
+            if relevant && !matches!(event.kind, notify::EventKind::Access(_)) {
+                let _ = tx.send(());
+            }
+        }
+    }) {
+        Ok(w) => w,
+        Err(err) => {
+            eprintln!("error: failed to watch {}: {err}", file.display());
+            return exit::INVALID;
+        }
+    };
+    // Editors often replace the file by rename, so watch the directory.
+    let dir = path.parent().unwrap_or(workspace).to_path_buf();
+    if let Err(err) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        eprintln!("error: failed to watch {}: {err}", dir.display());
+        return exit::INVALID;
+    }
+    let stop = signal_cancel();
+    loop {
+        let cancel = stop.child_token();
+        let run_cancel = cancel.clone();
+        let ws = workspace.to_path_buf();
+        let run_file = file.to_path_buf();
+        let context = context.clone();
+        let run = async move {
+            let (workflow, text) = match load_for_run(&ws, &run_file) {
+                Ok(w) => w,
+                Err(code) => return code,
+            };
+            let context = match build_context(&ws, &workflow, &context) {
+                Ok(c) => c,
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    return exit::INVALID;
+                }
+            };
+            let config = RunConfig { workspace: ws, context, cancel: run_cancel, progress: true, preset_results: Map::new() };
+            match Runner::create(workflow, &text, config) {
+                Ok(runner) => {
+                    eprintln!("run_id: {}", runner.run_id());
+                    report(runner.run().await)
+                }
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    exit::INVALID
+                }
+            }
+        };
+        tokio::pin!(run);
+        let mut changed = false;
+        tokio::select! {
+            _ = &mut run => {}
+            Some(()) = rx.recv() => {
+                changed = true;
+                cancel.cancel();
+                run.await;
+            }
+        }
+        if stop.is_cancelled() {
+            return exit::INTERRUPTED;
+        }
+        if !changed {
+            eprintln!("watching {} for changes (Ctrl-C to stop)", file.display());
+            tokio::select! {
+                Some(()) = rx.recv() => {}
+                _ = stop.cancelled() => return exit::INTERRUPTED,
+            }
+        }
+        // Let a burst of writes settle, then drain it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while rx.try_recv().is_ok() {}
+        eprintln!("{} changed; running again", file.display());
+    }
+}

@@ -1,0 +1,21 @@
+//! `orchestrate`: a workflow engine for shell commands and coding-agent CLIs.
+//!
+//! The data flow, stage by stage (see ARCHITECTURE.md):
+//! `yaml` (spanned tree) -> `load` (diagnostics, validation) -> `model` -> `runner`
+//! -> `exec` (one process per step), recording into `events` (append-only) and `state`
+//! (snapshots). `cli` is the command line over all of it.
+
+pub mod cli;
+pub mod clock;
+pub mod diag;
+pub mod events;
+pub mod exec;
+pub mod fsutil;
+pub mod jq;
+pub mod load;
+pub mod model;
+pub mod processed;
+pub mod runner;
+pub mod state;
+pub mod template;
+pub mod yaml;

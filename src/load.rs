@@ -1,0 +1,1180 @@
+//! Loading and validating a workflow file.
+//!
+//! Owns: the workflow language's fields, walking the spanned YAML tree into [`model`] types, and
+//! every check that can be made before running (unknown fields, goto targets, duplicate names,
+//! pointer grammar, variable namespaces, jq syntax). All problems are collected, not just the
+//! first. Does not run anything and does not read files other than the workflow itself.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value as Json;
+
+use crate::diag::{Diagnostic, did_you_mean};
+use crate::model::{
+    Capture, Condition, DEFAULT_MAX_VISITS, Items, Pointer, ProviderTemplate, QueueDirs, Retry,
+    Step, StepKind, Target, Transitions, Workflow, builtin_providers,
+};
+use crate::template::{Part, Template};
+use crate::yaml::{self, Node, Pos, Value};
+
+/// A workflow that failed to load, with every problem found.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to load workflow {}: {} problem(s)", path.display(), diagnostics.len())]
+pub struct LoadError {
+    pub path: PathBuf,
+    /// The file's text when it could be read, for rendering the offending lines.
+    pub source_text: Option<String>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl LoadError {
+    pub fn render(&self) -> String {
+        self.diagnostics
+            .iter()
+            .map(|d| d.render(self.source_text.as_deref()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Workflow files over this size are refused before parsing.
+pub const MAX_WORKFLOW_BYTES: u64 = 8 << 20;
+
+pub fn load_file(path: &Path) -> Result<Workflow, LoadError> {
+    let fail = |message: String, hint: &str| LoadError {
+        path: path.to_path_buf(),
+        source_text: None,
+        diagnostics: vec![Diagnostic::error(path, Pos::default(), message).with_hint(hint)],
+    };
+    let meta = std::fs::metadata(path)
+        .map_err(|err| fail(format!("cannot read the workflow file: {err}"), "check the path"))?;
+    if !meta.is_file() {
+        return Err(fail("not a regular file".into(), "give the path of a workflow YAML file"));
+    }
+    if meta.len() > MAX_WORKFLOW_BYTES {
+        return Err(fail(
+            format!("the file is {} bytes; workflows are limited to {MAX_WORKFLOW_BYTES}", meta.len()),
+            "split the workflow",
+        ));
+    }
+    let bytes = std::fs::read(path)
+        .map_err(|err| fail(format!("cannot read the workflow file: {err}"), "check permissions"))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|err| fail(format!("the file is not UTF-8 ({err})"), "save it as UTF-8"))?;
+    load_str(path, &text)
+}
+
+pub fn load_str(path: &Path, text: &str) -> Result<Workflow, LoadError> {
+    let fail = |diagnostics| LoadError {
+        path: path.to_path_buf(),
+        source_text: Some(text.to_string()),
+        diagnostics,
+    };
+    let root = yaml::parse(text).map_err(|err| {
+        fail(vec![Diagnostic::error(path, err.pos, format!("invalid YAML: {}", err.message))])
+    })?;
+    let mut loader = Loader {
+        file: path.to_path_buf(),
+        diags: Vec::new(),
+        lines: text.lines().map(str::to_string).collect(),
+    };
+    let workflow = loader.workflow(&root, text);
+    let Some(workflow) = workflow else {
+        return Err(fail(loader.diags));
+    };
+    Checker::new(&mut loader, &workflow).check();
+    if loader.diags.is_empty() {
+        Ok(workflow)
+    } else {
+        let mut diags = loader.diags;
+        diags.sort_by_key(|d| (d.line, d.column));
+        Err(fail(diags))
+    }
+}
+
+const WORKFLOW_FIELDS: &[&str] = &[
+    "name",
+    "version",
+    "description",
+    "strict_flow",
+    "inbox_dir",
+    "processed_dir",
+    "failed_dir",
+    "task_extension",
+    "providers",
+    "context",
+    "env",
+    "max_visits",
+    "steps",
+];
+
+const STEP_FIELDS: &[&str] = &[
+    "name",
+    "agent",
+    "description",
+    "command",
+    "provider",
+    "provider_params",
+    "input_file",
+    "output_file",
+    "command_override",
+    "env",
+    "secrets",
+    "output_capture",
+    "allow_parse_error",
+    "when",
+    "on",
+    "for_each",
+    "wait_for",
+    "timeout_sec",
+    "retry",
+    "max_visits",
+];
+
+/// Names a step may not take: they are goto keywords.
+const RESERVED_STEP_NAMES: &[&str] = &["_end"];
+
+struct Loader {
+    file: PathBuf,
+    diags: Vec<Diagnostic>,
+    /// Source lines, to tell quoted scalars (whose position is the quote) from plain ones.
+    lines: Vec<String>,
+}
+
+/// A mapping whose keys have been checked against the fields its type allows.
+struct Fields<'a> {
+    entries: &'a [(Node, Node)],
+}
+
+impl<'a> Fields<'a> {
+    fn get(&self, key: &str) -> Option<&'a Node> {
+        self.entries
+            .iter()
+            .find(|(k, _)| matches!(&k.value, Value::Str(s) if s == key))
+            .map(|(_, v)| v)
+    }
+
+    /// A present key whose value is YAML null counts as absent (`retry:` with nothing after it).
+    fn value(&self, key: &str) -> Option<&'a Node> {
+        self.get(key).filter(|node| node.value != Value::Null)
+    }
+
+    fn key_pos(&self, key: &str) -> Option<Pos> {
+        self.entries
+            .iter()
+            .find(|(k, _)| matches!(&k.value, Value::Str(s) if s == key))
+            .map(|(k, _)| k.pos)
+    }
+}
+
+impl Loader {
+    fn error(&mut self, pos: Pos, message: impl Into<String>) -> &mut Diagnostic {
+        self.diags.push(Diagnostic::error(&self.file, pos, message));
+        self.diags.last_mut().expect("just pushed")
+    }
+
+    /// Checks that `node` is a mapping with only `allowed` keys; reports each unknown key.
+    fn fields<'a>(&mut self, node: &'a Node, allowed: &[&str], what: &str) -> Option<Fields<'a>> {
+        let Value::Map(entries) = &node.value else {
+            self.error(node.pos, format!("{what} must be a mapping, found {}", node.value.kind()));
+            return None;
+        };
+        for (key, _) in entries {
+            match &key.value {
+                Value::Str(name) if allowed.contains(&name.as_str()) => {}
+                Value::Str(name) => {
+                    let suggestion = did_you_mean(name, allowed.iter().copied());
+                    let hint = match suggestion {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!("allowed fields: {}", allowed.join(", ")),
+                    };
+                    let width = name.chars().count();
+                    self.error(key.pos, format!("unknown field `{name}` in {what}"))
+                        .width = width;
+                    self.diags.last_mut().expect("just pushed").hint = Some(hint);
+                }
+                other => {
+                    self.error(key.pos, format!("{what} has a key that is {}, not a name", other.kind()));
+                }
+            }
+        }
+        Some(Fields { entries })
+    }
+
+    fn string(&mut self, node: &Node, what: &str) -> Option<String> {
+        match &node.value {
+            Value::Str(s) => Some(s.clone()),
+            Value::Bool(_) | Value::Int(_) | Value::Float(_) => node.scalar_text(),
+            other => {
+                self.error(node.pos, format!("{what} must be a string, found {}", other.kind()));
+                None
+            }
+        }
+    }
+
+    /// Column of a scalar's first character: one past the quote for quoted scalars.
+    fn content_column(&self, pos: Pos) -> u32 {
+        let quoted = self
+            .lines
+            .get(pos.line as usize - 1)
+            .and_then(|line| line.chars().nth(pos.column as usize - 1))
+            .is_some_and(|c| c == '"' || c == '\'');
+        if quoted { pos.column + 1 } else { pos.column }
+    }
+
+    fn template(&mut self, node: &Node, what: &str) -> Option<Template> {
+        let raw = self.string(node, what)?;
+        let column = self.content_column(node.pos);
+        match Template::parse(&raw) {
+            Ok(mut template) => {
+                template.at = (node.pos.line, column);
+                Some(template)
+            }
+            Err(err) => {
+                let pos = Pos { column, ..node.pos };
+                self.diags.push(
+                    Diagnostic::error(&self.file, pos, format!("in {what}: {}", err.message))
+                        .shifted(err.offset),
+                );
+                None
+            }
+        }
+    }
+
+    fn templates(&mut self, node: &Node, what: &str) -> Option<Vec<Template>> {
+        let Value::Seq(items) = &node.value else {
+            let hint = "write an argv list such as [\"echo\", \"hello\"]; use [\"bash\", \"-c\", \"...\"] for shell syntax";
+            self.error(node.pos, format!("{what} must be a list of arguments, found {}", node.value.kind()))
+                .hint = Some(hint.into());
+            return None;
+        };
+        if items.is_empty() {
+            self.error(node.pos, format!("{what} is empty: give at least the program to run"));
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut ok = true;
+        for item in items {
+            match self.template(item, what) {
+                Some(t) => out.push(t),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn boolean(&mut self, node: &Node, what: &str) -> Option<bool> {
+        match &node.value {
+            Value::Bool(b) => Some(*b),
+            Value::Str(s) if s == "true" || s == "false" => Some(s == "true"),
+            other => {
+                self.error(node.pos, format!("{what} must be true or false, found {}", other.kind()));
+                None
+            }
+        }
+    }
+
+    fn number(&mut self, node: &Node, what: &str, min: f64, max: f64) -> Option<f64> {
+        let value = match &node.value {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            Value::Str(s) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        };
+        match value {
+            Some(v) if v.is_finite() && v >= min && v <= max => Some(v),
+            _ => {
+                let text = node.scalar_text().unwrap_or_else(|| node.value.kind().to_string());
+                self.error(node.pos, format!("{what} must be a number from {min} to {max}, found `{text}`"));
+                None
+            }
+        }
+    }
+
+    fn count(&mut self, node: &Node, what: &str, min: u32, max: u32) -> Option<u32> {
+        match &node.value {
+            Value::Int(i) if *i >= i128::from(min) && *i <= i128::from(max) => u32::try_from(*i).ok(),
+            _ => {
+                let text = node.scalar_text().unwrap_or_else(|| node.value.kind().to_string());
+                self.error(node.pos, format!("{what} must be a whole number from {min} to {max}, found `{text}`"));
+                None
+            }
+        }
+    }
+
+    fn seconds(&mut self, node: &Node, what: &str) -> Option<Duration> {
+        self.number(node, what, 0.0, 31_536_000.0).map(Duration::from_secs_f64)
+    }
+
+    fn string_map(&mut self, node: &Node, what: &str) -> Option<Vec<(String, Template)>> {
+        let Value::Map(entries) = &node.value else {
+            self.error(node.pos, format!("{what} must be a mapping, found {}", node.value.kind()));
+            return None;
+        };
+        let mut out = Vec::new();
+        for (key, value) in entries {
+            let key = self.string(key, what)?;
+            if let Some(t) = self.template(value, &format!("{what}.{key}")) {
+                out.push((key, t));
+            }
+        }
+        Some(out)
+    }
+
+    fn workflow(&mut self, root: &Node, text: &str) -> Option<Workflow> {
+        if root.value == Value::Null {
+            self.error(root.pos, "the workflow is empty").hint =
+                Some("a workflow needs at least `steps:` with one step".into());
+            return None;
+        }
+        let fields = self.fields(root, WORKFLOW_FIELDS, "the workflow")?;
+        let name = match fields.value("name") {
+            Some(node) => self.string(node, "`name`").unwrap_or_default(),
+            None => self.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        };
+        let mut queue = QueueDirs::default();
+        for (key, slot) in [
+            ("inbox_dir", &mut queue.inbox_dir),
+            ("processed_dir", &mut queue.processed_dir),
+            ("failed_dir", &mut queue.failed_dir),
+            ("task_extension", &mut queue.task_extension),
+        ] {
+            if let Some(node) = fields.value(key) {
+                if let Some(value) = self.string(node, &format!("`{key}`")) {
+                    *slot = value;
+                }
+            }
+        }
+        let strict_flow = match fields.value("strict_flow") {
+            Some(node) => self.boolean(node, "`strict_flow`").unwrap_or(true),
+            None => true,
+        };
+        let max_visits = match fields.value("max_visits") {
+            Some(node) => self.count(node, "`max_visits`", 1, 1_000_000).unwrap_or(DEFAULT_MAX_VISITS),
+            None => DEFAULT_MAX_VISITS,
+        };
+        let mut providers = builtin_providers();
+        if let Some(node) = fields.value("providers") {
+            self.providers(node, &mut providers);
+        }
+        let context = match fields.value("context") {
+            Some(node) => match node.to_json() {
+                Json::Object(map) => map,
+                _ => {
+                    self.error(node.pos, "`context` must be a mapping of names to default values");
+                    serde_json::Map::new()
+                }
+            },
+            None => serde_json::Map::new(),
+        };
+        let env = match fields.value("env") {
+            Some(node) => self.string_map(node, "`env`").unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let steps = match fields.get("steps") {
+            Some(node) => self.steps(node),
+            None => {
+                self.error(root.pos, "the workflow has no `steps`").hint =
+                    Some("add `steps:` with a list of steps".into());
+                Vec::new()
+            }
+        };
+        Some(Workflow {
+            name,
+            path: self.file.clone(),
+            fingerprint: fingerprint(text),
+            queue,
+            providers,
+            context,
+            env,
+            max_visits,
+            strict_flow,
+            steps,
+        })
+    }
+
+    fn providers(&mut self, node: &Node, providers: &mut BTreeMap<String, ProviderTemplate>) {
+        let Value::Map(entries) = &node.value else {
+            self.error(node.pos, "`providers` must be a mapping of provider names to templates");
+            return;
+        };
+        for (key, value) in entries {
+            let Some(name) = self.string(key, "a provider name") else { continue };
+            let what = format!("provider `{name}`");
+            let Some(fields) = self.fields(value, &["command", "defaults"], &what) else { continue };
+            let command = match fields.get("command") {
+                Some(node) => self.templates(node, &format!("`command` of {what}")),
+                None => {
+                    self.error(value.pos, format!("{what} has no `command`"));
+                    None
+                }
+            };
+            let mut defaults = BTreeMap::new();
+            if let Some(node) = fields.value("defaults") {
+                if let Value::Map(entries) = &node.value {
+                    for (k, v) in entries {
+                        if let (Some(k), Some(v)) = (
+                            self.string(k, "a default's name"),
+                            self.string(v, &format!("`defaults` of {what}")),
+                        ) {
+                            defaults.insert(k, v);
+                        }
+                    }
+                } else {
+                    self.error(node.pos, format!("`defaults` of {what} must be a mapping"));
+                }
+            }
+            if let Some(command) = command {
+                providers.insert(name, ProviderTemplate { command, defaults });
+            }
+        }
+    }
+
+    fn steps(&mut self, node: &Node) -> Vec<Step> {
+        let Value::Seq(items) = &node.value else {
+            self.error(node.pos, format!("`steps` must be a list of steps, found {}", node.value.kind()));
+            return Vec::new();
+        };
+        if items.is_empty() {
+            self.error(node.pos, "`steps` is empty").hint = Some("add at least one step".into());
+        }
+        items.iter().filter_map(|item| self.step(item)).collect()
+    }
+
+    fn step(&mut self, node: &Node) -> Option<Step> {
+        let name_hint = match &node.value {
+            Value::Map(_) => Fields { entries: map_entries(node) }
+                .value("name")
+                .and_then(Node::scalar_text),
+            _ => None,
+        };
+        let what = match &name_hint {
+            Some(name) => format!("step `{name}`"),
+            None => "a step".to_string(),
+        };
+        let fields = self.fields(node, STEP_FIELDS, &what)?;
+        let name = match fields.value("name") {
+            Some(n) => {
+                let name = self.string(n, "the step `name`")?;
+                if name.is_empty()
+                    || !name.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+                {
+                    self.error(n.pos, format!("step name `{name}` may only use letters, digits, `_` and `-`"))
+                        .hint = Some("names are used in `${steps.<name>...}` and `goto`".into());
+                    return None;
+                }
+                if RESERVED_STEP_NAMES.contains(&name.as_str()) {
+                    self.error(n.pos, format!("`{name}` is reserved for `goto: {name}`; pick another step name"));
+                    return None;
+                }
+                name
+            }
+            None => {
+                self.error(node.pos, "a step has no `name`").hint =
+                    Some("every step needs a unique `name`".into());
+                return None;
+            }
+        };
+        let what = format!("step `{name}`");
+        let kind = self.step_kind(node, &fields, &what)?;
+
+        let capture = match fields.value("output_capture") {
+            Some(n) => match self.string(n, "`output_capture`").as_deref() {
+                Some("text") => Capture::Text,
+                Some("lines") => Capture::Lines,
+                Some("json") => Capture::Json,
+                Some(other) => {
+                    let hint = match did_you_mean(other, ["text", "lines", "json"]) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => "use text, lines or json".into(),
+                    };
+                    self.error(n.pos, format!("`output_capture: {other}` in {what} is not a capture mode"))
+                        .hint = Some(hint);
+                    Capture::Text
+                }
+                None => Capture::Text,
+            },
+            None => Capture::Text,
+        };
+        let allow_parse_error = match fields.value("allow_parse_error") {
+            Some(n) => self.boolean(n, "`allow_parse_error`").unwrap_or(false),
+            None => false,
+        };
+        let output_file = fields.value("output_file").and_then(|n| self.template(n, "`output_file`"));
+        let when = fields.value("when").and_then(|n| self.condition(n, &what));
+        let on = match fields.value("on") {
+            Some(n) => self.transitions(n, &what),
+            None => Transitions::default(),
+        };
+        let timeout = fields.value("timeout_sec").and_then(|n| self.seconds(n, "`timeout_sec`"));
+        let retry = match fields.value("retry") {
+            Some(n) => self.retry(n, &what),
+            None => Retry::default(),
+        };
+        let max_visits = fields.value("max_visits").and_then(|n| self.count(n, "`max_visits`", 1, 1_000_000));
+        let env = match fields.value("env") {
+            Some(n) => self.string_map(n, "`env`").unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let secrets = match fields.value("secrets") {
+            Some(n) => self.secrets(n),
+            None => Vec::new(),
+        };
+        let agent = fields.value("agent").and_then(|n| self.string(n, "`agent`"));
+        if let (Some(pos), StepKind::ForEach { .. } | StepKind::WaitFor { .. }) =
+            (fields.key_pos("output_file"), &kind)
+        {
+            self.error(pos, format!("`output_file` has no meaning on a {} step ({what})", kind.label()));
+        }
+        Some(Step {
+            name,
+            line: node.pos.line,
+            column: node.pos.column,
+            agent,
+            kind,
+            when,
+            on,
+            capture,
+            allow_parse_error,
+            output_file,
+            timeout,
+            retry,
+            max_visits,
+            env,
+            secrets,
+        })
+    }
+
+    fn step_kind(&mut self, node: &Node, fields: &Fields, what: &str) -> Option<StepKind> {
+        let present: Vec<&str> = ["command", "provider", "command_override", "for_each", "wait_for"]
+            .into_iter()
+            .filter(|key| fields.get(key).is_some())
+            .collect();
+        let conflict = match present.as_slice() {
+            [] => {
+                self.error(node.pos, format!("{what} has nothing to do")).hint = Some(
+                    "give it one of `command`, `provider`, `command_override`, `for_each` or `wait_for`".into(),
+                );
+                return None;
+            }
+            [_] | ["provider", "command_override"] => None,
+            many => Some(many.join("`, `")),
+        };
+        if let Some(conflict) = conflict {
+            self.error(node.pos, format!("{what} has more than one action: `{conflict}`")).hint =
+                Some("a step does one thing: split it into several steps".into());
+            return None;
+        }
+        for key in ["provider_params", "input_file"] {
+            if let Some(pos) = fields.key_pos(key) {
+                if !present.contains(&"provider") && !present.contains(&"command_override") {
+                    self.error(pos, format!("`{key}` in {what} only applies to `provider` steps"));
+                }
+            }
+        }
+        match present[0] {
+            "command" => {
+                let argv = self.templates(fields.get("command")?, &format!("`command` of {what}"))?;
+                Some(StepKind::Command { argv })
+            }
+            "provider" | "command_override" => {
+                let provider = fields.value("provider").and_then(|n| self.string(n, "`provider`"));
+                let mut params = BTreeMap::new();
+                if let Some(n) = fields.value("provider_params") {
+                    for (k, v) in self.string_map(n, "`provider_params`").unwrap_or_default() {
+                        params.insert(k, v);
+                    }
+                }
+                let input_file = fields.value("input_file").and_then(|n| self.template(n, "`input_file`"));
+                let command_override = match fields.get("command_override") {
+                    Some(n) => Some(self.templates(n, &format!("`command_override` of {what}"))?),
+                    None => None,
+                };
+                Some(StepKind::Provider { provider, params, input_file, command_override })
+            }
+            "for_each" => self.for_each(fields.get("for_each")?, what),
+            _ => self.wait_for(fields.get("wait_for")?, what),
+        }
+    }
+
+    fn for_each(&mut self, node: &Node, what: &str) -> Option<StepKind> {
+        let fields = self.fields(node, &["items", "items_from", "as", "steps"], &format!("`for_each` of {what}"))?;
+        let items = match (fields.get("items"), fields.get("items_from")) {
+            (Some(n), None) => match n.to_json() {
+                Json::Array(items) => Items::Literal(items),
+                _ => {
+                    self.error(n.pos, format!("`items` of {what} must be a list")).hint =
+                        Some("to iterate over a prior step's output use `items_from: \"steps.X.lines\"`".into());
+                    return None;
+                }
+            },
+            (None, Some(n)) => {
+                let text = self.string(n, "`items_from`")?;
+                match parse_pointer(&text) {
+                    Ok(pointer) => Items::From(pointer),
+                    Err(message) => {
+                        self.error(n.pos, format!("`items_from: {text}` in {what}: {message}")).hint = Some(
+                            "write `steps.<Step>.lines` or `steps.<Step>.json[.<dot.path>]`".into(),
+                        );
+                        return None;
+                    }
+                }
+            }
+            (Some(_), Some(n)) => {
+                self.error(n.pos, format!("`for_each` of {what} has both `items` and `items_from`"));
+                return None;
+            }
+            (None, None) => {
+                self.error(node.pos, format!("`for_each` of {what} needs `items` or `items_from`"));
+                return None;
+            }
+        };
+        let var = match fields.value("as") {
+            Some(n) => {
+                let var = self.string(n, "`as`")?;
+                if var.is_empty()
+                    || !var.chars().all(|c| c.is_alphanumeric() || c == '_')
+                    || RESERVED_ROOTS.contains(&var.as_str())
+                {
+                    self.error(n.pos, format!("`as: {var}` must be a plain name that is not one of {}", RESERVED_ROOTS.join(", ")));
+                    return None;
+                }
+                var
+            }
+            None => "item".to_string(),
+        };
+        let steps = match fields.get("steps") {
+            Some(n) => self.steps(n),
+            None => {
+                self.error(node.pos, format!("`for_each` of {what} has no `steps`"));
+                return None;
+            }
+        };
+        Some(StepKind::ForEach { items, var, steps })
+    }
+
+    fn wait_for(&mut self, node: &Node, what: &str) -> Option<StepKind> {
+        let fields = self.fields(node, &["glob", "timeout_sec", "poll_ms", "min_count"], &format!("`wait_for` of {what}"))?;
+        let glob = match fields.value("glob") {
+            Some(n) => self.template(n, "`glob`")?,
+            None => {
+                self.error(node.pos, format!("`wait_for` of {what} needs a `glob`"));
+                return None;
+            }
+        };
+        let timeout = match fields.value("timeout_sec") {
+            Some(n) => self.seconds(n, "`timeout_sec`")?,
+            None => Duration::from_secs(300),
+        };
+        let poll = match fields.value("poll_ms") {
+            Some(n) => Duration::from_millis(u64::from(self.count(n, "`poll_ms`", 1, 3_600_000)?)),
+            None => Duration::from_millis(500),
+        };
+        let min_count = match fields.value("min_count") {
+            Some(n) => self.count(n, "`min_count`", 1, 1_000_000)? as usize,
+            None => 1,
+        };
+        Some(StepKind::WaitFor { glob, timeout, poll, min_count })
+    }
+
+    fn condition(&mut self, node: &Node, what: &str) -> Option<Condition> {
+        let fields = self.fields(node, &["equals", "not_equals", "jq"], &format!("`when` of {what}"))?;
+        let present: Vec<&str> =
+            ["equals", "not_equals", "jq"].into_iter().filter(|k| fields.get(k).is_some()).collect();
+        if present.len() != 1 {
+            self.error(node.pos, format!("`when` of {what} needs exactly one of `equals`, `not_equals` or `jq`"));
+            return None;
+        }
+        if present[0] == "jq" {
+            let expr = self.string(fields.get("jq")?, "`jq`")?;
+            return Some(Condition::Jq(expr));
+        }
+        let inner = fields.get(present[0])?;
+        let pair = self.fields(inner, &["left", "right"], &format!("`{}` of {what}", present[0]))?;
+        let (Some(l), Some(r)) = (pair.get("left"), pair.get("right")) else {
+            self.error(inner.pos, format!("`{}` of {what} needs `left` and `right`", present[0]));
+            return None;
+        };
+        let left = self.template(l, "`left`")?;
+        let right = self.template(r, "`right`")?;
+        Some(if present[0] == "equals" {
+            Condition::Equals { left, right }
+        } else {
+            Condition::NotEquals { left, right }
+        })
+    }
+
+    fn transitions(&mut self, node: &Node, what: &str) -> Transitions {
+        let mut out = Transitions::default();
+        let Some(fields) = self.fields(node, &["success", "failure", "always"], &format!("`on` of {what}")) else {
+            return out;
+        };
+        let mut at = [(0, 0); 3];
+        for (i, (key, slot)) in [("success", &mut out.success), ("failure", &mut out.failure), ("always", &mut out.always)]
+            .into_iter()
+            .enumerate()
+        {
+            let Some(n) = fields.value(key) else { continue };
+            let Some(f) = self.fields(n, &["goto"], &format!("`on.{key}` of {what}")) else { continue };
+            match f.value("goto") {
+                Some(g) => {
+                    if let Some(target) = self.string(g, "`goto`") {
+                        at[i] = (g.pos.line, self.content_column(g.pos));
+                        *slot = Some(if target == "_end" { Target::End } else { Target::Step(target) });
+                    }
+                }
+                None => {
+                    self.error(n.pos, format!("`on.{key}` of {what} needs `goto: <step>` (or `goto: _end`)"));
+                }
+            }
+        }
+        out.at = at;
+        out
+    }
+
+    fn retry(&mut self, node: &Node, what: &str) -> Retry {
+        let mut retry = Retry::default();
+        if let Value::Int(_) = node.value {
+            retry.max_attempts = self.count(node, "`retry`", 1, 100).unwrap_or(1);
+            return retry;
+        }
+        let Some(fields) = self.fields(node, &["max_attempts", "delay_sec", "backoff", "on_exit_codes"], &format!("`retry` of {what}")) else {
+            return retry;
+        };
+        if let Some(n) = fields.value("max_attempts") {
+            retry.max_attempts = self.count(n, "`max_attempts`", 1, 100).unwrap_or(1);
+        }
+        if let Some(n) = fields.value("delay_sec") {
+            retry.delay = self.seconds(n, "`delay_sec`").unwrap_or(retry.delay);
+        }
+        if let Some(n) = fields.value("backoff") {
+            retry.backoff = self.number(n, "`backoff`", 1.0, 10.0).unwrap_or(retry.backoff);
+        }
+        if let Some(n) = fields.value("on_exit_codes") {
+            match &n.value {
+                Value::Seq(codes) => {
+                    let codes: Vec<i32> = codes
+                        .iter()
+                        .filter_map(|c| self.count(c, "an exit code", 1, 255).map(|c| c as i32))
+                        .collect();
+                    retry.on_exit_codes = Some(codes);
+                }
+                _ => {
+                    self.error(n.pos, "`on_exit_codes` must be a list of exit codes");
+                }
+            }
+        }
+        retry
+    }
+
+    fn secrets(&mut self, node: &Node) -> Vec<String> {
+        let Value::Seq(items) = &node.value else {
+            self.error(node.pos, "`secrets` must be a list of environment variable names").hint =
+                Some("e.g. secrets: [GITHUB_TOKEN]".into());
+            return Vec::new();
+        };
+        items
+            .iter()
+            .filter_map(|item| {
+                let name = self.string(item, "a secret name")?;
+                let valid = !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !name.starts_with(|c: char| c.is_ascii_digit());
+                if !valid {
+                    self.error(item.pos, format!("`{name}` is not an environment variable name"));
+                    return None;
+                }
+                Some(name)
+            })
+            .collect()
+    }
+}
+
+fn map_entries(node: &Node) -> &[(Node, Node)] {
+    match &node.value {
+        Value::Map(entries) => entries,
+        _ => &[],
+    }
+}
+
+
+/// The variable roots every workflow may use; `as:` names may not shadow them.
+pub const RESERVED_ROOTS: &[&str] = &["run", "loop", "steps", "context", "env", "task"];
+
+/// The fields `${steps.<name>.<field>}` may name.
+pub const STEP_RESULT_FIELDS: &[&str] = &[
+    "exit_code",
+    "output",
+    "lines",
+    "json",
+    "duration",
+    "status",
+    "truncated",
+    "attempts",
+    "error",
+    "output_file",
+    "stdout_log",
+    "stderr_log",
+    "started_at",
+    "finished_at",
+    "files",
+    "wait_duration",
+    "poll_count",
+    "iterations",
+];
+
+pub const RUN_FIELDS: &[&str] = &["timestamp_utc", "id", "workspace", "workflow"];
+
+/// Parses the `items_from` pointer grammar.
+pub fn parse_pointer(text: &str) -> Result<Pointer, String> {
+    let segments: Vec<&str> = text.split('.').collect();
+    if segments.first() != Some(&"steps") || segments.len() < 3 {
+        return Err("a pointer starts with `steps.<Step>.`".into());
+    }
+    if segments.iter().any(|s| s.is_empty()) {
+        return Err("empty path segment".into());
+    }
+    if segments
+        .iter()
+        .any(|s| s.contains(['*', '[', ']', '|', '(', ')', ' ', '$']))
+    {
+        return Err("pointers take plain dot paths: no wildcards, brackets or expressions".into());
+    }
+    match segments[2] {
+        "lines" if segments.len() == 3 => {}
+        "lines" => return Err("`lines` is already the array; nothing may follow it".into()),
+        "json" => {}
+        other => return Err(format!("`{other}` is not iterable; use `lines` or `json`")),
+    }
+    Ok(Pointer {
+        text: text.to_string(),
+        step: segments[1].to_string(),
+        path: segments[2..].iter().map(|s| s.to_string()).collect(),
+    })
+}
+
+/// FNV-1a over the text: enough to notice that a workflow changed between a run and a resume.
+pub fn fingerprint(text: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// Semantic checks over the whole workflow: names, gotos, variables, pointers, jq.
+struct Checker<'a> {
+    loader: &'a mut Loader,
+    workflow: &'a Workflow,
+    /// Step name -> (capture mode, kind label, line).
+    steps: HashMap<String, (Capture, &'static str)>,
+    text_positions: HashMap<String, u32>,
+}
+
+impl<'a> Checker<'a> {
+    fn new(loader: &'a mut Loader, workflow: &'a Workflow) -> Self {
+        Checker { loader, workflow, steps: HashMap::new(), text_positions: HashMap::new() }
+    }
+
+    /// A diagnostic at a step (`line` is the step's line; the column is that of its first key).
+    fn at(&mut self, line: u32, message: impl Into<String>) -> &mut Diagnostic {
+        let column = self
+            .workflow
+            .all_steps()
+            .iter()
+            .find(|s| s.line == line)
+            .map(|s| s.column)
+            .unwrap_or(1);
+        self.loader.error(Pos { line, column, offset: None }, message)
+    }
+
+    fn check(mut self) {
+        let workflow = self.workflow;
+        // Names are unique across the whole file, nested steps included: `${steps.X}` and
+        // events name steps without a path.
+        for step in workflow.all_steps() {
+            if let Some(first) = self.text_positions.get(&step.name).copied() {
+                self.at(step.line, format!("duplicate step name `{}`", step.name)).hint =
+                    Some(format!("first defined on line {first}; step names must be unique"));
+            } else {
+                self.text_positions.insert(step.name.clone(), step.line);
+                self.steps.insert(step.name.clone(), (step.capture, step.kind.label()));
+            }
+        }
+        for (name, provider) in &workflow.providers {
+            for arg in &provider.command {
+                for var in arg.vars() {
+                    if var.segments.len() == 1 && var.root() != "PROMPT" && !provider.defaults.contains_key(var.root()) {
+                        // A parameter with no default must come from each step; checked per step.
+                        continue;
+                    }
+                    if var.segments.len() > 1 {
+                        self.check_var(var, &Scope::default(), 1, &format!("provider `{name}`"));
+                    }
+                }
+            }
+        }
+        let env = workflow.env.clone();
+        for (key, value) in &env {
+            self.check_template(value, &Scope::default(), 1, &format!("`env.{key}`"));
+        }
+        self.check_steps(&workflow.steps, &Scope::default());
+    }
+
+    fn check_steps(&mut self, steps: &[Step], scope: &Scope) {
+        let local: HashSet<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+        for step in steps {
+            let what = format!("step `{}`", step.name);
+            for (target, at) in [&step.on.success, &step.on.failure, &step.on.always].into_iter().zip(step.on.at) {
+                if let Some(Target::Step(name)) = target {
+                    if !local.contains(name.as_str()) {
+                        let hint = if self.steps.contains_key(name) {
+                            format!("`{name}` is in another step list; goto can only jump within the same list of steps")
+                        } else {
+                            match did_you_mean(name, local.iter().copied()) {
+                                Some(s) => format!("did you mean `{s}`?"),
+                                None => "use the name of a step in the same list, or `_end`".into(),
+                            }
+                        };
+                        let d = self.at(step.line, format!("{what} has `goto: {name}`, but there is no step `{name}`"));
+                        (d.line, d.column, d.width) = (at.0, at.1, name.chars().count());
+                        d.hint = Some(hint);
+                    }
+                }
+            }
+            if let Some(t) = &step.output_file {
+                self.check_template(t, scope, step.line, &what);
+            }
+            for (_, t) in &step.env {
+                self.check_template(t, scope, step.line, &what);
+            }
+            match &step.when {
+                Some(Condition::Equals { left, right } | Condition::NotEquals { left, right }) => {
+                    self.check_template(left, scope, step.line, &what);
+                    self.check_template(right, scope, step.line, &what);
+                }
+                Some(Condition::Jq(expr)) => {
+                    if let Err(err) = crate::jq::check(expr) {
+                        self.at(step.line, format!("`when.jq` of {what}: {err}")).hint = Some(
+                            "the expression sees the run's variables as `.run`, `.context`, `.steps`, `.loop`".into(),
+                        );
+                    }
+                }
+                None => {}
+            }
+            match &step.kind {
+                StepKind::Command { argv } => {
+                    for t in argv {
+                        self.check_template(t, scope, step.line, &what);
+                    }
+                }
+                StepKind::Provider { provider, params, input_file, command_override } => {
+                    for t in params.values() {
+                        self.check_template(t, scope, step.line, &what);
+                    }
+                    if let Some(t) = input_file {
+                        self.check_template(t, scope, step.line, &what);
+                    }
+                    let template_params = |t: &Template| {
+                        t.vars().filter(|v| v.segments.len() == 1).map(|v| v.root().to_string()).collect::<Vec<_>>()
+                    };
+                    match command_override {
+                        Some(argv) => {
+                            for t in argv {
+                                let provider_scope = scope.with_provider_params(params.keys().cloned().chain(["PROMPT".to_string()]));
+                                self.check_template(t, &provider_scope, step.line, &what);
+                            }
+                        }
+                        None => {
+                            let name = provider.clone().unwrap_or_default();
+                            let Some(template) = self.workflow.providers.get(&name) else {
+                                let names: Vec<&str> = self.workflow.providers.keys().map(String::as_str).collect();
+                                let hint = match did_you_mean(&name, names.iter().copied()) {
+                                    Some(s) => format!("did you mean `{s}`?"),
+                                    None => format!("known providers: {} (add one under `providers:`)", names.join(", ")),
+                                };
+                                self.at(step.line, format!("{what} uses provider `{name}`, which is not defined")).hint = Some(hint);
+                                continue;
+                            };
+                            for arg in &template.command {
+                                for param in template_params(arg) {
+                                    if param == "PROMPT" {
+                                        if input_file.is_none() {
+                                            self.at(step.line, format!("{what}: provider `{name}` needs a prompt (`${{PROMPT}}`) but the step has no `input_file`"))
+                                                .hint = Some("add `input_file: prompts/<file>.md`, or use `command_override`".into());
+                                        }
+                                    } else if !params.contains_key(&param) && !template.defaults.contains_key(&param) {
+                                        self.at(step.line, format!("{what}: provider `{name}` uses `${{{param}}}`, but neither `provider_params` nor the provider's `defaults` give `{param}`"))
+                                            .hint = Some(format!("add `provider_params: {{{param}: ...}}`"));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                StepKind::ForEach { items, var, steps } => {
+                    if let Items::From(pointer) = items {
+                        self.check_pointer(pointer, step.line, &what);
+                    }
+                    let inner = scope.enter_loop(var);
+                    self.check_steps(steps, &inner);
+                }
+                StepKind::WaitFor { glob, .. } => {
+                    self.check_template(glob, scope, step.line, &what);
+                }
+            }
+        }
+    }
+
+    fn check_pointer(&mut self, pointer: &Pointer, line: u32, what: &str) {
+        match self.steps.get(&pointer.step) {
+            None => {
+                let names: Vec<String> = self.steps.keys().cloned().collect();
+                let hint = match did_you_mean(&pointer.step, names.iter().map(String::as_str)) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => "name a step that runs before this one".into(),
+                };
+                self.at(line, format!("`items_from: {}` in {what} names no step `{}`", pointer.text, pointer.step))
+                    .hint = Some(hint);
+            }
+            Some((capture, _)) => {
+                let wanted = if pointer.path[0] == "lines" { Capture::Lines } else { Capture::Json };
+                if *capture != wanted {
+                    let mode = if wanted == Capture::Lines { "lines" } else { "json" };
+                    self.at(line, format!("`items_from: {}` in {what}: step `{}` does not capture {mode}", pointer.text, pointer.step))
+                        .hint = Some(format!("set `output_capture: {mode}` on step `{}`", pointer.step));
+                }
+            }
+        }
+    }
+
+    fn check_template(&mut self, template: &Template, scope: &Scope, line: u32, what: &str) {
+        for part in &template.parts {
+            if let Part::Var(var) = part {
+                let before = self.loader.diags.len();
+                self.check_var(var, scope, line, what);
+                // Point at the `${` itself when the template knows where it is.
+                if template.at.0 > 0 {
+                    for diag in &mut self.loader.diags[before..] {
+                        diag.line = template.at.0;
+                        diag.column = template.at.1 + var.offset as u32;
+                        diag.width = var.text.chars().count() + 3;
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_var(&mut self, var: &crate::template::VarRef, scope: &Scope, line: u32, what: &str) {
+        let root = var.root();
+        let text = format!("${{{}}}", var.text);
+        let field = var.segments.get(1).map(String::as_str);
+        let problem: Option<(String, String)> = match root {
+            "env" => Some((
+                format!("{what} uses `{text}`: the `env` namespace is not available"),
+                "environment variables are not substituted; pass values with `--context`, or read them in the command (`bash -c 'echo $HOME'`)".into(),
+            )),
+            "run" => match field {
+                Some(f) if RUN_FIELDS.contains(&f) && var.segments.len() == 2 => None,
+                _ => Some((format!("{what} uses `{text}`, which is not a run variable"), format!("run variables: {}", RUN_FIELDS.iter().map(|f| format!("run.{f}")).collect::<Vec<_>>().join(", ")))),
+            },
+            "loop" => {
+                if scope.loops.is_empty() {
+                    Some((format!("{what} uses `{text}` outside a `for_each`"), "`loop.index` and `loop.total` exist only inside `for_each` steps".into()))
+                } else if matches!(field, Some("index" | "total")) && var.segments.len() == 2 {
+                    None
+                } else {
+                    Some((format!("{what} uses `{text}`"), "loop variables: loop.index, loop.total".into()))
+                }
+            }
+            "context" => match field {
+                Some(_) => None,
+                None => Some((format!("{what} uses `{text}` without a key"), "write `${context.<key>}`".into())),
+            },
+            "steps" => self.check_step_ref(var, &text, what),
+            "task" => None,
+            _ if scope.loops.iter().any(|v| v == root) => None,
+            _ if scope.provider_params.iter().any(|p| p == root) && var.segments.len() == 1 => None,
+            _ => {
+                let mut roots: Vec<&str> = vec!["run", "context", "steps"];
+                if !scope.loops.is_empty() {
+                    roots.push("loop");
+                }
+                roots.extend(scope.loops.iter().map(String::as_str));
+                let hint = match did_you_mean(root, roots.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("variables here: {}", roots.join(", ")),
+                };
+                Some((format!("{what} uses `{text}`: unknown variable namespace `{root}`"), hint))
+            }
+        };
+        if let Some((message, hint)) = problem {
+            self.at(line, message).hint = Some(hint);
+        }
+    }
+
+    fn check_step_ref(&mut self, var: &crate::template::VarRef, text: &str, what: &str) -> Option<(String, String)> {
+        let Some(name) = var.segments.get(1) else {
+            return Some((format!("{what} uses `{text}` without a step name"), "write `${steps.<Step>.output}`".into()));
+        };
+        let Some((capture, kind)) = self.steps.get(name).copied() else {
+            let names: Vec<String> = self.steps.keys().cloned().collect();
+            let hint = match did_you_mean(name, names.iter().map(String::as_str)) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => "name a step of this workflow".into(),
+            };
+            return Some((format!("{what} uses `{text}`, but there is no step `{name}`"), hint));
+        };
+        let Some(field) = var.segments.get(2) else {
+            return Some((format!("{what} uses `{text}` without a field"), format!("fields: {}", STEP_RESULT_FIELDS.join(", "))));
+        };
+        if !STEP_RESULT_FIELDS.contains(&field.as_str()) {
+            let hint = match did_you_mean(field, STEP_RESULT_FIELDS.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!("fields: {}", STEP_RESULT_FIELDS.join(", ")),
+            };
+            return Some((format!("{what} uses `{text}`: steps have no field `{field}`"), hint));
+        }
+        match (field.as_str(), capture) {
+            ("lines", Capture::Lines) | ("json", Capture::Json) => None,
+            ("lines", _) | ("json", _) if kind != "for_each" && kind != "wait_for" => Some((
+                format!("{what} uses `{text}`, but step `{name}` does not capture {field}"),
+                format!("set `output_capture: {field}` on step `{name}`"),
+            )),
+            ("output", Capture::Lines | Capture::Json) => Some((
+                format!("{what} uses `{text}`, but step `{name}` captures {} (no `output` is kept)", if capture == Capture::Lines { "lines" } else { "json" }),
+                format!("use `${{steps.{name}.{}}}`", if capture == Capture::Lines { "lines" } else { "json" }),
+            )),
+            _ if var.segments.len() > 3 && field != "json" && field != "lines" && field != "files" && field != "iterations" => Some((
+                format!("{what} uses `{text}`: `{field}` has no fields"),
+                "only `json`, `lines`, `files` and `iterations` take a path".into(),
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// What names are in scope at a point of the workflow.
+#[derive(Debug, Clone, Default)]
+struct Scope {
+    /// `as:` names of the enclosing `for_each` steps, innermost last.
+    loops: Vec<String>,
+    provider_params: Vec<String>,
+}
+
+impl Scope {
+    fn enter_loop(&self, var: &str) -> Scope {
+        let mut scope = self.clone();
+        scope.loops.push(var.to_string());
+        scope
+    }
+
+    fn with_provider_params(&self, params: impl IntoIterator<Item = String>) -> Scope {
+        let mut scope = self.clone();
+        scope.provider_params.extend(params);
+        scope
+    }
+}

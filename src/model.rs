@@ -1,0 +1,221 @@
+//! The validated workflow: what the runner executes.
+//!
+//! Owns: types that can only hold a workflow the loader has accepted (every goto resolves, every
+//! step kind has what it needs, every template parsed). Does not parse YAML or run anything.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::template::Template;
+
+/// Visits of one step before the engine calls it a loop, unless the workflow or step says
+/// otherwise.
+pub const DEFAULT_MAX_VISITS: u32 = 50;
+
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub name: String,
+    /// The file it was loaded from, as given.
+    pub path: PathBuf,
+    /// Hex SHA-256-free fingerprint of the source text (FNV-1a 64), used to notice edits between
+    /// a run and its resume.
+    pub fingerprint: String,
+    pub queue: QueueDirs,
+    pub providers: BTreeMap<String, ProviderTemplate>,
+    /// `context:` defaults; `--context` and `--context-file` override them.
+    pub context: serde_json::Map<String, Value>,
+    pub env: Vec<(String, Template)>,
+    pub max_visits: u32,
+    /// When true (the default), a failed step with no `on: failure`/`always` handler ends the run.
+    /// When false, the run goes on to the next step and still ends as failed.
+    pub strict_flow: bool,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueDirs {
+    pub inbox_dir: String,
+    pub processed_dir: String,
+    pub failed_dir: String,
+    pub task_extension: String,
+}
+
+impl Default for QueueDirs {
+    fn default() -> Self {
+        QueueDirs {
+            inbox_dir: "inbox".into(),
+            processed_dir: "processed".into(),
+            failed_dir: "failed".into(),
+            task_extension: ".task".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderTemplate {
+    pub command: Vec<Template>,
+    pub defaults: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub name: String,
+    /// Line and column of the step in its file (for messages).
+    pub line: u32,
+    pub column: u32,
+    pub agent: Option<String>,
+    pub kind: StepKind,
+    pub when: Option<Condition>,
+    pub on: Transitions,
+    pub capture: Capture,
+    pub allow_parse_error: bool,
+    pub output_file: Option<Template>,
+    pub timeout: Option<Duration>,
+    pub retry: Retry,
+    pub max_visits: Option<u32>,
+    pub env: Vec<(String, Template)>,
+    pub secrets: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum StepKind {
+    Command {
+        argv: Vec<Template>,
+    },
+    /// A model CLI: a provider template (or `command_override`) fed the prompt in `input_file`.
+    Provider {
+        provider: Option<String>,
+        params: BTreeMap<String, Template>,
+        input_file: Option<Template>,
+        command_override: Option<Vec<Template>>,
+    },
+    ForEach {
+        items: Items,
+        var: String,
+        steps: Vec<Step>,
+    },
+    WaitFor {
+        glob: Template,
+        timeout: Duration,
+        poll: Duration,
+        min_count: usize,
+    },
+}
+
+impl StepKind {
+    pub fn label(&self) -> &'static str {
+        match self {
+            StepKind::Command { .. } => "command",
+            StepKind::Provider { .. } => "provider",
+            StepKind::ForEach { .. } => "for_each",
+            StepKind::WaitFor { .. } => "wait_for",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Items {
+    Literal(Vec<Value>),
+    From(Pointer),
+}
+
+/// `steps.<Step>.lines` or `steps.<Step>.json[.<dot.path>]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pointer {
+    pub text: String,
+    pub step: String,
+    /// `["lines"]` or `["json", ...path]`.
+    pub path: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Condition {
+    Equals { left: Template, right: Template },
+    NotEquals { left: Template, right: Template },
+    /// A jq expression over the run's variables (`.steps.X.json.ok`, `.context.mode`).
+    Jq(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Transitions {
+    pub success: Option<Target>,
+    pub failure: Option<Target>,
+    pub always: Option<Target>,
+    /// Line and column of each `goto` value (success, failure, always), for diagnostics.
+    pub at: [(u32, u32); 3],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Step(String),
+    End,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capture {
+    Text,
+    Lines,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Retry {
+    /// Total attempts, the first included (1 = no retry).
+    pub max_attempts: u32,
+    pub delay: Duration,
+    pub backoff: f64,
+    /// Exit codes that are worth another attempt; `None` means the step kind's default
+    /// (providers: 1 and 124, as the spec maps them; commands: any failure).
+    pub on_exit_codes: Option<Vec<i32>>,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry { max_attempts: 1, delay: Duration::from_secs(1), backoff: 2.0, on_exit_codes: None }
+    }
+}
+
+impl Workflow {
+    /// Every step, nested ones included, depth first.
+    pub fn all_steps(&self) -> Vec<&Step> {
+        fn collect<'a>(steps: &'a [Step], out: &mut Vec<&'a Step>) {
+            for step in steps {
+                out.push(step);
+                if let StepKind::ForEach { steps, .. } = &step.kind {
+                    collect(steps, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        collect(&self.steps, &mut out);
+        out
+    }
+
+    pub fn find_step(&self, name: &str) -> Option<&Step> {
+        self.all_steps().into_iter().find(|step| step.name == name)
+    }
+}
+
+/// The built-in provider templates, as the spec writes them. A workflow's `providers:` block
+/// replaces an entry of the same name.
+pub fn builtin_providers() -> BTreeMap<String, ProviderTemplate> {
+    let make = |argv: &[&str], defaults: &[(&str, &str)]| ProviderTemplate {
+        command: argv
+            .iter()
+            .map(|arg| Template::parse(arg).expect("built-in provider templates parse"))
+            .collect(),
+        defaults: defaults.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    };
+    BTreeMap::from([
+        (
+            "claude".to_string(),
+            make(&["claude", "-p", "${PROMPT}", "--model", "${model}"], &[("model", "claude-sonnet-4-20250514")]),
+        ),
+        ("gemini".to_string(), make(&["gemini", "-p", "${PROMPT}"], &[])),
+        ("codex".to_string(), make(&["codex", "exec", "${PROMPT}"], &[])),
+    ])
+}

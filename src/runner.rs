@@ -1,0 +1,1048 @@
+//! The interpreter: walks a validated workflow and runs its steps in order.
+//!
+//! Owns: control flow (sequence, `when`, `on` gotos, `_end`, `for_each`, bounded visits),
+//! retries, output capture into step results, `wait_for`, provider argv composition, and
+//! recording every step in the event log and the state snapshot. Resume is replay: completed
+//! results recorded in `events.jsonl` are fed back in order instead of running their steps again,
+//! so the path taken is the same and no completed step runs twice.
+//!
+//! Does not spawn processes itself (`exec`), parse YAML (`load`) or parse arguments (`cli`).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::events::{self, EventLog};
+use crate::exec::{self, Outcome};
+use crate::fsutil;
+use crate::model::{Capture, Condition, Items, Pointer, Step, StepKind, Target, Workflow};
+use crate::state::{RunDir, RunState, RunStatus};
+use crate::template::{self, Lookup, Template, Undefined, VarRef};
+
+/// At most this much of a text step's stdout is kept in state (the spec's 8 KB).
+pub const TEXT_KEEP_BYTES: usize = 8 * 1024;
+/// JSON capture parses at most this much stdout; more is a parse failure (the spec's 1 MB).
+pub const JSON_LIMIT_BYTES: usize = 1024 * 1024;
+/// Lines capture keeps at most this many lines (the spec's 10,000).
+pub const LINES_LIMIT: usize = 10_000;
+/// Lines capture reads at most this much stdout into memory.
+pub const LINES_BYTES_LIMIT: usize = 16 * 1024 * 1024;
+/// Grace between SIGTERM and SIGKILL when a step is stopped.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// Exit codes of `orchestrate run` and `resume` (one table, used everywhere).
+pub mod exit {
+    pub const SUCCESS: u8 = 0;
+    pub const STEP_FAILED: u8 = 1;
+    pub const INVALID: u8 = 2;
+    pub const TIMEOUT: u8 = 124;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub run_id: String,
+    pub status: RunStatus,
+    pub exit_code: u8,
+    pub error: Option<String>,
+    pub run_root: PathBuf,
+}
+
+/// Everything a run needs besides the workflow.
+pub struct RunConfig {
+    pub workspace: PathBuf,
+    pub context: Map<String, Value>,
+    pub cancel: CancellationToken,
+    /// Print a line per step on stderr.
+    pub progress: bool,
+    /// Results of steps from an earlier run (for `run-step --run`), visible as `${steps.*}`.
+    pub preset_results: Map<String, Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("failed to write the run's records under {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("failed to resume run {run_id}: {message}")]
+    Resume { run_id: String, message: String },
+}
+
+/// How a step ended, for control flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Succeeded,
+    Failed,
+    Skipped,
+    /// `goto: _end` was taken somewhere below: the run ends successfully.
+    End,
+}
+
+/// A step failure the run could not route around.
+#[derive(Debug, Clone)]
+struct Failure {
+    step: String,
+    exit_code: i32,
+    message: String,
+}
+
+/// Journal of completed results from an earlier attempt of this run, by execution ordinal.
+#[derive(Default)]
+struct Journal {
+    entries: HashMap<u64, (String, Value)>,
+    /// Ordinals at or past this one are ignored: the earlier attempt diverged or failed there.
+    cutoff: u64,
+}
+
+/// One `for_each` level: the loop variable and its position.
+#[derive(Clone)]
+struct LoopFrame {
+    var: String,
+    item: Value,
+    index: usize,
+    total: usize,
+}
+
+pub struct Runner {
+    workflow: Arc<Workflow>,
+    config: RunConfig,
+    dir: RunDir,
+    state: RunState,
+    events: EventLog,
+    journal: Journal,
+    /// Latest result per step name.
+    results: Map<String, Value>,
+    executions: u64,
+    events_at_snapshot: u64,
+    secret_values: Vec<String>,
+    /// Names of every secret the workflow declares: stripped from the environment of steps that
+    /// do not list them.
+    secret_names: HashSet<String>,
+    failure: Option<Failure>,
+    _lock: std::fs::File,
+}
+
+impl Runner {
+    /// Creates a new run directory for `workflow` and returns a runner ready to start it.
+    pub fn create(workflow: Workflow, source_text: &str, config: RunConfig) -> Result<Runner, RunError> {
+        let run_id = crate::clock::new_run_id();
+        let dir = RunDir::new(&config.workspace, &run_id);
+        dir.create().map_err(|source| RunError::Io { path: dir.root.clone(), source })?;
+        let lock = dir.lock_run()?;
+        std::fs::write(dir.workflow_copy(), source_text)
+            .map_err(|source| RunError::Io { path: dir.workflow_copy(), source })?;
+        let now = crate::clock::now_rfc3339();
+        let state = RunState {
+            format_version: crate::state::STATE_FORMAT,
+            run_id: run_id.clone(),
+            workflow: workflow.path.display().to_string(),
+            workflow_name: workflow.name.clone(),
+            fingerprint: workflow.fingerprint.clone(),
+            workspace: config.workspace.display().to_string(),
+            status: RunStatus::Running,
+            started_at: now.clone(),
+            updated_at: now,
+            finished_at: None,
+            timestamp_utc: crate::clock::compact(chrono::Utc::now()),
+            context: config.context.clone(),
+            current_step: None,
+            exit_code: None,
+            error: None,
+            executions: 0,
+            events_seq: 0,
+            resumes: 0,
+            steps: Map::new(),
+        };
+        Self::with_state(workflow, config, dir, state, Journal::default(), lock)
+    }
+
+    /// Reopens run `run_id` to continue it from the first step that did not complete.
+    pub fn resume(run_id: &str, workspace: &Path, cancel: CancellationToken, progress: bool) -> Result<Runner, RunError> {
+        let dir = RunDir::new(workspace, run_id);
+        let resume_err = |message: String| RunError::Resume { run_id: run_id.to_string(), message };
+        if !dir.root.is_dir() {
+            return Err(resume_err(format!(
+                "no run directory {}; list runs with `ls {}`",
+                dir.root.display(),
+                RunDir::runs_dir(workspace).display()
+            )));
+        }
+        let lock = dir.lock_run()?;
+        let mut state = dir.read_state()?;
+        if state.status == RunStatus::Succeeded {
+            return Err(resume_err("it already succeeded; start a new run with `orchestrate run`".into()));
+        }
+        let workflow = crate::load::load_file(&dir.workflow_copy()).map_err(|err| resume_err(err.render()))?;
+        let mut workflow = workflow;
+        workflow.path = PathBuf::from(&state.workflow);
+        let records = events::read(&dir.events()).map_err(|source| RunError::Io { path: dir.events(), source })?;
+        let mut journal = Journal { entries: HashMap::new(), cutoff: u64::MAX };
+        for record in &records {
+            if record["event"] == "step_finished" {
+                if let (Some(exec), Some(step)) = (record["exec"].as_u64(), record["step"].as_str()) {
+                    journal.entries.insert(exec, (step.to_string(), record["result"].clone()));
+                }
+            }
+        }
+        state.resumes += 1;
+        state.status = RunStatus::Running;
+        state.finished_at = None;
+        state.exit_code = None;
+        state.error = None;
+        let config = RunConfig {
+            workspace: workspace.to_path_buf(),
+            context: state.context.clone(),
+            cancel,
+            progress,
+            preset_results: Map::new(),
+        };
+        Self::with_state(workflow, config, dir, state, journal, lock)
+    }
+
+    fn with_state(
+        workflow: Workflow,
+        config: RunConfig,
+        dir: RunDir,
+        state: RunState,
+        journal: Journal,
+        lock: std::fs::File,
+    ) -> Result<Runner, RunError> {
+        let secret_names: HashSet<String> =
+            workflow.all_steps().iter().flat_map(|s| s.secrets.iter().cloned()).collect();
+        let secret_values = events::mask_list(secret_names.iter().filter_map(|name| std::env::var(name).ok()));
+        let events = EventLog::open(&dir.events(), secret_values.clone())
+            .map_err(|source| RunError::Io { path: dir.events(), source })?;
+        let results = config.preset_results.clone();
+        Ok(Runner {
+            workflow: Arc::new(workflow),
+            config,
+            dir,
+            state,
+            events,
+            journal,
+            results,
+            executions: 0,
+            events_at_snapshot: 0,
+            secret_values,
+            secret_names,
+            failure: None,
+            _lock: lock,
+        })
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.state.run_id
+    }
+
+    pub fn run_root(&self) -> &Path {
+        &self.dir.root
+    }
+
+    /// Runs the workflow to its end and records the outcome.
+    pub async fn run(mut self) -> Result<RunReport, RunError> {
+        let resumed = self.state.resumes > 0;
+        if resumed {
+            self.event("run_resumed", json!({"resumes": self.state.resumes, "journal": self.journal.entries.len()}), true)?;
+        } else {
+            self.event(
+                "run_started",
+                json!({
+                    "run_id": self.state.run_id,
+                    "workflow": self.state.workflow,
+                    "name": self.workflow.name,
+                    "fingerprint": self.workflow.fingerprint,
+                    "context": self.state.context,
+                    "timestamp_utc": self.state.timestamp_utc,
+                    "pid": std::process::id(),
+                }),
+                true,
+            )?;
+        }
+        self.snapshot()?;
+        let workflow = Arc::clone(&self.workflow);
+        let flow = self.run_list(&workflow.steps, &[]).await;
+        let (status, exit_code, error) = match flow {
+            Err(err) => return Err(err),
+            Ok(_) if self.config.cancel.is_cancelled() => {
+                (RunStatus::Interrupted, exit::INTERRUPTED, Some("interrupted".to_string()))
+            }
+            Ok(Flow::Failed) => {
+                let failure = self.failure.clone().unwrap_or(Failure {
+                    step: String::new(),
+                    exit_code: 1,
+                    message: "a step failed".into(),
+                });
+                let code = match failure.exit_code {
+                    124 => exit::TIMEOUT,
+                    2 => exit::INVALID,
+                    _ => exit::STEP_FAILED,
+                };
+                (RunStatus::Failed, code, Some(failure.message))
+            }
+            Ok(_) => (RunStatus::Succeeded, exit::SUCCESS, None),
+        };
+        self.finish(status, exit_code, error)
+    }
+
+    fn finish(mut self, status: RunStatus, exit_code: u8, error: Option<String>) -> Result<RunReport, RunError> {
+        self.state.status = status;
+        self.state.exit_code = Some(i32::from(exit_code));
+        self.state.error = error.clone();
+        self.state.finished_at = Some(crate::clock::now_rfc3339());
+        self.state.current_step = None;
+        self.event(
+            "run_finished",
+            json!({"status": status, "exit_code": exit_code, "error": error}),
+            true,
+        )?;
+        self.snapshot()?;
+        Ok(RunReport {
+            run_id: self.state.run_id.clone(),
+            status,
+            exit_code,
+            error: error.map(|e| events::mask(&e, &self.secret_values)),
+            run_root: self.dir.root.clone(),
+        })
+    }
+
+    fn event(&mut self, name: &str, fields: Value, durable: bool) -> Result<(), RunError> {
+        self.events
+            .append(name, fields, durable)
+            .map_err(|source| RunError::Io { path: self.dir.events(), source })
+    }
+
+    /// Rewrites `state.json`. Called at start and end, and during the run only when the events
+    /// since the last snapshot reach half the run's length so far: the snapshot grows with the
+    /// run, so this keeps the amortized cost per step constant.
+    fn snapshot(&mut self) -> Result<(), RunError> {
+        self.state.executions = self.executions;
+        self.state.events_seq = self.events.seq();
+        self.state.updated_at = crate::clock::now_rfc3339();
+        self.state.steps = self.results.clone();
+        let mut state = self.state.clone();
+        if !self.secret_values.is_empty() {
+            let text = serde_json::to_string(&state).unwrap_or_default();
+            if let Ok(masked) = serde_json::from_str(&events::mask(&text, &self.secret_values)) {
+                state = masked;
+            }
+        }
+        self.dir
+            .write_state(&state)
+            .map_err(|source| RunError::Io { path: self.dir.state(), source })?;
+        self.events_at_snapshot = self.events.seq();
+        Ok(())
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<(), RunError> {
+        let since = self.events.seq() - self.events_at_snapshot;
+        if since >= 64.max(self.events.seq() / 2) {
+            self.snapshot()?;
+        }
+        Ok(())
+    }
+
+    fn progress(&self, text: &str) {
+        if self.config.progress {
+            eprintln!("{}", events::mask(text, &self.secret_values));
+        }
+    }
+
+    /// Runs one list of steps (the workflow's, or a `for_each` body) from its first step.
+    fn run_list<'a>(
+        &'a mut self,
+        steps: &'a [Step],
+        loops: &'a [LoopFrame],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Flow, RunError>> + Send + 'a>> {
+        Box::pin(async move {
+            let index_of: HashMap<&str, usize> =
+                steps.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+            let mut visits: HashMap<&str, u32> = HashMap::new();
+            let mut trail: Vec<&str> = Vec::new();
+            let mut failed = false;
+            let mut i = 0;
+            while i < steps.len() {
+                if self.config.cancel.is_cancelled() {
+                    return Ok(Flow::Failed);
+                }
+                let step = &steps[i];
+                let count = visits.entry(step.name.as_str()).or_default();
+                *count += 1;
+                let limit = step.max_visits.unwrap_or(self.workflow.max_visits);
+                trail.push(step.name.as_str());
+                if *count > limit {
+                    let cycle = loop_cycle(&trail, &step.name);
+                    let message = format!(
+                        "loop detected: step `{}` (line {}) was entered {} times, more than max_visits {limit}; cycle: {cycle}",
+                        step.name, step.line, count
+                    );
+                    self.progress(&format!("✗ {message}"));
+                    self.event("loop_detected", json!({"step": step.name, "visits": count, "max_visits": limit, "cycle": cycle}), true)?;
+                    self.failure = Some(Failure { step: step.name.clone(), exit_code: 1, message });
+                    return Ok(Flow::Failed);
+                }
+                let flow = self.run_step(step, loops).await?;
+                if self.config.cancel.is_cancelled() {
+                    return Ok(Flow::Failed);
+                }
+                let target = match flow {
+                    Flow::End => return Ok(Flow::End),
+                    Flow::Skipped => {
+                        i += 1;
+                        continue;
+                    }
+                    Flow::Succeeded => step.on.success.as_ref().or(step.on.always.as_ref()),
+                    Flow::Failed => step.on.failure.as_ref().or(step.on.always.as_ref()),
+                };
+                match target {
+                    Some(Target::End) => {
+                        self.event("goto", json!({"from": step.name, "to": "_end"}), false)?;
+                        return Ok(Flow::End);
+                    }
+                    Some(Target::Step(name)) => {
+                        self.event("goto", json!({"from": step.name, "to": name}), false)?;
+                        // The loader checked that every target is in this list.
+                        i = index_of.get(name.as_str()).copied().unwrap_or(steps.len());
+                    }
+                    None if flow == Flow::Succeeded => i += 1,
+                    None => {
+                        if self.workflow.strict_flow {
+                            return Ok(Flow::Failed);
+                        }
+                        failed = true;
+                        i += 1;
+                    }
+                }
+            }
+            Ok(if failed { Flow::Failed } else { Flow::Succeeded })
+        })
+    }
+
+    /// Runs (or replays) one step and records its result.
+    async fn run_step(&mut self, step: &Step, loops: &[LoopFrame]) -> Result<Flow, RunError> {
+        self.executions += 1;
+        let exec = self.executions;
+        if !matches!(step.kind, StepKind::ForEach { .. }) {
+            if let Some(flow) = self.replay(step, exec) {
+                return Ok(flow);
+            }
+        }
+        self.state.current_step = Some(step.name.clone());
+        let iteration: Vec<usize> = loops.iter().map(|l| l.index).collect();
+        let started = Instant::now();
+        let started_at = crate::clock::now_rfc3339();
+
+        let when = match &step.when {
+            None => Ok(true),
+            Some(condition) => self.condition(condition, loops),
+        };
+        let mut result = match when {
+            Ok(false) => {
+                let result = json!({"status": "skipped", "started_at": started_at, "duration": 0.0});
+                self.progress(&format!("- {} skipped (condition false)", step.name));
+                self.record(step, exec, &iteration, result)?;
+                return Ok(Flow::Skipped);
+            }
+            Err(message) => failed_result(2, message),
+            Ok(true) => {
+                self.event(
+                    "step_started",
+                    json!({"step": step.name, "exec": exec, "kind": step.kind.label(), "iteration": iteration}),
+                    false,
+                )?;
+                match &step.kind {
+                    StepKind::ForEach { items, var, steps } => {
+                        match self.for_each(step, items, var, steps, loops).await? {
+                            (Flow::End, _) => {
+                                let result = json!({"status": "succeeded", "exit_code": 0, "ended_run": true});
+                                self.record(step, exec, &iteration, with_timing(result, &started_at, started))?;
+                                return Ok(Flow::End);
+                            }
+                            (flow, result) => {
+                                let _ = flow;
+                                result
+                            }
+                        }
+                    }
+                    StepKind::WaitFor { glob, timeout, poll, min_count } => {
+                        self.wait_for(step, glob, *timeout, *poll, *min_count, loops).await
+                    }
+                    StepKind::Command { .. } | StepKind::Provider { .. } => self.process_step(step, exec, loops).await,
+                }
+            }
+        };
+        result = with_timing(result, &started_at, started);
+        let ok = result["status"] == "succeeded";
+        let mark = if ok { "✓" } else { "✗" };
+        let mut line = format!("{mark} {} ({:.2}s)", step.name, result["duration"].as_f64().unwrap_or(0.0));
+        if !ok {
+            if let Some(err) = result["error"].as_str() {
+                line.push_str(&format!(": {err}"));
+            }
+        }
+        self.progress(&line);
+        if !ok && !self.config.cancel.is_cancelled() {
+            let exit_code = result["exit_code"].as_i64().unwrap_or(1) as i32;
+            let detail = result["error"].as_str().map(str::to_string).unwrap_or_else(|| format!("exit code {exit_code}"));
+            let message = format!("step `{}` (line {}) failed: {detail}", step.name, step.line);
+            self.failure = Some(Failure { step: step.name.clone(), exit_code, message });
+        }
+        self.record(step, exec, &iteration, result)?;
+        Ok(if ok { Flow::Succeeded } else { Flow::Failed })
+    }
+
+    /// Feeds back the recorded result of execution `exec` when the earlier attempt completed it.
+    fn replay(&mut self, step: &Step, exec: u64) -> Option<Flow> {
+        if exec >= self.journal.cutoff {
+            return None;
+        }
+        let Some((name, result)) = self.journal.entries.get(&exec).cloned() else {
+            self.journal.cutoff = exec;
+            return None;
+        };
+        if name != step.name {
+            // The path differs from the recorded one: stop replaying here.
+            self.journal.cutoff = exec;
+            return None;
+        }
+        let flow = match result["status"].as_str() {
+            Some("succeeded") => Flow::Succeeded,
+            Some("skipped") => Flow::Skipped,
+            _ => Flow::Failed,
+        };
+        let handled = step.on.failure.is_some() || step.on.always.is_some() || !self.workflow.strict_flow;
+        if flow == Flow::Failed && !handled {
+            // This failure ended the earlier attempt: run the step again.
+            self.journal.cutoff = exec;
+            return None;
+        }
+        if flow != Flow::Skipped {
+            self.results.insert(step.name.clone(), result);
+        }
+        self.progress(&format!("↺ {} (completed earlier; not run again)", step.name));
+        Some(flow)
+    }
+
+    fn record(&mut self, step: &Step, exec: u64, iteration: &[usize], result: Value) -> Result<(), RunError> {
+        self.event(
+            "step_finished",
+            json!({"step": step.name, "exec": exec, "iteration": iteration, "result": result}),
+            true,
+        )?;
+        if result["status"] != "skipped" {
+            self.results.insert(step.name.clone(), result);
+        }
+        self.maybe_snapshot()
+    }
+
+    fn scope<'a>(&'a self, loops: &'a [LoopFrame]) -> Scope<'a> {
+        Scope { runner: self, loops }
+    }
+
+    fn condition(&self, condition: &Condition, loops: &[LoopFrame]) -> Result<bool, String> {
+        let scope = self.scope(loops);
+        let render = |t: &Template| t.render(&scope).map_err(|e| format!("in `when`: {e}"));
+        match condition {
+            Condition::Equals { left, right } => Ok(render(left)? == render(right)?),
+            Condition::NotEquals { left, right } => Ok(render(left)? != render(right)?),
+            Condition::Jq(expr) => {
+                crate::jq::eval_bool(expr, &scope.document()).map_err(|e| format!("in `when.jq`: {e}"))
+            }
+        }
+    }
+
+    async fn for_each(
+        &mut self,
+        step: &Step,
+        items: &Items,
+        var: &str,
+        body: &[Step],
+        loops: &[LoopFrame],
+    ) -> Result<(Flow, Value), RunError> {
+        let values = match items {
+            Items::Literal(values) => Ok(values.clone()),
+            Items::From(pointer) => self.resolve_pointer(pointer),
+        };
+        let values = match values {
+            Ok(values) => values,
+            Err(message) => return Ok((Flow::Failed, failed_result(2, message))),
+        };
+        let total = values.len();
+        self.event("loop_started", json!({"step": step.name, "total": total}), false)?;
+        let mut completed = 0;
+        for (index, item) in values.into_iter().enumerate() {
+            let mut frames = loops.to_vec();
+            frames.push(LoopFrame { var: var.to_string(), item, index, total });
+            self.event("iteration_started", json!({"step": step.name, "index": index, "total": total}), false)?;
+            match self.run_list(body, &frames).await? {
+                Flow::End => return Ok((Flow::End, Value::Null)),
+                Flow::Failed => {
+                    let message = match &self.failure {
+                        Some(f) => format!("iteration {index} failed: {}", f.message),
+                        None => format!("iteration {index} failed"),
+                    };
+                    let code = self.failure.as_ref().map(|f| f.exit_code).unwrap_or(1);
+                    let mut result = failed_result(code, message);
+                    result["iterations"] = json!(completed);
+                    result["total"] = json!(total);
+                    return Ok((Flow::Failed, result));
+                }
+                Flow::Succeeded | Flow::Skipped => completed += 1,
+            }
+        }
+        Ok((Flow::Succeeded, json!({"status": "succeeded", "exit_code": 0, "iterations": completed, "total": total})))
+    }
+
+    fn resolve_pointer(&self, pointer: &Pointer) -> Result<Vec<Value>, String> {
+        let Some(result) = self.results.get(&pointer.step) else {
+            return Err(format!("`items_from: {}`: step `{}` has not run yet", pointer.text, pointer.step));
+        };
+        match template::walk(result, &pointer.path) {
+            Some(Value::Array(items)) => Ok(items.clone()),
+            Some(other) => Err(format!(
+                "`items_from: {}` must resolve to an array, found {}",
+                pointer.text,
+                json_kind(other)
+            )),
+            None => Err(format!("`items_from: {}` does not exist in the step's result", pointer.text)),
+        }
+    }
+
+    async fn wait_for(
+        &mut self,
+        step: &Step,
+        glob: &Template,
+        timeout: Duration,
+        poll: Duration,
+        min_count: usize,
+        loops: &[LoopFrame],
+    ) -> Value {
+        let pattern = match glob.render(&self.scope(loops)) {
+            Ok(p) => p,
+            Err(err) => return failed_result(2, err.to_string()),
+        };
+        if let Err(err) = fsutil::resolve_in_workspace(&self.config.workspace, &pattern) {
+            return failed_result(2, format!("`wait_for.glob`: {err}"));
+        }
+        let full = self.config.workspace.join(&pattern);
+        let full = full.to_string_lossy().into_owned();
+        let started = Instant::now();
+        let mut polls: u64 = 0;
+        self.progress(&format!("… {} waiting for {min_count} file(s) matching {pattern}", step.name));
+        loop {
+            polls += 1;
+            let files = match glob::glob(&full) {
+                Ok(paths) => paths
+                    .filter_map(Result::ok)
+                    .filter_map(|p| p.strip_prefix(&self.config.workspace).ok().map(|r| r.display().to_string()))
+                    .collect::<Vec<_>>(),
+                Err(err) => return failed_result(2, format!("invalid glob `{pattern}`: {err}")),
+            };
+            let waited = started.elapsed();
+            if files.len() >= min_count {
+                return json!({
+                    "status": "succeeded", "exit_code": 0, "files": files,
+                    "wait_duration": waited.as_secs_f64(), "poll_count": polls,
+                });
+            }
+            if waited >= timeout {
+                let mut result = failed_result(
+                    124,
+                    format!("timed out after {:.1}s waiting for {min_count} file(s) matching `{pattern}` (found {})", timeout.as_secs_f64(), files.len()),
+                );
+                result["files"] = json!(files);
+                result["wait_duration"] = json!(waited.as_secs_f64());
+                result["poll_count"] = json!(polls);
+                return result;
+            }
+            let nap = poll.min(timeout.saturating_sub(waited));
+            tokio::select! {
+                _ = tokio::time::sleep(nap) => {}
+                _ = self.config.cancel.cancelled() => {
+                    let mut result = failed_result(130, "interrupted while waiting".into());
+                    result["poll_count"] = json!(polls);
+                    return result;
+                }
+            }
+        }
+    }
+
+    /// A `command` or `provider` step: compose argv, run with retries, capture output.
+    async fn process_step(&mut self, step: &Step, exec: u64, loops: &[LoopFrame]) -> Value {
+        let prepared = match self.prepare(step, loops) {
+            Ok(p) => p,
+            Err(message) => return failed_result(2, message),
+        };
+        let is_provider = matches!(step.kind, StepKind::Provider { .. });
+        let retryable = |code: i32| match &step.retry.on_exit_codes {
+            Some(codes) => codes.contains(&code),
+            None if is_provider => code == 1 || code == 124,
+            None => code != 0 && code != 130,
+        };
+        let mut attempt = 1;
+        loop {
+            let suffix = if attempt > 1 { format!(".{attempt}") } else { String::new() };
+            let base = format!("{exec:04}-{}{suffix}", step.name);
+            let stdout_log = self.dir.logs().join(format!("{base}.stdout"));
+            let stderr_log = self.dir.logs().join(format!("{base}.stderr"));
+            let limit = match step.capture {
+                Capture::Text => TEXT_KEEP_BYTES,
+                Capture::Json => JSON_LIMIT_BYTES + 1,
+                Capture::Lines => LINES_BYTES_LIMIT,
+            };
+            let spec = exec::Spec {
+                argv: prepared.argv.clone(),
+                env: prepared.env.clone(),
+                cwd: self.config.workspace.clone(),
+                stdin: exec::Stdin::Null,
+                stdout_log: stdout_log.clone(),
+                stderr_log: stderr_log.clone(),
+                stdout_file: prepared.output_file.clone(),
+                capture_limit: limit,
+                timeout: step.timeout,
+                kill_grace: KILL_GRACE,
+                secrets: self.secret_values.clone(),
+            };
+            if attempt > 1 {
+                self.progress(&format!("↻ {} attempt {attempt}/{}", step.name, step.retry.max_attempts));
+            }
+            let _ = self.event(
+                "process_started",
+                json!({"step": step.name, "exec": exec, "attempt": attempt, "argv": prepared.argv}),
+                false,
+            );
+            let finished = exec::run(spec, self.config.cancel.clone()).await;
+            let mut result = capture(step, &finished);
+            result["attempts"] = json!(attempt);
+            result["stdout_log"] = json!(self.relative(&stdout_log));
+            result["stderr_log"] = json!(self.relative(&stderr_log));
+            if let Some(file) = &prepared.output_file {
+                result["output_file"] = json!(self.relative(file));
+            }
+            if let Some(pid) = finished.pid {
+                result["pid"] = json!(pid);
+            }
+            let code = result["exit_code"].as_i64().unwrap_or(1) as i32;
+            let succeeded = result["status"] == "succeeded";
+            if succeeded || attempt >= step.retry.max_attempts || !retryable(code) || self.config.cancel.is_cancelled() {
+                return result;
+            }
+            let delay = step.retry.delay.mul_f64(step.retry.backoff.powi(attempt as i32 - 1));
+            let _ = self.event(
+                "retry_scheduled",
+                json!({"step": step.name, "exec": exec, "attempt": attempt, "exit_code": code, "delay": delay.as_secs_f64()}),
+                false,
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.config.cancel.cancelled() => return result,
+            }
+            attempt += 1;
+        }
+    }
+
+    fn relative(&self, path: &Path) -> String {
+        path.strip_prefix(&self.config.workspace).unwrap_or(path).display().to_string()
+    }
+
+    /// Renders argv, env and paths for a process step. Errors name the step and what is wrong.
+    fn prepare(&self, step: &Step, loops: &[LoopFrame]) -> Result<Prepared, String> {
+        let scope = self.scope(loops);
+        let render = |t: &Template, what: &str| t.render(&scope).map_err(|e| format!("in {what}: {e}"));
+        let argv = match &step.kind {
+            StepKind::Command { argv } => argv
+                .iter()
+                .map(|t| render(t, "`command`"))
+                .collect::<Result<Vec<_>, _>>()?,
+            StepKind::Provider { provider, params, input_file, command_override } => {
+                let mut values: HashMap<String, String> = HashMap::new();
+                let template = provider.as_ref().and_then(|name| self.workflow.providers.get(name));
+                if let Some(template) = template {
+                    values.extend(template.defaults.clone());
+                }
+                for (key, t) in params {
+                    values.insert(key.clone(), render(t, &format!("`provider_params.{key}`"))?);
+                }
+                if let Some(input) = input_file {
+                    let rel = render(input, "`input_file`")?;
+                    let path = fsutil::resolve_in_workspace(&self.config.workspace, &rel)
+                        .map_err(|e| format!("`input_file`: {e}"))?;
+                    let prompt = std::fs::read_to_string(&path)
+                        .map_err(|e| format!("cannot read `input_file` {rel}: {e}"))?;
+                    values.insert("PROMPT".into(), prompt);
+                }
+                let layered = ProviderScope { values: &values, base: &scope };
+                let argv = match (command_override, template) {
+                    (Some(argv), _) => argv,
+                    (None, Some(template)) => &template.command,
+                    (None, None) => return Err(format!("provider `{}` is not defined", provider.clone().unwrap_or_default())),
+                };
+                argv.iter()
+                    .map(|t| t.render(&layered).map_err(|e| format!("in the provider command: {e}")))
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            StepKind::ForEach { .. } | StepKind::WaitFor { .. } => Vec::new(),
+        };
+        let mut env = Vec::new();
+        for (key, t) in self.workflow.env.iter().chain(step.env.iter()) {
+            env.push((key.clone(), render(t, &format!("`env.{key}`"))?));
+        }
+        for name in &step.secrets {
+            match std::env::var(name) {
+                Ok(value) => env.push((name.clone(), value)),
+                Err(_) => {
+                    return Err(format!(
+                        "secret `{name}` is not set in orchestrate's environment; export it before running"
+                    ));
+                }
+            }
+        }
+        // Secrets the step did not ask for are removed from its environment.
+        let hidden: Vec<String> = self
+            .secret_names
+            .iter()
+            .filter(|name| !step.secrets.contains(name))
+            .cloned()
+            .collect();
+        for name in hidden {
+            env.push((name, String::new()));
+        }
+        let output_file = match &step.output_file {
+            Some(t) => {
+                let rel = render(t, "`output_file`")?;
+                Some(
+                    fsutil::resolve_in_workspace(&self.config.workspace, &rel)
+                        .map_err(|e| format!("`output_file`: {e}"))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Prepared { argv, env, output_file })
+    }
+}
+
+struct Prepared {
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    output_file: Option<PathBuf>,
+}
+
+/// Turns a finished process into a step result, applying the capture mode and its limits.
+fn capture(step: &Step, finished: &exec::Finished) -> Value {
+    let code = finished.outcome.exit_code();
+    let mut result = json!({
+        "status": if finished.outcome.success() { "succeeded" } else { "failed" },
+        "exit_code": code,
+        "outcome": finished.outcome,
+        "truncated": false,
+    });
+    let text = String::from_utf8_lossy(&finished.stdout);
+    match step.capture {
+        Capture::Text => {
+            let keep = floor_char_boundary(&text, TEXT_KEEP_BYTES);
+            result["output"] = json!(&text[..keep]);
+            result["truncated"] = json!(finished.stdout_bytes > keep as u64);
+        }
+        Capture::Lines => {
+            result["output_capture"] = json!("lines");
+            let mut lines: Vec<&str> = text.split('\n').collect();
+            if lines.last() == Some(&"") {
+                lines.pop();
+            }
+            let over_bytes = finished.stdout_bytes > finished.stdout.len() as u64;
+            if over_bytes {
+                // The last line may be cut in the middle: drop it.
+                lines.pop();
+            }
+            let truncated = over_bytes || lines.len() > LINES_LIMIT;
+            lines.truncate(LINES_LIMIT);
+            result["lines"] = json!(lines.iter().map(|l| l.strip_suffix('\r').unwrap_or(l)).collect::<Vec<_>>());
+            result["truncated"] = json!(truncated);
+        }
+        Capture::Json => {
+            result["output_capture"] = json!("json");
+            let parsed = if finished.stdout_bytes > JSON_LIMIT_BYTES as u64 {
+                Err(format!(
+                    "stdout is {} bytes, over the 1 MB limit for JSON capture",
+                    finished.stdout_bytes
+                ))
+            } else {
+                parse_json_limited(&finished.stdout)
+            };
+            match parsed {
+                Ok(value) => result["json"] = value,
+                Err(message) if step.allow_parse_error => {
+                    result["json"] = Value::Null;
+                    result["parse_error"] = json!(message);
+                    let keep = floor_char_boundary(&text, TEXT_KEEP_BYTES);
+                    result["output"] = json!(&text[..keep]);
+                    result["truncated"] = json!(finished.stdout_bytes > keep as u64);
+                }
+                Err(message) if finished.outcome.success() => {
+                    result["status"] = json!("failed");
+                    result["exit_code"] = json!(2);
+                    result["error"] = json!(format!("output is not valid JSON: {message}"));
+                    result["truncated"] = json!(finished.stdout_bytes > JSON_LIMIT_BYTES as u64);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    if !finished.outcome.success() && result.get("error").is_none() {
+        result["error"] = json!(match &finished.outcome {
+            Outcome::Exited { code } => format!("exited with code {code}"),
+            Outcome::Signaled { signal } => format!("killed by signal {signal}"),
+            Outcome::TimedOut => "timed out (timeout_sec); its process group was stopped".to_string(),
+            Outcome::Cancelled => "interrupted".to_string(),
+            Outcome::SpawnFailed { message } => message.clone(),
+        });
+    }
+    result
+}
+
+/// Parses JSON without letting deep nesting overflow the stack (serde_json stops at 128).
+fn parse_json_limited(bytes: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice::<Value>(bytes).map_err(|err| err.to_string())
+}
+
+fn floor_char_boundary(text: &str, max: usize) -> usize {
+    if text.len() <= max {
+        return text.len();
+    }
+    let mut i = max;
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn failed_result(exit_code: i32, message: String) -> Value {
+    json!({"status": "failed", "exit_code": exit_code, "error": message})
+}
+
+fn with_timing(mut result: Value, started_at: &str, started: Instant) -> Value {
+    result["started_at"] = json!(started_at);
+    result["finished_at"] = json!(crate::clock::now_rfc3339());
+    result["duration"] = json!((started.elapsed().as_secs_f64() * 1e6).round() / 1e6);
+    result
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The steps between the previous visit of `name` and now: the cycle a loop went round.
+fn loop_cycle(trail: &[&str], name: &str) -> String {
+    let last = trail.len().saturating_sub(1);
+    let start = trail[..last].iter().rposition(|s| *s == name).unwrap_or(0);
+    trail[start..].join(" -> ")
+}
+
+/// Variable lookup at one point of the run.
+struct Scope<'a> {
+    runner: &'a Runner,
+    loops: &'a [LoopFrame],
+}
+
+impl Scope<'_> {
+    /// The variables as one JSON document, the input of `when.jq`.
+    fn document(&self) -> Value {
+        let state = &self.runner.state;
+        let mut doc = json!({
+            "run": {
+                "timestamp_utc": state.timestamp_utc,
+                "id": state.run_id,
+                "workspace": state.workspace,
+                "workflow": state.workflow,
+            },
+            "context": state.context,
+            "steps": self.runner.results,
+        });
+        if let Some(frame) = self.loops.last() {
+            doc["loop"] = json!({"index": frame.index, "total": frame.total});
+        }
+        for frame in self.loops {
+            doc[frame.var.as_str()] = frame.item.clone();
+        }
+        doc
+    }
+}
+
+impl Lookup for Scope<'_> {
+    fn lookup(&self, var: &VarRef) -> Result<Value, Undefined> {
+        let segments = &var.segments;
+        let state = &self.runner.state;
+        let rest = &segments[1..];
+        let found = match var.root() {
+            "run" => match rest.first().map(String::as_str) {
+                Some("timestamp_utc") => Some(json!(state.timestamp_utc)),
+                Some("id") => Some(json!(state.run_id)),
+                Some("workspace") => Some(json!(state.workspace)),
+                Some("workflow") => Some(json!(state.workflow)),
+                _ => None,
+            },
+            "context" => {
+                let value = state.context.get(&rest[0]).ok_or_else(|| {
+                    Undefined::new(var, format!("no context key `{}`; pass it with `--context {}=...` or set it under `context:` in the workflow", rest[0], rest[0]))
+                })?;
+                template::walk(value, &rest[1..]).cloned()
+            }
+            "loop" => self.loops.last().and_then(|frame| match rest.first().map(String::as_str) {
+                Some("index") => Some(json!(frame.index)),
+                Some("total") => Some(json!(frame.total)),
+                _ => None,
+            }),
+            "steps" => {
+                let name = &rest[0];
+                let result = self.runner.results.get(name).ok_or_else(|| {
+                    Undefined::new(var, format!("step `{name}` has not run (yet) in this run, or was skipped"))
+                })?;
+                let found = template::walk(result, &rest[1..]).cloned();
+                if found.is_none() && rest.len() >= 2 && result.get(&rest[1]).is_none() {
+                    return Err(Undefined::new(var, format!("step `{name}` has no `{}` in its result", rest[1])));
+                }
+                found
+            }
+            root => self
+                .loops
+                .iter()
+                .rev()
+                .find(|frame| frame.var == root)
+                .and_then(|frame| template::walk(&frame.item, rest).cloned()),
+        };
+        found.ok_or_else(|| Undefined::new(var, "no such value at this point of the run"))
+    }
+}
+
+/// Provider placeholders (`${PROMPT}`, `${model}`) over the run's variables.
+struct ProviderScope<'a> {
+    values: &'a HashMap<String, String>,
+    base: &'a dyn Lookup,
+}
+
+impl Lookup for ProviderScope<'_> {
+    fn lookup(&self, var: &VarRef) -> Result<Value, Undefined> {
+        if var.segments.len() == 1 {
+            if let Some(value) = self.values.get(var.root()) {
+                return Ok(Value::String(value.clone()));
+            }
+            if var.root() == "PROMPT" {
+                return Err(Undefined::new(var, "the step has no `input_file` to read the prompt from"));
+            }
+            return Err(Undefined::new(var, format!("give `{}` in `provider_params` or the provider's `defaults`", var.root())));
+        }
+        self.base.lookup(var)
+    }
+}
