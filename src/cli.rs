@@ -20,7 +20,11 @@ use crate::runner::{RunConfig, RunReport, Runner, exit};
 use crate::state::{RunDir, RunStatus};
 
 #[derive(Debug, Parser)]
-#[command(name = "orchestrate", version, about = "Run YAML workflows of shell commands and coding-agent CLIs, enforced by the engine")]
+#[command(
+    name = "orchestrate",
+    version,
+    about = "Run YAML workflows of shell commands and coding-agent CLIs, enforced by the engine"
+)]
 struct Cli {
     /// The workspace every path resolves against (default: the current directory).
     #[arg(long, global = true, value_name = "DIR")]
@@ -95,16 +99,28 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
-            return ExitCode::from(if err.use_stderr() { exit::INVALID } else { exit::SUCCESS });
+            return ExitCode::from(if err.use_stderr() {
+                exit::INVALID
+            } else {
+                exit::SUCCESS
+            });
         }
     };
     let workspace = match workspace_dir(cli.workspace.as_deref()) {
         Ok(ws) => ws,
         Err(message) => return fail(exit::INVALID, &message),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
-        Err(err) => return fail(exit::INVALID, &format!("failed to start the async runtime: {err}")),
+        Err(err) => {
+            return fail(
+                exit::INVALID,
+                &format!("failed to start the async runtime: {err}"),
+            );
+        }
     };
     let code = runtime.block_on(dispatch(cli.command, workspace));
     ExitCode::from(code)
@@ -118,7 +134,8 @@ fn fail(code: u8, message: &str) -> ExitCode {
 fn workspace_dir(arg: Option<&Path>) -> Result<PathBuf, String> {
     let dir = match arg {
         Some(dir) => dir.to_path_buf(),
-        None => std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?,
+        None => std::env::current_dir()
+            .map_err(|e| format!("cannot read the current directory: {e}"))?,
     };
     dir.canonicalize()
         .map_err(|e| format!("workspace {} is not usable: {e}", dir.display()))
@@ -127,8 +144,22 @@ fn workspace_dir(arg: Option<&Path>) -> Result<PathBuf, String> {
 async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
     match command {
         Command::Validate { files } => validate(&workspace, &files),
-        Command::Run { file, context, clean_processed, archive_processed, quiet } => {
-            run(&workspace, &file, &context, clean_processed, archive_processed, quiet).await
+        Command::Run {
+            file,
+            context,
+            clean_processed,
+            archive_processed,
+            quiet,
+        } => {
+            run(
+                &workspace,
+                &file,
+                &context,
+                clean_processed,
+                archive_processed,
+                quiet,
+            )
+            .await
         }
         Command::Resume { run_id, quiet } => {
             let cancel = signal_cancel();
@@ -143,8 +174,22 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
                 }
             }
         }
-        Command::RunStep { step, workflow, context, from_run, quiet } => {
-            run_step(&workspace, &step, &workflow, &context, from_run.as_deref(), quiet).await
+        Command::RunStep {
+            step,
+            workflow,
+            context,
+            from_run,
+            quiet,
+        } => {
+            run_step(
+                &workspace,
+                &step,
+                &workflow,
+                &context,
+                from_run.as_deref(),
+                quiet,
+            )
+            .await
         }
         Command::Watch { file, context } => watch(&workspace, &file, &context).await,
     }
@@ -155,7 +200,11 @@ fn validate(workspace: &Path, files: &[PathBuf]) -> u8 {
     for file in files {
         let path = workspace.join(file);
         match load::load_file(&path) {
-            Ok(workflow) => println!("{}: ok ({} steps)", file.display(), workflow.all_steps().len()),
+            Ok(workflow) => println!(
+                "{}: ok ({} steps)",
+                file.display(),
+                workflow.all_steps().len()
+            ),
             Err(err) => {
                 problems += err.diagnostics.len();
                 eprint!("{}", relative_render(&err, workspace));
@@ -172,7 +221,11 @@ fn validate(workspace: &Path, files: &[PathBuf]) -> u8 {
 
 /// Renders load errors with paths relative to the workspace, as the user typed them.
 fn relative_render(err: &LoadError, workspace: &Path) -> String {
-    let mut err_copy = LoadError { path: err.path.clone(), source_text: err.source_text.clone(), diagnostics: err.diagnostics.clone() };
+    let mut err_copy = LoadError {
+        path: err.path.clone(),
+        source_text: err.source_text.clone(),
+        diagnostics: err.diagnostics.clone(),
+    };
     for d in &mut err_copy.diagnostics {
         if let Ok(rel) = d.file.strip_prefix(workspace) {
             d.file = rel.to_path_buf();
@@ -196,14 +249,21 @@ fn load_for_run(workspace: &Path, file: &Path) -> Result<(Workflow, String), u8>
         }
         Err(err) => {
             eprint!("{}", relative_render(&err, workspace));
-            eprintln!("error: the workflow has {} problem(s); nothing was run", err.diagnostics.len());
+            eprintln!(
+                "error: the workflow has {} problem(s); nothing was run",
+                err.diagnostics.len()
+            );
             Err(exit::INVALID)
         }
     }
 }
 
 /// Context precedence: workflow `context:` defaults, then `--context-file`, then `--context`.
-fn build_context(workspace: &Path, workflow: &Workflow, args: &ContextArgs) -> Result<Map<String, Value>, String> {
+fn build_context(
+    workspace: &Path,
+    workflow: &Workflow,
+    args: &ContextArgs,
+) -> Result<Map<String, Value>, String> {
     let mut context = workflow.context.clone();
     if let Some(file) = &args.context_file {
         let path = workspace.join(file);
@@ -211,8 +271,18 @@ fn build_context(workspace: &Path, workflow: &Workflow, args: &ContextArgs) -> R
             .map_err(|e| format!("cannot read --context-file {}: {e}", file.display()))?;
         match serde_json::from_str::<Value>(&text) {
             Ok(Value::Object(map)) => context.extend(map),
-            Ok(_) => return Err(format!("--context-file {} must hold a JSON object", file.display())),
-            Err(e) => return Err(format!("--context-file {} is not valid JSON: {e}", file.display())),
+            Ok(_) => {
+                return Err(format!(
+                    "--context-file {} must hold a JSON object",
+                    file.display()
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "--context-file {} is not valid JSON: {e}",
+                    file.display()
+                ));
+            }
         }
     }
     for pair in &args.pairs {
@@ -233,7 +303,10 @@ fn signal_cancel() -> CancellationToken {
     let child = token.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
             return;
         };
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
@@ -276,23 +349,20 @@ async fn run(
     } else {
         None
     };
-    if let (Some(dir), Some(dest)) = (&processed_dir, &archive) {
-        if !dest.as_os_str().is_empty() {
-            if let Err(err) = processed::check_archive_dest(dir, &workspace.join(dest)) {
+    if let (Some(dir), Some(dest)) = (&processed_dir, &archive)
+        && !dest.as_os_str().is_empty()
+        && let Err(err) = processed::check_archive_dest(dir, &workspace.join(dest))
+    {
+        eprintln!("error: {err}");
+        return exit::INVALID;
+    }
+    if clean && let Some(dir) = &processed_dir {
+        match processed::clean(dir) {
+            Ok(n) if !quiet => eprintln!("cleaned {} ({n} entries removed)", dir.display()),
+            Ok(_) => {}
+            Err(err) => {
                 eprintln!("error: {err}");
                 return exit::INVALID;
-            }
-        }
-    }
-    if clean {
-        if let Some(dir) = &processed_dir {
-            match processed::clean(dir) {
-                Ok(n) if !quiet => eprintln!("cleaned {} ({n} entries removed)", dir.display()),
-                Ok(_) => {}
-                Err(err) => {
-                    eprintln!("error: {err}");
-                    return exit::INVALID;
-                }
             }
         }
     }
@@ -315,19 +385,27 @@ async fn run(
     let root = runner.run_root().to_path_buf();
     let outcome = runner.run().await;
     let code = report(outcome);
-    if code == exit::SUCCESS {
-        if let (Some(dir), Some(dest)) = (&processed_dir, archive) {
-            let dest = if dest.as_os_str().is_empty() { root.join("processed.zip") } else { workspace.join(dest) };
-            match processed::archive(dir, &dest) {
-                Ok(n) => {
-                    if !quiet {
-                        eprintln!("archived {n} file(s) from {} to {}", dir.display(), dest.display());
-                    }
+    if code == exit::SUCCESS
+        && let (Some(dir), Some(dest)) = (&processed_dir, archive)
+    {
+        let dest = if dest.as_os_str().is_empty() {
+            root.join("processed.zip")
+        } else {
+            workspace.join(dest)
+        };
+        match processed::archive(dir, &dest) {
+            Ok(n) => {
+                if !quiet {
+                    eprintln!(
+                        "archived {n} file(s) from {} to {}",
+                        dir.display(),
+                        dest.display()
+                    );
                 }
-                Err(err) => {
-                    eprintln!("error: {err}");
-                    return exit::STEP_FAILED;
-                }
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                return exit::STEP_FAILED;
             }
         }
     }
@@ -373,7 +451,11 @@ async fn run_step(
         Err(code) => return code,
     };
     let Some(step) = workflow.find_step(name).cloned() else {
-        let names: Vec<String> = workflow.all_steps().iter().map(|s| s.name.clone()).collect();
+        let names: Vec<String> = workflow
+            .all_steps()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
         let hint = crate::diag::did_you_mean(name, names.iter().map(String::as_str))
             .map(|s| format!("did you mean `{s}`?"))
             .unwrap_or_else(|| format!("steps: {}", names.join(", ")));
@@ -426,20 +508,21 @@ async fn watch(workspace: &Path, file: &Path, context: &ContextArgs) -> u8 {
     let path = workspace.join(file);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let target = path.clone();
-    let mut watcher = match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            let relevant = event.need_rescan() || event.paths.iter().any(|p| p == &target);
-            if relevant && !matches!(event.kind, notify::EventKind::Access(_)) {
-                let _ = tx.send(());
+    let mut watcher =
+        match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event {
+                let relevant = event.need_rescan() || event.paths.iter().any(|p| p == &target);
+                if relevant && !matches!(event.kind, notify::EventKind::Access(_)) {
+                    let _ = tx.send(());
+                }
             }
-        }
-    }) {
-        Ok(w) => w,
-        Err(err) => {
-            eprintln!("error: failed to watch {}: {err}", file.display());
-            return exit::INVALID;
-        }
-    };
+        }) {
+            Ok(w) => w,
+            Err(err) => {
+                eprintln!("error: failed to watch {}: {err}", file.display());
+                return exit::INVALID;
+            }
+        };
     // Editors often replace the file by rename, so watch the directory.
     let dir = path.parent().unwrap_or(workspace).to_path_buf();
     if let Err(err) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
@@ -465,7 +548,13 @@ async fn watch(workspace: &Path, file: &Path, context: &ContextArgs) -> u8 {
                     return exit::INVALID;
                 }
             };
-            let config = RunConfig { workspace: ws, context, cancel: run_cancel, progress: true, preset_results: Map::new() };
+            let config = RunConfig {
+                workspace: ws,
+                context,
+                cancel: run_cancel,
+                progress: true,
+                preset_results: Map::new(),
+            };
             match Runner::create(workflow, &text, config) {
                 Ok(runner) => {
                     eprintln!("run_id: {}", runner.run_id());

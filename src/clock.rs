@@ -22,5 +22,11 @@ pub fn new_run_id() -> String {
         let nanos = Utc::now().timestamp_subsec_nanos().to_le_bytes();
         bytes.copy_from_slice(&nanos[..3]);
     }
-    format!("{}-{:02x}{:02x}{:02x}", compact(Utc::now()), bytes[0], bytes[1], bytes[2])
+    format!(
+        "{}-{:02x}{:02x}{:02x}",
+        compact(Utc::now()),
+        bytes[0],
+        bytes[1],
+        bytes[2]
+    )
 }

@@ -53,7 +53,9 @@ impl Diagnostic {
     /// Moves the position `chars` characters to the right on the same line: used to point inside
     /// a quoted scalar at the `${` that is wrong.
     pub fn shifted(mut self, chars: usize) -> Self {
-        self.column = self.column.saturating_add(u32::try_from(chars).unwrap_or(0));
+        self.column = self
+            .column
+            .saturating_add(u32::try_from(chars).unwrap_or(0));
         self
     }
 
@@ -92,7 +94,10 @@ impl Diagnostic {
 }
 
 /// The closest of `candidates` to `word`, when it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|candidate| (strsim::jaro_winkler(word, candidate), candidate))
@@ -107,9 +112,17 @@ mod tests {
 
     #[test]
     fn renders_location_line_and_hint() {
-        let d = Diagnostic::error(Path::new("w.yaml"), Pos { line: 2, column: 3, offset: None }, "unknown field `comand`")
-            .with_width(6)
-            .with_hint("did you mean `command`?");
+        let d = Diagnostic::error(
+            Path::new("w.yaml"),
+            Pos {
+                line: 2,
+                column: 3,
+                offset: None,
+            },
+            "unknown field `comand`",
+        )
+        .with_width(6)
+        .with_hint("did you mean `command`?");
         let text = d.render(Some("steps:\n  comand: [x]\n"));
         assert_eq!(
             text,
@@ -119,7 +132,10 @@ mod tests {
 
     #[test]
     fn suggests_close_names_only() {
-        assert_eq!(did_you_mean("outptu_capture", ["output_capture", "output_file"]), Some("output_capture"));
+        assert_eq!(
+            did_you_mean("outptu_capture", ["output_capture", "output_file"]),
+            Some("output_capture")
+        );
         assert_eq!(did_you_mean("zzz", ["output_capture", "command"]), None);
     }
 }

@@ -24,12 +24,21 @@ impl EventLog {
     /// Opens (creating) the log for appending; `seq` continues after the last readable record.
     pub fn open(path: &Path, mask: Vec<String>) -> io::Result<EventLog> {
         let seq = match File::open(path) {
-            Ok(_) => read(path)?.last().and_then(|e| e.get("seq")).and_then(Value::as_u64).unwrap_or(0),
+            Ok(_) => read(path)?
+                .last()
+                .and_then(|e| e.get("seq"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
             Err(err) if err.kind() == io::ErrorKind::NotFound => 0,
             Err(err) => return Err(err),
         };
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(EventLog { path: path.to_path_buf(), file, seq, mask })
+        Ok(EventLog {
+            path: path.to_path_buf(),
+            file,
+            seq,
+            mask,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -139,6 +148,9 @@ mod tests {
 
     #[test]
     fn masks_longest_first() {
-        assert_eq!(mask("ab abc", &mask_list(["ab".into(), "abc".into()])), "*** ***");
+        assert_eq!(
+            mask("ab abc", &mask_list(["ab".into(), "abc".into()])),
+            "*** ***"
+        );
     }
 }

@@ -15,10 +15,17 @@ use std::path::{Component, Path, PathBuf};
 /// fsync the directory.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = parent_of(path);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
-        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
@@ -51,9 +58,19 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     // SAFETY: both pointers are valid NUL-terminated strings that outlive the call; AT_FDCWD
     // makes the paths relative to the current directory as std does.
     let rc = unsafe {
-        libc::renameat2(libc::AT_FDCWD, from_c.as_ptr(), libc::AT_FDCWD, to_c.as_ptr(), libc::RENAME_NOREPLACE)
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from_c.as_ptr(),
+            libc::AT_FDCWD,
+            to_c.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Removes `.` and `..` lexically, without touching the filesystem.
@@ -77,7 +94,11 @@ pub fn normalize(path: &Path) -> PathBuf {
 #[derive(Debug, thiserror::Error)]
 pub enum PathError {
     #[error("`{path}` resolves to {resolved}, outside the workspace {workspace}")]
-    Escapes { path: String, resolved: PathBuf, workspace: PathBuf },
+    Escapes {
+        path: String,
+        resolved: PathBuf,
+        workspace: PathBuf,
+    },
 }
 
 /// Resolves a user-declared path against WORKSPACE (the spec's rule) and refuses one that
@@ -93,7 +114,9 @@ pub fn resolve_in_workspace(workspace: &Path, path: &str) -> Result<PathBuf, Pat
         return Err(escapes(joined));
     }
     // The deepest existing ancestor decides where symlinks lead.
-    let real_workspace = workspace.canonicalize().unwrap_or_else(|_| workspace.to_path_buf());
+    let real_workspace = workspace
+        .canonicalize()
+        .unwrap_or_else(|_| workspace.to_path_buf());
     let mut existing = joined.as_path();
     while !existing.exists() {
         match existing.parent() {
@@ -101,10 +124,10 @@ pub fn resolve_in_workspace(workspace: &Path, path: &str) -> Result<PathBuf, Pat
             None => return Ok(joined),
         }
     }
-    if let Ok(real) = existing.canonicalize() {
-        if !real.starts_with(&real_workspace) {
-            return Err(escapes(real));
-        }
+    if let Ok(real) = existing.canonicalize()
+        && !real.starts_with(&real_workspace)
+    {
+        return Err(escapes(real));
     }
     Ok(joined)
 }
@@ -129,7 +152,10 @@ mod tests {
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         fs::write(&a, "a").unwrap();
         fs::write(&b, "b").unwrap();
-        assert_eq!(rename_noreplace(&a, &b).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            rename_noreplace(&a, &b).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
         assert_eq!(fs::read(&b).unwrap(), b"b");
     }
 

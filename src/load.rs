@@ -48,19 +48,33 @@ pub fn load_file(path: &Path) -> Result<Workflow, LoadError> {
         source_text: None,
         diagnostics: vec![Diagnostic::error(path, Pos::default(), message).with_hint(hint)],
     };
-    let meta = std::fs::metadata(path)
-        .map_err(|err| fail(format!("cannot read the workflow file: {err}"), "check the path"))?;
+    let meta = std::fs::metadata(path).map_err(|err| {
+        fail(
+            format!("cannot read the workflow file: {err}"),
+            "check the path",
+        )
+    })?;
     if !meta.is_file() {
-        return Err(fail("not a regular file".into(), "give the path of a workflow YAML file"));
+        return Err(fail(
+            "not a regular file".into(),
+            "give the path of a workflow YAML file",
+        ));
     }
     if meta.len() > MAX_WORKFLOW_BYTES {
         return Err(fail(
-            format!("the file is {} bytes; workflows are limited to {MAX_WORKFLOW_BYTES}", meta.len()),
+            format!(
+                "the file is {} bytes; workflows are limited to {MAX_WORKFLOW_BYTES}",
+                meta.len()
+            ),
             "split the workflow",
         ));
     }
-    let bytes = std::fs::read(path)
-        .map_err(|err| fail(format!("cannot read the workflow file: {err}"), "check permissions"))?;
+    let bytes = std::fs::read(path).map_err(|err| {
+        fail(
+            format!("cannot read the workflow file: {err}"),
+            "check permissions",
+        )
+    })?;
     let text = String::from_utf8(bytes)
         .map_err(|err| fail(format!("the file is not UTF-8 ({err})"), "save it as UTF-8"))?;
     load_str(path, &text)
@@ -73,7 +87,11 @@ pub fn load_str(path: &Path, text: &str) -> Result<Workflow, LoadError> {
         diagnostics,
     };
     let root = yaml::parse(text).map_err(|err| {
-        fail(vec![Diagnostic::error(path, err.pos, format!("invalid YAML: {}", err.message))])
+        fail(vec![Diagnostic::error(
+            path,
+            err.pos,
+            format!("invalid YAML: {}", err.message),
+        )])
     })?;
     let mut loader = Loader {
         file: path.to_path_buf(),
@@ -178,7 +196,10 @@ impl Loader {
     /// Checks that `node` is a mapping with only `allowed` keys; reports each unknown key.
     fn fields<'a>(&mut self, node: &'a Node, allowed: &[&str], what: &str) -> Option<Fields<'a>> {
         let Value::Map(entries) = &node.value else {
-            self.error(node.pos, format!("{what} must be a mapping, found {}", node.value.kind()));
+            self.error(
+                node.pos,
+                format!("{what} must be a mapping, found {}", node.value.kind()),
+            );
             return None;
         };
         for (key, _) in entries {
@@ -196,7 +217,10 @@ impl Loader {
                     self.diags.last_mut().expect("just pushed").hint = Some(hint);
                 }
                 other => {
-                    self.error(key.pos, format!("{what} has a key that is {}, not a name", other.kind()));
+                    self.error(
+                        key.pos,
+                        format!("{what} has a key that is {}, not a name", other.kind()),
+                    );
                 }
             }
         }
@@ -208,7 +232,10 @@ impl Loader {
             Value::Str(s) => Some(s.clone()),
             Value::Bool(_) | Value::Int(_) | Value::Float(_) => node.scalar_text(),
             other => {
-                self.error(node.pos, format!("{what} must be a string, found {}", other.kind()));
+                self.error(
+                    node.pos,
+                    format!("{what} must be a string, found {}", other.kind()),
+                );
                 None
             }
         }
@@ -246,12 +273,21 @@ impl Loader {
     fn templates(&mut self, node: &Node, what: &str) -> Option<Vec<Template>> {
         let Value::Seq(items) = &node.value else {
             let hint = "write an argv list such as [\"echo\", \"hello\"]; use [\"bash\", \"-c\", \"...\"] for shell syntax";
-            self.error(node.pos, format!("{what} must be a list of arguments, found {}", node.value.kind()))
-                .hint = Some(hint.into());
+            self.error(
+                node.pos,
+                format!(
+                    "{what} must be a list of arguments, found {}",
+                    node.value.kind()
+                ),
+            )
+            .hint = Some(hint.into());
             return None;
         };
         if items.is_empty() {
-            self.error(node.pos, format!("{what} is empty: give at least the program to run"));
+            self.error(
+                node.pos,
+                format!("{what} is empty: give at least the program to run"),
+            );
             return None;
         }
         let mut out = Vec::new();
@@ -270,7 +306,10 @@ impl Loader {
             Value::Bool(b) => Some(*b),
             Value::Str(s) if s == "true" || s == "false" => Some(s == "true"),
             other => {
-                self.error(node.pos, format!("{what} must be true or false, found {}", other.kind()));
+                self.error(
+                    node.pos,
+                    format!("{what} must be true or false, found {}", other.kind()),
+                );
                 None
             }
         }
@@ -286,8 +325,13 @@ impl Loader {
         match value {
             Some(v) if v.is_finite() && v >= min && v <= max => Some(v),
             _ => {
-                let text = node.scalar_text().unwrap_or_else(|| node.value.kind().to_string());
-                self.error(node.pos, format!("{what} must be a number from {min} to {max}, found `{text}`"));
+                let text = node
+                    .scalar_text()
+                    .unwrap_or_else(|| node.value.kind().to_string());
+                self.error(
+                    node.pos,
+                    format!("{what} must be a number from {min} to {max}, found `{text}`"),
+                );
                 None
             }
         }
@@ -295,22 +339,33 @@ impl Loader {
 
     fn count(&mut self, node: &Node, what: &str, min: u32, max: u32) -> Option<u32> {
         match &node.value {
-            Value::Int(i) if *i >= i128::from(min) && *i <= i128::from(max) => u32::try_from(*i).ok(),
+            Value::Int(i) if *i >= i128::from(min) && *i <= i128::from(max) => {
+                u32::try_from(*i).ok()
+            }
             _ => {
-                let text = node.scalar_text().unwrap_or_else(|| node.value.kind().to_string());
-                self.error(node.pos, format!("{what} must be a whole number from {min} to {max}, found `{text}`"));
+                let text = node
+                    .scalar_text()
+                    .unwrap_or_else(|| node.value.kind().to_string());
+                self.error(
+                    node.pos,
+                    format!("{what} must be a whole number from {min} to {max}, found `{text}`"),
+                );
                 None
             }
         }
     }
 
     fn seconds(&mut self, node: &Node, what: &str) -> Option<Duration> {
-        self.number(node, what, 0.0, 31_536_000.0).map(Duration::from_secs_f64)
+        self.number(node, what, 0.0, 31_536_000.0)
+            .map(Duration::from_secs_f64)
     }
 
     fn string_map(&mut self, node: &Node, what: &str) -> Option<Vec<(String, Template)>> {
         let Value::Map(entries) = &node.value else {
-            self.error(node.pos, format!("{what} must be a mapping, found {}", node.value.kind()));
+            self.error(
+                node.pos,
+                format!("{what} must be a mapping, found {}", node.value.kind()),
+            );
             return None;
         };
         let mut out = Vec::new();
@@ -332,7 +387,11 @@ impl Loader {
         let fields = self.fields(root, WORKFLOW_FIELDS, "the workflow")?;
         let name = match fields.value("name") {
             Some(node) => self.string(node, "`name`").unwrap_or_default(),
-            None => self.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+            None => self
+                .file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
         };
         let mut queue = QueueDirs::default();
         for (key, slot) in [
@@ -341,10 +400,10 @@ impl Loader {
             ("failed_dir", &mut queue.failed_dir),
             ("task_extension", &mut queue.task_extension),
         ] {
-            if let Some(node) = fields.value(key) {
-                if let Some(value) = self.string(node, &format!("`{key}`")) {
-                    *slot = value;
-                }
+            if let Some(node) = fields.value(key)
+                && let Some(value) = self.string(node, &format!("`{key}`"))
+            {
+                *slot = value;
             }
         }
         let strict_flow = match fields.value("strict_flow") {
@@ -352,7 +411,9 @@ impl Loader {
             None => true,
         };
         let max_visits = match fields.value("max_visits") {
-            Some(node) => self.count(node, "`max_visits`", 1, 1_000_000).unwrap_or(DEFAULT_MAX_VISITS),
+            Some(node) => self
+                .count(node, "`max_visits`", 1, 1_000_000)
+                .unwrap_or(DEFAULT_MAX_VISITS),
             None => DEFAULT_MAX_VISITS,
         };
         let mut providers = builtin_providers();
@@ -363,7 +424,10 @@ impl Loader {
             Some(node) => match node.to_json() {
                 Json::Object(map) => map,
                 _ => {
-                    self.error(node.pos, "`context` must be a mapping of names to default values");
+                    self.error(
+                        node.pos,
+                        "`context` must be a mapping of names to default values",
+                    );
                     serde_json::Map::new()
                 }
             },
@@ -397,13 +461,20 @@ impl Loader {
 
     fn providers(&mut self, node: &Node, providers: &mut BTreeMap<String, ProviderTemplate>) {
         let Value::Map(entries) = &node.value else {
-            self.error(node.pos, "`providers` must be a mapping of provider names to templates");
+            self.error(
+                node.pos,
+                "`providers` must be a mapping of provider names to templates",
+            );
             return;
         };
         for (key, value) in entries {
-            let Some(name) = self.string(key, "a provider name") else { continue };
+            let Some(name) = self.string(key, "a provider name") else {
+                continue;
+            };
             let what = format!("provider `{name}`");
-            let Some(fields) = self.fields(value, &["command", "defaults"], &what) else { continue };
+            let Some(fields) = self.fields(value, &["command", "defaults"], &what) else {
+                continue;
+            };
             let command = match fields.get("command") {
                 Some(node) => self.templates(node, &format!("`command` of {what}")),
                 None => {
@@ -434,7 +505,13 @@ impl Loader {
 
     fn steps(&mut self, node: &Node) -> Vec<Step> {
         let Value::Seq(items) = &node.value else {
-            self.error(node.pos, format!("`steps` must be a list of steps, found {}", node.value.kind()));
+            self.error(
+                node.pos,
+                format!(
+                    "`steps` must be a list of steps, found {}",
+                    node.value.kind()
+                ),
+            );
             return Vec::new();
         };
         if items.is_empty() {
@@ -445,9 +522,11 @@ impl Loader {
 
     fn step(&mut self, node: &Node) -> Option<Step> {
         let name_hint = match &node.value {
-            Value::Map(_) => Fields { entries: map_entries(node) }
-                .value("name")
-                .and_then(Node::scalar_text),
+            Value::Map(_) => Fields {
+                entries: map_entries(node),
+            }
+            .value("name")
+            .and_then(Node::scalar_text),
             _ => None,
         };
         let what = match &name_hint {
@@ -459,14 +538,22 @@ impl Loader {
             Some(n) => {
                 let name = self.string(n, "the step `name`")?;
                 if name.is_empty()
-                    || !name.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+                    || !name
+                        .chars()
+                        .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
                 {
-                    self.error(n.pos, format!("step name `{name}` may only use letters, digits, `_` and `-`"))
-                        .hint = Some("names are used in `${steps.<name>...}` and `goto`".into());
+                    self.error(
+                        n.pos,
+                        format!("step name `{name}` may only use letters, digits, `_` and `-`"),
+                    )
+                    .hint = Some("names are used in `${steps.<name>...}` and `goto`".into());
                     return None;
                 }
                 if RESERVED_STEP_NAMES.contains(&name.as_str()) {
-                    self.error(n.pos, format!("`{name}` is reserved for `goto: {name}`; pick another step name"));
+                    self.error(
+                        n.pos,
+                        format!("`{name}` is reserved for `goto: {name}`; pick another step name"),
+                    );
                     return None;
                 }
                 name
@@ -490,8 +577,11 @@ impl Loader {
                         Some(s) => format!("did you mean `{s}`?"),
                         None => "use text, lines or json".into(),
                     };
-                    self.error(n.pos, format!("`output_capture: {other}` in {what} is not a capture mode"))
-                        .hint = Some(hint);
+                    self.error(
+                        n.pos,
+                        format!("`output_capture: {other}` in {what} is not a capture mode"),
+                    )
+                    .hint = Some(hint);
                     Capture::Text
                 }
                 None => Capture::Text,
@@ -502,18 +592,24 @@ impl Loader {
             Some(n) => self.boolean(n, "`allow_parse_error`").unwrap_or(false),
             None => false,
         };
-        let output_file = fields.value("output_file").and_then(|n| self.template(n, "`output_file`"));
+        let output_file = fields
+            .value("output_file")
+            .and_then(|n| self.template(n, "`output_file`"));
         let when = fields.value("when").and_then(|n| self.condition(n, &what));
         let on = match fields.value("on") {
             Some(n) => self.transitions(n, &what),
             None => Transitions::default(),
         };
-        let timeout = fields.value("timeout_sec").and_then(|n| self.seconds(n, "`timeout_sec`"));
+        let timeout = fields
+            .value("timeout_sec")
+            .and_then(|n| self.seconds(n, "`timeout_sec`"));
         let retry = match fields.value("retry") {
             Some(n) => self.retry(n, &what),
             None => Retry::default(),
         };
-        let max_visits = fields.value("max_visits").and_then(|n| self.count(n, "`max_visits`", 1, 1_000_000));
+        let max_visits = fields
+            .value("max_visits")
+            .and_then(|n| self.count(n, "`max_visits`", 1, 1_000_000));
         let env = match fields.value("env") {
             Some(n) => self.string_map(n, "`env`").unwrap_or_default(),
             None => Vec::new(),
@@ -522,11 +618,19 @@ impl Loader {
             Some(n) => self.secrets(n),
             None => Vec::new(),
         };
-        let agent = fields.value("agent").and_then(|n| self.string(n, "`agent`"));
+        let agent = fields
+            .value("agent")
+            .and_then(|n| self.string(n, "`agent`"));
         if let (Some(pos), StepKind::ForEach { .. } | StepKind::WaitFor { .. }) =
             (fields.key_pos("output_file"), &kind)
         {
-            self.error(pos, format!("`output_file` has no meaning on a {} step ({what})", kind.label()));
+            self.error(
+                pos,
+                format!(
+                    "`output_file` has no meaning on a {} step ({what})",
+                    kind.label()
+                ),
+            );
         }
         Some(Step {
             name,
@@ -548,10 +652,16 @@ impl Loader {
     }
 
     fn step_kind(&mut self, node: &Node, fields: &Fields, what: &str) -> Option<StepKind> {
-        let present: Vec<&str> = ["command", "provider", "command_override", "for_each", "wait_for"]
-            .into_iter()
-            .filter(|key| fields.get(key).is_some())
-            .collect();
+        let present: Vec<&str> = [
+            "command",
+            "provider",
+            "command_override",
+            "for_each",
+            "wait_for",
+        ]
+        .into_iter()
+        .filter(|key| fields.get(key).is_some())
+        .collect();
         let conflict = match present.as_slice() {
             [] => {
                 self.error(node.pos, format!("{what} has nothing to do")).hint = Some(
@@ -563,36 +673,53 @@ impl Loader {
             many => Some(many.join("`, `")),
         };
         if let Some(conflict) = conflict {
-            self.error(node.pos, format!("{what} has more than one action: `{conflict}`")).hint =
-                Some("a step does one thing: split it into several steps".into());
+            self.error(
+                node.pos,
+                format!("{what} has more than one action: `{conflict}`"),
+            )
+            .hint = Some("a step does one thing: split it into several steps".into());
             return None;
         }
         for key in ["provider_params", "input_file"] {
-            if let Some(pos) = fields.key_pos(key) {
-                if !present.contains(&"provider") && !present.contains(&"command_override") {
-                    self.error(pos, format!("`{key}` in {what} only applies to `provider` steps"));
-                }
+            if let Some(pos) = fields.key_pos(key)
+                && !present.contains(&"provider")
+                && !present.contains(&"command_override")
+            {
+                self.error(
+                    pos,
+                    format!("`{key}` in {what} only applies to `provider` steps"),
+                );
             }
         }
         match present[0] {
             "command" => {
-                let argv = self.templates(fields.get("command")?, &format!("`command` of {what}"))?;
+                let argv =
+                    self.templates(fields.get("command")?, &format!("`command` of {what}"))?;
                 Some(StepKind::Command { argv })
             }
             "provider" | "command_override" => {
-                let provider = fields.value("provider").and_then(|n| self.string(n, "`provider`"));
+                let provider = fields
+                    .value("provider")
+                    .and_then(|n| self.string(n, "`provider`"));
                 let mut params = BTreeMap::new();
                 if let Some(n) = fields.value("provider_params") {
                     for (k, v) in self.string_map(n, "`provider_params`").unwrap_or_default() {
                         params.insert(k, v);
                     }
                 }
-                let input_file = fields.value("input_file").and_then(|n| self.template(n, "`input_file`"));
+                let input_file = fields
+                    .value("input_file")
+                    .and_then(|n| self.template(n, "`input_file`"));
                 let command_override = match fields.get("command_override") {
                     Some(n) => Some(self.templates(n, &format!("`command_override` of {what}"))?),
                     None => None,
                 };
-                Some(StepKind::Provider { provider, params, input_file, command_override })
+                Some(StepKind::Provider {
+                    provider,
+                    params,
+                    input_file,
+                    command_override,
+                })
             }
             "for_each" => self.for_each(fields.get("for_each")?, what),
             _ => self.wait_for(fields.get("wait_for")?, what),
@@ -600,22 +727,29 @@ impl Loader {
     }
 
     fn for_each(&mut self, node: &Node, what: &str) -> Option<StepKind> {
-        let fields = self.fields(node, &["items", "items_from", "as", "steps"], &format!("`for_each` of {what}"))?;
+        let fields = self.fields(
+            node,
+            &["items", "items_from", "as", "steps"],
+            &format!("`for_each` of {what}"),
+        )?;
         let items = match (fields.get("items"), fields.get("items_from")) {
-            (Some(n), None) => match n.to_json() {
-                Json::Array(items) => Items::Literal(items),
-                _ => {
-                    self.error(n.pos, format!("`items` of {what} must be a list")).hint =
+            (Some(n), None) => {
+                match n.to_json() {
+                    Json::Array(items) => Items::Literal(items),
+                    _ => {
+                        self.error(n.pos, format!("`items` of {what} must be a list")).hint =
                         Some("to iterate over a prior step's output use `items_from: \"steps.X.lines\"`".into());
-                    return None;
+                        return None;
+                    }
                 }
-            },
+            }
             (None, Some(n)) => {
                 let text = self.string(n, "`items_from`")?;
                 match parse_pointer(&text) {
                     Ok(pointer) => Items::From(pointer),
                     Err(message) => {
-                        self.error(n.pos, format!("`items_from: {text}` in {what}: {message}")).hint = Some(
+                        self.error(n.pos, format!("`items_from: {text}` in {what}: {message}"))
+                            .hint = Some(
                             "write `steps.<Step>.lines` or `steps.<Step>.json[.<dot.path>]`".into(),
                         );
                         return None;
@@ -623,11 +757,17 @@ impl Loader {
                 }
             }
             (Some(_), Some(n)) => {
-                self.error(n.pos, format!("`for_each` of {what} has both `items` and `items_from`"));
+                self.error(
+                    n.pos,
+                    format!("`for_each` of {what} has both `items` and `items_from`"),
+                );
                 return None;
             }
             (None, None) => {
-                self.error(node.pos, format!("`for_each` of {what} needs `items` or `items_from`"));
+                self.error(
+                    node.pos,
+                    format!("`for_each` of {what} needs `items` or `items_from`"),
+                );
                 return None;
             }
         };
@@ -638,7 +778,13 @@ impl Loader {
                     || !var.chars().all(|c| c.is_alphanumeric() || c == '_')
                     || RESERVED_ROOTS.contains(&var.as_str())
                 {
-                    self.error(n.pos, format!("`as: {var}` must be a plain name that is not one of {}", RESERVED_ROOTS.join(", ")));
+                    self.error(
+                        n.pos,
+                        format!(
+                            "`as: {var}` must be a plain name that is not one of {}",
+                            RESERVED_ROOTS.join(", ")
+                        ),
+                    );
                     return None;
                 }
                 var
@@ -656,7 +802,11 @@ impl Loader {
     }
 
     fn wait_for(&mut self, node: &Node, what: &str) -> Option<StepKind> {
-        let fields = self.fields(node, &["glob", "timeout_sec", "poll_ms", "min_count"], &format!("`wait_for` of {what}"))?;
+        let fields = self.fields(
+            node,
+            &["glob", "timeout_sec", "poll_ms", "min_count"],
+            &format!("`wait_for` of {what}"),
+        )?;
         let glob = match fields.value("glob") {
             Some(n) => self.template(n, "`glob`")?,
             None => {
@@ -669,22 +819,38 @@ impl Loader {
             None => Duration::from_secs(300),
         };
         let poll = match fields.value("poll_ms") {
-            Some(n) => Duration::from_millis(u64::from(self.count(n, "`poll_ms`", 1, 3_600_000)?)),
+            Some(n) => {
+                Duration::from_millis(u64::from(self.count(n, "`poll_ms`", 1, 3_600_000)?))
+            }
             None => Duration::from_millis(500),
         };
         let min_count = match fields.value("min_count") {
             Some(n) => self.count(n, "`min_count`", 1, 1_000_000)? as usize,
             None => 1,
         };
-        Some(StepKind::WaitFor { glob, timeout, poll, min_count })
+        Some(StepKind::WaitFor {
+            glob,
+            timeout,
+            poll,
+            min_count,
+        })
     }
 
     fn condition(&mut self, node: &Node, what: &str) -> Option<Condition> {
-        let fields = self.fields(node, &["equals", "not_equals", "jq"], &format!("`when` of {what}"))?;
-        let present: Vec<&str> =
-            ["equals", "not_equals", "jq"].into_iter().filter(|k| fields.get(k).is_some()).collect();
+        let fields = self.fields(
+            node,
+            &["equals", "not_equals", "jq"],
+            &format!("`when` of {what}"),
+        )?;
+        let present: Vec<&str> = ["equals", "not_equals", "jq"]
+            .into_iter()
+            .filter(|k| fields.get(k).is_some())
+            .collect();
         if present.len() != 1 {
-            self.error(node.pos, format!("`when` of {what} needs exactly one of `equals`, `not_equals` or `jq`"));
+            self.error(
+                node.pos,
+                format!("`when` of {what} needs exactly one of `equals`, `not_equals` or `jq`"),
+            );
             return None;
         }
         if present[0] == "jq" {
@@ -692,9 +858,16 @@ impl Loader {
             return Some(Condition::Jq(expr));
         }
         let inner = fields.get(present[0])?;
-        let pair = self.fields(inner, &["left", "right"], &format!("`{}` of {what}", present[0]))?;
+        let pair = self.fields(
+            inner,
+            &["left", "right"],
+            &format!("`{}` of {what}", present[0]),
+        )?;
         let (Some(l), Some(r)) = (pair.get("left"), pair.get("right")) else {
-            self.error(inner.pos, format!("`{}` of {what} needs `left` and `right`", present[0]));
+            self.error(
+                inner.pos,
+                format!("`{}` of {what} needs `left` and `right`", present[0]),
+            );
             return None;
         };
         let left = self.template(l, "`left`")?;
@@ -708,25 +881,42 @@ impl Loader {
 
     fn transitions(&mut self, node: &Node, what: &str) -> Transitions {
         let mut out = Transitions::default();
-        let Some(fields) = self.fields(node, &["success", "failure", "always"], &format!("`on` of {what}")) else {
+        let Some(fields) = self.fields(
+            node,
+            &["success", "failure", "always"],
+            &format!("`on` of {what}"),
+        ) else {
             return out;
         };
         let mut at = [(0, 0); 3];
-        for (i, (key, slot)) in [("success", &mut out.success), ("failure", &mut out.failure), ("always", &mut out.always)]
-            .into_iter()
-            .enumerate()
+        for (i, (key, slot)) in [
+            ("success", &mut out.success),
+            ("failure", &mut out.failure),
+            ("always", &mut out.always),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let Some(n) = fields.value(key) else { continue };
-            let Some(f) = self.fields(n, &["goto"], &format!("`on.{key}` of {what}")) else { continue };
+            let Some(f) = self.fields(n, &["goto"], &format!("`on.{key}` of {what}")) else {
+                continue;
+            };
             match f.value("goto") {
                 Some(g) => {
                     if let Some(target) = self.string(g, "`goto`") {
                         at[i] = (g.pos.line, self.content_column(g.pos));
-                        *slot = Some(if target == "_end" { Target::End } else { Target::Step(target) });
+                        *slot = Some(if target == "_end" {
+                            Target::End
+                        } else {
+                            Target::Step(target)
+                        });
                     }
                 }
                 None => {
-                    self.error(n.pos, format!("`on.{key}` of {what} needs `goto: <step>` (or `goto: _end`)"));
+                    self.error(
+                        n.pos,
+                        format!("`on.{key}` of {what} needs `goto: <step>` (or `goto: _end`)"),
+                    );
                 }
             }
         }
@@ -740,7 +930,11 @@ impl Loader {
             retry.max_attempts = self.count(node, "`retry`", 1, 100).unwrap_or(1);
             return retry;
         }
-        let Some(fields) = self.fields(node, &["max_attempts", "delay_sec", "backoff", "on_exit_codes"], &format!("`retry` of {what}")) else {
+        let Some(fields) = self.fields(
+            node,
+            &["max_attempts", "delay_sec", "backoff", "on_exit_codes"],
+            &format!("`retry` of {what}"),
+        ) else {
             return retry;
         };
         if let Some(n) = fields.value("max_attempts") {
@@ -750,7 +944,9 @@ impl Loader {
             retry.delay = self.seconds(n, "`delay_sec`").unwrap_or(retry.delay);
         }
         if let Some(n) = fields.value("backoff") {
-            retry.backoff = self.number(n, "`backoff`", 1.0, 10.0).unwrap_or(retry.backoff);
+            retry.backoff = self
+                .number(n, "`backoff`", 1.0, 10.0)
+                .unwrap_or(retry.backoff);
         }
         if let Some(n) = fields.value("on_exit_codes") {
             match &n.value {
@@ -771,8 +967,11 @@ impl Loader {
 
     fn secrets(&mut self, node: &Node) -> Vec<String> {
         let Value::Seq(items) = &node.value else {
-            self.error(node.pos, "`secrets` must be a list of environment variable names").hint =
-                Some("e.g. secrets: [GITHUB_TOKEN]".into());
+            self.error(
+                node.pos,
+                "`secrets` must be a list of environment variable names",
+            )
+            .hint = Some("e.g. secrets: [GITHUB_TOKEN]".into());
             return Vec::new();
         };
         items
@@ -783,7 +982,10 @@ impl Loader {
                     && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                     && !name.starts_with(|c: char| c.is_ascii_digit());
                 if !valid {
-                    self.error(item.pos, format!("`{name}` is not an environment variable name"));
+                    self.error(
+                        item.pos,
+                        format!("`{name}` is not an environment variable name"),
+                    );
                     return None;
                 }
                 Some(name)
@@ -798,7 +1000,6 @@ fn map_entries(node: &Node) -> &[(Node, Node)] {
         _ => &[],
     }
 }
-
 
 /// The variable roots every workflow may use; `as:` names may not shadow them.
 pub const RESERVED_ROOTS: &[&str] = &["run", "loop", "steps", "context", "env", "task"];
@@ -876,7 +1077,12 @@ struct Checker<'a> {
 
 impl<'a> Checker<'a> {
     fn new(loader: &'a mut Loader, workflow: &'a Workflow) -> Self {
-        Checker { loader, workflow, steps: HashMap::new(), text_positions: HashMap::new() }
+        Checker {
+            loader,
+            workflow,
+            steps: HashMap::new(),
+            text_positions: HashMap::new(),
+        }
     }
 
     /// A diagnostic at a step (`line` is the step's line; the column is that of its first key).
@@ -888,7 +1094,14 @@ impl<'a> Checker<'a> {
             .find(|s| s.line == line)
             .map(|s| s.column)
             .unwrap_or(1);
-        self.loader.error(Pos { line, column, offset: None }, message)
+        self.loader.error(
+            Pos {
+                line,
+                column,
+                offset: None,
+            },
+            message,
+        )
     }
 
     fn check(mut self) {
@@ -897,17 +1110,23 @@ impl<'a> Checker<'a> {
         // events name steps without a path.
         for step in workflow.all_steps() {
             if let Some(first) = self.text_positions.get(&step.name).copied() {
-                self.at(step.line, format!("duplicate step name `{}`", step.name)).hint =
-                    Some(format!("first defined on line {first}; step names must be unique"));
+                self.at(step.line, format!("duplicate step name `{}`", step.name))
+                    .hint = Some(format!(
+                    "first defined on line {first}; step names must be unique"
+                ));
             } else {
                 self.text_positions.insert(step.name.clone(), step.line);
-                self.steps.insert(step.name.clone(), (step.capture, step.kind.label()));
+                self.steps
+                    .insert(step.name.clone(), (step.capture, step.kind.label()));
             }
         }
         for (name, provider) in &workflow.providers {
             for arg in &provider.command {
                 for var in arg.vars() {
-                    if var.segments.len() == 1 && var.root() != "PROMPT" && !provider.defaults.contains_key(var.root()) {
+                    if var.segments.len() == 1
+                        && var.root() != "PROMPT"
+                        && !provider.defaults.contains_key(var.root())
+                    {
                         // A parameter with no default must come from each step; checked per step.
                         continue;
                     }
@@ -928,21 +1147,29 @@ impl<'a> Checker<'a> {
         let local: HashSet<&str> = steps.iter().map(|s| s.name.as_str()).collect();
         for step in steps {
             let what = format!("step `{}`", step.name);
-            for (target, at) in [&step.on.success, &step.on.failure, &step.on.always].into_iter().zip(step.on.at) {
-                if let Some(Target::Step(name)) = target {
-                    if !local.contains(name.as_str()) {
-                        let hint = if self.steps.contains_key(name) {
-                            format!("`{name}` is in another step list; goto can only jump within the same list of steps")
-                        } else {
-                            match did_you_mean(name, local.iter().copied()) {
-                                Some(s) => format!("did you mean `{s}`?"),
-                                None => "use the name of a step in the same list, or `_end`".into(),
-                            }
-                        };
-                        let d = self.at(step.line, format!("{what} has `goto: {name}`, but there is no step `{name}`"));
-                        (d.line, d.column, d.width) = (at.0, at.1, name.chars().count());
-                        d.hint = Some(hint);
-                    }
+            for (target, at) in [&step.on.success, &step.on.failure, &step.on.always]
+                .into_iter()
+                .zip(step.on.at)
+            {
+                if let Some(Target::Step(name)) = target
+                    && !local.contains(name.as_str())
+                {
+                    let hint = if self.steps.contains_key(name) {
+                        format!(
+                            "`{name}` is in another step list; goto can only jump within the same list of steps"
+                        )
+                    } else {
+                        match did_you_mean(name, local.iter().copied()) {
+                            Some(s) => format!("did you mean `{s}`?"),
+                            None => "use the name of a step in the same list, or `_end`".into(),
+                        }
+                    };
+                    let d = self.at(
+                        step.line,
+                        format!("{what} has `goto: {name}`, but there is no step `{name}`"),
+                    );
+                    (d.line, d.column, d.width) = (at.0, at.1, name.chars().count());
+                    d.hint = Some(hint);
                 }
             }
             if let Some(t) = &step.output_file {
@@ -971,7 +1198,12 @@ impl<'a> Checker<'a> {
                         self.check_template(t, scope, step.line, &what);
                     }
                 }
-                StepKind::Provider { provider, params, input_file, command_override } => {
+                StepKind::Provider {
+                    provider,
+                    params,
+                    input_file,
+                    command_override,
+                } => {
                     for t in params.values() {
                         self.check_template(t, scope, step.line, &what);
                     }
@@ -979,24 +1211,37 @@ impl<'a> Checker<'a> {
                         self.check_template(t, scope, step.line, &what);
                     }
                     let template_params = |t: &Template| {
-                        t.vars().filter(|v| v.segments.len() == 1).map(|v| v.root().to_string()).collect::<Vec<_>>()
+                        t.vars()
+                            .filter(|v| v.segments.len() == 1)
+                            .map(|v| v.root().to_string())
+                            .collect::<Vec<_>>()
                     };
                     match command_override {
                         Some(argv) => {
                             for t in argv {
-                                let provider_scope = scope.with_provider_params(params.keys().cloned().chain(["PROMPT".to_string()]));
+                                let provider_scope = scope.with_provider_params(
+                                    params.keys().cloned().chain(["PROMPT".to_string()]),
+                                );
                                 self.check_template(t, &provider_scope, step.line, &what);
                             }
                         }
                         None => {
                             let name = provider.clone().unwrap_or_default();
                             let Some(template) = self.workflow.providers.get(&name) else {
-                                let names: Vec<&str> = self.workflow.providers.keys().map(String::as_str).collect();
+                                let names: Vec<&str> =
+                                    self.workflow.providers.keys().map(String::as_str).collect();
                                 let hint = match did_you_mean(&name, names.iter().copied()) {
                                     Some(s) => format!("did you mean `{s}`?"),
-                                    None => format!("known providers: {} (add one under `providers:`)", names.join(", ")),
+                                    None => format!(
+                                        "known providers: {} (add one under `providers:`)",
+                                        names.join(", ")
+                                    ),
                                 };
-                                self.at(step.line, format!("{what} uses provider `{name}`, which is not defined")).hint = Some(hint);
+                                self.at(
+                                    step.line,
+                                    format!("{what} uses provider `{name}`, which is not defined"),
+                                )
+                                .hint = Some(hint);
                                 continue;
                             };
                             for arg in &template.command {
@@ -1006,7 +1251,9 @@ impl<'a> Checker<'a> {
                                             self.at(step.line, format!("{what}: provider `{name}` needs a prompt (`${{PROMPT}}`) but the step has no `input_file`"))
                                                 .hint = Some("add `input_file: prompts/<file>.md`, or use `command_override`".into());
                                         }
-                                    } else if !params.contains_key(&param) && !template.defaults.contains_key(&param) {
+                                    } else if !params.contains_key(&param)
+                                        && !template.defaults.contains_key(&param)
+                                    {
                                         self.at(step.line, format!("{what}: provider `{name}` uses `${{{param}}}`, but neither `provider_params` nor the provider's `defaults` give `{param}`"))
                                             .hint = Some(format!("add `provider_params: {{{param}: ...}}`"));
                                     }
@@ -1037,15 +1284,38 @@ impl<'a> Checker<'a> {
                     Some(s) => format!("did you mean `{s}`?"),
                     None => "name a step that runs before this one".into(),
                 };
-                self.at(line, format!("`items_from: {}` in {what} names no step `{}`", pointer.text, pointer.step))
-                    .hint = Some(hint);
+                self.at(
+                    line,
+                    format!(
+                        "`items_from: {}` in {what} names no step `{}`",
+                        pointer.text, pointer.step
+                    ),
+                )
+                .hint = Some(hint);
             }
             Some((capture, _)) => {
-                let wanted = if pointer.path[0] == "lines" { Capture::Lines } else { Capture::Json };
+                let wanted = if pointer.path[0] == "lines" {
+                    Capture::Lines
+                } else {
+                    Capture::Json
+                };
                 if *capture != wanted {
-                    let mode = if wanted == Capture::Lines { "lines" } else { "json" };
-                    self.at(line, format!("`items_from: {}` in {what}: step `{}` does not capture {mode}", pointer.text, pointer.step))
-                        .hint = Some(format!("set `output_capture: {mode}` on step `{}`", pointer.step));
+                    let mode = if wanted == Capture::Lines {
+                        "lines"
+                    } else {
+                        "json"
+                    };
+                    self.at(
+                        line,
+                        format!(
+                            "`items_from: {}` in {what}: step `{}` does not capture {mode}",
+                            pointer.text, pointer.step
+                        ),
+                    )
+                    .hint = Some(format!(
+                        "set `output_capture: {mode}` on step `{}`",
+                        pointer.step
+                    ));
                 }
             }
         }
@@ -1116,9 +1386,17 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn check_step_ref(&mut self, var: &crate::template::VarRef, text: &str, what: &str) -> Option<(String, String)> {
+    fn check_step_ref(
+        &mut self,
+        var: &crate::template::VarRef,
+        text: &str,
+        what: &str,
+    ) -> Option<(String, String)> {
         let Some(name) = var.segments.get(1) else {
-            return Some((format!("{what} uses `{text}` without a step name"), "write `${steps.<Step>.output}`".into()));
+            return Some((
+                format!("{what} uses `{text}` without a step name"),
+                "write `${steps.<Step>.output}`".into(),
+            ));
         };
         let Some((capture, kind)) = self.steps.get(name).copied() else {
             let names: Vec<String> = self.steps.keys().cloned().collect();
@@ -1126,17 +1404,26 @@ impl<'a> Checker<'a> {
                 Some(s) => format!("did you mean `{s}`?"),
                 None => "name a step of this workflow".into(),
             };
-            return Some((format!("{what} uses `{text}`, but there is no step `{name}`"), hint));
+            return Some((
+                format!("{what} uses `{text}`, but there is no step `{name}`"),
+                hint,
+            ));
         };
         let Some(field) = var.segments.get(2) else {
-            return Some((format!("{what} uses `{text}` without a field"), format!("fields: {}", STEP_RESULT_FIELDS.join(", "))));
+            return Some((
+                format!("{what} uses `{text}` without a field"),
+                format!("fields: {}", STEP_RESULT_FIELDS.join(", ")),
+            ));
         };
         if !STEP_RESULT_FIELDS.contains(&field.as_str()) {
             let hint = match did_you_mean(field, STEP_RESULT_FIELDS.iter().copied()) {
                 Some(s) => format!("did you mean `{s}`?"),
                 None => format!("fields: {}", STEP_RESULT_FIELDS.join(", ")),
             };
-            return Some((format!("{what} uses `{text}`: steps have no field `{field}`"), hint));
+            return Some((
+                format!("{what} uses `{text}`: steps have no field `{field}`"),
+                hint,
+            ));
         }
         match (field.as_str(), capture) {
             ("lines", Capture::Lines) | ("json", Capture::Json) => None,
@@ -1145,13 +1432,34 @@ impl<'a> Checker<'a> {
                 format!("set `output_capture: {field}` on step `{name}`"),
             )),
             ("output", Capture::Lines | Capture::Json) => Some((
-                format!("{what} uses `{text}`, but step `{name}` captures {} (no `output` is kept)", if capture == Capture::Lines { "lines" } else { "json" }),
-                format!("use `${{steps.{name}.{}}}`", if capture == Capture::Lines { "lines" } else { "json" }),
+                format!(
+                    "{what} uses `{text}`, but step `{name}` captures {} (no `output` is kept)",
+                    if capture == Capture::Lines {
+                        "lines"
+                    } else {
+                        "json"
+                    }
+                ),
+                format!(
+                    "use `${{steps.{name}.{}}}`",
+                    if capture == Capture::Lines {
+                        "lines"
+                    } else {
+                        "json"
+                    }
+                ),
             )),
-            _ if var.segments.len() > 3 && field != "json" && field != "lines" && field != "files" && field != "iterations" => Some((
-                format!("{what} uses `{text}`: `{field}` has no fields"),
-                "only `json`, `lines`, `files` and `iterations` take a path".into(),
-            )),
+            _ if var.segments.len() > 3
+                && field != "json"
+                && field != "lines"
+                && field != "files"
+                && field != "iterations" =>
+            {
+                Some((
+                    format!("{what} uses `{text}`: `{field}` has no fields"),
+                    "only `json`, `lines`, `files` and `iterations` take a path".into(),
+                ))
+            }
             _ => None,
         }
     }

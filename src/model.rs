@@ -133,8 +133,14 @@ pub struct Pointer {
 
 #[derive(Debug, Clone)]
 pub enum Condition {
-    Equals { left: Template, right: Template },
-    NotEquals { left: Template, right: Template },
+    Equals {
+        left: Template,
+        right: Template,
+    },
+    NotEquals {
+        left: Template,
+        right: Template,
+    },
     /// A jq expression over the run's variables (`.steps.X.json.ok`, `.context.mode`).
     Jq(String),
 }
@@ -175,7 +181,12 @@ pub struct Retry {
 
 impl Default for Retry {
     fn default() -> Self {
-        Retry { max_attempts: 1, delay: Duration::from_secs(1), backoff: 2.0, on_exit_codes: None }
+        Retry {
+            max_attempts: 1,
+            delay: Duration::from_secs(1),
+            backoff: 2.0,
+            on_exit_codes: None,
+        }
     }
 }
 
@@ -208,14 +219,26 @@ pub fn builtin_providers() -> BTreeMap<String, ProviderTemplate> {
             .iter()
             .map(|arg| Template::parse(arg).expect("built-in provider templates parse"))
             .collect(),
-        defaults: defaults.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        defaults: defaults
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     };
     BTreeMap::from([
         (
             "claude".to_string(),
-            make(&["claude", "-p", "${PROMPT}", "--model", "${model}"], &[("model", "claude-sonnet-4-20250514")]),
+            make(
+                &["claude", "-p", "${PROMPT}", "--model", "${model}"],
+                &[("model", "claude-sonnet-4-20250514")],
+            ),
         ),
-        ("gemini".to_string(), make(&["gemini", "-p", "${PROMPT}"], &[])),
-        ("codex".to_string(), make(&["codex", "exec", "${PROMPT}"], &[])),
+        (
+            "gemini".to_string(),
+            make(&["gemini", "-p", "${PROMPT}"], &[]),
+        ),
+        (
+            "codex".to_string(),
+            make(&["codex", "exec", "${PROMPT}"], &[]),
+        ),
     ])
 }

@@ -14,13 +14,21 @@ use crate::fsutil::normalize;
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessedError {
     #[error("refusing to clean `{configured}`: it resolves to {}, which is not a directory inside the workspace {}; --clean-processed only empties WORKSPACE/processed/", resolved.display(), workspace.display())]
-    OutsideWorkspace { configured: String, resolved: PathBuf, workspace: PathBuf },
+    OutsideWorkspace {
+        configured: String,
+        resolved: PathBuf,
+        workspace: PathBuf,
+    },
     #[error("refusing to clean {}: it is a symlink; --clean-processed never follows links", path.display())]
     Symlink { path: PathBuf },
     #[error("refusing to archive into {}: the archive must be outside the processed directory {}", dest.display(), processed.display())]
     ArchiveInside { dest: PathBuf, processed: PathBuf },
     #[error("failed to {action} {}: {source}", path.display())]
-    Io { action: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
 }
 
 /// The processed directory the workflow configures, checked to be a proper subdirectory of the
@@ -37,9 +45,16 @@ pub fn processed_dir(workspace: &Path, configured: &str) -> Result<PathBuf, Proc
     }
     // Any symlinked component could lead outside.
     let mut current = workspace.to_path_buf();
-    for part in resolved.strip_prefix(workspace).map_err(|_| outside())?.components() {
+    for part in resolved
+        .strip_prefix(workspace)
+        .map_err(|_| outside())?
+        .components()
+    {
         current.push(part);
-        if fs::symlink_metadata(&current).map(|m| m.file_type().is_symlink()).unwrap_or(false) {
+        if fs::symlink_metadata(&current)
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false)
+        {
             return Err(ProcessedError::Symlink { path: current });
         }
     }
@@ -50,7 +65,11 @@ pub fn processed_dir(workspace: &Path, configured: &str) -> Result<PathBuf, Proc
 pub fn clean(dir: &Path) -> Result<usize, ProcessedError> {
     let io_err = |action, path: &Path| {
         let path = path.to_path_buf();
-        move |source| ProcessedError::Io { action, path, source }
+        move |source| ProcessedError::Io {
+            action,
+            path,
+            source,
+        }
     };
     if !dir.exists() {
         fs::create_dir_all(dir).map_err(io_err("create", dir))?;
@@ -75,7 +94,10 @@ pub fn clean(dir: &Path) -> Result<usize, ProcessedError> {
 pub fn check_archive_dest(processed: &Path, dest: &Path) -> Result<(), ProcessedError> {
     let dest = normalize(dest);
     if dest.starts_with(processed) {
-        return Err(ProcessedError::ArchiveInside { dest, processed: processed.to_path_buf() });
+        return Err(ProcessedError::ArchiveInside {
+            dest,
+            processed: processed.to_path_buf(),
+        });
     }
     Ok(())
 }
@@ -86,7 +108,11 @@ pub fn archive(processed: &Path, dest: &Path) -> Result<usize, ProcessedError> {
     check_archive_dest(processed, dest)?;
     let io_err = |action, path: &Path| {
         let path = path.to_path_buf();
-        move |source| ProcessedError::Io { action, path, source }
+        move |source| ProcessedError::Io {
+            action,
+            path,
+            source,
+        }
     };
     if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent).map_err(io_err("create", parent))?;
@@ -97,7 +123,10 @@ pub fn archive(processed: &Path, dest: &Path) -> Result<usize, ProcessedError> {
     let options = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
     let mut count = 0;
     if processed.exists() {
-        for entry in walkdir::WalkDir::new(processed).min_depth(1).sort_by_file_name() {
+        for entry in walkdir::WalkDir::new(processed)
+            .min_depth(1)
+            .sort_by_file_name()
+        {
             let entry = entry.map_err(|e| ProcessedError::Io {
                 action: "walk",
                 path: processed.to_path_buf(),
@@ -120,7 +149,11 @@ pub fn archive(processed: &Path, dest: &Path) -> Result<usize, ProcessedError> {
             }
         }
     }
-    let file = zip.finish().map_err(|e| ProcessedError::Io { action: "write", path: tmp.clone(), source: io::Error::other(e) })?;
+    let file = zip.finish().map_err(|e| ProcessedError::Io {
+        action: "write",
+        path: tmp.clone(),
+        source: io::Error::other(e),
+    })?;
     file.sync_all().map_err(io_err("sync", &tmp))?;
     fs::rename(&tmp, dest).map_err(io_err("rename", &tmp))?;
     Ok(count)

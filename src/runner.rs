@@ -67,7 +67,10 @@ pub struct RunConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("failed to write the run's records under {}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     State(#[from] crate::state::StateError),
     #[error("failed to resume run {run_id}: {message}")]
@@ -87,7 +90,6 @@ enum Flow {
 /// A step failure the run could not route around.
 #[derive(Debug, Clone)]
 struct Failure {
-    step: String,
     exit_code: i32,
     message: String,
 }
@@ -130,13 +132,22 @@ pub struct Runner {
 
 impl Runner {
     /// Creates a new run directory for `workflow` and returns a runner ready to start it.
-    pub fn create(workflow: Workflow, source_text: &str, config: RunConfig) -> Result<Runner, RunError> {
+    pub fn create(
+        workflow: Workflow,
+        source_text: &str,
+        config: RunConfig,
+    ) -> Result<Runner, RunError> {
         let run_id = crate::clock::new_run_id();
         let dir = RunDir::new(&config.workspace, &run_id);
-        dir.create().map_err(|source| RunError::Io { path: dir.root.clone(), source })?;
+        dir.create().map_err(|source| RunError::Io {
+            path: dir.root.clone(),
+            source,
+        })?;
         let lock = dir.lock_run()?;
-        std::fs::write(dir.workflow_copy(), source_text)
-            .map_err(|source| RunError::Io { path: dir.workflow_copy(), source })?;
+        std::fs::write(dir.workflow_copy(), source_text).map_err(|source| RunError::Io {
+            path: dir.workflow_copy(),
+            source,
+        })?;
         let now = crate::clock::now_rfc3339();
         let state = RunState {
             format_version: crate::state::STATE_FORMAT,
@@ -163,9 +174,17 @@ impl Runner {
     }
 
     /// Reopens run `run_id` to continue it from the first step that did not complete.
-    pub fn resume(run_id: &str, workspace: &Path, cancel: CancellationToken, progress: bool) -> Result<Runner, RunError> {
+    pub fn resume(
+        run_id: &str,
+        workspace: &Path,
+        cancel: CancellationToken,
+        progress: bool,
+    ) -> Result<Runner, RunError> {
         let dir = RunDir::new(workspace, run_id);
-        let resume_err = |message: String| RunError::Resume { run_id: run_id.to_string(), message };
+        let resume_err = |message: String| RunError::Resume {
+            run_id: run_id.to_string(),
+            message,
+        };
         if !dir.root.is_dir() {
             return Err(resume_err(format!(
                 "no run directory {}; list runs with `ls {}`",
@@ -176,18 +195,29 @@ impl Runner {
         let lock = dir.lock_run()?;
         let mut state = dir.read_state()?;
         if state.status == RunStatus::Succeeded {
-            return Err(resume_err("it already succeeded; start a new run with `orchestrate run`".into()));
+            return Err(resume_err(
+                "it already succeeded; start a new run with `orchestrate run`".into(),
+            ));
         }
-        let workflow = crate::load::load_file(&dir.workflow_copy()).map_err(|err| resume_err(err.render()))?;
+        let workflow =
+            crate::load::load_file(&dir.workflow_copy()).map_err(|err| resume_err(err.render()))?;
         let mut workflow = workflow;
         workflow.path = PathBuf::from(&state.workflow);
-        let records = events::read(&dir.events()).map_err(|source| RunError::Io { path: dir.events(), source })?;
-        let mut journal = Journal { entries: HashMap::new(), cutoff: u64::MAX };
+        let records = events::read(&dir.events()).map_err(|source| RunError::Io {
+            path: dir.events(),
+            source,
+        })?;
+        let mut journal = Journal {
+            entries: HashMap::new(),
+            cutoff: u64::MAX,
+        };
         for record in &records {
-            if record["event"] == "step_finished" {
-                if let (Some(exec), Some(step)) = (record["exec"].as_u64(), record["step"].as_str()) {
-                    journal.entries.insert(exec, (step.to_string(), record["result"].clone()));
-                }
+            if record["event"] == "step_finished"
+                && let (Some(exec), Some(step)) = (record["exec"].as_u64(), record["step"].as_str())
+            {
+                journal
+                    .entries
+                    .insert(exec, (step.to_string(), record["result"].clone()));
             }
         }
         state.resumes += 1;
@@ -213,11 +243,22 @@ impl Runner {
         journal: Journal,
         lock: std::fs::File,
     ) -> Result<Runner, RunError> {
-        let secret_names: HashSet<String> =
-            workflow.all_steps().iter().flat_map(|s| s.secrets.iter().cloned()).collect();
-        let secret_values = events::mask_list(secret_names.iter().filter_map(|name| std::env::var(name).ok()));
-        let events = EventLog::open(&dir.events(), secret_values.clone())
-            .map_err(|source| RunError::Io { path: dir.events(), source })?;
+        let secret_names: HashSet<String> = workflow
+            .all_steps()
+            .iter()
+            .flat_map(|s| s.secrets.iter().cloned())
+            .collect();
+        let secret_values = events::mask_list(
+            secret_names
+                .iter()
+                .filter_map(|name| std::env::var(name).ok()),
+        );
+        let events = EventLog::open(&dir.events(), secret_values.clone()).map_err(|source| {
+            RunError::Io {
+                path: dir.events(),
+                source,
+            }
+        })?;
         let results = config.preset_results.clone();
         Ok(Runner {
             workflow: Arc::new(workflow),
@@ -248,7 +289,11 @@ impl Runner {
     pub async fn run(mut self) -> Result<RunReport, RunError> {
         let resumed = self.state.resumes > 0;
         if resumed {
-            self.event("run_resumed", json!({"resumes": self.state.resumes, "journal": self.journal.entries.len()}), true)?;
+            self.event(
+                "run_resumed",
+                json!({"resumes": self.state.resumes, "journal": self.journal.entries.len()}),
+                true,
+            )?;
         } else {
             self.event(
                 "run_started",
@@ -269,12 +314,13 @@ impl Runner {
         let flow = self.run_list(&workflow.steps, &[]).await;
         let (status, exit_code, error) = match flow {
             Err(err) => return Err(err),
-            Ok(_) if self.config.cancel.is_cancelled() => {
-                (RunStatus::Interrupted, exit::INTERRUPTED, Some("interrupted".to_string()))
-            }
+            Ok(_) if self.config.cancel.is_cancelled() => (
+                RunStatus::Interrupted,
+                exit::INTERRUPTED,
+                Some("interrupted".to_string()),
+            ),
             Ok(Flow::Failed) => {
                 let failure = self.failure.clone().unwrap_or(Failure {
-                    step: String::new(),
                     exit_code: 1,
                     message: "a step failed".into(),
                 });
@@ -290,7 +336,12 @@ impl Runner {
         self.finish(status, exit_code, error)
     }
 
-    fn finish(mut self, status: RunStatus, exit_code: u8, error: Option<String>) -> Result<RunReport, RunError> {
+    fn finish(
+        mut self,
+        status: RunStatus,
+        exit_code: u8,
+        error: Option<String>,
+    ) -> Result<RunReport, RunError> {
         self.state.status = status;
         self.state.exit_code = Some(i32::from(exit_code));
         self.state.error = error.clone();
@@ -314,7 +365,10 @@ impl Runner {
     fn event(&mut self, name: &str, fields: Value, durable: bool) -> Result<(), RunError> {
         self.events
             .append(name, fields, durable)
-            .map_err(|source| RunError::Io { path: self.dir.events(), source })
+            .map_err(|source| RunError::Io {
+                path: self.dir.events(),
+                source,
+            })
     }
 
     /// Rewrites `state.json`. Called at start and end, and during the run only when the events
@@ -334,7 +388,10 @@ impl Runner {
         }
         self.dir
             .write_state(&state)
-            .map_err(|source| RunError::Io { path: self.dir.state(), source })?;
+            .map_err(|source| RunError::Io {
+                path: self.dir.state(),
+                source,
+            })?;
         self.events_at_snapshot = self.events.seq();
         Ok(())
     }
@@ -358,10 +415,14 @@ impl Runner {
         &'a mut self,
         steps: &'a [Step],
         loops: &'a [LoopFrame],
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Flow, RunError>> + Send + 'a>> {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Flow, RunError>> + Send + 'a>>
+    {
         Box::pin(async move {
-            let index_of: HashMap<&str, usize> =
-                steps.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+            let index_of: HashMap<&str, usize> = steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.name.as_str(), i))
+                .collect();
             let mut visits: HashMap<&str, u32> = HashMap::new();
             let mut trail: Vec<&str> = Vec::new();
             let mut failed = false;
@@ -383,7 +444,10 @@ impl Runner {
                     );
                     self.progress(&format!("✗ {message}"));
                     self.event("loop_detected", json!({"step": step.name, "visits": count, "max_visits": limit, "cycle": cycle}), true)?;
-                    self.failure = Some(Failure { step: step.name.clone(), exit_code: 1, message });
+                    self.failure = Some(Failure {
+                        exit_code: 1,
+                        message,
+                    });
                     return Ok(Flow::Failed);
                 }
                 let flow = self.run_step(step, loops).await?;
@@ -419,7 +483,11 @@ impl Runner {
                     }
                 }
             }
-            Ok(if failed { Flow::Failed } else { Flow::Succeeded })
+            Ok(if failed {
+                Flow::Failed
+            } else {
+                Flow::Succeeded
+            })
         })
     }
 
@@ -427,10 +495,10 @@ impl Runner {
     async fn run_step(&mut self, step: &Step, loops: &[LoopFrame]) -> Result<Flow, RunError> {
         self.executions += 1;
         let exec = self.executions;
-        if !matches!(step.kind, StepKind::ForEach { .. }) {
-            if let Some(flow) = self.replay(step, exec) {
-                return Ok(flow);
-            }
+        if !matches!(step.kind, StepKind::ForEach { .. })
+            && let Some(flow) = self.replay(step, exec)
+        {
+            return Ok(flow);
         }
         self.state.current_step = Some(step.name.clone());
         let iteration: Vec<usize> = loops.iter().map(|l| l.index).collect();
@@ -443,7 +511,8 @@ impl Runner {
         };
         let mut result = match when {
             Ok(false) => {
-                let result = json!({"status": "skipped", "started_at": started_at, "duration": 0.0});
+                let result =
+                    json!({"status": "skipped", "started_at": started_at, "duration": 0.0});
                 self.progress(&format!("- {} skipped (condition false)", step.name));
                 self.record(step, exec, &iteration, result)?;
                 return Ok(Flow::Skipped);
@@ -460,7 +529,12 @@ impl Runner {
                         match self.for_each(step, items, var, steps, loops).await? {
                             (Flow::End, _) => {
                                 let result = json!({"status": "succeeded", "exit_code": 0, "ended_run": true});
-                                self.record(step, exec, &iteration, with_timing(result, &started_at, started))?;
+                                self.record(
+                                    step,
+                                    exec,
+                                    &iteration,
+                                    with_timing(result, &started_at, started),
+                                )?;
                                 return Ok(Flow::End);
                             }
                             (flow, result) => {
@@ -469,28 +543,41 @@ impl Runner {
                             }
                         }
                     }
-                    StepKind::WaitFor { glob, timeout, poll, min_count } => {
-                        self.wait_for(step, glob, *timeout, *poll, *min_count, loops).await
+                    StepKind::WaitFor {
+                        glob,
+                        timeout,
+                        poll,
+                        min_count,
+                    } => {
+                        self.wait_for(step, glob, *timeout, *poll, *min_count, loops)
+                            .await
                     }
-                    StepKind::Command { .. } | StepKind::Provider { .. } => self.process_step(step, exec, loops).await,
+                    StepKind::Command { .. } | StepKind::Provider { .. } => {
+                        self.process_step(step, exec, loops).await
+                    }
                 }
             }
         };
         result = with_timing(result, &started_at, started);
         let ok = result["status"] == "succeeded";
         let mark = if ok { "✓" } else { "✗" };
-        let mut line = format!("{mark} {} ({:.2}s)", step.name, result["duration"].as_f64().unwrap_or(0.0));
-        if !ok {
-            if let Some(err) = result["error"].as_str() {
-                line.push_str(&format!(": {err}"));
-            }
+        let mut line = format!(
+            "{mark} {} ({:.2}s)",
+            step.name,
+            result["duration"].as_f64().unwrap_or(0.0)
+        );
+        if !ok && let Some(err) = result["error"].as_str() {
+            line.push_str(&format!(": {err}"));
         }
         self.progress(&line);
         if !ok && !self.config.cancel.is_cancelled() {
             let exit_code = result["exit_code"].as_i64().unwrap_or(1) as i32;
-            let detail = result["error"].as_str().map(str::to_string).unwrap_or_else(|| format!("exit code {exit_code}"));
+            let detail = result["error"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("exit code {exit_code}"));
             let message = format!("step `{}` (line {}) failed: {detail}", step.name, step.line);
-            self.failure = Some(Failure { step: step.name.clone(), exit_code, message });
+            self.failure = Some(Failure { exit_code, message });
         }
         self.record(step, exec, &iteration, result)?;
         Ok(if ok { Flow::Succeeded } else { Flow::Failed })
@@ -515,7 +602,8 @@ impl Runner {
             Some("skipped") => Flow::Skipped,
             _ => Flow::Failed,
         };
-        let handled = step.on.failure.is_some() || step.on.always.is_some() || !self.workflow.strict_flow;
+        let handled =
+            step.on.failure.is_some() || step.on.always.is_some() || !self.workflow.strict_flow;
         if flow == Flow::Failed && !handled {
             // This failure ended the earlier attempt: run the step again.
             self.journal.cutoff = exec;
@@ -524,11 +612,20 @@ impl Runner {
         if flow != Flow::Skipped {
             self.results.insert(step.name.clone(), result);
         }
-        self.progress(&format!("↺ {} (completed earlier; not run again)", step.name));
+        self.progress(&format!(
+            "↺ {} (completed earlier; not run again)",
+            step.name
+        ));
         Some(flow)
     }
 
-    fn record(&mut self, step: &Step, exec: u64, iteration: &[usize], result: Value) -> Result<(), RunError> {
+    fn record(
+        &mut self,
+        step: &Step,
+        exec: u64,
+        iteration: &[usize],
+        result: Value,
+    ) -> Result<(), RunError> {
         self.event(
             "step_finished",
             json!({"step": step.name, "exec": exec, "iteration": iteration, "result": result}),
@@ -541,7 +638,10 @@ impl Runner {
     }
 
     fn scope<'a>(&'a self, loops: &'a [LoopFrame]) -> Scope<'a> {
-        Scope { runner: self, loops }
+        Scope {
+            runner: self,
+            loops,
+        }
     }
 
     fn condition(&self, condition: &Condition, loops: &[LoopFrame]) -> Result<bool, String> {
@@ -550,9 +650,8 @@ impl Runner {
         match condition {
             Condition::Equals { left, right } => Ok(render(left)? == render(right)?),
             Condition::NotEquals { left, right } => Ok(render(left)? != render(right)?),
-            Condition::Jq(expr) => {
-                crate::jq::eval_bool(expr, &scope.document()).map_err(|e| format!("in `when.jq`: {e}"))
-            }
+            Condition::Jq(expr) => crate::jq::eval_bool(expr, &scope.document())
+                .map_err(|e| format!("in `when.jq`: {e}")),
         }
     }
 
@@ -573,12 +672,25 @@ impl Runner {
             Err(message) => return Ok((Flow::Failed, failed_result(2, message))),
         };
         let total = values.len();
-        self.event("loop_started", json!({"step": step.name, "total": total}), false)?;
+        self.event(
+            "loop_started",
+            json!({"step": step.name, "total": total}),
+            false,
+        )?;
         let mut completed = 0;
         for (index, item) in values.into_iter().enumerate() {
             let mut frames = loops.to_vec();
-            frames.push(LoopFrame { var: var.to_string(), item, index, total });
-            self.event("iteration_started", json!({"step": step.name, "index": index, "total": total}), false)?;
+            frames.push(LoopFrame {
+                var: var.to_string(),
+                item,
+                index,
+                total,
+            });
+            self.event(
+                "iteration_started",
+                json!({"step": step.name, "index": index, "total": total}),
+                false,
+            )?;
             match self.run_list(body, &frames).await? {
                 Flow::End => return Ok((Flow::End, Value::Null)),
                 Flow::Failed => {
@@ -595,12 +707,18 @@ impl Runner {
                 Flow::Succeeded | Flow::Skipped => completed += 1,
             }
         }
-        Ok((Flow::Succeeded, json!({"status": "succeeded", "exit_code": 0, "iterations": completed, "total": total})))
+        Ok((
+            Flow::Succeeded,
+            json!({"status": "succeeded", "exit_code": 0, "iterations": completed, "total": total}),
+        ))
     }
 
     fn resolve_pointer(&self, pointer: &Pointer) -> Result<Vec<Value>, String> {
         let Some(result) = self.results.get(&pointer.step) else {
-            return Err(format!("`items_from: {}`: step `{}` has not run yet", pointer.text, pointer.step));
+            return Err(format!(
+                "`items_from: {}`: step `{}` has not run yet",
+                pointer.text, pointer.step
+            ));
         };
         match template::walk(result, &pointer.path) {
             Some(Value::Array(items)) => Ok(items.clone()),
@@ -609,7 +727,10 @@ impl Runner {
                 pointer.text,
                 json_kind(other)
             )),
-            None => Err(format!("`items_from: {}` does not exist in the step's result", pointer.text)),
+            None => Err(format!(
+                "`items_from: {}` does not exist in the step's result",
+                pointer.text
+            )),
         }
     }
 
@@ -633,13 +754,20 @@ impl Runner {
         let full = full.to_string_lossy().into_owned();
         let started = Instant::now();
         let mut polls: u64 = 0;
-        self.progress(&format!("… {} waiting for {min_count} file(s) matching {pattern}", step.name));
+        self.progress(&format!(
+            "… {} waiting for {min_count} file(s) matching {pattern}",
+            step.name
+        ));
         loop {
             polls += 1;
             let files = match glob::glob(&full) {
                 Ok(paths) => paths
                     .filter_map(Result::ok)
-                    .filter_map(|p| p.strip_prefix(&self.config.workspace).ok().map(|r| r.display().to_string()))
+                    .filter_map(|p| {
+                        p.strip_prefix(&self.config.workspace)
+                            .ok()
+                            .map(|r| r.display().to_string())
+                    })
                     .collect::<Vec<_>>(),
                 Err(err) => return failed_result(2, format!("invalid glob `{pattern}`: {err}")),
             };
@@ -653,7 +781,11 @@ impl Runner {
             if waited >= timeout {
                 let mut result = failed_result(
                     124,
-                    format!("timed out after {:.1}s waiting for {min_count} file(s) matching `{pattern}` (found {})", timeout.as_secs_f64(), files.len()),
+                    format!(
+                        "timed out after {:.1}s waiting for {min_count} file(s) matching `{pattern}` (found {})",
+                        timeout.as_secs_f64(),
+                        files.len()
+                    ),
                 );
                 result["files"] = json!(files);
                 result["wait_duration"] = json!(waited.as_secs_f64());
@@ -686,7 +818,11 @@ impl Runner {
         };
         let mut attempt = 1;
         loop {
-            let suffix = if attempt > 1 { format!(".{attempt}") } else { String::new() };
+            let suffix = if attempt > 1 {
+                format!(".{attempt}")
+            } else {
+                String::new()
+            };
             let base = format!("{exec:04}-{}{suffix}", step.name);
             let stdout_log = self.dir.logs().join(format!("{base}.stdout"));
             let stderr_log = self.dir.logs().join(format!("{base}.stderr"));
@@ -709,7 +845,10 @@ impl Runner {
                 secrets: self.secret_values.clone(),
             };
             if attempt > 1 {
-                self.progress(&format!("↻ {} attempt {attempt}/{}", step.name, step.retry.max_attempts));
+                self.progress(&format!(
+                    "↻ {} attempt {attempt}/{}",
+                    step.name, step.retry.max_attempts
+                ));
             }
             let _ = self.event(
                 "process_started",
@@ -729,10 +868,17 @@ impl Runner {
             }
             let code = result["exit_code"].as_i64().unwrap_or(1) as i32;
             let succeeded = result["status"] == "succeeded";
-            if succeeded || attempt >= step.retry.max_attempts || !retryable(code) || self.config.cancel.is_cancelled() {
+            if succeeded
+                || attempt >= step.retry.max_attempts
+                || !retryable(code)
+                || self.config.cancel.is_cancelled()
+            {
                 return result;
             }
-            let delay = step.retry.delay.mul_f64(step.retry.backoff.powi(attempt as i32 - 1));
+            let delay = step
+                .retry
+                .delay
+                .mul_f64(step.retry.backoff.powi(attempt as i32 - 1));
             let _ = self.event(
                 "retry_scheduled",
                 json!({"step": step.name, "exec": exec, "attempt": attempt, "exit_code": code, "delay": delay.as_secs_f64()}),
@@ -747,21 +893,32 @@ impl Runner {
     }
 
     fn relative(&self, path: &Path) -> String {
-        path.strip_prefix(&self.config.workspace).unwrap_or(path).display().to_string()
+        path.strip_prefix(&self.config.workspace)
+            .unwrap_or(path)
+            .display()
+            .to_string()
     }
 
     /// Renders argv, env and paths for a process step. Errors name the step and what is wrong.
     fn prepare(&self, step: &Step, loops: &[LoopFrame]) -> Result<Prepared, String> {
         let scope = self.scope(loops);
-        let render = |t: &Template, what: &str| t.render(&scope).map_err(|e| format!("in {what}: {e}"));
+        let render =
+            |t: &Template, what: &str| t.render(&scope).map_err(|e| format!("in {what}: {e}"));
         let argv = match &step.kind {
             StepKind::Command { argv } => argv
                 .iter()
                 .map(|t| render(t, "`command`"))
                 .collect::<Result<Vec<_>, _>>()?,
-            StepKind::Provider { provider, params, input_file, command_override } => {
+            StepKind::Provider {
+                provider,
+                params,
+                input_file,
+                command_override,
+            } => {
                 let mut values: HashMap<String, String> = HashMap::new();
-                let template = provider.as_ref().and_then(|name| self.workflow.providers.get(name));
+                let template = provider
+                    .as_ref()
+                    .and_then(|name| self.workflow.providers.get(name));
                 if let Some(template) = template {
                     values.extend(template.defaults.clone());
                 }
@@ -776,14 +933,25 @@ impl Runner {
                         .map_err(|e| format!("cannot read `input_file` {rel}: {e}"))?;
                     values.insert("PROMPT".into(), prompt);
                 }
-                let layered = ProviderScope { values: &values, base: &scope };
+                let layered = ProviderScope {
+                    values: &values,
+                    base: &scope,
+                };
                 let argv = match (command_override, template) {
                     (Some(argv), _) => argv,
                     (None, Some(template)) => &template.command,
-                    (None, None) => return Err(format!("provider `{}` is not defined", provider.clone().unwrap_or_default())),
+                    (None, None) => {
+                        return Err(format!(
+                            "provider `{}` is not defined",
+                            provider.clone().unwrap_or_default()
+                        ));
+                    }
                 };
                 argv.iter()
-                    .map(|t| t.render(&layered).map_err(|e| format!("in the provider command: {e}")))
+                    .map(|t| {
+                        t.render(&layered)
+                            .map_err(|e| format!("in the provider command: {e}"))
+                    })
                     .collect::<Result<Vec<_>, _>>()?
             }
             StepKind::ForEach { .. } | StepKind::WaitFor { .. } => Vec::new(),
@@ -822,7 +990,11 @@ impl Runner {
             }
             None => None,
         };
-        Ok(Prepared { argv, env, output_file })
+        Ok(Prepared {
+            argv,
+            env,
+            output_file,
+        })
     }
 }
 
@@ -861,7 +1033,12 @@ fn capture(step: &Step, finished: &exec::Finished) -> Value {
             }
             let truncated = over_bytes || lines.len() > LINES_LIMIT;
             lines.truncate(LINES_LIMIT);
-            result["lines"] = json!(lines.iter().map(|l| l.strip_suffix('\r').unwrap_or(l)).collect::<Vec<_>>());
+            result["lines"] = json!(
+                lines
+                    .iter()
+                    .map(|l| l.strip_suffix('\r').unwrap_or(l))
+                    .collect::<Vec<_>>()
+            );
             result["truncated"] = json!(truncated);
         }
         Capture::Json => {
@@ -897,7 +1074,8 @@ fn capture(step: &Step, finished: &exec::Finished) -> Value {
         result["error"] = json!(match &finished.outcome {
             Outcome::Exited { code } => format!("exited with code {code}"),
             Outcome::Signaled { signal } => format!("killed by signal {signal}"),
-            Outcome::TimedOut => "timed out (timeout_sec); its process group was stopped".to_string(),
+            Outcome::TimedOut =>
+                "timed out (timeout_sec); its process group was stopped".to_string(),
             Outcome::Cancelled => "interrupted".to_string(),
             Outcome::SpawnFailed { message } => message.clone(),
         });
@@ -999,19 +1177,28 @@ impl Lookup for Scope<'_> {
                 })?;
                 template::walk(value, &rest[1..]).cloned()
             }
-            "loop" => self.loops.last().and_then(|frame| match rest.first().map(String::as_str) {
-                Some("index") => Some(json!(frame.index)),
-                Some("total") => Some(json!(frame.total)),
-                _ => None,
-            }),
+            "loop" => self
+                .loops
+                .last()
+                .and_then(|frame| match rest.first().map(String::as_str) {
+                    Some("index") => Some(json!(frame.index)),
+                    Some("total") => Some(json!(frame.total)),
+                    _ => None,
+                }),
             "steps" => {
                 let name = &rest[0];
                 let result = self.runner.results.get(name).ok_or_else(|| {
-                    Undefined::new(var, format!("step `{name}` has not run (yet) in this run, or was skipped"))
+                    Undefined::new(
+                        var,
+                        format!("step `{name}` has not run (yet) in this run, or was skipped"),
+                    )
                 })?;
                 let found = template::walk(result, &rest[1..]).cloned();
                 if found.is_none() && rest.len() >= 2 && result.get(&rest[1]).is_none() {
-                    return Err(Undefined::new(var, format!("step `{name}` has no `{}` in its result", rest[1])));
+                    return Err(Undefined::new(
+                        var,
+                        format!("step `{name}` has no `{}` in its result", rest[1]),
+                    ));
                 }
                 found
             }
@@ -1039,9 +1226,18 @@ impl Lookup for ProviderScope<'_> {
                 return Ok(Value::String(value.clone()));
             }
             if var.root() == "PROMPT" {
-                return Err(Undefined::new(var, "the step has no `input_file` to read the prompt from"));
+                return Err(Undefined::new(
+                    var,
+                    "the step has no `input_file` to read the prompt from",
+                ));
             }
-            return Err(Undefined::new(var, format!("give `{}` in `provider_params` or the provider's `defaults`", var.root())));
+            return Err(Undefined::new(
+                var,
+                format!(
+                    "give `{}` in `provider_params` or the provider's `defaults`",
+                    var.root()
+                ),
+            ));
         }
         self.base.lookup(var)
     }

@@ -69,7 +69,9 @@ impl RunDir {
     }
 
     pub fn new(workspace: &Path, run_id: &str) -> RunDir {
-        RunDir { root: Self::runs_dir(workspace).join(run_id) }
+        RunDir {
+            root: Self::runs_dir(workspace).join(run_id),
+        }
     }
 
     pub fn state(&self) -> PathBuf {
@@ -101,14 +103,25 @@ impl RunDir {
 
     pub fn read_state(&self) -> Result<RunState, StateError> {
         let path = self.state();
-        let bytes = fs::read(&path).map_err(|source| StateError::Read { path: path.clone(), source })?;
-        let value: Value = serde_json::from_slice(&bytes)
-            .map_err(|err| StateError::Corrupt { path: path.clone(), message: err.to_string() })?;
-        let version = value.get("format_version").and_then(Value::as_u64).unwrap_or(0);
+        let bytes = fs::read(&path).map_err(|source| StateError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|err| StateError::Corrupt {
+            path: path.clone(),
+            message: err.to_string(),
+        })?;
+        let version = value
+            .get("format_version")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
         if version > u64::from(STATE_FORMAT) {
             return Err(StateError::TooNew { path, version });
         }
-        serde_json::from_value(value).map_err(|err| StateError::Corrupt { path, message: err.to_string() })
+        serde_json::from_value(value).map_err(|err| StateError::Corrupt {
+            path,
+            message: err.to_string(),
+        })
     }
 
     /// Takes the run lock, or says who holds it. The lock lives as long as the returned file.
@@ -120,7 +133,10 @@ impl RunDir {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|source| StateError::Read { path: path.clone(), source })?;
+            .map_err(|source| StateError::Read {
+                path: path.clone(),
+                source,
+            })?;
         match file.try_lock() {
             Ok(()) => {
                 file.set_len(0).ok();
@@ -128,7 +144,10 @@ impl RunDir {
                 Ok(file)
             }
             Err(fs::TryLockError::WouldBlock) => {
-                let holder = fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+                let holder = fs::read_to_string(&path)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
                 Err(StateError::Locked { path, holder })
             }
             Err(fs::TryLockError::Error(source)) => Err(StateError::Read { path, source }),

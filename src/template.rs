@@ -49,7 +49,11 @@ impl Template {
     /// A template with no variables (used for values the engine itself supplies).
     pub fn literal(text: impl Into<String>) -> Template {
         let raw: String = text.into();
-        Template { parts: vec![Part::Lit(raw.clone())], raw, at: (0, 0) }
+        Template {
+            parts: vec![Part::Lit(raw.clone())],
+            raw,
+            at: (0, 0),
+        }
     }
 
     pub fn parse(raw: &str) -> Result<Template, SyntaxError> {
@@ -86,7 +90,11 @@ impl Template {
         if !lit.is_empty() || parts.is_empty() {
             parts.push(Part::Lit(lit));
         }
-        Ok(Template { raw: raw.to_string(), parts, at: (0, 0) })
+        Ok(Template {
+            raw: raw.to_string(),
+            parts,
+            at: (0, 0),
+        })
     }
 
     pub fn vars(&self) -> impl Iterator<Item = &VarRef> {
@@ -125,12 +133,17 @@ impl Template {
 
 fn parse_var(text: &str, offset: usize) -> Result<VarRef, SyntaxError> {
     if text.trim().is_empty() {
-        return Err(SyntaxError { message: "empty `${}`: name a variable, e.g. `${context.name}`".into(), offset });
+        return Err(SyntaxError {
+            message: "empty `${}`: name a variable, e.g. `${context.name}`".into(),
+            offset,
+        });
     }
     let segments: Vec<String> = text.split('.').map(str::to_string).collect();
     for segment in &segments {
         let ok = !segment.is_empty()
-            && segment.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-');
+            && segment
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '-');
         if !ok {
             return Err(SyntaxError {
                 message: format!(
@@ -140,7 +153,11 @@ fn parse_var(text: &str, offset: usize) -> Result<VarRef, SyntaxError> {
             });
         }
     }
-    Ok(VarRef { text: text.to_string(), segments, offset })
+    Ok(VarRef {
+        text: text.to_string(),
+        segments,
+        offset,
+    })
 }
 
 /// How a value reads when substituted into a string: strings as they are, everything else as
@@ -162,7 +179,10 @@ pub struct Undefined {
 
 impl Undefined {
     pub fn new(var: &VarRef, reason: impl Into<String>) -> Undefined {
-        Undefined { var: var.text.clone(), reason: Some(reason.into()) }
+        Undefined {
+            var: var.text.clone(),
+            reason: Some(reason.into()),
+        }
     }
 }
 
@@ -188,7 +208,12 @@ mod tests {
     struct Fixed(Value);
     impl Lookup for Fixed {
         fn lookup(&self, var: &VarRef) -> Result<Value, Undefined> {
-            walk(&self.0, &var.segments).cloned().ok_or_else(|| Undefined { var: var.text.clone(), reason: None })
+            walk(&self.0, &var.segments)
+                .cloned()
+                .ok_or_else(|| Undefined {
+                    var: var.text.clone(),
+                    reason: None,
+                })
         }
     }
 
@@ -197,31 +222,73 @@ mod tests {
     }
 
     #[test]
-    fn plain_text() { assert_eq!(render("hello", json!({})).unwrap(), "hello"); }
+    fn plain_text() {
+        assert_eq!(render("hello", json!({})).unwrap(), "hello");
+    }
     #[test]
-    fn one_var() { assert_eq!(render("a ${context.x} b", json!({"context": {"x": "1 2"}})).unwrap(), "a 1 2 b"); }
+    fn one_var() {
+        assert_eq!(
+            render("a ${context.x} b", json!({"context": {"x": "1 2"}})).unwrap(),
+            "a 1 2 b"
+        );
+    }
     #[test]
-    fn escape() { assert_eq!(render("$${context.x}", json!({})).unwrap(), "${context.x}"); }
+    fn escape() {
+        assert_eq!(render("$${context.x}", json!({})).unwrap(), "${context.x}");
+    }
     #[test]
-    fn lone_dollar() { assert_eq!(render("cost $5 $", json!({})).unwrap(), "cost $5 $"); }
+    fn lone_dollar() {
+        assert_eq!(render("cost $5 $", json!({})).unwrap(), "cost $5 $");
+    }
     #[test]
-    fn json_values() { assert_eq!(render("${a}|${b}|${c}", json!({"a": 3, "b": [1, "x"], "c": null})).unwrap(), "3|[1,\"x\"]|null"); }
+    fn json_values() {
+        assert_eq!(
+            render("${a}|${b}|${c}", json!({"a": 3, "b": [1, "x"], "c": null})).unwrap(),
+            "3|[1,\"x\"]|null"
+        );
+    }
     #[test]
-    fn array_index() { assert_eq!(render("${s.lines.1}", json!({"s": {"lines": ["a", "b"]}})).unwrap(), "b"); }
+    fn array_index() {
+        assert_eq!(
+            render("${s.lines.1}", json!({"s": {"lines": ["a", "b"]}})).unwrap(),
+            "b"
+        );
+    }
     #[test]
-    fn undefined_is_error() { assert!(render("${context.nope}", json!({"context": {}})).is_err()); }
+    fn undefined_is_error() {
+        assert!(render("${context.nope}", json!({"context": {}})).is_err());
+    }
     #[test]
-    fn unterminated() { assert_eq!(Template::parse("x ${context.a").unwrap_err().offset, 2); }
+    fn unterminated() {
+        assert_eq!(Template::parse("x ${context.a").unwrap_err().offset, 2);
+    }
     #[test]
-    fn empty_var() { assert!(Template::parse("${}").is_err()); }
+    fn empty_var() {
+        assert!(Template::parse("${}").is_err());
+    }
     #[test]
-    fn bad_chars() { assert!(Template::parse("${steps.X | length}").is_err()); }
+    fn bad_chars() {
+        assert!(Template::parse("${steps.X | length}").is_err());
+    }
     #[test]
-    fn value_keeps_type() { assert_eq!(Template::parse("${a}").unwrap().render_value(&Fixed(json!({"a": [1]}))).unwrap(), json!([1])); }
+    fn value_keeps_type() {
+        assert_eq!(
+            Template::parse("${a}")
+                .unwrap()
+                .render_value(&Fixed(json!({"a": [1]})))
+                .unwrap(),
+            json!([1])
+        );
+    }
     #[test]
-    fn unicode_offsets() { assert_eq!(Template::parse("héllo ${").unwrap_err().offset, 6); }
+    fn unicode_offsets() {
+        assert_eq!(Template::parse("héllo ${").unwrap_err().offset, 6);
+    }
     #[test]
     fn value_with_injection_stays_one_string() {
-        assert_eq!(render("${a}", json!({"a": "x; rm -rf / $(id) ${context.b}"})).unwrap(), "x; rm -rf / $(id) ${context.b}");
+        assert_eq!(
+            render("${a}", json!({"a": "x; rm -rf / $(id) ${context.b}"})).unwrap(),
+            "x; rm -rf / $(id) ${context.b}"
+        );
     }
 }

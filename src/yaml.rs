@@ -111,7 +111,10 @@ pub fn parse(text: &str) -> Result<Node, ParseError> {
             })?
             .join()
             .unwrap_or_else(|_| {
-                Err(ParseError { pos: Pos::default(), message: "the YAML parser panicked".into() })
+                Err(ParseError {
+                    pos: Pos::default(),
+                    message: "the YAML parser panicked".into(),
+                })
             })
     })
 }
@@ -131,18 +134,26 @@ fn parse_here(text: &str) -> Result<Node, ParseError> {
     options.alias_limits.max_total_replayed_events = 50_000;
     if text.trim().is_empty() {
         return Ok(Node {
-            pos: Pos { line: 1, column: 1, offset: Some(0) },
+            pos: Pos {
+                line: 1,
+                column: 1,
+                offset: Some(0),
+            },
             value: Value::Null,
         });
     }
     match serde_saphyr::from_str_with_options::<Spanned<Value>>(text, options) {
         Ok(spanned) => Ok(node_from(spanned)),
         Err(err) => {
-            let pos = err
-                .location()
-                .map(|loc| pos_from(&loc))
-                .unwrap_or(Pos { line: 1, column: 1, offset: None });
-            Err(ParseError { pos, message: first_line(&err.to_string()) })
+            let pos = err.location().map(|loc| pos_from(&loc)).unwrap_or(Pos {
+                line: 1,
+                column: 1,
+                offset: None,
+            });
+            Err(ParseError {
+                pos,
+                message: first_line(&err.to_string()),
+            })
         }
     }
 }
@@ -155,12 +166,18 @@ fn pos_from(loc: &serde_saphyr::Location) -> Pos {
     Pos {
         line: u32::try_from(loc.line()).unwrap_or(u32::MAX),
         column: u32::try_from(loc.column()).unwrap_or(u32::MAX),
-        offset: loc.span().byte_offset().and_then(|o| usize::try_from(o).ok()),
+        offset: loc
+            .span()
+            .byte_offset()
+            .and_then(|o| usize::try_from(o).ok()),
     }
 }
 
 fn node_from(spanned: Spanned<Value>) -> Node {
-    Node { pos: pos_from(&spanned.referenced), value: spanned.value }
+    Node {
+        pos: pos_from(&spanned.referenced),
+        value: spanned.value,
+    }
 }
 
 impl<'de> Deserialize<'de> for Value {
@@ -236,10 +253,16 @@ mod tests {
     #[test]
     fn positions_of_keys_and_values() {
         let node = parse("name: demo\nsteps:\n  - name: A\n    command: [echo, hi]\n").unwrap();
-        let Value::Map(entries) = &node.value else { panic!("not a map") };
+        let Value::Map(entries) = &node.value else {
+            panic!("not a map")
+        };
         assert_eq!((entries[1].0.pos.line, entries[1].0.pos.column), (2, 1));
-        let Value::Seq(steps) = &entries[1].1.value else { panic!("not a seq") };
-        let Value::Map(step) = &steps[0].value else { panic!("not a map") };
+        let Value::Seq(steps) = &entries[1].1.value else {
+            panic!("not a seq")
+        };
+        let Value::Map(step) = &steps[0].value else {
+            panic!("not a map")
+        };
         assert_eq!((step[1].0.pos.line, step[1].0.pos.column), (4, 5));
         assert_eq!(step[1].1.to_json(), serde_json::json!(["echo", "hi"]));
     }
@@ -248,7 +271,11 @@ mod tests {
     fn alias_bomb_is_refused() {
         let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 0..9 {
-            let prev = if i == 0 { "a".to_string() } else { format!("l{}", i - 1) };
+            let prev = if i == 0 {
+                "a".to_string()
+            } else {
+                format!("l{}", i - 1)
+            };
             text.push_str(&format!("l{i}: &l{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
         }
         let err = parse(&text).unwrap_err();

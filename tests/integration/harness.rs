@@ -1,0 +1,252 @@
+//! A small fluent harness: a temp workspace, files in it, and runs of the real binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_orchestrate");
+
+/// A temporary workspace directory.
+pub struct Ws {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Ws {
+    pub fn new() -> Ws {
+        let dir = tempfile::tempdir().expect("create temp dir");
+        let path = dir.path().canonicalize().expect("canonicalize temp dir");
+        Ws {
+            dir,
+            path,
+            env: Vec::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    /// Writes a file (parents created).
+    pub fn file(&self, rel: &str, content: &str) -> &Ws {
+        let path = self.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        self
+    }
+
+    /// Writes an executable script (parents created).
+    pub fn script(&self, rel: &str, content: &str) -> &Ws {
+        use std::os::unix::fs::PermissionsExt;
+        self.file(rel, content);
+        std::fs::set_permissions(self.join(rel), std::fs::Permissions::from_mode(0o755)).unwrap();
+        self
+    }
+
+    /// Writes `wf.yaml`.
+    pub fn workflow(&self, yaml: &str) -> &Ws {
+        self.file("wf.yaml", yaml)
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.join(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
+    }
+
+    pub fn exists(&self, rel: &str) -> bool {
+        self.join(rel).exists()
+    }
+
+    /// Adds an environment variable for every command this workspace runs.
+    pub fn env(&mut self, key: &str, value: &str) -> &mut Ws {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Puts `WS/bin` first on PATH (for fake `claude`/`gemini`/`codex`).
+    pub fn with_bin_path(&mut self) -> &mut Ws {
+        let path = format!(
+            "{}:{}",
+            self.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        self.env("PATH", &path)
+    }
+
+    /// A command for the binary with `--workspace` set.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--workspace")
+            .arg(&self.path)
+            .args(args)
+            .current_dir(&self.path);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs the binary to completion.
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(
+            self.cmd(args).output().expect("spawn orchestrate"),
+            &self.path,
+        )
+    }
+
+    /// `orchestrate run wf.yaml <args>`.
+    pub fn run_wf(&self, args: &[&str]) -> Run {
+        let mut all = vec!["run", "wf.yaml"];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+
+    pub fn run_dir(&self, run_id: &str) -> PathBuf {
+        self.join(".orchestrate/runs").join(run_id)
+    }
+
+    pub fn state(&self, run_id: &str) -> Value {
+        let text =
+            std::fs::read_to_string(self.run_dir(run_id).join("state.json")).expect("state.json");
+        serde_json::from_str(&text).expect("state.json is JSON")
+    }
+
+    pub fn events(&self, run_id: &str) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.run_dir(run_id).join("events.jsonl"))
+            .expect("events.jsonl");
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("event line is JSON"))
+            .collect()
+    }
+}
+
+/// The result of one invocation.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub run_id: Option<String>,
+    ws: PathBuf,
+}
+
+impl Run {
+    pub fn from(output: Output, ws: &Path) -> Run {
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let run_id = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id: "))
+            .map(|s| s.trim().to_string());
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr,
+            run_id,
+            ws: ws.to_path_buf(),
+        }
+    }
+
+    /// Asserts the exit code, showing the output when it differs.
+    pub fn code(&self, expected: i32) -> &Run {
+        assert_eq!(
+            self.code, expected,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn ok(&self) -> &Run {
+        self.code(0)
+    }
+
+    pub fn stderr_has(&self, needle: &str) -> &Run {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}\n--- stderr\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    pub fn stdout_has(&self, needle: &str) -> &Run {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}\n--- stdout\n{}",
+            self.stdout
+        );
+        self
+    }
+
+    pub fn id(&self) -> &str {
+        self.run_id
+            .as_deref()
+            .unwrap_or_else(|| panic!("no run_id printed\n--- stderr\n{}", self.stderr))
+    }
+
+    pub fn state(&self) -> Value {
+        let text = std::fs::read_to_string(
+            self.ws
+                .join(".orchestrate/runs")
+                .join(self.id())
+                .join("state.json"),
+        )
+        .expect("state.json");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The recorded result of a step.
+    pub fn step(&self, name: &str) -> Value {
+        let state = self.state();
+        state["steps"]
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no step {name} in state: {state:#}"))
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(
+            self.ws
+                .join(".orchestrate/runs")
+                .join(self.id())
+                .join("events.jsonl"),
+        )
+        .expect("events");
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// Waits until `cond` holds or the deadline passes (then panics with `what`).
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A fake model CLI that records its argv (one argument per line, NUL-safe as JSON) into
+/// `WS/<name>.argv.json` and prints `reply`.
+pub fn fake_cli(ws: &Ws, name: &str, reply: &str) {
+    let script = format!(
+        "#!/usr/bin/env python3\nimport json, sys\njson.dump(sys.argv[1:], open({argv:?}, 'w'))\nsys.stdout.write({reply:?})\n",
+        argv = ws.join(&format!("{name}.argv.json")).display().to_string(),
+        reply = reply,
+    );
+    ws.script(&format!("bin/{name}"), &script);
+}
+
+pub fn recorded_argv(ws: &Ws, name: &str) -> Vec<String> {
+    serde_json::from_str(&ws.read(&format!("{name}.argv.json"))).expect("argv json")
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real `orchestrate` binary against real processes and files in temp dirs.
+//! One test binary (fast to link); each module covers one area.
+
+mod harness;
+
+mod acceptance;
+mod durability;
+mod language;
+mod validate;
