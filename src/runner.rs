@@ -858,8 +858,12 @@ impl Runner {
             let finished = exec::run(spec, self.config.cancel.clone()).await;
             let mut result = capture(step, &finished);
             result["attempts"] = json!(attempt);
-            result["stdout_log"] = json!(self.relative(&stdout_log));
-            result["stderr_log"] = json!(self.relative(&stderr_log));
+            // Logs exist only for streams the process wrote to.
+            for (key, path) in [("stdout_log", &stdout_log), ("stderr_log", &stderr_log)] {
+                if path.exists() {
+                    result[key] = json!(self.relative(path));
+                }
+            }
             if let Some(file) = &prepared.output_file {
                 result["output_file"] = json!(self.relative(file));
             }

@@ -1,2 +1,602 @@
+//! Durability: crashes, resume by replay, the run lock, atomic records, secrets on disk, and the
+//! timeout's SIGKILL escalation. Runs are spawned in the background and observed through the files
+//! they write (`ran.log`, pid files, `events.jsonl`), always with deadlines.
+
 #[allow(unused_imports)]
 use crate::harness::*;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long any single condition may take to come true before the test fails.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A background `orchestrate` process, killed (with any step groups it is known to have) if the
+/// test ends early.
+struct Bg {
+    child: Child,
+    groups: Vec<String>,
+}
+
+impl Bg {
+    /// Spawns `orchestrate ARGS` in `ws`, stderr into `WS/orchestrate.stderr`.
+    fn spawn(ws: &Ws, args: &[&str]) -> Bg {
+        let stderr = std::fs::File::create(ws.join("orchestrate.stderr")).unwrap();
+        let child = ws
+            .cmd(args)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn orchestrate");
+        Bg {
+            child,
+            groups: Vec::new(),
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Waits for the process to exit (it must within `DEADLINE`).
+    fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "orchestrate did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if self.running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        for group in &self.groups {
+            signal_quiet("-KILL", &format!("-{group}"));
+        }
+    }
+}
+
+/// `kill SIGNAL -- TARGET` (a pid, or `-PGID` for a process group); true when delivered.
+fn signal_quiet(signal: &str, target: &str) -> bool {
+    Command::new("kill")
+        .args([signal, "--", target])
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn signal(signal: &str, target: &str) {
+    assert!(
+        signal_quiet(signal, target),
+        "kill {signal} {target} failed"
+    );
+}
+
+/// The lines of a workspace file (none when it does not exist yet).
+fn lines(ws: &Ws, rel: &str) -> Vec<String> {
+    std::fs::read_to_string(ws.join(rel))
+        .map(|t| t.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// The id of the only run in the workspace, once its directory exists.
+fn only_run_id(ws: &Ws) -> String {
+    let runs = ws.join(".orchestrate/runs");
+    let mut id = String::new();
+    wait_until("the run directory", DEADLINE, || {
+        let names: Vec<String> = std::fs::read_dir(&runs)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(names.len() <= 1, "more than one run: {names:?}");
+        match names.first() {
+            Some(name) => {
+                id = name.clone();
+                true
+            }
+            None => false,
+        }
+    });
+    id
+}
+
+/// The pid a step wrote into `rel` (`echo $$ > rel`), once the file holds a whole line.
+fn pid_from_file(ws: &Ws, rel: &str) -> String {
+    let mut pid = String::new();
+    wait_until(
+        &format!("{rel} to hold a pid"),
+        DEADLINE,
+        || match std::fs::read_to_string(ws.join(rel)) {
+            Ok(text) if text.ends_with('\n') => {
+                pid = text.trim().to_string();
+                true
+            }
+            _ => false,
+        },
+    );
+    pid
+}
+
+/// Every complete (newline-terminated) line of `events.jsonl` parses as JSON, and `seq` counts
+/// 1, 2, 3, ... Returns the parsed events. A torn final line (no newline) is allowed only when
+/// `torn_tail_ok`.
+fn check_events_file(path: &Path, torn_tail_ok: bool) -> Vec<Value> {
+    let text = std::fs::read(path).expect("events.jsonl");
+    let complete = match text.iter().rposition(|&b| b == b'\n') {
+        Some(end) => &text[..=end],
+        None => &text[..0],
+    };
+    if !torn_tail_ok {
+        assert_eq!(
+            complete.len(),
+            text.len(),
+            "events.jsonl ends in a torn line"
+        );
+    }
+    let complete = complete.strip_suffix(b"\n").unwrap_or(complete);
+    let mut events = Vec::new();
+    if complete.is_empty() {
+        return events;
+    }
+    for (i, line) in complete.split(|&b| b == b'\n').enumerate() {
+        let event: Value = serde_json::from_slice(line).unwrap_or_else(|e| {
+            panic!(
+                "events.jsonl line {} is not JSON ({e}): {}",
+                i + 1,
+                String::from_utf8_lossy(line)
+            )
+        });
+        assert_eq!(
+            event["seq"].as_u64(),
+            Some(i as u64 + 1),
+            "events.jsonl line {} has seq {}",
+            i + 1,
+            event["seq"]
+        );
+        events.push(event);
+    }
+    events
+}
+
+/// `${run.timestamp_utc}` format of the current time.
+fn compact_now() -> String {
+    chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string()
+}
+
+fn event_count(events: &[Value], name: &str) -> usize {
+    events.iter().filter(|e| e["event"] == name).count()
+}
+
+#[test]
+fn kill_9_mid_run_then_resume_runs_the_rest_once_with_the_same_timestamp_and_context() {
+    let ws = Ws::new();
+    let vals = r#"echo "${run.timestamp_utc} ${run.id} ${context.mode}""#;
+    ws.workflow(&format!(
+        r#"name: crash
+context:
+  mode: default
+steps:
+  - name: S1
+    command: [bash, -c, 'echo S1 >> ran.log; {vals} >> before.log']
+  - name: S2
+    command: [bash, -c, 'echo S2 >> ran.log']
+  - name: S3
+    command: [bash, -c, 'echo S3 >> ran.log']
+  - name: S4
+    command: [bash, -c, 'echo $$ > s4.pid; echo S4 >> ran.log; while [ -f block ]; do sleep 0.05; done']
+  - name: S5
+    command: [bash, -c, 'echo S5 >> ran.log; {vals} >> after.log']
+  - name: S6
+    command: [bash, -c, 'echo S6 >> ran.log']
+"#
+    ));
+    ws.file("block", "");
+    let mut bg = Bg::spawn(&ws, &["run", "wf.yaml", "--context", "mode=from-cli"]);
+    wait_until("S4 to start", DEADLINE, || {
+        lines(&ws, "ran.log").contains(&"S4".to_string())
+    });
+    let group = pid_from_file(&ws, "s4.pid");
+    bg.groups.push(group.clone());
+    let id = only_run_id(&ws);
+
+    signal("-KILL", &bg.pid());
+    bg.wait();
+    signal("-KILL", &format!("-{group}"));
+    std::fs::remove_file(ws.join("block")).unwrap();
+    assert_eq!(lines(&ws, "ran.log"), ["S1", "S2", "S3", "S4"]);
+    assert_eq!(
+        ws.state(&id)["status"],
+        "running",
+        "the killed run is left as running"
+    );
+
+    // Resume in a later second than the start, so a recomputed timestamp would differ.
+    let before = ws.read("before.log");
+    let started = before.split(' ').next().unwrap().to_string();
+    wait_until("the clock to pass the run's start second", DEADLINE, || {
+        compact_now() > started
+    });
+
+    let run = ws.run(&["resume", &id]);
+    run.ok();
+    assert_eq!(run.id(), id);
+    assert_eq!(
+        lines(&ws, "ran.log"),
+        ["S1", "S2", "S3", "S4", "S4", "S5", "S6"],
+        "steps before the killed one ran once; the killed one again, then the rest"
+    );
+    assert_eq!(before, format!("{started} {id} from-cli\n"));
+    assert_eq!(
+        ws.read("after.log"),
+        before,
+        "timestamp and context kept across resume"
+    );
+    let state = ws.state(&id);
+    assert_eq!(state["status"], "succeeded");
+    assert_eq!(state["resumes"], 1);
+    assert_eq!(state["timestamp_utc"], started.as_str());
+    assert_eq!(state["context"]["mode"], "from-cli");
+    let events = ws.events(&id);
+    assert_eq!(event_count(&events, "run_resumed"), 1);
+    assert_eq!(event_count(&events, "run_started"), 1);
+}
+
+const FAIL_AT_S3: &str = r#"name: flaky
+steps:
+  - name: S1
+    command: [bash, -c, 'echo S1 >> ran.log']
+  - name: S2
+    command: [bash, -c, 'echo S2 >> ran.log']
+  - name: S3
+    command: [bash, -c, 'test -f flag && echo S3 >> ran.log']
+  - name: S4
+    command: [bash, -c, 'echo S4 >> ran.log']
+"#;
+
+#[test]
+fn resume_of_a_failed_run_reruns_only_the_failed_step_and_the_rest() {
+    let ws = Ws::new();
+    ws.workflow(FAIL_AT_S3);
+    let first = ws.run_wf(&[]);
+    first.code(1);
+    assert_eq!(lines(&ws, "ran.log"), ["S1", "S2"]);
+    assert_eq!(first.state()["status"], "failed");
+
+    ws.file("flag", "");
+    let resumed = ws.run(&["resume", first.id()]);
+    resumed.ok();
+    assert_eq!(lines(&ws, "ran.log"), ["S1", "S2", "S3", "S4"]);
+    assert_eq!(resumed.state()["status"], "succeeded");
+}
+
+#[test]
+fn resume_of_a_succeeded_run_is_refused_with_exit_2() {
+    let ws = Ws::new();
+    ws.workflow(FAIL_AT_S3).file("flag", "");
+    let first = ws.run_wf(&[]);
+    first.ok();
+    let again = ws.run(&["resume", first.id()]);
+    again.code(2).stderr_has("already succeeded");
+    assert_eq!(
+        lines(&ws, "ran.log"),
+        ["S1", "S2", "S3", "S4"],
+        "nothing ran again"
+    );
+    assert_eq!(ws.state(first.id())["resumes"], 0);
+}
+
+#[test]
+fn resume_of_an_unknown_run_exits_2_naming_the_runs_directory() {
+    let ws = Ws::new();
+    let run = ws.run(&["resume", "20200101T000000Z-abcdef"]);
+    run.code(2)
+        .stderr_has("20200101T000000Z-abcdef")
+        .stderr_has(&ws.join(".orchestrate/runs").display().to_string());
+}
+
+#[test]
+fn resume_replays_gotos_and_for_each_iterations() {
+    let ws = Ws::new();
+    ws.workflow(
+        r#"name: replay
+steps:
+  - name: Count
+    command: [bash, -c, 'echo Count >> ran.log']
+  - name: Enough
+    command: [bash, -c, '[ "$(grep -c Count ran.log)" -ge 2 ]']
+    on:
+      failure: {goto: Count}
+      success: {goto: Loop}
+  - name: Skipped
+    command: [bash, -c, 'echo Skipped >> ran.log']
+  - name: Loop
+    for_each:
+      items: [a, b, c, d]
+      steps:
+        - name: Work
+          command: [bash, -c, 'if [ "$1" = c ] && [ ! -f flag ]; then exit 3; fi; echo "Work $1 $2" >> ran.log', _, '${item}', '${loop.index}']
+  - name: After
+    command: [bash, -c, 'echo After >> ran.log']
+"#,
+    );
+    let first = ws.run_wf(&[]);
+    first.code(1);
+    assert_eq!(
+        lines(&ws, "ran.log"),
+        ["Count", "Count", "Work a 0", "Work b 1"]
+    );
+
+    ws.file("flag", "");
+    let resumed = ws.run(&["resume", first.id()]);
+    resumed.ok();
+    assert_eq!(
+        lines(&ws, "ran.log"),
+        [
+            "Count", "Count", "Work a 0", "Work b 1", "Work c 2", "Work d 3", "After"
+        ],
+        "the goto loop and items 0-1 were replayed, not re-run"
+    );
+    let state = resumed.state();
+    assert_eq!(state["status"], "succeeded");
+    assert_eq!(state["steps"]["Loop"]["iterations"], 4);
+    assert!(state["steps"].get("Skipped").is_none());
+}
+
+#[test]
+fn running_run_cannot_be_resumed_then_sigint_interrupts_it_and_resume_finishes_it() {
+    let ws = Ws::new();
+    ws.workflow(
+        r#"name: locked
+steps:
+  - name: S1
+    command: [bash, -c, 'echo S1 >> ran.log']
+  - name: S2
+    command: [bash, -c, 'echo $$ > s2.pid; echo S2 >> ran.log; while [ -f block ]; do sleep 0.05; done']
+  - name: S3
+    command: [bash, -c, 'echo S3 >> ran.log']
+"#,
+    );
+    ws.file("block", "");
+    let mut bg = Bg::spawn(&ws, &["run", "wf.yaml"]);
+    let group = pid_from_file(&ws, "s2.pid");
+    bg.groups.push(group);
+    let id = only_run_id(&ws);
+
+    let refused = ws.run(&["resume", &id]);
+    refused.code(2).stderr_has("still running");
+    assert!(bg.running(), "a refused resume must not disturb the run");
+
+    signal("-INT", &bg.pid());
+    let status = bg.wait();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stderr: {}",
+        ws.read("orchestrate.stderr")
+    );
+    let state = ws.state(&id);
+    assert_eq!(state["status"], "interrupted");
+    assert_eq!(state["exit_code"], 130);
+    assert_eq!(lines(&ws, "ran.log"), ["S1", "S2"]);
+
+    std::fs::remove_file(ws.join("block")).unwrap();
+    let resumed = ws.run(&["resume", &id]);
+    resumed.ok();
+    assert_eq!(lines(&ws, "ran.log"), ["S1", "S2", "S2", "S3"]);
+    assert_eq!(ws.state(&id)["status"], "succeeded");
+}
+
+/// A workflow of `n` steps `E0..E{n-1}`, each appending its name to `ran.log`.
+fn echo_steps(n: usize) -> String {
+    let mut yaml = String::from("name: many\nsteps:\n");
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "  - name: E{i}\n    command: [sh, -c, 'echo E{i} >> ran.log']\n"
+        ));
+    }
+    yaml
+}
+
+#[test]
+fn state_json_and_events_stay_valid_json_throughout_a_300_step_run() {
+    let ws = Ws::new();
+    ws.workflow(&echo_steps(300));
+    let mut bg = Bg::spawn(&ws, &["run", "wf.yaml", "--quiet"]);
+    let id = only_run_id(&ws);
+    let dir = ws.run_dir(&id);
+    let (mut state_reads, mut event_reads, mut seen_state) = (0, 0, false);
+    while bg.running() {
+        match std::fs::read(dir.join("state.json")) {
+            Ok(bytes) => {
+                let state: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                    panic!(
+                        "state.json is not JSON mid-run ({e}): {}",
+                        String::from_utf8_lossy(&bytes)
+                    )
+                });
+                assert_eq!(state["format_version"], 1);
+                seen_state = true;
+                state_reads += 1;
+            }
+            Err(e) => assert!(
+                !seen_state && e.kind() == std::io::ErrorKind::NotFound,
+                "state.json vanished mid-run: {e}"
+            ),
+        }
+        if dir.join("events.jsonl").exists() {
+            check_events_file(&dir.join("events.jsonl"), true);
+            event_reads += 1;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(bg.wait().success(), "{}", ws.read("orchestrate.stderr"));
+    assert!(
+        state_reads >= 10 && event_reads >= 10,
+        "the run was observed ({state_reads} state reads, {event_reads} event reads)"
+    );
+    assert_eq!(lines(&ws, "ran.log").len(), 300);
+    let events = check_events_file(&dir.join("events.jsonl"), false);
+    assert_eq!(event_count(&events, "step_finished"), 300);
+    let state = ws.state(&id);
+    assert_eq!(state["format_version"], 1);
+    assert_eq!(state["status"], "succeeded");
+}
+
+/// A number in `lo..hi` that differs between test runs (printed, so a failure can be replayed).
+fn random_in(lo: usize, hi: usize) -> usize {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    lo + (h.finish() as usize) % (hi - lo)
+}
+
+#[test]
+fn kill_9_at_a_random_point_leaves_parsable_records_and_resume_runs_each_step_once() {
+    let ws = Ws::new();
+    let n = 300;
+    ws.workflow(&echo_steps(n));
+    let point = std::env::var("KILL_POINT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| random_in(5, n - 5));
+    eprintln!("killing after {point} steps (KILL_POINT={point} replays this)");
+    let mut bg = Bg::spawn(&ws, &["run", "wf.yaml", "--quiet"]);
+    wait_until("the kill point", DEADLINE, || {
+        lines(&ws, "ran.log").len() >= point
+    });
+    signal("-KILL", &bg.pid());
+    bg.wait();
+    let id = only_run_id(&ws);
+    let dir = ws.run_dir(&id);
+
+    let events = check_events_file(&dir.join("events.jsonl"), true);
+    let state: Value = serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap())
+        .expect("state.json is JSON after kill -9");
+    assert_eq!(state["format_version"], 1);
+    // The step after the last recorded one may have been running at the kill: resume runs it
+    // again (at-least-once), so it alone may appear twice.
+    let finished = event_count(&events, "step_finished");
+    let in_flight = format!("E{finished}");
+
+    let resumed = ws.run(&["resume", &id]);
+    resumed.ok();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for line in lines(&ws, "ran.log") {
+        *counts.entry(line).or_default() += 1;
+    }
+    for i in 0..n {
+        let name = format!("E{i}");
+        let count = counts.remove(&name).unwrap_or(0);
+        if name == in_flight {
+            assert!(
+                (1..=2).contains(&count),
+                "{name} (in flight at the kill) ran {count} times"
+            );
+        } else {
+            assert_eq!(count, 1, "{name} ran {count} times (kill point {point})");
+        }
+    }
+    assert!(counts.is_empty(), "unexpected lines: {counts:?}");
+    assert_eq!(ws.state(&id)["status"], "succeeded");
+    check_events_file(&dir.join("events.jsonl"), false);
+}
+
+#[test]
+fn secret_value_reaches_no_file_under_the_orchestrate_dir() {
+    let mut ws = Ws::new();
+    ws.env("MY_TOKEN", "s3cr3t-value");
+    ws.workflow(
+        r#"name: secrets
+steps:
+  - name: Show
+    secrets: [MY_TOKEN]
+    command: [bash, -c, 'echo "shown=$MY_TOKEN"']
+  - name: Leak
+    secrets: [MY_TOKEN]
+    retry: 2
+    command: [bash, -c, 'echo "token=$MY_TOKEN"; echo "err=$MY_TOKEN" >&2; exit 1']
+"#,
+    );
+    let run = ws.run_wf(&[]);
+    run.code(1);
+
+    fn walk(dir: &Path, files: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, files);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&ws.join(".orchestrate"), &mut files);
+    assert!(files.len() >= 8, "expected the run's records: {files:?}");
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("s3cr3t-value"),
+            "{} contains the secret:\n{}",
+            file.display(),
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    let leak = run.step("Leak");
+    let stdout_log = ws.read(leak["stdout_log"].as_str().unwrap());
+    assert_eq!(stdout_log, "token=***\n");
+    let stderr_log = ws.read(leak["stderr_log"].as_str().unwrap());
+    assert_eq!(stderr_log, "err=***\n");
+    assert_eq!(run.step("Show")["output"], "shown=***\n");
+}
+
+#[test]
+fn timeout_kills_a_step_that_ignores_sigterm_and_exits_124() {
+    let ws = Ws::new();
+    ws.workflow(
+        r#"name: stubborn
+steps:
+  - name: Stubborn
+    timeout_sec: 1
+    command: [bash, -c, 'echo $$ > stubborn.pid; trap "" TERM; sleep 60']
+"#,
+    );
+    let started = Instant::now();
+    let run = ws.run_wf(&[]);
+    let took = started.elapsed();
+    run.code(124);
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(15),
+        "the run took {took:?} (timeout 1 s + 5 s grace)"
+    );
+    assert_eq!(run.step("Stubborn")["exit_code"], 124);
+    let group = ws.read("stubborn.pid").trim().to_string();
+    assert!(
+        !signal_quiet("-0", &format!("-{group}")),
+        "the step's process group {group} is still alive"
+    );
+}

@@ -1,2 +1,333 @@
+//! `orchestrate validate`: every diagnostic pinned as a snapshot.
+//!
+//! Each fixture `tests/fixtures/validate/NAME.yaml` is validated with the fixtures directory as
+//! WORKSPACE (so paths render as `NAME.yaml:line:column`), and the rendered stderr is compared with
+//! `tests/fixtures/validate/NAME.stderr`. `UPDATE_SNAPSHOTS=1 cargo test --test integration
+//! validate` rewrites the expected files after a deliberate change in wording or position.
+
 #[allow(unused_imports)]
 use crate::harness::*;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/validate")
+}
+
+/// `orchestrate --workspace tests/fixtures/validate validate ARGS...`.
+fn validate(args: &[&str]) -> Run {
+    let dir = fixtures();
+    let output = Command::new(BIN)
+        .arg("--workspace")
+        .arg(&dir)
+        .arg("validate")
+        .args(args)
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("spawn orchestrate");
+    Run::from(output, &dir)
+}
+
+/// Compares `actual` with `tests/fixtures/validate/NAME.stderr`, or rewrites that file when
+/// `UPDATE_SNAPSHOTS=1`.
+fn assert_snapshot(name: &str, actual: &str) {
+    let path = fixtures().join(format!("{name}.stderr"));
+    if std::env::var("UPDATE_SNAPSHOTS").as_deref() == Ok("1") {
+        std::fs::write(&path, actual).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "no snapshot {} ({e}); create it with UPDATE_SNAPSHOTS=1\n--- actual\n{actual}",
+            path.display()
+        )
+    });
+    assert!(
+        actual == expected,
+        "diagnostics differ from {} (UPDATE_SNAPSHOTS=1 rewrites it)\n--- expected\n{expected}\n--- actual\n{actual}",
+        path.display()
+    );
+}
+
+/// Validates `NAME.yaml`, which must be refused (exit 1, nothing on stdout), and pins its stderr.
+fn refused(name: &str) -> Run {
+    let run = validate(&[&format!("{name}.yaml")]);
+    run.code(1);
+    assert_eq!(
+        run.stdout, "",
+        "a refused workflow prints nothing on stdout"
+    );
+    assert_snapshot(name, &run.stderr);
+    run
+}
+
+/// The `file:line:column` prefixes of the rendered problems, in output order.
+fn locations(stderr: &str) -> Vec<(u32, u32)> {
+    stderr
+        .lines()
+        .filter(|l| l.contains(": error: "))
+        .map(|l| {
+            let loc = l.split(": error: ").next().unwrap();
+            let mut parts = loc.rsplitn(3, ':');
+            let column = parts.next().unwrap().parse().expect("column");
+            let line = parts.next().unwrap().parse().expect("line");
+            (line, column)
+        })
+        .collect()
+}
+
+#[test]
+fn unknown_field_is_reported_with_did_you_mean() {
+    let run = refused("unknown_field");
+    run.stderr_has("unknown_field.yaml:4:5: error: unknown field `comand` in step `Build`")
+        .stderr_has("did you mean `command`?");
+}
+
+#[test]
+fn several_problems_are_all_reported_at_once_in_line_order() {
+    let run = refused("several_problems");
+    let locs = locations(&run.stderr);
+    assert_eq!(
+        locs,
+        vec![
+            (2, 1),
+            (5, 27),
+            (6, 21),
+            (8, 23),
+            (10, 23),
+            (12, 22),
+            (13, 18)
+        ],
+        "{}",
+        run.stderr
+    );
+    let mut sorted = locs.clone();
+    sorted.sort();
+    assert_eq!(locs, sorted, "problems are listed in line order");
+    run.stderr_has("7 problem(s) found");
+}
+
+#[test]
+fn goto_to_a_missing_step_is_reported() {
+    refused("goto_missing")
+        .stderr_has("goto_missing.yaml:6:23: error: step `Build` has `goto: Fixx`, but there is no step `Fixx`")
+        .stderr_has("did you mean `Fix`?");
+}
+
+#[test]
+fn duplicate_step_names_are_reported_nested_too() {
+    let run = refused("duplicate_names");
+    assert_eq!(locations(&run.stderr), vec![(9, 11), (13, 11), (15, 5)]);
+    run.stderr_has("duplicate step name `Build`")
+        .stderr_has("duplicate step name `Inner`");
+}
+
+#[test]
+fn bad_pointer_grammar_is_reported() {
+    let run = refused("bad_pointers");
+    assert_eq!(locations(&run.stderr), vec![(8, 19), (14, 19), (20, 19)]);
+    run.stderr_has("`items_from: steps.List.json.files[0]`")
+        .stderr_has("`items_from: steps.List.output`")
+        .stderr_has("`items_from: foo.List.lines`");
+}
+
+#[test]
+fn pointer_to_a_step_without_lines_or_json_capture_is_reported() {
+    refused("pointer_capture_mismatch")
+        .stderr_has("step `Text` does not capture lines")
+        .stderr_has("step `Lines` does not capture json");
+}
+
+#[test]
+fn env_namespace_is_rejected() {
+    refused("env_namespace").stderr_has(
+        "env_namespace.yaml:4:20: error: step `Home` uses `${env.HOME}`: the `env` namespace is not available",
+    );
+}
+
+#[test]
+fn unknown_namespace_is_reported_with_did_you_mean() {
+    refused("unknown_namespace")
+        .stderr_has("unknown variable namespace `contxt`")
+        .stderr_has("did you mean `context`?");
+}
+
+#[test]
+fn loop_index_outside_for_each_is_reported() {
+    refused("loop_outside_for_each").stderr_has("uses `${loop.index}` outside a `for_each`");
+}
+
+#[test]
+fn output_of_a_json_capturing_step_is_reported() {
+    refused("output_on_json_step")
+        .stderr_has("uses `${steps.Data.output}`, but step `Data` captures json");
+}
+
+#[test]
+fn undefined_provider_is_reported() {
+    refused("undefined_provider")
+        .stderr_has("uses provider `claud`, which is not defined")
+        .stderr_has("did you mean `claude`?");
+}
+
+#[test]
+fn provider_template_param_without_default_or_param_is_reported() {
+    refused("provider_param_missing").stderr_has(
+        "provider `local` uses `${model}`, but neither `provider_params` nor the provider's `defaults` give `model`",
+    );
+}
+
+#[test]
+fn prompt_template_without_input_file_is_reported() {
+    refused("prompt_without_input_file")
+        .stderr_has("needs a prompt (`${PROMPT}`) but the step has no `input_file`");
+}
+
+#[test]
+fn unparsable_jq_is_reported_with_a_clear_error() {
+    refused("bad_jq").stderr_has("invalid jq expression `.steps.Check | | .exit_code`");
+}
+
+#[test]
+fn unterminated_template_is_reported_at_its_dollar() {
+    refused("unterminated_template").stderr_has(
+        "unterminated_template.yaml:4:29: error: in `command` of step `Show`: unterminated `${`",
+    );
+}
+
+#[test]
+fn malformed_yaml_is_reported_with_its_position() {
+    refused("malformed_yaml").stderr_has("malformed_yaml.yaml:5:9: error: invalid YAML: ");
+}
+
+/// The children's CPU time (user + sys, seconds) of running `orchestrate validate NAME`, measured
+/// by a python3 parent so that a loaded machine does not make the test flaky.
+fn validate_cpu_seconds(name: &str) -> f64 {
+    let script = "import resource, subprocess, sys\n\
+                  subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n\
+                  r = resource.getrusage(resource.RUSAGE_CHILDREN)\n\
+                  print(r.ru_utime + r.ru_stime)\n";
+    let dir = fixtures();
+    let out = Command::new("python3")
+        .args(["-c", script, BIN, "--workspace"])
+        .arg(&dir)
+        .args(["validate", name])
+        .output()
+        .expect("python3");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("cpu seconds")
+}
+
+#[test]
+fn yaml_alias_bomb_is_refused_in_under_a_second() {
+    let started = Instant::now();
+    let run = refused("alias_bomb");
+    let wall = started.elapsed();
+    run.stderr_has("alias_bomb.yaml:5:20: error: invalid YAML: alias replay limit exceeded");
+    let cpu = validate_cpu_seconds("alias_bomb.yaml");
+    assert!(cpu < 1.0, "refusing the alias bomb took {cpu:.2}s of CPU");
+    assert!(
+        wall < Duration::from_secs(5),
+        "refusing the alias bomb took {wall:?}"
+    );
+}
+
+#[test]
+fn deeply_nested_yaml_is_refused_without_crashing() {
+    // 10,000 levels of `[`, one per line.
+    refused("deep_nesting").stderr_has("deep_nesting.yaml:256:1: error: invalid YAML: ");
+}
+
+#[test]
+fn deeply_nested_yaml_on_one_line_is_refused_without_crashing() {
+    let ws = Ws::new();
+    ws.file(
+        "deep.yaml",
+        &format!("steps: {}{}\n", "[".repeat(10_000), "]".repeat(10_000)),
+    );
+    let run = ws.run(&["validate", "deep.yaml"]);
+    run.code(1)
+        .stderr_has("deep.yaml:1:")
+        .stderr_has("error: invalid YAML: ");
+}
+
+#[test]
+fn empty_file_is_reported() {
+    refused("empty").stderr_has("empty.yaml:1:1: error: the workflow is empty");
+}
+
+#[test]
+fn non_utf8_file_is_reported() {
+    refused("non_utf8").stderr_has("non_utf8.yaml:1:1: error: the file is not UTF-8");
+}
+
+#[test]
+fn directory_given_as_file_is_reported() {
+    let run = validate(&["a_directory"]);
+    run.code(1)
+        .stderr_has("a_directory:1:1: error: not a regular file");
+    assert_snapshot("a_directory", &run.stderr);
+}
+
+#[test]
+fn missing_file_is_reported() {
+    let run = validate(&["does_not_exist.yaml"]);
+    run.code(1)
+        .stderr_has("does_not_exist.yaml:1:1: error: cannot read the workflow file");
+    assert_snapshot("does_not_exist", &run.stderr);
+}
+
+#[test]
+fn goto_end_on_success_is_accepted() {
+    let run = validate(&["end_goto.yaml"]);
+    run.ok();
+    assert_eq!(run.stdout, "end_goto.yaml: ok (2 steps)\n");
+    assert_eq!(run.stderr, "");
+}
+
+#[test]
+fn valid_workflow_prints_ok_and_exits_0() {
+    let run = validate(&["valid.yaml"]);
+    run.ok();
+    assert_eq!(run.stdout, "valid.yaml: ok (4 steps)\n");
+    assert_eq!(run.stderr, "");
+}
+
+#[test]
+fn multiple_files_with_one_bad_exit_1_and_both_are_reported() {
+    let run = validate(&["valid.yaml", "goto_missing.yaml"]);
+    run.code(1);
+    assert_eq!(run.stdout, "valid.yaml: ok (4 steps)\n");
+    run.stderr_has("goto_missing.yaml:6:23: error: ");
+    assert_snapshot("multiple_files", &run.stderr);
+}
+
+#[test]
+fn run_of_an_invalid_workflow_exits_2_and_runs_nothing() {
+    let ws = Ws::new();
+    ws.workflow(
+        r#"name: invalid
+steps:
+  - name: Touch
+    command: [touch, side-effect]
+  - name: Home
+    command: [ls, "${env.HOME}"]
+"#,
+    );
+    let run = ws.run_wf(&[]);
+    run.code(2)
+        .stderr_has("wf.yaml:6:20: error: ")
+        .stderr_has("nothing was run");
+    assert!(run.run_id.is_none(), "no run id is printed: {}", run.stderr);
+    assert!(!ws.exists("side-effect"), "a step ran");
+    assert!(
+        !ws.exists(".orchestrate"),
+        "a run directory was created: {:?}",
+        std::fs::read_dir(ws.join(".orchestrate")).map(|d| d.count())
+    );
+}
