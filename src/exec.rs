@@ -68,6 +68,8 @@ pub struct Spec {
     pub argv: Vec<String>,
     /// Added to (overriding) the inherited environment; later entries win.
     pub env: Vec<(String, String)>,
+    /// Removed from the inherited environment (before `env` is applied).
+    pub env_remove: Vec<String>,
     /// Working directory of the child.
     pub cwd: PathBuf,
     /// What the child reads on stdin.
@@ -236,6 +238,7 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
     let Spec {
         argv,
         env,
+        env_remove,
         cwd,
         stdin,
         stdout_log,
@@ -293,7 +296,11 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
     command
         // The child sees the name it was given, not the resolved path.
         .arg0(argv0)
-        .args(&argv[1..])
+        .args(&argv[1..]);
+    for key in &env_remove {
+        command.env_remove(key);
+    }
+    command
         .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(&cwd)
         .stdin(match stdin {
@@ -896,6 +903,7 @@ mod tests {
         Spec {
             argv: argv.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
+            env_remove: Vec::new(),
             cwd: dir.path().to_owned(),
             stdin: Stdin::Null,
             stdout_log: dir.path().join("stdout.log"),

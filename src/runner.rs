@@ -834,6 +834,7 @@ impl Runner {
             let spec = exec::Spec {
                 argv: prepared.argv.clone(),
                 env: prepared.env.clone(),
+                env_remove: prepared.env_remove.clone(),
                 cwd: self.config.workspace.clone(),
                 stdin: exec::Stdin::Null,
                 stdout_log: stdout_log.clone(),
@@ -975,15 +976,12 @@ impl Runner {
             }
         }
         // Secrets the step did not ask for are removed from its environment.
-        let hidden: Vec<String> = self
+        let env_remove: Vec<String> = self
             .secret_names
             .iter()
             .filter(|name| !step.secrets.contains(name))
             .cloned()
             .collect();
-        for name in hidden {
-            env.push((name, String::new()));
-        }
         let output_file = match &step.output_file {
             Some(t) => {
                 let rel = render(t, "`output_file`")?;
@@ -997,6 +995,7 @@ impl Runner {
         Ok(Prepared {
             argv,
             env,
+            env_remove,
             output_file,
         })
     }
@@ -1005,6 +1004,7 @@ impl Runner {
 struct Prepared {
     argv: Vec<String>,
     env: Vec<(String, String)>,
+    env_remove: Vec<String>,
     output_file: Option<PathBuf>,
 }
 
