@@ -45,8 +45,8 @@ enum Command {
         #[arg(long)]
         clean_processed: bool,
         /// Zip processed/ when the run succeeds (default destination: RUN_ROOT/processed.zip).
-        #[arg(long, value_name = "ZIP", num_args = 0..=1, default_missing_value = "")]
-        archive_processed: Option<PathBuf>,
+        #[arg(long, value_name = "ZIP", num_args = 0..=1)]
+        archive_processed: Option<Option<PathBuf>>,
         /// No per-step progress lines.
         #[arg(long, short)]
         quiet: bool,
@@ -323,7 +323,7 @@ async fn run(
     file: &Path,
     context: &ContextArgs,
     clean: bool,
-    archive: Option<PathBuf>,
+    archive: Option<Option<PathBuf>>,
     quiet: bool,
 ) -> u8 {
     let (workflow, text) = match load_for_run(workspace, file) {
@@ -349,8 +349,7 @@ async fn run(
     } else {
         None
     };
-    if let (Some(dir), Some(dest)) = (&processed_dir, &archive)
-        && !dest.as_os_str().is_empty()
+    if let (Some(dir), Some(Some(dest))) = (&processed_dir, &archive)
         && let Err(err) = processed::check_archive_dest(dir, &workspace.join(dest))
     {
         eprintln!("error: {err}");
@@ -388,10 +387,9 @@ async fn run(
     if code == exit::SUCCESS
         && let (Some(dir), Some(dest)) = (&processed_dir, archive)
     {
-        let dest = if dest.as_os_str().is_empty() {
-            root.join("processed.zip")
-        } else {
-            workspace.join(dest)
+        let dest = match dest {
+            Some(dest) => workspace.join(dest),
+            None => root.join("processed.zip"),
         };
         match processed::archive(dir, &dest) {
             Ok(n) => {

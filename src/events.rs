@@ -24,11 +24,14 @@ impl EventLog {
     /// Opens (creating) the log for appending; `seq` continues after the last readable record.
     pub fn open(path: &Path, mask: Vec<String>) -> io::Result<EventLog> {
         let seq = match File::open(path) {
-            Ok(_) => read(path)?
-                .last()
-                .and_then(|e| e.get("seq"))
-                .and_then(Value::as_u64)
-                .unwrap_or(0),
+            Ok(_) => {
+                drop_torn_tail(path)?;
+                read(path)?
+                    .last()
+                    .and_then(|e| e.get("seq"))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+            }
             Err(err) if err.kind() == io::ErrorKind::NotFound => 0,
             Err(err) => return Err(err),
         };
@@ -72,6 +75,22 @@ impl EventLog {
         }
         Ok(())
     }
+}
+
+/// Cuts a torn final line (a crash mid-append) so that the next append starts a clean line.
+fn drop_torn_tail(path: &Path) -> io::Result<()> {
+    let bytes = std::fs::read(path)?;
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(());
+    }
+    let keep = bytes
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map(|i| i + 1)
+        .unwrap_or(0);
+    let file = OpenOptions::new().write(true).open(path)?;
+    file.set_len(keep as u64)?;
+    file.sync_data()
 }
 
 /// Replaces each secret value in `text` with `***` (longest first, so a secret that contains

@@ -194,6 +194,10 @@ pub struct Finished {
     pub stdout: Vec<u8>,
     /// Total bytes the child wrote to stdout (before masking).
     pub stdout_bytes: u64,
+    /// Whether `stdout` holds all of the (masked) stream, i.e. nothing was cut at
+    /// `capture_limit`. Compare with this, not with `stdout_bytes`: masking
+    /// changes the length.
+    pub stdout_complete: bool,
     /// Number of stdout lines, counting a final line without a newline.
     pub stdout_lines: u64,
     /// Wall-clock time at which [`run`] started.
@@ -254,6 +258,7 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
         outcome,
         stdout: Vec::new(),
         stdout_bytes: 0,
+        stdout_complete: true,
         stdout_lines: 0,
         started_at,
         duration: start.elapsed(),
@@ -345,6 +350,7 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
         masked: Vec::new(),
         capture: Vec::new(),
         capture_limit,
+        cut: false,
         bytes: 0,
         newlines: 0,
         last: None,
@@ -356,6 +362,7 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
         masked: Vec::new(),
         capture: Vec::new(),
         capture_limit: 0,
+        cut: false,
         bytes: 0,
         newlines: 0,
         last: None,
@@ -418,6 +425,7 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
         outcome,
         stdout: out.capture,
         stdout_bytes: out.bytes,
+        stdout_complete: !out.cut,
         stdout_lines: out.newlines + u64::from(out.last.is_some_and(|b| b != b'\n')),
         started_at,
         duration: start.elapsed(),
@@ -696,6 +704,8 @@ struct Output {
     /// First `capture_limit` masked bytes.
     capture: Vec<u8>,
     capture_limit: usize,
+    /// Some masked bytes did not fit in `capture`.
+    cut: bool,
     bytes: u64,
     newlines: u64,
     last: Option<u8>,
@@ -739,6 +749,9 @@ impl Output {
         if room > 0 {
             self.capture
                 .extend_from_slice(&data[..room.min(data.len())]);
+        }
+        if data.len() > room {
+            self.cut = true;
         }
     }
 }

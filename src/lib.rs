@@ -15,6 +15,7 @@ pub mod jq;
 pub mod load;
 pub mod model;
 pub mod processed;
+pub mod queue;
 pub mod runner;
 pub mod state;
 pub mod template;

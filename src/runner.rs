@@ -180,6 +180,15 @@ impl Runner {
         cancel: CancellationToken,
         progress: bool,
     ) -> Result<Runner, RunError> {
+        if crate::queue::check_id(run_id).is_err() {
+            return Err(RunError::Resume {
+                run_id: run_id.to_string(),
+                message: format!(
+                    "`{run_id}` is not a run id (run ids look like 20261124T005538Z-a1b2c3; see `ls {}`)",
+                    RunDir::runs_dir(workspace).display()
+                ),
+            });
+        }
         let dir = RunDir::new(workspace, run_id);
         let resume_err = |message: String| RunError::Resume {
             run_id: run_id.to_string(),
@@ -600,7 +609,12 @@ impl Runner {
         let flow = match result["status"].as_str() {
             Some("succeeded") => Flow::Succeeded,
             Some("skipped") => Flow::Skipped,
-            _ => Flow::Failed,
+            Some("failed") => Flow::Failed,
+            _ => {
+                // Interrupted (or unknown): the step did not complete; run it again.
+                self.journal.cutoff = exec;
+                return None;
+            }
         };
         let handled =
             step.on.failure.is_some() || step.on.always.is_some() || !self.workflow.strict_flow;
@@ -609,9 +623,7 @@ impl Runner {
             self.journal.cutoff = exec;
             return None;
         }
-        if flow != Flow::Skipped {
-            self.results.insert(step.name.clone(), result);
-        }
+        self.results.insert(step.name.clone(), result);
         self.progress(&format!(
             "↺ {} (completed earlier; not run again)",
             step.name
@@ -631,9 +643,7 @@ impl Runner {
             json!({"step": step.name, "exec": exec, "iteration": iteration, "result": result}),
             true,
         )?;
-        if result["status"] != "skipped" {
-            self.results.insert(step.name.clone(), result);
-        }
+        self.results.insert(step.name.clone(), result);
         self.maybe_snapshot()
     }
 
@@ -797,6 +807,7 @@ impl Runner {
                 _ = tokio::time::sleep(nap) => {}
                 _ = self.config.cancel.cancelled() => {
                     let mut result = failed_result(130, "interrupted while waiting".into());
+                    result["status"] = json!("interrupted");
                     result["poll_count"] = json!(polls);
                     return result;
                 }
@@ -1011,8 +1022,14 @@ struct Prepared {
 /// Turns a finished process into a step result, applying the capture mode and its limits.
 fn capture(step: &Step, finished: &exec::Finished) -> Value {
     let code = finished.outcome.exit_code();
+    let status = match finished.outcome {
+        _ if finished.outcome.success() => "succeeded",
+        // Not the step's doing: resume runs it again.
+        Outcome::Cancelled => "interrupted",
+        _ => "failed",
+    };
     let mut result = json!({
-        "status": if finished.outcome.success() { "succeeded" } else { "failed" },
+        "status": status,
         "exit_code": code,
         "outcome": finished.outcome,
         "truncated": false,
@@ -1022,7 +1039,7 @@ fn capture(step: &Step, finished: &exec::Finished) -> Value {
         Capture::Text => {
             let keep = floor_char_boundary(&text, TEXT_KEEP_BYTES);
             result["output"] = json!(&text[..keep]);
-            result["truncated"] = json!(finished.stdout_bytes > keep as u64);
+            result["truncated"] = json!(!finished.stdout_complete || keep < text.len());
         }
         Capture::Lines => {
             result["output_capture"] = json!("lines");
@@ -1030,7 +1047,7 @@ fn capture(step: &Step, finished: &exec::Finished) -> Value {
             if lines.last() == Some(&"") {
                 lines.pop();
             }
-            let over_bytes = finished.stdout_bytes > finished.stdout.len() as u64;
+            let over_bytes = !finished.stdout_complete;
             if over_bytes {
                 // The last line may be cut in the middle: drop it.
                 lines.pop();
@@ -1062,7 +1079,7 @@ fn capture(step: &Step, finished: &exec::Finished) -> Value {
                     result["parse_error"] = json!(message);
                     let keep = floor_char_boundary(&text, TEXT_KEEP_BYTES);
                     result["output"] = json!(&text[..keep]);
-                    result["truncated"] = json!(finished.stdout_bytes > keep as u64);
+                    result["truncated"] = json!(!finished.stdout_complete || keep < text.len());
                 }
                 Err(message) if finished.outcome.success() => {
                     result["status"] = json!("failed");

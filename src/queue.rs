@@ -1,0 +1,1106 @@
+//! The filesystem task queue: `inbox/<role>/*.task` in, `processed/` or `failed/` out.
+//!
+//! Owns: the protocol of `../PROTOCOL.md` on one machine: durable enqueue (tmp, fsync, rename
+//! without replace, fsync dir), claiming with a lock and one rename, leases, completion by one
+//! rename of the task's directory, recovery of tasks whose owners died, quarantine of bad input,
+//! and listing. Does not run workflows (`worker` does) and does not watch directories.
+//!
+//! Layout, all inside WORKSPACE so every move is a rename on one filesystem:
+//!
+//! ```text
+//! inbox/<role>/<id>.task                   queued (the inbox directory is configurable per role)
+//! running/<role>/<id>/task                 claimed: the task file, locked for the whole attempt
+//! running/<role>/<id>/lease.json           who holds it (pid, start time, boot id), attempt
+//! running/<role>/<id>/run/                 the attempt's run: state.json, events.jsonl, logs/
+//! processed/<UTC ts>_<role>_<id>/          finished: task, status.json, run/, lease.json
+//! failed/<UTC ts>_<role>_<id>/             failed or quarantined, with status.json saying why
+//! .orchestrate/queue/<role>/<id>.json      sidecar: correlation id, attempts so far, history
+//! ```
+//!
+//! The lock is the truth about ownership: the claimer takes `flock` on the task file and the
+//! descriptor is inherited by every process of the attempt, so the lock is free exactly when
+//! every process of the attempt is gone, however it died. Nothing is decided by age alone.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::fsutil::{self, atomic_write, fsync_dir, rename_noreplace};
+
+/// Task files larger than this are quarantined unread.
+pub const DEFAULT_MAX_TASK_BYTES: u64 = 16 * 1024 * 1024;
+/// Longest task id (file name without the extension).
+pub const MAX_ID_LEN: usize = 200;
+/// Format of lease.json and sidecar files.
+pub const QUEUE_FORMAT: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("failed to {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("a task named `{id}` is already queued in {}; choose another name", inbox.display())]
+    Exists { id: String, inbox: PathBuf },
+    #[error("`{name}` is not a valid task name: {reason}")]
+    BadName { name: String, reason: String },
+    #[error("the task is {size} bytes, over the {limit}-byte limit")]
+    TooLarge { size: u64, limit: u64 },
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> QueueError + 'a {
+    move |source| QueueError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Checks a task id: `[A-Za-z0-9._-]`, no leading dot, at most [`MAX_ID_LEN`] bytes.
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("it is empty".into());
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(format!(
+            "it is {} bytes long; the limit is {MAX_ID_LEN}",
+            id.len()
+        ));
+    }
+    if id.starts_with('.') {
+        return Err("it starts with a dot".into());
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "it contains {c:?}; use letters, digits, `.`, `_` and `-`"
+        ));
+    }
+    Ok(())
+}
+
+/// A new time-ordered task id: sortable by enqueue time, unique across processes.
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 5];
+    let _ = getrandom::fill(&mut bytes);
+    let now = chrono::Utc::now();
+    format!(
+        "{}{:03}-{}",
+        now.format("%Y%m%dT%H%M%S"),
+        now.timestamp_subsec_millis(),
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// Where one role's queue lives.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub workspace: PathBuf,
+    pub role: String,
+    pub inbox: PathBuf,
+    pub running: PathBuf,
+    pub processed: PathBuf,
+    pub failed: PathBuf,
+    pub meta: PathBuf,
+    pub extension: String,
+}
+
+impl Layout {
+    pub fn new(workspace: &Path, role: &str, inbox: &Path) -> Layout {
+        Layout {
+            workspace: workspace.to_path_buf(),
+            role: role.to_string(),
+            inbox: workspace.join(inbox),
+            running: workspace.join("running").join(role),
+            processed: workspace.join("processed"),
+            failed: workspace.join("failed"),
+            meta: workspace.join(".orchestrate").join("queue").join(role),
+            extension: ".task".to_string(),
+        }
+    }
+
+    pub fn create_dirs(&self) -> Result<(), QueueError> {
+        for dir in [
+            &self.inbox,
+            &self.running,
+            &self.processed,
+            &self.failed,
+            &self.meta,
+        ] {
+            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        }
+        Ok(())
+    }
+
+    fn meta_path(&self, id: &str) -> PathBuf {
+        self.meta.join(format!("{id}.json"))
+    }
+
+    /// The id of an inbox entry, when it is a task file by name (`<id>.task`, not hidden).
+    pub fn task_id<'a>(&self, file_name: &'a str) -> Option<&'a str> {
+        if file_name.starts_with('.') {
+            return None;
+        }
+        file_name.strip_suffix(self.extension.as_str())
+    }
+}
+
+/// The sidecar that travels with a task between attempts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Meta {
+    #[serde(default)]
+    pub format_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enqueued_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Attempts started so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// What ended each earlier attempt.
+    #[serde(default)]
+    pub history: Vec<Value>,
+}
+
+fn read_meta(path: &Path) -> Meta {
+    fs::read(path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+fn write_meta(path: &Path, meta: &Meta) -> Result<(), QueueError> {
+    let mut meta = meta.clone();
+    meta.format_version = QUEUE_FORMAT;
+    let bytes = serde_json::to_vec_pretty(&meta).map_err(|e| QueueError::Io {
+        action: "encode",
+        path: path.to_path_buf(),
+        source: io::Error::other(e),
+    })?;
+    atomic_write(path, &bytes).map_err(io_err("write", path))
+}
+
+/// A task that was accepted into an inbox.
+#[derive(Debug, Clone, Serialize)]
+pub struct Enqueued {
+    pub role: String,
+    pub id: String,
+    /// Path of the task file, relative to the workspace.
+    pub file: String,
+    pub correlation_id: String,
+}
+
+/// Adds a task durably. Returns only once the task file and its directory entry are on disk.
+pub fn enqueue(
+    layout: &Layout,
+    id: Option<&str>,
+    content: &[u8],
+    correlation_id: Option<&str>,
+    source: &str,
+) -> Result<Enqueued, QueueError> {
+    let id = match id {
+        Some(id) => {
+            check_id(id).map_err(|reason| QueueError::BadName {
+                name: id.to_string(),
+                reason,
+            })?;
+            id.to_string()
+        }
+        None => new_id(),
+    };
+    let correlation_id = correlation_id
+        .map(str::to_string)
+        .unwrap_or_else(|| id.clone());
+    for dir in [&layout.inbox, &layout.meta] {
+        fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    }
+    let task = layout.inbox.join(format!("{id}{}", layout.extension));
+    if task.exists() {
+        return Err(QueueError::Exists {
+            id,
+            inbox: layout.inbox.clone(),
+        });
+    }
+    // The sidecar first: a task is never visible without its correlation id.
+    let meta = Meta {
+        format_version: QUEUE_FORMAT,
+        correlation_id: Some(correlation_id.clone()),
+        enqueued_at: Some(crate::clock::now_rfc3339()),
+        source: Some(source.to_string()),
+        attempts: 0,
+        history: Vec::new(),
+    };
+    write_meta(&layout.meta_path(&id), &meta)?;
+    let tmp = layout.inbox.join(format!("{id}.tmp"));
+    let write = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        file.write_all(content)?;
+        file.sync_all()
+    })();
+    if let Err(source) = write {
+        let _ = fs::remove_file(&tmp);
+        return Err(QueueError::Io {
+            action: "write",
+            path: tmp,
+            source,
+        });
+    }
+    if let Err(err) = rename_noreplace(&tmp, &task) {
+        let _ = fs::remove_file(&tmp);
+        if err.kind() == io::ErrorKind::AlreadyExists {
+            return Err(QueueError::Exists {
+                id,
+                inbox: layout.inbox.clone(),
+            });
+        }
+        return Err(QueueError::Io {
+            action: "rename into",
+            path: task,
+            source: err,
+        });
+    }
+    fsync_dir(&layout.inbox).map_err(io_err("sync", &layout.inbox))?;
+    Ok(Enqueued {
+        role: layout.role.clone(),
+        file: rel(&layout.workspace, &task),
+        id,
+        correlation_id,
+    })
+}
+
+fn rel(workspace: &Path, path: &Path) -> String {
+    path.strip_prefix(workspace)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// Who holds a claimed task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lease {
+    pub format_version: u32,
+    pub role: String,
+    pub id: String,
+    pub attempt: u32,
+    pub pid: u32,
+    /// Field 22 of `/proc/<pid>/stat`: with the pid and boot id, names one process for good.
+    pub pid_start: u64,
+    pub boot_id: String,
+    pub claimed_at: String,
+    pub heartbeat_at: String,
+    /// Process group of the step running now, if any (killed when the holder is hung).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_pgid: Option<i32>,
+}
+
+/// The identity of this process, for leases.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub pid: u32,
+    pub pid_start: u64,
+    pub boot_id: String,
+}
+
+impl Owner {
+    pub fn current() -> Owner {
+        let pid = std::process::id();
+        Owner {
+            pid,
+            pid_start: pid_start(pid).unwrap_or(0),
+            boot_id: boot_id(),
+        }
+    }
+
+    /// Whether the process this identity names is still alive (same pid, start time and boot).
+    pub fn alive(&self) -> bool {
+        self.boot_id == boot_id() && pid_start(self.pid) == Some(self.pid_start)
+    }
+}
+
+pub fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Start time of a process in clock ticks since boot (`/proc/<pid>/stat` field 22).
+pub fn pid_start(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: split after the last `)`.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// A task this process holds.
+#[derive(Debug)]
+pub struct Claim {
+    pub id: String,
+    pub dir: PathBuf,
+    pub task_path: PathBuf,
+    /// The locked task file. Keep it open for the whole attempt; pass it to every process of the
+    /// attempt so the lock outlives this process if it dies.
+    pub lock: File,
+    pub attempt: u32,
+    pub meta: Meta,
+    pub lease: Lease,
+    pub size: u64,
+}
+
+impl Claim {
+    pub fn lease_path(&self) -> PathBuf {
+        self.dir.join("lease.json")
+    }
+
+    pub fn run_root(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+
+    pub fn content(&self) -> Result<Vec<u8>, QueueError> {
+        fs::read(&self.task_path).map_err(io_err("read", &self.task_path))
+    }
+
+    /// Rewrites the lease (no fsync: the lock, not the lease, decides ownership).
+    pub fn heartbeat(&mut self, step_pgid: Option<i32>) {
+        self.lease.heartbeat_at = crate::clock::now_rfc3339();
+        self.lease.step_pgid = step_pgid;
+        if let Ok(bytes) = serde_json::to_vec_pretty(&self.lease) {
+            let _ = write_plain(&self.lease_path(), &bytes);
+        }
+    }
+}
+
+/// Replaces a file by rename without fsync: readers never see a partial file.
+fn write_plain(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    fs::write(&tmp, bytes)?;
+    fs::rename(&tmp, path)
+}
+
+/// What came of trying to claim one inbox entry.
+#[derive(Debug)]
+pub enum ClaimResult {
+    Claimed(Box<Claim>),
+    /// Someone else holds it, or it is being written: try again later.
+    Busy,
+    /// It is gone (another worker took it, or it was removed).
+    Gone,
+    /// Still being written by a person (modified within the settle window): look again after it.
+    Settling(Duration),
+    /// Not a task we may run: moved to `failed/` with the reason.
+    Quarantined {
+        id: String,
+        reason: String,
+        dir: PathBuf,
+    },
+}
+
+/// Claims inbox entry `file_name` for `owner`. `settle` is how long a file written in place must
+/// have been still before it is taken (renamed-in files are older than their rename).
+pub fn claim(
+    layout: &Layout,
+    file_name: &str,
+    owner: &Owner,
+    settle: Duration,
+    max_bytes: u64,
+) -> Result<ClaimResult, QueueError> {
+    let Some(id) = layout.task_id(file_name) else {
+        return Ok(ClaimResult::Gone);
+    };
+    let path = layout.inbox.join(file_name);
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+    {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(ClaimResult::Gone),
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
+            return quarantine(
+                layout,
+                file_name,
+                "the task is a symbolic link; tasks must be regular files (links are never followed)",
+            );
+        }
+        Err(err) if err.raw_os_error() == Some(libc::ENXIO) => {
+            return quarantine(
+                layout,
+                file_name,
+                "the task is a FIFO or socket with no writer; tasks must be regular files",
+            );
+        }
+        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+            return quarantine(
+                layout,
+                file_name,
+                &format!("the task file is unreadable: {err}"),
+            );
+        }
+        Err(err) => {
+            return Err(QueueError::Io {
+                action: "open",
+                path,
+                source: err,
+            });
+        }
+    };
+    let meta = file.metadata().map_err(io_err("inspect", &path))?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        drop(file);
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo_like() {
+            "a FIFO, socket or device"
+        } else {
+            "not a regular file"
+        };
+        return quarantine(
+            layout,
+            file_name,
+            &format!("the task is {what}; tasks must be regular files"),
+        );
+    }
+    if let Err(reason) = check_id(id) {
+        drop(file);
+        return quarantine(
+            layout,
+            file_name,
+            &format!("the task name is not allowed: {reason}"),
+        );
+    }
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => return Ok(ClaimResult::Busy),
+        Err(fs::TryLockError::Error(err)) => {
+            return Err(QueueError::Io {
+                action: "lock",
+                path,
+                source: err,
+            });
+        }
+    }
+    if meta.nlink() > 1 {
+        drop(file);
+        return quarantine(
+            layout,
+            file_name,
+            "the task has other hard links; a task must be one file with one name (copy it instead)",
+        );
+    }
+    if meta.len() > max_bytes {
+        drop(file);
+        return quarantine(
+            layout,
+            file_name,
+            &format!(
+                "the task is {} bytes, over the {max_bytes}-byte limit",
+                meta.len()
+            ),
+        );
+    }
+    if let Ok(modified) = meta.modified() {
+        let age = SystemTime::now()
+            .duration_since(modified)
+            .unwrap_or_default();
+        if age < settle && !settle.is_zero() {
+            return Ok(ClaimResult::Settling(settle - age));
+        }
+    }
+    let dir = layout.running.join(id);
+    match fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+            // A claim of the same id is still in running/ (a live attempt, or a dead one that
+            // recovery has not put back yet): leave this one queued until that is resolved.
+            return Ok(ClaimResult::Busy);
+        }
+        Err(err) => {
+            return Err(QueueError::Io {
+                action: "create",
+                path: dir,
+                source: err,
+            });
+        }
+    }
+    let task_path = dir.join("task");
+    if let Err(err) = fs::rename(&path, &task_path) {
+        let _ = fs::remove_dir(&dir);
+        if err.kind() == io::ErrorKind::NotFound {
+            return Ok(ClaimResult::Gone);
+        }
+        return Err(QueueError::Io {
+            action: "claim",
+            path,
+            source: err,
+        });
+    }
+    let meta_path = layout.meta_path(id);
+    let mut sidecar = read_meta(&meta_path);
+    sidecar.attempts += 1;
+    let attempt = sidecar.attempts;
+    // Counting the attempt before it runs: a task that kills its worker is charged even then.
+    write_meta(&meta_path, &sidecar)?;
+    let now = crate::clock::now_rfc3339();
+    let lease = Lease {
+        format_version: QUEUE_FORMAT,
+        role: layout.role.clone(),
+        id: id.to_string(),
+        attempt,
+        pid: owner.pid,
+        pid_start: owner.pid_start,
+        boot_id: owner.boot_id.clone(),
+        claimed_at: now.clone(),
+        heartbeat_at: now,
+        step_pgid: None,
+    };
+    let bytes = serde_json::to_vec_pretty(&lease).unwrap_or_default();
+    write_plain(&dir.join("lease.json"), &bytes).map_err(io_err("write lease in", &dir))?;
+    Ok(ClaimResult::Claimed(Box::new(Claim {
+        id: id.to_string(),
+        dir,
+        task_path,
+        lock: file,
+        attempt,
+        meta: sidecar,
+        lease,
+        size: meta.len(),
+    })))
+}
+
+trait FileTypeExt2 {
+    fn is_fifo_like(&self) -> bool;
+}
+
+impl FileTypeExt2 for fs::FileType {
+    fn is_fifo_like(&self) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        self.is_fifo() || self.is_socket() || self.is_block_device() || self.is_char_device()
+    }
+}
+
+/// `processed/` or `failed/` entry name: UTC time first so a listing sorts by finish time.
+fn final_name(role: &str, id: &str) -> String {
+    let now = chrono::Utc::now();
+    format!("{}_{role}_{id}", now.format("%Y%m%dT%H%M%S%.6fZ"))
+}
+
+/// Replaces characters that cannot be part of a directory name we create.
+fn sanitize(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    out = out.trim_start_matches('.').to_string();
+    out.truncate(MAX_ID_LEN);
+    if out.is_empty() {
+        "unnamed".into()
+    } else {
+        out
+    }
+}
+
+/// Moves a bad inbox entry to `failed/` (never following it) with a status.json saying why.
+fn quarantine(layout: &Layout, file_name: &str, reason: &str) -> Result<ClaimResult, QueueError> {
+    let id = layout.task_id(file_name).unwrap_or(file_name);
+    let safe = sanitize(id);
+    let dir = layout.failed.join(final_name(&layout.role, &safe));
+    fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+    let from = layout.inbox.join(file_name);
+    let to = dir.join("task");
+    match fs::rename(&from, &to) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            let _ = fs::remove_dir(&dir);
+            return Ok(ClaimResult::Gone);
+        }
+        Err(err) => {
+            let _ = fs::remove_dir(&dir);
+            return Err(QueueError::Io {
+                action: "quarantine",
+                path: from,
+                source: err,
+            });
+        }
+    }
+    let status = json!({
+        "schema": "status/v1",
+        "agent": layout.role,
+        "task": id,
+        "original_name": file_name,
+        "timestamp": crate::clock::now_rfc3339(),
+        "success": false,
+        "exit_code": 2,
+        "quarantined": true,
+        "message": reason,
+    });
+    let bytes = serde_json::to_vec_pretty(&status).unwrap_or_default();
+    atomic_write(&dir.join("status.json"), &bytes).map_err(io_err("write status in", &dir))?;
+    let _ = fsync_dir(&layout.inbox);
+    let _ = fsync_dir(&layout.failed);
+    Ok(ClaimResult::Quarantined {
+        id: id.to_string(),
+        reason: reason.to_string(),
+        dir,
+    })
+}
+
+/// Writes `status.json` into the claim's directory, then moves the directory with one rename into
+/// `processed/` or `failed/` (the commit point) and drops the sidecar. Returns the final path.
+pub fn complete(
+    layout: &Layout,
+    claim: &Claim,
+    success: bool,
+    status: &Value,
+) -> Result<PathBuf, QueueError> {
+    let bytes = serde_json::to_vec_pretty(status).unwrap_or_default();
+    atomic_write(&claim.dir.join("status.json"), &bytes)
+        .map_err(io_err("write status in", &claim.dir))?;
+    let parent = if success {
+        &layout.processed
+    } else {
+        &layout.failed
+    };
+    let dest = finish_move(layout, &claim.dir, &claim.id, parent)?;
+    let _ = fs::remove_file(layout.meta_path(&claim.id));
+    Ok(dest)
+}
+
+fn finish_move(
+    layout: &Layout,
+    dir: &Path,
+    id: &str,
+    parent: &Path,
+) -> Result<PathBuf, QueueError> {
+    fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+    loop {
+        let dest = parent.join(final_name(&layout.role, id));
+        match rename_noreplace(dir, &dest) {
+            Ok(()) => {
+                fsync_dir(parent).map_err(io_err("sync", parent))?;
+                fsync_dir(&layout.running).map_err(io_err("sync", &layout.running))?;
+                return Ok(dest);
+            }
+            // Two finishes of one id in the same microsecond: take the next name.
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(err) => {
+                return Err(QueueError::Io {
+                    action: "move",
+                    path: dir.to_path_buf(),
+                    source: err,
+                });
+            }
+        }
+    }
+}
+
+/// What recovery did with one claimed entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recovered {
+    pub id: String,
+    pub attempt: u32,
+    /// `requeued` or `failed`.
+    pub action: String,
+    pub reason: String,
+}
+
+/// Puts back the claimed tasks of `layout.role` whose every process is gone: into the inbox for
+/// another attempt, or into `failed/` once `max_attempts` attempts have started. A claim whose
+/// lock is held is left alone (its processes still run), unless its holder is dead or hung
+/// past `hung_after` and `kill_hung` is set: then its step's process group is killed first, so
+/// that the next pass finds the lock free. Serialized per role by a recovery lock.
+pub fn recover(
+    layout: &Layout,
+    max_attempts: u32,
+    hung_after: Option<Duration>,
+) -> Result<Vec<Recovered>, QueueError> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(&layout.running) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(err) => {
+            return Err(QueueError::Io {
+                action: "list",
+                path: layout.running.clone(),
+                source: err,
+            });
+        }
+    };
+    fs::create_dir_all(&layout.meta).map_err(io_err("create", &layout.meta))?;
+    let guard_path = layout.meta.join(".recover.lock");
+    let guard = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&guard_path)
+        .map_err(io_err("open", &guard_path))?;
+    match guard.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => return Ok(out),
+        Err(fs::TryLockError::Error(err)) => {
+            return Err(QueueError::Io {
+                action: "lock",
+                path: guard_path,
+                source: err,
+            });
+        }
+    }
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let Some(id) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+            continue;
+        };
+        if id.starts_with('.') {
+            continue;
+        }
+        let task_path = dir.join("task");
+        let task = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&task_path)
+        {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                // A claim that died between mkdir and rename, or a directory already emptied.
+                let _ = fs::remove_dir(&dir);
+                continue;
+            }
+            Err(err) => {
+                return Err(QueueError::Io {
+                    action: "open",
+                    path: task_path,
+                    source: err,
+                });
+            }
+        };
+        match task.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                if let Some(limit) = hung_after {
+                    kill_if_hung(&dir, limit);
+                }
+                continue;
+            }
+            Err(fs::TryLockError::Error(err)) => {
+                return Err(QueueError::Io {
+                    action: "lock",
+                    path: task_path,
+                    source: err,
+                });
+            }
+        }
+        // Every process of that attempt is gone.
+        let lease: Option<Lease> = fs::read(dir.join("lease.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let meta_path = layout.meta_path(&id);
+        let mut meta = read_meta(&meta_path);
+        let attempt = lease
+            .as_ref()
+            .map(|l| l.attempt)
+            .unwrap_or(meta.attempts)
+            .max(meta.attempts);
+        let reason = format!("attempt {attempt} ended without finishing: its worker died");
+        meta.history.push(
+            json!({"attempt": attempt, "ended": crate::clock::now_rfc3339(), "reason": reason}),
+        );
+        meta.attempts = attempt;
+        if dir.join("status.json").exists() {
+            // The attempt finished and wrote its status but died before the final move:
+            // finish the move it started.
+            let status: Value = fs::read(dir.join("status.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or(Value::Null);
+            let success = status["success"].as_bool().unwrap_or(false);
+            let parent = if success {
+                &layout.processed
+            } else {
+                &layout.failed
+            };
+            drop(task);
+            finish_move(layout, &dir, &id, parent)?;
+            let _ = fs::remove_file(&meta_path);
+            out.push(Recovered {
+                id,
+                attempt,
+                action: if success { "processed" } else { "failed" }.into(),
+                reason: "completed the final move".into(),
+            });
+            continue;
+        }
+        if attempt >= max_attempts {
+            let status = json!({
+                "schema": "status/v1",
+                "correlation_id": meta.correlation_id,
+                "agent": layout.role,
+                "task": id,
+                "attempt": attempt,
+                "timestamp": crate::clock::now_rfc3339(),
+                "success": false,
+                "exit_code": 1,
+                "message": format!("worker died {attempt} time(s) while running this task; max_attempts is {max_attempts}"),
+                "history": meta.history,
+            });
+            let bytes = serde_json::to_vec_pretty(&status).unwrap_or_default();
+            atomic_write(&dir.join("status.json"), &bytes)
+                .map_err(io_err("write status in", &dir))?;
+            drop(task);
+            finish_move(layout, &dir, &id, &layout.failed)?;
+            let _ = fs::remove_file(&meta_path);
+            out.push(Recovered {
+                id,
+                attempt,
+                action: "failed".into(),
+                reason,
+            });
+            continue;
+        }
+        write_meta(&meta_path, &meta)?;
+        // Keep the dead attempt's records next to the sidecar for `show`.
+        let keep = layout.meta.join(format!("{id}.attempt-{attempt}"));
+        let back = layout.inbox.join(format!("{id}{}", layout.extension));
+        drop(task);
+        match rename_noreplace(&task_path, &back) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                // A new task of the same name was queued meanwhile: fail the old one instead.
+                let status = json!({"schema": "status/v1", "agent": layout.role, "task": id, "success": false, "exit_code": 1,
+                    "timestamp": crate::clock::now_rfc3339(),
+                    "message": "could not requeue after its worker died: a new task with the same name is queued"});
+                let bytes = serde_json::to_vec_pretty(&status).unwrap_or_default();
+                atomic_write(&dir.join("status.json"), &bytes)
+                    .map_err(io_err("write status in", &dir))?;
+                finish_move(layout, &dir, &id, &layout.failed)?;
+                out.push(Recovered {
+                    id,
+                    attempt,
+                    action: "failed".into(),
+                    reason: "name taken by a newer task".into(),
+                });
+                continue;
+            }
+            Err(err) => {
+                return Err(QueueError::Io {
+                    action: "requeue",
+                    path: task_path,
+                    source: err,
+                });
+            }
+        }
+        let _ = fs::remove_dir_all(&keep);
+        let _ = fs::rename(&dir, &keep);
+        let _ = fsync_dir(&layout.inbox);
+        out.push(Recovered {
+            id,
+            attempt,
+            action: "requeued".into(),
+            reason,
+        });
+    }
+    Ok(out)
+}
+
+/// Kills the step process group of a claim whose holder is dead, or alive but silent (no
+/// heartbeat) for longer than `limit` (stopped or wedged): its lock is then released once the
+/// group is gone, and the next recovery pass requeues the task.
+fn kill_if_hung(dir: &Path, limit: Duration) {
+    let Some(lease) = fs::read(dir.join("lease.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Lease>(&b).ok())
+    else {
+        return;
+    };
+    let owner = Owner {
+        pid: lease.pid,
+        pid_start: lease.pid_start,
+        boot_id: lease.boot_id.clone(),
+    };
+    let silent = chrono::DateTime::parse_from_rfc3339(&lease.heartbeat_at)
+        .map(|t| {
+            chrono::Utc::now()
+                .signed_duration_since(t)
+                .to_std()
+                .unwrap_or_default()
+                > limit
+        })
+        .unwrap_or(false);
+    if !silent {
+        return;
+    }
+    if owner.alive() {
+        // A live holder that stopped heartbeating is hung (SIGSTOP, deadlock): stop it for good.
+        crate::exec::kill_group(lease.pid as i32, libc::SIGKILL);
+        // SAFETY: kill(2) with a pid we verified (pid, start time, boot id) names the holder.
+        unsafe {
+            libc::kill(lease.pid as i32, libc::SIGKILL);
+        }
+    }
+    if let Some(pgid) = lease.step_pgid {
+        crate::exec::kill_group(pgid, libc::SIGKILL);
+    }
+}
+
+/// A task as listed by `orchestrate tasks`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskInfo {
+    pub role: String,
+    pub id: String,
+    pub state: String,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished: Option<String>,
+}
+
+/// Queued (inbox), running (claimed) and finished tasks of a role.
+pub fn list(layout: &Layout) -> Vec<TaskInfo> {
+    let mut out = Vec::new();
+    let names = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    for name in names(&layout.inbox) {
+        if let Some(id) = layout.task_id(&name) {
+            let meta = read_meta(&layout.meta_path(id));
+            out.push(TaskInfo {
+                role: layout.role.clone(),
+                id: id.to_string(),
+                state: "queued".into(),
+                path: rel(&layout.workspace, &layout.inbox.join(&name)),
+                attempt: (meta.attempts > 0).then_some(meta.attempts),
+                finished: None,
+            });
+        }
+    }
+    for name in names(&layout.running) {
+        if name.starts_with('.') {
+            continue;
+        }
+        let dir = layout.running.join(&name);
+        let lease: Option<Lease> = fs::read(dir.join("lease.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        out.push(TaskInfo {
+            role: layout.role.clone(),
+            id: name.clone(),
+            state: "running".into(),
+            path: rel(&layout.workspace, &dir),
+            attempt: lease.map(|l| l.attempt),
+            finished: None,
+        });
+    }
+    let suffix = |name: &str| name.split_once('_').map(|(_, rest)| rest.to_string());
+    for (state, parent) in [("processed", &layout.processed), ("failed", &layout.failed)] {
+        for name in names(parent) {
+            let Some(rest) = suffix(&name) else { continue };
+            let Some(id) = rest.strip_prefix(&format!("{}_", layout.role)) else {
+                continue;
+            };
+            out.push(TaskInfo {
+                role: layout.role.clone(),
+                id: id.to_string(),
+                state: state.into(),
+                path: rel(&layout.workspace, &parent.join(&name)),
+                attempt: None,
+                finished: name.split('_').next().map(str::to_string),
+            });
+        }
+    }
+    out
+}
+
+/// Number of queued task files in an inbox (one directory listing).
+pub fn depth(layout: &Layout) -> usize {
+    fs::read_dir(&layout.inbox)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| layout.task_id(n).is_some())
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Reads a task's content for the workflow: `${task.text}` and, when it is JSON, `${task.json}`.
+pub fn read_text(path: &Path, limit: u64) -> Result<String, QueueError> {
+    let mut file = File::open(path).map_err(io_err("read", path))?;
+    let mut bytes = Vec::new();
+    Read::by_ref(&mut file)
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err("read", path))?;
+    if bytes.len() as u64 > limit {
+        return Err(QueueError::TooLarge {
+            size: bytes.len() as u64,
+            limit,
+        });
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Moves a failed task back to its role's inbox with its attempt count reset (`orchestrate retry`).
+pub fn retry(layout: &Layout, failed_dir: &Path) -> Result<Enqueued, QueueError> {
+    let name = failed_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let id = name
+        .split_once('_')
+        .and_then(|(_, rest)| rest.strip_prefix(&format!("{}_", layout.role)))
+        .unwrap_or(&name)
+        .to_string();
+    let status: Value = fs::read(failed_dir.join("status.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    let correlation = status["correlation_id"].as_str().map(str::to_string);
+    let content = fs::read(failed_dir.join("task")).map_err(io_err("read", failed_dir))?;
+    let queued = enqueue(layout, Some(&id), &content, correlation.as_deref(), "retry")?;
+    // The failed record stays where it is: nothing is deleted.
+    Ok(queued)
+}
+
+/// The relative path helper for callers that print paths.
+pub fn relative(workspace: &Path, path: &Path) -> String {
+    rel(workspace, path)
+}
+
+/// Resolves an inbox path from a role definition, refusing one outside the workspace.
+pub fn inbox_path(workspace: &Path, inbox: &str) -> Result<PathBuf, fsutil::PathError> {
+    fsutil::resolve_in_workspace(workspace, inbox)
+}
