@@ -32,8 +32,9 @@ impl Diagnostic {
         Diagnostic {
             severity: Severity::Error,
             file: file.to_path_buf(),
-            line: pos.line.max(1),
-            column: pos.column.max(1),
+            // Line 0 means the problem is about the whole file (missing, unreadable).
+            line: pos.line,
+            column: if pos.line == 0 { 0 } else { pos.column.max(1) },
             width: 1,
             message: message.into(),
             hint: None,
@@ -61,6 +62,9 @@ impl Diagnostic {
 
     /// `file:line:column`, the prefix every rendered problem starts with.
     pub fn location(&self) -> String {
+        if self.line == 0 {
+            return self.file.display().to_string();
+        }
         format!("{}:{}:{}", self.file.display(), self.line, self.column)
     }
 
@@ -71,7 +75,8 @@ impl Diagnostic {
             Severity::Warning => "warning",
         };
         let mut out = format!("{}: {label}: {}\n", self.location(), self.message);
-        let line_text = source.and_then(|text| text.lines().nth(self.line as usize - 1));
+        let line_text =
+            source.and_then(|text| text.lines().nth((self.line as usize).checked_sub(1)?));
         if let Some(line_text) = line_text {
             let number = self.line.to_string();
             let pad = " ".repeat(number.len());

@@ -75,8 +75,34 @@ pub fn load_file(path: &Path) -> Result<Workflow, LoadError> {
             "check permissions",
         )
     })?;
-    let text = String::from_utf8(bytes)
-        .map_err(|err| fail(format!("the file is not UTF-8 ({err})"), "save it as UTF-8"))?;
+    let text = String::from_utf8(bytes).map_err(|err| {
+        let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
+        let text = String::from_utf8_lossy(valid);
+        let line = text.matches('\n').count() + 1;
+        let column = text
+            .rsplit('\n')
+            .next()
+            .map(|l| l.chars().count())
+            .unwrap_or(0)
+            + 1;
+        let pos = Pos {
+            line: line as u32,
+            column: column as u32,
+            offset: Some(valid.len()),
+        };
+        LoadError {
+            path: path.to_path_buf(),
+            source_text: None,
+            diagnostics: vec![
+                Diagnostic::error(
+                    path,
+                    pos,
+                    "the file is not UTF-8: this byte starts no valid character",
+                )
+                .with_hint("save the workflow as UTF-8"),
+            ],
+        }
+    })?;
     load_str(path, &text)
 }
 
@@ -533,7 +559,11 @@ impl Loader {
             Some(name) => format!("step `{name}`"),
             None => "a step".to_string(),
         };
+        let before = self.diags.len();
         let fields = self.fields(node, STEP_FIELDS, &what)?;
+        // A misspelled action (`comand:`) already has its error; "nothing to do" would only
+        // repeat it less helpfully.
+        let misspelled = self.diags.len() > before;
         let name = match fields.value("name") {
             Some(n) => {
                 let name = self.string(n, "the step `name`")?;
@@ -565,7 +595,7 @@ impl Loader {
             }
         };
         let what = format!("step `{name}`");
-        let kind = self.step_kind(node, &fields, &what)?;
+        let kind = self.step_kind(node, &fields, &what, misspelled)?;
 
         let capture = match fields.value("output_capture") {
             Some(n) => match self.string(n, "`output_capture`").as_deref() {
@@ -618,6 +648,27 @@ impl Loader {
             Some(n) => self.secrets(n),
             None => Vec::new(),
         };
+        let mut at = BTreeMap::new();
+        for path in [
+            "provider",
+            "input_file",
+            "when.jq",
+            "for_each.items_from",
+            "command_override",
+        ] {
+            let mut node = Some(node);
+            for key in path.split('.') {
+                node = node.and_then(|n| {
+                    Fields {
+                        entries: map_entries(n),
+                    }
+                    .get(key)
+                });
+            }
+            if let Some(n) = node {
+                at.insert(path, (n.pos.line, self.content_column(n.pos)));
+            }
+        }
         let agent = fields
             .value("agent")
             .and_then(|n| self.string(n, "`agent`"));
@@ -648,10 +699,17 @@ impl Loader {
             max_visits,
             env,
             secrets,
+            at,
         })
     }
 
-    fn step_kind(&mut self, node: &Node, fields: &Fields, what: &str) -> Option<StepKind> {
+    fn step_kind(
+        &mut self,
+        node: &Node,
+        fields: &Fields,
+        what: &str,
+        misspelled: bool,
+    ) -> Option<StepKind> {
         let present: Vec<&str> = [
             "command",
             "provider",
@@ -663,6 +721,7 @@ impl Loader {
         .filter(|key| fields.get(key).is_some())
         .collect();
         let conflict = match present.as_slice() {
+            [] if misspelled => return None,
             [] => {
                 self.error(node.pos, format!("{what} has nothing to do")).hint = Some(
                     "give it one of `command`, `provider`, `command_override`, `for_each` or `wait_for`".into(),
@@ -1086,6 +1145,26 @@ impl<'a> Checker<'a> {
     }
 
     /// A diagnostic at a step (`line` is the step's line; the column is that of its first key).
+    /// A diagnostic at a field of a step when its position is known, else at the step.
+    fn at_field(
+        &mut self,
+        step: &Step,
+        field: &str,
+        message: impl Into<String>,
+    ) -> &mut Diagnostic {
+        match step.at.get(field) {
+            Some(&(line, column)) => self.loader.error(
+                Pos {
+                    line,
+                    column,
+                    offset: None,
+                },
+                message,
+            ),
+            None => self.at(step.line, message),
+        }
+    }
+
     fn at(&mut self, line: u32, message: impl Into<String>) -> &mut Diagnostic {
         let column = self
             .workflow
@@ -1185,7 +1264,16 @@ impl<'a> Checker<'a> {
                 }
                 Some(Condition::Jq(expr)) => {
                     if let Err(err) = crate::jq::check(expr) {
-                        self.at(step.line, format!("`when.jq` of {what}: {err}")).hint = Some(
+                        let shift = match &err {
+                            crate::jq::JqError::Compile {
+                                offset: Some(o), ..
+                            } => expr.get(..*o).map(|p| p.chars().count()).unwrap_or(0),
+                            _ => 0,
+                        };
+                        let d =
+                            self.at_field(step, "when.jq", format!("`when.jq` of {what}: {err}"));
+                        d.column += shift as u32;
+                        d.hint = Some(
                             "the expression sees the run's variables as `.run`, `.context`, `.steps`, `.loop`".into(),
                         );
                     }
@@ -1237,8 +1325,9 @@ impl<'a> Checker<'a> {
                                         names.join(", ")
                                     ),
                                 };
-                                self.at(
-                                    step.line,
+                                self.at_field(
+                                    step,
+                                    "provider",
                                     format!("{what} uses provider `{name}`, which is not defined"),
                                 )
                                 .hint = Some(hint);
@@ -1248,13 +1337,13 @@ impl<'a> Checker<'a> {
                                 for param in template_params(arg) {
                                     if param == "PROMPT" {
                                         if input_file.is_none() {
-                                            self.at(step.line, format!("{what}: provider `{name}` needs a prompt (`${{PROMPT}}`) but the step has no `input_file`"))
+                                            self.at_field(step, "provider", format!("{what}: provider `{name}` needs a prompt (`${{PROMPT}}`) but the step has no `input_file`"))
                                                 .hint = Some("add `input_file: prompts/<file>.md`, or use `command_override`".into());
                                         }
                                     } else if !params.contains_key(&param)
                                         && !template.defaults.contains_key(&param)
                                     {
-                                        self.at(step.line, format!("{what}: provider `{name}` uses `${{{param}}}`, but neither `provider_params` nor the provider's `defaults` give `{param}`"))
+                                        self.at_field(step, "provider", format!("{what}: provider `{name}` uses `${{{param}}}`, but neither `provider_params` nor the provider's `defaults` give `{param}`"))
                                             .hint = Some(format!("add `provider_params: {{{param}: ...}}`"));
                                     }
                                 }
@@ -1264,7 +1353,7 @@ impl<'a> Checker<'a> {
                 }
                 StepKind::ForEach { items, var, steps } => {
                     if let Items::From(pointer) = items {
-                        self.check_pointer(pointer, step.line, &what);
+                        self.check_pointer(pointer, step, &what);
                     }
                     let inner = scope.enter_loop(var);
                     self.check_steps(steps, &inner);
@@ -1276,7 +1365,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn check_pointer(&mut self, pointer: &Pointer, line: u32, what: &str) {
+    fn check_pointer(&mut self, pointer: &Pointer, step: &Step, what: &str) {
         match self.steps.get(&pointer.step) {
             None => {
                 let names: Vec<String> = self.steps.keys().cloned().collect();
@@ -1284,8 +1373,9 @@ impl<'a> Checker<'a> {
                     Some(s) => format!("did you mean `{s}`?"),
                     None => "name a step that runs before this one".into(),
                 };
-                self.at(
-                    line,
+                self.at_field(
+                    step,
+                    "for_each.items_from",
                     format!(
                         "`items_from: {}` in {what} names no step `{}`",
                         pointer.text, pointer.step
@@ -1305,8 +1395,9 @@ impl<'a> Checker<'a> {
                     } else {
                         "json"
                     };
-                    self.at(
-                        line,
+                    self.at_field(
+                        step,
+                        "for_each.items_from",
                         format!(
                             "`items_from: {}` in {what}: step `{}` does not capture {mode}",
                             pointer.text, pointer.step

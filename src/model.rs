@@ -78,6 +78,9 @@ pub struct Step {
     pub max_visits: Option<u32>,
     pub env: Vec<(String, Template)>,
     pub secrets: Vec<String>,
+    /// Line and column of some field values (`provider`, `when.jq`, `for_each.items_from`,
+    /// `input_file`), so that later checks can point at them.
+    pub at: BTreeMap<&'static str, (u32, u32)>,
 }
 
 #[derive(Debug, Clone)]

@@ -152,9 +152,24 @@ fn parse_here(text: &str) -> Result<Node, ParseError> {
             });
             Err(ParseError {
                 pos,
-                message: first_line(&err.to_string()),
+                message: plain_message(&first_line(&err.to_string())),
             })
         }
+    }
+}
+
+/// Rewrites the parser's limit messages, which name internal counters, in a user's terms.
+fn plain_message(message: &str) -> String {
+    if message.contains("alias replay limit") || message.contains("Alias") {
+        return "aliases expand to too much data (an alias bomb?): at most 50,000 nodes may be replayed from anchors".into();
+    }
+    if message.contains("Depth") || message.contains("recursion limit") {
+        return "the document nests deeper than 64 levels".into();
+    }
+    // Drop the parser's own " at line L, column C" suffix: the diagnostic carries the position.
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
     }
 }
 

@@ -228,7 +228,7 @@ fn yaml_alias_bomb_is_refused_in_under_a_second() {
     let started = Instant::now();
     let run = refused("alias_bomb");
     let wall = started.elapsed();
-    run.stderr_has("alias_bomb.yaml:5:20: error: invalid YAML: alias replay limit exceeded");
+    run.stderr_has("alias_bomb.yaml:5:20: error: invalid YAML: aliases expand to too much data");
     let cpu = validate_cpu_seconds("alias_bomb.yaml");
     assert!(cpu < 1.0, "refusing the alias bomb took {cpu:.2}s of CPU");
     assert!(
@@ -263,14 +263,14 @@ fn empty_file_is_reported() {
 
 #[test]
 fn non_utf8_file_is_reported() {
-    refused("non_utf8").stderr_has("non_utf8.yaml:1:1: error: the file is not UTF-8");
+    refused("non_utf8").stderr_has("non_utf8.yaml:1:10: error: the file is not UTF-8");
 }
 
 #[test]
 fn directory_given_as_file_is_reported() {
     let run = validate(&["a_directory"]);
     run.code(1)
-        .stderr_has("a_directory:1:1: error: not a regular file");
+        .stderr_has("a_directory: error: not a regular file");
     assert_snapshot("a_directory", &run.stderr);
 }
 
@@ -278,7 +278,7 @@ fn directory_given_as_file_is_reported() {
 fn missing_file_is_reported() {
     let run = validate(&["does_not_exist.yaml"]);
     run.code(1)
-        .stderr_has("does_not_exist.yaml:1:1: error: cannot read the workflow file");
+        .stderr_has("does_not_exist.yaml: error: cannot read the workflow file");
     assert_snapshot("does_not_exist", &run.stderr);
 }
 
