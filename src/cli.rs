@@ -366,13 +366,8 @@ async fn run(
         }
     }
     let cancel = signal_cancel();
-    let config = RunConfig {
-        workspace: workspace.to_path_buf(),
-        context,
-        cancel,
-        progress: !quiet,
-        preset_results: Map::new(),
-    };
+    let mut config = RunConfig::new(workspace.to_path_buf(), context, cancel);
+    config.progress = !quiet;
     let runner = match Runner::create(workflow, &text, config) {
         Ok(r) => r,
         Err(err) => {
@@ -481,13 +476,9 @@ async fn run_step(
     let mut step = step;
     step.on = Default::default();
     single.steps = vec![step];
-    let config = RunConfig {
-        workspace: workspace.to_path_buf(),
-        context,
-        cancel: signal_cancel(),
-        progress: !quiet,
-        preset_results: preset,
-    };
+    let mut config = RunConfig::new(workspace.to_path_buf(), context, signal_cancel());
+    config.progress = !quiet;
+    config.preset_results = preset;
     let runner = match Runner::create(single, &text, config) {
         Ok(r) => r,
         Err(err) => {
@@ -546,13 +537,8 @@ async fn watch(workspace: &Path, file: &Path, context: &ContextArgs) -> u8 {
                     return exit::INVALID;
                 }
             };
-            let config = RunConfig {
-                workspace: ws,
-                context,
-                cancel: run_cancel,
-                progress: true,
-                preset_results: Map::new(),
-            };
+            let mut config = RunConfig::new(ws, context, run_cancel);
+            config.progress = true;
             match Runner::create(workflow, &text, config) {
                 Ok(runner) => {
                     eprintln!("run_id: {}", runner.run_id());

@@ -91,6 +91,10 @@ pub struct Spec {
     /// Values replaced by `***` in both logs and the captured stdout; empty
     /// values are ignored.
     pub secrets: Vec<String>,
+    /// Descriptors of this process the child inherits (their close-on-exec flag is
+    /// cleared in the child only). The swarm passes a task's locked file so that the
+    /// lock lives as long as any process of the attempt.
+    pub inherit_fds: Vec<i32>,
 }
 
 // Hand-written so that secrets and environment values (which often carry
@@ -252,6 +256,7 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
         timeout,
         kill_grace,
         secrets,
+        inherit_fds,
     } = spec;
 
     let not_run = |outcome: Outcome| Finished {
@@ -318,6 +323,20 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
         // Backstop for a dropped future: tokio then kills and reaps the child;
         // `GroupGuard` below takes care of its descendants.
         .kill_on_drop(true);
+    if !inherit_fds.is_empty() {
+        // SAFETY: the closure runs in the forked child before exec and only calls
+        // fcntl(2), which is async-signal-safe; it allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                for &fd in &inherit_fds {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => return failed(spawn_failure(argv0, &program, &cwd, &e)),
@@ -927,6 +946,7 @@ mod tests {
             timeout: Some(Duration::from_secs(20)),
             kill_grace: Duration::from_millis(100),
             secrets: Vec::new(),
+            inherit_fds: Vec::new(),
         }
     }
 

@@ -16,6 +16,7 @@ pub mod load;
 pub mod model;
 pub mod processed;
 pub mod queue;
+pub mod role;
 pub mod runner;
 pub mod state;
 pub mod template;

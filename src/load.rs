@@ -13,6 +13,7 @@ use serde_json::Value as Json;
 
 use crate::diag::{Diagnostic, did_you_mean};
 use crate::model::{
+    EnqueueContent, Role,
     Capture, Condition, DEFAULT_MAX_VISITS, Items, Pointer, ProviderTemplate, QueueDirs, Retry,
     Step, StepKind, Target, Transitions, Workflow, builtin_providers,
 };
@@ -42,7 +43,24 @@ impl LoadError {
 /// Workflow files over this size are refused before parsing.
 pub const MAX_WORKFLOW_BYTES: u64 = 8 << 20;
 
+/// How a workflow is loaded: on its own (`run`, `validate`) or as a role's workflow.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// The role's runtime: provider steps without `provider:` use it.
+    pub default_provider: Option<String>,
+}
+
 pub fn load_file(path: &Path) -> Result<Workflow, LoadError> {
+    load_file_with(path, &LoadOptions::default())
+}
+
+pub fn load_file_with(path: &Path, options: &LoadOptions) -> Result<Workflow, LoadError> {
+    let text = read_source(path)?;
+    load_str_with(path, &text, options)
+}
+
+/// Reads a YAML file we are about to load, with the checks every such file gets.
+fn read_source(path: &Path) -> Result<String, LoadError> {
     let fail = |message: String, hint: &str| LoadError {
         path: path.to_path_buf(),
         source_text: None,
@@ -103,10 +121,14 @@ pub fn load_file(path: &Path) -> Result<Workflow, LoadError> {
             ],
         }
     })?;
-    load_str(path, &text)
+    Ok(text)
 }
 
 pub fn load_str(path: &Path, text: &str) -> Result<Workflow, LoadError> {
+    load_str_with(path, text, &LoadOptions::default())
+}
+
+pub fn load_str_with(path: &Path, text: &str, options: &LoadOptions) -> Result<Workflow, LoadError> {
     let fail = |diagnostics| LoadError {
         path: path.to_path_buf(),
         source_text: Some(text.to_string()),
@@ -128,7 +150,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Workflow, LoadError> {
     let Some(workflow) = workflow else {
         return Err(fail(loader.diags));
     };
-    Checker::new(&mut loader, &workflow).check();
+    Checker::new(&mut loader, &workflow, options).check();
     if loader.diags.is_empty() {
         Ok(workflow)
     } else {
@@ -136,6 +158,72 @@ pub fn load_str(path: &Path, text: &str) -> Result<Workflow, LoadError> {
         diags.sort_by_key(|d| (d.line, d.column));
         Err(fail(diags))
     }
+}
+
+const ROLE_FIELDS: &[&str] = &[
+    "name",
+    "description",
+    "inbox",
+    "workflow",
+    "concurrency",
+    "replicas",
+    "max_attempts",
+    "task_timeout_sec",
+    "runtime",
+    "model",
+    "settle_ms",
+    "hung_after_sec",
+];
+
+/// Loads `agents/<role>.yaml`. The role's workflow is checked too; its problems are reported
+/// against the workflow's file.
+pub fn load_role_file(workspace: &Path, path: &Path) -> Result<(Role, Workflow), Vec<LoadError>> {
+    let text = read_source(path).map_err(|e| vec![e])?;
+    let fail = |diagnostics| LoadError {
+        path: path.to_path_buf(),
+        source_text: Some(text.clone()),
+        diagnostics,
+    };
+    let root = yaml::parse(&text).map_err(|err| {
+        vec![fail(vec![Diagnostic::error(path, err.pos, format!("invalid YAML: {}", err.message))])]
+    })?;
+    let mut loader = Loader {
+        file: path.to_path_buf(),
+        diags: Vec::new(),
+        lines: text.lines().map(str::to_string).collect(),
+    };
+    let role = loader.role(&root);
+    let Some(role) = role.filter(|_| loader.diags.is_empty()) else {
+        return Err(vec![fail(loader.diags)]);
+    };
+    if let Err(err) = crate::fsutil::resolve_in_workspace(workspace, &role.inbox) {
+        let pos = role_field_pos(&root, "inbox");
+        return Err(vec![fail(vec![Diagnostic::error(path, pos, format!("`inbox`: {err}"))])]);
+    }
+    let workflow_path = match crate::fsutil::resolve_in_workspace(workspace, &role.workflow) {
+        Ok(p) => p,
+        Err(err) => {
+            let pos = role_field_pos(&root, "workflow");
+            return Err(vec![fail(vec![Diagnostic::error(path, pos, format!("`workflow`: {err}"))])]);
+        }
+    };
+    if !workflow_path.is_file() {
+        let pos = role_field_pos(&root, "workflow");
+        return Err(vec![fail(vec![Diagnostic::error(path, pos, format!("role `{}` runs workflow `{}`, which does not exist", role.name, role.workflow))
+            .with_hint("create it, or fix the path (relative to the workspace)")])]);
+    }
+    let options = LoadOptions { default_provider: role.runtime.clone() };
+    match load_file_with(&workflow_path, &options) {
+        Ok(mut workflow) => {
+            workflow.path = PathBuf::from(&role.workflow);
+            Ok((role, workflow))
+        }
+        Err(err) => Err(vec![err]),
+    }
+}
+
+fn role_field_pos(root: &Node, key: &str) -> Pos {
+    Fields { entries: map_entries(root) }.get(key).map(|n| n.pos).unwrap_or(root.pos)
 }
 
 const WORKFLOW_FIELDS: &[&str] = &[
@@ -172,6 +260,7 @@ const STEP_FIELDS: &[&str] = &[
     "on",
     "for_each",
     "wait_for",
+    "enqueue",
     "timeout_sec",
     "retry",
     "max_visits",
@@ -402,6 +491,69 @@ impl Loader {
             }
         }
         Some(out)
+    }
+
+    fn role(&mut self, root: &Node) -> Option<Role> {
+        if root.value == Value::Null {
+            self.error(root.pos, "the role file is empty").hint =
+                Some("a role needs at least `workflow: workflows/<file>.yaml`".into());
+            return None;
+        }
+        let fields = self.fields(root, ROLE_FIELDS, "the role")?;
+        let stem = self.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = match fields.value("name") {
+            Some(n) => {
+                let name = self.string(n, "`name`")?;
+                if name != stem {
+                    self.error(n.pos, format!("the role is named `{name}` but its file is `{stem}.yaml`"))
+                        .hint = Some(format!("rename the file to agents/{name}.yaml, or the role to `{stem}`"));
+                }
+                name
+            }
+            None => stem,
+        };
+        if let Err(reason) = crate::queue::check_id(&name) {
+            self.error(root.pos, format!("`{name}` is not a valid role name: {reason}"));
+            return None;
+        }
+        let text = |this: &mut Self, key: &str| fields.value(key).and_then(|n| this.string(n, &format!("`{key}`")));
+        let inbox = text(self, "inbox").unwrap_or_else(|| format!("inbox/{name}"));
+        let Some(workflow) = text(self, "workflow") else {
+            self.error(root.pos, format!("role `{name}` has no `workflow`")).hint =
+                Some("add `workflow: workflows/<file>.yaml`: the workflow each task runs".into());
+            return None;
+        };
+        let count = |this: &mut Self, key: &str, default: u32, max: u32| match fields.value(key) {
+            Some(n) => this.count(n, &format!("`{key}`"), 1, max).unwrap_or(default),
+            None => default,
+        };
+        let concurrency = count(self, "concurrency", 1, 1024);
+        let replicas = count(self, "replicas", 1, 256);
+        let max_attempts = count(self, "max_attempts", Role::DEFAULT_MAX_ATTEMPTS, 100);
+        let task_timeout = fields.value("task_timeout_sec").and_then(|n| self.seconds(n, "`task_timeout_sec`"));
+        let settle = match fields.value("settle_ms") {
+            Some(n) => Duration::from_millis(u64::from(self.count(n, "`settle_ms`", 0, 600_000).unwrap_or(500))),
+            None => Duration::from_millis(500),
+        };
+        let hung_after = match fields.value("hung_after_sec") {
+            Some(n) => self.seconds(n, "`hung_after_sec`").unwrap_or(Duration::from_secs(60)),
+            None => Duration::from_secs(60),
+        };
+        Some(Role {
+            description: text(self, "description"),
+            runtime: text(self, "runtime"),
+            model: text(self, "model"),
+            path: self.file.clone(),
+            name,
+            inbox,
+            workflow,
+            concurrency,
+            replicas,
+            max_attempts,
+            task_timeout,
+            settle,
+            hung_after,
+        })
     }
 
     fn workflow(&mut self, root: &Node, text: &str) -> Option<Workflow> {
@@ -716,15 +868,20 @@ impl Loader {
             "command_override",
             "for_each",
             "wait_for",
+            "enqueue",
         ]
         .into_iter()
         .filter(|key| fields.get(key).is_some())
         .collect();
+        // A step with only `input_file` is a provider step whose provider comes from the role.
+        let provider_step = matches!(present.first(), Some(&"provider" | &"command_override"))
+            || (present.is_empty() && fields.get("input_file").is_some());
         let conflict = match present.as_slice() {
             [] if misspelled => return None,
+            [] if fields.get("input_file").is_some() => None,
             [] => {
                 self.error(node.pos, format!("{what} has nothing to do")).hint = Some(
-                    "give it one of `command`, `provider`, `command_override`, `for_each` or `wait_for`".into(),
+                    "give it one of `command`, `provider`, `command_override`, `for_each`, `wait_for` or `enqueue`".into(),
                 );
                 return None;
             }
@@ -741,8 +898,7 @@ impl Loader {
         }
         for key in ["provider_params", "input_file"] {
             if let Some(pos) = fields.key_pos(key)
-                && !present.contains(&"provider")
-                && !present.contains(&"command_override")
+                && !provider_step
             {
                 self.error(
                     pos,
@@ -750,7 +906,7 @@ impl Loader {
                 );
             }
         }
-        match present[0] {
+        match present.first().copied().unwrap_or("provider") {
             "command" => {
                 let argv =
                     self.templates(fields.get("command")?, &format!("`command` of {what}"))?;
@@ -781,8 +937,47 @@ impl Loader {
                 })
             }
             "for_each" => self.for_each(fields.get("for_each")?, what),
+            "enqueue" => self.enqueue(fields.get("enqueue")?, what),
             _ => self.wait_for(fields.get("wait_for")?, what),
         }
+    }
+
+    fn enqueue(&mut self, node: &Node, what: &str) -> Option<StepKind> {
+        let ctx = format!("`enqueue` of {what}");
+        let fields = self.fields(node, &["role", "text", "file", "json", "name"], &ctx)?;
+        let role = match fields.value("role") {
+            Some(n) => self.template(n, "`enqueue.role`")?,
+            None => {
+                self.error(node.pos, format!("{ctx} needs `role`: the role whose inbox gets the task"));
+                return None;
+            }
+        };
+        let sources: Vec<&str> = ["text", "file", "json"].into_iter().filter(|k| fields.get(k).is_some()).collect();
+        let content = match sources.as_slice() {
+            ["text"] => EnqueueContent::Text(self.template(fields.get("text")?, "`enqueue.text`")?),
+            ["file"] => EnqueueContent::File(self.template(fields.get("file")?, "`enqueue.file`")?),
+            ["json"] => {
+                let n = fields.get("json")?;
+                let value = n.to_json();
+                let mut ok = true;
+                visit_strings(&value, &mut |text| {
+                    if let Err(err) = Template::parse(text) {
+                        ok = false;
+                        self.error(n.pos, format!("in `enqueue.json` of {what}: {}", err.message));
+                    }
+                });
+                if !ok {
+                    return None;
+                }
+                EnqueueContent::Json(value)
+            }
+            _ => {
+                self.error(node.pos, format!("{ctx} needs exactly one of `text`, `file` or `json`"));
+                return None;
+            }
+        };
+        let name = fields.value("name").and_then(|n| self.template(n, "`enqueue.name`"));
+        Some(StepKind::Enqueue { role, content, name })
     }
 
     fn for_each(&mut self, node: &Node, what: &str) -> Option<StepKind> {
@@ -1053,6 +1248,16 @@ impl Loader {
     }
 }
 
+/// Calls `f` on every string inside a JSON value.
+pub fn visit_strings(value: &Json, f: &mut dyn FnMut(&str)) {
+    match value {
+        Json::String(s) => f(s),
+        Json::Array(items) => items.iter().for_each(|v| visit_strings(v, f)),
+        Json::Object(map) => map.values().for_each(|v| visit_strings(v, f)),
+        _ => {}
+    }
+}
+
 fn map_entries(node: &Node) -> &[(Node, Node)] {
     match &node.value {
         Value::Map(entries) => entries,
@@ -1129,16 +1334,18 @@ pub fn fingerprint(text: &str) -> String {
 struct Checker<'a> {
     loader: &'a mut Loader,
     workflow: &'a Workflow,
+    options: &'a LoadOptions,
     /// Step name -> (capture mode, kind label, line).
     steps: HashMap<String, (Capture, &'static str)>,
     text_positions: HashMap<String, u32>,
 }
 
 impl<'a> Checker<'a> {
-    fn new(loader: &'a mut Loader, workflow: &'a Workflow) -> Self {
+    fn new(loader: &'a mut Loader, workflow: &'a Workflow, options: &'a LoadOptions) -> Self {
         Checker {
             loader,
             workflow,
+            options,
             steps: HashMap::new(),
             text_positions: HashMap::new(),
         }
@@ -1314,7 +1521,11 @@ impl<'a> Checker<'a> {
                             }
                         }
                         None => {
-                            let name = provider.clone().unwrap_or_default();
+                            let Some(name) = provider.clone().or_else(|| self.options.default_provider.clone()) else {
+                                self.at(step.line, format!("{what} has no `provider`"))
+                                    .hint = Some("set `provider: claude` (or gemini, codex, or one under `providers:`); a role's `runtime:` supplies it when the workflow runs for a role".into());
+                                continue;
+                            };
                             let Some(template) = self.workflow.providers.get(&name) else {
                                 let names: Vec<&str> =
                                     self.workflow.providers.keys().map(String::as_str).collect();
@@ -1360,6 +1571,26 @@ impl<'a> Checker<'a> {
                 }
                 StepKind::WaitFor { glob, .. } => {
                     self.check_template(glob, scope, step.line, &what);
+                }
+                StepKind::Enqueue { role, content, name } => {
+                    self.check_template(role, scope, step.line, &what);
+                    if let Some(name) = name {
+                        self.check_template(name, scope, step.line, &what);
+                    }
+                    match content {
+                        EnqueueContent::Text(t) | EnqueueContent::File(t) => self.check_template(t, scope, step.line, &what),
+                        EnqueueContent::Json(value) => {
+                            let mut templates = Vec::new();
+                            visit_strings(value, &mut |text| {
+                                if let Ok(t) = Template::parse(text) {
+                                    templates.push(t);
+                                }
+                            });
+                            for t in &templates {
+                                self.check_template(t, scope, step.line, &what);
+                            }
+                        }
+                    }
                 }
             }
         }

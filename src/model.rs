@@ -106,6 +106,22 @@ pub enum StepKind {
         poll: Duration,
         min_count: usize,
     },
+    /// Hands a task to a role: written durably into its inbox (`*.tmp`, then renamed).
+    Enqueue {
+        role: Template,
+        content: EnqueueContent,
+        /// The task id; a new time-ordered id when absent.
+        name: Option<Template>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum EnqueueContent {
+    Text(Template),
+    /// A workspace file whose contents (passed literally) become the task.
+    File(Template),
+    /// JSON whose strings may hold `${...}`.
+    Json(Value),
 }
 
 impl StepKind {
@@ -115,6 +131,7 @@ impl StepKind {
             StepKind::Provider { .. } => "provider",
             StepKind::ForEach { .. } => "for_each",
             StepKind::WaitFor { .. } => "wait_for",
+            StepKind::Enqueue { .. } => "enqueue",
         }
     }
 }
@@ -244,4 +261,36 @@ pub fn builtin_providers() -> BTreeMap<String, ProviderTemplate> {
             make(&["codex", "exec", "${PROMPT}"], &[]),
         ),
     ])
+}
+
+/// A role of the swarm (`agents/<role>.yaml`): one inbox, one workflow per task.
+#[derive(Debug, Clone)]
+pub struct Role {
+    pub name: String,
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    pub description: Option<String>,
+    /// Inbox directory relative to WORKSPACE (default `inbox/<name>`).
+    pub inbox: String,
+    /// The workflow each task runs, relative to WORKSPACE.
+    pub workflow: String,
+    /// Tasks one role process runs at once.
+    pub concurrency: u32,
+    /// Role processes `swarm up` starts.
+    pub replicas: u32,
+    /// Attempts a task gets before it goes to `failed/` (a worker dying counts as one).
+    pub max_attempts: u32,
+    /// Wall-clock limit of one attempt; its processes are stopped and the task fails.
+    pub task_timeout: Option<Duration>,
+    /// Provider (runtime) for provider steps that name none, and its model.
+    pub runtime: Option<String>,
+    pub model: Option<String>,
+    /// How long a task file written in place must be still before it is taken.
+    pub settle: Duration,
+    /// A holder silent for longer than this is considered hung and is stopped.
+    pub hung_after: Duration,
+}
+
+impl Role {
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 }

@@ -51,6 +51,12 @@ pub struct RunReport {
     pub exit_code: u8,
     pub error: Option<String>,
     pub run_root: PathBuf,
+    /// The step that ended the run (the last one run).
+    pub last_step: Option<String>,
+    /// Tasks the run handed to other roles, in order.
+    pub enqueued: Vec<crate::queue::Enqueued>,
+    /// Files the run's steps wrote through `output_file`, relative to the workspace.
+    pub outputs: Vec<String>,
 }
 
 /// Everything a run needs besides the workflow.
@@ -62,6 +68,36 @@ pub struct RunConfig {
     pub progress: bool,
     /// Results of steps from an earlier run (for `run-step --run`), visible as `${steps.*}`.
     pub preset_results: Map<String, Value>,
+    /// RUN_ROOT when it is not `.orchestrate/runs/<run_id>` (a task's run lives in its task
+    /// directory, so that the task's records move with it).
+    pub run_root: Option<PathBuf>,
+    /// `${task.*}` when the run is a task's.
+    pub task: Option<Value>,
+    /// The correlation id carried into enqueued tasks (default: the run id).
+    pub correlation_id: Option<String>,
+    /// Descriptors every step process inherits (a task's lock).
+    pub inherit_fds: Vec<i32>,
+    /// The role's runtime and model, for provider steps that do not name them.
+    pub default_provider: Option<String>,
+    pub default_model: Option<String>,
+}
+
+impl RunConfig {
+    pub fn new(workspace: PathBuf, context: Map<String, Value>, cancel: CancellationToken) -> RunConfig {
+        RunConfig {
+            workspace,
+            context,
+            cancel,
+            progress: false,
+            preset_results: Map::new(),
+            run_root: None,
+            task: None,
+            correlation_id: None,
+            inherit_fds: Vec::new(),
+            default_provider: None,
+            default_model: None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +163,8 @@ pub struct Runner {
     /// do not list them.
     secret_names: HashSet<String>,
     failure: Option<Failure>,
+    last_step: Option<String>,
+    enqueued: Vec<crate::queue::Enqueued>,
     _lock: std::fs::File,
 }
 
@@ -138,7 +176,10 @@ impl Runner {
         config: RunConfig,
     ) -> Result<Runner, RunError> {
         let run_id = crate::clock::new_run_id();
-        let dir = RunDir::new(&config.workspace, &run_id);
+        let dir = match &config.run_root {
+            Some(root) => RunDir { root: root.clone() },
+            None => RunDir::new(&config.workspace, &run_id),
+        };
         dir.create().map_err(|source| RunError::Io {
             path: dir.root.clone(),
             source,
@@ -234,13 +275,8 @@ impl Runner {
         state.finished_at = None;
         state.exit_code = None;
         state.error = None;
-        let config = RunConfig {
-            workspace: workspace.to_path_buf(),
-            context: state.context.clone(),
-            cancel,
-            progress,
-            preset_results: Map::new(),
-        };
+        let mut config = RunConfig::new(workspace.to_path_buf(), state.context.clone(), cancel);
+        config.progress = progress;
         Self::with_state(workflow, config, dir, state, journal, lock)
     }
 
@@ -282,6 +318,8 @@ impl Runner {
             secret_values,
             secret_names,
             failure: None,
+            last_step: None,
+            enqueued: Vec::new(),
             _lock: lock,
         })
     }
@@ -368,6 +406,13 @@ impl Runner {
             exit_code,
             error: error.map(|e| events::mask(&e, &self.secret_values)),
             run_root: self.dir.root.clone(),
+            last_step: self.last_step.clone(),
+            enqueued: self.enqueued.clone(),
+            outputs: self
+                .results
+                .values()
+                .filter_map(|r| r["output_file"].as_str().map(str::to_string))
+                .collect(),
         })
     }
 
@@ -510,6 +555,7 @@ impl Runner {
             return Ok(flow);
         }
         self.state.current_step = Some(step.name.clone());
+        self.last_step = Some(step.name.clone());
         let iteration: Vec<usize> = loops.iter().map(|l| l.index).collect();
         let started = Instant::now();
         let started_at = crate::clock::now_rfc3339();
@@ -564,6 +610,9 @@ impl Runner {
                     StepKind::Command { .. } | StepKind::Provider { .. } => {
                         self.process_step(step, exec, loops).await
                     }
+                    StepKind::Enqueue { role, content, name } => {
+                        self.enqueue(step, role, content, name.as_ref(), loops)
+                    }
                 }
             }
         };
@@ -590,6 +639,60 @@ impl Runner {
         }
         self.record(step, exec, &iteration, result)?;
         Ok(if ok { Flow::Succeeded } else { Flow::Failed })
+    }
+
+    /// An `enqueue` step: writes a task into a role's inbox durably, carrying the correlation id.
+    fn enqueue(
+        &mut self,
+        step: &Step,
+        role: &Template,
+        content: &crate::model::EnqueueContent,
+        name: Option<&Template>,
+        loops: &[LoopFrame],
+    ) -> Value {
+        use crate::model::EnqueueContent;
+        let scope = self.scope(loops);
+        let rendered = (|| -> Result<(String, Vec<u8>, Option<String>), String> {
+            let role = role.render(&scope).map_err(|e| format!("in `enqueue.role`: {e}"))?;
+            let bytes = match content {
+                EnqueueContent::Text(t) => t.render(&scope).map_err(|e| format!("in `enqueue.text`: {e}"))?.into_bytes(),
+                EnqueueContent::File(t) => {
+                    let rel = t.render(&scope).map_err(|e| format!("in `enqueue.file`: {e}"))?;
+                    let path = fsutil::resolve_in_workspace(&self.config.workspace, &rel)
+                        .map_err(|e| format!("`enqueue.file`: {e}"))?;
+                    std::fs::read(&path).map_err(|e| format!("cannot read `enqueue.file` {rel}: {e}"))?
+                }
+                EnqueueContent::Json(value) => {
+                    let rendered = render_json(value, &scope).map_err(|e| format!("in `enqueue.json`: {e}"))?;
+                    serde_json::to_vec_pretty(&rendered).unwrap_or_default()
+                }
+            };
+            let name = match name {
+                Some(t) => Some(t.render(&scope).map_err(|e| format!("in `enqueue.name`: {e}"))?),
+                None => None,
+            };
+            Ok((role, bytes, name))
+        })();
+        let (role, bytes, name) = match rendered {
+            Ok(parts) => parts,
+            Err(message) => return failed_result(2, message),
+        };
+        let layout = match crate::role::layout_for(&self.config.workspace, &role) {
+            Ok(layout) => layout,
+            Err(message) => return failed_result(2, message),
+        };
+        let correlation = self.config.correlation_id.clone().unwrap_or_else(|| self.state.run_id.clone());
+        let source = format!("run {} step {}", self.state.run_id, step.name);
+        match crate::queue::enqueue(&layout, name.as_deref(), &bytes, Some(&correlation), &source) {
+            Ok(task) => {
+                self.progress(&format!("→ {} handed task {} to {}", step.name, task.id, task.role));
+                let result = json!({"status": "succeeded", "exit_code": 0, "task": task});
+                self.enqueued.push(task);
+                let _ = self.event("enqueued", json!({"step": step.name, "task": result["task"]}), false);
+                result
+            }
+            Err(err) => failed_result(1, format!("failed to enqueue for role `{role}`: {err}")),
+        }
     }
 
     /// Feeds back the recorded result of execution `exec` when the earlier attempt completed it.
@@ -622,6 +725,9 @@ impl Runner {
             // This failure ended the earlier attempt: run the step again.
             self.journal.cutoff = exec;
             return None;
+        }
+        if let Ok(task) = serde_json::from_value::<crate::queue::Enqueued>(result["task"].clone()) {
+            self.enqueued.push(task);
         }
         self.results.insert(step.name.clone(), result);
         self.progress(&format!(
@@ -855,6 +961,7 @@ impl Runner {
                 timeout: step.timeout,
                 kill_grace: KILL_GRACE,
                 secrets: self.secret_values.clone(),
+                inherit_fds: self.config.inherit_fds.clone(),
             };
             if attempt > 1 {
                 self.progress(&format!(
@@ -932,11 +1039,15 @@ impl Runner {
                 command_override,
             } => {
                 let mut values: HashMap<String, String> = HashMap::new();
+                let provider = provider.clone().or_else(|| self.config.default_provider.clone());
                 let template = provider
                     .as_ref()
                     .and_then(|name| self.workflow.providers.get(name));
                 if let Some(template) = template {
                     values.extend(template.defaults.clone());
+                }
+                if let Some(model) = &self.config.default_model {
+                    values.insert("model".into(), model.clone());
                 }
                 for (key, t) in params {
                     values.insert(key.clone(), render(t, &format!("`provider_params.{key}`"))?);
@@ -970,7 +1081,7 @@ impl Runner {
                     })
                     .collect::<Result<Vec<_>, _>>()?
             }
-            StepKind::ForEach { .. } | StepKind::WaitFor { .. } => Vec::new(),
+            StepKind::ForEach { .. } | StepKind::WaitFor { .. } | StepKind::Enqueue { .. } => Vec::new(),
         };
         let mut env = Vec::new();
         for (key, t) in self.workflow.env.iter().chain(step.env.iter()) {
@@ -1120,6 +1231,23 @@ fn floor_char_boundary(text: &str, max: usize) -> usize {
     i
 }
 
+/// Renders every string of a JSON value as a template (`enqueue.json`).
+fn render_json(value: &Value, scope: &dyn Lookup) -> Result<Value, String> {
+    Ok(match value {
+        Value::String(text) => {
+            let template = Template::parse(text).map_err(|e| e.message)?;
+            template.render_value(scope).map_err(|e| e.to_string())?
+        }
+        Value::Array(items) => Value::Array(items.iter().map(|v| render_json(v, scope)).collect::<Result<_, _>>()?),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), render_json(v, scope)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
 fn failed_result(exit_code: i32, message: String) -> Value {
     json!({"status": "failed", "exit_code": exit_code, "error": message})
 }
@@ -1192,6 +1320,12 @@ impl Lookup for Scope<'_> {
                 Some("workflow") => Some(json!(state.workflow)),
                 _ => None,
             },
+            "task" => {
+                let task = self.runner.config.task.as_ref().ok_or_else(|| {
+                    Undefined::new(var, "`task.*` exists only when the workflow runs for a task (under `orchestrate agent` or `swarm up`)")
+                })?;
+                template::walk(task, rest).cloned()
+            }
             "context" => {
                 let value = state.context.get(&rest[0]).ok_or_else(|| {
                     Undefined::new(var, format!("no context key `{}`; pass it with `--context {}=...` or set it under `context:` in the workflow", rest[0], rest[0]))
