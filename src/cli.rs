@@ -81,6 +81,68 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Lay down a workspace: inbox/, processed/, failed/, artifacts/, and a working three-role
+    /// example (architect -> engineer -> qa) in agents/, workflows/ and prompts/.
+    Init {
+        /// Where (default: the workspace).
+        dir: Option<PathBuf>,
+    },
+    /// Run one role's process in the foreground: watch its inbox, run its workflow per task.
+    Agent {
+        role: String,
+        /// Which replica this is (for logs and leases).
+        #[arg(long, default_value_t = 1)]
+        replica: u32,
+        /// Process what is queued, then exit (for cron and scripts).
+        #[arg(long)]
+        once: bool,
+        /// Seconds tasks in flight may run on after a stop request.
+        #[arg(long, default_value_t = 30.0)]
+        grace: f64,
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Add a task to a role's inbox, durably and atomically.
+    Enqueue {
+        role: String,
+        /// Take the task from a file.
+        #[arg(long, conflicts_with = "text")]
+        file: Option<PathBuf>,
+        /// The task text.
+        #[arg(long)]
+        text: Option<String>,
+        /// `-`: read the task from standard input.
+        #[arg(value_name = "-", conflicts_with_all = ["file", "text"])]
+        stdin: Option<String>,
+        /// The task id (default: a new time-ordered id).
+        #[arg(long)]
+        name: Option<String>,
+        /// Carry this correlation id (default: the task id).
+        #[arg(long)]
+        correlation_id: Option<String>,
+    },
+    /// List tasks: queued, running, processed, failed.
+    Tasks {
+        role: Option<String>,
+        #[arg(long, value_parser = ["queued", "running", "processed", "failed"])]
+        state: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one task: where it is, its status.json, attempts and logs.
+    Show {
+        task: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a failed task back into its role's inbox with its attempts reset.
+    Retry { task: String },
+    /// Follow one request across roles by its correlation id.
+    Trace {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args, Clone)]
@@ -110,10 +172,17 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Ok(ws) => ws,
         Err(message) => return fail(exit::INVALID, &message),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // A role process runs several tasks at once: give their blocking file work two threads.
+    let builder = match cli.command {
+        Command::Agent { .. } => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(2);
+            b
+        }
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    let mut builder = builder;
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
             return fail(
@@ -144,6 +213,44 @@ fn workspace_dir(arg: Option<&Path>) -> Result<PathBuf, String> {
 async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
     match command {
         Command::Validate { files } => validate(&workspace, &files),
+        Command::Init { dir } => crate::commands::init(&workspace, dir.as_deref()),
+        Command::Agent {
+            role,
+            replica,
+            once,
+            grace,
+            quiet,
+        } => {
+            let options = crate::worker::AgentOptions {
+                replica,
+                once,
+                grace: Duration::from_secs_f64(grace.max(0.0)),
+                quiet,
+            };
+            crate::commands::agent(&workspace, &role, options).await
+        }
+        Command::Enqueue {
+            role,
+            file,
+            text,
+            stdin,
+            name,
+            correlation_id,
+        } => crate::commands::enqueue(
+            &workspace,
+            &role,
+            file.as_deref(),
+            text.as_deref(),
+            stdin.as_deref(),
+            name.as_deref(),
+            correlation_id.as_deref(),
+        ),
+        Command::Tasks { role, state, json } => {
+            crate::commands::tasks(&workspace, role.as_deref(), state.as_deref(), json)
+        }
+        Command::Show { task, json } => crate::commands::show(&workspace, &task, json),
+        Command::Retry { task } => crate::commands::retry(&workspace, &task),
+        Command::Trace { id, json } => crate::commands::trace(&workspace, &id, json),
         Command::Run {
             file,
             context,
@@ -298,7 +405,7 @@ fn build_context(
 }
 
 /// Cancels the token on the first SIGINT or SIGTERM; exits at once on the second.
-fn signal_cancel() -> CancellationToken {
+pub(crate) fn signal_cancel() -> CancellationToken {
     let token = CancellationToken::new();
     let child = token.clone();
     tokio::spawn(async move {

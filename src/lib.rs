@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod commands;
 pub mod diag;
 pub mod events;
 pub mod exec;
@@ -20,4 +21,5 @@ pub mod role;
 pub mod runner;
 pub mod state;
 pub mod template;
+pub mod worker;
 pub mod yaml;

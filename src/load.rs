@@ -13,9 +13,8 @@ use serde_json::Value as Json;
 
 use crate::diag::{Diagnostic, did_you_mean};
 use crate::model::{
-    EnqueueContent, Role,
-    Capture, Condition, DEFAULT_MAX_VISITS, Items, Pointer, ProviderTemplate, QueueDirs, Retry,
-    Step, StepKind, Target, Transitions, Workflow, builtin_providers,
+    Capture, Condition, DEFAULT_MAX_VISITS, EnqueueContent, Items, Pointer, ProviderTemplate,
+    QueueDirs, Retry, Role, Step, StepKind, Target, Transitions, Workflow, builtin_providers,
 };
 use crate::template::{Part, Template};
 use crate::yaml::{self, Node, Pos, Value};
@@ -128,7 +127,11 @@ pub fn load_str(path: &Path, text: &str) -> Result<Workflow, LoadError> {
     load_str_with(path, text, &LoadOptions::default())
 }
 
-pub fn load_str_with(path: &Path, text: &str, options: &LoadOptions) -> Result<Workflow, LoadError> {
+pub fn load_str_with(
+    path: &Path,
+    text: &str,
+    options: &LoadOptions,
+) -> Result<Workflow, LoadError> {
     let fail = |diagnostics| LoadError {
         path: path.to_path_buf(),
         source_text: Some(text.to_string()),
@@ -185,7 +188,11 @@ pub fn load_role_file(workspace: &Path, path: &Path) -> Result<(Role, Workflow),
         diagnostics,
     };
     let root = yaml::parse(&text).map_err(|err| {
-        vec![fail(vec![Diagnostic::error(path, err.pos, format!("invalid YAML: {}", err.message))])]
+        vec![fail(vec![Diagnostic::error(
+            path,
+            err.pos,
+            format!("invalid YAML: {}", err.message),
+        )])]
     })?;
     let mut loader = Loader {
         file: path.to_path_buf(),
@@ -198,21 +205,40 @@ pub fn load_role_file(workspace: &Path, path: &Path) -> Result<(Role, Workflow),
     };
     if let Err(err) = crate::fsutil::resolve_in_workspace(workspace, &role.inbox) {
         let pos = role_field_pos(&root, "inbox");
-        return Err(vec![fail(vec![Diagnostic::error(path, pos, format!("`inbox`: {err}"))])]);
+        return Err(vec![fail(vec![Diagnostic::error(
+            path,
+            pos,
+            format!("`inbox`: {err}"),
+        )])]);
     }
     let workflow_path = match crate::fsutil::resolve_in_workspace(workspace, &role.workflow) {
         Ok(p) => p,
         Err(err) => {
             let pos = role_field_pos(&root, "workflow");
-            return Err(vec![fail(vec![Diagnostic::error(path, pos, format!("`workflow`: {err}"))])]);
+            return Err(vec![fail(vec![Diagnostic::error(
+                path,
+                pos,
+                format!("`workflow`: {err}"),
+            )])]);
         }
     };
     if !workflow_path.is_file() {
         let pos = role_field_pos(&root, "workflow");
-        return Err(vec![fail(vec![Diagnostic::error(path, pos, format!("role `{}` runs workflow `{}`, which does not exist", role.name, role.workflow))
-            .with_hint("create it, or fix the path (relative to the workspace)")])]);
+        return Err(vec![fail(vec![
+            Diagnostic::error(
+                path,
+                pos,
+                format!(
+                    "role `{}` runs workflow `{}`, which does not exist",
+                    role.name, role.workflow
+                ),
+            )
+            .with_hint("create it, or fix the path (relative to the workspace)"),
+        ])]);
     }
-    let options = LoadOptions { default_provider: role.runtime.clone() };
+    let options = LoadOptions {
+        default_provider: role.runtime.clone(),
+    };
     match load_file_with(&workflow_path, &options) {
         Ok(mut workflow) => {
             workflow.path = PathBuf::from(&role.workflow);
@@ -223,7 +249,12 @@ pub fn load_role_file(workspace: &Path, path: &Path) -> Result<(Role, Workflow),
 }
 
 fn role_field_pos(root: &Node, key: &str) -> Pos {
-    Fields { entries: map_entries(root) }.get(key).map(|n| n.pos).unwrap_or(root.pos)
+    Fields {
+        entries: map_entries(root),
+    }
+    .get(key)
+    .map(|n| n.pos)
+    .unwrap_or(root.pos)
 }
 
 const WORKFLOW_FIELDS: &[&str] = &[
@@ -500,43 +531,68 @@ impl Loader {
             return None;
         }
         let fields = self.fields(root, ROLE_FIELDS, "the role")?;
-        let stem = self.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = self
+            .file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let name = match fields.value("name") {
             Some(n) => {
                 let name = self.string(n, "`name`")?;
                 if name != stem {
-                    self.error(n.pos, format!("the role is named `{name}` but its file is `{stem}.yaml`"))
-                        .hint = Some(format!("rename the file to agents/{name}.yaml, or the role to `{stem}`"));
+                    self.error(
+                        n.pos,
+                        format!("the role is named `{name}` but its file is `{stem}.yaml`"),
+                    )
+                    .hint = Some(format!(
+                        "rename the file to agents/{name}.yaml, or the role to `{stem}`"
+                    ));
                 }
                 name
             }
             None => stem,
         };
         if let Err(reason) = crate::queue::check_id(&name) {
-            self.error(root.pos, format!("`{name}` is not a valid role name: {reason}"));
+            self.error(
+                root.pos,
+                format!("`{name}` is not a valid role name: {reason}"),
+            );
             return None;
         }
-        let text = |this: &mut Self, key: &str| fields.value(key).and_then(|n| this.string(n, &format!("`{key}`")));
+        let text = |this: &mut Self, key: &str| {
+            fields
+                .value(key)
+                .and_then(|n| this.string(n, &format!("`{key}`")))
+        };
         let inbox = text(self, "inbox").unwrap_or_else(|| format!("inbox/{name}"));
         let Some(workflow) = text(self, "workflow") else {
-            self.error(root.pos, format!("role `{name}` has no `workflow`")).hint =
+            self.error(root.pos, format!("role `{name}` has no `workflow`"))
+                .hint =
                 Some("add `workflow: workflows/<file>.yaml`: the workflow each task runs".into());
             return None;
         };
         let count = |this: &mut Self, key: &str, default: u32, max: u32| match fields.value(key) {
-            Some(n) => this.count(n, &format!("`{key}`"), 1, max).unwrap_or(default),
+            Some(n) => this
+                .count(n, &format!("`{key}`"), 1, max)
+                .unwrap_or(default),
             None => default,
         };
         let concurrency = count(self, "concurrency", 1, 1024);
         let replicas = count(self, "replicas", 1, 256);
         let max_attempts = count(self, "max_attempts", Role::DEFAULT_MAX_ATTEMPTS, 100);
-        let task_timeout = fields.value("task_timeout_sec").and_then(|n| self.seconds(n, "`task_timeout_sec`"));
+        let task_timeout = fields
+            .value("task_timeout_sec")
+            .and_then(|n| self.seconds(n, "`task_timeout_sec`"));
         let settle = match fields.value("settle_ms") {
-            Some(n) => Duration::from_millis(u64::from(self.count(n, "`settle_ms`", 0, 600_000).unwrap_or(500))),
+            Some(n) => Duration::from_millis(u64::from(
+                self.count(n, "`settle_ms`", 0, 600_000).unwrap_or(500),
+            )),
             None => Duration::from_millis(500),
         };
         let hung_after = match fields.value("hung_after_sec") {
-            Some(n) => self.seconds(n, "`hung_after_sec`").unwrap_or(Duration::from_secs(60)),
+            Some(n) => self
+                .seconds(n, "`hung_after_sec`")
+                .unwrap_or(Duration::from_secs(60)),
             None => Duration::from_secs(60),
         };
         Some(Role {
@@ -948,11 +1004,17 @@ impl Loader {
         let role = match fields.value("role") {
             Some(n) => self.template(n, "`enqueue.role`")?,
             None => {
-                self.error(node.pos, format!("{ctx} needs `role`: the role whose inbox gets the task"));
+                self.error(
+                    node.pos,
+                    format!("{ctx} needs `role`: the role whose inbox gets the task"),
+                );
                 return None;
             }
         };
-        let sources: Vec<&str> = ["text", "file", "json"].into_iter().filter(|k| fields.get(k).is_some()).collect();
+        let sources: Vec<&str> = ["text", "file", "json"]
+            .into_iter()
+            .filter(|k| fields.get(k).is_some())
+            .collect();
         let content = match sources.as_slice() {
             ["text"] => EnqueueContent::Text(self.template(fields.get("text")?, "`enqueue.text`")?),
             ["file"] => EnqueueContent::File(self.template(fields.get("file")?, "`enqueue.file`")?),
@@ -963,7 +1025,10 @@ impl Loader {
                 visit_strings(&value, &mut |text| {
                     if let Err(err) = Template::parse(text) {
                         ok = false;
-                        self.error(n.pos, format!("in `enqueue.json` of {what}: {}", err.message));
+                        self.error(
+                            n.pos,
+                            format!("in `enqueue.json` of {what}: {}", err.message),
+                        );
                     }
                 });
                 if !ok {
@@ -972,12 +1037,21 @@ impl Loader {
                 EnqueueContent::Json(value)
             }
             _ => {
-                self.error(node.pos, format!("{ctx} needs exactly one of `text`, `file` or `json`"));
+                self.error(
+                    node.pos,
+                    format!("{ctx} needs exactly one of `text`, `file` or `json`"),
+                );
                 return None;
             }
         };
-        let name = fields.value("name").and_then(|n| self.template(n, "`enqueue.name`"));
-        Some(StepKind::Enqueue { role, content, name })
+        let name = fields
+            .value("name")
+            .and_then(|n| self.template(n, "`enqueue.name`"));
+        Some(StepKind::Enqueue {
+            role,
+            content,
+            name,
+        })
     }
 
     fn for_each(&mut self, node: &Node, what: &str) -> Option<StepKind> {
@@ -1521,7 +1595,10 @@ impl<'a> Checker<'a> {
                             }
                         }
                         None => {
-                            let Some(name) = provider.clone().or_else(|| self.options.default_provider.clone()) else {
+                            let Some(name) = provider
+                                .clone()
+                                .or_else(|| self.options.default_provider.clone())
+                            else {
                                 self.at(step.line, format!("{what} has no `provider`"))
                                     .hint = Some("set `provider: claude` (or gemini, codex, or one under `providers:`); a role's `runtime:` supplies it when the workflow runs for a role".into());
                                 continue;
@@ -1572,13 +1649,19 @@ impl<'a> Checker<'a> {
                 StepKind::WaitFor { glob, .. } => {
                     self.check_template(glob, scope, step.line, &what);
                 }
-                StepKind::Enqueue { role, content, name } => {
+                StepKind::Enqueue {
+                    role,
+                    content,
+                    name,
+                } => {
                     self.check_template(role, scope, step.line, &what);
                     if let Some(name) = name {
                         self.check_template(name, scope, step.line, &what);
                     }
                     match content {
-                        EnqueueContent::Text(t) | EnqueueContent::File(t) => self.check_template(t, scope, step.line, &what),
+                        EnqueueContent::Text(t) | EnqueueContent::File(t) => {
+                            self.check_template(t, scope, step.line, &what)
+                        }
                         EnqueueContent::Json(value) => {
                             let mut templates = Vec::new();
                             visit_strings(value, &mut |text| {

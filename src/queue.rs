@@ -877,48 +877,74 @@ pub fn recover(
             continue;
         }
         write_meta(&meta_path, &meta)?;
-        // Keep the dead attempt's records next to the sidecar for `show`.
-        let keep = layout.meta.join(format!("{id}.attempt-{attempt}"));
-        let back = layout.inbox.join(format!("{id}{}", layout.extension));
         drop(task);
-        match rename_noreplace(&task_path, &back) {
-            Ok(()) => {}
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
-                // A new task of the same name was queued meanwhile: fail the old one instead.
-                let status = json!({"schema": "status/v1", "agent": layout.role, "task": id, "success": false, "exit_code": 1,
-                    "timestamp": crate::clock::now_rfc3339(),
-                    "message": "could not requeue after its worker died: a new task with the same name is queued"});
-                let bytes = serde_json::to_vec_pretty(&status).unwrap_or_default();
-                atomic_write(&dir.join("status.json"), &bytes)
-                    .map_err(io_err("write status in", &dir))?;
-                finish_move(layout, &dir, &id, &layout.failed)?;
-                out.push(Recovered {
-                    id,
-                    attempt,
-                    action: "failed".into(),
-                    reason: "name taken by a newer task".into(),
-                });
-                continue;
-            }
-            Err(err) => {
-                return Err(QueueError::Io {
-                    action: "requeue",
-                    path: task_path,
-                    source: err,
-                });
-            }
-        }
-        let _ = fs::remove_dir_all(&keep);
-        let _ = fs::rename(&dir, &keep);
-        let _ = fsync_dir(&layout.inbox);
+        let action = requeue(layout, &dir, &id, attempt)?;
         out.push(Recovered {
             id,
             attempt,
-            action: "requeued".into(),
+            action: action.into(),
             reason,
         });
     }
     Ok(out)
+}
+
+/// Puts a claimed task's file back into the inbox (the sidecar already says what happened) and
+/// keeps the attempt's directory beside the sidecar for `show`. If a new task took the name
+/// meanwhile, the old one goes to `failed/` instead: nothing is overwritten.
+fn requeue(
+    layout: &Layout,
+    dir: &Path,
+    id: &str,
+    attempt: u32,
+) -> Result<&'static str, QueueError> {
+    let task_path = dir.join("task");
+    let back = layout.inbox.join(format!("{id}{}", layout.extension));
+    match rename_noreplace(&task_path, &back) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+            let status = json!({"schema": "status/v1", "agent": layout.role, "task": id, "success": false, "exit_code": 1,
+                "timestamp": crate::clock::now_rfc3339(),
+                "message": "could not requeue: a new task with the same name is queued"});
+            let bytes = serde_json::to_vec_pretty(&status).unwrap_or_default();
+            atomic_write(&dir.join("status.json"), &bytes)
+                .map_err(io_err("write status in", dir))?;
+            finish_move(layout, dir, id, &layout.failed)?;
+            return Ok("failed");
+        }
+        Err(err) => {
+            return Err(QueueError::Io {
+                action: "requeue",
+                path: task_path,
+                source: err,
+            });
+        }
+    }
+    let keep = layout.meta.join(format!("{id}.attempt-{attempt}"));
+    let _ = fs::remove_dir_all(&keep);
+    let _ = fs::rename(dir, &keep);
+    let _ = fsync_dir(&layout.inbox);
+    Ok("requeued")
+}
+
+/// Gives a claimed task back without charging it an attempt (the worker is shutting down and
+/// stopped the attempt itself). Consumes the claim: its lock is released after the move.
+pub fn release(layout: &Layout, claim: Claim, reason: &str) -> Result<&'static str, QueueError> {
+    let meta_path = layout.meta_path(&claim.id);
+    let mut meta = read_meta(&meta_path);
+    meta.attempts = meta.attempts.saturating_sub(1);
+    meta.history.push(json!({"attempt": claim.attempt, "ended": crate::clock::now_rfc3339(), "reason": reason, "charged": false}));
+    write_meta(&meta_path, &meta)?;
+    let Claim {
+        id,
+        dir,
+        lock,
+        attempt,
+        ..
+    } = claim;
+    let action = requeue(layout, &dir, &id, attempt);
+    drop(lock);
+    action
 }
 
 /// Kills the step process group of a claim whose holder is dead, or alive but silent (no

@@ -27,12 +27,14 @@ pub fn load_all(workspace: &Path) -> Result<Vec<(Role, Workflow)>, Vec<LoadError
             return Err(vec![LoadError {
                 path: dir.clone(),
                 source_text: None,
-                diagnostics: vec![crate::diag::Diagnostic::error(
-                    &dir,
-                    crate::yaml::Pos::default(),
-                    format!("cannot read the roles directory: {err}"),
-                )
-                .with_hint("create agents/<role>.yaml files, or run `orchestrate init`")],
+                diagnostics: vec![
+                    crate::diag::Diagnostic::error(
+                        &dir,
+                        crate::yaml::Pos::default(),
+                        format!("cannot read the roles directory: {err}"),
+                    )
+                    .with_hint("create agents/<role>.yaml files, or run `orchestrate init`"),
+                ],
             }]);
         }
     };
@@ -45,7 +47,11 @@ pub fn load_all(workspace: &Path) -> Result<Vec<(Role, Workflow)>, Vec<LoadError
             Err(mut errs) => errors.append(&mut errs),
         }
     }
-    if errors.is_empty() { Ok(roles) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(roles)
+    } else {
+        Err(errors)
+    }
 }
 
 /// One role by name: `agents/<name>.yaml`.
@@ -61,35 +67,50 @@ pub fn load_one(workspace: &Path, name: &str) -> Result<(Role, Workflow), Vec<Lo
             )],
         }]);
     }
-    load::load_role_file(workspace, &agents_dir(workspace).join(format!("{name}.yaml")))
+    load::load_role_file(
+        workspace,
+        &agents_dir(workspace).join(format!("{name}.yaml")),
+    )
 }
 
 /// The queue layout of role `name`: its file's `inbox:` if it has one, else `inbox/<name>`.
 /// When the workspace has an `agents/` directory, the role must be defined there, so that a
 /// misspelled role fails instead of filling an inbox nobody reads.
 pub fn layout_for(workspace: &Path, name: &str) -> Result<Layout, String> {
-    crate::queue::check_id(name).map_err(|reason| format!("`{name}` is not a role name: {reason}"))?;
+    crate::queue::check_id(name)
+        .map_err(|reason| format!("`{name}` is not a role name: {reason}"))?;
     let dir = agents_dir(workspace);
     let file = dir.join(format!("{name}.yaml"));
     if !dir.is_dir() {
-        return Ok(Layout::new(workspace, name, Path::new(&format!("inbox/{name}"))));
+        return Ok(Layout::new(
+            workspace,
+            name,
+            Path::new(&format!("inbox/{name}")),
+        ));
     }
     if !file.is_file() {
         let known: Vec<String> = std::fs::read_dir(&dir)
             .map(|entries| {
                 entries
                     .flatten()
-                    .filter_map(|e| e.path().file_stem().map(|s| s.to_string_lossy().into_owned()))
+                    .filter_map(|e| {
+                        e.path()
+                            .file_stem()
+                            .map(|s| s.to_string_lossy().into_owned())
+                    })
                     .collect()
             })
             .unwrap_or_default();
         let hint = crate::diag::did_you_mean(name, known.iter().map(String::as_str))
             .map(|s| format!("did you mean `{s}`?"))
             .unwrap_or_else(|| format!("roles: {}", known.join(", ")));
-        return Err(format!("there is no role `{name}` (no agents/{name}.yaml); {hint}"));
+        return Err(format!(
+            "there is no role `{name}` (no agents/{name}.yaml); {hint}"
+        ));
     }
     let inbox = inbox_of(&file).unwrap_or_else(|| format!("inbox/{name}"));
-    let path = crate::fsutil::resolve_in_workspace(workspace, &inbox).map_err(|e| format!("role `{name}` inbox: {e}"))?;
+    let path = crate::fsutil::resolve_in_workspace(workspace, &inbox)
+        .map_err(|e| format!("role `{name}` inbox: {e}"))?;
     let rel = path.strip_prefix(workspace).unwrap_or(&path).to_path_buf();
     Ok(Layout::new(workspace, name, &rel))
 }
@@ -99,7 +120,9 @@ pub fn layout_for(workspace: &Path, name: &str) -> Result<Layout, String> {
 fn inbox_of(file: &Path) -> Option<String> {
     let text = std::fs::read_to_string(file).ok()?;
     let root = crate::yaml::parse(&text).ok()?;
-    let crate::yaml::Value::Map(entries) = &root.value else { return None };
+    let crate::yaml::Value::Map(entries) = &root.value else {
+        return None;
+    };
     entries
         .iter()
         .find(|(k, _)| k.scalar_text().as_deref() == Some("inbox"))

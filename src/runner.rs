@@ -83,7 +83,11 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    pub fn new(workspace: PathBuf, context: Map<String, Value>, cancel: CancellationToken) -> RunConfig {
+    pub fn new(
+        workspace: PathBuf,
+        context: Map<String, Value>,
+        cancel: CancellationToken,
+    ) -> RunConfig {
         RunConfig {
             workspace,
             context,
@@ -610,9 +614,11 @@ impl Runner {
                     StepKind::Command { .. } | StepKind::Provider { .. } => {
                         self.process_step(step, exec, loops).await
                     }
-                    StepKind::Enqueue { role, content, name } => {
-                        self.enqueue(step, role, content, name.as_ref(), loops)
-                    }
+                    StepKind::Enqueue {
+                        role,
+                        content,
+                        name,
+                    } => self.enqueue(step, role, content, name.as_ref(), loops),
                 }
             }
         };
@@ -653,22 +659,34 @@ impl Runner {
         use crate::model::EnqueueContent;
         let scope = self.scope(loops);
         let rendered = (|| -> Result<(String, Vec<u8>, Option<String>), String> {
-            let role = role.render(&scope).map_err(|e| format!("in `enqueue.role`: {e}"))?;
+            let role = role
+                .render(&scope)
+                .map_err(|e| format!("in `enqueue.role`: {e}"))?;
             let bytes = match content {
-                EnqueueContent::Text(t) => t.render(&scope).map_err(|e| format!("in `enqueue.text`: {e}"))?.into_bytes(),
+                EnqueueContent::Text(t) => t
+                    .render(&scope)
+                    .map_err(|e| format!("in `enqueue.text`: {e}"))?
+                    .into_bytes(),
                 EnqueueContent::File(t) => {
-                    let rel = t.render(&scope).map_err(|e| format!("in `enqueue.file`: {e}"))?;
+                    let rel = t
+                        .render(&scope)
+                        .map_err(|e| format!("in `enqueue.file`: {e}"))?;
                     let path = fsutil::resolve_in_workspace(&self.config.workspace, &rel)
                         .map_err(|e| format!("`enqueue.file`: {e}"))?;
-                    std::fs::read(&path).map_err(|e| format!("cannot read `enqueue.file` {rel}: {e}"))?
+                    std::fs::read(&path)
+                        .map_err(|e| format!("cannot read `enqueue.file` {rel}: {e}"))?
                 }
                 EnqueueContent::Json(value) => {
-                    let rendered = render_json(value, &scope).map_err(|e| format!("in `enqueue.json`: {e}"))?;
+                    let rendered = render_json(value, &scope)
+                        .map_err(|e| format!("in `enqueue.json`: {e}"))?;
                     serde_json::to_vec_pretty(&rendered).unwrap_or_default()
                 }
             };
             let name = match name {
-                Some(t) => Some(t.render(&scope).map_err(|e| format!("in `enqueue.name`: {e}"))?),
+                Some(t) => Some(
+                    t.render(&scope)
+                        .map_err(|e| format!("in `enqueue.name`: {e}"))?,
+                ),
                 None => None,
             };
             Ok((role, bytes, name))
@@ -681,14 +699,31 @@ impl Runner {
             Ok(layout) => layout,
             Err(message) => return failed_result(2, message),
         };
-        let correlation = self.config.correlation_id.clone().unwrap_or_else(|| self.state.run_id.clone());
+        let correlation = self
+            .config
+            .correlation_id
+            .clone()
+            .unwrap_or_else(|| self.state.run_id.clone());
         let source = format!("run {} step {}", self.state.run_id, step.name);
-        match crate::queue::enqueue(&layout, name.as_deref(), &bytes, Some(&correlation), &source) {
+        match crate::queue::enqueue(
+            &layout,
+            name.as_deref(),
+            &bytes,
+            Some(&correlation),
+            &source,
+        ) {
             Ok(task) => {
-                self.progress(&format!("→ {} handed task {} to {}", step.name, task.id, task.role));
+                self.progress(&format!(
+                    "→ {} handed task {} to {}",
+                    step.name, task.id, task.role
+                ));
                 let result = json!({"status": "succeeded", "exit_code": 0, "task": task});
                 self.enqueued.push(task);
-                let _ = self.event("enqueued", json!({"step": step.name, "task": result["task"]}), false);
+                let _ = self.event(
+                    "enqueued",
+                    json!({"step": step.name, "task": result["task"]}),
+                    false,
+                );
                 result
             }
             Err(err) => failed_result(1, format!("failed to enqueue for role `{role}`: {err}")),
@@ -1039,7 +1074,9 @@ impl Runner {
                 command_override,
             } => {
                 let mut values: HashMap<String, String> = HashMap::new();
-                let provider = provider.clone().or_else(|| self.config.default_provider.clone());
+                let provider = provider
+                    .clone()
+                    .or_else(|| self.config.default_provider.clone());
                 let template = provider
                     .as_ref()
                     .and_then(|name| self.workflow.providers.get(name));
@@ -1081,7 +1118,9 @@ impl Runner {
                     })
                     .collect::<Result<Vec<_>, _>>()?
             }
-            StepKind::ForEach { .. } | StepKind::WaitFor { .. } | StepKind::Enqueue { .. } => Vec::new(),
+            StepKind::ForEach { .. } | StepKind::WaitFor { .. } | StepKind::Enqueue { .. } => {
+                Vec::new()
+            }
         };
         let mut env = Vec::new();
         for (key, t) in self.workflow.env.iter().chain(step.env.iter()) {
@@ -1238,7 +1277,12 @@ fn render_json(value: &Value, scope: &dyn Lookup) -> Result<Value, String> {
             let template = Template::parse(text).map_err(|e| e.message)?;
             template.render_value(scope).map_err(|e| e.to_string())?
         }
-        Value::Array(items) => Value::Array(items.iter().map(|v| render_json(v, scope)).collect::<Result<_, _>>()?),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| render_json(v, scope))
+                .collect::<Result<_, _>>()?,
+        ),
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| Ok((k.clone(), render_json(v, scope)?)))

@@ -1,0 +1,586 @@
+//! The swarm's commands: `init`, `agent`, `enqueue`, `tasks`, `show`, `retry`, `trace`.
+//!
+//! Owns: what each command prints and its exit code, on top of `queue`, `role` and `worker`.
+//! Does not parse arguments (`cli`) or implement the queue protocol (`queue`).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::queue::{self, Layout, TaskInfo};
+use crate::runner::exit;
+
+/// Prints load errors (role and workflow files) with workspace-relative paths.
+fn print_load_errors(workspace: &Path, errors: &[crate::load::LoadError]) {
+    for err in errors {
+        let mut copy = crate::load::LoadError {
+            path: err.path.clone(),
+            source_text: err.source_text.clone(),
+            diagnostics: err.diagnostics.clone(),
+        };
+        for d in &mut copy.diagnostics {
+            if let Ok(rel) = d.file.strip_prefix(workspace) {
+                d.file = rel.to_path_buf();
+            }
+        }
+        eprint!("{}", copy.render());
+        eprintln!();
+    }
+}
+
+/// First SIGINT/SIGTERM cancels `stop` (finish in-flight work, claim nothing new); a second
+/// cancels `kill` (stop everything now).
+pub fn signal_pair() -> (CancellationToken, CancellationToken) {
+    let stop = CancellationToken::new();
+    let kill = CancellationToken::new();
+    let (s, k) = (stop.clone(), kill.clone());
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        s.cancel();
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        k.cancel();
+    });
+    (stop, kill)
+}
+
+pub async fn agent(workspace: &Path, name: &str, options: crate::worker::AgentOptions) -> u8 {
+    let (role, workflow) = match crate::role::load_one(workspace, name) {
+        Ok(pair) => pair,
+        Err(errors) => {
+            print_load_errors(workspace, &errors);
+            eprintln!("error: role `{name}` cannot start; fix the problems above");
+            return exit::INVALID;
+        }
+    };
+    let text = std::fs::read_to_string(workspace.join(&role.workflow)).unwrap_or_default();
+    let (stop, kill) = signal_pair();
+    match crate::worker::run_agent(workspace, role, workflow, text, options, stop, kill).await {
+        Ok(report) => {
+            eprintln!(
+                "[{name}] stopped: {} processed, {} failed, {} quarantined, {} given back",
+                report.processed, report.failed, report.quarantined, report.released
+            );
+            exit::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("error: role `{name}`: {message}");
+            exit::STEP_FAILED
+        }
+    }
+}
+
+pub fn enqueue(
+    workspace: &Path,
+    role: &str,
+    file: Option<&Path>,
+    text: Option<&str>,
+    stdin: Option<&str>,
+    name: Option<&str>,
+    correlation_id: Option<&str>,
+) -> u8 {
+    let layout = match crate::role::layout_for(workspace, role) {
+        Ok(layout) => layout,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit::INVALID;
+        }
+    };
+    let content = match (file, text, stdin) {
+        (Some(path), None, None) => match std::fs::read(workspace.join(path)) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                eprintln!("error: cannot read {}: {err}", path.display());
+                return exit::INVALID;
+            }
+        },
+        (None, Some(text), None) => text.as_bytes().to_vec(),
+        (None, None, Some("-")) => {
+            let mut bytes = Vec::new();
+            if let Err(err) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes) {
+                eprintln!("error: cannot read standard input: {err}");
+                return exit::INVALID;
+            }
+            bytes
+        }
+        _ => {
+            eprintln!(
+                "error: give the task with exactly one of --file F, --text T or - (standard input)"
+            );
+            return exit::INVALID;
+        }
+    };
+    if content.len() as u64 > queue::DEFAULT_MAX_TASK_BYTES {
+        eprintln!(
+            "error: the task is {} bytes, over the {}-byte limit; put large inputs in a file under the workspace and name it in the task",
+            content.len(),
+            queue::DEFAULT_MAX_TASK_BYTES
+        );
+        return exit::INVALID;
+    }
+    match queue::enqueue(
+        &layout,
+        name,
+        &content,
+        correlation_id,
+        "orchestrate enqueue",
+    ) {
+        Ok(task) => {
+            println!("{}", task.file);
+            exit::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            match err {
+                queue::QueueError::Io { .. } => exit::STEP_FAILED,
+                _ => exit::INVALID,
+            }
+        }
+    }
+}
+
+/// Every role the workspace knows: agents/*.yaml, plus inbox directories without a role file.
+fn known_layouts(workspace: &Path) -> Vec<Layout> {
+    let mut names: Vec<String> = Vec::new();
+    let mut layouts = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(crate::role::agents_dir(workspace)) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|x| x == "yaml" || x == "yml")
+                && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+                && let Ok(layout) = crate::role::layout_for(workspace, stem)
+            {
+                names.push(stem.to_string());
+                layouts.push(layout);
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(workspace.join("inbox")) {
+        for entry in entries.flatten() {
+            if let Some(name) = entry.file_name().to_str()
+                && entry.path().is_dir()
+                && !names.iter().any(|n| n == name)
+                && queue::check_id(name).is_ok()
+            {
+                names.push(name.to_string());
+                layouts.push(Layout::new(
+                    workspace,
+                    name,
+                    &PathBuf::from("inbox").join(name),
+                ));
+            }
+        }
+    }
+    layouts.sort_by(|a, b| a.role.cmp(&b.role));
+    layouts
+}
+
+fn all_tasks(workspace: &Path) -> Vec<TaskInfo> {
+    known_layouts(workspace)
+        .iter()
+        .flat_map(queue::list)
+        .collect()
+}
+
+pub fn tasks(workspace: &Path, role: Option<&str>, state: Option<&str>, as_json: bool) -> u8 {
+    let layouts = match role {
+        Some(name) => match crate::role::layout_for(workspace, name) {
+            Ok(layout) => vec![layout],
+            Err(message) => {
+                eprintln!("error: {message}");
+                return exit::INVALID;
+            }
+        },
+        None => known_layouts(workspace),
+    };
+    let list: Vec<TaskInfo> = layouts
+        .iter()
+        .flat_map(queue::list)
+        .filter(|t| state.is_none_or(|s| t.state == s))
+        .collect();
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
+        return exit::SUCCESS;
+    }
+    if list.is_empty() {
+        eprintln!("no tasks");
+        return exit::SUCCESS;
+    }
+    println!(
+        "{:<12} {:<10} {:<8} {:<40} PATH",
+        "ROLE", "STATE", "ATTEMPT", "TASK"
+    );
+    for t in &list {
+        let attempt = t
+            .attempt
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<12} {:<10} {:<8} {:<40} {}",
+            t.role, t.state, attempt, t.id, t.path
+        );
+    }
+    exit::SUCCESS
+}
+
+/// Finds a task by id (or by its directory name / path).
+fn find(workspace: &Path, needle: &str) -> Vec<TaskInfo> {
+    let needle = needle.trim_end_matches('/');
+    all_tasks(workspace)
+        .into_iter()
+        .filter(|t| t.id == needle || t.path == needle || t.path.rsplit('/').next() == Some(needle))
+        .collect()
+}
+
+pub fn show(workspace: &Path, needle: &str, as_json: bool) -> u8 {
+    let matches = find(workspace, needle);
+    if matches.is_empty() {
+        eprintln!(
+            "error: no task `{needle}` in any inbox, running/, processed/ or failed/; list them with `orchestrate tasks`"
+        );
+        return exit::INVALID;
+    }
+    let mut out = Vec::new();
+    for t in &matches {
+        let path = workspace.join(&t.path);
+        let dir = if path.is_dir() {
+            Some(path.clone())
+        } else {
+            None
+        };
+        let status: Option<Value> = dir
+            .as_ref()
+            .and_then(|d| std::fs::read(d.join("status.json")).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let lease: Option<Value> = dir
+            .as_ref()
+            .and_then(|d| std::fs::read(d.join("lease.json")).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let meta: Option<Value> = std::fs::read(
+            workspace
+                .join(".orchestrate/queue")
+                .join(&t.role)
+                .join(format!("{}.json", t.id)),
+        )
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+        let logs: Vec<String> = dir
+            .as_ref()
+            .map(|d| d.join("run").join("logs"))
+            .and_then(|l| std::fs::read_dir(&l).ok())
+            .map(|entries| {
+                let mut names: Vec<String> = entries
+                    .flatten()
+                    .map(|e| queue::relative(workspace, &e.path()))
+                    .collect();
+                names.sort();
+                names
+            })
+            .unwrap_or_default();
+        out.push(json!({"task": t, "status": status, "lease": lease, "queue": meta, "logs": logs}));
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return exit::SUCCESS;
+    }
+    for entry in &out {
+        let t = &entry["task"];
+        println!(
+            "task {} (role {}): {}",
+            t["id"].as_str().unwrap_or(""),
+            t["role"].as_str().unwrap_or(""),
+            t["state"].as_str().unwrap_or("")
+        );
+        println!("  path: {}", t["path"].as_str().unwrap_or(""));
+        if let Some(status) = entry["status"].as_object() {
+            let ok = status
+                .get("success")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            println!(
+                "  result: {} (exit {})",
+                if ok { "success" } else { "failure" },
+                status.get("exit_code").cloned().unwrap_or(Value::Null)
+            );
+            for key in ["message", "correlation_id", "run_id", "attempt", "step"] {
+                if let Some(v) = status.get(key).filter(|v| !v.is_null()) {
+                    println!("  {key}: {}", crate::template::to_text(v));
+                }
+            }
+            if let Some(next) = status
+                .get("next_actions")
+                .and_then(Value::as_array)
+                .filter(|a| !a.is_empty())
+            {
+                for action in next {
+                    println!(
+                        "  next: {} {}",
+                        action["agent"].as_str().unwrap_or(""),
+                        action["file"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        if let Some(lease) = entry["lease"]
+            .as_object()
+            .filter(|_| t["state"] == "running")
+        {
+            println!(
+                "  held by pid {} since {} (attempt {})",
+                lease.get("pid").cloned().unwrap_or(Value::Null),
+                lease
+                    .get("claimed_at")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+                lease.get("attempt").cloned().unwrap_or(Value::Null)
+            );
+        }
+        if let Some(history) = entry["queue"]["history"]
+            .as_array()
+            .filter(|h| !h.is_empty())
+        {
+            for h in history {
+                println!(
+                    "  earlier attempt {}: {}",
+                    h["attempt"],
+                    h["reason"].as_str().unwrap_or("")
+                );
+            }
+        }
+        for log in entry["logs"].as_array().into_iter().flatten() {
+            println!("  log: {}", log.as_str().unwrap_or(""));
+        }
+    }
+    exit::SUCCESS
+}
+
+pub fn retry(workspace: &Path, needle: &str) -> u8 {
+    let failed: Vec<TaskInfo> = find(workspace, needle)
+        .into_iter()
+        .filter(|t| t.state == "failed")
+        .collect();
+    let Some(task) = failed.last() else {
+        eprintln!(
+            "error: no failed task `{needle}`; `orchestrate tasks --state failed` lists them"
+        );
+        return exit::INVALID;
+    };
+    let layout = match crate::role::layout_for(workspace, &task.role) {
+        Ok(layout) => layout,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit::INVALID;
+        }
+    };
+    match queue::retry(&layout, &workspace.join(&task.path)) {
+        Ok(queued) => {
+            println!("{}", queued.file);
+            eprintln!(
+                "`{}` is queued again for {} (attempts reset); its failed record stays in {}",
+                queued.id, queued.role, task.path
+            );
+            exit::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            exit::STEP_FAILED
+        }
+    }
+}
+
+pub fn trace(workspace: &Path, id: &str, as_json: bool) -> u8 {
+    let mut events: Vec<Value> = Vec::new();
+    for layout in known_layouts(workspace) {
+        for t in queue::list(&layout) {
+            let path = workspace.join(&t.path);
+            let (correlation, when, detail) = match t.state.as_str() {
+                "processed" | "failed" => {
+                    let status: Value = std::fs::read(path.join("status.json"))
+                        .ok()
+                        .and_then(|b| serde_json::from_slice(&b).ok())
+                        .unwrap_or(Value::Null);
+                    (
+                        status["correlation_id"].as_str().map(str::to_string),
+                        status["timestamp"].as_str().unwrap_or("").to_string(),
+                        status,
+                    )
+                }
+                _ => {
+                    let meta: Value = std::fs::read(layout.meta.join(format!("{}.json", t.id)))
+                        .ok()
+                        .and_then(|b| serde_json::from_slice(&b).ok())
+                        .unwrap_or(Value::Null);
+                    (
+                        meta["correlation_id"].as_str().map(str::to_string),
+                        meta["enqueued_at"].as_str().unwrap_or("").to_string(),
+                        meta,
+                    )
+                }
+            };
+            if correlation.as_deref() == Some(id) || t.id == id {
+                events.push(json!({"when": when, "role": t.role, "task": t.id, "state": t.state, "path": t.path, "detail": detail}));
+            }
+        }
+    }
+    events.sort_by(|a, b| a["when"].as_str().cmp(&b["when"].as_str()));
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&events).unwrap_or_default()
+        );
+        return exit::SUCCESS;
+    }
+    if events.is_empty() {
+        eprintln!("error: nothing carries correlation id `{id}`");
+        return exit::INVALID;
+    }
+    for e in &events {
+        let next: Vec<String> = e["detail"]["next_actions"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|n| {
+                        format!(
+                            "{}/{}",
+                            n["agent"].as_str().unwrap_or(""),
+                            n["task"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let next = if next.is_empty() {
+            String::new()
+        } else {
+            format!(" -> {}", next.join(", "))
+        };
+        println!(
+            "{}  {:<10} {:<10} {}{next}",
+            e["when"].as_str().unwrap_or(""),
+            e["role"].as_str().unwrap_or(""),
+            e["state"].as_str().unwrap_or(""),
+            e["path"].as_str().unwrap_or("")
+        );
+    }
+    exit::SUCCESS
+}
+
+/// What `init` lays down: the template's skeleton plus the shipped example roles.
+const INIT_FILES: &[(&str, &str, bool)] = &[
+    (
+        "README.md",
+        include_str!("../workspace-template/README.md"),
+        false,
+    ),
+    (
+        "agents/architect.yaml",
+        include_str!("../agents/architect.yaml"),
+        false,
+    ),
+    (
+        "agents/engineer.yaml",
+        include_str!("../agents/engineer.yaml"),
+        false,
+    ),
+    ("agents/qa.yaml", include_str!("../agents/qa.yaml"), false),
+    (
+        "workflows/architect.yaml",
+        include_str!("../workflows/architect.yaml"),
+        false,
+    ),
+    (
+        "workflows/engineer.yaml",
+        include_str!("../workflows/engineer.yaml"),
+        false,
+    ),
+    (
+        "workflows/qa.yaml",
+        include_str!("../workflows/qa.yaml"),
+        false,
+    ),
+    (
+        "workflows/demo.yaml",
+        include_str!("../workflows/demo.yaml"),
+        false,
+    ),
+    (
+        "prompts/architect.md",
+        include_str!("../prompts/architect.md"),
+        false,
+    ),
+    (
+        "prompts/engineer.md",
+        include_str!("../prompts/engineer.md"),
+        false,
+    ),
+    ("prompts/qa.md", include_str!("../prompts/qa.md"), false),
+    (
+        "scripts/stand-in-agent",
+        include_str!("../scripts/stand-in-agent"),
+        true,
+    ),
+];
+
+const INIT_DIRS: &[&str] = &[
+    "inbox/architect",
+    "inbox/engineer",
+    "inbox/qa",
+    "processed",
+    "failed",
+    "artifacts",
+    "running",
+];
+
+pub fn init(workspace: &Path, dir: Option<&Path>) -> u8 {
+    use std::os::unix::fs::PermissionsExt;
+    let root = match dir {
+        Some(d) => workspace.join(d),
+        None => workspace.to_path_buf(),
+    };
+    let mut written = 0;
+    let mut kept = 0;
+    for d in INIT_DIRS {
+        if let Err(err) = std::fs::create_dir_all(root.join(d)) {
+            eprintln!("error: cannot create {}: {err}", root.join(d).display());
+            return exit::STEP_FAILED;
+        }
+    }
+    for (rel, content, executable) in INIT_FILES {
+        let path = root.join(rel);
+        if path.exists() {
+            // Never overwrite what a user has.
+            kept += 1;
+            continue;
+        }
+        let result = std::fs::create_dir_all(path.parent().unwrap_or(&root))
+            .and_then(|()| std::fs::write(&path, content))
+            .and_then(|()| {
+                if *executable {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(err) = result {
+            eprintln!("error: cannot write {}: {err}", path.display());
+            return exit::STEP_FAILED;
+        }
+        written += 1;
+    }
+    eprintln!(
+        "initialized {} ({written} files written, {kept} already there and kept)\nnext: cd {} && orchestrate enqueue architect --text \"Design a rate limiter\" && orchestrate swarm up",
+        root.display(),
+        root.display()
+    );
+    exit::SUCCESS
+}

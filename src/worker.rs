@@ -1,0 +1,609 @@
+//! One role process: watches the role's inbox, claims tasks and runs the role's workflow for each.
+//!
+//! Owns: discovery (notify events as hints, directory listings as the truth: at start, on a
+//! rescan flag or watcher error, and on a timer), the dispatch loop with its concurrency limit,
+//! each task's attempt (variables, timeout, heartbeat, status.json, the final move), periodic
+//! recovery, readiness reporting to a supervisor, and graceful stop. Does not implement the
+//! queue protocol (`queue`) or the workflow language (`runner`).
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::{Role, Workflow};
+use crate::queue::{self, Claim, ClaimResult, Layout, Owner};
+use crate::runner::{RunConfig, RunReport, Runner};
+use crate::state::RunStatus;
+
+/// Listing the inbox again when idle, in case an event was lost.
+const IDLE_RESCAN: Duration = Duration::from_secs(2);
+/// Recovery of dead claims runs this often.
+const RECOVER_EVERY: Duration = Duration::from_secs(2);
+/// A busy entry (another replica is claiming it) is looked at again after this.
+const BUSY_RETRY: Duration = Duration::from_millis(100);
+/// `${task.text}` holds at most this much of the task.
+const TASK_TEXT_LIMIT: u64 = 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub replica: u32,
+    /// Process what is queued, then exit (for cron and scripts).
+    pub once: bool,
+    /// How long in-flight tasks may run on after a stop request before they are stopped and
+    /// given back to the inbox.
+    pub grace: Duration,
+    pub quiet: bool,
+}
+
+/// What the role process did, for its exit code and summary.
+#[derive(Debug, Default, Clone)]
+pub struct AgentReport {
+    pub processed: u64,
+    pub failed: u64,
+    pub quarantined: u64,
+    pub released: u64,
+}
+
+/// Hints from the watcher thread.
+enum Hint {
+    /// File names that appeared; `true` when the file is complete (renamed in, or closed after
+    /// writing), `false` when it may still be being written.
+    Names(Vec<(String, bool)>),
+    Rescan,
+}
+
+struct Shared {
+    workspace: PathBuf,
+    layout: Layout,
+    role: Role,
+    workflow: Arc<Workflow>,
+    workflow_text: Arc<String>,
+    label: String,
+    quiet: bool,
+}
+
+struct Finished {
+    id: String,
+    outcome: &'static str,
+}
+
+pub async fn run_agent(
+    workspace: &Path,
+    role: Role,
+    workflow: Workflow,
+    workflow_text: String,
+    options: AgentOptions,
+    stop: CancellationToken,
+    kill: CancellationToken,
+) -> Result<AgentReport, String> {
+    let layout = crate::role::layout(workspace, &role);
+    layout.create_dirs().map_err(|e| e.to_string())?;
+    let label = format!("{}#{}", role.name, options.replica);
+    let owner = Owner::current();
+    let shared = Arc::new(Shared {
+        workspace: workspace.to_path_buf(),
+        layout: layout.clone(),
+        role: role.clone(),
+        workflow: Arc::new(workflow),
+        workflow_text: Arc::new(workflow_text),
+        label: label.clone(),
+        quiet: options.quiet,
+    });
+    let log = |text: &str| {
+        if !options.quiet {
+            eprintln!("[{label}] {text}");
+        }
+    };
+
+    recover(&shared, &log);
+    // Watch first, then list: a file created in between is seen by one or the other.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let _watcher = watch(&layout.inbox, tx)
+        .map_err(|e| format!("failed to watch {}: {e}", layout.inbox.display()))?;
+    let mut pending = Pending::default();
+    pending.list(&layout);
+    report_ready();
+    log(&format!(
+        "watching {} ({} queued, concurrency {})",
+        queue::relative(workspace, &layout.inbox),
+        pending.queue.len(),
+        role.concurrency
+    ));
+
+    let mut report = AgentReport::default();
+    let mut running: JoinSet<Finished> = JoinSet::new();
+    let mut tokens: Vec<CancellationToken> = Vec::new();
+    let mut stopping: Option<Instant> = None;
+    let mut last_recover = Instant::now();
+    let mut last_list = Instant::now();
+    let max_bytes = queue::DEFAULT_MAX_TASK_BYTES;
+    loop {
+        while stopping.is_none() && running.len() < role.concurrency as usize {
+            let Some((name, complete)) = pending.pop() else {
+                break;
+            };
+            let settle = if complete {
+                Duration::ZERO
+            } else {
+                role.settle
+            };
+            match queue::claim(&layout, &name, &owner, settle, max_bytes) {
+                Ok(ClaimResult::Claimed(claim)) => {
+                    let token = CancellationToken::new();
+                    tokens.push(token.clone());
+                    running.spawn(run_task(Arc::clone(&shared), *claim, token));
+                }
+                Ok(ClaimResult::Busy) => pending.later(name, complete, BUSY_RETRY),
+                Ok(ClaimResult::Settling(wait)) => pending.later(name, false, wait),
+                Ok(ClaimResult::Gone) => {}
+                Ok(ClaimResult::Quarantined { id, reason, dir }) => {
+                    report.quarantined += 1;
+                    log(&format!(
+                        "quarantined `{id}` to {}: {reason}",
+                        queue::relative(workspace, &dir)
+                    ));
+                }
+                Err(err) => {
+                    log(&format!("error: {err}; will look at `{name}` again"));
+                    pending.later(name, complete, Duration::from_secs(1));
+                }
+            }
+        }
+        tokens.retain(|t| !t.is_cancelled() || !running.is_empty());
+        if stopping.is_some() && running.is_empty() {
+            break;
+        }
+        if options.once && running.is_empty() && pending.is_empty() {
+            break;
+        }
+        let next_wake = pending
+            .next_due()
+            .unwrap_or_else(|| Instant::now() + IDLE_RESCAN)
+            .min(last_recover + RECOVER_EVERY);
+        let grace_deadline = stopping.map(|at| at + options.grace);
+        tokio::select! {
+            hint = rx.recv() => match hint {
+                Some(Hint::Names(names)) => {
+                    for (name, complete) in names {
+                        pending.push(name, complete);
+                    }
+                    while let Ok(hint) = rx.try_recv() {
+                        match hint {
+                            Hint::Names(names) => names.into_iter().for_each(|(n, c)| pending.push(n, c)),
+                            Hint::Rescan => pending.list(&layout),
+                        }
+                    }
+                }
+                Some(Hint::Rescan) => {
+                    log("watcher asked for a rescan (events were lost); listing the inbox");
+                    pending.list(&layout);
+                }
+                None => return Err("the inbox watcher stopped".into()),
+            },
+            Some(done) = running.join_next() => {
+                match done {
+                    Ok(Finished { id, outcome }) => {
+                        match outcome {
+                            "processed" => report.processed += 1,
+                            "released" => report.released += 1,
+                            _ => report.failed += 1,
+                        }
+                        let _ = id;
+                    }
+                    Err(err) => log(&format!("error: a task's handler panicked: {err}")),
+                }
+            }
+            _ = tokio::time::sleep_until(next_wake.into()) => {
+                pending.promote_due();
+                if last_recover.elapsed() >= RECOVER_EVERY {
+                    last_recover = Instant::now();
+                    recover(&shared, &log);
+                }
+                if pending.is_empty() && last_list.elapsed() >= IDLE_RESCAN {
+                    last_list = Instant::now();
+                    pending.list(&layout);
+                }
+            }
+            _ = stop.cancelled(), if stopping.is_none() => {
+                log(&format!("stopping: no new claims; {} task(s) in flight get {:?} to finish", running.len(), options.grace));
+                stopping = Some(Instant::now());
+            }
+            _ = async { tokio::time::sleep_until(grace_deadline.unwrap_or_else(Instant::now).into()).await }, if grace_deadline.is_some() && !tokens.iter().all(|t| t.is_cancelled()) => {
+                log("grace period over: stopping the tasks in flight; they go back to the inbox");
+                tokens.iter().for_each(CancellationToken::cancel);
+            }
+            _ = kill.cancelled() => {
+                tokens.iter().for_each(CancellationToken::cancel);
+                stopping.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Candidate inbox entries, deduplicated, in discovery order; some wait for a later time.
+#[derive(Default)]
+struct Pending {
+    queue: VecDeque<(String, bool)>,
+    seen: HashSet<String>,
+    later: BTreeMap<Instant, Vec<(String, bool)>>,
+}
+
+impl Pending {
+    fn push(&mut self, name: String, complete: bool) {
+        if self.seen.insert(name.clone()) {
+            self.queue.push_back((name, complete));
+        } else if complete {
+            // A close-write or rename for a file we already hold as "maybe incomplete".
+            if let Some(entry) = self.queue.iter_mut().find(|(n, _)| *n == name) {
+                entry.1 = true;
+            }
+        }
+    }
+
+    fn pop(&mut self) -> Option<(String, bool)> {
+        let (name, complete) = self.queue.pop_front()?;
+        self.seen.remove(&name);
+        Some((name, complete))
+    }
+
+    fn later(&mut self, name: String, complete: bool, after: Duration) {
+        self.later
+            .entry(Instant::now() + after)
+            .or_default()
+            .push((name, complete));
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.later.keys().next().copied()
+    }
+
+    fn promote_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<Instant> = self.later.range(..=now).map(|(at, _)| *at).collect();
+        for at in due {
+            for (name, complete) in self.later.remove(&at).unwrap_or_default() {
+                self.push(name, complete);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.later.is_empty()
+    }
+
+    /// Adds every task file of the inbox (sorted: time-ordered ids come out oldest first).
+    fn list(&mut self, layout: &Layout) {
+        let Ok(entries) = std::fs::read_dir(&layout.inbox) else {
+            return;
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .into_string()
+                    .ok()
+                    .or_else(|| Some(e.file_name().to_string_lossy().into_owned()))
+            })
+            .filter(|n| layout.task_id(n).is_some())
+            .collect();
+        names.sort();
+        for name in names {
+            self.push(name, false);
+        }
+    }
+}
+
+/// Starts the inotify watch; events become hints on `tx`.
+fn watch(
+    dir: &Path,
+    tx: mpsc::UnboundedSender<Hint>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let event = match event {
+            Ok(event) => event,
+            Err(_) => {
+                let _ = tx.send(Hint::Rescan);
+                return;
+            }
+        };
+        // Check the flag before the paths: an overflow event has none.
+        if event.need_rescan() {
+            let _ = tx.send(Hint::Rescan);
+            return;
+        }
+        let complete = match event.kind {
+            EventKind::Create(_) => false,
+            EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Any)) => true,
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
+                let names = event
+                    .paths
+                    .get(1)
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().into_owned());
+                if let Some(name) = names {
+                    let _ = tx.send(Hint::Names(vec![(name, true)]));
+                }
+                return;
+            }
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+            _ => return,
+        };
+        let names: Vec<(String, bool)> = event
+            .paths
+            .iter()
+            .filter_map(|p| {
+                p.file_name()
+                    .map(|n| (n.to_string_lossy().into_owned(), complete))
+            })
+            .collect();
+        if !names.is_empty() {
+            let _ = tx.send(Hint::Names(names));
+        }
+    })?;
+    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
+/// Tells a supervisor (if any) that this process is ready: the watch is registered and the
+/// first listing done.
+fn report_ready() {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let Some(fd) = std::env::var("ORCHESTRATE_READY_FD")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
+    // SAFETY: the supervisor passed this descriptor for us to own; it is used once here and
+    // closed when the File drops.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    let _ = file.write_all(b"ready\n");
+}
+
+fn recover(shared: &Shared, log: &dyn Fn(&str)) {
+    match queue::recover(
+        &shared.layout,
+        shared.role.max_attempts,
+        Some(shared.role.hung_after),
+    ) {
+        Ok(recovered) => {
+            for r in recovered {
+                log(&format!(
+                    "recovered `{}` (attempt {}): {} ({})",
+                    r.id, r.attempt, r.action, r.reason
+                ));
+            }
+        }
+        Err(err) => log(&format!("error: recovery failed: {err}")),
+    }
+}
+
+/// The `${task.*}` variables of a claimed task.
+fn task_vars(shared: &Shared, claim: &Claim) -> (Value, String) {
+    let text = queue::read_text(&claim.task_path, TASK_TEXT_LIMIT).unwrap_or_default();
+    let parsed: Option<Value> = serde_json::from_str(&text).ok();
+    let correlation_id = claim
+        .meta
+        .correlation_id
+        .clone()
+        .or_else(|| {
+            parsed
+                .as_ref()
+                .and_then(|j| j["correlation_id"].as_str().map(str::to_string))
+        })
+        .unwrap_or_else(|| claim.id.clone());
+    let mut vars = json!({
+        "path": queue::relative(&shared.workspace, &claim.task_path),
+        "dir": queue::relative(&shared.workspace, &claim.dir),
+        "name": format!("{}{}", claim.id, shared.layout.extension),
+        "id": claim.id,
+        "attempt": claim.attempt,
+        "text": text,
+        "correlation_id": correlation_id,
+        "role": shared.role.name,
+    });
+    if let Some(json) = parsed {
+        vars["json"] = json;
+    }
+    (vars, correlation_id)
+}
+
+/// One attempt of one task: run the workflow, write status.json, move the task directory.
+async fn run_task(shared: Arc<Shared>, mut claim: Claim, cancel: CancellationToken) -> Finished {
+    let started = Instant::now();
+    let started_at = crate::clock::now_rfc3339();
+    let id = claim.id.clone();
+    let (vars, correlation_id) = task_vars(&shared, &claim);
+    let mut config = RunConfig::new(
+        shared.workspace.clone(),
+        shared.workflow.context.clone(),
+        cancel.clone(),
+    );
+    config.run_root = Some(claim.run_root());
+    config.task = Some(vars);
+    config.correlation_id = Some(correlation_id.clone());
+    config.inherit_fds = vec![claim.lock.as_raw_fd()];
+    config.default_provider = shared.role.runtime.clone();
+    config.default_model = shared.role.model.clone();
+    let runner = match Runner::create((*shared.workflow).clone(), &shared.workflow_text, config) {
+        Ok(runner) => runner,
+        Err(err) => {
+            let status = status_json(
+                &shared,
+                &claim,
+                &correlation_id,
+                None,
+                &started_at,
+                started,
+                false,
+                1,
+                &format!("failed to start the run: {err}"),
+            );
+            return finish(&shared, claim, false, status);
+        }
+    };
+    let run = runner.run();
+    tokio::pin!(run);
+    let heartbeat_every = (shared.role.hung_after / 4).max(Duration::from_millis(500));
+    let mut heartbeat = tokio::time::interval(heartbeat_every);
+    heartbeat.tick().await;
+    let timeout = shared.role.task_timeout;
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut timed_out = false;
+    let outcome: Result<RunReport, String> = loop {
+        tokio::select! {
+            result = &mut run => break result.map_err(|e| e.to_string()),
+            _ = heartbeat.tick() => claim.heartbeat(None),
+            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()).await }, if deadline.is_some() && !timed_out => {
+                timed_out = true;
+                cancel.cancel();
+            }
+        }
+    };
+    match outcome {
+        Ok(report) if report.status == RunStatus::Interrupted && !timed_out => {
+            // Stopped by our own shutdown: not the task's fault, so it goes back uncharged.
+            if !shared.quiet {
+                eprintln!(
+                    "[{}] `{id}` stopped by shutdown; back in the inbox",
+                    shared.label
+                );
+            }
+            let _ = queue::release(&shared.layout, claim, "stopped by the worker's shutdown");
+            Finished {
+                id,
+                outcome: "released",
+            }
+        }
+        Ok(report) => {
+            let success = report.status == RunStatus::Succeeded;
+            let message = if timed_out {
+                format!(
+                    "timed out after {:?} (task_timeout_sec); its processes were stopped",
+                    timeout.unwrap_or_default()
+                )
+            } else {
+                report
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "workflow succeeded".into())
+            };
+            let exit_code = if timed_out {
+                124
+            } else {
+                i32::from(report.exit_code)
+            };
+            let status = status_json(
+                &shared,
+                &claim,
+                &correlation_id,
+                Some(&report),
+                &started_at,
+                started,
+                success,
+                exit_code,
+                &message,
+            );
+            finish(&shared, claim, success, status)
+        }
+        Err(message) => {
+            let status = status_json(
+                &shared,
+                &claim,
+                &correlation_id,
+                None,
+                &started_at,
+                started,
+                false,
+                1,
+                &message,
+            );
+            finish(&shared, claim, false, status)
+        }
+    }
+}
+
+fn finish(shared: &Shared, claim: Claim, success: bool, status: Value) -> Finished {
+    let id = claim.id.clone();
+    match queue::complete(&shared.layout, &claim, success, &status) {
+        Ok(dest) => {
+            if !shared.quiet {
+                let verdict = if success { "processed" } else { "failed" };
+                eprintln!(
+                    "[{}] `{id}` attempt {} {verdict}: {}",
+                    shared.label,
+                    claim.attempt,
+                    queue::relative(&shared.workspace, &dest)
+                );
+            }
+            Finished {
+                id,
+                outcome: if success { "processed" } else { "failed" },
+            }
+        }
+        Err(err) => {
+            // The claim stays in running/ with its lock released when `claim` drops: the next
+            // recovery pass completes the move (status.json is written) or requeues it.
+            eprintln!("[{}] error: failed to finish `{id}`: {err}", shared.label);
+            Finished {
+                id,
+                outcome: "failed",
+            }
+        }
+    }
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site per outcome; a struct would only rename them"
+)]
+fn status_json(
+    shared: &Shared,
+    claim: &Claim,
+    correlation_id: &str,
+    report: Option<&RunReport>,
+    started_at: &str,
+    started: Instant,
+    success: bool,
+    exit_code: i32,
+    message: &str,
+) -> Value {
+    let next_actions: Vec<Value> = report
+        .map(|r| {
+            r.enqueued
+                .iter()
+                .map(|t| json!({"agent": t.role, "file": t.file, "task": t.id}))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "schema": "status/v1",
+        "correlation_id": correlation_id,
+        "agent": shared.role.name,
+        "task": claim.id,
+        "attempt": claim.attempt,
+        "run_id": report.map(|r| r.run_id.clone()),
+        "step": report.and_then(|r| r.last_step.clone()),
+        "timestamp": crate::clock::now_rfc3339(),
+        "success": success,
+        "exit_code": exit_code,
+        "outputs": report.map(|r| r.outputs.clone()).unwrap_or_default(),
+        "metrics": {"duration_sec": started.elapsed().as_secs_f64(), "task_bytes": claim.size},
+        "next_actions": next_actions,
+        "message": message,
+        "timings": {"claimed_at": claim.lease.claimed_at, "started_at": started_at, "finished_at": crate::clock::now_rfc3339()},
+        "worker": {"pid": claim.lease.pid, "label": shared.label},
+        "history": claim.meta.history,
+    })
+}
