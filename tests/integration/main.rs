@@ -7,3 +7,4 @@ mod acceptance;
 mod durability;
 mod language;
 mod validate;
+mod swarm;
