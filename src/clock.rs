@@ -6,7 +6,7 @@
 use chrono::{SecondsFormat, Utc};
 
 pub fn now_rfc3339() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+    Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 /// `YYYYMMDDTHHMMSSZ`, sortable as text.

@@ -23,7 +23,8 @@ pub struct EventLog {
 impl EventLog {
     /// Opens (creating) the log for appending; `seq` continues after the last readable record.
     pub fn open(path: &Path, mask: Vec<String>) -> io::Result<EventLog> {
-        let seq = match File::open(path) {
+        let seq = match std::fs::metadata(path) {
+            Ok(meta) if meta.len() == 0 => 0,
             Ok(_) => {
                 drop_torn_tail(path)?;
                 read(path)?

@@ -554,7 +554,11 @@ pub fn claim(
     sidecar.attempts += 1;
     let attempt = sidecar.attempts;
     // Counting the attempt before it runs: a task that kills its worker is charged even then.
-    write_meta(&meta_path, &sidecar)?;
+    // Not fsync'ed: it survives any process death, and after a power loss an attempt may go
+    // uncounted, which costs one more try, never a task.
+    sidecar.format_version = QUEUE_FORMAT;
+    let bytes = serde_json::to_vec_pretty(&sidecar).unwrap_or_default();
+    fsutil::replace(&meta_path, &bytes).map_err(io_err("write", &meta_path))?;
     let now = crate::clock::now_rfc3339();
     let lease = Lease {
         format_version: QUEUE_FORMAT,

@@ -80,6 +80,10 @@ pub struct RunConfig {
     /// The role's runtime and model, for provider steps that do not name them.
     pub default_provider: Option<String>,
     pub default_model: Option<String>,
+    /// Whether `resume` may continue this run. A task's attempt is not resumable (a retry is a
+    /// new attempt), so it skips what only resume needs: the run lock, the workflow copy and
+    /// fsync of events and snapshots; its durable record is the task's status.json and move.
+    pub resumable: bool,
 }
 
 impl RunConfig {
@@ -100,6 +104,7 @@ impl RunConfig {
             inherit_fds: Vec::new(),
             default_provider: None,
             default_model: None,
+            resumable: true,
         }
     }
 }
@@ -169,7 +174,7 @@ pub struct Runner {
     failure: Option<Failure>,
     last_step: Option<String>,
     enqueued: Vec<crate::queue::Enqueued>,
-    _lock: std::fs::File,
+    _lock: Option<std::fs::File>,
 }
 
 impl Runner {
@@ -188,11 +193,16 @@ impl Runner {
             path: dir.root.clone(),
             source,
         })?;
-        let lock = dir.lock_run()?;
-        std::fs::write(dir.workflow_copy(), source_text).map_err(|source| RunError::Io {
-            path: dir.workflow_copy(),
-            source,
-        })?;
+        let lock = if config.resumable {
+            let lock = dir.lock_run()?;
+            std::fs::write(dir.workflow_copy(), source_text).map_err(|source| RunError::Io {
+                path: dir.workflow_copy(),
+                source,
+            })?;
+            Some(lock)
+        } else {
+            None
+        };
         let now = crate::clock::now_rfc3339();
         let state = RunState {
             format_version: crate::state::STATE_FORMAT,
@@ -281,7 +291,7 @@ impl Runner {
         state.error = None;
         let mut config = RunConfig::new(workspace.to_path_buf(), state.context.clone(), cancel);
         config.progress = progress;
-        Self::with_state(workflow, config, dir, state, journal, lock)
+        Self::with_state(workflow, config, dir, state, journal, Some(lock))
     }
 
     fn with_state(
@@ -290,7 +300,7 @@ impl Runner {
         dir: RunDir,
         state: RunState,
         journal: Journal,
-        lock: std::fs::File,
+        lock: Option<std::fs::File>,
     ) -> Result<Runner, RunError> {
         let secret_names: HashSet<String> = workflow
             .all_steps()
@@ -421,6 +431,7 @@ impl Runner {
     }
 
     fn event(&mut self, name: &str, fields: Value, durable: bool) -> Result<(), RunError> {
+        let durable = durable && self.config.resumable;
         self.events
             .append(name, fields, durable)
             .map_err(|source| RunError::Io {
@@ -444,8 +455,12 @@ impl Runner {
                 state = masked;
             }
         }
+        // The first snapshot of a resumable run and every final one are durable (resume reads
+        // them); the ones between are caches of the event log.
+        let durable =
+            self.config.resumable && (self.events_at_snapshot == 0 || state.finished_at.is_some());
         self.dir
-            .write_state(&state)
+            .write_state(&state, durable)
             .map_err(|source| RunError::Io {
                 path: self.dir.state(),
                 source,

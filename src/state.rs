@@ -91,14 +91,20 @@ impl RunDir {
         self.root.join("lock")
     }
 
+    /// Creates RUN_ROOT (`logs/` is created by the first step that writes output).
     pub fn create(&self) -> io::Result<()> {
-        fs::create_dir_all(self.logs())
+        fs::create_dir_all(&self.root)
     }
 
-    pub fn write_state(&self, state: &RunState) -> io::Result<()> {
+    /// Writes the snapshot; `durable` makes it survive a power loss (fsync file and directory).
+    pub fn write_state(&self, state: &RunState, durable: bool) -> io::Result<()> {
         let mut bytes = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
         bytes.push(b'\n');
-        fsutil::atomic_write(&self.state(), &bytes)
+        if durable {
+            fsutil::atomic_write(&self.state(), &bytes)
+        } else {
+            fsutil::replace(&self.state(), &bytes)
+        }
     }
 
     pub fn read_state(&self) -> Result<RunState, StateError> {

@@ -436,6 +436,7 @@ async fn run_task(shared: Arc<Shared>, mut claim: Claim, cancel: CancellationTok
     config.inherit_fds = vec![claim.lock.as_raw_fd()];
     config.default_provider = shared.role.runtime.clone();
     config.default_model = shared.role.model.clone();
+    config.resumable = false;
     let runner = match Runner::create((*shared.workflow).clone(), &shared.workflow_text, config) {
         Ok(runner) => runner,
         Err(err) => {

@@ -6,5 +6,5 @@ mod harness;
 mod acceptance;
 mod durability;
 mod language;
-mod validate;
 mod swarm;
+mod validate;
