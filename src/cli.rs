@@ -143,6 +143,37 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Start, stop and inspect every role of the workspace under one supervisor.
+    Swarm {
+        #[command(subcommand)]
+        action: SwarmAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SwarmAction {
+    /// Start one process per role replica (agents/*.yaml) and keep them running.
+    Up {
+        /// Run the supervisor in the background; return once every role is running.
+        #[arg(short = 'd', long)]
+        detach: bool,
+        /// Seconds role processes get to finish tasks in flight when stopping.
+        #[arg(long, default_value_t = 30.0)]
+        grace: f64,
+    },
+    /// Stop the running supervisor (graceful; a second `down` or --force kills at once).
+    Down {
+        #[arg(long)]
+        force: bool,
+        /// Seconds to wait for it to exit.
+        #[arg(long, default_value_t = 60.0)]
+        timeout: f64,
+    },
+    /// Roles, pids, states, restarts, queue depths and tasks in flight.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args, Clone)]
@@ -251,6 +282,22 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
         Command::Show { task, json } => crate::commands::show(&workspace, &task, json),
         Command::Retry { task } => crate::commands::retry(&workspace, &task),
         Command::Trace { id, json } => crate::commands::trace(&workspace, &id, json),
+        Command::Swarm { action } => match action {
+            SwarmAction::Up { detach, grace } => {
+                crate::commands::swarm_up(
+                    &workspace,
+                    detach,
+                    Duration::from_secs_f64(grace.max(0.0)),
+                )
+                .await
+            }
+            SwarmAction::Down { force, timeout } => crate::commands::swarm_down(
+                &workspace,
+                force,
+                Duration::from_secs_f64(timeout.max(0.0)),
+            ),
+            SwarmAction::Status { json } => crate::commands::swarm_status(&workspace, json),
+        },
         Command::Run {
             file,
             context,

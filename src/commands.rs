@@ -584,3 +584,189 @@ pub fn init(workspace: &Path, dir: Option<&Path>) -> u8 {
     );
     exit::SUCCESS
 }
+
+/// `swarm up`: every role file is validated first; any problem stops it before anything starts.
+pub async fn swarm_up(workspace: &Path, detach: bool, grace: std::time::Duration) -> u8 {
+    use crate::supervisor::{self, ChildSpec, Policy};
+    let roles = match crate::role::load_all(workspace) {
+        Ok(roles) if roles.is_empty() => {
+            eprintln!(
+                "error: no roles in {}; add agents/<role>.yaml or run `orchestrate init`",
+                crate::role::agents_dir(workspace).display()
+            );
+            return exit::INVALID;
+        }
+        Ok(roles) => roles,
+        Err(errors) => {
+            print_load_errors(workspace, &errors);
+            eprintln!("error: the swarm was not started: fix the problems above");
+            return exit::INVALID;
+        }
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe.display().to_string(),
+        Err(err) => {
+            eprintln!("error: cannot find the orchestrate executable: {err}");
+            return exit::STEP_FAILED;
+        }
+    };
+    let ws = workspace.display().to_string();
+    if detach {
+        let log = supervisor::swarm_dir(workspace).join("supervisor.log");
+        if let Err(err) = std::fs::create_dir_all(supervisor::swarm_dir(workspace)) {
+            eprintln!(
+                "error: cannot create {}: {err}",
+                supervisor::swarm_dir(workspace).display()
+            );
+            return exit::STEP_FAILED;
+        }
+        let argv = vec![
+            exe,
+            "--workspace".into(),
+            ws,
+            "swarm".into(),
+            "up".into(),
+            "--grace".into(),
+            grace.as_secs_f64().to_string(),
+        ];
+        let pid = match supervisor::detach(&argv, &log) {
+            Ok(pid) => pid,
+            Err(err) => {
+                eprintln!("error: failed to start the supervisor in the background: {err}");
+                return exit::STEP_FAILED;
+            }
+        };
+        return match tokio::task::spawn_blocking({
+            let workspace = workspace.to_path_buf();
+            move || supervisor::wait_up(&workspace, pid, std::time::Duration::from_secs(60))
+        })
+        .await
+        {
+            Ok(Ok(status)) => {
+                print!("{}", supervisor::render_status(&status));
+                eprintln!(
+                    "supervisor running in the background (pid {pid}); log: {}",
+                    queue::relative(workspace, &log)
+                );
+                exit::SUCCESS
+            }
+            Ok(Err(err)) => {
+                eprintln!("error: {err}\n  see the log: {}", log.display());
+                exit::STEP_FAILED
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                exit::STEP_FAILED
+            }
+        };
+    }
+    let mut children = Vec::new();
+    for (role, _) in &roles {
+        for replica in 1..=role.replicas {
+            children.push(ChildSpec {
+                name: format!("{}#{replica}", role.name),
+                role: role.name.clone(),
+                replica,
+                argv: vec![
+                    exe.clone(),
+                    "--workspace".into(),
+                    ws.clone(),
+                    "agent".into(),
+                    role.name.clone(),
+                    "--replica".into(),
+                    replica.to_string(),
+                    "--grace".into(),
+                    grace.as_secs_f64().to_string(),
+                ],
+                env: Vec::new(),
+            });
+        }
+    }
+    let policy = Policy {
+        grace: grace + std::time::Duration::from_secs(5),
+        ..Policy::default()
+    };
+    // A role process that died while holding a task was (probably) killed by that task: the
+    // task's attempts pay for it, not the role's restart budget.
+    let ws_path = workspace.to_path_buf();
+    let charge: supervisor::ChargeToTask = std::sync::Arc::new(move |role: &str, pid: u32| {
+        let running = ws_path.join("running").join(role);
+        std::fs::read_dir(running)
+            .map(|entries| {
+                entries.flatten().any(|e| {
+                    std::fs::read(e.path().join("lease.json"))
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<queue::Lease>(&b).ok())
+                        .is_some_and(|lease| lease.pid == pid)
+                })
+            })
+            .unwrap_or(false)
+    });
+    let (stop, kill) = signal_pair();
+    eprintln!(
+        "starting {} role process(es); Ctrl-C stops them gracefully, a second Ctrl-C at once",
+        children.len()
+    );
+    match supervisor::supervise(workspace, children, policy, charge, stop, kill).await {
+        Ok(report) => {
+            eprintln!(
+                "swarm stopped{}",
+                if report.killed { " (killed)" } else { "" }
+            );
+            exit::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            match err {
+                supervisor::SupervisorError::AlreadyRunning { .. } => exit::INVALID,
+                _ => exit::STEP_FAILED,
+            }
+        }
+    }
+}
+
+pub fn swarm_down(workspace: &Path, force: bool, timeout: std::time::Duration) -> u8 {
+    match crate::supervisor::down(workspace, timeout, force) {
+        Ok(report) if report.exited => {
+            eprintln!(
+                "supervisor (pid {}) stopped after {} ms ({})",
+                report.pid, report.waited_ms, report.signal
+            );
+            exit::SUCCESS
+        }
+        Ok(report) => {
+            eprintln!(
+                "supervisor (pid {}) is still stopping after {} ms (tasks in flight get their grace); run `orchestrate swarm down` again or add --force to kill it now",
+                report.pid, report.waited_ms
+            );
+            exit::STEP_FAILED
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            match err {
+                crate::supervisor::SupervisorError::NotRunning { .. } => exit::INVALID,
+                _ => exit::STEP_FAILED,
+            }
+        }
+    }
+}
+
+pub fn swarm_status(workspace: &Path, as_json: bool) -> u8 {
+    match crate::supervisor::status(workspace) {
+        Ok(status) => {
+            if as_json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).unwrap_or_default()
+                );
+            } else {
+                print!("{}", crate::supervisor::render_status(&status));
+            }
+            exit::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            exit::STEP_FAILED
+        }
+    }
+}

@@ -20,6 +20,7 @@ pub mod queue;
 pub mod role;
 pub mod runner;
 pub mod state;
+pub mod supervisor;
 pub mod template;
 pub mod worker;
 pub mod yaml;

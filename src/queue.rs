@@ -47,10 +47,12 @@ pub enum QueueError {
         path: PathBuf,
         source: io::Error,
     },
-    #[error("a task named `{id}` is already queued in {}; choose another name", inbox.display())]
+    #[error("a task named `{id}` is already queued or running for {}; choose another name", inbox.display())]
     Exists { id: String, inbox: PathBuf },
     #[error("`{name}` is not a valid task name: {reason}")]
     BadName { name: String, reason: String },
+    #[error("the task in {} cannot be retried: {reason}", path.display())]
+    NotRetryable { path: PathBuf, reason: String },
     #[error("the task is {size} bytes, over the {limit}-byte limit")]
     TooLarge { size: u64, limit: u64 },
 }
@@ -226,13 +228,44 @@ pub fn enqueue(
         fs::create_dir_all(dir).map_err(io_err("create", dir))?;
     }
     let task = layout.inbox.join(format!("{id}{}", layout.extension));
-    if task.exists() {
-        return Err(QueueError::Exists {
-            id,
-            inbox: layout.inbox.clone(),
+    let exists = || QueueError::Exists {
+        id: id.clone(),
+        inbox: layout.inbox.clone(),
+    };
+    // A task of the same name still queued or in flight owns the name (and its sidecar).
+    if task.exists() || layout.running.join(&id).exists() {
+        return Err(exists());
+    }
+    // The temp file, created exclusively, is the name's lock while we enqueue: a concurrent
+    // enqueue of the same name fails here, before touching the sidecar.
+    let tmp = layout.inbox.join(format!("{id}.tmp"));
+    let mut file = match open_exclusive(&tmp) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists && is_stale(&tmp) => {
+            // Left by an enqueue that died (a day-old temp file); nothing else owns it.
+            let _ = fs::remove_file(&tmp);
+            open_exclusive(&tmp).map_err(|_| exists())?
+        }
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => return Err(exists()),
+        Err(source) => {
+            return Err(QueueError::Io {
+                action: "create",
+                path: tmp,
+                source,
+            });
+        }
+    };
+    let written = file.write_all(content).and_then(|()| file.sync_all());
+    drop(file);
+    if let Err(source) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(QueueError::Io {
+            action: "write",
+            path: tmp,
+            source,
         });
     }
-    // The sidecar first: a task is never visible without its correlation id.
+    // The sidecar before the rename: a task is never visible without its correlation id.
     let meta = Meta {
         format_version: QUEUE_FORMAT,
         correlation_id: Some(correlation_id.clone()),
@@ -241,32 +274,15 @@ pub fn enqueue(
         attempts: 0,
         history: Vec::new(),
     };
-    write_meta(&layout.meta_path(&id), &meta)?;
-    let tmp = layout.inbox.join(format!("{id}.tmp"));
-    let write = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        file.write_all(content)?;
-        file.sync_all()
-    })();
-    if let Err(source) = write {
+    if let Err(err) = write_meta(&layout.meta_path(&id), &meta) {
         let _ = fs::remove_file(&tmp);
-        return Err(QueueError::Io {
-            action: "write",
-            path: tmp,
-            source,
-        });
+        return Err(err);
     }
     if let Err(err) = rename_noreplace(&tmp, &task) {
         let _ = fs::remove_file(&tmp);
         if err.kind() == io::ErrorKind::AlreadyExists {
-            return Err(QueueError::Exists {
-                id,
-                inbox: layout.inbox.clone(),
-            });
+            // Someone put a task of this name in place by hand meanwhile: it keeps the name.
+            return Err(exists());
         }
         return Err(QueueError::Io {
             action: "rename into",
@@ -281,6 +297,23 @@ pub fn enqueue(
         id,
         correlation_id,
     })
+}
+
+fn open_exclusive(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// A temp file nobody has touched for a day.
+fn is_stale(path: &Path) -> bool {
+    fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|age| age > Duration::from_secs(86_400))
 }
 
 fn rel(workspace: &Path, path: &Path) -> String {
@@ -303,9 +336,6 @@ pub struct Lease {
     pub boot_id: String,
     pub claimed_at: String,
     pub heartbeat_at: String,
-    /// Process group of the step running now, if any (killed when the holder is hung).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step_pgid: Option<i32>,
 }
 
 /// The identity of this process, for leases.
@@ -375,9 +405,8 @@ impl Claim {
     }
 
     /// Rewrites the lease (no fsync: the lock, not the lease, decides ownership).
-    pub fn heartbeat(&mut self, step_pgid: Option<i32>) {
+    pub fn heartbeat(&mut self) {
         self.lease.heartbeat_at = crate::clock::now_rfc3339();
-        self.lease.step_pgid = step_pgid;
         if let Ok(bytes) = serde_json::to_vec_pretty(&self.lease) {
             let _ = write_plain(&self.lease_path(), &bytes);
         }
@@ -570,7 +599,6 @@ pub fn claim(
         boot_id: owner.boot_id.clone(),
         claimed_at: now.clone(),
         heartbeat_at: now,
-        step_pgid: None,
     };
     let bytes = serde_json::to_vec_pretty(&lease).unwrap_or_default();
     write_plain(&dir.join("lease.json"), &bytes).map_err(io_err("write lease in", &dir))?;
@@ -628,8 +656,22 @@ fn sanitize(name: &str) -> String {
 fn quarantine(layout: &Layout, file_name: &str, reason: &str) -> Result<ClaimResult, QueueError> {
     let id = layout.task_id(file_name).unwrap_or(file_name);
     let safe = sanitize(id);
-    let dir = layout.failed.join(final_name(&layout.role, &safe));
-    fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+    fs::create_dir_all(&layout.failed).map_err(io_err("create", &layout.failed))?;
+    // A fresh directory each time (two bad names may sanitize alike in the same microsecond).
+    let dir = loop {
+        let dir = layout.failed.join(final_name(&layout.role, &safe));
+        match fs::create_dir(&dir) {
+            Ok(()) => break dir,
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(err) => {
+                return Err(QueueError::Io {
+                    action: "create",
+                    path: dir,
+                    source: err,
+                });
+            }
+        }
+    };
     let from = layout.inbox.join(file_name);
     let to = dir.join("task");
     match fs::rename(&from, &to) {
@@ -980,15 +1022,55 @@ fn kill_if_hung(dir: &Path, limit: Duration) {
     }
     if owner.alive() {
         // A live holder that stopped heartbeating is hung (SIGSTOP, deadlock): stop it for good.
-        crate::exec::kill_group(lease.pid as i32, libc::SIGKILL);
         // SAFETY: kill(2) with a pid we verified (pid, start time, boot id) names the holder.
         unsafe {
             libc::kill(lease.pid as i32, libc::SIGKILL);
         }
     }
-    if let Some(pgid) = lease.step_pgid {
-        crate::exec::kill_group(pgid, libc::SIGKILL);
+    // Every process of the attempt holds the task's lock descriptor (steps inherit it, and so
+    // do their children, whatever group or session they moved to): kill exactly those.
+    for pid in holders(&dir.join("task")) {
+        // SAFETY: kill(2) on a pid that holds this task's file open right now.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
     }
+}
+
+/// Processes that have `path` open (by device and inode), from `/proc/*/fd`.
+pub fn holders(path: &Path) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(target) = fs::metadata(path) else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    let mut out = Vec::new();
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            fs::metadata(fd.path())
+                .is_ok_and(|m| m.dev() == target.dev() && m.ino() == target.ino())
+        });
+        if holds {
+            out.push(pid);
+        }
+    }
+    out
 }
 
 /// A task as listed by `orchestrate tasks`.
@@ -1119,10 +1201,48 @@ pub fn retry(layout: &Layout, failed_dir: &Path) -> Result<Enqueued, QueueError>
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Value::Null);
     let correlation = status["correlation_id"].as_str().map(str::to_string);
-    let content = fs::read(failed_dir.join("task")).map_err(io_err("read", failed_dir))?;
+    let content =
+        read_regular(&failed_dir.join("task"), DEFAULT_MAX_TASK_BYTES).map_err(|reason| {
+            QueueError::NotRetryable {
+                path: failed_dir.to_path_buf(),
+                reason,
+            }
+        })?;
     let queued = enqueue(layout, Some(&id), &content, correlation.as_deref(), "retry")?;
     // The failed record stays where it is: nothing is deleted.
     Ok(queued)
+}
+
+/// Reads a file that must be one regular file with one name, without following a link or
+/// blocking on a FIFO; the error says what it is instead.
+pub fn read_regular(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|err| match err.raw_os_error() {
+            Some(libc::ELOOP) => "it is a symbolic link".to_string(),
+            _ => format!("cannot open it: {err}"),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot inspect it: {e}"))?;
+    if !meta.is_file() {
+        return Err("it is not a regular file (a directory, FIFO, socket or device)".into());
+    }
+    if meta.nlink() > 1 {
+        return Err("it has other hard links".into());
+    }
+    if meta.len() > max_bytes {
+        return Err(format!(
+            "it is {} bytes, over the {max_bytes}-byte limit",
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    Ok(bytes)
 }
 
 /// The relative path helper for callers that print paths.

@@ -465,7 +465,7 @@ async fn run_task(shared: Arc<Shared>, mut claim: Claim, cancel: CancellationTok
     let outcome: Result<RunReport, String> = loop {
         tokio::select! {
             result = &mut run => break result.map_err(|e| e.to_string()),
-            _ = heartbeat.tick() => claim.heartbeat(None),
+            _ = heartbeat.tick() => claim.heartbeat(),
             _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()).await }, if deadline.is_some() && !timed_out => {
                 timed_out = true;
                 cancel.cancel();

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -545,6 +545,20 @@ fn enqueue_rejects_bad_names_and_existing_names_without_overwriting() {
         before,
         "the sidecar of the queued task was overwritten"
     );
+
+    // Over the 16 MiB limit.
+    assert!(
+        Command::new("truncate")
+            .args(["-s", "17M"])
+            .arg(ws.join("big.bin"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    ws.run(&["enqueue", "r", "--file", "big.bin", "--name", "big"])
+        .code(2)
+        .stderr_has("limit");
+    assert_eq!(entries(&ws, "inbox/r"), ["dup.task"]);
 
     // An unknown role is refused rather than filling an inbox nobody reads.
     ws.run(&["enqueue", "nobody", "--text", "x"]).code(2);
@@ -1417,4 +1431,245 @@ steps:
         processed[0].ends_with("_r_st1") && processed[1].ends_with("_r_st2"),
         "{processed:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Beyond the list: guarantees of PROTOCOL.md that the cases above do not reach
+
+#[test]
+fn enqueue_of_a_name_that_is_running_overwrites_nothing() {
+    let ws = Ws::new();
+    role(
+        &ws,
+        "r",
+        "concurrency: 1\nsettle_ms: 50\n",
+        r#"
+steps:
+  - name: Work
+    command:
+      - bash
+      - -c
+      - 'echo "$1 $2 $3" >> runs.log; if [ "$3" = first ]; then sleep 1.5; fi'
+      - work
+      - ${task.correlation_id}
+      - ${task.attempt}
+      - ${task.text}
+"#,
+    );
+    let mut agents = Agents::new(&ws);
+    agents.start(&ws, "r", &[]);
+    ws.run(&[
+        "enqueue",
+        "r",
+        "--name",
+        "t",
+        "--text",
+        "first",
+        "--correlation-id",
+        "c-old",
+    ])
+    .ok();
+    wait_until("the first t to start", Duration::from_secs(10), || {
+        !lines(&ws, "runs.log").is_empty()
+    });
+    // Same name while the first is running (not in the inbox any more).
+    let again = ws.run(&[
+        "enqueue",
+        "r",
+        "--name",
+        "t",
+        "--text",
+        "second",
+        "--correlation-id",
+        "c-new",
+    ]);
+    let expected_runs = if again.code == 2 {
+        // Refused: fine, as long as nothing was touched.
+        assert!(queued(&ws, "r").is_empty());
+        1
+    } else {
+        again.ok();
+        2
+    };
+    wait_for(
+        "every t to finish",
+        Duration::from_secs(15),
+        Duration::from_millis(20),
+        || {
+            entries(&ws, "processed").len() + entries(&ws, "failed").len() >= expected_runs
+                && queued(&ws, "r").is_empty()
+        },
+        || agents.logs(),
+    );
+    let mut records: Vec<(String, String, u64)> = entries(&ws, "processed")
+        .iter()
+        .map(|n| {
+            let status = json_file(&ws, &format!("processed/{n}/status.json"));
+            (
+                ws.read(&format!("processed/{n}/task")),
+                status["correlation_id"].as_str().unwrap_or("").to_string(),
+                status["attempt"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    records.sort();
+    let mut expected = vec![("first".to_string(), "c-old".to_string(), 1)];
+    if expected_runs == 2 {
+        expected.push(("second".to_string(), "c-new".to_string(), 1));
+    }
+    assert_eq!(
+        records,
+        expected,
+        "(task, correlation_id, attempt) of the records; runs: {:?}",
+        lines(&ws, "runs.log")
+    );
+    assert!(
+        entries(&ws, "failed").is_empty(),
+        "{:?}",
+        entries(&ws, "failed")
+    );
+}
+
+/// Quarantines `inbox/r/<name>` made by `make`, then runs `orchestrate retry <id>` with a
+/// 5-second limit; returns its output, or panics if it blocked.
+fn quarantine_then_retry(ws: &Ws, id: &str, make: impl FnOnce(&Path)) -> std::process::Output {
+    role(ws, "r", "settle_ms: 50\n", RECORDING_WORKFLOW);
+    std::fs::create_dir_all(ws.join("inbox/r")).unwrap();
+    make(&ws.join(&format!("inbox/r/{id}.task")));
+    let mut agents = Agents::new(ws);
+    let status = agents.run(ws, "r", &["--once"], Duration::from_secs(15));
+    assert_success(status, &agents);
+    entry_of(ws, "failed", "r", id);
+    let mut child = ws
+        .cmd(&["retry", id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() >= deadline {
+            kill("KILL", &child.id().to_string());
+            let _ = child.wait();
+            panic!("`orchestrate retry {id}` blocked for 5 s on the quarantined task file");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn retry_of_a_quarantined_symlink_never_copies_what_it_points_to() {
+    let ws = Ws::new();
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.txt");
+    std::fs::write(&secret, "outside, do not copy\n").unwrap();
+    let out = quarantine_then_retry(&ws, "evil", |path| {
+        std::os::unix::fs::symlink(&secret, path).unwrap()
+    });
+    let said = format!(
+        "retry said {:?}: {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Whatever retry decides (refuse, or queue the link itself to be quarantined again), it must
+    // not copy the target, outside the workspace, into the inbox.
+    for name in entries(&ws, "inbox/r") {
+        let path = ws.join(&format!("inbox/r/{name}"));
+        if std::fs::symlink_metadata(&path).unwrap().is_file() {
+            let content = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                !content.contains("outside, do not copy"),
+                "retry copied the target of a quarantined symlink (a file outside the workspace) into inbox/r/{name}; {said}"
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(&secret).unwrap(),
+        "outside, do not copy\n"
+    );
+}
+
+#[test]
+fn retry_of_a_quarantined_fifo_does_not_block() {
+    let ws = Ws::new();
+    let out = quarantine_then_retry(&ws, "fifo", |path| {
+        assert!(Command::new("mkfifo").arg(path).status().unwrap().success())
+    });
+    // Refusing is fine; hanging is not (checked by the helper).
+    eprintln!("retry fifo: {out:?}");
+    if out.status.success() {
+        let queued = std::fs::symlink_metadata(ws.join("inbox/r/fifo.task")).unwrap();
+        assert!(queued.is_file(), "retry queued a non-regular file");
+    }
+}
+
+#[test]
+fn a_hung_agent_is_stopped_with_its_step_and_the_task_retried() {
+    let ws = Ws::new();
+    role(
+        &ws,
+        "r",
+        "hung_after_sec: 1\nmax_attempts: 3\nsettle_ms: 50\n",
+        r#"
+steps:
+  - name: Work
+    command:
+      - bash
+      - -c
+      - |
+        echo "$$" > "step-$1.pid"
+        if [ "$1" != 1 ]; then
+          p=$(cat step-1.pid)
+          if [ -e "/proc/$p" ] && ! grep -q ') Z' "/proc/$p/stat"; then echo "overlap $1" >> exec.log; fi
+        fi
+        echo "start $1 $(date +%s%N)" >> exec.log
+        if [ "$1" = 1 ]; then sleep 30; fi
+        echo "end $1 $(date +%s%N)" >> exec.log
+      - work
+      - ${task.attempt}
+"#,
+    );
+    let mut agents = Agents::new(&ws);
+    let first = agents.start(&ws, "r", &[]);
+    ws.run(&["enqueue", "r", "--text", "work", "--name", "t"])
+        .ok();
+    wait_until("attempt 1 to start", Duration::from_secs(10), || {
+        !lines(&ws, "exec.log").is_empty()
+    });
+    let step: u32 = ws.read("step-1.pid").trim().parse().unwrap();
+    // Hung: alive, holding the task, no heartbeat.
+    agents.signal(first, "STOP");
+    agents.start(&ws, "r", &[]);
+    wait_for(
+        "the hung attempt to be stopped and the task retried",
+        Duration::from_secs(15),
+        Duration::from_millis(20),
+        || {
+            entries(&ws, "processed")
+                .iter()
+                .any(|n| n.ends_with("_r_t"))
+        },
+        || {
+            format!(
+                "hung agent alive: {}, its step alive: {}, running/r: {:?}, lease: {}\nexec: {:?}\n{}",
+                pid_alive(agents.pid(first)),
+                pid_alive(step),
+                entries(&ws, "running/r"),
+                std::fs::read_to_string(ws.join("running/r/t/lease.json")).unwrap_or_default(),
+                lines(&ws, "exec.log"),
+                agents.logs()
+            )
+        },
+    );
+    assert!(!pid_alive(step), "attempt 1's step still runs");
+    let exec = lines(&ws, "exec.log");
+    let kinds: Vec<&str> = exec
+        .iter()
+        .map(|l| l.rsplit_once(' ').map_or(l.as_str(), |p| p.0))
+        .collect();
+    assert_eq!(kinds, ["start 1", "start 2", "end 2"], "{exec:?}");
+    let dir = entry_of(&ws, "processed", "r", "t");
+    assert_eq!(json_file(&ws, &format!("{dir}/status.json"))["attempt"], 2);
 }
