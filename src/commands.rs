@@ -276,7 +276,7 @@ pub fn show(workspace: &Path, needle: &str, as_json: bool) -> u8 {
         .and_then(|b| serde_json::from_slice(&b).ok());
         let logs: Vec<String> = dir
             .as_ref()
-            .map(|d| d.join("run").join("logs"))
+            .map(|d| d.join("logs"))
             .and_then(|l| std::fs::read_dir(&l).ok())
             .map(|entries| {
                 let mut names: Vec<String> = entries

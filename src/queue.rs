@@ -11,8 +11,8 @@
 //! inbox/<role>/<id>.task                   queued (the inbox directory is configurable per role)
 //! running/<role>/<id>/task                 claimed: the task file, locked for the whole attempt
 //! running/<role>/<id>/lease.json           who holds it (pid, start time, boot id), attempt
-//! running/<role>/<id>/run/                 the attempt's run: state.json, events.jsonl, logs/
-//! processed/<UTC ts>_<role>_<id>/          finished: task, status.json, run/, lease.json
+//! running/<role>/<id>/events.jsonl etc.    the attempt's run records: events.jsonl, state.json, logs/
+//! processed/<UTC ts>_<role>_<id>/          finished: task, status.json, lease.json, run records
 //! failed/<UTC ts>_<role>_<id>/             failed or quarantined, with status.json saying why
 //! .orchestrate/queue/<role>/<id>.json      sidecar: correlation id, attempts so far, history
 //! ```
@@ -396,8 +396,10 @@ impl Claim {
         self.dir.join("lease.json")
     }
 
+    /// The attempt's RUN_ROOT: the task directory itself, so that its records (events.jsonl,
+    /// state.json, logs/) move with it in the final rename.
     pub fn run_root(&self) -> PathBuf {
-        self.dir.join("run")
+        self.dir.clone()
     }
 
     pub fn content(&self) -> Result<Vec<u8>, QueueError> {
@@ -578,16 +580,11 @@ pub fn claim(
             source: err,
         });
     }
-    let meta_path = layout.meta_path(id);
-    let mut sidecar = read_meta(&meta_path);
-    sidecar.attempts += 1;
-    let attempt = sidecar.attempts;
-    // Counting the attempt before it runs: a task that kills its worker is charged even then.
-    // Not fsync'ed: it survives any process death, and after a power loss an attempt may go
-    // uncounted, which costs one more try, never a task.
-    sidecar.format_version = QUEUE_FORMAT;
-    let bytes = serde_json::to_vec_pretty(&sidecar).unwrap_or_default();
-    fsutil::replace(&meta_path, &bytes).map_err(io_err("write", &meta_path))?;
+    let sidecar = read_meta(&layout.meta_path(id));
+    // The attempt is counted in the lease, before the workflow runs: a task that kills its
+    // worker is charged even then (recovery carries the count into the sidecar). Creating
+    // files is the dominant cost of a claim on ext4, so the claim writes just this one.
+    let attempt = sidecar.attempts + 1;
     let now = crate::clock::now_rfc3339();
     let lease = Lease {
         format_version: QUEUE_FORMAT,
@@ -601,7 +598,9 @@ pub fn claim(
         heartbeat_at: now,
     };
     let bytes = serde_json::to_vec_pretty(&lease).unwrap_or_default();
-    write_plain(&dir.join("lease.json"), &bytes).map_err(io_err("write lease in", &dir))?;
+    // Written in place: the directory is new, and a reader that finds it half-written (or
+    // missing) falls back to the sidecar's count.
+    fs::write(dir.join("lease.json"), &bytes).map_err(io_err("write lease in", &dir))?;
     Ok(ClaimResult::Claimed(Box::new(Claim {
         id: id.to_string(),
         dir,
@@ -978,7 +977,7 @@ fn requeue(
 pub fn release(layout: &Layout, claim: Claim, reason: &str) -> Result<&'static str, QueueError> {
     let meta_path = layout.meta_path(&claim.id);
     let mut meta = read_meta(&meta_path);
-    meta.attempts = meta.attempts.saturating_sub(1);
+    // The sidecar's count is untouched: attempts are only charged when an attempt dies.
     meta.history.push(json!({"attempt": claim.attempt, "ended": crate::clock::now_rfc3339(), "reason": reason, "charged": false}));
     write_meta(&meta_path, &meta)?;
     let Claim {

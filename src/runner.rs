@@ -370,7 +370,10 @@ impl Runner {
                 true,
             )?;
         }
-        self.snapshot()?;
+        if self.config.resumable {
+            // Resume needs a snapshot from the start; a task's attempt writes its one at the end.
+            self.snapshot()?;
+        }
         let workflow = Arc::clone(&self.workflow);
         let flow = self.run_list(&workflow.steps, &[]).await;
         let (status, exit_code, error) = match flow {

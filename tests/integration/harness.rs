@@ -250,3 +250,50 @@ pub fn fake_cli(ws: &Ws, name: &str, reply: &str) {
 pub fn recorded_argv(ws: &Ws, name: &str) -> Vec<String> {
     serde_json::from_str(&ws.read(&format!("{name}.argv.json"))).expect("argv json")
 }
+
+/// Runs the binary like [`Ws::run`], but with a deadline: a run still going after `timeout` is
+/// killed and the test fails with what it printed so far.
+pub fn run_within(ws: &Ws, args: &[&str], timeout: Duration) -> Run {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut out = tempfile::tempfile().expect("temp file for stdout");
+    let mut err = tempfile::tempfile().expect("temp file for stderr");
+    let mut child = ws
+        .cmd(args)
+        .stdout(out.try_clone().unwrap())
+        .stderr(err.try_clone().unwrap())
+        .spawn()
+        .expect("spawn orchestrate");
+    let deadline = Instant::now() + timeout;
+    let (status, timed_out) = loop {
+        if let Some(status) = child.try_wait().expect("wait for orchestrate") {
+            break (status, false);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            break (child.wait().expect("wait for orchestrate"), true);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let read = |file: &mut std::fs::File| {
+        let mut bytes = Vec::new();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        file.read_to_end(&mut bytes).unwrap();
+        bytes
+    };
+    let (stdout, stderr) = (read(&mut out), read(&mut err));
+    assert!(
+        !timed_out,
+        "`orchestrate {}` did not exit within {timeout:?}\n--- stdout\n{}\n--- stderr\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&stdout),
+        String::from_utf8_lossy(&stderr)
+    );
+    Run::from(
+        Output {
+            status,
+            stdout,
+            stderr,
+        },
+        ws.path(),
+    )
+}

@@ -6,5 +6,6 @@ mod harness;
 mod acceptance;
 mod durability;
 mod language;
+mod supervise;
 mod swarm;
 mod validate;

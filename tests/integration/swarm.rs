@@ -1413,15 +1413,15 @@ steps:
 
     // The original task, status.json and the run's logs.
     assert_eq!(ws.read(&format!("{dir}/task")), "hello");
-    let logs = entries(&ws, &format!("{dir}/run/logs"));
+    let logs = entries(&ws, &format!("{dir}/logs"));
     let all: String = logs
         .iter()
-        .map(|l| ws.read(&format!("{dir}/run/logs/{l}")))
+        .map(|l| ws.read(&format!("{dir}/logs/{l}")))
         .collect();
     assert!(all.contains("out-line-st1"), "logs {logs:?}: {all:?}");
     assert!(all.contains("err-line-st1"), "logs {logs:?}: {all:?}");
-    assert!(ws.exists(&format!("{dir}/run/state.json")));
-    let state = json_file(&ws, &format!("{dir}/run/state.json"));
+    assert!(ws.exists(&format!("{dir}/state.json")));
+    let state = json_file(&ws, &format!("{dir}/state.json"));
     assert_eq!(state["run_id"], run_id);
 
     // Names sort by time.
