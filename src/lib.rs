@@ -19,6 +19,7 @@ pub mod processed;
 pub mod queue;
 pub mod role;
 pub mod runner;
+pub mod runtime;
 pub mod state;
 pub mod supervisor;
 pub mod template;
