@@ -50,12 +50,16 @@ enum Command {
         /// No per-step progress lines.
         #[arg(long, short)]
         quiet: bool,
+        #[command(flatten)]
+        agents: AgentArgs,
     },
     /// Continue an interrupted or failed run from the first step that did not complete.
     Resume {
         run_id: String,
         #[arg(long, short)]
         quiet: bool,
+        #[command(flatten)]
+        agents: AgentArgs,
     },
     /// Run one step of a workflow on its own.
     RunStep {
@@ -69,12 +73,35 @@ enum Command {
         from_run: Option<String>,
         #[arg(long, short)]
         quiet: bool,
+        #[command(flatten)]
+        agents: AgentArgs,
     },
     /// Run a workflow, and run it again each time the file changes.
     Watch {
         file: PathBuf,
         #[command(flatten)]
         context: ContextArgs,
+        #[command(flatten)]
+        agents: AgentArgs,
+    },
+    /// Approve a pending `approval` step of a run.
+    Approve {
+        run_id: String,
+        step: String,
+        #[arg(long)]
+        note: Option<String>,
+        /// Who decides (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Reject a pending `approval` step; the reason reaches the step the rejection leads to.
+    Reject {
+        run_id: String,
+        step: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        by: Option<String>,
     },
     /// Check workflow files and print every problem found.
     Validate {
@@ -174,6 +201,34 @@ enum SwarmAction {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Who executes agent steps.
+#[derive(Debug, Args, Clone, Default)]
+struct AgentArgs {
+    /// Run every agent step on this runtime or runtimes.yaml profile (claude, codex, gemini, ...).
+    #[arg(long, value_name = "NAME")]
+    runtime: Option<String>,
+    /// Allow agent steps with `phase: full` (no permission checks; use inside a sandbox).
+    #[arg(long)]
+    allow_full: bool,
+}
+
+impl AgentArgs {
+    /// Applies the options and the workspace's runtimes.yaml to a run's configuration.
+    fn apply(&self, workspace: &Path, config: &mut RunConfig) -> Result<(), u8> {
+        match crate::runtime::profile::Profiles::load(workspace) {
+            Ok(profiles) => config.profiles = std::sync::Arc::new(profiles),
+            Err(err) => {
+                eprint!("{}", relative_render(&err, workspace));
+                eprintln!("error: runtimes.yaml has problems; nothing was run");
+                return Err(exit::INVALID);
+            }
+        }
+        config.runtime_override = self.runtime.clone();
+        config.allow_full = self.allow_full;
+        Ok(())
+    }
 }
 
 #[derive(Debug, Args, Clone)]
@@ -304,6 +359,7 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             clean_processed,
             archive_processed,
             quiet,
+            agents,
         } => {
             run(
                 &workspace,
@@ -312,12 +368,21 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
                 clean_processed,
                 archive_processed,
                 quiet,
+                &agents,
             )
             .await
         }
-        Command::Resume { run_id, quiet } => {
-            let cancel = signal_cancel();
-            match Runner::resume(&run_id, &workspace, cancel, !quiet) {
+        Command::Resume {
+            run_id,
+            quiet,
+            agents,
+        } => {
+            let mut config = RunConfig::new(workspace.clone(), Map::new(), signal_cancel());
+            config.progress = !quiet;
+            if let Err(code) = agents.apply(&workspace, &mut config) {
+                return code;
+            }
+            match Runner::resume(&run_id, config) {
                 Ok(runner) => {
                     eprintln!("run_id: {}", runner.run_id());
                     report(runner.run().await)
@@ -334,6 +399,7 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             context,
             from_run,
             quiet,
+            agents,
         } => {
             run_step(
                 &workspace,
@@ -342,10 +408,72 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
                 &context,
                 from_run.as_deref(),
                 quiet,
+                &agents,
             )
             .await
         }
-        Command::Watch { file, context } => watch(&workspace, &file, &context).await,
+        Command::Watch {
+            file,
+            context,
+            agents,
+        } => watch(&workspace, &file, &context, &agents).await,
+        Command::Approve {
+            run_id,
+            step,
+            note,
+            by,
+        } => decide(
+            &workspace,
+            &run_id,
+            &step,
+            crate::approval::Verdict::Approve,
+            None,
+            note,
+            by,
+        ),
+        Command::Reject {
+            run_id,
+            step,
+            reason,
+            by,
+        } => decide(
+            &workspace,
+            &run_id,
+            &step,
+            crate::approval::Verdict::Reject,
+            Some(reason),
+            None,
+            by,
+        ),
+    }
+}
+
+fn decide(
+    workspace: &Path,
+    run_id: &str,
+    step: &str,
+    verdict: crate::approval::Verdict,
+    reason: Option<String>,
+    note: Option<String>,
+    by: Option<String>,
+) -> u8 {
+    match crate::approval::decide(workspace, run_id, step, verdict, reason, note, by) {
+        Ok(path) => {
+            let word = if verdict == crate::approval::Verdict::Approve {
+                "approved"
+            } else {
+                "rejected"
+            };
+            eprintln!(
+                "{word} step `{step}` of run {run_id} ({})",
+                path.strip_prefix(workspace).unwrap_or(&path).display()
+            );
+            exit::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            exit::INVALID
+        }
     }
 }
 
@@ -479,6 +607,7 @@ async fn run(
     clean: bool,
     archive: Option<Option<PathBuf>>,
     quiet: bool,
+    agents: &AgentArgs,
 ) -> u8 {
     let (workflow, text) = match load_for_run(workspace, file) {
         Ok(w) => w,
@@ -522,6 +651,9 @@ async fn run(
     let cancel = signal_cancel();
     let mut config = RunConfig::new(workspace.to_path_buf(), context, cancel);
     config.progress = !quiet;
+    if let Err(code) = agents.apply(workspace, &mut config) {
+        return code;
+    }
     let runner = match Runner::create(workflow, &text, config) {
         Ok(r) => r,
         Err(err) => {
@@ -592,6 +724,7 @@ async fn run_step(
     context: &ContextArgs,
     from_run: Option<&str>,
     quiet: bool,
+    agents: &AgentArgs,
 ) -> u8 {
     let (workflow, text) = match load_for_run(workspace, file) {
         Ok(w) => w,
@@ -633,6 +766,9 @@ async fn run_step(
     let mut config = RunConfig::new(workspace.to_path_buf(), context, signal_cancel());
     config.progress = !quiet;
     config.preset_results = preset;
+    if let Err(code) = agents.apply(workspace, &mut config) {
+        return code;
+    }
     let runner = match Runner::create(single, &text, config) {
         Ok(r) => r,
         Err(err) => {
@@ -646,7 +782,7 @@ async fn run_step(
 
 /// Runs the workflow, then again whenever its file changes; a change during a run stops it
 /// first (like watchexec's restart).
-async fn watch(workspace: &Path, file: &Path, context: &ContextArgs) -> u8 {
+async fn watch(workspace: &Path, file: &Path, context: &ContextArgs, agents: &AgentArgs) -> u8 {
     use notify::{RecursiveMode, Watcher};
     let path = workspace.join(file);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -679,6 +815,7 @@ async fn watch(workspace: &Path, file: &Path, context: &ContextArgs) -> u8 {
         let ws = workspace.to_path_buf();
         let run_file = file.to_path_buf();
         let context = context.clone();
+        let agents = agents.clone();
         let run = async move {
             let (workflow, text) = match load_for_run(&ws, &run_file) {
                 Ok(w) => w,
@@ -691,8 +828,11 @@ async fn watch(workspace: &Path, file: &Path, context: &ContextArgs) -> u8 {
                     return exit::INVALID;
                 }
             };
-            let mut config = RunConfig::new(ws, context, run_cancel);
+            let mut config = RunConfig::new(ws.clone(), context, run_cancel);
             config.progress = true;
+            if let Err(code) = agents.apply(&ws, &mut config) {
+                return code;
+            }
             match Runner::create(workflow, &text, config) {
                 Ok(runner) => {
                     eprintln!("run_id: {}", runner.run_id());

@@ -5,12 +5,14 @@
 //! -> `exec` (one process per step), recording into `events` (append-only) and `state`
 //! (snapshots). `cli` is the command line over all of it.
 
+pub mod approval;
 pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod diag;
 pub mod events;
 pub mod exec;
+pub mod fingerprint;
 pub mod fsutil;
 pub mod jq;
 pub mod load;

@@ -13,8 +13,9 @@ use serde_json::Value as Json;
 
 use crate::diag::{Diagnostic, did_you_mean};
 use crate::model::{
-    Capture, Condition, DEFAULT_MAX_VISITS, EnqueueContent, Items, Pointer, ProviderTemplate,
-    QueueDirs, Retry, Role, Step, StepKind, Target, Transitions, Workflow, builtin_providers,
+    AgentStep, Capture, Condition, DEFAULT_MAX_VISITS, EnqueueContent, Items, Phase, Pointer,
+    Prompt, ProviderTemplate, QueueDirs, Retry, Role, Step, StepKind, Target, Transitions,
+    Workflow, builtin_providers,
 };
 use crate::template::{Part, Template};
 use crate::yaml::{self, Node, Pos, Value};
@@ -292,6 +293,17 @@ const STEP_FIELDS: &[&str] = &[
     "for_each",
     "wait_for",
     "enqueue",
+    "approval",
+    "runtime",
+    "prompt",
+    "prompt_file",
+    "model",
+    "phase",
+    "max_turns",
+    "resume",
+    "allow_shell",
+    "artifacts",
+    "rejected_when",
     "timeout_sec",
     "retry",
     "max_visits",
@@ -877,6 +889,9 @@ impl Loader {
                 at.insert(path, (n.pos.line, self.content_column(n.pos)));
             }
         }
+        let rejected_when = fields
+            .value("rejected_when")
+            .and_then(|n| self.string(n, "`rejected_when`"));
         let agent = fields
             .value("agent")
             .and_then(|n| self.string(n, "`agent`"));
@@ -907,6 +922,7 @@ impl Loader {
             max_visits,
             env,
             secrets,
+            rejected_when,
             at,
         })
     }
@@ -925,10 +941,32 @@ impl Loader {
             "for_each",
             "wait_for",
             "enqueue",
+            "approval",
+            "prompt",
+            "prompt_file",
         ]
         .into_iter()
         .filter(|key| fields.get(key).is_some())
         .collect();
+        // Agent-only fields on a step that is not an agent step.
+        if !present
+            .iter()
+            .any(|k| *k == "prompt" || *k == "prompt_file")
+        {
+            for key in [
+                "runtime",
+                "phase",
+                "max_turns",
+                "resume",
+                "allow_shell",
+                "artifacts",
+                "model",
+            ] {
+                if let Some(pos) = fields.key_pos(key) {
+                    self.error(pos, format!("`{key}` in {what} only applies to agent steps (with `prompt` or `prompt_file`)"));
+                }
+            }
+        }
         // A step with only `input_file` is a provider step whose provider comes from the role.
         let provider_step = matches!(present.first(), Some(&"provider" | &"command_override"))
             || (present.is_empty() && fields.get("input_file").is_some());
@@ -937,7 +975,7 @@ impl Loader {
             [] if fields.get("input_file").is_some() => None,
             [] => {
                 self.error(node.pos, format!("{what} has nothing to do")).hint = Some(
-                    "give it one of `command`, `provider`, `command_override`, `for_each`, `wait_for` or `enqueue`".into(),
+                    "give it one of `command`, `prompt` (an agent), `provider`, `command_override`, `for_each`, `wait_for`, `enqueue` or `approval`".into(),
                 );
                 return None;
             }
@@ -994,8 +1032,121 @@ impl Loader {
             }
             "for_each" => self.for_each(fields.get("for_each")?, what),
             "enqueue" => self.enqueue(fields.get("enqueue")?, what),
+            "approval" => self.approval(fields.get("approval")?, what),
+            "prompt" | "prompt_file" => self.agent(fields, what),
             _ => self.wait_for(fields.get("wait_for")?, what),
         }
+    }
+
+    fn agent(&mut self, fields: &Fields, what: &str) -> Option<StepKind> {
+        let prompt = match (fields.get("prompt"), fields.get("prompt_file")) {
+            (Some(n), None) => Prompt::Text(self.template(n, "`prompt`")?),
+            (None, Some(n)) => Prompt::File(self.template(n, "`prompt_file`")?),
+            _ => return None,
+        };
+        let runtime = fields
+            .value("runtime")
+            .and_then(|n| self.string(n, "`runtime`"));
+        let model = fields
+            .value("model")
+            .and_then(|n| self.template(n, "`model`"));
+        let phase = match fields.value("phase") {
+            Some(n) => match self.string(n, "`phase`").as_deref() {
+                Some("readonly") => Phase::Readonly,
+                Some("plan") => Phase::Plan,
+                Some("write") => Phase::Write,
+                Some("full") => Phase::Full,
+                Some(other) => {
+                    let hint = match did_you_mean(other, ["readonly", "plan", "write", "full"]) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => "phases: readonly (default), plan, write, full".into(),
+                    };
+                    self.error(n.pos, format!("`phase: {other}` in {what} is not a phase"))
+                        .hint = Some(hint);
+                    return None;
+                }
+                None => return None,
+            },
+            None => Phase::Readonly,
+        };
+        let max_turns = fields
+            .value("max_turns")
+            .and_then(|n| self.count(n, "`max_turns`", 1, 10_000));
+        let resume = fields
+            .value("resume")
+            .and_then(|n| self.string(n, "`resume`"));
+        let list = |this: &mut Self, key: &str| -> Vec<String> {
+            match fields.value(key) {
+                Some(n) => match &n.value {
+                    Value::Seq(items) => items
+                        .iter()
+                        .filter_map(|i| this.string(i, &format!("an entry of `{key}`")))
+                        .collect(),
+                    _ => {
+                        this.error(n.pos, format!("`{key}` in {what} must be a list"));
+                        Vec::new()
+                    }
+                },
+                None => Vec::new(),
+            }
+        };
+        let allow_shell = list(self, "allow_shell");
+        let artifacts = list(self, "artifacts");
+        if !allow_shell.is_empty()
+            && !matches!(phase, Phase::Write | Phase::Full)
+            && let Some(pos) = fields.key_pos("allow_shell")
+        {
+            self.error(pos, format!("`allow_shell` in {what} needs `phase: write`: a {} step runs no writing commands", phase.label()));
+        }
+        Some(StepKind::Agent(AgentStep {
+            runtime,
+            prompt,
+            model,
+            phase,
+            max_turns,
+            resume,
+            allow_shell,
+            artifacts,
+        }))
+    }
+
+    fn approval(&mut self, node: &Node, what: &str) -> Option<StepKind> {
+        let ctx = format!("`approval` of {what}");
+        let fields = self.fields(node, &["message", "artifacts", "timeout_sec"], &ctx)?;
+        let message = match fields.value("message") {
+            Some(n) => self.template(n, "`approval.message`")?,
+            None => {
+                self.error(
+                    node.pos,
+                    format!("{ctx} needs `message`: what the person is asked"),
+                );
+                return None;
+            }
+        };
+        let artifacts = match fields.value("artifacts") {
+            Some(n) => match &n.value {
+                Value::Seq(items) => items
+                    .iter()
+                    .filter_map(|i| self.template(i, "an approval artifact"))
+                    .collect(),
+                _ => {
+                    self.error(
+                        n.pos,
+                        format!("`artifacts` of {ctx} must be a list of files to read"),
+                    );
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        let timeout = fields
+            .value("timeout_sec")
+            .and_then(|n| self.seconds(n, "`timeout_sec`"));
+        Some(StepKind::Approval {
+            message,
+            artifacts,
+            timeout,
+        })
     }
 
     fn enqueue(&mut self, node: &Node, what: &str) -> Option<StepKind> {
@@ -1211,16 +1362,17 @@ impl Loader {
         let mut out = Transitions::default();
         let Some(fields) = self.fields(
             node,
-            &["success", "failure", "always"],
+            &["success", "failure", "always", "rejected"],
             &format!("`on` of {what}"),
         ) else {
             return out;
         };
-        let mut at = [(0, 0); 3];
+        let mut at = [(0, 0); 4];
         for (i, (key, slot)) in [
             ("success", &mut out.success),
             ("failure", &mut out.failure),
             ("always", &mut out.always),
+            ("rejected", &mut out.rejected),
         ]
         .into_iter()
         .enumerate()
@@ -1340,7 +1492,7 @@ fn map_entries(node: &Node) -> &[(Node, Node)] {
 }
 
 /// The variable roots every workflow may use; `as:` names may not shadow them.
-pub const RESERVED_ROOTS: &[&str] = &["run", "loop", "steps", "context", "env", "task"];
+pub const RESERVED_ROOTS: &[&str] = &["run", "loop", "steps", "context", "env", "task", "feedback"];
 
 /// The fields `${steps.<name>.<field>}` may name.
 pub const STEP_RESULT_FIELDS: &[&str] = &[
@@ -1362,6 +1514,38 @@ pub const STEP_RESULT_FIELDS: &[&str] = &[
     "wait_duration",
     "poll_count",
     "iterations",
+    // agent steps
+    "result",
+    "session_id",
+    "usage",
+    "cost_usd",
+    "turns",
+    "denials",
+    "runtime",
+    "profile",
+    "model",
+    "phase",
+    "changed_files",
+    // approval steps
+    "decision",
+    "reason",
+    "note",
+    "by",
+    // enqueue steps
+    "task",
+];
+
+/// Result fields that hold objects or arrays, so a path may follow them.
+const STRUCTURED_FIELDS: &[&str] = &[
+    "json",
+    "lines",
+    "files",
+    "iterations",
+    "usage",
+    "error",
+    "denials",
+    "changed_files",
+    "task",
 ];
 
 pub const RUN_FIELDS: &[&str] = &["timestamp_utc", "id", "workspace", "workflow"];
@@ -1507,9 +1691,14 @@ impl<'a> Checker<'a> {
         let local: HashSet<&str> = steps.iter().map(|s| s.name.as_str()).collect();
         for step in steps {
             let what = format!("step `{}`", step.name);
-            for (target, at) in [&step.on.success, &step.on.failure, &step.on.always]
-                .into_iter()
-                .zip(step.on.at)
+            for (target, at) in [
+                &step.on.success,
+                &step.on.failure,
+                &step.on.always,
+                &step.on.rejected,
+            ]
+            .into_iter()
+            .zip(step.on.at)
             {
                 if let Some(Target::Step(name)) = target
                     && !local.contains(name.as_str())
@@ -1561,7 +1750,72 @@ impl<'a> Checker<'a> {
                 }
                 None => {}
             }
+            if let Some(expr) = &step.rejected_when
+                && let Err(err) = crate::jq::check(expr)
+            {
+                self.at(step.line, format!("`rejected_when` of {what}: {err}")).hint = Some(
+                    "the expression sees the step's result: `.json`, `.result`, `.output`, `.exit_code`".into(),
+                );
+            }
+            if step.on.rejected.is_some()
+                && step.rejected_when.is_none()
+                && !matches!(step.kind, StepKind::Approval { .. })
+            {
+                let (line, column) = step.on.at[3];
+                self.loader
+                    .error(
+                        Pos {
+                            line,
+                            column,
+                            offset: None,
+                        },
+                        format!("`on.rejected` of {what} is never taken"),
+                    )
+                    .hint = Some(
+                    "only `approval` steps and steps with `rejected_when` can be rejected".into(),
+                );
+            }
             match &step.kind {
+                StepKind::Agent(agent) => {
+                    let (Prompt::Text(t) | Prompt::File(t)) = &agent.prompt;
+                    self.check_template(t, scope, step.line, &what);
+                    if let Some(t) = &agent.model {
+                        self.check_template(t, scope, step.line, &what);
+                    }
+                    if let Some(target) = &agent.resume {
+                        match self.workflow.find_step(target) {
+                            Some(s) if matches!(s.kind, StepKind::Agent(_)) => {}
+                            Some(_) => {
+                                self.at(
+                                    step.line,
+                                    format!(
+                                        "{what} resumes `{target}`, which is not an agent step"
+                                    ),
+                                )
+                                .hint = Some(
+                                    "`resume` continues the session of an earlier agent step"
+                                        .into(),
+                                );
+                            }
+                            None => {
+                                self.at(
+                                    step.line,
+                                    format!(
+                                        "{what} resumes `{target}`, but there is no step `{target}`"
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                }
+                StepKind::Approval {
+                    message, artifacts, ..
+                } => {
+                    self.check_template(message, scope, step.line, &what);
+                    for t in artifacts {
+                        self.check_template(t, scope, step.line, &what);
+                    }
+                }
                 StepKind::Command { argv } => {
                     for t in argv {
                         self.check_template(t, scope, step.line, &what);
@@ -1771,6 +2025,11 @@ impl<'a> Checker<'a> {
             },
             "steps" => self.check_step_ref(var, &text, what),
             "task" => None,
+            // What a rejection edge carried here: empty strings when none did.
+            "feedback" => match field {
+                None | Some("reason" | "from" | "step") if var.segments.len() <= 2 => None,
+                _ => Some((format!("{what} uses `{text}`"), "feedback variables: feedback, feedback.reason, feedback.from".into())),
+            },
             _ if scope.loops.iter().any(|v| v == root) => None,
             _ if scope.provider_params.iter().any(|p| p == root) && var.segments.len() == 1 => None,
             _ => {
@@ -1854,15 +2113,11 @@ impl<'a> Checker<'a> {
                     }
                 ),
             )),
-            _ if var.segments.len() > 3
-                && field != "json"
-                && field != "lines"
-                && field != "files"
-                && field != "iterations" =>
+            _ if var.segments.len() > 3 && !STRUCTURED_FIELDS.contains(&field.as_str()) =>
             {
                 Some((
                     format!("{what} uses `{text}`: `{field}` has no fields"),
-                    "only `json`, `lines`, `files` and `iterations` take a path".into(),
+                    "only json, lines, files, iterations, usage, error, denials, changed_files and task take a path".into(),
                 ))
             }
             _ => None,

@@ -78,6 +78,9 @@ pub struct Step {
     pub max_visits: Option<u32>,
     pub env: Vec<(String, Template)>,
     pub secrets: Vec<String>,
+    /// A jq condition over the step's result: when it holds after the step succeeded, the step
+    /// counts as rejected (`on.rejected`), e.g. a review whose JSON says it failed.
+    pub rejected_when: Option<String>,
     /// Line and column of some field values (`provider`, `when.jq`, `for_each.items_from`,
     /// `input_file`), so that later checks can point at them.
     pub at: BTreeMap<&'static str, (u32, u32)>,
@@ -106,6 +109,15 @@ pub enum StepKind {
         poll: Duration,
         min_count: usize,
     },
+    /// A coding agent (claude, codex, gemini) run through its adapter: the prompt on stdin, the
+    /// CLI's structured stream parsed into `result`, `usage`, `cost_usd`, `session_id`.
+    Agent(AgentStep),
+    /// Blocks until a person (or any tool) approves or rejects, through decision files.
+    Approval {
+        message: Template,
+        artifacts: Vec<Template>,
+        timeout: Option<Duration>,
+    },
     /// Hands a task to a role: written durably into its inbox (`*.tmp`, then renamed).
     Enqueue {
         role: Template,
@@ -113,6 +125,58 @@ pub enum StepKind {
         /// The task id; a new time-ordered id when absent.
         name: Option<Template>,
     },
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentStep {
+    /// `claude`, `codex`, `gemini`, or a provider template's name; `None`: the run's, role's or
+    /// profile's default.
+    pub runtime: Option<String>,
+    pub prompt: Prompt,
+    pub model: Option<Template>,
+    pub phase: Phase,
+    pub max_turns: Option<u32>,
+    /// The step whose session this one continues.
+    pub resume: Option<String>,
+    /// Command prefixes a `write` step may run through the agent's shell tool.
+    pub allow_shell: Vec<String>,
+    /// Paths (globs) a `readonly`/`plan` step may write, e.g. the plan it produces.
+    pub artifacts: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Prompt {
+    /// Inline text; `${...}` is substituted.
+    Text(Template),
+    /// A workspace file passed literally (the spec's rule: file contents are not substituted).
+    File(Template),
+}
+
+/// What an agent step may do. Phases are permission boundaries enforced by each CLI's own
+/// controls and verified by the engine (`readonly` and `plan` may not change the workspace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Readonly,
+    Plan,
+    Write,
+    Full,
+}
+
+impl Phase {
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Readonly => "readonly",
+            Phase::Plan => "plan",
+            Phase::Write => "write",
+            Phase::Full => "full",
+        }
+    }
+
+    /// Whether the engine checks that the workspace is unchanged after the step.
+    pub fn verified_readonly(self) -> bool {
+        matches!(self, Phase::Readonly | Phase::Plan)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +196,8 @@ impl StepKind {
             StepKind::ForEach { .. } => "for_each",
             StepKind::WaitFor { .. } => "wait_for",
             StepKind::Enqueue { .. } => "enqueue",
+            StepKind::Agent(_) => "agent",
+            StepKind::Approval { .. } => "approval",
         }
     }
 }
@@ -170,8 +236,10 @@ pub struct Transitions {
     pub success: Option<Target>,
     pub failure: Option<Target>,
     pub always: Option<Target>,
-    /// Line and column of each `goto` value (success, failure, always), for diagnostics.
-    pub at: [(u32, u32); 3],
+    /// Taken when an approval is rejected, or when the step's `rejected_when` holds.
+    pub rejected: Option<Target>,
+    /// Line and column of each `goto` value (success, failure, always, rejected).
+    pub at: [(u32, u32); 4],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -84,6 +84,12 @@ pub struct RunConfig {
     /// new attempt), so it skips what only resume needs: the run lock, the workflow copy and
     /// fsync of events and snapshots; its durable record is the task's status.json and move.
     pub resumable: bool,
+    /// `--runtime`: the runtime or profile every agent step runs on.
+    pub runtime_override: Option<String>,
+    /// `runtimes.yaml` of the workspace.
+    pub profiles: std::sync::Arc<crate::runtime::profile::Profiles>,
+    /// `--allow-full`: agent steps may use `phase: full`.
+    pub allow_full: bool,
 }
 
 impl RunConfig {
@@ -105,6 +111,9 @@ impl RunConfig {
             default_provider: None,
             default_model: None,
             resumable: true,
+            runtime_override: None,
+            profiles: std::sync::Arc::new(crate::runtime::profile::Profiles::default()),
+            allow_full: false,
         }
     }
 }
@@ -130,6 +139,8 @@ enum Flow {
     Skipped,
     /// `goto: _end` was taken somewhere below: the run ends successfully.
     End,
+    /// An approval was rejected, or the step's `rejected_when` held.
+    Rejected,
 }
 
 /// A step failure the run could not route around.
@@ -172,6 +183,10 @@ pub struct Runner {
     /// do not list them.
     secret_names: HashSet<String>,
     failure: Option<Failure>,
+    /// `${feedback}`: what the last rejection edge carried (empty strings before any).
+    feedback: Value,
+    /// The phase of the last agent step, to record phase transitions.
+    last_phase: Option<crate::model::Phase>,
     last_step: Option<String>,
     enqueued: Vec<crate::queue::Enqueued>,
     _lock: Option<std::fs::File>,
@@ -229,12 +244,11 @@ impl Runner {
     }
 
     /// Reopens run `run_id` to continue it from the first step that did not complete.
-    pub fn resume(
-        run_id: &str,
-        workspace: &Path,
-        cancel: CancellationToken,
-        progress: bool,
-    ) -> Result<Runner, RunError> {
+    /// `config` gives the workspace, cancellation and runtime choices; the context comes from
+    /// the run's own state.
+    pub fn resume(run_id: &str, config: RunConfig) -> Result<Runner, RunError> {
+        let workspace = config.workspace.clone();
+        let workspace = workspace.as_path();
         if crate::queue::check_id(run_id).is_err() {
             return Err(RunError::Resume {
                 run_id: run_id.to_string(),
@@ -289,8 +303,8 @@ impl Runner {
         state.finished_at = None;
         state.exit_code = None;
         state.error = None;
-        let mut config = RunConfig::new(workspace.to_path_buf(), state.context.clone(), cancel);
-        config.progress = progress;
+        let mut config = config;
+        config.context = state.context.clone();
         Self::with_state(workflow, config, dir, state, journal, Some(lock))
     }
 
@@ -332,6 +346,8 @@ impl Runner {
             secret_values,
             secret_names,
             failure: None,
+            feedback: json!({"reason": "", "from": ""}),
+            last_phase: None,
             last_step: None,
             enqueued: Vec::new(),
             _lock: lock,
@@ -538,7 +554,22 @@ impl Runner {
                     }
                     Flow::Succeeded => step.on.success.as_ref().or(step.on.always.as_ref()),
                     Flow::Failed => step.on.failure.as_ref().or(step.on.always.as_ref()),
+                    Flow::Rejected => step
+                        .on
+                        .rejected
+                        .as_ref()
+                        .or(step.on.failure.as_ref())
+                        .or(step.on.always.as_ref()),
                 };
+                if flow == Flow::Rejected {
+                    // What the rejection said travels to the step it leads to: `${feedback}`.
+                    let reason = self
+                        .results
+                        .get(&step.name)
+                        .map(rejection_reason)
+                        .unwrap_or_default();
+                    self.feedback = json!({"reason": reason, "from": step.name});
+                }
                 match target {
                     Some(Target::End) => {
                         self.event("goto", json!({"from": step.name, "to": "_end"}), false)?;
@@ -550,6 +581,18 @@ impl Runner {
                         i = index_of.get(name.as_str()).copied().unwrap_or(steps.len());
                     }
                     None if flow == Flow::Succeeded => i += 1,
+                    None if flow == Flow::Rejected => {
+                        self.failure = Some(Failure {
+                            exit_code: 1,
+                            message: format!(
+                                "step `{}` (line {}) was rejected and has no `on.rejected` edge: {}",
+                                step.name,
+                                step.line,
+                                self.feedback["reason"].as_str().unwrap_or("")
+                            ),
+                        });
+                        return Ok(Flow::Failed);
+                    }
                     None => {
                         if self.workflow.strict_flow {
                             return Ok(Flow::Failed);
@@ -629,8 +672,16 @@ impl Runner {
                         self.wait_for(step, glob, *timeout, *poll, *min_count, loops)
                             .await
                     }
-                    StepKind::Command { .. } | StepKind::Provider { .. } => {
+                    StepKind::Command { .. } | StepKind::Provider { .. } | StepKind::Agent(_) => {
                         self.process_step(step, exec, loops).await
+                    }
+                    StepKind::Approval {
+                        message,
+                        artifacts,
+                        timeout,
+                    } => {
+                        self.approval(step, exec, message, artifacts, *timeout, loops)
+                            .await
                     }
                     StepKind::Enqueue {
                         role,
@@ -641,6 +692,31 @@ impl Runner {
             }
         };
         result = with_timing(result, &started_at, started);
+        if result["status"] == "succeeded"
+            && let Some(expr) = &step.rejected_when
+        {
+            match crate::jq::eval_bool(expr, &result) {
+                Ok(true) => {
+                    result["status"] = json!("rejected");
+                    result["rejected_by"] = json!("rejected_when");
+                }
+                Ok(false) => {}
+                Err(err) => {
+                    result["status"] = json!("failed");
+                    result["exit_code"] = json!(2);
+                    result["error"] = json!(format!("in `rejected_when`: {err}"));
+                }
+            }
+        }
+        if result["status"] == "rejected" {
+            self.progress(&format!(
+                "↩ {} rejected: {}",
+                step.name,
+                rejection_reason(&result)
+            ));
+            self.record(step, exec, &iteration, result)?;
+            return Ok(Flow::Rejected);
+        }
         let ok = result["status"] == "succeeded";
         let mark = if ok { "✓" } else { "✗" };
         let mut line = format!(
@@ -663,6 +739,151 @@ impl Runner {
         }
         self.record(step, exec, &iteration, result)?;
         Ok(if ok { Flow::Succeeded } else { Flow::Failed })
+    }
+
+    /// An `approval` step: writes the request, then waits for a decision file.
+    async fn approval(
+        &mut self,
+        step: &Step,
+        exec: u64,
+        message: &Template,
+        artifacts: &[Template],
+        timeout: Option<Duration>,
+        loops: &[LoopFrame],
+    ) -> Value {
+        use crate::approval::{self, Verdict};
+        let scope = self.scope(loops);
+        let message = match message.render(&scope) {
+            Ok(m) => m,
+            Err(e) => return failed_result(2, format!("in `approval.message`: {e}")),
+        };
+        let mut files = Vec::new();
+        for t in artifacts {
+            match t.render(&scope) {
+                Ok(f) => files.push(f),
+                Err(e) => return failed_result(2, format!("in `approval.artifacts`: {e}")),
+            }
+        }
+        let ws = self.config.workspace.clone();
+        let run_id = self.state.run_id.clone();
+        let request_path = approval::request_path(&ws, &run_id, &step.name);
+        let decision_path = approval::decision_path(&ws, &run_id, &step.name);
+        let request = approval::Request {
+            format_version: 1,
+            // Execution numbers repeat on resume, so a decision given while the engine was down
+            // still answers the same request.
+            request_id: format!("{run_id}-{exec}"),
+            run_id: run_id.clone(),
+            step: step.name.clone(),
+            message: message.clone(),
+            artifacts: files.clone(),
+            requested_at: crate::clock::now_rfc3339(),
+            how: vec![
+                format!("orchestrate approve {run_id} {} [--note TEXT]", step.name),
+                format!("orchestrate reject {run_id} {} --reason TEXT", step.name),
+                format!(
+                    "or write {} atomically: {{\"decision\": \"approve\"}}",
+                    self.relative(&decision_path)
+                ),
+            ],
+        };
+        // A decision left from an earlier visit of this step answers another request: keep it,
+        // under another name, and wait for a new one.
+        if let Ok(bytes) = std::fs::read(&decision_path) {
+            let old: Option<approval::Decision> = serde_json::from_slice(&bytes).ok();
+            if old.as_ref().and_then(|d| d.request_id.as_deref())
+                != Some(request.request_id.as_str())
+            {
+                let _ = std::fs::rename(
+                    &decision_path,
+                    approval::dir(&ws, &run_id)
+                        .join(format!("{}.decision.{}.json", step.name, exec)),
+                );
+            }
+        }
+        let bytes = serde_json::to_vec_pretty(&request).unwrap_or_default();
+        if let Err(e) = std::fs::create_dir_all(approval::dir(&ws, &run_id))
+            .and_then(|()| crate::fsutil::atomic_write(&request_path, &bytes))
+        {
+            return failed_result(
+                1,
+                format!(
+                    "failed to write the approval request {}: {e}",
+                    request_path.display()
+                ),
+            );
+        }
+        let written = std::fs::metadata(&request_path)
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|_| std::time::SystemTime::now());
+        let _ = self.event("approval_requested", json!({"step": step.name, "request": self.relative(&request_path), "message": message, "artifacts": files}), true);
+        self.progress(&format!(
+            "⏸ {} waits for approval: {message}\n   orchestrate approve {run_id} {}   |   orchestrate reject {run_id} {} --reason ...",
+            step.name, step.name, step.name
+        ));
+        let started = Instant::now();
+        let mut complained = false;
+        loop {
+            match approval::read_decision(&decision_path, &request, written) {
+                Ok(Some(decision)) => {
+                    let verdict = match decision.decision {
+                        Verdict::Approve => "approve",
+                        Verdict::Reject => "reject",
+                    };
+                    let _ = self.event(
+                        "approval_decided",
+                        json!({"step": step.name, "decision": decision}),
+                        true,
+                    );
+                    let status = if decision.decision == Verdict::Approve {
+                        "succeeded"
+                    } else {
+                        "rejected"
+                    };
+                    return json!({
+                        "status": status,
+                        "exit_code": 0,
+                        "decision": verdict,
+                        "reason": decision.reason.unwrap_or_default(),
+                        "note": decision.note.unwrap_or_default(),
+                        "by": decision.by,
+                        "at": decision.at,
+                        "waited": started.elapsed().as_secs_f64(),
+                    });
+                }
+                Ok(None) => {}
+                Err(message) => {
+                    if !complained {
+                        complained = true;
+                        let _ = self.event(
+                            "approval_unreadable",
+                            json!({"step": step.name, "error": message}),
+                            false,
+                        );
+                        self.progress(&format!("! {}: {message}", step.name));
+                    }
+                }
+            }
+            if let Some(limit) = timeout
+                && started.elapsed() >= limit
+            {
+                return failed_result(
+                    124,
+                    format!(
+                        "no decision within {:.0}s (approval.timeout_sec)",
+                        limit.as_secs_f64()
+                    ),
+                );
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = self.config.cancel.cancelled() => {
+                    let mut result = failed_result(130, "interrupted while waiting for approval".into());
+                    result["status"] = json!("interrupted");
+                    return result;
+                }
+            }
+        }
     }
 
     /// An `enqueue` step: writes a task into a role's inbox durably, carrying the correlation id.
@@ -766,15 +987,22 @@ impl Runner {
             Some("succeeded") => Flow::Succeeded,
             Some("skipped") => Flow::Skipped,
             Some("failed") => Flow::Failed,
+            Some("rejected") => Flow::Rejected,
             _ => {
                 // Interrupted (or unknown): the step did not complete; run it again.
                 self.journal.cutoff = exec;
                 return None;
             }
         };
-        let handled =
-            step.on.failure.is_some() || step.on.always.is_some() || !self.workflow.strict_flow;
-        if flow == Flow::Failed && !handled {
+        let handled = match flow {
+            Flow::Rejected => {
+                step.on.rejected.is_some() || step.on.failure.is_some() || step.on.always.is_some()
+            }
+            _ => {
+                step.on.failure.is_some() || step.on.always.is_some() || !self.workflow.strict_flow
+            }
+        };
+        if matches!(flow, Flow::Failed | Flow::Rejected) && !handled {
             // This failure ended the earlier attempt: run the step again.
             self.journal.cutoff = exec;
             return None;
@@ -862,7 +1090,7 @@ impl Runner {
             )?;
             match self.run_list(body, &frames).await? {
                 Flow::End => return Ok((Flow::End, Value::Null)),
-                Flow::Failed => {
+                Flow::Failed | Flow::Rejected => {
                     let message = match &self.failure {
                         Some(f) => format!("iteration {index} failed: {}", f.message),
                         None => format!("iteration {index} failed"),
@@ -986,7 +1214,35 @@ impl Runner {
             None if is_provider => code == 1 || code == 124,
             None => code != 0 && code != 130,
         };
+        if let Some(run) = &prepared.agent {
+            if self.last_phase != Some(run.phase) {
+                let _ = self.event(
+                    "phase_entered",
+                    json!({"step": step.name, "phase": run.phase, "from": self.last_phase, "runtime": run.name}),
+                    false,
+                );
+                self.last_phase = Some(run.phase);
+            }
+            for note in &run.notes {
+                let _ = self.event(
+                    "runtime_note",
+                    json!({"step": step.name, "runtime": run.name, "note": note}),
+                    false,
+                );
+            }
+        }
+        // Agent steps retry on their error class (rate limits, 5xx, timeouts) up to 3 attempts
+        // unless the step says otherwise.
+        let max_attempts = if prepared.agent.is_some()
+            && step.retry.max_attempts == 1
+            && step.retry.on_exit_codes.is_none()
+        {
+            3
+        } else {
+            step.retry.max_attempts
+        };
         let mut attempt = 1;
+        let mut pauses = 0;
         loop {
             let suffix = if attempt > 1 {
                 format!(".{attempt}")
@@ -1006,7 +1262,10 @@ impl Runner {
                 env: prepared.env.clone(),
                 env_remove: prepared.env_remove.clone(),
                 cwd: self.config.workspace.clone(),
-                stdin: exec::Stdin::Null,
+                stdin: match &prepared.stdin {
+                    Some(bytes) => exec::Stdin::Bytes(bytes.clone()),
+                    None => exec::Stdin::Null,
+                },
                 stdout_log: stdout_log.clone(),
                 stderr_log: stderr_log.clone(),
                 stdout_file: prepared.output_file.clone(),
@@ -1017,18 +1276,25 @@ impl Runner {
                 inherit_fds: self.config.inherit_fds.clone(),
             };
             if attempt > 1 {
-                self.progress(&format!(
-                    "↻ {} attempt {attempt}/{}",
-                    step.name, step.retry.max_attempts
-                ));
+                self.progress(&format!("↻ {} attempt {attempt}/{max_attempts}", step.name));
             }
+            let before = match &prepared.agent {
+                Some(run) if run.phase.verified_readonly() => Some(self.fingerprint(run)),
+                _ => None,
+            };
             let _ = self.event(
                 "process_started",
                 json!({"step": step.name, "exec": exec, "attempt": attempt, "argv": prepared.argv}),
                 false,
             );
             let finished = exec::run(spec, self.config.cancel.clone()).await;
-            let mut result = capture(step, &finished);
+            let mut result = match &prepared.agent {
+                Some(run) => self.agent_capture(step, &finished, run, &stdout_log, &stderr_log),
+                None => capture(step, &finished),
+            };
+            if let (Some(Ok(before)), Some(run)) = (&before, &prepared.agent) {
+                self.verify_unchanged(step, run, before, &mut result);
+            }
             result["attempts"] = json!(attempt);
             // Logs exist only for streams the process wrote to.
             for (key, path) in [("stdout_log", &stdout_log), ("stderr_log", &stderr_log)] {
@@ -1044,17 +1310,64 @@ impl Runner {
             }
             let code = result["exit_code"].as_i64().unwrap_or(1) as i32;
             let succeeded = result["status"] == "succeeded";
-            if succeeded
-                || attempt >= step.retry.max_attempts
-                || !retryable(code)
-                || self.config.cancel.is_cancelled()
-            {
+            if succeeded || self.config.cancel.is_cancelled() {
                 return result;
             }
-            let delay = step
-                .retry
-                .delay
-                .mul_f64(step.retry.backoff.powi(attempt as i32 - 1));
+            let kind = result["error"]["kind"].as_str().map(str::to_string);
+            // A usage limit with a reset time pauses the step until then (not an attempt).
+            if kind.as_deref() == Some("usage_limit") && pauses < 3 {
+                let until = result["error"]["resets_at"]
+                    .as_str()
+                    .and_then(parse_reset_time);
+                let wait = until
+                    .map(|t| (t - chrono::Utc::now()).to_std().unwrap_or_default())
+                    .unwrap_or(Duration::from_secs(300))
+                    .min(Duration::from_secs(6 * 3600));
+                pauses += 1;
+                let _ = self.event("paused", json!({"step": step.name, "exec": exec, "reason": "usage_limit", "until": (chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default()).to_rfc3339(), "resets_at": result["error"]["resets_at"]}), true);
+                self.progress(&format!(
+                    "⏸ {} hit a usage limit; paused {:.0}s until it resets",
+                    step.name,
+                    wait.as_secs_f64()
+                ));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.config.cancel.cancelled() => return result,
+                }
+                continue;
+            }
+            let worth_retrying = match kind.as_deref() {
+                // Transient: the API or the clock, not the request.
+                Some("rate_limit" | "server" | "timeout") => step
+                    .retry
+                    .on_exit_codes
+                    .as_ref()
+                    .is_none_or(|c| c.contains(&code)),
+                // The request itself is wrong: another attempt gives the same answer.
+                Some(_) => false,
+                None => retryable(code),
+            };
+            if attempt >= max_attempts || !worth_retrying {
+                if let Some(hint) = kind
+                    .as_deref()
+                    .and_then(|k| error_hint(k, result["runtime"].as_str().unwrap_or("")))
+                {
+                    let message = format!(
+                        "{}; {hint}",
+                        result["error"]["message"]
+                            .as_str()
+                            .unwrap_or("the agent failed")
+                    );
+                    result["error"]["message"] = json!(message);
+                }
+                return result;
+            }
+            let base = if kind.as_deref() == Some("rate_limit") {
+                step.retry.delay.max(Duration::from_secs(5))
+            } else {
+                step.retry.delay
+            };
+            let delay = base.mul_f64(step.retry.backoff.powi(attempt as i32 - 1));
             let _ = self.event(
                 "retry_scheduled",
                 json!({"step": step.name, "exec": exec, "attempt": attempt, "exit_code": code, "delay": delay.as_secs_f64()}),
@@ -1075,8 +1388,181 @@ impl Runner {
             .to_string()
     }
 
+    /// Fingerprints the workspace before a readonly/plan agent step (`.orchestrate/`, the step's
+    /// declared artifacts and git-ignored files excepted).
+    fn fingerprint(&self, run: &AgentRun) -> Result<crate::fingerprint::Snapshot, String> {
+        let mut ignore = run.artifacts.clone();
+        ignore.push(".orchestrate/".into());
+        if let Ok(rel) = self.dir.root.strip_prefix(&self.config.workspace) {
+            ignore.push(format!("{}/", rel.display()));
+        }
+        ignore.push("approvals/".into());
+        let options = crate::fingerprint::Options {
+            ignore,
+            ..crate::fingerprint::Options::default()
+        };
+        crate::fingerprint::snapshot(&self.config.workspace, &options).map_err(|e| e.to_string())
+    }
+
+    /// After a readonly/plan step: anything it changed outside its artifacts fails the step,
+    /// whatever the CLI claims (plan modes leak through shell tools).
+    fn verify_unchanged(
+        &mut self,
+        step: &Step,
+        run: &AgentRun,
+        before: &crate::fingerprint::Snapshot,
+        result: &mut Value,
+    ) {
+        let after = match self.fingerprint(run) {
+            Ok(after) => after,
+            Err(err) => {
+                result["status"] = json!("failed");
+                result["error"] = json!({"kind": "phase_violation", "message": format!("could not verify the {} phase: {err}", run.phase.label())});
+                return;
+            }
+        };
+        let changes = crate::fingerprint::diff(before, &after);
+        if changes.is_empty() {
+            return;
+        }
+        let list: Vec<String> = changes
+            .iter()
+            .map(|c| format!("{} ({:?})", c.path, c.kind).to_lowercase())
+            .collect();
+        let shown = list.iter().take(20).cloned().collect::<Vec<_>>().join(", ");
+        let more = if list.len() > 20 {
+            format!(" and {} more", list.len() - 20)
+        } else {
+            String::new()
+        };
+        let message = format!(
+            "the {} phase forbids changes, but the workspace changed: {shown}{more}",
+            run.phase.label()
+        );
+        let _ = self.event(
+            "phase_violation",
+            json!({"step": step.name, "phase": run.phase, "changes": changes}),
+            true,
+        );
+        result["status"] = json!("failed");
+        result["exit_code"] = json!(1);
+        result["changed_files"] = json!(changes);
+        result["error"] = json!({"kind": "phase_violation", "message": message});
+    }
+
+    /// Parses an agent's structured output into the step's result.
+    fn agent_capture(
+        &self,
+        step: &Step,
+        finished: &exec::Finished,
+        run: &AgentRun,
+        stdout_log: &Path,
+        stderr_log: &Path,
+    ) -> Value {
+        use crate::runtime::parse;
+        let Some(runtime) = run.runtime else {
+            // A stand-in provider: its stdout is the answer.
+            let mut result = capture(step, finished);
+            let text = String::from_utf8_lossy(&finished.stdout).into_owned();
+            result["result"] = json!(text);
+            result["runtime"] = json!(run.name);
+            result["phase"] = json!(run.phase);
+            return result;
+        };
+        let stdout = std::fs::read_to_string(stdout_log).unwrap_or_default();
+        let stderr = std::fs::read_to_string(stderr_log).unwrap_or_default();
+        let code = finished.outcome.exit_code();
+        let outcome = parse::parse(runtime, &stdout, &stderr, code);
+        let mut usage = outcome.usage;
+        let mut result = json!({});
+        if runtime == parse::Runtime::Codex {
+            // codex reports the thread's running total: this turn is the difference.
+            result["usage_cumulative"] = json!(usage);
+            usage = parse::codex_turn_usage(&usage, run.previous_usage.as_ref());
+        }
+        let model = outcome.model.clone().or_else(|| run.model.clone());
+        let mut priced = outcome.clone();
+        priced.usage = usage;
+        let cost = self
+            .config
+            .profiles
+            .prices
+            .outcome_cost(&priced, model.as_deref());
+        let mut error = outcome
+            .error
+            .clone()
+            .map(|e| serde_json::to_value(e).unwrap_or(Value::Null));
+        let status = match &finished.outcome {
+            Outcome::Cancelled => "interrupted",
+            Outcome::TimedOut => {
+                error = Some(
+                    json!({"kind": "timeout", "message": "timed out (timeout_sec); its process group was stopped"}),
+                );
+                "failed"
+            }
+            Outcome::SpawnFailed { message } => {
+                error = Some(json!({"kind": "other", "message": message}));
+                "failed"
+            }
+            _ if outcome.ok => "succeeded",
+            _ => "failed",
+        };
+        if status == "failed" && error.is_none() {
+            error = Some(
+                json!({"kind": "other", "message": format!("{} exited with code {code}", run.name)}),
+            );
+        }
+        let text = outcome.result.clone().unwrap_or_default();
+        result["status"] = json!(status);
+        result["exit_code"] = json!(code);
+        result["outcome"] = json!(finished.outcome);
+        result["runtime"] = json!(runtime.name());
+        result["profile"] = json!(run.name);
+        result["model"] = json!(model);
+        result["phase"] = json!(run.phase);
+        result["result"] = json!(text);
+        result["session_id"] = json!(outcome.session_id);
+        result["usage"] = json!(usage);
+        result["cost_usd"] = json!(cost);
+        result["turns"] = json!(outcome.turns);
+        result["denials"] = json!(outcome.denials);
+        result["api_retries"] = json!(outcome.retries.len());
+        result["truncated"] = json!(false);
+        if let Some(error) = error {
+            result["error"] = error;
+        }
+        match step.capture {
+            Capture::Text => {
+                let keep = floor_char_boundary(&text, TEXT_KEEP_BYTES);
+                result["output"] = json!(&text[..keep]);
+                result["truncated"] = json!(keep < text.len());
+            }
+            Capture::Lines => {
+                result["output_capture"] = json!("lines");
+                let lines: Vec<&str> = text.lines().take(LINES_LIMIT).collect();
+                result["truncated"] = json!(text.lines().count() > LINES_LIMIT);
+                result["lines"] = json!(lines);
+            }
+            Capture::Json => {
+                result["output_capture"] = json!("json");
+                match parse_json_limited(strip_fences(&text).as_bytes()) {
+                    Ok(value) => result["json"] = value,
+                    Err(_) if step.allow_parse_error => result["json"] = Value::Null,
+                    Err(message) if status == "succeeded" => {
+                        result["status"] = json!("failed");
+                        result["exit_code"] = json!(2);
+                        result["error"] = json!({"kind": "other", "message": format!("the agent's answer is not valid JSON: {message}")});
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        result
+    }
+
     /// Renders argv, env and paths for a process step. Errors name the step and what is wrong.
     fn prepare(&self, step: &Step, loops: &[LoopFrame]) -> Result<Prepared, String> {
+        let mut agent_parts = None;
         let scope = self.scope(loops);
         let render =
             |t: &Template, what: &str| t.render(&scope).map_err(|e| format!("in {what}: {e}"));
@@ -1136,9 +1622,15 @@ impl Runner {
                     })
                     .collect::<Result<Vec<_>, _>>()?
             }
-            StepKind::ForEach { .. } | StepKind::WaitFor { .. } | StepKind::Enqueue { .. } => {
-                Vec::new()
+            StepKind::Agent(agent) => {
+                let (argv, env, stdin, run) = self.prepare_agent(step, agent, loops)?;
+                agent_parts = Some((env, stdin, run));
+                argv
             }
+            StepKind::ForEach { .. }
+            | StepKind::WaitFor { .. }
+            | StepKind::Enqueue { .. }
+            | StepKind::Approval { .. } => Vec::new(),
         };
         let mut env = Vec::new();
         for (key, t) in self.workflow.env.iter().chain(step.env.iter()) {
@@ -1171,12 +1663,151 @@ impl Runner {
             }
             None => None,
         };
+        let (stdin, agent) = match agent_parts {
+            Some((agent_env, stdin, run)) => {
+                env.extend(agent_env);
+                (Some(stdin), Some(run))
+            }
+            None => (None, None),
+        };
         Ok(Prepared {
             argv,
             env,
             env_remove,
             output_file,
+            stdin,
+            agent,
         })
+    }
+
+    /// Resolves who runs an agent step and builds its command: `--runtime`, then the step's
+    /// `runtime:`, then the role's, then `runtimes.yaml`'s default; a name may be a profile.
+    #[expect(
+        clippy::type_complexity,
+        reason = "one private caller destructures it at once"
+    )]
+    fn prepare_agent(
+        &self,
+        step: &Step,
+        agent: &crate::model::AgentStep,
+        loops: &[LoopFrame],
+    ) -> Result<(Vec<String>, Vec<(String, String)>, Vec<u8>, AgentRun), String> {
+        use crate::model::Prompt;
+        use crate::runtime::adapter;
+        use crate::runtime::parse::Runtime;
+        let scope = self.scope(loops);
+        let profiles = &self.config.profiles;
+        let name = self
+            .config
+            .runtime_override
+            .clone()
+            .or_else(|| agent.runtime.clone())
+            .or_else(|| self.config.default_provider.clone())
+            .or_else(|| profiles.default.clone())
+            .ok_or_else(|| {
+                "no runtime for this agent step: set `runtime:` on it, pass `--runtime claude|codex|gemini`, or set `default:` in runtimes.yaml".to_string()
+            })?;
+        let profile = profiles.resolve(&name);
+        if agent.phase == crate::model::Phase::Full && !self.config.allow_full {
+            return Err("phase `full` lets the agent do anything: it runs only with `--allow-full` on the run (inside a sandbox you trust)".into());
+        }
+        let prompt = match &agent.prompt {
+            Prompt::Text(t) => t.render(&scope).map_err(|e| format!("in `prompt`: {e}"))?,
+            Prompt::File(t) => {
+                let rel = t
+                    .render(&scope)
+                    .map_err(|e| format!("in `prompt_file`: {e}"))?;
+                let path = fsutil::resolve_in_workspace(&self.config.workspace, &rel)
+                    .map_err(|e| format!("`prompt_file`: {e}"))?;
+                std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read `prompt_file` {rel}: {e}"))?
+            }
+        };
+        let model = match &agent.model {
+            Some(t) => Some(t.render(&scope).map_err(|e| format!("in `model`: {e}"))?),
+            None => self
+                .config
+                .default_model
+                .clone()
+                .or_else(|| profile.model.clone()),
+        };
+        let mut run = AgentRun {
+            runtime: Runtime::from_name(&profile.runtime),
+            name: name.clone(),
+            model: model.clone(),
+            phase: agent.phase,
+            notes: Vec::new(),
+            previous_usage: None,
+            artifacts: agent.artifacts.clone(),
+        };
+        let resume_session = match &agent.resume {
+            Some(target) => {
+                let previous = self
+                    .results
+                    .get(target)
+                    .ok_or_else(|| format!("`resume: {target}`: step `{target}` has not run"))?;
+                let session = previous["session_id"].as_str().ok_or_else(|| {
+                    format!("`resume: {target}`: step `{target}` recorded no session id")
+                })?;
+                run.previous_usage =
+                    serde_json::from_value(previous["usage_cumulative"].clone()).ok();
+                Some(session.to_string())
+            }
+            None => None,
+        };
+        let Some(runtime) = run.runtime else {
+            // A provider template (the offline stand-in, or a workflow's own): the prompt is its
+            // `${PROMPT}`, the model its `${model}`.
+            let template = self.workflow.providers.get(&profile.runtime).ok_or_else(|| {
+                format!("runtime `{}` is neither claude, codex, gemini nor a provider of this workflow", profile.runtime)
+            })?;
+            let mut values: HashMap<String, String> =
+                template.defaults.clone().into_iter().collect();
+            values.insert("PROMPT".into(), prompt);
+            if let Some(model) = &model {
+                values.insert("model".into(), model.clone());
+            }
+            let layered = ProviderScope {
+                values: &values,
+                base: &scope,
+            };
+            let argv = template
+                .command
+                .iter()
+                .map(|t| {
+                    t.render(&layered)
+                        .map_err(|e| format!("in provider `{}`: {e}", profile.runtime))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok((argv, profile.env.clone(), Vec::new(), run));
+        };
+        let scratch = self.dir.root.join("scratch").join(&step.name);
+        // SAFETY: geteuid(2) has no failure mode and no side effects.
+        let is_root = unsafe { libc::geteuid() } == 0;
+        let invocation = adapter::build(&adapter::Request {
+            runtime,
+            bin: profile.bin.as_deref(),
+            model: model.as_deref(),
+            phase: agent.phase,
+            max_turns: agent.max_turns,
+            resume_session: resume_session.as_deref(),
+            allow_shell: &agent.allow_shell,
+            workspace: &self.config.workspace,
+            scratch: &scratch,
+            is_root,
+        });
+        for (path, text) in &invocation.files {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            }
+            std::fs::write(path, text)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        run.notes = invocation.notes;
+        let mut env = invocation.env;
+        env.extend(profile.env.clone());
+        Ok((invocation.argv, env, prompt.into_bytes(), run))
     }
 }
 
@@ -1185,6 +1816,25 @@ struct Prepared {
     env: Vec<(String, String)>,
     env_remove: Vec<String>,
     output_file: Option<PathBuf>,
+    /// Written to the process's stdin (agent prompts), else /dev/null.
+    stdin: Option<Vec<u8>>,
+    agent: Option<AgentRun>,
+}
+
+/// Who runs an agent step and how, decided before it starts.
+#[derive(Debug, Clone)]
+struct AgentRun {
+    /// `None`: a provider template stands in for the agent (plain text output).
+    runtime: Option<crate::runtime::parse::Runtime>,
+    /// The name it was chosen by (profile or runtime).
+    name: String,
+    model: Option<String>,
+    phase: crate::model::Phase,
+    notes: Vec<String>,
+    /// The cumulative usage of the session being resumed (codex reports per-thread totals).
+    previous_usage: Option<crate::runtime::parse::Usage>,
+    /// Paths a readonly/plan step may write.
+    artifacts: Vec<String>,
 }
 
 /// Turns a finished process into a step result, applying the capture mode and its limits.
@@ -1288,6 +1938,75 @@ fn floor_char_boundary(text: &str, max: usize) -> usize {
     i
 }
 
+/// Models often wrap JSON answers in a Markdown code fence.
+fn strip_fences(text: &str) -> &str {
+    let trimmed = text.trim();
+    let Some(rest) = trimmed.strip_prefix("```") else {
+        return trimmed;
+    };
+    let rest = rest.split_once('\n').map(|(_, body)| body).unwrap_or("");
+    rest.strip_suffix("```").unwrap_or(rest).trim()
+}
+
+/// What to tell the user for an error class that retrying cannot fix.
+fn error_hint(kind: &str, runtime: &str) -> Option<String> {
+    let login = match runtime {
+        "claude" => "run `claude` once to log in, or set ANTHROPIC_API_KEY",
+        "codex" => "run `codex login`, or set OPENAI_API_KEY",
+        "gemini" => "set GEMINI_API_KEY (or log in with `gemini`)",
+        _ => "log the CLI in",
+    };
+    Some(match kind {
+        "auth" => format!("{runtime} is not authenticated: {login}"),
+        "bad_argv" => format!(
+            "{runtime} rejected the arguments orchestrate built; check that the installed version is supported (`{runtime} --version`)"
+        ),
+        "untrusted" => format!(
+            "{runtime} does not trust this directory; run it once here interactively, or pass its trust flag"
+        ),
+        "context_too_long" => {
+            "the prompt is too long for the model: shorten it or split the step".into()
+        }
+        "max_turns" => "the agent ran out of turns: raise `max_turns` or narrow the task".into(),
+        "budget" => "the agent hit its spending limit".into(),
+        _ => return None,
+    })
+}
+
+/// Reads a usage limit's reset time: RFC 3339, epoch seconds, or a clock time like `5:03 PM`
+/// or `3pm` (today, or tomorrow if already past; local time).
+fn parse_reset_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::{Local, NaiveTime, TimeZone};
+    let text = text.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&chrono::Utc));
+    }
+    if let Ok(epoch) = text.parse::<i64>() {
+        return chrono::Utc.timestamp_opt(epoch, 0).single();
+    }
+    let clock = text
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_uppercase();
+    let time = ["%I:%M %p", "%I:%M%p", "%I %p", "%I%p", "%H:%M"]
+        .iter()
+        .find_map(|f| {
+            NaiveTime::parse_from_str(&clock, f).ok().or_else(|| {
+                NaiveTime::parse_from_str(clock.split(' ').next().unwrap_or(""), f).ok()
+            })
+        })?;
+    let now = Local::now();
+    let mut at = Local
+        .from_local_datetime(&now.date_naive().and_time(time))
+        .single()?;
+    if at <= now {
+        at += chrono::Duration::days(1);
+    }
+    Some(at.with_timezone(&chrono::Utc))
+}
+
 /// Renders every string of a JSON value as a template (`enqueue.json`).
 fn render_json(value: &Value, scope: &dyn Lookup) -> Result<Value, String> {
     Ok(match value {
@@ -1308,6 +2027,20 @@ fn render_json(value: &Value, scope: &dyn Lookup) -> Result<Value, String> {
         ),
         other => other.clone(),
     })
+}
+
+/// What a rejection says: an approval's reason, else the step's answer (an agent's final text,
+/// JSON findings, or a command's output).
+fn rejection_reason(result: &Value) -> String {
+    for key in ["reason", "result", "output"] {
+        if let Some(text) = result[key].as_str().filter(|t| !t.is_empty()) {
+            return text.to_string();
+        }
+    }
+    match &result["json"] {
+        Value::Null => String::new(),
+        json => json.to_string(),
+    }
 }
 
 fn failed_result(exit_code: i32, message: String) -> Value {
@@ -1380,6 +2113,12 @@ impl Lookup for Scope<'_> {
                 Some("id") => Some(json!(state.run_id)),
                 Some("workspace") => Some(json!(state.workspace)),
                 Some("workflow") => Some(json!(state.workflow)),
+                _ => None,
+            },
+            "feedback" => match rest.first().map(String::as_str) {
+                None => Some(self.runner.feedback["reason"].clone()),
+                Some("reason") => Some(self.runner.feedback["reason"].clone()),
+                Some("from" | "step") => Some(self.runner.feedback["from"].clone()),
                 _ => None,
             },
             "task" => {

@@ -67,6 +67,7 @@ struct Shared {
     workflow_text: Arc<String>,
     label: String,
     quiet: bool,
+    profiles: Arc<crate::runtime::profile::Profiles>,
 }
 
 struct Finished {
@@ -87,7 +88,9 @@ pub async fn run_agent(
     layout.create_dirs().map_err(|e| e.to_string())?;
     let label = format!("{}#{}", role.name, options.replica);
     let owner = Owner::current();
+    let profiles = crate::runtime::profile::Profiles::load(workspace).map_err(|e| e.render())?;
     let shared = Arc::new(Shared {
+        profiles: Arc::new(profiles),
         workspace: workspace.to_path_buf(),
         layout: layout.clone(),
         role: role.clone(),
@@ -437,6 +440,7 @@ async fn run_task(shared: Arc<Shared>, mut claim: Claim, cancel: CancellationTok
     config.default_provider = shared.role.runtime.clone();
     config.default_model = shared.role.model.clone();
     config.resumable = false;
+    config.profiles = Arc::clone(&shared.profiles);
     let runner = match Runner::create((*shared.workflow).clone(), &shared.workflow_text, config) {
         Ok(runner) => runner,
         Err(err) => {

@@ -3,4 +3,6 @@
 //! `parse` turns one run's raw stdout, stderr and exit code into a normalized
 //! [`parse::Outcome`]; it spawns nothing and builds no argv.
 
+pub mod adapter;
 pub mod parse;
+pub mod profile;

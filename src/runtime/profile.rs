@@ -1,0 +1,341 @@
+//! `runtimes.yaml`: who executes agent steps, separately from the workflows.
+//!
+//! Owns: profiles (a runtime, a model, extra environment, a binary path), the workspace default,
+//! and price overrides, plus resolving a name given on the command line, a role or a step into a
+//! concrete choice. Does not build argv (`adapter`) or read any other file.
+//!
+//! ```yaml
+//! default: sonnet                 # used when neither --runtime, the step nor the role decides
+//! profiles:
+//!   sonnet: {runtime: claude, model: sonnet}
+//!   gpt:    {runtime: codex, model: gpt-5, env: {OPENAI_BASE_URL: "http://127.0.0.1:8080/v1"}}
+//! prices:                         # USD per million tokens, by model-name prefix
+//!   gpt-5: {input: 1.25, output: 10, cache_read: 0.125}
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::diag::{Diagnostic, did_you_mean};
+use crate::load::LoadError;
+use crate::runtime::parse::{Price, Prices, Runtime};
+use crate::yaml::{self, Node, Value};
+
+pub const FILE: &str = "runtimes.yaml";
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Profile {
+    /// An agent runtime (`claude`, `codex`, `gemini`) or a provider template's name.
+    pub runtime: String,
+    pub model: Option<String>,
+    pub env: Vec<(String, String)>,
+    /// The executable, when not the runtime's name on PATH.
+    pub bin: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Profiles {
+    pub default: Option<String>,
+    pub profiles: BTreeMap<String, Profile>,
+    pub prices: Prices,
+}
+
+impl Default for Profiles {
+    fn default() -> Self {
+        Profiles {
+            default: None,
+            profiles: BTreeMap::new(),
+            prices: Prices::builtin(),
+        }
+    }
+}
+
+impl Profiles {
+    /// Reads `WORKSPACE/runtimes.yaml` if there is one.
+    pub fn load(workspace: &Path) -> Result<Profiles, LoadError> {
+        let path = workspace.join(FILE);
+        if !path.exists() {
+            return Ok(Profiles::default());
+        }
+        let text = std::fs::read_to_string(&path).map_err(|err| LoadError {
+            path: path.clone(),
+            source_text: None,
+            diagnostics: vec![Diagnostic::error(
+                &path,
+                yaml::Pos::default(),
+                format!("cannot read it: {err}"),
+            )],
+        })?;
+        let mut diags = Vec::new();
+        let profiles = parse(&path, &text, &mut diags);
+        if diags.is_empty() {
+            Ok(profiles)
+        } else {
+            Err(LoadError {
+                path,
+                source_text: Some(text),
+                diagnostics: diags,
+            })
+        }
+    }
+
+    /// Resolves a name (a profile, or a runtime/provider name used directly) to a profile.
+    pub fn resolve(&self, name: &str) -> Profile {
+        self.profiles.get(name).cloned().unwrap_or_else(|| Profile {
+            runtime: name.to_string(),
+            ..Profile::default()
+        })
+    }
+}
+
+fn parse(path: &Path, text: &str, diags: &mut Vec<Diagnostic>) -> Profiles {
+    let mut out = Profiles::default();
+    let root = match yaml::parse(text) {
+        Ok(root) => root,
+        Err(err) => {
+            diags.push(Diagnostic::error(
+                path,
+                err.pos,
+                format!("invalid YAML: {}", err.message),
+            ));
+            return out;
+        }
+    };
+    let Some(entries) = map(
+        path,
+        &root,
+        &["default", "profiles", "prices"],
+        "runtimes.yaml",
+        diags,
+    ) else {
+        return out;
+    };
+    for (key, value) in entries {
+        match key.as_str() {
+            "default" => out.default = value.scalar_text(),
+            "profiles" => {
+                let Value::Map(items) = &value.value else {
+                    diags.push(Diagnostic::error(
+                        path,
+                        value.pos,
+                        "`profiles` must be a mapping of names to profiles",
+                    ));
+                    continue;
+                };
+                for (name, body) in items {
+                    let name = name.scalar_text().unwrap_or_default();
+                    let what = format!("profile `{name}`");
+                    let Some(fields) = map(
+                        path,
+                        body,
+                        &["runtime", "model", "env", "bin"],
+                        &what,
+                        diags,
+                    ) else {
+                        continue;
+                    };
+                    let mut profile = Profile::default();
+                    for (k, v) in fields {
+                        match k.as_str() {
+                            "runtime" => profile.runtime = v.scalar_text().unwrap_or_default(),
+                            "model" => profile.model = v.scalar_text(),
+                            "bin" => profile.bin = v.scalar_text(),
+                            _ => match &v.value {
+                                Value::Map(env) => {
+                                    profile.env = env
+                                        .iter()
+                                        .map(|(a, b)| {
+                                            (
+                                                a.scalar_text().unwrap_or_default(),
+                                                b.scalar_text().unwrap_or_default(),
+                                            )
+                                        })
+                                        .collect()
+                                }
+                                _ => diags.push(Diagnostic::error(
+                                    path,
+                                    v.pos,
+                                    format!("`env` of {what} must be a mapping"),
+                                )),
+                            },
+                        }
+                    }
+                    if profile.runtime.is_empty() {
+                        diags.push(
+                            Diagnostic::error(path, body.pos, format!("{what} has no `runtime`"))
+                                .with_hint(
+                                    "runtime: claude, codex, gemini, or a provider template's name",
+                                ),
+                        );
+                    }
+                    out.profiles.insert(name, profile);
+                }
+            }
+            _ => {
+                let Value::Map(items) = &value.value else {
+                    diags.push(Diagnostic::error(
+                        path,
+                        value.pos,
+                        "`prices` must map model prefixes to prices",
+                    ));
+                    continue;
+                };
+                for (model, body) in items {
+                    let prefix = model.scalar_text().unwrap_or_default();
+                    let what = format!("price `{prefix}`");
+                    let Some(fields) = map(
+                        path,
+                        body,
+                        &["input", "output", "cache_read", "cache_write"],
+                        &what,
+                        diags,
+                    ) else {
+                        continue;
+                    };
+                    let mut price = Price {
+                        prefix: prefix.clone(),
+                        input: 0.0,
+                        output: 0.0,
+                        cache_read: 0.0,
+                        cache_write: 0.0,
+                    };
+                    for (k, v) in fields {
+                        let number = match v.to_json() {
+                            serde_json::Value::Number(n) => n.as_f64(),
+                            _ => None,
+                        };
+                        let Some(number) = number.filter(|n| *n >= 0.0) else {
+                            diags.push(Diagnostic::error(
+                                path,
+                                v.pos,
+                                format!(
+                                    "`{k}` of {what} must be a number of USD per million tokens"
+                                ),
+                            ));
+                            continue;
+                        };
+                        match k.as_str() {
+                            "input" => price.input = number,
+                            "output" => price.output = number,
+                            "cache_read" => price.cache_read = number,
+                            _ => price.cache_write = number,
+                        }
+                    }
+                    out.prices.entries.retain(|p| p.prefix != prefix);
+                    out.prices.entries.push(price);
+                }
+            }
+        }
+    }
+    if let Some(default) = &out.default
+        && !out.profiles.contains_key(default)
+        && Runtime::from_name(default).is_none()
+    {
+        let pos = root_pos(&root, "default");
+        let names: Vec<&str> = out
+            .profiles
+            .keys()
+            .map(String::as_str)
+            .chain(["claude", "codex", "gemini"])
+            .collect();
+        let hint = did_you_mean(default, names.iter().copied())
+            .map(|s| format!("did you mean `{s}`?"))
+            .unwrap_or_else(|| format!("known: {}", names.join(", ")));
+        diags.push(
+            Diagnostic::error(
+                path,
+                pos,
+                format!("`default: {default}` names no profile or runtime"),
+            )
+            .with_hint(hint),
+        );
+    }
+    out
+}
+
+fn root_pos(root: &Node, key: &str) -> yaml::Pos {
+    match &root.value {
+        Value::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| k.scalar_text().as_deref() == Some(key))
+            .map(|(_, v)| v.pos)
+            .unwrap_or(root.pos),
+        _ => root.pos,
+    }
+}
+
+/// The entries of a mapping node with only `allowed` keys (unknown ones reported).
+fn map<'a>(
+    path: &Path,
+    node: &'a Node,
+    allowed: &[&str],
+    what: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Vec<(String, &'a Node)>> {
+    let Value::Map(entries) = &node.value else {
+        diags.push(Diagnostic::error(
+            path,
+            node.pos,
+            format!("{what} must be a mapping"),
+        ));
+        return None;
+    };
+    let mut out = Vec::new();
+    for (k, v) in entries {
+        let key = k.scalar_text().unwrap_or_default();
+        if allowed.contains(&key.as_str()) {
+            out.push((key, v));
+        } else {
+            let hint = did_you_mean(&key, allowed.iter().copied())
+                .map(|s| format!("did you mean `{s}`?"))
+                .unwrap_or_else(|| format!("allowed: {}", allowed.join(", ")));
+            diags.push(
+                Diagnostic::error(path, k.pos, format!("unknown field `{key}` in {what}"))
+                    .with_hint(hint)
+                    .with_width(key.chars().count()),
+            );
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Profiles, Vec<Diagnostic>> {
+        let mut diags = Vec::new();
+        let p = parse(Path::new("runtimes.yaml"), text, &mut diags);
+        if diags.is_empty() { Ok(p) } else { Err(diags) }
+    }
+
+    #[test]
+    fn profiles_and_default() {
+        let p = load(
+            "default: fast\nprofiles:\n  fast: {runtime: claude, model: haiku, env: {A: b}}\n",
+        )
+        .unwrap();
+        assert_eq!(p.resolve("fast").model.as_deref(), Some("haiku"));
+        assert_eq!(p.resolve("codex").runtime, "codex");
+        assert_eq!(
+            p.resolve("fast").env,
+            vec![("A".to_string(), "b".to_string())]
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_default() {
+        let errs = load("default: nope\nprofiles:\n  x: {runtme: claude}\n").unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|d| d.message.contains("unknown field `runtme`"))
+        );
+        assert!(errs.iter().any(|d| d.message.contains("`default: nope`")));
+    }
+
+    #[test]
+    fn price_override() {
+        let p = load("prices:\n  my-model: {input: 1, output: 2}\n").unwrap();
+        assert_eq!(p.prices.lookup("my-model-v2").map(|x| x.output), Some(2.0));
+    }
+}
