@@ -210,8 +210,10 @@ class AnthropicAPI:
 class OpenAIResponsesAPI:
     """OpenAI Responses API as codex uses it (SSE only), plus the model list it may fetch."""
     name = "openai"
-    tools = {"write": ["apply_patch", "exec_command", "shell_command", "shell"],
-             "shell": ["exec_command", "shell_command", "shell"]}
+    # "exec" is codex's JavaScript "code mode" tool (default model of 0.169): it reaches the
+    # other tools as tools.apply_patch(...) / tools.exec_command(...)
+    tools = {"write": ["apply_patch", "exec_command", "exec", "shell_command", "shell"],
+             "shell": ["exec_command", "exec", "shell_command", "shell"]}
     usage = {"input_tokens": USAGE_IN, "input_tokens_details": {"cached_tokens": CACHED},
              "output_tokens": USAGE_OUT, "output_tokens_details": {"reasoning_tokens": REASONING},
              "total_tokens": USAGE_IN + USAGE_OUT}
@@ -243,7 +245,10 @@ class OpenAIResponsesAPI:
         items = body.get("input") or [{}]
         last = items[-1] if isinstance(items[-1], dict) else {}
         after_tool = last.get("type") in ("function_call_output", "custom_tool_call_output")
-        offered = [t.get("name") or t.get("type") for t in body.get("tools") or [] if isinstance(t, dict)]
+        offered = self.tool_names(body.get("tools") or [])
+        for item in items:  # code mode sends its tools as an input item
+            if isinstance(item, dict) and item.get("type") == "additional_tools":
+                offered += self.tool_names(item.get("tools") or [])
         kind, what = plan(mode, offered, after_tool, self.tools)
         rid, model = "resp_" + uuid.uuid4().hex[:24], body.get("model", "gpt-fake")
         h.sse_start()
@@ -262,9 +267,22 @@ class OpenAIResponsesAPI:
             "id": rid, "model": model, "status": "completed", "output": [item], "usage": self.usage}})
         return "tool:" + item["name"] if kind == "tool" else "text"
 
+    def tool_names(self, tools):
+        names = []
+        for t in tools:
+            if isinstance(t, dict):
+                names.append(t.get("name") or t.get("type"))
+                names += self.tool_names(t.get("tools") or [])  # namespaces
+        return names
+
     @staticmethod
     def tool_item(name, mode, offered):
         call_id = "call_" + uuid.uuid4().hex[:20]
+        if name == "exec":
+            js = ("const r = await tools.exec_command({cmd: %s});\ntext(r.output);\n" % json.dumps(SHELL_COMMAND)
+                  if mode == "shell" else "const r = await tools.apply_patch(%s);\ntext(r);\n" % json.dumps(PATCH))
+            return {"type": "custom_tool_call", "id": "ctc_" + uuid.uuid4().hex[:20], "call_id": call_id,
+                    "name": "exec", "input": js, "status": "completed"}
         if name == "apply_patch":
             return {"type": "custom_tool_call", "id": "ctc_" + uuid.uuid4().hex[:20], "call_id": call_id,
                     "name": "apply_patch", "input": PATCH, "status": "completed"}

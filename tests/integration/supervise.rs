@@ -1160,6 +1160,12 @@ fn foreground_swarm_up_stops_gracefully_on_sigint() {
     let status = sw.fg_wait(up, Duration::from_secs(15));
     assert_eq!(status.code(), Some(0), "{status:?}\n{}", sw.explain());
     // The task in flight finished.
+    assert_eq!(
+        entries_of(&ws, "processed", "r", "t").len(),
+        1,
+        "the task in flight did not finish\n{}",
+        sw.explain()
+    );
     let dir = entry_of(&ws, "processed", "r", "t");
     assert_eq!(
         json_file(&ws, &format!("{dir}/status.json"))["success"],
