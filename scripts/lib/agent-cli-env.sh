@@ -31,6 +31,8 @@ claude_env() {
   export CLAUDE_CONFIG_DIR="$home/claude-config"
   export CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1
   export DISABLE_AUTOUPDATER=1
+  mkdir -p "$home/tmp"
+  export TMPDIR="$home/tmp"
   export AGENT_CLI_HOME=$home
 }
 
@@ -48,7 +50,6 @@ codex_env() {
   mkdir -p "$home/codex-home"
   cat > "$home/codex-home/config.toml" <<EOF
 # written by scripts/lib/agent-cli-env.sh: codex against scripts/fake-model-server.py
-model = "gpt-5"
 model_provider = "fake"
 check_for_update_on_startup = false
 
@@ -68,6 +69,8 @@ EOF
   export OPENAI_API_KEY=$AGENT_CLI_FAKE_KEY
   export CODEX_HOME="$home/codex-home"
   CODEX_PROVIDER_ARGS=(-c 'model_provider="fake"' -c "model_providers.fake=$provider")
+  mkdir -p "$home/tmp"
+  export TMPDIR="$home/tmp"
   export AGENT_CLI_HOME=$home
 }
 
@@ -93,5 +96,7 @@ EOF
   export GEMINI_API_KEY=$AGENT_CLI_FAKE_KEY
   export GEMINI_CLI_HOME=$home
   export GEMINI_CLI_TRUST_WORKSPACE=true
+  mkdir -p "$home/tmp"
+  export TMPDIR="$home/tmp"
   export AGENT_CLI_HOME=$home
 }
