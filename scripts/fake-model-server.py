@@ -14,10 +14,12 @@ Behaviour is scripted by the directory FAKE_DIR (--dir, else $FAKE_DIR). The fil
 re-read on every request (missing or empty = text):
   text          answer with TEXT (contains the marker FAKE-OK)
   write         first turn: the CLI's own write tool writes fake-written.txt (content WRITTEN) in
-                the CLI's cwd (claude Write, codex apply_patch or else its shell tool, gemini
-                write_file); once the tool result comes back: answer with AFTER_TOOL_TEXT
+                the CLI's cwd (claude Write; codex apply_patch: as its freeform tool, through
+                its JavaScript "exec" tool (code mode of its default model) or as an apply_patch
+                heredoc run by exec_command (older models like gpt-5); gemini write_file); once
+                the tool result comes back: answer with AFTER_TOOL_TEXT
   shell         same, but the CLI's shell tool runs SHELL_COMMAND (claude Bash, codex
-                exec_command/shell_command/shell, gemini run_shell_command)
+                exec_command (directly or from "exec")/shell_command/shell, gemini run_shell_command)
   401 | 500     that HTTP error, in the API's own error shape
   429           HTTP 429 (rate limit) with retry-after: RETRY_AFTER seconds, on every request
   429-then-ok   the first N model requests (N=1; "429-then-ok:3" for N=3) get 429, then text;
@@ -157,7 +159,7 @@ class AnthropicAPI:
     def matches(path):
         return path.startswith("/v1/messages")
 
-    def error(self, status, kind):
+    def error(self, status):
         etype, msg = {401: ("authentication_error", "invalid x-api-key (fake)"),
                       429: ("rate_limit_error", "Number of request tokens has exceeded your rate limit (fake)"),
                       500: ("api_error", "Internal server error (fake)"),
@@ -223,7 +225,7 @@ class OpenAIResponsesAPI:
         p = path.split("?")[0]
         return p.endswith("/responses") or p.endswith("/models") or p.endswith("/chat/completions")
 
-    def error(self, status, kind):
+    def error(self, status):
         etype, code, msg = {
             401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided: fake (fake)."),
             429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests (fake). Please try again in 1s."),
@@ -306,7 +308,7 @@ class GeminiAPI:
     def matches(path):
         return re.search(r":(streamGenerateContent|generateContent|countTokens)\b", path) is not None
 
-    def error(self, status, kind):
+    def error(self, status):
         gstatus, msg = {401: ("UNAUTHENTICATED", "API key not valid. Please pass a valid API key. (fake)"),
                         429: ("RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota). (fake)"),
                         500: ("INTERNAL", "Internal error encountered. (fake)"),
@@ -423,13 +425,14 @@ class Handler(BaseHTTPRequestHandler):
         model_call = api is not None and method == "POST" and not self.path.split("?")[0].endswith("/models")
         error = {"401": 401, "429": 429, "500": 500, "400-too-long": 400}.get(mode)
         if mode == "429-then-ok":
-            error = 429 if model_call and script.take_429(key, int(arg or 1)) else None
+            limit = int(arg) if arg.isdigit() else 1
+            error = 429 if model_call and script.take_429(key, limit) else None
         if api is None:
             self.send_json(404, {"error": {"message": "fake-model-server: no such endpoint: %s %s" % (method, self.path)}})
         elif mode not in ("text", "write", "shell", "429-then-ok") and error is None:
             self.send_json(400, {"error": {"message": "fake-model-server: unknown mode %r" % mode}})
         elif error and model_call:
-            obj, headers = api.error(error, mode)
+            obj, headers = api.error(error)
             self.send_json(error, obj, headers)
         else:
             reply = api.answer(self, body, mode, script.cwd(raw.decode("utf-8", "replace")))
@@ -458,6 +461,7 @@ def main():
         ap.error("give --dir or set FAKE_DIR")
     os.makedirs(args.dir, exist_ok=True)
     Handler.script = Script(os.path.abspath(args.dir))
+    ThreadingHTTPServer.request_queue_size = 64
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
 

@@ -612,6 +612,18 @@ pub async fn swarm_up(workspace: &Path, detach: bool, grace: std::time::Duration
     };
     let ws = workspace.display().to_string();
     if detach {
+        // Refuse here, naming the running one, rather than detaching a second that fails.
+        if let Ok(status) = supervisor::status(workspace)
+            && let Some(running) = &status.supervisor
+            && status.state != supervisor::SwarmState::Down
+        {
+            eprintln!(
+                "error: failed to start the supervisor: another one (pid {}) is running in {}; see `orchestrate swarm status`, or stop it with `orchestrate swarm down`",
+                running.pid,
+                workspace.display()
+            );
+            return exit::INVALID;
+        }
         let log = supervisor::swarm_dir(workspace).join("supervisor.log");
         if let Err(err) = std::fs::create_dir_all(supervisor::swarm_dir(workspace)) {
             eprintln!(

@@ -1254,9 +1254,16 @@ fn kill_pid(pid: u32, signal: i32) {
 }
 
 /// Signals an unreaped child's group, and the child itself in case it left the group.
+///
+/// One signal per process: a role process counts signals (the second SIGTERM means "stop now"),
+/// so a leader still in its group must not get the group's signal and its own.
 fn signal_child(pid: u32, signal: i32) {
     kill_group(pgid(pid), signal);
-    kill_pid(pid, signal);
+    // SAFETY: getpgid(2) only reads the process table.
+    let group = unsafe { libc::getpgid(pgid(pid)) };
+    if group != pgid(pid) {
+        kill_pid(pid, signal);
+    }
 }
 
 /// Signals every process in session `sid`. Only while the session leader is unreaped or verified

@@ -8,8 +8,9 @@
 #
 # Each function takes FAKE_PORT and HOME_DIR (a private, throw-away directory for that CLI's
 # config, sessions and caches; created if missing), exports what the CLI needs, unsets the
-# variables that would send it elsewhere (real keys, other providers), and writes nothing outside
-# HOME_DIR. After a call, *_env leaves the variable AGENT_CLI_HOME=HOME_DIR set. No argv changes
+# variables that would send it elsewhere (real keys, other providers), and sets TMPDIR=HOME_DIR/tmp
+# so the CLIs' temp files stay in HOME_DIR too (except codex's empty /tmp/codex-daemon-<uid>, a
+# fixed path). After a call, AGENT_CLI_HOME=HOME_DIR is set. No argv changes
 # are needed for claude and gemini; codex also accepts the provider as -c flags, which
 # codex_env leaves in the array CODEX_PROVIDER_ARGS (optional: config.toml already has them).
 
