@@ -69,6 +69,7 @@ EOF
   unset CODEX_API_KEY CODEX_ACCESS_TOKEN OPENAI_BASE_URL OPENAI_ORGANIZATION CODEX_OSS_BASE_URL
   export OPENAI_API_KEY=$AGENT_CLI_FAKE_KEY
   export CODEX_HOME="$home/codex-home"
+  # shellcheck disable=SC2034 # for the caller
   CODEX_PROVIDER_ARGS=(-c 'model_provider="fake"' -c "model_providers.fake=$provider")
   mkdir -p "$home/tmp"
   export TMPDIR="$home/tmp"
