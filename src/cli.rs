@@ -84,6 +84,21 @@ enum Command {
         #[command(flatten)]
         agents: AgentArgs,
     },
+    /// Print the command line orchestrate builds for an agent runtime (JSON: argv, env, files).
+    Argv {
+        /// claude, codex or gemini.
+        runtime: String,
+        #[arg(long, default_value = "readonly", value_parser = ["readonly", "plan", "write", "full"])]
+        phase: String,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        max_turns: Option<u32>,
+        #[arg(long)]
+        resume: Option<String>,
+        #[arg(long = "allow-shell", value_name = "PREFIX")]
+        allow_shell: Vec<String>,
+    },
     /// Approve a pending `approval` step of a run.
     Approve {
         run_id: String,
@@ -417,6 +432,22 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             context,
             agents,
         } => watch(&workspace, &file, &context, &agents).await,
+        Command::Argv {
+            runtime,
+            phase,
+            model,
+            max_turns,
+            resume,
+            allow_shell,
+        } => print_argv(
+            &workspace,
+            &runtime,
+            &phase,
+            model.as_deref(),
+            max_turns,
+            resume.as_deref(),
+            &allow_shell,
+        ),
         Command::Approve {
             run_id,
             step,
@@ -446,6 +477,54 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             by,
         ),
     }
+}
+
+fn print_argv(
+    workspace: &Path,
+    runtime: &str,
+    phase: &str,
+    model: Option<&str>,
+    max_turns: Option<u32>,
+    resume: Option<&str>,
+    allow_shell: &[String],
+) -> u8 {
+    use crate::model::Phase;
+    use crate::runtime::{adapter, parse::Runtime};
+    let Some(runtime) = Runtime::from_name(runtime) else {
+        eprintln!("error: `{runtime}` is not an agent runtime; use claude, codex or gemini");
+        return exit::INVALID;
+    };
+    let phase = match phase {
+        "plan" => Phase::Plan,
+        "write" => Phase::Write,
+        "full" => Phase::Full,
+        _ => Phase::Readonly,
+    };
+    let scratch = workspace.join(".orchestrate").join("argv");
+    // SAFETY: geteuid(2) has no failure mode and no side effects.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let invocation = adapter::build(&adapter::Request {
+        runtime,
+        bin: None,
+        model,
+        phase,
+        max_turns,
+        resume_session: resume,
+        allow_shell,
+        workspace,
+        scratch: &scratch,
+        is_root,
+    });
+    let files: Vec<serde_json::Value> = invocation
+        .files
+        .iter()
+        .map(|(path, text)| serde_json::json!({"path": path, "content": text}))
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({"argv": invocation.argv, "env": invocation.env, "files": files, "notes": invocation.notes, "stdin": "the prompt"})
+    );
+    exit::SUCCESS
 }
 
 fn decide(
