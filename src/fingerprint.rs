@@ -58,10 +58,10 @@ const PARALLEL_THRESHOLD: usize = 4096;
 /// What to fingerprint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
-    /// Workspace-relative paths the step may write: glob patterns (`*` stays within one path
-    /// component, `**` crosses them) anchored at the workspace root. A pattern also covers
-    /// everything below a directory it matches; a pattern ending in `/` matches directories only.
-    /// `.orchestrate/` is always ignored.
+    /// Paths the step may write: glob patterns (`*` stays within one path component, `**`
+    /// crosses them) anchored at the workspace root; an absolute path below the workspace is
+    /// made relative. A pattern also covers everything below a directory it matches; a pattern
+    /// ending in `/` matches directories only. `.orchestrate/` is always ignored.
     pub ignore: Vec<String>,
     /// Fail instead of recording more than this many entries.
     pub max_files: usize,
@@ -150,7 +150,7 @@ pub enum FingerprintError {
 
 /// Records what `workspace` holds now.
 pub fn snapshot(workspace: &Path, options: &Options) -> Result<Snapshot, FingerprintError> {
-    let ignore = IgnoreSet::new(&options.ignore)?;
+    let ignore = IgnoreSet::new(&relative_patterns(workspace, &options.ignore))?;
     take(workspace, options, ignore, None, now_ns())
 }
 
@@ -906,6 +906,22 @@ const MATCH: glob::MatchOptions = glob::MatchOptions {
     require_literal_leading_dot: false,
 };
 
+/// Makes absolute patterns below `workspace` (a declared artifact given as a full path)
+/// workspace-relative; every other pattern is already relative, a leading `/` anchoring it at
+/// the workspace root as in .gitignore.
+fn relative_patterns(workspace: &Path, patterns: &[String]) -> Vec<String> {
+    patterns
+        .iter()
+        .map(|p| match Path::new(p).strip_prefix(workspace) {
+            Ok(rel) if Path::new(p).is_absolute() && !rel.as_os_str().is_empty() => {
+                let trailing = if p.ends_with('/') { "/" } else { "" };
+                format!("{}{trailing}", rel.display())
+            }
+            _ => p.clone(),
+        })
+        .collect()
+}
+
 impl IgnoreSet {
     fn new(patterns: &[String]) -> Result<IgnoreSet, FingerprintError> {
         let rules = std::iter::once(ENGINE_DIR)
@@ -1245,6 +1261,21 @@ mod tests {
         assert!(ignored("a/z", false));
         assert!(ignored("a/b/c/z/file", false));
         assert!(!ignored("orchestrate/x", false));
+    }
+
+    #[test]
+    fn absolute_patterns_below_the_workspace_become_relative() {
+        let ws = Path::new("/w/ws");
+        let given = [
+            "/w/ws/out/".into(),
+            "/w/ws/a.md".into(),
+            "/top".into(),
+            "b/*".into(),
+        ];
+        assert_eq!(
+            relative_patterns(ws, &given),
+            ["out/", "a.md", "/top", "b/*"]
+        );
     }
 
     #[test]

@@ -653,6 +653,28 @@ fn sanitize(name: &str) -> String {
 
 /// Moves a bad inbox entry to `failed/` (never following it) with a status.json saying why.
 fn quarantine(layout: &Layout, file_name: &str, reason: &str) -> Result<ClaimResult, QueueError> {
+    quarantine_raw(layout, std::ffi::OsStr::new(file_name), reason)
+}
+
+/// Quarantines an inbox entry whose name is not UTF-8 (it cannot even be shown as a task id).
+pub fn quarantine_invalid_name(
+    layout: &Layout,
+    raw: &std::ffi::OsStr,
+) -> Result<ClaimResult, QueueError> {
+    quarantine_raw(
+        layout,
+        raw,
+        "the task name is not valid UTF-8; use letters, digits, `.`, `_` and `-`",
+    )
+}
+
+fn quarantine_raw(
+    layout: &Layout,
+    raw: &std::ffi::OsStr,
+    reason: &str,
+) -> Result<ClaimResult, QueueError> {
+    let lossy = raw.to_string_lossy();
+    let file_name: &str = &lossy;
     let id = layout.task_id(file_name).unwrap_or(file_name);
     let safe = sanitize(id);
     fs::create_dir_all(&layout.failed).map_err(io_err("create", &layout.failed))?;
@@ -671,7 +693,7 @@ fn quarantine(layout: &Layout, file_name: &str, reason: &str) -> Result<ClaimRes
             }
         }
     };
-    let from = layout.inbox.join(file_name);
+    let from = layout.inbox.join(raw);
     let to = dir.join("task");
     match fs::rename(&from, &to) {
         Ok(()) => {}
@@ -1252,4 +1274,91 @@ pub fn relative(workspace: &Path, path: &Path) -> String {
 /// Resolves an inbox path from a role definition, refusing one outside the workspace.
 pub fn inbox_path(workspace: &Path, inbox: &str) -> Result<PathBuf, fsutil::PathError> {
     fsutil::resolve_in_workspace(workspace, inbox)
+}
+
+/// The queue operations a role process needs, behind one interface: the filesystem queue
+/// ([`Layout`]) implements it today; a PostgreSQL queue for many machines (`FOR UPDATE SKIP
+/// LOCKED`, an attempt column as the fence on completion, a rescuer for dead workers) will
+/// implement the same operations. `candidate` is a discovery hint (an inbox file name); a
+/// backend that has no such notion claims the next available task instead.
+pub trait TaskQueue: Send + Sync {
+    fn role(&self) -> &str;
+    fn enqueue(
+        &self,
+        id: Option<&str>,
+        content: &[u8],
+        correlation_id: Option<&str>,
+        source: &str,
+    ) -> Result<Enqueued, QueueError>;
+    fn claim(
+        &self,
+        candidate: &str,
+        owner: &Owner,
+        settle: Duration,
+        max_bytes: u64,
+    ) -> Result<ClaimResult, QueueError>;
+    fn heartbeat(&self, claim: &mut Claim);
+    /// Success or failure: the task's terminal record.
+    fn complete(&self, claim: &Claim, success: bool, status: &Value)
+    -> Result<PathBuf, QueueError>;
+    /// Gives a claim back uncharged (shutdown).
+    fn release(&self, claim: Claim, reason: &str) -> Result<&'static str, QueueError>;
+    fn recover(
+        &self,
+        max_attempts: u32,
+        hung_after: Option<Duration>,
+    ) -> Result<Vec<Recovered>, QueueError>;
+    fn list(&self) -> Vec<TaskInfo>;
+    fn depth(&self) -> usize;
+}
+
+impl TaskQueue for Layout {
+    fn role(&self) -> &str {
+        &self.role
+    }
+    fn enqueue(
+        &self,
+        id: Option<&str>,
+        content: &[u8],
+        correlation_id: Option<&str>,
+        source: &str,
+    ) -> Result<Enqueued, QueueError> {
+        enqueue(self, id, content, correlation_id, source)
+    }
+    fn claim(
+        &self,
+        candidate: &str,
+        owner: &Owner,
+        settle: Duration,
+        max_bytes: u64,
+    ) -> Result<ClaimResult, QueueError> {
+        claim(self, candidate, owner, settle, max_bytes)
+    }
+    fn heartbeat(&self, claim: &mut Claim) {
+        claim.heartbeat();
+    }
+    fn complete(
+        &self,
+        claim: &Claim,
+        success: bool,
+        status: &Value,
+    ) -> Result<PathBuf, QueueError> {
+        complete(self, claim, success, status)
+    }
+    fn release(&self, claim: Claim, reason: &str) -> Result<&'static str, QueueError> {
+        release(self, claim, reason)
+    }
+    fn recover(
+        &self,
+        max_attempts: u32,
+        hung_after: Option<Duration>,
+    ) -> Result<Vec<Recovered>, QueueError> {
+        recover(self, max_attempts, hung_after)
+    }
+    fn list(&self) -> Vec<TaskInfo> {
+        list(self)
+    }
+    fn depth(&self) -> usize {
+        depth(self)
+    }
 }

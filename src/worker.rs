@@ -62,6 +62,8 @@ enum Hint {
 struct Shared {
     workspace: PathBuf,
     layout: Layout,
+    /// The queue operations, through the interface a database backend will also implement.
+    queue: Arc<dyn queue::TaskQueue>,
     role: Role,
     workflow: Arc<Workflow>,
     workflow_text: Arc<String>,
@@ -93,6 +95,7 @@ pub async fn run_agent(
         profiles: Arc::new(profiles),
         workspace: workspace.to_path_buf(),
         layout: layout.clone(),
+        queue: Arc::new(layout.clone()),
         role: role.clone(),
         workflow: Arc::new(workflow),
         workflow_text: Arc::new(workflow_text),
@@ -137,7 +140,7 @@ pub async fn run_agent(
             } else {
                 role.settle
             };
-            match queue::claim(&layout, &name, &owner, settle, max_bytes) {
+            match shared.queue.claim(&name, &owner, settle, max_bytes) {
                 Ok(ClaimResult::Claimed(claim)) => {
                     let token = CancellationToken::new();
                     tokens.push(token.clone());
@@ -287,16 +290,23 @@ impl Pending {
         let Ok(entries) = std::fs::read_dir(&layout.inbox) else {
             return;
         };
-        let mut names: Vec<String> = entries
-            .flatten()
-            .filter_map(|e| {
-                e.file_name()
-                    .into_string()
-                    .ok()
-                    .or_else(|| Some(e.file_name().to_string_lossy().into_owned()))
-            })
-            .filter(|n| layout.task_id(n).is_some())
-            .collect();
+        let mut names: Vec<String> = Vec::new();
+        for entry in entries.flatten() {
+            match entry.file_name().into_string() {
+                Ok(name) if layout.task_id(&name).is_some() => names.push(name),
+                Ok(_) => {}
+                // A task file whose name is not UTF-8 can never be claimed by name: quarantine it.
+                Err(raw)
+                    if raw
+                        .as_encoded_bytes()
+                        .ends_with(layout.extension.as_bytes())
+                        && !raw.as_encoded_bytes().starts_with(b".") =>
+                {
+                    let _ = queue::quarantine_invalid_name(layout, &raw);
+                }
+                Err(_) => {}
+            }
+        }
         names.sort();
         for name in names {
             self.push(name, false);
@@ -375,11 +385,10 @@ fn report_ready() {
 }
 
 fn recover(shared: &Shared, log: &dyn Fn(&str)) {
-    match queue::recover(
-        &shared.layout,
-        shared.role.max_attempts,
-        Some(shared.role.hung_after),
-    ) {
+    match shared
+        .queue
+        .recover(shared.role.max_attempts, Some(shared.role.hung_after))
+    {
         Ok(recovered) => {
             for r in recovered {
                 log(&format!(
@@ -469,7 +478,7 @@ async fn run_task(shared: Arc<Shared>, mut claim: Claim, cancel: CancellationTok
     let outcome: Result<RunReport, String> = loop {
         tokio::select! {
             result = &mut run => break result.map_err(|e| e.to_string()),
-            _ = heartbeat.tick() => claim.heartbeat(),
+            _ = heartbeat.tick() => shared.queue.heartbeat(&mut claim),
             _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()).await }, if deadline.is_some() && !timed_out => {
                 timed_out = true;
                 cancel.cancel();
@@ -485,7 +494,9 @@ async fn run_task(shared: Arc<Shared>, mut claim: Claim, cancel: CancellationTok
                     shared.label
                 );
             }
-            let _ = queue::release(&shared.layout, claim, "stopped by the worker's shutdown");
+            let _ = shared
+                .queue
+                .release(claim, "stopped by the worker's shutdown");
             Finished {
                 id,
                 outcome: "released",
@@ -541,7 +552,7 @@ async fn run_task(shared: Arc<Shared>, mut claim: Claim, cancel: CancellationTok
 
 fn finish(shared: &Shared, claim: Claim, success: bool, status: Value) -> Finished {
     let id = claim.id.clone();
-    match queue::complete(&shared.layout, &claim, success, &status) {
+    match shared.queue.complete(&claim, success, &status) {
         Ok(dest) => {
             if !shared.quiet {
                 let verdict = if success { "processed" } else { "failed" };
