@@ -25,10 +25,24 @@ re-read on every request (missing or empty = text):
   429-then-ok   the first N model requests (N=1; "429-then-ok:3" for N=3) get 429, then text;
                 the count restarts whenever the mode file is rewritten
   400-too-long  HTTP 400 "prompt is too long", shaped as each API reports a context overflow
-A tool is only called when the request offers it; otherwise the answer is the text
-"FAKE-NO-TOOL: <tool> was not offered" (e.g. gemini without a shell-enabling approval mode).
-The write/shell path is relative to the cwd the CLI reports in its prompt; FAKE_DIR/cwd (one line,
-an absolute directory) overrides it.
+  workflow      answers from the step's prompt, so a whole workflow (workflows/default.yaml) runs:
+                a prompt containing "Answer with JSON only" gets a JSON answer: the first line of
+                FAKE_DIR/review-answers when the prompt mentions "Review", of
+                FAKE_DIR/verify-answers when it mentions "Verify" (each line is consumed: the file
+                is rewritten without it, and FAKE_DIR/answers.log gets "<nnnn> <file> <line>"),
+                else (or when the file is missing or used up) DEFAULT_JSON; any other prompt gets
+                WORKFLOW_TEXT (contains FAKE-OK). Only a step's first model request consumes a
+                line: requests that carry a tool result, and gemini's JSON side calls, do not.
+  write:force | shell:force
+                as write/shell, but the tool is called even when the request does not offer it
+                (a model that tries anyway: the CLI must refuse an unknown or withheld tool)
+  slip          a write that slips past the CLI, simulated: the fake itself (another process than
+                the CLI) writes fake-slipped.txt (content SLIPPED) into the CLI's cwd while it
+                answers, then answers with TEXT; for checking the engine's own readonly check
+A tool is only called when the request offers it (unless :force); otherwise the answer is the
+text "FAKE-NO-TOOL: <tool> was not offered" (e.g. gemini without a shell-enabling approval mode).
+The write/shell/slip path is relative to the cwd the CLI reports in its prompt; FAKE_DIR/cwd (one
+line, an absolute directory) overrides it.
 
 Side files: every request (numbered n = 1, 2, ... across all APIs) has its body dumped to
 FAKE_DIR/requests/<nnnn>-<api>.json (api = anthropic|openai|gemini|other; bodiless GETs/HEADs get
@@ -36,7 +50,13 @@ no dump) and one line appended to FAKE_DIR/requests.log:
   <nnnn> <api> <METHOD> <path> mode=<mode> status=<http status> reply=<text|tool:NAME|json|error|...>
 so a test can count e.g. `grep -c 'status=429' requests.log` to see that retries happened.
 
-Fixed usage numbers in every successful model response (a two-turn tool run reports them twice):
+Fixed usage numbers in every successful model response (a two-turn tool run reports them twice;
+gemini's side calls, e.g. its model router, report them too). What orchestrate records per request
+(input excludes cache reads, as the engine normalizes it):
+  claude  input 1234, output 56, cache_read 2000, cache_write 100 (cost_usd: claude's own figure)
+  codex   input 234 (1234 - 1000 cached), cache_read 1000, output 56, reasoning 12
+  gemini  input 234 (1234 - 1000 cached), cache_read 1000, output 56
+The wire numbers:
   Anthropic  input_tokens 1234, output_tokens 56, cache_read_input_tokens 2000,
              cache_creation_input_tokens 100; count_tokens -> input_tokens 1234
   OpenAI     input_tokens 1234 (input_tokens_details.cached_tokens 1000), output_tokens 56
@@ -63,6 +83,11 @@ WRITTEN = "written by the fake model\n"
 SHELL_COMMAND = "printf hi > fake-shell.txt"
 PATCH = "*** Begin Patch\n*** Add File: %s\n+%s*** End Patch\n" % (WRITE_FILE, WRITTEN)
 RETRY_AFTER = "1"
+SLIP_FILE = "fake-slipped.txt"
+SLIPPED = "slipped past the CLI\n"
+WORKFLOW_TEXT = "FAKE-OK: 1. change the CLI parser, 2. add a test, 3. run the tests."
+DEFAULT_JSON = '{"approved": true, "passed": true, "findings": []}'
+ANSWER_FILES = [("Review", "review-answers"), ("Verify", "verify-answers")]
 USAGE_IN, USAGE_OUT, CACHE_READ, CACHE_WRITE, CACHED, REASONING, THOUGHTS = 1234, 56, 2000, 100, 1000, 12, 10
 TOO_LONG = "prompt is too long: 250000 tokens > 200000 maximum"
 CWD_PATTERNS = [r"<cwd>([^<]+)</cwd>", r"[Ww]orking directory: (/[^\s\"\\]+)",
@@ -124,6 +149,28 @@ class Script:
                 return m.group(1).strip()
         return None
 
+    def json_answer(self, n, prompt):
+        """The JSON answer for a prompt that asks for one: the next line of the matching answers
+        file (consumed), else DEFAULT_JSON."""
+        name = next((f for word, f in ANSWER_FILES if word in prompt), None)
+        if name is None:
+            return DEFAULT_JSON, "default"
+        path = os.path.join(self.root, name)
+        with self.lock:
+            try:
+                with open(path) as f:
+                    lines = [line for line in f.read().splitlines() if line.strip()]
+            except FileNotFoundError:
+                lines = []
+            if not lines:
+                return DEFAULT_JSON, name + ":default"
+            with open(path + ".tmp", "w") as f:
+                f.write("".join(line + "\n" for line in lines[1:]))
+            os.replace(path + ".tmp", path)
+            with open(os.path.join(self.root, "answers.log"), "a") as f:
+                f.write("%04d %s %s\n" % (n, name, lines[0]))
+            return lines[0], name
+
     def dump(self, n, api, raw):
         try:
             data = json.dumps(json.loads(raw), indent=1).encode()
@@ -137,15 +184,46 @@ class Script:
             f.write(line + "\n")
 
 
-def plan(mode, offered, after_tool, wanted):
+def plan(mode, offered, after_tool, wanted, ctx=None):
     """What to answer: ('text', text) or ('tool', name). `wanted` maps write/shell -> tool names
-    in order of preference; `offered` is the tool list of the request."""
-    if after_tool or mode not in ("write", "shell"):
-        return ("text", AFTER_TOOL_TEXT if after_tool else TEXT)
-    for name in wanted[mode]:
-        if name in offered:
-            return ("tool", name)
-    return ("text", "FAKE-NO-TOOL: %s was not offered" % "/".join(wanted[mode]))
+    in order of preference; `offered` is the tool list of the request. `ctx` (mode workflow:
+    (script, request number, prompt text)) picks the workflow answer."""
+    name, _, arg = mode.partition(":")
+    if after_tool:
+        return ("text", AFTER_TOOL_TEXT)
+    if name == "workflow" and ctx:
+        script, n, prompt = ctx
+        if "Answer with JSON only" in prompt:
+            answer, source = script.json_answer(n, prompt)
+            return ("json", answer, source)
+        return ("text", WORKFLOW_TEXT)
+    if name not in ("write", "shell"):
+        return ("text", TEXT)
+    for tool in wanted[name]:
+        if tool in offered:
+            return ("tool", tool)
+    if arg == "force":
+        return ("tool", wanted[name][0])
+    return ("text", "FAKE-NO-TOOL: %s was not offered" % "/".join(wanted[name]))
+
+
+def text_of(content):
+    """The text of a message's content: a string, or a list of blocks/parts with text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(text_of(b.get("text") if isinstance(b, dict) else b) for b in content)
+    return ""
+
+
+def last_user_text(messages, role_key="role", content_key="content", user="user"):
+    """The text of the last user message that has text (the step's prompt)."""
+    for m in reversed(messages or []):
+        if isinstance(m, dict) and m.get(role_key, user) == user:
+            text = text_of(m.get(content_key))
+            if text.strip():
+                return text
+    return ""
 
 
 class AnthropicAPI:
@@ -175,7 +253,8 @@ class AnthropicAPI:
         last = (body.get("messages") or [{}])[-1].get("content")
         after_tool = isinstance(last, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in last)
         offered = [t.get("name") for t in body.get("tools") or [] if isinstance(t, dict)]
-        kind, what = plan(mode, offered, after_tool, self.tools)
+        kind, what, *source = plan(mode, offered, after_tool, self.tools,
+                                   (h.script, h.n, last_user_text(body.get("messages"))))
         if kind == "tool":
             target = os.path.join(cwd, WRITE_FILE) if cwd else WRITE_FILE
             inp = ({"file_path": target, "content": WRITTEN} if what == "Write"
@@ -187,9 +266,10 @@ class AnthropicAPI:
         msg = {"id": "msg_" + uuid.uuid4().hex[:24], "type": "message", "role": "assistant",
                "model": body.get("model", "claude-fake"), "content": [block], "stop_reason": stop,
                "stop_sequence": None, "usage": dict(self.usage)}
+        reply = "tool:" + what if kind == "tool" else "json:" + source[0] if kind == "json" else "text"
         if not body.get("stream"):
             h.send_json(200, msg)
-            return "tool:" + what if kind == "tool" else "text"
+            return reply
         h.sse_start()
         h.sse("message_start", {"type": "message_start", "message": dict(
             msg, content=[], stop_reason=None, usage=dict(self.usage, output_tokens=1))})
@@ -206,7 +286,7 @@ class AnthropicAPI:
         h.sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
                                 "usage": {"output_tokens": USAGE_OUT}})
         h.sse("message_stop", {"type": "message_stop"})
-        return "tool:" + what if kind == "tool" else "text"
+        return reply
 
 
 class OpenAIResponsesAPI:
@@ -251,7 +331,8 @@ class OpenAIResponsesAPI:
         for item in items:  # code mode sends its tools as an input item
             if isinstance(item, dict) and item.get("type") == "additional_tools":
                 offered += self.tool_names(item.get("tools") or [])
-        kind, what = plan(mode, offered, after_tool, self.tools)
+        prompt = last_user_text([i for i in items if isinstance(i, dict) and i.get("type", "message") == "message"])
+        kind, what, *source = plan(mode, offered, after_tool, self.tools, (h.script, h.n, prompt))
         rid, model = "resp_" + uuid.uuid4().hex[:24], body.get("model", "gpt-fake")
         h.sse_start()
         h.sse("response.created", {"type": "response.created", "response": {"id": rid, "model": model, "status": "in_progress"}})
@@ -267,7 +348,7 @@ class OpenAIResponsesAPI:
         h.sse("response.output_item.done", {"type": "response.output_item.done", "output_index": 0, "item": item})
         h.sse("response.completed", {"type": "response.completed", "response": {
             "id": rid, "model": model, "status": "completed", "output": [item], "usage": self.usage}})
-        return "tool:" + item["name"] if kind == "tool" else "text"
+        return "tool:" + item["name"] if kind == "tool" else "json:" + source[0] if kind == "json" else "text"
 
     def tool_names(self, tools):
         names = []
@@ -280,6 +361,7 @@ class OpenAIResponsesAPI:
     @staticmethod
     def tool_item(name, mode, offered):
         call_id = "call_" + uuid.uuid4().hex[:20]
+        mode = mode.partition(":")[0]
         if name == "exec":
             js = ("const r = await tools.exec_command({cmd: %s});\ntext(r.output);\n" % json.dumps(SHELL_COMMAND)
                   if mode == "shell" else "const r = await tools.apply_patch(%s);\ntext(r);\n" % json.dumps(PATCH))
@@ -333,8 +415,9 @@ class GeminiAPI:
             part = {"text": json.dumps({"reasoning": "fake", "model_choice": "flash", "next_speaker": "user",
                                         "complexity_reasoning": "fake", "complexity_score": 10})}
         else:
-            kind, what = plan(mode, offered, after_tool, self.tools)
-            reply = "tool:" + what if kind == "tool" else "text"
+            prompt = last_user_text(body.get("contents"), content_key="parts")
+            kind, what, *source = plan(mode, offered, after_tool, self.tools, (h.script, h.n, prompt))
+            reply = "tool:" + what if kind == "tool" else "json:" + source[0] if kind == "json" else "text"
             if kind == "tool" and what == "write_file":
                 target = os.path.join(cwd, WRITE_FILE) if cwd else WRITE_FILE
                 part = {"functionCall": {"name": what, "args": {"file_path": target, "content": WRITTEN}}}
@@ -411,6 +494,7 @@ class Handler(BaseHTTPRequestHandler):
     def handle_any(self, method):
         raw = self.read_body() if method == "POST" else b""
         script, n = self.script, self.script.next_number()
+        self.n = n
         api = next((a for a in APIS if a.matches(self.path)), None)
         api_name = api.name if api else "other"
         if raw:
@@ -429,13 +513,21 @@ class Handler(BaseHTTPRequestHandler):
             error = 429 if model_call and script.take_429(key, limit) else None
         if api is None:
             self.send_json(404, {"error": {"message": "fake-model-server: no such endpoint: %s %s" % (method, self.path)}})
-        elif mode not in ("text", "write", "shell", "429-then-ok") and error is None:
-            self.send_json(400, {"error": {"message": "fake-model-server: unknown mode %r" % mode}})
+        elif (mode not in ("text", "write", "shell", "429-then-ok", "workflow", "slip") and error is None
+              or mode in ("write", "shell") and arg not in ("", "force")):
+            self.send_json(400, {"error": {"message": "fake-model-server: unknown mode %r" % raw_mode}})
         elif error and model_call:
             obj, headers = api.error(error)
             self.send_json(error, obj, headers)
         else:
-            reply = api.answer(self, body, mode, script.cwd(raw.decode("utf-8", "replace")))
+            cwd = script.cwd(raw.decode("utf-8", "replace"))
+            slipped = mode == "slip" and model_call and cwd and os.path.isdir(cwd)
+            if slipped:
+                with open(os.path.join(cwd, SLIP_FILE), "w") as f:
+                    f.write(SLIPPED)
+            # the full mode ("write:force") tells the API classes about :force
+            reply = api.answer(self, body, raw_mode if mode in ("write", "shell") else mode, cwd)
+            reply = "slipped:%s+%s" % (SLIP_FILE, reply) if slipped else reply
         script.log("%04d %s %s %s mode=%s status=%d reply=%s" % (n, api_name, method, self.path, raw_mode, self.status, reply))
 
     def do_POST(self):

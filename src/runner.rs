@@ -1393,7 +1393,9 @@ impl Runner {
     fn fingerprint(&self, run: &AgentRun) -> Result<crate::fingerprint::Snapshot, String> {
         let mut ignore = run.artifacts.clone();
         ignore.push(".orchestrate/".into());
-        if let Ok(rel) = self.dir.root.strip_prefix(&self.config.workspace) {
+        if let Ok(rel) = self.dir.root.strip_prefix(&self.config.workspace)
+            && !rel.as_os_str().is_empty()
+        {
             ignore.push(format!("{}/", rel.display()));
         }
         ignore.push("approvals/".into());
@@ -1413,7 +1415,9 @@ impl Runner {
         before: &crate::fingerprint::Snapshot,
         result: &mut Value,
     ) {
-        let after = match self.fingerprint(run) {
+        // Rescanning the same snapshot (not a fresh one) re-hashes files that were recent at the
+        // first scan, so a same-size rewrite within one timestamp tick is still caught.
+        let after = match before.rescan() {
             Ok(after) => after,
             Err(err) => {
                 result["status"] = json!("failed");
@@ -1425,10 +1429,7 @@ impl Runner {
         if changes.is_empty() {
             return;
         }
-        let list: Vec<String> = changes
-            .iter()
-            .map(|c| format!("{} ({:?})", c.path, c.kind).to_lowercase())
-            .collect();
+        let list: Vec<String> = changes.iter().map(ToString::to_string).collect();
         let shown = list.iter().take(20).cloned().collect::<Vec<_>>().join(", ");
         let more = if list.len() > 20 {
             format!(" and {} more", list.len() - 20)
