@@ -724,16 +724,13 @@ impl Runner {
             step.name,
             result["duration"].as_f64().unwrap_or(0.0)
         );
-        if !ok && let Some(err) = result["error"].as_str() {
+        if !ok && let Some(err) = error_text(&result) {
             line.push_str(&format!(": {err}"));
         }
         self.progress(&line);
         if !ok && !self.config.cancel.is_cancelled() {
             let exit_code = result["exit_code"].as_i64().unwrap_or(1) as i32;
-            let detail = result["error"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("exit code {exit_code}"));
+            let detail = error_text(&result).unwrap_or_else(|| format!("exit code {exit_code}"));
             let message = format!("step `{}` (line {}) failed: {detail}", step.name, step.line);
             self.failure = Some(Failure { exit_code, message });
         }
@@ -1937,6 +1934,25 @@ fn floor_char_boundary(text: &str, max: usize) -> usize {
         i -= 1;
     }
     i
+}
+
+/// A failed result's error as one line: command steps record a string, agent steps an object
+/// with a class (`{"kind": "auth", "message": ...}`).
+fn error_text(result: &Value) -> Option<String> {
+    match &result["error"] {
+        Value::String(text) => Some(text.clone()),
+        Value::Object(error) => {
+            let message = error
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("failed");
+            Some(match error.get("kind").and_then(Value::as_str) {
+                Some(kind) => format!("{kind}: {message}"),
+                None => message.to_string(),
+            })
+        }
+        _ => None,
+    }
 }
 
 /// Models often wrap JSON answers in a Markdown code fence.
