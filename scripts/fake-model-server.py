@@ -207,20 +207,24 @@ def plan(mode, offered, after_tool, wanted, ctx=None):
     return ("text", "FAKE-NO-TOOL: %s was not offered" % "/".join(wanted[name]))
 
 
-def text_of(content):
-    """The text of a message's content: a string, or a list of blocks/parts with text."""
+def prompt_block(content):
+    """The prompt in a message's content: the string, or the last text block/part that is not
+    context the CLI added (claude's <system-reminder>s, gemini's <session_context>)."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        return "\n".join(text_of(b.get("text") if isinstance(b, dict) else b) for b in content)
-    return ""
+    texts = [b.get("text") for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+    texts = [t for t in texts if isinstance(t, str) and t.strip()]
+    own = [t for t in texts if not t.lstrip().startswith(("<system-reminder>", "<session_context>"))]
+    return (own or texts or [""])[-1]
 
 
-def last_user_text(messages, role_key="role", content_key="content", user="user"):
-    """The text of the last user message that has text (the step's prompt)."""
+def last_user_text(messages, content_key="content"):
+    """The step's prompt: from the last user message that has text (claude also sends a trailing
+    "system" message, codex its developer instructions and environment context as user
+    messages before the prompt)."""
     for m in reversed(messages or []):
-        if isinstance(m, dict) and m.get(role_key, user) == user:
-            text = text_of(m.get(content_key))
+        if isinstance(m, dict) and m.get("role", "user") == "user":
+            text = prompt_block(m.get(content_key))
             if text.strip():
                 return text
     return ""

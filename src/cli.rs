@@ -660,20 +660,12 @@ fn build_context(
 
 /// Cancels the token on the first SIGINT or SIGTERM; exits at once on the second.
 pub(crate) fn signal_cancel() -> CancellationToken {
-    let token = CancellationToken::new();
-    let child = token.clone();
+    let (stop, kill) = crate::commands::signal_pair();
+    let token = stop.clone();
     tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
-        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        stop.cancelled().await;
         eprintln!("interrupted: stopping the current step (press Ctrl-C again to exit at once)");
-        child.cancel();
-        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        kill.cancelled().await;
         std::process::exit(i32::from(exit::INTERRUPTED));
     });
     token

@@ -14,6 +14,11 @@ use std::path::{Component, Path, PathBuf};
 /// never a mix: a uniquely named temp file in the same directory, fsync, rename over `path`,
 /// fsync the directory.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_and_rename(path, bytes, true)
+}
+
+/// The temp-file-then-rename write both replacements share; `durable` adds the fsyncs.
+fn write_and_rename(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let dir = parent_of(path);
     let name = path
         .file_name()
@@ -27,10 +32,15 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
             .truncate(true)
             .open(&tmp)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         drop(file);
         fs::rename(&tmp, path)?;
-        fsync_dir(&dir)
+        if durable {
+            fsync_dir(&dir)?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -42,16 +52,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// a partial file, but a power loss may lose the new contents. For records that are caches of
 /// a durable source (a run's state snapshot beside its event log).
 pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = parent_of(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    fs::write(&tmp, bytes)?;
-    fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
+    write_and_rename(path, bytes, false)
 }
 
 /// Makes a directory's entries (creations, renames) durable.
