@@ -18,7 +18,8 @@ re-read on every request (missing or empty = text):
                 its JavaScript "exec" tool (code mode of its default model) or as an apply_patch
                 heredoc run by exec_command (older models like gpt-5); gemini write_file); once
                 the tool result comes back: answer with AFTER_TOOL_TEXT
-  shell         same, but the CLI's shell tool runs SHELL_COMMAND (claude Bash, codex
+  shell         same, but the CLI's shell tool runs SHELL_COMMAND, or the first line of
+                FAKE_DIR/shell-command when that file exists (claude Bash, codex
                 exec_command (directly or from "exec")/shell_command/shell, gemini run_shell_command)
   401 | 500     that HTTP error, in the API's own error shape
   429           HTTP 429 (rate limit) with retry-after: RETRY_AFTER seconds, on every request
@@ -149,6 +150,14 @@ class Script:
                 return m.group(1).strip()
         return None
 
+    def shell_command(self):
+        """The command of mode shell: FAKE_DIR/shell-command (its first line) or SHELL_COMMAND."""
+        try:
+            with open(os.path.join(self.root, "shell-command")) as f:
+                return f.readline().strip() or SHELL_COMMAND
+        except FileNotFoundError:
+            return SHELL_COMMAND
+
     def json_answer(self, n, prompt):
         """The JSON answer for a prompt that asks for one: the next line of the matching answers
         file (consumed), else DEFAULT_JSON."""
@@ -262,7 +271,7 @@ class AnthropicAPI:
         if kind == "tool":
             target = os.path.join(cwd, WRITE_FILE) if cwd else WRITE_FILE
             inp = ({"file_path": target, "content": WRITTEN} if what == "Write"
-                   else {"command": SHELL_COMMAND, "description": "Write fake-shell.txt"})
+                   else {"command": h.script.shell_command(), "description": "Write fake-shell.txt"})
             block = {"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:20], "name": what, "input": inp}
         else:
             block = {"type": "text", "text": what}
@@ -341,7 +350,7 @@ class OpenAIResponsesAPI:
         h.sse_start()
         h.sse("response.created", {"type": "response.created", "response": {"id": rid, "model": model, "status": "in_progress"}})
         if kind == "tool":
-            item = self.tool_item(what, mode, offered)
+            item = self.tool_item(what, mode, offered, h.script.shell_command())
         else:
             item = {"type": "message", "role": "assistant", "id": "msg_" + uuid.uuid4().hex[:20], "status": "completed",
                     "content": [{"type": "output_text", "text": what, "annotations": []}]}
@@ -363,11 +372,11 @@ class OpenAIResponsesAPI:
         return names
 
     @staticmethod
-    def tool_item(name, mode, offered):
+    def tool_item(name, mode, offered, shell_command):
         call_id = "call_" + uuid.uuid4().hex[:20]
         mode = mode.partition(":")[0]
         if name == "exec":
-            js = ("const r = await tools.exec_command({cmd: %s});\ntext(r.output);\n" % json.dumps(SHELL_COMMAND)
+            js = ("const r = await tools.exec_command({cmd: %s});\ntext(r.output);\n" % json.dumps(shell_command)
                   if mode == "shell" else "const r = await tools.apply_patch(%s);\ntext(r);\n" % json.dumps(PATCH))
             return {"type": "custom_tool_call", "id": "ctc_" + uuid.uuid4().hex[:20], "call_id": call_id,
                     "name": "exec", "input": js, "status": "completed"}
@@ -376,7 +385,7 @@ class OpenAIResponsesAPI:
                     "name": "apply_patch", "input": PATCH, "status": "completed"}
         # codex intercepts an apply_patch heredoc run through its shell tool and applies it itself
         # (reported as a file_change item, checked against the sandbox like its own tool)
-        cmd = SHELL_COMMAND if mode == "shell" else "apply_patch <<'EOF'\n%sEOF\n" % PATCH
+        cmd = shell_command if mode == "shell" else "apply_patch <<'EOF'\n%sEOF\n" % PATCH
         args = {"exec_command": {"cmd": cmd}, "shell_command": {"command": cmd},
                 "shell": {"command": ["bash", "-lc", cmd]}}[name]
         return {"type": "function_call", "id": "fc_" + uuid.uuid4().hex[:20], "call_id": call_id,
@@ -426,7 +435,7 @@ class GeminiAPI:
                 target = os.path.join(cwd, WRITE_FILE) if cwd else WRITE_FILE
                 part = {"functionCall": {"name": what, "args": {"file_path": target, "content": WRITTEN}}}
             elif kind == "tool":
-                part = {"functionCall": {"name": what, "args": {"command": SHELL_COMMAND,
+                part = {"functionCall": {"name": what, "args": {"command": h.script.shell_command(),
                                                                 "description": "Write fake-shell.txt"}}}
             else:
                 part = {"text": what}

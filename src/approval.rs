@@ -107,6 +107,26 @@ pub fn decide(
     })?;
     let request: Request = serde_json::from_slice(&bytes)
         .map_err(|e| format!("{} is not a request: {e}", request_path.display()))?;
+    let decision_file = decision_path(workspace, run_id, step);
+    if let Ok(bytes) = std::fs::read(&decision_file)
+        && let Ok(existing) = serde_json::from_slice::<Decision>(&bytes)
+        && existing.request_id.as_deref() == Some(request.request_id.as_str())
+    {
+        let verdict = if existing.decision == Verdict::Approve {
+            "approved"
+        } else {
+            "rejected"
+        };
+        return Err(format!(
+            "no approval is pending for step `{step}` of run {run_id}: it was already {verdict}{} at {}; a decision is never overwritten",
+            existing
+                .by
+                .as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default(),
+            existing.at.as_deref().unwrap_or("?")
+        ));
+    }
     if verdict == Verdict::Reject && reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
         return Err(
             "a rejection needs --reason: it is passed to the step the rejection leads to".into(),

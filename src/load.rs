@@ -1405,7 +1405,10 @@ impl Loader {
     }
 
     fn retry(&mut self, node: &Node, what: &str) -> Retry {
-        let mut retry = Retry::default();
+        let mut retry = Retry {
+            explicit: true,
+            ..Retry::default()
+        };
         if let Value::Int(_) = node.value {
             retry.max_attempts = self.count(node, "`retry`", 1, 100).unwrap_or(1);
             return retry;

@@ -265,6 +265,8 @@ pub struct Retry {
     /// Exit codes that are worth another attempt; `None` means the step kind's default
     /// (providers: 1 and 124, as the spec maps them; commands: any failure).
     pub on_exit_codes: Option<Vec<i32>>,
+    /// Whether the step has a `retry:` of its own (agent steps otherwise get 3 attempts).
+    pub explicit: bool,
 }
 
 impl Default for Retry {
@@ -274,6 +276,7 @@ impl Default for Retry {
             delay: Duration::from_secs(1),
             backoff: 2.0,
             on_exit_codes: None,
+            explicit: false,
         }
     }
 }

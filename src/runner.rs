@@ -784,31 +784,34 @@ impl Runner {
                 ),
             ],
         };
-        // A decision left from an earlier visit of this step answers another request: keep it,
-        // under another name, and wait for a new one.
-        if let Ok(bytes) = std::fs::read(&decision_path) {
-            let old: Option<approval::Decision> = serde_json::from_slice(&bytes).ok();
-            if old.as_ref().and_then(|d| d.request_id.as_deref())
-                != Some(request.request_id.as_str())
-            {
+        // The same request already written (a resumed run waiting again): keep it, so that a
+        // decision given while the engine was down, with or without a request id, still counts.
+        let same_request = std::fs::read(&request_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<approval::Request>(&b).ok())
+            .is_some_and(|r| r.request_id == request.request_id);
+        if !same_request {
+            // A decision left from an earlier visit of this step answers another request: keep
+            // it, under another name, and wait for a new one.
+            if std::fs::metadata(&decision_path).is_ok() {
                 let _ = std::fs::rename(
                     &decision_path,
                     approval::dir(&ws, &run_id)
                         .join(format!("{}.decision.{}.json", step.name, exec)),
                 );
             }
-        }
-        let bytes = serde_json::to_vec_pretty(&request).unwrap_or_default();
-        if let Err(e) = std::fs::create_dir_all(approval::dir(&ws, &run_id))
-            .and_then(|()| crate::fsutil::atomic_write(&request_path, &bytes))
-        {
-            return failed_result(
-                1,
-                format!(
-                    "failed to write the approval request {}: {e}",
-                    request_path.display()
-                ),
-            );
+            let bytes = serde_json::to_vec_pretty(&request).unwrap_or_default();
+            if let Err(e) = std::fs::create_dir_all(approval::dir(&ws, &run_id))
+                .and_then(|()| crate::fsutil::atomic_write(&request_path, &bytes))
+            {
+                return failed_result(
+                    1,
+                    format!(
+                        "failed to write the approval request {}: {e}",
+                        request_path.display()
+                    ),
+                );
+            }
         }
         let written = std::fs::metadata(&request_path)
             .and_then(|m| m.modified())
@@ -1230,10 +1233,7 @@ impl Runner {
         }
         // Agent steps retry on their error class (rate limits, 5xx, timeouts) up to 3 attempts
         // unless the step says otherwise.
-        let max_attempts = if prepared.agent.is_some()
-            && step.retry.max_attempts == 1
-            && step.retry.on_exit_codes.is_none()
-        {
+        let max_attempts = if prepared.agent.is_some() && !step.retry.explicit {
             3
         } else {
             step.retry.max_attempts
@@ -1241,11 +1241,19 @@ impl Runner {
         let mut attempt = 1;
         let mut pauses = 0;
         loop {
-            let suffix = if attempt > 1 {
+            let mut suffix = if attempt > 1 {
                 format!(".{attempt}")
             } else {
                 String::new()
             };
+            if pauses > 0 {
+                // The answer that caused a pause keeps its log.
+                suffix.push_str(&format!(".p{pauses}"));
+            }
+            if self.state.resumes > 0 {
+                // Execution numbers repeat on resume: keep the earlier attempt's logs.
+                suffix.push_str(&format!(".r{}", self.state.resumes));
+            }
             let base = format!("{exec:04}-{}{suffix}", step.name);
             let stdout_log = self.dir.logs().join(format!("{base}.stdout"));
             let stderr_log = self.dir.logs().join(format!("{base}.stderr"));
@@ -1990,11 +1998,34 @@ fn error_hint(kind: &str, runtime: &str) -> Option<String> {
     })
 }
 
-/// Reads a usage limit's reset time: RFC 3339, epoch seconds, or a clock time like `5:03 PM`
-/// or `3pm` (today, or tomorrow if already past; local time).
+/// Reads a usage limit's reset time: RFC 3339, epoch seconds, a delay (`2s`, `23.5s`, `5m`,
+/// `1h`, `in 30s`), or a clock time like `5:03 PM` or `3pm` (today, or tomorrow if already past;
+/// local time).
 fn parse_reset_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     use chrono::{Local, NaiveTime, TimeZone};
     let text = text.trim();
+    let delay = text.trim_start_matches("in ").trim();
+    for (unit, seconds) in [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)] {
+        if let Some(number) = delay
+            .strip_suffix(unit)
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            && number.is_finite()
+            && number >= 0.0
+        {
+            return Some(
+                chrono::Utc::now()
+                    + chrono::Duration::milliseconds((number * seconds * 1000.0) as i64),
+            );
+        }
+    }
+    if let Ok(seconds) = delay.parse::<f64>()
+        && (0.0..100_000.0).contains(&seconds)
+    {
+        // A small bare number is a retry-after delay, not an epoch.
+        return Some(
+            chrono::Utc::now() + chrono::Duration::milliseconds((seconds * 1000.0) as i64),
+        );
+    }
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
         return Some(t.with_timezone(&chrono::Utc));
     }

@@ -4,6 +4,7 @@
 mod harness;
 
 mod acceptance;
+mod agents;
 mod durability;
 mod language;
 mod supervise;
