@@ -49,14 +49,18 @@ Side files: every request (numbered n = 1, 2, ... across all APIs) has its body 
 FAKE_DIR/requests/<nnnn>-<api>.json (api = anthropic|openai|gemini|other; bodiless GETs/HEADs get
 no dump) and one line appended to FAKE_DIR/requests.log:
   <nnnn> <api> <METHOD> <path> mode=<mode> status=<http status> reply=<text|tool:NAME|json|error|...>
-so a test can count e.g. `grep -c 'status=429' requests.log` to see that retries happened.
+so a test can count e.g. `grep -c 'status=429' requests.log` to see that retries happened. In mode
+workflow a JSON answer logs reply=json:<file> (json:<file>:default once the file is used up, and
+json:default for other JSON prompts); gemini's own JSON side calls log reply=json. In mode slip
+the reply is prefixed "slipped:fake-slipped.txt+".
 
 Fixed usage numbers in every successful model response (a two-turn tool run reports them twice;
 gemini's side calls, e.g. its model router, report them too). What orchestrate records per request
 (input excludes cache reads, as the engine normalizes it):
   claude  input 1234, output 56, cache_read 2000, cache_write 100 (cost_usd: claude's own figure)
   codex   input 234 (1234 - 1000 cached), cache_read 1000, output 56, reasoning 12
-  gemini  input 234 (1234 - 1000 cached), cache_read 1000, output 56
+  gemini  input 234 (1234 - 1000 cached), cache_read 1000, output 56 (stream-json carries no
+          thoughts count); gemini 0.61's model router ("auto") adds one request to most steps
 The wire numbers:
   Anthropic  input_tokens 1234, output_tokens 56, cache_read_input_tokens 2000,
              cache_creation_input_tokens 100; count_tokens -> input_tokens 1234

@@ -185,6 +185,9 @@ pub struct Runner {
     failure: Option<Failure>,
     /// `${feedback}`: what the last rejection edge carried (empty strings before any).
     feedback: Value,
+    /// What the step running now sees as `${feedback}`: the pending feedback when this step is
+    /// the one the rejection led to, empty strings otherwise.
+    active_feedback: Value,
     /// The phase of the last agent step, to record phase transitions.
     last_phase: Option<crate::model::Phase>,
     last_step: Option<String>,
@@ -346,7 +349,8 @@ impl Runner {
             secret_values,
             secret_names,
             failure: None,
-            feedback: json!({"reason": "", "from": ""}),
+            feedback: json!({"reason": "", "from": "", "to": ""}),
+            active_feedback: json!({"reason": "", "from": ""}),
             last_phase: None,
             last_step: None,
             enqueued: Vec::new(),
@@ -568,7 +572,11 @@ impl Runner {
                         .get(&step.name)
                         .map(rejection_reason)
                         .unwrap_or_default();
-                    self.feedback = json!({"reason": reason, "from": step.name});
+                    let to = match target {
+                        Some(Target::Step(name)) => name.clone(),
+                        _ => String::new(),
+                    };
+                    self.feedback = json!({"reason": reason, "from": step.name, "to": to});
                 }
                 match target {
                     Some(Target::End) => {
@@ -614,6 +622,14 @@ impl Runner {
     async fn run_step(&mut self, step: &Step, loops: &[LoopFrame]) -> Result<Flow, RunError> {
         self.executions += 1;
         let exec = self.executions;
+        // Feedback is for the step the rejection led to, on that visit only.
+        self.active_feedback = if self.feedback["to"] == step.name.as_str() {
+            let active = json!({"reason": self.feedback["reason"], "from": self.feedback["from"]});
+            self.feedback = json!({"reason": "", "from": "", "to": ""});
+            active
+        } else {
+            json!({"reason": "", "from": ""})
+        };
         if !matches!(step.kind, StepKind::ForEach { .. })
             && let Some(flow) = self.replay(step, exec)
         {
@@ -2164,9 +2180,9 @@ impl Lookup for Scope<'_> {
                 _ => None,
             },
             "feedback" => match rest.first().map(String::as_str) {
-                None => Some(self.runner.feedback["reason"].clone()),
-                Some("reason") => Some(self.runner.feedback["reason"].clone()),
-                Some("from" | "step") => Some(self.runner.feedback["from"].clone()),
+                None => Some(self.runner.active_feedback["reason"].clone()),
+                Some("reason") => Some(self.runner.active_feedback["reason"].clone()),
+                Some("from" | "step") => Some(self.runner.active_feedback["from"].clone()),
                 _ => None,
             },
             "task" => {
