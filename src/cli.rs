@@ -84,6 +84,37 @@ enum Command {
         #[command(flatten)]
         agents: AgentArgs,
     },
+    /// Where a run is (current step, phase, elapsed, cost so far); with a swarm running, its roles.
+    Status {
+        run_id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a run's step logs in order; -f follows them until the run ends.
+    Logs {
+        run_id: String,
+        step: Option<String>,
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    /// Per-step visits, attempts, time, tokens and cost of a run, and the path it took against
+    /// the graph; across runs (--since, or all), p50/p95 per step, failure rates, slowest and costliest.
+    Report {
+        run_id: Option<String>,
+        /// Runs started at or after this time (RFC 3339, or YYYY-MM-DD).
+        #[arg(long, conflicts_with = "run_id")]
+        since: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a workflow's graph (Mermaid or Graphviz dot), with a run's path overlaid.
+    Graph {
+        file: PathBuf,
+        #[arg(long = "run", value_name = "RUN_ID")]
+        run_id: Option<String>,
+        #[arg(long, default_value = "mermaid", value_parser = ["mermaid", "dot"])]
+        format: String,
+    },
     /// Print the command line orchestrate builds for an agent runtime (JSON: argv, env, files).
     Argv {
         /// claude, codex or gemini.
@@ -432,6 +463,31 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             context,
             agents,
         } => watch(&workspace, &file, &context, &agents).await,
+        Command::Status { run_id, json } => observe_status(&workspace, run_id.as_deref(), json),
+        Command::Logs {
+            run_id,
+            step,
+            follow,
+        } => {
+            let mut out = std::io::stdout();
+            match crate::observe::logs(&workspace, &run_id, step.as_deref(), follow, &mut out) {
+                Ok(()) => exit::SUCCESS,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    exit::INVALID
+                }
+            }
+        }
+        Command::Report {
+            run_id,
+            since,
+            json,
+        } => observe_report(&workspace, run_id, since.as_deref(), json),
+        Command::Graph {
+            file,
+            run_id,
+            format,
+        } => observe_graph(&workspace, &file, run_id.as_deref(), &format),
         Command::Argv {
             runtime,
             phase,
@@ -477,6 +533,111 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             by,
         ),
     }
+}
+
+fn observe_status(workspace: &Path, run_id: Option<&str>, json: bool) -> u8 {
+    let view = match crate::observe::status(workspace, run_id) {
+        Ok(view) => view,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return exit::INVALID;
+        }
+    };
+    // With no run named, a running swarm is part of "where things are".
+    let swarm = if run_id.is_none() {
+        crate::supervisor::status(workspace)
+            .ok()
+            .filter(|s| s.supervisor.is_some())
+    } else {
+        None
+    };
+    if json {
+        println!("{}", serde_json::json!({"run": view, "swarm": swarm}));
+    } else {
+        print!("{}", view.render());
+        if let Some(swarm) = swarm {
+            println!();
+            print!("{}", crate::supervisor::render_status(&swarm));
+        }
+    }
+    exit::SUCCESS
+}
+
+fn observe_report(workspace: &Path, run_id: Option<String>, since: Option<&str>, json: bool) -> u8 {
+    use crate::observe::RunSelector;
+    let selector = match (run_id, since) {
+        (Some(id), _) => RunSelector::One(id),
+        (None, Some(text)) => {
+            let parsed = chrono::DateTime::parse_from_rfc3339(text)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .ok()
+                .or_else(|| {
+                    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                        .ok()
+                        .and_then(|d| d.and_hms_opt(0, 0, 0))
+                        .map(|t| t.and_utc())
+                });
+            match parsed {
+                Some(t) => RunSelector::Since(t),
+                None => {
+                    eprintln!(
+                        "error: --since `{text}` is not a date: use YYYY-MM-DD or an RFC 3339 time"
+                    );
+                    return exit::INVALID;
+                }
+            }
+        }
+        (None, None) => RunSelector::All,
+    };
+    match crate::observe::report(workspace, selector) {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{}", report.render());
+            }
+            exit::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            exit::INVALID
+        }
+    }
+}
+
+fn observe_graph(workspace: &Path, file: &Path, run_id: Option<&str>, format: &str) -> u8 {
+    use crate::observe::{self, GraphFormat, Report, RunSelector};
+    let format = if format == "dot" {
+        GraphFormat::Dot
+    } else {
+        GraphFormat::Mermaid
+    };
+    let workflow = match load::load_file(&workspace.join(file)) {
+        Ok(w) => w,
+        Err(err) => {
+            eprint!("{}", relative_render(&err, workspace));
+            return exit::INVALID;
+        }
+    };
+    let text = match run_id {
+        None => observe::graph(&workflow, None, format),
+        Some(id) => match observe::report(workspace, RunSelector::One(id.to_string())) {
+            Ok(Report::Run(run)) => observe::graph_of_run(&workflow, &run, format),
+            Ok(_) => observe::graph(&workflow, None, format),
+            Err(err) => {
+                eprintln!("error: {err}");
+                return exit::INVALID;
+            }
+        },
+    };
+    print!("{text}");
+    if !text.ends_with('\n') {
+        println!();
+    }
+    exit::SUCCESS
 }
 
 fn print_argv(

@@ -17,6 +17,7 @@ pub mod fsutil;
 pub mod jq;
 pub mod load;
 pub mod model;
+pub mod observe;
 pub mod processed;
 pub mod queue;
 pub mod role;
