@@ -139,6 +139,50 @@ pub fn read(path: &Path) -> io::Result<Vec<Value>> {
     Ok(out)
 }
 
+/// A log read by [`read_checked`].
+#[derive(Debug)]
+pub struct EventFile {
+    pub records: Vec<Value>,
+    /// The last line had no newline (a crash mid-append); it was left out.
+    pub torn_tail: bool,
+}
+
+/// Reads `events.jsonl` strictly: a torn final line (a crash mid-append) is dropped, as the
+/// runner does on its next open; a damaged line before the end, or a record from a newer format,
+/// is an error that says which line, so that a report never rests on a guess.
+pub fn read_checked(path: &Path) -> Result<EventFile, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut records = Vec::new();
+    let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    // `split` yields what follows the last newline: empty for a clean log, else a torn line.
+    let tail = lines.pop().unwrap_or_default();
+    let torn_tail = !tail.is_empty();
+    for (index, line) in lines.iter().enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let number = index + 1;
+        let value: Value = serde_json::from_slice(line).map_err(|e| {
+            format!("line {number} of events.jsonl is not a JSON record ({e}); the log is damaged")
+        })?;
+        if !value.is_object() {
+            return Err(format!(
+                "line {number} of events.jsonl is not a JSON object; the log is damaged"
+            ));
+        }
+        let version = value["v"].as_u64().unwrap_or(1);
+        if version > u64::from(EVENTS_FORMAT) {
+            return Err(format!(
+                "line {number} of events.jsonl has format v{version}, newer than this \
+                 orchestrate reads (v{}); upgrade orchestrate to read it",
+                EVENTS_FORMAT
+            ));
+        }
+        records.push(value);
+    }
+    Ok(EventFile { records, torn_tail })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1667,24 +1667,19 @@ impl<'a> Checker<'a> {
                     .insert(step.name.clone(), (step.capture, step.kind.label()));
             }
         }
+        // Single names in provider templates (`${PROMPT}`, `${model}`) are parameters, checked
+        // per step; dotted ones are run variables.
         for (name, provider) in &workflow.providers {
-            for arg in &provider.command {
-                for var in arg.vars() {
-                    if var.segments.len() == 1
-                        && var.root() != "PROMPT"
-                        && !provider.defaults.contains_key(var.root())
-                    {
-                        // A parameter with no default must come from each step; checked per step.
-                        continue;
-                    }
-                    if var.segments.len() > 1 {
-                        self.check_var(var, &Scope::default(), 1, &format!("provider `{name}`"));
-                    }
-                }
+            for var in provider
+                .command
+                .iter()
+                .flat_map(Template::vars)
+                .filter(|v| v.segments.len() > 1)
+            {
+                self.check_var(var, &Scope::default(), 1, &format!("provider `{name}`"));
             }
         }
-        let env = workflow.env.clone();
-        for (key, value) in &env {
+        for (key, value) in &workflow.env {
             self.check_template(value, &Scope::default(), 1, &format!("`env.{key}`"));
         }
         self.check_steps(&workflow.steps, &Scope::default());

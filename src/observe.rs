@@ -281,47 +281,7 @@ fn newest_run(workspace: &Path) -> Option<RunLoc> {
 // Reading records
 
 /// The events of one log: every complete record, and whether a torn final line was dropped.
-#[derive(Debug)]
-struct EventFile {
-    records: Vec<Value>,
-    torn_tail: bool,
-}
-
-/// Reads `events.jsonl` strictly: a torn final line (a crash mid-append) is dropped, as the
-/// runner does on its next open; a damaged line before the end, or a record from a newer format,
-/// is an error that says which line, so that a report never rests on a guess.
-fn read_events(path: &Path) -> Result<EventFile, String> {
-    let bytes = fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut records = Vec::new();
-    let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
-    // `split` yields what follows the last newline: empty for a clean log, else a torn line.
-    let tail = lines.pop().unwrap_or_default();
-    let torn_tail = !tail.is_empty();
-    for (index, line) in lines.iter().enumerate() {
-        if line.is_empty() {
-            continue;
-        }
-        let number = index + 1;
-        let value: Value = serde_json::from_slice(line).map_err(|e| {
-            format!("line {number} of events.jsonl is not a JSON record ({e}); the log is damaged")
-        })?;
-        if !value.is_object() {
-            return Err(format!(
-                "line {number} of events.jsonl is not a JSON object; the log is damaged"
-            ));
-        }
-        let version = value["v"].as_u64().unwrap_or(1);
-        if version > u64::from(crate::events::EVENTS_FORMAT) {
-            return Err(format!(
-                "line {number} of events.jsonl has format v{version}, newer than this \
-                 orchestrate reads (v{}); upgrade orchestrate to read it",
-                crate::events::EVENTS_FORMAT
-            ));
-        }
-        records.push(value);
-    }
-    Ok(EventFile { records, torn_tail })
-}
+use crate::events::read_checked as read_events;
 
 /// One run's records, read and checked.
 struct Loaded {

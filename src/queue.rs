@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::fsutil::{self, atomic_write, fsync_dir, rename_noreplace};
+use crate::fsutil::{atomic_write, fsync_dir, rename_noreplace};
 
 /// Task files larger than this are quarantined unread.
 pub const DEFAULT_MAX_TASK_BYTES: u64 = 16 * 1024 * 1024;
@@ -1269,11 +1269,6 @@ pub fn read_regular(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
 /// The relative path helper for callers that print paths.
 pub fn relative(workspace: &Path, path: &Path) -> String {
     rel(workspace, path)
-}
-
-/// Resolves an inbox path from a role definition, refusing one outside the workspace.
-pub fn inbox_path(workspace: &Path, inbox: &str) -> Result<PathBuf, fsutil::PathError> {
-    fsutil::resolve_in_workspace(workspace, inbox)
 }
 
 /// The queue operations a role process needs, behind one interface: the filesystem queue

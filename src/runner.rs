@@ -284,10 +284,16 @@ impl Runner {
             crate::load::load_file(&dir.workflow_copy()).map_err(|err| resume_err(err.render()))?;
         let mut workflow = workflow;
         workflow.path = PathBuf::from(&state.workflow);
-        let records = events::read(&dir.events()).map_err(|source| RunError::Io {
-            path: dir.events(),
-            source,
-        })?;
+        // Strict: a damaged line in the middle would cut the journal short and run completed
+        // steps again, so it stops the resume instead.
+        let records = events::read_checked(&dir.events())
+            .map_err(|message| {
+                resume_err(format!(
+                    "{message}; look at {} before resuming",
+                    dir.events().display()
+                ))
+            })?
+            .records;
         let mut journal = Journal {
             entries: HashMap::new(),
             cutoff: u64::MAX,

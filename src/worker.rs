@@ -6,7 +6,7 @@
 //! recovery, readiness reporting to a supervisor, and graceful stop. Does not implement the
 //! queue protocol (`queue`) or the workflow language (`runner`).
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -125,7 +125,8 @@ pub async fn run_agent(
 
     let mut report = AgentReport::default();
     let mut running: JoinSet<Finished> = JoinSet::new();
-    let mut tokens: Vec<CancellationToken> = Vec::new();
+    // One per task in flight, removed when it finishes (a Vec kept every token ever made).
+    let mut tokens: HashMap<String, CancellationToken> = HashMap::new();
     let mut stopping: Option<Instant> = None;
     let mut last_recover = Instant::now();
     let mut last_list = Instant::now();
@@ -143,7 +144,7 @@ pub async fn run_agent(
             match shared.queue.claim(&name, &owner, settle, max_bytes) {
                 Ok(ClaimResult::Claimed(claim)) => {
                     let token = CancellationToken::new();
-                    tokens.push(token.clone());
+                    tokens.insert(claim.id.clone(), token.clone());
                     running.spawn(run_task(Arc::clone(&shared), *claim, token));
                 }
                 Ok(ClaimResult::Busy) => pending.later(name, complete, BUSY_RETRY),
@@ -162,7 +163,6 @@ pub async fn run_agent(
                 }
             }
         }
-        tokens.retain(|t| !t.is_cancelled() || !running.is_empty());
         if stopping.is_some() && running.is_empty() {
             break;
         }
@@ -201,7 +201,7 @@ pub async fn run_agent(
                             "released" => report.released += 1,
                             _ => report.failed += 1,
                         }
-                        let _ = id;
+                        tokens.remove(&id);
                     }
                     Err(err) => log(&format!("error: a task's handler panicked: {err}")),
                 }
@@ -221,12 +221,12 @@ pub async fn run_agent(
                 log(&format!("stopping: no new claims; {} task(s) in flight get {:?} to finish", running.len(), options.grace));
                 stopping = Some(Instant::now());
             }
-            _ = async { tokio::time::sleep_until(grace_deadline.unwrap_or_else(Instant::now).into()).await }, if grace_deadline.is_some() && !tokens.iter().all(|t| t.is_cancelled()) => {
+            _ = async { tokio::time::sleep_until(grace_deadline.unwrap_or_else(Instant::now).into()).await }, if grace_deadline.is_some() && !tokens.values().all(CancellationToken::is_cancelled) => {
                 log("grace period over: stopping the tasks in flight; they go back to the inbox");
-                tokens.iter().for_each(CancellationToken::cancel);
+                tokens.values().for_each(CancellationToken::cancel);
             }
             _ = kill.cancelled() => {
-                tokens.iter().for_each(CancellationToken::cancel);
+                tokens.values().for_each(CancellationToken::cancel);
                 stopping.get_or_insert_with(Instant::now);
             }
         }
