@@ -297,3 +297,63 @@ pub fn run_within(ws: &Ws, args: &[&str], timeout: Duration) -> Run {
         ws.path(),
     )
 }
+
+// Helpers of the swarm and supervisor suites (roles, queue directories, process liveness).
+
+/// Writes `agents/<name>.yaml` (`workflow: workflows/<name>.yaml` plus `settings`) and the
+/// workflow file.
+pub fn role(ws: &Ws, name: &str, settings: &str, workflow: &str) {
+    ws.file(
+        &format!("agents/{name}.yaml"),
+        &format!("workflow: workflows/{name}.yaml\n{settings}"),
+    );
+    ws.file(&format!("workflows/{name}.yaml"), workflow);
+}
+
+/// Sorted names in a workspace directory (empty when it does not exist).
+pub fn entries(ws: &Ws, rel: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(ws.join(rel))
+        .map(|it| {
+            it.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// `*.task` files in a role's inbox.
+pub fn queued(ws: &Ws, role: &str) -> Vec<String> {
+    entries(ws, &format!("inbox/{role}"))
+        .into_iter()
+        .filter(|n| n.ends_with(".task"))
+        .collect()
+}
+
+pub fn json_file(ws: &Ws, rel: &str) -> Value {
+    serde_json::from_str(&ws.read(rel)).unwrap_or_else(|e| panic!("{rel} is not JSON: {e}"))
+}
+
+/// The sidecar of a queued task.
+pub fn sidecar(ws: &Ws, role: &str, id: &str) -> Value {
+    json_file(ws, &format!(".orchestrate/queue/{role}/{id}.json"))
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    // A zombie still has /proc/<pid>; look at its state too.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Lines of a file (empty when it does not exist).
+pub fn lines(ws: &Ws, rel: &str) -> Vec<String> {
+    std::fs::read_to_string(ws.join(rel))
+        .map(|t| t.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}

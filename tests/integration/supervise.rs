@@ -19,44 +19,6 @@ use serde_json::Value;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/// Writes `agents/<name>.yaml` (`workflow: workflows/<name>.yaml` plus `settings`) and the
-/// workflow file.
-fn role(ws: &Ws, name: &str, settings: &str, workflow: &str) {
-    ws.file(
-        &format!("agents/{name}.yaml"),
-        &format!("workflow: workflows/{name}.yaml\n{settings}"),
-    );
-    ws.file(&format!("workflows/{name}.yaml"), workflow);
-}
-
-/// Sorted names in a workspace directory (empty when it does not exist).
-fn entries(ws: &Ws, rel: &str) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(ws.join(rel))
-        .map(|it| {
-            it.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
-/// `*.task` files in a role's inbox.
-fn queued(ws: &Ws, role: &str) -> Vec<String> {
-    entries(ws, &format!("inbox/{role}"))
-        .into_iter()
-        .filter(|n| n.ends_with(".task"))
-        .collect()
-}
-
-/// Lines of a file (empty when it does not exist).
-fn lines(ws: &Ws, rel: &str) -> Vec<String> {
-    std::fs::read_to_string(ws.join(rel))
-        .map(|t| t.lines().map(str::to_string).collect())
-        .unwrap_or_default()
-}
-
 /// The `processed/` or `failed/` entries of task `id` of `role`.
 fn entries_of(ws: &Ws, parent: &str, role: &str, id: &str) -> Vec<String> {
     let suffix = format!("_{role}_{id}");
@@ -77,26 +39,6 @@ fn entry_of(ws: &Ws, parent: &str, role: &str, id: &str) -> String {
         entries(ws, parent)
     );
     found[0].clone()
-}
-
-fn json_file(ws: &Ws, rel: &str) -> Value {
-    serde_json::from_str(&ws.read(rel)).unwrap_or_else(|e| panic!("{rel} is not JSON: {e}"))
-}
-
-/// The sidecar of a queued task.
-fn sidecar(ws: &Ws, role: &str, id: &str) -> Value {
-    json_file(ws, &format!(".orchestrate/queue/{role}/{id}.json"))
-}
-
-fn pid_alive(pid: u32) -> bool {
-    // A zombie still has /proc/<pid>; look at its state too.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
 }
 
 fn signal(pid: u32, sig: i32) {

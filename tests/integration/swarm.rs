@@ -19,42 +19,11 @@ use serde_json::Value;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/// Writes `agents/<name>.yaml` (`workflow: workflows/<name>.yaml` plus `settings`) and the
-/// workflow file.
-fn role(ws: &Ws, name: &str, settings: &str, workflow: &str) {
-    ws.file(
-        &format!("agents/{name}.yaml"),
-        &format!("workflow: workflows/{name}.yaml\n{settings}"),
-    );
-    ws.file(&format!("workflows/{name}.yaml"), workflow);
-}
-
-/// Sorted names in a workspace directory (empty when it does not exist).
-fn entries(ws: &Ws, rel: &str) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(ws.join(rel))
-        .map(|it| {
-            it.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 /// Number of entries of a directory (cheap enough to poll on a 2,000-entry directory).
 fn count(ws: &Ws, rel: &str) -> usize {
     std::fs::read_dir(ws.join(rel))
         .map(|it| it.count())
         .unwrap_or(0)
-}
-
-/// `*.task` files in a role's inbox.
-fn queued(ws: &Ws, role: &str) -> Vec<String> {
-    entries(ws, &format!("inbox/{role}"))
-        .into_iter()
-        .filter(|n| n.ends_with(".task"))
-        .collect()
 }
 
 /// The one `processed/` or `failed/` entry of task `id` of `role`, as a workspace-relative path.
@@ -73,15 +42,6 @@ fn entry_of(ws: &Ws, parent: &str, role: &str, id: &str) -> String {
     format!("{parent}/{}", found[0])
 }
 
-fn json_file(ws: &Ws, rel: &str) -> Value {
-    serde_json::from_str(&ws.read(rel)).unwrap_or_else(|e| panic!("{rel} is not JSON: {e}"))
-}
-
-/// The sidecar of a queued task.
-fn sidecar(ws: &Ws, role: &str, id: &str) -> Value {
-    json_file(ws, &format!(".orchestrate/queue/{role}/{id}.json"))
-}
-
 /// Drops a task the documented way: write `<name>.tmp`, then rename it to `<name>.task`. With
 /// `old`, the file's mtime is set an hour back, so a settle window never delays it.
 fn drop_task(ws: &Ws, role: &str, name: &str, content: &str, old: bool) {
@@ -97,17 +57,6 @@ fn drop_task(ws: &Ws, role: &str, name: &str, content: &str, old: bool) {
     std::fs::rename(&tmp, dir.join(format!("{name}.task"))).unwrap();
 }
 
-fn pid_alive(pid: u32) -> bool {
-    // A zombie still has /proc/<pid>; look at its state too.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
-}
-
 fn kill(sig: &str, target: &str) {
     let _ = Command::new("kill")
         .arg(format!("-{sig}"))
@@ -116,13 +65,6 @@ fn kill(sig: &str, target: &str) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
-}
-
-/// Lines of a file (empty when it does not exist).
-fn lines(ws: &Ws, rel: &str) -> Vec<String> {
-    std::fs::read_to_string(ws.join(rel))
-        .map(|t| t.lines().map(str::to_string).collect())
-        .unwrap_or_default()
 }
 
 /// Polls `cond` every `every` until it holds or `timeout` passes (then panics with `what` and
