@@ -323,21 +323,14 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
         // Backstop for a dropped future: tokio then kills and reaps the child;
         // `GroupGuard` below takes care of its descendants.
         .kill_on_drop(true);
-    if !inherit_fds.is_empty() {
-        // SAFETY: the closure runs in the forked child before exec and only calls
-        // fcntl(2), which is async-signal-safe; it allocates nothing.
-        unsafe {
-            command.pre_exec(move || {
-                for &fd in &inherit_fds {
-                    if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
+    let spawned = {
+        let _serial = spawn_lock();
+        match Inheritable::open_up(&inherit_fds) {
+            Ok(_inheritable) => command.spawn(),
+            Err(e) => Err(e),
         }
-    }
-    let mut child = match command.spawn() {
+    };
+    let mut child = match spawned {
         Ok(child) => child,
         Err(e) => return failed(spawn_failure(argv0, &program, &cwd, &e)),
     };
@@ -500,6 +493,46 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Serializes every spawn of a child process in this process.
+///
+/// A step inherits some descriptors (a task's lock, so that the lock outlives a killed worker
+/// while any process of the attempt lives). Clearing close-on-exec in the child needs a
+/// `pre_exec` hook, which forces `fork` (copying the engine's page tables, about half a
+/// millisecond per step) where std otherwise uses `posix_spawn`. Instead the descriptors are
+/// made inheritable in this process only for the instant of their own step's spawn, under this
+/// lock; every other spawn takes the lock too, so no other child can inherit them.
+pub fn spawn_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Descriptors made inheritable (close-on-exec cleared) until dropped. Hold [`spawn_lock`].
+struct Inheritable<'a>(&'a [i32]);
+
+impl<'a> Inheritable<'a> {
+    fn open_up(fds: &'a [i32]) -> io::Result<Inheritable<'a>> {
+        for (done, &fd) in fds.iter().enumerate() {
+            // SAFETY: fcntl(2) on a descriptor number; an invalid one is an error, not UB.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+                let err = io::Error::last_os_error();
+                drop(Inheritable(&fds[..done]));
+                return Err(err);
+            }
+        }
+        Ok(Inheritable(fds))
+    }
+}
+
+impl Drop for Inheritable<'_> {
+    fn drop(&mut self) {
+        for &fd in self.0 {
+            // SAFETY: as above.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
     }
 }
 
@@ -1017,6 +1050,33 @@ mod tests {
         let done = go(spec(&dir, &["true"])).await;
         assert!(done.outcome.success());
         assert_eq!((done.stdout_bytes, done.stdout_lines), (0, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn inherited_descriptors_reach_only_their_own_step() {
+        use std::os::fd::AsRawFd;
+        let dir = TempDir::new().unwrap();
+        let lock = File::create(dir.path().join("lock")).unwrap();
+        let fd = lock.as_raw_fd();
+        let cloexec = || unsafe { libc::fcntl(fd, libc::F_GETFD) } & libc::FD_CLOEXEC != 0;
+        assert!(cloexec());
+        let probe = format!("if [ -e /proc/self/fd/{fd} ]; then echo has; else echo lacks; fi");
+        // Steps with and without the descriptor spawned at the same time, many times over:
+        // only the ones given it ever see it.
+        for _ in 0..20 {
+            let mut with = sh(&dir, &probe);
+            with.inherit_fds = vec![fd];
+            let without = sh(&dir, &probe);
+            let (with, without) = tokio::join!(
+                tokio::spawn(async move { go(with).await }),
+                tokio::spawn(async move { go(without).await })
+            );
+            assert_eq!(with.unwrap().stdout, b"has\n");
+            assert_eq!(without.unwrap().stdout, b"lacks\n");
+        }
+        // The engine's own descriptor is close-on-exec again.
+        assert!(cloexec());
+        drop(lock);
     }
 
     #[tokio::test]

@@ -648,7 +648,8 @@ struct Repo {
 }
 
 fn git(workspace: &Path, args: &[&str]) -> io::Result<Output> {
-    Command::new("git")
+    let mut command = Command::new("git");
+    command
         .args(args)
         .current_dir(workspace)
         // The workspace decides the repository, not variables inherited from whoever started
@@ -660,7 +661,15 @@ fn git(workspace: &Path, args: &[&str]) -> io::Result<Output> {
         // Fingerprinting must not write: no opportunistic index refresh.
         .env("GIT_OPTIONAL_LOCKS", "0")
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // Spawned under the engine's spawn lock, so that git never inherits a descriptor a step's
+    // spawn has made inheritable for that step alone (a task's lock).
+    let child = {
+        let _serial = crate::exec::spawn_lock();
+        command.spawn()?
+    };
+    child.wait_with_output()
 }
 
 fn git_failed(workspace: &Path, args: &[&str], message: String) -> FingerprintError {

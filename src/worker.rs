@@ -70,7 +70,38 @@ struct Shared {
     label: String,
     quiet: bool,
     profiles: Arc<crate::runtime::profile::Profiles>,
+    /// Tasks whose workflow is running: what `concurrency` limits. A task whose workflow has
+    /// ended but whose completion (status.json, the move, their fsyncs) is still being written
+    /// no longer holds a slot.
+    active: std::sync::atomic::AtomicUsize,
+    /// Woken each time a slot frees.
+    slot_freed: tokio::sync::Notify,
 }
+
+/// One `concurrency` slot, held from the claim until the task's workflow ends.
+struct Slot(Arc<Shared>);
+
+impl Slot {
+    fn take(shared: &Arc<Shared>) -> Slot {
+        shared
+            .active
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Slot(Arc::clone(shared))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0
+            .active
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.slot_freed.notify_one();
+    }
+}
+
+/// How many finished tasks may be writing their completion at once, per slot, before new
+/// claims wait for them: completions overlap the next tasks' work, within a bound.
+const COMPLETIONS_PER_SLOT: usize = 2;
 
 struct Finished {
     id: String,
@@ -101,6 +132,8 @@ pub async fn run_agent(
         workflow_text: Arc::new(workflow_text),
         label: label.clone(),
         quiet: options.quiet,
+        active: std::sync::atomic::AtomicUsize::new(0),
+        slot_freed: tokio::sync::Notify::new(),
     });
     let log = |text: &str| {
         if !options.quiet {
@@ -132,7 +165,11 @@ pub async fn run_agent(
     let mut last_list = Instant::now();
     let max_bytes = queue::DEFAULT_MAX_TASK_BYTES;
     loop {
-        while stopping.is_none() && running.len() < role.concurrency as usize {
+        let slots = role.concurrency as usize;
+        while stopping.is_none()
+            && shared.active.load(std::sync::atomic::Ordering::SeqCst) < slots
+            && running.len() < slots * (1 + COMPLETIONS_PER_SLOT)
+        {
             let Some((name, complete)) = pending.pop() else {
                 break;
             };
@@ -145,7 +182,8 @@ pub async fn run_agent(
                 Ok(ClaimResult::Claimed(claim)) => {
                     let token = CancellationToken::new();
                     tokens.insert(claim.id.clone(), token.clone());
-                    running.spawn(run_task(Arc::clone(&shared), *claim, token));
+                    let slot = Slot::take(&shared);
+                    running.spawn(run_task(Arc::clone(&shared), *claim, token, slot));
                 }
                 Ok(ClaimResult::Busy) => pending.later(name, complete, BUSY_RETRY),
                 Ok(ClaimResult::Settling(wait)) => pending.later(name, false, wait),
@@ -217,6 +255,7 @@ pub async fn run_agent(
                     pending.list(&layout);
                 }
             }
+            () = shared.slot_freed.notified() => {}
             _ = stop.cancelled(), if stopping.is_none() => {
                 log(&format!("stopping: no new claims; {} task(s) in flight get {:?} to finish", running.len(), options.grace));
                 stopping = Some(Instant::now());
@@ -432,7 +471,12 @@ fn task_vars(shared: &Shared, claim: &Claim) -> (Value, String) {
 }
 
 /// One attempt of one task: run the workflow, write status.json, move the task directory.
-async fn run_task(shared: Arc<Shared>, mut claim: Claim, cancel: CancellationToken) -> Finished {
+async fn run_task(
+    shared: Arc<Shared>,
+    mut claim: Claim,
+    cancel: CancellationToken,
+    slot: Slot,
+) -> Finished {
     let started = Instant::now();
     let started_at = crate::clock::now_rfc3339();
     let id = claim.id.clone();
@@ -464,14 +508,16 @@ async fn run_task(shared: Arc<Shared>, mut claim: Claim, cancel: CancellationTok
                 1,
                 &format!("failed to start the run: {err}"),
             );
-            return finish(&shared, claim, false, status);
+            return finish(shared, claim, false, status).await;
         }
     };
     let run = runner.run();
     tokio::pin!(run);
     let heartbeat_every = (shared.role.hung_after / 4).max(Duration::from_millis(500));
-    let mut heartbeat = tokio::time::interval(heartbeat_every);
-    heartbeat.tick().await;
+    // Not `interval`: its first tick is due at once, and tokio fires timers on its 1 ms wheel, so
+    // awaiting it would delay every task's start by up to a millisecond.
+    let mut heartbeat =
+        tokio::time::interval_at((Instant::now() + heartbeat_every).into(), heartbeat_every);
     let timeout = shared.role.task_timeout;
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut timed_out = false;
@@ -485,6 +531,7 @@ async fn run_task(shared: Arc<Shared>, mut claim: Claim, cancel: CancellationTok
             }
         }
     };
+    drop(slot);
     match outcome {
         Ok(report) if report.status == RunStatus::Interrupted && !timed_out => {
             // Stopped by our own shutdown: not the task's fault, so it goes back uncharged.
@@ -531,7 +578,7 @@ async fn run_task(shared: Arc<Shared>, mut claim: Claim, cancel: CancellationTok
                 exit_code,
                 &message,
             );
-            finish(&shared, claim, success, status)
+            finish(shared, claim, success, status).await
         }
         Err(message) => {
             let status = status_json(
@@ -545,12 +592,28 @@ async fn run_task(shared: Arc<Shared>, mut claim: Claim, cancel: CancellationTok
                 1,
                 &message,
             );
-            finish(&shared, claim, false, status)
+            finish(shared, claim, false, status).await
         }
     }
 }
 
-fn finish(shared: &Shared, claim: Claim, success: bool, status: Value) -> Finished {
+/// Completes the claim off the async threads: the completion's fsyncs wait on the disk, and
+/// on a 2-core machine two tasks finishing at once would otherwise stall every other task (and
+/// new claims) for that long.
+async fn finish(shared: Arc<Shared>, claim: Claim, success: bool, status: Value) -> Finished {
+    let id = claim.id.clone();
+    tokio::task::spawn_blocking(move || finish_blocking(&shared, claim, success, status))
+        .await
+        .unwrap_or_else(|err| {
+            eprintln!("error: finishing `{id}` panicked: {err}");
+            Finished {
+                id,
+                outcome: "failed",
+            }
+        })
+}
+
+fn finish_blocking(shared: &Shared, claim: Claim, success: bool, status: Value) -> Finished {
     let id = claim.id.clone();
     match shared.queue.complete(&claim, success, &status) {
         Ok(dest) => {
