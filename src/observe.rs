@@ -248,10 +248,28 @@ fn locate(workspace: &Path, id: &str) -> Result<RunLoc, ObserveError> {
     })
 }
 
+/// The run id a task directory records: in its status.json (finished), else the first event of
+/// its events.jsonl (`run_started`), else a state.json (records written before task runs
+/// stopped writing one).
 fn recorded_run_id(root: &Path) -> Option<String> {
-    let bytes = fs::read(root.join("state.json")).ok()?;
-    let value: Value = serde_json::from_slice(&bytes).ok()?;
-    value["run_id"].as_str().map(str::to_string)
+    let from_json = |name: &str| -> Option<String> {
+        let bytes = fs::read(root.join(name)).ok()?;
+        let value: Value = serde_json::from_slice(&bytes).ok()?;
+        value["run_id"].as_str().map(str::to_string)
+    };
+    let from_events = || -> Option<String> {
+        use std::io::BufRead;
+        let file = fs::File::open(root.join("events.jsonl")).ok()?;
+        let mut first = String::new();
+        std::io::BufReader::new(file).read_line(&mut first).ok()?;
+        let value: Value = serde_json::from_str(&first).ok()?;
+        (value["event"] == "run_started")
+            .then(|| value["run_id"].as_str().map(str::to_string))
+            .flatten()
+    };
+    from_json("status.json")
+        .or_else(from_events)
+        .or_else(|| from_json("state.json"))
 }
 
 /// The newest run under `.orchestrate/runs/`. Run ids start with their UTC start second, so the

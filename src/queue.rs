@@ -11,7 +11,7 @@
 //! inbox/<role>/<id>.task                   queued (the inbox directory is configurable per role)
 //! running/<role>/<id>/task                 claimed: the task file, locked for the whole attempt
 //! running/<role>/<id>/lease.json           who holds it (pid, start time, boot id), attempt
-//! running/<role>/<id>/events.jsonl etc.    the attempt's run records: events.jsonl, state.json, logs/
+//! running/<role>/<id>/events.jsonl etc.    the attempt's run records: events.jsonl, logs/
 //! processed/<UTC ts>_<role>_<id>/          finished: task, status.json, lease.json, run records
 //! failed/<UTC ts>_<role>_<id>/             failed or quarantined, with status.json saying why
 //! .orchestrate/queue/<role>/<id>.json      sidecar: correlation id, attempts so far, history
@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::fsutil::{atomic_write, fsync_dir, rename_noreplace};
+use crate::fsutil::{atomic_write, fsync_dir, rename_noreplace, write_unpublished};
 
 /// Task files larger than this are quarantined unread.
 pub const DEFAULT_MAX_TASK_BYTES: u64 = 16 * 1024 * 1024;
@@ -741,7 +741,8 @@ pub fn complete(
     status: &Value,
 ) -> Result<PathBuf, QueueError> {
     let bytes = serde_json::to_vec_pretty(status).unwrap_or_default();
-    atomic_write(&claim.dir.join("status.json"), &bytes)
+    // The task's directory is published by the move below, after this write is on disk.
+    write_unpublished(&claim.dir.join("status.json"), &bytes)
         .map_err(io_err("write status in", &claim.dir))?;
     let parent = if success {
         &layout.processed
@@ -892,13 +893,16 @@ pub fn recover(
             json!({"attempt": attempt, "ended": crate::clock::now_rfc3339(), "reason": reason}),
         );
         meta.attempts = attempt;
-        if dir.join("status.json").exists() {
+        let written: Option<Value> = fs::read(dir.join("status.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if written.is_none() {
+            // Died while writing it (or never got there): the attempt did not finish.
+            let _ = fs::remove_file(dir.join("status.json"));
+        }
+        if let Some(status) = written {
             // The attempt finished and wrote its status but died before the final move:
             // finish the move it started.
-            let status: Value = fs::read(dir.join("status.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or(Value::Null);
             let success = status["success"].as_bool().unwrap_or(false);
             let parent = if success {
                 &layout.processed

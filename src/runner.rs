@@ -442,7 +442,9 @@ impl Runner {
             json!({"status": status, "exit_code": exit_code, "error": error}),
             true,
         )?;
-        self.snapshot()?;
+        if self.config.resumable {
+            self.snapshot()?;
+        }
         Ok(RunReport {
             run_id: self.state.run_id.clone(),
             status,
@@ -499,6 +501,11 @@ impl Runner {
     }
 
     fn maybe_snapshot(&mut self) -> Result<(), RunError> {
+        if !self.config.resumable {
+            // A swarm task's attempt: its records are events.jsonl and the status.json the
+            // role writes; a snapshot would cost a file per task and be read by nobody.
+            return Ok(());
+        }
         let since = self.events.seq() - self.events_at_snapshot;
         if since >= 64.max(self.events.seq() / 2) {
             self.snapshot()?;

@@ -1362,9 +1362,12 @@ steps:
         .collect();
     assert!(all.contains("out-line-st1"), "logs {logs:?}: {all:?}");
     assert!(all.contains("err-line-st1"), "logs {logs:?}: {all:?}");
-    assert!(ws.exists(&format!("{dir}/state.json")));
-    let state = json_file(&ws, &format!("{dir}/state.json"));
-    assert_eq!(state["run_id"], run_id);
+    // A task's records are its event log and status.json: no state snapshot per task.
+    assert!(!ws.exists(&format!("{dir}/state.json")));
+    let events = ws.read(&format!("{dir}/events.jsonl"));
+    let first: Value = serde_json::from_str(events.lines().next().unwrap()).unwrap();
+    assert_eq!(first["event"], "run_started");
+    assert_eq!(first["run_id"], run_id);
 
     // Names sort by time.
     let processed = entries(&ws, "processed");
@@ -1614,4 +1617,52 @@ steps:
     assert_eq!(kinds, ["start 1", "start 2", "end 2"], "{exec:?}");
     let dir = entry_of(&ws, "processed", "r", "t");
     assert_eq!(json_file(&ws, &format!("{dir}/status.json"))["attempt"], 2);
+}
+
+/// A worker that died after its task's workflow ended leaves the task's directory in running/
+/// with the status.json it was writing: complete (the move is finished for it) or torn (the
+/// attempt counts as died, and the task runs again).
+#[test]
+fn recovery_finishes_a_written_status_and_reruns_a_torn_one() {
+    let ws = Ws::new();
+    role(
+        &ws,
+        "r",
+        "max_attempts: 3\n",
+        "name: r\nsteps:\n  - name: Mark\n    command: [\"sh\", \"-c\", \"echo ran >> ran-$0\", \"${task.id}\"]\n",
+    );
+    // Two claims of a worker that is gone (pid 0 never names a live process).
+    for (id, status) in [
+        (
+            "done",
+            r#"{"schema": "status/v1", "task": "done", "success": true}"#,
+        ),
+        ("torn", r#"{"schema": "status/v1", "task": "to"#),
+    ] {
+        ws.file(&format!("running/r/{id}/task"), "x");
+        ws.file(
+            &format!("running/r/{id}/lease.json"),
+            r#"{"format_version": 1, "role": "r", "id": "ID", "attempt": 1, "pid": 0,
+                "pid_start": 0, "boot_id": "gone", "claimed_at": "", "heartbeat_at": ""}"#,
+        );
+        ws.file(&format!("running/r/{id}/status.json"), status);
+    }
+    let mut agents = Agents::new(&ws);
+    let status = agents.run(&ws, "r", &["--once"], Duration::from_secs(20));
+    assert_success(status, &agents);
+
+    // The complete one was only moved: its workflow did not run again.
+    let done = entry_of(&ws, "processed", "r", "done");
+    assert_eq!(
+        json_file(&ws, &format!("{done}/status.json"))["success"],
+        true
+    );
+    assert!(!ws.exists("ran-done"));
+    // The torn one ran again as attempt 2 and has a whole status.json now.
+    let torn = entry_of(&ws, "processed", "r", "torn");
+    assert_eq!(ws.read("ran-torn"), "ran\n");
+    let status = json_file(&ws, &format!("{torn}/status.json"));
+    assert_eq!(status["success"], true);
+    assert_eq!(status["attempt"], 2);
+    assert!(entries(&ws, "running/r").is_empty());
 }
