@@ -204,7 +204,9 @@ pub fn load_role_file(workspace: &Path, path: &Path) -> Result<(Role, Workflow),
     };
     let role = loader.role(&root);
     let Some(role) = role.filter(|_| loader.diags.is_empty()) else {
-        return Err(vec![fail(loader.diags)]);
+        let mut diags = loader.diags;
+        diags.sort_by_key(|d| (d.line, d.column));
+        return Err(vec![fail(diags)]);
     };
     if let Err(err) = crate::fsutil::resolve_in_workspace(workspace, &role.inbox) {
         let pos = role_field_pos(&root, "inbox");
