@@ -1568,6 +1568,13 @@ impl Runner {
         let code = finished.outcome.exit_code();
         let outcome = parse::parse(runtime, &stdout, &stderr, code);
         let mut usage = outcome.usage;
+        if usage == parse::Usage::default() {
+            // No final statistics (the CLI was stopped or died): what the stream reported so
+            // far was still spent, and budgets and the ledger count it.
+            let mut live = parse::StreamParser::new(runtime);
+            live.line(&stdout);
+            usage = live.usage_so_far();
+        }
         let mut result = json!({});
         if runtime == parse::Runtime::Codex {
             // codex reports the thread's running total: this turn is the difference.
