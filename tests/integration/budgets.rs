@@ -332,3 +332,24 @@ fn the_daily_budget_stops_a_running_task_when_today_plus_its_usage_crosses_it() 
         "{message}"
     );
 }
+
+#[test]
+fn a_bad_swarm_file_keeps_roles_from_starting() {
+    let ws = Ws::new();
+    role(
+        &ws,
+        "dev",
+        "",
+        "steps:\n  - name: Work\n    command: [\"true\"]\n",
+    );
+    ws.file("swarm.yaml", "budget:\n  max_tokens_per_dai: 10\n");
+    ws.run(&["enqueue", "dev", "--text", "go", "--name", "t1"])
+        .ok();
+    for args in [&["agent", "dev", "--once"][..], &["swarm", "up"][..]] {
+        run_within(&ws, args, DEADLINE)
+            .code(2)
+            .stderr_has("swarm.yaml:2:3: error: unknown field `max_tokens_per_dai` in `budget` of swarm.yaml")
+            .stderr_has("did you mean `max_tokens_per_day`?");
+    }
+    assert_eq!(queued(&ws, "dev"), ["t1.task"]);
+}
