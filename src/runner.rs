@@ -2461,7 +2461,10 @@ impl Runner {
                 };
                 let wall = async {
                     match wall_deadline {
-                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        // Just past the limit, so that the check (strictly over) sees it crossed.
+                        Some(at) => {
+                            tokio::time::sleep_until((at + Duration::from_millis(1)).into()).await;
+                        }
                         None => std::future::pending().await,
                     }
                 };
