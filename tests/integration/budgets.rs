@@ -353,3 +353,37 @@ fn a_bad_swarm_file_keeps_roles_from_starting() {
     }
     assert_eq!(queued(&ws, "dev"), ["t1.task"]);
 }
+
+#[test]
+fn a_role_idle_timeout_is_the_default_for_its_agent_steps() {
+    let mut ws = Ws::new();
+    ws.with_bin_path();
+    ws.script(
+        "bin/claude",
+        "#!/usr/bin/env bash\ncat > /dev/null\necho '{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"s-1\"}'\nexec sleep 30\n",
+    );
+    role(
+        &ws,
+        "dev",
+        "settle_ms: 0\nmax_attempts: 1\nidle_timeout_sec: 0.5\n",
+        "steps:\n  - name: Agent\n    runtime: claude\n    prompt: hi\n    phase: write\n",
+    );
+    ws.run(&["enqueue", "dev", "--text", "go", "--name", "t1"])
+        .ok();
+    let started = Instant::now();
+    run_within(&ws, &["agent", "dev", "--once"], DEADLINE).ok();
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    let failed = entries(&ws, "failed");
+    assert_eq!(failed.len(), 1, "failed/ holds {failed:?}");
+    let status = json_file(&ws, &format!("failed/{}/status.json", failed[0]));
+    assert_eq!(status["exit_code"], 124, "{status:#}");
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.contains("no output for 0.5 s (idle_timeout_sec)"),
+        "{message}"
+    );
+}
