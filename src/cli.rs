@@ -721,6 +721,28 @@ fn validate(workspace: &Path, files: &[PathBuf]) -> u8 {
     let mut problems = 0;
     for file in files {
         let path = workspace.join(file);
+        // `swarm.yaml` and role files (`agents/<role>.yaml`) are checked as what they are.
+        let special = if file.file_name() == Some(std::ffi::OsStr::new(load::SWARM_FILE)) {
+            Some(load::load_swarm_file(&path).map(|_| "swarm settings".to_string()))
+        } else if path.parent().and_then(Path::file_name) == Some(std::ffi::OsStr::new("agents")) {
+            Some(
+                load::load_role_file(workspace, &path)
+                    .map(|(role, _)| format!("role `{}`", role.name))
+                    .map_err(|mut errs| errs.remove(0)),
+            )
+        } else {
+            None
+        };
+        if let Some(result) = special {
+            match result {
+                Ok(what) => println!("{}: ok ({what})", file.display()),
+                Err(err) => {
+                    problems += err.diagnostics.len();
+                    eprint!("{}", relative_render(&err, workspace));
+                }
+            }
+            continue;
+        }
         match load::load_file(&path) {
             Ok(workflow) => println!(
                 "{}: ok ({} steps)",

@@ -60,6 +60,11 @@ pub async fn agent(workspace: &Path, name: &str, options: crate::worker::AgentOp
             return exit::INVALID;
         }
     };
+    if let Err(error) = crate::load::load_swarm(workspace) {
+        print_load_errors(workspace, &[error]);
+        eprintln!("error: role `{name}` cannot start; fix the problems above");
+        return exit::INVALID;
+    }
     let text = std::fs::read_to_string(workspace.join(&role.workflow)).unwrap_or_default();
     let (stop, kill) = signal_pair();
     match crate::worker::run_agent(workspace, role, workflow, text, options, stop, kill).await {
@@ -603,6 +608,11 @@ pub async fn swarm_up(workspace: &Path, detach: bool, grace: std::time::Duration
             return exit::INVALID;
         }
     };
+    if let Err(error) = crate::load::load_swarm(workspace) {
+        print_load_errors(workspace, &[error]);
+        eprintln!("error: the swarm was not started: fix the problems above");
+        return exit::INVALID;
+    }
     let exe = match std::env::current_exe() {
         Ok(exe) => exe.display().to_string(),
         Err(err) => {

@@ -54,6 +54,10 @@ const READ_CHUNK: usize = 64 * 1024;
 /// in full, this only bounds waiting for *more*.
 const LEAK_TIMEOUT: Duration = Duration::from_millis(100);
 
+/// The longest grace between `SIGTERM` and `SIGKILL` when the caller's [`Spec::stop`] fires:
+/// a budget stop must end the spending at once.
+pub const STOP_GRACE: Duration = Duration::from_millis(500);
+
 /// `PATH` used when neither the spec nor the engine has one (glibc's default
 /// for `execvp`).
 const DEFAULT_PATH: &str = "/bin:/usr/bin";
@@ -85,6 +89,16 @@ pub struct Spec {
     pub capture_limit: usize,
     /// Wall-clock limit, measured from the start of [`run`].
     pub timeout: Option<Duration>,
+    /// Output limit: a child that writes nothing on stdout or stderr for this long is stopped
+    /// like a timed-out one ([`Outcome::IdleTimedOut`]).
+    pub idle_timeout: Option<Duration>,
+    /// Every complete line of stdout (unmasked, newline stripped; a final line without one is
+    /// sent at the end) is sent here as it is read, for a caller that follows the stream live
+    /// (budgets parse agent usage from it). The receiver may go away; lines are then dropped.
+    pub stdout_lines: Option<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
+    /// When this fires, the process group is stopped like on a timeout, with a grace of at most
+    /// [`STOP_GRACE`], and the outcome is [`Outcome::Stopped`]: the caller decided (a budget).
+    pub stop: Option<CancellationToken>,
     /// Time between `SIGTERM` and `SIGKILL` to the process group when stopping
     /// the child on timeout or cancellation.
     pub kill_grace: Duration,
@@ -114,6 +128,9 @@ impl fmt::Debug for Spec {
             .field("stdout_file", &self.stdout_file)
             .field("capture_limit", &self.capture_limit)
             .field("timeout", &self.timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("stdout_lines", &self.stdout_lines.is_some())
+            .field("stop", &self.stop.is_some())
             .field("kill_grace", &self.kill_grace)
             .field(
                 "secrets",
@@ -153,6 +170,10 @@ pub enum Outcome {
     Signaled { signal: i32 },
     /// Ran past [`Spec::timeout`] and was stopped.
     TimedOut,
+    /// Wrote nothing for [`Spec::idle_timeout`] (`after_ms`) and was stopped.
+    IdleTimedOut { after_ms: u64 },
+    /// Stopped because the caller's [`Spec::stop`] fired (a budget ran out).
+    Stopped,
     /// The cancellation token fired and the process was stopped.
     Cancelled,
     /// The process could not be started; `message` names `argv[0]` and why.
@@ -171,7 +192,8 @@ impl Outcome {
         match self {
             Outcome::Exited { code } => *code,
             Outcome::Signaled { signal } => 128 + signal,
-            Outcome::TimedOut => 124,
+            Outcome::TimedOut | Outcome::IdleTimedOut { .. } => 124,
+            Outcome::Stopped => 1,
             Outcome::Cancelled => 130,
             Outcome::SpawnFailed { message } => {
                 if NOT_FOUND_SUFFIXES.iter().any(|s| message.ends_with(s)) {
@@ -254,6 +276,9 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
         stdout_file,
         capture_limit,
         timeout,
+        idle_timeout,
+        stdout_lines,
+        stop,
         kill_grace,
         secrets,
         inherit_fds,
@@ -354,6 +379,8 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
         _ => None,
     };
 
+    // Milliseconds since `start` of the latest read from either pipe, for `idle_timeout`.
+    let last_output = std::sync::atomic::AtomicU64::new(0);
     let masker = Masker::new(&secrets);
     let mut out = Output {
         log: Sink::Pending(stdout_log),
@@ -366,6 +393,8 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
         bytes: 0,
         newlines: 0,
         last: None,
+        tap: stdout_lines.map(|tx| (tx, Vec::new())),
+        last_output: Some((&last_output, start)),
     };
     let mut err = Output {
         log: Sink::Pending(stderr_log),
@@ -378,6 +407,8 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
         bytes: 0,
         newlines: 0,
         last: None,
+        tap: None,
+        last_output: Some((&last_output, start)),
     };
     let stdout_pipe = child.stdout.take();
     let stderr_pipe = child.stderr.take();
@@ -393,7 +424,12 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
                 drain(stderr_pipe, &mut err, &stop_reading),
             )
         });
-        let mut supervise = pin!(supervise(&mut child, pgid, deadline, kill_grace, &cancel));
+        let limits = Limits {
+            deadline,
+            idle: idle_timeout.map(|idle| (idle, &last_output, start)),
+            stop: stop.as_ref(),
+        };
+        let mut supervise = pin!(supervise(&mut child, pgid, limits, kill_grace, &cancel));
         let mut drained = false;
         let result = loop {
             tokio::select! {
@@ -422,6 +458,11 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
 
     let outcome = match stop {
         Stop::TimedOut => Outcome::TimedOut,
+        Stop::Idle => Outcome::IdleTimedOut {
+            after_ms: u64::try_from(idle_timeout.unwrap_or_default().as_millis())
+                .unwrap_or(u64::MAX),
+        },
+        Stop::Stopped => Outcome::Stopped,
         Stop::Cancelled => Outcome::Cancelled,
         Stop::Exited => match status {
             Ok(status) => outcome_of(status),
@@ -449,7 +490,17 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
 enum Stop {
     Exited,
     TimedOut,
+    Idle,
+    Stopped,
     Cancelled,
+}
+
+/// What, besides cancellation, ends a child early.
+struct Limits<'a> {
+    deadline: Option<Instant>,
+    /// The idle limit, the time of the latest output (ms since the start) and the start.
+    idle: Option<(Duration, &'a std::sync::atomic::AtomicU64, Instant)>,
+    stop: Option<&'a CancellationToken>,
 }
 
 /// Waits for the child to exit, stopping its group on timeout or cancellation,
@@ -457,7 +508,7 @@ enum Stop {
 async fn supervise(
     child: &mut Child,
     pgid: i32,
-    deadline: Option<Instant>,
+    limits: Limits<'_>,
     kill_grace: Duration,
     cancel: &CancellationToken,
 ) -> (Stop, io::Result<ExitStatus>) {
@@ -467,8 +518,15 @@ async fn supervise(
         // an exit.
         biased;
         () = exit.wait(child) => Stop::Exited,
-        () = sleep_until(deadline) => Stop::TimedOut,
+        () = sleep_until(limits.deadline) => Stop::TimedOut,
+        () = idle_for(limits.idle) => Stop::Idle,
+        () = stopped(limits.stop) => Stop::Stopped,
         () = cancel.cancelled() => Stop::Cancelled,
+    };
+    let kill_grace = if matches!(stop, Stop::Stopped) {
+        kill_grace.min(STOP_GRACE)
+    } else {
+        kill_grace
     };
     if !matches!(stop, Stop::Exited) {
         kill_group(pgid, libc::SIGTERM);
@@ -486,6 +544,30 @@ async fn supervise(
     // is reaped, so `pgid` cannot have been reused yet.
     kill_group(pgid, libc::SIGKILL);
     (stop, child.wait().await)
+}
+
+/// Returns once no output has been read for the idle limit (never without one).
+async fn idle_for(idle: Option<(Duration, &std::sync::atomic::AtomicU64, Instant)>) {
+    let Some((limit, last_ms, start)) = idle else {
+        return std::future::pending().await;
+    };
+    loop {
+        let last =
+            start + Duration::from_millis(last_ms.load(std::sync::atomic::Ordering::Relaxed));
+        let due = last + limit;
+        if Instant::now() >= due {
+            return;
+        }
+        tokio::time::sleep_until(due.into()).await;
+    }
+}
+
+/// Returns when the caller's stop token fires (never without one).
+async fn stopped(stop: Option<&CancellationToken>) {
+    match stop {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Sleeps until `deadline`, or forever without one.
@@ -744,7 +826,7 @@ impl Sink {
 }
 
 /// Everything done with one output stream of the child.
-struct Output {
+struct Output<'a> {
     /// Masked copy of the stream.
     log: Sink,
     /// Unmasked copy of the stream (the user's `output_file`).
@@ -761,10 +843,27 @@ struct Output {
     bytes: u64,
     newlines: u64,
     last: Option<u8>,
+    /// [`Spec::stdout_lines`] and the partial line read so far.
+    tap: Option<(tokio::sync::mpsc::UnboundedSender<Vec<u8>>, Vec<u8>)>,
+    /// Where to note the time of each read (ms since the start), for `idle_timeout`.
+    last_output: Option<(&'a std::sync::atomic::AtomicU64, Instant)>,
 }
 
-impl Output {
+impl Output<'_> {
     fn feed(&mut self, data: &[u8]) {
+        if let Some((last, start)) = self.last_output {
+            let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+            last.store(ms, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some((tx, partial)) = &mut self.tap {
+            let mut rest = data;
+            while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
+                partial.extend_from_slice(&rest[..newline]);
+                let _ = tx.send(std::mem::take(partial));
+                rest = &rest[newline + 1..];
+            }
+            partial.extend_from_slice(rest);
+        }
         self.bytes += data.len() as u64;
         self.newlines += data.iter().filter(|&&b| b == b'\n').count() as u64;
         self.last = data.last().copied().or(self.last);
@@ -779,6 +878,11 @@ impl Output {
     }
 
     fn finish(&mut self) {
+        if let Some((tx, partial)) = self.tap.take()
+            && !partial.is_empty()
+        {
+            let _ = tx.send(partial);
+        }
         if let Some(masker) = &mut self.masker {
             masker.finish(&mut self.masked);
             self.emit_masked();
@@ -810,7 +914,11 @@ impl Output {
 
 /// Reads `pipe` to its end (or until `stop` fires while it has nothing to
 /// read), feeding every chunk to `out`.
-async fn drain<R: AsyncRead + Unpin>(pipe: Option<R>, out: &mut Output, stop: &CancellationToken) {
+async fn drain<R: AsyncRead + Unpin>(
+    pipe: Option<R>,
+    out: &mut Output<'_>,
+    stop: &CancellationToken,
+) {
     if let Some(mut pipe) = pipe {
         let mut buf = Vec::with_capacity(READ_CHUNK);
         loop {
@@ -977,6 +1085,9 @@ mod tests {
             capture_limit: 1 << 20,
             // A safety net so a broken test fails instead of hanging.
             timeout: Some(Duration::from_secs(20)),
+            idle_timeout: None,
+            stdout_lines: None,
+            stop: None,
             kill_grace: Duration::from_millis(100),
             secrets: Vec::new(),
             inherit_fds: Vec::new(),
@@ -1109,6 +1220,12 @@ mod tests {
                 r#"{"kind":"signaled","signal":9}"#,
             ),
             (Outcome::TimedOut, 124, r#"{"kind":"timed_out"}"#),
+            (
+                Outcome::IdleTimedOut { after_ms: 1500 },
+                124,
+                r#"{"kind":"idle_timed_out","after_ms":1500}"#,
+            ),
+            (Outcome::Stopped, 1, r#"{"kind":"stopped"}"#),
             (Outcome::Cancelled, 130, r#"{"kind":"cancelled"}"#),
             (
                 not_found,
@@ -1272,6 +1389,75 @@ mod tests {
         let grandchild = first_pid(&done.stdout);
         wait_until("the grandchild to die", || gone(grandchild)).await;
         assert!(gone(done.pid.unwrap()));
+    }
+
+    #[tokio::test]
+    async fn idle_timeout_kills_a_silent_group_but_not_a_chatty_one() {
+        let dir = TempDir::new().unwrap();
+        // Prints once, then falls silent.
+        let mut s = sh(&dir, "sleep 100 & echo $!; sleep 100");
+        s.idle_timeout = Some(Duration::from_millis(300));
+        let done = go(s).await;
+        assert_eq!(done.outcome, Outcome::IdleTimedOut { after_ms: 300 });
+        assert_eq!(done.outcome.exit_code(), 124);
+        assert!(done.duration >= Duration::from_millis(300));
+        assert!(
+            done.duration < Duration::from_secs(3),
+            "{:?}",
+            done.duration
+        );
+        let grandchild = first_pid(&done.stdout);
+        wait_until("the grandchild to die", || gone(grandchild)).await;
+        assert!(gone(done.pid.unwrap()));
+
+        // Output on stderr every 100 ms keeps a 300 ms idle limit from firing, for well
+        // past 300 ms in total.
+        let mut s = sh(
+            &dir,
+            "for i in 1 2 3 4 5 6 7 8; do echo tick >&2; sleep 0.1; done",
+        );
+        s.idle_timeout = Some(Duration::from_millis(300));
+        let done = go(s).await;
+        assert_eq!(done.outcome, Outcome::Exited { code: 0 });
+        assert!(
+            done.duration >= Duration::from_millis(700),
+            "{:?}",
+            done.duration
+        );
+    }
+
+    #[tokio::test]
+    async fn stdout_lines_are_tapped_live_and_stop_ends_the_group_at_once() {
+        let dir = TempDir::new().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let mut s = sh(
+            &dir,
+            "trap '' TERM; printf 'one\\ntw'; sleep 0.05; printf 'o\\n'; sleep 100 & echo $!; sleep 100",
+        );
+        s.stdout_lines = Some(tx);
+        s.stop = Some(stop.clone());
+        s.kill_grace = Duration::from_secs(30);
+        let task = tokio::spawn(go(s));
+        let mut seen = Vec::new();
+        while seen.len() < 3 {
+            seen.push(String::from_utf8(rx.recv().await.unwrap()).unwrap());
+        }
+        assert_eq!(seen[..2], ["one", "two"]);
+        let grandchild: u32 = seen[2].parse().unwrap();
+        let stopped_at = Instant::now();
+        stop.cancel();
+        let done = task.await.unwrap();
+        assert_eq!(done.outcome, Outcome::Stopped);
+        // TERM is ignored, so only SIGKILL after STOP_GRACE (not the 30 s grace) ends it.
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            stopped_at.elapsed()
+        );
+        wait_until("the grandchild to die", || gone(grandchild)).await;
+        // The sender is dropped with the run: the receiver sees the end.
+        assert_eq!(rx.recv().await, None);
     }
 
     #[tokio::test]

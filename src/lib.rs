@@ -6,6 +6,7 @@
 //! (snapshots). `cli` is the command line over all of it.
 
 pub mod approval;
+pub mod budget;
 pub mod cli;
 pub mod clock;
 pub mod commands;

@@ -13,9 +13,9 @@ use serde_json::Value as Json;
 
 use crate::diag::{Diagnostic, did_you_mean};
 use crate::model::{
-    AgentStep, Capture, Condition, DEFAULT_MAX_VISITS, EnqueueContent, Items, Phase, Pointer,
-    Prompt, ProviderTemplate, QueueDirs, Retry, Role, Step, StepKind, Target, Transitions,
-    Workflow, builtin_providers,
+    AgentStep, Budget, Capture, Condition, DEFAULT_MAX_VISITS, EnqueueContent, Items, Phase,
+    Pointer, Prompt, ProviderTemplate, QueueDirs, Retry, Role, Step, StepKind, SwarmConfig, Target,
+    Transitions, Workflow, builtin_providers,
 };
 use crate::template::{Part, Template};
 use crate::yaml::{self, Node, Pos, Value};
@@ -177,6 +177,8 @@ const ROLE_FIELDS: &[&str] = &[
     "model",
     "settle_ms",
     "hung_after_sec",
+    "budget",
+    "idle_timeout_sec",
 ];
 
 /// Loads `agents/<role>.yaml`. The role's workflow is checked too; its problems are reported
@@ -202,7 +204,9 @@ pub fn load_role_file(workspace: &Path, path: &Path) -> Result<(Role, Workflow),
     };
     let role = loader.role(&root);
     let Some(role) = role.filter(|_| loader.diags.is_empty()) else {
-        return Err(vec![fail(loader.diags)]);
+        let mut diags = loader.diags;
+        diags.sort_by_key(|d| (d.line, d.column));
+        return Err(vec![fail(diags)]);
     };
     if let Err(err) = crate::fsutil::resolve_in_workspace(workspace, &role.inbox) {
         let pos = role_field_pos(&root, "inbox");
@@ -271,6 +275,7 @@ const WORKFLOW_FIELDS: &[&str] = &[
     "context",
     "env",
     "max_visits",
+    "budget",
     "steps",
 ];
 
@@ -305,9 +310,72 @@ const STEP_FIELDS: &[&str] = &[
     "artifacts",
     "rejected_when",
     "timeout_sec",
+    "idle_timeout_sec",
     "retry",
     "max_visits",
 ];
+
+const BUDGET_FIELDS: &[&str] = &["max_cost_usd", "max_tokens", "max_wall_sec"];
+const SWARM_FIELDS: &[&str] = &["budget"];
+const SWARM_BUDGET_FIELDS: &[&str] = &["max_cost_usd_per_day", "max_tokens_per_day"];
+
+/// Where a workspace's swarm settings live, relative to WORKSPACE.
+pub const SWARM_FILE: &str = "swarm.yaml";
+
+/// Loads `WORKSPACE/swarm.yaml`; no file means no swarm-wide limits.
+pub fn load_swarm(workspace: &Path) -> Result<SwarmConfig, LoadError> {
+    let path = workspace.join(SWARM_FILE);
+    if !path.exists() {
+        return Ok(SwarmConfig::default());
+    }
+    load_swarm_file(&path)
+}
+
+/// Loads a swarm settings file (`budget: {max_cost_usd_per_day, max_tokens_per_day}`).
+pub fn load_swarm_file(path: &Path) -> Result<SwarmConfig, LoadError> {
+    let text = read_source(path)?;
+    let fail = |diagnostics| LoadError {
+        path: path.to_path_buf(),
+        source_text: Some(text.clone()),
+        diagnostics,
+    };
+    let root = yaml::parse(&text).map_err(|err| {
+        fail(vec![Diagnostic::error(
+            path,
+            err.pos,
+            format!("invalid YAML: {}", err.message),
+        )])
+    })?;
+    let mut loader = Loader {
+        file: path.to_path_buf(),
+        diags: Vec::new(),
+        lines: text.lines().map(str::to_string).collect(),
+    };
+    let mut config = SwarmConfig::default();
+    if root.value != Value::Null
+        && let Some(fields) = loader.fields(&root, SWARM_FIELDS, "swarm.yaml")
+        && let Some(node) = fields.value("budget")
+        && let Some(budget) = loader.fields(node, SWARM_BUDGET_FIELDS, "`budget` of swarm.yaml")
+    {
+        if let Some(n) = budget.value("max_cost_usd_per_day") {
+            config.max_cost_usd_per_day = loader.positive(n, "`budget.max_cost_usd_per_day`", 1e9);
+            config.cost_at = loader.at_line(n);
+        }
+        if let Some(n) = budget.value("max_tokens_per_day") {
+            config.max_tokens_per_day = loader
+                .count(n, "`budget.max_tokens_per_day`", 1, u32::MAX)
+                .map(u64::from);
+            config.tokens_at = loader.at_line(n);
+        }
+    }
+    if loader.diags.is_empty() {
+        Ok(config)
+    } else {
+        let mut diags = loader.diags;
+        diags.sort_by_key(|d| (d.line, d.column));
+        Err(fail(diags))
+    }
+}
 
 /// Names a step may not take: they are goto keywords.
 const RESERVED_STEP_NAMES: &[&str] = &["_end"];
@@ -518,6 +586,67 @@ impl Loader {
             .map(Duration::from_secs_f64)
     }
 
+    /// Seconds above zero (a zero limit would stop everything at once).
+    fn positive_seconds(&mut self, node: &Node, what: &str) -> Option<Duration> {
+        self.positive(node, what, 31_536_000.0)
+            .map(Duration::from_secs_f64)
+    }
+
+    /// A number above zero and at most `max`.
+    fn positive(&mut self, node: &Node, what: &str, max: f64) -> Option<f64> {
+        let value = match &node.value {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            _ => None,
+        };
+        match value {
+            Some(v) if v.is_finite() && v > 0.0 && v <= max => Some(v),
+            _ => {
+                let text = node
+                    .scalar_text()
+                    .unwrap_or_else(|| node.value.kind().to_string());
+                self.error(
+                    node.pos,
+                    format!("{what} must be a number above 0 and at most {max}, found `{text}`"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `file:line` of a node, for messages of the run that name where a limit came from.
+    fn at_line(&self, node: &Node) -> String {
+        format!("{}:{}", self.file.display(), node.pos.line)
+    }
+
+    /// `budget: {max_cost_usd, max_tokens, max_wall_sec}` of a workflow or a role.
+    fn budget(&mut self, node: &Node, owner: &str) -> Option<Budget> {
+        let what = format!("`budget` of {owner}");
+        let fields = self.fields(node, BUDGET_FIELDS, &what)?;
+        let mut budget = Budget::default();
+        if let Some(n) = fields.value("max_cost_usd") {
+            budget.max_cost_usd = self.positive(n, "`budget.max_cost_usd`", 1e9);
+            budget.cost_at = self.at_line(n);
+        }
+        if let Some(n) = fields.value("max_tokens") {
+            budget.max_tokens = self
+                .count(n, "`budget.max_tokens`", 1, u32::MAX)
+                .map(u64::from);
+            budget.tokens_at = self.at_line(n);
+        }
+        if let Some(n) = fields.value("max_wall_sec") {
+            budget.max_wall = self.positive_seconds(n, "`budget.max_wall_sec`");
+            budget.wall_at = self.at_line(n);
+        }
+        if fields.entries.is_empty() {
+            self.error(node.pos, format!("{what} sets no limit")).hint = Some(format!(
+                "set any of {}, or remove `budget`",
+                BUDGET_FIELDS.join(", ")
+            ));
+        }
+        Some(budget)
+    }
+
     fn string_map(&mut self, node: &Node, what: &str) -> Option<Vec<(String, Template)>> {
         let Value::Map(entries) = &node.value else {
             self.error(
@@ -607,7 +736,15 @@ impl Loader {
                 .unwrap_or(Duration::from_secs(60)),
             None => Duration::from_secs(60),
         };
+        let budget = fields
+            .value("budget")
+            .and_then(|n| self.budget(n, "the role"));
+        let idle_timeout = fields
+            .value("idle_timeout_sec")
+            .and_then(|n| self.positive_seconds(n, "`idle_timeout_sec`"));
         Some(Role {
+            budget,
+            idle_timeout,
             description: text(self, "description"),
             runtime: text(self, "runtime"),
             model: text(self, "model"),
@@ -662,6 +799,9 @@ impl Loader {
                 .unwrap_or(DEFAULT_MAX_VISITS),
             None => DEFAULT_MAX_VISITS,
         };
+        let budget = fields
+            .value("budget")
+            .and_then(|n| self.budget(n, "the workflow"));
         let mut providers = builtin_providers();
         if let Some(node) = fields.value("providers") {
             self.providers(node, &mut providers);
@@ -701,6 +841,7 @@ impl Loader {
             env,
             max_visits,
             strict_flow,
+            budget,
             steps,
         })
     }
@@ -853,6 +994,25 @@ impl Loader {
         let timeout = fields
             .value("timeout_sec")
             .and_then(|n| self.seconds(n, "`timeout_sec`"));
+        let idle_timeout = fields
+            .value("idle_timeout_sec")
+            .and_then(|n| self.positive_seconds(n, "`idle_timeout_sec`"));
+        if let (Some(pos), false) = (
+            fields.key_pos("idle_timeout_sec"),
+            matches!(
+                kind,
+                StepKind::Command { .. } | StepKind::Provider { .. } | StepKind::Agent(_)
+            ),
+        ) {
+            self.error(
+                pos,
+                format!(
+                    "`idle_timeout_sec` has no meaning on a {} step ({what}): it limits a process's silence",
+                    kind.label()
+                ),
+            )
+            .hint = Some("put it on the command, provider or agent steps it should limit".into());
+        }
         let retry = match fields.value("retry") {
             Some(n) => self.retry(n, &what),
             None => Retry::default(),
@@ -918,6 +1078,7 @@ impl Loader {
             allow_parse_error,
             output_file,
             timeout,
+            idle_timeout,
             retry,
             max_visits,
             env,

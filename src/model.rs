@@ -32,7 +32,61 @@ pub struct Workflow {
     /// When true (the default), a failed step with no `on: failure`/`always` handler ends the run.
     /// When false, the run goes on to the next step and still ends as failed.
     pub strict_flow: bool,
+    /// `budget:`: limits on each run of this workflow as a whole.
+    pub budget: Option<Budget>,
     pub steps: Vec<Step>,
+}
+
+/// Spending limits (`budget:` of a workflow or a role); any subset may be set.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Budget {
+    pub max_cost_usd: Option<f64>,
+    pub max_tokens: Option<u64>,
+    pub max_wall: Option<Duration>,
+    /// Where each limit was written (`file:line`), for messages.
+    pub cost_at: String,
+    pub tokens_at: String,
+    pub wall_at: String,
+}
+
+impl Budget {
+    /// The stricter of two budgets, limit by limit (a limit only one of them sets is kept).
+    pub fn stricter(a: Option<&Budget>, b: Option<&Budget>) -> Option<Budget> {
+        let (a, b) = match (a, b) {
+            (None, None) => return None,
+            (Some(x), None) | (None, Some(x)) => return Some(x.clone()),
+            (Some(a), Some(b)) => (a, b),
+        };
+        let mut out = a.clone();
+        if b.max_cost_usd
+            .is_some_and(|v| a.max_cost_usd.is_none_or(|w| v < w))
+        {
+            out.max_cost_usd = b.max_cost_usd;
+            out.cost_at = b.cost_at.clone();
+        }
+        if b.max_tokens
+            .is_some_and(|v| a.max_tokens.is_none_or(|w| v < w))
+        {
+            out.max_tokens = b.max_tokens;
+            out.tokens_at = b.tokens_at.clone();
+        }
+        if b.max_wall.is_some_and(|v| a.max_wall.is_none_or(|w| v < w)) {
+            out.max_wall = b.max_wall;
+            out.wall_at = b.wall_at.clone();
+        }
+        Some(out)
+    }
+}
+
+/// `swarm.yaml` of a workspace: limits shared by every role process.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SwarmConfig {
+    /// Spending of all the swarm's tasks per UTC day.
+    pub max_cost_usd_per_day: Option<f64>,
+    pub max_tokens_per_day: Option<u64>,
+    /// Where each limit was written (`file:line`), for messages.
+    pub cost_at: String,
+    pub tokens_at: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +128,8 @@ pub struct Step {
     pub allow_parse_error: bool,
     pub output_file: Option<Template>,
     pub timeout: Option<Duration>,
+    /// `idle_timeout_sec`: the process is stopped after this long without output.
+    pub idle_timeout: Option<Duration>,
     pub retry: Retry,
     pub max_visits: Option<u32>,
     pub env: Vec<(String, Template)>,
@@ -360,6 +416,10 @@ pub struct Role {
     pub settle: Duration,
     /// A holder silent for longer than this is considered hung and is stopped.
     pub hung_after: Duration,
+    /// `budget:`: limits on each task's run (the stricter of this and the workflow's applies).
+    pub budget: Option<Budget>,
+    /// `idle_timeout_sec`: the default for the role's agent steps that set none.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Role {

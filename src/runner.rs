@@ -57,6 +57,8 @@ pub struct RunReport {
     pub enqueued: Vec<crate::queue::Enqueued>,
     /// Files the run's steps wrote through `output_file`, relative to the workspace.
     pub outputs: Vec<String>,
+    /// What the run's agent steps spent (every attempt), for the swarm's ledger.
+    pub spent: crate::budget::Spend,
 }
 
 /// Everything a run needs besides the workflow.
@@ -90,6 +92,12 @@ pub struct RunConfig {
     pub profiles: std::sync::Arc<crate::runtime::profile::Profiles>,
     /// `--allow-full`: agent steps may use `phase: full`.
     pub allow_full: bool,
+    /// The role's `budget:` (the stricter of it and the workflow's applies, limit by limit).
+    pub budget: Option<crate::model::Budget>,
+    /// The swarm's daily limits (`swarm.yaml`), counted against the workspace's ledger.
+    pub swarm_budget: Option<crate::model::SwarmConfig>,
+    /// The role's `idle_timeout_sec`, for its agent steps that set none.
+    pub default_idle_timeout: Option<Duration>,
 }
 
 impl RunConfig {
@@ -114,6 +122,9 @@ impl RunConfig {
             runtime_override: None,
             profiles: std::sync::Arc::new(crate::runtime::profile::Profiles::default()),
             allow_full: false,
+            budget: None,
+            swarm_budget: None,
+            default_idle_timeout: None,
         }
     }
 }
@@ -192,7 +203,22 @@ pub struct Runner {
     last_phase: Option<crate::model::Phase>,
     last_step: Option<String>,
     enqueued: Vec<crate::queue::Enqueued>,
+    /// Spending and limits (`budget:`).
+    budget: BudgetState,
     _lock: Option<std::fs::File>,
+}
+
+/// What the run has spent against which limits.
+struct BudgetState {
+    limits: crate::budget::Limits,
+    /// Every agent attempt so far (replayed results included).
+    spent: crate::budget::Spend,
+    /// When this process started the run (`max_wall_sec` counts from here).
+    started: Instant,
+    /// The failure message of a crossing, which replaces the step's generic one.
+    failure: Option<String>,
+    /// A cost limit was set but some tokens had no price: said once.
+    warned_unpriced: bool,
 }
 
 impl Runner {
@@ -342,6 +368,13 @@ impl Runner {
             }
         })?;
         let results = config.preset_results.clone();
+        let limits = crate::budget::Limits {
+            run: crate::model::Budget::stricter(workflow.budget.as_ref(), config.budget.as_ref()),
+            day: config
+                .swarm_budget
+                .clone()
+                .map(|swarm| (swarm, config.workspace.clone())),
+        };
         Ok(Runner {
             workflow: Arc::new(workflow),
             config,
@@ -359,6 +392,13 @@ impl Runner {
             active_feedback: json!({"reason": "", "from": ""}),
             last_phase: None,
             last_step: None,
+            budget: BudgetState {
+                limits,
+                spent: crate::budget::Spend::default(),
+                started: Instant::now(),
+                failure: None,
+                warned_unpriced: false,
+            },
             enqueued: Vec::new(),
             _lock: lock,
         })
@@ -374,6 +414,7 @@ impl Runner {
 
     /// Runs the workflow to its end and records the outcome.
     pub async fn run(mut self) -> Result<RunReport, RunError> {
+        self.budget.started = Instant::now();
         let resumed = self.state.resumes > 0;
         if resumed {
             self.event(
@@ -458,6 +499,7 @@ impl Runner {
                 .values()
                 .filter_map(|r| r["output_file"].as_str().map(str::to_string))
                 .collect(),
+            spent: self.budget.spent,
         })
     }
 
@@ -557,6 +599,9 @@ impl Runner {
                         exit_code: 1,
                         message,
                     });
+                    return Ok(Flow::Failed);
+                }
+                if self.over_budget_before(step)? {
                     return Ok(Flow::Failed);
                 }
                 let flow = self.run_step(step, loops).await?;
@@ -760,7 +805,10 @@ impl Runner {
         if !ok && !self.config.cancel.is_cancelled() {
             let exit_code = result["exit_code"].as_i64().unwrap_or(1) as i32;
             let detail = error_text(&result).unwrap_or_else(|| format!("exit code {exit_code}"));
-            let message = format!("step `{}` (line {}) failed: {detail}", step.name, step.line);
+            let message = match self.budget.failure.take() {
+                Some(budget) => budget,
+                None => format!("step `{}` (line {}) failed: {detail}", step.name, step.line),
+            };
             self.failure = Some(Failure { exit_code, message });
         }
         self.record(step, exec, &iteration, result)?;
@@ -1039,6 +1087,10 @@ impl Runner {
         if let Ok(task) = serde_json::from_value::<crate::queue::Enqueued>(result["task"].clone()) {
             self.enqueued.push(task);
         }
+        self.budget.spent = self
+            .budget
+            .spent
+            .plus(crate::budget::Spend::of_result(&result));
         self.results.insert(step.name.clone(), result);
         self.progress(&format!(
             "↺ {} (completed earlier; not run again)",
@@ -1305,6 +1357,12 @@ impl Runner {
                 stdout_file: prepared.output_file.clone(),
                 capture_limit: limit,
                 timeout: step.timeout,
+                idle_timeout: step.idle_timeout.or(match &prepared.agent {
+                    Some(_) => self.config.default_idle_timeout,
+                    None => None,
+                }),
+                stdout_lines: None,
+                stop: None,
                 kill_grace: KILL_GRACE,
                 secrets: self.secret_values.clone(),
                 inherit_fds: self.config.inherit_fds.clone(),
@@ -1321,11 +1379,15 @@ impl Runner {
                 json!({"step": step.name, "exec": exec, "attempt": attempt, "argv": prepared.argv}),
                 false,
             );
-            let finished = exec::run(spec, self.config.cancel.clone()).await;
+            let (finished, crossing) = self.run_watched(spec, prepared.agent.as_ref()).await;
             let mut result = match &prepared.agent {
                 Some(run) => self.agent_capture(step, &finished, run, &stdout_log, &stderr_log),
                 None => capture(step, &finished),
             };
+            self.budget.spent = self
+                .budget
+                .spent
+                .plus(crate::budget::Spend::of_result(&result));
             if let (Some(Ok(before)), Some(run)) = (&before, &prepared.agent) {
                 self.verify_unchanged(step, run, before, &mut result);
             }
@@ -1341,6 +1403,10 @@ impl Runner {
             }
             if let Some(pid) = finished.pid {
                 result["pid"] = json!(pid);
+            }
+            if let Some(crossing) = crossing {
+                self.budget_stopped(step, &crossing, &mut result);
+                return result;
             }
             let code = result["exit_code"].as_i64().unwrap_or(1) as i32;
             let succeeded = result["status"] == "succeeded";
@@ -1509,6 +1575,13 @@ impl Runner {
         let code = finished.outcome.exit_code();
         let outcome = parse::parse(runtime, &stdout, &stderr, code);
         let mut usage = outcome.usage;
+        if usage == parse::Usage::default() {
+            // No final statistics (the CLI was stopped or died): what the stream reported so
+            // far was still spent, and budgets and the ledger count it.
+            let mut live = parse::StreamParser::new(runtime);
+            live.line(&stdout);
+            usage = live.usage_so_far();
+        }
         let mut result = json!({});
         if runtime == parse::Runtime::Codex {
             // codex reports the thread's running total: this turn is the difference.
@@ -1532,6 +1605,16 @@ impl Runner {
             Outcome::TimedOut => {
                 error = Some(
                     json!({"kind": "timeout", "message": "timed out (timeout_sec); its process group was stopped"}),
+                );
+                "failed"
+            }
+            Outcome::IdleTimedOut { after_ms } => {
+                error = Some(json!({"kind": "idle_timeout", "message": idle_message(*after_ms)}));
+                "failed"
+            }
+            Outcome::Stopped => {
+                error = Some(
+                    json!({"kind": "budget", "message": "stopped: the run's budget was exceeded"}),
                 );
                 "failed"
             }
@@ -1950,11 +2033,21 @@ fn capture(step: &Step, finished: &exec::Finished) -> Value {
             Outcome::Signaled { signal } => format!("killed by signal {signal}"),
             Outcome::TimedOut =>
                 "timed out (timeout_sec); its process group was stopped".to_string(),
+            Outcome::IdleTimedOut { after_ms } => idle_message(*after_ms),
+            Outcome::Stopped => "stopped: the run's budget was exceeded".to_string(),
             Outcome::Cancelled => "interrupted".to_string(),
             Outcome::SpawnFailed { message } => message.clone(),
         });
     }
     result
+}
+
+/// The error of a step stopped for silence.
+fn idle_message(after_ms: u64) -> String {
+    format!(
+        "no output for {} s (idle_timeout_sec); its processes were stopped",
+        after_ms as f64 / 1000.0
+    )
 }
 
 /// Parses JSON without letting deep nesting overflow the stack (serde_json stops at 128).
@@ -2273,5 +2366,190 @@ impl Lookup for ProviderScope<'_> {
             ));
         }
         self.base.lookup(var)
+    }
+}
+
+/// Budgets: the checks between steps and the live watch of a running step.
+impl Runner {
+    /// Before a step: a run already over a limit fails here, without starting `step`.
+    fn over_budget_before(&mut self, step: &Step) -> Result<bool, RunError> {
+        if self.budget.limits.is_empty() {
+            return Ok(false);
+        }
+        self.warn_unpriced()?;
+        let Some(crossing) = self
+            .budget
+            .limits
+            .check(self.budget.spent, self.budget.started.elapsed())
+        else {
+            return Ok(false);
+        };
+        let workspace = self.config.workspace.clone();
+        let message = crossing.message(&workspace, Some(&step.name), false);
+        self.event(
+            "budget_exceeded",
+            crossing.event(&workspace, Some(&step.name), false),
+            true,
+        )?;
+        self.progress(&format!("✗ {message}"));
+        self.failure = Some(Failure {
+            exit_code: 1,
+            message,
+        });
+        Ok(true)
+    }
+
+    /// Says once that a cost limit cannot count some tokens (their model has no price).
+    fn warn_unpriced(&mut self) -> Result<(), RunError> {
+        let limits = &self.budget.limits;
+        let cost_limited = limits
+            .run
+            .as_ref()
+            .is_some_and(|b| b.max_cost_usd.is_some())
+            || limits
+                .day
+                .as_ref()
+                .is_some_and(|(swarm, _)| swarm.max_cost_usd_per_day.is_some());
+        if !cost_limited || self.budget.spent.unpriced_tokens == 0 || self.budget.warned_unpriced {
+            return Ok(());
+        }
+        self.budget.warned_unpriced = true;
+        let message = format!(
+            "budget: {} tokens have no known price, so the cost limit cannot count them (token limits still apply); add a price for their model under `prices:` in runtimes.yaml",
+            self.budget.spent.unpriced_tokens
+        );
+        self.progress(&format!("! {message}"));
+        self.event(
+            "budget_unpriced",
+            json!({"unpriced_tokens": self.budget.spent.unpriced_tokens, "message": message}),
+            false,
+        )
+    }
+
+    /// Runs a step's process while watching the run's limits: an agent's stdout is parsed as it
+    /// streams, and the run's spending plus the step's live spending is checked after each usage
+    /// update (and `max_wall_sec` on its deadline). A crossing stops the process group at once.
+    async fn run_watched(
+        &self,
+        mut spec: exec::Spec,
+        agent: Option<&AgentRun>,
+    ) -> (exec::Finished, Option<crate::budget::Crossing>) {
+        use crate::budget::Spend;
+        use crate::runtime::parse::{self, StreamParser, Usage};
+        let cancel = self.config.cancel.clone();
+        let limits = &self.budget.limits;
+        if limits.is_empty() {
+            return (exec::run(spec, cancel).await, None);
+        }
+        let stop = CancellationToken::new();
+        spec.stop = Some(stop.clone());
+        let mut lines = None;
+        if limits.counts_spending()
+            && let Some(runtime) = agent.and_then(|a| a.runtime)
+        {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+            spec.stdout_lines = Some(tx);
+            lines = Some((StreamParser::new(runtime), rx, runtime));
+        }
+        let spent = self.budget.spent;
+        let started = self.budget.started;
+        let prices = &self.config.profiles.prices;
+        let model = agent.and_then(|a| a.model.clone());
+        let previous = agent.and_then(|a| a.previous_usage);
+        let wall_deadline = limits.max_wall().map(|max| started + max);
+        let monitor = async move {
+            let mut last = Usage::default();
+            loop {
+                let line = async {
+                    match &mut lines {
+                        Some((_, rx, _)) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let wall = async {
+                    match wall_deadline {
+                        // Just past the limit, so that the check (strictly over) sees it crossed.
+                        Some(at) => {
+                            tokio::time::sleep_until((at + Duration::from_millis(1)).into()).await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    line = line => {
+                        let Some(line) = line else {
+                            // The process closed stdout: only the wall clock is left to watch.
+                            lines = None;
+                            continue;
+                        };
+                        let Some((parser, _, runtime)) = &mut lines else { continue };
+                        parser.line(&String::from_utf8_lossy(&line));
+                        let mut usage = parser.usage_so_far();
+                        if *runtime == parse::Runtime::Codex {
+                            usage = parse::codex_turn_usage(&usage, previous.as_ref());
+                        }
+                        if usage == last {
+                            continue;
+                        }
+                        last = usage;
+                        let cost = parser.cost_usd_so_far().or_else(|| {
+                            let model = parser.model_so_far().map(str::to_string).or_else(|| model.clone())?;
+                            prices.cost(&model, &usage)
+                        });
+                        let live = spent.plus(Spend::of(usage.total(), cost));
+                        if let Some(crossing) = limits.check(live, started.elapsed()) {
+                            return crossing;
+                        }
+                    }
+                    () = wall => {
+                        if let Some(crossing) = limits.check(spent, started.elapsed()) {
+                            return crossing;
+                        }
+                        // Only a wall limit can fire here; without a crossing it cannot repeat.
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        };
+        let run = exec::run(spec, cancel);
+        tokio::pin!(run);
+        tokio::pin!(monitor);
+        let mut crossing = None;
+        let finished = loop {
+            tokio::select! {
+                finished = &mut run => break finished,
+                found = &mut monitor, if crossing.is_none() => {
+                    crossing = Some(found);
+                    stop.cancel();
+                }
+            }
+        };
+        (finished, crossing)
+    }
+
+    /// A step stopped by a crossing: its result says why, the event records the figures, and
+    /// the run's failure message is the crossing's.
+    fn budget_stopped(
+        &mut self,
+        step: &Step,
+        crossing: &crate::budget::Crossing,
+        result: &mut Value,
+    ) {
+        let workspace = self.config.workspace.clone();
+        let message = crossing.message(&workspace, Some(&step.name), true);
+        let _ = self.event(
+            "budget_exceeded",
+            crossing.event(&workspace, Some(&step.name), true),
+            true,
+        );
+        result["status"] = json!("failed");
+        result["exit_code"] = json!(1);
+        result["budget_exceeded"] = json!(crossing.limit);
+        result["error"] = if result["error"].is_object() {
+            json!({"kind": "budget", "message": message})
+        } else {
+            json!(message)
+        };
+        self.budget.failure = Some(message);
     }
 }

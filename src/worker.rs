@@ -28,6 +28,8 @@ const IDLE_RESCAN: Duration = Duration::from_secs(2);
 const RECOVER_EVERY: Duration = Duration::from_secs(2);
 /// A busy entry (another replica is claiming it) is looked at again after this.
 const BUSY_RETRY: Duration = Duration::from_millis(100);
+/// While the swarm's daily budget is spent, the ledger is looked at again this often.
+const BUDGET_RECHECK: Duration = Duration::from_secs(2);
 /// `${task.text}` holds at most this much of the task.
 const TASK_TEXT_LIMIT: u64 = 1024 * 1024;
 
@@ -70,6 +72,8 @@ struct Shared {
     label: String,
     quiet: bool,
     profiles: Arc<crate::runtime::profile::Profiles>,
+    /// `swarm.yaml`'s limits, when it sets a daily budget.
+    swarm_budget: Option<crate::model::SwarmConfig>,
     /// Tasks whose workflow is running: what `concurrency` limits. A task whose workflow has
     /// ended but whose completion (status.json, the move, their fsyncs) is still being written
     /// no longer holds a slot.
@@ -122,7 +126,11 @@ pub async fn run_agent(
     let label = format!("{}#{}", role.name, options.replica);
     let owner = Owner::current();
     let profiles = crate::runtime::profile::Profiles::load(workspace).map_err(|e| e.render())?;
+    let swarm = crate::load::load_swarm(workspace).map_err(|e| e.render())?;
+    let swarm_budget = (swarm.max_cost_usd_per_day.is_some() || swarm.max_tokens_per_day.is_some())
+        .then_some(swarm);
     let shared = Arc::new(Shared {
+        swarm_budget,
         profiles: Arc::new(profiles),
         workspace: workspace.to_path_buf(),
         layout: layout.clone(),
@@ -164,9 +172,30 @@ pub async fn run_agent(
     let mut last_recover = Instant::now();
     let mut last_list = Instant::now();
     let max_bytes = queue::DEFAULT_MAX_TASK_BYTES;
+    // Claims wait until this time while the swarm's daily budget is spent.
+    let mut budget_blocked: Option<Instant> = None;
+    // The reason last logged, so that it is said once (again only when it changes).
+    let mut budget_said: Option<String> = None;
     loop {
         let slots = role.concurrency as usize;
+        if budget_blocked.is_some_and(|until| Instant::now() < until) {
+            // Still waiting; looked at again below when the time comes.
+        } else if let Some(swarm) = &shared.swarm_budget
+            && !pending.is_empty()
+        {
+            budget_blocked = None;
+            if let Some(why) = crate::budget::day_exhausted(workspace, swarm) {
+                if budget_said.as_deref() != Some(why.as_str()) {
+                    log(&format!("not claiming new tasks: {why}"));
+                    budget_said = Some(why);
+                }
+                budget_blocked = Some(Instant::now() + BUDGET_RECHECK);
+            } else if budget_said.take().is_some() {
+                log("the swarm's daily budget allows claims again");
+            }
+        }
         while stopping.is_none()
+            && budget_blocked.is_none()
             && shared.active.load(std::sync::atomic::Ordering::SeqCst) < slots
             && running.len() < slots * (1 + COMPLETIONS_PER_SLOT)
         {
@@ -204,13 +233,16 @@ pub async fn run_agent(
         if stopping.is_some() && running.is_empty() {
             break;
         }
-        if options.once && running.is_empty() && pending.is_empty() {
+        if options.once && running.is_empty() && (pending.is_empty() || budget_blocked.is_some()) {
             break;
         }
-        let next_wake = pending
+        let mut next_wake = pending
             .next_due()
             .unwrap_or_else(|| Instant::now() + IDLE_RESCAN)
             .min(last_recover + RECOVER_EVERY);
+        if let Some(until) = budget_blocked {
+            next_wake = next_wake.min(until);
+        }
         let grace_deadline = stopping.map(|at| at + options.grace);
         tokio::select! {
             hint = rx.recv() => match hint {
@@ -494,6 +526,9 @@ async fn run_task(
     config.default_model = shared.role.model.clone();
     config.resumable = false;
     config.profiles = Arc::clone(&shared.profiles);
+    config.budget = shared.role.budget.clone();
+    config.swarm_budget = shared.swarm_budget.clone();
+    config.default_idle_timeout = shared.role.idle_timeout;
     let runner = match Runner::create((*shared.workflow).clone(), &shared.workflow_text, config) {
         Ok(runner) => runner,
         Err(err) => {
@@ -534,6 +569,7 @@ async fn run_task(
     drop(slot);
     match outcome {
         Ok(report) if report.status == RunStatus::Interrupted && !timed_out => {
+            ledger(&shared, &claim, &report);
             // Stopped by our own shutdown: not the task's fault, so it goes back uncharged.
             if !shared.quiet {
                 eprintln!(
@@ -550,6 +586,7 @@ async fn run_task(
             }
         }
         Ok(report) => {
+            ledger(&shared, &claim, &report);
             let success = report.status == RunStatus::Succeeded;
             let message = if timed_out {
                 format!(
@@ -594,6 +631,31 @@ async fn run_task(
             );
             finish(shared, claim, false, status).await
         }
+    }
+}
+
+/// Appends the attempt's spending to today's ledger (what the swarm's daily budget counts).
+fn ledger(shared: &Shared, claim: &Claim, report: &RunReport) {
+    let spent = report.spent;
+    if spent.tokens == 0 && spent.unpriced_tokens == 0 && spent.cost_usd == 0.0 {
+        // Nothing to count (a task of command steps): no write on the swarm's hot path.
+        return;
+    }
+    let entry = json!({
+        "at": crate::clock::now_rfc3339(),
+        "role": shared.role.name,
+        "task": claim.id,
+        "attempt": claim.attempt,
+        "run_id": report.run_id,
+        "tokens": spent.tokens,
+        "cost_usd": spent.cost_usd,
+        "unpriced_tokens": spent.unpriced_tokens,
+    });
+    if let Err(err) = crate::budget::append(&shared.workspace, &entry) {
+        eprintln!(
+            "[{}] error: cannot append `{}`'s spending to the ledger: {err}",
+            shared.label, claim.id
+        );
     }
 }
 

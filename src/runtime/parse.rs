@@ -336,6 +336,16 @@ impl StreamParser {
         self.usage
     }
 
+    /// The model the stream has named so far (final statistics, else the announced one).
+    pub fn model_so_far(&self) -> Option<&str> {
+        self.model.as_deref().or(self.announced_model.as_deref())
+    }
+
+    /// The CLI's own cost figure, once its final record has given one.
+    pub fn cost_usd_so_far(&self) -> Option<f64> {
+        self.cost_usd
+    }
+
     /// Ends the stream and classifies the run.
     pub fn finish(mut self, stderr: &str, exit_code: i32) -> Outcome {
         self.json.flush();

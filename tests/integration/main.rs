@@ -5,6 +5,7 @@ mod harness;
 
 mod acceptance;
 mod agents;
+mod budgets;
 mod durability;
 mod language;
 mod supervise;

@@ -331,3 +331,62 @@ steps:
         std::fs::read_dir(ws.join(".orchestrate")).map(|d| d.count())
     );
 }
+
+#[test]
+fn bad_budget_and_idle_timeout_fields_are_reported() {
+    let run = refused("bad_budget");
+    assert_eq!(
+        locations(&run.stderr),
+        vec![(3, 17), (4, 15), (5, 17), (6, 3), (10, 23), (14, 5)],
+        "{}",
+        run.stderr
+    );
+    run.stderr_has("`budget.max_cost_usd` must be a number above 0")
+        .stderr_has("unknown field `max_token` in `budget` of the workflow")
+        .stderr_has("did you mean `max_tokens`?")
+        .stderr_has("`idle_timeout_sec` has no meaning on a wait_for step (step `Wait`)");
+}
+
+#[test]
+fn bad_swarm_budget_is_reported() {
+    let run = refused("swarm");
+    assert_eq!(
+        locations(&run.stderr),
+        vec![(2, 25), (3, 3), (4, 1)],
+        "{}",
+        run.stderr
+    );
+    run.stderr_has("did you mean `max_tokens_per_day`?")
+        .stderr_has("did you mean `budget`?");
+}
+
+#[test]
+fn bad_role_budget_is_reported() {
+    let run = refused("agents/bad_budget_role");
+    assert_eq!(
+        locations(&run.stderr),
+        vec![(2, 19), (4, 15), (5, 3)],
+        "{}",
+        run.stderr
+    );
+    run.stderr_has(
+        "agents/bad_budget_role.yaml:5:3: error: unknown field `max_wall` in `budget` of the role",
+    )
+    .stderr_has("did you mean `max_wall_sec`?");
+}
+
+#[test]
+fn a_good_budget_validates() {
+    let ws = Ws::new();
+    ws.file(
+        "swarm.yaml",
+        "budget:\n  max_cost_usd_per_day: 2.5\n  max_tokens_per_day: 100000\n",
+    );
+    ws.workflow(
+        "budget:\n  max_cost_usd: 0.5\n  max_tokens: 20000\n  max_wall_sec: 600\nsteps:\n  - name: A\n    command: [\"true\"]\n    idle_timeout_sec: 30\n",
+    );
+    ws.run(&["validate", "swarm.yaml", "wf.yaml"])
+        .ok()
+        .stdout_has("swarm.yaml: ok")
+        .stdout_has("wf.yaml: ok");
+}
