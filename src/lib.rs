@@ -19,6 +19,7 @@ pub mod load;
 pub mod model;
 pub mod observe;
 pub mod processed;
+pub mod progress;
 pub mod queue;
 pub mod role;
 pub mod runner;

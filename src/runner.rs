@@ -90,6 +90,8 @@ pub struct RunConfig {
     pub profiles: std::sync::Arc<crate::runtime::profile::Profiles>,
     /// `--allow-full`: agent steps may use `phase: full`.
     pub allow_full: bool,
+    /// Where progress goes (the cli's renderer); `None`: lines on stderr when `progress`.
+    pub reporter: Option<Arc<dyn crate::progress::Reporter>>,
 }
 
 impl RunConfig {
@@ -114,6 +116,7 @@ impl RunConfig {
             runtime_override: None,
             profiles: std::sync::Arc::new(crate::runtime::profile::Profiles::default()),
             allow_full: false,
+            reporter: None,
         }
     }
 }
@@ -335,12 +338,18 @@ impl Runner {
                 .iter()
                 .filter_map(|name| std::env::var(name).ok()),
         );
-        let events = EventLog::open(&dir.events(), secret_values.clone()).map_err(|source| {
-            RunError::Io {
-                path: dir.events(),
-                source,
-            }
-        })?;
+        let mut events =
+            EventLog::open(&dir.events(), secret_values.clone()).map_err(|source| {
+                RunError::Io {
+                    path: dir.events(),
+                    source,
+                }
+            })?;
+        if let Some(reporter) = config.reporter.clone() {
+            events.set_tee(Arc::new(move |line: &str| {
+                reporter.report(&crate::progress::Progress::Event(line.to_string()))
+            }));
+        }
         let results = config.preset_results.clone();
         Ok(Runner {
             workflow: Arc::new(workflow),
@@ -461,6 +470,11 @@ impl Runner {
 
     fn event(&mut self, name: &str, fields: Value, durable: bool) -> Result<(), RunError> {
         let durable = durable && self.config.resumable;
+        if let Some(reporter) = &self.config.reporter
+            && let Some(progress) = crate::progress::Progress::from_event(name, &fields)
+        {
+            reporter.report(&progress);
+        }
         self.events
             .append(name, fields, durable)
             .map_err(|source| RunError::Io {
@@ -507,8 +521,22 @@ impl Runner {
     }
 
     fn progress(&self, text: &str) {
-        if self.config.progress {
-            eprintln!("{}", events::mask(text, &self.secret_values));
+        match &self.config.reporter {
+            Some(reporter) => reporter.report(&crate::progress::Progress::Message(events::mask(
+                text,
+                &self.secret_values,
+            ))),
+            None if self.config.progress => {
+                eprintln!("{}", events::mask(text, &self.secret_values))
+            }
+            None => {}
+        }
+    }
+
+    /// A progress notification for the renderer, if there is one.
+    fn notify(&self, progress: crate::progress::Progress) {
+        if let Some(reporter) = &self.config.reporter {
+            reporter.report(&progress);
         }
     }
 
@@ -742,9 +770,10 @@ impl Runner {
         let ok = result["status"] == "succeeded";
         let mark = if ok { "✓" } else { "✗" };
         let mut line = format!(
-            "{mark} {} ({:.2}s)",
+            "{mark} {} ({:.2}s{})",
             step.name,
-            result["duration"].as_f64().unwrap_or(0.0)
+            result["duration"].as_f64().unwrap_or(0.0),
+            crate::progress::spend_suffix(&result)
         );
         if !ok && let Some(err) = error_text(&result) {
             line.push_str(&format!(": {err}"));
@@ -1191,6 +1220,12 @@ impl Runner {
                 Err(err) => return failed_result(2, format!("invalid glob `{pattern}`: {err}")),
             };
             let waited = started.elapsed();
+            self.notify(crate::progress::Progress::WaitPoll {
+                step: step.name.clone(),
+                polls,
+                found: files.len(),
+                wanted: min_count,
+            });
             if files.len() >= min_count {
                 return json!({
                     "status": "succeeded", "exit_code": 0, "files": files,

@@ -7,6 +7,7 @@ mod acceptance;
 mod agents;
 mod durability;
 mod language;
+mod progress;
 mod supervise;
 mod swarm;
 mod validate;
