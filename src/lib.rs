@@ -9,6 +9,7 @@ pub mod approval;
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod converge;
 pub mod diag;
 pub mod events;
 pub mod exec;

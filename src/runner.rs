@@ -146,6 +146,13 @@ enum Flow {
     Rejected,
 }
 
+/// What `converge:` says after a visit.
+enum Converged {
+    Going,
+    /// The loop stopped: go to `on_stall`, or (`None`) fail the run.
+    Stalled(Option<String>),
+}
+
 /// A step failure the run could not route around.
 #[derive(Debug, Clone)]
 struct Failure {
@@ -554,6 +561,7 @@ impl Runner {
                 .map(|(i, s)| (s.name.as_str(), i))
                 .collect();
             let mut visits: HashMap<&str, u32> = HashMap::new();
+            let mut converging: HashMap<&str, crate::converge::Track> = HashMap::new();
             let mut trail: Vec<&str> = Vec::new();
             let mut failed = false;
             let mut i = 0;
@@ -583,6 +591,25 @@ impl Runner {
                 let flow = self.run_step(step, loops).await?;
                 if self.config.cancel.is_cancelled() {
                     return Ok(Flow::Failed);
+                }
+                if let Some(converge) = &step.converge
+                    && matches!(flow, Flow::Succeeded | Flow::Rejected)
+                {
+                    let track = converging.entry(step.name.as_str()).or_default();
+                    match self.converge_check(step, converge, track, loops)? {
+                        Converged::Going => {}
+                        Converged::Stalled(Some(target)) => {
+                            // A new start: the step it leads back to is judged afresh.
+                            converging.remove(step.name.as_str());
+                            self.event("goto", json!({"from": step.name, "to": target}), false)?;
+                            i = index_of
+                                .get(target.as_str())
+                                .copied()
+                                .unwrap_or(steps.len());
+                            continue;
+                        }
+                        Converged::Stalled(None) => return Ok(Flow::Failed),
+                    }
                 }
                 let target = match flow {
                     Flow::End => return Ok(Flow::End),
@@ -650,6 +677,107 @@ impl Runner {
                 Flow::Succeeded
             })
         })
+    }
+
+    /// Evaluates `converge.findings` on this visit of `step` and stops the loop when the findings
+    /// stopped shrinking or came back unchanged: to `on_stall`, or failing the run.
+    fn converge_check(
+        &mut self,
+        step: &Step,
+        converge: &crate::model::Converge,
+        track: &mut crate::converge::Track,
+        loops: &[LoopFrame],
+    ) -> Result<Converged, RunError> {
+        use crate::converge::Stall;
+        let result = self.results.get(&step.name).cloned().unwrap_or(Value::Null);
+        let findings = match &converge.findings {
+            crate::model::Findings::Jq(expr) => crate::jq::eval(expr, &result)
+                .map(|mut values| match values.len() {
+                    0 => Value::Null,
+                    1 => values.remove(0),
+                    _ => Value::Array(values),
+                })
+                .map_err(|e| e.to_string()),
+            crate::model::Findings::Pointer(t) => t
+                .render_value(&self.scope(loops))
+                .map_err(|e| e.to_string()),
+        };
+        let file = self.workflow.path.display().to_string();
+        let at = format!("step `{}` ({file} line {})", step.name, step.line);
+        let stall = match findings.and_then(|f| track.visit(&f, converge.rounds)) {
+            Ok(None) => return Ok(Converged::Going),
+            Ok(Some(stall)) => stall,
+            Err(err) => {
+                let message = format!(
+                    "{at}: `converge.findings` could not be counted: {err}; make it yield an array or a number"
+                );
+                self.progress(&format!("✗ {message}"));
+                self.failure = Some(Failure {
+                    exit_code: 2,
+                    message,
+                });
+                return Ok(Converged::Stalled(None));
+            }
+        };
+        let rounds = converge.rounds;
+        let (reason, what) = match &stall {
+            Stall::NotShrinking { counts } => (
+                "not_shrinking",
+                format!(
+                    "{at} found {} findings in its last {} rounds: no fewer than {} for {rounds} round{} in a row (`converge.rounds: {rounds}`)",
+                    counts
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    counts.len(),
+                    counts[0],
+                    if rounds == 1 { "" } else { "s" }
+                ),
+            ),
+            Stall::Repeated {
+                first,
+                round,
+                count,
+            } => (
+                "repeated",
+                format!(
+                    "{at} returned the same {count} finding{} in round {round} as in round {first}",
+                    if *count == 1 { "" } else { "s" }
+                ),
+            ),
+        };
+        self.event(
+            "loop_not_converging",
+            json!({
+                "step": step.name,
+                "reason": reason,
+                "rounds": rounds,
+                "counts": track.counts,
+                "fingerprints": track.fingerprints,
+                "on_stall": converge.on_stall,
+            }),
+            true,
+        )?;
+        match &converge.on_stall {
+            Some(target) => {
+                self.progress(&format!(
+                    "↪ not converging: {what}; going to `{target}` (converge.on_stall)"
+                ));
+                Ok(Converged::Stalled(Some(target.clone())))
+            }
+            None => {
+                let message = format!(
+                    "not converging: {what}; fix what keeps the findings coming, raise `converge.rounds`, or set `converge.on_stall` to a step that asks a person"
+                );
+                self.progress(&format!("✗ {message}"));
+                self.failure = Some(Failure {
+                    exit_code: 1,
+                    message,
+                });
+                Ok(Converged::Stalled(None))
+            }
+        }
     }
 
     /// Runs (or replays) one step and records its result.

@@ -160,3 +160,153 @@ fn live_display_under_a_pseudo_terminal() {
         "last line: {last:?}\n{screen}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Loops that do not converge.
+
+/// A review/fix loop whose scripted reviewer answers, on its Nth visit, with `counts[N-1]`
+/// findings (the last count repeats). Findings are tagged with the round (`r2-1`) unless
+/// `same_from` says from which round on they are the same text each time.
+fn review_loop(counts: &[u32], same_from: Option<u32>, converge: &str) -> String {
+    let cases: String = counts
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{}) c={c};; ", i + 1))
+        .collect();
+    let last = counts.last().unwrap();
+    let same = same_from.unwrap_or(u32::MAX);
+    format!(
+        r#"name: review-loop
+steps:
+  - name: Review
+    command:
+      - bash
+      - -c
+      - |
+        n=$(cat round 2>/dev/null || echo 0); n=$((n+1)); echo $n > round
+        case $n in {cases}*) c={last};; esac
+        tag="r$n"; if [ "$n" -ge {same} ]; then tag=same; fi
+        items=$(for i in $(seq 1 $c); do printf '"%s-%s",' "$tag" "$i"; done)
+        echo "{{\"findings\": [$${{items%,}}]}}"
+    output_capture: json
+    rejected_when: '.json.findings | length > 0'
+    converge:
+{converge}
+    on:
+      rejected: {{goto: Fix}}
+      success: {{goto: _end}}
+  - name: Fix
+    command: [bash, -c, 'echo fixed >> fixes.log']
+    on: {{success: {{goto: Review}}}}
+  - name: Escalate
+    command: [bash, -c, 'echo "asked a person" > escalated']
+"#
+    )
+}
+
+fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event"] == kind).collect()
+}
+
+#[test]
+fn the_same_findings_twice_stop_the_loop_and_go_to_on_stall() {
+    let ws = Ws::new();
+    ws.workflow(&review_loop(
+        &[3, 2],
+        Some(2),
+        "      findings: .json.findings\n      rounds: 3\n      on_stall: Escalate",
+    ));
+    let run = ws.run_wf(&[]);
+    run.ok()
+        .stderr_has("↪ not converging: step `Review` (wf.yaml line 3) returned the same 2 findings in round 3 as in round 2; going to `Escalate`");
+    assert_eq!(ws.read("escalated"), "asked a person\n");
+    assert_eq!(ws.read("round"), "3\n", "the reviewer ran 3 times");
+    assert_eq!(ws.read("fixes.log").lines().count(), 2);
+    let events = run.events();
+    let stalls = of_kind(&events, "loop_not_converging");
+    assert_eq!(stalls.len(), 1);
+    let stall = stalls[0];
+    assert_eq!(stall["step"], "Review");
+    assert_eq!(stall["reason"], "repeated");
+    assert_eq!(stall["rounds"], 3);
+    assert_eq!(stall["counts"], serde_json::json!([3, 2, 2]));
+    assert_eq!(stall["on_stall"], "Escalate");
+    let prints = stall["fingerprints"].as_array().unwrap();
+    assert_eq!(prints.len(), 3);
+    assert_eq!(prints[1], prints[2]);
+    assert_ne!(prints[0], prints[1]);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "goto" && e["from"] == "Review" && e["to"] == "Escalate"),
+        "the stall is recorded as a goto"
+    );
+}
+
+#[test]
+fn findings_that_do_not_shrink_for_k_rounds_fail_the_run_with_the_counts() {
+    let ws = Ws::new();
+    ws.workflow(&review_loop(
+        &[4, 4, 5, 3],
+        None,
+        "      findings: .json.findings\n      rounds: 2",
+    ));
+    let run = ws.run_wf(&[]);
+    run.code(1).stderr_has(
+        "not converging: step `Review` (wf.yaml line 3) found 4, 4, 5 findings in its last 3 rounds: no fewer than 4 for 2 rounds in a row (`converge.rounds: 2`)",
+    )
+    .stderr_has("set `converge.on_stall`")
+    .stderr_has(&format!("run {} failed", run.id()));
+    assert_eq!(ws.read("round"), "3\n", "stopped at the third review");
+    assert!(!ws.exists("escalated"));
+    let stall = run
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "loop_not_converging")
+        .expect("a loop_not_converging event");
+    assert_eq!(stall["reason"], "not_shrinking");
+    assert_eq!(stall["counts"], serde_json::json!([4, 4, 5]));
+    assert_eq!(stall["on_stall"], Value::Null);
+    let state = run.state();
+    assert_eq!(state["status"], "failed");
+    assert!(
+        state["error"].as_str().unwrap().contains("not converging"),
+        "{state:#}"
+    );
+}
+
+#[test]
+fn a_loop_whose_findings_shrink_to_zero_runs_to_completion() {
+    let ws = Ws::new();
+    // The `${...}` form of `findings`, and the strictest `rounds`.
+    ws.workflow(&review_loop(
+        &[3, 2, 1, 0],
+        None,
+        "      findings: ${steps.Review.json.findings}\n      rounds: 1\n      on_stall: Escalate",
+    ));
+    let run = ws.run_wf(&[]);
+    run.ok();
+    assert_eq!(ws.read("round"), "4\n");
+    assert_eq!(ws.read("fixes.log").lines().count(), 3);
+    assert!(!ws.exists("escalated"));
+    assert!(of_kind(&run.events(), "loop_not_converging").is_empty());
+    assert!(!run.stderr.contains("not converging"), "{}", run.stderr);
+}
+
+#[test]
+fn findings_that_are_not_a_list_fail_the_step_with_what_to_do() {
+    let ws = Ws::new();
+    ws.workflow(
+        r#"name: odd
+steps:
+  - name: Review
+    command: [bash, -c, 'echo "{\"findings\": \"many\"}"']
+    output_capture: json
+    converge:
+      findings: .json.findings
+"#,
+    );
+    ws.run_wf(&[])
+        .code(2)
+        .stderr_has("step `Review` (wf.yaml line 3): `converge.findings` could not be counted: the findings must be an array or a number, found a string");
+}
