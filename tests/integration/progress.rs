@@ -241,6 +241,13 @@ fn the_same_findings_twice_stop_the_loop_and_go_to_on_stall() {
             .any(|e| e["event"] == "goto" && e["from"] == "Review" && e["to"] == "Escalate"),
         "the stall is recorded as a goto"
     );
+    // The report finds the path within the graph: `on_stall` is an edge of it.
+    let report = ws.run(&["report", run.id()]);
+    report.ok();
+    assert!(!report.stdout.contains("out of order"), "{}", report.stdout);
+    ws.run(&["graph", "wf.yaml"])
+        .ok()
+        .stdout_has("-->|\"stalled\"|");
 }
 
 #[test]
