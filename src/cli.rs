@@ -50,6 +50,9 @@ enum Command {
         /// No per-step progress lines.
         #[arg(long, short)]
         quiet: bool,
+        /// Print each event on stdout as it is recorded, one JSON object per line.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         agents: AgentArgs,
     },
@@ -58,6 +61,9 @@ enum Command {
         run_id: String,
         #[arg(long, short)]
         quiet: bool,
+        /// Print each event on stdout as it is recorded, one JSON object per line.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         agents: AgentArgs,
     },
@@ -405,6 +411,7 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             clean_processed,
             archive_processed,
             quiet,
+            json,
             agents,
         } => {
             run(
@@ -413,7 +420,7 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
                 &context,
                 clean_processed,
                 archive_processed,
-                quiet,
+                (quiet, json),
                 &agents,
             )
             .await
@@ -421,17 +428,24 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
         Command::Resume {
             run_id,
             quiet,
+            json,
             agents,
         } => {
             let mut config = RunConfig::new(workspace.clone(), Map::new(), signal_cancel());
             config.progress = !quiet;
+            let reporter = crate::progress::Mode::choose(quiet, json).reporter();
+            config.reporter = reporter.clone();
             if let Err(code) = agents.apply(&workspace, &mut config) {
                 return code;
             }
             match Runner::resume(&run_id, config) {
                 Ok(runner) => {
                     eprintln!("run_id: {}", runner.run_id());
-                    report(runner.run().await)
+                    let outcome = runner.run().await;
+                    if let Some(reporter) = &reporter {
+                        reporter.finish();
+                    }
+                    report(outcome)
                 }
                 Err(err) => {
                     eprintln!("error: {err}");
@@ -860,7 +874,7 @@ async fn run(
     context: &ContextArgs,
     clean: bool,
     archive: Option<Option<PathBuf>>,
-    quiet: bool,
+    (quiet, json): (bool, bool),
     agents: &AgentArgs,
 ) -> u8 {
     let (workflow, text) = match load_for_run(workspace, file) {
@@ -905,6 +919,8 @@ async fn run(
     let cancel = signal_cancel();
     let mut config = RunConfig::new(workspace.to_path_buf(), context, cancel);
     config.progress = !quiet;
+    let reporter = crate::progress::Mode::choose(quiet, json).reporter();
+    config.reporter = reporter.clone();
     if let Err(code) = agents.apply(workspace, &mut config) {
         return code;
     }
@@ -918,6 +934,9 @@ async fn run(
     eprintln!("run_id: {}", runner.run_id());
     let root = runner.run_root().to_path_buf();
     let outcome = runner.run().await;
+    if let Some(reporter) = &reporter {
+        reporter.finish();
+    }
     let code = report(outcome);
     if code == exit::SUCCESS
         && let (Some(dir), Some(dest)) = (&processed_dir, archive)

@@ -18,7 +18,12 @@ pub struct EventLog {
     file: File,
     seq: u64,
     mask: Vec<String>,
+    /// Sees every line as it is appended (masked, without its newline): `--json` follows a run.
+    tee: Option<Tee>,
 }
+
+/// A receiver of the log's lines as they are written.
+pub type Tee = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 
 impl EventLog {
     /// Opens (creating) the log for appending; `seq` continues after the last readable record.
@@ -42,7 +47,13 @@ impl EventLog {
             file,
             seq,
             mask,
+            tee: None,
         })
+    }
+
+    /// Sends every line appended from now on to `tee` too.
+    pub fn set_tee(&mut self, tee: Tee) {
+        self.tee = Some(tee);
     }
 
     pub fn path(&self) -> &Path {
@@ -73,6 +84,9 @@ impl EventLog {
         self.file.write_all(line.as_bytes())?;
         if durable {
             self.file.sync_data()?;
+        }
+        if let Some(tee) = &self.tee {
+            tee(line.trim_end_matches('\n'));
         }
         Ok(())
     }

@@ -13,9 +13,9 @@ use serde_json::Value as Json;
 
 use crate::diag::{Diagnostic, did_you_mean};
 use crate::model::{
-    AgentStep, Budget, Capture, Condition, DEFAULT_MAX_VISITS, EnqueueContent, Items, Phase,
-    Pointer, Prompt, ProviderTemplate, QueueDirs, Retry, Role, Step, StepKind, SwarmConfig, Target,
-    Transitions, Workflow, builtin_providers,
+    AgentStep, Budget, Capture, Condition, Converge, DEFAULT_MAX_VISITS, EnqueueContent, Findings,
+    Items, Phase, Pointer, Prompt, ProviderTemplate, QueueDirs, Retry, Role, Step, StepKind,
+    SwarmConfig, Target, Transitions, Workflow, builtin_providers,
 };
 use crate::template::{Part, Template};
 use crate::yaml::{self, Node, Pos, Value};
@@ -309,6 +309,7 @@ const STEP_FIELDS: &[&str] = &[
     "allow_shell",
     "artifacts",
     "rejected_when",
+    "converge",
     "timeout_sec",
     "idle_timeout_sec",
     "retry",
@@ -1035,6 +1036,8 @@ impl Loader {
             "when.jq",
             "for_each.items_from",
             "command_override",
+            "converge.findings",
+            "converge.on_stall",
         ] {
             let mut node = Some(node);
             for key in path.split('.') {
@@ -1052,6 +1055,9 @@ impl Loader {
         let rejected_when = fields
             .value("rejected_when")
             .and_then(|n| self.string(n, "`rejected_when`"));
+        let converge = fields
+            .value("converge")
+            .and_then(|n| self.converge(n, &what));
         let agent = fields
             .value("agent")
             .and_then(|n| self.string(n, "`agent`"));
@@ -1084,6 +1090,7 @@ impl Loader {
             env,
             secrets,
             rejected_when,
+            converge,
             at,
         })
     }
@@ -1439,6 +1446,57 @@ impl Loader {
             }
         };
         Some(StepKind::ForEach { items, var, steps })
+    }
+
+    fn converge(&mut self, node: &Node, what: &str) -> Option<Converge> {
+        let fields = self.fields(
+            node,
+            &["findings", "rounds", "on_stall"],
+            &format!("`converge` of {what}"),
+        )?;
+        let findings = match fields.value("findings") {
+            Some(n) => {
+                let text = self.string(n, "`converge.findings`")?;
+                if text.trim_start().starts_with("${") {
+                    let template = self.template(n, "`converge.findings`")?;
+                    if !matches!(template.parts.as_slice(), [Part::Var(_)]) {
+                        self.error(
+                            n.pos,
+                            format!("`converge.findings` of {what} must be one `${{...}}` reference or a jq expression"),
+                        )
+                        .hint = Some(
+                            "write `${steps.<Step>.json.findings}`, or jq such as `.json.findings`"
+                                .into(),
+                        );
+                        return None;
+                    }
+                    Findings::Pointer(template)
+                } else {
+                    Findings::Jq(text)
+                }
+            }
+            None => {
+                self.error(node.pos, format!("`converge` of {what} needs `findings`"))
+                    .hint = Some(
+                    "a jq expression over the step's result that yields an array or a number, e.g. `.json.findings`".into(),
+                );
+                return None;
+            }
+        };
+        let rounds = match fields.value("rounds") {
+            // Reported; the rest of the block is still checked.
+            Some(n) => self.count(n, "`converge.rounds`", 1, 1_000).unwrap_or(3),
+            None => 3,
+        };
+        let on_stall = match fields.value("on_stall") {
+            Some(n) => Some(self.string(n, "`converge.on_stall`")?),
+            None => None,
+        };
+        Some(Converge {
+            findings,
+            rounds,
+            on_stall,
+        })
     }
 
     fn wait_for(&mut self, node: &Node, what: &str) -> Option<StepKind> {
@@ -1916,6 +1974,9 @@ impl<'a> Checker<'a> {
                     "the expression sees the step's result: `.json`, `.result`, `.output`, `.exit_code`".into(),
                 );
             }
+            if let Some(converge) = &step.converge {
+                self.check_converge(step, converge, &local, scope, &what);
+            }
             if step.on.rejected.is_some()
                 && step.rejected_when.is_none()
                 && !matches!(step.kind, StepKind::Approval { .. })
@@ -2089,6 +2150,66 @@ impl<'a> Checker<'a> {
                     }
                 }
             }
+        }
+    }
+
+    fn check_converge(
+        &mut self,
+        step: &Step,
+        converge: &Converge,
+        local: &HashSet<&str>,
+        scope: &Scope,
+        what: &str,
+    ) {
+        match &converge.findings {
+            Findings::Jq(expr) => {
+                if let Err(err) = crate::jq::check(expr) {
+                    let shift = match &err {
+                        crate::jq::JqError::Compile {
+                            offset: Some(o), ..
+                        } => expr.get(..*o).map(|p| p.chars().count()).unwrap_or(0),
+                        _ => 0,
+                    };
+                    let d = self.at_field(
+                        step,
+                        "converge.findings",
+                        format!("`converge.findings` of {what}: {err}"),
+                    );
+                    d.column += shift as u32;
+                    d.hint = Some(
+                        "the expression sees the step's result: `.json`, `.lines`, `.output`, `.exit_code`".into(),
+                    );
+                }
+            }
+            Findings::Pointer(template) => {
+                self.check_template(template, scope, step.line, what);
+            }
+        }
+        if let Some(target) = &converge.on_stall
+            && !local.contains(target.as_str())
+        {
+            let hint = if self.steps.contains_key(target) {
+                format!(
+                    "`{target}` is in another step list; `on_stall` can only go to a step of the same list"
+                )
+            } else {
+                match did_you_mean(target, local.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => {
+                        "name a step of the same list, such as an approval step that asks a person"
+                            .into()
+                    }
+                }
+            };
+            let d = self.at_field(
+                step,
+                "converge.on_stall",
+                format!(
+                    "{what} has `converge.on_stall: {target}`, but there is no step `{target}`"
+                ),
+            );
+            d.width = target.chars().count();
+            d.hint = Some(hint);
         }
     }
 

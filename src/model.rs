@@ -137,9 +137,32 @@ pub struct Step {
     /// A jq condition over the step's result: when it holds after the step succeeded, the step
     /// counts as rejected (`on.rejected`), e.g. a review whose JSON says it failed.
     pub rejected_when: Option<String>,
+    /// Stop a loop through this step when its findings stop shrinking.
+    pub converge: Option<Converge>,
     /// Line and column of some field values (`provider`, `when.jq`, `for_each.items_from`,
     /// `input_file`), so that later checks can point at them.
     pub at: BTreeMap<&'static str, (u32, u32)>,
+}
+
+/// `converge:`: a loop through a step (a review, a test run) must make its findings shrink.
+#[derive(Debug, Clone)]
+pub struct Converge {
+    pub findings: Findings,
+    /// K: the loop is not converging when K visits in a row found no fewer findings than the
+    /// fewest before them.
+    pub rounds: u32,
+    /// Where to go instead (a step of the same list); `None`: the run fails.
+    pub on_stall: Option<String>,
+}
+
+/// What a step found, read from its result on each visit: an array (its length counts) or a
+/// number.
+#[derive(Debug, Clone)]
+pub enum Findings {
+    /// A jq expression over the step's result (`.json.findings`).
+    Jq(String),
+    /// A `${...}` reference (`${steps.Review.json.findings}`).
+    Pointer(Template),
 }
 
 #[derive(Debug, Clone)]

@@ -794,8 +794,9 @@ fn seconds_between(from: &str, to: &str) -> Option<f64> {
 struct Edge {
     from: String,
     to: String,
-    /// `success`, `failure`, `always`, `rejected`, `each` (into a for_each body), `next item`
-    /// (the body's end, back to its for_each), or none for the sequential edge.
+    /// `success`, `failure`, `always`, `rejected`, `stalled` (`converge.on_stall`), `each` (into
+    /// a for_each body), `next item` (the body's end, back to its for_each), or none for the
+    /// sequential edge.
     label: Option<&'static str>,
 }
 
@@ -830,9 +831,14 @@ impl<'a> Hop<'a> {
 fn label_fits(label: Option<&str>, status: Option<&str>) -> bool {
     match (status, label) {
         (None, _) | (_, Some("each")) => true,
-        (Some("succeeded"), l) => matches!(l, None | Some("success" | "always" | "next item")),
+        (Some("succeeded"), l) => {
+            matches!(
+                l,
+                None | Some("success" | "always" | "next item" | "stalled")
+            )
+        }
         (Some("failed"), l) => matches!(l, None | Some("failure" | "always" | "next item")),
-        (Some("rejected"), l) => matches!(l, Some("rejected" | "failure" | "always")),
+        (Some("rejected"), l) => matches!(l, Some("rejected" | "failure" | "always" | "stalled")),
         (Some("skipped"), l) => matches!(l, None | Some("next item")),
         // Interrupted, or a status this version does not know: do not judge.
         _ => true,
@@ -907,6 +913,13 @@ impl Graph {
                         label: Some(label),
                     });
                 }
+            }
+            if let Some(target) = step.converge.as_ref().and_then(|c| c.on_stall.as_ref()) {
+                self.edges.push(Edge {
+                    from: step.name.clone(),
+                    to: target.clone(),
+                    label: Some("stalled"),
+                });
             }
             if falls_through(step, strict) {
                 let (to, label) = match (steps.get(i + 1), parent) {
@@ -1316,7 +1329,7 @@ fn draw(workflow: &Workflow, overlay: Option<&[Hop]>, format: GraphFormat) -> St
                 }
                 if overlay.is_some() && taken[i] > 0 {
                     attrs.push("color=\"#2d6a4f\", penwidth=3".into());
-                } else if matches!(edge.label, Some("failure" | "rejected")) {
+                } else if matches!(edge.label, Some("failure" | "rejected" | "stalled")) {
                     attrs.push("color=\"#c0392b\"".into());
                 }
                 let attrs = if attrs.is_empty() {

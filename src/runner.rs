@@ -98,6 +98,8 @@ pub struct RunConfig {
     pub swarm_budget: Option<crate::model::SwarmConfig>,
     /// The role's `idle_timeout_sec`, for its agent steps that set none.
     pub default_idle_timeout: Option<Duration>,
+    /// Where progress goes (the cli's renderer); `None`: lines on stderr when `progress`.
+    pub reporter: Option<Arc<dyn crate::progress::Reporter>>,
 }
 
 impl RunConfig {
@@ -125,6 +127,7 @@ impl RunConfig {
             budget: None,
             swarm_budget: None,
             default_idle_timeout: None,
+            reporter: None,
         }
     }
 }
@@ -152,6 +155,13 @@ enum Flow {
     End,
     /// An approval was rejected, or the step's `rejected_when` held.
     Rejected,
+}
+
+/// What `converge:` says after a visit.
+enum Converged {
+    Going,
+    /// The loop stopped: go to `on_stall`, or (`None`) fail the run.
+    Stalled(Option<String>),
 }
 
 /// A step failure the run could not route around.
@@ -361,12 +371,18 @@ impl Runner {
                 .iter()
                 .filter_map(|name| std::env::var(name).ok()),
         );
-        let events = EventLog::open(&dir.events(), secret_values.clone()).map_err(|source| {
-            RunError::Io {
-                path: dir.events(),
-                source,
-            }
-        })?;
+        let mut events =
+            EventLog::open(&dir.events(), secret_values.clone()).map_err(|source| {
+                RunError::Io {
+                    path: dir.events(),
+                    source,
+                }
+            })?;
+        if let Some(reporter) = config.reporter.clone() {
+            events.set_tee(Arc::new(move |line: &str| {
+                reporter.report(&crate::progress::Progress::Event(line.to_string()))
+            }));
+        }
         let results = config.preset_results.clone();
         let limits = crate::budget::Limits {
             run: crate::model::Budget::stricter(workflow.budget.as_ref(), config.budget.as_ref()),
@@ -505,6 +521,11 @@ impl Runner {
 
     fn event(&mut self, name: &str, fields: Value, durable: bool) -> Result<(), RunError> {
         let durable = durable && self.config.resumable;
+        if let Some(reporter) = &self.config.reporter
+            && let Some(progress) = crate::progress::Progress::from_event(name, &fields)
+        {
+            reporter.report(&progress);
+        }
         self.events
             .append(name, fields, durable)
             .map_err(|source| RunError::Io {
@@ -556,8 +577,22 @@ impl Runner {
     }
 
     fn progress(&self, text: &str) {
-        if self.config.progress {
-            eprintln!("{}", events::mask(text, &self.secret_values));
+        match &self.config.reporter {
+            Some(reporter) => reporter.report(&crate::progress::Progress::Message(events::mask(
+                text,
+                &self.secret_values,
+            ))),
+            None if self.config.progress => {
+                eprintln!("{}", events::mask(text, &self.secret_values))
+            }
+            None => {}
+        }
+    }
+
+    /// A progress notification for the renderer, if there is one.
+    fn notify(&self, progress: crate::progress::Progress) {
+        if let Some(reporter) = &self.config.reporter {
+            reporter.report(&progress);
         }
     }
 
@@ -575,6 +610,7 @@ impl Runner {
                 .map(|(i, s)| (s.name.as_str(), i))
                 .collect();
             let mut visits: HashMap<&str, u32> = HashMap::new();
+            let mut converging: HashMap<&str, crate::converge::Track> = HashMap::new();
             let mut trail: Vec<&str> = Vec::new();
             let mut failed = false;
             let mut i = 0;
@@ -607,6 +643,25 @@ impl Runner {
                 let flow = self.run_step(step, loops).await?;
                 if self.config.cancel.is_cancelled() {
                     return Ok(Flow::Failed);
+                }
+                if let Some(converge) = &step.converge
+                    && matches!(flow, Flow::Succeeded | Flow::Rejected)
+                {
+                    let track = converging.entry(step.name.as_str()).or_default();
+                    match self.converge_check(step, converge, track, loops)? {
+                        Converged::Going => {}
+                        Converged::Stalled(Some(target)) => {
+                            // A new start: the step it leads back to is judged afresh.
+                            converging.remove(step.name.as_str());
+                            self.event("goto", json!({"from": step.name, "to": target}), false)?;
+                            i = index_of
+                                .get(target.as_str())
+                                .copied()
+                                .unwrap_or(steps.len());
+                            continue;
+                        }
+                        Converged::Stalled(None) => return Ok(Flow::Failed),
+                    }
                 }
                 let target = match flow {
                     Flow::End => return Ok(Flow::End),
@@ -674,6 +729,107 @@ impl Runner {
                 Flow::Succeeded
             })
         })
+    }
+
+    /// Evaluates `converge.findings` on this visit of `step` and stops the loop when the findings
+    /// stopped shrinking or came back unchanged: to `on_stall`, or failing the run.
+    fn converge_check(
+        &mut self,
+        step: &Step,
+        converge: &crate::model::Converge,
+        track: &mut crate::converge::Track,
+        loops: &[LoopFrame],
+    ) -> Result<Converged, RunError> {
+        use crate::converge::Stall;
+        let result = self.results.get(&step.name).cloned().unwrap_or(Value::Null);
+        let findings = match &converge.findings {
+            crate::model::Findings::Jq(expr) => crate::jq::eval(expr, &result)
+                .map(|mut values| match values.len() {
+                    0 => Value::Null,
+                    1 => values.remove(0),
+                    _ => Value::Array(values),
+                })
+                .map_err(|e| e.to_string()),
+            crate::model::Findings::Pointer(t) => t
+                .render_value(&self.scope(loops))
+                .map_err(|e| e.to_string()),
+        };
+        let file = self.workflow.path.display().to_string();
+        let at = format!("step `{}` ({file} line {})", step.name, step.line);
+        let stall = match findings.and_then(|f| track.visit(&f, converge.rounds)) {
+            Ok(None) => return Ok(Converged::Going),
+            Ok(Some(stall)) => stall,
+            Err(err) => {
+                let message = format!(
+                    "{at}: `converge.findings` could not be counted: {err}; make it yield an array or a number"
+                );
+                self.progress(&format!("✗ {message}"));
+                self.failure = Some(Failure {
+                    exit_code: 2,
+                    message,
+                });
+                return Ok(Converged::Stalled(None));
+            }
+        };
+        let rounds = converge.rounds;
+        let (reason, what) = match &stall {
+            Stall::NotShrinking { counts } => (
+                "not_shrinking",
+                format!(
+                    "{at} found {} findings in its last {} rounds: no fewer than {} for {rounds} round{} in a row (`converge.rounds: {rounds}`)",
+                    counts
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    counts.len(),
+                    counts[0],
+                    if rounds == 1 { "" } else { "s" }
+                ),
+            ),
+            Stall::Repeated {
+                first,
+                round,
+                count,
+            } => (
+                "repeated",
+                format!(
+                    "{at} returned the same {count} finding{} in round {round} as in round {first}",
+                    if *count == 1 { "" } else { "s" }
+                ),
+            ),
+        };
+        self.event(
+            "loop_not_converging",
+            json!({
+                "step": step.name,
+                "reason": reason,
+                "rounds": rounds,
+                "counts": track.counts,
+                "fingerprints": track.fingerprints,
+                "on_stall": converge.on_stall,
+            }),
+            true,
+        )?;
+        match &converge.on_stall {
+            Some(target) => {
+                self.progress(&format!(
+                    "↪ not converging: {what}; going to `{target}` (converge.on_stall)"
+                ));
+                Ok(Converged::Stalled(Some(target.clone())))
+            }
+            None => {
+                let message = format!(
+                    "not converging: {what}; fix what keeps the findings coming, raise `converge.rounds`, or set `converge.on_stall` to a step that asks a person"
+                );
+                self.progress(&format!("✗ {message}"));
+                self.failure = Some(Failure {
+                    exit_code: 1,
+                    message,
+                });
+                Ok(Converged::Stalled(None))
+            }
+        }
     }
 
     /// Runs (or replays) one step and records its result.
@@ -794,9 +950,10 @@ impl Runner {
         let ok = result["status"] == "succeeded";
         let mark = if ok { "✓" } else { "✗" };
         let mut line = format!(
-            "{mark} {} ({:.2}s)",
+            "{mark} {} ({:.2}s{})",
             step.name,
-            result["duration"].as_f64().unwrap_or(0.0)
+            result["duration"].as_f64().unwrap_or(0.0),
+            crate::progress::spend_suffix(&result)
         );
         if !ok && let Some(err) = error_text(&result) {
             line.push_str(&format!(": {err}"));
@@ -1250,6 +1407,12 @@ impl Runner {
                 Err(err) => return failed_result(2, format!("invalid glob `{pattern}`: {err}")),
             };
             let waited = started.elapsed();
+            self.notify(crate::progress::Progress::WaitPoll {
+                step: step.name.clone(),
+                polls,
+                found: files.len(),
+                wanted: min_count,
+            });
             if files.len() >= min_count {
                 return json!({
                     "status": "succeeded", "exit_code": 0, "files": files,

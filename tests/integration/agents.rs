@@ -345,6 +345,25 @@ fn assert_prompt_on_stdin(lab: &Lab, name: &str) {
 }
 
 #[test]
+fn a_finished_agent_step_line_shows_its_tokens_and_cost() {
+    let lab = Lab::new();
+    lab.answer("claude", &[CLAUDE_OK])
+        .workflow(&ask_and_use("claude", "sonnet-x"));
+    let run = lab.run(&[]);
+    // 2468 input + 112 output + 4000 cache read + 200 cache write, at the table's prices.
+    run.ok()
+        .stderr_has("✓ Ask (")
+        .stderr_has(", 6,780 tokens, $0.0139)");
+    // A command step has no usage: no spend on its line.
+    let used = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("✓ Use ("))
+        .unwrap();
+    assert!(!used.contains("tokens"), "{used}");
+}
+
+#[test]
 fn claude_step_argv_stdin_and_result_fields() {
     let lab = Lab::new();
     lab.answer("claude", &[CLAUDE_OK])

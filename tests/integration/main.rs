@@ -8,6 +8,7 @@ mod agents;
 mod budgets;
 mod durability;
 mod language;
+mod progress;
 mod supervise;
 mod swarm;
 mod validate;

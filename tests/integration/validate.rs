@@ -390,3 +390,23 @@ fn a_good_budget_validates() {
         .stdout_has("swarm.yaml: ok")
         .stdout_has("wf.yaml: ok");
 }
+
+#[test]
+fn converge_blocks_are_checked_with_locations() {
+    let run = refused("bad_converge");
+    assert_eq!(
+        locations(&run.stderr),
+        vec![(7, 35), (8, 15), (9, 17), (13, 18), (15, 7), (19, 15)],
+        "{}",
+        run.stderr
+    );
+    run.stderr_has("`converge.findings` of step `Review`: invalid jq expression")
+        .stderr_has("`converge.rounds` must be a whole number from 1 to 1000, found `0`")
+        .stderr_has(
+            "step `Review` has `converge.on_stall: Escalte`, but there is no step `Escalte`",
+        )
+        .stderr_has("did you mean `Escalate`?")
+        .stderr_has("there is no step `Reviw`")
+        .stderr_has("unknown field `patience` in `converge` of step `Fix`")
+        .stderr_has("`converge` of step `Later` needs `findings`");
+}

@@ -1,0 +1,463 @@
+//! Showing a run as it goes: the runner's progress notifications and their renderers.
+//!
+//! Owns: the [`Progress`] notifications the runner emits (step started/finished with usage and
+//! cost, loop items, `wait_for` polls, plain messages, the event lines as they are appended), and
+//! the renderers the cli chooses between: [`Plain`] lines on stderr, [`Json`] event lines on
+//! stdout, and [`Live`], an indicatif display for a terminal. Does not decide anything about the
+//! run: it only shows what the runner reports.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::Value;
+
+/// One thing the runner reports while it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// A step began (not written for replays or skips). `depth` is the number of enclosing
+    /// `for_each` loops.
+    StepStarted {
+        step: String,
+        exec: u64,
+        kind: String,
+        depth: usize,
+    },
+    /// A step's result was recorded (skips included).
+    StepFinished {
+        step: String,
+        exec: u64,
+        status: String,
+        duration: f64,
+        /// Tokens the step used (agent steps), input + output + cache.
+        tokens: Option<u64>,
+        cost_usd: Option<f64>,
+    },
+    /// A `for_each` resolved its items.
+    LoopStarted { step: String, total: usize },
+    /// A `for_each` started item `index` (0-based) of `total`.
+    LoopItem {
+        step: String,
+        index: usize,
+        total: usize,
+    },
+    /// A `wait_for` looked for its files once more.
+    WaitPoll {
+        step: String,
+        polls: u64,
+        found: usize,
+        wanted: usize,
+    },
+    /// A plain line for a person (`✓ Build (0.52s)`), secrets already masked.
+    Message(String),
+    /// One line of `events.jsonl`, exactly as appended (masked, no newline).
+    Event(String),
+}
+
+impl Progress {
+    /// The typed notification an event stands for, when it has one.
+    pub fn from_event(name: &str, fields: &Value) -> Option<Progress> {
+        let step = || fields["step"].as_str().unwrap_or_default().to_string();
+        let number = |key: &str| fields[key].as_u64().unwrap_or(0);
+        Some(match name {
+            "step_started" => Progress::StepStarted {
+                step: step(),
+                exec: number("exec"),
+                kind: fields["kind"].as_str().unwrap_or_default().to_string(),
+                depth: fields["iteration"].as_array().map_or(0, Vec::len),
+            },
+            "step_finished" => {
+                let result = &fields["result"];
+                let tokens = result["usage"].as_object().map(|usage| {
+                    ["input", "output", "cache_read", "cache_write"]
+                        .iter()
+                        .filter_map(|k| usage.get(*k).and_then(Value::as_u64))
+                        .sum()
+                });
+                Progress::StepFinished {
+                    step: step(),
+                    exec: number("exec"),
+                    status: result["status"].as_str().unwrap_or_default().to_string(),
+                    duration: result["duration"].as_f64().unwrap_or(0.0),
+                    tokens,
+                    cost_usd: result["cost_usd"].as_f64(),
+                }
+            }
+            "loop_started" => Progress::LoopStarted {
+                step: step(),
+                total: number("total") as usize,
+            },
+            "iteration_started" => Progress::LoopItem {
+                step: step(),
+                index: number("index") as usize,
+                total: number("total") as usize,
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// Receives the runner's notifications. Implementations must be cheap: they are called inline.
+pub trait Reporter: Send + Sync {
+    fn report(&self, progress: &Progress);
+    /// The run is over: clear anything live before the final lines are printed.
+    fn finish(&self) {}
+}
+
+/// How `run` and `resume` show a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Nothing but the run id and the outcome (`--quiet`).
+    Quiet,
+    /// One line per step on stderr (stderr is not a terminal).
+    Plain,
+    /// The live display (stderr is a terminal).
+    Live,
+    /// The event lines on stdout (`--json`).
+    Json,
+}
+
+impl Mode {
+    /// `--json` wins over `--quiet`; otherwise a terminal gets the live display.
+    pub fn choose(quiet: bool, json: bool) -> Mode {
+        if json {
+            Mode::Json
+        } else if quiet {
+            Mode::Quiet
+        } else if std::io::stderr().is_terminal() && std::env::var("TERM").as_deref() != Ok("dumb")
+        {
+            Mode::Live
+        } else {
+            Mode::Plain
+        }
+    }
+
+    /// The renderer for this mode (`None`: show nothing).
+    pub fn reporter(self) -> Option<Arc<dyn Reporter>> {
+        match self {
+            Mode::Quiet => None,
+            Mode::Plain => Some(Arc::new(Plain)),
+            Mode::Json => Some(Arc::new(Json)),
+            Mode::Live => Some(Arc::new(Live::new())),
+        }
+    }
+}
+
+/// Plain lines on stderr, one per message.
+pub struct Plain;
+
+impl Reporter for Plain {
+    fn report(&self, progress: &Progress) {
+        if let Progress::Message(text) = progress {
+            eprintln!("{text}");
+        }
+    }
+}
+
+/// The event lines on stdout, as they are appended, so that a script can follow a run.
+pub struct Json;
+
+impl Reporter for Json {
+    fn report(&self, progress: &Progress) {
+        if let Progress::Event(line) = progress {
+            let mut out = std::io::stdout().lock();
+            // A closed pipe must not stop the run; the records are on disk either way.
+            let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+        }
+    }
+}
+
+/// Totals and live bars of the terminal display.
+#[derive(Default)]
+struct LiveState {
+    header: Option<ProgressBar>,
+    /// Bars of the steps running now, by execution number.
+    bars: HashMap<u64, ProgressBar>,
+    /// The running `for_each` bar of each loop step.
+    loops: HashMap<String, u64>,
+    /// The running execution of each step, for `wait_for` polls.
+    running: HashMap<String, u64>,
+    steps_done: u64,
+    tokens: u64,
+    cost_usd: f64,
+    cost_known: bool,
+}
+
+/// The terminal display: a header with the run's elapsed time, steps done, tokens and cost so
+/// far; under it one line per running step (a spinner with its elapsed time, a bar `i/n` for a
+/// `for_each`, the poll count of a `wait_for`). Messages, such as the line each finished step
+/// leaves, are printed above it and stay.
+pub struct Live {
+    multi: MultiProgress,
+    state: Mutex<LiveState>,
+}
+
+const TICK: Duration = Duration::from_millis(120);
+
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix}{spinner:.cyan} {msg} {elapsed:.dim}")
+        .expect("a valid template")
+}
+
+fn loop_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{prefix}{spinner:.cyan} {msg} [{bar:24.cyan/blue}] item {pos}/{len} {elapsed:.dim}",
+    )
+    .expect("a valid template")
+    .progress_chars("=> ")
+}
+
+impl Live {
+    pub fn new() -> Live {
+        Live::with_target(ProgressDrawTarget::stderr())
+    }
+
+    fn with_target(target: ProgressDrawTarget) -> Live {
+        Live {
+            multi: MultiProgress::with_draw_target(target),
+            state: Mutex::new(LiveState::default()),
+        }
+    }
+
+    /// The header line, made on the first notification (so that the lines the cli prints
+    /// before the run starts are not drawn over).
+    fn header(&self, state: &mut LiveState) -> ProgressBar {
+        state
+            .header
+            .get_or_insert_with(|| {
+                let header = self.multi.add(
+                    ProgressBar::new_spinner()
+                        .with_style(
+                            ProgressStyle::with_template("{spinner:.green} run {elapsed} · {msg}")
+                                .expect("a valid template"),
+                        )
+                        .with_message("0 steps done"),
+                );
+                header.enable_steady_tick(TICK);
+                header
+            })
+            .clone()
+    }
+
+    fn totals(state: &LiveState) -> String {
+        let mut text = format!(
+            "{} step{} done",
+            state.steps_done,
+            if state.steps_done == 1 { "" } else { "s" }
+        );
+        if state.tokens > 0 {
+            text.push_str(&format!(" · {} tokens", group_digits(state.tokens)));
+        }
+        if state.cost_known {
+            text.push_str(&format!(" · ${:.4}", state.cost_usd));
+        }
+        text
+    }
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Live::new()
+    }
+}
+
+impl Reporter for Live {
+    fn report(&self, progress: &Progress) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let header = self.header(&mut state);
+        match progress {
+            Progress::Message(text) => {
+                let _ = self.multi.println(text);
+            }
+            Progress::Event(_) => {}
+            Progress::StepStarted {
+                step,
+                exec,
+                kind,
+                depth,
+            } => {
+                let bar = self.multi.add(
+                    ProgressBar::new_spinner()
+                        .with_style(spinner_style())
+                        .with_prefix("  ".repeat(depth + 1))
+                        .with_message(format!("{step} ({kind})")),
+                );
+                bar.enable_steady_tick(TICK);
+                state.bars.insert(*exec, bar);
+                state.running.insert(step.clone(), *exec);
+            }
+            Progress::LoopStarted { step, total } => {
+                if let Some(bar) = state.running.get(step).and_then(|e| state.bars.get(e)) {
+                    bar.set_style(loop_style());
+                    bar.set_length(*total as u64);
+                    bar.set_position(0);
+                    bar.set_message(step.clone());
+                }
+                if let Some(exec) = state.running.get(step).copied() {
+                    state.loops.insert(step.clone(), exec);
+                }
+            }
+            Progress::LoopItem { step, index, total } => {
+                if let Some(bar) = state.loops.get(step).and_then(|e| state.bars.get(e)) {
+                    bar.set_length(*total as u64);
+                    bar.set_position(*index as u64 + 1);
+                }
+            }
+            Progress::WaitPoll {
+                step,
+                polls,
+                found,
+                wanted,
+            } => {
+                if let Some(bar) = state.running.get(step).and_then(|e| state.bars.get(e)) {
+                    bar.set_message(format!(
+                        "{step} (wait_for) poll {polls}, {found}/{wanted} file(s)"
+                    ));
+                }
+            }
+            Progress::StepFinished {
+                step,
+                exec,
+                tokens,
+                cost_usd,
+                ..
+            } => {
+                if let Some(bar) = state.bars.remove(exec) {
+                    bar.finish_and_clear();
+                    self.multi.remove(&bar);
+                }
+                if state.running.get(step) == Some(exec) {
+                    state.running.remove(step);
+                }
+                if state.loops.get(step) == Some(exec) {
+                    state.loops.remove(step);
+                }
+                state.steps_done += 1;
+                state.tokens += tokens.unwrap_or(0);
+                if let Some(cost) = cost_usd {
+                    state.cost_usd += cost;
+                    state.cost_known = true;
+                }
+                header.set_message(Live::totals(&state));
+            }
+        }
+    }
+
+    fn finish(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, bar) in state.bars.drain() {
+            bar.finish_and_clear();
+        }
+        if let Some(header) = state.header.take() {
+            header.finish_and_clear();
+        }
+        let _ = self.multi.clear();
+    }
+}
+
+/// `12345678` -> `12,345,678`.
+pub fn group_digits(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The part of a finished step's line about what it spent: ` · 1,234 tokens · $0.0123`.
+pub fn spend_suffix(result: &Value) -> String {
+    let mut text = String::new();
+    if let Some(usage) = result["usage"].as_object() {
+        let tokens: u64 = ["input", "output", "cache_read", "cache_write"]
+            .iter()
+            .filter_map(|k| usage.get(*k).and_then(Value::as_u64))
+            .sum();
+        text.push_str(&format!(", {} tokens", group_digits(tokens)));
+    }
+    if let Some(cost) = result["cost_usd"].as_f64() {
+        text.push_str(&format!(", ${cost:.4}"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn events_map_to_notifications() {
+        let started = Progress::from_event(
+            "step_started",
+            &json!({"step": "Fix", "exec": 4, "kind": "command", "iteration": [1, 0]}),
+        );
+        assert_eq!(
+            started,
+            Some(Progress::StepStarted {
+                step: "Fix".into(),
+                exec: 4,
+                kind: "command".into(),
+                depth: 2
+            })
+        );
+        let finished = Progress::from_event(
+            "step_finished",
+            &json!({"step": "Ask", "exec": 5, "result": {"status": "succeeded", "duration": 1.5,
+                "usage": {"input": 100, "output": 20, "cache_read": 5, "cache_write": 0, "reasoning": 10},
+                "cost_usd": 0.25}}),
+        );
+        assert_eq!(
+            finished,
+            Some(Progress::StepFinished {
+                step: "Ask".into(),
+                exec: 5,
+                status: "succeeded".into(),
+                duration: 1.5,
+                tokens: Some(125),
+                cost_usd: Some(0.25)
+            })
+        );
+        assert_eq!(Progress::from_event("goto", &json!({})), None);
+    }
+
+    #[test]
+    fn spend_and_digits() {
+        assert_eq!(group_digits(0), "0");
+        assert_eq!(group_digits(999), "999");
+        assert_eq!(group_digits(1234567), "1,234,567");
+        assert_eq!(
+            spend_suffix(&json!({"usage": {"input": 1000, "output": 234}, "cost_usd": 0.01})),
+            ", 1,234 tokens, $0.0100"
+        );
+        assert_eq!(spend_suffix(&json!({"status": "succeeded"})), "");
+    }
+
+    #[test]
+    fn live_totals_follow_finished_steps() {
+        let live = Live::with_target(ProgressDrawTarget::hidden());
+        live.report(&Progress::StepStarted {
+            step: "A".into(),
+            exec: 1,
+            kind: "agent".into(),
+            depth: 0,
+        });
+        assert_eq!(live.state.lock().unwrap().bars.len(), 1);
+        live.report(&Progress::StepFinished {
+            step: "A".into(),
+            exec: 1,
+            status: "succeeded".into(),
+            duration: 0.1,
+            tokens: Some(1500),
+            cost_usd: Some(0.5),
+        });
+        let state = live.state.lock().unwrap();
+        assert!(state.bars.is_empty());
+        assert_eq!(Live::totals(&state), "1 step done · 1,500 tokens · $0.5000");
+    }
+}
