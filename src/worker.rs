@@ -40,6 +40,8 @@ pub struct AgentOptions {
     /// given back to the inbox.
     pub grace: Duration,
     pub quiet: bool,
+    /// Where to write the Prometheus textfile (`--metrics-dir`, `ORCHESTRATE_METRICS_DIR`).
+    pub metrics_dir: Option<PathBuf>,
 }
 
 /// What the role process did, for its exit code and summary.
@@ -76,6 +78,7 @@ struct Shared {
     active: std::sync::atomic::AtomicUsize,
     /// Woken each time a slot frees.
     slot_freed: tokio::sync::Notify,
+    metrics: Option<Arc<crate::metrics::Recorder>>,
 }
 
 /// One `concurrency` slot, held from the claim until the task's workflow ends.
@@ -122,6 +125,14 @@ pub async fn run_agent(
     let label = format!("{}#{}", role.name, options.replica);
     let owner = Owner::current();
     let profiles = crate::runtime::profile::Profiles::load(workspace).map_err(|e| e.render())?;
+    let metrics = match &options.metrics_dir {
+        Some(dir) => Some(crate::metrics::Recorder::start(
+            dir,
+            &layout,
+            options.replica,
+        )?),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         profiles: Arc::new(profiles),
         workspace: workspace.to_path_buf(),
@@ -134,6 +145,7 @@ pub async fn run_agent(
         quiet: options.quiet,
         active: std::sync::atomic::AtomicUsize::new(0),
         slot_freed: tokio::sync::Notify::new(),
+        metrics,
     });
     let log = |text: &str| {
         if !options.quiet {
@@ -183,6 +195,9 @@ pub async fn run_agent(
                     let token = CancellationToken::new();
                     tokens.insert(claim.id.clone(), token.clone());
                     let slot = Slot::take(&shared);
+                    if let Some(metrics) = &shared.metrics {
+                        metrics.claimed();
+                    }
                     running.spawn(run_task(Arc::clone(&shared), *claim, token, slot));
                 }
                 Ok(ClaimResult::Busy) => pending.later(name, complete, BUSY_RETRY),
@@ -190,6 +205,9 @@ pub async fn run_agent(
                 Ok(ClaimResult::Gone) => {}
                 Ok(ClaimResult::Quarantined { id, reason, dir }) => {
                     report.quarantined += 1;
+                    if let Some(metrics) = &shared.metrics {
+                        metrics.quarantined();
+                    }
                     log(&format!(
                         "quarantined `{id}` to {}: {reason}",
                         queue::relative(workspace, &dir)
@@ -270,6 +288,7 @@ pub async fn run_agent(
             }
         }
     }
+    crate::otlp::flush();
     Ok(report)
 }
 
@@ -544,6 +563,9 @@ async fn run_task(
             let _ = shared
                 .queue
                 .release(claim, "stopped by the worker's shutdown");
+            if let Some(metrics) = &shared.metrics {
+                metrics.finished("released", None);
+            }
             Finished {
                 id,
                 outcome: "released",
@@ -615,7 +637,24 @@ async fn finish(shared: Arc<Shared>, claim: Claim, success: bool, status: Value)
 
 fn finish_blocking(shared: &Shared, claim: Claim, success: bool, status: Value) -> Finished {
     let id = claim.id.clone();
-    match shared.queue.complete(&claim, success, &status) {
+    let outcome = shared.queue.complete(&claim, success, &status);
+    let verdict = if success { "processed" } else { "failed" };
+    let events = outcome.as_ref().ok().map(|dest| dest.join("events.jsonl"));
+    if let Some(metrics) = &shared.metrics {
+        metrics.finished(verdict, events.as_deref().filter(|p| p.exists()));
+    }
+    if let Some(events) = events.filter(|p| p.exists()) {
+        crate::otlp::submit_task(
+            events,
+            crate::otlp::TaskInfo {
+                id: claim.id.clone(),
+                role: shared.role.name.clone(),
+                attempt: u64::from(claim.attempt),
+                correlation_id: status["correlation_id"].as_str().unwrap_or_default().into(),
+            },
+        );
+    }
+    match outcome {
         Ok(dest) => {
             if !shared.quiet {
                 let verdict = if success { "processed" } else { "failed" };

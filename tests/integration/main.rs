@@ -9,4 +9,5 @@ mod durability;
 mod language;
 mod supervise;
 mod swarm;
+mod telemetry;
 mod validate;
