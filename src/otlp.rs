@@ -1017,3 +1017,251 @@ fn complete_status(response: &[u8]) -> Option<u16> {
     }
     parts.next()?.parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Result<Option<Exporter>, String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Exporter::from_vars(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn settings_follow_the_otlp_exporter_variables() {
+        assert!(vars(&[]).unwrap().is_none());
+        let e = vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.url, "http://collector:4318/v1/traces");
+        assert_eq!(
+            (e.host.as_str(), e.port, e.path.as_str()),
+            ("collector", 4318, "/v1/traces")
+        );
+        assert_eq!(
+            e.protocol,
+            Protocol::Protobuf,
+            "http/protobuf is the default"
+        );
+        assert_eq!(e.service_name, "orchestrate");
+        assert_eq!(e.timeout, DEFAULT_TIMEOUT);
+        let e = vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://ignored:1"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://[::1]:9000/custom",
+            ),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "a=1,Authorization=Bearer%20xyz",
+            ),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "A=2"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "250"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "service.name=svc,deployment.environment=ci",
+            ),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (e.host.as_str(), e.port, e.path.as_str()),
+            ("::1", 9000, "/custom")
+        );
+        assert_eq!(e.protocol, Protocol::Json);
+        assert_eq!(
+            e.headers,
+            vec![
+                ("Authorization".to_string(), "Bearer xyz".to_string()),
+                ("A".to_string(), "2".to_string())
+            ]
+        );
+        assert_eq!(e.timeout, Duration::from_millis(250));
+        assert_eq!(e.service_name, "svc");
+        assert_eq!(
+            e.resource,
+            vec![("deployment.environment".into(), "ci".into())]
+        );
+        let err = vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.contains("OTEL_EXPORTER_OTLP_PROTOCOL=grpc") && err.contains("http/protobuf"),
+            "{err}"
+        );
+        let err = vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318")]).unwrap_err();
+        assert!(err.contains("https") && err.contains("collector"), "{err}");
+        let err = vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x=a%0d%0aInjected: 1"),
+        ])
+        .unwrap_err();
+        assert!(err.contains("line break"), "{err}");
+        assert!(
+            vars(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                ("OTEL_SDK_DISABLED", "true")
+            ])
+            .unwrap()
+            .is_none()
+        );
+    }
+
+    /// A protobuf field: number and value (varint, fixed64 or bytes).
+    #[derive(Debug)]
+    enum Wire {
+        Varint(u64),
+        Fixed64(u64),
+        Bytes(Vec<u8>),
+    }
+
+    fn decode(mut data: &[u8]) -> Vec<(u32, Wire)> {
+        fn varint(data: &mut &[u8]) -> u64 {
+            let mut value = 0u64;
+            let mut shift = 0;
+            loop {
+                let byte = data[0];
+                *data = &data[1..];
+                value |= u64::from(byte & 0x7f) << shift;
+                if byte < 0x80 {
+                    return value;
+                }
+                shift += 7;
+            }
+        }
+        let mut out = Vec::new();
+        while !data.is_empty() {
+            let key = varint(&mut data);
+            let field = (key >> 3) as u32;
+            let value = match key & 7 {
+                0 => Wire::Varint(varint(&mut data)),
+                1 => {
+                    let v = u64::from_le_bytes(data[..8].try_into().unwrap());
+                    data = &data[8..];
+                    Wire::Fixed64(v)
+                }
+                2 => {
+                    let len = varint(&mut data) as usize;
+                    let v = data[..len].to_vec();
+                    data = &data[len..];
+                    Wire::Bytes(v)
+                }
+                other => panic!("unexpected wire type {other}"),
+            };
+            out.push((field, value));
+        }
+        out
+    }
+
+    fn field<'a>(fields: &'a [(u32, Wire)], number: u32) -> Vec<&'a Wire> {
+        fields
+            .iter()
+            .filter(|(n, _)| *n == number)
+            .map(|(_, w)| w)
+            .collect()
+    }
+
+    fn bytes(wire: &Wire) -> &[u8] {
+        match wire {
+            Wire::Bytes(b) => b,
+            other => panic!("not bytes: {other:?}"),
+        }
+    }
+
+    fn log() -> Vec<Value> {
+        [
+            json!({"event": "run_started", "ts": "2026-01-01T00:00:00Z", "run_id": "R1", "name": "wf", "workflow": "wf.yaml"}),
+            json!({"event": "step_started", "ts": "2026-01-01T00:00:01Z", "step": "Ask", "exec": 1, "kind": "agent", "iteration": []}),
+            json!({"event": "process_started", "ts": "2026-01-01T00:00:01.5Z", "step": "Ask", "exec": 1, "attempt": 1}),
+            json!({"event": "step_finished", "ts": "2026-01-01T00:00:03Z", "step": "Ask", "exec": 1, "result": {
+                "status": "failed", "started_at": "2026-01-01T00:00:01Z", "finished_at": "2026-01-01T00:00:02.5Z",
+                "duration": 1.5, "exit_code": 1, "runtime": "claude", "model": "opus", "requested_model": "sonnet",
+                "usage": {"input": 7, "output": 3, "cache_read": 10, "cache_write": 2},
+                "cost_usd": 0.5, "error": {"kind": "rate_limit", "message": "slow down"}}}),
+            json!({"event": "run_finished", "ts": "2026-01-01T00:00:04Z", "status": "failed", "exit_code": 1, "error": "step `Ask` failed"}),
+        ]
+        .to_vec()
+    }
+
+    #[test]
+    fn spans_come_from_the_log_with_its_times_and_genai_attributes() {
+        let spans = spans_from_events(&log(), None);
+        assert_eq!(spans.len(), 2);
+        let (root, ask) = (&spans[0], &spans[1]);
+        assert_eq!(root.name, "run wf");
+        assert_eq!(root.start_ns, 1_767_225_600_000_000_000);
+        assert_eq!(root.end_ns, root.start_ns + 4_000_000_000);
+        assert_eq!(root.error.as_deref(), Some("step `Ask` failed"));
+        assert_eq!(ask.parent, Some(root.span_id));
+        assert_eq!(ask.trace_id, trace_id("R1"));
+        assert_eq!(ask.start_ns, root.start_ns + 1_000_000_000);
+        assert_eq!(ask.end_ns, root.start_ns + 2_500_000_000);
+        assert_eq!(ask.error.as_deref(), Some("slow down"));
+        assert_eq!(ask.events.len(), 1);
+        let get = |k: &str| {
+            ask.attributes
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            get("gen_ai.provider.name"),
+            Some(Attr::Str("anthropic".into()))
+        );
+        assert_eq!(
+            get("gen_ai.request.model"),
+            Some(Attr::Str("sonnet".into()))
+        );
+        assert_eq!(get("gen_ai.response.model"), Some(Attr::Str("opus".into())));
+        assert_eq!(get("gen_ai.usage.input_tokens"), Some(Attr::Int(19)));
+        assert_eq!(get("gen_ai.usage.output_tokens"), Some(Attr::Int(3)));
+        assert_eq!(get("error.type"), Some(Attr::Str("rate_limit".into())));
+        assert_eq!(get("orchestrate.cost_usd"), Some(Attr::Float(0.5)));
+        // The same log gives the same ids: a trace sent again stays one trace.
+        assert_eq!(spans_from_events(&log(), None)[1].span_id, ask.span_id);
+    }
+
+    #[test]
+    fn protobuf_encoding_follows_the_trace_service_schema() {
+        let spans = spans_from_events(&log(), None);
+        let exporter = vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")])
+            .unwrap()
+            .unwrap();
+        let body = exporter.encode(&spans);
+        let request = decode(&body);
+        let resource_spans = decode(bytes(field(&request, 1)[0]));
+        let resource = decode(bytes(field(&resource_spans, 1)[0]));
+        let first_attr = decode(bytes(field(&resource, 1)[0]));
+        assert_eq!(bytes(field(&first_attr, 1)[0]), b"service.name");
+        let value = decode(bytes(field(&first_attr, 2)[0]));
+        assert_eq!(bytes(field(&value, 1)[0]), b"orchestrate");
+        let scope_spans = decode(bytes(field(&resource_spans, 2)[0]));
+        let encoded = field(&scope_spans, 2);
+        assert_eq!(encoded.len(), 2);
+        let ask = decode(bytes(encoded[1]));
+        assert_eq!(bytes(field(&ask, 1)[0]), &spans[1].trace_id);
+        assert_eq!(bytes(field(&ask, 2)[0]), &spans[1].span_id);
+        assert_eq!(bytes(field(&ask, 4)[0]), &spans[0].span_id);
+        assert_eq!(bytes(field(&ask, 5)[0]), b"Ask");
+        assert!(matches!(field(&ask, 6)[0], Wire::Varint(1)));
+        assert!(matches!(field(&ask, 7)[0], Wire::Fixed64(t) if *t == spans[1].start_ns));
+        assert!(matches!(field(&ask, 8)[0], Wire::Fixed64(t) if *t == spans[1].end_ns));
+        let input = field(&ask, 9)
+            .into_iter()
+            .map(|w| decode(bytes(w)))
+            .find(|kv| bytes(field(kv, 1)[0]) == b"gen_ai.usage.input_tokens")
+            .expect("input tokens attribute");
+        let any = decode(bytes(field(&input, 2)[0]));
+        assert!(matches!(field(&any, 3)[0], Wire::Varint(19)));
+        let status = decode(bytes(field(&ask, 15)[0]));
+        assert_eq!(bytes(field(&status, 2)[0]), b"slow down");
+        assert!(matches!(field(&status, 3)[0], Wire::Varint(2)));
+        assert_eq!(field(&ask, 11).len(), 1, "the process_started event");
+    }
+}
