@@ -1159,7 +1159,7 @@ mod tests {
         out
     }
 
-    fn field<'a>(fields: &'a [(u32, Wire)], number: u32) -> Vec<&'a Wire> {
+    fn field(fields: &[(u32, Wire)], number: u32) -> Vec<&Wire> {
         fields
             .iter()
             .filter(|(n, _)| *n == number)
