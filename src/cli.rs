@@ -180,6 +180,10 @@ enum Command {
         grace: f64,
         #[arg(long, short)]
         quiet: bool,
+        /// Write Prometheus metrics to DIR/orchestrate_<role>_<replica>.prom (default:
+        /// $ORCHESTRATE_METRICS_DIR).
+        #[arg(long, value_name = "DIR")]
+        metrics_dir: Option<PathBuf>,
     },
     /// Add a task to a role's inbox, durably and atomically.
     Enqueue {
@@ -239,6 +243,10 @@ enum SwarmAction {
         /// Seconds role processes get to finish tasks in flight when stopping.
         #[arg(long, default_value_t = 30.0)]
         grace: f64,
+        /// Every role process writes Prometheus metrics to
+        /// DIR/orchestrate_<role>_<replica>.prom (sets ORCHESTRATE_METRICS_DIR for them).
+        #[arg(long, value_name = "DIR")]
+        metrics_dir: Option<PathBuf>,
     },
     /// Stop the running supervisor (graceful; a second `down` or --force kills at once).
     Down {
@@ -310,6 +318,17 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Ok(ws) => ws,
         Err(message) => return fail(exit::INVALID, &message),
     };
+    if let Command::Swarm {
+        action: SwarmAction::Up {
+            metrics_dir: Some(dir),
+            ..
+        },
+    } = &cli.command
+    {
+        // The role processes (and a detached supervisor) inherit it.
+        // SAFETY: no other thread exists yet: the async runtime is started below.
+        unsafe { std::env::set_var("ORCHESTRATE_METRICS_DIR", workspace.join(dir)) };
+    }
     // A role process runs several tasks at once: give their blocking file work two threads.
     let builder = match cli.command {
         Command::Agent { .. } => {
@@ -358,12 +377,14 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             once,
             grace,
             quiet,
+            metrics_dir,
         } => {
             let options = crate::worker::AgentOptions {
                 replica,
                 once,
                 grace: Duration::from_secs_f64(grace.max(0.0)),
                 quiet,
+                metrics_dir: crate::metrics::dir_from(metrics_dir, &workspace),
             };
             crate::commands::agent(&workspace, &role, options).await
         }
@@ -390,7 +411,7 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
         Command::Retry { task } => crate::commands::retry(&workspace, &task),
         Command::Trace { id, json } => crate::commands::trace(&workspace, &id, json),
         Command::Swarm { action } => match action {
-            SwarmAction::Up { detach, grace } => {
+            SwarmAction::Up { detach, grace, .. } => {
                 crate::commands::swarm_up(
                     &workspace,
                     detach,
@@ -441,11 +462,14 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             match Runner::resume(&run_id, config) {
                 Ok(runner) => {
                     eprintln!("run_id: {}", runner.run_id());
+                    let root = runner.run_root().to_path_buf();
                     let outcome = runner.run().await;
                     if let Some(reporter) = &reporter {
                         reporter.finish();
                     }
-                    report(outcome)
+                    let code = report(outcome);
+                    crate::otlp::export_run(&root);
+                    code
                 }
                 Err(err) => {
                     eprintln!("error: {err}");
@@ -938,6 +962,7 @@ async fn run(
         reporter.finish();
     }
     let code = report(outcome);
+    crate::otlp::export_run(&root);
     if code == exit::SUCCESS
         && let (Some(dir), Some(dest)) = (&processed_dir, archive)
     {

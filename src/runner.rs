@@ -1800,6 +1800,7 @@ impl Runner {
         result["runtime"] = json!(runtime.name());
         result["profile"] = json!(run.name);
         result["model"] = json!(model);
+        result["requested_model"] = json!(run.model);
         result["phase"] = json!(run.phase);
         result["result"] = json!(text);
         result["session_id"] = json!(outcome.session_id);

@@ -42,6 +42,8 @@ pub struct AgentOptions {
     /// given back to the inbox.
     pub grace: Duration,
     pub quiet: bool,
+    /// Where to write the Prometheus textfile (`--metrics-dir`, `ORCHESTRATE_METRICS_DIR`).
+    pub metrics_dir: Option<PathBuf>,
 }
 
 /// What the role process did, for its exit code and summary.
@@ -80,6 +82,7 @@ struct Shared {
     active: std::sync::atomic::AtomicUsize,
     /// Woken each time a slot frees.
     slot_freed: tokio::sync::Notify,
+    metrics: Option<Arc<crate::metrics::Recorder>>,
 }
 
 /// One `concurrency` slot, held from the claim until the task's workflow ends.
@@ -129,6 +132,14 @@ pub async fn run_agent(
     let swarm = crate::load::load_swarm(workspace).map_err(|e| e.render())?;
     let swarm_budget = (swarm.max_cost_usd_per_day.is_some() || swarm.max_tokens_per_day.is_some())
         .then_some(swarm);
+    let metrics = match &options.metrics_dir {
+        Some(dir) => Some(crate::metrics::Recorder::start(
+            dir,
+            &layout,
+            options.replica,
+        )?),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         swarm_budget,
         profiles: Arc::new(profiles),
@@ -142,6 +153,7 @@ pub async fn run_agent(
         quiet: options.quiet,
         active: std::sync::atomic::AtomicUsize::new(0),
         slot_freed: tokio::sync::Notify::new(),
+        metrics,
     });
     let log = |text: &str| {
         if !options.quiet {
@@ -212,6 +224,9 @@ pub async fn run_agent(
                     let token = CancellationToken::new();
                     tokens.insert(claim.id.clone(), token.clone());
                     let slot = Slot::take(&shared);
+                    if let Some(metrics) = &shared.metrics {
+                        metrics.claimed();
+                    }
                     running.spawn(run_task(Arc::clone(&shared), *claim, token, slot));
                 }
                 Ok(ClaimResult::Busy) => pending.later(name, complete, BUSY_RETRY),
@@ -219,6 +234,9 @@ pub async fn run_agent(
                 Ok(ClaimResult::Gone) => {}
                 Ok(ClaimResult::Quarantined { id, reason, dir }) => {
                     report.quarantined += 1;
+                    if let Some(metrics) = &shared.metrics {
+                        metrics.quarantined();
+                    }
                     log(&format!(
                         "quarantined `{id}` to {}: {reason}",
                         queue::relative(workspace, &dir)
@@ -302,6 +320,7 @@ pub async fn run_agent(
             }
         }
     }
+    crate::otlp::flush();
     Ok(report)
 }
 
@@ -580,6 +599,9 @@ async fn run_task(
             let _ = shared
                 .queue
                 .release(claim, "stopped by the worker's shutdown");
+            if let Some(metrics) = &shared.metrics {
+                metrics.finished("released", None);
+            }
             Finished {
                 id,
                 outcome: "released",
@@ -677,7 +699,24 @@ async fn finish(shared: Arc<Shared>, claim: Claim, success: bool, status: Value)
 
 fn finish_blocking(shared: &Shared, claim: Claim, success: bool, status: Value) -> Finished {
     let id = claim.id.clone();
-    match shared.queue.complete(&claim, success, &status) {
+    let outcome = shared.queue.complete(&claim, success, &status);
+    let verdict = if success { "processed" } else { "failed" };
+    let events = outcome.as_ref().ok().map(|dest| dest.join("events.jsonl"));
+    if let Some(metrics) = &shared.metrics {
+        metrics.finished(verdict, events.as_deref().filter(|p| p.exists()));
+    }
+    if let Some(events) = events.filter(|p| p.exists()) {
+        crate::otlp::submit_task(
+            events,
+            crate::otlp::TaskInfo {
+                id: claim.id.clone(),
+                role: shared.role.name.clone(),
+                attempt: u64::from(claim.attempt),
+                correlation_id: status["correlation_id"].as_str().unwrap_or_default().into(),
+            },
+        );
+    }
+    match outcome {
         Ok(dest) => {
             if !shared.quiet {
                 let verdict = if success { "processed" } else { "failed" };

@@ -11,4 +11,5 @@ mod language;
 mod progress;
 mod supervise;
 mod swarm;
+mod telemetry;
 mod validate;
