@@ -6,9 +6,11 @@
 //! (snapshots). `cli` is the command line over all of it.
 
 pub mod approval;
+pub mod breaker;
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod control;
 pub mod diag;
 pub mod events;
 pub mod exec;

@@ -90,7 +90,12 @@ pub struct RunConfig {
     pub profiles: std::sync::Arc<crate::runtime::profile::Profiles>,
     /// `--allow-full`: agent steps may use `phase: full`.
     pub allow_full: bool,
+    /// Sees every event as it is recorded (a role process feeds its breakers from it).
+    pub observer: Option<Observer>,
 }
+
+/// A callback on each recorded event: its name and fields.
+pub type Observer = std::sync::Arc<dyn Fn(&str, &Value) + Send + Sync>;
 
 impl RunConfig {
     pub fn new(
@@ -114,6 +119,7 @@ impl RunConfig {
             runtime_override: None,
             profiles: std::sync::Arc::new(crate::runtime::profile::Profiles::default()),
             allow_full: false,
+            observer: None,
         }
     }
 }
@@ -376,6 +382,8 @@ impl Runner {
     pub async fn run(mut self) -> Result<RunReport, RunError> {
         let resumed = self.state.resumes > 0;
         if resumed {
+            // A cancel request belongs to the session it stopped.
+            crate::control::clear_run_cancel(&self.dir.root);
             self.event(
                 "run_resumed",
                 json!({"resumes": self.state.resumes, "journal": self.journal.entries.len()}),
@@ -404,11 +412,21 @@ impl Runner {
         let flow = self.run_list(&workflow.steps, &[]).await;
         let (status, exit_code, error) = match flow {
             Err(err) => return Err(err),
-            Ok(_) if self.config.cancel.is_cancelled() => (
-                RunStatus::Interrupted,
-                exit::INTERRUPTED,
-                Some("interrupted".to_string()),
-            ),
+            Ok(_) if self.config.cancel.is_cancelled() => {
+                // Stopped by `orchestrate cancel` rather than a signal or shutdown: say who.
+                let error = match crate::control::run_cancel(&self.dir.root) {
+                    Some(request) => {
+                        self.event(
+                            "run_cancelled",
+                            json!({"by": request.by, "at": request.at, "requested_by_pid": request.pid, "step": self.last_step}),
+                            true,
+                        )?;
+                        request.describe()
+                    }
+                    None => "interrupted".to_string(),
+                };
+                (RunStatus::Interrupted, exit::INTERRUPTED, Some(error))
+            }
             Ok(Flow::Failed) => {
                 let failure = self.failure.clone().unwrap_or(Failure {
                     exit_code: 1,
@@ -460,6 +478,9 @@ impl Runner {
     }
 
     fn event(&mut self, name: &str, fields: Value, durable: bool) -> Result<(), RunError> {
+        if let Some(observer) = &self.config.observer {
+            observer(name, &fields);
+        }
         let durable = durable && self.config.resumable;
         self.events
             .append(name, fields, durable)
@@ -1351,7 +1372,7 @@ impl Runner {
                     .unwrap_or(Duration::from_secs(300))
                     .min(Duration::from_secs(6 * 3600));
                 pauses += 1;
-                let _ = self.event("paused", json!({"step": step.name, "exec": exec, "reason": "usage_limit", "until": (chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default()).to_rfc3339(), "resets_at": result["error"]["resets_at"]}), true);
+                let _ = self.event("paused", json!({"step": step.name, "exec": exec, "runtime": result["profile"].as_str().or(result["runtime"].as_str()), "reason": "usage_limit", "until": (chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default()).to_rfc3339(), "resets_at": result["error"]["resets_at"]}), true);
                 self.progress(&format!(
                     "⏸ {} hit a usage limit; paused {:.0}s until it resets",
                     step.name,
@@ -2023,7 +2044,7 @@ fn error_hint(kind: &str, runtime: &str) -> Option<String> {
 /// Reads a usage limit's reset time: RFC 3339, epoch seconds, a delay (`2s`, `23.5s`, `5m`,
 /// `1h`, `in 30s`), or a clock time like `5:03 PM` or `3pm` (today, or tomorrow if already past;
 /// local time).
-fn parse_reset_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+pub(crate) fn parse_reset_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     use chrono::{Local, NaiveTime, TimeZone};
     let text = text.trim();
     let delay = text.trim_start_matches("in ").trim();

@@ -122,6 +122,11 @@ pub async fn run_agent(
     let label = format!("{}#{}", role.name, options.replica);
     let owner = Owner::current();
     let profiles = crate::runtime::profile::Profiles::load(workspace).map_err(|e| e.render())?;
+    let gate = crate::breaker::Gate::new(
+        workspace,
+        crate::breaker::role_runtimes(&role, &workflow, &profiles),
+        &label,
+    );
     let shared = Arc::new(Shared {
         profiles: Arc::new(profiles),
         workspace: workspace.to_path_buf(),
@@ -146,6 +151,23 @@ pub async fn run_agent(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let _watcher = watch(&layout.inbox, tx)
         .map_err(|e| format!("failed to watch {}: {e}", layout.inbox.display()))?;
+    // Pause, cancel requests and breaker changes: hints from the control watcher, with the
+    // files as the truth (also read on every idle wake, in case the watch failed).
+    let (control_tx, mut control_rx) = mpsc::unbounded_channel();
+    let _control_watcher = crate::control::watch(workspace, &role.name, control_tx)
+        .map_err(|e| {
+            log(&format!(
+                "error: cannot watch the control files ({e}); reading them every {IDLE_RESCAN:?}"
+            ))
+        })
+        .ok();
+    let mut steer = Steering {
+        paused: None,
+        gate,
+        gate_wait: None,
+        gate_reason: None,
+        trials: HashMap::new(),
+    };
     let mut pending = Pending::default();
     pending.list(&layout);
     report_ready();
@@ -164,22 +186,41 @@ pub async fn run_agent(
     let mut last_recover = Instant::now();
     let mut last_list = Instant::now();
     let max_bytes = queue::DEFAULT_MAX_TASK_BYTES;
+    steer.refresh(&shared, &tokens, &log);
     loop {
         let slots = role.concurrency as usize;
         while stopping.is_none()
             && shared.active.load(std::sync::atomic::Ordering::SeqCst) < slots
             && running.len() < slots * (1 + COMPLETIONS_PER_SLOT)
+            && !pending.queue.is_empty()
         {
-            let Some((name, complete)) = pending.pop() else {
+            let Some(trials) = steer.admit(&log) else {
                 break;
             };
+            let Some((name, complete)) = pending.pop() else {
+                steer.gate.release(&trials);
+                break;
+            };
+            let claimed = trials;
             let settle = if complete {
                 Duration::ZERO
             } else {
                 role.settle
             };
-            match shared.queue.claim(&name, &owner, settle, max_bytes) {
+            let result = shared.queue.claim(&name, &owner, settle, max_bytes);
+            if !claimed.is_empty() && !matches!(result, Ok(ClaimResult::Claimed(_))) {
+                steer.gate.release(&claimed);
+            }
+            match result {
                 Ok(ClaimResult::Claimed(claim)) => {
+                    if !claimed.is_empty() {
+                        log(&format!(
+                            "`{}` is the half-open trial for {}",
+                            claim.id,
+                            claimed.join(", ")
+                        ));
+                        steer.trials.insert(claim.id.clone(), claimed);
+                    }
                     let token = CancellationToken::new();
                     tokens.insert(claim.id.clone(), token.clone());
                     let slot = Slot::take(&shared);
@@ -204,13 +245,19 @@ pub async fn run_agent(
         if stopping.is_some() && running.is_empty() {
             break;
         }
-        if options.once && running.is_empty() && pending.is_empty() {
+        if options.once && running.is_empty() && (pending.is_empty() || steer.holding()) {
+            if !pending.is_empty() {
+                log("leaving the queued tasks: the role is paused or a breaker is open");
+            }
             break;
         }
-        let next_wake = pending
+        let mut next_wake = pending
             .next_due()
             .unwrap_or_else(|| Instant::now() + IDLE_RESCAN)
             .min(last_recover + RECOVER_EVERY);
+        if let Some(at) = steer.gate_wait {
+            next_wake = next_wake.min(at);
+        }
         let grace_deadline = stopping.map(|at| at + options.grace);
         tokio::select! {
             hint = rx.recv() => match hint {
@@ -231,9 +278,18 @@ pub async fn run_agent(
                 }
                 None => return Err("the inbox watcher stopped".into()),
             },
+            Some(()) = control_rx.recv() => {
+                while control_rx.try_recv().is_ok() {}
+                steer.gate_wait = None;
+                steer.refresh(&shared, &tokens, &log);
+            }
             Some(done) = running.join_next() => {
                 match done {
                     Ok(Finished { id, outcome }) => {
+                        crate::control::clear_task_cancel(&shared.workspace, &shared.role.name, &id);
+                        if let Some(trials) = steer.trials.remove(&id) {
+                            steer.gate.release(&trials);
+                        }
                         match outcome {
                             "processed" => report.processed += 1,
                             "released" => report.released += 1,
@@ -246,6 +302,7 @@ pub async fn run_agent(
             }
             _ = tokio::time::sleep_until(next_wake.into()) => {
                 pending.promote_due();
+                steer.refresh(&shared, &tokens, &log);
                 if last_recover.elapsed() >= RECOVER_EVERY {
                     last_recover = Instant::now();
                     recover(&shared, &log);
@@ -271,6 +328,93 @@ pub async fn run_agent(
         }
     }
     Ok(report)
+}
+
+/// What holds claims back: a pause (`orchestrate pause`), or an open breaker of a runtime the
+/// role's workflow uses; and the user's cancel requests for tasks in flight.
+struct Steering {
+    paused: Option<crate::control::Pause>,
+    gate: crate::breaker::Gate,
+    /// A breaker said no: ask again at this time (or on a control hint).
+    gate_wait: Option<Instant>,
+    gate_reason: Option<String>,
+    /// Half-open trials this process holds, by task.
+    trials: HashMap<String, Vec<String>>,
+}
+
+impl Steering {
+    fn holding(&self) -> bool {
+        self.paused.is_some() || self.gate_wait.is_some()
+    }
+
+    /// Whether one more task may be claimed now; `Some(trials taken)` when it may.
+    fn admit(&mut self, log: &dyn Fn(&str)) -> Option<Vec<String>> {
+        if self.paused.is_some() || self.gate_wait.is_some_and(|at| Instant::now() < at) {
+            return None;
+        }
+        match self.gate.admit() {
+            Ok(trials) => {
+                if self.gate_reason.take().is_some() {
+                    log("claiming again: breakers let tasks through");
+                }
+                self.gate_wait = None;
+                Some(trials)
+            }
+            Err((reason, until)) => {
+                let wait = until
+                    .and_then(|u| (u - chrono::Utc::now()).to_std().ok())
+                    .unwrap_or(IDLE_RESCAN)
+                    .min(IDLE_RESCAN);
+                self.gate_wait = Some(Instant::now() + wait);
+                if self.gate_reason.as_deref() != Some(reason.as_str()) {
+                    log(&format!("not claiming: {reason}"));
+                    self.gate_reason = Some(reason);
+                }
+                None
+            }
+        }
+    }
+
+    /// Reads the pause file and the cancel requests again; cancels the tasks asked for.
+    fn refresh(
+        &mut self,
+        shared: &Shared,
+        tokens: &HashMap<String, CancellationToken>,
+        log: &dyn Fn(&str),
+    ) {
+        let paused = crate::control::paused(&shared.workspace, &shared.role.name);
+        match (&self.paused, &paused) {
+            (None, Some(p)) => log(&format!(
+                "paused by {} at {}: no new claims ({} task(s) in flight finish)",
+                p.by,
+                p.since,
+                tokens.len()
+            )),
+            (Some(_), None) => log("resumed: claiming again"),
+            _ => {}
+        }
+        self.paused = paused;
+        for (id, request) in
+            crate::control::task_cancel_requests(&shared.workspace, &shared.role.name)
+        {
+            match tokens.get(&id) {
+                Some(token) if !token.is_cancelled() => {
+                    let dir = shared.layout.running.join(&id);
+                    if let Err(err) = crate::control::write_run_cancel(&dir, &request) {
+                        log(&format!("error: cancelling `{id}`: {err}"));
+                        continue;
+                    }
+                    log(&format!("`{id}`: {}; stopping it", request.describe()));
+                    token.cancel();
+                }
+                Some(_) => {}
+                None if !shared.layout.running.join(&id).exists() => {
+                    crate::control::clear_task_cancel(&shared.workspace, &shared.role.name, &id);
+                }
+                None => {}
+            }
+        }
+    }
 }
 
 /// Candidate inbox entries, deduplicated, in discovery order; some wait for a later time.
@@ -494,6 +638,14 @@ async fn run_task(
     config.default_model = shared.role.model.clone();
     config.resumable = false;
     config.profiles = Arc::clone(&shared.profiles);
+    let (workspace, profiles, label) = (
+        shared.workspace.clone(),
+        Arc::clone(&shared.profiles),
+        shared.label.clone(),
+    );
+    config.observer = Some(Arc::new(move |event: &str, fields: &Value| {
+        crate::breaker::observe(&workspace, &profiles, &label, event, fields);
+    }));
     let runner = match Runner::create((*shared.workflow).clone(), &shared.workflow_text, config) {
         Ok(runner) => runner,
         Err(err) => {
@@ -532,7 +684,33 @@ async fn run_task(
         }
     };
     drop(slot);
+    // Stopped by `orchestrate cancel`: failed/, not back to the inbox, never retried.
+    let cancelled = match &outcome {
+        Ok(report) if report.status == RunStatus::Interrupted && !timed_out => {
+            crate::control::run_cancel(&claim.run_root())
+        }
+        _ => None,
+    };
     match outcome {
+        Ok(report) if cancelled.is_some() => {
+            let request = cancelled.unwrap_or_else(|| crate::control::CancelRequest::new(&id));
+            let mut status = status_json(
+                &shared,
+                &claim,
+                &correlation_id,
+                Some(&report),
+                &started_at,
+                started,
+                false,
+                i32::from(crate::runner::exit::INTERRUPTED),
+                &format!(
+                    "{}; not retried (`orchestrate retry {id}` queues it again)",
+                    request.describe()
+                ),
+            );
+            status["cancelled"] = json!(request);
+            finish(shared, claim, false, status).await
+        }
         Ok(report) if report.status == RunStatus::Interrupted && !timed_out => {
             // Stopped by our own shutdown: not the task's fault, so it goes back uncharged.
             if !shared.quiet {
