@@ -168,7 +168,7 @@ pub fn unpause(workspace: &Path, role: &str) -> Result<Option<Pause>, String> {
 
 /// `orchestrate pause ROLE`.
 pub fn pause_command(workspace: &Path, role: &str) -> u8 {
-    if let Err(message) = crate::role::layout_for(workspace, role) {
+    if let Err(message) = check_role(workspace, role) {
         eprintln!("error: {message}");
         return exit::INVALID;
     }
@@ -203,9 +203,22 @@ pub fn is_role(workspace: &Path, name: &str) -> bool {
         })
 }
 
+/// A role defined in `agents/`, or an error that names the file and suggests one.
+fn check_role(workspace: &Path, role: &str) -> Result<(), String> {
+    crate::role::layout_for(workspace, role)?;
+    if is_role(workspace, role) {
+        Ok(())
+    } else {
+        Err(format!(
+            "there is no role `{role}` (no agents/{role}.yaml in {})",
+            workspace.display()
+        ))
+    }
+}
+
 /// `orchestrate resume ROLE` (or `--role`).
 pub fn resume_role_command(workspace: &Path, role: &str) -> u8 {
-    if let Err(message) = crate::role::layout_for(workspace, role) {
+    if let Err(message) = check_role(workspace, role) {
         eprintln!("error: {message}");
         return exit::INVALID;
     }

@@ -7,6 +7,7 @@ mod acceptance;
 mod agents;
 mod durability;
 mod language;
+mod steer;
 mod supervise;
 mod swarm;
 mod validate;
