@@ -56,9 +56,18 @@ enum Command {
         #[command(flatten)]
         agents: AgentArgs,
     },
-    /// Continue an interrupted or failed run from the first step that did not complete.
+    /// Continue an interrupted or failed run from the first step that did not complete; or,
+    /// when the name is a role (agents/NAME.yaml), lift that role's pause.
     Resume {
+        /// A run id, or a role name.
+        #[arg(value_name = "RUN_ID|ROLE")]
         run_id: String,
+        /// Resume the role NAME, even if a run has that id.
+        #[arg(long, conflicts_with = "run")]
+        role: bool,
+        /// Resume the run NAME, even if a role has that name.
+        #[arg(long)]
+        run: bool,
         #[arg(long, short)]
         quiet: bool,
         /// Print each event on stdout as it is recorded, one JSON object per line.
@@ -67,6 +76,22 @@ enum Command {
         #[command(flatten)]
         agents: AgentArgs,
     },
+    /// Stop a running run (its process gets SIGTERM, like Ctrl-C) or a swarm task (its role
+    /// process stops it and moves it to failed/); waits until it has stopped.
+    Cancel {
+        /// A run id, a swarm task id, or the run id of a task's attempt.
+        #[arg(value_name = "RUN_ID|TASK")]
+        target: String,
+        /// Return once the request is made, without waiting.
+        #[arg(long)]
+        no_wait: bool,
+        /// Seconds to wait for it to stop.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
+    /// Stop a role from claiming new tasks (tasks in flight finish; queued ones wait) until
+    /// `orchestrate resume ROLE`; survives restarts.
+    Pause { role: String },
     /// Run one step of a workflow on its own.
     RunStep {
         step: String,
@@ -446,11 +471,27 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             )
             .await
         }
+        Command::Cancel {
+            target,
+            no_wait,
+            timeout,
+        } => crate::control::cancel_command(
+            &workspace,
+            &target,
+            (!no_wait).then(|| Duration::from_secs_f64(timeout.max(0.0))),
+        ),
+        Command::Pause { role } => crate::control::pause_command(&workspace, &role),
+        Command::Resume {
+            run_id, role, run, ..
+        } if role || (!run && crate::control::is_role(&workspace, &run_id)) => {
+            crate::control::resume_role_command(&workspace, &run_id)
+        }
         Command::Resume {
             run_id,
             quiet,
             json,
             agents,
+            ..
         } => {
             let mut config = RunConfig::new(workspace.clone(), Map::new(), signal_cancel());
             config.progress = !quiet;

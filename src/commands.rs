@@ -239,7 +239,7 @@ pub fn tasks(workspace: &Path, role: Option<&str>, state: Option<&str>, as_json:
 }
 
 /// Finds a task by id (or by its directory name / path).
-fn find(workspace: &Path, needle: &str) -> Vec<TaskInfo> {
+pub(crate) fn find_tasks(workspace: &Path, needle: &str) -> Vec<TaskInfo> {
     let needle = needle.trim_end_matches('/');
     all_tasks(workspace)
         .into_iter()
@@ -248,7 +248,7 @@ fn find(workspace: &Path, needle: &str) -> Vec<TaskInfo> {
 }
 
 pub fn show(workspace: &Path, needle: &str, as_json: bool) -> u8 {
-    let matches = find(workspace, needle);
+    let matches = find_tasks(workspace, needle);
     if matches.is_empty() {
         eprintln!(
             "error: no task `{needle}` in any inbox, running/, processed/ or failed/; list them with `orchestrate tasks`"
@@ -370,7 +370,7 @@ pub fn show(workspace: &Path, needle: &str, as_json: bool) -> u8 {
 }
 
 pub fn retry(workspace: &Path, needle: &str) -> u8 {
-    let failed: Vec<TaskInfo> = find(workspace, needle)
+    let failed: Vec<TaskInfo> = find_tasks(workspace, needle)
         .into_iter()
         .filter(|t| t.state == "failed")
         .collect();

@@ -6,10 +6,12 @@
 //! (snapshots). `cli` is the command line over all of it.
 
 pub mod approval;
+pub mod breaker;
 pub mod budget;
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod control;
 pub mod converge;
 pub mod diag;
 pub mod events;

@@ -100,7 +100,15 @@ pub struct RunConfig {
     pub default_idle_timeout: Option<Duration>,
     /// Where progress goes (the cli's renderer); `None`: lines on stderr when `progress`.
     pub reporter: Option<Arc<dyn crate::progress::Reporter>>,
+    /// Sees every event as it is recorded (a role process feeds its breakers from it).
+    pub observer: Option<Observer>,
+    /// Workspace paths (`dir/`) whose changes a readonly step's check ignores: a swarm's queue
+    /// directories, which other tasks and roles change while this one runs.
+    pub ignore_changes: Vec<String>,
 }
+
+/// A callback on each recorded event: its name and fields.
+pub type Observer = std::sync::Arc<dyn Fn(&str, &Value) + Send + Sync>;
 
 impl RunConfig {
     pub fn new(
@@ -128,6 +136,8 @@ impl RunConfig {
             swarm_budget: None,
             default_idle_timeout: None,
             reporter: None,
+            observer: None,
+            ignore_changes: Vec::new(),
         }
     }
 }
@@ -433,6 +443,8 @@ impl Runner {
         self.budget.started = Instant::now();
         let resumed = self.state.resumes > 0;
         if resumed {
+            // A cancel request belongs to the session it stopped.
+            crate::control::clear_run_cancel(&self.dir.root);
             self.event(
                 "run_resumed",
                 json!({"resumes": self.state.resumes, "journal": self.journal.entries.len()}),
@@ -461,11 +473,21 @@ impl Runner {
         let flow = self.run_list(&workflow.steps, &[]).await;
         let (status, exit_code, error) = match flow {
             Err(err) => return Err(err),
-            Ok(_) if self.config.cancel.is_cancelled() => (
-                RunStatus::Interrupted,
-                exit::INTERRUPTED,
-                Some("interrupted".to_string()),
-            ),
+            Ok(_) if self.config.cancel.is_cancelled() => {
+                // Stopped by `orchestrate cancel` rather than a signal or shutdown: say who.
+                let error = match crate::control::run_cancel(&self.dir.root) {
+                    Some(request) => {
+                        self.event(
+                            "run_cancelled",
+                            json!({"by": request.by, "at": request.at, "requested_by_pid": request.pid, "step": self.last_step}),
+                            true,
+                        )?;
+                        request.describe()
+                    }
+                    None => "interrupted".to_string(),
+                };
+                (RunStatus::Interrupted, exit::INTERRUPTED, Some(error))
+            }
             Ok(Flow::Failed) => {
                 let failure = self.failure.clone().unwrap_or(Failure {
                     exit_code: 1,
@@ -520,6 +542,9 @@ impl Runner {
     }
 
     fn event(&mut self, name: &str, fields: Value, durable: bool) -> Result<(), RunError> {
+        if let Some(observer) = &self.config.observer {
+            observer(name, &fields);
+        }
         let durable = durable && self.config.resumable;
         if let Some(reporter) = &self.config.reporter
             && let Some(progress) = crate::progress::Progress::from_event(name, &fields)
@@ -1587,7 +1612,7 @@ impl Runner {
                     .unwrap_or(Duration::from_secs(300))
                     .min(Duration::from_secs(6 * 3600));
                 pauses += 1;
-                let _ = self.event("paused", json!({"step": step.name, "exec": exec, "reason": "usage_limit", "until": (chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default()).to_rfc3339(), "resets_at": result["error"]["resets_at"]}), true);
+                let _ = self.event("paused", json!({"step": step.name, "exec": exec, "runtime": result["profile"].as_str().or(result["runtime"].as_str()), "reason": "usage_limit", "until": (chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default()).to_rfc3339(), "resets_at": result["error"]["resets_at"]}), true);
                 self.progress(&format!(
                     "⏸ {} hit a usage limit; paused {:.0}s until it resets",
                     step.name,
@@ -1662,6 +1687,7 @@ impl Runner {
             ignore.push(format!("{}/", rel.display()));
         }
         ignore.push("approvals/".into());
+        ignore.extend(self.config.ignore_changes.iter().cloned());
         let options = crate::fingerprint::Options {
             ignore,
             ..crate::fingerprint::Options::default()
@@ -2287,7 +2313,7 @@ fn error_hint(kind: &str, runtime: &str) -> Option<String> {
 /// Reads a usage limit's reset time: RFC 3339, epoch seconds, a delay (`2s`, `23.5s`, `5m`,
 /// `1h`, `in 30s`), or a clock time like `5:03 PM` or `3pm` (today, or tomorrow if already past;
 /// local time).
-fn parse_reset_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+pub(crate) fn parse_reset_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     use chrono::{Local, NaiveTime, TimeZone};
     let text = text.trim();
     let delay = text.trim_start_matches("in ").trim();

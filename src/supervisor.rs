@@ -410,6 +410,25 @@ pub struct RoleLoad {
     pub queued: usize,
     /// Tasks claimed and in flight.
     pub running: usize,
+    /// Set while the role is paused (`orchestrate pause`): it claims nothing new.
+    pub paused: Option<crate::control::Pause>,
+    /// Breakers of runtimes its workflow uses that are open or half-open: it claims nothing new
+    /// while one is open.
+    pub breakers: Vec<BreakerView>,
+}
+
+/// A breaker that is not closed, as `swarm status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BreakerView {
+    pub runtime: String,
+    /// `open` or `half_open`.
+    pub state: crate::breaker::Phase,
+    pub class: Option<String>,
+    pub consecutive: u32,
+    /// When an open breaker half-opens.
+    pub until: Option<String>,
+    /// "breaker open for claude: 5 consecutive rate_limit failures; half-opens at ...".
+    pub message: String,
 }
 
 /// `swarm status`: the supervisor's view plus live queue numbers.
@@ -1418,10 +1437,19 @@ pub fn status(workspace: &Path) -> Result<SwarmStatus, SupervisorError> {
 
 /// Queue numbers for every role defined in `agents/` and every role with a replica.
 fn role_loads(workspace: &Path, children: &[ChildStatus]) -> Vec<RoleLoad> {
+    let profiles = crate::runtime::profile::Profiles::load(workspace).unwrap_or_default();
+    let tripped = crate::breaker::tripped(workspace);
+    let mut uses: std::collections::HashMap<String, Vec<String>> = Default::default();
     let mut layouts: Vec<queue::Layout> = match role::load_all(workspace) {
         Ok(roles) => roles
             .iter()
-            .map(|(r, _)| role::layout(workspace, r))
+            .map(|(r, w)| {
+                uses.insert(
+                    r.name.clone(),
+                    crate::breaker::role_runtimes(r, w, &profiles),
+                );
+                role::layout(workspace, r)
+            })
             .collect(),
         // A broken role file must not hide the swarm's state; `validate` reports it.
         Err(_) => Vec::new(),
@@ -1439,6 +1467,22 @@ fn role_loads(workspace: &Path, children: &[ChildStatus]) -> Vec<RoleLoad> {
             role: layout.role.clone(),
             queued: queue::depth(layout),
             running: in_flight(layout),
+            paused: crate::control::paused(workspace, &layout.role),
+            breakers: tripped
+                .iter()
+                .filter(|b| {
+                    uses.get(&layout.role)
+                        .is_some_and(|names| names.contains(&b.runtime))
+                })
+                .map(|b| BreakerView {
+                    runtime: b.runtime.clone(),
+                    state: b.effective(),
+                    class: b.class.clone(),
+                    consecutive: b.consecutive,
+                    until: b.until.clone(),
+                    message: b.describe(),
+                })
+                .collect(),
         })
         .collect()
 }
@@ -1572,6 +1616,48 @@ pub fn render_status(status: &SwarmStatus) -> String {
         out.push_str("no roles (add agents/<role>.yaml)\n");
         return out;
     }
+    // A held role says so in its STATE cell; the reason follows the table.
+    for row in rows.iter_mut().skip(1) {
+        if let Some(load) = load(&row[0]) {
+            let held = if load.paused.is_some() {
+                Some("paused")
+            } else if load
+                .breakers
+                .iter()
+                .any(|b| b.state == crate::breaker::Phase::Open)
+            {
+                Some("held")
+            } else {
+                None
+            };
+            if let Some(held) = held {
+                row[3] = if row[3] == "-" {
+                    held.to_string()
+                } else {
+                    format!("{}, {held}", row[3])
+                };
+            }
+        }
+    }
+    let mut notes: Vec<String> = Vec::new();
+    for load in &status.roles {
+        if let Some(p) = &load.paused {
+            notes.push(format!(
+                "role {} paused since {} ({} ago) by {}: claims nothing new; `orchestrate resume {}` lifts it",
+                load.role,
+                p.since,
+                ago(&p.since),
+                p.by,
+                load.role
+            ));
+        }
+        for b in &load.breakers {
+            let note = format!("{} (roles using it do not claim)", b.message);
+            if !notes.contains(&note) {
+                notes.push(note);
+            }
+        }
+    }
     let mut widths = [0usize; 9];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -1588,6 +1674,10 @@ pub fn render_status(status: &SwarmStatus) -> String {
             }
         }
         out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    for note in notes {
+        out.push_str(&note);
         out.push('\n');
     }
     out
@@ -2378,7 +2468,9 @@ mod tests {
             [RoleLoad {
                 role: "engineer".into(),
                 queued: 2,
-                running: 1
+                running: 1,
+                paused: None,
+                breakers: Vec::new(),
             }]
         );
         let json = serde_json::to_value(&status).unwrap();
@@ -2414,11 +2506,15 @@ mod tests {
                     role: "engineer".into(),
                     queued: 3,
                     running: 1,
+                    paused: None,
+                    breakers: Vec::new(),
                 },
                 RoleLoad {
                     role: "qa".into(),
                     queued: 0,
                     running: 0,
+                    paused: None,
+                    breakers: Vec::new(),
                 },
             ],
         };

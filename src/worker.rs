@@ -65,6 +65,9 @@ enum Hint {
 
 struct Shared {
     workspace: PathBuf,
+    /// The swarm's queue directories and the metrics directory (`dir/`, workspace-relative):
+    /// what other tasks change while one runs.
+    queue_dirs: Vec<String>,
     layout: Layout,
     /// The queue operations, through the interface a database backend will also implement.
     queue: Arc<dyn queue::TaskQueue>,
@@ -132,6 +135,17 @@ pub async fn run_agent(
     let swarm = crate::load::load_swarm(workspace).map_err(|e| e.render())?;
     let swarm_budget = (swarm.max_cost_usd_per_day.is_some() || swarm.max_tokens_per_day.is_some())
         .then_some(swarm);
+    let mut queue_dirs = queue_dirs(workspace);
+    // The metrics file changes while tasks run, too.
+    if let Some(rel) = options
+        .metrics_dir
+        .as_deref()
+        .map(|dir| crate::fsutil::normalize(&workspace.join(dir)))
+        .and_then(|dir| dir.strip_prefix(workspace).ok().map(Path::to_path_buf))
+        .filter(|rel| !rel.as_os_str().is_empty())
+    {
+        queue_dirs.push(format!("{}/", rel.display()));
+    }
     let metrics = match &options.metrics_dir {
         Some(dir) => Some(crate::metrics::Recorder::start(
             dir,
@@ -140,6 +154,11 @@ pub async fn run_agent(
         )?),
         None => None,
     };
+    let gate = crate::breaker::Gate::new(
+        workspace,
+        crate::breaker::role_runtimes(&role, &workflow, &profiles),
+        &label,
+    );
     let shared = Arc::new(Shared {
         swarm_budget,
         profiles: Arc::new(profiles),
@@ -154,6 +173,7 @@ pub async fn run_agent(
         active: std::sync::atomic::AtomicUsize::new(0),
         slot_freed: tokio::sync::Notify::new(),
         metrics,
+        queue_dirs,
     });
     let log = |text: &str| {
         if !options.quiet {
@@ -166,6 +186,23 @@ pub async fn run_agent(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let _watcher = watch(&layout.inbox, tx)
         .map_err(|e| format!("failed to watch {}: {e}", layout.inbox.display()))?;
+    // Pause, cancel requests and breaker changes: hints from the control watcher, with the
+    // files as the truth (also read on every idle wake, in case the watch failed).
+    let (control_tx, mut control_rx) = mpsc::unbounded_channel();
+    let _control_watcher = crate::control::watch(workspace, &role.name, control_tx)
+        .map_err(|e| {
+            log(&format!(
+                "error: cannot watch the control files ({e}); reading them every {IDLE_RESCAN:?}"
+            ))
+        })
+        .ok();
+    let mut steer = Steering {
+        paused: None,
+        gate,
+        gate_wait: None,
+        gate_reason: None,
+        trials: HashMap::new(),
+    };
     let mut pending = Pending::default();
     pending.list(&layout);
     report_ready();
@@ -188,6 +225,7 @@ pub async fn run_agent(
     let mut budget_blocked: Option<Instant> = None;
     // The reason last logged, so that it is said once (again only when it changes).
     let mut budget_said: Option<String> = None;
+    steer.refresh(&shared, &tokens, &log);
     loop {
         let slots = role.concurrency as usize;
         if budget_blocked.is_some_and(|until| Instant::now() < until) {
@@ -210,17 +248,35 @@ pub async fn run_agent(
             && budget_blocked.is_none()
             && shared.active.load(std::sync::atomic::Ordering::SeqCst) < slots
             && running.len() < slots * (1 + COMPLETIONS_PER_SLOT)
+            && !pending.queue.is_empty()
         {
-            let Some((name, complete)) = pending.pop() else {
+            let Some(trials) = steer.admit(&log) else {
                 break;
             };
+            let Some((name, complete)) = pending.pop() else {
+                steer.gate.release(&trials);
+                break;
+            };
+            let claimed = trials;
             let settle = if complete {
                 Duration::ZERO
             } else {
                 role.settle
             };
-            match shared.queue.claim(&name, &owner, settle, max_bytes) {
+            let result = shared.queue.claim(&name, &owner, settle, max_bytes);
+            if !claimed.is_empty() && !matches!(result, Ok(ClaimResult::Claimed(_))) {
+                steer.gate.release(&claimed);
+            }
+            match result {
                 Ok(ClaimResult::Claimed(claim)) => {
+                    if !claimed.is_empty() {
+                        log(&format!(
+                            "`{}` is the half-open trial for {}",
+                            claim.id,
+                            claimed.join(", ")
+                        ));
+                        steer.trials.insert(claim.id.clone(), claimed);
+                    }
                     let token = CancellationToken::new();
                     tokens.insert(claim.id.clone(), token.clone());
                     let slot = Slot::take(&shared);
@@ -251,7 +307,13 @@ pub async fn run_agent(
         if stopping.is_some() && running.is_empty() {
             break;
         }
-        if options.once && running.is_empty() && (pending.is_empty() || budget_blocked.is_some()) {
+        if options.once
+            && running.is_empty()
+            && (pending.is_empty() || budget_blocked.is_some() || steer.holding())
+        {
+            if !pending.is_empty() && steer.holding() {
+                log("leaving the queued tasks: the role is paused or a breaker is open");
+            }
             break;
         }
         let mut next_wake = pending
@@ -260,6 +322,9 @@ pub async fn run_agent(
             .min(last_recover + RECOVER_EVERY);
         if let Some(until) = budget_blocked {
             next_wake = next_wake.min(until);
+        }
+        if let Some(at) = steer.gate_wait {
+            next_wake = next_wake.min(at);
         }
         let grace_deadline = stopping.map(|at| at + options.grace);
         tokio::select! {
@@ -281,9 +346,18 @@ pub async fn run_agent(
                 }
                 None => return Err("the inbox watcher stopped".into()),
             },
+            Some(()) = control_rx.recv() => {
+                while control_rx.try_recv().is_ok() {}
+                steer.gate_wait = None;
+                steer.refresh(&shared, &tokens, &log);
+            }
             Some(done) = running.join_next() => {
                 match done {
                     Ok(Finished { id, outcome }) => {
+                        crate::control::clear_task_cancel(&shared.workspace, &shared.role.name, &id);
+                        if let Some(trials) = steer.trials.remove(&id) {
+                            steer.gate.release(&trials);
+                        }
                         match outcome {
                             "processed" => report.processed += 1,
                             "released" => report.released += 1,
@@ -296,6 +370,7 @@ pub async fn run_agent(
             }
             _ = tokio::time::sleep_until(next_wake.into()) => {
                 pending.promote_due();
+                steer.refresh(&shared, &tokens, &log);
                 if last_recover.elapsed() >= RECOVER_EVERY {
                     last_recover = Instant::now();
                     recover(&shared, &log);
@@ -322,6 +397,93 @@ pub async fn run_agent(
     }
     crate::otlp::flush();
     Ok(report)
+}
+
+/// What holds claims back: a pause (`orchestrate pause`), or an open breaker of a runtime the
+/// role's workflow uses; and the user's cancel requests for tasks in flight.
+struct Steering {
+    paused: Option<crate::control::Pause>,
+    gate: crate::breaker::Gate,
+    /// A breaker said no: ask again at this time (or on a control hint).
+    gate_wait: Option<Instant>,
+    gate_reason: Option<String>,
+    /// Half-open trials this process holds, by task.
+    trials: HashMap<String, Vec<String>>,
+}
+
+impl Steering {
+    fn holding(&self) -> bool {
+        self.paused.is_some() || self.gate_wait.is_some()
+    }
+
+    /// Whether one more task may be claimed now; `Some(trials taken)` when it may.
+    fn admit(&mut self, log: &dyn Fn(&str)) -> Option<Vec<String>> {
+        if self.paused.is_some() || self.gate_wait.is_some_and(|at| Instant::now() < at) {
+            return None;
+        }
+        match self.gate.admit() {
+            Ok(trials) => {
+                if self.gate_reason.take().is_some() {
+                    log("claiming again: breakers let tasks through");
+                }
+                self.gate_wait = None;
+                Some(trials)
+            }
+            Err((reason, until)) => {
+                let wait = until
+                    .and_then(|u| (u - chrono::Utc::now()).to_std().ok())
+                    .unwrap_or(IDLE_RESCAN)
+                    .min(IDLE_RESCAN);
+                self.gate_wait = Some(Instant::now() + wait);
+                if self.gate_reason.as_deref() != Some(reason.as_str()) {
+                    log(&format!("not claiming: {reason}"));
+                    self.gate_reason = Some(reason);
+                }
+                None
+            }
+        }
+    }
+
+    /// Reads the pause file and the cancel requests again; cancels the tasks asked for.
+    fn refresh(
+        &mut self,
+        shared: &Shared,
+        tokens: &HashMap<String, CancellationToken>,
+        log: &dyn Fn(&str),
+    ) {
+        let paused = crate::control::paused(&shared.workspace, &shared.role.name);
+        match (&self.paused, &paused) {
+            (None, Some(p)) => log(&format!(
+                "paused by {} at {}: no new claims ({} task(s) in flight finish)",
+                p.by,
+                p.since,
+                tokens.len()
+            )),
+            (Some(_), None) => log("resumed: claiming again"),
+            _ => {}
+        }
+        self.paused = paused;
+        for (id, request) in
+            crate::control::task_cancel_requests(&shared.workspace, &shared.role.name)
+        {
+            match tokens.get(&id) {
+                Some(token) if !token.is_cancelled() => {
+                    let dir = shared.layout.running.join(&id);
+                    if let Err(err) = crate::control::write_run_cancel(&dir, &request) {
+                        log(&format!("error: cancelling `{id}`: {err}"));
+                        continue;
+                    }
+                    log(&format!("`{id}`: {}; stopping it", request.describe()));
+                    token.cancel();
+                }
+                Some(_) => {}
+                None if !shared.layout.running.join(&id).exists() => {
+                    crate::control::clear_task_cancel(&shared.workspace, &shared.role.name, &id);
+                }
+                None => {}
+            }
+        }
+    }
 }
 
 /// Candidate inbox entries, deduplicated, in discovery order; some wait for a later time.
@@ -457,6 +619,29 @@ fn watch(
     Ok(watcher)
 }
 
+/// The directories the swarm's queues live in, as the readonly check's ignore patterns: other
+/// tasks are claimed, finished and handed over in them while a task's readonly step runs.
+fn queue_dirs(workspace: &Path) -> Vec<String> {
+    let mut dirs: Vec<String> = ["inbox/", "running/", "processed/", "failed/"]
+        .map(String::from)
+        .to_vec();
+    // Roles may keep their inbox elsewhere in the workspace.
+    if let Ok(roles) = crate::role::load_all(workspace) {
+        for (role, _) in roles {
+            let inbox = crate::role::layout(workspace, &role).inbox;
+            if let Ok(rel) = inbox.strip_prefix(workspace)
+                && !rel.as_os_str().is_empty()
+            {
+                let rel = format!("{}/", rel.display());
+                if !dirs.contains(&rel) {
+                    dirs.push(rel);
+                }
+            }
+        }
+    }
+    dirs
+}
+
 /// Tells a supervisor (if any) that this process is ready: the watch is registered and the
 /// first listing done.
 fn report_ready() {
@@ -548,6 +733,15 @@ async fn run_task(
     config.budget = shared.role.budget.clone();
     config.swarm_budget = shared.swarm_budget.clone();
     config.default_idle_timeout = shared.role.idle_timeout;
+    config.ignore_changes = shared.queue_dirs.clone();
+    let (workspace, profiles, label) = (
+        shared.workspace.clone(),
+        Arc::clone(&shared.profiles),
+        shared.label.clone(),
+    );
+    config.observer = Some(Arc::new(move |event: &str, fields: &Value| {
+        crate::breaker::observe(&workspace, &profiles, &label, event, fields);
+    }));
     let runner = match Runner::create((*shared.workflow).clone(), &shared.workflow_text, config) {
         Ok(runner) => runner,
         Err(err) => {
@@ -586,7 +780,33 @@ async fn run_task(
         }
     };
     drop(slot);
+    // Stopped by `orchestrate cancel`: failed/, not back to the inbox, never retried.
+    let cancelled = match &outcome {
+        Ok(report) if report.status == RunStatus::Interrupted && !timed_out => {
+            crate::control::run_cancel(&claim.run_root())
+        }
+        _ => None,
+    };
     match outcome {
+        Ok(report) if cancelled.is_some() => {
+            let request = cancelled.unwrap_or_else(|| crate::control::CancelRequest::new(&id));
+            let mut status = status_json(
+                &shared,
+                &claim,
+                &correlation_id,
+                Some(&report),
+                &started_at,
+                started,
+                false,
+                i32::from(crate::runner::exit::INTERRUPTED),
+                &format!(
+                    "{}; not retried (`orchestrate retry {id}` queues it again)",
+                    request.describe()
+                ),
+            );
+            status["cancelled"] = json!(request);
+            finish(shared, claim, false, status).await
+        }
         Ok(report) if report.status == RunStatus::Interrupted && !timed_out => {
             ledger(&shared, &claim, &report);
             // Stopped by our own shutdown: not the task's fault, so it goes back uncharged.

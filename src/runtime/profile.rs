@@ -31,6 +31,33 @@ pub struct Profile {
     pub env: Vec<(String, String)>,
     /// The executable, when not the runtime's name on PATH.
     pub bin: Option<String>,
+    /// `breaker:` settings for this profile's circuit breaker (over the top-level ones).
+    pub breaker: BreakerSettings,
+}
+
+/// `breaker: {failures, cooldown_sec, max_cooldown_sec}`, each optional.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BreakerSettings {
+    pub failures: Option<u32>,
+    pub cooldown_sec: Option<f64>,
+    pub max_cooldown_sec: Option<f64>,
+}
+
+impl BreakerSettings {
+    fn over(&self, base: crate::breaker::Config) -> crate::breaker::Config {
+        let mut out = base;
+        if let Some(n) = self.failures {
+            out.failures = n;
+        }
+        if let Some(s) = self.cooldown_sec {
+            out.cooldown = std::time::Duration::from_secs_f64(s);
+        }
+        if let Some(s) = self.max_cooldown_sec {
+            out.max_cooldown = std::time::Duration::from_secs_f64(s);
+        }
+        out.max_cooldown = out.max_cooldown.max(out.cooldown);
+        out
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +65,8 @@ pub struct Profiles {
     pub default: Option<String>,
     pub profiles: BTreeMap<String, Profile>,
     pub prices: Prices,
+    /// The top-level `breaker:`: every runtime's breaker unless its profile says otherwise.
+    pub breaker: BreakerSettings,
 }
 
 impl Default for Profiles {
@@ -46,6 +75,7 @@ impl Default for Profiles {
             default: None,
             profiles: BTreeMap::new(),
             prices: Prices::builtin(),
+            breaker: BreakerSettings::default(),
         }
     }
 }
@@ -79,6 +109,16 @@ impl Profiles {
         }
     }
 
+    /// The circuit breaker settings of a runtime or profile: the defaults, then the top-level
+    /// `breaker:`, then the profile's.
+    pub fn breaker(&self, name: &str) -> crate::breaker::Config {
+        let base = self.breaker.over(crate::breaker::Config::default());
+        match self.profiles.get(name) {
+            Some(profile) => profile.breaker.over(base),
+            None => base,
+        }
+    }
+
     /// Resolves a name (a profile, or a runtime/provider name used directly) to a profile.
     pub fn resolve(&self, name: &str) -> Profile {
         self.profiles.get(name).cloned().unwrap_or_else(|| Profile {
@@ -104,7 +144,7 @@ fn parse(path: &Path, text: &str, diags: &mut Vec<Diagnostic>) -> Profiles {
     let Some(entries) = map(
         path,
         &root,
-        &["default", "profiles", "prices"],
+        &["default", "profiles", "prices", "breaker"],
         "runtimes.yaml",
         diags,
     ) else {
@@ -113,6 +153,7 @@ fn parse(path: &Path, text: &str, diags: &mut Vec<Diagnostic>) -> Profiles {
     for (key, value) in entries {
         match key.as_str() {
             "default" => out.default = value.scalar_text(),
+            "breaker" => out.breaker = breaker(path, value, "the top-level `breaker`", diags),
             "profiles" => {
                 let Value::Map(items) = &value.value else {
                     diags.push(Diagnostic::error(
@@ -128,7 +169,7 @@ fn parse(path: &Path, text: &str, diags: &mut Vec<Diagnostic>) -> Profiles {
                     let Some(fields) = map(
                         path,
                         body,
-                        &["runtime", "model", "env", "bin"],
+                        &["runtime", "model", "env", "bin", "breaker"],
                         &what,
                         diags,
                     ) else {
@@ -140,6 +181,10 @@ fn parse(path: &Path, text: &str, diags: &mut Vec<Diagnostic>) -> Profiles {
                             "runtime" => profile.runtime = v.scalar_text().unwrap_or_default(),
                             "model" => profile.model = v.scalar_text(),
                             "bin" => profile.bin = v.scalar_text(),
+                            "breaker" => {
+                                profile.breaker =
+                                    breaker(path, v, &format!("`breaker` of {what}"), diags)
+                            }
                             _ => match &v.value {
                                 Value::Map(env) => {
                                     profile.env = env
@@ -253,6 +298,62 @@ fn parse(path: &Path, text: &str, diags: &mut Vec<Diagnostic>) -> Profiles {
     out
 }
 
+/// A `breaker:` mapping, validated: `failures` a whole number (0 turns the breaker off),
+/// `cooldown_sec` and `max_cooldown_sec` positive seconds, the maximum not below the cool-down.
+fn breaker(path: &Path, node: &Node, what: &str, diags: &mut Vec<Diagnostic>) -> BreakerSettings {
+    let mut out = BreakerSettings::default();
+    let Some(fields) = map(
+        path,
+        node,
+        &["failures", "cooldown_sec", "max_cooldown_sec"],
+        what,
+        diags,
+    ) else {
+        return out;
+    };
+    for (k, v) in fields {
+        let number = match v.to_json() {
+            serde_json::Value::Number(n) => n.as_f64(),
+            _ => None,
+        };
+        if k == "failures" {
+            match number.filter(|n| n.fract() == 0.0 && (0.0..=1_000_000.0).contains(n)) {
+                Some(n) => out.failures = Some(n as u32),
+                None => diags.push(
+                    Diagnostic::error(path, v.pos, format!("`failures` of {what} must be a whole number"))
+                        .with_hint("consecutive failures of one class that open the breaker (default 5; 0 turns it off)"),
+                ),
+            }
+            continue;
+        }
+        match number.filter(|n| n.is_finite() && *n > 0.0 && *n <= 7.0 * 86400.0) {
+            Some(n) if k == "cooldown_sec" => out.cooldown_sec = Some(n),
+            Some(n) => out.max_cooldown_sec = Some(n),
+            None => diags.push(
+                Diagnostic::error(
+                    path,
+                    v.pos,
+                    format!("`{k}` of {what} must be a number of seconds above 0 (at most a week)"),
+                )
+                .with_hint("cooldown_sec defaults to 60, max_cooldown_sec to 1800"),
+            ),
+        }
+    }
+    if let (Some(cool), Some(max)) = (out.cooldown_sec, out.max_cooldown_sec)
+        && max < cool
+    {
+        diags.push(
+            Diagnostic::error(
+                path,
+                node.pos,
+                format!("{what} has max_cooldown_sec {max} below cooldown_sec {cool}"),
+            )
+            .with_hint("the cool-down doubles after each failed trial up to max_cooldown_sec"),
+        );
+    }
+    out
+}
+
 fn root_pos(root: &Node, key: &str) -> yaml::Pos {
     match &root.value {
         Value::Map(entries) => entries
@@ -331,6 +432,18 @@ mod tests {
                 .any(|d| d.message.contains("unknown field `runtme`"))
         );
         assert!(errs.iter().any(|d| d.message.contains("`default: nope`")));
+    }
+
+    #[test]
+    fn breaker_settings() {
+        let p = load("breaker: {failures: 3}\nprofiles:\n  fast: {runtime: claude, breaker: {cooldown_sec: 0.5}}\n").unwrap();
+        let fast = p.breaker("fast");
+        assert_eq!((fast.failures, fast.cooldown.as_millis()), (3, 500));
+        assert_eq!(p.breaker("codex").cooldown.as_secs(), 60);
+        let errs =
+            load("breaker: {failures: -1, cooldown_sec: 0, max_coldown_sec: 3}\n").unwrap_err();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(load("breaker: {cooldown_sec: 10, max_cooldown_sec: 5}\n").is_err());
     }
 
     #[test]

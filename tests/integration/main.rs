@@ -9,6 +9,7 @@ mod budgets;
 mod durability;
 mod language;
 mod progress;
+mod steer;
 mod supervise;
 mod swarm;
 mod telemetry;
