@@ -138,6 +138,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Test a workflow: run it with each agent step answered from fixture files and check the
+    /// path taken and the outputs against the fixture's expect.yaml.
+    Test {
+        /// The workflow file.
+        file: PathBuf,
+        /// A case directory (with expect.yaml), or a directory of them.
+        #[arg(long, value_name = "DIR")]
+        fixtures: PathBuf,
+        /// Keep each case's scratch workspace (failed cases always keep theirs).
+        #[arg(long)]
+        keep: bool,
+    },
     /// Print a workflow's graph (Mermaid or Graphviz dot), with a run's path overlaid.
     Graph {
         file: PathBuf,
@@ -328,6 +340,10 @@ struct ContextArgs {
 
 /// Entry point used by `main` and by tests.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    // Started by `orchestrate test` in place of an agent CLI: answer from the fixture.
+    if let Some(case) = std::env::var_os(crate::wftest::AGENT_ENV) {
+        return ExitCode::from(crate::wftest::fixture_agent(Path::new(&case)));
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(err) => {
@@ -542,6 +558,11 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             context,
             agents,
         } => watch(&workspace, &file, &context, &agents).await,
+        Command::Test {
+            file,
+            fixtures,
+            keep,
+        } => crate::wftest::run(&workspace, &file, &fixtures, keep).await,
         Command::Status { run_id, json } => observe_status(&workspace, run_id.as_deref(), json),
         Command::Logs {
             run_id,

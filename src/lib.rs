@@ -33,5 +33,6 @@ pub mod runtime;
 pub mod state;
 pub mod supervisor;
 pub mod template;
+pub mod wftest;
 pub mod worker;
 pub mod yaml;

@@ -2114,6 +2114,10 @@ impl Runner {
         }
         run.notes = invocation.notes;
         let mut env = invocation.env;
+        // Which step and run an agent process serves (scripts, wrappers and `orchestrate test`'s
+        // fixture answers use them).
+        env.push(("ORCHESTRATE_STEP".into(), step.name.clone()));
+        env.push(("ORCHESTRATE_RUN_ID".into(), self.state.run_id.clone()));
         env.extend(profile.env.clone());
         Ok((invocation.argv, env, prompt.into_bytes(), run))
     }

@@ -14,3 +14,4 @@ mod supervise;
 mod swarm;
 mod telemetry;
 mod validate;
+mod wftest;

@@ -1,0 +1,566 @@
+//! `orchestrate test WORKFLOW --fixtures DIR`: runs a workflow with every agent step answered
+//! from fixture files instead of a real CLI, and checks the path taken and the outputs against
+//! the expectations written next to them.
+//!
+//! Owns: finding the cases, the scratch workspace each case runs in, the fixture agent (this
+//! same binary, started by the runner as the `fixture` profile's executable with
+//! [`AGENT_ENV`] set, answering in claude's stream-json format so that the real parser reads
+//! it), answering approval steps, and comparing. It does not interpret workflows: the runner
+//! runs them exactly as `orchestrate run` does.
+//!
+//! A case is a directory holding `expect.yaml`:
+//!
+//! ```yaml
+//! context: {task: "add a flag"}      # the run's context (over the workflow's defaults)
+//! path: [Plan, Review, Plan, Review] # the steps that ran, in order (skipped ones left out)
+//! status: succeeded                  # or failed
+//! exit_code: 0
+//! outputs:                           # STEP.FIELD[.PATH...] of each step's last result
+//!   Review.json.approved: true
+//! approvals:                         # answers to approval steps, one per visit
+//!   Approve: [approve, {reject: "too broad"}]
+//! ```
+//!
+//! and `agents/STEP.json` (every visit) or `agents/STEP.N.json` (visit N, from 1): `{"result":
+//! text or JSON, "usage": {"input_tokens", "output_tokens"}, "cost_usd", "exit_code",
+//! "is_error", "writes": {"path": "content"}}`. A `files/` directory is copied over the scratch
+//! workspace first.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::runner::{RunConfig, Runner};
+
+/// Set (to a case's directory) in the environment of the fixture agent's process.
+pub const AGENT_ENV: &str = "ORCHESTRATE_FIXTURE_AGENT";
+/// Where the fixture agent counts visits per step.
+const STATE_ENV: &str = "ORCHESTRATE_FIXTURE_STATE";
+/// The profile agent steps run under in a test.
+const PROFILE: &str = "fixture";
+/// Workspace entries a scratch copy leaves out: records, queues, build output, VCS data.
+const NOT_COPIED: &[&str] = &[
+    ".git",
+    ".orchestrate",
+    "target",
+    "node_modules",
+    "processed",
+    "failed",
+    "running",
+    "inbox",
+    "approvals",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Expect {
+    #[serde(default)]
+    #[allow(dead_code, reason = "documentation for people reading the case")]
+    description: Option<String>,
+    #[serde(default)]
+    context: Map<String, Value>,
+    #[serde(default)]
+    path: Option<Vec<String>>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    exit_code: Option<i64>,
+    #[serde(default)]
+    outputs: BTreeMap<String, Value>,
+    #[serde(default)]
+    approvals: BTreeMap<String, Answers>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Answers {
+    One(Answer),
+    Each(Vec<Answer>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Answer {
+    /// `approve` (or `reject`, which then needs a reason: use the map form).
+    Word(String),
+    /// `{reject: "reason"}` or `{approve: "note"}`.
+    WithText(BTreeMap<String, String>),
+}
+
+/// One case's verdict.
+struct Verdict {
+    name: String,
+    problems: Vec<String>,
+    path: Vec<String>,
+    /// The scratch workspace, when it was kept.
+    kept: Option<PathBuf>,
+}
+
+/// Runs every case under `fixtures` (the directory itself when it holds `expect.yaml`, else
+/// each subdirectory that does) and prints one line per case. Exit 0 when all pass, 1 when one
+/// fails, 2 when the workflow or a fixture cannot be read.
+pub async fn run(workspace: &Path, workflow: &Path, fixtures: &Path, keep: bool) -> u8 {
+    let fixtures = if fixtures.is_absolute() {
+        fixtures.to_path_buf()
+    } else {
+        workspace.join(fixtures)
+    };
+    let cases = match find_cases(&fixtures) {
+        Ok(cases) => cases,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return 2;
+        }
+    };
+    let mut failed = 0;
+    for case in &cases {
+        let verdict = match run_case(workspace, workflow, case, keep).await {
+            Ok(verdict) => verdict,
+            Err(message) => {
+                eprintln!("error: {}: {message}", case.display());
+                return 2;
+            }
+        };
+        if verdict.problems.is_empty() {
+            println!("ok      {} ({})", verdict.name, verdict.path.join(" -> "));
+        } else {
+            failed += 1;
+            println!("FAILED  {}", verdict.name);
+            for problem in &verdict.problems {
+                println!("        {problem}");
+            }
+        }
+        if let Some(kept) = &verdict.kept {
+            println!("        its workspace is kept in {}", kept.display());
+        }
+    }
+    println!(
+        "{} case(s): {} passed, {failed} failed",
+        cases.len(),
+        cases.len() - failed
+    );
+    u8::from(failed > 0)
+}
+
+fn find_cases(fixtures: &Path) -> Result<Vec<PathBuf>, String> {
+    if fixtures.join("expect.yaml").is_file() {
+        return Ok(vec![fixtures.to_path_buf()]);
+    }
+    let entries = std::fs::read_dir(fixtures).map_err(|e| {
+        format!(
+            "cannot read the fixtures directory {}: {e}",
+            fixtures.display()
+        )
+    })?;
+    let mut cases: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("expect.yaml").is_file())
+        .collect();
+    cases.sort();
+    if cases.is_empty() {
+        return Err(format!(
+            "no test case in {}: a case is a directory with an expect.yaml (see docs/workflows.md, \"Testing a workflow\")",
+            fixtures.display()
+        ));
+    }
+    Ok(cases)
+}
+
+async fn run_case(
+    workspace: &Path,
+    workflow_rel: &Path,
+    case: &Path,
+    keep: bool,
+) -> Result<Verdict, String> {
+    let name = case
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let expect_path = case.join("expect.yaml");
+    let text = std::fs::read_to_string(&expect_path)
+        .map_err(|e| format!("cannot read {}: {e}", expect_path.display()))?;
+    let expect: Expect = serde_saphyr::from_str(&text)
+        .map_err(|e| format!("{} is not a valid expect.yaml: {e}", expect_path.display()))?;
+    let case = std::fs::canonicalize(case).map_err(|e| format!("{}: {e}", case.display()))?;
+
+    // A scratch copy of the workspace, with the case's files over it.
+    let scratch = Scratch::new()?;
+    let ws = scratch.0.join("ws");
+    copy_tree(workspace, &ws, true)?;
+    if case.join("files").is_dir() {
+        copy_tree(&case.join("files"), &ws, false)?;
+    }
+    let state = scratch.0.join("fixture-state");
+    std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
+
+    let workflow_path = ws.join(workflow_rel);
+    let mut workflow = crate::load::load_file(&workflow_path).map_err(|e| e.render())?;
+    workflow.path = workflow_rel.to_path_buf();
+    let source = std::fs::read_to_string(&workflow_path).unwrap_or_default();
+
+    let mut profiles = crate::runtime::profile::Profiles::load(&ws).map_err(|e| e.render())?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    profiles.profiles.insert(
+        PROFILE.into(),
+        crate::runtime::profile::Profile {
+            runtime: "claude".into(),
+            model: Some("fixture".into()),
+            env: vec![
+                (AGENT_ENV.into(), case.display().to_string()),
+                (STATE_ENV.into(), state.display().to_string()),
+            ],
+            bin: Some(exe.display().to_string()),
+            ..Default::default()
+        },
+    );
+
+    let mut context = workflow.context.clone();
+    context.extend(expect.context.clone());
+    let cancel = CancellationToken::new();
+    let mut config = RunConfig::new(ws.clone(), context, cancel.clone());
+    config.runtime_override = Some(PROFILE.into());
+    config.profiles = Arc::new(profiles);
+    let runner = Runner::create(workflow, &source, config).map_err(|e| e.to_string())?;
+    let run_root = runner.run_root().to_path_buf();
+    let run_id = run_root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+
+    let mut problems = Vec::new();
+    let answering = tokio::spawn(answer_approvals(
+        ws.clone(),
+        run_id.clone(),
+        expect.approvals.clone(),
+        cancel.clone(),
+    ));
+    let report = runner.run().await;
+    answering.abort();
+    if let Ok(Err(problem)) = answering.await {
+        problems.push(problem);
+    }
+    let report = report.map_err(|e| e.to_string())?;
+
+    let events = crate::events::read_checked(&run_root.join("events.jsonl"))
+        .map_err(|e| format!("cannot read the run's events: {e}"))?
+        .records;
+    let mut path = Vec::new();
+    let mut last: BTreeMap<String, Value> = BTreeMap::new();
+    for event in events.iter().filter(|e| e["event"] == "step_finished") {
+        let step = event["step"].as_str().unwrap_or_default().to_string();
+        let result = &event["result"];
+        if result["status"] == "skipped" {
+            continue;
+        }
+        path.push(step.clone());
+        last.insert(step, result.clone());
+    }
+    if let Some(expected) = &expect.path
+        && *expected != path
+    {
+        problems.push(format!(
+            "path: expected {}, ran {}",
+            expected.join(" -> "),
+            path.join(" -> ")
+        ));
+    }
+    let status = serde_json::to_value(report.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    if let Some(expected) = &expect.status
+        && *expected != status
+    {
+        let why = report.error.as_deref().unwrap_or("");
+        problems.push(format!("status: expected {expected}, got {status} {why}"));
+    }
+    if let Some(expected) = expect.exit_code
+        && expected != i64::from(report.exit_code)
+    {
+        problems.push(format!(
+            "exit code: expected {expected}, got {}",
+            report.exit_code
+        ));
+    }
+    for (key, expected) in &expect.outputs {
+        let mut parts = key.split('.');
+        let step = parts.next().unwrap_or_default();
+        let Some(mut value) = last.get(step) else {
+            problems.push(format!("outputs: `{key}`: step `{step}` did not run"));
+            continue;
+        };
+        let mut found = true;
+        for part in parts {
+            let next = match value {
+                Value::Array(items) => part.parse::<usize>().ok().and_then(|i| items.get(i)),
+                _ => value.get(part),
+            };
+            match next {
+                Some(next) => value = next,
+                None => {
+                    found = false;
+                    break;
+                }
+            }
+        }
+        if !found {
+            problems.push(format!("outputs: `{key}` is not in the step's result"));
+        } else if value != expected {
+            problems.push(format!(
+                "outputs: `{key}`: expected {expected}, got {value}"
+            ));
+        }
+    }
+    // A failing case keeps its scratch workspace for a look; a passing one only when asked.
+    let kept = (keep || !problems.is_empty()).then(|| scratch.keep().join("ws"));
+    Ok(Verdict {
+        name,
+        problems,
+        path,
+        kept,
+    })
+}
+
+/// Answers each approval request of the run from the case's `approvals:`, visit by visit.
+async fn answer_approvals(
+    ws: PathBuf,
+    run_id: String,
+    answers: BTreeMap<String, Answers>,
+    cancel: CancellationToken,
+) -> Result<(), String> {
+    let mut answered: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    loop {
+        let dir = crate::approval::dir(&ws, &run_id);
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let Some(step) = file.strip_suffix(".request.json") else {
+                continue;
+            };
+            let Ok(bytes) = std::fs::read(entry.path()) else {
+                continue;
+            };
+            let Ok(request) = serde_json::from_slice::<crate::approval::Request>(&bytes) else {
+                continue;
+            };
+            let seen = answered.entry(step.to_string()).or_default();
+            if seen.contains(&request.request_id) {
+                continue;
+            }
+            let visit = seen.len();
+            let answer = match answers.get(step) {
+                Some(Answers::One(one)) => Some(one.clone()),
+                Some(Answers::Each(each)) => each.get(visit).cloned(),
+                None => None,
+            };
+            let Some(answer) = answer else {
+                cancel.cancel();
+                return Err(format!(
+                    "approval step `{step}` asked (visit {}) but expect.yaml has no answer for it: add `approvals: {{{step}: [approve, ...]}}`",
+                    visit + 1
+                ));
+            };
+            let (verdict, text) = match answer {
+                Answer::Word(w) if w == "approve" => (crate::approval::Verdict::Approve, None),
+                Answer::Word(w) => {
+                    cancel.cancel();
+                    return Err(format!(
+                        "approvals: `{w}` for `{step}`: write `approve`, `{{approve: NOTE}}` or `{{reject: REASON}}`"
+                    ));
+                }
+                Answer::WithText(map) => match map.into_iter().next() {
+                    Some((k, v)) if k == "approve" => (crate::approval::Verdict::Approve, Some(v)),
+                    Some((k, v)) if k == "reject" => (crate::approval::Verdict::Reject, Some(v)),
+                    _ => {
+                        cancel.cancel();
+                        return Err(format!(
+                            "approvals: an answer for `{step}` must be `approve`, `{{approve: NOTE}}` or `{{reject: REASON}}`"
+                        ));
+                    }
+                },
+            };
+            let (reason, note) = match verdict {
+                crate::approval::Verdict::Reject => (text, None),
+                crate::approval::Verdict::Approve => (None, text),
+            };
+            crate::approval::decide(
+                &ws,
+                &run_id,
+                step,
+                verdict,
+                reason,
+                note,
+                Some("orchestrate test".into()),
+            )?;
+            seen.push(request.request_id);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A scratch directory, removed on drop unless kept.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Scratch, String> {
+        let dir = std::env::temp_dir().join(format!(
+            "orchestrate-test-{}-{}",
+            std::process::id(),
+            crate::queue::new_id()
+        ));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(Scratch(dir))
+    }
+
+    fn keep(self) -> PathBuf {
+        let dir = self.0.clone();
+        std::mem::forget(self);
+        dir
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Copies regular files and directories (symlinks as symlinks); `filter` leaves out the
+/// top-level records and build output.
+fn copy_tree(from: &Path, to: &Path, filter: bool) -> Result<(), String> {
+    let walk = walkdir::WalkDir::new(from)
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(|e| {
+            !(filter
+                && e.depth() == 1
+                && NOT_COPIED.contains(&e.file_name().to_string_lossy().as_ref()))
+        });
+    for entry in walk {
+        let entry = entry.map_err(|e| format!("cannot copy the workspace: {e}"))?;
+        let rel = entry.path().strip_prefix(from).unwrap_or(entry.path());
+        let dest = to.join(rel);
+        let kind = entry.file_type();
+        let result = if kind.is_dir() {
+            std::fs::create_dir_all(&dest)
+        } else if kind.is_symlink() {
+            std::fs::read_link(entry.path())
+                .and_then(|target| std::os::unix::fs::symlink(target, &dest))
+        } else {
+            std::fs::copy(entry.path(), &dest).map(|_| ())
+        };
+        result.map_err(|e| format!("cannot copy {}: {e}", entry.path().display()))?;
+    }
+    Ok(())
+}
+
+/// The fixture agent: what runs instead of an agent CLI in `orchestrate test`. Reads its prompt
+/// on stdin (and ignores it), finds the answer for `ORCHESTRATE_STEP`'s current visit, writes
+/// the files it names, and prints claude's stream-json events with its result and usage.
+pub fn fixture_agent(case: &Path) -> u8 {
+    use std::io::Read;
+    let mut prompt = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut prompt);
+    let step = std::env::var("ORCHESTRATE_STEP").unwrap_or_default();
+    let state = std::env::var_os(STATE_ENV).map(PathBuf::from);
+    let visit = match &state {
+        Some(dir) => {
+            let counter = dir.join(format!("{step}.visits"));
+            let n = std::fs::read_to_string(&counter)
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+                .unwrap_or(0)
+                + 1;
+            let _ = std::fs::write(&counter, n.to_string());
+            n
+        }
+        None => 1,
+    };
+    let agents = case.join("agents");
+    let file = [
+        agents.join(format!("{step}.{visit}.json")),
+        agents.join(format!("{step}.json")),
+    ]
+    .into_iter()
+    .find(|p| p.is_file());
+    let Some(file) = file else {
+        eprintln!(
+            "orchestrate test: no fixture answer for step `{step}` (visit {visit}): add {} or {}",
+            agents.join(format!("{step}.json")).display(),
+            agents.join(format!("{step}.{visit}.json")).display()
+        );
+        return 2;
+    };
+    let answer: Value = match std::fs::read(&file)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(answer) => answer,
+        Err(err) => {
+            eprintln!(
+                "orchestrate test: {} is not a fixture answer: {err}",
+                file.display()
+            );
+            return 2;
+        }
+    };
+    if let Some(writes) = answer["writes"].as_object() {
+        for (path, content) in writes {
+            let path = Path::new(path);
+            if path.is_absolute() || path.components().any(|c| c.as_os_str() == "..") {
+                eprintln!(
+                    "orchestrate test: `writes` paths stay in the workspace: {}",
+                    path.display()
+                );
+                return 2;
+            }
+            if let Some(parent) = path.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            let text = content
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| content.to_string());
+            if let Err(err) = std::fs::write(path, text) {
+                eprintln!("orchestrate test: cannot write {}: {err}", path.display());
+                return 2;
+            }
+        }
+    }
+    let result = match &answer["result"] {
+        Value::String(text) => text.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let usage = &answer["usage"];
+    let tokens = |key: &str| usage[key].as_u64().unwrap_or(0);
+    let is_error = answer["is_error"].as_bool().unwrap_or(false);
+    let session = format!("fixture-{step}-{visit}");
+    let init =
+        json!({"type": "system", "subtype": "init", "session_id": session, "model": "fixture"});
+    let done = json!({
+        "type": "result",
+        "subtype": if is_error { "error_during_execution" } else { "success" },
+        "is_error": is_error,
+        "result": result,
+        "session_id": session,
+        "num_turns": answer["turns"].as_u64().unwrap_or(1),
+        "total_cost_usd": answer["cost_usd"].as_f64().unwrap_or(0.0),
+        "usage": {
+            "input_tokens": tokens("input_tokens"),
+            "output_tokens": tokens("output_tokens"),
+            "cache_read_input_tokens": tokens("cache_read_input_tokens"),
+            "cache_creation_input_tokens": tokens("cache_creation_input_tokens"),
+        },
+        "permission_denials": [],
+    });
+    println!("{init}");
+    println!("{done}");
+    u8::try_from(answer["exit_code"].as_i64().unwrap_or(0)).unwrap_or(1)
+}

@@ -1,0 +1,179 @@
+//! `orchestrate test`: workflows run with agent steps answered from fixtures, checked against
+//! expectations.
+
+use crate::harness::*;
+
+use std::path::Path;
+use std::process::Command;
+
+/// Every shipped workflow that has fixtures under workflows/tests/ passes them (CI runs this).
+#[test]
+fn the_shipped_workflows_pass_their_fixture_tests() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut tested = Vec::new();
+    for entry in std::fs::read_dir(root.join("workflows/tests")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let workflow = format!("workflows/{name}.yaml");
+        assert!(
+            root.join(&workflow).is_file(),
+            "fixtures for a missing {workflow}"
+        );
+        let out = Command::new(BIN)
+            .args(["--workspace", root.to_str().unwrap(), "test", &workflow])
+            .args(["--fixtures", &format!("workflows/tests/{name}")])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{workflow}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+        tested.push(name);
+    }
+    tested.sort();
+    assert_eq!(tested, ["default", "plan-only", "waves"]);
+}
+
+fn review_loop(ws: &Ws) {
+    ws.file(
+        "wf.yaml",
+        r#"name: loop
+steps:
+  - name: Review
+    phase: readonly
+    output_capture: json
+    prompt: "Review it. Answer with JSON only."
+    rejected_when: '.json.approved != true'
+    on:
+      rejected: {goto: Fix}
+  - name: Done
+    command: ["true"]
+    on: {success: {goto: _end}}
+  - name: Fix
+    phase: write
+    prompt: "Fix it"
+    on: {success: {goto: Review}}
+"#,
+    );
+    ws.file(
+        "cases/no-then-yes/agents/Review.1.json",
+        r#"{"result": {"approved": false}, "usage": {"input_tokens": 10, "output_tokens": 2}}"#,
+    );
+    ws.file(
+        "cases/no-then-yes/agents/Review.2.json",
+        r#"{"result": {"approved": true}, "usage": {"input_tokens": 10, "output_tokens": 2}}"#,
+    );
+    ws.file(
+        "cases/no-then-yes/agents/Fix.json",
+        r#"{"result": "fixed", "writes": {"fixed.txt": "yes"}}"#,
+    );
+}
+
+#[test]
+fn a_rejection_edge_is_followed_and_checked() {
+    let ws = Ws::new();
+    review_loop(&ws);
+    ws.file(
+        "cases/no-then-yes/expect.yaml",
+        "path: [Review, Fix, Review, Done]\nstatus: succeeded\noutputs:\n  Review.json.approved: true\n  Fix.result: fixed\n",
+    );
+    ws.run(&["test", "wf.yaml", "--fixtures", "cases"])
+        .ok()
+        .stdout_has("ok      no-then-yes (Review -> Fix -> Review -> Done)")
+        .stdout_has("1 case(s): 1 passed, 0 failed");
+    // The run happened in a scratch copy: the workspace is untouched.
+    assert!(!ws.exists("fixed.txt"));
+    assert!(!ws.exists(".orchestrate"));
+}
+
+#[test]
+fn a_path_or_output_that_differs_fails_the_case_and_keeps_its_workspace() {
+    let ws = Ws::new();
+    review_loop(&ws);
+    ws.file(
+        "cases/no-then-yes/expect.yaml",
+        "path: [Review, Done]\noutputs:\n  Review.json.approved: false\n  Nope.result: x\n",
+    );
+    let run = ws.run(&["test", "wf.yaml", "--fixtures", "cases/no-then-yes"]);
+    run.code(1)
+        .stdout_has("FAILED  no-then-yes")
+        .stdout_has("path: expected Review -> Done, ran Review -> Fix -> Review -> Done")
+        .stdout_has("outputs: `Review.json.approved`: expected false, got true")
+        .stdout_has("outputs: `Nope.result`: step `Nope` did not run")
+        .stdout_has("1 case(s): 0 passed, 1 failed");
+    let kept = run
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("its workspace is kept in "))
+        .expect("the kept workspace is named");
+    assert!(Path::new(kept).join("fixed.txt").is_file());
+    std::fs::remove_dir_all(Path::new(kept).parent().unwrap()).unwrap();
+}
+
+#[test]
+fn a_missing_answer_names_the_file_to_add() {
+    let ws = Ws::new();
+    review_loop(&ws);
+    std::fs::remove_file(ws.join("cases/no-then-yes/agents/Fix.json")).unwrap();
+    ws.file("cases/no-then-yes/expect.yaml", "status: succeeded\n");
+    let run = ws.run(&["test", "wf.yaml", "--fixtures", "cases"]);
+    run.code(1)
+        .stdout_has("status: expected succeeded, got failed");
+    let kept = run
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("its workspace is kept in "))
+        .unwrap();
+    let logs: String = std::fs::read_dir(Path::new(kept).join(".orchestrate/runs"))
+        .unwrap()
+        .flat_map(|run| std::fs::read_dir(run.unwrap().path().join("logs")).unwrap())
+        .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap_or_default())
+        .collect();
+    assert!(
+        logs.contains("no fixture answer for step `Fix` (visit 1)"),
+        "{logs}"
+    );
+    std::fs::remove_dir_all(Path::new(kept).parent().unwrap()).unwrap();
+}
+
+#[test]
+fn approvals_are_answered_per_visit_and_a_missing_answer_is_reported() {
+    let ws = Ws::new();
+    ws.file(
+        "wf.yaml",
+        "name: gate\nsteps:\n  - name: Gate\n    approval: {message: ok?}\n    on: {rejected: {goto: Redo}}\n  - name: Ship\n    command: [\"true\"]\n    on: {success: {goto: _end}}\n  - name: Redo\n    command: [\"true\"]\n    on: {success: {goto: Gate}}\n",
+    );
+    ws.file(
+        "cases/a/expect.yaml",
+        "path: [Gate, Redo, Gate, Ship]\napprovals:\n  Gate: [{reject: not yet}, approve]\n",
+    );
+    ws.file("cases/b/expect.yaml", "path: [Gate, Ship]\n");
+    let run = ws.run(&["test", "wf.yaml", "--fixtures", "cases"]);
+    run.code(1)
+        .stdout_has("ok      a (Gate -> Redo -> Gate -> Ship)")
+        .stdout_has("FAILED  b")
+        .stdout_has("approval step `Gate` asked (visit 1) but expect.yaml has no answer for it");
+    for kept in run
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("its workspace is kept in "))
+    {
+        std::fs::remove_dir_all(Path::new(kept).parent().unwrap()).unwrap();
+    }
+}
+
+#[test]
+fn a_bad_expect_file_is_an_error_naming_it() {
+    let ws = Ws::new();
+    review_loop(&ws);
+    ws.file("cases/no-then-yes/expect.yaml", "pathh: [Review]\n");
+    ws.run(&["test", "wf.yaml", "--fixtures", "cases"])
+        .code(2)
+        .stderr_has("expect.yaml is not a valid expect.yaml")
+        .stderr_has("pathh");
+    ws.run(&["test", "wf.yaml", "--fixtures", "nowhere"])
+        .code(2)
+        .stderr_has("cannot read the fixtures directory");
+}
