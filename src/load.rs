@@ -179,6 +179,7 @@ const ROLE_FIELDS: &[&str] = &[
     "hung_after_sec",
     "budget",
     "idle_timeout_sec",
+    "capabilities",
 ];
 
 /// Loads `agents/<role>.yaml`. The role's workflow is checked too; its problems are reported
@@ -247,7 +248,37 @@ pub fn load_role_file(workspace: &Path, path: &Path) -> Result<(Role, Workflow),
     match load_file_with(&workflow_path, &options) {
         Ok(mut workflow) => {
             workflow.path = PathBuf::from(&role.workflow);
-            Ok((role, workflow))
+            let forbidden = role.forbidden(&workflow.steps);
+            if forbidden.is_empty() {
+                return Ok((role, workflow));
+            }
+            let allowed = role.capabilities.clone().unwrap_or_default().join(", ");
+            let diagnostics = forbidden
+                .iter()
+                .map(|(step, needed)| {
+                    Diagnostic::error(
+                        &workflow_path,
+                        Pos {
+                            line: step.line,
+                            column: 1,
+                            offset: None,
+                        },
+                        format!(
+                            "step `{}` needs capability `{needed}`, which role `{}` does not have (its capabilities: [{allowed}])",
+                            step.name, role.name
+                        ),
+                    )
+                    .with_hint(format!(
+                        "add `{needed}` to `capabilities` in {}, or move the step to a role that may run it",
+                        path.display()
+                    ))
+                })
+                .collect();
+            Err(vec![LoadError {
+                source_text: std::fs::read_to_string(&workflow_path).ok(),
+                path: workflow_path,
+                diagnostics,
+            }])
         }
         Err(err) => Err(vec![err]),
     }
@@ -743,7 +774,11 @@ impl Loader {
         let idle_timeout = fields
             .value("idle_timeout_sec")
             .and_then(|n| self.positive_seconds(n, "`idle_timeout_sec`"));
+        let capabilities = fields
+            .value("capabilities")
+            .and_then(|n| self.capabilities(n));
         Some(Role {
+            capabilities,
             budget,
             idle_timeout,
             description: text(self, "description"),
@@ -760,6 +795,32 @@ impl Loader {
             settle,
             hung_after,
         })
+    }
+
+    /// `capabilities: [enqueue, approval]`: a list of known capability names.
+    fn capabilities(&mut self, node: &Node) -> Option<Vec<String>> {
+        let Value::Seq(items) = &node.value else {
+            self.error(node.pos, "`capabilities` must be a list").hint = Some(format!(
+                "for example `capabilities: [enqueue, approval]`; known: {}",
+                crate::model::CAPABILITIES.join(", ")
+            ));
+            return None;
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let name = self.string(item, "a capability")?;
+            if crate::model::CAPABILITIES.contains(&name.as_str()) {
+                out.push(name);
+            } else {
+                let hint = match did_you_mean(&name, crate::model::CAPABILITIES.iter().copied()) {
+                    Some(guess) => format!("did you mean `{guess}`?"),
+                    None => format!("known: {}", crate::model::CAPABILITIES.join(", ")),
+                };
+                self.error(item.pos, format!("unknown capability `{name}`"))
+                    .hint = Some(hint);
+            }
+        }
+        Some(out)
     }
 
     fn workflow(&mut self, root: &Node, text: &str) -> Option<Workflow> {

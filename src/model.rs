@@ -267,7 +267,23 @@ pub enum EnqueueContent {
     Json(Value),
 }
 
+/// What a role's steps may do (`capabilities:` in its file): a coordinator that only hands work
+/// on and asks people, a reviewer that only reads.
+pub const CAPABILITIES: &[&str] = &[
+    "command", "provider", "enqueue", "approval", "wait_for", "readonly", "plan", "write", "full",
+];
+
 impl StepKind {
+    /// The capability a step of this kind needs (an agent step: its phase); `None` for
+    /// `for_each`, whose body's steps are checked instead.
+    pub fn capability(&self) -> Option<&'static str> {
+        match self {
+            StepKind::ForEach { .. } => None,
+            StepKind::Agent(agent) => Some(agent.phase.label()),
+            other => Some(other.label()),
+        }
+    }
+
     pub fn label(&self) -> &'static str {
         match self {
             StepKind::Command { .. } => "command",
@@ -443,6 +459,32 @@ pub struct Role {
     pub budget: Option<Budget>,
     /// `idle_timeout_sec`: the default for the role's agent steps that set none.
     pub idle_timeout: Option<Duration>,
+    /// `capabilities:`: what the role's steps may do ([`CAPABILITIES`]); `None`: anything.
+    pub capabilities: Option<Vec<String>>,
+}
+
+impl Role {
+    /// The first step (depth first, `for_each` bodies included) this role may not run, with the
+    /// capability it lacks.
+    pub fn forbidden<'a>(&self, steps: &'a [Step]) -> Vec<(&'a Step, &'static str)> {
+        let Some(allowed) = &self.capabilities else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for step in steps {
+            match &step.kind {
+                StepKind::ForEach { steps, .. } => out.extend(self.forbidden(steps)),
+                kind => {
+                    if let Some(needed) = kind.capability()
+                        && !allowed.iter().any(|c| c == needed)
+                    {
+                        out.push((step, needed));
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 impl Role {

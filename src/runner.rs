@@ -105,6 +105,9 @@ pub struct RunConfig {
     /// Workspace paths (`dir/`) whose changes a readonly step's check ignores: a swarm's queue
     /// directories, which other tasks and roles change while this one runs.
     pub ignore_changes: Vec<String>,
+    /// The role's `capabilities:` (its name and the list): a step needing another is refused
+    /// when it is reached, whatever the loader said (defence in depth).
+    pub capabilities: Option<(String, Vec<String>)>,
 }
 
 /// A callback on each recorded event: its name and fields.
@@ -138,6 +141,7 @@ impl RunConfig {
             reporter: None,
             observer: None,
             ignore_changes: Vec::new(),
+            capabilities: None,
         }
     }
 }
@@ -541,6 +545,18 @@ impl Runner {
         })
     }
 
+    /// Why the role may not run `step`, if it may not (see [`RunConfig::capabilities`]).
+    fn refused(&self, step: &Step) -> Option<String> {
+        let (role, allowed) = self.config.capabilities.as_ref()?;
+        let needed = step.kind.capability()?;
+        (!allowed.iter().any(|c| c == needed)).then(|| {
+            format!(
+                "role `{role}` may not run this step: it needs capability `{needed}` and the role has [{}]; add it to the role's `capabilities` or give the step to another role",
+                allowed.join(", ")
+            )
+        })
+    }
+
     fn event(&mut self, name: &str, fields: Value, durable: bool) -> Result<(), RunError> {
         if let Some(observer) = &self.config.observer {
             observer(name, &fields);
@@ -883,6 +899,10 @@ impl Runner {
         let when = match &step.when {
             None => Ok(true),
             Some(condition) => self.condition(condition, loops),
+        };
+        let when = match (when, self.refused(step)) {
+            (Ok(true), Some(refusal)) => Err(refusal),
+            (when, _) => when,
         };
         let mut result = match when {
             Ok(false) => {
@@ -2745,5 +2765,40 @@ impl Runner {
             json!(message)
         };
         self.budget.failure = Some(message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The loader refuses a role's workflow with a step the role may not run; the runner
+    /// refuses it again when the step is reached (a workflow changed after loading, a caller
+    /// that skipped the loader).
+    #[tokio::test]
+    async fn a_step_the_role_may_not_run_is_refused_when_reached() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().canonicalize().unwrap();
+        let file = ws.join("wf.yaml");
+        std::fs::write(
+            &file,
+            "name: coord\nsteps:\n  - name: Hand\n    enqueue: {role: dev, text: go}\n  - name: Build\n    command: [touch, built]\n",
+        )
+        .unwrap();
+        let workflow = crate::load::load_file(&file).unwrap();
+        let mut config = RunConfig::new(ws.clone(), Map::new(), CancellationToken::new());
+        config.capabilities = Some(("coord".into(), vec!["enqueue".into()]));
+        let runner = Runner::create(workflow, "", config).unwrap();
+        let report = runner.run().await.unwrap();
+        assert_eq!(report.status, RunStatus::Failed);
+        let error = report.error.unwrap();
+        assert!(
+            error.contains("role `coord` may not run this step: it needs capability `command`"),
+            "{error}"
+        );
+        // The allowed step ran; the refused one never started a process.
+        let queued: Vec<_> = std::fs::read_dir(ws.join("inbox/dev")).unwrap().collect();
+        assert_eq!(queued.len(), 1);
+        assert!(!ws.join("built").exists());
     }
 }

@@ -734,6 +734,11 @@ async fn run_task(
     config.swarm_budget = shared.swarm_budget.clone();
     config.default_idle_timeout = shared.role.idle_timeout;
     config.ignore_changes = shared.queue_dirs.clone();
+    config.capabilities = shared
+        .role
+        .capabilities
+        .clone()
+        .map(|c| (shared.role.name.clone(), c));
     let (workspace, profiles, label) = (
         shared.workspace.clone(),
         Arc::clone(&shared.profiles),

@@ -1666,3 +1666,51 @@ fn recovery_finishes_a_written_status_and_reruns_a_torn_one() {
     assert_eq!(status["attempt"], 2);
     assert!(entries(&ws, "running/r").is_empty());
 }
+
+/// A role's `capabilities:` remove what its workflow may do: a coordinator that may only hand
+/// work on and ask people is refused a `command` step before anything starts.
+#[test]
+fn a_role_is_refused_a_workflow_with_steps_beyond_its_capabilities() {
+    let ws = Ws::new();
+    role(
+        &ws,
+        "coord",
+        "capabilities: [enqueue, approval]\n",
+        "name: coord\nsteps:\n  - name: Hand\n    enqueue: {role: dev, text: go}\n  - name: Build\n    command: [make]\n",
+    );
+    ws.run(&["enqueue", "coord", "--text", "x", "--name", "t1"])
+        .ok();
+    ws.run(&["agent", "coord", "--once"])
+        .code(2)
+        .stderr_has("workflows/coord.yaml:5")
+        .stderr_has("step `Build` needs capability `command`, which role `coord` does not have (its capabilities: [enqueue, approval])")
+        .stderr_has("add `command` to `capabilities`");
+    // Nothing ran: the task is still queued.
+    assert_eq!(queued(&ws, "coord"), ["t1.task"]);
+    ws.run(&["validate", "agents/coord.yaml"])
+        .code(1)
+        .stderr_has("needs capability `command`");
+
+    // A reviewer limited to reading: a readonly agent step is fine, a write step is not; an
+    // unknown capability gets a did-you-mean.
+    role(
+        &ws,
+        "rev",
+        "capabilities: [readonly, enqueue]\n",
+        "name: rev\nsteps:\n  - name: Read\n    prompt: look\n    runtime: claude\n  - name: Edit\n    prompt: change it\n    runtime: claude\n    phase: write\n",
+    );
+    let run = ws.run(&["validate", "agents/rev.yaml"]);
+    run.code(1)
+        .stderr_has("step `Edit` needs capability `write`");
+    assert!(!run.stderr.contains("step `Read`"), "{}", run.stderr);
+    role(
+        &ws,
+        "typo",
+        "capabilities: [enqeue]\n",
+        "name: typo\nsteps:\n  - name: A\n    enqueue: {role: dev, text: go}\n",
+    );
+    ws.run(&["validate", "agents/typo.yaml"])
+        .code(1)
+        .stderr_has("unknown capability `enqeue`")
+        .stderr_has("did you mean `enqueue`?");
+}
