@@ -775,6 +775,7 @@ fn print_argv(
         workspace,
         scratch: &scratch,
         is_root,
+        output_schema: None,
     });
     let files: Vec<serde_json::Value> = invocation
         .files

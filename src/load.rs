@@ -340,6 +340,7 @@ const STEP_FIELDS: &[&str] = &[
     "allow_shell",
     "artifacts",
     "rejected_when",
+    "output_schema",
     "converge",
     "timeout_sec",
     "idle_timeout_sec",
@@ -1119,6 +1120,39 @@ impl Loader {
         let converge = fields
             .value("converge")
             .and_then(|n| self.converge(n, &what));
+        let output_schema = fields
+            .value("output_schema")
+            .and_then(|n| self.output_schema(n, &what));
+        if let Some(pos) = fields.key_pos("output_schema") {
+            let json_out = capture == Capture::Json || matches!(kind, StepKind::Agent(_));
+            if !json_out {
+                self.error(
+                    pos,
+                    format!(
+                        "`output_schema` on {what} checks JSON output, but the step captures none"
+                    ),
+                )
+                .hint = Some("add `output_capture: json`, or use it on an agent step".into());
+            }
+        }
+        // An agent step with a schema answers in JSON.
+        let capture = if output_schema.is_some() && matches!(kind, StepKind::Agent(_)) {
+            Capture::Json
+        } else {
+            capture
+        };
+        let on_invalid = fields.value("on").and_then(|on| {
+            Fields {
+                entries: map_entries(on),
+            }
+            .key_pos("invalid")
+        });
+        if let (Some(pos), None) = (on_invalid, fields.value("output_schema")) {
+            self.error(
+                pos,
+                format!("`on.invalid` of {what} is never taken: the step has no `output_schema`"),
+            );
+        }
         let agent = fields
             .value("agent")
             .and_then(|n| self.string(n, "`agent`"));
@@ -1152,6 +1186,7 @@ impl Loader {
             secrets,
             rejected_when,
             converge,
+            output_schema,
             at,
         })
     }
@@ -1638,21 +1673,92 @@ impl Loader {
         })
     }
 
+    /// `output_schema:` a JSON Schema inline (a mapping) or a workspace file (`.json`, `.yaml`).
+    fn output_schema(&mut self, node: &Node, what: &str) -> Option<crate::model::OutputSchema> {
+        let (schema, origin) = match &node.value {
+            Value::Map(_) => (node.to_json(), "inline".to_string()),
+            Value::Str(path) => {
+                let base = self
+                    .file
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default();
+                // Relative to the workflow's directory's workspace: the file next to the
+                // workflow, or from the workspace root.
+                let candidates = [base.join(path), PathBuf::from(path)];
+                let Some(file) = candidates.iter().find(|p| p.is_file()) else {
+                    self.error(
+                        node.pos,
+                        format!("`output_schema` of {what}: no file `{path}`"),
+                    )
+                    .hint =
+                        Some("give the schema inline, or a path to a .json or .yaml file".into());
+                    return None;
+                };
+                let text = match std::fs::read_to_string(file) {
+                    Ok(text) => text,
+                    Err(err) => {
+                        self.error(
+                            node.pos,
+                            format!("`output_schema` of {what}: cannot read `{path}`: {err}"),
+                        );
+                        return None;
+                    }
+                };
+                let parsed = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .or_else(|| yaml::parse(&text).ok().map(|n| n.to_json()));
+                let Some(schema) = parsed else {
+                    self.error(
+                        node.pos,
+                        format!("`output_schema` of {what}: `{path}` is neither JSON nor YAML"),
+                    );
+                    return None;
+                };
+                (schema, path.clone())
+            }
+            _ => {
+                self.error(
+                    node.pos,
+                    format!(
+                        "`output_schema` of {what} must be a JSON Schema (a mapping) or a file path"
+                    ),
+                );
+                return None;
+            }
+        };
+        match jsonschema::validator_for(&schema) {
+            Ok(validator) => Some(crate::model::OutputSchema {
+                schema,
+                origin,
+                validator: std::sync::Arc::new(validator),
+            }),
+            Err(err) => {
+                self.error(
+                    node.pos,
+                    format!("`output_schema` of {what} is not a valid JSON Schema: {err}"),
+                );
+                None
+            }
+        }
+    }
+
     fn transitions(&mut self, node: &Node, what: &str) -> Transitions {
         let mut out = Transitions::default();
         let Some(fields) = self.fields(
             node,
-            &["success", "failure", "always", "rejected"],
+            &["success", "failure", "always", "rejected", "invalid"],
             &format!("`on` of {what}"),
         ) else {
             return out;
         };
-        let mut at = [(0, 0); 4];
+        let mut at = [(0, 0); 5];
         for (i, (key, slot)) in [
             ("success", &mut out.success),
             ("failure", &mut out.failure),
             ("always", &mut out.always),
             ("rejected", &mut out.rejected),
+            ("invalid", &mut out.invalid),
         ]
         .into_iter()
         .enumerate()
@@ -1974,6 +2080,7 @@ impl<'a> Checker<'a> {
                 &step.on.failure,
                 &step.on.always,
                 &step.on.rejected,
+                &step.on.invalid,
             ]
             .into_iter()
             .zip(step.on.at)
@@ -2368,8 +2475,8 @@ impl<'a> Checker<'a> {
             "task" => None,
             // What a rejection edge carried here: empty strings when none did.
             "feedback" => match field {
-                None | Some("reason" | "from" | "step") if var.segments.len() <= 2 => None,
-                _ => Some((format!("{what} uses `{text}`"), "feedback variables: feedback, feedback.reason, feedback.from".into())),
+                None | Some("reason" | "from" | "step" | "violations") if var.segments.len() <= 2 => None,
+                _ => Some((format!("{what} uses `{text}`"), "feedback variables: feedback, feedback.reason, feedback.from, feedback.violations".into())),
             },
             _ if scope.loops.iter().any(|v| v == root) => None,
             _ if scope.provider_params.iter().any(|p| p == root) && var.segments.len() == 1 => None,

@@ -139,6 +139,8 @@ pub struct Step {
     pub rejected_when: Option<String>,
     /// Stop a loop through this step when its findings stop shrinking.
     pub converge: Option<Converge>,
+    /// `output_schema:`: the JSON Schema the step's JSON output must match.
+    pub output_schema: Option<OutputSchema>,
     /// Line and column of some field values (`provider`, `when.jq`, `for_each.items_from`,
     /// `input_file`), so that later checks can point at them.
     pub at: BTreeMap<&'static str, (u32, u32)>,
@@ -267,6 +269,41 @@ pub enum EnqueueContent {
     Json(Value),
 }
 
+/// A compiled `output_schema` (inline, or from a file in the workspace).
+#[derive(Clone)]
+pub struct OutputSchema {
+    /// The schema document, as given (passed to CLIs that take one).
+    pub schema: Value,
+    /// Where it came from: `inline` or the file's workspace path.
+    pub origin: String,
+    pub validator: std::sync::Arc<jsonschema::Validator>,
+}
+
+impl std::fmt::Debug for OutputSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputSchema")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OutputSchema {
+    /// The first `limit` places where `instance` does not match, as `{path, message}`.
+    pub fn violations(&self, instance: &Value, limit: usize) -> Vec<Value> {
+        self.validator
+            .iter_errors(instance)
+            .take(limit)
+            .map(|e| {
+                let path = e.instance_path().to_string();
+                serde_json::json!({
+                    "path": if path.is_empty() { "/".to_string() } else { path },
+                    "message": e.to_string(),
+                })
+            })
+            .collect()
+    }
+}
+
 /// What a role's steps may do (`capabilities:` in its file): a coordinator that only hands work
 /// on and asks people, a reviewer that only reads.
 pub const CAPABILITIES: &[&str] = &[
@@ -333,8 +370,10 @@ pub struct Transitions {
     pub always: Option<Target>,
     /// Taken when an approval is rejected, or when the step's `rejected_when` holds.
     pub rejected: Option<Target>,
-    /// Line and column of each `goto` value (success, failure, always, rejected).
-    pub at: [(u32, u32); 4],
+    /// Taken when the step's JSON output does not match its `output_schema`.
+    pub invalid: Option<Target>,
+    /// Line and column of each `goto` value (success, failure, always, rejected, invalid).
+    pub at: [(u32, u32); 5],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -902,6 +902,7 @@ impl Graph {
                 ("failure", &on.failure),
                 ("always", &on.always),
                 ("rejected", &on.rejected),
+                ("invalid", &on.invalid),
             ] {
                 if let Some(target) = target {
                     self.edges.push(Edge {

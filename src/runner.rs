@@ -545,6 +545,13 @@ impl Runner {
         })
     }
 
+    /// Whether `step`'s last result failed its `output_schema`.
+    fn invalid_output(&self, step: &Step) -> bool {
+        self.results
+            .get(&step.name)
+            .is_some_and(|r| r.get("violations").is_some())
+    }
+
     /// Why the role may not run `step`, if it may not (see [`RunConfig::capabilities`]).
     fn refused(&self, step: &Step) -> Option<String> {
         let (role, allowed) = self.config.capabilities.as_ref()?;
@@ -711,6 +718,9 @@ impl Runner {
                         continue;
                     }
                     Flow::Succeeded => step.on.success.as_ref().or(step.on.always.as_ref()),
+                    Flow::Failed if step.on.invalid.is_some() && self.invalid_output(step) => {
+                        step.on.invalid.as_ref()
+                    }
                     Flow::Failed => step.on.failure.as_ref().or(step.on.always.as_ref()),
                     Flow::Rejected => step
                         .on
@@ -719,6 +729,23 @@ impl Runner {
                         .or(step.on.failure.as_ref())
                         .or(step.on.always.as_ref()),
                 };
+                if flow == Flow::Failed
+                    && step.on.invalid.is_some()
+                    && let Some(result) = self.results.get(&step.name)
+                    && result.get("violations").is_some()
+                {
+                    // The violations travel to the repair step: `${feedback}`.
+                    let reason = result["error"]["message"]
+                        .as_str()
+                        .or(result["error"].as_str())
+                        .unwrap_or_default()
+                        .to_string();
+                    let to = match target {
+                        Some(Target::Step(name)) => name.clone(),
+                        _ => String::new(),
+                    };
+                    self.feedback = json!({"reason": reason, "from": step.name, "to": to, "violations": result["violations"]});
+                }
                 if flow == Flow::Rejected {
                     // What the rejection said travels to the step it leads to: `${feedback}`.
                     let reason = self
@@ -879,7 +906,11 @@ impl Runner {
         let exec = self.executions;
         // Feedback is for the step the rejection led to, on that visit only.
         self.active_feedback = if self.feedback["to"] == step.name.as_str() {
-            let active = json!({"reason": self.feedback["reason"], "from": self.feedback["from"]});
+            let mut active =
+                json!({"reason": self.feedback["reason"], "from": self.feedback["from"]});
+            if let Some(violations) = self.feedback.get("violations") {
+                active["violations"] = violations.clone();
+            }
             self.feedback = json!({"reason": "", "from": "", "to": ""});
             active
         } else {
@@ -967,6 +998,11 @@ impl Runner {
             }
         };
         result = with_timing(result, &started_at, started);
+        if result["status"] == "succeeded"
+            && let Some(schema) = &step.output_schema
+        {
+            check_schema(step, schema, &mut result);
+        }
         if result["status"] == "succeeded"
             && let Some(expr) = &step.rejected_when
         {
@@ -1278,7 +1314,10 @@ impl Runner {
                 step.on.rejected.is_some() || step.on.failure.is_some() || step.on.always.is_some()
             }
             _ => {
-                step.on.failure.is_some() || step.on.always.is_some() || !self.workflow.strict_flow
+                step.on.failure.is_some()
+                    || step.on.always.is_some()
+                    || !self.workflow.strict_flow
+                    || (step.on.invalid.is_some() && result.get("violations").is_some())
             }
         };
         if matches!(flow, Flow::Failed | Flow::Rejected) && !handled {
@@ -1873,7 +1912,12 @@ impl Runner {
             }
             Capture::Json => {
                 result["output_capture"] = json!("json");
-                match parse_json_limited(strip_fences(&text).as_bytes()) {
+                let parsed = match &outcome.structured_output {
+                    // Answered through the schema the CLI was given: already JSON.
+                    Some(answer) => Ok(answer.clone()),
+                    None => parse_json_limited(strip_fences(&text).as_bytes()),
+                };
+                match parsed {
                     Ok(value) => result["json"] = value,
                     Err(_) if step.allow_parse_error => result["json"] = Value::Null,
                     Err(message) if status == "succeeded" => {
@@ -2123,6 +2167,7 @@ impl Runner {
             workspace: &self.config.workspace,
             scratch: &scratch,
             is_root,
+            output_schema: step.output_schema.as_ref().map(|s| &s.schema),
         });
         for (path, text) in &invocation.files {
             if let Some(parent) = path.parent() {
@@ -2503,6 +2548,14 @@ impl Lookup for Scope<'_> {
                 None => Some(self.runner.active_feedback["reason"].clone()),
                 Some("reason") => Some(self.runner.active_feedback["reason"].clone()),
                 Some("from" | "step") => Some(self.runner.active_feedback["from"].clone()),
+                // What an `invalid` edge carried: the schema violations (`[]` otherwise).
+                Some("violations") => Some(
+                    self.runner
+                        .active_feedback
+                        .get("violations")
+                        .cloned()
+                        .unwrap_or_else(|| json!([])),
+                ),
                 _ => None,
             },
             "task" => {
@@ -2766,6 +2819,45 @@ impl Runner {
         };
         self.budget.failure = Some(message);
     }
+}
+
+/// Fails a succeeded result whose JSON does not match the step's `output_schema`, listing the
+/// first violations (`violations`: `{path, message}`; routed by `on.invalid`).
+fn check_schema(step: &Step, schema: &crate::model::OutputSchema, result: &mut Value) {
+    let violations = schema.violations(&result["json"], 20);
+    if violations.is_empty() {
+        return;
+    }
+    let first: Vec<String> = violations
+        .iter()
+        .take(3)
+        .map(|v| {
+            format!(
+                "{}: {}",
+                v["path"].as_str().unwrap_or("/"),
+                v["message"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    let more = violations.len().saturating_sub(first.len());
+    let message = format!(
+        "the output does not match its output_schema ({}): {}{}",
+        schema.origin,
+        first.join("; "),
+        if more > 0 {
+            format!("; and {more} more")
+        } else {
+            String::new()
+        }
+    );
+    result["status"] = json!("failed");
+    result["exit_code"] = json!(2);
+    result["error"] = if matches!(step.kind, StepKind::Agent(_)) {
+        json!({"kind": "schema_violation", "message": message})
+    } else {
+        json!(message)
+    };
+    result["violations"] = json!(violations);
 }
 
 #[cfg(test)]

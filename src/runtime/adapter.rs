@@ -47,6 +47,9 @@ pub struct Request<'a> {
     pub scratch: &'a Path,
     /// Whether the engine runs as root (claude refuses bypassPermissions as root otherwise).
     pub is_root: bool,
+    /// The step's `output_schema`, for CLIs with a native flag (claude `--json-schema`, codex
+    /// `--output-schema FILE`); the engine validates the answer either way.
+    pub output_schema: Option<&'a serde_json::Value>,
 }
 
 /// The command to run: argv, extra environment, and files to write before spawning.
@@ -121,6 +124,9 @@ fn claude(req: &Request) -> Invocation {
     if let Some(session) = req.resume_session {
         argv.extend(["--resume".to_string(), session.to_string()]);
     }
+    if let Some(schema) = req.output_schema {
+        argv.extend(["--json-schema".to_string(), schema.to_string()]);
+    }
     Invocation {
         argv,
         env,
@@ -142,6 +148,12 @@ fn codex(req: &Request) -> Invocation {
     if let Some(model) = req.model {
         argv.extend(["-m".to_string(), model.to_string()]);
     }
+    let mut files = Vec::new();
+    if let Some(schema) = req.output_schema {
+        let path = req.scratch.join("output-schema.json");
+        argv.extend(["--output-schema".to_string(), path.display().to_string()]);
+        files.push((path, schema.to_string()));
+    }
     let mut notes = Vec::new();
     if req.max_turns.is_some() {
         notes
@@ -158,7 +170,7 @@ fn codex(req: &Request) -> Invocation {
     Invocation {
         argv,
         env: Vec::new(),
-        files: Vec::new(),
+        files,
         notes,
     }
 }
@@ -249,7 +261,35 @@ mod tests {
             workspace: Path::new("/ws"),
             scratch: Path::new("/ws/.orchestrate/x"),
             is_root: false,
+            output_schema: None,
         }
+    }
+
+    #[test]
+    fn a_schema_goes_to_the_clis_that_take_one() {
+        let schema = serde_json::json!({"type": "object", "required": ["ok"]});
+        let mut r = req(Runtime::Claude, Phase::Readonly);
+        r.output_schema = Some(&schema);
+        let argv = build(&r).argv;
+        let at = argv.iter().position(|a| a == "--json-schema").unwrap();
+        assert_eq!(argv[at + 1], schema.to_string());
+        let mut r = req(Runtime::Codex, Phase::Readonly);
+        r.output_schema = Some(&schema);
+        let inv = build(&r);
+        let at = inv
+            .argv
+            .iter()
+            .position(|a| a == "--output-schema")
+            .unwrap();
+        assert_eq!(inv.argv[at + 1], "/ws/.orchestrate/x/output-schema.json");
+        assert!(at < inv.argv.len() - 1 && inv.argv.last().unwrap() == "-");
+        assert_eq!(
+            inv.files,
+            vec![(
+                PathBuf::from("/ws/.orchestrate/x/output-schema.json"),
+                schema.to_string()
+            )]
+        );
     }
 
     #[test]

@@ -198,6 +198,10 @@ pub struct Outcome {
     pub retries: Vec<Value>,
     /// stdout lines that were not JSON objects (banners, garbage, truncation).
     pub unparsed_lines: u64,
+    /// The answer as JSON when the CLI was given a schema and answered through it (claude
+    /// `structured_output` with `--json-schema`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structured_output: Option<Value>,
 }
 
 /// Parses one finished run. `stdout` is the structured stream each adapter asks
@@ -230,6 +234,8 @@ pub fn codex_turn_usage(cumulative: &Usage, previous: Option<&Usage>) -> Usage {
 /// this parser fed the whole stdout at once, so both give the same [`Outcome`].
 #[derive(Debug)]
 pub struct StreamParser {
+    /// claude's `structured_output` (with `--json-schema`).
+    structured_output: Option<Value>,
     runtime: Runtime,
     json: JsonLines,
     session_id: Option<String>,
@@ -282,6 +288,7 @@ struct Terminal {
 impl StreamParser {
     pub fn new(runtime: Runtime) -> Self {
         StreamParser {
+            structured_output: None,
             runtime,
             json: JsonLines::default(),
             session_id: None,
@@ -388,6 +395,7 @@ impl StreamParser {
             denials: self.denials,
             retries: self.retries,
             unparsed_lines: self.json.skipped,
+            structured_output: self.structured_output,
         }
     }
 
@@ -527,6 +535,9 @@ impl StreamParser {
 
     fn claude_result(&mut self, event: &Object) {
         self.set_session(str_at(event, "session_id"));
+        if let Some(answer) = event.get("structured_output").filter(|v| !v.is_null()) {
+            self.structured_output = Some(answer.clone());
+        }
         let subtype = str_at(event, "subtype").unwrap_or_default();
         // `is_error` is the truth: auth, 429 and 5xx failures come back as
         // subtype "success" with is_error true.

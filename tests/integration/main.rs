@@ -9,6 +9,7 @@ mod budgets;
 mod durability;
 mod language;
 mod progress;
+mod schema;
 mod steer;
 mod supervise;
 mod swarm;
