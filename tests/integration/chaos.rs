@@ -1,0 +1,466 @@
+//! Chaos: the swarm under crashes at every protocol point, orphaned and hung workers, lost
+//! inotify events and a full disk, judged by the checker (`checker.rs`): nothing lost, no
+//! duplicate terminal record, no concurrent executions of one task, executions per task at most
+//! its attempts. The soak is `scripts/chaos-soak`, checked by `check_a_soaked_workspace`.
+
+#[allow(unused_imports)]
+use crate::harness::*;
+
+use crate::checker::{self, EXEC_LOG, check, recording_workflow};
+
+use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// Role processes (and `--once` runs) started by a test; on drop every one still running is
+/// killed, and so is every process still working in the workspace (orphaned steps).
+struct Procs {
+    ws: PathBuf,
+    logs: tempfile::TempDir,
+    children: Vec<Child>,
+}
+
+impl Procs {
+    fn new(ws: &Ws) -> Procs {
+        Procs {
+            ws: ws.path().to_path_buf(),
+            logs: tempfile::tempdir().unwrap(),
+            children: Vec::new(),
+        }
+    }
+
+    /// `orchestrate agent ROLE --replica N EXTRA...` with `env`; returns its index.
+    fn agent(&mut self, ws: &Ws, role: &str, extra: &[&str], env: &[(&str, &str)]) -> usize {
+        let n = self.children.len();
+        let replica = (n + 1).to_string();
+        let mut args = vec!["agent", role, "--replica", replica.as_str()];
+        args.extend_from_slice(extra);
+        let log = std::fs::File::create(self.log_path(n)).unwrap();
+        let mut cmd = ws.cmd(&args);
+        cmd.stdout(Stdio::null()).stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.children
+            .push(cmd.spawn().expect("spawn orchestrate agent"));
+        n
+    }
+
+    fn log_path(&self, n: usize) -> PathBuf {
+        self.logs.path().join(format!("agent-{n}.log"))
+    }
+
+    fn log(&self, n: usize) -> String {
+        std::fs::read_to_string(self.log_path(n)).unwrap_or_default()
+    }
+
+    fn logs(&self) -> String {
+        (0..self.children.len())
+            .map(|n| format!("--- agent {n} (pid {}):\n{}", self.pid(n), self.log(n)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn pid(&self, n: usize) -> u32 {
+        self.children[n].id()
+    }
+
+    fn signal(&self, n: usize, sig: i32) {
+        // SAFETY: kill(2) on our own child, which has not been reaped.
+        unsafe {
+            libc::kill(self.pid(n) as i32, sig);
+        }
+    }
+
+    fn wait(&mut self, n: usize, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.children[n].try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                panic!("agent {n} did not exit within {timeout:?}\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            if child.try_wait().ok().flatten().is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        for pid in working_in(&self.ws) {
+            // SAFETY: kill(2) on a live process whose working directory is this workspace.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Live processes whose working directory is `dir` (a task's steps run in the workspace).
+fn working_in(dir: &Path) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir)
+                && pid_alive(pid)
+        })
+        .collect()
+}
+
+/// `orchestrate enqueue ROLE --text T --name ID` with `env`; the id when acknowledged (exit 0).
+fn enqueue(
+    ws: &Ws,
+    role: &str,
+    id: &str,
+    env: &[(&str, &str)],
+) -> (Option<String>, ExitStatus, String) {
+    let mut cmd = ws.cmd(&["enqueue", role, "--text", id, "--name", id]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("spawn orchestrate enqueue");
+    let acknowledged = out
+        .status
+        .success()
+        .then(|| checker::enqueued_id(&String::from_utf8_lossy(&out.stdout)))
+        .flatten();
+    if out.status.success() {
+        assert_eq!(
+            acknowledged.as_deref(),
+            Some(id),
+            "enqueue printed {:?}",
+            out.stdout
+        );
+    }
+    (
+        acknowledged,
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// xorshift64*: a small, seedable generator (the seed is printed on failure).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn execution_starts(ws: &Ws) -> usize {
+    lines(ws, EXEC_LOG)
+        .iter()
+        .filter(|l| l.starts_with("start "))
+        .count()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checker itself
+
+/// The checker finds each kind of violation in records made up for it (so that the chaos tests
+/// below can fail), and passes a clean run.
+#[test]
+fn the_checker_reports_lost_duplicate_overrun_concurrent_and_unexpected_tasks() {
+    let ws = Ws::new();
+    let status = |dir: &str, id: &str, attempt: u32| {
+        ws.file(
+            &format!("{dir}/status.json"),
+            &format!(r#"{{"task": "{id}", "attempt": {attempt}, "success": true}}"#),
+        );
+    };
+    status("processed/20260101T000000.000001Z_r_ok", "ok", 2);
+    status("processed/20260101T000000.000002Z_r_dup", "dup", 1);
+    status("failed/20260101T000000.000003Z_r_dup", "dup", 1);
+    status("processed/20260101T000000.000004Z_r_twice", "twice", 1);
+    status("processed/20260101T000000.000005Z_r_overlap", "overlap", 2);
+    status("processed/20260101T000000.000006Z_r_killed", "killed", 2);
+    status(
+        "processed/20260101T000000.000007Z_r_stranger",
+        "stranger",
+        1,
+    );
+    status("processed/20260101T000000.000008Z_r_maybe", "maybe", 1);
+    ws.file("inbox/r/lost.task", "x");
+    ws.file(
+        EXEC_LOG,
+        "start ok 1 100\nstart ok 2 300\nend ok 2 400\n\
+         start twice 1 100\nend twice 1 200\nstart twice 1 300\nend twice 1 400\n\
+         start overlap 1 100\nstart overlap 2 150\nend overlap 2 160\nend overlap 1 200\n\
+         start killed 1 100\noverlap killed 2 1\nstart killed 2 300\nend killed 2 400\n",
+    );
+    let ids = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    let accepted = ids(&["ok", "dup", "twice", "overlap", "killed", "lost"]);
+    let report = check(ws.path(), &accepted, &ids(&["maybe"]));
+    assert!(!report.passes());
+    let names = |list: &[(String, String)]| list.iter().map(|(i, _)| i.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        report.lost,
+        [("lost".to_string(), "inbox/r/lost.task".to_string())]
+    );
+    assert_eq!(report.duplicates.len(), 1, "{}", report.full());
+    assert_eq!(report.duplicates[0].0, "dup");
+    assert_eq!(names(&report.over_attempts), ["twice"], "{}", report.full());
+    assert_eq!(
+        names(&report.concurrent),
+        ["killed", "overlap"],
+        "{}",
+        report.full()
+    );
+    assert_eq!(report.unexpected, ["stranger"]);
+    assert_eq!(report.max_executions_per_id, 2);
+    assert_eq!(report.never_ended, 2, "{}", report.full());
+    let full = report.full();
+    assert!(
+        full.contains("lost (1):\n  lost: inbox/r/lost.task"),
+        "{full}"
+    );
+
+    // The same records without the violations pass.
+    let clean = Ws::new();
+    clean.file(
+        "processed/20260101T000000.000001Z_r_ok/status.json",
+        r#"{"task": "ok", "attempt": 2, "success": true}"#,
+    );
+    clean.file(EXEC_LOG, "start ok 1 100\nstart ok 2 300\nend ok 2 400\n");
+    let report = check(clean.path(), &ids(&["ok"]), &BTreeSet::new());
+    report.assert_passes();
+    assert_eq!(report.never_ended, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kill at every protocol point
+
+/// Hundreds of runs, each killing a process (SIGKILL, from a fault point) right after one step
+/// of enqueue, claim, completion or recovery, then cleaning up with an ordinary `agent --once`:
+/// the checker must pass every time, a 0 exit of `enqueue` must mean the task is there, and
+/// every fault point must have killed something.
+#[cfg(feature = "failpoints")]
+#[test]
+fn kill_at_every_protocol_point_loses_nothing_and_runs_nothing_twice_at_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let runs: usize = std::env::var("CHAOS_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let seed: u64 = std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed_c4a0_5eed);
+    let budget = Duration::from_secs(
+        std::env::var("CHAOS_SECONDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(120),
+    );
+    let points = orchestrate::fault::POINTS;
+    let next = Arc::new(AtomicUsize::new(0));
+    let kills: Arc<Mutex<Vec<usize>>> = Arc::new(Mutex::new(vec![0; points.len()]));
+    let done = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let (next, kills, done) = (next.clone(), kills.clone(), done.clone());
+            std::thread::spawn(move || {
+                loop {
+                    let run = next.fetch_add(1, Ordering::SeqCst);
+                    if run >= runs || started.elapsed() > budget {
+                        break;
+                    }
+                    // Each run has its own generator, so a failing run repeats alone.
+                    let mut rng = Rng(seed ^ (run as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    let point = points[run % points.len()];
+                    let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| one_faulty_run(&mut rng, point)))
+                        .unwrap_or_else(|panic| {
+                            let message = panic
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_default();
+                            panic!(
+                                "run {run} (fault point {point}) failed; repeat it with CHAOS_SEED={seed} CHAOS_RUNS={}: {message}",
+                                run + 1
+                            )
+                        });
+                    if killed {
+                        kills.lock().unwrap()[run % points.len()] += 1;
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    let mut failure = None;
+    for t in threads {
+        if let Err(panic) = t.join() {
+            failure = Some(panic);
+        }
+    }
+    if let Some(panic) = failure {
+        std::panic::resume_unwind(panic);
+    }
+    let kills = kills.lock().unwrap().clone();
+    let done = done.load(Ordering::SeqCst);
+    let total: usize = kills.iter().sum();
+    eprintln!(
+        "chaos fault points: {done} runs (seed {seed}), {total} processes killed at a fault point in {:?}; per point: {}",
+        started.elapsed(),
+        points
+            .iter()
+            .zip(&kills)
+            .map(|(p, k)| format!("{p}={k}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    assert!(
+        done >= runs.min(points.len() * 3),
+        "only {done} runs within {budget:?}"
+    );
+    let never: Vec<&str> = points
+        .iter()
+        .zip(&kills)
+        .filter(|(_, k)| **k == 0)
+        .map(|(p, _)| *p)
+        .collect();
+    assert!(
+        never.is_empty(),
+        "fault points that never killed a process: {never:?}"
+    );
+}
+
+/// One run: tasks enqueued (one of them killed at `point` if it is an enqueue point), an agent
+/// killed at `point` (after a claim left behind for recovery, for recovery points), a clean
+/// `agent --once`, then the checker. Returns whether a process was killed at the point.
+#[cfg(feature = "failpoints")]
+fn one_faulty_run(rng: &mut Rng, point: &str) -> bool {
+    let ws = Ws::new();
+    let max_attempts = if point.starts_with("recover.") && rng.below(2) == 0 {
+        1
+    } else {
+        5
+    };
+    let concurrency = 1 + rng.below(2);
+    role(
+        &ws,
+        "r",
+        &format!("concurrency: {concurrency}\nmax_attempts: {max_attempts}\nsettle_ms: 0\n"),
+        &recording_workflow(""),
+    );
+    let tasks = 1 + rng.below(4) as usize;
+    let mut accepted = BTreeSet::new();
+    let mut maybe = BTreeSet::new();
+    let mut killed = false;
+    let faulty = rng.below(tasks as u64) as usize;
+    for i in 0..tasks {
+        let id = format!("t{i}");
+        let env: Vec<(&str, String)> = if point.starts_with("enqueue.") && i == faulty {
+            vec![("FAILPOINTS", format!("{point}=return"))]
+        } else {
+            Vec::new()
+        };
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (ack, status, stderr) = enqueue(&ws, "r", &id, &env);
+        match ack {
+            Some(id) => {
+                // No false acknowledgement: a 0 exit means the task is in the inbox, whole.
+                assert_eq!(ws.read(&format!("inbox/r/{id}.task")), id);
+                accepted.insert(id);
+            }
+            None => {
+                assert_eq!(
+                    status.signal(),
+                    Some(9),
+                    "enqueue failed otherwise: {stderr}"
+                );
+                killed = true;
+                maybe.insert(id);
+            }
+        }
+    }
+    let mut procs = Procs::new(&ws);
+    let once = |procs: &mut Procs, env: &[(&str, &str)]| {
+        let n = procs.agent(&ws, "r", &["--once", "-q"], env);
+        let status = procs.wait(n, Duration::from_secs(30));
+        // Steps of a killed agent may still run (they hold their task): let them end.
+        wait_until("orphaned steps to end", Duration::from_secs(10), || {
+            working_in(ws.path()).is_empty()
+        });
+        status
+    };
+    if !point.starts_with("enqueue.") {
+        if point.starts_with("recover.") {
+            // Leave a dead claim behind for recovery: killed before or after its status.
+            let setup = ["claim.leased", "complete.status_written"][rng.below(2) as usize];
+            let status = once(&mut procs, &[("FAILPOINTS", &format!("{setup}=return"))]);
+            assert_eq!(
+                status.signal(),
+                Some(9),
+                "setup at {setup}\n{}",
+                procs.logs()
+            );
+        }
+        let skip = rng.below(tasks as u64);
+        let config = format!(
+            "{point}={}",
+            if skip == 0 {
+                "return".to_string()
+            } else {
+                format!("{skip}*off->return")
+            }
+        );
+        let status = once(&mut procs, &[("FAILPOINTS", &config)]);
+        if status.signal() == Some(9) {
+            killed = true;
+        } else {
+            assert!(
+                status.success(),
+                "agent with {config}: {status:?}\n{}",
+                procs.logs()
+            );
+        }
+    }
+    let status = once(&mut procs, &[]);
+    assert!(
+        status.success(),
+        "the clean agent: {status:?}\n{}",
+        procs.logs()
+    );
+    let report = check(ws.path(), &accepted, &maybe);
+    assert!(
+        report.passes(),
+        "fault point {point}: {}\n{}",
+        report.full(),
+        procs.logs()
+    );
+    assert!(
+        entries(&ws, "running/r").is_empty(),
+        "{:?}",
+        entries(&ws, "running/r")
+    );
+    assert!(queued(&ws, "r").is_empty(), "{:?}", queued(&ws, "r"));
+    killed
+}
