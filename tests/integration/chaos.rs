@@ -464,3 +464,126 @@ fn one_faulty_run(rng: &mut Rng, point: &str) -> bool {
     assert!(queued(&ws, "r").is_empty(), "{:?}", queued(&ws, "r"));
     killed
 }
+
+// ---------------------------------------------------------------------------------------------
+// Orphaned and hung workers
+
+/// A worker SIGKILLed while its task's step and a grandchild of it run: a second worker started
+/// at once does not claim the task while any process of that tree lives (they all inherit the
+/// task's lock), even after the step itself has exited; then the task runs as attempt 2, after
+/// the grandchild is gone.
+#[test]
+fn orphaned_step_and_grandchild_keep_the_task_until_the_whole_tree_is_gone() {
+    let ws = Ws::new();
+    role(
+        &ws,
+        "r",
+        "max_attempts: 3\nsettle_ms: 0\n",
+        &recording_workflow(
+            r#"if [ "$att" = 1 ]; then
+  setsid bash -c 'echo $$ > grandchild.pid; sleep 2.5; echo "gone $(date +%s%6N)" >> grandchild.log' < /dev/null > /dev/null 2>&1 &
+  while [ ! -s grandchild.pid ]; do sleep 0.01; done
+  sleep 1
+fi"#,
+        ),
+    );
+    let mut procs = Procs::new(&ws);
+    let first = procs.agent(&ws, "r", &["-q"], &[]);
+    let (ack, _, stderr) = enqueue(&ws, "r", "t", &[]);
+    assert!(ack.is_some(), "{stderr}");
+    wait_until("attempt 1 to start", Duration::from_secs(10), || {
+        execution_starts(&ws) == 1 && ws.exists("grandchild.pid")
+    });
+    procs.signal(first, libc::SIGKILL);
+    procs.wait(first, Duration::from_secs(5));
+    let grandchild: u32 = ws.read("grandchild.pid").trim().parse().unwrap();
+    assert!(pid_alive(grandchild));
+    procs.agent(&ws, "r", &["-q"], &[]);
+    // The step ends after ~1 s, the grandchild (in a session of its own) after ~2.5 s: until
+    // then, nothing starts attempt 2 and the claim stays where it is.
+    let mut step_ended = false;
+    while pid_alive(grandchild) {
+        step_ended |= lines(&ws, EXEC_LOG)
+            .iter()
+            .any(|l| l.starts_with("end t 1 "));
+        assert_eq!(
+            execution_starts(&ws),
+            1,
+            "attempt 2 started while attempt 1's grandchild still ran\n{}",
+            procs.logs()
+        );
+        assert!(
+            ws.exists("running/r/t/task"),
+            "the claim left running/ early"
+        );
+        assert!(
+            queued(&ws, "r").is_empty(),
+            "requeued while its tree still ran"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(step_ended, "the step did not end before its grandchild");
+    wait_until("attempt 2 to finish", Duration::from_secs(15), || {
+        entries(&ws, "processed").len() == 1
+    });
+    let gone: u128 = lines(&ws, "grandchild.log")[0]
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let start2: u128 = lines(&ws, EXEC_LOG)
+        .iter()
+        .find_map(|l| l.strip_prefix("start t 2 "))
+        .expect("attempt 2 started")
+        .parse()
+        .unwrap();
+    assert!(
+        start2 >= gone,
+        "attempt 2 started at {start2}, the grandchild ended at {gone}"
+    );
+    let report = check(
+        ws.path(),
+        &BTreeSet::from(["t".to_string()]),
+        &BTreeSet::new(),
+    );
+    report.assert_passes();
+    assert_eq!(report.max_attempt, 2, "{}", report.full());
+}
+
+/// A worker stopped (SIGSTOP) past its `hung_after_sec` while its task runs: another worker's
+/// recovery kills the hung holder and its step, requeues the task and runs it as attempt 2; the
+/// stopped attempt's step never runs at the same time as attempt 2.
+#[test]
+fn a_sigstopped_worker_past_its_heartbeat_is_killed_and_its_task_rerun_never_concurrently() {
+    let ws = Ws::new();
+    role(
+        &ws,
+        "r",
+        "hung_after_sec: 1\nmax_attempts: 3\nsettle_ms: 0\n",
+        &recording_workflow(r#"if [ "$att" = 1 ]; then sleep 30; fi"#),
+    );
+    let mut procs = Procs::new(&ws);
+    let first = procs.agent(&ws, "r", &["-q"], &[]);
+    let (ack, _, stderr) = enqueue(&ws, "r", "t", &[]);
+    assert!(ack.is_some(), "{stderr}");
+    wait_until("attempt 1 to start", Duration::from_secs(10), || {
+        execution_starts(&ws) == 1
+    });
+    procs.signal(first, libc::SIGSTOP);
+    procs.agent(&ws, "r", &["-q"], &[]);
+    wait_until("attempt 2 to finish", Duration::from_secs(20), || {
+        entries(&ws, "processed").len() == 1
+    });
+    // The hung worker was killed, not left stopped forever.
+    let status = procs.wait(first, Duration::from_secs(5));
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+    let report = check(
+        ws.path(),
+        &BTreeSet::from(["t".to_string()]),
+        &BTreeSet::new(),
+    );
+    report.assert_passes();
+    assert_eq!(report.never_ended, 1, "{}", report.full());
+    assert_eq!(report.max_attempt, 2, "{}", report.full());
+}
