@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
@@ -586,4 +588,254 @@ fn a_sigstopped_worker_past_its_heartbeat_is_killed_and_its_task_rerun_never_con
     report.assert_passes();
     assert_eq!(report.never_ended, 1, "{}", report.full());
     assert_eq!(report.max_attempt, 2, "{}", report.full());
+}
+
+// ---------------------------------------------------------------------------------------------
+// inotify overflow
+
+const MAX_QUEUED_EVENTS: &str = "/proc/sys/fs/inotify/max_queued_events";
+
+/// Puts a sysctl back on drop.
+struct Restore(&'static str, String);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0, &self.1);
+    }
+}
+
+/// More tasks than the watcher's event queue holds arrive while the role process is stopped
+/// (SIGSTOP): the queue overflows, the watcher asks for a rescan, and every task is processed.
+/// The limit is global and root-only: when it is writable it is lowered only while the role
+/// process creates its watcher (an inotify instance keeps the limit it was created with), then
+/// put back; otherwise the test creates more tasks than the current limit, or skips.
+#[test]
+fn inotify_overflow_while_the_role_process_is_stopped_loses_no_task() {
+    let Ok(current) = std::fs::read_to_string(MAX_QUEUED_EVENTS) else {
+        eprintln!("SKIPPED: {MAX_QUEUED_EVENTS} is not readable");
+        return;
+    };
+    let current = current.trim().to_string();
+    let lowered = std::fs::write(MAX_QUEUED_EVENTS, "64").is_ok();
+    let restore = lowered.then(|| Restore(MAX_QUEUED_EVENTS, current.clone()));
+    let limit: usize = if lowered {
+        64
+    } else {
+        current.parse().unwrap_or(usize::MAX)
+    };
+    if limit > 20_000 {
+        eprintln!("SKIPPED: max_queued_events is {current} and cannot be lowered (not root?)");
+        return;
+    }
+    let tasks = limit * 3 + 10;
+    let ws = Ws::new();
+    role(
+        &ws,
+        "r",
+        "concurrency: 4\nsettle_ms: 0\n",
+        &recording_workflow(""),
+    );
+    let mut procs = Procs::new(&ws);
+    let agent = procs.agent(&ws, "r", &[], &[]);
+    wait_until(
+        "the role process to watch its inbox",
+        Duration::from_secs(10),
+        || procs.log(agent).contains("watching"),
+    );
+    drop(restore);
+    procs.signal(agent, libc::SIGSTOP);
+    let dir = ws.join("inbox/r");
+    let mut accepted = BTreeSet::new();
+    for i in 0..tasks {
+        let id = format!("t{i:05}");
+        std::fs::write(dir.join(format!("{id}.tmp")), &id).unwrap();
+        std::fs::rename(
+            dir.join(format!("{id}.tmp")),
+            dir.join(format!("{id}.task")),
+        )
+        .unwrap();
+        accepted.insert(id);
+    }
+    procs.signal(agent, libc::SIGCONT);
+    let resumed = Instant::now();
+    wait_until(
+        "every task to be processed",
+        Duration::from_secs(60),
+        || std::fs::read_dir(ws.join("processed")).map_or(0, |d| d.count()) >= tasks,
+    );
+    let elapsed = resumed.elapsed();
+    let log = procs.log(agent);
+    eprintln!(
+        "inotify overflow: {tasks} tasks over a queue of {limit} events, all processed {elapsed:?} after SIGCONT"
+    );
+    if lowered {
+        assert!(
+            log.contains("watcher asked for a rescan"),
+            "no overflow seen with {tasks} events over a limit of {limit}:\n{log}"
+        );
+    }
+    check(ws.path(), &accepted, &BTreeSet::new()).assert_passes();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Disk full
+
+/// A small tmpfs mounted over a directory, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the filesystem of `dir` with `dir/filler` until a write fails with ENOSPC.
+fn fill(dir: &Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(dir.join("filler")).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(err) if err.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(err) => panic!("filling the disk: {err}"),
+        }
+    }
+    // Page by page, the last few bytes too.
+    while file.write(&[0u8; 512]).is_ok_and(|n| n > 0) {}
+}
+
+/// On a full disk (a tiny tmpfs; skipped where it cannot be mounted): `enqueue` fails with a
+/// clear error and exit != 0 and leaves no task behind; a task whose status write fails stays
+/// claimed (not lost) and is finished once space is freed; a standalone run whose state write
+/// fails leaves the previous state.json whole, and resumes once space is freed.
+#[test]
+fn a_full_disk_fails_writes_cleanly_and_loses_no_task() {
+    let ws = Ws::new();
+    let _mount = match Tmpfs::mount(ws.path(), "2m") {
+        Ok(mount) => mount,
+        Err(why) => {
+            eprintln!("SKIPPED: cannot mount a small tmpfs for the disk-full test: {why}");
+            return;
+        }
+    };
+    // The executions log lives off the small disk, so that the checker sees every line.
+    let records = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(records.path().join("exec.log"), ws.join(EXEC_LOG)).unwrap();
+    std::os::unix::fs::symlink(records.path(), ws.join("exec.pids")).unwrap();
+    role(
+        &ws,
+        "r",
+        "max_attempts: 5\nsettle_ms: 0\n",
+        &recording_workflow("while [ ! -e go ]; do sleep 0.02; done"),
+    );
+    let mut procs = Procs::new(&ws);
+    let agent = procs.agent(&ws, "r", &[], &[]);
+    let (ack, _, stderr) = enqueue(&ws, "r", "a", &[]);
+    assert!(ack.is_some(), "{stderr}");
+    wait_until("task a to start", Duration::from_secs(10), || {
+        execution_starts(&ws) == 1
+    });
+    fill(ws.path());
+
+    // No false acknowledgement, nothing half-written.
+    let (ack, status, stderr) = enqueue(&ws, "r", "b", &[]);
+    assert!(
+        ack.is_none() && !status.success(),
+        "enqueue on a full disk: {status:?} {stderr}"
+    );
+    assert!(
+        stderr.contains("No space left on device") && stderr.starts_with("error: failed to"),
+        "unclear error: {stderr}"
+    );
+    assert!(
+        !queued(&ws, "r").contains(&"b.task".to_string()) && !ws.exists("inbox/r/b.tmp"),
+        "a partial task was left: {:?}",
+        entries(&ws, "inbox/r")
+    );
+
+    // Task a's workflow ends now, and its status cannot be written.
+    std::fs::write(ws.join("go"), "").unwrap();
+    wait_until("task a's attempt to end", Duration::from_secs(10), || {
+        lines(&ws, EXEC_LOG)
+            .iter()
+            .any(|l| l.starts_with("end a 1 "))
+    });
+    wait_until(
+        "the failed finish to be reported",
+        Duration::from_secs(10),
+        || procs.log(agent).contains("error"),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        entries(&ws, "processed").is_empty() && ws.exists("running/r/a/task"),
+        "task a is not where a failed finish leaves it: processed {:?}, running {:?}\n{}",
+        entries(&ws, "processed"),
+        entries(&ws, "running/r"),
+        procs.logs()
+    );
+
+    // Space comes back: a is finished (its status written and moved, or attempted again).
+    std::fs::remove_file(ws.join("filler")).unwrap();
+    let (ack, _, stderr) = enqueue(&ws, "r", "b", &[]);
+    assert!(ack.is_some(), "{stderr}");
+    wait_until("a and b to be processed", Duration::from_secs(20), || {
+        entries(&ws, "processed").len() == 2
+    });
+    let ids = BTreeSet::from(["a".to_string(), "b".to_string()]);
+    check(ws.path(), &ids, &BTreeSet::new()).assert_passes();
+    procs.signal(agent, libc::SIGTERM);
+    procs.wait(agent, Duration::from_secs(10));
+
+    // A standalone run: the state snapshot fails to be written when the disk fills mid-run.
+    ws.workflow(
+        "name: full\nsteps:\n  - name: one\n    command: [\"true\"]\n  - name: fill\n    command: [\"sh\", \"-c\", \"head -c 10M /dev/zero > filler; exit 0\"]\n  - name: three\n    command: [\"true\"]\n  - name: four\n    command: [\"true\"]\n",
+    );
+    let run = ws.run_wf(&[]);
+    eprintln!(
+        "standalone run on a full disk: exit {}\n{}",
+        run.code, run.stderr
+    );
+    let run_id = run.id().to_string();
+    let state_path = ws.run_dir(&run_id).join("state.json");
+    if state_path.exists() {
+        let text = std::fs::read_to_string(&state_path).unwrap();
+        serde_json::from_str::<Value>(&text)
+            .unwrap_or_else(|e| panic!("state.json is torn ({e}): {text:?}"));
+    }
+    assert!(
+        !std::fs::read_dir(ws.run_dir(&run_id))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".tmp")),
+        "a temp file was left in the run's directory"
+    );
+    std::fs::remove_file(ws.join("filler")).unwrap();
+    if run.code != 0 {
+        ws.run(&["resume", &run_id]).ok();
+    }
+    assert_eq!(
+        ws.state(&run_id)["status"],
+        "succeeded",
+        "{:#}",
+        ws.state(&run_id)
+    );
 }
