@@ -839,3 +839,82 @@ fn a_full_disk_fails_writes_cleanly_and_loses_no_task() {
         ws.state(&run_id)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The soak (`scripts/chaos-soak`): its workspace and its check
+
+fn env_path(name: &str) -> PathBuf {
+    PathBuf::from(
+        std::env::var(name).unwrap_or_else(|_| panic!("set {name} (scripts/chaos-soak does)")),
+    )
+}
+
+/// Lays out the soak's roles in `CHAOS_WS`: `CHAOS_ROLES` independent roles `r1..`, each with
+/// `CHAOS_REPLICAS` replicas of concurrency 2 and the recording workflow around a short random
+/// sleep. Run by `scripts/chaos-soak`.
+#[test]
+#[ignore = "run by scripts/chaos-soak"]
+fn soak_lay_out_a_workspace() {
+    let ws = env_path("CHAOS_WS");
+    let count = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (roles, replicas) = (count("CHAOS_ROLES", 4), count("CHAOS_REPLICAS", 2));
+    let workflow = recording_workflow("sleep 0.$((RANDOM % 20))");
+    for n in 1..=roles {
+        let write = |rel: String, text: &str| {
+            let path = ws.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write(
+            format!("agents/r{n}.yaml"),
+            &format!(
+                "workflow: workflows/r{n}.yaml\nconcurrency: 2\nreplicas: {replicas}\nmax_attempts: 20\nsettle_ms: 0\nhung_after_sec: 2\n"
+            ),
+        );
+        write(format!("workflows/r{n}.yaml"), &workflow);
+    }
+}
+
+/// Runs the checker on `CHAOS_WS` with the acknowledged ids in the file `CHAOS_ACCEPTED` and the
+/// unacknowledged ones in `CHAOS_MAYBE` (one a line); prints the report's figures as
+/// `chaos report: ...`. Run by `scripts/chaos-soak --check`.
+#[test]
+#[ignore = "run by scripts/chaos-soak"]
+fn check_a_soaked_workspace() {
+    let ws = env_path("CHAOS_WS");
+    let ids = |name: &str| -> BTreeSet<String> {
+        std::env::var(name)
+            .ok()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let report = check(&ws, &ids("CHAOS_ACCEPTED"), &ids("CHAOS_MAYBE"));
+    println!(
+        "chaos report: lost={} duplicates={} concurrent={} over_attempts={} unexpected={} max_executions_per_id={} executions={} never_ended={} terminal={} processed={} failed={} accepted={} max_attempt={}",
+        report.lost.len(),
+        report.duplicates.len(),
+        report.concurrent.len(),
+        report.over_attempts.len(),
+        report.unexpected.len(),
+        report.max_executions_per_id,
+        report.executions,
+        report.never_ended,
+        report.terminal_records,
+        report.processed,
+        report.failed,
+        report.accepted,
+        report.max_attempt
+    );
+    println!("{}", report.full());
+    report.assert_passes();
+}
