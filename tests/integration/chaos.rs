@@ -157,8 +157,10 @@ fn enqueue(
 }
 
 /// xorshift64*: a small, seedable generator (the seed is printed on failure).
+#[cfg(feature = "failpoints")]
 struct Rng(u64);
 
+#[cfg(feature = "failpoints")]
 impl Rng {
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
