@@ -5,6 +5,9 @@
 //! -> `exec` (one process per step), recording into `events` (append-only) and `state`
 //! (snapshots). `cli` is the command line over all of it.
 
+#[macro_use]
+pub mod fault;
+
 pub mod approval;
 pub mod breaker;
 pub mod budget;

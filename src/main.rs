@@ -1,5 +1,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Fault points for the chaos tests (`--features failpoints`); nothing otherwise.
+    let _faults = orchestrate::fault::setup();
     orchestrate::cli::main(std::env::args_os())
 }

@@ -255,7 +255,10 @@ pub fn enqueue(
             });
         }
     };
-    let written = file.write_all(content).and_then(|()| file.sync_all());
+    let written = file.write_all(content).and_then(|()| {
+        fault!("enqueue.written");
+        file.sync_all()
+    });
     drop(file);
     if let Err(source) = written {
         let _ = fs::remove_file(&tmp);
@@ -265,6 +268,7 @@ pub fn enqueue(
             source,
         });
     }
+    fault!("enqueue.synced");
     // The sidecar before the rename: a task is never visible without its correlation id.
     let meta = Meta {
         format_version: QUEUE_FORMAT,
@@ -278,6 +282,7 @@ pub fn enqueue(
         let _ = fs::remove_file(&tmp);
         return Err(err);
     }
+    fault!("enqueue.sidecar");
     if let Err(err) = rename_noreplace(&tmp, &task) {
         let _ = fs::remove_file(&tmp);
         if err.kind() == io::ErrorKind::AlreadyExists {
@@ -290,7 +295,9 @@ pub fn enqueue(
             source: err,
         });
     }
+    fault!("enqueue.renamed");
     fsync_dir(&layout.inbox).map_err(io_err("sync", &layout.inbox))?;
+    fault!("enqueue.dir_synced");
     Ok(Enqueued {
         role: layout.role.clone(),
         file: rel(&layout.workspace, &task),
@@ -525,6 +532,7 @@ pub fn claim(
             });
         }
     }
+    fault!("claim.locked");
     if meta.nlink() > 1 {
         drop(file);
         return quarantine(
@@ -568,6 +576,7 @@ pub fn claim(
             });
         }
     }
+    fault!("claim.dir_made");
     let task_path = dir.join("task");
     if let Err(err) = fs::rename(&path, &task_path) {
         let _ = fs::remove_dir(&dir);
@@ -580,6 +589,7 @@ pub fn claim(
             source: err,
         });
     }
+    fault!("claim.renamed");
     let sidecar = read_meta(&layout.meta_path(id));
     // The attempt is counted in the lease, before the workflow runs: a task that kills its
     // worker is charged even then (recovery carries the count into the sidecar). Creating
@@ -601,6 +611,7 @@ pub fn claim(
     // Written in place: the directory is new, and a reader that finds it half-written (or
     // missing) falls back to the sidecar's count.
     fs::write(dir.join("lease.json"), &bytes).map_err(io_err("write lease in", &dir))?;
+    fault!("claim.leased");
     Ok(ClaimResult::Claimed(Box::new(Claim {
         id: id.to_string(),
         dir,
@@ -744,6 +755,7 @@ pub fn complete(
     // The task's directory is published by the move below, after this write is on disk.
     write_unpublished(&claim.dir.join("status.json"), &bytes)
         .map_err(io_err("write status in", &claim.dir))?;
+    fault!("complete.status_written");
     let parent = if success {
         &layout.processed
     } else {
@@ -765,8 +777,10 @@ fn finish_move(
         let dest = parent.join(final_name(&layout.role, id));
         match rename_noreplace(dir, &dest) {
             Ok(()) => {
+                fault!("finish.renamed");
                 fsync_dir(parent).map_err(io_err("sync", parent))?;
                 fsync_dir(&layout.running).map_err(io_err("sync", &layout.running))?;
+                fault!("finish.synced");
                 return Ok(dest);
             }
             // Two finishes of one id in the same microsecond: take the next name.
@@ -833,6 +847,7 @@ pub fn recover(
             });
         }
     }
+    fault!("recover.locked");
     for entry in entries.flatten() {
         let dir = entry.path();
         let Some(id) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
@@ -850,7 +865,18 @@ pub fn recover(
             Ok(file) => file,
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 // A claim that died between mkdir and rename, or a directory already emptied.
-                let _ = fs::remove_dir(&dir);
+                if fs::remove_dir(&dir).is_err() && dir.join("lease.json").exists() {
+                    // A requeue that died between putting the task back and moving the
+                    // attempt's records aside: finish it, or the directory would keep the
+                    // name busy and the requeued task would never be claimed again.
+                    let attempt = fs::read(dir.join("lease.json"))
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<Lease>(&b).ok())
+                        .map_or(0, |l| l.attempt);
+                    let keep = layout.meta.join(format!("{id}.attempt-{attempt}"));
+                    let _ = fs::remove_dir_all(&keep);
+                    fs::rename(&dir, &keep).map_err(io_err("move aside", &dir))?;
+                }
                 continue;
             }
             Err(err) => {
@@ -883,10 +909,12 @@ pub fn recover(
             .and_then(|b| serde_json::from_slice(&b).ok());
         let meta_path = layout.meta_path(&id);
         let mut meta = read_meta(&meta_path);
+        // No readable lease: the claimer died right after the rename, before writing it; the
+        // claim counted an attempt all the same.
         let attempt = lease
             .as_ref()
             .map(|l| l.attempt)
-            .unwrap_or(meta.attempts)
+            .unwrap_or(meta.attempts + 1)
             .max(meta.attempts);
         let reason = format!("attempt {attempt} ended without finishing: its worker died");
         meta.history.push(
@@ -936,6 +964,7 @@ pub fn recover(
             let bytes = serde_json::to_vec_pretty(&status).unwrap_or_default();
             atomic_write(&dir.join("status.json"), &bytes)
                 .map_err(io_err("write status in", &dir))?;
+            fault!("recover.status_written");
             drop(task);
             finish_move(layout, &dir, &id, &layout.failed)?;
             let _ = fs::remove_file(&meta_path);
@@ -948,6 +977,7 @@ pub fn recover(
             continue;
         }
         write_meta(&meta_path, &meta)?;
+        fault!("recover.sidecar_written");
         drop(task);
         let action = requeue(layout, &dir, &id, attempt)?;
         out.push(Recovered {
@@ -991,9 +1021,11 @@ fn requeue(
             });
         }
     }
+    fault!("recover.requeued");
     let keep = layout.meta.join(format!("{id}.attempt-{attempt}"));
     let _ = fs::remove_dir_all(&keep);
     let _ = fs::rename(dir, &keep);
+    fault!("recover.kept");
     let _ = fsync_dir(&layout.inbox);
     Ok("requeued")
 }

@@ -336,7 +336,10 @@ pub async fn run_agent(
                     while let Ok(hint) = rx.try_recv() {
                         match hint {
                             Hint::Names(names) => names.into_iter().for_each(|(n, c)| pending.push(n, c)),
-                            Hint::Rescan => pending.list(&layout),
+                            Hint::Rescan => {
+                                log("watcher asked for a rescan (events were lost); listing the inbox");
+                                pending.list(&layout);
+                            }
                         }
                     }
                 }

@@ -6,6 +6,8 @@ mod harness;
 mod acceptance;
 mod agents;
 mod budgets;
+mod chaos;
+mod checker;
 mod durability;
 mod language;
 mod progress;
