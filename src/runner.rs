@@ -2485,6 +2485,12 @@ impl Lookup for Scope<'_> {
                 let task = self.runner.config.task.as_ref().ok_or_else(|| {
                     Undefined::new(var, "`task.*` exists only when the workflow runs for a task (under `orchestrate agent` or `swarm up`)")
                 })?;
+                if rest.first().map(String::as_str) == Some("json") && task.get("json").is_none() {
+                    return Err(Undefined::new(
+                        var,
+                        "the task's text is not JSON (or nests deeper than 128 levels); enqueue JSON, or use `${task.text}`",
+                    ));
+                }
                 template::walk(task, rest).cloned()
             }
             "context" => {

@@ -1845,7 +1845,9 @@ steps:
     let status = json_file(&ws, &format!("{dir}/status.json"));
     let message = status["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains("${task.json.0}") && message.contains("Use"),
+        message.contains("${task.json.0}")
+            && message.contains("Use")
+            && message.contains("not JSON (or nests deeper than 128 levels)"),
         "{status:#}"
     );
     assert_eq!(ws.read(&format!("{dir}/task")), deep, "the task is kept whole");
