@@ -1193,6 +1193,9 @@ impl Runner {
             Ok(parts) => parts,
             Err(message) => return failed_result(2, message),
         };
+        // A task outlives the run in inbox/ and processed/: no secret value goes into one, even
+        // through a file a step wrote.
+        let bytes = events::mask_bytes(&bytes, &self.secret_values);
         let layout = match crate::role::layout_for(&self.config.workspace, &role) {
             Ok(layout) => layout,
             Err(message) => return failed_result(2, message),

@@ -753,7 +753,10 @@ fn wait_for_globs_and_enqueue_files_escaping_the_workspace_are_refused() {
     std::fs::create_dir_all(&workspace).unwrap();
     std::os::unix::fs::symlink(root.join("outside"), workspace.join("link")).unwrap();
     root.file("ws/agents/r.yaml", "workflow: workflows/r.yaml\n")
-        .file("ws/workflows/r.yaml", "steps:\n  - name: S\n    command: [\"true\"]\n");
+        .file(
+            "ws/workflows/r.yaml",
+            "steps:\n  - name: S\n    command: [\"true\"]\n",
+        );
     let abs = root.join("outside/*.txt").display().to_string();
     for glob in ["../outside/*.txt", abs.as_str(), "link/*.txt"] {
         root.file(

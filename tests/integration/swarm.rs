@@ -1799,7 +1799,9 @@ fn a_one_gigabyte_task_is_quarantined_by_its_size_without_being_read() {
     );
     let dir = entry_of(&ws, "failed", "r", "huge");
     assert_eq!(
-        std::fs::metadata(ws.join(&format!("{dir}/task"))).unwrap().len(),
+        std::fs::metadata(ws.join(&format!("{dir}/task")))
+            .unwrap()
+            .len(),
         1 << 30,
         "the task is kept as it was"
     );
@@ -1850,5 +1852,125 @@ steps:
             && message.contains("not JSON (or nests deeper than 128 levels)"),
         "{status:#}"
     );
-    assert_eq!(ws.read(&format!("{dir}/task")), deep, "the task is kept whole");
+    assert_eq!(
+        ws.read(&format!("{dir}/task")),
+        deep,
+        "the task is kept whole"
+    );
+}
+
+/// Every file under `rel` (symlinks not followed), recursively.
+fn files_under(ws: &Ws, rel: &str) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => walk(&path, out),
+                Ok(t) if t.is_file() => out.push(path),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&ws.join(rel), &mut out);
+    out
+}
+
+const TOKEN: &str = "tok-9f8e7d6c5b4a";
+
+/// Shows the secret every way a step can: stdout, stderr, captured output, an output file, the
+/// text and the file of enqueued tasks, and the error of a failing step.
+const LEAKY_WORKFLOW: &str = r#"
+steps:
+  - name: Show
+    secrets: [MY_TOKEN]
+    command: [bash, -c, 'echo "out=$MY_TOKEN"; echo "err=$MY_TOKEN" >&2; printf %s "$MY_TOKEN" > ${task.id}.secret']
+  - name: Captured
+    secrets: [MY_TOKEN]
+    command: [bash, -c, 'printf "{\"token\": \"%s\"}" "$MY_TOKEN"']
+    output_capture: json
+  - name: ToFile
+    secrets: [MY_TOKEN]
+    command: [bash, -c, 'echo "file=$MY_TOKEN"']
+    output_file: out/${task.id}.txt
+  - name: SendText
+    enqueue: {role: sink, text: 'text ${steps.Show.output} ${steps.Captured.json.token}'}
+  - name: SendFile
+    enqueue: {role: sink, file: '${task.id}.secret'}
+  - name: Fail
+    secrets: [MY_TOKEN]
+    command: [bash, -c, 'echo "failing with $MY_TOKEN" >&2; echo "status $MY_TOKEN"; exit 3']
+"#;
+
+#[test]
+fn a_secret_shown_every_way_reaches_no_file_under_the_queue_or_records() {
+    let mut ws = Ws::new();
+    ws.env("MY_TOKEN", TOKEN);
+    role(
+        &ws,
+        "leaky",
+        "settle_ms: 0\nmax_attempts: 1\n",
+        LEAKY_WORKFLOW,
+    );
+    role(
+        &ws,
+        "sink",
+        "settle_ms: 0\n",
+        "steps:\n  - name: S\n    command: [\"true\"]\n",
+    );
+    ws.run(&["enqueue", "leaky", "--name", "t1", "--text", "{}"])
+        .ok();
+    let mut agents = Agents::new(&ws);
+    let status = agents.run(&ws, "leaky", &["--once"], Duration::from_secs(20));
+    assert_success(status, &agents);
+    let dir = entry_of(&ws, "failed", "leaky", "t1");
+    let task_status = json_file(&ws, &format!("{dir}/status.json"));
+    assert_eq!(task_status["success"], false);
+    assert_eq!(entries(&ws, "inbox/sink").len(), 2, "both enqueues ran");
+    let status = agents.run(&ws, "sink", &["--once"], Duration::from_secs(20));
+    assert_success(status, &agents);
+
+    // The same workflow as a standalone run.
+    ws.file("wf.yaml", &LEAKY_WORKFLOW.replace("${task.id}", "run"));
+    let run = ws.run_wf(&[]);
+    run.code(1);
+    assert_eq!(ws.read("run.secret"), TOKEN, "the step did see the secret");
+
+    let mut checked = 0;
+    // `out/` is not checked: an `output_file` is the step's own stdout, written where the
+    // workflow asked, as it asked.
+    for rel in [".orchestrate", "processed", "failed", "inbox", "running"] {
+        for file in files_under(&ws, rel) {
+            let bytes = std::fs::read(&file).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(TOKEN),
+                "{} contains the secret:\n{}",
+                file.display(),
+                String::from_utf8_lossy(&bytes)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 30, "only {checked} files checked");
+    // What was masked is still there, as `***`.
+    let message = task_status["message"].as_str().unwrap_or_default();
+    assert!(message.contains("Fail"), "{task_status:#}");
+    assert!(
+        message.contains("exit") || message.contains('3'),
+        "{task_status:#}"
+    );
+    let mut sent: Vec<String> = entries(&ws, "processed")
+        .iter()
+        .filter(|n| n.contains("_sink_"))
+        .map(|n| ws.read(&format!("processed/{n}/task")))
+        .collect();
+    sent.sort();
+    assert_eq!(
+        sent,
+        ["***", "text out=***\n ***"],
+        "the enqueued tasks, masked"
+    );
 }

@@ -433,7 +433,11 @@ fn huge_yaml_is_refused_by_its_size_without_being_read() {
     let agent = ws.run(&["agent", "r", "--once"]);
     assert_ne!(agent.code, 0, "{}", agent.stderr);
     agent.stderr_has("limited to 8388608");
-    assert_eq!(ws.read("inbox/r/t.task"), "kept\n", "the task is left alone");
+    assert_eq!(
+        ws.read("inbox/r/t.task"),
+        "kept\n",
+        "the task is left alone"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "took {:?}",
@@ -453,7 +457,9 @@ fn yaml_just_under_the_size_limit_with_too_many_nodes_is_refused_quickly() {
     ws.workflow(&text);
     let started = Instant::now();
     let run = ws.run(&["validate", "wf.yaml"]);
-    run.code(1).stderr_has("wf.yaml:").stderr_has("invalid YAML");
+    run.code(1)
+        .stderr_has("wf.yaml:")
+        .stderr_has("invalid YAML");
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "took {:?}",
