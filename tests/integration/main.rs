@@ -7,6 +7,7 @@ mod acceptance;
 mod agents;
 mod budgets;
 mod durability;
+mod inputs;
 mod language;
 mod progress;
 mod steer;
