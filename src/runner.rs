@@ -241,6 +241,35 @@ struct BudgetState {
     warned_unpriced: bool,
 }
 
+/// The state a run's first snapshot holds, rebuilt from its `run_started` event.
+fn state_from_run_started(dir: &RunDir, workspace: &Path) -> Option<RunState> {
+    let records = events::read(&dir.events()).ok()?;
+    let started = records.iter().find(|r| r["event"] == "run_started")?;
+    let text = |key: &str| started[key].as_str().map(str::to_string);
+    let ts = text("ts")?;
+    Some(RunState {
+        format_version: crate::state::STATE_FORMAT,
+        run_id: text("run_id")?,
+        workflow: text("workflow")?,
+        workflow_name: text("name").unwrap_or_default(),
+        fingerprint: text("fingerprint").unwrap_or_default(),
+        workspace: workspace.display().to_string(),
+        status: RunStatus::Running,
+        started_at: ts.clone(),
+        updated_at: ts,
+        finished_at: None,
+        timestamp_utc: text("timestamp_utc")?,
+        context: started["context"].as_object().cloned().unwrap_or_default(),
+        current_step: None,
+        exit_code: None,
+        error: None,
+        executions: 0,
+        events_seq: 0,
+        resumes: 0,
+        steps: Map::new(),
+    })
+}
+
 impl Runner {
     /// Creates a new run directory for `workflow` and returns a runner ready to start it.
     pub fn create(
@@ -320,7 +349,18 @@ impl Runner {
             )));
         }
         let lock = dir.lock_run()?;
-        let mut state = dir.read_state()?;
+        let mut state = if dir.state().exists() {
+            dir.read_state()?
+        } else {
+            // Killed between recording `run_started` and its first snapshot: that event holds
+            // everything the first snapshot would have.
+            state_from_run_started(&dir, &config.workspace).ok_or_else(|| {
+                resume_err(format!(
+                    "it was stopped before it started (no state.json and no run_started event in {}); start it again with `orchestrate run`",
+                    dir.events().display()
+                ))
+            })?
+        };
         if state.status == RunStatus::Succeeded {
             return Err(resume_err(
                 "it already succeeded; start a new run with `orchestrate run`".into(),

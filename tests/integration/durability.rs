@@ -892,6 +892,10 @@ fn crash_campaign(
     let mut bg = Bg::spawn(&ws, &["run", "wf.yaml", "--quiet"]);
     let id = only_run_id(&ws);
     let dir = ws.run_dir(&id);
+    // A run killed before its event log exists is not a run yet: nothing to resume.
+    wait_until("the run's event log", DEADLINE, || {
+        dir.join("events.jsonl").exists()
+    });
     let (mut kills, mut resumes, mut refused) = (0usize, 0usize, 0usize);
     let started = Instant::now();
     loop {
@@ -1013,4 +1017,33 @@ fn crash_campaign(
         "seed {seed}: {reran} re-executions for {kills} kills: ran {ran:?}, recorded {recorded:?}"
     );
     (kills, resumes, reran)
+}
+
+#[test]
+fn a_run_killed_before_its_first_snapshot_resumes_from_its_run_started_event() {
+    // The crash suite found this window: `run_started` recorded, state.json not yet written.
+    let ws = Ws::new();
+    ws.workflow(FAIL_AT_S3);
+    let first = ws.run_wf(&["--context", "k=v"]);
+    first.code(1);
+    let id = first.id().to_string();
+    let dir = ws.run_dir(&id);
+    let timestamp = ws.state(&id)["timestamp_utc"].clone();
+    std::fs::remove_file(dir.join("state.json")).unwrap();
+    ws.file("flag", "");
+    let resumed = ws.run(&["resume", &id]);
+    resumed.ok();
+    assert_eq!(lines(&ws, "ran.log"), ["S1", "S2", "S3", "S4"]);
+    let state = ws.state(&id);
+    assert_eq!(state["status"], "succeeded");
+    assert_eq!(state["timestamp_utc"], timestamp);
+    assert_eq!(state["context"]["k"], "v");
+
+    // Killed before even `run_started`: nothing to resume, and it says what to do.
+    std::fs::remove_file(dir.join("state.json")).unwrap();
+    std::fs::write(dir.join("events.jsonl"), "").unwrap();
+    ws.run(&["resume", &id])
+        .code(2)
+        .stderr_has("it was stopped before it started")
+        .stderr_has("start it again with `orchestrate run`");
 }
