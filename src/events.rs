@@ -128,6 +128,30 @@ pub fn mask(text: &str, secrets: &[String]) -> String {
     out
 }
 
+/// [`mask`] for bytes that may not be UTF-8 (an enqueued task file): each secret's bytes become
+/// `***`.
+pub fn mask_bytes(bytes: &[u8], secrets: &[String]) -> Vec<u8> {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return mask(text, secrets).into_bytes();
+    }
+    let mut out = bytes.to_vec();
+    for secret in secrets.iter().map(String::as_bytes) {
+        let mut masked = Vec::with_capacity(out.len());
+        let mut i = 0;
+        while i < out.len() {
+            if out[i..].starts_with(secret) {
+                masked.extend_from_slice(b"***");
+                i += secret.len();
+            } else {
+                masked.push(out[i]);
+                i += 1;
+            }
+        }
+        out = masked;
+    }
+    out
+}
+
 /// Orders secret values for masking: non-empty, longest first, no duplicates.
 pub fn mask_list(values: impl IntoIterator<Item = String>) -> Vec<String> {
     let mut values: Vec<String> = values.into_iter().filter(|v| !v.is_empty()).collect();
@@ -199,6 +223,17 @@ pub fn read_checked(path: &Path) -> Result<EventFile, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mask_bytes_masks_in_text_and_in_binary() {
+        let secrets = vec!["s3cret".to_string()];
+        assert_eq!(super::mask_bytes(b"a s3cret b", &secrets), b"a *** b");
+        assert_eq!(
+            super::mask_bytes(b"\xff s3cret\xfes3cret", &secrets),
+            b"\xff ***\xfe***"
+        );
+        assert_eq!(super::mask_bytes(b"plain", &[]), b"plain");
+    }
+
     use super::*;
 
     #[test]

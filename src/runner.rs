@@ -245,6 +245,35 @@ struct BudgetState {
     warned_unpriced: bool,
 }
 
+/// The state a run's first snapshot holds, rebuilt from its `run_started` event.
+fn state_from_run_started(dir: &RunDir, workspace: &Path) -> Option<RunState> {
+    let records = events::read(&dir.events()).ok()?;
+    let started = records.iter().find(|r| r["event"] == "run_started")?;
+    let text = |key: &str| started[key].as_str().map(str::to_string);
+    let ts = text("ts")?;
+    Some(RunState {
+        format_version: crate::state::STATE_FORMAT,
+        run_id: text("run_id")?,
+        workflow: text("workflow")?,
+        workflow_name: text("name").unwrap_or_default(),
+        fingerprint: text("fingerprint").unwrap_or_default(),
+        workspace: workspace.display().to_string(),
+        status: RunStatus::Running,
+        started_at: ts.clone(),
+        updated_at: ts,
+        finished_at: None,
+        timestamp_utc: text("timestamp_utc")?,
+        context: started["context"].as_object().cloned().unwrap_or_default(),
+        current_step: None,
+        exit_code: None,
+        error: None,
+        executions: 0,
+        events_seq: 0,
+        resumes: 0,
+        steps: Map::new(),
+    })
+}
+
 impl Runner {
     /// Creates a new run directory for `workflow` and returns a runner ready to start it.
     pub fn create(
@@ -324,7 +353,18 @@ impl Runner {
             )));
         }
         let lock = dir.lock_run()?;
-        let mut state = dir.read_state()?;
+        let mut state = if dir.state().exists() {
+            dir.read_state()?
+        } else {
+            // Killed between recording `run_started` and its first snapshot: that event holds
+            // everything the first snapshot would have.
+            state_from_run_started(&dir, &config.workspace).ok_or_else(|| {
+                resume_err(format!(
+                    "it was stopped before it started (no state.json and no run_started event in {}); start it again with `orchestrate run`",
+                    dir.events().display()
+                ))
+            })?
+        };
         if state.status == RunStatus::Succeeded {
             return Err(resume_err(
                 "it already succeeded; start a new run with `orchestrate run`".into(),
@@ -1249,6 +1289,9 @@ impl Runner {
             Ok(parts) => parts,
             Err(message) => return failed_result(2, message),
         };
+        // A task outlives the run in inbox/ and processed/: no secret value goes into one, even
+        // through a file a step wrote.
+        let bytes = events::mask_bytes(&bytes, &self.secret_values);
         let layout = match crate::role::layout_for(&self.config.workspace, &role) {
             Ok(layout) => layout,
             Err(message) => return failed_result(2, message),
@@ -2562,6 +2605,12 @@ impl Lookup for Scope<'_> {
                 let task = self.runner.config.task.as_ref().ok_or_else(|| {
                     Undefined::new(var, "`task.*` exists only when the workflow runs for a task (under `orchestrate agent` or `swarm up`)")
                 })?;
+                if rest.first().map(String::as_str) == Some("json") && task.get("json").is_none() {
+                    return Err(Undefined::new(
+                        var,
+                        "the task's text is not JSON (or nests deeper than 128 levels); enqueue JSON, or use `${task.text}`",
+                    ));
+                }
                 template::walk(task, rest).cloned()
             }
             "context" => {

@@ -679,10 +679,16 @@ fn recover(shared: &Shared, log: &dyn Fn(&str)) {
     }
 }
 
+/// `${task.json}` of a task's text: the text parsed as JSON, or none when it is not JSON (or
+/// nests deeper than serde_json's limit of 128 levels, so no later walk can overflow the stack).
+pub fn task_json(text: &str) -> Option<Value> {
+    serde_json::from_str(text).ok()
+}
+
 /// The `${task.*}` variables of a claimed task.
 fn task_vars(shared: &Shared, claim: &Claim) -> (Value, String) {
     let text = queue::read_text(&claim.task_path, TASK_TEXT_LIMIT).unwrap_or_default();
-    let parsed: Option<Value> = serde_json::from_str(&text).ok();
+    let parsed = task_json(&text);
     let correlation_id = claim
         .meta
         .correlation_id

@@ -740,3 +740,310 @@ fn resume_runs_the_workflow_copy_saved_at_the_start() {
     ws.run(&["resume", first.id()]).ok();
     assert_eq!(lines(&ws, "ran.log"), ["S1", "S2", "S3", "S4"]);
 }
+
+/// A small seeded generator (xorshift64*), so a crash-suite failure names the seed that made it.
+struct Rng(u64);
+
+impl Rng {
+    fn seeded() -> (Rng, u64) {
+        let seed = std::env::var("CRASH_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| random_in(1, usize::MAX) as u64);
+        (Rng(seed.max(1)), seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+    }
+}
+
+/// ~30 steps with every kind of control flow: plain steps, a retried step, a goto loop and two
+/// for_each loops. Every process appends its key to `ran.log` (O_APPEND) and prints `out-KEY`.
+fn crash_workflow() -> String {
+    let step = |key: &str| format!(r#"[sh, -c, 'echo "$0" >> ran.log; echo "out-$0"', '{key}']"#);
+    let mut yaml = String::from("name: crash-suite\nsteps:\n");
+    for i in 0..8 {
+        yaml.push_str(&format!(
+            "  - name: A{i}\n    command: {}\n",
+            step(&format!("A{i}"))
+        ));
+    }
+    yaml.push_str(
+        r#"  - name: Flaky
+    retry: {max_attempts: 3, delay_sec: 0}
+    command: [sh, -c, 'echo Flaky >> ran.log; echo out-Flaky; test -f flaky.flag || { touch flaky.flag; exit 1; }']
+  - name: Count
+    command: [sh, -c, 'echo Count >> ran.log; echo x >> count.txt; echo out-Count']
+  - name: Enough
+    command: [sh, -c, 'echo Enough >> ran.log; echo out-Enough; test "$(wc -l < count.txt)" -ge 3']
+    on:
+      failure: {goto: Count}
+  - name: Loop1
+    for_each:
+      items: [a, b, c, d, e, f]
+      steps:
+        - name: W
+          command: [sh, -c, 'echo "W-$0" >> ran.log; echo "out-W-$0"', '${item}']
+"#,
+    );
+    for i in 0..8 {
+        yaml.push_str(&format!(
+            "  - name: B{i}\n    command: {}\n",
+            step(&format!("B{i}"))
+        ));
+    }
+    yaml.push_str(
+        r#"  - name: Loop2
+    for_each:
+      items: ['1', '2', '3', '4']
+      steps:
+        - name: X
+          command: [sh, -c, 'echo "X-$0" >> ran.log; echo "out-X-$0"', '${item}']
+        - name: Y
+          command: [sh, -c, 'echo "Y-$0" >> ran.log; echo "out-Y-$0"', '${item}']
+"#,
+    );
+    for i in 0..6 {
+        yaml.push_str(&format!(
+            "  - name: C{i}\n    command: {}\n",
+            step(&format!("C{i}"))
+        ));
+    }
+    yaml
+}
+
+/// The outputs a finished run leaves in state.json, by step name.
+fn step_outputs(state: &Value) -> Vec<(String, Value)> {
+    let mut out: Vec<(String, Value)> = state["steps"]
+        .as_object()
+        .expect("state.json steps")
+        .iter()
+        .map(|(name, r)| {
+            (
+                name.clone(),
+                serde_json::json!([r["status"], r["output"], r["iterations"]]),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn engine_killed_at_random_moments_and_resumed_until_done_runs_each_completed_step_once() {
+    let (mut rng, seed) = Rng::seeded();
+    eprintln!("crash suite seed {seed} (CRASH_SEED={seed} replays the kill delays)");
+    let kills_wanted: usize = std::env::var("CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+
+    // The reference: the same workflow, uninterrupted.
+    let reference = Ws::new();
+    reference.workflow(&crash_workflow());
+    let t0 = Instant::now();
+    let clean = reference.run_wf(&["--quiet"]);
+    let run_ms = t0.elapsed().as_millis() as u64;
+    clean.ok();
+    let expected = step_outputs(&clean.state());
+
+    // Runs (each in a fresh workspace) are killed and resumed until enough kills have landed.
+    let started = Instant::now();
+    let (mut kills, mut resumes, mut runs, mut reran) = (0, 0, 0, 0);
+    while kills < kills_wanted {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "seed {seed}: only {kills} kills in a minute"
+        );
+        // Delays up to a sixth of an uninterrupted run: several kills per run.
+        let (k, r, x) = crash_campaign(
+            &mut rng,
+            seed,
+            run_ms / 6 + 10,
+            kills_wanted - kills,
+            &expected,
+        );
+        kills += k;
+        resumes += r;
+        reran += x;
+        runs += 1;
+    }
+    eprintln!(
+        "crash suite: {runs} runs, {kills} kills, {resumes} resumes, {reran} steps ran again after being killed in flight (uninterrupted run {run_ms} ms)"
+    );
+}
+
+/// One run of [`crash_workflow`], SIGKILLed up to `budget` times at random moments in the next
+/// `max_delay_ms` after each start and resumed until it finishes. Returns (kills, resumes,
+/// re-executions).
+fn crash_campaign(
+    rng: &mut Rng,
+    seed: u64,
+    max_delay_ms: u64,
+    budget: usize,
+    expected: &[(String, Value)],
+) -> (usize, usize, usize) {
+    let ws = Ws::new();
+    ws.workflow(&crash_workflow());
+    let mut bg = Bg::spawn(&ws, &["run", "wf.yaml", "--quiet"]);
+    let id = only_run_id(&ws);
+    let dir = ws.run_dir(&id);
+    // A run killed before its event log exists is not a run yet: nothing to resume.
+    wait_until("the run's event log", DEADLINE, || {
+        dir.join("events.jsonl").exists()
+    });
+    let (mut kills, mut resumes, mut refused) = (0usize, 0usize, 0usize);
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "seed {seed}: the run did not finish after {kills} kills and {resumes} resumes"
+        );
+        let finished = if kills < budget {
+            let delay = Duration::from_millis(rng.below(max_delay_ms));
+            let until = Instant::now() + delay;
+            while Instant::now() < until && bg.running() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if bg.running() {
+                signal_quiet("-KILL", &bg.pid());
+                bg.wait();
+                kills += 1;
+                false
+            } else {
+                true
+            }
+        } else {
+            bg.wait();
+            true
+        };
+        // At every stop: state.json parses, every complete event line parses (a torn last line
+        // is the only damage allowed).
+        if dir.join("state.json").exists() {
+            let bytes = std::fs::read(dir.join("state.json")).unwrap();
+            let state: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "seed {seed}, kill {kills}: state.json is not JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            });
+            assert_eq!(state["format_version"], 1);
+        }
+        let events = check_events_file(&dir.join("events.jsonl"), true);
+        if finished {
+            let status = bg.wait();
+            if status.success() {
+                assert_eq!(event_count(&events, "run_finished"), 1);
+                break;
+            }
+            // A resume that found the killed run's step still holding on to something is
+            // refused with exit 2 ("running"); anything else is a failure.
+            let stderr = ws.read("orchestrate.stderr");
+            assert_eq!(
+                status.code(),
+                Some(2),
+                "seed {seed}: resume failed after {kills} kills: {stderr}"
+            );
+            refused += 1;
+            assert!(refused < 50, "seed {seed}: resume refused again: {stderr}");
+            std::thread::sleep(Duration::from_millis(20));
+        } else if event_count(&events, "run_finished") == 1 {
+            // Killed between recording the end and exiting: the run is over; a resume must
+            // say so, and state.json must agree with the event log.
+            let again = ws.run(&["resume", &id]);
+            eprintln!(
+                "killed after run_finished: resume exits {:?}: {}",
+                again.code,
+                again.stderr.trim()
+            );
+            assert!(
+                again.code == 0 || again.stderr.contains("succeeded"),
+                "seed {seed}: resume of a finished run: {}",
+                again.stderr
+            );
+            break;
+        }
+        resumes += 1;
+        bg = Bg::spawn(&ws, &["resume", &id, "--quiet"]);
+    }
+
+    // The same outcome as the uninterrupted run.
+    let state = ws.state(&id);
+    assert_eq!(state["status"], "succeeded");
+    assert_eq!(step_outputs(&state), expected, "seed {seed}");
+
+    // Each execution the final event log records happened once; only a step in flight at a kill
+    // may have run again (its retry attempts with it).
+    let events = check_events_file(&dir.join("events.jsonl"), false);
+    let mut recorded: HashMap<String, usize> = HashMap::new();
+    for e in events.iter().filter(|e| e["event"] == "step_finished") {
+        let Some(output) = e["result"]["output"].as_str() else {
+            continue; // a for_each step
+        };
+        let key = output
+            .trim()
+            .strip_prefix("out-")
+            .unwrap_or_else(|| panic!("seed {seed}: unexpected output {output:?}"));
+        let attempts = e["result"]["attempts"].as_u64().unwrap_or(1) as usize;
+        *recorded.entry(key.to_string()).or_default() += attempts;
+    }
+    let mut ran: HashMap<String, usize> = HashMap::new();
+    for line in lines(&ws, "ran.log") {
+        *ran.entry(line).or_default() += 1;
+    }
+    let mut reran = 0;
+    for (key, &n) in &ran {
+        let r = recorded.get(key).copied().unwrap_or(0);
+        assert!(
+            n >= r,
+            "seed {seed}: {key} is recorded {r} times but ran {n} times"
+        );
+        if n > r {
+            reran += if key == "Flaky" { 1 } else { n - r };
+        }
+    }
+    for key in recorded.keys() {
+        assert!(
+            ran.contains_key(key),
+            "seed {seed}: {key} recorded, never ran"
+        );
+    }
+    assert!(
+        reran <= kills,
+        "seed {seed}: {reran} re-executions for {kills} kills: ran {ran:?}, recorded {recorded:?}"
+    );
+    (kills, resumes, reran)
+}
+
+#[test]
+fn a_run_killed_before_its_first_snapshot_resumes_from_its_run_started_event() {
+    // The crash suite found this window: `run_started` recorded, state.json not yet written.
+    let ws = Ws::new();
+    ws.workflow(FAIL_AT_S3);
+    let first = ws.run_wf(&["--context", "k=v"]);
+    first.code(1);
+    let id = first.id().to_string();
+    let dir = ws.run_dir(&id);
+    let timestamp = ws.state(&id)["timestamp_utc"].clone();
+    std::fs::remove_file(dir.join("state.json")).unwrap();
+    ws.file("flag", "");
+    let resumed = ws.run(&["resume", &id]);
+    resumed.ok();
+    assert_eq!(lines(&ws, "ran.log"), ["S1", "S2", "S3", "S4"]);
+    let state = ws.state(&id);
+    assert_eq!(state["status"], "succeeded");
+    assert_eq!(state["timestamp_utc"], timestamp);
+    assert_eq!(state["context"]["k"], "v");
+
+    // Killed before even `run_started`: nothing to resume, and it says what to do.
+    std::fs::remove_file(dir.join("state.json")).unwrap();
+    std::fs::write(dir.join("events.jsonl"), "").unwrap();
+    ws.run(&["resume", &id])
+        .code(2)
+        .stderr_has("it was stopped before it started")
+        .stderr_has("start it again with `orchestrate run`");
+}

@@ -744,6 +744,51 @@ fn paths_escaping_the_workspace_are_refused() {
     }
 }
 
+#[test]
+fn wait_for_globs_and_enqueue_files_escaping_the_workspace_are_refused() {
+    let root = Ws::new();
+    let workspace = root.join("ws");
+    root.file("outside/ready.txt", "outside")
+        .file("outside/secret.txt", "outside secret");
+    std::fs::create_dir_all(&workspace).unwrap();
+    std::os::unix::fs::symlink(root.join("outside"), workspace.join("link")).unwrap();
+    root.file("ws/agents/r.yaml", "workflow: workflows/r.yaml\n")
+        .file(
+            "ws/workflows/r.yaml",
+            "steps:\n  - name: S\n    command: [\"true\"]\n",
+        );
+    let abs = root.join("outside/*.txt").display().to_string();
+    for glob in ["../outside/*.txt", abs.as_str(), "link/*.txt"] {
+        root.file(
+            "ws/wf.yaml",
+            &format!(
+                "steps:\n  - name: Wait\n    wait_for: {{glob: {glob:?}, timeout_sec: 5, poll_ms: 10}}\n  - name: After\n    command: [touch, after]\n"
+            ),
+        );
+        let started = Instant::now();
+        let run = run_in(&workspace, &["run", "wf.yaml"]);
+        run.code(2).stderr_has("outside the workspace");
+        assert!(!root.exists("ws/after"), "wait_for {glob} was followed");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "wait_for {glob} waited instead of refusing"
+        );
+    }
+    for file in ["../outside/secret.txt", "/etc/passwd", "link/secret.txt"] {
+        root.file(
+            "ws/wf.yaml",
+            &format!("steps:\n  - name: Send\n    enqueue: {{role: r, file: {file:?}}}\n"),
+        );
+        let run = run_in(&workspace, &["run", "wf.yaml"]);
+        assert_ne!(run.code, 0, "enqueue of {file} succeeded");
+        run.stderr_has("outside the workspace");
+        let inbox = std::fs::read_dir(workspace.join("inbox/r"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(inbox, 0, "enqueue.file {file} reached the inbox");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // environment and secrets
 

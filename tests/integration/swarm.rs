@@ -1714,3 +1714,311 @@ fn a_role_is_refused_a_workflow_with_steps_beyond_its_capabilities() {
         .stderr_has("unknown capability `enqeue`")
         .stderr_has("did you mean `enqueue`?");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bad input the quarantine test above does not cover
+
+/// The quarantine reasons in `failed/`, by the task's original name.
+fn quarantined(ws: &Ws) -> BTreeMap<String, String> {
+    entries(ws, "failed")
+        .into_iter()
+        .filter_map(|name| {
+            let status = json_file(ws, &format!("failed/{name}/status.json"));
+            (status["quarantined"] == true).then(|| {
+                (
+                    status["original_name"].as_str().unwrap().to_string(),
+                    status["message"].as_str().unwrap().to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn odd_task_names_are_quarantined_or_run_safely_and_never_evaluated() {
+    use std::os::unix::ffi::OsStrExt;
+    let ws = Ws::new();
+    role(&ws, "r", "settle_ms: 50\n", RECORDING_WORKFLOW);
+    let inbox = ws.join("inbox/r");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let longest = format!("{}.task", "y".repeat(250)); // 255 bytes: the most a name can have
+    let odd: Vec<&[u8]> = vec![
+        b"it's.task",
+        b"say\"hi\".task",
+        b"`touch pwned1`.task",
+        b"$(touch pwned2).task",
+        b"semi;touch pwned3.task",
+        b"bad\xff\xfe.task",
+        b"tab\there.task",
+        longest.as_bytes(),
+    ];
+    for name in &odd {
+        std::fs::write(inbox.join(std::ffi::OsStr::from_bytes(name)), "odd\n").unwrap();
+    }
+    // `..` inside a name is only dots: no separator can be in a file name, so it runs; a name
+    // that starts with dots is a dotfile and is left alone.
+    drop_task(&ws, "r", "a..b", "dots\n", true);
+    ws.file("inbox/r/...task", "dotfile");
+    drop_task(&ws, "r", "good", "good\n", true);
+
+    let mut agents = Agents::new(&ws);
+    let status = agents.run(&ws, "r", &["--once"], Duration::from_secs(20));
+    assert_success(status, &agents);
+
+    let reasons = quarantined(&ws);
+    for name in &odd {
+        let shown = String::from_utf8_lossy(name).into_owned();
+        let reason = reasons.get(&shown).unwrap_or_else(|| {
+            panic!(
+                "{shown:?} was not quarantined: {:?}\n{}",
+                reasons.keys().collect::<Vec<_>>(),
+                agents.logs()
+            )
+        });
+        assert!(
+            reason.contains("not allowed") || reason.contains("UTF-8"),
+            "{shown:?}: {reason}"
+        );
+    }
+    assert_eq!(reasons.len(), odd.len(), "{reasons:?}");
+    let mut ran = lines(&ws, "seen.log");
+    ran.sort();
+    assert_eq!(ran, ["a..b", "good"]);
+    assert_eq!(ws.read("seen/a..b"), "dots\n");
+    entry_of(&ws, "processed", "r", "a..b");
+    for pwned in ["pwned1", "pwned2", "pwned3"] {
+        assert!(!ws.exists(pwned), "a task name was evaluated by a shell");
+    }
+    assert_eq!(entries(&ws, "inbox/r"), ["...task"]);
+
+    // The same names through `enqueue` are refused with exit 2, naming the rule; so are `..`
+    // and a 300-byte name (longer than any file name can be).
+    let long = "z".repeat(300);
+    let mut refused: Vec<std::ffi::OsString> = [
+        "..",
+        "a/../b",
+        "it's",
+        "say\"hi\"",
+        "$(touch pwned4)",
+        long.as_str(),
+    ]
+    .iter()
+    .map(std::ffi::OsString::from)
+    .collect();
+    refused.push(std::ffi::OsStr::from_bytes(b"bad\xff").to_owned());
+    for name in refused {
+        let out = ws
+            .cmd(&["enqueue", "r", "--text", "x", "--name"])
+            .arg(&name)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name:?}: {stderr}");
+        assert!(
+            stderr.contains("task name") || stderr.contains("UTF-8") || stderr.contains("invalid"),
+            "{name:?}: {stderr}"
+        );
+    }
+    assert_eq!(entries(&ws, "inbox/r"), ["...task"]);
+    assert!(!ws.exists("pwned4"));
+}
+
+#[test]
+fn a_one_gigabyte_task_is_quarantined_by_its_size_without_being_read() {
+    let ws = Ws::new();
+    role(&ws, "r", "settle_ms: 50\n", RECORDING_WORKFLOW);
+    std::fs::create_dir_all(ws.join("inbox/r")).unwrap();
+    // Sparse: 1 GiB long, no data blocks; reading it would take seconds and a gigabyte.
+    let file = std::fs::File::create(ws.join("inbox/r/huge.task")).unwrap();
+    file.set_len(1 << 30).unwrap();
+    drop(file);
+    drop_task(&ws, "r", "good", "good\n", true);
+
+    let started = Instant::now();
+    let mut agents = Agents::new(&ws);
+    let status = agents.run(&ws, "r", &["--once"], Duration::from_secs(20));
+    assert_success(status, &agents);
+    let took = started.elapsed();
+    let reasons = quarantined(&ws);
+    let reason = reasons.get("huge.task").expect("huge.task quarantined");
+    assert!(
+        reason.contains("1073741824 bytes, over the 16777216-byte limit"),
+        "{reason}"
+    );
+    let dir = entry_of(&ws, "failed", "r", "huge");
+    assert_eq!(
+        std::fs::metadata(ws.join(&format!("{dir}/task")))
+            .unwrap()
+            .len(),
+        1 << 30,
+        "the task is kept as it was"
+    );
+    assert_eq!(lines(&ws, "seen.log"), ["good"]);
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+
+    // `enqueue --file` refuses it the same way, before reading it.
+    let out = ws.run(&[
+        "enqueue",
+        "r",
+        "--file",
+        &format!("{dir}/task"),
+        "--name",
+        "again",
+    ]);
+    out.code(2).stderr_has("limit");
+    assert!(entries(&ws, "inbox/r").is_empty());
+}
+
+#[test]
+fn a_task_of_json_nested_100k_deep_fails_with_a_clear_error_and_the_role_goes_on() {
+    let ws = Ws::new();
+    role(
+        &ws,
+        "r",
+        "settle_ms: 50\nmax_attempts: 1\n",
+        r#"
+steps:
+  - name: Use
+    command: [bash, -c, 'echo "$1" >> used.log', use, '${task.json.0}']
+"#,
+    );
+    let depth = 100_000;
+    let deep = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    drop_task(&ws, "r", "deep", &deep, true);
+    drop_task(&ws, "r", "shallow", "[\"fine\"]", true);
+    let mut agents = Agents::new(&ws);
+    let status = agents.run(&ws, "r", &["--once"], Duration::from_secs(20));
+    assert_success(status, &agents);
+    assert_eq!(lines(&ws, "used.log"), ["fine"]);
+    entry_of(&ws, "processed", "r", "shallow");
+    let dir = entry_of(&ws, "failed", "r", "deep");
+    let status = json_file(&ws, &format!("{dir}/status.json"));
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("${task.json.0}")
+            && message.contains("Use")
+            && message.contains("not JSON (or nests deeper than 128 levels)"),
+        "{status:#}"
+    );
+    assert_eq!(
+        ws.read(&format!("{dir}/task")),
+        deep,
+        "the task is kept whole"
+    );
+}
+
+/// Every file under `rel` (symlinks not followed), recursively.
+fn files_under(ws: &Ws, rel: &str) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => walk(&path, out),
+                Ok(t) if t.is_file() => out.push(path),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&ws.join(rel), &mut out);
+    out
+}
+
+const TOKEN: &str = "tok-9f8e7d6c5b4a";
+
+/// Shows the secret every way a step can: stdout, stderr, captured output, an output file, the
+/// text and the file of enqueued tasks, and the error of a failing step.
+const LEAKY_WORKFLOW: &str = r#"
+steps:
+  - name: Show
+    secrets: [MY_TOKEN]
+    command: [bash, -c, 'echo "out=$MY_TOKEN"; echo "err=$MY_TOKEN" >&2; printf %s "$MY_TOKEN" > ${task.id}.secret']
+  - name: Captured
+    secrets: [MY_TOKEN]
+    command: [bash, -c, 'printf "{\"token\": \"%s\"}" "$MY_TOKEN"']
+    output_capture: json
+  - name: ToFile
+    secrets: [MY_TOKEN]
+    command: [bash, -c, 'echo "file=$MY_TOKEN"']
+    output_file: out/${task.id}.txt
+  - name: SendText
+    enqueue: {role: sink, text: 'text ${steps.Show.output} ${steps.Captured.json.token}'}
+  - name: SendFile
+    enqueue: {role: sink, file: '${task.id}.secret'}
+  - name: Fail
+    secrets: [MY_TOKEN]
+    command: [bash, -c, 'echo "failing with $MY_TOKEN" >&2; echo "status $MY_TOKEN"; exit 3']
+"#;
+
+#[test]
+fn a_secret_shown_every_way_reaches_no_file_under_the_queue_or_records() {
+    let mut ws = Ws::new();
+    ws.env("MY_TOKEN", TOKEN);
+    role(
+        &ws,
+        "leaky",
+        "settle_ms: 0\nmax_attempts: 1\n",
+        LEAKY_WORKFLOW,
+    );
+    role(
+        &ws,
+        "sink",
+        "settle_ms: 0\n",
+        "steps:\n  - name: S\n    command: [\"true\"]\n",
+    );
+    ws.run(&["enqueue", "leaky", "--name", "t1", "--text", "{}"])
+        .ok();
+    let mut agents = Agents::new(&ws);
+    let status = agents.run(&ws, "leaky", &["--once"], Duration::from_secs(20));
+    assert_success(status, &agents);
+    let dir = entry_of(&ws, "failed", "leaky", "t1");
+    let task_status = json_file(&ws, &format!("{dir}/status.json"));
+    assert_eq!(task_status["success"], false);
+    assert_eq!(entries(&ws, "inbox/sink").len(), 2, "both enqueues ran");
+    let status = agents.run(&ws, "sink", &["--once"], Duration::from_secs(20));
+    assert_success(status, &agents);
+
+    // The same workflow as a standalone run.
+    ws.file("wf.yaml", &LEAKY_WORKFLOW.replace("${task.id}", "run"));
+    let run = ws.run_wf(&[]);
+    run.code(1);
+    assert_eq!(ws.read("run.secret"), TOKEN, "the step did see the secret");
+
+    let mut checked = 0;
+    // `out/` is not checked: an `output_file` is the step's own stdout, written where the
+    // workflow asked, as it asked.
+    for rel in [".orchestrate", "processed", "failed", "inbox", "running"] {
+        for file in files_under(&ws, rel) {
+            let bytes = std::fs::read(&file).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(TOKEN),
+                "{} contains the secret:\n{}",
+                file.display(),
+                String::from_utf8_lossy(&bytes)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 30, "only {checked} files checked");
+    // What was masked is still there, as `***`.
+    let message = task_status["message"].as_str().unwrap_or_default();
+    assert!(message.contains("Fail"), "{task_status:#}");
+    assert!(
+        message.contains("exit") || message.contains('3'),
+        "{task_status:#}"
+    );
+    let mut sent: Vec<String> = entries(&ws, "processed")
+        .iter()
+        .filter(|n| n.contains("_sink_"))
+        .map(|n| ws.read(&format!("processed/{n}/task")))
+        .collect();
+    sent.sort();
+    assert_eq!(
+        sent,
+        ["***", "text out=***\n ***"],
+        "the enqueued tasks, masked"
+    );
+}

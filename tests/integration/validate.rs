@@ -410,3 +410,84 @@ fn converge_blocks_are_checked_with_locations() {
         .stderr_has("unknown field `patience` in `converge` of step `Fix`")
         .stderr_has("`converge` of step `Later` needs `findings`");
 }
+
+#[test]
+fn huge_yaml_is_refused_by_its_size_without_being_read() {
+    let ws = Ws::new();
+    // 50 MB, sparse after a valid start: refused from its size alone.
+    let file = std::fs::File::create(ws.join("wf.yaml")).unwrap();
+    std::io::Write::write_all(&mut &file, b"steps:\n  - name: A\n    command: [true]\n").unwrap();
+    file.set_len(50 << 20).unwrap();
+    drop(file);
+    let started = Instant::now();
+    ws.run(&["validate", "wf.yaml"])
+        .code(1)
+        .stderr_has("wf.yaml: error: the file is 52428800 bytes; workflows are limited to 8388608")
+        .stderr_has("split the workflow");
+    ws.run_wf(&[]).code(2).stderr_has("limited to 8388608");
+    assert!(!ws.exists(".orchestrate/runs"), "a run was started");
+    // The same file as a role's definition stops the role before it claims anything.
+    std::fs::create_dir_all(ws.join("agents")).unwrap();
+    std::fs::rename(ws.join("wf.yaml"), ws.join("agents/r.yaml")).unwrap();
+    ws.file("inbox/r/t.task", "kept\n");
+    let agent = ws.run(&["agent", "r", "--once"]);
+    assert_ne!(agent.code, 0, "{}", agent.stderr);
+    agent.stderr_has("limited to 8388608");
+    assert_eq!(
+        ws.read("inbox/r/t.task"),
+        "kept\n",
+        "the task is left alone"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn yaml_just_under_the_size_limit_with_too_many_nodes_is_refused_quickly() {
+    let ws = Ws::new();
+    // ~2.5 MB of list items (312,000): under the byte limit, over the 250,000-node budget.
+    let mut text = String::from("name: big\ncontext:\n  items:\n");
+    while text.len() < 2_500_000 {
+        text.push_str("    - x\n");
+    }
+    text.push_str("steps:\n  - name: A\n    command: [true]\n");
+    ws.workflow(&text);
+    let started = Instant::now();
+    let run = ws.run(&["validate", "wf.yaml"]);
+    run.code(1)
+        .stderr_has("wf.yaml:")
+        .stderr_has("invalid YAML");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn malformed_yaml_variants_are_each_reported_with_a_position() {
+    let ws = Ws::new();
+    for (text, needle) in [
+        ("steps:\n  - name: A\n   command: [x]\n", "wf.yaml:"),
+        ("steps: [\n", "wf.yaml:"),
+        ("\t- tab\n", "wf.yaml:"),
+        ("a: &x 1\nb: *y\n", "wf.yaml:"),
+        ("{{{{", "wf.yaml:"),
+        ("steps:\n  - name: \"unterminated\n", "wf.yaml:"),
+        ("--- !!binary\nAAAA\n", "wf.yaml:"),
+        ("\u{feff}\u{0}\u{1}", "wf.yaml:"),
+    ] {
+        ws.workflow(text);
+        let run = ws.run(&["validate", "wf.yaml"]);
+        assert_eq!(run.code, 1, "{text:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(needle) && run.stderr.contains("error:"),
+            "{text:?}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("panicked"), "{text:?}: {}", run.stderr);
+    }
+}
