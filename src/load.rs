@@ -164,6 +164,32 @@ pub fn load_str_with(
     }
 }
 
+/// The first key of `path` that `schema` says cannot be there: an object schema that lists its
+/// `properties` (and does not allow others with `additionalProperties`) without it; with the
+/// keys it does list. Array indexes go through `items`; anything the walk cannot follow
+/// (`$ref`, `anyOf`, ...) is taken as allowed.
+fn schema_lacks(schema: &serde_json::Value, path: &[String]) -> Option<(String, Vec<String>)> {
+    let mut at = schema;
+    for segment in path {
+        if let Some(properties) = at.get("properties").and_then(serde_json::Value::as_object) {
+            if let Some(next) = properties.get(segment) {
+                at = next;
+                continue;
+            }
+            let open = matches!(
+                at.get("additionalProperties"),
+                Some(serde_json::Value::Bool(true) | serde_json::Value::Object(_))
+            );
+            return (!open).then(|| (segment.clone(), properties.keys().cloned().collect()));
+        }
+        match at.get("items") {
+            Some(items) if segment.parse::<usize>().is_ok() => at = items,
+            _ => return None,
+        }
+    }
+    None
+}
+
 const ROLE_FIELDS: &[&str] = &[
     "name",
     "description",
@@ -2538,6 +2564,24 @@ impl<'a> Checker<'a> {
             ));
         }
         match (field.as_str(), capture) {
+            ("json", Capture::Json) if var.segments.len() > 3 => {
+                let workflow = self.workflow;
+                let step = workflow.all_steps().into_iter().find(|s| s.name == *name)?;
+                let schema = step.output_schema.as_ref()?;
+                let (missing, known) = schema_lacks(&schema.schema, &var.segments[3..])?;
+                let hint = match did_you_mean(&missing, known.iter().map(String::as_str)) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None if known.is_empty() => "the schema declares no properties there".into(),
+                    None => format!("its properties there: {}", known.join(", ")),
+                };
+                Some((
+                    format!(
+                        "{what} uses `{text}`, but the output_schema of step `{name}` ({}) has no property `{missing}` there",
+                        schema.origin
+                    ),
+                    hint,
+                ))
+            }
             ("lines", Capture::Lines) | ("json", Capture::Json) => None,
             ("lines", _) | ("json", _) if kind != "for_each" && kind != "wait_for" => Some((
                 format!("{what} uses `{text}`, but step `{name}` does not capture {field}"),

@@ -188,3 +188,27 @@ fn an_agent_steps_schema_goes_to_claude_and_its_structured_output_is_checked() {
         .stderr_has("does not match its output_schema (inline)")
         .stderr_has("/approved: 1 is not of type \"boolean\"");
 }
+
+/// `validate` checks `${steps.X.json.path}` against X's schema where one is declared.
+#[test]
+fn json_references_are_checked_against_the_schema() {
+    let ws = Ws::new();
+    ws.workflow(&format!(
+        r#"name: refs
+steps:
+  - name: Review
+    command: [echo, "{{}}"]
+    output_capture: json
+{REVIEW_SCHEMA}  - name: Use
+    command: [echo, "${{steps.Review.json.aproved}} ${{steps.Review.json.findings.0}} ${{steps.Review.json.approved}}"]
+"#
+    ));
+    let run = ws.run(&["validate", "wf.yaml"]);
+    run.code(1)
+        .stderr_has(
+            "uses `${steps.Review.json.aproved}`, but the output_schema of step `Review` (inline) has no property `aproved` there",
+        )
+        .stderr_has("did you mean `approved`?");
+    // `findings.0` (through `items`) and `approved` are declared: one problem only.
+    run.stderr_has("1 problem(s) found");
+}
