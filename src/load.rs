@@ -128,28 +128,44 @@ pub fn load_str(path: &Path, text: &str) -> Result<Workflow, LoadError> {
     load_str_with(path, text, &LoadOptions::default())
 }
 
+/// A load of `path` (whose text is `text`) that failed with `diagnostics`.
+fn failed(path: &Path, text: &str, diagnostics: Vec<Diagnostic>) -> LoadError {
+    LoadError {
+        path: path.to_path_buf(),
+        source_text: Some(text.to_string()),
+        diagnostics,
+    }
+}
+
+/// Parses a file's YAML and starts a loader over it: what every kind of file (workflow, role,
+/// swarm settings) begins with. A YAML error is the whole answer.
+fn start(path: &Path, text: &str) -> Result<(Node, Loader), LoadError> {
+    let root = yaml::parse(text).map_err(|err| {
+        failed(
+            path,
+            text,
+            vec![Diagnostic::error(
+                path,
+                err.pos,
+                format!("invalid YAML: {}", err.message),
+            )],
+        )
+    })?;
+    let loader = Loader {
+        file: path.to_path_buf(),
+        diags: Vec::new(),
+        lines: text.lines().map(str::to_string).collect(),
+    };
+    Ok((root, loader))
+}
+
 pub fn load_str_with(
     path: &Path,
     text: &str,
     options: &LoadOptions,
 ) -> Result<Workflow, LoadError> {
-    let fail = |diagnostics| LoadError {
-        path: path.to_path_buf(),
-        source_text: Some(text.to_string()),
-        diagnostics,
-    };
-    let root = yaml::parse(text).map_err(|err| {
-        fail(vec![Diagnostic::error(
-            path,
-            err.pos,
-            format!("invalid YAML: {}", err.message),
-        )])
-    })?;
-    let mut loader = Loader {
-        file: path.to_path_buf(),
-        diags: Vec::new(),
-        lines: text.lines().map(str::to_string).collect(),
-    };
+    let fail = |diagnostics| failed(path, text, diagnostics);
+    let (root, mut loader) = start(path, text)?;
     let workflow = loader.workflow(&root, text);
     let Some(workflow) = workflow else {
         return Err(fail(loader.diags));
@@ -212,23 +228,8 @@ const ROLE_FIELDS: &[&str] = &[
 /// against the workflow's file.
 pub fn load_role_file(workspace: &Path, path: &Path) -> Result<(Role, Workflow), Vec<LoadError>> {
     let text = read_source(path).map_err(|e| vec![e])?;
-    let fail = |diagnostics| LoadError {
-        path: path.to_path_buf(),
-        source_text: Some(text.clone()),
-        diagnostics,
-    };
-    let root = yaml::parse(&text).map_err(|err| {
-        vec![fail(vec![Diagnostic::error(
-            path,
-            err.pos,
-            format!("invalid YAML: {}", err.message),
-        )])]
-    })?;
-    let mut loader = Loader {
-        file: path.to_path_buf(),
-        diags: Vec::new(),
-        lines: text.lines().map(str::to_string).collect(),
-    };
+    let fail = |diagnostics| failed(path, &text, diagnostics);
+    let (root, mut loader) = start(path, &text).map_err(|e| vec![e])?;
     let role = loader.role(&root);
     let Some(role) = role.filter(|_| loader.diags.is_empty()) else {
         let mut diags = loader.diags;
@@ -393,23 +394,8 @@ pub fn load_swarm(workspace: &Path) -> Result<SwarmConfig, LoadError> {
 /// Loads a swarm settings file (`budget: {max_cost_usd_per_day, max_tokens_per_day}`).
 pub fn load_swarm_file(path: &Path) -> Result<SwarmConfig, LoadError> {
     let text = read_source(path)?;
-    let fail = |diagnostics| LoadError {
-        path: path.to_path_buf(),
-        source_text: Some(text.clone()),
-        diagnostics,
-    };
-    let root = yaml::parse(&text).map_err(|err| {
-        fail(vec![Diagnostic::error(
-            path,
-            err.pos,
-            format!("invalid YAML: {}", err.message),
-        )])
-    })?;
-    let mut loader = Loader {
-        file: path.to_path_buf(),
-        diags: Vec::new(),
-        lines: text.lines().map(str::to_string).collect(),
-    };
+    let fail = |diagnostics| failed(path, &text, diagnostics);
+    let (root, mut loader) = start(path, &text)?;
     let mut config = SwarmConfig::default();
     if root.value != Value::Null
         && let Some(fields) = loader.fields(&root, SWARM_FIELDS, "swarm.yaml")

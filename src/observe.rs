@@ -447,25 +447,6 @@ pub struct Execution {
     pub items: Option<u64>,
 }
 
-/// A failed result's error as one line: command steps record a string, agent steps an object
-/// with a class.
-fn error_text(result: &Value) -> Option<String> {
-    match &result["error"] {
-        Value::String(text) => Some(text.clone()),
-        Value::Object(error) => {
-            let message = error
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("failed");
-            Some(match error.get("kind").and_then(Value::as_str) {
-                Some(kind) => format!("{kind}: {message}"),
-                None => message.to_string(),
-            })
-        }
-        _ => None,
-    }
-}
-
 /// What a rejection said (the runner's `${feedback.reason}`), on one short line.
 fn rejection(result: &Value) -> Option<String> {
     if result["status"] != "rejected" {
@@ -526,7 +507,7 @@ fn execution(event: &Value, container: bool) -> Execution {
         runtime: str_field(result, "runtime"),
         model: str_field(result, "model"),
         phase: str_field(result, "phase"),
-        error: error_text(result).or_else(|| rejection(result)),
+        error: crate::runner::error_text(result).or_else(|| rejection(result)),
         container,
         superseded: false,
         finished_at: str_field(result, "finished_at").or_else(|| str_field(event, "ts")),

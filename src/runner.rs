@@ -585,13 +585,6 @@ impl Runner {
         })
     }
 
-    /// Whether `step`'s last result failed its `output_schema`.
-    fn invalid_output(&self, step: &Step) -> bool {
-        self.results
-            .get(&step.name)
-            .is_some_and(|r| r.get("violations").is_some())
-    }
-
     /// Why the role may not run `step`, if it may not (see [`RunConfig::capabilities`]).
     fn refused(&self, step: &Step) -> Option<String> {
         let (role, allowed) = self.config.capabilities.as_ref()?;
@@ -757,17 +750,7 @@ impl Runner {
                         i += 1;
                         continue;
                     }
-                    Flow::Succeeded => step.on.success.as_ref().or(step.on.always.as_ref()),
-                    Flow::Failed if step.on.invalid.is_some() && self.invalid_output(step) => {
-                        step.on.invalid.as_ref()
-                    }
-                    Flow::Failed => step.on.failure.as_ref().or(step.on.always.as_ref()),
-                    Flow::Rejected => step
-                        .on
-                        .rejected
-                        .as_ref()
-                        .or(step.on.failure.as_ref())
-                        .or(step.on.always.as_ref()),
+                    flow => edge(step, flow, self.results.get(&step.name)),
                 };
                 if flow == Flow::Failed
                     && step.on.invalid.is_some()
@@ -775,11 +758,7 @@ impl Runner {
                     && result.get("violations").is_some()
                 {
                     // The violations travel to the repair step: `${feedback}`.
-                    let reason = result["error"]["message"]
-                        .as_str()
-                        .or(result["error"].as_str())
-                        .unwrap_or_default()
-                        .to_string();
+                    let reason = error_text(result).unwrap_or_default();
                     let to = match target {
                         Some(Target::Step(name)) => name.clone(),
                         _ => String::new(),
@@ -1352,17 +1331,8 @@ impl Runner {
                 return None;
             }
         };
-        let handled = match flow {
-            Flow::Rejected => {
-                step.on.rejected.is_some() || step.on.failure.is_some() || step.on.always.is_some()
-            }
-            _ => {
-                step.on.failure.is_some()
-                    || step.on.always.is_some()
-                    || !self.workflow.strict_flow
-                    || (step.on.invalid.is_some() && result.get("violations").is_some())
-            }
-        };
+        let handled = edge(step, flow, Some(&result)).is_some()
+            || (flow == Flow::Failed && !self.workflow.strict_flow);
         if matches!(flow, Flow::Failed | Flow::Rejected) && !handled {
             // This failure ended the earlier attempt: run the step again.
             self.journal.cutoff = exec;
@@ -2370,7 +2340,7 @@ fn floor_char_boundary(text: &str, max: usize) -> usize {
 
 /// A failed result's error as one line: command steps record a string, agent steps an object
 /// with a class (`{"kind": "auth", "message": ...}`).
-fn error_text(result: &Value) -> Option<String> {
+pub(crate) fn error_text(result: &Value) -> Option<String> {
     match &result["error"] {
         Value::String(text) => Some(text.clone()),
         Value::Object(error) => {
@@ -2868,6 +2838,22 @@ impl Runner {
         };
         self.budget.failure = Some(message);
     }
+}
+
+/// The `on` edge a step's outcome takes, if it has one: `success`, `failure` (`invalid` first for
+/// an output that failed its schema), `rejected` (then `failure`), each falling back to `always`.
+/// The live run and the replay of a resume both route through it.
+fn edge<'a>(step: &'a Step, flow: Flow, result: Option<&Value>) -> Option<&'a Target> {
+    let on = &step.on;
+    let invalid = result.is_some_and(|r| r.get("violations").is_some());
+    match flow {
+        Flow::Succeeded => on.success.as_ref(),
+        Flow::Failed if invalid && on.invalid.is_some() => on.invalid.as_ref(),
+        Flow::Failed => on.failure.as_ref(),
+        Flow::Rejected => on.rejected.as_ref().or(on.failure.as_ref()),
+        Flow::End | Flow::Skipped => return None,
+    }
+    .or(on.always.as_ref())
 }
 
 /// Fails a succeeded result whose JSON does not match the step's `output_schema`, listing the

@@ -207,31 +207,6 @@ impl Drop for Bg {
     }
 }
 
-/// The id of the only run in the workspace, once its directory exists.
-fn only_run_id(ws: &Ws) -> String {
-    let runs = ws.join(".orchestrate/runs");
-    let mut id = String::new();
-    wait_until("the run directory", DEADLINE, || {
-        let names: Vec<String> = std::fs::read_dir(&runs)
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter(|e| e.path().is_dir())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        assert!(names.len() <= 1, "more than one run: {names:?}");
-        match names.first() {
-            Some(name) => {
-                id = name.clone();
-                true
-            }
-            None => false,
-        }
-    });
-    id
-}
-
 /// The complete lines of a run's events.jsonl so far (tolerates a torn last line).
 fn events_so_far(ws: &Ws, id: &str) -> Vec<Value> {
     std::fs::read_to_string(ws.run_dir(id).join("events.jsonl"))
@@ -253,13 +228,6 @@ fn wait_events(ws: &Ws, id: &str, name: &str, step: &str, n: usize) {
     wait_until(&format!("{n} x {name} of {step}"), DEADLINE, || {
         count_events(&events_so_far(ws, id), name, step) >= n
     });
-}
-
-/// Lines of a workspace file (empty when absent).
-fn lines(ws: &Ws, rel: &str) -> Vec<String> {
-    std::fs::read_to_string(ws.join(rel))
-        .map(|t| t.lines().map(str::to_string).collect())
-        .unwrap_or_default()
 }
 
 fn pos(argv: &[String], item: &str) -> usize {

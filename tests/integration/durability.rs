@@ -88,37 +88,6 @@ fn signal(signal: &str, target: &str) {
     );
 }
 
-/// The lines of a workspace file (none when it does not exist yet).
-fn lines(ws: &Ws, rel: &str) -> Vec<String> {
-    std::fs::read_to_string(ws.join(rel))
-        .map(|t| t.lines().map(str::to_string).collect())
-        .unwrap_or_default()
-}
-
-/// The id of the only run in the workspace, once its directory exists.
-fn only_run_id(ws: &Ws) -> String {
-    let runs = ws.join(".orchestrate/runs");
-    let mut id = String::new();
-    wait_until("the run directory", DEADLINE, || {
-        let names: Vec<String> = std::fs::read_dir(&runs)
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        assert!(names.len() <= 1, "more than one run: {names:?}");
-        match names.first() {
-            Some(name) => {
-                id = name.clone();
-                true
-            }
-            None => false,
-        }
-    });
-    id
-}
-
 /// The pid a step wrote into `rel` (`echo $$ > rel`), once the file holds a whole line.
 fn pid_from_file(ws: &Ws, rel: &str) -> String {
     let mut pid = String::new();

@@ -357,3 +357,29 @@ pub fn lines(ws: &Ws, rel: &str) -> Vec<String> {
         .map(|t| t.lines().map(str::to_string).collect())
         .unwrap_or_default()
 }
+
+/// The id of the only run in the workspace, once its directory exists (a run started in the
+/// background).
+pub fn only_run_id(ws: &Ws) -> String {
+    let runs = ws.join(".orchestrate/runs");
+    let mut id = String::new();
+    wait_until("the run directory", Duration::from_secs(20), || {
+        let names: Vec<String> = std::fs::read_dir(&runs)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(names.len() <= 1, "more than one run: {names:?}");
+        match names.first() {
+            Some(name) => {
+                id = name.clone();
+                true
+            }
+            None => false,
+        }
+    });
+    id
+}
