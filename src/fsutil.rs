@@ -9,6 +9,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Writes `bytes` to `path` so that a reader (or a crash) sees the old file or the new one,
 /// never a mix: a uniquely named temp file in the same directory, fsync, rename over `path`,
@@ -60,7 +61,116 @@ pub fn write_unpublished(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .truncate(true)
         .open(path)?;
     file.write_all(bytes)?;
-    file.sync_all()
+    group_sync(&file)
+}
+
+/// fsyncs `file` together with the other files this process is syncing at about the same time
+/// (group commit): one leader starts the writeback of every waiting file, then fsyncs each, so
+/// that a journaling filesystem commits them all in one transaction instead of one each; the
+/// others wait for the leader. Every file still gets its own fsync, whatever the filesystem.
+pub fn group_sync(file: &File) -> io::Result<()> {
+    static GROUP: GroupSync = GroupSync::new();
+    GROUP.sync(file)
+}
+
+struct GroupSync {
+    state: std::sync::Mutex<GroupState>,
+    done: std::sync::Condvar,
+}
+
+struct GroupState {
+    /// Files waiting for the next leader, with their tickets.
+    waiting: Vec<(u64, File)>,
+    next_ticket: u64,
+    /// Every ticket below this has been synced (or failed, see `failed`).
+    synced_below: u64,
+    leading: bool,
+    /// When the last batch finished syncing.
+    last_end: Option<Instant>,
+    failed: Vec<(u64, io::Error)>,
+}
+
+impl GroupSync {
+    const fn new() -> Self {
+        GroupSync {
+            state: std::sync::Mutex::new(GroupState {
+                waiting: Vec::new(),
+                next_ticket: 0,
+                synced_below: 0,
+                leading: false,
+                last_end: None,
+                failed: Vec::new(),
+            }),
+            done: std::sync::Condvar::new(),
+        }
+    }
+
+    fn sync(&self, file: &File) -> io::Result<()> {
+        let copy = file.try_clone()?;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.waiting.push((ticket, copy));
+        loop {
+            if state.synced_below > ticket {
+                return match state.failed.iter().position(|(t, _)| *t == ticket) {
+                    Some(at) => Err(state.failed.swap_remove(at).1),
+                    None => Ok(()),
+                };
+            }
+            if state.leading {
+                state = self.done.wait(state).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            state.leading = true;
+            if state
+                .last_end
+                .is_some_and(|end| end.elapsed() < BUSY_WITHIN)
+            {
+                drop(state);
+                std::thread::sleep(GROUP_WINDOW);
+                state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            }
+            let batch = std::mem::take(&mut state.waiting);
+            let below = state.next_ticket;
+            drop(state);
+            let failures = sync_all_of(batch);
+            state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.failed.extend(failures);
+            state.synced_below = below;
+            state.last_end = Some(Instant::now());
+            state.leading = false;
+            self.done.notify_all();
+        }
+    }
+}
+
+/// How long a leader gathers files before syncing, when syncs come back to back: a journal
+/// commit (~0.4 ms on ext4 here) then covers every completion of the window. Measured on a
+/// journaled ext4 at 2 slots (BENCHMARKS.md): 0 ms 4,568 commits per 5,000 tasks, 1 ms 1,975,
+/// 3 ms 1,018, 5 ms 737; throughput levels off from 3 ms.
+const GROUP_WINDOW: Duration = Duration::from_millis(3);
+
+/// Syncs closer together than this count as back to back; a sync after a quiet spell (a lone
+/// task, an agent's long step) starts at once.
+const BUSY_WITHIN: Duration = Duration::from_millis(20);
+
+/// Starts the writeback of every file (so that their blocks are allocated in the running
+/// transaction), then fsyncs each: the first fsync commits them all.
+fn sync_all_of(batch: Vec<(u64, File)>) -> Vec<(u64, io::Error)> {
+    use std::os::fd::AsRawFd;
+    if batch.len() > 1 {
+        for (_, file) in &batch {
+            // SAFETY: a valid descriptor; the call only starts writeback of its dirty pages.
+            unsafe {
+                libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+            }
+        }
+    }
+    batch
+        .into_iter()
+        .filter_map(|(ticket, file)| file.sync_all().err().map(|e| (ticket, e)))
+        .collect()
 }
 
 /// Replaces `path` by writing a temp file and renaming it over, without fsync: readers never see
@@ -167,6 +277,44 @@ pub fn resolve_in_workspace(workspace: &Path, path: &str) -> Result<PathBuf, Pat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_sync_answers_every_caller_with_its_own_result() {
+        // 16 threads sync at once, every fourth one a pipe (fsync fails with EINVAL): each
+        // regular file's caller gets Ok and each pipe's caller its own error, whatever batch
+        // they landed in, and nobody waits forever.
+        let dir = tempfile::tempdir().unwrap();
+        let results: Vec<(usize, io::Result<()>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..16)
+                .map(|i| {
+                    let path = dir.path().join(format!("f{i}"));
+                    scope.spawn(move || {
+                        if i % 4 == 0 {
+                            let (reader, _writer) = io::pipe().unwrap();
+                            let file = File::from(std::os::fd::OwnedFd::from(reader));
+                            (i, group_sync(&file))
+                        } else {
+                            let mut file = File::create(&path).unwrap();
+                            file.write_all(b"x").unwrap();
+                            (i, group_sync(&file))
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (i, result) in results {
+            if i % 4 == 0 {
+                assert_eq!(
+                    result.unwrap_err().raw_os_error(),
+                    Some(libc::EINVAL),
+                    "caller {i}"
+                );
+            } else {
+                assert!(result.is_ok(), "caller {i}: {result:?}");
+            }
+        }
+    }
 
     #[test]
     fn atomic_write_replaces() {

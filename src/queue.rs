@@ -743,8 +743,13 @@ fn quarantine_raw(
     })
 }
 
-/// Writes `status.json` into the claim's directory, then moves the directory with one rename into
-/// `processed/` or `failed/` (the commit point) and drops the sidecar. Returns the final path.
+/// Writes `status.json` into the claim's directory and fsyncs it (the commit point: from here on
+/// the attempt counts as finished), then moves the directory with one rename into `processed/` or
+/// `failed/` and drops the sidecar. Returns the final path.
+///
+/// The move is not fsynced: should a power loss undo it, the directory is back in `running/`
+/// with a whole status.json and a dead owner, and recovery finishes the move (never reruns
+/// the task). That leaves one journal commit per task instead of two.
 pub fn complete(
     layout: &Layout,
     claim: &Claim,
@@ -761,9 +766,18 @@ pub fn complete(
     } else {
         &layout.failed
     };
-    let dest = finish_move(layout, &claim.dir, &claim.id, parent)?;
+    let dest = finish_move(layout, &claim.dir, &claim.id, parent, MoveSync::Lazy)?;
     let _ = fs::remove_file(layout.meta_path(&claim.id));
     Ok(dest)
+}
+
+/// Whether a final move is made durable before it returns.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MoveSync {
+    /// fsync both parents: the move is the record (recovery's moves to `failed/`).
+    Durable,
+    /// No fsync: the status.json already on disk is the record and recovery redoes the move.
+    Lazy,
 }
 
 fn finish_move(
@@ -771,6 +785,7 @@ fn finish_move(
     dir: &Path,
     id: &str,
     parent: &Path,
+    sync: MoveSync,
 ) -> Result<PathBuf, QueueError> {
     fs::create_dir_all(parent).map_err(io_err("create", parent))?;
     loop {
@@ -778,8 +793,10 @@ fn finish_move(
         match rename_noreplace(dir, &dest) {
             Ok(()) => {
                 fault!("finish.renamed");
-                fsync_dir(parent).map_err(io_err("sync", parent))?;
-                fsync_dir(&layout.running).map_err(io_err("sync", &layout.running))?;
+                if sync == MoveSync::Durable {
+                    fsync_dir(parent).map_err(io_err("sync", parent))?;
+                    fsync_dir(&layout.running).map_err(io_err("sync", &layout.running))?;
+                }
                 fault!("finish.synced");
                 return Ok(dest);
             }
@@ -938,7 +955,7 @@ pub fn recover(
                 &layout.failed
             };
             drop(task);
-            finish_move(layout, &dir, &id, parent)?;
+            finish_move(layout, &dir, &id, parent, MoveSync::Durable)?;
             let _ = fs::remove_file(&meta_path);
             out.push(Recovered {
                 id,
@@ -966,7 +983,7 @@ pub fn recover(
                 .map_err(io_err("write status in", &dir))?;
             fault!("recover.status_written");
             drop(task);
-            finish_move(layout, &dir, &id, &layout.failed)?;
+            finish_move(layout, &dir, &id, &layout.failed, MoveSync::Durable)?;
             let _ = fs::remove_file(&meta_path);
             out.push(Recovered {
                 id,
@@ -1010,7 +1027,7 @@ fn requeue(
             let bytes = serde_json::to_vec_pretty(&status).unwrap_or_default();
             atomic_write(&dir.join("status.json"), &bytes)
                 .map_err(io_err("write status in", dir))?;
-            finish_move(layout, dir, id, &layout.failed)?;
+            finish_move(layout, dir, id, &layout.failed, MoveSync::Durable)?;
             return Ok("failed");
         }
         Err(err) => {
