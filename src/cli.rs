@@ -715,7 +715,7 @@ fn observe_graph(workspace: &Path, file: &Path, run_id: Option<&str>, format: &s
     } else {
         GraphFormat::Mermaid
     };
-    let workflow = match load::load_file(&workspace.join(file)) {
+    let workflow = match load::load_in(workspace, &workspace.join(file)) {
         Ok(w) => w,
         Err(err) => {
             eprint!("{}", relative_render(&err, workspace));
@@ -844,7 +844,7 @@ fn validate(workspace: &Path, files: &[PathBuf]) -> u8 {
             }
             continue;
         }
-        match load::load_file(&path) {
+        match load::load_in(workspace, &path) {
             Ok(workflow) => println!(
                 "{}: ok ({} steps)",
                 file.display(),
@@ -886,7 +886,7 @@ fn relative_render(err: &LoadError, workspace: &Path) -> String {
 /// Loads a workflow for running: problems are printed and mean exit 2.
 fn load_for_run(workspace: &Path, file: &Path) -> Result<(Workflow, String), u8> {
     let path = workspace.join(file);
-    match load::load_file(&path) {
+    match load::load_in(workspace, &path) {
         Ok(mut workflow) => {
             workflow.path = file.to_path_buf();
             let text = std::fs::read_to_string(&path).unwrap_or_default();

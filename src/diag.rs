@@ -25,6 +25,9 @@ pub struct Diagnostic {
     pub width: usize,
     pub message: String,
     pub hint: Option<String>,
+    /// The text of `file` when it is not the file being loaded (a problem found in a child
+    /// workflow, reported with its parent's): rendering shows the line from it.
+    pub source: Option<std::sync::Arc<str>>,
 }
 
 impl Diagnostic {
@@ -38,6 +41,7 @@ impl Diagnostic {
             width: 1,
             message: message.into(),
             hint: None,
+            source: None,
         }
     }
 

@@ -34,6 +34,7 @@ pub mod role;
 pub mod runner;
 pub mod runtime;
 pub mod state;
+pub mod subflow;
 pub mod supervisor;
 pub mod template;
 pub mod wftest;

@@ -34,7 +34,7 @@ impl LoadError {
     pub fn render(&self) -> String {
         self.diagnostics
             .iter()
-            .map(|d| d.render(self.source_text.as_deref()))
+            .map(|d| d.render(d.source.as_deref().or(self.source_text.as_deref())))
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -48,6 +48,23 @@ pub const MAX_WORKFLOW_BYTES: u64 = 8 << 20;
 pub struct LoadOptions {
     /// The role's runtime: provider steps without `provider:` use it.
     pub default_provider: Option<String>,
+    /// WORKSPACE, against which `workflow:` steps name their child files. When set, each child
+    /// is loaded and checked with its parent (missing files, its own problems, cycles, declared
+    /// outputs); without it those checks wait until the step runs.
+    pub workspace: Option<PathBuf>,
+    /// The `workflow:` steps that led to this file (a child's load), outermost first.
+    pub ancestors: Vec<crate::subflow::Link>,
+}
+
+/// Loads a workflow of `workspace`, its child workflows (`workflow:` steps) included.
+pub fn load_in(workspace: &Path, path: &Path) -> Result<Workflow, LoadError> {
+    load_file_with(
+        path,
+        &LoadOptions {
+            workspace: Some(workspace.to_path_buf()),
+            ..LoadOptions::default()
+        },
+    )
 }
 
 pub fn load_file(path: &Path) -> Result<Workflow, LoadError> {
@@ -60,7 +77,7 @@ pub fn load_file_with(path: &Path, options: &LoadOptions) -> Result<Workflow, Lo
 }
 
 /// Reads a YAML file we are about to load, with the checks every such file gets.
-fn read_source(path: &Path) -> Result<String, LoadError> {
+pub(crate) fn read_source(path: &Path) -> Result<String, LoadError> {
     let fail = |message: String, hint: &str| LoadError {
         path: path.to_path_buf(),
         source_text: None,
@@ -167,15 +184,24 @@ pub fn load_str_with(
     let fail = |diagnostics| failed(path, text, diagnostics);
     let (root, mut loader) = start(path, text)?;
     let workflow = loader.workflow(&root, text);
-    let Some(workflow) = workflow else {
+    let Some(mut workflow) = workflow else {
         return Err(fail(loader.diags));
     };
+    // Children load before the checks, which look up their declared outputs; their own
+    // problems are listed after the parent's, each rendered from the child's text.
+    let children = match &options.workspace {
+        Some(workspace) => {
+            crate::subflow::attach_children(&mut workflow, workspace, options, &mut loader.diags)
+        }
+        None => Vec::new(),
+    };
     Checker::new(&mut loader, &workflow, options).check();
-    if loader.diags.is_empty() {
+    if loader.diags.is_empty() && children.is_empty() {
         Ok(workflow)
     } else {
         let mut diags = loader.diags;
         diags.sort_by_key(|d| (d.line, d.column));
+        diags.extend(children);
         Err(fail(diags))
     }
 }
@@ -271,6 +297,8 @@ pub fn load_role_file(workspace: &Path, path: &Path) -> Result<(Role, Workflow),
     }
     let options = LoadOptions {
         default_provider: role.runtime.clone(),
+        workspace: Some(workspace.to_path_buf()),
+        ancestors: Vec::new(),
     };
     match load_file_with(&workflow_path, &options) {
         Ok(mut workflow) => {
@@ -282,23 +310,34 @@ pub fn load_role_file(workspace: &Path, path: &Path) -> Result<(Role, Workflow),
             let allowed = role.capabilities.clone().unwrap_or_default().join(", ");
             let diagnostics = forbidden
                 .iter()
-                .map(|(step, needed)| {
-                    Diagnostic::error(
-                        &workflow_path,
+                .map(|(step, needed, child)| {
+                    let (file, inside) = match child {
+                        Some(child) => (
+                            child.workflow.path.clone(),
+                            format!(" (in child workflow {}, run by {})", child.workflow.path.display(), role.workflow),
+                        ),
+                        None => (workflow_path.clone(), String::new()),
+                    };
+                    let mut d = Diagnostic::error(
+                        &file,
                         Pos {
                             line: step.line,
                             column: 1,
                             offset: None,
                         },
                         format!(
-                            "step `{}` needs capability `{needed}`, which role `{}` does not have (its capabilities: [{allowed}])",
+                            "step `{}`{inside} needs capability `{needed}`, which role `{}` does not have (its capabilities: [{allowed}])",
                             step.name, role.name
                         ),
                     )
                     .with_hint(format!(
                         "add `{needed}` to `capabilities` in {}, or move the step to a role that may run it",
                         path.display()
-                    ))
+                    ));
+                    if let Some(child) = child {
+                        d.source = Some(child.text.as_str().into());
+                    }
+                    d
                 })
                 .collect();
             Err(vec![LoadError {
@@ -334,6 +373,7 @@ const WORKFLOW_FIELDS: &[&str] = &[
     "env",
     "max_visits",
     "budget",
+    "outputs",
     "steps",
 ];
 
@@ -357,6 +397,8 @@ const STEP_FIELDS: &[&str] = &[
     "wait_for",
     "enqueue",
     "approval",
+    "workflow",
+    "with",
     "runtime",
     "prompt",
     "prompt_file",
@@ -898,6 +940,10 @@ impl Loader {
             Some(node) => self.string_map(node, "`env`").unwrap_or_default(),
             None => Vec::new(),
         };
+        let outputs = match fields.value("outputs") {
+            Some(node) => self.string_map(node, "`outputs`").unwrap_or_default(),
+            None => Vec::new(),
+        };
         let steps = match fields.get("steps") {
             Some(node) => self.steps(node),
             None => {
@@ -917,6 +963,7 @@ impl Loader {
             max_visits,
             strict_flow,
             budget,
+            outputs,
             steps,
         })
     }
@@ -1168,8 +1215,42 @@ impl Loader {
         let agent = fields
             .value("agent")
             .and_then(|n| self.string(n, "`agent`"));
-        if let (Some(pos), StepKind::ForEach { .. } | StepKind::WaitFor { .. }) =
-            (fields.key_pos("output_file"), &kind)
+        if let StepKind::Workflow(_) = &kind {
+            for (key, hint) in [
+                (
+                    "retry",
+                    "a child run is resumed, not retried: put `retry:` on the child's steps",
+                ),
+                (
+                    "output_capture",
+                    "the child's result is its `outputs:`: declare them in the child workflow",
+                ),
+                (
+                    "allow_parse_error",
+                    "the child's result is its `outputs:`: declare them in the child workflow",
+                ),
+                (
+                    "env",
+                    "pass values with `with:`; set `env:` in the child workflow or on its steps",
+                ),
+                (
+                    "secrets",
+                    "list `secrets:` on the child's steps that need them",
+                ),
+            ] {
+                if let Some(pos) = fields.key_pos(key) {
+                    self.error(
+                        pos,
+                        format!("`{key}` has no meaning on a workflow step ({what})"),
+                    )
+                    .hint = Some(hint.into());
+                }
+            }
+        }
+        if let (
+            Some(pos),
+            StepKind::ForEach { .. } | StepKind::WaitFor { .. } | StepKind::Workflow(_),
+        ) = (fields.key_pos("output_file"), &kind)
         {
             self.error(
                 pos,
@@ -1218,6 +1299,7 @@ impl Loader {
             "wait_for",
             "enqueue",
             "approval",
+            "workflow",
             "prompt",
             "prompt_file",
         ]
@@ -1251,7 +1333,7 @@ impl Loader {
             [] if fields.get("input_file").is_some() => None,
             [] => {
                 self.error(node.pos, format!("{what} has nothing to do")).hint = Some(
-                    "give it one of `command`, `prompt` (an agent), `provider`, `command_override`, `for_each`, `wait_for`, `enqueue` or `approval`".into(),
+                    "give it one of `command`, `prompt` (an agent), `provider`, `command_override`, `for_each`, `wait_for`, `enqueue`, `approval` or `workflow`".into(),
                 );
                 return None;
             }
@@ -1265,6 +1347,13 @@ impl Loader {
             )
             .hint = Some("a step does one thing: split it into several steps".into());
             return None;
+        }
+        if let (Some(pos), false) = (fields.key_pos("with"), present.first() == Some(&"workflow")) {
+            self.error(
+                pos,
+                format!("`with` in {what} only applies to `workflow` steps"),
+            )
+            .hint = Some("`with:` gives a child workflow its `${context.*}` inputs".into());
         }
         for key in ["provider_params", "input_file"] {
             if let Some(pos) = fields.key_pos(key)
@@ -1309,6 +1398,7 @@ impl Loader {
             "for_each" => self.for_each(fields.get("for_each")?, what),
             "enqueue" => self.enqueue(fields.get("enqueue")?, what),
             "approval" => self.approval(fields.get("approval")?, what),
+            "workflow" => self.sub_workflow(fields, what),
             "prompt" | "prompt_file" => self.agent(fields, what),
             _ => self.wait_for(fields.get("wait_for")?, what),
         }
@@ -1383,6 +1473,57 @@ impl Loader {
             resume,
             allow_shell,
             artifacts,
+        }))
+    }
+
+    /// A `workflow:` step: the child's path (checked with the parent when the workspace is
+    /// known) and its `with:` inputs.
+    fn sub_workflow(&mut self, fields: &Fields, what: &str) -> Option<StepKind> {
+        let node = fields.get("workflow")?;
+        let path = self.string(node, &format!("`workflow` of {what}"))?;
+        if path.is_empty() || path.contains("${") {
+            self.error(
+                node.pos,
+                format!("`workflow` of {what} must name a workflow file, found `{path}`"),
+            )
+            .hint = Some("write the child's path relative to the workspace, e.g. `workflows/build.yaml`; it cannot be a template".into());
+            return None;
+        }
+        let mut with = Vec::new();
+        if let Some(n) = fields.value("with") {
+            let Value::Map(entries) = &n.value else {
+                self.error(
+                    n.pos,
+                    format!(
+                        "`with` of {what} must be a mapping of context keys to values, found {}",
+                        n.value.kind()
+                    ),
+                );
+                return None;
+            };
+            for (key, value) in entries {
+                let key = self.string(key, &format!("a `with` key of {what}"))?;
+                let json = value.to_json();
+                let mut ok = true;
+                visit_strings(&json, &mut |text| {
+                    if let Err(err) = Template::parse(text) {
+                        ok = false;
+                        self.error(
+                            value.pos,
+                            format!("in `with.{key}` of {what}: {}", err.message),
+                        );
+                    }
+                });
+                if ok {
+                    with.push((key, json, value.pos.line));
+                }
+            }
+        }
+        Some(StepKind::Workflow(crate::model::SubWorkflow {
+            path,
+            with,
+            at: (node.pos.line, self.content_column(node.pos)),
+            child: None,
         }))
     }
 
@@ -1934,6 +2075,10 @@ pub const STEP_RESULT_FIELDS: &[&str] = &[
     "by",
     // enqueue steps
     "task",
+    // workflow steps
+    "outputs",
+    "run_id",
+    "run_root",
 ];
 
 /// Result fields that hold objects or arrays, so a path may follow them.
@@ -1947,6 +2092,7 @@ const STRUCTURED_FIELDS: &[&str] = &[
     "denials",
     "changed_files",
     "task",
+    "outputs",
 ];
 
 pub const RUN_FIELDS: &[&str] = &["timestamp_utc", "id", "workspace", "workflow"];
@@ -2079,6 +2225,9 @@ impl<'a> Checker<'a> {
         }
         for (key, value) in &workflow.env {
             self.check_template(value, &Scope::default(), 1, &format!("`env.{key}`"));
+        }
+        for (key, value) in &workflow.outputs {
+            self.check_template(value, &Scope::default(), 1, &format!("`outputs.{key}`"));
         }
         self.check_steps(&workflow.steps, &Scope::default());
     }
@@ -2302,6 +2451,24 @@ impl<'a> Checker<'a> {
                 }
                 StepKind::WaitFor { glob, .. } => {
                     self.check_template(glob, scope, step.line, &what);
+                }
+                StepKind::Workflow(sub) => {
+                    for (key, value, line) in &sub.with {
+                        let mut templates = Vec::new();
+                        visit_strings(value, &mut |text| {
+                            if let Ok(t) = Template::parse(text) {
+                                templates.push(t);
+                            }
+                        });
+                        for t in &templates {
+                            self.check_template(
+                                t,
+                                scope,
+                                *line,
+                                &format!("`with.{key}` of {what}"),
+                            );
+                        }
+                    }
                 }
                 StepKind::Enqueue {
                     role,
@@ -2550,6 +2717,39 @@ impl<'a> Checker<'a> {
             ));
         }
         match (field.as_str(), capture) {
+            ("outputs", _) if kind != "workflow" => Some((
+                format!("{what} uses `{text}`, but step `{name}` is a {kind} step: only `workflow` steps have outputs"),
+                "declare `outputs:` in a child workflow and run it with a `workflow:` step".into(),
+            )),
+            ("outputs", _) if var.segments.len() > 3 => {
+                let workflow = self.workflow;
+                let step = workflow.all_steps().into_iter().find(|s| s.name == *name)?;
+                let StepKind::Workflow(sub) = &step.kind else {
+                    return None;
+                };
+                let child = sub.child.as_ref()?;
+                let wanted = &var.segments[3];
+                let declared: Vec<&str> =
+                    child.workflow.outputs.iter().map(|(k, _)| k.as_str()).collect();
+                if declared.contains(&wanted.as_str()) {
+                    return None;
+                }
+                let hint = match did_you_mean(wanted, declared.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None if declared.is_empty() => format!(
+                        "{} declares no `outputs:`; add `outputs: {{{wanted}: ...}}` to it",
+                        sub.path
+                    ),
+                    None => format!("its outputs: {}", declared.join(", ")),
+                };
+                Some((
+                    format!(
+                        "{what} uses `{text}`, but workflow {} (run by step `{name}`) declares no output `{wanted}`",
+                        sub.path
+                    ),
+                    hint,
+                ))
+            }
             ("json", Capture::Json) if var.segments.len() > 3 => {
                 let workflow = self.workflow;
                 let step = workflow.all_steps().into_iter().find(|s| s.name == *name)?;
@@ -2595,7 +2795,7 @@ impl<'a> Checker<'a> {
             {
                 Some((
                     format!("{what} uses `{text}`: `{field}` has no fields"),
-                    "only json, lines, files, iterations, usage, error, denials, changed_files and task take a path".into(),
+                    "only json, lines, files, iterations, usage, error, denials, changed_files, task and outputs take a path".into(),
                 ))
             }
             _ => None,

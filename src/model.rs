@@ -34,6 +34,9 @@ pub struct Workflow {
     pub strict_flow: bool,
     /// `budget:`: limits on each run of this workflow as a whole.
     pub budget: Option<Budget>,
+    /// `outputs:`: what a run of this workflow hands back when it is a sub-workflow, rendered in
+    /// its scope when it succeeds (`${steps.<Step>.outputs.<name>}` in the parent).
+    pub outputs: Vec<(String, Template)>,
     pub steps: Vec<Step>,
 }
 
@@ -199,6 +202,8 @@ pub enum StepKind {
         artifacts: Vec<Template>,
         timeout: Option<Duration>,
     },
+    /// Runs another workflow file as a child run (`workflow:` with `with:` inputs).
+    Workflow(SubWorkflow),
     /// Hands a task to a role: written durably into its inbox (`*.tmp`, then renamed).
     Enqueue {
         role: Template,
@@ -206,6 +211,31 @@ pub enum StepKind {
         /// The task id; a new time-ordered id when absent.
         name: Option<Template>,
     },
+}
+
+/// A `workflow:` step: the child workflow and the inputs it is given.
+#[derive(Debug, Clone)]
+pub struct SubWorkflow {
+    /// The child's file as written, relative to WORKSPACE.
+    pub path: String,
+    /// `with:`: rendered in the parent's scope, they become the child's `${context.*}` over its
+    /// own `context:` defaults. Values are JSON whose strings may hold `${...}` (a string that is
+    /// one `${...}` keeps the value's JSON type); each has the line it was written on.
+    pub with: Vec<(String, Value, u32)>,
+    /// Line and column of the `workflow:` value, for messages about the child file.
+    pub at: (u32, u32),
+    /// The child as loaded with the parent (when the loader knew the workspace): validated,
+    /// its own children loaded too. `None` when loaded without a workspace (the runner then
+    /// loads it when the step runs).
+    pub child: Option<std::sync::Arc<LoadedChild>>,
+}
+
+/// A child workflow loaded with its parent: the model and the text it came from (the child
+/// run keeps a copy of the text, as every resumable run does).
+#[derive(Debug)]
+pub struct LoadedChild {
+    pub workflow: Workflow,
+    pub text: String,
 }
 
 #[derive(Debug, Clone)]
@@ -312,10 +342,10 @@ pub const CAPABILITIES: &[&str] = &[
 
 impl StepKind {
     /// The capability a step of this kind needs (an agent step: its phase); `None` for
-    /// `for_each`, whose body's steps are checked instead.
+    /// `for_each` and `workflow`, whose body's (child's) steps are checked instead.
     pub fn capability(&self) -> Option<&'static str> {
         match self {
-            StepKind::ForEach { .. } => None,
+            StepKind::ForEach { .. } | StepKind::Workflow(_) => None,
             StepKind::Agent(agent) => Some(agent.phase.label()),
             other => Some(other.label()),
         }
@@ -330,6 +360,7 @@ impl StepKind {
             StepKind::Enqueue { .. } => "enqueue",
             StepKind::Agent(_) => "agent",
             StepKind::Approval { .. } => "approval",
+            StepKind::Workflow(_) => "workflow",
         }
     }
 }
@@ -503,21 +534,35 @@ pub struct Role {
 }
 
 impl Role {
-    /// The first step (depth first, `for_each` bodies included) this role may not run, with the
-    /// capability it lacks.
-    pub fn forbidden<'a>(&self, steps: &'a [Step]) -> Vec<(&'a Step, &'static str)> {
+    /// Every step (depth first, `for_each` bodies and loaded child workflows included) this role
+    /// may not run, with the capability it lacks and the file it is in (`None`: the workflow's
+    /// own file; else the child workflow it is in).
+    pub fn forbidden<'a>(&self, steps: &'a [Step]) -> Vec<Forbidden<'a>> {
+        self.forbidden_in(steps, None)
+    }
+
+    fn forbidden_in<'a>(
+        &self,
+        steps: &'a [Step],
+        file: Option<&'a LoadedChild>,
+    ) -> Vec<Forbidden<'a>> {
         let Some(allowed) = &self.capabilities else {
             return Vec::new();
         };
         let mut out = Vec::new();
         for step in steps {
             match &step.kind {
-                StepKind::ForEach { steps, .. } => out.extend(self.forbidden(steps)),
+                StepKind::ForEach { steps, .. } => out.extend(self.forbidden_in(steps, file)),
+                StepKind::Workflow(sub) => {
+                    if let Some(child) = &sub.child {
+                        out.extend(self.forbidden_in(&child.workflow.steps, Some(child)));
+                    }
+                }
                 kind => {
                     if let Some(needed) = kind.capability()
                         && !allowed.iter().any(|c| c == needed)
                     {
-                        out.push((step, needed));
+                        out.push((step, needed, file));
                     }
                 }
             }
@@ -525,6 +570,10 @@ impl Role {
         out
     }
 }
+
+/// A step a role may not run: the step, the capability it needs, and the child workflow it is
+/// in (`None`: the role's workflow itself).
+pub type Forbidden<'a> = (&'a Step, &'static str, Option<&'a LoadedChild>);
 
 impl Role {
     pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;

@@ -196,6 +196,14 @@ fn locate(workspace: &Path, id: &str) -> Result<RunLoc, ObserveError> {
                 name: bare.to_string(),
             });
         }
+        // A child run (a `workflow:` step's) lives inside its parent's RUN_ROOT.
+        if let Some(root) = find_child(&subdirs(&runs_dir), bare) {
+            return Ok(RunLoc {
+                root,
+                source: RunSource::Runs,
+                name: bare.to_string(),
+            });
+        }
     }
     let mut candidates: Vec<RunLoc> = Vec::new();
     for (dir, source) in [
@@ -1120,6 +1128,7 @@ fn draw(workflow: &Workflow, overlay: Option<&[Hop]>, format: GraphFormat) -> St
     let node_label = |step: &Step| -> String {
         let kind = match &step.kind {
             StepKind::Agent(agent) => format!("agent, {}", agent.phase.label()),
+            StepKind::Workflow(sub) => format!("workflow {}", sub.path),
             other => other.label().to_string(),
         };
         match (overlay, visits.get(step.name.as_str())) {
@@ -1170,6 +1179,10 @@ fn draw(workflow: &Workflow, overlay: Option<&[Hop]>, format: GraphFormat) -> St
                         }
                         StepKind::Approval { .. } => {
                             let _ = writeln!(out, "{pad}{}{{\"{text}\"}}", id(&step.name));
+                        }
+                        // A sub-workflow: Mermaid's subroutine shape.
+                        StepKind::Workflow(_) => {
+                            let _ = writeln!(out, "{pad}{}[[\"{text}\"]]", id(&step.name));
                         }
                         _ => {
                             let _ = writeln!(out, "{pad}{}[\"{text}\"]", id(&step.name));
@@ -1261,6 +1274,7 @@ fn draw(workflow: &Workflow, overlay: Option<&[Hop]>, format: GraphFormat) -> St
                     let shape = match &step.kind {
                         StepKind::ForEach { .. } => "hexagon",
                         StepKind::Approval { .. } => "diamond",
+                        StepKind::Workflow(_) => "component",
                         _ => "box",
                     };
                     let _ = writeln!(
@@ -2542,6 +2556,78 @@ pub struct StatusView {
     pub last_failure: Option<Failure>,
     pub resumes: u32,
     pub notes: Vec<String>,
+    /// Child runs of the run's `workflow:` steps, in the order they started.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<ChildView>,
+}
+
+/// A child run (a `workflow:` step's), as its parent's status lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChildView {
+    pub step: String,
+    pub exec: u64,
+    pub workflow: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Its RUN_ROOT, relative to the workspace.
+    pub path: String,
+    /// `running`, `succeeded`, `failed`, `interrupted`, or `stopped` (unfinished, engine gone).
+    pub status: String,
+}
+
+/// The child runs a run's events name (`child_started`, `child_finished`), with each child's
+/// own record for its run id and, while unfinished, its status.
+fn children_of(workspace: &Path, events: &[Value], running: bool) -> Vec<ChildView> {
+    let mut out: Vec<ChildView> = Vec::new();
+    for e in events {
+        let (Some(step), Some(exec)) = (e["step"].as_str(), e["exec"].as_u64()) else {
+            continue;
+        };
+        match e["event"].as_str() {
+            Some("child_started") => {
+                out.retain(|c| c.exec != exec);
+                out.push(ChildView {
+                    step: step.to_string(),
+                    exec,
+                    workflow: e["workflow"].as_str().unwrap_or_default().to_string(),
+                    run_id: None,
+                    path: e["run_root"].as_str().unwrap_or_default().to_string(),
+                    status: if running { "running" } else { "stopped" }.to_string(),
+                });
+            }
+            Some("child_finished") => {
+                if let Some(child) = out.iter_mut().find(|c| c.exec == exec) {
+                    child.run_id = e["run_id"].as_str().map(str::to_string);
+                    child.status = e["status"].as_str().unwrap_or("unknown").to_string();
+                }
+            }
+            _ => {}
+        }
+    }
+    for child in &mut out {
+        if child.run_id.is_none() {
+            child.run_id = recorded_run_id(&workspace.join(&child.path));
+        }
+    }
+    out
+}
+
+/// A child run by its run id: under `runs/<id>/children/` (at any depth) of the workspace's
+/// runs.
+fn find_child(roots: &[PathBuf], id: &str) -> Option<PathBuf> {
+    let mut stack: Vec<PathBuf> = roots
+        .iter()
+        .map(|r| r.join(crate::subflow::CHILDREN_DIR))
+        .collect();
+    while let Some(dir) = stack.pop() {
+        for child in subdirs(&dir) {
+            if recorded_run_id(&child).as_deref() == Some(id) {
+                return Some(child);
+            }
+            stack.push(child.join(crate::subflow::CHILDREN_DIR));
+        }
+    }
+    None
 }
 
 impl StatusView {
@@ -2568,6 +2654,7 @@ impl StatusView {
             last_failure: None,
             resumes: 0,
             notes: Vec::new(),
+            children: Vec::new(),
         }
     }
 
@@ -2677,6 +2764,14 @@ impl StatusView {
         }
         for note in &self.notes {
             let _ = writeln!(out, "note: {note}");
+        }
+        for child in &self.children {
+            let id = child.run_id.as_deref().unwrap_or("?");
+            let _ = writeln!(
+                out,
+                "child: {} (workflow {}): run {id} {}  (orchestrate status {id} | orchestrate logs {id})",
+                child.step, child.workflow, child.status
+            );
         }
         out
     }
@@ -2802,6 +2897,7 @@ pub fn status(workspace: &Path, run_id: Option<&str>) -> Result<StatusView, Obse
         last_failure,
         resumes: facts.resumes,
         notes: loaded.notes.clone(),
+        children: children_of(workspace, &loaded.events, running),
     })
 }
 

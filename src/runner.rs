@@ -59,6 +59,10 @@ pub struct RunReport {
     pub outputs: Vec<String>,
     /// What the run's agent steps spent (every attempt), for the swarm's ledger.
     pub spent: crate::budget::Spend,
+    /// The tokens behind `spent`, by kind.
+    pub usage: crate::runtime::parse::Usage,
+    /// The workflow's `outputs:` as rendered at its successful end (empty otherwise).
+    pub values: Map<String, Value>,
 }
 
 /// Everything a run needs besides the workflow.
@@ -108,6 +112,20 @@ pub struct RunConfig {
     /// The role's `capabilities:` (its name and the list): a step needing another is refused
     /// when it is reached, whatever the loader said (defence in depth).
     pub capabilities: Option<(String, Vec<String>)>,
+    /// A child run's ancestors' limits, with what each had spent when this run started: the
+    /// child's spending counts against them too.
+    pub inherited: Vec<InheritedLimits>,
+    /// A child run's parent (`{run_id, step, exec}`), recorded in its `run_started` event.
+    pub parent: Option<Value>,
+}
+
+/// The limits of a run above a child run, and what had been spent against them before it.
+#[derive(Debug, Clone)]
+pub struct InheritedLimits {
+    pub limits: crate::budget::Limits,
+    pub base: crate::budget::Spend,
+    /// When that run started (its `max_wall_sec` counts from here).
+    pub started: Instant,
 }
 
 /// A callback on each recorded event: its name and fields.
@@ -142,6 +160,8 @@ impl RunConfig {
             observer: None,
             ignore_changes: Vec::new(),
             capabilities: None,
+            inherited: Vec::new(),
+            parent: None,
         }
     }
 }
@@ -235,8 +255,13 @@ pub struct Runner {
 /// What the run has spent against which limits.
 struct BudgetState {
     limits: crate::budget::Limits,
-    /// Every agent attempt so far (replayed results included).
+    /// A child run's ancestors' limits (see [`RunConfig::inherited`]).
+    inherited: Vec<InheritedLimits>,
+    /// Every agent attempt so far (replayed results included; a child run's spending counts in
+    /// its `workflow:` step's result).
     spent: crate::budget::Spend,
+    /// The tokens behind `spent`, by kind.
+    usage: crate::runtime::parse::Usage,
     /// When this process started the run (`max_wall_sec` counts from here).
     started: Instant,
     /// The failure message of a crossing, which replaces the step's generic one.
@@ -271,6 +296,7 @@ fn state_from_run_started(dir: &RunDir, workspace: &Path) -> Option<RunState> {
         events_seq: 0,
         resumes: 0,
         steps: Map::new(),
+        outputs: Map::new(),
     })
 }
 
@@ -321,6 +347,7 @@ impl Runner {
             events_seq: 0,
             resumes: 0,
             steps: Map::new(),
+            outputs: Map::new(),
         };
         Self::with_state(workflow, config, dir, state, Journal::default(), lock)
     }
@@ -341,17 +368,34 @@ impl Runner {
             });
         }
         let dir = RunDir::new(workspace, run_id);
+        if !dir.root.is_dir() {
+            return Err(RunError::Resume {
+                run_id: run_id.to_string(),
+                message: format!(
+                    "no run directory {}; list runs with `ls {}`",
+                    dir.root.display(),
+                    RunDir::runs_dir(workspace).display()
+                ),
+            });
+        }
+        Self::resume_in(dir, config)
+    }
+
+    /// Reopens the run in `dir` (a run of the workspace, or a child run inside its parent's
+    /// RUN_ROOT) to continue it from the first step that did not complete.
+    pub fn resume_in(dir: RunDir, config: RunConfig) -> Result<Runner, RunError> {
+        let workspace = config.workspace.clone();
+        let workspace = workspace.as_path();
+        let run_id = dir
+            .root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let run_id = run_id.as_str();
         let resume_err = |message: String| RunError::Resume {
             run_id: run_id.to_string(),
             message,
         };
-        if !dir.root.is_dir() {
-            return Err(resume_err(format!(
-                "no run directory {}; list runs with `ls {}`",
-                dir.root.display(),
-                RunDir::runs_dir(workspace).display()
-            )));
-        }
         let lock = dir.lock_run()?;
         let mut state = if dir.state().exists() {
             dir.read_state()?
@@ -370,8 +414,10 @@ impl Runner {
                 "it already succeeded; start a new run with `orchestrate run`".into(),
             ));
         }
-        let workflow =
-            crate::load::load_file(&dir.workflow_copy()).map_err(|err| resume_err(err.render()))?;
+        // Child workflows (`workflow:` steps) load from the workspace: a child run already
+        // started resumes from its own copy, one not started yet runs the file as it is now.
+        let workflow = crate::load::load_in(workspace, &dir.workflow_copy())
+            .map_err(|err| resume_err(err.render()))?;
         let mut workflow = workflow;
         workflow.path = PathBuf::from(&state.workflow);
         // Strict: a damaged line in the middle would cut the journal short and run completed
@@ -438,6 +484,7 @@ impl Runner {
             }));
         }
         let results = config.preset_results.clone();
+        let inherited = config.inherited.clone();
         let limits = crate::budget::Limits {
             run: crate::model::Budget::stricter(workflow.budget.as_ref(), config.budget.as_ref()),
             day: config
@@ -464,7 +511,9 @@ impl Runner {
             last_step: None,
             budget: BudgetState {
                 limits,
+                inherited,
                 spent: crate::budget::Spend::default(),
+                usage: crate::runtime::parse::Usage::default(),
                 started: Instant::now(),
                 failure: None,
                 warned_unpriced: false,
@@ -505,6 +554,7 @@ impl Runner {
                     "context": self.state.context,
                     "timestamp_utc": self.state.timestamp_utc,
                     "pid": std::process::id(),
+                    "parent": self.config.parent,
                 }),
                 true,
             )?;
@@ -544,7 +594,10 @@ impl Runner {
                 };
                 (RunStatus::Failed, code, Some(failure.message))
             }
-            Ok(_) => (RunStatus::Succeeded, exit::SUCCESS, None),
+            Ok(_) => match self.render_outputs() {
+                Ok(()) => (RunStatus::Succeeded, exit::SUCCESS, None),
+                Err(message) => (RunStatus::Failed, exit::INVALID, Some(message)),
+            },
         };
         self.finish(status, exit_code, error)
     }
@@ -560,11 +613,11 @@ impl Runner {
         self.state.error = error.clone();
         self.state.finished_at = Some(crate::clock::now_rfc3339());
         self.state.current_step = None;
-        self.event(
-            "run_finished",
-            json!({"status": status, "exit_code": exit_code, "error": error}),
-            true,
-        )?;
+        let mut finished = json!({"status": status, "exit_code": exit_code, "error": error});
+        if !self.state.outputs.is_empty() {
+            finished["outputs"] = json!(self.state.outputs);
+        }
+        self.event("run_finished", finished, true)?;
         if self.config.resumable {
             self.snapshot()?;
         }
@@ -582,7 +635,36 @@ impl Runner {
                 .filter_map(|r| r["output_file"].as_str().map(str::to_string))
                 .collect(),
             spent: self.budget.spent,
+            usage: self.budget.usage,
+            values: self.state.outputs.clone(),
         })
+    }
+
+    /// Renders the workflow's `outputs:` at its successful end, into the state (and so the
+    /// report and `run_finished`). A value that cannot be rendered fails the run.
+    fn render_outputs(&mut self) -> Result<(), String> {
+        let workflow = Arc::clone(&self.workflow);
+        let mut values = Map::new();
+        for (name, template) in &workflow.outputs {
+            let value = template.render_value(&self.scope(&[])).map_err(|e| {
+                let file = self.workflow.path.display();
+                format!(
+                    "output `{name}` ({file} line {}) could not be rendered: {e}",
+                    template.at.0
+                )
+            })?;
+            values.insert(name.clone(), value);
+        }
+        if !self.secret_values.is_empty() {
+            let text = serde_json::to_string(&values).unwrap_or_default();
+            if let Ok(Value::Object(masked)) =
+                serde_json::from_str(&events::mask(&text, &self.secret_values))
+            {
+                values = masked;
+            }
+        }
+        self.state.outputs = values;
+        Ok(())
     }
 
     /// Why the role may not run `step`, if it may not (see [`RunConfig::capabilities`]).
@@ -1013,6 +1095,7 @@ impl Runner {
                         content,
                         name,
                     } => self.enqueue(step, role, content, name.as_ref(), loops),
+                    StepKind::Workflow(sub) => self.sub_workflow(step, exec, sub, loops).await?,
                 }
             }
         };
@@ -1220,6 +1303,62 @@ impl Runner {
         }
     }
 
+    /// A `workflow:` step: renders `with:` in this run's scope and runs the child (`subflow`),
+    /// between a `child_started` and a `child_finished` event; the child's spending counts as
+    /// this run's.
+    async fn sub_workflow(
+        &mut self,
+        step: &Step,
+        exec: u64,
+        sub: &crate::model::SubWorkflow,
+        loops: &[LoopFrame],
+    ) -> Result<Value, RunError> {
+        let mut with = Map::new();
+        for (key, value, _) in &sub.with {
+            match render_json(value, &self.scope(loops)) {
+                Ok(value) => {
+                    with.insert(key.clone(), value);
+                }
+                Err(e) => return Ok(failed_result(2, format!("in `with.{key}`: {e}"))),
+            }
+        }
+        let root = crate::subflow::child_root(&self.dir.root, exec, &step.name);
+        self.event(
+            "child_started",
+            json!({"step": step.name, "exec": exec, "workflow": sub.path, "run_root": self.relative(&root)}),
+            true,
+        )?;
+        self.progress(&format!("▶ {} runs workflow {}", step.name, sub.path));
+        let child = crate::subflow::ChildRun {
+            step,
+            sub,
+            exec,
+            with,
+            parent_root: &self.dir.root,
+            parent_run_id: &self.state.run_id,
+            inherited: self.budget.handed_down(),
+        };
+        let outcome = crate::subflow::run(&self.config, child, step.timeout).await;
+        let result = outcome.result;
+        self.budget.count(&result);
+        self.event(
+            "child_finished",
+            json!({
+                "step": step.name,
+                "exec": exec,
+                "workflow": sub.path,
+                "run_id": outcome.run_id,
+                "run_root": self.relative(&outcome.run_root),
+                "resumed": outcome.resumed,
+                "reused": outcome.reused,
+                "status": result["status"],
+                "exit_code": result["exit_code"],
+            }),
+            true,
+        )?;
+        Ok(result)
+    }
+
     /// An `enqueue` step: writes a task into a role's inbox durably, carrying the correlation id.
     fn enqueue(
         &mut self,
@@ -1341,10 +1480,7 @@ impl Runner {
         if let Ok(task) = serde_json::from_value::<crate::queue::Enqueued>(result["task"].clone()) {
             self.enqueued.push(task);
         }
-        self.budget.spent = self
-            .budget
-            .spent
-            .plus(crate::budget::Spend::of_result(&result));
+        self.budget.count(&result);
         self.results.insert(step.name.clone(), result);
         self.progress(&format!(
             "↺ {} (completed earlier; not run again)",
@@ -1644,10 +1780,7 @@ impl Runner {
                 Some(run) => self.agent_capture(step, &finished, run, &stdout_log, &stderr_log),
                 None => capture(step, &finished),
             };
-            self.budget.spent = self
-                .budget
-                .spent
-                .plus(crate::budget::Spend::of_result(&result));
+            self.budget.count(&result);
             if let (Some(Ok(before)), Some(run)) = (&before, &prepared.agent) {
                 self.verify_unchanged(step, run, before, &mut result);
             }
@@ -2015,7 +2148,8 @@ impl Runner {
             StepKind::ForEach { .. }
             | StepKind::WaitFor { .. }
             | StepKind::Enqueue { .. }
-            | StepKind::Approval { .. } => Vec::new(),
+            | StepKind::Approval { .. }
+            | StepKind::Workflow(_) => Vec::new(),
         };
         let mut env = Vec::new();
         for (key, t) in self.workflow.env.iter().chain(step.env.iter()) {
@@ -2659,15 +2793,11 @@ impl Lookup for ProviderScope<'_> {
 impl Runner {
     /// Before a step: a run already over a limit fails here, without starting `step`.
     fn over_budget_before(&mut self, step: &Step) -> Result<bool, RunError> {
-        if self.budget.limits.is_empty() {
+        if self.budget.unlimited() {
             return Ok(false);
         }
         self.warn_unpriced()?;
-        let Some(crossing) = self
-            .budget
-            .limits
-            .check(self.budget.spent, self.budget.started.elapsed())
-        else {
+        let Some(crossing) = self.budget.check(self.budget.spent) else {
             return Ok(false);
         };
         let workspace = self.config.workspace.clone();
@@ -2723,14 +2853,14 @@ impl Runner {
         use crate::budget::Spend;
         use crate::runtime::parse::{self, StreamParser, Usage};
         let cancel = self.config.cancel.clone();
-        let limits = &self.budget.limits;
-        if limits.is_empty() {
+        let budget = &self.budget;
+        if budget.unlimited() {
             return (exec::run(spec, cancel).await, None);
         }
         let stop = CancellationToken::new();
         spec.stop = Some(stop.clone());
         let mut lines = None;
-        if limits.counts_spending()
+        if budget.counts_spending()
             && let Some(runtime) = agent.and_then(|a| a.runtime)
         {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
@@ -2738,11 +2868,10 @@ impl Runner {
             lines = Some((StreamParser::new(runtime), rx, runtime));
         }
         let spent = self.budget.spent;
-        let started = self.budget.started;
         let prices = &self.config.profiles.prices;
         let model = agent.and_then(|a| a.model.clone());
         let previous = agent.and_then(|a| a.previous_usage);
-        let wall_deadline = limits.max_wall().map(|max| started + max);
+        let wall_deadline = budget.wall_deadline();
         let monitor = async move {
             let mut last = Usage::default();
             loop {
@@ -2783,12 +2912,12 @@ impl Runner {
                             prices.cost(&model, &usage)
                         });
                         let live = spent.plus(Spend::of(usage.total(), cost));
-                        if let Some(crossing) = limits.check(live, started.elapsed()) {
+                        if let Some(crossing) = budget.check(live) {
                             return crossing;
                         }
                     }
                     () = wall => {
-                        if let Some(crossing) = limits.check(spent, started.elapsed()) {
+                        if let Some(crossing) = budget.check(spent) {
                             return crossing;
                         }
                         // Only a wall limit can fire here; without a crossing it cannot repeat.
@@ -2837,6 +2966,69 @@ impl Runner {
             json!(message)
         };
         self.budget.failure = Some(message);
+    }
+}
+
+impl BudgetState {
+    /// Counts what a step result spent (an agent's usage, a child run's total).
+    fn count(&mut self, result: &Value) {
+        self.spent = self.spent.plus(crate::budget::Spend::of_result(result));
+        if let Ok(usage) =
+            serde_json::from_value::<crate::runtime::parse::Usage>(result["usage"].clone())
+        {
+            self.usage.add(&usage);
+        }
+    }
+
+    /// No limit applies to this run, its own or an ancestor's.
+    fn unlimited(&self) -> bool {
+        self.limits.is_empty() && self.inherited.iter().all(|i| i.limits.is_empty())
+    }
+
+    fn counts_spending(&self) -> bool {
+        self.limits.counts_spending() || self.inherited.iter().any(|i| i.limits.counts_spending())
+    }
+
+    /// When the earliest `max_wall_sec` (this run's or an ancestor's) runs out.
+    fn wall_deadline(&self) -> Option<Instant> {
+        let own = self.limits.max_wall().map(|max| self.started + max);
+        self.inherited
+            .iter()
+            .filter_map(|i| i.limits.max_wall().map(|max| i.started + max))
+            .chain(own)
+            .min()
+    }
+
+    /// The first limit crossed by `live` (this run's spending so far, a running step's
+    /// included): this run's own, then each ancestor's with what it spent before this run.
+    fn check(&self, live: crate::budget::Spend) -> Option<crate::budget::Crossing> {
+        self.limits.check(live, self.started.elapsed()).or_else(|| {
+            self.inherited
+                .iter()
+                .find_map(|i| i.limits.check(i.base.plus(live), i.started.elapsed()))
+        })
+    }
+
+    /// The limits a child run started now inherits: every ancestor's and this run's, each with
+    /// what had been spent against it so far.
+    fn handed_down(&self) -> Vec<InheritedLimits> {
+        let mut out: Vec<InheritedLimits> = self
+            .inherited
+            .iter()
+            .map(|i| InheritedLimits {
+                limits: i.limits.clone(),
+                base: i.base.plus(self.spent),
+                started: i.started,
+            })
+            .collect();
+        if !self.limits.is_empty() {
+            out.push(InheritedLimits {
+                limits: self.limits.clone(),
+                base: self.spent,
+                started: self.started,
+            });
+        }
+        out
     }
 }
 

@@ -55,6 +55,9 @@ pub struct RunState {
     pub resumes: u32,
     /// The latest result of each step, by name.
     pub steps: Map<String, Value>,
+    /// The workflow's `outputs:` as rendered at its successful end (a child run's result).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub outputs: Map<String, Value>,
 }
 
 /// Paths inside one run's directory.

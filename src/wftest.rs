@@ -200,7 +200,7 @@ async fn run_case(
     std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
 
     let workflow_path = ws.join(workflow_rel);
-    let mut workflow = crate::load::load_file(&workflow_path).map_err(|e| e.render())?;
+    let mut workflow = crate::load::load_in(&ws, &workflow_path).map_err(|e| e.render())?;
     workflow.path = workflow_rel.to_path_buf();
     let source = std::fs::read_to_string(&workflow_path).unwrap_or_default();
 
