@@ -124,9 +124,8 @@ impl Attach<'_> {
             self.error(
                 sub,
                 format!(
-                    "{what} runs workflow `{}`, which does not exist ({} is not a file)",
-                    sub.path,
-                    path.display()
+                    "{what} runs workflow `{}`, which is not a file in the workspace",
+                    sub.path
                 ),
                 "create it, or fix the path (relative to the workspace, not to this file)".into(),
             );
@@ -423,7 +422,7 @@ pub(crate) async fn run(
                 result["status"] = json!("failed");
                 result["exit_code"] = json!(124);
                 result["error"] = json!(format!(
-                    "timed out after {:.0}s (timeout_sec); child run {} was stopped and can be inspected with `orchestrate status {}`",
+                    "timed out after {}s (timeout_sec); child run {} was stopped and can be inspected with `orchestrate status {}`",
                     timeout.unwrap_or_default().as_secs_f64(),
                     report.run_id,
                     report.run_id

@@ -17,7 +17,7 @@ use crate::harness::*;
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// The stand-in's output, then a long sleep (its child) until the engine stops it.
-fn stand_in(ws: &mut Ws) {
+pub(crate) fn stand_in(ws: &mut Ws) {
     ws.with_bin_path();
     let script = r#"#!/usr/bin/env bash
 dir="$STANDIN_DIR"
@@ -39,11 +39,11 @@ echo '{"type":"result","subtype":"success","is_error":false,"result":"done","ses
     ws.env("STANDIN_DIR", &dir.display().to_string());
 }
 
-fn pid_in(ws: &Ws, rel: &str) -> u32 {
+pub(crate) fn pid_in(ws: &Ws, rel: &str) -> u32 {
     ws.read(rel).trim().parse().expect("a pid")
 }
 
-const AGENT_STEP: &str = r#"
+pub(crate) const AGENT_STEP: &str = r#"
   - name: Impl
     runtime: claude
     prompt: "implement it"
@@ -53,7 +53,7 @@ const AGENT_STEP: &str = r#"
 
 /// Starts `orchestrate ARGS`, waits until the stand-in has reported its usage, and checks that
 /// the agent and its child are gone within a second of it; returns the finished run.
-fn run_until_stopped(ws: &Ws, args: &[&str]) -> Run {
+pub(crate) fn run_until_stopped(ws: &Ws, args: &[&str]) -> Run {
     let out = tempfile::tempfile().unwrap();
     let err = tempfile::tempfile().unwrap();
     let mut child: Child = ws

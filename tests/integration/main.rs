@@ -14,6 +14,7 @@ mod language;
 mod progress;
 mod schema;
 mod steer;
+mod subflow;
 mod supervise;
 mod swarm;
 mod telemetry;

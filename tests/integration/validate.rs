@@ -33,7 +33,7 @@ fn validate(args: &[&str]) -> Run {
 
 /// Compares `actual` with `tests/fixtures/validate/NAME.stderr`, or rewrites that file when
 /// `UPDATE_SNAPSHOTS=1`.
-fn assert_snapshot(name: &str, actual: &str) {
+pub(crate) fn assert_snapshot(name: &str, actual: &str) {
     let path = fixtures().join(format!("{name}.stderr"));
     if std::env::var("UPDATE_SNAPSHOTS").as_deref() == Ok("1") {
         std::fs::write(&path, actual).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
@@ -53,7 +53,7 @@ fn assert_snapshot(name: &str, actual: &str) {
 }
 
 /// Validates `NAME.yaml`, which must be refused (exit 1, nothing on stdout), and pins its stderr.
-fn refused(name: &str) -> Run {
+pub(crate) fn refused(name: &str) -> Run {
     let run = validate(&[&format!("{name}.yaml")]);
     run.code(1);
     assert_eq!(
