@@ -544,20 +544,19 @@ impl Runner {
                 true,
             )?;
         } else {
-            self.event(
-                "run_started",
-                json!({
-                    "run_id": self.state.run_id,
-                    "workflow": self.state.workflow,
-                    "name": self.workflow.name,
-                    "fingerprint": self.workflow.fingerprint,
-                    "context": self.state.context,
-                    "timestamp_utc": self.state.timestamp_utc,
-                    "pid": std::process::id(),
-                    "parent": self.config.parent,
-                }),
-                true,
-            )?;
+            let mut started = json!({
+                "run_id": self.state.run_id,
+                "workflow": self.state.workflow,
+                "name": self.workflow.name,
+                "fingerprint": self.workflow.fingerprint,
+                "context": self.state.context,
+                "timestamp_utc": self.state.timestamp_utc,
+                "pid": std::process::id(),
+            });
+            if let Some(parent) = &self.config.parent {
+                started["parent"] = parent.clone();
+            }
+            self.event("run_started", started, true)?;
         }
         if self.config.resumable {
             // Resume needs a snapshot from the start; a task's attempt writes its one at the end.

@@ -211,6 +211,24 @@ impl Attach<'_> {
     /// as `${context.KEY}` (or `.context.KEY` in jq). A key it never reads is a typo or a
     /// leftover, and would be dropped silently.
     fn check_with(&mut self, sub: &SubWorkflow, what: &str, child: &Workflow, text: &str) {
+        // A child sees only its own defaults and `with:`: a key it reads with neither would be
+        // undefined when it runs.
+        for key in context_refs(text) {
+            if child.context.contains_key(&key) || sub.with.iter().any(|(k, _, _)| *k == key) {
+                continue;
+            }
+            self.error(
+                sub,
+                format!(
+                    "workflow `{}` reads `${{context.{key}}}`, which has no default under its `context:`, and {what} gives no `with.{key}`",
+                    sub.path
+                ),
+                format!(
+                    "add `with: {{{key}: ...}}` to {what}, or a default for `{key}` under `context:` in {} (a child does not see its parent's context)",
+                    sub.path
+                ),
+            );
+        }
         for (key, _, line) in &sub.with {
             if child.context.contains_key(key) || reads_context_key(text, key) {
                 continue;
@@ -256,6 +274,24 @@ fn text_column(file: &Path, line: u32, key: &str) -> u32 {
             Some(l[..at].chars().count() as u32 + 1)
         })
         .unwrap_or(1)
+}
+
+/// The keys a workflow's text reads as `${context.KEY...}` (`$${` escapes excepted), sorted.
+fn context_refs(text: &str) -> Vec<String> {
+    let mut keys: Vec<String> = text
+        .match_indices("${context.")
+        .filter(|(at, _)| !text[..*at].ends_with('$'))
+        .map(|(at, needle)| {
+            text[at + needle.len()..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '-')
+                .collect::<String>()
+        })
+        .filter(|key| !key.is_empty())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 /// Whether the workflow text reads `context.KEY` anywhere (`${context.KEY...}`, jq's
@@ -466,7 +502,12 @@ fn child_config(
     config.budget = None;
     config.swarm_budget = None;
     config.default_idle_timeout = parent.default_idle_timeout;
-    config.reporter = parent.reporter.clone();
+    config.reporter = parent.reporter.clone().map(|inner| {
+        Arc::new(ChildReporter {
+            inner,
+            prefix: format!("  {} › ", child.step.name),
+        }) as Arc<dyn crate::progress::Reporter>
+    });
     config.observer = parent.observer.clone();
     config.ignore_changes = parent.ignore_changes.clone();
     config.capabilities = parent.capabilities.clone();
@@ -477,6 +518,27 @@ fn child_config(
         "exec": child.exec,
     }));
     config
+}
+
+/// Shows a child run's lines under its parent's step (`  Sub › ✓ Build (0.52s)`). Only the
+/// plain lines pass: the child's step notifications and event lines would be taken for the
+/// parent's (execution numbers repeat across runs); the child's events are in its own log.
+struct ChildReporter {
+    inner: Arc<dyn crate::progress::Reporter>,
+    prefix: String,
+}
+
+impl crate::progress::Reporter for ChildReporter {
+    fn report(&self, progress: &crate::progress::Progress) {
+        if let crate::progress::Progress::Message(text) = progress {
+            let text = text
+                .lines()
+                .map(|line| format!("{}{line}", self.prefix))
+                .collect::<Vec<_>>()
+                .join("\n");
+            self.inner.report(&crate::progress::Progress::Message(text));
+        }
+    }
 }
 
 /// The step's result from the child's report: status, exit code, outputs, run id and root,
@@ -558,5 +620,10 @@ mod tests {
         assert!(reads_context_key(text, "mode"));
         assert!(!reads_context_key(text, "nam"));
         assert!(!reads_context_key(text, "names"));
+        assert_eq!(context_refs(text), ["name"]);
+        assert_eq!(
+            context_refs("a: \"${context.b.c} $${context.lit} ${context.a}\""),
+            ["a", "b"]
+        );
     }
 }

@@ -79,7 +79,9 @@ steps:
     );
     ws.run(&["validate", "wf.yaml"]).ok();
     let run = ws.run_wf(&[]);
-    run.ok().stderr_has("▶ Sub runs workflow flows/child.yaml");
+    run.ok()
+        .stderr_has("▶ Sub runs workflow flows/child.yaml")
+        .stderr_has("  Sub › ✓ Say (");
     assert_eq!(
         ws.read("used.txt"),
         r#"hello world|3|["a","b"]|v1|succeeded"#
@@ -279,13 +281,14 @@ fn a_missing_child_file_is_refused_at_the_workflow_line() {
 }
 
 #[test]
-fn outputs_the_child_does_not_declare_and_with_keys_it_never_reads_are_refused() {
+fn outputs_the_child_does_not_declare_and_inputs_that_do_not_match_are_refused() {
     crate::validate::refused("subflow_outputs")
         .stderr_has("subflow_outputs.yaml:7:7: error: `with.targte` of step `Build`: workflow subflow/child.yaml neither declares `targte` under `context:` nor reads `${context.targte}`")
         .stderr_has("did you mean `target`?")
         .stderr_has("subflow_outputs.yaml:9:56: error: step `Ship` uses `${steps.Build.outputs.artefact}`, but workflow subflow/child.yaml (run by step `Build`) declares no output `artefact`")
         .stderr_has("did you mean `artifact`?")
-        .stderr_has("only `workflow` steps have outputs");
+        .stderr_has("only `workflow` steps have outputs")
+        .stderr_has("subflow_outputs.yaml:13:15: error: workflow `subflow/needs.yaml` reads `${context.branch}`, which has no default under its `context:`, and step `NoInput` gives no `with.branch`");
 }
 
 #[test]
