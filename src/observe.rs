@@ -2612,6 +2612,11 @@ fn children_of(workspace: &Path, events: &[Value], running: bool) -> Vec<ChildVi
     out
 }
 
+/// The directory of child run `id` among the workspace's runs, if it is one.
+pub(crate) fn child_run_dir(workspace: &Path, id: &str) -> Option<PathBuf> {
+    find_child(&subdirs(&RunDir::runs_dir(workspace)), id)
+}
+
 /// A child run by its run id: under `runs/<id>/children/` (at any depth) of the workspace's
 /// runs.
 fn find_child(roots: &[PathBuf], id: &str) -> Option<PathBuf> {

@@ -420,6 +420,49 @@ fn kill_9_of_the_parent_while_the_child_runs_then_resume_continues_the_same_chil
     ws.run(&["resume", &id])
         .code(2)
         .stderr_has("already succeeded");
+    // A child run is continued through its parent only.
+    ws.run(&["resume", sub["run_id"].as_str().unwrap()])
+        .code(2)
+        .stderr_has(&format!(
+            "it is the child run of a `workflow:` step; resume its parent instead: `orchestrate resume {id}`"
+        ));
+}
+
+#[test]
+fn an_approval_inside_a_child_is_answered_by_the_child_run_id() {
+    let ws = Ws::new();
+    ws.file(
+        "flows/gated.yaml",
+        "name: gated\noutputs:\n  note: \"${steps.Gate.note}\"\nsteps:\n  - name: Gate\n    approval:\n      message: ship it?\n",
+    );
+    ws.workflow("name: parent\nsteps:\n  - name: Sub\n    workflow: flows/gated.yaml\n  - name: After\n    command: [bash, -c, 'echo \"$0\" > note', \"${steps.Sub.outputs.note}\"]\n");
+    let mut bg = spawn(&ws, &["run", "wf.yaml"]);
+    let mut child_id = String::new();
+    wait_until(
+        "the child's approval request",
+        DEADLINE,
+        || match entries(&ws, "approvals").first() {
+            Some(id) if ws.exists(&format!("approvals/{id}/Gate.request.json")) => {
+                child_id = id.clone();
+                true
+            }
+            _ => false,
+        },
+    );
+    let parent = only_run_id(&ws);
+    assert_ne!(child_id, parent, "the request is the child run's");
+    ws.run(&["approve", &child_id, "Gate", "--note", "go"]).ok();
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = bg.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the parent did not finish");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success());
+    assert_eq!(ws.read("note"), "go\n");
+    assert_eq!(ws.state(&parent)["steps"]["Sub"]["run_id"], child_id);
 }
 
 #[test]
