@@ -117,6 +117,9 @@ pub struct RunConfig {
     pub inherited: Vec<InheritedLimits>,
     /// A child run's parent (`{run_id, step, exec}`), recorded in its `run_started` event.
     pub parent: Option<Value>,
+    /// Secret names its ancestors declare: a child's steps do not see them either (unless they
+    /// list them), and their values are masked in its records.
+    pub inherited_secrets: Vec<String>,
 }
 
 /// The limits of a run above a child run, and what had been spent against them before it.
@@ -162,6 +165,7 @@ impl RunConfig {
             capabilities: None,
             inherited: Vec::new(),
             parent: None,
+            inherited_secrets: Vec::new(),
         }
     }
 }
@@ -481,6 +485,7 @@ impl Runner {
             .all_steps()
             .iter()
             .flat_map(|s| s.secrets.iter().cloned())
+            .chain(config.inherited_secrets.iter().cloned())
             .collect();
         let secret_values = events::mask_list(
             secret_names
@@ -1352,6 +1357,7 @@ impl Runner {
             parent_root: &self.dir.root,
             parent_run_id: &self.state.run_id,
             inherited: self.budget.handed_down(),
+            secrets: self.secret_names.iter().cloned().collect(),
         };
         let outcome = crate::subflow::run(&self.config, child, step.timeout).await;
         let result = outcome.result;

@@ -318,6 +318,8 @@ pub(crate) struct ChildRun<'a> {
     /// The parent's budget state handed down: limits of every ancestor with what was spent
     /// against each before this child started.
     pub inherited: Vec<crate::runner::InheritedLimits>,
+    /// Every secret name the parent knows (its own and its ancestors').
+    pub secrets: Vec<String>,
 }
 
 /// What happened to a child run, for the parent's events and the step's result.
@@ -518,6 +520,7 @@ fn child_config(
     config.ignore_changes = parent.ignore_changes.clone();
     config.capabilities = parent.capabilities.clone();
     config.inherited = child.inherited.clone();
+    config.inherited_secrets = child.secrets.clone();
     config.parent = Some(json!({
         "run_id": child.parent_run_id,
         "step": child.step.name,

@@ -684,3 +684,38 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn a_parents_secret_reaches_only_the_child_steps_that_list_it_and_is_masked() {
+    let mut ws = Ws::new();
+    ws.env("DEPLOY_TOKEN", "s3cr3t-value");
+    ws.file(
+        "flows/child.yaml",
+        "name: child\nsteps:\n  - name: Blind\n    command: [bash, -c, 'echo \"blind:$${DEPLOY_TOKEN:-unset}\"']\n",
+    );
+    // A grandchild that lists the secret sees it, masked in its records.
+    ws.file(
+        "flows/sees.yaml",
+        "name: sees\nsteps:\n  - name: Sees\n    command: [bash, -c, 'echo \"sees:$DEPLOY_TOKEN\"']\n    secrets: [DEPLOY_TOKEN]\n",
+    );
+    ws.workflow("name: parent\nsteps:\n  - name: Login\n    command: [bash, -c, 'test -n \"$DEPLOY_TOKEN\"']\n    secrets: [DEPLOY_TOKEN]\n  - name: Sub\n    workflow: flows/child.yaml\n  - name: Sub2\n    workflow: flows/sees.yaml\n");
+    let run = ws.run_wf(&[]);
+    run.ok();
+    let state = read_json(&child_dir(&ws, &run.step("Sub")).join("state.json"));
+    assert_eq!(
+        state["steps"]["Blind"]["output"], "blind:unset\n",
+        "the child's step does not list the parent's secret"
+    );
+    let state = read_json(&child_dir(&ws, &run.step("Sub2")).join("state.json"));
+    assert_eq!(state["steps"]["Sees"]["output"], "sees:***\n");
+    for entry in walk(&ws.join(".orchestrate")) {
+        if entry.is_file() {
+            let bytes = std::fs::read(&entry).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains("s3cr3t-value"),
+                "{} holds the secret",
+                entry.display()
+            );
+        }
+    }
+}
