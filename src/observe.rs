@@ -1515,6 +1515,9 @@ pub struct RunReport {
     /// Every step execution, superseded ones included.
     pub executions: Vec<Execution>,
     pub notes: Vec<String>,
+    /// Child runs of its `workflow:` steps (each reported on by its own run id).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<ChildView>,
 }
 
 /// A run left out of a many-run report, with the reason.
@@ -1792,6 +1795,7 @@ fn analyze(workspace: &Path, loaded: &Loaded) -> RunReport {
     if loaded.events.is_empty() {
         notes.push("the event log is empty: nothing ran yet".into());
     }
+    let children = children_of(workspace, &loaded.events, status == "running");
     RunReport {
         run_id: loaded.run_id.clone(),
         source: loaded.loc.source,
@@ -1815,6 +1819,7 @@ fn analyze(workspace: &Path, loaded: &Loaded) -> RunReport {
         failures,
         loop_detected: facts.loop_detected.clone(),
         executions: facts.executions.clone(),
+        children,
         notes,
     }
 }
@@ -2370,6 +2375,20 @@ impl RunReport {
                     } else {
                         ""
                     }
+                );
+            }
+        }
+        if !self.children.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nchild runs (their spending is in their steps' rows above):"
+            );
+            for child in &self.children {
+                let id = child.run_id.as_deref().unwrap_or("?");
+                let _ = writeln!(
+                    out,
+                    "  {} (exec {}): workflow {}, run {id} {}  (orchestrate report {id})",
+                    child.step, child.exec, child.workflow, child.status
                 );
             }
         }

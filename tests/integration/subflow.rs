@@ -157,6 +157,11 @@ steps:
         .ok()
         .stdout_has("0001-Say.stdout")
         .stdout_has("hello world");
+    ws.run(&["report", run.id()])
+        .ok()
+        .stdout_has(&format!(
+            "  Sub (exec 2): workflow flows/child.yaml, run {child_id} succeeded  (orchestrate report {child_id})"
+        ));
     // The graph shows the step as a sub-workflow.
     ws.run(&["graph", "wf.yaml"])
         .ok()
