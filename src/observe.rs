@@ -3035,6 +3035,23 @@ pub fn logs(
     let dir = RunDir {
         root: loc.root.clone(),
     };
+    if let Some(step) = step {
+        // A `workflow:` step has no logs of its own: its child run's are shown (its latest).
+        let events = crate::events::read(&dir.events()).unwrap_or_default();
+        if let Some(child) = children_of(workspace, &events, true)
+            .into_iter()
+            .rfind(|c| c.step == step)
+            && let Some(child_id) = child.run_id
+        {
+            writeln!(
+                out,
+                "== step `{step}` runs workflow {}: child run {child_id} ==",
+                child.workflow
+            )
+            .map_err(ObserveError::Output)?;
+            return logs(workspace, &child_id, None, follow, out);
+        }
+    }
     let logs_dir = dir.logs();
     let events_path = dir.events();
     let mut events_offset = 0u64;

@@ -157,6 +157,12 @@ steps:
         .ok()
         .stdout_has("0001-Say.stdout")
         .stdout_has("hello world");
+    ws.run(&["logs", run.id(), "Sub"])
+        .ok()
+        .stdout_has(&format!(
+            "== step `Sub` runs workflow flows/child.yaml: child run {child_id} =="
+        ))
+        .stdout_has("hello world");
     ws.run(&["report", run.id()])
         .ok()
         .stdout_has(&format!(
