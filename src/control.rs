@@ -411,6 +411,11 @@ fn locate(workspace: &Path, target: &str) -> Result<Target, String> {
     if run.root.is_dir() {
         return Ok(Target::Run(run.root));
     }
+    if let Some(parent) = crate::observe::parent_of_child(workspace, target) {
+        return Err(format!(
+            "run `{target}` is the child run of a `workflow:` step of run {parent}: cancel the parent (`orchestrate cancel {parent}`), which stops the child with it"
+        ));
+    }
     let roles = running_roles(workspace);
     for role in &roles {
         let dir = workspace.join("running").join(role).join(target);

@@ -2631,9 +2631,15 @@ fn children_of(workspace: &Path, events: &[Value], running: bool) -> Vec<ChildVi
     out
 }
 
-/// The directory of child run `id` among the workspace's runs, if it is one.
-pub(crate) fn child_run_dir(workspace: &Path, id: &str) -> Option<PathBuf> {
-    find_child(&subdirs(&RunDir::runs_dir(workspace)), id)
+/// When `id` is a child run among the workspace's runs: its parent's run id (as its
+/// `run_started` names it; `PARENT` if it cannot be read).
+pub(crate) fn parent_of_child(workspace: &Path, id: &str) -> Option<String> {
+    let dir = find_child(&subdirs(&RunDir::runs_dir(workspace)), id)?;
+    let parent = crate::events::read(&RunDir { root: dir }.events())
+        .ok()
+        .and_then(|records| records.into_iter().next())
+        .and_then(|first| first["parent"]["run_id"].as_str().map(str::to_string));
+    Some(parent.unwrap_or_else(|| "PARENT".into()))
 }
 
 /// A child run by its run id: under `runs/<id>/children/` (at any depth) of the workspace's

@@ -373,14 +373,9 @@ impl Runner {
         }
         let dir = RunDir::new(workspace, run_id);
         if !dir.root.is_dir()
-            && let Some(child) = crate::observe::child_run_dir(workspace, run_id)
+            && let Some(parent) = crate::observe::parent_of_child(workspace, run_id)
         {
             // A child run continues only with its parent, which replays up to its step.
-            let parent = events::read(&RunDir { root: child }.events())
-                .ok()
-                .and_then(|records| records.into_iter().next())
-                .and_then(|first| first["parent"]["run_id"].as_str().map(str::to_string))
-                .unwrap_or_else(|| "PARENT".into());
             return Err(RunError::Resume {
                 run_id: run_id.to_string(),
                 message: format!(

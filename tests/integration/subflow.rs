@@ -431,12 +431,16 @@ fn kill_9_of_the_parent_while_the_child_runs_then_resume_continues_the_same_chil
     ws.run(&["resume", &id])
         .code(2)
         .stderr_has("already succeeded");
-    // A child run is continued through its parent only.
-    ws.run(&["resume", sub["run_id"].as_str().unwrap()])
+    // A child run is continued (or cancelled) through its parent only.
+    let child_id = sub["run_id"].as_str().unwrap();
+    ws.run(&["resume", child_id])
         .code(2)
         .stderr_has(&format!(
             "it is the child run of a `workflow:` step; resume its parent instead: `orchestrate resume {id}`"
         ));
+    ws.run(&["cancel", child_id])
+        .code(2)
+        .stderr_has(&format!("cancel the parent (`orchestrate cancel {id}`)"));
 }
 
 #[test]
