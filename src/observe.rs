@@ -2592,6 +2592,10 @@ pub struct ChildView {
     pub path: String,
     /// `running`, `succeeded`, `failed`, `interrupted`, or `stopped` (unfinished, engine gone).
     pub status: String,
+    /// While it runs (in `status`): the step it is at, its own running child's included
+    /// (`Build › Test`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub now: Option<String>,
 }
 
 /// The child runs a run's events name (`child_started`, `child_finished`), with each child's
@@ -2612,6 +2616,7 @@ fn children_of(workspace: &Path, events: &[Value], running: bool) -> Vec<ChildVi
                     run_id: None,
                     path: e["run_root"].as_str().unwrap_or_default().to_string(),
                     status: if running { "running" } else { "stopped" }.to_string(),
+                    now: None,
                 });
             }
             Some("child_finished") => {
@@ -2797,9 +2802,13 @@ impl StatusView {
         }
         for child in &self.children {
             let id = child.run_id.as_deref().unwrap_or("?");
+            let now = match &child.now {
+                Some(step) => format!(" at {step}"),
+                None => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "child: {} (workflow {}): run {id} {}  (orchestrate status {id} | orchestrate logs {id})",
+                "child: {} (workflow {}): run {id} {}{now}  (orchestrate status {id} | orchestrate logs {id})",
                 child.step, child.workflow, child.status
             );
         }
@@ -2927,7 +2936,24 @@ pub fn status(workspace: &Path, run_id: Option<&str>) -> Result<StatusView, Obse
         last_failure,
         resumes: facts.resumes,
         notes: loaded.notes.clone(),
-        children: children_of(workspace, &loaded.events, running),
+        children: children_of(workspace, &loaded.events, running)
+            .into_iter()
+            .map(|mut child| {
+                if child.status == "running"
+                    && let Some(id) = &child.run_id
+                    && let Ok(view) = self::status(workspace, Some(id))
+                {
+                    child.now = view.current.map(|c| match view.children.last() {
+                        Some(inner) if inner.status == "running" => match &inner.now {
+                            Some(now) => format!("{} › {now}", c.step),
+                            None => c.step.clone(),
+                        },
+                        _ => c.step.clone(),
+                    });
+                }
+                child
+            })
+            .collect(),
     })
 }
 

@@ -574,6 +574,11 @@ fn cancel_of_the_parent_stops_the_childs_processes() {
     let mut bg = spawn(&ws, &["run", "wf.yaml"]);
     let sleeper: u32 = pid_file(&ws, "sleeper.pid").parse().unwrap();
     let id = only_run_id(&ws);
+    // While it runs, the parent's status says where the child is.
+    ws.run(&["status", &id])
+        .ok()
+        .stdout_has("now: Sub (workflow)")
+        .stdout_has(" running at Work  (orchestrate status ");
     run_within(&ws, &["cancel", &id], DEADLINE)
         .ok()
         .stderr_has(&format!("cancelled run {id}"));
