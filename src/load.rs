@@ -1501,8 +1501,8 @@ impl Loader {
                 );
                 return None;
             };
-            for (key, value) in entries {
-                let key = self.string(key, &format!("a `with` key of {what}"))?;
+            for (key_node, value) in entries {
+                let key = self.string(key_node, &format!("a `with` key of {what}"))?;
                 let json = value.to_json();
                 let mut ok = true;
                 visit_strings(&json, &mut |text| {
@@ -1515,7 +1515,11 @@ impl Loader {
                     }
                 });
                 if ok {
-                    with.push((key, json, value.pos.line));
+                    with.push(crate::model::WithInput {
+                        key,
+                        value: json,
+                        at: (key_node.pos.line, key_node.pos.column),
+                    });
                 }
             }
         }
@@ -2453,20 +2457,16 @@ impl<'a> Checker<'a> {
                     self.check_template(glob, scope, step.line, &what);
                 }
                 StepKind::Workflow(sub) => {
-                    for (key, value, line) in &sub.with {
+                    for input in &sub.with {
+                        let (key, line) = (&input.key, input.at.0);
                         let mut templates = Vec::new();
-                        visit_strings(value, &mut |text| {
+                        visit_strings(&input.value, &mut |text| {
                             if let Ok(t) = Template::parse(text) {
                                 templates.push(t);
                             }
                         });
                         for t in &templates {
-                            self.check_template(
-                                t,
-                                scope,
-                                *line,
-                                &format!("`with.{key}` of {what}"),
-                            );
+                            self.check_template(t, scope, line, &format!("`with.{key}` of {what}"));
                         }
                     }
                 }

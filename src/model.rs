@@ -219,15 +219,25 @@ pub struct SubWorkflow {
     /// The child's file as written, relative to WORKSPACE.
     pub path: String,
     /// `with:`: rendered in the parent's scope, they become the child's `${context.*}` over its
-    /// own `context:` defaults. Values are JSON whose strings may hold `${...}` (a string that is
-    /// one `${...}` keeps the value's JSON type); each has the line it was written on.
-    pub with: Vec<(String, Value, u32)>,
+    /// own `context:` defaults.
+    pub with: Vec<WithInput>,
     /// Line and column of the `workflow:` value, for messages about the child file.
     pub at: (u32, u32),
     /// The child as loaded with the parent (when the loader knew the workspace): validated,
     /// its own children loaded too. `None` when loaded without a workspace (the runner then
     /// loads it when the step runs).
     pub child: Option<std::sync::Arc<LoadedChild>>,
+}
+
+/// One `with:` entry of a `workflow:` step.
+#[derive(Debug, Clone)]
+pub struct WithInput {
+    pub key: String,
+    /// JSON whose strings may hold `${...}` (a string that is one `${...}` keeps the value's
+    /// JSON type).
+    pub value: Value,
+    /// Line and column of the key.
+    pub at: (u32, u32),
 }
 
 /// A child workflow loaded with its parent: the model and the text it came from (the child

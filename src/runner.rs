@@ -1329,12 +1329,14 @@ impl Runner {
         loops: &[LoopFrame],
     ) -> Result<Value, RunError> {
         let mut with = Map::new();
-        for (key, value, _) in &sub.with {
-            match render_json(value, &self.scope(loops)) {
+        for input in &sub.with {
+            match render_json(&input.value, &self.scope(loops)) {
                 Ok(value) => {
-                    with.insert(key.clone(), value);
+                    with.insert(input.key.clone(), value);
                 }
-                Err(e) => return Ok(failed_result(2, format!("in `with.{key}`: {e}"))),
+                Err(e) => {
+                    return Ok(failed_result(2, format!("in `with.{}`: {e}", input.key)));
+                }
             }
         }
         let root = crate::subflow::child_root(&self.dir.root, exec, &step.name);

@@ -214,7 +214,7 @@ impl Attach<'_> {
         // A child sees only its own defaults and `with:`: a key it reads with neither would be
         // undefined when it runs.
         for key in context_refs(text) {
-            if child.context.contains_key(&key) || sub.with.iter().any(|(k, _, _)| *k == key) {
+            if child.context.contains_key(&key) || sub.with.iter().any(|input| input.key == key) {
                 continue;
             }
             self.error(
@@ -229,7 +229,8 @@ impl Attach<'_> {
                 ),
             );
         }
-        for (key, _, line) in &sub.with {
+        for input in &sub.with {
+            let key = &input.key;
             if child.context.contains_key(key) || reads_context_key(text, key) {
                 continue;
             }
@@ -242,15 +243,14 @@ impl Attach<'_> {
                 ),
             };
             let pos = Pos {
-                line: *line,
-                column: 1,
+                line: input.at.0,
+                column: input.at.1,
                 offset: None,
             };
-            let column = text_column(self.file, *line, key);
             self.diags.push(
                 Diagnostic::error(
                     self.file,
-                    Pos { column, ..pos },
+                    pos,
                     format!(
                         "`with.{key}` of {what}: workflow {} neither declares `{key}` under `context:` nor reads `${{context.{key}}}`",
                         sub.path
@@ -261,19 +261,6 @@ impl Attach<'_> {
             );
         }
     }
-}
-
-/// The column of `key` on `line` of `file` (1 when it cannot be found): a `with:` value's line
-/// is known, its key's column is not.
-fn text_column(file: &Path, line: u32, key: &str) -> u32 {
-    std::fs::read_to_string(file)
-        .ok()
-        .and_then(|text| {
-            let l = text.lines().nth(line.checked_sub(1)? as usize)?;
-            let at = l.find(&format!("{key}:"))?;
-            Some(l[..at].chars().count() as u32 + 1)
-        })
-        .unwrap_or(1)
 }
 
 /// The keys a workflow's text reads as `${context.KEY...}` (`$${` escapes excepted), sorted.
