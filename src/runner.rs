@@ -431,7 +431,10 @@ impl Runner {
         }
         // Child workflows (`workflow:` steps) load from the workspace: a child run already
         // started resumes from its own copy, one not started yet runs the file as it is now.
+        // A child file that no longer loads does not stop the resume (the children that had
+        // started do not need it); its step fails with the problems if it has to start it.
         let workflow = crate::load::load_in(workspace, &dir.workflow_copy())
+            .or_else(|err| crate::load::load_file(&dir.workflow_copy()).map_err(|_| err))
             .map_err(|err| resume_err(err.render()))?;
         let mut workflow = workflow;
         workflow.path = PathBuf::from(&state.workflow);

@@ -392,15 +392,17 @@ pub(crate) async fn run(
         outcome.resumed = true;
         Runner::resume_in(dir, config)
     } else {
-        let Some(loaded) = child.sub.child.clone() else {
-            outcome.result = failed(
-                2,
-                format!(
-                    "workflow `{}` was not loaded with its parent (no workspace given); this is a bug",
-                    child.sub.path
-                ),
-            );
-            return outcome;
+        let loaded = match child.sub.child.clone() {
+            Some(loaded) => loaded,
+            // Not loaded with the parent (a resume whose children no longer all load): load it
+            // now, with every check.
+            None => match load_child(&parent.workspace, &child.sub.path) {
+                Ok(loaded) => loaded,
+                Err(message) => {
+                    outcome.result = failed(2, message);
+                    return outcome;
+                }
+            },
         };
         let mut workflow = loaded.workflow.clone();
         workflow.path = PathBuf::from(&child.sub.path);
@@ -467,6 +469,26 @@ pub(crate) async fn run(
         ),
     };
     outcome
+}
+
+/// Loads a child workflow file on its own (its children included), for a step whose child was
+/// not loaded with the parent.
+fn load_child(workspace: &Path, rel: &str) -> Result<Arc<LoadedChild>, String> {
+    let path = crate::fsutil::resolve_in_workspace(workspace, rel)
+        .map_err(|e| format!("`workflow: {rel}`: {e}"))?;
+    let text = crate::load::read_source(&path).map_err(|e| e.render())?;
+    let options = LoadOptions {
+        workspace: Some(workspace.to_path_buf()),
+        ..LoadOptions::default()
+    };
+    let workflow = crate::load::load_str_with(&path, &text, &options).map_err(|e| {
+        format!(
+            "workflow `{rel}` does not load ({} problem(s)); fix it and resume:\n{}",
+            e.diagnostics.len(),
+            e.render()
+        )
+    })?;
+    Ok(Arc::new(LoadedChild { workflow, text }))
 }
 
 /// The child's configuration: everything the parent's has that concerns how steps run, with

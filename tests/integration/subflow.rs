@@ -396,6 +396,9 @@ fn kill_9_of_the_parent_while_the_child_runs_then_resume_continues_the_same_chil
     kill("-KILL", &format!("-{group}"));
     std::fs::remove_file(ws.join("block")).unwrap();
     assert_eq!(lines(&ws, "ran.log"), ["P1", "C1", "C2"]);
+    // The child resumes from the copy saved in its own directory: an edit of its file since
+    // (even one that breaks it) changes nothing for this run.
+    ws.file("flows/child.yaml", "steps: [oops\n");
 
     let run = run_within(&ws, &["resume", &id], DEADLINE);
     run.ok();
@@ -738,4 +741,39 @@ fn a_parents_secret_reaches_only_the_child_steps_that_list_it_and_is_masked() {
             );
         }
     }
+}
+
+#[test]
+fn a_child_file_broken_before_its_step_started_fails_that_step_on_resume_with_its_problems() {
+    let ws = Ws::new();
+    ws.file("flows/child.yaml", RESUMABLE_CHILD);
+    ws.workflow(
+        r#"name: parent
+steps:
+  - name: P0
+    command: [bash, -c, 'echo $$ > p0.pid; echo P0 >> ran.log; while [ -f block ]; do sleep 0.05; done']
+  - name: Sub
+    workflow: flows/child.yaml
+"#,
+    );
+    ws.file("block", "");
+    let mut bg = spawn(&ws, &["run", "wf.yaml"]);
+    let group = pid_file(&ws, "p0.pid");
+    let id = only_run_id(&ws);
+    kill("-KILL", &bg.0.id().to_string());
+    let _ = bg.0.wait();
+    kill("-KILL", &format!("-{group}"));
+    std::fs::remove_file(ws.join("block")).unwrap();
+    ws.file(
+        "flows/child.yaml",
+        "steps:\n  - name: X\n    comand: [true]\n",
+    );
+    run_within(&ws, &["resume", &id], DEADLINE)
+        .code(2)
+        .stderr_has("step `Sub` (line 5) failed: workflow `flows/child.yaml` does not load (1 problem(s)); fix it and resume:")
+        .stderr_has("unknown field `comand` in step `X`");
+    // Fixed, the next resume runs it.
+    ws.file("flows/child.yaml", RESUMABLE_CHILD);
+    run_within(&ws, &["resume", &id], DEADLINE).ok();
+    assert_eq!(lines(&ws, "ran.log"), ["P0", "P0", "C1", "C2", "C3"]);
 }
