@@ -21,6 +21,7 @@ use crate::load::LoadOptions;
 use crate::model::{LoadedChild, Step, StepKind, SubWorkflow, Workflow};
 use crate::runner::{RunConfig, RunReport, Runner};
 use crate::state::{RunDir, RunStatus};
+use crate::template::Template;
 use crate::yaml::Pos;
 
 /// Nesting deeper than this is refused at load time (a chain this long is a mistake, and
@@ -213,7 +214,7 @@ impl Attach<'_> {
     fn check_with(&mut self, sub: &SubWorkflow, what: &str, child: &Workflow, text: &str) {
         // A child sees only its own defaults and `with:`: a key it reads with neither would be
         // undefined when it runs.
-        for key in context_refs(text) {
+        for key in context_reads(child) {
             if child.context.contains_key(&key) || sub.with.iter().any(|input| input.key == key) {
                 continue;
             }
@@ -263,18 +264,85 @@ impl Attach<'_> {
     }
 }
 
-/// The keys a workflow's text reads as `${context.KEY...}` (`$${` escapes excepted), sorted.
-fn context_refs(text: &str) -> Vec<String> {
-    let mut keys: Vec<String> = text
-        .match_indices("${context.")
-        .filter(|(at, _)| !text[..*at].ends_with('$'))
-        .map(|(at, needle)| {
-            text[at + needle.len()..]
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '-')
-                .collect::<String>()
-        })
-        .filter(|key| !key.is_empty())
+/// The context keys a workflow's templates read (`${context.KEY...}`), sorted: the inputs it
+/// cannot run without. jq conditions are not counted: a missing key is `null` there.
+fn context_reads(workflow: &Workflow) -> Vec<String> {
+    use crate::model::{Condition, EnqueueContent, Findings, Prompt};
+    let mut templates: Vec<Template> = Vec::new();
+    let json_strings = |value: &Value, out: &mut Vec<Template>| {
+        crate::load::visit_strings(value, &mut |text| {
+            if let Ok(t) = Template::parse(text) {
+                out.push(t);
+            }
+        });
+    };
+    for provider in workflow.providers.values() {
+        templates.extend(provider.command.iter().cloned());
+    }
+    templates.extend(workflow.env.iter().map(|(_, t)| t.clone()));
+    templates.extend(workflow.outputs.iter().map(|(_, t)| t.clone()));
+    for step in workflow.all_steps() {
+        templates.extend(step.output_file.iter().cloned());
+        templates.extend(step.env.iter().map(|(_, t)| t.clone()));
+        if let Some(Condition::Equals { left, right } | Condition::NotEquals { left, right }) =
+            &step.when
+        {
+            templates.extend([left.clone(), right.clone()]);
+        }
+        if let Some(converge) = &step.converge
+            && let Findings::Pointer(t) = &converge.findings
+        {
+            templates.push(t.clone());
+        }
+        match &step.kind {
+            StepKind::Command { argv } => templates.extend(argv.iter().cloned()),
+            StepKind::Provider {
+                params,
+                input_file,
+                command_override,
+                ..
+            } => {
+                templates.extend(params.values().cloned());
+                templates.extend(input_file.iter().cloned());
+                templates.extend(command_override.iter().flatten().cloned());
+            }
+            StepKind::Agent(agent) => {
+                let (Prompt::Text(t) | Prompt::File(t)) = &agent.prompt;
+                templates.push(t.clone());
+                templates.extend(agent.model.iter().cloned());
+            }
+            StepKind::Approval {
+                message, artifacts, ..
+            } => {
+                templates.push(message.clone());
+                templates.extend(artifacts.iter().cloned());
+            }
+            StepKind::Enqueue {
+                role,
+                content,
+                name,
+            } => {
+                templates.push(role.clone());
+                templates.extend(name.iter().cloned());
+                match content {
+                    EnqueueContent::Text(t) | EnqueueContent::File(t) => templates.push(t.clone()),
+                    EnqueueContent::Json(value) => json_strings(value, &mut templates),
+                }
+            }
+            StepKind::WaitFor { glob, .. } => templates.push(glob.clone()),
+            StepKind::Workflow(sub) => {
+                for input in &sub.with {
+                    json_strings(&input.value, &mut templates);
+                }
+            }
+            StepKind::ForEach { .. } => {}
+        }
+    }
+    let mut keys: Vec<String> = templates
+        .iter()
+        .flat_map(Template::vars)
+        .filter(|var| var.root() == "context")
+        .filter_map(|var| var.segments.get(1).cloned())
         .collect();
     keys.sort();
     keys.dedup();
@@ -638,10 +706,12 @@ mod tests {
         assert!(reads_context_key(text, "mode"));
         assert!(!reads_context_key(text, "nam"));
         assert!(!reads_context_key(text, "names"));
-        assert_eq!(context_refs(text), ["name"]);
-        assert_eq!(
-            context_refs("a: \"${context.b.c} $${context.lit} ${context.a}\""),
-            ["a", "b"]
-        );
+    }
+
+    #[test]
+    fn context_reads_are_the_templates_not_comments_nor_jq() {
+        let text = "# needs ${context.commented}\nenv:\n  A: \"${context.from_env}\"\nsteps:\n  - name: A\n    command: [echo, \"${context.b.c} $${context.lit}\"]\n    when: {jq: '.context.optional'}\n  - name: Loop\n    for_each:\n      items: [1]\n      steps:\n        - name: Inner\n          command: [echo, \"${context.inner}\"]\n";
+        let workflow = crate::load::load_str(Path::new("w.yaml"), text).unwrap();
+        assert_eq!(context_reads(&workflow), ["b", "from_env", "inner"]);
     }
 }
