@@ -2,7 +2,7 @@
 //!
 //! Owns: finding and loading child workflow files with their parent (containment in the
 //! workspace, cycles between files, the child's own problems reported at the child's lines,
-//! `with:` keys the child never reads), the child run's directory and configuration (what it
+//! `with:` keys against the inputs the child reads), the child run's directory and configuration (what it
 //! inherits from its parent: workspace, runtime choices, cancellation, task, correlation id,
 //! capabilities, and the parent's limits), starting, resuming or reusing the child run, and
 //! turning its report into the step's result.
@@ -208,12 +208,12 @@ impl Attach<'_> {
         }
     }
 
-    /// Every `with:` key must be an input of the child: a key of its `context:` or one it reads
-    /// as `${context.KEY}` (or `.context.KEY` in jq). A key it never reads is a typo or a
-    /// leftover, and would be dropped silently.
+    /// The step's `with:` against the child's inputs. Every key the child's templates read
+    /// needs a default there or a `with:` value (a child sees only those, so it would be
+    /// undefined when it runs). Every `with:` key must be an input of the child: a key of its
+    /// `context:` or one it reads as `${context.KEY}` (or `.context.KEY` in jq); one it never
+    /// reads is a typo or a leftover, and would be dropped silently.
     fn check_with(&mut self, sub: &SubWorkflow, what: &str, child: &Workflow, text: &str) {
-        // A child sees only its own defaults and `with:`: a key it reads with neither would be
-        // undefined when it runs.
         for key in context_reads(child) {
             if child.context.contains_key(&key) || sub.with.iter().any(|input| input.key == key) {
                 continue;
