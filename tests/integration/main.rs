@@ -19,3 +19,4 @@ mod swarm;
 mod telemetry;
 mod validate;
 mod wftest;
+mod worktree;
