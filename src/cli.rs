@@ -1075,7 +1075,13 @@ async fn run(
     eprintln!("run_id: {}", runner.run_id());
     let worktree = match isolate(workspace, isolation, &mut runner, &workflow_name, quiet) {
         Ok(record) => record,
-        Err(code) => return code,
+        Err(code) => {
+            // Nothing ran: no run to resume or to list.
+            let root = runner.run_root().to_path_buf();
+            drop(runner);
+            let _ = std::fs::remove_dir_all(root);
+            return code;
+        }
     };
     let root = runner.run_root().to_path_buf();
     let outcome = runner.run().await;

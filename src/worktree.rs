@@ -644,13 +644,19 @@ pub fn finish(workspace: &Path, record: &Record, success: bool) -> Ending {
 /// Removes the worktree (refusing uncommitted changes unless `force`), then the branch when
 /// orchestrate made it and it holds nothing that is not in its base commit; forgets the record.
 fn remove(workspace: &Path, record: &Record, force: bool) -> Result<String, String> {
+    let repo = discover(workspace, "").map_err(|e| e.to_string())?;
+    let _lock = lock(&repo).map_err(|e| e.to_string())?;
+    remove_locked(workspace, record, force)
+}
+
+/// [`remove`], with the repository's worktree lock already held.
+fn remove_locked(workspace: &Path, record: &Record, force: bool) -> Result<String, String> {
     let shown = record
         .path
         .strip_prefix(workspace)
         .unwrap_or(&record.path)
         .display()
         .to_string();
-    let repo = discover(workspace, "").map_err(|e| e.to_string())?;
     if record.path.is_dir() && !force {
         let status = git_ok(&record.path, &["status", "--porcelain"]).map_err(|e| e.to_string())?;
         let changed = status.lines().count();
@@ -662,7 +668,6 @@ fn remove(workspace: &Path, record: &Record, force: bool) -> Result<String, Stri
             ));
         }
     }
-    let _lock = lock(&repo).map_err(|e| e.to_string())?;
     let path_text = record.path.display().to_string();
     if record.path.is_dir() {
         let mut args = vec!["worktree", "remove"];
@@ -736,7 +741,25 @@ pub fn gc_command(workspace: &Path, options: &GcOptions) -> u8 {
         "removed"
     };
     let (mut removed, mut kept, mut failed) = (0, 0, 0);
+    let repo = match discover(workspace, "`orchestrate gc`") {
+        Ok(repo) => Some(repo),
+        Err(err) if !records.is_empty() => {
+            eprintln!("error: {err}");
+            return 1;
+        }
+        Err(_) => None,
+    };
     for (_, record) in &records {
+        // The verdict and the removal under one hold of the lock, so that a task claimed
+        // meanwhile finds its worktree either whole or gone (and makes it again), never half.
+        let _lock = match repo.as_ref().map(lock) {
+            Some(Ok(file)) => Some(file),
+            Some(Err(err)) => {
+                eprintln!("error: {err}");
+                return 1;
+            }
+            None => None,
+        };
         let shown = record
             .path
             .strip_prefix(workspace)
@@ -753,7 +776,7 @@ pub fn gc_command(workspace: &Path, options: &GcOptions) -> u8 {
                 removed += 1;
                 println!("{verb} {shown} (branch `{}`; {who}: {why})", record.branch);
             }
-            Verdict::Stale(why) => match remove(workspace, record, options.force) {
+            Verdict::Stale(why) => match remove_locked(workspace, record, options.force) {
                 Ok(note) => {
                     removed += 1;
                     println!("{note} ({who}: {why})");
@@ -766,7 +789,7 @@ pub fn gc_command(workspace: &Path, options: &GcOptions) -> u8 {
         }
     }
     if !options.dry_run
-        && discover(workspace, "").is_ok()
+        && repo.is_some()
         && let Err(err) = git_ok(workspace, &["worktree", "prune"])
     {
         eprintln!("error: {err}");

@@ -188,19 +188,27 @@ fn many_tasks_started_at_once_do_not_race() {
     let ws = Ws::new();
     committing_role(&ws, 4, 1, "isolation: worktree\n");
     commit_all(&ws);
-    for i in 0..8 {
-        ws.run(&["enqueue", "dev", "--name", &format!("m{i}"), "--text", "x"])
+    // One id git would refuse in a branch name as it is.
+    let ids: Vec<String> = (0..7)
+        .map(|i| format!("m{i}"))
+        .chain(["m..7.lock".to_string()])
+        .collect();
+    for id in &ids {
+        ws.run(&["enqueue", "dev", "--name", id, "--text", "x"])
             .ok();
     }
     let run = run_within(&ws, &["agent", "dev", "--once"], Duration::from_secs(120));
     run.ok().stderr_has("8 processed, 0 failed");
     let names = branches(&ws);
-    for i in 0..8 {
-        let branch = format!("orchestrate/dev/m{i}");
+    for id in &ids {
+        let branch = match id.as_str() {
+            "m..7.lock" => "orchestrate/dev/m.7-lock".to_string(),
+            other => format!("orchestrate/dev/{other}"),
+        };
         assert!(names.contains(&branch), "{names:?}");
         assert_eq!(
             git(&ws, ".", &["log", "-1", "--format=%s", &branch]),
-            format!("work of m{i}")
+            format!("work of {id}")
         );
     }
     assert_eq!(git(&ws, ".", &["worktree", "list"]).lines().count(), 1);
@@ -235,6 +243,9 @@ fn a_failed_task_keeps_its_worktree_and_its_retry_continues_in_it() {
         ws.read(".orchestrate/worktrees/dev/f1/notes.txt"),
         "first\n"
     );
+    ws.run(&["show", "f1"])
+        .ok()
+        .stdout_has("worktree: .orchestrate/worktrees/dev/f1 (branch orchestrate/dev/f1)");
 
     ws.run(&["retry", "f1"]).ok();
     run_within(&ws, &["agent", "dev", "--once"], Duration::from_secs(60))
@@ -486,4 +497,40 @@ fn a_standalone_run_works_in_its_own_worktree_and_resumes_there() {
     // Commit ran once: resume continued in the same worktree, on the same branch.
     assert_eq!(git(&ws, ".", &["show", &format!("{branch}:c.txt")]), "c");
     assert_eq!(git(&ws, ".", &["status", "--porcelain"]), "");
+}
+
+/// The readonly check looks at the worktree the agent ran in: a readonly agent that writes
+/// there fails the step, and the main checkout never saw the file.
+#[test]
+fn a_readonly_agent_is_checked_in_its_worktree() {
+    let mut ws = Ws::new();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/runtimes/claude.stream-json.tool-success.jsonl");
+    ws.script(
+        "bin/claude",
+        &format!(
+            "#!/bin/sh\ncat > /dev/null\necho sneaky > stray.txt\ncat '{}'\n",
+            fixture.display()
+        ),
+    );
+    ws.with_bin_path();
+    ws.workflow(
+        "isolation: worktree\nsteps:\n  - name: Ask\n    runtime: claude\n    prompt: \"hello\"\n    phase: readonly\n    retry: {max_attempts: 1}\n",
+    );
+    ws.file(".gitignore", "/bin/\n");
+    commit_all(&ws);
+    let run = ws.run(&["run", "wf.yaml"]);
+    run.code(1);
+    let ask = run.step("Ask");
+    assert_eq!(ask["error"]["kind"], "phase_violation", "{ask:#}");
+    let changed = ask["changed_files"].as_array().expect("changed_files");
+    assert!(
+        changed.iter().any(|c| c["path"] == "stray.txt"),
+        "{changed:?}"
+    );
+    assert!(!ws.exists("stray.txt"));
+    assert!(ws.exists(&format!(
+        ".orchestrate/worktrees/_runs/{}/stray.txt",
+        run.id()
+    )));
 }
