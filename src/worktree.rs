@@ -357,7 +357,11 @@ fn git_ok(dir: &Path, args: &[&str]) -> Result<String, WorktreeError> {
 /// Whether git failed because one of its lock files (`index.lock`, `config.lock`, a ref's
 /// `.lock`) was taken.
 fn lock_contention(stderr: &str) -> bool {
-    stderr.contains(".lock") && (stderr.contains("File exists") || stderr.contains("lock"))
+    // "Unable to create '.../index.lock': File exists", "could not lock config file ...",
+    // "cannot lock ref 'refs/heads/x': Unable to create '...x.lock': File exists"; not
+    // "cannot lock ref ...: 'refs/heads/x' exists; cannot create 'refs/heads/x/y'", which
+    // no retry mends.
+    stderr.contains(".lock': File exists") || stderr.contains("could not lock config file")
 }
 
 fn discover(workspace: &Path, at: &str) -> Result<Repo, WorktreeError> {
@@ -925,6 +929,19 @@ pub fn parse_age(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value * scale).map_err(|e| format!("`{text}`: {e}"))
 }
 
+/// For `orchestrate status RUN`: where an isolated run's steps work, while the worktree is there.
+pub fn describe_run(workspace: &Path, run_id: &str) -> Option<String> {
+    let owner = Owner::Run {
+        run_id: run_id.to_string(),
+    };
+    let record = record_of(workspace, &owner).filter(|r| r.path.is_dir())?;
+    Some(format!(
+        "steps work in the worktree {} (branch `{}`)",
+        record.checkout.display(),
+        record.branch
+    ))
+}
+
 /// The record of `owner`'s worktree, if orchestrate made one.
 pub fn record_of(workspace: &Path, owner: &Owner) -> Option<Record> {
     Record::read(&Record::file(workspace, owner))
@@ -985,6 +1002,20 @@ mod tests {
         );
         assert!(effective(Some(&Isolation::None), Some(&w)).is_none());
         assert!(effective(None, None).is_none());
+    }
+
+    #[test]
+    fn only_git_s_lock_errors_are_retried() {
+        assert!(lock_contention(
+            "fatal: Unable to create '/r/.git/index.lock': File exists."
+        ));
+        assert!(lock_contention(
+            "error: could not lock config file .git/config: File exists"
+        ));
+        assert!(!lock_contention(
+            "fatal: cannot lock ref 'refs/heads/a/b': 'refs/heads/a' exists; cannot create 'refs/heads/a/b'"
+        ));
+        assert!(!lock_contention("fatal: invalid reference: nope"));
     }
 
     #[test]

@@ -491,6 +491,10 @@ fn a_standalone_run_works_in_its_own_worktree_and_resumes_there() {
     let path = format!(".orchestrate/worktrees/_runs/{id}");
     assert!(ws.exists(&format!("{path}/c.txt")), "{}", run.stderr);
     assert!(branches(&ws).contains(&branch));
+    ws.run(&["status", &id]).ok().stdout_has(&format!(
+        "steps work in the worktree {}",
+        ws.join(&path).display()
+    ));
     std::fs::write(&go, "").unwrap();
     ws.run(&["resume", &id]).ok();
     assert!(!ws.exists(&path));
