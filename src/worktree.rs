@@ -62,7 +62,7 @@ pub enum WorktreeError {
     )]
     BadBranch { branch: String, message: String },
     #[error(
-        "{} exists but is not the worktree of branch `{branch}`{what}; move it away, or run `orchestrate gc`",
+        "{} exists but is not the worktree of branch `{branch}`{what}; look at it, then move it away or delete it (and `git worktree prune`) and try again",
         path.display()
     )]
     PathTaken {
