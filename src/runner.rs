@@ -2078,6 +2078,11 @@ impl Runner {
             }
             None => None,
         };
+        if matches!(step.kind, StepKind::Provider { .. }) {
+            // A provider's CLI is an agent too: it learns its step and run as agent steps do.
+            env.push(("ORCHESTRATE_STEP".into(), step.name.clone()));
+            env.push(("ORCHESTRATE_RUN_ID".into(), self.state.run_id.clone()));
+        }
         let (stdin, agent) = match agent_parts {
             Some((agent_env, stdin, run)) => {
                 env.extend(agent_env);

@@ -19,6 +19,12 @@
 //!   Review.json.approved: true
 //! approvals:                         # answers to approval steps, one per visit
 //!   Approve: [approve, {reject: "too broad"}]
+//! task:                              # run as a role's task: `${task.*}` as a role process sets
+//!   role: architect                  # (default: the workflow's name; agents/ROLE.yaml, when
+//!   id: t1                           #  present, lends its capabilities and budget)
+//!   text: "Add a --verbose flag"     # or `json: {...}`; id defaults to the case's name
+//! enqueued:                          # the tasks the run handed on, in order (all of them)
+//!   - {role: engineer, id: t1, text: "Implement ..."}   # text/json: the content, exactly
 //! ```
 //!
 //! and `agents/STEP.json` (every visit) or `agents/STEP.N.json` (visit N, from 1): `{"result":
@@ -39,6 +45,8 @@ use crate::runner::{RunConfig, Runner};
 
 /// Set (to a case's directory) in the environment of the fixture agent's process.
 pub const AGENT_ENV: &str = "ORCHESTRATE_FIXTURE_AGENT";
+/// `text` when the fixture agent answers a provider step: the result alone on stdout.
+const FORMAT_ENV: &str = "ORCHESTRATE_FIXTURE_FORMAT";
 /// Where the fixture agent counts visits per step.
 const STATE_ENV: &str = "ORCHESTRATE_FIXTURE_STATE";
 /// The profile agent steps run under in a test.
@@ -74,6 +82,37 @@ struct Expect {
     outputs: BTreeMap<String, Value>,
     #[serde(default)]
     approvals: BTreeMap<String, Answers>,
+    #[serde(default)]
+    task: Option<TaskCase>,
+    #[serde(default)]
+    enqueued: Option<Vec<EnqueuedCase>>,
+}
+
+/// `task:`: the run is a role's task.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskCase {
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    json: Option<Value>,
+}
+
+/// One entry of `enqueued:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnqueuedCase {
+    role: String,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    json: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -200,7 +239,18 @@ async fn run_case(
     std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
 
     let workflow_path = ws.join(workflow_rel);
-    let mut workflow = crate::load::load_file(&workflow_path).map_err(|e| e.render())?;
+    // A task's workflow loads as its role's would, except that claude's runtime stands in for
+    // the role's (steps without a provider become agent steps, which the fixture profile
+    // answers as it does every agent step).
+    let role = match &expect.task {
+        Some(task) => task_role(task, &ws, workflow_rel)?,
+        None => None,
+    };
+    let options = crate::load::LoadOptions {
+        default_provider: expect.task.as_ref().map(|_| "claude".into()),
+    };
+    let mut workflow =
+        crate::load::load_file_with(&workflow_path, &options).map_err(|e| e.render())?;
     workflow.path = workflow_rel.to_path_buf();
     let source = std::fs::read_to_string(&workflow_path).unwrap_or_default();
 
@@ -220,12 +270,38 @@ async fn run_case(
         },
     );
 
+    // Provider steps (a command template around a CLI) are answered by the fixture agent too,
+    // printing the answer's result as text.
+    for template in workflow.providers.values_mut() {
+        template.command = [
+            "env".to_string(),
+            format!("{AGENT_ENV}={}", case.display()),
+            format!("{STATE_ENV}={}", state.display()),
+            format!("{FORMAT_ENV}=text"),
+            exe.display().to_string(),
+        ]
+        .into_iter()
+        .map(crate::template::Template::literal)
+        .collect();
+    }
     let mut context = workflow.context.clone();
     context.extend(expect.context.clone());
     let cancel = CancellationToken::new();
+    let workflow_name = workflow.name.clone();
     let mut config = RunConfig::new(ws.clone(), context, cancel.clone());
     config.runtime_override = Some(PROFILE.into());
     config.profiles = Arc::new(profiles);
+    if let Some(task) = &expect.task {
+        as_task(
+            &mut config,
+            task,
+            role,
+            &ws,
+            &name,
+            &workflow_name,
+            &expect_path,
+        )?;
+    }
     let runner = Runner::create(workflow, &source, config).map_err(|e| e.to_string())?;
     let run_root = runner.run_root().to_path_buf();
     let run_id = run_root
@@ -317,6 +393,9 @@ async fn run_case(
             ));
         }
     }
+    if let Some(expected) = &expect.enqueued {
+        problems.extend(compare_enqueued(expected, &report.enqueued, &ws));
+    }
     // A failing case keeps its scratch workspace for a look; a passing one only when asked.
     let kept = (keep || !problems.is_empty()).then(|| scratch.keep().join("ws"));
     Ok(Verdict {
@@ -325,6 +404,157 @@ async fn run_case(
         path,
         kept,
     })
+}
+
+/// Makes the run a role's task, as a role process would: the task file in its claimed
+/// directory under `running/`, `${task.*}`, the correlation id, and the role's capabilities,
+/// budget and idle timeout when `agents/ROLE.yaml` exists.
+fn as_task(
+    config: &mut RunConfig,
+    task: &TaskCase,
+    role_def: Option<crate::model::Role>,
+    ws: &Path,
+    case_name: &str,
+    workflow_name: &str,
+    expect_path: &Path,
+) -> Result<(), String> {
+    let role = task
+        .role
+        .clone()
+        .unwrap_or_else(|| workflow_name.to_string());
+    let id = task.id.clone().unwrap_or_else(|| case_name.to_string());
+    let (text, parsed) = match (&task.text, &task.json) {
+        (Some(text), None) => (text.clone(), crate::worker::task_json(text)),
+        (None, Some(json)) => (json.to_string(), Some(json.clone())),
+        (None, None) => (String::new(), None),
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "{}: `task:` has both `text` and `json`; give one",
+                expect_path.display()
+            ));
+        }
+    };
+    let dir = Path::new("running").join(&role).join(&id);
+    std::fs::create_dir_all(ws.join(&dir)).map_err(|e| e.to_string())?;
+    let task_path = dir.join("task");
+    std::fs::write(ws.join(&task_path), &text).map_err(|e| e.to_string())?;
+    let correlation_id = parsed
+        .as_ref()
+        .and_then(|j| j["correlation_id"].as_str().map(str::to_string))
+        .unwrap_or_else(|| id.clone());
+    let mut vars = json!({
+        "path": task_path.display().to_string(),
+        "dir": dir.display().to_string(),
+        "name": format!("{id}.task"),
+        "id": id,
+        "attempt": 1,
+        "text": text,
+        "correlation_id": correlation_id,
+        "role": role,
+    });
+    if let Some(parsed) = parsed {
+        vars["json"] = parsed;
+    }
+    config.task = Some(vars);
+    config.correlation_id = Some(correlation_id);
+    config.default_provider = Some("claude".into());
+    if let Some(role_def) = role_def {
+        config.budget = role_def.budget.clone();
+        config.default_idle_timeout = role_def.idle_timeout;
+        config.capabilities = role_def.capabilities.map(|c| (role_def.name, c));
+    }
+    Ok(())
+}
+
+/// The role of a task case, from `agents/ROLE.yaml` when it exists (loaded and checked as `swarm
+/// up` would: a workflow beyond the role's capabilities fails the case). Its workflow must be
+/// the one under test.
+fn task_role(
+    task: &TaskCase,
+    ws: &Path,
+    workflow_rel: &Path,
+) -> Result<Option<crate::model::Role>, String> {
+    let Some(name) = task.role.clone().or_else(|| {
+        crate::load::load_file(&ws.join(workflow_rel))
+            .ok()
+            .map(|w| w.name)
+    }) else {
+        return Ok(None);
+    };
+    let role_file = ws.join("agents").join(format!("{name}.yaml"));
+    if !role_file.is_file() {
+        return Ok(None);
+    }
+    let (role, _) = crate::load::load_role_file(ws, &role_file).map_err(|errors| {
+        errors
+            .iter()
+            .map(|e| e.render())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    if Path::new(&role.workflow) != workflow_rel {
+        return Err(format!(
+            "role `{name}` (agents/{name}.yaml) runs {}, not {}; set `task.role` to the role that runs this workflow",
+            role.workflow,
+            workflow_rel.display()
+        ));
+    }
+    Ok(Some(role))
+}
+
+/// Compares the tasks a run handed on with `enqueued:`: the same number, in order, each with
+/// the expected role, id and (when given) content.
+fn compare_enqueued(
+    expected: &[EnqueuedCase],
+    actual: &[crate::queue::Enqueued],
+    ws: &Path,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let listed = |list: &[crate::queue::Enqueued]| {
+        list.iter()
+            .map(|e| format!("{}/{}", e.role, e.id))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if expected.len() != actual.len() {
+        problems.push(format!(
+            "enqueued: expected {} task(s), the run handed on {} ({})",
+            expected.len(),
+            actual.len(),
+            listed(actual)
+        ));
+    }
+    for (index, (want, got)) in expected.iter().zip(actual).enumerate() {
+        if want.role != got.role || want.id.as_ref().is_some_and(|id| *id != got.id) {
+            problems.push(format!(
+                "enqueued[{index}]: expected {}/{}, got {}/{}",
+                want.role,
+                want.id.as_deref().unwrap_or("*"),
+                got.role,
+                got.id
+            ));
+            continue;
+        }
+        let content = std::fs::read_to_string(ws.join(&got.file)).unwrap_or_default();
+        if let Some(text) = &want.text
+            && *text != content
+        {
+            problems.push(format!(
+                "enqueued[{index}] ({}/{}): expected the text {text:?}, got {content:?}",
+                got.role, got.id
+            ));
+        }
+        if let Some(json) = &want.json {
+            let parsed: Option<Value> = serde_json::from_str(&content).ok();
+            if parsed.as_ref() != Some(json) {
+                problems.push(format!(
+                    "enqueued[{index}] ({}/{}): expected the JSON {json}, got {content}",
+                    got.role, got.id
+                ));
+            }
+        }
+    }
+    problems
 }
 
 /// Answers each approval request of the run from the case's `approvals:`, visit by visit.
@@ -538,6 +768,11 @@ pub fn fixture_agent(case: &Path) -> u8 {
         Value::Null => String::new(),
         other => other.to_string(),
     };
+    let exit_code = u8::try_from(answer["exit_code"].as_i64().unwrap_or(0)).unwrap_or(1);
+    if std::env::var(FORMAT_ENV).is_ok_and(|f| f == "text") {
+        println!("{result}");
+        return exit_code;
+    }
     let usage = &answer["usage"];
     let tokens = |key: &str| usage[key].as_u64().unwrap_or(0);
     let is_error = answer["is_error"].as_bool().unwrap_or(false);
@@ -562,5 +797,5 @@ pub fn fixture_agent(case: &Path) -> u8 {
     });
     println!("{init}");
     println!("{done}");
-    u8::try_from(answer["exit_code"].as_i64().unwrap_or(0)).unwrap_or(1)
+    exit_code
 }

@@ -33,7 +33,16 @@ fn the_shipped_workflows_pass_their_fixture_tests() {
         tested.push(name);
     }
     tested.sort();
-    assert_eq!(tested, ["default", "plan-only", "waves"]);
+    // Every shipped workflow has fixtures.
+    let mut shipped: Vec<String> = std::fs::read_dir(root.join("workflows"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".yaml").map(str::to_string)
+        })
+        .collect();
+    shipped.sort();
+    assert_eq!(tested, shipped);
 }
 
 fn review_loop(ws: &Ws) {
@@ -176,4 +185,97 @@ fn a_bad_expect_file_is_an_error_naming_it() {
     ws.run(&["test", "wf.yaml", "--fixtures", "nowhere"])
         .code(2)
         .stderr_has("cannot read the fixtures directory");
+}
+
+/// A role's workflow in a task case: `${task.*}` set as a role process sets it (JSON task),
+/// the role's provider step answered by the fixture agent as text, and what the run enqueued
+/// compared entry by entry.
+fn role_case(ws: &Ws) {
+    ws.file(
+        "agents/triage.yaml",
+        "workflow: workflows/triage.yaml\nruntime: mycli\n",
+    );
+    ws.file("agents/backend.yaml", "workflow: workflows/other.yaml\n");
+    ws.file(
+        "workflows/other.yaml",
+        "name: other\nsteps:\n  - name: A\n    command: [\"true\"]\n",
+    );
+    ws.file(
+        "workflows/triage.yaml",
+        r#"name: triage
+providers:
+  mycli:
+    command: ["mycli-not-installed", "${PROMPT}"]
+steps:
+  - name: Classify
+    agent: triage
+    input_file: "${task.path}"
+    output_capture: json
+  - name: Hand
+    enqueue:
+      role: "${steps.Classify.json.team}"
+      name: "${task.id}-${task.json.n}"
+      text: "from ${task.role}: ${task.json.title} (${task.correlation_id})"
+"#,
+    );
+    ws.file(
+        "cases/bug/agents/Classify.json",
+        r#"{"result": {"team": "backend"}}"#,
+    );
+}
+
+#[test]
+fn a_task_case_sets_task_variables_answers_provider_steps_and_checks_what_was_enqueued() {
+    let ws = Ws::new();
+    role_case(&ws);
+    ws.file(
+        "cases/bug/expect.yaml",
+        r#"task: {id: t7, json: {n: 3, title: "login fails", correlation_id: req-1}}
+path: [Classify, Hand]
+status: succeeded
+outputs:
+  Classify.json.team: backend
+enqueued:
+  - {role: backend, id: t7-3, text: "from triage: login fails (req-1)"}
+"#,
+    );
+    ws.run(&["test", "workflows/triage.yaml", "--fixtures", "cases"])
+        .ok()
+        .stdout_has("ok      bug (Classify -> Hand)");
+    assert!(!ws.exists("inbox"), "the case ran in a scratch copy");
+
+    // The same case expecting something else handed on fails, naming the difference.
+    ws.file(
+        "cases/bug/expect.yaml",
+        r#"task: {id: t7, json: {n: 3, title: "login fails"}}
+enqueued:
+  - {role: backend, id: t7-3, text: "something else"}
+  - {role: qa}
+"#,
+    );
+    let run = ws.run(&["test", "workflows/triage.yaml", "--fixtures", "cases"]);
+    run.code(1)
+        .stdout_has("enqueued: expected 2 task(s), the run handed on 1 (backend/t7-3)")
+        .stdout_has(
+            r#"enqueued[0] (backend/t7-3): expected the text "something else", got "from triage: login fails (t7)""#,
+        );
+    let kept = run
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("its workspace is kept in "))
+        .unwrap();
+    std::fs::remove_dir_all(Path::new(kept).parent().unwrap()).unwrap();
+}
+
+#[test]
+fn a_task_case_for_a_role_that_runs_another_workflow_is_an_error() {
+    let ws = Ws::new();
+    role_case(&ws);
+    ws.file(
+        "cases/bug/expect.yaml",
+        "task: {role: triage, id: t7, text: hi}\nstatus: succeeded\n",
+    );
+    ws.run(&["test", "workflows/other.yaml", "--fixtures", "cases"])
+        .code(2)
+        .stderr_has("role `triage` (agents/triage.yaml) runs workflows/triage.yaml, not workflows/other.yaml");
 }
