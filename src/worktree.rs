@@ -867,15 +867,19 @@ fn verdict(workspace: &Path, owner: &Owner, older_than: Duration) -> Verdict {
             if !dir.root.is_dir() {
                 return Verdict::Stale("the run no longer exists".into());
             }
-            let Ok(state) = dir.read_state() else {
-                return Verdict::Keep("its state cannot be read".into());
-            };
-            match state.status {
-                crate::state::RunStatus::Succeeded => Verdict::Stale("the run succeeded".into()),
-                crate::state::RunStatus::Running => Verdict::Keep("the run is running".into()),
-                _ => {
-                    let at = chrono::DateTime::parse_from_rfc3339(&state.updated_at)
+            // `observe` tells a run whose engine is gone ("stopped") from a running one.
+            let status = crate::observe::status(workspace, Some(run_id))
+                .ok()
+                .and_then(|view| view.status);
+            match status.as_deref() {
+                None => Verdict::Keep("its records cannot be read".into()),
+                Some("succeeded") => Verdict::Stale("the run succeeded".into()),
+                Some("running") => Verdict::Keep("the run is running".into()),
+                Some(_) => {
+                    let at = dir
+                        .read_state()
                         .ok()
+                        .and_then(|s| chrono::DateTime::parse_from_rfc3339(&s.updated_at).ok())
                         .map(|t| t.with_timezone(&chrono::Utc));
                     if old_enough(at) {
                         Verdict::Stale(format!("the run ended more than {age_text} ago"))

@@ -495,6 +495,9 @@ fn a_standalone_run_works_in_its_own_worktree_and_resumes_there() {
         "steps work in the worktree {}",
         ws.join(&path).display()
     ));
+    ws.run(&["gc"])
+        .ok()
+        .stdout_has("the run ended less than 7d ago and may be resumed");
     std::fs::write(&go, "").unwrap();
     ws.run(&["resume", &id]).ok();
     assert!(!ws.exists(&path));
