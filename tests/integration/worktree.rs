@@ -541,3 +541,110 @@ fn a_readonly_agent_is_checked_in_its_worktree() {
         run.id()
     )));
 }
+
+/// Two role processes (replicas) of one repository create worktrees at the same time: the lock
+/// in the repository's git directory serializes them across processes.
+#[test]
+fn two_replicas_create_worktrees_at_once() {
+    let ws = Ws::new();
+    committing_role(&ws, 2, 1, "isolation: worktree\n");
+    commit_all(&ws);
+    for i in 0..6 {
+        ws.run(&["enqueue", "dev", "--name", &format!("r{i}"), "--text", "x"])
+            .ok();
+    }
+    let mut replicas: Vec<std::process::Child> = (0..2)
+        .map(|n| {
+            ws.cmd(&[
+                "agent",
+                "dev",
+                "--once",
+                "--quiet",
+                "--replica",
+                &n.to_string(),
+            ])
+            .spawn()
+            .expect("start a replica")
+        })
+        .collect();
+    for child in &mut replicas {
+        assert!(child.wait().expect("wait for a replica").success());
+    }
+    let processed = entries(&ws, "processed");
+    assert_eq!(
+        processed.len(),
+        6,
+        "{processed:?} failed: {:?}",
+        entries(&ws, "failed")
+    );
+    let names = branches(&ws);
+    for i in 0..6 {
+        assert!(
+            names.contains(&format!("orchestrate/dev/r{i}")),
+            "{names:?}"
+        );
+    }
+    assert_eq!(git(&ws, ".", &["worktree", "list"]).lines().count(), 1);
+}
+
+/// Creation waits for the repository's worktree lock (held here by another process), and is
+/// retried while git reports one of its own lock files taken (the new branch's ref lock, left
+/// for a moment by "another git").
+#[test]
+fn creation_waits_for_the_lock_and_retries_on_git_s_lock_files() {
+    let ws = Ws::new();
+    let released = ws.join("released");
+    role(
+        &ws,
+        "dev",
+        "isolation: worktree\n",
+        &format!(
+            "steps:\n  - name: Step\n    command: [\"test\", \"-f\", \"{}\"]\n",
+            released.display()
+        ),
+    );
+    ws.file(".gitignore", "/released\n");
+    commit_all(&ws);
+    // Another orchestrate process holds the lock; it marks its release just before letting go.
+    std::fs::create_dir_all(ws.join(".orchestrate")).unwrap();
+    let mut holder = Command::new("flock")
+        .arg(ws.join(".git/orchestrate-worktrees.lock"))
+        .args(["sh", "-c", "touch held; sleep 2; touch released"])
+        .current_dir(ws.path())
+        .spawn()
+        .expect("flock");
+    wait_until(
+        "the holder to hold the lock",
+        Duration::from_secs(10),
+        || ws.exists("held"),
+    );
+    ws.run(&["enqueue", "dev", "--name", "w1", "--text", "x"])
+        .ok();
+    run_within(&ws, &["agent", "dev", "--once"], Duration::from_secs(60))
+        .ok()
+        .stderr_has("1 processed");
+    assert!(holder.wait().unwrap().success());
+
+    // git's own lock on the ref the task's branch will be: taken, then let go.
+    std::fs::create_dir_all(ws.join(".git/refs/heads/orchestrate/dev")).unwrap();
+    let ref_lock = ws.join(".git/refs/heads/orchestrate/dev/w2.lock");
+    std::fs::write(&ref_lock, "").unwrap();
+    ws.run(&["enqueue", "dev", "--name", "w2", "--text", "x"])
+        .ok();
+    let agent = ws
+        .cmd(&["agent", "dev", "--once"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the role");
+    // Claimed: its first `git worktree add` fails on the lock file soon after.
+    wait_until("w2 to be claimed", Duration::from_secs(20), || {
+        ws.exists("running/dev/w2")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_file(&ref_lock).unwrap();
+    let out = agent.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1 processed"), "{stderr}");
+    let status = status(&ws, "processed", "dev", "w2");
+    assert_eq!(status["worktree"]["branch"], "orchestrate/dev/w2");
+}
