@@ -518,7 +518,17 @@ pub fn prepare(
         .iter()
         .find(|(p, _)| canonical_or(p) == canonical_or(&path));
     let reuse = match found {
-        Some((_, Some(b))) if *b == branch && path.is_dir() => true,
+        Some((_, Some(b))) if *b == branch && path.is_dir() && previous.is_some() => true,
+        // Ours by place and branch but never recorded: the process making it died inside
+        // `git worktree add` (the checkout may be half done). Nothing ran in it: make it again.
+        Some((_, Some(b))) if *b == branch && path.is_dir() => {
+            let path_text = path.display().to_string();
+            git_ok(
+                workspace,
+                &["worktree", "remove", "--force", "--force", &path_text],
+            )?;
+            false
+        }
         Some((_, other)) if path.is_dir() => {
             return Err(WorktreeError::PathTaken {
                 path,

@@ -648,3 +648,61 @@ fn creation_waits_for_the_lock_and_retries_on_git_s_lock_files() {
     let status = status(&ws, "processed", "dev", "w2");
     assert_eq!(status["worktree"]["branch"], "orchestrate/dev/w2");
 }
+
+/// A worker killed in the middle of a task: the next attempt continues in the same worktree.
+/// A worktree whose making never finished (no record) is made again, not trusted.
+#[test]
+fn after_a_crash_the_next_attempt_continues_and_a_half_made_worktree_is_redone() {
+    let ws = Ws::new();
+    ws.script(
+        "step.sh",
+        "#!/bin/sh\nif [ -f mark ]; then git add mark; git commit -q -m after-crash; exit 0; fi\ntouch mark\nkill -9 $PPID\nexit 1\n",
+    );
+    role(
+        &ws,
+        "dev",
+        "isolation: worktree\n",
+        "steps:\n  - name: Step\n    command: [\"./step.sh\"]\n",
+    );
+    commit_all(&ws);
+    ws.run(&["enqueue", "dev", "--name", "c1", "--text", "x"])
+        .ok();
+    let killed = run_within(&ws, &["agent", "dev", "--once"], Duration::from_secs(60));
+    assert_ne!(killed.code, 0, "{}", killed.stderr);
+    assert!(ws.exists(".orchestrate/worktrees/dev/c1/mark"));
+    run_within(&ws, &["agent", "dev", "--once"], Duration::from_secs(60))
+        .ok()
+        .stderr_has("1 processed");
+    let status = status(&ws, "processed", "dev", "c1");
+    assert_eq!(status["attempt"], 2);
+    assert_eq!(
+        git(
+            &ws,
+            ".",
+            &["log", "-1", "--format=%s", "orchestrate/dev/c1"]
+        ),
+        "after-crash"
+    );
+
+    // A worktree at the task's place, on its branch, that orchestrate never recorded.
+    git(&ws, ".", &["branch", "orchestrate/dev/c2"]);
+    git(
+        &ws,
+        ".",
+        &[
+            "worktree",
+            "add",
+            ".orchestrate/worktrees/dev/c2",
+            "orchestrate/dev/c2",
+        ],
+    );
+    ws.file(".orchestrate/worktrees/dev/c2/mark", "half-made\n");
+    ws.run(&["enqueue", "dev", "--name", "c2", "--text", "x"])
+        .ok();
+    let killed = run_within(&ws, &["agent", "dev", "--once"], Duration::from_secs(60));
+    assert_ne!(
+        killed.code, 0,
+        "the step found the leftover file instead of a fresh checkout: {}",
+        killed.stderr
+    );
+}
