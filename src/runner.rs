@@ -1108,7 +1108,12 @@ impl Runner {
         let mut files = Vec::new();
         for t in artifacts {
             match t.render(&scope) {
-                Ok(f) => files.push(f),
+                // Named where the approver looks from: the workspace (a worktree's files by
+                // their path in it).
+                Ok(f) => files.push(match &self.config.checkout {
+                    Some(dir) => crate::queue::relative(&self.config.workspace, &dir.join(&f)),
+                    None => f,
+                }),
                 Err(e) => return failed_result(2, format!("in `approval.artifacts`: {e}")),
             }
         }
@@ -1771,8 +1776,10 @@ impl Runner {
         self.config.checkout = Some(dir);
     }
 
+    /// A path as the run's records show it: relative to the workspace, where they live (a
+    /// file in a worktree by its path there).
     fn relative(&self, path: &Path) -> String {
-        path.strip_prefix(self.config.code_dir())
+        path.strip_prefix(&self.config.workspace)
             .unwrap_or(path)
             .display()
             .to_string()

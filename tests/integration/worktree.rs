@@ -301,6 +301,11 @@ fn success_removes_the_worktree_and_keeps_only_branches_with_work() {
     assert_eq!(ws.read(".orchestrate/worktrees/dev/dirty/left.txt"), "x\n");
     let status = status(&ws, "processed", "dev", "dirty");
     assert_eq!(status["worktree"]["kept"], true);
+    // Records name files where they are from the workspace.
+    assert_eq!(
+        status["outputs"],
+        serde_json::json!([".orchestrate/worktrees/dev/dirty/out.txt"])
+    );
 }
 
 /// A workflow's `isolation` with `keep`, `base` and a branch template; the role's fields win.
