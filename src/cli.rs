@@ -192,6 +192,21 @@ enum Command {
         #[arg(long)]
         by: Option<String>,
     },
+    /// Remove the git worktrees of finished tasks and runs (`isolation: worktree`): of
+    /// succeeded ones, of failed ones older than --older-than, of ones that no longer exist;
+    /// delete the branches orchestrate made that hold nothing beyond their base; prune git's
+    /// records of worktrees whose directories are gone. Running and queued tasks keep theirs.
+    Gc {
+        /// Print what would be removed, and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Failed tasks' and runs' worktrees go once they failed this long ago (30m, 12h, 7d).
+        #[arg(long, value_name = "AGE", default_value = "7d", value_parser = crate::worktree::parse_age)]
+        older_than: Duration,
+        /// Remove worktrees with uncommitted changes too (their changes are lost).
+        #[arg(long)]
+        force: bool,
+    },
     /// Check workflow files and print every problem found.
     Validate {
         #[arg(required = true)]
@@ -411,6 +426,18 @@ fn workspace_dir(arg: Option<&Path>) -> Result<PathBuf, String> {
 async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
     match command {
         Command::Validate { files } => validate(&workspace, &files),
+        Command::Gc {
+            dry_run,
+            older_than,
+            force,
+        } => crate::worktree::gc_command(
+            &workspace,
+            &crate::worktree::GcOptions {
+                dry_run,
+                older_than,
+                force,
+            },
+        ),
         Command::Init { dir } => crate::commands::init(&workspace, dir.as_deref()),
         Command::Agent {
             role,
@@ -517,14 +544,39 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
                 return code;
             }
             match Runner::resume(&run_id, config) {
-                Ok(runner) => {
+                Ok(mut runner) => {
                     eprintln!("run_id: {}", runner.run_id());
+                    // The run continues in the worktree it started in (made again from its
+                    // branch if it was removed).
+                    let owner = crate::worktree::Owner::Run {
+                        run_id: runner.run_id().to_string(),
+                    };
+                    let spec = crate::worktree::record_of(&workspace, &owner).map(|r| {
+                        crate::model::WorktreeSpec {
+                            base: Some(r.base),
+                            keep: Some(r.keep),
+                            dir: r
+                                .path
+                                .parent()
+                                .and_then(Path::parent)
+                                .map(|d| d.display().to_string()),
+                            branch: Some(r.branch),
+                            at: "the run's worktree record".into(),
+                        }
+                    });
+                    let name = runner.workflow_name().to_string();
+                    let worktree = match isolate(&workspace, spec, &mut runner, &name, quiet) {
+                        Ok(record) => record,
+                        Err(code) => return code,
+                    };
                     let root = runner.run_root().to_path_buf();
                     let outcome = runner.run().await;
                     if let Some(reporter) = &reporter {
                         reporter.finish();
                     }
+                    let succeeded = matches!(&outcome, Ok(r) if r.status == RunStatus::Succeeded);
                     let code = report(outcome);
+                    end_worktree(&workspace, worktree.as_ref(), succeeded, quiet);
                     crate::otlp::export_run(&root);
                     code
                 }
@@ -1011,7 +1063,9 @@ async fn run(
     if let Err(code) = agents.apply(workspace, &mut config) {
         return code;
     }
-    let runner = match Runner::create(workflow, &text, config) {
+    let isolation = crate::worktree::effective(None, workflow.isolation.as_ref());
+    let workflow_name = workflow.name.clone();
+    let mut runner = match Runner::create(workflow, &text, config) {
         Ok(r) => r,
         Err(err) => {
             eprintln!("error: {err}");
@@ -1019,12 +1073,24 @@ async fn run(
         }
     };
     eprintln!("run_id: {}", runner.run_id());
+    let worktree = match isolate(workspace, isolation, &mut runner, &workflow_name, quiet) {
+        Ok(record) => record,
+        Err(code) => {
+            // Nothing ran: no run to resume or to list.
+            let root = runner.run_root().to_path_buf();
+            drop(runner);
+            let _ = std::fs::remove_dir_all(root);
+            return code;
+        }
+    };
     let root = runner.run_root().to_path_buf();
     let outcome = runner.run().await;
     if let Some(reporter) = &reporter {
         reporter.finish();
     }
+    let succeeded = matches!(&outcome, Ok(r) if r.status == RunStatus::Succeeded);
     let code = report(outcome);
+    end_worktree(workspace, worktree.as_ref(), succeeded, quiet);
     crate::otlp::export_run(&root);
     if code == exit::SUCCESS
         && let (Some(dir), Some(dest)) = (&processed_dir, archive)
@@ -1050,6 +1116,59 @@ async fn run(
         }
     }
     code
+}
+
+/// Under `isolation: worktree`, makes (or reopens) the run's worktree and points the runner's
+/// steps at it; an error is printed and becomes the exit code.
+fn isolate(
+    workspace: &Path,
+    spec: Option<crate::model::WorktreeSpec>,
+    runner: &mut Runner,
+    workflow: &str,
+    quiet: bool,
+) -> Result<Option<crate::worktree::Record>, u8> {
+    let Some(spec) = spec else {
+        return Ok(None);
+    };
+    let owner = crate::worktree::Owner::Run {
+        run_id: runner.run_id().to_string(),
+    };
+    match crate::worktree::prepare(workspace, &spec, &owner, workflow) {
+        Ok(record) => {
+            if !quiet {
+                eprintln!(
+                    "worktree: {} (branch `{}`)",
+                    record.checkout.display(),
+                    record.branch
+                );
+            }
+            runner.set_checkout(record.checkout.clone());
+            Ok(Some(record))
+        }
+        Err(err) => {
+            eprintln!(
+                "error: failed to prepare the worktree of run {}: {err}",
+                runner.run_id()
+            );
+            Err(exit::INVALID)
+        }
+    }
+}
+
+/// After an isolated run: a success removes its worktree (per `keep`), anything else keeps it
+/// for `resume` and inspection.
+fn end_worktree(
+    workspace: &Path,
+    record: Option<&crate::worktree::Record>,
+    succeeded: bool,
+    quiet: bool,
+) {
+    if let Some(record) = record {
+        let ending = crate::worktree::finish(workspace, record, succeeded);
+        if !quiet || ending.kept && succeeded {
+            eprintln!("{}", ending.note);
+        }
+    }
 }
 
 fn report(outcome: Result<RunReport, crate::runner::RunError>) -> u8 {

@@ -292,7 +292,20 @@ pub fn show(workspace: &Path, needle: &str, as_json: bool) -> u8 {
                 names
             })
             .unwrap_or_default();
-        out.push(json!({"task": t, "status": status, "lease": lease, "queue": meta, "logs": logs}));
+        // Under `isolation: worktree`: the finished attempt's, else the one in use (or kept).
+        let worktree = status
+            .as_ref()
+            .and_then(|s| s.get("worktree").cloned())
+            .or_else(|| {
+                let owner = crate::worktree::Owner::Task {
+                    role: t.role.clone(),
+                    task: t.id.clone(),
+                };
+                crate::worktree::record_of(workspace, &owner)
+                    .filter(|r| r.path.is_dir())
+                    .map(|r| r.status(workspace, true))
+            });
+        out.push(json!({"task": t, "status": status, "lease": lease, "queue": meta, "logs": logs, "worktree": worktree}));
     }
     if as_json {
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
@@ -307,6 +320,18 @@ pub fn show(workspace: &Path, needle: &str, as_json: bool) -> u8 {
             t["state"].as_str().unwrap_or("")
         );
         println!("  path: {}", t["path"].as_str().unwrap_or(""));
+        if let Some(w) = entry["worktree"].as_object() {
+            println!(
+                "  worktree: {} (branch {}{})",
+                w.get("path").and_then(Value::as_str).unwrap_or(""),
+                w.get("branch").and_then(Value::as_str).unwrap_or(""),
+                if w.get("kept") == Some(&Value::Bool(false)) {
+                    "; removed after the success"
+                } else {
+                    ""
+                }
+            );
+        }
         if let Some(status) = entry["status"].as_object() {
             let ok = status
                 .get("success")

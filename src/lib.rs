@@ -39,4 +39,5 @@ pub mod supervisor;
 pub mod template;
 pub mod wftest;
 pub mod worker;
+pub mod worktree;
 pub mod yaml;

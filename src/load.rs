@@ -14,8 +14,8 @@ use serde_json::Value as Json;
 use crate::diag::{Diagnostic, did_you_mean};
 use crate::model::{
     AgentStep, Budget, Capture, Condition, Converge, DEFAULT_MAX_VISITS, EnqueueContent, Findings,
-    Items, Phase, Pointer, Prompt, ProviderTemplate, QueueDirs, Retry, Role, Step, StepKind,
-    SwarmConfig, Target, Transitions, Workflow, builtin_providers,
+    Isolation, Items, Phase, Pointer, Prompt, ProviderTemplate, QueueDirs, Retry, Role, Step,
+    StepKind, SwarmConfig, Target, Transitions, Workflow, WorktreeSpec, builtin_providers,
 };
 use crate::template::{Part, Template};
 use crate::yaml::{self, Node, Pos, Value};
@@ -248,6 +248,7 @@ const ROLE_FIELDS: &[&str] = &[
     "budget",
     "idle_timeout_sec",
     "capabilities",
+    "isolation",
 ];
 
 /// Loads `agents/<role>.yaml`. The role's workflow is checked too; its problems are reported
@@ -374,6 +375,7 @@ const WORKFLOW_FIELDS: &[&str] = &[
     "max_visits",
     "budget",
     "outputs",
+    "isolation",
     "steps",
 ];
 
@@ -418,6 +420,8 @@ const STEP_FIELDS: &[&str] = &[
 ];
 
 const BUDGET_FIELDS: &[&str] = &["max_cost_usd", "max_tokens", "max_wall_sec"];
+const ISOLATION_KINDS: &[&str] = &["worktree", "none"];
+const WORKTREE_FIELDS: &[&str] = &["base", "keep", "branch", "dir"];
 const SWARM_FIELDS: &[&str] = &["budget"];
 const SWARM_BUDGET_FIELDS: &[&str] = &["max_cost_usd_per_day", "max_tokens_per_day"];
 
@@ -734,6 +738,90 @@ impl Loader {
         Some(budget)
     }
 
+    /// `isolation: worktree`, `isolation: none`, or `isolation: {worktree: {base, keep, branch,
+    /// dir}}` of a workflow or a role.
+    fn isolation(&mut self, node: &Node, owner: &str) -> Option<Isolation> {
+        let what = format!("`isolation` of {owner}");
+        let hint = "write `isolation: worktree`, `isolation: none`, or `isolation: {worktree: {base: main, keep: false, branch: \"orchestrate/{role}/{task}\", dir: .orchestrate/worktrees}}`";
+        let unknown = |this: &mut Self, pos: Pos, kind: &str| {
+            let guess = did_you_mean(kind, ISOLATION_KINDS.iter().copied())
+                .map(|s| format!("did you mean `{s}`? "))
+                .unwrap_or_default();
+            this.error(pos, format!("unknown isolation `{kind}` in {what}"))
+                .hint = Some(format!("{guess}{hint}"));
+        };
+        let spec = |this: &Self| WorktreeSpec {
+            at: this.at_line(node),
+            ..WorktreeSpec::default()
+        };
+        match &node.value {
+            Value::Str(kind) => match kind.as_str() {
+                "worktree" => Some(Isolation::Worktree(spec(self))),
+                "none" => Some(Isolation::None),
+                other => {
+                    unknown(self, node.pos, other);
+                    None
+                }
+            },
+            Value::Map(entries) => {
+                let fields = self.fields(node, ISOLATION_KINDS, &what)?;
+                if entries.len() != 1 {
+                    self.error(node.pos, format!("{what} must name one kind"))
+                        .hint = Some(hint.into());
+                    return None;
+                }
+                if fields.get("none").is_some() {
+                    return Some(Isolation::None);
+                }
+                let mut out = spec(self);
+                let Some(body) = fields.value("worktree") else {
+                    return fields.get("worktree").map(|_| Isolation::Worktree(out));
+                };
+                let body = self.fields(
+                    body,
+                    WORKTREE_FIELDS,
+                    &format!("`isolation.worktree` of {owner}"),
+                )?;
+                let text = |this: &mut Self, key: &str| -> Option<String> {
+                    let node = body.value(key)?;
+                    let value = this.string(node, &format!("`isolation.worktree.{key}`"))?;
+                    if value.trim().is_empty() {
+                        this.error(node.pos, format!("`isolation.worktree.{key}` is empty"))
+                            .hint = Some(format!("remove `{key}` for the default"));
+                        return None;
+                    }
+                    Some(value)
+                };
+                out.base = text(self, "base");
+                out.dir = text(self, "dir");
+                out.branch = text(self, "branch");
+                if let (Some(branch), Some(n)) = (&out.branch, body.value("branch"))
+                    && let Err(why) = crate::worktree::check_branch_template(branch)
+                {
+                    let message = format!("`isolation.worktree.branch` `{branch}` {why}");
+                    self.error(n.pos, message).hint = Some(
+                        "use `{role}`, `{task}` and `{workflow}` and what a git branch name may hold, e.g. `orchestrate/{role}/{task}`".into(),
+                    );
+                }
+                out.keep = body
+                    .value("keep")
+                    .and_then(|n| self.boolean(n, "`isolation.worktree.keep`"));
+                Some(Isolation::Worktree(out))
+            }
+            other => {
+                self.error(
+                    node.pos,
+                    format!(
+                        "{what} must be `worktree`, `none` or a mapping, found {}",
+                        other.kind()
+                    ),
+                )
+                .hint = Some(hint.into());
+                None
+            }
+        }
+    }
+
     fn string_map(&mut self, node: &Node, what: &str) -> Option<Vec<(String, Template)>> {
         let Value::Map(entries) = &node.value else {
             self.error(
@@ -832,7 +920,11 @@ impl Loader {
         let capabilities = fields
             .value("capabilities")
             .and_then(|n| self.capabilities(n));
+        let isolation = fields
+            .value("isolation")
+            .and_then(|n| self.isolation(n, "the role"));
         Some(Role {
+            isolation,
             capabilities,
             budget,
             idle_timeout,
@@ -919,6 +1011,9 @@ impl Loader {
         let budget = fields
             .value("budget")
             .and_then(|n| self.budget(n, "the workflow"));
+        let isolation = fields
+            .value("isolation")
+            .and_then(|n| self.isolation(n, "the workflow"));
         let mut providers = builtin_providers();
         if let Some(node) = fields.value("providers") {
             self.providers(node, &mut providers);
@@ -964,6 +1059,7 @@ impl Loader {
             strict_flow,
             budget,
             outputs,
+            isolation,
             steps,
         })
     }

@@ -37,7 +37,35 @@ pub struct Workflow {
     /// `outputs:`: what a run of this workflow hands back when it is a sub-workflow, rendered in
     /// its scope when it succeeds (`${steps.<Step>.outputs.<name>}` in the parent).
     pub outputs: Vec<(String, Template)>,
+    /// `isolation:`: where the steps run (a git worktree of their own); a role's overrides it.
+    pub isolation: Option<Isolation>,
     pub steps: Vec<Step>,
+}
+
+/// `isolation:` of a role or a workflow: where a task's (or run's) steps work.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Isolation {
+    /// `isolation: none`: in the workspace itself (a role's way to turn off its workflow's).
+    None,
+    /// `isolation: worktree`: in a git worktree of their own, on a branch of their own.
+    Worktree(WorktreeSpec),
+}
+
+/// `isolation: {worktree: {...}}`; a field left unset takes the workflow's, then the default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorktreeSpec {
+    /// The commit-ish new branches start from (default: the workspace's `HEAD`).
+    pub base: Option<String>,
+    /// Keep the worktree after a success too (failures always keep theirs).
+    pub keep: Option<bool>,
+    /// Branch name template: `{role}`, `{task}`, `{workflow}` (default
+    /// `orchestrate/{role}/{task}`).
+    pub branch: Option<String>,
+    /// Directory the worktrees go under, relative to the workspace (default
+    /// `.orchestrate/worktrees`).
+    pub dir: Option<String>,
+    /// Where it was written (`file:line`), for messages.
+    pub at: String,
 }
 
 /// Spending limits (`budget:` of a workflow or a role); any subset may be set.
@@ -541,6 +569,8 @@ pub struct Role {
     pub idle_timeout: Option<Duration>,
     /// `capabilities:`: what the role's steps may do ([`CAPABILITIES`]); `None`: anything.
     pub capabilities: Option<Vec<String>>,
+    /// `isolation:`: overrides the workflow's, field by field (`none` turns it off).
+    pub isolation: Option<Isolation>,
 }
 
 impl Role {

@@ -2935,7 +2935,11 @@ pub fn status(workspace: &Path, run_id: Option<&str>) -> Result<StatusView, Obse
         paused: if running { facts.paused.clone() } else { None },
         last_failure,
         resumes: facts.resumes,
-        notes: loaded.notes.clone(),
+        notes: {
+            let mut notes = loaded.notes.clone();
+            notes.extend(crate::worktree::describe_run(workspace, &loaded.run_id));
+            notes
+        },
         children: children_of(workspace, &loaded.events, running)
             .into_iter()
             .map(|mut child| {

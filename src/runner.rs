@@ -67,7 +67,12 @@ pub struct RunReport {
 
 /// Everything a run needs besides the workflow.
 pub struct RunConfig {
+    /// Where the swarm and the run's records live: queues, `.orchestrate/`, approvals, ledger.
     pub workspace: PathBuf,
+    /// Where the code is, when it is not the workspace (`isolation: worktree`): the steps' cwd
+    /// and what every path a step names (`input_file`, `output_file`, `prompt_file`,
+    /// `enqueue.file`, `wait_for`), `${run.workspace}` and the readonly check resolve against.
+    pub checkout: Option<PathBuf>,
     pub context: Map<String, Value>,
     pub cancel: CancellationToken,
     /// Print a line per step on stderr.
@@ -131,6 +136,13 @@ pub struct InheritedLimits {
     pub started: Instant,
 }
 
+impl RunConfig {
+    /// Where the steps work: the checkout, or the workspace itself.
+    pub fn code_dir(&self) -> &Path {
+        self.checkout.as_deref().unwrap_or(&self.workspace)
+    }
+}
+
 /// A callback on each recorded event: its name and fields.
 pub type Observer = std::sync::Arc<dyn Fn(&str, &Value) + Send + Sync>;
 
@@ -142,6 +154,7 @@ impl RunConfig {
     ) -> RunConfig {
         RunConfig {
             workspace,
+            checkout: None,
             context,
             cancel,
             progress: false,
@@ -544,6 +557,10 @@ impl Runner {
 
     pub fn run_id(&self) -> &str {
         &self.state.run_id
+    }
+
+    pub fn workflow_name(&self) -> &str {
+        &self.workflow.name
     }
 
     pub fn run_root(&self) -> &Path {
@@ -1192,7 +1209,12 @@ impl Runner {
         let mut files = Vec::new();
         for t in artifacts {
             match t.render(&scope) {
-                Ok(f) => files.push(f),
+                // Named where the approver looks from: the workspace (a worktree's files by
+                // their path in it).
+                Ok(f) => files.push(match &self.config.checkout {
+                    Some(dir) => crate::queue::relative(&self.config.workspace, &dir.join(&f)),
+                    None => f,
+                }),
                 Err(e) => return failed_result(2, format!("in `approval.artifacts`: {e}")),
             }
         }
@@ -1404,7 +1426,7 @@ impl Runner {
                     let rel = t
                         .render(&scope)
                         .map_err(|e| format!("in `enqueue.file`: {e}"))?;
-                    let path = fsutil::resolve_in_workspace(&self.config.workspace, &rel)
+                    let path = fsutil::resolve_in_workspace(self.config.code_dir(), &rel)
                         .map_err(|e| format!("`enqueue.file`: {e}"))?;
                     std::fs::read(&path)
                         .map_err(|e| format!("cannot read `enqueue.file` {rel}: {e}"))?
@@ -1636,10 +1658,10 @@ impl Runner {
             Ok(p) => p,
             Err(err) => return failed_result(2, err.to_string()),
         };
-        if let Err(err) = fsutil::resolve_in_workspace(&self.config.workspace, &pattern) {
+        if let Err(err) = fsutil::resolve_in_workspace(self.config.code_dir(), &pattern) {
             return failed_result(2, format!("`wait_for.glob`: {err}"));
         }
-        let full = self.config.workspace.join(&pattern);
+        let full = self.config.code_dir().join(&pattern);
         let full = full.to_string_lossy().into_owned();
         let started = Instant::now();
         let mut polls: u64 = 0;
@@ -1653,7 +1675,7 @@ impl Runner {
                 Ok(paths) => paths
                     .filter_map(Result::ok)
                     .filter_map(|p| {
-                        p.strip_prefix(&self.config.workspace)
+                        p.strip_prefix(self.config.code_dir())
                             .ok()
                             .map(|r| r.display().to_string())
                     })
@@ -1764,7 +1786,7 @@ impl Runner {
                 argv: prepared.argv.clone(),
                 env: prepared.env.clone(),
                 env_remove: prepared.env_remove.clone(),
-                cwd: self.config.workspace.clone(),
+                cwd: self.config.code_dir().to_path_buf(),
                 stdin: match &prepared.stdin {
                     Some(bytes) => exec::Stdin::Bytes(bytes.clone()),
                     None => exec::Stdin::Null,
@@ -1895,6 +1917,21 @@ impl Runner {
         }
     }
 
+    /// `${run.workspace}`: where the steps work (the checkout of an isolated run).
+    fn run_workspace(&self) -> String {
+        match &self.config.checkout {
+            Some(dir) => dir.display().to_string(),
+            None => self.state.workspace.clone(),
+        }
+    }
+
+    /// Steps of this run work in `dir` (a worktree made once the run id is known).
+    pub fn set_checkout(&mut self, dir: PathBuf) {
+        self.config.checkout = Some(dir);
+    }
+
+    /// A path as the run's records show it: relative to the workspace, where they live (a
+    /// file in a worktree by its path there).
     fn relative(&self, path: &Path) -> String {
         path.strip_prefix(&self.config.workspace)
             .unwrap_or(path)
@@ -1907,7 +1944,7 @@ impl Runner {
     fn fingerprint(&self, run: &AgentRun) -> Result<crate::fingerprint::Snapshot, String> {
         let mut ignore = run.artifacts.clone();
         ignore.push(".orchestrate/".into());
-        if let Ok(rel) = self.dir.root.strip_prefix(&self.config.workspace)
+        if let Ok(rel) = self.dir.root.strip_prefix(self.config.code_dir())
             && !rel.as_os_str().is_empty()
         {
             ignore.push(format!("{}/", rel.display()));
@@ -1918,7 +1955,7 @@ impl Runner {
             ignore,
             ..crate::fingerprint::Options::default()
         };
-        crate::fingerprint::snapshot(&self.config.workspace, &options).map_err(|e| e.to_string())
+        crate::fingerprint::snapshot(self.config.code_dir(), &options).map_err(|e| e.to_string())
     }
 
     /// After a readonly/plan step: anything it changed outside its artifacts fails the step,
@@ -2134,7 +2171,7 @@ impl Runner {
                 }
                 if let Some(input) = input_file {
                     let rel = render(input, "`input_file`")?;
-                    let path = fsutil::resolve_in_workspace(&self.config.workspace, &rel)
+                    let path = fsutil::resolve_in_workspace(self.config.code_dir(), &rel)
                         .map_err(|e| format!("`input_file`: {e}"))?;
                     let prompt = std::fs::read_to_string(&path)
                         .map_err(|e| format!("cannot read `input_file` {rel}: {e}"))?;
@@ -2197,7 +2234,7 @@ impl Runner {
             Some(t) => {
                 let rel = render(t, "`output_file`")?;
                 Some(
-                    fsutil::resolve_in_workspace(&self.config.workspace, &rel)
+                    fsutil::resolve_in_workspace(self.config.code_dir(), &rel)
                         .map_err(|e| format!("`output_file`: {e}"))?,
                 )
             }
@@ -2262,7 +2299,7 @@ impl Runner {
                 let rel = t
                     .render(&scope)
                     .map_err(|e| format!("in `prompt_file`: {e}"))?;
-                let path = fsutil::resolve_in_workspace(&self.config.workspace, &rel)
+                let path = fsutil::resolve_in_workspace(self.config.code_dir(), &rel)
                     .map_err(|e| format!("`prompt_file`: {e}"))?;
                 std::fs::read_to_string(&path)
                     .map_err(|e| format!("cannot read `prompt_file` {rel}: {e}"))?
@@ -2337,7 +2374,7 @@ impl Runner {
             max_turns: agent.max_turns,
             resume_session: resume_session.as_deref(),
             allow_shell: &agent.allow_shell,
-            workspace: &self.config.workspace,
+            workspace: self.config.code_dir(),
             scratch: &scratch,
             is_root,
             output_schema: step.output_schema.as_ref().map(|s| &s.schema),
@@ -2688,7 +2725,7 @@ impl Scope<'_> {
             "run": {
                 "timestamp_utc": state.timestamp_utc,
                 "id": state.run_id,
-                "workspace": state.workspace,
+                "workspace": self.runner.run_workspace(),
                 "workflow": state.workflow,
             },
             "context": state.context,
@@ -2713,7 +2750,7 @@ impl Lookup for Scope<'_> {
             "run" => match rest.first().map(String::as_str) {
                 Some("timestamp_utc") => Some(json!(state.timestamp_utc)),
                 Some("id") => Some(json!(state.run_id)),
-                Some("workspace") => Some(json!(state.workspace)),
+                Some("workspace") => Some(json!(self.runner.run_workspace())),
                 Some("workflow") => Some(json!(state.workflow)),
                 _ => None,
             },

@@ -3,7 +3,7 @@
 //! Owns: finding and loading child workflow files with their parent (containment in the
 //! workspace, cycles between files, the child's own problems reported at the child's lines,
 //! `with:` keys against the inputs the child reads), the child run's directory and configuration (what it
-//! inherits from its parent: workspace, runtime choices, cancellation, task, correlation id,
+//! inherits from its parent: workspace and checkout, runtime choices, cancellation, task, correlation id,
 //! capabilities, and the parent's limits), starting, resuming or reusing the child run, and
 //! turning its report into the step's result.
 //!
@@ -567,6 +567,9 @@ fn child_config(
     cancel: tokio_util::sync::CancellationToken,
 ) -> RunConfig {
     let mut config = RunConfig::new(parent.workspace.clone(), Map::new(), cancel);
+    // An isolated parent's child works in the same worktree (its own `isolation:` applies only
+    // when it runs on its own).
+    config.checkout = parent.checkout.clone();
     config.progress = parent.progress;
     config.run_root = Some(child_root(child.parent_root, child.exec, &child.step.name));
     config.task = parent.task.clone();

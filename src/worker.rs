@@ -86,6 +86,8 @@ struct Shared {
     /// Woken each time a slot frees.
     slot_freed: tokio::sync::Notify,
     metrics: Option<Arc<crate::metrics::Recorder>>,
+    /// `isolation: worktree` (the role's over the workflow's): each task gets a git worktree.
+    isolation: Option<crate::model::WorktreeSpec>,
 }
 
 /// One `concurrency` slot, held from the claim until the task's workflow ends.
@@ -161,7 +163,10 @@ pub async fn run_agent(
         crate::breaker::role_runtimes(&role, &workflow, &profiles),
         &label,
     );
+    let isolation =
+        crate::worktree::effective(role.isolation.as_ref(), workflow.isolation.as_ref());
     let shared = Arc::new(Shared {
+        isolation,
         swarm_budget,
         profiles: Arc::new(profiles),
         workspace: workspace.to_path_buf(),
@@ -758,6 +763,24 @@ async fn run_task(
     config.observer = Some(Arc::new(move |event: &str, fields: &Value| {
         crate::breaker::observe(&workspace, &profiles, &label, event, fields);
     }));
+    let worktree = match worktree(&shared, &claim).await {
+        Ok(record) => record,
+        Err(message) => {
+            let status = status_json(
+                &shared,
+                &claim,
+                &correlation_id,
+                None,
+                &started_at,
+                started,
+                false,
+                1,
+                &message,
+            );
+            return finish(shared, claim, false, status, None).await;
+        }
+    };
+    config.checkout = worktree.as_ref().map(|w| w.checkout.clone());
     let runner = match Runner::create((*shared.workflow).clone(), &shared.workflow_text, config) {
         Ok(runner) => runner,
         Err(err) => {
@@ -772,7 +795,7 @@ async fn run_task(
                 1,
                 &format!("failed to start the run: {err}"),
             );
-            return finish(shared, claim, false, status).await;
+            return finish(shared, claim, false, status, worktree).await;
         }
     };
     let run = runner.run();
@@ -821,7 +844,7 @@ async fn run_task(
                 ),
             );
             status["cancelled"] = json!(request);
-            finish(shared, claim, false, status).await
+            finish(shared, claim, false, status, worktree).await
         }
         Ok(report) if report.status == RunStatus::Interrupted && !timed_out => {
             ledger(&shared, &claim, &report);
@@ -873,7 +896,7 @@ async fn run_task(
                 exit_code,
                 &message,
             );
-            finish(shared, claim, success, status).await
+            finish(shared, claim, success, status, worktree).await
         }
         Err(message) => {
             let status = status_json(
@@ -887,9 +910,49 @@ async fn run_task(
                 1,
                 &message,
             );
-            finish(shared, claim, false, status).await
+            finish(shared, claim, false, status, worktree).await
         }
     }
+}
+
+/// The task's worktree under `isolation: worktree` (made, or the one an earlier attempt left),
+/// or why there is none: the attempt fails with that message.
+async fn worktree(
+    shared: &Arc<Shared>,
+    claim: &Claim,
+) -> Result<Option<crate::worktree::Record>, String> {
+    let Some(spec) = shared.isolation.clone() else {
+        return Ok(None);
+    };
+    let owner = crate::worktree::Owner::Task {
+        role: shared.role.name.clone(),
+        task: claim.id.clone(),
+    };
+    let (workspace, workflow) = (shared.workspace.clone(), shared.workflow.name.clone());
+    let made = tokio::task::spawn_blocking(move || {
+        crate::worktree::prepare(&workspace, &spec, &owner, &workflow)
+    })
+    .await;
+    let record = match made {
+        Ok(Ok(record)) => record,
+        Ok(Err(err)) => {
+            return Err(format!(
+                "failed to prepare the worktree of task `{}` (role `{}`): {err}",
+                claim.id, shared.role.name
+            ));
+        }
+        Err(err) => return Err(format!("preparing the worktree panicked: {err}")),
+    };
+    if !shared.quiet {
+        eprintln!(
+            "[{}] `{}` works in {} (branch `{}`)",
+            shared.label,
+            claim.id,
+            queue::relative(&shared.workspace, &record.checkout),
+            record.branch
+        );
+    }
+    Ok(Some(record))
 }
 
 /// Appends the attempt's spending to today's ledger (what the swarm's daily budget counts).
@@ -920,21 +983,43 @@ fn ledger(shared: &Shared, claim: &Claim, report: &RunReport) {
 /// Completes the claim off the async threads: the completion's fsyncs wait on the disk, and
 /// on a 2-core machine two tasks finishing at once would otherwise stall every other task (and
 /// new claims) for that long.
-async fn finish(shared: Arc<Shared>, claim: Claim, success: bool, status: Value) -> Finished {
+async fn finish(
+    shared: Arc<Shared>,
+    claim: Claim,
+    success: bool,
+    status: Value,
+    worktree: Option<crate::worktree::Record>,
+) -> Finished {
     let id = claim.id.clone();
-    tokio::task::spawn_blocking(move || finish_blocking(&shared, claim, success, status))
-        .await
-        .unwrap_or_else(|err| {
-            eprintln!("error: finishing `{id}` panicked: {err}");
-            Finished {
-                id,
-                outcome: "failed",
-            }
-        })
+    tokio::task::spawn_blocking(move || {
+        finish_blocking(&shared, claim, success, status, worktree.as_ref())
+    })
+    .await
+    .unwrap_or_else(|err| {
+        eprintln!("error: finishing `{id}` panicked: {err}");
+        Finished {
+            id,
+            outcome: "failed",
+        }
+    })
 }
 
-fn finish_blocking(shared: &Shared, claim: Claim, success: bool, status: Value) -> Finished {
+fn finish_blocking(
+    shared: &Shared,
+    claim: Claim,
+    success: bool,
+    mut status: Value,
+    worktree: Option<&crate::worktree::Record>,
+) -> Finished {
     let id = claim.id.clone();
+    // Before status.json, which says whether the worktree is still there.
+    if let Some(record) = worktree {
+        let ending = crate::worktree::finish(&shared.workspace, record, success);
+        status["worktree"] = record.status(&shared.workspace, ending.kept);
+        if !shared.quiet {
+            eprintln!("[{}] `{id}`: {}", shared.label, ending.note);
+        }
+    }
     let outcome = shared.queue.complete(&claim, success, &status);
     let verdict = if success { "processed" } else { "failed" };
     let events = outcome.as_ref().ok().map(|dest| dest.join("events.jsonl"));

@@ -20,3 +20,4 @@ mod swarm;
 mod telemetry;
 mod validate;
 mod wftest;
+mod worktree;

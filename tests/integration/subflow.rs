@@ -777,3 +777,43 @@ steps:
     run_within(&ws, &["resume", &id], DEADLINE).ok();
     assert_eq!(lines(&ws, "ran.log"), ["P0", "P0", "C1", "C2", "C3"]);
 }
+
+/// Under `isolation: worktree` the child's steps work in the parent's worktree.
+#[test]
+fn a_child_of_an_isolated_run_works_in_the_parents_worktree() {
+    let ws = Ws::new();
+    let out = ws.join("where");
+    ws.file(
+        "flows/child.yaml",
+        &format!(
+            "name: child\nsteps:\n  - name: Where\n    command: [sh, -c, 'pwd > {}']\n",
+            out.display()
+        ),
+    );
+    ws.workflow("isolation: worktree\nsteps:\n  - name: Sub\n    workflow: flows/child.yaml\n");
+    ws.file(".gitignore", "/.orchestrate/\n/where\n");
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["config", "user.email", "test@example.com"],
+        &["config", "user.name", "Test"],
+        &["add", "-A"],
+        &["commit", "-q", "-m", "setup"],
+    ] {
+        let status = Command::new("git")
+            .args(args)
+            .current_dir(ws.path())
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE")
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    }
+    let run = ws.run_wf(&[]);
+    run.ok();
+    assert_eq!(
+        ws.read("where").trim(),
+        ws.join(&format!(".orchestrate/worktrees/_runs/{}", run.id()))
+            .display()
+            .to_string()
+    );
+}

@@ -376,6 +376,36 @@ fn bad_role_budget_is_reported() {
 }
 
 #[test]
+fn bad_isolation_is_reported() {
+    let run = refused("bad_isolation");
+    assert_eq!(
+        locations(&run.stderr),
+        vec![(4, 11), (5, 5), (6, 13), (7, 11)],
+        "{}",
+        run.stderr
+    );
+    run.stderr_has("`isolation.worktree.base` is empty")
+        .stderr_has("unknown field `kep` in `isolation.worktree` of the workflow")
+        .stderr_has("did you mean `keep`?")
+        .stderr_has("uses `{id}`, which is not one of {role}, {task}, {workflow}")
+        .stderr_has("`isolation.worktree.keep` must be true or false");
+    let run = refused("agents/bad_isolation_role");
+    assert_eq!(locations(&run.stderr), vec![(2, 12)], "{}", run.stderr);
+    run.stderr_has("unknown isolation `worktre` in `isolation` of the role")
+        .stderr_has("did you mean `worktree`?");
+}
+
+#[test]
+fn good_isolation_validates() {
+    let ws = Ws::new();
+    ws.workflow(
+        "isolation: {worktree: {base: main, keep: true, branch: \"wt/{workflow}/{task}\", dir: ../wt}}\nsteps:\n  - name: A\n    command: [\"true\"]\n",
+    );
+    ws.file("agents/r.yaml", "workflow: wf.yaml\nisolation: none\n");
+    ws.run(&["validate", "wf.yaml", "agents/r.yaml"]).ok();
+}
+
+#[test]
 fn a_good_budget_validates() {
     let ws = Ws::new();
     ws.file(
