@@ -23,6 +23,9 @@ use crate::model::{Capture, Condition, Items, Pointer, Step, StepKind, Target, W
 use crate::state::{RunDir, RunState, RunStatus};
 use crate::template::{self, Lookup, Template, Undefined, VarRef};
 
+#[path = "fanout.rs"]
+mod fanout;
+
 /// At most this much of a text step's stdout is kept in state (the spec's 8 KB).
 pub const TEXT_KEEP_BYTES: usize = 8 * 1024;
 /// JSON capture parses at most this much stdout; more is a parse failure (the spec's 1 MB).
@@ -62,6 +65,7 @@ pub struct RunReport {
 }
 
 /// Everything a run needs besides the workflow.
+#[derive(Clone)]
 pub struct RunConfig {
     pub workspace: PathBuf,
     pub context: Map<String, Value>,
@@ -185,10 +189,15 @@ struct Failure {
     message: String,
 }
 
-/// Journal of completed results from an earlier attempt of this run, by execution ordinal.
+/// A recorded execution: its lane (empty for the run's own step list; see [`fanout`]) and its
+/// ordinal in that lane.
+type ExecKey = (Vec<u64>, u64);
+
+/// Journal of completed results from an earlier attempt of this run, by lane and execution
+/// ordinal: the step's name and result.
 #[derive(Default)]
 struct Journal {
-    entries: HashMap<u64, (String, Value)>,
+    entries: Arc<HashMap<ExecKey, (String, Value)>>,
     /// Ordinals at or past this one are ignored: the earlier attempt diverged or failed there.
     cutoff: u64,
 }
@@ -207,8 +216,17 @@ pub struct Runner {
     config: RunConfig,
     dir: RunDir,
     state: RunState,
-    events: EventLog,
+    /// One log for the run, shared by the lanes of a fan-out.
+    events: Arc<std::sync::Mutex<EventLog>>,
     journal: Journal,
+    /// Where this runner's executions are numbered: empty for the run's own step list; a
+    /// fan-out item's runner has `[..parent lane, fan-out exec, item index]` ([`fanout`]).
+    lane: Vec<u64>,
+    /// A failed step does not end this lane's run on resume (a fan-out item whose join
+    /// outlives failures): its recorded result is replayed like a success.
+    failure_is_outcome: bool,
+    /// The step whose result was recorded (or replayed) last.
+    last_recorded: Option<String>,
     /// Latest result per step name.
     results: Map<String, Value>,
     executions: u64,
@@ -235,14 +253,36 @@ pub struct Runner {
 /// What the run has spent against which limits.
 struct BudgetState {
     limits: crate::budget::Limits,
-    /// Every agent attempt so far (replayed results included).
-    spent: crate::budget::Spend,
+    /// Every agent attempt so far (replayed results included), shared by a fan-out's lanes.
+    spent: SharedSpend,
     /// When this process started the run (`max_wall_sec` counts from here).
     started: Instant,
     /// The failure message of a crossing, which replaces the step's generic one.
     failure: Option<String>,
     /// A cost limit was set but some tokens had no price: said once.
     warned_unpriced: bool,
+}
+
+/// What a run has spent, shared by every lane of the run so that concurrent items count
+/// against one budget.
+#[derive(Clone, Default)]
+struct SharedSpend(Arc<std::sync::Mutex<crate::budget::Spend>>);
+
+impl SharedSpend {
+    fn get(&self) -> crate::budget::Spend {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn add(&self, more: crate::budget::Spend) {
+        let mut spent = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *spent = spent.plus(more);
+    }
 }
 
 /// The state a run's first snapshot holds, rebuilt from its `run_started` event.
@@ -384,19 +424,21 @@ impl Runner {
                 ))
             })?
             .records;
-        let mut journal = Journal {
-            entries: HashMap::new(),
-            cutoff: u64::MAX,
-        };
+        let mut entries = HashMap::new();
         for record in &records {
             if record["event"] == "step_finished"
                 && let (Some(exec), Some(step)) = (record["exec"].as_u64(), record["step"].as_str())
             {
-                journal
-                    .entries
-                    .insert(exec, (step.to_string(), record["result"].clone()));
+                entries.insert(
+                    (fanout::lane_of(record), exec),
+                    (step.to_string(), record["result"].clone()),
+                );
             }
         }
+        let journal = Journal {
+            entries: Arc::new(entries),
+            cutoff: u64::MAX,
+        };
         state.resumes += 1;
         state.status = RunStatus::Running;
         state.finished_at = None;
@@ -450,8 +492,11 @@ impl Runner {
             config,
             dir,
             state,
-            events,
+            events: Arc::new(std::sync::Mutex::new(events)),
             journal,
+            lane: Vec::new(),
+            failure_is_outcome: false,
+            last_recorded: None,
             results,
             executions: 0,
             events_at_snapshot: 0,
@@ -464,7 +509,7 @@ impl Runner {
             last_step: None,
             budget: BudgetState {
                 limits,
-                spent: crate::budget::Spend::default(),
+                spent: SharedSpend::default(),
                 started: Instant::now(),
                 failure: None,
                 warned_unpriced: false,
@@ -581,7 +626,7 @@ impl Runner {
                 .values()
                 .filter_map(|r| r["output_file"].as_str().map(str::to_string))
                 .collect(),
-            spent: self.budget.spent,
+            spent: self.budget.spent.get(),
         })
     }
 
@@ -607,7 +652,13 @@ impl Runner {
         {
             reporter.report(&progress);
         }
+        let mut fields = fields;
+        if !self.lane.is_empty() {
+            fields["lane"] = json!(self.lane);
+        }
         self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .append(name, fields, durable)
             .map_err(|source| RunError::Io {
                 path: self.dir.events(),
@@ -620,7 +671,7 @@ impl Runner {
     /// run, so this keeps the amortized cost per step constant.
     fn snapshot(&mut self) -> Result<(), RunError> {
         self.state.executions = self.executions;
-        self.state.events_seq = self.events.seq();
+        self.state.events_seq = self.events_seq();
         self.state.updated_at = crate::clock::now_rfc3339();
         self.state.steps = self.results.clone();
         let mut state = self.state.clone();
@@ -640,18 +691,27 @@ impl Runner {
                 path: self.dir.state(),
                 source,
             })?;
-        self.events_at_snapshot = self.events.seq();
+        self.events_at_snapshot = self.events_seq();
         Ok(())
     }
 
+    fn events_seq(&self) -> u64 {
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .seq()
+    }
+
     fn maybe_snapshot(&mut self) -> Result<(), RunError> {
-        if !self.config.resumable {
+        if !self.config.resumable || !self.lane.is_empty() {
+            // A fan-out item's lane: the runner that owns the run snapshots it at the join.
             // A swarm task's attempt: its records are events.jsonl and the status.json the
             // role writes; a snapshot would cost a file per task and be read by nobody.
             return Ok(());
         }
-        let since = self.events.seq() - self.events_at_snapshot;
-        if since >= 64.max(self.events.seq() / 2) {
+        let seq = self.events_seq();
+        let since = seq - self.events_at_snapshot;
+        if since >= 64.max(seq / 2) {
             self.snapshot()?;
         }
         Ok(())
@@ -935,8 +995,10 @@ impl Runner {
         } else {
             json!({"reason": "", "from": ""})
         };
-        if !matches!(step.kind, StepKind::ForEach { .. })
-            && let Some(flow) = self.replay(step, exec)
+        if !matches!(
+            step.kind,
+            StepKind::ForEach { .. } | StepKind::Parallel { .. }
+        ) && let Some(flow) = self.replay(step, exec)
         {
             return Ok(flow);
         }
@@ -970,24 +1032,38 @@ impl Runner {
                     false,
                 )?;
                 match &step.kind {
-                    StepKind::ForEach { items, var, steps } => {
-                        match self.for_each(step, items, var, steps, loops).await? {
-                            (Flow::End, _) => {
-                                let result = json!({"status": "succeeded", "exit_code": 0, "ended_run": true});
-                                self.record(
-                                    step,
-                                    exec,
-                                    &iteration,
-                                    with_timing(result, &started_at, started),
-                                )?;
-                                return Ok(Flow::End);
-                            }
-                            (flow, result) => {
-                                let _ = flow;
-                                result
-                            }
-                        }
+                    StepKind::ForEach {
+                        items,
+                        var,
+                        steps,
+                        fan,
+                    } if fan.fans_out() => {
+                        self.fan_out_items(step, exec, items, var, steps, fan, loops)
+                            .await?
                     }
+                    StepKind::Parallel { branches, fan } => {
+                        self.fan_out_branches(step, exec, branches, fan, loops)
+                            .await?
+                    }
+                    StepKind::ForEach {
+                        items, var, steps, ..
+                    } => match self.for_each(step, items, var, steps, loops).await? {
+                        (Flow::End, _) => {
+                            let result =
+                                json!({"status": "succeeded", "exit_code": 0, "ended_run": true});
+                            self.record(
+                                step,
+                                exec,
+                                &iteration,
+                                with_timing(result, &started_at, started),
+                            )?;
+                            return Ok(Flow::End);
+                        }
+                        (flow, result) => {
+                            let _ = flow;
+                            result
+                        }
+                    },
                     StepKind::WaitFor {
                         glob,
                         timeout,
@@ -1103,7 +1179,7 @@ impl Runner {
             format_version: 1,
             // Execution numbers repeat on resume, so a decision given while the engine was down
             // still answers the same request.
-            request_id: format!("{run_id}-{exec}"),
+            request_id: format!("{run_id}-{}{exec}", fanout::log_prefix(&self.lane)),
             run_id: run_id.clone(),
             step: step.name.clone(),
             message: message.clone(),
@@ -1311,7 +1387,8 @@ impl Runner {
         if exec >= self.journal.cutoff {
             return None;
         }
-        let Some((name, result)) = self.journal.entries.get(&exec).cloned() else {
+        let key = (self.lane.clone(), exec);
+        let Some((name, result)) = self.journal.entries.get(&key).cloned() else {
             self.journal.cutoff = exec;
             return None;
         };
@@ -1332,7 +1409,7 @@ impl Runner {
             }
         };
         let handled = edge(step, flow, Some(&result)).is_some()
-            || (flow == Flow::Failed && !self.workflow.strict_flow);
+            || (flow == Flow::Failed && (!self.workflow.strict_flow || self.failure_is_outcome));
         if matches!(flow, Flow::Failed | Flow::Rejected) && !handled {
             // This failure ended the earlier attempt: run the step again.
             self.journal.cutoff = exec;
@@ -1341,11 +1418,20 @@ impl Runner {
         if let Ok(task) = serde_json::from_value::<crate::queue::Enqueued>(result["task"].clone()) {
             self.enqueued.push(task);
         }
-        self.budget.spent = self
-            .budget
+        self.budget
             .spent
-            .plus(crate::budget::Spend::of_result(&result));
+            .add(crate::budget::Spend::of_result(&result));
+        if flow == Flow::Failed {
+            // As when it ran: the failure is the run's (or the item's) to report.
+            let exit_code = result["exit_code"].as_i64().unwrap_or(1) as i32;
+            let detail = error_text(&result).unwrap_or_else(|| format!("exit code {exit_code}"));
+            self.failure = Some(Failure {
+                exit_code,
+                message: format!("step `{}` (line {}) failed: {detail}", step.name, step.line),
+            });
+        }
         self.results.insert(step.name.clone(), result);
+        self.last_recorded = Some(step.name.clone());
         self.progress(&format!(
             "↺ {} (completed earlier; not run again)",
             step.name
@@ -1366,6 +1452,7 @@ impl Runner {
             true,
         )?;
         self.results.insert(step.name.clone(), result);
+        self.last_recorded = Some(step.name.clone());
         self.maybe_snapshot()
     }
 
@@ -1410,11 +1497,12 @@ impl Runner {
             false,
         )?;
         let mut completed = 0;
-        for (index, item) in values.into_iter().enumerate() {
+        let mut outcomes = Vec::with_capacity(total);
+        for (index, item) in values.iter().enumerate() {
             let mut frames = loops.to_vec();
             frames.push(LoopFrame {
                 var: var.to_string(),
-                item,
+                item: item.clone(),
                 index,
                 total,
             });
@@ -1423,26 +1511,42 @@ impl Runner {
                 json!({"step": step.name, "index": index, "total": total}),
                 false,
             )?;
-            match self.run_list(body, &frames).await? {
+            self.last_recorded = None;
+            let flow = self.run_list(body, &frames).await?;
+            let status = match flow {
                 Flow::End => return Ok((Flow::End, Value::Null)),
-                Flow::Failed | Flow::Rejected => {
-                    let message = match &self.failure {
-                        Some(f) => format!("iteration {index} failed: {}", f.message),
-                        None => format!("iteration {index} failed"),
-                    };
-                    let code = self.failure.as_ref().map(|f| f.exit_code).unwrap_or(1);
-                    let mut result = failed_result(code, message);
-                    result["iterations"] = json!(completed);
-                    result["total"] = json!(total);
-                    return Ok((Flow::Failed, result));
+                Flow::Succeeded | Flow::Skipped => fanout::Status::Succeeded,
+                Flow::Failed | Flow::Rejected if self.config.cancel.is_cancelled() => {
+                    fanout::Status::Cancelled
                 }
-                Flow::Succeeded | Flow::Skipped => completed += 1,
+                Flow::Failed | Flow::Rejected => fanout::Status::Failed,
+            };
+            outcomes.push(self.outcome(status, Some((index, item.clone()))));
+            if status != fanout::Status::Succeeded {
+                outcomes.extend(
+                    values
+                        .iter()
+                        .enumerate()
+                        .skip(index + 1)
+                        .map(|(later, item)| fanout::not_started(later, item)),
+                );
+                let message = match &self.failure {
+                    Some(f) => format!("iteration {index} failed: {}", f.message),
+                    None => format!("iteration {index} failed"),
+                };
+                let code = self.failure.as_ref().map(|f| f.exit_code).unwrap_or(1);
+                let mut result = failed_result(code, message);
+                result["iterations"] = json!(completed);
+                result["total"] = json!(total);
+                fanout::tally(&mut result, outcomes);
+                return Ok((Flow::Failed, result));
             }
+            completed += 1;
         }
-        Ok((
-            Flow::Succeeded,
-            json!({"status": "succeeded", "exit_code": 0, "iterations": completed, "total": total}),
-        ))
+        let mut result =
+            json!({"status": "succeeded", "exit_code": 0, "iterations": completed, "total": total});
+        fanout::tally(&mut result, outcomes);
+        Ok((Flow::Succeeded, result))
     }
 
     fn resolve_pointer(&self, pointer: &Pointer) -> Result<Vec<Value>, String> {
@@ -1595,7 +1699,12 @@ impl Runner {
                 // Execution numbers repeat on resume: keep the earlier attempt's logs.
                 suffix.push_str(&format!(".r{}", self.state.resumes));
             }
-            let base = format!("{exec:04}-{}{suffix}", step.name);
+            // A fan-out item's logs carry its lane, so each item's output is its own file.
+            let base = format!(
+                "{}{exec:04}-{}{suffix}",
+                fanout::log_prefix(&self.lane),
+                step.name
+            );
             let stdout_log = self.dir.logs().join(format!("{base}.stdout"));
             let stderr_log = self.dir.logs().join(format!("{base}.stderr"));
             let limit = match step.capture {
@@ -1644,10 +1753,9 @@ impl Runner {
                 Some(run) => self.agent_capture(step, &finished, run, &stdout_log, &stderr_log),
                 None => capture(step, &finished),
             };
-            self.budget.spent = self
-                .budget
+            self.budget
                 .spent
-                .plus(crate::budget::Spend::of_result(&result));
+                .add(crate::budget::Spend::of_result(&result));
             if let (Some(Ok(before)), Some(run)) = (&before, &prepared.agent) {
                 self.verify_unchanged(step, run, before, &mut result);
             }
@@ -2013,6 +2121,7 @@ impl Runner {
                 argv
             }
             StepKind::ForEach { .. }
+            | StepKind::Parallel { .. }
             | StepKind::WaitFor { .. }
             | StepKind::Enqueue { .. }
             | StepKind::Approval { .. } => Vec::new(),
@@ -2666,7 +2775,7 @@ impl Runner {
         let Some(crossing) = self
             .budget
             .limits
-            .check(self.budget.spent, self.budget.started.elapsed())
+            .check(self.budget.spent.get(), self.budget.started.elapsed())
         else {
             return Ok(false);
         };
@@ -2696,18 +2805,21 @@ impl Runner {
                 .day
                 .as_ref()
                 .is_some_and(|(swarm, _)| swarm.max_cost_usd_per_day.is_some());
-        if !cost_limited || self.budget.spent.unpriced_tokens == 0 || self.budget.warned_unpriced {
+        if !cost_limited
+            || self.budget.spent.get().unpriced_tokens == 0
+            || self.budget.warned_unpriced
+        {
             return Ok(());
         }
         self.budget.warned_unpriced = true;
         let message = format!(
             "budget: {} tokens have no known price, so the cost limit cannot count them (token limits still apply); add a price for their model under `prices:` in runtimes.yaml",
-            self.budget.spent.unpriced_tokens
+            self.budget.spent.get().unpriced_tokens
         );
         self.progress(&format!("! {message}"));
         self.event(
             "budget_unpriced",
-            json!({"unpriced_tokens": self.budget.spent.unpriced_tokens, "message": message}),
+            json!({"unpriced_tokens": self.budget.spent.get().unpriced_tokens, "message": message}),
             false,
         )
     }
@@ -2737,7 +2849,7 @@ impl Runner {
             spec.stdout_lines = Some(tx);
             lines = Some((StreamParser::new(runtime), rx, runtime));
         }
-        let spent = self.budget.spent;
+        let spent = self.budget.spent.get();
         let started = self.budget.started;
         let prices = &self.config.profiles.prices;
         let model = agent.and_then(|a| a.model.clone());
