@@ -449,6 +449,9 @@ pub struct Execution {
     /// For a `for_each`: how many items it had.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub items: Option<u64>,
+    /// A `parallel` step (a container whose body is its branches).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub parallel: bool,
 }
 
 /// What a rejection said (the runner's `${feedback.reason}`), on one short line.
@@ -550,6 +553,7 @@ fn execution(event: &Value, container: bool) -> Execution {
         superseded: false,
         finished_at: str_field(result, "finished_at").or_else(|| str_field(event, "ts")),
         items: result["total"].as_u64(),
+        parallel: result.get("branches").is_some(),
     }
 }
 
@@ -1496,6 +1500,9 @@ pub struct StepRow {
     pub duration_share: f64,
     pub cost_share: f64,
     pub container: bool,
+    /// A `parallel` step (shown as such rather than as a for_each).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub parallel: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -1812,9 +1819,11 @@ fn analyze(workspace: &Path, loaded: &Loaded) -> RunReport {
                 duration_share: 0.0,
                 cost_share: 0.0,
                 container: false,
+                parallel: false,
             }
         });
         row.container |= e.container;
+        row.parallel |= e.parallel;
         row.attempts += e.attempts;
         row.duration_sec += e.duration_sec;
         row.tokens.add(&e.tokens);
@@ -2324,7 +2333,9 @@ impl RunReport {
             .steps
             .iter()
             .map(|r| {
-                let name = if r.container {
+                let name = if r.parallel {
+                    format!("{} (parallel)", r.step)
+                } else if r.container {
                     format!("{} (for_each)", r.step)
                 } else {
                     r.step.clone()
@@ -2627,6 +2638,9 @@ pub struct StatusView {
     pub phase: Option<String>,
     /// Enclosing steps in progress (for_each loops), outermost first.
     pub within: Vec<OpenStep>,
+    /// Other steps in progress at the same time: fan-out items besides the current one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub running_too: Vec<OpenStep>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -2660,6 +2674,7 @@ impl StatusView {
             current: None,
             phase: None,
             within: Vec::new(),
+            running_too: Vec::new(),
             started_at: None,
             elapsed_sec: None,
             steps_finished: 0,
@@ -2711,6 +2726,14 @@ impl StatusView {
                 let _ = write!(line, ", for {}", fmt_duration(secs.max(0.0)));
             }
             let _ = writeln!(out, "{line}");
+            if !self.running_too.is_empty() {
+                let others: Vec<String> = self
+                    .running_too
+                    .iter()
+                    .map(|o| format!("{} (exec {})", o.step, exec_label(&o.lane, o.exec)))
+                    .collect();
+                let _ = writeln!(out, "running too: {}", others.join(", "));
+            }
         }
         if let Some(wait) = &self.waiting_for_approval {
             let _ = writeln!(
@@ -2828,6 +2851,11 @@ pub fn status(workspace: &Path, run_id: Option<&str>) -> Result<StatusView, Obse
         Vec::new()
     };
     let current = open.pop();
+    // Fan-out items run at once: of the other open steps, those of the current step's lane or
+    // of a lane it descends from enclose it; the rest are its siblings, running too.
+    let (open, running_too): (Vec<OpenStep>, Vec<OpenStep>) = open
+        .into_iter()
+        .partition(|o| current.as_ref().is_none_or(|c| c.lane.starts_with(&o.lane)));
     let phase = current.as_ref().and_then(|c| {
         if c.kind != "agent" {
             return None;
@@ -2893,6 +2921,7 @@ pub fn status(workspace: &Path, run_id: Option<&str>) -> Result<StatusView, Obse
         current,
         phase,
         within: open,
+        running_too,
         started_at,
         elapsed_sec,
         steps_finished: finished,

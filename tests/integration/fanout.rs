@@ -438,3 +438,105 @@ steps:
     assert_eq!(each["iterations"], 1);
     assert_eq!(statuses(&each), ["succeeded", "failed"]);
 }
+
+/// Starts `orchestrate run wf.yaml --quiet` in the background.
+fn spawn_run(ws: &Ws) -> std::process::Child {
+    ws.cmd(&["run", "wf.yaml", "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn finished_count(ws: &Ws, id: &str, step: &str) -> usize {
+    std::fs::read_to_string(ws.run_dir(id).join("events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"step_finished\"") && l.contains(&format!("\"step\":\"{step}\"")))
+        .count()
+}
+
+#[test]
+fn under_all_done_a_recorded_failure_is_the_items_outcome_on_resume() {
+    let ws = Ws::new();
+    std::fs::create_dir_all(ws.join("pids")).unwrap();
+    ws.workflow(
+        r#"name: crash-done
+steps:
+  - name: Each
+    for_each:
+      items: [0, 1, 2]
+      max_parallel: 3
+      join: all_done
+      steps:
+        - name: Work
+          command: ["sh", "-c", "echo ${item} >> ran.log; echo $$ > pids/${item}; if [ ${item} = 1 ]; then exit 5; fi; if [ ${item} = 2 ]; then while [ ! -f release ]; do sleep 0.05; done; fi"]
+"#,
+    );
+    let mut engine = spawn_run(&ws);
+    let id = only_run_id(&ws);
+    wait_until("items 0 and 1 recorded, 2 running", DEADLINE, || {
+        finished_count(&ws, &id, "Work") == 2 && lines(&ws, "ran.log").len() == 3
+    });
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+    let pid = ws.read("pids/2").trim().to_string();
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .status();
+    ws.file("release", "");
+    run_within(&ws, &["resume", &id], DEADLINE).ok();
+    let mut ran = lines(&ws, "ran.log");
+    ran.sort();
+    assert_eq!(
+        ran,
+        ["0", "1", "2", "2"],
+        "the failed item is not run again"
+    );
+    let state = ws.state(&id);
+    assert_eq!(
+        statuses(&state["steps"]["Each"]),
+        ["succeeded", "failed", "succeeded"]
+    );
+}
+
+#[test]
+fn status_shows_the_items_running_at_once() {
+    let ws = Ws::new();
+    ws.workflow(
+        r#"name: live
+steps:
+  - name: Each
+    for_each:
+      items: [a, b, c]
+      max_parallel: 3
+      steps:
+        - name: Work
+          command: ["sh", "-c", "while [ ! -f release ]; do sleep 0.05; done"]
+"#,
+    );
+    let mut engine = spawn_run(&ws);
+    let id = only_run_id(&ws);
+    let events = ws.run_dir(&id).join("events.jsonl");
+    wait_until("three items running", DEADLINE, || {
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .matches("\"process_started\"")
+            .count()
+            == 3
+    });
+    let status = ws.run(&["status", &id]);
+    status.ok();
+    ws.file("release", "");
+    let now = status
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("now: "))
+        .unwrap_or_else(|| panic!("no `now:` line\n{}", status.stdout));
+    assert!(
+        now.starts_with("now: Work (command) in Each (item "),
+        "{now}"
+    );
+    status.stdout_has("running too: Work (exec 1.");
+    assert!(engine.wait().unwrap().success());
+}
