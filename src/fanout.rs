@@ -341,7 +341,11 @@ impl Runner {
                 && !self.config.cancel.is_cancelled()
             {
                 let Some(unit) = pending.next() else { break };
-                self.unit_event(step, &unit.label, unit.index, total, None)?;
+                if let Err(err) = self.unit_event(step, &unit.label, unit.index, total, None) {
+                    cancel.cancel();
+                    error = Some(err);
+                    break;
+                }
                 let mut lane = self.lane.clone();
                 lane.extend([exec, unit.index as u64]);
                 let mut runner = self.fork(lane, exec, cancel.clone(), outlives_failure);
@@ -357,18 +361,21 @@ impl Runner {
                 Ok(joined) => joined,
                 Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
                 Err(err) => {
-                    // Aborted: only a dropped set aborts its tasks, and this one is still held.
-                    return Err(RunError::Resume {
-                        run_id: self.state.run_id.clone(),
-                        message: format!("a fan-out lane of step `{}` ended: {err}", step.name),
+                    // Only a dropped set aborts its tasks, and this one is held: say so rather
+                    // than lose the item.
+                    cancel.cancel();
+                    error.get_or_insert(RunError::Lane {
+                        step: step.name.clone(),
+                        message: err.to_string(),
                     });
+                    continue;
                 }
             };
             let flow = match flow {
                 Ok(flow) => flow,
                 Err(err) => {
                     // The records cannot be written: stop the siblings and report it once
-                    // they are gone.
+                    // they are gone (dropping them would leave their processes running).
                     cancel.cancel();
                     error.get_or_insert(err);
                     continue;
@@ -379,7 +386,10 @@ impl Runner {
                 Flow::Failed | Flow::Rejected if lane.failure.is_some() => Status::Failed,
                 Flow::Failed | Flow::Rejected => Status::Cancelled,
             };
-            self.unit_event(step, &labels[index], index, total, Some(status))?;
+            if let Err(err) = self.unit_event(step, &labels[index], index, total, Some(status)) {
+                cancel.cancel();
+                error.get_or_insert(err);
+            }
             if status == Status::Failed && !outlives_failure && failure.is_none() {
                 let what = labels[index].describe(index);
                 let message = lane

@@ -161,6 +161,8 @@ pub enum RunError {
     State(#[from] crate::state::StateError),
     #[error("failed to resume run {run_id}: {message}")]
     Resume { run_id: String, message: String },
+    #[error("failed to join the items of fan-out step `{step}`: {message}")]
+    Lane { step: String, message: String },
 }
 
 /// How a step ended, for control flow.
