@@ -296,6 +296,23 @@ impl Runner {
             crate::model::StepKind::Parallel { .. } => "branch",
             _ => "item",
         };
+        // A spending limit crossed by the items fails the step whatever the join: the items'
+        // results say what they did, the limit says the run may not go on.
+        if !self.budget.limits.is_empty()
+            && let Some(crossing) = self
+                .budget
+                .limits
+                .check(self.budget.spent.get(), self.budget.started.elapsed())
+        {
+            let message = crossing.message(&self.config.workspace, None, false);
+            return failed_result(
+                1,
+                format!(
+                    "{message}; the {what}s of `{}` still running were stopped",
+                    step.name
+                ),
+            );
+        }
         match fan.join {
             Join::AllSuccess => match failure {
                 Some(message) => failed_result(1, message),

@@ -540,3 +540,94 @@ steps:
     status.stdout_has("running too: Work (exec 1.");
     assert!(engine.wait().unwrap().success());
 }
+
+/// The pids the items wrote into `pids/`, once there are `n`.
+fn item_pids(ws: &Ws, n: usize) -> Vec<u32> {
+    let mut pids = Vec::new();
+    wait_until("every item's pid", DEADLINE, || {
+        pids = entries(ws, "pids")
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(ws.join(&format!("pids/{f}"))).ok())
+            .filter_map(|t| t.trim().parse().ok())
+            .collect();
+        pids.len() == n
+    });
+    pids
+}
+
+#[test]
+fn a_budget_stops_every_item_running_at_once() {
+    let ws = Ws::new();
+    std::fs::create_dir_all(ws.join("pids")).unwrap();
+    ws.workflow(
+        r#"name: budget
+budget:
+  max_wall_sec: 1
+steps:
+  - name: Each
+    for_each:
+      items: [1, 2, 3]
+      max_parallel: 3
+      join: all_done
+      steps:
+        - name: Work
+          command: ["sh", "-c", "echo $$ > pids/${item}; sleep 30; touch finished.${item}"]
+"#,
+    );
+    let run = run_within(&ws, &["run", "wf.yaml"], Duration::from_secs(25));
+    run.code(1)
+        .stderr_has("budget exceeded: max_wall_sec")
+        .stderr_has("the items of `Each` still running were stopped");
+    for pid in item_pids(&ws, 3) {
+        wait_until(
+            "the item's process to be gone",
+            Duration::from_secs(10),
+            || !pid_alive(pid),
+        );
+    }
+    assert!(
+        entries(&ws, ".")
+            .iter()
+            .all(|f| !f.starts_with("finished."))
+    );
+}
+
+#[test]
+fn an_interrupt_stops_every_item_and_resume_finishes_them() {
+    let ws = Ws::new();
+    std::fs::create_dir_all(ws.join("pids")).unwrap();
+    ws.workflow(
+        r#"name: interrupt
+steps:
+  - name: Each
+    for_each:
+      items: [1, 2]
+      max_parallel: 2
+      steps:
+        - name: Work
+          command: ["sh", "-c", "echo $$ > pids/${item}; while [ ! -f release ]; do sleep 0.05; done; echo ${item} >> done.log"]
+"#,
+    );
+    let mut engine = spawn_run(&ws);
+    let pids = item_pids(&ws, 2);
+    let id = only_run_id(&ws);
+    Command::new("kill")
+        .args(["-INT", &engine.id().to_string()])
+        .status()
+        .unwrap();
+    let status = engine.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    for pid in pids {
+        wait_until(
+            "the item's process to be gone",
+            Duration::from_secs(10),
+            || !pid_alive(pid),
+        );
+    }
+    assert_eq!(ws.state(&id)["status"], "interrupted");
+    ws.file("release", "");
+    run_within(&ws, &["resume", &id], DEADLINE).ok();
+    let mut done = lines(&ws, "done.log");
+    done.sort();
+    assert_eq!(done, ["1", "2"]);
+}
