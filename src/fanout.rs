@@ -366,6 +366,15 @@ impl Runner {
                 let mut lane = self.lane.clone();
                 lane.extend([exec, unit.index as u64]);
                 let mut runner = self.fork(lane, exec, cancel.clone(), outlives_failure);
+                let which = match &unit.label {
+                    Label::Item(_) => format!("{} #{}", step.name, unit.index),
+                    Label::Branch(name) => format!("{} {name}", step.name),
+                };
+                runner.lane_label = if self.lane_label.is_empty() {
+                    which
+                } else {
+                    format!("{} › {which}", self.lane_label)
+                };
                 set.spawn(async move {
                     let flow = runner.run_list(&unit.body, &unit.frames).await;
                     (unit.index, runner, flow)
@@ -398,9 +407,20 @@ impl Runner {
                     continue;
                 }
             };
+            // Stopped by the cancel, unless its last step failed on its own (the failure that
+            // cancelled the others, or one that came at the same time).
+            let last_status = lane
+                .last_recorded
+                .as_ref()
+                .and_then(|name| lane.results.get(name))
+                .and_then(|r| r["status"].as_str());
+            let stopped = lane.config.cancel.is_cancelled()
+                && !matches!(last_status, Some("failed" | "rejected"));
             let status = match flow {
                 Flow::Succeeded | Flow::Skipped | Flow::End => Status::Succeeded,
-                Flow::Failed | Flow::Rejected if lane.failure.is_some() => Status::Failed,
+                Flow::Failed | Flow::Rejected if !stopped && lane.failure.is_some() => {
+                    Status::Failed
+                }
                 Flow::Failed | Flow::Rejected => Status::Cancelled,
             };
             if let Err(err) = self.unit_event(step, &labels[index], index, total, Some(status)) {
@@ -508,6 +528,7 @@ impl Runner {
                 },
             },
             lane,
+            lane_label: String::new(),
             failure_is_outcome: outlives_failure,
             last_recorded: None,
             results: self.results.clone(),

@@ -224,6 +224,8 @@ pub struct Runner {
     /// Where this runner's executions are numbered: empty for the run's own step list; a
     /// fan-out item's runner has `[..parent lane, fan-out exec, item index]` ([`fanout`]).
     lane: Vec<u64>,
+    /// How progress lines name the lane (`Each #2 › Checks lint`); empty for the run's own.
+    lane_label: String,
     /// A failed step does not end this lane's run on resume (a fan-out item whose join
     /// outlives failures): its recorded result is replayed like a success.
     failure_is_outcome: bool,
@@ -497,6 +499,7 @@ impl Runner {
             events: Arc::new(std::sync::Mutex::new(events)),
             journal,
             lane: Vec::new(),
+            lane_label: String::new(),
             failure_is_outcome: false,
             last_recorded: None,
             results,
@@ -720,6 +723,14 @@ impl Runner {
     }
 
     fn progress(&self, text: &str) {
+        // Lines of fan-out items say whose they are: `[Each #2] ✓ Work (0.31s)`.
+        let labelled;
+        let text = if self.lane_label.is_empty() {
+            text
+        } else {
+            labelled = format!("[{}] {text}", self.lane_label);
+            labelled.as_str()
+        };
         match &self.config.reporter {
             Some(reporter) => reporter.report(&crate::progress::Progress::Message(events::mask(
                 text,

@@ -45,7 +45,7 @@ steps:
 "#,
     );
     let run = run_within(&ws, &["run", "wf.yaml"], DEADLINE);
-    run.ok();
+    run.ok().stderr_has("[Each #3] ✓ Work (");
     let each = run.step("Each");
     assert_eq!(each["status"], "succeeded");
     assert_eq!(each["succeeded"], 8);
