@@ -121,10 +121,16 @@ impl Label {
     }
 }
 
-/// A unit's lane after it ended.
+/// What is kept of a unit's lane once it ended (the lane itself, with its copy of the run's
+/// results, is dropped at once).
 struct Ended {
     status: Status,
-    lane: Runner,
+    /// [`Runner::outcome`] of the lane, without the item's index and value.
+    outcome: Value,
+    /// Results of the body's steps that the lane changed, to merge in unit order.
+    changed: Vec<(String, Value)>,
+    enqueued: Vec<crate::queue::Enqueued>,
+    warned_unpriced: bool,
 }
 
 impl Runner {
@@ -217,7 +223,13 @@ impl Runner {
             .zip(&values)
             .enumerate()
             .map(|(index, (ended, item))| match ended {
-                Some(e) => e.lane.outcome(e.status, Some((index, item.clone()))),
+                Some(e) => {
+                    let mut outcome = json!({"index": index, "item": item});
+                    if let (Value::Object(into), Value::Object(from)) = (&mut outcome, &e.outcome) {
+                        into.extend(from.clone());
+                    }
+                    outcome
+                }
                 None => not_started(index, item),
             })
             .collect();
@@ -259,7 +271,7 @@ impl Runner {
         let mut outcomes = Vec::new();
         for (branch, ended) in branches.iter().zip(&ended) {
             let mut outcome = match ended {
-                Some(e) => e.lane.outcome(e.status, None),
+                Some(e) => e.outcome.clone(),
                 None => json!({"status": Status::NotStarted.label(), "exit_code": null}),
             };
             outcome["branch"] = json!(branch.name);
@@ -383,7 +395,7 @@ impl Runner {
             let Some(joined) = set.join_next().await else {
                 break;
             };
-            let (index, lane, flow) = match joined {
+            let (index, mut lane, flow) = match joined {
                 Ok(joined) => joined,
                 Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
                 Err(err) => {
@@ -436,7 +448,22 @@ impl Runner {
                 failure = Some(format!("{what} failed: {message}"));
                 cancel.cancel();
             }
-            ended[index] = Some(Ended { status, lane });
+            let mut names = Vec::new();
+            collect_names(&bodies[index], &mut names);
+            let changed = names
+                .into_iter()
+                .filter_map(|name| {
+                    let value = lane.results.get(&name)?;
+                    (forked_results.get(&name) != Some(value)).then(|| (name, value.clone()))
+                })
+                .collect();
+            ended[index] = Some(Ended {
+                status,
+                outcome: lane.outcome(status, None),
+                changed,
+                enqueued: std::mem::take(&mut lane.enqueued),
+                warned_unpriced: lane.budget.warned_unpriced,
+            });
         }
         if let Some(err) = error {
             return Err(err);
@@ -454,19 +481,12 @@ impl Runner {
             }
         }
         // Merged in unit order: after the step, a body step's result is the last unit's.
-        for (index, e) in ended.iter().enumerate() {
-            let Some(e) = e else { continue };
-            let mut names = Vec::new();
-            collect_names(&bodies[index], &mut names);
-            for name in names {
-                if let Some(value) = e.lane.results.get(&name)
-                    && forked_results.get(&name) != Some(value)
-                {
-                    self.results.insert(name, value.clone());
-                }
+        for e in ended.iter_mut().flatten() {
+            for (name, value) in std::mem::take(&mut e.changed) {
+                self.results.insert(name, value);
             }
-            self.enqueued.extend(e.lane.enqueued.iter().cloned());
-            self.budget.warned_unpriced |= e.lane.budget.warned_unpriced;
+            self.enqueued.append(&mut e.enqueued);
+            self.budget.warned_unpriced |= e.warned_unpriced;
         }
         Ok((ended, failure))
     }
