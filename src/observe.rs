@@ -1663,6 +1663,8 @@ pub struct Notable {
     pub path: String,
     pub step: String,
     pub exec: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lane: Vec<u64>,
     pub duration_sec: f64,
     pub cost_usd: f64,
 }
@@ -2112,6 +2114,7 @@ fn many(workspace: &Path, since: Option<DateTime<Utc>>) -> RunsReport {
                 path: report.path.clone(),
                 step: e.step.clone(),
                 exec: e.exec,
+                lane: e.lane.clone(),
                 duration_sec: e.duration_sec,
                 cost_usd: e.cost_usd,
             });
@@ -2595,7 +2598,7 @@ impl RunsReport {
                     fmt_duration(n.duration_sec),
                     fmt_cost(n.cost_usd),
                     n.step,
-                    n.exec,
+                    exec_label(&n.lane, n.exec),
                     n.path
                 );
             }
@@ -4281,5 +4284,60 @@ steps:
         let v: Vec<f64> = (1..=20).map(f64::from).collect();
         assert_eq!(percentile(&v, 0.5), 10.0);
         assert_eq!(percentile(&v, 0.95), 19.0);
+    }
+}
+
+#[cfg(test)]
+mod fan_out_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn finished(step: &str, exec: u64, lane: &[u64], status: &str) -> Value {
+        json!({"event": "step_finished", "ts": "2026-01-01T00:00:01Z", "step": step, "exec": exec,
+            "lane": lane, "iteration": [], "result": {"status": status, "duration": 1.0}})
+    }
+
+    #[test]
+    fn a_resume_replaces_only_the_lanes_it_runs_again() {
+        let events = [
+            json!({"event": "run_started", "ts": "2026-01-01T00:00:00Z", "name": "wf"}),
+            json!({"event": "step_started", "ts": "2026-01-01T00:00:00Z", "step": "Each", "exec": 1, "kind": "for_each", "iteration": []}),
+            finished("Work", 1, &[1, 0], "succeeded"),
+            finished("Work", 1, &[1, 1], "failed"),
+            json!({"event": "step_finished", "ts": "2026-01-01T00:00:02Z", "step": "Each", "exec": 1,
+                "iteration": [], "result": {"status": "failed", "iterations": 1, "total": 2}}),
+            json!({"event": "run_resumed", "ts": "2026-01-01T00:00:03Z", "resumes": 1}),
+            json!({"event": "step_started", "ts": "2026-01-01T00:00:03Z", "step": "Each", "exec": 1, "kind": "for_each", "iteration": []}),
+            finished("Work", 1, &[1, 1], "succeeded"),
+            json!({"event": "step_finished", "ts": "2026-01-01T00:00:04Z", "step": "Each", "exec": 1,
+                "iteration": [], "result": {"status": "succeeded", "iterations": 2, "total": 2}}),
+            finished("After", 2, &[], "succeeded"),
+        ];
+        let facts = fold(&events, "R");
+        let path: Vec<(String, String, Vec<u64>)> = facts
+            .path
+            .iter()
+            .map(|&i| {
+                let e = &facts.executions[i];
+                (e.step.clone(), e.status.clone(), e.key())
+            })
+            .collect();
+        assert_eq!(
+            path,
+            [
+                ("Each".to_string(), "succeeded".to_string(), vec![1]),
+                ("Work".to_string(), "succeeded".to_string(), vec![1, 0, 1]),
+                ("Work".to_string(), "succeeded".to_string(), vec![1, 1, 1]),
+                ("After".to_string(), "succeeded".to_string(), vec![2]),
+            ]
+        );
+        let superseded: Vec<&str> = facts
+            .executions
+            .iter()
+            .filter(|e| e.superseded)
+            .map(|e| e.status.as_str())
+            .collect();
+        assert_eq!(superseded, ["failed", "failed"], "the failed item and loop");
+        assert_eq!(exec_label(&[1, 1], 1), "1.1.1");
     }
 }
