@@ -65,8 +65,38 @@ pub(super) fn log_prefix(lane: &[u64]) -> String {
     lane.iter().map(|n| format!("{n:04}.")).collect()
 }
 
+/// The captured output (`output`, `lines`, `json`) the outcomes of one step keep in all: the
+/// step's result goes into the event log and the state snapshot, so a loop over many items with
+/// large outputs must not make them grow without bound. Later items beyond it keep their status,
+/// exit code and error, and say `"output_dropped": true`; their step logs keep everything.
+pub(super) const RESULTS_KEEP_BYTES: usize = 4 * 1024 * 1024;
+
 /// Adds the outcomes and their counts to a fan-out step's result.
-pub(super) fn tally(result: &mut Value, outcomes: Vec<Value>) {
+pub(super) fn tally(result: &mut Value, mut outcomes: Vec<Value>) {
+    let mut kept = 0;
+    let mut dropped = false;
+    for outcome in &mut outcomes {
+        let Value::Object(fields) = outcome else {
+            continue;
+        };
+        let size: usize = ["output", "lines", "json"]
+            .iter()
+            .filter_map(|k| fields.get(*k))
+            .map(|v| serde_json::to_string(v).map_or(0, |t| t.len()))
+            .sum();
+        if kept + size > RESULTS_KEEP_BYTES {
+            for key in ["output", "lines", "json"] {
+                fields.remove(key);
+            }
+            fields.insert("output_dropped".into(), json!(true));
+            dropped = true;
+        } else {
+            kept += size;
+        }
+    }
+    if dropped {
+        result["results_truncated"] = json!(true);
+    }
     let count = |status: Status| {
         outcomes
             .iter()
@@ -613,6 +643,21 @@ mod tests {
         assert_eq!(result["cancelled"], 1);
         assert_eq!(result["not_started"], 1);
         assert_eq!(result["results"][3]["item"], "d");
+    }
+
+    #[test]
+    fn outcomes_keep_outputs_up_to_a_bound() {
+        let big = "x".repeat(RESULTS_KEEP_BYTES / 4);
+        let outcomes = (0..4)
+            .map(|i| json!({"index": i, "status": "succeeded", "output": big}))
+            .collect();
+        let mut result = json!({});
+        tally(&mut result, outcomes);
+        assert_eq!(result["results"][2]["output"], json!(big));
+        assert!(result["results"][3].get("output").is_none());
+        assert_eq!(result["results"][3]["output_dropped"], true);
+        assert_eq!(result["results"][3]["status"], "succeeded");
+        assert_eq!(result["results_truncated"], true);
     }
 
     #[test]
