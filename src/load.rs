@@ -2730,6 +2730,9 @@ impl<'a> Checker<'a> {
                 hint,
             ));
         }
+        if let Some(problem) = self.check_fan_out_ref(var, text, what, name, field, kind) {
+            return Some(problem);
+        }
         match (field.as_str(), capture) {
             ("json", Capture::Json) if var.segments.len() > 3 => {
                 let workflow = self.workflow;
@@ -2781,6 +2784,69 @@ impl<'a> Checker<'a> {
             }
             _ => None,
         }
+    }
+}
+
+impl Checker<'_> {
+    /// `${steps.X.results}` and the counts exist on `for_each` and `parallel` steps only, and
+    /// `${steps.X.branches.B}` names a branch of parallel step X.
+    fn check_fan_out_ref(
+        &self,
+        var: &crate::template::VarRef,
+        text: &str,
+        what: &str,
+        name: &str,
+        field: &str,
+        kind: &str,
+    ) -> Option<(String, String)> {
+        const FAN_OUT_FIELDS: [&str; 6] = [
+            "results",
+            "succeeded",
+            "failed",
+            "cancelled",
+            "total",
+            "branches",
+        ];
+        if !FAN_OUT_FIELDS.contains(&field) {
+            return None;
+        }
+        if kind != "for_each" && kind != "parallel" {
+            return Some((
+                format!(
+                    "{what} uses `{text}`, but step `{name}` is a {kind} step: only `for_each` and `parallel` steps have `{field}`"
+                ),
+                "use a field of its result such as `output`, `json`, `status` or `exit_code`"
+                    .into(),
+            ));
+        }
+        if field != "branches" {
+            return None;
+        }
+        let branches: Vec<&str> = match self.workflow.find_step(name).map(|s| &s.kind) {
+            Some(StepKind::Parallel { branches, .. }) => {
+                branches.iter().map(|b| b.name.as_str()).collect()
+            }
+            _ => {
+                return Some((
+                    format!(
+                        "{what} uses `{text}`, but step `{name}` is a for_each: only `parallel` steps have `branches`"
+                    ),
+                    format!("use `${{steps.{name}.results.<index>}}` for its items"),
+                ));
+            }
+        };
+        let branch = var.segments.get(3)?;
+        if branches.contains(&branch.as_str()) {
+            return None;
+        }
+        let hint = match did_you_mean(branch, branches.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!("its branches: {}", branches.join(", ")),
+        };
+        Some((
+            format!("{what} uses `{text}`, but parallel step `{name}` has no branch `{branch}`"),
+            hint,
+        ))
     }
 }
 

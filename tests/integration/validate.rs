@@ -503,7 +503,11 @@ fn fan_out_fields_are_checked_where_they_are_written() {
         .stderr_has("bad_fanout.yaml:29:9: error: branch name `b/c` in step `P` may only use letters")
         .stderr_has("bad_fanout.yaml:34:13: error: `join: any` of `parallel` of step `Q` is not a join policy")
         .stderr_has("bad_fanout.yaml:35:17: error: `branches` of step `Q` must map branch names to step lists")
-        .stderr_has("7 problem(s) found");
+        .stderr_has("bad_fanout.yaml:37:24: error: step `Refs` uses `${steps.P.branches.lnt.status}`, but parallel step `P` has no branch `lnt`")
+        .stderr_has("did you mean `lint`?")
+        .stderr_has("bad_fanout.yaml:37:58: error: step `Refs` uses `${steps.Ask.branches}`, but step `Ask` is a for_each")
+        .stderr_has("bad_fanout.yaml:37:83: error: step `Refs` uses `${steps.Check.results}`, but step `Check` is a command step")
+        .stderr_has("10 problem(s) found");
 }
 
 #[test]
