@@ -358,14 +358,8 @@ steps:
         .spawn()
         .unwrap();
     let id = only_run_id(&ws);
-    let events = ws.run_dir(&id).join("events.jsonl");
     wait_until("items 0-2 recorded and 3-5 running", DEADLINE, || {
-        let recorded = std::fs::read_to_string(&events)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("\"step_finished\"") && l.contains("\"Work\""))
-            .count();
-        recorded == 3 && lines(&ws, "ran.log").len() == 6
+        finished_count(&ws, &id, "Work") == 3 && lines(&ws, "ran.log").len() == 6
     });
     engine.kill().unwrap();
     engine.wait().unwrap();
@@ -448,11 +442,13 @@ fn spawn_run(ws: &Ws) -> std::process::Child {
         .unwrap()
 }
 
+/// `step_finished` records of `step` so far (whole lines only: the run is still writing).
 fn finished_count(ws: &Ws, id: &str, step: &str) -> usize {
     std::fs::read_to_string(ws.run_dir(id).join("events.jsonl"))
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.contains("\"step_finished\"") && l.contains(&format!("\"step\":\"{step}\"")))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "step_finished" && e["step"] == step)
         .count()
 }
 
@@ -630,4 +626,67 @@ steps:
     let mut done = lines(&ws, "done.log");
     done.sort();
     assert_eq!(done, ["1", "2"]);
+}
+
+#[test]
+fn resume_of_nested_fan_outs_reruns_only_the_unfinished_branch() {
+    let ws = Ws::new();
+    std::fs::create_dir_all(ws.join("pids")).unwrap();
+    ws.workflow(
+        r#"name: nested
+steps:
+  - name: Outer
+    for_each:
+      items: [a, b]
+      as: o
+      max_parallel: 2
+      steps:
+        - name: Inner
+          parallel:
+            branches:
+              one:
+                - name: One
+                  command: ["sh", "-c", "echo one-${o} >> ran.log"]
+              two:
+                - name: Two
+                  command: ["sh", "-c", "echo two-${o} >> ran.log; echo $$ > pids/${o}; if [ ${o} = b ]; then while [ ! -f release ]; do sleep 0.05; done; fi; echo two ${o}"]
+  - name: After
+    command: ["sh", "-c", "echo after >> ran.log"]
+"#,
+    );
+    let mut engine = spawn_run(&ws);
+    let id = only_run_id(&ws);
+    wait_until("all but two-b recorded", DEADLINE, || {
+        finished_count(&ws, &id, "One") == 2
+            && finished_count(&ws, &id, "Two") == 1
+            && finished_count(&ws, &id, "Inner") == 1
+            && lines(&ws, "ran.log").len() == 4
+    });
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+    let pid = ws.read("pids/b").trim().to_string();
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .status();
+    ws.file("release", "");
+    run_within(&ws, &["resume", &id], DEADLINE).ok();
+    let mut ran = lines(&ws, "ran.log");
+    ran.sort();
+    assert_eq!(
+        ran,
+        ["after", "one-a", "one-b", "two-a", "two-b", "two-b"],
+        "only the branch that was running runs again"
+    );
+    let state = ws.state(&id);
+    assert_eq!(
+        statuses(&state["steps"]["Outer"]),
+        ["succeeded", "succeeded"]
+    );
+    // Nested lanes name their logs by the whole path: Outer (1), item, Inner (1), branch.
+    let logs = entries(&ws, &format!(".orchestrate/runs/{id}/logs"));
+    assert!(
+        logs.iter()
+            .any(|l| l.starts_with("0001.0001.0001.0001.0001-Two")),
+        "{logs:?}"
+    );
 }
