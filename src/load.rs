@@ -13,9 +13,10 @@ use serde_json::Value as Json;
 
 use crate::diag::{Diagnostic, did_you_mean};
 use crate::model::{
-    AgentStep, Budget, Capture, Condition, Converge, DEFAULT_MAX_VISITS, EnqueueContent, Findings,
-    Isolation, Items, Phase, Pointer, Prompt, ProviderTemplate, QueueDirs, Retry, Role, Step,
-    StepKind, SwarmConfig, Target, Transitions, Workflow, WorktreeSpec, builtin_providers,
+    AgentStep, Branch, Budget, Capture, Condition, Converge, DEFAULT_MAX_VISITS, EnqueueContent,
+    FanOut, Findings, Isolation, Items, Join, Phase, Pointer, Prompt, ProviderTemplate, QueueDirs,
+    Retry, Role, Step, StepKind, SwarmConfig, Target, Transitions, Workflow, WorktreeSpec,
+    builtin_providers,
 };
 use crate::template::{Part, Template};
 use crate::yaml::{self, Node, Pos, Value};
@@ -396,6 +397,7 @@ const STEP_FIELDS: &[&str] = &[
     "when",
     "on",
     "for_each",
+    "parallel",
     "wait_for",
     "enqueue",
     "approval",
@@ -1345,7 +1347,10 @@ impl Loader {
         }
         if let (
             Some(pos),
-            StepKind::ForEach { .. } | StepKind::WaitFor { .. } | StepKind::Workflow(_),
+            StepKind::ForEach { .. }
+            | StepKind::Parallel { .. }
+            | StepKind::WaitFor { .. }
+            | StepKind::Workflow(_),
         ) = (fields.key_pos("output_file"), &kind)
         {
             self.error(
@@ -1392,6 +1397,7 @@ impl Loader {
             "provider",
             "command_override",
             "for_each",
+            "parallel",
             "wait_for",
             "enqueue",
             "approval",
@@ -1429,7 +1435,7 @@ impl Loader {
             [] if fields.get("input_file").is_some() => None,
             [] => {
                 self.error(node.pos, format!("{what} has nothing to do")).hint = Some(
-                    "give it one of `command`, `prompt` (an agent), `provider`, `command_override`, `for_each`, `wait_for`, `enqueue`, `approval` or `workflow`".into(),
+                    "give it one of `command`, `prompt` (an agent), `provider`, `command_override`, `for_each`, `parallel`, `wait_for`, `enqueue`, `approval` or `workflow`".into(),
                 );
                 return None;
             }
@@ -1492,6 +1498,7 @@ impl Loader {
                 })
             }
             "for_each" => self.for_each(fields.get("for_each")?, what),
+            "parallel" => self.parallel(fields.get("parallel")?, what),
             "enqueue" => self.enqueue(fields.get("enqueue")?, what),
             "approval" => self.approval(fields.get("approval")?, what),
             "workflow" => self.sub_workflow(fields, what),
@@ -1725,9 +1732,10 @@ impl Loader {
     fn for_each(&mut self, node: &Node, what: &str) -> Option<StepKind> {
         let fields = self.fields(
             node,
-            &["items", "items_from", "as", "steps"],
+            &["items", "items_from", "as", "steps", "max_parallel", "join"],
             &format!("`for_each` of {what}"),
         )?;
+        let fan = self.fan(&fields, &format!("`for_each` of {what}"), 1);
         let items = match (fields.get("items"), fields.get("items_from")) {
             (Some(n), None) => {
                 match n.to_json() {
@@ -1794,7 +1802,111 @@ impl Loader {
                 return None;
             }
         };
-        Some(StepKind::ForEach { items, var, steps })
+        Some(StepKind::ForEach {
+            items,
+            var,
+            steps,
+            fan: fan?,
+        })
+    }
+
+    /// `max_parallel` and `join` of a `for_each` or `parallel` step.
+    fn fan(&mut self, fields: &Fields, what: &str, default_parallel: u32) -> Option<FanOut> {
+        let max_parallel = match fields.value("max_parallel") {
+            Some(n) => self.count(n, &format!("`max_parallel` of {what}"), 1, 1024),
+            None => Some(default_parallel),
+        };
+        let join = match fields.value("join") {
+            Some(n) => {
+                let text = self.string(n, &format!("`join` of {what}"))?;
+                match Join::parse(&text) {
+                    Some(join) => Some(join),
+                    None => {
+                        let hint = match did_you_mean(&text, Join::NAMES) {
+                            Some(s) => format!("did you mean `{s}`?"),
+                            None => format!("use one of {}", Join::NAMES.join(", ")),
+                        };
+                        self.error(
+                            n.pos,
+                            format!("`join: {text}` of {what} is not a join policy"),
+                        )
+                        .hint = Some(hint);
+                        None
+                    }
+                }
+            }
+            None => Some(Join::AllSuccess),
+        };
+        Some(FanOut {
+            max_parallel: max_parallel?,
+            join: join?,
+        })
+    }
+
+    /// `parallel: {branches: {NAME: [steps]}, max_parallel, join}`.
+    fn parallel(&mut self, node: &Node, what: &str) -> Option<StepKind> {
+        let what_p = format!("`parallel` of {what}");
+        let fields = self.fields(node, &["branches", "max_parallel", "join"], &what_p)?;
+        // Without `max_parallel`, every branch runs at once.
+        let fan = self.fan(&fields, &what_p, u32::MAX);
+        let Some(list) = fields.value("branches") else {
+            self.error(node.pos, format!("{what_p} has no `branches`")).hint = Some(
+                "write `branches:` with a name per branch and its steps under it, e.g. `branches: {lint: [...], test: [...]}`".into(),
+            );
+            return None;
+        };
+        let Value::Map(entries) = &list.value else {
+            self.error(
+                list.pos,
+                format!(
+                    "`branches` of {what} must map branch names to step lists, found {}",
+                    list.value.kind()
+                ),
+            );
+            return None;
+        };
+        if entries.is_empty() {
+            self.error(list.pos, format!("`branches` of {what} is empty"))
+                .hint = Some("give it at least one named branch of steps".into());
+        }
+        let mut branches: Vec<Branch> = Vec::new();
+        for (key, value) in entries {
+            let Some(name) = self.string(key, "a branch name") else {
+                continue;
+            };
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+            {
+                self.error(
+                    key.pos,
+                    format!(
+                        "branch name `{name}` in {what} may only use letters, digits, `_` and `-`"
+                    ),
+                )
+                .hint = Some("branch names are used in `${steps.<Step>.branches.<name>}`".into());
+                continue;
+            }
+            if let Some(first) = branches.iter().find(|b| b.name == name) {
+                self.error(key.pos, format!("duplicate branch name `{name}` in {what}"))
+                    .hint = Some(format!(
+                    "first defined on line {}; branch names must be unique within a `parallel` step",
+                    first.line
+                ));
+                continue;
+            }
+            let steps = self.steps(value);
+            branches.push(Branch {
+                name,
+                line: key.pos.line,
+                steps,
+            });
+        }
+        Some(StepKind::Parallel {
+            branches,
+            fan: fan?,
+        })
     }
 
     fn converge(&mut self, node: &Node, what: &str) -> Option<Converge> {
@@ -2156,6 +2268,13 @@ pub const STEP_RESULT_FIELDS: &[&str] = &[
     "wait_duration",
     "poll_count",
     "iterations",
+    // for_each and parallel steps
+    "total",
+    "results",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "branches",
     // agent steps
     "result",
     "session_id",
@@ -2187,6 +2306,8 @@ const STRUCTURED_FIELDS: &[&str] = &[
     "lines",
     "files",
     "iterations",
+    "results",
+    "branches",
     "usage",
     "error",
     "denials",
@@ -2542,12 +2663,26 @@ impl<'a> Checker<'a> {
                         }
                     }
                 }
-                StepKind::ForEach { items, var, steps } => {
+                StepKind::ForEach {
+                    items,
+                    var,
+                    steps,
+                    fan,
+                } => {
                     if let Items::From(pointer) = items {
                         self.check_pointer(pointer, step, &what);
                     }
                     let inner = scope.enter_loop(var);
                     self.check_steps(steps, &inner);
+                    if fan.fans_out() {
+                        self.check_fan_body(step, steps, fan.max_parallel > 1);
+                    }
+                }
+                StepKind::Parallel { branches, .. } => {
+                    for branch in branches {
+                        self.check_steps(&branch.steps, scope);
+                        self.check_fan_body(step, &branch.steps, false);
+                    }
                 }
                 StepKind::WaitFor { glob, .. } => {
                     self.check_template(glob, scope, step.line, &what);
@@ -2592,6 +2727,54 @@ impl<'a> Checker<'a> {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// What a body run on its own lane (a parallel `for_each` item, a `parallel` branch) may not
+    /// do: end the whole run with `goto: _end` while its siblings run, or (`items` running at
+    /// once) wait for an approval, whose request is one file per step name.
+    fn check_fan_body(&mut self, owner: &Step, steps: &[Step], concurrent_items: bool) {
+        let kind = owner.kind.label();
+        for step in steps {
+            let targets = [
+                &step.on.success,
+                &step.on.failure,
+                &step.on.always,
+                &step.on.rejected,
+                &step.on.invalid,
+            ];
+            for (target, at) in targets.into_iter().zip(step.on.at) {
+                if target == &Some(Target::End) {
+                    let d = self.at(
+                        step.line,
+                        format!(
+                            "step `{}` has `goto: _end` inside {kind} step `{}`, whose items run on their own and are joined",
+                            step.name, owner.name
+                        ),
+                    );
+                    (d.line, d.column, d.width) = (at.0, at.1, "_end".len());
+                    d.hint = Some(format!(
+                        "a fan-out item cannot end the whole run while its siblings run: let the item end (goto its last step or fail it), and put `goto: _end` on `{}` itself",
+                        owner.name
+                    ));
+                }
+            }
+            if concurrent_items && matches!(step.kind, StepKind::Approval { .. }) {
+                self.at(
+                    step.line,
+                    format!(
+                        "approval step `{}` is inside `for_each` `{}` with `max_parallel` above 1: its items would ask at once under one request file",
+                        step.name, owner.name
+                    ),
+                )
+                .hint = Some(format!(
+                    "drop `max_parallel` from `{}` (items then ask one after another), or ask once before the loop",
+                    owner.name
+                ));
+            }
+            for body in step.kind.bodies() {
+                self.check_fan_body(owner, body, concurrent_items);
             }
         }
     }
@@ -2812,6 +2995,9 @@ impl<'a> Checker<'a> {
                 hint,
             ));
         }
+        if let Some(problem) = self.check_fan_out_ref(var, text, what, name, field, kind) {
+            return Some(problem);
+        }
         match (field.as_str(), capture) {
             ("outputs", _) if kind != "workflow" => Some((
                 format!("{what} uses `{text}`, but step `{name}` is a {kind} step: only `workflow` steps have outputs"),
@@ -2891,11 +3077,74 @@ impl<'a> Checker<'a> {
             {
                 Some((
                     format!("{what} uses `{text}`: `{field}` has no fields"),
-                    "only json, lines, files, iterations, usage, error, denials, changed_files, task and outputs take a path".into(),
+                    "only json, lines, files, iterations, results, branches, usage, error, denials, changed_files, task and outputs take a path".into(),
                 ))
             }
             _ => None,
         }
+    }
+}
+
+impl Checker<'_> {
+    /// `${steps.X.results}` and the counts exist on `for_each` and `parallel` steps only, and
+    /// `${steps.X.branches.B}` names a branch of parallel step X.
+    fn check_fan_out_ref(
+        &self,
+        var: &crate::template::VarRef,
+        text: &str,
+        what: &str,
+        name: &str,
+        field: &str,
+        kind: &str,
+    ) -> Option<(String, String)> {
+        const FAN_OUT_FIELDS: [&str; 6] = [
+            "results",
+            "succeeded",
+            "failed",
+            "cancelled",
+            "total",
+            "branches",
+        ];
+        if !FAN_OUT_FIELDS.contains(&field) {
+            return None;
+        }
+        if kind != "for_each" && kind != "parallel" {
+            return Some((
+                format!(
+                    "{what} uses `{text}`, but step `{name}` is a {kind} step: only `for_each` and `parallel` steps have `{field}`"
+                ),
+                "use a field of its result such as `output`, `json`, `status` or `exit_code`"
+                    .into(),
+            ));
+        }
+        if field != "branches" {
+            return None;
+        }
+        let branches: Vec<&str> = match self.workflow.find_step(name).map(|s| &s.kind) {
+            Some(StepKind::Parallel { branches, .. }) => {
+                branches.iter().map(|b| b.name.as_str()).collect()
+            }
+            _ => {
+                return Some((
+                    format!(
+                        "{what} uses `{text}`, but step `{name}` is a for_each: only `parallel` steps have `branches`"
+                    ),
+                    format!("use `${{steps.{name}.results.<index>}}` for its items"),
+                ));
+            }
+        };
+        let branch = var.segments.get(3)?;
+        if branches.contains(&branch.as_str()) {
+            return None;
+        }
+        let hint = match did_you_mean(branch, branches.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!("its branches: {}", branches.join(", ")),
+        };
+        Some((
+            format!("{what} uses `{text}`, but parallel step `{name}` has no branch `{branch}`"),
+            hint,
+        ))
     }
 }
 

@@ -214,6 +214,14 @@ pub enum StepKind {
         items: Items,
         var: String,
         steps: Vec<Step>,
+        /// `max_parallel` and `join` (the default: one item at a time, all must succeed).
+        fan: FanOut,
+    },
+    /// `parallel:`: named branches (step lists) run at once and joined like a `for_each`'s
+    /// items.
+    Parallel {
+        branches: Vec<Branch>,
+        fan: FanOut,
     },
     WaitFor {
         glob: Template,
@@ -379,11 +387,30 @@ pub const CAPABILITIES: &[&str] = &[
 ];
 
 impl StepKind {
+    /// The step lists nested in this step: a `for_each` body, each `parallel` branch.
+    pub fn bodies(&self) -> Vec<&[Step]> {
+        match self {
+            StepKind::ForEach { steps, .. } => vec![steps.as_slice()],
+            StepKind::Parallel { branches, .. } => {
+                branches.iter().map(|b| b.steps.as_slice()).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// How a step with nested step lists runs them (`None` for other kinds).
+    pub fn fan(&self) -> Option<&FanOut> {
+        match self {
+            StepKind::ForEach { fan, .. } | StepKind::Parallel { fan, .. } => Some(fan),
+            _ => None,
+        }
+    }
+
     /// The capability a step of this kind needs (an agent step: its phase); `None` for
-    /// `for_each` and `workflow`, whose body's (child's) steps are checked instead.
+    /// `for_each`, `parallel` and `workflow`, whose bodies' (child's) steps are checked instead.
     pub fn capability(&self) -> Option<&'static str> {
         match self {
-            StepKind::ForEach { .. } | StepKind::Workflow(_) => None,
+            StepKind::ForEach { .. } | StepKind::Parallel { .. } | StepKind::Workflow(_) => None,
             StepKind::Agent(agent) => Some(agent.phase.label()),
             other => Some(other.label()),
         }
@@ -394,6 +421,7 @@ impl StepKind {
             StepKind::Command { .. } => "command",
             StepKind::Provider { .. } => "provider",
             StepKind::ForEach { .. } => "for_each",
+            StepKind::Parallel { .. } => "parallel",
             StepKind::WaitFor { .. } => "wait_for",
             StepKind::Enqueue { .. } => "enqueue",
             StepKind::Agent(_) => "agent",
@@ -401,6 +429,70 @@ impl StepKind {
             StepKind::Workflow(_) => "workflow",
         }
     }
+}
+
+/// How a `for_each` runs its items, or a `parallel` step its branches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FanOut {
+    /// At most this many items (branches) run at once; 1 is the spec's sequential loop.
+    pub max_parallel: u32,
+    pub join: Join,
+}
+
+impl FanOut {
+    /// The spec's `for_each`: one item after another, the first failure ends the loop.
+    pub const SEQUENTIAL: FanOut = FanOut {
+        max_parallel: 1,
+        join: Join::AllSuccess,
+    };
+
+    /// Whether items run on their own lanes (concurrently, or under a join that outlives a
+    /// failure) rather than inline as the spec's sequential loop.
+    pub fn fans_out(&self) -> bool {
+        *self != FanOut::SEQUENTIAL
+    }
+}
+
+/// When a fan-out (a `for_each` or `parallel` step) succeeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Join {
+    /// Every item succeeds; the first failure cancels the items still running and starts no
+    /// more.
+    AllSuccess,
+    /// At least one item succeeds; every item runs to its end.
+    AnySuccess,
+    /// Every item runs to its end; the step succeeds whatever their outcomes.
+    AllDone,
+}
+
+impl Join {
+    pub const NAMES: [&'static str; 3] = ["all_success", "any_success", "all_done"];
+
+    pub fn parse(text: &str) -> Option<Join> {
+        match text {
+            "all_success" => Some(Join::AllSuccess),
+            "any_success" => Some(Join::AnySuccess),
+            "all_done" => Some(Join::AllDone),
+            _ => None,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Join::AllSuccess => "all_success",
+            Join::AnySuccess => "any_success",
+            Join::AllDone => "all_done",
+        }
+    }
+}
+
+/// One named branch of a `parallel` step.
+#[derive(Debug, Clone)]
+pub struct Branch {
+    pub name: String,
+    /// Line of the branch's name in its file.
+    pub line: u32,
+    pub steps: Vec<Step>,
 }
 
 #[derive(Debug, Clone)]
@@ -490,8 +582,8 @@ impl Workflow {
         fn collect<'a>(steps: &'a [Step], out: &mut Vec<&'a Step>) {
             for step in steps {
                 out.push(step);
-                if let StepKind::ForEach { steps, .. } = &step.kind {
-                    collect(steps, out);
+                for body in step.kind.bodies() {
+                    collect(body, out);
                 }
             }
         }
@@ -592,7 +684,11 @@ impl Role {
         let mut out = Vec::new();
         for step in steps {
             match &step.kind {
-                StepKind::ForEach { steps, .. } => out.extend(self.forbidden_in(steps, file)),
+                StepKind::ForEach { .. } | StepKind::Parallel { .. } => {
+                    for body in step.kind.bodies() {
+                        out.extend(self.forbidden_in(body, file));
+                    }
+                }
                 StepKind::Workflow(sub) => {
                     if let Some(child) = &sub.child {
                         out.extend(self.forbidden_in(&child.workflow.steps, Some(child)));

@@ -423,6 +423,10 @@ pub struct Execution {
     /// The execution number (`NNNN` of the step's log names); repeats across a resume, where
     /// the re-run of an interrupted or failed step takes its number again.
     pub exec: u64,
+    /// The fan-out lane it ran in (`[fan-out exec, item index, ...]`; empty for the run's own
+    /// steps): execution numbers count from 1 in each lane.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lane: Vec<u64>,
     pub step: String,
     /// Indexes of the enclosing `for_each` iterations, outermost first.
     pub iteration: Vec<u64>,
@@ -453,6 +457,9 @@ pub struct Execution {
     /// For a `for_each`: how many items it had.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub items: Option<u64>,
+    /// A `parallel` step (a container whose body is its branches).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub parallel: bool,
 }
 
 /// What a rejection said (the runner's `${feedback.reason}`), on one short line.
@@ -482,14 +489,48 @@ fn str_field(value: &Value, key: &str) -> Option<String> {
     value[key].as_str().map(str::to_string)
 }
 
+/// The fan-out lane an event was recorded in (empty: the run's own step list).
+fn lane_of(event: &Value) -> Vec<u64> {
+    event["lane"]
+        .as_array()
+        .map(|lane| lane.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
+/// Where an execution sits in the run's order: its lane, then its number. A fan-out's lanes sort
+/// after the fan-out step's own number and before the next step of its list.
+fn exec_key(lane: &[u64], exec: u64) -> Vec<u64> {
+    let mut key = lane.to_vec();
+    key.push(exec);
+    key
+}
+
+/// An execution as people read it: `7`, or `3.2.1` (execution 1 of item 2 of the fan-out run
+/// as execution 3), the numbers of its log names.
+pub fn exec_label(lane: &[u64], exec: u64) -> String {
+    exec_key(lane, exec)
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+impl Execution {
+    pub fn key(&self) -> Vec<u64> {
+        exec_key(&self.lane, self.exec)
+    }
+}
+
 fn execution(event: &Value, container: bool) -> Execution {
     let result = &event["result"];
     let usage = &result["usage"];
     let cost = result["cost_usd"].as_f64();
-    let container = container || result.get("iterations").is_some();
+    let container =
+        container || result.get("iterations").is_some() || result.get("branches").is_some();
     let tokens = Tokens::from_usage(usage);
     Execution {
         exec: event["exec"].as_u64().unwrap_or(0),
+        lane: lane_of(event),
         step: str_field(event, "step").unwrap_or_default(),
         iteration: event["iteration"]
             .as_array()
@@ -520,6 +561,7 @@ fn execution(event: &Value, container: bool) -> Execution {
         superseded: false,
         finished_at: str_field(result, "finished_at").or_else(|| str_field(event, "ts")),
         items: result["total"].as_u64(),
+        parallel: result.get("branches").is_some(),
     }
 }
 
@@ -527,6 +569,8 @@ fn execution(event: &Value, container: bool) -> Execution {
 pub struct OpenStep {
     pub step: String,
     pub exec: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lane: Vec<u64>,
     /// `command`, `provider`, `agent`, `for_each`, `wait_for`, `approval` or `enqueue`.
     pub kind: String,
     pub iteration: Vec<u64>,
@@ -603,9 +647,12 @@ fn fold(events: &[Value], run_id: &str) -> Facts {
     // again and runs live from the first step with no completed record, reusing execution
     // numbers from there: so the first record of a resumed session replaces that number and
     // every later one of the earlier session (a path that diverged leaves no stale tail).
-    let mut by_exec: BTreeMap<u64, usize> = BTreeMap::new();
+    // Fan-out lanes number their executions from 1 each, so the key is the lane and the
+    // number, and a resumed session's first record in each lane replaces that lane's tail.
+    let mut by_exec: BTreeMap<Vec<u64>, usize> = BTreeMap::new();
     let mut fresh_session = false;
-    let mut containers: HashSet<u64> = HashSet::new();
+    let mut fresh_lanes: HashSet<Vec<u64>> = HashSet::new();
+    let mut containers: HashSet<Vec<u64>> = HashSet::new();
     for event in events {
         let Some(name) = event["event"].as_str() else {
             continue;
@@ -616,6 +663,7 @@ fn fold(events: &[Value], run_id: &str) -> Facts {
         }
         let step = str_field(event, "step").unwrap_or_default();
         let exec = event["exec"].as_u64();
+        let lane = lane_of(event);
         match name {
             "run_started" | "run_resumed" => {
                 if name == "run_started" {
@@ -626,6 +674,7 @@ fn fold(events: &[Value], run_id: &str) -> Facts {
                 } else {
                     facts.resumes += 1;
                     fresh_session = true;
+                    fresh_lanes.clear();
                 }
                 facts.end = None;
                 facts.open.clear();
@@ -637,14 +686,15 @@ fn fold(events: &[Value], run_id: &str) -> Facts {
             }
             "step_started" => {
                 let kind = str_field(event, "kind").unwrap_or_default();
-                if kind == "for_each"
+                if (kind == "for_each" || kind == "parallel")
                     && let Some(exec) = exec
                 {
-                    containers.insert(exec);
+                    containers.insert(exec_key(&lane, exec));
                 }
                 facts.open.push(OpenStep {
                     step,
                     exec: exec.unwrap_or(0),
+                    lane: lane.clone(),
                     kind,
                     iteration: event["iteration"]
                         .as_array()
@@ -655,7 +705,12 @@ fn fold(events: &[Value], run_id: &str) -> Facts {
                 });
             }
             "process_started" => {
-                if let Some(open) = facts.open.iter_mut().rev().find(|o| Some(o.exec) == exec) {
+                if let Some(open) = facts
+                    .open
+                    .iter_mut()
+                    .rev()
+                    .find(|o| Some(o.exec) == exec && o.lane == lane)
+                {
                     open.attempt = event["attempt"].as_u64().unwrap_or(1);
                 }
                 facts.retry = None;
@@ -701,7 +756,8 @@ fn fold(events: &[Value], run_id: &str) -> Facts {
             }
             "step_finished" => {
                 let exec = exec.unwrap_or(0);
-                facts.open.retain(|o| o.exec != exec);
+                facts.open.retain(|o| o.exec != exec || o.lane != lane);
+                let key = exec_key(&lane, exec);
                 if facts.approval.as_ref().is_some_and(|a| a.step == step) {
                     facts.approval = None;
                 }
@@ -710,14 +766,24 @@ fn fold(events: &[Value], run_id: &str) -> Facts {
                 let index = facts.executions.len();
                 facts
                     .executions
-                    .push(execution(event, containers.contains(&exec)));
-                if fresh_session {
-                    for (_, old) in by_exec.split_off(&exec) {
-                        facts.executions[old].superseded = true;
+                    .push(execution(event, containers.contains(&key)));
+                if fresh_session && fresh_lanes.insert(lane.clone()) {
+                    // This lane's steps from `exec` on (and the lanes of fan-outs among them)
+                    // belong to the earlier session's path; the lanes of steps before it, and
+                    // of this step itself, are not its tail.
+                    let stale: Vec<Vec<u64>> = by_exec
+                        .range(key.clone()..)
+                        .map(|(k, _)| k.clone())
+                        .take_while(|k| k.starts_with(&lane))
+                        .filter(|k| k.len() == key.len() || k[lane.len()] > exec)
+                        .collect();
+                    for k in stale {
+                        if let Some(old) = by_exec.remove(&k) {
+                            facts.executions[old].superseded = true;
+                        }
                     }
-                    fresh_session = false;
                 }
-                if let Some(old) = by_exec.insert(exec, index) {
+                if let Some(old) = by_exec.insert(key, index) {
                     facts.executions[old].superseded = true;
                 }
             }
@@ -784,7 +850,8 @@ struct Edge {
     from: String,
     to: String,
     /// `success`, `failure`, `always`, `rejected`, `stalled` (`converge.on_stall`), `each` (into
-    /// a for_each body), `next item` (the body's end, back to its for_each), or none for the
+    /// a for_each body), `next item` (the body's end, back to its for_each), `branch` (into a
+    /// parallel branch), `join` (a branch's end, back to its parallel step), or none for the
     /// sequential edge.
     label: Option<&'static str>,
 }
@@ -819,16 +886,18 @@ impl<'a> Hop<'a> {
 /// (`each`) is always possible: a for_each's own status comes after its body.
 fn label_fits(label: Option<&str>, status: Option<&str>) -> bool {
     match (status, label) {
-        (None, _) | (_, Some("each")) => true,
+        (None, _) | (_, Some("each" | "branch")) => true,
         (Some("succeeded"), l) => {
             matches!(
                 l,
-                None | Some("success" | "always" | "next item" | "stalled")
+                None | Some("success" | "always" | "next item" | "join" | "stalled")
             )
         }
-        (Some("failed"), l) => matches!(l, None | Some("failure" | "always" | "next item")),
+        (Some("failed"), l) => {
+            matches!(l, None | Some("failure" | "always" | "next item" | "join"))
+        }
         (Some("rejected"), l) => matches!(l, Some("rejected" | "failure" | "always" | "stalled")),
-        (Some("skipped"), l) => matches!(l, None | Some("next item")),
+        (Some("skipped"), l) => matches!(l, None | Some("next item" | "join")),
         // Interrupted, or a status this version does not know: do not judge.
         _ => true,
     }
@@ -870,20 +939,26 @@ impl Graph {
         graph
     }
 
-    fn walk(&mut self, steps: &[Step], parent: Option<&str>, strict: bool) {
+    /// `parent`: the step whose body `steps` is, and the label of the edge back to it (`next
+    /// item` from a for_each body, `join` from a parallel branch).
+    fn walk(&mut self, steps: &[Step], parent: Option<(&str, &'static str)>, strict: bool) {
         for (i, step) in steps.iter().enumerate() {
-            if let Some(parent) = parent {
+            if let Some((parent, _)) = parent {
                 self.parent.insert(step.name.clone(), parent.to_string());
             }
-            if let StepKind::ForEach { steps: body, .. } = &step.kind
-                && let Some(first) = body.first()
-            {
-                self.edges.push(Edge {
-                    from: step.name.clone(),
-                    to: first.name.clone(),
-                    label: Some("each"),
-                });
-                self.walk(body, Some(&step.name), strict);
+            let (into, back) = match step.kind {
+                StepKind::Parallel { .. } => ("branch", "join"),
+                _ => ("each", "next item"),
+            };
+            for body in step.kind.bodies() {
+                if let Some(first) = body.first() {
+                    self.edges.push(Edge {
+                        from: step.name.clone(),
+                        to: first.name.clone(),
+                        label: Some(into),
+                    });
+                    self.walk(body, Some((&step.name, back)), strict);
+                }
             }
             let on = &step.on;
             for (label, target) in [
@@ -914,7 +989,7 @@ impl Graph {
             if falls_through(step, strict) {
                 let (to, label) = match (steps.get(i + 1), parent) {
                     (Some(next), _) => (next.name.clone(), None),
-                    (None, Some(parent)) => (parent.to_string(), Some("next item")),
+                    (None, Some((parent, back))) => (parent.to_string(), Some(back)),
                     (None, None) => (END.to_string(), None),
                 };
                 self.edges.push(Edge {
@@ -1032,10 +1107,10 @@ fn default_path(workflow: &Workflow) -> Vec<String> {
                 return true;
             }
             path.push(step.name.clone());
-            if let StepKind::ForEach { steps: body, .. } = &step.kind
-                && walk(body, path)
-            {
-                return true;
+            for body in step.kind.bodies() {
+                if walk(body, path) {
+                    return true;
+                }
             }
             match step.on.success.as_ref().or(step.on.always.as_ref()) {
                 Some(Target::End) => return true,
@@ -1083,7 +1158,7 @@ pub fn graph(workflow: &Workflow, overlay: Option<&[String]>, format: GraphForma
 /// took using the recorded status and loop iteration of every step.
 pub fn graph_of_run(workflow: &Workflow, run: &RunReport, format: GraphFormat) -> String {
     let mut path: Vec<&Execution> = run.executions.iter().filter(|e| !e.superseded).collect();
-    path.sort_by_key(|e| e.exec);
+    path.sort_by_key(|e| e.key());
     let hops: Vec<Hop> = path.into_iter().map(Hop::of).collect();
     draw(workflow, Some(&hops), format)
 }
@@ -1177,6 +1252,20 @@ fn draw(workflow: &Workflow, overlay: Option<&[Hop]>, format: GraphFormat) -> St
                             nodes(body, depth + 1, out, id, label);
                             let _ = writeln!(out, "{pad}end");
                         }
+                        StepKind::Parallel { branches, .. } => {
+                            let _ = writeln!(out, "{pad}{}{{{{\"{text}\"}}}}", id(&step.name));
+                            for (i, branch) in branches.iter().enumerate() {
+                                let _ = writeln!(
+                                    out,
+                                    "{pad}subgraph {}_b{i} [\"branch {} of {}\"]",
+                                    id(&step.name),
+                                    branch.name,
+                                    step.name
+                                );
+                                nodes(&branch.steps, depth + 1, out, id, label);
+                                let _ = writeln!(out, "{pad}end");
+                            }
+                        }
                         StepKind::Approval { .. } => {
                             let _ = writeln!(out, "{pad}{}{{\"{text}\"}}", id(&step.name));
                         }
@@ -1193,7 +1282,7 @@ fn draw(workflow: &Workflow, overlay: Option<&[Hop]>, format: GraphFormat) -> St
             nodes(&workflow.steps, 0, &mut out, &id, &node_label);
             let _ = writeln!(out, "  {}((_end))", id(END));
             for (i, edge) in graph.edges.iter().enumerate() {
-                let arrow = if edge.label == Some("next item") {
+                let arrow = if matches!(edge.label, Some("next item" | "join")) {
                     "-.->"
                 } else {
                     "-->"
@@ -1272,7 +1361,7 @@ fn draw(workflow: &Workflow, overlay: Option<&[Hop]>, format: GraphFormat) -> St
                 let pad = "  ".repeat(depth + 1);
                 for step in steps {
                     let shape = match &step.kind {
-                        StepKind::ForEach { .. } => "hexagon",
+                        StepKind::ForEach { .. } | StepKind::Parallel { .. } => "hexagon",
                         StepKind::Approval { .. } => "diamond",
                         StepKind::Workflow(_) => "component",
                         _ => "box",
@@ -1301,6 +1390,22 @@ fn draw(workflow: &Workflow, overlay: Option<&[Hop]>, format: GraphFormat) -> St
                         nodes(body, depth + 1, out, label, style);
                         let _ = writeln!(out, "{pad}}}");
                     }
+                    if let StepKind::Parallel { branches, .. } = &step.kind {
+                        for branch in branches {
+                            let _ = writeln!(
+                                out,
+                                "{pad}subgraph {} {{",
+                                dot_quote(&format!("cluster_{}_{}", step.name, branch.name))
+                            );
+                            let _ = writeln!(
+                                out,
+                                "{pad}  label={}; style=dashed;",
+                                dot_quote(&format!("branch {} of {}", branch.name, step.name))
+                            );
+                            nodes(&branch.steps, depth + 1, out, label, style);
+                            let _ = writeln!(out, "{pad}}}");
+                        }
+                    }
                 }
             }
             let style = |step: &Step| -> &'static str {
@@ -1320,7 +1425,7 @@ fn draw(workflow: &Workflow, overlay: Option<&[Hop]>, format: GraphFormat) -> St
                 if let Some(label) = edge_label(i) {
                     attrs.push(format!("label={}", dot_quote(&label)));
                 }
-                if edge.label == Some("next item") {
+                if matches!(edge.label, Some("next item" | "join")) {
                     attrs.push("style=dashed".into());
                 }
                 if overlay.is_some() && taken[i] > 0 {
@@ -1409,6 +1514,9 @@ pub struct StepRow {
     pub duration_share: f64,
     pub cost_share: f64,
     pub container: bool,
+    /// A `parallel` step (shown as such rather than as a for_each).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub parallel: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -1469,6 +1577,8 @@ impl PathCheck {
 pub struct Failure {
     pub step: String,
     pub exec: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lane: Vec<u64>,
     pub status: String,
     pub error: String,
     /// A later attempt (after a resume) replaced it.
@@ -1570,6 +1680,8 @@ pub struct Notable {
     pub path: String,
     pub step: String,
     pub exec: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lane: Vec<u64>,
     pub duration_sec: f64,
     pub cost_usd: f64,
 }
@@ -1726,9 +1838,11 @@ fn analyze(workspace: &Path, loaded: &Loaded) -> RunReport {
                 duration_share: 0.0,
                 cost_share: 0.0,
                 container: false,
+                parallel: false,
             }
         });
         row.container |= e.container;
+        row.parallel |= e.parallel;
         row.attempts += e.attempts;
         row.duration_sec += e.duration_sec;
         row.tokens.add(&e.tokens);
@@ -1774,6 +1888,7 @@ fn analyze(workspace: &Path, loaded: &Loaded) -> RunReport {
         .map(|e| Failure {
             step: e.step.clone(),
             exec: e.exec,
+            lane: e.lane.clone(),
             status: e.status.clone(),
             error: e.error.clone().unwrap_or_else(|| match e.exit_code {
                 Some(code) => format!("exit code {code}"),
@@ -2018,6 +2133,7 @@ fn many(workspace: &Path, since: Option<DateTime<Utc>>) -> RunsReport {
                 path: report.path.clone(),
                 step: e.step.clone(),
                 exec: e.exec,
+                lane: e.lane.clone(),
                 duration_sec: e.duration_sec,
                 cost_usd: e.cost_usd,
             });
@@ -2239,7 +2355,9 @@ impl RunReport {
             .steps
             .iter()
             .map(|r| {
-                let name = if r.container {
+                let name = if r.parallel {
+                    format!("{} (parallel)", r.step)
+                } else if r.container {
                     format!("{} (for_each)", r.step)
                 } else {
                     r.step.clone()
@@ -2367,7 +2485,7 @@ impl RunReport {
                     out,
                     "  {} (exec {}) {}: {}{}",
                     f.step,
-                    f.exec,
+                    exec_label(&f.lane, f.exec),
                     f.status,
                     f.error,
                     if f.superseded {
@@ -2513,7 +2631,7 @@ impl RunsReport {
                     fmt_duration(n.duration_sec),
                     fmt_cost(n.cost_usd),
                     n.step,
-                    n.exec,
+                    exec_label(&n.lane, n.exec),
                     n.path
                 );
             }
@@ -2556,6 +2674,9 @@ pub struct StatusView {
     pub phase: Option<String>,
     /// Enclosing steps in progress (for_each loops), outermost first.
     pub within: Vec<OpenStep>,
+    /// Other steps in progress at the same time: fan-out items besides the current one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub running_too: Vec<OpenStep>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -2677,6 +2798,7 @@ impl StatusView {
             current: None,
             phase: None,
             within: Vec::new(),
+            running_too: Vec::new(),
             started_at: None,
             elapsed_sec: None,
             steps_finished: 0,
@@ -2729,6 +2851,14 @@ impl StatusView {
                 let _ = write!(line, ", for {}", fmt_duration(secs.max(0.0)));
             }
             let _ = writeln!(out, "{line}");
+            if !self.running_too.is_empty() {
+                let others: Vec<String> = self
+                    .running_too
+                    .iter()
+                    .map(|o| format!("{} (exec {})", o.step, exec_label(&o.lane, o.exec)))
+                    .collect();
+                let _ = writeln!(out, "running too: {}", others.join(", "));
+            }
         }
         if let Some(wait) = &self.waiting_for_approval {
             let _ = writeln!(
@@ -2791,7 +2921,9 @@ impl StatusView {
             let _ = writeln!(
                 out,
                 "last failure: {} (exec {}): {}",
-                failure.step, failure.exec, failure.error
+                failure.step,
+                exec_label(&failure.lane, failure.exec),
+                failure.error
             );
         }
         if let Some(error) = &self.error {
@@ -2856,6 +2988,11 @@ pub fn status(workspace: &Path, run_id: Option<&str>) -> Result<StatusView, Obse
         Vec::new()
     };
     let current = open.pop();
+    // Fan-out items run at once: of the other open steps, those of the current step's lane or
+    // of a lane it descends from enclose it; the rest are its siblings, running too.
+    let (open, running_too): (Vec<OpenStep>, Vec<OpenStep>) = open
+        .into_iter()
+        .partition(|o| current.as_ref().is_none_or(|c| c.lane.starts_with(&o.lane)));
     let phase = current.as_ref().and_then(|c| {
         if c.kind != "agent" {
             return None;
@@ -2900,6 +3037,7 @@ pub fn status(workspace: &Path, run_id: Option<&str>) -> Result<StatusView, Obse
         .map(|e| Failure {
             step: e.step.clone(),
             exec: e.exec,
+            lane: e.lane.clone(),
             status: e.status.clone(),
             error: e
                 .error
@@ -2920,6 +3058,7 @@ pub fn status(workspace: &Path, run_id: Option<&str>) -> Result<StatusView, Obse
         current,
         phase,
         within: open,
+        running_too,
         started_at,
         elapsed_sec,
         steps_finished: finished,
@@ -2964,12 +3103,13 @@ pub fn status(workspace: &Path, run_id: Option<&str>) -> Result<StatusView, Obse
 // ---------------------------------------------------------------------------------------------
 // logs
 
-/// A step log's name, `NNNN-STEP[.ATTEMPT][.pN][.rN].stdout|stderr`, taken apart for ordering:
-/// by execution, then resume session (a resumed run's logs carry `.rN`), attempt (`.2`, `.3`),
+/// A step log's name, `[LANE.]NNNN-STEP[.ATTEMPT][.pN][.rN].stdout|stderr`, taken apart for
+/// ordering: by execution (a fan-out item's logs carry its lane, `0003.0002.0001-Work`, and sort
+/// as a block after the fan-out step, in item order), then resume session (a resumed run's logs carry `.rN`), attempt (`.2`, `.3`),
 /// the run after a usage-limit pause (`.pN`), and stdout before stderr.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct LogName {
-    exec: u64,
+    exec: Vec<u64>,
     resume: u32,
     attempt: u32,
     pause: u32,
@@ -2988,7 +3128,10 @@ fn parse_log_name(file: &str) -> Option<LogName> {
         return None;
     };
     let (exec, rest) = base.split_once('-')?;
-    let exec: u64 = exec.parse().ok()?;
+    let exec: Vec<u64> = exec
+        .split('.')
+        .map(|n| n.parse().ok())
+        .collect::<Option<_>>()?;
     // Step names have no dots, so what follows the first dot is suffixes.
     let mut parts = rest.split('.');
     let step = parts.next()?.to_string();
@@ -4314,5 +4457,60 @@ steps:
         let v: Vec<f64> = (1..=20).map(f64::from).collect();
         assert_eq!(percentile(&v, 0.5), 10.0);
         assert_eq!(percentile(&v, 0.95), 19.0);
+    }
+}
+
+#[cfg(test)]
+mod fan_out_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn finished(step: &str, exec: u64, lane: &[u64], status: &str) -> Value {
+        json!({"event": "step_finished", "ts": "2026-01-01T00:00:01Z", "step": step, "exec": exec,
+            "lane": lane, "iteration": [], "result": {"status": status, "duration": 1.0}})
+    }
+
+    #[test]
+    fn a_resume_replaces_only_the_lanes_it_runs_again() {
+        let events = [
+            json!({"event": "run_started", "ts": "2026-01-01T00:00:00Z", "name": "wf"}),
+            json!({"event": "step_started", "ts": "2026-01-01T00:00:00Z", "step": "Each", "exec": 1, "kind": "for_each", "iteration": []}),
+            finished("Work", 1, &[1, 0], "succeeded"),
+            finished("Work", 1, &[1, 1], "failed"),
+            json!({"event": "step_finished", "ts": "2026-01-01T00:00:02Z", "step": "Each", "exec": 1,
+                "iteration": [], "result": {"status": "failed", "iterations": 1, "total": 2}}),
+            json!({"event": "run_resumed", "ts": "2026-01-01T00:00:03Z", "resumes": 1}),
+            json!({"event": "step_started", "ts": "2026-01-01T00:00:03Z", "step": "Each", "exec": 1, "kind": "for_each", "iteration": []}),
+            finished("Work", 1, &[1, 1], "succeeded"),
+            json!({"event": "step_finished", "ts": "2026-01-01T00:00:04Z", "step": "Each", "exec": 1,
+                "iteration": [], "result": {"status": "succeeded", "iterations": 2, "total": 2}}),
+            finished("After", 2, &[], "succeeded"),
+        ];
+        let facts = fold(&events, "R");
+        let path: Vec<(String, String, Vec<u64>)> = facts
+            .path
+            .iter()
+            .map(|&i| {
+                let e = &facts.executions[i];
+                (e.step.clone(), e.status.clone(), e.key())
+            })
+            .collect();
+        assert_eq!(
+            path,
+            [
+                ("Each".to_string(), "succeeded".to_string(), vec![1]),
+                ("Work".to_string(), "succeeded".to_string(), vec![1, 0, 1]),
+                ("Work".to_string(), "succeeded".to_string(), vec![1, 1, 1]),
+                ("After".to_string(), "succeeded".to_string(), vec![2]),
+            ]
+        );
+        let superseded: Vec<&str> = facts
+            .executions
+            .iter()
+            .filter(|e| e.superseded)
+            .map(|e| e.status.as_str())
+            .collect();
+        assert_eq!(superseded, ["failed", "failed"], "the failed item and loop");
+        assert_eq!(exec_label(&[1, 1], 1), "1.1.1");
     }
 }

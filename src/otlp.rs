@@ -425,21 +425,45 @@ pub fn spans_from_events(records: &[Value], task: Option<&TaskInfo>) -> Vec<Span
     let start_ns = nanos(&session["ts"]).unwrap_or(last_ns);
 
     let mut spans: Vec<Span> = Vec::new();
-    // exec -> index in `spans`, for the steps started and not yet finished.
-    let mut open: HashMap<u64, usize> = HashMap::new();
-    // The `for_each` steps whose body is running, innermost last: (exec, span id).
-    let mut loops: Vec<(u64, [u8; 8])> = Vec::new();
+    // (lane, exec) -> index in `spans`, for the steps started and not yet finished. Fan-out
+    // items number their executions in lanes of their own (`lane` on their events).
+    let mut open: HashMap<(Vec<u64>, u64), usize> = HashMap::new();
+    // Per lane, the sequential `for_each` steps whose body is running, innermost last:
+    // (exec, span id).
+    let mut loops: HashMap<Vec<u64>, Vec<(u64, [u8; 8])>> = HashMap::new();
     let mut finished: Option<&Value> = None;
+    let key_text = |lane: &[u64], exec: u64| {
+        lane.iter()
+            .chain([&exec])
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(".")
+    };
     for record in session_records {
         let exec = record["exec"].as_u64().unwrap_or(0);
-        let exec_text = exec.to_string();
+        let lane: Vec<u64> = record["lane"]
+            .as_array()
+            .map(|l| l.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        let exec_text = key_text(&lane, exec);
+        let key = (lane.clone(), exec);
         let ts = nanos(&record["ts"]).unwrap_or(last_ns);
         match record["event"].as_str().unwrap_or_default() {
             "step_started" => {
                 let step = record["step"].as_str().unwrap_or_default();
                 let kind = record["kind"].as_str().unwrap_or_default();
                 let id = span_id(&["step", &run_id, &resumes_text, &exec_text]);
-                let parent = loops.last().map(|(_, id)| *id).unwrap_or(root_id);
+                // The innermost loop of its lane, else the fan-out step the lane belongs to.
+                let parent = match (loops.get(&lane).and_then(|l| l.last()), lane.len()) {
+                    (Some((_, id)), _) => *id,
+                    (None, n) if n >= 2 => span_id(&[
+                        "step",
+                        &run_id,
+                        &resumes_text,
+                        &key_text(&lane[..n - 2], lane[n - 2]),
+                    ]),
+                    (None, _) => root_id,
+                };
                 spans.push(Span {
                     trace_id: trace,
                     span_id: id,
@@ -459,13 +483,13 @@ pub fn spans_from_events(records: &[Value], task: Option<&TaskInfo>) -> Vec<Span
                     events: Vec::new(),
                     error: Some("the step did not finish (no step_finished record)".into()),
                 });
-                open.insert(exec, spans.len() - 1);
+                open.insert(key.clone(), spans.len() - 1);
                 if kind == "for_each" {
-                    loops.push((exec, id));
+                    loops.entry(lane.clone()).or_default().push((exec, id));
                 }
             }
             "process_started" | "retry_scheduled" | "paused" | "phase_violation" => {
-                if let Some(&index) = open.get(&exec) {
+                if let Some(&index) = open.get(&key) {
                     let mut attributes = Vec::new();
                     for key in ["attempt", "exit_code", "delay", "reason", "until"] {
                         match &record[key] {
@@ -491,10 +515,12 @@ pub fn spans_from_events(records: &[Value], task: Option<&TaskInfo>) -> Vec<Span
                 }
             }
             "step_finished" => {
-                if loops.last().is_some_and(|(e, _)| *e == exec) {
-                    loops.pop();
+                if let Some(stack) = loops.get_mut(&lane)
+                    && stack.last().is_some_and(|(e, _)| *e == exec)
+                {
+                    stack.pop();
                 }
-                if let Some(index) = open.remove(&exec) {
+                if let Some(index) = open.remove(&key) {
                     finish_step(&mut spans[index], &record["result"], ts);
                 }
             }
@@ -1225,6 +1251,28 @@ mod tests {
         assert_eq!(get("orchestrate.cost_usd"), Some(Attr::Float(0.5)));
         // The same log gives the same ids: a trace sent again stays one trace.
         assert_eq!(spans_from_events(&log(), None)[1].span_id, ask.span_id);
+    }
+
+    #[test]
+    fn fan_out_items_are_spans_under_their_fan_out_step_even_with_the_same_numbers() {
+        let ok = json!({"status": "succeeded", "duration": 1.0});
+        let log = [
+            json!({"event": "run_started", "ts": "2026-01-01T00:00:00Z", "run_id": "R1", "name": "wf"}),
+            json!({"event": "step_started", "ts": "2026-01-01T00:00:01Z", "step": "P", "exec": 1, "kind": "parallel"}),
+            json!({"event": "step_started", "ts": "2026-01-01T00:00:01Z", "step": "A", "exec": 1, "kind": "command", "lane": [1, 0]}),
+            json!({"event": "step_started", "ts": "2026-01-01T00:00:01Z", "step": "B", "exec": 1, "kind": "command", "lane": [1, 1]}),
+            json!({"event": "step_finished", "ts": "2026-01-01T00:00:02Z", "step": "B", "exec": 1, "lane": [1, 1], "result": ok}),
+            json!({"event": "step_finished", "ts": "2026-01-01T00:00:03Z", "step": "A", "exec": 1, "lane": [1, 0], "result": ok}),
+            json!({"event": "step_finished", "ts": "2026-01-01T00:00:03Z", "step": "P", "exec": 1, "result": ok}),
+            json!({"event": "run_finished", "ts": "2026-01-01T00:00:04Z", "status": "succeeded"}),
+        ];
+        let spans = spans_from_events(&log, None);
+        let by_name = |n: &str| spans.iter().find(|s| s.name == n).unwrap();
+        let (p, a, b) = (by_name("P"), by_name("A"), by_name("B"));
+        assert_eq!(a.parent, Some(p.span_id));
+        assert_eq!(b.parent, Some(p.span_id));
+        assert_ne!(a.span_id, b.span_id);
+        assert!(a.error.is_none() && b.error.is_none(), "both finished");
     }
 
     #[test]

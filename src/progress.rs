@@ -18,10 +18,12 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Progress {
     /// A step began (not written for replays or skips). `depth` is the number of enclosing
-    /// `for_each` loops.
+    /// `for_each` loops. `lane`: the fan-out item it runs in (empty outside one), whose
+    /// execution numbers are its own.
     StepStarted {
         step: String,
         exec: u64,
+        lane: Vec<u64>,
         kind: String,
         depth: usize,
     },
@@ -29,6 +31,7 @@ pub enum Progress {
     StepFinished {
         step: String,
         exec: u64,
+        lane: Vec<u64>,
         status: String,
         duration: f64,
         /// Tokens the step used (agent steps), input + output + cache.
@@ -61,10 +64,17 @@ impl Progress {
     pub fn from_event(name: &str, fields: &Value) -> Option<Progress> {
         let step = || fields["step"].as_str().unwrap_or_default().to_string();
         let number = |key: &str| fields[key].as_u64().unwrap_or(0);
+        let lane = || -> Vec<u64> {
+            fields["lane"]
+                .as_array()
+                .map(|l| l.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default()
+        };
         Some(match name {
             "step_started" => Progress::StepStarted {
                 step: step(),
                 exec: number("exec"),
+                lane: lane(),
                 kind: fields["kind"].as_str().unwrap_or_default().to_string(),
                 depth: fields["iteration"].as_array().map_or(0, Vec::len),
             },
@@ -79,6 +89,7 @@ impl Progress {
                 Progress::StepFinished {
                     step: step(),
                     exec: number("exec"),
+                    lane: lane(),
                     status: result["status"].as_str().unwrap_or_default().to_string(),
                     duration: result["duration"].as_f64().unwrap_or(0.0),
                     tokens,
@@ -173,12 +184,13 @@ impl Reporter for Json {
 #[derive(Default)]
 struct LiveState {
     header: Option<ProgressBar>,
-    /// Bars of the steps running now, by execution number.
-    bars: HashMap<u64, ProgressBar>,
+    /// Bars of the steps running now, by lane and execution number (fan-out items run at once,
+    /// each numbering its own executions).
+    bars: HashMap<(Vec<u64>, u64), ProgressBar>,
     /// The running `for_each` bar of each loop step.
-    loops: HashMap<String, u64>,
+    loops: HashMap<String, (Vec<u64>, u64)>,
     /// The running execution of each step, for `wait_for` polls.
-    running: HashMap<String, u64>,
+    running: HashMap<String, (Vec<u64>, u64)>,
     steps_done: u64,
     tokens: u64,
     cost_usd: f64,
@@ -275,18 +287,27 @@ impl Reporter for Live {
             Progress::StepStarted {
                 step,
                 exec,
+                lane,
                 kind,
                 depth,
             } => {
+                // A fan-out item says which one it is; items of a `parallel` step have no loop
+                // index, so the lane gives their depth too.
+                let item = match lane.last() {
+                    Some(index) => format!(" · item {index}"),
+                    None => String::new(),
+                };
+                let depth = (*depth).max(lane.len() / 2);
                 let bar = self.multi.add(
                     ProgressBar::new_spinner()
                         .with_style(spinner_style())
                         .with_prefix("  ".repeat(depth + 1))
-                        .with_message(format!("{step} ({kind})")),
+                        .with_message(format!("{step} ({kind}){item}")),
                 );
                 bar.enable_steady_tick(TICK);
-                state.bars.insert(*exec, bar);
-                state.running.insert(step.clone(), *exec);
+                let key = (lane.clone(), *exec);
+                state.bars.insert(key.clone(), bar);
+                state.running.insert(step.clone(), key);
             }
             Progress::LoopStarted { step, total } => {
                 if let Some(bar) = state.running.get(step).and_then(|e| state.bars.get(e)) {
@@ -295,8 +316,8 @@ impl Reporter for Live {
                     bar.set_position(0);
                     bar.set_message(step.clone());
                 }
-                if let Some(exec) = state.running.get(step).copied() {
-                    state.loops.insert(step.clone(), exec);
+                if let Some(key) = state.running.get(step).cloned() {
+                    state.loops.insert(step.clone(), key);
                 }
             }
             Progress::LoopItem { step, index, total } => {
@@ -320,18 +341,20 @@ impl Reporter for Live {
             Progress::StepFinished {
                 step,
                 exec,
+                lane,
                 tokens,
                 cost_usd,
                 ..
             } => {
-                if let Some(bar) = state.bars.remove(exec) {
+                let key = (lane.clone(), *exec);
+                if let Some(bar) = state.bars.remove(&key) {
                     bar.finish_and_clear();
                     self.multi.remove(&bar);
                 }
-                if state.running.get(step) == Some(exec) {
+                if state.running.get(step) == Some(&key) {
                     state.running.remove(step);
                 }
-                if state.loops.get(step) == Some(exec) {
+                if state.loops.get(step) == Some(&key) {
                     state.loops.remove(step);
                 }
                 state.steps_done += 1;
@@ -402,6 +425,7 @@ mod tests {
             Some(Progress::StepStarted {
                 step: "Fix".into(),
                 exec: 4,
+                lane: Vec::new(),
                 kind: "command".into(),
                 depth: 2
             })
@@ -417,6 +441,7 @@ mod tests {
             Some(Progress::StepFinished {
                 step: "Ask".into(),
                 exec: 5,
+                lane: Vec::new(),
                 status: "succeeded".into(),
                 duration: 1.5,
                 tokens: Some(125),
@@ -444,6 +469,7 @@ mod tests {
         live.report(&Progress::StepStarted {
             step: "A".into(),
             exec: 1,
+            lane: Vec::new(),
             kind: "agent".into(),
             depth: 0,
         });
@@ -451,6 +477,7 @@ mod tests {
         live.report(&Progress::StepFinished {
             step: "A".into(),
             exec: 1,
+            lane: Vec::new(),
             status: "succeeded".into(),
             duration: 0.1,
             tokens: Some(1500),
@@ -459,5 +486,32 @@ mod tests {
         let state = live.state.lock().unwrap();
         assert!(state.bars.is_empty());
         assert_eq!(Live::totals(&state), "1 step done · 1,500 tokens · $0.5000");
+    }
+
+    #[test]
+    fn live_bars_of_fan_out_items_with_the_same_numbers_are_kept_apart() {
+        let live = Live::with_target(ProgressDrawTarget::hidden());
+        let started = |lane: Vec<u64>| Progress::StepStarted {
+            step: "Work".into(),
+            exec: 1,
+            lane,
+            kind: "command".into(),
+            depth: 1,
+        };
+        live.report(&started(vec![2, 0]));
+        live.report(&started(vec![2, 1]));
+        assert_eq!(live.state.lock().unwrap().bars.len(), 2);
+        live.report(&Progress::StepFinished {
+            step: "Work".into(),
+            exec: 1,
+            lane: vec![2, 1],
+            status: "succeeded".into(),
+            duration: 0.1,
+            tokens: None,
+            cost_usd: None,
+        });
+        let state = live.state.lock().unwrap();
+        assert_eq!(state.bars.len(), 1, "item 0 still runs");
+        assert!(state.bars.contains_key(&(vec![2, 0], 1)));
     }
 }

@@ -23,6 +23,9 @@ use crate::model::{Capture, Condition, Items, Pointer, Step, StepKind, Target, W
 use crate::state::{RunDir, RunState, RunStatus};
 use crate::template::{self, Lookup, Template, Undefined, VarRef};
 
+#[path = "fanout.rs"]
+mod fanout;
+
 /// At most this much of a text step's stdout is kept in state (the spec's 8 KB).
 pub const TEXT_KEEP_BYTES: usize = 8 * 1024;
 /// JSON capture parses at most this much stdout; more is a parse failure (the spec's 1 MB).
@@ -66,6 +69,7 @@ pub struct RunReport {
 }
 
 /// Everything a run needs besides the workflow.
+#[derive(Clone)]
 pub struct RunConfig {
     /// Where the swarm and the run's records live: queues, `.orchestrate/`, approvals, ledger.
     pub workspace: PathBuf,
@@ -194,6 +198,8 @@ pub enum RunError {
     State(#[from] crate::state::StateError),
     #[error("failed to resume run {run_id}: {message}")]
     Resume { run_id: String, message: String },
+    #[error("failed to join the items of fan-out step `{step}`: {message}")]
+    Lane { step: String, message: String },
 }
 
 /// How a step ended, for control flow.
@@ -222,10 +228,15 @@ struct Failure {
     message: String,
 }
 
-/// Journal of completed results from an earlier attempt of this run, by execution ordinal.
+/// A recorded execution: its lane (empty for the run's own step list; see [`fanout`]) and its
+/// ordinal in that lane.
+type ExecKey = (Vec<u64>, u64);
+
+/// Journal of completed results from an earlier attempt of this run, by lane and execution
+/// ordinal: the step's name and result.
 #[derive(Default)]
 struct Journal {
-    entries: HashMap<u64, (String, Value)>,
+    entries: Arc<HashMap<ExecKey, (String, Value)>>,
     /// Ordinals at or past this one are ignored: the earlier attempt diverged or failed there.
     cutoff: u64,
 }
@@ -244,8 +255,19 @@ pub struct Runner {
     config: RunConfig,
     dir: RunDir,
     state: RunState,
-    events: EventLog,
+    /// One log for the run, shared by the lanes of a fan-out.
+    events: Arc<std::sync::Mutex<EventLog>>,
     journal: Journal,
+    /// Where this runner's executions are numbered: empty for the run's own step list; a
+    /// fan-out item's runner has `[..parent lane, fan-out exec, item index]` ([`fanout`]).
+    lane: Vec<u64>,
+    /// How progress lines name the lane (`Each #2 › Checks lint`); empty for the run's own.
+    lane_label: String,
+    /// A failed step does not end this lane's run on resume (a fan-out item whose join
+    /// outlives failures): its recorded result is replayed like a success.
+    failure_is_outcome: bool,
+    /// The step whose result was recorded (or replayed) last.
+    last_recorded: Option<String>,
     /// Latest result per step name.
     results: Map<String, Value>,
     executions: u64,
@@ -274,17 +296,49 @@ struct BudgetState {
     limits: crate::budget::Limits,
     /// A child run's ancestors' limits (see [`RunConfig::inherited`]).
     inherited: Vec<InheritedLimits>,
-    /// Every agent attempt so far (replayed results included; a child run's spending counts in
-    /// its `workflow:` step's result).
-    spent: crate::budget::Spend,
-    /// The tokens behind `spent`, by kind.
-    usage: crate::runtime::parse::Usage,
+    /// Every agent attempt so far and its tokens by kind (replayed results included; a child
+    /// run's spending counts in its `workflow:` step's result), shared by a fan-out's lanes.
+    spent: SharedSpend,
     /// When this process started the run (`max_wall_sec` counts from here).
     started: Instant,
     /// The failure message of a crossing, which replaces the step's generic one.
     failure: Option<String>,
     /// A cost limit was set but some tokens had no price: said once.
     warned_unpriced: bool,
+}
+
+/// What a run has spent (and the tokens behind it, by kind), shared by every lane of the run
+/// so that concurrent items count against one budget.
+#[derive(Clone, Default)]
+struct SharedSpend(Arc<std::sync::Mutex<(crate::budget::Spend, crate::runtime::parse::Usage)>>);
+
+impl SharedSpend {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, (crate::budget::Spend, crate::runtime::parse::Usage)> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self) -> crate::budget::Spend {
+        self.lock().0
+    }
+
+    fn usage(&self) -> crate::runtime::parse::Usage {
+        self.lock().1
+    }
+
+    /// Counts what a step result spent (an agent's usage, a child run's total).
+    fn count(&self, result: &Value) {
+        let mut spent = self.lock();
+        spent.0 = spent.0.plus(crate::budget::Spend::of_result(result));
+        if let Ok(usage) =
+            serde_json::from_value::<crate::runtime::parse::Usage>(result["usage"].clone())
+        {
+            spent.1.add(&usage);
+        }
+    }
 }
 
 /// The state a run's first snapshot holds, rebuilt from its `run_started` event.
@@ -461,19 +515,21 @@ impl Runner {
                 ))
             })?
             .records;
-        let mut journal = Journal {
-            entries: HashMap::new(),
-            cutoff: u64::MAX,
-        };
+        let mut entries = HashMap::new();
         for record in &records {
             if record["event"] == "step_finished"
                 && let (Some(exec), Some(step)) = (record["exec"].as_u64(), record["step"].as_str())
             {
-                journal
-                    .entries
-                    .insert(exec, (step.to_string(), record["result"].clone()));
+                entries.insert(
+                    (fanout::lane_of(record), exec),
+                    (step.to_string(), record["result"].clone()),
+                );
             }
         }
+        let journal = Journal {
+            entries: Arc::new(entries),
+            cutoff: u64::MAX,
+        };
         state.resumes += 1;
         state.status = RunStatus::Running;
         state.finished_at = None;
@@ -529,8 +585,12 @@ impl Runner {
             config,
             dir,
             state,
-            events,
+            events: Arc::new(std::sync::Mutex::new(events)),
             journal,
+            lane: Vec::new(),
+            lane_label: String::new(),
+            failure_is_outcome: false,
+            last_recorded: None,
             results,
             executions: 0,
             events_at_snapshot: 0,
@@ -544,8 +604,7 @@ impl Runner {
             budget: BudgetState {
                 limits,
                 inherited,
-                spent: crate::budget::Spend::default(),
-                usage: crate::runtime::parse::Usage::default(),
+                spent: SharedSpend::default(),
                 started: Instant::now(),
                 failure: None,
                 warned_unpriced: false,
@@ -669,8 +728,8 @@ impl Runner {
                 .values()
                 .filter_map(|r| r["output_file"].as_str().map(str::to_string))
                 .collect(),
-            spent: self.budget.spent,
-            usage: self.budget.usage,
+            spent: self.budget.spent.get(),
+            usage: self.budget.spent.usage(),
             values: self.state.outputs.clone(),
         })
     }
@@ -724,7 +783,13 @@ impl Runner {
         {
             reporter.report(&progress);
         }
+        let mut fields = fields;
+        if !self.lane.is_empty() {
+            fields["lane"] = json!(self.lane);
+        }
         self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .append(name, fields, durable)
             .map_err(|source| RunError::Io {
                 path: self.dir.events(),
@@ -737,7 +802,7 @@ impl Runner {
     /// run, so this keeps the amortized cost per step constant.
     fn snapshot(&mut self) -> Result<(), RunError> {
         self.state.executions = self.executions;
-        self.state.events_seq = self.events.seq();
+        self.state.events_seq = self.events_seq();
         self.state.updated_at = crate::clock::now_rfc3339();
         self.state.steps = self.results.clone();
         let mut state = self.state.clone();
@@ -757,24 +822,41 @@ impl Runner {
                 path: self.dir.state(),
                 source,
             })?;
-        self.events_at_snapshot = self.events.seq();
+        self.events_at_snapshot = self.events_seq();
         Ok(())
     }
 
+    fn events_seq(&self) -> u64 {
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .seq()
+    }
+
     fn maybe_snapshot(&mut self) -> Result<(), RunError> {
-        if !self.config.resumable {
+        if !self.config.resumable || !self.lane.is_empty() {
+            // A fan-out item's lane: the runner that owns the run snapshots it at the join.
             // A swarm task's attempt: its records are events.jsonl and the status.json the
             // role writes; a snapshot would cost a file per task and be read by nobody.
             return Ok(());
         }
-        let since = self.events.seq() - self.events_at_snapshot;
-        if since >= 64.max(self.events.seq() / 2) {
+        let seq = self.events_seq();
+        let since = seq - self.events_at_snapshot;
+        if since >= 64.max(seq / 2) {
             self.snapshot()?;
         }
         Ok(())
     }
 
     fn progress(&self, text: &str) {
+        // Lines of fan-out items say whose they are: `[Each #2] ✓ Work (0.31s)`.
+        let labelled;
+        let text = if self.lane_label.is_empty() {
+            text
+        } else {
+            labelled = format!("[{}] {text}", self.lane_label);
+            labelled.as_str()
+        };
         match &self.config.reporter {
             Some(reporter) => reporter.report(&crate::progress::Progress::Message(events::mask(
                 text,
@@ -1052,8 +1134,10 @@ impl Runner {
         } else {
             json!({"reason": "", "from": ""})
         };
-        if !matches!(step.kind, StepKind::ForEach { .. })
-            && let Some(flow) = self.replay(step, exec)
+        if !matches!(
+            step.kind,
+            StepKind::ForEach { .. } | StepKind::Parallel { .. }
+        ) && let Some(flow) = self.replay(step, exec)
         {
             return Ok(flow);
         }
@@ -1087,24 +1171,38 @@ impl Runner {
                     false,
                 )?;
                 match &step.kind {
-                    StepKind::ForEach { items, var, steps } => {
-                        match self.for_each(step, items, var, steps, loops).await? {
-                            (Flow::End, _) => {
-                                let result = json!({"status": "succeeded", "exit_code": 0, "ended_run": true});
-                                self.record(
-                                    step,
-                                    exec,
-                                    &iteration,
-                                    with_timing(result, &started_at, started),
-                                )?;
-                                return Ok(Flow::End);
-                            }
-                            (flow, result) => {
-                                let _ = flow;
-                                result
-                            }
-                        }
+                    StepKind::ForEach {
+                        items,
+                        var,
+                        steps,
+                        fan,
+                    } if fan.fans_out() => {
+                        self.fan_out_items(step, exec, items, var, steps, fan, loops)
+                            .await?
                     }
+                    StepKind::Parallel { branches, fan } => {
+                        self.fan_out_branches(step, exec, branches, fan, loops)
+                            .await?
+                    }
+                    StepKind::ForEach {
+                        items, var, steps, ..
+                    } => match self.for_each(step, items, var, steps, loops).await? {
+                        (Flow::End, _) => {
+                            let result =
+                                json!({"status": "succeeded", "exit_code": 0, "ended_run": true});
+                            self.record(
+                                step,
+                                exec,
+                                &iteration,
+                                with_timing(result, &started_at, started),
+                            )?;
+                            return Ok(Flow::End);
+                        }
+                        (flow, result) => {
+                            let _ = flow;
+                            result
+                        }
+                    },
                     StepKind::WaitFor {
                         glob,
                         timeout,
@@ -1226,7 +1324,7 @@ impl Runner {
             format_version: 1,
             // Execution numbers repeat on resume, so a decision given while the engine was down
             // still answers the same request.
-            request_id: format!("{run_id}-{exec}"),
+            request_id: format!("{run_id}-{}{exec}", fanout::log_prefix(&self.lane)),
             run_id: run_id.clone(),
             step: step.name.clone(),
             message: message.clone(),
@@ -1364,7 +1462,8 @@ impl Runner {
                 }
             }
         }
-        let root = crate::subflow::child_root(&self.dir.root, exec, &step.name);
+        let lane = fanout::log_prefix(&self.lane);
+        let root = crate::subflow::child_root(&self.dir.root, &lane, exec, &step.name);
         self.event(
             "child_started",
             json!({"step": step.name, "exec": exec, "workflow": sub.path, "run_root": self.relative(&root)}),
@@ -1375,6 +1474,7 @@ impl Runner {
             step,
             sub,
             exec,
+            lane,
             with,
             parent_root: &self.dir.root,
             parent_run_id: &self.state.run_id,
@@ -1493,7 +1593,8 @@ impl Runner {
         if exec >= self.journal.cutoff {
             return None;
         }
-        let Some((name, result)) = self.journal.entries.get(&exec).cloned() else {
+        let key = (self.lane.clone(), exec);
+        let Some((name, result)) = self.journal.entries.get(&key).cloned() else {
             self.journal.cutoff = exec;
             return None;
         };
@@ -1514,7 +1615,7 @@ impl Runner {
             }
         };
         let handled = edge(step, flow, Some(&result)).is_some()
-            || (flow == Flow::Failed && !self.workflow.strict_flow);
+            || (flow == Flow::Failed && (!self.workflow.strict_flow || self.failure_is_outcome));
         if matches!(flow, Flow::Failed | Flow::Rejected) && !handled {
             // This failure ended the earlier attempt: run the step again.
             self.journal.cutoff = exec;
@@ -1524,7 +1625,17 @@ impl Runner {
             self.enqueued.push(task);
         }
         self.budget.count(&result);
+        if flow == Flow::Failed {
+            // As when it ran: the failure is the run's (or the item's) to report.
+            let exit_code = result["exit_code"].as_i64().unwrap_or(1) as i32;
+            let detail = error_text(&result).unwrap_or_else(|| format!("exit code {exit_code}"));
+            self.failure = Some(Failure {
+                exit_code,
+                message: format!("step `{}` (line {}) failed: {detail}", step.name, step.line),
+            });
+        }
         self.results.insert(step.name.clone(), result);
+        self.last_recorded = Some(step.name.clone());
         self.progress(&format!(
             "↺ {} (completed earlier; not run again)",
             step.name
@@ -1545,6 +1656,7 @@ impl Runner {
             true,
         )?;
         self.results.insert(step.name.clone(), result);
+        self.last_recorded = Some(step.name.clone());
         self.maybe_snapshot()
     }
 
@@ -1589,11 +1701,12 @@ impl Runner {
             false,
         )?;
         let mut completed = 0;
-        for (index, item) in values.into_iter().enumerate() {
+        let mut outcomes = Vec::with_capacity(total);
+        for (index, item) in values.iter().enumerate() {
             let mut frames = loops.to_vec();
             frames.push(LoopFrame {
                 var: var.to_string(),
-                item,
+                item: item.clone(),
                 index,
                 total,
             });
@@ -1602,26 +1715,42 @@ impl Runner {
                 json!({"step": step.name, "index": index, "total": total}),
                 false,
             )?;
-            match self.run_list(body, &frames).await? {
+            self.last_recorded = None;
+            let flow = self.run_list(body, &frames).await?;
+            let status = match flow {
                 Flow::End => return Ok((Flow::End, Value::Null)),
-                Flow::Failed | Flow::Rejected => {
-                    let message = match &self.failure {
-                        Some(f) => format!("iteration {index} failed: {}", f.message),
-                        None => format!("iteration {index} failed"),
-                    };
-                    let code = self.failure.as_ref().map(|f| f.exit_code).unwrap_or(1);
-                    let mut result = failed_result(code, message);
-                    result["iterations"] = json!(completed);
-                    result["total"] = json!(total);
-                    return Ok((Flow::Failed, result));
+                Flow::Succeeded | Flow::Skipped => fanout::Status::Succeeded,
+                Flow::Failed | Flow::Rejected if self.config.cancel.is_cancelled() => {
+                    fanout::Status::Cancelled
                 }
-                Flow::Succeeded | Flow::Skipped => completed += 1,
+                Flow::Failed | Flow::Rejected => fanout::Status::Failed,
+            };
+            outcomes.push(self.outcome(status, Some((index, item.clone()))));
+            if status != fanout::Status::Succeeded {
+                outcomes.extend(
+                    values
+                        .iter()
+                        .enumerate()
+                        .skip(index + 1)
+                        .map(|(later, item)| fanout::not_started(later, item)),
+                );
+                let message = match &self.failure {
+                    Some(f) => format!("iteration {index} failed: {}", f.message),
+                    None => format!("iteration {index} failed"),
+                };
+                let code = self.failure.as_ref().map(|f| f.exit_code).unwrap_or(1);
+                let mut result = failed_result(code, message);
+                result["iterations"] = json!(completed);
+                result["total"] = json!(total);
+                fanout::tally(&mut result, outcomes);
+                return Ok((Flow::Failed, result));
             }
+            completed += 1;
         }
-        Ok((
-            Flow::Succeeded,
-            json!({"status": "succeeded", "exit_code": 0, "iterations": completed, "total": total}),
-        ))
+        let mut result =
+            json!({"status": "succeeded", "exit_code": 0, "iterations": completed, "total": total});
+        fanout::tally(&mut result, outcomes);
+        Ok((Flow::Succeeded, result))
     }
 
     fn resolve_pointer(&self, pointer: &Pointer) -> Result<Vec<Value>, String> {
@@ -1774,7 +1903,12 @@ impl Runner {
                 // Execution numbers repeat on resume: keep the earlier attempt's logs.
                 suffix.push_str(&format!(".r{}", self.state.resumes));
             }
-            let base = format!("{exec:04}-{}{suffix}", step.name);
+            // A fan-out item's logs carry its lane, so each item's output is its own file.
+            let base = format!(
+                "{}{exec:04}-{}{suffix}",
+                fanout::log_prefix(&self.lane),
+                step.name
+            );
             let stdout_log = self.dir.logs().join(format!("{base}.stdout"));
             let stderr_log = self.dir.logs().join(format!("{base}.stderr"));
             let limit = match step.capture {
@@ -2204,6 +2338,7 @@ impl Runner {
                 argv
             }
             StepKind::ForEach { .. }
+            | StepKind::Parallel { .. }
             | StepKind::WaitFor { .. }
             | StepKind::Enqueue { .. }
             | StepKind::Approval { .. }
@@ -2860,7 +2995,7 @@ impl Runner {
             return Ok(false);
         }
         self.warn_unpriced()?;
-        let Some(crossing) = self.budget.check(self.budget.spent) else {
+        let Some(crossing) = self.budget.check(self.budget.spent.get()) else {
             return Ok(false);
         };
         let workspace = self.config.workspace.clone();
@@ -2889,18 +3024,21 @@ impl Runner {
                 .day
                 .as_ref()
                 .is_some_and(|(swarm, _)| swarm.max_cost_usd_per_day.is_some());
-        if !cost_limited || self.budget.spent.unpriced_tokens == 0 || self.budget.warned_unpriced {
+        if !cost_limited
+            || self.budget.spent.get().unpriced_tokens == 0
+            || self.budget.warned_unpriced
+        {
             return Ok(());
         }
         self.budget.warned_unpriced = true;
         let message = format!(
             "budget: {} tokens have no known price, so the cost limit cannot count them (token limits still apply); add a price for their model under `prices:` in runtimes.yaml",
-            self.budget.spent.unpriced_tokens
+            self.budget.spent.get().unpriced_tokens
         );
         self.progress(&format!("! {message}"));
         self.event(
             "budget_unpriced",
-            json!({"unpriced_tokens": self.budget.spent.unpriced_tokens, "message": message}),
+            json!({"unpriced_tokens": self.budget.spent.get().unpriced_tokens, "message": message}),
             false,
         )
     }
@@ -2930,7 +3068,7 @@ impl Runner {
             spec.stdout_lines = Some(tx);
             lines = Some((StreamParser::new(runtime), rx, runtime));
         }
-        let spent = self.budget.spent;
+        let spent = self.budget.spent.get();
         let prices = &self.config.profiles.prices;
         let model = agent.and_then(|a| a.model.clone());
         let previous = agent.and_then(|a| a.previous_usage);
@@ -3034,13 +3172,8 @@ impl Runner {
 
 impl BudgetState {
     /// Counts what a step result spent (an agent's usage, a child run's total).
-    fn count(&mut self, result: &Value) {
-        self.spent = self.spent.plus(crate::budget::Spend::of_result(result));
-        if let Ok(usage) =
-            serde_json::from_value::<crate::runtime::parse::Usage>(result["usage"].clone())
-        {
-            self.usage.add(&usage);
-        }
+    fn count(&self, result: &Value) {
+        self.spent.count(result);
     }
 
     /// No limit applies to this run, its own or an ancestor's.
@@ -3080,14 +3213,14 @@ impl BudgetState {
             .iter()
             .map(|i| InheritedLimits {
                 limits: i.limits.clone(),
-                base: i.base.plus(self.spent),
+                base: i.base.plus(self.spent.get()),
                 started: i.started,
             })
             .collect();
         if !self.limits.is_empty() {
             out.push(InheritedLimits {
                 limits: self.limits.clone(),
-                base: self.spent,
+                base: self.spent.get(),
                 started: self.started,
             });
         }

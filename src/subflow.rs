@@ -335,7 +335,7 @@ fn context_reads(workflow: &Workflow) -> Vec<String> {
                     json_strings(&input.value, &mut templates);
                 }
             }
-            StepKind::ForEach { .. } => {}
+            StepKind::ForEach { .. } | StepKind::Parallel { .. } => {}
         }
     }
     let mut keys: Vec<String> = templates
@@ -366,6 +366,10 @@ pub(crate) struct ChildRun<'a> {
     /// Execution ordinal of the step in the parent (names the child's directory; replays the
     /// same on resume).
     pub exec: u64,
+    /// The parent lane's prefix (`0003.0002.` for a fan-out item; empty for the run's own step
+    /// list): items of a fan-out number their executions each from 1, so it keeps their
+    /// children's directories apart.
+    pub lane: String,
     /// `with:` rendered in the parent's scope.
     pub with: Map<String, Value>,
     pub parent_root: &'a Path,
@@ -387,12 +391,13 @@ pub(crate) struct ChildOutcome {
     pub reused: bool,
 }
 
-/// The directory of a child run: `<parent RUN_ROOT>/children/<exec>-<step>`. The execution
-/// ordinal replays identically on resume, so a resumed parent finds the same directory.
-pub fn child_root(parent_root: &Path, exec: u64, step: &str) -> PathBuf {
+/// The directory of a child run: `<parent RUN_ROOT>/children/<lane><exec>-<step>`. The lane
+/// and execution ordinal replay identically on resume, so a resumed parent finds the same
+/// directory.
+pub fn child_root(parent_root: &Path, lane: &str, exec: u64, step: &str) -> PathBuf {
     parent_root
         .join(CHILDREN_DIR)
-        .join(format!("{exec:04}-{step}"))
+        .join(format!("{lane}{exec:04}-{step}"))
 }
 
 /// Starts the child run of `child` (or resumes the one an earlier attempt of the parent began,
@@ -402,7 +407,7 @@ pub(crate) async fn run(
     child: ChildRun<'_>,
     timeout: Option<Duration>,
 ) -> ChildOutcome {
-    let root = child_root(child.parent_root, child.exec, &child.step.name);
+    let root = child_root(child.parent_root, &child.lane, child.exec, &child.step.name);
     let mut outcome = ChildOutcome {
         result: Value::Null,
         run_id: None,
@@ -571,7 +576,12 @@ fn child_config(
     // when it runs on its own).
     config.checkout = parent.checkout.clone();
     config.progress = parent.progress;
-    config.run_root = Some(child_root(child.parent_root, child.exec, &child.step.name));
+    config.run_root = Some(child_root(
+        child.parent_root,
+        &child.lane,
+        child.exec,
+        &child.step.name,
+    ));
     config.task = parent.task.clone();
     config.correlation_id = Some(
         parent

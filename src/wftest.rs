@@ -273,19 +273,18 @@ async fn run_case(
     );
 
     // Provider steps (a command template around a CLI) are answered by the fixture agent too,
-    // printing the answer's result as text.
-    for template in workflow.providers.values_mut() {
-        template.command = [
-            "env".to_string(),
-            format!("{AGENT_ENV}={}", case.display()),
-            format!("{STATE_ENV}={}", state.display()),
-            format!("{FORMAT_ENV}=text"),
-            exe.display().to_string(),
-        ]
-        .into_iter()
-        .map(crate::template::Template::literal)
-        .collect();
-    }
+    // printing the answer's result as text; in child workflows as well.
+    let fixture_command: Vec<crate::template::Template> = [
+        "env".to_string(),
+        format!("{AGENT_ENV}={}", case.display()),
+        format!("{STATE_ENV}={}", state.display()),
+        format!("{FORMAT_ENV}=text"),
+        exe.display().to_string(),
+    ]
+    .into_iter()
+    .map(crate::template::Template::literal)
+    .collect();
+    answer_providers(&mut workflow, &fixture_command);
     let mut context = workflow.context.clone();
     context.extend(expect.context.clone());
     let cancel = CancellationToken::new();
@@ -330,7 +329,11 @@ async fn run_case(
         .records;
     let mut path = Vec::new();
     let mut last: BTreeMap<String, Value> = BTreeMap::new();
-    for event in events.iter().filter(|e| e["event"] == "step_finished") {
+    let finished: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "step_finished")
+        .collect();
+    for event in in_item_order(&finished) {
         let step = event["step"].as_str().unwrap_or_default().to_string();
         let result = &event["result"];
         if result["status"] == "skipped" {
@@ -406,6 +409,37 @@ async fn run_case(
         path,
         kept,
     })
+}
+
+/// Points every provider of `workflow`, and of the child workflows its `workflow:` steps run,
+/// at the fixture agent.
+fn answer_providers(workflow: &mut crate::model::Workflow, command: &[crate::template::Template]) {
+    use crate::model::{Step, StepKind};
+    fn in_steps(steps: &mut [Step], command: &[crate::template::Template]) {
+        for step in steps {
+            match &mut step.kind {
+                StepKind::ForEach { steps, .. } => in_steps(steps, command),
+                StepKind::Parallel { branches, .. } => {
+                    for branch in branches {
+                        in_steps(&mut branch.steps, command);
+                    }
+                }
+                StepKind::Workflow(sub) => {
+                    if let Some(child) = &sub.child {
+                        let mut workflow = child.workflow.clone();
+                        answer_providers(&mut workflow, command);
+                        let text = child.text.clone();
+                        sub.child = Some(Arc::new(crate::model::LoadedChild { workflow, text }));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    for template in workflow.providers.values_mut() {
+        template.command = command.to_vec();
+    }
+    in_steps(&mut workflow.steps, command);
 }
 
 /// Makes the run a role's task, as a role process would: the task file in its claimed
@@ -665,6 +699,38 @@ impl Drop for Scratch {
 
 /// Copies regular files and directories (symlinks as symlinks); `filter` leaves out the
 /// top-level records and build output.
+/// `step_finished` records as if fan-out items had run one after another: each fan-out step's
+/// items (their lanes, item by item, nested ones likewise) just before its own record, so that
+/// the path does not depend on which item finished first.
+fn in_item_order<'a>(records: &[&'a Value]) -> Vec<&'a Value> {
+    fn lane(record: &Value) -> Vec<u64> {
+        record["lane"]
+            .as_array()
+            .map(|l| l.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default()
+    }
+    fn emit<'a>(records: &[&'a Value], of: &[u64], out: &mut Vec<&'a Value>) {
+        for record in records.iter().filter(|r| lane(r) == of) {
+            if let Some(exec) = record["exec"].as_u64() {
+                let mut items: Vec<Vec<u64>> = records
+                    .iter()
+                    .map(|r| lane(r))
+                    .filter(|l| l.len() == of.len() + 2 && l.starts_with(of) && l[of.len()] == exec)
+                    .collect();
+                items.sort();
+                items.dedup();
+                for item in items {
+                    emit(records, &item, out);
+                }
+            }
+            out.push(record);
+        }
+    }
+    let mut out = Vec::with_capacity(records.len());
+    emit(records, &[], &mut out);
+    out
+}
+
 fn copy_tree(from: &Path, to: &Path, filter: bool) -> Result<(), String> {
     let walk = walkdir::WalkDir::new(from)
         .follow_links(false)
@@ -800,4 +866,29 @@ pub fn fixture_agent(case: &Path) -> u8 {
     println!("{init}");
     println!("{done}");
     exit_code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fan_out_items_are_on_the_path_in_item_order_before_their_step() {
+        let records = [
+            json!({"step": "Start", "exec": 1}),
+            json!({"step": "B", "exec": 1, "lane": [2, 1]}),
+            json!({"step": "Deep", "exec": 1, "lane": [2, 0, 1, 1]}),
+            json!({"step": "Inner", "exec": 1, "lane": [2, 0]}),
+            json!({"step": "A", "exec": 2, "lane": [2, 0]}),
+            json!({"step": "Fan", "exec": 2}),
+            json!({"step": "End", "exec": 3}),
+        ];
+        let refs: Vec<&Value> = records.iter().collect();
+        let names: Vec<&str> = in_item_order(&refs)
+            .iter()
+            .map(|r| r["step"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["Start", "Deep", "Inner", "A", "B", "Fan", "End"]);
+    }
 }

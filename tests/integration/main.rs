@@ -9,6 +9,7 @@ mod budgets;
 mod chaos;
 mod checker;
 mod durability;
+mod fanout;
 mod inputs;
 mod language;
 mod progress;

@@ -817,3 +817,66 @@ fn a_child_of_an_isolated_run_works_in_the_parents_worktree() {
             .to_string()
     );
 }
+
+/// Items of a parallel `for_each` that each run the same child workflow get a child run each
+/// (their executions are numbered per item, so the lane keeps the directories apart), and the
+/// children run at once.
+#[test]
+fn parallel_items_each_run_their_own_child_run() {
+    let ws = Ws::new();
+    ws.file(
+        "flows/greet.yaml",
+        r#"name: greet
+outputs:
+  message: "${steps.Say.output}"
+steps:
+  - name: Say
+    command: [bash, -c, 'touch "started-$0"; for i in $(seq 100); do [ $(ls started-* | wc -l) -ge 3 ] && break; sleep 0.05; done; printf "hi %s" "$0"', "${context.who}"]
+"#,
+    );
+    ws.workflow(
+        r#"name: fan
+steps:
+  - name: Each
+    for_each:
+      items: [ann, bob, cy]
+      as: who
+      max_parallel: 3
+      steps:
+        - name: Greet
+          workflow: flows/greet.yaml
+          with: {who: "${who}"}
+        - name: Keep
+          command: [bash, -c, 'printf "%s\n" "$0" >> greetings.txt', "${steps.Greet.outputs.message}"]
+"#,
+    );
+    ws.run(&["validate", "wf.yaml"]).ok();
+    let run = ws.run_wf(&[]);
+    run.ok();
+    let mut lines: Vec<String> = ws
+        .read("greetings.txt")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    assert_eq!(lines, ["hi ann", "hi bob", "hi cy"]);
+    // One child run per item, each with its own directory, context and outputs.
+    let children = ws.run_dir(run.id()).join("children");
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(&children).unwrap() {
+        let dir = entry.unwrap().path();
+        let state = read_json(&dir.join("state.json"));
+        assert_eq!(state["status"], "succeeded", "{}", dir.display());
+        seen.push(state["context"]["who"].as_str().unwrap().to_string());
+    }
+    seen.sort();
+    assert_eq!(seen, ["ann", "bob", "cy"]);
+    let each = run.step("Each");
+    let statuses: Vec<&str> = each["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["succeeded", "succeeded", "succeeded"]);
+}

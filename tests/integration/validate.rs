@@ -521,3 +521,27 @@ fn malformed_yaml_variants_are_each_reported_with_a_position() {
         assert!(!run.stderr.contains("panicked"), "{text:?}: {}", run.stderr);
     }
 }
+
+#[test]
+fn fan_out_fields_are_checked_where_they_are_written() {
+    refused("bad_fanout")
+        .stderr_has("bad_fanout.yaml:6:21: error: `max_parallel` of `for_each` of step `Each` must be a whole number from 1 to 1024, found `0`")
+        .stderr_has("bad_fanout.yaml:7:13: error: `join: all_sucess` of `for_each` of step `Each` is not a join policy")
+        .stderr_has("did you mean `all_success`?")
+        .stderr_has("bad_fanout.yaml:19:29: error: step `Check` has `goto: _end` inside for_each step `Ask`")
+        .stderr_has("bad_fanout.yaml:20:11: error: approval step `Approve` is inside `for_each` `Ask` with `max_parallel` above 1")
+        .stderr_has("bad_fanout.yaml:29:9: error: branch name `b/c` in step `P` may only use letters")
+        .stderr_has("bad_fanout.yaml:34:13: error: `join: any` of `parallel` of step `Q` is not a join policy")
+        .stderr_has("bad_fanout.yaml:35:17: error: `branches` of step `Q` must map branch names to step lists")
+        .stderr_has("bad_fanout.yaml:37:24: error: step `Refs` uses `${steps.P.branches.lnt.status}`, but parallel step `P` has no branch `lnt`")
+        .stderr_has("did you mean `lint`?")
+        .stderr_has("bad_fanout.yaml:37:58: error: step `Refs` uses `${steps.Ask.branches}`, but step `Ask` is a for_each")
+        .stderr_has("bad_fanout.yaml:37:83: error: step `Refs` uses `${steps.Check.results}`, but step `Check` is a command step")
+        .stderr_has("10 problem(s) found");
+}
+
+#[test]
+fn duplicate_branch_names_are_refused_at_the_second() {
+    refused("duplicate_branch")
+        .stderr_has("duplicate_branch.yaml:9:9: error: invalid YAML: duplicate mapping key: lint");
+}

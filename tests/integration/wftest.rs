@@ -279,3 +279,51 @@ fn a_task_case_for_a_role_that_runs_another_workflow_is_an_error() {
         .code(2)
         .stderr_has("role `triage` (agents/triage.yaml) runs workflows/triage.yaml, not workflows/other.yaml");
 }
+
+/// Fixtures answer the agent and provider steps of a child workflow too.
+#[test]
+fn fixtures_answer_the_steps_of_a_child_workflow() {
+    let ws = Ws::new();
+    ws.file(
+        "flows/child.yaml",
+        r#"name: child
+providers:
+  mycli:
+    command: ["mycli-not-installed", "${PROMPT}"]
+outputs:
+  verdict: "${steps.Judge.json.verdict}"
+  note: "${steps.Draft.output}"
+steps:
+  - name: Draft
+    provider: mycli
+    input_file: prompt.md
+  - name: Judge
+    phase: readonly
+    output_capture: json
+    prompt: "judge it"
+"#,
+    );
+    ws.file(
+        "wf.yaml",
+        r#"name: parent
+steps:
+  - name: Sub
+    workflow: flows/child.yaml
+  - name: Show
+    command: [echo, "${steps.Sub.outputs.verdict}: ${steps.Sub.outputs.note}"]
+"#,
+    );
+    ws.file("prompt.md", "draft it");
+    ws.file("cases/ok/agents/Draft.json", r#"{"result": "a draft"}"#);
+    ws.file(
+        "cases/ok/agents/Judge.json",
+        r#"{"result": {"verdict": "good"}}"#,
+    );
+    ws.file(
+        "cases/ok/expect.yaml",
+        "path: [Sub, Show]\nstatus: succeeded\noutputs:\n  Sub.outputs.verdict: good\n  Sub.outputs.note: \"a draft\\n\"\n",
+    );
+    ws.run(&["test", "wf.yaml", "--fixtures", "cases"])
+        .ok()
+        .stdout_has("ok      ok (Sub -> Show)");
+}
