@@ -224,8 +224,7 @@ impl Exporter {
     /// Exports the run recorded in `events` (the latest start or resume of it). Returns the
     /// number of spans sent.
     pub fn export(&self, events: &Path, task: Option<&TaskInfo>) -> Result<usize, String> {
-        let file = crate::events::read_checked(events)?;
-        let spans = spans_from_events(&file.records, task);
+        let spans = spans_of_run(events, task)?;
         if spans.is_empty() {
             return Ok(0);
         }
@@ -400,6 +399,78 @@ fn int_attr(key: &str, value: i64) -> (String, Attr) {
 /// Spans of the last start or resume recorded in `records`: a root span for the run and one
 /// child per step execution (a `for_each`'s body under the loop's span). Skipped steps have no
 /// span. A step with no `step_finished` (the engine died) ends with the last record.
+/// The spans of the run recorded in `events` (its latest start or resume), with the spans of
+/// the child runs its `workflow:` steps started in that session, recursively: each child's
+/// spans join the parent's trace, its root span under the `workflow:` step's span.
+pub fn spans_of_run(events: &Path, task: Option<&TaskInfo>) -> Result<Vec<Span>, String> {
+    let file = crate::events::read_checked(events)?;
+    let mut spans = spans_from_events(&file.records, task);
+    let (Some(root), Some(run_root)) = (spans.first(), events.parent()) else {
+        return Ok(spans);
+    };
+    let trace = root.trace_id;
+    let Some(session_at) = file
+        .records
+        .iter()
+        .rposition(|r| r["event"] == "run_started" || r["event"] == "run_resumed")
+    else {
+        return Ok(spans);
+    };
+    let run_id = file
+        .records
+        .iter()
+        .find(|r| r["event"] == "run_started")
+        .and_then(|r| r["run_id"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let resumes = file.records[session_at]["resumes"]
+        .as_u64()
+        .unwrap_or(0)
+        .to_string();
+    for record in &file.records[session_at..] {
+        if record["event"] != "child_started" {
+            continue;
+        }
+        let exec = record["exec"].as_u64().unwrap_or(0);
+        let lane = lane_of(record);
+        let step = record["step"].as_str().unwrap_or_default();
+        let prefix: String = lane.iter().map(|n| format!("{n:04}.")).collect();
+        let dir = run_root
+            .join(crate::subflow::CHILDREN_DIR)
+            .join(format!("{prefix}{exec:04}-{step}"));
+        // A child that left no readable log (it never started) has no spans to add.
+        let Ok(mut child) = spans_of_run(&dir.join("events.jsonl"), None) else {
+            continue;
+        };
+        let step_span = span_id(&["step", &run_id, &resumes, &exec_key(&lane, exec)]);
+        for span in &mut child {
+            span.trace_id = trace;
+            if span.parent.is_none() {
+                span.parent = Some(step_span);
+            }
+        }
+        spans.extend(child);
+    }
+    Ok(spans)
+}
+
+/// A record's fan-out lane (`lane` on the events of fan-out items; empty otherwise).
+fn lane_of(record: &Value) -> Vec<u64> {
+    record["lane"]
+        .as_array()
+        .map(|l| l.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
+/// How a step execution is named in span ids: its lane and ordinal, `3.2.1`.
+fn exec_key(lane: &[u64], exec: u64) -> String {
+    lane.iter()
+        .chain([&exec])
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 pub fn spans_from_events(records: &[Value], task: Option<&TaskInfo>) -> Vec<Span> {
     let Some(started) = records.iter().find(|r| r["event"] == "run_started") else {
         return Vec::new();
@@ -432,19 +503,10 @@ pub fn spans_from_events(records: &[Value], task: Option<&TaskInfo>) -> Vec<Span
     // (exec, span id).
     let mut loops: HashMap<Vec<u64>, Vec<(u64, [u8; 8])>> = HashMap::new();
     let mut finished: Option<&Value> = None;
-    let key_text = |lane: &[u64], exec: u64| {
-        lane.iter()
-            .chain([&exec])
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join(".")
-    };
+    let key_text = exec_key;
     for record in session_records {
         let exec = record["exec"].as_u64().unwrap_or(0);
-        let lane: Vec<u64> = record["lane"]
-            .as_array()
-            .map(|l| l.iter().filter_map(Value::as_u64).collect())
-            .unwrap_or_default();
+        let lane = lane_of(record);
         let exec_text = key_text(&lane, exec);
         let key = (lane.clone(), exec);
         let ts = nanos(&record["ts"]).unwrap_or(last_ns);

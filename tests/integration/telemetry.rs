@@ -532,3 +532,57 @@ fn parse_prom(text: &str) -> Vec<(String, std::collections::HashMap<String, Stri
     }
     out
 }
+
+/// A child run's steps are in its parent's trace: the child's root span hangs under the
+/// `workflow:` step's span, its steps under it, one trace id throughout (nested children too).
+#[test]
+fn a_child_runs_spans_join_the_parents_trace_under_its_workflow_step() {
+    let receiver = Receiver::start();
+    let mut ws = agent_ws();
+    otel_env(&mut ws, &receiver.endpoint());
+    ws.file(
+        "flows/inner.yaml",
+        "name: inner\nsteps:\n  - name: Deep\n    command: [\"true\"]\n",
+    );
+    ws.file(
+        "flows/child.yaml",
+        r#"name: child
+steps:
+  - name: Say
+    command: ["echo", "hi"]
+  - name: Nested
+    workflow: flows/inner.yaml
+"#,
+    );
+    ws.workflow(
+        r#"name: parent
+steps:
+  - name: Before
+    command: ["true"]
+  - name: Sub
+    workflow: flows/child.yaml
+"#,
+    );
+    run_within(&ws, &["run", "wf.yaml"], Duration::from_secs(30)).ok();
+    let requests = receiver.wait_for(1);
+    assert_eq!(requests.len(), 1, "one export per run, children included");
+    let spans = spans(&requests[0].json());
+    let names: Vec<&str> = spans.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(spans.len(), 8, "{names:?}");
+    let root = by_name(&spans, "run parent");
+    for span in &spans {
+        assert_eq!(span["traceId"], root["traceId"], "{span:#}");
+    }
+    let sub = by_name(&spans, "Sub");
+    let child = by_name(&spans, "run child");
+    let nested = by_name(&spans, "Nested");
+    let inner = by_name(&spans, "run inner");
+    assert_eq!(sub["parentSpanId"], root["spanId"]);
+    assert_eq!(child["parentSpanId"], sub["spanId"]);
+    assert_eq!(by_name(&spans, "Say")["parentSpanId"], child["spanId"]);
+    assert_eq!(nested["parentSpanId"], child["spanId"]);
+    assert_eq!(inner["parentSpanId"], nested["spanId"]);
+    assert_eq!(by_name(&spans, "Deep")["parentSpanId"], inner["spanId"]);
+    assert!(nanos(sub, "startTimeUnixNano") <= nanos(child, "startTimeUnixNano"));
+    assert!(nanos(child, "endTimeUnixNano") <= nanos(sub, "endTimeUnixNano"));
+}
