@@ -568,6 +568,7 @@ impl Runner {
             dir: self.dir.clone(),
             state: self.state.clone(),
             events: Arc::clone(&self.events),
+            children: Arc::clone(&self.children),
             journal: Journal {
                 entries: Arc::clone(&self.journal.entries),
                 // A path that left the recorded one before this step replays nothing in it.

@@ -257,6 +257,9 @@ pub struct Runner {
     state: RunState,
     /// One log for the run, shared by the lanes of a fan-out.
     events: Arc<std::sync::Mutex<EventLog>>,
+    /// The child runs started so far (`RunState::children`), shared by a fan-out's lanes so
+    /// that the owner's snapshots name the children its items started.
+    children: Arc<std::sync::Mutex<Map<String, Value>>>,
     journal: Journal,
     /// Where this runner's executions are numbered: empty for the run's own step list; a
     /// fan-out item's runner has `[..parent lane, fan-out exec, item index]` ([`fanout`]).
@@ -368,6 +371,7 @@ fn state_from_run_started(dir: &RunDir, workspace: &Path) -> Option<RunState> {
         resumes: 0,
         steps: Map::new(),
         outputs: Map::new(),
+        children: Map::new(),
     })
 }
 
@@ -419,6 +423,7 @@ impl Runner {
             resumes: 0,
             steps: Map::new(),
             outputs: Map::new(),
+            children: Map::new(),
         };
         Self::with_state(workflow, config, dir, state, Journal::default(), lock)
     }
@@ -584,6 +589,7 @@ impl Runner {
             workflow: Arc::new(workflow),
             config,
             dir,
+            children: Arc::new(std::sync::Mutex::new(state.children.clone())),
             state,
             events: Arc::new(std::sync::Mutex::new(events)),
             journal,
@@ -805,6 +811,11 @@ impl Runner {
         self.state.events_seq = self.events_seq();
         self.state.updated_at = crate::clock::now_rfc3339();
         self.state.steps = self.results.clone();
+        self.state.children = self
+            .children
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let mut state = self.state.clone();
         if !self.secret_values.is_empty() {
             let text = serde_json::to_string(&state).unwrap_or_default();
@@ -1469,6 +1480,20 @@ impl Runner {
             json!({"step": step.name, "exec": exec, "workflow": sub.path, "run_root": self.relative(&root)}),
             true,
         )?;
+        if let Some(name) = root.file_name() {
+            self.children
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(
+                    name.to_string_lossy().into_owned(),
+                    json!({"step": step.name, "exec": exec, "lane": self.lane, "workflow": sub.path, "run_root": self.relative(&root)}),
+                );
+            if self.config.resumable && self.lane.is_empty() {
+                // The parent's state names its running child at once (a lane's owner does at
+                // its next snapshot).
+                self.snapshot()?;
+            }
+        }
         self.progress(&format!("▶ {} runs workflow {}", step.name, sub.path));
         let child = crate::subflow::ChildRun {
             step,

@@ -58,6 +58,11 @@ pub struct RunState {
     /// The workflow's `outputs:` as rendered at its successful end (a child run's result).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub outputs: Map<String, Value>,
+    /// The child runs its `workflow:` steps started, by directory name under
+    /// `RUN_ROOT/children/`: `{step, exec, lane, workflow, run_root}` (the link from the
+    /// parent's state to each child's own RUN_ROOT).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub children: Map<String, Value>,
 }
 
 /// Paths inside one run's directory.

@@ -391,6 +391,15 @@ fn kill_9_of_the_parent_while_the_child_runs_then_resume_continues_the_same_chil
     });
     let group = pid_file(&ws, "c2.pid");
     let id = only_run_id(&ws);
+    // While the child runs, the parent's state names it and its RUN_ROOT.
+    let link = ws.state(&id)["children"]["0002-Sub"].clone();
+    assert_eq!(link["step"], "Sub", "{link:#}");
+    assert_eq!(link["workflow"], "flows/child.yaml");
+    let linked_root = link["run_root"].as_str().unwrap().to_string();
+    assert!(
+        ws.join(&linked_root).join("events.jsonl").is_file(),
+        "{linked_root}"
+    );
     kill("-KILL", &bg.0.id().to_string());
     let _ = bg.0.wait();
     kill("-KILL", &format!("-{group}"));
@@ -410,6 +419,7 @@ fn kill_9_of_the_parent_while_the_child_runs_then_resume_continues_the_same_chil
     let sub = ws.state(&id)["steps"]["Sub"].clone();
     assert_eq!(sub["status"], "succeeded");
     let dir = child_dir(&ws, &sub);
+    assert_eq!(sub["run_root"], linked_root.as_str(), "the same child run");
     let child_events = events_in(&dir);
     assert_eq!(
         count_events(&child_events, "run_started"),
@@ -871,6 +881,16 @@ steps:
     }
     seen.sort();
     assert_eq!(seen, ["ann", "bob", "cy"]);
+    // The parent's state links each item's child run.
+    let links = ws.state(run.id())["children"].clone();
+    assert_eq!(links.as_object().map(|m| m.len()), Some(3), "{links:#}");
+    for link in links.as_object().unwrap().values() {
+        assert!(
+            ws.join(link["run_root"].as_str().unwrap()).is_dir(),
+            "{link:#}"
+        );
+        assert_eq!(link["lane"].as_array().map(Vec::len), Some(2), "{link:#}");
+    }
     let each = run.step("Each");
     let statuses: Vec<&str> = each["results"]
         .as_array()
