@@ -569,6 +569,7 @@ impl Runner {
             state: self.state.clone(),
             events: Arc::clone(&self.events),
             children: Arc::clone(&self.children),
+            engine_writes: self.engine_writes.clone(),
             journal: Journal {
                 entries: Arc::clone(&self.journal.entries),
                 // A path that left the recorded one before this step replays nothing in it.

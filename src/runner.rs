@@ -257,6 +257,8 @@ pub struct Runner {
     state: RunState,
     /// One log for the run, shared by the lanes of a fan-out.
     events: Arc<std::sync::Mutex<EventLog>>,
+    /// What the engine writes for steps, for the readonly checks (shared by a fan-out's lanes).
+    engine_writes: EngineWrites,
     /// The child runs started so far (`RunState::children`), shared by a fan-out's lanes so
     /// that the owner's snapshots name the children its items started.
     children: Arc<std::sync::Mutex<Map<String, Value>>>,
@@ -308,6 +310,88 @@ struct BudgetState {
     failure: Option<String>,
     /// A cost limit was set but some tokens had no price: said once.
     warned_unpriced: bool,
+}
+
+/// Files the engine itself writes for a run's steps (an `output_file`, an enqueued task), each
+/// with when it was last registered and how many writers hold it: a readonly step's check
+/// leaves out what the engine wrote during the step's window (its own output file, a fan-out
+/// sibling's), but still catches a change to any of them outside it. Shared by a fan-out's lanes.
+#[derive(Clone, Default)]
+struct EngineWrites(Arc<std::sync::Mutex<WriteLog>>);
+
+#[derive(Default)]
+struct WriteLog {
+    next: u64,
+    /// Workspace-relative path (as the fingerprint names it) -> (sequence, writers).
+    paths: HashMap<String, (u64, u32)>,
+}
+
+/// A readonly step's window: the sequence it opened at and what was being written then.
+struct WriteWindow {
+    from: u64,
+    open: HashSet<String>,
+}
+
+/// Held while the engine writes `path`; the writer count drops with it.
+struct WriteGuard {
+    log: EngineWrites,
+    path: String,
+}
+
+impl Drop for WriteGuard {
+    fn drop(&mut self) {
+        if let Some(entry) = self.log.lock().paths.get_mut(&self.path) {
+            entry.1 = entry.1.saturating_sub(1);
+        }
+    }
+}
+
+impl EngineWrites {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WriteLog> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers a write of `path` (under `root`, the directory fingerprints are taken of);
+    /// `None` for a path outside it, which no check sees anyway.
+    fn begin(&self, root: &Path, path: &Path) -> Option<WriteGuard> {
+        let rel = path.strip_prefix(root).ok()?;
+        let rel = rel.to_string_lossy().into_owned();
+        let mut log = self.lock();
+        let seq = log.next;
+        log.next += 1;
+        let entry = log.paths.entry(rel.clone()).or_insert((seq, 0));
+        entry.0 = seq;
+        entry.1 += 1;
+        Some(WriteGuard {
+            log: self.clone(),
+            path: rel,
+        })
+    }
+
+    fn window(&self) -> WriteWindow {
+        let log = self.lock();
+        WriteWindow {
+            from: log.next,
+            open: log
+                .paths
+                .iter()
+                .filter(|(_, (_, writers))| *writers > 0)
+                .map(|(path, _)| path.clone())
+                .collect(),
+        }
+    }
+
+    /// Whether the engine wrote `path` during `window`.
+    fn wrote_during(&self, window: &WriteWindow, path: &str) -> bool {
+        window.open.contains(path)
+            || self
+                .lock()
+                .paths
+                .get(path)
+                .is_some_and(|(seq, _)| *seq >= window.from)
+    }
 }
 
 /// What a run has spent (and the tokens behind it, by kind), shared by every lane of the run
@@ -590,6 +674,7 @@ impl Runner {
             config,
             dir,
             children: Arc::new(std::sync::Mutex::new(state.children.clone())),
+            engine_writes: EngineWrites::default(),
             state,
             events: Arc::new(std::sync::Mutex::new(events)),
             journal,
@@ -1596,6 +1681,11 @@ impl Runner {
             &source,
         ) {
             Ok(task) => {
+                // Written: a readonly sibling running now must not count it as its change.
+                drop(self.engine_writes.begin(
+                    self.config.code_dir(),
+                    &self.config.workspace.join(&task.file),
+                ));
                 self.progress(&format!(
                     "→ {} handed task {} to {}",
                     step.name, task.id, task.role
@@ -1968,8 +2058,17 @@ impl Runner {
             if attempt > 1 {
                 self.progress(&format!("↻ {} attempt {attempt}/{max_attempts}", step.name));
             }
+            // The engine's own write of the output file is not the step's change (nor a
+            // fan-out sibling's change to this step's workspace).
+            let _writing = prepared
+                .output_file
+                .as_ref()
+                .and_then(|path| self.engine_writes.begin(self.config.code_dir(), path));
             let before = match &prepared.agent {
-                Some(run) if run.phase.verified_readonly() => Some(self.fingerprint(run)),
+                Some(run) if run.phase.verified_readonly() => {
+                    let window = self.engine_writes.window();
+                    Some(self.fingerprint(run).map(|snapshot| (snapshot, window)))
+                }
                 _ => None,
             };
             let _ = self.event(
@@ -1983,8 +2082,8 @@ impl Runner {
                 None => capture(step, &finished),
             };
             self.budget.count(&result);
-            if let (Some(Ok(before)), Some(run)) = (&before, &prepared.agent) {
-                self.verify_unchanged(step, run, before, &mut result);
+            if let (Some(Ok((before, window))), Some(run)) = (&before, &prepared.agent) {
+                self.verify_unchanged(step, run, before, window, &mut result);
             }
             result["attempts"] = json!(attempt);
             // Logs exist only for streams the process wrote to.
@@ -2124,6 +2223,7 @@ impl Runner {
         step: &Step,
         run: &AgentRun,
         before: &crate::fingerprint::Snapshot,
+        window: &WriteWindow,
         result: &mut Value,
     ) {
         // Rescanning the same snapshot (not a fresh one) re-hashes files that were recent at the
@@ -2136,7 +2236,8 @@ impl Runner {
                 return;
             }
         };
-        let changes = crate::fingerprint::diff(before, &after);
+        let mut changes = crate::fingerprint::diff(before, &after);
+        changes.retain(|change| !self.engine_writes.wrote_during(window, &change.path));
         if changes.is_empty() {
             return;
         }

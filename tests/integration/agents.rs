@@ -1697,6 +1697,99 @@ fn a_readonly_write_to_a_declared_artifact_passes() {
 }
 
 #[test]
+fn a_readonly_steps_own_output_file_is_not_its_change() {
+    // The engine writes the answer to `output_file`; that is no change of the agent's.
+    let lab = Lab::new();
+    let run = writing_agent(
+        &lab,
+        ".orchestrate/nothing.txt",
+        "    output_file: notes/ask.md\n",
+    );
+    run.ok();
+    assert_eq!(run.step("Ask")["status"], "succeeded");
+    assert!(lab.ws.exists("notes/ask.md"));
+}
+
+#[test]
+fn a_readonly_step_that_rewrites_an_earlier_steps_output_file_fails() {
+    // Written by the engine, but before this step's window: the agent's rewrite is caught.
+    let lab = Lab::new();
+    lab.answer(
+        "claude",
+        &[&format!("echo sneaky > notes/first.md; {CLAUDE_OK}")],
+    )
+    .workflow(
+        "name: two\nsteps:\n  - name: First\n    command: [echo, first]\n    output_file: notes/first.md\n  - name: Ask\n    runtime: claude\n    prompt: \"hello\"\n",
+    );
+    let run = lab.run(&[]);
+    run.code(1);
+    let ask = run.step("Ask");
+    assert_eq!(ask["error"]["kind"], "phase_violation", "{ask:#}");
+    assert!(
+        ask["changed_files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["path"] == "notes/first.md"),
+        "{ask:#}"
+    );
+}
+
+#[test]
+fn parallel_readonly_items_do_not_count_each_others_output_files() {
+    // Four readonly reviews at once, each with its own output file: a sibling's file written by
+    // the engine during an item's run is not that item's change; a stray write still is.
+    let lab = Lab::new();
+    lab.answer("claude", &[&format!("sleep 0.3; {CLAUDE_OK}")])
+        .workflow(
+            r#"name: reviews
+steps:
+  - name: Each
+    for_each:
+      items: [a, b, c, d]
+      as: f
+      max_parallel: 4
+      steps:
+        - name: Review
+          runtime: claude
+          prompt: "review ${f}"
+          output_file: "reviews/${f}.md"
+"#,
+        );
+    let run = lab.run(&[]);
+    run.ok();
+    for f in ["a", "b", "c", "d"] {
+        assert!(lab.ws.exists(&format!("reviews/{f}.md")), "{f}");
+    }
+    let lab = Lab::new();
+    lab.answer(
+        "claude",
+        &[&format!("sleep 0.3; echo x > stray-$$.txt; {CLAUDE_OK}")],
+    )
+    .workflow(
+        r#"name: reviews
+steps:
+  - name: Each
+    for_each:
+      items: [a, b]
+      as: f
+      max_parallel: 2
+      join: all_done
+      steps:
+        - name: Review
+          runtime: claude
+          prompt: "review ${f}"
+          output_file: "reviews/${f}.md"
+"#,
+    );
+    let run = lab.run(&[]);
+    let results = run.step("Each")["results"].clone();
+    for item in results.as_array().unwrap() {
+        assert_eq!(item["status"], "failed", "{item:#}");
+    }
+}
+
+#[test]
 fn a_readonly_write_under_the_engine_dir_passes() {
     let lab = Lab::new();
     let run = writing_agent(&lab, ".orchestrate/agent-notes.txt", "");
