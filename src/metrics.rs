@@ -18,6 +18,10 @@ use crate::queue::Layout;
 
 /// The file is rewritten this often even when no task finishes (queue depth changes).
 pub const WRITE_EVERY: Duration = Duration::from_secs(10);
+/// A finished task's figures reach the file within this long: tasks mark the figures changed
+/// and the writer thread writes at most this often, so a role finishing hundreds of tasks a
+/// second does not rewrite the file (and list its inbox for the depth) for each one.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// Upper bounds (seconds) of the step duration histogram's buckets.
 const BUCKETS: [f64; 12] = [
@@ -66,8 +70,19 @@ pub struct Recorder {
     layout: Layout,
     started: f64,
     figures: Mutex<Figures>,
+    /// Figures changed since the file was last written.
+    dirty: std::sync::atomic::AtomicBool,
     /// Held while writing, so two writers never share the temp file.
     writing: Mutex<()>,
+}
+
+impl Drop for Recorder {
+    /// The role process is ending: its last figures go to the file.
+    fn drop(&mut self) {
+        if self.dirty.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = self.write();
+        }
+    }
 }
 
 fn unix_now() -> f64 {
@@ -121,6 +136,7 @@ impl Recorder {
             layout: layout.clone(),
             started: unix_now(),
             figures: Mutex::new(Figures::default()),
+            dirty: std::sync::atomic::AtomicBool::new(false),
             writing: Mutex::new(()),
         });
         recorder.write().map_err(|e| {
@@ -131,13 +147,17 @@ impl Recorder {
         })?;
         let weak: Weak<Recorder> = Arc::downgrade(&recorder);
         std::thread::spawn(move || {
+            let mut last = std::time::Instant::now();
             loop {
-                std::thread::sleep(WRITE_EVERY);
-                match weak.upgrade() {
-                    Some(recorder) => {
-                        let _ = recorder.write();
-                    }
-                    None => break,
+                std::thread::sleep(FLUSH_EVERY);
+                let Some(recorder) = weak.upgrade() else {
+                    break;
+                };
+                if recorder.dirty.load(std::sync::atomic::Ordering::SeqCst)
+                    || last.elapsed() >= WRITE_EVERY
+                {
+                    let _ = recorder.write();
+                    last = std::time::Instant::now();
                 }
             }
         });
@@ -160,7 +180,7 @@ impl Recorder {
     /// A task's file was quarantined at claim time.
     pub fn quarantined(&self) {
         self.figures().quarantined += 1;
-        let _ = self.write();
+        self.changed();
     }
 
     /// A claimed task ended: `outcome` is `processed`, `failed` or `released`; `events` is its
@@ -183,7 +203,11 @@ impl Recorder {
                 add_step(&mut f, record);
             }
         }
-        let _ = self.write();
+        self.changed();
+    }
+
+    fn changed(&self) {
+        self.dirty.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Writes the file: temp file in the same directory, then rename.
@@ -191,28 +215,14 @@ impl Recorder {
         // Render under the lock too: two tasks finishing at once must not write their figures
         // in the opposite order and leave the older ones on disk.
         let _guard = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        self.dirty.store(false, std::sync::atomic::Ordering::SeqCst);
         let text = self.render();
         crate::fsutil::replace(&self.path, text.as_bytes())
     }
 
-    fn queue_depth(&self) -> u64 {
-        std::fs::read_dir(&self.layout.inbox)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter(|e| {
-                        e.file_name()
-                            .to_str()
-                            .is_some_and(|n| self.layout.task_id(n).is_some())
-                    })
-                    .count() as u64
-            })
-            .unwrap_or(0)
-    }
-
     /// The exposition text.
     pub fn render(&self) -> String {
-        let depth = self.queue_depth();
+        let depth = crate::queue::depth(&self.layout) as u64;
         let f = self.figures();
         let base = [
             ("role", self.role.as_str()),
@@ -439,6 +449,24 @@ mod tests {
     }
 
     #[test]
+    fn a_stopping_role_writes_its_last_figures_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = layout(dir.path(), "qa");
+        let recorder = Recorder::start(&dir.path().join("metrics"), &layout, 1).unwrap();
+        let path = recorder.path().to_path_buf();
+        recorder.claimed();
+        recorder.finished("processed", None);
+        let before = std::fs::read_to_string(&path).unwrap();
+        assert!(before.contains("orchestrate_tasks_processed_total{role=\"qa\",replica=\"1\"} 0"));
+        drop(recorder);
+        let after = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            after.contains("orchestrate_tasks_processed_total{role=\"qa\",replica=\"1\"} 1"),
+            "{after}"
+        );
+    }
+
+    #[test]
     fn renders_counters_histogram_and_escaped_labels() {
         let dir = tempfile::tempdir().unwrap();
         let layout = layout(dir.path(), "qa");
@@ -466,8 +494,18 @@ mod tests {
         recorder.finished("processed", Some(&events));
         recorder.finished("failed", None);
         recorder.quarantined();
-        let text = std::fs::read_to_string(recorder.path()).unwrap();
         let base = "role=\"qa\",replica=\"2\"";
+        // Finishing marks the figures changed; the writer thread writes them within
+        // FLUSH_EVERY.
+        let deadline = std::time::Instant::now() + FLUSH_EVERY * 10;
+        let text = loop {
+            let text = std::fs::read_to_string(recorder.path()).unwrap();
+            if text.contains(&format!("orchestrate_tasks_quarantined_total{{{base}}} 1")) {
+                break text;
+            }
+            assert!(std::time::Instant::now() < deadline, "not flushed:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
         for expected in [
             "# TYPE orchestrate_queue_depth gauge".to_string(),
             format!("orchestrate_queue_depth{{{base}}} 1"),
