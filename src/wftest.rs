@@ -242,10 +242,6 @@ async fn run_case(
     // A task's workflow loads as its role's would, except that claude's runtime stands in for
     // the role's (steps without a provider become agent steps, which the fixture profile
     // answers as it does every agent step).
-    let role = match &expect.task {
-        Some(task) => task_role(task, &ws, workflow_rel)?,
-        None => None,
-    };
     let options = crate::load::LoadOptions {
         default_provider: expect.task.as_ref().map(|_| "claude".into()),
         workspace: Some(ws.clone()),
@@ -255,6 +251,15 @@ async fn run_case(
         crate::load::load_file_with(&workflow_path, &options).map_err(|e| e.render())?;
     workflow.path = workflow_rel.to_path_buf();
     let source = std::fs::read_to_string(&workflow_path).unwrap_or_default();
+    // A task case's role: `task.role`, else the workflow's name.
+    let role = expect
+        .task
+        .as_ref()
+        .map(|task| task.role.clone().unwrap_or_else(|| workflow.name.clone()));
+    let role_def = match &role {
+        Some(role) => role_file(role, &ws, workflow_rel)?,
+        None => None,
+    };
 
     let mut profiles = crate::runtime::profile::Profiles::load(&ws).map_err(|e| e.render())?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
@@ -288,20 +293,11 @@ async fn run_case(
     let mut context = workflow.context.clone();
     context.extend(expect.context.clone());
     let cancel = CancellationToken::new();
-    let workflow_name = workflow.name.clone();
     let mut config = RunConfig::new(ws.clone(), context, cancel.clone());
     config.runtime_override = Some(PROFILE.into());
     config.profiles = Arc::new(profiles);
-    if let Some(task) = &expect.task {
-        as_task(
-            &mut config,
-            task,
-            role,
-            &ws,
-            &name,
-            &workflow_name,
-            &expect_path,
-        )?;
+    if let (Some(task), Some(role)) = (&expect.task, &role) {
+        as_task(&mut config, task, role, role_def, &ws, &name, &expect_path)?;
     }
     let runner = Runner::create(workflow, &source, config).map_err(|e| e.to_string())?;
     let run_root = runner.run_root().to_path_buf();
@@ -443,26 +439,22 @@ fn answer_providers(workflow: &mut crate::model::Workflow, command: &[crate::tem
 }
 
 /// Makes the run a role's task, as a role process would: the task file in its claimed
-/// directory under `running/`, `${task.*}`, the correlation id, and the role's capabilities,
-/// budget and idle timeout when `agents/ROLE.yaml` exists.
+/// directory under `running/`, `${task.*}` built as the worker builds it, the correlation id,
+/// and the role's capabilities, budget and idle timeout when `agents/ROLE.yaml` exists.
 fn as_task(
     config: &mut RunConfig,
     task: &TaskCase,
+    role: &str,
     role_def: Option<crate::model::Role>,
     ws: &Path,
     case_name: &str,
-    workflow_name: &str,
     expect_path: &Path,
 ) -> Result<(), String> {
-    let role = task
-        .role
-        .clone()
-        .unwrap_or_else(|| workflow_name.to_string());
     let id = task.id.clone().unwrap_or_else(|| case_name.to_string());
-    let (text, parsed) = match (&task.text, &task.json) {
-        (Some(text), None) => (text.clone(), crate::worker::task_json(text)),
-        (None, Some(json)) => (json.to_string(), Some(json.clone())),
-        (None, None) => (String::new(), None),
+    let text = match (&task.text, &task.json) {
+        (Some(text), None) => text.clone(),
+        (None, Some(json)) => json.to_string(),
+        (None, None) => String::new(),
         (Some(_), Some(_)) => {
             return Err(format!(
                 "{}: `task:` has both `text` and `json`; give one",
@@ -470,27 +462,20 @@ fn as_task(
             ));
         }
     };
-    let dir = Path::new("running").join(&role).join(&id);
+    let dir = Path::new("running").join(role).join(&id);
     std::fs::create_dir_all(ws.join(&dir)).map_err(|e| e.to_string())?;
     let task_path = dir.join("task");
     std::fs::write(ws.join(&task_path), &text).map_err(|e| e.to_string())?;
-    let correlation_id = parsed
-        .as_ref()
-        .and_then(|j| j["correlation_id"].as_str().map(str::to_string))
-        .unwrap_or_else(|| id.clone());
-    let mut vars = json!({
-        "path": task_path.display().to_string(),
-        "dir": dir.display().to_string(),
-        "name": format!("{id}.task"),
-        "id": id,
-        "attempt": 1,
-        "text": text,
-        "correlation_id": correlation_id,
-        "role": role,
+    let (vars, correlation_id) = crate::worker::task_variables(crate::worker::TaskFacts {
+        path: task_path.display().to_string(),
+        dir: dir.display().to_string(),
+        name: format!("{id}.task"),
+        id: &id,
+        attempt: 1,
+        text,
+        correlation_id: None,
+        role,
     });
-    if let Some(parsed) = parsed {
-        vars["json"] = parsed;
-    }
     config.task = Some(vars);
     config.correlation_id = Some(correlation_id);
     config.default_provider = Some("claude".into());
@@ -502,21 +487,14 @@ fn as_task(
     Ok(())
 }
 
-/// The role of a task case, from `agents/ROLE.yaml` when it exists (loaded and checked as `swarm
-/// up` would: a workflow beyond the role's capabilities fails the case). Its workflow must be
-/// the one under test.
-fn task_role(
-    task: &TaskCase,
+/// Role `name` from `agents/NAME.yaml` when it exists (loaded and checked as `swarm up` would:
+/// a workflow beyond the role's capabilities fails the case). Its workflow must be the one
+/// under test.
+fn role_file(
+    name: &str,
     ws: &Path,
     workflow_rel: &Path,
 ) -> Result<Option<crate::model::Role>, String> {
-    let Some(name) = task.role.clone().or_else(|| {
-        crate::load::load_file(&ws.join(workflow_rel))
-            .ok()
-            .map(|w| w.name)
-    }) else {
-        return Ok(None);
-    };
     let role_file = ws.join("agents").join(format!("{name}.yaml"));
     if !role_file.is_file() {
         return Ok(None);

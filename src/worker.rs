@@ -695,26 +695,52 @@ pub fn task_json(text: &str) -> Option<Value> {
 /// The `${task.*}` variables of a claimed task.
 fn task_vars(shared: &Shared, claim: &Claim) -> (Value, String) {
     let text = queue::read_text(&claim.task_path, TASK_TEXT_LIMIT).unwrap_or_default();
-    let parsed = task_json(&text);
-    let correlation_id = claim
-        .meta
+    task_variables(TaskFacts {
+        path: queue::relative(&shared.workspace, &claim.task_path),
+        dir: queue::relative(&shared.workspace, &claim.dir),
+        name: format!("{}{}", claim.id, shared.layout.extension),
+        id: &claim.id,
+        attempt: claim.attempt,
+        text,
+        correlation_id: claim.meta.correlation_id.clone(),
+        role: &shared.role.name,
+    })
+}
+
+/// What `${task.*}` is made of: where the task is, its name, attempt, content and role.
+pub struct TaskFacts<'a> {
+    pub path: String,
+    pub dir: String,
+    pub name: String,
+    pub id: &'a str,
+    pub attempt: u32,
+    pub text: String,
+    /// From the task's sidecar (set by whoever enqueued it), if any.
+    pub correlation_id: Option<String>,
+    pub role: &'a str,
+}
+
+/// The `${task.*}` variables and the correlation id (the sidecar's, else a JSON task's own
+/// `correlation_id`, else the task id). `orchestrate test` builds a task case's with it too.
+pub fn task_variables(facts: TaskFacts<'_>) -> (Value, String) {
+    let parsed = task_json(&facts.text);
+    let correlation_id = facts
         .correlation_id
-        .clone()
         .or_else(|| {
             parsed
                 .as_ref()
                 .and_then(|j| j["correlation_id"].as_str().map(str::to_string))
         })
-        .unwrap_or_else(|| claim.id.clone());
+        .unwrap_or_else(|| facts.id.to_string());
     let mut vars = json!({
-        "path": queue::relative(&shared.workspace, &claim.task_path),
-        "dir": queue::relative(&shared.workspace, &claim.dir),
-        "name": format!("{}{}", claim.id, shared.layout.extension),
-        "id": claim.id,
-        "attempt": claim.attempt,
-        "text": text,
+        "path": facts.path,
+        "dir": facts.dir,
+        "name": facts.name,
+        "id": facts.id,
+        "attempt": facts.attempt,
+        "text": facts.text,
         "correlation_id": correlation_id,
-        "role": shared.role.name,
+        "role": facts.role,
     });
     if let Some(json) = parsed {
         vars["json"] = json;
