@@ -52,7 +52,7 @@ impl Status {
 }
 
 /// The lane an event was recorded in (empty: the run's own step list).
-pub(super) fn lane_of(record: &Value) -> Vec<u64> {
+pub(crate) fn lane_of(record: &Value) -> Vec<u64> {
     record["lane"]
         .as_array()
         .map(|lane| lane.iter().filter_map(Value::as_u64).collect())
@@ -61,7 +61,7 @@ pub(super) fn lane_of(record: &Value) -> Vec<u64> {
 
 /// What a lane's step logs start with: `0003.0002.` for item 2 of the fan-out run as
 /// execution 3; nothing for the run's own steps.
-pub(super) fn log_prefix(lane: &[u64]) -> String {
+pub(crate) fn log_prefix(lane: &[u64]) -> String {
     lane.iter().map(|n| format!("{n:04}.")).collect()
 }
 

@@ -25,6 +25,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::model::{Step, StepKind, Target, Workflow};
+use crate::runner::fanout::lane_of;
 use crate::state::{RunDir, RunState, StateError};
 
 /// How often `logs --follow` looks for new output.
@@ -487,14 +488,6 @@ fn rejection(result: &Value) -> Option<String> {
 
 fn str_field(value: &Value, key: &str) -> Option<String> {
     value[key].as_str().map(str::to_string)
-}
-
-/// The fan-out lane an event was recorded in (empty: the run's own step list).
-fn lane_of(event: &Value) -> Vec<u64> {
-    event["lane"]
-        .as_array()
-        .map(|lane| lane.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default()
 }
 
 /// Where an execution sits in the run's order: its lane, then its number. A fan-out's lanes sort

@@ -10,6 +10,8 @@
 //! a swarm task's attempt are exported the same way, with the timestamps the log recorded.
 
 use std::collections::HashMap;
+
+use crate::runner::fanout::lane_of;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -396,57 +398,32 @@ fn int_attr(key: &str, value: i64) -> (String, Attr) {
     (key.to_string(), Attr::Int(value))
 }
 
-/// Spans of the last start or resume recorded in `records`: a root span for the run and one
-/// child per step execution (a `for_each`'s body under the loop's span). Skipped steps have no
-/// span. A step with no `step_finished` (the engine died) ends with the last record.
 /// The spans of the run recorded in `events` (its latest start or resume), with the spans of
 /// the child runs its `workflow:` steps started in that session, recursively: each child's
 /// spans join the parent's trace, its root span under the `workflow:` step's span.
 pub fn spans_of_run(events: &Path, task: Option<&TaskInfo>) -> Result<Vec<Span>, String> {
     let file = crate::events::read_checked(events)?;
     let mut spans = spans_from_events(&file.records, task);
-    let (Some(root), Some(run_root)) = (spans.first(), events.parent()) else {
+    let (Some(session), Some(run_root)) = (Session::of(&file.records), events.parent()) else {
         return Ok(spans);
     };
-    let trace = root.trace_id;
-    let Some(session_at) = file
-        .records
-        .iter()
-        .rposition(|r| r["event"] == "run_started" || r["event"] == "run_resumed")
-    else {
-        return Ok(spans);
-    };
-    let run_id = file
-        .records
-        .iter()
-        .find(|r| r["event"] == "run_started")
-        .and_then(|r| r["run_id"].as_str())
-        .unwrap_or_default()
-        .to_string();
-    let resumes = file.records[session_at]["resumes"]
-        .as_u64()
-        .unwrap_or(0)
-        .to_string();
-    for record in &file.records[session_at..] {
+    for record in session.records {
         if record["event"] != "child_started" {
             continue;
         }
         let exec = record["exec"].as_u64().unwrap_or(0);
         let lane = lane_of(record);
         let step = record["step"].as_str().unwrap_or_default();
-        let prefix: String = lane.iter().map(|n| format!("{n:04}.")).collect();
-        let dir = run_root
-            .join(crate::subflow::CHILDREN_DIR)
-            .join(format!("{prefix}{exec:04}-{step}"));
+        let dir = crate::subflow::child_root(run_root, &lane, exec, step);
         // A child that left no readable log (it never started) has no spans to add.
         let Ok(mut child) = spans_of_run(&dir.join("events.jsonl"), None) else {
             continue;
         };
-        let step_span = span_id(&["step", &run_id, &resumes, &exec_key(&lane, exec)]);
+        let parent = session.step_span(&lane, exec);
         for span in &mut child {
-            span.trace_id = trace;
+            span.trace_id = session.trace;
             if span.parent.is_none() {
-                span.parent = Some(step_span);
+                span.parent = Some(parent);
             }
         }
         spans.extend(child);
@@ -454,46 +431,66 @@ pub fn spans_of_run(events: &Path, task: Option<&TaskInfo>) -> Result<Vec<Span>,
     Ok(spans)
 }
 
-/// A record's fan-out lane (`lane` on the events of fan-out items; empty otherwise).
-fn lane_of(record: &Value) -> Vec<u64> {
-    record["lane"]
-        .as_array()
-        .map(|l| l.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default()
+/// The latest start or resume in a run's records: what its span ids are derived from.
+struct Session<'a> {
+    run_id: String,
+    resumes: u64,
+    trace: [u8; 16],
+    /// The records from the `run_started`/`run_resumed` that began it.
+    records: &'a [Value],
 }
 
-/// How a step execution is named in span ids: its lane and ordinal, `3.2.1`.
-fn exec_key(lane: &[u64], exec: u64) -> String {
-    lane.iter()
-        .chain([&exec])
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(".")
+impl<'a> Session<'a> {
+    fn of(records: &'a [Value]) -> Option<Session<'a>> {
+        let started = records.iter().find(|r| r["event"] == "run_started")?;
+        let at = records
+            .iter()
+            .rposition(|r| r["event"] == "run_started" || r["event"] == "run_resumed")?;
+        let run_id = started["run_id"].as_str().unwrap_or_default().to_string();
+        Some(Session {
+            trace: trace_id(&run_id),
+            resumes: records[at]["resumes"].as_u64().unwrap_or(0),
+            run_id,
+            records: &records[at..],
+        })
+    }
+
+    fn root_span(&self) -> [u8; 8] {
+        span_id(&["run", &self.run_id, &self.resumes.to_string()])
+    }
+
+    /// The span of step execution `exec` of `lane`.
+    fn step_span(&self, lane: &[u64], exec: u64) -> [u8; 8] {
+        span_id(&[
+            "step",
+            &self.run_id,
+            &self.resumes.to_string(),
+            &crate::observe::exec_label(lane, exec),
+        ])
+    }
 }
 
+/// Spans of the last start or resume recorded in `records`: a root span for the run and one
+/// child per step execution (a `for_each`'s body under the loop's span). Skipped steps have no
+/// span. A step with no `step_finished` (the engine died) ends with the last record.
 pub fn spans_from_events(records: &[Value], task: Option<&TaskInfo>) -> Vec<Span> {
+    let Some(session) = Session::of(records) else {
+        return Vec::new();
+    };
     let Some(started) = records.iter().find(|r| r["event"] == "run_started") else {
         return Vec::new();
     };
-    let Some(session_at) = records
-        .iter()
-        .rposition(|r| r["event"] == "run_started" || r["event"] == "run_resumed")
-    else {
-        return Vec::new();
-    };
-    let run_id = started["run_id"].as_str().unwrap_or_default().to_string();
-    let session = &records[session_at];
-    let resumes = session["resumes"].as_u64().unwrap_or(0);
-    let resumes_text = resumes.to_string();
-    let trace = trace_id(&run_id);
-    let root_id = span_id(&["run", &run_id, &resumes_text]);
-    let session_records = &records[session_at..];
+    let run_id = session.run_id.clone();
+    let resumes = session.resumes;
+    let trace = session.trace;
+    let root_id = session.root_span();
+    let session_records = session.records;
     let last_ns = session_records
         .iter()
         .filter_map(|r| nanos(&r["ts"]))
         .max()
         .unwrap_or(0);
-    let start_ns = nanos(&session["ts"]).unwrap_or(last_ns);
+    let start_ns = nanos(&session_records[0]["ts"]).unwrap_or(last_ns);
 
     let mut spans: Vec<Span> = Vec::new();
     // (lane, exec) -> index in `spans`, for the steps started and not yet finished. Fan-out
@@ -503,27 +500,20 @@ pub fn spans_from_events(records: &[Value], task: Option<&TaskInfo>) -> Vec<Span
     // (exec, span id).
     let mut loops: HashMap<Vec<u64>, Vec<(u64, [u8; 8])>> = HashMap::new();
     let mut finished: Option<&Value> = None;
-    let key_text = exec_key;
     for record in session_records {
         let exec = record["exec"].as_u64().unwrap_or(0);
         let lane = lane_of(record);
-        let exec_text = key_text(&lane, exec);
         let key = (lane.clone(), exec);
         let ts = nanos(&record["ts"]).unwrap_or(last_ns);
         match record["event"].as_str().unwrap_or_default() {
             "step_started" => {
                 let step = record["step"].as_str().unwrap_or_default();
                 let kind = record["kind"].as_str().unwrap_or_default();
-                let id = span_id(&["step", &run_id, &resumes_text, &exec_text]);
+                let id = session.step_span(&lane, exec);
                 // The innermost loop of its lane, else the fan-out step the lane belongs to.
                 let parent = match (loops.get(&lane).and_then(|l| l.last()), lane.len()) {
                     (Some((_, id)), _) => *id,
-                    (None, n) if n >= 2 => span_id(&[
-                        "step",
-                        &run_id,
-                        &resumes_text,
-                        &key_text(&lane[..n - 2], lane[n - 2]),
-                    ]),
+                    (None, n) if n >= 2 => session.step_span(&lane[..n - 2], lane[n - 2]),
                     (None, _) => root_id,
                 };
                 spans.push(Span {

@@ -24,7 +24,7 @@ use crate::state::{RunDir, RunState, RunStatus};
 use crate::template::{self, Lookup, Template, Undefined, VarRef};
 
 #[path = "fanout.rs"]
-mod fanout;
+pub(crate) mod fanout;
 
 /// At most this much of a text step's stdout is kept in state (the spec's 8 KB).
 pub const TEXT_KEEP_BYTES: usize = 8 * 1024;
@@ -1558,8 +1558,7 @@ impl Runner {
                 }
             }
         }
-        let lane = fanout::log_prefix(&self.lane);
-        let root = crate::subflow::child_root(&self.dir.root, &lane, exec, &step.name);
+        let root = crate::subflow::child_root(&self.dir.root, &self.lane, exec, &step.name);
         self.event(
             "child_started",
             json!({"step": step.name, "exec": exec, "workflow": sub.path, "run_root": self.relative(&root)}),
@@ -1584,7 +1583,7 @@ impl Runner {
             step,
             sub,
             exec,
-            lane,
+            lane: self.lane.clone(),
             with,
             parent_root: &self.dir.root,
             parent_run_id: &self.state.run_id,

@@ -366,10 +366,9 @@ pub(crate) struct ChildRun<'a> {
     /// Execution ordinal of the step in the parent (names the child's directory; replays the
     /// same on resume).
     pub exec: u64,
-    /// The parent lane's prefix (`0003.0002.` for a fan-out item; empty for the run's own step
-    /// list): items of a fan-out number their executions each from 1, so it keeps their
-    /// children's directories apart.
-    pub lane: String,
+    /// The parent's fan-out lane (empty for the run's own step list): items of a fan-out
+    /// number their executions each from 1, so it keeps their children's directories apart.
+    pub lane: Vec<u64>,
     /// `with:` rendered in the parent's scope.
     pub with: Map<String, Value>,
     pub parent_root: &'a Path,
@@ -394,7 +393,8 @@ pub(crate) struct ChildOutcome {
 /// The directory of a child run: `<parent RUN_ROOT>/children/<lane><exec>-<step>`. The lane
 /// and execution ordinal replay identically on resume, so a resumed parent finds the same
 /// directory.
-pub fn child_root(parent_root: &Path, lane: &str, exec: u64, step: &str) -> PathBuf {
+pub fn child_root(parent_root: &Path, lane: &[u64], exec: u64, step: &str) -> PathBuf {
+    let lane = crate::runner::fanout::log_prefix(lane);
     parent_root
         .join(CHILDREN_DIR)
         .join(format!("{lane}{exec:04}-{step}"))
