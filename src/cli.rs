@@ -569,16 +569,15 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
                         Ok(record) => record,
                         Err(code) => return code,
                     };
-                    let root = runner.run_root().to_path_buf();
-                    let outcome = runner.run().await;
-                    if let Some(reporter) = &reporter {
-                        reporter.finish();
-                    }
-                    let succeeded = matches!(&outcome, Ok(r) if r.status == RunStatus::Succeeded);
-                    let code = report(outcome);
-                    end_worktree(&workspace, worktree.as_ref(), succeeded, quiet);
-                    crate::otlp::export_run(&root);
-                    code
+                    drive(
+                        runner,
+                        reporter.as_ref(),
+                        &workspace,
+                        worktree.as_ref(),
+                        quiet,
+                    )
+                    .await
+                    .0
                 }
                 Err(err) => {
                     eprintln!("error: {err}");
@@ -1083,15 +1082,14 @@ async fn run(
             return code;
         }
     };
-    let root = runner.run_root().to_path_buf();
-    let outcome = runner.run().await;
-    if let Some(reporter) = &reporter {
-        reporter.finish();
-    }
-    let succeeded = matches!(&outcome, Ok(r) if r.status == RunStatus::Succeeded);
-    let code = report(outcome);
-    end_worktree(workspace, worktree.as_ref(), succeeded, quiet);
-    crate::otlp::export_run(&root);
+    let (code, root) = drive(
+        runner,
+        reporter.as_ref(),
+        workspace,
+        worktree.as_ref(),
+        quiet,
+    )
+    .await;
     if code == exit::SUCCESS
         && let (Some(dir), Some(dest)) = (&processed_dir, archive)
     {
@@ -1153,6 +1151,28 @@ fn isolate(
             Err(exit::INVALID)
         }
     }
+}
+
+/// Runs a created or resumed run to its end, as `run` and `resume` do: the live display
+/// closed, the outcome reported, the worktree ended, the trace exported. Returns the exit code
+/// and RUN_ROOT.
+async fn drive(
+    runner: Runner,
+    reporter: Option<&std::sync::Arc<dyn crate::progress::Reporter>>,
+    workspace: &Path,
+    worktree: Option<&crate::worktree::Record>,
+    quiet: bool,
+) -> (u8, PathBuf) {
+    let root = runner.run_root().to_path_buf();
+    let outcome = runner.run().await;
+    if let Some(reporter) = reporter {
+        reporter.finish();
+    }
+    let succeeded = matches!(&outcome, Ok(r) if r.status == RunStatus::Succeeded);
+    let code = report(outcome);
+    end_worktree(workspace, worktree, succeeded, quiet);
+    crate::otlp::export_run(&root);
+    (code, root)
 }
 
 /// After an isolated run: a success removes its worktree (per `keep`), anything else keeps it
