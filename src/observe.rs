@@ -110,15 +110,8 @@ struct RunLoc {
 
 impl RunLoc {
     fn label(&self, workspace: &Path) -> String {
-        relative(workspace, &self.root)
+        crate::queue::relative(workspace, &self.root)
     }
-}
-
-fn relative(workspace: &Path, path: &Path) -> String {
-    path.strip_prefix(workspace)
-        .unwrap_or(path)
-        .display()
-        .to_string()
 }
 
 fn subdirs(dir: &Path) -> Vec<PathBuf> {
