@@ -793,8 +793,8 @@ async fn run_task(
         }
         _ => None,
     };
-    let (report, success, exit_code, message) = match outcome {
-        Ok(report) if let Some(request) = &cancelled => {
+    let (report, success, exit_code, message) = match (outcome, &cancelled) {
+        (Ok(report), Some(request)) => {
             let message = format!(
                 "{}; not retried (`orchestrate retry {id}` queues it again)",
                 request.describe()
@@ -802,7 +802,7 @@ async fn run_task(
             let code = i32::from(crate::runner::exit::INTERRUPTED);
             (Some(report), false, code, message)
         }
-        Ok(report) if report.status == RunStatus::Interrupted && !timed_out => {
+        (Ok(report), None) if report.status == RunStatus::Interrupted && !timed_out => {
             ledger(&shared, &claim, &report);
             // Stopped by our own shutdown: not the task's fault, so it goes back uncharged.
             if !shared.quiet {
@@ -822,7 +822,7 @@ async fn run_task(
                 outcome: "released",
             };
         }
-        Ok(report) => {
+        (Ok(report), None) => {
             ledger(&shared, &claim, &report);
             let success = report.status == RunStatus::Succeeded;
             let message = if timed_out {
@@ -843,7 +843,7 @@ async fn run_task(
             };
             (Some(report), success, exit_code, message)
         }
-        Err(message) => (None, false, 1, message),
+        (Err(message), _) => (None, false, 1, message),
     };
     let mut status = status_json(
         &shared,
