@@ -909,17 +909,15 @@ async fn worktree(
     let made = tokio::task::spawn_blocking(move || {
         crate::worktree::prepare(&workspace, &spec, &owner, &workflow)
     })
-    .await;
-    let record = match made {
-        Ok(Ok(record)) => record,
-        Ok(Err(err)) => {
-            return Err(format!(
-                "failed to prepare the worktree of task `{}` (role `{}`): {err}",
-                claim.id, shared.role.name
-            ));
-        }
-        Err(err) => return Err(format!("preparing the worktree panicked: {err}")),
-    };
+    .await
+    .map_err(|err| format!("it panicked: {err}"))
+    .and_then(|made| made.map_err(|err| err.to_string()));
+    let record = made.map_err(|why| {
+        format!(
+            "failed to prepare the worktree of task `{}` (role `{}`): {why}",
+            claim.id, shared.role.name
+        )
+    })?;
     if !shared.quiet {
         eprintln!(
             "[{}] `{}` works in {} (branch `{}`)",
