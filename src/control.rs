@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::queue;
+use crate::queue::{self, relative};
 use crate::runner::exit;
 use crate::state::RunDir;
 
@@ -620,8 +620,4 @@ fn cancel_task(
         "cancelled task `{id}` of role `{role}`: {}",
         task.path
     ))
-}
-
-fn relative(workspace: &Path, path: &Path) -> String {
-    queue::relative(workspace, path)
 }

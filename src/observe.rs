@@ -111,15 +111,8 @@ struct RunLoc {
 
 impl RunLoc {
     fn label(&self, workspace: &Path) -> String {
-        relative(workspace, &self.root)
+        crate::queue::relative(workspace, &self.root)
     }
-}
-
-fn relative(workspace: &Path, path: &Path) -> String {
-    path.strip_prefix(workspace)
-        .unwrap_or(path)
-        .display()
-        .to_string()
 }
 
 fn subdirs(dir: &Path) -> Vec<PathBuf> {
@@ -2713,28 +2706,33 @@ pub struct ChildView {
 }
 
 /// The child runs a run's events name (`child_started`, `child_finished`), with each child's
-/// own record for its run id and, while unfinished, its status.
+/// own record for its run id and, while unfinished, its status. A child is known by its
+/// directory: fan-out items number their executions each from 1, so `exec` alone repeats.
 fn children_of(workspace: &Path, events: &[Value], running: bool) -> Vec<ChildView> {
     let mut out: Vec<ChildView> = Vec::new();
     for e in events {
-        let (Some(step), Some(exec)) = (e["step"].as_str(), e["exec"].as_u64()) else {
+        let (Some(step), Some(exec), Some(path)) = (
+            e["step"].as_str(),
+            e["exec"].as_u64(),
+            e["run_root"].as_str(),
+        ) else {
             continue;
         };
         match e["event"].as_str() {
             Some("child_started") => {
-                out.retain(|c| c.exec != exec);
+                out.retain(|c| c.path != path);
                 out.push(ChildView {
                     step: step.to_string(),
                     exec,
                     workflow: e["workflow"].as_str().unwrap_or_default().to_string(),
                     run_id: None,
-                    path: e["run_root"].as_str().unwrap_or_default().to_string(),
+                    path: path.to_string(),
                     status: if running { "running" } else { "stopped" }.to_string(),
                     now: None,
                 });
             }
             Some("child_finished") => {
-                if let Some(child) = out.iter_mut().find(|c| c.exec == exec) {
+                if let Some(child) = out.iter_mut().find(|c| c.path == path) {
                     child.run_id = e["run_id"].as_str().map(str::to_string);
                     child.status = e["status"].as_str().unwrap_or("unknown").to_string();
                 }
@@ -4461,6 +4459,24 @@ mod fan_out_tests {
     fn finished(step: &str, exec: u64, lane: &[u64], status: &str) -> Value {
         json!({"event": "step_finished", "ts": "2026-01-01T00:00:01Z", "step": step, "exec": exec,
             "lane": lane, "iteration": [], "result": {"status": status, "duration": 1.0}})
+    }
+
+    #[test]
+    fn children_of_fan_out_items_with_the_same_exec_are_both_listed() {
+        let child = |event: &str, lane: u64| {
+            json!({"event": event, "step": "Sub", "exec": 1, "lane": [1, lane], "workflow": "c.yaml",
+                "run_root": format!(".orchestrate/runs/R/children/0001.{lane:04}.0001-Sub"),
+                "run_id": format!("C{lane}"), "status": "succeeded"})
+        };
+        let events = [
+            child("child_started", 0),
+            child("child_started", 1),
+            child("child_finished", 1),
+            child("child_finished", 0),
+        ];
+        let children = children_of(Path::new("/nowhere"), &events, false);
+        let ids: Vec<Option<&str>> = children.iter().map(|c| c.run_id.as_deref()).collect();
+        assert_eq!(ids, [Some("C0"), Some("C1")]);
     }
 
     #[test]

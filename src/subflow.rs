@@ -19,6 +19,7 @@ use serde_json::{Map, Value, json};
 use crate::diag::{Diagnostic, did_you_mean};
 use crate::load::LoadOptions;
 use crate::model::{LoadedChild, Step, StepKind, SubWorkflow, Workflow};
+use crate::queue::relative;
 use crate::runner::{RunConfig, RunReport, Runner};
 use crate::state::{RunDir, RunStatus};
 use crate::template::Template;
@@ -87,13 +88,6 @@ impl Attach<'_> {
         }
     }
 
-    fn relative(&self, path: &Path) -> String {
-        path.strip_prefix(self.workspace)
-            .unwrap_or(path)
-            .display()
-            .to_string()
-    }
-
     fn error(&mut self, sub: &SubWorkflow, message: String, hint: String) {
         let pos = Pos {
             line: sub.at.0,
@@ -143,9 +137,16 @@ impl Attach<'_> {
         if let Some(start) = chain.iter().position(|l| l.canonical == canonical) {
             let mut cycle: Vec<String> = chain[start..]
                 .iter()
-                .map(|l| format!("{}:{} (step `{}`)", self.relative(&l.file), l.line, l.step))
+                .map(|l| {
+                    format!(
+                        "{}:{} (step `{}`)",
+                        relative(self.workspace, &l.file),
+                        l.line,
+                        l.step
+                    )
+                })
                 .collect();
-            cycle.push(self.relative(&path));
+            cycle.push(relative(self.workspace, &path));
             self.error(
                 sub,
                 format!("workflow cycle: {}", cycle.join(" -> ")),
@@ -164,25 +165,15 @@ impl Attach<'_> {
             );
             return;
         }
-        let text = match crate::load::read_source(&path) {
-            Ok(text) => text,
-            Err(err) => {
-                self.failed_child(sub, &what, err);
-                return;
-            }
-        };
         let options = LoadOptions {
             default_provider: self.options.default_provider.clone(),
             workspace: Some(self.workspace.to_path_buf()),
             ancestors: chain,
         };
-        match crate::load::load_str_with(&path, &text, &options) {
+        match load_with_text(&path, &options) {
             Ok(child) => {
-                self.check_with(sub, &what, &child, &text);
-                sub.child = Some(Arc::new(LoadedChild {
-                    workflow: child,
-                    text,
-                }));
+                self.check_with(sub, &what, &child.workflow, &child.text);
+                sub.child = Some(Arc::new(child));
             }
             Err(err) => self.failed_child(sub, &what, err),
         }
@@ -549,19 +540,29 @@ pub(crate) async fn run(
 fn load_child(workspace: &Path, rel: &str) -> Result<Arc<LoadedChild>, String> {
     let path = crate::fsutil::resolve_in_workspace(workspace, rel)
         .map_err(|e| format!("`workflow: {rel}`: {e}"))?;
-    let text = crate::load::read_source(&path).map_err(|e| e.render())?;
     let options = LoadOptions {
         workspace: Some(workspace.to_path_buf()),
         ..LoadOptions::default()
     };
-    let workflow = crate::load::load_str_with(&path, &text, &options).map_err(|e| {
+    let loaded = load_with_text(&path, &options).map_err(|e| {
         format!(
             "workflow `{rel}` does not load ({} problem(s)); fix it and resume:\n{}",
             e.diagnostics.len(),
             e.render()
         )
     })?;
-    Ok(Arc::new(LoadedChild { workflow, text }))
+    Ok(Arc::new(loaded))
+}
+
+/// [`crate::load::load_file_with`], keeping the text: a child run saves it in its RUN_ROOT,
+/// and `with:` keys are checked against it.
+fn load_with_text(
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<LoadedChild, crate::load::LoadError> {
+    let text = crate::load::read_source(path)?;
+    let workflow = crate::load::load_str_with(path, &text, options)?;
+    Ok(LoadedChild { workflow, text })
 }
 
 /// The child's configuration: everything the parent's has that concerns how steps run, with
@@ -650,17 +651,11 @@ fn result_of(report: &RunReport, sub: &SubWorkflow, workspace: &Path) -> Value {
         RunStatus::Interrupted | RunStatus::Running => "interrupted",
         RunStatus::Failed => "failed",
     };
-    let run_root = report
-        .run_root
-        .strip_prefix(workspace)
-        .unwrap_or(&report.run_root)
-        .display()
-        .to_string();
     let mut result = json!({
         "status": status,
         "exit_code": report.exit_code,
         "run_id": report.run_id,
-        "run_root": run_root,
+        "run_root": relative(workspace, &report.run_root),
         "workflow": sub.path,
         "outputs": report.values,
     });

@@ -86,6 +86,8 @@ struct Shared {
     /// Woken each time a slot frees.
     slot_freed: tokio::sync::Notify,
     metrics: Option<Arc<crate::metrics::Recorder>>,
+    /// Feeds the breakers from every task's events (one for all tasks).
+    observer: crate::runner::Observer,
     /// `isolation: worktree` (the role's over the workflow's): each task gets a git worktree.
     isolation: Option<crate::model::WorktreeSpec>,
 }
@@ -165,10 +167,22 @@ pub async fn run_agent(
     );
     let isolation =
         crate::worktree::effective(role.isolation.as_ref(), workflow.isolation.as_ref());
+    let profiles = Arc::new(profiles);
+    let observer: crate::runner::Observer = {
+        let (workspace, profiles, label) = (
+            workspace.to_path_buf(),
+            Arc::clone(&profiles),
+            label.clone(),
+        );
+        Arc::new(move |event: &str, fields: &Value| {
+            crate::breaker::observe(&workspace, &profiles, &label, event, fields);
+        })
+    };
     let shared = Arc::new(Shared {
         isolation,
         swarm_budget,
-        profiles: Arc::new(profiles),
+        observer,
+        profiles,
         workspace: workspace.to_path_buf(),
         layout: layout.clone(),
         queue: Arc::new(layout.clone()),
@@ -781,68 +795,21 @@ async fn run_task(
         .capabilities
         .clone()
         .map(|c| (shared.role.name.clone(), c));
-    let (workspace, profiles, label) = (
-        shared.workspace.clone(),
-        Arc::clone(&shared.profiles),
-        shared.label.clone(),
-    );
-    config.observer = Some(Arc::new(move |event: &str, fields: &Value| {
-        crate::breaker::observe(&workspace, &profiles, &label, event, fields);
-    }));
-    let worktree = match worktree(&shared, &claim).await {
-        Ok(record) => record,
-        Err(message) => {
-            let status = status_json(
-                &shared,
-                &claim,
-                &correlation_id,
-                None,
-                &started_at,
-                started,
-                false,
-                1,
-                &message,
-            );
-            return finish(shared, claim, false, status, None).await;
+    config.observer = Some(Arc::clone(&shared.observer));
+    // A worktree that cannot be made, or a run that cannot start, fails the attempt like a
+    // failed run (exit code 1, no report).
+    let (worktree, started_run) = match worktree(&shared, &claim).await {
+        Err(message) => (None, Err(message)),
+        Ok(worktree) => {
+            config.checkout = worktree.as_ref().map(|w| w.checkout.clone());
+            let runner = Runner::create((*shared.workflow).clone(), &shared.workflow_text, config)
+                .map_err(|err| format!("failed to start the run: {err}"));
+            (worktree, runner)
         }
     };
-    config.checkout = worktree.as_ref().map(|w| w.checkout.clone());
-    let runner = match Runner::create((*shared.workflow).clone(), &shared.workflow_text, config) {
-        Ok(runner) => runner,
-        Err(err) => {
-            let status = status_json(
-                &shared,
-                &claim,
-                &correlation_id,
-                None,
-                &started_at,
-                started,
-                false,
-                1,
-                &format!("failed to start the run: {err}"),
-            );
-            return finish(shared, claim, false, status, worktree).await;
-        }
-    };
-    let run = runner.run();
-    tokio::pin!(run);
-    let heartbeat_every = (shared.role.hung_after / 4).max(Duration::from_millis(500));
-    // Not `interval`: its first tick is due at once, and tokio fires timers on its 1 ms wheel, so
-    // awaiting it would delay every task's start by up to a millisecond.
-    let mut heartbeat =
-        tokio::time::interval_at((Instant::now() + heartbeat_every).into(), heartbeat_every);
-    let timeout = shared.role.task_timeout;
-    let deadline = timeout.map(|t| Instant::now() + t);
-    let mut timed_out = false;
-    let outcome: Result<RunReport, String> = loop {
-        tokio::select! {
-            result = &mut run => break result.map_err(|e| e.to_string()),
-            _ = heartbeat.tick() => shared.queue.heartbeat(&mut claim),
-            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()).await }, if deadline.is_some() && !timed_out => {
-                timed_out = true;
-                cancel.cancel();
-            }
-        }
+    let (outcome, timed_out) = match started_run {
+        Ok(runner) => drive(&shared, &mut claim, runner, &cancel).await,
+        Err(message) => (Err(message), false),
     };
     drop(slot);
     // Stopped by `orchestrate cancel`: failed/, not back to the inbox, never retried.
@@ -852,27 +819,16 @@ async fn run_task(
         }
         _ => None,
     };
-    match outcome {
-        Ok(report) if cancelled.is_some() => {
-            let request = cancelled.unwrap_or_else(|| crate::control::CancelRequest::new(&id));
-            let mut status = status_json(
-                &shared,
-                &claim,
-                &correlation_id,
-                Some(&report),
-                &started_at,
-                started,
-                false,
-                i32::from(crate::runner::exit::INTERRUPTED),
-                &format!(
-                    "{}; not retried (`orchestrate retry {id}` queues it again)",
-                    request.describe()
-                ),
+    let (report, success, exit_code, message) = match (outcome, &cancelled) {
+        (Ok(report), Some(request)) => {
+            let message = format!(
+                "{}; not retried (`orchestrate retry {id}` queues it again)",
+                request.describe()
             );
-            status["cancelled"] = json!(request);
-            finish(shared, claim, false, status, worktree).await
+            let code = i32::from(crate::runner::exit::INTERRUPTED);
+            (Some(report), false, code, message)
         }
-        Ok(report) if report.status == RunStatus::Interrupted && !timed_out => {
+        (Ok(report), None) if report.status == RunStatus::Interrupted && !timed_out => {
             ledger(&shared, &claim, &report);
             // Stopped by our own shutdown: not the task's fault, so it goes back uncharged.
             if !shared.quiet {
@@ -887,18 +843,18 @@ async fn run_task(
             if let Some(metrics) = &shared.metrics {
                 metrics.finished("released", None);
             }
-            Finished {
+            return Finished {
                 id,
                 outcome: "released",
-            }
+            };
         }
-        Ok(report) => {
+        (Ok(report), None) => {
             ledger(&shared, &claim, &report);
             let success = report.status == RunStatus::Succeeded;
             let message = if timed_out {
                 format!(
                     "timed out after {:?} (task_timeout_sec); its processes were stopped",
-                    timeout.unwrap_or_default()
+                    shared.role.task_timeout.unwrap_or_default()
                 )
             } else {
                 report
@@ -911,34 +867,55 @@ async fn run_task(
             } else {
                 i32::from(report.exit_code)
             };
-            let status = status_json(
-                &shared,
-                &claim,
-                &correlation_id,
-                Some(&report),
-                &started_at,
-                started,
-                success,
-                exit_code,
-                &message,
-            );
-            finish(shared, claim, success, status, worktree).await
+            (Some(report), success, exit_code, message)
         }
-        Err(message) => {
-            let status = status_json(
-                &shared,
-                &claim,
-                &correlation_id,
-                None,
-                &started_at,
-                started,
-                false,
-                1,
-                &message,
-            );
-            finish(shared, claim, false, status, worktree).await
-        }
+        (Err(message), _) => (None, false, 1, message),
+    };
+    let mut status = status_json(
+        &shared,
+        &claim,
+        &correlation_id,
+        report.as_ref(),
+        &started_at,
+        started,
+        success,
+        exit_code,
+        &message,
+    );
+    if let Some(request) = cancelled {
+        status["cancelled"] = json!(request);
     }
+    finish(shared, claim, success, status, worktree).await
+}
+
+/// Runs the task's workflow to its end, renewing the claim's lease meanwhile and stopping it
+/// at `task_timeout`; whether it timed out.
+async fn drive(
+    shared: &Shared,
+    claim: &mut Claim,
+    runner: Runner,
+    cancel: &CancellationToken,
+) -> (Result<RunReport, String>, bool) {
+    let run = runner.run();
+    tokio::pin!(run);
+    let heartbeat_every = (shared.role.hung_after / 4).max(Duration::from_millis(500));
+    // Not `interval`: its first tick is due at once, and tokio fires timers on its 1 ms wheel, so
+    // awaiting it would delay every task's start by up to a millisecond.
+    let mut heartbeat =
+        tokio::time::interval_at((Instant::now() + heartbeat_every).into(), heartbeat_every);
+    let deadline = shared.role.task_timeout.map(|t| Instant::now() + t);
+    let mut timed_out = false;
+    let outcome = loop {
+        tokio::select! {
+            result = &mut run => break result.map_err(|e| e.to_string()),
+            _ = heartbeat.tick() => shared.queue.heartbeat(claim),
+            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()).await }, if deadline.is_some() && !timed_out => {
+                timed_out = true;
+                cancel.cancel();
+            }
+        }
+    };
+    (outcome, timed_out)
 }
 
 /// The task's worktree under `isolation: worktree` (made, or the one an earlier attempt left),
@@ -958,17 +935,15 @@ async fn worktree(
     let made = tokio::task::spawn_blocking(move || {
         crate::worktree::prepare(&workspace, &spec, &owner, &workflow)
     })
-    .await;
-    let record = match made {
-        Ok(Ok(record)) => record,
-        Ok(Err(err)) => {
-            return Err(format!(
-                "failed to prepare the worktree of task `{}` (role `{}`): {err}",
-                claim.id, shared.role.name
-            ));
-        }
-        Err(err) => return Err(format!("preparing the worktree panicked: {err}")),
-    };
+    .await
+    .map_err(|err| format!("it panicked: {err}"))
+    .and_then(|made| made.map_err(|err| err.to_string()));
+    let record = made.map_err(|why| {
+        format!(
+            "failed to prepare the worktree of task `{}` (role `{}`): {why}",
+            claim.id, shared.role.name
+        )
+    })?;
     if !shared.quiet {
         eprintln!(
             "[{}] `{}` works in {} (branch `{}`)",
@@ -1048,11 +1023,18 @@ fn finish_blocking(
     }
     let outcome = shared.queue.complete(&claim, success, &status);
     let verdict = if success { "processed" } else { "failed" };
-    let events = outcome.as_ref().ok().map(|dest| dest.join("events.jsonl"));
+    // The attempt's event log, looked for only when metrics or traces read it.
+    let exporting = crate::otlp::Exporter::from_env().is_some();
+    let events = outcome
+        .as_ref()
+        .ok()
+        .filter(|_| shared.metrics.is_some() || exporting)
+        .map(|dest| dest.join("events.jsonl"))
+        .filter(|p| p.exists());
     if let Some(metrics) = &shared.metrics {
-        metrics.finished(verdict, events.as_deref().filter(|p| p.exists()));
+        metrics.finished(verdict, events.as_deref());
     }
-    if let Some(events) = events.filter(|p| p.exists()) {
+    if let Some(events) = events.filter(|_| exporting) {
         crate::otlp::submit_task(
             events,
             crate::otlp::TaskInfo {
@@ -1066,7 +1048,6 @@ fn finish_blocking(
     match outcome {
         Ok(dest) => {
             if !shared.quiet {
-                let verdict = if success { "processed" } else { "failed" };
                 eprintln!(
                     "[{}] `{id}` attempt {} {verdict}: {}",
                     shared.label,
@@ -1076,7 +1057,7 @@ fn finish_blocking(
             }
             Finished {
                 id,
-                outcome: if success { "processed" } else { "failed" },
+                outcome: verdict,
             }
         }
         Err(err) => {
@@ -1093,7 +1074,7 @@ fn finish_blocking(
 
 #[expect(
     clippy::too_many_arguments,
-    reason = "one call site per outcome; a struct would only rename them"
+    reason = "one call site; a struct would only rename them"
 )]
 fn status_json(
     shared: &Shared,

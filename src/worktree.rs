@@ -191,13 +191,8 @@ impl Record {
 
     /// `status.json`'s `worktree`: where, which branch, from what, and whether it is still there.
     pub fn status(&self, workspace: &Path, kept: bool) -> Value {
-        let shown = |p: &Path| {
-            p.strip_prefix(workspace)
-                .map(|r| r.display().to_string())
-                .unwrap_or_else(|_| p.display().to_string())
-        };
         serde_json::json!({
-            "path": shown(&self.path),
+            "path": crate::queue::relative(workspace, &self.path),
             "branch": self.branch,
             "base": self.base,
             "base_commit": self.base_commit,
@@ -508,9 +503,10 @@ pub fn prepare(
     let path = dir.join(owner.rel());
     let base = spec.base.clone().unwrap_or_else(|| "HEAD".into());
     let keep = spec.keep.unwrap_or(false);
-    let previous = Record::read(&Record::file(workspace, owner));
 
     let _lock = lock(&repo)?;
+    // Read under the lock: `gc` removes the worktree and forgets its record under it.
+    let previous = record_of(workspace, owner);
     std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
     exclude(&repo, &canonical_or(&dir))?;
     let worktrees = registered(workspace)?;
@@ -628,12 +624,7 @@ pub struct Ending {
 /// Blocking: call it off the async threads.
 pub fn finish(workspace: &Path, record: &Record, success: bool) -> Ending {
     let kept = |note: String| Ending { kept: true, note };
-    let shown = record
-        .path
-        .strip_prefix(workspace)
-        .unwrap_or(&record.path)
-        .display()
-        .to_string();
+    let shown = crate::queue::relative(workspace, &record.path);
     if !success {
         return kept(format!(
             "kept worktree {shown} (branch `{}`) for inspection; `orchestrate gc` removes it later",
@@ -658,19 +649,14 @@ pub fn finish(workspace: &Path, record: &Record, success: bool) -> Ending {
 /// Removes the worktree (refusing uncommitted changes unless `force`), then the branch when
 /// orchestrate made it and it holds nothing that is not in its base commit; forgets the record.
 fn remove(workspace: &Path, record: &Record, force: bool) -> Result<String, String> {
-    let repo = discover(workspace, "").map_err(|e| e.to_string())?;
+    let repo = discover(workspace, &record.owner.describe()).map_err(|e| e.to_string())?;
     let _lock = lock(&repo).map_err(|e| e.to_string())?;
     remove_locked(workspace, record, force)
 }
 
 /// [`remove`], with the repository's worktree lock already held.
 fn remove_locked(workspace: &Path, record: &Record, force: bool) -> Result<String, String> {
-    let shown = record
-        .path
-        .strip_prefix(workspace)
-        .unwrap_or(&record.path)
-        .display()
-        .to_string();
+    let shown = crate::queue::relative(workspace, &record.path);
     if record.path.is_dir() && !force {
         let status = git_ok(&record.path, &["status", "--porcelain"]).map_err(|e| e.to_string())?;
         let changed = status.lines().count();
@@ -774,12 +760,7 @@ pub fn gc_command(workspace: &Path, options: &GcOptions) -> u8 {
             }
             None => None,
         };
-        let shown = record
-            .path
-            .strip_prefix(workspace)
-            .unwrap_or(&record.path)
-            .display()
-            .to_string();
+        let shown = crate::queue::relative(workspace, &record.path);
         let who = record.owner.describe();
         match verdict(workspace, &record.owner, options.older_than) {
             Verdict::Keep(why) => {
