@@ -156,24 +156,6 @@ fn enqueue(
     )
 }
 
-/// xorshift64*: a small, seedable generator (the seed is printed on failure).
-#[cfg(feature = "failpoints")]
-struct Rng(u64);
-
-#[cfg(feature = "failpoints")]
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn execution_starts(ws: &Ws) -> usize {
     lines(ws, EXEC_LOG)
         .iter()
@@ -296,7 +278,7 @@ fn kill_at_every_protocol_point_loses_nothing_and_runs_nothing_twice_at_once() {
                         break;
                     }
                     // Each run has its own generator, so a failing run repeats alone.
-                    let mut rng = Rng(seed ^ (run as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    let mut rng = Rng::new(seed ^ (run as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
                     let point = points[run % points.len()];
                     let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| one_faulty_run(&mut rng, point)))
                         .unwrap_or_else(|panic| {
@@ -374,11 +356,11 @@ fn one_faulty_run(rng: &mut Rng, point: &str) -> bool {
         &format!("concurrency: {concurrency}\nmax_attempts: {max_attempts}\nsettle_ms: 0\n"),
         &recording_workflow(""),
     );
-    let tasks = 1 + rng.below(4) as usize;
+    let tasks = 1 + rng.below(4);
     let mut accepted = BTreeSet::new();
     let mut maybe = BTreeSet::new();
     let mut killed = false;
-    let faulty = rng.below(tasks as u64) as usize;
+    let faulty = rng.below(tasks);
     for i in 0..tasks {
         let id = format!("t{i}");
         let env: Vec<(&str, String)> = if point.starts_with("enqueue.") && i == faulty {
@@ -418,7 +400,7 @@ fn one_faulty_run(rng: &mut Rng, point: &str) -> bool {
     if !point.starts_with("enqueue.") {
         if point.starts_with("recover.") {
             // Leave a dead claim behind for recovery: killed before or after its status.
-            let setup = ["claim.leased", "complete.status_written"][rng.below(2) as usize];
+            let setup = ["claim.leased", "complete.status_written"][rng.below(2)];
             let status = once(&mut procs, &[("FAILPOINTS", &format!("{setup}=return"))]);
             assert_eq!(
                 status.signal(),
@@ -427,7 +409,7 @@ fn one_faulty_run(rng: &mut Rng, point: &str) -> bool {
                 procs.logs()
             );
         }
-        let skip = rng.below(tasks as u64);
+        let skip = rng.below(tasks);
         let config = format!(
             "{point}={}",
             if skip == 0 {

@@ -254,48 +254,84 @@ pub fn recorded_argv(ws: &Ws, name: &str) -> Vec<String> {
 /// Runs the binary like [`Ws::run`], but with a deadline: a run still going after `timeout` is
 /// killed and the test fails with what it printed so far.
 pub fn run_within(ws: &Ws, args: &[&str], timeout: Duration) -> Run {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut out = tempfile::tempfile().expect("temp file for stdout");
-    let mut err = tempfile::tempfile().expect("temp file for stderr");
-    let mut child = ws
-        .cmd(args)
-        .stdout(out.try_clone().unwrap())
-        .stderr(err.try_clone().unwrap())
-        .spawn()
-        .expect("spawn orchestrate");
-    let deadline = Instant::now() + timeout;
-    let (status, timed_out) = loop {
-        if let Some(status) = child.try_wait().expect("wait for orchestrate") {
-            break (status, false);
+    Started::new(ws, args).finish(timeout)
+}
+
+/// The binary running in the background, its output going to temp files; killed if the test
+/// ends before [`Started::finish`].
+pub struct Started {
+    child: std::process::Child,
+    out: std::fs::File,
+    err: std::fs::File,
+    args: String,
+    ws: PathBuf,
+}
+
+impl Started {
+    pub fn new(ws: &Ws, args: &[&str]) -> Started {
+        let out = tempfile::tempfile().expect("temp file for stdout");
+        let err = tempfile::tempfile().expect("temp file for stderr");
+        let child = ws
+            .cmd(args)
+            .stdout(out.try_clone().unwrap())
+            .stderr(err.try_clone().unwrap())
+            .spawn()
+            .expect("spawn orchestrate");
+        Started {
+            child,
+            out,
+            err,
+            args: args.join(" "),
+            ws: ws.path().to_path_buf(),
         }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            break (child.wait().expect("wait for orchestrate"), true);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let read = |file: &mut std::fs::File| {
-        let mut bytes = Vec::new();
-        file.seek(SeekFrom::Start(0)).unwrap();
-        file.read_to_end(&mut bytes).unwrap();
-        bytes
-    };
-    let (stdout, stderr) = (read(&mut out), read(&mut err));
-    assert!(
-        !timed_out,
-        "`orchestrate {}` did not exit within {timeout:?}\n--- stdout\n{}\n--- stderr\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&stdout),
-        String::from_utf8_lossy(&stderr)
-    );
-    Run::from(
-        Output {
-            status,
-            stdout,
-            stderr,
-        },
-        ws.path(),
-    )
+    }
+
+    /// Waits for the exit; a run still going after `timeout` is killed and the test fails with
+    /// what it printed so far.
+    pub fn finish(mut self, timeout: Duration) -> Run {
+        use std::io::{Read, Seek, SeekFrom};
+        let deadline = Instant::now() + timeout;
+        let (status, timed_out) = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for orchestrate") {
+                break (status, false);
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                break (self.child.wait().expect("wait for orchestrate"), true);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let read = |file: &mut std::fs::File| {
+            let mut bytes = Vec::new();
+            file.seek(SeekFrom::Start(0)).unwrap();
+            file.read_to_end(&mut bytes).unwrap();
+            bytes
+        };
+        let (stdout, stderr) = (read(&mut self.out), read(&mut self.err));
+        assert!(
+            !timed_out,
+            "`orchestrate {}` did not exit within {timeout:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.args,
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        );
+        Run::from(
+            Output {
+                status,
+                stdout,
+                stderr,
+            },
+            &self.ws,
+        )
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        // A no-op once `finish` has reaped it.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 // Helpers of the swarm and supervisor suites (roles, queue directories, process liveness).
@@ -382,4 +418,75 @@ pub fn only_run_id(ws: &Ws) -> String {
         }
     });
     id
+}
+
+/// `kill SIGNAL -- TARGET` (a pid, or `-PGID` for a process group); true when delivered.
+pub fn signal_quiet(signal: &str, target: &str) -> bool {
+    Command::new("kill")
+        .args([signal, "--", target])
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The pid a step wrote into `rel` (`echo $$ > rel`), once the file holds a whole line.
+pub fn pid_from_file(ws: &Ws, rel: &str) -> String {
+    let mut pid = String::new();
+    wait_until(
+        &format!("{rel} to hold a pid"),
+        Duration::from_secs(20),
+        || match std::fs::read_to_string(ws.join(rel)) {
+            Ok(text) if text.ends_with('\n') => {
+                pid = text.trim().to_string();
+                true
+            }
+            _ => false,
+        },
+    );
+    pid
+}
+
+/// xorshift64*: a small seedable generator, so a randomized test's failure names its seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    /// Seeded from the environment variable `var` (to replay a failure), else from the clock.
+    pub fn from_env(var: &str) -> (Rng, u64) {
+        let seed = std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            })
+            .max(1);
+        (Rng::new(seed), seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// A crash mid-step: SIGKILL to the engine `child` (reaped), then to the step's process group
+/// `group` (a pid from [`pid_from_file`]), which would otherwise outlive it.
+pub fn crash(child: &mut std::process::Child, group: &str) {
+    let _ = child.kill();
+    let _ = child.wait();
+    signal_quiet("-KILL", &format!("-{group}"));
 }
