@@ -61,11 +61,10 @@ steps:
         assert_eq!(outcome["status"], "succeeded");
         assert_eq!(outcome["exit_code"], 0);
         assert_eq!(outcome["step"], "Work");
-        let output = outcome["output"].as_str().unwrap();
-        assert!(
-            output.starts_with(&format!("{name} line 1\n"))
-                && output.ends_with(&format!("{name} done\n")),
-            "item {name}'s own output: {output:?}"
+        assert_eq!(
+            outcome["output"],
+            format!("{name} line 1\n{name} line 2\n{name} line 3\n{name} line 4\n{name} done\n"),
+            "item {name}'s own output, unmixed"
         );
     }
     // They finished out of order.
