@@ -80,16 +80,8 @@ impl Procs {
     }
 
     fn wait(&mut self, n: usize, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.children[n].try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                panic!("agent {n} did not exit within {timeout:?}\n{}", self.logs());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        exit_within(&mut self.children[n], timeout)
+            .unwrap_or_else(|| panic!("agent {n} did not exit within {timeout:?}\n{}", self.logs()))
     }
 }
 

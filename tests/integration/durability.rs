@@ -48,14 +48,7 @@ impl Bg {
 
     /// Waits for the process to exit (it must within `DEADLINE`).
     fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "orchestrate did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        exit_within(&mut self.child, DEADLINE).expect("orchestrate did not exit")
     }
 }
 

@@ -251,6 +251,23 @@ pub fn recorded_argv(ws: &Ws, name: &str) -> Vec<String> {
     serde_json::from_str(&ws.read(&format!("{name}.argv.json"))).expect("argv json")
 }
 
+/// Waits for `child` to exit: its status, or `None` when it is still running after `timeout`.
+pub fn exit_within(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Runs the binary like [`Ws::run`], but with a deadline: a run still going after `timeout` is
 /// killed and the test fails with what it printed so far.
 pub fn run_within(ws: &Ws, args: &[&str], timeout: Duration) -> Run {
@@ -290,16 +307,12 @@ impl Started {
     /// what it printed so far.
     pub fn finish(mut self, timeout: Duration) -> Run {
         use std::io::{Read, Seek, SeekFrom};
-        let deadline = Instant::now() + timeout;
-        let (status, timed_out) = loop {
-            if let Some(status) = self.child.try_wait().expect("wait for orchestrate") {
-                break (status, false);
-            }
-            if Instant::now() >= deadline {
+        let (status, timed_out) = match exit_within(&mut self.child, timeout) {
+            Some(status) => (status, false),
+            None => {
                 let _ = self.child.kill();
-                break (self.child.wait().expect("wait for orchestrate"), true);
+                (self.child.wait().expect("wait for orchestrate"), true)
             }
-            std::thread::sleep(Duration::from_millis(10));
         };
         let read = |file: &mut std::fs::File| {
             let mut bytes = Vec::new();

@@ -8,7 +8,7 @@
 use crate::harness::*;
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -455,14 +455,7 @@ fn an_approval_inside_a_child_is_answered_by_the_child_run_id() {
     let parent = only_run_id(&ws);
     assert_ne!(child_id, parent, "the request is the child run's");
     ws.run(&["approve", &child_id, "Gate", "--note", "go"]).ok();
-    let deadline = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = bg.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the parent did not finish");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = exit_within(&mut bg.0, DEADLINE).expect("the parent did not finish");
     assert!(status.success());
     assert_eq!(ws.read("note"), "go\n");
     assert_eq!(ws.state(&parent)["steps"]["Sub"]["run_id"], child_id);
@@ -568,14 +561,7 @@ fn cancel_of_the_parent_stops_the_childs_processes() {
     run_within(&ws, &["cancel", &id], DEADLINE)
         .ok()
         .stderr_has(&format!("cancelled run {id}"));
-    let deadline = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = bg.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the parent did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = exit_within(&mut bg.0, DEADLINE).expect("the parent did not exit");
     assert_eq!(status.code(), Some(130));
     assert!(
         !pid_alive(sleeper),

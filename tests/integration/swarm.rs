@@ -57,16 +57,6 @@ fn drop_task(ws: &Ws, role: &str, name: &str, content: &str, old: bool) {
     std::fs::rename(&tmp, dir.join(format!("{name}.task"))).unwrap();
 }
 
-fn kill(sig: &str, target: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg("--")
-        .arg(target)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
 /// Polls `cond` every `every` until it holds or `timeout` passes (then panics with `what` and
 /// the output of `explain`).
 fn wait_for(
@@ -131,7 +121,7 @@ impl Agents {
     }
 
     fn signal(&self, n: usize, sig: &str) {
-        kill(sig, &self.pid(n).to_string());
+        signal_quiet(&format!("-{sig}"), &self.pid(n).to_string());
     }
 
     /// Everything the agents wrote on stderr, for failure messages.
@@ -150,16 +140,8 @@ impl Agents {
 
     /// Waits for agent `n` to exit and returns its status.
     fn wait(&mut self, n: usize, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.children[n].try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                panic!("agent {n} did not exit within {timeout:?}\n{}", self.logs());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        exit_within(&mut self.children[n], timeout)
+            .unwrap_or_else(|| panic!("agent {n} did not exit within {timeout:?}\n{}", self.logs()))
     }
 
     /// Runs one agent to completion (`--once` or a dying agent) and returns its status.
@@ -173,7 +155,7 @@ impl Drop for Agents {
     fn drop(&mut self) {
         for child in &mut self.children {
             if child.try_wait().ok().flatten().is_none() {
-                kill("KILL", &child.id().to_string());
+                signal_quiet("-KILL", &child.id().to_string());
                 let _ = child.wait();
             }
         }
@@ -187,7 +169,7 @@ impl Drop for Agents {
                 && let Ok(pid) = text.trim().parse::<u32>()
                 && std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == self.ws)
             {
-                kill("KILL", &format!("-{pid}"));
+                signal_quiet("-KILL", &format!("-{pid}"));
             }
         }
     }
@@ -1494,7 +1476,7 @@ fn quarantine_then_retry(ws: &Ws, id: &str, make: impl FnOnce(&Path)) -> std::pr
     let deadline = Instant::now() + Duration::from_secs(5);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() >= deadline {
-            kill("KILL", &child.id().to_string());
+            signal_quiet("-KILL", &child.id().to_string());
             let _ = child.wait();
             panic!("`orchestrate retry {id}` blocked for 5 s on the quarantined task file");
         }
