@@ -503,3 +503,118 @@ pub fn crash(child: &mut std::process::Child, group: &str) {
     let _ = child.wait();
     signal_quiet("-KILL", &format!("-{group}"));
 }
+
+/// Role processes (`orchestrate agent`, also `--once` runs) started by a test. On drop (also when
+/// the test fails), every one still running is killed, and so is every process still working in
+/// the workspace: orphaned steps, which run in their own process groups and outlive a SIGKILLed
+/// agent.
+pub struct Agents {
+    ws: PathBuf,
+    logs: tempfile::TempDir,
+    children: Vec<std::process::Child>,
+}
+
+impl Agents {
+    pub fn new(ws: &Ws) -> Agents {
+        Agents {
+            ws: ws.path().to_path_buf(),
+            logs: tempfile::tempdir().unwrap(),
+            children: Vec::new(),
+        }
+    }
+
+    /// Starts `orchestrate agent ROLE -q --replica N EXTRA...`; returns its index.
+    pub fn start(&mut self, ws: &Ws, role: &str, extra: &[&str]) -> usize {
+        let mut args = vec!["-q"];
+        args.extend_from_slice(extra);
+        self.spawn(ws, role, &args, &[])
+    }
+
+    /// Starts `orchestrate agent ROLE --replica N EXTRA...` with `env`; returns its index.
+    pub fn spawn(&mut self, ws: &Ws, role: &str, extra: &[&str], env: &[(&str, &str)]) -> usize {
+        let n = self.children.len();
+        let replica = (n + 1).to_string();
+        let mut args = vec!["agent", role, "--replica", replica.as_str()];
+        args.extend_from_slice(extra);
+        let log = std::fs::File::create(self.log_path(n)).unwrap();
+        let mut cmd = ws.cmd(&args);
+        cmd.stdout(Stdio::null()).stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.children
+            .push(cmd.spawn().expect("spawn orchestrate agent"));
+        n
+    }
+
+    pub fn log_path(&self, n: usize) -> PathBuf {
+        self.logs.path().join(format!("agent-{n}.log"))
+    }
+
+    /// What agent `n` wrote on stderr.
+    pub fn log(&self, n: usize) -> String {
+        std::fs::read_to_string(self.log_path(n)).unwrap_or_default()
+    }
+
+    /// Everything the agents wrote on stderr, for failure messages.
+    pub fn logs(&self) -> String {
+        (0..self.children.len())
+            .map(|n| format!("--- agent {n} (pid {}):\n{}", self.pid(n), self.log(n)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn pid(&self, n: usize) -> u32 {
+        self.children[n].id()
+    }
+
+    /// Sends `sig` (a name: `TERM`, `KILL`, `STOP`, ...) to agent `n`.
+    pub fn signal(&self, n: usize, sig: &str) {
+        signal_quiet(&format!("-{sig}"), &self.pid(n).to_string());
+    }
+
+    /// Waits for agent `n` to exit and returns its status.
+    pub fn wait(&mut self, n: usize, timeout: Duration) -> std::process::ExitStatus {
+        exit_within(&mut self.children[n], timeout)
+            .unwrap_or_else(|| panic!("agent {n} did not exit within {timeout:?}\n{}", self.logs()))
+    }
+
+    /// Runs one agent to completion (`--once` or a dying agent) and returns its status.
+    pub fn run(
+        &mut self,
+        ws: &Ws,
+        role: &str,
+        extra: &[&str],
+        timeout: Duration,
+    ) -> std::process::ExitStatus {
+        let n = self.start(ws, role, extra);
+        self.wait(n, timeout)
+    }
+}
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            // A no-op for one already reaped.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for pid in working_in(&self.ws) {
+            signal_quiet("-KILL", &pid.to_string());
+        }
+    }
+}
+
+/// Live processes whose working directory is `dir` (a task's steps run in the workspace).
+pub fn working_in(dir: &Path) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir)
+                && pid_alive(pid)
+        })
+        .collect()
+}
