@@ -164,18 +164,8 @@ impl Bg {
     }
 
     fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "orchestrate did not exit\n--- stderr\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        exit_within(&mut self.child, DEADLINE)
+            .unwrap_or_else(|| panic!("orchestrate did not exit\n--- stderr\n{}", self.stderr()))
     }
 
     /// Waits for the exit and asserts its code.

@@ -7,8 +7,7 @@
 //! touches `reported` just before the second message.
 
 use std::path::PathBuf;
-use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -54,19 +53,11 @@ pub(crate) const AGENT_STEP: &str = r#"
 /// Starts `orchestrate ARGS`, waits until the stand-in has reported its usage, and checks that
 /// the agent and its child are gone within a second of it; returns the finished run.
 pub(crate) fn run_until_stopped(ws: &Ws, args: &[&str]) -> Run {
-    let out = tempfile::tempfile().unwrap();
-    let err = tempfile::tempfile().unwrap();
-    let mut child: Child = ws
-        .cmd(args)
-        .stdout(out.try_clone().unwrap())
-        .stderr(err.try_clone().unwrap())
-        .spawn()
-        .expect("spawn orchestrate");
+    let started = Started::new(ws, args);
     let reported: PathBuf = ws.join("standin/reported");
     wait_until("the stand-in to report its usage", DEADLINE, || {
         reported.exists()
     });
-    let crossed = Instant::now();
     let agent = pid_in(ws, "standin/agent.pid");
     let sleeper = pid_in(ws, "standin/sleep.pid");
     wait_until(
@@ -74,30 +65,7 @@ pub(crate) fn run_until_stopped(ws: &Ws, args: &[&str]) -> Run {
         Duration::from_secs(1),
         || !pid_alive(agent) && !pid_alive(sleeper),
     );
-    assert!(crossed.elapsed() < Duration::from_secs(1));
-    let deadline = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "orchestrate did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let read = |mut file: std::fs::File| {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut bytes = Vec::new();
-        file.seek(SeekFrom::Start(0)).unwrap();
-        file.read_to_end(&mut bytes).unwrap();
-        bytes
-    };
-    Run::from(
-        std::process::Output {
-            status,
-            stdout: read(out),
-            stderr: read(err),
-        },
-        ws.path(),
-    )
+    started.finish(DEADLINE)
 }
 
 fn budget_event(events: &[Value]) -> Value {
@@ -180,13 +148,7 @@ fn a_wall_budget_stops_the_running_step_and_the_next_step_does_not_start() {
     ws.workflow(
         "budget:\n  max_wall_sec: 0.5\nsteps:\n  - name: Slow\n    command: [sh, -c, 'echo $$ > slow.pid; exec sleep 30']\n  - name: After\n    command: [touch, after]\n",
     );
-    let started = Instant::now();
-    let run = run_within(&ws, &["run", "wf.yaml"], DEADLINE);
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    let run = run_within(&ws, &["run", "wf.yaml"], Duration::from_secs(5));
     run.code(1)
         .stderr_has("budget exceeded: max_wall_sec (the run's budget, set at wf.yaml:2)")
         .stderr_has("step `Slow` was running and its processes were stopped");
@@ -216,14 +178,8 @@ fn an_idle_step_is_stopped_with_its_own_reason() {
     ws.workflow(
         "steps:\n  - name: Quiet\n    command: [sh, -c, 'echo once; echo $$ > cmd.pid; exec sleep 30']\n    idle_timeout_sec: 0.5\n    on: {failure: {goto: Agent}}\n  - name: Agent\n    runtime: claude\n    prompt: hi\n    phase: write\n    idle_timeout_sec: 0.5\n    timeout_sec: 60\n",
     );
-    let started = Instant::now();
-    let run = run_within(&ws, &["run", "wf.yaml"], DEADLINE);
     // Two idle stops (one attempt each: an idle agent is not retried), not two 30 s sleeps.
-    assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "{:?}",
-        started.elapsed()
-    );
+    let run = run_within(&ws, &["run", "wf.yaml"], Duration::from_secs(8));
     run.code(124)
         .stderr_has("no output for 0.5 s (idle_timeout_sec); its processes were stopped");
     for (name, pid) in [("Quiet", "cmd.pid"), ("Agent", "agent.pid")] {
@@ -370,13 +326,7 @@ fn a_role_idle_timeout_is_the_default_for_its_agent_steps() {
     );
     ws.run(&["enqueue", "dev", "--text", "go", "--name", "t1"])
         .ok();
-    let started = Instant::now();
-    run_within(&ws, &["agent", "dev", "--once"], DEADLINE).ok();
-    assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "{:?}",
-        started.elapsed()
-    );
+    run_within(&ws, &["agent", "dev", "--once"], Duration::from_secs(8)).ok();
     let failed = entries(&ws, "failed");
     assert_eq!(failed.len(), 1, "failed/ holds {failed:?}");
     let status = json_file(&ws, &format!("failed/{}/status.json", failed[0]));

@@ -11,118 +11,13 @@ use crate::checker::{self, EXEC_LOG, check, recording_workflow};
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// Role processes (and `--once` runs) started by a test; on drop every one still running is
-/// killed, and so is every process still working in the workspace (orphaned steps).
-struct Procs {
-    ws: PathBuf,
-    logs: tempfile::TempDir,
-    children: Vec<Child>,
-}
-
-impl Procs {
-    fn new(ws: &Ws) -> Procs {
-        Procs {
-            ws: ws.path().to_path_buf(),
-            logs: tempfile::tempdir().unwrap(),
-            children: Vec::new(),
-        }
-    }
-
-    /// `orchestrate agent ROLE --replica N EXTRA...` with `env`; returns its index.
-    fn agent(&mut self, ws: &Ws, role: &str, extra: &[&str], env: &[(&str, &str)]) -> usize {
-        let n = self.children.len();
-        let replica = (n + 1).to_string();
-        let mut args = vec!["agent", role, "--replica", replica.as_str()];
-        args.extend_from_slice(extra);
-        let log = std::fs::File::create(self.log_path(n)).unwrap();
-        let mut cmd = ws.cmd(&args);
-        cmd.stdout(Stdio::null()).stderr(log);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        self.children
-            .push(cmd.spawn().expect("spawn orchestrate agent"));
-        n
-    }
-
-    fn log_path(&self, n: usize) -> PathBuf {
-        self.logs.path().join(format!("agent-{n}.log"))
-    }
-
-    fn log(&self, n: usize) -> String {
-        std::fs::read_to_string(self.log_path(n)).unwrap_or_default()
-    }
-
-    fn logs(&self) -> String {
-        (0..self.children.len())
-            .map(|n| format!("--- agent {n} (pid {}):\n{}", self.pid(n), self.log(n)))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    fn pid(&self, n: usize) -> u32 {
-        self.children[n].id()
-    }
-
-    fn signal(&self, n: usize, sig: i32) {
-        // SAFETY: kill(2) on our own child, which has not been reaped.
-        unsafe {
-            libc::kill(self.pid(n) as i32, sig);
-        }
-    }
-
-    fn wait(&mut self, n: usize, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.children[n].try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                panic!("agent {n} did not exit within {timeout:?}\n{}", self.logs());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            if child.try_wait().ok().flatten().is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-        for pid in working_in(&self.ws) {
-            // SAFETY: kill(2) on a live process whose working directory is this workspace.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
-        }
-    }
-}
-
-/// Live processes whose working directory is `dir` (a task's steps run in the workspace).
-fn working_in(dir: &Path) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| {
-            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir)
-                && pid_alive(pid)
-        })
-        .collect()
-}
 
 /// `orchestrate enqueue ROLE --text T --name ID` with `env`; the id when acknowledged (exit 0).
 fn enqueue(
@@ -154,24 +49,6 @@ fn enqueue(
         out.status,
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// xorshift64*: a small, seedable generator (the seed is printed on failure).
-#[cfg(feature = "failpoints")]
-struct Rng(u64);
-
-#[cfg(feature = "failpoints")]
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 fn execution_starts(ws: &Ws) -> usize {
@@ -296,7 +173,7 @@ fn kill_at_every_protocol_point_loses_nothing_and_runs_nothing_twice_at_once() {
                         break;
                     }
                     // Each run has its own generator, so a failing run repeats alone.
-                    let mut rng = Rng(seed ^ (run as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    let mut rng = Rng::new(seed ^ (run as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
                     let point = points[run % points.len()];
                     let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| one_faulty_run(&mut rng, point)))
                         .unwrap_or_else(|panic| {
@@ -374,11 +251,11 @@ fn one_faulty_run(rng: &mut Rng, point: &str) -> bool {
         &format!("concurrency: {concurrency}\nmax_attempts: {max_attempts}\nsettle_ms: 0\n"),
         &recording_workflow(""),
     );
-    let tasks = 1 + rng.below(4) as usize;
+    let tasks = 1 + rng.below(4);
     let mut accepted = BTreeSet::new();
     let mut maybe = BTreeSet::new();
     let mut killed = false;
-    let faulty = rng.below(tasks as u64) as usize;
+    let faulty = rng.below(tasks);
     for i in 0..tasks {
         let id = format!("t{i}");
         let env: Vec<(&str, String)> = if point.starts_with("enqueue.") && i == faulty {
@@ -405,9 +282,9 @@ fn one_faulty_run(rng: &mut Rng, point: &str) -> bool {
             }
         }
     }
-    let mut procs = Procs::new(&ws);
-    let once = |procs: &mut Procs, env: &[(&str, &str)]| {
-        let n = procs.agent(&ws, "r", &["--once", "-q"], env);
+    let mut procs = Agents::new(&ws);
+    let once = |procs: &mut Agents, env: &[(&str, &str)]| {
+        let n = procs.spawn(&ws, "r", &["--once", "-q"], env);
         let status = procs.wait(n, Duration::from_secs(30));
         // Steps of a killed agent may still run (they hold their task): let them end.
         wait_until("orphaned steps to end", Duration::from_secs(10), || {
@@ -418,7 +295,7 @@ fn one_faulty_run(rng: &mut Rng, point: &str) -> bool {
     if !point.starts_with("enqueue.") {
         if point.starts_with("recover.") {
             // Leave a dead claim behind for recovery: killed before or after its status.
-            let setup = ["claim.leased", "complete.status_written"][rng.below(2) as usize];
+            let setup = ["claim.leased", "complete.status_written"][rng.below(2)];
             let status = once(&mut procs, &[("FAILPOINTS", &format!("{setup}=return"))]);
             assert_eq!(
                 status.signal(),
@@ -427,7 +304,7 @@ fn one_faulty_run(rng: &mut Rng, point: &str) -> bool {
                 procs.logs()
             );
         }
-        let skip = rng.below(tasks as u64);
+        let skip = rng.below(tasks);
         let config = format!(
             "{point}={}",
             if skip == 0 {
@@ -491,18 +368,18 @@ fn orphaned_step_and_grandchild_keep_the_task_until_the_whole_tree_is_gone() {
 fi"#,
         ),
     );
-    let mut procs = Procs::new(&ws);
-    let first = procs.agent(&ws, "r", &["-q"], &[]);
+    let mut procs = Agents::new(&ws);
+    let first = procs.spawn(&ws, "r", &["-q"], &[]);
     let (ack, _, stderr) = enqueue(&ws, "r", "t", &[]);
     assert!(ack.is_some(), "{stderr}");
     wait_until("attempt 1 to start", Duration::from_secs(10), || {
         execution_starts(&ws) == 1 && ws.exists("grandchild.pid")
     });
-    procs.signal(first, libc::SIGKILL);
+    procs.signal(first, "KILL");
     procs.wait(first, Duration::from_secs(5));
     let grandchild: u32 = ws.read("grandchild.pid").trim().parse().unwrap();
     assert!(pid_alive(grandchild));
-    procs.agent(&ws, "r", &["-q"], &[]);
+    procs.spawn(&ws, "r", &["-q"], &[]);
     // The step ends after ~1 s, the grandchild (in a session of its own) after ~2.5 s: until
     // then, nothing starts attempt 2 and the claim stays where it is.
     let mut step_ended = false;
@@ -567,15 +444,15 @@ fn a_sigstopped_worker_past_its_heartbeat_is_killed_and_its_task_rerun_never_con
         "hung_after_sec: 1\nmax_attempts: 3\nsettle_ms: 0\n",
         &recording_workflow(r#"if [ "$att" = 1 ]; then sleep 30; fi"#),
     );
-    let mut procs = Procs::new(&ws);
-    let first = procs.agent(&ws, "r", &["-q"], &[]);
+    let mut procs = Agents::new(&ws);
+    let first = procs.spawn(&ws, "r", &["-q"], &[]);
     let (ack, _, stderr) = enqueue(&ws, "r", "t", &[]);
     assert!(ack.is_some(), "{stderr}");
     wait_until("attempt 1 to start", Duration::from_secs(10), || {
         execution_starts(&ws) == 1
     });
-    procs.signal(first, libc::SIGSTOP);
-    procs.agent(&ws, "r", &["-q"], &[]);
+    procs.signal(first, "STOP");
+    procs.spawn(&ws, "r", &["-q"], &[]);
     wait_until("attempt 2 to finish", Duration::from_secs(20), || {
         entries(&ws, "processed").len() == 1
     });
@@ -637,15 +514,15 @@ fn inotify_overflow_while_the_role_process_is_stopped_loses_no_task() {
         "concurrency: 4\nsettle_ms: 0\n",
         &recording_workflow(""),
     );
-    let mut procs = Procs::new(&ws);
-    let agent = procs.agent(&ws, "r", &[], &[]);
+    let mut procs = Agents::new(&ws);
+    let agent = procs.spawn(&ws, "r", &[], &[]);
     wait_until(
         "the role process to watch its inbox",
         Duration::from_secs(10),
         || procs.log(agent).contains("watching"),
     );
     drop(restore);
-    procs.signal(agent, libc::SIGSTOP);
+    procs.signal(agent, "STOP");
     let dir = ws.join("inbox/r");
     let mut accepted = BTreeSet::new();
     for i in 0..tasks {
@@ -658,7 +535,7 @@ fn inotify_overflow_while_the_role_process_is_stopped_loses_no_task() {
         .unwrap();
         accepted.insert(id);
     }
-    procs.signal(agent, libc::SIGCONT);
+    procs.signal(agent, "CONT");
     let resumed = Instant::now();
     wait_until(
         "every task to be processed",
@@ -749,8 +626,8 @@ fn a_full_disk_fails_writes_cleanly_and_loses_no_task() {
         "max_attempts: 5\nsettle_ms: 0\n",
         &recording_workflow("while [ ! -e go ]; do sleep 0.02; done"),
     );
-    let mut procs = Procs::new(&ws);
-    let agent = procs.agent(&ws, "r", &[], &[]);
+    let mut procs = Agents::new(&ws);
+    let agent = procs.spawn(&ws, "r", &[], &[]);
     let (ack, _, stderr) = enqueue(&ws, "r", "a", &[]);
     assert!(ack.is_some(), "{stderr}");
     wait_until("task a to start", Duration::from_secs(10), || {
@@ -804,7 +681,7 @@ fn a_full_disk_fails_writes_cleanly_and_loses_no_task() {
     });
     let ids = BTreeSet::from(["a".to_string(), "b".to_string()]);
     check(ws.path(), &ids, &BTreeSet::new()).assert_passes();
-    procs.signal(agent, libc::SIGTERM);
+    procs.signal(agent, "TERM");
     procs.wait(agent, Duration::from_secs(10));
 
     // A standalone run: the state snapshot fails to be written when the disk fills mid-run.

@@ -7,7 +7,7 @@ use crate::harness::*;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -48,14 +48,7 @@ impl Bg {
 
     /// Waits for the process to exit (it must within `DEADLINE`).
     fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "orchestrate did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        exit_within(&mut self.child, DEADLINE).expect("orchestrate did not exit")
     }
 }
 
@@ -71,38 +64,11 @@ impl Drop for Bg {
     }
 }
 
-/// `kill SIGNAL -- TARGET` (a pid, or `-PGID` for a process group); true when delivered.
-fn signal_quiet(signal: &str, target: &str) -> bool {
-    Command::new("kill")
-        .args([signal, "--", target])
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
 fn signal(signal: &str, target: &str) {
     assert!(
         signal_quiet(signal, target),
         "kill {signal} {target} failed"
     );
-}
-
-/// The pid a step wrote into `rel` (`echo $$ > rel`), once the file holds a whole line.
-fn pid_from_file(ws: &Ws, rel: &str) -> String {
-    let mut pid = String::new();
-    wait_until(
-        &format!("{rel} to hold a pid"),
-        DEADLINE,
-        || match std::fs::read_to_string(ws.join(rel)) {
-            Ok(text) if text.ends_with('\n') => {
-                pid = text.trim().to_string();
-                true
-            }
-            _ => false,
-        },
-    );
-    pid
 }
 
 /// Every complete (newline-terminated) line of `events.jsonl` parses as JSON, and `seq` counts
@@ -710,26 +676,6 @@ fn resume_runs_the_workflow_copy_saved_at_the_start() {
     assert_eq!(lines(&ws, "ran.log"), ["S1", "S2", "S3", "S4"]);
 }
 
-/// A small seeded generator (xorshift64*), so a crash-suite failure names the seed that made it.
-struct Rng(u64);
-
-impl Rng {
-    fn seeded() -> (Rng, u64) {
-        let seed = std::env::var("CRASH_SEED")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| random_in(1, usize::MAX) as u64);
-        (Rng(seed.max(1)), seed)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
-    }
-}
-
 /// ~30 steps with every kind of control flow: plain steps, a retried step, a goto loop and two
 /// for_each loops. Every process appends its key to `ran.log` (O_APPEND) and prints `out-KEY`.
 fn crash_workflow() -> String {
@@ -804,7 +750,7 @@ fn step_outputs(state: &Value) -> Vec<(String, Value)> {
 
 #[test]
 fn engine_killed_at_random_moments_and_resumed_until_done_runs_each_completed_step_once() {
-    let (mut rng, seed) = Rng::seeded();
+    let (mut rng, seed) = Rng::from_env("CRASH_SEED");
     eprintln!("crash suite seed {seed} (CRASH_SEED={seed} replays the kill delays)");
     let kills_wanted: usize = std::env::var("CRASH_KILLS")
         .ok()
@@ -873,7 +819,7 @@ fn crash_campaign(
             "seed {seed}: the run did not finish after {kills} kills and {resumes} resumes"
         );
         let finished = if kills < budget {
-            let delay = Duration::from_millis(rng.below(max_delay_ms));
+            let delay = Duration::from_millis(rng.below(max_delay_ms as usize) as u64);
             let until = Instant::now() + delay;
             while Instant::now() < until && bg.running() {
                 std::thread::sleep(Duration::from_millis(1));

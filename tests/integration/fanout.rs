@@ -4,7 +4,7 @@
 
 use crate::harness::*;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -61,11 +61,10 @@ steps:
         assert_eq!(outcome["status"], "succeeded");
         assert_eq!(outcome["exit_code"], 0);
         assert_eq!(outcome["step"], "Work");
-        let output = outcome["output"].as_str().unwrap();
-        assert!(
-            output.starts_with(&format!("{name} line 1\n"))
-                && output.ends_with(&format!("{name} done\n")),
-            "item {name}'s own output: {output:?}"
+        assert_eq!(
+            outcome["output"],
+            format!("{name} line 1\n{name} line 2\n{name} line 3\n{name} line 4\n{name} done\n"),
+            "item {name}'s own output, unmixed"
         );
     }
     // They finished out of order.
@@ -351,24 +350,18 @@ steps:
     command: ["sh", "-c", "echo after >> ran.log"]
 "#,
     );
-    let mut engine = ws
-        .cmd(&["run", "wf.yaml", "--quiet"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut engine = spawn_run(&ws);
     let id = only_run_id(&ws);
     wait_until("items 0-2 recorded and 3-5 running", DEADLINE, || {
         finished_count(&ws, &id, "Work") == 3 && lines(&ws, "ran.log").len() == 6
     });
-    engine.kill().unwrap();
-    engine.wait().unwrap();
-    // The engine is gone; stop its orphaned items (each step is its own process group).
-    for i in 3..6 {
-        let pid = ws.read(&format!("pids/{i}")).trim().to_string();
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{pid}")])
-            .status();
+    // The engine is gone; stop its orphaned items too (each step is its own process group).
+    crash(&mut engine, &pid_from_file(&ws, "pids/3"));
+    for i in 4..6 {
+        signal_quiet(
+            "-KILL",
+            &format!("-{}", pid_from_file(&ws, &format!("pids/{i}"))),
+        );
     }
     ws.file("release", "");
     let resumed = run_within(&ws, &["resume", &id], DEADLINE);
@@ -474,12 +467,7 @@ steps:
     wait_until("items 0 and 1 recorded, 2 running", DEADLINE, || {
         finished_count(&ws, &id, "Work") == 2 && lines(&ws, "ran.log").len() == 3
     });
-    engine.kill().unwrap();
-    engine.wait().unwrap();
-    let pid = ws.read("pids/2").trim().to_string();
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pid}")])
-        .status();
+    crash(&mut engine, &pid_from_file(&ws, "pids/2"));
     ws.file("release", "");
     run_within(&ws, &["resume", &id], DEADLINE).ok();
     let mut ran = lines(&ws, "ran.log");
@@ -607,10 +595,7 @@ steps:
     let mut engine = spawn_run(&ws);
     let pids = item_pids(&ws, 2);
     let id = only_run_id(&ws);
-    Command::new("kill")
-        .args(["-INT", &engine.id().to_string()])
-        .status()
-        .unwrap();
+    assert!(signal_quiet("-INT", &engine.id().to_string()));
     let status = engine.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     for pid in pids {
@@ -662,12 +647,7 @@ steps:
             && finished_count(&ws, &id, "Inner") == 1
             && lines(&ws, "ran.log").len() == 4
     });
-    engine.kill().unwrap();
-    engine.wait().unwrap();
-    let pid = ws.read("pids/b").trim().to_string();
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pid}")])
-        .status();
+    crash(&mut engine, &pid_from_file(&ws, "pids/b"));
     ws.file("release", "");
     run_within(&ws, &["resume", &id], DEADLINE).ok();
     let mut ran = lines(&ws, "ran.log");

@@ -251,51 +251,100 @@ pub fn recorded_argv(ws: &Ws, name: &str) -> Vec<String> {
     serde_json::from_str(&ws.read(&format!("{name}.argv.json"))).expect("argv json")
 }
 
+/// Waits for `child` to exit: its status, or `None` when it is still running after `timeout`.
+pub fn exit_within(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Runs the binary like [`Ws::run`], but with a deadline: a run still going after `timeout` is
 /// killed and the test fails with what it printed so far.
 pub fn run_within(ws: &Ws, args: &[&str], timeout: Duration) -> Run {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut out = tempfile::tempfile().expect("temp file for stdout");
-    let mut err = tempfile::tempfile().expect("temp file for stderr");
-    let mut child = ws
-        .cmd(args)
-        .stdout(out.try_clone().unwrap())
-        .stderr(err.try_clone().unwrap())
-        .spawn()
-        .expect("spawn orchestrate");
-    let deadline = Instant::now() + timeout;
-    let (status, timed_out) = loop {
-        if let Some(status) = child.try_wait().expect("wait for orchestrate") {
-            break (status, false);
+    Started::new(ws, args).finish(timeout)
+}
+
+/// The binary running in the background, its output going to temp files; killed if the test
+/// ends before [`Started::finish`].
+pub struct Started {
+    child: std::process::Child,
+    out: std::fs::File,
+    err: std::fs::File,
+    args: String,
+    ws: PathBuf,
+}
+
+impl Started {
+    pub fn new(ws: &Ws, args: &[&str]) -> Started {
+        let out = tempfile::tempfile().expect("temp file for stdout");
+        let err = tempfile::tempfile().expect("temp file for stderr");
+        let child = ws
+            .cmd(args)
+            .stdout(out.try_clone().unwrap())
+            .stderr(err.try_clone().unwrap())
+            .spawn()
+            .expect("spawn orchestrate");
+        Started {
+            child,
+            out,
+            err,
+            args: args.join(" "),
+            ws: ws.path().to_path_buf(),
         }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            break (child.wait().expect("wait for orchestrate"), true);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let read = |file: &mut std::fs::File| {
-        let mut bytes = Vec::new();
-        file.seek(SeekFrom::Start(0)).unwrap();
-        file.read_to_end(&mut bytes).unwrap();
-        bytes
-    };
-    let (stdout, stderr) = (read(&mut out), read(&mut err));
-    assert!(
-        !timed_out,
-        "`orchestrate {}` did not exit within {timeout:?}\n--- stdout\n{}\n--- stderr\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&stdout),
-        String::from_utf8_lossy(&stderr)
-    );
-    Run::from(
-        Output {
-            status,
-            stdout,
-            stderr,
-        },
-        ws.path(),
-    )
+    }
+
+    /// Waits for the exit; a run still going after `timeout` is killed and the test fails with
+    /// what it printed so far.
+    pub fn finish(mut self, timeout: Duration) -> Run {
+        use std::io::{Read, Seek, SeekFrom};
+        let (status, timed_out) = match exit_within(&mut self.child, timeout) {
+            Some(status) => (status, false),
+            None => {
+                let _ = self.child.kill();
+                (self.child.wait().expect("wait for orchestrate"), true)
+            }
+        };
+        let read = |file: &mut std::fs::File| {
+            let mut bytes = Vec::new();
+            file.seek(SeekFrom::Start(0)).unwrap();
+            file.read_to_end(&mut bytes).unwrap();
+            bytes
+        };
+        let (stdout, stderr) = (read(&mut self.out), read(&mut self.err));
+        assert!(
+            !timed_out,
+            "`orchestrate {}` did not exit within {timeout:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.args,
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        );
+        Run::from(
+            Output {
+                status,
+                stdout,
+                stderr,
+            },
+            &self.ws,
+        )
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        // A no-op once `finish` has reaped it.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 // Helpers of the swarm and supervisor suites (roles, queue directories, process liveness).
@@ -382,4 +431,190 @@ pub fn only_run_id(ws: &Ws) -> String {
         }
     });
     id
+}
+
+/// `kill SIGNAL -- TARGET` (a pid, or `-PGID` for a process group); true when delivered.
+pub fn signal_quiet(signal: &str, target: &str) -> bool {
+    Command::new("kill")
+        .args([signal, "--", target])
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The pid a step wrote into `rel` (`echo $$ > rel`), once the file holds a whole line.
+pub fn pid_from_file(ws: &Ws, rel: &str) -> String {
+    let mut pid = String::new();
+    wait_until(
+        &format!("{rel} to hold a pid"),
+        Duration::from_secs(20),
+        || match std::fs::read_to_string(ws.join(rel)) {
+            Ok(text) if text.ends_with('\n') => {
+                pid = text.trim().to_string();
+                true
+            }
+            _ => false,
+        },
+    );
+    pid
+}
+
+/// xorshift64*: a small seedable generator, so a randomized test's failure names its seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    /// Seeded from the environment variable `var` (to replay a failure), else from the clock.
+    pub fn from_env(var: &str) -> (Rng, u64) {
+        let seed = std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            })
+            .max(1);
+        (Rng::new(seed), seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// A crash mid-step: SIGKILL to the engine `child` (reaped), then to the step's process group
+/// `group` (a pid from [`pid_from_file`]), which would otherwise outlive it.
+pub fn crash(child: &mut std::process::Child, group: &str) {
+    let _ = child.kill();
+    let _ = child.wait();
+    signal_quiet("-KILL", &format!("-{group}"));
+}
+
+/// Role processes (`orchestrate agent`, also `--once` runs) started by a test. On drop (also when
+/// the test fails), every one still running is killed, and so is every process still working in
+/// the workspace: orphaned steps, which run in their own process groups and outlive a SIGKILLed
+/// agent.
+pub struct Agents {
+    ws: PathBuf,
+    logs: tempfile::TempDir,
+    children: Vec<std::process::Child>,
+}
+
+impl Agents {
+    pub fn new(ws: &Ws) -> Agents {
+        Agents {
+            ws: ws.path().to_path_buf(),
+            logs: tempfile::tempdir().unwrap(),
+            children: Vec::new(),
+        }
+    }
+
+    /// Starts `orchestrate agent ROLE -q --replica N EXTRA...`; returns its index.
+    pub fn start(&mut self, ws: &Ws, role: &str, extra: &[&str]) -> usize {
+        let mut args = vec!["-q"];
+        args.extend_from_slice(extra);
+        self.spawn(ws, role, &args, &[])
+    }
+
+    /// Starts `orchestrate agent ROLE --replica N EXTRA...` with `env`; returns its index.
+    pub fn spawn(&mut self, ws: &Ws, role: &str, extra: &[&str], env: &[(&str, &str)]) -> usize {
+        let n = self.children.len();
+        let replica = (n + 1).to_string();
+        let mut args = vec!["agent", role, "--replica", replica.as_str()];
+        args.extend_from_slice(extra);
+        let log = std::fs::File::create(self.log_path(n)).unwrap();
+        let mut cmd = ws.cmd(&args);
+        cmd.stdout(Stdio::null()).stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.children
+            .push(cmd.spawn().expect("spawn orchestrate agent"));
+        n
+    }
+
+    pub fn log_path(&self, n: usize) -> PathBuf {
+        self.logs.path().join(format!("agent-{n}.log"))
+    }
+
+    /// What agent `n` wrote on stderr.
+    pub fn log(&self, n: usize) -> String {
+        std::fs::read_to_string(self.log_path(n)).unwrap_or_default()
+    }
+
+    /// Everything the agents wrote on stderr, for failure messages.
+    pub fn logs(&self) -> String {
+        (0..self.children.len())
+            .map(|n| format!("--- agent {n} (pid {}):\n{}", self.pid(n), self.log(n)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn pid(&self, n: usize) -> u32 {
+        self.children[n].id()
+    }
+
+    /// Sends `sig` (a name: `TERM`, `KILL`, `STOP`, ...) to agent `n`.
+    pub fn signal(&self, n: usize, sig: &str) {
+        signal_quiet(&format!("-{sig}"), &self.pid(n).to_string());
+    }
+
+    /// Waits for agent `n` to exit and returns its status.
+    pub fn wait(&mut self, n: usize, timeout: Duration) -> std::process::ExitStatus {
+        exit_within(&mut self.children[n], timeout)
+            .unwrap_or_else(|| panic!("agent {n} did not exit within {timeout:?}\n{}", self.logs()))
+    }
+
+    /// Runs one agent to completion (`--once` or a dying agent) and returns its status.
+    pub fn run(
+        &mut self,
+        ws: &Ws,
+        role: &str,
+        extra: &[&str],
+        timeout: Duration,
+    ) -> std::process::ExitStatus {
+        let n = self.start(ws, role, extra);
+        self.wait(n, timeout)
+    }
+}
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            // A no-op for one already reaped.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for pid in working_in(&self.ws) {
+            signal_quiet("-KILL", &pid.to_string());
+        }
+    }
+}
+
+/// Live processes whose working directory is `dir` (a task's steps run in the workspace).
+pub fn working_in(dir: &Path) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir)
+                && pid_alive(pid)
+        })
+        .collect()
 }

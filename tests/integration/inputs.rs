@@ -6,36 +6,14 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::harness::Rng;
 use orchestrate::template::{Lookup, Template, Undefined, VarRef, walk};
 use serde_json::{Value, json};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-fn seed() -> u64 {
-    let seed = std::env::var("INPUTS_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        })
-        .max(1);
+fn seeded() -> Rng {
+    let (rng, seed) = Rng::from_env("INPUTS_SEED");
     eprintln!("INPUTS_SEED={seed}");
-    seed
+    rng
 }
 
 /// Fragments that reach the interesting corners of YAML, templates and JSON.
@@ -118,7 +96,7 @@ fn pieces(rng: &mut Rng, n: usize) -> String {
 
 #[test]
 fn mutated_workflows_load_or_fail_with_diagnostics_never_panic() {
-    let mut rng = Rng(seed());
+    let mut rng = seeded();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let bases: Vec<String> = std::fs::read_dir(root.join("workflows"))
         .unwrap()
@@ -161,7 +139,7 @@ impl Lookup for Ctx {
 
 #[test]
 fn random_templates_parse_and_render_or_fail_cleanly() {
-    let mut rng = Rng(seed());
+    let mut rng = seeded();
     let ctx = Ctx(json!({"context": {"a": "x", "n": [1, {"b": null}]}, "item": "i"}));
     let deadline = Instant::now() + Duration::from_millis(500);
     let (mut runs, mut rendered) = (0, 0);
@@ -186,7 +164,7 @@ fn random_templates_parse_and_render_or_fail_cleanly() {
 
 #[test]
 fn random_task_texts_give_task_json_or_none_never_overflow() {
-    let mut rng = Rng(seed());
+    let mut rng = seeded();
     let deadline = Instant::now() + Duration::from_millis(500);
     let mut runs = 0;
     while Instant::now() < deadline {

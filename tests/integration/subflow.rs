@@ -8,7 +8,7 @@
 use crate::harness::*;
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -334,29 +334,6 @@ fn spawn(ws: &Ws, args: &[&str]) -> Bg {
         .expect("spawn orchestrate"))
 }
 
-fn kill(signal: &str, target: &str) {
-    let _ = Command::new("kill")
-        .args([signal, "--", target])
-        .stderr(Stdio::null())
-        .status();
-}
-
-fn pid_file(ws: &Ws, rel: &str) -> String {
-    let mut pid = String::new();
-    wait_until(
-        &format!("{rel} to hold a pid"),
-        DEADLINE,
-        || match std::fs::read_to_string(ws.join(rel)) {
-            Ok(text) if text.ends_with('\n') => {
-                pid = text.trim().to_string();
-                true
-            }
-            _ => false,
-        },
-    );
-    pid
-}
-
 const RESUMABLE_CHILD: &str = r#"name: child
 outputs:
   second: "${steps.C2.output}"
@@ -389,7 +366,7 @@ fn kill_9_of_the_parent_while_the_child_runs_then_resume_continues_the_same_chil
     wait_until("C2 to start", DEADLINE, || {
         lines(&ws, "ran.log").contains(&"C2".to_string())
     });
-    let group = pid_file(&ws, "c2.pid");
+    let group = pid_from_file(&ws, "c2.pid");
     let id = only_run_id(&ws);
     // While the child runs, the parent's state names it and its RUN_ROOT.
     let link = ws.state(&id)["children"]["0002-Sub"].clone();
@@ -400,9 +377,7 @@ fn kill_9_of_the_parent_while_the_child_runs_then_resume_continues_the_same_chil
         ws.join(&linked_root).join("events.jsonl").is_file(),
         "{linked_root}"
     );
-    kill("-KILL", &bg.0.id().to_string());
-    let _ = bg.0.wait();
-    kill("-KILL", &format!("-{group}"));
+    crash(&mut bg.0, &group);
     std::fs::remove_file(ws.join("block")).unwrap();
     assert_eq!(lines(&ws, "ran.log"), ["P1", "C1", "C2"]);
     // The child resumes from the copy saved in its own directory: an edit of its file since
@@ -480,14 +455,7 @@ fn an_approval_inside_a_child_is_answered_by_the_child_run_id() {
     let parent = only_run_id(&ws);
     assert_ne!(child_id, parent, "the request is the child run's");
     ws.run(&["approve", &child_id, "Gate", "--note", "go"]).ok();
-    let deadline = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = bg.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the parent did not finish");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = exit_within(&mut bg.0, DEADLINE).expect("the parent did not finish");
     assert!(status.success());
     assert_eq!(ws.read("note"), "go\n");
     assert_eq!(ws.state(&parent)["steps"]["Sub"]["run_id"], child_id);
@@ -510,11 +478,9 @@ steps:
     );
     ws.file("block2", "");
     let mut bg = spawn(&ws, &["run", "wf.yaml"]);
-    let group = pid_file(&ws, "p2.pid");
+    let group = pid_from_file(&ws, "p2.pid");
     let id = only_run_id(&ws);
-    kill("-KILL", &bg.0.id().to_string());
-    let _ = bg.0.wait();
-    kill("-KILL", &format!("-{group}"));
+    crash(&mut bg.0, &group);
     std::fs::remove_file(ws.join("block2")).unwrap();
     // The crash came after the child finished but before the parent recorded it: cut the
     // parent's log back to the child's start, as if it had died at that instant.
@@ -585,7 +551,7 @@ fn cancel_of_the_parent_stops_the_childs_processes() {
     );
     ws.workflow("name: parent\nsteps:\n  - name: Sub\n    workflow: flows/child.yaml\n  - name: After\n    command: [touch, after]\n");
     let mut bg = spawn(&ws, &["run", "wf.yaml"]);
-    let sleeper: u32 = pid_file(&ws, "sleeper.pid").parse().unwrap();
+    let sleeper: u32 = pid_from_file(&ws, "sleeper.pid").parse().unwrap();
     let id = only_run_id(&ws);
     // While it runs, the parent's status says where the child is.
     ws.run(&["status", &id])
@@ -595,14 +561,7 @@ fn cancel_of_the_parent_stops_the_childs_processes() {
     run_within(&ws, &["cancel", &id], DEADLINE)
         .ok()
         .stderr_has(&format!("cancelled run {id}"));
-    let deadline = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = bg.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the parent did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = exit_within(&mut bg.0, DEADLINE).expect("the parent did not exit");
     assert_eq!(status.code(), Some(130));
     assert!(
         !pid_alive(sleeper),
@@ -768,11 +727,9 @@ steps:
     );
     ws.file("block", "");
     let mut bg = spawn(&ws, &["run", "wf.yaml"]);
-    let group = pid_file(&ws, "p0.pid");
+    let group = pid_from_file(&ws, "p0.pid");
     let id = only_run_id(&ws);
-    kill("-KILL", &bg.0.id().to_string());
-    let _ = bg.0.wait();
-    kill("-KILL", &format!("-{group}"));
+    crash(&mut bg.0, &group);
     std::fs::remove_file(ws.join("block")).unwrap();
     ws.file(
         "flows/child.yaml",

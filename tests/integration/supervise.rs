@@ -256,19 +256,12 @@ impl<'a> Swarm<'a> {
 
     /// Waits for foreground supervisor `n` to exit.
     fn fg_wait(&mut self, n: usize, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.fg[n].child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "the foreground supervisor {n} did not exit within {timeout:?}\n{}",
-                    self.explain()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        exit_within(&mut self.fg[n].child, timeout).unwrap_or_else(|| {
+            panic!(
+                "the foreground supervisor {n} did not exit within {timeout:?}\n{}",
+                self.explain()
+            )
+        })
     }
 
     fn fg_log(&self, n: usize) -> String {

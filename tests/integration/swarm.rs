@@ -11,7 +11,7 @@ use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
@@ -57,16 +57,6 @@ fn drop_task(ws: &Ws, role: &str, name: &str, content: &str, old: bool) {
     std::fs::rename(&tmp, dir.join(format!("{name}.task"))).unwrap();
 }
 
-fn kill(sig: &str, target: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg("--")
-        .arg(target)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
 /// Polls `cond` every `every` until it holds or `timeout` passes (then panics with `what` and
 /// the output of `explain`).
 fn wait_for(
@@ -84,112 +74,6 @@ fn wait_for(
             explain()
         );
         std::thread::sleep(every);
-    }
-}
-
-/// Agent processes started by a test. On drop (also when the test fails), every agent still
-/// running is killed, and so is the process group of every step that recorded its pid in a
-/// `WS/*.pid` file (steps run in their own group and outlive a SIGKILLed agent).
-struct Agents {
-    ws: PathBuf,
-    logs: tempfile::TempDir,
-    children: Vec<Child>,
-}
-
-impl Agents {
-    fn new(ws: &Ws) -> Agents {
-        Agents {
-            ws: ws.path().to_path_buf(),
-            logs: tempfile::tempdir().unwrap(),
-            children: Vec::new(),
-        }
-    }
-
-    /// Starts `orchestrate agent ROLE -q --replica N EXTRA...`; returns its index.
-    fn start(&mut self, ws: &Ws, role: &str, extra: &[&str]) -> usize {
-        let n = self.children.len();
-        let replica = (n + 1).to_string();
-        let mut args = vec!["agent", role, "-q", "--replica", replica.as_str()];
-        args.extend_from_slice(extra);
-        let log = std::fs::File::create(self.log_path(n)).unwrap();
-        let child = ws
-            .cmd(&args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn orchestrate agent");
-        self.children.push(child);
-        n
-    }
-
-    fn log_path(&self, n: usize) -> PathBuf {
-        self.logs.path().join(format!("agent-{n}.log"))
-    }
-
-    fn pid(&self, n: usize) -> u32 {
-        self.children[n].id()
-    }
-
-    fn signal(&self, n: usize, sig: &str) {
-        kill(sig, &self.pid(n).to_string());
-    }
-
-    /// Everything the agents wrote on stderr, for failure messages.
-    fn logs(&self) -> String {
-        (0..self.children.len())
-            .map(|n| {
-                format!(
-                    "--- agent {n} (pid {}):\n{}",
-                    self.pid(n),
-                    std::fs::read_to_string(self.log_path(n)).unwrap_or_default()
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    /// Waits for agent `n` to exit and returns its status.
-    fn wait(&mut self, n: usize, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.children[n].try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                panic!("agent {n} did not exit within {timeout:?}\n{}", self.logs());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Runs one agent to completion (`--once` or a dying agent) and returns its status.
-    fn run(&mut self, ws: &Ws, role: &str, extra: &[&str], timeout: Duration) -> ExitStatus {
-        let n = self.start(ws, role, extra);
-        self.wait(n, timeout)
-    }
-}
-
-impl Drop for Agents {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            if child.try_wait().ok().flatten().is_none() {
-                kill("KILL", &child.id().to_string());
-                let _ = child.wait();
-            }
-        }
-        for name in std::fs::read_dir(&self.ws)
-            .map(|it| it.flatten().map(|e| e.path()).collect::<Vec<_>>())
-            .unwrap_or_default()
-        {
-            // Only a live process still working in this workspace: a pid may have been reused.
-            if name.extension().is_some_and(|x| x == "pid")
-                && let Ok(text) = std::fs::read_to_string(&name)
-                && let Ok(pid) = text.trim().parse::<u32>()
-                && std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == self.ws)
-            {
-                kill("KILL", &format!("-{pid}"));
-            }
-        }
     }
 }
 
@@ -1494,7 +1378,7 @@ fn quarantine_then_retry(ws: &Ws, id: &str, make: impl FnOnce(&Path)) -> std::pr
     let deadline = Instant::now() + Duration::from_secs(5);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() >= deadline {
-            kill("KILL", &child.id().to_string());
+            signal_quiet("-KILL", &child.id().to_string());
             let _ = child.wait();
             panic!("`orchestrate retry {id}` blocked for 5 s on the quarantined task file");
         }

@@ -58,6 +58,25 @@ fn status(ws: &Ws, state: &str, role: &str, id: &str) -> serde_json::Value {
     json_file(ws, &format!("{state}/{name}/status.json"))
 }
 
+/// Enqueues task `id` (text `x`) for the `dev` role.
+fn enqueue(ws: &Ws, id: &str) {
+    ws.run(&["enqueue", "dev", "--name", id, "--text", "x"])
+        .ok();
+}
+
+/// One `agent dev --once` pass over the inbox.
+fn work(ws: &Ws) -> Run {
+    run_within(ws, &["agent", "dev", "--once"], Duration::from_secs(60))
+}
+
+/// The message of `dev`'s failed task `id`.
+fn failed_message(ws: &Ws, id: &str) -> String {
+    status(ws, "failed", "dev", id)["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no message for failed task {id}"))
+        .to_string()
+}
+
 /// A script (committed with the repository, so it is in every worktree) that commits a file
 /// named after the task, then waits (bounded) until `want` tasks have reached that point,
 /// recording where it ran.
@@ -113,7 +132,7 @@ fn two_tasks_at_once_commit_on_their_own_branches() {
         .ok();
     ws.run(&["enqueue", "dev", "--name", "t2", "--text", "b"])
         .ok();
-    let run = run_within(&ws, &["agent", "dev", "--once"], Duration::from_secs(60));
+    let run = work(&ws);
     run.ok().stderr_has("2 processed, 0 failed");
 
     // Both ran at once (each waited for the other), each in its own worktree.
@@ -186,7 +205,8 @@ fn two_tasks_at_once_commit_on_their_own_branches() {
 #[test]
 fn many_tasks_started_at_once_do_not_race() {
     let ws = Ws::new();
-    committing_role(&ws, 4, 1, "isolation: worktree\n");
+    // The first four wait for each other: their worktrees are made while all four run.
+    committing_role(&ws, 4, 4, "isolation: worktree\n");
     commit_all(&ws);
     // One id git would refuse in a branch name as it is.
     let ids: Vec<String> = (0..7)
@@ -194,8 +214,7 @@ fn many_tasks_started_at_once_do_not_race() {
         .chain(["m..7.lock".to_string()])
         .collect();
     for id in &ids {
-        ws.run(&["enqueue", "dev", "--name", id, "--text", "x"])
-            .ok();
+        enqueue(&ws, id);
     }
     let run = run_within(&ws, &["agent", "dev", "--once"], Duration::from_secs(120));
     run.ok().stderr_has("8 processed, 0 failed");
@@ -230,11 +249,8 @@ fn a_failed_task_keeps_its_worktree_and_its_retry_continues_in_it() {
         "steps:\n  - name: Step\n    command: [\"./step.sh\"]\n",
     );
     commit_all(&ws);
-    ws.run(&["enqueue", "dev", "--name", "f1", "--text", "x"])
-        .ok();
-    run_within(&ws, &["agent", "dev", "--once"], Duration::from_secs(60))
-        .ok()
-        .stderr_has("0 processed, 1 failed");
+    enqueue(&ws, "f1");
+    work(&ws).ok().stderr_has("0 processed, 1 failed");
     let status = status(&ws, "failed", "dev", "f1");
     assert_eq!(status["worktree"]["path"], ".orchestrate/worktrees/dev/f1");
     assert_eq!(status["worktree"]["branch"], "orchestrate/dev/f1");
@@ -248,9 +264,7 @@ fn a_failed_task_keeps_its_worktree_and_its_retry_continues_in_it() {
         .stdout_has("worktree: .orchestrate/worktrees/dev/f1 (branch orchestrate/dev/f1)");
 
     ws.run(&["retry", "f1"]).ok();
-    run_within(&ws, &["agent", "dev", "--once"], Duration::from_secs(60))
-        .ok()
-        .stderr_has("1 processed, 0 failed");
+    work(&ws).ok().stderr_has("1 processed, 0 failed");
     assert_eq!(
         git(&ws, ".", &["show", "orchestrate/dev/f1:notes.txt"]),
         "first\nsecond"
@@ -277,12 +291,9 @@ fn success_removes_the_worktree_and_keeps_only_branches_with_work() {
     ws.file(".gitignore", "/out.txt\n");
     commit_all(&ws);
     for id in ["work", "nothing", "dirty"] {
-        ws.run(&["enqueue", "dev", "--name", id, "--text", "x"])
-            .ok();
+        enqueue(&ws, id);
     }
-    run_within(&ws, &["agent", "dev", "--once"], Duration::from_secs(60))
-        .ok()
-        .stderr_has("3 processed, 0 failed");
+    work(&ws).ok().stderr_has("3 processed, 0 failed");
     let names = branches(&ws);
     assert!(
         names.contains(&"orchestrate/dev/work".to_string()),
@@ -330,11 +341,8 @@ fn keep_base_and_branch_come_from_the_workflow_and_the_role() {
     git(&ws, ".", &["commit", "-q", "-m", "feature"]);
     let feature = git(&ws, ".", &["rev-parse", "HEAD"]);
     git(&ws, ".", &["checkout", "-q", "main"]);
-    ws.run(&["enqueue", "dev", "--name", "k1", "--text", "x"])
-        .ok();
-    run_within(&ws, &["agent", "dev", "--once"], Duration::from_secs(60))
-        .ok()
-        .stderr_has("1 processed");
+    enqueue(&ws, "k1");
+    work(&ws).ok().stderr_has("1 processed");
     assert_eq!(git(&ws, ".", &["rev-parse", "wt/dev/k1~1"]), feature);
     // keep: true (the role's) kept it after the success.
     assert!(ws.exists(".orchestrate/worktrees/dev/k1/feature.txt"));
@@ -353,15 +361,9 @@ fn a_workspace_without_git_or_a_missing_base_fails_the_task_clearly() {
         "isolation: worktree\n",
         "steps:\n  - name: Step\n    command: [\"touch\", \"ran\"]\n",
     );
-    ws.run(&["enqueue", "dev", "--name", "n1", "--text", "x"])
-        .ok();
-    run_within(&ws, &["agent", "dev", "--once"], Duration::from_secs(60))
-        .ok()
-        .stderr_has("1 failed");
-    let message = status(&ws, "failed", "dev", "n1")["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    enqueue(&ws, "n1");
+    work(&ws).ok().stderr_has("1 failed");
+    let message = failed_message(&ws, "n1");
     assert!(
         message.contains("task `n1` (role `dev`)")
             && message.contains("is not in a git repository")
@@ -378,15 +380,9 @@ fn a_workspace_without_git_or_a_missing_base_fails_the_task_clearly() {
         "steps:\n  - name: Step\n    command: [\"touch\", \"ran\"]\n",
     );
     commit_all(&ws);
-    ws.run(&["enqueue", "dev", "--name", "n2", "--text", "x"])
-        .ok();
-    run_within(&ws, &["agent", "dev", "--once"], Duration::from_secs(60))
-        .ok()
-        .stderr_has("1 failed");
-    let message = status(&ws, "failed", "dev", "n2")["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    enqueue(&ws, "n2");
+    work(&ws).ok().stderr_has("1 failed");
+    let message = failed_message(&ws, "n2");
     assert!(
         message.contains("the base `nope`") && message.contains("isolation.worktree.base"),
         "{message}"
@@ -415,8 +411,7 @@ fn gc_removes_stale_worktrees_and_not_a_running_one() {
     commit_all(&ws);
     git(&ws, ".", &["branch", "mine"]);
     for id in ["done1", "fail1", "run1"] {
-        ws.run(&["enqueue", "dev", "--name", id, "--text", "x"])
-            .ok();
+        enqueue(&ws, id);
     }
     let mut agent = ws
         .cmd(&["agent", "dev", "--once", "--quiet"])
@@ -555,8 +550,7 @@ fn two_replicas_create_worktrees_at_once() {
     committing_role(&ws, 2, 1, "isolation: worktree\n");
     commit_all(&ws);
     for i in 0..6 {
-        ws.run(&["enqueue", "dev", "--name", &format!("r{i}"), "--text", "x"])
-            .ok();
+        enqueue(&ws, &format!("r{i}"));
     }
     let mut replicas: Vec<std::process::Child> = (0..2)
         .map(|n| {
@@ -623,19 +617,15 @@ fn creation_waits_for_the_lock_and_retries_on_git_s_lock_files() {
         Duration::from_secs(10),
         || ws.exists("held"),
     );
-    ws.run(&["enqueue", "dev", "--name", "w1", "--text", "x"])
-        .ok();
-    run_within(&ws, &["agent", "dev", "--once"], Duration::from_secs(60))
-        .ok()
-        .stderr_has("1 processed");
+    enqueue(&ws, "w1");
+    work(&ws).ok().stderr_has("1 processed");
     assert!(holder.wait().unwrap().success());
 
     // git's own lock on the ref the task's branch will be: taken, then let go.
     std::fs::create_dir_all(ws.join(".git/refs/heads/orchestrate/dev")).unwrap();
     let ref_lock = ws.join(".git/refs/heads/orchestrate/dev/w2.lock");
     std::fs::write(&ref_lock, "").unwrap();
-    ws.run(&["enqueue", "dev", "--name", "w2", "--text", "x"])
-        .ok();
+    enqueue(&ws, "w2");
     let agent = ws
         .cmd(&["agent", "dev", "--once"])
         .stderr(std::process::Stdio::piped())
@@ -670,14 +660,11 @@ fn after_a_crash_the_next_attempt_continues_and_a_half_made_worktree_is_redone()
         "steps:\n  - name: Step\n    command: [\"./step.sh\"]\n",
     );
     commit_all(&ws);
-    ws.run(&["enqueue", "dev", "--name", "c1", "--text", "x"])
-        .ok();
-    let killed = run_within(&ws, &["agent", "dev", "--once"], Duration::from_secs(60));
+    enqueue(&ws, "c1");
+    let killed = work(&ws);
     assert_ne!(killed.code, 0, "{}", killed.stderr);
     assert!(ws.exists(".orchestrate/worktrees/dev/c1/mark"));
-    run_within(&ws, &["agent", "dev", "--once"], Duration::from_secs(60))
-        .ok()
-        .stderr_has("1 processed");
+    work(&ws).ok().stderr_has("1 processed");
     let status = status(&ws, "processed", "dev", "c1");
     assert_eq!(status["attempt"], 2);
     assert_eq!(
@@ -702,9 +689,8 @@ fn after_a_crash_the_next_attempt_continues_and_a_half_made_worktree_is_redone()
         ],
     );
     ws.file(".orchestrate/worktrees/dev/c2/mark", "half-made\n");
-    ws.run(&["enqueue", "dev", "--name", "c2", "--text", "x"])
-        .ok();
-    let killed = run_within(&ws, &["agent", "dev", "--once"], Duration::from_secs(60));
+    enqueue(&ws, "c2");
+    let killed = work(&ws);
     assert_ne!(
         killed.code, 0,
         "the step found the leftover file instead of a fresh checkout: {}",
