@@ -592,6 +592,34 @@ pub fn spawn_lock() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Runs `git ARGS` in `dir` for the engine's own use and returns its output: the directory
+/// decides the repository (the `GIT_DIR`-style variables of whoever started the engine, a git
+/// hook say, are removed), `env` is added, stdin is empty, and it is spawned under
+/// [`spawn_lock`] so that it never inherits a descriptor made inheritable for a step.
+pub fn git_output(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::io::Result<std::process::Output> {
+    let mut command = std::process::Command::new("git");
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_INDEX_FILE")
+        .env_remove("GIT_COMMON_DIR")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = {
+        let _serial = spawn_lock();
+        command.spawn()?
+    };
+    child.wait_with_output()
+}
+
 /// Descriptors made inheritable (close-on-exec cleared) until dropped. Hold [`spawn_lock`].
 struct Inheritable<'a>(&'a [i32]);
 

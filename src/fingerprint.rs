@@ -32,7 +32,7 @@ use std::io::{self, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -648,28 +648,8 @@ struct Repo {
 }
 
 fn git(workspace: &Path, args: &[&str]) -> io::Result<Output> {
-    let mut command = Command::new("git");
-    command
-        .args(args)
-        .current_dir(workspace)
-        // The workspace decides the repository, not variables inherited from whoever started
-        // the engine (a git hook, say).
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_INDEX_FILE")
-        .env_remove("GIT_COMMON_DIR")
-        // Fingerprinting must not write: no opportunistic index refresh.
-        .env("GIT_OPTIONAL_LOCKS", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // Spawned under the engine's spawn lock, so that git never inherits a descriptor a step's
-    // spawn has made inheritable for that step alone (a task's lock).
-    let child = {
-        let _serial = crate::exec::spawn_lock();
-        command.spawn()?
-    };
-    child.wait_with_output()
+    // Fingerprinting must not write: no opportunistic index refresh.
+    crate::exec::git_output(workspace, args, &[("GIT_OPTIONAL_LOCKS", "0")])
 }
 
 fn git_failed(workspace: &Path, args: &[&str], message: String) -> FingerprintError {
@@ -1005,6 +985,7 @@ impl Rule {
 mod tests {
     use super::*;
     use std::os::unix::fs::{PermissionsExt, symlink};
+    use std::process::Command;
     use std::time::{Duration, Instant};
 
     fn write(root: &Path, rel: &str, text: &str) {

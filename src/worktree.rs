@@ -19,7 +19,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -301,24 +301,7 @@ struct Repo {
 }
 
 fn git(dir: &Path, args: &[&str]) -> Result<Output, WorktreeError> {
-    let mut command = Command::new("git");
-    command
-        .args(args)
-        .current_dir(dir)
-        // The directory decides the repository, not variables of whoever started the engine.
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_INDEX_FILE")
-        .env_remove("GIT_COMMON_DIR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // Under the engine's spawn lock, so that git never inherits a task's lock descriptor.
-    let child = {
-        let _serial = crate::exec::spawn_lock();
-        command.spawn().map_err(WorktreeError::GitMissing)?
-    };
-    child.wait_with_output().map_err(WorktreeError::GitMissing)
+    crate::exec::git_output(dir, args, &[]).map_err(WorktreeError::GitMissing)
 }
 
 /// `git args` in `dir`, its stdout on success; retried while git reports one of its own lock
