@@ -26,7 +26,8 @@ use crate::state::{RunDir, RunStatus};
     about = "Run YAML workflows of shell commands and coding-agent CLIs, enforced by the engine"
 )]
 struct Cli {
-    /// The workspace every path resolves against (default: the current directory).
+    /// The workspace every path resolves against (default: $ORCHESTRATE_WORKSPACE, else the
+    /// nearest directory at or above the current one with agents/ or .orchestrate/).
     #[arg(long, global = true, value_name = "DIR")]
     workspace: Option<PathBuf>,
     #[command(subcommand)]
@@ -370,23 +371,32 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             });
         }
     };
-    let workspace = match workspace_dir(cli.workspace.as_deref()) {
-        Ok(ws) => ws,
+    let mut command = cli.command;
+    let located = match locate_workspace(
+        cli.workspace.as_deref(),
+        std::env::var_os(WORKSPACE_ENV),
+        command.needs(),
+    ) {
+        Ok(located) => located,
         Err(message) => return fail(exit::INVALID, &message),
     };
+    if let Some(cwd) = &located.below {
+        command.rebase_paths(cwd, &located.dir);
+    }
+    let workspace = located.dir;
     if let Command::Swarm {
         action: SwarmAction::Up {
             metrics_dir: Some(dir),
             ..
         },
-    } = &cli.command
+    } = &command
     {
         // The role processes (and a detached supervisor) inherit it.
         // SAFETY: no other thread exists yet: the async runtime is started below.
         unsafe { std::env::set_var("ORCHESTRATE_METRICS_DIR", workspace.join(dir)) };
     }
     // A role process runs several tasks at once: give their blocking file work two threads.
-    let builder = match cli.command {
+    let builder = match command {
         Command::Agent { .. } => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             b.worker_threads(2);
@@ -404,7 +414,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             );
         }
     };
-    let code = runtime.block_on(dispatch(cli.command, workspace));
+    let code = runtime.block_on(dispatch(command, workspace));
     ExitCode::from(code)
 }
 
@@ -413,14 +423,161 @@ fn fail(code: u8, message: &str) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn workspace_dir(arg: Option<&Path>) -> Result<PathBuf, String> {
-    let dir = match arg {
-        Some(dir) => dir.to_path_buf(),
-        None => std::env::current_dir()
-            .map_err(|e| format!("cannot read the current directory: {e}"))?,
+/// Names the workspace when `--workspace` is not given.
+pub const WORKSPACE_ENV: &str = "ORCHESTRATE_WORKSPACE";
+
+/// What a command needs of its workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    /// Queues, roles, the supervisor, steering: there must be a workspace, or nothing it
+    /// writes would be read (a cron job in the wrong directory would lose its tasks).
+    Swarm,
+    /// Runs and workflow files: the workspace found upward, else the current directory (where
+    /// a run then keeps its `.orchestrate/`).
+    Runs,
+    /// `init`: lays a workspace down where it is named or here, never in one found upward.
+    Here,
+}
+
+impl Command {
+    fn needs(&self) -> Needs {
+        match self {
+            Command::Init { .. } => Needs::Here,
+            Command::Agent { .. }
+            | Command::Enqueue { .. }
+            | Command::Tasks { .. }
+            | Command::Show { .. }
+            | Command::Retry { .. }
+            | Command::Trace { .. }
+            | Command::Swarm { .. }
+            | Command::Cancel { .. }
+            | Command::Pause { .. } => Needs::Swarm,
+            _ => Needs::Runs,
+        }
+    }
+
+    /// Every path argument, so that paths typed below a workspace found upward keep meaning
+    /// what they meant where they were typed.
+    fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        let mut paths: Vec<&mut PathBuf> = Vec::new();
+        match self {
+            Command::Run {
+                file,
+                context,
+                archive_processed,
+                ..
+            } => {
+                paths.push(file);
+                paths.extend(context.context_file.as_mut());
+                paths.extend(archive_processed.as_mut().and_then(Option::as_mut));
+            }
+            Command::RunStep {
+                workflow, context, ..
+            } => {
+                paths.push(workflow);
+                paths.extend(context.context_file.as_mut());
+            }
+            Command::Watch { file, context, .. } => {
+                paths.push(file);
+                paths.extend(context.context_file.as_mut());
+            }
+            Command::Test { file, fixtures, .. } => paths.extend([file, fixtures]),
+            Command::Graph { file, .. } => paths.push(file),
+            Command::Validate { files } => paths.extend(files.iter_mut()),
+            Command::Init { dir } => paths.extend(dir.as_mut()),
+            Command::Agent { metrics_dir, .. } => paths.extend(metrics_dir.as_mut()),
+            Command::Enqueue { file, .. } => paths.extend(file.as_mut()),
+            Command::Swarm {
+                action: SwarmAction::Up { metrics_dir, .. },
+            } => paths.extend(metrics_dir.as_mut()),
+            _ => {}
+        }
+        paths
+    }
+
+    /// Makes relative paths typed in `cwd` relative to `workspace` (absolute when they lead
+    /// outside it), since every command resolves them against the workspace.
+    fn rebase_paths(&mut self, cwd: &Path, workspace: &Path) {
+        for path in self.paths_mut() {
+            if path.is_relative() {
+                let full = cwd.join(&*path);
+                *path = match full.strip_prefix(workspace) {
+                    Ok(rel) => rel.to_path_buf(),
+                    Err(_) => full,
+                };
+            }
+        }
+    }
+}
+
+/// A resolved workspace; `below` is the current directory when the workspace was found above it.
+#[derive(Debug)]
+struct Located {
+    dir: PathBuf,
+    below: Option<PathBuf>,
+}
+
+/// Whether `dir` is a workspace: it has `agents/` (roles) or `.orchestrate/` (records).
+pub fn is_workspace(dir: &Path) -> bool {
+    dir.join("agents").is_dir() || dir.join(".orchestrate").is_dir()
+}
+
+/// Finds the workspace the way git finds a repository: `--workspace DIR`, else
+/// `$ORCHESTRATE_WORKSPACE`, else the nearest directory at or above the current one that
+/// is a workspace. With none found, a swarm command is refused and the others use the current
+/// directory; `init` never looks upward.
+fn locate_workspace(
+    flag: Option<&Path>,
+    env: Option<OsString>,
+    needs: Needs,
+) -> Result<Located, String> {
+    let named = match (flag, env.filter(|v| !v.is_empty())) {
+        (Some(dir), _) => Some((dir.to_path_buf(), "--workspace")),
+        (None, Some(dir)) => Some((PathBuf::from(dir), WORKSPACE_ENV)),
+        (None, None) => None,
     };
-    dir.canonicalize()
-        .map_err(|e| format!("workspace {} is not usable: {e}", dir.display()))
+    if let Some((dir, from)) = named {
+        let dir = dir.canonicalize().map_err(|e| {
+            format!(
+                "workspace {} (from {from}) is not usable: {e}",
+                dir.display()
+            )
+        })?;
+        if needs == Needs::Swarm && !is_workspace(&dir) {
+            return Err(format!(
+                "{} (from {from}) is not a workspace (no agents/ or .orchestrate/); name the directory that holds agents/, or run `orchestrate init` there",
+                dir.display()
+            ));
+        }
+        return Ok(Located { dir, below: None });
+    }
+    let cwd = std::env::current_dir()
+        .and_then(|d| d.canonicalize())
+        .map_err(|e| format!("cannot read the current directory: {e}"))?;
+    if needs == Needs::Here {
+        return Ok(Located {
+            dir: cwd,
+            below: None,
+        });
+    }
+    match cwd.ancestors().find(|dir| is_workspace(dir)) {
+        Some(dir) if dir == cwd => Ok(Located {
+            dir: cwd,
+            below: None,
+        }),
+        Some(dir) => Ok(Located {
+            dir: dir.to_path_buf(),
+            below: Some(cwd),
+        }),
+        None if needs == Needs::Swarm => Err(format!(
+            "no workspace found from {} upward (no agents/ or .orchestrate/); cd into one or pass --workspace DIR (or set {WORKSPACE_ENV})",
+            cwd.display()
+        )),
+        None => Ok(Located {
+            dir: cwd,
+            below: None,
+        }),
+    }
 }
 
 async fn dispatch(command: Command, workspace: PathBuf) -> u8 {

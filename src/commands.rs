@@ -91,7 +91,7 @@ pub fn enqueue(
     name: Option<&str>,
     correlation_id: Option<&str>,
 ) -> u8 {
-    let layout = match crate::role::layout_for(workspace, role) {
+    let layout = match crate::role::layout_of_defined(workspace, role) {
         Ok(layout) => layout,
         Err(message) => {
             eprintln!("error: {message}");

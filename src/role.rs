@@ -54,23 +54,73 @@ pub fn load_all(workspace: &Path) -> Result<Vec<(Role, Workflow)>, Vec<LoadError
     }
 }
 
-/// One role by name: `agents/<name>.yaml`.
+/// One role by name: `agents/<name>.yaml`. A name with no file is refused as an unknown role
+/// (with the roles there are), not as an unreadable workflow.
 pub fn load_one(workspace: &Path, name: &str) -> Result<(Role, Workflow), Vec<LoadError>> {
-    if let Err(reason) = crate::queue::check_id(name) {
-        return Err(vec![LoadError {
-            path: PathBuf::from(name),
+    let fail = |path: &Path, message: String| {
+        vec![LoadError {
+            path: path.to_path_buf(),
             source_text: None,
             diagnostics: vec![crate::diag::Diagnostic::error(
-                Path::new(name),
+                path,
                 crate::yaml::Pos::default(),
-                format!("`{name}` is not a role name: {reason}"),
+                message,
             )],
-        }]);
+        }]
+    };
+    if let Err(reason) = crate::queue::check_id(name) {
+        return Err(fail(
+            Path::new(name),
+            format!("`{name}` is not a role name: {reason}"),
+        ));
     }
-    load::load_role_file(
-        workspace,
-        &agents_dir(workspace).join(format!("{name}.yaml")),
-    )
+    let file = agents_dir(workspace).join(format!("{name}.yaml"));
+    if !file.exists() {
+        return Err(fail(&file, unknown_role(workspace, name)));
+    }
+    load::load_role_file(workspace, &file)
+}
+
+/// The message for a role with no `agents/<name>.yaml`: which file is missing, and the nearest
+/// role there is ("did you mean") or the list of roles.
+pub fn unknown_role(workspace: &Path, name: &str) -> String {
+    let dir = agents_dir(workspace);
+    let mut known: Vec<String> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    known.sort();
+    let hint = if !dir.is_dir() {
+        format!(
+            "{} has no agents/ directory; create agents/{name}.yaml or run `orchestrate init`",
+            workspace.display()
+        )
+    } else if let Some(near) = crate::diag::did_you_mean(name, known.iter().map(String::as_str)) {
+        format!("did you mean `{near}`?")
+    } else if known.is_empty() {
+        format!("agents/ has no roles; create agents/{name}.yaml")
+    } else {
+        format!("roles: {}", known.join(", "))
+    };
+    format!("there is no role `{name}` (no agents/{name}.yaml); {hint}")
+}
+
+/// The queue layout of a role that must be defined (`agents/<name>.yaml`): what people and
+/// scripts enqueue to, so that a misspelled role, or the wrong directory, fails instead of
+/// filling an inbox nobody reads.
+pub fn layout_of_defined(workspace: &Path, name: &str) -> Result<Layout, String> {
+    crate::queue::check_id(name)
+        .map_err(|reason| format!("`{name}` is not a role name: {reason}"))?;
+    if !agents_dir(workspace).join(format!("{name}.yaml")).is_file() {
+        return Err(unknown_role(workspace, name));
+    }
+    layout_for(workspace, name)
 }
 
 /// The queue layout of role `name`: its file's `inbox:` if it has one, else `inbox/<name>`.
@@ -89,24 +139,7 @@ pub fn layout_for(workspace: &Path, name: &str) -> Result<Layout, String> {
         ));
     }
     if !file.is_file() {
-        let known: Vec<String> = std::fs::read_dir(&dir)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter_map(|e| {
-                        e.path()
-                            .file_stem()
-                            .map(|s| s.to_string_lossy().into_owned())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let hint = crate::diag::did_you_mean(name, known.iter().map(String::as_str))
-            .map(|s| format!("did you mean `{s}`?"))
-            .unwrap_or_else(|| format!("roles: {}", known.join(", ")));
-        return Err(format!(
-            "there is no role `{name}` (no agents/{name}.yaml); {hint}"
-        ));
+        return Err(unknown_role(workspace, name));
     }
     let inbox = inbox_of(&file).unwrap_or_else(|| format!("inbox/{name}"));
     let path = crate::fsutil::resolve_in_workspace(workspace, &inbox)
