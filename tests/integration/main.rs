@@ -21,4 +21,5 @@ mod swarm;
 mod telemetry;
 mod validate;
 mod wftest;
+mod workspace;
 mod worktree;
