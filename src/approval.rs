@@ -1,7 +1,9 @@
 //! Human approval through files: a request beside the run, a decision written by anyone.
 //!
-//! Owns: the layout `WORKSPACE/approvals/<run_id>/<step>.request.json` and
-//! `<step>.decision.json`, their formats, writing a decision (`orchestrate approve/reject`, or any
+//! Owns: the layout `WORKSPACE/.orchestrate/approvals/<run_id>/<step>.request.json` and
+//! `<step>.decision.json` (with the run's other records, so nothing untracked appears in a
+//! repository's root; requests of runs started before it moved, in `approvals/<run_id>/`, are
+//! still answered there), their formats, writing a decision (`orchestrate approve/reject`, or any
 //! tool that writes the file atomically: over ssh, git, cron or a phone), and reading one back.
 //! Only an explicit `"decision": "approve"` approves. Does not wait or decide control flow (the
 //! runner does).
@@ -11,15 +13,32 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub fn dir(workspace: &Path, run_id: &str) -> PathBuf {
+    workspace
+        .join(".orchestrate")
+        .join("approvals")
+        .join(run_id)
+}
+
+/// Where requests were written before they moved under `.orchestrate/`: a run started then may
+/// still be waiting on one.
+fn legacy_dir(workspace: &Path, run_id: &str) -> PathBuf {
     workspace.join("approvals").join(run_id)
 }
 
 pub fn request_path(workspace: &Path, run_id: &str, step: &str) -> PathBuf {
-    dir(workspace, run_id).join(format!("{step}.request.json"))
+    request_in(&dir(workspace, run_id), step)
 }
 
 pub fn decision_path(workspace: &Path, run_id: &str, step: &str) -> PathBuf {
-    dir(workspace, run_id).join(format!("{step}.decision.json"))
+    decision_in(&dir(workspace, run_id), step)
+}
+
+fn request_in(dir: &Path, step: &str) -> PathBuf {
+    dir.join(format!("{step}.request.json"))
+}
+
+fn decision_in(dir: &Path, step: &str) -> PathBuf {
+    dir.join(format!("{step}.decision.json"))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,17 +116,22 @@ pub fn decide(
     by: Option<String>,
 ) -> Result<PathBuf, String> {
     crate::queue::check_id(run_id).map_err(|r| format!("`{run_id}` is not a run id: {r}"))?;
-    let request_path = request_path(workspace, run_id, step);
+    // The request is where the waiting run wrote it.
+    let dir = [dir(workspace, run_id), legacy_dir(workspace, run_id)]
+        .into_iter()
+        .find(|d| request_in(d, step).exists())
+        .unwrap_or_else(|| dir(workspace, run_id));
+    let request_path = request_in(&dir, step);
     let bytes = std::fs::read(&request_path).map_err(|err| {
         format!(
             "no approval is pending for step `{step}` of run {run_id} ({}: {err}); pending ones are in {}",
             request_path.display(),
-            dir(workspace, run_id).display()
+            dir.display()
         )
     })?;
     let request: Request = serde_json::from_slice(&bytes)
         .map_err(|e| format!("{} is not a request: {e}", request_path.display()))?;
-    let decision_file = decision_path(workspace, run_id, step);
+    let decision_file = decision_in(&dir, step);
     if let Ok(bytes) = std::fs::read(&decision_file)
         && let Ok(existing) = serde_json::from_slice::<Decision>(&bytes)
         && existing.request_id.as_deref() == Some(request.request_id.as_str())
@@ -143,7 +167,7 @@ pub fn decide(
         by,
         at: Some(crate::clock::now_rfc3339()),
     };
-    let path = decision_path(workspace, run_id, step);
+    let path = decision_file;
     let bytes = serde_json::to_vec_pretty(&decision).map_err(|e| e.to_string())?;
     crate::fsutil::atomic_write(&path, &bytes)
         .map_err(|e| format!("failed to write {}: {e}", path.display()))?;

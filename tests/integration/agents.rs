@@ -1162,11 +1162,11 @@ steps:
 "#;
 
 fn request_rel(id: &str) -> String {
-    format!("approvals/{id}/Approve.request.json")
+    format!(".orchestrate/approvals/{id}/Approve.request.json")
 }
 
 fn decision_rel(id: &str) -> String {
-    format!("approvals/{id}/Approve.decision.json")
+    format!(".orchestrate/approvals/{id}/Approve.decision.json")
 }
 
 /// Starts the approval workflow and waits for its first request; returns the run id.
@@ -1212,6 +1212,30 @@ fn approval_writes_a_request_blocks_and_approve_finishes_the_run() {
         .unwrap();
     assert_eq!(decided["decision"]["decision"], "approve");
     assert_eq!(decided["decision"]["by"], "alice");
+    // The requests live with the run's records: nothing untracked in the repository's root.
+    assert!(
+        !lab.ws.exists("approvals"),
+        "an approvals/ directory was left"
+    );
+}
+
+#[test]
+fn approve_answers_a_request_left_in_the_old_approvals_directory() {
+    // A run started before requests moved under .orchestrate/ waits on approvals/<run>/.
+    let ws = Ws::new();
+    let id = "20261201T000000Z-0000";
+    ws.file(
+        &format!("approvals/{id}/Gate.request.json"),
+        &json!({"format_version": 1, "request_id": "r1", "run_id": id, "step": "Gate",
+            "message": "ok?", "artifacts": [], "requested_at": "2026-12-01T00:00:00Z", "how": []})
+        .to_string(),
+    );
+    ws.run(&["approve", id, "Gate", "--by", "bob"]).ok();
+    let decision: Value =
+        serde_json::from_str(&ws.read(&format!("approvals/{id}/Gate.decision.json"))).unwrap();
+    assert_eq!(decision["decision"], "approve");
+    assert_eq!(decision["request_id"], "r1");
+    assert!(!ws.exists(&format!(".orchestrate/approvals/{id}")));
 }
 
 #[test]
@@ -1384,7 +1408,7 @@ fn a_hand_written_decision_given_while_the_run_was_down_is_honoured() {
     assert!(
         !resumed.running(),
         "the resumed run still waits for a decision that was given while it was down: {:?}\n{}",
-        std::fs::read_dir(lab.ws.join(&format!("approvals/{id}")))
+        std::fs::read_dir(lab.ws.join(&format!(".orchestrate/approvals/{id}")))
             .unwrap()
             .filter_map(Result::ok)
             .map(|e| e.file_name())

@@ -441,17 +441,18 @@ fn an_approval_inside_a_child_is_answered_by_the_child_run_id() {
     ws.workflow("name: parent\nsteps:\n  - name: Sub\n    workflow: flows/gated.yaml\n  - name: After\n    command: [bash, -c, 'echo \"$0\" > note', \"${steps.Sub.outputs.note}\"]\n");
     let mut bg = spawn(&ws, &["run", "wf.yaml"]);
     let mut child_id = String::new();
-    wait_until(
-        "the child's approval request",
-        DEADLINE,
-        || match entries(&ws, "approvals").first() {
-            Some(id) if ws.exists(&format!("approvals/{id}/Gate.request.json")) => {
-                child_id = id.clone();
-                true
-            }
-            _ => false,
-        },
-    );
+    wait_until("the child's approval request", DEADLINE, || match entries(
+        &ws,
+        ".orchestrate/approvals",
+    )
+    .first()
+    {
+        Some(id) if ws.exists(&format!(".orchestrate/approvals/{id}/Gate.request.json")) => {
+            child_id = id.clone();
+            true
+        }
+        _ => false,
+    });
     let parent = only_run_id(&ws);
     assert_ne!(child_id, parent, "the request is the child run's");
     ws.run(&["approve", &child_id, "Gate", "--note", "go"]).ok();
