@@ -133,6 +133,37 @@ fn commands_in_a_subdirectory_use_the_workspace_found_upward() {
         before,
         "nothing is created below the workspace"
     );
+
+    // A workflow file typed there, run with the workspace's records.
+    ws.file(
+        "notes/deep/flow.yaml",
+        "steps:\n  - name: A\n    command: [\"true\"]\n",
+    );
+    let before = tree(&deep);
+    run_in(&deep, &["run", "flow.yaml", "--quiet"]).ok();
+    assert_eq!(entries(&ws, ".orchestrate/runs").len(), 1);
+    assert_eq!(tree(&deep), before, "the run's records are the workspace's");
+}
+
+#[test]
+fn reading_commands_outside_a_workspace_create_nothing() {
+    let ws = Ws::new();
+    let lost = outside(&ws);
+    for args in [
+        &["status"][..],
+        &["report"],
+        &["gc"],
+        &["argv", "claude"],
+        &["logs", "r1"],
+        &["approve", "r1", "S"],
+    ] {
+        run_in(&lost, args);
+        assert_eq!(
+            tree(&lost),
+            Vec::<String>::new(),
+            "{args:?} wrote something"
+        );
+    }
 }
 
 #[test]
