@@ -1,8 +1,10 @@
 //! The command line: argument parsing and the one exit-code table.
 //!
-//! Owns: turning `orchestrate <command> ...` into calls on the library, resolving every user path
-//! against WORKSPACE, printing errors the way users read them, and signal handling (first Ctrl-C
-//! stops the run cleanly, a second exits at once). Does not implement any command's logic.
+//! Owns: turning `orchestrate <command> ...` into calls on the library, finding WORKSPACE
+//! (`locate_workspace`: `--workspace`, `$ORCHESTRATE_WORKSPACE`, else upward as git does) and
+//! resolving every user path against it, printing errors the way users read them, and signal
+//! handling (first Ctrl-C stops the run cleanly, a second exits at once). Does not implement any
+//! command's logic.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

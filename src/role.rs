@@ -1,8 +1,10 @@
 //! Roles of the swarm: finding them in `agents/`, and where their queues live.
 //!
 //! Owns: the `agents/` directory convention and the mapping from a role name to its queue
-//! layout (a role without a file still has the default inbox `inbox/<role>`). Does not parse
-//! role files (`load` does) or run anything.
+//! layout (for a workflow's `enqueue` step in a workspace with no `agents/`, a role without a
+//! file still has the default inbox `inbox/<role>`; people and scripts enqueue only to defined
+//! roles), and the "no such role, did you mean" message. Does not parse role files (`load`
+//! does) or run anything.
 
 use std::path::{Path, PathBuf};
 
