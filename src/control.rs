@@ -209,10 +209,7 @@ fn check_role(workspace: &Path, role: &str) -> Result<(), String> {
     if is_role(workspace, role) {
         Ok(())
     } else {
-        Err(format!(
-            "there is no role `{role}` (no agents/{role}.yaml in {})",
-            workspace.display()
-        ))
+        Err(crate::role::unknown_role(workspace, role))
     }
 }
 

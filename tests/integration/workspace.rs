@@ -214,6 +214,9 @@ fn an_undefined_role_is_refused_with_the_nearest_name() {
         "the role file is missing, not a workflow: {}",
         out.stderr
     );
+    ws.run(&["pause", "enginer"])
+        .code(2)
+        .stderr_has("did you mean `engineer`?");
 
     // A workspace that has records but no roles (a run was made there) takes no tasks either.
     let runs = Ws::new();
