@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::fsutil::WORKSPACE_ENV;
 use crate::load::{self, LoadError};
 use crate::model::Workflow;
 use crate::processed;
@@ -424,9 +425,6 @@ fn fail(code: u8, message: &str) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(code)
 }
-
-/// Names the workspace when `--workspace` is not given.
-pub const WORKSPACE_ENV: &str = "ORCHESTRATE_WORKSPACE";
 
 /// What a command needs of its workspace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -243,6 +243,11 @@ pub enum PathError {
     },
 }
 
+/// Names the workspace to a command run without `--workspace` (cron, scripts, and every step
+/// process, so that an `orchestrate` a step runs finds its run's workspace even from a task's
+/// worktree, where the search upward would stop at the checkout).
+pub const WORKSPACE_ENV: &str = "ORCHESTRATE_WORKSPACE";
+
 /// Resolves a user-declared path against WORKSPACE (the spec's rule) and refuses one that
 /// leaves it, lexically (`../x`, `/etc/x`) or through a symlinked directory.
 pub fn resolve_in_workspace(workspace: &Path, path: &str) -> Result<PathBuf, PathError> {

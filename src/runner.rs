@@ -2469,7 +2469,12 @@ impl Runner {
             | StepKind::Approval { .. }
             | StepKind::Workflow(_) => Vec::new(),
         };
-        let mut env = Vec::new();
+        // An `orchestrate` the step runs works on this run's workspace (a task's worktree is a
+        // checkout that may have an agents/ of its own); the workflow's `env:` may override it.
+        let mut env = vec![(
+            crate::fsutil::WORKSPACE_ENV.to_string(),
+            self.config.workspace.display().to_string(),
+        )];
         for (key, t) in self.workflow.env.iter().chain(step.env.iter()) {
             env.push((key.clone(), render(t, &format!("`env.{key}`"))?));
         }

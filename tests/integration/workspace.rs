@@ -248,6 +248,25 @@ fn run_outside_any_workspace_keeps_its_records_in_the_current_directory() {
 }
 
 #[test]
+fn orchestrate_run_by_a_step_works_on_the_run_s_workspace_from_another_checkout() {
+    // A step whose cwd has an agents/ of its own (as a task's git worktree does) still hands
+    // its task to the run's workspace.
+    let ws = Ws::new();
+    role(
+        &ws,
+        "qa",
+        "",
+        "steps:\n  - name: A\n    command: [\"true\"]\n",
+    );
+    ws.workflow(&format!(
+        "steps:\n  - name: Hand\n    command: [sh, -c, 'mkdir -p checkout/agents && cd checkout && exec \"$0\" enqueue qa --text x --name handed', '{BIN}']\n"
+    ));
+    ws.run_wf(&["--quiet"]).ok();
+    assert!(ws.exists("inbox/qa/handed.task"));
+    assert!(!ws.exists("checkout/inbox"));
+}
+
+#[test]
 fn init_lays_down_here_even_below_a_workspace() {
     let ws = initialized();
     std::fs::create_dir_all(ws.join("nested")).unwrap();
