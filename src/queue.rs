@@ -28,9 +28,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::fsutil::{atomic_write, fsync_dir, rename_noreplace, write_unpublished};
+use crate::record::{HistoryEntry, TaskStatus};
 
 /// Task files larger than this are quarantined unread.
 pub const DEFAULT_MAX_TASK_BYTES: u64 = 16 * 1024 * 1024;
@@ -170,9 +171,9 @@ pub struct Meta {
     /// Attempts started so far.
     #[serde(default)]
     pub attempts: u32,
-    /// What ended each earlier attempt.
+    /// What ended each earlier attempt (and the failed records a retry came from).
     #[serde(default)]
-    pub history: Vec<Value>,
+    pub history: Vec<HistoryEntry>,
 }
 
 fn read_meta(path: &Path) -> Meta {
@@ -721,19 +722,11 @@ fn quarantine_raw(
             });
         }
     }
-    let status = json!({
-        "schema": "status/v1",
-        "agent": layout.role,
-        "task": id,
-        "original_name": file_name,
-        "timestamp": crate::clock::now_rfc3339(),
-        "success": false,
-        "exit_code": 2,
-        "quarantined": true,
-        "message": reason,
-    });
-    let bytes = serde_json::to_vec_pretty(&status).unwrap_or_default();
-    atomic_write(&dir.join("status.json"), &bytes).map_err(io_err("write status in", &dir))?;
+    let mut status = TaskStatus::new(&layout.role, id, false, 2, reason);
+    status.quarantined = Some(true);
+    status.original_name = Some(file_name.to_string());
+    atomic_write(&dir.join("status.json"), &status.to_bytes())
+        .map_err(io_err("write status in", &dir))?;
     let _ = fsync_dir(&layout.inbox);
     let _ = fsync_dir(&layout.failed);
     Ok(ClaimResult::Quarantined {
@@ -754,9 +747,9 @@ pub fn complete(
     layout: &Layout,
     claim: &Claim,
     success: bool,
-    status: &Value,
+    status: &TaskStatus,
 ) -> Result<PathBuf, QueueError> {
-    let bytes = serde_json::to_vec_pretty(status).unwrap_or_default();
+    let bytes = status.to_bytes();
     // The task's directory is published by the move below, after this write is on disk.
     write_unpublished(&claim.dir.join("status.json"), &bytes)
         .map_err(io_err("write status in", &claim.dir))?;
@@ -934,9 +927,12 @@ pub fn recover(
             .unwrap_or(meta.attempts + 1)
             .max(meta.attempts);
         let reason = format!("attempt {attempt} ended without finishing: its worker died");
-        meta.history.push(
-            json!({"attempt": attempt, "ended": crate::clock::now_rfc3339(), "reason": reason}),
-        );
+        meta.history.push(HistoryEntry {
+            attempt,
+            ended: crate::clock::now_rfc3339(),
+            reason: reason.clone(),
+            ..HistoryEntry::default()
+        });
         meta.attempts = attempt;
         let written: Option<Value> = fs::read(dir.join("status.json"))
             .ok()
@@ -966,20 +962,14 @@ pub fn recover(
             continue;
         }
         if attempt >= max_attempts {
-            let status = json!({
-                "schema": "status/v1",
-                "correlation_id": meta.correlation_id,
-                "agent": layout.role,
-                "task": id,
-                "attempt": attempt,
-                "timestamp": crate::clock::now_rfc3339(),
-                "success": false,
-                "exit_code": 1,
-                "message": format!("worker died {attempt} time(s) while running this task; max_attempts is {max_attempts}"),
-                "history": meta.history,
-            });
-            let bytes = serde_json::to_vec_pretty(&status).unwrap_or_default();
-            atomic_write(&dir.join("status.json"), &bytes)
+            let message = format!(
+                "worker died {attempt} time(s) while running this task; max_attempts is {max_attempts}"
+            );
+            let mut status = TaskStatus::new(&layout.role, &id, false, 1, &message);
+            status.correlation_id = meta.correlation_id.clone();
+            status.attempt = Some(attempt);
+            status.history = meta.history.clone();
+            atomic_write(&dir.join("status.json"), &status.to_bytes())
                 .map_err(io_err("write status in", &dir))?;
             fault!("recover.status_written");
             drop(task);
@@ -1021,11 +1011,18 @@ fn requeue(
     match rename_noreplace(&task_path, &back) {
         Ok(()) => {}
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
-            let status = json!({"schema": "status/v1", "agent": layout.role, "task": id, "success": false, "exit_code": 1,
-                "timestamp": crate::clock::now_rfc3339(),
-                "message": "could not requeue: a new task with the same name is queued"});
-            let bytes = serde_json::to_vec_pretty(&status).unwrap_or_default();
-            atomic_write(&dir.join("status.json"), &bytes)
+            let meta = read_meta(&layout.meta_path(id));
+            let mut status = TaskStatus::new(
+                &layout.role,
+                id,
+                false,
+                1,
+                "could not requeue: a new task with the same name is queued",
+            );
+            status.correlation_id = meta.correlation_id;
+            status.attempt = Some(attempt);
+            status.history = meta.history;
+            atomic_write(&dir.join("status.json"), &status.to_bytes())
                 .map_err(io_err("write status in", dir))?;
             finish_move(layout, dir, id, &layout.failed, MoveSync::Durable)?;
             return Ok("failed");
@@ -1053,7 +1050,13 @@ pub fn release(layout: &Layout, claim: Claim, reason: &str) -> Result<&'static s
     let meta_path = layout.meta_path(&claim.id);
     let mut meta = read_meta(&meta_path);
     // The sidecar's count is untouched: attempts are only charged when an attempt dies.
-    meta.history.push(json!({"attempt": claim.attempt, "ended": crate::clock::now_rfc3339(), "reason": reason, "charged": false}));
+    meta.history.push(HistoryEntry {
+        attempt: claim.attempt,
+        ended: crate::clock::now_rfc3339(),
+        reason: reason.to_string(),
+        charged: Some(false),
+        ..HistoryEntry::default()
+    });
     write_meta(&meta_path, &meta)?;
     let Claim {
         id,
@@ -1347,8 +1350,12 @@ pub trait TaskQueue: Send + Sync {
     ) -> Result<ClaimResult, QueueError>;
     fn heartbeat(&self, claim: &mut Claim);
     /// Success or failure: the task's terminal record.
-    fn complete(&self, claim: &Claim, success: bool, status: &Value)
-    -> Result<PathBuf, QueueError>;
+    fn complete(
+        &self,
+        claim: &Claim,
+        success: bool,
+        status: &TaskStatus,
+    ) -> Result<PathBuf, QueueError>;
     /// Gives a claim back uncharged (shutdown).
     fn release(&self, claim: Claim, reason: &str) -> Result<&'static str, QueueError>;
     fn recover(
@@ -1389,7 +1396,7 @@ impl TaskQueue for Layout {
         &self,
         claim: &Claim,
         success: bool,
-        status: &Value,
+        status: &TaskStatus,
     ) -> Result<PathBuf, QueueError> {
         complete(self, claim, success, status)
     }
