@@ -212,6 +212,18 @@ pub fn enqueue(
     correlation_id: Option<&str>,
     source: &str,
 ) -> Result<Enqueued, QueueError> {
+    enqueue_with(layout, id, content, correlation_id, source, Vec::new())
+}
+
+/// [`enqueue`] with the history the task's sidecar starts with (a retry's earlier records).
+fn enqueue_with(
+    layout: &Layout,
+    id: Option<&str>,
+    content: &[u8],
+    correlation_id: Option<&str>,
+    source: &str,
+    history: Vec<HistoryEntry>,
+) -> Result<Enqueued, QueueError> {
     let id = match id {
         Some(id) => {
             check_id(id).map_err(|reason| QueueError::BadName {
@@ -277,7 +289,7 @@ pub fn enqueue(
         enqueued_at: Some(crate::clock::now_rfc3339()),
         source: Some(source.to_string()),
         attempts: 0,
-        history: Vec::new(),
+        history,
     };
     if let Err(err) = write_meta(&layout.meta_path(&id), &meta) {
         let _ = fs::remove_file(&tmp);
@@ -1161,9 +1173,74 @@ pub struct TaskInfo {
     pub attempt: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished: Option<String>,
+    /// A running task whose holder died: what happens to it next.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder_dead: Option<String>,
+    /// Why the entry is not read: it leads outside the workspace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// Earlier failed records of this task that `orchestrate retry` queued again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<String>,
+    /// A failed record that was retried: a later entry of the task supersedes it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub retried: bool,
 }
 
-/// Queued (inbox), running (claimed) and finished tasks of a role.
+impl TaskInfo {
+    fn new(layout: &Layout, id: &str, state: &str, path: &Path) -> TaskInfo {
+        TaskInfo {
+            role: layout.role.clone(),
+            id: id.to_string(),
+            state: state.into(),
+            path: rel(&layout.workspace, path),
+            attempt: None,
+            finished: None,
+            holder_dead: None,
+            refused: None,
+            earlier: Vec::new(),
+            retried: false,
+        }
+    }
+}
+
+/// When the holder of a claimed task has died: what becomes of the task (None while it lives).
+pub fn dead_holder(layout: &Layout, dir: &Path, lease: &Lease) -> Option<String> {
+    let owner = Owner {
+        pid: lease.pid,
+        pid_start: lease.pid_start,
+        boot_id: lease.boot_id.clone(),
+    };
+    if owner.alive() {
+        return None;
+    }
+    let pid = lease.pid;
+    let role = &layout.role;
+    let holders = holders(&dir.join("task"));
+    Some(if holders.is_empty() {
+        format!(
+            "pid {pid} is dead; the task will be requeued (or failed after max_attempts) by role \
+             `{role}`'s next recovery scan: a running `orchestrate agent {role}`, or the next \
+             `orchestrate swarm up`"
+        )
+    } else {
+        let pids: Vec<String> = holders.iter().map(u32::to_string).collect();
+        format!(
+            "pid {pid} is dead; its step processes (pid {}) still hold the task; it is requeued by \
+             role `{role}`'s next recovery scan once they exit",
+            pids.join(", ")
+        )
+    })
+}
+
+/// The earlier records a task's history links to (`orchestrate retry`).
+fn linked_records(history: &[HistoryEntry]) -> impl Iterator<Item = &String> {
+    history.iter().filter_map(|h| h.record.as_ref())
+}
+
+/// Queued (inbox), running (claimed) and finished tasks of a role. A finished entry that leads
+/// outside the workspace is listed with `refused` and not read; a failed record that a retry
+/// queued again is marked `retried` and linked from the later entry's `earlier`.
 pub fn list(layout: &Layout) -> Vec<TaskInfo> {
     let mut out = Vec::new();
     let names = |dir: &Path| -> Vec<String> {
@@ -1178,17 +1255,14 @@ pub fn list(layout: &Layout) -> Vec<TaskInfo> {
         names.sort();
         names
     };
+    let inside = |path: &Path| crate::fsutil::check_inside(&layout.workspace, path);
     for name in names(&layout.inbox) {
         if let Some(id) = layout.task_id(&name) {
             let meta = read_meta(&layout.meta_path(id));
-            out.push(TaskInfo {
-                role: layout.role.clone(),
-                id: id.to_string(),
-                state: "queued".into(),
-                path: rel(&layout.workspace, &layout.inbox.join(&name)),
-                attempt: (meta.attempts > 0).then_some(meta.attempts),
-                finished: None,
-            });
+            let mut info = TaskInfo::new(layout, id, "queued", &layout.inbox.join(&name));
+            info.attempt = (meta.attempts > 0).then_some(meta.attempts);
+            info.earlier = linked_records(&meta.history).cloned().collect();
+            out.push(info);
         }
     }
     for name in names(&layout.running) {
@@ -1196,17 +1270,23 @@ pub fn list(layout: &Layout) -> Vec<TaskInfo> {
             continue;
         }
         let dir = layout.running.join(&name);
-        let lease: Option<Lease> = fs::read(dir.join("lease.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        out.push(TaskInfo {
-            role: layout.role.clone(),
-            id: name.clone(),
-            state: "running".into(),
-            path: rel(&layout.workspace, &dir),
-            attempt: lease.map(|l| l.attempt),
-            finished: None,
-        });
+        let mut info = TaskInfo::new(layout, &name, "running", &dir);
+        if let Err(err) = inside(&dir) {
+            info.refused = Some(err.to_string());
+            out.push(info);
+            continue;
+        }
+        let lease: Option<Lease> =
+            crate::fsutil::read_inside(&layout.workspace, &dir.join("lease.json"))
+                .and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(lease) = &lease {
+            info.holder_dead = dead_holder(layout, &dir, lease);
+        }
+        info.attempt = lease.map(|l| l.attempt);
+        info.earlier = linked_records(&read_meta(&layout.meta_path(&name)).history)
+            .cloned()
+            .collect();
+        out.push(info);
     }
     let suffix = |name: &str| name.split_once('_').map(|(_, rest)| rest.to_string());
     for (state, parent) in [("processed", &layout.processed), ("failed", &layout.failed)] {
@@ -1215,15 +1295,30 @@ pub fn list(layout: &Layout) -> Vec<TaskInfo> {
             let Some(id) = rest.strip_prefix(&format!("{}_", layout.role)) else {
                 continue;
             };
-            out.push(TaskInfo {
-                role: layout.role.clone(),
-                id: id.to_string(),
-                state: state.into(),
-                path: rel(&layout.workspace, &parent.join(&name)),
-                attempt: None,
-                finished: name.split('_').next().map(str::to_string),
-            });
+            let dir = parent.join(&name);
+            let mut info = TaskInfo::new(layout, id, state, &dir);
+            info.finished = name.split('_').next().map(str::to_string);
+            if let Err(err) = inside(&dir) {
+                info.refused = Some(err.to_string());
+                out.push(info);
+                continue;
+            }
+            let status: Option<Value> =
+                crate::fsutil::read_inside(&layout.workspace, &dir.join("status.json"))
+                    .and_then(|b| serde_json::from_slice(&b).ok());
+            if let Some(status) = status {
+                info.attempt = status["attempt"].as_u64().map(|a| a as u32);
+                let history: Vec<HistoryEntry> =
+                    serde_json::from_value(status["history"].clone()).unwrap_or_default();
+                info.earlier = linked_records(&history).cloned().collect();
+            }
+            out.push(info);
         }
+    }
+    let superseded: std::collections::HashSet<String> =
+        out.iter().flat_map(|t| t.earlier.clone()).collect();
+    for info in &mut out {
+        info.retried = info.state == "failed" && superseded.contains(&info.path);
     }
     out
 }
@@ -1273,6 +1368,12 @@ pub fn retry(layout: &Layout, failed_dir: &Path) -> Result<Enqueued, QueueError>
         .and_then(|(_, rest)| rest.strip_prefix(&format!("{}_", layout.role)))
         .unwrap_or(&name)
         .to_string();
+    crate::fsutil::check_inside(&layout.workspace, failed_dir).map_err(|err| {
+        QueueError::NotRetryable {
+            path: failed_dir.to_path_buf(),
+            reason: err.to_string(),
+        }
+    })?;
     let status: Value = fs::read(failed_dir.join("status.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -1285,7 +1386,25 @@ pub fn retry(layout: &Layout, failed_dir: &Path) -> Result<Enqueued, QueueError>
                 reason,
             }
         })?;
-    let queued = enqueue(layout, Some(&id), &content, correlation.as_deref(), "retry")?;
+    // The new attempts' history starts with the failed record's own, then the record itself.
+    let mut history: Vec<HistoryEntry> =
+        serde_json::from_value(status["history"].clone()).unwrap_or_default();
+    history.push(HistoryEntry {
+        attempt: status["attempt"].as_u64().unwrap_or(0) as u32,
+        ended: status["timestamp"].as_str().unwrap_or_default().to_string(),
+        reason: status["message"].as_str().unwrap_or_default().to_string(),
+        charged: None,
+        record: Some(rel(&layout.workspace, failed_dir)),
+        run_id: status["run_id"].as_str().map(str::to_string),
+    });
+    let queued = enqueue_with(
+        layout,
+        Some(&id),
+        &content,
+        correlation.as_deref(),
+        "retry",
+        history,
+    )?;
     // The failed record stays where it is: nothing is deleted.
     Ok(queued)
 }
