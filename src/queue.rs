@@ -980,6 +980,7 @@ pub fn recover(
             let mut status = TaskStatus::new(&layout.role, &id, false, 1, &message);
             status.correlation_id = meta.correlation_id.clone();
             status.attempt = Some(attempt);
+            status.run_id = started_run_id(&dir);
             status.history = meta.history.clone();
             atomic_write(&dir.join("status.json"), &status.to_bytes())
                 .map_err(io_err("write status in", &dir))?;
@@ -1007,6 +1008,22 @@ pub fn recover(
         });
     }
     Ok(out)
+}
+
+/// The run id an attempt's `events.jsonl` starts with (its `run_started`), if it got that far.
+fn started_run_id(dir: &Path) -> Option<String> {
+    use std::io::BufRead;
+    let file = File::open(dir.join("events.jsonl")).ok()?;
+    let mut first = String::new();
+    // One line, bounded: a run_started event is small.
+    io::BufReader::new(file)
+        .take(64 * 1024)
+        .read_line(&mut first)
+        .ok()?;
+    let event: Value = serde_json::from_str(&first).ok()?;
+    (event["event"] == "run_started")
+        .then(|| event["run_id"].as_str().map(str::to_string))
+        .flatten()
 }
 
 /// Puts a claimed task's file back into the inbox (the sidecar already says what happened) and

@@ -184,6 +184,10 @@ fn every_kind_of_task_record_carries_every_documented_status_key() {
         "{died:#}"
     );
     assert_eq!(died["correlation_id"], "dies");
+    assert!(
+        died["run_id"].is_string(),
+        "the dead attempt's run: {died:#}"
+    );
     let (_, slow) = record_of(&ws, "s", "slow");
     assert_eq!(slow["exit_code"], 124, "{slow:#}");
     let (_, ok) = record_of(&ws, "r", "ok");
