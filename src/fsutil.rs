@@ -1,8 +1,9 @@
 //! Durable file operations and workspace path rules.
 //!
 //! Owns: atomic replace (temp file, fsync, rename, fsync the directory), group commit of fsyncs
-//! (`group_sync`), rename without replacing, and resolving user paths against WORKSPACE so that
-//! none escapes it. Does not know what the files mean.
+//! (`group_sync`), rename without replacing, resolving user paths against WORKSPACE so that
+//! none escapes it, and the same check for the records readers open (`check_inside`). Does not
+//! know what the files mean.
 
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};

@@ -6,6 +6,9 @@
 //! (Mermaid or Graphviz DOT) with the path a run took laid over it; the status of a run in
 //! flight; and printing (or following) a run's step logs in execution order.
 //!
+//! Reads nothing through a run directory or record file that leads outside the workspace (a
+//! symbolic link or `..`): such a run is refused by name and left out of listings.
+//!
 //! Does not write anything: every function here only reads, so it is safe to call while a run is
 //! going (records are append-only or atomically replaced). Does not know the swarm's processes
 //! (`supervisor`) or parse arguments (`cli`). The record formats are the runner's; this module
