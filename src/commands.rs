@@ -205,9 +205,11 @@ pub fn tasks(workspace: &Path, role: Option<&str>, state: Option<&str>, as_json:
         },
         None => known_layouts(workspace),
     };
+    // A failed record that was retried is shown through the entry that superseded it.
     let list: Vec<TaskInfo> = layouts
         .iter()
         .flat_map(queue::list)
+        .filter(|t| !t.retried)
         .filter(|t| state.is_none_or(|s| t.state == s))
         .collect();
     if as_json {
@@ -234,8 +236,32 @@ pub fn tasks(workspace: &Path, role: Option<&str>, state: Option<&str>, as_json:
             "{:<12} {:<10} {:<8} {:<40} {}",
             t.role, t.state, attempt, t.id, t.path
         );
+        for note in notes(t) {
+            println!("    {note}");
+        }
     }
     exit::SUCCESS
+}
+
+/// What `tasks` and `show` say under a task besides its row: a dead holder, a refused entry,
+/// the failed records it was retried from.
+fn notes(t: &TaskInfo) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(note) = &t.holder_dead {
+        out.push(format!("holder dead: {note}"));
+    }
+    if let Some(reason) = &t.refused {
+        out.push(format!(
+            "refused: {reason}; its records are not read (move or remove the entry)"
+        ));
+    }
+    if t.retried {
+        out.push("retried: `orchestrate retry` queued this failed record again".into());
+    }
+    for record in &t.earlier {
+        out.push(format!("retried after the failed record {record}"));
+    }
+    out
 }
 
 /// Finds a task by id (or by its directory name / path).
@@ -258,35 +284,33 @@ pub fn show(workspace: &Path, needle: &str, as_json: bool) -> u8 {
     let mut out = Vec::new();
     for t in &matches {
         let path = workspace.join(&t.path);
-        let dir = if path.is_dir() {
-            Some(path.clone())
-        } else {
-            None
+        // Nothing is read through an entry that leads outside the workspace.
+        let dir = (t.refused.is_none() && path.is_dir()).then(|| path.clone());
+        let read = |name: &str| -> Option<Value> {
+            let bytes = crate::fsutil::read_inside(workspace, &dir.as_ref()?.join(name))?;
+            serde_json::from_slice(&bytes).ok()
         };
-        let status: Option<Value> = dir
-            .as_ref()
-            .and_then(|d| std::fs::read(d.join("status.json")).ok())
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let lease: Option<Value> = dir
-            .as_ref()
-            .and_then(|d| std::fs::read(d.join("lease.json")).ok())
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let meta: Option<Value> = std::fs::read(
-            workspace
+        let status = read("status.json");
+        let lease = read("lease.json");
+        let meta: Option<Value> = crate::fsutil::read_inside(
+            workspace,
+            &workspace
                 .join(".orchestrate/queue")
                 .join(&t.role)
                 .join(format!("{}.json", t.id)),
         )
-        .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
         let logs: Vec<String> = dir
             .as_ref()
             .map(|d| d.join("logs"))
+            .filter(|l| crate::fsutil::check_inside(workspace, l).is_ok())
             .and_then(|l| std::fs::read_dir(&l).ok())
             .map(|entries| {
                 let mut names: Vec<String> = entries
                     .flatten()
-                    .map(|e| queue::relative(workspace, &e.path()))
+                    .map(|e| e.path())
+                    .filter(|p| crate::fsutil::check_inside(workspace, p).is_ok())
+                    .map(|p| queue::relative(workspace, &p))
                     .collect();
                 names.sort();
                 names
@@ -311,7 +335,7 @@ pub fn show(workspace: &Path, needle: &str, as_json: bool) -> u8 {
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return exit::SUCCESS;
     }
-    for entry in &out {
+    for (entry, info) in out.iter().zip(&matches) {
         let t = &entry["task"];
         println!(
             "task {} (role {}): {}",
@@ -320,6 +344,9 @@ pub fn show(workspace: &Path, needle: &str, as_json: bool) -> u8 {
             t["state"].as_str().unwrap_or("")
         );
         println!("  path: {}", t["path"].as_str().unwrap_or(""));
+        for note in notes(info) {
+            println!("  {note}");
+        }
         if let Some(w) = entry["worktree"].as_object() {
             println!(
                 "  worktree: {} (branch {}{})",
@@ -342,9 +369,18 @@ pub fn show(workspace: &Path, needle: &str, as_json: bool) -> u8 {
                 if ok { "success" } else { "failure" },
                 status.get("exit_code").cloned().unwrap_or(Value::Null)
             );
-            for key in ["message", "correlation_id", "run_id", "attempt", "step"] {
+            for key in [
+                "message",
+                "correlation_id",
+                "run_id",
+                "attempt",
+                "step",
+                "step_exit_code",
+            ] {
                 if let Some(v) = status.get(key).filter(|v| !v.is_null()) {
-                    println!("  {key}: {}", crate::template::to_text(v));
+                    // A failed step's message carries its stderr's last lines.
+                    let text = crate::template::to_text(v).replace('\n', "\n    ");
+                    println!("  {key}: {text}");
                 }
             }
             if let Some(next) = status
@@ -365,8 +401,13 @@ pub fn show(workspace: &Path, needle: &str, as_json: bool) -> u8 {
             .as_object()
             .filter(|_| t["state"] == "running")
         {
+            let dead = if t["holder_dead"].is_string() {
+                " (dead)"
+            } else {
+                ""
+            };
             println!(
-                "  held by pid {} since {} (attempt {})",
+                "  held by pid {}{dead} since {} (attempt {})",
                 lease.get("pid").cloned().unwrap_or(Value::Null),
                 lease
                     .get("claimed_at")
@@ -375,17 +416,21 @@ pub fn show(workspace: &Path, needle: &str, as_json: bool) -> u8 {
                 lease.get("attempt").cloned().unwrap_or(Value::Null)
             );
         }
-        if let Some(history) = entry["queue"]["history"]
+        // A finished task's history is in its record; a queued or running one's in the sidecar.
+        let history = entry["status"]["history"]
             .as_array()
-            .filter(|h| !h.is_empty())
-        {
-            for h in history {
-                println!(
-                    "  earlier attempt {}: {}",
-                    h["attempt"],
-                    h["reason"].as_str().unwrap_or("")
-                );
-            }
+            .or_else(|| entry["queue"]["history"].as_array());
+        for h in history.into_iter().flatten() {
+            let link = match (h["record"].as_str(), h["run_id"].as_str()) {
+                (Some(record), Some(run)) => format!(" (record {record}, run {run})"),
+                (Some(record), None) => format!(" (record {record})"),
+                _ => String::new(),
+            };
+            println!(
+                "  earlier attempt {}{link}: {}",
+                h["attempt"],
+                h["reason"].as_str().unwrap_or("").replace('\n', "\n    ")
+            );
         }
         for log in entry["logs"].as_array().into_iter().flatten() {
             println!("  log: {}", log.as_str().unwrap_or(""));
@@ -395,14 +440,22 @@ pub fn show(workspace: &Path, needle: &str, as_json: bool) -> u8 {
 }
 
 pub fn retry(workspace: &Path, needle: &str) -> u8 {
-    let failed: Vec<TaskInfo> = find_tasks(workspace, needle)
-        .into_iter()
-        .filter(|t| t.state == "failed")
+    let found = find_tasks(workspace, needle);
+    let failed: Vec<&TaskInfo> = found
+        .iter()
+        .filter(|t| t.state == "failed" && !t.retried)
         .collect();
     let Some(task) = failed.last() else {
-        eprintln!(
-            "error: no failed task `{needle}`; `orchestrate tasks --state failed` lists them"
-        );
+        match found.iter().find(|t| t.retried) {
+            Some(t) => eprintln!(
+                "error: the failed record {} of `{needle}` was retried already; \
+                 `orchestrate show {needle}` says where the task is now",
+                t.path
+            ),
+            None => eprintln!(
+                "error: no failed task `{needle}`; `orchestrate tasks --state failed` lists them"
+            ),
+        }
         return exit::INVALID;
     };
     let layout = match crate::role::layout_for(workspace, &task.role) {
@@ -434,11 +487,13 @@ pub fn trace(workspace: &Path, id: &str, as_json: bool) -> u8 {
         for t in queue::list(&layout) {
             let path = workspace.join(&t.path);
             let (correlation, when, detail) = match t.state.as_str() {
+                // Nothing is read through an entry that leads outside the workspace.
+                _ if t.refused.is_some() => continue,
                 "processed" | "failed" => {
-                    let status: Value = std::fs::read(path.join("status.json"))
-                        .ok()
-                        .and_then(|b| serde_json::from_slice(&b).ok())
-                        .unwrap_or(Value::Null);
+                    let status: Value =
+                        crate::fsutil::read_inside(workspace, &path.join("status.json"))
+                            .and_then(|b| serde_json::from_slice(&b).ok())
+                            .unwrap_or(Value::Null);
                     (
                         status["correlation_id"].as_str().map(str::to_string),
                         status["timestamp"].as_str().unwrap_or("").to_string(),

@@ -1,8 +1,9 @@
 //! Durable file operations and workspace path rules.
 //!
 //! Owns: atomic replace (temp file, fsync, rename, fsync the directory), group commit of fsyncs
-//! (`group_sync`), rename without replacing, and resolving user paths against WORKSPACE so that
-//! none escapes it. Does not know what the files mean.
+//! (`group_sync`), rename without replacing, resolving user paths against WORKSPACE so that
+//! none escapes it, and the same check for the records readers open (`check_inside`). Does not
+//! know what the files mean.
 
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
@@ -279,6 +280,22 @@ pub fn resolve_in_workspace(workspace: &Path, path: &str) -> Result<PathBuf, Pat
     Ok(joined)
 }
 
+/// Checks that an existing entry under WORKSPACE (a record in `processed/`, `failed/`,
+/// `running/` or `.orchestrate/runs/`, or a file in one) stays inside it: the rule of
+/// [`resolve_in_workspace`], for what readers are about to open. A symbolic link or `..` that
+/// leads outside is refused; readers that serve records (the commands, a dashboard) must not
+/// show what such an entry points to.
+pub fn check_inside(workspace: &Path, path: &Path) -> Result<PathBuf, PathError> {
+    let rel = path.strip_prefix(workspace).unwrap_or(path);
+    resolve_in_workspace(workspace, &rel.to_string_lossy())
+}
+
+/// Reads a record file under WORKSPACE, refusing one that leads outside it ([`check_inside`]).
+pub fn read_inside(workspace: &Path, path: &Path) -> Option<Vec<u8>> {
+    check_inside(workspace, path).ok()?;
+    std::fs::read(path).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,6 +359,23 @@ mod tests {
             io::ErrorKind::AlreadyExists
         );
         assert_eq!(fs::read(&b).unwrap(), b"b");
+    }
+
+    #[test]
+    fn records_that_lead_outside_are_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        let ws = tempfile::tempdir().unwrap();
+        let ws = ws.path();
+        std::fs::write(outside.path().join("status.json"), "{}").unwrap();
+        std::fs::create_dir_all(ws.join("processed/ok")).unwrap();
+        std::fs::write(ws.join("processed/ok/status.json"), "{}").unwrap();
+        std::os::unix::fs::symlink(outside.path(), ws.join("processed/evil")).unwrap();
+        assert!(check_inside(ws, &ws.join("processed/ok/status.json")).is_ok());
+        assert!(check_inside(ws, &ws.join("processed/evil")).is_err());
+        assert!(check_inside(ws, &ws.join("processed/evil/status.json")).is_err());
+        assert!(check_inside(ws, &ws.join("processed/../../x")).is_err());
+        assert!(read_inside(ws, &ws.join("processed/evil/status.json")).is_none());
+        assert!(read_inside(ws, &ws.join("processed/ok/status.json")).is_some());
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod otlp;
 pub mod processed;
 pub mod progress;
 pub mod queue;
+pub mod record;
 pub mod role;
 pub mod runner;
 pub mod runtime;

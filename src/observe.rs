@@ -6,6 +6,9 @@
 //! (Mermaid or Graphviz DOT) with the path a run took laid over it; the status of a run in
 //! flight; and printing (or following) a run's step logs in execution order.
 //!
+//! Reads nothing through a run directory or record file that leads outside the workspace (a
+//! symbolic link or `..`): such a run is refused by name and left out of listings.
+//!
 //! Does not write anything: every function here only reads, so it is safe to call while a run is
 //! going (records are append-only or atomically replaced). Does not know the swarm's processes
 //! (`supervisor`) or parse arguments (`cli`). The record formats are the runner's; this module
@@ -54,6 +57,11 @@ pub enum ObserveError {
         runs_dir.display()
     )]
     NoSuchRun { id: String, runs_dir: PathBuf },
+    #[error(
+        "refusing to read run `{id}`: {reason}; records are read only inside the workspace \
+         (move or remove the entry)"
+    )]
+    Outside { id: String, reason: String },
     #[error("run {id} cannot be read ({}): {reason}", path.display())]
     Unreadable {
         id: String,
@@ -168,10 +176,40 @@ fn all_runs(workspace: &Path) -> Vec<RunLoc> {
     out
 }
 
+/// The files a run's readers open: each must stay inside the workspace.
+const RECORD_FILES: &[&str] = &[
+    "events.jsonl",
+    "state.json",
+    "status.json",
+    "workflow.yaml",
+    "logs",
+];
+
+/// Why a run's directory, or a record file in it, leads outside the workspace (a symbolic link
+/// or `..`): its records are then not read at all.
+fn outside(workspace: &Path, root: &Path) -> Option<String> {
+    std::iter::once(root.to_path_buf())
+        .chain(RECORD_FILES.iter().map(|name| root.join(name)))
+        .find_map(|path| crate::fsutil::check_inside(workspace, &path).err())
+        .map(|err| err.to_string())
+}
+
+/// [`find_run`], refusing a run whose records lead outside the workspace.
+fn locate(workspace: &Path, id: &str) -> Result<RunLoc, ObserveError> {
+    let loc = find_run(workspace, id)?;
+    match outside(workspace, &loc.root) {
+        Some(reason) => Err(ObserveError::Outside {
+            id: id.to_string(),
+            reason,
+        }),
+        None => Ok(loc),
+    }
+}
+
 /// Finds run `id`: a run id under `.orchestrate/runs/`, else a task run whose directory is named
 /// `id` (or `processed/NAME`, `failed/NAME`), ends in `_<id>` (a task id), or whose run id is
 /// `id`. Of several attempts of one task, the newest wins.
-fn locate(workspace: &Path, id: &str) -> Result<RunLoc, ObserveError> {
+fn find_run(workspace: &Path, id: &str) -> Result<RunLoc, ObserveError> {
     let runs_dir = RunDir::runs_dir(workspace);
     let (prefix, bare) = match id.split_once('/') {
         Some((p @ ("processed" | "failed" | "running"), rest)) => (Some(p), rest),
@@ -314,7 +352,10 @@ struct Loaded {
 }
 
 /// Reads a run's records; `Err` is the reason it cannot be reported on.
-fn load(loc: &RunLoc) -> Result<Loaded, String> {
+fn load(workspace: &Path, loc: &RunLoc) -> Result<Loaded, String> {
+    if let Some(reason) = outside(workspace, &loc.root) {
+        return Err(format!("not read: {reason}"));
+    }
     let dir = RunDir {
         root: loc.root.clone(),
     };
@@ -1694,7 +1735,7 @@ pub fn report(workspace: &Path, selector: RunSelector) -> Result<Report, Observe
     match selector {
         RunSelector::One(id) => {
             let loc = locate(workspace, &id)?;
-            let loaded = load(&loc).map_err(|reason| ObserveError::Unreadable {
+            let loaded = load(workspace, &loc).map_err(|reason| ObserveError::Unreadable {
                 id: id.clone(),
                 path: loc.root.clone(),
                 reason,
@@ -2062,7 +2103,7 @@ fn many(workspace: &Path, since: Option<DateTime<Utc>>) -> RunsReport {
     let mut skipped = Vec::new();
     let mut reports: Vec<(DateTime<Utc>, RunReport)> = Vec::new();
     for loc in all_runs(workspace) {
-        let loaded = match load(&loc) {
+        let loaded = match load(workspace, &loc) {
             Ok(loaded) => loaded,
             Err(reason) => {
                 skipped.push(SkippedRun {
@@ -2965,7 +3006,7 @@ pub fn status(workspace: &Path, run_id: Option<&str>) -> Result<StatusView, Obse
         },
     };
     let id = run_id.unwrap_or(&loc.name).to_string();
-    let loaded = load(&loc).map_err(|reason| ObserveError::Unreadable {
+    let loaded = load(workspace, &loc).map_err(|reason| ObserveError::Unreadable {
         id,
         path: loc.root.clone(),
         reason,
@@ -3327,10 +3368,19 @@ impl Printer {
         for log in logs {
             let path = dir.join(&log.file);
             let offset = self.offsets.get(&log.file).copied().unwrap_or(0);
-            let mut file = match fs::File::open(&path) {
+            // A log is never a link: one that is could lead outside the workspace.
+            let opened = {
+                use std::os::unix::fs::OpenOptionsExt;
+                fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&path)
+            };
+            let mut file = match opened {
                 Ok(file) => file,
                 // Gone between the listing and now: nothing to print.
                 Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                Err(err) if err.raw_os_error() == Some(libc::ELOOP) => continue,
                 Err(err) => return Err(io_err("read", &path)(err)),
             };
             let len = file.metadata().map_err(io_err("read", &path))?.len();

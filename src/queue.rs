@@ -28,9 +28,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::fsutil::{atomic_write, fsync_dir, rename_noreplace, write_unpublished};
+use crate::record::{HistoryEntry, TaskStatus};
 
 /// Task files larger than this are quarantined unread.
 pub const DEFAULT_MAX_TASK_BYTES: u64 = 16 * 1024 * 1024;
@@ -170,9 +171,9 @@ pub struct Meta {
     /// Attempts started so far.
     #[serde(default)]
     pub attempts: u32,
-    /// What ended each earlier attempt.
+    /// What ended each earlier attempt (and the failed records a retry came from).
     #[serde(default)]
-    pub history: Vec<Value>,
+    pub history: Vec<HistoryEntry>,
 }
 
 fn read_meta(path: &Path) -> Meta {
@@ -210,6 +211,18 @@ pub fn enqueue(
     content: &[u8],
     correlation_id: Option<&str>,
     source: &str,
+) -> Result<Enqueued, QueueError> {
+    enqueue_with(layout, id, content, correlation_id, source, Vec::new())
+}
+
+/// [`enqueue`] with the history the task's sidecar starts with (a retry's earlier records).
+fn enqueue_with(
+    layout: &Layout,
+    id: Option<&str>,
+    content: &[u8],
+    correlation_id: Option<&str>,
+    source: &str,
+    history: Vec<HistoryEntry>,
 ) -> Result<Enqueued, QueueError> {
     let id = match id {
         Some(id) => {
@@ -276,7 +289,7 @@ pub fn enqueue(
         enqueued_at: Some(crate::clock::now_rfc3339()),
         source: Some(source.to_string()),
         attempts: 0,
-        history: Vec::new(),
+        history,
     };
     if let Err(err) = write_meta(&layout.meta_path(&id), &meta) {
         let _ = fs::remove_file(&tmp);
@@ -721,19 +734,11 @@ fn quarantine_raw(
             });
         }
     }
-    let status = json!({
-        "schema": "status/v1",
-        "agent": layout.role,
-        "task": id,
-        "original_name": file_name,
-        "timestamp": crate::clock::now_rfc3339(),
-        "success": false,
-        "exit_code": 2,
-        "quarantined": true,
-        "message": reason,
-    });
-    let bytes = serde_json::to_vec_pretty(&status).unwrap_or_default();
-    atomic_write(&dir.join("status.json"), &bytes).map_err(io_err("write status in", &dir))?;
+    let mut status = TaskStatus::new(&layout.role, id, false, 2, reason);
+    status.quarantined = Some(true);
+    status.original_name = Some(file_name.to_string());
+    atomic_write(&dir.join("status.json"), &status.to_bytes())
+        .map_err(io_err("write status in", &dir))?;
     let _ = fsync_dir(&layout.inbox);
     let _ = fsync_dir(&layout.failed);
     Ok(ClaimResult::Quarantined {
@@ -754,9 +759,9 @@ pub fn complete(
     layout: &Layout,
     claim: &Claim,
     success: bool,
-    status: &Value,
+    status: &TaskStatus,
 ) -> Result<PathBuf, QueueError> {
-    let bytes = serde_json::to_vec_pretty(status).unwrap_or_default();
+    let bytes = status.to_bytes();
     // The task's directory is published by the move below, after this write is on disk.
     write_unpublished(&claim.dir.join("status.json"), &bytes)
         .map_err(io_err("write status in", &claim.dir))?;
@@ -934,9 +939,12 @@ pub fn recover(
             .unwrap_or(meta.attempts + 1)
             .max(meta.attempts);
         let reason = format!("attempt {attempt} ended without finishing: its worker died");
-        meta.history.push(
-            json!({"attempt": attempt, "ended": crate::clock::now_rfc3339(), "reason": reason}),
-        );
+        meta.history.push(HistoryEntry {
+            attempt,
+            ended: crate::clock::now_rfc3339(),
+            reason: reason.clone(),
+            ..HistoryEntry::default()
+        });
         meta.attempts = attempt;
         let written: Option<Value> = fs::read(dir.join("status.json"))
             .ok()
@@ -966,20 +974,15 @@ pub fn recover(
             continue;
         }
         if attempt >= max_attempts {
-            let status = json!({
-                "schema": "status/v1",
-                "correlation_id": meta.correlation_id,
-                "agent": layout.role,
-                "task": id,
-                "attempt": attempt,
-                "timestamp": crate::clock::now_rfc3339(),
-                "success": false,
-                "exit_code": 1,
-                "message": format!("worker died {attempt} time(s) while running this task; max_attempts is {max_attempts}"),
-                "history": meta.history,
-            });
-            let bytes = serde_json::to_vec_pretty(&status).unwrap_or_default();
-            atomic_write(&dir.join("status.json"), &bytes)
+            let message = format!(
+                "worker died {attempt} time(s) while running this task; max_attempts is {max_attempts}"
+            );
+            let mut status = TaskStatus::new(&layout.role, &id, false, 1, &message);
+            status.correlation_id = meta.correlation_id.clone();
+            status.attempt = Some(attempt);
+            status.run_id = started_run_id(&dir);
+            status.history = meta.history.clone();
+            atomic_write(&dir.join("status.json"), &status.to_bytes())
                 .map_err(io_err("write status in", &dir))?;
             fault!("recover.status_written");
             drop(task);
@@ -1007,6 +1010,22 @@ pub fn recover(
     Ok(out)
 }
 
+/// The run id an attempt's `events.jsonl` starts with (its `run_started`), if it got that far.
+fn started_run_id(dir: &Path) -> Option<String> {
+    use std::io::BufRead;
+    let file = File::open(dir.join("events.jsonl")).ok()?;
+    let mut first = String::new();
+    // One line, bounded: a run_started event is small.
+    io::BufReader::new(file)
+        .take(64 * 1024)
+        .read_line(&mut first)
+        .ok()?;
+    let event: Value = serde_json::from_str(&first).ok()?;
+    (event["event"] == "run_started")
+        .then(|| event["run_id"].as_str().map(str::to_string))
+        .flatten()
+}
+
 /// Puts a claimed task's file back into the inbox (the sidecar already says what happened) and
 /// keeps the attempt's directory beside the sidecar for `show`. If a new task took the name
 /// meanwhile, the old one goes to `failed/` instead: nothing is overwritten.
@@ -1021,11 +1040,18 @@ fn requeue(
     match rename_noreplace(&task_path, &back) {
         Ok(()) => {}
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
-            let status = json!({"schema": "status/v1", "agent": layout.role, "task": id, "success": false, "exit_code": 1,
-                "timestamp": crate::clock::now_rfc3339(),
-                "message": "could not requeue: a new task with the same name is queued"});
-            let bytes = serde_json::to_vec_pretty(&status).unwrap_or_default();
-            atomic_write(&dir.join("status.json"), &bytes)
+            let meta = read_meta(&layout.meta_path(id));
+            let mut status = TaskStatus::new(
+                &layout.role,
+                id,
+                false,
+                1,
+                "could not requeue: a new task with the same name is queued",
+            );
+            status.correlation_id = meta.correlation_id;
+            status.attempt = Some(attempt);
+            status.history = meta.history;
+            atomic_write(&dir.join("status.json"), &status.to_bytes())
                 .map_err(io_err("write status in", dir))?;
             finish_move(layout, dir, id, &layout.failed, MoveSync::Durable)?;
             return Ok("failed");
@@ -1053,7 +1079,13 @@ pub fn release(layout: &Layout, claim: Claim, reason: &str) -> Result<&'static s
     let meta_path = layout.meta_path(&claim.id);
     let mut meta = read_meta(&meta_path);
     // The sidecar's count is untouched: attempts are only charged when an attempt dies.
-    meta.history.push(json!({"attempt": claim.attempt, "ended": crate::clock::now_rfc3339(), "reason": reason, "charged": false}));
+    meta.history.push(HistoryEntry {
+        attempt: claim.attempt,
+        ended: crate::clock::now_rfc3339(),
+        reason: reason.to_string(),
+        charged: Some(false),
+        ..HistoryEntry::default()
+    });
     write_meta(&meta_path, &meta)?;
     let Claim {
         id,
@@ -1158,9 +1190,74 @@ pub struct TaskInfo {
     pub attempt: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished: Option<String>,
+    /// A running task whose holder died: what happens to it next.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder_dead: Option<String>,
+    /// Why the entry is not read: it leads outside the workspace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// Earlier failed records of this task that `orchestrate retry` queued again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<String>,
+    /// A failed record that was retried: a later entry of the task supersedes it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub retried: bool,
 }
 
-/// Queued (inbox), running (claimed) and finished tasks of a role.
+impl TaskInfo {
+    fn new(layout: &Layout, id: &str, state: &str, path: &Path) -> TaskInfo {
+        TaskInfo {
+            role: layout.role.clone(),
+            id: id.to_string(),
+            state: state.into(),
+            path: rel(&layout.workspace, path),
+            attempt: None,
+            finished: None,
+            holder_dead: None,
+            refused: None,
+            earlier: Vec::new(),
+            retried: false,
+        }
+    }
+}
+
+/// When the holder of a claimed task has died: what becomes of the task (None while it lives).
+pub fn dead_holder(layout: &Layout, dir: &Path, lease: &Lease) -> Option<String> {
+    let owner = Owner {
+        pid: lease.pid,
+        pid_start: lease.pid_start,
+        boot_id: lease.boot_id.clone(),
+    };
+    if owner.alive() {
+        return None;
+    }
+    let pid = lease.pid;
+    let role = &layout.role;
+    let holders = holders(&dir.join("task"));
+    Some(if holders.is_empty() {
+        format!(
+            "pid {pid} is dead; the task will be requeued (or failed after max_attempts) by role \
+             `{role}`'s next recovery scan: a running `orchestrate agent {role}`, or the next \
+             `orchestrate swarm up`"
+        )
+    } else {
+        let pids: Vec<String> = holders.iter().map(u32::to_string).collect();
+        format!(
+            "pid {pid} is dead; its step processes (pid {}) still hold the task; it is requeued by \
+             role `{role}`'s next recovery scan once they exit",
+            pids.join(", ")
+        )
+    })
+}
+
+/// The earlier records a task's history links to (`orchestrate retry`).
+fn linked_records(history: &[HistoryEntry]) -> impl Iterator<Item = &String> {
+    history.iter().filter_map(|h| h.record.as_ref())
+}
+
+/// Queued (inbox), running (claimed) and finished tasks of a role. A finished entry that leads
+/// outside the workspace is listed with `refused` and not read; a failed record that a retry
+/// queued again is marked `retried` and linked from the later entry's `earlier`.
 pub fn list(layout: &Layout) -> Vec<TaskInfo> {
     let mut out = Vec::new();
     let names = |dir: &Path| -> Vec<String> {
@@ -1175,17 +1272,14 @@ pub fn list(layout: &Layout) -> Vec<TaskInfo> {
         names.sort();
         names
     };
+    let inside = |path: &Path| crate::fsutil::check_inside(&layout.workspace, path);
     for name in names(&layout.inbox) {
         if let Some(id) = layout.task_id(&name) {
             let meta = read_meta(&layout.meta_path(id));
-            out.push(TaskInfo {
-                role: layout.role.clone(),
-                id: id.to_string(),
-                state: "queued".into(),
-                path: rel(&layout.workspace, &layout.inbox.join(&name)),
-                attempt: (meta.attempts > 0).then_some(meta.attempts),
-                finished: None,
-            });
+            let mut info = TaskInfo::new(layout, id, "queued", &layout.inbox.join(&name));
+            info.attempt = (meta.attempts > 0).then_some(meta.attempts);
+            info.earlier = linked_records(&meta.history).cloned().collect();
+            out.push(info);
         }
     }
     for name in names(&layout.running) {
@@ -1193,17 +1287,23 @@ pub fn list(layout: &Layout) -> Vec<TaskInfo> {
             continue;
         }
         let dir = layout.running.join(&name);
-        let lease: Option<Lease> = fs::read(dir.join("lease.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        out.push(TaskInfo {
-            role: layout.role.clone(),
-            id: name.clone(),
-            state: "running".into(),
-            path: rel(&layout.workspace, &dir),
-            attempt: lease.map(|l| l.attempt),
-            finished: None,
-        });
+        let mut info = TaskInfo::new(layout, &name, "running", &dir);
+        if let Err(err) = inside(&dir) {
+            info.refused = Some(err.to_string());
+            out.push(info);
+            continue;
+        }
+        let lease: Option<Lease> =
+            crate::fsutil::read_inside(&layout.workspace, &dir.join("lease.json"))
+                .and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(lease) = &lease {
+            info.holder_dead = dead_holder(layout, &dir, lease);
+        }
+        info.attempt = lease.map(|l| l.attempt);
+        info.earlier = linked_records(&read_meta(&layout.meta_path(&name)).history)
+            .cloned()
+            .collect();
+        out.push(info);
     }
     let suffix = |name: &str| name.split_once('_').map(|(_, rest)| rest.to_string());
     for (state, parent) in [("processed", &layout.processed), ("failed", &layout.failed)] {
@@ -1212,15 +1312,30 @@ pub fn list(layout: &Layout) -> Vec<TaskInfo> {
             let Some(id) = rest.strip_prefix(&format!("{}_", layout.role)) else {
                 continue;
             };
-            out.push(TaskInfo {
-                role: layout.role.clone(),
-                id: id.to_string(),
-                state: state.into(),
-                path: rel(&layout.workspace, &parent.join(&name)),
-                attempt: None,
-                finished: name.split('_').next().map(str::to_string),
-            });
+            let dir = parent.join(&name);
+            let mut info = TaskInfo::new(layout, id, state, &dir);
+            info.finished = name.split('_').next().map(str::to_string);
+            if let Err(err) = inside(&dir) {
+                info.refused = Some(err.to_string());
+                out.push(info);
+                continue;
+            }
+            let status: Option<Value> =
+                crate::fsutil::read_inside(&layout.workspace, &dir.join("status.json"))
+                    .and_then(|b| serde_json::from_slice(&b).ok());
+            if let Some(status) = status {
+                info.attempt = status["attempt"].as_u64().map(|a| a as u32);
+                let history: Vec<HistoryEntry> =
+                    serde_json::from_value(status["history"].clone()).unwrap_or_default();
+                info.earlier = linked_records(&history).cloned().collect();
+            }
+            out.push(info);
         }
+    }
+    let superseded: std::collections::HashSet<String> =
+        out.iter().flat_map(|t| t.earlier.clone()).collect();
+    for info in &mut out {
+        info.retried = info.state == "failed" && superseded.contains(&info.path);
     }
     out
 }
@@ -1270,6 +1385,12 @@ pub fn retry(layout: &Layout, failed_dir: &Path) -> Result<Enqueued, QueueError>
         .and_then(|(_, rest)| rest.strip_prefix(&format!("{}_", layout.role)))
         .unwrap_or(&name)
         .to_string();
+    crate::fsutil::check_inside(&layout.workspace, failed_dir).map_err(|err| {
+        QueueError::NotRetryable {
+            path: failed_dir.to_path_buf(),
+            reason: err.to_string(),
+        }
+    })?;
     let status: Value = fs::read(failed_dir.join("status.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -1282,7 +1403,25 @@ pub fn retry(layout: &Layout, failed_dir: &Path) -> Result<Enqueued, QueueError>
                 reason,
             }
         })?;
-    let queued = enqueue(layout, Some(&id), &content, correlation.as_deref(), "retry")?;
+    // The new attempts' history starts with the failed record's own, then the record itself.
+    let mut history: Vec<HistoryEntry> =
+        serde_json::from_value(status["history"].clone()).unwrap_or_default();
+    history.push(HistoryEntry {
+        attempt: status["attempt"].as_u64().unwrap_or(0) as u32,
+        ended: status["timestamp"].as_str().unwrap_or_default().to_string(),
+        reason: status["message"].as_str().unwrap_or_default().to_string(),
+        charged: None,
+        record: Some(rel(&layout.workspace, failed_dir)),
+        run_id: status["run_id"].as_str().map(str::to_string),
+    });
+    let queued = enqueue_with(
+        layout,
+        Some(&id),
+        &content,
+        correlation.as_deref(),
+        "retry",
+        history,
+    )?;
     // The failed record stays where it is: nothing is deleted.
     Ok(queued)
 }
@@ -1347,8 +1486,12 @@ pub trait TaskQueue: Send + Sync {
     ) -> Result<ClaimResult, QueueError>;
     fn heartbeat(&self, claim: &mut Claim);
     /// Success or failure: the task's terminal record.
-    fn complete(&self, claim: &Claim, success: bool, status: &Value)
-    -> Result<PathBuf, QueueError>;
+    fn complete(
+        &self,
+        claim: &Claim,
+        success: bool,
+        status: &TaskStatus,
+    ) -> Result<PathBuf, QueueError>;
     /// Gives a claim back uncharged (shutdown).
     fn release(&self, claim: Claim, reason: &str) -> Result<&'static str, QueueError>;
     fn recover(
@@ -1389,7 +1532,7 @@ impl TaskQueue for Layout {
         &self,
         claim: &Claim,
         success: bool,
-        status: &Value,
+        status: &TaskStatus,
     ) -> Result<PathBuf, QueueError> {
         complete(self, claim, success, status)
     }

@@ -66,6 +66,8 @@ pub struct RunReport {
     pub usage: crate::runtime::parse::Usage,
     /// The workflow's `outputs:` as rendered at its successful end (empty otherwise).
     pub values: Map<String, Value>,
+    /// The exit code of the step whose failure ended the run.
+    pub step_exit_code: Option<i32>,
 }
 
 /// Everything a run needs besides the workflow.
@@ -226,6 +228,8 @@ enum Converged {
 struct Failure {
     exit_code: i32,
     message: String,
+    /// The failing step's own exit code, when a step's failure is what failed.
+    step_exit_code: Option<i32>,
 }
 
 /// A recorded execution: its lane (empty for the run's own step list; see [`fanout`]) and its
@@ -771,6 +775,7 @@ impl Runner {
                 let failure = self.failure.clone().unwrap_or(Failure {
                     exit_code: 1,
                     message: "a step failed".into(),
+                    step_exit_code: None,
                 });
                 let code = match failure.exit_code {
                     124 => exit::TIMEOUT,
@@ -822,6 +827,9 @@ impl Runner {
             spent: self.budget.spent.get(),
             usage: self.budget.spent.usage(),
             values: self.state.outputs.clone(),
+            step_exit_code: (status == RunStatus::Failed)
+                .then(|| self.failure.as_ref().and_then(|f| f.step_exit_code))
+                .flatten(),
         })
     }
 
@@ -1010,6 +1018,7 @@ impl Runner {
                     self.failure = Some(Failure {
                         exit_code: 1,
                         message,
+                        step_exit_code: None,
                     });
                     return Ok(Flow::Failed);
                 }
@@ -1093,6 +1102,7 @@ impl Runner {
                                 step.line,
                                 self.feedback["reason"].as_str().unwrap_or("")
                             ),
+                            step_exit_code: None,
                         });
                         return Ok(Flow::Failed);
                     }
@@ -1149,6 +1159,7 @@ impl Runner {
                 self.failure = Some(Failure {
                     exit_code: 2,
                     message,
+                    step_exit_code: None,
                 });
                 return Ok(Converged::Stalled(None));
             }
@@ -1208,6 +1219,7 @@ impl Runner {
                 self.failure = Some(Failure {
                     exit_code: 1,
                     message,
+                    step_exit_code: None,
                 });
                 Ok(Converged::Stalled(None))
             }
@@ -1376,9 +1388,13 @@ impl Runner {
             let detail = error_text(&result).unwrap_or_else(|| format!("exit code {exit_code}"));
             let message = match self.budget.failure.take() {
                 Some(budget) => budget,
-                None => format!("step `{}` (line {}) failed: {detail}", step.name, step.line),
+                None => self.step_failed(step, &detail, &result),
             };
-            self.failure = Some(Failure { exit_code, message });
+            self.failure = Some(Failure {
+                exit_code,
+                message,
+                step_exit_code: Some(exit_code),
+            });
         }
         self.record(step, exec, &iteration, result)?;
         Ok(if ok { Flow::Succeeded } else { Flow::Failed })
@@ -1745,7 +1761,8 @@ impl Runner {
             let detail = error_text(&result).unwrap_or_else(|| format!("exit code {exit_code}"));
             self.failure = Some(Failure {
                 exit_code,
-                message: format!("step `{}` (line {}) failed: {detail}", step.name, step.line),
+                message: self.step_failed(step, &detail, &result),
+                step_exit_code: Some(exit_code),
             });
         }
         self.results.insert(step.name.clone(), result);
@@ -2189,6 +2206,20 @@ impl Runner {
 
     /// A path as the run's records show it: relative to the workspace, where they live (a
     /// file in a worktree by its path there).
+    /// A failed step's message: what failed, and the last lines of its stderr (where the reason
+    /// usually is), already masked as the log is.
+    fn step_failed(&self, step: &Step, detail: &str, result: &Value) -> String {
+        let mut message = format!("step `{}` (line {}) failed: {detail}", step.name, step.line);
+        let tail = result["stderr_log"]
+            .as_str()
+            .and_then(|log| crate::record::stderr_tail(&self.config.workspace.join(log)));
+        if let Some(tail) = tail {
+            message.push_str("; its stderr ends:\n");
+            message.push_str(&indent(&tail));
+        }
+        message
+    }
+
     fn relative(&self, path: &Path) -> String {
         path.strip_prefix(&self.config.workspace)
             .unwrap_or(path)
@@ -2776,6 +2807,14 @@ fn capture(step: &Step, finished: &exec::Finished) -> Value {
     result
 }
 
+/// Lines quoted under a message, indented so they read as part of it.
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The error of a step stopped for silence.
 fn idle_message(after_ms: u64) -> String {
     format!(
@@ -3139,6 +3178,7 @@ impl Runner {
         self.failure = Some(Failure {
             exit_code: 1,
             message,
+            step_exit_code: None,
         });
         Ok(true)
     }

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::model::{Role, Workflow};
 use crate::queue::{self, Claim, ClaimResult, Layout, Owner};
+use crate::record::{Metrics, NextAction, TaskStatus, Timings, Worker};
 use crate::runner::{RunConfig, RunReport, Runner};
 use crate::state::RunStatus;
 
@@ -882,9 +883,7 @@ async fn run_task(
         exit_code,
         &message,
     );
-    if let Some(request) = cancelled {
-        status["cancelled"] = json!(request);
-    }
+    status.cancelled = cancelled;
     finish(shared, claim, success, status, worktree).await
 }
 
@@ -988,7 +987,7 @@ async fn finish(
     shared: Arc<Shared>,
     claim: Claim,
     success: bool,
-    status: Value,
+    status: TaskStatus,
     worktree: Option<crate::worktree::Record>,
 ) -> Finished {
     let id = claim.id.clone();
@@ -1009,14 +1008,14 @@ fn finish_blocking(
     shared: &Shared,
     claim: Claim,
     success: bool,
-    mut status: Value,
+    mut status: TaskStatus,
     worktree: Option<&crate::worktree::Record>,
 ) -> Finished {
     let id = claim.id.clone();
     // Before status.json, which says whether the worktree is still there.
     if let Some(record) = worktree {
         let ending = crate::worktree::finish(&shared.workspace, record, success);
-        status["worktree"] = record.status(&shared.workspace, ending.kept);
+        status.worktree = Some(record.status(&shared.workspace, ending.kept));
         if !shared.quiet {
             eprintln!("[{}] `{id}`: {}", shared.label, ending.note);
         }
@@ -1041,7 +1040,7 @@ fn finish_blocking(
                 id: claim.id.clone(),
                 role: shared.role.name.clone(),
                 attempt: u64::from(claim.attempt),
-                correlation_id: status["correlation_id"].as_str().unwrap_or_default().into(),
+                correlation_id: status.correlation_id.clone().unwrap_or_default(),
             },
         );
     }
@@ -1086,32 +1085,38 @@ fn status_json(
     success: bool,
     exit_code: i32,
     message: &str,
-) -> Value {
-    let next_actions: Vec<Value> = report
-        .map(|r| {
-            r.enqueued
-                .iter()
-                .map(|t| json!({"agent": t.role, "file": t.file, "task": t.id}))
-                .collect()
-        })
-        .unwrap_or_default();
-    json!({
-        "schema": "status/v1",
-        "correlation_id": correlation_id,
-        "agent": shared.role.name,
-        "task": claim.id,
-        "attempt": claim.attempt,
-        "run_id": report.map(|r| r.run_id.clone()),
-        "step": report.and_then(|r| r.last_step.clone()),
-        "timestamp": crate::clock::now_rfc3339(),
-        "success": success,
-        "exit_code": exit_code,
-        "outputs": report.map(|r| r.outputs.clone()).unwrap_or_default(),
-        "metrics": {"duration_sec": started.elapsed().as_secs_f64(), "task_bytes": claim.size},
-        "next_actions": next_actions,
-        "message": message,
-        "timings": {"claimed_at": claim.lease.claimed_at, "started_at": started_at, "finished_at": crate::clock::now_rfc3339()},
-        "worker": {"pid": claim.lease.pid, "label": shared.label},
-        "history": claim.meta.history,
-    })
+) -> TaskStatus {
+    let mut status = TaskStatus::new(&shared.role.name, &claim.id, success, exit_code, message);
+    status.correlation_id = Some(correlation_id.to_string());
+    status.attempt = Some(claim.attempt);
+    if let Some(report) = report {
+        status.run_id = Some(report.run_id.clone());
+        status.step = report.last_step.clone();
+        status.step_exit_code = report.step_exit_code;
+        status.outputs = report.outputs.clone();
+        status.next_actions = report
+            .enqueued
+            .iter()
+            .map(|t| NextAction {
+                agent: t.role.clone(),
+                file: t.file.clone(),
+                task: t.id.clone(),
+            })
+            .collect();
+    }
+    status.metrics = Some(Metrics {
+        duration_sec: started.elapsed().as_secs_f64(),
+        task_bytes: claim.size,
+    });
+    status.timings = Some(Timings {
+        claimed_at: claim.lease.claimed_at.clone(),
+        started_at: started_at.to_string(),
+        finished_at: crate::clock::now_rfc3339(),
+    });
+    status.worker = Some(Worker {
+        pid: claim.lease.pid,
+        label: shared.label.clone(),
+    });
+    status.history = claim.meta.history.clone();
+    status
 }
