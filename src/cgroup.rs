@@ -185,7 +185,7 @@ static FELL_BACK: AtomicBool = AtomicBool::new(false);
 fn fall_back(reason: &CgroupError) {
     if !FELL_BACK.swap(true, Ordering::Relaxed) {
         debug(&format!(
-            "step processes are not put in cgroups ({reason}); stopping a step reaches its process group and session only"
+            "step processes are not put in cgroups: {reason}; stopping a step reaches its process group only"
         ));
     }
 }
