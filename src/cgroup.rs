@@ -545,6 +545,34 @@ mod tests {
     }
 
     #[test]
+    fn the_sweep_removes_empty_cgroups_of_dead_engines_only() {
+        let Ok(hierarchy) = hierarchy() else {
+            eprintln!("no cgroup v2 here: nothing to sweep");
+            return;
+        };
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let stale = hierarchy.own.join(format!("{PREFIX}{dead}-0"));
+        if fs::create_dir(&stale).is_err() {
+            eprintln!("cgroups are not writable here: nothing to sweep");
+            return;
+        }
+        // A nested engine's cgroup inside the stale one goes too.
+        fs::create_dir(stale.join(format!("{PREFIX}1-0"))).unwrap();
+        let mine = hierarchy
+            .own
+            .join(format!("{PREFIX}{}-{}", std::process::id(), u64::MAX));
+        fs::create_dir(&mine).unwrap();
+        sweep(&hierarchy.own);
+        let (stale_left, mine_left) = (stale.exists(), mine.exists());
+        remove_tree(&stale);
+        let _ = fs::remove_dir(&mine);
+        assert!(!stale_left, "{} was left", stale.display());
+        assert!(mine_left, "{} is this process's own", mine.display());
+    }
+
+    #[test]
     fn step_cgroup_names_give_their_engine() {
         assert_eq!(engine_of("orchestrate-123-0"), Some(123));
         assert_eq!(engine_of("orchestrate-123-x"), None);

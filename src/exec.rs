@@ -1640,14 +1640,33 @@ mod tests {
         wait_until("the grandchild to die", || gone(grandchild)).await;
     }
 
+    /// Whether steps get cgroups here (cgroup v2 writable, as root or delegated).
+    fn cgroups() -> bool {
+        let usable = crate::cgroup::Step::create().is_some();
+        if !usable {
+            eprintln!("cgroups are not usable here: only the process-group fallback is tested");
+        }
+        usable
+    }
+
+    /// Kills `pid` unless it is gone already (a process the fallback cannot reach).
+    fn kill_if_alive(pid: u32) {
+        if !gone(pid) {
+            // SAFETY: plain integers; `pid` is the test's own sleep, still running.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+
     #[tokio::test]
-    async fn a_process_escaping_the_group_does_not_hang_the_run() {
+    async fn a_process_escaping_the_group_does_not_hang_the_run_and_ends_with_the_step() {
         let dir = TempDir::new().unwrap();
-        // `setsid` puts the sleep in its own session, out of reach of the
-        // group kill, while it keeps stdout open.
+        // `setsid` puts the sleep in its own session, out of reach of the group kill, while it
+        // keeps stdout open; the daemon double-forks (its parent exits at once).
         let done = go(sh(
             &dir,
-            "setsid sh -c 'echo $$; exec sleep 100' &\nsleep 0.1",
+            "setsid sh -c 'echo $$ > gc.pid; exec sleep 100' &
+             setsid sh -c 'sh -c \"echo \\$\\$ > daemon.pid; exec sleep 100\" & exit 0' &
+             while [ ! -s gc.pid ] || [ ! -s daemon.pid ]; do sleep 0.01; done",
         ))
         .await;
         assert_eq!(done.outcome, Outcome::Exited { code: 0 });
@@ -1656,11 +1675,45 @@ mod tests {
             "{:?}",
             done.duration
         );
-        let escaped = first_pid(&done.stdout);
-        // Clean up what the engine deliberately could not reach.
-        // SAFETY: plain integers; `escaped` is the test's own sleep.
-        unsafe { libc::kill(escaped as i32, libc::SIGKILL) };
-        wait_until("the escaped sleep to die", || gone(escaped)).await;
+        let pids = ["gc.pid", "daemon.pid"].map(|f| first_pid(&read(dir.path().join(f))));
+        if cgroups() {
+            // A step's end is the end of every process it started.
+            for pid in pids {
+                wait_until("the escaped sleep to die with its step", || gone(pid)).await;
+            }
+        }
+        pids.into_iter().for_each(kill_if_alive);
+    }
+
+    #[tokio::test]
+    async fn cancelling_or_dropping_a_step_kills_what_escaped_its_group() {
+        let dir = TempDir::new().unwrap();
+        let script =
+            "trap '' TERM; setsid sh -c 'echo $$ > gc.pid; exec sleep 100' & exec sleep 100";
+        let gc = dir.path().join("gc.pid");
+        let contained = cgroups();
+
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run(sh(&dir, script), cancel.clone()));
+        wait_until("the grandchild pid", || !read_or_empty(&gc).is_empty()).await;
+        let escaped = first_pid(&read(&gc));
+        cancel.cancel();
+        assert_eq!(task.await.unwrap().outcome, Outcome::Cancelled);
+        if contained {
+            wait_until("the escaped sleep to die on cancel", || gone(escaped)).await;
+        }
+        kill_if_alive(escaped);
+
+        std::fs::remove_file(&gc).unwrap();
+        let task = tokio::spawn(go(sh(&dir, script)));
+        wait_until("the grandchild pid", || !read_or_empty(&gc).is_empty()).await;
+        let escaped = first_pid(&read(&gc));
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        if contained {
+            wait_until("the escaped sleep to die on drop", || gone(escaped)).await;
+        }
+        kill_if_alive(escaped);
     }
 
     #[tokio::test]

@@ -132,6 +132,47 @@ fn ctrl_c_of_run_takes_the_steps_setsid_grandchild_and_daemon_with_it() {
 }
 
 #[test]
+fn a_second_ctrl_c_of_run_exits_at_once_and_leaves_no_step_process_behind() {
+    if let Err(why) = cgroups_in_use() {
+        return skip_or_fail(&why);
+    }
+    let ws = Ws::new();
+    let _cleanup = Cleanup(&ws);
+    ws.script("step.sh", STEP);
+    // The step ignores SIGTERM, so the first Ctrl-C leaves it running for its 5 s grace.
+    ws.workflow(
+        "steps:\n  - name: Work\n    command: [sh, -c, \"trap '' TERM; echo $$ > step.pid; exec ./step.sh\"]\n",
+    );
+    let mut run = ws
+        .cmd(&["run", "wf.yaml"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(ws.join("run.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let [gc, daemon] = escaped(&ws);
+    let step: u32 = pid_from_file(&ws, "step.pid").parse().unwrap();
+    let run_pid = run.id().to_string();
+    signal_quiet("-INT", &run_pid);
+    wait_until(
+        "the first Ctrl-C to be seen",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(ws.join("run.err"))
+                .is_ok_and(|t| t.contains("press Ctrl-C again"))
+        },
+    );
+    signal_quiet("-INT", &run_pid);
+    let status = exit_within(&mut run, Duration::from_secs(60)).expect("the run to exit");
+    assert_eq!(status.code(), Some(130), "{}", ws.read("run.err"));
+    wait_until(
+        "the step's own process to be gone",
+        Duration::from_secs(20),
+        || !pid_alive(step),
+    );
+    assert_gone("a second Ctrl-C", [gc, daemon]);
+}
+
+#[test]
 fn cancel_of_a_task_takes_its_setsid_grandchild_and_daemon_and_frees_its_lock() {
     if let Err(why) = cgroups_in_use() {
         return skip_or_fail(&why);
