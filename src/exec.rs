@@ -4,8 +4,8 @@
 //! `argv[0]` (never through a shell), its environment, working directory and
 //! stdin, streaming stdout and stderr into log files while keeping the start of
 //! stdout in memory, masking secret values on the way, a wall-clock timeout,
-//! cancellation, and stopping the child's whole process group so that nothing
-//! it started outlives it.
+//! cancellation, and stopping the child's whole process group (and cgroup) so
+//! that nothing it started outlives it.
 //!
 //! It does not know about workflows, variables, retries or state: callers hand
 //! it a fully resolved [`Spec`] and get a [`Finished`] back. It never panics on
@@ -17,6 +17,10 @@
 //! The group is always sent `SIGKILL` once the main child has exited and
 //! *before* the child is reaped: while the leader is an unreaped zombie its
 //! pid, and so the group id, cannot be reused by an unrelated process.
+//! Where cgroup v2 can be used, the child also runs in a cgroup of its own
+//! ([`crate::cgroup`]), entered before it execs; once the group is swept, the
+//! cgroup is killed, waited for and removed, so processes that left the group
+//! (`setsid`, double-forked daemons) end with the step too.
 
 use std::{
     ffi::{OsStr, OsString},
