@@ -620,7 +620,8 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// `pre_exec` hook, which forces `fork` (copying the engine's page tables, about half a
 /// millisecond per step) where std otherwise uses `posix_spawn`. Instead the descriptors are
 /// made inheritable in this process only for the instant of their own step's spawn, under this
-/// lock; every other spawn takes the lock too, so no other child can inherit them.
+/// lock; every other spawn takes the lock too, so no other child can inherit them. (Where steps
+/// get cgroups their spawn has a `pre_exec` hook anyway; the descriptors still go this one way.)
 pub fn spawn_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock()
