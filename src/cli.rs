@@ -1158,6 +1158,8 @@ pub(crate) fn signal_cancel() -> CancellationToken {
         stop.cancelled().await;
         eprintln!("interrupted: stopping the current step (press Ctrl-C again to exit at once)");
         kill.cancelled().await;
+        // Nothing the run started outlives it.
+        crate::exec::kill_all_now();
         std::process::exit(i32::from(exit::INTERRUPTED));
     });
     token

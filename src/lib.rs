@@ -11,6 +11,7 @@ pub mod fault;
 pub mod approval;
 pub mod breaker;
 pub mod budget;
+pub mod cgroup;
 pub mod cli;
 pub mod clock;
 pub mod commands;

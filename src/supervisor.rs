@@ -662,6 +662,11 @@ async fn stop_leftovers(workspace: &Path, grace: Duration, events: &mut EventLog
     if live.is_empty() {
         return;
     }
+    // Found while the replicas are verified alive; killed once they are gone.
+    let steps: Vec<_> = live
+        .iter()
+        .filter_map(|(_, pid, _)| crate::cgroup::StepsOf::find(*pid))
+        .collect();
     for (name, pid, _) in &live {
         kill_group(pgid(*pid), libc::SIGTERM);
         let _ = events.append(
@@ -680,6 +685,9 @@ async fn stop_leftovers(workspace: &Path, grace: Duration, events: &mut EventLog
             kill_group(pgid(*pid), libc::SIGKILL);
             kill_session(*pid, libc::SIGKILL);
         }
+    }
+    for steps in steps {
+        steps.kill();
     }
 }
 
@@ -937,6 +945,10 @@ impl Actor {
         kill_group(pgid(pid), libc::SIGKILL);
         if asked {
             kill_session(pid, libc::SIGKILL);
+            // Steps that left the session too (`setsid`, daemons): their cgroups.
+            if let Some(steps) = crate::cgroup::StepsOf::find(pid) {
+                steps.kill();
+            }
         }
         let status = proc.reap();
         Ended {
@@ -1748,8 +1760,14 @@ pub fn down(
             .unwrap_or(file.children);
         for child in &children {
             if let Some((pid, _)) = child.live_process() {
+                // Found while `pid` is verified to be the replica; its steps that left its
+                // session (`setsid`, daemons) are killed through their cgroups once it is gone.
+                let steps = crate::cgroup::StepsOf::find(pid);
                 kill_group(pgid(pid), libc::SIGKILL);
                 kill_session(pid, libc::SIGKILL);
+                if let Some(steps) = steps {
+                    steps.kill();
+                }
                 killed_children.push(pid);
             }
         }

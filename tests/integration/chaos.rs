@@ -491,8 +491,7 @@ impl Drop for Restore {
 #[test]
 fn inotify_overflow_while_the_role_process_is_stopped_loses_no_task() {
     let Ok(current) = std::fs::read_to_string(MAX_QUEUED_EVENTS) else {
-        eprintln!("SKIPPED: {MAX_QUEUED_EVENTS} is not readable");
-        return;
+        return skip_or_fail(&format!("{MAX_QUEUED_EVENTS} is not readable"));
     };
     let current = current.trim().to_string();
     let lowered = std::fs::write(MAX_QUEUED_EVENTS, "64").is_ok();
@@ -503,8 +502,9 @@ fn inotify_overflow_while_the_role_process_is_stopped_loses_no_task() {
         current.parse().unwrap_or(usize::MAX)
     };
     if limit > 20_000 {
-        eprintln!("SKIPPED: max_queued_events is {current} and cannot be lowered (not root?)");
-        return;
+        return skip_or_fail(&format!(
+            "max_queued_events is {current} and cannot be lowered (not root?)"
+        ));
     }
     let tasks = limit * 3 + 10;
     let ws = Ws::new();
@@ -612,8 +612,9 @@ fn a_full_disk_fails_writes_cleanly_and_loses_no_task() {
     let _mount = match Tmpfs::mount(ws.path(), "2m") {
         Ok(mount) => mount,
         Err(why) => {
-            eprintln!("SKIPPED: cannot mount a small tmpfs for the disk-full test: {why}");
-            return;
+            return skip_or_fail(&format!(
+                "cannot mount a small tmpfs for the disk-full test: {why}"
+            ));
         }
     };
     // The executions log lives off the small disk, so that the checker sees every line.

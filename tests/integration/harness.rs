@@ -618,3 +618,13 @@ pub fn working_in(dir: &Path) -> Vec<u32> {
         })
         .collect()
 }
+
+/// A test that cannot run here (a missing kernel feature, not root): prints `SKIPPED: why` and
+/// lets the caller return, unless `ORCHESTRATE_TEST_REQUIRE_ALL=1` is set (CI), which fails it.
+/// Use as `return skip_or_fail("...")`.
+pub fn skip_or_fail(why: &str) {
+    if std::env::var("ORCHESTRATE_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+        panic!("cannot run this test here ({why}), and ORCHESTRATE_TEST_REQUIRE_ALL=1 requires it");
+    }
+    eprintln!("SKIPPED: {why}");
+}

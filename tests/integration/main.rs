@@ -6,6 +6,7 @@ mod harness;
 mod acceptance;
 mod agents;
 mod budgets;
+mod cgroup;
 mod chaos;
 mod checker;
 mod durability;
