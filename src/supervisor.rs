@@ -415,6 +415,10 @@ pub struct RoleLoad {
     /// Breakers of runtimes its workflow uses that are open or half-open: it claims nothing new
     /// while one is open.
     pub breakers: Vec<BreakerView>,
+    /// Inbox entries no role process takes (another extension, a `.tmp` file, a directory).
+    pub ignored: Vec<queue::InboxEntry>,
+    /// Task files in the inbox that a process still has open for writing (counted in `queued`).
+    pub being_written: Vec<queue::InboxEntry>,
 }
 
 /// A breaker that is not closed, as `swarm status` shows it.
@@ -1463,7 +1467,10 @@ fn role_loads(workspace: &Path, children: &[ChildStatus]) -> Vec<RoleLoad> {
     }
     layouts
         .iter()
-        .map(|layout| RoleLoad {
+        .map(|layout| (layout, queue::inbox_extras(layout)))
+        .map(|(layout, extras)| RoleLoad {
+            ignored: extras.ignored,
+            being_written: extras.being_written,
             role: layout.role.clone(),
             queued: queue::depth(layout),
             running: in_flight(layout),
@@ -1657,6 +1664,7 @@ pub fn render_status(status: &SwarmStatus) -> String {
                 notes.push(note);
             }
         }
+        notes.extend(inbox_notes(load));
     }
     let mut widths = [0usize; 9];
     for row in &rows {
@@ -1681,6 +1689,32 @@ pub fn render_status(status: &SwarmStatus) -> String {
         out.push('\n');
     }
     out
+}
+
+/// At most this many inbox entries are named per role and kind under `swarm status`'s table.
+const INBOX_NOTES: usize = 5;
+
+/// Lines under the table for a role's inbox entries that wait or are ignored, and why.
+fn inbox_notes(load: &RoleLoad) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (what, entries) in [("", &load.being_written), ("ignored: ", &load.ignored)] {
+        for entry in entries.iter().take(INBOX_NOTES) {
+            notes.push(format!(
+                "role {}: {}: {what}{}",
+                load.role, entry.path, entry.reason
+            ));
+        }
+        if entries.len() > INBOX_NOTES {
+            let state = if what.is_empty() { "queued" } else { "ignored" };
+            notes.push(format!(
+                "role {}: {} more (`orchestrate tasks {} --state {state}` lists them)",
+                load.role,
+                entries.len() - INBOX_NOTES,
+                load.role
+            ));
+        }
+    }
+    notes
 }
 
 /// `12s`, `5m3s`, `2h5m`, `3d2h`.
@@ -2471,6 +2505,8 @@ mod tests {
                 running: 1,
                 paused: None,
                 breakers: Vec::new(),
+                ignored: Vec::new(),
+                being_written: Vec::new(),
             }]
         );
         let json = serde_json::to_value(&status).unwrap();
@@ -2508,6 +2544,8 @@ mod tests {
                     running: 1,
                     paused: None,
                     breakers: Vec::new(),
+                    ignored: Vec::new(),
+                    being_written: Vec::new(),
                 },
                 RoleLoad {
                     role: "qa".into(),
@@ -2515,6 +2553,8 @@ mod tests {
                     running: 0,
                     paused: None,
                     breakers: Vec::new(),
+                    ignored: Vec::new(),
+                    being_written: Vec::new(),
                 },
             ],
         };
