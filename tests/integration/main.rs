@@ -10,6 +10,7 @@ mod chaos;
 mod checker;
 mod durability;
 mod fanout;
+mod inbox;
 mod inputs;
 mod language;
 mod progress;
