@@ -1738,3 +1738,39 @@ impl TaskQueue for Layout {
         depth(self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ignored_entries_say_why_and_what_to_do() {
+        let layout = Layout::new(Path::new("/ws"), "r", Path::new("inbox/r"));
+        let why = |name: &str, is_dir: bool| ignored_because(&layout, name, is_dir);
+        assert_eq!(
+            why("notes.txt", false),
+            "not a `.task` file (extension `.txt`)"
+        );
+        assert_eq!(why("README", false), "not a `.task` file (no extension)");
+        assert_eq!(
+            why("x.task.bak", false),
+            "not a `.task` file (extension `.bak`)"
+        );
+        assert_eq!(
+            why("UPPER.TASK", false),
+            "the extension is case-sensitive: rename it to `UPPER.task`"
+        );
+        assert_eq!(
+            why("Mixed.Task", false),
+            "the extension is case-sensitive: rename it to `Mixed.task`"
+        );
+        assert_eq!(
+            why("draft.tmp", false),
+            "a temporary file: rename it to `draft.task` once it is complete"
+        );
+        assert_eq!(
+            why("sub.task.d", true),
+            "a directory: tasks are `<id>.task` files directly in the inbox"
+        );
+    }
+}

@@ -62,7 +62,9 @@ pub struct AgentReport {
 /// Hints from the watcher thread.
 enum Hint {
     /// File names that appeared; `true` when the file is complete (renamed in, or closed after
-    /// writing), `false` when it may still be being written.
+    /// writing), `false` when it may still be being written. Only where open writers cannot be
+    /// seen does this decide anything (a `false` one waits for `settle_ms`); otherwise a name is
+    /// a hint to look, and the claim checks for writers itself.
     Names(Vec<(String, bool)>),
     Rescan,
 }
@@ -250,6 +252,8 @@ pub async fn run_agent(
     let mut budget_blocked: Option<Instant> = None;
     // The reason last logged, so that it is said once (again only when it changes).
     let mut budget_said: Option<String> = None;
+    // Inbox files found open for writing, said once each until they are claimed or gone.
+    let mut writing_said: HashSet<String> = HashSet::new();
     steer.refresh(&shared, &tokens, &log);
     loop {
         let slots = role.concurrency as usize;
@@ -292,6 +296,9 @@ pub async fn run_agent(
             if !claimed.is_empty() && !matches!(result, Ok(ClaimResult::Claimed(_))) {
                 steer.gate.release(&claimed);
             }
+            if !matches!(result, Ok(ClaimResult::Writing)) {
+                writing_said.remove(&name);
+            }
             match result {
                 Ok(ClaimResult::Claimed(claim)) => {
                     if !claimed.is_empty() {
@@ -315,7 +322,14 @@ pub async fn run_agent(
                 Ok(ClaimResult::Writing) if options.once => log(&format!(
                     "leaving `{name}`: a process still has it open for writing"
                 )),
-                Ok(ClaimResult::Writing) => pending.later(name, false, WRITING_RECHECK),
+                Ok(ClaimResult::Writing) => {
+                    if writing_said.insert(name.clone()) {
+                        log(&format!(
+                            "`{name}` is still open for writing; taking it once it is closed"
+                        ));
+                    }
+                    pending.later(name, false, WRITING_RECHECK);
+                }
                 Ok(ClaimResult::Settling(wait)) => pending.later(name, false, wait),
                 Ok(ClaimResult::Gone) => {}
                 Ok(ClaimResult::Quarantined { id, reason, dir }) => {
