@@ -118,7 +118,7 @@ fn task_held_open_for_writing_is_not_claimed_until_closed_and_its_record_holds_w
     );
     ws.run(&["tasks", "r"])
         .ok()
-        .stdout_has("inbox/r/y.task: being written: ");
+        .stdout_has("inbox/r/y.task\n    being written: ");
     ws.run(&["swarm", "status"])
         .ok()
         .stdout_has("role r: inbox/r/y.task: being written: ");
@@ -287,8 +287,8 @@ fn files_the_inbox_ignores_are_listed_with_the_reason() {
 
     ws.run(&["tasks"])
         .ok()
-        .stdout_has("inbox/r/notes.txt: ignored: not a `.task` file (extension `.txt`)")
-        .stdout_has("inbox/r/UPPER.TASK: ignored: the extension is case-sensitive: rename it to `UPPER.task`");
+        .stdout_has("inbox/r/notes.txt\n    ignored: not a `.task` file (extension `.txt`)")
+        .stdout_has("inbox/r/UPPER.TASK\n    ignored: the extension is case-sensitive: rename it to `UPPER.task`");
 
     ws.run(&["swarm", "status"])
         .ok()
