@@ -2514,6 +2514,43 @@ mod tests {
     }
 
     #[test]
+    fn inbox_notes_name_a_few_entries_per_kind_and_count_the_rest() {
+        let entry = |n: usize| queue::InboxEntry {
+            name: format!("n{n}.txt"),
+            path: format!("inbox/r/n{n}.txt"),
+            reason: "not a `.task` file (extension `.txt`)".into(),
+        };
+        let load = RoleLoad {
+            role: "r".into(),
+            queued: 1,
+            running: 0,
+            paused: None,
+            breakers: Vec::new(),
+            ignored: (0..INBOX_NOTES + 2).map(entry).collect(),
+            being_written: vec![queue::InboxEntry {
+                name: "y.task".into(),
+                path: "inbox/r/y.task".into(),
+                reason: "being written: pid 7 has it open for writing; it is taken once closed"
+                    .into(),
+            }],
+        };
+        let notes = inbox_notes(&load);
+        assert_eq!(notes.len(), 1 + INBOX_NOTES + 1, "{notes:#?}");
+        assert_eq!(
+            notes[0],
+            "role r: inbox/r/y.task: being written: pid 7 has it open for writing; it is taken once closed"
+        );
+        assert_eq!(
+            notes[1],
+            "role r: inbox/r/n0.txt: ignored: not a `.task` file (extension `.txt`)"
+        );
+        assert_eq!(
+            notes[INBOX_NOTES + 1],
+            "role r: 2 more (`orchestrate tasks r --state ignored` lists them)"
+        );
+    }
+
+    #[test]
     fn render_shows_one_row_per_replica_and_idle_roles() {
         let now = clock::now_rfc3339();
         let mut running = ChildStatus::new(&child("engineer", 1, ""));
