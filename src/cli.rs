@@ -260,10 +260,10 @@ enum Command {
         #[arg(long)]
         correlation_id: Option<String>,
     },
-    /// List tasks: queued, running, processed, failed.
+    /// List tasks: queued, running, processed, failed; and inbox files no role takes (ignored).
     Tasks {
         role: Option<String>,
-        #[arg(long, value_parser = ["queued", "running", "processed", "failed"])]
+        #[arg(long, value_parser = ["queued", "running", "processed", "failed", "ignored"])]
         state: Option<String>,
         #[arg(long)]
         json: bool,

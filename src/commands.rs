@@ -208,7 +208,7 @@ pub fn tasks(workspace: &Path, role: Option<&str>, state: Option<&str>, as_json:
     // A failed record that was retried is shown through the entry that superseded it.
     let list: Vec<TaskInfo> = layouts
         .iter()
-        .flat_map(queue::list)
+        .flat_map(|layout| with_inbox_extras(layout, queue::list(layout)))
         .filter(|t| !t.retried)
         .filter(|t| state.is_none_or(|s| t.state == s))
         .collect();
@@ -244,9 +244,16 @@ pub fn tasks(workspace: &Path, role: Option<&str>, state: Option<&str>, as_json:
 }
 
 /// What `tasks` and `show` say under a task besides its row: a dead holder, a refused entry,
-/// the failed records it was retried from.
+/// the failed records it was retried from, why an inbox entry is ignored or still waits.
 fn notes(t: &TaskInfo) -> Vec<String> {
     let mut out = Vec::new();
+    if let Some(reason) = &t.reason {
+        out.push(if t.state == "ignored" {
+            format!("ignored: {reason}")
+        } else {
+            reason.clone()
+        });
+    }
     if let Some(note) = &t.holder_dead {
         out.push(format!("holder dead: {note}"));
     }
@@ -262,6 +269,36 @@ fn notes(t: &TaskInfo) -> Vec<String> {
         out.push(format!("retried after the failed record {record}"));
     }
     out
+}
+
+/// A role's tasks as `queue::list` has them, plus what else its inbox holds: each queued task
+/// still being written says so, and the entries no role process takes follow the queued tasks
+/// as `ignored`, with the reason.
+fn with_inbox_extras(layout: &Layout, mut list: Vec<TaskInfo>) -> Vec<TaskInfo> {
+    let extras = queue::inbox_extras(layout);
+    for entry in extras.being_written {
+        if let Some(task) = list
+            .iter_mut()
+            .find(|t| t.state == "queued" && t.path == entry.path)
+        {
+            task.reason = Some(entry.reason);
+        }
+    }
+    let queued = list.iter().filter(|t| t.state == "queued").count();
+    list.splice(
+        queued..queued,
+        extras.ignored.into_iter().map(|entry| {
+            let mut info = TaskInfo::new(
+                layout,
+                &entry.name,
+                "ignored",
+                &layout.inbox.join(&entry.name),
+            );
+            info.reason = Some(entry.reason);
+            info
+        }),
+    );
+    list
 }
 
 /// Finds a task by id (or by its directory name / path).

@@ -1,9 +1,10 @@
 //! Durable file operations and workspace path rules.
 //!
 //! Owns: atomic replace (temp file, fsync, rename, fsync the directory), group commit of fsyncs
-//! (`group_sync`), rename without replacing, resolving user paths against WORKSPACE so that
-//! none escapes it, and the same check for the records readers open (`check_inside`). Does not
-//! know what the files mean.
+//! (`group_sync`), rename without replacing, whether any process has a file open for writing
+//! (`writers`, by a read lease), resolving user paths against WORKSPACE so that none escapes it,
+//! and the same check for the records readers open (`check_inside`). Does not know what the
+//! files mean.
 
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
@@ -216,6 +217,71 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
+/// Whether some process has a file open for writing, as far as the system can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writers {
+    /// No process has it open for writing.
+    None,
+    /// At least one process has it open for writing.
+    Some,
+    /// The system cannot tell: leases are disabled (`/proc/sys/fs/leases-enable`), the
+    /// filesystem does not support them, or the file is another user's and this process lacks
+    /// `CAP_LEASE`.
+    Unknown,
+}
+
+/// Whether any process has `file` open for writing. Linux refuses a read lease
+/// (`F_SETLEASE`, `F_RDLCK`) with `EAGAIN` exactly while some descriptor of the file is open for
+/// writing, in any process; a lease that is granted is released at once. `file` must be open
+/// read-only (a read lease is only granted on such a descriptor).
+pub fn writers(file: &File) -> Writers {
+    match with_read_lease(file, || ()) {
+        Ok(()) => Writers::None,
+        Err(err) if err.raw_os_error() == Some(libc::EAGAIN) => Writers::Some,
+        Err(_) => Writers::Unknown,
+    }
+}
+
+/// Runs `during` while holding a read lease on `file`.
+///
+/// A writer that opens the file meanwhile breaks the lease, and the kernel then signals the
+/// holder: SIGIO by default, whose default action ends the process. The descriptor is told to
+/// send SIGURG instead (ignored by default, handled by nothing here) for the lease's lifetime,
+/// so a breaker costs nothing but its own short wait for the release.
+#[cfg(target_os = "linux")]
+fn with_read_lease<T>(file: &File, during: impl FnOnce() -> T) -> io::Result<T> {
+    use std::os::fd::AsRawFd;
+    // <asm-generic/fcntl.h>, the same on every Linux architecture; the libc crate lacks it.
+    const F_SETSIG: libc::c_int = 10;
+    let fd = file.as_raw_fd();
+    let fcntl = |cmd: libc::c_int, arg: libc::c_int| -> io::Result<()> {
+        // SAFETY: fcntl(2) on a descriptor `file` owns, with an integer argument.
+        let rc = unsafe { libc::fcntl(fd, cmd, arg) };
+        if rc == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    fcntl(F_SETSIG, libc::SIGURG)?;
+    let taken = fcntl(libc::F_SETLEASE, libc::F_RDLCK);
+    let result = taken.map(|()| {
+        let value = during();
+        // Releasing a lease we hold cannot fail; the descriptor's close would release it too.
+        let _ = fcntl(libc::F_SETLEASE, libc::F_UNLCK);
+        value
+    });
+    // Back to the default (SIGIO) so that the descriptor carries nothing of this check; no
+    // lease is held any more, so no signal can come of it.
+    let _ = fcntl(F_SETSIG, 0);
+    result
+}
+
+#[cfg(not(target_os = "linux"))]
+fn with_read_lease<T>(_file: &File, _during: impl FnOnce() -> T) -> io::Result<T> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
 /// Removes `.` and `..` lexically, without touching the filesystem.
 pub fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
@@ -376,6 +442,49 @@ mod tests {
         assert!(check_inside(ws, &ws.join("processed/../../x")).is_err());
         assert!(read_inside(ws, &ws.join("processed/evil/status.json")).is_none());
         assert!(read_inside(ws, &ws.join("processed/ok/status.json")).is_some());
+    }
+
+    #[test]
+    fn writers_are_seen_while_the_file_is_open_for_writing_and_not_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.task");
+        let writer = File::create(&path).unwrap();
+        let reader = File::open(&path).unwrap();
+        assert_eq!(writers(&reader), Writers::Some);
+        // Another reader changes nothing; the last writer's close does.
+        let _other_reader = File::open(&path).unwrap();
+        assert_eq!(writers(&reader), Writers::Some);
+        drop(writer);
+        assert_eq!(writers(&reader), Writers::None);
+    }
+
+    #[test]
+    fn a_writer_breaking_the_lease_does_not_kill_the_holder() {
+        // Opening the file for writing while the lease is held breaks it and makes the kernel
+        // signal the holder (this process). With SIGIO, its default action, the test binary
+        // would die here; a non-blocking open fails with EWOULDBLOCK instead of waiting.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.task");
+        fs::write(&path, "a\n").unwrap();
+        let reader = File::open(&path).unwrap();
+        let opened = with_read_lease(&reader, || {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&path)
+                .map(drop)
+        })
+        .unwrap();
+        assert_eq!(
+            opened.unwrap_err().raw_os_error(),
+            Some(libc::EWOULDBLOCK),
+            "the open should have found the lease"
+        );
+        // Still alive, and the lease is gone: a writer opens at once.
+        let writer = OpenOptions::new().write(true).open(&path).unwrap();
+        assert_eq!(writers(&reader), Writers::Some);
+        drop(writer);
     }
 
     #[test]

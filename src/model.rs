@@ -651,7 +651,8 @@ pub struct Role {
     /// Provider (runtime) for provider steps that name none, and its model.
     pub runtime: Option<String>,
     pub model: Option<String>,
-    /// How long a task file written in place must be still before it is taken.
+    /// How long a task file written in place must be still before it is taken, where whether a
+    /// process still has it open for writing cannot be known (`fsutil::Writers::Unknown`).
     pub settle: Duration,
     /// A holder silent for longer than this is considered hung and is stopped.
     pub hung_after: Duration,

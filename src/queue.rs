@@ -54,8 +54,6 @@ pub enum QueueError {
     BadName { name: String, reason: String },
     #[error("the task in {} cannot be retried: {reason}", path.display())]
     NotRetryable { path: PathBuf, reason: String },
-    #[error("the task is {size} bytes, over the {limit}-byte limit")]
-    TooLarge { size: u64, limit: u64 },
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> QueueError + 'a {
@@ -408,7 +406,9 @@ pub struct Claim {
     pub attempt: u32,
     pub meta: Meta,
     pub lease: Lease,
-    pub size: u64,
+    /// The task's bytes, read once at claim time: what the workflow is given, and what the
+    /// record keeps (`keep_given` puts them back should the file change meanwhile).
+    pub content: Vec<u8>,
 }
 
 impl Claim {
@@ -420,10 +420,6 @@ impl Claim {
     /// state.json, logs/) move with it in the final rename.
     pub fn run_root(&self) -> PathBuf {
         self.dir.clone()
-    }
-
-    pub fn content(&self) -> Result<Vec<u8>, QueueError> {
-        fs::read(&self.task_path).map_err(io_err("read", &self.task_path))
     }
 
     /// Rewrites the lease (no fsync: the lock, not the lease, decides ownership).
@@ -446,8 +442,10 @@ fn write_plain(path: &Path, bytes: &[u8]) -> io::Result<()> {
 #[derive(Debug)]
 pub enum ClaimResult {
     Claimed(Box<Claim>),
-    /// Someone else holds it, or it is being written: try again later.
+    /// Someone else holds it: try again later.
     Busy,
+    /// A process still has it open for writing: look again once it is closed.
+    Writing,
     /// It is gone (another worker took it, or it was removed).
     Gone,
     /// Still being written by a person (modified within the settle window): look again after it.
@@ -460,8 +458,10 @@ pub enum ClaimResult {
     },
 }
 
-/// Claims inbox entry `file_name` for `owner`. `settle` is how long a file written in place must
-/// have been still before it is taken (renamed-in files are older than their rename).
+/// Claims inbox entry `file_name` for `owner`. A file that any process has open for writing is
+/// never taken (`Writing`); where that cannot be known (`fsutil::Writers::Unknown`), `settle` is
+/// how long a file written in place must have been still before it is taken (renamed-in files
+/// are older than their rename). The content is read once, here.
 pub fn claim(
     layout: &Layout,
     file_name: &str,
@@ -565,14 +565,27 @@ pub fn claim(
             ),
         );
     }
-    if let Ok(modified) = meta.modified() {
-        let age = SystemTime::now()
-            .duration_since(modified)
-            .unwrap_or_default();
-        if age < settle && !settle.is_zero() {
-            return Ok(ClaimResult::Settling(settle - age));
+    match crate::fsutil::writers(&file) {
+        crate::fsutil::Writers::Some => return Ok(ClaimResult::Writing),
+        // Closed by every writer: complete, however recently it changed.
+        crate::fsutil::Writers::None => {}
+        crate::fsutil::Writers::Unknown => {
+            if let Ok(modified) = meta.modified() {
+                let age = SystemTime::now()
+                    .duration_since(modified)
+                    .unwrap_or_default();
+                if age < settle && !settle.is_zero() {
+                    return Ok(ClaimResult::Settling(settle - age));
+                }
+            }
         }
     }
+    // Read before the move, while the file is known to be closed: these bytes are the task.
+    let mut content = Vec::with_capacity(meta.len() as usize);
+    Read::by_ref(&mut &file)
+        .take(max_bytes)
+        .read_to_end(&mut content)
+        .map_err(io_err("read", &path))?;
     let dir = layout.running.join(id);
     match fs::create_dir(&dir) {
         Ok(()) => {}
@@ -633,7 +646,7 @@ pub fn claim(
         attempt,
         meta: sidecar,
         lease,
-        size: meta.len(),
+        content,
     })))
 }
 
@@ -761,7 +774,14 @@ pub fn complete(
     success: bool,
     status: &TaskStatus,
 ) -> Result<PathBuf, QueueError> {
-    let bytes = status.to_bytes();
+    let bytes = match keep_given(claim) {
+        None => status.to_bytes(),
+        Some(note) => {
+            let mut status = status.clone();
+            status.task_changed = Some(note);
+            status.to_bytes()
+        }
+    };
     // The task's directory is published by the move below, after this write is on disk.
     write_unpublished(&claim.dir.join("status.json"), &bytes)
         .map_err(io_err("write status in", &claim.dir))?;
@@ -774,6 +794,62 @@ pub fn complete(
     let dest = finish_move(layout, &claim.dir, &claim.id, parent, MoveSync::Lazy)?;
     let _ = fs::remove_file(layout.meta_path(&claim.id));
     Ok(dest)
+}
+
+/// Makes the claim's `task` file hold exactly the bytes the workflow was given
+/// (`Claim::content`). Something that wrote to the file after the claim (a writer that opened it
+/// in the instant between the check and the move, a step writing to `${task.path}`) would make
+/// the record disagree with what ran: its version is kept beside it as `task.changed` and the
+/// given bytes are put back. Returns what status.json should say about it, if anything changed.
+fn keep_given(claim: &Claim) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    // Through the lock's descriptor: the very file that was claimed, whatever its name is now.
+    let limit = claim.content.len() + 1;
+    let mut found = Vec::with_capacity(limit);
+    let mut buf = [0u8; 8192];
+    while found.len() < limit {
+        match claim.lock.read_at(&mut buf, found.len() as u64) {
+            Ok(0) => break,
+            Ok(n) => found.extend_from_slice(&buf[..n]),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => {
+                return Some(format!(
+                    "could not check that the task file still holds the {} bytes the workflow was given: {err}",
+                    claim.content.len()
+                ));
+            }
+        }
+    }
+    if found == claim.content {
+        return None;
+    }
+    // Read the whole changed version (the check above stopped one byte past the given length).
+    let changed = fs::read(&claim.task_path).unwrap_or(found);
+    let kept = claim.dir.join("task.changed");
+    let restore = || -> io::Result<()> {
+        write_unpublished(&kept, &changed)?;
+        let mut task = OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&claim.task_path)?;
+        task.write_all(&claim.content)?;
+        task.sync_all()
+    };
+    Some(match restore() {
+        Ok(()) => format!(
+            "the task file was written to after it was claimed: the workflow was given {} bytes, \
+             the file then held {}; `task` holds the bytes given, `task.changed` the later version",
+            claim.content.len(),
+            changed.len()
+        ),
+        Err(err) => format!(
+            "the task file was written to after it was claimed (the workflow was given {} bytes, \
+             the file then held {}) and could not be put back: {err}",
+            claim.content.len(),
+            changed.len()
+        ),
+    })
 }
 
 /// Whether a final move is made durable before it returns.
@@ -1145,6 +1221,12 @@ fn kill_if_hung(dir: &Path, limit: Duration) {
 
 /// Processes that have `path` open (by device and inode), from `/proc/*/fd`.
 pub fn holders(path: &Path) -> Vec<u32> {
+    open_by(path, false)
+}
+
+/// Processes that have `path` open (by device and inode), from `/proc/*/fd`; with `writing`,
+/// only through a descriptor open for writing (its `/proc/*/fdinfo` flags).
+fn open_by(path: &Path, writing: bool) -> Vec<u32> {
     use std::os::unix::fs::MetadataExt;
     let Ok(target) = fs::metadata(path) else {
         return Vec::new();
@@ -1171,12 +1253,23 @@ pub fn holders(path: &Path) -> Vec<u32> {
         let holds = fds.flatten().any(|fd| {
             fs::metadata(fd.path())
                 .is_ok_and(|m| m.dev() == target.dev() && m.ino() == target.ino())
+                && (!writing || writes(&entry.path().join("fdinfo").join(fd.file_name())))
         });
         if holds {
             out.push(pid);
         }
     }
     out
+}
+
+/// Whether the descriptor whose `/proc/<pid>/fdinfo/<fd>` is `fdinfo` is open for writing.
+fn writes(fdinfo: &Path) -> bool {
+    fs::read_to_string(fdinfo).is_ok_and(|text| {
+        text.lines()
+            .find_map(|line| line.strip_prefix("flags:"))
+            .and_then(|flags| i32::from_str_radix(flags.trim(), 8).ok())
+            .is_some_and(|flags| flags & libc::O_ACCMODE != libc::O_RDONLY)
+    })
 }
 
 /// A task as listed by `orchestrate tasks`.
@@ -1202,10 +1295,118 @@ pub struct TaskInfo {
     /// A failed record that was retried: a later entry of the task supersedes it.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub retried: bool,
+    /// Why an inbox entry is not taken (yet): on an `ignored` entry, and on a queued task that
+    /// a process still has open for writing ("being written: ...").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// An inbox entry that is not a task ready to be taken, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InboxEntry {
+    /// Its name in the inbox.
+    pub name: String,
+    /// Workspace-relative.
+    pub path: String,
+    pub reason: String,
+}
+
+/// What an inbox holds besides tasks ready to be taken.
+#[derive(Debug, Clone, Default)]
+pub struct InboxExtras {
+    /// Entries no role process takes: other extensions, temporary files, directories (hidden
+    /// files are left out, as `ls` leaves them out).
+    pub ignored: Vec<InboxEntry>,
+    /// Task files a process still has open for writing: taken once every writer closed them.
+    pub being_written: Vec<InboxEntry>,
+}
+
+/// Lists `layout`'s inbox for the entries `list` does not show as plain queued tasks: the ones
+/// a role process ignores (with what to do about them) and the task files still being written.
+pub fn inbox_extras(layout: &Layout) -> InboxExtras {
+    let mut out = InboxExtras::default();
+    let Ok(entries) = fs::read_dir(&layout.inbox) else {
+        return out;
+    };
+    let mut entries: Vec<fs::DirEntry> = entries.flatten().collect();
+    entries.sort_by_key(fs::DirEntry::file_name);
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // Hidden files are the temp files of atomic writes and editors: not worth a mention.
+        if name.starts_with('.') {
+            continue;
+        }
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        let note = |reason: String| InboxEntry {
+            path: rel(&layout.workspace, &entry.path()),
+            name: name.clone(),
+            reason,
+        };
+        if layout.task_id(&name).is_some() {
+            if let Some(reason) = being_written(&entry.path()) {
+                out.being_written.push(note(reason));
+            }
+            continue;
+        }
+        out.ignored
+            .push(note(ignored_because(layout, &name, is_dir)));
+    }
+    out
+}
+
+/// Why a role process never takes inbox entry `name` (one that is not `<id>.task`).
+fn ignored_because(layout: &Layout, name: &str, is_dir: bool) -> String {
+    let ext = layout.extension.as_str();
+    let (stem, extension) = match name.rsplit_once('.') {
+        Some((stem, extension)) if !stem.is_empty() => (stem, Some(extension)),
+        _ => (name, None),
+    };
+    if is_dir {
+        format!("a directory: tasks are `<id>{ext}` files directly in the inbox")
+    } else if extension == Some("tmp") {
+        format!("a temporary file: rename it to `{stem}{ext}` once it is complete")
+    } else if let Some(extension) = extension
+        && extension.eq_ignore_ascii_case(ext.trim_start_matches('.'))
+    {
+        format!("the extension is case-sensitive: rename it to `{stem}{ext}`")
+    } else if let Some(extension) = extension {
+        format!("not a `{ext}` file (extension `.{extension}`)")
+    } else {
+        format!("not a `{ext}` file (no extension)")
+    }
+}
+
+/// "being written: ..." when some process has the regular file at `path` open for writing.
+fn being_written(path: &Path) -> Option<String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !file.metadata().is_ok_and(|m| m.is_file())
+        || crate::fsutil::writers(&file) != crate::fsutil::Writers::Some
+    {
+        return None;
+    }
+    let pids = open_by(path, true);
+    let who = match pids.as_slice() {
+        [] => "a process has it".to_string(),
+        [pid] => format!("pid {pid} has it"),
+        pids => format!(
+            "pids {} have it",
+            pids.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Some(format!(
+        "being written: {who} open for writing; it is taken once closed"
+    ))
 }
 
 impl TaskInfo {
-    fn new(layout: &Layout, id: &str, state: &str, path: &Path) -> TaskInfo {
+    pub fn new(layout: &Layout, id: &str, state: &str, path: &Path) -> TaskInfo {
         TaskInfo {
             role: layout.role.clone(),
             id: id.to_string(),
@@ -1217,6 +1418,7 @@ impl TaskInfo {
             refused: None,
             earlier: Vec::new(),
             retried: false,
+            reason: None,
         }
     }
 }
@@ -1354,23 +1556,6 @@ pub fn depth(layout: &Layout) -> usize {
                 .count()
         })
         .unwrap_or(0)
-}
-
-/// Reads a task's content for the workflow: `${task.text}` and, when it is JSON, `${task.json}`.
-pub fn read_text(path: &Path, limit: u64) -> Result<String, QueueError> {
-    let mut file = File::open(path).map_err(io_err("read", path))?;
-    let mut bytes = Vec::new();
-    Read::by_ref(&mut file)
-        .take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_err("read", path))?;
-    if bytes.len() as u64 > limit {
-        return Err(QueueError::TooLarge {
-            size: bytes.len() as u64,
-            limit,
-        });
-    }
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Moves a failed task back to its role's inbox with its attempt count reset (`orchestrate retry`).
@@ -1551,5 +1736,41 @@ impl TaskQueue for Layout {
     }
     fn depth(&self) -> usize {
         depth(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ignored_entries_say_why_and_what_to_do() {
+        let layout = Layout::new(Path::new("/ws"), "r", Path::new("inbox/r"));
+        let why = |name: &str, is_dir: bool| ignored_because(&layout, name, is_dir);
+        assert_eq!(
+            why("notes.txt", false),
+            "not a `.task` file (extension `.txt`)"
+        );
+        assert_eq!(why("README", false), "not a `.task` file (no extension)");
+        assert_eq!(
+            why("x.task.bak", false),
+            "not a `.task` file (extension `.bak`)"
+        );
+        assert_eq!(
+            why("UPPER.TASK", false),
+            "the extension is case-sensitive: rename it to `UPPER.task`"
+        );
+        assert_eq!(
+            why("Mixed.Task", false),
+            "the extension is case-sensitive: rename it to `Mixed.task`"
+        );
+        assert_eq!(
+            why("draft.tmp", false),
+            "a temporary file: rename it to `draft.task` once it is complete"
+        );
+        assert_eq!(
+            why("sub.task.d", true),
+            "a directory: tasks are `<id>.task` files directly in the inbox"
+        );
     }
 }

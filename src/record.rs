@@ -57,6 +57,10 @@ pub struct TaskStatus {
     /// A quarantined entry's name as it was in the inbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original_name: Option<String>,
+    /// The task file changed after its claim: `task` was put back to the bytes the workflow was
+    /// given and the later version kept as `task.changed` (`queue::complete`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_changed: Option<String>,
 }
 
 impl TaskStatus {
@@ -85,6 +89,7 @@ impl TaskStatus {
             cancelled: None,
             quarantined: None,
             original_name: None,
+            task_changed: None,
         }
     }
 

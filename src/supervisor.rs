@@ -415,6 +415,10 @@ pub struct RoleLoad {
     /// Breakers of runtimes its workflow uses that are open or half-open: it claims nothing new
     /// while one is open.
     pub breakers: Vec<BreakerView>,
+    /// Inbox entries no role process takes (another extension, a `.tmp` file, a directory).
+    pub ignored: Vec<queue::InboxEntry>,
+    /// Task files in the inbox that a process still has open for writing (counted in `queued`).
+    pub being_written: Vec<queue::InboxEntry>,
 }
 
 /// A breaker that is not closed, as `swarm status` shows it.
@@ -1475,7 +1479,10 @@ fn role_loads(workspace: &Path, children: &[ChildStatus]) -> Vec<RoleLoad> {
     }
     layouts
         .iter()
-        .map(|layout| RoleLoad {
+        .map(|layout| (layout, queue::inbox_extras(layout)))
+        .map(|(layout, extras)| RoleLoad {
+            ignored: extras.ignored,
+            being_written: extras.being_written,
             role: layout.role.clone(),
             queued: queue::depth(layout),
             running: in_flight(layout),
@@ -1669,6 +1676,7 @@ pub fn render_status(status: &SwarmStatus) -> String {
                 notes.push(note);
             }
         }
+        notes.extend(inbox_notes(load));
     }
     let mut widths = [0usize; 9];
     for row in &rows {
@@ -1693,6 +1701,32 @@ pub fn render_status(status: &SwarmStatus) -> String {
         out.push('\n');
     }
     out
+}
+
+/// At most this many inbox entries are named per role and kind under `swarm status`'s table.
+const INBOX_NOTES: usize = 5;
+
+/// Lines under the table for a role's inbox entries that wait or are ignored, and why.
+fn inbox_notes(load: &RoleLoad) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (what, entries) in [("", &load.being_written), ("ignored: ", &load.ignored)] {
+        for entry in entries.iter().take(INBOX_NOTES) {
+            notes.push(format!(
+                "role {}: {}: {what}{}",
+                load.role, entry.path, entry.reason
+            ));
+        }
+        if entries.len() > INBOX_NOTES {
+            let state = if what.is_empty() { "queued" } else { "ignored" };
+            notes.push(format!(
+                "role {}: {} more (`orchestrate tasks {} --state {state}` lists them)",
+                load.role,
+                entries.len() - INBOX_NOTES,
+                load.role
+            ));
+        }
+    }
+    notes
 }
 
 /// `12s`, `5m3s`, `2h5m`, `3d2h`.
@@ -2489,10 +2523,49 @@ mod tests {
                 running: 1,
                 paused: None,
                 breakers: Vec::new(),
+                ignored: Vec::new(),
+                being_written: Vec::new(),
             }]
         );
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["state"], "down");
+    }
+
+    #[test]
+    fn inbox_notes_name_a_few_entries_per_kind_and_count_the_rest() {
+        let entry = |n: usize| queue::InboxEntry {
+            name: format!("n{n}.txt"),
+            path: format!("inbox/r/n{n}.txt"),
+            reason: "not a `.task` file (extension `.txt`)".into(),
+        };
+        let load = RoleLoad {
+            role: "r".into(),
+            queued: 1,
+            running: 0,
+            paused: None,
+            breakers: Vec::new(),
+            ignored: (0..INBOX_NOTES + 2).map(entry).collect(),
+            being_written: vec![queue::InboxEntry {
+                name: "y.task".into(),
+                path: "inbox/r/y.task".into(),
+                reason: "being written: pid 7 has it open for writing; it is taken once closed"
+                    .into(),
+            }],
+        };
+        let notes = inbox_notes(&load);
+        assert_eq!(notes.len(), 1 + INBOX_NOTES + 1, "{notes:#?}");
+        assert_eq!(
+            notes[0],
+            "role r: inbox/r/y.task: being written: pid 7 has it open for writing; it is taken once closed"
+        );
+        assert_eq!(
+            notes[1],
+            "role r: inbox/r/n0.txt: ignored: not a `.task` file (extension `.txt`)"
+        );
+        assert_eq!(
+            notes[INBOX_NOTES + 1],
+            "role r: 2 more (`orchestrate tasks r --state ignored` lists them)"
+        );
     }
 
     #[test]
@@ -2526,6 +2599,8 @@ mod tests {
                     running: 1,
                     paused: None,
                     breakers: Vec::new(),
+                    ignored: Vec::new(),
+                    being_written: Vec::new(),
                 },
                 RoleLoad {
                     role: "qa".into(),
@@ -2533,6 +2608,8 @@ mod tests {
                     running: 0,
                     paused: None,
                     breakers: Vec::new(),
+                    ignored: Vec::new(),
+                    being_written: Vec::new(),
                 },
             ],
         };

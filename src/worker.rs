@@ -29,6 +29,9 @@ const IDLE_RESCAN: Duration = Duration::from_secs(2);
 const RECOVER_EVERY: Duration = Duration::from_secs(2);
 /// A busy entry (another replica is claiming it) is looked at again after this.
 const BUSY_RETRY: Duration = Duration::from_millis(100);
+/// An entry some process has open for writing is looked at again when a writer closes it (the
+/// watcher's close-write hint), and after this in case that hint was lost.
+const WRITING_RECHECK: Duration = Duration::from_secs(1);
 /// While the swarm's daily budget is spent, the ledger is looked at again this often.
 const BUDGET_RECHECK: Duration = Duration::from_secs(2);
 /// `${task.text}` holds at most this much of the task.
@@ -59,7 +62,9 @@ pub struct AgentReport {
 /// Hints from the watcher thread.
 enum Hint {
     /// File names that appeared; `true` when the file is complete (renamed in, or closed after
-    /// writing), `false` when it may still be being written.
+    /// writing), `false` when it may still be being written. Only where open writers cannot be
+    /// seen does this decide anything (a `false` one waits for `settle_ms`); otherwise a name is
+    /// a hint to look, and the claim checks for writers itself.
     Names(Vec<(String, bool)>),
     Rescan,
 }
@@ -247,6 +252,8 @@ pub async fn run_agent(
     let mut budget_blocked: Option<Instant> = None;
     // The reason last logged, so that it is said once (again only when it changes).
     let mut budget_said: Option<String> = None;
+    // Inbox files found open for writing, said once each until they are claimed or gone.
+    let mut writing_said: HashSet<String> = HashSet::new();
     steer.refresh(&shared, &tokens, &log);
     loop {
         let slots = role.concurrency as usize;
@@ -289,6 +296,9 @@ pub async fn run_agent(
             if !claimed.is_empty() && !matches!(result, Ok(ClaimResult::Claimed(_))) {
                 steer.gate.release(&claimed);
             }
+            if !matches!(result, Ok(ClaimResult::Writing)) {
+                writing_said.remove(&name);
+            }
             match result {
                 Ok(ClaimResult::Claimed(claim)) => {
                     if !claimed.is_empty() {
@@ -308,6 +318,18 @@ pub async fn run_agent(
                     running.spawn(run_task(Arc::clone(&shared), *claim, token, slot));
                 }
                 Ok(ClaimResult::Busy) => pending.later(name, complete, BUSY_RETRY),
+                // Not a task yet: `--once` takes only what is queued, and a writer may never close.
+                Ok(ClaimResult::Writing) if options.once => log(&format!(
+                    "leaving `{name}`: a process still has it open for writing"
+                )),
+                Ok(ClaimResult::Writing) => {
+                    if writing_said.insert(name.clone()) {
+                        log(&format!(
+                            "`{name}` is still open for writing; taking it once it is closed"
+                        ));
+                    }
+                    pending.later(name, false, WRITING_RECHECK);
+                }
                 Ok(ClaimResult::Settling(wait)) => pending.later(name, false, wait),
                 Ok(ClaimResult::Gone) => {}
                 Ok(ClaimResult::Quarantined { id, reason, dir }) => {
@@ -517,6 +539,8 @@ struct Pending {
     queue: VecDeque<(String, bool)>,
     seen: HashSet<String>,
     later: BTreeMap<Instant, Vec<(String, bool)>>,
+    /// The names in `later`: one wait per name, however many times it is looked at meanwhile.
+    waiting: HashSet<String>,
 }
 
 impl Pending {
@@ -538,6 +562,9 @@ impl Pending {
     }
 
     fn later(&mut self, name: String, complete: bool, after: Duration) {
+        if !self.waiting.insert(name.clone()) {
+            return;
+        }
         self.later
             .entry(Instant::now() + after)
             .or_default()
@@ -553,6 +580,7 @@ impl Pending {
         let due: Vec<Instant> = self.later.range(..=now).map(|(at, _)| *at).collect();
         for at in due {
             for (name, complete) in self.later.remove(&at).unwrap_or_default() {
+                self.waiting.remove(&name);
                 self.push(name, complete);
             }
         }
@@ -709,7 +737,12 @@ pub fn task_json(text: &str) -> Option<Value> {
 
 /// The `${task.*}` variables of a claimed task.
 fn task_vars(shared: &Shared, claim: &Claim) -> (Value, String) {
-    let text = queue::read_text(&claim.task_path, TASK_TEXT_LIMIT).unwrap_or_default();
+    // The bytes read at claim time, not the file again: what ran is what the record keeps.
+    let text = if claim.content.len() as u64 > TASK_TEXT_LIMIT {
+        String::new()
+    } else {
+        String::from_utf8_lossy(&claim.content).into_owned()
+    };
     task_variables(TaskFacts {
         path: queue::relative(&shared.workspace, &claim.task_path),
         dir: queue::relative(&shared.workspace, &claim.dir),
@@ -1106,7 +1139,7 @@ fn status_json(
     }
     status.metrics = Some(Metrics {
         duration_sec: started.elapsed().as_secs_f64(),
-        task_bytes: claim.size,
+        task_bytes: claim.content.len() as u64,
     });
     status.timings = Some(Timings {
         claimed_at: claim.lease.claimed_at.clone(),

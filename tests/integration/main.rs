@@ -11,6 +11,7 @@ mod chaos;
 mod checker;
 mod durability;
 mod fanout;
+mod inbox;
 mod inputs;
 mod language;
 mod progress;
