@@ -909,9 +909,9 @@ fn validate(workspace: &Path, files: &[PathBuf]) -> u8 {
     }
     if problems > 0 {
         eprintln!("{problems} problem(s) found");
-        1
+        exit::INVALID
     } else {
-        0
+        exit::SUCCESS
     }
 }
 

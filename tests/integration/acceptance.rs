@@ -384,7 +384,7 @@ steps:
 "#,
     );
     let validate = ws.run(&["validate", "wf.yaml"]);
-    validate.code(1).stderr_has("wf.yaml:6:").stderr_has("env");
+    validate.code(2).stderr_has("wf.yaml:6:").stderr_has("env");
     let run = ws.run_wf(&[]);
     run.code(2).stderr_has("${env.HOME}");
     assert!(run.run_id.is_none(), "no run was started: {}", run.stderr);

@@ -282,7 +282,7 @@ fn a_missing_child_file_is_refused_at_the_workflow_line() {
     let ws = Ws::new();
     ws.workflow("steps:\n  - name: Out\n    workflow: ../elsewhere.yaml\n");
     ws.run(&["validate", "wf.yaml"])
-        .code(1)
+        .code(2)
         .stderr_has(
             "wf.yaml:3:15: error: `workflow` of step `Out`: `../elsewhere.yaml` resolves to",
         )
@@ -614,7 +614,7 @@ fn a_role_is_refused_a_child_workflow_with_a_step_beyond_its_capabilities() {
         "name: coord\nsteps:\n  - name: Sub\n    workflow: workflows/build.yaml\n",
     );
     ws.run(&["validate", "agents/coord.yaml"])
-        .code(1)
+        .code(2)
         .stderr_has("workflows/build.yaml:5:1: error: step `Make` (in child workflow")
         .stderr_has("needs capability `command`, which role `coord` does not have (its capabilities: [enqueue, approval])")
         .stderr_has("5 |   - name: Make");

@@ -1572,7 +1572,7 @@ fn a_role_is_refused_a_workflow_with_steps_beyond_its_capabilities() {
     // Nothing ran: the task is still queued.
     assert_eq!(queued(&ws, "coord"), ["t1.task"]);
     ws.run(&["validate", "agents/coord.yaml"])
-        .code(1)
+        .code(2)
         .stderr_has("needs capability `command`");
 
     // A reviewer limited to reading: a readonly agent step is fine, a write step is not; an
@@ -1584,7 +1584,7 @@ fn a_role_is_refused_a_workflow_with_steps_beyond_its_capabilities() {
         "name: rev\nsteps:\n  - name: Read\n    prompt: look\n    runtime: claude\n  - name: Edit\n    prompt: change it\n    runtime: claude\n    phase: write\n",
     );
     let run = ws.run(&["validate", "agents/rev.yaml"]);
-    run.code(1)
+    run.code(2)
         .stderr_has("step `Edit` needs capability `write`");
     assert!(!run.stderr.contains("step `Read`"), "{}", run.stderr);
     role(
@@ -1594,7 +1594,7 @@ fn a_role_is_refused_a_workflow_with_steps_beyond_its_capabilities() {
         "name: typo\nsteps:\n  - name: A\n    enqueue: {role: dev, text: go}\n",
     );
     ws.run(&["validate", "agents/typo.yaml"])
-        .code(1)
+        .code(2)
         .stderr_has("unknown capability `enqeue`")
         .stderr_has("did you mean `enqueue`?");
 }

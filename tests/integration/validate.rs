@@ -52,10 +52,10 @@ pub(crate) fn assert_snapshot(name: &str, actual: &str) {
     );
 }
 
-/// Validates `NAME.yaml`, which must be refused (exit 1, nothing on stdout), and pins its stderr.
+/// Validates `NAME.yaml`, which must be refused (exit 2, nothing on stdout), and pins its stderr.
 pub(crate) fn refused(name: &str) -> Run {
     let run = validate(&[&format!("{name}.yaml")]);
-    run.code(1);
+    run.code(2);
     assert_eq!(
         run.stdout, "",
         "a refused workflow prints nothing on stdout"
@@ -251,7 +251,7 @@ fn deeply_nested_yaml_on_one_line_is_refused_without_crashing() {
         &format!("steps: {}{}\n", "[".repeat(10_000), "]".repeat(10_000)),
     );
     let run = ws.run(&["validate", "deep.yaml"]);
-    run.code(1)
+    run.code(2)
         .stderr_has("deep.yaml:1:")
         .stderr_has("error: invalid YAML: ");
 }
@@ -269,7 +269,7 @@ fn non_utf8_file_is_reported() {
 #[test]
 fn directory_given_as_file_is_reported() {
     let run = validate(&["a_directory"]);
-    run.code(1)
+    run.code(2)
         .stderr_has("a_directory: error: not a regular file");
     assert_snapshot("a_directory", &run.stderr);
 }
@@ -277,7 +277,7 @@ fn directory_given_as_file_is_reported() {
 #[test]
 fn missing_file_is_reported() {
     let run = validate(&["does_not_exist.yaml"]);
-    run.code(1)
+    run.code(2)
         .stderr_has("does_not_exist.yaml: error: cannot read the workflow file");
     assert_snapshot("does_not_exist", &run.stderr);
 }
@@ -299,9 +299,9 @@ fn valid_workflow_prints_ok_and_exits_0() {
 }
 
 #[test]
-fn multiple_files_with_one_bad_exit_1_and_both_are_reported() {
+fn multiple_files_with_one_bad_exit_2_and_both_are_reported() {
     let run = validate(&["valid.yaml", "goto_missing.yaml"]);
-    run.code(1);
+    run.code(2);
     assert_eq!(run.stdout, "valid.yaml: ok (4 steps)\n");
     run.stderr_has("goto_missing.yaml:6:23: error: ");
     assert_snapshot("multiple_files", &run.stderr);
@@ -451,7 +451,7 @@ fn huge_yaml_is_refused_by_its_size_without_being_read() {
     drop(file);
     let started = Instant::now();
     ws.run(&["validate", "wf.yaml"])
-        .code(1)
+        .code(2)
         .stderr_has("wf.yaml: error: the file is 52428800 bytes; workflows are limited to 8388608")
         .stderr_has("split the workflow");
     ws.run_wf(&[]).code(2).stderr_has("limited to 8388608");
@@ -487,7 +487,7 @@ fn yaml_just_under_the_size_limit_with_too_many_nodes_is_refused_quickly() {
     ws.workflow(&text);
     let started = Instant::now();
     let run = ws.run(&["validate", "wf.yaml"]);
-    run.code(1)
+    run.code(2)
         .stderr_has("wf.yaml:")
         .stderr_has("invalid YAML");
     assert!(
@@ -512,7 +512,7 @@ fn malformed_yaml_variants_are_each_reported_with_a_position() {
     ] {
         ws.workflow(text);
         let run = ws.run(&["validate", "wf.yaml"]);
-        assert_eq!(run.code, 1, "{text:?}: {}", run.stderr);
+        assert_eq!(run.code, 2, "{text:?}: {}", run.stderr);
         assert!(
             run.stderr.contains(needle) && run.stderr.contains("error:"),
             "{text:?}: {}",
