@@ -10,7 +10,6 @@ use crate::harness::*;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/validate")
@@ -200,47 +199,68 @@ fn unterminated_template_is_reported_at_its_dollar() {
 
 #[test]
 fn malformed_yaml_is_reported_with_its_position() {
-    refused("malformed_yaml").stderr_has("malformed_yaml.yaml:5:9: error: invalid YAML: ");
-}
-
-/// The children's CPU time (user + sys, seconds) of running `orchestrate validate NAME`, measured
-/// by a python3 parent so that a loaded machine does not make the test flaky.
-fn validate_cpu_seconds(name: &str) -> f64 {
-    let script = "import resource, subprocess, sys\n\
-                  subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n\
-                  r = resource.getrusage(resource.RUSAGE_CHILDREN)\n\
-                  print(r.ru_utime + r.ru_stime)\n";
-    let dir = fixtures();
-    let out = Command::new("python3")
-        .args(["-c", script, BIN, "--workspace"])
-        .arg(&dir)
-        .args(["validate", name])
-        .output()
-        .expect("python3");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("cpu seconds")
+    // An unclosed `[` on line 4: reported at the bracket, not where the parser gave up (5:9).
+    refused("malformed_yaml").stderr_has(
+        "malformed_yaml.yaml:4:14: error: invalid YAML: unclosed `[`: the flow list opened here \
+         is still open at line 5",
+    );
 }
 
 #[test]
-fn yaml_alias_bomb_is_refused_in_under_a_second() {
-    let started = Instant::now();
-    let run = refused("alias_bomb");
-    let wall = started.elapsed();
-    run.stderr_has("alias_bomb.yaml:5:20: error: invalid YAML: aliases expand to too much data");
-    let cpu = validate_cpu_seconds("alias_bomb.yaml");
-    assert!(cpu < 1.0, "refusing the alias bomb took {cpu:.2}s of CPU");
-    assert!(
-        wall < Duration::from_secs(5),
-        "refusing the alias bomb took {wall:?}"
-    );
+fn unclosed_brackets_and_quotes_are_reported_where_they_open() {
+    let ws = Ws::new();
+    let head = "name: x\nsteps:\n  - name: A\n";
+    for (line4, at, says) in [
+        (
+            "    command: [echo, hi,\n",
+            "wf.yaml:4:14: error: invalid YAML: unclosed `[`",
+            "close it with `]`",
+        ),
+        (
+            "    env: {A: b,\n",
+            "wf.yaml:4:10: error: invalid YAML: unclosed `{`",
+            "close it with `}`",
+        ),
+        (
+            "    command: [\"echo, hi]\n",
+            "wf.yaml:4:15: error: invalid YAML: the string opened by this `\"` runs on to line 5",
+            "close it with `\"` on this line",
+        ),
+        (
+            "    command: 'echo\n",
+            "wf.yaml:4:14: error: invalid YAML: unclosed `'`: the string opened here is never closed",
+            "close it with `'`",
+        ),
+    ] {
+        ws.workflow(&format!("{head}{line4}  - name: \"B\"\n    command: [c]\n"));
+        let run = ws.run(&["validate", "wf.yaml"]);
+        run.code(2).stderr_has(at).stderr_has(says);
+        assert!(!run.stderr.contains("wf.yaml:5:"), "{}", run.stderr);
+    }
+    // A flow list spread over lines with a real mistake inside is reported at the mistake.
+    ws.workflow(&format!(
+        "{head}    command: [\n      echo,\n      a: b: c\n    ]\n"
+    ));
+    ws.run(&["validate", "wf.yaml"])
+        .code(2)
+        .stderr_has("wf.yaml:6:11: error: invalid YAML: ");
+}
+
+/// Bounded by work, not time: the parser stops at the first replayed node past its limit.
+#[test]
+fn yaml_alias_bomb_is_refused_at_the_replay_limit() {
+    refused("alias_bomb")
+        .stderr_has("alias_bomb.yaml:5:20: error: invalid YAML: aliases expand to too much data")
+        .stderr_has("at most 50,000 nodes may be replayed from anchors")
+        .stderr_has("had replayed 50,001 when it was refused");
 }
 
 #[test]
 fn deeply_nested_yaml_is_refused_without_crashing() {
     // 10,000 levels of `[`, one per line.
-    refused("deep_nesting").stderr_has("deep_nesting.yaml:256:1: error: invalid YAML: ");
+    refused("deep_nesting").stderr_has(
+        "deep_nesting.yaml:65:1: error: invalid YAML: the document nests deeper than 64 levels",
+    );
 }
 
 #[test]
@@ -449,7 +469,6 @@ fn huge_yaml_is_refused_by_its_size_without_being_read() {
     std::io::Write::write_all(&mut &file, b"steps:\n  - name: A\n    command: [true]\n").unwrap();
     file.set_len(50 << 20).unwrap();
     drop(file);
-    let started = Instant::now();
     ws.run(&["validate", "wf.yaml"])
         .code(2)
         .stderr_has("wf.yaml: error: the file is 52428800 bytes; workflows are limited to 8388608")
@@ -468,15 +487,12 @@ fn huge_yaml_is_refused_by_its_size_without_being_read() {
         "kept\n",
         "the task is left alone"
     );
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
 }
 
+/// Bounded by work, not time: the parser stops at the node that crosses the limit, long before
+/// the end of the file, and says which limit it was.
 #[test]
-fn yaml_just_under_the_size_limit_with_too_many_nodes_is_refused_quickly() {
+fn yaml_just_under_the_size_limit_with_too_many_nodes_is_refused_at_the_node_limit() {
     let ws = Ws::new();
     // ~2.5 MB of list items (312,000): under the byte limit, over the 250,000-node budget.
     let mut text = String::from("name: big\ncontext:\n  items:\n");
@@ -485,15 +501,23 @@ fn yaml_just_under_the_size_limit_with_too_many_nodes_is_refused_quickly() {
     }
     text.push_str("steps:\n  - name: A\n    command: [true]\n");
     ws.workflow(&text);
-    let started = Instant::now();
     let run = ws.run(&["validate", "wf.yaml"]);
     run.code(2)
-        .stderr_has("wf.yaml:")
-        .stderr_has("invalid YAML");
+        .stderr_has("error: invalid YAML: the document has more than 250,000 nodes")
+        .stderr_has("refused at node 250,001")
+        .stderr_has("split the workflow");
+    assert!(!run.stderr.contains("budget breached"), "{}", run.stderr);
+    let line: usize = run
+        .stderr
+        .split("wf.yaml:")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no line in {}", run.stderr));
+    let lines = text.lines().count();
     assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        started.elapsed()
+        line < 250_001 && line < lines,
+        "refused at line {line} of {lines}: not where the limit was crossed"
     );
 }
 
