@@ -305,13 +305,15 @@ steps:
   - name: S1
     command: [bash, -c, 'echo S1 >> ran.log']
   - name: S2
-    command: [bash, -c, 'echo $$ > s2.pid; echo S2 >> ran.log; while [ -f block ]; do sleep 0.05; done']
+    command: [bash, -c, 'echo S2 >> ran.log; echo $$ > s2.pid; while [ -f block ]; do sleep 0.05; done']
   - name: S3
     command: [bash, -c, 'echo S3 >> ran.log']
 "#,
     );
     ws.file("block", "");
     let mut bg = Bg::spawn(&ws, &["run", "wf.yaml"]);
+    // The pid file is the step's last write before it blocks: once it is there, `S2` is in the
+    // log (it was written after the log line, so the interrupt cannot come between them).
     let group = pid_from_file(&ws, "s2.pid");
     bg.groups.push(group);
     let id = only_run_id(&ws);
@@ -551,7 +553,7 @@ steps:
   - name: S1
     command: [bash, -c, 'echo S1 >> ran.log']
   - name: S2
-    command: [bash, -c, 'echo $$ > s2.pid; echo S2 >> ran.log; while [ -f block ]; do sleep 0.05; done']
+    command: [bash, -c, 'echo S2 >> ran.log; echo $$ > s2.pid; while [ -f block ]; do sleep 0.05; done']
     on:
       failure: {goto: Handler}
   - name: S3
@@ -564,6 +566,8 @@ steps:
     );
     ws.file("block", "");
     let mut bg = Bg::spawn(&ws, &["run", "wf.yaml"]);
+    // The pid file is the step's last write before it blocks: once it is there, `S2` is in the
+    // log (it was written after the log line, so the interrupt cannot come between them).
     let group = pid_from_file(&ws, "s2.pid");
     bg.groups.push(group);
     let id = only_run_id(&ws);

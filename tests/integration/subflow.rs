@@ -473,7 +473,7 @@ steps:
   - name: Sub
     workflow: flows/child.yaml
   - name: P2
-    command: [bash, -c, 'echo $$ > p2.pid; echo "P2 $0" >> ran.log; while [ -f block2 ]; do sleep 0.05; done', "${steps.Sub.outputs.second}"]
+    command: [bash, -c, 'echo "P2 $0" >> ran.log; echo $$ > p2.pid; while [ -f block2 ]; do sleep 0.05; done', "${steps.Sub.outputs.second}"]
 "#,
     );
     ws.file("block2", "");
@@ -720,7 +720,7 @@ fn a_child_file_broken_before_its_step_started_fails_that_step_on_resume_with_it
         r#"name: parent
 steps:
   - name: P0
-    command: [bash, -c, 'echo $$ > p0.pid; echo P0 >> ran.log; while [ -f block ]; do sleep 0.05; done']
+    command: [bash, -c, 'echo P0 >> ran.log; echo $$ > p0.pid; while [ -f block ]; do sleep 0.05; done']
   - name: Sub
     workflow: flows/child.yaml
 "#,
