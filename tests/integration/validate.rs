@@ -569,3 +569,62 @@ fn duplicate_branch_names_are_refused_at_the_second() {
     refused("duplicate_branch")
         .stderr_has("duplicate_branch.yaml:9:9: error: invalid YAML: duplicate mapping key: lint");
 }
+
+#[test]
+fn task_variables_are_checked_by_name_with_a_suggestion() {
+    let ws = Ws::new();
+    ws.workflow(
+        "steps:\n  - name: A\n    command: [cat, \"${task.pth}\"]\n  - name: B\n    command: [echo, \"${task.text.x}\", \"${task.zzzz}\"]\n",
+    );
+    ws.run(&["validate", "wf.yaml"])
+        .code(2)
+        .stderr_has(
+            "wf.yaml:3:21: error: step `A` uses `${task.pth}`, which is not a task variable",
+        )
+        .stderr_has("did you mean `task.path`?")
+        .stderr_has("uses `${task.text.x}`, but `task.text` has no fields")
+        .stderr_has("task variables: task.id, task.name, task.path");
+    // Every documented task variable, `${task.json.<path>}` included, is accepted, in a workflow
+    // that `run` would give no task as in a role's.
+    ws.workflow(
+        "steps:\n  - name: A\n    command: [echo, \"${task.id} ${task.name} ${task.path} ${task.dir} ${task.attempt} ${task.text} ${task.json.a.b} ${task.json} ${task.correlation_id} ${task.role}\"]\n",
+    );
+    ws.run(&["validate", "wf.yaml"]).ok();
+}
+
+/// The shipped example validates as it is: the roles (each with its workflow, which takes its
+/// provider from the role) and the workflows no role runs.
+#[test]
+fn shipped_workflows_and_roles_validate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let yaml_in = |dir: &str| -> Vec<PathBuf> {
+        std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+            .map(|path| path.strip_prefix(root).unwrap().to_path_buf())
+            .collect()
+    };
+    let roles = yaml_in("agents");
+    let mut files: Vec<String> = roles.iter().map(|p| p.display().to_string()).collect();
+    for workflow in yaml_in("workflows") {
+        if !roles
+            .iter()
+            .any(|role| role.file_name() == workflow.file_name())
+        {
+            files.push(workflow.display().to_string());
+        }
+    }
+    assert!(files.len() >= 4, "{files:?}");
+    let run = Command::new(BIN)
+        .arg("--workspace")
+        .arg(root)
+        .arg("validate")
+        .args(&files)
+        .current_dir(root)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("spawn orchestrate");
+    let run = Run::from(run, root);
+    run.ok();
+}
