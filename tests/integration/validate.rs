@@ -628,3 +628,20 @@ fn shipped_workflows_and_roles_validate() {
     let run = Run::from(run, root);
     run.ok();
 }
+
+/// The demo's header gives the same command as the README's quick start.
+#[test]
+fn the_demo_header_and_the_readme_run_the_demo_the_same_way() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let command = |file: &str| -> String {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains("cargo run") && l.contains("workflows/demo.yaml"))
+            .unwrap_or_else(|| panic!("{file} does not say how to run the demo"));
+        let start = line.find("cargo run").unwrap();
+        let end = line.find("workflows/demo.yaml").unwrap() + "workflows/demo.yaml".len();
+        line[start..end].to_string()
+    };
+    assert_eq!(command("workflows/demo.yaml"), command("README.md"));
+}
