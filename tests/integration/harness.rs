@@ -103,6 +103,33 @@ impl Ws {
         )
     }
 
+    /// Runs the binary to completion under `sh`, and counts the bytes it read: `rchar` of
+    /// /proc (every read(2), from disk, page cache or pipe alike; a reaped child's count is added
+    /// to its parent's). A test proves with it that a command did not read something, without
+    /// timing it.
+    pub fn run_counting_reads(&self, args: &[&str]) -> (Run, u64) {
+        const MARK: &str = "rchar-of-the-command:";
+        let command = self.cmd(args);
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg(format!(
+                "\"$@\"; rc=$?; echo \"{MARK} $(sed -n 's/^rchar: //p' /proc/$$/io)\" >&2; exit $rc"
+            ))
+            .arg("sh")
+            .arg(command.get_program())
+            .args(command.get_args())
+            .current_dir(&self.path)
+            .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            sh.env(k, v);
+        }
+        let mut run = Run::from(sh.output().expect("spawn sh"), &self.path);
+        let (stderr, count) = run.stderr.rsplit_once(MARK).expect("the read count");
+        let bytes = count.trim().parse().expect("rchar is a number");
+        run.stderr = stderr.to_string();
+        (run, bytes)
+    }
+
     /// `orchestrate run wf.yaml <args>`.
     pub fn run_wf(&self, args: &[&str]) -> Run {
         let mut all = vec!["run", "wf.yaml"];

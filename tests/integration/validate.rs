@@ -469,10 +469,12 @@ fn huge_yaml_is_refused_by_its_size_without_being_read() {
     std::io::Write::write_all(&mut &file, b"steps:\n  - name: A\n    command: [true]\n").unwrap();
     file.set_len(50 << 20).unwrap();
     drop(file);
-    ws.run(&["validate", "wf.yaml"])
-        .code(2)
+    let (run, read) = ws.run_counting_reads(&["validate", "wf.yaml"]);
+    run.code(2)
         .stderr_has("wf.yaml: error: the file is 52428800 bytes; workflows are limited to 8388608")
         .stderr_has("split the workflow");
+    // Bounded by work: it read less than a megabyte, not the 50 MB.
+    assert!(read < 1 << 20, "validate read {read} bytes");
     ws.run_wf(&[]).code(2).stderr_has("limited to 8388608");
     assert!(!ws.exists(".orchestrate/runs"), "a run was started");
     // The same file as a role's definition stops the role before it claims anything.
