@@ -2240,8 +2240,10 @@ mod tests {
         let start = Instant::now();
         let (report, _ws) = swarm.stopped().await;
         let took = start.elapsed();
+        // Not before the grace; and the SIGKILL came (a wide margin: the child never exits on
+        // its own).
         assert!(took >= Duration::from_millis(300), "{took:?}");
-        assert!(took < Duration::from_secs(5), "{took:?}");
+        assert!(took < Duration::from_secs(60), "{took:?}");
         assert_eq!(
             report.children[0].last_exit,
             Some(ExitReason::Signaled {
@@ -2254,7 +2256,7 @@ mod tests {
     #[tokio::test]
     async fn kill_token_kills_at_once_during_a_graceful_stop() {
         let policy = Policy {
-            grace: Duration::from_secs(60),
+            grace: Duration::from_secs(600),
             ..fast()
         };
         let swarm = Swarm::start(vec![child("qa", 1, IGNORE_TERM)], policy, never());
@@ -2266,14 +2268,13 @@ mod tests {
             .until("stopping", |s| state_of(s, "qa#1") == ChildState::Stopping)
             .await;
         assert_eq!(status.state, SwarmState::Stopping);
-        let start = Instant::now();
         swarm.kill.cancel();
-        let report = tokio::time::timeout(Duration::from_secs(5), swarm.handle)
+        // A wide margin: killed at once, not after the 600 s grace.
+        let report = tokio::time::timeout(Duration::from_secs(120), swarm.handle)
             .await
             .expect("killed promptly")
             .unwrap()
             .unwrap();
-        assert!(start.elapsed() < Duration::from_secs(5));
         assert!(report.killed);
         assert_eq!(report.children[0].state, ChildState::Stopped);
         assert_eq!(
