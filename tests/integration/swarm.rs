@@ -1375,12 +1375,13 @@ fn quarantine_then_retry(ws: &Ws, id: &str, make: impl FnOnce(&Path)) -> std::pr
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // A generous deadline: a retry that opened the FIFO would block for ever.
+    let deadline = Instant::now() + Duration::from_secs(60);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() >= deadline {
             signal_quiet("-KILL", &child.id().to_string());
             let _ = child.wait();
-            panic!("`orchestrate retry {id}` blocked for 5 s on the quarantined task file");
+            panic!("`orchestrate retry {id}` blocked for 60 s on the quarantined task file");
         }
         std::thread::sleep(Duration::from_millis(10));
     }
