@@ -254,9 +254,21 @@ impl Run {
     }
 }
 
+/// How long a wait may really take before the test fails: `timeout` times a patience factor
+/// (3; `ORCHESTRATE_TEST_PATIENCE` sets another). The deadlines of waits guard against hangs,
+/// and a loaded machine (test binaries side by side on 2 cores) is slow, not hung. Only a
+/// failure waits longer for it; a passing test never does.
+pub fn patient(timeout: Duration) -> Duration {
+    let factor = std::env::var("ORCHESTRATE_TEST_PATIENCE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    timeout * factor
+}
+
 /// Waits until `cond` holds or the deadline passes (then panics with `what`).
 pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + patient(timeout);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
@@ -334,6 +346,7 @@ impl Started {
     /// what it printed so far.
     pub fn finish(mut self, timeout: Duration) -> Run {
         use std::io::{Read, Seek, SeekFrom};
+        let timeout = patient(timeout);
         let (status, timed_out) = match exit_within(&mut self.child, timeout) {
             Some(status) => (status, false),
             None => {

@@ -305,6 +305,7 @@ impl<'a> Swarm<'a> {
 
     /// Polls `cond` until it holds or `timeout` passes (then fails with the swarm's state).
     fn wait(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+        let timeout = patient(timeout);
         let deadline = Instant::now() + timeout;
         while !cond() {
             assert!(

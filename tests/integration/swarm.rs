@@ -66,6 +66,7 @@ fn wait_for(
     mut cond: impl FnMut() -> bool,
     explain: impl Fn() -> String,
 ) {
+    let timeout = patient(timeout);
     let deadline = Instant::now() + timeout;
     while !cond() {
         assert!(
