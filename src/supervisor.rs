@@ -1931,7 +1931,8 @@ mod tests {
         }
 
         async fn until(&self, what: &str, cond: impl Fn(&SwarmStatus) -> bool) -> SwarmStatus {
-            let deadline = Instant::now() + Duration::from_secs(10);
+            // Generous deadlines in these tests: they guard against hangs, not slowness.
+            let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 if let Ok(status) = super::status(self.path())
                     && status.supervisor.is_some()
@@ -1946,7 +1947,7 @@ mod tests {
 
         async fn stopped(self) -> (Report, tempfile::TempDir) {
             self.stop.cancel();
-            let report = tokio::time::timeout(Duration::from_secs(10), self.handle)
+            let report = tokio::time::timeout(Duration::from_secs(60), self.handle)
                 .await
                 .expect("supervisor stops")
                 .unwrap()
@@ -1986,7 +1987,7 @@ mod tests {
     }
 
     async fn until_true(what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while !cond() {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
             tokio::time::sleep(Duration::from_millis(5)).await;
