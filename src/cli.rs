@@ -72,6 +72,7 @@ enum Command {
         /// Resume the run NAME, even if a role has that name.
         #[arg(long)]
         run: bool,
+        /// No per-step progress lines.
         #[arg(long, short)]
         quiet: bool,
         /// Print each event on stdout as it is recorded, one JSON object per line.
@@ -95,10 +96,15 @@ enum Command {
     },
     /// Stop a role from claiming new tasks (tasks in flight finish; queued ones wait) until
     /// `orchestrate resume ROLE`; survives restarts.
-    Pause { role: String },
+    Pause {
+        /// The role (agents/ROLE.yaml).
+        role: String,
+    },
     /// Run one step of a workflow on its own.
     RunStep {
+        /// The step's name.
         step: String,
+        /// The workflow file the step is in.
         #[arg(long, value_name = "FILE")]
         workflow: PathBuf,
         #[command(flatten)]
@@ -106,6 +112,7 @@ enum Command {
         /// Make the step results of this earlier run visible as `${steps.*}`.
         #[arg(long = "run", value_name = "RUN_ID")]
         from_run: Option<String>,
+        /// No per-step progress lines.
         #[arg(long, short)]
         quiet: bool,
         #[command(flatten)]
@@ -113,6 +120,7 @@ enum Command {
     },
     /// Run a workflow, and run it again each time the file changes.
     Watch {
+        /// The workflow file.
         file: PathBuf,
         #[command(flatten)]
         context: ContextArgs,
@@ -121,24 +129,31 @@ enum Command {
     },
     /// Where a run is (current step, phase, elapsed, cost so far); with a swarm running, its roles.
     Status {
+        /// The run (default: the latest).
         run_id: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Print a run's step logs in order; -f follows them until the run ends.
     Logs {
+        /// The run.
         run_id: String,
+        /// Only this step's logs.
         step: Option<String>,
+        /// Keep printing new output until the run ends.
         #[arg(short = 'f', long)]
         follow: bool,
     },
     /// Per-step visits, attempts, time, tokens and cost of a run, and the path it took against
     /// the graph; across runs (--since, or all), p50/p95 per step, failure rates, slowest and costliest.
     Report {
+        /// One run (default: a report across runs).
         run_id: Option<String>,
         /// Runs started at or after this time (RFC 3339, or YYYY-MM-DD).
         #[arg(long, conflicts_with = "run_id")]
         since: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -156,9 +171,12 @@ enum Command {
     },
     /// Print a workflow's graph (Mermaid or Graphviz dot), with a run's path overlaid.
     Graph {
+        /// The workflow file.
         file: PathBuf,
+        /// Overlay the path this run took.
         #[arg(long = "run", value_name = "RUN_ID")]
         run_id: Option<String>,
+        /// Mermaid or Graphviz dot.
         #[arg(long, default_value = "mermaid", value_parser = ["mermaid", "dot"])]
         format: String,
     },
@@ -166,21 +184,29 @@ enum Command {
     Argv {
         /// claude, codex or gemini.
         runtime: String,
+        /// The phase whose permissions the command line grants.
         #[arg(long, default_value = "readonly", value_parser = ["readonly", "plan", "write", "full"])]
         phase: String,
+        /// The model to ask for.
         #[arg(long)]
         model: Option<String>,
+        /// The most agent turns to allow.
         #[arg(long)]
         max_turns: Option<u32>,
+        /// Continue this agent session id.
         #[arg(long)]
         resume: Option<String>,
+        /// Allow shell commands starting with PREFIX (repeatable).
         #[arg(long = "allow-shell", value_name = "PREFIX")]
         allow_shell: Vec<String>,
     },
     /// Approve a pending `approval` step of a run.
     Approve {
+        /// The run waiting for the approval.
         run_id: String,
+        /// The approval step.
         step: String,
+        /// A note recorded with the decision (`${steps.STEP.note}`).
         #[arg(long)]
         note: Option<String>,
         /// Who decides (default: $USER).
@@ -189,10 +215,14 @@ enum Command {
     },
     /// Reject a pending `approval` step; the reason reaches the step the rejection leads to.
     Reject {
+        /// The run waiting for the approval.
         run_id: String,
+        /// The approval step.
         step: String,
+        /// Why: reaches the step the rejection leads to as `${feedback.reason}`.
         #[arg(long)]
         reason: String,
+        /// Who decides (default: $USER).
         #[arg(long)]
         by: Option<String>,
     },
@@ -213,6 +243,7 @@ enum Command {
     },
     /// Check workflow files and print every problem found.
     Validate {
+        /// Workflow files, role files (agents/ROLE.yaml) or swarm.yaml.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -224,6 +255,7 @@ enum Command {
     },
     /// Run one role's process in the foreground: watch its inbox, run its workflow per task.
     Agent {
+        /// The role to run (agents/ROLE.yaml).
         role: String,
         /// Which replica this is (for logs and leases).
         #[arg(long, default_value_t = 1)]
@@ -234,6 +266,7 @@ enum Command {
         /// Seconds tasks in flight may run on after a stop request.
         #[arg(long, default_value_t = 30.0)]
         grace: f64,
+        /// No progress lines on stderr (tasks claimed, finished, handed back).
         #[arg(long, short)]
         quiet: bool,
         /// Write Prometheus metrics to DIR/orchestrate_<role>_<replica>.prom (default:
@@ -243,6 +276,7 @@ enum Command {
     },
     /// Add a task to a role's inbox, durably and atomically.
     Enqueue {
+        /// The role whose inbox gets the task (agents/ROLE.yaml).
         role: String,
         /// Take the task from a file.
         #[arg(long, conflicts_with = "text")]
@@ -262,23 +296,33 @@ enum Command {
     },
     /// List tasks: queued, running, processed, failed; and inbox files no role takes (ignored).
     Tasks {
+        /// Only this role's tasks.
         role: Option<String>,
+        /// Only tasks in this state.
         #[arg(long, value_parser = ["queued", "running", "processed", "failed", "ignored"])]
         state: Option<String>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Show one task: where it is, its status.json, attempts and logs.
     Show {
+        /// The task id.
         task: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Put a failed task back into its role's inbox with its attempts reset.
-    Retry { task: String },
+    Retry {
+        /// The failed task's id.
+        task: String,
+    },
     /// Follow one request across roles by its correlation id.
     Trace {
+        /// A correlation id (or a task id, which is one).
         id: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -306,6 +350,7 @@ enum SwarmAction {
     },
     /// Stop the running supervisor (graceful; a second `down` or --force kills at once).
     Down {
+        /// Kill the role processes and their tasks now instead of letting tasks finish.
         #[arg(long)]
         force: bool,
         /// Seconds to wait for it to exit.
@@ -314,6 +359,7 @@ enum SwarmAction {
     },
     /// Roles, pids, states, restarts, queue depths and tasks in flight.
     Status {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -1066,9 +1112,9 @@ fn validate(workspace: &Path, files: &[PathBuf]) -> u8 {
     }
     if problems > 0 {
         eprintln!("{problems} problem(s) found");
-        1
+        exit::INVALID
     } else {
-        0
+        exit::SUCCESS
     }
 }
 
@@ -1527,5 +1573,39 @@ async fn watch(workspace: &Path, file: &Path, context: &ContextArgs, agents: &Ag
         tokio::time::sleep(Duration::from_millis(200)).await;
         while rx.try_recv().is_ok() {}
         eprintln!("{} changed; running again", file.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument and flag of every command says what it is for in `--help`.
+    #[test]
+    fn every_argument_of_every_command_is_described() {
+        fn walk(command: &clap::Command, path: &str, undescribed: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            if command.get_about().is_none() && !command.is_hide_set() {
+                undescribed.push(format!("`{path}` itself"));
+            }
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && !arg.is_hide_set() && arg.get_help().is_none() {
+                    undescribed.push(format!("`{path}`: {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_name() != "help" {
+                    walk(sub, &path, undescribed);
+                }
+            }
+        }
+        let mut undescribed = Vec::new();
+        walk(&super::Cli::command(), "", &mut undescribed);
+        assert!(
+            undescribed.is_empty(),
+            "give these a doc comment in src/cli.rs:\n{}",
+            undescribed.join("\n")
+        );
     }
 }

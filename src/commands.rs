@@ -82,6 +82,14 @@ pub async fn agent(workspace: &Path, name: &str, options: crate::worker::AgentOp
     }
 }
 
+/// Refuses a task over the size limit (`size`: its byte count, or "more than N" for a stream).
+fn too_big(size: &str, limit: u64) -> u8 {
+    eprintln!(
+        "error: the task is {size} bytes, over the {limit}-byte limit; put large inputs in a file under the workspace and name it in the task",
+    );
+    exit::INVALID
+}
+
 pub fn enqueue(
     workspace: &Path,
     role: &str,
@@ -98,23 +106,41 @@ pub fn enqueue(
             return exit::INVALID;
         }
     };
+    // At most one byte past the limit is read: a huge file or stream is refused unread.
+    let limit = queue::DEFAULT_MAX_TASK_BYTES;
+    let bounded = |reader: &mut dyn std::io::Read| -> std::io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(reader, limit + 1), &mut bytes)?;
+        Ok(bytes)
+    };
     let content = match (file, text, stdin) {
-        (Some(path), None, None) => match std::fs::read(workspace.join(path)) {
+        (Some(path), None, None) => {
+            let opened = std::fs::File::open(workspace.join(path))
+                .and_then(|f| Ok((f.metadata()?.len(), f)));
+            match opened {
+                // A file's size is known without reading it.
+                Ok((size, _)) if size > limit => return too_big(&size.to_string(), limit),
+                Ok((_, mut f)) => match bounded(&mut f) {
+                    Ok(bytes) => bytes,
+                    Err(err) => {
+                        eprintln!("error: cannot read {}: {err}", path.display());
+                        return exit::INVALID;
+                    }
+                },
+                Err(err) => {
+                    eprintln!("error: cannot read {}: {err}", path.display());
+                    return exit::INVALID;
+                }
+            }
+        }
+        (None, Some(text), None) => text.as_bytes().to_vec(),
+        (None, None, Some("-")) => match bounded(&mut std::io::stdin()) {
             Ok(bytes) => bytes,
             Err(err) => {
-                eprintln!("error: cannot read {}: {err}", path.display());
-                return exit::INVALID;
-            }
-        },
-        (None, Some(text), None) => text.as_bytes().to_vec(),
-        (None, None, Some("-")) => {
-            let mut bytes = Vec::new();
-            if let Err(err) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes) {
                 eprintln!("error: cannot read standard input: {err}");
                 return exit::INVALID;
             }
-            bytes
-        }
+        },
         _ => {
             eprintln!(
                 "error: give the task with exactly one of --file F, --text T or - (standard input)"
@@ -122,13 +148,8 @@ pub fn enqueue(
             return exit::INVALID;
         }
     };
-    if content.len() as u64 > queue::DEFAULT_MAX_TASK_BYTES {
-        eprintln!(
-            "error: the task is {} bytes, over the {}-byte limit; put large inputs in a file under the workspace and name it in the task",
-            content.len(),
-            queue::DEFAULT_MAX_TASK_BYTES
-        );
-        return exit::INVALID;
+    if content.len() as u64 > limit {
+        return too_big(&format!("more than {limit}"), limit);
     }
     match queue::enqueue(
         &layout,

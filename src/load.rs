@@ -2318,6 +2318,20 @@ const STRUCTURED_FIELDS: &[&str] = &[
 
 pub const RUN_FIELDS: &[&str] = &["timestamp_utc", "id", "workspace", "workflow"];
 
+/// The `${task.*}` variables a role process sets for each task (`worker::task_variables`, as
+/// docs/swarm.md lists them); `json` is followed by a path into the task's JSON.
+pub const TASK_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "path",
+    "dir",
+    "attempt",
+    "text",
+    "json",
+    "correlation_id",
+    "role",
+];
+
 /// Parses the `items_from` pointer grammar.
 pub fn parse_pointer(text: &str) -> Result<Pointer, String> {
     let segments: Vec<&str> = text.split('.').collect();
@@ -2930,7 +2944,27 @@ impl<'a> Checker<'a> {
                 None => Some((format!("{what} uses `{text}` without a key"), "write `${context.<key>}`".into())),
             },
             "steps" => self.check_step_ref(var, &text, what),
-            "task" => None,
+            // Whether a task is there depends on who runs the workflow (a role does, `run` does
+            // not), so only the names are checked.
+            "task" => match field {
+                None => None,
+                Some("json") => None,
+                Some(f) if TASK_FIELDS.contains(&f) && var.segments.len() == 2 => None,
+                Some(f) if TASK_FIELDS.contains(&f) => Some((
+                    format!("{what} uses `{text}`, but `task.{f}` has no fields"),
+                    "only `task.json` is followed by a path: `${task.json.<key>}`".into(),
+                )),
+                Some(f) => {
+                    let hint = match did_you_mean(f, TASK_FIELDS.iter().copied()) {
+                        Some(s) => format!("did you mean `task.{s}`?"),
+                        None => format!(
+                            "task variables: {}",
+                            TASK_FIELDS.iter().map(|f| format!("task.{f}")).collect::<Vec<_>>().join(", ")
+                        ),
+                    };
+                    Some((format!("{what} uses `{text}`, which is not a task variable"), hint))
+                }
+            },
             // What a rejection edge carried here: empty strings when none did.
             "feedback" => match field {
                 None | Some("reason" | "from" | "step" | "violations") if var.segments.len() <= 2 => None,
@@ -3167,5 +3201,35 @@ impl Scope {
         let mut scope = self.clone();
         scope.provider_params.extend(params);
         scope
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TASK_FIELDS;
+
+    /// `validate` checks `${task.*}` against the names a role process really sets.
+    #[test]
+    fn task_fields_are_what_a_role_process_sets() {
+        let (vars, _) = crate::worker::task_variables(crate::worker::TaskFacts {
+            path: "inbox/r/t.task".into(),
+            dir: "running/r/t".into(),
+            name: "t.task".into(),
+            id: "t",
+            attempt: 1,
+            text: "{}".into(),
+            correlation_id: None,
+            role: "r",
+        });
+        let mut set: Vec<&str> = vars
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut documented = TASK_FIELDS.to_vec();
+        set.sort_unstable();
+        documented.sort_unstable();
+        assert_eq!(set, documented);
     }
 }

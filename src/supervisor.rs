@@ -1983,7 +1983,8 @@ mod tests {
         }
 
         async fn until(&self, what: &str, cond: impl Fn(&SwarmStatus) -> bool) -> SwarmStatus {
-            let deadline = Instant::now() + Duration::from_secs(10);
+            // Generous deadlines in these tests: they guard against hangs, not slowness.
+            let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 if let Ok(status) = super::status(self.path())
                     && status.supervisor.is_some()
@@ -1998,7 +1999,7 @@ mod tests {
 
         async fn stopped(self) -> (Report, tempfile::TempDir) {
             self.stop.cancel();
-            let report = tokio::time::timeout(Duration::from_secs(10), self.handle)
+            let report = tokio::time::timeout(Duration::from_secs(60), self.handle)
                 .await
                 .expect("supervisor stops")
                 .unwrap()
@@ -2038,7 +2039,7 @@ mod tests {
     }
 
     async fn until_true(what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while !cond() {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -2292,8 +2293,10 @@ mod tests {
         let start = Instant::now();
         let (report, _ws) = swarm.stopped().await;
         let took = start.elapsed();
+        // Not before the grace; and the SIGKILL came (a wide margin: the child never exits on
+        // its own).
         assert!(took >= Duration::from_millis(300), "{took:?}");
-        assert!(took < Duration::from_secs(5), "{took:?}");
+        assert!(took < Duration::from_secs(60), "{took:?}");
         assert_eq!(
             report.children[0].last_exit,
             Some(ExitReason::Signaled {
@@ -2306,7 +2309,7 @@ mod tests {
     #[tokio::test]
     async fn kill_token_kills_at_once_during_a_graceful_stop() {
         let policy = Policy {
-            grace: Duration::from_secs(60),
+            grace: Duration::from_secs(600),
             ..fast()
         };
         let swarm = Swarm::start(vec![child("qa", 1, IGNORE_TERM)], policy, never());
@@ -2318,14 +2321,13 @@ mod tests {
             .until("stopping", |s| state_of(s, "qa#1") == ChildState::Stopping)
             .await;
         assert_eq!(status.state, SwarmState::Stopping);
-        let start = Instant::now();
         swarm.kill.cancel();
-        let report = tokio::time::timeout(Duration::from_secs(5), swarm.handle)
+        // A wide margin: killed at once, not after the 600 s grace.
+        let report = tokio::time::timeout(Duration::from_secs(120), swarm.handle)
             .await
             .expect("killed promptly")
             .unwrap()
             .unwrap();
-        assert!(start.elapsed() < Duration::from_secs(5));
         assert!(report.killed);
         assert_eq!(report.children[0].state, ChildState::Stopped);
         assert_eq!(

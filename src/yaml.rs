@@ -119,19 +119,26 @@ pub fn parse(text: &str) -> Result<Node, ParseError> {
     })
 }
 
+/// The parser's limits, named once: they are enforced by the parser and quoted in its messages.
+const MAX_DEPTH: usize = 64;
+const MAX_NODES: usize = 250_000;
+const MAX_ALIASES: usize = 10_000;
+/// A workflow is small: 50,000 replayed events is far beyond any real use of anchors and stops
+/// an alias bomb in milliseconds instead of seconds.
+const MAX_REPLAYED: usize = 50_000;
+
 fn parse_here(text: &str) -> Result<Node, ParseError> {
     let mut budget = Budget::default();
-    budget.max_depth = 64;
-    budget.max_nodes = 250_000;
-    budget.max_aliases = 10_000;
+    budget.max_depth = MAX_DEPTH;
+    budget.max_nodes = MAX_NODES;
+    budget.max_aliases = MAX_ALIASES;
+    budget.flow_nesting_limit = MAX_DEPTH;
     let mut options = serde_saphyr::Options::default();
-    options.budget = Some(budget);
+    options.budget = Some(budget.clone());
     options.with_snippet = false;
     // YAML 1.1 reads `on`, `yes` and `no` as booleans; `on:` is a workflow keyword.
     options.strict_booleans = true;
-    // A workflow is small: 50,000 replayed events is far beyond any real use of anchors and
-    // stops an alias bomb in milliseconds instead of seconds.
-    options.alias_limits.max_total_replayed_events = 50_000;
+    options.alias_limits.max_total_replayed_events = MAX_REPLAYED;
     if text.trim().is_empty() {
         return Ok(Node {
             pos: Pos {
@@ -150,27 +157,295 @@ fn parse_here(text: &str) -> Result<Node, ParseError> {
                 column: 1,
                 offset: None,
             });
-            Err(ParseError {
-                pos,
-                message: plain_message(&first_line(&err.to_string())),
-            })
+            if let Some(message) = limit_message(original(&err), &budget) {
+                return Err(ParseError { pos, message });
+            }
+            let message = without_position(&first_line(&err.to_string()));
+            if message.contains("recursion limit") {
+                // The scanner's own nesting limit, set to the same depth as the budget's.
+                let message = format!(
+                    "the document nests deeper than {MAX_DEPTH} levels of lists and mappings; flatten it"
+                );
+                return Err(ParseError { pos, message });
+            }
+            let message = message
+                .starts_with("unclosed")
+                .then(|| unclosed_at_end(text, pos))
+                .flatten()
+                .unwrap_or(message);
+            Err(unclosed_opening(text, pos, &message).unwrap_or(ParseError { pos, message }))
         }
     }
 }
 
-/// Rewrites the parser's limit messages, which name internal counters, in a user's terms.
-fn plain_message(message: &str) -> String {
-    if message.contains("alias replay limit") || message.contains("Alias") {
-        return "aliases expand to too much data (an alias bomb?): at most 50,000 nodes may be replayed from anchors".into();
+/// The error under the parser's wrappers (alias replay, snippets).
+fn original(mut err: &serde_saphyr::Error) -> &serde_saphyr::Error {
+    while let serde_saphyr::Error::AliasError { error, .. }
+    | serde_saphyr::Error::WithSnippet { error, .. } = err
+    {
+        err = error;
     }
-    if message.contains("Depth") || message.contains("recursion limit") {
-        return "the document nests deeper than 64 levels".into();
+    err
+}
+
+/// A refusal by one of the parser's limits, in a user's terms: which limit, its value, what to
+/// do. `None` for everything else (syntax errors).
+fn limit_message(err: &serde_saphyr::Error, budget: &Budget) -> Option<String> {
+    use serde_saphyr::Error;
+    use serde_saphyr::budget::BudgetBreach;
+    const SPLIT: &str = "split the workflow into smaller files (`workflow:` steps) or keep bulk \
+                         data in a file its steps read";
+    const ANCHORS: &str = "write the repeated values out, or anchor less";
+    let message = match err {
+        Error::AliasReplayLimitExceeded {
+            total_replayed_events,
+            max_total_replayed_events,
+            ..
+        } => format!(
+            "aliases expand to too much data (an alias bomb?): at most {} nodes may be replayed \
+             from anchors, and this document had replayed {} when it was refused; {ANCHORS}",
+            thousands(*max_total_replayed_events),
+            thousands(*total_replayed_events)
+        ),
+        Error::AliasExpansionLimitExceeded {
+            expansions,
+            max_expansions_per_anchor,
+            ..
+        } => format!(
+            "aliases expand to too much data (an alias bomb?): one anchor may be used at most \
+             {} times, and this one was used {}; {ANCHORS}",
+            thousands(*max_expansions_per_anchor),
+            thousands(*expansions)
+        ),
+        Error::AliasReplayStackDepthExceeded { max_depth, .. } => format!(
+            "aliases nest too deeply (an alias bomb?): at most {max_depth} anchors may be \
+             replayed inside each other; {ANCHORS}"
+        ),
+        Error::Budget { breach, .. } => match breach {
+            BudgetBreach::Depth { .. } => format!(
+                "the document nests deeper than {MAX_DEPTH} levels of lists and mappings; flatten it"
+            ),
+            BudgetBreach::Nodes { nodes } => format!(
+                "the document has more than {} nodes (values, lists and mappings; refused at \
+                 node {}); {SPLIT}",
+                thousands(budget.max_nodes),
+                thousands(*nodes)
+            ),
+            BudgetBreach::Events { events } => format!(
+                "the document has more than {} YAML events (refused at event {}); {SPLIT}",
+                thousands(budget.max_events),
+                thousands(*events)
+            ),
+            BudgetBreach::Aliases { .. } => format!(
+                "the document uses more than {} aliases (`*name`); {ANCHORS}",
+                thousands(budget.max_aliases)
+            ),
+            BudgetBreach::Anchors { .. } => format!(
+                "the document defines more than {} anchors (`&name`); {ANCHORS}",
+                thousands(budget.max_anchors)
+            ),
+            BudgetBreach::AliasAnchorRatio { aliases, anchors } => format!(
+                "aliases expand to too much data (an alias bomb?): {} aliases for {} anchors, \
+                 more than {} per anchor; {ANCHORS}",
+                thousands(*aliases),
+                thousands(*anchors),
+                budget.alias_anchor_ratio_multiplier
+            ),
+            BudgetBreach::RecordedAnchorEvents { .. }
+            | BudgetBreach::RecordedAnchorBytes { .. } => {
+                format!(
+                    "anchored values are too large: at most {} nodes and {} bytes may be kept \
+                     for aliases; {ANCHORS}",
+                    thousands(budget.max_recorded_anchor_events),
+                    thousands(budget.max_recorded_anchor_bytes)
+                )
+            }
+            BudgetBreach::MergeKeys { .. } => format!(
+                "the document uses more than {} merge keys (`<<`); {ANCHORS}",
+                thousands(budget.max_merge_keys)
+            ),
+            BudgetBreach::Documents { .. } => format!(
+                "the file holds more than {} YAML documents; a workflow is one document (remove \
+                 the `---` separators)",
+                thousands(budget.max_documents)
+            ),
+            BudgetBreach::ScalarBytes { .. } => format!(
+                "the document's text values add up to more than {} bytes; {SPLIT}",
+                thousands(budget.max_total_scalar_bytes)
+            ),
+            _ => format!(
+                "the document is beyond what the YAML parser accepts ({}); {SPLIT}",
+                breach_name(breach)
+            ),
+        },
+        _ => return None,
+    };
+    Some(message)
+}
+
+/// The kind of a limit the messages above do not name, in words (its debug name split).
+fn breach_name(breach: &serde_saphyr::budget::BudgetBreach) -> String {
+    let debug = format!("{breach:?}");
+    let name = debug.split([' ', '{', '(']).next().unwrap_or_default();
+    let mut words = String::new();
+    for c in name.chars() {
+        if c.is_uppercase() && !words.is_empty() {
+            words.push(' ');
+        }
+        words.extend(c.to_lowercase());
     }
-    // Drop the parser's own " at line L, column C" suffix: the diagnostic carries the position.
+    format!("limit: {words}")
+}
+
+/// `250000` as `250,000`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Drops the parser's own " at line L, column C" suffix: the diagnostic carries the position.
+fn without_position(message: &str) -> String {
     match message.find(" at line ") {
         Some(i) => message[..i].to_string(),
         None => message.to_string(),
     }
+}
+
+/// The parser's own "unclosed" errors (it reached the end of the file) point at the opening
+/// already; they say so in the same words as [`unclosed_opening`].
+fn unclosed_at_end(text: &str, pos: Pos) -> Option<String> {
+    let at = offset_of(text, (pos.line as usize, pos.column as usize))?;
+    let (what, close) = match text[at..].chars().next()? {
+        '[' => ("flow list", ']'),
+        '{' => ("flow mapping", '}'),
+        '"' => ("string", '"'),
+        '\'' => ("string", '\''),
+        _ => return None,
+    };
+    let open = &text[at..=at];
+    Some(format!(
+        "unclosed `{open}`: the {what} opened here is never closed; close it with `{close}`"
+    ))
+}
+
+/// An opening bracket or quote: where it is and which character.
+type Opening = (serde_saphyr::granit_parser::Marker, char);
+
+/// The flow collections still open before `stopped` (line, column), innermost last, and the
+/// quoted string that is the last token before it (its opening and its end), if one is.
+fn openings(text: &str, stopped: (usize, usize)) -> (Vec<Opening>, Option<(Opening, Opening)>) {
+    use serde_saphyr::granit_parser::{ScalarStyle, Scanner, StrInput, TokenType};
+    let mut open = Vec::new();
+    let mut quoted = None;
+    for token in Scanner::new(StrInput::new(text)) {
+        let Ok(token) = token else { break };
+        let (span, kind) = token.into_parts();
+        if (span.start.line(), span.start.col() + 1) >= stopped {
+            break;
+        }
+        quoted = None;
+        match kind {
+            TokenType::FlowSequenceStart => open.push((span.start, '[')),
+            TokenType::FlowMappingStart => open.push((span.start, '{')),
+            TokenType::FlowSequenceEnd | TokenType::FlowMappingEnd => {
+                open.pop();
+            }
+            TokenType::Scalar(ScalarStyle::DoubleQuoted, _) => {
+                quoted = Some(((span.start, '"'), (span.end, '"')));
+            }
+            TokenType::Scalar(ScalarStyle::SingleQuoted, _) => {
+                quoted = Some(((span.start, '\''), (span.end, '\'')));
+            }
+            _ => {}
+        }
+    }
+    (open, quoted)
+}
+
+/// The byte offset of a 1-based line and column (in characters) of `text`.
+fn offset_of(text: &str, (line, column): (usize, usize)) -> Option<usize> {
+    let mut start = 0;
+    for _ in 1..line {
+        start += text[start..].find('\n')? + 1;
+    }
+    let rest = &text[start..];
+    let within = rest
+        .char_indices()
+        .nth(column.checked_sub(1)?)
+        .map_or(rest.len(), |(i, _)| i);
+    Some(start + within)
+}
+
+/// Where a syntax error really began, when the parser noticed it later: a flow collection
+/// (`[` or `{`) still open when the parser stopped on a later line indented no deeper than the
+/// line that opened it (a block entry where a `]` was missing), or a quoted string that ran on
+/// from an earlier line to the place it stopped (a missing closing quote). The parser reports
+/// where it gave up; the user needs the opening that was never closed.
+fn unclosed_opening(text: &str, error: Pos, found: &str) -> Option<ParseError> {
+    use serde_saphyr::granit_parser::Marker;
+    let stopped = (error.line as usize, error.column as usize);
+    // Only what precedes the error is scanned: at its end the scanner hands over the tokens it
+    // holds back while it decides whether a scalar is a key, so the last one is seen too. Inside
+    // a flow collection it does so only once the collection is closed: a second scan closes them.
+    let before = error
+        .offset
+        .or_else(|| offset_of(text, stopped))
+        .and_then(|end| text.get(..end))
+        .unwrap_or(text);
+    let (open, mut quoted) = openings(before, stopped);
+    if quoted.is_none() && !open.is_empty() {
+        let closers: String = open
+            .iter()
+            .rev()
+            .map(|(_, c)| if *c == '[' { ']' } else { '}' })
+            .collect();
+        quoted = openings(&format!("{before}{closers}"), stopped).1;
+    }
+    let at = |m: &Marker| Pos {
+        line: u32::try_from(m.line()).unwrap_or(u32::MAX),
+        column: u32::try_from(m.col() + 1).unwrap_or(u32::MAX),
+        offset: m.byte_offset(),
+    };
+    if let Some(((start, quote), (end, _))) = quoted
+        && start.line() < stopped.0
+        && end.line() == stopped.0
+    {
+        return Some(ParseError {
+            pos: at(&start),
+            message: format!(
+                "the string opened by this `{quote}` runs on to line {}, where the parser stopped \
+                 ({found}): close it with `{quote}` on this line",
+                stopped.0
+            ),
+        });
+    }
+    let (start, bracket) = open.last()?;
+    let indent = |line: usize| {
+        let text = text.lines().nth(line.checked_sub(1)?)?;
+        Some(text.len() - text.trim_start_matches(' ').len())
+    };
+    if start.line() >= stopped.0 || indent(stopped.0)? > indent(start.line())? {
+        return None;
+    }
+    let (what, close) = match bracket {
+        '[' => ("list", ']'),
+        _ => ("mapping", '}'),
+    };
+    Some(ParseError {
+        pos: at(start),
+        message: format!(
+            "unclosed `{bracket}`: the flow {what} opened here is still open at line {}, where the \
+             parser stopped ({found}); close it with `{close}`",
+            stopped.0
+        ),
+    })
 }
 
 fn first_line(message: &str) -> String {
@@ -295,6 +570,68 @@ mod tests {
         }
         let err = parse(&text).unwrap_err();
         assert!(err.message.contains("alias"), "{err:?}");
+    }
+
+    fn error_at(text: &str) -> (u32, u32, String) {
+        let err = parse(text).unwrap_err();
+        (err.pos.line, err.pos.column, err.message)
+    }
+
+    #[test]
+    fn an_unclosed_bracket_is_reported_at_the_bracket() {
+        let head = "name: x\nsteps:\n  - name: A\n";
+        let (line, column, message) = error_at(&format!(
+            "{head}    command: [echo, hi,\n  - name: B\n    command: [c]\n"
+        ));
+        assert_eq!((line, column), (4, 14), "{message}");
+        assert!(message.starts_with("unclosed `[`"), "{message}");
+        assert!(message.contains("close it with `]`"), "{message}");
+        let (line, column, message) = error_at(&format!("{head}    env: {{A: b,\n  - name: B\n"));
+        assert_eq!((line, column), (4, 10), "{message}");
+        assert!(message.starts_with("unclosed `{`"), "{message}");
+        let (line, column, message) = error_at("steps: [\n");
+        assert_eq!((line, column), (1, 8), "{message}");
+        assert!(message.starts_with("unclosed `[`"), "{message}");
+    }
+
+    #[test]
+    fn a_string_that_runs_on_is_reported_at_its_opening_quote() {
+        let (line, column, message) =
+            error_at("steps:\n  - name: A\n    command: [\"echo, hi]\n  - name: \"B\"\n");
+        assert_eq!((line, column), (3, 15), "{message}");
+        assert!(message.contains("string opened by this `\"`"), "{message}");
+        let (line, column, message) = error_at("steps:\n  - name: 'A\n  - name: 'B'\n");
+        assert_eq!((line, column), (2, 11), "{message}");
+        assert!(message.contains("close it with `'`"), "{message}");
+    }
+
+    #[test]
+    fn a_mistake_inside_a_closed_flow_list_stays_where_it_is() {
+        let (line, column, _) = error_at("a: [\n    b,\n    c: d: e\n  ]\n");
+        assert_eq!(line, 3);
+        assert!(column > 4);
+    }
+
+    #[test]
+    fn limits_are_named_in_words_with_their_values() {
+        let text = format!("items:\n{}", "  - x\n".repeat(MAX_NODES + 10));
+        let (_, _, message) = error_at(&text);
+        assert!(
+            message.starts_with("the document has more than 250,000 nodes"),
+            "{message}"
+        );
+        assert!(message.contains("refused at node 250,001"), "{message}");
+        let (_, _, message) = error_at(&format!("a: {}{}", "[".repeat(70), "]".repeat(70)));
+        assert!(message.contains("deeper than 64 levels"), "{message}");
+        assert!(!message.contains('{'), "{message}");
+    }
+
+    #[test]
+    fn thousands_are_separated() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(250_001), "250,001");
+        assert_eq!(thousands(1_000_000), "1,000,000");
     }
 
     #[test]

@@ -1401,7 +1401,8 @@ fn a_hand_written_decision_given_while_the_run_was_down_is_honoured() {
         r#"{"decision": "approve", "by": "phone"}"#,
     );
     let mut resumed = lab.bg(&["resume", &id]);
-    let decided = Instant::now() + Duration::from_secs(5);
+    // A generous deadline: without the decision seen, the run would wait for ever.
+    let decided = Instant::now() + Duration::from_secs(60);
     while resumed.running() && Instant::now() < decided {
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -85,19 +85,9 @@ steps:
             running -= 1;
         }
     }
+    // Concurrency is counted from the items' own start and end lines above, not inferred from
+    // how long the loop took (timing belongs to the benchmarks).
     assert!((2..=4).contains(&most), "at most 4 at once, found {most}");
-    // The loop took well under the sum of its items' times (measured in the same run).
-    let sum: f64 = run
-        .events()
-        .iter()
-        .filter(|e| e["event"] == "step_finished" && e["step"] == "Work")
-        .map(|e| e["result"]["duration"].as_f64().unwrap())
-        .sum();
-    let wall = each["duration"].as_f64().unwrap();
-    assert!(
-        wall < 0.6 * sum,
-        "the loop took {wall:.2}s, items summed {sum:.2}s: not run 4 at a time"
-    );
     // After the loop, a body step's result is the last item's, as after a sequential loop.
     assert_eq!(
         run.step("After")["output"],

@@ -103,6 +103,33 @@ impl Ws {
         )
     }
 
+    /// Runs the binary to completion under `sh`, and counts the bytes it read: `rchar` of
+    /// /proc (every read(2), from disk, page cache or pipe alike; a reaped child's count is added
+    /// to its parent's). A test proves with it that a command did not read something, without
+    /// timing it.
+    pub fn run_counting_reads(&self, args: &[&str]) -> (Run, u64) {
+        const MARK: &str = "rchar-of-the-command:";
+        let command = self.cmd(args);
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg(format!(
+                "\"$@\"; rc=$?; echo \"{MARK} $(sed -n 's/^rchar: //p' /proc/$$/io)\" >&2; exit $rc"
+            ))
+            .arg("sh")
+            .arg(command.get_program())
+            .args(command.get_args())
+            .current_dir(&self.path)
+            .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            sh.env(k, v);
+        }
+        let mut run = Run::from(sh.output().expect("spawn sh"), &self.path);
+        let (stderr, count) = run.stderr.rsplit_once(MARK).expect("the read count");
+        let bytes = count.trim().parse().expect("rchar is a number");
+        run.stderr = stderr.to_string();
+        (run, bytes)
+    }
+
     /// `orchestrate run wf.yaml <args>`.
     pub fn run_wf(&self, args: &[&str]) -> Run {
         let mut all = vec!["run", "wf.yaml"];
@@ -227,9 +254,21 @@ impl Run {
     }
 }
 
+/// How long a wait may really take before the test fails: `timeout` times a patience factor
+/// (3; `ORCHESTRATE_TEST_PATIENCE` sets another). The deadlines of waits guard against hangs,
+/// and a loaded machine (test binaries side by side on 2 cores) is slow, not hung. Only a
+/// failure waits longer for it; a passing test never does.
+pub fn patient(timeout: Duration) -> Duration {
+    let factor = std::env::var("ORCHESTRATE_TEST_PATIENCE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    timeout * factor
+}
+
 /// Waits until `cond` holds or the deadline passes (then panics with `what`).
 pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + patient(timeout);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
@@ -307,6 +346,7 @@ impl Started {
     /// what it printed so far.
     pub fn finish(mut self, timeout: Duration) -> Run {
         use std::io::{Read, Seek, SeekFrom};
+        let timeout = patient(timeout);
         let (status, timed_out) = match exit_within(&mut self.child, timeout) {
             Some(status) => (status, false),
             None => {

@@ -104,9 +104,11 @@ fn mutated_workflows_load_or_fail_with_diagnostics_never_panic() {
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .map(|p| std::fs::read_to_string(p).unwrap())
         .collect();
+    // At least 20 inputs however slow the machine, more while the time allows: the count is
+    // the floor, the clock only adds.
     let deadline = Instant::now() + Duration::from_secs(2);
     let (mut runs, mut loaded) = (0, 0);
-    while Instant::now() < deadline {
+    while runs < 20 || Instant::now() < deadline {
         let text = if rng.below(4) == 0 {
             let n = 1 + rng.below(60);
             pieces(&mut rng, n)
@@ -124,7 +126,6 @@ fn mutated_workflows_load_or_fail_with_diagnostics_never_panic() {
         runs += 1;
     }
     eprintln!("{runs} workflows ({loaded} loaded)");
-    assert!(runs >= 20, "only {runs} inputs in the time");
 }
 
 struct Ctx(Value);
@@ -143,7 +144,7 @@ fn random_templates_parse_and_render_or_fail_cleanly() {
     let ctx = Ctx(json!({"context": {"a": "x", "n": [1, {"b": null}]}, "item": "i"}));
     let deadline = Instant::now() + Duration::from_millis(500);
     let (mut runs, mut rendered) = (0, 0);
-    while Instant::now() < deadline {
+    while runs < 100 || Instant::now() < deadline {
         let n = 1 + rng.below(20);
         let raw = pieces(&mut rng, n);
         if let Ok(template) = Template::parse(&raw) {
@@ -159,7 +160,6 @@ fn random_templates_parse_and_render_or_fail_cleanly() {
         runs += 1;
     }
     eprintln!("{runs} templates ({rendered} rendered)");
-    assert!(runs >= 100);
 }
 
 #[test]
@@ -167,7 +167,7 @@ fn random_task_texts_give_task_json_or_none_never_overflow() {
     let mut rng = seeded();
     let deadline = Instant::now() + Duration::from_millis(500);
     let mut runs = 0;
-    while Instant::now() < deadline {
+    while runs < 20 || Instant::now() < deadline {
         let text = match rng.below(3) {
             0 => {
                 let depth = rng.below(200_000);
@@ -196,5 +196,4 @@ fn random_task_texts_give_task_json_or_none_never_overflow() {
         runs += 1;
     }
     eprintln!("{runs} task texts");
-    assert!(runs >= 20);
 }

@@ -136,7 +136,7 @@ steps:
 "#,
     );
     ws.run(&["validate", "wf.yaml"])
-        .code(1)
+        .code(2)
         .stderr_has("wf.yaml:6:")
         .stderr_has("`output_schema` of step `A` is not a valid JSON Schema")
         .stderr_has("`output_schema` on step `B` checks JSON output, but the step captures none")
@@ -204,7 +204,7 @@ steps:
 "#
     ));
     let run = ws.run(&["validate", "wf.yaml"]);
-    run.code(1)
+    run.code(2)
         .stderr_has(
             "uses `${steps.Review.json.aproved}`, but the output_schema of step `Review` (inline) has no property `aproved` there",
         )

@@ -47,7 +47,7 @@ impl Drop for Agent {
 
 /// Like `wait_until`, but a timeout shows the role processes' logs and the control records.
 fn wait_on(ws: &Ws, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + patient(timeout);
     while !cond() {
         if Instant::now() >= deadline {
             let mut explain = String::new();

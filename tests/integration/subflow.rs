@@ -282,7 +282,7 @@ fn a_missing_child_file_is_refused_at_the_workflow_line() {
     let ws = Ws::new();
     ws.workflow("steps:\n  - name: Out\n    workflow: ../elsewhere.yaml\n");
     ws.run(&["validate", "wf.yaml"])
-        .code(1)
+        .code(2)
         .stderr_has(
             "wf.yaml:3:15: error: `workflow` of step `Out`: `../elsewhere.yaml` resolves to",
         )
@@ -474,7 +474,7 @@ steps:
   - name: Sub
     workflow: flows/child.yaml
   - name: P2
-    command: [bash, -c, 'echo $$ > p2.pid; echo "P2 $0" >> ran.log; while [ -f block2 ]; do sleep 0.05; done', "${steps.Sub.outputs.second}"]
+    command: [bash, -c, 'echo "P2 $0" >> ran.log; echo $$ > p2.pid; while [ -f block2 ]; do sleep 0.05; done', "${steps.Sub.outputs.second}"]
 "#,
     );
     ws.file("block2", "");
@@ -615,7 +615,7 @@ fn a_role_is_refused_a_child_workflow_with_a_step_beyond_its_capabilities() {
         "name: coord\nsteps:\n  - name: Sub\n    workflow: workflows/build.yaml\n",
     );
     ws.run(&["validate", "agents/coord.yaml"])
-        .code(1)
+        .code(2)
         .stderr_has("workflows/build.yaml:5:1: error: step `Make` (in child workflow")
         .stderr_has("needs capability `command`, which role `coord` does not have (its capabilities: [enqueue, approval])")
         .stderr_has("5 |   - name: Make");
@@ -721,7 +721,7 @@ fn a_child_file_broken_before_its_step_started_fails_that_step_on_resume_with_it
         r#"name: parent
 steps:
   - name: P0
-    command: [bash, -c, 'echo $$ > p0.pid; echo P0 >> ran.log; while [ -f block ]; do sleep 0.05; done']
+    command: [bash, -c, 'echo P0 >> ran.log; echo $$ > p0.pid; while [ -f block ]; do sleep 0.05; done']
   - name: Sub
     workflow: flows/child.yaml
 "#,

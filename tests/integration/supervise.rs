@@ -305,6 +305,7 @@ impl<'a> Swarm<'a> {
 
     /// Polls `cond` until it holds or `timeout` passes (then fails with the swarm's state).
     fn wait(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+        let timeout = patient(timeout);
         let deadline = Instant::now() + timeout;
         while !cond() {
             assert!(
@@ -362,7 +363,7 @@ impl<'a> Swarm<'a> {
         // A process in its last moments (exited, reaped a moment later) may still be listed.
         self.wait(
             "every process of the workspace to be gone",
-            Duration::from_secs(2),
+            Duration::from_secs(20),
             || procs_in(self.ws.path()).is_empty(),
         );
     }
@@ -950,7 +951,6 @@ fn swarm_down_lets_the_task_in_flight_finish_and_claims_nothing_new() {
         started(&ws, "t1")
     });
 
-    let began = Instant::now();
     let mut down = ws
         .cmd(&["swarm", "down"])
         .stdout(Stdio::null())
@@ -978,12 +978,9 @@ fn swarm_down_lets_the_task_in_flight_finish_and_claims_nothing_new() {
     };
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut down.stderr.take().unwrap(), &mut stderr).unwrap();
+    // That it waited for t1 and not out its grace is in the records below (t1 succeeded), not
+    // in how long it took.
     assert_eq!(code, Some(0), "swarm down: {stderr}\n{}", sw.explain());
-    assert!(
-        began.elapsed() < Duration::from_secs(10),
-        "down took {:?}",
-        began.elapsed()
-    );
 
     assert_eq!(
         lines(&ws, "exec.log")
@@ -1015,22 +1012,17 @@ fn swarm_down_with_a_short_grace_gives_the_task_back_uncharged() {
     let file = sw.file().unwrap();
     let sup = u32::try_from(file["supervisor"]["pid"].as_u64().unwrap()).unwrap();
     let agent = pid_of(&file, "r#1");
-    enqueue(&ws, "r", "t", "20");
+    enqueue(&ws, "r", "t", "600");
     sw.wait("t to start", Duration::from_secs(10), || started(&ws, "t"));
     let step = step_pid(&ws, "t");
 
-    let began = Instant::now();
-    let down = run_within(&ws, &["swarm", "down"], Duration::from_secs(15));
-    let took = began.elapsed();
+    // A wide margin: the grace cut the 600 s task short instead of waiting for it.
+    let down = run_within(&ws, &["swarm", "down"], Duration::from_secs(120));
     assert_eq!(down.code, 0, "{}\n{}", down.stderr, sw.explain());
-    assert!(
-        took < Duration::from_secs(5),
-        "down took {took:?} with a grace of 0.5 s"
-    );
     sw.assert_all_gone(&[sup, agent, step]);
     assert_eq!(executions(&ws).len(), 1, "{}", sw.explain());
     assert_eq!(queued(&ws, "r"), ["t.task"], "{}", sw.explain());
-    assert_eq!(ws.read("inbox/r/t.task"), "20");
+    assert_eq!(ws.read("inbox/r/t.task"), "600");
     let meta = sidecar(&ws, "r", "t");
     assert_eq!(
         meta["attempts"], 0,

