@@ -35,7 +35,7 @@ fn drop_and_wait(ws: &Ws, agents: &Agents, id: &str) {
     let tmp = ws.join(&format!("inbox/r/{id}.tmp"));
     std::fs::write(&tmp, format!("{id}\n")).unwrap();
     std::fs::rename(&tmp, ws.join(&format!("inbox/r/{id}.task"))).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + patient(Duration::from_secs(30));
     while !seen(ws, id) {
         assert!(
             std::time::Instant::now() < deadline,
