@@ -13,6 +13,7 @@ mod fanout;
 mod inputs;
 mod language;
 mod progress;
+mod records;
 mod schema;
 mod steer;
 mod subflow;

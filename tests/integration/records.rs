@@ -1,0 +1,272 @@
+//! What a run's records say after a budget crossing and a resume, and what `gc`, `status` and
+//! `report` read back from them.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::budgets::{AGENT_STEP, stand_in};
+use crate::harness::*;
+
+/// Generous: every run here ends long before it on an idle machine; a loaded one gets room.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+fn count(events: &[Value], name: &str) -> usize {
+    events.iter().filter(|e| e["event"] == name).count()
+}
+
+/// A failure handler after the step a budget stops: a crossing must not reach it.
+const RECOVER: &str = r#"    on: {failure: {goto: Recover}}
+  - name: After
+    command: [touch, after]
+    on: {success: {goto: _end}}
+  - name: Recover
+    command: [touch, recovered]
+"#;
+
+/// The run stopped at `step` by a crossing of `limit`: no `on` edge, one `budget_exceeded`
+/// (the stopped step's), and the run's error names that step.
+fn stopped_without_an_edge(ws: &Ws, run: &Run, step: &str, limit: &str) {
+    run.code(1)
+        .stderr_has(&format!("budget exceeded: {limit}"))
+        .stderr_has(&format!(
+            "step `{step}` was running and its processes were stopped"
+        ));
+    assert!(!ws.exists("recovered"), "the failure handler ran");
+    assert!(!ws.exists("after"));
+    let events = run.events();
+    assert_eq!(
+        count(&events, "goto"),
+        0,
+        "an `on` edge was taken: {events:#?}"
+    );
+    assert_eq!(count(&events, "budget_exceeded"), 1, "{events:#?}");
+    let state = run.state();
+    let error = state["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("step `{step}` was running")),
+        "{error}"
+    );
+    assert_eq!(run.step(step)["budget_exceeded"], limit);
+}
+
+/// After the limit is raised in the workflow file, resume runs the stopped step again and
+/// goes on from it, and the failure handler still does not run.
+fn resume_reruns_the_stopped_step(ws: &Ws, run: &Run, step: &str) {
+    let resumed = run_within(ws, &["resume", run.id()], DEADLINE);
+    resumed.ok();
+    assert!(ws.exists("after"));
+    assert!(!ws.exists("recovered"), "resume ran the failure handler");
+    let state = resumed.state();
+    assert_eq!(state["status"], "succeeded");
+    assert_eq!(state["steps"][step]["status"], "succeeded");
+    assert!(state["steps"][step].get("budget_exceeded").is_none());
+}
+
+#[test]
+fn a_wall_budget_crossing_takes_no_failure_edge_and_resume_reruns_the_stopped_step() {
+    let ws = Ws::new();
+    let workflow = format!(
+        "budget:\n  max_wall_sec: 0.5\nsteps:\n  - name: Long\n    command: [sh, -c, 'test -f go || exec sleep 600']\n{RECOVER}"
+    );
+    ws.workflow(&workflow);
+    let run = run_within(&ws, &["run", "wf.yaml"], DEADLINE);
+    stopped_without_an_edge(&ws, &run, "Long", "max_wall_sec");
+
+    ws.workflow(&workflow.replace("max_wall_sec: 0.5", "max_wall_sec: 600"));
+    ws.file("go", "");
+    resume_reruns_the_stopped_step(&ws, &run, "Long");
+}
+
+/// The stand-in `claude` of `budgets.rs`, which finishes at once (instead of sleeping until it
+/// is stopped) once `WS/go` exists.
+fn quick_stand_in(ws: &mut Ws) {
+    stand_in(ws);
+    let script = ws.read("bin/claude").replace(
+        "sleep 30 &",
+        "if [ -f \"$dir/../go\" ]; then true & else sleep 600 & fi",
+    );
+    ws.script("bin/claude", &script);
+}
+
+#[test]
+fn a_token_budget_crossing_takes_no_failure_edge_and_resume_reruns_the_stopped_step() {
+    let mut ws = Ws::new();
+    quick_stand_in(&mut ws);
+    let workflow = format!("budget:\n  max_tokens: 2000\nsteps:{AGENT_STEP}{RECOVER}");
+    ws.workflow(&workflow);
+    let run = run_within(&ws, &["run", "wf.yaml"], DEADLINE);
+    stopped_without_an_edge(&ws, &run, "Impl", "max_tokens");
+
+    ws.workflow(&workflow.replace("max_tokens: 2000", "max_tokens: 100000"));
+    ws.file("go", "");
+    resume_reruns_the_stopped_step(&ws, &run, "Impl");
+}
+
+#[test]
+fn a_cost_budget_crossing_takes_no_failure_edge_and_resume_reruns_the_stopped_step() {
+    let mut ws = Ws::new();
+    quick_stand_in(&mut ws);
+    let workflow = format!("budget:\n  max_cost_usd: 0.02\nsteps:{AGENT_STEP}{RECOVER}");
+    ws.workflow(&workflow);
+    let run = run_within(&ws, &["run", "wf.yaml"], DEADLINE);
+    stopped_without_an_edge(&ws, &run, "Impl", "max_cost_usd");
+
+    // Not raised: the resume is stopped again, at the same step, and takes no edge either.
+    let again = run_within(&ws, &["resume", run.id()], DEADLINE);
+    again.code(1).stderr_has("budget exceeded: max_cost_usd");
+    assert!(!ws.exists("recovered"));
+
+    ws.workflow(&workflow.replace("max_cost_usd: 0.02", "max_cost_usd: 5"));
+    ws.file("go", "");
+    resume_reruns_the_stopped_step(&ws, &run, "Impl");
+}
+
+#[test]
+fn a_crossing_inside_a_loop_takes_no_edge_of_the_loop_step() {
+    let ws = Ws::new();
+    ws.workflow(
+        "budget:\n  max_wall_sec: 0.5\nsteps:\n  - name: Loop\n    for_each:\n      items: [a]\n      steps:\n        - name: Long\n          command: [sh, -c, 'exec sleep 600']\n    on: {failure: {goto: Recover}}\n  - name: Recover\n    command: [touch, recovered]\n",
+    );
+    let run = run_within(&ws, &["run", "wf.yaml"], DEADLINE);
+    run.code(1).stderr_has("budget exceeded: max_wall_sec");
+    assert!(!ws.exists("recovered"));
+    let events = run.events();
+    assert_eq!(count(&events, "goto"), 0, "{events:#?}");
+    assert_eq!(count(&events, "budget_exceeded"), 1, "{events:#?}");
+    assert!(
+        run.state()["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("budget exceeded")
+    );
+}
+
+/// The events of one session of a run: those after its last `run_resumed`.
+fn last_session(events: &[Value]) -> Vec<Value> {
+    let start = events
+        .iter()
+        .rposition(|e| e["event"] == "run_resumed")
+        .expect("a run_resumed event");
+    events[start..].to_vec()
+}
+
+#[test]
+fn resume_does_not_record_a_completed_for_each_again() {
+    let ws = Ws::new();
+    ws.workflow(
+        r#"steps:
+  - name: Loop
+    for_each:
+      items: [a, b]
+      steps:
+        - name: Work
+          command: [sh, -c, 'echo "$1" >> ran.log; echo "$1"', _, '${item}']
+  - name: Fan
+    for_each:
+      items: [x, y]
+      max_parallel: 2
+      steps:
+        - name: Item
+          command: [sh, -c, 'echo "$1" >> ran.log', _, '${item}']
+  - name: Branches
+    parallel:
+      branches:
+        one:
+          - name: One
+            command: [sh, -c, 'echo one >> ran.log']
+        two:
+          - name: Two
+            command: [sh, -c, 'echo two >> ran.log']
+  - name: Gate
+    command: [sh, -c, 'test -f flag']
+  - name: Last
+    command: [sh, -c, 'echo "last ${steps.Work.output}" >> ran.log']
+"#,
+    );
+    let first = ws.run_wf(&[]);
+    first.code(1);
+    let before = first.events().len();
+    ws.file("flag", "");
+    let resumed = ws.run(&["resume", first.id()]);
+    resumed.ok();
+    let mut ran = lines(&ws, "ran.log");
+    ran[2..6].sort();
+    assert_eq!(ran, ["a", "b", "one", "two", "x", "y", "last b"]);
+    let events = resumed.events();
+    let session = last_session(&events[before..]);
+    for name in [
+        "loop_started",
+        "iteration_started",
+        "iteration_finished",
+        "branch_started",
+        "branch_finished",
+    ] {
+        assert_eq!(count(&session, name), 0, "{name} again: {session:#?}");
+    }
+    let steps: Vec<&str> = session
+        .iter()
+        .filter(|e| e["event"] == "step_finished" || e["event"] == "step_started")
+        .map(|e| e["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["Gate", "Gate", "Last", "Last"], "{session:#?}");
+    let state = resumed.state();
+    assert_eq!(state["steps"]["Loop"]["iterations"], 2);
+    assert_eq!(state["steps"]["Fan"]["succeeded"], 2);
+
+    // `report` still sees the loops' bodies entered.
+    let report = ws.run(&["report", first.id()]);
+    report.ok();
+    for step in ["Work", "Item", "One", "Two"] {
+        assert!(
+            report.stdout.contains(step),
+            "{step} missing:\n{}",
+            report.stdout
+        );
+    }
+}
+
+#[test]
+fn a_steps_output_drops_the_commands_trailing_newline() {
+    let ws = Ws::new();
+    ws.file("words.txt", "one two three\n");
+    ws.workflow(
+        r#"steps:
+  - name: Answer
+    command: [echo, yes]
+  - name: Yes
+    when: {equals: {left: "${steps.Answer.output}", right: "yes"}}
+    command: [touch, said-yes]
+  - name: Count
+    command: [sh, -c, 'wc -w < words.txt | tr -d " "']
+  - name: Say
+    command: [sh, -c, 'printf "%s" "$1" > said', _, "has ${steps.Count.output} words"]
+  - name: Blank
+    command: [printf, 'a\n\n']
+  - name: Json
+    command: [echo, '{"n": 1}']
+    output_capture: json
+  - name: Lines
+    command: [printf, 'x\r\ny\n']
+    output_capture: lines
+"#,
+    );
+    let run = ws.run_wf(&[]);
+    run.ok();
+    assert!(ws.exists("said-yes"), "`echo yes` did not equal \"yes\"");
+    assert_eq!(ws.read("said"), "has 3 words");
+    assert_eq!(run.step("Answer")["output"], "yes");
+    assert_eq!(
+        run.step("Blank")["output"],
+        "a\n",
+        "only one newline is dropped"
+    );
+    assert_eq!(run.step("Json")["json"]["n"], 1);
+    assert_eq!(run.step("Lines")["lines"], serde_json::json!(["x", "y"]));
+    // The log keeps the bytes as the command wrote them.
+    let log = run.step("Answer")["stdout_log"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(ws.read(&log), "yes\n");
+}
