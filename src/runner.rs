@@ -482,15 +482,18 @@ impl Runner {
             source,
         })?;
         let lock = if config.resumable {
-            let lock = dir.lock_run()?;
+            Some(dir.lock_run()?)
+        } else {
+            None
+        };
+        if config.resumable || !source_text.is_empty() {
+            // The copy resume uses, and the one `report` checks the path against (a swarm
+            // task's run keeps it too: the role's workflow file may change after it).
             std::fs::write(dir.workflow_copy(), source_text).map_err(|source| RunError::Io {
                 path: dir.workflow_copy(),
                 source,
             })?;
-            Some(lock)
-        } else {
-            None
-        };
+        }
         let now = crate::clock::now_rfc3339();
         let state = RunState {
             format_version: crate::state::STATE_FORMAT,

@@ -270,3 +270,56 @@ fn a_steps_output_drops_the_commands_trailing_newline() {
         .to_string();
     assert_eq!(ws.read(&log), "yes\n");
 }
+
+/// A role whose workflow has a provider step that takes its provider from the role's runtime
+/// (so the workflow loads only as the role loads it).
+fn provider_role(ws: &Ws) {
+    role(
+        ws,
+        "dev",
+        "runtime: echoer\n",
+        "name: dev\nproviders:\n  echoer:\n    command: [echo, '${PROMPT}']\nsteps:\n  - name: Ask\n    agent: dev\n    input_file: task.txt\n  - name: Done\n    command: [echo, done]\n",
+    );
+    ws.file("task.txt", "hello\n");
+}
+
+#[test]
+fn status_and_report_find_a_swarm_workspaces_task_runs() {
+    let ws = Ws::new();
+    provider_role(&ws);
+    for name in ["one", "two"] {
+        ws.run(&["enqueue", "dev", "--name", name, "--text", "x"])
+            .ok();
+    }
+    run_within(&ws, &["agent", "dev", "--once"], DEADLINE).ok();
+    assert_eq!(entries(&ws, "processed").len(), 2);
+
+    // No run of its own under .orchestrate/runs/: the newest task run, and how many there are.
+    let status = ws.run(&["status"]);
+    status
+        .ok()
+        .stdout_has("workflow dev  succeeded")
+        .stdout_has("so far: 2 steps finished; no agent usage recorded")
+        .stdout_has("task runs: 0 running, 2 processed, 0 failed");
+    assert!(!status.stdout.contains("no runs yet"), "{}", status.stdout);
+    assert!(!status.stdout.contains(", -"), "{}", status.stdout);
+
+    // The task's run keeps the role's workflow as it ran, and report checks the path with it,
+    // even after the role's file changed.
+    let dir = entries(&ws, "processed")[0].clone();
+    assert!(ws.exists(&format!("processed/{dir}/workflow.yaml")));
+    ws.file(
+        "workflows/dev.yaml",
+        "name: dev\nsteps:\n  - name: Other\n    command: [true]\n",
+    );
+    let report = ws.run(&["report", "one"]);
+    report
+        .ok()
+        .stdout_has("checked against workflow.yaml saved with the run")
+        .stdout_has("every transition follows an edge of the graph");
+    assert!(
+        !report.stdout.contains("path not checked"),
+        "{}",
+        report.stdout
+    );
+}
