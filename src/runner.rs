@@ -66,6 +66,9 @@ pub struct RunReport {
     pub usage: crate::runtime::parse::Usage,
     /// The workflow's `outputs:` as rendered at its successful end (empty otherwise).
     pub values: Map<String, Value>,
+    /// What the step recorded last produced (its text output, its lines, or its JSON), shown
+    /// after a successful run of a workflow without `outputs:`.
+    pub last_output: Option<String>,
 }
 
 /// Everything a run needs besides the workflow.
@@ -839,6 +842,12 @@ impl Runner {
             spent: self.budget.spent.get(),
             usage: self.budget.spent.usage(),
             values: self.state.outputs.clone(),
+            last_output: self
+                .last_recorded
+                .as_ref()
+                .and_then(|name| self.results.get(name))
+                .and_then(shown_output)
+                .map(|text| events::mask(&text, &self.secret_values)),
         })
     }
 
@@ -2867,6 +2876,27 @@ fn capture(step: &Step, finished: &exec::Finished) -> Value {
         });
     }
     result
+}
+
+/// A step result's output as a person reads it: its text, its lines, or its JSON; `None` when
+/// it has none (or only whitespace).
+fn shown_output(result: &Value) -> Option<String> {
+    let text = if let Some(text) = result["output"].as_str() {
+        text.to_string()
+    } else if let Some(lines) = result["lines"].as_array() {
+        lines
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join("\n")
+    } else if result.get("json").is_some_and(|j| !j.is_null()) {
+        serde_json::to_string_pretty(&result["json"]).ok()?
+    } else if let Some(text) = result["result"].as_str() {
+        text.to_string()
+    } else {
+        return None;
+    };
+    (!text.trim().is_empty()).then_some(text)
 }
 
 /// A step's text output as `${steps.X.output}` holds it, and whether it was cut: at most

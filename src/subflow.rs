@@ -446,6 +446,7 @@ pub(crate) async fn run(
             spent,
             usage,
             values: state.outputs.clone(),
+            last_output: None,
         };
         outcome.result = result_of(&report, child.sub, &parent.workspace);
         return outcome;

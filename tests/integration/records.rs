@@ -323,3 +323,33 @@ fn status_and_report_find_a_swarm_workspaces_task_runs() {
         report.stdout
     );
 }
+
+#[test]
+fn a_successful_run_shows_its_result_on_stdout() {
+    let ws = Ws::new();
+    ws.workflow(
+        "steps:\n  - name: Work\n    command: [echo, working]\n  - name: Summary\n    command: [echo, 'processed 3 task(s)']\n",
+    );
+    let run = ws.run_wf(&[]);
+    run.ok();
+    assert_eq!(run.stdout, "processed 3 task(s)\n");
+    let quiet = ws.run_wf(&["--quiet"]);
+    assert_eq!(quiet.stdout, "processed 3 task(s)\n");
+    // `--json`'s stdout holds only event lines.
+    let json = ws.run_wf(&["--json"]);
+    for line in json.stdout.lines() {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|_| panic!("not an event: {line}"));
+    }
+
+    // Declared `outputs:` are the result.
+    ws.workflow(
+        "outputs:\n  count: \"${steps.Count.output}\"\n  ok: true\nsteps:\n  - name: Count\n    command: [echo, '3']\n  - name: Last\n    command: [echo, ignored]\n",
+    );
+    let run = ws.run_wf(&[]);
+    run.ok();
+    assert_eq!(run.stdout, "count: 3\nok: true\n");
+
+    // A failed run prints no result.
+    ws.workflow("steps:\n  - name: Say\n    command: [sh, -c, 'echo partial; exit 1']\n");
+    assert_eq!(ws.run_wf(&[]).code(1).stdout, "");
+}
