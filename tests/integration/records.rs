@@ -353,3 +353,72 @@ fn a_successful_run_shows_its_result_on_stdout() {
     ws.workflow("steps:\n  - name: Say\n    command: [sh, -c, 'echo partial; exit 1']\n");
     assert_eq!(ws.run_wf(&[]).code(1).stdout, "");
 }
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Copies `rel` (a file or a directory) from the repository into the workspace.
+fn from_repo(ws: &Ws, rel: &str) {
+    let from = std::path::Path::new(REPO).join(rel);
+    for entry in walk(&from) {
+        let inside = entry
+            .strip_prefix(REPO)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let text = std::fs::read_to_string(&entry).unwrap();
+        ws.script(&inside, &text);
+    }
+}
+
+fn walk(path: &std::path::Path) -> Vec<std::path::PathBuf> {
+    if path.is_file() {
+        return vec![path.to_path_buf()];
+    }
+    std::fs::read_dir(path)
+        .unwrap()
+        .flatten()
+        .flat_map(|e| walk(&e.path()))
+        .collect()
+}
+
+#[test]
+fn the_stand_in_reports_usage_as_claude_does_and_the_demo_shows_it() {
+    let ws = Ws::new();
+    from_repo(&ws, "scripts/stand-in-agent");
+    ws.file(
+        "runtimes.yaml",
+        "profiles:\n  standin: {runtime: claude, bin: scripts/stand-in-agent, model: stand-in-1}\n",
+    );
+    ws.workflow("steps:\n  - name: Ask\n    runtime: standin\n    prompt: \"hello world\"\n");
+    let run = ws.run_wf(&[]);
+    run.ok();
+    let ask = run.step("Ask");
+    // One token per 4 bytes: "hello world" is 11 bytes.
+    assert_eq!(ask["usage"]["input"], 3, "{ask:#}");
+    let output = ask["usage"]["output"].as_u64().unwrap();
+    assert!(output > 0, "{ask:#}");
+    let cost = ask["cost_usd"].as_f64().unwrap();
+    let expected = (3.0 * 3.0 + output as f64 * 15.0) / 1e6;
+    assert!((cost - expected).abs() < 1e-6, "{cost} != {expected}");
+    assert!(ask["result"].as_str().unwrap().contains("stand-in agent"));
+    // The same answer again: deterministic.
+    assert_eq!(ws.run_wf(&[]).step("Ask")["usage"], ask["usage"]);
+    run.stderr_has("✓ Ask (")
+        .stderr_has(&format!("{} tokens", 3 + output));
+
+    // The demo, as the README runs it: its agent steps' usage and its summary are shown.
+    let demo = Ws::new();
+    for rel in [
+        "scripts/stand-in-agent",
+        "workflows/demo.yaml",
+        "runtimes.yaml",
+    ] {
+        from_repo(&demo, rel);
+    }
+    let run = run_within(&demo, &["run", "workflows/demo.yaml"], DEADLINE);
+    run.ok()
+        .stderr_has("✓ ImplementWithAgent (")
+        .stderr_has(" tokens, $0.0");
+    assert_eq!(run.stdout, "processed 3 task(s); QA inbox holds 3\n");
+}
