@@ -181,7 +181,7 @@ fn resume_does_not_record_a_completed_for_each_again() {
   - name: Gate
     command: [sh, -c, 'test -f flag']
   - name: Last
-    command: [sh, -c, 'echo "last ${steps.Work.output}" >> ran.log']
+    command: [sh, -c, 'echo "last $(printf %s "$1")" >> ran.log', _, '${steps.Work.output}']
 "#,
     );
     let first = ws.run_wf(&[]);
