@@ -1729,7 +1729,7 @@ fn load_options(workspace: &Path, loaded: &Loaded) -> crate::load::LoadOptions {
             .loc
             .root
             .parent()
-            .map(|p| dir_name(p))
+            .map(dir_name)
             .filter(|r| !r.is_empty()),
         RunSource::Processed | RunSource::Failed => task_info(loaded).and_then(|t| t.role),
     };
