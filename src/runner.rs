@@ -1676,8 +1676,16 @@ impl Runner {
             secrets: self.secret_names.iter().cloned().collect(),
         };
         let outcome = crate::subflow::run(&self.config, child, step.timeout).await;
-        let result = outcome.result;
+        let mut result = outcome.result;
         self.budget.count(&result);
+        if result["status"] == "failed"
+            && let Some(crossing) = self.budget.check(self.budget.spent.get())
+        {
+            // A limit of this run (or an ancestor's) stopped the child: this run stops too,
+            // taking no `on` edge, and resume runs the step (continuing its child) again.
+            result["budget_exceeded"] = json!(crossing.limit);
+            self.budget.cross(crossing.limit);
+        }
         self.event(
             "child_finished",
             json!({

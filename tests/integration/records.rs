@@ -422,3 +422,29 @@ fn the_stand_in_reports_usage_as_claude_does_and_the_demo_shows_it() {
         .stderr_has(" tokens, $0.0");
     assert_eq!(run.stdout, "processed 3 task(s); QA inbox holds 3\n");
 }
+
+#[test]
+fn a_crossing_in_a_child_run_takes_no_edge_of_the_workflow_step() {
+    let ws = Ws::new();
+    ws.file(
+        "flows/long.yaml",
+        "name: long\nsteps:\n  - name: Long\n    command: [sh, -c, 'test -f go || exec sleep 600']\n",
+    );
+    let workflow = "budget:\n  max_wall_sec: 0.5\nsteps:\n  - name: Sub\n    workflow: flows/long.yaml\n    on: {failure: {goto: Recover}}\n  - name: After\n    command: [touch, after]\n    on: {success: {goto: _end}}\n  - name: Recover\n    command: [touch, recovered]\n";
+    ws.workflow(workflow);
+    let run = run_within(&ws, &["run", "wf.yaml"], DEADLINE);
+    run.code(1).stderr_has("budget exceeded: max_wall_sec");
+    assert!(!ws.exists("recovered"), "the failure handler ran");
+    let events = run.events();
+    assert_eq!(count(&events, "goto"), 0, "{events:#?}");
+    assert_eq!(
+        count(&events, "budget_exceeded"),
+        0,
+        "the child's log has it: {events:#?}"
+    );
+    assert_eq!(run.step("Sub")["budget_exceeded"], "max_wall_sec");
+
+    ws.workflow(&workflow.replace("max_wall_sec: 0.5", "max_wall_sec: 600"));
+    ws.file("go", "");
+    resume_reruns_the_stopped_step(&ws, &run, "Sub");
+}
