@@ -63,7 +63,7 @@ steps:
         assert_eq!(outcome["step"], "Work");
         assert_eq!(
             outcome["output"],
-            format!("{name} line 1\n{name} line 2\n{name} line 3\n{name} line 4\n{name} done\n"),
+            format!("{name} line 1\n{name} line 2\n{name} line 3\n{name} line 4\n{name} done"),
             "item {name}'s own output, unmixed"
         );
     }
