@@ -1,5 +1,5 @@
-//! What a run's records say after a budget crossing and a resume, and what `gc`, `status` and
-//! `report` read back from them.
+//! The engine's records: what they say after a budget crossing and a resume, what `status` and
+//! `report` read back, a step's captured output, a run's result on stdout, the stand-in's usage.
 
 use std::time::Duration;
 
