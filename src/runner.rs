@@ -56,6 +56,9 @@ pub struct RunReport {
     pub run_root: PathBuf,
     /// The step that ended the run (the last one run).
     pub last_step: Option<String>,
+    /// What the step recorded last produced (its text output, its lines, or its JSON), shown
+    /// after a successful run of a workflow without `outputs:`.
+    pub last_output: Option<String>,
     /// Tasks the run handed to other roles, in order.
     pub enqueued: Vec<crate::queue::Enqueued>,
     /// Files the run's steps wrote through `output_file`, relative to the workspace.
@@ -66,9 +69,6 @@ pub struct RunReport {
     pub usage: crate::runtime::parse::Usage,
     /// The workflow's `outputs:` as rendered at its successful end (empty otherwise).
     pub values: Map<String, Value>,
-    /// What the step recorded last produced (its text output, its lines, or its JSON), shown
-    /// after a successful run of a workflow without `outputs:`.
-    pub last_output: Option<String>,
 }
 
 /// Everything a run needs besides the workflow.
@@ -833,6 +833,12 @@ impl Runner {
             error: error.map(|e| events::mask(&e, &self.secret_values)),
             run_root: self.dir.root.clone(),
             last_step: self.last_step.clone(),
+            last_output: self
+                .last_recorded
+                .as_ref()
+                .and_then(|name| self.results.get(name))
+                .and_then(shown_output)
+                .map(|text| events::mask(&text, &self.secret_values)),
             enqueued: self.enqueued.clone(),
             outputs: self
                 .results
@@ -842,12 +848,6 @@ impl Runner {
             spent: self.budget.spent.get(),
             usage: self.budget.spent.usage(),
             values: self.state.outputs.clone(),
-            last_output: self
-                .last_recorded
-                .as_ref()
-                .and_then(|name| self.results.get(name))
-                .and_then(shown_output)
-                .map(|text| events::mask(&text, &self.secret_values)),
         })
     }
 
@@ -2886,6 +2886,30 @@ fn capture(step: &Step, finished: &exec::Finished) -> Value {
     result
 }
 
+/// The error of a step stopped for silence.
+fn idle_message(after_ms: u64) -> String {
+    format!(
+        "no output for {} s (idle_timeout_sec); its processes were stopped",
+        after_ms as f64 / 1000.0
+    )
+}
+
+/// Parses JSON without letting deep nesting overflow the stack (serde_json stops at 128).
+fn parse_json_limited(bytes: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice::<Value>(bytes).map_err(|err| err.to_string())
+}
+
+fn floor_char_boundary(text: &str, max: usize) -> usize {
+    if text.len() <= max {
+        return text.len();
+    }
+    let mut i = max;
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
 /// A step result's output as a person reads it: its text, its lines, or its JSON; `None` when
 /// it has none (or only whitespace).
 fn shown_output(result: &Value) -> Option<String> {
@@ -2921,30 +2945,6 @@ fn text_output(text: &str, complete: bool) -> (&str, bool) {
         .or_else(|| text.strip_suffix('\n'))
         .unwrap_or(text);
     (text, false)
-}
-
-/// The error of a step stopped for silence.
-fn idle_message(after_ms: u64) -> String {
-    format!(
-        "no output for {} s (idle_timeout_sec); its processes were stopped",
-        after_ms as f64 / 1000.0
-    )
-}
-
-/// Parses JSON without letting deep nesting overflow the stack (serde_json stops at 128).
-fn parse_json_limited(bytes: &[u8]) -> Result<Value, String> {
-    serde_json::from_slice::<Value>(bytes).map_err(|err| err.to_string())
-}
-
-fn floor_char_boundary(text: &str, max: usize) -> usize {
-    if text.len() <= max {
-        return text.len();
-    }
-    let mut i = max;
-    while !text.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
 }
 
 /// A failed result's error as one line: command steps record a string, agent steps an object

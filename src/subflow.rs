@@ -441,12 +441,12 @@ pub(crate) async fn run(
             error: None,
             run_root: root.clone(),
             last_step: None,
+            last_output: None,
             enqueued: Vec::new(),
             outputs: Vec::new(),
             spent,
             usage,
             values: state.outputs.clone(),
-            last_output: None,
         };
         outcome.result = result_of(&report, child.sub, &parent.workspace);
         return outcome;
