@@ -778,6 +778,7 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
                         &workspace,
                         worktree.as_ref(),
                         quiet,
+                        json,
                     )
                     .await
                     .0
@@ -1293,6 +1294,7 @@ async fn run(
         workspace,
         worktree.as_ref(),
         quiet,
+        json,
     )
     .await;
     if code == exit::SUCCESS
@@ -1367,6 +1369,7 @@ async fn drive(
     workspace: &Path,
     worktree: Option<&crate::worktree::Record>,
     quiet: bool,
+    json: bool,
 ) -> (u8, PathBuf) {
     let root = runner.run_root().to_path_buf();
     let outcome = runner.run().await;
@@ -1374,6 +1377,13 @@ async fn drive(
         reporter.finish();
     }
     let succeeded = matches!(&outcome, Ok(r) if r.status == RunStatus::Succeeded);
+    if let Ok(report) = &outcome
+        && report.status == RunStatus::Succeeded
+        && !json
+    {
+        // The run's result on stdout (`--json` has it in its `run_finished` event).
+        print!("{}", result_text(report));
+    }
     let code = report(outcome);
     end_worktree(workspace, worktree, succeeded, quiet);
     crate::otlp::export_run(&root);
@@ -1394,6 +1404,28 @@ fn end_worktree(
             eprintln!("{}", ending.note);
         }
     }
+}
+
+/// What a successful run produced, as stdout shows it: the workflow's `outputs:`, one
+/// `NAME: VALUE` line each, or without them the output of the step recorded last (the demo's
+/// summary). Empty when there is neither.
+fn result_text(report: &RunReport) -> String {
+    let mut out = String::new();
+    if !report.values.is_empty() {
+        for (name, value) in &report.values {
+            let value = match value {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            out.push_str(&format!("{name}: {value}\n"));
+        }
+    } else if let Some(text) = &report.last_output {
+        out.push_str(text);
+        if !text.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    out
 }
 
 fn report(outcome: Result<RunReport, crate::runner::RunError>) -> u8 {

@@ -347,13 +347,16 @@ impl Runner {
                 .check(self.budget.spent.get(), self.budget.started.elapsed())
         {
             let message = crossing.message(&self.config.workspace, None, false);
-            return failed_result(
+            self.budget.cross(crossing.limit);
+            let mut result = failed_result(
                 1,
                 format!(
                     "{message}; the {what}s of `{}` still running were stopped",
                     step.name
                 ),
             );
+            result["budget_exceeded"] = json!(crossing.limit);
+            return result;
         }
         match fan.join {
             Join::AllSuccess => match failure {
@@ -583,6 +586,7 @@ impl Runner {
             lane_label: String::new(),
             failure_is_outcome: outlives_failure,
             last_recorded: None,
+            replaying_loop: self.replaying_loop,
             results: self.results.clone(),
             executions: 0,
             events_at_snapshot: 0,
@@ -601,6 +605,7 @@ impl Runner {
                 started: self.budget.started,
                 failure: None,
                 warned_unpriced: self.budget.warned_unpriced,
+                crossed: Arc::clone(&self.budget.crossed),
             },
             _lock: None,
         }

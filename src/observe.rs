@@ -1761,12 +1761,34 @@ fn task_info(loaded: &Loaded) -> Option<TaskInfo> {
     })
 }
 
-/// The workflow a run ran: the copy saved in RUN_ROOT, else (task runs keep no copy) the file
-/// the run names, when its fingerprint is still the run's.
+/// How a run's workflow loads: a swarm task's as its role loads it (provider steps without
+/// `provider:` use the role's runtime), any other on its own.
+fn load_options(workspace: &Path, loaded: &Loaded) -> crate::load::LoadOptions {
+    let role = match loaded.loc.source {
+        RunSource::Runs => None,
+        RunSource::Running => loaded
+            .loc
+            .root
+            .parent()
+            .map(dir_name)
+            .filter(|r| !r.is_empty()),
+        RunSource::Processed | RunSource::Failed => task_info(loaded).and_then(|t| t.role),
+    };
+    crate::load::LoadOptions {
+        default_provider: role
+            .and_then(|role| crate::role::load_one(workspace, &role).ok())
+            .and_then(|(role, _)| role.runtime),
+        ..Default::default()
+    }
+}
+
+/// The workflow a run ran: the copy saved in RUN_ROOT, else (older task runs kept no copy)
+/// the file the run names, when its fingerprint is still the run's.
 fn run_workflow(workspace: &Path, loaded: &Loaded) -> Result<(Workflow, String), String> {
+    let options = load_options(workspace, loaded);
     let copy = loaded.loc.root.join("workflow.yaml");
     if copy.is_file() {
-        return crate::load::load_file(&copy)
+        return crate::load::load_file_with(&copy, &options)
             .map(|w| (w, "workflow.yaml saved with the run".to_string()))
             .map_err(|e| {
                 format!(
@@ -1775,30 +1797,44 @@ fn run_workflow(workspace: &Path, loaded: &Loaded) -> Result<(Workflow, String),
                 )
             });
     }
-    let Some(state) = &loaded.state else {
-        return Err("no saved workflow.yaml and no state.json naming the workflow".into());
+    // Which file ran and its fingerprint: state.json's, else the run_started event's (a swarm
+    // task's run recorded before task runs kept their workflow.yaml).
+    let named = match &loaded.state {
+        Some(state) => Some((state.workflow.clone(), state.fingerprint.clone())),
+        None => loaded
+            .events
+            .iter()
+            .find(|e| e["event"] == "run_started")
+            .and_then(|e| {
+                Some((
+                    e["workflow"].as_str()?.to_string(),
+                    e["fingerprint"].as_str()?.to_string(),
+                ))
+            }),
     };
-    let path = Path::new(&state.workflow);
+    let Some((workflow_path, fingerprint)) = named else {
+        return Err(
+            "no saved workflow.yaml, and neither state.json nor a run_started event names the workflow"
+                .into(),
+        );
+    };
+    let path = Path::new(&workflow_path);
     let path = if path.is_absolute() {
         path.to_path_buf()
     } else {
         workspace.join(path)
     };
-    let workflow = crate::load::load_file(&path).map_err(|_| {
-        format!(
-            "no saved workflow.yaml, and {} does not load",
-            state.workflow
-        )
-    })?;
-    if workflow.fingerprint != state.fingerprint {
+    let workflow = crate::load::load_file_with(&path, &options)
+        .map_err(|_| format!("no saved workflow.yaml, and {workflow_path} does not load"))?;
+    if workflow.fingerprint != fingerprint {
         return Err(format!(
-            "no saved workflow.yaml, and {} changed since the run (fingerprint {} != {})",
-            state.workflow, workflow.fingerprint, state.fingerprint
+            "no saved workflow.yaml, and {workflow_path} changed since the run (fingerprint {} != {fingerprint})",
+            workflow.fingerprint
         ));
     }
     Ok((
         workflow,
-        format!("{} (unchanged since the run)", state.workflow),
+        format!("{workflow_path} (unchanged since the run)"),
     ))
 }
 
@@ -2929,12 +2965,18 @@ impl StatusView {
                     .unwrap_or_default()
             );
         }
+        let spent = if self.cost_usd > 0.0 {
+            format!(", cost {}", fmt_cost(self.cost_usd))
+        } else if self.tokens.is_zero() && self.unpriced == 0 {
+            "; no agent usage recorded".to_string()
+        } else {
+            ", cost unknown".to_string()
+        };
         let _ = write!(
             out,
-            "so far: {} step{} finished, {}",
+            "so far: {} step{} finished{spent}",
             self.steps_finished,
             if self.steps_finished == 1 { "" } else { "s" },
-            fmt_cost(self.cost_usd)
         );
         if self.unpriced > 0 {
             let _ = write!(out, " (+{} unpriced)", self.unpriced);
@@ -2993,18 +3035,129 @@ fn open_index(current: &OpenStep, open: &OpenStep) -> String {
 /// The status of run `run_id`, or of the newest run under `.orchestrate/runs/`. With no runs at
 /// all, a view with only `message` set.
 pub fn status(workspace: &Path, run_id: Option<&str>) -> Result<StatusView, ObserveError> {
-    let loc = match run_id {
-        Some(id) => locate(workspace, id)?,
-        None => match newest_run(workspace) {
-            Some(loc) => loc,
-            None => {
+    let view = match run_id {
+        Some(id) => status_of(workspace, locate(workspace, id)?, Some(id))?,
+        None => {
+            let tasks = TaskRuns::count(workspace);
+            let Some(loc) = newest_any_run(workspace) else {
                 return Ok(StatusView::empty(format!(
-                    "no runs yet in {}; start one with `orchestrate run WORKFLOW`",
+                    "no runs yet in {} and no task runs in running/, processed/ or failed/; start one with `orchestrate run WORKFLOW` (or `orchestrate enqueue ROLE` in a swarm)",
                     RunDir::runs_dir(workspace).display()
                 )));
+            };
+            let mut view = status_of(workspace, loc, None)?;
+            if let Some(note) = tasks.note() {
+                view.notes.push(note);
             }
-        },
+            view
+        }
     };
+    Ok(view)
+}
+
+/// How many swarm task runs the workspace holds, by where they are.
+#[derive(Default)]
+struct TaskRuns {
+    running: usize,
+    processed: usize,
+    failed: usize,
+}
+
+impl TaskRuns {
+    fn count(workspace: &Path) -> TaskRuns {
+        let with_records = |dirs: Vec<PathBuf>| dirs.iter().filter(|d| has_records(d)).count();
+        TaskRuns {
+            running: subdirs(&workspace.join("running"))
+                .iter()
+                .map(|role| with_records(subdirs(role)))
+                .sum(),
+            processed: with_records(subdirs(&workspace.join("processed"))),
+            failed: with_records(subdirs(&workspace.join("failed"))),
+        }
+    }
+
+    /// "task runs: 2 running, 50 processed, 3 failed; ..." when there are any.
+    fn note(&self) -> Option<String> {
+        if self.running + self.processed + self.failed == 0 {
+            return None;
+        }
+        Some(format!(
+            "task runs: {} running, {} processed, {} failed; `orchestrate tasks` lists them, `orchestrate status TASK` shows one",
+            self.running, self.processed, self.failed
+        ))
+    }
+}
+
+/// When a run started: its first event's time (`run_started`), else its state's.
+fn started_at_of(root: &Path) -> String {
+    use std::io::BufRead;
+    let first = fs::File::open(root.join("events.jsonl"))
+        .ok()
+        .and_then(|file| {
+            let mut line = String::new();
+            std::io::BufReader::new(file).read_line(&mut line).ok()?;
+            let value: Value = serde_json::from_str(&line).ok()?;
+            value["ts"].as_str().map(str::to_string)
+        });
+    first
+        .or_else(|| {
+            RunDir {
+                root: root.to_path_buf(),
+            }
+            .read_state()
+            .ok()
+            .map(|s| s.started_at)
+        })
+        .unwrap_or_default()
+}
+
+/// The newest run of the workspace, a swarm task's included: the newest under
+/// `.orchestrate/runs/`, every task attempt in flight under `running/`, and the newest finished
+/// task run of `processed/` and of `failed/` (named after when they finished), whichever
+/// started last.
+fn newest_any_run(workspace: &Path) -> Option<RunLoc> {
+    let mut candidates: Vec<RunLoc> = newest_run(workspace).into_iter().collect();
+    for role_dir in subdirs(&workspace.join("running")) {
+        candidates.extend(
+            subdirs(&role_dir)
+                .into_iter()
+                .filter(|d| has_records(d))
+                .map(|root| RunLoc {
+                    name: dir_name(&root),
+                    root,
+                    source: RunSource::Running,
+                }),
+        );
+    }
+    for (dir, source) in [
+        ("processed", RunSource::Processed),
+        ("failed", RunSource::Failed),
+    ] {
+        if let Some(root) = subdirs(&workspace.join(dir))
+            .into_iter()
+            .rev()
+            .find(|d| has_records(d))
+        {
+            candidates.push(RunLoc {
+                name: dir_name(&root),
+                root,
+                source,
+            });
+        }
+    }
+    candidates
+        .into_iter()
+        .map(|loc| (started_at_of(&loc.root), loc))
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, loc)| loc)
+}
+
+/// The status of the run at `loc` (`run_id`: how the user named it).
+fn status_of(
+    workspace: &Path,
+    loc: RunLoc,
+    run_id: Option<&str>,
+) -> Result<StatusView, ObserveError> {
     let id = run_id.unwrap_or(&loc.name).to_string();
     let loaded = load(workspace, &loc).map_err(|reason| ObserveError::Unreadable {
         id,

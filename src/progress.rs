@@ -38,10 +38,21 @@ pub enum Progress {
         tokens: Option<u64>,
         cost_usd: Option<f64>,
     },
-    /// A `for_each` resolved its items.
-    LoopStarted { step: String, total: usize },
+    /// A `for_each` resolved its items; `fan_out`: they run at once (`max_parallel`, `join`),
+    /// and each says when it ends.
+    LoopStarted {
+        step: String,
+        total: usize,
+        fan_out: bool,
+    },
     /// A `for_each` started item `index` (0-based) of `total`.
     LoopItem {
+        step: String,
+        index: usize,
+        total: usize,
+    },
+    /// A fan-out item ended (sequential items end when the next starts).
+    LoopItemFinished {
         step: String,
         index: usize,
         total: usize,
@@ -99,8 +110,14 @@ impl Progress {
             "loop_started" => Progress::LoopStarted {
                 step: step(),
                 total: number("total") as usize,
+                fan_out: fields.get("max_parallel").is_some(),
             },
             "iteration_started" => Progress::LoopItem {
+                step: step(),
+                index: number("index") as usize,
+                total: number("total") as usize,
+            },
+            "iteration_finished" => Progress::LoopItemFinished {
                 step: step(),
                 index: number("index") as usize,
                 total: number("total") as usize,
@@ -187,14 +204,36 @@ struct LiveState {
     /// Bars of the steps running now, by lane and execution number (fan-out items run at once,
     /// each numbering its own executions).
     bars: HashMap<(Vec<u64>, u64), ProgressBar>,
-    /// The running `for_each` bar of each loop step.
-    loops: HashMap<String, (Vec<u64>, u64)>,
+    /// The running `for_each` bar of each loop step, with its items' counts.
+    loops: HashMap<String, ((Vec<u64>, u64), Items)>,
     /// The running execution of each step, for `wait_for` polls.
     running: HashMap<String, (Vec<u64>, u64)>,
     steps_done: u64,
     tokens: u64,
     cost_usd: f64,
     cost_known: bool,
+}
+
+/// How far a loop's items are: a fan-out's run at once, so its bar counts those done and says
+/// how many run; a sequential loop's bar shows which item runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Items {
+    total: usize,
+    started: usize,
+    done: usize,
+    fan_out: bool,
+}
+
+impl Items {
+    /// `items: 1 done, 2 running of 3`.
+    fn describe(&self) -> String {
+        format!(
+            "items: {} done, {} running of {}",
+            self.done,
+            self.started.saturating_sub(self.done),
+            self.total
+        )
+    }
 }
 
 /// The terminal display: a header with the run's elapsed time, steps done, tokens and cost so
@@ -211,6 +250,14 @@ const TICK: Duration = Duration::from_millis(120);
 fn spinner_style() -> ProgressStyle {
     ProgressStyle::with_template("{prefix}{spinner:.cyan} {msg} {elapsed:.dim}")
         .expect("a valid template")
+}
+
+fn fan_out_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{prefix}{spinner:.cyan} {msg} [{bar:24.cyan/blue}] {elapsed:.dim}",
+    )
+    .expect("a valid template")
+    .progress_chars("=> ")
 }
 
 fn loop_style() -> ProgressStyle {
@@ -309,21 +356,55 @@ impl Reporter for Live {
                 state.bars.insert(key.clone(), bar);
                 state.running.insert(step.clone(), key);
             }
-            Progress::LoopStarted { step, total } => {
+            Progress::LoopStarted {
+                step,
+                total,
+                fan_out,
+            } => {
+                let items = Items {
+                    total: *total,
+                    fan_out: *fan_out,
+                    ..Items::default()
+                };
                 if let Some(bar) = state.running.get(step).and_then(|e| state.bars.get(e)) {
-                    bar.set_style(loop_style());
+                    bar.set_style(if *fan_out {
+                        fan_out_style()
+                    } else {
+                        loop_style()
+                    });
                     bar.set_length(*total as u64);
                     bar.set_position(0);
-                    bar.set_message(step.clone());
+                    bar.set_message(if *fan_out {
+                        format!("{step} · {}", items.describe())
+                    } else {
+                        step.clone()
+                    });
                 }
                 if let Some(key) = state.running.get(step).cloned() {
-                    state.loops.insert(step.clone(), key);
+                    state.loops.insert(step.clone(), (key, items));
                 }
             }
-            Progress::LoopItem { step, index, total } => {
-                if let Some(bar) = state.loops.get(step).and_then(|e| state.bars.get(e)) {
+            Progress::LoopItem { step, total, .. }
+            | Progress::LoopItemFinished { step, total, .. } => {
+                let finished = matches!(progress, Progress::LoopItemFinished { .. });
+                let Some((key, items)) = state.loops.get_mut(step) else {
+                    return;
+                };
+                items.total = *total;
+                if finished {
+                    items.done += 1;
+                } else {
+                    items.started += 1;
+                }
+                let (key, items) = (key.clone(), *items);
+                if let Some(bar) = state.bars.get(&key) {
                     bar.set_length(*total as u64);
-                    bar.set_position(*index as u64 + 1);
+                    if items.fan_out {
+                        bar.set_position(items.done as u64);
+                        bar.set_message(format!("{step} · {}", items.describe()));
+                    } else {
+                        bar.set_position(items.started as u64);
+                    }
                 }
             }
             Progress::WaitPoll {
@@ -354,7 +435,7 @@ impl Reporter for Live {
                 if state.running.get(step) == Some(&key) {
                     state.running.remove(step);
                 }
-                if state.loops.get(step) == Some(&key) {
+                if state.loops.get(step).map(|(k, _)| k) == Some(&key) {
                     state.loops.remove(step);
                 }
                 state.steps_done += 1;
@@ -486,6 +567,63 @@ mod tests {
         let state = live.state.lock().unwrap();
         assert!(state.bars.is_empty());
         assert_eq!(Live::totals(&state), "1 step done · 1,500 tokens · $0.5000");
+    }
+
+    /// A `max_parallel: 3` fan-out whose three items have started: none is done yet.
+    #[test]
+    fn a_fan_out_bar_counts_items_done_and_running() {
+        let live = Live::with_target(ProgressDrawTarget::hidden());
+        let event = |name: &str, fields: Value| {
+            live.report(&Progress::from_event(name, &fields).expect("a notification"));
+        };
+        event(
+            "step_started",
+            json!({"step": "Each", "exec": 2, "kind": "for_each", "iteration": []}),
+        );
+        event(
+            "loop_started",
+            json!({"step": "Each", "total": 3, "max_parallel": 3, "join": "all_success"}),
+        );
+        for index in 0..3 {
+            event(
+                "iteration_started",
+                json!({"step": "Each", "index": index, "total": 3}),
+            );
+        }
+        let message = |live: &Live| {
+            let state = live.state.lock().unwrap();
+            let bar = &state.bars[&(Vec::new(), 2)];
+            (bar.message(), bar.position())
+        };
+        assert_eq!(
+            message(&live),
+            ("Each · items: 0 done, 3 running of 3".to_string(), 0)
+        );
+        event(
+            "iteration_finished",
+            json!({"step": "Each", "index": 1, "total": 3, "status": "succeeded"}),
+        );
+        assert_eq!(
+            message(&live),
+            ("Each · items: 1 done, 2 running of 3".to_string(), 1)
+        );
+
+        // A sequential loop's bar shows the item that runs.
+        event(
+            "step_started",
+            json!({"step": "Seq", "exec": 9, "kind": "for_each", "iteration": []}),
+        );
+        event("loop_started", json!({"step": "Seq", "total": 4}));
+        event(
+            "iteration_started",
+            json!({"step": "Seq", "index": 0, "total": 4}),
+        );
+        event(
+            "iteration_started",
+            json!({"step": "Seq", "index": 1, "total": 4}),
+        );
+        let state = live.state.lock().unwrap();
+        assert_eq!(state.bars[&(Vec::new(), 9)].position(), 2);
     }
 
     #[test]

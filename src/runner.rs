@@ -56,6 +56,9 @@ pub struct RunReport {
     pub run_root: PathBuf,
     /// The step that ended the run (the last one run).
     pub last_step: Option<String>,
+    /// What the step recorded last produced (its text output, its lines, or its JSON), shown
+    /// after a successful run of a workflow without `outputs:`.
+    pub last_output: Option<String>,
     /// Tasks the run handed to other roles, in order.
     pub enqueued: Vec<crate::queue::Enqueued>,
     /// Files the run's steps wrote through `output_file`, relative to the workspace.
@@ -277,6 +280,9 @@ pub struct Runner {
     failure_is_outcome: bool,
     /// The step whose result was recorded (or replayed) last.
     last_recorded: Option<String>,
+    /// A `for_each` or `parallel` step that completed before a resume is being walked again
+    /// to replay its body: its own events are not written again (see [`Runner::replaying`]).
+    replaying_loop: bool,
     /// Latest result per step name.
     results: Map<String, Value>,
     executions: u64,
@@ -314,6 +320,9 @@ struct BudgetState {
     failure: Option<String>,
     /// A cost limit was set but some tokens had no price: said once.
     warned_unpriced: bool,
+    /// A limit was crossed: the run stops where it is, taking no `on` edge (shared by a
+    /// fan-out's lanes, so that the step that forked them stops too).
+    crossed: Arc<std::sync::OnceLock<String>>,
 }
 
 /// Files the engine itself writes for a run's steps (an `output_file`, an enqueued task), each
@@ -480,15 +489,18 @@ impl Runner {
             source,
         })?;
         let lock = if config.resumable {
-            let lock = dir.lock_run()?;
+            Some(dir.lock_run()?)
+        } else {
+            None
+        };
+        if config.resumable || !source_text.is_empty() {
+            // The copy resume uses, and the one `report` checks the path against (a swarm
+            // task's run keeps it too: the role's workflow file may change after it).
             std::fs::write(dir.workflow_copy(), source_text).map_err(|source| RunError::Io {
                 path: dir.workflow_copy(),
                 source,
             })?;
-            Some(lock)
-        } else {
-            None
-        };
+        }
         let now = crate::clock::now_rfc3339();
         let state = RunState {
             format_version: crate::state::STATE_FORMAT,
@@ -598,6 +610,12 @@ impl Runner {
             .map_err(|err| resume_err(err.render()))?;
         let mut workflow = workflow;
         workflow.path = PathBuf::from(&state.workflow);
+        // The limits come from the workflow file as it is now, where a crossing's message says
+        // to raise them; everything else from the saved copy. A file that no longer loads
+        // leaves the copy's limits.
+        if let Ok(current) = crate::load::load_in(workspace, &workspace.join(&state.workflow)) {
+            workflow.budget = current.budget;
+        }
         // Strict: a damaged line in the middle would cut the journal short and run completed
         // steps again, so it stops the resume instead.
         let records = events::read_checked(&dir.events())
@@ -686,6 +704,7 @@ impl Runner {
             lane_label: String::new(),
             failure_is_outcome: false,
             last_recorded: None,
+            replaying_loop: false,
             results,
             executions: 0,
             events_at_snapshot: 0,
@@ -703,6 +722,7 @@ impl Runner {
                 started: Instant::now(),
                 failure: None,
                 warned_unpriced: false,
+                crossed: Arc::default(),
             },
             enqueued: Vec::new(),
             _lock: lock,
@@ -818,6 +838,12 @@ impl Runner {
             error: error.map(|e| events::mask(&e, &self.secret_values)),
             run_root: self.dir.root.clone(),
             last_step: self.last_step.clone(),
+            last_output: self
+                .last_recorded
+                .as_ref()
+                .and_then(|name| self.results.get(name))
+                .and_then(shown_output)
+                .map(|text| events::mask(&text, &self.secret_values)),
             enqueued: self.enqueued.clone(),
             outputs: self
                 .results
@@ -873,6 +899,19 @@ impl Runner {
     }
 
     fn event(&mut self, name: &str, fields: Value, durable: bool) -> Result<(), RunError> {
+        if self.replaying()
+            && matches!(
+                name,
+                "step_started"
+                    | "loop_started"
+                    | "iteration_started"
+                    | "iteration_finished"
+                    | "branch_started"
+                    | "branch_finished"
+            )
+        {
+            return Ok(());
+        }
         if let Some(observer) = &self.config.observer {
             observer(name, &fields);
         }
@@ -1026,7 +1065,8 @@ impl Runner {
                     return Ok(Flow::Failed);
                 }
                 let flow = self.run_step(step, loops).await?;
-                if self.config.cancel.is_cancelled() {
+                if self.config.cancel.is_cancelled() || self.budget.is_crossed() {
+                    // A crossing is not the step's failure to route: no `on` edge is taken.
                     return Ok(Flow::Failed);
                 }
                 if let Some(converge) = &step.converge
@@ -1245,10 +1285,39 @@ impl Runner {
         if !matches!(
             step.kind,
             StepKind::ForEach { .. } | StepKind::Parallel { .. }
-        ) && let Some(flow) = self.replay(step, exec)
-        {
+        ) {
+            if let Some(flow) = self.replay(step, exec) {
+                return Ok(flow);
+            }
+        } else if let Some((recorded_flow, recorded)) = self.recorded(step, exec) {
+            if recorded_flow == Flow::Skipped {
+                return Ok(self.replay(step, exec).unwrap_or(Flow::Skipped));
+            }
+            // A loop that completed: its body is walked again to replay its steps' results
+            // (later steps read them), but the loop's own events are not written again.
+            let cutoff = self.journal.cutoff;
+            let outer = std::mem::replace(&mut self.replaying_loop, true);
+            let flow = self.execute(step, exec, loops).await;
+            self.replaying_loop = outer;
+            let flow = flow?;
+            if self.journal.cutoff != cutoff {
+                // The body left the recorded path and ran live: what it did now is the record.
+                return Ok(flow);
+            }
+            // Its body's replayed steps counted what it spent.
+            self.replayed(step, recorded_flow, recorded);
             return Ok(flow);
         }
+        self.execute(step, exec, loops).await
+    }
+
+    /// Runs one step (execution `exec`) and records its result.
+    async fn execute(
+        &mut self,
+        step: &Step,
+        exec: u64,
+        loops: &[LoopFrame],
+    ) -> Result<Flow, RunError> {
         self.state.current_step = Some(step.name.clone());
         self.last_step = Some(step.name.clone());
         let iteration: Vec<usize> = loops.iter().map(|l| l.index).collect();
@@ -1341,6 +1410,13 @@ impl Runner {
             }
         };
         result = with_timing(result, &started_at, started);
+        if result["status"] == "failed"
+            && result.get("budget_exceeded").is_none()
+            && let Some(limit) = self.budget.crossed()
+        {
+            // A crossing in its body (a loop's item): stopped, not finished; resume reruns it.
+            result["budget_exceeded"] = json!(limit);
+        }
         if result["status"] == "succeeded"
             && let Some(schema) = &step.output_schema
         {
@@ -1382,19 +1458,25 @@ impl Runner {
         if !ok && let Some(err) = error_text(&result) {
             line.push_str(&format!(": {err}"));
         }
-        self.progress(&line);
+        if !self.replaying() {
+            self.progress(&line);
+        }
         if !ok && !self.config.cancel.is_cancelled() {
             let exit_code = result["exit_code"].as_i64().unwrap_or(1) as i32;
             let detail = error_text(&result).unwrap_or_else(|| format!("exit code {exit_code}"));
             let message = match self.budget.failure.take() {
-                Some(budget) => budget,
-                None => self.step_failed(step, &detail, &result),
+                Some(budget) => Some(budget),
+                // A crossing inside this step's body already said what stopped the run.
+                None if self.budget.is_crossed() && self.failure.is_some() => None,
+                None => Some(self.step_failed(step, &detail, &result)),
             };
-            self.failure = Some(Failure {
-                exit_code,
-                message,
-                step_exit_code: Some(exit_code),
-            });
+            if let Some(message) = message {
+                self.failure = Some(Failure {
+                    exit_code,
+                    message,
+                    step_exit_code: Some(exit_code),
+                });
+            }
         }
         self.record(step, exec, &iteration, result)?;
         Ok(if ok { Flow::Succeeded } else { Flow::Failed })
@@ -1607,8 +1689,16 @@ impl Runner {
             secrets: self.secret_names.iter().cloned().collect(),
         };
         let outcome = crate::subflow::run(&self.config, child, step.timeout).await;
-        let result = outcome.result;
+        let mut result = outcome.result;
         self.budget.count(&result);
+        if result["status"] == "failed"
+            && let Some(crossing) = self.budget.check(self.budget.spent.get())
+        {
+            // A limit of this run (or an ancestor's) stopped the child: this run stops too,
+            // taking no `on` edge, and resume runs the step (continuing its child) again.
+            result["budget_exceeded"] = json!(crossing.limit);
+            self.budget.cross(crossing.limit);
+        }
         self.event(
             "child_finished",
             json!({
@@ -1718,19 +1808,19 @@ impl Runner {
         }
     }
 
-    /// Feeds back the recorded result of execution `exec` when the earlier attempt completed it.
-    fn replay(&mut self, step: &Step, exec: u64) -> Option<Flow> {
+    /// The recorded result of execution `exec` and its outcome, when the earlier attempt
+    /// completed it on the path this one is retracing.
+    fn recorded(&self, step: &Step, exec: u64) -> Option<(Flow, Value)> {
         if exec >= self.journal.cutoff {
             return None;
         }
-        let key = (self.lane.clone(), exec);
-        let Some((name, result)) = self.journal.entries.get(&key).cloned() else {
-            self.journal.cutoff = exec;
+        let (name, result) = self.journal.entries.get(&(self.lane.clone(), exec))?;
+        if *name != step.name {
+            // The path differs from the recorded one.
             return None;
-        };
-        if name != step.name {
-            // The path differs from the recorded one: stop replaying here.
-            self.journal.cutoff = exec;
+        }
+        if result.get("budget_exceeded").is_some() {
+            // Stopped by a crossing, not finished: it runs again (under the raised limit).
             return None;
         }
         let flow = match result["status"].as_str() {
@@ -1738,23 +1828,35 @@ impl Runner {
             Some("skipped") => Flow::Skipped,
             Some("failed") => Flow::Failed,
             Some("rejected") => Flow::Rejected,
-            _ => {
-                // Interrupted (or unknown): the step did not complete; run it again.
-                self.journal.cutoff = exec;
-                return None;
-            }
+            // Interrupted (or unknown): the step did not complete.
+            _ => return None,
         };
-        let handled = edge(step, flow, Some(&result)).is_some()
+        let handled = edge(step, flow, Some(result)).is_some()
             || (flow == Flow::Failed && (!self.workflow.strict_flow || self.failure_is_outcome));
         if matches!(flow, Flow::Failed | Flow::Rejected) && !handled {
-            // This failure ended the earlier attempt: run the step again.
-            self.journal.cutoff = exec;
+            // This failure ended the earlier attempt: the step runs again.
             return None;
         }
+        Some((flow, result.clone()))
+    }
+
+    /// Feeds back the recorded result of execution `exec` when the earlier attempt completed
+    /// it; otherwise stops replaying here.
+    fn replay(&mut self, step: &Step, exec: u64) -> Option<Flow> {
+        let Some((flow, result)) = self.recorded(step, exec) else {
+            self.journal.cutoff = self.journal.cutoff.min(exec);
+            return None;
+        };
+        self.budget.count(&result);
+        self.replayed(step, flow, result);
+        Some(flow)
+    }
+
+    /// A completed step's recorded result becomes its result, as when it ran.
+    fn replayed(&mut self, step: &Step, flow: Flow, result: Value) {
         if let Ok(task) = serde_json::from_value::<crate::queue::Enqueued>(result["task"].clone()) {
             self.enqueued.push(task);
         }
-        self.budget.count(&result);
         if flow == Flow::Failed {
             // As when it ran: the failure is the run's (or the item's) to report.
             let exit_code = result["exit_code"].as_i64().unwrap_or(1) as i32;
@@ -1771,7 +1873,13 @@ impl Runner {
             "↺ {} (completed earlier; not run again)",
             step.name
         ));
-        Some(flow)
+    }
+
+    /// Walking a completed loop's body again on resume, still on the recorded path: the
+    /// loop's own events (its start, items, branches and `step_finished`) were written when it
+    /// ran and are not written again.
+    fn replaying(&self) -> bool {
+        self.replaying_loop && self.journal.cutoff == u64::MAX
     }
 
     fn record(
@@ -1781,6 +1889,10 @@ impl Runner {
         iteration: &[usize],
         result: Value,
     ) -> Result<(), RunError> {
+        if self.replaying() {
+            self.results.insert(step.name.clone(), result);
+            return Ok(());
+        }
         self.event(
             "step_finished",
             json!({"step": step.name, "exec": exec, "iteration": iteration, "result": result}),
@@ -2394,9 +2506,9 @@ impl Runner {
         }
         match step.capture {
             Capture::Text => {
-                let keep = floor_char_boundary(&text, TEXT_KEEP_BYTES);
-                result["output"] = json!(&text[..keep]);
-                result["truncated"] = json!(keep < text.len());
+                let (output, cut) = text_output(&text, true);
+                result["output"] = json!(output);
+                result["truncated"] = json!(cut);
             }
             Capture::Lines => {
                 result["output_capture"] = json!("lines");
@@ -2738,9 +2850,9 @@ fn capture(step: &Step, finished: &exec::Finished) -> Value {
     let text = String::from_utf8_lossy(&finished.stdout);
     match step.capture {
         Capture::Text => {
-            let keep = floor_char_boundary(&text, TEXT_KEEP_BYTES);
-            result["output"] = json!(&text[..keep]);
-            result["truncated"] = json!(!finished.stdout_complete || keep < text.len());
+            let (output, cut) = text_output(&text, finished.stdout_complete);
+            result["output"] = json!(output);
+            result["truncated"] = json!(cut);
         }
         Capture::Lines => {
             result["output_capture"] = json!("lines");
@@ -2778,9 +2890,9 @@ fn capture(step: &Step, finished: &exec::Finished) -> Value {
                 Err(message) if step.allow_parse_error => {
                     result["json"] = Value::Null;
                     result["parse_error"] = json!(message);
-                    let keep = floor_char_boundary(&text, TEXT_KEEP_BYTES);
-                    result["output"] = json!(&text[..keep]);
-                    result["truncated"] = json!(!finished.stdout_complete || keep < text.len());
+                    let (output, cut) = text_output(&text, finished.stdout_complete);
+                    result["output"] = json!(output);
+                    result["truncated"] = json!(cut);
                 }
                 Err(message) if finished.outcome.success() => {
                     result["status"] = json!("failed");
@@ -2837,6 +2949,43 @@ fn floor_char_boundary(text: &str, max: usize) -> usize {
         i -= 1;
     }
     i
+}
+
+/// A step result's output as a person reads it: its text, its lines, or its JSON; `None` when
+/// it has none (or only whitespace).
+fn shown_output(result: &Value) -> Option<String> {
+    let text = if let Some(text) = result["output"].as_str() {
+        text.to_string()
+    } else if let Some(lines) = result["lines"].as_array() {
+        lines
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join("\n")
+    } else if result.get("json").is_some_and(|j| !j.is_null()) {
+        serde_json::to_string_pretty(&result["json"]).ok()?
+    } else if let Some(text) = result["result"].as_str() {
+        text.to_string()
+    } else {
+        return None;
+    };
+    (!text.trim().is_empty()).then_some(text)
+}
+
+/// A step's text output as `${steps.X.output}` holds it, and whether it was cut: at most
+/// `TEXT_KEEP_BYTES`, and, when nothing was cut, without one trailing newline (`\n` or
+/// `\r\n`), as shell command substitution drops it, so that `echo yes` gives `yes`. Only one:
+/// a deliberate blank line stays. The step's stdout log keeps the bytes as written.
+fn text_output(text: &str, complete: bool) -> (&str, bool) {
+    let keep = floor_char_boundary(text, TEXT_KEEP_BYTES);
+    if !complete || keep < text.len() {
+        return (&text[..keep], true);
+    }
+    let text = text
+        .strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(text);
+    (text, false)
 }
 
 /// A failed result's error as one line: command steps record a string, agent steps an object
@@ -3180,6 +3329,7 @@ impl Runner {
             message,
             step_exit_code: None,
         });
+        self.budget.cross(crossing.limit);
         Ok(true)
     }
 
@@ -3337,6 +3487,7 @@ impl Runner {
             json!(message)
         };
         self.budget.failure = Some(message);
+        self.budget.cross(crossing.limit);
     }
 }
 
@@ -3344,6 +3495,20 @@ impl BudgetState {
     /// Counts what a step result spent (an agent's usage, a child run's total).
     fn count(&self, result: &Value) {
         self.spent.count(result);
+    }
+
+    /// Marks the run as stopped by a crossing of `limit`.
+    fn cross(&self, limit: &str) {
+        let _ = self.crossed.set(limit.to_string());
+    }
+
+    /// The limit whose crossing stopped the run (in this runner or one of its lanes).
+    fn crossed(&self) -> Option<&str> {
+        self.crossed.get().map(String::as_str)
+    }
+
+    fn is_crossed(&self) -> bool {
+        self.crossed.get().is_some()
     }
 
     /// No limit applies to this run, its own or an ancestor's.
@@ -3456,6 +3621,19 @@ fn check_schema(step: &Step, schema: &crate::model::OutputSchema, result: &mut V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_output_drops_one_trailing_newline_as_command_substitution_does() {
+        assert_eq!(text_output("yes\n", true), ("yes", false));
+        assert_eq!(text_output("yes\r\n", true), ("yes", false));
+        assert_eq!(text_output("a\n\n", true), ("a\n", false));
+        assert_eq!(text_output("no newline", true), ("no newline", false));
+        assert_eq!(text_output("", true), ("", false));
+        // Cut output keeps what it has: its end is not the command's.
+        assert_eq!(text_output("partial\n", false), ("partial\n", true));
+        let long = "x".repeat(TEXT_KEEP_BYTES) + "\n";
+        assert_eq!(text_output(&long, true), (&long[..TEXT_KEEP_BYTES], true));
+    }
 
     /// The loader refuses a role's workflow with a step the role may not run; the runner
     /// refuses it again when the step is reached (a workflow changed after loading, a caller

@@ -441,6 +441,7 @@ pub(crate) async fn run(
             error: None,
             run_root: root.clone(),
             last_step: None,
+            last_output: None,
             enqueued: Vec::new(),
             outputs: Vec::new(),
             spent,

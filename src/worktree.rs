@@ -640,16 +640,8 @@ fn remove(workspace: &Path, record: &Record, force: bool) -> Result<String, Stri
 /// [`remove`], with the repository's worktree lock already held.
 fn remove_locked(workspace: &Path, record: &Record, force: bool) -> Result<String, String> {
     let shown = crate::queue::relative(workspace, &record.path);
-    if record.path.is_dir() && !force {
-        let status = git_ok(&record.path, &["status", "--porcelain"]).map_err(|e| e.to_string())?;
-        let changed = status.lines().count();
-        if changed > 0 {
-            return Err(format!(
-                "it has uncommitted changes ({changed} file(s)); commit them on `{}`, or remove it with `git worktree remove --force {}`",
-                record.branch,
-                record.path.display()
-            ));
-        }
+    if !force && let Some(why) = uncommitted(record)? {
+        return Err(why);
     }
     let path_text = record.path.display().to_string();
     if record.path.is_dir() {
@@ -686,6 +678,23 @@ fn remove_locked(workspace: &Path, record: &Record, force: bool) -> Result<Strin
     }
     record.forget(workspace);
     Ok(note)
+}
+
+/// Why a worktree is kept although its owner is done with it: it holds uncommitted changes
+/// (only `--force` removes those).
+fn uncommitted(record: &Record) -> Result<Option<String>, String> {
+    if !record.path.is_dir() {
+        return Ok(None);
+    }
+    let status = git_ok(&record.path, &["status", "--porcelain"]).map_err(|e| e.to_string())?;
+    let changed = status.lines().count();
+    Ok((changed > 0).then(|| {
+        format!(
+            "it has uncommitted changes ({changed} file(s)); commit them on `{}`, or remove it with `git worktree remove --force {}` (or `orchestrate gc --force`)",
+            record.branch,
+            record.path.display()
+        )
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -745,7 +754,21 @@ pub fn gc_command(workspace: &Path, options: &GcOptions) -> u8 {
         };
         let shown = crate::queue::relative(workspace, &record.path);
         let who = record.owner.describe();
-        match verdict(workspace, &record.owner, options.older_than) {
+        let verdict = match verdict(workspace, &record.owner, options.older_than) {
+            // Uncommitted work is kept whatever its owner's state, in a dry run as in a real
+            // one: a documented keep, not a failure.
+            Verdict::Stale(why) if !options.force => match uncommitted(record) {
+                Ok(None) => Verdict::Stale(why),
+                Ok(Some(dirty)) => Verdict::Keep(format!("{why}, but {dirty}")),
+                Err(err) => {
+                    failed += 1;
+                    println!("kept {shown} ({who}: {why}): {err}");
+                    continue;
+                }
+            },
+            verdict => verdict,
+        };
+        match verdict {
             Verdict::Keep(why) => {
                 kept += 1;
                 println!("kept {shown} ({who}): {why}");

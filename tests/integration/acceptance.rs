@@ -288,7 +288,7 @@ steps:
     let run = ws.run_wf(&[]);
     run.ok();
     assert_eq!(strings(&run.step("Wait")["files"]), ["inbox/x/t1.task"]);
-    assert_eq!(run.step("Read")["output"], "line 1\nline 2\n");
+    assert_eq!(run.step("Read")["output"], "line 1\nline 2");
     assert!(
         !ws.exists("inbox/x/t1.tmp"),
         "the rename left no .tmp behind"

@@ -514,7 +514,7 @@ steps:
     assert_eq!(stdout_log, "token=***\n");
     let stderr_log = ws.read(leak["stderr_log"].as_str().unwrap());
     assert_eq!(stderr_log, "err=***\n");
-    assert_eq!(run.step("Show")["output"], "shown=***\n");
+    assert_eq!(run.step("Show")["output"], "shown=***");
 }
 
 #[test]
@@ -667,7 +667,7 @@ steps:
     );
     assert_eq!(lines_result["truncated"], false, "{lines_result:#}");
     let text = run.step("Text");
-    assert_eq!(text["output"], "a=***\n");
+    assert_eq!(text["output"], "a=***");
     assert_eq!(text["truncated"], false, "{text:#}");
 }
 

@@ -63,7 +63,7 @@ steps:
         assert_eq!(outcome["step"], "Work");
         assert_eq!(
             outcome["output"],
-            format!("{name} line 1\n{name} line 2\n{name} line 3\n{name} line 4\n{name} done\n"),
+            format!("{name} line 1\n{name} line 2\n{name} line 3\n{name} line 4\n{name} done"),
             "item {name}'s own output, unmixed"
         );
     }
@@ -199,7 +199,7 @@ steps:
         statuses(&run.step("Each")),
         ["failed", "succeeded", "failed"]
     );
-    assert_eq!(run.step("Use")["output"], "42 1 2\n");
+    assert_eq!(run.step("Use")["output"], "42 1 2");
     for i in 1..=3 {
         assert!(ws.exists(&format!("ran.{i}")), "item {i} ran");
     }
@@ -249,14 +249,14 @@ steps:
         ["succeeded", "failed", "succeeded", "failed"]
     );
     assert_eq!(each["results"][1]["exit_code"], 1);
-    assert_eq!(each["results"][1]["output"], "checked\n");
+    assert_eq!(each["results"][1]["output"], "checked");
     assert!(
         each["results"][1]["error"]
             .as_str()
             .unwrap()
             .contains("step `Check`")
     );
-    assert_eq!(run.step("Count")["output"], "2 failed of 4\n");
+    assert_eq!(run.step("Count")["output"], "2 failed of 4");
 }
 
 #[test]
@@ -292,9 +292,9 @@ steps:
     run.ok();
     let checks = run.step("Checks");
     assert_eq!(checks["succeeded"], 2);
-    assert_eq!(checks["branches"]["lint"]["output"], "lint saw test\n");
-    assert_eq!(checks["branches"]["test"]["output"], "test saw lint\n");
-    assert_eq!(run.step("Report")["output"], "succeeded Test built\n\n");
+    assert_eq!(checks["branches"]["lint"]["output"], "lint saw test");
+    assert_eq!(checks["branches"]["test"]["output"], "test saw lint");
+    assert_eq!(run.step("Report")["output"], "succeeded Test built");
 
     // A failing branch under all_success fails the step, naming the branch.
     ws.workflow(
@@ -370,7 +370,7 @@ steps:
     let each = &state["steps"]["Each"];
     assert_eq!(each["succeeded"], 6);
     for i in 0..6 {
-        assert_eq!(each["results"][i]["output"], format!("out {i}\n"));
+        assert_eq!(each["results"][i]["output"], format!("out {i}"));
     }
     // `report` reads the resumed run's path: the replayed items are on it, once each.
     let report = ws.run(&["report", &id]);

@@ -375,7 +375,7 @@ steps:
     run.ok();
     let flaky = run.step("Flaky");
     assert_eq!(flaky["attempts"], 3);
-    assert_eq!(flaky["output"], "attempt 3\n");
+    assert_eq!(flaky["output"], "attempt 3");
     assert_eq!(ws.read("count"), "3\n");
     let logs = ws.run_dir(run.id()).join("logs");
     let log = |name: &str| std::fs::read_to_string(logs.join(name)).ok();
@@ -690,7 +690,7 @@ steps:
     let run = ws.run_wf(&["--context", "who=engineer"]);
     run.ok();
     assert_eq!(ws.read("artifacts/engineer/result.txt"), "hello\nworld\n");
-    assert_eq!(run.step("Write")["output"], "hello\nworld\n");
+    assert_eq!(run.step("Write")["output"], "hello\nworld");
 }
 
 #[test]
@@ -852,8 +852,8 @@ fn secret_reaches_only_the_steps_that_list_it() {
     let run = ws.run_wf(&[]);
     run.code(1);
     assert_eq!(ws.read("use.out"), format!("token={SECRET}\n"));
-    assert_eq!(run.step("Use")["output"], "token=***\n");
-    assert_eq!(run.step("Other")["output"], "absent\n");
+    assert_eq!(run.step("Use")["output"], "token=***");
+    assert_eq!(run.step("Other")["output"], "absent");
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod cgroup;
 mod chaos;
 mod checker;
 mod durability;
+mod engine_records;
 mod fanout;
 mod inbox;
 mod inputs;

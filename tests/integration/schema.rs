@@ -47,7 +47,7 @@ steps:
             && feedback.contains("\"findings\" is a required property"),
         "{feedback}"
     );
-    assert_eq!(run.step("Use")["output"], "approved=true\n");
+    assert_eq!(run.step("Use")["output"], "approved=true");
     let violations: serde_json::Value = serde_json::from_str(&ws.read("violations.json")).unwrap();
     assert!(
         violations

@@ -696,11 +696,11 @@ fn a_parents_secret_reaches_only_the_child_steps_that_list_it_and_is_masked() {
     run.ok();
     let state = read_json(&child_dir(&ws, &run.step("Sub")).join("state.json"));
     assert_eq!(
-        state["steps"]["Blind"]["output"], "blind:unset\n",
+        state["steps"]["Blind"]["output"], "blind:unset",
         "the child's step does not list the parent's secret"
     );
     let state = read_json(&child_dir(&ws, &run.step("Sub2")).join("state.json"));
-    assert_eq!(state["steps"]["Sees"]["output"], "sees:***\n");
+    assert_eq!(state["steps"]["Sees"]["output"], "sees:***");
     for entry in walk(&ws.join(".orchestrate")) {
         if entry.is_file() {
             let bytes = std::fs::read(&entry).unwrap();

@@ -1903,7 +1903,7 @@ fn a_secret_shown_every_way_reaches_no_file_under_the_queue_or_records() {
     sent.sort();
     assert_eq!(
         sent,
-        ["***", "text out=***\n ***"],
+        ["***", "text out=*** ***"],
         "the enqueued tasks, masked"
     );
 }

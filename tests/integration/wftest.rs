@@ -321,7 +321,7 @@ steps:
     );
     ws.file(
         "cases/ok/expect.yaml",
-        "path: [Sub, Show]\nstatus: succeeded\noutputs:\n  Sub.outputs.verdict: good\n  Sub.outputs.note: \"a draft\\n\"\n",
+        "path: [Sub, Show]\nstatus: succeeded\noutputs:\n  Sub.outputs.verdict: good\n  Sub.outputs.note: \"a draft\"\n",
     );
     ws.run(&["test", "wf.yaml", "--fixtures", "cases"])
         .ok()

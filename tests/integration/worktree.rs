@@ -438,11 +438,19 @@ fn gc_removes_stale_worktrees_and_not_a_running_one() {
         .stdout_has("the task is running");
     assert!(ws.exists(".orchestrate/worktrees/dev/done1"));
 
-    // fail1 is old enough now, but has uncommitted changes: refused without --force.
+    // fail1 is old enough now, but has uncommitted changes: kept without --force, which is
+    // no error, and a dry run says the same as the real one.
+    let dry = ws.run(&["gc", "--older-than", "0s", "--dry-run"]);
+    dry.ok()
+        .stdout_has("would remove .orchestrate/worktrees/dev/done1")
+        .stdout_has("kept .orchestrate/worktrees/dev/fail1 (task `fail1` of role `dev`): the task failed more than 0s ago, but it has uncommitted changes (1 file(s))")
+        .stdout_has("1 worktree(s) would be removed, 2 kept");
     let gc = ws.run(&["gc", "--older-than", "0s"]);
-    gc.code(1)
+    gc.ok()
         .stdout_has("removed worktree .orchestrate/worktrees/dev/done1")
-        .stdout_has("uncommitted changes");
+        .stdout_has("kept .orchestrate/worktrees/dev/fail1 (task `fail1` of role `dev`): the task failed more than 0s ago, but it has uncommitted changes (1 file(s))")
+        .stdout_has("1 worktree(s) removed, 2 kept");
+    assert!(!gc.stderr.contains("could not be removed"), "{}", gc.stderr);
     assert!(!ws.exists(".orchestrate/worktrees/dev/done1"));
     assert!(ws.exists(".orchestrate/worktrees/dev/fail1/f.txt"));
     let gc = ws.run(&["gc", "--older-than", "0s", "--force"]);
