@@ -25,7 +25,7 @@ cat > /dev/null
 echo '{"type":"system","subtype":"init","session_id":"s-1","model":"claude-sonnet-4-5"}'
 echo '{"type":"assistant","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"thinking"}],"usage":{"input_tokens":1000,"output_tokens":500}},"session_id":"s-1"}'
 sleep 0.2
-sleep 30 &
+sleep 600 &
 echo $! > "$dir/sleep.pid"
 touch "$dir/reported"
 echo '{"type":"assistant","message":{"id":"msg_2","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"still going"}],"usage":{"input_tokens":2000,"output_tokens":1000}},"session_id":"s-1"}'
@@ -51,7 +51,7 @@ pub(crate) const AGENT_STEP: &str = r#"
 "#;
 
 /// Starts `orchestrate ARGS`, waits until the stand-in has reported its usage, and checks that
-/// the agent and its child are gone within a second of it; returns the finished run.
+/// the agent and its 600 s child are stopped (long before their end); returns the finished run.
 pub(crate) fn run_until_stopped(ws: &Ws, args: &[&str]) -> Run {
     let started = Started::new(ws, args);
     let reported: PathBuf = ws.join("standin/reported");
@@ -61,8 +61,8 @@ pub(crate) fn run_until_stopped(ws: &Ws, args: &[&str]) -> Run {
     let agent = pid_in(ws, "standin/agent.pid");
     let sleeper = pid_in(ws, "standin/sleep.pid");
     wait_until(
-        "the agent's process group to be gone",
-        Duration::from_secs(1),
+        "the agent's process group to be gone (it sleeps 600 s unless stopped)",
+        Duration::from_secs(120),
         || !pid_alive(agent) && !pid_alive(sleeper),
     );
     started.finish(DEADLINE)
@@ -146,9 +146,9 @@ fn tokens_without_a_price_still_count_and_the_cost_limit_says_so() {
 fn a_wall_budget_stops_the_running_step_and_the_next_step_does_not_start() {
     let ws = Ws::new();
     ws.workflow(
-        "budget:\n  max_wall_sec: 0.5\nsteps:\n  - name: Slow\n    command: [sh, -c, 'echo $$ > slow.pid; exec sleep 30']\n  - name: After\n    command: [touch, after]\n",
+        "budget:\n  max_wall_sec: 0.5\nsteps:\n  - name: Slow\n    command: [sh, -c, 'echo $$ > slow.pid; exec sleep 600']\n  - name: After\n    command: [touch, after]\n",
     );
-    let run = run_within(&ws, &["run", "wf.yaml"], Duration::from_secs(5));
+    let run = run_within(&ws, &["run", "wf.yaml"], Duration::from_secs(120));
     run.code(1)
         .stderr_has("budget exceeded: max_wall_sec (the run's budget, set at wf.yaml:2)")
         .stderr_has("step `Slow` was running and its processes were stopped");
@@ -173,13 +173,13 @@ fn an_idle_step_is_stopped_with_its_own_reason() {
     // Prints once, then says nothing.
     ws.script(
         "bin/claude",
-        "#!/usr/bin/env bash\ncat > /dev/null\necho '{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"s-1\",\"model\":\"claude-sonnet-4-5\"}'\necho $$ > agent.pid\nexec sleep 30\n",
+        "#!/usr/bin/env bash\ncat > /dev/null\necho '{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"s-1\",\"model\":\"claude-sonnet-4-5\"}'\necho $$ > agent.pid\nexec sleep 600\n",
     );
     ws.workflow(
-        "steps:\n  - name: Quiet\n    command: [sh, -c, 'echo once; echo $$ > cmd.pid; exec sleep 30']\n    idle_timeout_sec: 0.5\n    on: {failure: {goto: Agent}}\n  - name: Agent\n    runtime: claude\n    prompt: hi\n    phase: write\n    idle_timeout_sec: 0.5\n    timeout_sec: 60\n",
+        "steps:\n  - name: Quiet\n    command: [sh, -c, 'echo once; echo $$ > cmd.pid; exec sleep 600']\n    idle_timeout_sec: 0.5\n    on: {failure: {goto: Agent}}\n  - name: Agent\n    runtime: claude\n    prompt: hi\n    phase: write\n    idle_timeout_sec: 0.5\n    timeout_sec: 60\n",
     );
     // Two idle stops (one attempt each: an idle agent is not retried), not two 30 s sleeps.
-    let run = run_within(&ws, &["run", "wf.yaml"], Duration::from_secs(8));
+    let run = run_within(&ws, &["run", "wf.yaml"], Duration::from_secs(120));
     run.code(124)
         .stderr_has("no output for 0.5 s (idle_timeout_sec); its processes were stopped");
     for (name, pid) in [("Quiet", "cmd.pid"), ("Agent", "agent.pid")] {
@@ -316,7 +316,7 @@ fn a_role_idle_timeout_is_the_default_for_its_agent_steps() {
     ws.with_bin_path();
     ws.script(
         "bin/claude",
-        "#!/usr/bin/env bash\ncat > /dev/null\necho '{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"s-1\"}'\nexec sleep 30\n",
+        "#!/usr/bin/env bash\ncat > /dev/null\necho '{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"s-1\"}'\nexec sleep 600\n",
     );
     role(
         &ws,
@@ -326,7 +326,7 @@ fn a_role_idle_timeout_is_the_default_for_its_agent_steps() {
     );
     ws.run(&["enqueue", "dev", "--text", "go", "--name", "t1"])
         .ok();
-    run_within(&ws, &["agent", "dev", "--once"], Duration::from_secs(8)).ok();
+    run_within(&ws, &["agent", "dev", "--once"], Duration::from_secs(120)).ok();
     let failed = entries(&ws, "failed");
     assert_eq!(failed.len(), 1, "failed/ holds {failed:?}");
     let status = json_file(&ws, &format!("failed/{}/status.json", failed[0]));
