@@ -52,8 +52,8 @@ pub fn signal_pair() -> (CancellationToken, CancellationToken) {
 }
 
 pub async fn agent(workspace: &Path, name: &str, options: crate::worker::AgentOptions) -> u8 {
-    let (role, workflow) = match crate::role::load_one(workspace, name) {
-        Ok(pair) => pair,
+    let version = match crate::role::Version::load(workspace, name) {
+        Ok(version) => version,
         Err(errors) => {
             print_load_errors(workspace, &errors);
             eprintln!("error: role `{name}` cannot start; fix the problems above");
@@ -65,9 +65,8 @@ pub async fn agent(workspace: &Path, name: &str, options: crate::worker::AgentOp
         eprintln!("error: role `{name}` cannot start; fix the problems above");
         return exit::INVALID;
     }
-    let text = std::fs::read_to_string(workspace.join(&role.workflow)).unwrap_or_default();
     let (stop, kill) = signal_pair();
-    match crate::worker::run_agent(workspace, role, workflow, text, options, stop, kill).await {
+    match crate::worker::run_agent(workspace, version, options, stop, kill).await {
         Ok(report) => {
             eprintln!(
                 "[{name}] stopped: {} processed, {} failed, {} quarantined, {} given back",
@@ -838,7 +837,11 @@ pub async fn swarm_up(workspace: &Path, detach: bool, grace: std::time::Duration
                     "--grace".into(),
                     grace.as_secs_f64().to_string(),
                 ],
-                env: Vec::new(),
+                // The role process stops when it outlives its supervisor (see worker).
+                env: vec![(
+                    crate::worker::SUPERVISOR_PID_ENV.to_string(),
+                    std::process::id().to_string(),
+                )],
             });
         }
     }
