@@ -888,7 +888,77 @@ pub async fn swarm_up(workspace: &Path, detach: bool, grace: std::time::Duration
     }
 }
 
+/// Tasks claimed right now, with their leases: what a graceful `swarm down` waits for.
+fn in_flight(workspace: &Path) -> Vec<queue::Lease> {
+    let mut leases: Vec<queue::Lease> = known_layouts(workspace)
+        .iter()
+        .flat_map(|layout| {
+            std::fs::read_dir(&layout.running)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| {
+                    serde_json::from_slice(&std::fs::read(e.path().join("lease.json")).ok()?).ok()
+                })
+                .collect::<Vec<queue::Lease>>()
+        })
+        .collect();
+    leases.sort_by(|a, b| (&a.role, &a.id).cmp(&(&b.role, &b.id)));
+    leases
+}
+
+/// "2m3s" since an RFC 3339 time.
+fn since(at: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(at)
+        .ok()
+        .and_then(|t| chrono::Utc::now().signed_duration_since(t).to_std().ok())
+        .map_or_else(|| "?".to_string(), |d| format!("{}s", d.as_secs()))
+}
+
 pub fn swarm_down(workspace: &Path, force: bool, timeout: std::time::Duration) -> u8 {
+    use crate::supervisor::SwarmState;
+    let status = crate::supervisor::status(workspace).ok();
+    if status.as_ref().is_some_and(|s| s.state == SwarmState::Down) {
+        eprintln!(
+            "no swarm is running in {}; nothing to stop",
+            workspace.display()
+        );
+        return exit::SUCCESS;
+    }
+    let stopping = status
+        .as_ref()
+        .is_some_and(|s| s.state == SwarmState::Stopping);
+    let tasks = in_flight(workspace);
+    if !force && !stopping && !tasks.is_empty() {
+        // The longest grace any role process was given (`swarm up --grace`).
+        let grace = crate::role::ProcRecord::read_all(workspace)
+            .iter()
+            .filter_map(|r| r.grace_ms)
+            .max()
+            .map_or_else(
+                || "its grace period".to_string(),
+                |ms| format!("at most {}s", ms.div_ceil(1000)),
+            );
+        eprintln!(
+            "stopping the swarm: no new claims; waiting for {} task(s) in flight to finish ({grace}, then they are stopped and go back to the inbox):",
+            tasks.len()
+        );
+        for lease in &tasks {
+            eprintln!(
+                "  role {} task `{}` (attempt {}, role process pid {}, running for {})",
+                lease.role,
+                lease.id,
+                lease.attempt,
+                lease.pid,
+                since(&lease.claimed_at)
+            );
+        }
+        eprintln!("`orchestrate swarm down --force` stops them now (they go back to the inbox)");
+    } else if stopping && !force {
+        eprintln!(
+            "the swarm is already stopping: killing it now (a second `swarm down` is --force)"
+        );
+    }
     match crate::supervisor::down(workspace, timeout, force) {
         Ok(report) if report.exited => {
             eprintln!(
@@ -904,12 +974,16 @@ pub fn swarm_down(workspace: &Path, force: bool, timeout: std::time::Duration) -
             );
             exit::STEP_FAILED
         }
+        Err(crate::supervisor::SupervisorError::NotRunning { .. }) => {
+            eprintln!(
+                "no swarm is running in {}; nothing to stop",
+                workspace.display()
+            );
+            exit::SUCCESS
+        }
         Err(err) => {
             eprintln!("error: {err}");
-            match err {
-                crate::supervisor::SupervisorError::NotRunning { .. } => exit::INVALID,
-                _ => exit::STEP_FAILED,
-            }
+            exit::STEP_FAILED
         }
     }
 }

@@ -300,6 +300,9 @@ pub struct ProcRecord {
     /// The supervisor that started it (`None`: started by hand, `orchestrate agent`).
     pub supervisor_pid: Option<u32>,
     pub started_at: String,
+    /// How long its tasks in flight get to finish when it is asked to stop (`--grace`).
+    #[serde(default)]
+    pub grace_ms: Option<u64>,
     /// The version new tasks run on.
     pub workflow_hash: String,
     pub loaded_at: String,

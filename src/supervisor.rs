@@ -215,6 +215,9 @@ pub enum ChildState {
     /// Only in [`status`] when no supervisor runs: the process of a replica whose supervisor died
     /// is still alive.
     Orphaned,
+    /// Only in [`status`]: a role process started by hand (`orchestrate agent`), which no
+    /// supervisor manages.
+    Unsupervised,
 }
 
 impl ChildState {
@@ -227,6 +230,7 @@ impl ChildState {
             ChildState::Stopping => "stopping",
             ChildState::Stopped => "stopped",
             ChildState::Orphaned => "orphaned",
+            ChildState::Unsupervised => "unsupervised",
         }
     }
 }
@@ -419,6 +423,13 @@ pub struct RoleLoad {
     pub ignored: Vec<queue::InboxEntry>,
     /// Task files in the inbox that a process still has open for writing (counted in `queued`).
     pub being_written: Vec<queue::InboxEntry>,
+    /// The workflow versions (`workflow_hash`) its live role processes run new tasks on.
+    pub workflow_hashes: Vec<String>,
+    /// Set when its processes refused an edit of the role's files: the first problem
+    /// (`file:line:column: message`); they keep running the previous version.
+    pub reload_error: Option<String>,
+    /// Set when a running supervisor has no process for the role, and why.
+    pub not_started: Option<String>,
 }
 
 /// A breaker that is not closed, as `swarm status` shows it.
@@ -452,10 +463,15 @@ impl SwarmStatus {
     /// -d` waits for.
     pub fn settled(&self) -> bool {
         self.state == SwarmState::Running
-            && self
-                .children
-                .iter()
-                .all(|c| matches!(c.state, ChildState::Running | ChildState::Failed))
+            && self.children.iter().all(|c| {
+                matches!(
+                    c.state,
+                    ChildState::Running
+                        | ChildState::Failed
+                        | ChildState::Orphaned
+                        | ChildState::Unsupervised
+                )
+            })
     }
 }
 
@@ -1442,11 +1458,62 @@ pub fn status(workspace: &Path) -> Result<SwarmStatus, SupervisorError> {
         }
         None => (SwarmState::Down, None, Vec::new()),
     };
+    let mut children = children;
+    let procs: Vec<role::ProcRecord> = role::ProcRecord::read_all(workspace)
+        .into_iter()
+        .filter(|r| r.boot_id == queue::boot_id() && running(r.pid, r.pid_start))
+        .collect();
+    // A live role process is never hidden: one no supervisor lists (its supervisor died, or it
+    // was started by hand) gets a row of its own.
+    for record in &procs {
+        if children.iter().any(|c| c.pid == Some(record.pid)) {
+            continue;
+        }
+        let orphaned = record
+            .supervisor_pid
+            .is_some_and(|pid| supervisor.as_ref().is_none_or(|s| s.pid != pid));
+        children.push(ChildStatus {
+            name: format!("{}#{}", record.role, record.replica),
+            role: record.role.clone(),
+            replica: record.replica,
+            pid: Some(record.pid),
+            pid_start: Some(record.pid_start),
+            state: if orphaned {
+                ChildState::Orphaned
+            } else {
+                ChildState::Unsupervised
+            },
+            restarts: 0,
+            last_exit: None,
+            since: record.started_at.clone(),
+            next_restart_at: None,
+        });
+    }
+    let mut roles = role_loads(workspace, &children);
+    for load in &mut roles {
+        for record in procs.iter().filter(|r| r.role == load.role) {
+            if !load.workflow_hashes.contains(&record.workflow_hash) {
+                load.workflow_hashes.push(record.workflow_hash.clone());
+            }
+            if let role::ReloadOutcome::Kept { error, .. } = &record.reload {
+                load.reload_error.get_or_insert_with(|| error.clone());
+            }
+        }
+        if supervisor.is_some() && !children.iter().any(|c| c.role == load.role) {
+            load.not_started = Some(match role::Version::load(workspace, &load.role) {
+                Err(errors) => format!(
+                    "it does not load ({}); fix it, then `orchestrate swarm reload`",
+                    role::describe_errors(workspace, &errors).0
+                ),
+                Ok(_) => "added after `swarm up`: `orchestrate swarm reload` starts it".into(),
+            });
+        }
+    }
     Ok(SwarmStatus {
         workspace: workspace.display().to_string(),
         state,
         supervisor,
-        roles: role_loads(workspace, &children),
+        roles,
         children,
     })
 }
@@ -1502,6 +1569,9 @@ fn role_loads(workspace: &Path, children: &[ChildStatus]) -> Vec<RoleLoad> {
                     message: b.describe(),
                 })
                 .collect(),
+            workflow_hashes: Vec::new(),
+            reload_error: None,
+            not_started: None,
         })
         .collect()
 }
@@ -1563,7 +1633,7 @@ pub fn render_status(status: &SwarmStatus) -> String {
                 status.workspace
             ));
             if !status.children.is_empty() {
-                out.push_str("replicas left running by a supervisor that died (the next `swarm up` stops them):\n");
+                out.push_str("role processes no supervisor runs (orphaned: their supervisor died, they stop once their tasks finish and the next `swarm up` stops any left; unsupervised: started with `orchestrate agent`):\n");
             }
         }
     }
@@ -1669,6 +1739,21 @@ pub fn render_status(status: &SwarmStatus) -> String {
                 p.by,
                 load.role
             ));
+        }
+        if let Some(error) = &load.reload_error {
+            let running = load
+                .workflow_hashes
+                .iter()
+                .map(|h| &h[..h.len().min(12)])
+                .collect::<Vec<_>>()
+                .join(", ");
+            notes.push(format!(
+                "role {}: an edit was refused, its processes keep running the previous version (workflow {running}): {error}; fix the file (it is picked up before the next claim, or at `orchestrate swarm reload`)",
+                load.role
+            ));
+        }
+        if let Some(why) = &load.not_started {
+            notes.push(format!("role {} has no role process: {why}", load.role));
         }
         for b in &load.breakers {
             let note = format!("{} (roles using it do not claim)", b.message);
@@ -2525,6 +2610,9 @@ mod tests {
                 running: 1,
                 paused: None,
                 breakers: Vec::new(),
+                workflow_hashes: Vec::new(),
+                reload_error: None,
+                not_started: None,
                 ignored: Vec::new(),
                 being_written: Vec::new(),
             }]
@@ -2546,6 +2634,9 @@ mod tests {
             running: 0,
             paused: None,
             breakers: Vec::new(),
+            workflow_hashes: Vec::new(),
+            reload_error: None,
+            not_started: None,
             ignored: (0..INBOX_NOTES + 2).map(entry).collect(),
             being_written: vec![queue::InboxEntry {
                 name: "y.task".into(),
@@ -2601,6 +2692,9 @@ mod tests {
                     running: 1,
                     paused: None,
                     breakers: Vec::new(),
+                    workflow_hashes: Vec::new(),
+                    reload_error: None,
+                    not_started: None,
                     ignored: Vec::new(),
                     being_written: Vec::new(),
                 },
@@ -2610,6 +2704,9 @@ mod tests {
                     running: 0,
                     paused: None,
                     breakers: Vec::new(),
+                    workflow_hashes: Vec::new(),
+                    reload_error: None,
+                    not_started: None,
                     ignored: Vec::new(),
                     being_written: Vec::new(),
                 },

@@ -248,7 +248,7 @@ pub async fn run_agent(
     };
     let mut pending = Pending::default();
     pending.list(&layout);
-    let mut reload = Reload::new(&shared, stamp, options.replica, &log);
+    let mut reload = Reload::new(&shared, stamp, &options, &log);
     // SIGHUP: look at the role's files now (`orchestrate swarm reload`). Installed before the
     // ready report, after which the supervisor may send it.
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -541,7 +541,13 @@ struct Reload {
 }
 
 impl Reload {
-    fn new(shared: &Shared, stamp: crate::role::Stamp, replica: u32, log: &dyn Fn(&str)) -> Reload {
+    fn new(
+        shared: &Shared,
+        stamp: crate::role::Stamp,
+        options: &AgentOptions,
+        log: &dyn Fn(&str),
+    ) -> Reload {
+        let replica = options.replica;
         let me = Owner::current();
         let now = crate::clock::now_rfc3339();
         let mut reload = Reload {
@@ -554,6 +560,7 @@ impl Reload {
                 boot_id: me.boot_id,
                 supervisor_pid: supervisor_pid(),
                 started_at: now.clone(),
+                grace_ms: u64::try_from(options.grace.as_millis()).ok(),
                 workflow_hash: shared.workflow_hash.clone(),
                 loaded_at: now.clone(),
                 checked_at: now,
