@@ -16,6 +16,22 @@ pub fn agents_dir(workspace: &Path) -> PathBuf {
     workspace.join("agents")
 }
 
+/// The names of the roles in `agents/` (`<name>.yaml`), sorted.
+pub fn names(workspace: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(agents_dir(workspace))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".yaml").map(str::to_string)
+        })
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    names.sort();
+    names
+}
+
 /// Every `agents/*.yaml`, sorted by name, each with its workflow; all problems of all files.
 pub fn load_all(workspace: &Path) -> Result<Vec<(Role, Workflow)>, Vec<LoadError>> {
     let dir = agents_dir(workspace);

@@ -116,6 +116,20 @@ impl Default for Policy {
 /// killed it, so the death is charged to the task's attempts instead of the replica's budget.
 pub type ChargeToTask = Arc<dyn Fn(&str, u32) -> bool + Send + Sync>;
 
+/// Asked on a reload (SIGHUP, `orchestrate swarm reload`, an edit in `agents/`): the replicas
+/// there should be now, and the roles that cannot start, with why. A role with a problem keeps
+/// the replicas it has (they run the version they loaded); a replica no longer listed is stopped
+/// gracefully (it finishes its task).
+pub type Roster = Arc<dyn Fn() -> (Vec<ChildSpec>, Vec<RoleProblem>) + Send + Sync>;
+
+/// A role the supervisor cannot start (its file does not load).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleProblem {
+    pub role: String,
+    /// `file:line:column: message`.
+    pub message: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
     #[error("failed to {action} {}: {source}", path.display())]
@@ -386,6 +400,12 @@ pub struct StatusFile {
     pub format_version: u32,
     pub supervisor: SupervisorInfo,
     pub children: Vec<ChildStatus>,
+    /// When the supervisor last looked at `agents/` again (a reload).
+    #[serde(default)]
+    pub reloaded_at: Option<String>,
+    /// Roles the last reload could not start.
+    #[serde(default)]
+    pub problems: Vec<RoleProblem>,
 }
 
 /// What [`supervise`] returns once everything is stopped.
@@ -507,6 +527,28 @@ pub async fn supervise(
     stop: CancellationToken,
     kill: CancellationToken,
 ) -> Result<Report, SupervisorError> {
+    supervise_with(
+        workspace,
+        children,
+        policy,
+        charge_to_task,
+        (stop, kill),
+        None,
+    )
+    .await
+}
+
+/// [`supervise`], with a roster asked again on SIGHUP and when `agents/` changes: replicas it
+/// adds are started, replicas it drops are stopped gracefully, and every running replica is
+/// sent SIGHUP (a role process then looks at its files again).
+pub async fn supervise_with(
+    workspace: &Path,
+    children: Vec<ChildSpec>,
+    policy: Policy,
+    charge_to_task: ChargeToTask,
+    (stop, kill): (CancellationToken, CancellationToken),
+    roster: Option<Roster>,
+) -> Result<Report, SupervisorError> {
     let dir = swarm_dir(workspace);
     fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
     let _lock = take_lock(workspace)?;
@@ -529,6 +571,8 @@ pub async fn supervise(
             updated_at: now,
         },
         children: children.iter().map(ChildStatus::new).collect(),
+        reloaded_at: None,
+        problems: Vec::new(),
     };
     // A supervisor that nobody can see or stop is worse than none: the first write must work.
     let status_file = status_path(workspace);
@@ -544,41 +588,70 @@ pub async fn supervise(
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut actors = JoinSet::new();
-    for (ix, spec) in children.into_iter().enumerate() {
-        let actor = Actor {
-            ix,
-            status: ChildStatus::new(&spec),
-            spec,
-            policy,
-            cwd: workspace.to_path_buf(),
-            charge: charge_to_task.clone(),
-            stop: stop.clone(),
-            kill: kill.clone(),
-            tx: tx.clone(),
-            backoff: policy.initial_backoff,
-            recent: VecDeque::new(),
+    // Each replica's own stop token (under `stop`), by name: a reload stops one alone.
+    let mut tokens: std::collections::HashMap<String, CancellationToken> = Default::default();
+    let start =
+        |spec: ChildSpec,
+         actors: &mut JoinSet<String>,
+         tokens: &mut std::collections::HashMap<String, CancellationToken>| {
+            let token = stop.child_token();
+            tokens.insert(spec.name.clone(), token.clone());
+            let name = spec.name.clone();
+            let actor = Actor {
+                status: ChildStatus::new(&spec),
+                spec,
+                policy,
+                cwd: workspace.to_path_buf(),
+                charge: charge_to_task.clone(),
+                stop: token,
+                kill: kill.clone(),
+                tx: tx.clone(),
+                backoff: policy.initial_backoff,
+                recent: VecDeque::new(),
+            };
+            actors.spawn(async move {
+                actor.run().await;
+                name
+            });
         };
-        actors.spawn(actor.run());
+    for spec in children {
+        start(spec, &mut actors, &mut tokens);
     }
-    // The channel closes once every actor has ended: that, not the join set, says all is done.
-    drop(tx);
+    // Replicas being stopped because their role (or replica) is gone: dropped from the status
+    // once stopped.
+    let mut removing: Vec<String> = Vec::new();
+    let mut agents = agents_stamp(workspace);
+    let mut hangup = signal(SignalKind::hangup()).ok();
 
     let mut sigchld = signal(SignalKind::child()).ok();
     let mut tick = tokio::time::interval(REAP_INTERVAL);
-    let (mut stopping, mut killed, mut all_ended) = (false, false, false);
-    while !(stopping && all_ended) {
+    let (mut stopping, mut killed) = (false, false);
+    while !(stopping && actors.is_empty()) {
+        let mut reload = false;
         tokio::select! {
-            update = rx.recv(), if !all_ended => match update {
-                Some(update) => {
+            Some(update) = rx.recv() => {
+                records.apply(&mut file, update);
+                // Coalesce a burst (many replicas starting) into one status write.
+                while let Ok(update) = rx.try_recv() {
                     records.apply(&mut file, update);
-                    // Coalesce a burst (many replicas starting) into one status write.
-                    while let Ok(update) = rx.try_recv() {
-                        records.apply(&mut file, update);
-                    }
-                    records.write(&mut file);
                 }
-                None => all_ended = true,
+                records.write(&mut file);
             },
+            Some(joined) = actors.join_next() => {
+                // Its last update was sent before it ended.
+                while let Ok(update) = rx.try_recv() {
+                    records.apply(&mut file, update);
+                }
+                if let Ok(name) = joined {
+                    tokens.remove(&name);
+                    if removing.contains(&name) {
+                        removing.retain(|n| *n != name);
+                        file.children.retain(|c| c.name != name);
+                    }
+                }
+                records.write(&mut file);
+            },
+            Some(()) = next_sigchld(&mut hangup), if !stopping => reload = true,
             () = stop.cancelled(), if !stopping => {
                 stopping = true;
                 file.supervisor.state = SupervisorState::Stopping;
@@ -593,7 +666,57 @@ pub async fn supervise(
                 records.write(&mut file);
             }
             Some(()) = next_sigchld(&mut sigchld) => reap_orphans(),
-            _ = tick.tick() => reap_orphans(),
+            _ = tick.tick() => {
+                reap_orphans();
+                let now = agents_stamp(workspace);
+                if now != agents && !stopping && roster.is_some() {
+                    agents = now;
+                    reload = true;
+                }
+            }
+        }
+        if reload {
+            agents = agents_stamp(workspace);
+            let Some(roster) = &roster else {
+                // Without a roster, the replicas are told alone.
+                hang_up(&file.children);
+                continue;
+            };
+            let (specs, problems) = roster();
+            let mut added = Vec::new();
+            let mut removed = Vec::new();
+            for spec in specs.iter() {
+                if !tokens.contains_key(&spec.name) {
+                    added.push(spec.name.clone());
+                    file.children.push(ChildStatus::new(spec));
+                    start(spec.clone(), &mut actors, &mut tokens);
+                }
+            }
+            for (name, token) in &tokens {
+                let role = name.rsplit_once('#').map_or(name.as_str(), |(r, _)| r);
+                let kept = specs.iter().any(|s| s.name == *name)
+                    || problems.iter().any(|p| p.role == role);
+                if !kept && !removing.contains(name) {
+                    removed.push(name.clone());
+                    removing.push(name.clone());
+                    token.cancel();
+                }
+            }
+            hang_up(
+                &file
+                    .children
+                    .iter()
+                    .filter(|c| !added.contains(&c.name) && !removing.contains(&c.name))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+            records.event(
+                "reloaded",
+                json!({"added": added, "removed": removed, "problems": problems}),
+            );
+            file.problems = problems;
+            file.reloaded_at = Some(clock::now_rfc3339());
+            records.write(&mut file);
         }
     }
     // Every actor has sent its last update; joining only collects the finished tasks.
@@ -606,6 +729,35 @@ pub async fn supervise(
         children: file.children,
         killed,
     })
+}
+
+/// SIGHUP to every replica that reported ready (before that it may not handle it yet): each
+/// looks at its role's files again.
+fn hang_up(children: &[ChildStatus]) {
+    for child in children {
+        if child.state == ChildState::Running
+            && let Some((pid, _)) = child.live_process()
+        {
+            signal_child(pid, libc::SIGHUP);
+        }
+    }
+}
+
+/// Names, sizes and modification times of `agents/*.yaml`: a role file added, removed or
+/// edited changes it.
+fn agents_stamp(workspace: &Path) -> Vec<(std::ffi::OsString, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut stamp: Vec<_> = fs::read_dir(role::agents_dir(workspace))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some((e.file_name(), meta.len(), meta.mtime(), meta.mtime_nsec()))
+        })
+        .collect();
+    stamp.sort();
+    stamp
 }
 
 async fn next_sigchld(sigchld: &mut Option<Signal>) -> Option<()> {
@@ -719,7 +871,7 @@ struct Records {
 
 impl Records {
     fn apply(&mut self, file: &mut StatusFile, update: Update) {
-        let Update { ix, status, event } = update;
+        let Update { status, event } = update;
         if let Some((name, fields)) = event {
             let mut record = json!({
                 "child": status.name,
@@ -732,7 +884,7 @@ impl Records {
             }
             self.event(name, record);
         }
-        if let Some(slot) = file.children.get_mut(ix) {
+        if let Some(slot) = file.children.iter_mut().find(|c| c.name == status.name) {
             *slot = status;
         }
     }
@@ -801,7 +953,6 @@ fn read_status_file(workspace: &Path) -> Result<Option<StatusFile>, SupervisorEr
 
 /// A state change (with its event, if it is one) sent from an actor to the supervisor loop.
 struct Update {
-    ix: usize,
     status: ChildStatus,
     event: Option<(&'static str, Value)>,
 }
@@ -825,7 +976,6 @@ struct Ended {
 }
 
 struct Actor {
-    ix: usize,
     spec: ChildSpec,
     status: ChildStatus,
     policy: Policy,
@@ -886,7 +1036,6 @@ impl Actor {
         // The supervisor loop receives until every actor has ended, so this cannot fail while
         // it matters; if the loop is gone (its future dropped), there is nobody left to tell.
         let _ = self.tx.send(Update {
-            ix: self.ix,
             status: self.status.clone(),
             event,
         });
