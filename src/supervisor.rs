@@ -1672,20 +1672,21 @@ fn role_loads(workspace: &Path, children: &[ChildStatus]) -> Vec<RoleLoad> {
     let profiles = crate::runtime::profile::Profiles::load(workspace).unwrap_or_default();
     let tripped = crate::breaker::tripped(workspace);
     let mut uses: std::collections::HashMap<String, Vec<String>> = Default::default();
-    let mut layouts: Vec<queue::Layout> = match role::load_all(workspace) {
-        Ok(roles) => roles
-            .iter()
-            .map(|(r, w)| {
+    // Role by role: a broken role file must not hide the others (nor itself: its queue is
+    // still counted, and `validate` reports the problem).
+    let mut layouts: Vec<queue::Layout> = role::names(workspace)
+        .iter()
+        .filter_map(|name| match role::load_one(workspace, name) {
+            Ok((r, w)) => {
                 uses.insert(
                     r.name.clone(),
-                    crate::breaker::role_runtimes(r, w, &profiles),
+                    crate::breaker::role_runtimes(&r, &w, &profiles),
                 );
-                role::layout(workspace, r)
-            })
-            .collect(),
-        // A broken role file must not hide the swarm's state; `validate` reports it.
-        Err(_) => Vec::new(),
-    };
+                Some(role::layout(workspace, &r))
+            }
+            Err(_) => role::layout_for(workspace, name).ok(),
+        })
+        .collect();
     for child in children {
         if !layouts.iter().any(|l| l.role == child.role)
             && let Ok(layout) = role::layout_for(workspace, &child.role)
@@ -2700,6 +2701,8 @@ mod tests {
                 updated_at: clock::now_rfc3339(),
             },
             children: vec![dead],
+            reloaded_at: None,
+            problems: Vec::new(),
         };
         fs::create_dir_all(swarm_dir(ws.path())).unwrap();
         write_status(&status_path(ws.path()), &old).unwrap();

@@ -16,6 +16,7 @@ mod inputs;
 mod language;
 mod progress;
 mod records;
+mod reload;
 mod schema;
 mod steer;
 mod subflow;
