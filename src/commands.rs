@@ -946,11 +946,42 @@ fn since(at: &str) -> String {
 pub fn swarm_down(workspace: &Path, force: bool, timeout: std::time::Duration) -> u8 {
     use crate::supervisor::SwarmState;
     let status = crate::supervisor::status(workspace).ok();
-    if status.as_ref().is_some_and(|s| s.state == SwarmState::Down) {
+    if let Some(status) = status.as_ref().filter(|s| s.state == SwarmState::Down) {
+        // Role processes a dead supervisor left (they stop on their own once they notice; this
+        // is sooner). Those started by hand (`orchestrate agent`) are not the swarm's to stop.
+        let orphans: Vec<&crate::supervisor::ChildStatus> = status
+            .children
+            .iter()
+            .filter(|c| c.state == crate::supervisor::ChildState::Orphaned)
+            .collect();
+        if orphans.is_empty() {
+            eprintln!(
+                "no swarm is running in {}; nothing to stop",
+                workspace.display()
+            );
+            return exit::SUCCESS;
+        }
+        let (signal, how) = if force {
+            (libc::SIGKILL, "SIGKILL")
+        } else {
+            (
+                libc::SIGTERM,
+                "SIGTERM: they finish or hand back their tasks",
+            )
+        };
         eprintln!(
-            "no swarm is running in {}; nothing to stop",
-            workspace.display()
+            "no supervisor is running in {}, but {} role process(es) it left are: stopping them ({how})",
+            workspace.display(),
+            orphans.len()
         );
+        for child in orphans {
+            if let Some(pid) = child.pid.and_then(|p| i32::try_from(p).ok()) {
+                eprintln!("  {} (pid {pid})", child.name);
+                // Each leads its own process group (the supervisor started it with setsid);
+                // `status` checked just now that this pid is that process.
+                crate::exec::kill_group(pid, signal);
+            }
+        }
         return exit::SUCCESS;
     }
     let stopping = status

@@ -298,3 +298,48 @@ fn ctrl_c_on_agent_says_a_second_one_stops_at_once_and_it_does() {
         agents.logs()
     );
 }
+
+#[test]
+fn a_retried_task_runs_the_fixed_workflow() {
+    let ws = Ws::new();
+    role(
+        &ws,
+        "r",
+        "settle_ms: 50\nmax_attempts: 1\n",
+        "steps:\n  - name: Record\n    command: [sh, -c, 'echo \"v1 $1\" >> ran.log; exit 3', record, '${task.id}']\n",
+    );
+    let mut agents = Agents::new(&ws);
+    agents.spawn(&ws, "r", &[], &[]);
+    enqueue(&ws, "r", "t1");
+    wait_until("t1 to fail", WAIT, || {
+        entries(&ws, "failed").iter().any(|n| n.ends_with("_r_t1"))
+    });
+    ws.file("workflows/r.yaml", &versioned("v2"));
+    run_within(&ws, &["retry", "t1"], Duration::from_secs(20)).ok();
+    wait_until("the retry to run", WAIT, || ran(&ws).len() == 2);
+    assert_eq!(ran(&ws), ["v1 t1", "v2 t1"], "{}", agents.logs());
+}
+
+#[test]
+fn swarm_down_stops_role_processes_a_killed_supervisor_left() {
+    let ws = Ws::new();
+    let _down = Down(&ws);
+    role(&ws, "r", "settle_ms: 50\n", SLEEPY);
+    run_within(&ws, &["swarm", "up", "-d", "--grace", "600"], WAIT).ok();
+    let file = json_file(&ws, ".orchestrate/swarm/status.json");
+    let supervisor = file["supervisor"]["pid"].as_u64().unwrap() as u32;
+    let child = file["children"][0]["pid"].as_u64().unwrap() as u32;
+    enqueue(&ws, "r", "t1");
+    wait_until("t1 to start", WAIT, || ws.exists("started/t1"));
+    signal_quiet("-KILL", &supervisor.to_string());
+    // Its task has a 600 s grace: the orphan is still there, and listed.
+    let text = status_text(&ws);
+    assert!(
+        text.contains("orphaned") && text.contains(&child.to_string()),
+        "{text}"
+    );
+    let down = run_within(&ws, &["swarm", "down", "--force"], WAIT);
+    assert_eq!(down.code, 0, "{down:?}");
+    assert!(down.stderr.contains(&format!("pid {child}")), "{down:?}");
+    wait_until("the orphan to be gone", WAIT, || !pid_alive(child));
+}
