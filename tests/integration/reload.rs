@@ -333,11 +333,12 @@ fn swarm_down_stops_role_processes_a_killed_supervisor_left() {
     wait_until("t1 to start", WAIT, || ws.exists("started/t1"));
     signal_quiet("-KILL", &supervisor.to_string());
     // Its task has a 600 s grace: the orphan is still there, and listed.
-    let text = status_text(&ws);
-    assert!(
-        text.contains("orphaned") && text.contains(&child.to_string()),
-        "{text}"
-    );
+    let mut text = String::new();
+    wait_until("swarm status to list the orphan", WAIT, || {
+        text = status_text(&ws);
+        text.contains("orphaned")
+    });
+    assert!(text.contains(&child.to_string()), "{text}");
     let down = run_within(&ws, &["swarm", "down", "--force"], WAIT);
     assert_eq!(down.code, 0, "{down:?}");
     assert!(down.stderr.contains(&format!("pid {child}")), "{down:?}");
