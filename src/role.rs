@@ -265,7 +265,10 @@ pub fn workflow_hash(texts: &[String]) -> String {
 /// Size, modification time, inode and change time of each file (`None`: missing): compared before
 /// each claim, a few `stat` calls, to notice an edit without reading anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stamp(Vec<(PathBuf, Option<(u64, i64, i64, u64, i64, i64)>)>);
+pub struct Stamp(Vec<(PathBuf, Option<FileStamp>)>);
+
+/// One file's size, modification time (s, ns), inode and change time (s, ns).
+type FileStamp = (u64, i64, i64, u64, i64, i64);
 
 impl Stamp {
     pub fn of(files: &[PathBuf]) -> Stamp {
