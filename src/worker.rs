@@ -248,11 +248,11 @@ pub async fn run_agent(
     };
     let mut pending = Pending::default();
     pending.list(&layout);
-    let mut reload = Reload::new(&shared, stamp, &options, &log);
-    // SIGHUP: look at the role's files now (`orchestrate swarm reload`). Installed before the
-    // ready report, after which the supervisor may send it.
+    // SIGHUP: look at the role's files now (`orchestrate swarm reload`). Installed before this
+    // process records itself and reports ready, after which it may be sent.
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let supervisor = supervisor_pid();
+    let mut reload = Reload::new(&shared, stamp, &options, supervisor, &log);
     let mut orphan_check = tokio::time::interval(ORPHAN_CHECK);
     report_ready();
     log(&format!(
@@ -506,8 +506,12 @@ pub async fn run_agent(
     Ok(report)
 }
 
+/// The supervisor that started this process, when it is our parent now. The variable is also
+/// inherited by whatever the tasks' steps run (an `orchestrate agent` a step starts, say): a
+/// process whose parent is not that pid at start was not started by it.
 fn supervisor_pid() -> Option<u32> {
-    std::env::var(SUPERVISOR_PID_ENV).ok()?.parse().ok()
+    let pid: u32 = std::env::var(SUPERVISOR_PID_ENV).ok()?.parse().ok()?;
+    (std::os::unix::process::parent_id() == pid).then_some(pid)
 }
 
 async fn next_signal(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
@@ -545,6 +549,7 @@ impl Reload {
         shared: &Shared,
         stamp: crate::role::Stamp,
         options: &AgentOptions,
+        supervisor: Option<u32>,
         log: &dyn Fn(&str),
     ) -> Reload {
         let replica = options.replica;
@@ -558,7 +563,7 @@ impl Reload {
                 pid: me.pid,
                 pid_start: me.pid_start,
                 boot_id: me.boot_id,
-                supervisor_pid: supervisor_pid(),
+                supervisor_pid: supervisor,
                 started_at: now.clone(),
                 grace_ms: u64::try_from(options.grace.as_millis()).ok(),
                 workflow_hash: shared.workflow_hash.clone(),

@@ -179,6 +179,15 @@ fn swarm_status_lists_a_role_process_started_by_hand() {
         text.contains(&pid.to_string())
     });
     assert!(text.contains("unsupervised"), "{text}");
+
+    // With no supervisor, `swarm reload` signals the role processes themselves (SIGHUP).
+    let reload = run_within(&ws, &["swarm", "reload"], WAIT);
+    assert_eq!(reload.code, 0, "{reload:?}");
+    assert!(reload.stdout.contains("r#1: unchanged"), "{reload:?}");
+    ws.file("workflows/r.yaml", &versioned("v2"));
+    let reload = run_within(&ws, &["swarm", "reload"], WAIT);
+    assert!(reload.stdout.contains("r#1: reloaded"), "{reload:?}");
+    assert!(pid_alive(pid), "{}", agents.logs());
 }
 
 #[test]
