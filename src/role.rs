@@ -403,3 +403,32 @@ pub fn describe_errors(workspace: &Path, errors: &[LoadError]) -> (String, Strin
         .join("\n");
     (first, all)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workflow_hash_of_one_file_is_its_sha256() {
+        // `printf abc | sha256sum`
+        assert_eq!(
+            workflow_hash(&["abc".to_string()]),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn a_stamp_changes_when_a_file_is_rewritten_or_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("w.yaml");
+        std::fs::write(&file, "a").unwrap();
+        let stamp = Stamp::of(std::slice::from_ref(&file));
+        assert_eq!(stamp.now(), stamp);
+        // Same size, new content: the change time (or inode, through a rename) moves.
+        std::fs::write(dir.path().join("w.tmp"), "b").unwrap();
+        std::fs::rename(dir.path().join("w.tmp"), &file).unwrap();
+        assert_ne!(stamp.now(), stamp);
+        std::fs::remove_file(&file).unwrap();
+        assert_ne!(stamp.now(), stamp);
+    }
+}
