@@ -949,38 +949,26 @@ pub fn swarm_down(workspace: &Path, force: bool, timeout: std::time::Duration) -
     if let Some(status) = status.as_ref().filter(|s| s.state == SwarmState::Down) {
         // Role processes a dead supervisor left (they stop on their own once they notice; this
         // is sooner). Those started by hand (`orchestrate agent`) are not the swarm's to stop.
-        let orphans: Vec<&crate::supervisor::ChildStatus> = status
-            .children
-            .iter()
-            .filter(|c| c.state == crate::supervisor::ChildState::Orphaned)
-            .collect();
-        if orphans.is_empty() {
+        let stopped = crate::supervisor::stop_orphans(status, force);
+        if stopped.is_empty() {
             eprintln!(
                 "no swarm is running in {}; nothing to stop",
                 workspace.display()
             );
             return exit::SUCCESS;
         }
-        let (signal, how) = if force {
-            (libc::SIGKILL, "SIGKILL")
-        } else {
-            (
-                libc::SIGTERM,
-                "SIGTERM: they finish or hand back their tasks",
-            )
-        };
         eprintln!(
-            "no supervisor is running in {}, but {} role process(es) it left are: stopping them ({how})",
+            "no supervisor is running in {}, but {} role process(es) it left were: stopping them ({})",
             workspace.display(),
-            orphans.len()
-        );
-        for child in orphans {
-            if let Some(pid) = child.pid.and_then(|p| i32::try_from(p).ok()) {
-                eprintln!("  {} (pid {pid})", child.name);
-                // Each leads its own process group (the supervisor started it with setsid);
-                // `status` checked just now that this pid is that process.
-                crate::exec::kill_group(pid, signal);
+            stopped.len(),
+            if force {
+                "SIGKILL, with their steps"
+            } else {
+                "SIGTERM: they finish or hand back their tasks; --force kills them now"
             }
+        );
+        for (name, pid) in stopped {
+            eprintln!("  {name} (pid {pid})");
         }
         return exit::SUCCESS;
     }

@@ -2029,14 +2029,7 @@ pub fn down(
             .unwrap_or(file.children);
         for child in &children {
             if let Some((pid, _)) = child.live_process() {
-                // Found while `pid` is verified to be the replica; its steps that left its
-                // session (`setsid`, daemons) are killed through their cgroups once it is gone.
-                let steps = crate::cgroup::StepsOf::find(pid);
-                kill_group(pgid(pid), libc::SIGKILL);
-                kill_session(pid, libc::SIGKILL);
-                if let Some(steps) = steps {
-                    steps.kill();
-                }
+                kill_replica(pid);
                 killed_children.push(pid);
             }
         }
@@ -2048,6 +2041,42 @@ pub fn down(
         waited_ms: millis(start.elapsed()),
         killed_children,
     })
+}
+
+/// SIGKILL to a replica's process group and session, then to its steps' cgroups. Call only
+/// while `pid` is verified to be the replica (`ChildStatus::live_process`).
+fn kill_replica(pid: u32) {
+    // Found while `pid` is the replica; its steps that left its session (`setsid`, daemons) are
+    // killed through their cgroups once it is gone.
+    let steps = crate::cgroup::StepsOf::find(pid);
+    kill_group(pgid(pid), libc::SIGKILL);
+    kill_session(pid, libc::SIGKILL);
+    if let Some(steps) = steps {
+        steps.kill();
+    }
+}
+
+/// `swarm down` with no supervisor: stops the role processes a dead supervisor left
+/// (`orphaned` in [`status`]): SIGTERM (they finish or hand back their tasks), or with `force`
+/// SIGKILL to them and everything they run. Returns their names and pids.
+pub fn stop_orphans(status: &SwarmStatus, force: bool) -> Vec<(String, u32)> {
+    let mut stopped = Vec::new();
+    for child in &status.children {
+        if child.state != ChildState::Orphaned {
+            continue;
+        }
+        // Verified again just before signalling: the pid is still that process.
+        let Some((pid, _)) = child.live_process() else {
+            continue;
+        };
+        if force {
+            kill_replica(pid);
+        } else {
+            signal_child(pid, libc::SIGTERM);
+        }
+        stopped.push((child.name.clone(), pid));
+    }
+    stopped
 }
 
 /// Polls `cond` until it is false (true) or `timeout` passes (false).

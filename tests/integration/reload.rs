@@ -352,4 +352,7 @@ fn swarm_down_stops_role_processes_a_killed_supervisor_left() {
     assert_eq!(down.code, 0, "{down:?}");
     assert!(down.stderr.contains(&format!("pid {child}")), "{down:?}");
     wait_until("the orphan to be gone", WAIT, || !pid_alive(child));
+    // --force: its step too (a 600 s sleep), not left holding the task.
+    let step: u32 = ws.read("started/t1").trim().parse().unwrap();
+    wait_until("the orphan's step to be gone", WAIT, || !pid_alive(step));
 }
