@@ -357,6 +357,14 @@ enum SwarmAction {
         #[arg(long, default_value_t = 60.0)]
         timeout: f64,
     },
+    /// Make the running role processes look at their role files now (added roles start, removed
+    /// ones stop after their task); report per role what happened. SIGHUP to the supervisor
+    /// does the same.
+    Reload {
+        /// Seconds to wait for every role process to answer.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
     /// Roles, pids, states, restarts, queue depths and tasks in flight.
     Status {
         /// Print JSON instead of a table.
@@ -696,6 +704,9 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
                 Duration::from_secs_f64(timeout.max(0.0)),
             ),
             SwarmAction::Status { json } => crate::commands::swarm_status(&workspace, json),
+            SwarmAction::Reload { timeout } => {
+                crate::commands::swarm_reload(&workspace, Duration::from_secs_f64(timeout.max(0.0)))
+            }
         },
         Command::Run {
             file,

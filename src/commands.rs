@@ -52,8 +52,8 @@ pub fn signal_pair() -> (CancellationToken, CancellationToken) {
 }
 
 pub async fn agent(workspace: &Path, name: &str, options: crate::worker::AgentOptions) -> u8 {
-    let (role, workflow) = match crate::role::load_one(workspace, name) {
-        Ok(pair) => pair,
+    let version = match crate::role::Version::load(workspace, name) {
+        Ok(version) => version,
         Err(errors) => {
             print_load_errors(workspace, &errors);
             eprintln!("error: role `{name}` cannot start; fix the problems above");
@@ -65,9 +65,8 @@ pub async fn agent(workspace: &Path, name: &str, options: crate::worker::AgentOp
         eprintln!("error: role `{name}` cannot start; fix the problems above");
         return exit::INVALID;
     }
-    let text = std::fs::read_to_string(workspace.join(&role.workflow)).unwrap_or_default();
     let (stop, kill) = signal_pair();
-    match crate::worker::run_agent(workspace, role, workflow, text, options, stop, kill).await {
+    match crate::worker::run_agent(workspace, version, options, stop, kill).await {
         Ok(report) => {
             eprintln!(
                 "[{name}] stopped: {} processed, {} failed, {} quarantined, {} given back",
@@ -820,10 +819,9 @@ pub async fn swarm_up(workspace: &Path, detach: bool, grace: std::time::Duration
             }
         };
     }
-    let mut children = Vec::new();
-    for (role, _) in &roles {
-        for replica in 1..=role.replicas {
-            children.push(ChildSpec {
+    let specs = move |role: &crate::model::Role| -> Vec<ChildSpec> {
+        (1..=role.replicas)
+            .map(|replica| ChildSpec {
                 name: format!("{}#{replica}", role.name),
                 role: role.name.clone(),
                 replica,
@@ -838,10 +836,34 @@ pub async fn swarm_up(workspace: &Path, detach: bool, grace: std::time::Duration
                     "--grace".into(),
                     grace.as_secs_f64().to_string(),
                 ],
-                env: Vec::new(),
-            });
-        }
-    }
+                // The role process stops when it outlives its supervisor (see worker).
+                env: vec![(
+                    crate::worker::SUPERVISOR_PID_ENV.to_string(),
+                    std::process::id().to_string(),
+                )],
+            })
+            .collect()
+    };
+    let children: Vec<ChildSpec> = roles.iter().flat_map(|(role, _)| specs(role)).collect();
+    // On a reload: every role file as it is now, each on its own (one broken file does not
+    // stop the others).
+    let roster: supervisor::Roster = {
+        let workspace = workspace.to_path_buf();
+        std::sync::Arc::new(move || {
+            let mut children = Vec::new();
+            let mut problems = Vec::new();
+            for name in crate::role::names(&workspace) {
+                match crate::role::load_one(&workspace, &name) {
+                    Ok((role, _)) => children.extend(specs(&role)),
+                    Err(errors) => problems.push(supervisor::RoleProblem {
+                        message: crate::role::describe_errors(&workspace, &errors).0,
+                        role: name,
+                    }),
+                }
+            }
+            (children, problems)
+        })
+    };
     let policy = Policy {
         grace: grace + std::time::Duration::from_secs(5),
         ..Policy::default()
@@ -867,7 +889,16 @@ pub async fn swarm_up(workspace: &Path, detach: bool, grace: std::time::Duration
         "starting {} role process(es); Ctrl-C stops them gracefully, a second Ctrl-C at once",
         children.len()
     );
-    match supervisor::supervise(workspace, children, policy, charge, stop, kill).await {
+    match supervisor::supervise_with(
+        workspace,
+        children,
+        policy,
+        charge,
+        (stop, kill),
+        Some(roster),
+    )
+    .await
+    {
         Ok(report) => {
             eprintln!(
                 "swarm stopped{}",
@@ -885,7 +916,96 @@ pub async fn swarm_up(workspace: &Path, detach: bool, grace: std::time::Duration
     }
 }
 
+/// Tasks claimed right now, with their leases: what a graceful `swarm down` waits for.
+fn in_flight(workspace: &Path) -> Vec<queue::Lease> {
+    let mut leases: Vec<queue::Lease> = known_layouts(workspace)
+        .iter()
+        .flat_map(|layout| {
+            std::fs::read_dir(&layout.running)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| {
+                    serde_json::from_slice(&std::fs::read(e.path().join("lease.json")).ok()?).ok()
+                })
+                .collect::<Vec<queue::Lease>>()
+        })
+        .collect();
+    leases.sort_by(|a, b| (&a.role, &a.id).cmp(&(&b.role, &b.id)));
+    leases
+}
+
+/// "2m3s" since an RFC 3339 time.
+fn since(at: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(at)
+        .ok()
+        .and_then(|t| chrono::Utc::now().signed_duration_since(t).to_std().ok())
+        .map_or_else(|| "?".to_string(), |d| format!("{}s", d.as_secs()))
+}
+
 pub fn swarm_down(workspace: &Path, force: bool, timeout: std::time::Duration) -> u8 {
+    use crate::supervisor::SwarmState;
+    let status = crate::supervisor::status(workspace).ok();
+    if let Some(status) = status.as_ref().filter(|s| s.state == SwarmState::Down) {
+        // Role processes a dead supervisor left (they stop on their own once they notice; this
+        // is sooner). Those started by hand (`orchestrate agent`) are not the swarm's to stop.
+        let stopped = crate::supervisor::stop_orphans(status, force);
+        if stopped.is_empty() {
+            eprintln!(
+                "no swarm is running in {}; nothing to stop",
+                workspace.display()
+            );
+            return exit::SUCCESS;
+        }
+        eprintln!(
+            "no supervisor is running in {}, but {} role process(es) it left were: stopping them ({})",
+            workspace.display(),
+            stopped.len(),
+            if force {
+                "SIGKILL, with their steps"
+            } else {
+                "SIGTERM: they finish or hand back their tasks; --force kills them now"
+            }
+        );
+        for (name, pid) in stopped {
+            eprintln!("  {name} (pid {pid})");
+        }
+        return exit::SUCCESS;
+    }
+    let stopping = status
+        .as_ref()
+        .is_some_and(|s| s.state == SwarmState::Stopping);
+    let tasks = in_flight(workspace);
+    if !force && !stopping && !tasks.is_empty() {
+        // The longest grace any role process was given (`swarm up --grace`).
+        let grace = crate::role::ProcRecord::read_all(workspace)
+            .iter()
+            .filter_map(|r| r.grace_ms)
+            .max()
+            .map_or_else(
+                || "its grace period".to_string(),
+                |ms| format!("at most {}s", ms.div_ceil(1000)),
+            );
+        eprintln!(
+            "stopping the swarm: no new claims; waiting for {} task(s) in flight to finish ({grace}, then they are stopped and go back to the inbox):",
+            tasks.len()
+        );
+        for lease in &tasks {
+            eprintln!(
+                "  role {} task `{}` (attempt {}, role process pid {}, running for {})",
+                lease.role,
+                lease.id,
+                lease.attempt,
+                lease.pid,
+                since(&lease.claimed_at)
+            );
+        }
+        eprintln!("`orchestrate swarm down --force` stops them now (they go back to the inbox)");
+    } else if stopping && !force {
+        eprintln!(
+            "the swarm is already stopping: killing it now (a second `swarm down` is --force)"
+        );
+    }
     match crate::supervisor::down(workspace, timeout, force) {
         Ok(report) if report.exited => {
             eprintln!(
@@ -901,12 +1021,16 @@ pub fn swarm_down(workspace: &Path, force: bool, timeout: std::time::Duration) -
             );
             exit::STEP_FAILED
         }
+        Err(crate::supervisor::SupervisorError::NotRunning { .. }) => {
+            eprintln!(
+                "no swarm is running in {}; nothing to stop",
+                workspace.display()
+            );
+            exit::SUCCESS
+        }
         Err(err) => {
             eprintln!("error: {err}");
-            match err {
-                crate::supervisor::SupervisorError::NotRunning { .. } => exit::INVALID,
-                _ => exit::STEP_FAILED,
-            }
+            exit::STEP_FAILED
         }
     }
 }
@@ -928,5 +1052,156 @@ pub fn swarm_status(workspace: &Path, as_json: bool) -> u8 {
             eprintln!("error: {err}");
             exit::STEP_FAILED
         }
+    }
+}
+
+/// `swarm reload`: SIGHUP to the supervisor (which starts added roles, stops removed ones and
+/// passes the signal on to every role process), or, with no supervisor, to each live role
+/// process; then waits for their answers and reports them per role process.
+pub fn swarm_reload(workspace: &Path, timeout: std::time::Duration) -> u8 {
+    use crate::role::{ProcRecord, ReloadOutcome};
+    let status = match crate::supervisor::status(workspace) {
+        Ok(status) => status,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return exit::STEP_FAILED;
+        }
+    };
+    let asked_at = chrono::Utc::now();
+    let after = |at: &str| chrono::DateTime::parse_from_rfc3339(at).is_ok_and(|t| t >= asked_at);
+    let hang_up = |pid: u32| -> bool {
+        // Verified live by `status` (pid and start time) just before.
+        libc::pid_t::try_from(pid).is_ok_and(|pid| {
+            // SAFETY: kill(2) takes two integers; pid > 1 names one process.
+            pid > 1 && unsafe { libc::kill(pid, libc::SIGHUP) } == 0
+        })
+    };
+    let supervisor = status.supervisor.as_ref().map(|s| s.pid);
+    let live = |status: &crate::supervisor::SwarmStatus| -> Vec<u32> {
+        status.children.iter().filter_map(|c| c.pid).collect()
+    };
+    match supervisor {
+        Some(pid) => {
+            if !hang_up(pid) {
+                eprintln!(
+                    "error: failed to signal the supervisor (pid {pid}); is it still running? see `orchestrate swarm status`"
+                );
+                return exit::STEP_FAILED;
+            }
+        }
+        None => {
+            let pids = live(&status);
+            if pids.is_empty() {
+                eprintln!(
+                    "no swarm is running in {}; nothing to reload (role processes load their files when they start)",
+                    workspace.display()
+                );
+                return exit::SUCCESS;
+            }
+            for pid in pids {
+                hang_up(pid);
+            }
+        }
+    }
+    // Done when the supervisor has reloaded and every role process it runs has answered.
+    let deadline = std::time::Instant::now() + timeout;
+    let (records, status) = loop {
+        let status = crate::supervisor::status(workspace).ok();
+        let file: Option<Value> = std::fs::read(crate::supervisor::status_path(workspace))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let supervisor_done = supervisor.is_none()
+            || file
+                .as_ref()
+                .and_then(|f| f["reloaded_at"].as_str())
+                .is_some_and(after);
+        let records: Vec<ProcRecord> = ProcRecord::read_all(workspace);
+        let pids = status.as_ref().map(&live).unwrap_or_default();
+        let answered = status.as_ref().is_some_and(|s| {
+            s.children
+                .iter()
+                .filter(|c| {
+                    c.state == crate::supervisor::ChildState::Running || supervisor.is_none()
+                })
+                .all(|c| {
+                    records
+                        .iter()
+                        .any(|r| Some(r.pid) == c.pid && after(&r.checked_at))
+                })
+        });
+        if (supervisor_done && answered) || std::time::Instant::now() >= deadline {
+            let records = records
+                .into_iter()
+                .filter(|r| pids.contains(&r.pid))
+                .collect::<Vec<_>>();
+            break (records, status);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut refused = false;
+    let short = |h: &str| h[..h.len().min(12)].to_string();
+    for record in &records {
+        let name = format!("{}#{}", record.role, record.replica);
+        let line = if !after(&record.checked_at) {
+            format!(
+                "{name}: no answer within {}s (pid {})",
+                timeout.as_secs(),
+                record.pid
+            )
+        } else {
+            match &record.reload {
+                ReloadOutcome::Started => {
+                    format!(
+                        "{name}: started on workflow {}",
+                        short(&record.workflow_hash)
+                    )
+                }
+                ReloadOutcome::Unchanged => {
+                    format!(
+                        "{name}: unchanged (workflow {})",
+                        short(&record.workflow_hash)
+                    )
+                }
+                ReloadOutcome::Reloaded { previous_hash } => format!(
+                    "{name}: reloaded, workflow {} -> {}; new tasks run on it",
+                    short(previous_hash),
+                    short(&record.workflow_hash)
+                ),
+                ReloadOutcome::Kept { error, .. } => {
+                    refused = true;
+                    format!(
+                        "{name}: edit refused, keeps running workflow {}: {error}",
+                        short(&record.workflow_hash)
+                    )
+                }
+            }
+        };
+        println!("{line}");
+    }
+    if let Some(status) = &status {
+        for child in &status.children {
+            if child.state == crate::supervisor::ChildState::Stopping {
+                println!(
+                    "{}: stopping (its role file is gone); finishes its task first",
+                    child.name
+                );
+            } else if child.state == crate::supervisor::ChildState::Starting {
+                println!("{}: starting (new role file)", child.name);
+            }
+        }
+        for load in &status.roles {
+            if let Some(why) = &load.not_started {
+                refused = true;
+                println!("role {}: not started: {why}", load.role);
+            }
+        }
+    }
+    if refused {
+        eprintln!(
+            "error: some edits were refused; the roles named above keep running their previous version"
+        );
+        exit::INVALID
+    } else {
+        exit::SUCCESS
     }
 }

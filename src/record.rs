@@ -25,6 +25,9 @@ pub struct TaskStatus {
     pub correlation_id: Option<String>,
     pub agent: String,
     pub task: String,
+    /// SHA-256 of the workflow file's text (with its sub-workflows') the attempt ran; `None`
+    /// where no workflow ran (quarantine, a worker that died too often).
+    pub workflow_hash: Option<String>,
     pub attempt: Option<u32>,
     pub run_id: Option<String>,
     /// The last step run.
@@ -71,6 +74,7 @@ impl TaskStatus {
             correlation_id: None,
             agent: agent.to_string(),
             task: task.to_string(),
+            workflow_hash: None,
             attempt: None,
             run_id: None,
             step: None,

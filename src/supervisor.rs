@@ -116,6 +116,20 @@ impl Default for Policy {
 /// killed it, so the death is charged to the task's attempts instead of the replica's budget.
 pub type ChargeToTask = Arc<dyn Fn(&str, u32) -> bool + Send + Sync>;
 
+/// Asked on a reload (SIGHUP, `orchestrate swarm reload`, an edit in `agents/`): the replicas
+/// there should be now, and the roles that cannot start, with why. A role with a problem keeps
+/// the replicas it has (they run the version they loaded); a replica no longer listed is stopped
+/// gracefully (it finishes its task).
+pub type Roster = Arc<dyn Fn() -> (Vec<ChildSpec>, Vec<RoleProblem>) + Send + Sync>;
+
+/// A role the supervisor cannot start (its file does not load).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleProblem {
+    pub role: String,
+    /// `file:line:column: message`.
+    pub message: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
     #[error("failed to {action} {}: {source}", path.display())]
@@ -215,6 +229,9 @@ pub enum ChildState {
     /// Only in [`status`] when no supervisor runs: the process of a replica whose supervisor died
     /// is still alive.
     Orphaned,
+    /// Only in [`status`]: a role process started by hand (`orchestrate agent`), which no
+    /// supervisor manages.
+    Unsupervised,
 }
 
 impl ChildState {
@@ -227,6 +244,7 @@ impl ChildState {
             ChildState::Stopping => "stopping",
             ChildState::Stopped => "stopped",
             ChildState::Orphaned => "orphaned",
+            ChildState::Unsupervised => "unsupervised",
         }
     }
 }
@@ -382,6 +400,12 @@ pub struct StatusFile {
     pub format_version: u32,
     pub supervisor: SupervisorInfo,
     pub children: Vec<ChildStatus>,
+    /// When the supervisor last looked at `agents/` again (a reload).
+    #[serde(default)]
+    pub reloaded_at: Option<String>,
+    /// Roles the last reload could not start.
+    #[serde(default)]
+    pub problems: Vec<RoleProblem>,
 }
 
 /// What [`supervise`] returns once everything is stopped.
@@ -419,6 +443,13 @@ pub struct RoleLoad {
     pub ignored: Vec<queue::InboxEntry>,
     /// Task files in the inbox that a process still has open for writing (counted in `queued`).
     pub being_written: Vec<queue::InboxEntry>,
+    /// The workflow versions (`workflow_hash`) its live role processes run new tasks on.
+    pub workflow_hashes: Vec<String>,
+    /// Set when its processes refused an edit of the role's files: the first problem
+    /// (`file:line:column: message`); they keep running the previous version.
+    pub reload_error: Option<String>,
+    /// Set when a running supervisor has no process for the role, and why.
+    pub not_started: Option<String>,
 }
 
 /// A breaker that is not closed, as `swarm status` shows it.
@@ -452,10 +483,15 @@ impl SwarmStatus {
     /// -d` waits for.
     pub fn settled(&self) -> bool {
         self.state == SwarmState::Running
-            && self
-                .children
-                .iter()
-                .all(|c| matches!(c.state, ChildState::Running | ChildState::Failed))
+            && self.children.iter().all(|c| {
+                matches!(
+                    c.state,
+                    ChildState::Running
+                        | ChildState::Failed
+                        | ChildState::Orphaned
+                        | ChildState::Unsupervised
+                )
+            })
     }
 }
 
@@ -491,6 +527,28 @@ pub async fn supervise(
     stop: CancellationToken,
     kill: CancellationToken,
 ) -> Result<Report, SupervisorError> {
+    supervise_with(
+        workspace,
+        children,
+        policy,
+        charge_to_task,
+        (stop, kill),
+        None,
+    )
+    .await
+}
+
+/// [`supervise`], with a roster asked again on SIGHUP and when `agents/` changes: replicas it
+/// adds are started, replicas it drops are stopped gracefully, and every running replica is
+/// sent SIGHUP (a role process then looks at its files again).
+pub async fn supervise_with(
+    workspace: &Path,
+    children: Vec<ChildSpec>,
+    policy: Policy,
+    charge_to_task: ChargeToTask,
+    (stop, kill): (CancellationToken, CancellationToken),
+    roster: Option<Roster>,
+) -> Result<Report, SupervisorError> {
     let dir = swarm_dir(workspace);
     fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
     let _lock = take_lock(workspace)?;
@@ -513,6 +571,8 @@ pub async fn supervise(
             updated_at: now,
         },
         children: children.iter().map(ChildStatus::new).collect(),
+        reloaded_at: None,
+        problems: Vec::new(),
     };
     // A supervisor that nobody can see or stop is worse than none: the first write must work.
     let status_file = status_path(workspace);
@@ -528,41 +588,70 @@ pub async fn supervise(
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut actors = JoinSet::new();
-    for (ix, spec) in children.into_iter().enumerate() {
-        let actor = Actor {
-            ix,
-            status: ChildStatus::new(&spec),
-            spec,
-            policy,
-            cwd: workspace.to_path_buf(),
-            charge: charge_to_task.clone(),
-            stop: stop.clone(),
-            kill: kill.clone(),
-            tx: tx.clone(),
-            backoff: policy.initial_backoff,
-            recent: VecDeque::new(),
+    // Each replica's own stop token (under `stop`), by name: a reload stops one alone.
+    let mut tokens: std::collections::HashMap<String, CancellationToken> = Default::default();
+    let start =
+        |spec: ChildSpec,
+         actors: &mut JoinSet<String>,
+         tokens: &mut std::collections::HashMap<String, CancellationToken>| {
+            let token = stop.child_token();
+            tokens.insert(spec.name.clone(), token.clone());
+            let name = spec.name.clone();
+            let actor = Actor {
+                status: ChildStatus::new(&spec),
+                spec,
+                policy,
+                cwd: workspace.to_path_buf(),
+                charge: charge_to_task.clone(),
+                stop: token,
+                kill: kill.clone(),
+                tx: tx.clone(),
+                backoff: policy.initial_backoff,
+                recent: VecDeque::new(),
+            };
+            actors.spawn(async move {
+                actor.run().await;
+                name
+            });
         };
-        actors.spawn(actor.run());
+    for spec in children {
+        start(spec, &mut actors, &mut tokens);
     }
-    // The channel closes once every actor has ended: that, not the join set, says all is done.
-    drop(tx);
+    // Replicas being stopped because their role (or replica) is gone: dropped from the status
+    // once stopped.
+    let mut removing: Vec<String> = Vec::new();
+    let mut agents = agents_stamp(workspace);
+    let mut hangup = signal(SignalKind::hangup()).ok();
 
     let mut sigchld = signal(SignalKind::child()).ok();
     let mut tick = tokio::time::interval(REAP_INTERVAL);
-    let (mut stopping, mut killed, mut all_ended) = (false, false, false);
-    while !(stopping && all_ended) {
+    let (mut stopping, mut killed) = (false, false);
+    while !(stopping && actors.is_empty()) {
+        let mut reload = false;
         tokio::select! {
-            update = rx.recv(), if !all_ended => match update {
-                Some(update) => {
+            Some(update) = rx.recv() => {
+                records.apply(&mut file, update);
+                // Coalesce a burst (many replicas starting) into one status write.
+                while let Ok(update) = rx.try_recv() {
                     records.apply(&mut file, update);
-                    // Coalesce a burst (many replicas starting) into one status write.
-                    while let Ok(update) = rx.try_recv() {
-                        records.apply(&mut file, update);
-                    }
-                    records.write(&mut file);
                 }
-                None => all_ended = true,
+                records.write(&mut file);
             },
+            Some(joined) = actors.join_next() => {
+                // Its last update was sent before it ended.
+                while let Ok(update) = rx.try_recv() {
+                    records.apply(&mut file, update);
+                }
+                if let Ok(name) = joined {
+                    tokens.remove(&name);
+                    if removing.contains(&name) {
+                        removing.retain(|n| *n != name);
+                        file.children.retain(|c| c.name != name);
+                    }
+                }
+                records.write(&mut file);
+            },
+            Some(()) = next_sigchld(&mut hangup), if !stopping => reload = true,
             () = stop.cancelled(), if !stopping => {
                 stopping = true;
                 file.supervisor.state = SupervisorState::Stopping;
@@ -577,7 +666,57 @@ pub async fn supervise(
                 records.write(&mut file);
             }
             Some(()) = next_sigchld(&mut sigchld) => reap_orphans(),
-            _ = tick.tick() => reap_orphans(),
+            _ = tick.tick() => {
+                reap_orphans();
+                let now = agents_stamp(workspace);
+                if now != agents && !stopping && roster.is_some() {
+                    agents = now;
+                    reload = true;
+                }
+            }
+        }
+        if reload {
+            agents = agents_stamp(workspace);
+            let Some(roster) = &roster else {
+                // Without a roster, the replicas are told alone.
+                hang_up(&file.children);
+                continue;
+            };
+            let (specs, problems) = roster();
+            let mut added = Vec::new();
+            let mut removed = Vec::new();
+            for spec in specs.iter() {
+                if !tokens.contains_key(&spec.name) {
+                    added.push(spec.name.clone());
+                    file.children.push(ChildStatus::new(spec));
+                    start(spec.clone(), &mut actors, &mut tokens);
+                }
+            }
+            for (name, token) in &tokens {
+                let role = name.rsplit_once('#').map_or(name.as_str(), |(r, _)| r);
+                let kept = specs.iter().any(|s| s.name == *name)
+                    || problems.iter().any(|p| p.role == role);
+                if !kept && !removing.contains(name) {
+                    removed.push(name.clone());
+                    removing.push(name.clone());
+                    token.cancel();
+                }
+            }
+            hang_up(
+                &file
+                    .children
+                    .iter()
+                    .filter(|c| !added.contains(&c.name) && !removing.contains(&c.name))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+            records.event(
+                "reloaded",
+                json!({"added": added, "removed": removed, "problems": problems}),
+            );
+            file.problems = problems;
+            file.reloaded_at = Some(clock::now_rfc3339());
+            records.write(&mut file);
         }
     }
     // Every actor has sent its last update; joining only collects the finished tasks.
@@ -590,6 +729,35 @@ pub async fn supervise(
         children: file.children,
         killed,
     })
+}
+
+/// SIGHUP to every replica that reported ready (before that it may not handle it yet): each
+/// looks at its role's files again.
+fn hang_up(children: &[ChildStatus]) {
+    for child in children {
+        if child.state == ChildState::Running
+            && let Some((pid, _)) = child.live_process()
+        {
+            signal_child(pid, libc::SIGHUP);
+        }
+    }
+}
+
+/// Names, sizes and modification times of `agents/*.yaml`: a role file added, removed or
+/// edited changes it.
+fn agents_stamp(workspace: &Path) -> Vec<(std::ffi::OsString, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut stamp: Vec<_> = fs::read_dir(role::agents_dir(workspace))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some((e.file_name(), meta.len(), meta.mtime(), meta.mtime_nsec()))
+        })
+        .collect();
+    stamp.sort();
+    stamp
 }
 
 async fn next_sigchld(sigchld: &mut Option<Signal>) -> Option<()> {
@@ -703,7 +871,7 @@ struct Records {
 
 impl Records {
     fn apply(&mut self, file: &mut StatusFile, update: Update) {
-        let Update { ix, status, event } = update;
+        let Update { status, event } = update;
         if let Some((name, fields)) = event {
             let mut record = json!({
                 "child": status.name,
@@ -716,7 +884,7 @@ impl Records {
             }
             self.event(name, record);
         }
-        if let Some(slot) = file.children.get_mut(ix) {
+        if let Some(slot) = file.children.iter_mut().find(|c| c.name == status.name) {
             *slot = status;
         }
     }
@@ -785,7 +953,6 @@ fn read_status_file(workspace: &Path) -> Result<Option<StatusFile>, SupervisorEr
 
 /// A state change (with its event, if it is one) sent from an actor to the supervisor loop.
 struct Update {
-    ix: usize,
     status: ChildStatus,
     event: Option<(&'static str, Value)>,
 }
@@ -809,7 +976,6 @@ struct Ended {
 }
 
 struct Actor {
-    ix: usize,
     spec: ChildSpec,
     status: ChildStatus,
     policy: Policy,
@@ -870,7 +1036,6 @@ impl Actor {
         // The supervisor loop receives until every actor has ended, so this cannot fail while
         // it matters; if the loop is gone (its future dropped), there is nobody left to tell.
         let _ = self.tx.send(Update {
-            ix: self.ix,
             status: self.status.clone(),
             event,
         });
@@ -1442,11 +1607,62 @@ pub fn status(workspace: &Path) -> Result<SwarmStatus, SupervisorError> {
         }
         None => (SwarmState::Down, None, Vec::new()),
     };
+    let mut children = children;
+    let procs: Vec<role::ProcRecord> = role::ProcRecord::read_all(workspace)
+        .into_iter()
+        .filter(|r| r.boot_id == queue::boot_id() && running(r.pid, r.pid_start))
+        .collect();
+    // A live role process is never hidden: one no supervisor lists (its supervisor died, or it
+    // was started by hand) gets a row of its own.
+    for record in &procs {
+        if children.iter().any(|c| c.pid == Some(record.pid)) {
+            continue;
+        }
+        let orphaned = record
+            .supervisor_pid
+            .is_some_and(|pid| supervisor.as_ref().is_none_or(|s| s.pid != pid));
+        children.push(ChildStatus {
+            name: format!("{}#{}", record.role, record.replica),
+            role: record.role.clone(),
+            replica: record.replica,
+            pid: Some(record.pid),
+            pid_start: Some(record.pid_start),
+            state: if orphaned {
+                ChildState::Orphaned
+            } else {
+                ChildState::Unsupervised
+            },
+            restarts: 0,
+            last_exit: None,
+            since: record.started_at.clone(),
+            next_restart_at: None,
+        });
+    }
+    let mut roles = role_loads(workspace, &children);
+    for load in &mut roles {
+        for record in procs.iter().filter(|r| r.role == load.role) {
+            if !load.workflow_hashes.contains(&record.workflow_hash) {
+                load.workflow_hashes.push(record.workflow_hash.clone());
+            }
+            if let role::ReloadOutcome::Kept { error, .. } = &record.reload {
+                load.reload_error.get_or_insert_with(|| error.clone());
+            }
+        }
+        if supervisor.is_some() && !children.iter().any(|c| c.role == load.role) {
+            load.not_started = Some(match role::Version::load(workspace, &load.role) {
+                Err(errors) => format!(
+                    "it does not load ({}); fix it, then `orchestrate swarm reload`",
+                    role::describe_errors(workspace, &errors).0
+                ),
+                Ok(_) => "added after `swarm up`: `orchestrate swarm reload` starts it".into(),
+            });
+        }
+    }
     Ok(SwarmStatus {
         workspace: workspace.display().to_string(),
         state,
         supervisor,
-        roles: role_loads(workspace, &children),
+        roles,
         children,
     })
 }
@@ -1456,20 +1672,21 @@ fn role_loads(workspace: &Path, children: &[ChildStatus]) -> Vec<RoleLoad> {
     let profiles = crate::runtime::profile::Profiles::load(workspace).unwrap_or_default();
     let tripped = crate::breaker::tripped(workspace);
     let mut uses: std::collections::HashMap<String, Vec<String>> = Default::default();
-    let mut layouts: Vec<queue::Layout> = match role::load_all(workspace) {
-        Ok(roles) => roles
-            .iter()
-            .map(|(r, w)| {
+    // Role by role: a broken role file must not hide the others (nor itself: its queue is
+    // still counted, and `validate` reports the problem).
+    let mut layouts: Vec<queue::Layout> = role::names(workspace)
+        .iter()
+        .filter_map(|name| match role::load_one(workspace, name) {
+            Ok((r, w)) => {
                 uses.insert(
                     r.name.clone(),
-                    crate::breaker::role_runtimes(r, w, &profiles),
+                    crate::breaker::role_runtimes(&r, &w, &profiles),
                 );
-                role::layout(workspace, r)
-            })
-            .collect(),
-        // A broken role file must not hide the swarm's state; `validate` reports it.
-        Err(_) => Vec::new(),
-    };
+                Some(role::layout(workspace, &r))
+            }
+            Err(_) => role::layout_for(workspace, name).ok(),
+        })
+        .collect();
     for child in children {
         if !layouts.iter().any(|l| l.role == child.role)
             && let Ok(layout) = role::layout_for(workspace, &child.role)
@@ -1502,6 +1719,9 @@ fn role_loads(workspace: &Path, children: &[ChildStatus]) -> Vec<RoleLoad> {
                     message: b.describe(),
                 })
                 .collect(),
+            workflow_hashes: Vec::new(),
+            reload_error: None,
+            not_started: None,
         })
         .collect()
 }
@@ -1563,7 +1783,7 @@ pub fn render_status(status: &SwarmStatus) -> String {
                 status.workspace
             ));
             if !status.children.is_empty() {
-                out.push_str("replicas left running by a supervisor that died (the next `swarm up` stops them):\n");
+                out.push_str("role processes no supervisor runs (orphaned: their supervisor died, they stop once their tasks finish and the next `swarm up` stops any left; unsupervised: started with `orchestrate agent`):\n");
             }
         }
     }
@@ -1669,6 +1889,21 @@ pub fn render_status(status: &SwarmStatus) -> String {
                 p.by,
                 load.role
             ));
+        }
+        if let Some(error) = &load.reload_error {
+            let running = load
+                .workflow_hashes
+                .iter()
+                .map(|h| &h[..h.len().min(12)])
+                .collect::<Vec<_>>()
+                .join(", ");
+            notes.push(format!(
+                "role {}: an edit was refused, its processes keep running the previous version (workflow {running}): {error}; fix the file (it is picked up before the next claim, or at `orchestrate swarm reload`)",
+                load.role
+            ));
+        }
+        if let Some(why) = &load.not_started {
+            notes.push(format!("role {} has no role process: {why}", load.role));
         }
         for b in &load.breakers {
             let note = format!("{} (roles using it do not claim)", b.message);
@@ -1794,14 +2029,7 @@ pub fn down(
             .unwrap_or(file.children);
         for child in &children {
             if let Some((pid, _)) = child.live_process() {
-                // Found while `pid` is verified to be the replica; its steps that left its
-                // session (`setsid`, daemons) are killed through their cgroups once it is gone.
-                let steps = crate::cgroup::StepsOf::find(pid);
-                kill_group(pgid(pid), libc::SIGKILL);
-                kill_session(pid, libc::SIGKILL);
-                if let Some(steps) = steps {
-                    steps.kill();
-                }
+                kill_replica(pid);
                 killed_children.push(pid);
             }
         }
@@ -1813,6 +2041,42 @@ pub fn down(
         waited_ms: millis(start.elapsed()),
         killed_children,
     })
+}
+
+/// SIGKILL to a replica's process group and session, then to its steps' cgroups. Call only
+/// while `pid` is verified to be the replica (`ChildStatus::live_process`).
+fn kill_replica(pid: u32) {
+    // Found while `pid` is the replica; its steps that left its session (`setsid`, daemons) are
+    // killed through their cgroups once it is gone.
+    let steps = crate::cgroup::StepsOf::find(pid);
+    kill_group(pgid(pid), libc::SIGKILL);
+    kill_session(pid, libc::SIGKILL);
+    if let Some(steps) = steps {
+        steps.kill();
+    }
+}
+
+/// `swarm down` with no supervisor: stops the role processes a dead supervisor left
+/// (`orphaned` in [`status`]): SIGTERM (they finish or hand back their tasks), or with `force`
+/// SIGKILL to them and everything they run. Returns their names and pids.
+pub fn stop_orphans(status: &SwarmStatus, force: bool) -> Vec<(String, u32)> {
+    let mut stopped = Vec::new();
+    for child in &status.children {
+        if child.state != ChildState::Orphaned {
+            continue;
+        }
+        // Verified again just before signalling: the pid is still that process.
+        let Some((pid, _)) = child.live_process() else {
+            continue;
+        };
+        if force {
+            kill_replica(pid);
+        } else {
+            signal_child(pid, libc::SIGTERM);
+        }
+        stopped.push((child.name.clone(), pid));
+    }
+    stopped
 }
 
 /// Polls `cond` until it is false (true) or `timeout` passes (false).
@@ -2466,6 +2730,8 @@ mod tests {
                 updated_at: clock::now_rfc3339(),
             },
             children: vec![dead],
+            reloaded_at: None,
+            problems: Vec::new(),
         };
         fs::create_dir_all(swarm_dir(ws.path())).unwrap();
         write_status(&status_path(ws.path()), &old).unwrap();
@@ -2525,6 +2791,9 @@ mod tests {
                 running: 1,
                 paused: None,
                 breakers: Vec::new(),
+                workflow_hashes: Vec::new(),
+                reload_error: None,
+                not_started: None,
                 ignored: Vec::new(),
                 being_written: Vec::new(),
             }]
@@ -2546,6 +2815,9 @@ mod tests {
             running: 0,
             paused: None,
             breakers: Vec::new(),
+            workflow_hashes: Vec::new(),
+            reload_error: None,
+            not_started: None,
             ignored: (0..INBOX_NOTES + 2).map(entry).collect(),
             being_written: vec![queue::InboxEntry {
                 name: "y.task".into(),
@@ -2601,6 +2873,9 @@ mod tests {
                     running: 1,
                     paused: None,
                     breakers: Vec::new(),
+                    workflow_hashes: Vec::new(),
+                    reload_error: None,
+                    not_started: None,
                     ignored: Vec::new(),
                     being_written: Vec::new(),
                 },
@@ -2610,6 +2885,9 @@ mod tests {
                     running: 0,
                     paused: None,
                     breakers: Vec::new(),
+                    workflow_hashes: Vec::new(),
+                    reload_error: None,
+                    not_started: None,
                     ignored: Vec::new(),
                     being_written: Vec::new(),
                 },

@@ -34,6 +34,11 @@ const BUSY_RETRY: Duration = Duration::from_millis(100);
 const WRITING_RECHECK: Duration = Duration::from_secs(1);
 /// While the swarm's daily budget is spent, the ledger is looked at again this often.
 const BUDGET_RECHECK: Duration = Duration::from_secs(2);
+/// How often a role process started by a supervisor checks that it still has one.
+const ORPHAN_CHECK: Duration = Duration::from_secs(1);
+/// Set by `swarm up` for the role processes it starts: the supervisor's pid. A role process
+/// whose parent is no longer that pid has been orphaned and stops.
+pub const SUPERVISOR_PID_ENV: &str = "ORCHESTRATE_SUPERVISOR_PID";
 /// `${task.text}` holds at most this much of the task.
 const TASK_TEXT_LIMIT: u64 = 1024 * 1024;
 
@@ -69,6 +74,9 @@ enum Hint {
     Rescan,
 }
 
+/// What every task of one version of the role shares. A reload makes a new one (the role's
+/// files changed): tasks claimed from then on take it, tasks in flight keep theirs.
+#[derive(Clone)]
 struct Shared {
     workspace: PathBuf,
     /// The swarm's queue directories and the metrics directory (`dir/`, workspace-relative):
@@ -80,6 +88,8 @@ struct Shared {
     role: Role,
     workflow: Arc<Workflow>,
     workflow_text: Arc<String>,
+    /// `workflow_hash` in status.json: which version of the workflow ran.
+    workflow_hash: String,
     label: String,
     quiet: bool,
     profiles: Arc<crate::runtime::profile::Profiles>,
@@ -88,9 +98,9 @@ struct Shared {
     /// Tasks whose workflow is running: what `concurrency` limits. A task whose workflow has
     /// ended but whose completion (status.json, the move, their fsyncs) is still being written
     /// no longer holds a slot.
-    active: std::sync::atomic::AtomicUsize,
+    active: Arc<std::sync::atomic::AtomicUsize>,
     /// Woken each time a slot frees.
-    slot_freed: tokio::sync::Notify,
+    slot_freed: Arc<tokio::sync::Notify>,
     metrics: Option<Arc<crate::metrics::Recorder>>,
     /// Feeds the breakers from every task's events (one for all tasks).
     observer: crate::runner::Observer,
@@ -132,13 +142,18 @@ struct Finished {
 
 pub async fn run_agent(
     workspace: &Path,
-    role: Role,
-    workflow: Workflow,
-    workflow_text: String,
+    version: crate::role::Version,
     options: AgentOptions,
     stop: CancellationToken,
     kill: CancellationToken,
 ) -> Result<AgentReport, String> {
+    let crate::role::Version {
+        role,
+        workflow,
+        workflow_text,
+        hash: workflow_hash,
+        stamp,
+    } = version;
     let layout = crate::role::layout(workspace, &role);
     layout.create_dirs().map_err(|e| e.to_string())?;
     let label = format!("{}#{}", role.name, options.replica);
@@ -184,7 +199,8 @@ pub async fn run_agent(
             crate::breaker::observe(&workspace, &profiles, &label, event, fields);
         })
     };
-    let shared = Arc::new(Shared {
+    let mut shared = Arc::new(Shared {
+        workflow_hash,
         isolation,
         swarm_budget,
         observer,
@@ -197,8 +213,8 @@ pub async fn run_agent(
         workflow_text: Arc::new(workflow_text),
         label: label.clone(),
         quiet: options.quiet,
-        active: std::sync::atomic::AtomicUsize::new(0),
-        slot_freed: tokio::sync::Notify::new(),
+        active: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        slot_freed: Arc::new(tokio::sync::Notify::new()),
         metrics,
         queue_dirs,
     });
@@ -232,6 +248,12 @@ pub async fn run_agent(
     };
     let mut pending = Pending::default();
     pending.list(&layout);
+    // SIGHUP: look at the role's files now (`orchestrate swarm reload`). Installed before this
+    // process records itself and reports ready, after which it may be sent.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let supervisor = supervisor_pid();
+    let mut reload = Reload::new(&shared, stamp, &options, supervisor, &log);
+    let mut orphan_check = tokio::time::interval(ORPHAN_CHECK);
     report_ready();
     log(&format!(
         "watching {} ({} queued, concurrency {})",
@@ -256,7 +278,15 @@ pub async fn run_agent(
     let mut writing_said: HashSet<String> = HashSet::new();
     steer.refresh(&shared, &tokens, &log);
     loop {
-        let slots = role.concurrency as usize;
+        // Between tasks: run new tasks on the role's files as they are now.
+        if stopping.is_none()
+            && !pending.queue.is_empty()
+            && let Some(next) = reload.check(&shared, false, &log)
+        {
+            steer.gate = gate_of(&next);
+            shared = next;
+        }
+        let slots = shared.role.concurrency as usize;
         if budget_blocked.is_some_and(|until| Instant::now() < until) {
             // Still waiting; looked at again below when the time comes.
         } else if let Some(swarm) = &shared.swarm_budget
@@ -290,7 +320,7 @@ pub async fn run_agent(
             let settle = if complete {
                 Duration::ZERO
             } else {
-                role.settle
+                shared.role.settle
             };
             let result = shared.queue.claim(&name, &owner, settle, max_bytes);
             if !claimed.is_empty() && !matches!(result, Ok(ClaimResult::Claimed(_))) {
@@ -416,6 +446,12 @@ pub async fn run_agent(
                 }
             }
             _ = tokio::time::sleep_until(next_wake.into()) => {
+                if stopping.is_none()
+                    && let Some(next) = reload.check(&shared, false, &log)
+                {
+                    steer.gate = gate_of(&next);
+                    shared = next;
+                }
                 pending.promote_due();
                 steer.refresh(&shared, &tokens, &log);
                 if last_recover.elapsed() >= RECOVER_EVERY {
@@ -428,15 +464,39 @@ pub async fn run_agent(
                 }
             }
             () = shared.slot_freed.notified() => {}
+            Some(()) = next_signal(&mut hangup) => {
+                log("SIGHUP: looking at the role's files again");
+                if let Some(next) = reload.check(&shared, true, &log) {
+                    steer.gate = gate_of(&next);
+                    shared = next;
+                }
+            }
+            _ = orphan_check.tick(), if stopping.is_none() && supervisor.is_some() => {
+                // Reparented: the supervisor that started us is gone (killed with -9, say).
+                if supervisor.is_some_and(|pid| std::os::unix::process::parent_id() != pid) {
+                    log(&format!(
+                        "the supervisor (pid {}) is gone: stopping as if `swarm down` had asked (the next `swarm up` starts the role again)",
+                        supervisor.unwrap_or_default()
+                    ));
+                    stop.cancel();
+                }
+            }
             _ = stop.cancelled(), if stopping.is_none() => {
-                log(&format!("stopping: no new claims; {} task(s) in flight get {:?} to finish", running.len(), options.grace));
+                if running.is_empty() {
+                    log("stopping: no new claims");
+                } else {
+                    log(&format!("stopping: no new claims; {} task(s) in flight get {:?} to finish; a second Ctrl-C (or SIGTERM) stops them at once, back to the inbox", running.len(), options.grace));
+                }
                 stopping = Some(Instant::now());
             }
             _ = async { tokio::time::sleep_until(grace_deadline.unwrap_or_else(Instant::now).into()).await }, if grace_deadline.is_some() && !tokens.values().all(CancellationToken::is_cancelled) => {
                 log("grace period over: stopping the tasks in flight; they go back to the inbox");
                 tokens.values().for_each(CancellationToken::cancel);
             }
-            _ = kill.cancelled() => {
+            _ = kill.cancelled(), if !tokens.values().all(CancellationToken::is_cancelled) || stopping.is_none() => {
+                if !tokens.is_empty() {
+                    log("stopping now: the tasks in flight are stopped and go back to the inbox");
+                }
                 tokens.values().for_each(CancellationToken::cancel);
                 stopping.get_or_insert_with(Instant::now);
             }
@@ -444,6 +504,197 @@ pub async fn run_agent(
     }
     crate::otlp::flush();
     Ok(report)
+}
+
+/// The supervisor that started this process, when it is our parent now. The variable is also
+/// inherited by whatever the tasks' steps run (an `orchestrate agent` a step starts, say): a
+/// process whose parent is not that pid at start was not started by it.
+fn supervisor_pid() -> Option<u32> {
+    let pid: u32 = std::env::var(SUPERVISOR_PID_ENV).ok()?.parse().ok()?;
+    (std::os::unix::process::parent_id() == pid).then_some(pid)
+}
+
+async fn next_signal(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The breakers a version of the role's workflow answers to.
+fn gate_of(shared: &Shared) -> crate::breaker::Gate {
+    crate::breaker::Gate::new(
+        &shared.workspace,
+        crate::breaker::role_runtimes(&shared.role, &shared.workflow, &shared.profiles),
+        &shared.label,
+    )
+}
+
+/// Notices edits of the role's files (its role file, workflow and sub-workflows) between tasks
+/// and loads them; a version that does not load is reported and the previous one kept. Keeps
+/// the process's record (`role::ProcRecord`) current, and removes it when dropped.
+struct Reload {
+    record: crate::role::ProcRecord,
+    /// The files as the running version saw them.
+    stamp: crate::role::Stamp,
+    /// The files as they were when an edit failed to load: reported once, looked at again when
+    /// they change.
+    broken: Option<crate::role::Stamp>,
+    workspace: PathBuf,
+    said_write_error: bool,
+}
+
+impl Reload {
+    fn new(
+        shared: &Shared,
+        stamp: crate::role::Stamp,
+        options: &AgentOptions,
+        supervisor: Option<u32>,
+        log: &dyn Fn(&str),
+    ) -> Reload {
+        let replica = options.replica;
+        let me = Owner::current();
+        let now = crate::clock::now_rfc3339();
+        let mut reload = Reload {
+            record: crate::role::ProcRecord {
+                format_version: 1,
+                role: shared.role.name.clone(),
+                replica,
+                pid: me.pid,
+                pid_start: me.pid_start,
+                boot_id: me.boot_id,
+                supervisor_pid: supervisor,
+                started_at: now.clone(),
+                grace_ms: u64::try_from(options.grace.as_millis()).ok(),
+                workflow_hash: shared.workflow_hash.clone(),
+                loaded_at: now.clone(),
+                checked_at: now,
+                reload: crate::role::ReloadOutcome::Started,
+            },
+            stamp,
+            broken: None,
+            workspace: shared.workspace.clone(),
+            said_write_error: false,
+        };
+        reload.save(log);
+        reload
+    }
+
+    fn save(&mut self, log: &dyn Fn(&str)) {
+        if let Err(err) = self.record.write(&self.workspace) {
+            if !self.said_write_error {
+                log(&format!(
+                    "error: cannot write {}: {err}; `swarm status` will not see this process's version",
+                    crate::role::ProcRecord::path(
+                        &self.workspace,
+                        &self.record.role,
+                        self.record.replica
+                    )
+                    .display()
+                ));
+            }
+            self.said_write_error = true;
+        }
+    }
+
+    /// The new version when the files changed and load (or, `force`d, whenever they load and
+    /// differ); `None` to keep running the current one.
+    fn check(&mut self, shared: &Shared, force: bool, log: &dyn Fn(&str)) -> Option<Arc<Shared>> {
+        use crate::role::ReloadOutcome;
+        let now = self.stamp.now();
+        let changed = now != self.stamp;
+        if !force && (!changed || self.broken.as_ref() == Some(&now)) {
+            return None;
+        }
+        self.record.checked_at = crate::clock::now_rfc3339();
+        if !changed && self.broken.is_none() {
+            self.record.reload = ReloadOutcome::Unchanged;
+            log(&format!(
+                "role files unchanged; running workflow {}",
+                short(&shared.workflow_hash)
+            ));
+            self.save(log);
+            return None;
+        }
+        let name = &shared.role.name;
+        let loaded = crate::role::Version::load(&shared.workspace, name)
+            .map_err(|errors| crate::role::describe_errors(&shared.workspace, &errors))
+            .and_then(|version| {
+                if version.role.inbox == shared.role.inbox {
+                    Ok(version)
+                } else {
+                    let error = format!(
+                        "agents/{name}.yaml: `inbox` changed from `{}` to `{}`: a running role process keeps its inbox; restart the role (`orchestrate swarm down`, then `orchestrate swarm up`)",
+                        shared.role.inbox, version.role.inbox
+                    );
+                    Err((error.clone(), error))
+                }
+            });
+        let next = match loaded {
+            Err((error, errors)) => {
+                log(&format!(
+                    "error: the edited role does not load; new tasks keep running the previous version (workflow {}) until it is fixed:\n{errors}",
+                    short(&shared.workflow_hash)
+                ));
+                self.broken = Some(now);
+                self.record.reload = ReloadOutcome::Kept { error, errors };
+                None
+            }
+            Ok(version) => {
+                self.broken = None;
+                let previous = shared.workflow_hash.clone();
+                log(&format!(
+                    "reloaded agents/{name}.yaml: workflow {} -> {}; new tasks run on it (tasks in flight finish on the version they started with)",
+                    short(&previous),
+                    version.short_hash()
+                ));
+                self.stamp = version.stamp.clone();
+                self.record.workflow_hash = version.hash.clone();
+                self.record.loaded_at = self.record.checked_at.clone();
+                self.record.reload = ReloadOutcome::Reloaded {
+                    previous_hash: previous,
+                };
+                Some(Arc::new(shared.with_version(version)))
+            }
+        };
+        self.save(log);
+        next
+    }
+}
+
+impl Drop for Reload {
+    fn drop(&mut self) {
+        let path =
+            crate::role::ProcRecord::path(&self.workspace, &self.record.role, self.record.replica);
+        // Only our own: a later process of the same replica may have written its own meanwhile.
+        let ours = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<crate::role::ProcRecord>(&b).ok())
+            .is_some_and(|r| r.pid == self.record.pid && r.pid_start == self.record.pid_start);
+        if ours {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+impl Shared {
+    /// The same role process running another version of the role.
+    fn with_version(&self, version: crate::role::Version) -> Shared {
+        let mut next = self.clone();
+        next.isolation = crate::worktree::effective(
+            version.role.isolation.as_ref(),
+            version.workflow.isolation.as_ref(),
+        );
+        next.role = version.role;
+        next.workflow = Arc::new(version.workflow);
+        next.workflow_text = Arc::new(version.workflow_text);
+        next.workflow_hash = version.hash;
+        next
+    }
 }
 
 /// What holds claims back: a pause (`orchestrate pause`), or an open breaker of a runtime the
@@ -1122,6 +1373,7 @@ fn status_json(
     let mut status = TaskStatus::new(&shared.role.name, &claim.id, success, exit_code, message);
     status.correlation_id = Some(correlation_id.to_string());
     status.attempt = Some(claim.attempt);
+    status.workflow_hash = Some(shared.workflow_hash.clone());
     if let Some(report) = report {
         status.run_id = Some(report.run_id.clone());
         status.step = report.last_step.clone();

@@ -17,6 +17,7 @@ mod inputs;
 mod language;
 mod progress;
 mod records;
+mod reload;
 mod schema;
 mod steer;
 mod subflow;
