@@ -83,7 +83,7 @@ fn a_wall_budget_crossing_takes_no_failure_edge_and_resume_reruns_the_stopped_st
 fn quick_stand_in(ws: &mut Ws) {
     stand_in(ws);
     let script = ws.read("bin/claude").replace(
-        "sleep 30 &",
+        "sleep 600 &",
         "if [ -f \"$dir/../go\" ]; then true & else sleep 600 & fi",
     );
     ws.script("bin/claude", &script);
