@@ -76,7 +76,9 @@ fn writable_targets(pid: u32) -> Vec<PathBuf> {
         }
         let fd = entry.file_name();
         let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.to_string_lossy()));
-        if info.ok().and_then(|info| access_mode(&info)) != Some(libc::O_RDONLY) {
+        // A descriptor whose mode cannot be read (closed meanwhile) is not taken for a writer.
+        let mode = info.ok().and_then(|info| access_mode(&info));
+        if mode.is_some_and(|mode| mode != libc::O_RDONLY) {
             targets.push(target);
         }
     }
