@@ -22,6 +22,7 @@ pub mod events;
 pub mod exec;
 pub mod fingerprint;
 pub mod fsutil;
+pub mod held_files;
 pub mod jq;
 pub mod load;
 pub mod metrics;

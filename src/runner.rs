@@ -339,10 +339,12 @@ struct WriteLog {
     paths: HashMap<String, (u64, u32)>,
 }
 
-/// A readonly step's window: the sequence it opened at and what was being written then.
+/// A readonly step's window: the sequence it opened at and what was being written then (by the
+/// engine's own writers, and through descriptors the engine or its ancestors held open).
 struct WriteWindow {
     from: u64,
     open: HashSet<String>,
+    held: HashSet<String>,
 }
 
 /// Held while the engine writes `path`; the writer count drops with it.
@@ -383,9 +385,12 @@ impl EngineWrites {
         })
     }
 
-    fn window(&self) -> WriteWindow {
+    /// Opens a window for a step working in `root`.
+    fn window(&self, root: &Path) -> WriteWindow {
+        let held = crate::held_files::held_for_writing(root);
         let log = self.lock();
         WriteWindow {
+            held,
             from: log.next,
             open: log
                 .paths
@@ -2194,7 +2199,7 @@ impl Runner {
                 .and_then(|path| self.engine_writes.begin(self.config.code_dir(), path));
             let before = match &prepared.agent {
                 Some(run) if run.phase.verified_readonly() => {
-                    let window = self.engine_writes.window();
+                    let window = self.engine_writes.window(self.config.code_dir());
                     Some(self.fingerprint(run).map(|snapshot| (snapshot, window)))
                 }
                 _ => None,
@@ -2379,7 +2384,15 @@ impl Runner {
             }
         };
         let mut changes = crate::fingerprint::diff(before, &after);
-        changes.retain(|change| !self.engine_writes.wrote_during(window, &change.path));
+        // Files the engine or a process that started it holds open for writing, when the step
+        // started or now (its own stdout redirected into the workspace, a harness's log), are
+        // not the step's writes: a step's processes are the engine's descendants.
+        let held = crate::held_files::held_for_writing(self.config.code_dir());
+        changes.retain(|change| {
+            !self.engine_writes.wrote_during(window, &change.path)
+                && !window.held.contains(&change.path)
+                && !held.contains(&change.path)
+        });
         if changes.is_empty() {
             return;
         }

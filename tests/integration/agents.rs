@@ -1804,6 +1804,120 @@ steps:
     }
 }
 
+/// `orchestrate run wf.yaml ARGS` under `sh -c 'SHELL_SCRIPT'`, where the script runs the
+/// engine as `"$@"`: the shell is the engine's parent, as a user's shell or a harness is.
+fn run_under_shell(lab: &Lab, script: &str, args: &[&str]) -> Run {
+    let engine = lab.ws.cmd(&[&["run", "wf.yaml"], args].concat());
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg(script)
+        .arg("sh")
+        .arg(engine.get_program())
+        .args(engine.get_args())
+        .current_dir(lab.ws.path())
+        .envs(engine.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = sh.spawn().expect("spawn sh");
+    let status = exit_within(&mut child, patient(DEADLINE));
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().expect("wait for sh");
+    assert!(status.is_some(), "the run did not end: {output:?}");
+    Run::from(output, lab.ws.path())
+}
+
+/// Regression: `orchestrate run wf.yaml --json > run.jsonl` in a workspace without git failed
+/// every readonly step with `changes: run.jsonl (modified)`.
+#[test]
+fn a_readonly_steps_run_output_redirected_into_the_workspace_is_not_its_change() {
+    let lab = Lab::new();
+    // The step ends only once the engine has written to run.jsonl during it.
+    lab.answer(
+        "claude",
+        &[&format!(
+            "until grep -q process_started run.jsonl; do sleep 0.05; done; {CLAUDE_OK}"
+        )],
+    )
+    .workflow(&one_step("claude", ""));
+    assert!(!lab.ws.exists(".git"), "no git repository");
+    let run = run_under_shell(&lab, r#""$@" > run.jsonl 2> run.log"#, &["--json"]);
+    let id = lab.ws.read("run.log");
+    let id = id
+        .lines()
+        .find_map(|l| l.strip_prefix("run_id: "))
+        .unwrap_or_else(|| panic!("no run id in run.log: {id}"));
+    let state = lab.ws.state(id.trim());
+    run.code(0);
+    assert_eq!(state["steps"]["Ask"]["status"], "succeeded", "{state:#}");
+    assert!(lab.ws.read("run.jsonl").contains("run_finished"));
+}
+
+#[test]
+fn a_readonly_step_that_writes_is_caught_while_the_run_output_goes_into_the_workspace() {
+    let lab = Lab::new();
+    lab.answer(
+        "claude",
+        &[&format!(
+            "until grep -q process_started run.jsonl; do sleep 0.05; done; echo sneaky > stray.txt; {CLAUDE_OK}"
+        )],
+    )
+    .workflow(&one_step("claude", ""));
+    let run = run_under_shell(&lab, r#""$@" > run.jsonl 2> run.log"#, &["--json"]);
+    run.code(1);
+    let events = lab.ws.read("run.jsonl");
+    let violation: Value = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["event"] == "phase_violation")
+        .unwrap_or_else(|| panic!("no phase_violation in run.jsonl: {events}"));
+    let paths: Vec<&str> = violation["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["path"].as_str())
+        .collect();
+    assert_eq!(paths, ["stray.txt"], "{violation:#}");
+}
+
+/// A harness that keeps its own log open next to the run and appends to it while a readonly
+/// step runs (here through a helper process it started beside the engine): the log is held open
+/// for writing by the engine's parent, so it is not the step's change.
+#[test]
+fn a_harness_appending_to_its_own_log_during_a_readonly_step_is_not_blamed() {
+    let lab = Lab::new();
+    let started = lab.rec("started");
+    let written = lab.rec("written");
+    lab.answer(
+        "claude",
+        &[&format!(
+            "touch '{}'; until [ -e '{}' ]; do sleep 0.05; done; {CLAUDE_OK}",
+            started.display(),
+            written.display()
+        )],
+    )
+    .workflow(&one_step("claude", ""));
+    let script = format!(
+        r#"exec 3>> harness.log
+echo "harness: starting the run" >&3
+( until [ -e '{started}' ]; do sleep 0.05; done; echo "harness: the step is running" >&3; touch '{written}' ) &
+"$@" 3>&-"#,
+        started = started.display(),
+        written = written.display()
+    );
+    let run = run_under_shell(&lab, &script, &[]);
+    run.ok();
+    assert_eq!(run.step("Ask")["status"], "succeeded");
+    assert!(
+        lab.ws
+            .read("harness.log")
+            .contains("harness: the step is running"),
+        "the harness wrote during the step"
+    );
+}
+
 #[test]
 fn a_readonly_write_under_the_engine_dir_passes() {
     let lab = Lab::new();
