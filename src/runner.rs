@@ -2450,13 +2450,21 @@ impl Runner {
             usage = live.usage_so_far();
         }
         let mut result = json!({});
-        if runtime == parse::Runtime::Codex {
-            // codex reports the thread's running total: this turn is the difference.
-            result["usage_cumulative"] = json!(usage);
-            usage = parse::codex_turn_usage(&usage, run.previous_usage.as_ref());
+        let mut priced = outcome.clone();
+        if let Some(now) = parse::SessionTotals::of(runtime, &outcome) {
+            // claude and codex report a resumed session's running totals: this step's share
+            // is the difference from what the session's latest earlier step recorded.
+            result["usage_cumulative"] = json!(now.usage);
+            result["cost_usd_cumulative"] = json!(now.cost_usd);
+            let own = parse::step_share(&now, run.previous_session.as_ref());
+            if own != now {
+                // The per-model breakdown is the session's too: price the share as one model.
+                priced.model_usage.clear();
+            }
+            usage = own.usage;
+            priced.cost_usd = own.cost_usd;
         }
         let model = outcome.model.clone().or_else(|| run.model.clone());
-        let mut priced = outcome.clone();
         priced.usage = usage;
         let cost = self
             .config
@@ -2740,7 +2748,7 @@ impl Runner {
             model: model.clone(),
             phase: agent.phase,
             notes: Vec::new(),
-            previous_usage: None,
+            previous_session: None,
             artifacts: agent.artifacts.clone(),
         };
         let resume_session = match &agent.resume {
@@ -2752,8 +2760,7 @@ impl Runner {
                 let session = previous["session_id"].as_str().ok_or_else(|| {
                     format!("`resume: {target}`: step `{target}` recorded no session id")
                 })?;
-                run.previous_usage =
-                    serde_json::from_value(previous["usage_cumulative"].clone()).ok();
+                run.previous_session = session_totals_before(&self.results, session);
                 Some(session.to_string())
             }
             None => None,
@@ -2839,10 +2846,30 @@ struct AgentRun {
     model: Option<String>,
     phase: crate::model::Phase,
     notes: Vec<String>,
-    /// The cumulative usage of the session being resumed (codex reports per-thread totals).
-    previous_usage: Option<crate::runtime::parse::Usage>,
+    /// The totals of the session being resumed after its latest step (claude and codex report
+    /// per-session totals; see `parse::step_share`).
+    previous_session: Option<crate::runtime::parse::SessionTotals>,
     /// Paths a readonly/plan step may write.
     artifacts: Vec<String>,
+}
+
+/// The running totals `session` stood at after its latest step: of the results that recorded
+/// them for it, the largest (a session's totals only grow). Not necessarily the resumed step's
+/// own: another step may have resumed the same session since.
+fn session_totals_before(
+    results: &Map<String, Value>,
+    session: &str,
+) -> Option<crate::runtime::parse::SessionTotals> {
+    results
+        .values()
+        .filter(|result| result["session_id"].as_str() == Some(session))
+        .filter_map(|result| {
+            Some(crate::runtime::parse::SessionTotals {
+                usage: serde_json::from_value(result.get("usage_cumulative")?.clone()).ok()?,
+                cost_usd: result["cost_usd_cumulative"].as_f64(),
+            })
+        })
+        .max_by_key(|totals| totals.usage.total())
 }
 
 /// Turns a finished process into a step result, applying the capture mode and its limits.
@@ -3385,7 +3412,7 @@ impl Runner {
         agent: Option<&AgentRun>,
     ) -> (exec::Finished, Option<crate::budget::Crossing>) {
         use crate::budget::Spend;
-        use crate::runtime::parse::{self, StreamParser, Usage};
+        use crate::runtime::parse::{StreamParser, Usage};
         let cancel = self.config.cancel.clone();
         let budget = &self.budget;
         if budget.unlimited() {
@@ -3399,19 +3426,19 @@ impl Runner {
         {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
             spec.stdout_lines = Some(tx);
-            lines = Some((StreamParser::new(runtime), rx, runtime));
+            lines = Some((StreamParser::new(runtime), rx));
         }
         let spent = self.budget.spent.get();
         let prices = &self.config.profiles.prices;
         let model = agent.and_then(|a| a.model.clone());
-        let previous = agent.and_then(|a| a.previous_usage);
+        let previous = agent.and_then(|a| a.previous_session);
         let wall_deadline = budget.wall_deadline();
         let monitor = async move {
             let mut last = Usage::default();
             loop {
                 let line = async {
                     match &mut lines {
-                        Some((_, rx, _)) => rx.recv().await,
+                        Some((_, rx)) => rx.recv().await,
                         None => std::future::pending().await,
                     }
                 };
@@ -3431,17 +3458,15 @@ impl Runner {
                             lines = None;
                             continue;
                         };
-                        let Some((parser, _, runtime)) = &mut lines else { continue };
+                        let Some((parser, _)) = &mut lines else { continue };
                         parser.line(&String::from_utf8_lossy(&line));
-                        let mut usage = parser.usage_so_far();
-                        if *runtime == parse::Runtime::Codex {
-                            usage = parse::codex_turn_usage(&usage, previous.as_ref());
-                        }
+                        let own = parser.step_share_so_far(previous.as_ref());
+                        let usage = own.usage;
                         if usage == last {
                             continue;
                         }
                         last = usage;
-                        let cost = parser.cost_usd_so_far().or_else(|| {
+                        let cost = own.cost_usd.or_else(|| {
                             let model = parser.model_so_far().map(str::to_string).or_else(|| model.clone())?;
                             prices.cost(&model, &usage)
                         });

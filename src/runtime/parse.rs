@@ -13,8 +13,10 @@
 //! and the exit code. Two things therefore stay with the caller:
 //! - [`ErrorKind::Timeout`] is never inferred here: only the executor knows it
 //!   killed the child.
-//! - codex reports usage cumulatively per thread: keep the previous
-//!   [`Outcome::usage`] of each thread and pass both to [`codex_turn_usage`].
+//! - claude and codex report a resumed session's figures cumulatively (claude's
+//!   `modelUsage` and `total_cost_usd`, codex's `turn.completed.usage`): keep the
+//!   [`SessionTotals`] recorded after each session's latest step and pass them to
+//!   [`step_share`].
 //!
 //! Usage is normalized to one meaning for all three CLIs (see [`Usage`]):
 //! claude `input_tokens` already excludes cached tokens (Anthropic semantics);
@@ -181,11 +183,12 @@ pub struct Outcome {
     pub result: Option<String>,
     /// The id to resume with (claude session, codex thread, gemini session).
     pub session_id: Option<String>,
-    /// For codex this is the thread's cumulative usage; see [`codex_turn_usage`].
+    /// For claude and codex, after a resume, the whole session's; see [`step_share`].
     pub usage: Usage,
     /// Per-model breakdown of `usage` when the CLI gives one (claude, gemini).
     pub model_usage: Vec<ModelUsage>,
-    /// Cost as reported by the CLI itself (claude only); see [`Prices`] for the others.
+    /// Cost as reported by the CLI itself (claude only; after a resume, the whole
+    /// session's: see [`step_share`]); see [`Prices`] for the others.
     pub cost_usd: Option<f64>,
     /// Agent turns as counted by the CLI (claude only).
     pub turns: Option<u64>,
@@ -214,19 +217,55 @@ pub fn parse(runtime: Runtime, stdout: &str, stderr: &str, exit_code: i32) -> Ou
     parser.finish(stderr, exit_code)
 }
 
-/// Given the cumulative usage codex reported for a thread and the cumulative
-/// usage it reported after the previous turn of the same thread, returns this
-/// turn's own usage. Normalization is linear, so subtracting normalized values
-/// equals normalizing the subtracted raw values.
+/// A session's running totals as the CLI reported them at the end of a step.
+/// claude (`modelUsage`, `total_cost_usd`) and codex (`turn.completed.usage`)
+/// restore them when a session is resumed, so they count every earlier step of
+/// the session again; see [`step_share`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionTotals {
+    pub usage: Usage,
+    /// The CLI's own cost figure (claude only).
+    pub cost_usd: Option<f64>,
+}
+
+impl SessionTotals {
+    /// The totals `outcome` reports for its whole session, or `None` when its
+    /// figures are its own run's alone (gemini reports per run; a claude run
+    /// without its final `result` line only has per-message usage).
+    pub fn of(runtime: Runtime, outcome: &Outcome) -> Option<SessionTotals> {
+        let cumulative = match runtime {
+            Runtime::Claude => outcome.cost_usd.is_some() || !outcome.model_usage.is_empty(),
+            Runtime::Codex => outcome.usage != Usage::default(),
+            Runtime::Gemini => false,
+        };
+        cumulative.then_some(SessionTotals {
+            usage: outcome.usage,
+            cost_usd: outcome.cost_usd,
+        })
+    }
+}
+
+/// This step's own share of a session's totals: `now` minus `before`, the
+/// totals recorded after the session's latest earlier step. Normalization is
+/// linear, so subtracting normalized values equals normalizing the subtracted
+/// raw values.
 ///
-/// A `previous` that exceeds `cumulative` in any field cannot be an earlier
-/// reading of the same thread (a different thread, or a history that was
-/// compacted or reset), so `cumulative` is returned unchanged rather than
-/// clamping fields to zero and under-counting.
-pub fn codex_turn_usage(cumulative: &Usage, previous: Option<&Usage>) -> Usage {
-    previous
-        .and_then(|previous| cumulative.checked_sub(previous))
-        .unwrap_or(*cumulative)
+/// A `before` that exceeds `now` in any field cannot be an earlier reading of
+/// the same session (another session, or a history that was compacted or
+/// reset), so `now` is returned unchanged rather than clamping fields to zero
+/// and under-counting. The cost is subtracted only when the usage was.
+pub fn step_share(now: &SessionTotals, before: Option<&SessionTotals>) -> SessionTotals {
+    let Some((before, usage)) =
+        before.and_then(|before| Some((before, now.usage.checked_sub(&before.usage)?)))
+    else {
+        return *now;
+    };
+    let cost_usd = match (now.cost_usd, before.cost_usd) {
+        // Float subtraction can leave a hair below zero (or -0.0) for a free step.
+        (Some(now), Some(before)) => Some((now - before).max(0.0) + 0.0),
+        (now, _) => now,
+    };
+    SessionTotals { usage, cost_usd }
 }
 
 /// Incremental parser: feed stdout as it arrives, read live progress, then
@@ -341,6 +380,26 @@ impl StreamParser {
             return sum;
         }
         self.usage
+    }
+
+    /// This step's own usage and cost so far, given the totals its session stood at
+    /// after its latest earlier step (see [`step_share`]): claude's figures are the
+    /// session's once its `result` line has come, codex's always.
+    pub fn step_share_so_far(&self, before: Option<&SessionTotals>) -> SessionTotals {
+        let now = SessionTotals {
+            usage: self.usage_so_far(),
+            cost_usd: self.cost_usd,
+        };
+        let cumulative = match self.runtime {
+            Runtime::Claude => self.terminal.is_some(),
+            Runtime::Codex => true,
+            Runtime::Gemini => false,
+        };
+        if cumulative {
+            step_share(&now, before)
+        } else {
+            now
+        }
     }
 
     /// The model the stream has named so far (final statistics, else the announced one).
@@ -1262,18 +1321,25 @@ fn gemini_tokens_usage(tokens: &Object) -> Usage {
 }
 
 /// gemini `stream-json` stats (total or per model): `input_tokens` includes
-/// `cached`, `input` is `input_tokens - cached`; thoughts are not reported.
+/// `cached`, `input` is `input_tokens - cached`. Thoughts have no field of their
+/// own, but `total_tokens` counts them while `output_tokens` (the candidates)
+/// does not: what the total holds beyond input and output is thinking, billed
+/// as output.
 fn gemini_stream_usage(stats: &Object) -> Usage {
     let cached = count_at(stats, "cached");
+    let input_tokens = count_at(stats, "input_tokens");
+    let candidates = count_at(stats, "output_tokens");
+    let thoughts = count_at(stats, "total_tokens")
+        .saturating_sub(input_tokens)
+        .saturating_sub(candidates);
     Usage {
-        input: stats.get("input").map_or_else(
-            || count_at(stats, "input_tokens").saturating_sub(cached),
-            count,
-        ),
-        output: count_at(stats, "output_tokens"),
+        input: stats
+            .get("input")
+            .map_or_else(|| input_tokens.saturating_sub(cached), count),
+        output: candidates.saturating_add(thoughts),
         cache_read: cached,
         cache_write: 0,
-        reasoning: 0,
+        reasoning: thoughts,
     }
 }
 
@@ -1496,8 +1562,8 @@ impl Prices {
     /// or `model` (codex names no model, so the caller passes the one it asked
     /// for). `None` when some model with usage is not in the table.
     ///
-    /// For a resumed codex thread `outcome.usage` is cumulative: price
-    /// [`codex_turn_usage`] with [`Prices::cost`] instead.
+    /// For a resumed claude or codex session the outcome's figures are the
+    /// session's: replace them with [`step_share`]'s before pricing.
     pub fn outcome_cost(&self, outcome: &Outcome, model: Option<&str>) -> Option<f64> {
         if let Some(cost) = outcome.cost_usd {
             return Some(cost);
@@ -1556,6 +1622,10 @@ mod tests {
             cache_write,
             reasoning,
         }
+    }
+
+    fn totals(usage: Usage, cost_usd: Option<f64>) -> SessionTotals {
+        SessionTotals { usage, cost_usd }
     }
 
     fn error_kind(outcome: &Outcome) -> Option<ErrorKind> {
@@ -1937,19 +2007,59 @@ mod tests {
         // Third turn of the thread: 1234 -> 2468 -> 3702 input tokens.
         assert_eq!(out.usage, usage(702, 168, 3000, 0, 36));
         // After the session and one resume the thread stood at 2468 in / 2000 cached.
-        let previous = usage(468, 112, 2000, 0, 24);
+        let before = totals(usage(468, 112, 2000, 0, 24), None);
+        let now = SessionTotals::of(Runtime::Codex, &out).expect("codex totals are the thread's");
         assert_eq!(
-            codex_turn_usage(&out.usage, Some(&previous)),
-            usage(234, 56, 1000, 0, 12)
+            step_share(&now, Some(&before)),
+            totals(usage(234, 56, 1000, 0, 12), None)
         );
-        assert_eq!(codex_turn_usage(&out.usage, None), out.usage);
+        assert_eq!(step_share(&now, None), now);
     }
 
     #[test]
-    fn codex_turn_usage_ignores_a_previous_from_another_thread() {
-        let cumulative = usage(234, 56, 1000, 0, 12);
-        let unrelated = usage(468, 112, 2000, 0, 24);
-        assert_eq!(codex_turn_usage(&cumulative, Some(&unrelated)), cumulative);
+    fn step_share_ignores_totals_from_another_session() {
+        let now = totals(usage(234, 56, 1000, 0, 12), Some(0.5));
+        let unrelated = totals(usage(468, 112, 2000, 0, 24), Some(0.1));
+        assert_eq!(step_share(&now, Some(&unrelated)), now);
+    }
+
+    #[test]
+    fn claude_resumed_session_counts_this_step_alone() {
+        // A resume of a one-request session, one request more: claude's `modelUsage`
+        // and `total_cost_usd` cover both requests, `usage` only this one.
+        let out = run(
+            Runtime::Claude,
+            &fixture!("claude.stream-json.resume-cumulative-usage.jsonl"),
+            "",
+            0,
+        );
+        assert!(out.ok);
+        assert_eq!(out.usage, usage(2468, 112, 4000, 200, 0));
+        assert_eq!(out.cost_usd, Some(0.013912));
+        let now =
+            SessionTotals::of(Runtime::Claude, &out).expect("claude's totals are the session's");
+        let before = totals(usage(1234, 56, 2000, 100, 0), Some(0.006956));
+        let own = step_share(&now, Some(&before));
+        assert_eq!(own.usage, usage(1234, 56, 2000, 100, 0));
+        assert!((own.cost_usd.unwrap() - 0.006956).abs() < 1e-12);
+    }
+
+    #[test]
+    fn step_share_of_a_free_step_is_zero_not_negative() {
+        let now = totals(usage(1, 1, 0, 0, 0), Some(0.3));
+        let own = step_share(&now, Some(&totals(usage(1, 1, 0, 0, 0), Some(0.1 + 0.2))));
+        assert_eq!(own.cost_usd.map(f64::to_bits), Some(0.0f64.to_bits()));
+    }
+
+    #[test]
+    fn gemini_reports_no_session_totals() {
+        let out = run(
+            Runtime::Gemini,
+            &fixture!("gemini.stream-json.success.jsonl"),
+            "",
+            0,
+        );
+        assert_eq!(SessionTotals::of(Runtime::Gemini, &out), None);
     }
 
     #[test]
@@ -2195,7 +2305,8 @@ mod tests {
             out.session_id.as_deref(),
             Some("2cbc152d-314b-433a-ae7b-d309e500297e")
         );
-        assert_eq!(out.usage, usage(468, 112, 2000, 0, 0));
+        // The stand-in's 10 thinking tokens per request: total minus input minus output.
+        assert_eq!(out.usage, usage(468, 132, 2000, 0, 20));
         assert_eq!(out.model_usage.len(), 2);
         // Router and main model used exactly as many tokens: no unambiguous main model.
         assert_eq!(out.model, None);
@@ -2215,9 +2326,21 @@ mod tests {
             out.session_id.as_deref(),
             Some("50306197-3ff3-4a7a-a7c6-3fd8da3d3eb0")
         );
-        assert_eq!(out.usage, usage(702, 168, 3000, 0, 0));
+        assert_eq!(out.usage, usage(702, 198, 3000, 0, 30));
         assert_eq!(out.model.as_deref(), Some("gemini-3.8-flash"));
         assert!(out.denials.is_empty());
+    }
+
+    #[test]
+    fn gemini_stream_json_thinking_tokens_are_not_dropped() {
+        let line = r#"{"type":"result","status":"success","stats":{"total_tokens":1300,"input_tokens":1234,"output_tokens":56,"cached":1000,"input":234,"models":{"gemini-2.5-pro":{"total_tokens":1300,"input_tokens":1234,"output_tokens":56,"cached":1000,"input":234}}}}"#;
+        let out = run(Runtime::Gemini, line, "", 0);
+        assert_eq!(out.usage, usage(234, 66, 1000, 0, 10));
+        assert_eq!(out.model_usage[0].usage, usage(234, 66, 1000, 0, 10));
+        // Thinking is billed at the output rate.
+        let cost = Prices::builtin().outcome_cost(&out, None).unwrap();
+        let want = (234.0 * 1.25 + 66.0 * 10.0 + 1000.0 * 0.125) / 1e6;
+        assert!((cost - want).abs() < 1e-12, "{cost} != {want}");
     }
 
     #[test]
@@ -2233,7 +2356,7 @@ mod tests {
         assert!(out.ok);
         assert_eq!(out.result.as_deref(), Some("FAKE_OK: done."));
         assert!(out.denials.is_empty());
-        assert_eq!(out.usage, usage(468, 112, 2000, 0, 0));
+        assert_eq!(out.usage, usage(468, 132, 2000, 0, 20));
         assert_eq!(
             out.model.as_deref(),
             Some("gemini-3.1-pro-preview-customtools")
@@ -2270,7 +2393,7 @@ mod tests {
         );
         assert!(!out.ok);
         assert_eq!(error_kind(&out), Some(ErrorKind::MaxTurns));
-        assert_eq!(out.usage, usage(468, 112, 2000, 0, 0));
+        assert_eq!(out.usage, usage(468, 132, 2000, 0, 20));
         assert_eq!(
             out.session_id.as_deref(),
             Some("1932cc0d-c886-47e6-96d7-fa8e93604163")
