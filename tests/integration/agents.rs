@@ -760,6 +760,61 @@ steps:
     assert!(approx(&second["cost_usd"], expected), "{second:#}");
 }
 
+/// A chain of three claude steps, each resuming the one before, one model request each: the
+/// real CLI's `modelUsage` and `total_cost_usd` cover the whole session on resume (verbatim
+/// outputs of claude 2.1.330 against the stand-in server), yet each step records its own.
+#[test]
+fn resumed_claude_steps_do_not_count_the_earlier_session_again() {
+    let lab = Lab::new();
+    lab.answer(
+        "claude",
+        &[
+            "emit claude.stream-json.resume-chain-start.jsonl",
+            "emit claude.stream-json.resume-cumulative-usage.jsonl",
+            "emit claude.stream-json.resume-cumulative-usage-2.jsonl",
+        ],
+    )
+    .workflow(
+        r#"name: chain
+budget:
+  # Three requests cost 3 x $0.006956 = $0.020868; counted as the session totals the CLI
+  # reports they would come to $0.041736 and stop the run.
+  max_cost_usd: 0.03
+steps:
+  - name: One
+    runtime: claude
+    prompt: "look"
+  - name: Two
+    runtime: claude
+    resume: One
+    prompt: "go on"
+  - name: Three
+    runtime: claude
+    resume: Two
+    prompt: "finish"
+"#,
+    );
+    let run = lab.run(&[]);
+    run.ok();
+    assert_eq!(lab.calls("claude"), 3);
+    for name in ["One", "Two", "Three"] {
+        let step = run.step(name);
+        assert_eq!(step["status"], "succeeded", "{name}: {step:#}");
+        for (field, want) in [
+            ("input", 1234),
+            ("output", 56),
+            ("cache_read", 2000),
+            ("cache_write", 100),
+        ] {
+            assert_eq!(step["usage"][field], want, "{name} {field}: {step:#}");
+        }
+        assert!(approx(&step["cost_usd"], 0.006956), "{name}: {step:#}");
+    }
+    // The session's totals stay on record for the next resume.
+    assert_eq!(run.step("Three")["usage_cumulative"]["input"], 3702);
+    assert!(approx(&run.step("Three")["cost_usd_cumulative"], 0.020868));
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. Who runs a step.
 
