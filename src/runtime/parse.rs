@@ -310,6 +310,9 @@ pub struct StreamParser {
     turn_failed: Option<String>,
     /// claude: error class named by an assistant line (`"error":"rate_limit"`).
     hint: Option<ErrorKind>,
+    /// claude: the first authentication failure the stream reported (an `api_retry`
+    /// or an assistant line with `"error":"authentication_failed"`) and its HTTP status.
+    auth_failure: Option<(String, Option<u16>)>,
 }
 
 /// What the run's final record said.
@@ -349,6 +352,7 @@ impl StreamParser {
             turn_completed: false,
             turn_failed: None,
             hint: None,
+            auth_failure: None,
         }
     }
 
@@ -399,6 +403,22 @@ impl StreamParser {
             step_share(&now, before)
         } else {
             now
+        }
+    }
+
+    /// claude: the first authentication failure the stream has reported, if any. claude
+    /// retries a rejected key (up to ten times over minutes) where retrying cannot help;
+    /// a caller may stop the run here, and [`finish`](StreamParser::finish) then
+    /// classifies it as [`ErrorKind::Auth`] even without the final `result` line.
+    pub fn auth_failure(&self) -> Option<&str> {
+        self.auth_failure
+            .as_ref()
+            .map(|(message, _)| message.as_str())
+    }
+
+    fn note_auth_failure(&mut self, message: String, status: Option<u16>) {
+        if self.auth_failure.is_none() {
+            self.auth_failure = Some((message, status));
         }
     }
 
@@ -521,7 +541,26 @@ impl StreamParser {
                     self.set_session(str_at(event, "session_id"));
                     self.announced_model = str_at(event, "model").map(str::to_owned);
                 }
-                Some("api_retry") => self.retries.push(Value::Object(event.clone())),
+                Some("api_retry") => {
+                    let status = event.get("error_status").and_then(http_status_value);
+                    if str_at(event, "error").and_then(claude_error_hint) == Some(ErrorKind::Auth)
+                        || status.is_some_and(|status| status_kind(status) == Some(ErrorKind::Auth))
+                    {
+                        self.note_auth_failure(
+                            format!(
+                                "the model API rejected the credentials{}; claude would retry it \
+                                 up to {} times, so the step was stopped at the first refusal",
+                                status.map(|s| format!(" (HTTP {s})")).unwrap_or_default(),
+                                event
+                                    .get("max_retries")
+                                    .and_then(Value::as_u64)
+                                    .unwrap_or(10),
+                            ),
+                            status,
+                        );
+                    }
+                    self.retries.push(Value::Object(event.clone()));
+                }
                 Some("permission_denied") => {
                     self.deny_call(str_at(event, "tool_use_id"), str_at(event, "tool_name"));
                 }
@@ -541,6 +580,15 @@ impl StreamParser {
         let Some(message) = obj_at(event, "message") else {
             return;
         };
+        if self.hint == Some(ErrorKind::Auth) && str_at(event, "error").is_some() {
+            // The synthetic message says what is wrong ("Not logged in · Please run /login").
+            let said = objects_at(message, "content")
+                .filter_map(|block| str_at(block, "text"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let status = event.get("api_error_status").and_then(http_status_value);
+            self.note_auth_failure(said, status);
+        }
         if let (Some(id), Some(usage)) = (str_at(message, "id"), obj_at(message, "usage")) {
             self.live_usage.insert(id.to_owned(), claude_usage(usage));
         }
@@ -693,6 +741,18 @@ impl StreamParser {
                 hint: self.hint,
                 messages: terminal.error_message.into_iter().collect(),
             },
+            // Stopped at an authentication failure (see `auth_failure`): that is the error.
+            None if self.auth_failure.is_some() => {
+                let (message, status) = self.auth_failure.take().unwrap_or_default();
+                Verdict {
+                    ok: false,
+                    result: None,
+                    structured: Some(ErrorKind::Auth),
+                    http_status: status,
+                    hint: Some(ErrorKind::Auth),
+                    messages: vec![message],
+                }
+            }
             // No result line (killed, crashed): the last assistant text is the
             // best answer there is, and stderr has to explain the failure.
             None => Verdict {
@@ -1932,6 +1992,38 @@ mod tests {
             parser.line(line);
         }
         assert_eq!(parser.usage_so_far(), usage(1234, 56, 2000, 100, 0));
+    }
+
+    #[test]
+    fn claude_auth_failure_is_known_at_the_first_retry() {
+        // claude (OAuth token) retries a 401 up to ten times; the stream says so at once.
+        let sample = fixture!("claude.stream-json.auth-401-retried.jsonl");
+        let mut parser = StreamParser::new(Runtime::Claude);
+        let mut lines = sample.lines();
+        parser.line(lines.next().unwrap()); // system/init
+        assert_eq!(parser.auth_failure(), None);
+        parser.line(lines.next().unwrap()); // the first api_retry
+        assert!(parser.auth_failure().is_some());
+        // Stopped there (exit 1 for a stopped process): an auth error, not "exited with code 1".
+        let out = parser.finish("", 1);
+        assert!(!out.ok);
+        assert_eq!(error_kind(&out), Some(ErrorKind::Auth));
+        assert_eq!(http_status(&out), Some(401));
+        assert!(
+            message(&out).contains("rejected the credentials (HTTP 401)"),
+            "{out:?}"
+        );
+        // Left to finish, it is the same class with claude's own words.
+        let whole = run(Runtime::Claude, &sample, "", 1);
+        assert_eq!(error_kind(&whole), Some(ErrorKind::Auth));
+        assert_eq!(message(&whole), "Not logged in · Please run /login");
+    }
+
+    #[test]
+    fn claude_rate_limit_retries_are_no_auth_failure() {
+        let mut parser = StreamParser::new(Runtime::Claude);
+        parser.line(&fixture!("claude.stream-json.rate-limit-429.jsonl"));
+        assert_eq!(parser.auth_failure(), None);
     }
 
     #[test]
