@@ -2487,6 +2487,16 @@ impl Runner {
                 error = Some(json!({"kind": "idle_timeout", "message": idle_message(*after_ms)}));
                 "failed"
             }
+            // Stopped at claude's first authentication failure (`run_watched`): the parse
+            // says so. A budget stop overwrites the error later (`budget_stopped`).
+            Outcome::Stopped
+                if outcome
+                    .error
+                    .as_ref()
+                    .is_some_and(|e| e.kind == parse::ErrorKind::Auth) =>
+            {
+                "failed"
+            }
             Outcome::Stopped => {
                 error = Some(
                     json!({"kind": "budget", "message": "stopped: the run's budget was exceeded"}),
@@ -3405,24 +3415,28 @@ impl Runner {
 
     /// Runs a step's process while watching the run's limits: an agent's stdout is parsed as it
     /// streams, and the run's spending plus the step's live spending is checked after each usage
-    /// update (and `max_wall_sec` on its deadline). A crossing stops the process group at once.
+    /// update (and `max_wall_sec` on its deadline). A crossing stops the process group at once,
+    /// and so does claude's first authentication failure (it would retry a rejected key for
+    /// minutes; the result then says `auth`, see `parse::StreamParser::auth_failure`).
     async fn run_watched(
         &self,
         mut spec: exec::Spec,
         agent: Option<&AgentRun>,
     ) -> (exec::Finished, Option<crate::budget::Crossing>) {
         use crate::budget::Spend;
-        use crate::runtime::parse::{StreamParser, Usage};
+        use crate::runtime::parse::{self, StreamParser, Usage};
         let cancel = self.config.cancel.clone();
         let budget = &self.budget;
-        if budget.unlimited() {
+        let runtime = agent.and_then(|a| a.runtime);
+        let watch_auth = runtime == Some(parse::Runtime::Claude);
+        if budget.unlimited() && !watch_auth {
             return (exec::run(spec, cancel).await, None);
         }
         let stop = CancellationToken::new();
         spec.stop = Some(stop.clone());
         let mut lines = None;
-        if budget.counts_spending()
-            && let Some(runtime) = agent.and_then(|a| a.runtime)
+        if (budget.counts_spending() || watch_auth)
+            && let Some(runtime) = runtime
         {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
             spec.stdout_lines = Some(tx);
@@ -3460,6 +3474,9 @@ impl Runner {
                         };
                         let Some((parser, _)) = &mut lines else { continue };
                         parser.line(&String::from_utf8_lossy(&line));
+                        if parser.auth_failure().is_some() {
+                            return None;
+                        }
                         let own = parser.step_share_so_far(previous.as_ref());
                         let usage = own.usage;
                         if usage == last {
@@ -3472,12 +3489,12 @@ impl Runner {
                         });
                         let live = spent.plus(Spend::of(usage.total(), cost));
                         if let Some(crossing) = budget.check(live) {
-                            return crossing;
+                            return Some(crossing);
                         }
                     }
                     () = wall => {
                         if let Some(crossing) = budget.check(spent) {
-                            return crossing;
+                            return Some(crossing);
                         }
                         // Only a wall limit can fire here; without a crossing it cannot repeat.
                         std::future::pending::<()>().await;
@@ -3488,17 +3505,18 @@ impl Runner {
         let run = exec::run(spec, cancel);
         tokio::pin!(run);
         tokio::pin!(monitor);
-        let mut crossing = None;
+        // `Some(None)`: stopped at an authentication failure, no limit crossed.
+        let mut stopped: Option<Option<crate::budget::Crossing>> = None;
         let finished = loop {
             tokio::select! {
                 finished = &mut run => break finished,
-                found = &mut monitor, if crossing.is_none() => {
-                    crossing = Some(found);
+                found = &mut monitor, if stopped.is_none() => {
+                    stopped = Some(found);
                     stop.cancel();
                 }
             }
         };
-        (finished, crossing)
+        (finished, stopped.flatten())
     }
 
     /// A step stopped by a crossing: its result says why, the event records the figures, and

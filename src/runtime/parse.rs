@@ -310,8 +310,8 @@ pub struct StreamParser {
     turn_failed: Option<String>,
     /// claude: error class named by an assistant line (`"error":"rate_limit"`).
     hint: Option<ErrorKind>,
-    /// claude: the first authentication failure the stream reported (an `api_retry`
-    /// or an assistant line with `"error":"authentication_failed"`) and its HTTP status.
+    /// claude: the first authentication failure it announced a retry of (`api_retry`
+    /// with `"error":"authentication_failed"` or HTTP 401/403), and the HTTP status.
     auth_failure: Option<(String, Option<u16>)>,
 }
 
@@ -406,10 +406,12 @@ impl StreamParser {
         }
     }
 
-    /// claude: the first authentication failure the stream has reported, if any. claude
-    /// retries a rejected key (up to ten times over minutes) where retrying cannot help;
-    /// a caller may stop the run here, and [`finish`](StreamParser::finish) then
-    /// classifies it as [`ErrorKind::Auth`] even without the final `result` line.
+    /// claude: the first authentication failure the stream has announced a retry of.
+    /// claude retries some rejected credentials (an OAuth token: up to ten times,
+    /// minutes in all) where retrying will not help; a caller may stop the run here,
+    /// and [`finish`](StreamParser::finish) then classifies it as [`ErrorKind::Auth`]
+    /// without the final `result` line. (A rejected API key is not retried: claude
+    /// ends at once with its own `result` line.)
     pub fn auth_failure(&self) -> Option<&str> {
         self.auth_failure
             .as_ref()
@@ -580,15 +582,6 @@ impl StreamParser {
         let Some(message) = obj_at(event, "message") else {
             return;
         };
-        if self.hint == Some(ErrorKind::Auth) && str_at(event, "error").is_some() {
-            // The synthetic message says what is wrong ("Not logged in · Please run /login").
-            let said = objects_at(message, "content")
-                .filter_map(|block| str_at(block, "text"))
-                .collect::<Vec<_>>()
-                .join(" ");
-            let status = event.get("api_error_status").and_then(http_status_value);
-            self.note_auth_failure(said, status);
-        }
         if let (Some(id), Some(usage)) = (str_at(message, "id"), obj_at(message, "usage")) {
             self.live_usage.insert(id.to_owned(), claude_usage(usage));
         }

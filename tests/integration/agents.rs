@@ -994,6 +994,33 @@ fn a_401_fails_at_once_on_every_runtime() {
     }
 }
 
+/// claude retries some rejected credentials (an OAuth token) ten times over minutes, saying so
+/// in its stream (`api_retry` with `"error":"authentication_failed"`): the engine stops it at
+/// the first one. The fake prints claude's first two lines, then would retry for 600 s.
+#[test]
+fn claude_is_stopped_at_its_first_authentication_failure() {
+    let lab = Lab::new();
+    lab.answer(
+        "claude",
+        &["head -n 2 \"$fx/claude.stream-json.auth-401-retried.jsonl\"; sleep 600"],
+    )
+    .workflow(&one_step("claude", ""));
+    let started = Instant::now();
+    let run = lab.run(&[]);
+    // Far below the 600 s the fake would go on retrying (the deadline of `run` is 20 s).
+    assert!(started.elapsed() < Duration::from_secs(300));
+    run.code(1);
+    assert_eq!(lab.calls("claude"), 1, "an auth error is not retried");
+    let ask = run.step("Ask");
+    assert_eq!(ask["status"], "failed", "{ask:#}");
+    assert_eq!(ask["error"]["kind"], "auth", "{ask:#}");
+    assert_eq!(ask["error"]["http_status"], 401, "{ask:#}");
+    let message = ask["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("rejected the credentials"), "{message}");
+    assert!(message.contains("not authenticated"), "{message}");
+    run.stderr_has("not authenticated");
+}
+
 #[test]
 fn gemini_429_exit_173_is_classified_rate_limit() {
     let lab = Lab::new();
