@@ -59,8 +59,9 @@ gemini's side calls, e.g. its model router, report them too). What orchestrate r
 (input excludes cache reads, as the engine normalizes it):
   claude  input 1234, output 56, cache_read 2000, cache_write 100 (cost_usd: claude's own figure)
   codex   input 234 (1234 - 1000 cached), cache_read 1000, output 56, reasoning 12
-  gemini  input 234 (1234 - 1000 cached), cache_read 1000, output 56 (stream-json carries no
-          thoughts count); gemini 0.61's model router ("auto") adds one request to most steps
+  gemini  input 234 (1234 - 1000 cached), cache_read 1000, output 66 (56 candidates + 10
+          thinking: stream-json has no thoughts field, the engine takes total - input - output),
+          reasoning 10; gemini 0.61's model router ("auto") adds one request to most steps
 The wire numbers:
   Anthropic  input_tokens 1234, output_tokens 56, cache_read_input_tokens 2000,
              cache_creation_input_tokens 100; count_tokens -> input_tokens 1234

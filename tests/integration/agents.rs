@@ -493,7 +493,9 @@ fn gemini_step_argv_stdin_and_result_fields() {
     assert_eq!(ask["result"], "FAKE_OK: hello from the fake Gemini API.");
     assert_eq!(ask["session_id"], GEMINI_SESSION);
     assert_eq!(ask["usage"]["input"], 468);
-    assert_eq!(ask["usage"]["output"], 112);
+    // 112 candidates and 20 thinking tokens (the stream's total minus input and output).
+    assert_eq!(ask["usage"]["output"], 132);
+    assert_eq!(ask["usage"]["reasoning"], 20);
     assert_eq!(ask["usage"]["cache_read"], 2000);
     assert_eq!(ask["usage"]["cache_write"], 0);
     assert_eq!(
@@ -509,7 +511,7 @@ fn gemini_step_argv_stdin_and_result_fields() {
             "FAKE_OK: hello from the fake Gemini API.",
             GEMINI_SESSION,
             "468",
-            "112",
+            "132",
             "2000",
             "0",
             "null",
@@ -531,8 +533,8 @@ fn gemini_cost_is_priced_per_model_with_a_price_override() {
     );
     let run = lab.run(&[]);
     run.ok();
-    // Two models (router and main), each 234 input, 56 output, 1000 cache reads.
-    let expected = 2.0 * (234.0 + 56.0 * 2.0 + 1000.0 * 0.5) / 1e6;
+    // Two models (router and main), each 234 input, 56 + 10 thinking output, 1000 cache reads.
+    let expected = 2.0 * (234.0 + 66.0 * 2.0 + 1000.0 * 0.5) / 1e6;
     let ask = run.step("Ask");
     assert!(approx(&ask["cost_usd"], expected), "{ask:#}");
 }
