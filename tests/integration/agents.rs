@@ -817,6 +817,42 @@ steps:
     assert!(approx(&run.step("Three")["cost_usd_cumulative"], 0.020868));
 }
 
+/// Two steps resume the same step: the session went on in between (claude keeps one session id
+/// across resumes), so the second one's share is measured from where the first left it.
+#[test]
+fn a_session_resumed_twice_from_one_step_is_counted_from_its_latest_totals() {
+    let lab = Lab::new();
+    lab.answer(
+        "claude",
+        &[
+            "emit claude.stream-json.resume-chain-start.jsonl",
+            "emit claude.stream-json.resume-cumulative-usage.jsonl",
+            "emit claude.stream-json.resume-cumulative-usage-2.jsonl",
+        ],
+    )
+    .workflow(
+        r#"name: fork
+steps:
+  - name: One
+    runtime: claude
+    prompt: "look"
+  - name: Two
+    runtime: claude
+    resume: One
+    prompt: "go on"
+  - name: Three
+    runtime: claude
+    resume: One
+    prompt: "again"
+"#,
+    );
+    let run = lab.run(&[]);
+    run.ok();
+    let three = run.step("Three");
+    assert_eq!(three["usage"]["input"], 1234, "{three:#}");
+    assert!(approx(&three["cost_usd"], 0.006956), "{three:#}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. Who runs a step.
 
