@@ -2583,9 +2583,11 @@ impl Runner {
                     values: &values,
                     base: &scope,
                 };
-                let argv = match (command_override, template) {
-                    (Some(argv), _) => argv,
-                    (None, Some(template)) => &template.command,
+                let (argv, model_args) = match (command_override, template) {
+                    (Some(argv), _) => (argv, Vec::new()),
+                    (None, Some(template)) => {
+                        (&template.command, template.model_args(values.get("model")))
+                    }
                     (None, None) => {
                         return Err(format!(
                             "provider `{}` is not defined",
@@ -2593,12 +2595,15 @@ impl Runner {
                         ));
                     }
                 };
-                argv.iter()
+                let mut argv = argv
+                    .iter()
                     .map(|t| {
                         t.render(&layered)
                             .map_err(|e| format!("in the provider command: {e}"))
                     })
-                    .collect::<Result<Vec<_>, _>>()?
+                    .collect::<Result<Vec<_>, _>>()?;
+                argv.extend(model_args);
+                argv
             }
             StepKind::Agent(agent) => {
                 let (argv, env, stdin, run) = self.prepare_agent(step, agent, loops)?;
@@ -2761,7 +2766,7 @@ impl Runner {
                 values: &values,
                 base: &scope,
             };
-            let argv = template
+            let mut argv = template
                 .command
                 .iter()
                 .map(|t| {
@@ -2769,6 +2774,7 @@ impl Runner {
                         .map_err(|e| format!("in provider `{}`: {e}", profile.runtime))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            argv.extend(template.model_args(values.get("model")));
             return Ok((argv, profile.env.clone(), Vec::new(), run));
         };
         let scratch = self.dir.root.join("scratch").join(&step.name);
