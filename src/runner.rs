@@ -2207,7 +2207,18 @@ impl Runner {
             let (finished, crossing) = self.run_watched(spec, prepared.agent.as_ref()).await;
             let mut result = match &prepared.agent {
                 Some(run) => self.agent_capture(step, &finished, run, &stdout_log, &stderr_log),
-                None => capture(step, &finished),
+                None => {
+                    let mut result = capture(step, &finished);
+                    if matches!(step.kind, StepKind::Provider { .. }) {
+                        classify_provider_failure(
+                            &prepared.argv,
+                            &finished,
+                            &stderr_log,
+                            &mut result,
+                        );
+                    }
+                    result
+                }
             };
             self.budget.count(&result);
             if let (Some(Ok((before, window))), Some(run)) = (&before, &prepared.agent) {
@@ -2270,10 +2281,13 @@ impl Runner {
                 None => retryable(code),
             };
             if attempt >= max_attempts || !worth_retrying {
-                if let Some(hint) = kind
-                    .as_deref()
-                    .and_then(|k| error_hint(k, result["runtime"].as_str().unwrap_or("")))
-                {
+                if let Some(hint) = kind.as_deref().and_then(|k| {
+                    // A provider step's error names the CLI (`classify_provider_failure`).
+                    let runtime = result["runtime"]
+                        .as_str()
+                        .or(result["error"]["runtime"].as_str());
+                    error_hint(k, runtime.unwrap_or(""))
+                }) {
                     let message = format!(
                         "{}; {hint}",
                         result["error"]["message"]
@@ -2925,6 +2939,43 @@ fn capture(step: &Step, finished: &exec::Finished) -> Value {
     result
 }
 
+/// A provider step whose program is an agent CLI (`codex exec PROMPT`, `gemini -p PROMPT`)
+/// and whose failure the CLI's words or exit code classify (an untrusted directory, missing
+/// credentials, a rate limit): its error gets the class and the CLI's message, and so the
+/// hint of what to do, where `exited with code N` said nothing. An unexplained exit keeps the
+/// plain message and the provider retry rules.
+fn classify_provider_failure(
+    argv: &[String],
+    finished: &exec::Finished,
+    stderr_log: &Path,
+    result: &mut Value,
+) {
+    let Outcome::Exited { code } = finished.outcome else {
+        return;
+    };
+    let Some(runtime) = argv
+        .first()
+        .and_then(|program| Path::new(program).file_name())
+        .and_then(|name| name.to_str())
+        .and_then(crate::runtime::parse::Runtime::from_name)
+    else {
+        return;
+    };
+    let stderr = crate::record::stderr_tail(stderr_log).unwrap_or_default();
+    let stdout = String::from_utf8_lossy(&finished.stdout);
+    let Some(error) = crate::runtime::parse::classify_text_failure(runtime, &stdout, &stderr, code)
+    else {
+        return;
+    };
+    result["error"] = json!({
+        "kind": error.kind,
+        "message": format!("{} exited with code {code}: {}", runtime.name(), error.message),
+        "runtime": runtime.name(),
+        "http_status": error.http_status,
+        "resets_at": error.resets_at,
+    });
+}
+
 /// Lines quoted under a message, indented so they read as part of it.
 fn indent(text: &str) -> String {
     text.lines()
@@ -3036,9 +3087,13 @@ fn error_hint(kind: &str, runtime: &str) -> Option<String> {
         "bad_argv" => format!(
             "{runtime} rejected the arguments orchestrate built; check that the installed version is supported (`{runtime} --version`)"
         ),
-        "untrusted" => format!(
-            "{runtime} does not trust this directory; run it once here interactively, or pass its trust flag"
-        ),
+        "untrusted" => match runtime {
+            "codex" => "codex runs only inside a git repository unless told otherwise: pass `--skip-git-repo-check` after `exec` (the built-in `codex` template does), or make the workspace a git repository (`git init`)".into(),
+            "gemini" => "gemini does not trust this folder: pass `--skip-trust` (the built-in `gemini` template does), set GEMINI_CLI_TRUST_WORKSPACE=true in the step's `env:`, or trust the folder once in an interactive `gemini`".into(),
+            _ => format!(
+                "{runtime} does not trust this directory; run it once here interactively, or pass its trust flag"
+            ),
+        },
         "context_too_long" => {
             "the prompt is too long for the model: shorten it or split the step".into()
         }
