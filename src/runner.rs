@@ -2815,13 +2815,37 @@ impl Runner {
             std::fs::write(path, text)
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         }
+        if let Some(home) = &invocation.gemini_home {
+            // The home gemini would otherwise use: the profile's, orchestrate's, else HOME.
+            let var = |name: &str| {
+                profile
+                    .env
+                    .iter()
+                    .rfind(|(key, _)| key == name)
+                    .map(|(_, value)| value.clone())
+                    .or_else(|| std::env::var(name).ok())
+                    .filter(|value| !value.is_empty())
+            };
+            let user_home = var("GEMINI_CLI_HOME").or_else(|| var("HOME")).ok_or_else(|| {
+                "gemini's max_turns needs the user's home: neither GEMINI_CLI_HOME nor HOME is set"
+                    .to_string()
+            })?;
+            home.lay_down(Path::new(&user_home))?;
+        }
         run.notes = invocation.notes;
         let mut env = invocation.env;
         // Which step and run an agent process serves (scripts, wrappers and `orchestrate test`'s
         // fixture answers use them).
         env.push(("ORCHESTRATE_STEP".into(), step.name.clone()));
         env.push(("ORCHESTRATE_RUN_ID".into(), self.state.run_id.clone()));
-        env.extend(profile.env.clone());
+        // A profile's own GEMINI_CLI_HOME is the user's home the private one links to.
+        env.extend(
+            profile
+                .env
+                .iter()
+                .cloned()
+                .filter(|(key, _)| invocation.gemini_home.is_none() || key != "GEMINI_CLI_HOME"),
+        );
         Ok((invocation.argv, env, prompt.into_bytes(), run))
     }
 }
