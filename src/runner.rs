@@ -2843,8 +2843,8 @@ impl Runner {
             profile
                 .env
                 .iter()
-                .cloned()
-                .filter(|(key, _)| invocation.gemini_home.is_none() || key != "GEMINI_CLI_HOME"),
+                .filter(|(key, _)| invocation.gemini_home.is_none() || key != "GEMINI_CLI_HOME")
+                .cloned(),
         );
         Ok((invocation.argv, env, prompt.into_bytes(), run))
     }
