@@ -80,14 +80,13 @@ impl GeminiHome {
                 ));
             }
         };
-        crate::fsutil::atomic_write(&private.join("settings.json"), settings.as_bytes()).map_err(
-            |e| {
-                format!(
-                    "cannot write {}: {e}",
-                    private.join("settings.json").display()
-                )
-            },
-        )
+        let path = private.join("settings.json");
+        match crate::fsutil::atomic_write(&path, settings.as_bytes()) {
+            Ok(()) => Ok(()),
+            // Another item of the same step laid the same file down at the same moment.
+            Err(_) if std::fs::read_to_string(&path).is_ok_and(|text| text == settings) => Ok(()),
+            Err(e) => Err(format!("cannot write {}: {e}", path.display())),
+        }
     }
 }
 
