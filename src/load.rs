@@ -1105,7 +1105,14 @@ impl Loader {
                 }
             }
             if let Some(command) = command {
-                providers.insert(name, ProviderTemplate { command, defaults });
+                providers.insert(
+                    name,
+                    ProviderTemplate {
+                        command,
+                        defaults,
+                        model_flag: None,
+                    },
+                );
             }
         }
     }

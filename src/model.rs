@@ -143,6 +143,20 @@ impl Default for QueueDirs {
 pub struct ProviderTemplate {
     pub command: Vec<Template>,
     pub defaults: BTreeMap<String, String>,
+    /// The flag that names a model (built-in templates only): `FLAG MODEL` is appended when a
+    /// model is named (`provider_params.model`, the role's or run's model), and the CLI's own
+    /// default model is used otherwise.
+    pub model_flag: Option<&'static str>,
+}
+
+impl ProviderTemplate {
+    /// The arguments that name `model`, for a template with a model flag.
+    pub fn model_args(&self, model: Option<&String>) -> Vec<String> {
+        match (self.model_flag, model) {
+            (Some(flag), Some(model)) => vec![flag.to_string(), model.clone()],
+            _ => Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -597,34 +611,35 @@ impl Workflow {
     }
 }
 
-/// The built-in provider templates, as the spec writes them. A workflow's `providers:` block
-/// replaces an entry of the same name.
+/// The built-in provider templates. They work in any directory, a git repository or not:
+/// codex gets `--skip-git-repo-check` and gemini `--skip-trust` (without them `codex exec`
+/// exits 1 outside a git repository and `gemini -p` exits 55 in a folder never trusted). No
+/// model is named unless the step, role or run names one: each CLI then uses its own default.
+/// A workflow's `providers:` block replaces an entry of the same name.
 pub fn builtin_providers() -> BTreeMap<String, ProviderTemplate> {
-    let make = |argv: &[&str], defaults: &[(&str, &str)]| ProviderTemplate {
+    let make = |argv: &[&str], model_flag: &'static str| ProviderTemplate {
         command: argv
             .iter()
             .map(|arg| Template::parse(arg).expect("built-in provider templates parse"))
             .collect(),
-        defaults: defaults
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        defaults: BTreeMap::new(),
+        model_flag: Some(model_flag),
     };
     BTreeMap::from([
         (
             "claude".to_string(),
-            make(
-                &["claude", "-p", "${PROMPT}", "--model", "${model}"],
-                &[("model", "claude-sonnet-4-20250514")],
-            ),
+            make(&["claude", "-p", "${PROMPT}"], "--model"),
         ),
         (
             "gemini".to_string(),
-            make(&["gemini", "-p", "${PROMPT}"], &[]),
+            make(&["gemini", "--skip-trust", "-p", "${PROMPT}"], "-m"),
         ),
         (
             "codex".to_string(),
-            make(&["codex", "exec", "${PROMPT}"], &[]),
+            make(
+                &["codex", "exec", "--skip-git-repo-check", "${PROMPT}"],
+                "-m",
+            ),
         ),
     ])
 }

@@ -2212,7 +2212,18 @@ impl Runner {
             let (finished, crossing) = self.run_watched(spec, prepared.agent.as_ref()).await;
             let mut result = match &prepared.agent {
                 Some(run) => self.agent_capture(step, &finished, run, &stdout_log, &stderr_log),
-                None => capture(step, &finished),
+                None => {
+                    let mut result = capture(step, &finished);
+                    if matches!(step.kind, StepKind::Provider { .. }) {
+                        classify_provider_failure(
+                            &prepared.argv,
+                            &finished,
+                            &stderr_log,
+                            &mut result,
+                        );
+                    }
+                    result
+                }
             };
             self.budget.count(&result);
             if let (Some(Ok((before, window))), Some(run)) = (&before, &prepared.agent) {
@@ -2275,10 +2286,13 @@ impl Runner {
                 None => retryable(code),
             };
             if attempt >= max_attempts || !worth_retrying {
-                if let Some(hint) = kind
-                    .as_deref()
-                    .and_then(|k| error_hint(k, result["runtime"].as_str().unwrap_or("")))
-                {
+                if let Some(hint) = kind.as_deref().and_then(|k| {
+                    // A provider step's error names the CLI (`classify_provider_failure`).
+                    let runtime = result["runtime"]
+                        .as_str()
+                        .or(result["error"]["runtime"].as_str());
+                    error_hint(k, runtime.unwrap_or(""))
+                }) {
                     let message = format!(
                         "{}; {hint}",
                         result["error"]["message"]
@@ -2614,9 +2628,11 @@ impl Runner {
                     values: &values,
                     base: &scope,
                 };
-                let argv = match (command_override, template) {
-                    (Some(argv), _) => argv,
-                    (None, Some(template)) => &template.command,
+                let (argv, model_args) = match (command_override, template) {
+                    (Some(argv), _) => (argv, Vec::new()),
+                    (None, Some(template)) => {
+                        (&template.command, template.model_args(values.get("model")))
+                    }
                     (None, None) => {
                         return Err(format!(
                             "provider `{}` is not defined",
@@ -2624,12 +2640,15 @@ impl Runner {
                         ));
                     }
                 };
-                argv.iter()
+                let mut argv = argv
+                    .iter()
                     .map(|t| {
                         t.render(&layered)
                             .map_err(|e| format!("in the provider command: {e}"))
                     })
-                    .collect::<Result<Vec<_>, _>>()?
+                    .collect::<Result<Vec<_>, _>>()?;
+                argv.extend(model_args);
+                argv
             }
             StepKind::Agent(agent) => {
                 let (argv, env, stdin, run) = self.prepare_agent(step, agent, loops)?;
@@ -2791,7 +2810,7 @@ impl Runner {
                 values: &values,
                 base: &scope,
             };
-            let argv = template
+            let mut argv = template
                 .command
                 .iter()
                 .map(|t| {
@@ -2799,6 +2818,7 @@ impl Runner {
                         .map_err(|e| format!("in provider `{}`: {e}", profile.runtime))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            argv.extend(template.model_args(values.get("model")));
             return Ok((argv, profile.env.clone(), Vec::new(), run));
         };
         let scratch = self.dir.root.join("scratch").join(&step.name);
@@ -2825,13 +2845,37 @@ impl Runner {
             std::fs::write(path, text)
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         }
+        if let Some(home) = &invocation.gemini_home {
+            // The home gemini would otherwise use: the profile's, orchestrate's, else HOME.
+            let var = |name: &str| {
+                profile
+                    .env
+                    .iter()
+                    .rfind(|(key, _)| key == name)
+                    .map(|(_, value)| value.clone())
+                    .or_else(|| std::env::var(name).ok())
+                    .filter(|value| !value.is_empty())
+            };
+            let user_home = var("GEMINI_CLI_HOME").or_else(|| var("HOME")).ok_or_else(|| {
+                "gemini's max_turns needs the user's home: neither GEMINI_CLI_HOME nor HOME is set"
+                    .to_string()
+            })?;
+            home.lay_down(Path::new(&user_home))?;
+        }
         run.notes = invocation.notes;
         let mut env = invocation.env;
         // Which step and run an agent process serves (scripts, wrappers and `orchestrate test`'s
         // fixture answers use them).
         env.push(("ORCHESTRATE_STEP".into(), step.name.clone()));
         env.push(("ORCHESTRATE_RUN_ID".into(), self.state.run_id.clone()));
-        env.extend(profile.env.clone());
+        // A profile's own GEMINI_CLI_HOME is the user's home the private one links to.
+        env.extend(
+            profile
+                .env
+                .iter()
+                .filter(|(key, _)| invocation.gemini_home.is_none() || key != "GEMINI_CLI_HOME")
+                .cloned(),
+        );
         Ok((invocation.argv, env, prompt.into_bytes(), run))
     }
 }
@@ -2969,6 +3013,43 @@ fn capture(step: &Step, finished: &exec::Finished) -> Value {
     result
 }
 
+/// A provider step whose program is an agent CLI (`codex exec PROMPT`, `gemini -p PROMPT`)
+/// and whose failure the CLI's words or exit code classify (an untrusted directory, missing
+/// credentials, a rate limit): its error gets the class and the CLI's message, and so the
+/// hint of what to do, where `exited with code N` said nothing. An unexplained exit keeps the
+/// plain message and the provider retry rules.
+fn classify_provider_failure(
+    argv: &[String],
+    finished: &exec::Finished,
+    stderr_log: &Path,
+    result: &mut Value,
+) {
+    let Outcome::Exited { code } = finished.outcome else {
+        return;
+    };
+    let Some(runtime) = argv
+        .first()
+        .and_then(|program| Path::new(program).file_name())
+        .and_then(|name| name.to_str())
+        .and_then(crate::runtime::parse::Runtime::from_name)
+    else {
+        return;
+    };
+    let stderr = crate::record::stderr_tail(stderr_log).unwrap_or_default();
+    let stdout = String::from_utf8_lossy(&finished.stdout);
+    let Some(error) = crate::runtime::parse::classify_text_failure(runtime, &stdout, &stderr, code)
+    else {
+        return;
+    };
+    result["error"] = json!({
+        "kind": error.kind,
+        "message": format!("{} exited with code {code}: {}", runtime.name(), error.message),
+        "runtime": runtime.name(),
+        "http_status": error.http_status,
+        "resets_at": error.resets_at,
+    });
+}
+
 /// Lines quoted under a message, indented so they read as part of it.
 fn indent(text: &str) -> String {
     text.lines()
@@ -3080,9 +3161,13 @@ fn error_hint(kind: &str, runtime: &str) -> Option<String> {
         "bad_argv" => format!(
             "{runtime} rejected the arguments orchestrate built; check that the installed version is supported (`{runtime} --version`)"
         ),
-        "untrusted" => format!(
-            "{runtime} does not trust this directory; run it once here interactively, or pass its trust flag"
-        ),
+        "untrusted" => match runtime {
+            "codex" => "codex runs only inside a git repository unless told otherwise: pass `--skip-git-repo-check` after `exec` (the built-in `codex` template does), or make the workspace a git repository (`git init`)".into(),
+            "gemini" => "gemini does not trust this folder: pass `--skip-trust` (the built-in `gemini` template does), set GEMINI_CLI_TRUST_WORKSPACE=true in the step's `env:`, or trust the folder once in an interactive `gemini`".into(),
+            _ => format!(
+                "{runtime} does not trust this directory; run it once here interactively, or pass its trust flag"
+            ),
+        },
         "context_too_long" => {
             "the prompt is too long for the model: shorten it or split the step".into()
         }

@@ -434,6 +434,8 @@ fn answer_providers(workflow: &mut crate::model::Workflow, command: &[crate::tem
     }
     for template in workflow.providers.values_mut() {
         template.command = command.to_vec();
+        // The fixture agent takes no model flag.
+        template.model_flag = None;
     }
     in_steps(&mut workflow.steps, command);
 }

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::model::Phase;
+use crate::runtime::gemini_home::GeminiHome;
 use crate::runtime::parse::Runtime;
 
 impl Runtime {
@@ -60,6 +61,8 @@ pub struct Invocation {
     pub files: Vec<(PathBuf, String)>,
     /// Things the CLI cannot do that the request asked for (recorded as warnings).
     pub notes: Vec<String>,
+    /// A private gemini home to lay down before spawning (`max_turns`), over the user's.
+    pub gemini_home: Option<GeminiHome>,
 }
 
 fn s(items: &[&str]) -> Vec<String> {
@@ -132,6 +135,7 @@ fn claude(req: &Request) -> Invocation {
         env,
         files: Vec::new(),
         notes: Vec::new(),
+        gemini_home: None,
     }
 }
 
@@ -172,6 +176,7 @@ fn codex(req: &Request) -> Invocation {
         env: Vec::new(),
         files,
         notes,
+        gemini_home: None,
     }
 }
 
@@ -206,20 +211,16 @@ fn gemini(req: &Request) -> Invocation {
     if let Some(model) = req.model {
         argv.extend(["-m".to_string(), model.to_string()]);
     }
-    let mut notes = Vec::new();
+    let mut gemini_home = None;
     if let Some(turns) = req.max_turns {
-        // Only settings limit turns; a private GEMINI_CLI_HOME holds them. Authentication must
-        // then come from the environment (GEMINI_API_KEY), not from ~/.gemini.
+        // Only settings limit turns: a private GEMINI_CLI_HOME that is the user's own seen
+        // through links, with the limit added to the user's settings (`gemini_home`).
         let home = req.scratch.join("gemini-home");
-        files.push((
-            home.join(".gemini").join("settings.json"),
-            format!("{{\"model\": {{\"maxSessionTurns\": {turns}}}, \"security\": {{\"auth\": {{\"selectedType\": \"gemini-api-key\"}}}}}}\n"),
-        ));
         env.push(("GEMINI_CLI_HOME".into(), home.display().to_string()));
-        notes.push(
-            "gemini max_turns uses a private GEMINI_CLI_HOME: authenticate with GEMINI_API_KEY"
-                .into(),
-        );
+        gemini_home = Some(GeminiHome {
+            home,
+            max_session_turns: turns,
+        });
     }
     if let Some(session) = req.resume_session {
         argv.extend(["--resume".to_string(), session.to_string()]);
@@ -228,7 +229,8 @@ fn gemini(req: &Request) -> Invocation {
         argv,
         env,
         files,
-        notes,
+        notes: Vec::new(),
+        gemini_home,
     }
 }
 
@@ -378,8 +380,19 @@ mod tests {
         let mut r = req(Runtime::Gemini, Phase::Readonly);
         r.max_turns = Some(4);
         let inv = build(&r);
-        assert!(inv.files[0].1.contains("\"maxSessionTurns\": 4"));
-        assert!(inv.env.iter().any(|(k, _)| k == "GEMINI_CLI_HOME"));
+        let home = PathBuf::from("/ws/.orchestrate/x/gemini-home");
+        assert_eq!(
+            inv.gemini_home,
+            Some(GeminiHome {
+                home: home.clone(),
+                max_session_turns: 4
+            })
+        );
+        assert!(
+            inv.env
+                .contains(&("GEMINI_CLI_HOME".into(), home.display().to_string()))
+        );
+        assert!(inv.notes.is_empty(), "{:?}", inv.notes);
     }
 
     #[test]

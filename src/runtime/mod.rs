@@ -4,5 +4,6 @@
 //! [`parse::Outcome`]; it spawns nothing and builds no argv.
 
 pub mod adapter;
+pub mod gemini_home;
 pub mod parse;
 pub mod profile;

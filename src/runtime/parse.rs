@@ -217,6 +217,36 @@ pub fn parse(runtime: Runtime, stdout: &str, stderr: &str, exit_code: i32) -> Ou
     parser.finish(stderr, exit_code)
 }
 
+/// Classifies a failed run of an agent CLI in its plain-text mode (a provider template such as
+/// `codex exec PROMPT`): from its exit code and stderr (stdout when stderr is empty: claude
+/// prints its errors there). `None` when nothing names a class, so that the caller keeps its
+/// own handling of an unexplained exit.
+pub fn classify_text_failure(
+    runtime: Runtime,
+    stdout: &str,
+    stderr: &str,
+    exit_code: i32,
+) -> Option<RuntimeError> {
+    if exit_code == 0 {
+        return None;
+    }
+    let verdict = Verdict {
+        ok: false,
+        result: None,
+        structured: exit_code_kind(runtime, exit_code),
+        http_status: None,
+        hint: None,
+        messages: Vec::new(),
+    };
+    let text = strip_ansi(if stderr.trim().is_empty() {
+        stdout
+    } else {
+        stderr
+    });
+    let error = classify(&verdict, &text, exit_code);
+    (error.kind != ErrorKind::Other).then_some(error)
+}
+
 /// A session's running totals as the CLI reported them at the end of a step.
 /// claude (`modelUsage`, `total_cost_usd`) and codex (`turn.completed.usage`)
 /// restore them when a session is resumed, so they count every earlier step of
@@ -2514,6 +2544,49 @@ mod tests {
         assert_eq!(error_kind(&out), Some(ErrorKind::Untrusted));
         assert!(message(&out).starts_with("Gemini CLI is not running in a trusted directory."));
         assert!(!message(&out).contains('\u{1b}'));
+    }
+
+    #[test]
+    fn text_mode_refusals_of_an_untrusted_directory() {
+        let codex = classify_text_failure(
+            Runtime::Codex,
+            "",
+            "Not inside a trusted directory and --skip-git-repo-check was not specified.\n",
+            1,
+        )
+        .unwrap();
+        assert_eq!(codex.kind, ErrorKind::Untrusted);
+        let gemini = classify_text_failure(
+            Runtime::Gemini,
+            "",
+            &fixture!("gemini.untrusted-workspace.STDERR.txt"),
+            55,
+        )
+        .unwrap();
+        assert_eq!(gemini.kind, ErrorKind::Untrusted);
+        assert!(
+            gemini
+                .message
+                .starts_with("Gemini CLI is not running in a trusted directory.")
+        );
+        // Exit 55 alone says it, whatever the text.
+        let bare = classify_text_failure(Runtime::Gemini, "", "", 55).unwrap();
+        assert_eq!(bare.kind, ErrorKind::Untrusted);
+        // claude prints its errors on stdout in text mode.
+        let claude = classify_text_failure(
+            Runtime::Claude,
+            "Invalid API key · Fix external API key\n",
+            "",
+            1,
+        )
+        .unwrap();
+        assert_eq!(claude.kind, ErrorKind::Auth);
+        // Nothing recognisable: no class, the caller's own message stands.
+        assert_eq!(
+            classify_text_failure(Runtime::Codex, "", "something odd\n", 1),
+            None
+        );
+        assert_eq!(classify_text_failure(Runtime::Gemini, "ok", "", 0), None);
     }
 
     #[test]

@@ -466,12 +466,57 @@ steps:
 "#,
     );
     ws.run_wf(&[]).ok();
+    // No model named: each CLI's own default (claude-sonnet-4-20250514 is retired). codex and
+    // gemini run outside a git repository or trusted folder too.
+    assert_eq!(recorded_argv(&ws, "claude"), ["-p", "the prompt"]);
+    assert_eq!(
+        recorded_argv(&ws, "gemini"),
+        ["--skip-trust", "-p", "the prompt"]
+    );
+    assert_eq!(
+        recorded_argv(&ws, "codex"),
+        ["exec", "--skip-git-repo-check", "the prompt"]
+    );
+}
+
+/// A model named by the step, or by the run's role, still reaches the built-in templates.
+#[test]
+fn builtin_provider_templates_pass_a_named_model() {
+    let mut ws = Ws::new();
+    ws.with_bin_path();
+    fake_cli(&ws, "claude", "ok");
+    fake_cli(&ws, "gemini", "ok");
+    fake_cli(&ws, "codex", "ok");
+    ws.file("p.md", "the prompt").workflow(
+        r#"
+steps:
+  - name: Claude
+    provider: claude
+    provider_params: {model: claude-opus-4-1-20250805}
+    input_file: p.md
+  - name: Gemini
+    provider: gemini
+    provider_params: {model: gemini-2.5-pro}
+    input_file: p.md
+  - name: Codex
+    provider: codex
+    provider_params: {model: gpt-5}
+    input_file: p.md
+"#,
+    );
+    ws.run_wf(&[]).ok();
     assert_eq!(
         recorded_argv(&ws, "claude"),
-        ["-p", "the prompt", "--model", "claude-sonnet-4-20250514"]
+        ["-p", "the prompt", "--model", "claude-opus-4-1-20250805"]
     );
-    assert_eq!(recorded_argv(&ws, "gemini"), ["-p", "the prompt"]);
-    assert_eq!(recorded_argv(&ws, "codex"), ["exec", "the prompt"]);
+    assert_eq!(
+        recorded_argv(&ws, "gemini"),
+        ["--skip-trust", "-p", "the prompt", "-m", "gemini-2.5-pro"]
+    );
+    assert_eq!(
+        recorded_argv(&ws, "codex"),
+        ["exec", "--skip-git-repo-check", "the prompt", "-m", "gpt-5"]
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod budgets;
 mod cgroup;
 mod chaos;
 mod checker;
+mod cli_defaults;
 mod durability;
 mod engine_records;
 mod fanout;

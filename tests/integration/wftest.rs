@@ -327,3 +327,31 @@ steps:
         .ok()
         .stdout_has("ok      ok (Sub -> Show)");
 }
+
+/// A built-in provider template given a model still reaches the fixture agent as it expects
+/// (the model flag belongs to the real CLI, not to the fixture agent).
+#[test]
+fn fixtures_answer_a_builtin_provider_step_that_names_a_model() {
+    let ws = Ws::new();
+    ws.file(
+        "wf.yaml",
+        r#"name: named
+steps:
+  - name: Draft
+    provider: claude
+    provider_params: {model: claude-opus-4-1-20250805}
+    input_file: prompt.md
+  - name: Show
+    command: [echo, "${steps.Draft.output}"]
+"#,
+    );
+    ws.file("prompt.md", "draft it");
+    ws.file("cases/ok/agents/Draft.json", r#"{"result": "a draft"}"#);
+    ws.file(
+        "cases/ok/expect.yaml",
+        "path: [Draft, Show]\nstatus: succeeded\n",
+    );
+    ws.run(&["test", "wf.yaml", "--fixtures", "cases"])
+        .ok()
+        .stdout_has("ok      ok (Draft -> Show)");
+}
