@@ -2442,7 +2442,11 @@ impl Runner {
             result["usage_cumulative"] = json!(usage);
             usage = parse::codex_turn_usage(&usage, run.previous_usage.as_ref());
         }
-        let model = outcome.model.clone().or_else(|| run.model.clone());
+        let model = outcome
+            .model
+            .clone()
+            .or_else(|| run.model.clone())
+            .or_else(|| run.cli_default.as_ref().map(|guess| guess.model.clone()));
         let mut priced = outcome.clone();
         priced.usage = usage;
         let cost = self
@@ -2721,10 +2725,28 @@ impl Runner {
                 .clone()
                 .or_else(|| profile.model.clone()),
         };
+        let runtime = Runtime::from_name(&profile.runtime);
+        // What the CLI will run when told no model (codex never says): priced and recorded.
+        let cli_default = match (runtime, &model) {
+            (Some(runtime), None) => {
+                let env = |name: &str| {
+                    profile
+                        .env
+                        .iter()
+                        .rev()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.clone())
+                        .or_else(|| std::env::var(name).ok())
+                };
+                crate::runtime::defaults::default_model(runtime, &env)
+            }
+            _ => None,
+        };
         let mut run = AgentRun {
-            runtime: Runtime::from_name(&profile.runtime),
+            runtime,
             name: name.clone(),
             model: model.clone(),
+            cli_default,
             phase: agent.phase,
             notes: Vec::new(),
             previous_usage: None,
@@ -2824,6 +2846,8 @@ struct AgentRun {
     /// The name it was chosen by (profile or runtime).
     name: String,
     model: Option<String>,
+    /// The model the CLI uses by itself when `model` is `None` (its config, its default).
+    cli_default: Option<crate::runtime::defaults::Guess>,
     phase: crate::model::Phase,
     notes: Vec<String>,
     /// The cumulative usage of the session being resumed (codex reports per-thread totals).
@@ -3390,7 +3414,11 @@ impl Runner {
         }
         let spent = self.budget.spent.get();
         let prices = &self.config.profiles.prices;
-        let model = agent.and_then(|a| a.model.clone());
+        let model = agent.and_then(|a| {
+            a.model
+                .clone()
+                .or_else(|| a.cli_default.as_ref().map(|guess| guess.model.clone()))
+        });
         let previous = agent.and_then(|a| a.previous_usage);
         let wall_deadline = budget.wall_deadline();
         let monitor = async move {

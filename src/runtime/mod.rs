@@ -4,5 +4,6 @@
 //! [`parse::Outcome`]; it spawns nothing and builds no argv.
 
 pub mod adapter;
+pub mod defaults;
 pub mod parse;
 pub mod profile;
