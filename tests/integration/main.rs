@@ -15,6 +15,7 @@ mod fanout;
 mod inbox;
 mod inputs;
 mod language;
+mod pricing;
 mod progress;
 mod records;
 mod reload;
