@@ -1420,6 +1420,10 @@ pub struct Price {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Prices {
     pub entries: Vec<Price>,
+    /// `prices:` of runtimes.yaml: they win over every built-in entry, a shorter prefix too
+    /// (`gemini-3: ...` prices every gemini-3 model the user's way).
+    #[serde(default)]
+    pub overrides: Vec<Price>,
 }
 
 impl Prices {
@@ -1491,17 +1495,21 @@ impl Prices {
                     cache_write,
                 })
                 .collect(),
+            overrides: Vec::new(),
         }
     }
 
     /// The entry for `model` (a provider path such as `openai/gpt-5` or
     /// `models/gemini-2.5-pro` is matched on its last segment).
-    pub fn lookup(&self, model: &str) -> Option<&Price> {
+    pub fn lookup<'a>(&'a self, model: &str) -> Option<&'a Price> {
         let name = model.rsplit('/').next().unwrap_or(model);
-        self.entries
-            .iter()
-            .filter(|price| name.starts_with(&price.prefix))
-            .max_by_key(|price| price.prefix.len())
+        let longest = |table: &'a [Price]| {
+            table
+                .iter()
+                .filter(|price| name.starts_with(&price.prefix))
+                .max_by_key(|price| price.prefix.len())
+        };
+        longest(&self.overrides).or_else(|| longest(&self.entries))
     }
 
     /// Cost of `usage` on `model`, or `None` if the model is not in the table.
