@@ -1285,13 +1285,25 @@ fn sum_usage(per_model: &[ModelUsage]) -> Usage {
     sum
 }
 
-/// The model with strictly the most tokens; `None` on a tie, since gemini's
-/// router model can use exactly as many tokens as the main one.
+/// The model with the most tokens. gemini's router model can use exactly as many
+/// as the main one; `None` on a tie that the router rule below cannot break.
 fn dominant_model(per_model: &[ModelUsage]) -> Option<String> {
     let most = per_model.iter().map(|model| model.usage.total()).max()?;
-    let mut leaders = per_model.iter().filter(|model| model.usage.total() == most);
-    let leader = leaders.next()?;
-    leaders.next().is_none().then(|| leader.model.clone())
+    let leaders: Vec<&ModelUsage> = per_model
+        .iter()
+        .filter(|model| model.usage.total() == most)
+        .collect();
+    // On a tie, `auto`'s router (a flash-lite model, one request per turn) is not the one that
+    // answered: the other leader is, when there is exactly one.
+    let answering: Vec<&&ModelUsage> = leaders
+        .iter()
+        .filter(|model| !model.model.contains("flash-lite"))
+        .collect();
+    match (leaders.as_slice(), answering.as_slice()) {
+        ([only], _) => Some(only.model.clone()),
+        (_, [main]) => Some(main.model.clone()),
+        _ => None,
+    }
 }
 
 // ---- JSON access -------------------------------------------------------------------
@@ -2238,8 +2250,9 @@ mod tests {
         );
         assert_eq!(out.usage, usage(468, 112, 2000, 0, 0));
         assert_eq!(out.model_usage.len(), 2);
-        // Router and main model used exactly as many tokens: no unambiguous main model.
-        assert_eq!(out.model, None);
+        // Router and main model used exactly as many tokens: the router (flash-lite) is not
+        // the model that answered.
+        assert_eq!(out.model.as_deref(), Some("gemini-3.8-flash"));
     }
 
     #[test]
