@@ -48,7 +48,7 @@ line, an absolute directory) overrides it.
 Side files: every request (numbered n = 1, 2, ... across all APIs) has its body dumped to
 FAKE_DIR/requests/<nnnn>-<api>.json (api = anthropic|openai|gemini|other; bodiless GETs/HEADs get
 no dump) and one line appended to FAKE_DIR/requests.log:
-  <nnnn> <api> <METHOD> <path> mode=<mode> status=<http status> reply=<text|tool:NAME|json|error|...>
+  <nnnn> <api> <METHOD> <path> model=<model asked for, or -> mode=<mode> status=<http status> reply=<text|tool:NAME|json|error|...>
 so a test can count e.g. `grep -c 'status=429' requests.log` to see that retries happened. In mode
 workflow a JSON answer logs reply=json:<file> (json:<file>:default once the file is used up, and
 json:default for other JSON prompts); gemini's own JSON side calls log reply=json. In mode slip
@@ -546,7 +546,13 @@ class Handler(BaseHTTPRequestHandler):
             # the full mode ("write:force") tells the API classes about :force
             reply = api.answer(self, body, raw_mode if mode in ("write", "shell") else mode, cwd)
             reply = "slipped:%s+%s" % (SLIP_FILE, reply) if slipped else reply
-        script.log("%04d %s %s %s mode=%s status=%d reply=%s" % (n, api_name, method, self.path, raw_mode, self.status, reply))
+        # The model the CLI asked for: gemini names it in the path (its router's and the routed
+        # model's requests differ), the others in the body.
+        if "/models/" in self.path and ":" in self.path:
+            asked = self.path.split("/models/")[-1].split(":")[0]
+        else:
+            asked = body.get("model") if isinstance(body.get("model"), str) else "-"
+        script.log("%04d %s %s %s model=%s mode=%s status=%d reply=%s" % (n, api_name, method, self.path, asked, raw_mode, self.status, reply))
 
     def do_POST(self):
         self.handle_any("POST")

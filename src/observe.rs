@@ -2486,6 +2486,30 @@ impl RunReport {
             &rows,
         ));
         out.push('\n');
+        // What the cost column cannot show: tokens spent on models with no price.
+        for e in self.executions.iter().filter(|e| e.unpriced) {
+            let t = &e.tokens;
+            let tokens = t.input + t.output + t.cache_read + t.cache_write;
+            let at = if e.iteration.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " [{}]",
+                    e.iteration
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(".")
+                )
+            };
+            let _ = writeln!(
+                out,
+                "! {}{at}: {} tokens, {}",
+                e.step,
+                crate::progress::group_digits(tokens),
+                crate::progress::cost_unknown(e.model.as_deref())
+            );
+        }
         let _ = writeln!(out, "path: {}", render_path(&self.path_taken));
         match (&self.check, &self.check_skipped) {
             (Some(check), _) => {

@@ -477,8 +477,9 @@ pub fn group_digits(n: u64) -> String {
 /// The part of a finished step's line about what it spent: ` · 1,234 tokens · $0.0123`.
 pub fn spend_suffix(result: &Value) -> String {
     let mut text = String::new();
+    let mut tokens = 0;
     if let Some(usage) = result["usage"].as_object() {
-        let tokens: u64 = ["input", "output", "cache_read", "cache_write"]
+        tokens = ["input", "output", "cache_read", "cache_write"]
             .iter()
             .filter_map(|k| usage.get(*k).and_then(Value::as_u64))
             .sum();
@@ -486,8 +487,20 @@ pub fn spend_suffix(result: &Value) -> String {
     }
     if let Some(cost) = result["cost_usd"].as_f64() {
         text.push_str(&format!(", ${cost:.4}"));
+    } else if tokens > 0 {
+        text.push_str(&format!(", {}", cost_unknown(result["model"].as_str())));
     }
     text
+}
+
+/// Why a step that spent tokens has no cost: "cost unknown: no price for model X in
+/// runtimes.yaml" (the run's line and `report` say the same).
+pub fn cost_unknown(model: Option<&str>) -> String {
+    match model {
+        Some(model) => format!("cost unknown: no price for model {model} in runtimes.yaml"),
+        None => "cost unknown: the CLI named no model (set `model:` on the step to price it)"
+            .to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -542,6 +555,12 @@ mod tests {
             ", 1,234 tokens, $0.0100"
         );
         assert_eq!(spend_suffix(&json!({"status": "succeeded"})), "");
+        assert_eq!(
+            spend_suffix(
+                &json!({"usage": {"input": 1000, "output": 234}, "cost_usd": null, "model": "m-1"})
+            ),
+            ", 1,234 tokens, cost unknown: no price for model m-1 in runtimes.yaml"
+        );
     }
 
     #[test]

@@ -778,6 +778,7 @@ impl Runner {
             self.snapshot()?;
         }
         let workflow = Arc::clone(&self.workflow);
+        self.warn_unpriceable(&workflow.steps)?;
         let flow = self.run_list(&workflow.steps, &[]).await;
         let (status, exit_code, error) = match flow {
             Err(err) => return Err(err),
@@ -2478,7 +2479,11 @@ impl Runner {
             usage = own.usage;
             priced.cost_usd = own.cost_usd;
         }
-        let model = outcome.model.clone().or_else(|| run.model.clone());
+        let model = outcome
+            .model
+            .clone()
+            .or_else(|| run.model.clone())
+            .or_else(|| run.cli_default.as_ref().map(|guess| guess.model.clone()));
         priced.usage = usage;
         let cost = self
             .config
@@ -2771,10 +2776,17 @@ impl Runner {
                 .clone()
                 .or_else(|| profile.model.clone()),
         };
+        let runtime = Runtime::from_name(&profile.runtime);
+        // What the CLI will run when told no model (codex never says): priced and recorded.
+        let cli_default = match (runtime, &model) {
+            (Some(runtime), None) => cli_default_model(runtime, &profile),
+            _ => None,
+        };
         let mut run = AgentRun {
-            runtime: Runtime::from_name(&profile.runtime),
+            runtime,
             name: name.clone(),
             model: model.clone(),
+            cli_default,
             phase: agent.phase,
             notes: Vec::new(),
             previous_session: None,
@@ -2890,6 +2902,40 @@ struct Prepared {
     agent: Option<AgentRun>,
 }
 
+/// The model `runtime` uses by itself (its configuration, else the pinned version's default),
+/// with the environment it will see: the profile's entries over the engine's own.
+fn cli_default_model(
+    runtime: crate::runtime::parse::Runtime,
+    profile: &crate::runtime::profile::Profile,
+) -> Option<crate::runtime::defaults::Guess> {
+    let env = |name: &str| {
+        profile
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(name).ok())
+    };
+    crate::runtime::defaults::default_model(runtime, &env)
+}
+
+/// Every agent step of a step list, `for_each` bodies and `parallel` branches included.
+fn agent_steps<'a>(steps: &'a [Step], out: &mut Vec<(&'a Step, &'a crate::model::AgentStep)>) {
+    for step in steps {
+        match &step.kind {
+            StepKind::Agent(agent) => out.push((step, agent)),
+            StepKind::ForEach { steps, .. } => agent_steps(steps, out),
+            StepKind::Parallel { branches, .. } => {
+                for branch in branches {
+                    agent_steps(&branch.steps, out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Who runs an agent step and how, decided before it starts.
 #[derive(Debug, Clone)]
 struct AgentRun {
@@ -2898,6 +2944,8 @@ struct AgentRun {
     /// The name it was chosen by (profile or runtime).
     name: String,
     model: Option<String>,
+    /// The model the CLI uses by itself when `model` is `None` (its config, its default).
+    cli_default: Option<crate::runtime::defaults::Guess>,
     phase: crate::model::Phase,
     notes: Vec<String>,
     /// The totals of the session being resumed after its latest step (claude and codex report
@@ -3468,18 +3516,87 @@ impl Runner {
         Ok(true)
     }
 
-    /// Says once that a cost limit cannot count some tokens (their model has no price).
-    fn warn_unpriced(&mut self) -> Result<(), RunError> {
+    /// Whether a cost limit (the run's or the swarm's per day) applies.
+    fn cost_limited(&self) -> bool {
         let limits = &self.budget.limits;
-        let cost_limited = limits
+        limits
             .run
             .as_ref()
             .is_some_and(|b| b.max_cost_usd.is_some())
             || limits
                 .day
                 .as_ref()
-                .is_some_and(|(swarm, _)| swarm.max_cost_usd_per_day.is_some());
-        if !cost_limited
+                .is_some_and(|(swarm, _)| swarm.max_cost_usd_per_day.is_some())
+    }
+
+    /// At start, under a cost limit: names each agent step whose model has no price (so the
+    /// limit could not count its spending) and what to add to runtimes.yaml.
+    fn warn_unpriceable(&mut self, steps: &[Step]) -> Result<(), RunError> {
+        if !self.cost_limited() {
+            return Ok(());
+        }
+        let mut agents = Vec::new();
+        agent_steps(steps, &mut agents);
+        let mut unpriceable = Vec::new();
+        for (step, agent) in agents {
+            if let Some((runtime, model)) = self.unpriceable_model(agent) {
+                unpriceable.push((step.name.clone(), runtime, model));
+            }
+        }
+        for (step, runtime, model) in unpriceable {
+            let message = format!(
+                "budget: max_cost_usd cannot count step {step} ({runtime}, model {model}): no price for {model}; add one to runtimes.yaml: `prices: {{{model}: {{input: ..., output: ...}}}}` (USD per million tokens; also cache_read, cache_write)"
+            );
+            self.progress(&format!("! {message}"));
+            self.event(
+                "budget_unpriced",
+                json!({"step": step, "runtime": runtime, "model": model, "message": message}),
+                false,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The runtime and model of an agent step whose spending will have no price, as far as can
+    /// be told before it runs (claude prices its own runs; gemini left on `auto` routes to
+    /// models of the built-in table; a model the engine cannot render yet is not judged).
+    fn unpriceable_model(&self, agent: &crate::model::AgentStep) -> Option<(String, String)> {
+        use crate::runtime::parse::Runtime;
+        let profiles = &self.config.profiles;
+        let name = self
+            .config
+            .runtime_override
+            .clone()
+            .or_else(|| agent.runtime.clone())
+            .or_else(|| self.config.default_provider.clone())
+            .or_else(|| profiles.default.clone())?;
+        let profile = profiles.resolve(&name);
+        let runtime = Runtime::from_name(&profile.runtime)?;
+        if runtime == Runtime::Claude {
+            return None;
+        }
+        let model = match &agent.model {
+            Some(t) => t.render(&self.scope(&[])).ok()?,
+            None => match self
+                .config
+                .default_model
+                .clone()
+                .or_else(|| profile.model.clone())
+            {
+                Some(model) => model,
+                None => cli_default_model(runtime, &profile)?.model,
+            },
+        };
+        profiles
+            .prices
+            .lookup(&model)
+            .is_none()
+            .then(|| (runtime.name().to_string(), model))
+    }
+
+    /// Says once that a cost limit cannot count some tokens (their model has no price).
+    fn warn_unpriced(&mut self) -> Result<(), RunError> {
+        if !self.cost_limited()
             || self.budget.spent.get().unpriced_tokens == 0
             || self.budget.warned_unpriced
         {
@@ -3529,7 +3646,11 @@ impl Runner {
         }
         let spent = self.budget.spent.get();
         let prices = &self.config.profiles.prices;
-        let model = agent.and_then(|a| a.model.clone());
+        let model = agent.and_then(|a| {
+            a.model
+                .clone()
+                .or_else(|| a.cli_default.as_ref().map(|guess| guess.model.clone()))
+        });
         let previous = agent.and_then(|a| a.previous_session);
         let wall_deadline = budget.wall_deadline();
         let monitor = async move {

@@ -4,6 +4,7 @@
 //! [`parse::Outcome`]; it spawns nothing and builds no argv.
 
 pub mod adapter;
+pub mod defaults;
 pub mod gemini_home;
 pub mod parse;
 pub mod profile;

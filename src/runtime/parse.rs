@@ -1434,13 +1434,25 @@ fn sum_usage(per_model: &[ModelUsage]) -> Usage {
     sum
 }
 
-/// The model with strictly the most tokens; `None` on a tie, since gemini's
-/// router model can use exactly as many tokens as the main one.
+/// The model with the most tokens. gemini's router model can use exactly as many
+/// as the main one; `None` on a tie that the router rule below cannot break.
 fn dominant_model(per_model: &[ModelUsage]) -> Option<String> {
     let most = per_model.iter().map(|model| model.usage.total()).max()?;
-    let mut leaders = per_model.iter().filter(|model| model.usage.total() == most);
-    let leader = leaders.next()?;
-    leaders.next().is_none().then(|| leader.model.clone())
+    let leaders: Vec<&ModelUsage> = per_model
+        .iter()
+        .filter(|model| model.usage.total() == most)
+        .collect();
+    // On a tie, `auto`'s router (a flash-lite model, one request per turn) is not the one that
+    // answered: the other leader is, when there is exactly one.
+    let answering: Vec<&&ModelUsage> = leaders
+        .iter()
+        .filter(|model| !model.model.contains("flash-lite"))
+        .collect();
+    match (leaders.as_slice(), answering.as_slice()) {
+        ([only], _) => Some(only.model.clone()),
+        (_, [main]) => Some(main.model.clone()),
+        _ => None,
+    }
 }
 
 // ---- JSON access -------------------------------------------------------------------
@@ -1569,22 +1581,41 @@ pub struct Price {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Prices {
     pub entries: Vec<Price>,
+    /// `prices:` of runtimes.yaml: they win over every built-in entry, a shorter prefix too
+    /// (`gemini-3: ...` prices every gemini-3 model the user's way).
+    #[serde(default)]
+    pub overrides: Vec<Price>,
 }
 
 impl Prices {
     /// List prices as published by the providers; a model missing here costs
-    /// `None`, never a guess. Add or override entries for newer models.
+    /// `None`, never a guess. Add or override entries for newer models. Every
+    /// model a pinned CLI uses by default (`runtime::defaults::PINNED`) must be
+    /// here: a unit test checks it against `scripts/install-agent-clis`.
     pub fn builtin() -> Prices {
         // (prefix, input, output, cache read, cache write), USD per 1M tokens.
         const TABLE: &[(&str, f64, f64, f64, f64)] = &[
+            // Claude Code 2.1.330's own model catalog (it prices its runs with it: the
+            // samples' total_cost_usd agrees); 5-minute cache writes.
+            ("claude-opus-5-5", 4.0, 20.0, 0.20, 5.0),
+            ("claude-opus-5", 5.0, 25.0, 0.50, 6.25),
             ("claude-opus-4-5", 5.0, 25.0, 0.50, 6.25),
+            ("claude-opus-4-6", 5.0, 25.0, 0.50, 6.25),
+            ("claude-opus-4-7", 5.0, 25.0, 0.50, 6.25),
+            ("claude-opus-4-8", 5.0, 25.0, 0.50, 6.25),
             ("claude-opus-4", 15.0, 75.0, 1.50, 18.75),
+            ("claude-sonnet-5-5", 2.0, 10.0, 0.10, 2.5),
+            ("claude-sonnet-5", 2.0, 10.0, 0.20, 2.5),
             ("claude-sonnet-4", 3.0, 15.0, 0.30, 3.75),
             ("claude-3-7-sonnet", 3.0, 15.0, 0.30, 3.75),
             ("claude-3-5-sonnet", 3.0, 15.0, 0.30, 3.75),
+            ("claude-haiku-5-5", 0.10, 0.50, 0.01, 0.125),
             ("claude-haiku-4-5", 1.0, 5.0, 0.10, 1.25),
             ("claude-3-5-haiku", 0.80, 4.0, 0.08, 1.0),
-            // OpenAI has no cache-write charge: cache writes cost plain input.
+            // OpenAI: cache writes cost 1.25 x input from the GPT-5.6 family on, plain
+            // input before. gpt-6.1-sol is codex 0.169.0's default model.
+            ("gpt-6.1-sol", 2.0, 10.0, 0.10, 2.50),
+            ("gpt-6.1-terra", 1.0, 5.0, 0.05, 1.25),
             ("gpt-5", 1.25, 10.0, 0.125, 1.25),
             ("gpt-5-mini", 0.25, 2.0, 0.025, 0.25),
             ("gpt-5-nano", 0.05, 0.40, 0.005, 0.05),
@@ -1596,7 +1627,18 @@ impl Prices {
             ("o3", 2.0, 8.0, 0.50, 2.0),
             ("o4-mini", 1.10, 4.40, 0.275, 1.10),
             ("codex-mini", 1.50, 6.0, 0.375, 1.50),
+            // Gemini (prompts up to 200k tokens; cache reads a tenth of input, no
+            // per-token cache-write charge). Gemini CLI 0.61.0's `auto` routes with a
+            // flash-lite model to a flash or pro one: 3.5-flash-lite and 3.8-flash with
+            // the latest-flash rollout, else 3.1-flash-lite and 3-flash-preview,
+            // 3.1-pro-preview (or 3-pro-preview, 2.5-pro) for pro.
+            ("gemini-3.8-flash", 0.75, 3.75, 0.075, 0.75), // $1.50 / $7.50 from 2027-01-01
+            ("gemini-3.5-flash", 1.50, 9.0, 0.15, 1.50),
+            ("gemini-3.5-flash-lite", 0.30, 2.50, 0.03, 0.30),
+            ("gemini-3.1-pro", 2.0, 12.0, 0.20, 2.0),
+            ("gemini-3.1-flash-lite", 0.25, 1.50, 0.025, 0.25),
             ("gemini-3-pro", 2.0, 12.0, 0.20, 2.0),
+            ("gemini-3-flash", 0.50, 3.0, 0.05, 0.50),
             ("gemini-2.5-pro", 1.25, 10.0, 0.125, 1.25),
             ("gemini-2.5-flash", 0.30, 2.50, 0.03, 0.30),
             ("gemini-2.5-flash-lite", 0.10, 0.40, 0.01, 0.10),
@@ -1614,17 +1656,21 @@ impl Prices {
                     cache_write,
                 })
                 .collect(),
+            overrides: Vec::new(),
         }
     }
 
     /// The entry for `model` (a provider path such as `openai/gpt-5` or
     /// `models/gemini-2.5-pro` is matched on its last segment).
-    pub fn lookup(&self, model: &str) -> Option<&Price> {
+    pub fn lookup<'a>(&'a self, model: &str) -> Option<&'a Price> {
         let name = model.rsplit('/').next().unwrap_or(model);
-        self.entries
-            .iter()
-            .filter(|price| name.starts_with(&price.prefix))
-            .max_by_key(|price| price.prefix.len())
+        let longest = |table: &'a [Price]| {
+            table
+                .iter()
+                .filter(|price| name.starts_with(&price.prefix))
+                .max_by_key(|price| price.prefix.len())
+        };
+        longest(&self.overrides).or_else(|| longest(&self.entries))
     }
 
     /// Cost of `usage` on `model`, or `None` if the model is not in the table.
@@ -1652,15 +1698,22 @@ impl Prices {
             return Some(cost);
         }
         if !outcome.model_usage.is_empty() {
-            return outcome
+            let sum: Option<f64> = outcome
                 .model_usage
                 .iter()
                 .filter(|per_model| per_model.usage.total() > 0)
                 .map(|per_model| self.cost(&per_model.model, &per_model.usage))
                 .sum();
+            // An empty f64 sum is -0.0 (IEEE's neutral element), shown as "$-0.0000".
+            return sum.map(positive_zero);
         }
         self.cost(outcome.model.as_deref().or(model)?, &outcome.usage)
     }
+}
+
+/// `-0.0` as `0.0`; every other value unchanged.
+pub fn positive_zero(cost: f64) -> f64 {
+    cost + 0.0
 }
 
 #[cfg(test)]
@@ -2423,8 +2476,9 @@ mod tests {
         // The stand-in's 10 thinking tokens per request: total minus input minus output.
         assert_eq!(out.usage, usage(468, 132, 2000, 0, 20));
         assert_eq!(out.model_usage.len(), 2);
-        // Router and main model used exactly as many tokens: no unambiguous main model.
-        assert_eq!(out.model, None);
+        // Router and main model used exactly as many tokens: the router (flash-lite) is not
+        // the model that answered.
+        assert_eq!(out.model.as_deref(), Some("gemini-3.8-flash"));
     }
 
     #[test]
@@ -2834,7 +2888,11 @@ mod tests {
             prices.cost("openai/gpt-5", &turn),
             prices.cost("gpt-5", &turn)
         );
-        assert_eq!(prices.cost("gemini-3.8-flash", &turn), None);
+        assert_eq!(prices.cost("gemini-9001-super-duper", &turn), None);
+        assert_eq!(
+            prices.cost("gemini-3.5-flash-lite", &turn),
+            Some(0.30 + 2.50 + 0.03)
+        );
         assert_eq!(prices.cost("", &turn), None);
     }
 
@@ -2862,14 +2920,22 @@ mod tests {
             .expect("gpt-5 is priced");
         assert!((cost - expected).abs() < 1e-12);
 
-        // The sample's gemini models are fictional, so they are not priced.
+        // gemini's `auto`: the router (3.5-flash-lite) and the main model (3.8-flash),
+        // each priced as itself whatever the step asked for.
         let gemini = run(
             Runtime::Gemini,
             &fixture!("gemini.stream-json.success.jsonl"),
             "",
             0,
         );
-        assert_eq!(prices.outcome_cost(&gemini, Some("gemini-2.5-pro")), None);
+        let per_request = |input: f64, output: f64, cache_read: f64| {
+            (234.0 * input + 56.0 * output + 1000.0 * cache_read) / 1e6
+        };
+        let expected = per_request(0.30, 2.50, 0.03) + per_request(0.75, 3.75, 0.075);
+        let cost = prices
+            .outcome_cost(&gemini, Some("gemini-2.5-pro"))
+            .expect("the routed models are priced");
+        assert!((cost - expected).abs() < 1e-12, "{cost} vs {expected}");
         let rate_limited = run(
             Runtime::Gemini,
             &fixture!("gemini.stream-json.rate-limit-429.jsonl"),
@@ -2877,5 +2943,22 @@ mod tests {
             173,
         );
         assert_eq!(prices.outcome_cost(&rate_limited, None), Some(0.0));
+    }
+
+    #[test]
+    fn failed_gemini_step_costs_positive_zero() {
+        // Regression: an empty sum of per-model costs was -0.0, shown as "$-0.0000".
+        let prices = Prices::builtin();
+        for (sample, code) in [
+            (fixture!("gemini.stream-json.auth-401.jsonl"), 145),
+            (fixture!("gemini.stream-json.rate-limit-429.jsonl"), 173),
+        ] {
+            let outcome = run(Runtime::Gemini, &sample, "", code);
+            let cost = prices
+                .outcome_cost(&outcome, None)
+                .expect("zero usage costs 0");
+            assert!(cost == 0.0 && cost.is_sign_positive(), "{cost:?}");
+            assert_eq!(serde_json::to_string(&cost).unwrap(), "0.0");
+        }
     }
 }

@@ -266,8 +266,8 @@ fn parse(path: &Path, text: &str, diags: &mut Vec<Diagnostic>) -> Profiles {
                             _ => price.cache_write = number,
                         }
                     }
-                    out.prices.entries.retain(|p| p.prefix != prefix);
-                    out.prices.entries.push(price);
+                    out.prices.overrides.retain(|p| p.prefix != prefix);
+                    out.prices.overrides.push(price);
                 }
             }
         }
@@ -450,5 +450,12 @@ mod tests {
     fn price_override() {
         let p = load("prices:\n  my-model: {input: 1, output: 2}\n").unwrap();
         assert_eq!(p.prices.lookup("my-model-v2").map(|x| x.output), Some(2.0));
+        // An override wins over a built-in entry with a longer prefix.
+        let p = load("prices:\n  gemini-3: {input: 1, output: 2}\n").unwrap();
+        assert_eq!(
+            p.prices.lookup("gemini-3.8-flash").map(|x| x.input),
+            Some(1.0)
+        );
+        assert_eq!(p.prices.lookup("gpt-5").map(|x| x.input), Some(1.25));
     }
 }

@@ -498,11 +498,10 @@ fn gemini_step_argv_stdin_and_result_fields() {
     assert_eq!(ask["usage"]["reasoning"], 20);
     assert_eq!(ask["usage"]["cache_read"], 2000);
     assert_eq!(ask["usage"]["cache_write"], 0);
-    assert_eq!(
-        ask["cost_usd"],
-        Value::Null,
-        "the sample's models are unpriced"
-    );
+    // gemini's `auto` routing: 3.5-flash-lite and 3.8-flash, both in the built-in table.
+    let cost = (234.0 * 0.30 + 56.0 * 2.50 + 1000.0 * 0.03) / 1e6
+        + (234.0 * 0.75 + 56.0 * 3.75 + 1000.0 * 0.075) / 1e6;
+    assert!(approx(&ask["cost_usd"], cost), "{ask:#}");
     assert_eq!(ask["runtime"], "gemini");
     assert_eq!(ask["phase"], "readonly");
     assert_eq!(
@@ -514,7 +513,7 @@ fn gemini_step_argv_stdin_and_result_fields() {
             "132",
             "2000",
             "0",
-            "null",
+            &ask["cost_usd"].to_string(),
             "null",
             "gemini",
             "readonly",

@@ -16,6 +16,7 @@ mod fanout;
 mod inbox;
 mod inputs;
 mod language;
+mod pricing;
 mod progress;
 mod records;
 mod reload;
