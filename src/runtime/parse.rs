@@ -2921,7 +2921,8 @@ mod tests {
         assert!((cost - expected).abs() < 1e-12);
 
         // gemini's `auto`: the router (3.5-flash-lite) and the main model (3.8-flash),
-        // each priced as itself whatever the step asked for.
+        // each priced as itself whatever the step asked for; each request's 10 thinking
+        // tokens are billed as output (56 + 10).
         let gemini = run(
             Runtime::Gemini,
             &fixture!("gemini.stream-json.success.jsonl"),
@@ -2929,7 +2930,7 @@ mod tests {
             0,
         );
         let per_request = |input: f64, output: f64, cache_read: f64| {
-            (234.0 * input + 56.0 * output + 1000.0 * cache_read) / 1e6
+            (234.0 * input + 66.0 * output + 1000.0 * cache_read) / 1e6
         };
         let expected = per_request(0.30, 2.50, 0.03) + per_request(0.75, 3.75, 0.075);
         let cost = prices
