@@ -498,9 +498,10 @@ fn gemini_step_argv_stdin_and_result_fields() {
     assert_eq!(ask["usage"]["reasoning"], 20);
     assert_eq!(ask["usage"]["cache_read"], 2000);
     assert_eq!(ask["usage"]["cache_write"], 0);
-    // gemini's `auto` routing: 3.5-flash-lite and 3.8-flash, both in the built-in table.
-    let cost = (234.0 * 0.30 + 56.0 * 2.50 + 1000.0 * 0.03) / 1e6
-        + (234.0 * 0.75 + 56.0 * 3.75 + 1000.0 * 0.075) / 1e6;
+    // gemini's `auto` routing: 3.5-flash-lite and 3.8-flash, both in the built-in table; each
+    // request's 10 thinking tokens are billed as output (56 + 10).
+    let cost = (234.0 * 0.30 + 66.0 * 2.50 + 1000.0 * 0.03) / 1e6
+        + (234.0 * 0.75 + 66.0 * 3.75 + 1000.0 * 0.075) / 1e6;
     assert!(approx(&ask["cost_usd"], cost), "{ask:#}");
     assert_eq!(ask["runtime"], "gemini");
     assert_eq!(ask["phase"], "readonly");
