@@ -122,63 +122,22 @@ pub fn default_model(runtime: Runtime, env: &dyn Fn(&str) -> Option<String>) -> 
 }
 
 /// `model` of codex's config.toml: the selected `profile`'s when it sets one, else the
-/// top-level key. Only what codex documents for choosing a model is read: plain
-/// `key = "value"` lines (basic or literal strings) under `[profiles.NAME]` or no table.
+/// top-level key. The file is parsed as TOML (the `toml` crate), so dotted keys, inline tables
+/// and every string form count; a file that does not parse names no model (codex itself would
+/// refuse it).
 fn codex_config_model(text: &str) -> Option<String> {
-    let mut table = String::new();
-    let mut top_model = None;
-    let mut profile = None;
-    let mut profile_models = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.starts_with('[') {
-            table = line
-                .trim_start_matches('[')
-                .split(']')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_string();
-            continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        let Some(value) = toml_string(value.trim()) else {
-            continue;
-        };
-        match (table.as_str(), key.trim()) {
-            ("", "model") => top_model = Some(value),
-            ("", "profile") => profile = Some(value),
-            (t, "model") if t.starts_with("profiles.") => {
-                let name = t["profiles.".len()..].trim_matches('"').to_string();
-                profile_models.push((name, value));
-            }
-            _ => {}
-        }
-    }
-    profile
-        .and_then(|p| profile_models.into_iter().find(|(n, _)| *n == p))
-        .map(|(_, model)| model)
-        .or(top_model)
-}
-
-/// A TOML basic (`"…"`, simple escapes) or literal (`'…'`) string at the start of `value`.
-fn toml_string(value: &str) -> Option<String> {
-    if let Some(rest) = value.strip_prefix('\'') {
-        return Some(rest.split('\'').next()?.to_string());
-    }
-    let rest = value.strip_prefix('"')?;
-    let mut out = String::new();
-    let mut chars = rest.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return Some(out),
-            '\\' => out.push(chars.next()?),
-            c => out.push(c),
-        }
-    }
-    None
+    let config: toml::Table = toml::from_str(text).ok()?;
+    let string = |table: &toml::Table, key: &str| {
+        table
+            .get(key)
+            .and_then(toml::Value::as_str)
+            .map(str::to_string)
+    };
+    let profile_model = string(&config, "profile").and_then(|name| {
+        let profile = config.get("profiles")?.as_table()?.get(&name)?.as_table()?;
+        string(profile, "model")
+    });
+    profile_model.or_else(|| string(&config, "model"))
 }
 
 /// `model.name` of a gemini settings file.
@@ -276,6 +235,23 @@ mod tests {
             None,
             "no model: the pinned default applies"
         );
+        // Dotted keys and inline tables are TOML too.
+        assert_eq!(
+            codex_config_model("profile = \"p\"\nprofiles.p.model = \"gpt-5-nano\"\n"),
+            Some("gpt-5-nano".into())
+        );
+        assert_eq!(
+            codex_config_model(
+                "profile = \"p\"\nmodel = \"o3\"\nprofiles = { p = { model_provider = \"x\" } }\n"
+            ),
+            Some("o3".into()),
+            "a profile without a model falls back to the top-level one"
+        );
+        assert_eq!(
+            codex_config_model("model = \"\"\"\ngpt-5\"\"\"\n"),
+            Some("gpt-5".into())
+        );
+        assert_eq!(codex_config_model("model = [unclosed\n"), None);
 
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.toml"), with_profile).unwrap();
