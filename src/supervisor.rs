@@ -2557,10 +2557,9 @@ mod tests {
         let start = Instant::now();
         let (report, _ws) = swarm.stopped().await;
         let took = start.elapsed();
-        // Not before the grace; and the SIGKILL came (a wide margin: the child never exits on
-        // its own).
+        // Not before the grace; that the SIGKILL came is `last_exit` below (the child never
+        // exits on its own).
         assert!(took >= Duration::from_millis(300), "{took:?}");
-        assert!(took < Duration::from_secs(60), "{took:?}");
         assert_eq!(
             report.children[0].last_exit,
             Some(ExitReason::Signaled {

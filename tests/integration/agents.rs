@@ -1043,10 +1043,8 @@ fn claude_is_stopped_at_its_first_authentication_failure() {
         &["head -n 2 \"$fx/claude.stream-json.auth-401-retried.jsonl\"; sleep 600"],
     )
     .workflow(&one_step("claude", ""));
-    let started = Instant::now();
+    // `run` gives up long before the fake's 600 s: that the run ends at all is the stop.
     let run = lab.run(&[]);
-    // Far below the 600 s the fake would go on retrying (the deadline of `run` is 20 s).
-    assert!(started.elapsed() < Duration::from_secs(300));
     run.code(1);
     assert_eq!(lab.calls("claude"), 1, "an auth error is not retried");
     let ask = run.step("Ask");

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::acceptance::{
     DEADLINE, finish, finished_steps, run_in, spawn, strings, wait_for_event, ws_with,
@@ -338,15 +338,12 @@ steps:
     command: ["touch", "after"]
 "#,
     );
-    let started = Instant::now();
     let run = ws.run_wf(&[]);
-    let elapsed = started.elapsed();
     run.code(124);
     assert_eq!(run.step("Slow")["exit_code"], 124);
     assert_eq!(run.step("Slow")["status"], "failed");
     assert!(!ws.exists("after"));
-    // A wide margin: the 100 s sleep was stopped, not waited out.
-    assert!(elapsed < Duration::from_secs(60), "{elapsed:?}");
+    // Exit 124 is the proof the timeout fired: the 100 s sleep waited out would exit 0.
     let grandchild = read_pid(&ws, "grandchild.pid");
     wait_until("the grandchild sleep to be gone", DEADLINE, || {
         pid_gone(grandchild)
@@ -766,15 +763,10 @@ fn wait_for_globs_and_enqueue_files_escaping_the_workspace_are_refused() {
                 "steps:\n  - name: Wait\n    wait_for: {{glob: {glob:?}, timeout_sec: 600, poll_ms: 10}}\n  - name: After\n    command: [touch, after]\n"
             ),
         );
-        let started = Instant::now();
         let run = run_in(&workspace, &["run", "wf.yaml"]);
+        // Exit 2 is the refusal: a wait that ran out its 600 s timeout would exit 124.
         run.code(2).stderr_has("outside the workspace");
         assert!(!root.exists("ws/after"), "wait_for {glob} was followed");
-        // A wide margin: refused at once, not after waiting out its 600 s timeout.
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "wait_for {glob} waited instead of refusing"
-        );
     }
     for file in ["../outside/secret.txt", "/etc/passwd", "link/secret.txt"] {
         root.file(
@@ -951,7 +943,7 @@ fn sigint_interrupts_the_run_with_130() {
         r#"
 steps:
   - name: Long
-    command: ["bash", "-c", "echo $$ > leader.pid; sleep 100 & echo $! > child.pid; wait"]
+    command: ["bash", "-c", "echo $$ > leader.pid; sleep 600 & echo $! > child.pid; wait"]
   - name: After
     command: ["touch", "after"]
 "#,
@@ -966,11 +958,9 @@ steps:
         .status()
         .unwrap();
     assert!(status.success());
-    let started = Instant::now();
+    // `finish` gives up long before the 600 s sleep could end by itself: the exit is the stop.
     let run = finish(&ws, child);
     run.code(130);
-    // A wide margin: the 100 s sleep was stopped, not waited out.
-    assert!(started.elapsed() < Duration::from_secs(60));
     assert_eq!(run.state()["status"], "interrupted");
     assert!(!ws.exists("after"));
     assert_eq!(
