@@ -461,18 +461,7 @@ impl Reporter for Live {
     }
 }
 
-/// `12345678` -> `12,345,678`.
-pub fn group_digits(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+pub use crate::diag::group_digits;
 
 /// The part of a finished step's line about what it spent: ` · 1,234 tokens · $0.0123`.
 pub fn spend_suffix(result: &Value) -> String {

@@ -2742,14 +2742,7 @@ impl Runner {
         use crate::runtime::parse::Runtime;
         let scope = self.scope(loops);
         let profiles = &self.config.profiles;
-        let name = self
-            .config
-            .runtime_override
-            .clone()
-            .or_else(|| agent.runtime.clone())
-            .or_else(|| self.config.default_provider.clone())
-            .or_else(|| profiles.default.clone())
-            .ok_or_else(|| {
+        let name = self.runtime_name(agent).ok_or_else(|| {
                 "no runtime for this agent step: set `runtime:` on it, pass `--runtime claude|codex|gemini`, or set `default:` in runtimes.yaml".to_string()
             })?;
         let profile = profiles.resolve(&name);
@@ -3557,19 +3550,24 @@ impl Runner {
         Ok(())
     }
 
+    /// Who runs an agent step, first match wins: `--runtime`, the step's `runtime:`, the role's
+    /// (the run's default provider), then `default:` of runtimes.yaml.
+    fn runtime_name(&self, agent: &crate::model::AgentStep) -> Option<String> {
+        self.config
+            .runtime_override
+            .clone()
+            .or_else(|| agent.runtime.clone())
+            .or_else(|| self.config.default_provider.clone())
+            .or_else(|| self.config.profiles.default.clone())
+    }
+
     /// The runtime and model of an agent step whose spending will have no price, as far as can
     /// be told before it runs (claude prices its own runs; gemini left on `auto` routes to
     /// models of the built-in table; a model the engine cannot render yet is not judged).
     fn unpriceable_model(&self, agent: &crate::model::AgentStep) -> Option<(String, String)> {
         use crate::runtime::parse::Runtime;
         let profiles = &self.config.profiles;
-        let name = self
-            .config
-            .runtime_override
-            .clone()
-            .or_else(|| agent.runtime.clone())
-            .or_else(|| self.config.default_provider.clone())
-            .or_else(|| profiles.default.clone())?;
+        let name = self.runtime_name(agent)?;
         let profile = profiles.resolve(&name);
         let runtime = Runtime::from_name(&profile.runtime)?;
         if runtime == Runtime::Claude {

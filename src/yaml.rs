@@ -10,6 +10,8 @@ use serde::Deserialize;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{Budget, Spanned};
 
+use crate::diag::group_digits;
+
 /// Line and column (both 1-based) and byte offset of a node in its source text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Pos {
@@ -204,8 +206,8 @@ fn limit_message(err: &serde_saphyr::Error, budget: &Budget) -> Option<String> {
         } => format!(
             "aliases expand to too much data (an alias bomb?): at most {} nodes may be replayed \
              from anchors, and this document had replayed {} when it was refused; {ANCHORS}",
-            thousands(*max_total_replayed_events),
-            thousands(*total_replayed_events)
+            group_digits(*max_total_replayed_events as u64),
+            group_digits(*total_replayed_events as u64)
         ),
         Error::AliasExpansionLimitExceeded {
             expansions,
@@ -214,8 +216,8 @@ fn limit_message(err: &serde_saphyr::Error, budget: &Budget) -> Option<String> {
         } => format!(
             "aliases expand to too much data (an alias bomb?): one anchor may be used at most \
              {} times, and this one was used {}; {ANCHORS}",
-            thousands(*max_expansions_per_anchor),
-            thousands(*expansions)
+            group_digits(*max_expansions_per_anchor as u64),
+            group_digits(*expansions as u64)
         ),
         Error::AliasReplayStackDepthExceeded { max_depth, .. } => format!(
             "aliases nest too deeply (an alias bomb?): at most {max_depth} anchors may be \
@@ -228,27 +230,27 @@ fn limit_message(err: &serde_saphyr::Error, budget: &Budget) -> Option<String> {
             BudgetBreach::Nodes { nodes } => format!(
                 "the document has more than {} nodes (values, lists and mappings; refused at \
                  node {}); {SPLIT}",
-                thousands(budget.max_nodes),
-                thousands(*nodes)
+                group_digits(budget.max_nodes as u64),
+                group_digits(*nodes as u64)
             ),
             BudgetBreach::Events { events } => format!(
                 "the document has more than {} YAML events (refused at event {}); {SPLIT}",
-                thousands(budget.max_events),
-                thousands(*events)
+                group_digits(budget.max_events as u64),
+                group_digits(*events as u64)
             ),
             BudgetBreach::Aliases { .. } => format!(
                 "the document uses more than {} aliases (`*name`); {ANCHORS}",
-                thousands(budget.max_aliases)
+                group_digits(budget.max_aliases as u64)
             ),
             BudgetBreach::Anchors { .. } => format!(
                 "the document defines more than {} anchors (`&name`); {ANCHORS}",
-                thousands(budget.max_anchors)
+                group_digits(budget.max_anchors as u64)
             ),
             BudgetBreach::AliasAnchorRatio { aliases, anchors } => format!(
                 "aliases expand to too much data (an alias bomb?): {} aliases for {} anchors, \
                  more than {} per anchor; {ANCHORS}",
-                thousands(*aliases),
-                thousands(*anchors),
+                group_digits(*aliases as u64),
+                group_digits(*anchors as u64),
                 budget.alias_anchor_ratio_multiplier
             ),
             BudgetBreach::RecordedAnchorEvents { .. }
@@ -256,22 +258,22 @@ fn limit_message(err: &serde_saphyr::Error, budget: &Budget) -> Option<String> {
                 format!(
                     "anchored values are too large: at most {} nodes and {} bytes may be kept \
                      for aliases; {ANCHORS}",
-                    thousands(budget.max_recorded_anchor_events),
-                    thousands(budget.max_recorded_anchor_bytes)
+                    group_digits(budget.max_recorded_anchor_events as u64),
+                    group_digits(budget.max_recorded_anchor_bytes as u64)
                 )
             }
             BudgetBreach::MergeKeys { .. } => format!(
                 "the document uses more than {} merge keys (`<<`); {ANCHORS}",
-                thousands(budget.max_merge_keys)
+                group_digits(budget.max_merge_keys as u64)
             ),
             BudgetBreach::Documents { .. } => format!(
                 "the file holds more than {} YAML documents; a workflow is one document (remove \
                  the `---` separators)",
-                thousands(budget.max_documents)
+                group_digits(budget.max_documents as u64)
             ),
             BudgetBreach::ScalarBytes { .. } => format!(
                 "the document's text values add up to more than {} bytes; {SPLIT}",
-                thousands(budget.max_total_scalar_bytes)
+                group_digits(budget.max_total_scalar_bytes as u64)
             ),
             _ => format!(
                 "the document is beyond what the YAML parser accepts ({}); {SPLIT}",
@@ -295,19 +297,6 @@ fn breach_name(breach: &serde_saphyr::budget::BudgetBreach) -> String {
         words.extend(c.to_lowercase());
     }
     format!("limit: {words}")
-}
-
-/// `250000` as `250,000`.
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Drops the parser's own " at line L, column C" suffix: the diagnostic carries the position.
@@ -624,14 +613,6 @@ mod tests {
         let (_, _, message) = error_at(&format!("a: {}{}", "[".repeat(70), "]".repeat(70)));
         assert!(message.contains("deeper than 64 levels"), "{message}");
         assert!(!message.contains('{'), "{message}");
-    }
-
-    #[test]
-    fn thousands_are_separated() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(250_001), "250,001");
-        assert_eq!(thousands(1_000_000), "1,000,000");
     }
 
     #[test]
