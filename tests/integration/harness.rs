@@ -447,6 +447,12 @@ pub fn lines(ws: &Ws, rel: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Whether task `id` is a line of `seen.log` (the recording workflows of the swarm tests write
+/// one line per task they ran).
+pub fn seen(ws: &Ws, id: &str) -> bool {
+    lines(ws, "seen.log").iter().any(|l| l == id)
+}
+
 /// The id of the only run in the workspace, once its directory exists (a run started in the
 /// background).
 pub fn only_run_id(ws: &Ws) -> String {

@@ -25,10 +25,6 @@ steps:
       - ${task.path}
 "#;
 
-fn seen(ws: &Ws, id: &str) -> bool {
-    lines(ws, "seen.log").iter().any(|l| l == id)
-}
-
 /// Drops a task the documented way (write `<id>.tmp`, rename to `<id>.task`) and waits until
 /// the role has run it.
 fn drop_and_wait(ws: &Ws, agents: &Agents, id: &str) {

@@ -116,10 +116,6 @@ steps:
       - ${task.text}
 "#;
 
-fn seen(ws: &Ws, id: &str) -> bool {
-    lines(ws, "seen.log").iter().any(|l| l == id)
-}
-
 fn enqueue(ws: &Ws, role: &str, name: &str, text: &str) {
     run_within(
         ws,

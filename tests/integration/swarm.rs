@@ -100,10 +100,6 @@ steps:
 "#;
 
 /// Whether the recording step finished for task `id` (its `seen/<id>` copy is complete).
-fn seen(ws: &Ws, id: &str) -> bool {
-    lines(ws, "seen.log").iter().any(|l| l == id)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Tasks dropped by hand
 
