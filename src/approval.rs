@@ -115,7 +115,7 @@ pub fn decide(
     note: Option<String>,
     by: Option<String>,
 ) -> Result<PathBuf, String> {
-    crate::queue::check_id(run_id).map_err(|r| format!("`{run_id}` is not a run id: {r}"))?;
+    crate::ids::check_id(run_id).map_err(|r| format!("`{run_id}` is not a run id: {r}"))?;
     // The request is where the waiting run wrote it.
     let dir = [dir(workspace, run_id), legacy_dir(workspace, run_id)]
         .into_iter()

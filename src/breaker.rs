@@ -20,12 +20,8 @@ use serde_json::{Value, json};
 
 use crate::model::{Role, StepKind, Workflow};
 use crate::queue::Owner;
+use crate::runtime::profile::BreakerConfig;
 use crate::runtime::profile::Profiles;
-
-/// `failures` defaults to this many consecutive failures of one class.
-pub const DEFAULT_FAILURES: u32 = 5;
-pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(60);
-pub const DEFAULT_MAX_COOLDOWN: Duration = Duration::from_secs(30 * 60);
 
 /// The failure classes that open a breaker: the runtime (its API, login, binary), not the task,
 /// is at fault. Anything else (max_turns, context_too_long, budget, phase_violation, ...) is
@@ -41,25 +37,6 @@ pub const CLASSES: &[&str] = &[
     "spawn_failed",
     "crash",
 ];
-
-/// A breaker's settings (`breaker:` in runtimes.yaml, at the top or in a profile).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Config {
-    /// Consecutive failures of one class that open it; 0 turns the breaker off.
-    pub failures: u32,
-    pub cooldown: Duration,
-    pub max_cooldown: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            failures: DEFAULT_FAILURES,
-            cooldown: DEFAULT_COOLDOWN,
-            max_cooldown: DEFAULT_MAX_COOLDOWN,
-        }
-    }
-}
 
 /// `.orchestrate/breakers/`.
 pub fn dir(workspace: &Path) -> PathBuf {
@@ -257,7 +234,7 @@ pub fn classify(result: &Value) -> Option<(String, Outcome)> {
             if CLASSES.contains(&class) {
                 let resets = result["error"]["resets_at"]
                     .as_str()
-                    .and_then(crate::runner::parse_reset_time)
+                    .and_then(crate::runtime::parse::parse_reset_time)
                     .filter(|t| *t > Utc::now());
                 Outcome::Failure {
                     class: class.to_string(),
@@ -283,7 +260,7 @@ fn open(state: &mut State, class: &str, cooldown: Duration, until: DateTime<Utc>
 }
 
 /// Records an agent step's outcome for breaker `name`; `by` names the role process.
-pub fn record(workspace: &Path, name: &str, config: &Config, outcome: &Outcome, by: &str) {
+pub fn record(workspace: &Path, name: &str, config: &BreakerConfig, outcome: &Outcome, by: &str) {
     if config.failures == 0 || *outcome == Outcome::Neutral {
         return;
     }
@@ -364,7 +341,7 @@ pub fn record(workspace: &Path, name: &str, config: &Config, outcome: &Outcome, 
     if let Ok(Some((event, mut fields))) = transition {
         fields["runtime"] = json!(name);
         fields["by"] = json!(by);
-        crate::control::log_event(workspace, event, fields);
+        crate::control_log::log_event(workspace, event, fields);
     }
 }
 
@@ -441,7 +418,7 @@ pub fn admit(workspace: &Path, name: &str, by: &str) -> Admission {
     match result {
         Ok((admission, event)) => {
             if let Some(event) = event {
-                crate::control::log_event(workspace, "breaker_half_open", event);
+                crate::control_log::log_event(workspace, "breaker_half_open", event);
             }
             admission
         }
@@ -577,7 +554,7 @@ mod tests {
     #[test]
     fn opens_after_n_then_half_opens_and_closes() {
         let ws = tempfile::tempdir().unwrap();
-        let config = Config {
+        let config = BreakerConfig {
             failures: 3,
             cooldown: Duration::from_millis(1),
             max_cooldown: Duration::from_secs(10),
@@ -609,7 +586,7 @@ mod tests {
         record(ws.path(), "claude", &config, &Outcome::Success, "t");
         assert_eq!(read(ws.path(), "claude").unwrap().state, Phase::Closed);
         assert_eq!(admit(ws.path(), "claude", "t"), Admission::Admit);
-        let log: Vec<String> = crate::control::read_log(ws.path())
+        let log: Vec<String> = crate::control_log::read_log(ws.path())
             .iter()
             .map(|r| r["event"].as_str().unwrap_or("").to_string())
             .collect();
@@ -633,7 +610,7 @@ mod tests {
             class: "usage_limit".into(),
             resets: Some(resets),
         };
-        record(ws.path(), "codex", &Config::default(), &outcome, "t");
+        record(ws.path(), "codex", &BreakerConfig::default(), &outcome, "t");
         let state = read(ws.path(), "codex").unwrap();
         assert_eq!(state.effective(), Phase::Open);
         assert!(

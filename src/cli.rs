@@ -648,6 +648,11 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
                 older_than,
                 force,
             },
+            &|run_id| {
+                crate::observe::status(&workspace, Some(run_id))
+                    .ok()
+                    .and_then(|view| view.status)
+            },
         ),
         Command::Init { dir } => crate::commands::init(&workspace, dir.as_deref()),
         Command::Agent {

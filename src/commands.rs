@@ -3,7 +3,7 @@
 //! Owns: what each command prints and its exit code, on top of `queue`, `role` and `worker`.
 //! Does not parse arguments (`cli`) or implement the queue protocol (`queue`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -171,49 +171,6 @@ pub fn enqueue(
     }
 }
 
-/// Every role the workspace knows: agents/*.yaml, plus inbox directories without a role file.
-fn known_layouts(workspace: &Path) -> Vec<Layout> {
-    let mut names: Vec<String> = Vec::new();
-    let mut layouts = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(crate::role::agents_dir(workspace)) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|x| x == "yaml" || x == "yml")
-                && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
-                && let Ok(layout) = crate::role::layout_for(workspace, stem)
-            {
-                names.push(stem.to_string());
-                layouts.push(layout);
-            }
-        }
-    }
-    if let Ok(entries) = std::fs::read_dir(workspace.join("inbox")) {
-        for entry in entries.flatten() {
-            if let Some(name) = entry.file_name().to_str()
-                && entry.path().is_dir()
-                && !names.iter().any(|n| n == name)
-                && queue::check_id(name).is_ok()
-            {
-                names.push(name.to_string());
-                layouts.push(Layout::new(
-                    workspace,
-                    name,
-                    &PathBuf::from("inbox").join(name),
-                ));
-            }
-        }
-    }
-    layouts.sort_by(|a, b| a.role.cmp(&b.role));
-    layouts
-}
-
-fn all_tasks(workspace: &Path) -> Vec<TaskInfo> {
-    known_layouts(workspace)
-        .iter()
-        .flat_map(queue::list)
-        .collect()
-}
-
 pub fn tasks(workspace: &Path, role: Option<&str>, state: Option<&str>, as_json: bool) -> u8 {
     let layouts = match role {
         Some(name) => match crate::role::layout_for(workspace, name) {
@@ -223,7 +180,7 @@ pub fn tasks(workspace: &Path, role: Option<&str>, state: Option<&str>, as_json:
                 return exit::INVALID;
             }
         },
-        None => known_layouts(workspace),
+        None => crate::role::known_layouts(workspace),
     };
     // A failed record that was retried is shown through the entry that superseded it.
     let list: Vec<TaskInfo> = layouts
@@ -321,17 +278,8 @@ fn with_inbox_extras(layout: &Layout, mut list: Vec<TaskInfo>) -> Vec<TaskInfo> 
     list
 }
 
-/// Finds a task by id (or by its directory name / path).
-pub(crate) fn find_tasks(workspace: &Path, needle: &str) -> Vec<TaskInfo> {
-    let needle = needle.trim_end_matches('/');
-    all_tasks(workspace)
-        .into_iter()
-        .filter(|t| t.id == needle || t.path == needle || t.path.rsplit('/').next() == Some(needle))
-        .collect()
-}
-
 pub fn show(workspace: &Path, needle: &str, as_json: bool) -> u8 {
-    let matches = find_tasks(workspace, needle);
+    let matches = crate::role::find_tasks(workspace, needle);
     if matches.is_empty() {
         eprintln!(
             "error: no task `{needle}` in any inbox, running/, processed/ or failed/; list them with `orchestrate tasks`"
@@ -367,7 +315,7 @@ pub fn show(workspace: &Path, needle: &str, as_json: bool) -> u8 {
                     .flatten()
                     .map(|e| e.path())
                     .filter(|p| crate::fsutil::check_inside(workspace, p).is_ok())
-                    .map(|p| queue::relative(workspace, &p))
+                    .map(|p| crate::fsutil::relative(workspace, &p))
                     .collect();
                 names.sort();
                 names
@@ -497,7 +445,7 @@ pub fn show(workspace: &Path, needle: &str, as_json: bool) -> u8 {
 }
 
 pub fn retry(workspace: &Path, needle: &str) -> u8 {
-    let found = find_tasks(workspace, needle);
+    let found = crate::role::find_tasks(workspace, needle);
     let failed: Vec<&TaskInfo> = found
         .iter()
         .filter(|t| t.state == "failed" && !t.retried)
@@ -540,7 +488,7 @@ pub fn retry(workspace: &Path, needle: &str) -> u8 {
 
 pub fn trace(workspace: &Path, id: &str, as_json: bool) -> u8 {
     let mut events: Vec<Value> = Vec::new();
-    for layout in known_layouts(workspace) {
+    for layout in crate::role::known_layouts(workspace) {
         for t in queue::list(&layout) {
             let path = workspace.join(&t.path);
             let (correlation, when, detail) = match t.state.as_str() {
@@ -805,7 +753,7 @@ pub async fn swarm_up(workspace: &Path, detach: bool, grace: std::time::Duration
                 print!("{}", supervisor::render_status(&status));
                 eprintln!(
                     "supervisor running in the background (pid {pid}); log: {}",
-                    queue::relative(workspace, &log)
+                    crate::fsutil::relative(workspace, &log)
                 );
                 exit::SUCCESS
             }
@@ -918,7 +866,7 @@ pub async fn swarm_up(workspace: &Path, detach: bool, grace: std::time::Duration
 
 /// Tasks claimed right now, with their leases: what a graceful `swarm down` waits for.
 fn in_flight(workspace: &Path) -> Vec<queue::Lease> {
-    let mut leases: Vec<queue::Lease> = known_layouts(workspace)
+    let mut leases: Vec<queue::Lease> = crate::role::known_layouts(workspace)
         .iter()
         .flat_map(|layout| {
             std::fs::read_dir(&layout.running)

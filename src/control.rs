@@ -7,14 +7,16 @@
 //! the `cancel`, `pause` and `resume ROLE` commands. Does not stop anything itself beyond one
 //! signal to a verified run process: role processes act on their own requests (`worker`).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::queue::{self, relative};
+use crate::cancel::{self, CancelRequest};
+use crate::control_log;
+use crate::fsutil::relative;
+use crate::queue;
 use crate::runner::exit;
 use crate::state::RunDir;
 
@@ -44,75 +46,6 @@ pub struct Pause {
     pub by: String,
 }
 
-/// A request to stop a run or a task, and who made it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct CancelRequest {
-    /// The run id or task id named on the command line.
-    pub target: String,
-    pub by: String,
-    pub at: String,
-    /// The process that asked (`orchestrate cancel`).
-    pub pid: u32,
-}
-
-impl CancelRequest {
-    pub fn new(target: &str) -> CancelRequest {
-        CancelRequest {
-            target: target.to_string(),
-            by: who(),
-            at: crate::clock::now_rfc3339(),
-            pid: std::process::id(),
-        }
-    }
-
-    /// "cancelled by alice at <time> (orchestrate cancel)".
-    pub fn describe(&self) -> String {
-        format!(
-            "cancelled by {} at {} (orchestrate cancel)",
-            self.by, self.at
-        )
-    }
-}
-
-/// Who is asking: `$USER`, else the uid.
-pub fn who() -> String {
-    std::env::var("USER")
-        .ok()
-        .filter(|u| !u.is_empty())
-        // SAFETY: getuid(2) has no failure mode and no side effects.
-        .unwrap_or_else(|| format!("uid {}", unsafe { libc::getuid() }))
-}
-
-/// Appends one record to `.orchestrate/control/events.jsonl` (one `write` per line; several
-/// processes append, so records carry no `seq`: order by `ts`). Failures are ignored: the log
-/// is an account, not a protocol.
-pub fn log_event(workspace: &Path, event: &str, fields: Value) {
-    let mut record = json!({"v": 1, "ts": crate::clock::now_rfc3339(), "event": event});
-    if let (Some(out), Value::Object(fields)) = (record.as_object_mut(), fields) {
-        out.extend(fields);
-    }
-    let mut line = record.to_string();
-    line.push('\n');
-    let path = dir(workspace).join("events.jsonl");
-    let _ = std::fs::create_dir_all(dir(workspace));
-    if let Ok(mut file) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-    {
-        let _ = file.write_all(line.as_bytes());
-    }
-}
-
-/// Reads the control log (for tests and `status`); unreadable lines are skipped.
-pub fn read_log(workspace: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir(workspace).join("events.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Pause
 
@@ -134,7 +67,7 @@ pub fn pause(workspace: &Path, role: &str) -> Result<(Pause, bool), String> {
     let pause = Pause {
         role: role.to_string(),
         since: crate::clock::now_rfc3339(),
-        by: who(),
+        by: cancel::who(),
     };
     let dir = role_dir(workspace, role);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -142,7 +75,7 @@ pub fn pause(workspace: &Path, role: &str) -> Result<(Pause, bool), String> {
     let bytes = serde_json::to_vec_pretty(&pause).unwrap_or_default();
     crate::fsutil::atomic_write(&path, &bytes)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    log_event(
+    control_log::log_event(
         workspace,
         "role_paused",
         json!({"role": role, "by": pause.by}),
@@ -158,10 +91,10 @@ pub fn unpause(workspace: &Path, role: &str) -> Result<Option<Pause>, String> {
     let path = pause_path(workspace, role);
     std::fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
     let _ = crate::fsutil::fsync_dir(&role_dir(workspace, role));
-    log_event(
+    control_log::log_event(
         workspace,
         "role_resumed",
-        json!({"role": role, "by": who(), "paused_since": existing.since}),
+        json!({"role": role, "by": cancel::who(), "paused_since": existing.since}),
     );
     Ok(Some(existing))
 }
@@ -195,7 +128,7 @@ pub fn pause_command(workspace: &Path, role: &str) -> u8 {
 
 /// Whether `name` is a role of the workspace (`agents/<name>.yaml` exists).
 pub fn is_role(workspace: &Path, name: &str) -> bool {
-    queue::check_id(name).is_ok()
+    crate::ids::check_id(name).is_ok()
         && ["yaml", "yml"].iter().any(|ext| {
             crate::role::agents_dir(workspace)
                 .join(format!("{name}.{ext}"))
@@ -267,7 +200,7 @@ pub fn task_cancel_requests(workspace: &Path, role: &str) -> Vec<(String, Cancel
         let Some(id) = name.strip_suffix(".json") else {
             continue;
         };
-        if name.starts_with('.') || queue::check_id(id).is_err() {
+        if name.starts_with('.') || crate::ids::check_id(id).is_err() {
             continue;
         }
         if let Ok(request) = std::fs::read(entry.path())
@@ -283,28 +216,6 @@ pub fn task_cancel_requests(workspace: &Path, role: &str) -> Vec<(String, Cancel
 /// Removes a task's cancel request (it has been acted on, or the task is gone).
 pub fn clear_task_cancel(workspace: &Path, role: &str, id: &str) {
     let _ = std::fs::remove_file(cancel_dir(workspace, role).join(format!("{id}.json")));
-}
-
-/// `RUN_ROOT/cancel.json`: who asked a run to stop. The runner reads it when it stops.
-pub fn run_cancel_path(run_root: &Path) -> PathBuf {
-    run_root.join("cancel.json")
-}
-
-pub fn write_run_cancel(run_root: &Path, request: &CancelRequest) -> Result<(), String> {
-    let path = run_cancel_path(run_root);
-    crate::fsutil::atomic_write(&path, &serde_json::to_vec(request).unwrap_or_default())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
-/// The cancel request of a run, if one was made.
-pub fn run_cancel(run_root: &Path) -> Option<CancelRequest> {
-    let bytes = std::fs::read(run_cancel_path(run_root)).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-/// Forgets an earlier request (a resumed run starts without one).
-pub fn clear_run_cancel(run_root: &Path) {
-    let _ = std::fs::remove_file(run_cancel_path(run_root));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -370,7 +281,7 @@ pub fn cancel_command(workspace: &Path, target: &str, wait: Option<Duration>) ->
 
 fn cancel(workspace: &Path, target: &str, wait: Option<Duration>) -> Result<String, (u8, String)> {
     let invalid = |m: String| (exit::INVALID, m);
-    queue::check_id(target)
+    crate::ids::check_id(target)
         .map_err(|reason| invalid(format!("`{target}` is not a run or task id: {reason}")))?;
     match locate(workspace, target).map_err(invalid)? {
         Target::Run(root) => cancel_run(workspace, target, &root, wait),
@@ -385,7 +296,7 @@ fn running_roles(workspace: &Path) -> Vec<String> {
                 .flatten()
                 .filter(|e| e.path().is_dir())
                 .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| queue::check_id(n).is_ok())
+                .filter(|n| crate::ids::check_id(n).is_ok())
                 .collect()
         })
         .unwrap_or_default();
@@ -408,7 +319,7 @@ fn locate(workspace: &Path, target: &str) -> Result<Target, String> {
     if run.root.is_dir() {
         return Ok(Target::Run(run.root));
     }
-    if let Some(parent) = crate::observe::parent_of_child(workspace, target) {
+    if let Some(parent) = crate::runs::parent_of_child(workspace, target) {
         return Err(format!(
             "run `{target}` is the child run of a `workflow:` step of run {parent}: cancel the parent (`orchestrate cancel {parent}`), which stops the child with it"
         ));
@@ -439,7 +350,7 @@ fn locate(workspace: &Path, target: &str) -> Result<Target, String> {
         }
     }
     // Not running: say what it is.
-    let found = crate::commands::find_tasks(workspace, target);
+    let found = crate::role::find_tasks(workspace, target);
     if let Some(task) = found.iter().find(|t| t.state == "queued") {
         return Err(format!(
             "task `{}` of role `{}` is queued ({}), not running: nothing to cancel; to drop it, move that file out of the inbox, or `orchestrate pause {}` to hold the role",
@@ -501,8 +412,8 @@ fn cancel_run(
         )
     })?;
     let request = CancelRequest::new(target);
-    write_run_cancel(root, &request).map_err(|m| (exit::STEP_FAILED, m))?;
-    log_event(
+    cancel::write_run_cancel(root, &request).map_err(|m| (exit::STEP_FAILED, m))?;
+    control_log::log_event(
         workspace,
         "run_cancel_requested",
         json!({"run_id": target, "pid": pid, "by": request.by}),
@@ -572,7 +483,7 @@ fn cancel_task(
     let request = CancelRequest::new(target);
     let path =
         request_task_cancel(workspace, role, id, &request).map_err(|m| (exit::STEP_FAILED, m))?;
-    log_event(
+    control_log::log_event(
         workspace,
         "task_cancel_requested",
         json!({"role": role, "task": id, "by": request.by}),
@@ -597,7 +508,7 @@ fn cancel_task(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let after = crate::commands::find_tasks(workspace, id);
+    let after = crate::role::find_tasks(workspace, id);
     let Some(task) = after
         .iter()
         .filter(|t| t.role == role && (t.state == "failed" || t.state == "processed"))

@@ -282,6 +282,14 @@ fn with_read_lease<T>(_file: &File, _during: impl FnOnce() -> T) -> io::Result<T
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
+/// `path` as people read it: relative to `workspace` when inside it, else as it is.
+pub fn relative(workspace: &Path, path: &Path) -> String {
+    path.strip_prefix(workspace)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
 /// Removes `.` and `..` lexically, without touching the filesystem.
 pub fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();

@@ -119,21 +119,8 @@ struct RunLoc {
 
 impl RunLoc {
     fn label(&self, workspace: &Path) -> String {
-        crate::queue::relative(workspace, &self.root)
+        crate::fsutil::relative(workspace, &self.root)
     }
-}
-
-fn subdirs(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out: Vec<PathBuf> = entries
-        .flatten()
-        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-        .map(|e| e.path())
-        .collect();
-    out.sort();
-    out
 }
 
 fn dir_name(path: &Path) -> String {
@@ -151,7 +138,7 @@ fn has_records(dir: &Path) -> bool {
 /// Every run of the workspace: `.orchestrate/runs/*` and the task runs under `processed/` and
 /// `failed/` (finished attempts), oldest first by directory name within each place.
 fn all_runs(workspace: &Path) -> Vec<RunLoc> {
-    let mut out: Vec<RunLoc> = subdirs(&RunDir::runs_dir(workspace))
+    let mut out: Vec<RunLoc> = crate::runs::subdirs(&RunDir::runs_dir(workspace))
         .into_iter()
         .map(|root| RunLoc {
             name: dir_name(&root),
@@ -163,7 +150,7 @@ fn all_runs(workspace: &Path) -> Vec<RunLoc> {
         ("processed", RunSource::Processed),
         ("failed", RunSource::Failed),
     ] {
-        for root in subdirs(&workspace.join(dir)) {
+        for root in crate::runs::subdirs(&workspace.join(dir)) {
             if has_records(&root) {
                 out.push(RunLoc {
                     name: dir_name(&root),
@@ -215,7 +202,7 @@ fn find_run(workspace: &Path, id: &str) -> Result<RunLoc, ObserveError> {
         Some((p @ ("processed" | "failed" | "running"), rest)) => (Some(p), rest),
         _ => (None, id),
     };
-    crate::queue::check_id(bare).map_err(|reason| ObserveError::BadId {
+    crate::ids::check_id(bare).map_err(|reason| ObserveError::BadId {
         id: id.to_string(),
         reason,
     })?;
@@ -229,7 +216,7 @@ fn find_run(workspace: &Path, id: &str) -> Result<RunLoc, ObserveError> {
             });
         }
         // A child run (a `workflow:` step's) lives inside its parent's RUN_ROOT.
-        if let Some(root) = find_child(&subdirs(&runs_dir), bare) {
+        if let Some(root) = crate::runs::find_child(&crate::runs::subdirs(&runs_dir), bare) {
             return Ok(RunLoc {
                 root,
                 source: RunSource::Runs,
@@ -245,7 +232,7 @@ fn find_run(workspace: &Path, id: &str) -> Result<RunLoc, ObserveError> {
         if prefix.is_some_and(|p| p != dir) {
             continue;
         }
-        for root in subdirs(&workspace.join(dir)) {
+        for root in crate::runs::subdirs(&workspace.join(dir)) {
             candidates.push(RunLoc {
                 name: dir_name(&root),
                 root,
@@ -254,8 +241,8 @@ fn find_run(workspace: &Path, id: &str) -> Result<RunLoc, ObserveError> {
         }
     }
     if prefix.is_none_or(|p| p == "running") {
-        for role_dir in subdirs(&workspace.join("running")) {
-            for root in subdirs(&role_dir) {
+        for role_dir in crate::runs::subdirs(&workspace.join("running")) {
+            for root in crate::runs::subdirs(&role_dir) {
                 candidates.push(RunLoc {
                     name: dir_name(&root),
                     root,
@@ -275,7 +262,7 @@ fn find_run(workspace: &Path, id: &str) -> Result<RunLoc, ObserveError> {
         // The run id recorded inside a task directory (what `status.json` calls `run_id`).
         matches = candidates
             .into_iter()
-            .filter(|c| recorded_run_id(&c.root).as_deref() == Some(bare))
+            .filter(|c| crate::runs::recorded_run_id(&c.root).as_deref() == Some(bare))
             .collect();
     }
     // Running attempts are the newest; finished ones sort by their completion timestamp.
@@ -288,34 +275,10 @@ fn find_run(workspace: &Path, id: &str) -> Result<RunLoc, ObserveError> {
     })
 }
 
-/// The run id a task directory records: in its status.json (finished), else the first event of
-/// its events.jsonl (`run_started`), else a state.json (records written before task runs
-/// stopped writing one).
-fn recorded_run_id(root: &Path) -> Option<String> {
-    let from_json = |name: &str| -> Option<String> {
-        let bytes = fs::read(root.join(name)).ok()?;
-        let value: Value = serde_json::from_slice(&bytes).ok()?;
-        value["run_id"].as_str().map(str::to_string)
-    };
-    let from_events = || -> Option<String> {
-        use std::io::BufRead;
-        let file = fs::File::open(root.join("events.jsonl")).ok()?;
-        let mut first = String::new();
-        std::io::BufReader::new(file).read_line(&mut first).ok()?;
-        let value: Value = serde_json::from_str(&first).ok()?;
-        (value["event"] == "run_started")
-            .then(|| value["run_id"].as_str().map(str::to_string))
-            .flatten()
-    };
-    from_json("status.json")
-        .or_else(from_events)
-        .or_else(|| from_json("state.json"))
-}
-
 /// The newest run under `.orchestrate/runs/`. Run ids start with their UTC start second, so the
 /// greatest name is the newest; runs started in the same second are told apart by `started_at`.
 fn newest_run(workspace: &Path) -> Option<RunLoc> {
-    let dirs = subdirs(&RunDir::runs_dir(workspace));
+    let dirs = crate::runs::subdirs(&RunDir::runs_dir(workspace));
     let last = dirs.last().map(|d| dir_name(d))?;
     let second = last.split('-').next().unwrap_or(&last).to_string();
     dirs.into_iter()
@@ -2506,7 +2469,7 @@ impl RunReport {
                 out,
                 "! {}{at}: {} tokens, {}",
                 e.step,
-                crate::progress::group_digits(tokens),
+                crate::human::group_digits(tokens),
                 crate::progress::cost_unknown(e.model.as_deref())
             );
         }
@@ -2843,39 +2806,10 @@ fn children_of(workspace: &Path, events: &[Value], running: bool) -> Vec<ChildVi
     }
     for child in &mut out {
         if child.run_id.is_none() {
-            child.run_id = recorded_run_id(&workspace.join(&child.path));
+            child.run_id = crate::runs::recorded_run_id(&workspace.join(&child.path));
         }
     }
     out
-}
-
-/// When `id` is a child run among the workspace's runs: its parent's run id (as its
-/// `run_started` names it; `PARENT` if it cannot be read).
-pub(crate) fn parent_of_child(workspace: &Path, id: &str) -> Option<String> {
-    let dir = find_child(&subdirs(&RunDir::runs_dir(workspace)), id)?;
-    let parent = crate::events::read(&RunDir { root: dir }.events())
-        .ok()
-        .and_then(|records| records.into_iter().next())
-        .and_then(|first| first["parent"]["run_id"].as_str().map(str::to_string));
-    Some(parent.unwrap_or_else(|| "PARENT".into()))
-}
-
-/// A child run by its run id: under `runs/<id>/children/` (at any depth) of the workspace's
-/// runs.
-fn find_child(roots: &[PathBuf], id: &str) -> Option<PathBuf> {
-    let mut stack: Vec<PathBuf> = roots
-        .iter()
-        .map(|r| r.join(crate::subflow::CHILDREN_DIR))
-        .collect();
-    while let Some(dir) = stack.pop() {
-        for child in subdirs(&dir) {
-            if recorded_run_id(&child).as_deref() == Some(id) {
-                return Some(child);
-            }
-            stack.push(child.join(crate::subflow::CHILDREN_DIR));
-        }
-    }
-    None
 }
 
 impl StatusView {
@@ -3091,12 +3025,12 @@ impl TaskRuns {
     fn count(workspace: &Path) -> TaskRuns {
         let with_records = |dirs: Vec<PathBuf>| dirs.iter().filter(|d| has_records(d)).count();
         TaskRuns {
-            running: subdirs(&workspace.join("running"))
+            running: crate::runs::subdirs(&workspace.join("running"))
                 .iter()
-                .map(|role| with_records(subdirs(role)))
+                .map(|role| with_records(crate::runs::subdirs(role)))
                 .sum(),
-            processed: with_records(subdirs(&workspace.join("processed"))),
-            failed: with_records(subdirs(&workspace.join("failed"))),
+            processed: with_records(crate::runs::subdirs(&workspace.join("processed"))),
+            failed: with_records(crate::runs::subdirs(&workspace.join("failed"))),
         }
     }
 
@@ -3141,9 +3075,9 @@ fn started_at_of(root: &Path) -> String {
 /// started last.
 fn newest_any_run(workspace: &Path) -> Option<RunLoc> {
     let mut candidates: Vec<RunLoc> = newest_run(workspace).into_iter().collect();
-    for role_dir in subdirs(&workspace.join("running")) {
+    for role_dir in crate::runs::subdirs(&workspace.join("running")) {
         candidates.extend(
-            subdirs(&role_dir)
+            crate::runs::subdirs(&role_dir)
                 .into_iter()
                 .filter(|d| has_records(d))
                 .map(|root| RunLoc {
@@ -3157,7 +3091,7 @@ fn newest_any_run(workspace: &Path) -> Option<RunLoc> {
         ("processed", RunSource::Processed),
         ("failed", RunSource::Failed),
     ] {
-        if let Some(root) = subdirs(&workspace.join(dir))
+        if let Some(root) = crate::runs::subdirs(&workspace.join(dir))
             .into_iter()
             .rev()
             .find(|d| has_records(d))

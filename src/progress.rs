@@ -461,7 +461,7 @@ impl Reporter for Live {
     }
 }
 
-pub use crate::diag::group_digits;
+use crate::human::group_digits;
 
 /// The part of a finished step's line about what it spent: ` · 1,234 tokens · $0.0123`.
 pub fn spend_suffix(result: &Value) -> String {

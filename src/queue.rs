@@ -35,8 +35,6 @@ use crate::record::{HistoryEntry, TaskStatus};
 
 /// Task files larger than this are quarantined unread.
 pub const DEFAULT_MAX_TASK_BYTES: u64 = 16 * 1024 * 1024;
-/// Longest task id (file name without the extension).
-pub const MAX_ID_LEN: usize = 200;
 /// Format of lease.json and sidecar files.
 pub const QUEUE_FORMAT: u32 = 1;
 
@@ -64,30 +62,8 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
     }
 }
 
-/// Checks a task id: `[A-Za-z0-9._-]`, no leading dot, at most [`MAX_ID_LEN`] bytes.
-pub fn check_id(id: &str) -> Result<(), String> {
-    if id.is_empty() {
-        return Err("it is empty".into());
-    }
-    if id.len() > MAX_ID_LEN {
-        return Err(format!(
-            "it is {} bytes long; the limit is {MAX_ID_LEN}",
-            id.len()
-        ));
-    }
-    if id.starts_with('.') {
-        return Err("it starts with a dot".into());
-    }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!(
-            "it contains {c:?}; use letters, digits, `.`, `_` and `-`"
-        ));
-    }
-    Ok(())
-}
+use crate::fsutil::relative;
+use crate::ids::{MAX_ID_LEN, check_id};
 
 /// A new time-ordered task id: sortable by enqueue time, unique across processes.
 pub fn new_id() -> String {
@@ -311,7 +287,7 @@ fn enqueue_with(
     fault!("enqueue.dir_synced");
     Ok(Enqueued {
         role: layout.role.clone(),
-        file: rel(&layout.workspace, &task),
+        file: relative(&layout.workspace, &task),
         id,
         correlation_id,
     })
@@ -332,13 +308,6 @@ fn is_stale(path: &Path) -> bool {
         .ok()
         .and_then(|t| SystemTime::now().duration_since(t).ok())
         .is_some_and(|age| age > Duration::from_secs(86_400))
-}
-
-fn rel(workspace: &Path, path: &Path) -> String {
-    path.strip_prefix(workspace)
-        .unwrap_or(path)
-        .display()
-        .to_string()
 }
 
 /// Who holds a claimed task.
@@ -1338,7 +1307,7 @@ pub fn inbox_extras(layout: &Layout) -> InboxExtras {
         }
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
         let note = |reason: String| InboxEntry {
-            path: rel(&layout.workspace, &entry.path()),
+            path: relative(&layout.workspace, &entry.path()),
             name: name.clone(),
             reason,
         };
@@ -1411,7 +1380,7 @@ impl TaskInfo {
             role: layout.role.clone(),
             id: id.to_string(),
             state: state.into(),
-            path: rel(&layout.workspace, path),
+            path: relative(&layout.workspace, path),
             attempt: None,
             finished: None,
             holder_dead: None,
@@ -1596,7 +1565,7 @@ pub fn retry(layout: &Layout, failed_dir: &Path) -> Result<Enqueued, QueueError>
         ended: status["timestamp"].as_str().unwrap_or_default().to_string(),
         reason: status["message"].as_str().unwrap_or_default().to_string(),
         charged: None,
-        record: Some(rel(&layout.workspace, failed_dir)),
+        record: Some(relative(&layout.workspace, failed_dir)),
         run_id: status["run_id"].as_str().map(str::to_string),
     });
     let queued = enqueue_with(
@@ -1641,11 +1610,6 @@ pub fn read_regular(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
     file.read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read it: {e}"))?;
     Ok(bytes)
-}
-
-/// The relative path helper for callers that print paths.
-pub fn relative(workspace: &Path, path: &Path) -> String {
-    rel(workspace, path)
 }
 
 /// The queue operations a role process needs, behind one interface: the filesystem queue

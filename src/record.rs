@@ -53,7 +53,7 @@ pub struct TaskStatus {
     pub worktree: Option<Value>,
     /// Stopped by `orchestrate cancel`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cancelled: Option<crate::control::CancelRequest>,
+    pub cancelled: Option<crate::cancel::CancelRequest>,
     /// Bad input moved aside unread.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantined: Option<bool>,

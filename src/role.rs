@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::load::{self, LoadError};
 use crate::model::{Role, Workflow};
-use crate::queue::Layout;
+use crate::queue::{self, Layout, TaskInfo};
 
 pub fn agents_dir(workspace: &Path) -> PathBuf {
     workspace.join("agents")
@@ -86,7 +86,7 @@ pub fn load_one(workspace: &Path, name: &str) -> Result<(Role, Workflow), Vec<Lo
             )],
         }]
     };
-    if let Err(reason) = crate::queue::check_id(name) {
+    if let Err(reason) = crate::ids::check_id(name) {
         return Err(fail(
             Path::new(name),
             format!("`{name}` is not a role name: {reason}"),
@@ -133,7 +133,7 @@ pub fn unknown_role(workspace: &Path, name: &str) -> String {
 /// scripts enqueue to, so that a misspelled role, or the wrong directory, fails instead of
 /// filling an inbox nobody reads.
 pub fn layout_of_defined(workspace: &Path, name: &str) -> Result<Layout, String> {
-    crate::queue::check_id(name)
+    crate::ids::check_id(name)
         .map_err(|reason| format!("`{name}` is not a role name: {reason}"))?;
     if !agents_dir(workspace).join(format!("{name}.yaml")).is_file() {
         return Err(unknown_role(workspace, name));
@@ -145,7 +145,7 @@ pub fn layout_of_defined(workspace: &Path, name: &str) -> Result<Layout, String>
 /// When the workspace has an `agents/` directory, the role must be defined there, so that a
 /// misspelled role fails instead of filling an inbox nobody reads.
 pub fn layout_for(workspace: &Path, name: &str) -> Result<Layout, String> {
-    crate::queue::check_id(name)
+    crate::ids::check_id(name)
         .map_err(|reason| format!("`{name}` is not a role name: {reason}"))?;
     let dir = agents_dir(workspace);
     let file = dir.join(format!("{name}.yaml"));
@@ -164,6 +164,59 @@ pub fn layout_for(workspace: &Path, name: &str) -> Result<Layout, String> {
         .map_err(|e| format!("role `{name}` inbox: {e}"))?;
     let rel = path.strip_prefix(workspace).unwrap_or(&path).to_path_buf();
     Ok(Layout::new(workspace, name, &rel))
+}
+
+/// Every role the workspace knows: agents/*.yaml, plus inbox directories without a role file.
+pub fn known_layouts(workspace: &Path) -> Vec<Layout> {
+    let mut names: Vec<String> = Vec::new();
+    let mut layouts = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(agents_dir(workspace)) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|x| x == "yaml" || x == "yml")
+                && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+                && let Ok(layout) = layout_for(workspace, stem)
+            {
+                names.push(stem.to_string());
+                layouts.push(layout);
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(workspace.join("inbox")) {
+        for entry in entries.flatten() {
+            if let Some(name) = entry.file_name().to_str()
+                && entry.path().is_dir()
+                && !names.iter().any(|n| n == name)
+                && crate::ids::check_id(name).is_ok()
+            {
+                names.push(name.to_string());
+                layouts.push(Layout::new(
+                    workspace,
+                    name,
+                    &PathBuf::from("inbox").join(name),
+                ));
+            }
+        }
+    }
+    layouts.sort_by(|a, b| a.role.cmp(&b.role));
+    layouts
+}
+
+/// Every task of every role the workspace knows, in every state.
+pub fn all_tasks(workspace: &Path) -> Vec<TaskInfo> {
+    known_layouts(workspace)
+        .iter()
+        .flat_map(queue::list)
+        .collect()
+}
+
+/// Finds a task by id (or by its directory name / path).
+pub fn find_tasks(workspace: &Path, needle: &str) -> Vec<TaskInfo> {
+    let needle = needle.trim_end_matches('/');
+    all_tasks(workspace)
+        .into_iter()
+        .filter(|t| t.id == needle || t.path == needle || t.path.rsplit('/').next() == Some(needle))
+        .collect()
 }
 
 /// The `inbox:` of a role file, read without validating the rest (enqueue must not fail

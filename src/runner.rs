@@ -539,7 +539,7 @@ impl Runner {
     pub fn resume(run_id: &str, config: RunConfig) -> Result<Runner, RunError> {
         let workspace = config.workspace.clone();
         let workspace = workspace.as_path();
-        if crate::queue::check_id(run_id).is_err() {
+        if crate::ids::check_id(run_id).is_err() {
             return Err(RunError::Resume {
                 run_id: run_id.to_string(),
                 message: format!(
@@ -550,7 +550,7 @@ impl Runner {
         }
         let dir = RunDir::new(workspace, run_id);
         if !dir.root.is_dir()
-            && let Some(parent) = crate::observe::parent_of_child(workspace, run_id)
+            && let Some(parent) = crate::runs::parent_of_child(workspace, run_id)
         {
             // A child run continues only with its parent, which replays up to its step.
             return Err(RunError::Resume {
@@ -752,7 +752,7 @@ impl Runner {
         let resumed = self.state.resumes > 0;
         if resumed {
             // A cancel request belongs to the session it stopped.
-            crate::control::clear_run_cancel(&self.dir.root);
+            crate::cancel::clear_run_cancel(&self.dir.root);
             self.event(
                 "run_resumed",
                 json!({"resumes": self.state.resumes, "journal": self.journal.entries.len()}),
@@ -784,7 +784,7 @@ impl Runner {
             Err(err) => return Err(err),
             Ok(_) if self.config.cancel.is_cancelled() => {
                 // Stopped by `orchestrate cancel` rather than a signal or shutdown: say who.
-                let error = match crate::control::run_cancel(&self.dir.root) {
+                let error = match crate::cancel::run_cancel(&self.dir.root) {
                     Some(request) => {
                         self.event(
                             "run_cancelled",
@@ -1510,7 +1510,7 @@ impl Runner {
                 // Named where the approver looks from: the workspace (a worktree's files by
                 // their path in it).
                 Ok(f) => files.push(match &self.config.checkout {
-                    Some(dir) => crate::queue::relative(&self.config.workspace, &dir.join(&f)),
+                    Some(dir) => crate::fsutil::relative(&self.config.workspace, &dir.join(&f)),
                     None => f,
                 }),
                 Err(e) => return failed_result(2, format!("in `approval.artifacts`: {e}")),
@@ -2257,7 +2257,7 @@ impl Runner {
             if kind.as_deref() == Some("usage_limit") && pauses < 3 {
                 let until = result["error"]["resets_at"]
                     .as_str()
-                    .and_then(parse_reset_time);
+                    .and_then(crate::runtime::parse::parse_reset_time);
                 let wait = until
                     .map(|t| (t - chrono::Utc::now()).to_std().unwrap_or_default())
                     .unwrap_or(Duration::from_secs(300))
@@ -3216,63 +3216,6 @@ fn error_hint(kind: &str, runtime: &str) -> Option<String> {
         "budget" => "the agent hit its spending limit".into(),
         _ => return None,
     })
-}
-
-/// Reads a usage limit's reset time: RFC 3339, epoch seconds, a delay (`2s`, `23.5s`, `5m`,
-/// `1h`, `in 30s`), or a clock time like `5:03 PM` or `3pm` (today, or tomorrow if already past;
-/// local time).
-pub(crate) fn parse_reset_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    use chrono::{Local, NaiveTime, TimeZone};
-    let text = text.trim();
-    let delay = text.trim_start_matches("in ").trim();
-    for (unit, seconds) in [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)] {
-        if let Some(number) = delay
-            .strip_suffix(unit)
-            .and_then(|n| n.trim().parse::<f64>().ok())
-            && number.is_finite()
-            && number >= 0.0
-        {
-            return Some(
-                chrono::Utc::now()
-                    + chrono::Duration::milliseconds((number * seconds * 1000.0) as i64),
-            );
-        }
-    }
-    if let Ok(seconds) = delay.parse::<f64>()
-        && (0.0..100_000.0).contains(&seconds)
-    {
-        // A small bare number is a retry-after delay, not an epoch.
-        return Some(
-            chrono::Utc::now() + chrono::Duration::milliseconds((seconds * 1000.0) as i64),
-        );
-    }
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Some(t.with_timezone(&chrono::Utc));
-    }
-    if let Ok(epoch) = text.parse::<i64>() {
-        return chrono::Utc.timestamp_opt(epoch, 0).single();
-    }
-    let clock = text
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_uppercase();
-    let time = ["%I:%M %p", "%I:%M%p", "%I %p", "%I%p", "%H:%M"]
-        .iter()
-        .find_map(|f| {
-            NaiveTime::parse_from_str(&clock, f).ok().or_else(|| {
-                NaiveTime::parse_from_str(clock.split(' ').next().unwrap_or(""), f).ok()
-            })
-        })?;
-    let now = Local::now();
-    let mut at = Local
-        .from_local_datetime(&now.date_naive().and_time(time))
-        .single()?;
-    if at <= now {
-        at += chrono::Duration::days(1);
-    }
-    Some(at.with_timezone(&chrono::Utc))
 }
 
 /// Renders every string of a JSON value as a template (`enqueue.json`).

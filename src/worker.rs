@@ -257,7 +257,7 @@ pub async fn run_agent(
     report_ready();
     log(&format!(
         "watching {} ({} queued, concurrency {})",
-        queue::relative(workspace, &layout.inbox),
+        crate::fsutil::relative(workspace, &layout.inbox),
         pending.queue.len(),
         role.concurrency
     ));
@@ -369,7 +369,7 @@ pub async fn run_agent(
                     }
                     log(&format!(
                         "quarantined `{id}` to {}: {reason}",
-                        queue::relative(workspace, &dir)
+                        crate::fsutil::relative(workspace, &dir)
                     ));
                 }
                 Err(err) => {
@@ -767,7 +767,7 @@ impl Steering {
             match tokens.get(&id) {
                 Some(token) if !token.is_cancelled() => {
                     let dir = shared.layout.running.join(&id);
-                    if let Err(err) = crate::control::write_run_cancel(&dir, &request) {
+                    if let Err(err) = crate::cancel::write_run_cancel(&dir, &request) {
                         log(&format!("error: cancelling `{id}`: {err}"));
                         continue;
                     }
@@ -995,8 +995,8 @@ fn task_vars(shared: &Shared, claim: &Claim) -> (Value, String) {
         String::from_utf8_lossy(&claim.content).into_owned()
     };
     task_variables(TaskFacts {
-        path: queue::relative(&shared.workspace, &claim.task_path),
-        dir: queue::relative(&shared.workspace, &claim.dir),
+        path: crate::fsutil::relative(&shared.workspace, &claim.task_path),
+        dir: crate::fsutil::relative(&shared.workspace, &claim.dir),
         name: format!("{}{}", claim.id, shared.layout.extension),
         id: &claim.id,
         attempt: claim.attempt,
@@ -1100,7 +1100,7 @@ async fn run_task(
     // Stopped by `orchestrate cancel`: failed/, not back to the inbox, never retried.
     let cancelled = match &outcome {
         Ok(report) if report.status == RunStatus::Interrupted && !timed_out => {
-            crate::control::run_cancel(&claim.run_root())
+            crate::cancel::run_cancel(&claim.run_root())
         }
         _ => None,
     };
@@ -1232,7 +1232,7 @@ async fn worktree(
             "[{}] `{}` works in {} (branch `{}`)",
             shared.label,
             claim.id,
-            queue::relative(&shared.workspace, &record.checkout),
+            crate::fsutil::relative(&shared.workspace, &record.checkout),
             record.branch
         );
     }
@@ -1335,7 +1335,7 @@ fn finish_blocking(
                     "[{}] `{id}` attempt {} {verdict}: {}",
                     shared.label,
                     claim.attempt,
-                    queue::relative(&shared.workspace, &dest)
+                    crate::fsutil::relative(&shared.workspace, &dest)
                 );
             }
             Finished {

@@ -36,7 +36,6 @@ pub const RECORDS_DIR: &str = ".orchestrate/worktree-records";
 const LOCK_FILE: &str = "orchestrate-worktrees.lock";
 /// Attempts of a git command that failed on one of git's own lock files.
 const LOCK_RETRIES: u32 = 8;
-const PLACEHOLDERS: &[&str] = &["role", "task", "workflow"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorktreeError {
@@ -192,101 +191,12 @@ impl Record {
     /// `status.json`'s `worktree`: where, which branch, from what, and whether it is still there.
     pub fn status(&self, workspace: &Path, kept: bool) -> Value {
         serde_json::json!({
-            "path": crate::queue::relative(workspace, &self.path),
+            "path": crate::fsutil::relative(workspace, &self.path),
             "branch": self.branch,
             "base": self.base,
             "base_commit": self.base_commit,
             "kept": kept,
         })
-    }
-}
-
-/// Checks a `branch:` template: known placeholders only, and a valid branch name around them.
-pub fn check_branch_template(template: &str) -> Result<(), String> {
-    let rendered = render(template, "x", "x", "x")?;
-    let clean = sanitize(&rendered);
-    if clean != rendered {
-        return Err(format!(
-            "is not a valid git branch name (it would become `{clean}`)"
-        ));
-    }
-    Ok(())
-}
-
-fn render(template: &str, role: &str, task: &str, workflow: &str) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let Some(close) = after.find('}') else {
-            return Err("has a `{` without its `}`".into());
-        };
-        let name = &after[..close];
-        out.push_str(match name {
-            "role" => role,
-            "task" => task,
-            "workflow" => workflow,
-            other => {
-                return Err(format!(
-                    "uses `{{{other}}}`, which is not one of {}",
-                    PLACEHOLDERS
-                        .iter()
-                        .map(|p| format!("{{{p}}}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
-        });
-        rest = &after[close + 1..];
-    }
-    if rest.contains('}') {
-        return Err("has a `}` without its `{`".into());
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// `name` made a valid branch name by git's rules (`git check-ref-format --branch`): every
-/// character git refuses becomes `-`, and no component starts with `.` or ends with `.lock`
-/// or `.`.
-pub fn sanitize(name: &str) -> String {
-    let components: Vec<String> = name
-        .split('/')
-        .filter(|c| !c.is_empty())
-        .map(|component| {
-            let mut c: String = component
-                .chars()
-                .map(|ch| {
-                    if ch.is_ascii_control() || " ~^:?*[\\".contains(ch) || ch == '\u{7f}' {
-                        '-'
-                    } else {
-                        ch
-                    }
-                })
-                .collect();
-            while c.contains("..") {
-                c = c.replace("..", ".");
-            }
-            c = c.replace("@{", "-{");
-            if c.starts_with('.') {
-                c.replace_range(..1, "-");
-            }
-            if let Some(stem) = c.strip_suffix(".lock") {
-                c = format!("{stem}-lock");
-            }
-            if c.ends_with('.') {
-                c.pop();
-                c.push('-');
-            }
-            c
-        })
-        .collect();
-    let joined = components.join("/");
-    if joined.is_empty() || joined == "@" || joined.starts_with('-') {
-        format!("task{joined}")
-    } else {
-        joined
     }
 }
 
@@ -469,12 +379,13 @@ pub fn prepare(
     let repo = discover(workspace, &spec.at)?;
     let (role, task) = owner.names();
     let template = spec.branch.as_deref().unwrap_or(DEFAULT_BRANCH);
-    let rendered =
-        render(template, role, task, workflow).map_err(|message| WorktreeError::BadBranch {
+    let rendered = crate::branch::render(template, role, task, workflow).map_err(|message| {
+        WorktreeError::BadBranch {
             branch: template.to_string(),
             message,
-        })?;
-    let branch = sanitize(&rendered);
+        }
+    })?;
+    let branch = crate::branch::sanitize(&rendered);
     let check = git(workspace, &["check-ref-format", "--branch", &branch])?;
     if !check.status.success() {
         return Err(WorktreeError::BadBranch {
@@ -607,7 +518,7 @@ pub struct Ending {
 /// Blocking: call it off the async threads.
 pub fn finish(workspace: &Path, record: &Record, success: bool) -> Ending {
     let kept = |note: String| Ending { kept: true, note };
-    let shown = crate::queue::relative(workspace, &record.path);
+    let shown = crate::fsutil::relative(workspace, &record.path);
     if !success {
         return kept(format!(
             "kept worktree {shown} (branch `{}`) for inspection; `orchestrate gc` removes it later",
@@ -639,7 +550,7 @@ fn remove(workspace: &Path, record: &Record, force: bool) -> Result<String, Stri
 
 /// [`remove`], with the repository's worktree lock already held.
 fn remove_locked(workspace: &Path, record: &Record, force: bool) -> Result<String, String> {
-    let shown = crate::queue::relative(workspace, &record.path);
+    let shown = crate::fsutil::relative(workspace, &record.path);
     if !force && let Some(why) = uncommitted(record)? {
         return Err(why);
     }
@@ -717,8 +628,14 @@ enum Verdict {
 
 /// `orchestrate gc`: removes the worktrees of finished tasks and runs, deletes the branches
 /// orchestrate made that hold nothing beyond their base (merged, or empty), and prunes git's
-/// registrations of worktrees whose directories are gone. Returns the exit code.
-pub fn gc_command(workspace: &Path, options: &GcOptions) -> u8 {
+/// registrations of worktrees whose directories are gone. `run_status` gives a run's status
+/// (`succeeded`, `running`, `stopped`, ...) from its records, `None` when they cannot be read.
+/// Returns the exit code.
+pub fn gc_command(
+    workspace: &Path,
+    options: &GcOptions,
+    run_status: &dyn Fn(&str) -> Option<String>,
+) -> u8 {
     let records_dir = workspace.join(RECORDS_DIR);
     let mut records: Vec<(PathBuf, Record)> = walkdir::WalkDir::new(&records_dir)
         .into_iter()
@@ -752,9 +669,9 @@ pub fn gc_command(workspace: &Path, options: &GcOptions) -> u8 {
             }
             None => None,
         };
-        let shown = crate::queue::relative(workspace, &record.path);
+        let shown = crate::fsutil::relative(workspace, &record.path);
         let who = record.owner.describe();
-        let verdict = match verdict(workspace, &record.owner, options.older_than) {
+        let verdict = match verdict(workspace, &record.owner, options.older_than, run_status) {
             // Uncommitted work is kept whatever its owner's state, in a dry run as in a real
             // one: a documented keep, not a failure.
             Verdict::Stale(why) if !options.force => match uncommitted(record) {
@@ -811,7 +728,12 @@ pub fn gc_command(workspace: &Path, options: &GcOptions) -> u8 {
 }
 
 /// Whether the owner of a worktree is done with it.
-fn verdict(workspace: &Path, owner: &Owner, older_than: Duration) -> Verdict {
+fn verdict(
+    workspace: &Path,
+    owner: &Owner,
+    older_than: Duration,
+    run_status: &dyn Fn(&str) -> Option<String>,
+) -> Verdict {
     let old_enough = |finished: Option<chrono::DateTime<chrono::Utc>>| match finished {
         Some(at) => {
             let age = (chrono::Utc::now() - at).to_std().unwrap_or_default();
@@ -864,10 +786,9 @@ fn verdict(workspace: &Path, owner: &Owner, older_than: Duration) -> Verdict {
             if !dir.root.is_dir() {
                 return Verdict::Stale("the run no longer exists".into());
             }
-            // `observe` tells a run whose engine is gone ("stopped") from a running one.
-            let status = crate::observe::status(workspace, Some(run_id))
-                .ok()
-                .and_then(|view| view.status);
+            // The caller reads the run's records, which tell a run whose engine is gone
+            // ("stopped") from a running one.
+            let status = run_status(run_id);
             match status.as_deref() {
                 None => Verdict::Keep("its records cannot be read".into()),
                 Some("succeeded") => Verdict::Stale("the run succeeded".into()),
@@ -951,39 +872,6 @@ pub fn record_of(workspace: &Path, owner: &Owner) -> Option<Record> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sanitize_makes_valid_branch_names() {
-        assert_eq!(sanitize("orchestrate/dev/t1"), "orchestrate/dev/t1");
-        assert_eq!(sanitize("orchestrate/dev/a..b"), "orchestrate/dev/a.b");
-        assert_eq!(sanitize("orchestrate/dev/x.lock"), "orchestrate/dev/x-lock");
-        assert_eq!(sanitize("orchestrate/dev/x."), "orchestrate/dev/x-");
-        assert_eq!(sanitize("a b:c~d^e?f*g[h\\i"), "a-b-c-d-e-f-g-h-i");
-        assert_eq!(sanitize("x//.hidden"), "x/-hidden");
-        assert_eq!(sanitize("a@{b"), "a-{b");
-        assert_eq!(sanitize("@"), "task@");
-    }
-
-    #[test]
-    fn branch_templates_are_checked() {
-        assert!(check_branch_template("orchestrate/{role}/{task}").is_ok());
-        assert!(check_branch_template("wt/{workflow}-{task}").is_ok());
-        assert!(
-            check_branch_template("x/{id}")
-                .unwrap_err()
-                .contains("`{id}`")
-        );
-        assert!(
-            check_branch_template("x/{task")
-                .unwrap_err()
-                .contains("`{`")
-        );
-        assert!(
-            check_branch_template("bad name/{task}")
-                .unwrap_err()
-                .contains("not a valid git branch name")
-        );
-    }
 
     #[test]
     fn role_fields_override_the_workflow_s() {

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{Budget, Spanned};
 
-use crate::diag::group_digits;
+use crate::human::group_digits;
 
 /// Line and column (both 1-based) and byte offset of a node in its source text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

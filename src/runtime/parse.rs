@@ -1716,6 +1716,63 @@ pub fn positive_zero(cost: f64) -> f64 {
     cost + 0.0
 }
 
+/// Reads a usage limit's reset time: RFC 3339, epoch seconds, a delay (`2s`, `23.5s`, `5m`,
+/// `1h`, `in 30s`), or a clock time like `5:03 PM` or `3pm` (today, or tomorrow if already past;
+/// local time).
+pub fn parse_reset_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::{Local, NaiveTime, TimeZone};
+    let text = text.trim();
+    let delay = text.trim_start_matches("in ").trim();
+    for (unit, seconds) in [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)] {
+        if let Some(number) = delay
+            .strip_suffix(unit)
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            && number.is_finite()
+            && number >= 0.0
+        {
+            return Some(
+                chrono::Utc::now()
+                    + chrono::Duration::milliseconds((number * seconds * 1000.0) as i64),
+            );
+        }
+    }
+    if let Ok(seconds) = delay.parse::<f64>()
+        && (0.0..100_000.0).contains(&seconds)
+    {
+        // A small bare number is a retry-after delay, not an epoch.
+        return Some(
+            chrono::Utc::now() + chrono::Duration::milliseconds((seconds * 1000.0) as i64),
+        );
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&chrono::Utc));
+    }
+    if let Ok(epoch) = text.parse::<i64>() {
+        return chrono::Utc.timestamp_opt(epoch, 0).single();
+    }
+    let clock = text
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_uppercase();
+    let time = ["%I:%M %p", "%I:%M%p", "%I %p", "%I%p", "%H:%M"]
+        .iter()
+        .find_map(|f| {
+            NaiveTime::parse_from_str(&clock, f).ok().or_else(|| {
+                NaiveTime::parse_from_str(clock.split(' ').next().unwrap_or(""), f).ok()
+            })
+        })?;
+    let now = Local::now();
+    let mut at = Local
+        .from_local_datetime(&now.date_naive().and_time(time))
+        .single()?;
+    if at <= now {
+        at += chrono::Duration::days(1);
+    }
+    Some(at.with_timezone(&chrono::Utc))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

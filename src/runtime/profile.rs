@@ -13,6 +13,8 @@
 //!   gpt-5: {input: 1.25, output: 10, cache_read: 0.125}
 //! ```
 
+use std::time::Duration;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -22,6 +24,30 @@ use crate::runtime::parse::{Price, Prices, Runtime};
 use crate::yaml::{self, Node, Value};
 
 pub const FILE: &str = "runtimes.yaml";
+
+/// `failures` defaults to this many consecutive failures of one class.
+pub const DEFAULT_FAILURES: u32 = 5;
+pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_COOLDOWN: Duration = Duration::from_secs(30 * 60);
+
+/// A breaker's settings (`breaker:` in runtimes.yaml, at the top or in a profile).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerConfig {
+    /// Consecutive failures of one class that open it; 0 turns the breaker off.
+    pub failures: u32,
+    pub cooldown: Duration,
+    pub max_cooldown: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failures: DEFAULT_FAILURES,
+            cooldown: DEFAULT_COOLDOWN,
+            max_cooldown: DEFAULT_MAX_COOLDOWN,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Profile {
@@ -44,7 +70,7 @@ pub struct BreakerSettings {
 }
 
 impl BreakerSettings {
-    fn over(&self, base: crate::breaker::Config) -> crate::breaker::Config {
+    fn over(&self, base: BreakerConfig) -> BreakerConfig {
         let mut out = base;
         if let Some(n) = self.failures {
             out.failures = n;
@@ -111,8 +137,8 @@ impl Profiles {
 
     /// The circuit breaker settings of a runtime or profile: the defaults, then the top-level
     /// `breaker:`, then the profile's.
-    pub fn breaker(&self, name: &str) -> crate::breaker::Config {
-        let base = self.breaker.over(crate::breaker::Config::default());
+    pub fn breaker(&self, name: &str) -> BreakerConfig {
+        let base = self.breaker.over(BreakerConfig::default());
         match self.profiles.get(name) {
             Some(profile) => profile.breaker.over(base),
             None => base,
