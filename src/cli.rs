@@ -15,12 +15,12 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::fsutil::WORKSPACE_ENV;
-use crate::load::{self, LoadError};
-use crate::model::Workflow;
-use crate::processed;
-use crate::runner::{RunConfig, RunReport, Runner, exit};
-use crate::state::{RunDir, RunStatus};
+use orchestrate_base::fsutil::WORKSPACE_ENV;
+use orchestrate_engine::runner::{RunConfig, RunReport, Runner, exit};
+use orchestrate_engine::state::{RunDir, RunStatus};
+use orchestrate_lang::load::{self, LoadError};
+use orchestrate_lang::model::Workflow;
+use orchestrate_queue::processed;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -235,7 +235,7 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
         /// Failed tasks' and runs' worktrees go once they failed this long ago (30m, 12h, 7d).
-        #[arg(long, value_name = "AGE", default_value = "7d", value_parser = crate::worktree::parse_age)]
+        #[arg(long, value_name = "AGE", default_value = "7d", value_parser = orchestrate_engine::worktree::parse_age)]
         older_than: Duration,
         /// Remove worktrees with uncommitted changes too (their changes are lost).
         #[arg(long)]
@@ -387,7 +387,7 @@ struct AgentArgs {
 impl AgentArgs {
     /// Applies the options and the workspace's runtimes.yaml to a run's configuration.
     fn apply(&self, workspace: &Path, config: &mut RunConfig) -> Result<(), u8> {
-        match crate::runtime::profile::Profiles::load(workspace) {
+        match orchestrate_runtime::profile::Profiles::load(workspace) {
             Ok(profiles) => config.profiles = std::sync::Arc::new(profiles),
             Err(err) => {
                 eprint!("{}", relative_render(&err, workspace));
@@ -641,15 +641,15 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             dry_run,
             older_than,
             force,
-        } => crate::worktree::gc_command(
+        } => orchestrate_engine::worktree::gc_command(
             &workspace,
-            &crate::worktree::GcOptions {
+            &orchestrate_engine::worktree::GcOptions {
                 dry_run,
                 older_than,
                 force,
             },
             &|run_id| {
-                crate::observe::status(&workspace, Some(run_id))
+                orchestrate_observe::observe::status(&workspace, Some(run_id))
                     .ok()
                     .and_then(|view| view.status)
             },
@@ -663,12 +663,12 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             quiet,
             metrics_dir,
         } => {
-            let options = crate::worker::AgentOptions {
+            let options = orchestrate_swarm::worker::AgentOptions {
                 replica,
                 once,
                 grace: Duration::from_secs_f64(grace.max(0.0)),
                 quiet,
-                metrics_dir: crate::metrics::dir_from(metrics_dir, &workspace),
+                metrics_dir: orchestrate_swarm::metrics::dir_from(metrics_dir, &workspace),
             };
             crate::commands::agent(&workspace, &role, options).await
         }
@@ -737,16 +737,16 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             target,
             no_wait,
             timeout,
-        } => crate::control::cancel_command(
+        } => orchestrate_swarm::control::cancel_command(
             &workspace,
             &target,
             (!no_wait).then(|| Duration::from_secs_f64(timeout.max(0.0))),
         ),
-        Command::Pause { role } => crate::control::pause_command(&workspace, &role),
+        Command::Pause { role } => orchestrate_swarm::control::pause_command(&workspace, &role),
         Command::Resume {
             run_id, role, run, ..
-        } if role || (!run && crate::control::is_role(&workspace, &run_id)) => {
-            crate::control::resume_role_command(&workspace, &run_id)
+        } if role || (!run && orchestrate_swarm::control::is_role(&workspace, &run_id)) => {
+            orchestrate_swarm::control::resume_role_command(&workspace, &run_id)
         }
         Command::Resume {
             run_id,
@@ -757,7 +757,7 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
         } => {
             let mut config = RunConfig::new(workspace.clone(), Map::new(), signal_cancel());
             config.progress = !quiet;
-            let reporter = crate::progress::Mode::choose(quiet, json).reporter();
+            let reporter = orchestrate_engine::progress::Mode::choose(quiet, json).reporter();
             config.reporter = reporter.clone();
             if let Err(code) = agents.apply(&workspace, &mut config) {
                 return code;
@@ -767,22 +767,23 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
                     eprintln!("run_id: {}", runner.run_id());
                     // The run continues in the worktree it started in (made again from its
                     // branch if it was removed).
-                    let owner = crate::worktree::Owner::Run {
+                    let owner = orchestrate_engine::worktree::Owner::Run {
                         run_id: runner.run_id().to_string(),
                     };
-                    let spec = crate::worktree::record_of(&workspace, &owner).map(|r| {
-                        crate::model::WorktreeSpec {
-                            base: Some(r.base),
-                            keep: Some(r.keep),
-                            dir: r
-                                .path
-                                .parent()
-                                .and_then(Path::parent)
-                                .map(|d| d.display().to_string()),
-                            branch: Some(r.branch),
-                            at: "the run's worktree record".into(),
-                        }
-                    });
+                    let spec =
+                        orchestrate_engine::worktree::record_of(&workspace, &owner).map(|r| {
+                            orchestrate_lang::model::WorktreeSpec {
+                                base: Some(r.base),
+                                keep: Some(r.keep),
+                                dir: r
+                                    .path
+                                    .parent()
+                                    .and_then(Path::parent)
+                                    .map(|d| d.display().to_string()),
+                                branch: Some(r.branch),
+                                at: "the run's worktree record".into(),
+                            }
+                        });
                     let name = runner.workflow_name().to_string();
                     let worktree = match isolate(&workspace, spec, &mut runner, &name, quiet) {
                         Ok(record) => record,
@@ -841,7 +842,13 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             follow,
         } => {
             let mut out = std::io::stdout();
-            match crate::observe::logs(&workspace, &run_id, step.as_deref(), follow, &mut out) {
+            match orchestrate_observe::observe::logs(
+                &workspace,
+                &run_id,
+                step.as_deref(),
+                follow,
+                &mut out,
+            ) {
                 Ok(()) => exit::SUCCESS,
                 Err(err) => {
                     eprintln!("error: {err}");
@@ -884,7 +891,7 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             &workspace,
             &run_id,
             &step,
-            crate::approval::Verdict::Approve,
+            orchestrate_engine::approval::Verdict::Approve,
             None,
             note,
             by,
@@ -898,7 +905,7 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             &workspace,
             &run_id,
             &step,
-            crate::approval::Verdict::Reject,
+            orchestrate_engine::approval::Verdict::Reject,
             Some(reason),
             None,
             by,
@@ -907,7 +914,7 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
 }
 
 fn observe_status(workspace: &Path, run_id: Option<&str>, json: bool) -> u8 {
-    let view = match crate::observe::status(workspace, run_id) {
+    let view = match orchestrate_observe::observe::status(workspace, run_id) {
         Ok(view) => view,
         Err(err) => {
             eprintln!("error: {err}");
@@ -916,7 +923,7 @@ fn observe_status(workspace: &Path, run_id: Option<&str>, json: bool) -> u8 {
     };
     // With no run named, a running swarm is part of "where things are".
     let swarm = if run_id.is_none() {
-        crate::supervisor::status(workspace)
+        orchestrate_swarm::supervisor::status(workspace)
             .ok()
             .filter(|s| s.supervisor.is_some())
     } else {
@@ -928,14 +935,14 @@ fn observe_status(workspace: &Path, run_id: Option<&str>, json: bool) -> u8 {
         print!("{}", view.render());
         if let Some(swarm) = swarm {
             println!();
-            print!("{}", crate::supervisor::render_status(&swarm));
+            print!("{}", orchestrate_swarm::supervisor::render_status(&swarm));
         }
     }
     exit::SUCCESS
 }
 
 fn observe_report(workspace: &Path, run_id: Option<String>, since: Option<&str>, json: bool) -> u8 {
-    use crate::observe::RunSelector;
+    use orchestrate_observe::observe::RunSelector;
     let selector = match (run_id, since) {
         (Some(id), _) => RunSelector::One(id),
         (None, Some(text)) => {
@@ -960,7 +967,7 @@ fn observe_report(workspace: &Path, run_id: Option<String>, since: Option<&str>,
         }
         (None, None) => RunSelector::All,
     };
-    match crate::observe::report(workspace, selector) {
+    match orchestrate_observe::observe::report(workspace, selector) {
         Ok(report) => {
             if json {
                 println!(
@@ -980,7 +987,7 @@ fn observe_report(workspace: &Path, run_id: Option<String>, since: Option<&str>,
 }
 
 fn observe_graph(workspace: &Path, file: &Path, run_id: Option<&str>, format: &str) -> u8 {
-    use crate::observe::{self, GraphFormat, Report, RunSelector};
+    use orchestrate_observe::observe::{self, GraphFormat, Report, RunSelector};
     let format = if format == "dot" {
         GraphFormat::Dot
     } else {
@@ -1020,8 +1027,8 @@ fn print_argv(
     resume: Option<&str>,
     allow_shell: &[String],
 ) -> u8 {
-    use crate::model::Phase;
-    use crate::runtime::{adapter, parse::Runtime};
+    use orchestrate_lang::model::Phase;
+    use orchestrate_runtime::{adapter, parse::Runtime};
     let Some(runtime) = Runtime::from_name(runtime) else {
         eprintln!("error: `{runtime}` is not an agent runtime; use claude, codex or gemini");
         return exit::INVALID;
@@ -1064,14 +1071,14 @@ fn decide(
     workspace: &Path,
     run_id: &str,
     step: &str,
-    verdict: crate::approval::Verdict,
+    verdict: orchestrate_engine::approval::Verdict,
     reason: Option<String>,
     note: Option<String>,
     by: Option<String>,
 ) -> u8 {
-    match crate::approval::decide(workspace, run_id, step, verdict, reason, note, by) {
+    match orchestrate_engine::approval::decide(workspace, run_id, step, verdict, reason, note, by) {
         Ok(path) => {
-            let word = if verdict == crate::approval::Verdict::Approve {
+            let word = if verdict == orchestrate_engine::approval::Verdict::Approve {
                 "approved"
             } else {
                 "rejected"
@@ -1222,7 +1229,7 @@ pub(crate) fn signal_cancel() -> CancellationToken {
         eprintln!("interrupted: stopping the current step (press Ctrl-C again to exit at once)");
         kill.cancelled().await;
         // Nothing the run started outlives it.
-        crate::exec::kill_all_now();
+        orchestrate_base::exec::kill_all_now();
         std::process::exit(i32::from(exit::INTERRUPTED));
     });
     token
@@ -1279,12 +1286,12 @@ async fn run(
     let cancel = signal_cancel();
     let mut config = RunConfig::new(workspace.to_path_buf(), context, cancel);
     config.progress = !quiet;
-    let reporter = crate::progress::Mode::choose(quiet, json).reporter();
+    let reporter = orchestrate_engine::progress::Mode::choose(quiet, json).reporter();
     config.reporter = reporter.clone();
     if let Err(code) = agents.apply(workspace, &mut config) {
         return code;
     }
-    let isolation = crate::worktree::effective(None, workflow.isolation.as_ref());
+    let isolation = orchestrate_engine::worktree::effective(None, workflow.isolation.as_ref());
     let workflow_name = workflow.name.clone();
     let mut runner = match Runner::create(workflow, &text, config) {
         Ok(r) => r,
@@ -1343,18 +1350,18 @@ async fn run(
 /// steps at it; an error is printed and becomes the exit code.
 fn isolate(
     workspace: &Path,
-    spec: Option<crate::model::WorktreeSpec>,
+    spec: Option<orchestrate_lang::model::WorktreeSpec>,
     runner: &mut Runner,
     workflow: &str,
     quiet: bool,
-) -> Result<Option<crate::worktree::Record>, u8> {
+) -> Result<Option<orchestrate_engine::worktree::Record>, u8> {
     let Some(spec) = spec else {
         return Ok(None);
     };
-    let owner = crate::worktree::Owner::Run {
+    let owner = orchestrate_engine::worktree::Owner::Run {
         run_id: runner.run_id().to_string(),
     };
-    match crate::worktree::prepare(workspace, &spec, &owner, workflow) {
+    match orchestrate_engine::worktree::prepare(workspace, &spec, &owner, workflow) {
         Ok(record) => {
             if !quiet {
                 eprintln!(
@@ -1381,9 +1388,9 @@ fn isolate(
 /// and RUN_ROOT.
 async fn drive(
     runner: Runner,
-    reporter: Option<&std::sync::Arc<dyn crate::progress::Reporter>>,
+    reporter: Option<&std::sync::Arc<dyn orchestrate_engine::progress::Reporter>>,
     workspace: &Path,
-    worktree: Option<&crate::worktree::Record>,
+    worktree: Option<&orchestrate_engine::worktree::Record>,
     quiet: bool,
     json: bool,
 ) -> (u8, PathBuf) {
@@ -1402,7 +1409,7 @@ async fn drive(
     }
     let code = report(outcome);
     end_worktree(workspace, worktree, succeeded, quiet);
-    crate::otlp::export_run(&root);
+    orchestrate_observe::otlp::export_run(&root);
     (code, root)
 }
 
@@ -1410,12 +1417,12 @@ async fn drive(
 /// for `resume` and inspection.
 fn end_worktree(
     workspace: &Path,
-    record: Option<&crate::worktree::Record>,
+    record: Option<&orchestrate_engine::worktree::Record>,
     succeeded: bool,
     quiet: bool,
 ) {
     if let Some(record) = record {
-        let ending = crate::worktree::finish(workspace, record, succeeded);
+        let ending = orchestrate_engine::worktree::finish(workspace, record, succeeded);
         if !quiet || ending.kept && succeeded {
             eprintln!("{}", ending.note);
         }
@@ -1444,7 +1451,7 @@ fn result_text(report: &RunReport) -> String {
     out
 }
 
-fn report(outcome: Result<RunReport, crate::runner::RunError>) -> u8 {
+fn report(outcome: Result<RunReport, orchestrate_engine::runner::RunError>) -> u8 {
     match outcome {
         Ok(report) => {
             match report.status {
@@ -1489,7 +1496,7 @@ async fn run_step(
             .iter()
             .map(|s| s.name.clone())
             .collect();
-        let hint = crate::diag::did_you_mean(name, names.iter().map(String::as_str))
+        let hint = orchestrate_lang::diag::did_you_mean(name, names.iter().map(String::as_str))
             .map(|s| format!("did you mean `{s}`?"))
             .unwrap_or_else(|| format!("steps: {}", names.join(", ")));
         eprintln!("error: {} has no step `{name}`; {hint}", file.display());

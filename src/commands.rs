@@ -8,13 +8,13 @@ use std::path::Path;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::queue::{self, Layout, TaskInfo};
-use crate::runner::exit;
+use orchestrate_engine::runner::exit;
+use orchestrate_queue::queue::{self, Layout, TaskInfo};
 
 /// Prints load errors (role and workflow files) with workspace-relative paths.
-fn print_load_errors(workspace: &Path, errors: &[crate::load::LoadError]) {
+fn print_load_errors(workspace: &Path, errors: &[orchestrate_lang::load::LoadError]) {
     for err in errors {
-        let mut copy = crate::load::LoadError {
+        let mut copy = orchestrate_lang::load::LoadError {
             path: err.path.clone(),
             source_text: err.source_text.clone(),
             diagnostics: err.diagnostics.clone(),
@@ -51,8 +51,12 @@ pub fn signal_pair() -> (CancellationToken, CancellationToken) {
     (stop, kill)
 }
 
-pub async fn agent(workspace: &Path, name: &str, options: crate::worker::AgentOptions) -> u8 {
-    let version = match crate::role::Version::load(workspace, name) {
+pub async fn agent(
+    workspace: &Path,
+    name: &str,
+    options: orchestrate_swarm::worker::AgentOptions,
+) -> u8 {
+    let version = match orchestrate_engine::role::Version::load(workspace, name) {
         Ok(version) => version,
         Err(errors) => {
             print_load_errors(workspace, &errors);
@@ -60,13 +64,13 @@ pub async fn agent(workspace: &Path, name: &str, options: crate::worker::AgentOp
             return exit::INVALID;
         }
     };
-    if let Err(error) = crate::load::load_swarm(workspace) {
+    if let Err(error) = orchestrate_lang::load::load_swarm(workspace) {
         print_load_errors(workspace, &[error]);
         eprintln!("error: role `{name}` cannot start; fix the problems above");
         return exit::INVALID;
     }
     let (stop, kill) = signal_pair();
-    match crate::worker::run_agent(workspace, version, options, stop, kill).await {
+    match orchestrate_swarm::worker::run_agent(workspace, version, options, stop, kill).await {
         Ok(report) => {
             eprintln!(
                 "[{name}] stopped: {} processed, {} failed, {} quarantined, {} given back",
@@ -98,7 +102,7 @@ pub fn enqueue(
     name: Option<&str>,
     correlation_id: Option<&str>,
 ) -> u8 {
-    let layout = match crate::role::layout_of_defined(workspace, role) {
+    let layout = match orchestrate_engine::role::layout_of_defined(workspace, role) {
         Ok(layout) => layout,
         Err(message) => {
             eprintln!("error: {message}");
@@ -173,14 +177,14 @@ pub fn enqueue(
 
 pub fn tasks(workspace: &Path, role: Option<&str>, state: Option<&str>, as_json: bool) -> u8 {
     let layouts = match role {
-        Some(name) => match crate::role::layout_for(workspace, name) {
+        Some(name) => match orchestrate_engine::role::layout_for(workspace, name) {
             Ok(layout) => vec![layout],
             Err(message) => {
                 eprintln!("error: {message}");
                 return exit::INVALID;
             }
         },
-        None => crate::role::known_layouts(workspace),
+        None => orchestrate_engine::role::known_layouts(workspace),
     };
     // A failed record that was retried is shown through the entry that superseded it.
     let list: Vec<TaskInfo> = layouts
@@ -279,7 +283,7 @@ fn with_inbox_extras(layout: &Layout, mut list: Vec<TaskInfo>) -> Vec<TaskInfo> 
 }
 
 pub fn show(workspace: &Path, needle: &str, as_json: bool) -> u8 {
-    let matches = crate::role::find_tasks(workspace, needle);
+    let matches = orchestrate_engine::role::find_tasks(workspace, needle);
     if matches.is_empty() {
         eprintln!(
             "error: no task `{needle}` in any inbox, running/, processed/ or failed/; list them with `orchestrate tasks`"
@@ -292,12 +296,13 @@ pub fn show(workspace: &Path, needle: &str, as_json: bool) -> u8 {
         // Nothing is read through an entry that leads outside the workspace.
         let dir = (t.refused.is_none() && path.is_dir()).then(|| path.clone());
         let read = |name: &str| -> Option<Value> {
-            let bytes = crate::fsutil::read_inside(workspace, &dir.as_ref()?.join(name))?;
+            let bytes =
+                orchestrate_base::fsutil::read_inside(workspace, &dir.as_ref()?.join(name))?;
             serde_json::from_slice(&bytes).ok()
         };
         let status = read("status.json");
         let lease = read("lease.json");
-        let meta: Option<Value> = crate::fsutil::read_inside(
+        let meta: Option<Value> = orchestrate_base::fsutil::read_inside(
             workspace,
             &workspace
                 .join(".orchestrate/queue")
@@ -308,14 +313,14 @@ pub fn show(workspace: &Path, needle: &str, as_json: bool) -> u8 {
         let logs: Vec<String> = dir
             .as_ref()
             .map(|d| d.join("logs"))
-            .filter(|l| crate::fsutil::check_inside(workspace, l).is_ok())
+            .filter(|l| orchestrate_base::fsutil::check_inside(workspace, l).is_ok())
             .and_then(|l| std::fs::read_dir(&l).ok())
             .map(|entries| {
                 let mut names: Vec<String> = entries
                     .flatten()
                     .map(|e| e.path())
-                    .filter(|p| crate::fsutil::check_inside(workspace, p).is_ok())
-                    .map(|p| crate::fsutil::relative(workspace, &p))
+                    .filter(|p| orchestrate_base::fsutil::check_inside(workspace, p).is_ok())
+                    .map(|p| orchestrate_base::fsutil::relative(workspace, &p))
                     .collect();
                 names.sort();
                 names
@@ -326,11 +331,11 @@ pub fn show(workspace: &Path, needle: &str, as_json: bool) -> u8 {
             .as_ref()
             .and_then(|s| s.get("worktree").cloned())
             .or_else(|| {
-                let owner = crate::worktree::Owner::Task {
+                let owner = orchestrate_engine::worktree::Owner::Task {
                     role: t.role.clone(),
                     task: t.id.clone(),
                 };
-                crate::worktree::record_of(workspace, &owner)
+                orchestrate_engine::worktree::record_of(workspace, &owner)
                     .filter(|r| r.path.is_dir())
                     .map(|r| r.status(workspace, true))
             });
@@ -384,7 +389,7 @@ pub fn show(workspace: &Path, needle: &str, as_json: bool) -> u8 {
             ] {
                 if let Some(v) = status.get(key).filter(|v| !v.is_null()) {
                     // A failed step's message carries its stderr's last lines.
-                    let text = crate::template::to_text(v).replace('\n', "\n    ");
+                    let text = orchestrate_lang::template::to_text(v).replace('\n', "\n    ");
                     println!("  {key}: {text}");
                 }
             }
@@ -445,7 +450,7 @@ pub fn show(workspace: &Path, needle: &str, as_json: bool) -> u8 {
 }
 
 pub fn retry(workspace: &Path, needle: &str) -> u8 {
-    let found = crate::role::find_tasks(workspace, needle);
+    let found = orchestrate_engine::role::find_tasks(workspace, needle);
     let failed: Vec<&TaskInfo> = found
         .iter()
         .filter(|t| t.state == "failed" && !t.retried)
@@ -463,7 +468,7 @@ pub fn retry(workspace: &Path, needle: &str) -> u8 {
         }
         return exit::INVALID;
     };
-    let layout = match crate::role::layout_for(workspace, &task.role) {
+    let layout = match orchestrate_engine::role::layout_for(workspace, &task.role) {
         Ok(layout) => layout,
         Err(message) => {
             eprintln!("error: {message}");
@@ -488,7 +493,7 @@ pub fn retry(workspace: &Path, needle: &str) -> u8 {
 
 pub fn trace(workspace: &Path, id: &str, as_json: bool) -> u8 {
     let mut events: Vec<Value> = Vec::new();
-    for layout in crate::role::known_layouts(workspace) {
+    for layout in orchestrate_engine::role::known_layouts(workspace) {
         for t in queue::list(&layout) {
             let path = workspace.join(&t.path);
             let (correlation, when, detail) = match t.state.as_str() {
@@ -496,7 +501,7 @@ pub fn trace(workspace: &Path, id: &str, as_json: bool) -> u8 {
                 _ if t.refused.is_some() => continue,
                 "processed" | "failed" => {
                     let status: Value =
-                        crate::fsutil::read_inside(workspace, &path.join("status.json"))
+                        orchestrate_base::fsutil::read_inside(workspace, &path.join("status.json"))
                             .and_then(|b| serde_json::from_slice(&b).ok())
                             .unwrap_or(Value::Null);
                     (
@@ -677,12 +682,12 @@ pub fn init(workspace: &Path, dir: Option<&Path>) -> u8 {
 
 /// `swarm up`: every role file is validated first; any problem stops it before anything starts.
 pub async fn swarm_up(workspace: &Path, detach: bool, grace: std::time::Duration) -> u8 {
-    use crate::supervisor::{self, ChildSpec, Policy};
-    let roles = match crate::role::load_all(workspace) {
+    use orchestrate_swarm::supervisor::{self, ChildSpec, Policy};
+    let roles = match orchestrate_engine::role::load_all(workspace) {
         Ok(roles) if roles.is_empty() => {
             eprintln!(
                 "error: no roles in {}; add agents/<role>.yaml or run `orchestrate init`",
-                crate::role::agents_dir(workspace).display()
+                orchestrate_engine::role::agents_dir(workspace).display()
             );
             return exit::INVALID;
         }
@@ -693,7 +698,7 @@ pub async fn swarm_up(workspace: &Path, detach: bool, grace: std::time::Duration
             return exit::INVALID;
         }
     };
-    if let Err(error) = crate::load::load_swarm(workspace) {
+    if let Err(error) = orchestrate_lang::load::load_swarm(workspace) {
         print_load_errors(workspace, &[error]);
         eprintln!("error: the swarm was not started: fix the problems above");
         return exit::INVALID;
@@ -753,7 +758,7 @@ pub async fn swarm_up(workspace: &Path, detach: bool, grace: std::time::Duration
                 print!("{}", supervisor::render_status(&status));
                 eprintln!(
                     "supervisor running in the background (pid {pid}); log: {}",
-                    crate::fsutil::relative(workspace, &log)
+                    orchestrate_base::fsutil::relative(workspace, &log)
                 );
                 exit::SUCCESS
             }
@@ -767,7 +772,7 @@ pub async fn swarm_up(workspace: &Path, detach: bool, grace: std::time::Duration
             }
         };
     }
-    let specs = move |role: &crate::model::Role| -> Vec<ChildSpec> {
+    let specs = move |role: &orchestrate_lang::model::Role| -> Vec<ChildSpec> {
         (1..=role.replicas)
             .map(|replica| ChildSpec {
                 name: format!("{}#{replica}", role.name),
@@ -786,7 +791,7 @@ pub async fn swarm_up(workspace: &Path, detach: bool, grace: std::time::Duration
                 ],
                 // The role process stops when it outlives its supervisor (see worker).
                 env: vec![(
-                    crate::worker::SUPERVISOR_PID_ENV.to_string(),
+                    orchestrate_swarm::worker::SUPERVISOR_PID_ENV.to_string(),
                     std::process::id().to_string(),
                 )],
             })
@@ -800,11 +805,11 @@ pub async fn swarm_up(workspace: &Path, detach: bool, grace: std::time::Duration
         std::sync::Arc::new(move || {
             let mut children = Vec::new();
             let mut problems = Vec::new();
-            for name in crate::role::names(&workspace) {
-                match crate::role::load_one(&workspace, &name) {
+            for name in orchestrate_engine::role::names(&workspace) {
+                match orchestrate_engine::role::load_one(&workspace, &name) {
                     Ok((role, _)) => children.extend(specs(&role)),
                     Err(errors) => problems.push(supervisor::RoleProblem {
-                        message: crate::role::describe_errors(&workspace, &errors).0,
+                        message: orchestrate_engine::role::describe_errors(&workspace, &errors).0,
                         role: name,
                     }),
                 }
@@ -866,7 +871,7 @@ pub async fn swarm_up(workspace: &Path, detach: bool, grace: std::time::Duration
 
 /// Tasks claimed right now, with their leases: what a graceful `swarm down` waits for.
 fn in_flight(workspace: &Path) -> Vec<queue::Lease> {
-    let mut leases: Vec<queue::Lease> = crate::role::known_layouts(workspace)
+    let mut leases: Vec<queue::Lease> = orchestrate_engine::role::known_layouts(workspace)
         .iter()
         .flat_map(|layout| {
             std::fs::read_dir(&layout.running)
@@ -892,12 +897,12 @@ fn since(at: &str) -> String {
 }
 
 pub fn swarm_down(workspace: &Path, force: bool, timeout: std::time::Duration) -> u8 {
-    use crate::supervisor::SwarmState;
-    let status = crate::supervisor::status(workspace).ok();
+    use orchestrate_swarm::supervisor::SwarmState;
+    let status = orchestrate_swarm::supervisor::status(workspace).ok();
     if let Some(status) = status.as_ref().filter(|s| s.state == SwarmState::Down) {
         // Role processes a dead supervisor left (they stop on their own once they notice; this
         // is sooner). Those started by hand (`orchestrate agent`) are not the swarm's to stop.
-        let stopped = crate::supervisor::stop_orphans(status, force);
+        let stopped = orchestrate_swarm::supervisor::stop_orphans(status, force);
         if stopped.is_empty() {
             eprintln!(
                 "no swarm is running in {}; nothing to stop",
@@ -926,7 +931,7 @@ pub fn swarm_down(workspace: &Path, force: bool, timeout: std::time::Duration) -
     let tasks = in_flight(workspace);
     if !force && !stopping && !tasks.is_empty() {
         // The longest grace any role process was given (`swarm up --grace`).
-        let grace = crate::role::ProcRecord::read_all(workspace)
+        let grace = orchestrate_engine::role::ProcRecord::read_all(workspace)
             .iter()
             .filter_map(|r| r.grace_ms)
             .max()
@@ -954,7 +959,7 @@ pub fn swarm_down(workspace: &Path, force: bool, timeout: std::time::Duration) -
             "the swarm is already stopping: killing it now (a second `swarm down` is --force)"
         );
     }
-    match crate::supervisor::down(workspace, timeout, force) {
+    match orchestrate_swarm::supervisor::down(workspace, timeout, force) {
         Ok(report) if report.exited => {
             eprintln!(
                 "supervisor (pid {}) stopped after {} ms ({})",
@@ -969,7 +974,7 @@ pub fn swarm_down(workspace: &Path, force: bool, timeout: std::time::Duration) -
             );
             exit::STEP_FAILED
         }
-        Err(crate::supervisor::SupervisorError::NotRunning { .. }) => {
+        Err(orchestrate_swarm::supervisor::SupervisorError::NotRunning { .. }) => {
             eprintln!(
                 "no swarm is running in {}; nothing to stop",
                 workspace.display()
@@ -984,7 +989,7 @@ pub fn swarm_down(workspace: &Path, force: bool, timeout: std::time::Duration) -
 }
 
 pub fn swarm_status(workspace: &Path, as_json: bool) -> u8 {
-    match crate::supervisor::status(workspace) {
+    match orchestrate_swarm::supervisor::status(workspace) {
         Ok(status) => {
             if as_json {
                 println!(
@@ -992,7 +997,7 @@ pub fn swarm_status(workspace: &Path, as_json: bool) -> u8 {
                     serde_json::to_string_pretty(&status).unwrap_or_default()
                 );
             } else {
-                print!("{}", crate::supervisor::render_status(&status));
+                print!("{}", orchestrate_swarm::supervisor::render_status(&status));
             }
             exit::SUCCESS
         }
@@ -1007,8 +1012,8 @@ pub fn swarm_status(workspace: &Path, as_json: bool) -> u8 {
 /// passes the signal on to every role process), or, with no supervisor, to each live role
 /// process; then waits for their answers and reports them per role process.
 pub fn swarm_reload(workspace: &Path, timeout: std::time::Duration) -> u8 {
-    use crate::role::{ProcRecord, ReloadOutcome};
-    let status = match crate::supervisor::status(workspace) {
+    use orchestrate_engine::role::{ProcRecord, ReloadOutcome};
+    let status = match orchestrate_swarm::supervisor::status(workspace) {
         Ok(status) => status,
         Err(err) => {
             eprintln!("error: {err}");
@@ -1025,7 +1030,7 @@ pub fn swarm_reload(workspace: &Path, timeout: std::time::Duration) -> u8 {
         })
     };
     let supervisor = status.supervisor.as_ref().map(|s| s.pid);
-    let live = |status: &crate::supervisor::SwarmStatus| -> Vec<u32> {
+    let live = |status: &orchestrate_swarm::supervisor::SwarmStatus| -> Vec<u32> {
         status.children.iter().filter_map(|c| c.pid).collect()
     };
     match supervisor {
@@ -1054,10 +1059,11 @@ pub fn swarm_reload(workspace: &Path, timeout: std::time::Duration) -> u8 {
     // Done when the supervisor has reloaded and every role process it runs has answered.
     let deadline = std::time::Instant::now() + timeout;
     let (records, status) = loop {
-        let status = crate::supervisor::status(workspace).ok();
-        let file: Option<Value> = std::fs::read(crate::supervisor::status_path(workspace))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
+        let status = orchestrate_swarm::supervisor::status(workspace).ok();
+        let file: Option<Value> =
+            std::fs::read(orchestrate_swarm::supervisor::status_path(workspace))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
         let supervisor_done = supervisor.is_none()
             || file
                 .as_ref()
@@ -1069,7 +1075,8 @@ pub fn swarm_reload(workspace: &Path, timeout: std::time::Duration) -> u8 {
             s.children
                 .iter()
                 .filter(|c| {
-                    c.state == crate::supervisor::ChildState::Running || supervisor.is_none()
+                    c.state == orchestrate_swarm::supervisor::ChildState::Running
+                        || supervisor.is_none()
                 })
                 .all(|c| {
                     records
@@ -1128,12 +1135,12 @@ pub fn swarm_reload(workspace: &Path, timeout: std::time::Duration) -> u8 {
     }
     if let Some(status) = &status {
         for child in &status.children {
-            if child.state == crate::supervisor::ChildState::Stopping {
+            if child.state == orchestrate_swarm::supervisor::ChildState::Stopping {
                 println!(
                     "{}: stopping (its role file is gone); finishes its task first",
                     child.name
                 );
-            } else if child.state == crate::supervisor::ChildState::Starting {
+            } else if child.state == orchestrate_swarm::supervisor::ChildState::Starting {
                 println!("{}: starting (new role file)", child.name);
             }
         }

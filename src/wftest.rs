@@ -41,7 +41,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::runner::{RunConfig, Runner};
+use orchestrate_engine::runner::{RunConfig, Runner};
 
 /// Set (to a case's directory) in the environment of the fixture agent's process.
 pub const AGENT_ENV: &str = "ORCHESTRATE_FIXTURE_AGENT";
@@ -242,13 +242,13 @@ async fn run_case(
     // A task's workflow loads as its role's would, except that claude's runtime stands in for
     // the role's (steps without a provider become agent steps, which the fixture profile
     // answers as it does every agent step).
-    let options = crate::load::LoadOptions {
+    let options = orchestrate_lang::load::LoadOptions {
         default_provider: expect.task.as_ref().map(|_| "claude".into()),
         workspace: Some(ws.clone()),
         ancestors: Vec::new(),
     };
     let mut workflow =
-        crate::load::load_file_with(&workflow_path, &options).map_err(|e| e.render())?;
+        orchestrate_lang::load::load_file_with(&workflow_path, &options).map_err(|e| e.render())?;
     workflow.path = workflow_rel.to_path_buf();
     let source = std::fs::read_to_string(&workflow_path).unwrap_or_default();
     // A task case's role: `task.role`, else the workflow's name.
@@ -261,11 +261,11 @@ async fn run_case(
         None => None,
     };
 
-    let mut profiles = crate::runtime::profile::Profiles::load(&ws).map_err(|e| e.render())?;
+    let mut profiles = orchestrate_runtime::profile::Profiles::load(&ws).map_err(|e| e.render())?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
     profiles.profiles.insert(
         PROFILE.into(),
-        crate::runtime::profile::Profile {
+        orchestrate_runtime::profile::Profile {
             runtime: "claude".into(),
             model: Some("fixture".into()),
             env: vec![
@@ -279,7 +279,7 @@ async fn run_case(
 
     // Provider steps (a command template around a CLI) are answered by the fixture agent too,
     // printing the answer's result as text; in child workflows as well.
-    let fixture_command: Vec<crate::template::Template> = [
+    let fixture_command: Vec<orchestrate_lang::template::Template> = [
         "env".to_string(),
         format!("{AGENT_ENV}={}", case.display()),
         format!("{STATE_ENV}={}", state.display()),
@@ -287,7 +287,7 @@ async fn run_case(
         exe.display().to_string(),
     ]
     .into_iter()
-    .map(crate::template::Template::literal)
+    .map(orchestrate_lang::template::Template::literal)
     .collect();
     answer_providers(&mut workflow, &fixture_command);
     let mut context = workflow.context.clone();
@@ -320,7 +320,7 @@ async fn run_case(
     }
     let report = report.map_err(|e| e.to_string())?;
 
-    let events = crate::events::read_checked(&run_root.join("events.jsonl"))
+    let events = orchestrate_engine::events::read_checked(&run_root.join("events.jsonl"))
         .map_err(|e| format!("cannot read the run's events: {e}"))?
         .records;
     let mut path = Vec::new();
@@ -409,9 +409,12 @@ async fn run_case(
 
 /// Points every provider of `workflow`, and of the child workflows its `workflow:` steps run,
 /// at the fixture agent.
-fn answer_providers(workflow: &mut crate::model::Workflow, command: &[crate::template::Template]) {
-    use crate::model::{Step, StepKind};
-    fn in_steps(steps: &mut [Step], command: &[crate::template::Template]) {
+fn answer_providers(
+    workflow: &mut orchestrate_lang::model::Workflow,
+    command: &[orchestrate_lang::template::Template],
+) {
+    use orchestrate_lang::model::{Step, StepKind};
+    fn in_steps(steps: &mut [Step], command: &[orchestrate_lang::template::Template]) {
         for step in steps {
             match &mut step.kind {
                 StepKind::ForEach { steps, .. } => in_steps(steps, command),
@@ -425,7 +428,10 @@ fn answer_providers(workflow: &mut crate::model::Workflow, command: &[crate::tem
                         let mut workflow = child.workflow.clone();
                         answer_providers(&mut workflow, command);
                         let text = child.text.clone();
-                        sub.child = Some(Arc::new(crate::model::LoadedChild { workflow, text }));
+                        sub.child = Some(Arc::new(orchestrate_lang::model::LoadedChild {
+                            workflow,
+                            text,
+                        }));
                     }
                 }
                 _ => {}
@@ -447,7 +453,7 @@ fn as_task(
     config: &mut RunConfig,
     task: &TaskCase,
     role: &str,
-    role_def: Option<crate::model::Role>,
+    role_def: Option<orchestrate_lang::model::Role>,
     ws: &Path,
     case_name: &str,
     expect_path: &Path,
@@ -468,16 +474,17 @@ fn as_task(
     std::fs::create_dir_all(ws.join(&dir)).map_err(|e| e.to_string())?;
     let task_path = dir.join("task");
     std::fs::write(ws.join(&task_path), &text).map_err(|e| e.to_string())?;
-    let (vars, correlation_id) = crate::worker::task_variables(crate::worker::TaskFacts {
-        path: task_path.display().to_string(),
-        dir: dir.display().to_string(),
-        name: format!("{id}.task"),
-        id: &id,
-        attempt: 1,
-        text,
-        correlation_id: None,
-        role,
-    });
+    let (vars, correlation_id) =
+        orchestrate_swarm::worker::task_variables(orchestrate_swarm::worker::TaskFacts {
+            path: task_path.display().to_string(),
+            dir: dir.display().to_string(),
+            name: format!("{id}.task"),
+            id: &id,
+            attempt: 1,
+            text,
+            correlation_id: None,
+            role,
+        });
     config.task = Some(vars);
     config.correlation_id = Some(correlation_id);
     config.default_provider = Some("claude".into());
@@ -496,12 +503,12 @@ fn role_file(
     name: &str,
     ws: &Path,
     workflow_rel: &Path,
-) -> Result<Option<crate::model::Role>, String> {
+) -> Result<Option<orchestrate_lang::model::Role>, String> {
     let role_file = ws.join("agents").join(format!("{name}.yaml"));
     if !role_file.is_file() {
         return Ok(None);
     }
-    let (role, _) = crate::load::load_role_file(ws, &role_file).map_err(|errors| {
+    let (role, _) = orchestrate_lang::load::load_role_file(ws, &role_file).map_err(|errors| {
         errors
             .iter()
             .map(|e| e.render())
@@ -522,11 +529,11 @@ fn role_file(
 /// the expected role, id and (when given) content.
 fn compare_enqueued(
     expected: &[EnqueuedCase],
-    actual: &[crate::queue::Enqueued],
+    actual: &[orchestrate_queue::queue::Enqueued],
     ws: &Path,
 ) -> Vec<String> {
     let mut problems = Vec::new();
-    let listed = |list: &[crate::queue::Enqueued]| {
+    let listed = |list: &[orchestrate_queue::queue::Enqueued]| {
         list.iter()
             .map(|e| format!("{}/{}", e.role, e.id))
             .collect::<Vec<_>>()
@@ -582,7 +589,7 @@ async fn answer_approvals(
 ) -> Result<(), String> {
     let mut answered: BTreeMap<String, Vec<String>> = BTreeMap::new();
     loop {
-        let dir = crate::approval::dir(&ws, &run_id);
+        let dir = orchestrate_engine::approval::dir(&ws, &run_id);
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let file = entry.file_name().to_string_lossy().into_owned();
             let Some(step) = file.strip_suffix(".request.json") else {
@@ -591,7 +598,9 @@ async fn answer_approvals(
             let Ok(bytes) = std::fs::read(entry.path()) else {
                 continue;
             };
-            let Ok(request) = serde_json::from_slice::<crate::approval::Request>(&bytes) else {
+            let Ok(request) =
+                serde_json::from_slice::<orchestrate_engine::approval::Request>(&bytes)
+            else {
                 continue;
             };
             let seen = answered.entry(step.to_string()).or_default();
@@ -612,7 +621,9 @@ async fn answer_approvals(
                 ));
             };
             let (verdict, text) = match answer {
-                Answer::Word(w) if w == "approve" => (crate::approval::Verdict::Approve, None),
+                Answer::Word(w) if w == "approve" => {
+                    (orchestrate_engine::approval::Verdict::Approve, None)
+                }
                 Answer::Word(w) => {
                     cancel.cancel();
                     return Err(format!(
@@ -620,8 +631,12 @@ async fn answer_approvals(
                     ));
                 }
                 Answer::WithText(map) => match map.into_iter().next() {
-                    Some((k, v)) if k == "approve" => (crate::approval::Verdict::Approve, Some(v)),
-                    Some((k, v)) if k == "reject" => (crate::approval::Verdict::Reject, Some(v)),
+                    Some((k, v)) if k == "approve" => {
+                        (orchestrate_engine::approval::Verdict::Approve, Some(v))
+                    }
+                    Some((k, v)) if k == "reject" => {
+                        (orchestrate_engine::approval::Verdict::Reject, Some(v))
+                    }
                     _ => {
                         cancel.cancel();
                         return Err(format!(
@@ -631,10 +646,10 @@ async fn answer_approvals(
                 },
             };
             let (reason, note) = match verdict {
-                crate::approval::Verdict::Reject => (text, None),
-                crate::approval::Verdict::Approve => (None, text),
+                orchestrate_engine::approval::Verdict::Reject => (text, None),
+                orchestrate_engine::approval::Verdict::Approve => (None, text),
             };
-            crate::approval::decide(
+            orchestrate_engine::approval::decide(
                 &ws,
                 &run_id,
                 step,
@@ -657,7 +672,7 @@ impl Scratch {
         let dir = std::env::temp_dir().join(format!(
             "orchestrate-test-{}-{}",
             std::process::id(),
-            crate::queue::new_id()
+            orchestrate_queue::queue::new_id()
         ));
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

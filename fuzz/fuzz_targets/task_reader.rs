@@ -4,11 +4,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orchestrate::template::{Template, to_text, walk};
+use orchestrate_lang::template::{Template, to_text, walk};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let Some(json) = orchestrate::worker::task_json(&text) else {
+    let Some(json) = orchestrate_swarm::worker::task_json(&text) else {
         return;
     };
     let task = serde_json::json!({"text": text, "json": json});

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orchestrate::template::{Lookup, Template, Undefined, VarRef, walk};
+use orchestrate_lang::template::{Lookup, Template, Undefined, VarRef, walk};
 use serde_json::{Value, json};
 
 struct Ctx(Value);

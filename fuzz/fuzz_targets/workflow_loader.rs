@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    match orchestrate::load::load_str(Path::new("fuzz.yaml"), text) {
+    match orchestrate_lang::load::load_str(Path::new("fuzz.yaml"), text) {
         Ok(workflow) => {
             let _ = format!("{workflow:?}");
         }

@@ -158,7 +158,7 @@ fn kill_at_every_protocol_point_loses_nothing_and_runs_nothing_twice_at_once() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(120),
     );
-    let points = orchestrate::fault::POINTS;
+    let points = orchestrate_queue::fault::POINTS;
     let next = Arc::new(AtomicUsize::new(0));
     let kills: Arc<Mutex<Vec<usize>>> = Arc::new(Mutex::new(vec![0; points.len()]));
     let done = Arc::new(AtomicUsize::new(0));

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::harness::Rng;
-use orchestrate::template::{Lookup, Template, Undefined, VarRef, walk};
+use orchestrate_lang::template::{Lookup, Template, Undefined, VarRef, walk};
 use serde_json::{Value, json};
 
 fn seeded() -> Rng {
@@ -116,7 +116,7 @@ fn mutated_workflows_load_or_fail_with_diagnostics_never_panic() {
             let base = rng.below(bases.len());
             mutate(&mut rng, &bases[base])
         };
-        match orchestrate::load::load_str(Path::new("m.yaml"), &text) {
+        match orchestrate_lang::load::load_str(Path::new("m.yaml"), &text) {
             Ok(_) => loaded += 1,
             Err(err) => {
                 assert!(!err.diagnostics.is_empty(), "no diagnostic for {text:?}");
@@ -186,7 +186,7 @@ fn random_task_texts_give_task_json_or_none_never_overflow() {
             .into_owned(),
             _ => mutate(&mut rng, r#"{"x": [1, {"y": "z"}], "correlation_id": "c"}"#),
         };
-        if let Some(value) = orchestrate::worker::task_json(&text) {
+        if let Some(value) = orchestrate_swarm::worker::task_json(&text) {
             let task = json!({"json": value});
             for path in [&["json", "x"][..], &["json", "0", "a"], &["json"]] {
                 let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();

@@ -1,0 +1,10 @@
+//! The lowest layer: processes and files (spawning a step in its own group and cgroup, durable writes, workspace paths, snapshots of a workspace), clocks, ids and figures for people. Knows nothing of workflows or queues.
+
+pub mod cgroup;
+pub mod clock;
+pub mod exec;
+pub mod fingerprint;
+pub mod fsutil;
+pub mod held_files;
+pub mod human;
+pub mod ids;

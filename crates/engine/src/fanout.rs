@@ -1,0 +1,677 @@
+//! Fan-out: a `for_each` with `max_parallel` or a `join` policy, and `parallel:` branches.
+//!
+//! Owns: running the items (or branches) of one fan-out step at once, each on its own *lane*,
+//! joining them by the step's policy, and the per-item outcomes the step's result carries
+//! (`results` in item order, `branches` by name, the counts).
+//!
+//! A lane is a runner forked from the one that owns the step: it shares the workflow, the event
+//! log (one `events.jsonl`, a `lane` field on each of its events), the run's spending and the
+//! cancellation (a child token, so that a failure under `all_success` can stop the siblings
+//! without stopping the run), and has its own results, visit counters and execution numbers.
+//! Execution numbers count from 1 in each lane, so a lane's steps are numbered the same way on
+//! every attempt whatever order the items finish in: resume replays each lane's completed steps
+//! from the journal (keyed by lane and number) and runs the rest. A lane is
+//! `[..parent lane, the fan-out step's execution number, item index]`; its step logs are named
+//! `PPPP.IIII.NNNN-STEP.*` so that each item's output is a file of its own.
+//!
+//! Every lane forks from the results as they were when the step started (items do not see each
+//! other), and their results are merged back in item order at the join: after the step,
+//! `${steps.BodyStep}` is the last item's, as after a sequential loop.
+//!
+//! Does not run steps itself (the lanes' `run_list` does) and does not decide the sequential
+//! `for_each` (the spec's loop in `runner`), except for the outcome records both share.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::{BudgetState, Failure, Flow, Journal, LoopFrame, RunError, Runner, failed_result};
+use orchestrate_lang::model::{Branch, FanOut, Items, Join, Step};
+
+/// How one item (branch) of a fan-out ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Status {
+    Succeeded,
+    Failed,
+    /// Stopped while it ran: a sibling failed under `all_success`, or the run was interrupted.
+    Cancelled,
+    /// Never started: the join had already failed, or the run was interrupted.
+    NotStarted,
+}
+
+impl Status {
+    fn label(self) -> &'static str {
+        match self {
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+            Status::NotStarted => "not_started",
+        }
+    }
+}
+
+/// The lane an event was recorded in (empty: the run's own step list).
+pub fn lane_of(record: &Value) -> Vec<u64> {
+    record["lane"]
+        .as_array()
+        .map(|lane| lane.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
+/// What a lane's step logs start with: `0003.0002.` for item 2 of the fan-out run as
+/// execution 3; nothing for the run's own steps.
+pub(crate) fn log_prefix(lane: &[u64]) -> String {
+    lane.iter().map(|n| format!("{n:04}.")).collect()
+}
+
+/// The captured output (`output`, `lines`, `json`) the outcomes of one step keep in all: the
+/// step's result goes into the event log and the state snapshot, so a loop over many items with
+/// large outputs must not make them grow without bound. Later items beyond it keep their status,
+/// exit code and error, and say `"output_dropped": true`; their step logs keep everything.
+pub(super) const RESULTS_KEEP_BYTES: usize = 4 * 1024 * 1024;
+
+/// Adds the outcomes and their counts to a fan-out step's result.
+pub(super) fn tally(result: &mut Value, mut outcomes: Vec<Value>) {
+    let mut kept = 0;
+    let mut dropped = false;
+    for outcome in &mut outcomes {
+        let Value::Object(fields) = outcome else {
+            continue;
+        };
+        let size: usize = ["output", "lines", "json"]
+            .iter()
+            .filter_map(|k| fields.get(*k))
+            .map(|v| serde_json::to_string(v).map_or(0, |t| t.len()))
+            .sum();
+        if kept + size > RESULTS_KEEP_BYTES {
+            for key in ["output", "lines", "json"] {
+                fields.remove(key);
+            }
+            fields.insert("output_dropped".into(), json!(true));
+            dropped = true;
+        } else {
+            kept += size;
+        }
+    }
+    if dropped {
+        result["results_truncated"] = json!(true);
+    }
+    let count = |status: Status| {
+        outcomes
+            .iter()
+            .filter(|o| o["status"] == status.label())
+            .count()
+    };
+    result["succeeded"] = json!(count(Status::Succeeded));
+    result["failed"] = json!(count(Status::Failed));
+    result["cancelled"] = json!(count(Status::Cancelled));
+    result["not_started"] = json!(count(Status::NotStarted));
+    result["results"] = Value::Array(outcomes);
+}
+
+/// An item that never ran.
+pub(super) fn not_started(index: usize, item: &Value) -> Value {
+    json!({"index": index, "item": item, "status": Status::NotStarted.label(), "exit_code": null})
+}
+
+/// An item's value, short enough for a message.
+fn describe(item: &Value) -> String {
+    let text = match item {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut short: String = text.chars().take(40).collect();
+    if short.len() < text.len() {
+        short.push('…');
+    }
+    short
+}
+
+/// One item or branch to run.
+struct Unit {
+    index: usize,
+    label: Label,
+    body: Arc<Vec<Step>>,
+    frames: Vec<LoopFrame>,
+}
+
+#[derive(Clone)]
+enum Label {
+    Item(Value),
+    Branch(String),
+}
+
+impl Label {
+    fn describe(&self, index: usize) -> String {
+        match self {
+            Label::Item(item) => format!("item {index} (`{}`)", describe(item)),
+            Label::Branch(name) => format!("branch `{name}`"),
+        }
+    }
+}
+
+/// What is kept of a unit's lane once it ended (the lane itself, with its copy of the run's
+/// results, is dropped at once).
+struct Ended {
+    status: Status,
+    /// [`Runner::outcome`] of the lane, without the item's index and value.
+    outcome: Value,
+    /// Results of the body's steps that the lane changed, to merge in unit order.
+    changed: Vec<(String, Value)>,
+    enqueued: Vec<orchestrate_queue::queue::Enqueued>,
+    warned_unpriced: bool,
+}
+
+impl Runner {
+    /// The outcome of the items run by this runner (a lane, or the sequential loop's runner
+    /// after one item): its status, exit code, the last step it recorded and that step's
+    /// captured output (`output`, `lines` or `json`), and the failure.
+    pub(super) fn outcome(&self, status: Status, item: Option<(usize, Value)>) -> Value {
+        let mut outcome = json!({});
+        if let Some((index, item)) = item {
+            outcome["index"] = json!(index);
+            outcome["item"] = item;
+        }
+        outcome["status"] = json!(status.label());
+        outcome["exit_code"] = match status {
+            Status::Succeeded => json!(0),
+            Status::Failed => json!(self.failure.as_ref().map_or(1, |f| f.exit_code)),
+            Status::Cancelled => json!(130),
+            Status::NotStarted => Value::Null,
+        };
+        if let Some(last) = &self.last_recorded
+            && let Some(result) = self.results.get(last)
+        {
+            outcome["step"] = json!(last);
+            for key in ["output", "lines", "json"] {
+                if let Some(value) = result.get(key) {
+                    outcome[key] = value.clone();
+                }
+            }
+        }
+        if status == Status::Failed
+            && let Some(failure) = &self.failure
+        {
+            outcome["error"] = json!(failure.message);
+        }
+        outcome
+    }
+
+    /// A `for_each` with `max_parallel` above 1 or a `join` other than `all_success`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the for_each's parts, as the dispatch destructures them"
+    )]
+    pub(super) async fn fan_out_items(
+        &mut self,
+        step: &Step,
+        exec: u64,
+        items: &Items,
+        var: &str,
+        body: &[Step],
+        fan: &FanOut,
+        loops: &[LoopFrame],
+    ) -> Result<Value, RunError> {
+        let values = match items {
+            Items::Literal(values) => Ok(values.clone()),
+            Items::From(pointer) => self.resolve_pointer(pointer),
+        };
+        let values = match values {
+            Ok(values) => values,
+            Err(message) => return Ok(failed_result(2, message)),
+        };
+        let total = values.len();
+        self.event(
+            "loop_started",
+            json!({"step": step.name, "total": total, "max_parallel": fan.max_parallel, "join": fan.join.label()}),
+            false,
+        )?;
+        let body = Arc::new(body.to_vec());
+        let units = values
+            .iter()
+            .enumerate()
+            .map(|(index, item)| {
+                let mut frames = loops.to_vec();
+                frames.push(LoopFrame {
+                    var: var.to_string(),
+                    item: item.clone(),
+                    index,
+                    total,
+                });
+                Unit {
+                    index,
+                    label: Label::Item(item.clone()),
+                    body: Arc::clone(&body),
+                    frames,
+                }
+            })
+            .collect();
+        let (ended, failure) = self.fan_out(step, exec, units, fan).await?;
+        let outcomes: Vec<Value> = ended
+            .iter()
+            .zip(&values)
+            .enumerate()
+            .map(|(index, (ended, item))| match ended {
+                Some(e) => {
+                    let mut outcome = json!({"index": index, "item": item});
+                    if let (Value::Object(into), Value::Object(from)) = (&mut outcome, &e.outcome) {
+                        into.extend(from.clone());
+                    }
+                    outcome
+                }
+                None => not_started(index, item),
+            })
+            .collect();
+        let succeeded = outcomes
+            .iter()
+            .filter(|o| o["status"] == Status::Succeeded.label())
+            .count();
+        let mut result = self.joined(step, fan, failure, succeeded, total);
+        result["iterations"] = json!(succeeded);
+        result["total"] = json!(total);
+        result["max_parallel"] = json!(fan.max_parallel);
+        result["join"] = json!(fan.join.label());
+        tally(&mut result, outcomes);
+        Ok(result)
+    }
+
+    /// A `parallel` step: its branches run at once (up to `max_parallel`) and are joined.
+    pub(super) async fn fan_out_branches(
+        &mut self,
+        step: &Step,
+        exec: u64,
+        branches: &[Branch],
+        fan: &FanOut,
+        loops: &[LoopFrame],
+    ) -> Result<Value, RunError> {
+        let total = branches.len();
+        let units = branches
+            .iter()
+            .enumerate()
+            .map(|(index, branch)| Unit {
+                index,
+                label: Label::Branch(branch.name.clone()),
+                body: Arc::new(branch.steps.clone()),
+                frames: loops.to_vec(),
+            })
+            .collect();
+        let (ended, failure) = self.fan_out(step, exec, units, fan).await?;
+        let mut by_name = Map::new();
+        let mut outcomes = Vec::new();
+        for (branch, ended) in branches.iter().zip(&ended) {
+            let mut outcome = match ended {
+                Some(e) => e.outcome.clone(),
+                None => json!({"status": Status::NotStarted.label(), "exit_code": null}),
+            };
+            outcome["branch"] = json!(branch.name);
+            by_name.insert(branch.name.clone(), outcome.clone());
+            outcomes.push(outcome);
+        }
+        let succeeded = outcomes
+            .iter()
+            .filter(|o| o["status"] == Status::Succeeded.label())
+            .count();
+        let mut result = self.joined(step, fan, failure, succeeded, total);
+        result["total"] = json!(total);
+        result["join"] = json!(fan.join.label());
+        tally(&mut result, outcomes);
+        result["branches"] = Value::Object(by_name);
+        Ok(result)
+    }
+
+    /// The fan-out step's own status under its join policy.
+    fn joined(
+        &self,
+        step: &Step,
+        fan: &FanOut,
+        failure: Option<String>,
+        succeeded: usize,
+        total: usize,
+    ) -> Value {
+        if self.config.cancel.is_cancelled() {
+            let mut result = failed_result(130, "interrupted".into());
+            result["status"] = json!("interrupted");
+            return result;
+        }
+        let what = match step.kind {
+            orchestrate_lang::model::StepKind::Parallel { .. } => "branch",
+            _ => "item",
+        };
+        // A spending limit crossed by the items fails the step whatever the join: the items'
+        // results say what they did, the limit says the run may not go on.
+        if !self.budget.limits.is_empty()
+            && let Some(crossing) = self
+                .budget
+                .limits
+                .check(self.budget.spent.get(), self.budget.started.elapsed())
+        {
+            let message = crossing.message(&self.config.workspace, None, false);
+            self.budget.cross(crossing.limit);
+            let mut result = failed_result(
+                1,
+                format!(
+                    "{message}; the {what}s of `{}` still running were stopped",
+                    step.name
+                ),
+            );
+            result["budget_exceeded"] = json!(crossing.limit);
+            return result;
+        }
+        match fan.join {
+            Join::AllSuccess => match failure {
+                Some(message) => failed_result(1, message),
+                None => json!({"status": "succeeded", "exit_code": 0}),
+            },
+            Join::AnySuccess if succeeded == 0 => failed_result(
+                1,
+                format!(
+                    "no {what} of {total} succeeded (join: any_success); see `${{steps.{}.results}}` for each one's error",
+                    step.name
+                ),
+            ),
+            Join::AnySuccess | Join::AllDone => json!({"status": "succeeded", "exit_code": 0}),
+        }
+    }
+
+    /// Runs `units` on lanes of their own, at most `max_parallel` at once, and joins them: the
+    /// lanes in unit order (`None` for a unit never started) and, under `all_success`, the
+    /// first failure's message (the siblings still running are cancelled, no more start).
+    async fn fan_out(
+        &mut self,
+        step: &Step,
+        exec: u64,
+        units: Vec<Unit>,
+        fan: &FanOut,
+    ) -> Result<(Vec<Option<Ended>>, Option<String>), RunError> {
+        let total = units.len();
+        let cancel = self.config.cancel.child_token();
+        let outlives_failure = fan.join != Join::AllSuccess;
+        let forked_results = self.results.clone();
+        let mut set: tokio::task::JoinSet<(usize, Runner, Result<Flow, RunError>)> =
+            tokio::task::JoinSet::new();
+        let labels: Vec<Label> = units.iter().map(|u| u.label.clone()).collect();
+        let bodies: Vec<Arc<Vec<Step>>> = units.iter().map(|u| Arc::clone(&u.body)).collect();
+        let mut pending = units.into_iter();
+        let mut ended: Vec<Option<Ended>> = (0..total).map(|_| None).collect();
+        let mut failure: Option<String> = None;
+        let mut error: Option<RunError> = None;
+        loop {
+            while failure.is_none()
+                && error.is_none()
+                && set.len() < fan.max_parallel as usize
+                && !self.config.cancel.is_cancelled()
+            {
+                let Some(unit) = pending.next() else { break };
+                if let Err(err) = self.unit_event(step, &unit.label, unit.index, total, None) {
+                    cancel.cancel();
+                    error = Some(err);
+                    break;
+                }
+                let mut lane = self.lane.clone();
+                lane.extend([exec, unit.index as u64]);
+                let mut runner = self.fork(lane, exec, cancel.clone(), outlives_failure);
+                let which = match &unit.label {
+                    Label::Item(_) => format!("{} #{}", step.name, unit.index),
+                    Label::Branch(name) => format!("{} {name}", step.name),
+                };
+                runner.lane_label = if self.lane_label.is_empty() {
+                    which
+                } else {
+                    format!("{} › {which}", self.lane_label)
+                };
+                set.spawn(async move {
+                    let flow = runner.run_list(&unit.body, &unit.frames).await;
+                    (unit.index, runner, flow)
+                });
+            }
+            let Some(joined) = set.join_next().await else {
+                break;
+            };
+            let (index, mut lane, flow) = match joined {
+                Ok(joined) => joined,
+                Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+                Err(err) => {
+                    // Only a dropped set aborts its tasks, and this one is held: say so rather
+                    // than lose the item.
+                    cancel.cancel();
+                    error.get_or_insert(RunError::Lane {
+                        step: step.name.clone(),
+                        message: err.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let flow = match flow {
+                Ok(flow) => flow,
+                Err(err) => {
+                    // The records cannot be written: stop the siblings and report it once
+                    // they are gone (dropping them would leave their processes running).
+                    cancel.cancel();
+                    error.get_or_insert(err);
+                    continue;
+                }
+            };
+            // Stopped by the cancel, unless its last step failed on its own (the failure that
+            // cancelled the others, or one that came at the same time).
+            let last_status = lane
+                .last_recorded
+                .as_ref()
+                .and_then(|name| lane.results.get(name))
+                .and_then(|r| r["status"].as_str());
+            let stopped = lane.config.cancel.is_cancelled()
+                && !matches!(last_status, Some("failed" | "rejected"));
+            let status = match flow {
+                Flow::Succeeded | Flow::Skipped | Flow::End => Status::Succeeded,
+                Flow::Failed | Flow::Rejected if !stopped && lane.failure.is_some() => {
+                    Status::Failed
+                }
+                Flow::Failed | Flow::Rejected => Status::Cancelled,
+            };
+            if let Err(err) = self.unit_event(step, &labels[index], index, total, Some(status)) {
+                cancel.cancel();
+                error.get_or_insert(err);
+            }
+            if status == Status::Failed && !outlives_failure && failure.is_none() {
+                let what = labels[index].describe(index);
+                let message = lane
+                    .failure
+                    .as_ref()
+                    .map_or("it failed".to_string(), |f| f.message.clone());
+                failure = Some(format!("{what} failed: {message}"));
+                cancel.cancel();
+            }
+            let mut names = Vec::new();
+            collect_names(&bodies[index], &mut names);
+            let changed = names
+                .into_iter()
+                .filter_map(|name| {
+                    let value = lane.results.get(&name)?;
+                    (forked_results.get(&name) != Some(value)).then(|| (name, value.clone()))
+                })
+                .collect();
+            ended[index] = Some(Ended {
+                status,
+                outcome: lane.outcome(status, None),
+                changed,
+                enqueued: std::mem::take(&mut lane.enqueued),
+                warned_unpriced: lane.budget.warned_unpriced,
+            });
+        }
+        if let Some(err) = error {
+            return Err(err);
+        }
+        if let Some(message) = &mut failure {
+            let cancelled = ended
+                .iter()
+                .filter(|e| e.as_ref().is_some_and(|e| e.status == Status::Cancelled))
+                .count();
+            let never = ended.iter().filter(|e| e.is_none()).count();
+            if cancelled + never > 0 {
+                message.push_str(&format!(
+                    " (join: all_success; {cancelled} running cancelled, {never} not started)"
+                ));
+            }
+        }
+        // Merged in unit order: after the step, a body step's result is the last unit's.
+        for e in ended.iter_mut().flatten() {
+            for (name, value) in std::mem::take(&mut e.changed) {
+                self.results.insert(name, value);
+            }
+            self.enqueued.append(&mut e.enqueued);
+            self.budget.warned_unpriced |= e.warned_unpriced;
+        }
+        Ok((ended, failure))
+    }
+
+    /// `iteration_started`/`iteration_finished` of an item, `branch_started`/`branch_finished` of
+    /// a branch (`status`: finished).
+    fn unit_event(
+        &mut self,
+        step: &Step,
+        label: &Label,
+        index: usize,
+        total: usize,
+        status: Option<Status>,
+    ) -> Result<(), RunError> {
+        let mut fields = json!({"step": step.name, "index": index, "total": total});
+        if let Some(status) = status {
+            fields["status"] = json!(status.label());
+        }
+        let name = match (label, status) {
+            (Label::Item(_), None) => "iteration_started",
+            (Label::Item(_), Some(_)) => "iteration_finished",
+            (Label::Branch(name), started) => {
+                fields["branch"] = json!(name);
+                if started.is_none() {
+                    "branch_started"
+                } else {
+                    "branch_finished"
+                }
+            }
+        };
+        self.event(name, fields, false)
+    }
+
+    /// A runner for one lane: the run's shared parts, a copy of the results so far, its own
+    /// counters. `outlives_failure`: its join does not stop at a failure, so a failed step's
+    /// record is its outcome on resume rather than the place to run again.
+    fn fork(
+        &self,
+        lane: Vec<u64>,
+        exec: u64,
+        cancel: CancellationToken,
+        outlives_failure: bool,
+    ) -> Runner {
+        let mut config = self.config.clone();
+        config.cancel = cancel;
+        Runner {
+            workflow: Arc::clone(&self.workflow),
+            config,
+            dir: self.dir.clone(),
+            state: self.state.clone(),
+            events: Arc::clone(&self.events),
+            children: Arc::clone(&self.children),
+            engine_writes: self.engine_writes.clone(),
+            journal: Journal {
+                entries: Arc::clone(&self.journal.entries),
+                // A path that left the recorded one before this step replays nothing in it.
+                cutoff: if self.journal.cutoff > exec {
+                    u64::MAX
+                } else {
+                    0
+                },
+            },
+            lane,
+            lane_label: String::new(),
+            failure_is_outcome: outlives_failure,
+            last_recorded: None,
+            replaying_loop: self.replaying_loop,
+            results: self.results.clone(),
+            executions: 0,
+            events_at_snapshot: 0,
+            secret_values: self.secret_values.clone(),
+            secret_names: self.secret_names.clone(),
+            failure: None::<Failure>,
+            feedback: self.feedback.clone(),
+            active_feedback: self.active_feedback.clone(),
+            last_phase: self.last_phase,
+            last_step: None,
+            enqueued: Vec::new(),
+            budget: BudgetState {
+                limits: self.budget.limits.clone(),
+                inherited: self.budget.inherited.clone(),
+                spent: self.budget.spent.clone(),
+                started: self.budget.started,
+                failure: None,
+                warned_unpriced: self.budget.warned_unpriced,
+                crossed: Arc::clone(&self.budget.crossed),
+            },
+            _lock: None,
+        }
+    }
+}
+
+/// Names of `steps` and the steps nested in them.
+fn collect_names(steps: &[Step], out: &mut Vec<String>) {
+    for step in steps {
+        out.push(step.name.clone());
+        for body in step.kind.bodies() {
+            collect_names(body, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_name_logs_in_item_order() {
+        assert_eq!(log_prefix(&[]), "");
+        assert_eq!(log_prefix(&[3, 2]), "0003.0002.");
+        assert_eq!(lane_of(&json!({"lane": [3, 12]})), vec![3, 12]);
+        assert!(lane_of(&json!({"exec": 1})).is_empty());
+    }
+
+    #[test]
+    fn tally_counts_each_status() {
+        let mut result = json!({});
+        tally(
+            &mut result,
+            vec![
+                json!({"status": "succeeded"}),
+                json!({"status": "failed"}),
+                json!({"status": "cancelled"}),
+                not_started(3, &json!("d")),
+            ],
+        );
+        assert_eq!(result["succeeded"], 1);
+        assert_eq!(result["failed"], 1);
+        assert_eq!(result["cancelled"], 1);
+        assert_eq!(result["not_started"], 1);
+        assert_eq!(result["results"][3]["item"], "d");
+    }
+
+    #[test]
+    fn outcomes_keep_outputs_up_to_a_bound() {
+        let big = "x".repeat(RESULTS_KEEP_BYTES / 4);
+        let outcomes = (0..4)
+            .map(|i| json!({"index": i, "status": "succeeded", "output": big}))
+            .collect();
+        let mut result = json!({});
+        tally(&mut result, outcomes);
+        assert_eq!(result["results"][2]["output"], json!(big));
+        assert!(result["results"][3].get("output").is_none());
+        assert_eq!(result["results"][3]["output_dropped"], true);
+        assert_eq!(result["results"][3]["status"], "succeeded");
+        assert_eq!(result["results_truncated"], true);
+    }
+
+    #[test]
+    fn long_items_are_shortened_in_messages() {
+        assert_eq!(describe(&json!("a")), "a");
+        assert_eq!(describe(&json!({"k": 1})), "{\"k\":1}");
+        assert!(describe(&json!("x".repeat(100))).ends_with('…'));
+    }
+}

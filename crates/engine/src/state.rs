@@ -1,0 +1,182 @@
+//! A run's directory and its `state.json` snapshot.
+//!
+//! Owns: the RUN_ROOT layout (`WORKSPACE/.orchestrate/runs/<run_id>/`), the snapshot format, and
+//! the run lock that keeps two processes from driving one run. Does not decide when to snapshot
+//! (the runner does) and is not the source of truth for resume (`events.jsonl` is).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use orchestrate_base::fsutil;
+
+/// Version of `state.json`; a reader refuses a newer one.
+pub const STATE_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Interrupted,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunState {
+    pub format_version: u32,
+    pub run_id: String,
+    /// The workflow file as the user named it.
+    pub workflow: String,
+    pub workflow_name: String,
+    pub fingerprint: String,
+    pub workspace: String,
+    pub status: RunStatus,
+    pub started_at: String,
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// `${run.timestamp_utc}`: fixed at the first start, kept across resumes.
+    pub timestamp_utc: String,
+    pub context: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Step executions so far (visits, iterations and skips included).
+    pub executions: u64,
+    /// Sequence number of the last event this snapshot includes.
+    pub events_seq: u64,
+    pub resumes: u32,
+    /// The latest result of each step, by name.
+    pub steps: Map<String, Value>,
+    /// The workflow's `outputs:` as rendered at its successful end (a child run's result).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub outputs: Map<String, Value>,
+    /// The child runs its `workflow:` steps started, by directory name under
+    /// `RUN_ROOT/children/`: `{step, exec, lane, workflow, run_root}` (the link from the
+    /// parent's state to each child's own RUN_ROOT).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub children: Map<String, Value>,
+}
+
+/// Paths inside one run's directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    pub fn runs_dir(workspace: &Path) -> PathBuf {
+        workspace.join(".orchestrate").join("runs")
+    }
+
+    pub fn new(workspace: &Path, run_id: &str) -> RunDir {
+        RunDir {
+            root: Self::runs_dir(workspace).join(run_id),
+        }
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+    pub fn events(&self) -> PathBuf {
+        self.root.join("events.jsonl")
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+    /// The workflow text as it was when the run started: resume runs exactly this.
+    pub fn workflow_copy(&self) -> PathBuf {
+        self.root.join("workflow.yaml")
+    }
+    pub fn lock(&self) -> PathBuf {
+        self.root.join("lock")
+    }
+
+    /// Creates RUN_ROOT (`logs/` is created by the first step that writes output).
+    pub fn create(&self) -> io::Result<()> {
+        fs::create_dir_all(&self.root)
+    }
+
+    /// Writes the snapshot; `durable` makes it survive a power loss (fsync file and directory).
+    pub fn write_state(&self, state: &RunState, durable: bool) -> io::Result<()> {
+        let mut bytes = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
+        bytes.push(b'\n');
+        if durable {
+            fsutil::atomic_write(&self.state(), &bytes)
+        } else {
+            fsutil::replace(&self.state(), &bytes)
+        }
+    }
+
+    pub fn read_state(&self) -> Result<RunState, StateError> {
+        let path = self.state();
+        let bytes = fs::read(&path).map_err(|source| StateError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|err| StateError::Corrupt {
+            path: path.clone(),
+            message: err.to_string(),
+        })?;
+        let version = value
+            .get("format_version")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if version > u64::from(STATE_FORMAT) {
+            return Err(StateError::TooNew { path, version });
+        }
+        serde_json::from_value(value).map_err(|err| StateError::Corrupt {
+            path,
+            message: err.to_string(),
+        })
+    }
+
+    /// Takes the run lock, or says who holds it. The lock lives as long as the returned file.
+    pub fn lock_run(&self) -> Result<File, StateError> {
+        let path = self.lock();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|source| StateError::Read {
+                path: path.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => {
+                file.set_len(0).ok();
+                let _ = writeln!(file, "{}", std::process::id());
+                Ok(file)
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+                Err(StateError::Locked { path, holder })
+            }
+            Err(fs::TryLockError::Error(source)) => Err(StateError::Read { path, source }),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("failed to read {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{} is not a valid run state: {message}", path.display())]
+    Corrupt { path: PathBuf, message: String },
+    #[error("{} has format_version {version}, newer than this orchestrate understands; upgrade orchestrate", path.display())]
+    TooNew { path: PathBuf, version: u64 },
+    #[error("the run is still running (process {holder} holds {}); wait for it or stop it first", path.display())]
+    Locked { path: PathBuf, holder: String },
+}

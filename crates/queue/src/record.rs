@@ -1,0 +1,217 @@
+//! A task's terminal record: the `status/v1` document (`status.json`) every attempt leaves in
+//! `processed/` or `failed/`, and the history entries that link an attempt to earlier ones.
+//!
+//! Owns: the one type every writer (a finished attempt in `worker`, quarantine, a worker that
+//! died too often and a requeue that could not happen in `queue`) constructs, so that a record
+//! missing a documented key does not compile, and the tail of a failed step's stderr that
+//! failure messages quote. Does not decide where a record goes (`queue`) or read records back
+//! for people (`commands`, `observe`).
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The `schema` of every task record.
+pub const SCHEMA: &str = "status/v1";
+
+/// `status.json` of a finished (or quarantined) task. Every key of `docs/swarm.md`'s list is
+/// always written, `null` or empty where it does not apply; the keys after `history` are written
+/// only where they apply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskStatus {
+    pub schema: String,
+    pub correlation_id: Option<String>,
+    pub agent: String,
+    pub task: String,
+    /// SHA-256 of the workflow file's text (with its sub-workflows') the attempt ran; `None`
+    /// where no workflow ran (quarantine, a worker that died too often).
+    pub workflow_hash: Option<String>,
+    pub attempt: Option<u32>,
+    pub run_id: Option<String>,
+    /// The last step run.
+    pub step: Option<String>,
+    pub timestamp: String,
+    pub success: bool,
+    /// The workflow's exit code (the exit-code table: 1 a step failed, 2 invalid, 124, 130).
+    pub exit_code: i32,
+    /// The failing step's own exit code, when a step's failure ended the run.
+    pub step_exit_code: Option<i32>,
+    /// Files written through `output_file`, relative to the workspace.
+    pub outputs: Vec<String>,
+    pub metrics: Option<Metrics>,
+    /// Tasks handed to other roles.
+    pub next_actions: Vec<NextAction>,
+    pub message: String,
+    pub timings: Option<Timings>,
+    pub worker: Option<Worker>,
+    /// Earlier attempts, and earlier failed records this task was retried from.
+    pub history: Vec<HistoryEntry>,
+    /// Under `isolation: worktree`: `{path, branch, base, base_commit, kept}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<Value>,
+    /// Stopped by `orchestrate cancel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled: Option<crate::cancel::CancelRequest>,
+    /// Bad input moved aside unread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<bool>,
+    /// A quarantined entry's name as it was in the inbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_name: Option<String>,
+    /// The task file changed after its claim: `task` was put back to the bytes the workflow was
+    /// given and the later version kept as `task.changed` (`queue::complete`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_changed: Option<String>,
+}
+
+impl TaskStatus {
+    /// A record with every optional part empty: writers fill in what applies.
+    pub fn new(agent: &str, task: &str, success: bool, exit_code: i32, message: &str) -> Self {
+        TaskStatus {
+            schema: SCHEMA.to_string(),
+            correlation_id: None,
+            agent: agent.to_string(),
+            task: task.to_string(),
+            workflow_hash: None,
+            attempt: None,
+            run_id: None,
+            step: None,
+            timestamp: orchestrate_base::clock::now_rfc3339(),
+            success,
+            exit_code,
+            step_exit_code: None,
+            outputs: Vec::new(),
+            metrics: None,
+            next_actions: Vec::new(),
+            message: message.to_string(),
+            timings: None,
+            worker: None,
+            history: Vec::new(),
+            worktree: None,
+            cancelled: None,
+            quarantined: None,
+            original_name: None,
+            task_changed: None,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Metrics {
+    pub duration_sec: f64,
+    pub task_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NextAction {
+    pub agent: String,
+    pub file: String,
+    pub task: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Timings {
+    pub claimed_at: String,
+    pub started_at: String,
+    pub finished_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Worker {
+    pub pid: u32,
+    pub label: String,
+}
+
+/// What ended one earlier attempt of a task (the queue's sidecar keeps these between attempts).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub attempt: u32,
+    pub ended: String,
+    pub reason: String,
+    /// `false`: given back at shutdown, not counted against `max_attempts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charged: Option<bool>,
+    /// The earlier attempt's record (`failed/<ts>_<role>_<id>`) this task was retried from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    /// The earlier attempt's run id, when it had a run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+}
+
+/// Lines of a failed step's stderr quoted in its failure message.
+pub const STDERR_TAIL_LINES: usize = 5;
+/// Bytes of a failed step's stderr read for its failure message.
+pub const STDERR_TAIL_BYTES: u64 = 1024;
+
+/// The last lines of a step's stderr log (already masked, as every log is): at most
+/// [`STDERR_TAIL_LINES`] lines from its last [`STDERR_TAIL_BYTES`] bytes, blank lines dropped.
+pub fn stderr_tail(log: &Path) -> Option<String> {
+    let mut file = std::fs::File::open(log).ok()?;
+    let len = file.metadata().ok()?.len();
+    let from = len.saturating_sub(STDERR_TAIL_BYTES);
+    file.seek(SeekFrom::Start(from)).ok()?;
+    let mut bytes = Vec::new();
+    file.take(STDERR_TAIL_BYTES).read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines: Vec<&str> = text.lines().collect();
+    if from > 0 && !lines.is_empty() {
+        // The first line was cut by the byte window.
+        lines.remove(0);
+    }
+    let kept: Vec<&str> = lines
+        .into_iter()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let start = kept.len().saturating_sub(STDERR_TAIL_LINES);
+    let tail = kept[start..].join("\n");
+    (!tail.is_empty()).then_some(tail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_tail_keeps_the_last_five_nonblank_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("err");
+        std::fs::write(&log, "1\n2\n\n3\n4\n5\n6\n7\n").unwrap();
+        assert_eq!(stderr_tail(&log).as_deref(), Some("3\n4\n5\n6\n7"));
+        std::fs::write(&log, "").unwrap();
+        assert_eq!(stderr_tail(&log), None);
+    }
+
+    #[test]
+    fn stderr_tail_reads_only_the_last_kilobyte() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("err");
+        let mut text = "x".repeat(5000);
+        text.push_str("\nreason\n");
+        std::fs::write(&log, &text).unwrap();
+        assert_eq!(stderr_tail(&log).as_deref(), Some("reason"));
+    }
+
+    #[test]
+    fn every_documented_key_is_written_even_when_empty() {
+        let value = serde_json::to_value(TaskStatus::new("r", "t", false, 2, "bad")).unwrap();
+        for key in [
+            "correlation_id",
+            "attempt",
+            "run_id",
+            "step",
+            "outputs",
+            "metrics",
+        ] {
+            assert!(value.get(key).is_some(), "{key} missing");
+        }
+        assert!(value.get("worktree").is_none());
+    }
+}

@@ -1,0 +1,531 @@
+//! Steering from outside the running processes: pausing and resuming roles, cancelling a run or
+//! a swarm task.
+//!
+//! Owns: the durable control files under `.orchestrate/control/` (`<role>/paused.json`,
+//! `<role>/cancel/<task>.json`), a run's cancel request (`RUN_ROOT/cancel.json`), the control
+//! log (`.orchestrate/control/events.jsonl`), the watcher role processes use to notice them, and
+//! the `cancel`, `pause` and `resume ROLE` commands. Does not stop anything itself beyond one
+//! signal to a verified run process: role processes act on their own requests (`worker`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::control_log;
+use orchestrate_base::fsutil::relative;
+use orchestrate_engine::runner::exit;
+use orchestrate_engine::state::RunDir;
+use orchestrate_queue::cancel::{self, CancelRequest};
+use orchestrate_queue::queue;
+
+/// `.orchestrate/control/`.
+pub fn dir(workspace: &Path) -> PathBuf {
+    workspace.join(".orchestrate").join("control")
+}
+
+/// `.orchestrate/control/<role>/`: what a role's processes watch.
+pub fn role_dir(workspace: &Path, role: &str) -> PathBuf {
+    dir(workspace).join(role)
+}
+
+fn pause_path(workspace: &Path, role: &str) -> PathBuf {
+    role_dir(workspace, role).join("paused.json")
+}
+
+fn cancel_dir(workspace: &Path, role: &str) -> PathBuf {
+    role_dir(workspace, role).join("cancel")
+}
+
+/// A role's pause: it claims nothing new while this file exists.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Pause {
+    pub role: String,
+    pub since: String,
+    pub by: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pause
+
+/// The role's pause, if it is paused.
+pub fn paused(workspace: &Path, role: &str) -> Option<Pause> {
+    let bytes = std::fs::read(pause_path(workspace, role)).ok()?;
+    Some(serde_json::from_slice(&bytes).unwrap_or_else(|_| Pause {
+        role: role.to_string(),
+        since: String::new(),
+        by: "?".into(),
+    }))
+}
+
+/// Pauses a role (durably). Returns the pause in force and whether it was already paused.
+pub fn pause(workspace: &Path, role: &str) -> Result<(Pause, bool), String> {
+    if let Some(existing) = paused(workspace, role) {
+        return Ok((existing, true));
+    }
+    let pause = Pause {
+        role: role.to_string(),
+        since: orchestrate_base::clock::now_rfc3339(),
+        by: cancel::who(),
+    };
+    let dir = role_dir(workspace, role);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = pause_path(workspace, role);
+    let bytes = serde_json::to_vec_pretty(&pause).unwrap_or_default();
+    orchestrate_base::fsutil::atomic_write(&path, &bytes)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    control_log::log_event(
+        workspace,
+        "role_paused",
+        json!({"role": role, "by": pause.by}),
+    );
+    Ok((pause, false))
+}
+
+/// Lifts a role's pause; returns the pause that was in force.
+pub fn unpause(workspace: &Path, role: &str) -> Result<Option<Pause>, String> {
+    let Some(existing) = paused(workspace, role) else {
+        return Ok(None);
+    };
+    let path = pause_path(workspace, role);
+    std::fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+    let _ = orchestrate_base::fsutil::fsync_dir(&role_dir(workspace, role));
+    control_log::log_event(
+        workspace,
+        "role_resumed",
+        json!({"role": role, "by": cancel::who(), "paused_since": existing.since}),
+    );
+    Ok(Some(existing))
+}
+
+/// `orchestrate pause ROLE`.
+pub fn pause_command(workspace: &Path, role: &str) -> u8 {
+    if let Err(message) = check_role(workspace, role) {
+        eprintln!("error: {message}");
+        return exit::INVALID;
+    }
+    match pause(workspace, role) {
+        Ok((p, true)) => {
+            eprintln!(
+                "role `{role}` was already paused (since {} by {}); `orchestrate resume {role}` lifts it",
+                p.since, p.by
+            );
+            exit::SUCCESS
+        }
+        Ok((_, false)) => {
+            eprintln!(
+                "paused role `{role}`: it claims no new tasks (tasks in flight finish, queued ones wait); `orchestrate resume {role}` lifts it"
+            );
+            exit::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("error: pausing role `{role}`: {message}");
+            exit::STEP_FAILED
+        }
+    }
+}
+
+/// Whether `name` is a role of the workspace (`agents/<name>.yaml` exists).
+pub fn is_role(workspace: &Path, name: &str) -> bool {
+    orchestrate_base::ids::check_id(name).is_ok()
+        && ["yaml", "yml"].iter().any(|ext| {
+            orchestrate_engine::role::agents_dir(workspace)
+                .join(format!("{name}.{ext}"))
+                .is_file()
+        })
+}
+
+/// A role defined in `agents/`, or an error that names the file and suggests one.
+fn check_role(workspace: &Path, role: &str) -> Result<(), String> {
+    orchestrate_engine::role::layout_for(workspace, role)?;
+    if is_role(workspace, role) {
+        Ok(())
+    } else {
+        Err(orchestrate_engine::role::unknown_role(workspace, role))
+    }
+}
+
+/// `orchestrate resume ROLE` (or `--role`).
+pub fn resume_role_command(workspace: &Path, role: &str) -> u8 {
+    if let Err(message) = check_role(workspace, role) {
+        eprintln!("error: {message}");
+        return exit::INVALID;
+    }
+    match unpause(workspace, role) {
+        Ok(Some(p)) => {
+            eprintln!(
+                "resumed role `{role}` (paused since {} by {}); its queued tasks are claimed again",
+                p.since, p.by
+            );
+            exit::SUCCESS
+        }
+        Ok(None) => {
+            eprintln!("role `{role}` is not paused; nothing to resume");
+            exit::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("error: resuming role `{role}`: {message}");
+            exit::STEP_FAILED
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cancel requests
+
+/// Writes the durable request a role process acts on.
+pub fn request_task_cancel(
+    workspace: &Path,
+    role: &str,
+    id: &str,
+    request: &CancelRequest,
+) -> Result<PathBuf, String> {
+    let dir = cancel_dir(workspace, role);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join(format!("{id}.json"));
+    orchestrate_base::fsutil::atomic_write(&path, &serde_json::to_vec(request).unwrap_or_default())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// The pending cancel requests of a role's tasks, by task id.
+pub fn task_cancel_requests(workspace: &Path, role: &str) -> Vec<(String, CancelRequest)> {
+    let Ok(entries) = std::fs::read_dir(cancel_dir(workspace, role)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_suffix(".json") else {
+            continue;
+        };
+        if name.starts_with('.') || orchestrate_base::ids::check_id(id).is_err() {
+            continue;
+        }
+        if let Ok(request) = std::fs::read(entry.path())
+            .map_err(|_| ())
+            .and_then(|b| serde_json::from_slice::<CancelRequest>(&b).map_err(|_| ()))
+        {
+            out.push((id.to_string(), request));
+        }
+    }
+    out
+}
+
+/// Removes a task's cancel request (it has been acted on, or the task is gone).
+pub fn clear_task_cancel(workspace: &Path, role: &str, id: &str) {
+    let _ = std::fs::remove_file(cancel_dir(workspace, role).join(format!("{id}.json")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// What role processes watch
+
+/// Watches a role's control directory and the workspace's breaker states; every change sends
+/// one `()` (a hint to read them again).
+pub fn watch(
+    workspace: &Path,
+    role: &str,
+    tx: tokio::sync::mpsc::UnboundedSender<()>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let control = role_dir(workspace, role);
+    let breakers = crate::breaker::dir(workspace);
+    for dir in [&cancel_dir(workspace, role), &breakers] {
+        std::fs::create_dir_all(dir).map_err(|e| notify::Error::io(e).add_path(dir.clone()))?;
+    }
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let relevant = match &event {
+            Ok(event) => !matches!(
+                event.kind,
+                notify::EventKind::Access(_)
+                    | notify::EventKind::Modify(notify::event::ModifyKind::Metadata(_))
+            ),
+            Err(_) => true,
+        };
+        if relevant {
+            let _ = tx.send(());
+        }
+    })?;
+    watcher.watch(&control, RecursiveMode::Recursive)?;
+    watcher.watch(&breakers, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
+// ---------------------------------------------------------------------------------------------
+// `orchestrate cancel`
+
+/// What `cancel` found its target to be.
+enum Target {
+    Run(PathBuf),
+    Task {
+        role: String,
+        id: String,
+        dir: PathBuf,
+    },
+}
+
+/// `orchestrate cancel TARGET`: a run id, a swarm task id, or a task's run id.
+pub fn cancel_command(workspace: &Path, target: &str, wait: Option<Duration>) -> u8 {
+    match cancel(workspace, target, wait) {
+        Ok(message) => {
+            eprintln!("{message}");
+            exit::SUCCESS
+        }
+        Err((code, message)) => {
+            eprintln!("error: {message}");
+            code
+        }
+    }
+}
+
+fn cancel(workspace: &Path, target: &str, wait: Option<Duration>) -> Result<String, (u8, String)> {
+    let invalid = |m: String| (exit::INVALID, m);
+    orchestrate_base::ids::check_id(target)
+        .map_err(|reason| invalid(format!("`{target}` is not a run or task id: {reason}")))?;
+    match locate(workspace, target).map_err(invalid)? {
+        Target::Run(root) => cancel_run(workspace, target, &root, wait),
+        Target::Task { role, id, dir } => cancel_task(workspace, target, &role, &id, &dir, wait),
+    }
+}
+
+fn running_roles(workspace: &Path) -> Vec<String> {
+    let mut roles: Vec<String> = std::fs::read_dir(workspace.join("running"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| orchestrate_base::ids::check_id(n).is_ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    roles.sort();
+    roles
+}
+
+/// The run id of a task's attempt (the first record of its event log).
+fn task_run_id(dir: &Path) -> Option<String> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(dir.join("events.jsonl")).ok()?;
+    let mut line = String::new();
+    std::io::BufReader::new(file).read_line(&mut line).ok()?;
+    let record: Value = serde_json::from_str(&line).ok()?;
+    record["run_id"].as_str().map(str::to_string)
+}
+
+fn locate(workspace: &Path, target: &str) -> Result<Target, String> {
+    let run = RunDir::new(workspace, target);
+    if run.root.is_dir() {
+        return Ok(Target::Run(run.root));
+    }
+    if let Some(parent) = orchestrate_engine::runs::parent_of_child(workspace, target) {
+        return Err(format!(
+            "run `{target}` is the child run of a `workflow:` step of run {parent}: cancel the parent (`orchestrate cancel {parent}`), which stops the child with it"
+        ));
+    }
+    let roles = running_roles(workspace);
+    for role in &roles {
+        let dir = workspace.join("running").join(role).join(target);
+        if dir.is_dir() {
+            return Ok(Target::Task {
+                role: role.clone(),
+                id: target.to_string(),
+                dir,
+            });
+        }
+    }
+    for role in &roles {
+        let Ok(entries) = std::fs::read_dir(workspace.join("running").join(role)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if task_run_id(&entry.path()).as_deref() == Some(target) {
+                return Ok(Target::Task {
+                    role: role.clone(),
+                    id: entry.file_name().to_string_lossy().into_owned(),
+                    dir: entry.path(),
+                });
+            }
+        }
+    }
+    // Not running: say what it is.
+    let found = orchestrate_engine::role::find_tasks(workspace, target);
+    if let Some(task) = found.iter().find(|t| t.state == "queued") {
+        return Err(format!(
+            "task `{}` of role `{}` is queued ({}), not running: nothing to cancel; to drop it, move that file out of the inbox, or `orchestrate pause {}` to hold the role",
+            task.id, task.role, task.path, task.role
+        ));
+    }
+    if let Some(task) = found.last() {
+        return Err(format!(
+            "task `{}` of role `{}` already finished ({}): nothing to cancel; `orchestrate show {}` shows how it ended",
+            task.id, task.role, task.path, task.id
+        ));
+    }
+    Err(format!(
+        "no run or task `{target}`: nothing in .orchestrate/runs/, running/, the inboxes, processed/ or failed/ has that id; `orchestrate status` lists runs and `orchestrate tasks` lists tasks"
+    ))
+}
+
+fn cancel_run(
+    workspace: &Path,
+    target: &str,
+    root: &Path,
+    wait: Option<Duration>,
+) -> Result<String, (u8, String)> {
+    let dir = RunDir {
+        root: root.to_path_buf(),
+    };
+    let ended = |records: &[Value]| -> Option<Value> {
+        let start = records
+            .iter()
+            .rposition(|r| r["event"] == "run_started" || r["event"] == "run_resumed")?;
+        records[start..]
+            .iter()
+            .find(|r| r["event"] == "run_finished")
+            .cloned()
+    };
+    let records = orchestrate_engine::events::read(&dir.events()).unwrap_or_default();
+    if let Some(finished) = ended(&records) {
+        let status = finished["status"].as_str().unwrap_or("?");
+        let hint = if status == "succeeded" {
+            String::new()
+        } else {
+            format!("; `orchestrate resume {target}` continues it")
+        };
+        return Err((
+            exit::INVALID,
+            format!(
+                "run {target} already finished ({status}, exit {}): nothing to cancel{hint}",
+                finished["exit_code"]
+            ),
+        ));
+    }
+    let pid = holder(&dir.lock()).ok_or_else(|| {
+        (
+            exit::INVALID,
+            format!(
+                "run {target} is not running (no process holds {}; it stopped without finishing): nothing to cancel; `orchestrate resume {target}` continues it",
+                relative(workspace, &dir.lock())
+            ),
+        )
+    })?;
+    let request = CancelRequest::new(target);
+    cancel::write_run_cancel(root, &request).map_err(|m| (exit::STEP_FAILED, m))?;
+    control_log::log_event(
+        workspace,
+        "run_cancel_requested",
+        json!({"run_id": target, "pid": pid, "by": request.by}),
+    );
+    // SAFETY: kill(2) with a pid verified just above to hold the run's lock.
+    if unsafe { libc::kill(pid as i32, libc::SIGTERM) } != 0 {
+        let err = std::io::Error::last_os_error();
+        return Err((
+            exit::STEP_FAILED,
+            format!("cannot signal process {pid} running run {target}: {err}"),
+        ));
+    }
+    let Some(wait) = wait else {
+        return Ok(format!(
+            "asked run {target} (process {pid}) to stop; `orchestrate status {target}` shows when it has"
+        ));
+    };
+    let deadline = Instant::now() + wait;
+    loop {
+        let records = orchestrate_engine::events::read(&dir.events()).unwrap_or_default();
+        if let Some(finished) = ended(&records) {
+            return Ok(format!(
+                "cancelled run {target}: process {pid} stopped its step and ended the run ({}, exit {}); `orchestrate resume {target}` continues it",
+                finished["status"].as_str().unwrap_or("?"),
+                finished["exit_code"]
+            ));
+        }
+        if holder(&dir.lock()).is_none() {
+            return Ok(format!(
+                "cancelled run {target}: process {pid} is gone; `orchestrate resume {target}` continues it"
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err((
+                exit::STEP_FAILED,
+                format!(
+                    "run {target} (process {pid}) was asked to stop but is still running after {:?}; its step may be ignoring SIGTERM (it is killed after a grace period); check with `orchestrate status {target}`, or `kill -KILL {pid}`",
+                    wait
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The process holding a run's lock: the pid written in it, checked to be a live holder of the
+/// lock (so a recycled pid is never signalled).
+fn holder(lock: &Path) -> Option<u32> {
+    let file = std::fs::OpenOptions::new().read(true).open(lock).ok()?;
+    match file.try_lock_shared() {
+        Ok(()) => return None,
+        Err(std::fs::TryLockError::WouldBlock) => {}
+        Err(std::fs::TryLockError::Error(_)) => return None,
+    }
+    let pid: u32 = std::fs::read_to_string(lock).ok()?.trim().parse().ok()?;
+    queue::holders(lock).contains(&pid).then_some(pid)
+}
+
+fn cancel_task(
+    workspace: &Path,
+    target: &str,
+    role: &str,
+    id: &str,
+    dir: &Path,
+    wait: Option<Duration>,
+) -> Result<String, (u8, String)> {
+    let request = CancelRequest::new(target);
+    let path =
+        request_task_cancel(workspace, role, id, &request).map_err(|m| (exit::STEP_FAILED, m))?;
+    control_log::log_event(
+        workspace,
+        "task_cancel_requested",
+        json!({"role": role, "task": id, "by": request.by}),
+    );
+    let Some(wait) = wait else {
+        return Ok(format!(
+            "asked role `{role}` to cancel task `{id}` ({}); `orchestrate show {id}` shows where it went",
+            relative(workspace, &path)
+        ));
+    };
+    let deadline = Instant::now() + wait;
+    while dir.exists() {
+        if Instant::now() >= deadline {
+            return Err((
+                exit::STEP_FAILED,
+                format!(
+                    "task `{id}` of role `{role}` is still in {} after {wait:?}: is `orchestrate agent {role}` (or `swarm up`) running? The request ({}) stays and is acted on while the task runs",
+                    relative(workspace, dir),
+                    relative(workspace, &path)
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = orchestrate_engine::role::find_tasks(workspace, id);
+    let Some(task) = after
+        .iter()
+        .filter(|t| t.role == role && (t.state == "failed" || t.state == "processed"))
+        .max_by(|a, b| a.path.cmp(&b.path))
+    else {
+        return Ok(format!(
+            "task `{id}` of role `{role}` left running/; `orchestrate show {id}` shows where it went"
+        ));
+    };
+    if task.state == "processed" {
+        return Ok(format!(
+            "task `{id}` of role `{role}` finished before the cancel took effect: {}",
+            task.path
+        ));
+    }
+    Ok(format!(
+        "cancelled task `{id}` of role `{role}`: {}",
+        task.path
+    ))
+}
