@@ -91,8 +91,8 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
         /// Seconds to wait for it to stop.
-        #[arg(long, default_value_t = 10.0)]
-        timeout: f64,
+        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, default_value = "10", value_parser = crate::flags::parse_duration)]
+        timeout: Duration,
     },
     /// Stop a role from claiming new tasks (tasks in flight finish; queued ones wait) until
     /// `orchestrate resume ROLE`; survives restarts.
@@ -177,21 +177,21 @@ enum Command {
         #[arg(long = "run", value_name = "RUN_ID")]
         run_id: Option<String>,
         /// Mermaid or Graphviz dot.
-        #[arg(long, default_value = "mermaid", value_parser = ["mermaid", "dot"])]
-        format: String,
+        #[arg(long, value_enum, default_value_t = crate::observe::GraphFormat::Mermaid)]
+        format: crate::observe::GraphFormat,
     },
     /// Print the command line orchestrate builds for an agent runtime (JSON: argv, env, files).
     Argv {
         /// claude, codex or gemini.
         runtime: String,
         /// The phase whose permissions the command line grants.
-        #[arg(long, default_value = "readonly", value_parser = ["readonly", "plan", "write", "full"])]
-        phase: String,
+        #[arg(long, value_enum, default_value_t = crate::model::Phase::Readonly)]
+        phase: crate::model::Phase,
         /// The model to ask for.
         #[arg(long)]
         model: Option<String>,
         /// The most agent turns to allow.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         max_turns: Option<u32>,
         /// Continue this agent session id.
         #[arg(long)]
@@ -235,7 +235,7 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
         /// Failed tasks' and runs' worktrees go once they failed this long ago (30m, 12h, 7d).
-        #[arg(long, value_name = "AGE", default_value = "7d", value_parser = crate::worktree::parse_age)]
+        #[arg(long, value_name = "AGE", allow_negative_numbers = true, default_value = "7d", value_parser = crate::flags::parse_duration)]
         older_than: Duration,
         /// Remove worktrees with uncommitted changes too (their changes are lost).
         #[arg(long)]
@@ -258,14 +258,14 @@ enum Command {
         /// The role to run (agents/ROLE.yaml).
         role: String,
         /// Which replica this is (for logs and leases).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 1)]
         replica: u32,
         /// Process what is queued, then exit (for cron and scripts).
         #[arg(long)]
         once: bool,
         /// Seconds tasks in flight may run on after a stop request.
-        #[arg(long, default_value_t = 30.0)]
-        grace: f64,
+        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, default_value = "30", value_parser = crate::flags::parse_duration)]
+        grace: Duration,
         /// No progress lines on stderr (tasks claimed, finished, handed back).
         #[arg(long, short)]
         quiet: bool,
@@ -299,8 +299,8 @@ enum Command {
         /// Only this role's tasks.
         role: Option<String>,
         /// Only tasks in this state.
-        #[arg(long, value_parser = ["queued", "running", "processed", "failed", "ignored"])]
-        state: Option<String>,
+        #[arg(long, value_enum)]
+        state: Option<crate::queue::TaskState>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -341,8 +341,8 @@ enum SwarmAction {
         #[arg(short = 'd', long)]
         detach: bool,
         /// Seconds role processes get to finish tasks in flight when stopping.
-        #[arg(long, default_value_t = 30.0)]
-        grace: f64,
+        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, default_value = "30", value_parser = crate::flags::parse_duration)]
+        grace: Duration,
         /// Every role process writes Prometheus metrics to
         /// DIR/orchestrate_<role>_<replica>.prom (sets ORCHESTRATE_METRICS_DIR for them).
         #[arg(long, value_name = "DIR")]
@@ -354,16 +354,16 @@ enum SwarmAction {
         #[arg(long)]
         force: bool,
         /// Seconds to wait for it to exit.
-        #[arg(long, default_value_t = 60.0)]
-        timeout: f64,
+        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, default_value = "60", value_parser = crate::flags::parse_duration)]
+        timeout: Duration,
     },
     /// Make the running role processes look at their role files now (added roles start, removed
     /// ones stop after their task); report per role what happened. SIGHUP to the supervisor
     /// does the same.
     Reload {
         /// Seconds to wait for every role process to answer.
-        #[arg(long, default_value_t = 10.0)]
-        timeout: f64,
+        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, default_value = "10", value_parser = crate::flags::parse_duration)]
+        timeout: Duration,
     },
     /// Roles, pids, states, restarts, queue depths and tasks in flight.
     Status {
@@ -661,7 +661,7 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             let options = crate::worker::AgentOptions {
                 replica,
                 once,
-                grace: Duration::from_secs_f64(grace.max(0.0)),
+                grace,
                 quiet,
                 metrics_dir: crate::metrics::dir_from(metrics_dir, &workspace),
             };
@@ -684,29 +684,20 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             correlation_id.as_deref(),
         ),
         Command::Tasks { role, state, json } => {
-            crate::commands::tasks(&workspace, role.as_deref(), state.as_deref(), json)
+            crate::commands::tasks(&workspace, role.as_deref(), state, json)
         }
         Command::Show { task, json } => crate::commands::show(&workspace, &task, json),
         Command::Retry { task } => crate::commands::retry(&workspace, &task),
         Command::Trace { id, json } => crate::commands::trace(&workspace, &id, json),
         Command::Swarm { action } => match action {
             SwarmAction::Up { detach, grace, .. } => {
-                crate::commands::swarm_up(
-                    &workspace,
-                    detach,
-                    Duration::from_secs_f64(grace.max(0.0)),
-                )
-                .await
+                crate::commands::swarm_up(&workspace, detach, grace).await
             }
-            SwarmAction::Down { force, timeout } => crate::commands::swarm_down(
-                &workspace,
-                force,
-                Duration::from_secs_f64(timeout.max(0.0)),
-            ),
+            SwarmAction::Down { force, timeout } => {
+                crate::commands::swarm_down(&workspace, force, timeout)
+            }
             SwarmAction::Status { json } => crate::commands::swarm_status(&workspace, json),
-            SwarmAction::Reload { timeout } => {
-                crate::commands::swarm_reload(&workspace, Duration::from_secs_f64(timeout.max(0.0)))
-            }
+            SwarmAction::Reload { timeout } => crate::commands::swarm_reload(&workspace, timeout),
         },
         Command::Run {
             file,
@@ -732,11 +723,7 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             target,
             no_wait,
             timeout,
-        } => crate::control::cancel_command(
-            &workspace,
-            &target,
-            (!no_wait).then(|| Duration::from_secs_f64(timeout.max(0.0))),
-        ),
+        } => crate::control::cancel_command(&workspace, &target, (!no_wait).then_some(timeout)),
         Command::Pause { role } => crate::control::pause_command(&workspace, &role),
         Command::Resume {
             run_id, role, run, ..
@@ -853,7 +840,7 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             file,
             run_id,
             format,
-        } => observe_graph(&workspace, &file, run_id.as_deref(), &format),
+        } => observe_graph(&workspace, &file, run_id.as_deref(), format),
         Command::Argv {
             runtime,
             phase,
@@ -864,7 +851,7 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
         } => print_argv(
             &workspace,
             &runtime,
-            &phase,
+            phase,
             model.as_deref(),
             max_turns,
             resume.as_deref(),
@@ -974,13 +961,13 @@ fn observe_report(workspace: &Path, run_id: Option<String>, since: Option<&str>,
     }
 }
 
-fn observe_graph(workspace: &Path, file: &Path, run_id: Option<&str>, format: &str) -> u8 {
-    use crate::observe::{self, GraphFormat, Report, RunSelector};
-    let format = if format == "dot" {
-        GraphFormat::Dot
-    } else {
-        GraphFormat::Mermaid
-    };
+fn observe_graph(
+    workspace: &Path,
+    file: &Path,
+    run_id: Option<&str>,
+    format: crate::observe::GraphFormat,
+) -> u8 {
+    use crate::observe::{self, Report, RunSelector};
     let workflow = match load::load_in(workspace, &workspace.join(file)) {
         Ok(w) => w,
         Err(err) => {
@@ -1009,23 +996,16 @@ fn observe_graph(workspace: &Path, file: &Path, run_id: Option<&str>, format: &s
 fn print_argv(
     workspace: &Path,
     runtime: &str,
-    phase: &str,
+    phase: crate::model::Phase,
     model: Option<&str>,
     max_turns: Option<u32>,
     resume: Option<&str>,
     allow_shell: &[String],
 ) -> u8 {
-    use crate::model::Phase;
     use crate::runtime::{adapter, parse::Runtime};
     let Some(runtime) = Runtime::from_name(runtime) else {
         eprintln!("error: `{runtime}` is not an agent runtime; use claude, codex or gemini");
         return exit::INVALID;
-    };
-    let phase = match phase {
-        "plan" => Phase::Plan,
-        "write" => Phase::Write,
-        "full" => Phase::Full,
-        _ => Phase::Readonly,
     };
     let scratch = workspace.join(".orchestrate").join("argv");
     // SAFETY: geteuid(2) has no failure mode and no side effects.

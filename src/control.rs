@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::queue::{self, relative};
+use crate::queue::{self, TaskState, relative};
 use crate::runner::exit;
 use crate::state::RunDir;
 
@@ -440,7 +440,7 @@ fn locate(workspace: &Path, target: &str) -> Result<Target, String> {
     }
     // Not running: say what it is.
     let found = crate::commands::find_tasks(workspace, target);
-    if let Some(task) = found.iter().find(|t| t.state == "queued") {
+    if let Some(task) = found.iter().find(|t| t.state == TaskState::Queued) {
         return Err(format!(
             "task `{}` of role `{}` is queued ({}), not running: nothing to cancel; to drop it, move that file out of the inbox, or `orchestrate pause {}` to hold the role",
             task.id, task.role, task.path, task.role
@@ -600,14 +600,14 @@ fn cancel_task(
     let after = crate::commands::find_tasks(workspace, id);
     let Some(task) = after
         .iter()
-        .filter(|t| t.role == role && (t.state == "failed" || t.state == "processed"))
+        .filter(|t| t.role == role && matches!(t.state, TaskState::Failed | TaskState::Processed))
         .max_by(|a, b| a.path.cmp(&b.path))
     else {
         return Ok(format!(
             "task `{id}` of role `{role}` left running/; `orchestrate show {id}` shows where it went"
         ));
     };
-    if task.state == "processed" {
+    if task.state == TaskState::Processed {
         return Ok(format!(
             "task `{id}` of role `{role}` finished before the cancel took effect: {}",
             task.path

@@ -21,6 +21,7 @@ pub mod diag;
 pub mod events;
 pub mod exec;
 pub mod fingerprint;
+pub mod flags;
 pub mod fsutil;
 pub mod held_files;
 pub mod jq;

@@ -1160,7 +1160,7 @@ fn default_path(workflow: &Workflow) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 // Mermaid and DOT
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum GraphFormat {
     /// A Mermaid `flowchart` (renders in GitHub Markdown).
