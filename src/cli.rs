@@ -331,6 +331,18 @@ enum Command {
         #[command(subcommand)]
         action: SwarmAction,
     },
+    /// Print a shell completion script on stdout (e.g. `orchestrate completions bash >
+    /// ~/.local/share/bash-completion/completions/orchestrate`).
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout, or write one page per command into DIR.
+    Man {
+        /// Write orchestrate.1 and one orchestrate-COMMAND.1 per command into DIR.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -496,7 +508,7 @@ enum Needs {
 impl Command {
     fn needs(&self) -> Needs {
         match self {
-            Command::Init { .. } => Needs::Here,
+            Command::Init { .. } | Command::Completions { .. } | Command::Man { .. } => Needs::Here,
             Command::Agent { .. }
             | Command::Enqueue { .. }
             | Command::Tasks { .. }
@@ -538,7 +550,7 @@ impl Command {
             Command::Test { file, fixtures, .. } => paths.extend([file, fixtures]),
             Command::Graph { file, .. } => paths.push(file),
             Command::Validate { files } => paths.extend(files.iter_mut()),
-            Command::Init { dir } => paths.extend(dir.as_mut()),
+            Command::Init { dir } | Command::Man { dir } => paths.extend(dir.as_mut()),
             Command::Agent { metrics_dir, .. } => paths.extend(metrics_dir.as_mut()),
             Command::Enqueue { file, .. } => paths.extend(file.as_mut()),
             Command::Swarm {
@@ -636,6 +648,13 @@ fn locate_workspace(
 
 async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
     match command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut out = std::io::stdout();
+            clap_complete::generate(shell, &mut Cli::command(), "orchestrate", &mut out);
+            exit::SUCCESS
+        }
+        Command::Man { dir } => man(dir.map(|d| workspace.join(d)).as_deref()),
         Command::Validate { files } => validate(&workspace, &files),
         Command::Gc {
             dry_run,
@@ -885,6 +904,27 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             None,
             by,
         ),
+    }
+}
+
+/// `orchestrate man`: the page on stdout, or every command's page written into `dir`.
+fn man(dir: Option<&Path>) -> u8 {
+    use clap::CommandFactory;
+    let written = match dir {
+        Some(dir) => std::fs::create_dir_all(dir)
+            .and_then(|()| clap_mangen::generate_to(Cli::command(), dir))
+            .map(|()| eprintln!("man pages written to {}", dir.display())),
+        None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
+    };
+    match written {
+        Ok(()) => exit::SUCCESS,
+        // `orchestrate man | head` is not a failure.
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => exit::SUCCESS,
+        Err(err) => {
+            let target = dir.map_or("stdout".into(), |d| d.display().to_string());
+            eprintln!("error: failed to write the man page to {target}: {err}");
+            exit::STEP_FAILED
+        }
     }
 }
 

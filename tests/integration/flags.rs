@@ -68,3 +68,43 @@ fn enumeration_flags_list_their_choices() {
         .stdout_has("digraph");
     ws.run(&["graph", "w.yaml"]).ok().stdout_has("flowchart");
 }
+
+#[test]
+fn completions_name_every_command_and_the_choices_of_enumerations() {
+    let ws = Ws::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let run = ws.run(&["completions", shell]);
+        run.ok();
+        for word in [
+            "swarm", "validate", "run-step", "phase", "readonly", "write",
+        ] {
+            assert!(
+                run.stdout.contains(word),
+                "{shell} completions lack {word}:\n{}",
+                run.stdout
+            );
+        }
+    }
+    refused(&ws, &["completions", "tcsh"], "<SHELL>").stderr_has("bash");
+}
+
+#[test]
+fn the_man_page_renders_and_names_the_commands() {
+    let ws = Ws::new();
+    let run = ws.run(&["man"]);
+    run.ok()
+        .stdout_has(".TH orchestrate 1")
+        .stdout_has(".SH SUBCOMMANDS");
+    for command in ["run", "swarm", "validate", "completions"] {
+        run.stdout_has(&format!("orchestrate\\-{command}(1)"));
+    }
+    ws.run(&["man", "--dir", "man"]).ok();
+    for page in [
+        "orchestrate.1",
+        "orchestrate-run.1",
+        "orchestrate-swarm-up.1",
+    ] {
+        assert!(ws.exists(&format!("man/{page}")), "no {page}");
+    }
+    assert!(ws.read("man/orchestrate-cancel.1").contains("timeout"));
+}
