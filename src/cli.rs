@@ -151,8 +151,8 @@ enum Command {
         /// One run (default: a report across runs).
         run_id: Option<String>,
         /// Runs started at or after this time (RFC 3339, or YYYY-MM-DD).
-        #[arg(long, conflicts_with = "run_id")]
-        since: Option<String>,
+        #[arg(long, value_name = "TIME", conflicts_with = "run_id", value_parser = crate::flags::parse_time)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -182,8 +182,9 @@ enum Command {
     },
     /// Print the command line orchestrate builds for an agent runtime (JSON: argv, env, files).
     Argv {
-        /// claude, codex or gemini.
-        runtime: String,
+        /// The agent CLI.
+        #[arg(value_enum)]
+        runtime: crate::runtime::parse::Runtime,
         /// The phase whose permissions the command line grants.
         #[arg(long, value_enum, default_value_t = crate::model::Phase::Readonly)]
         phase: crate::model::Phase,
@@ -854,7 +855,7 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             run_id,
             since,
             json,
-        } => observe_report(&workspace, run_id, since.as_deref(), json),
+        } => observe_report(&workspace, run_id, since, json),
         Command::Graph {
             file,
             run_id,
@@ -869,7 +870,7 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             allow_shell,
         } => print_argv(
             &workspace,
-            &runtime,
+            runtime,
             phase,
             model.as_deref(),
             max_turns,
@@ -956,30 +957,16 @@ fn observe_status(workspace: &Path, run_id: Option<&str>, json: bool) -> u8 {
     exit::SUCCESS
 }
 
-fn observe_report(workspace: &Path, run_id: Option<String>, since: Option<&str>, json: bool) -> u8 {
+fn observe_report(
+    workspace: &Path,
+    run_id: Option<String>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    json: bool,
+) -> u8 {
     use crate::observe::RunSelector;
     let selector = match (run_id, since) {
         (Some(id), _) => RunSelector::One(id),
-        (None, Some(text)) => {
-            let parsed = chrono::DateTime::parse_from_rfc3339(text)
-                .map(|t| t.with_timezone(&chrono::Utc))
-                .ok()
-                .or_else(|| {
-                    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                        .ok()
-                        .and_then(|d| d.and_hms_opt(0, 0, 0))
-                        .map(|t| t.and_utc())
-                });
-            match parsed {
-                Some(t) => RunSelector::Since(t),
-                None => {
-                    eprintln!(
-                        "error: --since `{text}` is not a date: use YYYY-MM-DD or an RFC 3339 time"
-                    );
-                    return exit::INVALID;
-                }
-            }
-        }
+        (None, Some(time)) => RunSelector::Since(time),
         (None, None) => RunSelector::All,
     };
     match crate::observe::report(workspace, selector) {
@@ -1035,18 +1022,14 @@ fn observe_graph(
 
 fn print_argv(
     workspace: &Path,
-    runtime: &str,
+    runtime: crate::runtime::parse::Runtime,
     phase: crate::model::Phase,
     model: Option<&str>,
     max_turns: Option<u32>,
     resume: Option<&str>,
     allow_shell: &[String],
 ) -> u8 {
-    use crate::runtime::{adapter, parse::Runtime};
-    let Some(runtime) = Runtime::from_name(runtime) else {
-        eprintln!("error: `{runtime}` is not an agent runtime; use claude, codex or gemini");
-        return exit::INVALID;
-    };
+    use crate::runtime::adapter;
     let scratch = workspace.join(".orchestrate").join("argv");
     // SAFETY: geteuid(2) has no failure mode and no side effects.
     let is_root = unsafe { libc::geteuid() } == 0;

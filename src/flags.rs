@@ -1,7 +1,7 @@
 //! Typed values of command-line flags: the clap value parsers that turn what a user typed into
 //! a value that cannot be invalid, so no command checks a flag again (or panics on one).
 //!
-//! Owns: durations (`--timeout`, `--grace`, `--older-than`). Does not own the flags themselves
+//! Owns: durations (`--timeout`, `--grace`, `--older-than`) and times (`--since`). Does not own the flags themselves
 //! (`cli` declares them) nor enumerations: those derive `clap::ValueEnum` on the type the
 //! command consumes (`model::Phase`, `observe::GraphFormat`, `queue::TaskState`).
 
@@ -33,6 +33,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|_| format!("`{text}` is too long for a duration; at most ~584 billion years"))
 }
 
+/// A point in time as `--since` takes it: RFC 3339 (`2026-11-24T10:00:00Z`), or a date
+/// (`2026-11-24`, its midnight UTC).
+pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .ok()
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc())
+        })
+        .ok_or_else(|| format!("`{text}` is not a date: use YYYY-MM-DD or an RFC 3339 time"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,6 +60,16 @@ mod tests {
         assert_eq!(parse_duration("1e3"), Ok(Duration::from_secs(1_000)));
         assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1_800)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn times_parse_dates_and_rfc_3339() {
+        let midnight = parse_time("2026-11-24").unwrap();
+        assert_eq!(midnight.to_rfc3339(), "2026-11-24T00:00:00+00:00");
+        let t = parse_time("2026-11-24T10:00:00+02:00").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-24T08:00:00+00:00");
+        assert!(parse_time("yesterday").is_err());
+        assert!(parse_time("2026-13-01").is_err());
     }
 
     #[test]

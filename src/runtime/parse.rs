@@ -36,7 +36,7 @@ use serde_json::{Map, Value};
 type Object = Map<String, Value>;
 
 /// The CLI whose output is being parsed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Runtime {
     /// `claude -p --output-format stream-json --verbose` (or `--output-format json`).

@@ -52,7 +52,7 @@ fn integer_flags_refuse_overflow_and_negative_values() {
 }
 
 #[test]
-fn enumeration_flags_list_their_choices() {
+fn enumeration_and_time_flags_list_their_choices() {
     let ws = ws();
     refused(&ws, &["argv", "claude", "--phase", "nope"], "--phase")
         .stderr_has("readonly, plan, write, full");
@@ -60,6 +60,9 @@ fn enumeration_flags_list_their_choices() {
         .stderr_has("queued, running, processed, failed, ignored");
     ws.file("w.yaml", "steps:\n  - name: A\n    command: [\"true\"]\n");
     refused(&ws, &["graph", "w.yaml", "--format", "svg"], "--format").stderr_has("mermaid, dot");
+    refused(&ws, &["argv", "gpt"], "<RUNTIME>").stderr_has("claude, codex, gemini");
+    refused(&ws, &["report", "--since", "yesterday"], "--since").stderr_has("YYYY-MM-DD");
+    ws.run(&["report", "--since", "2026-01-01"]).ok();
     // Every spelling accepted before still is, with the same defaults.
     ws.run(&["argv", "claude", "--phase", "plan"]).ok();
     ws.run(&["tasks", "--state", "failed"]).ok();
