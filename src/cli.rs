@@ -91,8 +91,8 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
         /// Seconds to wait for it to stop.
-        #[arg(long, default_value_t = 10.0)]
-        timeout: f64,
+        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, default_value = "10", value_parser = crate::flags::parse_duration)]
+        timeout: Duration,
     },
     /// Stop a role from claiming new tasks (tasks in flight finish; queued ones wait) until
     /// `orchestrate resume ROLE`; survives restarts.
@@ -151,8 +151,8 @@ enum Command {
         /// One run (default: a report across runs).
         run_id: Option<String>,
         /// Runs started at or after this time (RFC 3339, or YYYY-MM-DD).
-        #[arg(long, conflicts_with = "run_id")]
-        since: Option<String>,
+        #[arg(long, value_name = "TIME", conflicts_with = "run_id", value_parser = crate::flags::parse_time)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -177,21 +177,22 @@ enum Command {
         #[arg(long = "run", value_name = "RUN_ID")]
         run_id: Option<String>,
         /// Mermaid or Graphviz dot.
-        #[arg(long, default_value = "mermaid", value_parser = ["mermaid", "dot"])]
-        format: String,
+        #[arg(long, value_enum, default_value_t = orchestrate_observe::observe::GraphFormat::Mermaid)]
+        format: orchestrate_observe::observe::GraphFormat,
     },
     /// Print the command line orchestrate builds for an agent runtime (JSON: argv, env, files).
     Argv {
-        /// claude, codex or gemini.
-        runtime: String,
+        /// The agent CLI.
+        #[arg(value_enum)]
+        runtime: orchestrate_runtime::parse::Runtime,
         /// The phase whose permissions the command line grants.
-        #[arg(long, default_value = "readonly", value_parser = ["readonly", "plan", "write", "full"])]
-        phase: String,
+        #[arg(long, value_enum, default_value_t = orchestrate_lang::model::Phase::Readonly)]
+        phase: orchestrate_lang::model::Phase,
         /// The model to ask for.
         #[arg(long)]
         model: Option<String>,
         /// The most agent turns to allow.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         max_turns: Option<u32>,
         /// Continue this agent session id.
         #[arg(long)]
@@ -235,7 +236,7 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
         /// Failed tasks' and runs' worktrees go once they failed this long ago (30m, 12h, 7d).
-        #[arg(long, value_name = "AGE", default_value = "7d", value_parser = orchestrate_engine::worktree::parse_age)]
+        #[arg(long, value_name = "AGE", allow_negative_numbers = true, default_value = "7d", value_parser = crate::flags::parse_duration)]
         older_than: Duration,
         /// Remove worktrees with uncommitted changes too (their changes are lost).
         #[arg(long)]
@@ -258,14 +259,14 @@ enum Command {
         /// The role to run (agents/ROLE.yaml).
         role: String,
         /// Which replica this is (for logs and leases).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 1)]
         replica: u32,
         /// Process what is queued, then exit (for cron and scripts).
         #[arg(long)]
         once: bool,
         /// Seconds tasks in flight may run on after a stop request.
-        #[arg(long, default_value_t = 30.0)]
-        grace: f64,
+        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, default_value = "30", value_parser = crate::flags::parse_duration)]
+        grace: Duration,
         /// No progress lines on stderr (tasks claimed, finished, handed back).
         #[arg(long, short)]
         quiet: bool,
@@ -299,8 +300,8 @@ enum Command {
         /// Only this role's tasks.
         role: Option<String>,
         /// Only tasks in this state.
-        #[arg(long, value_parser = ["queued", "running", "processed", "failed", "ignored"])]
-        state: Option<String>,
+        #[arg(long, value_enum)]
+        state: Option<orchestrate_queue::queue::TaskState>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -331,6 +332,18 @@ enum Command {
         #[command(subcommand)]
         action: SwarmAction,
     },
+    /// Print a shell completion script on stdout (e.g. `orchestrate completions bash >
+    /// ~/.local/share/bash-completion/completions/orchestrate`).
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout, or write one page per command into DIR.
+    Man {
+        /// Write orchestrate.1 and one orchestrate-COMMAND.1 per command into DIR.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -341,8 +354,8 @@ enum SwarmAction {
         #[arg(short = 'd', long)]
         detach: bool,
         /// Seconds role processes get to finish tasks in flight when stopping.
-        #[arg(long, default_value_t = 30.0)]
-        grace: f64,
+        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, default_value = "30", value_parser = crate::flags::parse_duration)]
+        grace: Duration,
         /// Every role process writes Prometheus metrics to
         /// DIR/orchestrate_<role>_<replica>.prom (sets ORCHESTRATE_METRICS_DIR for them).
         #[arg(long, value_name = "DIR")]
@@ -354,16 +367,16 @@ enum SwarmAction {
         #[arg(long)]
         force: bool,
         /// Seconds to wait for it to exit.
-        #[arg(long, default_value_t = 60.0)]
-        timeout: f64,
+        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, default_value = "60", value_parser = crate::flags::parse_duration)]
+        timeout: Duration,
     },
     /// Make the running role processes look at their role files now (added roles start, removed
     /// ones stop after their task); report per role what happened. SIGHUP to the supervisor
     /// does the same.
     Reload {
         /// Seconds to wait for every role process to answer.
-        #[arg(long, default_value_t = 10.0)]
-        timeout: f64,
+        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, default_value = "10", value_parser = crate::flags::parse_duration)]
+        timeout: Duration,
     },
     /// Roles, pids, states, restarts, queue depths and tasks in flight.
     Status {
@@ -496,7 +509,7 @@ enum Needs {
 impl Command {
     fn needs(&self) -> Needs {
         match self {
-            Command::Init { .. } => Needs::Here,
+            Command::Init { .. } | Command::Completions { .. } | Command::Man { .. } => Needs::Here,
             Command::Agent { .. }
             | Command::Enqueue { .. }
             | Command::Tasks { .. }
@@ -538,7 +551,7 @@ impl Command {
             Command::Test { file, fixtures, .. } => paths.extend([file, fixtures]),
             Command::Graph { file, .. } => paths.push(file),
             Command::Validate { files } => paths.extend(files.iter_mut()),
-            Command::Init { dir } => paths.extend(dir.as_mut()),
+            Command::Init { dir } | Command::Man { dir } => paths.extend(dir.as_mut()),
             Command::Agent { metrics_dir, .. } => paths.extend(metrics_dir.as_mut()),
             Command::Enqueue { file, .. } => paths.extend(file.as_mut()),
             Command::Swarm {
@@ -636,6 +649,13 @@ fn locate_workspace(
 
 async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
     match command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut out = std::io::stdout();
+            clap_complete::generate(shell, &mut Cli::command(), "orchestrate", &mut out);
+            exit::SUCCESS
+        }
+        Command::Man { dir } => man(dir.map(|d| workspace.join(d)).as_deref()),
         Command::Validate { files } => validate(&workspace, &files),
         Command::Gc {
             dry_run,
@@ -666,7 +686,7 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             let options = orchestrate_swarm::worker::AgentOptions {
                 replica,
                 once,
-                grace: Duration::from_secs_f64(grace.max(0.0)),
+                grace,
                 quiet,
                 metrics_dir: orchestrate_swarm::metrics::dir_from(metrics_dir, &workspace),
             };
@@ -689,29 +709,20 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             correlation_id.as_deref(),
         ),
         Command::Tasks { role, state, json } => {
-            crate::commands::tasks(&workspace, role.as_deref(), state.as_deref(), json)
+            crate::commands::tasks(&workspace, role.as_deref(), state, json)
         }
         Command::Show { task, json } => crate::commands::show(&workspace, &task, json),
         Command::Retry { task } => crate::commands::retry(&workspace, &task),
         Command::Trace { id, json } => crate::commands::trace(&workspace, &id, json),
         Command::Swarm { action } => match action {
             SwarmAction::Up { detach, grace, .. } => {
-                crate::commands::swarm_up(
-                    &workspace,
-                    detach,
-                    Duration::from_secs_f64(grace.max(0.0)),
-                )
-                .await
+                crate::commands::swarm_up(&workspace, detach, grace).await
             }
-            SwarmAction::Down { force, timeout } => crate::commands::swarm_down(
-                &workspace,
-                force,
-                Duration::from_secs_f64(timeout.max(0.0)),
-            ),
+            SwarmAction::Down { force, timeout } => {
+                crate::commands::swarm_down(&workspace, force, timeout)
+            }
             SwarmAction::Status { json } => crate::commands::swarm_status(&workspace, json),
-            SwarmAction::Reload { timeout } => {
-                crate::commands::swarm_reload(&workspace, Duration::from_secs_f64(timeout.max(0.0)))
-            }
+            SwarmAction::Reload { timeout } => crate::commands::swarm_reload(&workspace, timeout),
         },
         Command::Run {
             file,
@@ -740,7 +751,7 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
         } => orchestrate_swarm::control::cancel_command(
             &workspace,
             &target,
-            (!no_wait).then(|| Duration::from_secs_f64(timeout.max(0.0))),
+            (!no_wait).then_some(timeout),
         ),
         Command::Pause { role } => orchestrate_swarm::control::pause_command(&workspace, &role),
         Command::Resume {
@@ -860,12 +871,12 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             run_id,
             since,
             json,
-        } => observe_report(&workspace, run_id, since.as_deref(), json),
+        } => observe_report(&workspace, run_id, since, json),
         Command::Graph {
             file,
             run_id,
             format,
-        } => observe_graph(&workspace, &file, run_id.as_deref(), &format),
+        } => observe_graph(&workspace, &file, run_id.as_deref(), format),
         Command::Argv {
             runtime,
             phase,
@@ -875,8 +886,8 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             allow_shell,
         } => print_argv(
             &workspace,
-            &runtime,
-            &phase,
+            runtime,
+            phase,
             model.as_deref(),
             max_turns,
             resume.as_deref(),
@@ -913,6 +924,27 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
     }
 }
 
+/// `orchestrate man`: the page on stdout, or every command's page written into `dir`.
+fn man(dir: Option<&Path>) -> u8 {
+    use clap::CommandFactory;
+    let written = match dir {
+        Some(dir) => std::fs::create_dir_all(dir)
+            .and_then(|()| clap_mangen::generate_to(Cli::command(), dir))
+            .map(|()| eprintln!("man pages written to {}", dir.display())),
+        None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
+    };
+    match written {
+        Ok(()) => exit::SUCCESS,
+        // `orchestrate man | head` is not a failure.
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => exit::SUCCESS,
+        Err(err) => {
+            let target = dir.map_or("stdout".into(), |d| d.display().to_string());
+            eprintln!("error: failed to write the man page to {target}: {err}");
+            exit::STEP_FAILED
+        }
+    }
+}
+
 fn observe_status(workspace: &Path, run_id: Option<&str>, json: bool) -> u8 {
     let view = match orchestrate_observe::observe::status(workspace, run_id) {
         Ok(view) => view,
@@ -941,30 +973,16 @@ fn observe_status(workspace: &Path, run_id: Option<&str>, json: bool) -> u8 {
     exit::SUCCESS
 }
 
-fn observe_report(workspace: &Path, run_id: Option<String>, since: Option<&str>, json: bool) -> u8 {
+fn observe_report(
+    workspace: &Path,
+    run_id: Option<String>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    json: bool,
+) -> u8 {
     use orchestrate_observe::observe::RunSelector;
     let selector = match (run_id, since) {
         (Some(id), _) => RunSelector::One(id),
-        (None, Some(text)) => {
-            let parsed = chrono::DateTime::parse_from_rfc3339(text)
-                .map(|t| t.with_timezone(&chrono::Utc))
-                .ok()
-                .or_else(|| {
-                    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                        .ok()
-                        .and_then(|d| d.and_hms_opt(0, 0, 0))
-                        .map(|t| t.and_utc())
-                });
-            match parsed {
-                Some(t) => RunSelector::Since(t),
-                None => {
-                    eprintln!(
-                        "error: --since `{text}` is not a date: use YYYY-MM-DD or an RFC 3339 time"
-                    );
-                    return exit::INVALID;
-                }
-            }
-        }
+        (None, Some(time)) => RunSelector::Since(time),
         (None, None) => RunSelector::All,
     };
     match orchestrate_observe::observe::report(workspace, selector) {
@@ -986,13 +1004,13 @@ fn observe_report(workspace: &Path, run_id: Option<String>, since: Option<&str>,
     }
 }
 
-fn observe_graph(workspace: &Path, file: &Path, run_id: Option<&str>, format: &str) -> u8 {
-    use orchestrate_observe::observe::{self, GraphFormat, Report, RunSelector};
-    let format = if format == "dot" {
-        GraphFormat::Dot
-    } else {
-        GraphFormat::Mermaid
-    };
+fn observe_graph(
+    workspace: &Path,
+    file: &Path,
+    run_id: Option<&str>,
+    format: orchestrate_observe::observe::GraphFormat,
+) -> u8 {
+    use orchestrate_observe::observe::{self, Report, RunSelector};
     let workflow = match load::load_in(workspace, &workspace.join(file)) {
         Ok(w) => w,
         Err(err) => {
@@ -1020,25 +1038,14 @@ fn observe_graph(workspace: &Path, file: &Path, run_id: Option<&str>, format: &s
 
 fn print_argv(
     workspace: &Path,
-    runtime: &str,
-    phase: &str,
+    runtime: orchestrate_runtime::parse::Runtime,
+    phase: orchestrate_lang::model::Phase,
     model: Option<&str>,
     max_turns: Option<u32>,
     resume: Option<&str>,
     allow_shell: &[String],
 ) -> u8 {
-    use orchestrate_lang::model::Phase;
-    use orchestrate_runtime::{adapter, parse::Runtime};
-    let Some(runtime) = Runtime::from_name(runtime) else {
-        eprintln!("error: `{runtime}` is not an agent runtime; use claude, codex or gemini");
-        return exit::INVALID;
-    };
-    let phase = match phase {
-        "plan" => Phase::Plan,
-        "write" => Phase::Write,
-        "full" => Phase::Full,
-        _ => Phase::Readonly,
-    };
+    use orchestrate_runtime::adapter;
     let scratch = workspace.join(".orchestrate").join("argv");
     // SAFETY: geteuid(2) has no failure mode and no side effects.
     let is_root = unsafe { libc::geteuid() } == 0;

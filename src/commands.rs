@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use orchestrate_engine::runner::exit;
-use orchestrate_queue::queue::{self, Layout, TaskInfo};
+use orchestrate_queue::queue::{self, Layout, TaskInfo, TaskState};
 
 /// Prints load errors (role and workflow files) with workspace-relative paths.
 fn print_load_errors(workspace: &Path, errors: &[orchestrate_lang::load::LoadError]) {
@@ -175,7 +175,7 @@ pub fn enqueue(
     }
 }
 
-pub fn tasks(workspace: &Path, role: Option<&str>, state: Option<&str>, as_json: bool) -> u8 {
+pub fn tasks(workspace: &Path, role: Option<&str>, state: Option<TaskState>, as_json: bool) -> u8 {
     let layouts = match role {
         Some(name) => match orchestrate_engine::role::layout_for(workspace, name) {
             Ok(layout) => vec![layout],
@@ -229,7 +229,7 @@ pub fn tasks(workspace: &Path, role: Option<&str>, state: Option<&str>, as_json:
 fn notes(t: &TaskInfo) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(reason) = &t.reason {
-        out.push(if t.state == "ignored" {
+        out.push(if t.state == TaskState::Ignored {
             format!("ignored: {reason}")
         } else {
             reason.clone()
@@ -260,19 +260,19 @@ fn with_inbox_extras(layout: &Layout, mut list: Vec<TaskInfo>) -> Vec<TaskInfo> 
     for entry in extras.being_written {
         if let Some(task) = list
             .iter_mut()
-            .find(|t| t.state == "queued" && t.path == entry.path)
+            .find(|t| t.state == TaskState::Queued && t.path == entry.path)
         {
             task.reason = Some(entry.reason);
         }
     }
-    let queued = list.iter().filter(|t| t.state == "queued").count();
+    let queued = list.iter().filter(|t| t.state == TaskState::Queued).count();
     list.splice(
         queued..queued,
         extras.ignored.into_iter().map(|entry| {
             let mut info = TaskInfo::new(
                 layout,
                 &entry.name,
-                "ignored",
+                TaskState::Ignored,
                 &layout.inbox.join(&entry.name),
             );
             info.reason = Some(entry.reason);
@@ -453,7 +453,7 @@ pub fn retry(workspace: &Path, needle: &str) -> u8 {
     let found = orchestrate_engine::role::find_tasks(workspace, needle);
     let failed: Vec<&TaskInfo> = found
         .iter()
-        .filter(|t| t.state == "failed" && !t.retried)
+        .filter(|t| t.state == TaskState::Failed && !t.retried)
         .collect();
     let Some(task) = failed.last() else {
         match found.iter().find(|t| t.retried) {
@@ -496,10 +496,10 @@ pub fn trace(workspace: &Path, id: &str, as_json: bool) -> u8 {
     for layout in orchestrate_engine::role::known_layouts(workspace) {
         for t in queue::list(&layout) {
             let path = workspace.join(&t.path);
-            let (correlation, when, detail) = match t.state.as_str() {
+            let (correlation, when, detail) = match t.state {
                 // Nothing is read through an entry that leads outside the workspace.
                 _ if t.refused.is_some() => continue,
-                "processed" | "failed" => {
+                TaskState::Processed | TaskState::Failed => {
                     let status: Value =
                         orchestrate_base::fsutil::read_inside(workspace, &path.join("status.json"))
                             .and_then(|b| serde_json::from_slice(&b).ok())

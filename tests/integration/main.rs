@@ -13,6 +13,7 @@ mod cli_defaults;
 mod durability;
 mod engine_records;
 mod fanout;
+mod flags;
 mod inbox;
 mod inputs;
 mod language;

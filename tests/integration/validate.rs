@@ -110,6 +110,15 @@ fn several_problems_are_all_reported_at_once_in_line_order() {
 }
 
 #[test]
+fn carets_sit_under_wide_characters_by_their_display_width() {
+    let run = refused("wide_characters");
+    // `    command: [echo, "` is 21 columns, `日本語` 6, ` ` 1, `🚀` 2, ` ` 1: `${env.USER}` (11
+    // characters) starts 31 columns into the line, though it is its 28th character.
+    run.stderr_has("wide_characters.yaml:3:28: error: step `挨拶` uses `${env.USER}`")
+        .stderr_has(&format!("\n  | {}{}\n", " ".repeat(31), "^".repeat(11)));
+}
+
+#[test]
 fn goto_to_a_missing_step_is_reported() {
     refused("goto_missing")
         .stderr_has("goto_missing.yaml:6:23: error: step `Build` has `goto: Fixx`, but there is no step `Fixx`")

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use orchestrate_lang::model::{Isolation, WorktreeSpec};
+use orchestrate_queue::queue::TaskState;
 
 pub const DEFAULT_BRANCH: &str = "orchestrate/{role}/{task}";
 pub const DEFAULT_DIR: &str = ".orchestrate/worktrees";
@@ -760,10 +761,10 @@ fn verdict(
                     .into_iter()
                     .filter(|t| t.id == *task)
                     .collect();
-            if entries.iter().any(|t| t.state == "running") {
+            if entries.iter().any(|t| t.state == TaskState::Running) {
                 return Verdict::Keep("the task is running".into());
             }
-            if entries.iter().any(|t| t.state == "queued") {
+            if entries.iter().any(|t| t.state == TaskState::Queued) {
                 return Verdict::Keep(
                     "the task is queued again; its next attempt continues in it".into(),
                 );
@@ -774,7 +775,9 @@ fn verdict(
                 .max_by(|a, b| a.finished.cmp(&b.finished));
             match last {
                 None => Verdict::Stale("the task no longer exists".into()),
-                Some(t) if t.state == "processed" => Verdict::Stale("the task succeeded".into()),
+                Some(t) if t.state == TaskState::Processed => {
+                    Verdict::Stale("the task succeeded".into())
+                }
                 Some(t) => {
                     let at = t.finished.as_deref().and_then(parse_compact);
                     if old_enough(at) {
@@ -837,26 +840,6 @@ fn format_age(age: Duration) -> String {
     }
 }
 
-/// `--older-than`: `45s`, `30m`, `12h`, `7d`, or plain seconds.
-pub fn parse_age(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => (&text[..i], &text[i..]),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not an age; write e.g. 30m, 12h or 7d"))?;
-    let scale = match unit {
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3_600.0,
-        "d" => 86_400.0,
-        _ => return Err(format!("`{text}` has unit `{unit}`; use s, m, h or d")),
-    };
-    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("`{text}`: {e}"))
-}
-
 /// For `orchestrate status RUN`: where an isolated run's steps work, while the worktree is there.
 pub fn describe_run(workspace: &Path, run_id: &str) -> Option<String> {
     let owner = Owner::Run {
@@ -914,10 +897,7 @@ mod tests {
     }
 
     #[test]
-    fn ages_parse() {
-        assert_eq!(parse_age("7d").unwrap(), Duration::from_secs(604_800));
-        assert_eq!(parse_age("90").unwrap(), Duration::from_secs(90));
-        assert!(parse_age("3w").is_err());
+    fn compact_times_parse() {
         assert_eq!(
             parse_compact("20261124T005538123456Z"),
             chrono::NaiveDate::from_ymd_opt(2026, 11, 24)

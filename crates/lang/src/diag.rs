@@ -1,11 +1,13 @@
 //! Diagnostics: a problem in a user's file, with where it is and what to do about it.
 //!
 //! Owns: the [`Diagnostic`] value every loader stage produces and its rendering in the
-//! `file:line:column` form editors jump to, with the offending line and a hint. Does not decide
-//! what is wrong; the loader and validator do.
+//! `file:line:column` form editors jump to, with the offending line and a hint (the snippet is
+//! drawn by `annotate-snippets`, which measures carets in display columns). Does not decide what
+//! is wrong; the loader and validator do.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+
+use annotate_snippets::{AnnotationKind, Group, Level, Renderer, Snippet};
 
 use crate::yaml::Pos;
 
@@ -72,35 +74,50 @@ impl Diagnostic {
         format!("{}:{}:{}", self.file.display(), self.line, self.column)
     }
 
-    /// Renders the problem with the offending source line (when `source` is the file's text).
+    /// Renders the problem: the `file:line:column: error: message` line editors jump to, then
+    /// (through annotate-snippets) the offending source line with the span underlined by display
+    /// width, so carets stay under wide characters and tabs, and the hint as a note. Plain text
+    /// always: diagnostics go to logs and snapshots as often as to a terminal.
     pub fn render(&self, source: Option<&str>) -> String {
-        let label = match self.severity {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
+        let (level, label) = match self.severity {
+            Severity::Error => (Level::ERROR, "error"),
+            Severity::Warning => (Level::WARNING, "warning"),
         };
         let mut out = format!("{}: {label}: {}\n", self.location(), self.message);
         let line_text =
             source.and_then(|text| text.lines().nth((self.line as usize).checked_sub(1)?));
-        if let Some(line_text) = line_text {
-            let number = self.line.to_string();
-            let pad = " ".repeat(number.len());
-            let caret_pad: String = line_text
-                .chars()
-                .take(self.column as usize - 1)
-                .map(|c| if c == '\t' { '\t' } else { ' ' })
-                .collect();
-            let _ = writeln!(out, "{pad} |");
-            let _ = writeln!(out, "{number} | {line_text}");
-            let _ = writeln!(out, "{pad} | {caret_pad}{}", "^".repeat(self.width));
-            if let Some(hint) = &self.hint {
-                let _ = writeln!(out, "{pad} = hint: {hint}");
-            }
-        } else if let Some(hint) = &self.hint {
-            let _ = writeln!(out, "  = hint: {hint}");
+        let snippet = line_text.map(|line| {
+            Snippet::source(line)
+                .line_start(self.line as usize)
+                .annotation(AnnotationKind::Primary.span(self.span_in(line)))
+        });
+        let hint = self
+            .hint
+            .as_deref()
+            .map(|hint| Level::NOTE.with_name("hint").message(hint));
+        let group = Group::with_level(level).elements(snippet).elements(hint);
+        if !group.is_empty() {
+            out.push_str(&RENDERER.render(&[group]));
+            out.push('\n');
         }
         out
     }
+
+    /// The byte range of `line` that `column` and `width` (in characters) cover, clamped to the
+    /// line: a span past its end points just after the last character.
+    fn span_in(&self, line: &str) -> std::ops::Range<usize> {
+        let byte_at = |chars: usize| {
+            line.char_indices()
+                .nth(chars)
+                .map_or(line.len(), |(offset, _)| offset)
+        };
+        let start = (self.column as usize).saturating_sub(1);
+        byte_at(start)..byte_at(start + self.width.max(1))
+    }
 }
+
+/// Diagnostics are never wrapped or cut: a long YAML line is shown whole.
+const RENDERER: Renderer = Renderer::plain().term_width(usize::MAX / 4);
 
 /// The closest of `candidates` to `word`, when it is close enough to be a likely typo.
 pub fn did_you_mean<'a>(
@@ -135,7 +152,56 @@ mod tests {
         let text = d.render(Some("steps:\n  comand: [x]\n"));
         assert_eq!(
             text,
-            "w.yaml:2:3: error: unknown field `comand`\n  |\n2 |   comand: [x]\n  |   ^^^^^^\n  = hint: did you mean `command`?\n"
+            "w.yaml:2:3: error: unknown field `comand`\n  |\n2 |   comand: [x]\n  |   ^^^^^^\n  |\n  = hint: did you mean `command`?\n"
+        );
+    }
+
+    #[test]
+    fn carets_sit_under_wide_characters_by_display_width() {
+        // `日本語` and `🚀` take two columns each on a terminal: `${x}` is the 11th character
+        // (column 11) but starts 14 display columns into the line.
+        let d = Diagnostic::error(
+            Path::new("w.yaml"),
+            Pos {
+                line: 1,
+                column: 11,
+                offset: None,
+            },
+            "bad",
+        )
+        .with_width(4);
+        let text = d.render(Some("a: \"日本語 🚀 ${x}\"\n"));
+        assert_eq!(
+            text,
+            format!(
+                "w.yaml:1:11: error: bad\n  |\n1 | a: \"日本語 🚀 ${{x}}\"\n  | {}^^^^\n",
+                " ".repeat(14)
+            )
+        );
+    }
+
+    #[test]
+    fn a_span_past_the_line_points_after_it_and_tabs_line_up() {
+        let at = |column, width| {
+            Diagnostic::error(
+                Path::new("w.yaml"),
+                Pos {
+                    line: 1,
+                    column,
+                    offset: None,
+                },
+                "bad",
+            )
+            .with_width(width)
+        };
+        assert_eq!(
+            at(9, 3).render(Some("k: v\n")),
+            "w.yaml:1:9: error: bad\n  |\n1 | k: v\n  |     ^\n"
+        );
+        // A tab shows as four spaces, in the line and under it alike.
+        assert_eq!(
+            at(3, 1).render(Some("\tk: v\n")),
+            "w.yaml:1:3: error: bad\n  |\n1 |     k: v\n  |      ^\n"
         );
     }
 

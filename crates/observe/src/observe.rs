@@ -1127,6 +1127,7 @@ fn default_path(workflow: &Workflow) -> Vec<String> {
 // Mermaid and DOT
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum GraphFormat {
     /// A Mermaid `flowchart` (renders in GitHub Markdown).

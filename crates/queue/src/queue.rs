@@ -1241,12 +1241,48 @@ fn writes(fdinfo: &Path) -> bool {
     })
 }
 
+/// Where a task is, as `orchestrate tasks` lists it and `--state` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// In the inbox, waiting to be claimed.
+    Queued,
+    /// Claimed by a role process.
+    Running,
+    /// Finished successfully (its record is in processed/).
+    Processed,
+    /// Finished unsuccessfully (its record is in failed/).
+    Failed,
+    /// An inbox entry no role process takes.
+    Ignored,
+}
+
+impl TaskState {
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Running => "running",
+            TaskState::Processed => "processed",
+            TaskState::Failed => "failed",
+            TaskState::Ignored => "ignored",
+        }
+    }
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad` keeps width and alignment (`{:<10}` in the tasks table).
+        f.pad(self.name())
+    }
+}
+
 /// A task as listed by `orchestrate tasks`.
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskInfo {
     pub role: String,
     pub id: String,
-    pub state: String,
+    pub state: TaskState,
     pub path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
@@ -1375,11 +1411,11 @@ fn being_written(path: &Path) -> Option<String> {
 }
 
 impl TaskInfo {
-    pub fn new(layout: &Layout, id: &str, state: &str, path: &Path) -> TaskInfo {
+    pub fn new(layout: &Layout, id: &str, state: TaskState, path: &Path) -> TaskInfo {
         TaskInfo {
             role: layout.role.clone(),
             id: id.to_string(),
-            state: state.into(),
+            state,
             path: relative(&layout.workspace, path),
             attempt: None,
             finished: None,
@@ -1447,7 +1483,7 @@ pub fn list(layout: &Layout) -> Vec<TaskInfo> {
     for name in names(&layout.inbox) {
         if let Some(id) = layout.task_id(&name) {
             let meta = read_meta(&layout.meta_path(id));
-            let mut info = TaskInfo::new(layout, id, "queued", &layout.inbox.join(&name));
+            let mut info = TaskInfo::new(layout, id, TaskState::Queued, &layout.inbox.join(&name));
             info.attempt = (meta.attempts > 0).then_some(meta.attempts);
             info.earlier = linked_records(&meta.history).cloned().collect();
             out.push(info);
@@ -1458,7 +1494,7 @@ pub fn list(layout: &Layout) -> Vec<TaskInfo> {
             continue;
         }
         let dir = layout.running.join(&name);
-        let mut info = TaskInfo::new(layout, &name, "running", &dir);
+        let mut info = TaskInfo::new(layout, &name, TaskState::Running, &dir);
         if let Err(err) = inside(&dir) {
             info.refused = Some(err.to_string());
             out.push(info);
@@ -1477,7 +1513,10 @@ pub fn list(layout: &Layout) -> Vec<TaskInfo> {
         out.push(info);
     }
     let suffix = |name: &str| name.split_once('_').map(|(_, rest)| rest.to_string());
-    for (state, parent) in [("processed", &layout.processed), ("failed", &layout.failed)] {
+    for (state, parent) in [
+        (TaskState::Processed, &layout.processed),
+        (TaskState::Failed, &layout.failed),
+    ] {
         for name in names(parent) {
             let Some(rest) = suffix(&name) else { continue };
             let Some(id) = rest.strip_prefix(&format!("{}_", layout.role)) else {
@@ -1506,7 +1545,7 @@ pub fn list(layout: &Layout) -> Vec<TaskInfo> {
     let superseded: std::collections::HashSet<String> =
         out.iter().flat_map(|t| t.earlier.clone()).collect();
     for info in &mut out {
-        info.retried = info.state == "failed" && superseded.contains(&info.path);
+        info.retried = info.state == TaskState::Failed && superseded.contains(&info.path);
     }
     out
 }

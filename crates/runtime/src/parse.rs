@@ -37,6 +37,7 @@ type Object = Map<String, Value>;
 
 /// The CLI whose output is being parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum Runtime {
     /// `claude -p --output-format stream-json --verbose` (or `--output-format json`).

@@ -18,7 +18,7 @@ use orchestrate_base::fsutil::relative;
 use orchestrate_engine::runner::exit;
 use orchestrate_engine::state::RunDir;
 use orchestrate_queue::cancel::{self, CancelRequest};
-use orchestrate_queue::queue;
+use orchestrate_queue::queue::{self, TaskState};
 
 /// `.orchestrate/control/`.
 pub fn dir(workspace: &Path) -> PathBuf {
@@ -351,7 +351,7 @@ fn locate(workspace: &Path, target: &str) -> Result<Target, String> {
     }
     // Not running: say what it is.
     let found = orchestrate_engine::role::find_tasks(workspace, target);
-    if let Some(task) = found.iter().find(|t| t.state == "queued") {
+    if let Some(task) = found.iter().find(|t| t.state == TaskState::Queued) {
         return Err(format!(
             "task `{}` of role `{}` is queued ({}), not running: nothing to cancel; to drop it, move that file out of the inbox, or `orchestrate pause {}` to hold the role",
             task.id, task.role, task.path, task.role
@@ -511,14 +511,14 @@ fn cancel_task(
     let after = orchestrate_engine::role::find_tasks(workspace, id);
     let Some(task) = after
         .iter()
-        .filter(|t| t.role == role && (t.state == "failed" || t.state == "processed"))
+        .filter(|t| t.role == role && matches!(t.state, TaskState::Failed | TaskState::Processed))
         .max_by(|a, b| a.path.cmp(&b.path))
     else {
         return Ok(format!(
             "task `{id}` of role `{role}` left running/; `orchestrate show {id}` shows where it went"
         ));
     };
-    if task.state == "processed" {
+    if task.state == TaskState::Processed {
         return Ok(format!(
             "task `{id}` of role `{role}` finished before the cancel took effect: {}",
             task.path
