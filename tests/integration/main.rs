@@ -13,6 +13,7 @@ mod cli_defaults;
 mod durability;
 mod engine_records;
 mod fanout;
+mod gemini_homes;
 mod inbox;
 mod inputs;
 mod language;
