@@ -2853,6 +2853,7 @@ impl Runner {
         let invocation = adapter::build(&adapter::Request {
             runtime,
             bin: profile.bin.as_deref(),
+            extra_args: &profile.args,
             model: model.as_deref(),
             phase: agent.phase,
             max_turns: agent.max_turns,
@@ -2935,7 +2936,7 @@ fn cli_default_model(
     step_env: &[(String, String)],
 ) -> Option<crate::runtime::defaults::Guess> {
     let env = |name: &str| effective_var(name, profile, step_env);
-    crate::runtime::defaults::default_model(runtime, &env)
+    crate::runtime::defaults::default_model(runtime, &profile.args, &env)
 }
 
 /// Every agent step of a step list, `for_each` bodies and `parallel` branches included.

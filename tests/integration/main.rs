@@ -10,6 +10,7 @@ mod cgroup;
 mod chaos;
 mod checker;
 mod cli_defaults;
+mod codex_args;
 mod durability;
 mod engine_records;
 mod fanout;
