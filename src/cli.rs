@@ -1052,6 +1052,7 @@ fn print_argv(
     let invocation = adapter::build(&adapter::Request {
         runtime,
         bin: None,
+        extra_args: &[],
         model,
         phase,
         max_turns,

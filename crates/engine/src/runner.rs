@@ -2692,9 +2692,7 @@ impl Runner {
             orchestrate_base::fsutil::WORKSPACE_ENV.to_string(),
             self.config.workspace.display().to_string(),
         )];
-        for (key, t) in self.workflow.env.iter().chain(step.env.iter()) {
-            env.push((key.clone(), render(t, &format!("`env.{key}`"))?));
-        }
+        env.extend(self.step_env(step, loops)?);
         for name in &step.secrets {
             match std::env::var(name) {
                 Ok(value) => env.push((name.clone(), value)),
@@ -2744,6 +2742,22 @@ impl Runner {
         })
     }
 
+    /// The workflow's and the step's `env:`, rendered (the step's entries after, so they win).
+    fn step_env(&self, step: &Step, loops: &[LoopFrame]) -> Result<Vec<(String, String)>, String> {
+        let scope = self.scope(loops);
+        self.workflow
+            .env
+            .iter()
+            .chain(step.env.iter())
+            .map(|(key, t)| {
+                let value = t
+                    .render(&scope)
+                    .map_err(|e| format!("in `env.{key}`: {e}"))?;
+                Ok((key.clone(), value))
+            })
+            .collect()
+    }
+
     /// Resolves who runs an agent step and builds its command: `--runtime`, then the step's
     /// `runtime:`, then the role's, then `runtimes.yaml`'s default; a name may be a profile.
     #[expect(
@@ -2789,9 +2803,10 @@ impl Runner {
                 .or_else(|| profile.model.clone()),
         };
         let runtime = Runtime::from_name(&profile.runtime);
+        let step_env = self.step_env(step, loops)?;
         // What the CLI will run when told no model (codex never says): priced and recorded.
         let cli_default = match (runtime, &model) {
-            (Some(runtime), None) => cli_default_model(runtime, &profile),
+            (Some(runtime), None) => cli_default_model(runtime, &profile, &step_env),
             _ => None,
         };
         let mut run = AgentRun {
@@ -2845,12 +2860,19 @@ impl Runner {
             argv.extend(template.model_args(values.get("model")));
             return Ok((argv, profile.env.clone(), Vec::new(), run));
         };
-        let scratch = self.dir.root.join("scratch").join(&step.name);
+        // One private directory per invocation: the items of a fan-out run at once, and each
+        // lays down files (gemini's home, policy, output schema) the others must not race on.
+        let mut scratch = self.dir.root.join("scratch").join(&step.name);
+        if !loops.is_empty() {
+            let indices: Vec<String> = loops.iter().map(|frame| frame.index.to_string()).collect();
+            scratch.push(format!("item-{}", indices.join("-")));
+        }
         // SAFETY: geteuid(2) has no failure mode and no side effects.
         let is_root = unsafe { libc::geteuid() } == 0;
         let invocation = adapter::build(&adapter::Request {
             runtime,
             bin: profile.bin.as_deref(),
+            extra_args: &profile.args,
             model: model.as_deref(),
             phase: agent.phase,
             max_turns: agent.max_turns,
@@ -2870,16 +2892,10 @@ impl Runner {
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         }
         if let Some(home) = &invocation.gemini_home {
-            // The home gemini would otherwise use: the profile's, orchestrate's, else HOME.
-            let var = |name: &str| {
-                profile
-                    .env
-                    .iter()
-                    .rfind(|(key, _)| key == name)
-                    .map(|(_, value)| value.clone())
-                    .or_else(|| std::env::var(name).ok())
-                    .filter(|value| !value.is_empty())
-            };
+            // The home gemini would otherwise use: the profile's, the step's `env:`,
+            // orchestrate's, else HOME.
+            let var =
+                |name: &str| effective_var(name, &profile, &step_env).filter(|v| !v.is_empty());
             let user_home = var("GEMINI_CLI_HOME").or_else(|| var("HOME")).ok_or_else(|| {
                 "gemini's max_turns needs the user's home: neither GEMINI_CLI_HOME nor HOME is set"
                     .to_string()
@@ -2914,22 +2930,32 @@ struct Prepared {
     agent: Option<AgentRun>,
 }
 
+/// The value of `name` an agent process sees: its environment is the engine's, then the
+/// workflow's and step's `env:` (`step_env`), then the profile's entries, the last one winning.
+fn effective_var(
+    name: &str,
+    profile: &orchestrate_runtime::profile::Profile,
+    step_env: &[(String, String)],
+) -> Option<String> {
+    let last = |env: &[(String, String)]| {
+        env.iter()
+            .rfind(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    last(&profile.env)
+        .or_else(|| last(step_env))
+        .or_else(|| std::env::var(name).ok())
+}
+
 /// The model `runtime` uses by itself (its configuration, else the pinned version's default),
-/// with the environment it will see: the profile's entries over the engine's own.
+/// with the environment it will see (`effective_var`).
 fn cli_default_model(
     runtime: orchestrate_runtime::parse::Runtime,
     profile: &orchestrate_runtime::profile::Profile,
+    step_env: &[(String, String)],
 ) -> Option<orchestrate_runtime::defaults::Guess> {
-    let env = |name: &str| {
-        profile
-            .env
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .or_else(|| std::env::var(name).ok())
-    };
-    orchestrate_runtime::defaults::default_model(runtime, &env)
+    let env = |name: &str| effective_var(name, profile, step_env);
+    orchestrate_runtime::defaults::default_model(runtime, &profile.args, &env)
 }
 
 /// Every agent step of a step list, `for_each` bodies and `parallel` branches included.
@@ -3551,7 +3577,7 @@ impl Runner {
                 .or_else(|| profile.model.clone())
             {
                 Some(model) => model,
-                None => cli_default_model(runtime, &profile)?.model,
+                None => cli_default_model(runtime, &profile, &[])?.model,
             },
         };
         profiles

@@ -38,6 +38,8 @@ pub struct Request<'a> {
     pub runtime: Runtime,
     /// The executable, when not the runtime's name on PATH.
     pub bin: Option<&'a str>,
+    /// The runtime profile's `args:`, right after the binary (codex: after `exec`).
+    pub extra_args: &'a [String],
     pub model: Option<&'a str>,
     pub phase: Phase,
     pub max_turns: Option<u32>,
@@ -80,6 +82,7 @@ pub fn build(req: &Request) -> Invocation {
 
 fn claude(req: &Request) -> Invocation {
     let mut argv = vec![req.bin.unwrap_or("claude").to_string()];
+    argv.extend(req.extra_args.iter().cloned());
     // Prompt on stdin; stream-json with -p requires --verbose.
     argv.extend(s(&["-p", "--output-format", "stream-json", "--verbose"]));
     let mut env = vec![
@@ -141,6 +144,7 @@ fn claude(req: &Request) -> Invocation {
 
 fn codex(req: &Request) -> Invocation {
     let mut argv = vec![req.bin.unwrap_or("codex").to_string(), "exec".to_string()];
+    argv.extend(req.extra_args.iter().cloned());
     argv.extend(s(&["--json", "--skip-git-repo-check"]));
     argv.extend(["-C".to_string(), req.workspace.display().to_string()]);
     // Sandbox flags must come before `resume`; exec always runs with approval `never`.
@@ -182,6 +186,7 @@ fn codex(req: &Request) -> Invocation {
 
 fn gemini(req: &Request) -> Invocation {
     let mut argv = vec![req.bin.unwrap_or("gemini").to_string()];
+    argv.extend(req.extra_args.iter().cloned());
     // No -p: a non-TTY stdin makes gemini headless and reads the prompt from it.
     argv.extend(s(&["--output-format", "stream-json", "--skip-trust"]));
     let mut env = vec![("GEMINI_CLI_TRUST_WORKSPACE".to_string(), "true".to_string())];
@@ -255,6 +260,7 @@ mod tests {
         Request {
             runtime,
             bin: None,
+            extra_args: &[],
             model: Some("m1"),
             phase,
             max_turns: None,

@@ -3,7 +3,9 @@
 //! Owns: the pinned CLI versions (`PINNED`, kept equal to `scripts/install-agent-clis` by a unit
 //! test) with the models each uses when told nothing (every one priced in `Prices::builtin`,
 //! checked by the same test), and reading the user's own choice where the CLI keeps it: codex's
-//! `$CODEX_HOME/config.toml` (`model`, or `profile` and its `[profiles.NAME]` table), gemini's
+//! own arguments in a profile's `args:` (`-m`, `-c model=`, `-p NAME` and its
+//! `$CODEX_HOME/NAME.config.toml`), codex's `$CODEX_HOME/config.toml` (`model`, or `profile`
+//! and its `[profiles.NAME]` table as older codex versions read it), gemini's
 //! `GEMINI_MODEL` and `model.name` in its user settings, claude's `ANTHROPIC_MODEL`.
 //!
 //! Does not build argv (`adapter`) or read output (`parse`). Claude and gemini name the models
@@ -76,10 +78,15 @@ pub struct Guess {
     pub source: String,
 }
 
-/// The model `runtime` will use when the engine passes no `--model`, from the environment the
-/// CLI will see (`env`: the profile's entries over the engine's own), its configuration file,
+/// The model `runtime` will use when the engine passes no `--model`, from the extra arguments
+/// the engine passes it (`args`: the runtime profile's `args:`; codex only, see
+/// [`codex_args_model`]), the environment the CLI will see (`env`), its configuration file,
 /// then the pinned version's default. `None` for gemini left on `auto`.
-pub fn default_model(runtime: Runtime, env: &dyn Fn(&str) -> Option<String>) -> Option<Guess> {
+pub fn default_model(
+    runtime: Runtime,
+    args: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<Guess> {
     let from_env = |name: &str| {
         env(name)
             .filter(|value| !value.trim().is_empty())
@@ -95,12 +102,14 @@ pub fn default_model(runtime: Runtime, env: &dyn Fn(&str) -> Option<String>) -> 
             let dir = env("CODEX_HOME")
                 .map(PathBuf::from)
                 .or_else(|| home().map(|h| h.join(".codex")));
-            dir.and_then(|dir| {
-                let path = dir.join("config.toml");
-                let text = std::fs::read_to_string(&path).ok()?;
-                Some(Guess {
-                    model: codex_config_model(&text)?,
-                    source: path.display().to_string(),
+            codex_args_model(args, dir.as_deref()).or_else(|| {
+                dir.and_then(|dir| {
+                    let path = dir.join("config.toml");
+                    let text = std::fs::read_to_string(&path).ok()?;
+                    Some(Guess {
+                        model: codex_config_model(&text)?,
+                        source: path.display().to_string(),
+                    })
                 })
             })
         }
@@ -119,6 +128,79 @@ pub fn default_model(runtime: Runtime, env: &dyn Fn(&str) -> Option<String>) -> 
             source: format!("the default of {} {}", runtime.name(), pinned.version),
         })
     })
+}
+
+/// The model codex's own arguments choose, in codex 0.169.0's order (observed against a stand-in
+/// API, the model of its requests): `-m/--model NAME` wins; then the last `-c/--config
+/// model=VALUE` (VALUE is TOML: `model="o3"`, `model = 'o3'`, or a bare literal as codex takes
+/// it when it does not parse); then `model` of the file `-p/--profile NAME` layers over
+/// config.toml, `$CODEX_HOME/NAME.config.toml` (`codex_home`). `None` when they choose none:
+/// config.toml and the default decide.
+pub fn codex_args_model(args: &[String], codex_home: Option<&Path>) -> Option<Guess> {
+    let mut flag_model = None;
+    let mut override_model = None;
+    let mut profile = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        // `--flag VALUE`, `--flag=VALUE`, and for short flags `-fVALUE`.
+        let value_of = |long: &str, short: &str| -> Option<Option<String>> {
+            if arg == long || arg == short {
+                return Some(None);
+            }
+            if let Some(value) = arg.strip_prefix(long).and_then(|v| v.strip_prefix('=')) {
+                return Some(Some(value.to_string()));
+            }
+            arg.strip_prefix(short)
+                .filter(|v| !v.is_empty() && !short.is_empty())
+                .map(|v| Some(v.to_string()))
+        };
+        let mut take = |long: &str, short: &str| {
+            value_of(long, short).map(|inline| inline.or_else(|| rest.next().cloned()))
+        };
+        if let Some(value) = take("--model", "-m") {
+            flag_model = value.or(flag_model);
+        } else if let Some(value) = take("--config", "-c") {
+            if let Some(model) = value.as_deref().and_then(codex_model_override) {
+                override_model = Some(model);
+            }
+        } else if let Some(value) = take("--profile", "-p") {
+            profile = value.or(profile);
+        }
+    }
+    let guess = |model: String, source: &str| {
+        let model = model.trim().to_string();
+        (!model.is_empty()).then(|| Guess {
+            model,
+            source: source.to_string(),
+        })
+    };
+    if let Some(guess) = flag_model.and_then(|m| guess(m, "`--model` in codex's args")) {
+        return Some(guess);
+    }
+    if let Some(guess) = override_model.and_then(|m| guess(m, "`-c model=` in codex's args")) {
+        return Some(guess);
+    }
+    let path = codex_home?.join(format!("{}.config.toml", profile?));
+    let text = std::fs::read_to_string(&path).ok()?;
+    let config: toml::Table = toml::from_str(&text).ok()?;
+    guess(
+        config.get("model")?.as_str()?.to_string(),
+        &path.display().to_string(),
+    )
+}
+
+/// The model of one `-c KEY=VALUE` override when KEY is `model`: VALUE parsed as TOML, else
+/// taken literally (codex does the same).
+fn codex_model_override(pair: &str) -> Option<String> {
+    let (key, value) = pair.split_once('=')?;
+    if key.trim() != "model" {
+        return None;
+    }
+    let value = value.trim();
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|table| table.get("v")?.as_str().map(str::to_string));
+    Some(parsed.unwrap_or_else(|| value.to_string()))
 }
 
 /// `model` of codex's config.toml: the selected `profile`'s when it sets one, else the
@@ -217,7 +299,7 @@ mod tests {
     fn codex_default_is_the_pinned_one_without_config() {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().display().to_string();
-        let guess = default_model(Runtime::Codex, &env_of(&[("CODEX_HOME", &home)])).unwrap();
+        let guess = default_model(Runtime::Codex, &[], &env_of(&[("CODEX_HOME", &home)])).unwrap();
         assert_eq!(guess.model, "gpt-6.1-sol");
         assert_eq!(guess.source, "the default of codex 0.169.0");
     }
@@ -256,7 +338,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.toml"), with_profile).unwrap();
         let home = dir.path().display().to_string();
-        let guess = default_model(Runtime::Codex, &env_of(&[("CODEX_HOME", &home)])).unwrap();
+        let guess = default_model(Runtime::Codex, &[], &env_of(&[("CODEX_HOME", &home)])).unwrap();
         assert_eq!(guess.model, "gpt-5-mini");
         assert!(guess.source.ends_with("config.toml"), "{guess:?}");
         // Without CODEX_HOME, ~/.codex.
@@ -268,8 +350,115 @@ mod tests {
         )
         .unwrap();
         let home = home_dir.path().display().to_string();
-        let guess = default_model(Runtime::Codex, &env_of(&[("HOME", &home)])).unwrap();
+        let guess = default_model(Runtime::Codex, &[], &env_of(&[("HOME", &home)])).unwrap();
         assert_eq!(guess.model, "o3");
+    }
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|a| a.to_string()).collect()
+    }
+
+    fn args_model(args: &[&str], home: Option<&Path>) -> Option<String> {
+        codex_args_model(&strings(args), home).map(|guess| guess.model)
+    }
+
+    #[test]
+    fn codex_model_flag_in_every_form() {
+        for args in [
+            &["-m", "gpt-5-mini"][..],
+            &["--model", "gpt-5-mini"],
+            &["--model=gpt-5-mini"],
+            &["-mgpt-5-mini"],
+            &["--json", "-s", "read-only", "-m", "gpt-5-mini"],
+        ] {
+            assert_eq!(
+                args_model(args, None).as_deref(),
+                Some("gpt-5-mini"),
+                "{args:?}"
+            );
+        }
+        let guess = codex_args_model(&strings(&["-m", "o3"]), None).unwrap();
+        assert_eq!(guess.source, "`--model` in codex's args");
+    }
+
+    #[test]
+    fn codex_config_override_of_model_in_every_form() {
+        for args in [
+            &["-c", "model=gpt-5-nano"][..],
+            &["-c", "model=\"gpt-5-nano\""],
+            &["-c", "model = 'gpt-5-nano'"],
+            &["--config", "model=gpt-5-nano"],
+            &["--config=model=\"gpt-5-nano\""],
+            &["-cmodel=gpt-5-nano"],
+            // The last override wins, as in codex; other keys are not the model.
+            &[
+                "-c",
+                "model=o3",
+                "-c",
+                "model=gpt-5-nano",
+                "-c",
+                "model_provider=x",
+            ],
+        ] {
+            assert_eq!(
+                args_model(args, None).as_deref(),
+                Some("gpt-5-nano"),
+                "{args:?}"
+            );
+        }
+        assert_eq!(
+            args_model(&["-c", "model_reasoning_effort=high"], None),
+            None
+        );
+        assert_eq!(
+            args_model(&["-c", "model="], None),
+            None,
+            "an empty model names none"
+        );
+    }
+
+    #[test]
+    fn codex_args_precedence_flag_then_override_then_profile_file() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(
+            home.path().join("work.config.toml"),
+            "model = \"gpt-4.1\"\n",
+        )
+        .unwrap();
+        std::fs::write(home.path().join("config.toml"), "model = \"o4-mini\"\n").unwrap();
+        let h = Some(home.path());
+        assert_eq!(args_model(&["-p", "work"], h).as_deref(), Some("gpt-4.1"));
+        assert_eq!(
+            args_model(&["--profile=work"], h).as_deref(),
+            Some("gpt-4.1")
+        );
+        assert_eq!(
+            args_model(&["-p", "work", "-c", "model=o3"], h).as_deref(),
+            Some("o3")
+        );
+        assert_eq!(
+            args_model(&["-c", "model=o3", "-p", "work", "-m", "gpt-5-mini"], h).as_deref(),
+            Some("gpt-5-mini")
+        );
+        assert_eq!(
+            args_model(&["-p", "missing"], h),
+            None,
+            "no such file: config.toml decides"
+        );
+        // Through default_model: the args over config.toml, config.toml without them.
+        let codex_home = home.path().display().to_string();
+        let pairs = [("CODEX_HOME", codex_home.as_str())];
+        let env = env_of(&pairs);
+        let guess = default_model(Runtime::Codex, &strings(&["-p", "work"]), &env).unwrap();
+        assert_eq!(guess.model, "gpt-4.1");
+        assert!(guess.source.ends_with("work.config.toml"), "{guess:?}");
+        let guess = default_model(Runtime::Codex, &strings(&["-p", "missing"]), &env).unwrap();
+        assert_eq!(guess.model, "o4-mini");
+        let guess = default_model(Runtime::Codex, &strings(&["-c", "model=o3"]), &env).unwrap();
+        assert_eq!(
+            (guess.model.as_str(), guess.source.as_str()),
+            ("o3", "`-c model=` in codex's args")
+        );
     }
 
     #[test]
@@ -277,11 +466,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().display().to_string();
         assert_eq!(
-            default_model(Runtime::Gemini, &env_of(&[("GEMINI_CLI_HOME", &home)])),
+            default_model(Runtime::Gemini, &[], &env_of(&[("GEMINI_CLI_HOME", &home)])),
             None
         );
         assert_eq!(
-            default_model(Runtime::Gemini, &env_of(&[("GEMINI_MODEL", "auto")])),
+            default_model(Runtime::Gemini, &[], &env_of(&[("GEMINI_MODEL", "auto")])),
             None
         );
         std::fs::create_dir(dir.path().join(".gemini")).unwrap();
@@ -290,9 +479,10 @@ mod tests {
             r#"{"model": {"name": "gemini-2.5-pro"}}"#,
         )
         .unwrap();
-        let guess = default_model(Runtime::Gemini, &env_of(&[("GEMINI_CLI_HOME", &home)])).unwrap();
+        let guess =
+            default_model(Runtime::Gemini, &[], &env_of(&[("GEMINI_CLI_HOME", &home)])).unwrap();
         assert_eq!(guess.model, "gemini-2.5-pro");
-        let claude = default_model(Runtime::Claude, &env_of(&[])).unwrap();
+        let claude = default_model(Runtime::Claude, &[], &env_of(&[])).unwrap();
         assert_eq!(claude.model, "claude-opus-5-5");
     }
 }

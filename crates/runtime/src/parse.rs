@@ -1595,6 +1595,16 @@ impl Prices {
     /// here: a unit test checks it against `scripts/install-agent-clis`.
     pub fn builtin() -> Prices {
         // (prefix, input, output, cache read, cache write), USD per 1M tokens.
+        //
+        // Sources, checked 2026-12-07: the providers' own pricing pages
+        // (https://ai.google.dev/gemini-api/docs/pricing, https://openai.com/api/pricing,
+        // https://platform.openai.com/docs/pricing) were not to be had from here. The gemini
+        // rows 3.8-flash (to 2026-12-31), 3.5-flash, 3.1-pro, 2.5-pro, 2.5-flash and
+        // 2.5-flash-lite agree with a verbatim transcription of ai.google.dev's page made
+        // 2026-09-20 (github.com/api-evangelist/gemini, plans/gemini-plans-pricing.yml), and
+        // 3-flash with a quote of it dated 2026-07-04; 3.5-flash-lite, 3.1-flash-lite and every
+        // OpenAI row (gpt-6.1-*) still rest on third-party pages: check them against the
+        // providers' pages when those can be read.
         const TABLE: &[(&str, f64, f64, f64, f64)] = &[
             // Claude Code 2.1.330's own model catalog (it prices its runs with it: the
             // samples' total_cost_usd agrees); 5-minute cache writes.

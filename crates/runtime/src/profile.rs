@@ -1,6 +1,7 @@
 //! `runtimes.yaml`: who executes agent steps, separately from the workflows.
 //!
-//! Owns: profiles (a runtime, a model, extra environment, a binary path), the workspace default,
+//! Owns: profiles (a runtime, a model, extra environment, a binary path, extra CLI arguments),
+//! the workspace default,
 //! and price overrides, plus resolving a name given on the command line, a role or a step into a
 //! concrete choice. Does not build argv (`adapter`) or read any other file.
 //!
@@ -9,6 +10,7 @@
 //! profiles:
 //!   sonnet: {runtime: claude, model: sonnet}
 //!   gpt:    {runtime: codex, model: gpt-5, env: {OPENAI_BASE_URL: "http://127.0.0.1:8080/v1"}}
+//!   work:   {runtime: codex, args: ["-p", "work"]}   # the CLI's own flags, passed as they are
 //! prices:                         # USD per million tokens, by model-name prefix
 //!   gpt-5: {input: 1.25, output: 10, cache_read: 0.125}
 //! ```
@@ -57,6 +59,9 @@ pub struct Profile {
     pub env: Vec<(String, String)>,
     /// The executable, when not the runtime's name on PATH.
     pub bin: Option<String>,
+    /// `args:`: the CLI's own flags, passed after its subcommand and before the engine's
+    /// (codex `-p work`, `-c model=o3`). The model they choose is recorded and priced.
+    pub args: Vec<String>,
     /// `breaker:` settings for this profile's circuit breaker (over the top-level ones).
     pub breaker: BreakerSettings,
 }
@@ -195,7 +200,7 @@ fn parse(path: &Path, text: &str, diags: &mut Vec<Diagnostic>) -> Profiles {
                     let Some(fields) = map(
                         path,
                         body,
-                        &["runtime", "model", "env", "bin", "breaker"],
+                        &["runtime", "model", "env", "bin", "args", "breaker"],
                         &what,
                         diags,
                     ) else {
@@ -207,6 +212,20 @@ fn parse(path: &Path, text: &str, diags: &mut Vec<Diagnostic>) -> Profiles {
                             "runtime" => profile.runtime = v.scalar_text().unwrap_or_default(),
                             "model" => profile.model = v.scalar_text(),
                             "bin" => profile.bin = v.scalar_text(),
+                            "args" => match &v.value {
+                                Value::Seq(items) => {
+                                    profile.args =
+                                        items.iter().filter_map(|item| item.scalar_text()).collect()
+                                }
+                                _ => diags.push(
+                                    Diagnostic::error(
+                                        path,
+                                        v.pos,
+                                        format!("`args` of {what} must be a list of strings"),
+                                    )
+                                    .with_hint("args: [\"-p\", \"work\"]"),
+                                ),
+                            },
                             "breaker" => {
                                 profile.breaker =
                                     breaker(path, v, &format!("`breaker` of {what}"), diags)
@@ -434,6 +453,21 @@ mod tests {
         let mut diags = Vec::new();
         let p = parse(Path::new("runtimes.yaml"), text, &mut diags);
         if diags.is_empty() { Ok(p) } else { Err(diags) }
+    }
+
+    #[test]
+    fn profile_args_are_a_list_of_strings() {
+        let p =
+            load("profiles:\n  work: {runtime: codex, args: [\"-p\", work, -c, \"model='o3'\"]}\n")
+                .unwrap();
+        assert_eq!(p.resolve("work").args, ["-p", "work", "-c", "model='o3'"]);
+        let diags = load("profiles:\n  work: {runtime: codex, args: \"-p work\"}\n").unwrap_err();
+        assert!(
+            diags[0]
+                .message
+                .contains("`args` of profile `work` must be a list"),
+            "{diags:?}"
+        );
     }
 
     #[test]
