@@ -43,4 +43,5 @@ pub mod template;
 pub mod wftest;
 pub mod worker;
 pub mod worktree;
+pub mod write_watch;
 pub mod yaml;
