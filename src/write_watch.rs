@@ -18,6 +18,7 @@
 //! passes it from [`crate::exec::Finished`]); or decide anything when fanotify cannot be used
 //! (not root, off Linux, `fanotify_init`/`fanotify_mark` refused): [`Watch::start`] fails and the
 //! check keeps its rule without attribution ([`crate::held_files`], the engine's own writes).
+//! `ORCHESTRATE_WRITE_WATCH=off` turns it off likewise.
 //! Writes on another filesystem mounted inside the workspace are not seen either.
 
 use std::collections::{HashMap, HashSet};
@@ -26,6 +27,8 @@ use std::path::Path;
 /// Why writes are not attributed per process.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
+    #[error("turned off by ORCHESTRATE_WRITE_WATCH={value}")]
+    Off { value: String },
     #[error("fanotify is Linux only")]
     Unsupported,
     #[error("failed to {action} (fanotify needs CAP_SYS_ADMIN): {source}")]
@@ -101,6 +104,13 @@ impl Watch {
     /// Starts watching the mount `root` is on. The mark is in place when this returns, so every
     /// write from then on is seen.
     pub fn start(root: &Path) -> Result<Watch, WatchError> {
+        if let Some(value) = std::env::var_os("ORCHESTRATE_WRITE_WATCH")
+            && matches!(value.to_str(), Some("off" | "0" | "false" | "no"))
+        {
+            return Err(WatchError::Off {
+                value: value.to_string_lossy().into_owned(),
+            });
+        }
         #[cfg(target_os = "linux")]
         {
             linux::Running::start(root).map(|inner| Watch { inner })
@@ -285,6 +295,20 @@ mod linux {
                 return seen;
             }
             let stopping = fds[1].revents != 0;
+            if stopping {
+                // No new events from here on, so that the drain below ends on a busy filesystem;
+                // those already queued stay readable.
+                // SAFETY: plain syscall on the group we own; a null path is allowed for a flush.
+                unsafe {
+                    libc::fanotify_mark(
+                        group.as_raw_fd(),
+                        libc::FAN_MARK_FLUSH | libc::FAN_MARK_MOUNT,
+                        0,
+                        libc::AT_FDCWD,
+                        std::ptr::null(),
+                    )
+                };
+            }
             // Drain: when stopping, everything queued before the stop was asked for.
             loop {
                 match read_batch(group, &mut buf, root, &mut seen) {

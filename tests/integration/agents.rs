@@ -2159,6 +2159,36 @@ fn a_readonly_steps_own_writes_are_caught_beside_an_outside_writer() {
     assert_eq!(paths, ["child.txt", "stray.txt"], "{ask:#}");
 }
 
+/// Without attribution (here turned off) the check keeps its rule, silently: the outside
+/// writer's log is blamed on the step as before, and the run says why only under
+/// ORCHESTRATE_DEBUG=1.
+#[test]
+fn without_attribution_an_outside_writers_log_is_still_blamed() {
+    let mut lab = Lab::new();
+    lab.ws.env("ORCHESTRATE_WRITE_WATCH", "off");
+    waiting_for_the_outside_writer(&lab, "");
+    let writer = OutsideWriter::start(&lab);
+    let run = lab.run(&[]);
+    drop(writer);
+    run.code(1);
+    assert!(!run.stderr.contains("debug:"), "{}", run.stderr);
+    let ask = run.step("Ask");
+    assert_eq!(ask["error"]["kind"], "phase_violation", "{ask:#}");
+    let paths: Vec<&str> = ask["changed_files"]
+        .as_array()
+        .expect("changed_files")
+        .iter()
+        .filter_map(|c| c["path"].as_str())
+        .collect();
+    assert_eq!(paths, ["harness.log"], "{ask:#}");
+
+    lab.ws.env("ORCHESTRATE_DEBUG", "1");
+    let writer = OutsideWriter::start(&lab);
+    let run = lab.run(&[]);
+    drop(writer);
+    run.stderr_has("debug: readonly/plan checks cannot attribute writes per process: turned off by ORCHESTRATE_WRITE_WATCH=off");
+}
+
 #[test]
 fn a_readonly_write_under_the_engine_dir_passes() {
     let lab = Lab::new();
