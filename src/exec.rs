@@ -1674,6 +1674,21 @@ mod tests {
         }
     }
 
+    /// `Finished::cgroup` names the step's cgroup as its processes see it in /proc/PID/cgroup
+    /// (what a readonly step's write attribution compares writers with).
+    #[tokio::test]
+    async fn the_finished_step_names_the_cgroup_its_process_was_in() {
+        let dir = TempDir::new().unwrap();
+        let done = go(sh(&dir, "sed -n 's/^0:://p' /proc/self/cgroup")).await;
+        if !cgroups() {
+            assert_eq!(done.cgroup, None);
+            return;
+        }
+        let seen = String::from_utf8_lossy(&done.stdout).trim().to_owned();
+        assert_eq!(done.cgroup.as_deref(), Some(seen.as_str()));
+        assert!(seen.contains("/orchestrate-"), "{seen}");
+    }
+
     #[tokio::test]
     async fn a_process_escaping_the_group_does_not_hang_the_run_and_ends_with_the_step() {
         let dir = TempDir::new().unwrap();
