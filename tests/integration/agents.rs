@@ -2189,6 +2189,52 @@ fn without_attribution_an_outside_writers_log_is_still_blamed() {
     run.stderr_has("debug: readonly/plan checks cannot attribute writes per process: turned off by ORCHESTRATE_WRITE_WATCH=off");
 }
 
+/// Two readonly items at once: one writes a file while the other runs (the first fake to take
+/// `first` waits, the other writes). With attribution the write is the writer's alone (each
+/// item's steps run in cgroups of their own); without it, the waiting item was blamed too.
+#[test]
+fn a_parallel_readonly_siblings_write_is_blamed_on_the_sibling_only() {
+    let mut lab = Lab::new();
+    lab.ws.env("ORCHESTRATE_DEBUG", "1");
+    lab.answer(
+        "claude",
+        &[&format!(
+            r#"if mkdir "$rec/first" 2>/dev/null; then until [ -e "$rec/wrote" ]; do sleep 0.02; done; else echo x > stray.txt; touch "$rec/wrote"; fi; {CLAUDE_OK}"#
+        )],
+    )
+    .workflow(
+        r#"name: reviews
+steps:
+  - name: Each
+    for_each:
+      items: [a, b]
+      as: f
+      max_parallel: 2
+      join: all_done
+      steps:
+        - name: Review
+          runtime: claude
+          prompt: "review ${f}"
+"#,
+    );
+    let run = lab.run(&[]);
+    if let Err(why) = attributed(&run) {
+        return skip_or_fail(&why);
+    }
+    let results = run.step("Each")["results"].clone();
+    let (failed, succeeded): (Vec<&Value>, Vec<&Value>) = results
+        .as_array()
+        .expect("results")
+        .iter()
+        .partition(|item| item["status"] == "failed");
+    assert_eq!((failed.len(), succeeded.len()), (1, 1), "{results:#}");
+    let text = failed[0].to_string();
+    assert!(
+        text.contains("stray.txt") && text.contains("phase_violation"),
+        "{results:#}"
+    );
+}
+
 #[test]
 fn a_readonly_write_under_the_engine_dir_passes() {
     let lab = Lab::new();
