@@ -39,7 +39,9 @@ re-read on every request (missing or empty = text):
                 (a model that tries anyway: the CLI must refuse an unknown or withheld tool)
   slip          a write that slips past the CLI, simulated: the fake itself (another process than
                 the CLI) writes fake-slipped.txt (content SLIPPED) into the CLI's cwd while it
-                answers, then answers with TEXT; for checking the engine's own readonly check
+                answers, then answers with TEXT. A write by a process outside the step: where
+                the engine attributes writes per process (fanotify) it rightly does not blame
+                the step for it; scripts/e2e-engine makes its slips inside the step instead
 A tool is only called when the request offers it (unless :force); otherwise the answer is the
 text "FAKE-NO-TOOL: <tool> was not offered" (e.g. gemini without a shell-enabling approval mode).
 The write/shell/slip path is relative to the cwd the CLI reports in its prompt; FAKE_DIR/cwd (one

@@ -2036,6 +2036,205 @@ echo "harness: starting the run" >&3
     );
 }
 
+/// A process the test starts beside the engine (neither its ancestor nor the step's), that
+/// appends a line to `harness.log` in the workspace, opening and closing it each time, once the
+/// step has touched `started` and until the test ends; it touches `written` after each line.
+struct OutsideWriter(Child);
+
+impl OutsideWriter {
+    fn start(lab: &Lab) -> OutsideWriter {
+        let script = r#"echo "harness: up" >> harness.log
+until [ -e "$1" ]; do sleep 0.02; done
+while :; do echo "harness: the step is running" >> harness.log; touch "$2"; sleep 0.02; done"#;
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("sh")
+            .arg(lab.rec("started"))
+            .arg(lab.rec("written"))
+            .current_dir(lab.ws.path())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn the outside writer");
+        wait_until("the outside writer's first line", DEADLINE, || {
+            lab.ws.exists("harness.log")
+        });
+        OutsideWriter(child)
+    }
+}
+
+impl Drop for OutsideWriter {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A readonly step's fake that waits, after `before`, until the outside writer wrote during it.
+fn waiting_for_the_outside_writer(lab: &Lab, before: &str) {
+    lab.answer(
+        "claude",
+        &[&format!(
+            "touch '{}'; until [ -e '{}' ]; do sleep 0.02; done; {before}{CLAUDE_OK}",
+            lab.rec("started").display(),
+            lab.rec("written").display()
+        )],
+    )
+    .workflow(&one_step("claude", ""));
+}
+
+/// Whether this run attributed writes per process (fanotify, and a cgroup for the step): said
+/// on stderr under ORCHESTRATE_DEBUG=1.
+fn attributed(run: &Run) -> Result<(), String> {
+    for (needle, what) in [
+        (
+            "debug: readonly/plan checks attribute writes per process",
+            "fanotify",
+        ),
+        ("debug: step processes run in cgroups", "cgroups"),
+    ] {
+        if !run.stderr.contains(needle) {
+            return Err(format!(
+                "writes are not attributed per process here (no {what}): {}",
+                run.stderr
+                    .lines()
+                    .filter(|l| l.starts_with("debug:"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Regression: a harness (not the engine's ancestor) that opens, appends to and closes its own
+/// log in the workspace once per line failed every readonly step with `harness.log (modified)`.
+#[test]
+fn a_process_outside_the_step_appending_to_a_log_in_the_workspace_is_not_blamed() {
+    let mut lab = Lab::new();
+    lab.ws.env("ORCHESTRATE_DEBUG", "1");
+    waiting_for_the_outside_writer(&lab, "");
+    let writer = OutsideWriter::start(&lab);
+    let run = lab.run(&[]);
+    drop(writer);
+    if let Err(why) = attributed(&run) {
+        return skip_or_fail(&why);
+    }
+    run.ok();
+    let ask = run.step("Ask");
+    assert_eq!(ask["status"], "succeeded", "{ask:#}");
+    assert!(ask.get("changed_files").is_none(), "{ask:#}");
+    assert!(
+        lab.ws
+            .read("harness.log")
+            .contains("harness: the step is running"),
+        "the outside writer wrote during the step"
+    );
+}
+
+#[test]
+fn a_readonly_steps_own_writes_are_caught_beside_an_outside_writer() {
+    let mut lab = Lab::new();
+    lab.ws.env("ORCHESTRATE_DEBUG", "1");
+    // The fake writes one file itself and one through a short-lived child.
+    waiting_for_the_outside_writer(
+        &lab,
+        "echo sneaky > stray.txt; sh -c 'echo x > child.txt'; ",
+    );
+    let writer = OutsideWriter::start(&lab);
+    let run = lab.run(&[]);
+    drop(writer);
+    if let Err(why) = attributed(&run) {
+        return skip_or_fail(&why);
+    }
+    run.code(1);
+    let ask = run.step("Ask");
+    assert_eq!(ask["error"]["kind"], "phase_violation", "{ask:#}");
+    let paths: Vec<&str> = ask["changed_files"]
+        .as_array()
+        .expect("changed_files")
+        .iter()
+        .filter_map(|c| c["path"].as_str())
+        .collect();
+    assert_eq!(paths, ["child.txt", "stray.txt"], "{ask:#}");
+}
+
+/// Without attribution (here turned off) the check keeps its rule, silently: the outside
+/// writer's log is blamed on the step as before, and the run says why only under
+/// ORCHESTRATE_DEBUG=1.
+#[test]
+fn without_attribution_an_outside_writers_log_is_still_blamed() {
+    let mut lab = Lab::new();
+    lab.ws.env("ORCHESTRATE_WRITE_WATCH", "off");
+    waiting_for_the_outside_writer(&lab, "");
+    let writer = OutsideWriter::start(&lab);
+    let run = lab.run(&[]);
+    drop(writer);
+    run.code(1);
+    assert!(!run.stderr.contains("debug:"), "{}", run.stderr);
+    let ask = run.step("Ask");
+    assert_eq!(ask["error"]["kind"], "phase_violation", "{ask:#}");
+    let paths: Vec<&str> = ask["changed_files"]
+        .as_array()
+        .expect("changed_files")
+        .iter()
+        .filter_map(|c| c["path"].as_str())
+        .collect();
+    assert_eq!(paths, ["harness.log"], "{ask:#}");
+
+    lab.ws.env("ORCHESTRATE_DEBUG", "1");
+    let writer = OutsideWriter::start(&lab);
+    let run = lab.run(&[]);
+    drop(writer);
+    run.stderr_has("debug: readonly/plan checks cannot attribute writes per process: turned off by ORCHESTRATE_WRITE_WATCH=off");
+}
+
+/// Two readonly items at once: one writes a file while the other runs (the first fake to take
+/// `first` waits, the other writes). With attribution the write is the writer's alone (each
+/// item's steps run in cgroups of their own); without it, the waiting item was blamed too.
+#[test]
+fn a_parallel_readonly_siblings_write_is_blamed_on_the_sibling_only() {
+    let mut lab = Lab::new();
+    lab.ws.env("ORCHESTRATE_DEBUG", "1");
+    lab.answer(
+        "claude",
+        &[&format!(
+            r#"if mkdir "$rec/first" 2>/dev/null; then until [ -e "$rec/wrote" ]; do sleep 0.02; done; else echo x > stray.txt; touch "$rec/wrote"; fi; {CLAUDE_OK}"#
+        )],
+    )
+    .workflow(
+        r#"name: reviews
+steps:
+  - name: Each
+    for_each:
+      items: [a, b]
+      as: f
+      max_parallel: 2
+      join: all_done
+      steps:
+        - name: Review
+          runtime: claude
+          prompt: "review ${f}"
+"#,
+    );
+    let run = lab.run(&[]);
+    if let Err(why) = attributed(&run) {
+        return skip_or_fail(&why);
+    }
+    let results = run.step("Each")["results"].clone();
+    let (failed, succeeded): (Vec<&Value>, Vec<&Value>) = results
+        .as_array()
+        .expect("results")
+        .iter()
+        .partition(|item| item["status"] == "failed");
+    assert_eq!((failed.len(), succeeded.len()), (1, 1), "{results:#}");
+    let text = failed[0].to_string();
+    assert!(
+        text.contains("stray.txt") && text.contains("phase_violation"),
+        "{results:#}"
+    );
+}
+
 #[test]
 fn a_readonly_write_under_the_engine_dir_passes() {
     let lab = Lab::new();

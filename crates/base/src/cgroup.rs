@@ -74,6 +74,8 @@ struct Hierarchy {
     root: String,
     /// This process's own cgroup directory, the parent of its step cgroups.
     own: PathBuf,
+    /// Its hierarchy path, as `/proc/PID/cgroup` names it.
+    own_path: String,
 }
 
 impl Hierarchy {
@@ -101,7 +103,12 @@ impl Hierarchy {
             .into_iter()
             .find_map(|(mount, root)| {
                 let own = under(&mount, &root, &cgroup)?;
-                own.is_dir().then_some(Hierarchy { mount, root, own })
+                own.is_dir().then(|| Hierarchy {
+                    mount,
+                    root,
+                    own,
+                    own_path: cgroup.clone(),
+                })
             })
             .ok_or(CgroupError::NotMounted { cgroup })
     }
@@ -172,6 +179,12 @@ fn own_cgroup(text: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The cgroup v2 path of process `pid` now (as its `/proc/PID/cgroup` names it), or `None` when
+/// it is gone or cannot be inspected.
+pub fn of_pid(pid: u32) -> Option<String> {
+    own_cgroup(&fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
+}
+
 /// The hierarchy, located once per process.
 fn hierarchy() -> Result<&'static Hierarchy, &'static CgroupError> {
     static HIERARCHY: OnceLock<Result<Hierarchy, CgroupError>> = OnceLock::new();
@@ -192,7 +205,7 @@ fn fall_back(reason: &CgroupError) {
 
 /// A line on stderr when `ORCHESTRATE_DEBUG` is set (to anything but `0`): how this system is
 /// used, for people and tests, not part of any output format.
-fn debug(message: &str) {
+pub fn debug(message: &str) {
     if std::env::var_os("ORCHESTRATE_DEBUG").is_some_and(|v| !v.is_empty() && v != "0") {
         eprintln!("debug: {message}");
     }
@@ -211,6 +224,8 @@ fn live() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
 #[derive(Debug)]
 pub struct Step {
     dir: PathBuf,
+    /// The hierarchy path, as `/proc/PID/cgroup` names it.
+    path: String,
     /// `cgroup.procs`, ready for [`enter`] in the forked child (which must not allocate).
     procs: CString,
     removed: bool,
@@ -237,7 +252,13 @@ impl Step {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
             let dir = hierarchy.own.join(format!("{PREFIX}{pid}-{n}"));
             match fs::create_dir(&dir) {
-                Ok(()) => return Step::checked(dir, &hierarchy.own),
+                Ok(()) => {
+                    let path = format!(
+                        "{}/{PREFIX}{pid}-{n}",
+                        hierarchy.own_path.trim_end_matches('/')
+                    );
+                    return Step::checked(dir, path, &hierarchy.own);
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(source) => {
                     fall_back(&CgroupError::Io {
@@ -254,7 +275,7 @@ impl Step {
 
     /// The first cgroup this process makes is checked for `cgroup.kill`, and the empty cgroups
     /// of dead engines beside it are removed.
-    fn checked(dir: PathBuf, own: &Path) -> Option<Step> {
+    fn checked(dir: PathBuf, path: String, own: &Path) -> Option<Step> {
         static USABLE: OnceLock<bool> = OnceLock::new();
         let usable = *USABLE.get_or_init(|| {
             if !dir.join("cgroup.kill").exists() {
@@ -276,9 +297,16 @@ impl Step {
         live().push(dir.clone());
         Some(Step {
             dir,
+            path,
             procs,
             removed: false,
         })
+    }
+
+    /// The hierarchy path (`/…/orchestrate-<pid>-<n>`), as `/proc/PID/cgroup` names it for a
+    /// process inside.
+    pub fn path(&self) -> &str {
+        &self.path
     }
 
     /// The path [`enter`] writes to, for the child's `pre_exec`.
@@ -289,10 +317,7 @@ impl Step {
     /// Whether the (unreaped) child `pid` is in this cgroup. When it is not, [`enter`] failed
     /// (a kernel or permission rule of this system): cgroups are not used from here on.
     pub fn holds(&self, pid: u32) -> bool {
-        let found = fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .ok()
-            .and_then(|text| own_cgroup(&text))
-            .unwrap_or_default();
+        let found = of_pid(pid).unwrap_or_default();
         let inside = hierarchy()
             .ok()
             .and_then(|h| h.dir(&found))

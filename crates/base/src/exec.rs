@@ -237,6 +237,9 @@ pub struct Finished {
     pub duration: Duration,
     /// The child's pid, if it was spawned.
     pub pid: Option<u32>,
+    /// The step's cgroup (its hierarchy path, as `/proc/PID/cgroup` names it), when the child
+    /// ran in one: what a readonly step's write attribution compares writers with.
+    pub cgroup: Option<String>,
 }
 
 /// Sends `signal` to every process in the process group `pgid`.
@@ -297,6 +300,7 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
         started_at,
         duration: start.elapsed(),
         pid: None,
+        cgroup: None,
     };
     let failed = |message: String| not_run(Outcome::SpawnFailed { message });
 
@@ -388,6 +392,7 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
     let pgid = pid.and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
     // A child that did not land in its cgroup is stopped by its group alone.
     let cgroup = cgroup.filter(|cgroup| pid.is_some_and(|pid| cgroup.holds(pid)));
+    let cgroup_path = cgroup.as_ref().map(|cgroup| cgroup.path().to_owned());
     let mut guard = GroupGuard::new(pgid, cgroup);
 
     let stdin_task = match (stdin, child.stdin.take()) {
@@ -513,6 +518,7 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
         started_at,
         duration: start.elapsed(),
         pid,
+        cgroup: cgroup_path,
     }
 }
 
@@ -1667,6 +1673,21 @@ mod tests {
             // SAFETY: plain integers; `pid` is the test's own sleep, still running.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
+    }
+
+    /// `Finished::cgroup` names the step's cgroup as its processes see it in /proc/PID/cgroup
+    /// (what a readonly step's write attribution compares writers with).
+    #[tokio::test]
+    async fn the_finished_step_names_the_cgroup_its_process_was_in() {
+        let dir = TempDir::new().unwrap();
+        let done = go(sh(&dir, "sed -n 's/^0:://p' /proc/self/cgroup")).await;
+        if !cgroups() {
+            assert_eq!(done.cgroup, None);
+            return;
+        }
+        let seen = String::from_utf8_lossy(&done.stdout).trim().to_owned();
+        assert_eq!(done.cgroup.as_deref(), Some(seen.as_str()));
+        assert!(seen.contains("/orchestrate-"), "{seen}");
     }
 
     #[tokio::test]

@@ -10,7 +10,8 @@
 //! Does not: see a writer that is neither the engine nor one of its ancestors (another terminal,
 //! an editor, a sibling process of the engine's that its parent started), nor a file such a
 //! process opened and closed again between two looks; those writes are still the step's as far
-//! as the check can tell. Nor does it tell apart a write through the held descriptor from the
+//! as this module can tell ([`crate::write_watch`] attributes them per process where fanotify
+//! can be used). Nor does it tell apart a write through the held descriptor from the
 //! step writing the same path: a file listed here is not checked at all. Processes this user may
 //! not inspect (another user's, outside this pid namespace) are skipped. Off Linux (no `/proc`)
 //! it finds nothing.

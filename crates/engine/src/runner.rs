@@ -342,11 +342,13 @@ struct WriteLog {
 }
 
 /// A readonly step's window: the sequence it opened at and what was being written then (by the
-/// engine's own writers, and through descriptors the engine or its ancestors held open).
+/// engine's own writers, and through descriptors the engine or its ancestors held open), and
+/// who writes in the workspace meanwhile, where fanotify can tell ([`orchestrate_base::write_watch`]).
 struct WriteWindow {
     from: u64,
     open: HashSet<String>,
     held: HashSet<String>,
+    watch: Option<orchestrate_base::write_watch::Watch>,
 }
 
 /// Held while the engine writes `path`; the writer count drops with it.
@@ -389,9 +391,11 @@ impl EngineWrites {
 
     /// Opens a window for a step working in `root`.
     fn window(&self, root: &Path) -> WriteWindow {
+        let watch = orchestrate_base::write_watch::Watch::start_or_explain(root);
         let held = orchestrate_base::held_files::held_for_writing(root);
         let log = self.lock();
         WriteWindow {
+            watch,
             held,
             from: log.next,
             open: log
@@ -2242,8 +2246,9 @@ impl Runner {
                 }
             };
             self.budget.count(&result);
-            if let (Some(Ok((before, window))), Some(run)) = (&before, &prepared.agent) {
-                self.verify_unchanged(step, run, before, window, &mut result);
+            if let (Some(Ok((before, window))), Some(run)) = (before, &prepared.agent) {
+                let cgroup = finished.cgroup.as_deref();
+                self.verify_unchanged(step, run, &before, window, cgroup, &mut result);
             }
             result["attempts"] = json!(attempt);
             // Logs exist only for streams the process wrote to.
@@ -2398,13 +2403,15 @@ impl Runner {
     }
 
     /// After a readonly/plan step: anything it changed outside its artifacts fails the step,
-    /// whatever the CLI claims (plan modes leak through shell tools).
+    /// whatever the CLI claims (plan modes leak through shell tools). `cgroup` is the step's,
+    /// when it ran in one.
     fn verify_unchanged(
         &mut self,
         step: &Step,
         run: &AgentRun,
         before: &orchestrate_base::fingerprint::Snapshot,
-        window: &WriteWindow,
+        mut window: WriteWindow,
+        cgroup: Option<&str>,
         result: &mut Value,
     ) {
         // Rescanning the same snapshot (not a fresh one) re-hashes files that were recent at the
@@ -2422,10 +2429,26 @@ impl Runner {
         // started or now (its own stdout redirected into the workspace, a harness's log), are
         // not the step's writes: a step's processes are the engine's descendants.
         let held = orchestrate_base::held_files::held_for_writing(self.config.code_dir());
+        // Stopped after the rescan, so every write the rescan saw has its event read. Only a
+        // step with a cgroup of its own can be told apart from the processes outside it; a
+        // removal or type change (a rename, no event under a mount mark) is always the step's.
+        let seen = window
+            .watch
+            .take()
+            .map(orchestrate_base::write_watch::Watch::finish);
+        let outside = |change: &orchestrate_base::fingerprint::Change| {
+            use orchestrate_base::fingerprint::ChangeKind::{Added, Modified};
+            matches!(change.kind, Added | Modified)
+                && seen
+                    .as_ref()
+                    .zip(cgroup)
+                    .is_some_and(|(seen, cgroup)| seen.outside(&change.path, cgroup))
+        };
         changes.retain(|change| {
-            !self.engine_writes.wrote_during(window, &change.path)
+            !self.engine_writes.wrote_during(&window, &change.path)
                 && !window.held.contains(&change.path)
                 && !held.contains(&change.path)
+                && !outside(change)
         });
         if changes.is_empty() {
             return;
