@@ -168,11 +168,65 @@ pub(super) fn analyze(workspace: &Path, loaded: &Loaded) -> RunReport {
     let mut notes = loaded.notes.clone();
     let (status, error) = run_status(loaded, &facts);
 
-    // Rows, in order of first execution.
+    let path: Vec<&Execution> = facts.path.iter().map(|&i| &facts.executions[i]).collect();
+    let (steps, totals) = step_rows(&facts.executions, &path);
+
+    let (check, check_skipped) = match run_workflow(workspace, loaded) {
+        Ok((workflow, source)) => (Some(check_path(&workflow, &path, &status, source)), None),
+        Err(reason) => (None, Some(reason)),
+    };
+
+    let failures = failures_of(&facts.executions);
+
+    let started_at = facts
+        .started_at
+        .clone()
+        .or_else(|| loaded.state.as_ref().map(|s| s.started_at.clone()));
+    let finished_at = facts.end.as_ref().map(|e| e.at.clone());
+    let wall_sec = match (&started_at, finished_at.as_ref().or(facts.last_ts.as_ref())) {
+        (Some(from), Some(to)) => seconds_between(from, to),
+        _ => None,
+    };
+    if loaded.events.is_empty() {
+        notes.push("the event log is empty: nothing ran yet".into());
+    }
+    let children = children_of(workspace, &loaded.events, status == "running");
+    RunReport {
+        run_id: loaded.run_id.clone(),
+        source: loaded.loc.source,
+        path: loaded.loc.label(workspace),
+        task: task_info(loaded),
+        workflow: facts
+            .workflow_name
+            .clone()
+            .or_else(|| loaded.state.as_ref().map(|s| s.workflow_name.clone())),
+        status,
+        error,
+        started_at,
+        finished_at,
+        wall_sec,
+        resumes: facts.resumes,
+        steps,
+        totals,
+        path_taken: path.iter().map(|e| e.step.clone()).collect(),
+        check,
+        check_skipped,
+        failures,
+        loop_detected: facts.loop_detected.clone(),
+        executions: facts.executions.clone(),
+        children,
+        notes,
+    }
+}
+
+/// One row per step, in order of first execution, with its executions summed and its visits
+/// counted along `path`; and the run's totals (a container's own numbers are its body's, so
+/// they are left out of the totals).
+fn step_rows(executions: &[Execution], path: &[&Execution]) -> (Vec<StepRow>, Totals) {
     let mut order: Vec<String> = Vec::new();
     let mut rows: HashMap<String, StepRow> = HashMap::new();
     let mut totals = Totals::default();
-    for e in &facts.executions {
+    for e in executions {
         let row = rows.entry(e.step.clone()).or_insert_with(|| {
             order.push(e.step.clone());
             StepRow {
@@ -214,8 +268,7 @@ pub(super) fn analyze(workspace: &Path, loaded: &Loaded) -> RunReport {
             totals.unpriced += u32::from(e.unpriced);
         }
     }
-    let path: Vec<&Execution> = facts.path.iter().map(|&i| &facts.executions[i]).collect();
-    for e in &path {
+    for e in path {
         if let Some(row) = rows.get_mut(&e.step) {
             row.visits += 1;
         }
@@ -226,14 +279,12 @@ pub(super) fn analyze(workspace: &Path, loaded: &Loaded) -> RunReport {
         row.duration_share = share(row.duration_sec, totals.duration_sec);
         row.cost_share = share(row.cost_usd, totals.cost_usd);
     }
+    (steps, totals)
+}
 
-    let (check, check_skipped) = match run_workflow(workspace, loaded) {
-        Ok((workflow, source)) => (Some(check_path(&workflow, &path, &status, source)), None),
-        Err(reason) => (None, Some(reason)),
-    };
-
-    let failures = facts
-        .executions
+/// The executions that failed, were rejected or interrupted, with what went wrong.
+fn failures_of(executions: &[Execution]) -> Vec<Failure> {
+    executions
         .iter()
         .filter(|e| matches!(e.status.as_str(), "failed" | "rejected" | "interrupted"))
         .map(|e| Failure {
@@ -247,47 +298,7 @@ pub(super) fn analyze(workspace: &Path, loaded: &Loaded) -> RunReport {
             }),
             superseded: e.superseded,
         })
-        .collect();
-
-    let started_at = facts
-        .started_at
-        .clone()
-        .or_else(|| loaded.state.as_ref().map(|s| s.started_at.clone()));
-    let finished_at = facts.end.as_ref().map(|e| e.at.clone());
-    let wall_sec = match (&started_at, finished_at.as_ref().or(facts.last_ts.as_ref())) {
-        (Some(from), Some(to)) => seconds_between(from, to),
-        _ => None,
-    };
-    if loaded.events.is_empty() {
-        notes.push("the event log is empty: nothing ran yet".into());
-    }
-    let children = children_of(workspace, &loaded.events, status == "running");
-    RunReport {
-        run_id: loaded.run_id.clone(),
-        source: loaded.loc.source,
-        path: loaded.loc.label(workspace),
-        task: task_info(loaded),
-        workflow: facts
-            .workflow_name
-            .clone()
-            .or_else(|| loaded.state.as_ref().map(|s| s.workflow_name.clone())),
-        status,
-        error,
-        started_at,
-        finished_at,
-        wall_sec,
-        resumes: facts.resumes,
-        steps,
-        totals,
-        path_taken: path.iter().map(|e| e.step.clone()).collect(),
-        check,
-        check_skipped,
-        failures,
-        loop_detected: facts.loop_detected.clone(),
-        executions: facts.executions.clone(),
-        children,
-        notes,
-    }
+        .collect()
 }
 
 pub(super) fn share(part: f64, whole: f64) -> f64 {

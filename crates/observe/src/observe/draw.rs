@@ -46,291 +46,332 @@ pub fn graph_of_run(workflow: &Workflow, run: &RunReport, format: GraphFormat) -
 }
 
 pub(super) fn draw(workflow: &Workflow, overlay: Option<&[Hop]>, format: GraphFormat) -> String {
-    let graph = Graph::of(workflow);
-    let mut visits: HashMap<&str, usize> = HashMap::new();
-    let mut taken = vec![0usize; graph.edges.len()];
-    if let Some(path) = overlay {
-        for hop in path {
-            *visits.entry(hop.step).or_default() += 1;
-        }
-        let mut previous = Hop::name(START);
-        for hop in path {
-            // What the records say picks the edge; when they fit no edge, still show a way.
-            let route = graph
-                .route(&previous, hop)
-                .or_else(|| graph.route(&Hop::name(previous.step), &Hop::name(hop.step)));
-            for edge in route.unwrap_or_default() {
-                taken[edge] += 1;
+    let drawing = Drawing::new(workflow, overlay);
+    match format {
+        GraphFormat::Mermaid => drawing.mermaid(),
+        GraphFormat::Dot => drawing.dot(),
+    }
+}
+
+/// A workflow's graph with the path of a run laid over it: what both drawings print.
+struct Drawing<'a> {
+    workflow: &'a Workflow,
+    graph: Graph,
+    /// Whether a path is laid over the graph (then counts are shown and unvisited nodes dimmed).
+    overlay: bool,
+    /// Visits of each step on the path.
+    visits: HashMap<&'a str, usize>,
+    /// Times the path took each edge of `graph.edges`.
+    taken: Vec<usize>,
+    /// Node id of each step: `s0`, `s1`, ... in `Workflow::all_steps` order.
+    ids: HashMap<&'a str, String>,
+}
+
+impl<'a> Drawing<'a> {
+    fn new(workflow: &'a Workflow, overlay: Option<&[Hop<'a>]>) -> Drawing<'a> {
+        let graph = Graph::of(workflow);
+        let mut visits: HashMap<&str, usize> = HashMap::new();
+        let mut taken = vec![0usize; graph.edges.len()];
+        if let Some(path) = overlay {
+            for hop in path {
+                *visits.entry(hop.step).or_default() += 1;
             }
-            previous = Hop {
-                step: hop.step,
-                status: hop.status,
-                iteration: hop.iteration,
-            };
+            let mut previous = Hop::name(START);
+            for hop in path {
+                // What the records say picks the edge; when they fit no edge, still show a way.
+                let route = graph
+                    .route(&previous, hop)
+                    .or_else(|| graph.route(&Hop::name(previous.step), &Hop::name(hop.step)));
+                for edge in route.unwrap_or_default() {
+                    taken[edge] += 1;
+                }
+                previous = Hop {
+                    step: hop.step,
+                    status: hop.status,
+                    iteration: hop.iteration,
+                };
+            }
+        }
+        let ids: HashMap<&str, String> = workflow
+            .all_steps()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), format!("s{i}")))
+            .collect();
+        Drawing {
+            workflow,
+            graph,
+            overlay: overlay.is_some(),
+            visits,
+            taken,
+            ids,
         }
     }
-    let ids: HashMap<&str, String> = workflow
-        .all_steps()
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.as_str(), format!("s{i}")))
-        .collect();
-    let id = |name: &str| -> String {
+
+    fn id(&self, name: &str) -> String {
         match name {
             START => "start_".to_string(),
             END => "end_".to_string(),
-            other => ids.get(other).cloned().unwrap_or_else(|| other.to_string()),
+            other => self
+                .ids
+                .get(other)
+                .cloned()
+                .unwrap_or_else(|| other.to_string()),
         }
-    };
-    let node_label = |step: &Step| -> String {
+    }
+
+    fn node_label(&self, step: &Step) -> String {
         let kind = match &step.kind {
             StepKind::Agent(agent) => format!("agent, {}", agent.phase.label()),
             StepKind::Workflow(sub) => format!("workflow {}", sub.path),
             other => other.label().to_string(),
         };
-        match (overlay, visits.get(step.name.as_str())) {
-            (Some(_), Some(&n)) => format!(
+        match (self.overlay, self.visits.get(step.name.as_str())) {
+            (true, Some(&n)) => format!(
                 "{} ({kind}) · {n} visit{}",
                 step.name,
                 if n == 1 { "" } else { "s" }
             ),
             _ => format!("{} ({kind})", step.name),
         }
-    };
-    let edge_label = |i: usize| -> Option<String> {
-        let base = graph.edges[i].label.map(str::to_string);
-        match (overlay.is_some() && taken[i] > 0, base) {
-            (true, Some(label)) => Some(format!("{label} ×{}", taken[i])),
-            (true, None) => Some(format!("×{}", taken[i])),
+    }
+
+    fn edge_label(&self, i: usize) -> Option<String> {
+        let base = self.graph.edges[i].label.map(str::to_string);
+        let taken = self.taken[i];
+        match (self.overlay && taken > 0, base) {
+            (true, Some(label)) => Some(format!("{label} ×{taken}")),
+            (true, None) => Some(format!("×{taken}")),
             (false, label) => label,
         }
-    };
-    let mut out = String::new();
-    match format {
-        GraphFormat::Mermaid => {
-            let _ = writeln!(out, "flowchart TD");
-            let _ = writeln!(out, "  {}((start))", id(START));
-            fn nodes(
-                steps: &[Step],
-                depth: usize,
-                out: &mut String,
-                id: &dyn Fn(&str) -> String,
-                label: &dyn Fn(&Step) -> String,
-            ) {
-                let pad = "  ".repeat(depth + 1);
-                for step in steps {
-                    let text = label(step).replace('"', "'");
-                    match &step.kind {
-                        StepKind::ForEach {
-                            steps: body, var, ..
-                        } => {
-                            let _ = writeln!(out, "{pad}{}{{{{\"{text}\"}}}}", id(&step.name));
-                            let _ = writeln!(
-                                out,
-                                "{pad}subgraph {}_body [\"for_each {} (as {var})\"]",
-                                id(&step.name),
-                                step.name
-                            );
-                            nodes(body, depth + 1, out, id, label);
-                            let _ = writeln!(out, "{pad}end");
-                        }
-                        StepKind::Parallel { branches, .. } => {
-                            let _ = writeln!(out, "{pad}{}{{{{\"{text}\"}}}}", id(&step.name));
-                            for (i, branch) in branches.iter().enumerate() {
-                                let _ = writeln!(
-                                    out,
-                                    "{pad}subgraph {}_b{i} [\"branch {} of {}\"]",
-                                    id(&step.name),
-                                    branch.name,
-                                    step.name
-                                );
-                                nodes(&branch.steps, depth + 1, out, id, label);
-                                let _ = writeln!(out, "{pad}end");
-                            }
-                        }
-                        StepKind::Approval { .. } => {
-                            let _ = writeln!(out, "{pad}{}{{\"{text}\"}}", id(&step.name));
-                        }
-                        // A sub-workflow: Mermaid's subroutine shape.
-                        StepKind::Workflow(_) => {
-                            let _ = writeln!(out, "{pad}{}[[\"{text}\"]]", id(&step.name));
-                        }
-                        _ => {
-                            let _ = writeln!(out, "{pad}{}[\"{text}\"]", id(&step.name));
-                        }
-                    }
+    }
+
+    fn mermaid(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "flowchart TD");
+        let _ = writeln!(out, "  {}((start))", self.id(START));
+        self.mermaid_nodes(&self.workflow.steps, 0, &mut out);
+        let _ = writeln!(out, "  {}((_end))", self.id(END));
+        for (i, edge) in self.graph.edges.iter().enumerate() {
+            let arrow = if matches!(edge.label, Some("next item" | "join")) {
+                "-.->"
+            } else {
+                "-->"
+            };
+            let (from, to) = (self.id(&edge.from), self.id(&edge.to));
+            match self.edge_label(i) {
+                Some(label) => {
+                    let _ = writeln!(out, "  {from} {arrow}|\"{label}\"| {to}");
                 }
-            }
-            nodes(&workflow.steps, 0, &mut out, &id, &node_label);
-            let _ = writeln!(out, "  {}((_end))", id(END));
-            for (i, edge) in graph.edges.iter().enumerate() {
-                let arrow = if matches!(edge.label, Some("next item" | "join")) {
-                    "-.->"
-                } else {
-                    "-->"
-                };
-                match edge_label(i) {
-                    Some(label) => {
-                        let _ = writeln!(
-                            out,
-                            "  {} {arrow}|\"{label}\"| {}",
-                            id(&edge.from),
-                            id(&edge.to)
-                        );
-                    }
-                    None => {
-                        let _ = writeln!(out, "  {} {arrow} {}", id(&edge.from), id(&edge.to));
-                    }
-                }
-            }
-            if overlay.is_some() {
-                let _ = writeln!(
-                    out,
-                    "  classDef visited fill:#d8f3dc,stroke:#2d6a4f,stroke-width:2px"
-                );
-                let _ = writeln!(
-                    out,
-                    "  classDef unvisited fill:#f8f9fa,stroke:#adb5bd,color:#6c757d,stroke-dasharray:4 3"
-                );
-                let (seen, unseen): (Vec<&Step>, Vec<&Step>) = workflow
-                    .all_steps()
-                    .into_iter()
-                    .partition(|s| visits.contains_key(s.name.as_str()));
-                for (class, steps) in [("visited", seen), ("unvisited", unseen)] {
-                    if !steps.is_empty() {
-                        let list: Vec<String> = steps.iter().map(|s| id(&s.name)).collect();
-                        let _ = writeln!(out, "  class {} {class}", list.join(","));
-                    }
-                }
-                let hot: Vec<String> = (0..graph.edges.len())
-                    .filter(|&i| taken[i] > 0)
-                    .map(|i| i.to_string())
-                    .collect();
-                if !hot.is_empty() {
-                    let _ = writeln!(
-                        out,
-                        "  linkStyle {} stroke:#2d6a4f,stroke-width:3px",
-                        hot.join(",")
-                    );
+                None => {
+                    let _ = writeln!(out, "  {from} {arrow} {to}");
                 }
             }
         }
-        GraphFormat::Dot => {
-            let _ = writeln!(out, "digraph {} {{", dot_quote(&workflow.name));
-            let _ = writeln!(out, "  rankdir=TB;");
-            let _ = writeln!(
-                out,
-                "  node [shape=box, style=\"rounded,filled\", fillcolor=white, fontname=\"Helvetica\"];"
-            );
-            let _ = writeln!(out, "  edge [fontname=\"Helvetica\", fontsize=10];");
-            let _ = writeln!(
-                out,
-                "  {} [label=\"start\", shape=circle, fillcolor=\"#e9ecef\"];",
-                dot_quote(START)
-            );
-            let _ = writeln!(
-                out,
-                "  {} [label=\"_end\", shape=doublecircle, fillcolor=\"#e9ecef\"];",
-                dot_quote(END)
-            );
-            fn nodes(
-                steps: &[Step],
-                depth: usize,
-                out: &mut String,
-                label: &dyn Fn(&Step) -> String,
-                style: &dyn Fn(&Step) -> &'static str,
-            ) {
-                let pad = "  ".repeat(depth + 1);
-                for step in steps {
-                    let shape = match &step.kind {
-                        StepKind::ForEach { .. } | StepKind::Parallel { .. } => "hexagon",
-                        StepKind::Approval { .. } => "diamond",
-                        StepKind::Workflow(_) => "component",
-                        _ => "box",
-                    };
+        if self.overlay {
+            self.mermaid_overlay(&mut out);
+        }
+        out
+    }
+
+    /// The nodes of `steps`, a for_each's body and a parallel's branches each in a subgraph.
+    fn mermaid_nodes(&self, steps: &[Step], depth: usize, out: &mut String) {
+        let pad = "  ".repeat(depth + 1);
+        for step in steps {
+            let text = self.node_label(step).replace('"', "'");
+            let id = self.id(&step.name);
+            match &step.kind {
+                StepKind::ForEach {
+                    steps: body, var, ..
+                } => {
+                    let _ = writeln!(out, "{pad}{id}{{{{\"{text}\"}}}}");
                     let _ = writeln!(
                         out,
-                        "{pad}{} [label={}, shape={shape}{}];",
-                        dot_quote(&step.name),
-                        dot_quote(&label(step)),
-                        style(step)
+                        "{pad}subgraph {id}_body [\"for_each {} (as {var})\"]",
+                        step.name
                     );
-                    if let StepKind::ForEach {
-                        steps: body, var, ..
-                    } = &step.kind
-                    {
+                    self.mermaid_nodes(body, depth + 1, out);
+                    let _ = writeln!(out, "{pad}end");
+                }
+                StepKind::Parallel { branches, .. } => {
+                    let _ = writeln!(out, "{pad}{id}{{{{\"{text}\"}}}}");
+                    for (i, branch) in branches.iter().enumerate() {
                         let _ = writeln!(
                             out,
-                            "{pad}subgraph {} {{",
-                            dot_quote(&format!("cluster_{}", step.name))
+                            "{pad}subgraph {id}_b{i} [\"branch {} of {}\"]",
+                            branch.name, step.name
                         );
-                        let _ = writeln!(
-                            out,
-                            "{pad}  label={}; style=dashed;",
-                            dot_quote(&format!("for_each {} (as {var})", step.name))
-                        );
-                        nodes(body, depth + 1, out, label, style);
-                        let _ = writeln!(out, "{pad}}}");
+                        self.mermaid_nodes(&branch.steps, depth + 1, out);
+                        let _ = writeln!(out, "{pad}end");
                     }
-                    if let StepKind::Parallel { branches, .. } = &step.kind {
-                        for branch in branches {
-                            let _ = writeln!(
-                                out,
-                                "{pad}subgraph {} {{",
-                                dot_quote(&format!("cluster_{}_{}", step.name, branch.name))
-                            );
-                            let _ = writeln!(
-                                out,
-                                "{pad}  label={}; style=dashed;",
-                                dot_quote(&format!("branch {} of {}", branch.name, step.name))
-                            );
-                            nodes(&branch.steps, depth + 1, out, label, style);
-                            let _ = writeln!(out, "{pad}}}");
-                        }
-                    }
+                }
+                StepKind::Approval { .. } => {
+                    let _ = writeln!(out, "{pad}{id}{{\"{text}\"}}");
+                }
+                // A sub-workflow: Mermaid's subroutine shape.
+                StepKind::Workflow(_) => {
+                    let _ = writeln!(out, "{pad}{id}[[\"{text}\"]]");
+                }
+                _ => {
+                    let _ = writeln!(out, "{pad}{id}[\"{text}\"]");
                 }
             }
-            let style = |step: &Step| -> &'static str {
-                match overlay {
-                    None => "",
-                    Some(_) if visits.contains_key(step.name.as_str()) => {
-                        ", fillcolor=\"#d8f3dc\", color=\"#2d6a4f\", penwidth=2"
-                    }
-                    Some(_) => {
-                        ", color=\"#adb5bd\", fontcolor=\"#6c757d\", style=\"rounded,dashed\""
-                    }
-                }
-            };
-            nodes(&workflow.steps, 0, &mut out, &node_label, &style);
-            for (i, edge) in graph.edges.iter().enumerate() {
-                let mut attrs: Vec<String> = Vec::new();
-                if let Some(label) = edge_label(i) {
-                    attrs.push(format!("label={}", dot_quote(&label)));
-                }
-                if matches!(edge.label, Some("next item" | "join")) {
-                    attrs.push("style=dashed".into());
-                }
-                if overlay.is_some() && taken[i] > 0 {
-                    attrs.push("color=\"#2d6a4f\", penwidth=3".into());
-                } else if matches!(edge.label, Some("failure" | "rejected" | "stalled")) {
-                    attrs.push("color=\"#c0392b\"".into());
-                }
-                let attrs = if attrs.is_empty() {
-                    String::new()
-                } else {
-                    format!(" [{}]", attrs.join(", "))
-                };
-                let _ = writeln!(
-                    out,
-                    "  {} -> {}{attrs};",
-                    dot_quote(&edge.from),
-                    dot_quote(&edge.to)
-                );
-            }
-            let _ = writeln!(out, "}}");
         }
     }
-    out
+
+    /// The classes that highlight visited nodes and dim the others, and the taken edges' style.
+    fn mermaid_overlay(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "  classDef visited fill:#d8f3dc,stroke:#2d6a4f,stroke-width:2px"
+        );
+        let _ = writeln!(
+            out,
+            "  classDef unvisited fill:#f8f9fa,stroke:#adb5bd,color:#6c757d,stroke-dasharray:4 3"
+        );
+        let (seen, unseen): (Vec<&Step>, Vec<&Step>) = self
+            .workflow
+            .all_steps()
+            .into_iter()
+            .partition(|s| self.visits.contains_key(s.name.as_str()));
+        for (class, steps) in [("visited", seen), ("unvisited", unseen)] {
+            if !steps.is_empty() {
+                let list: Vec<String> = steps.iter().map(|s| self.id(&s.name)).collect();
+                let _ = writeln!(out, "  class {} {class}", list.join(","));
+            }
+        }
+        let hot: Vec<String> = (0..self.graph.edges.len())
+            .filter(|&i| self.taken[i] > 0)
+            .map(|i| i.to_string())
+            .collect();
+        if !hot.is_empty() {
+            let _ = writeln!(
+                out,
+                "  linkStyle {} stroke:#2d6a4f,stroke-width:3px",
+                hot.join(",")
+            );
+        }
+    }
+
+    fn dot(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "digraph {} {{", dot_quote(&self.workflow.name));
+        let _ = writeln!(out, "  rankdir=TB;");
+        let _ = writeln!(
+            out,
+            "  node [shape=box, style=\"rounded,filled\", fillcolor=white, fontname=\"Helvetica\"];"
+        );
+        let _ = writeln!(out, "  edge [fontname=\"Helvetica\", fontsize=10];");
+        let _ = writeln!(
+            out,
+            "  {} [label=\"start\", shape=circle, fillcolor=\"#e9ecef\"];",
+            dot_quote(START)
+        );
+        let _ = writeln!(
+            out,
+            "  {} [label=\"_end\", shape=doublecircle, fillcolor=\"#e9ecef\"];",
+            dot_quote(END)
+        );
+        self.dot_nodes(&self.workflow.steps, 0, &mut out);
+        for (i, edge) in self.graph.edges.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "  {} -> {}{};",
+                dot_quote(&edge.from),
+                dot_quote(&edge.to),
+                self.dot_edge_attrs(i)
+            );
+        }
+        let _ = writeln!(out, "}}");
+        out
+    }
+
+    /// The nodes of `steps`, a for_each's body and a parallel's branches each in a cluster.
+    fn dot_nodes(&self, steps: &[Step], depth: usize, out: &mut String) {
+        let pad = "  ".repeat(depth + 1);
+        for step in steps {
+            let shape = match &step.kind {
+                StepKind::ForEach { .. } | StepKind::Parallel { .. } => "hexagon",
+                StepKind::Approval { .. } => "diamond",
+                StepKind::Workflow(_) => "component",
+                _ => "box",
+            };
+            let _ = writeln!(
+                out,
+                "{pad}{} [label={}, shape={shape}{}];",
+                dot_quote(&step.name),
+                dot_quote(&self.node_label(step)),
+                self.dot_style(step)
+            );
+            if let StepKind::ForEach {
+                steps: body, var, ..
+            } = &step.kind
+            {
+                let _ = writeln!(
+                    out,
+                    "{pad}subgraph {} {{",
+                    dot_quote(&format!("cluster_{}", step.name))
+                );
+                let _ = writeln!(
+                    out,
+                    "{pad}  label={}; style=dashed;",
+                    dot_quote(&format!("for_each {} (as {var})", step.name))
+                );
+                self.dot_nodes(body, depth + 1, out);
+                let _ = writeln!(out, "{pad}}}");
+            }
+            if let StepKind::Parallel { branches, .. } = &step.kind {
+                for branch in branches {
+                    let _ = writeln!(
+                        out,
+                        "{pad}subgraph {} {{",
+                        dot_quote(&format!("cluster_{}_{}", step.name, branch.name))
+                    );
+                    let _ = writeln!(
+                        out,
+                        "{pad}  label={}; style=dashed;",
+                        dot_quote(&format!("branch {} of {}", branch.name, step.name))
+                    );
+                    self.dot_nodes(&branch.steps, depth + 1, out);
+                    let _ = writeln!(out, "{pad}}}");
+                }
+            }
+        }
+    }
+
+    /// A node's extra attributes: highlighted when visited, dimmed when a path was laid over
+    /// the graph and missed it.
+    fn dot_style(&self, step: &Step) -> &'static str {
+        if !self.overlay {
+            ""
+        } else if self.visits.contains_key(step.name.as_str()) {
+            ", fillcolor=\"#d8f3dc\", color=\"#2d6a4f\", penwidth=2"
+        } else {
+            ", color=\"#adb5bd\", fontcolor=\"#6c757d\", style=\"rounded,dashed\""
+        }
+    }
+
+    /// ` [label=..., ...]` for edge `i`, or nothing.
+    fn dot_edge_attrs(&self, i: usize) -> String {
+        let edge = &self.graph.edges[i];
+        let mut attrs: Vec<String> = Vec::new();
+        if let Some(label) = self.edge_label(i) {
+            attrs.push(format!("label={}", dot_quote(&label)));
+        }
+        if matches!(edge.label, Some("next item" | "join")) {
+            attrs.push("style=dashed".into());
+        }
+        if self.overlay && self.taken[i] > 0 {
+            attrs.push("color=\"#2d6a4f\", penwidth=3".into());
+        } else if matches!(edge.label, Some("failure" | "rejected" | "stalled")) {
+            attrs.push("color=\"#c0392b\"".into());
+        }
+        if attrs.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", attrs.join(", "))
+        }
+    }
 }
 
 fn dot_quote(text: &str) -> String {

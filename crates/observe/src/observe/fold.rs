@@ -270,21 +270,37 @@ pub(super) struct Facts {
 }
 
 pub(super) fn fold(events: &[Value], run_id: &str) -> Facts {
-    let mut facts = Facts::default();
-    // The path, by execution number. A resume replays completed steps without recording them
-    // again and runs live from the first step with no completed record, reusing execution
-    // numbers from there: so the first record of a resumed session replaces that number and
-    // every later one of the earlier session (a path that diverged leaves no stale tail).
-    // Fan-out lanes number their executions from 1 each, so the key is the lane and the
-    // number, and a resumed session's first record in each lane replaces that lane's tail.
-    let mut by_exec: BTreeMap<Vec<u64>, usize> = BTreeMap::new();
-    let mut fresh_session = false;
-    let mut fresh_lanes: HashSet<Vec<u64>> = HashSet::new();
-    let mut containers: HashSet<Vec<u64>> = HashSet::new();
+    let mut folder = Folder::default();
     for event in events {
+        folder.event(event, run_id);
+    }
+    folder.facts.path = folder.by_exec.into_values().collect();
+    folder.facts
+}
+
+/// The facts so far, and what the fold keeps besides them to place the next record.
+///
+/// The path, by execution number. A resume replays completed steps without recording them
+/// again and runs live from the first step with no completed record, reusing execution
+/// numbers from there: so the first record of a resumed session replaces that number and
+/// every later one of the earlier session (a path that diverged leaves no stale tail).
+/// Fan-out lanes number their executions from 1 each, so the key is the lane and the
+/// number, and a resumed session's first record in each lane replaces that lane's tail.
+#[derive(Default)]
+struct Folder {
+    facts: Facts,
+    by_exec: BTreeMap<Vec<u64>, usize>,
+    fresh_session: bool,
+    fresh_lanes: HashSet<Vec<u64>>,
+    containers: HashSet<Vec<u64>>,
+}
+
+impl Folder {
+    fn event(&mut self, event: &Value, run_id: &str) {
         let Some(name) = event["event"].as_str() else {
-            continue;
+            return;
         };
+        let facts = &mut self.facts;
         let ts = str_field(event, "ts").unwrap_or_default();
         if !ts.is_empty() {
             facts.last_ts = Some(ts.clone());
@@ -293,45 +309,8 @@ pub(super) fn fold(events: &[Value], run_id: &str) -> Facts {
         let exec = event["exec"].as_u64();
         let lane = lane_of(event);
         match name {
-            "run_started" | "run_resumed" => {
-                if name == "run_started" {
-                    facts.started_at.get_or_insert(ts.clone());
-                    if let Some(n) = str_field(event, "name") {
-                        facts.workflow_name = Some(n);
-                    }
-                } else {
-                    facts.resumes += 1;
-                    fresh_session = true;
-                    fresh_lanes.clear();
-                }
-                facts.end = None;
-                facts.open.clear();
-                facts.phase = None;
-                facts.approval = None;
-                facts.retry = None;
-                facts.paused = None;
-                containers.clear();
-            }
-            "step_started" => {
-                let kind = str_field(event, "kind").unwrap_or_default();
-                if (kind == "for_each" || kind == "parallel")
-                    && let Some(exec) = exec
-                {
-                    containers.insert(exec_key(&lane, exec));
-                }
-                facts.open.push(OpenStep {
-                    step,
-                    exec: exec.unwrap_or(0),
-                    lane: lane.clone(),
-                    kind,
-                    iteration: event["iteration"]
-                        .as_array()
-                        .map(|a| a.iter().filter_map(Value::as_u64).collect())
-                        .unwrap_or_default(),
-                    started_at: ts,
-                    attempt: 0,
-                });
-            }
+            "run_started" | "run_resumed" => self.session_started(event, name, ts),
+            "step_started" => self.step_started(event, step, exec, lane, ts),
             "process_started" => {
                 if let Some(open) = facts
                     .open
@@ -382,39 +361,7 @@ pub(super) fn fold(events: &[Value], run_id: &str) -> Facts {
                     event["cycle"].as_str().unwrap_or("?")
                 ));
             }
-            "step_finished" => {
-                let exec = exec.unwrap_or(0);
-                facts.open.retain(|o| o.exec != exec || o.lane != lane);
-                let key = exec_key(&lane, exec);
-                if facts.approval.as_ref().is_some_and(|a| a.step == step) {
-                    facts.approval = None;
-                }
-                facts.retry = None;
-                facts.paused = None;
-                let index = facts.executions.len();
-                facts
-                    .executions
-                    .push(execution(event, containers.contains(&key)));
-                if fresh_session && fresh_lanes.insert(lane.clone()) {
-                    // This lane's steps from `exec` on (and the lanes of fan-outs among them)
-                    // belong to the earlier session's path; the lanes of steps before it, and
-                    // of this step itself, are not its tail.
-                    let stale: Vec<Vec<u64>> = by_exec
-                        .range(key.clone()..)
-                        .map(|(k, _)| k.clone())
-                        .take_while(|k| k.starts_with(&lane))
-                        .filter(|k| k.len() == key.len() || k[lane.len()] > exec)
-                        .collect();
-                    for k in stale {
-                        if let Some(old) = by_exec.remove(&k) {
-                            facts.executions[old].superseded = true;
-                        }
-                    }
-                }
-                if let Some(old) = by_exec.insert(key, index) {
-                    facts.executions[old].superseded = true;
-                }
-            }
+            "step_finished" => self.step_finished(event, &step, exec.unwrap_or(0), lane),
             "run_finished" => {
                 facts.open.clear();
                 facts.approval = None;
@@ -431,8 +378,92 @@ pub(super) fn fold(events: &[Value], run_id: &str) -> Facts {
             _ => {}
         }
     }
-    facts.path = by_exec.into_values().collect();
-    facts
+
+    /// `run_started` or `run_resumed`: a session begins, and what was open or awaited is not.
+    fn session_started(&mut self, event: &Value, name: &str, ts: String) {
+        let facts = &mut self.facts;
+        if name == "run_started" {
+            facts.started_at.get_or_insert(ts);
+            if let Some(n) = str_field(event, "name") {
+                facts.workflow_name = Some(n);
+            }
+        } else {
+            facts.resumes += 1;
+            self.fresh_session = true;
+            self.fresh_lanes.clear();
+        }
+        facts.end = None;
+        facts.open.clear();
+        facts.phase = None;
+        facts.approval = None;
+        facts.retry = None;
+        facts.paused = None;
+        self.containers.clear();
+    }
+
+    fn step_started(
+        &mut self,
+        event: &Value,
+        step: String,
+        exec: Option<u64>,
+        lane: Vec<u64>,
+        ts: String,
+    ) {
+        let kind = str_field(event, "kind").unwrap_or_default();
+        if (kind == "for_each" || kind == "parallel")
+            && let Some(exec) = exec
+        {
+            self.containers.insert(exec_key(&lane, exec));
+        }
+        self.facts.open.push(OpenStep {
+            step,
+            exec: exec.unwrap_or(0),
+            lane,
+            kind,
+            iteration: event["iteration"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default(),
+            started_at: ts,
+            attempt: 0,
+        });
+    }
+
+    /// `step_finished`: the execution joins the path, replacing what it supersedes.
+    fn step_finished(&mut self, event: &Value, step: &str, exec: u64, lane: Vec<u64>) {
+        let facts = &mut self.facts;
+        facts.open.retain(|o| o.exec != exec || o.lane != lane);
+        let key = exec_key(&lane, exec);
+        if facts.approval.as_ref().is_some_and(|a| a.step == step) {
+            facts.approval = None;
+        }
+        facts.retry = None;
+        facts.paused = None;
+        let index = facts.executions.len();
+        facts
+            .executions
+            .push(execution(event, self.containers.contains(&key)));
+        if self.fresh_session && self.fresh_lanes.insert(lane.clone()) {
+            // This lane's steps from `exec` on (and the lanes of fan-outs among them)
+            // belong to the earlier session's path; the lanes of steps before it, and
+            // of this step itself, are not its tail.
+            let stale: Vec<Vec<u64>> = self
+                .by_exec
+                .range(key.clone()..)
+                .map(|(k, _)| k.clone())
+                .take_while(|k| k.starts_with(&lane))
+                .filter(|k| k.len() == key.len() || k[lane.len()] > exec)
+                .collect();
+            for k in stale {
+                if let Some(old) = self.by_exec.remove(&k) {
+                    facts.executions[old].superseded = true;
+                }
+            }
+        }
+        if let Some(old) = self.by_exec.insert(key, index) {
+            facts.executions[old].superseded = true;
+        }
+    }
 }
 
 /// Whether the engine that holds an unfinished run is alive, from the pid in its lock file.

@@ -18,6 +18,18 @@ use std::fmt::Write as _;
 impl RunReport {
     pub fn render(&self) -> String {
         let mut out = String::new();
+        self.render_header(&mut out);
+        self.render_steps(&mut out);
+        self.render_path_check(&mut out);
+        self.render_failures_and_children(&mut out);
+        for note in &self.notes {
+            let _ = writeln!(out, "note: {note}");
+        }
+        out
+    }
+
+    /// The run, its task, its times and its error.
+    fn render_header(&self, out: &mut String) {
         let _ = write!(out, "run {}", self.run_id);
         if let Some(workflow) = &self.workflow {
             let _ = write!(out, "  workflow {workflow}");
@@ -61,6 +73,10 @@ impl RunReport {
             let _ = writeln!(out, "error: {error}");
         }
         out.push('\n');
+    }
+
+    /// The table of steps with the totals, and the tokens no price covers.
+    fn render_steps(&self, out: &mut String) {
         let mut rows: Vec<Vec<String>> = self
             .steps
             .iter()
@@ -157,6 +173,10 @@ impl RunReport {
                 orchestrate_engine::progress::cost_unknown(e.model.as_deref())
             );
         }
+    }
+
+    /// The path taken, and what checking it against the workflow found.
+    fn render_path_check(&self, out: &mut String) {
         let _ = writeln!(out, "path: {}", render_path(&self.path_taken));
         match (&self.check, &self.check_skipped) {
             (Some(check), _) => {
@@ -209,6 +229,10 @@ impl RunReport {
             }
             (None, None) => {}
         }
+    }
+
+    /// The loop detected, the failures and the child runs.
+    fn render_failures_and_children(&self, out: &mut String) {
         if let Some(cycle) = &self.loop_detected {
             let _ = writeln!(out, "loop detected: {cycle}");
         }
@@ -244,10 +268,6 @@ impl RunReport {
                 );
             }
         }
-        for note in &self.notes {
-            let _ = writeln!(out, "note: {note}");
-        }
-        out
     }
 }
 
@@ -281,6 +301,36 @@ impl RunsReport {
             fmt_duration(self.total_duration_sec),
             fmt_cost(self.total_cost_usd)
         );
+        self.render_runs(&mut out);
+        self.render_step_stats(&mut out);
+        for (title, list) in [("slowest", &self.slowest), ("costliest", &self.costliest)] {
+            if list.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "\n{title} steps:");
+            for n in list {
+                let _ = writeln!(
+                    out,
+                    "  {:>8}  {:>9}  {} (exec {}) in {}",
+                    fmt_duration(n.duration_sec),
+                    fmt_cost(n.cost_usd),
+                    n.step,
+                    exec_label(&n.lane, n.exec),
+                    n.path
+                );
+            }
+        }
+        if !self.skipped.is_empty() {
+            let _ = writeln!(out, "\nskipped (records not readable):");
+            for s in &self.skipped {
+                let _ = writeln!(out, "  {}: {}", s.path, s.reason);
+            }
+        }
+        out
+    }
+
+    /// One line per run (or why there are none).
+    fn render_runs(&self, out: &mut String) {
         if self.runs.is_empty() {
             let _ = writeln!(
                 out,
@@ -312,6 +362,10 @@ impl RunsReport {
                 &rows,
             ));
         }
+    }
+
+    /// Statistics per step name over the runs.
+    fn render_step_stats(&self, out: &mut String) {
         if !self.steps.is_empty() {
             out.push('\n');
             let rows: Vec<Vec<String>> = self
@@ -353,29 +407,5 @@ impl RunsReport {
                 &rows,
             ));
         }
-        for (title, list) in [("slowest", &self.slowest), ("costliest", &self.costliest)] {
-            if list.is_empty() {
-                continue;
-            }
-            let _ = writeln!(out, "\n{title} steps:");
-            for n in list {
-                let _ = writeln!(
-                    out,
-                    "  {:>8}  {:>9}  {} (exec {}) in {}",
-                    fmt_duration(n.duration_sec),
-                    fmt_cost(n.cost_usd),
-                    n.step,
-                    exec_label(&n.lane, n.exec),
-                    n.path
-                );
-            }
-        }
-        if !self.skipped.is_empty() {
-            let _ = writeln!(out, "\nskipped (records not readable):");
-            for s in &self.skipped {
-                let _ = writeln!(out, "  {}: {}", s.path, s.reason);
-            }
-        }
-        out
     }
 }

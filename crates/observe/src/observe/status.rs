@@ -11,16 +11,16 @@ use super::fold::ApprovalWait;
 use super::fold::OpenStep;
 use super::fold::PauseWait;
 use super::fold::RetryWait;
-use super::fold::Tokens;
 use super::fold::exec_label;
 use super::fold::fold;
 use super::fold::parse_ts;
 use super::fold::seconds_between;
+use super::fold::{Execution, Facts, Tokens};
 use super::format::fmt_cost;
 use super::format::fmt_duration;
 use super::format::fmt_time;
 use super::format::fmt_tokens;
-use super::load::load;
+use super::load::{Loaded, load};
 use super::locate::RunLoc;
 use super::locate::TaskRuns;
 use super::locate::locate;
@@ -30,6 +30,7 @@ use chrono::Utc;
 use orchestrate_engine::state::RunDir;
 use orchestrate_lang::model::StepKind;
 use serde::Serialize;
+use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -132,6 +133,41 @@ impl StatusView {
             let _ = write!(out, "  (resumed {}×)", self.resumes);
         }
         out.push('\n');
+        self.render_now(&mut out);
+        self.render_waits(&mut out);
+        self.render_spent(&mut out);
+        if let Some(failure) = &self.last_failure {
+            let _ = writeln!(
+                out,
+                "last failure: {} (exec {}): {}",
+                failure.step,
+                exec_label(&failure.lane, failure.exec),
+                failure.error
+            );
+        }
+        if let Some(error) = &self.error {
+            let _ = writeln!(out, "error: {error}");
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "note: {note}");
+        }
+        for child in &self.children {
+            let id = child.run_id.as_deref().unwrap_or("?");
+            let now = match &child.now {
+                Some(step) => format!(" at {step}"),
+                None => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "child: {} (workflow {}): run {id} {}{now}  (orchestrate status {id} | orchestrate logs {id})",
+                child.step, child.workflow, child.status
+            );
+        }
+        out
+    }
+
+    /// The step in flight, the loops it is in, and what else runs beside it.
+    fn render_now(&self, out: &mut String) {
         if let Some(current) = &self.current {
             let mut line = format!("now: {} ({}", current.step, current.kind);
             if let Some(phase) = &self.phase {
@@ -159,6 +195,10 @@ impl StatusView {
                 let _ = writeln!(out, "running too: {}", others.join(", "));
             }
         }
+    }
+
+    /// What the run waits for: an approval, a retry, the end of a usage-limit pause.
+    fn render_waits(&self, out: &mut String) {
         if let Some(wait) = &self.waiting_for_approval {
             let _ = writeln!(
                 out,
@@ -196,6 +236,10 @@ impl StatusView {
                     .unwrap_or_default()
             );
         }
+    }
+
+    /// The steps finished so far and what they spent.
+    fn render_spent(&self, out: &mut String) {
         let spent = if self.cost_usd > 0.0 {
             format!(", cost {}", fmt_cost(self.cost_usd))
         } else if self.tokens.is_zero() && self.unpriced == 0 {
@@ -222,34 +266,6 @@ impl StatusView {
             );
         }
         out.push('\n');
-        if let Some(failure) = &self.last_failure {
-            let _ = writeln!(
-                out,
-                "last failure: {} (exec {}): {}",
-                failure.step,
-                exec_label(&failure.lane, failure.exec),
-                failure.error
-            );
-        }
-        if let Some(error) = &self.error {
-            let _ = writeln!(out, "error: {error}");
-        }
-        for note in &self.notes {
-            let _ = writeln!(out, "note: {note}");
-        }
-        for child in &self.children {
-            let id = child.run_id.as_deref().unwrap_or("?");
-            let now = match &child.now {
-                Some(step) => format!(" at {step}"),
-                None => String::new(),
-            };
-            let _ = writeln!(
-                out,
-                "child: {} (workflow {}): run {id} {}{now}  (orchestrate status {id} | orchestrate logs {id})",
-                child.step, child.workflow, child.status
-            );
-        }
-        out
     }
 }
 
@@ -312,30 +328,10 @@ fn status_of(
     let (open, running_too): (Vec<OpenStep>, Vec<OpenStep>) = open
         .into_iter()
         .partition(|o| current.as_ref().is_none_or(|c| c.lane.starts_with(&o.lane)));
-    let phase = current.as_ref().and_then(|c| {
-        if c.kind != "agent" {
-            return None;
-        }
-        facts.phase.clone().or_else(|| {
-            // No phase_entered since the start: the phase the workflow gives the step.
-            run_workflow(workspace, &loaded).ok().and_then(|(w, _)| {
-                match &w.find_step(&c.step)?.kind {
-                    StepKind::Agent(agent) => Some(agent.phase.label().to_string()),
-                    _ => None,
-                }
-            })
-        })
-    });
-    let mut tokens = Tokens::default();
-    let mut cost = 0.0;
-    let mut unpriced = 0;
-    let mut finished = 0;
-    for e in facts.executions.iter().filter(|e| !e.container) {
-        tokens.add(&e.tokens);
-        cost += e.cost_usd;
-        unpriced += u32::from(e.unpriced);
-        finished += u32::from(e.status != "skipped");
-    }
+    let phase = current
+        .as_ref()
+        .and_then(|c| agent_phase(workspace, &loaded, &facts, c));
+    let (tokens, cost, unpriced, finished) = spent(&facts.executions);
     let started_at = facts
         .started_at
         .clone()
@@ -348,22 +344,7 @@ fn status_of(
         };
         seconds_between(from, &to)
     });
-    let last_failure = facts
-        .executions
-        .iter()
-        .rev()
-        .find(|e| matches!(e.status.as_str(), "failed" | "rejected"))
-        .map(|e| Failure {
-            step: e.step.clone(),
-            exec: e.exec,
-            lane: e.lane.clone(),
-            status: e.status.clone(),
-            error: e
-                .error
-                .clone()
-                .unwrap_or_else(|| format!("exit code {}", e.exit_code.unwrap_or(1))),
-            superseded: e.superseded,
-        });
+    let last_failure = last_failure(&facts.executions);
     Ok(StatusView {
         message: None,
         run_id: Some(loaded.run_id.clone()),
@@ -401,25 +382,87 @@ fn status_of(
             ));
             notes
         },
-        children: children_of(workspace, &loaded.events, running)
-            .into_iter()
-            .map(|mut child| {
-                if child.status == "running"
-                    && let Some(id) = &child.run_id
-                    && let Ok(view) = self::status(workspace, Some(id))
-                {
-                    child.now = view.current.map(|c| match view.children.last() {
-                        Some(inner) if inner.status == "running" => match &inner.now {
-                            Some(now) => format!("{} › {now}", c.step),
-                            None => c.step.clone(),
-                        },
-                        _ => c.step.clone(),
-                    });
-                }
-                child
-            })
-            .collect(),
+        children: children_now(workspace, &loaded.events, running),
     })
+}
+
+/// The phase of `current`, an agent step: the last `phase_entered` since the start, else the one
+/// the workflow gives the step.
+fn agent_phase(
+    workspace: &Path,
+    loaded: &Loaded,
+    facts: &Facts,
+    current: &OpenStep,
+) -> Option<String> {
+    if current.kind != "agent" {
+        return None;
+    }
+    facts.phase.clone().or_else(|| {
+        // No phase_entered since the start: the phase the workflow gives the step.
+        run_workflow(workspace, loaded).ok().and_then(|(w, _)| {
+            match &w.find_step(&current.step)?.kind {
+                StepKind::Agent(agent) => Some(agent.phase.label().to_string()),
+                _ => None,
+            }
+        })
+    })
+}
+
+/// What the finished executions spent: tokens, cost, executions without a price, and how many
+/// finished (skipped ones not counted). A container's own numbers are its body's.
+fn spent(executions: &[Execution]) -> (Tokens, f64, u32, u32) {
+    let mut tokens = Tokens::default();
+    let mut cost = 0.0;
+    let mut unpriced = 0;
+    let mut finished = 0;
+    for e in executions.iter().filter(|e| !e.container) {
+        tokens.add(&e.tokens);
+        cost += e.cost_usd;
+        unpriced += u32::from(e.unpriced);
+        finished += u32::from(e.status != "skipped");
+    }
+    (tokens, cost, unpriced, finished)
+}
+
+/// The latest execution that failed or was rejected.
+fn last_failure(executions: &[Execution]) -> Option<Failure> {
+    executions
+        .iter()
+        .rev()
+        .find(|e| matches!(e.status.as_str(), "failed" | "rejected"))
+        .map(|e| Failure {
+            step: e.step.clone(),
+            exec: e.exec,
+            lane: e.lane.clone(),
+            status: e.status.clone(),
+            error: e
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("exit code {}", e.exit_code.unwrap_or(1))),
+            superseded: e.superseded,
+        })
+}
+
+/// The child runs, each running one with the step it is at (its own running child's included).
+fn children_now(workspace: &Path, events: &[Value], running: bool) -> Vec<ChildView> {
+    children_of(workspace, events, running)
+        .into_iter()
+        .map(|mut child| {
+            if child.status == "running"
+                && let Some(id) = &child.run_id
+                && let Ok(view) = self::status(workspace, Some(id))
+            {
+                child.now = view.current.map(|c| match view.children.last() {
+                    Some(inner) if inner.status == "running" => match &inner.now {
+                        Some(now) => format!("{} › {now}", c.step),
+                        None => c.step.clone(),
+                    },
+                    _ => c.step.clone(),
+                });
+            }
+            child
+        })
+        .collect()
 }
 
 #[cfg(test)]
