@@ -5,29 +5,15 @@
 //! Does not find or read the run (`locate`, `load`) or render the report (`report_text`).
 
 use super::children::children_of;
-use super::fold::Execution;
-use super::fold::Facts;
-use super::fold::Tokens;
-use super::fold::engine_alive;
-use super::fold::fold;
-use super::fold::lock_pid;
-use super::fold::seconds_between;
-use super::fold::str_field;
-use super::graph::Graph;
-use super::graph::Hop;
-use super::graph::START;
-use super::graph::default_path;
+use super::fold::{
+    Execution, Facts, Tokens, engine_alive, fold, lock_pid, seconds_between, str_field,
+};
+use super::graph::{Graph, Hop, START, default_path};
 use super::load::Loaded;
-use super::locate::RunSource;
-use super::locate::dir_name;
-use super::report_data::Failure;
-use super::report_data::OutOfOrder;
-use super::report_data::PathCheck;
-use super::report_data::Repeat;
-use super::report_data::RunReport;
-use super::report_data::StepRow;
-use super::report_data::TaskInfo;
-use super::report_data::Totals;
+use super::locate::{RunSource, dir_name};
+use super::report_data::{
+    Failure, OutOfOrder, PathCheck, Repeat, RunReport, StepRow, TaskInfo, Totals,
+};
 use orchestrate_lang::model::Workflow;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

@@ -4,10 +4,7 @@
 //! Does not build the graph (`graph`) or read records: a run's path comes in as a `RunReport`.
 
 use super::fold::Execution;
-use super::graph::END;
-use super::graph::Graph;
-use super::graph::Hop;
-use super::graph::START;
+use super::graph::{END, Graph, Hop, START};
 use super::report_data::RunReport;
 use orchestrate_lang::model::{Step, StepKind, Workflow};
 use serde::Serialize;

@@ -3,8 +3,7 @@
 //!
 //! Does not find runs (`locate`) or interpret the events (`fold`).
 
-use super::locate::RunLoc;
-use super::locate::outside;
+use super::locate::{RunLoc, outside};
 use orchestrate_engine::state::{RunDir, RunState, StateError};
 use serde_json::Value;
 use std::fs;

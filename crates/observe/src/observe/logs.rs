@@ -4,12 +4,9 @@
 //! Does not interpret the logs' content or the events beyond `run_finished`.
 
 use super::children::children_of;
-use super::error::ObserveError;
-use super::error::io_err;
-use super::fold::engine_alive;
-use super::fold::lock_pid;
-use super::locate::RunSource;
-use super::locate::locate;
+use super::error::{ObserveError, io_err};
+use super::fold::{engine_alive, lock_pid};
+use super::locate::{RunSource, locate};
 use orchestrate_engine::state::RunDir;
 use serde_json::Value;
 use std::collections::HashMap;

@@ -3,20 +3,11 @@
 //!
 //! Does not analyze a run itself (`analyze`) or render (`report_text`).
 
-use super::analyze::analyze;
-use super::analyze::share;
-use super::fold::Execution;
-use super::fold::Tokens;
-use super::fold::parse_ts;
-use super::load::Loaded;
-use super::load::load;
+use super::analyze::{analyze, share};
+use super::fold::{Execution, Tokens, parse_ts};
+use super::load::{Loaded, load};
 use super::locate::all_runs;
-use super::report_data::Notable;
-use super::report_data::RunLine;
-use super::report_data::RunReport;
-use super::report_data::RunsReport;
-use super::report_data::SkippedRun;
-use super::report_data::StepStats;
+use super::report_data::{Notable, RunLine, RunReport, RunsReport, SkippedRun, StepStats};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;

@@ -3,16 +3,9 @@
 //! Does not compute anything the JSON does not hold: it only lays out `report_data`.
 
 use super::fold::exec_label;
-use super::format::fmt_cost;
-use super::format::fmt_duration;
-use super::format::fmt_share;
-use super::format::fmt_time;
-use super::format::fmt_tokens;
-use super::format::render_path;
-use super::format::table;
+use super::format::{fmt_cost, fmt_duration, fmt_share, fmt_time, fmt_tokens, render_path, table};
 use super::locate::RunSource;
-use super::report_data::RunReport;
-use super::report_data::RunsReport;
+use super::report_data::{RunReport, RunsReport};
 use std::fmt::Write as _;
 
 impl RunReport {

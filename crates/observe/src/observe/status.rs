@@ -3,28 +3,16 @@
 //!
 //! Does not find or read runs (`locate`, `load`) or fold events (`fold`).
 
-use super::analyze::run_status;
-use super::analyze::run_workflow;
+use super::analyze::{run_status, run_workflow};
 use super::children::{ChildView, children_of};
 use super::error::ObserveError;
-use super::fold::ApprovalWait;
-use super::fold::OpenStep;
-use super::fold::PauseWait;
-use super::fold::RetryWait;
-use super::fold::exec_label;
-use super::fold::fold;
-use super::fold::parse_ts;
-use super::fold::seconds_between;
-use super::fold::{Execution, Facts, Tokens};
-use super::format::fmt_cost;
-use super::format::fmt_duration;
-use super::format::fmt_time;
-use super::format::fmt_tokens;
+use super::fold::{
+    ApprovalWait, Execution, Facts, OpenStep, PauseWait, RetryWait, Tokens, exec_label, fold,
+    parse_ts, seconds_between,
+};
+use super::format::{fmt_cost, fmt_duration, fmt_time, fmt_tokens};
 use super::load::{Loaded, load};
-use super::locate::RunLoc;
-use super::locate::TaskRuns;
-use super::locate::locate;
-use super::locate::newest_any_run;
+use super::locate::{RunLoc, TaskRuns, locate, newest_any_run};
 use super::report_data::Failure;
 use chrono::Utc;
 use orchestrate_engine::state::RunDir;

@@ -4,9 +4,7 @@
 //! Compiled only for tests; nothing outside `#[cfg(test)]` may use it.
 
 use super::fold::parse_ts;
-use super::report::Report;
-use super::report::RunSelector;
-use super::report::report;
+use super::report::{Report, RunSelector, report};
 use super::report_data::RunReport;
 use chrono::{DateTime, Utc};
 use orchestrate_engine::state::RunDir;
