@@ -26,14 +26,14 @@ const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 /// the run after a usage-limit pause (`.pN`), and stdout before stderr.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct LogName {
-    pub(super) exec: Vec<u64>,
-    pub(super) resume: u32,
-    pub(super) attempt: u32,
+    exec: Vec<u64>,
+    resume: u32,
+    attempt: u32,
     pause: u32,
     /// 0 for stdout, 1 for stderr.
     stream: u8,
-    pub(super) step: String,
-    pub(super) file: String,
+    step: String,
+    file: String,
 }
 
 fn parse_log_name(file: &str) -> Option<LogName> {
@@ -232,11 +232,11 @@ struct Printer {
     /// Bytes printed of each log file.
     offsets: HashMap<String, u64>,
     /// The file whose header was printed last.
-    pub(super) current: Option<String>,
+    current: Option<String>,
     /// Whether the output ends a line (so that a header can start one).
     at_line_start: bool,
     /// Log files seen, empty ones included.
-    pub(super) seen: usize,
+    seen: usize,
 }
 
 impl Printer {
