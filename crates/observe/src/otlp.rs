@@ -480,8 +480,6 @@ pub fn spans_from_events(records: &[Value], task: Option<&TaskInfo>) -> Vec<Span
     let Some(started) = records.iter().find(|r| r["event"] == "run_started") else {
         return Vec::new();
     };
-    let run_id = session.run_id.clone();
-    let resumes = session.resumes;
     let trace = session.trace;
     let root_id = session.root_span();
     let session_records = session.records;
@@ -507,7 +505,6 @@ pub fn spans_from_events(records: &[Value], task: Option<&TaskInfo>) -> Vec<Span
         let ts = nanos(&record["ts"]).unwrap_or(last_ns);
         match record["event"].as_str().unwrap_or_default() {
             "step_started" => {
-                let step = record["step"].as_str().unwrap_or_default();
                 let kind = record["kind"].as_str().unwrap_or_default();
                 let id = session.step_span(&lane, exec);
                 // The innermost loop of its lane, else the fan-out step the lane belongs to.
@@ -516,25 +513,7 @@ pub fn spans_from_events(records: &[Value], task: Option<&TaskInfo>) -> Vec<Span
                     (None, n) if n >= 2 => session.step_span(&lane[..n - 2], lane[n - 2]),
                     (None, _) => root_id,
                 };
-                spans.push(Span {
-                    trace_id: trace,
-                    span_id: id,
-                    parent: Some(parent),
-                    name: step.to_string(),
-                    start_ns: ts,
-                    end_ns: last_ns.max(ts),
-                    attributes: vec![
-                        str_attr("orchestrate.step.name", step),
-                        str_attr("orchestrate.step.kind", kind),
-                        int_attr("orchestrate.step.exec", exec as i64),
-                        str_attr(
-                            "orchestrate.step.iteration",
-                            record["iteration"].to_string(),
-                        ),
-                    ],
-                    events: Vec::new(),
-                    error: Some("the step did not finish (no step_finished record)".into()),
-                });
+                spans.push(open_step_span(record, trace, id, parent, ts, last_ns));
                 open.insert(key.clone(), spans.len() - 1);
                 if kind == "for_each" {
                     loops.entry(lane.clone()).or_default().push((exec, id));
@@ -542,28 +521,7 @@ pub fn spans_from_events(records: &[Value], task: Option<&TaskInfo>) -> Vec<Span
             }
             "process_started" | "retry_scheduled" | "paused" | "phase_violation" => {
                 if let Some(&index) = open.get(&key) {
-                    let mut attributes = Vec::new();
-                    for key in ["attempt", "exit_code", "delay", "reason", "until"] {
-                        match &record[key] {
-                            Value::Number(n) if n.is_i64() => attributes.push(int_attr(
-                                &format!("orchestrate.{key}"),
-                                n.as_i64().unwrap_or(0),
-                            )),
-                            Value::Number(n) => attributes.push((
-                                format!("orchestrate.{key}"),
-                                Attr::Float(n.as_f64().unwrap_or(0.0)),
-                            )),
-                            Value::String(s) => {
-                                attributes.push(str_attr(&format!("orchestrate.{key}"), s.clone()))
-                            }
-                            _ => {}
-                        }
-                    }
-                    spans[index].events.push(SpanEvent {
-                        name: record["event"].as_str().unwrap_or_default().to_string(),
-                        time_ns: ts,
-                        attributes,
-                    });
+                    spans[index].events.push(span_event(record, ts));
                 }
             }
             "step_finished" => {
@@ -581,6 +539,82 @@ pub fn spans_from_events(records: &[Value], task: Option<&TaskInfo>) -> Vec<Span
         }
     }
 
+    let root = run_span(&session, started, finished, task, start_ns, last_ns);
+    spans.insert(0, root);
+    spans
+}
+
+/// The span of a step from its `step_started` record, open until its `step_finished` says
+/// otherwise: it ends with the last record, as an error.
+fn open_step_span(
+    record: &Value,
+    trace: [u8; 16],
+    id: [u8; 8],
+    parent: [u8; 8],
+    start_ns: u64,
+    last_ns: u64,
+) -> Span {
+    let step = record["step"].as_str().unwrap_or_default();
+    let kind = record["kind"].as_str().unwrap_or_default();
+    let exec = record["exec"].as_u64().unwrap_or(0);
+    Span {
+        trace_id: trace,
+        span_id: id,
+        parent: Some(parent),
+        name: step.to_string(),
+        start_ns,
+        end_ns: last_ns.max(start_ns),
+        attributes: vec![
+            str_attr("orchestrate.step.name", step),
+            str_attr("orchestrate.step.kind", kind),
+            int_attr("orchestrate.step.exec", exec as i64),
+            str_attr(
+                "orchestrate.step.iteration",
+                record["iteration"].to_string(),
+            ),
+        ],
+        events: Vec::new(),
+        error: Some("the step did not finish (no step_finished record)".into()),
+    }
+}
+
+/// A span event for a record within a step (`process_started`, `retry_scheduled`, ...), with
+/// the record's numeric and text fields among `attempt`, `exit_code`, `delay`, `reason`, `until`.
+fn span_event(record: &Value, time_ns: u64) -> SpanEvent {
+    let mut attributes = Vec::new();
+    for key in ["attempt", "exit_code", "delay", "reason", "until"] {
+        match &record[key] {
+            Value::Number(n) if n.is_i64() => attributes.push(int_attr(
+                &format!("orchestrate.{key}"),
+                n.as_i64().unwrap_or(0),
+            )),
+            Value::Number(n) => attributes.push((
+                format!("orchestrate.{key}"),
+                Attr::Float(n.as_f64().unwrap_or(0.0)),
+            )),
+            Value::String(s) => attributes.push(str_attr(&format!("orchestrate.{key}"), s.clone())),
+            _ => {}
+        }
+    }
+    SpanEvent {
+        name: record["event"].as_str().unwrap_or_default().to_string(),
+        time_ns,
+        attributes,
+    }
+}
+
+/// The root span of a session: the run (or its resume), its status from `finished`, and the
+/// swarm task it ran for.
+fn run_span(
+    session: &Session,
+    started: &Value,
+    finished: Option<&Value>,
+    task: Option<&TaskInfo>,
+    start_ns: u64,
+    last_ns: u64,
+) -> Span {
+    let (trace, root_id, resumes) = (session.trace, session.root_span(), session.resumes);
+    let run_id = session.run_id.clone();
     let mut root = Span {
         trace_id: trace,
         span_id: root_id,
@@ -642,8 +676,7 @@ pub fn spans_from_events(records: &[Value], task: Option<&TaskInfo>) -> Vec<Span
             str_attr("orchestrate.correlation_id", task.correlation_id.clone()),
         ]);
     }
-    spans.insert(0, root);
-    spans
+    root
 }
 
 /// Sets a step span's end, status and result attributes from its `step_finished` result.

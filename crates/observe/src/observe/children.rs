@@ -1,0 +1,93 @@
+//! Child runs (a `workflow:` step's) as a parent's events name them, each with its own recorded
+//! run id.
+//!
+//! Does not read the child's own events: `status` follows a running child further.
+
+use serde::Serialize;
+use serde_json::Value;
+use std::path::Path;
+
+/// A child run (a `workflow:` step's), as its parent's status lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChildView {
+    pub step: String,
+    pub exec: u64,
+    pub workflow: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Its RUN_ROOT, relative to the workspace.
+    pub path: String,
+    /// `running`, `succeeded`, `failed`, `interrupted`, or `stopped` (unfinished, engine gone).
+    pub status: String,
+    /// While it runs (in `status`): the step it is at, its own running child's included
+    /// (`Build › Test`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub now: Option<String>,
+}
+
+/// The child runs a run's events name (`child_started`, `child_finished`), with each child's
+/// own record for its run id and, while unfinished, its status. A child is known by its
+/// directory: fan-out items number their executions each from 1, so `exec` alone repeats.
+pub(super) fn children_of(workspace: &Path, events: &[Value], running: bool) -> Vec<ChildView> {
+    let mut out: Vec<ChildView> = Vec::new();
+    for e in events {
+        let (Some(step), Some(exec), Some(path)) = (
+            e["step"].as_str(),
+            e["exec"].as_u64(),
+            e["run_root"].as_str(),
+        ) else {
+            continue;
+        };
+        match e["event"].as_str() {
+            Some("child_started") => {
+                out.retain(|c| c.path != path);
+                out.push(ChildView {
+                    step: step.to_string(),
+                    exec,
+                    workflow: e["workflow"].as_str().unwrap_or_default().to_string(),
+                    run_id: None,
+                    path: path.to_string(),
+                    status: if running { "running" } else { "stopped" }.to_string(),
+                    now: None,
+                });
+            }
+            Some("child_finished") => {
+                if let Some(child) = out.iter_mut().find(|c| c.path == path) {
+                    child.run_id = e["run_id"].as_str().map(str::to_string);
+                    child.status = e["status"].as_str().unwrap_or("unknown").to_string();
+                }
+            }
+            _ => {}
+        }
+    }
+    for child in &mut out {
+        if child.run_id.is_none() {
+            child.run_id = orchestrate_engine::runs::recorded_run_id(&workspace.join(&child.path));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn children_of_fan_out_items_with_the_same_exec_are_both_listed() {
+        let child = |event: &str, lane: u64| {
+            json!({"event": event, "step": "Sub", "exec": 1, "lane": [1, lane], "workflow": "c.yaml",
+                "run_root": format!(".orchestrate/runs/R/children/0001.{lane:04}.0001-Sub"),
+                "run_id": format!("C{lane}"), "status": "succeeded"})
+        };
+        let events = [
+            child("child_started", 0),
+            child("child_started", 1),
+            child("child_finished", 1),
+            child("child_finished", 0),
+        ];
+        let children = children_of(Path::new("/nowhere"), &events, false);
+        let ids: Vec<Option<&str>> = children.iter().map(|c| c.run_id.as_deref()).collect();
+        assert_eq!(ids, [Some("C0"), Some("C1")]);
+    }
+}

@@ -1,0 +1,112 @@
+//! Text helpers of the human renderings: durations, costs, token counts, times, shares, the
+//! plain text table and the path taken on one line.
+//!
+//! Does not know any view: `report_text`, `status` and `logs` call these.
+
+use super::fold::parse_ts;
+use std::fmt::Write as _;
+
+/// The path is printed in full in JSON; a human sees at most this many steps of it.
+const PATH_SHOWN: usize = 80;
+
+pub fn fmt_duration(seconds: f64) -> String {
+    if seconds < 10.0 {
+        format!("{seconds:.2}s")
+    } else if seconds < 60.0 {
+        format!("{seconds:.1}s")
+    } else if seconds < 3600.0 {
+        let s = seconds.round() as u64;
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        let m = (seconds / 60.0).round() as u64;
+        format!("{}h{:02}m", m / 60, m % 60)
+    }
+}
+
+pub fn fmt_cost(usd: f64) -> String {
+    if usd == 0.0 {
+        "-".into()
+    } else if usd < 1.0 {
+        format!("${usd:.4}")
+    } else {
+        format!("${usd:.2}")
+    }
+}
+
+pub fn fmt_tokens(n: u64) -> String {
+    if n == 0 {
+        "-".into()
+    } else if n < 1000 {
+        n.to_string()
+    } else if n < 1_000_000 {
+        format!("{:.1}k", n as f64 / 1e3)
+    } else {
+        format!("{:.2}M", n as f64 / 1e6)
+    }
+}
+
+/// An RFC 3339 record time as `2026-11-24 02:07:35Z` (the records keep microseconds).
+pub fn fmt_time(ts: &str) -> String {
+    match parse_ts(ts) {
+        Some(t) => t.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+        None => ts.to_string(),
+    }
+}
+
+pub(super) fn fmt_share(share: f64) -> String {
+    if share == 0.0 {
+        "-".into()
+    } else {
+        format!("{:.1}%", share * 100.0)
+    }
+}
+
+/// A plain text table; `align` has one letter per column, `l` (left) or `r` (right).
+pub(super) fn table(headers: &[&str], align: &str, rows: &[Vec<String>]) -> String {
+    let right: Vec<bool> = align.chars().map(|c| c == 'r').collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let width = widths.get(i).copied().unwrap_or(0);
+            let pad = width.saturating_sub(cell.chars().count());
+            if i > 0 {
+                text.push_str("  ");
+            }
+            if right.get(i).copied().unwrap_or(false) {
+                text.push_str(&" ".repeat(pad));
+                text.push_str(cell);
+            } else {
+                text.push_str(cell);
+                text.push_str(&" ".repeat(pad));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+pub(super) fn render_path(path: &[String]) -> String {
+    if path.is_empty() {
+        return "(no step finished)".into();
+    }
+    let shown: Vec<&str> = path.iter().take(PATH_SHOWN).map(String::as_str).collect();
+    let mut text = shown.join(" → ");
+    if path.len() > PATH_SHOWN {
+        let _ = write!(text, " … ({} more)", path.len() - PATH_SHOWN);
+    }
+    text
+}
