@@ -2,6 +2,8 @@
 //! target, fields and message; `--log-level` and `RUST_LOG` choose what is shown (the flag wins);
 //! the text lines keep the messages. The agent's closing summary is its display, not a log line.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use crate::harness::*;
@@ -135,4 +137,58 @@ fn log_flags_refuse_what_they_do_not_know() {
         let run = ws.run(&[flag, value, "validate", "wf.yaml"]);
         run.code(2).stderr_has(flag);
     }
+}
+
+#[test]
+fn swarm_up_hands_its_log_flags_to_the_supervisor_and_its_role_processes() {
+    let ws = queued();
+    let up = run_within(
+        &ws,
+        &[
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+            "swarm",
+            "up",
+            "-d",
+            "--grace",
+            "1",
+        ],
+        Duration::from_secs(60),
+    );
+    let down = || {
+        let _ = ws
+            .cmd(&["swarm", "down", "--force", "--timeout", "20"])
+            .output();
+    };
+    if up.code != 0 {
+        down();
+        panic!("swarm up failed: {}", up.stderr);
+    }
+    let log = ".orchestrate/swarm/supervisor.log";
+    let claimed = |text: &str| text.contains("claimed `t1`");
+    wait_until("t1 to be claimed", Duration::from_secs(30), || {
+        ws.exists(log) && claimed(&ws.read(log))
+    });
+    down();
+    let text = ws.read(log);
+    let lines: Vec<Value> = text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    // The role process's claim, in JSON, and a debug event of the supervisor's.
+    assert!(
+        lines
+            .iter()
+            .any(|e| claimed(e["fields"]["message"].as_str().unwrap_or(""))),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|e| e["level"] == "DEBUG" && e["target"] == "orchestrate_swarm::supervisor"),
+        "{text}"
+    );
 }
