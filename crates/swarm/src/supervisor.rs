@@ -875,18 +875,7 @@ impl Records {
     fn apply(&mut self, file: &mut StatusFile, update: Update) {
         let Update { status, event } = update;
         if let Some((name, fields)) = event {
-            // The event log is the record; this is for whoever follows the supervisor's stderr
-            // at debug level (`--log-level debug`).
-            tracing::debug!(
-                child = %status.name,
-                role = %status.role,
-                replica = status.replica,
-                pid = status.pid,
-                state = %status.state.as_str(),
-                restarts = status.restarts,
-                fields = %fields,
-                "{name}"
-            );
+            log_change(name, &status, &fields);
             let mut record = json!({
                 "child": status.name,
                 "role": status.role,
@@ -925,6 +914,33 @@ impl Records {
                 self.status_path.display()
             );
         }
+    }
+}
+
+/// A replica's change as a log event of the supervisor: a restart is a warning, giving up on a
+/// replica an error, the rest debug (the event log is the record; this is for whoever follows
+/// the supervisor's stderr).
+fn log_change(name: &str, status: &ChildStatus, fields: &Value) {
+    macro_rules! at {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                child = %status.name,
+                role = %status.role,
+                replica = status.replica,
+                pid = status.pid,
+                state = %status.state.as_str(),
+                restarts = status.restarts,
+                fields = %fields,
+                "{}: {name}",
+                status.name
+            )
+        };
+    }
+    match name {
+        "restarting" => at!(tracing::Level::WARN),
+        "failed" => at!(tracing::Level::ERROR),
+        _ => at!(tracing::Level::DEBUG),
     }
 }
 
