@@ -364,9 +364,20 @@ pub async fn run_agent(
             }
             match result {
                 Ok(ClaimResult::Claimed(claim)) => {
-                    say!(&log, INFO, task = %claim.id, attempt = claim.attempt, "claimed `{}` (attempt {})", claim.id, claim.attempt);
+                    say!(
+                        &log,
+                        INFO,
+                        task = %claim.id,
+                        attempt = claim.attempt,
+                        "claimed `{}` (attempt {})",
+                        claim.id,
+                        claim.attempt,
+                    );
                     if !claimed.is_empty() {
-                        say!(&log, INFO, task = %claim.id,
+                        say!(
+                            &log,
+                            INFO,
+                            task = %claim.id,
                             "`{}` is the half-open trial for {}",
                             claim.id,
                             claimed.join(", ")
@@ -405,7 +416,10 @@ pub async fn run_agent(
                     if let Some(metrics) = &shared.metrics {
                         metrics.quarantined();
                     }
-                    say!(&log, WARN, task = %id,
+                    say!(
+                        &log,
+                        WARN,
+                        task = %id,
                         "quarantined `{id}` to {}: {reason}",
                         orchestrate_base::fsutil::relative(workspace, &dir)
                     );
@@ -516,7 +530,9 @@ pub async fn run_agent(
             _ = orphan_check.tick(), if stopping.is_none() && supervisor.is_some() => {
                 // Reparented: the supervisor that started us is gone (killed with -9, say).
                 if supervisor.is_some_and(|pid| std::os::unix::process::parent_id() != pid) {
-                    say!(&log, WARN,
+                    say!(
+                        &log,
+                        WARN,
                         "the supervisor (pid {}) is gone: stopping as if `swarm down` had asked (the next `swarm up` starts the role again)",
                         supervisor.unwrap_or_default()
                     );
@@ -1020,7 +1036,11 @@ fn recover(shared: &Shared, log: &Log) {
     {
         Ok(recovered) => {
             for r in recovered {
-                say!(log, INFO, task = %r.id, attempt = r.attempt,
+                say!(
+                    log,
+                    INFO,
+                    task = %r.id,
+                    attempt = r.attempt,
                     "recovered `{}` (attempt {}): {} ({})",
                     r.id, r.attempt, r.action, r.reason
                 );
@@ -1166,7 +1186,14 @@ async fn run_task(
         (Ok(report), None) if report.status == RunStatus::Interrupted && !timed_out => {
             ledger(&shared, &claim, &report);
             // Stopped by our own shutdown: not the task's fault, so it goes back uncharged.
-            say!(&shared.log, INFO, task = %id, attempt = claim.attempt, run_id = %report.run_id, "`{id}` stopped by shutdown; back in the inbox");
+            say!(
+                &shared.log,
+                INFO,
+                task = %id,
+                attempt = claim.attempt,
+                run_id = %report.run_id,
+                "`{id}` stopped by shutdown; back in the inbox",
+            );
             let _ = shared
                 .queue
                 .release(claim, "stopped by the worker's shutdown");
@@ -1383,9 +1410,25 @@ fn finish_blocking(
             let attempt = claim.attempt;
             // A failed task is worth a look: a warning, so that `--log-level warn` keeps it.
             if success {
-                say!(&shared.log, INFO, task = %id, attempt, run_id = %run_id, outcome = %verdict, "`{id}` attempt {attempt} {verdict}: {dest}");
+                say!(
+                    &shared.log,
+                    INFO,
+                    task = %id,
+                    attempt,
+                    run_id = %run_id,
+                    outcome = %verdict,
+                    "`{id}` attempt {attempt} {verdict}: {dest}",
+                );
             } else {
-                say!(&shared.log, WARN, task = %id, attempt, run_id = %run_id, outcome = %verdict, "`{id}` attempt {attempt} {verdict}: {dest}");
+                say!(
+                    &shared.log,
+                    WARN,
+                    task = %id,
+                    attempt,
+                    run_id = %run_id,
+                    outcome = %verdict,
+                    "`{id}` attempt {attempt} {verdict}: {dest}",
+                );
             }
             Finished {
                 id,
@@ -1395,7 +1438,13 @@ fn finish_blocking(
         Err(err) => {
             // The claim stays in running/ with its lock released when `claim` drops: the next
             // recovery pass completes the move (status.json is written) or requeues it.
-            say!(always &shared.log, ERROR, task = %id, attempt = claim.attempt, "failed to finish `{id}`: {err}");
+            say!(
+                always &shared.log,
+                ERROR,
+                task = %id,
+                attempt = claim.attempt,
+                "failed to finish `{id}`: {err}",
+            );
             Finished {
                 id,
                 outcome: "failed",
