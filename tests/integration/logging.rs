@@ -192,3 +192,30 @@ fn swarm_up_hands_its_log_flags_to_the_supervisor_and_its_role_processes() {
         "{text}"
     );
 }
+
+#[test]
+fn a_task_runs_warnings_reach_the_role_process_log() {
+    let (mut ws, codex_home) = crate::pricing::codex_ws();
+    role(
+        &ws,
+        "r",
+        "settle_ms: 0\n",
+        &crate::pricing::ask(Some("my-model-1"), "budget: {max_cost_usd: 5}\n"),
+    );
+    ws.run(&["enqueue", "r", "--text", "hi", "--name", "t1"])
+        .ok();
+    let run = agent(&mut ws, &["--log-format", "json"], &[]);
+    let warning = log_lines(&run)
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| {
+            e["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("max_cost_usd cannot count step Ask"))
+        })
+        .unwrap_or_else(|| panic!("no warning in the role's log:\n{}", run.stderr));
+    assert_eq!(warning["level"], "WARN");
+    assert_eq!(warning["target"], "orchestrate_engine::runner");
+    assert!(warning["fields"]["run_id"].is_string(), "{warning}");
+    drop(codex_home);
+}

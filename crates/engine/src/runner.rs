@@ -1027,11 +1027,12 @@ impl Runner {
         }
     }
 
-    /// A warning for whoever operates the run: a `!` line of the run's display; in a task's run,
-    /// which a role process runs with no display, also a `tracing` warning in that process's log.
+    /// A warning for whoever operates the run: a `!` line of the run's display; in a task's run
+    /// without one (a role process runs it), a `tracing` warning in that process's log instead.
     fn warn(&self, text: &str) {
         self.progress(&format!("! {text}"));
-        if self.config.task.is_some() {
+        let shown = self.config.reporter.is_some() || self.config.progress;
+        if self.config.task.is_some() && !shown {
             let text = events::mask(text, &self.secret_values);
             tracing::warn!(run_id = %self.state.run_id, "{text}");
         }
