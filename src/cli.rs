@@ -33,6 +33,12 @@ struct Cli {
     /// nearest directory at or above the current one with agents/ or .orchestrate/).
     #[arg(long, global = true, value_name = "DIR")]
     workspace: Option<PathBuf>,
+    /// The least severe log events shown on stderr (default: `RUST_LOG` when set, else info).
+    #[arg(long, global = true, value_enum, value_name = "LEVEL")]
+    log_level: Option<crate::logging::LogLevel>,
+    /// How log events are written on stderr: text lines, or one JSON object per line.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    log_format: Option<crate::logging::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -441,6 +447,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             });
         }
     };
+    crate::logging::install(cli.log_level, cli.log_format);
     let mut command = cli.command;
     let located = match locate_workspace(
         cli.workspace.as_deref(),

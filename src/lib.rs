@@ -9,4 +9,5 @@
 pub mod cli;
 pub mod commands;
 pub mod flags;
+pub mod logging;
 pub mod wftest;

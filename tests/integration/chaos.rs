@@ -665,7 +665,7 @@ fn a_full_disk_fails_writes_cleanly_and_loses_no_task() {
     wait_until(
         "the failed finish to be reported",
         Duration::from_secs(10),
-        || procs.log(agent).contains("error"),
+        || procs.log(agent).contains("failed to finish"),
     );
     std::thread::sleep(Duration::from_millis(300));
     assert!(

@@ -88,6 +88,14 @@ impl Ws {
             .arg(&self.path)
             .args(args)
             .current_dir(&self.path);
+        // The log filter and format are the defaults unless a test sets them.
+        for var in [
+            "RUST_LOG",
+            "ORCHESTRATE_LOG_LEVEL",
+            "ORCHESTRATE_LOG_FORMAT",
+        ] {
+            cmd.env_remove(var);
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }

@@ -19,6 +19,7 @@ mod gemini_homes;
 mod inbox;
 mod inputs;
 mod language;
+mod logging;
 mod pricing;
 mod progress;
 mod records;

@@ -19,7 +19,7 @@ const CODEX_SAMPLE: &str = concat!(
 );
 
 /// A workspace with a fake `codex` on PATH and an empty CODEX_HOME of its own.
-fn codex_ws() -> (Ws, tempfile::TempDir) {
+pub(crate) fn codex_ws() -> (Ws, tempfile::TempDir) {
     let mut ws = Ws::new();
     ws.with_bin_path();
     let codex_home = tempfile::tempdir().expect("codex home");
@@ -34,7 +34,7 @@ fn codex_ws() -> (Ws, tempfile::TempDir) {
 }
 
 /// One codex step, with `model:` when given.
-fn ask(model: Option<&str>, budget: &str) -> String {
+pub(crate) fn ask(model: Option<&str>, budget: &str) -> String {
     let model = model
         .map(|m| format!("    model: {m}\n"))
         .unwrap_or_default();

@@ -1031,6 +1031,17 @@ impl Runner {
         }
     }
 
+    /// A warning for whoever operates the run: a `!` line of the run's display; in a task's run
+    /// without one (a role process runs it), a `tracing` warning in that process's log instead.
+    fn warn(&self, text: &str) {
+        self.progress(&format!("! {text}"));
+        let shown = self.config.reporter.is_some() || self.config.progress;
+        if self.config.task.is_some() && !shown {
+            let text = events::mask(text, &self.secret_values);
+            tracing::warn!(run_id = %self.state.run_id, "{text}");
+        }
+    }
+
     /// A progress notification for the renderer, if there is one.
     fn notify(&self, progress: crate::progress::Progress) {
         if let Some(reporter) = &self.config.reporter {
@@ -1632,7 +1643,7 @@ impl Runner {
                             json!({"step": step.name, "error": message}),
                             false,
                         );
-                        self.progress(&format!("! {}: {message}", step.name));
+                        self.warn(&format!("{}: {message}", step.name));
                     }
                 }
             }
@@ -3555,7 +3566,7 @@ impl Runner {
             let message = format!(
                 "budget: max_cost_usd cannot count step {step} ({runtime}, model {model}): no price for {model}; add one to runtimes.yaml: `prices: {{{model}: {{input: ..., output: ...}}}}` (USD per million tokens; also cache_read, cache_write)"
             );
-            self.progress(&format!("! {message}"));
+            self.warn(&message);
             self.event(
                 "budget_unpriced",
                 json!({"step": step, "runtime": runtime, "model": model, "message": message}),
@@ -3623,7 +3634,7 @@ impl Runner {
             "budget: {} tokens have no known price, so the cost limit cannot count them (token limits still apply); add a price for their model under `prices:` in runtimes.yaml",
             self.budget.spent.get().unpriced_tokens
         );
-        self.progress(&format!("! {message}"));
+        self.warn(&message);
         self.event(
             "budget_unpriced",
             json!({"unpriced_tokens": self.budget.spent.get().unpriced_tokens, "message": message}),

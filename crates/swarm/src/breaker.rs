@@ -341,7 +341,17 @@ pub fn record(workspace: &Path, name: &str, config: &BreakerConfig, outcome: &Ou
     if let Ok(Some((event, mut fields))) = transition {
         fields["runtime"] = json!(name);
         fields["by"] = json!(by);
+        log_transition(name, event, &fields);
         crate::control_log::log_event(workspace, event, fields);
+    }
+}
+
+/// A transition as a log event of the role process that made it: an opening is a warning.
+fn log_transition(name: &str, event: &str, fields: &Value) {
+    if event == "breaker_opened" {
+        tracing::warn!(runtime = name, event = %event, fields = %fields, "breaker {name}: {event}");
+    } else {
+        tracing::info!(runtime = name, event = %event, fields = %fields, "breaker {name}: {event}");
     }
 }
 
@@ -418,6 +428,7 @@ pub fn admit(workspace: &Path, name: &str, by: &str) -> Admission {
     match result {
         Ok((admission, event)) => {
             if let Some(event) = event {
+                log_transition(name, "breaker_half_open", &event);
                 crate::control_log::log_event(workspace, "breaker_half_open", event);
             }
             admission

@@ -148,6 +148,8 @@ impl Recorder {
         let weak: Weak<Recorder> = Arc::downgrade(&recorder);
         std::thread::spawn(move || {
             let mut last = std::time::Instant::now();
+            // Said once per run of failures, not every flush.
+            let mut failing = false;
             loop {
                 std::thread::sleep(FLUSH_EVERY);
                 let Some(recorder) = weak.upgrade() else {
@@ -156,7 +158,19 @@ impl Recorder {
                 if recorder.dirty.load(std::sync::atomic::Ordering::SeqCst)
                     || last.elapsed() >= WRITE_EVERY
                 {
-                    let _ = recorder.write();
+                    match recorder.write() {
+                        Ok(()) => failing = false,
+                        Err(err) => {
+                            if !failing {
+                                tracing::warn!(
+                                    path = %recorder.path.display(),
+                                    "failed to write the metrics file {}: {err}",
+                                    recorder.path.display()
+                                );
+                            }
+                            failing = true;
+                        }
+                    }
                     last = std::time::Instant::now();
                 }
             }

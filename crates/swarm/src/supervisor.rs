@@ -875,6 +875,7 @@ impl Records {
     fn apply(&mut self, file: &mut StatusFile, update: Update) {
         let Update { status, event } = update;
         if let Some((name, fields)) = event {
+            log_change(name, &status, &fields);
             let mut record = json!({
                 "child": status.name,
                 "role": status.role,
@@ -895,8 +896,10 @@ impl Records {
     /// running even when the disk is full, and the status file says where things stand.
     fn event(&mut self, name: &str, fields: Value) {
         if let Err(err) = self.events.append(name, fields, false) {
-            eprintln!(
-                "warning: failed to append to {}: {err}",
+            tracing::warn!(
+                path = %self.events.path().display(),
+                event = %name,
+                "failed to append to {}: {err}",
                 self.events.path().display()
             );
         }
@@ -905,11 +908,39 @@ impl Records {
     fn write(&mut self, file: &mut StatusFile) {
         file.supervisor.updated_at = clock::now_rfc3339();
         if let Err(err) = write_status(&self.status_path, file) {
-            eprintln!(
-                "warning: failed to write {}: {err}",
+            tracing::warn!(
+                path = %self.status_path.display(),
+                "failed to write {}: {err}",
                 self.status_path.display()
             );
         }
+    }
+}
+
+/// A replica's change as a log event of the supervisor: a restart is a warning, giving up on a
+/// replica an error, the rest debug (the event log is the record; this is for whoever follows
+/// the supervisor's stderr).
+fn log_change(name: &str, status: &ChildStatus, fields: &Value) {
+    macro_rules! at {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                child = %status.name,
+                role = %status.role,
+                replica = status.replica,
+                pid = status.pid,
+                state = %status.state.as_str(),
+                restarts = status.restarts,
+                fields = %fields,
+                "{}: {name}",
+                status.name
+            )
+        };
+    }
+    match name {
+        "restarting" => at!(tracing::Level::WARN),
+        "failed" => at!(tracing::Level::ERROR),
+        _ => at!(tracing::Level::DEBUG),
     }
 }
 

@@ -42,6 +42,32 @@ pub const SUPERVISOR_PID_ENV: &str = "ORCHESTRATE_SUPERVISOR_PID";
 /// `${task.text}` holds at most this much of the task.
 const TASK_TEXT_LIMIT: u64 = 1024 * 1024;
 
+/// Whom a role process's log events are about: each carries the `role` and `replica` fields
+/// (the `role#replica` label of the lines before `tracing`). `--quiet` drops them, except the
+/// few logged with `always`.
+#[derive(Debug, Clone)]
+struct Log {
+    role: String,
+    replica: u32,
+    quiet: bool,
+}
+
+/// A `tracing` event of this role process at `$level` (`INFO`, `WARN`, `ERROR`), with its role
+/// and replica; then fields and the message as `tracing::event!` takes them. Nothing under
+/// `--quiet` unless `always`.
+macro_rules! say {
+    (always $log:expr, $level:ident, $($rest:tt)+) => {{
+        let log: &Log = $log;
+        tracing::event!(tracing::Level::$level, role = %log.role, replica = log.replica, $($rest)+);
+    }};
+    ($log:expr, $level:ident, $($rest:tt)+) => {{
+        let log: &Log = $log;
+        if !log.quiet {
+            say!(always log, $level, $($rest)+);
+        }
+    }};
+}
+
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
     pub replica: u32,
@@ -91,7 +117,7 @@ struct Shared {
     /// `workflow_hash` in status.json: which version of the workflow ran.
     workflow_hash: String,
     label: String,
-    quiet: bool,
+    log: Log,
     profiles: Arc<orchestrate_runtime::profile::Profiles>,
     /// `swarm.yaml`'s limits, when it sets a daily budget.
     swarm_budget: Option<orchestrate_lang::model::SwarmConfig>,
@@ -215,17 +241,17 @@ pub async fn run_agent(
         workflow: Arc::new(workflow),
         workflow_text: Arc::new(workflow_text),
         label: label.clone(),
-        quiet: options.quiet,
+        log: Log {
+            role: role.name.clone(),
+            replica: options.replica,
+            quiet: options.quiet,
+        },
         active: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         slot_freed: Arc::new(tokio::sync::Notify::new()),
         metrics,
         queue_dirs,
     });
-    let log = |text: &str| {
-        if !options.quiet {
-            eprintln!("[{label}] {text}");
-        }
-    };
+    let log = shared.log.clone();
 
     recover(&shared, &log);
     // Watch first, then list: a file created in between is seen by one or the other.
@@ -237,9 +263,11 @@ pub async fn run_agent(
     let (control_tx, mut control_rx) = mpsc::unbounded_channel();
     let _control_watcher = crate::control::watch(workspace, &role.name, control_tx)
         .map_err(|e| {
-            log(&format!(
-                "error: cannot watch the control files ({e}); reading them every {IDLE_RESCAN:?}"
-            ))
+            say!(
+                &log,
+                WARN,
+                "cannot watch the control files ({e}); reading them every {IDLE_RESCAN:?}"
+            )
         })
         .ok();
     let mut steer = Steering {
@@ -258,12 +286,14 @@ pub async fn run_agent(
     let mut reload = Reload::new(&shared, stamp, &options, supervisor, &log);
     let mut orphan_check = tokio::time::interval(ORPHAN_CHECK);
     report_ready();
-    log(&format!(
+    say!(
+        &log,
+        INFO,
         "watching {} ({} queued, concurrency {})",
         orchestrate_base::fsutil::relative(workspace, &layout.inbox),
         pending.queue.len(),
         role.concurrency
-    ));
+    );
 
     let mut report = AgentReport::default();
     let mut running: JoinSet<Finished> = JoinSet::new();
@@ -298,12 +328,12 @@ pub async fn run_agent(
             budget_blocked = None;
             if let Some(why) = orchestrate_engine::budget::day_exhausted(workspace, swarm) {
                 if budget_said.as_deref() != Some(why.as_str()) {
-                    log(&format!("not claiming new tasks: {why}"));
+                    say!(&log, WARN, "not claiming new tasks: {why}");
                     budget_said = Some(why);
                 }
                 budget_blocked = Some(Instant::now() + BUDGET_RECHECK);
             } else if budget_said.take().is_some() {
-                log("the swarm's daily budget allows claims again");
+                say!(&log, INFO, "the swarm's daily budget allows claims again");
             }
         }
         while stopping.is_none()
@@ -334,12 +364,24 @@ pub async fn run_agent(
             }
             match result {
                 Ok(ClaimResult::Claimed(claim)) => {
+                    say!(
+                        &log,
+                        INFO,
+                        task = %claim.id,
+                        attempt = claim.attempt,
+                        "claimed `{}` (attempt {})",
+                        claim.id,
+                        claim.attempt,
+                    );
                     if !claimed.is_empty() {
-                        log(&format!(
+                        say!(
+                            &log,
+                            INFO,
+                            task = %claim.id,
                             "`{}` is the half-open trial for {}",
                             claim.id,
                             claimed.join(", ")
-                        ));
+                        );
                         steer.trials.insert(claim.id.clone(), claimed);
                     }
                     let token = CancellationToken::new();
@@ -352,14 +394,18 @@ pub async fn run_agent(
                 }
                 Ok(ClaimResult::Busy) => pending.later(name, complete, BUSY_RETRY),
                 // Not a task yet: `--once` takes only what is queued, and a writer may never close.
-                Ok(ClaimResult::Writing) if options.once => log(&format!(
+                Ok(ClaimResult::Writing) if options.once => say!(
+                    &log,
+                    INFO,
                     "leaving `{name}`: a process still has it open for writing"
-                )),
+                ),
                 Ok(ClaimResult::Writing) => {
                     if writing_said.insert(name.clone()) {
-                        log(&format!(
+                        say!(
+                            &log,
+                            INFO,
                             "`{name}` is still open for writing; taking it once it is closed"
-                        ));
+                        );
                     }
                     pending.later(name, false, WRITING_RECHECK);
                 }
@@ -370,13 +416,16 @@ pub async fn run_agent(
                     if let Some(metrics) = &shared.metrics {
                         metrics.quarantined();
                     }
-                    log(&format!(
+                    say!(
+                        &log,
+                        WARN,
+                        task = %id,
                         "quarantined `{id}` to {}: {reason}",
                         orchestrate_base::fsutil::relative(workspace, &dir)
-                    ));
+                    );
                 }
                 Err(err) => {
-                    log(&format!("error: {err}; will look at `{name}` again"));
+                    say!(&log, ERROR, "{err}; will look at `{name}` again");
                     pending.later(name, complete, Duration::from_secs(1));
                 }
             }
@@ -389,7 +438,11 @@ pub async fn run_agent(
             && (pending.is_empty() || budget_blocked.is_some() || steer.holding())
         {
             if !pending.is_empty() && steer.holding() {
-                log("leaving the queued tasks: the role is paused or a breaker is open");
+                say!(
+                    &log,
+                    INFO,
+                    "leaving the queued tasks: the role is paused or a breaker is open"
+                );
             }
             break;
         }
@@ -414,14 +467,14 @@ pub async fn run_agent(
                         match hint {
                             Hint::Names(names) => names.into_iter().for_each(|(n, c)| pending.push(n, c)),
                             Hint::Rescan => {
-                                log("watcher asked for a rescan (events were lost); listing the inbox");
+                                say!(&log, WARN, "watcher asked for a rescan (events were lost); listing the inbox");
                                 pending.list(&layout);
                             }
                         }
                     }
                 }
                 Some(Hint::Rescan) => {
-                    log("watcher asked for a rescan (events were lost); listing the inbox");
+                    say!(&log, WARN, "watcher asked for a rescan (events were lost); listing the inbox");
                     pending.list(&layout);
                 }
                 None => return Err("the inbox watcher stopped".into()),
@@ -445,7 +498,7 @@ pub async fn run_agent(
                         }
                         tokens.remove(&id);
                     }
-                    Err(err) => log(&format!("error: a task's handler panicked: {err}")),
+                    Err(err) => say!(&log, ERROR, "a task's handler panicked: {err}"),
                 }
             }
             _ = tokio::time::sleep_until(next_wake.into()) => {
@@ -468,7 +521,7 @@ pub async fn run_agent(
             }
             () = shared.slot_freed.notified() => {}
             Some(()) = next_signal(&mut hangup) => {
-                log("SIGHUP: looking at the role's files again");
+                say!(&log, INFO, "SIGHUP: looking at the role's files again");
                 if let Some(next) = reload.check(&shared, true, &log) {
                     steer.gate = gate_of(&next);
                     shared = next;
@@ -477,28 +530,30 @@ pub async fn run_agent(
             _ = orphan_check.tick(), if stopping.is_none() && supervisor.is_some() => {
                 // Reparented: the supervisor that started us is gone (killed with -9, say).
                 if supervisor.is_some_and(|pid| std::os::unix::process::parent_id() != pid) {
-                    log(&format!(
+                    say!(
+                        &log,
+                        WARN,
                         "the supervisor (pid {}) is gone: stopping as if `swarm down` had asked (the next `swarm up` starts the role again)",
                         supervisor.unwrap_or_default()
-                    ));
+                    );
                     stop.cancel();
                 }
             }
             _ = stop.cancelled(), if stopping.is_none() => {
                 if running.is_empty() {
-                    log("stopping: no new claims");
+                    say!(&log, INFO, "stopping: no new claims");
                 } else {
-                    log(&format!("stopping: no new claims; {} task(s) in flight get {:?} to finish; a second Ctrl-C (or SIGTERM) stops them at once, back to the inbox", running.len(), options.grace));
+                    say!(&log, INFO, "stopping: no new claims; {} task(s) in flight get {:?} to finish; a second Ctrl-C (or SIGTERM) stops them at once, back to the inbox", running.len(), options.grace);
                 }
                 stopping = Some(Instant::now());
             }
             _ = async { tokio::time::sleep_until(grace_deadline.unwrap_or_else(Instant::now).into()).await }, if grace_deadline.is_some() && !tokens.values().all(CancellationToken::is_cancelled) => {
-                log("grace period over: stopping the tasks in flight; they go back to the inbox");
+                say!(&log, WARN, "grace period over: stopping the tasks in flight; they go back to the inbox");
                 tokens.values().for_each(CancellationToken::cancel);
             }
             _ = kill.cancelled(), if !tokens.values().all(CancellationToken::is_cancelled) || stopping.is_none() => {
                 if !tokens.is_empty() {
-                    log("stopping now: the tasks in flight are stopped and go back to the inbox");
+                    say!(&log, WARN, "stopping now: the tasks in flight are stopped and go back to the inbox");
                 }
                 tokens.values().for_each(CancellationToken::cancel);
                 stopping.get_or_insert_with(Instant::now);
@@ -553,7 +608,7 @@ impl Reload {
         stamp: orchestrate_engine::role::Stamp,
         options: &AgentOptions,
         supervisor: Option<u32>,
-        log: &dyn Fn(&str),
+        log: &Log,
     ) -> Reload {
         let replica = options.replica;
         let me = Owner::current();
@@ -583,18 +638,20 @@ impl Reload {
         reload
     }
 
-    fn save(&mut self, log: &dyn Fn(&str)) {
+    fn save(&mut self, log: &Log) {
         if let Err(err) = self.record.write(&self.workspace) {
             if !self.said_write_error {
-                log(&format!(
-                    "error: cannot write {}: {err}; `swarm status` will not see this process's version",
+                say!(
+                    log,
+                    ERROR,
+                    "cannot write {}: {err}; `swarm status` will not see this process's version",
                     orchestrate_engine::role::ProcRecord::path(
                         &self.workspace,
                         &self.record.role,
                         self.record.replica
                     )
                     .display()
-                ));
+                );
             }
             self.said_write_error = true;
         }
@@ -602,7 +659,7 @@ impl Reload {
 
     /// The new version when the files changed and load (or, `force`d, whenever they load and
     /// differ); `None` to keep running the current one.
-    fn check(&mut self, shared: &Shared, force: bool, log: &dyn Fn(&str)) -> Option<Arc<Shared>> {
+    fn check(&mut self, shared: &Shared, force: bool, log: &Log) -> Option<Arc<Shared>> {
         use orchestrate_engine::role::ReloadOutcome;
         let now = self.stamp.now();
         let changed = now != self.stamp;
@@ -612,10 +669,12 @@ impl Reload {
         self.record.checked_at = orchestrate_base::clock::now_rfc3339();
         if !changed && self.broken.is_none() {
             self.record.reload = ReloadOutcome::Unchanged;
-            log(&format!(
+            say!(
+                log,
+                INFO,
                 "role files unchanged; running workflow {}",
                 short(&shared.workflow_hash)
-            ));
+            );
             self.save(log);
             return None;
         }
@@ -635,10 +694,12 @@ impl Reload {
             });
         let next = match loaded {
             Err((error, errors)) => {
-                log(&format!(
-                    "error: the edited role does not load; new tasks keep running the previous version (workflow {}) until it is fixed:\n{errors}",
+                say!(
+                    log,
+                    ERROR,
+                    "the edited role does not load; new tasks keep running the previous version (workflow {}) until it is fixed:\n{errors}",
                     short(&shared.workflow_hash)
-                ));
+                );
                 self.broken = Some(now);
                 self.record.reload = ReloadOutcome::Kept { error, errors };
                 None
@@ -646,11 +707,13 @@ impl Reload {
             Ok(version) => {
                 self.broken = None;
                 let previous = shared.workflow_hash.clone();
-                log(&format!(
+                say!(
+                    log,
+                    INFO,
                     "reloaded agents/{name}.yaml: workflow {} -> {}; new tasks run on it (tasks in flight finish on the version they started with)",
                     short(&previous),
                     version.short_hash()
-                ));
+                );
                 self.stamp = version.stamp.clone();
                 self.record.workflow_hash = version.hash.clone();
                 self.record.loaded_at = self.record.checked_at.clone();
@@ -721,14 +784,14 @@ impl Steering {
     }
 
     /// Whether one more task may be claimed now; `Some(trials taken)` when it may.
-    fn admit(&mut self, log: &dyn Fn(&str)) -> Option<Vec<String>> {
+    fn admit(&mut self, log: &Log) -> Option<Vec<String>> {
         if self.paused.is_some() || self.gate_wait.is_some_and(|at| Instant::now() < at) {
             return None;
         }
         match self.gate.admit() {
             Ok(trials) => {
                 if self.gate_reason.take().is_some() {
-                    log("claiming again: breakers let tasks through");
+                    say!(log, INFO, "claiming again: breakers let tasks through");
                 }
                 self.gate_wait = None;
                 Some(trials)
@@ -740,7 +803,7 @@ impl Steering {
                     .min(IDLE_RESCAN);
                 self.gate_wait = Some(Instant::now() + wait);
                 if self.gate_reason.as_deref() != Some(reason.as_str()) {
-                    log(&format!("not claiming: {reason}"));
+                    say!(log, WARN, "not claiming: {reason}");
                     self.gate_reason = Some(reason);
                 }
                 None
@@ -749,21 +812,18 @@ impl Steering {
     }
 
     /// Reads the pause file and the cancel requests again; cancels the tasks asked for.
-    fn refresh(
-        &mut self,
-        shared: &Shared,
-        tokens: &HashMap<String, CancellationToken>,
-        log: &dyn Fn(&str),
-    ) {
+    fn refresh(&mut self, shared: &Shared, tokens: &HashMap<String, CancellationToken>, log: &Log) {
         let paused = crate::control::paused(&shared.workspace, &shared.role.name);
         match (&self.paused, &paused) {
-            (None, Some(p)) => log(&format!(
+            (None, Some(p)) => say!(
+                log,
+                INFO,
                 "paused by {} at {}: no new claims ({} task(s) in flight finish)",
                 p.by,
                 p.since,
                 tokens.len()
-            )),
-            (Some(_), None) => log("resumed: claiming again"),
+            ),
+            (Some(_), None) => say!(log, INFO, "resumed: claiming again"),
             _ => {}
         }
         self.paused = paused;
@@ -774,10 +834,10 @@ impl Steering {
                 Some(token) if !token.is_cancelled() => {
                     let dir = shared.layout.running.join(&id);
                     if let Err(err) = orchestrate_queue::cancel::write_run_cancel(&dir, &request) {
-                        log(&format!("error: cancelling `{id}`: {err}"));
+                        say!(log, ERROR, task = %id, "cancelling `{id}`: {err}");
                         continue;
                     }
-                    log(&format!("`{id}`: {}; stopping it", request.describe()));
+                    say!(log, INFO, task = %id, "`{id}`: {}; stopping it", request.describe());
                     token.cancel();
                 }
                 Some(_) => {}
@@ -969,20 +1029,24 @@ fn report_ready() {
     let _ = file.write_all(b"ready\n");
 }
 
-fn recover(shared: &Shared, log: &dyn Fn(&str)) {
+fn recover(shared: &Shared, log: &Log) {
     match shared
         .queue
         .recover(shared.role.max_attempts, Some(shared.role.hung_after))
     {
         Ok(recovered) => {
             for r in recovered {
-                log(&format!(
+                say!(
+                    log,
+                    INFO,
+                    task = %r.id,
+                    attempt = r.attempt,
                     "recovered `{}` (attempt {}): {} ({})",
                     r.id, r.attempt, r.action, r.reason
-                ));
+                );
             }
         }
-        Err(err) => log(&format!("error: recovery failed: {err}")),
+        Err(err) => say!(log, ERROR, "recovery failed: {err}"),
     }
 }
 
@@ -1122,12 +1186,14 @@ async fn run_task(
         (Ok(report), None) if report.status == RunStatus::Interrupted && !timed_out => {
             ledger(&shared, &claim, &report);
             // Stopped by our own shutdown: not the task's fault, so it goes back uncharged.
-            if !shared.quiet {
-                eprintln!(
-                    "[{}] `{id}` stopped by shutdown; back in the inbox",
-                    shared.label
-                );
-            }
+            say!(
+                &shared.log,
+                INFO,
+                task = %id,
+                attempt = claim.attempt,
+                run_id = %report.run_id,
+                "`{id}` stopped by shutdown; back in the inbox",
+            );
             let _ = shared
                 .queue
                 .release(claim, "stopped by the worker's shutdown");
@@ -1233,15 +1299,16 @@ async fn worktree(
             claim.id, shared.role.name
         )
     })?;
-    if !shared.quiet {
-        eprintln!(
-            "[{}] `{}` works in {} (branch `{}`)",
-            shared.label,
-            claim.id,
-            orchestrate_base::fsutil::relative(&shared.workspace, &record.checkout),
-            record.branch
-        );
-    }
+    say!(
+        &shared.log,
+        INFO,
+        task = %claim.id,
+        branch = %record.branch,
+        "`{}` works in {} (branch `{}`)",
+        claim.id,
+        orchestrate_base::fsutil::relative(&shared.workspace, &record.checkout),
+        record.branch
+    );
     Ok(Some(record))
 }
 
@@ -1263,9 +1330,13 @@ fn ledger(shared: &Shared, claim: &Claim, report: &RunReport) {
         "unpriced_tokens": spent.unpriced_tokens,
     });
     if let Err(err) = orchestrate_engine::budget::append(&shared.workspace, &entry) {
-        eprintln!(
-            "[{}] error: cannot append `{}`'s spending to the ledger: {err}",
-            shared.label, claim.id
+        say!(
+            always &shared.log,
+            ERROR,
+            task = %claim.id,
+            attempt = claim.attempt,
+            "cannot append `{}`'s spending to the ledger: {err}",
+            claim.id
         );
     }
 }
@@ -1286,7 +1357,7 @@ async fn finish(
     })
     .await
     .unwrap_or_else(|err| {
-        eprintln!("error: finishing `{id}` panicked: {err}");
+        tracing::error!(task = %id, "finishing `{id}` panicked: {err}");
         Finished {
             id,
             outcome: "failed",
@@ -1306,9 +1377,7 @@ fn finish_blocking(
     if let Some(record) = worktree {
         let ending = orchestrate_engine::worktree::finish(&shared.workspace, record, success);
         status.worktree = Some(record.status(&shared.workspace, ending.kept));
-        if !shared.quiet {
-            eprintln!("[{}] `{id}`: {}", shared.label, ending.note);
-        }
+        say!(&shared.log, INFO, task = %id, "`{id}`: {}", ending.note);
     }
     let outcome = shared.queue.complete(&claim, success, &status);
     let verdict = if success { "processed" } else { "failed" };
@@ -1336,12 +1405,29 @@ fn finish_blocking(
     }
     match outcome {
         Ok(dest) => {
-            if !shared.quiet {
-                eprintln!(
-                    "[{}] `{id}` attempt {} {verdict}: {}",
-                    shared.label,
-                    claim.attempt,
-                    orchestrate_base::fsutil::relative(&shared.workspace, &dest)
+            let dest = orchestrate_base::fsutil::relative(&shared.workspace, &dest);
+            let run_id = status.run_id.as_deref().unwrap_or_default();
+            let attempt = claim.attempt;
+            // A failed task is worth a look: a warning, so that `--log-level warn` keeps it.
+            if success {
+                say!(
+                    &shared.log,
+                    INFO,
+                    task = %id,
+                    attempt,
+                    run_id = %run_id,
+                    outcome = %verdict,
+                    "`{id}` attempt {attempt} {verdict}: {dest}",
+                );
+            } else {
+                say!(
+                    &shared.log,
+                    WARN,
+                    task = %id,
+                    attempt,
+                    run_id = %run_id,
+                    outcome = %verdict,
+                    "`{id}` attempt {attempt} {verdict}: {dest}",
                 );
             }
             Finished {
@@ -1352,7 +1438,13 @@ fn finish_blocking(
         Err(err) => {
             // The claim stays in running/ with its lock released when `claim` drops: the next
             // recovery pass completes the move (status.json is written) or requeues it.
-            eprintln!("[{}] error: failed to finish `{id}`: {err}", shared.label);
+            say!(
+                always &shared.log,
+                ERROR,
+                task = %id,
+                attempt = claim.attempt,
+                "failed to finish `{id}`: {err}",
+            );
             Finished {
                 id,
                 outcome: "failed",
