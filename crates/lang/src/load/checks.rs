@@ -3,12 +3,12 @@
 //! `converge`, pointers; and the walk that hands each template to `refs`. Does not read YAML
 //! (the model is complete) nor check a variable itself (`refs`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::diag::{Diagnostic, did_you_mean};
 use crate::model::{
-    Capture, Condition, Converge, EnqueueContent, Findings, Items, Pointer, Prompt, Step, StepKind,
-    Target, Workflow,
+    AgentStep, Capture, Condition, Converge, EnqueueContent, Findings, Items, Pointer, Prompt,
+    Step, StepKind, Target, Workflow,
 };
 use crate::template::Template;
 use crate::yaml::Pos;
@@ -121,276 +121,300 @@ impl<'a> Checker<'a> {
     pub(super) fn check_steps(&mut self, steps: &[Step], scope: &Scope) {
         let local: HashSet<&str> = steps.iter().map(|s| s.name.as_str()).collect();
         for step in steps {
-            let what = format!("step `{}`", step.name);
-            for (target, at) in [
-                &step.on.success,
-                &step.on.failure,
-                &step.on.always,
-                &step.on.rejected,
-                &step.on.invalid,
-            ]
-            .into_iter()
-            .zip(step.on.at)
+            self.check_step(step, &local, scope);
+        }
+    }
+
+    /// One step of a list whose names are `local`: its gotos, its own fields, then what its
+    /// kind does.
+    fn check_step(&mut self, step: &Step, local: &HashSet<&str>, scope: &Scope) {
+        let what = format!("step `{}`", step.name);
+        self.check_gotos(step, local, &what);
+        self.check_step_fields(step, local, scope, &what);
+        self.check_kind(step, scope, &what);
+    }
+
+    /// `on.<outcome>: {goto: X}` names a step of the same list (`local`).
+    fn check_gotos(&mut self, step: &Step, local: &HashSet<&str>, what: &str) {
+        for (target, at) in [
+            &step.on.success,
+            &step.on.failure,
+            &step.on.always,
+            &step.on.rejected,
+            &step.on.invalid,
+        ]
+        .into_iter()
+        .zip(step.on.at)
+        {
+            if let Some(Target::Step(name)) = target
+                && !local.contains(name.as_str())
             {
-                if let Some(Target::Step(name)) = target
-                    && !local.contains(name.as_str())
-                {
-                    let hint = if self.steps.contains_key(name) {
-                        format!(
-                            "`{name}` is in another step list; goto can only jump within the same list of steps"
-                        )
-                    } else {
-                        match did_you_mean(name, local.iter().copied()) {
-                            Some(s) => format!("did you mean `{s}`?"),
-                            None => "use the name of a step in the same list, or `_end`".into(),
-                        }
-                    };
-                    let d = self.at(
-                        step.line,
-                        format!("{what} has `goto: {name}`, but there is no step `{name}`"),
-                    );
-                    (d.line, d.column, d.width) = (at.0, at.1, name.chars().count());
-                    d.hint = Some(hint);
-                }
-            }
-            if let Some(t) = &step.output_file {
-                self.check_template(t, scope, step.line, &what);
-            }
-            for (_, t) in &step.env {
-                self.check_template(t, scope, step.line, &what);
-            }
-            match &step.when {
-                Some(Condition::Equals { left, right } | Condition::NotEquals { left, right }) => {
-                    self.check_template(left, scope, step.line, &what);
-                    self.check_template(right, scope, step.line, &what);
-                }
-                Some(Condition::Jq(expr)) => {
-                    if let Err(err) = crate::jq::check(expr) {
-                        let shift = match &err {
-                            crate::jq::JqError::Compile {
-                                offset: Some(o), ..
-                            } => expr.get(..*o).map(|p| p.chars().count()).unwrap_or(0),
-                            _ => 0,
-                        };
-                        let d =
-                            self.at_field(step, "when.jq", format!("`when.jq` of {what}: {err}"));
-                        d.column += shift as u32;
-                        d.hint = Some(
-                            "the expression sees the run's variables as `.run`, `.context`, `.steps`, `.loop`".into(),
-                        );
-                    }
-                }
-                None => {}
-            }
-            if let Some(expr) = &step.rejected_when
-                && let Err(err) = crate::jq::check(expr)
-            {
-                self.at(step.line, format!("`rejected_when` of {what}: {err}")).hint = Some(
-                    "the expression sees the step's result: `.json`, `.result`, `.output`, `.exit_code`".into(),
-                );
-            }
-            if let Some(converge) = &step.converge {
-                self.check_converge(step, converge, &local, scope, &what);
-            }
-            if step.on.rejected.is_some()
-                && step.rejected_when.is_none()
-                && !matches!(step.kind, StepKind::Approval { .. })
-            {
-                let (line, column) = step.on.at[3];
-                self.loader
-                    .error(
-                        Pos {
-                            line,
-                            column,
-                            offset: None,
-                        },
-                        format!("`on.rejected` of {what} is never taken"),
+                let hint = if self.steps.contains_key(name) {
+                    format!(
+                        "`{name}` is in another step list; goto can only jump within the same list of steps"
                     )
-                    .hint = Some(
-                    "only `approval` steps and steps with `rejected_when` can be rejected".into(),
+                } else {
+                    match did_you_mean(name, local.iter().copied()) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => "use the name of a step in the same list, or `_end`".into(),
+                    }
+                };
+                let d = self.at(
+                    step.line,
+                    format!("{what} has `goto: {name}`, but there is no step `{name}`"),
                 );
+                (d.line, d.column, d.width) = (at.0, at.1, name.chars().count());
+                d.hint = Some(hint);
             }
-            match &step.kind {
-                StepKind::Agent(agent) => {
-                    let (Prompt::Text(t) | Prompt::File(t)) = &agent.prompt;
-                    self.check_template(t, scope, step.line, &what);
-                    if let Some(t) = &agent.model {
-                        self.check_template(t, scope, step.line, &what);
-                    }
-                    if let Some(target) = &agent.resume {
-                        match self.workflow.find_step(target) {
-                            Some(s) if matches!(s.kind, StepKind::Agent(_)) => {}
-                            Some(_) => {
-                                self.at(
-                                    step.line,
-                                    format!(
-                                        "{what} resumes `{target}`, which is not an agent step"
-                                    ),
-                                )
-                                .hint = Some(
-                                    "`resume` continues the session of an earlier agent step"
-                                        .into(),
-                                );
-                            }
-                            None => {
-                                self.at(
-                                    step.line,
-                                    format!(
-                                        "{what} resumes `{target}`, but there is no step `{target}`"
-                                    ),
-                                );
-                            }
-                        }
-                    }
-                }
-                StepKind::Approval {
-                    message, artifacts, ..
-                } => {
-                    self.check_template(message, scope, step.line, &what);
-                    for t in artifacts {
-                        self.check_template(t, scope, step.line, &what);
-                    }
-                }
-                StepKind::Command { argv } => {
-                    for t in argv {
-                        self.check_template(t, scope, step.line, &what);
-                    }
-                }
-                StepKind::Provider {
-                    provider,
-                    params,
-                    input_file,
-                    command_override,
-                } => {
-                    for t in params.values() {
-                        self.check_template(t, scope, step.line, &what);
-                    }
-                    if let Some(t) = input_file {
-                        self.check_template(t, scope, step.line, &what);
-                    }
-                    let template_params = |t: &Template| {
-                        t.vars()
-                            .filter(|v| v.segments.len() == 1)
-                            .map(|v| v.root().to_string())
-                            .collect::<Vec<_>>()
+        }
+    }
+
+    /// The fields every kind of step may have: `output_file`, `env`, `when`, `rejected_when`,
+    /// `converge` and `on.rejected`.
+    fn check_step_fields(&mut self, step: &Step, local: &HashSet<&str>, scope: &Scope, what: &str) {
+        if let Some(t) = &step.output_file {
+            self.check_template(t, scope, step.line, what);
+        }
+        for (_, t) in &step.env {
+            self.check_template(t, scope, step.line, what);
+        }
+        match &step.when {
+            Some(Condition::Equals { left, right } | Condition::NotEquals { left, right }) => {
+                self.check_template(left, scope, step.line, what);
+                self.check_template(right, scope, step.line, what);
+            }
+            Some(Condition::Jq(expr)) => {
+                if let Err(err) = crate::jq::check(expr) {
+                    let shift = match &err {
+                        crate::jq::JqError::Compile {
+                            offset: Some(o), ..
+                        } => expr.get(..*o).map(|p| p.chars().count()).unwrap_or(0),
+                        _ => 0,
                     };
-                    match command_override {
-                        Some(argv) => {
-                            for t in argv {
-                                let provider_scope = scope.with_provider_params(
-                                    params.keys().cloned().chain(["PROMPT".to_string()]),
-                                );
-                                self.check_template(t, &provider_scope, step.line, &what);
-                            }
+                    let d = self.at_field(step, "when.jq", format!("`when.jq` of {what}: {err}"));
+                    d.column += shift as u32;
+                    d.hint = Some(
+                        "the expression sees the run's variables as `.run`, `.context`, `.steps`, `.loop`".into(),
+                    );
+                }
+            }
+            None => {}
+        }
+        if let Some(expr) = &step.rejected_when
+            && let Err(err) = crate::jq::check(expr)
+        {
+            self.at(step.line, format!("`rejected_when` of {what}: {err}")).hint = Some(
+                "the expression sees the step's result: `.json`, `.result`, `.output`, `.exit_code`".into(),
+            );
+        }
+        if let Some(converge) = &step.converge {
+            self.check_converge(step, converge, local, scope, what);
+        }
+        if step.on.rejected.is_some()
+            && step.rejected_when.is_none()
+            && !matches!(step.kind, StepKind::Approval { .. })
+        {
+            let (line, column) = step.on.at[3];
+            self.loader
+                .error(
+                    Pos {
+                        line,
+                        column,
+                        offset: None,
+                    },
+                    format!("`on.rejected` of {what} is never taken"),
+                )
+                .hint =
+                Some("only `approval` steps and steps with `rejected_when` can be rejected".into());
+        }
+    }
+
+    /// What the step's kind does: its templates, and what each kind needs of the rest.
+    fn check_kind(&mut self, step: &Step, scope: &Scope, what: &str) {
+        match &step.kind {
+            StepKind::Agent(agent) => self.check_agent(step, agent, scope, what),
+            StepKind::Approval {
+                message, artifacts, ..
+            } => {
+                self.check_template(message, scope, step.line, what);
+                for t in artifacts {
+                    self.check_template(t, scope, step.line, what);
+                }
+            }
+            StepKind::Command { argv } => {
+                for t in argv {
+                    self.check_template(t, scope, step.line, what);
+                }
+            }
+            StepKind::Provider {
+                provider,
+                params,
+                input_file,
+                command_override,
+            } => {
+                for t in params.values() {
+                    self.check_template(t, scope, step.line, what);
+                }
+                if let Some(t) = input_file {
+                    self.check_template(t, scope, step.line, what);
+                }
+                match command_override {
+                    Some(argv) => {
+                        for t in argv {
+                            let provider_scope = scope.with_provider_params(
+                                params.keys().cloned().chain(["PROMPT".to_string()]),
+                            );
+                            self.check_template(t, &provider_scope, step.line, what);
                         }
-                        None => {
-                            let Some(name) = provider
-                                .clone()
-                                .or_else(|| self.options.default_provider.clone())
-                            else {
-                                self.at(step.line, format!("{what} has no `provider`"))
-                                    .hint = Some("set `provider: claude` (or gemini, codex, or one under `providers:`); a role's `runtime:` supplies it when the workflow runs for a role".into());
-                                continue;
-                            };
-                            let Some(template) = self.workflow.providers.get(&name) else {
-                                let names: Vec<&str> =
-                                    self.workflow.providers.keys().map(String::as_str).collect();
-                                let hint = match did_you_mean(&name, names.iter().copied()) {
-                                    Some(s) => format!("did you mean `{s}`?"),
-                                    None => format!(
-                                        "known providers: {} (add one under `providers:`)",
-                                        names.join(", ")
-                                    ),
-                                };
-                                self.at_field(
-                                    step,
-                                    "provider",
-                                    format!("{what} uses provider `{name}`, which is not defined"),
-                                )
-                                .hint = Some(hint);
-                                continue;
-                            };
-                            for arg in &template.command {
-                                for param in template_params(arg) {
-                                    if param == "PROMPT" {
-                                        if input_file.is_none() {
-                                            self.at_field(step, "provider", format!("{what}: provider `{name}` needs a prompt (`${{PROMPT}}`) but the step has no `input_file`"))
-                                                .hint = Some("add `input_file: prompts/<file>.md`, or use `command_override`".into());
-                                        }
-                                    } else if !params.contains_key(&param)
-                                        && !template.defaults.contains_key(&param)
-                                    {
-                                        self.at_field(step, "provider", format!("{what}: provider `{name}` uses `${{{param}}}`, but neither `provider_params` nor the provider's `defaults` give `{param}`"))
-                                            .hint = Some(format!("add `provider_params: {{{param}: ...}}`"));
-                                    }
-                                }
-                            }
+                    }
+                    None => self.check_provider_params(step, provider, params, input_file, what),
+                }
+            }
+            StepKind::ForEach {
+                items,
+                var,
+                steps,
+                fan,
+            } => {
+                if let Items::From(pointer) = items {
+                    self.check_pointer(pointer, step, what);
+                }
+                let inner = scope.enter_loop(var);
+                self.check_steps(steps, &inner);
+                if fan.fans_out() {
+                    self.check_fan_body(step, steps, fan.max_parallel > 1);
+                }
+            }
+            StepKind::Parallel { branches, .. } => {
+                for branch in branches {
+                    self.check_steps(&branch.steps, scope);
+                    self.check_fan_body(step, &branch.steps, false);
+                }
+            }
+            StepKind::WaitFor { glob, .. } => {
+                self.check_template(glob, scope, step.line, what);
+            }
+            StepKind::Workflow(sub) => {
+                for input in &sub.with {
+                    let (key, line) = (&input.key, input.at.0);
+                    let mut templates = Vec::new();
+                    visit_strings(&input.value, &mut |text| {
+                        if let Ok(t) = Template::parse(text) {
+                            templates.push(t);
                         }
+                    });
+                    for t in &templates {
+                        self.check_template(t, scope, line, &format!("`with.{key}` of {what}"));
                     }
                 }
-                StepKind::ForEach {
-                    items,
-                    var,
-                    steps,
-                    fan,
-                } => {
-                    if let Items::From(pointer) = items {
-                        self.check_pointer(pointer, step, &what);
-                    }
-                    let inner = scope.enter_loop(var);
-                    self.check_steps(steps, &inner);
-                    if fan.fans_out() {
-                        self.check_fan_body(step, steps, fan.max_parallel > 1);
-                    }
+            }
+            StepKind::Enqueue {
+                role,
+                content,
+                name,
+            } => {
+                self.check_template(role, scope, step.line, what);
+                if let Some(name) = name {
+                    self.check_template(name, scope, step.line, what);
                 }
-                StepKind::Parallel { branches, .. } => {
-                    for branch in branches {
-                        self.check_steps(&branch.steps, scope);
-                        self.check_fan_body(step, &branch.steps, false);
+                match content {
+                    EnqueueContent::Text(t) | EnqueueContent::File(t) => {
+                        self.check_template(t, scope, step.line, what)
                     }
-                }
-                StepKind::WaitFor { glob, .. } => {
-                    self.check_template(glob, scope, step.line, &what);
-                }
-                StepKind::Workflow(sub) => {
-                    for input in &sub.with {
-                        let (key, line) = (&input.key, input.at.0);
+                    EnqueueContent::Json(value) => {
                         let mut templates = Vec::new();
-                        visit_strings(&input.value, &mut |text| {
+                        visit_strings(value, &mut |text| {
                             if let Ok(t) = Template::parse(text) {
                                 templates.push(t);
                             }
                         });
                         for t in &templates {
-                            self.check_template(t, scope, line, &format!("`with.{key}` of {what}"));
+                            self.check_template(t, scope, step.line, what);
                         }
                     }
                 }
-                StepKind::Enqueue {
-                    role,
-                    content,
-                    name,
-                } => {
-                    self.check_template(role, scope, step.line, &what);
-                    if let Some(name) = name {
-                        self.check_template(name, scope, step.line, &what);
+            }
+        }
+    }
+
+    /// An agent step's prompt and model, and the step it `resume`s.
+    fn check_agent(&mut self, step: &Step, agent: &AgentStep, scope: &Scope, what: &str) {
+        let (Prompt::Text(t) | Prompt::File(t)) = &agent.prompt;
+        self.check_template(t, scope, step.line, what);
+        if let Some(t) = &agent.model {
+            self.check_template(t, scope, step.line, what);
+        }
+        if let Some(target) = &agent.resume {
+            match self.workflow.find_step(target) {
+                Some(s) if matches!(s.kind, StepKind::Agent(_)) => {}
+                Some(_) => {
+                    self.at(
+                        step.line,
+                        format!("{what} resumes `{target}`, which is not an agent step"),
+                    )
+                    .hint = Some("`resume` continues the session of an earlier agent step".into());
+                }
+                None => {
+                    self.at(
+                        step.line,
+                        format!("{what} resumes `{target}`, but there is no step `{target}`"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// A provider step without `command_override`: its provider exists (the step's, or the
+    /// role's runtime) and every parameter of the provider's template has a value.
+    fn check_provider_params(
+        &mut self,
+        step: &Step,
+        provider: &Option<String>,
+        params: &BTreeMap<String, Template>,
+        input_file: &Option<Template>,
+        what: &str,
+    ) {
+        let template_params = |t: &Template| {
+            t.vars()
+                .filter(|v| v.segments.len() == 1)
+                .map(|v| v.root().to_string())
+                .collect::<Vec<_>>()
+        };
+        let Some(name) = provider
+            .clone()
+            .or_else(|| self.options.default_provider.clone())
+        else {
+            self.at(step.line, format!("{what} has no `provider`"))
+                    .hint = Some("set `provider: claude` (or gemini, codex, or one under `providers:`); a role's `runtime:` supplies it when the workflow runs for a role".into());
+            return;
+        };
+        let Some(template) = self.workflow.providers.get(&name) else {
+            let names: Vec<&str> = self.workflow.providers.keys().map(String::as_str).collect();
+            let hint = match did_you_mean(&name, names.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!(
+                    "known providers: {} (add one under `providers:`)",
+                    names.join(", ")
+                ),
+            };
+            self.at_field(
+                step,
+                "provider",
+                format!("{what} uses provider `{name}`, which is not defined"),
+            )
+            .hint = Some(hint);
+            return;
+        };
+        for arg in &template.command {
+            for param in template_params(arg) {
+                if param == "PROMPT" {
+                    if input_file.is_none() {
+                        self.at_field(step, "provider", format!("{what}: provider `{name}` needs a prompt (`${{PROMPT}}`) but the step has no `input_file`"))
+                                .hint = Some("add `input_file: prompts/<file>.md`, or use `command_override`".into());
                     }
-                    match content {
-                        EnqueueContent::Text(t) | EnqueueContent::File(t) => {
-                            self.check_template(t, scope, step.line, &what)
-                        }
-                        EnqueueContent::Json(value) => {
-                            let mut templates = Vec::new();
-                            visit_strings(value, &mut |text| {
-                                if let Ok(t) = Template::parse(text) {
-                                    templates.push(t);
-                                }
-                            });
-                            for t in &templates {
-                                self.check_template(t, scope, step.line, &what);
-                            }
-                        }
-                    }
+                } else if !params.contains_key(&param) && !template.defaults.contains_key(&param) {
+                    self.at_field(step, "provider", format!("{what}: provider `{name}` uses `${{{param}}}`, but neither `provider_params` nor the provider's `defaults` give `{param}`"))
+                            .hint = Some(format!("add `provider_params: {{{param}: ...}}`"));
                 }
             }
         }

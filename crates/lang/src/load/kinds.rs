@@ -107,30 +107,7 @@ impl Loader {
                     self.templates(fields.get("command")?, &format!("`command` of {what}"))?;
                 Some(StepKind::Command { argv })
             }
-            "provider" | "command_override" => {
-                let provider = fields
-                    .value("provider")
-                    .and_then(|n| self.string(n, "`provider`"));
-                let mut params = BTreeMap::new();
-                if let Some(n) = fields.value("provider_params") {
-                    for (k, v) in self.string_map(n, "`provider_params`").unwrap_or_default() {
-                        params.insert(k, v);
-                    }
-                }
-                let input_file = fields
-                    .value("input_file")
-                    .and_then(|n| self.template(n, "`input_file`"));
-                let command_override = match fields.get("command_override") {
-                    Some(n) => Some(self.templates(n, &format!("`command_override` of {what}"))?),
-                    None => None,
-                };
-                Some(StepKind::Provider {
-                    provider,
-                    params,
-                    input_file,
-                    command_override,
-                })
-            }
+            "provider" | "command_override" => self.provider(fields, what),
             "for_each" => self.for_each(fields.get("for_each")?, what),
             "parallel" => self.parallel(fields.get("parallel")?, what),
             "enqueue" => self.enqueue(fields.get("enqueue")?, what),
@@ -139,6 +116,33 @@ impl Loader {
             "prompt" | "prompt_file" => self.agent(fields, what),
             _ => self.wait_for(fields.get("wait_for")?, what),
         }
+    }
+
+    /// A provider step (`provider`, `command_override`, or only `input_file`): the provider's
+    /// parameters, its prompt file and the argv that replaces the provider's.
+    fn provider(&mut self, fields: &Fields, what: &str) -> Option<StepKind> {
+        let provider = fields
+            .value("provider")
+            .and_then(|n| self.string(n, "`provider`"));
+        let mut params = BTreeMap::new();
+        if let Some(n) = fields.value("provider_params") {
+            for (k, v) in self.string_map(n, "`provider_params`").unwrap_or_default() {
+                params.insert(k, v);
+            }
+        }
+        let input_file = fields
+            .value("input_file")
+            .and_then(|n| self.template(n, "`input_file`"));
+        let command_override = match fields.get("command_override") {
+            Some(n) => Some(self.templates(n, &format!("`command_override` of {what}"))?),
+            None => None,
+        };
+        Some(StepKind::Provider {
+            provider,
+            params,
+            input_file,
+            command_override,
+        })
     }
 
     pub(super) fn agent(&mut self, fields: &Fields, what: &str) -> Option<StepKind> {

@@ -189,52 +189,9 @@ impl Checker<'_> {
                 format!("{what} uses `{text}`, but step `{name}` is a {kind} step: only `workflow` steps have outputs"),
                 "declare `outputs:` in a child workflow and run it with a `workflow:` step".into(),
             )),
-            ("outputs", _) if var.segments.len() > 3 => {
-                let workflow = self.workflow;
-                let step = workflow.all_steps().into_iter().find(|s| s.name == *name)?;
-                let StepKind::Workflow(sub) = &step.kind else {
-                    return None;
-                };
-                let child = sub.child.as_ref()?;
-                let wanted = &var.segments[3];
-                let declared: Vec<&str> =
-                    child.workflow.outputs.iter().map(|(k, _)| k.as_str()).collect();
-                if declared.contains(&wanted.as_str()) {
-                    return None;
-                }
-                let hint = match did_you_mean(wanted, declared.iter().copied()) {
-                    Some(s) => format!("did you mean `{s}`?"),
-                    None if declared.is_empty() => format!(
-                        "{} declares no `outputs:`; add `outputs: {{{wanted}: ...}}` to it",
-                        sub.path
-                    ),
-                    None => format!("its outputs: {}", declared.join(", ")),
-                };
-                Some((
-                    format!(
-                        "{what} uses `{text}`, but workflow {} (run by step `{name}`) declares no output `{wanted}`",
-                        sub.path
-                    ),
-                    hint,
-                ))
-            }
+            ("outputs", _) if var.segments.len() > 3 => self.check_output_ref(var, text, what, name),
             ("json", Capture::Json) if var.segments.len() > 3 => {
-                let workflow = self.workflow;
-                let step = workflow.all_steps().into_iter().find(|s| s.name == *name)?;
-                let schema = step.output_schema.as_ref()?;
-                let (missing, known) = schema_lacks(&schema.schema, &var.segments[3..])?;
-                let hint = match did_you_mean(&missing, known.iter().map(String::as_str)) {
-                    Some(s) => format!("did you mean `{s}`?"),
-                    None if known.is_empty() => "the schema declares no properties there".into(),
-                    None => format!("its properties there: {}", known.join(", ")),
-                };
-                Some((
-                    format!(
-                        "{what} uses `{text}`, but the output_schema of step `{name}` ({}) has no property `{missing}` there",
-                        schema.origin
-                    ),
-                    hint,
-                ))
+                self.check_schema_ref(var, text, what, name)
             }
             ("lines", Capture::Lines) | ("json", Capture::Json) => None,
             ("lines", _) | ("json", _) if kind != "for_each" && kind != "wait_for" => Some((
@@ -268,6 +225,73 @@ impl Checker<'_> {
             }
             _ => None,
         }
+    }
+
+    /// `${steps.X.outputs.KEY}`: the child workflow run by step X declares output KEY.
+    fn check_output_ref(
+        &self,
+        var: &crate::template::VarRef,
+        text: &str,
+        what: &str,
+        name: &str,
+    ) -> Option<(String, String)> {
+        let workflow = self.workflow;
+        let step = workflow.all_steps().into_iter().find(|s| s.name == *name)?;
+        let StepKind::Workflow(sub) = &step.kind else {
+            return None;
+        };
+        let child = sub.child.as_ref()?;
+        let wanted = &var.segments[3];
+        let declared: Vec<&str> = child
+            .workflow
+            .outputs
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        if declared.contains(&wanted.as_str()) {
+            return None;
+        }
+        let hint = match did_you_mean(wanted, declared.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None if declared.is_empty() => format!(
+                "{} declares no `outputs:`; add `outputs: {{{wanted}: ...}}` to it",
+                sub.path
+            ),
+            None => format!("its outputs: {}", declared.join(", ")),
+        };
+        Some((
+            format!(
+                "{what} uses `{text}`, but workflow {} (run by step `{name}`) declares no output `{wanted}`",
+                sub.path
+            ),
+            hint,
+        ))
+    }
+
+    /// `${steps.X.json.PATH}` on a step with an `output_schema`: the schema allows PATH.
+    fn check_schema_ref(
+        &self,
+        var: &crate::template::VarRef,
+        text: &str,
+        what: &str,
+        name: &str,
+    ) -> Option<(String, String)> {
+        let workflow = self.workflow;
+        let step = workflow.all_steps().into_iter().find(|s| s.name == *name)?;
+        let schema = step.output_schema.as_ref()?;
+        let (missing, known) = schema_lacks(&schema.schema, &var.segments[3..])?;
+        let hint = match did_you_mean(&missing, known.iter().map(String::as_str)) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None if known.is_empty() => "the schema declares no properties there".into(),
+            None => format!("its properties there: {}", known.join(", ")),
+        };
+        Some((
+            format!(
+                "{what} uses `{text}`, but the output_schema of step `{name}` ({}) has no property `{missing}` there",
+                schema.origin
+            ),
+            hint,
+        ))
     }
 
     /// `${steps.X.results}` and the counts exist on `for_each` and `parallel` steps only, and

@@ -78,7 +78,93 @@ impl Loader {
         // A misspelled action (`comand:`) already has its error; "nothing to do" would only
         // repeat it less helpfully.
         let misspelled = self.diags.len() > before;
-        let name = match fields.value("name") {
+        let name = self.step_name(node, &fields)?;
+        let what = format!("step `{name}`");
+        let kind = self.step_kind(node, &fields, &what, misspelled)?;
+
+        let capture = self.capture(&fields, &what);
+        let allow_parse_error = match fields.value("allow_parse_error") {
+            Some(n) => self.boolean(n, "`allow_parse_error`").unwrap_or(false),
+            None => false,
+        };
+        let output_file = fields
+            .value("output_file")
+            .and_then(|n| self.template(n, "`output_file`"));
+        let when = fields.value("when").and_then(|n| self.condition(n, &what));
+        let on = match fields.value("on") {
+            Some(n) => self.transitions(n, &what),
+            None => Transitions::default(),
+        };
+        let timeout = fields
+            .value("timeout_sec")
+            .and_then(|n| self.seconds(n, "`timeout_sec`"));
+        let idle_timeout = fields
+            .value("idle_timeout_sec")
+            .and_then(|n| self.positive_seconds(n, "`idle_timeout_sec`"));
+        self.check_idle_timeout(&fields, &kind, &what);
+        let retry = match fields.value("retry") {
+            Some(n) => self.retry(n, &what),
+            None => Retry::default(),
+        };
+        let max_visits = fields
+            .value("max_visits")
+            .and_then(|n| self.count(n, "`max_visits`", 1, 1_000_000));
+        let env = match fields.value("env") {
+            Some(n) => self.string_map(n, "`env`").unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let secrets = match fields.value("secrets") {
+            Some(n) => self.secrets(n),
+            None => Vec::new(),
+        };
+        let at = self.field_positions(node);
+        let rejected_when = fields
+            .value("rejected_when")
+            .and_then(|n| self.string(n, "`rejected_when`"));
+        let converge = fields
+            .value("converge")
+            .and_then(|n| self.converge(n, &what));
+        let output_schema = fields
+            .value("output_schema")
+            .and_then(|n| self.output_schema(n, &what));
+        self.check_output_schema(&fields, &kind, capture, &what);
+        // An agent step with a schema answers in JSON.
+        let capture = if output_schema.is_some() && matches!(kind, StepKind::Agent(_)) {
+            Capture::Json
+        } else {
+            capture
+        };
+        let agent = fields
+            .value("agent")
+            .and_then(|n| self.string(n, "`agent`"));
+        self.check_meaningless(&fields, &kind, &what);
+        Some(Step {
+            name,
+            line: node.pos.line,
+            column: node.pos.column,
+            agent,
+            kind,
+            when,
+            on,
+            capture,
+            allow_parse_error,
+            output_file,
+            timeout,
+            idle_timeout,
+            retry,
+            max_visits,
+            env,
+            secrets,
+            rejected_when,
+            converge,
+            output_schema,
+            at,
+        })
+    }
+
+    /// The step's `name`: letters, digits, `_` and `-`, not a goto keyword.
+    fn step_name(&mut self, node: &Node, fields: &Fields) -> Option<String> {
+        match fields.value("name") {
             Some(n) => {
                 let name = self.string(n, "the step `name`")?;
                 if name.is_empty()
@@ -100,18 +186,19 @@ impl Loader {
                     );
                     return None;
                 }
-                name
+                Some(name)
             }
             None => {
                 self.error(node.pos, "a step has no `name`").hint =
                     Some("every step needs a unique `name`".into());
-                return None;
+                None
             }
-        };
-        let what = format!("step `{name}`");
-        let kind = self.step_kind(node, &fields, &what, misspelled)?;
+        }
+    }
 
-        let capture = match fields.value("output_capture") {
+    /// `output_capture: text | lines | json` (text when absent or wrong).
+    fn capture(&mut self, fields: &Fields, what: &str) -> Capture {
+        match fields.value("output_capture") {
             Some(n) => match self.string(n, "`output_capture`").as_deref() {
                 Some("text") => Capture::Text,
                 Some("lines") => Capture::Lines,
@@ -131,25 +218,11 @@ impl Loader {
                 None => Capture::Text,
             },
             None => Capture::Text,
-        };
-        let allow_parse_error = match fields.value("allow_parse_error") {
-            Some(n) => self.boolean(n, "`allow_parse_error`").unwrap_or(false),
-            None => false,
-        };
-        let output_file = fields
-            .value("output_file")
-            .and_then(|n| self.template(n, "`output_file`"));
-        let when = fields.value("when").and_then(|n| self.condition(n, &what));
-        let on = match fields.value("on") {
-            Some(n) => self.transitions(n, &what),
-            None => Transitions::default(),
-        };
-        let timeout = fields
-            .value("timeout_sec")
-            .and_then(|n| self.seconds(n, "`timeout_sec`"));
-        let idle_timeout = fields
-            .value("idle_timeout_sec")
-            .and_then(|n| self.positive_seconds(n, "`idle_timeout_sec`"));
+        }
+    }
+
+    /// `idle_timeout_sec` limits a process's silence: only steps that run one have it.
+    fn check_idle_timeout(&mut self, fields: &Fields, kind: &StepKind, what: &str) {
         if let (Some(pos), false) = (
             fields.key_pos("idle_timeout_sec"),
             matches!(
@@ -166,21 +239,10 @@ impl Loader {
             )
             .hint = Some("put it on the command, provider or agent steps it should limit".into());
         }
-        let retry = match fields.value("retry") {
-            Some(n) => self.retry(n, &what),
-            None => Retry::default(),
-        };
-        let max_visits = fields
-            .value("max_visits")
-            .and_then(|n| self.count(n, "`max_visits`", 1, 1_000_000));
-        let env = match fields.value("env") {
-            Some(n) => self.string_map(n, "`env`").unwrap_or_default(),
-            None => Vec::new(),
-        };
-        let secrets = match fields.value("secrets") {
-            Some(n) => self.secrets(n),
-            None => Vec::new(),
-        };
+    }
+
+    /// Where the fields that later checks point at are: `line, column` by dotted path.
+    fn field_positions(&self, node: &Node) -> BTreeMap<&'static str, (u32, u32)> {
         let mut at = BTreeMap::new();
         for path in [
             "provider",
@@ -204,15 +266,18 @@ impl Loader {
                 at.insert(path, (n.pos.line, self.content_column(n.pos)));
             }
         }
-        let rejected_when = fields
-            .value("rejected_when")
-            .and_then(|n| self.string(n, "`rejected_when`"));
-        let converge = fields
-            .value("converge")
-            .and_then(|n| self.converge(n, &what));
-        let output_schema = fields
-            .value("output_schema")
-            .and_then(|n| self.output_schema(n, &what));
+        at
+    }
+
+    /// `output_schema` checks JSON output, so the step must capture JSON (agent steps answer in
+    /// it); `on.invalid` is taken only when a schema is there.
+    fn check_output_schema(
+        &mut self,
+        fields: &Fields,
+        kind: &StepKind,
+        capture: Capture,
+        what: &str,
+    ) {
         if let Some(pos) = fields.key_pos("output_schema") {
             let json_out = capture == Capture::Json || matches!(kind, StepKind::Agent(_));
             if !json_out {
@@ -225,12 +290,6 @@ impl Loader {
                 .hint = Some("add `output_capture: json`, or use it on an agent step".into());
             }
         }
-        // An agent step with a schema answers in JSON.
-        let capture = if output_schema.is_some() && matches!(kind, StepKind::Agent(_)) {
-            Capture::Json
-        } else {
-            capture
-        };
         let on_invalid = fields.value("on").and_then(|on| {
             Fields {
                 entries: map_entries(on),
@@ -243,10 +302,12 @@ impl Loader {
                 format!("`on.invalid` of {what} is never taken: the step has no `output_schema`"),
             );
         }
-        let agent = fields
-            .value("agent")
-            .and_then(|n| self.string(n, "`agent`"));
-        if let StepKind::Workflow(_) = &kind {
+    }
+
+    /// The fields that mean nothing on the step's kind: what a `workflow:` step leaves to its
+    /// child, and `output_file` on steps that write no output of their own.
+    fn check_meaningless(&mut self, fields: &Fields, kind: &StepKind, what: &str) {
+        if let StepKind::Workflow(_) = kind {
             for (key, hint) in [
                 (
                     "retry",
@@ -284,7 +345,7 @@ impl Loader {
             | StepKind::Parallel { .. }
             | StepKind::WaitFor { .. }
             | StepKind::Workflow(_),
-        ) = (fields.key_pos("output_file"), &kind)
+        ) = (fields.key_pos("output_file"), kind)
         {
             self.error(
                 pos,
@@ -294,28 +355,6 @@ impl Loader {
                 ),
             );
         }
-        Some(Step {
-            name,
-            line: node.pos.line,
-            column: node.pos.column,
-            agent,
-            kind,
-            when,
-            on,
-            capture,
-            allow_parse_error,
-            output_file,
-            timeout,
-            idle_timeout,
-            retry,
-            max_visits,
-            env,
-            secrets,
-            rejected_when,
-            converge,
-            output_schema,
-            at,
-        })
     }
 
     pub(super) fn condition(&mut self, node: &Node, what: &str) -> Option<Condition> {
