@@ -328,7 +328,7 @@ fn check_default(path: &Path, root: &Node, out: &Profiles, diags: &mut Vec<Diagn
         && !out.profiles.contains_key(default)
         && Runtime::from_name(default).is_none()
     {
-        let pos = root_pos(&root, "default");
+        let pos = root_pos(root, "default");
         let names: Vec<&str> = out
             .profiles
             .keys()
