@@ -44,7 +44,7 @@ impl<'a> Checker<'a> {
 
     /// A diagnostic at a step (`line` is the step's line; the column is that of its first key).
     /// A diagnostic at a field of a step when its position is known, else at the step.
-    pub(super) fn at_field(
+    fn at_field(
         &mut self,
         step: &Step,
         field: &str,
@@ -118,7 +118,7 @@ impl<'a> Checker<'a> {
         self.check_steps(&workflow.steps, &Scope::default());
     }
 
-    pub(super) fn check_steps(&mut self, steps: &[Step], scope: &Scope) {
+    fn check_steps(&mut self, steps: &[Step], scope: &Scope) {
         let local: HashSet<&str> = steps.iter().map(|s| s.name.as_str()).collect();
         for step in steps {
             self.check_step(step, &local, scope);
@@ -423,7 +423,7 @@ impl<'a> Checker<'a> {
     /// What a body run on its own lane (a parallel `for_each` item, a `parallel` branch) may not
     /// do: end the whole run with `goto: _end` while its siblings run, or (`items` running at
     /// once) wait for an approval, whose request is one file per step name.
-    pub(super) fn check_fan_body(&mut self, owner: &Step, steps: &[Step], concurrent_items: bool) {
+    fn check_fan_body(&mut self, owner: &Step, steps: &[Step], concurrent_items: bool) {
         let kind = owner.kind.label();
         for step in steps {
             let targets = [
@@ -468,7 +468,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    pub(super) fn check_converge(
+    fn check_converge(
         &mut self,
         step: &Step,
         converge: &Converge,
@@ -528,7 +528,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    pub(super) fn check_pointer(&mut self, pointer: &Pointer, step: &Step, what: &str) {
+    fn check_pointer(&mut self, pointer: &Pointer, step: &Step, what: &str) {
         match self.steps.get(&pointer.step) {
             None => {
                 let names: Vec<String> = self.steps.keys().cloned().collect();
@@ -585,13 +585,13 @@ pub(super) struct Scope {
 }
 
 impl Scope {
-    pub(super) fn enter_loop(&self, var: &str) -> Scope {
+    fn enter_loop(&self, var: &str) -> Scope {
         let mut scope = self.clone();
         scope.loops.push(var.to_string());
         scope
     }
 
-    pub(super) fn with_provider_params(&self, params: impl IntoIterator<Item = String>) -> Scope {
+    fn with_provider_params(&self, params: impl IntoIterator<Item = String>) -> Scope {
         let mut scope = self.clone();
         scope.provider_params.extend(params);
         scope

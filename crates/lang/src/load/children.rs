@@ -23,7 +23,7 @@ use super::vars::visit_strings;
 pub const MAX_WORKFLOW_DEPTH: usize = 16;
 
 /// Loads one child workflow file with its text.
-pub(super) type LoadChild = fn(&Path, &LoadOptions) -> Result<LoadedChild, LoadError>;
+type LoadChild = fn(&Path, &LoadOptions) -> Result<LoadedChild, LoadError>;
 
 /// Loads the child workflow of every `workflow:` step of `workflow` (nested `for_each` bodies
 /// included) and attaches it to the step. Problems of the parent's own lines go to `diags`;

@@ -219,7 +219,7 @@ impl Loader {
 
     /// A `workflow:` step: the child's path (checked with the parent when the workspace is
     /// known) and its `with:` inputs.
-    pub(super) fn sub_workflow(&mut self, fields: &Fields, what: &str) -> Option<StepKind> {
+    fn sub_workflow(&mut self, fields: &Fields, what: &str) -> Option<StepKind> {
         let node = fields.get("workflow")?;
         let path = self.string(node, &format!("`workflow` of {what}"))?;
         if path.is_empty() || path.contains("${") {

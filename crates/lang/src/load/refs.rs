@@ -14,10 +14,7 @@ use super::vars::{RUN_FIELDS, STEP_RESULT_FIELDS, STRUCTURED_FIELDS, TASK_FIELDS
 /// `properties` (and does not allow others with `additionalProperties`) without it; with the
 /// keys it does list. Array indexes go through `items`; anything the walk cannot follow
 /// (`$ref`, `anyOf`, ...) is taken as allowed.
-pub(super) fn schema_lacks(
-    schema: &serde_json::Value,
-    path: &[String],
-) -> Option<(String, Vec<String>)> {
+fn schema_lacks(schema: &serde_json::Value, path: &[String]) -> Option<(String, Vec<String>)> {
     let mut at = schema;
     for segment in path {
         if let Some(properties) = at.get("properties").and_then(serde_json::Value::as_object) {
@@ -142,7 +139,7 @@ impl Checker<'_> {
         }
     }
 
-    pub(super) fn check_step_ref(
+    fn check_step_ref(
         &mut self,
         var: &crate::template::VarRef,
         text: &str,
@@ -296,7 +293,7 @@ impl Checker<'_> {
 
     /// `${steps.X.results}` and the counts exist on `for_each` and `parallel` steps only, and
     /// `${steps.X.branches.B}` names a branch of parallel step X.
-    pub(super) fn check_fan_out_ref(
+    fn check_fan_out_ref(
         &self,
         var: &crate::template::VarRef,
         text: &str,

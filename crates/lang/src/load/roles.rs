@@ -14,7 +14,7 @@ use super::options::LoadOptions;
 use super::pipeline::load_file_with;
 use super::source::{LoadError, failed, read_source, start};
 
-pub(super) const ROLE_FIELDS: &[&str] = &[
+const ROLE_FIELDS: &[&str] = &[
     "name",
     "description",
     "inbox",
@@ -134,7 +134,7 @@ pub fn load_role_file(workspace: &Path, path: &Path) -> Result<(Role, Workflow),
     }
 }
 
-pub(super) fn role_field_pos(root: &Node, key: &str) -> Pos {
+fn role_field_pos(root: &Node, key: &str) -> Pos {
     Fields {
         entries: map_entries(root),
     }
@@ -249,7 +249,7 @@ impl Loader {
     }
 
     /// `capabilities: [enqueue, approval]`: a list of known capability names.
-    pub(super) fn capabilities(&mut self, node: &Node) -> Option<Vec<String>> {
+    fn capabilities(&mut self, node: &Node) -> Option<Vec<String>> {
         let Value::Seq(items) = &node.value else {
             self.error(node.pos, "`capabilities` must be a list").hint = Some(format!(
                 "for example `capabilities: [enqueue, approval]`; known: {}",

@@ -15,7 +15,7 @@ use crate::yaml::{self, Node, Value};
 
 use super::fields::{Fields, Loader, map_entries};
 
-pub(super) const STEP_FIELDS: &[&str] = &[
+const STEP_FIELDS: &[&str] = &[
     "name",
     "agent",
     "description",
@@ -57,7 +57,7 @@ pub(super) const STEP_FIELDS: &[&str] = &[
 ];
 
 /// Names a step may not take: they are goto keywords.
-pub(super) const RESERVED_STEP_NAMES: &[&str] = &["_end"];
+const RESERVED_STEP_NAMES: &[&str] = &["_end"];
 
 impl Loader {
     pub(super) fn step(&mut self, node: &Node) -> Option<Step> {
@@ -357,7 +357,7 @@ impl Loader {
         }
     }
 
-    pub(super) fn condition(&mut self, node: &Node, what: &str) -> Option<Condition> {
+    fn condition(&mut self, node: &Node, what: &str) -> Option<Condition> {
         let fields = self.fields(
             node,
             &["equals", "not_equals", "jq"],
@@ -400,7 +400,7 @@ impl Loader {
         })
     }
 
-    pub(super) fn transitions(&mut self, node: &Node, what: &str) -> Transitions {
+    fn transitions(&mut self, node: &Node, what: &str) -> Transitions {
         let mut out = Transitions::default();
         let Some(fields) = self.fields(
             node,
@@ -491,7 +491,7 @@ impl Loader {
         retry
     }
 
-    pub(super) fn secrets(&mut self, node: &Node) -> Vec<String> {
+    fn secrets(&mut self, node: &Node) -> Vec<String> {
         let Value::Seq(items) = &node.value else {
             self.error(
                 node.pos,

@@ -13,7 +13,7 @@ use crate::yaml::{Node, Value};
 
 use super::fields::Loader;
 
-pub(super) const WORKFLOW_FIELDS: &[&str] = &[
+const WORKFLOW_FIELDS: &[&str] = &[
     "name",
     "version",
     "description",
