@@ -185,143 +185,150 @@ fn parse(path: &Path, text: &str, diags: &mut Vec<Diagnostic>) -> Profiles {
         match key.as_str() {
             "default" => out.default = value.scalar_text(),
             "breaker" => out.breaker = breaker(path, value, "the top-level `breaker`", diags),
-            "profiles" => {
-                let Value::Map(items) = &value.value else {
-                    diags.push(Diagnostic::error(
-                        path,
-                        value.pos,
-                        "`profiles` must be a mapping of names to profiles",
-                    ));
-                    continue;
-                };
-                for (name, body) in items {
-                    let name = name.scalar_text().unwrap_or_default();
-                    let what = format!("profile `{name}`");
-                    let Some(fields) = map(
-                        path,
-                        body,
-                        &["runtime", "model", "env", "bin", "args", "breaker"],
-                        &what,
-                        diags,
-                    ) else {
-                        continue;
-                    };
-                    let mut profile = Profile::default();
-                    for (k, v) in fields {
-                        match k.as_str() {
-                            "runtime" => profile.runtime = v.scalar_text().unwrap_or_default(),
-                            "model" => profile.model = v.scalar_text(),
-                            "bin" => profile.bin = v.scalar_text(),
-                            "args" => match &v.value {
-                                Value::Seq(items) => {
-                                    profile.args =
-                                        items.iter().filter_map(|item| item.scalar_text()).collect()
-                                }
-                                _ => diags.push(
-                                    Diagnostic::error(
-                                        path,
-                                        v.pos,
-                                        format!("`args` of {what} must be a list of strings"),
-                                    )
-                                    .with_hint("args: [\"-p\", \"work\"]"),
-                                ),
-                            },
-                            "breaker" => {
-                                profile.breaker =
-                                    breaker(path, v, &format!("`breaker` of {what}"), diags)
-                            }
-                            _ => match &v.value {
-                                Value::Map(env) => {
-                                    profile.env = env
-                                        .iter()
-                                        .map(|(a, b)| {
-                                            (
-                                                a.scalar_text().unwrap_or_default(),
-                                                b.scalar_text().unwrap_or_default(),
-                                            )
-                                        })
-                                        .collect()
-                                }
-                                _ => diags.push(Diagnostic::error(
-                                    path,
-                                    v.pos,
-                                    format!("`env` of {what} must be a mapping"),
-                                )),
-                            },
-                        }
-                    }
-                    if profile.runtime.is_empty() {
-                        diags.push(
-                            Diagnostic::error(path, body.pos, format!("{what} has no `runtime`"))
-                                .with_hint(
-                                    "runtime: claude, codex, gemini, or a provider template's name",
-                                ),
-                        );
-                    }
-                    out.profiles.insert(name, profile);
-                }
-            }
-            _ => {
-                let Value::Map(items) = &value.value else {
-                    diags.push(Diagnostic::error(
-                        path,
-                        value.pos,
-                        "`prices` must map model prefixes to prices",
-                    ));
-                    continue;
-                };
-                for (model, body) in items {
-                    let prefix = model.scalar_text().unwrap_or_default();
-                    let what = format!("price `{prefix}`");
-                    let Some(fields) = map(
-                        path,
-                        body,
-                        &["input", "output", "cache_read", "cache_write"],
-                        &what,
-                        diags,
-                    ) else {
-                        continue;
-                    };
-                    let mut price = Price {
-                        prefix: prefix.clone(),
-                        input: 0.0,
-                        output: 0.0,
-                        cache_read: 0.0,
-                        cache_write: 0.0,
-                    };
-                    for (k, v) in fields {
-                        let number = match v.to_json() {
-                            serde_json::Value::Number(n) => n.as_f64(),
-                            _ => None,
-                        };
-                        let Some(number) = number.filter(|n| *n >= 0.0) else {
-                            diags.push(Diagnostic::error(
-                                path,
-                                v.pos,
-                                format!(
-                                    "`{k}` of {what} must be a number of USD per million tokens"
-                                ),
-                            ));
-                            continue;
-                        };
-                        match k.as_str() {
-                            "input" => price.input = number,
-                            "output" => price.output = number,
-                            "cache_read" => price.cache_read = number,
-                            _ => price.cache_write = number,
-                        }
-                    }
-                    out.prices.overrides.retain(|p| p.prefix != prefix);
-                    out.prices.overrides.push(price);
-                }
-            }
+            "profiles" => profiles(path, value, &mut out, diags),
+            _ => prices(path, value, &mut out, diags),
         }
     }
+    check_default(path, &root, &out, diags);
+    out
+}
+
+/// `profiles:`, a mapping of names to profiles, into `out`.
+fn profiles(path: &Path, value: &Node, out: &mut Profiles, diags: &mut Vec<Diagnostic>) {
+    let Value::Map(items) = &value.value else {
+        diags.push(Diagnostic::error(
+            path,
+            value.pos,
+            "`profiles` must be a mapping of names to profiles",
+        ));
+        return;
+    };
+    for (name, body) in items {
+        let name = name.scalar_text().unwrap_or_default();
+        let what = format!("profile `{name}`");
+        let Some(fields) = map(
+            path,
+            body,
+            &["runtime", "model", "env", "bin", "args", "breaker"],
+            &what,
+            diags,
+        ) else {
+            continue;
+        };
+        let mut profile = Profile::default();
+        for (k, v) in fields {
+            match k.as_str() {
+                "runtime" => profile.runtime = v.scalar_text().unwrap_or_default(),
+                "model" => profile.model = v.scalar_text(),
+                "bin" => profile.bin = v.scalar_text(),
+                "args" => match &v.value {
+                    Value::Seq(items) => {
+                        profile.args = items.iter().filter_map(|item| item.scalar_text()).collect()
+                    }
+                    _ => diags.push(
+                        Diagnostic::error(
+                            path,
+                            v.pos,
+                            format!("`args` of {what} must be a list of strings"),
+                        )
+                        .with_hint("args: [\"-p\", \"work\"]"),
+                    ),
+                },
+                "breaker" => {
+                    profile.breaker = breaker(path, v, &format!("`breaker` of {what}"), diags)
+                }
+                _ => match &v.value {
+                    Value::Map(env) => {
+                        profile.env = env
+                            .iter()
+                            .map(|(a, b)| {
+                                (
+                                    a.scalar_text().unwrap_or_default(),
+                                    b.scalar_text().unwrap_or_default(),
+                                )
+                            })
+                            .collect()
+                    }
+                    _ => diags.push(Diagnostic::error(
+                        path,
+                        v.pos,
+                        format!("`env` of {what} must be a mapping"),
+                    )),
+                },
+            }
+        }
+        if profile.runtime.is_empty() {
+            diags.push(
+                Diagnostic::error(path, body.pos, format!("{what} has no `runtime`"))
+                    .with_hint("runtime: claude, codex, gemini, or a provider template's name"),
+            );
+        }
+        out.profiles.insert(name, profile);
+    }
+}
+
+/// `prices:`, model-name prefixes to USD per million tokens, into `out` (a later one replaces
+/// an earlier one of the same prefix).
+fn prices(path: &Path, value: &Node, out: &mut Profiles, diags: &mut Vec<Diagnostic>) {
+    let Value::Map(items) = &value.value else {
+        diags.push(Diagnostic::error(
+            path,
+            value.pos,
+            "`prices` must map model prefixes to prices",
+        ));
+        return;
+    };
+    for (model, body) in items {
+        let prefix = model.scalar_text().unwrap_or_default();
+        let what = format!("price `{prefix}`");
+        let Some(fields) = map(
+            path,
+            body,
+            &["input", "output", "cache_read", "cache_write"],
+            &what,
+            diags,
+        ) else {
+            continue;
+        };
+        let mut price = Price {
+            prefix: prefix.clone(),
+            input: 0.0,
+            output: 0.0,
+            cache_read: 0.0,
+            cache_write: 0.0,
+        };
+        for (k, v) in fields {
+            let number = match v.to_json() {
+                serde_json::Value::Number(n) => n.as_f64(),
+                _ => None,
+            };
+            let Some(number) = number.filter(|n| *n >= 0.0) else {
+                diags.push(Diagnostic::error(
+                    path,
+                    v.pos,
+                    format!("`{k}` of {what} must be a number of USD per million tokens"),
+                ));
+                continue;
+            };
+            match k.as_str() {
+                "input" => price.input = number,
+                "output" => price.output = number,
+                "cache_read" => price.cache_read = number,
+                _ => price.cache_write = number,
+            }
+        }
+        out.prices.overrides.retain(|p| p.prefix != prefix);
+        out.prices.overrides.push(price);
+    }
+}
+
+/// `default:` must name a profile or a runtime.
+fn check_default(path: &Path, root: &Node, out: &Profiles, diags: &mut Vec<Diagnostic>) {
     if let Some(default) = &out.default
         && !out.profiles.contains_key(default)
         && Runtime::from_name(default).is_none()
     {
-        let pos = root_pos(&root, "default");
+        let pos = root_pos(root, "default");
         let names: Vec<&str> = out
             .profiles
             .keys()
@@ -340,7 +347,6 @@ fn parse(path: &Path, text: &str, diags: &mut Vec<Diagnostic>) -> Profiles {
             .with_hint(hint),
         );
     }
-    out
 }
 
 /// A `breaker:` mapping, validated: `failures` a whole number (0 turns the breaker off),

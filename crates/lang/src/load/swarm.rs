@@ -1,0 +1,55 @@
+//! The swarm settings file (`WORKSPACE/swarm.yaml`): swarm-wide daily limits. Does not
+//! enforce them (the swarm does).
+
+use std::path::Path;
+
+use crate::model::SwarmConfig;
+use crate::yaml::Value;
+
+use super::source::{LoadError, failed, read_source, start};
+
+const SWARM_FIELDS: &[&str] = &["budget"];
+const SWARM_BUDGET_FIELDS: &[&str] = &["max_cost_usd_per_day", "max_tokens_per_day"];
+
+/// Where a workspace's swarm settings live, relative to WORKSPACE.
+pub const SWARM_FILE: &str = "swarm.yaml";
+
+/// Loads `WORKSPACE/swarm.yaml`; no file means no swarm-wide limits.
+pub fn load_swarm(workspace: &Path) -> Result<SwarmConfig, LoadError> {
+    let path = workspace.join(SWARM_FILE);
+    if !path.exists() {
+        return Ok(SwarmConfig::default());
+    }
+    load_swarm_file(&path)
+}
+
+/// Loads a swarm settings file (`budget: {max_cost_usd_per_day, max_tokens_per_day}`).
+pub fn load_swarm_file(path: &Path) -> Result<SwarmConfig, LoadError> {
+    let text = read_source(path)?;
+    let fail = |diagnostics| failed(path, &text, diagnostics);
+    let (root, mut loader) = start(path, &text)?;
+    let mut config = SwarmConfig::default();
+    if root.value != Value::Null
+        && let Some(fields) = loader.fields(&root, SWARM_FIELDS, "swarm.yaml")
+        && let Some(node) = fields.value("budget")
+        && let Some(budget) = loader.fields(node, SWARM_BUDGET_FIELDS, "`budget` of swarm.yaml")
+    {
+        if let Some(n) = budget.value("max_cost_usd_per_day") {
+            config.max_cost_usd_per_day = loader.positive(n, "`budget.max_cost_usd_per_day`", 1e9);
+            config.cost_at = loader.at_line(n);
+        }
+        if let Some(n) = budget.value("max_tokens_per_day") {
+            config.max_tokens_per_day = loader
+                .count(n, "`budget.max_tokens_per_day`", 1, u32::MAX)
+                .map(u64::from);
+            config.tokens_at = loader.at_line(n);
+        }
+    }
+    if loader.diags.is_empty() {
+        Ok(config)
+    } else {
+        let mut diags = loader.diags;
+        diags.sort_by_key(|d| (d.line, d.column));
+        Err(fail(diags))
+    }
+}
