@@ -40,7 +40,7 @@ pub(crate) struct ChildRun<'a> {
     pub parent_run_id: &'a str,
     /// The parent's budget state handed down: limits of every ancestor with what was spent
     /// against each before this child started.
-    pub inherited: Vec<crate::runner::InheritedLimits>,
+    pub inherited: Vec<crate::budget::InheritedLimits>,
     /// Every secret name the parent knows (its own and its ancestors').
     pub secrets: Vec<String>,
 }

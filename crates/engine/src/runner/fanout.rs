@@ -26,7 +26,9 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::{BudgetState, Failure, Flow, Journal, LoopFrame, RunError, Runner, failed_result};
+use super::result::failed_result;
+use super::{Failure, Flow, Journal, LoopFrame, RunError, Runner};
+use crate::budget::BudgetState;
 use orchestrate_lang::model::{Branch, FanOut, Items, Join, Step};
 
 /// How one item (branch) of a fan-out ended.
