@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::fanout;
 use super::result::failed_result;
 use super::{LoopFrame, Runner};
 use orchestrate_lang::model::Step;
@@ -52,7 +51,7 @@ impl Runner {
             format_version: 1,
             // Execution numbers repeat on resume, so a decision given while the engine was down
             // still answers the same request.
-            request_id: format!("{run_id}-{}{exec}", fanout::log_prefix(&self.lane)),
+            request_id: format!("{run_id}-{}{exec}", crate::state::log_prefix(&self.lane)),
             run_id: run_id.clone(),
             step: step.name.clone(),
             message: message.clone(),

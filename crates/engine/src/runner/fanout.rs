@@ -61,12 +61,6 @@ pub fn lane_of(record: &Value) -> Vec<u64> {
         .unwrap_or_default()
 }
 
-/// What a lane's step logs start with: `0003.0002.` for item 2 of the fan-out run as
-/// execution 3; nothing for the run's own steps.
-pub(crate) fn log_prefix(lane: &[u64]) -> String {
-    lane.iter().map(|n| format!("{n:04}.")).collect()
-}
-
 /// The captured output (`output`, `lines`, `json`) the outcomes of one step keep in all: the
 /// step's result goes into the event log and the state snapshot, so a loop over many items with
 /// large outputs must not make them grow without bound. Later items beyond it keep their status,
@@ -630,8 +624,6 @@ mod tests {
 
     #[test]
     fn lanes_name_logs_in_item_order() {
-        assert_eq!(log_prefix(&[]), "");
-        assert_eq!(log_prefix(&[3, 2]), "0003.0002.");
         assert_eq!(lane_of(&json!({"lane": [3, 12]})), vec![3, 12]);
         assert!(lane_of(&json!({"exec": 1})).is_empty());
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::capture::capture;
-use super::fanout;
+
 use super::result::failed_result;
 use super::{JSON_LIMIT_BYTES, KILL_GRACE, LINES_BYTES_LIMIT, LoopFrame, Runner, TEXT_KEEP_BYTES};
 use orchestrate_base::exec::{self, Outcome};
@@ -144,7 +144,7 @@ impl Runner {
             // A fan-out item's logs carry its lane, so each item's output is its own file.
             let base = format!(
                 "{}{exec:04}-{}{suffix}",
-                fanout::log_prefix(&self.lane),
+                crate::state::log_prefix(&self.lane),
                 step.name
             );
             let stdout_log = self.dir.logs().join(format!("{base}.stdout"));
