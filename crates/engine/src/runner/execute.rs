@@ -85,7 +85,7 @@ impl Runner {
             (Ok(true), Some(refusal)) => Err(refusal),
             (when, _) => when,
         };
-        let mut result = match when {
+        let result = match when {
             Ok(false) => {
                 let result =
                     json!({"status": "skipped", "started_at": started_at, "duration": 0.0});
@@ -100,69 +100,89 @@ impl Runner {
                     json!({"step": step.name, "exec": exec, "kind": step.kind.label(), "iteration": iteration}),
                     false,
                 )?;
-                match &step.kind {
-                    StepKind::ForEach {
-                        items,
-                        var,
-                        steps,
-                        fan,
-                    } if fan.fans_out() => {
-                        self.fan_out_items(step, exec, items, var, steps, fan, loops)
-                            .await?
+                match self.run_kind(step, exec, loops).await? {
+                    Some(result) => result,
+                    None => {
+                        let result =
+                            json!({"status": "succeeded", "exit_code": 0, "ended_run": true});
+                        self.record(
+                            step,
+                            exec,
+                            &iteration,
+                            with_timing(result, &started_at, started),
+                        )?;
+                        return Ok(Flow::End);
                     }
-                    StepKind::Parallel { branches, fan } => {
-                        self.fan_out_branches(step, exec, branches, fan, loops)
-                            .await?
-                    }
-                    StepKind::ForEach {
-                        items, var, steps, ..
-                    } => match self.for_each(step, items, var, steps, loops).await? {
-                        (Flow::End, _) => {
-                            let result =
-                                json!({"status": "succeeded", "exit_code": 0, "ended_run": true});
-                            self.record(
-                                step,
-                                exec,
-                                &iteration,
-                                with_timing(result, &started_at, started),
-                            )?;
-                            return Ok(Flow::End);
-                        }
-                        (flow, result) => {
-                            let _ = flow;
-                            result
-                        }
-                    },
-                    StepKind::WaitFor {
-                        glob,
-                        timeout,
-                        poll,
-                        min_count,
-                    } => {
-                        self.wait_for(step, glob, *timeout, *poll, *min_count, loops)
-                            .await
-                    }
-                    StepKind::Command { .. } | StepKind::Provider { .. } | StepKind::Agent(_) => {
-                        self.process_step(step, exec, loops).await
-                    }
-                    StepKind::Approval {
-                        message,
-                        artifacts,
-                        timeout,
-                    } => {
-                        self.approval(step, exec, message, artifacts, *timeout, loops)
-                            .await
-                    }
-                    StepKind::Enqueue {
-                        role,
-                        content,
-                        name,
-                    } => self.enqueue(step, role, content, name.as_ref(), loops),
-                    StepKind::Workflow(sub) => self.sub_workflow(step, exec, sub, loops).await?,
                 }
             }
         };
-        result = with_timing(result, &started_at, started);
+        let mut result = with_timing(result, &started_at, started);
+        self.judge(step, &mut result);
+        self.conclude(step, exec, &iteration, result)
+    }
+
+    /// Runs the step by its kind; `None` when a loop's body took `goto: _end`.
+    async fn run_kind(
+        &mut self,
+        step: &Step,
+        exec: u64,
+        loops: &[LoopFrame],
+    ) -> Result<Option<Value>, RunError> {
+        Ok(Some(match &step.kind {
+            StepKind::ForEach {
+                items,
+                var,
+                steps,
+                fan,
+            } if fan.fans_out() => {
+                self.fan_out_items(step, exec, items, var, steps, fan, loops)
+                    .await?
+            }
+            StepKind::Parallel { branches, fan } => {
+                self.fan_out_branches(step, exec, branches, fan, loops)
+                    .await?
+            }
+            StepKind::ForEach {
+                items, var, steps, ..
+            } => match self.for_each(step, items, var, steps, loops).await? {
+                (Flow::End, _) => return Ok(None),
+                (flow, result) => {
+                    let _ = flow;
+                    result
+                }
+            },
+            StepKind::WaitFor {
+                glob,
+                timeout,
+                poll,
+                min_count,
+            } => {
+                self.wait_for(step, glob, *timeout, *poll, *min_count, loops)
+                    .await
+            }
+            StepKind::Command { .. } | StepKind::Provider { .. } | StepKind::Agent(_) => {
+                self.process_step(step, exec, loops).await
+            }
+            StepKind::Approval {
+                message,
+                artifacts,
+                timeout,
+            } => {
+                self.approval(step, exec, message, artifacts, *timeout, loops)
+                    .await
+            }
+            StepKind::Enqueue {
+                role,
+                content,
+                name,
+            } => self.enqueue(step, role, content, name.as_ref(), loops),
+            StepKind::Workflow(sub) => self.sub_workflow(step, exec, sub, loops).await?,
+        }))
+    }
+
+    /// What is judged on a finished step's result: a limit crossed in its body, its
+    /// `output_schema`, its `rejected_when`.
+    fn judge(&self, step: &Step, result: &mut Value) {
         if result["status"] == "failed"
             && result.get("budget_exceeded").is_none()
             && let Some(limit) = self.budget.crossed()
@@ -173,12 +193,12 @@ impl Runner {
         if result["status"] == "succeeded"
             && let Some(schema) = &step.output_schema
         {
-            check_schema(step, schema, &mut result);
+            check_schema(step, schema, result);
         }
         if result["status"] == "succeeded"
             && let Some(expr) = &step.rejected_when
         {
-            match orchestrate_lang::jq::eval_bool(expr, &result) {
+            match orchestrate_lang::jq::eval_bool(expr, result) {
                 Ok(true) => {
                     result["status"] = json!("rejected");
                     result["rejected_by"] = json!("rejected_when");
@@ -191,13 +211,23 @@ impl Runner {
                 }
             }
         }
+    }
+
+    /// Shows and records a judged result; a failure becomes the run's to report.
+    fn conclude(
+        &mut self,
+        step: &Step,
+        exec: u64,
+        iteration: &[usize],
+        result: Value,
+    ) -> Result<Flow, RunError> {
         if result["status"] == "rejected" {
             self.progress(&format!(
                 "↩ {} rejected: {}",
                 step.name,
                 rejection_reason(&result)
             ));
-            self.record(step, exec, &iteration, result)?;
+            self.record(step, exec, iteration, result)?;
             return Ok(Flow::Rejected);
         }
         let ok = result["status"] == "succeeded";
@@ -231,7 +261,7 @@ impl Runner {
                 });
             }
         }
-        self.record(step, exec, &iteration, result)?;
+        self.record(step, exec, iteration, result)?;
         Ok(if ok { Flow::Succeeded } else { Flow::Failed })
     }
 }
