@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::result::failed_result;
 use super::{LoopFrame, Runner};
+use crate::approval::{self, Verdict};
 use orchestrate_lang::model::Step;
 use orchestrate_lang::template::Template;
 
@@ -23,11 +24,40 @@ impl Runner {
         timeout: Option<Duration>,
         loops: &[LoopFrame],
     ) -> Value {
-        use crate::approval::{self, Verdict};
+        let (message, files) = match self.approval_text(message, artifacts, loops) {
+            Ok(parts) => parts,
+            Err(message) => return failed_result(2, message),
+        };
+        let request = self.approval_request(step, exec, &message, &files);
+        let request_path =
+            approval::request_path(&self.config.workspace, &self.state.run_id, &step.name);
+        if let Err(result) = self.write_request(step, exec, &request) {
+            return result;
+        }
+        let written = std::fs::metadata(&request_path)
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|_| std::time::SystemTime::now());
+        let _ = self.event("approval_requested", json!({"step": step.name, "request": self.relative(&request_path), "message": message, "artifacts": files}), true);
+        let run_id = &request.run_id;
+        self.progress(&format!(
+            "⏸ {} waits for approval: {message}\n   orchestrate approve {run_id} {}   |   orchestrate reject {run_id} {} --reason ...",
+            step.name, step.name, step.name
+        ));
+        self.await_decision(step, &request, written, timeout).await
+    }
+
+    /// The request's message and artifacts, rendered; the artifacts named where the approver
+    /// looks from.
+    fn approval_text(
+        &self,
+        message: &Template,
+        artifacts: &[Template],
+        loops: &[LoopFrame],
+    ) -> Result<(String, Vec<String>), String> {
         let scope = self.scope(loops);
         let message = match message.render(&scope) {
             Ok(m) => m,
-            Err(e) => return failed_result(2, format!("in `approval.message`: {e}")),
+            Err(e) => return Err(format!("in `approval.message`: {e}")),
         };
         let mut files = Vec::new();
         for t in artifacts {
@@ -40,22 +70,32 @@ impl Runner {
                     }
                     None => f,
                 }),
-                Err(e) => return failed_result(2, format!("in `approval.artifacts`: {e}")),
+                Err(e) => return Err(format!("in `approval.artifacts`: {e}")),
             }
         }
-        let ws = self.config.workspace.clone();
+        Ok((message, files))
+    }
+
+    /// The request of execution `exec` of `step`.
+    fn approval_request(
+        &self,
+        step: &Step,
+        exec: u64,
+        message: &str,
+        files: &[String],
+    ) -> approval::Request {
+        let ws = &self.config.workspace;
         let run_id = self.state.run_id.clone();
-        let request_path = approval::request_path(&ws, &run_id, &step.name);
-        let decision_path = approval::decision_path(&ws, &run_id, &step.name);
-        let request = approval::Request {
+        let decision_path = approval::decision_path(ws, &run_id, &step.name);
+        approval::Request {
             format_version: 1,
             // Execution numbers repeat on resume, so a decision given while the engine was down
             // still answers the same request.
             request_id: format!("{run_id}-{}{exec}", crate::state::log_prefix(&self.lane)),
             run_id: run_id.clone(),
             step: step.name.clone(),
-            message: message.clone(),
-            artifacts: files.clone(),
+            message: message.to_string(),
+            artifacts: files.to_vec(),
             requested_at: orchestrate_base::clock::now_rfc3339(),
             how: vec![
                 format!("orchestrate approve {run_id} {} [--note TEXT]", step.name),
@@ -65,7 +105,20 @@ impl Runner {
                     self.relative(&decision_path)
                 ),
             ],
-        };
+        }
+    }
+
+    /// Writes the request, unless the same one is already there; `Err` is the step's result.
+    fn write_request(
+        &self,
+        step: &Step,
+        exec: u64,
+        request: &approval::Request,
+    ) -> Result<(), Value> {
+        let ws = &self.config.workspace;
+        let run_id = &request.run_id;
+        let request_path = approval::request_path(ws, run_id, &step.name);
+        let decision_path = approval::decision_path(ws, run_id, &step.name);
         // The same request already written (a resumed run waiting again): keep it, so that a
         // decision given while the engine was down, with or without a request id, still counts.
         let same_request = std::fs::read(&request_path)
@@ -78,35 +131,40 @@ impl Runner {
             if std::fs::metadata(&decision_path).is_ok() {
                 let _ = std::fs::rename(
                     &decision_path,
-                    approval::dir(&ws, &run_id)
-                        .join(format!("{}.decision.{}.json", step.name, exec)),
+                    approval::dir(ws, run_id).join(format!("{}.decision.{}.json", step.name, exec)),
                 );
             }
-            let bytes = serde_json::to_vec_pretty(&request).unwrap_or_default();
-            if let Err(e) = std::fs::create_dir_all(approval::dir(&ws, &run_id))
+            let bytes = serde_json::to_vec_pretty(request).unwrap_or_default();
+            if let Err(e) = std::fs::create_dir_all(approval::dir(ws, run_id))
                 .and_then(|()| orchestrate_base::fsutil::atomic_write(&request_path, &bytes))
             {
-                return failed_result(
+                return Err(failed_result(
                     1,
                     format!(
                         "failed to write the approval request {}: {e}",
                         request_path.display()
                     ),
-                );
+                ));
             }
         }
-        let written = std::fs::metadata(&request_path)
-            .and_then(|m| m.modified())
-            .unwrap_or_else(|_| std::time::SystemTime::now());
-        let _ = self.event("approval_requested", json!({"step": step.name, "request": self.relative(&request_path), "message": message, "artifacts": files}), true);
-        self.progress(&format!(
-            "⏸ {} waits for approval: {message}\n   orchestrate approve {run_id} {}   |   orchestrate reject {run_id} {} --reason ...",
-            step.name, step.name, step.name
-        ));
+        Ok(())
+    }
+
+    /// Polls for the decision on `request` (written at `written`) until it comes, `timeout`
+    /// passes or the run is cancelled.
+    async fn await_decision(
+        &mut self,
+        step: &Step,
+        request: &approval::Request,
+        written: std::time::SystemTime,
+        timeout: Option<Duration>,
+    ) -> Value {
+        let decision_path =
+            approval::decision_path(&self.config.workspace, &request.run_id, &step.name);
         let started = Instant::now();
         let mut complained = false;
         loop {
-            match approval::read_decision(&decision_path, &request, written) {
+            match approval::read_decision(&decision_path, request, written) {
                 Ok(Some(decision)) => {
                     let verdict = match decision.decision {
                         Verdict::Approve => "approve",
