@@ -67,21 +67,9 @@ impl Runner {
                 let step = &steps[i];
                 let count = visits.entry(step.name.as_str()).or_default();
                 *count += 1;
-                let limit = step.max_visits.unwrap_or(self.workflow.max_visits);
+                let count = *count;
                 trail.push(step.name.as_str());
-                if *count > limit {
-                    let cycle = loop_cycle(&trail, &step.name);
-                    let message = format!(
-                        "loop detected: step `{}` (line {}) was entered {} times, more than max_visits {limit}; cycle: {cycle}",
-                        step.name, step.line, count
-                    );
-                    self.progress(&format!("✗ {message}"));
-                    self.event("loop_detected", json!({"step": step.name, "visits": count, "max_visits": limit, "cycle": cycle}), true)?;
-                    self.failure = Some(Failure {
-                        exit_code: 1,
-                        message,
-                        step_exit_code: None,
-                    });
+                if self.loop_detected(step, count, &trail)? {
                     return Ok(Flow::Failed);
                 }
                 if self.over_budget_before(step)? {
@@ -119,32 +107,7 @@ impl Runner {
                     }
                     flow => edge(step, flow, self.results.get(&step.name)),
                 };
-                if flow == Flow::Failed
-                    && step.on.invalid.is_some()
-                    && let Some(result) = self.results.get(&step.name)
-                    && result.get("violations").is_some()
-                {
-                    // The violations travel to the repair step: `${feedback}`.
-                    let reason = error_text(result).unwrap_or_default();
-                    let to = match target {
-                        Some(Target::Step(name)) => name.clone(),
-                        _ => String::new(),
-                    };
-                    self.feedback = json!({"reason": reason, "from": step.name, "to": to, "violations": result["violations"]});
-                }
-                if flow == Flow::Rejected {
-                    // What the rejection said travels to the step it leads to: `${feedback}`.
-                    let reason = self
-                        .results
-                        .get(&step.name)
-                        .map(rejection_reason)
-                        .unwrap_or_default();
-                    let to = match target {
-                        Some(Target::Step(name)) => name.clone(),
-                        _ => String::new(),
-                    };
-                    self.feedback = json!({"reason": reason, "from": step.name, "to": to});
-                }
+                self.carry_feedback(step, flow, target);
                 match target {
                     Some(Target::End) => {
                         self.event("goto", json!({"from": step.name, "to": "_end"}), false)?;
@@ -157,16 +120,7 @@ impl Runner {
                     }
                     None if flow == Flow::Succeeded => i += 1,
                     None if flow == Flow::Rejected => {
-                        self.failure = Some(Failure {
-                            exit_code: 1,
-                            message: format!(
-                                "step `{}` (line {}) was rejected and has no `on.rejected` edge: {}",
-                                step.name,
-                                step.line,
-                                self.feedback["reason"].as_str().unwrap_or("")
-                            ),
-                            step_exit_code: None,
-                        });
+                        self.failure = Some(self.unrouted_rejection(step));
                         return Ok(Flow::Failed);
                     }
                     None => {
@@ -184,6 +138,77 @@ impl Runner {
                 Flow::Succeeded
             })
         })
+    }
+
+    /// Whether `step`, entered for the `count`th time, went past its `max_visits`: then the
+    /// run fails, naming the cycle it went round (`trail`: the steps entered so far).
+    fn loop_detected(&mut self, step: &Step, count: u32, trail: &[&str]) -> Result<bool, RunError> {
+        let limit = step.max_visits.unwrap_or(self.workflow.max_visits);
+        if count <= limit {
+            return Ok(false);
+        }
+        let cycle = loop_cycle(trail, &step.name);
+        let message = format!(
+            "loop detected: step `{}` (line {}) was entered {} times, more than max_visits {limit}; cycle: {cycle}",
+            step.name, step.line, count
+        );
+        self.progress(&format!("✗ {message}"));
+        self.event(
+            "loop_detected",
+            json!({"step": step.name, "visits": count, "max_visits": limit, "cycle": cycle}),
+            true,
+        )?;
+        self.failure = Some(Failure {
+            exit_code: 1,
+            message,
+            step_exit_code: None,
+        });
+        Ok(true)
+    }
+
+    /// What a failure with schema violations or a rejection said travels along its edge to
+    /// the step it leads to: `${feedback}`.
+    fn carry_feedback(&mut self, step: &Step, flow: Flow, target: Option<&Target>) {
+        if flow == Flow::Failed
+            && step.on.invalid.is_some()
+            && let Some(result) = self.results.get(&step.name)
+            && result.get("violations").is_some()
+        {
+            // The violations travel to the repair step: `${feedback}`.
+            let reason = error_text(result).unwrap_or_default();
+            let to = match target {
+                Some(Target::Step(name)) => name.clone(),
+                _ => String::new(),
+            };
+            self.feedback = json!({"reason": reason, "from": step.name, "to": to, "violations": result["violations"]});
+        }
+        if flow == Flow::Rejected {
+            // What the rejection said travels to the step it leads to: `${feedback}`.
+            let reason = self
+                .results
+                .get(&step.name)
+                .map(rejection_reason)
+                .unwrap_or_default();
+            let to = match target {
+                Some(Target::Step(name)) => name.clone(),
+                _ => String::new(),
+            };
+            self.feedback = json!({"reason": reason, "from": step.name, "to": to});
+        }
+    }
+
+    /// The failure of a rejected step with nowhere to go.
+    fn unrouted_rejection(&self, step: &Step) -> Failure {
+        Failure {
+            exit_code: 1,
+            message: format!(
+                "step `{}` (line {}) was rejected and has no `on.rejected` edge: {}",
+                step.name,
+                step.line,
+                self.feedback["reason"].as_str().unwrap_or("")
+            ),
+            step_exit_code: None,
+        }
     }
 
     /// Evaluates `converge.findings` on this visit of `step` and stops the loop when the findings
