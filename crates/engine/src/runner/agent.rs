@@ -82,6 +82,103 @@ fn session_totals_before(
         .max_by_key(|totals| totals.usage.total())
 }
 
+/// How an agent step ended, and its error by class, from the process's end and the parse.
+fn agent_status(
+    run: &AgentRun,
+    finished: &exec::Finished,
+    outcome: &orchestrate_runtime::parse::Outcome,
+    code: i32,
+) -> (&'static str, Option<Value>) {
+    use orchestrate_runtime::parse;
+    let mut error = outcome
+        .error
+        .clone()
+        .map(|e| serde_json::to_value(e).unwrap_or(Value::Null));
+    let status = match &finished.outcome {
+        Outcome::Cancelled => "interrupted",
+        Outcome::TimedOut => {
+            error = Some(
+                json!({"kind": "timeout", "message": "timed out (timeout_sec); its process group was stopped"}),
+            );
+            "failed"
+        }
+        Outcome::IdleTimedOut { after_ms } => {
+            error = Some(json!({"kind": "idle_timeout", "message": idle_message(*after_ms)}));
+            "failed"
+        }
+        // Stopped at claude's first authentication failure (`run_watched`): the parse
+        // says so. A budget stop overwrites the error later (`budget_stopped`).
+        Outcome::Stopped
+            if outcome
+                .error
+                .as_ref()
+                .is_some_and(|e| e.kind == parse::ErrorKind::Auth) =>
+        {
+            "failed"
+        }
+        Outcome::Stopped => {
+            error = Some(
+                json!({"kind": "budget", "message": "stopped: the run's budget was exceeded"}),
+            );
+            "failed"
+        }
+        Outcome::SpawnFailed { message } => {
+            error = Some(json!({"kind": "other", "message": message}));
+            "failed"
+        }
+        _ if outcome.ok => "succeeded",
+        _ => "failed",
+    };
+    if status == "failed" && error.is_none() {
+        error = Some(
+            json!({"kind": "other", "message": format!("{} exited with code {code}", run.name)}),
+        );
+    }
+    (status, error)
+}
+
+/// The agent's answer in the step's capture mode (`output`, `lines` or `json`); an answer that
+/// is not the JSON asked for fails a step that succeeded otherwise.
+fn answer_by_capture(
+    step: &Step,
+    outcome: &orchestrate_runtime::parse::Outcome,
+    text: &str,
+    status: &str,
+    result: &mut Value,
+) {
+    match step.capture {
+        Capture::Text => {
+            let (output, cut) = text_output(&text, true);
+            result["output"] = json!(output);
+            result["truncated"] = json!(cut);
+        }
+        Capture::Lines => {
+            result["output_capture"] = json!("lines");
+            let lines: Vec<&str> = text.lines().take(LINES_LIMIT).collect();
+            result["truncated"] = json!(text.lines().count() > LINES_LIMIT);
+            result["lines"] = json!(lines);
+        }
+        Capture::Json => {
+            result["output_capture"] = json!("json");
+            let parsed = match &outcome.structured_output {
+                // Answered through the schema the CLI was given: already JSON.
+                Some(answer) => Ok(answer.clone()),
+                None => parse_json_limited(strip_fences(&text).as_bytes()),
+            };
+            match parsed {
+                Ok(value) => result["json"] = value,
+                Err(_) if step.allow_parse_error => result["json"] = Value::Null,
+                Err(message) if status == "succeeded" => {
+                    result["status"] = json!("failed");
+                    result["exit_code"] = json!(2);
+                    result["error"] = json!({"kind": "other", "message": format!("the agent's answer is not valid JSON: {message}")});
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
 impl Runner {
     /// Parses an agent's structured output into the step's result.
     pub(super) fn agent_capture(
@@ -106,17 +203,58 @@ impl Runner {
         let stderr = std::fs::read_to_string(stderr_log).unwrap_or_default();
         let code = finished.outcome.exit_code();
         let outcome = parse::parse(runtime, &stdout, &stderr, code);
+        let (mut result, usage, cost, model) = self.agent_spending(runtime, run, &outcome, &stdout);
+        let (status, error) = agent_status(run, finished, &outcome, code);
+        let text = outcome.result.clone().unwrap_or_default();
+        result["status"] = json!(status);
+        result["exit_code"] = json!(code);
+        result["outcome"] = json!(finished.outcome);
+        result["runtime"] = json!(runtime.name());
+        result["profile"] = json!(run.name);
+        result["model"] = json!(model);
+        result["requested_model"] = json!(run.model);
+        result["phase"] = json!(run.phase);
+        result["result"] = json!(text);
+        result["session_id"] = json!(outcome.session_id);
+        result["usage"] = json!(usage);
+        result["cost_usd"] = json!(cost);
+        result["turns"] = json!(outcome.turns);
+        result["denials"] = json!(outcome.denials);
+        result["api_retries"] = json!(outcome.retries.len());
+        result["truncated"] = json!(false);
+        if let Some(error) = error {
+            result["error"] = error;
+        }
+        answer_by_capture(step, &outcome, &text, status, &mut result);
+        result
+    }
+
+    /// What an agent's run spent, this step's share of a resumed session's totals: the result
+    /// so far (the session's running totals), the usage, its cost and the model it is priced as.
+    fn agent_spending(
+        &self,
+        runtime: orchestrate_runtime::parse::Runtime,
+        run: &AgentRun,
+        outcome: &orchestrate_runtime::parse::Outcome,
+        stdout: &str,
+    ) -> (
+        Value,
+        orchestrate_runtime::parse::Usage,
+        Option<f64>,
+        Option<String>,
+    ) {
+        use orchestrate_runtime::parse;
         let mut usage = outcome.usage;
         if usage == parse::Usage::default() {
             // No final statistics (the CLI was stopped or died): what the stream reported so
             // far was still spent, and budgets and the ledger count it.
             let mut live = parse::StreamParser::new(runtime);
-            live.line(&stdout);
+            live.line(stdout);
             usage = live.usage_so_far();
         }
         let mut result = json!({});
         let mut priced = outcome.clone();
-        if let Some(now) = parse::SessionTotals::of(runtime, &outcome) {
+        if let Some(now) = parse::SessionTotals::of(runtime, outcome) {
             // claude and codex report a resumed session's running totals: this step's share
             // is the difference from what the session's latest earlier step recorded.
             result["usage_cumulative"] = json!(now.usage);
@@ -140,102 +278,7 @@ impl Runner {
             .profiles
             .prices
             .outcome_cost(&priced, model.as_deref());
-        let mut error = outcome
-            .error
-            .clone()
-            .map(|e| serde_json::to_value(e).unwrap_or(Value::Null));
-        let status = match &finished.outcome {
-            Outcome::Cancelled => "interrupted",
-            Outcome::TimedOut => {
-                error = Some(
-                    json!({"kind": "timeout", "message": "timed out (timeout_sec); its process group was stopped"}),
-                );
-                "failed"
-            }
-            Outcome::IdleTimedOut { after_ms } => {
-                error = Some(json!({"kind": "idle_timeout", "message": idle_message(*after_ms)}));
-                "failed"
-            }
-            // Stopped at claude's first authentication failure (`run_watched`): the parse
-            // says so. A budget stop overwrites the error later (`budget_stopped`).
-            Outcome::Stopped
-                if outcome
-                    .error
-                    .as_ref()
-                    .is_some_and(|e| e.kind == parse::ErrorKind::Auth) =>
-            {
-                "failed"
-            }
-            Outcome::Stopped => {
-                error = Some(
-                    json!({"kind": "budget", "message": "stopped: the run's budget was exceeded"}),
-                );
-                "failed"
-            }
-            Outcome::SpawnFailed { message } => {
-                error = Some(json!({"kind": "other", "message": message}));
-                "failed"
-            }
-            _ if outcome.ok => "succeeded",
-            _ => "failed",
-        };
-        if status == "failed" && error.is_none() {
-            error = Some(
-                json!({"kind": "other", "message": format!("{} exited with code {code}", run.name)}),
-            );
-        }
-        let text = outcome.result.clone().unwrap_or_default();
-        result["status"] = json!(status);
-        result["exit_code"] = json!(code);
-        result["outcome"] = json!(finished.outcome);
-        result["runtime"] = json!(runtime.name());
-        result["profile"] = json!(run.name);
-        result["model"] = json!(model);
-        result["requested_model"] = json!(run.model);
-        result["phase"] = json!(run.phase);
-        result["result"] = json!(text);
-        result["session_id"] = json!(outcome.session_id);
-        result["usage"] = json!(usage);
-        result["cost_usd"] = json!(cost);
-        result["turns"] = json!(outcome.turns);
-        result["denials"] = json!(outcome.denials);
-        result["api_retries"] = json!(outcome.retries.len());
-        result["truncated"] = json!(false);
-        if let Some(error) = error {
-            result["error"] = error;
-        }
-        match step.capture {
-            Capture::Text => {
-                let (output, cut) = text_output(&text, true);
-                result["output"] = json!(output);
-                result["truncated"] = json!(cut);
-            }
-            Capture::Lines => {
-                result["output_capture"] = json!("lines");
-                let lines: Vec<&str> = text.lines().take(LINES_LIMIT).collect();
-                result["truncated"] = json!(text.lines().count() > LINES_LIMIT);
-                result["lines"] = json!(lines);
-            }
-            Capture::Json => {
-                result["output_capture"] = json!("json");
-                let parsed = match &outcome.structured_output {
-                    // Answered through the schema the CLI was given: already JSON.
-                    Some(answer) => Ok(answer.clone()),
-                    None => parse_json_limited(strip_fences(&text).as_bytes()),
-                };
-                match parsed {
-                    Ok(value) => result["json"] = value,
-                    Err(_) if step.allow_parse_error => result["json"] = Value::Null,
-                    Err(message) if status == "succeeded" => {
-                        result["status"] = json!("failed");
-                        result["exit_code"] = json!(2);
-                        result["error"] = json!({"kind": "other", "message": format!("the agent's answer is not valid JSON: {message}")});
-                    }
-                    Err(_) => {}
-                }
-            }
-        }
-        result
+        (result, usage, cost, model)
     }
 
     /// Resolves who runs an agent step and builds its command: `--runtime`, then the step's
