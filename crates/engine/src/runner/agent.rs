@@ -5,12 +5,12 @@
 //! Does not hold the argv tables or output parsers (`orchestrate_runtime`).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
 use super::capture::{capture, idle_message, parse_json_limited, strip_fences, text_output};
-use super::scope::ProviderScope;
+use super::scope::{ProviderScope, Scope};
 use super::{LINES_LIMIT, LoopFrame, Runner};
 use orchestrate_base::exec::{self, Outcome};
 use orchestrate_base::fsutil;
@@ -179,6 +179,35 @@ fn answer_by_capture(
     }
 }
 
+/// Writes the files an invocation needs (its policy, output schema) and lays down gemini's
+/// private home over the user's.
+fn lay_down(
+    invocation: &orchestrate_runtime::adapter::Invocation,
+    profile: &orchestrate_runtime::profile::Profile,
+    step_env: &[(String, String)],
+) -> Result<(), String> {
+    for (path, text) in &invocation.files {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(home) = &invocation.gemini_home {
+        // The home gemini would otherwise use: the profile's, the step's `env:`,
+        // orchestrate's, else HOME.
+        let var = |name: &str| effective_var(name, profile, step_env).filter(|v| !v.is_empty());
+        let user_home = var("GEMINI_CLI_HOME")
+            .or_else(|| var("HOME"))
+            .ok_or_else(|| {
+                "gemini's max_turns needs the user's home: neither GEMINI_CLI_HOME nor HOME is set"
+                    .to_string()
+            })?;
+        home.lay_down(Path::new(&user_home))?;
+    }
+    Ok(())
+}
+
 impl Runner {
     /// Parses an agent's structured output into the step's result.
     pub(super) fn agent_capture(
@@ -293,7 +322,6 @@ impl Runner {
         agent: &orchestrate_lang::model::AgentStep,
         loops: &[LoopFrame],
     ) -> Result<(Vec<String>, Vec<(String, String)>, Vec<u8>, AgentRun), String> {
-        use orchestrate_lang::model::Prompt;
         use orchestrate_runtime::adapter;
         use orchestrate_runtime::parse::Runtime;
         let scope = self.scope(loops);
@@ -305,18 +333,7 @@ impl Runner {
         if agent.phase == orchestrate_lang::model::Phase::Full && !self.config.allow_full {
             return Err("phase `full` lets the agent do anything: it runs only with `--allow-full` on the run (inside a sandbox you trust)".into());
         }
-        let prompt = match &agent.prompt {
-            Prompt::Text(t) => t.render(&scope).map_err(|e| format!("in `prompt`: {e}"))?,
-            Prompt::File(t) => {
-                let rel = t
-                    .render(&scope)
-                    .map_err(|e| format!("in `prompt_file`: {e}"))?;
-                let path = fsutil::resolve_in_workspace(self.config.code_dir(), &rel)
-                    .map_err(|e| format!("`prompt_file`: {e}"))?;
-                std::fs::read_to_string(&path)
-                    .map_err(|e| format!("cannot read `prompt_file` {rel}: {e}"))?
-            }
-        };
+        let prompt = self.agent_prompt(agent, &scope)?;
         let model = match &agent.model {
             Some(t) => Some(t.render(&scope).map_err(|e| format!("in `model`: {e}"))?),
             None => self
@@ -342,54 +359,12 @@ impl Runner {
             previous_session: None,
             artifacts: agent.artifacts.clone(),
         };
-        let resume_session = match &agent.resume {
-            Some(target) => {
-                let previous = self
-                    .results
-                    .get(target)
-                    .ok_or_else(|| format!("`resume: {target}`: step `{target}` has not run"))?;
-                let session = previous["session_id"].as_str().ok_or_else(|| {
-                    format!("`resume: {target}`: step `{target}` recorded no session id")
-                })?;
-                run.previous_session = session_totals_before(&self.results, session);
-                Some(session.to_string())
-            }
-            None => None,
-        };
+        let resume_session = self.resumed_session(agent, &mut run)?;
         let Some(runtime) = run.runtime else {
-            // A provider template (the offline stand-in, or a workflow's own): the prompt is its
-            // `${PROMPT}`, the model its `${model}`.
-            let template = self.workflow.providers.get(&profile.runtime).ok_or_else(|| {
-                format!("runtime `{}` is neither claude, codex, gemini nor a provider of this workflow", profile.runtime)
-            })?;
-            let mut values: HashMap<String, String> =
-                template.defaults.clone().into_iter().collect();
-            values.insert("PROMPT".into(), prompt);
-            if let Some(model) = &model {
-                values.insert("model".into(), model.clone());
-            }
-            let layered = ProviderScope {
-                values: &values,
-                base: &scope,
-            };
-            let mut argv = template
-                .command
-                .iter()
-                .map(|t| {
-                    t.render(&layered)
-                        .map_err(|e| format!("in provider `{}`: {e}", profile.runtime))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            argv.extend(template.model_args(values.get("model")));
+            let argv = self.stand_in_argv(&profile, prompt, &model, &scope)?;
             return Ok((argv, profile.env.clone(), Vec::new(), run));
         };
-        // One private directory per invocation: the items of a fan-out run at once, and each
-        // lays down files (gemini's home, policy, output schema) the others must not race on.
-        let mut scratch = self.dir.root.join("scratch").join(&step.name);
-        if !loops.is_empty() {
-            let indices: Vec<String> = loops.iter().map(|frame| frame.index.to_string()).collect();
-            scratch.push(format!("item-{}", indices.join("-")));
-        }
+        let scratch = self.scratch_dir(step, loops);
         // SAFETY: geteuid(2) has no failure mode and no side effects.
         let is_root = unsafe { libc::geteuid() } == 0;
         let invocation = adapter::build(&adapter::Request {
@@ -406,25 +381,7 @@ impl Runner {
             is_root,
             output_schema: step.output_schema.as_ref().map(|s| &s.schema),
         });
-        for (path, text) in &invocation.files {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-            }
-            std::fs::write(path, text)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        }
-        if let Some(home) = &invocation.gemini_home {
-            // The home gemini would otherwise use: the profile's, the step's `env:`,
-            // orchestrate's, else HOME.
-            let var =
-                |name: &str| effective_var(name, &profile, &step_env).filter(|v| !v.is_empty());
-            let user_home = var("GEMINI_CLI_HOME").or_else(|| var("HOME")).ok_or_else(|| {
-                "gemini's max_turns needs the user's home: neither GEMINI_CLI_HOME nor HOME is set"
-                    .to_string()
-            })?;
-            home.lay_down(Path::new(&user_home))?;
-        }
+        lay_down(&invocation, &profile, &step_env)?;
         run.notes = invocation.notes;
         let mut env = invocation.env;
         // Which step and run an agent process serves (scripts, wrappers and `orchestrate test`'s
@@ -440,6 +397,102 @@ impl Runner {
                 .cloned(),
         );
         Ok((invocation.argv, env, prompt.into_bytes(), run))
+    }
+
+    /// The agent's prompt: its text, or the file it names, rendered.
+    fn agent_prompt(
+        &self,
+        agent: &orchestrate_lang::model::AgentStep,
+        scope: &Scope<'_>,
+    ) -> Result<String, String> {
+        use orchestrate_lang::model::Prompt;
+        Ok(match &agent.prompt {
+            Prompt::Text(t) => t.render(scope).map_err(|e| format!("in `prompt`: {e}"))?,
+            Prompt::File(t) => {
+                let rel = t
+                    .render(scope)
+                    .map_err(|e| format!("in `prompt_file`: {e}"))?;
+                let path = fsutil::resolve_in_workspace(self.config.code_dir(), &rel)
+                    .map_err(|e| format!("`prompt_file`: {e}"))?;
+                std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read `prompt_file` {rel}: {e}"))?
+            }
+        })
+    }
+
+    /// The session an agent step's `resume:` continues, with the totals it stood at (into
+    /// `run`).
+    fn resumed_session(
+        &self,
+        agent: &orchestrate_lang::model::AgentStep,
+        run: &mut AgentRun,
+    ) -> Result<Option<String>, String> {
+        Ok(match &agent.resume {
+            Some(target) => {
+                let previous = self
+                    .results
+                    .get(target)
+                    .ok_or_else(|| format!("`resume: {target}`: step `{target}` has not run"))?;
+                let session = previous["session_id"].as_str().ok_or_else(|| {
+                    format!("`resume: {target}`: step `{target}` recorded no session id")
+                })?;
+                run.previous_session = session_totals_before(&self.results, session);
+                Some(session.to_string())
+            }
+            None => None,
+        })
+    }
+
+    /// The argv of a provider template standing in for the agent.
+    fn stand_in_argv(
+        &self,
+        profile: &orchestrate_runtime::profile::Profile,
+        prompt: String,
+        model: &Option<String>,
+        scope: &Scope<'_>,
+    ) -> Result<Vec<String>, String> {
+        // A provider template (the offline stand-in, or a workflow's own): the prompt is its
+        // `${PROMPT}`, the model its `${model}`.
+        let template = self
+            .workflow
+            .providers
+            .get(&profile.runtime)
+            .ok_or_else(|| {
+                format!(
+                    "runtime `{}` is neither claude, codex, gemini nor a provider of this workflow",
+                    profile.runtime
+                )
+            })?;
+        let mut values: HashMap<String, String> = template.defaults.clone().into_iter().collect();
+        values.insert("PROMPT".into(), prompt);
+        if let Some(model) = &model {
+            values.insert("model".into(), model.clone());
+        }
+        let layered = ProviderScope {
+            values: &values,
+            base: scope,
+        };
+        let mut argv = template
+            .command
+            .iter()
+            .map(|t| {
+                t.render(&layered)
+                    .map_err(|e| format!("in provider `{}`: {e}", profile.runtime))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        argv.extend(template.model_args(values.get("model")));
+        Ok(argv)
+    }
+
+    /// One private directory per invocation: the items of a fan-out run at once, and each
+    /// lays down files (gemini's home, policy, output schema) the others must not race on.
+    fn scratch_dir(&self, step: &Step, loops: &[LoopFrame]) -> PathBuf {
+        let mut scratch = self.dir.root.join("scratch").join(&step.name);
+        if !loops.is_empty() {
+            let indices: Vec<String> = loops.iter().map(|frame| frame.index.to_string()).collect();
+            scratch.push(format!("item-{}", indices.join("-")));
+        }
+        scratch
     }
 
     /// Who runs an agent step, first match wins: `--runtime`, the step's `runtime:`, the role's
