@@ -145,22 +145,7 @@ pub(super) async fn run_child(
         // Finished before the parent died: its result stands.
         outcome.reused = true;
         outcome.run_id = Some(state.run_id.clone());
-        let (spent, usage) = spend_of_events(&dir);
-        let report = RunReport {
-            run_id: state.run_id.clone(),
-            status: state.status,
-            exit_code: 0,
-            error: None,
-            run_root: root.clone(),
-            last_step: None,
-            last_output: None,
-            enqueued: Vec::new(),
-            outputs: Vec::new(),
-            spent,
-            usage,
-            values: state.outputs.clone(),
-            step_exit_code: None,
-        };
+        let report = finished_report(&dir, &state);
         outcome.result = result_of(&report, child.sub, &parent.workspace);
         return outcome;
     }
@@ -170,25 +155,13 @@ pub(super) async fn run_child(
         outcome.resumed = true;
         Runner::resume_in(dir, config)
     } else {
-        let loaded = match child.sub.child.clone() {
-            Some(loaded) => loaded,
-            // Not loaded with the parent (a resume whose children no longer all load): load it
-            // now, with every check.
-            None => match load_child(&parent.workspace, &child.sub.path) {
-                Ok(loaded) => loaded,
-                Err(message) => {
-                    outcome.result = failed_result(2, message);
-                    return outcome;
-                }
-            },
-        };
-        let mut workflow = loaded.workflow.clone();
-        workflow.path = PathBuf::from(&child.sub.path);
-        let mut config = config;
-        let mut context = workflow.context.clone();
-        context.extend(child.with.clone());
-        config.context = context;
-        Runner::create(workflow, &loaded.text, config)
+        match create_child(parent, &child, config) {
+            Ok(runner) => runner,
+            Err(result) => {
+                outcome.result = result;
+                return outcome;
+            }
+        }
     };
     let runner = match runner {
         Ok(runner) => runner,
@@ -209,6 +182,64 @@ pub(super) async fn run_child(
         }
     };
     outcome.run_id = Some(runner.run_id().to_string());
+    outcome.result = wait_child(runner, cancel, timeout, child.sub, &parent.workspace).await;
+    outcome
+}
+
+/// The report of a child run that had succeeded before its parent died, from its records.
+fn finished_report(dir: &RunDir, state: &crate::state::RunState) -> RunReport {
+    let (spent, usage) = spend_of_events(dir);
+    RunReport {
+        run_id: state.run_id.clone(),
+        status: state.status,
+        exit_code: 0,
+        error: None,
+        run_root: dir.root.clone(),
+        last_step: None,
+        last_output: None,
+        enqueued: Vec::new(),
+        outputs: Vec::new(),
+        spent,
+        usage,
+        values: state.outputs.clone(),
+        step_exit_code: None,
+    }
+}
+
+/// A new child run of `child`'s workflow with its `with:` in its context; `Err`: the step's
+/// result when the workflow does not load.
+fn create_child(
+    parent: &RunConfig,
+    child: &ChildRun<'_>,
+    config: RunConfig,
+) -> Result<Result<Runner, RunError>, Value> {
+    let loaded = match child.sub.child.clone() {
+        Some(loaded) => loaded,
+        // Not loaded with the parent (a resume whose children no longer all load): load it
+        // now, with every check.
+        None => match load_child(&parent.workspace, &child.sub.path) {
+            Ok(loaded) => loaded,
+            Err(message) => return Err(failed_result(2, message)),
+        },
+    };
+    let mut workflow = loaded.workflow.clone();
+    workflow.path = PathBuf::from(&child.sub.path);
+    let mut config = config;
+    let mut context = workflow.context.clone();
+    context.extend(child.with.clone());
+    config.context = context;
+    Ok(Runner::create(workflow, &loaded.text, config))
+}
+
+/// Runs the child to its end (`timeout` cancels it through `cancel`) and turns its report into
+/// the step's result.
+async fn wait_child(
+    runner: Runner,
+    cancel: tokio_util::sync::CancellationToken,
+    timeout: Option<Duration>,
+    sub: &SubWorkflow,
+    workspace: &Path,
+) -> Value {
     let run: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
         Box::pin(runner.run());
     let mut timed_out = false;
@@ -226,9 +257,9 @@ pub(super) async fn run_child(
             }
         }
     };
-    outcome.result = match report {
+    match report {
         Ok(report) => {
-            let mut result = result_of(&report, child.sub, &parent.workspace);
+            let mut result = result_of(&report, sub, workspace);
             if timed_out {
                 result["status"] = json!("failed");
                 result["exit_code"] = json!(124);
@@ -243,10 +274,9 @@ pub(super) async fn run_child(
         }
         Err(err) => failed_result(
             1,
-            format!("child run of workflow `{}` failed: {err}", child.sub.path),
+            format!("child run of workflow `{}` failed: {err}", sub.path),
         ),
-    };
-    outcome
+    }
 }
 
 /// The child's configuration: everything the parent's has that concerns how steps run, with
