@@ -3,11 +3,11 @@
 //!
 //! Does not start the process (`step`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use super::agent::AgentRun;
-use super::scope::ProviderScope;
+use super::scope::{ProviderScope, Scope};
 use super::{LoopFrame, Runner};
 use orchestrate_base::fsutil;
 use orchestrate_lang::model::{Step, StepKind};
@@ -40,57 +40,13 @@ impl Runner {
                 params,
                 input_file,
                 command_override,
-            } => {
-                let mut values: HashMap<String, String> = HashMap::new();
-                let provider = provider
-                    .clone()
-                    .or_else(|| self.config.default_provider.clone());
-                let template = provider
-                    .as_ref()
-                    .and_then(|name| self.workflow.providers.get(name));
-                if let Some(template) = template {
-                    values.extend(template.defaults.clone());
-                }
-                if let Some(model) = &self.config.default_model {
-                    values.insert("model".into(), model.clone());
-                }
-                for (key, t) in params {
-                    values.insert(key.clone(), render(t, &format!("`provider_params.{key}`"))?);
-                }
-                if let Some(input) = input_file {
-                    let rel = render(input, "`input_file`")?;
-                    let path = fsutil::resolve_in_workspace(self.config.code_dir(), &rel)
-                        .map_err(|e| format!("`input_file`: {e}"))?;
-                    let prompt = std::fs::read_to_string(&path)
-                        .map_err(|e| format!("cannot read `input_file` {rel}: {e}"))?;
-                    values.insert("PROMPT".into(), prompt);
-                }
-                let layered = ProviderScope {
-                    values: &values,
-                    base: &scope,
-                };
-                let (argv, model_args) = match (command_override, template) {
-                    (Some(argv), _) => (argv, Vec::new()),
-                    (None, Some(template)) => {
-                        (&template.command, template.model_args(values.get("model")))
-                    }
-                    (None, None) => {
-                        return Err(format!(
-                            "provider `{}` is not defined",
-                            provider.clone().unwrap_or_default()
-                        ));
-                    }
-                };
-                let mut argv = argv
-                    .iter()
-                    .map(|t| {
-                        t.render(&layered)
-                            .map_err(|e| format!("in the provider command: {e}"))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                argv.extend(model_args);
-                argv
-            }
+            } => self.provider_argv(
+                provider.as_ref(),
+                params,
+                input_file.as_ref(),
+                command_override.as_ref(),
+                &scope,
+            )?,
             StepKind::Agent(agent) => {
                 let (argv, env, stdin, run) = self.prepare_agent(step, agent, loops)?;
                 agent_parts = Some((env, stdin, run));
@@ -157,6 +113,67 @@ impl Runner {
             stdin,
             agent,
         })
+    }
+
+    /// A provider step's argv: its template (or `command_override`) rendered over the
+    /// template's defaults, the run's model, `provider_params` and the `input_file` prompt.
+    fn provider_argv(
+        &self,
+        provider: Option<&String>,
+        params: &BTreeMap<String, Template>,
+        input_file: Option<&Template>,
+        command_override: Option<&Vec<Template>>,
+        scope: &Scope<'_>,
+    ) -> Result<Vec<String>, String> {
+        let render =
+            |t: &Template, what: &str| t.render(scope).map_err(|e| format!("in {what}: {e}"));
+        let mut values: HashMap<String, String> = HashMap::new();
+        let provider = provider
+            .cloned()
+            .or_else(|| self.config.default_provider.clone());
+        let template = provider
+            .as_ref()
+            .and_then(|name| self.workflow.providers.get(name));
+        if let Some(template) = template {
+            values.extend(template.defaults.clone());
+        }
+        if let Some(model) = &self.config.default_model {
+            values.insert("model".into(), model.clone());
+        }
+        for (key, t) in params {
+            values.insert(key.clone(), render(t, &format!("`provider_params.{key}`"))?);
+        }
+        if let Some(input) = input_file {
+            let rel = render(input, "`input_file`")?;
+            let path = fsutil::resolve_in_workspace(self.config.code_dir(), &rel)
+                .map_err(|e| format!("`input_file`: {e}"))?;
+            let prompt = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read `input_file` {rel}: {e}"))?;
+            values.insert("PROMPT".into(), prompt);
+        }
+        let layered = ProviderScope {
+            values: &values,
+            base: scope,
+        };
+        let (argv, model_args) = match (command_override, template) {
+            (Some(argv), _) => (argv, Vec::new()),
+            (None, Some(template)) => (&template.command, template.model_args(values.get("model"))),
+            (None, None) => {
+                return Err(format!(
+                    "provider `{}` is not defined",
+                    provider.clone().unwrap_or_default()
+                ));
+            }
+        };
+        let mut argv = argv
+            .iter()
+            .map(|t| {
+                t.render(&layered)
+                    .map_err(|e| format!("in the provider command: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        argv.extend(model_args);
+        Ok(argv)
     }
 
     /// The workflow's and the step's `env:`, rendered (the step's entries after, so they win).
