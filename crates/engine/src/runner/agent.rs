@@ -148,7 +148,7 @@ fn answer_by_capture(
 ) {
     match step.capture {
         Capture::Text => {
-            let (output, cut) = text_output(&text, true);
+            let (output, cut) = text_output(text, true);
             result["output"] = json!(output);
             result["truncated"] = json!(cut);
         }
@@ -163,7 +163,7 @@ fn answer_by_capture(
             let parsed = match &outcome.structured_output {
                 // Answered through the schema the CLI was given: already JSON.
                 Some(answer) => Ok(answer.clone()),
-                None => parse_json_limited(strip_fences(&text).as_bytes()),
+                None => parse_json_limited(strip_fences(text).as_bytes()),
             };
             match parsed {
                 Ok(value) => result["json"] = value,
