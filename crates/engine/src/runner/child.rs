@@ -105,7 +105,7 @@ impl Runner {
 
 /// Starts the child run of `child` (or resumes the one an earlier attempt of the parent began,
 /// or reuses the result of one that already succeeded) and waits for it. `timeout` stops it.
-pub(super) async fn run_child(
+async fn run_child(
     parent: &RunConfig,
     child: ChildRun<'_>,
     timeout: Option<Duration>,

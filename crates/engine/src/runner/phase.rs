@@ -92,7 +92,7 @@ impl EngineWrites {
     }
 
     /// Whether the engine wrote `path` during `window`.
-    pub(super) fn wrote_during(&self, window: &WriteWindow, path: &str) -> bool {
+    fn wrote_during(&self, window: &WriteWindow, path: &str) -> bool {
         window.open.contains(path)
             || self
                 .lock()
