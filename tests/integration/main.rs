@@ -5,6 +5,7 @@ mod harness;
 
 mod acceptance;
 mod agents;
+mod architecture;
 mod budgets;
 mod cgroup;
 mod chaos;

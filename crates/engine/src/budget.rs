@@ -4,13 +4,15 @@
 //!
 //! Owns: the arithmetic of spending (tokens, known cost, tokens of unknown price), which limit a
 //! spending crosses and the message saying so, and the ledger files
-//! `.orchestrate/ledger/<YYYY-MM-DD>.jsonl`. Does not measure usage (`runtime::parse`) nor stop
+//! `.orchestrate/ledger/<YYYY-MM-DD>.jsonl`; a run's spending state (`BudgetState`, shared by
+//! the lanes of a fan-out) and the limits a child run inherits from its ancestors. Does not measure usage (`runtime::parse`) nor stop
 //! processes (`exec`); `runner` feeds it live figures and acts on a crossing, `worker` keeps the
 //! ledger and refuses claims.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -322,6 +324,138 @@ pub fn day_exhausted(workspace: &Path, swarm: &SwarmConfig) -> Option<String> {
     Some(format!(
         "budget exceeded: the swarm spent {spent} today ({day} UTC), at or over {limit} {max} (set at {at}); tasks stay queued until the next UTC day or until the limit is raised at {at} (restart the role to pick up the change)"
     ))
+}
+
+/// The limits of a run above a child run, and what had been spent against them before it.
+#[derive(Debug, Clone)]
+pub struct InheritedLimits {
+    pub limits: Limits,
+    pub base: Spend,
+    /// When that run started (its `max_wall_sec` counts from here).
+    pub started: Instant,
+}
+
+/// What the run has spent against which limits.
+pub(crate) struct BudgetState {
+    pub(crate) limits: Limits,
+    /// A child run's ancestors' limits (see `RunConfig::inherited`).
+    pub(crate) inherited: Vec<InheritedLimits>,
+    /// Every agent attempt so far and its tokens by kind (replayed results included; a child
+    /// run's spending counts in its `workflow:` step's result), shared by a fan-out's lanes.
+    pub(crate) spent: SharedSpend,
+    /// When this process started the run (`max_wall_sec` counts from here).
+    pub(crate) started: Instant,
+    /// The failure message of a crossing, which replaces the step's generic one.
+    pub(crate) failure: Option<String>,
+    /// A cost limit was set but some tokens had no price: said once.
+    pub(crate) warned_unpriced: bool,
+    /// A limit was crossed: the run stops where it is, taking no `on` edge (shared by a
+    /// fan-out's lanes, so that the step that forked them stops too).
+    pub(crate) crossed: Arc<std::sync::OnceLock<String>>,
+}
+
+/// What a run has spent (and the tokens behind it, by kind), shared by every lane of the run
+/// so that concurrent items count against one budget.
+#[derive(Clone, Default)]
+pub(crate) struct SharedSpend(Arc<std::sync::Mutex<(Spend, orchestrate_runtime::parse::Usage)>>);
+
+impl SharedSpend {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Spend, orchestrate_runtime::parse::Usage)> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn get(&self) -> Spend {
+        self.lock().0
+    }
+
+    pub(crate) fn usage(&self) -> orchestrate_runtime::parse::Usage {
+        self.lock().1
+    }
+
+    /// Counts what a step result spent (an agent's usage, a child run's total).
+    pub(crate) fn count(&self, result: &Value) {
+        let mut spent = self.lock();
+        spent.0 = spent.0.plus(Spend::of_result(result));
+        if let Ok(usage) =
+            serde_json::from_value::<orchestrate_runtime::parse::Usage>(result["usage"].clone())
+        {
+            spent.1.add(&usage);
+        }
+    }
+}
+
+impl BudgetState {
+    /// Counts what a step result spent (an agent's usage, a child run's total).
+    pub(crate) fn count(&self, result: &Value) {
+        self.spent.count(result);
+    }
+
+    /// Marks the run as stopped by a crossing of `limit`.
+    pub(crate) fn cross(&self, limit: &str) {
+        let _ = self.crossed.set(limit.to_string());
+    }
+
+    /// The limit whose crossing stopped the run (in this runner or one of its lanes).
+    pub(crate) fn crossed(&self) -> Option<&str> {
+        self.crossed.get().map(String::as_str)
+    }
+
+    pub(crate) fn is_crossed(&self) -> bool {
+        self.crossed.get().is_some()
+    }
+
+    /// No limit applies to this run, its own or an ancestor's.
+    pub(crate) fn unlimited(&self) -> bool {
+        self.limits.is_empty() && self.inherited.iter().all(|i| i.limits.is_empty())
+    }
+
+    pub(crate) fn counts_spending(&self) -> bool {
+        self.limits.counts_spending() || self.inherited.iter().any(|i| i.limits.counts_spending())
+    }
+
+    /// When the earliest `max_wall_sec` (this run's or an ancestor's) runs out.
+    pub(crate) fn wall_deadline(&self) -> Option<Instant> {
+        let own = self.limits.max_wall().map(|max| self.started + max);
+        self.inherited
+            .iter()
+            .filter_map(|i| i.limits.max_wall().map(|max| i.started + max))
+            .chain(own)
+            .min()
+    }
+
+    /// The first limit crossed by `live` (this run's spending so far, a running step's
+    /// included): this run's own, then each ancestor's with what it spent before this run.
+    pub(crate) fn check(&self, live: Spend) -> Option<Crossing> {
+        self.limits.check(live, self.started.elapsed()).or_else(|| {
+            self.inherited
+                .iter()
+                .find_map(|i| i.limits.check(i.base.plus(live), i.started.elapsed()))
+        })
+    }
+
+    /// The limits a child run started now inherits: every ancestor's and this run's, each with
+    /// what had been spent against it so far.
+    pub(crate) fn handed_down(&self) -> Vec<InheritedLimits> {
+        let mut out: Vec<InheritedLimits> = self
+            .inherited
+            .iter()
+            .map(|i| InheritedLimits {
+                limits: i.limits.clone(),
+                base: i.base.plus(self.spent.get()),
+                started: i.started,
+            })
+            .collect();
+        if !self.limits.is_empty() {
+            out.push(InheritedLimits {
+                limits: self.limits.clone(),
+                base: self.spent.get(),
+                started: self.started,
+            });
+        }
+        out
+    }
 }
 
 #[cfg(test)]

@@ -322,6 +322,92 @@ impl Default for Live {
     }
 }
 
+impl Live {
+    /// A spinner for a step that started, under its parent's.
+    fn step_started(
+        &self,
+        state: &mut LiveState,
+        step: &str,
+        exec: u64,
+        lane: &[u64],
+        kind: &str,
+        depth: usize,
+    ) {
+        // A fan-out item says which one it is; items of a `parallel` step have no loop
+        // index, so the lane gives their depth too.
+        let item = match lane.last() {
+            Some(index) => format!(" · item {index}"),
+            None => String::new(),
+        };
+        let depth = depth.max(lane.len() / 2);
+        let bar = self.multi.add(
+            ProgressBar::new_spinner()
+                .with_style(spinner_style())
+                .with_prefix("  ".repeat(depth + 1))
+                .with_message(format!("{step} ({kind}){item}")),
+        );
+        bar.enable_steady_tick(TICK);
+        let key = (lane.to_vec(), exec);
+        state.bars.insert(key.clone(), bar);
+        state.running.insert(step.to_string(), key);
+    }
+
+    /// A loop's spinner becomes a bar of its items.
+    fn loop_started(state: &mut LiveState, step: &str, total: usize, fan_out: bool) {
+        let items = Items {
+            total,
+            fan_out,
+            ..Items::default()
+        };
+        if let Some(bar) = state.running.get(step).and_then(|e| state.bars.get(e)) {
+            bar.set_style(if fan_out {
+                fan_out_style()
+            } else {
+                loop_style()
+            });
+            bar.set_length(total as u64);
+            bar.set_position(0);
+            bar.set_message(if fan_out {
+                format!("{step} · {}", items.describe())
+            } else {
+                step.to_string()
+            });
+        }
+        if let Some(key) = state.running.get(step).cloned() {
+            state.loops.insert(step.to_string(), (key, items));
+        }
+    }
+
+    /// A finished step's bar goes and its spending joins the totals.
+    fn step_finished(
+        multi: &MultiProgress,
+        state: &mut LiveState,
+        step: &str,
+        exec: u64,
+        lane: &[u64],
+        tokens: Option<u64>,
+        cost_usd: Option<f64>,
+    ) {
+        let key = (lane.to_vec(), exec);
+        if let Some(bar) = state.bars.remove(&key) {
+            bar.finish_and_clear();
+            multi.remove(&bar);
+        }
+        if state.running.get(step) == Some(&key) {
+            state.running.remove(step);
+        }
+        if state.loops.get(step).map(|(k, _)| k) == Some(&key) {
+            state.loops.remove(step);
+        }
+        state.steps_done += 1;
+        state.tokens += tokens.unwrap_or(0);
+        if let Some(cost) = cost_usd {
+            state.cost_usd += cost;
+            state.cost_known = true;
+        }
+    }
+}
+
 impl Reporter for Live {
     fn report(&self, progress: &Progress) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -337,53 +423,12 @@ impl Reporter for Live {
                 lane,
                 kind,
                 depth,
-            } => {
-                // A fan-out item says which one it is; items of a `parallel` step have no loop
-                // index, so the lane gives their depth too.
-                let item = match lane.last() {
-                    Some(index) => format!(" · item {index}"),
-                    None => String::new(),
-                };
-                let depth = (*depth).max(lane.len() / 2);
-                let bar = self.multi.add(
-                    ProgressBar::new_spinner()
-                        .with_style(spinner_style())
-                        .with_prefix("  ".repeat(depth + 1))
-                        .with_message(format!("{step} ({kind}){item}")),
-                );
-                bar.enable_steady_tick(TICK);
-                let key = (lane.clone(), *exec);
-                state.bars.insert(key.clone(), bar);
-                state.running.insert(step.clone(), key);
-            }
+            } => self.step_started(&mut state, step, *exec, lane, kind, *depth),
             Progress::LoopStarted {
                 step,
                 total,
                 fan_out,
-            } => {
-                let items = Items {
-                    total: *total,
-                    fan_out: *fan_out,
-                    ..Items::default()
-                };
-                if let Some(bar) = state.running.get(step).and_then(|e| state.bars.get(e)) {
-                    bar.set_style(if *fan_out {
-                        fan_out_style()
-                    } else {
-                        loop_style()
-                    });
-                    bar.set_length(*total as u64);
-                    bar.set_position(0);
-                    bar.set_message(if *fan_out {
-                        format!("{step} · {}", items.describe())
-                    } else {
-                        step.clone()
-                    });
-                }
-                if let Some(key) = state.running.get(step).cloned() {
-                    state.loops.insert(step.clone(), (key, items));
-                }
-            }
+            } => Self::loop_started(&mut state, step, *total, *fan_out),
             Progress::LoopItem { step, total, .. }
             | Progress::LoopItemFinished { step, total, .. } => {
                 let finished = matches!(progress, Progress::LoopItemFinished { .. });
@@ -427,23 +472,15 @@ impl Reporter for Live {
                 cost_usd,
                 ..
             } => {
-                let key = (lane.clone(), *exec);
-                if let Some(bar) = state.bars.remove(&key) {
-                    bar.finish_and_clear();
-                    self.multi.remove(&bar);
-                }
-                if state.running.get(step) == Some(&key) {
-                    state.running.remove(step);
-                }
-                if state.loops.get(step).map(|(k, _)| k) == Some(&key) {
-                    state.loops.remove(step);
-                }
-                state.steps_done += 1;
-                state.tokens += tokens.unwrap_or(0);
-                if let Some(cost) = cost_usd {
-                    state.cost_usd += cost;
-                    state.cost_known = true;
-                }
+                Self::step_finished(
+                    &self.multi,
+                    &mut state,
+                    step,
+                    *exec,
+                    lane,
+                    *tokens,
+                    *cost_usd,
+                );
                 header.set_message(Live::totals(&state));
             }
         }

@@ -66,14 +66,14 @@ pub fn parent_of_child(workspace: &Path, id: &str) -> Option<String> {
 pub fn find_child(roots: &[PathBuf], id: &str) -> Option<PathBuf> {
     let mut stack: Vec<PathBuf> = roots
         .iter()
-        .map(|r| r.join(crate::subflow::CHILDREN_DIR))
+        .map(|r| r.join(crate::state::CHILDREN_DIR))
         .collect();
     while let Some(dir) = stack.pop() {
         for child in subdirs(&dir) {
             if recorded_run_id(&child).as_deref() == Some(id) {
                 return Some(child);
             }
-            stack.push(child.join(crate::subflow::CHILDREN_DIR));
+            stack.push(child.join(crate::state::CHILDREN_DIR));
         }
     }
     None

@@ -1,6 +1,7 @@
 //! A run's directory and its `state.json` snapshot.
 //!
-//! Owns: the RUN_ROOT layout (`WORKSPACE/.orchestrate/runs/<run_id>/`), the snapshot format, and
+//! Owns: the RUN_ROOT layout (`WORKSPACE/.orchestrate/runs/<run_id>/`, child runs under its
+//! `children/`, a fan-out lane's log prefix), the snapshot format, and
 //! the run lock that keeps two processes from driving one run. Does not decide when to snapshot
 //! (the runner does) and is not the source of truth for resume (`events.jsonl` is).
 
@@ -179,4 +180,34 @@ pub enum StateError {
     TooNew { path: PathBuf, version: u64 },
     #[error("the run is still running (process {holder} holds {}); wait for it or stop it first", path.display())]
     Locked { path: PathBuf, holder: String },
+}
+
+/// Where the child runs of a run live, inside its RUN_ROOT.
+pub const CHILDREN_DIR: &str = "children";
+
+/// The directory of a child run: `<parent RUN_ROOT>/children/<lane><exec>-<step>`. The lane
+/// and execution ordinal replay identically on resume, so a resumed parent finds the same
+/// directory.
+pub fn child_root(parent_root: &Path, lane: &[u64], exec: u64, step: &str) -> PathBuf {
+    let lane = log_prefix(lane);
+    parent_root
+        .join(CHILDREN_DIR)
+        .join(format!("{lane}{exec:04}-{step}"))
+}
+
+/// What a lane's step logs start with: `0003.0002.` for item 2 of the fan-out run as
+/// execution 3; nothing for the run's own steps (see `runner::fanout`).
+pub fn log_prefix(lane: &[u64]) -> String {
+    lane.iter().map(|n| format!("{n:04}.")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_name_logs_in_item_order() {
+        assert_eq!(log_prefix(&[]), "");
+        assert_eq!(log_prefix(&[3, 2]), "0003.0002.");
+    }
 }

@@ -369,15 +369,13 @@ fn canonical_or(path: &Path) -> PathBuf {
     path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// Creates the worktree of `owner` (or reopens the one an earlier attempt left), records it,
-/// and returns its record. Blocking: call it off the async threads.
-pub fn prepare(
+/// The branch of `owner`'s worktree: the spec's template rendered, sanitized and checked by git.
+fn branch_of(
     workspace: &Path,
     spec: &WorktreeSpec,
     owner: &Owner,
     workflow: &str,
-) -> Result<Record, WorktreeError> {
-    let repo = discover(workspace, &spec.at)?;
+) -> Result<String, WorktreeError> {
     let (role, task) = owner.names();
     let template = spec.branch.as_deref().unwrap_or(DEFAULT_BRANCH);
     let rendered =
@@ -395,6 +393,105 @@ pub fn prepare(
             branch,
         });
     }
+    Ok(branch)
+}
+
+/// Whether the worktree registered at `path` (`found`, with its branch) is ours to reopen
+/// (`recorded`: an earlier attempt recorded it); one that is not, but is in the way and ours
+/// to remove, is removed. A place taken by another is an error.
+fn reusable(
+    workspace: &Path,
+    found: Option<&(PathBuf, Option<String>)>,
+    path: &Path,
+    branch: &str,
+    recorded: bool,
+) -> Result<bool, WorktreeError> {
+    Ok(match found {
+        Some((_, Some(b))) if b == branch && path.is_dir() && recorded => true,
+        // Ours by place and branch but never recorded: the process making it died inside
+        // `git worktree add` (the checkout may be half done). Nothing ran in it: make it again.
+        Some((_, Some(b))) if b == branch && path.is_dir() => {
+            let path_text = path.display().to_string();
+            git_ok(
+                workspace,
+                &["worktree", "remove", "--force", "--force", &path_text],
+            )?;
+            false
+        }
+        Some((_, other)) if path.is_dir() => {
+            return Err(WorktreeError::PathTaken {
+                path: path.to_path_buf(),
+                branch: branch.to_string(),
+                what: match other {
+                    Some(b) => format!(" (it is the worktree of `{b}`)"),
+                    None => " (it is a worktree with a detached HEAD)".into(),
+                },
+            });
+        }
+        // Registered but its directory is gone: forget the registration first.
+        Some(_) => {
+            git_ok(workspace, &["worktree", "prune"])?;
+            false
+        }
+        None if path.exists() => {
+            return Err(WorktreeError::PathTaken {
+                path: path.to_path_buf(),
+                branch: branch.to_string(),
+                what: String::new(),
+            });
+        }
+        None => false,
+    })
+}
+
+/// A new branch `branch` at `base` checked out at `path`; its base commit.
+fn new_branch(
+    workspace: &Path,
+    spec: &WorktreeSpec,
+    path: &Path,
+    branch: &str,
+    base: &str,
+) -> Result<String, WorktreeError> {
+    let commit = git(
+        workspace,
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{base}^{{commit}}"),
+        ],
+    )?;
+    if !commit.status.success() {
+        let why = if base == "HEAD" {
+            " (a repository with no commits yet? commit something first)".to_string()
+        } else {
+            String::new()
+        };
+        return Err(WorktreeError::BaseNotFound {
+            base: base.to_string(),
+            at: spec.at.clone(),
+            why,
+        });
+    }
+    let commit = String::from_utf8_lossy(&commit.stdout).trim().to_string();
+    let path_text = path.display().to_string();
+    git_ok(
+        workspace,
+        &["worktree", "add", "-b", branch, &path_text, &commit],
+    )?;
+    Ok(commit)
+}
+
+/// Creates the worktree of `owner` (or reopens the one an earlier attempt left), records it,
+/// and returns its record. Blocking: call it off the async threads.
+pub fn prepare(
+    workspace: &Path,
+    spec: &WorktreeSpec,
+    owner: &Owner,
+    workflow: &str,
+) -> Result<Record, WorktreeError> {
+    let repo = discover(workspace, &spec.at)?;
+    let branch = branch_of(workspace, spec, owner, workflow)?;
     let dir = orchestrate_base::fsutil::normalize(
         &workspace.join(spec.dir.as_deref().unwrap_or(DEFAULT_DIR)),
     );
@@ -411,42 +508,7 @@ pub fn prepare(
     let found = worktrees
         .iter()
         .find(|(p, _)| canonical_or(p) == canonical_or(&path));
-    let reuse = match found {
-        Some((_, Some(b))) if *b == branch && path.is_dir() && previous.is_some() => true,
-        // Ours by place and branch but never recorded: the process making it died inside
-        // `git worktree add` (the checkout may be half done). Nothing ran in it: make it again.
-        Some((_, Some(b))) if *b == branch && path.is_dir() => {
-            let path_text = path.display().to_string();
-            git_ok(
-                workspace,
-                &["worktree", "remove", "--force", "--force", &path_text],
-            )?;
-            false
-        }
-        Some((_, other)) if path.is_dir() => {
-            return Err(WorktreeError::PathTaken {
-                path,
-                branch,
-                what: match other {
-                    Some(b) => format!(" (it is the worktree of `{b}`)"),
-                    None => " (it is a worktree with a detached HEAD)".into(),
-                },
-            });
-        }
-        // Registered but its directory is gone: forget the registration first.
-        Some(_) => {
-            git_ok(workspace, &["worktree", "prune"])?;
-            false
-        }
-        None if path.exists() => {
-            return Err(WorktreeError::PathTaken {
-                path,
-                branch,
-                what: String::new(),
-            });
-        }
-        None => false,
-    };
+    let reuse = reusable(workspace, found, &path, &branch, previous.is_some())?;
     let (base_commit, created_branch) = if reuse {
         match &previous {
             Some(p) => (p.base_commit.clone(), p.created_branch),
@@ -461,34 +523,7 @@ pub fn prepare(
             None => (git_ok(&path, &["rev-parse", "HEAD"])?, false),
         }
     } else {
-        let commit = git(
-            workspace,
-            &[
-                "rev-parse",
-                "--verify",
-                "--quiet",
-                &format!("{base}^{{commit}}"),
-            ],
-        )?;
-        if !commit.status.success() {
-            let why = if base == "HEAD" {
-                " (a repository with no commits yet? commit something first)".to_string()
-            } else {
-                String::new()
-            };
-            return Err(WorktreeError::BaseNotFound {
-                base,
-                at: spec.at.clone(),
-                why,
-            });
-        }
-        let commit = String::from_utf8_lossy(&commit.stdout).trim().to_string();
-        let path_text = path.display().to_string();
-        git_ok(
-            workspace,
-            &["worktree", "add", "-b", &branch, &path_text, &commit],
-        )?;
-        (commit, true)
+        (new_branch(workspace, spec, &path, &branch, &base)?, true)
     };
     let record = Record {
         format_version: 1,

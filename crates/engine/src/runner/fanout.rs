@@ -26,7 +26,9 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::{BudgetState, Failure, Flow, Journal, LoopFrame, RunError, Runner, failed_result};
+use super::result::failed_result;
+use super::{Failure, Flow, Journal, LoopFrame, RunError, Runner};
+use crate::budget::BudgetState;
 use orchestrate_lang::model::{Branch, FanOut, Items, Join, Step};
 
 /// How one item (branch) of a fan-out ended.
@@ -57,12 +59,6 @@ pub fn lane_of(record: &Value) -> Vec<u64> {
         .as_array()
         .map(|lane| lane.iter().filter_map(Value::as_u64).collect())
         .unwrap_or_default()
-}
-
-/// What a lane's step logs start with: `0003.0002.` for item 2 of the fan-out run as
-/// execution 3; nothing for the run's own steps.
-pub(crate) fn log_prefix(lane: &[u64]) -> String {
-    lane.iter().map(|n| format!("{n:04}.")).collect()
 }
 
 /// The captured output (`output`, `lines`, `json`) the outcomes of one step keep in all: the
@@ -408,18 +404,7 @@ impl Runner {
                     error = Some(err);
                     break;
                 }
-                let mut lane = self.lane.clone();
-                lane.extend([exec, unit.index as u64]);
-                let mut runner = self.fork(lane, exec, cancel.clone(), outlives_failure);
-                let which = match &unit.label {
-                    Label::Item(_) => format!("{} #{}", step.name, unit.index),
-                    Label::Branch(name) => format!("{} {name}", step.name),
-                };
-                runner.lane_label = if self.lane_label.is_empty() {
-                    which
-                } else {
-                    format!("{} › {which}", self.lane_label)
-                };
+                let mut runner = self.lane_runner(step, exec, &unit, &cancel, outlives_failure);
                 set.spawn(async move {
                     let flow = runner.run_list(&unit.body, &unit.frames).await;
                     (unit.index, runner, flow)
@@ -452,22 +437,7 @@ impl Runner {
                     continue;
                 }
             };
-            // Stopped by the cancel, unless its last step failed on its own (the failure that
-            // cancelled the others, or one that came at the same time).
-            let last_status = lane
-                .last_recorded
-                .as_ref()
-                .and_then(|name| lane.results.get(name))
-                .and_then(|r| r["status"].as_str());
-            let stopped = lane.config.cancel.is_cancelled()
-                && !matches!(last_status, Some("failed" | "rejected"));
-            let status = match flow {
-                Flow::Succeeded | Flow::Skipped | Flow::End => Status::Succeeded,
-                Flow::Failed | Flow::Rejected if !stopped && lane.failure.is_some() => {
-                    Status::Failed
-                }
-                Flow::Failed | Flow::Rejected => Status::Cancelled,
-            };
+            let status = lane.lane_status(flow);
             if let Err(err) = self.unit_event(step, &labels[index], index, total, Some(status)) {
                 cancel.cancel();
                 error.get_or_insert(err);
@@ -481,22 +451,7 @@ impl Runner {
                 failure = Some(format!("{what} failed: {message}"));
                 cancel.cancel();
             }
-            let mut names = Vec::new();
-            collect_names(&bodies[index], &mut names);
-            let changed = names
-                .into_iter()
-                .filter_map(|name| {
-                    let value = lane.results.get(&name)?;
-                    (forked_results.get(&name) != Some(value)).then(|| (name, value.clone()))
-                })
-                .collect();
-            ended[index] = Some(Ended {
-                status,
-                outcome: lane.outcome(status, None),
-                changed,
-                enqueued: std::mem::take(&mut lane.enqueued),
-                warned_unpriced: lane.budget.warned_unpriced,
-            });
+            ended[index] = Some(lane.ended(status, &bodies[index], &forked_results));
         }
         if let Some(err) = error {
             return Err(err);
@@ -513,6 +468,80 @@ impl Runner {
                 ));
             }
         }
+        self.merge(&mut ended);
+        Ok((ended, failure))
+    }
+
+    /// A runner for `unit` on a lane of its own under this one, labelled for progress lines.
+    fn lane_runner(
+        &self,
+        step: &Step,
+        exec: u64,
+        unit: &Unit,
+        cancel: &CancellationToken,
+        outlives_failure: bool,
+    ) -> Runner {
+        let mut lane = self.lane.clone();
+        lane.extend([exec, unit.index as u64]);
+        let mut runner = self.fork(lane, exec, cancel.clone(), outlives_failure);
+        let which = match &unit.label {
+            Label::Item(_) => format!("{} #{}", step.name, unit.index),
+            Label::Branch(name) => format!("{} {name}", step.name),
+        };
+        runner.lane_label = if self.lane_label.is_empty() {
+            which
+        } else {
+            format!("{} › {which}", self.lane_label)
+        };
+        runner
+    }
+
+    /// How this lane's unit ended, from the flow its step list returned.
+    fn lane_status(&self, flow: Flow) -> Status {
+        // Stopped by the cancel, unless its last step failed on its own (the failure that
+        // cancelled the others, or one that came at the same time).
+        let last_status = self
+            .last_recorded
+            .as_ref()
+            .and_then(|name| self.results.get(name))
+            .and_then(|r| r["status"].as_str());
+        let stopped = self.config.cancel.is_cancelled()
+            && !matches!(last_status, Some("failed" | "rejected"));
+        match flow {
+            Flow::Succeeded | Flow::Skipped | Flow::End => Status::Succeeded,
+            Flow::Failed | Flow::Rejected if !stopped && self.failure.is_some() => Status::Failed,
+            Flow::Failed | Flow::Rejected => Status::Cancelled,
+        }
+    }
+
+    /// What this finished lane hands back: its outcome, the results of `body`'s steps that
+    /// changed since the fork (`forked_results`), its tasks.
+    fn ended(
+        &mut self,
+        status: Status,
+        body: &[Step],
+        forked_results: &Map<String, Value>,
+    ) -> Ended {
+        let mut names = Vec::new();
+        collect_names(body, &mut names);
+        let changed = names
+            .into_iter()
+            .filter_map(|name| {
+                let value = self.results.get(&name)?;
+                (forked_results.get(&name) != Some(value)).then(|| (name, value.clone()))
+            })
+            .collect();
+        Ended {
+            status,
+            outcome: self.outcome(status, None),
+            changed,
+            enqueued: std::mem::take(&mut self.enqueued),
+            warned_unpriced: self.budget.warned_unpriced,
+        }
+    }
+
+    /// Takes the lanes' results, tasks and warnings into this runner.
+    fn merge(&mut self, ended: &mut [Option<Ended>]) {
         // Merged in unit order: after the step, a body step's result is the last unit's.
         for e in ended.iter_mut().flatten() {
             for (name, value) in std::mem::take(&mut e.changed) {
@@ -521,7 +550,6 @@ impl Runner {
             self.enqueued.append(&mut e.enqueued);
             self.budget.warned_unpriced |= e.warned_unpriced;
         }
-        Ok((ended, failure))
     }
 
     /// `iteration_started`/`iteration_finished` of an item, `branch_started`/`branch_finished` of
@@ -628,8 +656,6 @@ mod tests {
 
     #[test]
     fn lanes_name_logs_in_item_order() {
-        assert_eq!(log_prefix(&[]), "");
-        assert_eq!(log_prefix(&[3, 2]), "0003.0002.");
         assert_eq!(lane_of(&json!({"lane": [3, 12]})), vec![3, 12]);
         assert!(lane_of(&json!({"exec": 1})).is_empty());
     }
