@@ -8,3 +8,4 @@ pub mod fsutil;
 pub mod held_files;
 pub mod human;
 pub mod ids;
+pub mod process;

@@ -2867,8 +2867,7 @@ impl Runner {
             let indices: Vec<String> = loops.iter().map(|frame| frame.index.to_string()).collect();
             scratch.push(format!("item-{}", indices.join("-")));
         }
-        // SAFETY: geteuid(2) has no failure mode and no side effects.
-        let is_root = unsafe { libc::geteuid() } == 0;
+        let is_root = orchestrate_base::process::is_root();
         let invocation = adapter::build(&adapter::Request {
             runtime,
             bin: profile.bin.as_deref(),

@@ -64,6 +64,7 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
 
 use orchestrate_base::fsutil::relative;
 use orchestrate_base::ids::{MAX_ID_LEN, check_id};
+use orchestrate_base::process;
 
 /// A new time-ordered task id: sortable by enqueue time, unique across processes.
 pub fn new_id() -> String {
@@ -338,29 +339,15 @@ impl Owner {
         let pid = std::process::id();
         Owner {
             pid,
-            pid_start: pid_start(pid).unwrap_or(0),
-            boot_id: boot_id(),
+            pid_start: process::start_time(pid).unwrap_or(0),
+            boot_id: process::boot_id(),
         }
     }
 
     /// Whether the process this identity names is still alive (same pid, start time and boot).
     pub fn alive(&self) -> bool {
-        self.boot_id == boot_id() && pid_start(self.pid) == Some(self.pid_start)
+        process::alive(self.pid, self.pid_start, &self.boot_id)
     }
-}
-
-pub fn boot_id() -> String {
-    fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
-/// Start time of a process in clock ticks since boot (`/proc/<pid>/stat` field 22).
-pub fn pid_start(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: split after the last `)`.
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// A task this process holds.
@@ -1173,18 +1160,14 @@ fn kill_if_hung(dir: &Path, limit: Duration) {
     }
     if owner.alive() {
         // A live holder that stopped heartbeating is hung (SIGSTOP, deadlock): stop it for good.
-        // SAFETY: kill(2) with a pid we verified (pid, start time, boot id) names the holder.
-        unsafe {
-            libc::kill(lease.pid as i32, libc::SIGKILL);
-        }
+        // Verified just above (pid, start time, boot id): the pid names the holder.
+        let _ = process::kill(lease.pid, libc::SIGKILL);
     }
     // Every process of the attempt holds the task's lock descriptor (steps inherit it, and so
     // do their children, whatever group or session they moved to): kill exactly those.
     for pid in holders(&dir.join("task")) {
-        // SAFETY: kill(2) on a pid that holds this task's file open right now.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGKILL);
-        }
+        // A pid that holds this task's file open right now.
+        let _ = process::kill(pid, libc::SIGKILL);
     }
 }
 
