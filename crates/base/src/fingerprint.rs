@@ -37,6 +37,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::hash::Fnv1a;
+
 /// The default [`Options::max_files`]: far above a source tree, far below a tree that still
 /// holds build output nobody meant to fingerprint.
 pub const DEFAULT_MAX_FILES: usize = 200_000;
@@ -293,7 +295,7 @@ impl Entry {
 
     /// An entry known by its content only (repository state).
     fn content(bytes: &[u8]) -> Entry {
-        let mut hasher = Fnv::new();
+        let mut hasher = Fnv1a::new();
         hasher.write(bytes);
         Entry {
             kind: Kind::File,
@@ -419,7 +421,7 @@ fn hash_file(path: &Path) -> Result<Option<u64>, FingerprintError> {
         }
         Err(e) => return Err(io_error(e)),
     };
-    let mut hasher = Fnv::new();
+    let mut hasher = Fnv1a::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match file.read(&mut buf) {
@@ -430,26 +432,6 @@ fn hash_file(path: &Path) -> Result<Option<u64>, FingerprintError> {
         }
     }
     Ok(Some(hasher.finish()))
-}
-
-/// 64-bit FNV-1a: change detection, not security.
-struct Fnv(u64);
-
-impl Fnv {
-    fn new() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 fn now_ns() -> i64 {
@@ -746,7 +728,7 @@ fn list_git(
         let message = String::from_utf8_lossy(&out.stderr).trim().to_owned();
         return Err(git_failed(workspace, &args, message));
     }
-    let mut index = Fnv::new();
+    let mut index = Fnv1a::new();
     let mut index_len = 0u64;
     let mut dir_cache = HashMap::new();
     let mut paths = Vec::new();

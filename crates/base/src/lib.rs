@@ -5,6 +5,7 @@ pub mod clock;
 pub mod exec;
 pub mod fingerprint;
 pub mod fsutil;
+pub mod hash;
 pub mod held_files;
 pub mod human;
 pub mod ids;

@@ -66,19 +66,6 @@ use orchestrate_base::fsutil::relative;
 use orchestrate_base::ids::{MAX_ID_LEN, check_id};
 use orchestrate_base::process;
 
-/// A new time-ordered task id: sortable by enqueue time, unique across processes.
-pub fn new_id() -> String {
-    let mut bytes = [0u8; 5];
-    let _ = getrandom::fill(&mut bytes);
-    let now = chrono::Utc::now();
-    format!(
-        "{}{:03}-{}",
-        now.format("%Y%m%dT%H%M%S"),
-        now.timestamp_subsec_millis(),
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
-}
-
 /// Where one role's queue lives.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -207,7 +194,7 @@ fn enqueue_with(
             })?;
             id.to_string()
         }
-        None => new_id(),
+        None => orchestrate_base::ids::new_task_id(),
     };
     let correlation_id = correlation_id
         .map(str::to_string)

@@ -1187,12 +1187,8 @@ fn jittered(d: Duration, random: u32) -> Duration {
 }
 
 fn random_u32() -> u32 {
-    let mut bytes = [0u8; 4];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Jitter needs spread, not secrecy.
-        return chrono::Utc::now().timestamp_subsec_nanos();
-    }
-    u32::from_le_bytes(bytes)
+    // Jitter needs spread, not secrecy.
+    u32::from_le_bytes(orchestrate_base::ids::random_bytes())
 }
 
 fn clock_in(delay: Duration) -> String {
