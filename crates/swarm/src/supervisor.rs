@@ -45,7 +45,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use orchestrate_base::process::{self, kill_group};
-use orchestrate_base::{clock, fsutil};
+use orchestrate_base::{clock, fsutil, human};
 use orchestrate_engine::events::EventLog;
 use orchestrate_engine::role;
 use orchestrate_queue::queue;
@@ -171,7 +171,7 @@ pub enum SupervisorError {
     ExitedEarly { pid: u32, how: String },
     #[error(
         "failed to bring the swarm up within {}: still waiting for {}",
-        human(*waited),
+        human::duration(*waited),
         pending.join(", ")
     )]
     NotUp {
@@ -298,7 +298,7 @@ impl fmt::Display for ExitReason {
             ExitReason::NotReady { timeout_ms } => write!(
                 f,
                 "not ready within {}",
-                human(Duration::from_millis(*timeout_ms))
+                human::duration(Duration::from_millis(*timeout_ms))
             ),
             ExitReason::SpawnFailed { message } => write!(f, "{message}"),
             ExitReason::Lost { message } => write!(f, "lost: {message}"),
@@ -1590,7 +1590,7 @@ pub fn render_status(status: &SwarmStatus) -> String {
         chrono::DateTime::parse_from_rfc3339(when)
             .ok()
             .and_then(|t| now.signed_duration_since(t).to_std().ok())
-            .map_or_else(|| "-".to_string(), human)
+            .map_or_else(|| "-".to_string(), human::duration)
     };
     match (&status.supervisor, status.state) {
         (Some(sup), state) => {
@@ -1660,7 +1660,7 @@ pub fn render_status(status: &SwarmStatus) -> String {
                 .ok()
                 .and_then(|t| t.signed_duration_since(now).to_std().ok())
                 .unwrap_or_default();
-            state = format!("backoff (restart in {})", human(left));
+            state = format!("backoff (restart in {})", human::duration(left));
         }
         rows.push([
             child.role.clone(),
@@ -1756,24 +1756,9 @@ pub fn render_status(status: &SwarmStatus) -> String {
         }
         notes.extend(inbox_notes(load));
     }
-    let mut widths = [0usize; 9];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    for row in &rows {
-        let mut line = String::new();
-        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
+    let (head, body) = rows.split_first().expect("the header row");
+    let headers: Vec<&str> = head.iter().map(String::as_str).collect();
+    out.push_str(&human::table(&headers, "lllllllll", body));
     for note in notes {
         out.push_str(&note);
         out.push('\n');
@@ -1805,18 +1790,6 @@ fn inbox_notes(load: &RoleLoad) -> Vec<String> {
         }
     }
     notes
-}
-
-/// `12s`, `5m3s`, `2h5m`, `3d2h`.
-fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0 if d.as_millis() > 0 => format!("{}ms", d.as_millis()),
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{}s", s / 60, s % 60),
-        3600..86400 => format!("{}h{}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
-    }
 }
 
 /// `swarm down`: SIGTERM to the running supervisor (verified by its pid start time), then waits
@@ -2787,16 +2760,6 @@ mod tests {
         assert_eq!(jittered(base, u32::MAX), Duration::from_millis(1200));
         assert_eq!(jittered(base, u32::MAX / 2).as_millis(), 1000);
         assert_eq!(jittered(Duration::MAX, u32::MAX), Duration::MAX);
-    }
-
-    #[test]
-    fn human_durations_read_well() {
-        assert_eq!(human(Duration::from_millis(150)), "150ms");
-        assert_eq!(human(Duration::ZERO), "0s");
-        assert_eq!(human(Duration::from_secs(59)), "59s");
-        assert_eq!(human(Duration::from_secs(303)), "5m3s");
-        assert_eq!(human(Duration::from_secs(7500)), "2h5m");
-        assert_eq!(human(Duration::from_secs(3 * 86400 + 7200)), "3d2h");
     }
 
     #[test]
