@@ -9,4 +9,5 @@ pub mod hash;
 pub mod held_files;
 pub mod human;
 pub mod ids;
+pub mod io_err;
 pub mod process;

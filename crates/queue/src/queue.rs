@@ -54,16 +54,19 @@ pub enum QueueError {
     NotRetryable { path: PathBuf, reason: String },
 }
 
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> QueueError + 'a {
-    move |source| QueueError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
+impl FromIo for QueueError {
+    fn from_io(action: &'static str, path: PathBuf, source: io::Error) -> Self {
+        QueueError::Io {
+            action,
+            path,
+            source,
+        }
     }
 }
 
 use orchestrate_base::fsutil::relative;
 use orchestrate_base::ids::{MAX_ID_LEN, check_id};
+use orchestrate_base::io_err::FromIo;
 use orchestrate_base::process;
 
 /// Where one role's queue lives.
@@ -101,7 +104,7 @@ impl Layout {
             &self.failed,
             &self.meta,
         ] {
-            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+            fs::create_dir_all(dir).map_err(QueueError::io_err("create", dir))?;
         }
         Ok(())
     }
@@ -153,7 +156,7 @@ fn write_meta(path: &Path, meta: &Meta) -> Result<(), QueueError> {
         path: path.to_path_buf(),
         source: io::Error::other(e),
     })?;
-    atomic_write(path, &bytes).map_err(io_err("write", path))
+    atomic_write(path, &bytes).map_err(QueueError::io_err("write", path))
 }
 
 /// A task that was accepted into an inbox.
@@ -200,7 +203,7 @@ fn enqueue_with(
         .map(str::to_string)
         .unwrap_or_else(|| id.clone());
     for dir in [&layout.inbox, &layout.meta] {
-        fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        fs::create_dir_all(dir).map_err(QueueError::io_err("create", dir))?;
     }
     let task = layout.inbox.join(format!("{id}{}", layout.extension));
     let exists = || QueueError::Exists {
@@ -271,7 +274,7 @@ fn enqueue_with(
         });
     }
     fault!("enqueue.renamed");
-    fsync_dir(&layout.inbox).map_err(io_err("sync", &layout.inbox))?;
+    fsync_dir(&layout.inbox).map_err(QueueError::io_err("sync", &layout.inbox))?;
     fault!("enqueue.dir_synced");
     Ok(Enqueued {
         role: layout.role.clone(),
@@ -452,7 +455,9 @@ pub fn claim(
             });
         }
     };
-    let meta = file.metadata().map_err(io_err("inspect", &path))?;
+    let meta = file
+        .metadata()
+        .map_err(QueueError::io_err("inspect", &path))?;
     let kind = meta.file_type();
     if !kind.is_file() {
         drop(file);
@@ -528,7 +533,7 @@ pub fn claim(
     Read::by_ref(&mut &file)
         .take(max_bytes)
         .read_to_end(&mut content)
-        .map_err(io_err("read", &path))?;
+        .map_err(QueueError::io_err("read", &path))?;
     let dir = layout.running.join(id);
     match fs::create_dir(&dir) {
         Ok(()) => {}
@@ -579,7 +584,8 @@ pub fn claim(
     let bytes = serde_json::to_vec_pretty(&lease).unwrap_or_default();
     // Written in place: the directory is new, and a reader that finds it half-written (or
     // missing) falls back to the sidecar's count.
-    fs::write(dir.join("lease.json"), &bytes).map_err(io_err("write lease in", &dir))?;
+    fs::write(dir.join("lease.json"), &bytes)
+        .map_err(QueueError::io_err("write lease in", &dir))?;
     fault!("claim.leased");
     Ok(ClaimResult::Claimed(Box::new(Claim {
         id: id.to_string(),
@@ -657,7 +663,7 @@ fn quarantine_raw(
     let file_name: &str = &lossy;
     let id = layout.task_id(file_name).unwrap_or(file_name);
     let safe = sanitize(id);
-    fs::create_dir_all(&layout.failed).map_err(io_err("create", &layout.failed))?;
+    fs::create_dir_all(&layout.failed).map_err(QueueError::io_err("create", &layout.failed))?;
     // A fresh directory each time (two bad names may sanitize alike in the same microsecond).
     let dir = loop {
         let dir = layout.failed.join(final_name(&layout.role, &safe));
@@ -694,7 +700,7 @@ fn quarantine_raw(
     status.quarantined = Some(true);
     status.original_name = Some(file_name.to_string());
     atomic_write(&dir.join("status.json"), &status.to_bytes())
-        .map_err(io_err("write status in", &dir))?;
+        .map_err(QueueError::io_err("write status in", &dir))?;
     let _ = fsync_dir(&layout.inbox);
     let _ = fsync_dir(&layout.failed);
     Ok(ClaimResult::Quarantined {
@@ -727,7 +733,7 @@ pub fn complete(
     };
     // The task's directory is published by the move below, after this write is on disk.
     write_unpublished(&claim.dir.join("status.json"), &bytes)
-        .map_err(io_err("write status in", &claim.dir))?;
+        .map_err(QueueError::io_err("write status in", &claim.dir))?;
     fault!("complete.status_written");
     let parent = if success {
         &layout.processed
@@ -811,15 +817,16 @@ fn finish_move(
     parent: &Path,
     sync: MoveSync,
 ) -> Result<PathBuf, QueueError> {
-    fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+    fs::create_dir_all(parent).map_err(QueueError::io_err("create", parent))?;
     loop {
         let dest = parent.join(final_name(&layout.role, id));
         match rename_noreplace(dir, &dest) {
             Ok(()) => {
                 fault!("finish.renamed");
                 if sync == MoveSync::Durable {
-                    fsync_dir(parent).map_err(io_err("sync", parent))?;
-                    fsync_dir(&layout.running).map_err(io_err("sync", &layout.running))?;
+                    fsync_dir(parent).map_err(QueueError::io_err("sync", parent))?;
+                    fsync_dir(&layout.running)
+                        .map_err(QueueError::io_err("sync", &layout.running))?;
                 }
                 fault!("finish.synced");
                 return Ok(dest);
@@ -869,14 +876,14 @@ pub fn recover(
             });
         }
     };
-    fs::create_dir_all(&layout.meta).map_err(io_err("create", &layout.meta))?;
+    fs::create_dir_all(&layout.meta).map_err(QueueError::io_err("create", &layout.meta))?;
     let guard_path = layout.meta.join(".recover.lock");
     let guard = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&guard_path)
-        .map_err(io_err("open", &guard_path))?;
+        .map_err(QueueError::io_err("open", &guard_path))?;
     match guard.try_lock() {
         Ok(()) => {}
         Err(fs::TryLockError::WouldBlock) => return Ok(out),
@@ -916,7 +923,7 @@ pub fn recover(
                         .map_or(0, |l| l.attempt);
                     let keep = layout.meta.join(format!("{id}.attempt-{attempt}"));
                     let _ = fs::remove_dir_all(&keep);
-                    fs::rename(&dir, &keep).map_err(io_err("move aside", &dir))?;
+                    fs::rename(&dir, &keep).map_err(QueueError::io_err("move aside", &dir))?;
                 }
                 continue;
             }
@@ -1002,7 +1009,7 @@ pub fn recover(
             status.run_id = started_run_id(&dir);
             status.history = meta.history.clone();
             atomic_write(&dir.join("status.json"), &status.to_bytes())
-                .map_err(io_err("write status in", &dir))?;
+                .map_err(QueueError::io_err("write status in", &dir))?;
             fault!("recover.status_written");
             drop(task);
             finish_move(layout, &dir, &id, &layout.failed, MoveSync::Durable)?;
@@ -1071,7 +1078,7 @@ fn requeue(
             status.attempt = Some(attempt);
             status.history = meta.history;
             atomic_write(&dir.join("status.json"), &status.to_bytes())
-                .map_err(io_err("write status in", dir))?;
+                .map_err(QueueError::io_err("write status in", dir))?;
             finish_move(layout, dir, id, &layout.failed, MoveSync::Durable)?;
             return Ok("failed");
         }

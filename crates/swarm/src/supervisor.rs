@@ -44,6 +44,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use orchestrate_base::io_err::FromIo;
 use orchestrate_base::process::{self, kill_group};
 use orchestrate_base::{clock, fsutil, human};
 use orchestrate_engine::events::EventLog;
@@ -181,19 +182,18 @@ pub enum SupervisorError {
     },
 }
 
-fn pid_text(pid: Option<u32>) -> String {
-    pid.map_or_else(|| "pid unknown".to_string(), |pid| format!("pid {pid}"))
+impl FromIo for SupervisorError {
+    fn from_io(action: &'static str, path: PathBuf, source: io::Error) -> Self {
+        SupervisorError::Io {
+            action,
+            path,
+            source,
+        }
+    }
 }
 
-fn io_err<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> SupervisorError + 'a {
-    move |source| SupervisorError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
+fn pid_text(pid: Option<u32>) -> String {
+    pid.map_or_else(|| "pid unknown".to_string(), |pid| format!("pid {pid}"))
 }
 
 /// `WORKSPACE/.orchestrate/swarm`: the supervisor's lock and records.
@@ -551,12 +551,15 @@ pub async fn supervise_with(
     roster: Option<Roster>,
 ) -> Result<Report, SupervisorError> {
     let dir = swarm_dir(workspace);
-    fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+    fs::create_dir_all(&dir).map_err(SupervisorError::io_err("create", &dir))?;
     let _lock = take_lock(workspace)?;
-    process::become_subreaper().map_err(io_err("become a child subreaper in", workspace))?;
+    process::become_subreaper().map_err(SupervisorError::io_err(
+        "become a child subreaper in",
+        workspace,
+    ))?;
     let events_file = events_path(workspace);
-    let mut events =
-        EventLog::open(&events_file, Vec::new()).map_err(io_err("open", &events_file))?;
+    let mut events = EventLog::open(&events_file, Vec::new())
+        .map_err(SupervisorError::io_err("open", &events_file))?;
     stop_leftovers(workspace, policy.grace, &mut events).await;
 
     let me = queue::Owner::current();
@@ -577,7 +580,7 @@ pub async fn supervise_with(
     };
     // A supervisor that nobody can see or stop is worse than none: the first write must work.
     let status_file = status_path(workspace);
-    write_status(&status_file, &file).map_err(io_err("write", &status_file))?;
+    write_status(&status_file, &file).map_err(SupervisorError::io_err("write", &status_file))?;
     let mut records = Records {
         status_path: status_file,
         events,
@@ -778,13 +781,15 @@ fn take_lock(workspace: &Path) -> Result<File, SupervisorError> {
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(io_err("open", &path))?;
+        .map_err(SupervisorError::io_err("open", &path))?;
     match file.try_lock() {
         Ok(()) => {
             // Who holds it, for the error of a second supervisor; the status file is the record.
             let me = queue::Owner::current();
-            file.set_len(0).map_err(io_err("write", &path))?;
-            writeln!(file, "{} {}", me.pid, me.pid_start).map_err(io_err("write", &path))?;
+            file.set_len(0)
+                .map_err(SupervisorError::io_err("write", &path))?;
+            writeln!(file, "{} {}", me.pid, me.pid_start)
+                .map_err(SupervisorError::io_err("write", &path))?;
             Ok(file)
         }
         Err(fs::TryLockError::WouldBlock) => {
