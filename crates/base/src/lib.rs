@@ -10,4 +10,5 @@ pub mod held_files;
 pub mod human;
 pub mod ids;
 pub mod io_err;
+pub mod json_file;
 pub mod process;

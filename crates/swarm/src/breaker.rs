@@ -189,9 +189,7 @@ fn update<R>(workspace: &Path, name: &str, f: impl FnOnce(&mut State) -> R) -> s
     let out = f(&mut state);
     if state != before {
         state.updated_at = orchestrate_base::clock::now_rfc3339();
-        let mut bytes = serde_json::to_vec_pretty(&state).map_err(std::io::Error::other)?;
-        bytes.push(b'\n');
-        orchestrate_base::fsutil::replace(&state_path(workspace, name), &bytes)?;
+        orchestrate_base::json_file::write(&state_path(workspace, name), &state, false)?;
     }
     drop(lock);
     Ok(out)

@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 use orchestrate_base::io_err::FromIo;
 use orchestrate_base::process::{self, kill_group};
-use orchestrate_base::{clock, fsutil, human};
+use orchestrate_base::{clock, human, json_file};
 use orchestrate_engine::events::EventLog;
 use orchestrate_engine::role;
 use orchestrate_queue::queue;
@@ -911,40 +911,28 @@ impl Records {
 }
 
 fn write_status(path: &Path, file: &StatusFile) -> io::Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(file).map_err(io::Error::other)?;
-    bytes.push(b'\n');
-    fsutil::atomic_write(path, &bytes)
+    json_file::write(path, file, true)
 }
 
 /// `Ok(None)` when no supervisor ever ran in the workspace.
 fn read_status_file(workspace: &Path) -> Result<Option<StatusFile>, SupervisorError> {
     let path = status_path(workspace);
-    let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(SupervisorError::Io {
-                action: "read",
-                path,
-                source,
-            });
+    match json_file::read(&path, STATUS_FORMAT) {
+        Ok(file) => Ok(Some(file)),
+        Err(json_file::ReadError::Io(err)) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(json_file::ReadError::Io(source)) => Err(SupervisorError::Io {
+            action: "read",
+            path,
+            source,
+        }),
+        Err(json_file::ReadError::Corrupt(err)) => Err(SupervisorError::Corrupt {
+            path,
+            message: err.to_string(),
+        }),
+        Err(json_file::ReadError::TooNew(version)) => {
+            Err(SupervisorError::TooNew { path, version })
         }
-    };
-    let corrupt = |path: &Path, err: serde_json::Error| SupervisorError::Corrupt {
-        path: path.to_path_buf(),
-        message: err.to_string(),
-    };
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(&path, e))?;
-    let version = value
-        .get("format_version")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    if version > u64::from(STATUS_FORMAT) {
-        return Err(SupervisorError::TooNew { path, version });
     }
-    serde_json::from_value(value)
-        .map(Some)
-        .map_err(|e| corrupt(&path, e))
 }
 
 // ---------------------------------------------------------------------------------------------
