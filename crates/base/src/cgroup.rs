@@ -451,7 +451,7 @@ fn sweep(own: &Path) {
         let Some(pid) = name.to_str().and_then(engine_of) else {
             continue;
         };
-        if pid != me && !Path::new(&format!("/proc/{pid}")).exists() {
+        if pid != me && !crate::process::exists(pid) {
             remove_tree(&entry.path());
         }
     }

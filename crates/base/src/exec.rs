@@ -1825,14 +1825,11 @@ mod tests {
 
     /// Zombie children of this process.
     fn zombie_children() -> usize {
-        let me = std::process::id().to_string();
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
-            .filter(|stat| {
-                let mut fields = stat.rsplit(')').next().unwrap().split_whitespace();
-                fields.next() == Some("Z") && fields.next() == Some(me.as_str())
-            })
+        let me = i32::try_from(std::process::id()).unwrap();
+        process::all_pids()
+            .into_iter()
+            .filter_map(process::stat)
+            .filter(|stat| stat.state == 'Z' && stat.ppid == me)
             .count()
     }
 

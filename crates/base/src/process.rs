@@ -91,6 +91,11 @@ pub fn alive(pid: u32, start: u64, boot: &str) -> bool {
     boot == boot_id() && running(pid, start)
 }
 
+/// Whether a process `pid` exists (a zombie does), whoever it belongs to.
+pub fn exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Every pid in `/proc`.
 pub fn all_pids() -> Vec<u32> {
     fs::read_dir("/proc")

@@ -1179,27 +1179,18 @@ fn open_by(path: &Path, writing: bool) -> Vec<u32> {
     };
     let me = std::process::id();
     let mut out = Vec::new();
-    let Ok(procs) = fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in procs.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in process::all_pids() {
         if pid == me {
             continue;
         }
-        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        let Ok(fds) = fs::read_dir(proc_dir.join("fd")) else {
             continue;
         };
         let holds = fds.flatten().any(|fd| {
             fs::metadata(fd.path())
                 .is_ok_and(|m| m.dev() == target.dev() && m.ino() == target.ino())
-                && (!writing || writes(&entry.path().join("fdinfo").join(fd.file_name())))
+                && (!writing || writes(&proc_dir.join("fdinfo").join(fd.file_name())))
         });
         if holds {
             out.push(pid);
