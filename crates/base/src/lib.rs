@@ -1,4 +1,4 @@
-//! The lowest layer: processes and files (spawning a step in its own group and cgroup, durable writes, workspace paths, snapshots of a workspace), clocks, ids and figures for people. Knows nothing of workflows or queues.
+//! The lowest layer: processes and files (spawning a step in its own group and cgroup, the one OS layer for processes in `process`, durable writes, versioned JSON records, workspace paths, snapshots of a workspace), clocks, ids and their hash, and figures for people. Knows nothing of workflows or queues.
 
 pub mod cgroup;
 pub mod clock;

@@ -1135,11 +1135,6 @@ fn kill_if_hung(dir: &Path, limit: Duration) {
     else {
         return;
     };
-    let owner = Owner {
-        pid: lease.pid,
-        pid_start: lease.pid_start,
-        boot_id: lease.boot_id.clone(),
-    };
     let silent = chrono::DateTime::parse_from_rfc3339(&lease.heartbeat_at)
         .map(|t| {
             chrono::Utc::now()
@@ -1152,7 +1147,7 @@ fn kill_if_hung(dir: &Path, limit: Duration) {
     if !silent {
         return;
     }
-    if owner.alive() {
+    if process::alive(lease.pid, lease.pid_start, &lease.boot_id) {
         // A live holder that stopped heartbeating is hung (SIGSTOP, deadlock): stop it for good.
         // Verified just above (pid, start time, boot id): the pid names the holder.
         let _ = process::kill(lease.pid, libc::SIGKILL);
@@ -1398,12 +1393,7 @@ impl TaskInfo {
 
 /// When the holder of a claimed task has died: what becomes of the task (None while it lives).
 pub fn dead_holder(layout: &Layout, dir: &Path, lease: &Lease) -> Option<String> {
-    let owner = Owner {
-        pid: lease.pid,
-        pid_start: lease.pid_start,
-        boot_id: lease.boot_id.clone(),
-    };
-    if owner.alive() {
+    if process::alive(lease.pid, lease.pid_start, &lease.boot_id) {
         return None;
     }
     let pid = lease.pid;

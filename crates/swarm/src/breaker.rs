@@ -69,12 +69,7 @@ pub struct Trial {
 
 impl Trial {
     fn alive(&self) -> bool {
-        Owner {
-            pid: self.pid,
-            pid_start: self.pid_start,
-            boot_id: self.boot_id.clone(),
-        }
-        .alive()
+        orchestrate_base::process::alive(self.pid, self.pid_start, &self.boot_id)
     }
 
     fn mine(&self) -> bool {
