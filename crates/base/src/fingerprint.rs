@@ -38,6 +38,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::hash::Fnv1a;
+use crate::io_err::FromIo;
 
 /// The default [`Options::max_files`]: far above a source tree, far below a tree that still
 /// holds build output nobody meant to fingerprint.
@@ -148,6 +149,16 @@ pub enum FingerprintError {
     TooManyFiles { workspace: PathBuf, limit: usize },
     #[error("failed to parse ignore pattern `{pattern}`: {message}")]
     Pattern { pattern: String, message: String },
+}
+
+impl FromIo for FingerprintError {
+    fn from_io(action: &'static str, path: PathBuf, source: io::Error) -> Self {
+        FingerprintError::Io {
+            action,
+            path,
+            source,
+        }
+    }
 }
 
 /// Records what `workspace` holds now.
@@ -397,11 +408,6 @@ fn nanos(secs: i64, nsecs: i64) -> i64 {
 /// Hashes a regular file's contents. `None` when it cannot be opened for reading (mode 000):
 /// the metadata, ctime included, still shows a chmod followed by a write.
 fn hash_file(path: &Path) -> Result<Option<u64>, FingerprintError> {
-    let io_error = |source| FingerprintError::Io {
-        action: "read",
-        path: path.to_path_buf(),
-        source,
-    };
     // O_NOFOLLOW: the path was a regular file when statted; if it has since become a symlink,
     // do not read through it (possibly out of the workspace). O_NONBLOCK: nor hang if it has
     // become a fifo.
@@ -419,7 +425,7 @@ fn hash_file(path: &Path) -> Result<Option<u64>, FingerprintError> {
         {
             return Ok(None);
         }
-        Err(e) => return Err(io_error(e)),
+        Err(e) => return Err(FingerprintError::from_io("read", path.to_path_buf(), e)),
     };
     let mut hasher = Fnv1a::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -428,7 +434,7 @@ fn hash_file(path: &Path) -> Result<Option<u64>, FingerprintError> {
             Ok(0) => break,
             Ok(n) => hasher.write(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_error(e)),
+            Err(e) => return Err(FingerprintError::from_io("read", path.to_path_buf(), e)),
         }
     }
     Ok(Some(hasher.finish()))
