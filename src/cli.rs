@@ -1054,8 +1054,7 @@ fn print_argv(
 ) -> u8 {
     use orchestrate_runtime::adapter;
     let scratch = workspace.join(".orchestrate").join("argv");
-    // SAFETY: geteuid(2) has no failure mode and no side effects.
-    let is_root = unsafe { libc::geteuid() } == 0;
+    let is_root = orchestrate_base::process::is_root();
     let invocation = adapter::build(&adapter::Request {
         runtime,
         bin: None,

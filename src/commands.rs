@@ -1024,10 +1024,7 @@ pub fn swarm_reload(workspace: &Path, timeout: std::time::Duration) -> u8 {
     let after = |at: &str| chrono::DateTime::parse_from_rfc3339(at).is_ok_and(|t| t >= asked_at);
     let hang_up = |pid: u32| -> bool {
         // Verified live by `status` (pid and start time) just before.
-        libc::pid_t::try_from(pid).is_ok_and(|pid| {
-            // SAFETY: kill(2) takes two integers; pid > 1 names one process.
-            pid > 1 && unsafe { libc::kill(pid, libc::SIGHUP) } == 0
-        })
+        orchestrate_base::process::kill(pid, libc::SIGHUP).is_ok()
     };
     let supervisor = status.supervisor.as_ref().map(|s| s.pid);
     let live = |status: &orchestrate_swarm::supervisor::SwarmStatus| -> Vec<u32> {

@@ -672,7 +672,7 @@ impl Scratch {
         let dir = std::env::temp_dir().join(format!(
             "orchestrate-test-{}-{}",
             std::process::id(),
-            orchestrate_queue::queue::new_id()
+            orchestrate_base::ids::new_task_id()
         ));
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

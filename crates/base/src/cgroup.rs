@@ -383,14 +383,11 @@ fn forget(dir: &Path) {
 /// `cgroup.procs` is `procs` (writing `0` names the writer). Only async-signal-safe calls, no
 /// allocation. A failure leaves the child where it is; the parent finds out ([`Step::holds`]).
 pub fn enter(procs: &CStr) {
-    // SAFETY: open/write/close are async-signal-safe and only read `procs` (a valid C string)
-    // and a static byte; the descriptor is closed before returning.
-    unsafe {
-        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if fd >= 0 {
-            libc::write(fd, b"0".as_ptr().cast(), 1);
-            libc::close(fd);
-        }
+    use rustix::fs::{Mode, OFlags};
+    // rustix makes the system calls directly (async-signal-safe) and takes the C string as it
+    // is (no allocation); the descriptor is closed when dropped, before returning.
+    if let Ok(fd) = rustix::fs::open(procs, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty()) {
+        let _ = rustix::io::write(&fd, b"0");
     }
 }
 
@@ -415,15 +412,14 @@ fn clear(dir: &Path) {
 /// Waits until `dir/cgroup.events` says `populated 0` (true) or `deadline` passes (false). A
 /// cgroup that is gone is empty.
 fn wait_empty(dir: &Path, deadline: Instant) -> bool {
-    use std::os::fd::AsRawFd;
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    use std::os::unix::fs::FileExt;
     let Ok(events) = fs::File::open(dir.join("cgroup.events")) else {
         return true;
     };
     loop {
         let mut buf = [0u8; 256];
-        // SAFETY: pread into a buffer we own, of its length, at offset 0.
-        let n = unsafe { libc::pread(events.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        let Ok(n) = usize::try_from(n) else {
+        let Ok(n) = events.read_at(&mut buf, 0) else {
             return true;
         };
         let text = String::from_utf8_lossy(&buf[..n]);
@@ -435,14 +431,14 @@ fn wait_empty(dir: &Path, deadline: Instant) -> bool {
             return false;
         }
         // The kernel signals a change of cgroup.events as POLLPRI; the timeout caps a missed one.
-        let mut fd = libc::pollfd {
-            fd: events.as_raw_fd(),
-            events: libc::POLLPRI,
-            revents: 0,
+        let wait = left
+            .min(Duration::from_millis(50))
+            .max(Duration::from_millis(1));
+        let timeout = Timespec {
+            tv_sec: 0,
+            tv_nsec: i64::from(wait.subsec_millis()) * 1_000_000,
         };
-        let wait_ms = left.min(Duration::from_millis(50)).as_millis().max(1);
-        // SAFETY: one pollfd we own; the count matches.
-        unsafe { libc::poll(&mut fd, 1, i32::try_from(wait_ms).unwrap_or(50)) };
+        let _ = poll(&mut [PollFd::new(&events, PollFlags::PRI)], Some(&timeout));
     }
 }
 
@@ -476,7 +472,7 @@ fn sweep(own: &Path) {
         let Some(pid) = name.to_str().and_then(engine_of) else {
             continue;
         };
-        if pid != me && !Path::new(&format!("/proc/{pid}")).exists() {
+        if pid != me && !crate::process::exists(pid) {
             remove_tree(&entry.path());
         }
     }

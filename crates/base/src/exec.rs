@@ -28,7 +28,7 @@ use std::{
     fs::File,
     io::{self, Write},
     os::{
-        fd::{FromRawFd, OwnedFd},
+        fd::OwnedFd,
         unix::{fs::PermissionsExt, process::ExitStatusExt},
     },
     path::{Path, PathBuf},
@@ -38,10 +38,12 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWriteExt, Interest, unix::AsyncFd},
+    io::{AsyncRead, AsyncReadExt, AsyncWriteExt, unix::AsyncFd},
     process::{Child, Command},
 };
 use tokio_util::sync::CancellationToken;
+
+use crate::process::{self, kill_group};
 
 /// What replaces every occurrence of a secret in logs and captured output.
 const MASK: &[u8] = b"***";
@@ -240,27 +242,6 @@ pub struct Finished {
     /// The step's cgroup (its hierarchy path, as `/proc/PID/cgroup` names it), when the child
     /// ran in one: what a readonly step's write attribution compares writers with.
     pub cgroup: Option<String>,
-}
-
-/// Sends `signal` to every process in the process group `pgid`.
-///
-/// Does nothing when `pgid <= 1`: `killpg(0, _)` would signal the engine's own
-/// group and glibc turns `killpg(1, _)` into `kill(-1, _)`, every process we
-/// may signal.
-///
-/// Errors are ignored on purpose: the only ones possible for a valid `pgid`
-/// and signal are `ESRCH` (the group is already empty, which is what callers want) and
-/// `EPERM` (a member changed credentials), and neither can be acted upon.
-pub fn kill_group(pgid: i32, signal: i32) {
-    if pgid <= 1 {
-        return;
-    }
-    // SAFETY: killpg takes two plain integers and touches no memory of ours;
-    // the pgid <= 1 guard above rules out the values that would signal the
-    // engine itself or every process.
-    unsafe {
-        libc::killpg(pgid, signal);
-    }
 }
 
 /// Runs `spec` to completion and reports how it went.
@@ -698,25 +679,7 @@ struct ExitWatch(Option<AsyncFd<OwnedFd>>);
 
 impl ExitWatch {
     fn new(pid: Option<u32>) -> Self {
-        let Some(pid) = pid.and_then(|p| libc::pid_t::try_from(p).ok()) else {
-            return ExitWatch(None);
-        };
-        // SAFETY: pidfd_open(pid, flags) takes two integers and returns a new
-        // file descriptor or -1; it reads and writes no memory of ours.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        let Ok(fd) = i32::try_from(fd) else {
-            return ExitWatch(None);
-        };
-        if fd < 0 {
-            return ExitWatch(None);
-        }
-        // SAFETY: `fd` was just returned by pidfd_open, is open, and nothing
-        // else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: an `OwnedFd` keeps its descriptor open and unchanged until
-        // it is dropped, and the `AsyncFd` owns it for its whole lifetime.
-        let registered = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) };
-        ExitWatch(registered.ok())
+        ExitWatch(pid.and_then(process::exit_watch))
     }
 
     /// Returns once the child has exited (reaping it only in the fallback).
@@ -1228,13 +1191,7 @@ mod tests {
     /// True once `pid` no longer runs. PID 1 in some containers never reaps
     /// orphans, so a zombie (`Z`) or dead (`X`) entry counts as gone.
     fn gone(pid: u32) -> bool {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => true,
-            Ok(stat) => {
-                let state = stat.rsplit(')').next().unwrap().trim_start();
-                state.starts_with('Z') || state.starts_with('X')
-            }
-        }
+        crate::process::stat(pid).is_none_or(|s| s.exited())
     }
 
     /// A generous deadline: it guards against a hang; a loaded machine is slow, not hung.
@@ -1670,8 +1627,8 @@ mod tests {
     /// Kills `pid` unless it is gone already (a process the fallback cannot reach).
     fn kill_if_alive(pid: u32) {
         if !gone(pid) {
-            // SAFETY: plain integers; `pid` is the test's own sleep, still running.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            // `pid` is the test's own sleep, still running.
+            let _ = process::kill(pid, libc::SIGKILL);
         }
     }
 
@@ -1889,14 +1846,11 @@ mod tests {
 
     /// Zombie children of this process.
     fn zombie_children() -> usize {
-        let me = std::process::id().to_string();
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
-            .filter(|stat| {
-                let mut fields = stat.rsplit(')').next().unwrap().split_whitespace();
-                fields.next() == Some("Z") && fields.next() == Some(me.as_str())
-            })
+        let me = i32::try_from(std::process::id()).unwrap();
+        process::all_pids()
+            .into_iter()
+            .filter_map(process::stat)
+            .filter(|stat| stat.state == 'Z' && stat.ppid == me)
             .count()
     }
 

@@ -37,6 +37,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::hash::Fnv1a;
+use crate::io_err::FromIo;
+
 /// The default [`Options::max_files`]: far above a source tree, far below a tree that still
 /// holds build output nobody meant to fingerprint.
 pub const DEFAULT_MAX_FILES: usize = 200_000;
@@ -146,6 +149,16 @@ pub enum FingerprintError {
     TooManyFiles { workspace: PathBuf, limit: usize },
     #[error("failed to parse ignore pattern `{pattern}`: {message}")]
     Pattern { pattern: String, message: String },
+}
+
+impl FromIo for FingerprintError {
+    fn from_io(action: &'static str, path: PathBuf, source: io::Error) -> Self {
+        FingerprintError::Io {
+            action,
+            path,
+            source,
+        }
+    }
 }
 
 /// Records what `workspace` holds now.
@@ -293,7 +306,7 @@ impl Entry {
 
     /// An entry known by its content only (repository state).
     fn content(bytes: &[u8]) -> Entry {
-        let mut hasher = Fnv::new();
+        let mut hasher = Fnv1a::new();
         hasher.write(bytes);
         Entry {
             kind: Kind::File,
@@ -395,11 +408,6 @@ fn nanos(secs: i64, nsecs: i64) -> i64 {
 /// Hashes a regular file's contents. `None` when it cannot be opened for reading (mode 000):
 /// the metadata, ctime included, still shows a chmod followed by a write.
 fn hash_file(path: &Path) -> Result<Option<u64>, FingerprintError> {
-    let io_error = |source| FingerprintError::Io {
-        action: "read",
-        path: path.to_path_buf(),
-        source,
-    };
     // O_NOFOLLOW: the path was a regular file when statted; if it has since become a symlink,
     // do not read through it (possibly out of the workspace). O_NONBLOCK: nor hang if it has
     // become a fifo.
@@ -417,39 +425,19 @@ fn hash_file(path: &Path) -> Result<Option<u64>, FingerprintError> {
         {
             return Ok(None);
         }
-        Err(e) => return Err(io_error(e)),
+        Err(e) => return Err(FingerprintError::from_io("read", path.to_path_buf(), e)),
     };
-    let mut hasher = Fnv::new();
+    let mut hasher = Fnv1a::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match file.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => hasher.write(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_error(e)),
+            Err(e) => return Err(FingerprintError::from_io("read", path.to_path_buf(), e)),
         }
     }
     Ok(Some(hasher.finish()))
-}
-
-/// 64-bit FNV-1a: change detection, not security.
-struct Fnv(u64);
-
-impl Fnv {
-    fn new() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 fn now_ns() -> i64 {
@@ -746,7 +734,7 @@ fn list_git(
         let message = String::from_utf8_lossy(&out.stderr).trim().to_owned();
         return Err(git_failed(workspace, &args, message));
     }
-    let mut index = Fnv::new();
+    let mut index = Fnv1a::new();
     let mut index_len = 0u64;
     let mut dir_cache = HashMap::new();
     let mut paths = Vec::new();

@@ -6,10 +6,8 @@
 //! and the same check for the records readers open (`check_inside`). Does not know what the
 //! files mean.
 
-use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -197,24 +195,9 @@ fn parent_of(path: &Path) -> PathBuf {
 /// Renames `from` to `to`, failing with `AlreadyExists` instead of replacing an existing `to`
 /// (renameat2 with RENAME_NOREPLACE). A plain rename silently clobbers.
 pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    let from_c = CString::new(from.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let to_c = CString::new(to.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    // SAFETY: both pointers are valid NUL-terminated strings that outlive the call; AT_FDCWD
-    // makes the paths relative to the current directory as std does.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            from_c.as_ptr(),
-            libc::AT_FDCWD,
-            to_c.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    // CWD makes the paths relative to the current directory as std does.
+    Ok(renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE)?)
 }
 
 /// Whether some process has a file open for writing, as far as the system can tell.

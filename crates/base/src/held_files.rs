@@ -45,20 +45,12 @@ fn lineage() -> Vec<u32> {
     let mut pids = vec![std::process::id()];
     while pids.len() < MAX_ANCESTORS {
         let last = *pids.last().expect("not empty");
-        match parent_of(last) {
+        match crate::process::parent_of(last) {
             Some(parent) if parent != 0 && !pids.contains(&parent) => pids.push(parent),
             _ => break,
         }
     }
     pids
-}
-
-/// The parent pid from `/proc/PID/stat` (the field after the state, after the last `)`: the
-/// command name before it may hold spaces and parentheses).
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The paths of `pid`'s descriptors open for writing (`O_WRONLY` or `O_RDWR`); sockets, pipes

@@ -407,11 +407,10 @@ impl ProcRecord {
 
     pub fn write(&self, workspace: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(procs_dir(workspace))?;
-        let mut bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        bytes.push(b'\n');
-        orchestrate_base::fsutil::atomic_write(
+        orchestrate_base::json_file::write(
             &Self::path(workspace, &self.role, self.replica),
-            &bytes,
+            self,
+            true,
         )
     }
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use orchestrate_base::fsutil;
+use orchestrate_base::json_file;
 
 /// Version of `state.json`; a reader refuses a newer one.
 pub const STATE_FORMAT: u32 = 1;
@@ -107,35 +107,18 @@ impl RunDir {
 
     /// Writes the snapshot; `durable` makes it survive a power loss (fsync file and directory).
     pub fn write_state(&self, state: &RunState, durable: bool) -> io::Result<()> {
-        let mut bytes = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
-        bytes.push(b'\n');
-        if durable {
-            fsutil::atomic_write(&self.state(), &bytes)
-        } else {
-            fsutil::replace(&self.state(), &bytes)
-        }
+        json_file::write(&self.state(), state, durable)
     }
 
     pub fn read_state(&self) -> Result<RunState, StateError> {
         let path = self.state();
-        let bytes = fs::read(&path).map_err(|source| StateError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let value: Value = serde_json::from_slice(&bytes).map_err(|err| StateError::Corrupt {
-            path: path.clone(),
-            message: err.to_string(),
-        })?;
-        let version = value
-            .get("format_version")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        if version > u64::from(STATE_FORMAT) {
-            return Err(StateError::TooNew { path, version });
-        }
-        serde_json::from_value(value).map_err(|err| StateError::Corrupt {
-            path,
-            message: err.to_string(),
+        json_file::read(&path, STATE_FORMAT).map_err(|err| match err {
+            json_file::ReadError::Io(source) => StateError::Read { path, source },
+            json_file::ReadError::Corrupt(err) => StateError::Corrupt {
+                path,
+                message: err.to_string(),
+            },
+            json_file::ReadError::TooNew(version) => StateError::TooNew { path, version },
         })
     }
 

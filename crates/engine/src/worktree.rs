@@ -25,6 +25,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use orchestrate_base::io_err::FromIo;
 use orchestrate_lang::model::{Isolation, WorktreeSpec};
 use orchestrate_queue::queue::TaskState;
 
@@ -85,12 +86,13 @@ pub enum WorktreeError {
     },
 }
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> WorktreeError {
-    let path = path.to_path_buf();
-    move |source| WorktreeError::Io {
-        action,
-        path,
-        source,
+impl FromIo for WorktreeError {
+    fn from_io(action: &'static str, path: PathBuf, source: std::io::Error) -> Self {
+        WorktreeError::Io {
+            action,
+            path,
+            source,
+        }
     }
 }
 
@@ -179,10 +181,11 @@ impl Record {
     fn write(&self, workspace: &Path) -> Result<(), WorktreeError> {
         let path = Record::file(workspace, &self.owner);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+            std::fs::create_dir_all(parent).map_err(WorktreeError::io_err("create", parent))?;
         }
         let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
-        orchestrate_base::fsutil::atomic_write(&path, &bytes).map_err(io_err("write", &path))
+        orchestrate_base::fsutil::atomic_write(&path, &bytes)
+            .map_err(WorktreeError::io_err("write", &path))
     }
 
     fn forget(&self, workspace: &Path) {
@@ -298,8 +301,8 @@ fn lock(repo: &Repo) -> Result<File, WorktreeError> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(io_err("open", &path))?;
-    file.lock().map_err(io_err("lock", &path))?;
+        .map_err(WorktreeError::io_err("open", &path))?;
+    file.lock().map_err(WorktreeError::io_err("lock", &path))?;
     Ok(file)
 }
 
@@ -320,7 +323,7 @@ fn exclude(repo: &Repo, dir: &Path) -> Result<(), WorktreeError> {
     if current.lines().any(|l| l.trim() == line) {
         return Ok(());
     }
-    std::fs::create_dir_all(&info).map_err(io_err("create", &info))?;
+    std::fs::create_dir_all(&info).map_err(WorktreeError::io_err("create", &info))?;
     let mut text = current;
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
@@ -328,7 +331,8 @@ fn exclude(repo: &Repo, dir: &Path) -> Result<(), WorktreeError> {
     text.push_str(&format!(
         "# worktrees of `isolation: worktree` (orchestrate)\n{line}\n"
     ));
-    orchestrate_base::fsutil::atomic_write(&file, text.as_bytes()).map_err(io_err("write", &file))
+    orchestrate_base::fsutil::atomic_write(&file, text.as_bytes())
+        .map_err(WorktreeError::io_err("write", &file))
 }
 
 /// The registered worktrees of the repository: path and branch (`refs/heads/...`, if any).
@@ -502,7 +506,7 @@ pub fn prepare(
     let _lock = lock(&repo)?;
     // Read under the lock: `gc` removes the worktree and forgets its record under it.
     let previous = record_of(workspace, owner);
-    std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+    std::fs::create_dir_all(&dir).map_err(WorktreeError::io_err("create", &dir))?;
     exclude(&repo, &canonical_or(&dir))?;
     let worktrees = registered(workspace)?;
     let found = worktrees

@@ -43,8 +43,7 @@ pub fn who() -> String {
     std::env::var("USER")
         .ok()
         .filter(|u| !u.is_empty())
-        // SAFETY: getuid(2) has no failure mode and no side effects.
-        .unwrap_or_else(|| format!("uid {}", unsafe { libc::getuid() }))
+        .unwrap_or_else(|| format!("uid {}", orchestrate_base::process::uid()))
 }
 
 /// `RUN_ROOT/cancel.json`: who asked a run to stop. The runner reads it when it stops.

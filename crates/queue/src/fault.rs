@@ -61,11 +61,8 @@ pub fn setup() -> Option<()> {
 #[cfg(feature = "failpoints")]
 pub fn point(name: &str) {
     if fail::eval(name, |_| ()).is_some() {
-        // SAFETY: getpid and kill have no preconditions; SIGKILL cannot be caught, so this is
-        // the end of the process.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
+        // SIGKILL cannot be caught: this is the end of the process.
+        let _ = orchestrate_base::process::kill(std::process::id(), libc::SIGKILL);
         loop {
             std::thread::park();
         }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use zip::write::SimpleFileOptions;
 
 use orchestrate_base::fsutil::normalize;
+use orchestrate_base::io_err::FromIo;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessedError {
@@ -29,6 +30,16 @@ pub enum ProcessedError {
         path: PathBuf,
         source: io::Error,
     },
+}
+
+impl FromIo for ProcessedError {
+    fn from_io(action: &'static str, path: PathBuf, source: io::Error) -> Self {
+        ProcessedError::Io {
+            action,
+            path,
+            source,
+        }
+    }
 }
 
 /// The processed directory the workflow configures, checked to be a proper subdirectory of the
@@ -63,27 +74,21 @@ pub fn processed_dir(workspace: &Path, configured: &str) -> Result<PathBuf, Proc
 
 /// Empties the processed directory, keeping the directory itself. Returns entries removed.
 pub fn clean(dir: &Path) -> Result<usize, ProcessedError> {
-    let io_err = |action, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ProcessedError::Io {
-            action,
-            path,
-            source,
-        }
-    };
     if !dir.exists() {
-        fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        fs::create_dir_all(dir).map_err(ProcessedError::io_err("create", dir))?;
         return Ok(0);
     }
     let mut removed = 0;
-    for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
-        let entry = entry.map_err(io_err("list", dir))?;
+    for entry in fs::read_dir(dir).map_err(ProcessedError::io_err("list", dir))? {
+        let entry = entry.map_err(ProcessedError::io_err("list", dir))?;
         let path = entry.path();
-        let kind = entry.file_type().map_err(io_err("inspect", &path))?;
+        let kind = entry
+            .file_type()
+            .map_err(ProcessedError::io_err("inspect", &path))?;
         if kind.is_dir() {
-            fs::remove_dir_all(&path).map_err(io_err("remove", &path))?;
+            fs::remove_dir_all(&path).map_err(ProcessedError::io_err("remove", &path))?;
         } else {
-            fs::remove_file(&path).map_err(io_err("remove", &path))?;
+            fs::remove_file(&path).map_err(ProcessedError::io_err("remove", &path))?;
         }
         removed += 1;
     }
@@ -106,19 +111,11 @@ pub fn check_archive_dest(processed: &Path, dest: &Path) -> Result<(), Processed
 /// number of files archived.
 pub fn archive(processed: &Path, dest: &Path) -> Result<usize, ProcessedError> {
     check_archive_dest(processed, dest)?;
-    let io_err = |action, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ProcessedError::Io {
-            action,
-            path,
-            source,
-        }
-    };
     if let Some(parent) = dest.parent() {
-        fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+        fs::create_dir_all(parent).map_err(ProcessedError::io_err("create", parent))?;
     }
     let tmp = dest.with_extension("zip.tmp");
-    let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    let file = File::create(&tmp).map_err(ProcessedError::io_err("create", &tmp))?;
     let mut zip = zip::ZipWriter::new(file);
     let options = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
     let mut count = 0;
@@ -143,8 +140,9 @@ pub fn archive(processed: &Path, dest: &Path) -> Result<usize, ProcessedError> {
                 zip.add_directory(name, options).map_err(zip_err)?;
             } else if entry.file_type().is_file() {
                 zip.start_file(name, options).map_err(zip_err)?;
-                let mut src = File::open(entry.path()).map_err(io_err("read", entry.path()))?;
-                io::copy(&mut src, &mut zip).map_err(io_err("write", &tmp))?;
+                let mut src = File::open(entry.path())
+                    .map_err(ProcessedError::io_err("read", entry.path()))?;
+                io::copy(&mut src, &mut zip).map_err(ProcessedError::io_err("write", &tmp))?;
                 count += 1;
             }
         }
@@ -154,7 +152,8 @@ pub fn archive(processed: &Path, dest: &Path) -> Result<usize, ProcessedError> {
         path: tmp.clone(),
         source: io::Error::other(e),
     })?;
-    file.sync_all().map_err(io_err("sync", &tmp))?;
-    fs::rename(&tmp, dest).map_err(io_err("rename", &tmp))?;
+    file.sync_all()
+        .map_err(ProcessedError::io_err("sync", &tmp))?;
+    fs::rename(&tmp, dest).map_err(ProcessedError::io_err("rename", &tmp))?;
     Ok(count)
 }

@@ -54,29 +54,20 @@ pub enum QueueError {
     NotRetryable { path: PathBuf, reason: String },
 }
 
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> QueueError + 'a {
-    move |source| QueueError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
+impl FromIo for QueueError {
+    fn from_io(action: &'static str, path: PathBuf, source: io::Error) -> Self {
+        QueueError::Io {
+            action,
+            path,
+            source,
+        }
     }
 }
 
 use orchestrate_base::fsutil::relative;
 use orchestrate_base::ids::{MAX_ID_LEN, check_id};
-
-/// A new time-ordered task id: sortable by enqueue time, unique across processes.
-pub fn new_id() -> String {
-    let mut bytes = [0u8; 5];
-    let _ = getrandom::fill(&mut bytes);
-    let now = chrono::Utc::now();
-    format!(
-        "{}{:03}-{}",
-        now.format("%Y%m%dT%H%M%S"),
-        now.timestamp_subsec_millis(),
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
-}
+use orchestrate_base::io_err::FromIo;
+use orchestrate_base::process;
 
 /// Where one role's queue lives.
 #[derive(Debug, Clone)]
@@ -113,7 +104,7 @@ impl Layout {
             &self.failed,
             &self.meta,
         ] {
-            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+            fs::create_dir_all(dir).map_err(QueueError::io_err("create", dir))?;
         }
         Ok(())
     }
@@ -165,7 +156,7 @@ fn write_meta(path: &Path, meta: &Meta) -> Result<(), QueueError> {
         path: path.to_path_buf(),
         source: io::Error::other(e),
     })?;
-    atomic_write(path, &bytes).map_err(io_err("write", path))
+    atomic_write(path, &bytes).map_err(QueueError::io_err("write", path))
 }
 
 /// A task that was accepted into an inbox.
@@ -206,13 +197,13 @@ fn enqueue_with(
             })?;
             id.to_string()
         }
-        None => new_id(),
+        None => orchestrate_base::ids::new_task_id(),
     };
     let correlation_id = correlation_id
         .map(str::to_string)
         .unwrap_or_else(|| id.clone());
     for dir in [&layout.inbox, &layout.meta] {
-        fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        fs::create_dir_all(dir).map_err(QueueError::io_err("create", dir))?;
     }
     let task = layout.inbox.join(format!("{id}{}", layout.extension));
     let exists = || QueueError::Exists {
@@ -283,7 +274,7 @@ fn enqueue_with(
         });
     }
     fault!("enqueue.renamed");
-    fsync_dir(&layout.inbox).map_err(io_err("sync", &layout.inbox))?;
+    fsync_dir(&layout.inbox).map_err(QueueError::io_err("sync", &layout.inbox))?;
     fault!("enqueue.dir_synced");
     Ok(Enqueued {
         role: layout.role.clone(),
@@ -338,29 +329,15 @@ impl Owner {
         let pid = std::process::id();
         Owner {
             pid,
-            pid_start: pid_start(pid).unwrap_or(0),
-            boot_id: boot_id(),
+            pid_start: process::start_time(pid).unwrap_or(0),
+            boot_id: process::boot_id(),
         }
     }
 
     /// Whether the process this identity names is still alive (same pid, start time and boot).
     pub fn alive(&self) -> bool {
-        self.boot_id == boot_id() && pid_start(self.pid) == Some(self.pid_start)
+        process::alive(self.pid, self.pid_start, &self.boot_id)
     }
-}
-
-pub fn boot_id() -> String {
-    fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
-/// Start time of a process in clock ticks since boot (`/proc/<pid>/stat` field 22).
-pub fn pid_start(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: split after the last `)`.
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// A task this process holds.
@@ -478,7 +455,9 @@ pub fn claim(
             });
         }
     };
-    let meta = file.metadata().map_err(io_err("inspect", &path))?;
+    let meta = file
+        .metadata()
+        .map_err(QueueError::io_err("inspect", &path))?;
     let kind = meta.file_type();
     if !kind.is_file() {
         drop(file);
@@ -554,7 +533,7 @@ pub fn claim(
     Read::by_ref(&mut &file)
         .take(max_bytes)
         .read_to_end(&mut content)
-        .map_err(io_err("read", &path))?;
+        .map_err(QueueError::io_err("read", &path))?;
     let dir = layout.running.join(id);
     match fs::create_dir(&dir) {
         Ok(()) => {}
@@ -605,7 +584,8 @@ pub fn claim(
     let bytes = serde_json::to_vec_pretty(&lease).unwrap_or_default();
     // Written in place: the directory is new, and a reader that finds it half-written (or
     // missing) falls back to the sidecar's count.
-    fs::write(dir.join("lease.json"), &bytes).map_err(io_err("write lease in", &dir))?;
+    fs::write(dir.join("lease.json"), &bytes)
+        .map_err(QueueError::io_err("write lease in", &dir))?;
     fault!("claim.leased");
     Ok(ClaimResult::Claimed(Box::new(Claim {
         id: id.to_string(),
@@ -683,7 +663,7 @@ fn quarantine_raw(
     let file_name: &str = &lossy;
     let id = layout.task_id(file_name).unwrap_or(file_name);
     let safe = sanitize(id);
-    fs::create_dir_all(&layout.failed).map_err(io_err("create", &layout.failed))?;
+    fs::create_dir_all(&layout.failed).map_err(QueueError::io_err("create", &layout.failed))?;
     // A fresh directory each time (two bad names may sanitize alike in the same microsecond).
     let dir = loop {
         let dir = layout.failed.join(final_name(&layout.role, &safe));
@@ -720,7 +700,7 @@ fn quarantine_raw(
     status.quarantined = Some(true);
     status.original_name = Some(file_name.to_string());
     atomic_write(&dir.join("status.json"), &status.to_bytes())
-        .map_err(io_err("write status in", &dir))?;
+        .map_err(QueueError::io_err("write status in", &dir))?;
     let _ = fsync_dir(&layout.inbox);
     let _ = fsync_dir(&layout.failed);
     Ok(ClaimResult::Quarantined {
@@ -753,7 +733,7 @@ pub fn complete(
     };
     // The task's directory is published by the move below, after this write is on disk.
     write_unpublished(&claim.dir.join("status.json"), &bytes)
-        .map_err(io_err("write status in", &claim.dir))?;
+        .map_err(QueueError::io_err("write status in", &claim.dir))?;
     fault!("complete.status_written");
     let parent = if success {
         &layout.processed
@@ -837,15 +817,16 @@ fn finish_move(
     parent: &Path,
     sync: MoveSync,
 ) -> Result<PathBuf, QueueError> {
-    fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+    fs::create_dir_all(parent).map_err(QueueError::io_err("create", parent))?;
     loop {
         let dest = parent.join(final_name(&layout.role, id));
         match rename_noreplace(dir, &dest) {
             Ok(()) => {
                 fault!("finish.renamed");
                 if sync == MoveSync::Durable {
-                    fsync_dir(parent).map_err(io_err("sync", parent))?;
-                    fsync_dir(&layout.running).map_err(io_err("sync", &layout.running))?;
+                    fsync_dir(parent).map_err(QueueError::io_err("sync", parent))?;
+                    fsync_dir(&layout.running)
+                        .map_err(QueueError::io_err("sync", &layout.running))?;
                 }
                 fault!("finish.synced");
                 return Ok(dest);
@@ -895,14 +876,14 @@ pub fn recover(
             });
         }
     };
-    fs::create_dir_all(&layout.meta).map_err(io_err("create", &layout.meta))?;
+    fs::create_dir_all(&layout.meta).map_err(QueueError::io_err("create", &layout.meta))?;
     let guard_path = layout.meta.join(".recover.lock");
     let guard = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&guard_path)
-        .map_err(io_err("open", &guard_path))?;
+        .map_err(QueueError::io_err("open", &guard_path))?;
     match guard.try_lock() {
         Ok(()) => {}
         Err(fs::TryLockError::WouldBlock) => return Ok(out),
@@ -942,7 +923,7 @@ pub fn recover(
                         .map_or(0, |l| l.attempt);
                     let keep = layout.meta.join(format!("{id}.attempt-{attempt}"));
                     let _ = fs::remove_dir_all(&keep);
-                    fs::rename(&dir, &keep).map_err(io_err("move aside", &dir))?;
+                    fs::rename(&dir, &keep).map_err(QueueError::io_err("move aside", &dir))?;
                 }
                 continue;
             }
@@ -1028,7 +1009,7 @@ pub fn recover(
             status.run_id = started_run_id(&dir);
             status.history = meta.history.clone();
             atomic_write(&dir.join("status.json"), &status.to_bytes())
-                .map_err(io_err("write status in", &dir))?;
+                .map_err(QueueError::io_err("write status in", &dir))?;
             fault!("recover.status_written");
             drop(task);
             finish_move(layout, &dir, &id, &layout.failed, MoveSync::Durable)?;
@@ -1097,7 +1078,7 @@ fn requeue(
             status.attempt = Some(attempt);
             status.history = meta.history;
             atomic_write(&dir.join("status.json"), &status.to_bytes())
-                .map_err(io_err("write status in", dir))?;
+                .map_err(QueueError::io_err("write status in", dir))?;
             finish_move(layout, dir, id, &layout.failed, MoveSync::Durable)?;
             return Ok("failed");
         }
@@ -1154,11 +1135,6 @@ fn kill_if_hung(dir: &Path, limit: Duration) {
     else {
         return;
     };
-    let owner = Owner {
-        pid: lease.pid,
-        pid_start: lease.pid_start,
-        boot_id: lease.boot_id.clone(),
-    };
     let silent = chrono::DateTime::parse_from_rfc3339(&lease.heartbeat_at)
         .map(|t| {
             chrono::Utc::now()
@@ -1171,20 +1147,16 @@ fn kill_if_hung(dir: &Path, limit: Duration) {
     if !silent {
         return;
     }
-    if owner.alive() {
+    if process::alive(lease.pid, lease.pid_start, &lease.boot_id) {
         // A live holder that stopped heartbeating is hung (SIGSTOP, deadlock): stop it for good.
-        // SAFETY: kill(2) with a pid we verified (pid, start time, boot id) names the holder.
-        unsafe {
-            libc::kill(lease.pid as i32, libc::SIGKILL);
-        }
+        // Verified just above (pid, start time, boot id): the pid names the holder.
+        let _ = process::kill(lease.pid, libc::SIGKILL);
     }
     // Every process of the attempt holds the task's lock descriptor (steps inherit it, and so
     // do their children, whatever group or session they moved to): kill exactly those.
     for pid in holders(&dir.join("task")) {
-        // SAFETY: kill(2) on a pid that holds this task's file open right now.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGKILL);
-        }
+        // A pid that holds this task's file open right now.
+        let _ = process::kill(pid, libc::SIGKILL);
     }
 }
 
@@ -1202,27 +1174,18 @@ fn open_by(path: &Path, writing: bool) -> Vec<u32> {
     };
     let me = std::process::id();
     let mut out = Vec::new();
-    let Ok(procs) = fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in procs.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in process::all_pids() {
         if pid == me {
             continue;
         }
-        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        let Ok(fds) = fs::read_dir(proc_dir.join("fd")) else {
             continue;
         };
         let holds = fds.flatten().any(|fd| {
             fs::metadata(fd.path())
                 .is_ok_and(|m| m.dev() == target.dev() && m.ino() == target.ino())
-                && (!writing || writes(&entry.path().join("fdinfo").join(fd.file_name())))
+                && (!writing || writes(&proc_dir.join("fdinfo").join(fd.file_name())))
         });
         if holds {
             out.push(pid);
@@ -1430,12 +1393,7 @@ impl TaskInfo {
 
 /// When the holder of a claimed task has died: what becomes of the task (None while it lives).
 pub fn dead_holder(layout: &Layout, dir: &Path, lease: &Lease) -> Option<String> {
-    let owner = Owner {
-        pid: lease.pid,
-        pid_start: lease.pid_start,
-        boot_id: lease.boot_id.clone(),
-    };
-    if owner.alive() {
+    if process::alive(lease.pid, lease.pid_start, &lease.boot_id) {
         return None;
     }
     let pid = lease.pid;

@@ -69,12 +69,7 @@ pub struct Trial {
 
 impl Trial {
     fn alive(&self) -> bool {
-        Owner {
-            pid: self.pid,
-            pid_start: self.pid_start,
-            boot_id: self.boot_id.clone(),
-        }
-        .alive()
+        orchestrate_base::process::alive(self.pid, self.pid_start, &self.boot_id)
     }
 
     fn mine(&self) -> bool {
@@ -189,9 +184,7 @@ fn update<R>(workspace: &Path, name: &str, f: impl FnOnce(&mut State) -> R) -> s
     let out = f(&mut state);
     if state != before {
         state.updated_at = orchestrate_base::clock::now_rfc3339();
-        let mut bytes = serde_json::to_vec_pretty(&state).map_err(std::io::Error::other)?;
-        bytes.push(b'\n');
-        orchestrate_base::fsutil::replace(&state_path(workspace, name), &bytes)?;
+        orchestrate_base::json_file::write(&state_path(workspace, name), &state, false)?;
     }
     drop(lock);
     Ok(out)

@@ -418,9 +418,8 @@ fn cancel_run(
         "run_cancel_requested",
         json!({"run_id": target, "pid": pid, "by": request.by}),
     );
-    // SAFETY: kill(2) with a pid verified just above to hold the run's lock.
-    if unsafe { libc::kill(pid as i32, libc::SIGTERM) } != 0 {
-        let err = std::io::Error::last_os_error();
+    // The pid was verified just above to hold the run's lock.
+    if let Err(err) = orchestrate_base::process::kill(pid, libc::SIGTERM) {
         return Err((
             exit::STEP_FAILED,
             format!("cannot signal process {pid} running run {target}: {err}"),

@@ -28,24 +28,25 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, Interest, unix::AsyncFd};
+use tokio::io::{AsyncReadExt, unix::AsyncFd};
 use tokio::net::unix::pipe;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use orchestrate_base::exec::kill_group;
-use orchestrate_base::{clock, fsutil};
+use orchestrate_base::io_err::FromIo;
+use orchestrate_base::process::{self, kill_group};
+use orchestrate_base::{clock, human, json_file};
 use orchestrate_engine::events::EventLog;
 use orchestrate_engine::role;
 use orchestrate_queue::queue;
@@ -171,7 +172,7 @@ pub enum SupervisorError {
     ExitedEarly { pid: u32, how: String },
     #[error(
         "failed to bring the swarm up within {}: still waiting for {}",
-        human(*waited),
+        human::duration(*waited),
         pending.join(", ")
     )]
     NotUp {
@@ -181,19 +182,18 @@ pub enum SupervisorError {
     },
 }
 
-fn pid_text(pid: Option<u32>) -> String {
-    pid.map_or_else(|| "pid unknown".to_string(), |pid| format!("pid {pid}"))
+impl FromIo for SupervisorError {
+    fn from_io(action: &'static str, path: PathBuf, source: io::Error) -> Self {
+        SupervisorError::Io {
+            action,
+            path,
+            source,
+        }
+    }
 }
 
-fn io_err<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> SupervisorError + 'a {
-    move |source| SupervisorError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
+fn pid_text(pid: Option<u32>) -> String {
+    pid.map_or_else(|| "pid unknown".to_string(), |pid| format!("pid {pid}"))
 }
 
 /// `WORKSPACE/.orchestrate/swarm`: the supervisor's lock and records.
@@ -298,7 +298,7 @@ impl fmt::Display for ExitReason {
             ExitReason::NotReady { timeout_ms } => write!(
                 f,
                 "not ready within {}",
-                human(Duration::from_millis(*timeout_ms))
+                human::duration(Duration::from_millis(*timeout_ms))
             ),
             ExitReason::SpawnFailed { message } => write!(f, "{message}"),
             ExitReason::Lost { message } => write!(f, "lost: {message}"),
@@ -364,7 +364,7 @@ impl ChildStatus {
     /// The live process this status names, if it still runs.
     fn live_process(&self) -> Option<(u32, u64)> {
         let (pid, start) = (self.pid?, self.pid_start?);
-        running(pid, start).then_some((pid, start))
+        process::running(pid, start).then_some((pid, start))
     }
 }
 
@@ -391,8 +391,7 @@ impl SupervisorInfo {
     /// Whether the process this names still runs as a supervisor (same pid, start time, boot).
     fn alive(&self) -> bool {
         self.state != SupervisorState::Stopped
-            && self.boot_id == queue::boot_id()
-            && running(self.pid, self.pid_start)
+            && process::alive(self.pid, self.pid_start, &self.boot_id)
     }
 }
 
@@ -552,12 +551,15 @@ pub async fn supervise_with(
     roster: Option<Roster>,
 ) -> Result<Report, SupervisorError> {
     let dir = swarm_dir(workspace);
-    fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+    fs::create_dir_all(&dir).map_err(SupervisorError::io_err("create", &dir))?;
     let _lock = take_lock(workspace)?;
-    become_subreaper().map_err(io_err("become a child subreaper in", workspace))?;
+    process::become_subreaper().map_err(SupervisorError::io_err(
+        "become a child subreaper in",
+        workspace,
+    ))?;
     let events_file = events_path(workspace);
-    let mut events =
-        EventLog::open(&events_file, Vec::new()).map_err(io_err("open", &events_file))?;
+    let mut events = EventLog::open(&events_file, Vec::new())
+        .map_err(SupervisorError::io_err("open", &events_file))?;
     stop_leftovers(workspace, policy.grace, &mut events).await;
 
     let me = queue::Owner::current();
@@ -578,7 +580,7 @@ pub async fn supervise_with(
     };
     // A supervisor that nobody can see or stop is worse than none: the first write must work.
     let status_file = status_path(workspace);
-    write_status(&status_file, &file).map_err(io_err("write", &status_file))?;
+    write_status(&status_file, &file).map_err(SupervisorError::io_err("write", &status_file))?;
     let mut records = Records {
         status_path: status_file,
         events,
@@ -779,13 +781,15 @@ fn take_lock(workspace: &Path) -> Result<File, SupervisorError> {
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(io_err("open", &path))?;
+        .map_err(SupervisorError::io_err("open", &path))?;
     match file.try_lock() {
         Ok(()) => {
             // Who holds it, for the error of a second supervisor; the status file is the record.
             let me = queue::Owner::current();
-            file.set_len(0).map_err(io_err("write", &path))?;
-            writeln!(file, "{} {}", me.pid, me.pid_start).map_err(io_err("write", &path))?;
+            file.set_len(0)
+                .map_err(SupervisorError::io_err("write", &path))?;
+            writeln!(file, "{} {}", me.pid, me.pid_start)
+                .map_err(SupervisorError::io_err("write", &path))?;
             Ok(file)
         }
         Err(fs::TryLockError::WouldBlock) => {
@@ -805,24 +809,13 @@ fn take_lock(workspace: &Path) -> Result<File, SupervisorError> {
     }
 }
 
-fn become_subreaper() -> io::Result<()> {
-    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) takes integers only and changes an attribute of
-    // this process; it touches no memory of ours.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// Stops the replicas of a previous supervisor that died without stopping them (SIGKILLed,
 /// machine-level OOM): they would otherwise run next to the new ones, unsupervised.
 async fn stop_leftovers(workspace: &Path, grace: Duration, events: &mut EventLog) {
     let Ok(Some(old)) = read_status_file(workspace) else {
         return;
     };
-    if old.supervisor.boot_id != queue::boot_id() {
+    if old.supervisor.boot_id != process::boot_id() {
         return;
     }
     let live: Vec<(String, u32, u64)> = old
@@ -850,14 +843,18 @@ async fn stop_leftovers(workspace: &Path, grace: Duration, events: &mut EventLog
         );
     }
     let deadline = Instant::now() + grace;
-    while Instant::now() < deadline && live.iter().any(|(_, pid, start)| running(*pid, *start)) {
+    while Instant::now() < deadline
+        && live
+            .iter()
+            .any(|(_, pid, start)| process::running(*pid, *start))
+    {
         tokio::time::sleep(POLL).await;
     }
     for (_, pid, start) in &live {
         // Verified just before: the leader lives, so its group and session ids are its own.
-        if running(*pid, *start) {
+        if process::running(*pid, *start) {
             kill_group(pgid(*pid), libc::SIGKILL);
-            kill_session(*pid, libc::SIGKILL);
+            process::kill_session(*pid, libc::SIGKILL);
         }
     }
     for steps in steps {
@@ -945,40 +942,28 @@ fn log_change(name: &str, status: &ChildStatus, fields: &Value) {
 }
 
 fn write_status(path: &Path, file: &StatusFile) -> io::Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(file).map_err(io::Error::other)?;
-    bytes.push(b'\n');
-    fsutil::atomic_write(path, &bytes)
+    json_file::write(path, file, true)
 }
 
 /// `Ok(None)` when no supervisor ever ran in the workspace.
 fn read_status_file(workspace: &Path) -> Result<Option<StatusFile>, SupervisorError> {
     let path = status_path(workspace);
-    let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(SupervisorError::Io {
-                action: "read",
-                path,
-                source,
-            });
+    match json_file::read(&path, STATUS_FORMAT) {
+        Ok(file) => Ok(Some(file)),
+        Err(json_file::ReadError::Io(err)) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(json_file::ReadError::Io(source)) => Err(SupervisorError::Io {
+            action: "read",
+            path,
+            source,
+        }),
+        Err(json_file::ReadError::Corrupt(err)) => Err(SupervisorError::Corrupt {
+            path,
+            message: err.to_string(),
+        }),
+        Err(json_file::ReadError::TooNew(version)) => {
+            Err(SupervisorError::TooNew { path, version })
         }
-    };
-    let corrupt = |path: &Path, err: serde_json::Error| SupervisorError::Corrupt {
-        path: path.to_path_buf(),
-        message: err.to_string(),
-    };
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(&path, e))?;
-    let version = value
-        .get("format_version")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    if version > u64::from(STATUS_FORMAT) {
-        return Err(SupervisorError::TooNew { path, version });
     }
-    serde_json::from_value(value)
-        .map(Some)
-        .map_err(|e| corrupt(&path, e))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1078,7 +1063,7 @@ impl Actor {
     async fn watch(&mut self, mut proc: Proc) -> Ended {
         let pid = proc.pid;
         self.status.pid = Some(pid);
-        self.status.pid_start = proc_stat(pid).map(|s| s.start);
+        self.status.pid_start = process::start_time(pid);
         self.status.next_restart_at = None;
         self.change(ChildState::Starting, "spawned", json!({"pid": pid}));
         let ready_by = tokio::time::Instant::now() + self.policy.ready_timeout;
@@ -1146,7 +1131,7 @@ impl Actor {
         // queue's recovery decides about that task.
         kill_group(pgid(pid), libc::SIGKILL);
         if asked {
-            kill_session(pid, libc::SIGKILL);
+            process::kill_session(pid, libc::SIGKILL);
             // Steps that left the session too (`setsid`, daemons): their cgroups.
             if let Some(steps) = orchestrate_base::cgroup::StepsOf::find(pid) {
                 steps.kill();
@@ -1226,12 +1211,8 @@ fn jittered(d: Duration, random: u32) -> Duration {
 }
 
 fn random_u32() -> u32 {
-    let mut bytes = [0u8; 4];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Jitter needs spread, not secrecy.
-        return chrono::Utc::now().timestamp_subsec_nanos();
-    }
-    u32::from_le_bytes(bytes)
+    // Jitter needs spread, not secrecy.
+    u32::from_le_bytes(orchestrate_base::ids::random_bytes())
 }
 
 fn clock_in(delay: Duration) -> String {
@@ -1311,7 +1292,7 @@ impl Proc {
         Ok(Proc {
             child,
             pid,
-            exit: pidfd(pid),
+            exit: process::exit_watch(pid),
             ready: ReadyPipe::new(read_end),
             reaped: false,
         })
@@ -1353,14 +1334,7 @@ impl Drop for Proc {
 /// A close-on-exec pipe whose ends are above the standard descriptors (so that setting up the
 /// child's stdio cannot clobber the write end).
 fn ready_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid array of two ints for pipe2 to fill.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
-    let (read_end, write_end) =
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     Ok((above_stdio(read_end)?, above_stdio(write_end)?))
 }
 
@@ -1368,13 +1342,7 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
     if fd.as_raw_fd() > 2 {
         return Ok(fd);
     }
-    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on an open descriptor we own returns a new one or -1.
-    let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
-    if dup == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: dup is a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+    Ok(rustix::io::fcntl_dupfd_cloexec(&fd, 3)?)
 }
 
 /// The read end of a replica's ready pipe.
@@ -1422,19 +1390,6 @@ impl ReadyPipe {
     }
 }
 
-/// A pidfd for `pid`, readable once it exits, or `None` without pidfd support (Linux < 5.3).
-fn pidfd(pid: u32) -> Option<AsyncFd<OwnedFd>> {
-    let pid = libc::pid_t::try_from(pid).ok()?;
-    // SAFETY: pidfd_open(pid, flags) takes two integers and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
-    // SAFETY: fd was just returned by pidfd_open, is open, and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: an `OwnedFd` keeps its descriptor open and unchanged until it is dropped, and the
-    // `AsyncFd` owns it for its whole lifetime.
-    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok()
-}
-
 /// Returns once `pid` (our unreaped child) has exited, without reaping it.
 async fn exited(pidfd: Option<&AsyncFd<OwnedFd>>, pid: u32) {
     // Readiness is not cleared: an exited child stays exited, so a second wait returns at once.
@@ -1443,47 +1398,14 @@ async fn exited(pidfd: Option<&AsyncFd<OwnedFd>>, pid: u32) {
     {
         return;
     }
-    while !has_exited(pid) {
+    while !process::exited_unreaped(pid) {
         tokio::time::sleep(POLL).await;
     }
-}
-
-/// Whether our child `pid` has exited, asked without reaping it (WNOWAIT).
-fn has_exited(pid: u32) -> bool {
-    let id: libc::id_t = pid;
-    // SAFETY: siginfo_t is plain data for which all zero bytes are a valid value.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: info is a valid siginfo_t we own; waitid writes only into it.
-    let rc = unsafe {
-        libc::waitid(
-            libc::P_PID,
-            id,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        )
-    };
-    // SAFETY: waitid filled info (or left it zeroed); si_pid reads a plain integer field.
-    rc == -1 || unsafe { info.si_pid() } != 0
 }
 
 fn pgid(pid: u32) -> i32 {
     // 0 makes kill_group a no-op; a pid always fits.
     i32::try_from(pid).unwrap_or(0)
-}
-
-/// Signals one process. Callers make sure `pid` is still the process they mean (unreaped child,
-/// or verified by start time).
-fn kill_pid(pid: u32, signal: i32) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return;
-    };
-    if pid <= 1 {
-        return;
-    }
-    // SAFETY: kill(2) takes two integers; the guard rules out our own group (0) and everyone (-1).
-    unsafe {
-        libc::kill(pid, signal);
-    }
 }
 
 /// Signals an unreaped child's group, and the child itself in case it left the group.
@@ -1492,65 +1414,9 @@ fn kill_pid(pid: u32, signal: i32) {
 /// so a leader still in its group must not get the group's signal and its own.
 fn signal_child(pid: u32, signal: i32) {
     kill_group(pgid(pid), signal);
-    // SAFETY: getpgid(2) only reads the process table.
-    let group = unsafe { libc::getpgid(pgid(pid)) };
-    if group != pgid(pid) {
-        kill_pid(pid, signal);
+    if process::group_of(pid) != Some(pgid(pid)) {
+        let _ = process::kill(pid, signal);
     }
-}
-
-/// Signals every process in session `sid`. Only while the session leader is unreaped or verified
-/// alive: then no other session can have that id.
-fn kill_session(sid: u32, signal: i32) {
-    let Ok(sid) = i32::try_from(sid) else { return };
-    for pid in all_pids() {
-        if proc_stat(pid).is_some_and(|s| s.session == sid) {
-            kill_pid(pid, signal);
-        }
-    }
-}
-
-fn all_pids() -> Vec<u32> {
-    fs::read_dir("/proc")
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The fields of `/proc/<pid>/stat` the supervisor needs.
-struct ProcStat {
-    state: char,
-    ppid: i32,
-    session: i32,
-    /// Field 22, start time in clock ticks since boot.
-    start: u64,
-}
-
-fn proc_stat(pid: u32) -> Option<ProcStat> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: split after the last `)`.
-    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    let _pgrp = fields.next()?;
-    let session = fields.next()?.parse().ok()?;
-    // Fields 7 to 21 come between the session (6) and the start time (22).
-    let start = fields.nth(15)?.parse().ok()?;
-    Some(ProcStat {
-        state,
-        ppid,
-        session,
-        start,
-    })
-}
-
-/// Whether `pid` is the process that started at `start` and has not exited (a zombie has).
-fn running(pid: u32, start: u64) -> bool {
-    proc_stat(pid).is_some_and(|s| s.start == start && !matches!(s.state, 'Z' | 'X'))
 }
 
 /// Reaps every exited orphan that was reparented to this process (a subreaper).
@@ -1559,53 +1425,21 @@ fn running(pid: u32, start: u64) -> bool {
 /// spawned are in our own session and are left to whoever waits for them, as are the managed
 /// replicas (their actors reap them).
 fn reap_orphans() {
-    // SAFETY: getsid(0) takes an integer and returns this process's session id or -1.
-    let own_session = unsafe { libc::getsid(0) };
+    let own_session = process::own_session();
     let managed = managed();
-    for pid in children_of_self() {
+    for pid in process::children_of_self() {
         if managed.contains(&pid) {
             continue;
         }
-        let Some(stat) = proc_stat(pid) else { continue };
+        let Some(stat) = process::stat(pid) else {
+            continue;
+        };
         if stat.state != 'Z' || stat.session == own_session {
             continue;
         }
-        let Ok(pid) = libc::pid_t::try_from(pid) else {
-            continue;
-        };
-        // SAFETY: waitpid with a null status pointer writes nothing of ours; pid is an exited
-        // child that no other code waits for (not managed, not in our session).
-        unsafe {
-            libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
-        }
+        // An exited child that no other code waits for (not managed, not in our session).
+        let _ = process::try_reap(pid);
     }
-}
-
-/// Our direct children, orphans reparented to us included.
-fn children_of_self() -> Vec<u32> {
-    static CHILDREN_FILE: OnceLock<bool> = OnceLock::new();
-    let supported = *CHILDREN_FILE.get_or_init(|| Path::new("/proc/thread-self/children").exists());
-    if !supported {
-        // Kernels without CONFIG_PROC_CHILDREN: every process's parent, the slow way.
-        let me = i32::try_from(std::process::id()).unwrap_or(0);
-        return all_pids()
-            .into_iter()
-            .filter(|&pid| proc_stat(pid).is_some_and(|s| s.ppid == me))
-            .collect();
-    }
-    // Children belong to the thread that forked them (or that adopted them): ask every thread.
-    let mut out = Vec::new();
-    if let Ok(tasks) = fs::read_dir("/proc/self/task") {
-        for task in tasks.flatten() {
-            if let Ok(text) = fs::read_to_string(task.path().join("children")) {
-                out.extend(
-                    text.split_whitespace()
-                        .filter_map(|p| p.parse::<u32>().ok()),
-                );
-            }
-        }
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1625,7 +1459,7 @@ pub fn status(workspace: &Path) -> Result<SwarmStatus, SupervisorError> {
             (state, Some(file.supervisor), file.children)
         }
         Some(file) => {
-            let boot = file.supervisor.boot_id == queue::boot_id();
+            let boot = file.supervisor.boot_id == process::boot_id();
             let orphaned = file
                 .children
                 .into_iter()
@@ -1643,7 +1477,7 @@ pub fn status(workspace: &Path) -> Result<SwarmStatus, SupervisorError> {
     let mut children = children;
     let procs: Vec<role::ProcRecord> = role::ProcRecord::read_all(workspace)
         .into_iter()
-        .filter(|r| r.boot_id == queue::boot_id() && running(r.pid, r.pid_start))
+        .filter(|r| process::alive(r.pid, r.pid_start, &r.boot_id))
         .collect();
     // A live role process is never hidden: one no supervisor lists (its supervisor died, or it
     // was started by hand) gets a row of its own.
@@ -1780,7 +1614,7 @@ pub fn render_status(status: &SwarmStatus) -> String {
         chrono::DateTime::parse_from_rfc3339(when)
             .ok()
             .and_then(|t| now.signed_duration_since(t).to_std().ok())
-            .map_or_else(|| "-".to_string(), human)
+            .map_or_else(|| "-".to_string(), human::duration)
     };
     match (&status.supervisor, status.state) {
         (Some(sup), state) => {
@@ -1850,7 +1684,7 @@ pub fn render_status(status: &SwarmStatus) -> String {
                 .ok()
                 .and_then(|t| t.signed_duration_since(now).to_std().ok())
                 .unwrap_or_default();
-            state = format!("backoff (restart in {})", human(left));
+            state = format!("backoff (restart in {})", human::duration(left));
         }
         rows.push([
             child.role.clone(),
@@ -1946,24 +1780,9 @@ pub fn render_status(status: &SwarmStatus) -> String {
         }
         notes.extend(inbox_notes(load));
     }
-    let mut widths = [0usize; 9];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    for row in &rows {
-        let mut line = String::new();
-        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
+    let (head, body) = rows.split_first().expect("the header row");
+    let headers: Vec<&str> = head.iter().map(String::as_str).collect();
+    out.push_str(&human::table(&headers, "lllllllll", body));
     for note in notes {
         out.push_str(&note);
         out.push('\n');
@@ -1997,18 +1816,6 @@ fn inbox_notes(load: &RoleLoad) -> Vec<String> {
     notes
 }
 
-/// `12s`, `5m3s`, `2h5m`, `3d2h`.
-fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0 if d.as_millis() > 0 => format!("{}ms", d.as_millis()),
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{}s", s / 60, s % 60),
-        3600..86400 => format!("{}h{}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
-    }
-}
-
 /// `swarm down`: SIGTERM to the running supervisor (verified by its pid start time), then waits
 /// up to `timeout` for it to exit. With `force`, or when the supervisor is already stopping (a
 /// second `down`), SIGKILL to it, then SIGKILL to the groups and sessions of the replicas it
@@ -2036,22 +1843,17 @@ pub fn down(
     };
     let start = Instant::now();
     // Checked just above: `pid` is the supervisor, started at `pid_start`.
-    if let Ok(pid) = libc::pid_t::try_from(sup.pid)
-        && pid > 1
+    if sup.pid > 1
+        && let Err(err) = process::kill(sup.pid, signal)
+        // ESRCH: it exited in between, which is what we want.
+        && err.raw_os_error() != Some(libc::ESRCH)
     {
-        // SAFETY: kill(2) takes two integers; pid > 1 rules out groups and everyone.
-        if unsafe { libc::kill(pid, signal) } == -1 {
-            let err = io::Error::last_os_error();
-            // ESRCH: it exited in between, which is what we want.
-            if err.raw_os_error() != Some(libc::ESRCH) {
-                return Err(SupervisorError::Signal {
-                    pid: sup.pid,
-                    source: err,
-                });
-            }
-        }
+        return Err(SupervisorError::Signal {
+            pid: sup.pid,
+            source: err,
+        });
     }
-    let exited = wait_while(timeout, || running(sup.pid, sup.pid_start));
+    let exited = wait_while(timeout, || process::running(sup.pid, sup.pid_start));
     let mut killed_children = Vec::new();
     if escalate {
         // Read after the supervisor is gone: the file names the replicas as it left them.
@@ -2083,7 +1885,7 @@ fn kill_replica(pid: u32) {
     // killed through their cgroups once it is gone.
     let steps = orchestrate_base::cgroup::StepsOf::find(pid);
     kill_group(pgid(pid), libc::SIGKILL);
-    kill_session(pid, libc::SIGKILL);
+    process::kill_session(pid, libc::SIGKILL);
     if let Some(steps) = steps {
         steps.kill();
     }
@@ -2202,16 +2004,13 @@ pub fn wait_up(
 
 /// How `pid` ended, if it has: reaped when it is our child, else judged from /proc.
 fn exited_child(pid: u32) -> Option<String> {
-    let raw = libc::pid_t::try_from(pid).ok()?;
-    let mut status = 0;
-    // SAFETY: waitpid writes the status into our local int and nothing else.
-    let rc = unsafe { libc::waitpid(raw, &mut status, libc::WNOHANG) };
-    if rc == raw {
-        return Some(ExitReason::of(ExitStatus::from_raw(status)).to_string());
+    let reaped = process::try_reap(pid);
+    if let Ok(Some(status)) = reaped {
+        return Some(ExitReason::of(status).to_string());
     }
-    match proc_stat(pid) {
-        Some(stat) if !matches!(stat.state, 'Z' | 'X') => None,
-        _ if rc == 0 => None,
+    match process::stat(pid) {
+        Some(stat) if !stat.exited() => None,
+        _ if matches!(reaped, Ok(None)) => None,
         _ => Some("status unknown".to_string()),
     }
 }
@@ -2332,7 +2131,7 @@ mod tests {
 
     /// Gone, or a zombie nobody has reaped yet (it runs no more).
     fn gone(pid: u32) -> bool {
-        proc_stat(pid).is_none_or(|s| matches!(s.state, 'Z' | 'X'))
+        process::stat(pid).is_none_or(|s| s.exited())
     }
 
     async fn until_true(what: &str, mut cond: impl FnMut() -> bool) {
@@ -2358,7 +2157,7 @@ mod tests {
         assert_eq!(status.state, SwarmState::Running);
         assert_eq!(status.supervisor.as_ref().unwrap().pid, std::process::id());
         let pid = child_of(&status, "engineer#1").pid.unwrap();
-        let stat = proc_stat(pid).unwrap();
+        let stat = process::stat(pid).unwrap();
         assert_eq!(stat.session, pgid(pid), "a session (and group) of its own");
         assert_eq!(child_of(&status, "engineer#1").pid_start, Some(stat.start));
         let raw: Value =
@@ -2703,7 +2502,7 @@ mod tests {
         let me = i32::try_from(std::process::id()).unwrap();
         let mut seen_adopted = false;
         until_true("the orphan to be adopted, then reaped", || {
-            match proc_stat(orphan) {
+            match process::stat(orphan) {
                 Some(stat) => {
                     seen_adopted |= stat.ppid == me;
                     false
@@ -2746,7 +2545,7 @@ mod tests {
         let mut leftover = command.spawn().unwrap();
         let pid = leftover.id();
         until_true("the leftover's trap", || ws.path().join("trapped").exists()).await;
-        let start = proc_stat(pid).unwrap().start;
+        let start = process::stat(pid).unwrap().start;
         let mut dead = ChildStatus::new(&child("qa", 1, ""));
         dead.state = ChildState::Running;
         dead.pid = Some(pid);
@@ -2756,7 +2555,7 @@ mod tests {
             supervisor: SupervisorInfo {
                 pid: u32::MAX - 1,
                 pid_start: 1,
-                boot_id: queue::boot_id(),
+                boot_id: process::boot_id(),
                 state: SupervisorState::Running,
                 started_at: clock::now_rfc3339(),
                 updated_at: clock::now_rfc3339(),
@@ -2988,16 +2787,6 @@ mod tests {
     }
 
     #[test]
-    fn human_durations_read_well() {
-        assert_eq!(human(Duration::from_millis(150)), "150ms");
-        assert_eq!(human(Duration::ZERO), "0s");
-        assert_eq!(human(Duration::from_secs(59)), "59s");
-        assert_eq!(human(Duration::from_secs(303)), "5m3s");
-        assert_eq!(human(Duration::from_secs(7500)), "2h5m");
-        assert_eq!(human(Duration::from_secs(3 * 86400 + 7200)), "3d2h");
-    }
-
-    #[test]
     fn down_without_a_supervisor_is_a_clear_error() {
         let ws = tempfile::tempdir().unwrap();
         let err = down(ws.path(), Duration::from_secs(1), false).unwrap_err();
@@ -3034,9 +2823,9 @@ mod tests {
             assert!(Instant::now() < deadline, "timed out: {text}");
             std::thread::sleep(Duration::from_millis(5));
         }
-        let stat = proc_stat(pid).unwrap();
+        let stat = process::stat(pid).unwrap();
         assert_eq!(stat.session, pgid(pid), "a session of its own");
-        kill_pid(pid, libc::SIGKILL);
+        let _ = process::kill(pid, libc::SIGKILL);
         // Reap it if it is still ours (a supervisor test's reaper may have beaten us to it).
         let _ = exited_child(pid);
         assert!(detach(&[], &log).is_err());

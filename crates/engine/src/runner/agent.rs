@@ -365,8 +365,7 @@ impl Runner {
             return Ok((argv, profile.env.clone(), Vec::new(), run));
         };
         let scratch = self.scratch_dir(step, loops);
-        // SAFETY: geteuid(2) has no failure mode and no side effects.
-        let is_root = unsafe { libc::geteuid() } == 0;
+        let is_root = orchestrate_base::process::is_root();
         let invocation = adapter::build(&adapter::Request {
             runtime,
             bin: profile.bin.as_deref(),

@@ -25,7 +25,7 @@ impl Runner {
         source_text: &str,
         config: RunConfig,
     ) -> Result<Runner, RunError> {
-        let run_id = orchestrate_base::clock::new_run_id();
+        let run_id = orchestrate_base::ids::new_run_id();
         let dir = match &config.run_root {
             Some(root) => RunDir { root: root.clone() },
             None => RunDir::new(&config.workspace, &run_id),

@@ -146,7 +146,8 @@ impl Runner {
         let shown = self.config.reporter.is_some() || self.config.progress;
         if self.config.task.is_some() && !shown {
             let text = events::mask(text, &self.secret_values);
-            tracing::warn!(run_id = %self.state.run_id, "{text}");
+            // One target for a run's warnings, wherever in the runner they are raised.
+            tracing::warn!(target: "orchestrate_engine::runner", run_id = %self.state.run_id, "{text}");
         }
     }
 

@@ -34,12 +34,7 @@ const WORKFLOW_FIELDS: &[&str] = &[
 
 /// FNV-1a over the text: enough to notice that a workflow changed between a run and a resume.
 pub fn fingerprint(text: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    format!("{:016x}", orchestrate_base::hash::fnv1a(text.as_bytes()))
 }
 
 impl Loader {
