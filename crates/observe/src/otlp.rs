@@ -351,15 +351,13 @@ pub struct Span {
 /// FNV-1a, 64 bits, over `parts` separated by NUL: ids that are the same for the same run on
 /// every export, so a trace sent twice stays one trace.
 fn id64(parts: &[&str]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut hash = orchestrate_base::hash::Fnv1a::new();
     for part in parts {
-        for byte in part.bytes().chain([0]) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        hash.write(part.as_bytes());
+        hash.write(&[0]);
     }
     // A zero id is invalid in OTLP.
-    hash.max(1)
+    hash.finish().max(1)
 }
 
 pub fn trace_id(run_id: &str) -> [u8; 16] {

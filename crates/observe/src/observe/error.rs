@@ -1,10 +1,10 @@
-//! The error of reading a run back, and `io_err`, the one place that wraps an I/O failure
-//! with its action and path.
+//! The error of reading a run back; an I/O failure is wrapped with its action and path through
+//! the tree's one `FromIo` (`ObserveError::io_err`).
 //!
 //! Does not decide exit codes or print anything: the binary renders these.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ObserveError {
@@ -47,13 +47,12 @@ pub enum ObserveError {
     Output(#[source] io::Error),
 }
 
-pub(super) fn io_err<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> ObserveError + 'a {
-    move |source| ObserveError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
+impl orchestrate_base::io_err::FromIo for ObserveError {
+    fn from_io(action: &'static str, path: PathBuf, source: io::Error) -> Self {
+        ObserveError::Io {
+            action,
+            path,
+            source,
+        }
     }
 }

@@ -10,7 +10,6 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::io;
 use std::path::Path;
 
 /// Token counts of a step, as the runner normalizes them (`docs/runtimes.md`).
@@ -470,17 +469,12 @@ impl Folder {
 /// `None` when that cannot be told (a task run has no lock file; an unreadable pid).
 pub(super) fn engine_alive(root: &Path) -> Option<bool> {
     let text = fs::read_to_string(root.join("lock")).ok()?;
-    let pid: i32 = text.trim().parse().ok()?;
-    if pid <= 0 {
+    let pid: u32 = text.trim().parse().ok()?;
+    if pid == 0 {
         return None;
     }
-    // SAFETY: kill(2) with signal 0 sends nothing; it only asks whether the process exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    if rc == 0 {
-        return Some(true);
-    }
-    // EPERM: it exists but belongs to someone else.
-    Some(io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+    // Whoever it belongs to.
+    Some(orchestrate_base::process::exists(pid))
 }
 
 pub(super) fn lock_pid(root: &Path) -> Option<String> {

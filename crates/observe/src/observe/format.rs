@@ -61,43 +61,8 @@ pub(super) fn fmt_share(share: f64) -> String {
     }
 }
 
-/// A plain text table; `align` has one letter per column, `l` (left) or `r` (right).
-pub(super) fn table(headers: &[&str], align: &str, rows: &[Vec<String>]) -> String {
-    let right: Vec<bool> = align.chars().map(|c| c == 'r').collect();
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: Vec<&str>| {
-        let mut text = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            let width = widths.get(i).copied().unwrap_or(0);
-            let pad = width.saturating_sub(cell.chars().count());
-            if i > 0 {
-                text.push_str("  ");
-            }
-            if right.get(i).copied().unwrap_or(false) {
-                text.push_str(&" ".repeat(pad));
-                text.push_str(cell);
-            } else {
-                text.push_str(cell);
-                text.push_str(&" ".repeat(pad));
-            }
-        }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    };
-    line(headers.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
-    out
-}
+/// The one table renderer of the tree (`orchestrate_base::human::table`).
+pub(super) use orchestrate_base::human::table;
 
 pub(super) fn render_path(path: &[String]) -> String {
     if path.is_empty() {

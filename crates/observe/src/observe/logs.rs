@@ -4,9 +4,10 @@
 //! Does not interpret the logs' content or the events beyond `run_finished`.
 
 use super::children::children_of;
-use super::error::{ObserveError, io_err};
+use super::error::ObserveError;
 use super::fold::{engine_alive, lock_pid};
 use super::locate::{RunSource, locate};
+use orchestrate_base::io_err::FromIo;
 use orchestrate_engine::state::RunDir;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -155,7 +156,7 @@ pub fn logs(
     let mut done = !follow
         || matches!(loc.source, RunSource::Processed | RunSource::Failed)
         || saw_run_finished(&events_path, &mut events_offset)
-            .map_err(io_err("read", &events_path))?;
+            .map_err(ObserveError::io_err("read", &events_path))?;
     let mut printer = Printer::default();
     let mut checked_alive = Instant::now();
     loop {
@@ -167,7 +168,7 @@ pub fn logs(
         // Logs are written before the events that end their step, so a drain after
         // run_finished is seen has all the output.
         done = saw_run_finished(&events_path, &mut events_offset)
-            .map_err(io_err("read", &events_path))?;
+            .map_err(ObserveError::io_err("read", &events_path))?;
         if !done && !loc.root.exists() {
             // A task attempt's directory is moved to processed/ or failed/ as it ends.
             printer.finish(out)?;
@@ -266,18 +267,21 @@ impl Printer {
                 // Gone between the listing and now: nothing to print.
                 Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
                 Err(err) if err.raw_os_error() == Some(libc::ELOOP) => continue,
-                Err(err) => return Err(io_err("read", &path)(err)),
+                Err(err) => return Err(ObserveError::io_err("read", &path)(err)),
             };
-            let len = file.metadata().map_err(io_err("read", &path))?.len();
+            let len = file
+                .metadata()
+                .map_err(ObserveError::io_err("read", &path))?
+                .len();
             if len <= offset {
                 continue;
             }
             file.seek(SeekFrom::Start(offset))
-                .map_err(io_err("read", &path))?;
+                .map_err(ObserveError::io_err("read", &path))?;
             let mut bytes = Vec::new();
             file.take(len - offset)
                 .read_to_end(&mut bytes)
-                .map_err(io_err("read", &path))?;
+                .map_err(ObserveError::io_err("read", &path))?;
             if bytes.is_empty() {
                 continue;
             }
