@@ -132,61 +132,15 @@ enum Answer {
 }
 
 /// One case's verdict.
-struct Verdict {
-    name: String,
-    problems: Vec<String>,
-    path: Vec<String>,
+pub(crate) struct Verdict {
+    pub(crate) name: String,
+    pub(crate) problems: Vec<String>,
+    pub(crate) path: Vec<String>,
     /// The scratch workspace, when it was kept.
-    kept: Option<PathBuf>,
+    pub(crate) kept: Option<PathBuf>,
 }
 
-/// Runs every case under `fixtures` (the directory itself when it holds `expect.yaml`, else
-/// each subdirectory that does) and prints one line per case. Exit 0 when all pass, 1 when one
-/// fails, 2 when the workflow or a fixture cannot be read.
-pub async fn run(workspace: &Path, workflow: &Path, fixtures: &Path, keep: bool) -> u8 {
-    let fixtures = if fixtures.is_absolute() {
-        fixtures.to_path_buf()
-    } else {
-        workspace.join(fixtures)
-    };
-    let cases = match find_cases(&fixtures) {
-        Ok(cases) => cases,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return 2;
-        }
-    };
-    let mut failed = 0;
-    for case in &cases {
-        let verdict = match run_case(workspace, workflow, case, keep).await {
-            Ok(verdict) => verdict,
-            Err(message) => {
-                eprintln!("error: {}: {message}", case.display());
-                return 2;
-            }
-        };
-        if verdict.problems.is_empty() {
-            println!("ok      {} ({})", verdict.name, verdict.path.join(" -> "));
-        } else {
-            failed += 1;
-            println!("FAILED  {}", verdict.name);
-            for problem in &verdict.problems {
-                println!("        {problem}");
-            }
-        }
-        if let Some(kept) = &verdict.kept {
-            println!("        its workspace is kept in {}", kept.display());
-        }
-    }
-    println!(
-        "{} case(s): {} passed, {failed} failed",
-        cases.len(),
-        cases.len() - failed
-    );
-    u8::from(failed > 0)
-}
-
-fn find_cases(fixtures: &Path) -> Result<Vec<PathBuf>, String> {
+pub(crate) fn find_cases(fixtures: &Path) -> Result<Vec<PathBuf>, String> {
     if fixtures.join("expect.yaml").is_file() {
         return Ok(vec![fixtures.to_path_buf()]);
     }
@@ -211,7 +165,7 @@ fn find_cases(fixtures: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(cases)
 }
 
-async fn run_case(
+pub(crate) async fn run_case(
     workspace: &Path,
     workflow_rel: &Path,
     case: &Path,
