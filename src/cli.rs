@@ -604,7 +604,8 @@ fn locate_workspace(
     }
 }
 
-/// One function per command; each returns its outcome for `main` to render.
+/// One function per command; each returns its outcome for `main` to render. Runs, workflows
+/// and reading back here; the swarm's commands in `dispatch_swarm`.
 async fn dispatch(command: Command, workspace: PathBuf) -> Outcome {
     let ws = workspace.as_path();
     match command {
@@ -618,45 +619,6 @@ async fn dispatch(command: Command, workspace: PathBuf) -> Outcome {
             older_than,
             force,
         } => commands::gc::gc(ws, dry_run, older_than, force),
-        Command::Init { dir } => commands::init::init(ws, dir.as_deref()),
-        Command::Agent {
-            role,
-            replica,
-            once,
-            grace,
-            quiet,
-            metrics_dir,
-        } => commands::agent::agent(ws, &role, replica, once, grace, quiet, metrics_dir).await,
-        Command::Enqueue {
-            role,
-            file,
-            text,
-            stdin,
-            name,
-            correlation_id,
-        } => commands::tasks::enqueue(
-            ws,
-            &role,
-            file.as_deref(),
-            text.as_deref(),
-            stdin.as_deref(),
-            name.as_deref(),
-            correlation_id.as_deref(),
-        ),
-        Command::Tasks { role, state, json } => {
-            commands::tasks::tasks(ws, role.as_deref(), state, json)
-        }
-        Command::Show { task, json } => commands::tasks::show(ws, &task, json),
-        Command::Retry { task } => commands::tasks::retry(ws, &task),
-        Command::Trace { id, json } => commands::tasks::trace(ws, &id, json),
-        Command::Swarm { action } => match action {
-            SwarmAction::Up { detach, grace, .. } => {
-                commands::swarm::swarm_up(ws, detach, grace).await
-            }
-            SwarmAction::Down { force, timeout } => commands::swarm::swarm_down(ws, force, timeout),
-            SwarmAction::Status { json } => commands::swarm::swarm_status(ws, json),
-            SwarmAction::Reload { timeout } => commands::swarm::swarm_reload(ws, timeout),
-        },
         Command::Run {
             file,
             context,
@@ -670,12 +632,6 @@ async fn dispatch(command: Command, workspace: PathBuf) -> Outcome {
             let mode = (quiet, json);
             commands::run::run(ws, &file, &context, clean_processed, archive, mode, &agents).await
         }
-        Command::Cancel {
-            target,
-            no_wait,
-            timeout,
-        } => commands::steer::cancel(ws, &target, (!no_wait).then_some(timeout)),
-        Command::Pause { role } => commands::steer::pause(ws, &role),
         Command::Resume {
             run_id, role, run, ..
         } if role || (!run && orchestrate_swarm::control::is_role(ws, &run_id)) => {
@@ -759,6 +715,59 @@ async fn dispatch(command: Command, workspace: PathBuf) -> Outcome {
             let verdict = orchestrate_engine::approval::Verdict::Reject;
             commands::approve::decide(ws, &run_id, &step, verdict, Some(reason), None, by)
         }
+        swarm => dispatch_swarm(swarm, ws).await,
+    }
+}
+
+/// The swarm's commands: the queue, role processes, the supervisor, steering.
+async fn dispatch_swarm(command: Command, ws: &Path) -> Outcome {
+    match command {
+        Command::Init { dir } => commands::init::init(ws, dir.as_deref()),
+        Command::Agent {
+            role,
+            replica,
+            once,
+            grace,
+            quiet,
+            metrics_dir,
+        } => commands::agent::agent(ws, &role, replica, once, grace, quiet, metrics_dir).await,
+        Command::Enqueue {
+            role,
+            file,
+            text,
+            stdin,
+            name,
+            correlation_id,
+        } => commands::tasks::enqueue(
+            ws,
+            &role,
+            file.as_deref(),
+            text.as_deref(),
+            stdin.as_deref(),
+            name.as_deref(),
+            correlation_id.as_deref(),
+        ),
+        Command::Tasks { role, state, json } => {
+            commands::tasks::tasks(ws, role.as_deref(), state, json)
+        }
+        Command::Show { task, json } => commands::tasks::show(ws, &task, json),
+        Command::Retry { task } => commands::tasks::retry(ws, &task),
+        Command::Trace { id, json } => commands::tasks::trace(ws, &id, json),
+        Command::Swarm { action } => match action {
+            SwarmAction::Up { detach, grace, .. } => {
+                commands::swarm::swarm_up(ws, detach, grace).await
+            }
+            SwarmAction::Down { force, timeout } => commands::swarm::swarm_down(ws, force, timeout),
+            SwarmAction::Status { json } => commands::swarm::swarm_status(ws, json),
+            SwarmAction::Reload { timeout } => commands::swarm::swarm_reload(ws, timeout),
+        },
+        Command::Cancel {
+            target,
+            no_wait,
+            timeout,
+        } => commands::steer::cancel(ws, &target, (!no_wait).then_some(timeout)),
+        Command::Pause { role } => commands::steer::pause(ws, &role),
+        other => unreachable!("`dispatch` runs {other:?}"),
     }
 }
 

@@ -18,27 +18,7 @@ use crate::error::{Error, Outcome};
 /// `swarm up`: every role file is validated first; any problem stops it before anything starts.
 pub async fn swarm_up(workspace: &Path, detach: bool, grace: std::time::Duration) -> Outcome {
     use orchestrate_swarm::supervisor::{self, ChildSpec, Policy};
-    let roles = match orchestrate_engine::role::load_all(workspace) {
-        Ok(roles) if roles.is_empty() => {
-            return Err(Error::invalid(format!(
-                "no roles in {}; add agents/<role>.yaml or run `orchestrate init`",
-                orchestrate_engine::role::agents_dir(workspace).display()
-            )));
-        }
-        Ok(roles) => roles,
-        Err(errors) => {
-            print_load_errors(workspace, &errors);
-            return Err(Error::invalid(
-                "the swarm was not started: fix the problems above",
-            ));
-        }
-    };
-    if let Err(error) = orchestrate_lang::load::load_swarm(workspace) {
-        print_load_errors(workspace, &[error]);
-        return Err(Error::invalid(
-            "the swarm was not started: fix the problems above",
-        ));
-    }
+    let roles = load_roles(workspace)?;
     let exe = match std::env::current_exe() {
         Ok(exe) => exe.display().to_string(),
         Err(err) => {
@@ -49,61 +29,7 @@ pub async fn swarm_up(workspace: &Path, detach: bool, grace: std::time::Duration
     };
     let ws = workspace.display().to_string();
     if detach {
-        // Refuse here, naming the running one, rather than detaching a second that fails.
-        if let Ok(status) = supervisor::status(workspace)
-            && let Some(running) = &status.supervisor
-            && status.state != supervisor::SwarmState::Down
-        {
-            return Err(Error::invalid(format!(
-                "failed to start the supervisor: another one (pid {}) is running in {}; see `orchestrate swarm status`, or stop it with `orchestrate swarm down`",
-                running.pid,
-                workspace.display()
-            )));
-        }
-        let log = supervisor::swarm_dir(workspace).join("supervisor.log");
-        if let Err(err) = std::fs::create_dir_all(supervisor::swarm_dir(workspace)) {
-            return Err(Error::failed(format!(
-                "cannot create {}: {err}",
-                supervisor::swarm_dir(workspace).display()
-            )));
-        }
-        let argv = vec![
-            exe,
-            "--workspace".into(),
-            ws,
-            "swarm".into(),
-            "up".into(),
-            "--grace".into(),
-            grace.as_secs_f64().to_string(),
-        ];
-        let pid = match supervisor::detach(&argv, &log) {
-            Ok(pid) => pid,
-            Err(err) => {
-                return Err(Error::failed(format!(
-                    "failed to start the supervisor in the background: {err}"
-                )));
-            }
-        };
-        return match tokio::task::spawn_blocking({
-            let workspace = workspace.to_path_buf();
-            move || supervisor::wait_up(&workspace, pid, std::time::Duration::from_secs(60))
-        })
-        .await
-        {
-            Ok(Ok(status)) => {
-                print!("{}", supervisor::render_status(&status));
-                eprintln!(
-                    "supervisor running in the background (pid {pid}); log: {}",
-                    orchestrate_base::fsutil::relative(workspace, &log)
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            Ok(Err(err)) => Err(Error::failed(format!(
-                "{err}\n  see the log: {}",
-                log.display()
-            ))),
-            Err(err) => Err(Error::failed(err.to_string())),
-        };
+        return up_detached(workspace, exe, grace).await;
     }
     let specs = move |role: &orchestrate_lang::model::Role| -> Vec<ChildSpec> {
         (1..=role.replicas)
@@ -195,6 +121,102 @@ pub async fn swarm_up(workspace: &Path, detach: bool, grace: std::time::Duration
         Err(err @ supervisor::SupervisorError::AlreadyRunning { .. }) => {
             Err(Error::invalid(err.to_string()))
         }
+        Err(err) => Err(Error::failed(err.to_string())),
+    }
+}
+
+/// Every role and the swarm settings, checked: their problems are printed and stop `swarm up`.
+fn load_roles(
+    workspace: &Path,
+) -> Result<
+    Vec<(
+        orchestrate_lang::model::Role,
+        orchestrate_lang::model::Workflow,
+    )>,
+    Error,
+> {
+    let roles = match orchestrate_engine::role::load_all(workspace) {
+        Ok(roles) if roles.is_empty() => {
+            return Err(Error::invalid(format!(
+                "no roles in {}; add agents/<role>.yaml or run `orchestrate init`",
+                orchestrate_engine::role::agents_dir(workspace).display()
+            )));
+        }
+        Ok(roles) => roles,
+        Err(errors) => {
+            print_load_errors(workspace, &errors);
+            return Err(Error::invalid(
+                "the swarm was not started: fix the problems above",
+            ));
+        }
+    };
+    if let Err(error) = orchestrate_lang::load::load_swarm(workspace) {
+        print_load_errors(workspace, &[error]);
+        return Err(Error::invalid(
+            "the swarm was not started: fix the problems above",
+        ));
+    }
+    Ok(roles)
+}
+
+/// `swarm up --detach`: the supervisor started in the background, and its first status once
+/// every role is running.
+async fn up_detached(workspace: &Path, exe: String, grace: std::time::Duration) -> Outcome {
+    use orchestrate_swarm::supervisor;
+    let ws = workspace.display().to_string();
+    // Refuse here, naming the running one, rather than detaching a second that fails.
+    if let Ok(status) = supervisor::status(workspace)
+        && let Some(running) = &status.supervisor
+        && status.state != supervisor::SwarmState::Down
+    {
+        return Err(Error::invalid(format!(
+            "failed to start the supervisor: another one (pid {}) is running in {}; see `orchestrate swarm status`, or stop it with `orchestrate swarm down`",
+            running.pid,
+            workspace.display()
+        )));
+    }
+    let log = supervisor::swarm_dir(workspace).join("supervisor.log");
+    if let Err(err) = std::fs::create_dir_all(supervisor::swarm_dir(workspace)) {
+        return Err(Error::failed(format!(
+            "cannot create {}: {err}",
+            supervisor::swarm_dir(workspace).display()
+        )));
+    }
+    let argv = vec![
+        exe,
+        "--workspace".into(),
+        ws,
+        "swarm".into(),
+        "up".into(),
+        "--grace".into(),
+        grace.as_secs_f64().to_string(),
+    ];
+    let pid = match supervisor::detach(&argv, &log) {
+        Ok(pid) => pid,
+        Err(err) => {
+            return Err(Error::failed(format!(
+                "failed to start the supervisor in the background: {err}"
+            )));
+        }
+    };
+    match tokio::task::spawn_blocking({
+        let workspace = workspace.to_path_buf();
+        move || supervisor::wait_up(&workspace, pid, std::time::Duration::from_secs(60))
+    })
+    .await
+    {
+        Ok(Ok(status)) => {
+            print!("{}", supervisor::render_status(&status));
+            eprintln!(
+                "supervisor running in the background (pid {pid}); log: {}",
+                orchestrate_base::fsutil::relative(workspace, &log)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Err(err)) => Err(Error::failed(format!(
+            "{err}\n  see the log: {}",
+            log.display()
+        ))),
         Err(err) => Err(Error::failed(err.to_string())),
     }
 }
@@ -336,7 +358,7 @@ pub fn swarm_status(workspace: &Path, as_json: bool) -> Outcome {
 /// passes the signal on to every role process), or, with no supervisor, to each live role
 /// process; then waits for their answers and reports them per role process.
 pub fn swarm_reload(workspace: &Path, timeout: std::time::Duration) -> Outcome {
-    use orchestrate_engine::role::{ProcRecord, ReloadOutcome};
+    use orchestrate_engine::role::ProcRecord;
     let status = match orchestrate_swarm::supervisor::status(workspace) {
         Ok(status) => status,
         Err(err) => {
@@ -415,9 +437,29 @@ pub fn swarm_reload(workspace: &Path, timeout: std::time::Duration) -> Outcome {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
+    let refused = print_answers(&records, status.as_ref(), timeout, asked_at);
+    if refused {
+        Err(Error::invalid(
+            "some edits were refused; the roles named above keep running their previous version",
+        ))
+    } else {
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// One line per role process about its answer to the reload (and per role the supervisor did
+/// not start); whether an edit was refused.
+fn print_answers(
+    records: &[orchestrate_engine::role::ProcRecord],
+    status: Option<&orchestrate_swarm::supervisor::SwarmStatus>,
+    timeout: std::time::Duration,
+    asked_at: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    use orchestrate_engine::role::ReloadOutcome;
+    let after = |at: &str| chrono::DateTime::parse_from_rfc3339(at).is_ok_and(|t| t >= asked_at);
     let mut refused = false;
     let short = |h: &str| h[..h.len().min(12)].to_string();
-    for record in &records {
+    for record in records {
         let name = format!("{}#{}", record.role, record.replica);
         let line = if !after(&record.checked_at) {
             format!(
@@ -455,7 +497,7 @@ pub fn swarm_reload(workspace: &Path, timeout: std::time::Duration) -> Outcome {
         };
         println!("{line}");
     }
-    if let Some(status) = &status {
+    if let Some(status) = status {
         for child in &status.children {
             if child.state == orchestrate_swarm::supervisor::ChildState::Stopping {
                 println!(
@@ -473,11 +515,5 @@ pub fn swarm_reload(workspace: &Path, timeout: std::time::Duration) -> Outcome {
             }
         }
     }
-    if refused {
-        Err(Error::invalid(
-            "some edits were refused; the roles named above keep running their previous version",
-        ))
-    } else {
-        Ok(ExitCode::SUCCESS)
-    }
+    refused
 }

@@ -215,163 +215,170 @@ pub fn show(workspace: &Path, needle: &str, as_json: bool) -> Outcome {
             "no task `{needle}` in any inbox, running/, processed/ or failed/; list them with `orchestrate tasks`"
         )));
     }
-    let mut out = Vec::new();
-    for t in &matches {
-        let path = workspace.join(&t.path);
-        // Nothing is read through an entry that leads outside the workspace.
-        let dir = (t.refused.is_none() && path.is_dir()).then(|| path.clone());
-        let read = |name: &str| -> Option<Value> {
-            let bytes =
-                orchestrate_base::fsutil::read_inside(workspace, &dir.as_ref()?.join(name))?;
-            serde_json::from_slice(&bytes).ok()
-        };
-        let status = read("status.json");
-        let lease = read("lease.json");
-        let meta: Option<Value> = orchestrate_base::fsutil::read_inside(
-            workspace,
-            &workspace
-                .join(".orchestrate/queue")
-                .join(&t.role)
-                .join(format!("{}.json", t.id)),
-        )
-        .and_then(|b| serde_json::from_slice(&b).ok());
-        let logs: Vec<String> = dir
-            .as_ref()
-            .map(|d| d.join("logs"))
-            .filter(|l| orchestrate_base::fsutil::check_inside(workspace, l).is_ok())
-            .and_then(|l| std::fs::read_dir(&l).ok())
-            .map(|entries| {
-                let mut names: Vec<String> = entries
-                    .flatten()
-                    .map(|e| e.path())
-                    .filter(|p| orchestrate_base::fsutil::check_inside(workspace, p).is_ok())
-                    .map(|p| orchestrate_base::fsutil::relative(workspace, &p))
-                    .collect();
-                names.sort();
-                names
-            })
-            .unwrap_or_default();
-        // Under `isolation: worktree`: the finished attempt's, else the one in use (or kept).
-        let worktree = status
-            .as_ref()
-            .and_then(|s| s.get("worktree").cloned())
-            .or_else(|| {
-                let owner = orchestrate_engine::worktree::Owner::Task {
-                    role: t.role.clone(),
-                    task: t.id.clone(),
-                };
-                orchestrate_engine::worktree::record_of(workspace, &owner)
-                    .filter(|r| r.path.is_dir())
-                    .map(|r| r.status(workspace, true))
-            });
-        out.push(json!({"task": t, "status": status, "lease": lease, "queue": meta, "logs": logs, "worktree": worktree}));
-    }
+    let out: Vec<Value> = matches.iter().map(|t| gather(workspace, t)).collect();
     if as_json {
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
     for (entry, info) in out.iter().zip(&matches) {
-        let t = &entry["task"];
-        println!(
-            "task {} (role {}): {}",
-            t["id"].as_str().unwrap_or(""),
-            t["role"].as_str().unwrap_or(""),
-            t["state"].as_str().unwrap_or("")
-        );
-        println!("  path: {}", t["path"].as_str().unwrap_or(""));
-        for note in notes(info) {
-            println!("  {note}");
-        }
-        if let Some(w) = entry["worktree"].as_object() {
-            println!(
-                "  worktree: {} (branch {}{})",
-                w.get("path").and_then(Value::as_str).unwrap_or(""),
-                w.get("branch").and_then(Value::as_str).unwrap_or(""),
-                if w.get("kept") == Some(&Value::Bool(false)) {
-                    "; removed after the success"
-                } else {
-                    ""
-                }
-            );
-        }
-        if let Some(status) = entry["status"].as_object() {
-            let ok = status
-                .get("success")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            println!(
-                "  result: {} (exit {})",
-                if ok { "success" } else { "failure" },
-                status.get("exit_code").cloned().unwrap_or(Value::Null)
-            );
-            for key in [
-                "message",
-                "correlation_id",
-                "run_id",
-                "attempt",
-                "step",
-                "step_exit_code",
-            ] {
-                if let Some(v) = status.get(key).filter(|v| !v.is_null()) {
-                    // A failed step's message carries its stderr's last lines.
-                    let text = orchestrate_lang::template::to_text(v).replace('\n', "\n    ");
-                    println!("  {key}: {text}");
-                }
-            }
-            if let Some(next) = status
-                .get("next_actions")
-                .and_then(Value::as_array)
-                .filter(|a| !a.is_empty())
-            {
-                for action in next {
-                    println!(
-                        "  next: {} {}",
-                        action["agent"].as_str().unwrap_or(""),
-                        action["file"].as_str().unwrap_or("")
-                    );
-                }
-            }
-        }
-        if let Some(lease) = entry["lease"]
-            .as_object()
-            .filter(|_| t["state"] == "running")
-        {
-            let dead = if t["holder_dead"].is_string() {
-                " (dead)"
-            } else {
-                ""
-            };
-            println!(
-                "  held by pid {}{dead} since {} (attempt {})",
-                lease.get("pid").cloned().unwrap_or(Value::Null),
-                lease
-                    .get("claimed_at")
-                    .and_then(Value::as_str)
-                    .unwrap_or(""),
-                lease.get("attempt").cloned().unwrap_or(Value::Null)
-            );
-        }
-        // A finished task's history is in its record; a queued or running one's in the sidecar.
-        let history = entry["status"]["history"]
-            .as_array()
-            .or_else(|| entry["queue"]["history"].as_array());
-        for h in history.into_iter().flatten() {
-            let link = match (h["record"].as_str(), h["run_id"].as_str()) {
-                (Some(record), Some(run)) => format!(" (record {record}, run {run})"),
-                (Some(record), None) => format!(" (record {record})"),
-                _ => String::new(),
-            };
-            println!(
-                "  earlier attempt {}{link}: {}",
-                h["attempt"],
-                h["reason"].as_str().unwrap_or("").replace('\n', "\n    ")
-            );
-        }
-        for log in entry["logs"].as_array().into_iter().flatten() {
-            println!("  log: {}", log.as_str().unwrap_or(""));
-        }
+        print_entry(entry, info);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `show` knows of one entry of a task: its record, status, lease, queue sidecar, logs
+/// and worktree, as the JSON `show --json` prints.
+fn gather(workspace: &Path, t: &TaskInfo) -> Value {
+    let path = workspace.join(&t.path);
+    // Nothing is read through an entry that leads outside the workspace.
+    let dir = (t.refused.is_none() && path.is_dir()).then(|| path.clone());
+    let read = |name: &str| -> Option<Value> {
+        let bytes = orchestrate_base::fsutil::read_inside(workspace, &dir.as_ref()?.join(name))?;
+        serde_json::from_slice(&bytes).ok()
+    };
+    let status = read("status.json");
+    let lease = read("lease.json");
+    let meta: Option<Value> = orchestrate_base::fsutil::read_inside(
+        workspace,
+        &workspace
+            .join(".orchestrate/queue")
+            .join(&t.role)
+            .join(format!("{}.json", t.id)),
+    )
+    .and_then(|b| serde_json::from_slice(&b).ok());
+    let logs: Vec<String> = dir
+        .as_ref()
+        .map(|d| d.join("logs"))
+        .filter(|l| orchestrate_base::fsutil::check_inside(workspace, l).is_ok())
+        .and_then(|l| std::fs::read_dir(&l).ok())
+        .map(|entries| {
+            let mut names: Vec<String> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| orchestrate_base::fsutil::check_inside(workspace, p).is_ok())
+                .map(|p| orchestrate_base::fsutil::relative(workspace, &p))
+                .collect();
+            names.sort();
+            names
+        })
+        .unwrap_or_default();
+    // Under `isolation: worktree`: the finished attempt's, else the one in use (or kept).
+    let worktree = status
+        .as_ref()
+        .and_then(|s| s.get("worktree").cloned())
+        .or_else(|| {
+            let owner = orchestrate_engine::worktree::Owner::Task {
+                role: t.role.clone(),
+                task: t.id.clone(),
+            };
+            orchestrate_engine::worktree::record_of(workspace, &owner)
+                .filter(|r| r.path.is_dir())
+                .map(|r| r.status(workspace, true))
+        });
+    json!({"task": t, "status": status, "lease": lease, "queue": meta, "logs": logs, "worktree": worktree})
+}
+
+/// One entry of a task as `show` prints it.
+fn print_entry(entry: &Value, info: &TaskInfo) {
+    let t = &entry["task"];
+    println!(
+        "task {} (role {}): {}",
+        t["id"].as_str().unwrap_or(""),
+        t["role"].as_str().unwrap_or(""),
+        t["state"].as_str().unwrap_or("")
+    );
+    println!("  path: {}", t["path"].as_str().unwrap_or(""));
+    for note in notes(info) {
+        println!("  {note}");
+    }
+    if let Some(w) = entry["worktree"].as_object() {
+        println!(
+            "  worktree: {} (branch {}{})",
+            w.get("path").and_then(Value::as_str).unwrap_or(""),
+            w.get("branch").and_then(Value::as_str).unwrap_or(""),
+            if w.get("kept") == Some(&Value::Bool(false)) {
+                "; removed after the success"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(status) = entry["status"].as_object() {
+        let ok = status
+            .get("success")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        println!(
+            "  result: {} (exit {})",
+            if ok { "success" } else { "failure" },
+            status.get("exit_code").cloned().unwrap_or(Value::Null)
+        );
+        for key in [
+            "message",
+            "correlation_id",
+            "run_id",
+            "attempt",
+            "step",
+            "step_exit_code",
+        ] {
+            if let Some(v) = status.get(key).filter(|v| !v.is_null()) {
+                // A failed step's message carries its stderr's last lines.
+                let text = orchestrate_lang::template::to_text(v).replace('\n', "\n    ");
+                println!("  {key}: {text}");
+            }
+        }
+        if let Some(next) = status
+            .get("next_actions")
+            .and_then(Value::as_array)
+            .filter(|a| !a.is_empty())
+        {
+            for action in next {
+                println!(
+                    "  next: {} {}",
+                    action["agent"].as_str().unwrap_or(""),
+                    action["file"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    if let Some(lease) = entry["lease"]
+        .as_object()
+        .filter(|_| t["state"] == "running")
+    {
+        let dead = if t["holder_dead"].is_string() {
+            " (dead)"
+        } else {
+            ""
+        };
+        println!(
+            "  held by pid {}{dead} since {} (attempt {})",
+            lease.get("pid").cloned().unwrap_or(Value::Null),
+            lease
+                .get("claimed_at")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+            lease.get("attempt").cloned().unwrap_or(Value::Null)
+        );
+    }
+    // A finished task's history is in its record; a queued or running one's in the sidecar.
+    let history = entry["status"]["history"]
+        .as_array()
+        .or_else(|| entry["queue"]["history"].as_array());
+    for h in history.into_iter().flatten() {
+        let link = match (h["record"].as_str(), h["run_id"].as_str()) {
+            (Some(record), Some(run)) => format!(" (record {record}, run {run})"),
+            (Some(record), None) => format!(" (record {record})"),
+            _ => String::new(),
+        };
+        println!(
+            "  earlier attempt {}{link}: {}",
+            h["attempt"],
+            h["reason"].as_str().unwrap_or("").replace('\n', "\n    ")
+        );
+    }
+    for log in entry["logs"].as_array().into_iter().flatten() {
+        println!("  log: {}", log.as_str().unwrap_or(""));
+    }
 }
 
 pub fn retry(workspace: &Path, needle: &str) -> Outcome {
