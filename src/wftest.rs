@@ -274,6 +274,26 @@ pub(crate) async fn run_case(
     }
     let report = report.map_err(|e| e.to_string())?;
 
+    let path = compare(&expect, &report, &run_root, &ws, &mut problems)?;
+    // A failing case keeps its scratch workspace for a look; a passing one only when asked.
+    let kept = (keep || !problems.is_empty()).then(|| scratch.keep().join("ws"));
+    Ok(Verdict {
+        name,
+        problems,
+        path,
+        kept,
+    })
+}
+
+/// Checks a finished case's run against its expectations (path, status, exit code, outputs,
+/// enqueued tasks), adding what differs to `problems`; returns the path the run took.
+fn compare(
+    expect: &Expect,
+    report: &orchestrate_engine::runner::RunReport,
+    run_root: &Path,
+    ws: &Path,
+    problems: &mut Vec<String>,
+) -> Result<Vec<String>, String> {
     let events = orchestrate_engine::events::read_checked(&run_root.join("events.jsonl"))
         .map_err(|e| format!("cannot read the run's events: {e}"))?
         .records;
@@ -349,16 +369,9 @@ pub(crate) async fn run_case(
         }
     }
     if let Some(expected) = &expect.enqueued {
-        problems.extend(compare_enqueued(expected, &report.enqueued, &ws));
+        problems.extend(compare_enqueued(expected, &report.enqueued, ws));
     }
-    // A failing case keeps its scratch workspace for a look; a passing one only when asked.
-    let kept = (keep || !problems.is_empty()).then(|| scratch.keep().join("ws"));
-    Ok(Verdict {
-        name,
-        problems,
-        path,
-        kept,
-    })
+    Ok(path)
 }
 
 /// Points every provider of `workflow`, and of the child workflows its `workflow:` steps run,

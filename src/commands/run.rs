@@ -220,10 +220,11 @@ async fn drive(
         // The run's result on stdout (`--json` has it in its `run_finished` event).
         print!("{}", result_text(report));
     }
-    let code = report(outcome);
+    // Shown now, before the worktree's note: the run's end reads first.
+    let code = crate::error::render(report(outcome));
     end_worktree(workspace, worktree, succeeded, quiet);
     orchestrate_observe::otlp::export_run(&root);
-    (code, root)
+    (Ok(code), root)
 }
 
 /// After an isolated run: a success removes its worktree (per `keep`), anything else keeps it
