@@ -73,9 +73,9 @@ pub fn enqueue(
             }
         },
         _ => {
-            return Err(Error::invalid(format!(
-                "give the task with exactly one of --file F, --text T or - (standard input)"
-            )));
+            return Err(Error::invalid(
+                "give the task with exactly one of --file F, --text T or - (standard input)",
+            ));
         }
     };
     if content.len() as u64 > limit {
