@@ -54,7 +54,18 @@ pub fn render(outcome: Outcome) -> ExitCode {
     }
 }
 
-/// The exit code of a number from the table.
-pub fn code(number: u8) -> Outcome {
-    Ok(ExitCode::from(number))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_input_exits_2_and_a_failed_work_1() {
+        assert_eq!(Error::invalid("x").exit_code(), exit::INVALID);
+        assert_eq!(Error::failed("x").exit_code(), exit::STEP_FAILED);
+    }
+
+    #[test]
+    fn the_message_is_shown_as_given() {
+        assert_eq!(Error::invalid("no task `t1`").to_string(), "no task `t1`");
+    }
 }

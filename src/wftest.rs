@@ -6,7 +6,7 @@
 //! same binary, started by the runner as the `fixture` profile's executable with
 //! [`AGENT_ENV`] set, answering in claude's stream-json format so that the real parser reads
 //! it), answering approval steps, and comparing. It does not interpret workflows: the runner
-//! runs them exactly as `orchestrate run` does.
+//! runs them exactly as `orchestrate run` does; nor print a case's verdict (`commands::test`).
 //!
 //! A case is a directory holding `expect.yaml`:
 //!

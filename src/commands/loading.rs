@@ -11,41 +11,38 @@ use orchestrate_lang::model::Workflow;
 
 use crate::error::Error;
 
-/// Prints load errors (role and workflow files) with workspace-relative paths.
-pub(super) fn print_load_errors(workspace: &Path, errors: &[orchestrate_lang::load::LoadError]) {
+/// Prints load errors (role and workflow files) with workspace-relative paths, each followed by
+/// a blank line.
+pub(super) fn print_load_errors(workspace: &Path, errors: &[LoadError]) {
     for err in errors {
-        let mut copy = orchestrate_lang::load::LoadError {
-            path: err.path.clone(),
-            source_text: err.source_text.clone(),
-            diagnostics: err.diagnostics.clone(),
-        };
-        for d in &mut copy.diagnostics {
-            if let Ok(rel) = d.file.strip_prefix(workspace) {
-                d.file = rel.to_path_buf();
-            }
-        }
-        eprint!("{}", copy.render());
+        eprint!("{}", relative(err, workspace).render());
         eprintln!();
     }
 }
 
-/// Renders load errors with paths relative to the workspace, as the user typed them.
+/// Renders load errors with paths relative to the workspace, as the user typed them, ending in
+/// a newline.
 pub(super) fn relative_render(err: &LoadError, workspace: &Path) -> String {
-    let mut err_copy = LoadError {
-        path: err.path.clone(),
-        source_text: err.source_text.clone(),
-        diagnostics: err.diagnostics.clone(),
-    };
-    for d in &mut err_copy.diagnostics {
-        if let Ok(rel) = d.file.strip_prefix(workspace) {
-            d.file = rel.to_path_buf();
-        }
-    }
-    let mut text = err_copy.render();
+    let mut text = relative(err, workspace).render();
     if !text.ends_with('\n') {
         text.push('\n');
     }
     text
+}
+
+/// A copy of `err` whose diagnostics name their files relative to the workspace.
+fn relative(err: &LoadError, workspace: &Path) -> LoadError {
+    let mut copy = LoadError {
+        path: err.path.clone(),
+        source_text: err.source_text.clone(),
+        diagnostics: err.diagnostics.clone(),
+    };
+    for d in &mut copy.diagnostics {
+        if let Ok(rel) = d.file.strip_prefix(workspace) {
+            d.file = rel.to_path_buf();
+        }
+    }
+    copy
 }
 
 /// Loads a workflow for running: its problems are printed, and the error says none ran.
