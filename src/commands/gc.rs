@@ -26,8 +26,9 @@ pub fn gc(workspace: &Path, dry_run: bool, older_than: Duration, force: bool) ->
         println!("{}", line.text);
     })
     .map_err(|err| Error::failed(err.to_string()))?;
-    if let Some(err) = &report.prune_error {
-        eprintln!("error: {err}");
+    if let Some(err) = report.prune_error {
+        // Shown before the counts; gc's outcome is the error below.
+        crate::error::render(Err(Error::Failed(err)));
     }
     let what = if dry_run {
         "would be removed"
