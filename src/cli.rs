@@ -1,26 +1,22 @@
-//! The command line: argument parsing and the one exit-code table.
+//! The command line: argument parsing, finding the workspace, and rendering a command's outcome.
 //!
-//! Owns: turning `orchestrate <command> ...` into calls on the library, finding WORKSPACE
-//! (`locate_workspace`: `--workspace`, `$ORCHESTRATE_WORKSPACE`, else upward as git does) and
-//! resolving every user path against it, printing errors the way users read them, and signal
-//! handling (first Ctrl-C stops the run cleanly, a second exits at once). Does not implement any
-//! command's logic.
+//! Owns: turning `orchestrate <command> ...` into one call per command (`dispatch`), finding
+//! WORKSPACE (`locate_workspace`: `--workspace`, `$ORCHESTRATE_WORKSPACE`, else upward as git
+//! does) and resolving every user path against it, and the async runtime the commands run on.
+//! Does not implement any command (`commands`) nor print errors itself (`error::render`).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
-use serde_json::{Map, Value};
-use tokio_util::sync::CancellationToken;
+use clap::{CommandFactory, Parser, Subcommand};
 
 use orchestrate_base::fsutil::WORKSPACE_ENV;
-use orchestrate_engine::runner::{RunConfig, RunReport, Runner, exit};
-use orchestrate_engine::state::{RunDir, RunStatus};
-use orchestrate_lang::load::{self, LoadError};
-use orchestrate_lang::model::Workflow;
-use orchestrate_queue::processed;
+use orchestrate_engine::runner::exit;
+
+use crate::commands::{self, AgentArgs, ContextArgs};
+use crate::error::{Error, Outcome, render};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -392,44 +388,6 @@ enum SwarmAction {
     },
 }
 
-/// Who executes agent steps.
-#[derive(Debug, Args, Clone, Default)]
-struct AgentArgs {
-    /// Run every agent step on this runtime or runtimes.yaml profile (claude, codex, gemini, ...).
-    #[arg(long, value_name = "NAME")]
-    runtime: Option<String>,
-    /// Allow agent steps with `phase: full` (no permission checks; use inside a sandbox).
-    #[arg(long)]
-    allow_full: bool,
-}
-
-impl AgentArgs {
-    /// Applies the options and the workspace's runtimes.yaml to a run's configuration.
-    fn apply(&self, workspace: &Path, config: &mut RunConfig) -> Result<(), u8> {
-        match orchestrate_runtime::profile::Profiles::load(workspace) {
-            Ok(profiles) => config.profiles = std::sync::Arc::new(profiles),
-            Err(err) => {
-                eprint!("{}", relative_render(&err, workspace));
-                eprintln!("error: runtimes.yaml has problems; nothing was run");
-                return Err(exit::INVALID);
-            }
-        }
-        config.runtime_override = self.runtime.clone();
-        config.allow_full = self.allow_full;
-        Ok(())
-    }
-}
-
-#[derive(Debug, Args, Clone)]
-struct ContextArgs {
-    /// A context value, `${context.KEY}` in the workflow (repeatable).
-    #[arg(long = "context", value_name = "KEY=VALUE")]
-    pairs: Vec<String>,
-    /// A JSON object of context values; `--context` wins over it.
-    #[arg(long, value_name = "FILE")]
-    context_file: Option<PathBuf>,
-}
-
 /// Entry point used by `main` and by tests.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     // Started by `orchestrate test` in place of an agent CLI: answer from the fixture.
@@ -455,7 +413,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         command.needs(),
     ) {
         Ok(located) => located,
-        Err(message) => return fail(exit::INVALID, &message),
+        Err(message) => return render(Err(Error::Invalid(message))),
     };
     if let Some(cwd) = &located.below {
         command.rebase_paths(cwd, &located.dir);
@@ -485,19 +443,11 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
-            return fail(
-                exit::INVALID,
-                &format!("failed to start the async runtime: {err}"),
-            );
+            let message = format!("failed to start the async runtime: {err}");
+            return render(Err(Error::Invalid(message)));
         }
     };
-    let code = runtime.block_on(dispatch(command, workspace));
-    ExitCode::from(code)
-}
-
-fn fail(code: u8, message: &str) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(code)
+    render(runtime.block_on(dispatch(command, workspace)))
 }
 
 /// What a command needs of its workspace.
@@ -654,83 +604,21 @@ fn locate_workspace(
     }
 }
 
-async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
+/// One function per command; each returns its outcome for `main` to render. Runs, workflows
+/// and reading back here; the swarm's commands in `dispatch_swarm`.
+async fn dispatch(command: Command, workspace: PathBuf) -> Outcome {
+    let ws = workspace.as_path();
     match command {
-        Command::Completions { shell } => {
-            use clap::CommandFactory;
-            let mut out = std::io::stdout();
-            clap_complete::generate(shell, &mut Cli::command(), "orchestrate", &mut out);
-            exit::SUCCESS
+        Command::Completions { shell } => commands::docs::completions(shell, Cli::command()),
+        Command::Man { dir } => {
+            commands::docs::man(dir.map(|d| ws.join(d)).as_deref(), Cli::command())
         }
-        Command::Man { dir } => man(dir.map(|d| workspace.join(d)).as_deref()),
-        Command::Validate { files } => validate(&workspace, &files),
+        Command::Validate { files } => commands::validate::validate(ws, &files),
         Command::Gc {
             dry_run,
             older_than,
             force,
-        } => orchestrate_engine::worktree::gc_command(
-            &workspace,
-            &orchestrate_engine::worktree::GcOptions {
-                dry_run,
-                older_than,
-                force,
-            },
-            &|run_id| {
-                orchestrate_observe::observe::status(&workspace, Some(run_id))
-                    .ok()
-                    .and_then(|view| view.status)
-            },
-        ),
-        Command::Init { dir } => crate::commands::init(&workspace, dir.as_deref()),
-        Command::Agent {
-            role,
-            replica,
-            once,
-            grace,
-            quiet,
-            metrics_dir,
-        } => {
-            let options = orchestrate_swarm::worker::AgentOptions {
-                replica,
-                once,
-                grace,
-                quiet,
-                metrics_dir: orchestrate_swarm::metrics::dir_from(metrics_dir, &workspace),
-            };
-            crate::commands::agent(&workspace, &role, options).await
-        }
-        Command::Enqueue {
-            role,
-            file,
-            text,
-            stdin,
-            name,
-            correlation_id,
-        } => crate::commands::enqueue(
-            &workspace,
-            &role,
-            file.as_deref(),
-            text.as_deref(),
-            stdin.as_deref(),
-            name.as_deref(),
-            correlation_id.as_deref(),
-        ),
-        Command::Tasks { role, state, json } => {
-            crate::commands::tasks(&workspace, role.as_deref(), state, json)
-        }
-        Command::Show { task, json } => crate::commands::show(&workspace, &task, json),
-        Command::Retry { task } => crate::commands::retry(&workspace, &task),
-        Command::Trace { id, json } => crate::commands::trace(&workspace, &id, json),
-        Command::Swarm { action } => match action {
-            SwarmAction::Up { detach, grace, .. } => {
-                crate::commands::swarm_up(&workspace, detach, grace).await
-            }
-            SwarmAction::Down { force, timeout } => {
-                crate::commands::swarm_down(&workspace, force, timeout)
-            }
-            SwarmAction::Status { json } => crate::commands::swarm_status(&workspace, json),
-            SwarmAction::Reload { timeout } => crate::commands::swarm_reload(&workspace, timeout),
-        },
+        } => commands::gc::gc(ws, dry_run, older_than, force),
         Command::Run {
             file,
             context,
@@ -740,31 +628,14 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             json,
             agents,
         } => {
-            run(
-                &workspace,
-                &file,
-                &context,
-                clean_processed,
-                archive_processed,
-                (quiet, json),
-                &agents,
-            )
-            .await
+            let archive = archive_processed;
+            let mode = (quiet, json);
+            commands::run::run(ws, &file, &context, clean_processed, archive, mode, &agents).await
         }
-        Command::Cancel {
-            target,
-            no_wait,
-            timeout,
-        } => orchestrate_swarm::control::cancel_command(
-            &workspace,
-            &target,
-            (!no_wait).then_some(timeout),
-        ),
-        Command::Pause { role } => orchestrate_swarm::control::pause_command(&workspace, &role),
         Command::Resume {
             run_id, role, run, ..
-        } if role || (!run && orchestrate_swarm::control::is_role(&workspace, &run_id)) => {
-            orchestrate_swarm::control::resume_role_command(&workspace, &run_id)
+        } if role || (!run && orchestrate_swarm::control::is_role(ws, &run_id)) => {
+            commands::steer::resume_role(ws, &run_id)
         }
         Command::Resume {
             run_id,
@@ -772,58 +643,7 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             json,
             agents,
             ..
-        } => {
-            let mut config = RunConfig::new(workspace.clone(), Map::new(), signal_cancel());
-            config.progress = !quiet;
-            let reporter = orchestrate_engine::progress::Mode::choose(quiet, json).reporter();
-            config.reporter = reporter.clone();
-            if let Err(code) = agents.apply(&workspace, &mut config) {
-                return code;
-            }
-            match Runner::resume(&run_id, config) {
-                Ok(mut runner) => {
-                    eprintln!("run_id: {}", runner.run_id());
-                    // The run continues in the worktree it started in (made again from its
-                    // branch if it was removed).
-                    let owner = orchestrate_engine::worktree::Owner::Run {
-                        run_id: runner.run_id().to_string(),
-                    };
-                    let spec =
-                        orchestrate_engine::worktree::record_of(&workspace, &owner).map(|r| {
-                            orchestrate_lang::model::WorktreeSpec {
-                                base: Some(r.base),
-                                keep: Some(r.keep),
-                                dir: r
-                                    .path
-                                    .parent()
-                                    .and_then(Path::parent)
-                                    .map(|d| d.display().to_string()),
-                                branch: Some(r.branch),
-                                at: "the run's worktree record".into(),
-                            }
-                        });
-                    let name = runner.workflow_name().to_string();
-                    let worktree = match isolate(&workspace, spec, &mut runner, &name, quiet) {
-                        Ok(record) => record,
-                        Err(code) => return code,
-                    };
-                    drive(
-                        runner,
-                        reporter.as_ref(),
-                        &workspace,
-                        worktree.as_ref(),
-                        quiet,
-                        json,
-                    )
-                    .await
-                    .0
-                }
-                Err(err) => {
-                    eprintln!("error: {err}");
-                    exit::INVALID
-                }
-            }
-        }
+        } => commands::run::resume(ws, &run_id, quiet, json, &agents).await,
         Command::RunStep {
             step,
             workflow,
@@ -832,58 +652,35 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             quiet,
             agents,
         } => {
-            run_step(
-                &workspace,
-                &step,
-                &workflow,
-                &context,
-                from_run.as_deref(),
-                quiet,
-                &agents,
-            )
-            .await
+            let from_run = from_run.as_deref();
+            commands::run::run_step(ws, &step, &workflow, &context, from_run, quiet, &agents).await
         }
         Command::Watch {
             file,
             context,
             agents,
-        } => watch(&workspace, &file, &context, &agents).await,
+        } => commands::run::watch(ws, &file, &context, &agents).await,
         Command::Test {
             file,
             fixtures,
             keep,
-        } => crate::wftest::run(&workspace, &file, &fixtures, keep).await,
-        Command::Status { run_id, json } => observe_status(&workspace, run_id.as_deref(), json),
+        } => commands::test::run(ws, &file, &fixtures, keep).await,
+        Command::Status { run_id, json } => commands::observe::status(ws, run_id.as_deref(), json),
         Command::Logs {
             run_id,
             step,
             follow,
-        } => {
-            let mut out = std::io::stdout();
-            match orchestrate_observe::observe::logs(
-                &workspace,
-                &run_id,
-                step.as_deref(),
-                follow,
-                &mut out,
-            ) {
-                Ok(()) => exit::SUCCESS,
-                Err(err) => {
-                    eprintln!("error: {err}");
-                    exit::INVALID
-                }
-            }
-        }
+        } => commands::observe::logs(ws, &run_id, step.as_deref(), follow),
         Command::Report {
             run_id,
             since,
             json,
-        } => observe_report(&workspace, run_id, since, json),
+        } => commands::observe::report(ws, run_id, since, json),
         Command::Graph {
             file,
             run_id,
             format,
-        } => observe_graph(&workspace, &file, run_id.as_deref(), format),
+        } => commands::observe::graph(ws, &file, run_id.as_deref(), format),
         Command::Argv {
             runtime,
             phase,
@@ -891,8 +688,8 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             max_turns,
             resume,
             allow_shell,
-        } => print_argv(
-            &workspace,
+        } => commands::argv::print_argv(
+            ws,
             runtime,
             phase,
             model.as_deref(),
@@ -905,743 +702,72 @@ async fn dispatch(command: Command, workspace: PathBuf) -> u8 {
             step,
             note,
             by,
-        } => decide(
-            &workspace,
-            &run_id,
-            &step,
-            orchestrate_engine::approval::Verdict::Approve,
-            None,
-            note,
-            by,
-        ),
+        } => {
+            let verdict = orchestrate_engine::approval::Verdict::Approve;
+            commands::approve::decide(ws, &run_id, &step, verdict, None, note, by)
+        }
         Command::Reject {
             run_id,
             step,
             reason,
             by,
-        } => decide(
-            &workspace,
-            &run_id,
-            &step,
-            orchestrate_engine::approval::Verdict::Reject,
-            Some(reason),
-            None,
-            by,
+        } => {
+            let verdict = orchestrate_engine::approval::Verdict::Reject;
+            commands::approve::decide(ws, &run_id, &step, verdict, Some(reason), None, by)
+        }
+        swarm => dispatch_swarm(swarm, ws).await,
+    }
+}
+
+/// The swarm's commands: the queue, role processes, the supervisor, steering.
+async fn dispatch_swarm(command: Command, ws: &Path) -> Outcome {
+    match command {
+        Command::Init { dir } => commands::init::init(ws, dir.as_deref()),
+        Command::Agent {
+            role,
+            replica,
+            once,
+            grace,
+            quiet,
+            metrics_dir,
+        } => commands::agent::agent(ws, &role, replica, once, grace, quiet, metrics_dir).await,
+        Command::Enqueue {
+            role,
+            file,
+            text,
+            stdin,
+            name,
+            correlation_id,
+        } => commands::tasks::enqueue(
+            ws,
+            &role,
+            file.as_deref(),
+            text.as_deref(),
+            stdin.as_deref(),
+            name.as_deref(),
+            correlation_id.as_deref(),
         ),
-    }
-}
-
-/// `orchestrate man`: the page on stdout, or every command's page written into `dir`.
-fn man(dir: Option<&Path>) -> u8 {
-    use clap::CommandFactory;
-    let written = match dir {
-        Some(dir) => std::fs::create_dir_all(dir)
-            .and_then(|()| clap_mangen::generate_to(Cli::command(), dir))
-            .map(|()| eprintln!("man pages written to {}", dir.display())),
-        None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
-    };
-    match written {
-        Ok(()) => exit::SUCCESS,
-        // `orchestrate man | head` is not a failure.
-        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => exit::SUCCESS,
-        Err(err) => {
-            let target = dir.map_or("stdout".into(), |d| d.display().to_string());
-            eprintln!("error: failed to write the man page to {target}: {err}");
-            exit::STEP_FAILED
+        Command::Tasks { role, state, json } => {
+            commands::tasks::tasks(ws, role.as_deref(), state, json)
         }
-    }
-}
-
-fn observe_status(workspace: &Path, run_id: Option<&str>, json: bool) -> u8 {
-    let view = match orchestrate_observe::observe::status(workspace, run_id) {
-        Ok(view) => view,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return exit::INVALID;
-        }
-    };
-    // With no run named, a running swarm is part of "where things are".
-    let swarm = if run_id.is_none() {
-        orchestrate_swarm::supervisor::status(workspace)
-            .ok()
-            .filter(|s| s.supervisor.is_some())
-    } else {
-        None
-    };
-    if json {
-        println!("{}", serde_json::json!({"run": view, "swarm": swarm}));
-    } else {
-        print!("{}", view.render());
-        if let Some(swarm) = swarm {
-            println!();
-            print!("{}", orchestrate_swarm::supervisor::render_status(&swarm));
-        }
-    }
-    exit::SUCCESS
-}
-
-fn observe_report(
-    workspace: &Path,
-    run_id: Option<String>,
-    since: Option<chrono::DateTime<chrono::Utc>>,
-    json: bool,
-) -> u8 {
-    use orchestrate_observe::observe::RunSelector;
-    let selector = match (run_id, since) {
-        (Some(id), _) => RunSelector::One(id),
-        (None, Some(time)) => RunSelector::Since(time),
-        (None, None) => RunSelector::All,
-    };
-    match orchestrate_observe::observe::report(workspace, selector) {
-        Ok(report) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
-            } else {
-                print!("{}", report.render());
+        Command::Show { task, json } => commands::tasks::show(ws, &task, json),
+        Command::Retry { task } => commands::tasks::retry(ws, &task),
+        Command::Trace { id, json } => commands::tasks::trace(ws, &id, json),
+        Command::Swarm { action } => match action {
+            SwarmAction::Up { detach, grace, .. } => {
+                commands::swarm::swarm_up(ws, detach, grace).await
             }
-            exit::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            exit::INVALID
-        }
-    }
-}
-
-fn observe_graph(
-    workspace: &Path,
-    file: &Path,
-    run_id: Option<&str>,
-    format: orchestrate_observe::observe::GraphFormat,
-) -> u8 {
-    use orchestrate_observe::observe::{self, Report, RunSelector};
-    let workflow = match load::load_in(workspace, &workspace.join(file)) {
-        Ok(w) => w,
-        Err(err) => {
-            eprint!("{}", relative_render(&err, workspace));
-            return exit::INVALID;
-        }
-    };
-    let text = match run_id {
-        None => observe::graph(&workflow, None, format),
-        Some(id) => match observe::report(workspace, RunSelector::One(id.to_string())) {
-            Ok(Report::Run(run)) => observe::graph_of_run(&workflow, &run, format),
-            Ok(_) => observe::graph(&workflow, None, format),
-            Err(err) => {
-                eprintln!("error: {err}");
-                return exit::INVALID;
-            }
+            SwarmAction::Down { force, timeout } => commands::swarm::swarm_down(ws, force, timeout),
+            SwarmAction::Status { json } => commands::swarm::swarm_status(ws, json),
+            SwarmAction::Reload { timeout } => commands::swarm::swarm_reload(ws, timeout),
         },
-    };
-    print!("{text}");
-    if !text.ends_with('\n') {
-        println!();
-    }
-    exit::SUCCESS
-}
-
-fn print_argv(
-    workspace: &Path,
-    runtime: orchestrate_runtime::parse::Runtime,
-    phase: orchestrate_lang::model::Phase,
-    model: Option<&str>,
-    max_turns: Option<u32>,
-    resume: Option<&str>,
-    allow_shell: &[String],
-) -> u8 {
-    use orchestrate_runtime::adapter;
-    let scratch = workspace.join(".orchestrate").join("argv");
-    let is_root = orchestrate_base::process::is_root();
-    let invocation = adapter::build(&adapter::Request {
-        runtime,
-        bin: None,
-        extra_args: &[],
-        model,
-        phase,
-        max_turns,
-        resume_session: resume,
-        allow_shell,
-        workspace,
-        scratch: &scratch,
-        is_root,
-        output_schema: None,
-    });
-    let files: Vec<serde_json::Value> = invocation
-        .files
-        .iter()
-        .map(|(path, text)| serde_json::json!({"path": path, "content": text}))
-        .collect();
-    println!(
-        "{}",
-        serde_json::json!({"argv": invocation.argv, "env": invocation.env, "files": files, "notes": invocation.notes, "stdin": "the prompt"})
-    );
-    exit::SUCCESS
-}
-
-fn decide(
-    workspace: &Path,
-    run_id: &str,
-    step: &str,
-    verdict: orchestrate_engine::approval::Verdict,
-    reason: Option<String>,
-    note: Option<String>,
-    by: Option<String>,
-) -> u8 {
-    match orchestrate_engine::approval::decide(workspace, run_id, step, verdict, reason, note, by) {
-        Ok(path) => {
-            let word = if verdict == orchestrate_engine::approval::Verdict::Approve {
-                "approved"
-            } else {
-                "rejected"
-            };
-            eprintln!(
-                "{word} step `{step}` of run {run_id} ({})",
-                path.strip_prefix(workspace).unwrap_or(&path).display()
-            );
-            exit::SUCCESS
-        }
-        Err(message) => {
-            eprintln!("error: {message}");
-            exit::INVALID
-        }
-    }
-}
-
-fn validate(workspace: &Path, files: &[PathBuf]) -> u8 {
-    let mut problems = 0;
-    for file in files {
-        let path = workspace.join(file);
-        // `swarm.yaml` and role files (`agents/<role>.yaml`) are checked as what they are.
-        let special = if file.file_name() == Some(std::ffi::OsStr::new(load::SWARM_FILE)) {
-            Some(load::load_swarm_file(&path).map(|_| "swarm settings".to_string()))
-        } else if path.parent().and_then(Path::file_name) == Some(std::ffi::OsStr::new("agents")) {
-            Some(
-                load::load_role_file(workspace, &path)
-                    .map(|(role, _)| format!("role `{}`", role.name))
-                    .map_err(|mut errs| errs.remove(0)),
-            )
-        } else {
-            None
-        };
-        if let Some(result) = special {
-            match result {
-                Ok(what) => println!("{}: ok ({what})", file.display()),
-                Err(err) => {
-                    problems += err.diagnostics.len();
-                    eprint!("{}", relative_render(&err, workspace));
-                }
-            }
-            continue;
-        }
-        match load::load_in(workspace, &path) {
-            Ok(workflow) => println!(
-                "{}: ok ({} steps)",
-                file.display(),
-                workflow.all_steps().len()
-            ),
-            Err(err) => {
-                problems += err.diagnostics.len();
-                eprint!("{}", relative_render(&err, workspace));
-            }
-        }
-    }
-    if problems > 0 {
-        eprintln!("{problems} problem(s) found");
-        exit::INVALID
-    } else {
-        exit::SUCCESS
-    }
-}
-
-/// Renders load errors with paths relative to the workspace, as the user typed them.
-fn relative_render(err: &LoadError, workspace: &Path) -> String {
-    let mut err_copy = LoadError {
-        path: err.path.clone(),
-        source_text: err.source_text.clone(),
-        diagnostics: err.diagnostics.clone(),
-    };
-    for d in &mut err_copy.diagnostics {
-        if let Ok(rel) = d.file.strip_prefix(workspace) {
-            d.file = rel.to_path_buf();
-        }
-    }
-    let mut text = err_copy.render();
-    if !text.ends_with('\n') {
-        text.push('\n');
-    }
-    text
-}
-
-/// Loads a workflow for running: problems are printed and mean exit 2.
-fn load_for_run(workspace: &Path, file: &Path) -> Result<(Workflow, String), u8> {
-    let path = workspace.join(file);
-    match load::load_in(workspace, &path) {
-        Ok(mut workflow) => {
-            workflow.path = file.to_path_buf();
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            Ok((workflow, text))
-        }
-        Err(err) => {
-            eprint!("{}", relative_render(&err, workspace));
-            eprintln!(
-                "error: the workflow has {} problem(s); nothing was run",
-                err.diagnostics.len()
-            );
-            Err(exit::INVALID)
-        }
-    }
-}
-
-/// Context precedence: workflow `context:` defaults, then `--context-file`, then `--context`.
-fn build_context(
-    workspace: &Path,
-    workflow: &Workflow,
-    args: &ContextArgs,
-) -> Result<Map<String, Value>, String> {
-    let mut context = workflow.context.clone();
-    if let Some(file) = &args.context_file {
-        let path = workspace.join(file);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read --context-file {}: {e}", file.display()))?;
-        match serde_json::from_str::<Value>(&text) {
-            Ok(Value::Object(map)) => context.extend(map),
-            Ok(_) => {
-                return Err(format!(
-                    "--context-file {} must hold a JSON object",
-                    file.display()
-                ));
-            }
-            Err(e) => {
-                return Err(format!(
-                    "--context-file {} is not valid JSON: {e}",
-                    file.display()
-                ));
-            }
-        }
-    }
-    for pair in &args.pairs {
-        let Some((key, value)) = pair.split_once('=') else {
-            return Err(format!("--context `{pair}` must be KEY=VALUE"));
-        };
-        if key.is_empty() {
-            return Err(format!("--context `{pair}` has an empty key"));
-        }
-        context.insert(key.to_string(), Value::String(value.to_string()));
-    }
-    Ok(context)
-}
-
-/// Cancels the token on the first SIGINT or SIGTERM; exits at once on the second.
-pub(crate) fn signal_cancel() -> CancellationToken {
-    let (stop, kill) = crate::commands::signal_pair();
-    let token = stop.clone();
-    tokio::spawn(async move {
-        stop.cancelled().await;
-        eprintln!("interrupted: stopping the current step (press Ctrl-C again to exit at once)");
-        kill.cancelled().await;
-        // Nothing the run started outlives it.
-        orchestrate_base::exec::kill_all_now();
-        std::process::exit(i32::from(exit::INTERRUPTED));
-    });
-    token
-}
-
-async fn run(
-    workspace: &Path,
-    file: &Path,
-    context: &ContextArgs,
-    clean: bool,
-    archive: Option<Option<PathBuf>>,
-    (quiet, json): (bool, bool),
-    agents: &AgentArgs,
-) -> u8 {
-    let (workflow, text) = match load_for_run(workspace, file) {
-        Ok(w) => w,
-        Err(code) => return code,
-    };
-    let context = match build_context(workspace, &workflow, context) {
-        Ok(c) => c,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return exit::INVALID;
-        }
-    };
-    let needs_processed = clean || archive.is_some();
-    let processed_dir = if needs_processed {
-        match processed::processed_dir(workspace, &workflow.queue.processed_dir) {
-            Ok(dir) => Some(dir),
-            Err(err) => {
-                eprintln!("error: {err}");
-                return exit::INVALID;
-            }
-        }
-    } else {
-        None
-    };
-    if let (Some(dir), Some(Some(dest))) = (&processed_dir, &archive)
-        && let Err(err) = processed::check_archive_dest(dir, &workspace.join(dest))
-    {
-        eprintln!("error: {err}");
-        return exit::INVALID;
-    }
-    if clean && let Some(dir) = &processed_dir {
-        match processed::clean(dir) {
-            Ok(n) if !quiet => eprintln!("cleaned {} ({n} entries removed)", dir.display()),
-            Ok(_) => {}
-            Err(err) => {
-                eprintln!("error: {err}");
-                return exit::INVALID;
-            }
-        }
-    }
-    let cancel = signal_cancel();
-    let mut config = RunConfig::new(workspace.to_path_buf(), context, cancel);
-    config.progress = !quiet;
-    let reporter = orchestrate_engine::progress::Mode::choose(quiet, json).reporter();
-    config.reporter = reporter.clone();
-    if let Err(code) = agents.apply(workspace, &mut config) {
-        return code;
-    }
-    let isolation = orchestrate_engine::worktree::effective(None, workflow.isolation.as_ref());
-    let workflow_name = workflow.name.clone();
-    let mut runner = match Runner::create(workflow, &text, config) {
-        Ok(r) => r,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return exit::INVALID;
-        }
-    };
-    eprintln!("run_id: {}", runner.run_id());
-    let worktree = match isolate(workspace, isolation, &mut runner, &workflow_name, quiet) {
-        Ok(record) => record,
-        Err(code) => {
-            // Nothing ran: no run to resume or to list.
-            let root = runner.run_root().to_path_buf();
-            drop(runner);
-            let _ = std::fs::remove_dir_all(root);
-            return code;
-        }
-    };
-    let (code, root) = drive(
-        runner,
-        reporter.as_ref(),
-        workspace,
-        worktree.as_ref(),
-        quiet,
-        json,
-    )
-    .await;
-    if code == exit::SUCCESS
-        && let (Some(dir), Some(dest)) = (&processed_dir, archive)
-    {
-        let dest = match dest {
-            Some(dest) => workspace.join(dest),
-            None => root.join("processed.zip"),
-        };
-        match processed::archive(dir, &dest) {
-            Ok(n) => {
-                if !quiet {
-                    eprintln!(
-                        "archived {n} file(s) from {} to {}",
-                        dir.display(),
-                        dest.display()
-                    );
-                }
-            }
-            Err(err) => {
-                eprintln!("error: {err}");
-                return exit::STEP_FAILED;
-            }
-        }
-    }
-    code
-}
-
-/// Under `isolation: worktree`, makes (or reopens) the run's worktree and points the runner's
-/// steps at it; an error is printed and becomes the exit code.
-fn isolate(
-    workspace: &Path,
-    spec: Option<orchestrate_lang::model::WorktreeSpec>,
-    runner: &mut Runner,
-    workflow: &str,
-    quiet: bool,
-) -> Result<Option<orchestrate_engine::worktree::Record>, u8> {
-    let Some(spec) = spec else {
-        return Ok(None);
-    };
-    let owner = orchestrate_engine::worktree::Owner::Run {
-        run_id: runner.run_id().to_string(),
-    };
-    match orchestrate_engine::worktree::prepare(workspace, &spec, &owner, workflow) {
-        Ok(record) => {
-            if !quiet {
-                eprintln!(
-                    "worktree: {} (branch `{}`)",
-                    record.checkout.display(),
-                    record.branch
-                );
-            }
-            runner.set_checkout(record.checkout.clone());
-            Ok(Some(record))
-        }
-        Err(err) => {
-            eprintln!(
-                "error: failed to prepare the worktree of run {}: {err}",
-                runner.run_id()
-            );
-            Err(exit::INVALID)
-        }
-    }
-}
-
-/// Runs a created or resumed run to its end, as `run` and `resume` do: the live display
-/// closed, the outcome reported, the worktree ended, the trace exported. Returns the exit code
-/// and RUN_ROOT.
-async fn drive(
-    runner: Runner,
-    reporter: Option<&std::sync::Arc<dyn orchestrate_engine::progress::Reporter>>,
-    workspace: &Path,
-    worktree: Option<&orchestrate_engine::worktree::Record>,
-    quiet: bool,
-    json: bool,
-) -> (u8, PathBuf) {
-    let root = runner.run_root().to_path_buf();
-    let outcome = runner.run().await;
-    if let Some(reporter) = reporter {
-        reporter.finish();
-    }
-    let succeeded = matches!(&outcome, Ok(r) if r.status == RunStatus::Succeeded);
-    if let Ok(report) = &outcome
-        && report.status == RunStatus::Succeeded
-        && !json
-    {
-        // The run's result on stdout (`--json` has it in its `run_finished` event).
-        print!("{}", result_text(report));
-    }
-    let code = report(outcome);
-    end_worktree(workspace, worktree, succeeded, quiet);
-    orchestrate_observe::otlp::export_run(&root);
-    (code, root)
-}
-
-/// After an isolated run: a success removes its worktree (per `keep`), anything else keeps it
-/// for `resume` and inspection.
-fn end_worktree(
-    workspace: &Path,
-    record: Option<&orchestrate_engine::worktree::Record>,
-    succeeded: bool,
-    quiet: bool,
-) {
-    if let Some(record) = record {
-        let ending = orchestrate_engine::worktree::finish(workspace, record, succeeded);
-        if !quiet || ending.kept && succeeded {
-            eprintln!("{}", ending.note);
-        }
-    }
-}
-
-/// What a successful run produced, as stdout shows it: the workflow's `outputs:`, one
-/// `NAME: VALUE` line each, or without them the output of the step recorded last (the demo's
-/// summary). Empty when there is neither.
-fn result_text(report: &RunReport) -> String {
-    let mut out = String::new();
-    if !report.values.is_empty() {
-        for (name, value) in &report.values {
-            let value = match value {
-                serde_json::Value::String(text) => text.clone(),
-                other => other.to_string(),
-            };
-            out.push_str(&format!("{name}: {value}\n"));
-        }
-    } else if let Some(text) = &report.last_output {
-        out.push_str(text);
-        if !text.ends_with('\n') {
-            out.push('\n');
-        }
-    }
-    out
-}
-
-fn report(outcome: Result<RunReport, orchestrate_engine::runner::RunError>) -> u8 {
-    match outcome {
-        Ok(report) => {
-            match report.status {
-                RunStatus::Succeeded => eprintln!("run {} succeeded", report.run_id),
-                RunStatus::Interrupted => eprintln!(
-                    "run {} interrupted; continue it with `orchestrate resume {}`",
-                    report.run_id, report.run_id
-                ),
-                _ => eprintln!(
-                    "run {} failed: {}\n  logs: {}\n  after fixing the cause, continue with `orchestrate resume {}`",
-                    report.run_id,
-                    report.error.as_deref().unwrap_or("a step failed"),
-                    report.run_root.join("logs").display(),
-                    report.run_id
-                ),
-            }
-            report.exit_code
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            exit::STEP_FAILED
-        }
-    }
-}
-
-async fn run_step(
-    workspace: &Path,
-    name: &str,
-    file: &Path,
-    context: &ContextArgs,
-    from_run: Option<&str>,
-    quiet: bool,
-    agents: &AgentArgs,
-) -> u8 {
-    let (workflow, text) = match load_for_run(workspace, file) {
-        Ok(w) => w,
-        Err(code) => return code,
-    };
-    let Some(step) = workflow.find_step(name).cloned() else {
-        let names: Vec<String> = workflow
-            .all_steps()
-            .iter()
-            .map(|s| s.name.clone())
-            .collect();
-        let hint = orchestrate_lang::diag::did_you_mean(name, names.iter().map(String::as_str))
-            .map(|s| format!("did you mean `{s}`?"))
-            .unwrap_or_else(|| format!("steps: {}", names.join(", ")));
-        eprintln!("error: {} has no step `{name}`; {hint}", file.display());
-        return exit::INVALID;
-    };
-    let context = match build_context(workspace, &workflow, context) {
-        Ok(c) => c,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return exit::INVALID;
-        }
-    };
-    let preset = match from_run {
-        Some(run_id) => match RunDir::new(workspace, run_id).read_state() {
-            Ok(state) => state.steps,
-            Err(err) => {
-                eprintln!("error: {err}");
-                return exit::INVALID;
-            }
-        },
-        None => Map::new(),
-    };
-    let mut single = workflow;
-    let mut step = step;
-    step.on = Default::default();
-    single.steps = vec![step];
-    let mut config = RunConfig::new(workspace.to_path_buf(), context, signal_cancel());
-    config.progress = !quiet;
-    config.preset_results = preset;
-    if let Err(code) = agents.apply(workspace, &mut config) {
-        return code;
-    }
-    let runner = match Runner::create(single, &text, config) {
-        Ok(r) => r,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return exit::INVALID;
-        }
-    };
-    eprintln!("run_id: {}", runner.run_id());
-    report(runner.run().await)
-}
-
-/// Runs the workflow, then again whenever its file changes; a change during a run stops it
-/// first (like watchexec's restart).
-async fn watch(workspace: &Path, file: &Path, context: &ContextArgs, agents: &AgentArgs) -> u8 {
-    use notify::{RecursiveMode, Watcher};
-    let path = workspace.join(file);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let target = path.clone();
-    let mut watcher =
-        match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event {
-                let relevant = event.need_rescan() || event.paths.iter().any(|p| p == &target);
-                if relevant && !matches!(event.kind, notify::EventKind::Access(_)) {
-                    let _ = tx.send(());
-                }
-            }
-        }) {
-            Ok(w) => w,
-            Err(err) => {
-                eprintln!("error: failed to watch {}: {err}", file.display());
-                return exit::INVALID;
-            }
-        };
-    // Editors often replace the file by rename, so watch the directory.
-    let dir = path.parent().unwrap_or(workspace).to_path_buf();
-    if let Err(err) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
-        eprintln!("error: failed to watch {}: {err}", dir.display());
-        return exit::INVALID;
-    }
-    let stop = signal_cancel();
-    loop {
-        let cancel = stop.child_token();
-        let run_cancel = cancel.clone();
-        let ws = workspace.to_path_buf();
-        let run_file = file.to_path_buf();
-        let context = context.clone();
-        let agents = agents.clone();
-        let run = async move {
-            let (workflow, text) = match load_for_run(&ws, &run_file) {
-                Ok(w) => w,
-                Err(code) => return code,
-            };
-            let context = match build_context(&ws, &workflow, &context) {
-                Ok(c) => c,
-                Err(message) => {
-                    eprintln!("error: {message}");
-                    return exit::INVALID;
-                }
-            };
-            let mut config = RunConfig::new(ws.clone(), context, run_cancel);
-            config.progress = true;
-            if let Err(code) = agents.apply(&ws, &mut config) {
-                return code;
-            }
-            match Runner::create(workflow, &text, config) {
-                Ok(runner) => {
-                    eprintln!("run_id: {}", runner.run_id());
-                    report(runner.run().await)
-                }
-                Err(err) => {
-                    eprintln!("error: {err}");
-                    exit::INVALID
-                }
-            }
-        };
-        tokio::pin!(run);
-        let mut changed = false;
-        tokio::select! {
-            _ = &mut run => {}
-            Some(()) = rx.recv() => {
-                changed = true;
-                cancel.cancel();
-                run.await;
-            }
-        }
-        if stop.is_cancelled() {
-            return exit::INTERRUPTED;
-        }
-        if !changed {
-            eprintln!("watching {} for changes (Ctrl-C to stop)", file.display());
-            tokio::select! {
-                Some(()) = rx.recv() => {}
-                _ = stop.cancelled() => return exit::INTERRUPTED,
-            }
-        }
-        // Let a burst of writes settle, then drain it.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        while rx.try_recv().is_ok() {}
-        eprintln!("{} changed; running again", file.display());
+        Command::Cancel {
+            target,
+            no_wait,
+            timeout,
+        } => commands::steer::cancel(ws, &target, (!no_wait).then_some(timeout)),
+        Command::Pause { role } => commands::steer::pause(ws, &role),
+        other => unreachable!("`dispatch` runs {other:?}"),
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod error;
 pub mod flags;
 pub mod logging;
 pub mod wftest;

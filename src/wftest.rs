@@ -6,7 +6,7 @@
 //! same binary, started by the runner as the `fixture` profile's executable with
 //! [`AGENT_ENV`] set, answering in claude's stream-json format so that the real parser reads
 //! it), answering approval steps, and comparing. It does not interpret workflows: the runner
-//! runs them exactly as `orchestrate run` does.
+//! runs them exactly as `orchestrate run` does; nor print a case's verdict (`commands::test`).
 //!
 //! A case is a directory holding `expect.yaml`:
 //!
@@ -132,61 +132,15 @@ enum Answer {
 }
 
 /// One case's verdict.
-struct Verdict {
-    name: String,
-    problems: Vec<String>,
-    path: Vec<String>,
+pub(crate) struct Verdict {
+    pub(crate) name: String,
+    pub(crate) problems: Vec<String>,
+    pub(crate) path: Vec<String>,
     /// The scratch workspace, when it was kept.
-    kept: Option<PathBuf>,
+    pub(crate) kept: Option<PathBuf>,
 }
 
-/// Runs every case under `fixtures` (the directory itself when it holds `expect.yaml`, else
-/// each subdirectory that does) and prints one line per case. Exit 0 when all pass, 1 when one
-/// fails, 2 when the workflow or a fixture cannot be read.
-pub async fn run(workspace: &Path, workflow: &Path, fixtures: &Path, keep: bool) -> u8 {
-    let fixtures = if fixtures.is_absolute() {
-        fixtures.to_path_buf()
-    } else {
-        workspace.join(fixtures)
-    };
-    let cases = match find_cases(&fixtures) {
-        Ok(cases) => cases,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return 2;
-        }
-    };
-    let mut failed = 0;
-    for case in &cases {
-        let verdict = match run_case(workspace, workflow, case, keep).await {
-            Ok(verdict) => verdict,
-            Err(message) => {
-                eprintln!("error: {}: {message}", case.display());
-                return 2;
-            }
-        };
-        if verdict.problems.is_empty() {
-            println!("ok      {} ({})", verdict.name, verdict.path.join(" -> "));
-        } else {
-            failed += 1;
-            println!("FAILED  {}", verdict.name);
-            for problem in &verdict.problems {
-                println!("        {problem}");
-            }
-        }
-        if let Some(kept) = &verdict.kept {
-            println!("        its workspace is kept in {}", kept.display());
-        }
-    }
-    println!(
-        "{} case(s): {} passed, {failed} failed",
-        cases.len(),
-        cases.len() - failed
-    );
-    u8::from(failed > 0)
-}
-
-fn find_cases(fixtures: &Path) -> Result<Vec<PathBuf>, String> {
+pub(crate) fn find_cases(fixtures: &Path) -> Result<Vec<PathBuf>, String> {
     if fixtures.join("expect.yaml").is_file() {
         return Ok(vec![fixtures.to_path_buf()]);
     }
@@ -211,7 +165,7 @@ fn find_cases(fixtures: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(cases)
 }
 
-async fn run_case(
+pub(crate) async fn run_case(
     workspace: &Path,
     workflow_rel: &Path,
     case: &Path,
@@ -320,6 +274,26 @@ async fn run_case(
     }
     let report = report.map_err(|e| e.to_string())?;
 
+    let path = compare(&expect, &report, &run_root, &ws, &mut problems)?;
+    // A failing case keeps its scratch workspace for a look; a passing one only when asked.
+    let kept = (keep || !problems.is_empty()).then(|| scratch.keep().join("ws"));
+    Ok(Verdict {
+        name,
+        problems,
+        path,
+        kept,
+    })
+}
+
+/// Checks a finished case's run against its expectations (path, status, exit code, outputs,
+/// enqueued tasks), adding what differs to `problems`; returns the path the run took.
+fn compare(
+    expect: &Expect,
+    report: &orchestrate_engine::runner::RunReport,
+    run_root: &Path,
+    ws: &Path,
+    problems: &mut Vec<String>,
+) -> Result<Vec<String>, String> {
     let events = orchestrate_engine::events::read_checked(&run_root.join("events.jsonl"))
         .map_err(|e| format!("cannot read the run's events: {e}"))?
         .records;
@@ -395,16 +369,9 @@ async fn run_case(
         }
     }
     if let Some(expected) = &expect.enqueued {
-        problems.extend(compare_enqueued(expected, &report.enqueued, &ws));
+        problems.extend(compare_enqueued(expected, &report.enqueued, ws));
     }
-    // A failing case keeps its scratch workspace for a look; a passing one only when asked.
-    let kept = (keep || !problems.is_empty()).then(|| scratch.keep().join("ws"));
-    Ok(Verdict {
-        name,
-        problems,
-        path,
-        kept,
-    })
+    Ok(path)
 }
 
 /// Points every provider of `workflow`, and of the child workflows its `workflow:` steps run,

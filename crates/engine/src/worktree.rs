@@ -4,7 +4,7 @@
 //! (the template, made a valid git ref), creating or reusing a task's worktree under a lock
 //! shared by every orchestrate process of the repository (and retried on git's own lock
 //! errors), the record of each worktree (`.orchestrate/worktree-records/`), removing it after a
-//! success, and `orchestrate gc`. Does not decide where steps run (the runner takes the
+//! success, and what `orchestrate gc` does (the command prints it). Does not decide where steps run (the runner takes the
 //! checkout through `RunConfig::checkout`) or whether a task succeeded (`worker`, `cli`).
 //!
 //! Policy, in one place:
@@ -669,16 +669,43 @@ enum Verdict {
     Stale(String),
 }
 
+/// What `gc` did with one recorded worktree, as a line for the person who ran it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcLine {
+    /// Whether it counts as removed (or would be), kept, or could not be removed.
+    pub verdict: GcVerdict,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcVerdict {
+    Removed,
+    Kept,
+    Failed,
+}
+
+/// What `gc` did in all: the counts, and git's error pruning its registrations (counted in
+/// `failed`).
+#[derive(Debug, Clone, Default)]
+pub struct GcReport {
+    pub removed: usize,
+    pub kept: usize,
+    pub failed: usize,
+    pub prune_error: Option<String>,
+}
+
 /// `orchestrate gc`: removes the worktrees of finished tasks and runs, deletes the branches
 /// orchestrate made that hold nothing beyond their base (merged, or empty), and prunes git's
 /// registrations of worktrees whose directories are gone. `run_status` gives a run's status
 /// (`succeeded`, `running`, `stopped`, ...) from its records, `None` when they cannot be read.
-/// Returns the exit code.
-pub fn gc_command(
+/// Each worktree's line goes to `on_line` as it is decided (under the lock, so a long gc shows
+/// progress); an error before or between worktrees stops it.
+pub fn gc(
     workspace: &Path,
     options: &GcOptions,
     run_status: &dyn Fn(&str) -> Option<String>,
-) -> u8 {
+    on_line: &mut dyn FnMut(GcLine),
+) -> Result<GcReport, WorktreeError> {
     let records_dir = workspace.join(RECORDS_DIR);
     let mut records: Vec<(PathBuf, Record)> = walkdir::WalkDir::new(&records_dir)
         .into_iter()
@@ -692,13 +719,18 @@ pub fn gc_command(
     } else {
         "removed"
     };
-    let (mut removed, mut kept, mut failed) = (0, 0, 0);
+    let mut report = GcReport::default();
+    let mut line = |verdict: GcVerdict, text: String| {
+        match verdict {
+            GcVerdict::Removed => report.removed += 1,
+            GcVerdict::Kept => report.kept += 1,
+            GcVerdict::Failed => report.failed += 1,
+        }
+        on_line(GcLine { verdict, text });
+    };
     let repo = match discover(workspace, "`orchestrate gc`") {
         Ok(repo) => Some(repo),
-        Err(err) if !records.is_empty() => {
-            eprintln!("error: {err}");
-            return 1;
-        }
+        Err(err) if !records.is_empty() => return Err(err),
         Err(_) => None,
     };
     for (_, record) in &records {
@@ -706,10 +738,7 @@ pub fn gc_command(
         // meanwhile finds its worktree either whole or gone (and makes it again), never half.
         let _lock = match repo.as_ref().map(lock) {
             Some(Ok(file)) => Some(file),
-            Some(Err(err)) => {
-                eprintln!("error: {err}");
-                return 1;
-            }
+            Some(Err(err)) => return Err(err),
             None => None,
         };
         let shown = orchestrate_base::fsutil::relative(workspace, &record.path);
@@ -721,31 +750,27 @@ pub fn gc_command(
                 Ok(None) => Verdict::Stale(why),
                 Ok(Some(dirty)) => Verdict::Keep(format!("{why}, but {dirty}")),
                 Err(err) => {
-                    failed += 1;
-                    println!("kept {shown} ({who}: {why}): {err}");
+                    line(
+                        GcVerdict::Failed,
+                        format!("kept {shown} ({who}: {why}): {err}"),
+                    );
                     continue;
                 }
             },
             verdict => verdict,
         };
         match verdict {
-            Verdict::Keep(why) => {
-                kept += 1;
-                println!("kept {shown} ({who}): {why}");
-            }
-            Verdict::Stale(why) if options.dry_run => {
-                removed += 1;
-                println!("{verb} {shown} (branch `{}`; {who}: {why})", record.branch);
-            }
+            Verdict::Keep(why) => line(GcVerdict::Kept, format!("kept {shown} ({who}): {why}")),
+            Verdict::Stale(why) if options.dry_run => line(
+                GcVerdict::Removed,
+                format!("{verb} {shown} (branch `{}`; {who}: {why})", record.branch),
+            ),
             Verdict::Stale(why) => match remove_locked(workspace, record, options.force) {
-                Ok(note) => {
-                    removed += 1;
-                    println!("{note} ({who}: {why})");
-                }
-                Err(err) => {
-                    failed += 1;
-                    println!("kept {shown} ({who}: {why}): {err}");
-                }
+                Ok(note) => line(GcVerdict::Removed, format!("{note} ({who}: {why})")),
+                Err(err) => line(
+                    GcVerdict::Failed,
+                    format!("kept {shown} ({who}: {why}): {err}"),
+                ),
             },
         }
     }
@@ -753,21 +778,10 @@ pub fn gc_command(
         && repo.is_some()
         && let Err(err) = git_ok(workspace, &["worktree", "prune"])
     {
-        eprintln!("error: {err}");
-        failed += 1;
+        report.prune_error = Some(err.to_string());
+        report.failed += 1;
     }
-    let what = if options.dry_run {
-        "would be removed"
-    } else {
-        "removed"
-    };
-    println!("{removed} worktree(s) {what}, {kept} kept");
-    if failed > 0 {
-        eprintln!("error: {failed} worktree(s) could not be removed (see above)");
-        1
-    } else {
-        0
-    }
+    Ok(report)
 }
 
 /// Whether the owner of a worktree is done with it.

@@ -4,8 +4,9 @@
 //! Owns: the durable control files under `.orchestrate/control/` (`<role>/paused.json`,
 //! `<role>/cancel/<task>.json`), a run's cancel request (`RUN_ROOT/cancel.json`), the control
 //! log (`.orchestrate/control/events.jsonl`), the watcher role processes use to notice them, and
-//! the `cancel`, `pause` and `resume ROLE` commands. Does not stop anything itself beyond one
-//! signal to a verified run process: role processes act on their own requests (`worker`).
+//! what the `cancel`, `pause` and `resume ROLE` commands do (they print it; nothing here does).
+//! Does not stop anything itself beyond one signal to a verified run process: role processes act
+//! on their own requests (`worker`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -15,7 +16,6 @@ use serde_json::{Value, json};
 
 use crate::control_log;
 use orchestrate_base::fsutil::relative;
-use orchestrate_engine::runner::exit;
 use orchestrate_engine::state::RunDir;
 use orchestrate_queue::cancel::{self, CancelRequest};
 use orchestrate_queue::queue::{self, TaskState};
@@ -99,33 +99,6 @@ pub fn unpause(workspace: &Path, role: &str) -> Result<Option<Pause>, String> {
     Ok(Some(existing))
 }
 
-/// `orchestrate pause ROLE`.
-pub fn pause_command(workspace: &Path, role: &str) -> u8 {
-    if let Err(message) = check_role(workspace, role) {
-        eprintln!("error: {message}");
-        return exit::INVALID;
-    }
-    match pause(workspace, role) {
-        Ok((p, true)) => {
-            eprintln!(
-                "role `{role}` was already paused (since {} by {}); `orchestrate resume {role}` lifts it",
-                p.since, p.by
-            );
-            exit::SUCCESS
-        }
-        Ok((_, false)) => {
-            eprintln!(
-                "paused role `{role}`: it claims no new tasks (tasks in flight finish, queued ones wait); `orchestrate resume {role}` lifts it"
-            );
-            exit::SUCCESS
-        }
-        Err(message) => {
-            eprintln!("error: pausing role `{role}`: {message}");
-            exit::STEP_FAILED
-        }
-    }
-}
-
 /// Whether `name` is a role of the workspace (`agents/<name>.yaml` exists).
 pub fn is_role(workspace: &Path, name: &str) -> bool {
     orchestrate_base::ids::check_id(name).is_ok()
@@ -137,37 +110,12 @@ pub fn is_role(workspace: &Path, name: &str) -> bool {
 }
 
 /// A role defined in `agents/`, or an error that names the file and suggests one.
-fn check_role(workspace: &Path, role: &str) -> Result<(), String> {
+pub fn check_role(workspace: &Path, role: &str) -> Result<(), String> {
     orchestrate_engine::role::layout_for(workspace, role)?;
     if is_role(workspace, role) {
         Ok(())
     } else {
         Err(orchestrate_engine::role::unknown_role(workspace, role))
-    }
-}
-
-/// `orchestrate resume ROLE` (or `--role`).
-pub fn resume_role_command(workspace: &Path, role: &str) -> u8 {
-    if let Err(message) = check_role(workspace, role) {
-        eprintln!("error: {message}");
-        return exit::INVALID;
-    }
-    match unpause(workspace, role) {
-        Ok(Some(p)) => {
-            eprintln!(
-                "resumed role `{role}` (paused since {} by {}); its queued tasks are claimed again",
-                p.since, p.by
-            );
-            exit::SUCCESS
-        }
-        Ok(None) => {
-            eprintln!("role `{role}` is not paused; nothing to resume");
-            exit::SUCCESS
-        }
-        Err(message) => {
-            eprintln!("error: resuming role `{role}`: {message}");
-            exit::STEP_FAILED
-        }
     }
 }
 
@@ -265,25 +213,29 @@ enum Target {
     },
 }
 
-/// `orchestrate cancel TARGET`: a run id, a swarm task id, or a task's run id.
-pub fn cancel_command(workspace: &Path, target: &str, wait: Option<Duration>) -> u8 {
-    match cancel(workspace, target, wait) {
-        Ok(message) => {
-            eprintln!("{message}");
-            exit::SUCCESS
-        }
-        Err((code, message)) => {
-            eprintln!("error: {message}");
-            code
-        }
-    }
+/// Why a cancel request was refused or did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The target is no run or task, or is in no state to be cancelled: nothing was asked.
+    #[error("{0}")]
+    Refused(String),
+    /// The request could not be made, or was made and not acted on in time.
+    #[error("{0}")]
+    Failed(String),
 }
 
-fn cancel(workspace: &Path, target: &str, wait: Option<Duration>) -> Result<String, (u8, String)> {
-    let invalid = |m: String| (exit::INVALID, m);
-    orchestrate_base::ids::check_id(target)
-        .map_err(|reason| invalid(format!("`{target}` is not a run or task id: {reason}")))?;
-    match locate(workspace, target).map_err(invalid)? {
+/// Asks a run or a swarm task to stop (`target`: a run id, a swarm task id, or a task's run
+/// id) and, given `wait`, waits that long for it to have stopped. Returns what happened, as a
+/// sentence for the person who asked.
+pub fn request_cancel(
+    workspace: &Path,
+    target: &str,
+    wait: Option<Duration>,
+) -> Result<String, ControlError> {
+    orchestrate_base::ids::check_id(target).map_err(|reason| {
+        ControlError::Refused(format!("`{target}` is not a run or task id: {reason}"))
+    })?;
+    match locate(workspace, target).map_err(ControlError::Refused)? {
         Target::Run(root) => cancel_run(workspace, target, &root, wait),
         Target::Task { role, id, dir } => cancel_task(workspace, target, &role, &id, &dir, wait),
     }
@@ -373,7 +325,7 @@ fn cancel_run(
     target: &str,
     root: &Path,
     wait: Option<Duration>,
-) -> Result<String, (u8, String)> {
+) -> Result<String, ControlError> {
     let dir = RunDir {
         root: root.to_path_buf(),
     };
@@ -394,17 +346,13 @@ fn cancel_run(
         } else {
             format!("; `orchestrate resume {target}` continues it")
         };
-        return Err((
-            exit::INVALID,
-            format!(
-                "run {target} already finished ({status}, exit {}): nothing to cancel{hint}",
-                finished["exit_code"]
-            ),
-        ));
+        return Err(ControlError::Refused(format!(
+            "run {target} already finished ({status}, exit {}): nothing to cancel{hint}",
+            finished["exit_code"]
+        )));
     }
     let pid = holder(&dir.lock()).ok_or_else(|| {
-        (
-            exit::INVALID,
+        ControlError::Refused(
             format!(
                 "run {target} is not running (no process holds {}; it stopped without finishing): nothing to cancel; `orchestrate resume {target}` continues it",
                 relative(workspace, &dir.lock())
@@ -412,7 +360,7 @@ fn cancel_run(
         )
     })?;
     let request = CancelRequest::new(target);
-    cancel::write_run_cancel(root, &request).map_err(|m| (exit::STEP_FAILED, m))?;
+    cancel::write_run_cancel(root, &request).map_err(ControlError::Failed)?;
     control_log::log_event(
         workspace,
         "run_cancel_requested",
@@ -420,10 +368,9 @@ fn cancel_run(
     );
     // The pid was verified just above to hold the run's lock.
     if let Err(err) = orchestrate_base::process::kill(pid, libc::SIGTERM) {
-        return Err((
-            exit::STEP_FAILED,
-            format!("cannot signal process {pid} running run {target}: {err}"),
-        ));
+        return Err(ControlError::Failed(format!(
+            "cannot signal process {pid} running run {target}: {err}"
+        )));
     }
     let Some(wait) = wait else {
         return Ok(format!(
@@ -446,13 +393,10 @@ fn cancel_run(
             ));
         }
         if Instant::now() >= deadline {
-            return Err((
-                exit::STEP_FAILED,
-                format!(
-                    "run {target} (process {pid}) was asked to stop but is still running after {:?}; its step may be ignoring SIGTERM (it is killed after a grace period); check with `orchestrate status {target}`, or `kill -KILL {pid}`",
-                    wait
-                ),
-            ));
+            return Err(ControlError::Failed(format!(
+                "run {target} (process {pid}) was asked to stop but is still running after {:?}; its step may be ignoring SIGTERM (it is killed after a grace period); check with `orchestrate status {target}`, or `kill -KILL {pid}`",
+                wait
+            )));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -478,10 +422,9 @@ fn cancel_task(
     id: &str,
     dir: &Path,
     wait: Option<Duration>,
-) -> Result<String, (u8, String)> {
+) -> Result<String, ControlError> {
     let request = CancelRequest::new(target);
-    let path =
-        request_task_cancel(workspace, role, id, &request).map_err(|m| (exit::STEP_FAILED, m))?;
+    let path = request_task_cancel(workspace, role, id, &request).map_err(ControlError::Failed)?;
     control_log::log_event(
         workspace,
         "task_cancel_requested",
@@ -496,14 +439,11 @@ fn cancel_task(
     let deadline = Instant::now() + wait;
     while dir.exists() {
         if Instant::now() >= deadline {
-            return Err((
-                exit::STEP_FAILED,
-                format!(
-                    "task `{id}` of role `{role}` is still in {} after {wait:?}: is `orchestrate agent {role}` (or `swarm up`) running? The request ({}) stays and is acted on while the task runs",
-                    relative(workspace, dir),
-                    relative(workspace, &path)
-                ),
-            ));
+            return Err(ControlError::Failed(format!(
+                "task `{id}` of role `{role}` is still in {} after {wait:?}: is `orchestrate agent {role}` (or `swarm up`) running? The request ({}) stays and is acted on while the task runs",
+                relative(workspace, dir),
+                relative(workspace, &path)
+            )));
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -1,0 +1,499 @@
+//! The queue's commands: `enqueue`, `tasks`, `show`, `retry`, `trace`.
+//!
+//! Owns: what each prints and its exit code, on top of `queue` and `role`. Does not implement
+//! the queue protocol (`orchestrate_queue::queue`).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde_json::{Value, json};
+
+use orchestrate_queue::queue::{self, Layout, TaskInfo, TaskState};
+
+use crate::error::{Error, Outcome};
+
+/// Refuses a task over the size limit (`size`: its byte count, or "more than N" for a stream).
+fn too_big(size: &str, limit: u64) -> Outcome {
+    Err(Error::invalid(format!(
+        "the task is {size} bytes, over the {limit}-byte limit; put large inputs in a file under the workspace and name it in the task",
+    )))
+}
+
+pub fn enqueue(
+    workspace: &Path,
+    role: &str,
+    file: Option<&Path>,
+    text: Option<&str>,
+    stdin: Option<&str>,
+    name: Option<&str>,
+    correlation_id: Option<&str>,
+) -> Outcome {
+    let layout = match orchestrate_engine::role::layout_of_defined(workspace, role) {
+        Ok(layout) => layout,
+        Err(message) => {
+            return Err(Error::invalid(message));
+        }
+    };
+    // At most one byte past the limit is read: a huge file or stream is refused unread.
+    let limit = queue::DEFAULT_MAX_TASK_BYTES;
+    let bounded = |reader: &mut dyn std::io::Read| -> std::io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(reader, limit + 1), &mut bytes)?;
+        Ok(bytes)
+    };
+    let content = match (file, text, stdin) {
+        (Some(path), None, None) => {
+            let opened = std::fs::File::open(workspace.join(path))
+                .and_then(|f| Ok((f.metadata()?.len(), f)));
+            match opened {
+                // A file's size is known without reading it.
+                Ok((size, _)) if size > limit => return too_big(&size.to_string(), limit),
+                Ok((_, mut f)) => match bounded(&mut f) {
+                    Ok(bytes) => bytes,
+                    Err(err) => {
+                        return Err(Error::invalid(format!(
+                            "cannot read {}: {err}",
+                            path.display()
+                        )));
+                    }
+                },
+                Err(err) => {
+                    return Err(Error::invalid(format!(
+                        "cannot read {}: {err}",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        (None, Some(text), None) => text.as_bytes().to_vec(),
+        (None, None, Some("-")) => match bounded(&mut std::io::stdin()) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                return Err(Error::invalid(format!("cannot read standard input: {err}")));
+            }
+        },
+        _ => {
+            return Err(Error::invalid(
+                "give the task with exactly one of --file F, --text T or - (standard input)",
+            ));
+        }
+    };
+    if content.len() as u64 > limit {
+        return too_big(&format!("more than {limit}"), limit);
+    }
+    match queue::enqueue(
+        &layout,
+        name,
+        &content,
+        correlation_id,
+        "orchestrate enqueue",
+    ) {
+        Ok(task) => {
+            println!("{}", task.file);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err @ queue::QueueError::Io { .. }) => Err(Error::failed(err.to_string())),
+        Err(err) => Err(Error::invalid(err.to_string())),
+    }
+}
+
+pub fn tasks(
+    workspace: &Path,
+    role: Option<&str>,
+    state: Option<TaskState>,
+    as_json: bool,
+) -> Outcome {
+    let layouts = match role {
+        Some(name) => match orchestrate_engine::role::layout_for(workspace, name) {
+            Ok(layout) => vec![layout],
+            Err(message) => {
+                return Err(Error::invalid(message));
+            }
+        },
+        None => orchestrate_engine::role::known_layouts(workspace),
+    };
+    // A failed record that was retried is shown through the entry that superseded it.
+    let list: Vec<TaskInfo> = layouts
+        .iter()
+        .flat_map(|layout| with_inbox_extras(layout, queue::list(layout)))
+        .filter(|t| !t.retried)
+        .filter(|t| state.is_none_or(|s| t.state == s))
+        .collect();
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if list.is_empty() {
+        eprintln!("no tasks");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<12} {:<10} {:<8} {:<40} PATH",
+        "ROLE", "STATE", "ATTEMPT", "TASK"
+    );
+    for t in &list {
+        let attempt = t
+            .attempt
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<12} {:<10} {:<8} {:<40} {}",
+            t.role, t.state, attempt, t.id, t.path
+        );
+        for note in notes(t) {
+            println!("    {note}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `tasks` and `show` say under a task besides its row: a dead holder, a refused entry,
+/// the failed records it was retried from, why an inbox entry is ignored or still waits.
+fn notes(t: &TaskInfo) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(reason) = &t.reason {
+        out.push(if t.state == TaskState::Ignored {
+            format!("ignored: {reason}")
+        } else {
+            reason.clone()
+        });
+    }
+    if let Some(note) = &t.holder_dead {
+        out.push(format!("holder dead: {note}"));
+    }
+    if let Some(reason) = &t.refused {
+        out.push(format!(
+            "refused: {reason}; its records are not read (move or remove the entry)"
+        ));
+    }
+    if t.retried {
+        out.push("retried: `orchestrate retry` queued this failed record again".into());
+    }
+    for record in &t.earlier {
+        out.push(format!("retried after the failed record {record}"));
+    }
+    out
+}
+
+/// A role's tasks as `queue::list` has them, plus what else its inbox holds: each queued task
+/// still being written says so, and the entries no role process takes follow the queued tasks
+/// as `ignored`, with the reason.
+fn with_inbox_extras(layout: &Layout, mut list: Vec<TaskInfo>) -> Vec<TaskInfo> {
+    let extras = queue::inbox_extras(layout);
+    for entry in extras.being_written {
+        if let Some(task) = list
+            .iter_mut()
+            .find(|t| t.state == TaskState::Queued && t.path == entry.path)
+        {
+            task.reason = Some(entry.reason);
+        }
+    }
+    let queued = list.iter().filter(|t| t.state == TaskState::Queued).count();
+    list.splice(
+        queued..queued,
+        extras.ignored.into_iter().map(|entry| {
+            let mut info = TaskInfo::new(
+                layout,
+                &entry.name,
+                TaskState::Ignored,
+                &layout.inbox.join(&entry.name),
+            );
+            info.reason = Some(entry.reason);
+            info
+        }),
+    );
+    list
+}
+
+pub fn show(workspace: &Path, needle: &str, as_json: bool) -> Outcome {
+    let matches = orchestrate_engine::role::find_tasks(workspace, needle);
+    if matches.is_empty() {
+        return Err(Error::invalid(format!(
+            "no task `{needle}` in any inbox, running/, processed/ or failed/; list them with `orchestrate tasks`"
+        )));
+    }
+    let out: Vec<Value> = matches.iter().map(|t| gather(workspace, t)).collect();
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (entry, info) in out.iter().zip(&matches) {
+        print_entry(entry, info);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `show` knows of one entry of a task: its record, status, lease, queue sidecar, logs
+/// and worktree, as the JSON `show --json` prints.
+fn gather(workspace: &Path, t: &TaskInfo) -> Value {
+    let path = workspace.join(&t.path);
+    // Nothing is read through an entry that leads outside the workspace.
+    let dir = (t.refused.is_none() && path.is_dir()).then(|| path.clone());
+    let read = |name: &str| -> Option<Value> {
+        let bytes = orchestrate_base::fsutil::read_inside(workspace, &dir.as_ref()?.join(name))?;
+        serde_json::from_slice(&bytes).ok()
+    };
+    let status = read("status.json");
+    let lease = read("lease.json");
+    let meta: Option<Value> = orchestrate_base::fsutil::read_inside(
+        workspace,
+        &workspace
+            .join(".orchestrate/queue")
+            .join(&t.role)
+            .join(format!("{}.json", t.id)),
+    )
+    .and_then(|b| serde_json::from_slice(&b).ok());
+    let logs: Vec<String> = dir
+        .as_ref()
+        .map(|d| d.join("logs"))
+        .filter(|l| orchestrate_base::fsutil::check_inside(workspace, l).is_ok())
+        .and_then(|l| std::fs::read_dir(&l).ok())
+        .map(|entries| {
+            let mut names: Vec<String> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| orchestrate_base::fsutil::check_inside(workspace, p).is_ok())
+                .map(|p| orchestrate_base::fsutil::relative(workspace, &p))
+                .collect();
+            names.sort();
+            names
+        })
+        .unwrap_or_default();
+    // Under `isolation: worktree`: the finished attempt's, else the one in use (or kept).
+    let worktree = status
+        .as_ref()
+        .and_then(|s| s.get("worktree").cloned())
+        .or_else(|| {
+            let owner = orchestrate_engine::worktree::Owner::Task {
+                role: t.role.clone(),
+                task: t.id.clone(),
+            };
+            orchestrate_engine::worktree::record_of(workspace, &owner)
+                .filter(|r| r.path.is_dir())
+                .map(|r| r.status(workspace, true))
+        });
+    json!({"task": t, "status": status, "lease": lease, "queue": meta, "logs": logs, "worktree": worktree})
+}
+
+/// One entry of a task as `show` prints it.
+fn print_entry(entry: &Value, info: &TaskInfo) {
+    let t = &entry["task"];
+    println!(
+        "task {} (role {}): {}",
+        t["id"].as_str().unwrap_or(""),
+        t["role"].as_str().unwrap_or(""),
+        t["state"].as_str().unwrap_or("")
+    );
+    println!("  path: {}", t["path"].as_str().unwrap_or(""));
+    for note in notes(info) {
+        println!("  {note}");
+    }
+    if let Some(w) = entry["worktree"].as_object() {
+        println!(
+            "  worktree: {} (branch {}{})",
+            w.get("path").and_then(Value::as_str).unwrap_or(""),
+            w.get("branch").and_then(Value::as_str).unwrap_or(""),
+            if w.get("kept") == Some(&Value::Bool(false)) {
+                "; removed after the success"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(status) = entry["status"].as_object() {
+        let ok = status
+            .get("success")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        println!(
+            "  result: {} (exit {})",
+            if ok { "success" } else { "failure" },
+            status.get("exit_code").cloned().unwrap_or(Value::Null)
+        );
+        for key in [
+            "message",
+            "correlation_id",
+            "run_id",
+            "attempt",
+            "step",
+            "step_exit_code",
+        ] {
+            if let Some(v) = status.get(key).filter(|v| !v.is_null()) {
+                // A failed step's message carries its stderr's last lines.
+                let text = orchestrate_lang::template::to_text(v).replace('\n', "\n    ");
+                println!("  {key}: {text}");
+            }
+        }
+        if let Some(next) = status
+            .get("next_actions")
+            .and_then(Value::as_array)
+            .filter(|a| !a.is_empty())
+        {
+            for action in next {
+                println!(
+                    "  next: {} {}",
+                    action["agent"].as_str().unwrap_or(""),
+                    action["file"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    if let Some(lease) = entry["lease"]
+        .as_object()
+        .filter(|_| t["state"] == "running")
+    {
+        let dead = if t["holder_dead"].is_string() {
+            " (dead)"
+        } else {
+            ""
+        };
+        println!(
+            "  held by pid {}{dead} since {} (attempt {})",
+            lease.get("pid").cloned().unwrap_or(Value::Null),
+            lease
+                .get("claimed_at")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+            lease.get("attempt").cloned().unwrap_or(Value::Null)
+        );
+    }
+    // A finished task's history is in its record; a queued or running one's in the sidecar.
+    let history = entry["status"]["history"]
+        .as_array()
+        .or_else(|| entry["queue"]["history"].as_array());
+    for h in history.into_iter().flatten() {
+        let link = match (h["record"].as_str(), h["run_id"].as_str()) {
+            (Some(record), Some(run)) => format!(" (record {record}, run {run})"),
+            (Some(record), None) => format!(" (record {record})"),
+            _ => String::new(),
+        };
+        println!(
+            "  earlier attempt {}{link}: {}",
+            h["attempt"],
+            h["reason"].as_str().unwrap_or("").replace('\n', "\n    ")
+        );
+    }
+    for log in entry["logs"].as_array().into_iter().flatten() {
+        println!("  log: {}", log.as_str().unwrap_or(""));
+    }
+}
+
+pub fn retry(workspace: &Path, needle: &str) -> Outcome {
+    let found = orchestrate_engine::role::find_tasks(workspace, needle);
+    let failed: Vec<&TaskInfo> = found
+        .iter()
+        .filter(|t| t.state == TaskState::Failed && !t.retried)
+        .collect();
+    let Some(task) = failed.last() else {
+        return Err(Error::invalid(match found.iter().find(|t| t.retried) {
+            Some(t) => format!(
+                "the failed record {} of `{needle}` was retried already; \
+                 `orchestrate show {needle}` says where the task is now",
+                t.path
+            ),
+            None => {
+                format!("no failed task `{needle}`; `orchestrate tasks --state failed` lists them")
+            }
+        }));
+    };
+    let layout = match orchestrate_engine::role::layout_for(workspace, &task.role) {
+        Ok(layout) => layout,
+        Err(message) => {
+            return Err(Error::invalid(message));
+        }
+    };
+    match queue::retry(&layout, &workspace.join(&task.path)) {
+        Ok(queued) => {
+            println!("{}", queued.file);
+            eprintln!(
+                "`{}` is queued again for {} (attempts reset); its failed record stays in {}",
+                queued.id, queued.role, task.path
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => Err(Error::failed(err.to_string())),
+    }
+}
+
+pub fn trace(workspace: &Path, id: &str, as_json: bool) -> Outcome {
+    let mut events: Vec<Value> = Vec::new();
+    for layout in orchestrate_engine::role::known_layouts(workspace) {
+        for t in queue::list(&layout) {
+            let path = workspace.join(&t.path);
+            let (correlation, when, detail) = match t.state {
+                // Nothing is read through an entry that leads outside the workspace.
+                _ if t.refused.is_some() => continue,
+                TaskState::Processed | TaskState::Failed => {
+                    let status: Value =
+                        orchestrate_base::fsutil::read_inside(workspace, &path.join("status.json"))
+                            .and_then(|b| serde_json::from_slice(&b).ok())
+                            .unwrap_or(Value::Null);
+                    (
+                        status["correlation_id"].as_str().map(str::to_string),
+                        status["timestamp"].as_str().unwrap_or("").to_string(),
+                        status,
+                    )
+                }
+                _ => {
+                    let meta: Value = std::fs::read(layout.meta.join(format!("{}.json", t.id)))
+                        .ok()
+                        .and_then(|b| serde_json::from_slice(&b).ok())
+                        .unwrap_or(Value::Null);
+                    (
+                        meta["correlation_id"].as_str().map(str::to_string),
+                        meta["enqueued_at"].as_str().unwrap_or("").to_string(),
+                        meta,
+                    )
+                }
+            };
+            if correlation.as_deref() == Some(id) || t.id == id {
+                events.push(json!({"when": when, "role": t.role, "task": t.id, "state": t.state, "path": t.path, "detail": detail}));
+            }
+        }
+    }
+    events.sort_by(|a, b| a["when"].as_str().cmp(&b["when"].as_str()));
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&events).unwrap_or_default()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if events.is_empty() {
+        return Err(Error::invalid(format!(
+            "nothing carries correlation id `{id}`"
+        )));
+    }
+    for e in &events {
+        let next: Vec<String> = e["detail"]["next_actions"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|n| {
+                        format!(
+                            "{}/{}",
+                            n["agent"].as_str().unwrap_or(""),
+                            n["task"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let next = if next.is_empty() {
+            String::new()
+        } else {
+            format!(" -> {}", next.join(", "))
+        };
+        println!(
+            "{}  {:<10} {:<10} {}{next}",
+            e["when"].as_str().unwrap_or(""),
+            e["role"].as_str().unwrap_or(""),
+            e["state"].as_str().unwrap_or(""),
+            e["path"].as_str().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
