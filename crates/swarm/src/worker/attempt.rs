@@ -32,29 +32,7 @@ pub(super) async fn run_task(
     let started_at = orchestrate_base::clock::now_rfc3339();
     let id = claim.id.clone();
     let (vars, correlation_id) = task_vars(&shared, &claim);
-    let mut config = RunConfig::new(
-        shared.workspace.clone(),
-        shared.workflow.context.clone(),
-        cancel.clone(),
-    );
-    config.run_root = Some(claim.run_root());
-    config.task = Some(vars);
-    config.correlation_id = Some(correlation_id.clone());
-    config.inherit_fds = vec![claim.lock.as_raw_fd()];
-    config.default_provider = shared.role.runtime.clone();
-    config.default_model = shared.role.model.clone();
-    config.resumable = false;
-    config.profiles = Arc::clone(&shared.profiles);
-    config.budget = shared.role.budget.clone();
-    config.swarm_budget = shared.swarm_budget.clone();
-    config.default_idle_timeout = shared.role.idle_timeout;
-    config.ignore_changes = shared.queue_dirs.clone();
-    config.capabilities = shared
-        .role
-        .capabilities
-        .clone()
-        .map(|c| (shared.role.name.clone(), c));
-    config.observer = Some(Arc::clone(&shared.observer));
+    let mut config = run_config(&shared, &claim, vars, correlation_id.clone(), &cancel);
     // A worktree that cannot be made, or a run that cannot start, fails the attempt like a
     // failed run (exit code 1, no report).
     let (worktree, started_run) = match worktree(&shared, &claim).await {
@@ -145,6 +123,41 @@ pub(super) async fn run_task(
     );
     status.cancelled = cancelled;
     finish(shared, claim, success, status, worktree).await
+}
+
+/// The run's configuration for a claimed task: its variables, budgets, capabilities, and the
+/// task's lock kept open in the steps' processes.
+fn run_config(
+    shared: &Shared,
+    claim: &Claim,
+    vars: serde_json::Value,
+    correlation_id: String,
+    cancel: &CancellationToken,
+) -> RunConfig {
+    let mut config = RunConfig::new(
+        shared.workspace.clone(),
+        shared.workflow.context.clone(),
+        cancel.clone(),
+    );
+    config.run_root = Some(claim.run_root());
+    config.task = Some(vars);
+    config.correlation_id = Some(correlation_id);
+    config.inherit_fds = vec![claim.lock.as_raw_fd()];
+    config.default_provider = shared.role.runtime.clone();
+    config.default_model = shared.role.model.clone();
+    config.resumable = false;
+    config.profiles = Arc::clone(&shared.profiles);
+    config.budget = shared.role.budget.clone();
+    config.swarm_budget = shared.swarm_budget.clone();
+    config.default_idle_timeout = shared.role.idle_timeout;
+    config.ignore_changes = shared.queue_dirs.clone();
+    config.capabilities = shared
+        .role
+        .capabilities
+        .clone()
+        .map(|c| (shared.role.name.clone(), c));
+    config.observer = Some(Arc::clone(&shared.observer));
+    config
 }
 
 /// Runs the task's workflow to its end, renewing the claim's lease meanwhile and stopping it
