@@ -585,3 +585,67 @@ steps:
     assert!(nanos(sub, "startTimeUnixNano") <= nanos(child, "startTimeUnixNano"));
     assert!(nanos(child, "endTimeUnixNano") <= nanos(sub, "endTimeUnixNano"));
 }
+
+/// A setting that cannot be honoured is a `warning:` line for the person who typed `run`, and a
+/// log event of `orchestrate_observe::otlp` in a role process; each said once.
+#[test]
+fn a_setting_that_cannot_be_honoured_is_a_warning_line_for_run_and_a_log_event_for_a_role() {
+    let mut ws = Ws::new();
+    ws.env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+    ws.workflow("name: w\nsteps:\n  - name: A\n    command: [\"true\"]\n");
+    let run = run_within(&ws, &["run", "wf.yaml"], Duration::from_secs(30));
+    run.ok();
+    let off = "OpenTelemetry traces are off: OTEL_EXPORTER_OTLP_PROTOCOL=grpc";
+    let line = format!("warning: {off}");
+    assert_eq!(run.stderr.matches(&line).count(), 1, "{}", run.stderr);
+
+    role(
+        &ws,
+        "r",
+        "",
+        "steps:\n  - name: A\n    command: [\"true\"]\n",
+    );
+    for text in ["one", "two"] {
+        ws.run(&["enqueue", "r", "--text", text]).ok();
+    }
+    let agent = run_within(&ws, &["agent", "r", "--once"], Duration::from_secs(60));
+    agent.ok();
+    let event = format!("WARN orchestrate_observe::otlp: {off}");
+    assert_eq!(agent.stderr.matches(&event).count(), 1, "{}", agent.stderr);
+    assert!(!agent.stderr.contains(&line), "{}", agent.stderr);
+}
+
+/// A role process's failed export is a log event (it warns once, then drops traces for a while
+/// and says how many at exit), not a `warning:` line.
+#[test]
+fn a_role_process_logs_a_failed_export_once_and_the_traces_it_dropped() {
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut ws = Ws::new();
+    ws.env(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        &format!("http://127.0.0.1:{closed}"),
+    );
+    role(
+        &ws,
+        "r",
+        "",
+        "steps:\n  - name: A\n    command: [\"true\"]\n",
+    );
+    for text in ["one", "two"] {
+        ws.run(&["enqueue", "r", "--text", text]).ok();
+    }
+    let agent = run_within(&ws, &["agent", "r", "--once"], Duration::from_secs(60));
+    agent.ok();
+    let url = format!("http://127.0.0.1:{closed}/v1/traces");
+    let failed = format!("WARN orchestrate_observe::otlp: could not send the run's trace to {url}");
+    assert_eq!(agent.stderr.matches(&failed).count(), 1, "{}", agent.stderr);
+    let dropped = format!(
+        "WARN orchestrate_observe::otlp: 1 task trace(s) were not sent to {url} while it was unreachable"
+    );
+    assert!(agent.stderr.contains(&dropped), "{}", agent.stderr);
+    assert!(!agent.stderr.contains("warning:"), "{}", agent.stderr);
+}
