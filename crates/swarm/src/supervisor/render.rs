@@ -4,66 +4,78 @@
 //!
 //! Does not gather anything (`status` does).
 
+use chrono::{DateTime, Utc};
+
 use orchestrate_base::human;
 
 use super::status::{RoleLoad, SwarmState, SwarmStatus};
-use super::status_file::ChildState;
+use super::status_file::{ChildState, ChildStatus};
+
+/// One row of the table: ROLE, REPLICA, PID, STATE, RESTARTS, SINCE, QUEUED, RUNNING, LAST EXIT.
+type Row = [String; 9];
 
 /// A readable table of the swarm: one row per replica (and per role without one).
 pub fn render_status(status: &SwarmStatus) -> String {
-    let mut out = String::new();
     let now = chrono::Utc::now();
-    let ago = |when: &str| -> String {
-        chrono::DateTime::parse_from_rfc3339(when)
-            .ok()
-            .and_then(|t| now.signed_duration_since(t).to_std().ok())
-            .map_or_else(|| "-".to_string(), human::duration)
-    };
-    match (&status.supervisor, status.state) {
-        (Some(sup), state) => {
-            let running = status
-                .children
-                .iter()
-                .filter(|c| c.state == ChildState::Running)
-                .count();
-            let failed = status
-                .children
-                .iter()
-                .filter(|c| c.state == ChildState::Failed)
-                .count();
-            let what = if state == SwarmState::Stopping {
-                "stopping"
-            } else {
-                "running"
-            };
-            out.push_str(&format!(
-                "supervisor pid {} {what}, up {} (since {}), in {}\n{} of {} replicas running, {} failed\n",
-                sup.pid,
-                ago(&sup.started_at),
-                sup.started_at,
-                status.workspace,
-                running,
-                status.children.len(),
-                failed
-            ));
-        }
-        (None, _) => {
-            out.push_str(&format!(
-                "no supervisor is running in {}\n",
-                status.workspace
-            ));
-            if !status.children.is_empty() {
-                out.push_str("role processes no supervisor runs (orphaned: their supervisor died, they stop once their tasks finish and the next `swarm up` stops any left; unsupervised: started with `orchestrate agent`):\n");
-            }
-        }
+    let mut out = header(status, now);
+    let mut rows = rows(status, now);
+    if rows.len() == 1 {
+        out.push_str("no roles (add agents/<role>.yaml)\n");
+        return out;
     }
-    let load = |role: &str| status.roles.iter().find(|l| l.role == role);
-    let counts = |role: &str| {
-        load(role).map_or(("-".to_string(), "-".to_string()), |l| {
-            (l.queued.to_string(), l.running.to_string())
-        })
+    mark_held(status, &mut rows);
+    let (head, body) = rows.split_first().expect("the header row");
+    let headers: Vec<&str> = head.iter().map(String::as_str).collect();
+    out.push_str(&human::table(&headers, "lllllllll", body));
+    for note in notes(status, now) {
+        out.push_str(&note);
+        out.push('\n');
+    }
+    out
+}
+
+/// How long before `now` the RFC 3339 time `when` was; `-` when it cannot tell.
+fn ago(now: DateTime<Utc>, when: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(when)
+        .ok()
+        .and_then(|t| now.signed_duration_since(t).to_std().ok())
+        .map_or_else(|| "-".to_string(), human::duration)
+}
+
+fn load_of<'a>(status: &'a SwarmStatus, role: &str) -> Option<&'a RoleLoad> {
+    status.roles.iter().find(|l| l.role == role)
+}
+
+/// The lines above the table: the supervisor and its replica counts, or that none runs.
+fn header(status: &SwarmStatus, now: DateTime<Utc>) -> String {
+    let Some(sup) = &status.supervisor else {
+        let mut out = format!("no supervisor is running in {}\n", status.workspace);
+        if !status.children.is_empty() {
+            out.push_str("role processes no supervisor runs (orphaned: their supervisor died, they stop once their tasks finish and the next `swarm up` stops any left; unsupervised: started with `orchestrate agent`):\n");
+        }
+        return out;
     };
-    let mut rows: Vec<[String; 9]> = vec![
+    let count = |state: ChildState| status.children.iter().filter(|c| c.state == state).count();
+    let what = if status.state == SwarmState::Stopping {
+        "stopping"
+    } else {
+        "running"
+    };
+    format!(
+        "supervisor pid {} {what}, up {} (since {}), in {}\n{} of {} replicas running, {} failed\n",
+        sup.pid,
+        ago(now, &sup.started_at),
+        sup.started_at,
+        status.workspace,
+        count(ChildState::Running),
+        status.children.len(),
+        count(ChildState::Failed)
+    )
+}
+
+/// The header row, one row per replica, then one per role that has none.
+fn rows(status: &SwarmStatus, now: DateTime<Utc>) -> Vec<Row> {
+    let mut rows: Vec<Row> = vec![
         [
             "ROLE",
             "REPLICA",
@@ -78,24 +90,17 @@ pub fn render_status(status: &SwarmStatus) -> String {
         .map(String::from),
     ];
     for child in &status.children {
-        let (queued, running) = counts(&child.role);
-        let mut state = child.state.as_str().to_string();
-        if let Some(at) = child.next_restart_at.as_deref()
-            && child.state == ChildState::Backoff
-        {
-            let left = chrono::DateTime::parse_from_rfc3339(at)
-                .ok()
-                .and_then(|t| t.signed_duration_since(now).to_std().ok())
-                .unwrap_or_default();
-            state = format!("backoff (restart in {})", human::duration(left));
-        }
+        let (queued, running) = load_of(status, &child.role)
+            .map_or(("-".to_string(), "-".to_string()), |l| {
+                (l.queued.to_string(), l.running.to_string())
+            });
         rows.push([
             child.role.clone(),
             child.replica.to_string(),
             child.pid.map_or_else(|| "-".to_string(), |p| p.to_string()),
-            state,
+            state_cell(child, now),
             child.restarts.to_string(),
-            ago(&child.since),
+            ago(now, &child.since),
             queued,
             running,
             child
@@ -121,13 +126,28 @@ pub fn render_status(status: &SwarmStatus) -> String {
             dash(),
         ]);
     }
-    if rows.len() == 1 {
-        out.push_str("no roles (add agents/<role>.yaml)\n");
-        return out;
+    rows
+}
+
+/// A replica's STATE cell: its state, with the time left in a backoff.
+fn state_cell(child: &ChildStatus, now: DateTime<Utc>) -> String {
+    if let Some(at) = child.next_restart_at.as_deref()
+        && child.state == ChildState::Backoff
+    {
+        let left = chrono::DateTime::parse_from_rfc3339(at)
+            .ok()
+            .and_then(|t| t.signed_duration_since(now).to_std().ok())
+            .unwrap_or_default();
+        return format!("backoff (restart in {})", human::duration(left));
     }
-    // A held role says so in its STATE cell; the reason follows the table.
+    child.state.as_str().to_string()
+}
+
+/// A held role says so in its STATE cell (`paused`, or `held` by an open breaker); the reason
+/// follows the table.
+fn mark_held(status: &SwarmStatus, rows: &mut [Row]) {
     for row in rows.iter_mut().skip(1) {
-        if let Some(load) = load(&row[0]) {
+        if let Some(load) = load_of(status, &row[0]) {
             let held = if load.paused.is_some() {
                 Some("paused")
             } else if load
@@ -148,6 +168,11 @@ pub fn render_status(status: &SwarmStatus) -> String {
             }
         }
     }
+}
+
+/// The lines under the table, role by role: a pause, a refused edit, a role without a process,
+/// open breakers (each once), inbox entries that wait or are ignored.
+fn notes(status: &SwarmStatus, now: DateTime<Utc>) -> Vec<String> {
     let mut notes: Vec<String> = Vec::new();
     for load in &status.roles {
         if let Some(p) = &load.paused {
@@ -155,7 +180,7 @@ pub fn render_status(status: &SwarmStatus) -> String {
                 "role {} paused since {} ({} ago) by {}: claims nothing new; `orchestrate resume {}` lifts it",
                 load.role,
                 p.since,
-                ago(&p.since),
+                ago(now, &p.since),
                 p.by,
                 load.role
             ));
@@ -183,14 +208,7 @@ pub fn render_status(status: &SwarmStatus) -> String {
         }
         notes.extend(inbox_notes(load));
     }
-    let (head, body) = rows.split_first().expect("the header row");
-    let headers: Vec<&str> = head.iter().map(String::as_str).collect();
-    out.push_str(&human::table(&headers, "lllllllll", body));
-    for note in notes {
-        out.push_str(&note);
-        out.push('\n');
-    }
-    out
+    notes
 }
 
 /// At most this many inbox entries are named per role and kind under `swarm status`'s table.

@@ -3,6 +3,7 @@
 //! [`helper_supervisor_process`]). Unit tests live beside their code.
 
 use std::fs;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -13,9 +14,10 @@ use serde_json::Value;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use orchestrate_base::process;
+use orchestrate_base::{clock, process};
 
 use super::proc::pgid;
+use super::status_file::write_status;
 use super::*;
 
 const READY_THEN_SLEEP: &str = r#"echo ready >&"$ORCHESTRATE_READY_FD"; exec sleep 100"#;
