@@ -106,8 +106,9 @@ fn kill_replica(pid: u32) {
 }
 
 /// `swarm down` with no supervisor: stops the role processes a dead supervisor left
-/// (`orphaned` in [`status`]): SIGTERM (they finish or hand back their tasks), or with `force`
-/// SIGKILL to them and everything they run. Returns their names and pids.
+/// (`orphaned` in [`status`](fn@super::status::status)): SIGTERM (they finish or hand back
+/// their tasks), or with `force` SIGKILL to them and everything they run. Returns their names
+/// and pids.
 pub fn stop_orphans(status: &SwarmStatus, force: bool) -> Vec<(String, u32)> {
     let mut stopped = Vec::new();
     for child in &status.children {

@@ -29,7 +29,8 @@
 //! (timing, backoff, the intensity limit), `exit` (why a process ended), `status_file` (the
 //! records' paths and `status.json`), `ready` (the ready pipe), `proc` (one replica process:
 //! spawn, signal, reap), `orphans` (the subreaper's reaping), `lock`, `leftovers` (replicas of a
-//! dead supervisor), `records` (the loop's writer), `replica` (one replica's actor), `actor`
+//! dead supervisor), `records` (the loop's writer), `replica` (one replica's actor: spawn, watch,
+//! restart) with the `impl Actor` block of `stop` (bringing its process down, the sweep), `actor`
 //! ([`supervise_with`]: the loop) with the `impl Supervisor` block of `reload`; then the
 //! commands' side: `status`, `render`, `down`, `detach`. No submodule imports one above it.
 
@@ -51,6 +52,7 @@ mod replica;
 mod spec;
 mod status;
 mod status_file;
+mod stop;
 
 #[cfg(test)]
 mod tests;

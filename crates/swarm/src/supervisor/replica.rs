@@ -1,8 +1,9 @@
 //! One replica's actor: spawns its process, watches it (exit, readiness, the ready timeout, the
-//! stop and kill tokens), stops it (SIGTERM, grace, SIGKILL, the sweep of its group and session),
-//! then restarts it after the backoff or marks it failed; every change is sent to the loop.
+//! stop and kill tokens), then restarts it after the backoff or marks it failed; every change is
+//! sent to the loop.
 //!
-//! Does not write the records (the loop does) nor compute delays (`policy` does).
+//! Does not write the records (the loop does), compute delays (`policy` does) nor bring a process
+//! down (the `impl Actor` block in `stop` does).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -12,17 +13,17 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use orchestrate_base::clock;
-use orchestrate_base::process::{self, kill_group};
+use orchestrate_base::process;
 
 use super::exit::ExitReason;
 use super::policy::{Policy, Restarts, clock_in, millis};
-use super::proc::{Proc, exited, pgid, signal_child};
+use super::proc::{Proc, exited};
 use super::records::Update;
 use super::spec::{ChargeToTask, ChildSpec};
 use super::status_file::{ChildState, ChildStatus};
 
 /// Why the watch over one process ended.
-enum End {
+pub(super) enum End {
     Exited,
     NotReady,
     Stop,
@@ -89,7 +90,7 @@ impl Actor {
     }
 
     /// Sets the state and reports it with its event.
-    fn change(&mut self, state: ChildState, event: &'static str, fields: Value) {
+    pub(super) fn change(&mut self, state: ChildState, event: &'static str, fields: Value) {
         self.status.state = state;
         self.status.since = clock::now_rfc3339();
         self.send(Some((event, fields)));
@@ -131,57 +132,8 @@ impl Actor {
                 }
             }
         };
-        let mut reason = None;
         let asked = matches!(end, End::Stop | End::Kill);
-        match end {
-            End::Exited => {}
-            End::NotReady => {
-                signal_child(pid, libc::SIGKILL);
-                exited(proc.exit.as_ref(), pid).await;
-                reason = Some(ExitReason::NotReady {
-                    timeout_ms: millis(self.policy.ready_timeout),
-                });
-            }
-            End::Stop => {
-                self.change(
-                    ChildState::Stopping,
-                    "stopping",
-                    json!({"pid": pid, "signal": "SIGTERM", "grace_ms": millis(self.policy.grace)}),
-                );
-                signal_child(pid, libc::SIGTERM);
-                let done = tokio::select! {
-                    biased;
-                    () = exited(proc.exit.as_ref(), pid) => true,
-                    () = self.kill.cancelled() => false,
-                    () = tokio::time::sleep(self.policy.grace) => false,
-                };
-                if !done {
-                    signal_child(pid, libc::SIGKILL);
-                    exited(proc.exit.as_ref(), pid).await;
-                }
-            }
-            End::Kill => {
-                self.change(
-                    ChildState::Stopping,
-                    "stopping",
-                    json!({"pid": pid, "signal": "SIGKILL"}),
-                );
-                signal_child(pid, libc::SIGKILL);
-                exited(proc.exit.as_ref(), pid).await;
-            }
-        }
-        // Sweep what the process left in its group (and, when stopping, anywhere in its
-        // session) before reaping it: until then its pid, hence both ids, cannot be reused.
-        // Unasked deaths keep the session: a step still running holds its task's lock, and the
-        // queue's recovery decides about that task.
-        kill_group(pgid(pid), libc::SIGKILL);
-        if asked {
-            process::kill_session(pid, libc::SIGKILL);
-            // Steps that left the session too (`setsid`, daemons): their cgroups.
-            if let Some(steps) = orchestrate_base::cgroup::StepsOf::find(pid) {
-                steps.kill();
-            }
-        }
+        let reason = self.end(&mut proc, end).await;
         let status = proc.reap();
         Ended {
             reason: reason.unwrap_or(status),

@@ -51,11 +51,11 @@ pub enum ChildState {
     /// Asked to stop, not gone yet.
     Stopping,
     Stopped,
-    /// Only in [`status`] when no supervisor runs: the process of a replica whose supervisor died
-    /// is still alive.
+    /// Only in [`status`](fn@super::status::status) when no supervisor runs: the process of a
+    /// replica whose supervisor died is still alive.
     Orphaned,
-    /// Only in [`status`]: a role process started by hand (`orchestrate agent`), which no
-    /// supervisor manages.
+    /// Only in [`status`](fn@super::status::status): a role process started by hand
+    /// (`orchestrate agent`), which no supervisor manages.
     Unsupervised,
 }
 
