@@ -12,6 +12,10 @@ use orchestrate_engine::events::EventLog;
 
 use super::status_file::{ChildStatus, StatusFile, write_status};
 
+/// The target of the supervisor's log events: the module's path before it became a folder, which
+/// `RUST_LOG` filters and the docs name.
+const TARGET: &str = "orchestrate_swarm::supervisor";
+
 /// A state change (with its event, if it is one) sent from an actor to the supervisor loop.
 pub(super) struct Update {
     pub(super) status: ChildStatus,
@@ -50,6 +54,7 @@ impl Records {
     pub(super) fn event(&mut self, name: &str, fields: Value) {
         if let Err(err) = self.events.append(name, fields, false) {
             tracing::warn!(
+                target: TARGET,
                 path = %self.events.path().display(),
                 event = %name,
                 "failed to append to {}: {err}",
@@ -62,6 +67,7 @@ impl Records {
         file.supervisor.updated_at = clock::now_rfc3339();
         if let Err(err) = write_status(&self.status_path, file) {
             tracing::warn!(
+                target: TARGET,
                 path = %self.status_path.display(),
                 "failed to write {}: {err}",
                 self.status_path.display()
@@ -77,6 +83,7 @@ fn log_change(name: &str, status: &ChildStatus, fields: &Value) {
     macro_rules! at {
         ($level:expr) => {
             tracing::event!(
+                target: TARGET,
                 $level,
                 child = %status.name,
                 role = %status.role,
