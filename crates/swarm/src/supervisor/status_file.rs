@@ -1,0 +1,184 @@
+//! The supervisor's records on disk: where they are (`WORKSPACE/.orchestrate/swarm/`), the types
+//! of `status.json` (the supervisor and each replica's state), and reading and writing it.
+//!
+//! Does not decide what goes in it (the supervisor loop does) nor add live queue numbers
+//! (`status` does).
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use orchestrate_base::process;
+use orchestrate_base::{clock, json_file};
+
+use super::error::SupervisorError;
+use super::exit::ExitReason;
+use super::spec::{ChildSpec, RoleProblem};
+
+/// Version of `status.json`; a reader refuses a newer one.
+pub const STATUS_FORMAT: u32 = 1;
+
+/// `WORKSPACE/.orchestrate/swarm`: the supervisor's lock and records.
+pub fn swarm_dir(workspace: &Path) -> PathBuf {
+    workspace.join(".orchestrate").join("swarm")
+}
+
+pub fn status_path(workspace: &Path) -> PathBuf {
+    swarm_dir(workspace).join("status.json")
+}
+
+pub fn events_path(workspace: &Path) -> PathBuf {
+    swarm_dir(workspace).join("events.jsonl")
+}
+
+pub fn lock_path(workspace: &Path) -> PathBuf {
+    swarm_dir(workspace).join("supervisor.lock")
+}
+
+/// Where a replica is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChildState {
+    /// Spawned, not ready yet.
+    Starting,
+    /// Reported ready.
+    Running,
+    /// Died; waiting out the backoff before the next start.
+    Backoff,
+    /// Restarted too often; left down until the next `swarm up`.
+    Failed,
+    /// Asked to stop, not gone yet.
+    Stopping,
+    Stopped,
+    /// Only in [`status`](fn@super::status::status) when no supervisor runs: the process of a
+    /// replica whose supervisor died is still alive.
+    Orphaned,
+    /// Only in [`status`](fn@super::status::status): a role process started by hand
+    /// (`orchestrate agent`), which no supervisor manages.
+    Unsupervised,
+}
+
+impl ChildState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChildState::Starting => "starting",
+            ChildState::Running => "running",
+            ChildState::Backoff => "backoff",
+            ChildState::Failed => "failed",
+            ChildState::Stopping => "stopping",
+            ChildState::Stopped => "stopped",
+            ChildState::Orphaned => "orphaned",
+            ChildState::Unsupervised => "unsupervised",
+        }
+    }
+}
+
+/// One replica in `status.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildStatus {
+    pub name: String,
+    pub role: String,
+    pub replica: u32,
+    /// The live process, if any.
+    pub pid: Option<u32>,
+    /// Its start time (`/proc/<pid>/stat` field 22): with the pid, names the process for good.
+    pub pid_start: Option<u64>,
+    pub state: ChildState,
+    /// Restarts so far, charged to a task or not.
+    pub restarts: u32,
+    pub last_exit: Option<ExitReason>,
+    /// When the current state began (RFC 3339).
+    pub since: String,
+    /// In `backoff`: when the next start is due.
+    pub next_restart_at: Option<String>,
+}
+
+impl ChildStatus {
+    pub(super) fn new(spec: &ChildSpec) -> ChildStatus {
+        ChildStatus {
+            name: spec.name.clone(),
+            role: spec.role.clone(),
+            replica: spec.replica,
+            pid: None,
+            pid_start: None,
+            state: ChildState::Starting,
+            restarts: 0,
+            last_exit: None,
+            since: clock::now_rfc3339(),
+            next_restart_at: None,
+        }
+    }
+
+    /// The live process this status names, if it still runs.
+    pub(super) fn live_process(&self) -> Option<(u32, u64)> {
+        let (pid, start) = (self.pid?, self.pid_start?);
+        process::running(pid, start).then_some((pid, start))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SupervisorState {
+    Running,
+    Stopping,
+    Stopped,
+}
+
+/// The supervisor process, as recorded in `status.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupervisorInfo {
+    pub pid: u32,
+    pub pid_start: u64,
+    pub boot_id: String,
+    pub state: SupervisorState,
+    pub started_at: String,
+    pub updated_at: String,
+}
+
+impl SupervisorInfo {
+    /// Whether the process this names still runs as a supervisor (same pid, start time, boot).
+    pub(super) fn alive(&self) -> bool {
+        self.state != SupervisorState::Stopped
+            && process::alive(self.pid, self.pid_start, &self.boot_id)
+    }
+}
+
+/// `WORKSPACE/.orchestrate/swarm/status.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusFile {
+    pub format_version: u32,
+    pub supervisor: SupervisorInfo,
+    pub children: Vec<ChildStatus>,
+    /// When the supervisor last looked at `agents/` again (a reload).
+    #[serde(default)]
+    pub reloaded_at: Option<String>,
+    /// Roles the last reload could not start.
+    #[serde(default)]
+    pub problems: Vec<RoleProblem>,
+}
+
+pub(super) fn write_status(path: &Path, file: &StatusFile) -> io::Result<()> {
+    json_file::write(path, file, true)
+}
+
+/// `Ok(None)` when no supervisor ever ran in the workspace.
+pub(super) fn read_status_file(workspace: &Path) -> Result<Option<StatusFile>, SupervisorError> {
+    let path = status_path(workspace);
+    match json_file::read(&path, STATUS_FORMAT) {
+        Ok(file) => Ok(Some(file)),
+        Err(json_file::ReadError::Io(err)) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(json_file::ReadError::Io(source)) => Err(SupervisorError::Io {
+            action: "read",
+            path,
+            source,
+        }),
+        Err(json_file::ReadError::Corrupt(err)) => Err(SupervisorError::Corrupt {
+            path,
+            message: err.to_string(),
+        }),
+        Err(json_file::ReadError::TooNew(version)) => {
+            Err(SupervisorError::TooNew { path, version })
+        }
+    }
+}
