@@ -63,7 +63,7 @@ pub enum Verdict {
     Reject,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     pub decision: Verdict,
     /// The request it answers; when absent, the decision counts only if written after the
