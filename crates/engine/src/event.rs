@@ -142,6 +142,7 @@ pub struct StepStarted {
 pub struct ProcessStarted {
     pub step: String,
     pub exec: u64,
+    #[serde(default = "first_attempt")]
     pub attempt: u32,
     /// As run, secrets masked.
     pub argv: Vec<String>,
@@ -153,6 +154,7 @@ pub struct RetryScheduled {
     pub step: String,
     pub exec: u64,
     /// The attempt that failed.
+    #[serde(default = "first_attempt")]
     pub attempt: u32,
     pub exit_code: i64,
     /// Seconds until the next attempt.
@@ -473,6 +475,11 @@ pub struct Envelope {
     /// steps, and then not written.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lane: Vec<u64>,
+}
+
+/// Attempts count from 1 (a record without one is of the first).
+fn first_attempt() -> u32 {
+    1
 }
 
 fn first_format() -> u32 {

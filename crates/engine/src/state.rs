@@ -26,6 +26,18 @@ pub enum RunStatus {
     Interrupted,
 }
 
+impl RunStatus {
+    /// As records write it (`succeeded`).
+    pub fn label(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunState {
     pub format_version: u32,
