@@ -11,6 +11,7 @@
 //! Does not write or read files ([`crate::events`] does), and does not type a step's result:
 //! `step_finished.result` stays the JSON that `${steps.NAME.*}` sees.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -21,7 +22,7 @@ use orchestrate_lang::model::Phase;
 use orchestrate_queue::queue::Enqueued as EnqueuedTask;
 
 /// One event of a run, tagged by its kind (`"event": "step_finished"`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     RunStarted(RunStarted),
@@ -55,11 +56,12 @@ pub enum Event {
     /// A kind this version does not know (a newer runner may add some): readers skip it.
     /// Never written.
     #[serde(other, skip_serializing)]
+    #[schemars(skip)]
     Unknown,
 }
 
 /// The first record of a run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct RunStarted {
     pub run_id: String,
@@ -79,7 +81,7 @@ pub struct RunStarted {
 }
 
 /// The run and step a child run was started by.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct ParentRun {
     pub run_id: String,
@@ -88,7 +90,7 @@ pub struct ParentRun {
 }
 
 /// The first record of each resume.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct RunResumed {
     /// How many resumes so far, this one included.
@@ -98,7 +100,7 @@ pub struct RunResumed {
 }
 
 /// `orchestrate cancel` stopped the run; written just before its `run_finished`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct RunCancelled {
     pub by: String,
@@ -111,7 +113,7 @@ pub struct RunCancelled {
 }
 
 /// The last record of a start or resume.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RunFinished {
     pub status: RunStatus,
     /// The command's exit code.
@@ -124,7 +126,7 @@ pub struct RunFinished {
     pub outputs: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct StepStarted {
     pub step: String,
@@ -137,7 +139,7 @@ pub struct StepStarted {
 }
 
 /// One attempt of a process step.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct ProcessStarted {
     pub step: String,
@@ -148,7 +150,7 @@ pub struct ProcessStarted {
     pub argv: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct RetryScheduled {
     pub step: String,
@@ -162,7 +164,7 @@ pub struct RetryScheduled {
 }
 
 /// An agent's usage limit: the step waits.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct Paused {
     pub step: String,
@@ -178,7 +180,7 @@ pub struct Paused {
 }
 
 /// Every execution ends with exactly one.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct StepFinished {
     pub step: String,
@@ -189,7 +191,7 @@ pub struct StepFinished {
 }
 
 /// An `on` edge was taken.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct Goto {
     pub from: String,
@@ -198,7 +200,7 @@ pub struct Goto {
 }
 
 /// A `for_each` resolved its items.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct LoopStarted {
     pub step: String,
@@ -211,7 +213,7 @@ pub struct LoopStarted {
 }
 
 /// An item of a loop started (`iteration_started`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct Unit {
     pub step: String,
@@ -221,7 +223,7 @@ pub struct Unit {
 }
 
 /// An item of a fan-out ended (`iteration_finished`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct UnitFinished {
     pub step: String,
@@ -232,7 +234,7 @@ pub struct UnitFinished {
 }
 
 /// A branch of a `parallel` step started (`branch_started`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct Branch {
     pub step: String,
@@ -242,7 +244,7 @@ pub struct Branch {
 }
 
 /// A branch of a `parallel` step ended (`branch_finished`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct BranchFinished {
     pub step: String,
@@ -253,7 +255,7 @@ pub struct BranchFinished {
 }
 
 /// A step went past its `max_visits`; the run fails right after.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct LoopDetected {
     pub step: String,
@@ -264,7 +266,7 @@ pub struct LoopDetected {
 }
 
 /// A budget limit was crossed; the run fails right after.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct BudgetExceeded {
     pub step: Option<String>,
@@ -290,7 +292,7 @@ pub struct BudgetExceeded {
 /// A cost limit is set but some spending has, or will have, no known price: at the start, one
 /// per agent step whose model has no price (`step`, `runtime`, `model`); while running, once
 /// (`unpriced_tokens`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct BudgetUnpriced {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -305,7 +307,7 @@ pub struct BudgetUnpriced {
 }
 
 /// A `converge:` step stopped making progress.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct LoopNotConverging {
     pub step: String,
@@ -321,7 +323,7 @@ pub struct LoopNotConverging {
 }
 
 /// An agent step's phase differs from the last one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PhaseEntered {
     #[serde(default)]
     pub step: String,
@@ -334,7 +336,7 @@ pub struct PhaseEntered {
 }
 
 /// How a runtime approximates a setting it lacks.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct RuntimeNote {
     pub step: String,
@@ -343,7 +345,7 @@ pub struct RuntimeNote {
 }
 
 /// A readonly or plan step changed the workspace; the step fails.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PhaseViolation {
     #[serde(default)]
     pub step: String,
@@ -353,7 +355,7 @@ pub struct PhaseViolation {
 }
 
 /// The step now waits for a person's decision.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct ApprovalRequested {
     pub step: String,
@@ -363,7 +365,7 @@ pub struct ApprovalRequested {
     pub artifacts: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ApprovalDecided {
     #[serde(default)]
     pub step: String,
@@ -371,7 +373,7 @@ pub struct ApprovalDecided {
 }
 
 /// A decision file that does not parse; written once per wait.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct ApprovalUnreadable {
     pub step: String,
@@ -379,7 +381,7 @@ pub struct ApprovalUnreadable {
 }
 
 /// A task was handed to a role's inbox.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Enqueued {
     #[serde(default)]
     pub step: String,
@@ -387,7 +389,7 @@ pub struct Enqueued {
 }
 
 /// A `workflow:` step is about to start, resume or reuse its child run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct ChildStarted {
     pub step: String,
@@ -399,7 +401,7 @@ pub struct ChildStarted {
 }
 
 /// A child run ended; written before its step's `step_finished`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct ChildFinished {
     pub step: String,
@@ -461,7 +463,7 @@ impl Event {
 }
 
 /// The fields every line carries besides its event's own.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct Envelope {
     /// The record format ([`crate::events::EVENTS_FORMAT`]); a line without one is `v: 1`.

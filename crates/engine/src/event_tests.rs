@@ -621,3 +621,24 @@ fn the_envelope_reads_beside_the_event() {
     );
     assert_eq!(Envelope::from_record(&json!({"event": "goto"})).v, 1);
 }
+
+/// `docs/schema/events.schema.json` is the schema of these types; `ORCHESTRATE_BLESS=1`
+/// rewrites it after a change to them.
+#[test]
+fn the_published_schema_is_generated_from_the_types() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs/schema/events.schema.json");
+    let schema = schemars::schema_for!(Event);
+    let text = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+    if std::env::var_os("ORCHESTRATE_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &text).unwrap();
+    }
+    let published = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        published == text,
+        "{} is not the schema of `Event`: run `ORCHESTRATE_BLESS=1 cargo test -p orchestrate-engine \
+         published_schema` and review the change",
+        path.display()
+    );
+}
