@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-
 use orchestrate_engine::event::{Event, StepFinished};
 use orchestrate_queue::queue::Layout;
 
