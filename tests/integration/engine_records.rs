@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::budgets::{AGENT_STEP, stand_in};
 use crate::harness::*;
@@ -447,4 +447,160 @@ fn a_crossing_in_a_child_run_takes_no_edge_of_the_workflow_step() {
     ws.workflow(&workflow.replace("max_wall_sec: 0.5", "max_wall_sec: 600"));
     ws.file("go", "");
     resume_reruns_the_stopped_step(&ws, &run, "Sub");
+}
+
+/// Every line a run writes reads back as a typed `Event` of a kind docs/events.md lists, with
+/// the fields the docs give that kind, and writing that event again gives the same bytes: the
+/// writer and the readers share one type, and the format is the documented one.
+#[test]
+fn every_event_line_is_a_documented_typed_event_and_writes_back_byte_for_byte() {
+    use orchestrate_engine::event::{Envelope, Event};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    let ws = Ws::new();
+    ws.file(
+        "flows/child.yaml",
+        "name: child\noutputs:\n  said: \"${steps.Say.output}\"\nsteps:\n  - name: Say\n    command: [echo, hi]\n",
+    );
+    ws.workflow(
+        r#"name: kinds
+outputs:
+  done: "${steps.Sub.outputs.said}"
+steps:
+  - name: Flaky
+    command: [sh, -c, 'if [ -f tried ]; then echo ok; else touch tried; exit 3; fi']
+    retry: {max_attempts: 2, delay_sec: 0}
+  - name: Each
+    for_each:
+      items: [1, 2]
+      as: n
+      steps:
+        - name: Item
+          command: [echo, "${n}"]
+  - name: Fan
+    for_each:
+      items: [1, 2]
+      as: n
+      max_parallel: 2
+      steps:
+        - name: Lane
+          command: [echo, "${n}"]
+  - name: Checks
+    parallel:
+      branches:
+        lint:
+          - name: Lint
+            command: [echo, lint]
+  - name: Sub
+    workflow: flows/child.yaml
+  - name: Skip
+    when: {equals: {left: "a", right: "b"}}
+    command: [echo, never]
+  - name: Jump
+    command: [echo, jump]
+    on: {success: {goto: _end}}
+  - name: Never
+    command: [echo, never]
+"#,
+    );
+    let run = ws.run(&["run", "wf.yaml"]);
+    run.ok();
+
+    // The kinds this run writes, each with its fields as docs/events.md lists them.
+    let documented: BTreeMap<&str, &[&str]> = BTreeMap::from([
+        (
+            "run_started",
+            &[
+                "run_id",
+                "workflow",
+                "name",
+                "fingerprint",
+                "context",
+                "timestamp_utc",
+                "pid",
+            ][..],
+        ),
+        (
+            "run_finished",
+            &["status", "exit_code", "error", "outputs"][..],
+        ),
+        ("step_started", &["step", "exec", "kind", "iteration"][..]),
+        ("process_started", &["step", "exec", "attempt", "argv"][..]),
+        (
+            "retry_scheduled",
+            &["step", "exec", "attempt", "exit_code", "delay"][..],
+        ),
+        (
+            "step_finished",
+            &["step", "exec", "iteration", "result"][..],
+        ),
+        ("goto", &["from", "to"][..]),
+        (
+            "loop_started",
+            &["step", "total", "max_parallel", "join"][..],
+        ),
+        ("iteration_started", &["step", "index", "total"][..]),
+        (
+            "iteration_finished",
+            &["step", "index", "total", "status"][..],
+        ),
+        ("branch_started", &["step", "branch", "index", "total"][..]),
+        (
+            "branch_finished",
+            &["step", "branch", "index", "total", "status"][..],
+        ),
+        (
+            "child_started",
+            &["step", "exec", "workflow", "run_root"][..],
+        ),
+        (
+            "child_finished",
+            &[
+                "step",
+                "exec",
+                "workflow",
+                "run_id",
+                "run_root",
+                "resumed",
+                "reused",
+                "status",
+                "exit_code",
+            ][..],
+        ),
+    ]);
+    let envelope = ["v", "seq", "ts", "event", "lane"];
+    let text = std::fs::read_to_string(ws.run_dir(run.id()).join("events.jsonl")).unwrap();
+    let mut seen = BTreeSet::new();
+    for line in text.lines() {
+        let record: Value = serde_json::from_str(line).unwrap();
+        let event = Event::from_record(&record);
+        assert_ne!(
+            event,
+            Event::Unknown,
+            "a kind the types do not know: {line}"
+        );
+        let name = event.name();
+        seen.insert(name);
+        let fields = documented
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} is not expected of this run: {line}"));
+        for key in record.as_object().unwrap().keys() {
+            assert!(
+                envelope.contains(&key.as_str()) || fields.contains(&key.as_str()),
+                "{name} has `{key}`, which docs/events.md does not list: {line}"
+            );
+        }
+        // Written again, through the same types: the same bytes (keys are sorted either way).
+        let mut again = serde_json::to_value(&event).unwrap();
+        let Envelope { v, seq, ts, lane } = Envelope::from_record(&record);
+        again["v"] = json!(v);
+        again["seq"] = json!(seq);
+        again["ts"] = json!(ts);
+        if !lane.is_empty() {
+            again["lane"] = json!(lane);
+        }
+        assert_eq!(again.to_string(), line);
+    }
+    let all: BTreeSet<&str> = documented.keys().copied().collect();
+    assert_eq!(seen, all, "every kind this run should write");
 }

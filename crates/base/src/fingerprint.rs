@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::hash::Fnv1a;
 use crate::io_err::FromIo;
@@ -107,7 +107,7 @@ pub struct Snapshot {
 }
 
 /// One changed path.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Change {
     /// Workspace-relative, `/`-separated; repository state is named as if the git directory
     /// were `.git/` in the workspace (`.git/HEAD`, `.git/refs/heads/main`).
@@ -115,7 +115,7 @@ pub struct Change {
     pub kind: ChangeKind,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
     Added,

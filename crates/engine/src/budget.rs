@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use orchestrate_lang::model::{Budget, SwarmConfig};
 
@@ -225,21 +225,26 @@ impl Crossing {
     }
 
     /// The fields of a `budget_exceeded` event.
-    pub fn event(&self, workspace: &Path, step: Option<&str>, stopped: bool) -> Value {
-        json!({
-            "step": step,
-            "limit": self.limit,
-            "at": relative(&self.at, workspace),
-            "spent": self.spent,
-            "max": self.max,
-            "tokens": self.run.tokens,
-            "cost_usd": self.run.cost_usd,
-            "unpriced_tokens": self.run.unpriced_tokens,
-            "day_tokens": self.day.map(|d| d.tokens),
-            "day_cost_usd": self.day.map(|d| d.cost_usd),
-            "stopped": stopped,
-            "message": self.message(workspace, step, stopped),
-        })
+    pub fn event(
+        &self,
+        workspace: &Path,
+        step: Option<&str>,
+        stopped: bool,
+    ) -> crate::event::BudgetExceeded {
+        crate::event::BudgetExceeded {
+            step: step.map(str::to_string),
+            limit: self.limit.to_string(),
+            at: relative(&self.at, workspace),
+            spent: self.spent.clone(),
+            max: self.max.clone(),
+            tokens: self.run.tokens,
+            cost_usd: self.run.cost_usd,
+            unpriced_tokens: self.run.unpriced_tokens,
+            day_tokens: self.day.map(|d| d.tokens),
+            day_cost_usd: self.day.map(|d| d.cost_usd),
+            stopped,
+            message: self.message(workspace, step, stopped),
+        }
     }
 }
 
@@ -461,6 +466,7 @@ impl BudgetState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn budget(tokens: Option<u64>, cost: Option<f64>, wall: Option<u64>) -> Budget {
         Budget {

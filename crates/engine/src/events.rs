@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
+use crate::event::Event;
+
 /// Schema version of each event line; bump when a field changes meaning.
 pub const EVENTS_FORMAT: u32 = 1;
 
@@ -65,17 +67,40 @@ impl EventLog {
     }
 
     /// Appends `{"seq", "ts", "event", ...fields}`. With `durable`, the line is on disk (fdatasync)
-    /// before this returns: used for records that resume depends on.
+    /// before this returns: used for records that resume depends on. For logs of other records
+    /// than a run's [`Event`]s (the supervisor's); a run's go through [`EventLog::append_event`].
     pub fn append(&mut self, event: &str, fields: Value, durable: bool) -> io::Result<()> {
+        let mut record = Map::new();
+        record.insert("event".into(), json!(event));
+        if let Value::Object(extra) = fields {
+            record.extend(extra);
+        }
+        self.write(record, durable)
+    }
+
+    /// Appends `event` in its envelope: `lane` (left out when empty), `v`, `seq`, `ts`. With
+    /// `durable`, as [`EventLog::append`].
+    pub fn append_event(&mut self, event: &Event, lane: &[u64], durable: bool) -> io::Result<()> {
+        let mut record = match serde_json::to_value(event).map_err(io::Error::other)? {
+            Value::Object(record) => record,
+            // A tagged enum serializes to an object; nothing else reaches here.
+            other => return Err(io::Error::other(format!("not an event record: {other}"))),
+        };
+        if !lane.is_empty() {
+            record.insert("lane".into(), json!(lane));
+        }
+        self.write(record, durable)
+    }
+
+    /// Writes `fields` after the envelope's `v`, `seq` and `ts` (keys sorted, as serde_json
+    /// writes a map), masked, as one line.
+    fn write(&mut self, fields: Map<String, Value>, durable: bool) -> io::Result<()> {
         self.seq += 1;
         let mut record = Map::new();
         record.insert("v".into(), json!(EVENTS_FORMAT));
         record.insert("seq".into(), json!(self.seq));
         record.insert("ts".into(), json!(orchestrate_base::clock::now_rfc3339()));
-        record.insert("event".into(), json!(event));
-        if let Value::Object(extra) = fields {
-            record.extend(extra);
-        }
+        record.extend(fields);
         let mut line = serde_json::to_string(&Value::Object(record)).map_err(io::Error::other)?;
         line = mask(&line, &self.mask);
         line.push('\n');
@@ -249,6 +274,43 @@ mod tests {
         assert_eq!(events[1]["seq"], 2);
         let log = EventLog::open(&path, vec![]).unwrap();
         assert_eq!(log.seq(), 2);
+    }
+
+    #[test]
+    fn a_typed_event_is_the_line_the_untyped_append_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let (typed, untyped) = (dir.path().join("typed"), dir.path().join("untyped"));
+        let mut log = EventLog::open(&typed, vec!["s3cret".into()]).unwrap();
+        let event = crate::event::Event::Goto(crate::event::Goto {
+            from: "A s3cret".into(),
+            to: "_end".into(),
+        });
+        log.append_event(&event, &[], true).unwrap();
+        log.append_event(&event, &[3, 1], false).unwrap();
+        let mut log = EventLog::open(&untyped, vec!["s3cret".into()]).unwrap();
+        log.append("goto", json!({"from": "A s3cret", "to": "_end"}), true)
+            .unwrap();
+        log.append(
+            "goto",
+            json!({"from": "A s3cret", "to": "_end", "lane": [3, 1]}),
+            false,
+        )
+        .unwrap();
+        let without_ts = |path: &Path| -> Vec<String> {
+            read(path)
+                .unwrap()
+                .into_iter()
+                .map(|mut record| {
+                    record["ts"] = json!("T");
+                    record.to_string()
+                })
+                .collect()
+        };
+        assert_eq!(without_ts(&typed), without_ts(&untyped));
+        assert_eq!(
+            without_ts(&typed)[1],
+            r#"{"event":"goto","from":"A ***","lane":[3,1],"seq":2,"to":"_end","ts":"T","v":1}"#
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod approval;
 pub mod budget;
 pub mod converge;
+pub mod event;
 pub mod events;
 pub mod progress;
 pub mod role;

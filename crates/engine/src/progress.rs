@@ -14,6 +14,8 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 
+use crate::event::Event;
+
 /// One thing the runner reports while it runs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Progress {
@@ -71,26 +73,19 @@ pub enum Progress {
 }
 
 impl Progress {
-    /// The typed notification an event stands for, when it has one.
-    pub fn from_event(name: &str, fields: &Value) -> Option<Progress> {
-        let step = || fields["step"].as_str().unwrap_or_default().to_string();
-        let number = |key: &str| fields[key].as_u64().unwrap_or(0);
-        let lane = || -> Vec<u64> {
-            fields["lane"]
-                .as_array()
-                .map(|l| l.iter().filter_map(Value::as_u64).collect())
-                .unwrap_or_default()
-        };
-        Some(match name {
-            "step_started" => Progress::StepStarted {
-                step: step(),
-                exec: number("exec"),
-                lane: lane(),
-                kind: fields["kind"].as_str().unwrap_or_default().to_string(),
-                depth: fields["iteration"].as_array().map_or(0, Vec::len),
+    /// The typed notification an event stands for, when it has one; `lane` is the fan-out lane
+    /// it was recorded in.
+    pub fn from_event(event: &Event, lane: &[u64]) -> Option<Progress> {
+        Some(match event {
+            Event::StepStarted(started) => Progress::StepStarted {
+                step: started.step.clone(),
+                exec: started.exec,
+                lane: lane.to_vec(),
+                kind: started.kind.clone(),
+                depth: started.iteration.len(),
             },
-            "step_finished" => {
-                let result = &fields["result"];
+            Event::StepFinished(finished) => {
+                let result = &finished.result;
                 let tokens = result["usage"].as_object().map(|usage| {
                     ["input", "output", "cache_read", "cache_write"]
                         .iter()
@@ -98,29 +93,29 @@ impl Progress {
                         .sum()
                 });
                 Progress::StepFinished {
-                    step: step(),
-                    exec: number("exec"),
-                    lane: lane(),
+                    step: finished.step.clone(),
+                    exec: finished.exec,
+                    lane: lane.to_vec(),
                     status: result["status"].as_str().unwrap_or_default().to_string(),
                     duration: result["duration"].as_f64().unwrap_or(0.0),
                     tokens,
                     cost_usd: result["cost_usd"].as_f64(),
                 }
             }
-            "loop_started" => Progress::LoopStarted {
-                step: step(),
-                total: number("total") as usize,
-                fan_out: fields.get("max_parallel").is_some(),
+            Event::LoopStarted(started) => Progress::LoopStarted {
+                step: started.step.clone(),
+                total: started.total as usize,
+                fan_out: started.max_parallel.is_some(),
             },
-            "iteration_started" => Progress::LoopItem {
-                step: step(),
-                index: number("index") as usize,
-                total: number("total") as usize,
+            Event::IterationStarted(item) => Progress::LoopItem {
+                step: item.step.clone(),
+                index: item.index as usize,
+                total: item.total as usize,
             },
-            "iteration_finished" => Progress::LoopItemFinished {
-                step: step(),
-                index: number("index") as usize,
-                total: number("total") as usize,
+            Event::IterationFinished(item) => Progress::LoopItemFinished {
+                step: item.step.clone(),
+                index: item.index as usize,
+                total: item.total as usize,
             },
             _ => return None,
         })
@@ -534,9 +529,17 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The notification of the event `name` with `fields` (and their `lane`), as read back.
+    fn from_event(name: &str, fields: &Value) -> Option<Progress> {
+        let mut record = fields.clone();
+        record["event"] = json!(name);
+        let lane = crate::event::Envelope::from_record(&record).lane;
+        Progress::from_event(&Event::from_record(&record), &lane)
+    }
+
     #[test]
     fn events_map_to_notifications() {
-        let started = Progress::from_event(
+        let started = from_event(
             "step_started",
             &json!({"step": "Fix", "exec": 4, "kind": "command", "iteration": [1, 0]}),
         );
@@ -550,7 +553,7 @@ mod tests {
                 depth: 2
             })
         );
-        let finished = Progress::from_event(
+        let finished = from_event(
             "step_finished",
             &json!({"step": "Ask", "exec": 5, "result": {"status": "succeeded", "duration": 1.5,
                 "usage": {"input": 100, "output": 20, "cache_read": 5, "cache_write": 0, "reasoning": 10},
@@ -568,7 +571,7 @@ mod tests {
                 cost_usd: Some(0.25)
             })
         );
-        assert_eq!(Progress::from_event("goto", &json!({})), None);
+        assert_eq!(from_event("goto", &json!({})), None);
     }
 
     #[test]
@@ -619,7 +622,7 @@ mod tests {
     fn a_fan_out_bar_counts_items_done_and_running() {
         let live = Live::with_target(ProgressDrawTarget::hidden());
         let event = |name: &str, fields: Value| {
-            live.report(&Progress::from_event(name, &fields).expect("a notification"));
+            live.report(&from_event(name, &fields).expect("a notification"));
         };
         event(
             "step_started",

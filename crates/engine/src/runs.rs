@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::event::Event;
 use crate::state::RunDir;
 
 /// The directories directly in `dir`, sorted (none when it cannot be read).
@@ -57,7 +58,10 @@ pub fn parent_of_child(workspace: &Path, id: &str) -> Option<String> {
     let parent = crate::events::read(&RunDir { root: dir }.events())
         .ok()
         .and_then(|records| records.into_iter().next())
-        .and_then(|first| first["parent"]["run_id"].as_str().map(str::to_string));
+        .and_then(|first| match Event::from_record(&first) {
+            Event::RunStarted(started) => started.parent.map(|parent| parent.run_id),
+            _ => None,
+        });
     Some(parent.unwrap_or_else(|| "PARENT".into()))
 }
 

@@ -17,13 +17,25 @@ use orchestrate_base::json_file;
 /// Version of `state.json`; a reader refuses a newer one.
 pub const STATE_FORMAT: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Running,
     Succeeded,
     Failed,
     Interrupted,
+}
+
+impl RunStatus {
+    /// As records write it (`succeeded`).
+    pub fn label(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

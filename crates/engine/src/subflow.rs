@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::event::Event;
 use crate::state::RunDir;
 use orchestrate_lang::load::LoadOptions;
 use orchestrate_lang::model::{LoadedChild, Step, SubWorkflow};
@@ -75,8 +76,8 @@ pub(crate) fn spend_of_events(
     // Counted as a run counts its own steps' results.
     let spent = crate::budget::SharedSpend::default();
     for record in crate::events::read(&dir.events()).unwrap_or_default() {
-        if record["event"] == "step_finished" {
-            spent.count(&record["result"]);
+        if let Event::StepFinished(finished) = Event::from_record(&record) {
+            spent.count(&finished.result);
         }
     }
     (spent.get(), spent.usage())

@@ -325,7 +325,9 @@ pub enum Prompt {
 
 /// What an agent step may do. Phases are permission boundaries enforced by each CLI's own
 /// controls and verified by the engine (`readonly` and `plan` may not change the workspace).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {

@@ -160,7 +160,7 @@ fn write_meta(path: &Path, meta: &Meta) -> Result<(), QueueError> {
 }
 
 /// A task that was accepted into an inbox.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Enqueued {
     pub role: String,
     pub id: String,

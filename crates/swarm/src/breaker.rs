@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use orchestrate_engine::event::Event;
 use orchestrate_lang::model::{Role, StepKind, Workflow};
 use orchestrate_queue::queue::Owner;
 use orchestrate_runtime::profile::BreakerConfig;
@@ -501,20 +502,19 @@ impl Gate {
 
 /// Feeds a run's events to the breakers: agent `step_finished` results, and usage-limit pauses
 /// (which open the runtime's breaker until the limit resets, so the swarm waits with the step).
-pub fn observe(workspace: &Path, profiles: &Profiles, by: &str, event: &str, fields: &Value) {
+pub fn observe(workspace: &Path, profiles: &Profiles, by: &str, event: &Event) {
     match event {
-        "step_finished" => {
-            if let Some((name, outcome)) = classify(&fields["result"]) {
+        Event::StepFinished(finished) => {
+            if let Some((name, outcome)) = classify(&finished.result) {
                 record(workspace, &name, &profiles.breaker(&name), &outcome, by);
             }
         }
-        "paused" if fields["reason"] == "usage_limit" => {
-            let Some(name) = fields["runtime"].as_str() else {
+        Event::Paused(paused) if paused.reason == "usage_limit" => {
+            let Some(name) = paused.runtime.as_deref() else {
                 return;
             };
-            let resets = fields["until"]
-                .as_str()
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            let resets = DateTime::parse_from_rfc3339(&paused.until)
+                .ok()
                 .map(|t| t.with_timezone(&Utc));
             let outcome = Outcome::Failure {
                 class: "usage_limit".into(),

@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
-
+use orchestrate_engine::event::{Event, StepFinished};
 use orchestrate_queue::queue::Layout;
 
 /// The file is rewritten this often even when no task finishes (queue depth changes).
@@ -213,8 +212,10 @@ impl Recorder {
                 _ => f.failed += 1,
             }
             f.last_finish = Some(unix_now());
-            for record in records.iter().filter(|r| r["event"] == "step_finished") {
-                add_step(&mut f, record);
+            for record in &records {
+                if let Event::StepFinished(finished) = Event::from_record(record) {
+                    add_step(&mut f, &finished);
+                }
             }
         }
         self.changed();
@@ -392,9 +393,9 @@ fn take(lines: &mut Vec<String>) -> String {
 }
 
 /// Adds one `step_finished` record's duration, tokens and cost.
-fn add_step(f: &mut Figures, record: &Value) {
-    let result = &record["result"];
-    let step = record["step"].as_str().unwrap_or_default();
+fn add_step(f: &mut Figures, finished: &StepFinished) {
+    let result = &finished.result;
+    let step = finished.step.as_str();
     if result["status"] == "skipped" {
         return;
     }

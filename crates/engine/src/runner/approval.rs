@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::result::failed_result;
 use super::{LoopFrame, Runner};
 use crate::approval::{self, Verdict};
+use crate::event::{self, Event};
 use orchestrate_lang::model::Step;
 use orchestrate_lang::template::Template;
 
@@ -37,7 +38,13 @@ impl Runner {
         let written = std::fs::metadata(&request_path)
             .and_then(|m| m.modified())
             .unwrap_or_else(|_| std::time::SystemTime::now());
-        let _ = self.event("approval_requested", json!({"step": step.name, "request": self.relative(&request_path), "message": message, "artifacts": files}), true);
+        let requested = event::ApprovalRequested {
+            step: step.name.clone(),
+            request: self.relative(&request_path),
+            message: message.clone(),
+            artifacts: files,
+        };
+        let _ = self.event(Event::ApprovalRequested(requested), true);
         let run_id = &request.run_id;
         self.progress(&format!(
             "⏸ {} waits for approval: {message}\n   orchestrate approve {run_id} {}   |   orchestrate reject {run_id} {} --reason ...",
@@ -171,8 +178,10 @@ impl Runner {
                         Verdict::Reject => "reject",
                     };
                     let _ = self.event(
-                        "approval_decided",
-                        json!({"step": step.name, "decision": decision}),
+                        Event::ApprovalDecided(event::ApprovalDecided {
+                            step: step.name.clone(),
+                            decision: decision.clone(),
+                        }),
                         true,
                     );
                     let status = if decision.decision == Verdict::Approve {
@@ -196,8 +205,10 @@ impl Runner {
                     if !complained {
                         complained = true;
                         let _ = self.event(
-                            "approval_unreadable",
-                            json!({"step": step.name, "error": message}),
+                            Event::ApprovalUnreadable(event::ApprovalUnreadable {
+                                step: step.name.clone(),
+                                error: message.clone(),
+                            }),
                             false,
                         );
                         self.warn(&format!("{}: {message}", step.name));

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::agent::cli_default_model;
 use super::{Failure, RunError, Runner};
+use crate::event::{self, Event};
 use orchestrate_lang::model::{Step, StepKind};
 
 /// Every agent step of a step list, `for_each` bodies and `parallel` branches included.
@@ -42,8 +43,7 @@ impl Runner {
         let workspace = self.config.workspace.clone();
         let message = crossing.message(&workspace, Some(&step.name), false);
         self.event(
-            "budget_exceeded",
-            crossing.event(&workspace, Some(&step.name), false),
+            Event::BudgetExceeded(crossing.event(&workspace, Some(&step.name), false)),
             true,
         )?;
         self.progress(&format!("✗ {message}"));
@@ -89,8 +89,13 @@ impl Runner {
             );
             self.warn(&message);
             self.event(
-                "budget_unpriced",
-                json!({"step": step, "runtime": runtime, "model": model, "message": message}),
+                Event::BudgetUnpriced(event::BudgetUnpriced {
+                    step: Some(step),
+                    runtime: Some(runtime),
+                    model: Some(model),
+                    unpriced_tokens: None,
+                    message,
+                }),
                 false,
             )?;
         }
@@ -146,8 +151,11 @@ impl Runner {
         );
         self.warn(&message);
         self.event(
-            "budget_unpriced",
-            json!({"unpriced_tokens": self.budget.spent.get().unpriced_tokens, "message": message}),
+            Event::BudgetUnpriced(event::BudgetUnpriced {
+                unpriced_tokens: Some(self.budget.spent.get().unpriced_tokens),
+                message,
+                ..event::BudgetUnpriced::default()
+            }),
             false,
         )
     }
@@ -163,8 +171,7 @@ impl Runner {
         let workspace = self.config.workspace.clone();
         let message = crossing.message(&workspace, Some(&step.name), true);
         let _ = self.event(
-            "budget_exceeded",
-            crossing.event(&workspace, Some(&step.name), true),
+            Event::BudgetExceeded(crossing.event(&workspace, Some(&step.name), true)),
             true,
         );
         result["status"] = json!("failed");

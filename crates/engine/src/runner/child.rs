@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 use super::result::failed_result;
 use super::scope::render_json;
 use super::{LoopFrame, RunConfig, RunError, RunReport, Runner};
+use crate::event::{self, Event, ParentRun};
 use crate::state::{RunDir, RunStatus, child_root};
 use crate::subflow::{ChildOutcome, ChildRun, load_child, spend_of_events};
 use orchestrate_base::fsutil::relative;
@@ -43,8 +44,12 @@ impl Runner {
         }
         let root = child_root(&self.dir.root, &self.lane, exec, &step.name);
         self.event(
-            "child_started",
-            json!({"step": step.name, "exec": exec, "workflow": sub.path, "run_root": self.relative(&root)}),
+            Event::ChildStarted(event::ChildStarted {
+                step: step.name.clone(),
+                exec,
+                workflow: sub.path.clone(),
+                run_root: self.relative(&root),
+            }),
             true,
         )?;
         if let Some(name) = root.file_name() {
@@ -85,17 +90,16 @@ impl Runner {
             self.budget.cross(crossing.limit);
         }
         self.event(
-            "child_finished",
-            json!({
-                "step": step.name,
-                "exec": exec,
-                "workflow": sub.path,
-                "run_id": outcome.run_id,
-                "run_root": self.relative(&outcome.run_root),
-                "resumed": outcome.resumed,
-                "reused": outcome.reused,
-                "status": result["status"],
-                "exit_code": result["exit_code"],
+            Event::ChildFinished(event::ChildFinished {
+                step: step.name.clone(),
+                exec,
+                workflow: sub.path.clone(),
+                run_id: outcome.run_id.clone(),
+                run_root: self.relative(&outcome.run_root),
+                resumed: outcome.resumed,
+                reused: outcome.reused,
+                status: result["status"].as_str().map(str::to_string),
+                exit_code: result["exit_code"].as_i64(),
             }),
             true,
         )?;
@@ -326,11 +330,11 @@ fn child_config(
     config.capabilities = parent.capabilities.clone();
     config.inherited = child.inherited.clone();
     config.inherited_secrets = child.secrets.clone();
-    config.parent = Some(json!({
-        "run_id": child.parent_run_id,
-        "step": child.step.name,
-        "exec": child.exec,
-    }));
+    config.parent = Some(ParentRun {
+        run_id: child.parent_run_id.to_string(),
+        step: child.step.name.clone(),
+        exec: child.exec,
+    });
     config
 }
 

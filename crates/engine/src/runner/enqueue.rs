@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::result::failed_result;
 use super::scope::render_json;
 use super::{LoopFrame, Runner};
+use crate::event::{self, Event};
 use crate::events::{self};
 use orchestrate_base::fsutil;
 use orchestrate_lang::model::Step;
@@ -92,12 +93,14 @@ impl Runner {
                     step.name, task.id, task.role
                 ));
                 let result = json!({"status": "succeeded", "exit_code": 0, "task": task});
-                self.enqueued.push(task);
                 let _ = self.event(
-                    "enqueued",
-                    json!({"step": step.name, "task": result["task"]}),
+                    Event::Enqueued(event::Enqueued {
+                        step: step.name.clone(),
+                        task: task.clone(),
+                    }),
                     false,
                 );
+                self.enqueued.push(task);
                 result
             }
             Err(err) => failed_result(1, format!("failed to enqueue for role `{role}`: {err}")),

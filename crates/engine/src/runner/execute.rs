@@ -8,8 +8,10 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+use super::record::iteration_of;
 use super::result::{error_text, failed_result, rejection_reason, with_timing};
 use super::{Failure, Flow, LoopFrame, RunError, Runner};
+use crate::event::{self, Event};
 use orchestrate_lang::model::{Step, StepKind};
 
 /// Fails a succeeded result whose JSON does not match the step's `output_schema`, listing the
@@ -96,8 +98,12 @@ impl Runner {
             Err(message) => failed_result(2, message),
             Ok(true) => {
                 self.event(
-                    "step_started",
-                    json!({"step": step.name, "exec": exec, "kind": step.kind.label(), "iteration": iteration}),
+                    Event::StepStarted(event::StepStarted {
+                        step: step.name.clone(),
+                        exec,
+                        kind: step.kind.label().to_string(),
+                        iteration: iteration_of(&iteration),
+                    }),
                     false,
                 )?;
                 match self.run_kind(step, exec, loops).await? {

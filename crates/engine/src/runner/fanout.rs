@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::result::failed_result;
 use super::{Failure, Flow, Journal, LoopFrame, RunError, Runner};
 use crate::budget::BudgetState;
+use crate::event::{self, Event};
 use orchestrate_lang::model::{Branch, FanOut, Items, Join, Step};
 
 /// How one item (branch) of a fan-out ended.
@@ -219,8 +220,12 @@ impl Runner {
         };
         let total = values.len();
         self.event(
-            "loop_started",
-            json!({"step": step.name, "total": total, "max_parallel": fan.max_parallel, "join": fan.join.label()}),
+            Event::LoopStarted(event::LoopStarted {
+                step: step.name.clone(),
+                total: total as u64,
+                max_parallel: Some(fan.max_parallel),
+                join: Some(fan.join.label().to_string()),
+            }),
             false,
         )?;
         let body = Arc::new(body.to_vec());
@@ -562,23 +567,30 @@ impl Runner {
         total: usize,
         status: Option<Status>,
     ) -> Result<(), RunError> {
-        let mut fields = json!({"step": step.name, "index": index, "total": total});
-        if let Some(status) = status {
-            fields["status"] = json!(status.label());
-        }
-        let name = match (label, status) {
-            (Label::Item(_), None) => "iteration_started",
-            (Label::Item(_), Some(_)) => "iteration_finished",
-            (Label::Branch(name), started) => {
-                fields["branch"] = json!(name);
-                if started.is_none() {
-                    "branch_started"
-                } else {
-                    "branch_finished"
-                }
-            }
+        let (step, index, total) = (step.name.clone(), index as u64, total as u64);
+        let event = match (label, status) {
+            (Label::Item(_), None) => Event::IterationStarted(event::Unit { step, index, total }),
+            (Label::Item(_), Some(status)) => Event::IterationFinished(event::UnitFinished {
+                step,
+                index,
+                total,
+                status: status.label().to_string(),
+            }),
+            (Label::Branch(branch), None) => Event::BranchStarted(event::Branch {
+                step,
+                branch: branch.clone(),
+                index,
+                total,
+            }),
+            (Label::Branch(branch), Some(status)) => Event::BranchFinished(event::BranchFinished {
+                step,
+                branch: branch.clone(),
+                index,
+                total,
+                status: status.label().to_string(),
+            }),
         };
-        self.event(name, fields, false)
+        self.event(event, false)
     }
 
     /// A runner for one lane: the run's shared parts, a copy of the results so far, its own

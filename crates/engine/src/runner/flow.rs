@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::result::{error_text, rejection_reason};
 use super::{Failure, Flow, LoopFrame, RunError, Runner};
+use crate::event::{self, Event};
 use orchestrate_lang::model::{Step, Target};
 
 /// What `converge:` says after a visit.
@@ -89,7 +90,7 @@ impl Runner {
                         Converged::Stalled(Some(target)) => {
                             // A new start: the step it leads back to is judged afresh.
                             converging.remove(step.name.as_str());
-                            self.event("goto", json!({"from": step.name, "to": target}), false)?;
+                            self.event(goto(step, target.clone()), false)?;
                             i = index_of
                                 .get(target.as_str())
                                 .copied()
@@ -110,11 +111,11 @@ impl Runner {
                 self.carry_feedback(step, flow, target);
                 match target {
                     Some(Target::End) => {
-                        self.event("goto", json!({"from": step.name, "to": "_end"}), false)?;
+                        self.event(goto(step, "_end".to_string()), false)?;
                         return Ok(Flow::End);
                     }
                     Some(Target::Step(name)) => {
-                        self.event("goto", json!({"from": step.name, "to": name}), false)?;
+                        self.event(goto(step, name.clone()), false)?;
                         // The loader checked that every target is in this list.
                         i = index_of.get(name.as_str()).copied().unwrap_or(steps.len());
                     }
@@ -154,8 +155,12 @@ impl Runner {
         );
         self.progress(&format!("✗ {message}"));
         self.event(
-            "loop_detected",
-            json!({"step": step.name, "visits": count, "max_visits": limit, "cycle": cycle}),
+            Event::LoopDetected(event::LoopDetected {
+                step: step.name.clone(),
+                visits: count,
+                max_visits: limit,
+                cycle,
+            }),
             true,
         )?;
         self.failure = Some(Failure {
@@ -283,14 +288,13 @@ impl Runner {
             ),
         };
         self.event(
-            "loop_not_converging",
-            json!({
-                "step": step.name,
-                "reason": reason,
-                "rounds": rounds,
-                "counts": track.counts,
-                "fingerprints": track.fingerprints,
-                "on_stall": converge.on_stall,
+            Event::LoopNotConverging(event::LoopNotConverging {
+                step: step.name.clone(),
+                reason: reason.to_string(),
+                rounds,
+                counts: track.counts.clone(),
+                fingerprints: track.fingerprints.clone(),
+                on_stall: converge.on_stall.clone(),
             }),
             true,
         )?;
@@ -315,4 +319,12 @@ impl Runner {
             }
         }
     }
+}
+
+/// An `on` edge taken from `step` to `to` (a step, or `_end`).
+fn goto(step: &Step, to: String) -> Event {
+    Event::Goto(event::Goto {
+        from: step.name.clone(),
+        to,
+    })
 }

@@ -14,6 +14,7 @@ use super::phase::EngineWrites;
 use super::result::shown_output;
 use super::{Failure, Flow, Journal, RunConfig, RunError, RunReport, Runner, exit};
 use crate::budget::{BudgetState, SharedSpend};
+use crate::event::{self, Event};
 use crate::events::{self, EventLog};
 use crate::state::{RunDir, RunState, RunStatus};
 use orchestrate_lang::model::Workflow;
@@ -175,24 +176,24 @@ impl Runner {
             // A cancel request belongs to the session it stopped.
             orchestrate_queue::cancel::clear_run_cancel(&self.dir.root);
             self.event(
-                "run_resumed",
-                json!({"resumes": self.state.resumes, "journal": self.journal.entries.len()}),
+                Event::RunResumed(event::RunResumed {
+                    resumes: self.state.resumes,
+                    journal: self.journal.entries.len() as u64,
+                }),
                 true,
             )?;
         } else {
-            let mut started = json!({
-                "run_id": self.state.run_id,
-                "workflow": self.state.workflow,
-                "name": self.workflow.name,
-                "fingerprint": self.workflow.fingerprint,
-                "context": self.state.context,
-                "timestamp_utc": self.state.timestamp_utc,
-                "pid": std::process::id(),
-            });
-            if let Some(parent) = &self.config.parent {
-                started["parent"] = parent.clone();
-            }
-            self.event("run_started", started, true)?;
+            let started = event::RunStarted {
+                run_id: self.state.run_id.clone(),
+                workflow: self.state.workflow.clone(),
+                name: self.workflow.name.clone(),
+                fingerprint: self.workflow.fingerprint.clone(),
+                context: self.state.context.clone(),
+                timestamp_utc: self.state.timestamp_utc.clone(),
+                pid: std::process::id(),
+                parent: self.config.parent.clone(),
+            };
+            self.event(Event::RunStarted(started), true)?;
         }
         if self.config.resumable {
             // Resume needs a snapshot from the start; a task's attempt writes its one at the end.
@@ -208,8 +209,12 @@ impl Runner {
                 let error = match orchestrate_queue::cancel::run_cancel(&self.dir.root) {
                     Some(request) => {
                         self.event(
-                            "run_cancelled",
-                            json!({"by": request.by, "at": request.at, "requested_by_pid": request.pid, "step": self.last_step}),
+                            Event::RunCancelled(event::RunCancelled {
+                                by: request.by.clone(),
+                                at: request.at.clone(),
+                                requested_by_pid: request.pid,
+                                step: self.last_step.clone(),
+                            }),
                             true,
                         )?;
                         request.describe()
@@ -250,11 +255,13 @@ impl Runner {
         self.state.error = error.clone();
         self.state.finished_at = Some(orchestrate_base::clock::now_rfc3339());
         self.state.current_step = None;
-        let mut finished = json!({"status": status, "exit_code": exit_code, "error": error});
-        if !self.state.outputs.is_empty() {
-            finished["outputs"] = json!(self.state.outputs);
-        }
-        self.event("run_finished", finished, true)?;
+        let finished = event::RunFinished {
+            status,
+            exit_code,
+            error: error.clone(),
+            outputs: self.state.outputs.clone(),
+        };
+        self.event(Event::RunFinished(finished), true)?;
         if self.config.resumable {
             self.snapshot()?;
         }

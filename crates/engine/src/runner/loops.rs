@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::fanout;
 use super::result::failed_result;
 use super::{Flow, LoopFrame, RunError, Runner};
+use crate::event::{self, Event};
 use orchestrate_lang::model::{Items, Pointer, Step};
 use orchestrate_lang::template::{self};
 
@@ -41,8 +42,12 @@ impl Runner {
         };
         let total = values.len();
         self.event(
-            "loop_started",
-            json!({"step": step.name, "total": total}),
+            Event::LoopStarted(event::LoopStarted {
+                step: step.name.clone(),
+                total: total as u64,
+                max_parallel: None,
+                join: None,
+            }),
             false,
         )?;
         let mut completed = 0;
@@ -56,8 +61,11 @@ impl Runner {
                 total,
             });
             self.event(
-                "iteration_started",
-                json!({"step": step.name, "index": index, "total": total}),
+                Event::IterationStarted(event::Unit {
+                    step: step.name.clone(),
+                    index: index as u64,
+                    total: total as u64,
+                }),
                 false,
             )?;
             self.last_recorded = None;

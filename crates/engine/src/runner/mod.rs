@@ -142,8 +142,8 @@ pub struct RunConfig {
     /// A child run's ancestors' limits, with what each had spent when this run started: the
     /// child's spending counts against them too.
     pub inherited: Vec<InheritedLimits>,
-    /// A child run's parent (`{run_id, step, exec}`), recorded in its `run_started` event.
-    pub parent: Option<Value>,
+    /// A child run's parent, recorded in its `run_started` event.
+    pub parent: Option<crate::event::ParentRun>,
     /// Secret names its ancestors declare: a child's steps do not see them either (unless they
     /// list them), and their values are masked in its records.
     pub inherited_secrets: Vec<String>,
@@ -156,8 +156,8 @@ impl RunConfig {
     }
 }
 
-/// A callback on each recorded event: its name and fields.
-pub type Observer = std::sync::Arc<dyn Fn(&str, &Value) + Send + Sync>;
+/// A callback on each recorded event.
+pub type Observer = std::sync::Arc<dyn Fn(&crate::event::Event) + Send + Sync>;
 
 impl RunConfig {
     pub fn new(

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::Runner;
 use super::agent::AgentRun;
+use crate::event::{self, Event};
 use orchestrate_lang::model::Step;
 
 /// Files the engine itself writes for a run's steps (an `output_file`, an enqueued task), each
@@ -193,8 +194,11 @@ impl Runner {
             run.phase.label()
         );
         let _ = self.event(
-            "phase_violation",
-            json!({"step": step.name, "phase": run.phase, "changes": changes}),
+            Event::PhaseViolation(event::PhaseViolation {
+                step: step.name.clone(),
+                phase: run.phase,
+                changes: changes.clone(),
+            }),
             true,
         );
         result["status"] = json!("failed");

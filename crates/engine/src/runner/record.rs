@@ -5,11 +5,17 @@
 
 use std::path::Path;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{RunError, Runner};
+use crate::event::{self, Event};
 use crate::events::{self};
 use orchestrate_lang::model::Step;
+
+/// A loop position as events record it.
+pub(super) fn iteration_of(iteration: &[usize]) -> Vec<u64> {
+    iteration.iter().map(|&i| i as u64).collect()
+}
 
 /// Lines quoted under a message, indented so they read as part of it.
 fn indent(text: &str) -> String {
@@ -20,42 +26,35 @@ fn indent(text: &str) -> String {
 }
 
 impl Runner {
-    pub(super) fn event(
-        &mut self,
-        name: &str,
-        fields: Value,
-        durable: bool,
-    ) -> Result<(), RunError> {
+    pub(super) fn event(&mut self, event: Event, durable: bool) -> Result<(), RunError> {
         if self.replaying()
             && matches!(
-                name,
-                "step_started"
-                    | "loop_started"
-                    | "iteration_started"
-                    | "iteration_finished"
-                    | "branch_started"
-                    | "branch_finished"
+                event,
+                Event::StepStarted(_)
+                    | Event::LoopStarted(_)
+                    | Event::IterationStarted(_)
+                    | Event::IterationFinished(_)
+                    | Event::BranchStarted(_)
+                    | Event::BranchFinished(_)
             )
         {
             return Ok(());
         }
         if let Some(observer) = &self.config.observer {
-            observer(name, &fields);
+            observer(&event);
         }
         let durable = durable && self.config.resumable;
+        // Without the lane, as the display has always been told (its bars are keyed by step
+        // and number alone).
         if let Some(reporter) = &self.config.reporter
-            && let Some(progress) = crate::progress::Progress::from_event(name, &fields)
+            && let Some(progress) = crate::progress::Progress::from_event(&event, &[])
         {
             reporter.report(&progress);
-        }
-        let mut fields = fields;
-        if !self.lane.is_empty() {
-            fields["lane"] = json!(self.lane);
         }
         self.events
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .append(name, fields, durable)
+            .append_event(&event, &self.lane, durable)
             .map_err(|source| RunError::Io {
                 path: self.dir.events(),
                 source,
@@ -170,8 +169,12 @@ impl Runner {
             return Ok(());
         }
         self.event(
-            "step_finished",
-            json!({"step": step.name, "exec": exec, "iteration": iteration, "result": result}),
+            Event::StepFinished(event::StepFinished {
+                step: step.name.clone(),
+                exec,
+                iteration: iteration_of(iteration),
+                result: result.clone(),
+            }),
             true,
         )?;
         self.results.insert(step.name.clone(), result);

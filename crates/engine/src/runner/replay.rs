@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::fanout;
 use super::flow::edge;
 use super::result::error_text;
 use super::{Failure, Flow, Journal, LoopFrame, RunConfig, RunError, Runner};
+use crate::event::{Envelope, Event};
 use crate::events::{self};
 use crate::state::{RunDir, RunState, RunStatus};
 use orchestrate_lang::model::{Step, StepKind};
@@ -21,22 +21,25 @@ use orchestrate_lang::model::{Step, StepKind};
 /// The state a run's first snapshot holds, rebuilt from its `run_started` event.
 fn state_from_run_started(dir: &RunDir, workspace: &Path) -> Option<RunState> {
     let records = events::read(&dir.events()).ok()?;
-    let started = records.iter().find(|r| r["event"] == "run_started")?;
-    let text = |key: &str| started[key].as_str().map(str::to_string);
-    let ts = text("ts")?;
+    let (record, started) = records.iter().find_map(|r| match Event::from_record(r) {
+        Event::RunStarted(started) => Some((r, started)),
+        _ => None,
+    })?;
+    let nonempty = |text: String| (!text.is_empty()).then_some(text);
+    let ts = nonempty(Envelope::from_record(record).ts)?;
     Some(RunState {
         format_version: crate::state::STATE_FORMAT,
-        run_id: text("run_id")?,
-        workflow: text("workflow")?,
-        workflow_name: text("name").unwrap_or_default(),
-        fingerprint: text("fingerprint").unwrap_or_default(),
+        run_id: nonempty(started.run_id)?,
+        workflow: nonempty(started.workflow)?,
+        workflow_name: started.name,
+        fingerprint: started.fingerprint,
         workspace: workspace.display().to_string(),
         status: RunStatus::Running,
         started_at: ts.clone(),
         updated_at: ts,
         finished_at: None,
-        timestamp_utc: text("timestamp_utc")?,
-        context: started["context"].as_object().cloned().unwrap_or_default(),
+        timestamp_utc: nonempty(started.timestamp_utc)?,
+        context: started.context,
         current_step: None,
         exit_code: None,
         error: None,
@@ -152,12 +155,10 @@ impl Runner {
             .records;
         let mut entries = HashMap::new();
         for record in &records {
-            if record["event"] == "step_finished"
-                && let (Some(exec), Some(step)) = (record["exec"].as_u64(), record["step"].as_str())
-            {
+            if let Event::StepFinished(finished) = Event::from_record(record) {
                 entries.insert(
-                    (fanout::lane_of(record), exec),
-                    (step.to_string(), record["result"].clone()),
+                    (Envelope::from_record(record).lane, finished.exec),
+                    (finished.step, finished.result),
                 );
             }
         }

@@ -15,6 +15,7 @@ use super::phase::WriteGuard;
 use super::prepare::Prepared;
 use super::result::failed_result;
 use super::{JSON_LIMIT_BYTES, KILL_GRACE, LINES_BYTES_LIMIT, LoopFrame, Runner, TEXT_KEEP_BYTES};
+use crate::event::{self, Event};
 use orchestrate_base::exec::{self, Outcome};
 use orchestrate_lang::model::{Capture, Step, StepKind};
 
@@ -158,8 +159,13 @@ impl Runner {
                 Next::Retry(delay) => delay,
             };
             let _ = self.event(
-                "retry_scheduled",
-                json!({"step": step.name, "exec": exec, "attempt": attempt, "exit_code": code, "delay": delay.as_secs_f64()}),
+                Event::RetryScheduled(event::RetryScheduled {
+                    step: step.name.clone(),
+                    exec,
+                    attempt,
+                    exit_code: i64::from(code),
+                    delay: delay.as_secs_f64(),
+                }),
                 false,
             );
             tokio::select! {
@@ -174,16 +180,23 @@ impl Runner {
     fn enter_phase(&mut self, step: &Step, run: &AgentRun) {
         if self.last_phase != Some(run.phase) {
             let _ = self.event(
-                "phase_entered",
-                json!({"step": step.name, "phase": run.phase, "from": self.last_phase, "runtime": run.name}),
+                Event::PhaseEntered(event::PhaseEntered {
+                    step: step.name.clone(),
+                    phase: run.phase,
+                    from: self.last_phase,
+                    runtime: run.name.clone(),
+                }),
                 false,
             );
             self.last_phase = Some(run.phase);
         }
         for note in &run.notes {
             let _ = self.event(
-                "runtime_note",
-                json!({"step": step.name, "runtime": run.name, "note": note}),
+                Event::RuntimeNote(event::RuntimeNote {
+                    step: step.name.clone(),
+                    runtime: run.name.clone(),
+                    note: note.clone(),
+                }),
                 false,
             );
         }
@@ -290,8 +303,12 @@ impl Runner {
             _ => None,
         };
         let _ = self.event(
-            "process_started",
-            json!({"step": step.name, "exec": exec, "attempt": attempt, "argv": prepared.argv}),
+            Event::ProcessStarted(event::ProcessStarted {
+                step: step.name.clone(),
+                exec,
+                attempt,
+                argv: prepared.argv.clone(),
+            }),
             false,
         );
         let (finished, crossing) = self.run_watched(spec, prepared.agent.as_ref()).await;
@@ -340,7 +357,19 @@ impl Runner {
             .map(|t| (t - chrono::Utc::now()).to_std().unwrap_or_default())
             .unwrap_or(Duration::from_secs(300))
             .min(Duration::from_secs(6 * 3600));
-        let _ = self.event("paused", json!({"step": step.name, "exec": exec, "runtime": result["profile"].as_str().or(result["runtime"].as_str()), "reason": "usage_limit", "until": (chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default()).to_rfc3339(), "resets_at": result["error"]["resets_at"]}), true);
+        let until = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        let paused = event::Paused {
+            step: step.name.clone(),
+            exec,
+            runtime: result["profile"]
+                .as_str()
+                .or(result["runtime"].as_str())
+                .map(str::to_string),
+            reason: "usage_limit".into(),
+            until: until.to_rfc3339(),
+            resets_at: result["error"]["resets_at"].as_str().map(str::to_string),
+        };
+        let _ = self.event(Event::Paused(paused), true);
         self.progress(&format!(
             "⏸ {} hit a usage limit; paused {:.0}s until it resets",
             step.name,

@@ -3,6 +3,7 @@
 //!
 //! Does not read the child's own events: `status` follows a running child further.
 
+use orchestrate_engine::event::Event;
 use serde::Serialize;
 use serde_json::Value;
 use std::path::Path;
@@ -31,30 +32,24 @@ pub struct ChildView {
 pub(super) fn children_of(workspace: &Path, events: &[Value], running: bool) -> Vec<ChildView> {
     let mut out: Vec<ChildView> = Vec::new();
     for e in events {
-        let (Some(step), Some(exec), Some(path)) = (
-            e["step"].as_str(),
-            e["exec"].as_u64(),
-            e["run_root"].as_str(),
-        ) else {
-            continue;
-        };
-        match e["event"].as_str() {
-            Some("child_started") => {
+        match Event::from_record(e) {
+            Event::ChildStarted(started) => {
+                let path = started.run_root;
                 out.retain(|c| c.path != path);
                 out.push(ChildView {
-                    step: step.to_string(),
-                    exec,
-                    workflow: e["workflow"].as_str().unwrap_or_default().to_string(),
+                    step: started.step,
+                    exec: started.exec,
+                    workflow: started.workflow,
                     run_id: None,
-                    path: path.to_string(),
+                    path,
                     status: if running { "running" } else { "stopped" }.to_string(),
                     now: None,
                 });
             }
-            Some("child_finished") => {
-                if let Some(child) = out.iter_mut().find(|c| c.path == path) {
-                    child.run_id = e["run_id"].as_str().map(str::to_string);
-                    child.status = e["status"].as_str().unwrap_or("unknown").to_string();
+            Event::ChildFinished(finished) => {
+                if let Some(child) = out.iter_mut().find(|c| c.path == finished.run_root) {
+                    child.run_id = finished.run_id;
+                    child.status = finished.status.unwrap_or_else(|| "unknown".into());
                 }
             }
             _ => {}

@@ -5,7 +5,7 @@
 //! Does not read files beyond the engine's lock file, or render anything.
 
 use chrono::{DateTime, Utc};
-use orchestrate_engine::runner::fanout::lane_of;
+use orchestrate_engine::event::{Envelope, Event, StepFinished, StepStarted};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
@@ -148,21 +148,22 @@ impl Execution {
     }
 }
 
-pub(super) fn execution(event: &Value, container: bool) -> Execution {
-    let result = &event["result"];
+pub(super) fn execution(
+    finished: &StepFinished,
+    envelope: &Envelope,
+    container: bool,
+) -> Execution {
+    let result = &finished.result;
     let usage = &result["usage"];
     let cost = result["cost_usd"].as_f64();
     let container =
         container || result.get("iterations").is_some() || result.get("branches").is_some();
     let tokens = Tokens::from_usage(usage);
     Execution {
-        exec: event["exec"].as_u64().unwrap_or(0),
-        lane: lane_of(event),
-        step: str_field(event, "step").unwrap_or_default(),
-        iteration: event["iteration"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_u64).collect())
-            .unwrap_or_default(),
+        exec: finished.exec,
+        lane: envelope.lane.clone(),
+        step: finished.step.clone(),
+        iteration: finished.iteration.clone(),
         status: str_field(result, "status").unwrap_or_else(|| "unknown".into()),
         exit_code: result["exit_code"].as_i64(),
         duration_sec: result["duration"].as_f64().unwrap_or(0.0).max(0.0),
@@ -186,7 +187,8 @@ pub(super) fn execution(event: &Value, container: bool) -> Execution {
         error: orchestrate_engine::runner::error_text(result).or_else(|| rejection(result)),
         container,
         superseded: false,
-        finished_at: str_field(result, "finished_at").or_else(|| str_field(event, "ts")),
+        finished_at: str_field(result, "finished_at")
+            .or_else(|| (!envelope.ts.is_empty()).then(|| envelope.ts.clone())),
         items: result["total"].as_u64(),
         parallel: result.get("branches").is_some(),
     }
@@ -295,81 +297,95 @@ struct Folder {
 }
 
 impl Folder {
-    fn event(&mut self, event: &Value, run_id: &str) {
-        let Some(name) = event["event"].as_str() else {
+    fn event(&mut self, record: &Value, run_id: &str) {
+        if !record["event"].is_string() {
             return;
-        };
+        }
+        let envelope = Envelope::from_record(record);
         let facts = &mut self.facts;
-        let ts = str_field(event, "ts").unwrap_or_default();
+        let ts = envelope.ts.clone();
         if !ts.is_empty() {
             facts.last_ts = Some(ts.clone());
         }
-        let step = str_field(event, "step").unwrap_or_default();
-        let exec = event["exec"].as_u64();
-        let lane = lane_of(event);
-        match name {
-            "run_started" | "run_resumed" => self.session_started(event, name, ts),
-            "step_started" => self.step_started(event, step, exec, lane, ts),
-            "process_started" => {
+        match Event::from_record(record) {
+            Event::RunStarted(started) => {
+                facts.started_at.get_or_insert(ts);
+                if !started.name.is_empty() {
+                    facts.workflow_name = Some(started.name);
+                }
+                self.session_started();
+            }
+            Event::RunResumed(_) => {
+                facts.resumes += 1;
+                self.fresh_session = true;
+                self.fresh_lanes.clear();
+                self.session_started();
+            }
+            Event::StepStarted(started) => self.step_started(started, envelope.lane, ts),
+            Event::ProcessStarted(process) => {
                 if let Some(open) = facts
                     .open
                     .iter_mut()
                     .rev()
-                    .find(|o| Some(o.exec) == exec && o.lane == lane)
+                    .find(|o| o.exec == process.exec && o.lane == envelope.lane)
                 {
-                    open.attempt = event["attempt"].as_u64().unwrap_or(1);
+                    open.attempt = u64::from(process.attempt);
                 }
                 facts.retry = None;
                 facts.paused = None;
             }
-            "retry_scheduled" => {
+            Event::RetryScheduled(retry) => {
                 facts.retry = Some(RetryWait {
-                    step,
-                    failed_attempt: event["attempt"].as_u64().unwrap_or(1),
-                    exit_code: event["exit_code"].as_i64(),
-                    delay_sec: event["delay"].as_f64().unwrap_or(0.0),
+                    step: retry.step,
+                    failed_attempt: u64::from(retry.attempt),
+                    exit_code: Some(retry.exit_code),
+                    delay_sec: retry.delay,
                     at: ts,
                 });
             }
-            "paused" => {
+            Event::Paused(paused) => {
                 facts.paused = Some(PauseWait {
-                    step,
-                    reason: str_field(event, "reason").unwrap_or_default(),
-                    until: str_field(event, "until"),
+                    step: paused.step,
+                    reason: paused.reason,
+                    until: (!paused.until.is_empty()).then_some(paused.until),
                 });
             }
-            "phase_entered" => facts.phase = str_field(event, "phase"),
-            "approval_requested" => {
+            Event::PhaseEntered(entered) => facts.phase = Some(entered.phase.label().into()),
+            Event::ApprovalRequested(requested) => {
+                let step = requested.step;
                 facts.approval = Some(ApprovalWait {
                     approve: format!("orchestrate approve {run_id} {step}"),
                     reject: format!("orchestrate reject {run_id} {step} --reason TEXT"),
                     step,
-                    message: str_field(event, "message").unwrap_or_default(),
-                    request: str_field(event, "request").unwrap_or_default(),
+                    message: requested.message,
+                    request: requested.request,
                     since: ts,
                 });
             }
-            "approval_decided" if facts.approval.as_ref().is_some_and(|a| a.step == step) => {
+            Event::ApprovalDecided(decided)
+                if facts
+                    .approval
+                    .as_ref()
+                    .is_some_and(|a| a.step == decided.step) =>
+            {
                 facts.approval = None;
             }
-            "loop_detected" => {
+            Event::LoopDetected(detected) => {
                 facts.loop_detected = Some(format!(
-                    "step `{step}` entered {} times (max_visits {}); cycle: {}",
-                    event["visits"],
-                    event["max_visits"],
-                    event["cycle"].as_str().unwrap_or("?")
+                    "step `{}` entered {} times (max_visits {}); cycle: {}",
+                    detected.step, detected.visits, detected.max_visits, detected.cycle
                 ));
             }
-            "step_finished" => self.step_finished(event, &step, exec.unwrap_or(0), lane),
-            "run_finished" => {
+            Event::StepFinished(finished) => self.step_finished(&finished, &envelope),
+            Event::RunFinished(finished) => {
                 facts.open.clear();
                 facts.approval = None;
                 facts.retry = None;
                 facts.paused = None;
                 facts.end = Some(RunEnd {
-                    status: str_field(event, "status").unwrap_or_else(|| "unknown".into()),
-                    exit_code: event["exit_code"].as_i64(),
-                    error: str_field(event, "error"),
+                    status: finished.status.label().into(),
+                    exit_code: Some(i64::from(finished.exit_code)),
+                    error: finished.error,
                     at: ts,
                 });
             }
@@ -379,18 +395,8 @@ impl Folder {
     }
 
     /// `run_started` or `run_resumed`: a session begins, and what was open or awaited is not.
-    fn session_started(&mut self, event: &Value, name: &str, ts: String) {
+    fn session_started(&mut self) {
         let facts = &mut self.facts;
-        if name == "run_started" {
-            facts.started_at.get_or_insert(ts);
-            if let Some(n) = str_field(event, "name") {
-                facts.workflow_name = Some(n);
-            }
-        } else {
-            facts.resumes += 1;
-            self.fresh_session = true;
-            self.fresh_lanes.clear();
-        }
         facts.end = None;
         facts.open.clear();
         facts.phase = None;
@@ -400,48 +406,38 @@ impl Folder {
         self.containers.clear();
     }
 
-    fn step_started(
-        &mut self,
-        event: &Value,
-        step: String,
-        exec: Option<u64>,
-        lane: Vec<u64>,
-        ts: String,
-    ) {
-        let kind = str_field(event, "kind").unwrap_or_default();
-        if (kind == "for_each" || kind == "parallel")
-            && let Some(exec) = exec
-        {
-            self.containers.insert(exec_key(&lane, exec));
+    fn step_started(&mut self, started: StepStarted, lane: Vec<u64>, ts: String) {
+        if started.kind == "for_each" || started.kind == "parallel" {
+            self.containers.insert(exec_key(&lane, started.exec));
         }
         self.facts.open.push(OpenStep {
-            step,
-            exec: exec.unwrap_or(0),
+            step: started.step,
+            exec: started.exec,
             lane,
-            kind,
-            iteration: event["iteration"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_u64).collect())
-                .unwrap_or_default(),
+            kind: started.kind,
+            iteration: started.iteration,
             started_at: ts,
             attempt: 0,
         });
     }
 
     /// `step_finished`: the execution joins the path, replacing what it supersedes.
-    fn step_finished(&mut self, event: &Value, step: &str, exec: u64, lane: Vec<u64>) {
+    fn step_finished(&mut self, finished: &StepFinished, envelope: &Envelope) {
+        let (step, exec, lane) = (&finished.step, finished.exec, envelope.lane.clone());
         let facts = &mut self.facts;
         facts.open.retain(|o| o.exec != exec || o.lane != lane);
         let key = exec_key(&lane, exec);
-        if facts.approval.as_ref().is_some_and(|a| a.step == step) {
+        if facts.approval.as_ref().is_some_and(|a| &a.step == step) {
             facts.approval = None;
         }
         facts.retry = None;
         facts.paused = None;
         let index = facts.executions.len();
-        facts
-            .executions
-            .push(execution(event, self.containers.contains(&key)));
+        facts.executions.push(execution(
+            finished,
+            envelope,
+            self.containers.contains(&key),
+        ));
         if self.fresh_session && self.fresh_lanes.insert(lane.clone()) {
             // This lane's steps from `exec` on (and the lanes of fan-outs among them)
             // belong to the earlier session's path; the lanes of steps before it, and

@@ -8,8 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use orchestrate_lang::model::{Role, Workflow};
 use orchestrate_queue::queue::{self, Layout};
 
@@ -125,8 +123,8 @@ impl Shared {
                 Arc::clone(&profiles),
                 label.clone(),
             );
-            Arc::new(move |event: &str, fields: &Value| {
-                crate::breaker::observe(&workspace, &profiles, &label, event, fields);
+            Arc::new(move |event: &orchestrate_engine::event::Event| {
+                crate::breaker::observe(&workspace, &profiles, &label, event);
             })
         };
         let shared = Shared {

@@ -1,0 +1,503 @@
+//! The records of `events.jsonl` as types: [`Event`], one variant per kind the runner writes,
+//! each a struct of that kind's fields, and the [`Envelope`] every line carries (`v`, `seq`,
+//! `ts`, `lane`). The runner writes these and every reader reads them, so a field cannot be
+//! renamed on one side only. `docs/events.md` describes each kind.
+//!
+//! The bytes on disk are those the engine wrote before these types: each line is a JSON object
+//! whose keys serde_json sorts, so field order here does not matter, but names, optional fields
+//! (left out, or written as `null`) and value types do; the unit tests pin one line per kind.
+//! Fields default when absent, so logs of older versions and hand-written fixtures still read.
+//!
+//! Does not write or read files ([`crate::events`] does), and does not type a step's result:
+//! `step_finished.result` stays the JSON that `${steps.NAME.*}` sees.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::approval::Decision;
+use crate::state::RunStatus;
+use orchestrate_base::fingerprint::Change;
+use orchestrate_lang::model::Phase;
+use orchestrate_queue::queue::Enqueued as EnqueuedTask;
+
+/// One event of a run, tagged by its kind (`"event": "step_finished"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted(RunStarted),
+    RunResumed(RunResumed),
+    RunCancelled(RunCancelled),
+    RunFinished(RunFinished),
+    StepStarted(StepStarted),
+    ProcessStarted(ProcessStarted),
+    RetryScheduled(RetryScheduled),
+    Paused(Paused),
+    StepFinished(StepFinished),
+    Goto(Goto),
+    LoopStarted(LoopStarted),
+    IterationStarted(Unit),
+    IterationFinished(UnitFinished),
+    BranchStarted(Branch),
+    BranchFinished(BranchFinished),
+    LoopDetected(LoopDetected),
+    BudgetExceeded(BudgetExceeded),
+    BudgetUnpriced(BudgetUnpriced),
+    LoopNotConverging(LoopNotConverging),
+    PhaseEntered(PhaseEntered),
+    RuntimeNote(RuntimeNote),
+    PhaseViolation(PhaseViolation),
+    ApprovalRequested(ApprovalRequested),
+    ApprovalDecided(ApprovalDecided),
+    ApprovalUnreadable(ApprovalUnreadable),
+    Enqueued(Enqueued),
+    ChildStarted(ChildStarted),
+    ChildFinished(ChildFinished),
+    /// A kind this version does not know (a newer runner may add some): readers skip it.
+    /// Never written.
+    #[serde(other, skip_serializing)]
+    #[schemars(skip)]
+    Unknown,
+}
+
+/// The first record of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct RunStarted {
+    pub run_id: String,
+    /// The workflow file as named.
+    pub workflow: String,
+    /// The workflow's `name:`.
+    pub name: String,
+    /// Of the workflow's text.
+    pub fingerprint: String,
+    pub context: Map<String, Value>,
+    /// `YYYYMMDDTHHMMSSZ`.
+    pub timestamp_utc: String,
+    pub pid: u32,
+    /// A child run's: the parent's `workflow:` step that started it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRun>,
+}
+
+/// The run and step a child run was started by.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct ParentRun {
+    pub run_id: String,
+    pub step: String,
+    pub exec: u64,
+}
+
+/// The first record of each resume.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct RunResumed {
+    /// How many resumes so far, this one included.
+    pub resumes: u32,
+    /// Completed `step_finished` records available for replay.
+    pub journal: u64,
+}
+
+/// `orchestrate cancel` stopped the run; written just before its `run_finished`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct RunCancelled {
+    pub by: String,
+    /// When it was asked.
+    pub at: String,
+    /// The `orchestrate cancel` process.
+    pub requested_by_pid: u32,
+    /// The last step started.
+    pub step: Option<String>,
+}
+
+/// The last record of a start or resume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RunFinished {
+    pub status: RunStatus,
+    /// The command's exit code.
+    #[serde(default)]
+    pub exit_code: u8,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The workflow's `outputs:` as rendered, when it declares any and succeeded.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub outputs: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct StepStarted {
+    pub step: String,
+    pub exec: u64,
+    /// `command`, `provider`, `agent`, `for_each`, `parallel`, `wait_for`, `approval`,
+    /// `enqueue` or `workflow`.
+    pub kind: String,
+    /// The enclosing `for_each` item indexes, outermost first.
+    pub iteration: Vec<u64>,
+}
+
+/// One attempt of a process step.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct ProcessStarted {
+    pub step: String,
+    pub exec: u64,
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+    /// As run, secrets masked.
+    pub argv: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct RetryScheduled {
+    pub step: String,
+    pub exec: u64,
+    /// The attempt that failed.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+    pub exit_code: i64,
+    /// Seconds until the next attempt.
+    pub delay: f64,
+}
+
+/// An agent's usage limit: the step waits.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct Paused {
+    pub step: String,
+    pub exec: u64,
+    /// The runtime or profile name.
+    pub runtime: Option<String>,
+    /// `usage_limit`.
+    pub reason: String,
+    /// RFC 3339.
+    pub until: String,
+    /// As the CLI reported it.
+    pub resets_at: Option<String>,
+}
+
+/// Every execution ends with exactly one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct StepFinished {
+    pub step: String,
+    pub exec: u64,
+    pub iteration: Vec<u64>,
+    /// The step's result as `${steps.NAME.*}` sees it (`docs/events.md`, "The step result").
+    pub result: Value,
+}
+
+/// An `on` edge was taken.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct Goto {
+    pub from: String,
+    /// A step, or `_end`.
+    pub to: String,
+}
+
+/// A `for_each` resolved its items.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct LoopStarted {
+    pub step: String,
+    pub total: u64,
+    /// A fan-out's (a sequential loop has neither).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join: Option<String>,
+}
+
+/// An item of a loop started (`iteration_started`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct Unit {
+    pub step: String,
+    /// 0-based.
+    pub index: u64,
+    pub total: u64,
+}
+
+/// An item of a fan-out ended (`iteration_finished`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct UnitFinished {
+    pub step: String,
+    pub index: u64,
+    pub total: u64,
+    /// `succeeded`, `failed` or `cancelled`.
+    pub status: String,
+}
+
+/// A branch of a `parallel` step started (`branch_started`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct Branch {
+    pub step: String,
+    pub branch: String,
+    pub index: u64,
+    pub total: u64,
+}
+
+/// A branch of a `parallel` step ended (`branch_finished`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct BranchFinished {
+    pub step: String,
+    pub branch: String,
+    pub index: u64,
+    pub total: u64,
+    pub status: String,
+}
+
+/// A step went past its `max_visits`; the run fails right after.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct LoopDetected {
+    pub step: String,
+    pub visits: u32,
+    pub max_visits: u32,
+    /// `A -> B -> A`.
+    pub cycle: String,
+}
+
+/// A budget limit was crossed; the run fails right after.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct BudgetExceeded {
+    pub step: Option<String>,
+    /// The limit's name (`max_tokens`, `max_cost_usd`, ...).
+    pub limit: String,
+    /// `file:line` where the limit was set.
+    pub at: String,
+    /// Spent and the limit, as text with their unit.
+    pub spent: String,
+    pub max: String,
+    /// The run's spending.
+    pub tokens: u64,
+    pub cost_usd: f64,
+    pub unpriced_tokens: u64,
+    /// The day's ledger before this run, for a daily limit.
+    pub day_tokens: Option<u64>,
+    pub day_cost_usd: Option<f64>,
+    /// The step was running and its processes were stopped (else it was not started).
+    pub stopped: bool,
+    pub message: String,
+}
+
+/// A cost limit is set but some spending has, or will have, no known price: at the start, one
+/// per agent step whose model has no price (`step`, `runtime`, `model`); while running, once
+/// (`unpriced_tokens`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct BudgetUnpriced {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unpriced_tokens: Option<u64>,
+    pub message: String,
+}
+
+/// A `converge:` step stopped making progress.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct LoopNotConverging {
+    pub step: String,
+    /// `not_shrinking` or `repeated`.
+    pub reason: String,
+    pub rounds: u32,
+    /// Findings per visit in this activation, in order.
+    pub counts: Vec<u64>,
+    /// Of the findings per visit.
+    pub fingerprints: Vec<String>,
+    /// The step it goes to; `None`: the run fails.
+    pub on_stall: Option<String>,
+}
+
+/// An agent step's phase differs from the last one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PhaseEntered {
+    #[serde(default)]
+    pub step: String,
+    pub phase: Phase,
+    /// The previous phase in this start or resume.
+    #[serde(default)]
+    pub from: Option<Phase>,
+    #[serde(default)]
+    pub runtime: String,
+}
+
+/// How a runtime approximates a setting it lacks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct RuntimeNote {
+    pub step: String,
+    pub runtime: String,
+    pub note: String,
+}
+
+/// A readonly or plan step changed the workspace; the step fails.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PhaseViolation {
+    #[serde(default)]
+    pub step: String,
+    pub phase: Phase,
+    #[serde(default)]
+    pub changes: Vec<Change>,
+}
+
+/// The step now waits for a person's decision.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct ApprovalRequested {
+    pub step: String,
+    /// The request file, relative to the workspace.
+    pub request: String,
+    pub message: String,
+    pub artifacts: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApprovalDecided {
+    #[serde(default)]
+    pub step: String,
+    pub decision: Decision,
+}
+
+/// A decision file that does not parse; written once per wait.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct ApprovalUnreadable {
+    pub step: String,
+    pub error: String,
+}
+
+/// A task was handed to a role's inbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Enqueued {
+    #[serde(default)]
+    pub step: String,
+    pub task: EnqueuedTask,
+}
+
+/// A `workflow:` step is about to start, resume or reuse its child run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct ChildStarted {
+    pub step: String,
+    pub exec: u64,
+    /// The child workflow file.
+    pub workflow: String,
+    /// The child's directory, relative to the workspace.
+    pub run_root: String,
+}
+
+/// A child run ended; written before its step's `step_finished`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct ChildFinished {
+    pub step: String,
+    pub exec: u64,
+    pub workflow: String,
+    /// `None` when it could not start.
+    pub run_id: Option<String>,
+    pub run_root: String,
+    /// An earlier attempt's child run was continued.
+    pub resumed: bool,
+    /// It had already succeeded and was not run again.
+    pub reused: bool,
+    /// The step's result's `status` and `exit_code`.
+    pub status: Option<String>,
+    pub exit_code: Option<i64>,
+}
+
+impl Event {
+    /// The kind, as the `event` field names it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::RunStarted(_) => "run_started",
+            Event::RunResumed(_) => "run_resumed",
+            Event::RunCancelled(_) => "run_cancelled",
+            Event::RunFinished(_) => "run_finished",
+            Event::StepStarted(_) => "step_started",
+            Event::ProcessStarted(_) => "process_started",
+            Event::RetryScheduled(_) => "retry_scheduled",
+            Event::Paused(_) => "paused",
+            Event::StepFinished(_) => "step_finished",
+            Event::Goto(_) => "goto",
+            Event::LoopStarted(_) => "loop_started",
+            Event::IterationStarted(_) => "iteration_started",
+            Event::IterationFinished(_) => "iteration_finished",
+            Event::BranchStarted(_) => "branch_started",
+            Event::BranchFinished(_) => "branch_finished",
+            Event::LoopDetected(_) => "loop_detected",
+            Event::BudgetExceeded(_) => "budget_exceeded",
+            Event::BudgetUnpriced(_) => "budget_unpriced",
+            Event::LoopNotConverging(_) => "loop_not_converging",
+            Event::PhaseEntered(_) => "phase_entered",
+            Event::RuntimeNote(_) => "runtime_note",
+            Event::PhaseViolation(_) => "phase_violation",
+            Event::ApprovalRequested(_) => "approval_requested",
+            Event::ApprovalDecided(_) => "approval_decided",
+            Event::ApprovalUnreadable(_) => "approval_unreadable",
+            Event::Enqueued(_) => "enqueued",
+            Event::ChildStarted(_) => "child_started",
+            Event::ChildFinished(_) => "child_finished",
+            Event::Unknown => "unknown",
+        }
+    }
+
+    /// The event of a record read back. A kind this version does not know, or a record whose
+    /// fields do not fit its kind, is [`Event::Unknown`]: readers skip it rather than fail.
+    pub fn from_record(record: &Value) -> Event {
+        Event::deserialize(record).unwrap_or(Event::Unknown)
+    }
+}
+
+/// The fields every line carries besides its event's own.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct Envelope {
+    /// The record format ([`crate::events::EVENTS_FORMAT`]); a line without one is `v: 1`.
+    #[serde(default = "first_format")]
+    pub v: u32,
+    /// 1, 2, 3, ... in the order written, across resumes.
+    pub seq: u64,
+    /// When it was written: RFC 3339, UTC, microseconds.
+    pub ts: String,
+    /// The fan-out lane (`[F, I, ...]`) of the item it belongs to; empty for the run's own
+    /// steps, and then not written.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lane: Vec<u64>,
+}
+
+/// Attempts count from 1 (a record without one is of the first).
+fn first_attempt() -> u32 {
+    1
+}
+
+fn first_format() -> u32 {
+    1
+}
+
+impl Envelope {
+    /// The envelope of a record read back (defaults for what it lacks or cannot be read).
+    pub fn from_record(record: &Value) -> Envelope {
+        Envelope::deserialize(record).unwrap_or_else(|_| Envelope {
+            v: first_format(),
+            ..Envelope::default()
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "event_tests.rs"]
+mod tests;
