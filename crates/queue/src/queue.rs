@@ -23,6 +23,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::ops::ControlFlow;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -419,68 +420,16 @@ pub fn claim(
         return Ok(ClaimResult::Gone);
     };
     let path = layout.inbox.join(file_name);
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(&path)
-    {
-        Ok(file) => file,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(ClaimResult::Gone),
-        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
-            return quarantine(
-                layout,
-                file_name,
-                "the task is a symbolic link; tasks must be regular files (links are never followed)",
-            );
-        }
-        Err(err) if err.raw_os_error() == Some(libc::ENXIO) => {
-            return quarantine(
-                layout,
-                file_name,
-                "the task is a FIFO or socket with no writer; tasks must be regular files",
-            );
-        }
-        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
-            return quarantine(
-                layout,
-                file_name,
-                &format!("the task file is unreadable: {err}"),
-            );
-        }
-        Err(err) => {
-            return Err(QueueError::Io {
-                action: "open",
-                path,
-                source: err,
-            });
-        }
+    let file = match open_task(layout, file_name, &path)? {
+        ControlFlow::Continue(file) => file,
+        ControlFlow::Break(result) => return Ok(result),
     };
     let meta = file
         .metadata()
         .map_err(QueueError::io_err("inspect", &path))?;
-    let kind = meta.file_type();
-    if !kind.is_file() {
+    if let Some(reason) = unfit_kind_or_name(&meta, id) {
         drop(file);
-        let what = if kind.is_dir() {
-            "a directory"
-        } else if kind.is_fifo_like() {
-            "a FIFO, socket or device"
-        } else {
-            "not a regular file"
-        };
-        return quarantine(
-            layout,
-            file_name,
-            &format!("the task is {what}; tasks must be regular files"),
-        );
-    }
-    if let Err(reason) = check_id(id) {
-        drop(file);
-        return quarantine(
-            layout,
-            file_name,
-            &format!("the task name is not allowed: {reason}"),
-        );
+        return quarantine(layout, file_name, &reason);
     }
     match file.try_lock() {
         Ok(()) => {}
@@ -494,39 +443,12 @@ pub fn claim(
         }
     }
     fault!("claim.locked");
-    if meta.nlink() > 1 {
+    if let Some(reason) = unfit_links_or_size(&meta, max_bytes) {
         drop(file);
-        return quarantine(
-            layout,
-            file_name,
-            "the task has other hard links; a task must be one file with one name (copy it instead)",
-        );
+        return quarantine(layout, file_name, &reason);
     }
-    if meta.len() > max_bytes {
-        drop(file);
-        return quarantine(
-            layout,
-            file_name,
-            &format!(
-                "the task is {} bytes, over the {max_bytes}-byte limit",
-                meta.len()
-            ),
-        );
-    }
-    match orchestrate_base::fsutil::writers(&file) {
-        orchestrate_base::fsutil::Writers::Some => return Ok(ClaimResult::Writing),
-        // Closed by every writer: complete, however recently it changed.
-        orchestrate_base::fsutil::Writers::None => {}
-        orchestrate_base::fsutil::Writers::Unknown => {
-            if let Ok(modified) = meta.modified() {
-                let age = SystemTime::now()
-                    .duration_since(modified)
-                    .unwrap_or_default();
-                if age < settle && !settle.is_zero() {
-                    return Ok(ClaimResult::Settling(settle - age));
-                }
-            }
-        }
+    if let Some(not_yet) = still_written(&file, &meta, settle) {
+        return Ok(not_yet);
     }
     // Read before the move, while the file is known to be closed: these bytes are the task.
     let mut content = Vec::with_capacity(meta.len() as usize);
@@ -535,40 +457,160 @@ pub fn claim(
         .read_to_end(&mut content)
         .map_err(QueueError::io_err("read", &path))?;
     let dir = layout.running.join(id);
-    match fs::create_dir(&dir) {
+    let task_path = match move_to_running(&path, &dir)? {
+        ControlFlow::Continue(task_path) => task_path,
+        ControlFlow::Break(result) => return Ok(result),
+    };
+    let sidecar = read_meta(&layout.meta_path(id));
+    // The attempt is counted in the lease, before the workflow runs: a task that kills its
+    // worker is charged even then (recovery carries the count into the sidecar).
+    let attempt = sidecar.attempts + 1;
+    let lease = write_lease(layout, id, owner, attempt, &dir)?;
+    fault!("claim.leased");
+    Ok(ClaimResult::Claimed(Box::new(Claim {
+        id: id.to_string(),
+        dir,
+        task_path,
+        lock: file,
+        attempt,
+        meta: sidecar,
+        lease,
+        content,
+    })))
+}
+
+/// Opens an inbox entry without following a link or blocking on a FIFO; an entry that cannot
+/// be a task is quarantined, one that is gone is [`ClaimResult::Gone`].
+fn open_task(
+    layout: &Layout,
+    file_name: &str,
+    path: &Path,
+) -> Result<ControlFlow<ClaimResult, File>, QueueError> {
+    let quarantined = |reason: &str| quarantine(layout, file_name, reason).map(ControlFlow::Break);
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => Ok(ControlFlow::Continue(file)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            Ok(ControlFlow::Break(ClaimResult::Gone))
+        }
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => quarantined(
+            "the task is a symbolic link; tasks must be regular files (links are never followed)",
+        ),
+        Err(err) if err.raw_os_error() == Some(libc::ENXIO) => {
+            quarantined("the task is a FIFO or socket with no writer; tasks must be regular files")
+        }
+        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+            quarantined(&format!("the task file is unreadable: {err}"))
+        }
+        Err(err) => Err(QueueError::Io {
+            action: "open",
+            path: path.to_path_buf(),
+            source: err,
+        }),
+    }
+}
+
+/// Why an opened entry is not a task we may run, judged before it is locked: not a regular
+/// file, or a name that is not allowed.
+fn unfit_kind_or_name(meta: &fs::Metadata, id: &str) -> Option<String> {
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo_like() {
+            "a FIFO, socket or device"
+        } else {
+            "not a regular file"
+        };
+        return Some(format!("the task is {what}; tasks must be regular files"));
+    }
+    check_id(id)
+        .err()
+        .map(|reason| format!("the task name is not allowed: {reason}"))
+}
+
+/// Why a locked entry is not a task we may run: other hard links, or over `max_bytes`.
+fn unfit_links_or_size(meta: &fs::Metadata, max_bytes: u64) -> Option<String> {
+    if meta.nlink() > 1 {
+        return Some(
+            "the task has other hard links; a task must be one file with one name (copy it instead)"
+                .to_string(),
+        );
+    }
+    (meta.len() > max_bytes).then(|| {
+        format!(
+            "the task is {} bytes, over the {max_bytes}-byte limit",
+            meta.len()
+        )
+    })
+}
+
+/// `Writing` or `Settling` when the file may still be being written, `None` when it is whole.
+fn still_written(file: &File, meta: &fs::Metadata, settle: Duration) -> Option<ClaimResult> {
+    match orchestrate_base::fsutil::writers(file) {
+        orchestrate_base::fsutil::Writers::Some => Some(ClaimResult::Writing),
+        // Closed by every writer: complete, however recently it changed.
+        orchestrate_base::fsutil::Writers::None => None,
+        orchestrate_base::fsutil::Writers::Unknown => {
+            let modified = meta.modified().ok()?;
+            let age = SystemTime::now()
+                .duration_since(modified)
+                .unwrap_or_default();
+            (age < settle && !settle.is_zero()).then(|| ClaimResult::Settling(settle - age))
+        }
+    }
+}
+
+/// Makes the claim's directory `dir` and renames the task into it as `dir/task`: the one
+/// rename that takes the task. `Busy` while a claim of the same id is still in `running/`.
+fn move_to_running(
+    path: &Path,
+    dir: &Path,
+) -> Result<ControlFlow<ClaimResult, PathBuf>, QueueError> {
+    match fs::create_dir(dir) {
         Ok(()) => {}
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
             // A claim of the same id is still in running/ (a live attempt, or a dead one that
             // recovery has not put back yet): leave this one queued until that is resolved.
-            return Ok(ClaimResult::Busy);
+            return Ok(ControlFlow::Break(ClaimResult::Busy));
         }
         Err(err) => {
             return Err(QueueError::Io {
                 action: "create",
-                path: dir,
+                path: dir.to_path_buf(),
                 source: err,
             });
         }
     }
     fault!("claim.dir_made");
     let task_path = dir.join("task");
-    if let Err(err) = fs::rename(&path, &task_path) {
-        let _ = fs::remove_dir(&dir);
+    if let Err(err) = fs::rename(path, &task_path) {
+        let _ = fs::remove_dir(dir);
         if err.kind() == io::ErrorKind::NotFound {
-            return Ok(ClaimResult::Gone);
+            return Ok(ControlFlow::Break(ClaimResult::Gone));
         }
         return Err(QueueError::Io {
             action: "claim",
-            path,
+            path: path.to_path_buf(),
             source: err,
         });
     }
     fault!("claim.renamed");
-    let sidecar = read_meta(&layout.meta_path(id));
-    // The attempt is counted in the lease, before the workflow runs: a task that kills its
-    // worker is charged even then (recovery carries the count into the sidecar). Creating
-    // files is the dominant cost of a claim on ext4, so the claim writes just this one.
-    let attempt = sidecar.attempts + 1;
+    Ok(ControlFlow::Continue(task_path))
+}
+
+/// Writes the claim's `lease.json` in `dir`: who holds attempt `attempt`. Creating files is the
+/// dominant cost of a claim on ext4, so the claim writes just this one.
+fn write_lease(
+    layout: &Layout,
+    id: &str,
+    owner: &Owner,
+    attempt: u32,
+    dir: &Path,
+) -> Result<Lease, QueueError> {
     let now = orchestrate_base::clock::now_rfc3339();
     let lease = Lease {
         format_version: QUEUE_FORMAT,
@@ -584,19 +626,8 @@ pub fn claim(
     let bytes = serde_json::to_vec_pretty(&lease).unwrap_or_default();
     // Written in place: the directory is new, and a reader that finds it half-written (or
     // missing) falls back to the sidecar's count.
-    fs::write(dir.join("lease.json"), &bytes)
-        .map_err(QueueError::io_err("write lease in", &dir))?;
-    fault!("claim.leased");
-    Ok(ClaimResult::Claimed(Box::new(Claim {
-        id: id.to_string(),
-        dir,
-        task_path,
-        lock: file,
-        attempt,
-        meta: sidecar,
-        lease,
-        content,
-    })))
+    fs::write(dir.join("lease.json"), &bytes).map_err(QueueError::io_err("write lease in", dir))?;
+    Ok(lease)
 }
 
 trait FileTypeExt2 {
@@ -876,25 +907,9 @@ pub fn recover(
             });
         }
     };
-    fs::create_dir_all(&layout.meta).map_err(QueueError::io_err("create", &layout.meta))?;
-    let guard_path = layout.meta.join(".recover.lock");
-    let guard = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&guard_path)
-        .map_err(QueueError::io_err("open", &guard_path))?;
-    match guard.try_lock() {
-        Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => return Ok(out),
-        Err(fs::TryLockError::Error(err)) => {
-            return Err(QueueError::Io {
-                action: "lock",
-                path: guard_path,
-                source: err,
-            });
-        }
-    }
+    let Some(_guard) = lock_recovery(layout)? else {
+        return Ok(out);
+    };
     fault!("recover.locked");
     for entry in entries.flatten() {
         let dir = entry.path();
@@ -904,136 +919,195 @@ pub fn recover(
         if id.starts_with('.') {
             continue;
         }
-        let task_path = dir.join("task");
-        let task = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&task_path)
-        {
-            Ok(file) => file,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                // A claim that died between mkdir and rename, or a directory already emptied.
-                if fs::remove_dir(&dir).is_err() && dir.join("lease.json").exists() {
-                    // A requeue that died between putting the task back and moving the
-                    // attempt's records aside: finish it, or the directory would keep the
-                    // name busy and the requeued task would never be claimed again.
-                    let attempt = fs::read(dir.join("lease.json"))
-                        .ok()
-                        .and_then(|b| serde_json::from_slice::<Lease>(&b).ok())
-                        .map_or(0, |l| l.attempt);
-                    let keep = layout.meta.join(format!("{id}.attempt-{attempt}"));
-                    let _ = fs::remove_dir_all(&keep);
-                    fs::rename(&dir, &keep).map_err(QueueError::io_err("move aside", &dir))?;
-                }
-                continue;
-            }
-            Err(err) => {
-                return Err(QueueError::Io {
-                    action: "open",
-                    path: task_path,
-                    source: err,
-                });
-            }
+        let Some(task) = lock_dead_claim(layout, &dir, &id, hung_after)? else {
+            continue;
         };
-        match task.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                if let Some(limit) = hung_after {
-                    kill_if_hung(&dir, limit);
-                }
-                continue;
+        out.push(recover_claim(layout, &dir, id, task, max_attempts)?);
+    }
+    Ok(out)
+}
+
+/// Takes the role's recovery lock, `None` while another recovery holds it.
+fn lock_recovery(layout: &Layout) -> Result<Option<File>, QueueError> {
+    fs::create_dir_all(&layout.meta).map_err(QueueError::io_err("create", &layout.meta))?;
+    let guard_path = layout.meta.join(".recover.lock");
+    let guard = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&guard_path)
+        .map_err(QueueError::io_err("open", &guard_path))?;
+    match guard.try_lock() {
+        Ok(()) => Ok(Some(guard)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(err)) => Err(QueueError::Io {
+            action: "lock",
+            path: guard_path,
+            source: err,
+        }),
+    }
+}
+
+/// The locked task file of claim `dir` when every process of its attempt is gone; `None` when
+/// the claim is still held (its step is killed first if its holder is dead or hung past
+/// `hung_after`) or holds no task (left over from a claim or requeue that died midway, tidied
+/// here).
+fn lock_dead_claim(
+    layout: &Layout,
+    dir: &Path,
+    id: &str,
+    hung_after: Option<Duration>,
+) -> Result<Option<File>, QueueError> {
+    let task_path = dir.join("task");
+    let task = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&task_path)
+    {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            // A claim that died between mkdir and rename, or a directory already emptied.
+            if fs::remove_dir(dir).is_err() && dir.join("lease.json").exists() {
+                // A requeue that died between putting the task back and moving the
+                // attempt's records aside: finish it, or the directory would keep the
+                // name busy and the requeued task would never be claimed again.
+                let attempt = fs::read(dir.join("lease.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Lease>(&b).ok())
+                    .map_or(0, |l| l.attempt);
+                let keep = layout.meta.join(format!("{id}.attempt-{attempt}"));
+                let _ = fs::remove_dir_all(&keep);
+                fs::rename(dir, &keep).map_err(QueueError::io_err("move aside", dir))?;
             }
-            Err(fs::TryLockError::Error(err)) => {
-                return Err(QueueError::Io {
-                    action: "lock",
-                    path: task_path,
-                    source: err,
-                });
+            return Ok(None);
+        }
+        Err(err) => {
+            return Err(QueueError::Io {
+                action: "open",
+                path: task_path,
+                source: err,
+            });
+        }
+    };
+    match task.try_lock() {
+        Ok(()) => Ok(Some(task)),
+        Err(fs::TryLockError::WouldBlock) => {
+            if let Some(limit) = hung_after {
+                kill_if_hung(dir, limit);
             }
+            Ok(None)
         }
-        // Every process of that attempt is gone.
-        let lease: Option<Lease> = fs::read(dir.join("lease.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let meta_path = layout.meta_path(&id);
-        let mut meta = read_meta(&meta_path);
-        // No readable lease: the claimer died right after the rename, before writing it; the
-        // claim counted an attempt all the same.
-        let attempt = lease
-            .as_ref()
-            .map(|l| l.attempt)
-            .unwrap_or(meta.attempts + 1)
-            .max(meta.attempts);
-        let reason = format!("attempt {attempt} ended without finishing: its worker died");
-        meta.history.push(HistoryEntry {
-            attempt,
-            ended: orchestrate_base::clock::now_rfc3339(),
-            reason: reason.clone(),
-            ..HistoryEntry::default()
-        });
-        meta.attempts = attempt;
-        let written: Option<Value> = fs::read(dir.join("status.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        if written.is_none() {
-            // Died while writing it (or never got there): the attempt did not finish.
-            let _ = fs::remove_file(dir.join("status.json"));
-        }
-        if let Some(status) = written {
-            // The attempt finished and wrote its status but died before the final move:
-            // finish the move it started.
-            let success = status["success"].as_bool().unwrap_or(false);
-            let parent = if success {
-                &layout.processed
-            } else {
-                &layout.failed
-            };
-            drop(task);
-            finish_move(layout, &dir, &id, parent, MoveSync::Durable)?;
-            let _ = fs::remove_file(&meta_path);
-            out.push(Recovered {
-                id,
-                attempt,
-                action: if success { "processed" } else { "failed" }.into(),
-                reason: "completed the final move".into(),
-            });
-            continue;
-        }
-        if attempt >= max_attempts {
-            let message = format!(
-                "worker died {attempt} time(s) while running this task; max_attempts is {max_attempts}"
-            );
-            let mut status = TaskStatus::new(&layout.role, &id, false, 1, &message);
-            status.correlation_id = meta.correlation_id.clone();
-            status.attempt = Some(attempt);
-            status.run_id = started_run_id(&dir);
-            status.history = meta.history.clone();
-            atomic_write(&dir.join("status.json"), &status.to_bytes())
-                .map_err(QueueError::io_err("write status in", &dir))?;
-            fault!("recover.status_written");
-            drop(task);
-            finish_move(layout, &dir, &id, &layout.failed, MoveSync::Durable)?;
-            let _ = fs::remove_file(&meta_path);
-            out.push(Recovered {
-                id,
-                attempt,
-                action: "failed".into(),
-                reason,
-            });
-            continue;
-        }
-        write_meta(&meta_path, &meta)?;
-        fault!("recover.sidecar_written");
+        Err(fs::TryLockError::Error(err)) => Err(QueueError::Io {
+            action: "lock",
+            path: task_path,
+            source: err,
+        }),
+    }
+}
+
+/// Recovers one claim whose attempt is over (`task` is its locked task file): charges the
+/// attempt in the sidecar, then finishes a move the attempt started, fails a task out of
+/// attempts, or requeues it.
+fn recover_claim(
+    layout: &Layout,
+    dir: &Path,
+    id: String,
+    task: File,
+    max_attempts: u32,
+) -> Result<Recovered, QueueError> {
+    // Every process of that attempt is gone.
+    let lease: Option<Lease> = fs::read(dir.join("lease.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let meta_path = layout.meta_path(&id);
+    let mut meta = read_meta(&meta_path);
+    // No readable lease: the claimer died right after the rename, before writing it; the
+    // claim counted an attempt all the same.
+    let attempt = lease
+        .as_ref()
+        .map(|l| l.attempt)
+        .unwrap_or(meta.attempts + 1)
+        .max(meta.attempts);
+    let reason = format!("attempt {attempt} ended without finishing: its worker died");
+    meta.history.push(HistoryEntry {
+        attempt,
+        ended: orchestrate_base::clock::now_rfc3339(),
+        reason: reason.clone(),
+        ..HistoryEntry::default()
+    });
+    meta.attempts = attempt;
+    let written: Option<Value> = fs::read(dir.join("status.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if written.is_none() {
+        // Died while writing it (or never got there): the attempt did not finish.
+        let _ = fs::remove_file(dir.join("status.json"));
+    }
+    if let Some(status) = written {
+        // The attempt finished and wrote its status but died before the final move:
+        // finish the move it started.
+        let success = status["success"].as_bool().unwrap_or(false);
+        let parent = if success {
+            &layout.processed
+        } else {
+            &layout.failed
+        };
         drop(task);
-        let action = requeue(layout, &dir, &id, attempt)?;
-        out.push(Recovered {
+        finish_move(layout, dir, &id, parent, MoveSync::Durable)?;
+        let _ = fs::remove_file(&meta_path);
+        return Ok(Recovered {
             id,
             attempt,
-            action: action.into(),
+            action: if success { "processed" } else { "failed" }.into(),
+            reason: "completed the final move".into(),
+        });
+    }
+    if attempt >= max_attempts {
+        fail_out_of_attempts(layout, dir, &id, &meta, max_attempts)?;
+        drop(task);
+        finish_move(layout, dir, &id, &layout.failed, MoveSync::Durable)?;
+        let _ = fs::remove_file(&meta_path);
+        return Ok(Recovered {
+            id,
+            attempt,
+            action: "failed".into(),
             reason,
         });
     }
-    Ok(out)
+    write_meta(&meta_path, &meta)?;
+    fault!("recover.sidecar_written");
+    drop(task);
+    let action = requeue(layout, dir, &id, attempt)?;
+    Ok(Recovered {
+        id,
+        attempt,
+        action: action.into(),
+        reason,
+    })
+}
+
+/// Writes the `status.json` of a task whose worker died on its last allowed attempt
+/// (`meta.attempts`), before it moves to `failed/`.
+fn fail_out_of_attempts(
+    layout: &Layout,
+    dir: &Path,
+    id: &str,
+    meta: &Meta,
+    max_attempts: u32,
+) -> Result<(), QueueError> {
+    let attempt = meta.attempts;
+    let message = format!(
+        "worker died {attempt} time(s) while running this task; max_attempts is {max_attempts}"
+    );
+    let mut status = TaskStatus::new(&layout.role, id, false, 1, &message);
+    status.correlation_id = meta.correlation_id.clone();
+    status.attempt = Some(attempt);
+    status.run_id = started_run_id(dir);
+    status.history = meta.history.clone();
+    atomic_write(&dir.join("status.json"), &status.to_bytes())
+        .map_err(QueueError::io_err("write status in", dir))?;
+    fault!("recover.status_written");
+    Ok(())
 }
 
 /// The run id an attempt's `events.jsonl` starts with (its `run_started`), if it got that far.
