@@ -240,12 +240,12 @@ fn in_flight(workspace: &Path) -> Vec<queue::Lease> {
     leases
 }
 
-/// "2m3s" since an RFC 3339 time.
+/// The time since an RFC 3339 time, for people (`12.4s`, `5m03s`); `?` when it cannot be read.
 fn since(at: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(at)
         .ok()
         .and_then(|t| chrono::Utc::now().signed_duration_since(t).to_std().ok())
-        .map_or_else(|| "?".to_string(), |d| format!("{}s", d.as_secs()))
+        .map_or_else(|| "?".to_string(), orchestrate_base::human::duration)
 }
 
 pub fn swarm_down(workspace: &Path, force: bool, timeout: std::time::Duration) -> Outcome {

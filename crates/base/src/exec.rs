@@ -253,25 +253,6 @@ pub struct Finished {
 pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
     let started_at = chrono::Utc::now();
     let start = Instant::now();
-    let Spec {
-        argv,
-        env,
-        env_remove,
-        cwd,
-        stdin,
-        stdout_log,
-        stderr_log,
-        stdout_file,
-        capture_limit,
-        timeout,
-        idle_timeout,
-        stdout_lines,
-        stop,
-        kill_grace,
-        secrets,
-        inherit_fds,
-    } = spec;
-
     let not_run = |outcome: Outcome| Finished {
         outcome,
         stdout: Vec::new(),
@@ -285,49 +266,133 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
     };
     let failed = |message: String| not_run(Outcome::SpawnFailed { message });
 
-    let raw_file = match &stdout_file {
-        None => None,
-        Some(path) => match create_file(path) {
-            Ok(file) => Some(file),
-            Err(e) => {
-                return failed(format!(
-                    "cannot create output file `{}`: {e}",
-                    path.display()
-                ));
-            }
-        },
+    let raw_file = match open_stdout_file(spec.stdout_file.as_deref()) {
+        Ok(file) => file,
+        Err(message) => return failed(message),
     };
-
-    let Some(argv0) = argv.first() else {
+    let Some(argv0) = spec.argv.first() else {
         return failed("cannot run an empty command line".to_owned());
     };
     if cancel.is_cancelled() {
         return not_run(Outcome::Cancelled);
     }
+    let program = match program_of(&spec, argv0) {
+        Ok(program) => program,
+        Err(message) => return failed(message),
+    };
+    let (mut command, cgroup) = command(&spec, argv0, &program);
+    let mut child = match spawn(&mut command, &spec.inherit_fds) {
+        Ok(child) => child,
+        Err(e) => return failed(spawn_failure(argv0, &program, &spec.cwd, &e)),
+    };
 
-    let path_var = env
+    let pid = child.id();
+    // The child is its group's leader, so the group id is its pid. `id()` is
+    // `Some` until the child is reaped; 0 makes `kill_group` a no-op.
+    let pgid = pid.and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+    // A child that did not land in its cgroup is stopped by its group alone.
+    let cgroup = cgroup.filter(|cgroup| pid.is_some_and(|pid| cgroup.holds(pid)));
+    let cgroup_path = cgroup.as_ref().map(|cgroup| cgroup.path().to_owned());
+    let mut guard = GroupGuard::new(pgid, cgroup);
+    let stdin_task = feed_stdin(spec.stdin, child.stdin.take());
+
+    // Milliseconds since `start` of the latest read from either pipe, for `idle_timeout`.
+    let last_output = std::sync::atomic::AtomicU64::new(0);
+    let masker = Masker::new(&spec.secrets);
+    let mut out = Output::new(
+        spec.stdout_log,
+        raw_file,
+        masker.clone(),
+        spec.capture_limit,
+        spec.stdout_lines,
+        (&last_output, start),
+    );
+    let mut err = Output::new(
+        spec.stderr_log,
+        None,
+        masker,
+        0,
+        None,
+        (&last_output, start),
+    );
+    let limits = Limits {
+        deadline: spec.timeout.and_then(|t| start.checked_add(t)),
+        idle: spec.idle_timeout.map(|idle| (idle, &last_output, start)),
+        stop: spec.stop.as_ref(),
+    };
+    let (stop, status) = wait_and_drain(
+        &mut child,
+        (pgid, guard.cgroup.as_mut()),
+        limits,
+        (spec.kill_grace, &cancel),
+        (&mut out, &mut err),
+    )
+    .await;
+    // Reaped: from here on the pid and group id may belong to someone else.
+    guard.disarm();
+    if let Some(task) = stdin_task {
+        // A grandchild outside the group could keep stdin open without
+        // reading; the write is pointless now that the child is gone.
+        task.abort();
+    }
+
+    Finished {
+        outcome: outcome(stop, status, spec.idle_timeout, argv0, pgid),
+        stdout: out.capture,
+        stdout_bytes: out.bytes,
+        stdout_complete: !out.cut,
+        stdout_lines: out.newlines + u64::from(out.last.is_some_and(|b| b != b'\n')),
+        started_at,
+        duration: start.elapsed(),
+        pid,
+        cgroup: cgroup_path,
+    }
+}
+
+/// Creates the user's redirect of stdout, if there is one, before anything runs: a file that
+/// cannot be created is a failure to run the step.
+fn open_stdout_file(path: Option<&Path>) -> Result<Option<File>, String> {
+    match path {
+        None => Ok(None),
+        Some(path) => match create_file(path) {
+            Ok(file) => Ok(Some(file)),
+            Err(e) => Err(format!(
+                "cannot create output file `{}`: {e}",
+                path.display()
+            )),
+        },
+    }
+}
+
+/// The program `argv0` names, looked up on the spec's `PATH` (else the engine's); the message
+/// names a missing working directory before a missing program.
+fn program_of(spec: &Spec, argv0: &str) -> Result<PathBuf, String> {
+    let path_var = spec
+        .env
         .iter()
         .rev()
         .find(|(key, _)| key == "PATH")
         .map(|(_, value)| OsString::from(value))
         .or_else(|| std::env::var_os("PATH"));
-    let program = match resolve_program(argv0, path_var.as_deref(), &cwd) {
-        Ok(program) => program,
-        Err(message) => return failed(cwd_problem(argv0, &cwd).unwrap_or(message)),
-    };
+    resolve_program(argv0, path_var.as_deref(), &spec.cwd)
+        .map_err(|message| cwd_problem(argv0, &spec.cwd).unwrap_or(message))
+}
 
-    let mut command = Command::new(&program);
+/// The command for `spec`, not yet spawned: argv, environment, working directory, pipes, a
+/// process group of its own, and the step's cgroup where the system allows one.
+fn command(spec: &Spec, argv0: &str, program: &Path) -> (Command, Option<crate::cgroup::Step>) {
+    let mut command = Command::new(program);
     command
         // The child sees the name it was given, not the resolved path.
         .arg0(argv0)
-        .args(&argv[1..]);
-    for key in &env_remove {
+        .args(&spec.argv[1..]);
+    for key in &spec.env_remove {
         command.env_remove(key);
     }
     command
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&cwd)
-        .stdin(match stdin {
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&spec.cwd)
+        .stdin(match spec.stdin {
             Stdin::Null => Stdio::null(),
             Stdin::Bytes(_) => Stdio::piped(),
         })
@@ -335,7 +400,7 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
         .stderr(Stdio::piped())
         .process_group(0)
         // Backstop for a dropped future: tokio then kills and reaps the child;
-        // `GroupGuard` below takes care of its descendants.
+        // `GroupGuard` takes care of its descendants.
         .kill_on_drop(true);
     // The step's own cgroup, where the system allows one: stopping it reaches every process the
     // step started, also those that left its group and session. The child enters it in
@@ -355,28 +420,25 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
             });
         }
     }
-    let spawned = {
-        let _serial = spawn_lock();
-        match Inheritable::open_up(&inherit_fds) {
-            Ok(_inheritable) => command.spawn(),
-            Err(e) => Err(e),
-        }
-    };
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) => return failed(spawn_failure(argv0, &program, &cwd, &e)),
-    };
+    (command, cgroup)
+}
 
-    let pid = child.id();
-    // The child is its group's leader, so the group id is its pid. `id()` is
-    // `Some` until the child is reaped; 0 makes `kill_group` a no-op.
-    let pgid = pid.and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
-    // A child that did not land in its cgroup is stopped by its group alone.
-    let cgroup = cgroup.filter(|cgroup| pid.is_some_and(|pid| cgroup.holds(pid)));
-    let cgroup_path = cgroup.as_ref().map(|cgroup| cgroup.path().to_owned());
-    let mut guard = GroupGuard::new(pgid, cgroup);
+/// Spawns `command` with `inherit_fds` open to it, one spawn at a time (see [`spawn_lock`]).
+fn spawn(command: &mut Command, inherit_fds: &[i32]) -> io::Result<Child> {
+    let _serial = spawn_lock();
+    match Inheritable::open_up(inherit_fds) {
+        Ok(_inheritable) => command.spawn(),
+        Err(e) => Err(e),
+    }
+}
 
-    let stdin_task = match (stdin, child.stdin.take()) {
+/// Writes the stdin bytes, if any, from a task of their own, so a child that does not read
+/// them cannot block the run. Without bytes the pipe is dropped here: the child gets EOF at once.
+fn feed_stdin(
+    stdin: Stdin,
+    pipe: Option<tokio::process::ChildStdin>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    match (stdin, pipe) {
         (Stdin::Bytes(bytes), Some(mut pipe)) if !bytes.is_empty() => {
             Some(tokio::spawn(async move {
                 // EPIPE just means the child stopped reading (or never
@@ -387,92 +449,59 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
         }
         // No bytes: dropping the pipe here gives the child EOF at once.
         _ => None,
-    };
+    }
+}
 
-    // Milliseconds since `start` of the latest read from either pipe, for `idle_timeout`.
-    let last_output = std::sync::atomic::AtomicU64::new(0);
-    let masker = Masker::new(&secrets);
-    let mut out = Output {
-        log: Sink::Pending(stdout_log),
-        raw: Sink::Open(raw_file),
-        masker: masker.clone(),
-        masked: Vec::new(),
-        capture: Vec::new(),
-        capture_limit,
-        cut: false,
-        bytes: 0,
-        newlines: 0,
-        last: None,
-        tap: stdout_lines.map(|tx| (tx, Vec::new())),
-        last_output: Some((&last_output, start)),
-    };
-    let mut err = Output {
-        log: Sink::Pending(stderr_log),
-        raw: Sink::Open(None),
-        masker,
-        masked: Vec::new(),
-        capture: Vec::new(),
-        capture_limit: 0,
-        cut: false,
-        bytes: 0,
-        newlines: 0,
-        last: None,
-        tap: None,
-        last_output: Some((&last_output, start)),
-    };
+/// Waits for the child (see [`supervise`]) while draining both of its pipes into `out` and
+/// `err`; once it is reaped, output still buffered is read in full but more is waited for only
+/// [`LEAK_TIMEOUT`].
+async fn wait_and_drain(
+    child: &mut Child,
+    group: (i32, Option<&mut crate::cgroup::Step>),
+    limits: Limits<'_>,
+    (kill_grace, cancel): (Duration, &CancellationToken),
+    (out, err): (&mut Output<'_>, &mut Output<'_>),
+) -> (Stop, io::Result<ExitStatus>) {
     let stdout_pipe = child.stdout.take();
     let stderr_pipe = child.stderr.take();
-    let deadline = timeout.and_then(|t| start.checked_add(t));
-
-    let (stop, status) = {
-        let stop_reading = CancellationToken::new();
-        // The pipes are drained in this task, concurrently with waiting, so a
-        // child writing a lot never blocks and no thread is needed per run.
-        let mut drains = pin!(async {
-            tokio::join!(
-                drain(stdout_pipe, &mut out, &stop_reading),
-                drain(stderr_pipe, &mut err, &stop_reading),
-            )
-        });
-        let limits = Limits {
-            deadline,
-            idle: idle_timeout.map(|idle| (idle, &last_output, start)),
-            stop: stop.as_ref(),
-        };
-        let mut supervise = pin!(supervise(
-            &mut child,
-            (pgid, guard.cgroup.as_mut()),
-            limits,
-            kill_grace,
-            &cancel
-        ));
-        let mut drained = false;
-        let result = loop {
-            tokio::select! {
-                result = &mut supervise => break result,
-                _ = &mut drains, if !drained => drained = true,
-            }
-        };
-        if !drained {
-            tokio::select! {
-                _ = &mut drains => {}
-                () = tokio::time::sleep(LEAK_TIMEOUT) => {
-                    stop_reading.cancel();
-                    drains.await;
-                }
+    let stop_reading = CancellationToken::new();
+    // The pipes are drained in this task, concurrently with waiting, so a
+    // child writing a lot never blocks and no thread is needed per run.
+    let mut drains = pin!(async {
+        tokio::join!(
+            drain(stdout_pipe, out, &stop_reading),
+            drain(stderr_pipe, err, &stop_reading),
+        )
+    });
+    let mut supervise = pin!(supervise(child, group, limits, kill_grace, cancel));
+    let mut drained = false;
+    let result = loop {
+        tokio::select! {
+            result = &mut supervise => break result,
+            _ = &mut drains, if !drained => drained = true,
+        }
+    };
+    if !drained {
+        tokio::select! {
+            _ = &mut drains => {}
+            () = tokio::time::sleep(LEAK_TIMEOUT) => {
+                stop_reading.cancel();
+                drains.await;
             }
         }
-        result
-    };
-    // Reaped: from here on the pid and group id may belong to someone else.
-    guard.disarm();
-    if let Some(task) = stdin_task {
-        // A grandchild outside the group could keep stdin open without
-        // reading; the write is pointless now that the child is gone.
-        task.abort();
     }
+    result
+}
 
-    let outcome = match stop {
+/// How the run ended, from why the wait ended and the reaped status.
+fn outcome(
+    stop: Stop,
+    status: io::Result<ExitStatus>,
+    idle_timeout: Option<Duration>,
+    argv0: &str,
+    pgid: i32,
+) -> Outcome {
+    match stop {
         Stop::TimedOut => Outcome::TimedOut,
         Stop::Idle => Outcome::IdleTimedOut {
             after_ms: u64::try_from(idle_timeout.unwrap_or_default().as_millis())
@@ -489,17 +518,6 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
                 message: format!("lost track of `{argv0}` (pid {pgid}): {e}"),
             },
         },
-    };
-    Finished {
-        outcome,
-        stdout: out.capture,
-        stdout_bytes: out.bytes,
-        stdout_complete: !out.cut,
-        stdout_lines: out.newlines + u64::from(out.last.is_some_and(|b| b != b'\n')),
-        started_at,
-        duration: start.elapsed(),
-        pid,
-        cgroup: cgroup_path,
     }
 }
 
@@ -923,7 +941,34 @@ struct Output<'a> {
     last_output: Option<(&'a std::sync::atomic::AtomicU64, Instant)>,
 }
 
-impl Output<'_> {
+impl<'a> Output<'a> {
+    /// One stream: its log (created on the first byte), the user's unmasked copy, the first
+    /// `capture_limit` masked bytes kept, complete lines sent to `tap`, reads timed on
+    /// `last_output`.
+    fn new(
+        log: PathBuf,
+        raw: Option<File>,
+        masker: Option<Masker>,
+        capture_limit: usize,
+        tap: Option<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
+        last_output: (&'a std::sync::atomic::AtomicU64, Instant),
+    ) -> Output<'a> {
+        Output {
+            log: Sink::Pending(log),
+            raw: Sink::Open(raw),
+            masker,
+            masked: Vec::new(),
+            capture: Vec::new(),
+            capture_limit,
+            cut: false,
+            bytes: 0,
+            newlines: 0,
+            last: None,
+            tap: tap.map(|tx| (tx, Vec::new())),
+            last_output: Some(last_output),
+        }
+    }
+
     fn feed(&mut self, data: &[u8]) {
         if let Some((last, start)) = self.last_output {
             let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);

@@ -19,15 +19,48 @@ pub fn group_digits(n: u64) -> String {
     out
 }
 
-/// A duration for people, to the unit that matters: `150ms`, `12s`, `5m3s`, `2h5m`, `3d2h`.
+/// A duration for people, as precise as it matters: under ten seconds to the hundredth
+/// (`0.15s`, `4.1s`), under a minute to the tenth (`12.4s`), with trailing zeros dropped
+/// (`5s`, `0s`); beyond a minute in whole units, the smaller one in two digits so that columns
+/// line up: `5m03s`, `2h05m`, `3d02h`. Rounded to the shown precision before the unit is chosen,
+/// so `59.96s` reads `1m00s`, never `60.0s`. One function for every duration a person reads:
+/// step timings in `status`, `report` and `logs`, waits and restarts in the supervisor's
+/// messages and `swarm status`.
 pub fn duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0 if d.as_millis() > 0 => format!("{}ms", d.as_millis()),
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{}s", s / 60, s % 60),
-        3600..86400 => format!("{}h{}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
+    let nanos = d.as_nanos();
+    // Rounded to the nearest multiple of `unit` nanoseconds.
+    let rounded = |unit: u128| (nanos + unit / 2) / unit;
+    let hundredths = rounded(10_000_000);
+    if hundredths < 1_000 {
+        return decimal(hundredths, 100);
+    }
+    let tenths = rounded(100_000_000);
+    if tenths < 600 {
+        return decimal(tenths, 10);
+    }
+    let s = rounded(1_000_000_000);
+    if s < 3600 {
+        return format!("{}m{:02}s", s / 60, s % 60);
+    }
+    let m = rounded(60_000_000_000);
+    if m < 24 * 60 {
+        return format!("{}h{:02}m", m / 60, m % 60);
+    }
+    let h = rounded(3_600_000_000_000);
+    format!("{}d{:02}h", h / 24, h % 24)
+}
+
+/// `n` units of `1/per` second (`per` is 10 or 100) as seconds, without trailing zeros.
+fn decimal(n: u128, per: u128) -> String {
+    let (whole, mut frac, mut digits) = (n / per, n % per, if per == 100 { 2 } else { 1 });
+    while frac != 0 && frac % 10 == 0 {
+        frac /= 10;
+        digits -= 1;
+    }
+    if frac == 0 {
+        format!("{whole}s")
+    } else {
+        format!("{whole}.{frac:0digits$}s")
     }
 }
 
@@ -85,12 +118,25 @@ mod tests {
 
     #[test]
     fn durations_read_well() {
-        assert_eq!(duration(Duration::from_millis(150)), "150ms");
+        let ms = Duration::from_millis;
+        let secs = Duration::from_secs;
         assert_eq!(duration(Duration::ZERO), "0s");
-        assert_eq!(duration(Duration::from_secs(59)), "59s");
-        assert_eq!(duration(Duration::from_secs(303)), "5m3s");
-        assert_eq!(duration(Duration::from_secs(7500)), "2h5m");
-        assert_eq!(duration(Duration::from_secs(3 * 86400 + 7200)), "3d2h");
+        assert_eq!(duration(ms(4)), "0s");
+        assert_eq!(duration(ms(5)), "0.01s");
+        assert_eq!(duration(ms(150)), "0.15s");
+        assert_eq!(duration(ms(1500)), "1.5s");
+        assert_eq!(duration(ms(4100)), "4.1s");
+        assert_eq!(duration(ms(9994)), "9.99s");
+        assert_eq!(duration(ms(9996)), "10s");
+        assert_eq!(duration(ms(12_400)), "12.4s");
+        assert_eq!(duration(ms(12_040)), "12s");
+        assert_eq!(duration(secs(59)), "59s");
+        assert_eq!(duration(ms(59_960)), "1m00s");
+        assert_eq!(duration(secs(303)), "5m03s");
+        assert_eq!(duration(ms(3_599_600)), "1h00m");
+        assert_eq!(duration(secs(7500)), "2h05m");
+        assert_eq!(duration(secs(86_370)), "1d00h");
+        assert_eq!(duration(secs(3 * 86400 + 7200)), "3d02h");
     }
 
     #[test]

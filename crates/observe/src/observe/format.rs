@@ -1,26 +1,23 @@
-//! Text helpers of the human renderings: durations, costs, token counts, times, shares, the
+//! Text helpers of the human renderings: seconds as durations, costs, token counts, times, shares, the
 //! plain text table and the path taken on one line.
 //!
 //! Does not know any view: `report_text`, `status` and `logs` call these.
 
 use super::fold::parse_ts;
 use std::fmt::Write as _;
+use std::time::Duration;
 
 /// The path is printed in full in JSON; a human sees at most this many steps of it.
 const PATH_SHOWN: usize = 80;
 
-pub fn fmt_duration(seconds: f64) -> String {
-    if seconds < 10.0 {
-        format!("{seconds:.2}s")
-    } else if seconds < 60.0 {
-        format!("{seconds:.1}s")
-    } else if seconds < 3600.0 {
-        let s = seconds.round() as u64;
-        format!("{}m{:02}s", s / 60, s % 60)
+/// Seconds as the records hold them, as a duration for [`orchestrate_base::human::duration`]: a negative or NaN
+/// count (clocks that stepped back) is none, one too large for a `Duration` the longest.
+pub fn seconds(seconds: f64) -> Duration {
+    Duration::try_from_secs_f64(seconds).unwrap_or(if seconds > 0.0 {
+        Duration::MAX
     } else {
-        let m = (seconds / 60.0).round() as u64;
-        format!("{}h{:02}m", m / 60, m % 60)
-    }
+        Duration::ZERO
+    })
 }
 
 pub fn fmt_cost(usd: f64) -> String {

@@ -47,7 +47,7 @@ pub use error::ObserveError;
 pub use fold::{
     ApprovalWait, Execution, OpenStep, PauseWait, RetryWait, RunEnd, Tokens, exec_label,
 };
-pub use format::{fmt_cost, fmt_duration, fmt_time, fmt_tokens};
+pub use format::{fmt_cost, fmt_time, fmt_tokens};
 pub use locate::RunSource;
 pub use logs::{FOLLOW_POLL, logs};
 pub use report::{Report, RunSelector, report};

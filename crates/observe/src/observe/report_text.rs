@@ -3,9 +3,10 @@
 //! Does not compute anything the JSON does not hold: it only lays out `report_data`.
 
 use super::fold::exec_label;
-use super::format::{fmt_cost, fmt_duration, fmt_share, fmt_time, fmt_tokens, render_path, table};
+use super::format::{fmt_cost, fmt_share, fmt_time, fmt_tokens, render_path, seconds, table};
 use super::locate::RunSource;
 use super::report_data::{RunReport, RunsReport};
+use orchestrate_base::human;
 use std::fmt::Write as _;
 
 impl RunReport {
@@ -58,7 +59,7 @@ impl RunReport {
                 let _ = write!(out, "  finished {}", fmt_time(finished));
             }
             if let Some(wall) = self.wall_sec {
-                let _ = write!(out, "  wall {}", fmt_duration(wall));
+                let _ = write!(out, "  wall {}", human::duration(seconds(wall)));
             }
             out.push('\n');
         }
@@ -100,7 +101,7 @@ impl RunReport {
                     name,
                     r.visits.to_string(),
                     r.attempts.to_string(),
-                    fmt_duration(r.duration_sec),
+                    human::duration(seconds(r.duration_sec)),
                     if r.container {
                         "(body)".into()
                     } else {
@@ -120,7 +121,7 @@ impl RunReport {
             "total".into(),
             t.visits.to_string(),
             t.attempts.to_string(),
-            fmt_duration(t.duration_sec),
+            human::duration(seconds(t.duration_sec)),
             String::new(),
             fmt_tokens(t.tokens.input),
             fmt_tokens(t.tokens.output),
@@ -291,7 +292,7 @@ impl RunsReport {
         let _ = writeln!(
             out,
             ": {} of step time, {}",
-            fmt_duration(self.total_duration_sec),
+            human::duration(seconds(self.total_duration_sec)),
             fmt_cost(self.total_cost_usd)
         );
         self.render_runs(&mut out);
@@ -305,7 +306,7 @@ impl RunsReport {
                 let _ = writeln!(
                     out,
                     "  {:>8}  {:>9}  {} (exec {}) in {}",
-                    fmt_duration(n.duration_sec),
+                    human::duration(seconds(n.duration_sec)),
                     fmt_cost(n.cost_usd),
                     n.step,
                     exec_label(&n.lane, n.exec),
@@ -344,7 +345,7 @@ impl RunsReport {
                         r.workflow.clone().unwrap_or_default(),
                         r.status.clone(),
                         r.started_at.as_deref().map(fmt_time).unwrap_or_default(),
-                        fmt_duration(r.duration_sec),
+                        human::duration(seconds(r.duration_sec)),
                         fmt_cost(r.cost_usd),
                     ]
                 })
@@ -369,12 +370,12 @@ impl RunsReport {
                         s.step.clone(),
                         s.count.to_string(),
                         s.runs.to_string(),
-                        fmt_duration(s.p50_duration_sec),
-                        fmt_duration(s.p95_duration_sec),
+                        human::duration(seconds(s.p50_duration_sec)),
+                        human::duration(seconds(s.p95_duration_sec)),
                         fmt_cost(s.p50_cost_usd),
                         fmt_cost(s.p95_cost_usd),
                         format!("{:.0}%", s.failure_rate * 100.0),
-                        fmt_duration(s.total_duration_sec),
+                        human::duration(seconds(s.total_duration_sec)),
                         if s.unpriced > 0 {
                             format!("{} (+{} unpriced)", fmt_cost(s.total_cost_usd), s.unpriced)
                         } else {

@@ -10,11 +10,12 @@ use super::fold::{
     ApprovalWait, Execution, Facts, OpenStep, PauseWait, RetryWait, Tokens, exec_label, fold,
     parse_ts, seconds_between,
 };
-use super::format::{fmt_cost, fmt_duration, fmt_time, fmt_tokens};
+use super::format::{fmt_cost, fmt_time, fmt_tokens, seconds};
 use super::load::{Loaded, load};
 use super::locate::{RunLoc, TaskRuns, locate, newest_any_run};
 use super::report_data::Failure;
 use chrono::Utc;
+use orchestrate_base::human;
 use orchestrate_engine::state::RunDir;
 use orchestrate_lang::model::StepKind;
 use serde::Serialize;
@@ -115,7 +116,7 @@ impl StatusView {
         }
         let _ = write!(out, "  {}", self.status.as_deref().unwrap_or("unknown"));
         if let Some(elapsed) = self.elapsed_sec {
-            let _ = write!(out, "  {}", fmt_duration(elapsed));
+            let _ = write!(out, "  {}", human::duration(seconds(elapsed)));
         }
         if self.resumes > 0 {
             let _ = write!(out, "  (resumed {}×)", self.resumes);
@@ -171,7 +172,7 @@ impl StatusView {
             }
             if let Some(since) = parse_ts(&current.started_at) {
                 let secs = (Utc::now() - since).num_milliseconds() as f64 / 1e3;
-                let _ = write!(line, ", for {}", fmt_duration(secs.max(0.0)));
+                let _ = write!(line, ", for {}", human::duration(seconds(secs.max(0.0))));
             }
             let _ = writeln!(out, "{line}");
             if !self.running_too.is_empty() {
@@ -208,7 +209,7 @@ impl StatusView {
                     .exit_code
                     .map(|c| format!(" (exit code {c})"))
                     .unwrap_or_default(),
-                fmt_duration(retry.delay_sec)
+                human::duration(seconds(retry.delay_sec))
             );
         }
         if let Some(pause) = &self.paused {

@@ -361,7 +361,7 @@ async fn replica_that_never_reports_ready_is_killed_and_restarted() {
     assert_eq!(qa.last_exit, Some(ExitReason::NotReady { timeout_ms: 150 }));
     assert_eq!(
         qa.last_exit.as_ref().unwrap().to_string(),
-        "not ready within 150ms"
+        "not ready within 0.15s"
     );
     let pids: Vec<u32> = swarm
         .events()

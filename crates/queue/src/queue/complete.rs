@@ -1,0 +1,157 @@
+//! Finishing an attempt: its status.json, then one rename of the task's directory into
+//! `processed/` or `failed/`.
+//!
+//! Owns the final move (also recovery's) and keeping the bytes the workflow was given. Does not
+//! decide success (the worker does).
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::error::QueueError;
+use super::layout::Layout;
+use super::lease::Claim;
+use crate::record::TaskStatus;
+use orchestrate_base::fsutil::{fsync_dir, rename_noreplace, write_unpublished};
+use orchestrate_base::io_err::FromIo;
+
+/// `processed/` or `failed/` entry name: UTC time first so a listing sorts by finish time.
+pub(super) fn final_name(role: &str, id: &str) -> String {
+    let now = chrono::Utc::now();
+    format!("{}_{role}_{id}", now.format("%Y%m%dT%H%M%S%.6fZ"))
+}
+
+/// Writes `status.json` into the claim's directory and fsyncs it (the commit point: from here on
+/// the attempt counts as finished), then moves the directory with one rename into `processed/` or
+/// `failed/` and drops the sidecar. Returns the final path.
+///
+/// The move is not fsynced: should a power loss undo it, the directory is back in `running/`
+/// with a whole status.json and a dead owner, and recovery finishes the move (never reruns
+/// the task). That leaves one journal commit per task instead of two.
+pub fn complete(
+    layout: &Layout,
+    claim: &Claim,
+    success: bool,
+    status: &TaskStatus,
+) -> Result<PathBuf, QueueError> {
+    let bytes = match keep_given(claim) {
+        None => status.to_bytes(),
+        Some(note) => {
+            let mut status = status.clone();
+            status.task_changed = Some(note);
+            status.to_bytes()
+        }
+    };
+    // The task's directory is published by the move below, after this write is on disk.
+    write_unpublished(&claim.dir.join("status.json"), &bytes)
+        .map_err(QueueError::io_err("write status in", &claim.dir))?;
+    fault!("complete.status_written");
+    let parent = if success {
+        &layout.processed
+    } else {
+        &layout.failed
+    };
+    let dest = finish_move(layout, &claim.dir, &claim.id, parent, MoveSync::Lazy)?;
+    let _ = fs::remove_file(layout.meta_path(&claim.id));
+    Ok(dest)
+}
+
+/// Makes the claim's `task` file hold exactly the bytes the workflow was given
+/// (`Claim::content`). Something that wrote to the file after the claim (a writer that opened it
+/// in the instant between the check and the move, a step writing to `${task.path}`) would make
+/// the record disagree with what ran: its version is kept beside it as `task.changed` and the
+/// given bytes are put back. Returns what status.json should say about it, if anything changed.
+fn keep_given(claim: &Claim) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    // Through the lock's descriptor: the very file that was claimed, whatever its name is now.
+    let limit = claim.content.len() + 1;
+    let mut found = Vec::with_capacity(limit);
+    let mut buf = [0u8; 8192];
+    while found.len() < limit {
+        match claim.lock.read_at(&mut buf, found.len() as u64) {
+            Ok(0) => break,
+            Ok(n) => found.extend_from_slice(&buf[..n]),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => {
+                return Some(format!(
+                    "could not check that the task file still holds the {} bytes the workflow was given: {err}",
+                    claim.content.len()
+                ));
+            }
+        }
+    }
+    if found == claim.content {
+        return None;
+    }
+    // Read the whole changed version (the check above stopped one byte past the given length).
+    let changed = fs::read(&claim.task_path).unwrap_or(found);
+    let kept = claim.dir.join("task.changed");
+    let restore = || -> io::Result<()> {
+        write_unpublished(&kept, &changed)?;
+        let mut task = OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&claim.task_path)?;
+        task.write_all(&claim.content)?;
+        task.sync_all()
+    };
+    Some(match restore() {
+        Ok(()) => format!(
+            "the task file was written to after it was claimed: the workflow was given {} bytes, \
+             the file then held {}; `task` holds the bytes given, `task.changed` the later version",
+            claim.content.len(),
+            changed.len()
+        ),
+        Err(err) => format!(
+            "the task file was written to after it was claimed (the workflow was given {} bytes, \
+             the file then held {}) and could not be put back: {err}",
+            claim.content.len(),
+            changed.len()
+        ),
+    })
+}
+
+/// Whether a final move is made durable before it returns.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum MoveSync {
+    /// fsync both parents: the move is the record (recovery's moves to `failed/`).
+    Durable,
+    /// No fsync: the status.json already on disk is the record and recovery redoes the move.
+    Lazy,
+}
+
+pub(super) fn finish_move(
+    layout: &Layout,
+    dir: &Path,
+    id: &str,
+    parent: &Path,
+    sync: MoveSync,
+) -> Result<PathBuf, QueueError> {
+    fs::create_dir_all(parent).map_err(QueueError::io_err("create", parent))?;
+    loop {
+        let dest = parent.join(final_name(&layout.role, id));
+        match rename_noreplace(dir, &dest) {
+            Ok(()) => {
+                fault!("finish.renamed");
+                if sync == MoveSync::Durable {
+                    fsync_dir(parent).map_err(QueueError::io_err("sync", parent))?;
+                    fsync_dir(&layout.running)
+                        .map_err(QueueError::io_err("sync", &layout.running))?;
+                }
+                fault!("finish.synced");
+                return Ok(dest);
+            }
+            // Two finishes of one id in the same microsecond: take the next name.
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(err) => {
+                return Err(QueueError::Io {
+                    action: "move",
+                    path: dir.to_path_buf(),
+                    source: err,
+                });
+            }
+        }
+    }
+}

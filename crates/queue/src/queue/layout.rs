@@ -1,0 +1,111 @@
+//! Where one role's queue lives on disk, and the sidecar that travels with a task.
+//!
+//! Owns `Layout` (the inbox, `running/`, `processed/`, `failed/` and sidecar directories of a
+//! role), the sidecar `Meta` and reading and writing it. Does not move tasks (the other files
+//! of this folder do).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::QueueError;
+use crate::record::HistoryEntry;
+use orchestrate_base::fsutil::atomic_write;
+use orchestrate_base::io_err::FromIo;
+
+/// Task files larger than this are quarantined unread.
+pub const DEFAULT_MAX_TASK_BYTES: u64 = 16 * 1024 * 1024;
+/// Format of lease.json and sidecar files.
+pub const QUEUE_FORMAT: u32 = 1;
+
+/// Where one role's queue lives.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub workspace: PathBuf,
+    pub role: String,
+    pub inbox: PathBuf,
+    pub running: PathBuf,
+    pub processed: PathBuf,
+    pub failed: PathBuf,
+    pub meta: PathBuf,
+    pub extension: String,
+}
+
+impl Layout {
+    pub fn new(workspace: &Path, role: &str, inbox: &Path) -> Layout {
+        Layout {
+            workspace: workspace.to_path_buf(),
+            role: role.to_string(),
+            inbox: workspace.join(inbox),
+            running: workspace.join("running").join(role),
+            processed: workspace.join("processed"),
+            failed: workspace.join("failed"),
+            meta: workspace.join(".orchestrate").join("queue").join(role),
+            extension: ".task".to_string(),
+        }
+    }
+
+    pub fn create_dirs(&self) -> Result<(), QueueError> {
+        for dir in [
+            &self.inbox,
+            &self.running,
+            &self.processed,
+            &self.failed,
+            &self.meta,
+        ] {
+            fs::create_dir_all(dir).map_err(QueueError::io_err("create", dir))?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn meta_path(&self, id: &str) -> PathBuf {
+        self.meta.join(format!("{id}.json"))
+    }
+
+    /// The id of an inbox entry, when it is a task file by name (`<id>.task`, not hidden).
+    pub fn task_id<'a>(&self, file_name: &'a str) -> Option<&'a str> {
+        if file_name.starts_with('.') {
+            return None;
+        }
+        file_name.strip_suffix(self.extension.as_str())
+    }
+}
+
+/// The sidecar that travels with a task between attempts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Meta {
+    #[serde(default)]
+    pub format_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enqueued_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Attempts started so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// What ended each earlier attempt (and the failed records a retry came from).
+    #[serde(default)]
+    pub history: Vec<HistoryEntry>,
+}
+
+pub(super) fn read_meta(path: &Path) -> Meta {
+    fs::read(path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+pub(super) fn write_meta(path: &Path, meta: &Meta) -> Result<(), QueueError> {
+    let mut meta = meta.clone();
+    meta.format_version = QUEUE_FORMAT;
+    let bytes = serde_json::to_vec_pretty(&meta).map_err(|e| QueueError::Io {
+        action: "encode",
+        path: path.to_path_buf(),
+        source: io::Error::other(e),
+    })?;
+    atomic_write(path, &bytes).map_err(QueueError::io_err("write", path))
+}

@@ -1,0 +1,187 @@
+//! Who holds a claimed task: the owner's identity, its lease, the claim itself, and the
+//! processes that still hold a task's file.
+//!
+//! Owns `Owner`, `Lease`, `Claim` (with its heartbeat), `ClaimResult`, finding the holders of a
+//! task file in `/proc`, and saying what becomes of a task whose holder died. Does not take or
+//! give back tasks (`claim`, `complete`, `recover` do).
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::layout::{Layout, Meta};
+use orchestrate_base::process;
+
+/// Who holds a claimed task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lease {
+    pub format_version: u32,
+    pub role: String,
+    pub id: String,
+    pub attempt: u32,
+    pub pid: u32,
+    /// Field 22 of `/proc/<pid>/stat`: with the pid and boot id, names one process for good.
+    pub pid_start: u64,
+    pub boot_id: String,
+    pub claimed_at: String,
+    pub heartbeat_at: String,
+}
+
+/// The identity of this process, for leases.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub pid: u32,
+    pub pid_start: u64,
+    pub boot_id: String,
+}
+
+impl Owner {
+    pub fn current() -> Owner {
+        let pid = std::process::id();
+        Owner {
+            pid,
+            pid_start: process::start_time(pid).unwrap_or(0),
+            boot_id: process::boot_id(),
+        }
+    }
+
+    /// Whether the process this identity names is still alive (same pid, start time and boot).
+    pub fn alive(&self) -> bool {
+        process::alive(self.pid, self.pid_start, &self.boot_id)
+    }
+}
+
+/// A task this process holds.
+#[derive(Debug)]
+pub struct Claim {
+    pub id: String,
+    pub dir: PathBuf,
+    pub task_path: PathBuf,
+    /// The locked task file. Keep it open for the whole attempt; pass it to every process of the
+    /// attempt so the lock outlives this process if it dies.
+    pub lock: File,
+    pub attempt: u32,
+    pub meta: Meta,
+    pub lease: Lease,
+    /// The task's bytes, read once at claim time: what the workflow is given, and what the
+    /// record keeps (`keep_given` puts them back should the file change meanwhile).
+    pub content: Vec<u8>,
+}
+
+impl Claim {
+    pub fn lease_path(&self) -> PathBuf {
+        self.dir.join("lease.json")
+    }
+
+    /// The attempt's RUN_ROOT: the task directory itself, so that its records (events.jsonl,
+    /// state.json, logs/) move with it in the final rename.
+    pub fn run_root(&self) -> PathBuf {
+        self.dir.clone()
+    }
+
+    /// Rewrites the lease (no fsync: the lock, not the lease, decides ownership).
+    pub fn heartbeat(&mut self) {
+        self.lease.heartbeat_at = orchestrate_base::clock::now_rfc3339();
+        if let Ok(bytes) = serde_json::to_vec_pretty(&self.lease) {
+            let _ = write_plain(&self.lease_path(), &bytes);
+        }
+    }
+}
+
+/// Replaces a file by rename without fsync: readers never see a partial file.
+fn write_plain(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    fs::write(&tmp, bytes)?;
+    fs::rename(&tmp, path)
+}
+
+/// What came of trying to claim one inbox entry.
+#[derive(Debug)]
+pub enum ClaimResult {
+    Claimed(Box<Claim>),
+    /// Someone else holds it: try again later.
+    Busy,
+    /// A process still has it open for writing: look again once it is closed.
+    Writing,
+    /// It is gone (another worker took it, or it was removed).
+    Gone,
+    /// Still being written by a person (modified within the settle window): look again after it.
+    Settling(Duration),
+    /// Not a task we may run: moved to `failed/` with the reason.
+    Quarantined {
+        id: String,
+        reason: String,
+        dir: PathBuf,
+    },
+}
+
+/// Processes that have `path` open (by device and inode), from `/proc/*/fd`.
+pub fn holders(path: &Path) -> Vec<u32> {
+    open_by(path, false)
+}
+
+/// Processes that have `path` open (by device and inode), from `/proc/*/fd`; with `writing`,
+/// only through a descriptor open for writing (its `/proc/*/fdinfo` flags).
+pub(super) fn open_by(path: &Path, writing: bool) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(target) = fs::metadata(path) else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for pid in process::all_pids() {
+        if pid == me {
+            continue;
+        }
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        let Ok(fds) = fs::read_dir(proc_dir.join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            fs::metadata(fd.path())
+                .is_ok_and(|m| m.dev() == target.dev() && m.ino() == target.ino())
+                && (!writing || writes(&proc_dir.join("fdinfo").join(fd.file_name())))
+        });
+        if holds {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Whether the descriptor whose `/proc/<pid>/fdinfo/<fd>` is `fdinfo` is open for writing.
+fn writes(fdinfo: &Path) -> bool {
+    fs::read_to_string(fdinfo).is_ok_and(|text| {
+        text.lines()
+            .find_map(|line| line.strip_prefix("flags:"))
+            .and_then(|flags| i32::from_str_radix(flags.trim(), 8).ok())
+            .is_some_and(|flags| flags & libc::O_ACCMODE != libc::O_RDONLY)
+    })
+}
+
+/// When the holder of a claimed task has died: what becomes of the task (None while it lives).
+pub fn dead_holder(layout: &Layout, dir: &Path, lease: &Lease) -> Option<String> {
+    if process::alive(lease.pid, lease.pid_start, &lease.boot_id) {
+        return None;
+    }
+    let pid = lease.pid;
+    let role = &layout.role;
+    let holders = holders(&dir.join("task"));
+    Some(if holders.is_empty() {
+        format!(
+            "pid {pid} is dead; the task will be requeued (or failed after max_attempts) by role \
+             `{role}`'s next recovery scan: a running `orchestrate agent {role}`, or the next \
+             `orchestrate swarm up`"
+        )
+    } else {
+        let pids: Vec<String> = holders.iter().map(u32::to_string).collect();
+        format!(
+            "pid {pid} is dead; its step processes (pid {}) still hold the task; it is requeued by \
+             role `{role}`'s next recovery scan once they exit",
+            pids.join(", ")
+        )
+    })
+}

@@ -1,0 +1,109 @@
+//! The `TaskQueue` trait: the queue operations a role process needs, and the filesystem
+//! queue's implementation of it.
+//!
+//! Owns the interface a second backend (PostgreSQL) implements from its own crate. Does not
+//! hold any protocol logic: each method calls the function of this folder that does it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::claim::claim;
+use super::complete::complete;
+use super::enqueue::{Enqueued, enqueue};
+use super::error::QueueError;
+use super::layout::Layout;
+use super::lease::{Claim, ClaimResult, Owner};
+use super::list::{TaskInfo, depth, list};
+use super::recover::{Recovered, recover, release};
+use crate::record::TaskStatus;
+
+/// The queue operations a role process needs, behind one interface: the filesystem queue
+/// ([`Layout`]) implements it today; a PostgreSQL queue for many machines (`FOR UPDATE SKIP
+/// LOCKED`, an attempt column as the fence on completion, a rescuer for dead workers) will
+/// implement the same operations. `candidate` is a discovery hint (an inbox file name); a
+/// backend that has no such notion claims the next available task instead.
+pub trait TaskQueue: Send + Sync {
+    fn role(&self) -> &str;
+    fn enqueue(
+        &self,
+        id: Option<&str>,
+        content: &[u8],
+        correlation_id: Option<&str>,
+        source: &str,
+    ) -> Result<Enqueued, QueueError>;
+    fn claim(
+        &self,
+        candidate: &str,
+        owner: &Owner,
+        settle: Duration,
+        max_bytes: u64,
+    ) -> Result<ClaimResult, QueueError>;
+    fn heartbeat(&self, claim: &mut Claim);
+    /// Success or failure: the task's terminal record.
+    fn complete(
+        &self,
+        claim: &Claim,
+        success: bool,
+        status: &TaskStatus,
+    ) -> Result<PathBuf, QueueError>;
+    /// Gives a claim back uncharged (shutdown).
+    fn release(&self, claim: Claim, reason: &str) -> Result<&'static str, QueueError>;
+    fn recover(
+        &self,
+        max_attempts: u32,
+        hung_after: Option<Duration>,
+    ) -> Result<Vec<Recovered>, QueueError>;
+    fn list(&self) -> Vec<TaskInfo>;
+    fn depth(&self) -> usize;
+}
+
+impl TaskQueue for Layout {
+    fn role(&self) -> &str {
+        &self.role
+    }
+    fn enqueue(
+        &self,
+        id: Option<&str>,
+        content: &[u8],
+        correlation_id: Option<&str>,
+        source: &str,
+    ) -> Result<Enqueued, QueueError> {
+        enqueue(self, id, content, correlation_id, source)
+    }
+    fn claim(
+        &self,
+        candidate: &str,
+        owner: &Owner,
+        settle: Duration,
+        max_bytes: u64,
+    ) -> Result<ClaimResult, QueueError> {
+        claim(self, candidate, owner, settle, max_bytes)
+    }
+    fn heartbeat(&self, claim: &mut Claim) {
+        claim.heartbeat();
+    }
+    fn complete(
+        &self,
+        claim: &Claim,
+        success: bool,
+        status: &TaskStatus,
+    ) -> Result<PathBuf, QueueError> {
+        complete(self, claim, success, status)
+    }
+    fn release(&self, claim: Claim, reason: &str) -> Result<&'static str, QueueError> {
+        release(self, claim, reason)
+    }
+    fn recover(
+        &self,
+        max_attempts: u32,
+        hung_after: Option<Duration>,
+    ) -> Result<Vec<Recovered>, QueueError> {
+        recover(self, max_attempts, hung_after)
+    }
+    fn list(&self) -> Vec<TaskInfo> {
+        list(self)
+    }
+    fn depth(&self) -> usize {
+        depth(self)
+    }
+}
