@@ -22,6 +22,7 @@ pub const SCHEMA: &str = "status/v1";
 /// always written, `null` or empty where it does not apply; the keys after `history` are written
 /// only where they apply.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "orchestrate task status/v1")]
 pub struct TaskStatus {
     /// Always `status/v1`.
     #[schemars(extend("const" = "status/v1"))]

@@ -3,6 +3,8 @@
 
 use schemars::JsonSchema;
 
+use super::text::Text;
+
 /// Limits on what a run (or each task of a role) may spend; at least one must be set.
 #[derive(JsonSchema)]
 #[schemars(deny_unknown_fields)]
@@ -52,12 +54,12 @@ pub struct IsolationBlock {
 #[schemars(deny_unknown_fields)]
 pub struct WorktreeFile {
     /// What new branches start from (default: the workspace's HEAD).
-    pub base: Option<String>,
+    pub base: Option<Text>,
     /// `true`: keep the worktree after a success too.
     pub keep: Option<bool>,
     /// The branch name, with `{role}`, `{task}` and `{workflow}`
     /// (default `orchestrate/{role}/{task}`).
-    pub branch: Option<String>,
+    pub branch: Option<Text>,
     /// Where worktrees go, relative to the workspace (default `.orchestrate/worktrees`).
-    pub dir: Option<String>,
+    pub dir: Option<Text>,
 }

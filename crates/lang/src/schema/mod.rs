@@ -13,6 +13,7 @@ mod blocks;
 mod render;
 mod role;
 mod step;
+mod text;
 mod workflow;
 
 pub use blocks::{BudgetFile, IsolationBlock, IsolationFile, IsolationKind, WorktreeFile};
@@ -23,4 +24,5 @@ pub use step::{
     GotoFile, JoinFile, OutputSchemaFile, ParallelFile, PhaseFile, RetryFile, RetryOptionsFile,
     StepFile, TransitionsFile, WaitForFile,
 };
+pub use text::Text;
 pub use workflow::{ProviderFile, WorkflowFile};

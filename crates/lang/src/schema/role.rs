@@ -4,19 +4,20 @@
 use schemars::JsonSchema;
 
 use super::blocks::{BudgetFile, IsolationFile};
+use super::text::Text;
 
 /// A role of the swarm: its inbox, the workflow each task runs, and how many at once.
 #[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[schemars(title = "orchestrate role", deny_unknown_fields)]
 pub struct RoleFile {
     /// The role's name (default: the file's name without its extension).
-    pub name: Option<String>,
+    pub name: Option<Text>,
     /// What the role does, for people.
-    pub description: Option<String>,
+    pub description: Option<Text>,
     /// The role's inbox, relative to the workspace (default `inbox/<name>`).
-    pub inbox: Option<String>,
+    pub inbox: Option<Text>,
     /// The workflow each task runs, relative to the workspace.
-    pub workflow: String,
+    pub workflow: Text,
     /// Task workflows one role process runs at once (default 1).
     #[schemars(range(min = 1, max = 1024))]
     pub concurrency: Option<u32>,
@@ -29,9 +30,9 @@ pub struct RoleFile {
     /// Seconds an attempt may run before it is stopped and fails.
     pub task_timeout_sec: Option<f64>,
     /// The default runtime of the workflow's agent steps.
-    pub runtime: Option<String>,
+    pub runtime: Option<Text>,
     /// The default model of the workflow's agent steps.
-    pub model: Option<String>,
+    pub model: Option<Text>,
     /// Where open writers cannot be seen: milliseconds a task file must be still before it is
     /// taken (default 500).
     #[schemars(range(max = 600_000))]
@@ -74,7 +75,7 @@ pub enum Capability {
 
 /// The swarm settings (`WORKSPACE/swarm.yaml`): swarm-wide daily limits.
 #[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[schemars(title = "orchestrate swarm settings", deny_unknown_fields)]
 pub struct SwarmFile {
     /// Limits on what all roles together may spend per day.
     pub budget: Option<SwarmBudgetFile>,

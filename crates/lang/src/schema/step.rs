@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
+
+use super::text::Text;
 use serde_json::{Map, Value};
 
 /// One step: a unique `name` and exactly one action (`command`, `prompt`/`prompt_file`,
@@ -15,29 +17,28 @@ use serde_json::{Map, Value};
 #[schemars(deny_unknown_fields)]
 pub struct StepFile {
     /// The step's name: letters, digits, `_` and `-`, unique in the file; `_end` is reserved.
-    #[schemars(regex(pattern = r"^[\p{L}\p{N}_-]+$"))]
-    pub name: String,
+    pub name: Text,
     /// A label, recorded only.
-    pub agent: Option<String>,
+    pub agent: Option<Text>,
     /// What the step does, for people.
-    pub description: Option<String>,
+    pub description: Option<Text>,
     /// Action: run a program (argv, each entry a template); never through a shell unless the
     /// argv starts one.
-    pub command: Option<Vec<String>>,
+    pub command: Option<Vec<Text>>,
     /// Action: run a model CLI from its provider template.
-    pub provider: Option<String>,
+    pub provider: Option<Text>,
     /// A provider step's template parameters.
-    pub provider_params: Option<BTreeMap<String, String>>,
+    pub provider_params: Option<BTreeMap<String, Text>>,
     /// A provider step's prompt file; `${PROMPT}` is its literal contents.
-    pub input_file: Option<String>,
+    pub input_file: Option<Text>,
     /// Stdout is also written to this file (resolved against the workspace).
-    pub output_file: Option<String>,
+    pub output_file: Option<Text>,
     /// Action: the argv that replaces the provider template entirely.
-    pub command_override: Option<Vec<String>>,
+    pub command_override: Option<Vec<Text>>,
     /// Extra environment variables of this step (templates allowed).
-    pub env: Option<BTreeMap<String, Value>>,
+    pub env: Option<BTreeMap<String, Text>>,
     /// Names of environment variables passed to this step only, masked as `***` on disk.
-    pub secrets: Option<Vec<String>>,
+    pub secrets: Option<Vec<Text>>,
     /// How stdout is read: `text` (default), `lines` or `json`.
     pub output_capture: Option<CaptureFile>,
     /// With `json`: invalid or oversized JSON does not fail the step.
@@ -57,31 +58,31 @@ pub struct StepFile {
     /// Action: wait for a person's decision (`orchestrate approve` / `reject`).
     pub approval: Option<ApprovalFile>,
     /// Action: run another workflow file (relative to the workspace) as a child run.
-    pub workflow: Option<String>,
+    pub workflow: Option<Text>,
     /// A `workflow` step's `${context.*}` inputs for the child (templates allowed).
     pub with: Option<Map<String, Value>>,
     /// An agent step's runtime (a name from `runtimes.yaml`; default: the role's).
-    pub runtime: Option<String>,
+    pub runtime: Option<Text>,
     /// Action: run an agent with this prompt (a template).
-    pub prompt: Option<String>,
+    pub prompt: Option<Text>,
     /// Action: run an agent with the prompt in this file.
-    pub prompt_file: Option<String>,
+    pub prompt_file: Option<Text>,
     /// An agent step's model (a template; default: the role's or the runtime's).
-    pub model: Option<String>,
+    pub model: Option<Text>,
     /// What an agent step may do: `readonly` (default), `plan`, `write` or `full`.
     pub phase: Option<PhaseFile>,
     /// An agent step's most turns.
     #[schemars(range(min = 1, max = 10_000))]
     pub max_turns: Option<u32>,
     /// An agent step continues this session (a template, e.g. an earlier step's session id).
-    pub resume: Option<String>,
+    pub resume: Option<Text>,
     /// Shell commands a `write` or `full` agent step may run.
-    pub allow_shell: Option<Vec<String>>,
+    pub allow_shell: Option<Vec<Text>>,
     /// Files an agent step is expected to write.
-    pub artifacts: Option<Vec<String>>,
+    pub artifacts: Option<Vec<Text>>,
     /// A jq condition over the step's result: when it holds, the step counts as rejected
     /// (`on.rejected`).
-    pub rejected_when: Option<String>,
+    pub rejected_when: Option<Text>,
     /// A JSON Schema the step's JSON output must meet: inline, or a `.json` or `.yaml` file.
     pub output_schema: Option<OutputSchemaFile>,
     /// Stop a loop through this step when its findings stop shrinking.
@@ -133,15 +134,15 @@ pub struct ConditionFile {
     /// Holds when the sides differ after substitution.
     pub not_equals: Option<CompareFile>,
     /// A jq expression over the variables document; holds when truthy.
-    pub jq: Option<String>,
+    pub jq: Option<Text>,
 }
 
 /// The two sides of a comparison (templates).
 #[derive(JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct CompareFile {
-    pub left: Value,
-    pub right: Value,
+    pub left: Text,
+    pub right: Text,
 }
 
 /// Where to go after a step, by its outcome.
@@ -165,7 +166,7 @@ pub struct TransitionsFile {
 #[schemars(deny_unknown_fields)]
 pub struct GotoFile {
     /// A step of the same step list, or `_end` to end the run successfully.
-    pub goto: String,
+    pub goto: Text,
 }
 
 /// `for_each`: exactly one of `items` and `items_from`, and the steps to run per item.
@@ -175,10 +176,10 @@ pub struct ForEachFile {
     /// The items, literally.
     pub items: Option<Vec<Value>>,
     /// A pointer to the items: `steps.<Step>.lines` or `steps.<Step>.json[.<dot.path>]`.
-    pub items_from: Option<String>,
+    pub items_from: Option<Text>,
     /// The item's variable name (default `item`).
     #[schemars(rename = "as")]
-    pub as_: Option<String>,
+    pub as_: Option<Text>,
     /// The steps run once per item.
     pub steps: Vec<StepFile>,
     /// How many items run at once (default 1).
@@ -218,7 +219,7 @@ pub enum JoinFile {
 #[schemars(deny_unknown_fields)]
 pub struct WaitForFile {
     /// The glob (a template), relative to the workspace.
-    pub glob: String,
+    pub glob: Text,
     /// Seconds to wait before exit code 124 (default 300).
     pub timeout_sec: Option<f64>,
     /// Milliseconds between looks (default 500).
@@ -234,15 +235,15 @@ pub struct WaitForFile {
 #[schemars(deny_unknown_fields)]
 pub struct EnqueueFile {
     /// The role whose inbox gets the task (a template).
-    pub role: String,
+    pub role: Text,
     /// The task's text (a template).
-    pub text: Option<String>,
+    pub text: Option<Text>,
     /// A file whose contents are the task (a template).
-    pub file: Option<String>,
+    pub file: Option<Text>,
     /// The task as JSON (strings may be templates).
     pub json: Option<Value>,
     /// The task file's name (a template).
-    pub name: Option<String>,
+    pub name: Option<Text>,
 }
 
 /// `approval`: wait for a person's decision.
@@ -250,9 +251,9 @@ pub struct EnqueueFile {
 #[schemars(deny_unknown_fields)]
 pub struct ApprovalFile {
     /// What the person is asked (a template).
-    pub message: String,
+    pub message: Text,
     /// Files to read before deciding (templates).
-    pub artifacts: Option<Vec<String>>,
+    pub artifacts: Option<Vec<Text>>,
     /// Seconds to wait for the decision.
     pub timeout_sec: Option<f64>,
 }
@@ -272,19 +273,20 @@ pub enum OutputSchemaFile {
 #[schemars(deny_unknown_fields)]
 pub struct ConvergeFile {
     /// The findings: one `${...}` reference or a jq expression over the step's result.
-    pub findings: Option<String>,
+    pub findings: Option<Text>,
     /// Rounds without progress before the loop stops (default 3).
     #[schemars(range(min = 1, max = 1000))]
     pub rounds: Option<u32>,
     /// The step to go to when the loop stalls.
-    pub on_stall: Option<String>,
+    pub on_stall: Option<Text>,
 }
 
 /// `retry`: a number of attempts, or the options.
 #[derive(JsonSchema)]
 #[schemars(untagged)]
 pub enum RetryFile {
-    /// The most attempts (1 to 100).
+    /// The most attempts.
+    #[schemars(extend("minimum" = 1, "maximum" = 100))]
     Attempts(u32),
     /// The options.
     Options(RetryOptionsFile),

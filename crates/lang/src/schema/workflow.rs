@@ -7,35 +7,36 @@ use serde_json::{Map, Value};
 
 use super::blocks::{BudgetFile, IsolationFile};
 use super::step::StepFile;
+use super::text::Text;
 
 /// A workflow: steps run one after another, with the queue directories, providers, context
 /// and limits they share.
 #[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[schemars(title = "orchestrate workflow", deny_unknown_fields)]
 pub struct WorkflowFile {
     /// The workflow's name (default: the file's name without its extension).
-    pub name: Option<String>,
+    pub name: Option<Text>,
     /// A version, for people; the engine does not read it.
     pub version: Option<Value>,
     /// What the workflow does, for people.
-    pub description: Option<String>,
+    pub description: Option<Text>,
     /// `false`: after a step without an `on:` match, fall through to the next one even when it
     /// failed (default `true`: a failure with nowhere to go ends the run).
     pub strict_flow: Option<bool>,
     /// Where tasks are read from (`${task.*}`).
-    pub inbox_dir: Option<String>,
+    pub inbox_dir: Option<Text>,
     /// Where finished tasks go.
-    pub processed_dir: Option<String>,
+    pub processed_dir: Option<Text>,
     /// Where failed tasks go.
-    pub failed_dir: Option<String>,
+    pub failed_dir: Option<Text>,
     /// The extension of task files.
-    pub task_extension: Option<String>,
+    pub task_extension: Option<Text>,
     /// Provider templates by name: the argv a `provider` step runs.
     pub providers: Option<BTreeMap<String, ProviderFile>>,
     /// Default values of `${context.*}`; a parent's `with:` or `--set` overrides them.
     pub context: Option<Map<String, Value>>,
     /// Environment variables of every step (templates allowed).
-    pub env: Option<BTreeMap<String, Value>>,
+    pub env: Option<BTreeMap<String, Text>>,
     /// How often a step may be entered in one activation of its step list before it counts as a
     /// loop (default 50).
     #[schemars(range(min = 1, max = 1_000_000))]
@@ -43,7 +44,7 @@ pub struct WorkflowFile {
     /// Limits on what one run may spend.
     pub budget: Option<BudgetFile>,
     /// The run's outputs by name (templates), shown by `run` and given to a parent workflow.
-    pub outputs: Option<BTreeMap<String, Value>>,
+    pub outputs: Option<BTreeMap<String, Text>>,
     /// Where the steps run: in the workspace or a git worktree per task.
     pub isolation: Option<IsolationFile>,
     /// The steps, run in order unless `on:` says otherwise.
@@ -56,7 +57,7 @@ pub struct WorkflowFile {
 #[schemars(deny_unknown_fields)]
 pub struct ProviderFile {
     /// The argv, each entry a template (`${prompt_file}`, `${model}`, ...).
-    pub command: Vec<String>,
+    pub command: Vec<Text>,
     /// Default values of the template's parameters.
-    pub defaults: Option<BTreeMap<String, String>>,
+    pub defaults: Option<BTreeMap<String, Text>>,
 }
