@@ -136,6 +136,10 @@ fn every_fixture_the_loader_accepts_meets_the_workflow_schema() {
     // And the schema refuses what the loader refuses most often: a misspelled field.
     let misspelled = serde_json::json!({"steps": [{"name": "Build", "comand": ["make"]}]});
     assert!(!validator(&schema).is_valid(&misspelled));
+    // What the loader reads leniently, the schema allows: a number as text, seconds as text.
+    let lenient =
+        serde_json::json!({"steps": [{"name": 1, "command": ["sleep", 5], "timeout_sec": "30"}]});
+    assert!(validator(&schema).is_valid(&lenient));
 }
 
 /// A workspace has no `docs/schema/`: `init` writes the schemas into `.orchestrate/schema/`

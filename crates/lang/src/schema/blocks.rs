@@ -3,17 +3,20 @@
 
 use schemars::JsonSchema;
 
-use super::text::Text;
+use super::scalar::Text;
 
 /// Limits on what a run (or each task of a role) may spend; at least one must be set.
 #[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[schemars(deny_unknown_fields, extend("minProperties" = 1))]
 pub struct BudgetFile {
     /// Most US dollars the agent steps may cost, as the runtimes report it.
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 1e9))]
     pub max_cost_usd: Option<f64>,
     /// Most tokens (input and output) the agent steps may use.
+    #[schemars(range(min = 1))]
     pub max_tokens: Option<u32>,
     /// Most seconds of wall time.
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 31_536_000))]
     pub max_wall_sec: Option<f64>,
 }
 

@@ -12,17 +12,17 @@
 mod blocks;
 mod render;
 mod role;
+mod scalar;
 mod step;
-mod text;
 mod workflow;
 
 pub use blocks::{BudgetFile, IsolationBlock, IsolationFile, IsolationKind, WorktreeFile};
 pub use render::{SCHEMAS, render};
 pub use role::{Capability, RoleFile, SwarmBudgetFile, SwarmFile};
+pub use scalar::{Number, Text};
 pub use step::{
     ApprovalFile, CaptureFile, CompareFile, ConditionFile, ConvergeFile, EnqueueFile, ForEachFile,
     GotoFile, JoinFile, OutputSchemaFile, ParallelFile, PhaseFile, RetryFile, RetryOptionsFile,
     StepFile, TransitionsFile, WaitForFile,
 };
-pub use text::Text;
 pub use workflow::{ProviderFile, WorkflowFile};

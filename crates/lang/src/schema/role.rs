@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 
 use super::blocks::{BudgetFile, IsolationFile};
-use super::text::Text;
+use super::scalar::{Number, Text};
 
 /// A role of the swarm: its inbox, the workflow each task runs, and how many at once.
 #[derive(JsonSchema)]
@@ -28,7 +28,8 @@ pub struct RoleFile {
     #[schemars(range(min = 1, max = 100))]
     pub max_attempts: Option<u32>,
     /// Seconds an attempt may run before it is stopped and fails.
-    pub task_timeout_sec: Option<f64>,
+    #[schemars(range(min = 0, max = 31_536_000))]
+    pub task_timeout_sec: Option<Number>,
     /// The default runtime of the workflow's agent steps.
     pub runtime: Option<Text>,
     /// The default model of the workflow's agent steps.
@@ -38,10 +39,12 @@ pub struct RoleFile {
     #[schemars(range(max = 600_000))]
     pub settle_ms: Option<u32>,
     /// Seconds a holder may be silent before it is stopped and its task requeued (default 60).
-    pub hung_after_sec: Option<f64>,
+    #[schemars(range(min = 0, max = 31_536_000))]
+    pub hung_after_sec: Option<Number>,
     /// Limits on what each task may spend.
     pub budget: Option<BudgetFile>,
     /// The default `idle_timeout_sec` of the workflow's agent steps.
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 31_536_000))]
     pub idle_timeout_sec: Option<f64>,
     /// What the role's steps may do; absent: anything.
     pub capabilities: Option<Vec<Capability>>,
@@ -86,6 +89,7 @@ pub struct SwarmFile {
 #[schemars(deny_unknown_fields)]
 pub struct SwarmBudgetFile {
     /// Most US dollars per day.
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 1e9))]
     pub max_cost_usd_per_day: Option<f64>,
     /// Most tokens per day.
     #[schemars(range(min = 1))]

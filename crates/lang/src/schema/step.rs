@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 
-use super::text::Text;
+use super::scalar::{Number, Text};
 use serde_json::{Map, Value};
 
 /// One step: a unique `name` and exactly one action (`command`, `prompt`/`prompt_file`,
@@ -88,8 +88,10 @@ pub struct StepFile {
     /// Stop a loop through this step when its findings stop shrinking.
     pub converge: Option<ConvergeFile>,
     /// Wall-clock limit in seconds; exit code 124.
-    pub timeout_sec: Option<f64>,
+    #[schemars(range(min = 0, max = 31_536_000))]
+    pub timeout_sec: Option<Number>,
     /// Seconds without output on stdout or stderr before the step is stopped; exit code 124.
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 31_536_000))]
     pub idle_timeout_sec: Option<f64>,
     /// Run the step again when it fails: a number of attempts or the options.
     pub retry: Option<RetryFile>,
@@ -221,7 +223,8 @@ pub struct WaitForFile {
     /// The glob (a template), relative to the workspace.
     pub glob: Text,
     /// Seconds to wait before exit code 124 (default 300).
-    pub timeout_sec: Option<f64>,
+    #[schemars(range(min = 0, max = 31_536_000))]
+    pub timeout_sec: Option<Number>,
     /// Milliseconds between looks (default 500).
     #[schemars(range(min = 1, max = 3_600_000))]
     pub poll_ms: Option<u32>,
@@ -255,7 +258,8 @@ pub struct ApprovalFile {
     /// Files to read before deciding (templates).
     pub artifacts: Option<Vec<Text>>,
     /// Seconds to wait for the decision.
-    pub timeout_sec: Option<f64>,
+    #[schemars(range(min = 0, max = 31_536_000))]
+    pub timeout_sec: Option<Number>,
 }
 
 /// A JSON Schema inline, or the path of a `.json` or `.yaml` file holding one.
@@ -300,10 +304,11 @@ pub struct RetryOptionsFile {
     #[schemars(range(min = 1, max = 100))]
     pub max_attempts: Option<u32>,
     /// Seconds before the first retry (default 1).
-    pub delay_sec: Option<f64>,
+    #[schemars(range(min = 0, max = 31_536_000))]
+    pub delay_sec: Option<Number>,
     /// The factor the delay grows by (default 2).
     #[schemars(range(min = 1, max = 10))]
-    pub backoff: Option<f64>,
+    pub backoff: Option<Number>,
     /// Retry only these exit codes.
     pub on_exit_codes: Option<Vec<u8>>,
 }

@@ -6,8 +6,8 @@ use schemars::JsonSchema;
 use serde_json::{Map, Value};
 
 use super::blocks::{BudgetFile, IsolationFile};
+use super::scalar::Text;
 use super::step::StepFile;
-use super::text::Text;
 
 /// A workflow: steps run one after another, with the queue directories, providers, context
 /// and limits they share.
