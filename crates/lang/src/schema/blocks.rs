@@ -2,8 +2,9 @@
 //! which wins when both set them (the engine decides, when it runs).
 
 use schemars::JsonSchema;
+use serde_json::Value;
 
-use super::scalar::Text;
+use super::scalar::{Flag, Text};
 
 /// Limits on what a run (or each task of a role) may spend; at least one must be set.
 #[derive(JsonSchema)]
@@ -48,8 +49,8 @@ pub enum IsolationKind {
 pub struct IsolationBlock {
     /// A git worktree per task; empty for the defaults.
     pub worktree: Option<WorktreeFile>,
-    /// Run in the workspace itself.
-    pub none: Option<()>,
+    /// Run in the workspace itself (the value is not read).
+    pub none: Option<Value>,
 }
 
 /// The settings of `isolation: {worktree: ...}`.
@@ -59,7 +60,7 @@ pub struct WorktreeFile {
     /// What new branches start from (default: the workspace's HEAD).
     pub base: Option<Text>,
     /// `true`: keep the worktree after a success too.
-    pub keep: Option<bool>,
+    pub keep: Option<Flag>,
     /// The branch name, with `{role}`, `{task}` and `{workflow}`
     /// (default `orchestrate/{role}/{task}`).
     pub branch: Option<Text>,

@@ -19,7 +19,7 @@ mod workflow;
 pub use blocks::{BudgetFile, IsolationBlock, IsolationFile, IsolationKind, WorktreeFile};
 pub use render::{SCHEMAS, render};
 pub use role::{Capability, RoleFile, SwarmBudgetFile, SwarmFile};
-pub use scalar::{Number, Text};
+pub use scalar::{Flag, Number, Text};
 pub use step::{
     ApprovalFile, CaptureFile, CompareFile, ConditionFile, ConvergeFile, EnqueueFile, ForEachFile,
     GotoFile, JoinFile, OutputSchemaFile, ParallelFile, PhaseFile, RetryFile, RetryOptionsFile,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 
-use super::scalar::{Number, Text};
+use super::scalar::{Flag, Number, Text};
 use serde_json::{Map, Value};
 
 /// One step: a unique `name` and exactly one action (`command`, `prompt`/`prompt_file`,
@@ -42,7 +42,7 @@ pub struct StepFile {
     /// How stdout is read: `text` (default), `lines` or `json`.
     pub output_capture: Option<CaptureFile>,
     /// With `json`: invalid or oversized JSON does not fail the step.
-    pub allow_parse_error: Option<bool>,
+    pub allow_parse_error: Option<Flag>,
     /// Run the step only when this holds; otherwise it is skipped.
     pub when: Option<ConditionFile>,
     /// Where to go after the step.

@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde_json::{Map, Value};
 
 use super::blocks::{BudgetFile, IsolationFile};
-use super::scalar::Text;
+use super::scalar::{Flag, Text};
 use super::step::StepFile;
 
 /// A workflow: steps run one after another, with the queue directories, providers, context
@@ -22,7 +22,7 @@ pub struct WorkflowFile {
     pub description: Option<Text>,
     /// `false`: after a step without an `on:` match, fall through to the next one even when it
     /// failed (default `true`: a failure with nowhere to go ends the run).
-    pub strict_flow: Option<bool>,
+    pub strict_flow: Option<Flag>,
     /// Where tasks are read from (`${task.*}`).
     pub inbox_dir: Option<Text>,
     /// Where finished tasks go.
