@@ -20,8 +20,8 @@ pub struct WorkflowFile {
     pub version: Option<Value>,
     /// What the workflow does, for people.
     pub description: Option<Text>,
-    /// `false`: after a step without an `on:` match, fall through to the next one even when it
-    /// failed (default `true`: a failure with nowhere to go ends the run).
+    /// `false`: a step failure no `on:` edge handles does not end the run; the run goes on and
+    /// ends as failed (default `true`: it ends the run).
     pub strict_flow: Option<Flag>,
     /// Where tasks are read from (`${task.*}`).
     pub inbox_dir: Option<Text>,
