@@ -1,5 +1,6 @@
-//! `orchestrate init [DIR]`: lays a workspace down (the template's skeleton and the shipped
-//! example roles and workflows), never overwriting what is there.
+//! `orchestrate init [DIR]`: lays a workspace down (the template's skeleton, the shipped
+//! example roles and workflows, and the JSON Schemas their `yaml-language-server` comments name),
+//! never overwriting what is there.
 //!
 //! Does not look for a workspace upward (`cli` gives it the directory).
 
@@ -66,7 +67,27 @@ const INIT_FILES: &[(&str, &str, bool)] = &[
         include_str!("../../scripts/stand-in-agent"),
         true,
     ),
+    (
+        ".orchestrate/schema/workflow.schema.json",
+        include_str!("../../docs/schema/workflow.schema.json"),
+        false,
+    ),
+    (
+        ".orchestrate/schema/role.schema.json",
+        include_str!("../../docs/schema/role.schema.json"),
+        false,
+    ),
+    (
+        ".orchestrate/schema/swarm.schema.json",
+        include_str!("../../docs/schema/swarm.schema.json"),
+        false,
+    ),
 ];
+
+/// The schema comment of a shipped YAML file points into this repository's `docs/schema/`;
+/// in a workspace it points at the copies `init` writes beside its files.
+const SCHEMA_IN_REPOSITORY: &str = "$schema=../docs/schema/";
+const SCHEMA_IN_WORKSPACE: &str = "$schema=../.orchestrate/schema/";
 
 const INIT_DIRS: &[&str] = &[
     "inbox/architect",
@@ -103,7 +124,10 @@ pub fn init(workspace: &Path, dir: Option<&Path>) -> Outcome {
             continue;
         }
         let result = std::fs::create_dir_all(path.parent().unwrap_or(&root))
-            .and_then(|()| std::fs::write(&path, content))
+            .and_then(|()| {
+                let content = content.replacen(SCHEMA_IN_REPOSITORY, SCHEMA_IN_WORKSPACE, 1);
+                std::fs::write(&path, content)
+            })
             .and_then(|()| {
                 if *executable {
                     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))

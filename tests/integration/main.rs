@@ -19,6 +19,7 @@ mod flags;
 mod gemini_homes;
 mod inbox;
 mod inputs;
+mod json_schemas;
 mod language;
 mod logging;
 mod pricing;

@@ -5,5 +5,6 @@ pub mod diag;
 pub mod jq;
 pub mod load;
 pub mod model;
+pub mod schema;
 pub mod template;
 pub mod yaml;

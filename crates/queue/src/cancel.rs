@@ -6,14 +6,17 @@
 
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A request to stop a run or a task, and who made it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct CancelRequest {
     /// The run id or task id named on the command line.
     pub target: String,
+    /// Who asked: `$USER`, else the uid.
     pub by: String,
+    /// When (RFC 3339).
     pub at: String,
     /// The process that asked (`orchestrate cancel`).
     pub pid: u32,

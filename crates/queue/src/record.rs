@@ -4,12 +4,14 @@
 //! Owns: the one type every writer (a finished attempt in `worker`, quarantine, a worker that
 //! died too often and a requeue that could not happen in `queue`) constructs, so that a record
 //! missing a documented key does not compile, and the tail of a failed step's stderr that
-//! failure messages quote. Does not decide where a record goes (`queue`) or read records back
+//! failure messages quote, and the JSON Schema of `status/v1` rendered from the same types
+//! (`docs/schema/status.schema.json`). Does not decide where a record goes (`queue`) or read records back
 //! for people (`commands`, `observe`).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -19,20 +21,30 @@ pub const SCHEMA: &str = "status/v1";
 /// `status.json` of a finished (or quarantined) task. Every key of `docs/swarm.md`'s list is
 /// always written, `null` or empty where it does not apply; the keys after `history` are written
 /// only where they apply.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "orchestrate task status/v1")]
 pub struct TaskStatus {
+    /// Always `status/v1`.
+    #[schemars(extend("const" = "status/v1"))]
     pub schema: String,
+    /// Links the tasks of one piece of work, handed on from task to task.
     pub correlation_id: Option<String>,
+    /// The role that ran the task.
     pub agent: String,
+    /// The task id.
     pub task: String,
     /// SHA-256 of the workflow file's text (with its sub-workflows') the attempt ran; `None`
     /// where no workflow ran (quarantine, a worker that died too often).
     pub workflow_hash: Option<String>,
+    /// Which attempt this was, from 1.
     pub attempt: Option<u32>,
+    /// The attempt's run (`.orchestrate/runs/<id>`).
     pub run_id: Option<String>,
     /// The last step run.
     pub step: Option<String>,
+    /// When the record was written (RFC 3339).
     pub timestamp: String,
+    /// Whether the task succeeded (`processed/`) or not (`failed/`).
     pub success: bool,
     /// The workflow's exit code (the exit-code table: 1 a step failed, 2 invalid, 124, 130).
     pub exit_code: i32,
@@ -40,11 +52,15 @@ pub struct TaskStatus {
     pub step_exit_code: Option<i32>,
     /// Files written through `output_file`, relative to the workspace.
     pub outputs: Vec<String>,
+    /// What the attempt measured.
     pub metrics: Option<Metrics>,
     /// Tasks handed to other roles.
     pub next_actions: Vec<NextAction>,
+    /// What happened; for a failed step, followed by the last lines of its stderr.
     pub message: String,
+    /// When the attempt was claimed, started and finished.
     pub timings: Option<Timings>,
+    /// The role process that ran the attempt.
     pub worker: Option<Worker>,
     /// Earlier attempts, and earlier failed records this task was retried from.
     pub history: Vec<HistoryEntry>,
@@ -102,37 +118,50 @@ impl TaskStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Metrics {
+    /// Seconds from start to finish.
     pub duration_sec: f64,
+    /// The task file's size.
     pub task_bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct NextAction {
+    /// The role the task went to.
     pub agent: String,
+    /// The task file, relative to the workspace.
     pub file: String,
+    /// The task id.
     pub task: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Timings {
+    /// RFC 3339.
     pub claimed_at: String,
+    /// RFC 3339.
     pub started_at: String,
+    /// RFC 3339.
     pub finished_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Worker {
+    /// The role process's pid.
     pub pid: u32,
+    /// Its label, `<role>#<replica>`.
     pub label: String,
 }
 
 /// What ended one earlier attempt of a task (the queue's sidecar keeps these between attempts).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct HistoryEntry {
+    /// Which attempt it was.
     pub attempt: u32,
+    /// When it ended (RFC 3339).
     pub ended: String,
+    /// Why it ended.
     pub reason: String,
     /// `false`: given back at shutdown, not counted against `max_attempts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,6 +172,18 @@ pub struct HistoryEntry {
     /// The earlier attempt's run id, when it had a run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
+}
+
+/// The JSON Schema of `status/v1` as written (every key the writer always writes is
+/// required), pretty, with a final newline: `docs/schema/status.schema.json`.
+pub fn json_schema() -> String {
+    let generator = schemars::generate::SchemaSettings::draft2020_12()
+        .for_serialize()
+        .into_generator();
+    let schema = generator.into_root_schema_for::<TaskStatus>();
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 /// Lines of a failed step's stderr quoted in its failure message.

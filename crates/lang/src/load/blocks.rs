@@ -7,9 +7,9 @@ use crate::yaml::{Node, Pos, Value};
 
 use super::fields::Loader;
 
-const BUDGET_FIELDS: &[&str] = &["max_cost_usd", "max_tokens", "max_wall_sec"];
-const ISOLATION_KINDS: &[&str] = &["worktree", "none"];
-const WORKTREE_FIELDS: &[&str] = &["base", "keep", "branch", "dir"];
+pub(super) const BUDGET_FIELDS: &[&str] = &["max_cost_usd", "max_tokens", "max_wall_sec"];
+pub(super) const ISOLATION_KINDS: &[&str] = &["worktree", "none"];
+pub(super) const WORKTREE_FIELDS: &[&str] = &["base", "keep", "branch", "dir"];
 
 impl Loader {
     /// `budget: {max_cost_usd, max_tokens, max_wall_sec}` of a workflow or a role.

@@ -18,6 +18,18 @@ use crate::yaml::{Node, Value};
 use super::fields::{Fields, Loader};
 use super::vars::{RESERVED_ROOTS, parse_pointer, visit_strings};
 
+/// The fields of `approval:`.
+pub(super) const APPROVAL_FIELDS: &[&str] = &["message", "artifacts", "timeout_sec"];
+/// The fields of `enqueue:`.
+pub(super) const ENQUEUE_FIELDS: &[&str] = &["role", "text", "file", "json", "name"];
+/// The fields of `for_each:`.
+pub(super) const FOR_EACH_FIELDS: &[&str] =
+    &["items", "items_from", "as", "steps", "max_parallel", "join"];
+/// The fields of `parallel:`.
+pub(super) const PARALLEL_FIELDS: &[&str] = &["branches", "max_parallel", "join"];
+/// The fields of `wait_for:`.
+pub(super) const WAIT_FOR_FIELDS: &[&str] = &["glob", "timeout_sec", "poll_ms", "min_count"];
+
 impl Loader {
     pub(super) fn step_kind(
         &mut self,
@@ -274,7 +286,7 @@ impl Loader {
 
     pub(super) fn approval(&mut self, node: &Node, what: &str) -> Option<StepKind> {
         let ctx = format!("`approval` of {what}");
-        let fields = self.fields(node, &["message", "artifacts", "timeout_sec"], &ctx)?;
+        let fields = self.fields(node, APPROVAL_FIELDS, &ctx)?;
         let message = match fields.value("message") {
             Some(n) => self.template(n, "`approval.message`")?,
             None => {
@@ -313,7 +325,7 @@ impl Loader {
 
     pub(super) fn enqueue(&mut self, node: &Node, what: &str) -> Option<StepKind> {
         let ctx = format!("`enqueue` of {what}");
-        let fields = self.fields(node, &["role", "text", "file", "json", "name"], &ctx)?;
+        let fields = self.fields(node, ENQUEUE_FIELDS, &ctx)?;
         let role = match fields.value("role") {
             Some(n) => self.template(n, "`enqueue.role`")?,
             None => {
@@ -368,11 +380,7 @@ impl Loader {
     }
 
     pub(super) fn for_each(&mut self, node: &Node, what: &str) -> Option<StepKind> {
-        let fields = self.fields(
-            node,
-            &["items", "items_from", "as", "steps", "max_parallel", "join"],
-            &format!("`for_each` of {what}"),
-        )?;
+        let fields = self.fields(node, FOR_EACH_FIELDS, &format!("`for_each` of {what}"))?;
         let fan = self.fan(&fields, &format!("`for_each` of {what}"), 1);
         let items = match (fields.get("items"), fields.get("items_from")) {
             (Some(n), None) => {
@@ -489,7 +497,7 @@ impl Loader {
     /// `parallel: {branches: {NAME: [steps]}, max_parallel, join}`.
     pub(super) fn parallel(&mut self, node: &Node, what: &str) -> Option<StepKind> {
         let what_p = format!("`parallel` of {what}");
-        let fields = self.fields(node, &["branches", "max_parallel", "join"], &what_p)?;
+        let fields = self.fields(node, PARALLEL_FIELDS, &what_p)?;
         // Without `max_parallel`, every branch runs at once.
         let fan = self.fan(&fields, &what_p, u32::MAX);
         let Some(list) = fields.value("branches") else {
@@ -553,11 +561,7 @@ impl Loader {
     }
 
     pub(super) fn wait_for(&mut self, node: &Node, what: &str) -> Option<StepKind> {
-        let fields = self.fields(
-            node,
-            &["glob", "timeout_sec", "poll_ms", "min_count"],
-            &format!("`wait_for` of {what}"),
-        )?;
+        let fields = self.fields(node, WAIT_FOR_FIELDS, &format!("`wait_for` of {what}"))?;
         let glob = match fields.value("glob") {
             Some(n) => self.template(n, "`glob`")?,
             None => {

@@ -22,6 +22,8 @@ mod options;
 mod pipeline;
 mod refs;
 mod roles;
+#[cfg(test)]
+mod schema_fields;
 mod source;
 mod steps;
 mod swarm;

@@ -14,7 +14,7 @@ use super::options::LoadOptions;
 use super::pipeline::load_file_with;
 use super::source::{LoadError, failed, read_source, start};
 
-const ROLE_FIELDS: &[&str] = &[
+pub(super) const ROLE_FIELDS: &[&str] = &[
     "name",
     "description",
     "inbox",

@@ -15,7 +15,7 @@ use crate::yaml::{self, Node, Value};
 
 use super::fields::{Fields, Loader, map_entries};
 
-const STEP_FIELDS: &[&str] = &[
+pub(super) const STEP_FIELDS: &[&str] = &[
     "name",
     "agent",
     "description",
@@ -55,6 +55,20 @@ const STEP_FIELDS: &[&str] = &[
     "retry",
     "max_visits",
 ];
+
+/// The fields of `when:`: exactly one of them.
+pub(super) const CONDITION_FIELDS: &[&str] = &["equals", "not_equals", "jq"];
+/// The fields of `when: {equals: ...}` and `when: {not_equals: ...}`.
+pub(super) const COMPARE_FIELDS: &[&str] = &["left", "right"];
+/// The outcomes `on:` maps to a `goto`.
+pub(super) const TRANSITION_FIELDS: &[&str] =
+    &["success", "failure", "always", "rejected", "invalid"];
+/// The fields of one `on.<outcome>`.
+pub(super) const GOTO_FIELDS: &[&str] = &["goto"];
+/// The fields of `retry:` as a mapping.
+pub(super) const RETRY_FIELDS: &[&str] = &["max_attempts", "delay_sec", "backoff", "on_exit_codes"];
+/// The fields of `converge:`.
+pub(super) const CONVERGE_FIELDS: &[&str] = &["findings", "rounds", "on_stall"];
 
 /// Names a step may not take: they are goto keywords.
 const RESERVED_STEP_NAMES: &[&str] = &["_end"];
@@ -358,11 +372,7 @@ impl Loader {
     }
 
     fn condition(&mut self, node: &Node, what: &str) -> Option<Condition> {
-        let fields = self.fields(
-            node,
-            &["equals", "not_equals", "jq"],
-            &format!("`when` of {what}"),
-        )?;
+        let fields = self.fields(node, CONDITION_FIELDS, &format!("`when` of {what}"))?;
         let present: Vec<&str> = ["equals", "not_equals", "jq"]
             .into_iter()
             .filter(|k| fields.get(k).is_some())
@@ -381,7 +391,7 @@ impl Loader {
         let inner = fields.get(present[0])?;
         let pair = self.fields(
             inner,
-            &["left", "right"],
+            COMPARE_FIELDS,
             &format!("`{}` of {what}", present[0]),
         )?;
         let (Some(l), Some(r)) = (pair.get("left"), pair.get("right")) else {
@@ -402,11 +412,7 @@ impl Loader {
 
     fn transitions(&mut self, node: &Node, what: &str) -> Transitions {
         let mut out = Transitions::default();
-        let Some(fields) = self.fields(
-            node,
-            &["success", "failure", "always", "rejected", "invalid"],
-            &format!("`on` of {what}"),
-        ) else {
+        let Some(fields) = self.fields(node, TRANSITION_FIELDS, &format!("`on` of {what}")) else {
             return out;
         };
         let mut at = [(0, 0); 5];
@@ -421,7 +427,7 @@ impl Loader {
         .enumerate()
         {
             let Some(n) = fields.value(key) else { continue };
-            let Some(f) = self.fields(n, &["goto"], &format!("`on.{key}` of {what}")) else {
+            let Some(f) = self.fields(n, GOTO_FIELDS, &format!("`on.{key}` of {what}")) else {
                 continue;
             };
             match f.value("goto") {
@@ -456,11 +462,7 @@ impl Loader {
             retry.max_attempts = self.count(node, "`retry`", 1, 100).unwrap_or(1);
             return retry;
         }
-        let Some(fields) = self.fields(
-            node,
-            &["max_attempts", "delay_sec", "backoff", "on_exit_codes"],
-            &format!("`retry` of {what}"),
-        ) else {
+        let Some(fields) = self.fields(node, RETRY_FIELDS, &format!("`retry` of {what}")) else {
             return retry;
         };
         if let Some(n) = fields.value("max_attempts") {
@@ -520,11 +522,7 @@ impl Loader {
     }
 
     pub(super) fn converge(&mut self, node: &Node, what: &str) -> Option<Converge> {
-        let fields = self.fields(
-            node,
-            &["findings", "rounds", "on_stall"],
-            &format!("`converge` of {what}"),
-        )?;
+        let fields = self.fields(node, CONVERGE_FIELDS, &format!("`converge` of {what}"))?;
         let findings = match fields.value("findings") {
             Some(n) => {
                 let text = self.string(n, "`converge.findings`")?;

@@ -8,8 +8,8 @@ use crate::yaml::Value;
 
 use super::source::{LoadError, failed, read_source, start};
 
-const SWARM_FIELDS: &[&str] = &["budget"];
-const SWARM_BUDGET_FIELDS: &[&str] = &["max_cost_usd_per_day", "max_tokens_per_day"];
+pub(super) const SWARM_FIELDS: &[&str] = &["budget"];
+pub(super) const SWARM_BUDGET_FIELDS: &[&str] = &["max_cost_usd_per_day", "max_tokens_per_day"];
 
 /// Where a workspace's swarm settings live, relative to WORKSPACE.
 pub const SWARM_FILE: &str = "swarm.yaml";

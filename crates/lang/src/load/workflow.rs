@@ -13,7 +13,7 @@ use crate::yaml::{Node, Value};
 
 use super::fields::Loader;
 
-const WORKFLOW_FIELDS: &[&str] = &[
+pub(super) const WORKFLOW_FIELDS: &[&str] = &[
     "name",
     "version",
     "description",
@@ -31,6 +31,9 @@ const WORKFLOW_FIELDS: &[&str] = &[
     "isolation",
     "steps",
 ];
+
+/// The fields of a provider template under `providers:`.
+pub(super) const PROVIDER_FIELDS: &[&str] = &["command", "defaults"];
 
 /// FNV-1a over the text: enough to notice that a workflow changed between a run and a resume.
 pub fn fingerprint(text: &str) -> String {
@@ -149,7 +152,7 @@ impl Loader {
                 continue;
             };
             let what = format!("provider `{name}`");
-            let Some(fields) = self.fields(value, &["command", "defaults"], &what) else {
+            let Some(fields) = self.fields(value, PROVIDER_FIELDS, &what) else {
                 continue;
             };
             let command = match fields.get("command") {

@@ -1,0 +1,177 @@
+//! The JSON Schemas under `docs/schema/`: generated from the types (`orchestrate_lang::schema`,
+//! `orchestrate_queue::record`), checked in, and met by every shipped file, every fixture the
+//! loader accepts and what `init` lays down. (The examples in docs/ are fragments: none loads
+//! on its own, so there is nothing whole to check.)
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+const BLESS: &str = "ORCHESTRATE_BLESS";
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Every published schema by name, rendered from its types.
+fn rendered() -> Vec<(&'static str, String)> {
+    let mut out: Vec<(&str, String)> = orchestrate_lang::schema::SCHEMAS
+        .iter()
+        .map(|name| (*name, orchestrate_lang::schema::render(name).unwrap()))
+        .collect();
+    out.push(("status", orchestrate_queue::record::json_schema()));
+    out
+}
+
+#[test]
+fn the_checked_in_schemas_are_the_generated_ones() {
+    let bless = std::env::var_os(BLESS).is_some();
+    let mut stale = Vec::new();
+    for (name, text) in rendered() {
+        let path = repo(&format!("docs/schema/{name}.schema.json"));
+        if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
+            continue;
+        }
+        if bless {
+            std::fs::write(&path, &text).unwrap();
+        } else {
+            stale.push(path.display().to_string());
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "the schemas changed: {}; run `{BLESS}=1 cargo test --test integration json_schemas` to update them, and review the diff",
+        stale.join(", ")
+    );
+}
+
+fn yaml_json(path: &Path, text: &str) -> Value {
+    orchestrate_lang::yaml::parse(text)
+        .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()))
+        .to_json()
+}
+
+fn validator(schema: &Path) -> jsonschema::Validator {
+    let text = std::fs::read_to_string(schema)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", schema.display()));
+    jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).unwrap()
+}
+
+#[track_caller]
+fn assert_valid(schema: &Path, file: &str, instance: &Value) {
+    let validator = validator(schema);
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{file} does not meet {}:\n{}",
+        schema.display(),
+        errors.join("\n")
+    );
+}
+
+/// The schema a file's first line names (`# yaml-language-server: $schema=REL`), resolved
+/// against the file's directory.
+fn schema_comment(path: &Path, text: &str) -> PathBuf {
+    let first = text.lines().next().unwrap_or_default();
+    let rel = first
+        .strip_prefix("# yaml-language-server: $schema=")
+        .unwrap_or_else(|| panic!("{} has no schema comment: {first:?}", path.display()));
+    path.parent().unwrap().join(rel)
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_shipped_file_names_its_schema_and_meets_it() {
+    for (dir, schema) in [("workflows", "workflow"), ("agents", "role")] {
+        let files = yaml_files(&repo(dir));
+        assert!(!files.is_empty(), "no files in {dir}/");
+        for path in files {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let named = schema_comment(&path, &text);
+            assert_eq!(
+                named.canonicalize().unwrap(),
+                repo(&format!("docs/schema/{schema}.schema.json")),
+                "{}",
+                path.display()
+            );
+            assert_valid(
+                &named,
+                &path.display().to_string(),
+                &yaml_json(&path, &text),
+            );
+        }
+    }
+}
+
+#[test]
+fn every_fixture_the_loader_accepts_meets_the_workflow_schema() {
+    let schema = repo("docs/schema/workflow.schema.json");
+    let mut checked = 0;
+    for path in yaml_files(&repo("tests/fixtures/validate")) {
+        if orchestrate_lang::load::load_file(&path).is_ok() {
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert_valid(
+                &schema,
+                &path.display().to_string(),
+                &yaml_json(&path, &text),
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "only {checked} fixtures load");
+    // And the schema refuses what the loader refuses most often: a misspelled field.
+    let misspelled = serde_json::json!({"steps": [{"name": "Build", "comand": ["make"]}]});
+    assert!(!validator(&schema).is_valid(&misspelled));
+    // What the loader reads leniently, the schema allows: a number as text, seconds as text.
+    let lenient =
+        serde_json::json!({"steps": [{"name": 1, "command": ["sleep", 5], "timeout_sec": "30"}]});
+    assert!(validator(&schema).is_valid(&lenient));
+}
+
+/// A workspace has no `docs/schema/`: `init` writes the schemas into `.orchestrate/schema/`
+/// and points the files it lays down at them.
+#[test]
+fn init_lays_down_the_schemas_its_files_name_and_the_files_meet_them() {
+    let ws = Ws::new();
+    ws.run(&["init"]).ok();
+    for (dir, schema) in [("workflows", "workflow"), ("agents", "role")] {
+        let files = yaml_files(&ws.join(dir));
+        assert!(!files.is_empty(), "init wrote nothing in {dir}/");
+        for path in files {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let named = schema_comment(&path, &text);
+            assert_eq!(
+                named.canonicalize().unwrap(),
+                ws.join(&format!(".orchestrate/schema/{schema}.schema.json"))
+                    .canonicalize()
+                    .unwrap(),
+            );
+            assert_valid(
+                &named,
+                &path.display().to_string(),
+                &yaml_json(&path, &text),
+            );
+        }
+    }
+    for name in orchestrate_lang::schema::SCHEMAS {
+        assert_eq!(
+            ws.read(&format!(".orchestrate/schema/{name}.schema.json")),
+            std::fs::read_to_string(repo(&format!("docs/schema/{name}.schema.json"))).unwrap(),
+        );
+    }
+    ws.run(&["validate", "workflows/demo.yaml"]).ok();
+}
