@@ -235,7 +235,7 @@ impl Recorder {
         orchestrate_base::fsutil::replace(&self.path, text.as_bytes())
     }
 
-    /// The exposition text.
+    /// The exposition text: one family after another, each with its HELP and TYPE lines.
     pub fn render(&self) -> String {
         let depth = orchestrate_queue::queue::depth(&self.layout) as u64;
         let f = self.figures();
@@ -244,143 +244,170 @@ impl Recorder {
             ("replica", self.replica.as_str()),
         ];
         let mut out = String::new();
-        fn family(out: &mut String, name: &str, kind: &str, help: &str) -> String {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            name.to_string()
-        }
-        let mut lines: Vec<String> = Vec::new();
-        let sample = |name: &str, labels: &[(&str, &str)], value: f64| {
-            format!("{name}{} {}", render_labels(labels), number(value))
-        };
-
-        let name = family(
-            &mut out,
-            "orchestrate_queue_depth",
-            "gauge",
-            "Tasks waiting in the role's inbox.",
-        );
-        lines.push(sample(&name, &base, depth as f64));
-        out.push_str(&take(&mut lines));
-
-        let name = family(
-            &mut out,
-            "orchestrate_tasks_running",
-            "gauge",
-            "Tasks whose workflow this process is running.",
-        );
-        lines.push(sample(&name, &base, f.running as f64));
-        out.push_str(&take(&mut lines));
-
-        for (name, help, value) in [
-            (
-                "orchestrate_tasks_processed_total",
-                "Tasks that succeeded, since the process started.",
-                f.processed,
-            ),
-            (
-                "orchestrate_tasks_failed_total",
-                "Task attempts that failed, since the process started.",
-                f.failed,
-            ),
-            (
-                "orchestrate_tasks_quarantined_total",
-                "Task files refused at claim time and moved to failed/, since the process started.",
-                f.quarantined,
-            ),
-            (
-                "orchestrate_tasks_released_total",
-                "Tasks given back to the inbox by a shutdown, since the process started.",
-                f.released,
-            ),
-        ] {
-            let name = family(&mut out, name, "counter", help);
-            lines.push(sample(&name, &base, value as f64));
-            out.push_str(&take(&mut lines));
-        }
-
-        let name = family(
-            &mut out,
-            "orchestrate_step_duration_seconds",
-            "histogram",
-            "Duration of the steps of finished tasks, by step.",
-        );
-        for (step, h) in &f.steps {
-            let mut cumulative = 0;
-            for (bound, count) in BUCKETS.iter().zip(h.counts) {
-                cumulative += count;
-                let le = number(*bound);
-                let labels = [base[0], base[1], ("step", step.as_str()), ("le", &le)];
-                lines.push(sample(
-                    &format!("{name}_bucket"),
-                    &labels,
-                    cumulative as f64,
-                ));
-            }
-            let labels = [base[0], base[1], ("step", step.as_str()), ("le", "+Inf")];
-            lines.push(sample(&format!("{name}_bucket"), &labels, h.count as f64));
-            let labels = [base[0], base[1], ("step", step.as_str())];
-            lines.push(sample(&format!("{name}_sum"), &labels, h.sum));
-            lines.push(sample(&format!("{name}_count"), &labels, h.count as f64));
-        }
-        out.push_str(&take(&mut lines));
-
-        let name = family(
-            &mut out,
-            "orchestrate_tokens_total",
-            "counter",
-            "Tokens used by agent steps, by runtime, model and type (input excludes cache reads and writes).",
-        );
-        for ((runtime, model, kind), count) in &f.tokens {
-            let labels = [
-                base[0],
-                base[1],
-                ("runtime", runtime.as_str()),
-                ("model", model.as_str()),
-                ("type", kind),
-            ];
-            lines.push(sample(&name, &labels, *count as f64));
-        }
-        out.push_str(&take(&mut lines));
-
-        let name = family(
-            &mut out,
-            "orchestrate_cost_usd_total",
-            "counter",
-            "Cost in USD of agent steps with a known price, by runtime and model.",
-        );
-        for ((runtime, model), cost) in &f.cost {
-            let labels = [
-                base[0],
-                base[1],
-                ("runtime", runtime.as_str()),
-                ("model", model.as_str()),
-            ];
-            lines.push(sample(&name, &labels, *cost));
-        }
-        out.push_str(&take(&mut lines));
-
-        if let Some(at) = f.last_finish {
-            let name = family(
-                &mut out,
-                "orchestrate_last_task_finish_timestamp_seconds",
-                "gauge",
-                "When the last task finished (Unix time).",
-            );
-            lines.push(sample(&name, &base, at));
-            out.push_str(&take(&mut lines));
-        }
-
-        let name = family(
-            &mut out,
-            "orchestrate_process_start_time_seconds",
-            "gauge",
-            "When this role process started (Unix time); counters count from here.",
-        );
-        lines.push(sample(&name, &base, self.started));
-        out.push_str(&take(&mut lines));
+        render_counts(&mut out, &base, depth, &f);
+        render_step_histogram(&mut out, &base, &f);
+        render_spending(&mut out, &base, &f);
+        render_times(&mut out, &base, f.last_finish, self.started);
         out
     }
+}
+
+/// The `# HELP` and `# TYPE` lines of a family; returns its name.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) -> String {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    name.to_string()
+}
+
+/// One sample line, without its newline.
+fn sample(name: &str, labels: &[(&str, &str)], value: f64) -> String {
+    format!("{name}{} {}", render_labels(labels), number(value))
+}
+
+/// Queue depth, tasks running, and the task counters.
+fn render_counts(out: &mut String, base: &[(&str, &str); 2], depth: u64, f: &Figures) {
+    let mut lines: Vec<String> = Vec::new();
+    let name = family(
+        out,
+        "orchestrate_queue_depth",
+        "gauge",
+        "Tasks waiting in the role's inbox.",
+    );
+    lines.push(sample(&name, base, depth as f64));
+    out.push_str(&take(&mut lines));
+
+    let name = family(
+        out,
+        "orchestrate_tasks_running",
+        "gauge",
+        "Tasks whose workflow this process is running.",
+    );
+    lines.push(sample(&name, base, f.running as f64));
+    out.push_str(&take(&mut lines));
+
+    for (name, help, value) in [
+        (
+            "orchestrate_tasks_processed_total",
+            "Tasks that succeeded, since the process started.",
+            f.processed,
+        ),
+        (
+            "orchestrate_tasks_failed_total",
+            "Task attempts that failed, since the process started.",
+            f.failed,
+        ),
+        (
+            "orchestrate_tasks_quarantined_total",
+            "Task files refused at claim time and moved to failed/, since the process started.",
+            f.quarantined,
+        ),
+        (
+            "orchestrate_tasks_released_total",
+            "Tasks given back to the inbox by a shutdown, since the process started.",
+            f.released,
+        ),
+    ] {
+        let name = family(out, name, "counter", help);
+        lines.push(sample(&name, base, value as f64));
+        out.push_str(&take(&mut lines));
+    }
+}
+
+/// The step duration histogram, by step.
+fn render_step_histogram(out: &mut String, base: &[(&str, &str); 2], f: &Figures) {
+    let mut lines: Vec<String> = Vec::new();
+    let name = family(
+        out,
+        "orchestrate_step_duration_seconds",
+        "histogram",
+        "Duration of the steps of finished tasks, by step.",
+    );
+    for (step, h) in &f.steps {
+        let mut cumulative = 0;
+        for (bound, count) in BUCKETS.iter().zip(h.counts) {
+            cumulative += count;
+            let le = number(*bound);
+            let labels = [base[0], base[1], ("step", step.as_str()), ("le", &le)];
+            lines.push(sample(
+                &format!("{name}_bucket"),
+                &labels,
+                cumulative as f64,
+            ));
+        }
+        let labels = [base[0], base[1], ("step", step.as_str()), ("le", "+Inf")];
+        lines.push(sample(&format!("{name}_bucket"), &labels, h.count as f64));
+        let labels = [base[0], base[1], ("step", step.as_str())];
+        lines.push(sample(&format!("{name}_sum"), &labels, h.sum));
+        lines.push(sample(&format!("{name}_count"), &labels, h.count as f64));
+    }
+    out.push_str(&take(&mut lines));
+}
+
+/// Tokens and cost of agent steps, by runtime and model.
+fn render_spending(out: &mut String, base: &[(&str, &str); 2], f: &Figures) {
+    let mut lines: Vec<String> = Vec::new();
+    let name = family(
+        out,
+        "orchestrate_tokens_total",
+        "counter",
+        "Tokens used by agent steps, by runtime, model and type (input excludes cache reads and writes).",
+    );
+    for ((runtime, model, kind), count) in &f.tokens {
+        let labels = [
+            base[0],
+            base[1],
+            ("runtime", runtime.as_str()),
+            ("model", model.as_str()),
+            ("type", kind),
+        ];
+        lines.push(sample(&name, &labels, *count as f64));
+    }
+    out.push_str(&take(&mut lines));
+
+    let name = family(
+        out,
+        "orchestrate_cost_usd_total",
+        "counter",
+        "Cost in USD of agent steps with a known price, by runtime and model.",
+    );
+    for ((runtime, model), cost) in &f.cost {
+        let labels = [
+            base[0],
+            base[1],
+            ("runtime", runtime.as_str()),
+            ("model", model.as_str()),
+        ];
+        lines.push(sample(&name, &labels, *cost));
+    }
+    out.push_str(&take(&mut lines));
+}
+
+/// When the last task finished, and when this process started.
+fn render_times(
+    out: &mut String,
+    base: &[(&str, &str); 2],
+    last_finish: Option<f64>,
+    started: f64,
+) {
+    let mut lines: Vec<String> = Vec::new();
+    if let Some(at) = last_finish {
+        let name = family(
+            out,
+            "orchestrate_last_task_finish_timestamp_seconds",
+            "gauge",
+            "When the last task finished (Unix time).",
+        );
+        lines.push(sample(&name, base, at));
+        out.push_str(&take(&mut lines));
+    }
+    let name = family(
+        out,
+        "orchestrate_process_start_time_seconds",
+        "gauge",
+        "When this role process started (Unix time); counters count from here.",
+    );
+    lines.push(sample(&name, base, started));
+    out.push_str(&take(&mut lines));
 }
 
 fn take(lines: &mut Vec<String>) -> String {
