@@ -16,7 +16,6 @@ use crate::state::RunDir;
 use orchestrate_lang::load::LoadOptions;
 use orchestrate_lang::model::{LoadedChild, Step, SubWorkflow};
 
-pub use crate::state::{CHILDREN_DIR, child_root};
 
 /// What a child run needs from its parent, besides the parent's configuration.
 pub(crate) struct ChildRun<'a> {

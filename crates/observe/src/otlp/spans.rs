@@ -114,7 +114,7 @@ pub fn spans_of_run(events: &Path, task: Option<&TaskInfo>) -> Result<Vec<Span>,
         let exec = record["exec"].as_u64().unwrap_or(0);
         let lane = lane_of(record);
         let step = record["step"].as_str().unwrap_or_default();
-        let dir = orchestrate_engine::subflow::child_root(run_root, &lane, exec, step);
+        let dir = orchestrate_engine::state::child_root(run_root, &lane, exec, step);
         // A child that left no readable log (it never started) has no spans to add.
         let Ok(mut child) = spans_of_run(&dir.join("events.jsonl"), None) else {
             continue;

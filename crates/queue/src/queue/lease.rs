@@ -47,11 +47,6 @@ impl Owner {
             boot_id: process::boot_id(),
         }
     }
-
-    /// Whether the process this identity names is still alive (same pid, start time and boot).
-    pub fn alive(&self) -> bool {
-        process::alive(self.pid, self.pid_start, &self.boot_id)
-    }
 }
 
 /// A task this process holds.
