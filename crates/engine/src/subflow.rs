@@ -16,7 +16,6 @@ use crate::state::RunDir;
 use orchestrate_lang::load::LoadOptions;
 use orchestrate_lang::model::{LoadedChild, Step, SubWorkflow};
 
-
 /// What a child run needs from its parent, besides the parent's configuration.
 pub(crate) struct ChildRun<'a> {
     pub step: &'a Step,
