@@ -11,7 +11,7 @@
 use crate::harness::*;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -231,13 +231,18 @@ impl<'a> Swarm<'a> {
 
     /// Starts a foreground `swarm up EXTRA...` (its stderr to a log); returns its index.
     fn up_fg(&mut self, extra: &[&str]) -> usize {
+        self.up_fg_with(extra, |_| {})
+    }
+
+    /// [`Swarm::up_fg`], with `tweak` applied to the command before it is spawned.
+    fn up_fg_with(&mut self, extra: &[&str], tweak: impl FnOnce(&mut Command)) -> usize {
         let n = self.fg.len();
         let log = self.logs.path().join(format!("up-{n}.log"));
         let mut args = vec!["swarm", "up"];
         args.extend_from_slice(extra);
-        let child = self
-            .ws
-            .cmd(&args)
+        let mut command = self.ws.cmd(&args);
+        tweak(&mut command);
+        let child = command
             .stdout(std::fs::File::create(self.logs.path().join(format!("up-{n}.out"))).unwrap())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -1098,6 +1103,159 @@ fn foreground_swarm_up_stops_gracefully_on_sigint() {
     sw.assert_all_gone(&[sup, agents[0], agents[1], step_pid(&ws, "t")]);
     let status = sw.status();
     assert_eq!(status["state"], "down", "{status:#}");
+}
+
+/// The signals blocked in `pid` (the `SigBlk` mask of `/proc/PID/status`).
+fn blocked_signals(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("no SigBlk in /proc/{pid}/status:\n{status}"))
+}
+
+#[test]
+fn swarm_up_started_with_its_stop_signals_blocked_still_stops_and_so_do_its_steps() {
+    // Whatever starts the supervisor (a CI runner, another supervisor, a runtime's `exec`) may
+    // leave signals blocked, and a blocked mask survives exec.
+    let ws = Ws::new();
+    let mut sw = Swarm::new(&ws);
+    role(&ws, "r", "settle_ms: 50\n", SLEEPY_WORKFLOW);
+    let up = sw.up_fg_with(&["--grace", "10"], |command| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: runs in the forked child before exec; sigemptyset, sigaddset and
+        // pthread_sigmask are async-signal-safe and touch only the local set.
+        unsafe {
+            command.pre_exec(|| {
+                let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+                libc::sigemptyset(set.as_mut_ptr());
+                for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGCHLD] {
+                    libc::sigaddset(set.as_mut_ptr(), sig);
+                }
+                libc::pthread_sigmask(libc::SIG_BLOCK, set.as_ptr(), std::ptr::null_mut());
+                Ok(())
+            });
+        }
+    });
+    let sup = sw.fg_pid(up);
+    let file = sw.wait_file("the replica to run", Duration::from_secs(20), |f| {
+        f["supervisor"]["pid"] == sup
+            && f["children"]
+                .as_array()
+                .is_some_and(|c| c.len() == 1 && c[0]["state"] == "running")
+    });
+    let agent = pid_of(&file, "r#1");
+    enqueue(&ws, "r", "t", "600");
+    sw.wait("t to start", Duration::from_secs(10), || started(&ws, "t"));
+    let step = step_pid(&ws, "t");
+    for (what, pid) in [("supervisor", sup), ("replica", agent)] {
+        assert_eq!(
+            blocked_signals(pid),
+            0,
+            "the {what} (pid {pid}) runs with signals blocked"
+        );
+    }
+    // The step is bash, which blocks SIGCHLD itself while it waits for its `sleep`.
+    let stops = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP]
+        .iter()
+        .fold(0u64, |mask, sig| mask | 1 << (sig - 1));
+    assert_eq!(
+        blocked_signals(step) & stops,
+        0,
+        "the step (pid {step}) runs with SIGINT, SIGTERM or SIGHUP blocked"
+    );
+
+    // SIGINT reaches the supervisor; the step, asked to stop by its replica, stops too.
+    signal(sup, libc::SIGINT);
+    signal(sup, libc::SIGINT);
+    let status = sw.fg_wait(up, Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0), "{status:?}\n{}", sw.explain());
+    sw.assert_all_gone(&[sup, agent, step]);
+}
+
+#[test]
+fn swarm_up_runs_in_a_pid_namespace_whose_session_leader_is_outside_it() {
+    // A container's shell started by `docker exec`, or anything under `unshare --pid`: our
+    // session's (and group's) leader is outside the namespace, and getsid(2) says 0.
+    let probe = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        // Not a missing component: the machine forbids new namespaces (a container without
+        // CAP_SYS_ADMIN). Such a CI runs its own tests in one, which the others then cover.
+        eprintln!("SKIPPED: `unshare --pid --fork --mount-proc` is not permitted here");
+        return;
+    }
+    let ws = Ws::new();
+    role(&ws, "r", "replicas: 2\nsettle_ms: 50\n", RECORDING_WORKFLOW);
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("up.log");
+    // When unshare dies (SIGKILLed below), the supervisor, pid 1 in the namespace, gets
+    // SIGTERM; when it exits, the kernel kills whatever is left in the namespace.
+    let mut unshare = Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--kill-child=SIGTERM",
+            BIN,
+        ])
+        .arg("--workspace")
+        .arg(ws.path())
+        .args(["swarm", "up", "--grace", "5"])
+        .current_dir(ws.path())
+        .env_remove("ORCHESTRATE_WORKSPACE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn unshare");
+    struct Stop<'a>(&'a mut Child, &'a Path);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            for pid in procs_in(self.1) {
+                signal(pid, libc::SIGKILL);
+            }
+        }
+    }
+    let ws_path = ws.path().to_path_buf();
+    let stop = Stop(&mut unshare, &ws_path);
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let status_file = || -> Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(ws.join(".orchestrate/swarm/status.json")).unwrap_or_default(),
+        )
+        .unwrap_or_default()
+    };
+    wait_until("both replicas to run", Duration::from_secs(20), || {
+        let f = status_file();
+        assert!(
+            !log_text().contains("panicked"),
+            "the supervisor panicked:\n{}",
+            log_text()
+        );
+        f["children"]
+            .as_array()
+            .is_some_and(|c| c.len() == 2 && c.iter().all(|c| c["state"] == "running"))
+    });
+    enqueue(&ws, "r", "t", "x");
+    wait_until("t to be processed", Duration::from_secs(10), || {
+        !entries_of(&ws, "processed", "r", "t").is_empty()
+    });
+    // Only unshare: the namespace's processes are the supervisor's to stop.
+    let _ = stop.0.kill();
+    wait_until("the supervisor to stop", Duration::from_secs(20), || {
+        log_text().contains("swarm stopped")
+    });
+    let text = log_text();
+    assert!(!text.contains("panicked"), "{text}");
+    assert_eq!(status_file()["supervisor"]["state"], "stopped", "{text}");
+    drop(stop);
 }
 
 #[test]

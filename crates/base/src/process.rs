@@ -176,16 +176,26 @@ pub fn kill_group(pgid: i32, signal: i32) {
     }
 }
 
-/// The process group of `pid`, if it exists.
+/// The process group of `pid`, if it exists: 0 when the group's leader is outside our PID
+/// namespace (a container whose init did not start a group of its own).
+///
+/// Through libc, not rustix: rustix 1.1 turns the 0 into a `Pid`, which is non-zero (a panic in
+/// debug builds, undefined behaviour in release ones).
 pub fn group_of(pid: u32) -> Option<i32> {
-    rustix::process::getpgid(Some(one(pid)?))
-        .ok()
-        .map(Pid::as_raw_pid)
+    let pid = i32::try_from(pid).ok().filter(|p| *p > 0)?;
+    // SAFETY: getpgid(2) takes a plain integer and touches no memory of ours.
+    let pgid = unsafe { libc::getpgid(pid) };
+    (pgid >= 0).then_some(pgid)
 }
 
-/// This process's session id.
+/// This process's session id: 0 when the session's leader is outside our PID namespace (a
+/// process started by `docker exec`, or under `unshare --pid`), -1 if it cannot be read.
+///
+/// Through libc for the reason [`group_of`] gives.
 pub fn own_session() -> i32 {
-    rustix::process::getsid(None).map_or(-1, Pid::as_raw_pid)
+    // SAFETY: getsid(2) takes a plain integer and touches no memory of ours.
+    let sid = unsafe { libc::getsid(0) };
+    sid.max(-1)
 }
 
 /// Signals every process in session `sid`. Only while the session leader is unreaped or verified
@@ -204,6 +214,23 @@ pub fn become_subreaper() -> io::Result<()> {
     Ok(rustix::process::set_child_subreaper(one(
         std::process::id(),
     ))?)
+}
+
+/// Unblocks every signal for the calling thread (call it first thing in `main`, before any
+/// thread starts: threads and children inherit the mask).
+///
+/// A blocked mask is inherited across exec, and whatever started us may have left one: a
+/// supervisor of its own, a CI runner, a language runtime's `exec`. With SIGINT or SIGTERM
+/// blocked, Ctrl-C, `swarm down` and a step's graceful stop would reach nobody, and every step
+/// we run would inherit the same deafness.
+pub fn unblock_signals() {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initializes the set it is given (a valid, writable sigset_t), after
+    // which it is read by pthread_sigmask; no old mask is asked for.
+    unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::pthread_sigmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut());
+    }
 }
 
 /// Whether the effective user is root.
