@@ -9,7 +9,8 @@
 //! Which events pass: `--log-level` when given (or inherited, see [`LEVEL_ENV`]); else `RUST_LOG`
 //! when set (an `EnvFilter`: `warn`, `orchestrate_swarm::worker=debug,info`, ...); else `info`.
 //! A flag typed on the command line beats the environment, as flags do elsewhere; `RUST_LOG` is
-//! the way to pick levels per target.
+//! the way to pick levels per target. `ORCHESTRATE_DEBUG=1` shows, on top of that, the debug
+//! events of `orchestrate_base` ([`DEBUG_ENV`]): how the machine is used.
 
 use std::io::IsTerminal;
 
@@ -21,6 +22,11 @@ use tracing_subscriber::filter::LevelFilter;
 pub const LEVEL_ENV: &str = "ORCHESTRATE_LOG_LEVEL";
 /// As [`LEVEL_ENV`], for `--log-format`.
 pub const FORMAT_ENV: &str = "ORCHESTRATE_LOG_FORMAT";
+
+/// Set (to anything but `0`): the debug events of the OS layer (`orchestrate_base`) are shown
+/// whatever the level: whether steps run in cgroups, whether readonly checks attribute writes
+/// per process, and why not. For people and tests; the lines are not a format.
+pub const DEBUG_ENV: &str = "ORCHESTRATE_DEBUG";
 
 /// `--log-level`: the least severe events shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -70,12 +76,15 @@ pub fn install(level: Option<LogLevel>, format: Option<LogFormat>) {
             unsafe { std::env::set_var(name, value) };
         }
     }
-    let filter = match level {
+    let mut filter = match level {
         Some(level) => EnvFilter::default().add_directive(level.filter().into()),
         None => EnvFilter::builder()
             .with_default_directive(LevelFilter::INFO.into())
             .from_env_lossy(),
     };
+    if std::env::var_os(DEBUG_ENV).is_some_and(|v| !v.is_empty() && v != "0") {
+        filter = filter.add_directive("orchestrate_base=debug".parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

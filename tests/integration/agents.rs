@@ -2083,22 +2083,25 @@ fn waiting_for_the_outside_writer(lab: &Lab, before: &str) {
     .workflow(&one_step("claude", ""));
 }
 
-/// Whether this run attributed writes per process (fanotify, and a cgroup for the step): said
-/// on stderr under ORCHESTRATE_DEBUG=1.
+/// Whether this run attributed writes per process (fanotify, and a cgroup for the step): logged
+/// at debug level, shown under ORCHESTRATE_DEBUG=1.
 fn attributed(run: &Run) -> Result<(), String> {
     for (needle, what) in [
         (
-            "debug: readonly/plan checks attribute writes per process",
+            "DEBUG orchestrate_base::write_watch: readonly/plan checks attribute writes per process",
             "fanotify",
         ),
-        ("debug: step processes run in cgroups", "cgroups"),
+        (
+            "DEBUG orchestrate_base::cgroup: step processes run in cgroups",
+            "cgroups",
+        ),
     ] {
         if !run.stderr.contains(needle) {
             return Err(format!(
                 "writes are not attributed per process here (no {what}): {}",
                 run.stderr
                     .lines()
-                    .filter(|l| l.starts_with("debug:"))
+                    .filter(|l| l.contains(" DEBUG "))
                     .collect::<Vec<_>>()
                     .join("; ")
             ));
@@ -2171,7 +2174,7 @@ fn without_attribution_an_outside_writers_log_is_still_blamed() {
     let run = lab.run(&[]);
     drop(writer);
     run.code(1);
-    assert!(!run.stderr.contains("debug:"), "{}", run.stderr);
+    assert!(!run.stderr.contains(" DEBUG "), "{}", run.stderr);
     let ask = run.step("Ask");
     assert_eq!(ask["error"]["kind"], "phase_violation", "{ask:#}");
     let paths: Vec<&str> = ask["changed_files"]
@@ -2186,7 +2189,7 @@ fn without_attribution_an_outside_writers_log_is_still_blamed() {
     let writer = OutsideWriter::start(&lab);
     let run = lab.run(&[]);
     drop(writer);
-    run.stderr_has("debug: readonly/plan checks cannot attribute writes per process: turned off by ORCHESTRATE_WRITE_WATCH=off");
+    run.stderr_has("DEBUG orchestrate_base::write_watch: readonly/plan checks cannot attribute writes per process: turned off by ORCHESTRATE_WRITE_WATCH=off");
 }
 
 /// Two readonly items at once: one writes a file while the other runs (the first fake to take

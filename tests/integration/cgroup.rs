@@ -22,7 +22,8 @@ while [ ! -e gc.pid ] || [ ! -e daemon.pid ]; do sleep 0.05; done
 exec sleep 600
 "#;
 
-/// Whether the binary puts step processes in cgroups here, from its `ORCHESTRATE_DEBUG` line:
+/// Whether the binary puts step processes in cgroups here, from its debug line (shown with
+/// `ORCHESTRATE_DEBUG`):
 /// `Err(why)` when it does not.
 fn cgroups_in_use() -> Result<(), String> {
     let ws = Ws::new();
@@ -33,12 +34,15 @@ fn cgroups_in_use() -> Result<(), String> {
         .output()
         .expect("run orchestrate");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if stderr.contains("debug: step processes run in cgroups") {
+    if stderr.contains("DEBUG orchestrate_base::cgroup: step processes run in cgroups") {
         return Ok(());
     }
     Err(stderr
         .lines()
-        .find_map(|l| l.strip_prefix("debug: step processes are not put in cgroups: "))
+        .find_map(|l| {
+            l.split_once("DEBUG orchestrate_base::cgroup: step processes are not put in cgroups: ")
+                .map(|(_, why)| why)
+        })
         .map(|l| l.split("; stopping").next().unwrap_or(l))
         .map_or("the binary said nothing about cgroups".to_string(), |why| {
             format!("step processes are not put in cgroups here: {why}")

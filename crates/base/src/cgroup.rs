@@ -12,7 +12,8 @@
 //!
 //! Where cgroups cannot be used (no cgroup2 mount, read-only, not ours to write, no `cgroup.kill`
 //! before Linux 5.14, `ORCHESTRATE_CGROUPS=off`) [`Step::create`] returns `None` and `exec` relies
-//! on process groups alone, as before; the reason is printed once with `ORCHESTRATE_DEBUG=1`.
+//! on process groups alone, as before; the reason is logged once at
+//! debug level (shown with `ORCHESTRATE_DEBUG=1`).
 //!
 //! The cgroups are flat, one directory per step right under this process's own cgroup, so that a
 //! run that ends cleanly leaves nothing behind; `<pid>` names the engine process that made them,
@@ -197,17 +198,9 @@ static FELL_BACK: AtomicBool = AtomicBool::new(false);
 /// Stops using cgroups in this process, saying why once.
 fn fall_back(reason: &CgroupError) {
     if !FELL_BACK.swap(true, Ordering::Relaxed) {
-        debug(&format!(
+        tracing::debug!(
             "step processes are not put in cgroups: {reason}; stopping a step reaches its process group only"
-        ));
-    }
-}
-
-/// A line on stderr when `ORCHESTRATE_DEBUG` is set (to anything but `0`): how this system is
-/// used, for people and tests, not part of any output format.
-pub fn debug(message: &str) {
-    if std::env::var_os("ORCHESTRATE_DEBUG").is_some_and(|v| !v.is_empty() && v != "0") {
-        eprintln!("debug: {message}");
+        );
     }
 }
 
@@ -283,10 +276,10 @@ impl Step {
                 return false;
             }
             sweep(own);
-            debug(&format!(
+            tracing::debug!(
                 "step processes run in cgroups of their own under {}",
                 own.display()
-            ));
+            );
             true
         });
         if !usable {
@@ -400,10 +393,10 @@ fn kill(dir: &Path) {
 /// Waits until the killed cgroup `dir` is empty, then removes it with any child cgroups.
 fn clear(dir: &Path) {
     if !wait_empty(dir, Instant::now() + EMPTY_TIMEOUT) {
-        debug(&format!(
+        tracing::debug!(
             "processes of {} outlived SIGKILL for {EMPTY_TIMEOUT:?} (uninterruptible sleep?); the cgroup is left in place",
             dir.display()
-        ));
+        );
         return;
     }
     remove_tree(dir);

@@ -130,17 +130,15 @@ impl Watch {
         match Watch::start(root) {
             Ok(watch) => {
                 if !SAID.swap(true, Ordering::Relaxed) {
-                    crate::cgroup::debug(
-                        "readonly/plan checks attribute writes per process (fanotify)",
-                    );
+                    tracing::debug!("readonly/plan checks attribute writes per process (fanotify)");
                 }
                 Some(watch)
             }
             Err(reason) => {
                 if !SAID.swap(true, Ordering::Relaxed) {
-                    crate::cgroup::debug(&format!(
+                    tracing::debug!(
                         "readonly/plan checks cannot attribute writes per process: {reason}; every write during a step is the step's unless the engine or an ancestor wrote it"
-                    ));
+                    );
                 }
                 None
             }
