@@ -44,10 +44,10 @@ impl Runner {
             observer(&event);
         }
         let durable = durable && self.config.resumable;
-        // Without the lane, as the display has always been told (its bars are keyed by step
-        // and number alone).
+        // With the lane: execution numbers count from 1 in every fan-out lane, so items running
+        // at once have the same numbers and only the lane tells their bars apart.
         if let Some(reporter) = &self.config.reporter
-            && let Some(progress) = crate::progress::Progress::from_event(&event, &[])
+            && let Some(progress) = crate::progress::Progress::from_event(&event, &self.lane)
         {
             reporter.report(&progress);
         }
