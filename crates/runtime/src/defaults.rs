@@ -4,8 +4,7 @@
 //! test) with the models each uses when told nothing (every one priced in `Prices::builtin`,
 //! checked by the same test), and reading the user's own choice where the CLI keeps it: codex's
 //! own arguments in a profile's `args:` (`-m`, `-c model=`, `-p NAME` and its
-//! `$CODEX_HOME/NAME.config.toml`), codex's `$CODEX_HOME/config.toml` (`model`, or `profile`
-//! and its `[profiles.NAME]` table as older codex versions read it), gemini's
+//! `$CODEX_HOME/NAME.config.toml`), codex's `$CODEX_HOME/config.toml` (`model`), gemini's
 //! `GEMINI_MODEL` and `model.name` in its user settings, claude's `ANTHROPIC_MODEL`.
 //!
 //! Does not build argv (`adapter`) or read output (`parse`). Claude and gemini name the models
@@ -203,23 +202,20 @@ fn codex_model_override(pair: &str) -> Option<String> {
     Some(parsed.unwrap_or_else(|| value.to_string()))
 }
 
-/// `model` of codex's config.toml: the selected `profile`'s when it sets one, else the
-/// top-level key. The file is parsed as TOML (the `toml` crate), so dotted keys, inline tables
-/// and every string form count; a file that does not parse names no model (codex itself would
-/// refuse it).
+/// `model` of codex's config.toml. The file is parsed as TOML (the `toml` crate), so dotted keys,
+/// inline tables and every string form count. A file that does not parse, or that selects a
+/// profile the legacy way (`profile = "NAME"`), names no model: codex 0.169 refuses both ("legacy
+/// `profile = ...` config is no longer supported"). `[profiles.NAME]` tables alone are ignored,
+/// as codex ignores them.
 fn codex_config_model(text: &str) -> Option<String> {
     let config: toml::Table = toml::from_str(text).ok()?;
-    let string = |table: &toml::Table, key: &str| {
-        table
-            .get(key)
-            .and_then(toml::Value::as_str)
-            .map(str::to_string)
-    };
-    let profile_model = string(&config, "profile").and_then(|name| {
-        let profile = config.get("profiles")?.as_table()?.get(&name)?.as_table()?;
-        string(profile, "model")
-    });
-    profile_model.or_else(|| string(&config, "model"))
+    if config.contains_key("profile") {
+        return None;
+    }
+    config
+        .get("model")
+        .and_then(toml::Value::as_str)
+        .map(str::to_string)
 }
 
 /// `model.name` of a gemini settings file.
@@ -310,8 +306,15 @@ mod tests {
             codex_config_model("model = \"gpt-5\" # mine\n[model_providers.x]\nmodel = \"no\"\n"),
             Some("gpt-5".into())
         );
-        let with_profile = "profile = 'fast'\nmodel = \"gpt-5\"\n\n[profiles.fast]\nmodel = \"gpt-5-mini\"\n[profiles.slow]\nmodel = \"o3\"\n";
-        assert_eq!(codex_config_model(with_profile), Some("gpt-5-mini".into()));
+        // codex 0.169.0 refuses a legacy `profile =` (run against the pinned CLI) and ignores
+        // `[profiles.NAME]` tables on their own.
+        let legacy =
+            "profile = 'fast'\nmodel = \"gpt-5\"\n\n[profiles.fast]\nmodel = \"gpt-5-mini\"\n";
+        assert_eq!(codex_config_model(legacy), None);
+        assert_eq!(
+            codex_config_model("model = \"gpt-5\"\n\n[profiles.fast]\nmodel = \"gpt-5-mini\"\n"),
+            Some("gpt-5".into())
+        );
         assert_eq!(
             codex_config_model("model_provider = \"fake\"\n"),
             None,
@@ -319,15 +322,8 @@ mod tests {
         );
         // Dotted keys and inline tables are TOML too.
         assert_eq!(
-            codex_config_model("profile = \"p\"\nprofiles.p.model = \"gpt-5-nano\"\n"),
+            codex_config_model("model_provider = \"x\"\nmodel = \"gpt-5-nano\"\nx.y = 1\n"),
             Some("gpt-5-nano".into())
-        );
-        assert_eq!(
-            codex_config_model(
-                "profile = \"p\"\nmodel = \"o3\"\nprofiles = { p = { model_provider = \"x\" } }\n"
-            ),
-            Some("o3".into()),
-            "a profile without a model falls back to the top-level one"
         );
         assert_eq!(
             codex_config_model("model = \"\"\"\ngpt-5\"\"\"\n"),
@@ -336,7 +332,11 @@ mod tests {
         assert_eq!(codex_config_model("model = [unclosed\n"), None);
 
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("config.toml"), with_profile).unwrap();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "model = \"gpt-5-mini\"\n[profiles.slow]\nmodel = \"o3\"\n",
+        )
+        .unwrap();
         let home = dir.path().display().to_string();
         let guess = default_model(Runtime::Codex, &[], &env_of(&[("CODEX_HOME", &home)])).unwrap();
         assert_eq!(guess.model, "gpt-5-mini");
