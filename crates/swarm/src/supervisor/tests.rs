@@ -311,8 +311,10 @@ async fn backoff_resets_after_healthy_running() {
         reset_after: Duration::from_millis(100),
         ..fast()
     };
-    // Healthy (ready) for 150 ms each time, then a crash.
-    let script = r#"echo ready >&"$ORCHESTRATE_READY_FD"; sleep 0.15; exit 1"#;
+    // Healthy (ready) for a second each time, then a crash: ten times `reset_after`, so that a
+    // supervisor slow to read the ready line on a loaded machine still counts the run healthy
+    // (150 ms once failed a CI run).
+    let script = r#"echo ready >&"$ORCHESTRATE_READY_FD"; sleep 1; exit 1"#;
     let swarm = Swarm::start(vec![child("qa", 1, script)], policy, never());
     swarm
         .until("failed", |s| state_of(s, "qa#1") == ChildState::Failed)
