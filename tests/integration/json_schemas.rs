@@ -1,7 +1,7 @@
 //! The JSON Schemas under `docs/schema/`: generated from the types (`orchestrate_lang::schema`,
-//! `orchestrate_queue::record`), checked in, and met by every shipped file, every fixture the
-//! loader accepts and what `init` lays down. (The examples in docs/ are fragments: none loads
-//! on its own, so there is nothing whole to check.)
+//! `orchestrate_queue::record`, `orchestrate_swarm::supervisor`), checked in, and met by every
+//! shipped file, every fixture the loader accepts and what `init` lays down. (The examples in
+//! docs/ are fragments: none loads on its own, so there is nothing whole to check.)
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +22,10 @@ fn rendered() -> Vec<(&'static str, String)> {
         .map(|name| (*name, orchestrate_lang::schema::render(name).unwrap()))
         .collect();
     out.push(("status", orchestrate_queue::record::json_schema()));
+    out.push((
+        "supervisor-events",
+        orchestrate_swarm::supervisor::events_json_schema(),
+    ));
     out
 }
 
