@@ -21,9 +21,9 @@ pub const SCHEMA: &str = "status/v1";
 /// `status.json` of a finished (or quarantined) task. Every key of `docs/swarm.md`'s list is
 /// always written, `null` or empty where it does not apply; the keys after `history` are written
 /// only where they apply.
-///
-/// Read back leniently: a key a record lacks (a record from before this type, or written by hand)
-/// reads as empty, so a reader gets what the record has ([`TaskStatus::from_bytes`]).
+//
+// Read back leniently: a key a record lacks (a record from before this type, or written by hand)
+// reads as empty, so a reader gets what the record has (`TaskStatus::from_bytes`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 #[schemars(title = "orchestrate task status/v1")]
