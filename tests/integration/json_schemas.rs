@@ -98,6 +98,24 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Lines the supervisor wrote (captured from a `swarm up -d` whose role crashed until it failed,
+/// a reload, `swarm down`, a leftover) meet its events' schema; one a kind's fields do not fit
+/// does not.
+#[test]
+fn the_supervisors_lines_meet_its_events_schema() {
+    let schema = repo("docs/schema/supervisor-events.schema.json");
+    let captured = repo("crates/swarm/src/supervisor/event_captured.jsonl");
+    let text = std::fs::read_to_string(&captured).unwrap();
+    for line in text.lines() {
+        assert_valid(&schema, line, &serde_json::from_str(line).unwrap());
+    }
+    let without_replica = serde_json::json!({"event": "spawned", "pid": 7});
+    assert!(!validator(&schema).is_valid(&without_replica));
+    let wrong_signal = serde_json::json!({"event": "stopping", "pid": 7, "signal": "SIGINT",
+        "child": "qa#1", "role": "qa", "replica": 1, "state": "stopping"});
+    assert!(!validator(&schema).is_valid(&wrong_signal));
+}
+
 #[test]
 fn every_shipped_file_names_its_schema_and_meets_it() {
     for (dir, schema) in [("workflows", "workflow"), ("agents", "role")] {

@@ -7,7 +7,8 @@
 //! serde_json sorts (the run's envelope `v`, `seq`, `ts`; `event`; the replica's `child`, `role`,
 //! `replica`, `state`; the kind's own fields). The replica's fields sit beside the event's, as a
 //! run's envelope does, without `flatten`: written by merging, read by [`Replica::from_record`].
-//! Its schema is `docs/schema/supervisor-events.schema.json` ([`json_schema`]).
+//! Its schema is `docs/schema/supervisor-events.schema.json` ([`json_schema`]), the replica's
+//! fields included.
 //!
 //! Does not open or append to the file (`records` does, through the engine's `EventLog`), nor
 //! decide what happens (the actors and the loop do).
@@ -244,13 +245,39 @@ pub fn read_events(workspace: &Path) -> io::Result<Vec<Record>> {
     Ok(records.iter().map(Record::from_record).collect())
 }
 
-/// `docs/schema/supervisor-events.schema.json`: the schema of [`SupervisorEvent`] as written
-/// (the replica's fields and the envelope are not in it; see the module's docs).
+/// The kinds about one replica: their lines carry its [`Replica`] fields.
+pub const REPLICA_KINDS: [&str; 7] = [
+    "spawned",
+    "ready",
+    "exited",
+    "stopping",
+    "stopped",
+    "restarting",
+    "failed",
+];
+
+/// `docs/schema/supervisor-events.schema.json`: the schema of [`SupervisorEvent`] as written,
+/// each of the [`REPLICA_KINDS`] with the [`Replica`] fields too (`allOf`); the envelope (`v`,
+/// `seq`, `ts`) is not in it.
 pub fn json_schema() -> String {
-    let generator = schemars::generate::SchemaSettings::draft2020_12()
+    let mut generator = schemars::generate::SchemaSettings::draft2020_12()
         .for_serialize()
         .into_generator();
-    let schema = generator.into_root_schema_for::<SupervisorEvent>();
+    let replica = generator.subschema_for::<Replica>().to_value();
+    let mut schema = generator
+        .into_root_schema_for::<SupervisorEvent>()
+        .to_value();
+    let kinds = schema.get_mut("oneOf").and_then(Value::as_array_mut);
+    for kind in kinds.into_iter().flatten() {
+        let name = kind
+            .pointer("/properties/event/const")
+            .and_then(Value::as_str);
+        if name.is_some_and(|name| REPLICA_KINDS.contains(&name))
+            && let Some(kind) = kind.as_object_mut()
+        {
+            kind.insert("allOf".into(), Value::Array(vec![replica.clone()]));
+        }
+    }
     let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
     text.push('\n');
     text

@@ -200,6 +200,18 @@ fn every_kind_is_the_line_the_json_macro_wrote() {
 }
 
 #[test]
+fn the_replica_kinds_are_those_written_with_a_replica() {
+    for (record, _) in every_kind() {
+        assert_eq!(
+            REPLICA_KINDS.contains(&record.event.name()),
+            record.replica.is_some(),
+            "{}",
+            record.event.name()
+        );
+    }
+}
+
+#[test]
 fn every_kind_reads_back_as_written() {
     for (record, _) in every_kind() {
         let mut line = record.to_fields();
