@@ -13,9 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use crate::control_log;
+use crate::control_log::{self, ControlEvent};
 use orchestrate_base::fsutil::relative;
 use orchestrate_engine::event::{Event, RunFinished};
 use orchestrate_engine::state::{RunDir, RunStatus};
@@ -79,8 +78,10 @@ pub fn pause(workspace: &Path, role: &str) -> Result<(Pause, bool), ControlError
         .map_err(ControlError::io("write", &path))?;
     control_log::log_event(
         workspace,
-        "role_paused",
-        json!({"role": role, "by": pause.by}),
+        &ControlEvent::RolePaused {
+            role: role.to_string(),
+            by: pause.by.clone(),
+        },
     );
     Ok((pause, false))
 }
@@ -95,8 +96,11 @@ pub fn unpause(workspace: &Path, role: &str) -> Result<Option<Pause>, ControlErr
     let _ = orchestrate_base::fsutil::fsync_dir(&role_dir(workspace, role));
     control_log::log_event(
         workspace,
-        "role_resumed",
-        json!({"role": role, "by": cancel::who(), "paused_since": existing.since}),
+        &ControlEvent::RoleResumed {
+            role: role.to_string(),
+            by: cancel::who(),
+            paused_since: existing.since.clone(),
+        },
     );
     Ok(Some(existing))
 }
@@ -451,8 +455,11 @@ fn cancel_run(
     cancel::write_run_cancel(root, &request).map_err(ControlError::RunRequest)?;
     control_log::log_event(
         workspace,
-        "run_cancel_requested",
-        json!({"run_id": target, "pid": pid, "by": request.by}),
+        &ControlEvent::RunCancelRequested {
+            run_id: target.to_string(),
+            pid,
+            by: request.by.clone(),
+        },
     );
     // The pid was verified just above to hold the run's lock.
     orchestrate_base::process::kill(pid, libc::SIGTERM).map_err(|source| ControlError::Signal {
@@ -528,8 +535,11 @@ fn cancel_task(
     let path = request_task_cancel(workspace, role, id, &request)?;
     control_log::log_event(
         workspace,
-        "task_cancel_requested",
-        json!({"role": role, "task": id, "by": request.by}),
+        &ControlEvent::TaskCancelRequested {
+            role: role.to_string(),
+            task: id.to_string(),
+            by: request.by.clone(),
+        },
     );
     let Some(wait) = wait else {
         return Ok(format!(
