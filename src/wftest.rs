@@ -665,8 +665,6 @@ impl Drop for Scratch {
     }
 }
 
-/// Copies regular files and directories (symlinks as symlinks); `filter` leaves out the
-/// top-level records and build output.
 /// A `step_finished` record and the fan-out lane it was written on (empty outside fan-outs).
 struct Finished {
     lane: Vec<u64>,
@@ -698,6 +696,8 @@ fn in_item_order(records: &[Finished]) -> Vec<&Finished> {
     out
 }
 
+/// Copies regular files and directories (symlinks as symlinks); `filter` leaves out the
+/// top-level records and build output.
 fn copy_tree(from: &Path, to: &Path, filter: bool) -> Result<(), String> {
     let walk = walkdir::WalkDir::new(from)
         .follow_links(false)

@@ -2,8 +2,9 @@
 //! runs of `workflow:` steps nested below them.
 //!
 //! Owns: reading a run directory's own run id (its record, its first event, else its snapshot),
-//! the `run_started` event a log begins with, and finding a child run and its parent's id. Does not read what a run did (`observe` folds the events)
-//! nor decide where a new run goes (`state`).
+//! the `run_started` event a log begins with, and finding a child run and its parent's id. Does
+//! not read what a run did (`observe` folds the events) nor decide where a new run goes
+//! (`state`).
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
