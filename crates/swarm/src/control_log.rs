@@ -1,20 +1,23 @@
 //! The control log, `.orchestrate/control/events.jsonl`: an account of who steered what (pauses,
 //! cancels, breakers opening and closing), appended by every process that does.
 //!
-//! Owns: the file, its records as types ([`ControlEvent`]; docs/events.md's table) and its line
-//! format: `v`, `ts` and the event's fields, keys sorted as serde_json writes a map, no `seq`.
+//! Owns: the file, its records as types ([`ControlEvent`]; docs/events.md's table, and
+//! `docs/schema/control-events.schema.json`) and its line format: `v`, `ts` and the event's
+//! fields, keys sorted as serde_json writes a map, no `seq`.
 //! Does not act on anything it records (`control`, `breaker` and the role processes do).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 /// One record of the control log, tagged by its kind (`"event": "role_paused"`). `by` names
 /// who did it: a user and host (`orchestrate` commands) or a role process (`role#replica`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
+#[schemars(title = "orchestrate control event")]
 pub enum ControlEvent {
     /// `orchestrate pause`.
     RolePaused {
@@ -55,11 +58,12 @@ pub enum ControlEvent {
     },
     /// A kind this version does not know: readers skip it. Never written.
     #[serde(other, skip_serializing)]
+    #[schemars(skip)]
     Unknown,
 }
 
 /// A breaker opened: on failures of one class, on a reset time, or after a failed trial.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct BreakerOpened {
     pub runtime: String,
     pub class: String,
@@ -104,6 +108,18 @@ impl ControlEvent {
     pub fn from_record(record: &Value) -> ControlEvent {
         ControlEvent::deserialize(record).unwrap_or(ControlEvent::Unknown)
     }
+}
+
+/// `docs/schema/control-events.schema.json`: the schema of [`ControlEvent`] as written (`v`
+/// and `ts` are not in it).
+pub fn json_schema() -> String {
+    let generator = schemars::generate::SchemaSettings::draft2020_12()
+        .for_serialize()
+        .into_generator();
+    let schema = generator.into_root_schema_for::<ControlEvent>();
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 /// `.orchestrate/control/events.jsonl`.
