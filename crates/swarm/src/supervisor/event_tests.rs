@@ -40,25 +40,12 @@ fn qa(state: ChildState) -> ChildStatus {
 /// Every kind, as the typed record and as the `json!` fields the supervisor wrote before the
 /// types (`records.rs` merged a replica's `child`, `role`, `replica`, `state` into them).
 fn every_kind() -> Vec<(Record, Value)> {
-    let replica = |state: ChildState, event: SupervisorEvent, old: Value| {
-        let status = qa(state);
-        let mut fields = json!({
-            "child": status.name,
-            "role": status.role,
-            "replica": status.replica,
-            "state": status.state,
-        });
-        fields.as_object_mut().unwrap().extend(object(old));
-        (
-            Record {
-                replica: Some(Replica::of(&status)),
-                event,
-            },
-            fields,
-        )
-    };
+    own_kinds().into_iter().chain(replica_kinds()).collect()
+}
+
+/// The supervisor's own kinds.
+fn own_kinds() -> Vec<(Record, Value)> {
     let own = |event: SupervisorEvent, old: Value| (Record::own(event), old);
-    let exit = ExitReason::Exited { code: 3 };
     vec![
         own(
             SupervisorEvent::SupervisorStarted(SupervisorStarted {
@@ -100,6 +87,30 @@ fn every_kind() -> Vec<(Record, Value)> {
                 RoleProblem { role: "dev".into(), message: "agents/dev.yaml:1:1: bad".into() }
             ]}),
         ),
+    ]
+}
+
+/// The kinds about a replica.
+fn replica_kinds() -> Vec<(Record, Value)> {
+    let replica = |state: ChildState, event: SupervisorEvent, old: Value| {
+        let status = qa(state);
+        let mut fields = json!({
+            "child": status.name,
+            "role": status.role,
+            "replica": status.replica,
+            "state": status.state,
+        });
+        fields.as_object_mut().unwrap().extend(object(old));
+        (
+            Record {
+                replica: Some(Replica::of(&status)),
+                event,
+            },
+            fields,
+        )
+    };
+    let exit = ExitReason::Exited { code: 3 };
+    vec![
         replica(
             ChildState::Starting,
             SupervisorEvent::Spawned(Pid { pid: 9 }),
