@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::control_log::{BreakerOpened, ControlEvent};
 use orchestrate_engine::event::Event;
@@ -558,6 +558,7 @@ pub fn observe(workspace: &Path, profiles: &Profiles, by: &str, event: &Event) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn failed(kind: &str) -> Value {
         json!({"status": "failed", "phase": "readonly", "runtime": "claude", "profile": "claude", "error": {"kind": kind, "message": "x"}, "outcome": {"kind": "exited", "code": 1}, "result": "x"})
