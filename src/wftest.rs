@@ -41,6 +41,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
+use orchestrate_engine::event::{Envelope, Event, StepFinished};
 use orchestrate_engine::runner::{RunConfig, Runner};
 
 /// Set (to a case's directory) in the environment of the fixture agent's process.
@@ -299,18 +300,23 @@ fn compare(
         .records;
     let mut path = Vec::new();
     let mut last: BTreeMap<String, Value> = BTreeMap::new();
-    let finished: Vec<&Value> = events
+    let finished: Vec<Finished> = events
         .iter()
-        .filter(|e| e["event"] == "step_finished")
+        .filter_map(|record| match Event::from_record(record) {
+            Event::StepFinished(event) => Some(Finished {
+                lane: Envelope::from_record(record).lane,
+                event,
+            }),
+            _ => None,
+        })
         .collect();
-    for event in in_item_order(&finished) {
-        let step = event["step"].as_str().unwrap_or_default().to_string();
-        let result = &event["result"];
+    for finished in in_item_order(&finished) {
+        let result = &finished.event.result;
         if result["status"] == "skipped" {
             continue;
         }
-        path.push(step.clone());
-        last.insert(step, result.clone());
+        path.push(finished.event.step.clone());
+        last.insert(finished.event.step.clone(), result.clone());
     }
     if let Some(expected) = &expect.path
         && *expected != path
@@ -659,31 +665,28 @@ impl Drop for Scratch {
     }
 }
 
-/// Copies regular files and directories (symlinks as symlinks); `filter` leaves out the
-/// top-level records and build output.
+/// A `step_finished` record and the fan-out lane it was written on (empty outside fan-outs).
+struct Finished {
+    lane: Vec<u64>,
+    event: StepFinished,
+}
+
 /// `step_finished` records as if fan-out items had run one after another: each fan-out step's
 /// items (their lanes, item by item, nested ones likewise) just before its own record, so that
 /// the path does not depend on which item finished first.
-fn in_item_order<'a>(records: &[&'a Value]) -> Vec<&'a Value> {
-    fn lane(record: &Value) -> Vec<u64> {
-        record["lane"]
-            .as_array()
-            .map(|l| l.iter().filter_map(Value::as_u64).collect())
-            .unwrap_or_default()
-    }
-    fn emit<'a>(records: &[&'a Value], of: &[u64], out: &mut Vec<&'a Value>) {
-        for record in records.iter().filter(|r| lane(r) == of) {
-            if let Some(exec) = record["exec"].as_u64() {
-                let mut items: Vec<Vec<u64>> = records
-                    .iter()
-                    .map(|r| lane(r))
-                    .filter(|l| l.len() == of.len() + 2 && l.starts_with(of) && l[of.len()] == exec)
-                    .collect();
-                items.sort();
-                items.dedup();
-                for item in items {
-                    emit(records, &item, out);
-                }
+fn in_item_order(records: &[Finished]) -> Vec<&Finished> {
+    fn emit<'a>(records: &'a [Finished], of: &[u64], out: &mut Vec<&'a Finished>) {
+        for record in records.iter().filter(|r| r.lane == of) {
+            let exec = record.event.exec;
+            let mut items: Vec<&[u64]> = records
+                .iter()
+                .map(|r| r.lane.as_slice())
+                .filter(|l| l.len() == of.len() + 2 && l.starts_with(of) && l[of.len()] == exec)
+                .collect();
+            items.sort();
+            items.dedup();
+            for item in items {
+                emit(records, item, out);
             }
             out.push(record);
         }
@@ -693,6 +696,8 @@ fn in_item_order<'a>(records: &[&'a Value]) -> Vec<&'a Value> {
     out
 }
 
+/// Copies regular files and directories (symlinks as symlinks); `filter` leaves out the
+/// top-level records and build output.
 fn copy_tree(from: &Path, to: &Path, filter: bool) -> Result<(), String> {
     let walk = walkdir::WalkDir::new(from)
         .follow_links(false)
@@ -837,19 +842,27 @@ mod tests {
 
     #[test]
     fn fan_out_items_are_on_the_path_in_item_order_before_their_step() {
+        let finished = |step: &str, exec: u64, lane: &[u64]| Finished {
+            lane: lane.to_vec(),
+            event: StepFinished {
+                step: step.into(),
+                exec,
+                iteration: Vec::new(),
+                result: json!({"status": "succeeded"}),
+            },
+        };
         let records = [
-            json!({"step": "Start", "exec": 1}),
-            json!({"step": "B", "exec": 1, "lane": [2, 1]}),
-            json!({"step": "Deep", "exec": 1, "lane": [2, 0, 1, 1]}),
-            json!({"step": "Inner", "exec": 1, "lane": [2, 0]}),
-            json!({"step": "A", "exec": 2, "lane": [2, 0]}),
-            json!({"step": "Fan", "exec": 2}),
-            json!({"step": "End", "exec": 3}),
+            finished("Start", 1, &[]),
+            finished("B", 1, &[2, 1]),
+            finished("Deep", 1, &[2, 0, 1, 1]),
+            finished("Inner", 1, &[2, 0]),
+            finished("A", 2, &[2, 0]),
+            finished("Fan", 2, &[]),
+            finished("End", 3, &[]),
         ];
-        let refs: Vec<&Value> = records.iter().collect();
-        let names: Vec<&str> = in_item_order(&refs)
+        let names: Vec<&str> = in_item_order(&records)
             .iter()
-            .map(|r| r["step"].as_str().unwrap())
+            .map(|r| r.event.step.as_str())
             .collect();
         assert_eq!(names, ["Start", "Deep", "Inner", "A", "B", "Fan", "End"]);
     }

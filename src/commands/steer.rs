@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use orchestrate_swarm::control::{self, ControlError};
+use orchestrate_swarm::control;
 
 use crate::error::{Error, Outcome};
 
@@ -18,8 +18,8 @@ pub fn cancel(workspace: &Path, target: &str, wait: Option<Duration>) -> Outcome
             eprintln!("{message}");
             Ok(ExitCode::SUCCESS)
         }
-        Err(ControlError::Refused(message)) => Err(Error::Invalid(message)),
-        Err(ControlError::Failed(message)) => Err(Error::Failed(message)),
+        Err(err) if err.is_refused() => Err(Error::invalid(err.to_string())),
+        Err(err) => Err(Error::failed(err.to_string())),
     }
 }
 
@@ -34,7 +34,7 @@ pub fn pause(workspace: &Path, role: &str) -> Outcome {
         Ok((_, false)) => eprintln!(
             "paused role `{role}`: it claims no new tasks (tasks in flight finish, queued ones wait); `orchestrate resume {role}` lifts it"
         ),
-        Err(message) => return Err(Error::failed(format!("pausing role `{role}`: {message}"))),
+        Err(err) => return Err(Error::failed(format!("pausing role `{role}`: {err}"))),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -48,8 +48,8 @@ pub fn resume_role(workspace: &Path, role: &str) -> Outcome {
             p.since, p.by
         ),
         Ok(None) => eprintln!("role `{role}` is not paused; nothing to resume"),
-        Err(message) => {
-            return Err(Error::failed(format!("resuming role `{role}`: {message}")));
+        Err(err) => {
+            return Err(Error::failed(format!("resuming role `{role}`: {err}")));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,7 +1,8 @@
 //! The JSON Schemas under `docs/schema/`: generated from the types (`orchestrate_lang::schema`,
-//! `orchestrate_queue::record`), checked in, and met by every shipped file, every fixture the
-//! loader accepts and what `init` lays down. (The examples in docs/ are fragments: none loads
-//! on its own, so there is nothing whole to check.)
+//! `orchestrate_queue::record`, `orchestrate_swarm::supervisor`, `orchestrate_swarm::control_log`),
+//! checked in, and met by every shipped file, every fixture the loader accepts, what `init` lays
+//! down and the records captured from the binary. (The examples in docs/ are fragments: none
+//! loads on its own, so there is nothing whole to check.)
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,14 @@ fn rendered() -> Vec<(&'static str, String)> {
         .map(|name| (*name, orchestrate_lang::schema::render(name).unwrap()))
         .collect();
     out.push(("status", orchestrate_queue::record::json_schema()));
+    out.push((
+        "supervisor-events",
+        orchestrate_swarm::supervisor::events_json_schema(),
+    ));
+    out.push((
+        "control-events",
+        orchestrate_swarm::control_log::json_schema(),
+    ));
     out
 }
 
@@ -92,6 +101,37 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
+}
+
+/// Lines the supervisor wrote (captured from a `swarm up -d` whose role crashed until it failed,
+/// a reload, `swarm down`, a leftover) meet its events' schema; one a kind's fields do not fit
+/// does not.
+#[test]
+fn the_supervisors_lines_meet_its_events_schema() {
+    let schema = repo("docs/schema/supervisor-events.schema.json");
+    let captured = repo("crates/swarm/src/supervisor/event_captured.jsonl");
+    let text = std::fs::read_to_string(&captured).unwrap();
+    for line in text.lines() {
+        assert_valid(&schema, line, &serde_json::from_str(line).unwrap());
+    }
+    let without_replica = serde_json::json!({"event": "spawned", "pid": 7});
+    assert!(!validator(&schema).is_valid(&without_replica));
+    let wrong_signal = serde_json::json!({"event": "stopping", "pid": 7, "signal": "SIGINT",
+        "child": "qa#1", "role": "qa", "replica": 1, "state": "stopping"});
+    assert!(!validator(&schema).is_valid(&wrong_signal));
+}
+
+/// Lines `pause`, `resume` and `cancel` wrote meet the control log's schema.
+#[test]
+fn the_control_logs_lines_meet_its_schema() {
+    let schema = repo("docs/schema/control-events.schema.json");
+    let captured = repo("crates/swarm/src/control_log_captured.jsonl");
+    let text = std::fs::read_to_string(&captured).unwrap();
+    for line in text.lines() {
+        assert_valid(&schema, line, &serde_json::from_str(line).unwrap());
+    }
+    let no_role = serde_json::json!({"event": "role_paused", "by": "uid 0"});
+    assert!(!validator(&schema).is_valid(&no_role));
 }
 
 #[test]

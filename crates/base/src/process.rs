@@ -2,19 +2,20 @@
 //!
 //! Owns: reading `/proc/<pid>/stat` ([`stat`]), naming a process for good (pid, start time and
 //! boot id: [`alive`]), watching a child's exit without reaping it (pidfds, `waitid(WNOWAIT)`),
-//! reaping, signalling one process, a process group or a session, and becoming a child
-//! subreaper. Through `rustix` where it offers the call, so that the `unsafe` left is only what
-//! tokio's reactor registration needs.
+//! reaping, signalling one process, a process group or a session, starting a child in a session
+//! of its own ([`new_session`]), and becoming a child subreaper. Through `rustix` where it offers
+//! the call, so that the `unsafe` left is what tokio's reactor registration, `pre_exec` and the
+//! calls rustix lacks need.
 //!
 //! Does not decide whom to signal or when (`exec`, the queue and the supervisor do), spawn
 //! processes (`exec`), or know cgroups (`cgroup`).
 
 use std::fs;
 use std::io;
-use std::os::fd::OwnedFd;
-use std::os::unix::process::ExitStatusExt;
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::ExitStatus;
+use std::process::{Command, ExitStatus};
 use std::sync::OnceLock;
 
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitOptions};
@@ -206,6 +207,34 @@ pub fn kill_session(sid: u32, signal: i32) {
         if stat(pid).is_some_and(|s| s.session == sid) {
             let _ = kill(pid, signal);
         }
+    }
+}
+
+/// Makes the child that `command` starts the leader of a new session, hence of a new process
+/// group and without a controlling terminal: `setsid(2)` between its fork and exec.
+pub fn new_session(command: &mut Command) -> &mut Command {
+    // SAFETY: the closure runs in the forked child before exec and makes one setsid(2) call,
+    // which is async-signal-safe; it allocates nothing and touches no state of ours.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::setsid()?;
+            Ok(())
+        })
+    }
+}
+
+/// Keeps `fd`, a descriptor of this process, open across the exec of the child that `command`
+/// starts: its close-on-exec flag is cleared in the child only, so no other child inherits it.
+/// The caller keeps `fd` open until the child is spawned.
+pub fn keep_across_exec(command: &mut Command, fd: RawFd) -> &mut Command {
+    // SAFETY: the closure runs in the forked child before exec and makes one fcntl(2) call,
+    // which is async-signal-safe; it allocates nothing. `fd` is open in the child, a copy of the
+    // parent's descriptor table at the fork, during which the caller keeps it open.
+    unsafe {
+        command.pre_exec(move || {
+            rustix::io::fcntl_setfd(BorrowedFd::borrow_raw(fd), rustix::io::FdFlags::empty())?;
+            Ok(())
+        })
     }
 }
 

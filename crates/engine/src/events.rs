@@ -66,20 +66,16 @@ impl EventLog {
         self.seq
     }
 
-    /// Appends `{"seq", "ts", "event", ...fields}`. With `durable`, the line is on disk (fdatasync)
-    /// before this returns: used for records that resume depends on. For logs of other records
-    /// than a run's [`Event`]s (the supervisor's); a run's go through [`EventLog::append_event`].
-    pub fn append(&mut self, event: &str, fields: Value, durable: bool) -> io::Result<()> {
-        let mut record = Map::new();
-        record.insert("event".into(), json!(event));
-        if let Value::Object(extra) = fields {
-            record.extend(extra);
-        }
-        self.write(record, durable)
+    /// Appends `fields` (its `event` among them) after the envelope's `v`, `seq` and `ts`. With
+    /// `durable`, the line is on disk (fdatasync) before this returns: used for records that
+    /// resume depends on. For logs of other records than a run's [`Event`]s (the supervisor's,
+    /// typed in `orchestrate_swarm`); a run's go through [`EventLog::append_event`].
+    pub fn append_record(&mut self, fields: Map<String, Value>, durable: bool) -> io::Result<()> {
+        self.write(fields, durable)
     }
 
     /// Appends `event` in its envelope: `lane` (left out when empty), `v`, `seq`, `ts`. With
-    /// `durable`, as [`EventLog::append`].
+    /// `durable`, as [`EventLog::append_record`].
     pub fn append_event(&mut self, event: &Event, lane: &[u64], durable: bool) -> io::Result<()> {
         let mut record = match serde_json::to_value(event).map_err(io::Error::other)? {
             Value::Object(record) => record,
@@ -261,13 +257,22 @@ mod tests {
 
     use super::*;
 
+    fn fields(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(fields) => fields,
+            _ => unreachable!("an object"),
+        }
+    }
+
     #[test]
     fn appends_and_reads_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.jsonl");
         let mut log = EventLog::open(&path, vec!["hunter2".into()]).unwrap();
-        log.append("a", json!({"x": "pw=hunter2"}), true).unwrap();
-        log.append("b", json!({}), false).unwrap();
+        log.append_record(fields(json!({"event": "a", "x": "pw=hunter2"})), true)
+            .unwrap();
+        log.append_record(fields(json!({"event": "b"})), false)
+            .unwrap();
         let events = read(&path).unwrap();
         assert_eq!(events.len(), 2);
         assert_eq!(events[0]["x"], "pw=***");
@@ -288,11 +293,13 @@ mod tests {
         log.append_event(&event, &[], true).unwrap();
         log.append_event(&event, &[3, 1], false).unwrap();
         let mut log = EventLog::open(&untyped, vec!["s3cret".into()]).unwrap();
-        log.append("goto", json!({"from": "A s3cret", "to": "_end"}), true)
-            .unwrap();
-        log.append(
-            "goto",
-            json!({"from": "A s3cret", "to": "_end", "lane": [3, 1]}),
+        log.append_record(
+            fields(json!({"event": "goto", "from": "A s3cret", "to": "_end"})),
+            true,
+        )
+        .unwrap();
+        log.append_record(
+            fields(json!({"event": "goto", "from": "A s3cret", "to": "_end", "lane": [3, 1]})),
             false,
         )
         .unwrap();

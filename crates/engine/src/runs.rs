@@ -1,17 +1,18 @@
 //! Runs of a workspace found by id: the run directories under `.orchestrate/runs/` and the child
 //! runs of `workflow:` steps nested below them.
 //!
-//! Owns: reading a run directory's own run id (its snapshot, else its first event), and finding
-//! a child run and its parent's id. Does not read what a run did (`observe` folds the events)
-//! nor decide where a new run goes (`state`).
+//! Owns: reading a run directory's own run id (its record, its first event, else its snapshot),
+//! the `run_started` event a log begins with, and finding a child run and its parent's id. Does
+//! not read what a run did (`observe` folds the events) nor decide where a new run goes
+//! (`state`).
 
 use std::fs;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
-use crate::event::Event;
+use crate::event::{Event, RunStarted};
 use crate::state::RunDir;
+use orchestrate_queue::record::TaskStatus;
 
 /// The directories directly in `dir`, sorted (none when it cannot be read).
 pub fn subdirs(dir: &Path) -> Vec<PathBuf> {
@@ -31,37 +32,45 @@ pub fn subdirs(dir: &Path) -> Vec<PathBuf> {
 /// its events.jsonl (`run_started`), else a state.json (records written before task runs
 /// stopped writing one).
 pub fn recorded_run_id(root: &Path) -> Option<String> {
-    let from_json = |name: &str| -> Option<String> {
-        let bytes = fs::read(root.join(name)).ok()?;
-        let value: Value = serde_json::from_slice(&bytes).ok()?;
-        value["run_id"].as_str().map(str::to_string)
+    let from_status = || -> Option<String> {
+        TaskStatus::from_bytes(&fs::read(root.join("status.json")).ok()?)?.run_id
     };
-    let from_events = || -> Option<String> {
-        use std::io::BufRead;
-        let file = fs::File::open(root.join("events.jsonl")).ok()?;
-        let mut first = String::new();
-        std::io::BufReader::new(file).read_line(&mut first).ok()?;
-        let value: Value = serde_json::from_str(&first).ok()?;
-        (value["event"] == "run_started")
-            .then(|| value["run_id"].as_str().map(str::to_string))
-            .flatten()
+    let dir = RunDir {
+        root: root.to_path_buf(),
     };
-    from_json("status.json")
-        .or_else(from_events)
-        .or_else(|| from_json("state.json"))
+    from_status()
+        .or_else(|| {
+            first_run_started(&dir.events())
+                .map(|started| started.run_id)
+                .filter(|id| !id.is_empty())
+        })
+        .or_else(|| dir.read_state().ok().map(|state| state.run_id))
 }
+
+/// The `run_started` event a run's log begins with, if the run got that far. Reads the first
+/// line alone, bounded: a `run_started` event is small.
+pub fn first_run_started(events: &Path) -> Option<RunStarted> {
+    let file = fs::File::open(events).ok()?;
+    let mut first = String::new();
+    BufReader::new(file)
+        .take(FIRST_LINE_LIMIT)
+        .read_line(&mut first)
+        .ok()?;
+    match serde_json::from_str::<Event>(&first).ok()? {
+        Event::RunStarted(started) => Some(started),
+        _ => None,
+    }
+}
+
+/// The most of a log's first line [`first_run_started`] reads.
+const FIRST_LINE_LIMIT: u64 = 1024 * 1024;
 
 /// When `id` is a child run among the workspace's runs: its parent's run id (as its
 /// `run_started` names it; `PARENT` if it cannot be read).
 pub fn parent_of_child(workspace: &Path, id: &str) -> Option<String> {
     let dir = find_child(&subdirs(&RunDir::runs_dir(workspace)), id)?;
-    let parent = crate::events::read(&RunDir { root: dir }.events())
-        .ok()
-        .and_then(|records| records.into_iter().next())
-        .and_then(|first| match Event::from_record(&first) {
-            Event::RunStarted(started) => started.parent.map(|parent| parent.run_id),
-            _ => None,
-        });
+    let parent = first_run_started(&RunDir { root: dir }.events())
+        .and_then(|started| started.parent.map(|parent| parent.run_id));
     Some(parent.unwrap_or_else(|| "PARENT".into()))
 }
 

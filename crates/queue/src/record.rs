@@ -5,8 +5,8 @@
 //! died too often and a requeue that could not happen in `queue`) constructs, so that a record
 //! missing a documented key does not compile, and the tail of a failed step's stderr that
 //! failure messages quote, and the JSON Schema of `status/v1` rendered from the same types
-//! (`docs/schema/status.schema.json`). Does not decide where a record goes (`queue`) or read records back
-//! for people (`commands`, `observe`).
+//! (`docs/schema/status.schema.json`); reading a record back as that type. Does not decide where a
+//! record goes (`queue`) or show records to people (`commands`, `observe`).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -21,7 +21,11 @@ pub const SCHEMA: &str = "status/v1";
 /// `status.json` of a finished (or quarantined) task. Every key of `docs/swarm.md`'s list is
 /// always written, `null` or empty where it does not apply; the keys after `history` are written
 /// only where they apply.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+//
+// Read back leniently: a key a record lacks (a record from before this type, or written by hand)
+// reads as empty, so a reader gets what the record has (`TaskStatus::from_bytes`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
 #[schemars(title = "orchestrate task status/v1")]
 pub struct TaskStatus {
     /// Always `status/v1`.
@@ -83,6 +87,12 @@ pub struct TaskStatus {
 }
 
 impl TaskStatus {
+    /// A record read back, `None` when it is no `status.json` (not JSON, or a key of the wrong
+    /// type).
+    pub fn from_bytes(bytes: &[u8]) -> Option<TaskStatus> {
+        serde_json::from_slice(bytes).ok()
+    }
+
     /// A record with every optional part empty: writers fill in what applies.
     pub fn new(agent: &str, task: &str, success: bool, exit_code: i32, message: &str) -> Self {
         TaskStatus {

@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::control_log::{BreakerOpened, ControlEvent};
 use orchestrate_engine::event::Event;
 use orchestrate_lang::model::{Role, StepKind, Workflow};
 use orchestrate_queue::queue::Owner;
@@ -258,7 +259,7 @@ pub fn record(workspace: &Path, name: &str, config: &BreakerConfig, outcome: &Ou
     if config.failures == 0 || *outcome == Outcome::Neutral {
         return;
     }
-    let transition = update(workspace, name, |state| -> Option<(&'static str, Value)> {
+    let transition = update(workspace, name, |state| -> Option<ControlEvent> {
         let phase = state.effective();
         match outcome {
             Outcome::Failure {
@@ -269,10 +270,16 @@ pub fn record(workspace: &Path, name: &str, config: &BreakerConfig, outcome: &Ou
                 state.consecutive += 1;
                 let reason = format!("{class} until its reset time");
                 open(state, class, cooldown, *resets, reason.clone());
-                Some((
-                    "breaker_opened",
-                    json!({"class": class, "reason": reason, "until": state.until, "cooldown_sec": state.cooldown_sec}),
-                ))
+                Some(ControlEvent::BreakerOpened(BreakerOpened {
+                    runtime: name.to_string(),
+                    class: class.clone(),
+                    reason,
+                    until: state.until.clone(),
+                    cooldown_sec: state.cooldown_sec,
+                    failures: None,
+                    reopened: None,
+                    by: by.to_string(),
+                }))
             }
             Outcome::Success => match phase {
                 Phase::Closed => {
@@ -287,7 +294,11 @@ pub fn record(workspace: &Path, name: &str, config: &BreakerConfig, outcome: &Ou
                         runtime: name.to_string(),
                         ..State::default()
                     };
-                    Some(("breaker_closed", json!({"after": was})))
+                    Some(ControlEvent::BreakerClosed {
+                        runtime: name.to_string(),
+                        after: was,
+                        by: by.to_string(),
+                    })
                 }
             },
             Outcome::Failure { class, .. } => match phase {
@@ -305,10 +316,16 @@ pub fn record(workspace: &Path, name: &str, config: &BreakerConfig, outcome: &Ou
                     let until = Utc::now()
                         + chrono::Duration::from_std(config.cooldown).unwrap_or_default();
                     open(state, class, config.cooldown, until, reason.clone());
-                    Some((
-                        "breaker_opened",
-                        json!({"class": class, "failures": state.consecutive, "reason": reason, "until": state.until, "cooldown_sec": state.cooldown_sec}),
-                    ))
+                    Some(ControlEvent::BreakerOpened(BreakerOpened {
+                        runtime: name.to_string(),
+                        class: class.clone(),
+                        reason,
+                        until: state.until.clone(),
+                        cooldown_sec: state.cooldown_sec,
+                        failures: Some(state.consecutive),
+                        reopened: None,
+                        by: by.to_string(),
+                    }))
                 }
                 Phase::Open => None,
                 Phase::HalfOpen => {
@@ -323,25 +340,31 @@ pub fn record(workspace: &Path, name: &str, config: &BreakerConfig, outcome: &Ou
                     let reason = format!("the half-open trial failed ({class})");
                     state.consecutive += 1;
                     open(state, class, cooldown, until, reason.clone());
-                    Some((
-                        "breaker_opened",
-                        json!({"class": class, "reason": reason, "reopened": true, "until": state.until, "cooldown_sec": state.cooldown_sec}),
-                    ))
+                    Some(ControlEvent::BreakerOpened(BreakerOpened {
+                        runtime: name.to_string(),
+                        class: class.clone(),
+                        reason,
+                        until: state.until.clone(),
+                        cooldown_sec: state.cooldown_sec,
+                        failures: None,
+                        reopened: Some(true),
+                        by: by.to_string(),
+                    }))
                 }
             },
             Outcome::Neutral => None,
         }
     });
-    if let Ok(Some((event, mut fields))) = transition {
-        fields["runtime"] = json!(name);
-        fields["by"] = json!(by);
-        log_transition(name, event, &fields);
-        crate::control_log::log_event(workspace, event, fields);
+    if let Ok(Some(event)) = transition {
+        log_transition(name, &event);
+        crate::control_log::log_event(workspace, &event);
     }
 }
 
 /// A transition as a log event of the role process that made it: an opening is a warning.
-fn log_transition(name: &str, event: &str, fields: &Value) {
+fn log_transition(name: &str, event: &ControlEvent) {
+    let fields = event.fields();
+    let event = event.name();
     if event == "breaker_opened" {
         tracing::warn!(runtime = name, event = %event, fields = %fields, "breaker {name}: {event}");
     } else {
@@ -377,53 +400,59 @@ pub fn admit(workspace: &Path, name: &str, by: &str) -> Admission {
         }
         Some(_) => {}
     }
-    let result = update(workspace, name, |state| -> (Admission, Option<Value>) {
-        let mut event = None;
-        match state.effective() {
-            Phase::Closed => return (Admission::Admit, None),
-            Phase::Open => {
+    let result = update(
+        workspace,
+        name,
+        |state| -> (Admission, Option<ControlEvent>) {
+            let mut event = None;
+            match state.effective() {
+                Phase::Closed => return (Admission::Admit, None),
+                Phase::Open => {
+                    return (
+                        Admission::Deny {
+                            reason: state.describe(),
+                            until: state.until(),
+                        },
+                        None,
+                    );
+                }
+                Phase::HalfOpen => {}
+            }
+            if state.state == Phase::Open {
+                state.state = Phase::HalfOpen;
+                event = Some(ControlEvent::BreakerHalfOpen {
+                    runtime: name.to_string(),
+                    after: state.reason.clone(),
+                    cooldown_sec: state.cooldown_sec,
+                });
+            }
+            if let Some(trial) = &state.trial
+                && trial.alive()
+            {
                 return (
                     Admission::Deny {
                         reason: state.describe(),
-                        until: state.until(),
+                        until: None,
                     },
-                    None,
+                    event,
                 );
             }
-            Phase::HalfOpen => {}
-        }
-        if state.state == Phase::Open {
-            state.state = Phase::HalfOpen;
-            event = Some(
-                json!({"runtime": name, "after": state.reason, "cooldown_sec": state.cooldown_sec}),
-            );
-        }
-        if let Some(trial) = &state.trial
-            && trial.alive()
-        {
-            return (
-                Admission::Deny {
-                    reason: state.describe(),
-                    until: None,
-                },
-                event,
-            );
-        }
-        let me = Owner::current();
-        state.trial = Some(Trial {
-            pid: me.pid,
-            pid_start: me.pid_start,
-            boot_id: me.boot_id,
-            by: by.to_string(),
-            since: orchestrate_base::clock::now_rfc3339(),
-        });
-        (Admission::Trial, event)
-    });
+            let me = Owner::current();
+            state.trial = Some(Trial {
+                pid: me.pid,
+                pid_start: me.pid_start,
+                boot_id: me.boot_id,
+                by: by.to_string(),
+                since: orchestrate_base::clock::now_rfc3339(),
+            });
+            (Admission::Trial, event)
+        },
+    );
     match result {
         Ok((admission, event)) => {
             if let Some(event) = event {
-                log_transition(name, "breaker_half_open", &event);
-                crate::control_log::log_event(workspace, "breaker_half_open", event);
+                log_transition(name, &event);
+                crate::control_log::log_event(workspace, &event);
             }
             admission
         }
@@ -529,6 +558,7 @@ pub fn observe(workspace: &Path, profiles: &Profiles, by: &str, event: &Event) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn failed(kind: &str) -> Value {
         json!({"status": "failed", "phase": "readonly", "runtime": "claude", "profile": "claude", "error": {"kind": kind, "message": "x"}, "outcome": {"kind": "exited", "code": 1}, "result": "x"})
@@ -590,9 +620,9 @@ mod tests {
         record(ws.path(), "claude", &config, &Outcome::Success, "t");
         assert_eq!(read(ws.path(), "claude").unwrap().state, Phase::Closed);
         assert_eq!(admit(ws.path(), "claude", "t"), Admission::Admit);
-        let log: Vec<String> = crate::control_log::read_log(ws.path())
+        let log: Vec<&str> = crate::control_log::read_log(ws.path())
             .iter()
-            .map(|r| r["event"].as_str().unwrap_or("").to_string())
+            .map(ControlEvent::name)
             .collect();
         assert_eq!(
             log,

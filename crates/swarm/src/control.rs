@@ -8,15 +8,16 @@
 //! Does not stop anything itself beyond one signal to a verified run process: role processes act
 //! on their own requests (`worker`).
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
-use crate::control_log;
+use crate::control_log::{self, ControlEvent};
 use orchestrate_base::fsutil::relative;
-use orchestrate_engine::state::RunDir;
+use orchestrate_engine::event::{Event, RunFinished};
+use orchestrate_engine::state::{RunDir, RunStatus};
 use orchestrate_queue::cancel::{self, CancelRequest};
 use orchestrate_queue::queue::{self, TaskState};
 
@@ -60,7 +61,7 @@ pub fn paused(workspace: &Path, role: &str) -> Option<Pause> {
 }
 
 /// Pauses a role (durably). Returns the pause in force and whether it was already paused.
-pub fn pause(workspace: &Path, role: &str) -> Result<(Pause, bool), String> {
+pub fn pause(workspace: &Path, role: &str) -> Result<(Pause, bool), ControlError> {
     if let Some(existing) = paused(workspace, role) {
         return Ok((existing, true));
     }
@@ -70,31 +71,36 @@ pub fn pause(workspace: &Path, role: &str) -> Result<(Pause, bool), String> {
         by: cancel::who(),
     };
     let dir = role_dir(workspace, role);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(ControlError::io("create", &dir))?;
     let path = pause_path(workspace, role);
     let bytes = serde_json::to_vec_pretty(&pause).unwrap_or_default();
     orchestrate_base::fsutil::atomic_write(&path, &bytes)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        .map_err(ControlError::io("write", &path))?;
     control_log::log_event(
         workspace,
-        "role_paused",
-        json!({"role": role, "by": pause.by}),
+        &ControlEvent::RolePaused {
+            role: role.to_string(),
+            by: pause.by.clone(),
+        },
     );
     Ok((pause, false))
 }
 
 /// Lifts a role's pause; returns the pause that was in force.
-pub fn unpause(workspace: &Path, role: &str) -> Result<Option<Pause>, String> {
+pub fn unpause(workspace: &Path, role: &str) -> Result<Option<Pause>, ControlError> {
     let Some(existing) = paused(workspace, role) else {
         return Ok(None);
     };
     let path = pause_path(workspace, role);
-    std::fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+    std::fs::remove_file(&path).map_err(ControlError::io("remove", &path))?;
     let _ = orchestrate_base::fsutil::fsync_dir(&role_dir(workspace, role));
     control_log::log_event(
         workspace,
-        "role_resumed",
-        json!({"role": role, "by": cancel::who(), "paused_since": existing.since}),
+        &ControlEvent::RoleResumed {
+            role: role.to_string(),
+            by: cancel::who(),
+            paused_since: existing.since.clone(),
+        },
     );
     Ok(Some(existing))
 }
@@ -128,12 +134,12 @@ pub fn request_task_cancel(
     role: &str,
     id: &str,
     request: &CancelRequest,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, ControlError> {
     let dir = cancel_dir(workspace, role);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(ControlError::io("create", &dir))?;
     let path = dir.join(format!("{id}.json"));
     orchestrate_base::fsutil::atomic_write(&path, &serde_json::to_vec(request).unwrap_or_default())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        .map_err(ControlError::io("write", &path))?;
     Ok(path)
 }
 
@@ -213,15 +219,121 @@ enum Target {
     },
 }
 
-/// Why a cancel request was refused or did not take effect.
+/// Why steering failed: a cancel request refused ([`ControlError::is_refused`]) or not acted on
+/// in time, or a control file that could not be written. Each message is whole, with what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    /// The target is no run or task, or is in no state to be cancelled: nothing was asked.
+    #[error("`{target}` is not a run or task id: {reason}")]
+    NotAnId { target: String, reason: String },
+    #[error(
+        "run `{target}` is the child run of a `workflow:` step of run {parent}: cancel the parent (`orchestrate cancel {parent}`), which stops the child with it"
+    )]
+    ChildRun { target: String, parent: String },
+    #[error(
+        "task `{id}` of role `{role}` is queued ({path}), not running: nothing to cancel; to drop it, move that file out of the inbox, or `orchestrate pause {role}` to hold the role"
+    )]
+    Queued {
+        id: String,
+        role: String,
+        path: String,
+    },
+    #[error(
+        "task `{id}` of role `{role}` already finished ({path}): nothing to cancel; `orchestrate show {id}` shows how it ended"
+    )]
+    TaskFinished {
+        id: String,
+        role: String,
+        path: String,
+    },
+    #[error(
+        "no run or task `{target}`: nothing in .orchestrate/runs/, running/, the inboxes, processed/ or failed/ has that id; `orchestrate status` lists runs and `orchestrate tasks` lists tasks"
+    )]
+    NotFound { target: String },
+    #[error(
+        "run {target} already finished ({}, exit {exit_code}): nothing to cancel{}",
+        status.label(),
+        resume_hint(target, *status)
+    )]
+    RunFinished {
+        target: String,
+        status: RunStatus,
+        exit_code: u8,
+    },
+    #[error(
+        "run {target} is not running (no process holds {lock}; it stopped without finishing): nothing to cancel; `orchestrate resume {target}` continues it"
+    )]
+    NotRunning { target: String, lock: String },
+    #[error("cannot signal process {pid} running run {target}: {source}")]
+    Signal {
+        target: String,
+        pid: u32,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "run {target} (process {pid}) was asked to stop but is still running after {wait:?}; its step may be ignoring SIGTERM (it is killed after a grace period); check with `orchestrate status {target}`, or `kill -KILL {pid}`"
+    )]
+    RunStillRunning {
+        target: String,
+        pid: u32,
+        wait: Duration,
+    },
+    #[error(
+        "task `{id}` of role `{role}` is still in {dir} after {wait:?}: is `orchestrate agent {role}` (or `swarm up`) running? The request ({request}) stays and is acted on while the task runs"
+    )]
+    TaskStillRunning {
+        id: String,
+        role: String,
+        /// Where it runs and where its request is, relative to the workspace.
+        dir: String,
+        request: String,
+        wait: Duration,
+    },
+    /// A run's cancel request could not be written (`orchestrate_queue::cancel` says why).
     #[error("{0}")]
-    Refused(String),
-    /// The request could not be made, or was made and not acted on in time.
-    #[error("{0}")]
-    Failed(String),
+    RunRequest(String),
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ControlError {
+    /// Whether nothing was asked: the target is no run or task, or is in no state to be
+    /// cancelled. Otherwise the request could not be made, or was made and not acted on in time.
+    pub fn is_refused(&self) -> bool {
+        matches!(
+            self,
+            ControlError::NotAnId { .. }
+                | ControlError::ChildRun { .. }
+                | ControlError::Queued { .. }
+                | ControlError::TaskFinished { .. }
+                | ControlError::NotFound { .. }
+                | ControlError::RunFinished { .. }
+                | ControlError::NotRunning { .. }
+        )
+    }
+
+    fn io(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ControlError {
+        let path = path.to_path_buf();
+        move |source| ControlError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
+
+/// What to run after a run that did not succeed.
+fn resume_hint(target: &str, status: RunStatus) -> String {
+    if status == RunStatus::Succeeded {
+        String::new()
+    } else {
+        format!("; `orchestrate resume {target}` continues it")
+    }
 }
 
 /// Asks a run or a swarm task to stop (`target`: a run id, a swarm task id, or a task's run
@@ -232,10 +344,11 @@ pub fn request_cancel(
     target: &str,
     wait: Option<Duration>,
 ) -> Result<String, ControlError> {
-    orchestrate_base::ids::check_id(target).map_err(|reason| {
-        ControlError::Refused(format!("`{target}` is not a run or task id: {reason}"))
+    orchestrate_base::ids::check_id(target).map_err(|reason| ControlError::NotAnId {
+        target: target.to_string(),
+        reason,
     })?;
-    match locate(workspace, target).map_err(ControlError::Refused)? {
+    match locate(workspace, target)? {
         Target::Run(root) => cancel_run(workspace, target, &root, wait),
         Target::Task { role, id, dir } => cancel_task(workspace, target, &role, &id, &dir, wait),
     }
@@ -258,23 +371,19 @@ fn running_roles(workspace: &Path) -> Vec<String> {
 
 /// The run id of a task's attempt (the first record of its event log).
 fn task_run_id(dir: &Path) -> Option<String> {
-    use std::io::BufRead;
-    let file = std::fs::File::open(dir.join("events.jsonl")).ok()?;
-    let mut line = String::new();
-    std::io::BufReader::new(file).read_line(&mut line).ok()?;
-    let record: Value = serde_json::from_str(&line).ok()?;
-    record["run_id"].as_str().map(str::to_string)
+    orchestrate_engine::runs::first_run_started(&dir.join("events.jsonl")).map(|s| s.run_id)
 }
 
-fn locate(workspace: &Path, target: &str) -> Result<Target, String> {
+fn locate(workspace: &Path, target: &str) -> Result<Target, ControlError> {
     let run = RunDir::new(workspace, target);
     if run.root.is_dir() {
         return Ok(Target::Run(run.root));
     }
     if let Some(parent) = orchestrate_engine::runs::parent_of_child(workspace, target) {
-        return Err(format!(
-            "run `{target}` is the child run of a `workflow:` step of run {parent}: cancel the parent (`orchestrate cancel {parent}`), which stops the child with it"
-        ));
+        return Err(ControlError::ChildRun {
+            target: target.to_string(),
+            parent,
+        });
     }
     let roles = running_roles(workspace);
     for role in &roles {
@@ -304,20 +413,22 @@ fn locate(workspace: &Path, target: &str) -> Result<Target, String> {
     // Not running: say what it is.
     let found = orchestrate_engine::role::find_tasks(workspace, target);
     if let Some(task) = found.iter().find(|t| t.state == TaskState::Queued) {
-        return Err(format!(
-            "task `{}` of role `{}` is queued ({}), not running: nothing to cancel; to drop it, move that file out of the inbox, or `orchestrate pause {}` to hold the role",
-            task.id, task.role, task.path, task.role
-        ));
+        return Err(ControlError::Queued {
+            id: task.id.clone(),
+            role: task.role.clone(),
+            path: task.path.clone(),
+        });
     }
     if let Some(task) = found.last() {
-        return Err(format!(
-            "task `{}` of role `{}` already finished ({}): nothing to cancel; `orchestrate show {}` shows how it ended",
-            task.id, task.role, task.path, task.id
-        ));
+        return Err(ControlError::TaskFinished {
+            id: task.id.clone(),
+            role: task.role.clone(),
+            path: task.path.clone(),
+        });
     }
-    Err(format!(
-        "no run or task `{target}`: nothing in .orchestrate/runs/, running/, the inboxes, processed/ or failed/ has that id; `orchestrate status` lists runs and `orchestrate tasks` lists tasks"
-    ))
+    Err(ControlError::NotFound {
+        target: target.to_string(),
+    })
 }
 
 fn cancel_run(
@@ -329,49 +440,33 @@ fn cancel_run(
     let dir = RunDir {
         root: root.to_path_buf(),
     };
-    let ended = |records: &[Value]| -> Option<Value> {
-        let start = records
-            .iter()
-            .rposition(|r| r["event"] == "run_started" || r["event"] == "run_resumed")?;
-        records[start..]
-            .iter()
-            .find(|r| r["event"] == "run_finished")
-            .cloned()
-    };
-    let records = orchestrate_engine::events::read(&dir.events()).unwrap_or_default();
-    if let Some(finished) = ended(&records) {
-        let status = finished["status"].as_str().unwrap_or("?");
-        let hint = if status == "succeeded" {
-            String::new()
-        } else {
-            format!("; `orchestrate resume {target}` continues it")
-        };
-        return Err(ControlError::Refused(format!(
-            "run {target} already finished ({status}, exit {}): nothing to cancel{hint}",
-            finished["exit_code"]
-        )));
+    if let Some(finished) = ended(&dir) {
+        return Err(ControlError::RunFinished {
+            target: target.to_string(),
+            status: finished.status,
+            exit_code: finished.exit_code,
+        });
     }
-    let pid = holder(&dir.lock()).ok_or_else(|| {
-        ControlError::Refused(
-            format!(
-                "run {target} is not running (no process holds {}; it stopped without finishing): nothing to cancel; `orchestrate resume {target}` continues it",
-                relative(workspace, &dir.lock())
-            ),
-        )
+    let pid = holder(&dir.lock()).ok_or_else(|| ControlError::NotRunning {
+        target: target.to_string(),
+        lock: relative(workspace, &dir.lock()),
     })?;
     let request = CancelRequest::new(target);
-    cancel::write_run_cancel(root, &request).map_err(ControlError::Failed)?;
+    cancel::write_run_cancel(root, &request).map_err(ControlError::RunRequest)?;
     control_log::log_event(
         workspace,
-        "run_cancel_requested",
-        json!({"run_id": target, "pid": pid, "by": request.by}),
+        &ControlEvent::RunCancelRequested {
+            run_id: target.to_string(),
+            pid,
+            by: request.by.clone(),
+        },
     );
     // The pid was verified just above to hold the run's lock.
-    if let Err(err) = orchestrate_base::process::kill(pid, libc::SIGTERM) {
-        return Err(ControlError::Failed(format!(
-            "cannot signal process {pid} running run {target}: {err}"
-        )));
-    }
+    orchestrate_base::process::kill(pid, libc::SIGTERM).map_err(|source| ControlError::Signal {
+        target: target.to_string(),
+        pid,
+        source,
+    })?;
     let Some(wait) = wait else {
         return Ok(format!(
             "asked run {target} (process {pid}) to stop; `orchestrate status {target}` shows when it has"
@@ -379,12 +474,11 @@ fn cancel_run(
     };
     let deadline = Instant::now() + wait;
     loop {
-        let records = orchestrate_engine::events::read(&dir.events()).unwrap_or_default();
-        if let Some(finished) = ended(&records) {
+        if let Some(finished) = ended(&dir) {
             return Ok(format!(
                 "cancelled run {target}: process {pid} stopped its step and ended the run ({}, exit {}); `orchestrate resume {target}` continues it",
-                finished["status"].as_str().unwrap_or("?"),
-                finished["exit_code"]
+                finished.status.label(),
+                finished.exit_code
             ));
         }
         if holder(&dir.lock()).is_none() {
@@ -393,13 +487,27 @@ fn cancel_run(
             ));
         }
         if Instant::now() >= deadline {
-            return Err(ControlError::Failed(format!(
-                "run {target} (process {pid}) was asked to stop but is still running after {:?}; its step may be ignoring SIGTERM (it is killed after a grace period); check with `orchestrate status {target}`, or `kill -KILL {pid}`",
-                wait
-            )));
+            return Err(ControlError::RunStillRunning {
+                target: target.to_string(),
+                pid,
+                wait,
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The `run_finished` of the run's last start or resume, if it has one.
+fn ended(dir: &RunDir) -> Option<RunFinished> {
+    let records = orchestrate_engine::events::read(&dir.events()).unwrap_or_default();
+    let events: Vec<Event> = records.iter().map(Event::from_record).collect();
+    let start = events
+        .iter()
+        .rposition(|e| matches!(e, Event::RunStarted(_) | Event::RunResumed(_)))?;
+    events[start..].iter().find_map(|e| match e {
+        Event::RunFinished(finished) => Some(finished.clone()),
+        _ => None,
+    })
 }
 
 /// The process holding a run's lock: the pid written in it, checked to be a live holder of the
@@ -424,11 +532,14 @@ fn cancel_task(
     wait: Option<Duration>,
 ) -> Result<String, ControlError> {
     let request = CancelRequest::new(target);
-    let path = request_task_cancel(workspace, role, id, &request).map_err(ControlError::Failed)?;
+    let path = request_task_cancel(workspace, role, id, &request)?;
     control_log::log_event(
         workspace,
-        "task_cancel_requested",
-        json!({"role": role, "task": id, "by": request.by}),
+        &ControlEvent::TaskCancelRequested {
+            role: role.to_string(),
+            task: id.to_string(),
+            by: request.by.clone(),
+        },
     );
     let Some(wait) = wait else {
         return Ok(format!(
@@ -439,11 +550,13 @@ fn cancel_task(
     let deadline = Instant::now() + wait;
     while dir.exists() {
         if Instant::now() >= deadline {
-            return Err(ControlError::Failed(format!(
-                "task `{id}` of role `{role}` is still in {} after {wait:?}: is `orchestrate agent {role}` (or `swarm up`) running? The request ({}) stays and is acted on while the task runs",
-                relative(workspace, dir),
-                relative(workspace, &path)
-            )));
+            return Err(ControlError::TaskStillRunning {
+                id: id.to_string(),
+                role: role.to_string(),
+                dir: relative(workspace, dir),
+                request: relative(workspace, &path),
+                wait,
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }

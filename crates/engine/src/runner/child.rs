@@ -125,11 +125,8 @@ async fn run_child(
     let dir = RunDir { root: root.clone() };
     // Started: it has a snapshot or recorded `run_started`. A directory without either (the
     // parent died while creating it) holds nothing to continue, and the child starts afresh.
-    let started_before = dir.state().exists()
-        || crate::events::read(&dir.events())
-            .ok()
-            .and_then(|records| records.into_iter().next())
-            .is_some_and(|first| first["event"] == "run_started");
+    let started_before =
+        dir.state().exists() || crate::runs::first_run_started(&dir.events()).is_some();
     if started_before && !parent.resumable {
         // A swarm attempt is never resumed: a directory left here is an earlier attempt's,
         // whose records stay. (Never reached in practice: each attempt has its own RUN_ROOT.)

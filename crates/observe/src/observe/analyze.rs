@@ -9,7 +9,7 @@ use super::fold::{
     Execution, Facts, Tokens, engine_alive, fold, lock_pid, seconds_between, str_field,
 };
 use super::graph::{Graph, Hop, START, default_path};
-use super::load::Loaded;
+use super::load::{Loaded, run_started};
 use super::locate::{RunSource, dir_name};
 use super::report_data::{
     Failure, OutOfOrder, PathCheck, Repeat, RunReport, StepRow, TaskInfo, Totals,
@@ -75,16 +75,9 @@ pub(super) fn run_workflow(
     // task's run recorded before task runs kept their workflow.yaml).
     let named = match &loaded.state {
         Some(state) => Some((state.workflow.clone(), state.fingerprint.clone())),
-        None => loaded
-            .events
-            .iter()
-            .find(|e| e["event"] == "run_started")
-            .and_then(|e| {
-                Some((
-                    e["workflow"].as_str()?.to_string(),
-                    e["fingerprint"].as_str()?.to_string(),
-                ))
-            }),
+        None => run_started(&loaded.events)
+            .map(|(_, started)| (started.workflow, started.fingerprint))
+            .filter(|(workflow, fingerprint)| !workflow.is_empty() && !fingerprint.is_empty()),
     };
     let Some((workflow_path, fingerprint)) = named else {
         return Err(

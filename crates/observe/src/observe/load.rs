@@ -4,6 +4,7 @@
 //! Does not find runs (`locate`) or interpret the events (`fold`).
 
 use super::locate::{RunLoc, outside};
+use orchestrate_engine::event::{Envelope, Event, RunStarted};
 use orchestrate_engine::state::{RunDir, RunState, StateError};
 use serde_json::Value;
 use std::fs;
@@ -21,6 +22,16 @@ pub(super) struct Loaded {
     pub(super) state: Option<RunState>,
     pub(super) status_json: Option<Value>,
     pub(super) notes: Vec<String>,
+}
+
+/// The first `run_started` event among `events`, with its envelope.
+pub(super) fn run_started(events: &[Value]) -> Option<(Envelope, RunStarted)> {
+    events
+        .iter()
+        .find_map(|record| match Event::from_record(record) {
+            Event::RunStarted(started) => Some((Envelope::from_record(record), started)),
+            _ => None,
+        })
 }
 
 /// Reads a run's records; `Err` is the reason it cannot be reported on.
@@ -65,10 +76,9 @@ pub(super) fn load(workspace: &Path, loc: &RunLoc) -> Result<Loaded, String> {
     let status_json = fs::read(loc.root.join("status.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
-    let run_id = events
-        .iter()
-        .find(|e| e["event"] == "run_started")
-        .and_then(|e| e["run_id"].as_str().map(str::to_string))
+    let run_id = run_started(&events)
+        .map(|(_, started)| started.run_id)
+        .filter(|id| !id.is_empty())
         .or_else(|| state.as_ref().map(|s| s.run_id.clone()))
         .unwrap_or_else(|| loc.name.clone());
     Ok(Loaded {

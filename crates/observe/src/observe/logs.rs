@@ -8,8 +8,8 @@ use super::error::ObserveError;
 use super::fold::{engine_alive, lock_pid};
 use super::locate::{RunSource, locate};
 use orchestrate_base::io_err::FromIo;
+use orchestrate_engine::event::Event;
 use orchestrate_engine::state::RunDir;
-use serde_json::Value;
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -105,12 +105,10 @@ fn saw_run_finished(path: &Path, offset: &mut u64) -> io::Result<bool> {
     // A resume can append after a run_finished; only the last word counts.
     let mut finished = None;
     for line in bytes[..end].split(|&b| b == b'\n') {
-        if let Ok(value) = serde_json::from_slice::<Value>(line) {
-            match value["event"].as_str() {
-                Some("run_finished") => finished = Some(true),
-                Some("run_started" | "run_resumed") => finished = Some(false),
-                _ => {}
-            }
+        match serde_json::from_slice::<Event>(line) {
+            Ok(Event::RunFinished(_)) => finished = Some(true),
+            Ok(Event::RunStarted(_) | Event::RunResumed(_)) => finished = Some(false),
+            _ => {}
         }
     }
     Ok(finished.unwrap_or(false))

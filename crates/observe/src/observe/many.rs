@@ -5,10 +5,11 @@
 
 use super::analyze::{analyze, share};
 use super::fold::{Execution, Tokens, parse_ts};
-use super::load::{Loaded, load};
+use super::load::{Loaded, load, run_started};
 use super::locate::all_runs;
 use super::report_data::{Notable, RunLine, RunReport, RunsReport, SkippedRun, StepStats};
 use chrono::{DateTime, Utc};
+use orchestrate_engine::event::Envelope;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
@@ -16,12 +17,16 @@ use std::path::Path;
 const TOP_N: usize = 5;
 
 fn run_start(loaded: &Loaded) -> Option<DateTime<Utc>> {
-    loaded
-        .events
-        .iter()
-        .find(|e| e["event"] == "run_started")
-        .and_then(|e| e["ts"].as_str())
-        .or_else(|| loaded.events.first().and_then(|e| e["ts"].as_str()))
+    let first_ts = || {
+        let first = loaded.events.first()?;
+        Some(Envelope::from_record(first).ts)
+    };
+    run_started(&loaded.events)
+        .map(|(envelope, _)| envelope.ts)
+        .filter(|ts| !ts.is_empty())
+        .or_else(first_ts)
+        .filter(|ts| !ts.is_empty())
+        .as_deref()
         .and_then(parse_ts)
         .or_else(|| loaded.state.as_ref().and_then(|s| parse_ts(&s.started_at)))
 }

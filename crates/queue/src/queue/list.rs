@@ -9,11 +9,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use super::layout::{Layout, read_meta};
 use super::lease::{Lease, dead_holder, open_by};
-use crate::record::HistoryEntry;
+use crate::record::{HistoryEntry, TaskStatus};
 use orchestrate_base::fsutil::relative;
 
 /// Where a task is, as `orchestrate tasks` lists it and `--state` selects.
@@ -276,14 +275,12 @@ pub fn list(layout: &Layout) -> Vec<TaskInfo> {
                 out.push(info);
                 continue;
             }
-            let status: Option<Value> =
+            let status =
                 orchestrate_base::fsutil::read_inside(&layout.workspace, &dir.join("status.json"))
-                    .and_then(|b| serde_json::from_slice(&b).ok());
+                    .and_then(|b| TaskStatus::from_bytes(&b));
             if let Some(status) = status {
-                info.attempt = status["attempt"].as_u64().map(|a| a as u32);
-                let history: Vec<HistoryEntry> =
-                    serde_json::from_value(status["history"].clone()).unwrap_or_default();
-                info.earlier = linked_records(&history).cloned().collect();
+                info.attempt = status.attempt;
+                info.earlier = linked_records(&status.history).cloned().collect();
             }
             out.push(info);
         }

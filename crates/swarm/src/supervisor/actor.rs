@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::Path;
 
-use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -23,6 +22,9 @@ use orchestrate_engine::events::EventLog;
 use orchestrate_queue::queue;
 
 use super::error::SupervisorError;
+use super::event::{
+    Record, SupervisorEvent, SupervisorStarted, SupervisorStopped, SupervisorStopping,
+};
 use super::leftovers::stop_leftovers;
 use super::lock::take_lock;
 use super::orphans::{REAP_INTERVAL, next_sigchld, reap_orphans};
@@ -113,10 +115,14 @@ pub async fn supervise_with(
         killed: false,
         _lock: lock,
     };
-    supervisor.records.event(
-        "supervisor_started",
-        json!({"pid": supervisor.file.supervisor.pid, "children": supervisor.file.children.len()}),
-    );
+    supervisor
+        .records
+        .record(&Record::own(SupervisorEvent::SupervisorStarted(
+            SupervisorStarted {
+                pid: supervisor.file.supervisor.pid,
+                children: supervisor.file.children.len(),
+            },
+        )));
     for spec in children {
         supervisor.start(spec);
     }
@@ -225,17 +231,16 @@ impl Supervisor<'_> {
                 () = self.stop.cancelled(), if !self.stopping => {
                     self.stopping = true;
                     self.file.supervisor.state = SupervisorState::Stopping;
-                    self.records.event(
-                        "supervisor_stopping",
-                        json!({"grace_ms": millis(self.policy.grace)}),
-                    );
+                    self.records.record(&Record::own(SupervisorEvent::SupervisorStopping(
+                        SupervisorStopping { grace_ms: millis(self.policy.grace) },
+                    )));
                     self.records.write(&mut self.file);
                 }
                 () = self.kill.cancelled(), if !self.killed => {
                     self.stopping = true;
                     self.killed = true;
                     self.file.supervisor.state = SupervisorState::Stopping;
-                    self.records.event("supervisor_killing", json!({}));
+                    self.records.record(&Record::own(SupervisorEvent::SupervisorKilling));
                     self.records.write(&mut self.file);
                 }
                 Some(()) = next_sigchld(&mut sigchld) => reap_orphans(),
@@ -283,7 +288,11 @@ impl Supervisor<'_> {
         reap_orphans();
         self.file.supervisor.state = SupervisorState::Stopped;
         self.records
-            .event("supervisor_stopped", json!({"killed": self.killed}));
+            .record(&Record::own(SupervisorEvent::SupervisorStopped(
+                SupervisorStopped {
+                    killed: self.killed,
+                },
+            )));
         self.records.write(&mut self.file);
         Report {
             children: self.file.children,

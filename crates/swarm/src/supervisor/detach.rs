@@ -5,7 +5,6 @@
 
 use std::fs::{self, OpenOptions};
 use std::io;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,16 +38,7 @@ pub fn detach(argv: &[String], log: &Path) -> io::Result<u32> {
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
-    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2), which
-    // is async-signal-safe; it allocates nothing.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::setsid() == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    process::new_session(&mut command);
     // Dropping the handle neither waits nor kills: the process runs on.
     Ok(command.spawn()?.id())
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use orchestrate_base::human;
 
 /// Why a replica's process ended, as data.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ExitReason {
     /// Exited with this status code.

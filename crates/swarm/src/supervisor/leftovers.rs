@@ -6,11 +6,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use orchestrate_base::process::{self, kill_group};
 use orchestrate_engine::events::EventLog;
 
+use super::event::{LeftoverStopping, Record, SupervisorEvent};
 use super::proc::{POLL, pgid};
 use super::status_file::read_status_file;
 
@@ -41,11 +40,12 @@ pub(super) async fn stop_leftovers(workspace: &Path, grace: Duration, events: &m
         .collect();
     for (name, pid, _) in &live {
         kill_group(pgid(*pid), libc::SIGTERM);
-        let _ = events.append(
-            "leftover_stopping",
-            json!({"child": name, "pid": pid, "previous_supervisor": old.supervisor.pid}),
-            false,
-        );
+        let record = Record::own(SupervisorEvent::LeftoverStopping(LeftoverStopping {
+            child: name.clone(),
+            pid: *pid,
+            previous_supervisor: old.supervisor.pid,
+        }));
+        let _ = events.append_record(record.to_fields(), false);
     }
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline

@@ -27,17 +27,19 @@
 //! This file only declares the submodules and re-exports the public surface; lowest first:
 //! `error`, `spec` (what the caller gives: replicas, the roster, the charge question), `policy`
 //! (timing, backoff, the intensity limit), `exit` (why a process ended), `status_file` (the
-//! records' paths and `status.json`), `ready` (the ready pipe), `proc` (one replica process:
-//! spawn, signal, reap), `orphans` (the subreaper's reaping), `lock`, `leftovers` (replicas of a
-//! dead supervisor), `records` (the loop's writer), `replica` (one replica's actor: spawn, watch,
-//! restart) with the `impl Actor` block of `stop` (bringing its process down, the sweep), `actor`
-//! ([`supervise_with`]: the loop) with the `impl Supervisor` block of `reload`; then the
-//! commands' side: `status`, `render`, `down`, `detach`. No submodule imports one above it.
+//! records' paths and `status.json`), `event` (the lines of `events.jsonl` as types), `ready`
+//! (the ready pipe), `proc` (one replica process: spawn, signal, reap), `orphans` (the
+//! subreaper's reaping), `lock`, `leftovers` (replicas of a dead supervisor), `records` (the
+//! loop's writer), `replica` (one replica's actor: spawn, watch, restart) with the `impl Actor`
+//! block of `stop` (bringing its process down, the sweep), `actor` ([`supervise_with`]: the
+//! loop) with the `impl Supervisor` block of `reload`; then the commands' side: `status`,
+//! `render`, `down`, `detach`. No submodule imports one above it.
 
 mod actor;
 mod detach;
 mod down;
 mod error;
+mod event;
 mod exit;
 mod leftovers;
 mod lock;
@@ -61,6 +63,11 @@ pub use actor::{Report, supervise, supervise_with};
 pub use detach::{detach, wait_up};
 pub use down::{DownReport, down, stop_orphans};
 pub use error::SupervisorError;
+pub use event::{
+    Exited, Failed, LeftoverStopping, Pid, Record, Reloaded, Replica, Restarting, StopSignal,
+    Stopping, SupervisorEvent, SupervisorStarted, SupervisorStopped, SupervisorStopping,
+    json_schema as events_json_schema, read_events,
+};
 pub use exit::ExitReason;
 pub use policy::Policy;
 pub use ready::READY_FD_ENV;

@@ -5,9 +5,7 @@
 //! Does not decide when to stop or restart (the replica's actor does); the OS calls themselves
 //! are `orchestrate_base::process`.
 
-use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -59,21 +57,10 @@ impl Proc {
             .env(READY_FD_ENV, write_fd.to_string())
             .current_dir(cwd)
             .stdin(Stdio::null());
-        // SAFETY: the closure runs in the forked child before exec and calls only setsid(2) and
-        // fcntl(2), which are async-signal-safe; it allocates nothing.
-        unsafe {
-            command.pre_exec(move || {
-                // A new session, hence a new process group led by the child.
-                if libc::setsid() == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The write end is the one descriptor of ours the child keeps across exec.
-                if libc::fcntl(write_fd, libc::F_SETFD, 0) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // A new session, hence a new process group led by the child; the write end is the one
+        // descriptor of ours it keeps across exec.
+        process::new_session(&mut command);
+        process::keep_across_exec(&mut command, write_fd);
         let child = {
             let mut managed = managed();
             let child = command

@@ -5,11 +5,10 @@
 
 use std::path::PathBuf;
 
-use serde_json::{Value, json};
-
 use orchestrate_base::clock;
 use orchestrate_engine::events::EventLog;
 
+use super::event::{Record, Replica, SupervisorEvent};
 use super::status_file::{ChildStatus, StatusFile, write_status};
 
 /// The target of the supervisor's log events: the module's path before it became a folder, which
@@ -19,7 +18,7 @@ const TARGET: &str = "orchestrate_swarm::supervisor";
 /// A state change (with its event, if it is one) sent from an actor to the supervisor loop.
 pub(super) struct Update {
     pub(super) status: ChildStatus,
-    pub(super) event: Option<(&'static str, Value)>,
+    pub(super) event: Option<SupervisorEvent>,
 }
 
 /// The records the supervisor loop writes: the status file and the event log.
@@ -31,32 +30,26 @@ pub(super) struct Records {
 impl Records {
     pub(super) fn apply(&mut self, file: &mut StatusFile, update: Update) {
         let Update { status, event } = update;
-        if let Some((name, fields)) = event {
-            log_change(name, &status, &fields);
-            let mut record = json!({
-                "child": status.name,
-                "role": status.role,
-                "replica": status.replica,
-                "state": status.state,
+        if let Some(event) = event {
+            log_change(&event, &status);
+            self.record(&Record {
+                replica: Some(Replica::of(&status)),
+                event,
             });
-            if let (Value::Object(record), Value::Object(extra)) = (&mut record, fields) {
-                record.extend(extra);
-            }
-            self.event(name, record);
         }
         if let Some(slot) = file.children.iter_mut().find(|c| c.name == status.name) {
             *slot = status;
         }
     }
 
-    /// Appends an event line. A failure is reported, not fatal: the swarm keeps its workers
+    /// Appends a line. A failure is reported, not fatal: the swarm keeps its workers
     /// running even when the disk is full, and the status file says where things stand.
-    pub(super) fn event(&mut self, name: &str, fields: Value) {
-        if let Err(err) = self.events.append(name, fields, false) {
+    pub(super) fn record(&mut self, record: &Record) {
+        if let Err(err) = self.events.append_record(record.to_fields(), false) {
             tracing::warn!(
                 target: TARGET,
                 path = %self.events.path().display(),
-                event = %name,
+                event = %record.event.name(),
                 "failed to append to {}: {err}",
                 self.events.path().display()
             );
@@ -79,7 +72,9 @@ impl Records {
 /// A replica's change as a log event of the supervisor: a restart is a warning, giving up on a
 /// replica an error, the rest debug (the event log is the record; this is for whoever follows
 /// the supervisor's stderr).
-fn log_change(name: &str, status: &ChildStatus, fields: &Value) {
+fn log_change(event: &SupervisorEvent, status: &ChildStatus) {
+    let name = event.name();
+    let fields = event.fields();
     macro_rules! at {
         ($level:expr) => {
             tracing::event!(

@@ -5,13 +5,13 @@
 //! Does not load role files (the caller's [`Roster`](super::spec::Roster) does) nor run the
 //! loop (`actor` does).
 
-use serde_json::json;
 use std::fs;
 
 use orchestrate_base::clock;
 use orchestrate_engine::role;
 
 use super::actor::{AgentsStamp, Supervisor};
+use super::event::{Record, Reloaded, SupervisorEvent};
 use super::proc::signal_child;
 use super::status_file::{ChildState, ChildStatus};
 
@@ -64,10 +64,12 @@ impl Supervisor<'_> {
                 .cloned()
                 .collect::<Vec<_>>(),
         );
-        self.records.event(
-            "reloaded",
-            json!({"added": added, "removed": removed, "problems": problems}),
-        );
+        self.records
+            .record(&Record::own(SupervisorEvent::Reloaded(Reloaded {
+                added,
+                removed,
+                problems: problems.clone(),
+            })));
         self.file.problems = problems;
         self.file.reloaded_at = Some(clock::now_rfc3339());
         self.records.write(&mut self.file);

@@ -8,13 +8,13 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use orchestrate_base::clock;
 use orchestrate_base::process;
 
+use super::event::{Exited, Failed, Pid, Restarting, SupervisorEvent};
 use super::exit::ExitReason;
 use super::policy::{Policy, Restarts, clock_in, millis};
 use super::proc::{Proc, exited};
@@ -60,7 +60,7 @@ impl Actor {
             // No new spawns once a stop was asked for.
             if self.stop.is_cancelled() || self.kill.is_cancelled() {
                 self.status.next_restart_at = None;
-                self.change(ChildState::Stopped, "stopped", json!({}));
+                self.change(ChildState::Stopped, SupervisorEvent::Stopped);
                 return;
             }
             let ended = match Proc::spawn(&self.spec, &self.cwd) {
@@ -75,12 +75,13 @@ impl Actor {
             self.status.last_exit = Some(ended.reason.clone());
             self.status.pid = None;
             self.status.pid_start = None;
-            self.send(Some((
-                "exited",
-                json!({"pid": ended.pid, "exit": ended.reason, "asked": ended.asked}),
-            )));
+            self.send(Some(SupervisorEvent::Exited(Exited {
+                pid: ended.pid,
+                exit: ended.reason.clone(),
+                asked: ended.asked,
+            })));
             if ended.asked {
-                self.change(ChildState::Stopped, "stopped", json!({}));
+                self.change(ChildState::Stopped, SupervisorEvent::Stopped);
                 return;
             }
             if !self.back_off(ended).await {
@@ -90,13 +91,13 @@ impl Actor {
     }
 
     /// Sets the state and reports it with its event.
-    pub(super) fn change(&mut self, state: ChildState, event: &'static str, fields: Value) {
+    pub(super) fn change(&mut self, state: ChildState, event: SupervisorEvent) {
         self.status.state = state;
         self.status.since = clock::now_rfc3339();
-        self.send(Some((event, fields)));
+        self.send(Some(event));
     }
 
-    fn send(&self, event: Option<(&'static str, Value)>) {
+    fn send(&self, event: Option<SupervisorEvent>) {
         // The supervisor loop receives until every actor has ended, so this cannot fail while
         // it matters; if the loop is gone (its future dropped), there is nobody left to tell.
         let _ = self.tx.send(Update {
@@ -111,7 +112,7 @@ impl Actor {
         self.status.pid = Some(pid);
         self.status.pid_start = process::start_time(pid);
         self.status.next_restart_at = None;
-        self.change(ChildState::Starting, "spawned", json!({"pid": pid}));
+        self.change(ChildState::Starting, SupervisorEvent::Spawned(Pid { pid }));
         let ready_by = tokio::time::Instant::now() + self.policy.ready_timeout;
         let mut running_since: Option<Instant> = None;
         let end = loop {
@@ -124,7 +125,7 @@ impl Actor {
                 ready = proc.ready.wait(), if running_since.is_none() => {
                     if ready {
                         running_since = Some(Instant::now());
-                        self.change(ChildState::Running, "ready", json!({"pid": pid}));
+                        self.change(ChildState::Running, SupervisorEvent::Ready(Pid { pid }));
                     }
                 }
                 () = tokio::time::sleep_until(ready_by), if running_since.is_none() => {
@@ -161,11 +162,10 @@ impl Actor {
                 Err(restarts_within) => {
                     self.change(
                         ChildState::Failed,
-                        "failed",
-                        json!({
-                            "exit": ended.reason,
-                            "restarts_within": restarts_within,
-                            "within_ms": millis(self.policy.within),
+                        SupervisorEvent::Failed(Failed {
+                            exit: ended.reason,
+                            restarts_within,
+                            within_ms: millis(self.policy.within),
                         }),
                     );
                     return false;
@@ -176,8 +176,11 @@ impl Actor {
         self.status.next_restart_at = Some(clock_in(delay));
         self.change(
             ChildState::Backoff,
-            "restarting",
-            json!({"delay_ms": millis(delay), "charged_to_task": charged, "restarts": self.status.restarts}),
+            SupervisorEvent::Restarting(Restarting {
+                delay_ms: millis(delay),
+                charged_to_task: charged,
+                restarts: self.status.restarts,
+            }),
         );
         tokio::select! {
             biased;

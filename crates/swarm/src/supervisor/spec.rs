@@ -32,7 +32,7 @@ pub type ChargeToTask = Arc<dyn Fn(&str, u32) -> bool + Send + Sync>;
 pub type Roster = Arc<dyn Fn() -> (Vec<ChildSpec>, Vec<RoleProblem>) + Send + Sync>;
 
 /// A role the supervisor cannot start (its file does not load).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RoleProblem {
     pub role: String,
     /// `file:line:column: message`.

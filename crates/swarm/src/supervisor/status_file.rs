@@ -37,7 +37,7 @@ pub fn lock_path(workspace: &Path) -> PathBuf {
 }
 
 /// Where a replica is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChildState {
     /// Spawned, not ready yet.

@@ -4,10 +4,9 @@
 //!
 //! Does not reap it (`proc` does) nor decide about a restart (`replica` does).
 
-use serde_json::json;
-
 use orchestrate_base::process::{self, kill_group};
 
+use super::event::{StopSignal, Stopping, SupervisorEvent};
 use super::exit::ExitReason;
 use super::policy::millis;
 use super::proc::{Proc, exited, pgid, signal_child};
@@ -39,8 +38,11 @@ impl Actor {
             End::Stop => {
                 self.change(
                     ChildState::Stopping,
-                    "stopping",
-                    json!({"pid": pid, "signal": "SIGTERM", "grace_ms": millis(self.policy.grace)}),
+                    SupervisorEvent::Stopping(Stopping {
+                        pid,
+                        signal: StopSignal::Term,
+                        grace_ms: Some(millis(self.policy.grace)),
+                    }),
                 );
                 signal_child(pid, libc::SIGTERM);
                 let done = tokio::select! {
@@ -58,8 +60,11 @@ impl Actor {
             End::Kill => {
                 self.change(
                     ChildState::Stopping,
-                    "stopping",
-                    json!({"pid": pid, "signal": "SIGKILL"}),
+                    SupervisorEvent::Stopping(Stopping {
+                        pid,
+                        signal: StopSignal::Kill,
+                        grace_ms: None,
+                    }),
                 );
                 signal_child(pid, libc::SIGKILL);
                 exited(proc.exit.as_ref(), pid).await;

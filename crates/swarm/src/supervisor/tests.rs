@@ -3,7 +3,7 @@
 //! [`helper_supervisor_process`]). Unit tests live beside their code.
 
 use std::fs;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -103,8 +103,8 @@ impl Swarm {
         (report, self.ws)
     }
 
-    fn events(&self) -> Vec<Value> {
-        orchestrate_engine::events::read(&events_path(self.path())).unwrap()
+    fn events(&self) -> Vec<Record> {
+        read_events(self.path()).unwrap()
     }
 }
 
@@ -121,11 +121,23 @@ fn child_of<'a>(status: &'a SwarmStatus, name: &str) -> &'a ChildStatus {
     status.children.iter().find(|c| c.name == name).unwrap()
 }
 
-fn events_of(events: &[Value], name: &str) -> Vec<String> {
+fn events_of(events: &[Record], name: &str) -> Vec<&'static str> {
     events
         .iter()
-        .filter(|e| e["child"] == name)
-        .map(|e| e["event"].as_str().unwrap().to_string())
+        .filter(|e| e.replica.as_ref().is_some_and(|r| r.child == name))
+        .map(|e| e.event.name())
+        .collect()
+}
+
+/// The `restarting` events of the replica `name` (any when `None`).
+fn restarts_of(events: &[Record], name: Option<&str>) -> Vec<Restarting> {
+    events
+        .iter()
+        .filter(|e| name.is_none_or(|name| e.replica.as_ref().is_some_and(|r| r.child == name)))
+        .filter_map(|e| match &e.event {
+            SupervisorEvent::Restarting(restarting) => Some(restarting.clone()),
+            _ => None,
+        })
         .collect()
 }
 
@@ -178,7 +190,7 @@ async fn ready_replica_runs_in_its_own_session_and_stops_on_sigterm() {
     );
     assert!(gone(pid));
     assert_eq!(events_of(&events, "engineer#1"), ["spawned", "ready"]);
-    let events = orchestrate_engine::events::read(&events_path(&ws)).unwrap();
+    let events = read_events(&ws).unwrap();
     assert_eq!(
         events_of(&events, "engineer#1"),
         ["spawned", "ready", "stopping", "exited", "stopped"]
@@ -227,13 +239,12 @@ async fn crash_loop_fails_the_replica_after_the_intensity_limit_others_keep_runn
     let events = swarm.events();
     let spawns = events_of(&events, "qa#1")
         .iter()
-        .filter(|e| *e == "spawned")
+        .filter(|e| **e == "spawned")
         .count();
     assert_eq!(spawns, 4, "first start and three restarts");
-    let delays: Vec<u64> = events
+    let delays: Vec<u64> = restarts_of(&events, Some("qa#1"))
         .iter()
-        .filter(|e| e["child"] == "qa#1" && e["event"] == "restarting")
-        .map(|e| e["delay_ms"].as_u64().unwrap())
+        .map(|r| r.delay_ms)
         .collect();
     assert_eq!(delays.len(), 3);
     // 10, 20, 40 ms with jitter of at most 20%.
@@ -282,16 +293,9 @@ async fn deaths_charged_to_a_task_restart_at_once_and_do_not_count() {
         .await;
     assert_eq!(child_of(&status, "engineer#1").restarts, 5 + 3);
     assert_eq!(calls.load(Ordering::SeqCst), 5 + 3 + 1);
-    let restarts: Vec<(bool, u64)> = swarm
-        .events()
+    let restarts: Vec<(bool, u64)> = restarts_of(&swarm.events(), None)
         .iter()
-        .filter(|e| e["event"] == "restarting")
-        .map(|e| {
-            (
-                e["charged_to_task"].as_bool().unwrap(),
-                e["delay_ms"].as_u64().unwrap(),
-            )
-        })
+        .map(|r| (r.charged_to_task, r.delay_ms))
         .collect();
     assert_eq!(restarts.len(), 8);
     assert!(
@@ -319,11 +323,9 @@ async fn backoff_resets_after_healthy_running() {
     swarm
         .until("failed", |s| state_of(s, "qa#1") == ChildState::Failed)
         .await;
-    let delays: Vec<u64> = swarm
-        .events()
+    let delays: Vec<u64> = restarts_of(&swarm.events(), None)
         .iter()
-        .filter(|e| e["event"] == "restarting")
-        .map(|e| e["delay_ms"].as_u64().unwrap())
+        .map(|r| r.delay_ms)
         .collect();
     assert_eq!(delays.len(), 3);
     assert!(delays.iter().all(|d| (8..=12).contains(d)), "{delays:?}");
@@ -368,8 +370,11 @@ async fn replica_that_never_reports_ready_is_killed_and_restarted() {
     let pids: Vec<u32> = swarm
         .events()
         .iter()
-        .filter(|e| e["child"] == "qa#1" && e["event"] == "spawned")
-        .map(|e| e["pid"].as_u64().unwrap() as u32)
+        .filter(|e| e.replica.as_ref().is_some_and(|r| r.child == "qa#1"))
+        .filter_map(|e| match &e.event {
+            SupervisorEvent::Spawned(spawned) => Some(spawned.pid),
+            _ => None,
+        })
         .collect();
     assert_eq!(pids.len(), 2);
     assert!(pids.iter().all(|p| gone(*p)));
@@ -536,13 +541,7 @@ async fn leftover_replicas_of_a_dead_supervisor_are_stopped_at_start() {
             "trap 'echo term > got-term; exit 0' TERM; touch trapped; while :; do sleep 0.05; done",
         ])
         .current_dir(ws.path());
-    // SAFETY: setsid is async-signal-safe and allocates nothing.
-    unsafe {
-        command.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    process::new_session(&mut command);
     let mut leftover = command.spawn().unwrap();
     let pid = leftover.id();
     until_true("the leftover's trap", || ws.path().join("trapped").exists()).await;
@@ -593,8 +592,12 @@ async fn leftover_replicas_of_a_dead_supervisor_are_stopped_at_start() {
     );
     // The supervisor's reaper may have reaped it already: it is in another session.
     let _ = leftover.try_wait();
-    let events = orchestrate_engine::events::read(&events_path(ws.path())).unwrap();
-    assert!(events.iter().any(|e| e["event"] == "leftover_stopping"));
+    let events = read_events(ws.path()).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e.event, SupervisorEvent::LeftoverStopping(_)))
+    );
 }
 
 // -----------------------------------------------------------------------------------------
