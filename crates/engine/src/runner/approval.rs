@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use crate::step_result::{StepResult, StepStatus};
 
 use super::result::failed_result;
 use super::{LoopFrame, Runner};
@@ -24,7 +24,7 @@ impl Runner {
         artifacts: &[Template],
         timeout: Option<Duration>,
         loops: &[LoopFrame],
-    ) -> Value {
+    ) -> StepResult {
         let (message, files) = match self.approval_text(message, artifacts, loops) {
             Ok(parts) => parts,
             Err(message) => return failed_result(2, message),
@@ -121,7 +121,7 @@ impl Runner {
         step: &Step,
         exec: u64,
         request: &approval::Request,
-    ) -> Result<(), Value> {
+    ) -> Result<(), StepResult> {
         let ws = &self.config.workspace;
         let run_id = &request.run_id;
         let request_path = approval::request_path(ws, run_id, &step.name);
@@ -165,7 +165,7 @@ impl Runner {
         request: &approval::Request,
         written: std::time::SystemTime,
         timeout: Option<Duration>,
-    ) -> Value {
+    ) -> StepResult {
         let decision_path =
             approval::decision_path(&self.config.workspace, &request.run_id, &step.name);
         let started = Instant::now();
@@ -173,10 +173,6 @@ impl Runner {
         loop {
             match approval::read_decision(&decision_path, request, written) {
                 Ok(Some(decision)) => {
-                    let verdict = match decision.decision {
-                        Verdict::Approve => "approve",
-                        Verdict::Reject => "reject",
-                    };
                     let _ = self.event(
                         Event::ApprovalDecided(event::ApprovalDecided {
                             step: step.name.clone(),
@@ -185,20 +181,21 @@ impl Runner {
                         true,
                     );
                     let status = if decision.decision == Verdict::Approve {
-                        "succeeded"
+                        StepStatus::Succeeded
                     } else {
-                        "rejected"
+                        StepStatus::Rejected
                     };
-                    return json!({
-                        "status": status,
-                        "exit_code": 0,
-                        "decision": verdict,
-                        "reason": decision.reason.unwrap_or_default(),
-                        "note": decision.note.unwrap_or_default(),
-                        "by": decision.by,
-                        "at": decision.at,
-                        "waited": started.elapsed().as_secs_f64(),
-                    });
+                    return StepResult {
+                        status,
+                        exit_code: Some(0),
+                        decision: Some(decision.decision),
+                        reason: Some(decision.reason.unwrap_or_default()),
+                        note: Some(decision.note.unwrap_or_default()),
+                        by: Some(decision.by),
+                        at: Some(decision.at),
+                        waited: Some(started.elapsed().as_secs_f64()),
+                        ..StepResult::default()
+                    };
                 }
                 Ok(None) => {}
                 Err(message) => {
@@ -230,7 +227,7 @@ impl Runner {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 _ = self.config.cancel.cancelled() => {
                     let mut result = failed_result(130, "interrupted while waiting for approval".into());
-                    result["status"] = json!("interrupted");
+                    result.status = StepStatus::Interrupted;
                     return result;
                 }
             }

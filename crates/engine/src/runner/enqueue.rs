@@ -2,13 +2,12 @@
 //!
 //! Does not own the queue (`orchestrate_queue::queue`).
 
-use serde_json::{Value, json};
-
 use super::result::failed_result;
 use super::scope::render_json;
 use super::{LoopFrame, Runner};
 use crate::event::{self, Event};
 use crate::events::{self};
+use crate::step_result::StepResult;
 use orchestrate_base::fsutil;
 use orchestrate_lang::model::Step;
 use orchestrate_lang::template::Template;
@@ -22,7 +21,7 @@ impl Runner {
         content: &orchestrate_lang::model::EnqueueContent,
         name: Option<&Template>,
         loops: &[LoopFrame],
-    ) -> Value {
+    ) -> StepResult {
         use orchestrate_lang::model::EnqueueContent;
         let scope = self.scope(loops);
         let rendered = (|| -> Result<(String, Vec<u8>, Option<String>), String> {
@@ -92,7 +91,10 @@ impl Runner {
                     "→ {} handed task {} to {}",
                     step.name, task.id, task.role
                 ));
-                let result = json!({"status": "succeeded", "exit_code": 0, "task": task});
+                let result = StepResult {
+                    task: Some(task.clone()),
+                    ..StepResult::succeeded()
+                };
                 let _ = self.event(
                     Event::Enqueued(event::Enqueued {
                         step: step.name.clone(),

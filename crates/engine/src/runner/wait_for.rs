@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use crate::step_result::{StepResult, StepStatus};
 
 use super::result::failed_result;
 use super::{LoopFrame, Runner};
@@ -22,7 +22,7 @@ impl Runner {
         poll: Duration,
         min_count: usize,
         loops: &[LoopFrame],
-    ) -> Value {
+    ) -> StepResult {
         let pattern = match glob.render(&self.scope(loops)) {
             Ok(p) => p,
             Err(err) => return failed_result(2, err.to_string()),
@@ -59,10 +59,12 @@ impl Runner {
                 wanted: min_count,
             });
             if files.len() >= min_count {
-                return json!({
-                    "status": "succeeded", "exit_code": 0, "files": files,
-                    "wait_duration": waited.as_secs_f64(), "poll_count": polls,
-                });
+                return StepResult {
+                    files: Some(files),
+                    wait_duration: Some(waited.as_secs_f64()),
+                    poll_count: Some(polls),
+                    ..StepResult::succeeded()
+                };
             }
             if waited >= timeout {
                 let mut result = failed_result(
@@ -73,9 +75,9 @@ impl Runner {
                         files.len()
                     ),
                 );
-                result["files"] = json!(files);
-                result["wait_duration"] = json!(waited.as_secs_f64());
-                result["poll_count"] = json!(polls);
+                result.files = Some(files);
+                result.wait_duration = Some(waited.as_secs_f64());
+                result.poll_count = Some(polls);
                 return result;
             }
             let nap = poll.min(timeout.saturating_sub(waited));
@@ -83,8 +85,8 @@ impl Runner {
                 _ = tokio::time::sleep(nap) => {}
                 _ = self.config.cancel.cancelled() => {
                     let mut result = failed_result(130, "interrupted while waiting".into());
-                    result["status"] = json!("interrupted");
-                    result["poll_count"] = json!(polls);
+                    result.status = StepStatus::Interrupted;
+                    result.poll_count = Some(polls);
                     return result;
                 }
             }
