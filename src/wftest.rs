@@ -41,7 +41,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
+use orchestrate_engine::event::Event;
 use orchestrate_engine::runner::{RunConfig, Runner};
+use orchestrate_engine::step_result::StepStatus;
 
 /// Set (to a case's directory) in the environment of the fixture agent's process.
 pub const AGENT_ENV: &str = "ORCHESTRATE_FIXTURE_AGENT";
@@ -303,14 +305,16 @@ fn compare(
         .iter()
         .filter(|e| e["event"] == "step_finished")
         .collect();
-    for event in in_item_order(&finished) {
-        let step = event["step"].as_str().unwrap_or_default().to_string();
-        let result = &event["result"];
-        if result["status"] == "skipped" {
+    for record in in_item_order(&finished) {
+        let Event::StepFinished(event) = Event::from_record(record) else {
+            continue;
+        };
+        if event.result.status == StepStatus::Skipped {
             continue;
         }
-        path.push(step.clone());
-        last.insert(step, result.clone());
+        path.push(event.step.clone());
+        // Compared as `${steps.NAME.*}` sees the result: as JSON.
+        last.insert(event.step, event.result.to_value());
     }
     if let Some(expected) = &expect.path
         && *expected != path
