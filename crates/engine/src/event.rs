@@ -187,8 +187,9 @@ pub struct StepFinished {
     pub step: String,
     pub exec: u64,
     pub iteration: Vec<u64>,
+    // Boxed: the largest record by far, it would size every event.
     /// The step's result as `${steps.NAME.*}` sees it (`docs/events.md`, "The step result").
-    pub result: StepResult,
+    pub result: Box<StepResult>,
 }
 
 /// An `on` edge was taken.

@@ -219,7 +219,7 @@ fn step_finished() {
         step: "Work".into(),
         exec: 4,
         iteration: vec![],
-        result: crate::step_result::StepResult::from_value(&result).unwrap(),
+        result: Box::new(crate::step_result::StepResult::from_value(&result).unwrap()),
     });
     same_as_before(
         event,

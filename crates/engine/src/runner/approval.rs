@@ -33,7 +33,7 @@ impl Runner {
         let request_path =
             approval::request_path(&self.config.workspace, &self.state.run_id, &step.name);
         if let Err(result) = self.write_request(step, exec, &request) {
-            return result;
+            return *result;
         }
         let written = std::fs::metadata(&request_path)
             .and_then(|m| m.modified())
@@ -121,7 +121,7 @@ impl Runner {
         step: &Step,
         exec: u64,
         request: &approval::Request,
-    ) -> Result<(), StepResult> {
+    ) -> Result<(), Box<StepResult>> {
         let ws = &self.config.workspace;
         let run_id = &request.run_id;
         let request_path = approval::request_path(ws, run_id, &step.name);
@@ -145,13 +145,13 @@ impl Runner {
             if let Err(e) = std::fs::create_dir_all(approval::dir(ws, run_id))
                 .and_then(|()| orchestrate_base::fsutil::atomic_write(&request_path, &bytes))
             {
-                return Err(failed_result(
+                return Err(Box::new(failed_result(
                     1,
                     format!(
                         "failed to write the approval request {}: {e}",
                         request_path.display()
                     ),
-                ));
+                )));
             }
         }
         Ok(())

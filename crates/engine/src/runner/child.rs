@@ -163,7 +163,7 @@ async fn run_child(
         match create_child(parent, &child, config) {
             Ok(runner) => runner,
             Err(result) => {
-                outcome.result = result;
+                outcome.result = *result;
                 return outcome;
             }
         }
@@ -217,14 +217,14 @@ fn create_child(
     parent: &RunConfig,
     child: &ChildRun<'_>,
     config: RunConfig,
-) -> Result<Result<Runner, RunError>, StepResult> {
+) -> Result<Result<Runner, RunError>, Box<StepResult>> {
     let loaded = match child.sub.child.clone() {
         Some(loaded) => loaded,
         // Not loaded with the parent (a resume whose children no longer all load): load it
         // now, with every check.
         None => match load_child(&parent.workspace, &child.sub.path) {
             Ok(loaded) => loaded,
-            Err(message) => return Err(failed_result(2, message)),
+            Err(message) => return Err(Box::new(failed_result(2, message))),
         },
     };
     let mut workflow = loaded.workflow.clone();

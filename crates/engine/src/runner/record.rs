@@ -172,7 +172,7 @@ impl Runner {
                 step: step.name.clone(),
                 exec,
                 iteration: iteration_of(iteration),
-                result: result.clone(),
+                result: Box::new(result.clone()),
             }),
             true,
         )?;

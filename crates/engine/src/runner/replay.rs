@@ -159,7 +159,7 @@ impl Runner {
             if let Event::StepFinished(finished) = Event::from_record(record) {
                 entries.insert(
                     (Envelope::from_record(record).lane, finished.exec),
-                    (finished.step, finished.result),
+                    (finished.step, *finished.result),
                 );
             }
         }

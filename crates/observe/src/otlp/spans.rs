@@ -234,7 +234,7 @@ pub fn spans_from_events(records: &[Value], task: Option<&TaskInfo>) -> Vec<Span
                 }
                 if let Some(index) = open.remove(&key) {
                     let result = match Event::from_record(record) {
-                        Event::StepFinished(finished) => finished.result,
+                        Event::StepFinished(finished) => *finished.result,
                         _ => StepResult::default(),
                     };
                     finish_step(&mut spans[index], &result, ts);
