@@ -581,6 +581,14 @@ impl StepResult {
         }
     }
 
+    /// An interrupted result (exit code 130): stopped by a signal or shutdown, not by the step.
+    pub fn interrupted(message: impl Into<String>) -> StepResult {
+        StepResult {
+            status: StepStatus::Interrupted,
+            ..StepResult::failed(130, message)
+        }
+    }
+
     /// A succeeded result with exit code 0.
     pub fn succeeded() -> StepResult {
         StepResult {

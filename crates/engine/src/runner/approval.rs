@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use crate::step_result::{StepResult, StepStatus};
 
-use super::result::failed_result;
 use super::{LoopFrame, Runner};
 use crate::approval::{self, Verdict};
 use crate::event::{self, Event};
@@ -27,7 +26,7 @@ impl Runner {
     ) -> StepResult {
         let (message, files) = match self.approval_text(message, artifacts, loops) {
             Ok(parts) => parts,
-            Err(message) => return failed_result(2, message),
+            Err(message) => return StepResult::failed(2, message),
         };
         let request = self.approval_request(step, exec, &message, &files);
         let request_path =
@@ -145,7 +144,7 @@ impl Runner {
             if let Err(e) = std::fs::create_dir_all(approval::dir(ws, run_id))
                 .and_then(|()| orchestrate_base::fsutil::atomic_write(&request_path, &bytes))
             {
-                return Err(Box::new(failed_result(
+                return Err(Box::new(StepResult::failed(
                     1,
                     format!(
                         "failed to write the approval request {}: {e}",
@@ -215,7 +214,7 @@ impl Runner {
             if let Some(limit) = timeout
                 && started.elapsed() >= limit
             {
-                return failed_result(
+                return StepResult::failed(
                     124,
                     format!(
                         "no decision within {:.0}s (approval.timeout_sec)",
@@ -224,13 +223,11 @@ impl Runner {
                 );
             }
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                _ = self.config.cancel.cancelled() => {
-                    let mut result = failed_result(130, "interrupted while waiting for approval".into());
-                    result.status = StepStatus::Interrupted;
-                    return result;
-                }
-            }
+                            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                            _ = self.config.cancel.cancelled() => {
+            return StepResult::interrupted("interrupted while waiting for approval");
+                            }
+                        }
         }
     }
 }

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use serde_json::{Map, json};
 
-use super::result::failed_result;
 use super::scope::render_json;
 use super::{LoopFrame, RunConfig, RunError, RunReport, Runner};
 use crate::event::{self, Event, ParentRun};
@@ -39,7 +38,10 @@ impl Runner {
                     with.insert(input.key.clone(), value);
                 }
                 Err(e) => {
-                    return Ok(failed_result(2, format!("in `with.{}`: {e}", input.key)));
+                    return Ok(StepResult::failed(
+                        2,
+                        format!("in `with.{}`: {e}", input.key),
+                    ));
                 }
             }
         }
@@ -134,7 +136,7 @@ async fn run_child(
     if started_before && !parent.resumable {
         // A swarm attempt is never resumed: a directory left here is an earlier attempt's,
         // whose records stay. (Never reached in practice: each attempt has its own RUN_ROOT.)
-        outcome.result = failed_result(
+        outcome.result = StepResult::failed(
             1,
             format!(
                 "the child run directory {} already exists; remove it",
@@ -171,7 +173,7 @@ async fn run_child(
     let runner = match runner {
         Ok(runner) => runner,
         Err(err) => {
-            outcome.result = failed_result(
+            outcome.result = StepResult::failed(
                 1,
                 format!(
                     "failed to {} child run of workflow `{}`: {err}",
@@ -224,7 +226,7 @@ fn create_child(
         // now, with every check.
         None => match load_child(&parent.workspace, &child.sub.path) {
             Ok(loaded) => loaded,
-            Err(message) => return Err(Box::new(failed_result(2, message))),
+            Err(message) => return Err(Box::new(StepResult::failed(2, message))),
         },
     };
     let mut workflow = loaded.workflow.clone();
@@ -277,7 +279,7 @@ async fn wait_child(
             }
             result
         }
-        Err(err) => failed_result(
+        Err(err) => StepResult::failed(
             1,
             format!("child run of workflow `{}` failed: {err}", sub.path),
         ),

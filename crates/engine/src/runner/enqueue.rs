@@ -2,7 +2,6 @@
 //!
 //! Does not own the queue (`orchestrate_queue::queue`).
 
-use super::result::failed_result;
 use super::scope::render_json;
 use super::{LoopFrame, Runner};
 use crate::event::{self, Event};
@@ -59,14 +58,14 @@ impl Runner {
         })();
         let (role, bytes, name) = match rendered {
             Ok(parts) => parts,
-            Err(message) => return failed_result(2, message),
+            Err(message) => return StepResult::failed(2, message),
         };
         // A task outlives the run in inbox/ and processed/: no secret value goes into one, even
         // through a file a step wrote.
         let bytes = events::mask_bytes(&bytes, &self.secret_values);
         let layout = match crate::role::layout_for(&self.config.workspace, &role) {
             Ok(layout) => layout,
-            Err(message) => return failed_result(2, message),
+            Err(message) => return StepResult::failed(2, message),
         };
         let correlation = self
             .config
@@ -105,7 +104,9 @@ impl Runner {
                 self.enqueued.push(task);
                 result
             }
-            Err(err) => failed_result(1, format!("failed to enqueue for role `{role}`: {err}")),
+            Err(err) => {
+                StepResult::failed(1, format!("failed to enqueue for role `{role}`: {err}"))
+            }
         }
     }
 }

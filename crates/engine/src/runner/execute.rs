@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use super::record::iteration_of;
-use super::result::{error_text, failed_result, rejection_reason, with_timing};
+use super::result::{rejection_reason, with_timing};
 use super::{Failure, Flow, LoopFrame, RunError, Runner};
 use crate::event::{self, Event};
 use crate::step_result::{
@@ -102,7 +102,7 @@ impl Runner {
                 self.record(step, exec, &iteration, result)?;
                 return Ok(Flow::Skipped);
             }
-            Err(message) => failed_result(2, message),
+            Err(message) => StepResult::failed(2, message),
             Ok(true) => {
                 self.event(
                     Event::StepStarted(event::StepStarted {
@@ -254,7 +254,7 @@ impl Runner {
             result.duration.unwrap_or(0.0),
             crate::progress::spend_suffix(&result)
         );
-        if !ok && let Some(err) = error_text(&result) {
+        if !ok && let Some(err) = result.error_text() {
             line.push_str(&format!(": {err}"));
         }
         if !self.replaying() {
@@ -262,7 +262,9 @@ impl Runner {
         }
         if !ok && !self.config.cancel.is_cancelled() {
             let exit_code = result.exit_code.unwrap_or(1);
-            let detail = error_text(&result).unwrap_or_else(|| format!("exit code {exit_code}"));
+            let detail = result
+                .error_text()
+                .unwrap_or_else(|| format!("exit code {exit_code}"));
             let message = match self.budget.failure.take() {
                 Some(budget) => Some(budget),
                 // A crossing inside this step's body already said what stopped the run.

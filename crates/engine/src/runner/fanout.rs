@@ -28,15 +28,11 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::result::failed_result;
 use super::{Failure, Flow, Journal, LoopFrame, RunError, Runner};
 use crate::budget::BudgetState;
 use crate::event::{self, Event};
-use crate::step_result::{ItemOutcome, StepResult, StepStatus};
+use crate::step_result::{ItemOutcome, ItemStatus, StepResult, StepStatus};
 use orchestrate_lang::model::{Branch, FanOut, Items, Join, Step};
-
-/// How one item (branch) of a fan-out ended.
-pub(super) use crate::step_result::ItemStatus as Status;
 
 /// The lane an event was recorded in (empty: the run's own step list).
 pub fn lane_of(record: &Value) -> Vec<u64> {
@@ -71,11 +67,11 @@ pub(super) fn tally(result: &mut StepResult, mut outcomes: Vec<ItemOutcome>) {
     if dropped {
         result.results_truncated = Some(true);
     }
-    let count = |status: Status| outcomes.iter().filter(|o| o.status == status).count() as u64;
-    result.succeeded = Some(count(Status::Succeeded));
-    result.failed = Some(count(Status::Failed));
-    result.cancelled = Some(count(Status::Cancelled));
-    result.not_started = Some(count(Status::NotStarted));
+    let count = |status: ItemStatus| outcomes.iter().filter(|o| o.status == status).count() as u64;
+    result.succeeded = Some(count(ItemStatus::Succeeded));
+    result.failed = Some(count(ItemStatus::Failed));
+    result.cancelled = Some(count(ItemStatus::Cancelled));
+    result.not_started = Some(count(ItemStatus::NotStarted));
     result.results = Some(outcomes);
 }
 
@@ -91,7 +87,7 @@ pub(super) fn not_started(index: usize, item: &Value) -> ItemOutcome {
     ItemOutcome {
         index: Some(index as u64),
         item: Some(item.clone()),
-        ..ItemOutcome::new(Status::NotStarted, None)
+        ..ItemOutcome::new(ItemStatus::NotStarted, None)
     }
 }
 
@@ -134,7 +130,7 @@ impl Label {
 /// What is kept of a unit's lane once it ended (the lane itself, with its copy of the run's
 /// results, is dropped at once).
 struct Ended {
-    status: Status,
+    status: ItemStatus,
     /// [`Runner::outcome`] of the lane, without the item's index and value.
     outcome: ItemOutcome,
     /// Results of the body's steps that the lane changed, to merge in unit order.
@@ -147,12 +143,12 @@ impl Runner {
     /// The outcome of the items run by this runner (a lane, or the sequential loop's runner
     /// after one item): its status, exit code, the last step it recorded and that step's
     /// captured output (`output`, `lines` or `json`), and the failure.
-    pub(super) fn outcome(&self, status: Status, item: Option<(usize, Value)>) -> ItemOutcome {
+    pub(super) fn outcome(&self, status: ItemStatus, item: Option<(usize, Value)>) -> ItemOutcome {
         let exit_code = match status {
-            Status::Succeeded => Some(0),
-            Status::Failed => Some(self.failure.as_ref().map_or(1, |f| f.exit_code)),
-            Status::Cancelled => Some(130),
-            Status::NotStarted => None,
+            ItemStatus::Succeeded => Some(0),
+            ItemStatus::Failed => Some(self.failure.as_ref().map_or(1, |f| f.exit_code)),
+            ItemStatus::Cancelled => Some(130),
+            ItemStatus::NotStarted => None,
         };
         let mut outcome = ItemOutcome::new(status, exit_code);
         if let Some((index, item)) = item {
@@ -167,7 +163,7 @@ impl Runner {
             outcome.lines = result.lines.clone();
             outcome.json = result.json.clone();
         }
-        if status == Status::Failed
+        if status == ItemStatus::Failed
             && let Some(failure) = &self.failure
         {
             outcome.error = Some(failure.message.clone());
@@ -196,7 +192,7 @@ impl Runner {
         };
         let values = match values {
             Ok(values) => values,
-            Err(message) => return Ok(failed_result(2, message)),
+            Err(message) => return Ok(StepResult::failed(2, message)),
         };
         let total = values.len();
         self.event(
@@ -244,7 +240,7 @@ impl Runner {
             .collect();
         let succeeded = outcomes
             .iter()
-            .filter(|o| o.status == Status::Succeeded)
+            .filter(|o| o.status == ItemStatus::Succeeded)
             .count();
         let mut result = self.joined(step, fan, failure, succeeded, total);
         result.iterations = Some(succeeded as u64);
@@ -281,7 +277,7 @@ impl Runner {
         for (branch, ended) in branches.iter().zip(&ended) {
             let mut outcome = match ended {
                 Some(e) => e.outcome.clone(),
-                None => ItemOutcome::new(Status::NotStarted, None),
+                None => ItemOutcome::new(ItemStatus::NotStarted, None),
             };
             outcome.branch = Some(branch.name.clone());
             by_name.insert(branch.name.clone(), outcome.clone());
@@ -289,7 +285,7 @@ impl Runner {
         }
         let succeeded = outcomes
             .iter()
-            .filter(|o| o.status == Status::Succeeded)
+            .filter(|o| o.status == ItemStatus::Succeeded)
             .count();
         let mut result = self.joined(step, fan, failure, succeeded, total);
         result.total = Some(total as u64);
@@ -309,9 +305,7 @@ impl Runner {
         total: usize,
     ) -> StepResult {
         if self.config.cancel.is_cancelled() {
-            let mut result = failed_result(130, "interrupted".into());
-            result.status = StepStatus::Interrupted;
-            return result;
+            return StepResult::interrupted("interrupted");
         }
         let what = match step.kind {
             orchestrate_lang::model::StepKind::Parallel { .. } => "branch",
@@ -327,7 +321,7 @@ impl Runner {
         {
             let message = crossing.message(&self.config.workspace, None, false);
             self.budget.cross(crossing.limit);
-            let mut result = failed_result(
+            let mut result = StepResult::failed(
                 1,
                 format!(
                     "{message}; the {what}s of `{}` still running were stopped",
@@ -339,10 +333,10 @@ impl Runner {
         }
         match fan.join {
             Join::AllSuccess => match failure {
-                Some(message) => failed_result(1, message),
+                Some(message) => StepResult::failed(1, message),
                 None => StepResult::succeeded(),
             },
-            Join::AnySuccess if succeeded == 0 => failed_result(
+            Join::AnySuccess if succeeded == 0 => StepResult::failed(
                 1,
                 format!(
                     "no {what} of {total} succeeded (join: any_success); see `${{steps.{}.results}}` for each one's error",
@@ -425,7 +419,7 @@ impl Runner {
                 cancel.cancel();
                 error.get_or_insert(err);
             }
-            if status == Status::Failed && !outlives_failure && failure.is_none() {
+            if status == ItemStatus::Failed && !outlives_failure && failure.is_none() {
                 let what = labels[index].describe(index);
                 let message = lane
                     .failure
@@ -442,7 +436,10 @@ impl Runner {
         if let Some(message) = &mut failure {
             let cancelled = ended
                 .iter()
-                .filter(|e| e.as_ref().is_some_and(|e| e.status == Status::Cancelled))
+                .filter(|e| {
+                    e.as_ref()
+                        .is_some_and(|e| e.status == ItemStatus::Cancelled)
+                })
                 .count();
             let never = ended.iter().filter(|e| e.is_none()).count();
             if cancelled + never > 0 {
@@ -480,7 +477,7 @@ impl Runner {
     }
 
     /// How this lane's unit ended, from the flow its step list returned.
-    fn lane_status(&self, flow: Flow) -> Status {
+    fn lane_status(&self, flow: Flow) -> ItemStatus {
         // Stopped by the cancel, unless its last step failed on its own (the failure that
         // cancelled the others, or one that came at the same time).
         let last_status = self
@@ -491,9 +488,11 @@ impl Runner {
         let stopped = self.config.cancel.is_cancelled()
             && !matches!(last_status, Some(StepStatus::Failed | StepStatus::Rejected));
         match flow {
-            Flow::Succeeded | Flow::Skipped | Flow::End => Status::Succeeded,
-            Flow::Failed | Flow::Rejected if !stopped && self.failure.is_some() => Status::Failed,
-            Flow::Failed | Flow::Rejected => Status::Cancelled,
+            Flow::Succeeded | Flow::Skipped | Flow::End => ItemStatus::Succeeded,
+            Flow::Failed | Flow::Rejected if !stopped && self.failure.is_some() => {
+                ItemStatus::Failed
+            }
+            Flow::Failed | Flow::Rejected => ItemStatus::Cancelled,
         }
     }
 
@@ -501,7 +500,7 @@ impl Runner {
     /// changed since the fork (`forked_results`), its tasks.
     fn ended(
         &mut self,
-        status: Status,
+        status: ItemStatus,
         body: &[Step],
         forked_results: &BTreeMap<String, StepResult>,
     ) -> Ended {
@@ -543,7 +542,7 @@ impl Runner {
         label: &Label,
         index: usize,
         total: usize,
-        status: Option<Status>,
+        status: Option<ItemStatus>,
     ) -> Result<(), RunError> {
         let (step, index, total) = (step.name.clone(), index as u64, total as u64);
         let event = match (label, status) {
@@ -658,9 +657,9 @@ mod tests {
         tally(
             &mut result,
             vec![
-                ItemOutcome::new(Status::Succeeded, None),
-                ItemOutcome::new(Status::Failed, None),
-                ItemOutcome::new(Status::Cancelled, None),
+                ItemOutcome::new(ItemStatus::Succeeded, None),
+                ItemOutcome::new(ItemStatus::Failed, None),
+                ItemOutcome::new(ItemStatus::Cancelled, None),
                 not_started(3, &json!("d")),
             ],
         );
@@ -678,7 +677,7 @@ mod tests {
             .map(|i| ItemOutcome {
                 index: Some(i),
                 output: Some(big.clone()),
-                ..ItemOutcome::new(Status::Succeeded, None)
+                ..ItemOutcome::new(ItemStatus::Succeeded, None)
             })
             .collect();
         let mut result = StepResult::succeeded();
@@ -687,7 +686,7 @@ mod tests {
         assert_eq!(results[2].output.as_ref(), Some(&big));
         assert!(results[3].output.is_none());
         assert_eq!(results[3].output_dropped, Some(true));
-        assert_eq!(results[3].status, Status::Succeeded);
+        assert_eq!(results[3].status, ItemStatus::Succeeded);
         assert_eq!(result.results_truncated, Some(true));
     }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use super::result::{error_text, rejection_reason};
+use super::result::rejection_reason;
 use super::{Failure, Flow, LoopFrame, RunError, Runner};
 use crate::event::{self, Event};
 use crate::step_result::StepResult;
@@ -185,7 +185,7 @@ impl Runner {
             && let Some(violations) = &result.violations
         {
             // The violations travel to the repair step: `${feedback}`.
-            let reason = error_text(result).unwrap_or_default();
+            let reason = result.error_text().unwrap_or_default();
             let to = match target {
                 Some(Target::Step(name)) => name.clone(),
                 _ => String::new(),

@@ -6,10 +6,9 @@
 use serde_json::Value;
 
 use super::fanout;
-use super::result::failed_result;
 use super::{Flow, LoopFrame, RunError, Runner};
 use crate::event::{self, Event};
-use crate::step_result::StepResult;
+use crate::step_result::{ItemStatus, StepResult};
 use orchestrate_lang::model::{Items, Pointer, Step};
 use orchestrate_lang::template::{self};
 
@@ -39,7 +38,7 @@ impl Runner {
         };
         let values = match values {
             Ok(values) => values,
-            Err(message) => return Ok((Flow::Failed, failed_result(2, message))),
+            Err(message) => return Ok((Flow::Failed, StepResult::failed(2, message))),
         };
         let total = values.len();
         self.event(
@@ -73,14 +72,14 @@ impl Runner {
             let flow = self.run_list(body, &frames).await?;
             let status = match flow {
                 Flow::End => return Ok((Flow::End, StepResult::default())),
-                Flow::Succeeded | Flow::Skipped => fanout::Status::Succeeded,
+                Flow::Succeeded | Flow::Skipped => ItemStatus::Succeeded,
                 Flow::Failed | Flow::Rejected if self.config.cancel.is_cancelled() => {
-                    fanout::Status::Cancelled
+                    ItemStatus::Cancelled
                 }
-                Flow::Failed | Flow::Rejected => fanout::Status::Failed,
+                Flow::Failed | Flow::Rejected => ItemStatus::Failed,
             };
             outcomes.push(self.outcome(status, Some((index, item.clone()))));
-            if status != fanout::Status::Succeeded {
+            if status != ItemStatus::Succeeded {
                 outcomes.extend(
                     values
                         .iter()
@@ -93,7 +92,7 @@ impl Runner {
                     None => format!("iteration {index} failed"),
                 };
                 let code = self.failure.as_ref().map(|f| f.exit_code).unwrap_or(1);
-                let mut result = failed_result(code, message);
+                let mut result = StepResult::failed(code, message);
                 result.iterations = Some(completed as u64);
                 result.total = Some(total as u64);
                 fanout::tally(&mut result, outcomes);

@@ -47,8 +47,6 @@ mod step;
 mod wait_for;
 mod watch;
 
-pub use result::error_text;
-
 /// At most this much of a text step's stdout is kept in state (the spec's 8 KB).
 pub const TEXT_KEEP_BYTES: usize = 8 * 1024;
 /// JSON capture parses at most this much stdout; more is a parse failure (the spec's 1 MB).

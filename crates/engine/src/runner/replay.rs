@@ -11,7 +11,6 @@ use std::sync::Arc;
 use serde_json::{Map, json};
 
 use super::flow::edge;
-use super::result::error_text;
 use super::{Failure, Flow, Journal, LoopFrame, RunConfig, RunError, Runner};
 use crate::event::{Envelope, Event};
 use crate::events::{self};
@@ -278,7 +277,9 @@ impl Runner {
         if flow == Flow::Failed {
             // As when it ran: the failure is the run's (or the item's) to report.
             let exit_code = result.exit_code.unwrap_or(1);
-            let detail = error_text(&result).unwrap_or_else(|| format!("exit code {exit_code}"));
+            let detail = result
+                .error_text()
+                .unwrap_or_else(|| format!("exit code {exit_code}"));
             self.failure = Some(Failure {
                 exit_code,
                 message: self.step_failed(step, &detail, &result),

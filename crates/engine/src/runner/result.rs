@@ -24,12 +24,6 @@ pub(super) fn shown_output(result: &StepResult) -> Option<String> {
     (!text.trim().is_empty()).then_some(text)
 }
 
-/// A failed result's error as one line: command steps record a string, agent steps an object
-/// with a class (`auth: ...`).
-pub fn error_text(result: &StepResult) -> Option<String> {
-    result.error_text()
-}
-
 /// What a rejection says: an approval's reason, else the step's answer (an agent's final text,
 /// JSON findings, or a command's output).
 pub(super) fn rejection_reason(result: &StepResult) -> String {
@@ -42,10 +36,6 @@ pub(super) fn rejection_reason(result: &StepResult) -> String {
         None | Some(serde_json::Value::Null) => String::new(),
         Some(json) => json.to_string(),
     }
-}
-
-pub(super) fn failed_result(exit_code: i32, message: String) -> StepResult {
-    StepResult::failed(exit_code, message)
 }
 
 pub(super) fn with_timing(

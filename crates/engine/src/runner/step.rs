@@ -11,7 +11,6 @@ use super::agent::AgentRun;
 use super::capture::capture;
 use super::phase::WriteGuard;
 use super::prepare::Prepared;
-use super::result::failed_result;
 use super::{JSON_LIMIT_BYTES, KILL_GRACE, LINES_BYTES_LIMIT, LoopFrame, Runner, TEXT_KEEP_BYTES};
 use crate::event::{self, Event};
 use crate::step_result::{ClassifiedError, ErrorKind, StepError, StepResult, StepStatus};
@@ -117,7 +116,7 @@ impl Runner {
     ) -> StepResult {
         let prepared = match self.prepare(step, loops) {
             Ok(p) => p,
-            Err(message) => return failed_result(2, message),
+            Err(message) => return StepResult::failed(2, message),
         };
         if let Some(run) = &prepared.agent {
             self.enter_phase(step, run);

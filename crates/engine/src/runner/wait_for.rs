@@ -5,9 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::step_result::{StepResult, StepStatus};
+use crate::step_result::StepResult;
 
-use super::result::failed_result;
 use super::{LoopFrame, Runner};
 use orchestrate_base::fsutil;
 use orchestrate_lang::model::Step;
@@ -25,10 +24,10 @@ impl Runner {
     ) -> StepResult {
         let pattern = match glob.render(&self.scope(loops)) {
             Ok(p) => p,
-            Err(err) => return failed_result(2, err.to_string()),
+            Err(err) => return StepResult::failed(2, err.to_string()),
         };
         if let Err(err) = fsutil::resolve_in_workspace(self.config.code_dir(), &pattern) {
-            return failed_result(2, format!("`wait_for.glob`: {err}"));
+            return StepResult::failed(2, format!("`wait_for.glob`: {err}"));
         }
         let full = self.config.code_dir().join(&pattern);
         let full = full.to_string_lossy().into_owned();
@@ -49,7 +48,9 @@ impl Runner {
                             .map(|r| r.display().to_string())
                     })
                     .collect::<Vec<_>>(),
-                Err(err) => return failed_result(2, format!("invalid glob `{pattern}`: {err}")),
+                Err(err) => {
+                    return StepResult::failed(2, format!("invalid glob `{pattern}`: {err}"));
+                }
             };
             let waited = started.elapsed();
             self.notify(crate::progress::Progress::WaitPoll {
@@ -67,7 +68,7 @@ impl Runner {
                 };
             }
             if waited >= timeout {
-                let mut result = failed_result(
+                let mut result = StepResult::failed(
                     124,
                     format!(
                         "timed out after {:.1}s waiting for {min_count} file(s) matching `{pattern}` (found {})",
@@ -84,8 +85,7 @@ impl Runner {
             tokio::select! {
                 _ = tokio::time::sleep(nap) => {}
                 _ = self.config.cancel.cancelled() => {
-                    let mut result = failed_result(130, "interrupted while waiting".into());
-                    result.status = StepStatus::Interrupted;
+                    let mut result = StepResult::interrupted("interrupted while waiting");
                     result.poll_count = Some(polls);
                     return result;
                 }

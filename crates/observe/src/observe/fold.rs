@@ -189,7 +189,7 @@ pub(super) fn execution(
         runtime: result.runtime.clone(),
         model: result.model_name().map(str::to_string),
         phase: result.phase.map(|phase| phase.label().to_string()),
-        error: orchestrate_engine::runner::error_text(result).or_else(|| rejection(result)),
+        error: result.error_text().or_else(|| rejection(result)),
         container,
         superseded: false,
         finished_at: result
