@@ -117,6 +117,10 @@ pub struct ClassifiedError {
     /// A provider step's: the CLI recognised from its argv.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
+    /// Fields this version does not know, kept as read.
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub extra: Map<String, Value>,
 }
 
 impl ClassifiedError {
@@ -128,6 +132,19 @@ impl ClassifiedError {
             message: message.into(),
             resets_at: None,
             runtime: None,
+            extra: Map::new(),
+        }
+    }
+}
+
+impl From<orchestrate_runtime::parse::RuntimeError> for ClassifiedError {
+    /// A CLI failure as the parser classified it: `http_status` and `resets_at` are written
+    /// even when `null`.
+    fn from(error: orchestrate_runtime::parse::RuntimeError) -> ClassifiedError {
+        ClassifiedError {
+            http_status: Some(error.http_status),
+            resets_at: Some(error.resets_at),
+            ..ClassifiedError::new(error.kind.into(), error.message)
         }
     }
 }

@@ -234,7 +234,9 @@ fn approval_wait_enqueue_and_workflow_results_keep_their_bytes() {
 
 #[test]
 fn fields_of_a_newer_version_survive_a_read() {
-    let old = json!({"status": "succeeded", "exit_code": 0, "zz_new": {"a": 1}, "error": {"kind": "brand_new", "message": "m"}});
+    let old = json!({"status": "succeeded", "exit_code": 0, "zz_new": {"a": 1}, "aa_new": [1],
+        "error": {"kind": "brand_new", "message": "m", "hint": "h"},
+        "results": [{"status": "succeeded", "exit_code": 0, "lane_new": 3}]});
     let typed: StepResult = serde_json::from_value(old.clone()).unwrap();
     assert_eq!(typed.extra["zz_new"], json!({"a": 1}));
     assert_eq!(
@@ -242,5 +244,30 @@ fn fields_of_a_newer_version_survive_a_read() {
         Some(&ErrorKind::Unknown("brand_new".into()))
     );
     assert_eq!(typed.to_value(), old);
+    // Written back sorted, as before, whatever the field.
+    assert_eq!(serde_json::to_string(&typed).unwrap(), old.to_string());
     assert_eq!(typed.error_text().unwrap(), "brand_new: m");
+}
+
+#[test]
+fn a_parsed_cli_error_is_written_as_the_parser_serialized_it() {
+    use orchestrate_runtime::parse::{ErrorKind as Parsed, RuntimeError};
+    for (http_status, resets_at) in [(None, None), (Some(429), Some("5pm".to_string()))] {
+        let error = RuntimeError {
+            kind: Parsed::RateLimit,
+            message: "slow down".into(),
+            http_status,
+            resets_at,
+        };
+        // Before: `serde_json::to_value(error)` into the result.
+        let old = json!({"status": "failed", "error": serde_json::to_value(&error).unwrap()});
+        let new = StepResult {
+            error: Some(StepError::Classified(error.into())),
+            ..StepResult::new(StepStatus::Failed)
+        };
+        assert_eq!(
+            serde_json::to_string(&new).unwrap(),
+            serde_json::to_string(&old).unwrap()
+        );
+    }
 }

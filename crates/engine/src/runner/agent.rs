@@ -91,13 +91,7 @@ fn agent_status(
     code: i32,
 ) -> (StepStatus, Option<ClassifiedError>) {
     use orchestrate_runtime::parse;
-    let mut error = outcome.error.clone().map(|e| ClassifiedError {
-        http_status: Some(e.http_status),
-        kind: e.kind.into(),
-        message: e.message,
-        resets_at: Some(e.resets_at),
-        runtime: None,
-    });
+    let mut error = outcome.error.clone().map(ClassifiedError::from);
     let status = match &finished.outcome {
         Outcome::Cancelled => StepStatus::Interrupted,
         Outcome::TimedOut => {

@@ -46,16 +46,15 @@ fn classify_provider_failure(
     else {
         return;
     };
+    let message = format!(
+        "{} exited with code {code}: {}",
+        runtime.name(),
+        error.message
+    );
     result.error = Some(StepError::Classified(ClassifiedError {
-        http_status: Some(error.http_status),
-        kind: error.kind.into(),
-        message: format!(
-            "{} exited with code {code}: {}",
-            runtime.name(),
-            error.message
-        ),
-        resets_at: Some(error.resets_at),
+        message,
         runtime: Some(runtime.name().to_string()),
+        ..ClassifiedError::from(error)
     }));
 }
 
