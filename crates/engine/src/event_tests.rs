@@ -219,7 +219,7 @@ fn step_finished() {
         step: "Work".into(),
         exec: 4,
         iteration: vec![],
-        result: Box::new(crate::step_result::StepResult::from_value(&result).unwrap()),
+        result: Box::new(serde_json::from_value(result.clone()).unwrap()),
     });
     same_as_before(
         event,

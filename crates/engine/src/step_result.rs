@@ -5,13 +5,14 @@
 //! field cannot be renamed on one side only. `docs/events.md` ("The step result") describes them.
 //!
 //! The bytes on disk are those the engine wrote when results were built with `json!`: serde_json
-//! (without `preserve_order`) sorted their keys, so the fields here are declared in alphabetical
-//! order, and a field some steps write as `null` is an `Option<Option<_>>` (absent, or present and
-//! `null`). Fields this version does not know (a newer version's) are kept in `extra` and
-//! written back after the known ones. The unit tests pin the bytes against `json!`.
+//! (without `preserve_order`) sorted their keys at every depth, so a [`StepResult`] is written
+//! through a JSON value, which sorts them the same way (its fields are declared in that order
+//! too, to read as the records do). A field some steps write as `null` is an `Option<Option<_>>`
+//! (absent, or present and `null`). Fields this version does not know (a newer version's) are
+//! kept in `extra` and written back in their place. The unit tests pin the bytes against `json!`.
 //!
-//! Does not build results (the runner does) nor turn them into the JSON that templates and jq
-//! read: that is `serde_json::to_value` at that boundary.
+//! Does not decide what a step's result says (the runner does). Templates and jq read results as
+//! JSON: [`StepResult::to_value`] converts one where they read it, nowhere else.
 
 use std::collections::BTreeMap;
 
@@ -316,12 +317,11 @@ impl ItemOutcome {
     }
 }
 
+// Written with its keys sorted at every depth, as the `json!` objects it replaces were:
+// `remote = "Self"` keeps the derived code as inherent functions that the `Serialize` and
+// `Deserialize` impls below wrap.
 /// A step's result. Which fields are set depends on the step's kind and how it ended (the
 /// tables of `docs/events.md`); a field left `None` is not written.
-///
-/// Written with its keys sorted at every depth (see [`Serialize for StepResult`]), as the
-/// `json!` objects it replaces were: `remote = "Self"` keeps the derived code as inherent
-/// functions that the trait impls below wrap.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(remote = "Self")]
 pub struct StepResult {
@@ -617,11 +617,6 @@ impl StepResult {
     /// The result as the JSON `${steps.NAME.*}` and jq see.
     pub fn to_value(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
-    }
-
-    /// A result from the JSON templates see (or an old record); `None` when it is not one.
-    pub fn from_value(value: &Value) -> Option<StepResult> {
-        serde_json::from_value(value.clone()).ok()
     }
 
     /// Its error as one line (`kind: message` for a classified one).
