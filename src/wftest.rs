@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use orchestrate_engine::event::{Envelope, Event, StepFinished};
 use orchestrate_engine::runner::{RunConfig, Runner};
+use orchestrate_engine::step_result::StepStatus;
 
 /// Set (to a case's directory) in the environment of the fixture agent's process.
 pub const AGENT_ENV: &str = "ORCHESTRATE_FIXTURE_AGENT";
@@ -312,11 +313,12 @@ fn compare(
         .collect();
     for finished in in_item_order(&finished) {
         let result = &finished.event.result;
-        if result["status"] == "skipped" {
+        if result.status == StepStatus::Skipped {
             continue;
         }
         path.push(finished.event.step.clone());
-        last.insert(finished.event.step.clone(), result.clone());
+        // Compared as `${steps.NAME.*}` sees the result: as JSON.
+        last.insert(finished.event.step.clone(), result.to_value());
     }
     if let Some(expected) = &expect.path
         && *expected != path
@@ -838,7 +840,6 @@ pub fn fixture_agent(case: &Path) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn fan_out_items_are_on_the_path_in_item_order_before_their_step() {
@@ -848,7 +849,7 @@ mod tests {
                 step: step.into(),
                 exec,
                 iteration: Vec::new(),
-                result: json!({"status": "succeeded"}),
+                result: Box::new(orchestrate_engine::step_result::StepResult::succeeded()),
             },
         };
         let records = [

@@ -323,7 +323,7 @@ pub async fn run_step(
                 return Err(Error::invalid(err.to_string()));
             }
         },
-        None => Map::new(),
+        None => Default::default(),
     };
     let mut single = workflow;
     let mut step = step;

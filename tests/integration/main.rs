@@ -22,6 +22,7 @@ mod inputs;
 mod json_schemas;
 mod language;
 mod logging;
+mod old_runs;
 mod pricing;
 mod progress;
 mod records;

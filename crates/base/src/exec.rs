@@ -167,7 +167,9 @@ impl fmt::Debug for Stdin {
 }
 
 /// How the process ended.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
     /// Exited on its own with this status code.

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::step_result::StepResult;
+
 use orchestrate_lang::model::{Budget, SwarmConfig};
 
 /// What has been spent: tokens, the cost of those whose price is known, and how many had none.
@@ -46,10 +48,9 @@ impl Spend {
 
     /// The spending recorded in a step result (`usage`, `cost_usd`); nothing for steps that
     /// are not agents.
-    pub fn of_result(result: &Value) -> Spend {
-        let usage: orchestrate_runtime::parse::Usage =
-            serde_json::from_value(result["usage"].clone()).unwrap_or_default();
-        Spend::of(usage.total(), result["cost_usd"].as_f64())
+    pub fn of_result(result: &StepResult) -> Spend {
+        let usage = result.usage.unwrap_or_default();
+        Spend::of(usage.total(), result.cost())
     }
 
     pub fn plus(self, other: Spend) -> Spend {
@@ -380,20 +381,18 @@ impl SharedSpend {
     }
 
     /// Counts what a step result spent (an agent's usage, a child run's total).
-    pub(crate) fn count(&self, result: &Value) {
+    pub(crate) fn count(&self, result: &StepResult) {
         let mut spent = self.lock();
         spent.0 = spent.0.plus(Spend::of_result(result));
-        if let Ok(usage) =
-            serde_json::from_value::<orchestrate_runtime::parse::Usage>(result["usage"].clone())
-        {
-            spent.1.add(&usage);
+        if let Some(usage) = &result.usage {
+            spent.1.add(usage);
         }
     }
 }
 
 impl BudgetState {
     /// Counts what a step result spent (an agent's usage, a child run's total).
-    pub(crate) fn count(&self, result: &Value) {
+    pub(crate) fn count(&self, result: &StepResult) {
         self.spent.count(result);
     }
 

@@ -8,8 +8,8 @@
 //! (left out, or written as `null`) and value types do; the unit tests pin one line per kind.
 //! Fields default when absent, so logs of older versions and hand-written fixtures still read.
 //!
-//! Does not write or read files ([`crate::events`] does), and does not type a step's result:
-//! `step_finished.result` stays the JSON that `${steps.NAME.*}` sees.
+//! Does not write or read files ([`crate::events`] does); a step's result is
+//! [`crate::step_result`]'s.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::approval::Decision;
 use crate::state::RunStatus;
+use crate::step_result::StepResult;
 use orchestrate_base::fingerprint::Change;
 use orchestrate_lang::model::Phase;
 use orchestrate_queue::queue::Enqueued as EnqueuedTask;
@@ -186,8 +187,9 @@ pub struct StepFinished {
     pub step: String,
     pub exec: u64,
     pub iteration: Vec<u64>,
+    // Boxed: the largest record by far, it would size every event.
     /// The step's result as `${steps.NAME.*}` sees it (`docs/events.md`, "The step result").
-    pub result: Value,
+    pub result: Box<StepResult>,
 }
 
 /// An `on` edge was taken.

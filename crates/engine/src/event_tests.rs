@@ -213,12 +213,13 @@ fn paused() {
 fn step_finished() {
     let iteration: &[usize] = &[];
     let result = json!({"status": "succeeded", "exit_code": 0, "duration": 0.25, "output": "hi\n",
-        "usage": {"input": 1, "output": 2}, "cost_usd": null});
+        "usage": {"input": 1, "output": 2, "cache_read": 0, "cache_write": 0, "reasoning": 0},
+        "cost_usd": null});
     let event = Event::StepFinished(StepFinished {
         step: "Work".into(),
         exec: 4,
         iteration: vec![],
-        result: result.clone(),
+        result: Box::new(serde_json::from_value(result.clone()).unwrap()),
     });
     same_as_before(
         event,

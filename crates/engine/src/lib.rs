@@ -10,5 +10,6 @@ pub mod role;
 pub mod runner;
 pub mod runs;
 pub mod state;
+pub mod step_result;
 pub mod subflow;
 pub mod worktree;

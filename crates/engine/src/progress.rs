@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::Value;
 
 use crate::event::Event;
+use crate::step_result::StepResult;
 
 /// One thing the runner reports while it runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,20 +86,15 @@ impl Progress {
             },
             Event::StepFinished(finished) => {
                 let result = &finished.result;
-                let tokens = result["usage"].as_object().map(|usage| {
-                    ["input", "output", "cache_read", "cache_write"]
-                        .iter()
-                        .filter_map(|k| usage.get(*k).and_then(Value::as_u64))
-                        .sum()
-                });
+                let tokens = result.usage.as_ref().map(tokens_of);
                 Progress::StepFinished {
                     step: finished.step.clone(),
                     exec: finished.exec,
                     lane: lane.to_vec(),
-                    status: result["status"].as_str().unwrap_or_default().to_string(),
-                    duration: result["duration"].as_f64().unwrap_or(0.0),
+                    status: result.status.label().to_string(),
+                    duration: result.duration.unwrap_or(0.0),
                     tokens,
-                    cost_usd: result["cost_usd"].as_f64(),
+                    cost_usd: result.cost(),
                 }
             }
             Event::LoopStarted(started) => Progress::LoopStarted {
@@ -496,22 +491,24 @@ impl Reporter for Live {
 use orchestrate_base::human::group_digits;
 
 /// The part of a finished step's line about what it spent: ` · 1,234 tokens · $0.0123`.
-pub fn spend_suffix(result: &Value) -> String {
+pub fn spend_suffix(result: &StepResult) -> String {
     let mut text = String::new();
     let mut tokens = 0;
-    if let Some(usage) = result["usage"].as_object() {
-        tokens = ["input", "output", "cache_read", "cache_write"]
-            .iter()
-            .filter_map(|k| usage.get(*k).and_then(Value::as_u64))
-            .sum();
+    if let Some(usage) = &result.usage {
+        tokens = tokens_of(usage);
         text.push_str(&format!(", {} tokens", group_digits(tokens)));
     }
-    if let Some(cost) = result["cost_usd"].as_f64() {
+    if let Some(cost) = result.cost() {
         text.push_str(&format!(", ${cost:.4}"));
     } else if tokens > 0 {
-        text.push_str(&format!(", {}", cost_unknown(result["model"].as_str())));
+        text.push_str(&format!(", {}", cost_unknown(result.model_name())));
     }
     text
+}
+
+/// The tokens a step's line counts: all but `reasoning` (a part of `output`).
+fn tokens_of(usage: &orchestrate_runtime::parse::Usage) -> u64 {
+    usage.input + usage.output + usage.cache_read + usage.cache_write
 }
 
 /// Why a step that spent tokens has no cost: "cost unknown: no price for model X in
@@ -527,7 +524,7 @@ pub fn cost_unknown(model: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     /// The notification of the event `name` with `fields` (and their `lane`), as read back.
     fn from_event(name: &str, fields: &Value) -> Option<Progress> {
@@ -574,19 +571,23 @@ mod tests {
         assert_eq!(from_event("goto", &json!({})), None);
     }
 
+    fn spend(result: Value) -> String {
+        spend_suffix(&serde_json::from_value(result).unwrap())
+    }
+
     #[test]
     fn spend_and_digits() {
         assert_eq!(group_digits(0), "0");
         assert_eq!(group_digits(999), "999");
         assert_eq!(group_digits(1234567), "1,234,567");
         assert_eq!(
-            spend_suffix(&json!({"usage": {"input": 1000, "output": 234}, "cost_usd": 0.01})),
+            spend(json!({"usage": {"input": 1000, "output": 234}, "cost_usd": 0.01})),
             ", 1,234 tokens, $0.0100"
         );
-        assert_eq!(spend_suffix(&json!({"status": "succeeded"})), "");
+        assert_eq!(spend(json!({"status": "succeeded"})), "");
         assert_eq!(
-            spend_suffix(
-                &json!({"usage": {"input": 1000, "output": 234}, "cost_usd": null, "model": "m-1"})
+            spend(
+                json!({"usage": {"input": 1000, "output": 234}, "cost_usd": null, "model": "m-1"})
             ),
             ", 1,234 tokens, cost unknown: no price for model m-1 in runtimes.yaml"
         );

@@ -9,9 +9,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::step_result::StepResult;
 use orchestrate_base::json_file;
 
 /// Version of `state.json`; a reader refuses a newer one.
@@ -67,7 +70,7 @@ pub struct RunState {
     pub events_seq: u64,
     pub resumes: u32,
     /// The latest result of each step, by name.
-    pub steps: Map<String, Value>,
+    pub steps: BTreeMap<String, StepResult>,
     /// The workflow's `outputs:` as rendered at its successful end (a child run's result).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub outputs: Map<String, Value>,

@@ -39,7 +39,7 @@ pub(crate) struct ChildRun<'a> {
 
 /// What happened to a child run, for the parent's events and the step's result.
 pub(crate) struct ChildOutcome {
-    pub result: Value,
+    pub result: crate::step_result::StepResult,
     pub run_id: Option<String>,
     pub run_root: PathBuf,
     /// Whether the child was resumed (`true`) or found finished (`reused`) rather than started.

@@ -103,7 +103,10 @@ pub enum ErrorKind {
 
 /// Token counts normalized across CLIs. The five fields never overlap except
 /// `reasoning`, which is the part of `output` spent on thinking.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(default)]
 pub struct Usage {
     /// Input tokens neither read from nor written to a prompt cache.
     pub input: u64,
@@ -168,7 +171,7 @@ pub struct RuntimeError {
 }
 
 /// A tool call the CLI refused for lack of permission.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Denial {
     pub tool: String,
     pub input: Value,

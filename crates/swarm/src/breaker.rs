@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::control_log::{BreakerOpened, ControlEvent};
 use orchestrate_engine::event::Event;
+use orchestrate_engine::step_result::{StepError, StepResult, StepStatus};
 use orchestrate_lang::model::{Role, StepKind, Workflow};
 use orchestrate_queue::queue::Owner;
 use orchestrate_runtime::profile::BreakerConfig;
@@ -206,29 +206,26 @@ pub enum Outcome {
 
 /// The breaker name (profile or runtime) and outcome of a `step_finished` result; `None` for
 /// steps that are not agent steps.
-pub fn classify(result: &Value) -> Option<(String, Outcome)> {
-    result.get("phase")?;
-    let name = result["profile"]
-        .as_str()
-        .or_else(|| result["runtime"].as_str())?
-        .to_string();
-    let outcome = match result["status"].as_str() {
-        Some("succeeded") => Outcome::Success,
-        Some("failed") => {
-            let kind = result["error"]["kind"].as_str().unwrap_or("other");
-            let outcome_kind = result["outcome"]["kind"]
-                .as_str()
-                .or(result["outcome"].as_str());
-            let class = match (kind, outcome_kind) {
-                (_, Some("spawn_failed")) => "spawn_failed",
-                (_, Some("timed_out")) => "timeout",
-                ("other", Some("signaled")) => "crash",
-                ("other", _) if result["result"].as_str().is_none_or(str::is_empty) => "crash",
+pub fn classify(result: &StepResult) -> Option<(String, Outcome)> {
+    use orchestrate_base::exec::Outcome as Exit;
+    result.phase?;
+    let name = result.profile.clone().or_else(|| result.runtime.clone())?;
+    let outcome = match result.status {
+        StepStatus::Succeeded => Outcome::Success,
+        StepStatus::Failed => {
+            let error = result.error.as_ref().and_then(StepError::classified);
+            let kind = error.map_or("other", |e| e.kind.label());
+            let class = match (kind, &result.outcome) {
+                (_, Some(Exit::SpawnFailed { .. })) => "spawn_failed",
+                (_, Some(Exit::TimedOut)) => "timeout",
+                ("other", Some(Exit::Signaled { .. })) => "crash",
+                ("other", _) if result.result.as_deref().is_none_or(str::is_empty) => "crash",
                 (kind, _) => kind,
             };
             if CLASSES.contains(&class) {
-                let resets = result["error"]["resets_at"]
-                    .as_str()
+                let resets = error
+                    .and_then(|e| e.resets_at.clone().flatten())
+                    .as_deref()
                     .and_then(orchestrate_runtime::parse::parse_reset_time)
                     .filter(|t| *t > Utc::now());
                 Outcome::Failure {
@@ -560,8 +557,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn failed(kind: &str) -> Value {
-        json!({"status": "failed", "phase": "readonly", "runtime": "claude", "profile": "claude", "error": {"kind": kind, "message": "x"}, "outcome": {"kind": "exited", "code": 1}, "result": "x"})
+    fn failed(kind: &str) -> StepResult {
+        serde_json::from_value(json!({"status": "failed", "phase": "readonly", "runtime": "claude", "profile": "claude", "error": {"kind": kind, "message": "x"}, "outcome": {"kind": "exited", "code": 1}, "result": "x"})).unwrap()
     }
 
     #[test]
@@ -580,8 +577,12 @@ mod tests {
             classify(&failed("max_turns")).map(|x| x.1),
             Some(Outcome::Neutral)
         );
-        assert_eq!(classify(&json!({"status": "failed", "exit_code": 1})), None);
-        let ok = json!({"status": "succeeded", "phase": "write", "runtime": "fake"});
+        assert_eq!(classify(&StepResult::failed(1, "x")), None);
+        let ok = StepResult {
+            phase: Some(orchestrate_lang::model::Phase::Write),
+            runtime: Some("fake".into()),
+            ..StepResult::succeeded()
+        };
         assert_eq!(classify(&ok), Some(("fake".into(), Outcome::Success)));
     }
 

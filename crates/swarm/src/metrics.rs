@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use orchestrate_engine::event::{Event, StepFinished};
+use orchestrate_engine::step_result::StepStatus;
 use orchestrate_queue::queue::Layout;
 
 /// The file is rewritten this often even when no task finishes (queue depth changes).
@@ -423,26 +424,32 @@ fn take(lines: &mut Vec<String>) -> String {
 fn add_step(f: &mut Figures, finished: &StepFinished) {
     let result = &finished.result;
     let step = finished.step.as_str();
-    if result["status"] == "skipped" {
+    if result.status == StepStatus::Skipped {
         return;
     }
     // A for_each's duration includes its body's steps, which are counted on their own; it is
     // still its own histogram.
-    if let Some(d) = result["duration"].as_f64() {
+    if let Some(d) = result.duration {
         f.steps.entry(step.to_string()).or_default().observe(d);
     }
-    let Some(runtime) = result["runtime"].as_str() else {
+    let Some(runtime) = result.runtime.as_deref() else {
         return;
     };
-    let model = result["model"].as_str().unwrap_or("unknown").to_string();
-    for kind in ["input", "output", "cache_read", "cache_write", "reasoning"] {
-        if let Some(n) = result["usage"][kind].as_u64() {
+    let model = result.model_name().unwrap_or("unknown").to_string();
+    if let Some(usage) = &result.usage {
+        for (kind, n) in [
+            ("input", usage.input),
+            ("output", usage.output),
+            ("cache_read", usage.cache_read),
+            ("cache_write", usage.cache_write),
+            ("reasoning", usage.reasoning),
+        ] {
             *f.tokens
                 .entry((runtime.to_string(), model.clone(), kind))
                 .or_default() += n;
         }
     }
-    if let Some(cost) = result["cost_usd"].as_f64() {
+    if let Some(cost) = result.cost() {
         *f.cost.entry((runtime.to_string(), model)).or_default() += cost;
     }
 }

@@ -4,14 +4,15 @@
 //!
 //! Does not hold the argv tables or output parsers (`orchestrate_runtime`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use super::capture::{capture, idle_message, parse_json_limited, strip_fences, text_output};
 use super::scope::{ProviderScope, Scope};
 use super::{LINES_LIMIT, LoopFrame, Runner};
+use crate::step_result::{ClassifiedError, ErrorKind, StepError, StepResult, StepStatus};
 use orchestrate_base::exec::{self, Outcome};
 use orchestrate_base::fsutil;
 use orchestrate_lang::model::{Capture, Step};
@@ -67,16 +68,16 @@ pub(super) struct AgentRun {
 /// them for it, the largest (a session's totals only grow). Not necessarily the resumed step's
 /// own: another step may have resumed the same session since.
 fn session_totals_before(
-    results: &Map<String, Value>,
+    results: &BTreeMap<String, StepResult>,
     session: &str,
 ) -> Option<orchestrate_runtime::parse::SessionTotals> {
     results
         .values()
-        .filter(|result| result["session_id"].as_str() == Some(session))
+        .filter(|result| result.session_id.as_ref().and_then(Option::as_deref) == Some(session))
         .filter_map(|result| {
             Some(orchestrate_runtime::parse::SessionTotals {
-                usage: serde_json::from_value(result.get("usage_cumulative")?.clone()).ok()?,
-                cost_usd: result["cost_usd_cumulative"].as_f64(),
+                usage: result.usage_cumulative?,
+                cost_usd: result.cost_usd_cumulative.flatten(),
             })
         })
         .max_by_key(|totals| totals.usage.total())
@@ -88,23 +89,24 @@ fn agent_status(
     finished: &exec::Finished,
     outcome: &orchestrate_runtime::parse::Outcome,
     code: i32,
-) -> (&'static str, Option<Value>) {
+) -> (StepStatus, Option<ClassifiedError>) {
     use orchestrate_runtime::parse;
-    let mut error = outcome
-        .error
-        .clone()
-        .map(|e| serde_json::to_value(e).unwrap_or(Value::Null));
+    let mut error = outcome.error.clone().map(ClassifiedError::from);
     let status = match &finished.outcome {
-        Outcome::Cancelled => "interrupted",
+        Outcome::Cancelled => StepStatus::Interrupted,
         Outcome::TimedOut => {
-            error = Some(
-                json!({"kind": "timeout", "message": "timed out (timeout_sec); its process group was stopped"}),
-            );
-            "failed"
+            error = Some(ClassifiedError::new(
+                ErrorKind::Timeout,
+                "timed out (timeout_sec); its process group was stopped",
+            ));
+            StepStatus::Failed
         }
         Outcome::IdleTimedOut { after_ms } => {
-            error = Some(json!({"kind": "idle_timeout", "message": idle_message(*after_ms)}));
-            "failed"
+            error = Some(ClassifiedError::new(
+                ErrorKind::IdleTimeout,
+                idle_message(*after_ms),
+            ));
+            StepStatus::Failed
         }
         // Stopped at claude's first authentication failure (`run_watched`): the parse
         // says so. A budget stop overwrites the error later (`budget_stopped`).
@@ -114,25 +116,27 @@ fn agent_status(
                 .as_ref()
                 .is_some_and(|e| e.kind == parse::ErrorKind::Auth) =>
         {
-            "failed"
+            StepStatus::Failed
         }
         Outcome::Stopped => {
-            error = Some(
-                json!({"kind": "budget", "message": "stopped: the run's budget was exceeded"}),
-            );
-            "failed"
+            error = Some(ClassifiedError::new(
+                ErrorKind::Budget,
+                "stopped: the run's budget was exceeded",
+            ));
+            StepStatus::Failed
         }
         Outcome::SpawnFailed { message } => {
-            error = Some(json!({"kind": "other", "message": message}));
-            "failed"
+            error = Some(ClassifiedError::new(ErrorKind::Other, message.clone()));
+            StepStatus::Failed
         }
-        _ if outcome.ok => "succeeded",
-        _ => "failed",
+        _ if outcome.ok => StepStatus::Succeeded,
+        _ => StepStatus::Failed,
     };
-    if status == "failed" && error.is_none() {
-        error = Some(
-            json!({"kind": "other", "message": format!("{} exited with code {code}", run.name)}),
-        );
+    if status == StepStatus::Failed && error.is_none() {
+        error = Some(ClassifiedError::new(
+            ErrorKind::Other,
+            format!("{} exited with code {code}", run.name),
+        ));
     }
     (status, error)
 }
@@ -143,35 +147,38 @@ fn answer_by_capture(
     step: &Step,
     outcome: &orchestrate_runtime::parse::Outcome,
     text: &str,
-    status: &str,
-    result: &mut Value,
+    status: StepStatus,
+    result: &mut StepResult,
 ) {
     match step.capture {
         Capture::Text => {
             let (output, cut) = text_output(text, true);
-            result["output"] = json!(output);
-            result["truncated"] = json!(cut);
+            result.output = Some(output.to_string());
+            result.truncated = Some(cut);
         }
         Capture::Lines => {
-            result["output_capture"] = json!("lines");
-            let lines: Vec<&str> = text.lines().take(LINES_LIMIT).collect();
-            result["truncated"] = json!(text.lines().count() > LINES_LIMIT);
-            result["lines"] = json!(lines);
+            result.output_capture = Some(Capture::Lines);
+            let lines: Vec<String> = text.lines().take(LINES_LIMIT).map(str::to_string).collect();
+            result.truncated = Some(text.lines().count() > LINES_LIMIT);
+            result.lines = Some(lines);
         }
         Capture::Json => {
-            result["output_capture"] = json!("json");
+            result.output_capture = Some(Capture::Json);
             let parsed = match &outcome.structured_output {
                 // Answered through the schema the CLI was given: already JSON.
                 Some(answer) => Ok(answer.clone()),
                 None => parse_json_limited(strip_fences(text).as_bytes()),
             };
             match parsed {
-                Ok(value) => result["json"] = value,
-                Err(_) if step.allow_parse_error => result["json"] = Value::Null,
-                Err(message) if status == "succeeded" => {
-                    result["status"] = json!("failed");
-                    result["exit_code"] = json!(2);
-                    result["error"] = json!({"kind": "other", "message": format!("the agent's answer is not valid JSON: {message}")});
+                Ok(value) => result.json = Some(value),
+                Err(_) if step.allow_parse_error => result.json = Some(Value::Null),
+                Err(message) if status == StepStatus::Succeeded => {
+                    result.status = StepStatus::Failed;
+                    result.exit_code = Some(2);
+                    result.error = Some(StepError::Classified(ClassifiedError::new(
+                        ErrorKind::Other,
+                        format!("the agent's answer is not valid JSON: {message}"),
+                    )));
                 }
                 Err(_) => {}
             }
@@ -217,43 +224,44 @@ impl Runner {
         run: &AgentRun,
         stdout_log: &Path,
         stderr_log: &Path,
-    ) -> Value {
+    ) -> StepResult {
         use orchestrate_runtime::parse;
         let Some(runtime) = run.runtime else {
             // A stand-in provider: its stdout is the answer.
             let mut result = capture(step, finished);
             let text = String::from_utf8_lossy(&finished.stdout).into_owned();
-            result["result"] = json!(text);
-            result["runtime"] = json!(run.name);
-            result["phase"] = json!(run.phase);
+            result.result = Some(text);
+            result.runtime = Some(run.name.clone());
+            result.phase = Some(run.phase);
             return result;
         };
         let stdout = std::fs::read_to_string(stdout_log).unwrap_or_default();
         let stderr = std::fs::read_to_string(stderr_log).unwrap_or_default();
         let code = finished.outcome.exit_code();
         let outcome = parse::parse(runtime, &stdout, &stderr, code);
-        let (mut result, usage, cost, model) = self.agent_spending(runtime, run, &outcome, &stdout);
+        let (spending, usage, cost, model) = self.agent_spending(runtime, run, &outcome, &stdout);
         let (status, error) = agent_status(run, finished, &outcome, code);
         let text = outcome.result.clone().unwrap_or_default();
-        result["status"] = json!(status);
-        result["exit_code"] = json!(code);
-        result["outcome"] = json!(finished.outcome);
-        result["runtime"] = json!(runtime.name());
-        result["profile"] = json!(run.name);
-        result["model"] = json!(model);
-        result["requested_model"] = json!(run.model);
-        result["phase"] = json!(run.phase);
-        result["result"] = json!(text);
-        result["session_id"] = json!(outcome.session_id);
-        result["usage"] = json!(usage);
-        result["cost_usd"] = json!(cost);
-        result["turns"] = json!(outcome.turns);
-        result["denials"] = json!(outcome.denials);
-        result["api_retries"] = json!(outcome.retries.len());
-        result["truncated"] = json!(false);
-        if let Some(error) = error {
-            result["error"] = error;
-        }
+        let mut result = StepResult {
+            status,
+            exit_code: Some(code),
+            outcome: Some(finished.outcome.clone()),
+            runtime: Some(runtime.name().to_string()),
+            profile: Some(run.name.clone()),
+            model: Some(model),
+            requested_model: Some(run.model.clone()),
+            phase: Some(run.phase),
+            result: Some(text.clone()),
+            session_id: Some(outcome.session_id.clone()),
+            usage: Some(usage),
+            cost_usd: Some(cost),
+            turns: Some(outcome.turns),
+            denials: Some(outcome.denials.clone()),
+            api_retries: Some(outcome.retries.len() as u64),
+            truncated: Some(false),
+            error: error.map(StepError::Classified),
+            ..spending
+        };
         answer_by_capture(step, &outcome, &text, status, &mut result);
         result
     }
@@ -267,7 +275,7 @@ impl Runner {
         outcome: &orchestrate_runtime::parse::Outcome,
         stdout: &str,
     ) -> (
-        Value,
+        StepResult,
         orchestrate_runtime::parse::Usage,
         Option<f64>,
         Option<String>,
@@ -281,13 +289,13 @@ impl Runner {
             live.line(stdout);
             usage = live.usage_so_far();
         }
-        let mut result = json!({});
+        let mut result = StepResult::default();
         let mut priced = outcome.clone();
         if let Some(now) = parse::SessionTotals::of(runtime, outcome) {
             // claude and codex report a resumed session's running totals: this step's share
             // is the difference from what the session's latest earlier step recorded.
-            result["usage_cumulative"] = json!(now.usage);
-            result["cost_usd_cumulative"] = json!(now.cost_usd);
+            result.usage_cumulative = Some(now.usage);
+            result.cost_usd_cumulative = Some(now.cost_usd);
             let own = parse::step_share(&now, run.previous_session.as_ref());
             if own != now {
                 // The per-model breakdown is the session's too: price the share as one model.
@@ -432,7 +440,8 @@ impl Runner {
                     .results
                     .get(target)
                     .ok_or_else(|| format!("`resume: {target}`: step `{target}` has not run"))?;
-                let session = previous["session_id"].as_str().ok_or_else(|| {
+                let session = previous.session_id.as_ref().and_then(Option::as_deref);
+                let session = session.ok_or_else(|| {
                     format!("`resume: {target}`: step `{target}` recorded no session id")
                 })?;
                 run.previous_session = session_totals_before(&self.results, session);

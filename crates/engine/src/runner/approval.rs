@@ -5,9 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use crate::step_result::{StepResult, StepStatus};
 
-use super::result::failed_result;
 use super::{LoopFrame, Runner};
 use crate::approval::{self, Verdict};
 use crate::event::{self, Event};
@@ -24,16 +23,16 @@ impl Runner {
         artifacts: &[Template],
         timeout: Option<Duration>,
         loops: &[LoopFrame],
-    ) -> Value {
+    ) -> StepResult {
         let (message, files) = match self.approval_text(message, artifacts, loops) {
             Ok(parts) => parts,
-            Err(message) => return failed_result(2, message),
+            Err(message) => return StepResult::failed(2, message),
         };
         let request = self.approval_request(step, exec, &message, &files);
         let request_path =
             approval::request_path(&self.config.workspace, &self.state.run_id, &step.name);
         if let Err(result) = self.write_request(step, exec, &request) {
-            return result;
+            return *result;
         }
         let written = std::fs::metadata(&request_path)
             .and_then(|m| m.modified())
@@ -121,7 +120,7 @@ impl Runner {
         step: &Step,
         exec: u64,
         request: &approval::Request,
-    ) -> Result<(), Value> {
+    ) -> Result<(), Box<StepResult>> {
         let ws = &self.config.workspace;
         let run_id = &request.run_id;
         let request_path = approval::request_path(ws, run_id, &step.name);
@@ -145,13 +144,13 @@ impl Runner {
             if let Err(e) = std::fs::create_dir_all(approval::dir(ws, run_id))
                 .and_then(|()| orchestrate_base::fsutil::atomic_write(&request_path, &bytes))
             {
-                return Err(failed_result(
+                return Err(Box::new(StepResult::failed(
                     1,
                     format!(
                         "failed to write the approval request {}: {e}",
                         request_path.display()
                     ),
-                ));
+                )));
             }
         }
         Ok(())
@@ -165,7 +164,7 @@ impl Runner {
         request: &approval::Request,
         written: std::time::SystemTime,
         timeout: Option<Duration>,
-    ) -> Value {
+    ) -> StepResult {
         let decision_path =
             approval::decision_path(&self.config.workspace, &request.run_id, &step.name);
         let started = Instant::now();
@@ -173,10 +172,6 @@ impl Runner {
         loop {
             match approval::read_decision(&decision_path, request, written) {
                 Ok(Some(decision)) => {
-                    let verdict = match decision.decision {
-                        Verdict::Approve => "approve",
-                        Verdict::Reject => "reject",
-                    };
                     let _ = self.event(
                         Event::ApprovalDecided(event::ApprovalDecided {
                             step: step.name.clone(),
@@ -185,20 +180,21 @@ impl Runner {
                         true,
                     );
                     let status = if decision.decision == Verdict::Approve {
-                        "succeeded"
+                        StepStatus::Succeeded
                     } else {
-                        "rejected"
+                        StepStatus::Rejected
                     };
-                    return json!({
-                        "status": status,
-                        "exit_code": 0,
-                        "decision": verdict,
-                        "reason": decision.reason.unwrap_or_default(),
-                        "note": decision.note.unwrap_or_default(),
-                        "by": decision.by,
-                        "at": decision.at,
-                        "waited": started.elapsed().as_secs_f64(),
-                    });
+                    return StepResult {
+                        status,
+                        exit_code: Some(0),
+                        decision: Some(decision.decision),
+                        reason: Some(decision.reason.unwrap_or_default()),
+                        note: Some(decision.note.unwrap_or_default()),
+                        by: Some(decision.by),
+                        at: Some(decision.at),
+                        waited: Some(started.elapsed().as_secs_f64()),
+                        ..StepResult::default()
+                    };
                 }
                 Ok(None) => {}
                 Err(message) => {
@@ -218,7 +214,7 @@ impl Runner {
             if let Some(limit) = timeout
                 && started.elapsed() >= limit
             {
-                return failed_result(
+                return StepResult::failed(
                     124,
                     format!(
                         "no decision within {:.0}s (approval.timeout_sec)",
@@ -227,13 +223,11 @@ impl Runner {
                 );
             }
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                _ = self.config.cancel.cancelled() => {
-                    let mut result = failed_result(130, "interrupted while waiting for approval".into());
-                    result["status"] = json!("interrupted");
-                    return result;
-                }
-            }
+                            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                            _ = self.config.cancel.cancelled() => {
+            return StepResult::interrupted("interrupted while waiting for approval");
+                            }
+                        }
         }
     }
 }

@@ -4,11 +4,10 @@
 //! Does not count spending nor define limits (`crate::budget`), nor watch a running step
 //! (`watch`).
 
-use serde_json::{Value, json};
-
 use super::agent::cli_default_model;
 use super::{Failure, RunError, Runner};
 use crate::event::{self, Event};
+use crate::step_result::{ClassifiedError, ErrorKind, StepError, StepResult, StepStatus};
 use orchestrate_lang::model::{Step, StepKind};
 
 /// Every agent step of a step list, `for_each` bodies and `parallel` branches included.
@@ -166,7 +165,7 @@ impl Runner {
         &mut self,
         step: &Step,
         crossing: &crate::budget::Crossing,
-        result: &mut Value,
+        result: &mut StepResult,
     ) {
         let workspace = self.config.workspace.clone();
         let message = crossing.message(&workspace, Some(&step.name), true);
@@ -174,14 +173,16 @@ impl Runner {
             Event::BudgetExceeded(crossing.event(&workspace, Some(&step.name), true)),
             true,
         );
-        result["status"] = json!("failed");
-        result["exit_code"] = json!(1);
-        result["budget_exceeded"] = json!(crossing.limit);
-        result["error"] = if result["error"].is_object() {
-            json!({"kind": "budget", "message": message})
-        } else {
-            json!(message)
-        };
+        result.status = StepStatus::Failed;
+        result.exit_code = Some(1);
+        result.budget_exceeded = Some(crossing.limit.to_string());
+        // An agent's error keeps its shape: classified.
+        result.error = Some(match &result.error {
+            Some(StepError::Classified(_)) => {
+                StepError::Classified(ClassifiedError::new(ErrorKind::Budget, message.clone()))
+            }
+            _ => StepError::Message(message.clone()),
+        });
         self.budget.failure = Some(message);
         self.budget.cross(crossing.limit);
     }

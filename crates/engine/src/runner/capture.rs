@@ -3,36 +3,37 @@
 //!
 //! Does not parse agent output (`agent`) nor decide retries (`step`).
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{JSON_LIMIT_BYTES, LINES_LIMIT, TEXT_KEEP_BYTES};
+use crate::step_result::{StepError, StepResult, StepStatus};
 use orchestrate_base::exec::{self, Outcome};
 use orchestrate_lang::model::{Capture, Step};
 
 /// Turns a finished process into a step result, applying the capture mode and its limits.
-pub(super) fn capture(step: &Step, finished: &exec::Finished) -> Value {
+pub(super) fn capture(step: &Step, finished: &exec::Finished) -> StepResult {
     let code = finished.outcome.exit_code();
     let status = match finished.outcome {
-        _ if finished.outcome.success() => "succeeded",
+        _ if finished.outcome.success() => StepStatus::Succeeded,
         // Not the step's doing: resume runs it again.
-        Outcome::Cancelled => "interrupted",
-        _ => "failed",
+        Outcome::Cancelled => StepStatus::Interrupted,
+        _ => StepStatus::Failed,
     };
-    let mut result = json!({
-        "status": status,
-        "exit_code": code,
-        "outcome": finished.outcome,
-        "truncated": false,
-    });
+    let mut result = StepResult {
+        exit_code: Some(code),
+        outcome: Some(finished.outcome.clone()),
+        truncated: Some(false),
+        ..StepResult::new(status)
+    };
     let text = String::from_utf8_lossy(&finished.stdout);
     match step.capture {
         Capture::Text => {
             let (output, cut) = text_output(&text, finished.stdout_complete);
-            result["output"] = json!(output);
-            result["truncated"] = json!(cut);
+            result.output = Some(output.to_string());
+            result.truncated = Some(cut);
         }
         Capture::Lines => {
-            result["output_capture"] = json!("lines");
+            result.output_capture = Some(Capture::Lines);
             let mut lines: Vec<&str> = text.split('\n').collect();
             if lines.last() == Some(&"") {
                 lines.pop();
@@ -44,16 +45,16 @@ pub(super) fn capture(step: &Step, finished: &exec::Finished) -> Value {
             }
             let truncated = over_bytes || lines.len() > LINES_LIMIT;
             lines.truncate(LINES_LIMIT);
-            result["lines"] = json!(
+            result.lines = Some(
                 lines
                     .iter()
-                    .map(|l| l.strip_suffix('\r').unwrap_or(l))
-                    .collect::<Vec<_>>()
+                    .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
+                    .collect(),
             );
-            result["truncated"] = json!(truncated);
+            result.truncated = Some(truncated);
         }
         Capture::Json => {
-            result["output_capture"] = json!("json");
+            result.output_capture = Some(Capture::Json);
             let parsed = if finished.stdout_bytes > JSON_LIMIT_BYTES as u64 {
                 Err(format!(
                     "stdout is {} bytes, over the 1 MB limit for JSON capture",
@@ -63,35 +64,38 @@ pub(super) fn capture(step: &Step, finished: &exec::Finished) -> Value {
                 parse_json_limited(&finished.stdout)
             };
             match parsed {
-                Ok(value) => result["json"] = value,
+                Ok(value) => result.json = Some(value),
                 Err(message) if step.allow_parse_error => {
-                    result["json"] = Value::Null;
-                    result["parse_error"] = json!(message);
+                    result.json = Some(Value::Null);
+                    result.parse_error = Some(message);
                     let (output, cut) = text_output(&text, finished.stdout_complete);
-                    result["output"] = json!(output);
-                    result["truncated"] = json!(cut);
+                    result.output = Some(output.to_string());
+                    result.truncated = Some(cut);
                 }
                 Err(message) if finished.outcome.success() => {
-                    result["status"] = json!("failed");
-                    result["exit_code"] = json!(2);
-                    result["error"] = json!(format!("output is not valid JSON: {message}"));
-                    result["truncated"] = json!(finished.stdout_bytes > JSON_LIMIT_BYTES as u64);
+                    result.status = StepStatus::Failed;
+                    result.exit_code = Some(2);
+                    result.error = Some(StepError::Message(format!(
+                        "output is not valid JSON: {message}"
+                    )));
+                    result.truncated = Some(finished.stdout_bytes > JSON_LIMIT_BYTES as u64);
                 }
                 Err(_) => {}
             }
         }
     }
-    if !finished.outcome.success() && result.get("error").is_none() {
-        result["error"] = json!(match &finished.outcome {
+    if !finished.outcome.success() && result.error.is_none() {
+        result.error = Some(StepError::Message(match &finished.outcome {
             Outcome::Exited { code } => format!("exited with code {code}"),
             Outcome::Signaled { signal } => format!("killed by signal {signal}"),
-            Outcome::TimedOut =>
-                "timed out (timeout_sec); its process group was stopped".to_string(),
+            Outcome::TimedOut => {
+                "timed out (timeout_sec); its process group was stopped".to_string()
+            }
             Outcome::IdleTimedOut { after_ms } => idle_message(*after_ms),
             Outcome::Stopped => "stopped: the run's budget was exceeded".to_string(),
             Outcome::Cancelled => "interrupted".to_string(),
             Outcome::SpawnFailed { message } => message.clone(),
-        });
+        }));
     }
     result
 }

@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 
-use super::result::failed_result;
 use super::scope::render_json;
 use super::{LoopFrame, RunConfig, RunError, RunReport, Runner};
 use crate::event::{self, Event, ParentRun};
 use crate::state::{RunDir, RunStatus, child_root};
+use crate::step_result::{StepError, StepResult, StepStatus};
 use crate::subflow::{ChildOutcome, ChildRun, load_child, spend_of_events};
 use orchestrate_base::fsutil::relative;
 use orchestrate_lang::model::{Step, SubWorkflow};
@@ -30,7 +30,7 @@ impl Runner {
         exec: u64,
         sub: &orchestrate_lang::model::SubWorkflow,
         loops: &[LoopFrame],
-    ) -> Result<Value, RunError> {
+    ) -> Result<StepResult, RunError> {
         let mut with = Map::new();
         for input in &sub.with {
             match render_json(&input.value, &self.scope(loops)) {
@@ -38,7 +38,10 @@ impl Runner {
                     with.insert(input.key.clone(), value);
                 }
                 Err(e) => {
-                    return Ok(failed_result(2, format!("in `with.{}`: {e}", input.key)));
+                    return Ok(StepResult::failed(
+                        2,
+                        format!("in `with.{}`: {e}", input.key),
+                    ));
                 }
             }
         }
@@ -81,12 +84,12 @@ impl Runner {
         let outcome = run_child(&self.config, child, step.timeout).await;
         let mut result = outcome.result;
         self.budget.count(&result);
-        if result["status"] == "failed"
+        if result.status == StepStatus::Failed
             && let Some(crossing) = self.budget.check(self.budget.spent.get())
         {
             // A limit of this run (or an ancestor's) stopped the child: this run stops too,
             // taking no `on` edge, and resume runs the step (continuing its child) again.
-            result["budget_exceeded"] = json!(crossing.limit);
+            result.budget_exceeded = Some(crossing.limit.to_string());
             self.budget.cross(crossing.limit);
         }
         self.event(
@@ -98,8 +101,8 @@ impl Runner {
                 run_root: self.relative(&outcome.run_root),
                 resumed: outcome.resumed,
                 reused: outcome.reused,
-                status: result["status"].as_str().map(str::to_string),
-                exit_code: result["exit_code"].as_i64(),
+                status: Some(result.status.label().to_string()),
+                exit_code: result.exit_code.map(i64::from),
             }),
             true,
         )?;
@@ -116,7 +119,7 @@ async fn run_child(
 ) -> ChildOutcome {
     let root = child_root(child.parent_root, &child.lane, child.exec, &child.step.name);
     let mut outcome = ChildOutcome {
-        result: Value::Null,
+        result: StepResult::default(),
         run_id: None,
         run_root: root.clone(),
         resumed: false,
@@ -130,7 +133,7 @@ async fn run_child(
     if started_before && !parent.resumable {
         // A swarm attempt is never resumed: a directory left here is an earlier attempt's,
         // whose records stay. (Never reached in practice: each attempt has its own RUN_ROOT.)
-        outcome.result = failed_result(
+        outcome.result = StepResult::failed(
             1,
             format!(
                 "the child run directory {} already exists; remove it",
@@ -159,7 +162,7 @@ async fn run_child(
         match create_child(parent, &child, config) {
             Ok(runner) => runner,
             Err(result) => {
-                outcome.result = result;
+                outcome.result = *result;
                 return outcome;
             }
         }
@@ -167,7 +170,7 @@ async fn run_child(
     let runner = match runner {
         Ok(runner) => runner,
         Err(err) => {
-            outcome.result = failed_result(
+            outcome.result = StepResult::failed(
                 1,
                 format!(
                     "failed to {} child run of workflow `{}`: {err}",
@@ -213,14 +216,14 @@ fn create_child(
     parent: &RunConfig,
     child: &ChildRun<'_>,
     config: RunConfig,
-) -> Result<Result<Runner, RunError>, Value> {
+) -> Result<Result<Runner, RunError>, Box<StepResult>> {
     let loaded = match child.sub.child.clone() {
         Some(loaded) => loaded,
         // Not loaded with the parent (a resume whose children no longer all load): load it
         // now, with every check.
         None => match load_child(&parent.workspace, &child.sub.path) {
             Ok(loaded) => loaded,
-            Err(message) => return Err(failed_result(2, message)),
+            Err(message) => return Err(Box::new(StepResult::failed(2, message))),
         },
     };
     let mut workflow = loaded.workflow.clone();
@@ -240,7 +243,7 @@ async fn wait_child(
     timeout: Option<Duration>,
     sub: &SubWorkflow,
     workspace: &Path,
-) -> Value {
+) -> StepResult {
     let run: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
         Box::pin(runner.run());
     let mut timed_out = false;
@@ -262,18 +265,18 @@ async fn wait_child(
         Ok(report) => {
             let mut result = result_of(&report, sub, workspace);
             if timed_out {
-                result["status"] = json!("failed");
-                result["exit_code"] = json!(124);
-                result["error"] = json!(format!(
+                result.status = StepStatus::Failed;
+                result.exit_code = Some(124);
+                result.error = Some(StepError::Message(format!(
                     "timed out after {}s (timeout_sec); child run {} was stopped and can be inspected with `orchestrate status {}`",
                     timeout.unwrap_or_default().as_secs_f64(),
                     report.run_id,
                     report.run_id
-                ));
+                )));
             }
             result
         }
-        Err(err) => failed_result(
+        Err(err) => StepResult::failed(
             1,
             format!("child run of workflow `{}` failed: {err}", sub.path),
         ),
@@ -359,37 +362,36 @@ impl crate::progress::Reporter for ChildReporter {
 /// The step's result from the child's report: status, exit code, outputs, run id and root,
 /// and what the child spent (its `usage` and `cost_usd`, so the parent's budget and report
 /// count it like an agent step's).
-fn result_of(report: &RunReport, sub: &SubWorkflow, workspace: &Path) -> Value {
+fn result_of(report: &RunReport, sub: &SubWorkflow, workspace: &Path) -> StepResult {
     let status = match report.status {
-        RunStatus::Succeeded => "succeeded",
+        RunStatus::Succeeded => StepStatus::Succeeded,
         // Not the step's doing (the parent was stopped): resume continues the child.
-        RunStatus::Interrupted | RunStatus::Running => "interrupted",
-        RunStatus::Failed => "failed",
+        RunStatus::Interrupted | RunStatus::Running => StepStatus::Interrupted,
+        RunStatus::Failed => StepStatus::Failed,
     };
-    let mut result = json!({
-        "status": status,
-        "exit_code": report.exit_code,
-        "run_id": report.run_id,
-        "run_root": relative(workspace, &report.run_root),
-        "workflow": sub.path,
-        "outputs": report.values,
-    });
+    let mut result = StepResult {
+        exit_code: Some(i32::from(report.exit_code)),
+        run_id: Some(report.run_id.clone()),
+        run_root: Some(relative(workspace, &report.run_root)),
+        workflow: Some(sub.path.clone()),
+        outputs: Some(report.values.clone()),
+        ..StepResult::new(status)
+    };
     if report.spent.tokens > 0 || report.spent.cost_usd > 0.0 {
-        result["usage"] = json!(report.usage);
-        result["cost_usd"] = if report.spent.cost_usd > 0.0 || report.spent.unpriced_tokens == 0 {
-            json!(report.spent.cost_usd)
-        } else {
-            Value::Null
-        };
+        result.usage = Some(report.usage);
+        result.cost_usd = Some(
+            (report.spent.cost_usd > 0.0 || report.spent.unpriced_tokens == 0)
+                .then_some(report.spent.cost_usd),
+        );
     }
     if let Some(error) = &report.error {
-        result["error"] = json!(format!(
+        result.error = Some(StepError::Message(format!(
             "workflow {} (child run {}) failed: {error}",
             sub.path, report.run_id
-        ));
+        )));
     }
     if let Some(step) = &report.last_step {
-        result["last_step"] = json!(step);
+        result.last_step = Some(step.clone());
     }
     result
 }

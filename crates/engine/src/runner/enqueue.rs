@@ -2,13 +2,11 @@
 //!
 //! Does not own the queue (`orchestrate_queue::queue`).
 
-use serde_json::{Value, json};
-
-use super::result::failed_result;
 use super::scope::render_json;
 use super::{LoopFrame, Runner};
 use crate::event::{self, Event};
 use crate::events::{self};
+use crate::step_result::StepResult;
 use orchestrate_base::fsutil;
 use orchestrate_lang::model::Step;
 use orchestrate_lang::template::Template;
@@ -22,7 +20,7 @@ impl Runner {
         content: &orchestrate_lang::model::EnqueueContent,
         name: Option<&Template>,
         loops: &[LoopFrame],
-    ) -> Value {
+    ) -> StepResult {
         use orchestrate_lang::model::EnqueueContent;
         let scope = self.scope(loops);
         let rendered = (|| -> Result<(String, Vec<u8>, Option<String>), String> {
@@ -60,14 +58,14 @@ impl Runner {
         })();
         let (role, bytes, name) = match rendered {
             Ok(parts) => parts,
-            Err(message) => return failed_result(2, message),
+            Err(message) => return StepResult::failed(2, message),
         };
         // A task outlives the run in inbox/ and processed/: no secret value goes into one, even
         // through a file a step wrote.
         let bytes = events::mask_bytes(&bytes, &self.secret_values);
         let layout = match crate::role::layout_for(&self.config.workspace, &role) {
             Ok(layout) => layout,
-            Err(message) => return failed_result(2, message),
+            Err(message) => return StepResult::failed(2, message),
         };
         let correlation = self
             .config
@@ -92,7 +90,10 @@ impl Runner {
                     "→ {} handed task {} to {}",
                     step.name, task.id, task.role
                 ));
-                let result = json!({"status": "succeeded", "exit_code": 0, "task": task});
+                let result = StepResult {
+                    task: Some(task.clone()),
+                    ..StepResult::succeeded()
+                };
                 let _ = self.event(
                     Event::Enqueued(event::Enqueued {
                         step: step.name.clone(),
@@ -103,7 +104,9 @@ impl Runner {
                 self.enqueued.push(task);
                 result
             }
-            Err(err) => failed_result(1, format!("failed to enqueue for role `{role}`: {err}")),
+            Err(err) => {
+                StepResult::failed(1, format!("failed to enqueue for role `{role}`: {err}"))
+            }
         }
     }
 }

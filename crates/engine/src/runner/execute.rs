@@ -6,31 +6,35 @@
 
 use std::time::Instant;
 
-use serde_json::{Value, json};
-
 use super::record::iteration_of;
-use super::result::{error_text, failed_result, rejection_reason, with_timing};
+use super::result::{rejection_reason, with_timing};
 use super::{Failure, Flow, LoopFrame, RunError, Runner};
 use crate::event::{self, Event};
+use crate::step_result::{
+    ClassifiedError, ErrorKind, StepError, StepResult, StepStatus, Violation,
+};
 use orchestrate_lang::model::{Step, StepKind};
 
 /// Fails a succeeded result whose JSON does not match the step's `output_schema`, listing the
 /// first violations (`violations`: `{path, message}`; routed by `on.invalid`).
-fn check_schema(step: &Step, schema: &orchestrate_lang::model::OutputSchema, result: &mut Value) {
-    let violations = schema.violations(&result["json"], 20);
+fn check_schema(
+    step: &Step,
+    schema: &orchestrate_lang::model::OutputSchema,
+    result: &mut StepResult,
+) {
+    let json = result.json.clone().unwrap_or_default();
+    let violations: Vec<Violation> = schema
+        .violations(&json, 20)
+        .into_iter()
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect();
     if violations.is_empty() {
         return;
     }
     let first: Vec<String> = violations
         .iter()
         .take(3)
-        .map(|v| {
-            format!(
-                "{}: {}",
-                v["path"].as_str().unwrap_or("/"),
-                v["message"].as_str().unwrap_or_default()
-            )
-        })
+        .map(|v| format!("{}: {}", v.path, v.message))
         .collect();
     let more = violations.len().saturating_sub(first.len());
     let message = format!(
@@ -43,14 +47,14 @@ fn check_schema(step: &Step, schema: &orchestrate_lang::model::OutputSchema, res
             String::new()
         }
     );
-    result["status"] = json!("failed");
-    result["exit_code"] = json!(2);
-    result["error"] = if matches!(step.kind, StepKind::Agent(_)) {
-        json!({"kind": "schema_violation", "message": message})
+    result.status = StepStatus::Failed;
+    result.exit_code = Some(2);
+    result.error = Some(if matches!(step.kind, StepKind::Agent(_)) {
+        StepError::Classified(ClassifiedError::new(ErrorKind::SchemaViolation, message))
     } else {
-        json!(message)
-    };
-    result["violations"] = json!(violations);
+        StepError::Message(message)
+    });
+    result.violations = Some(violations);
 }
 
 impl Runner {
@@ -89,13 +93,16 @@ impl Runner {
         };
         let result = match when {
             Ok(false) => {
-                let result =
-                    json!({"status": "skipped", "started_at": started_at, "duration": 0.0});
+                let result = StepResult {
+                    started_at: Some(started_at),
+                    duration: Some(0.0),
+                    ..StepResult::new(StepStatus::Skipped)
+                };
                 self.progress(&format!("- {} skipped (condition false)", step.name));
                 self.record(step, exec, &iteration, result)?;
                 return Ok(Flow::Skipped);
             }
-            Err(message) => failed_result(2, message),
+            Err(message) => StepResult::failed(2, message),
             Ok(true) => {
                 self.event(
                     Event::StepStarted(event::StepStarted {
@@ -109,8 +116,10 @@ impl Runner {
                 match self.run_kind(step, exec, loops).await? {
                     Some(result) => result,
                     None => {
-                        let result =
-                            json!({"status": "succeeded", "exit_code": 0, "ended_run": true});
+                        let result = StepResult {
+                            ended_run: Some(true),
+                            ..StepResult::succeeded()
+                        };
                         self.record(
                             step,
                             exec,
@@ -133,7 +142,7 @@ impl Runner {
         step: &Step,
         exec: u64,
         loops: &[LoopFrame],
-    ) -> Result<Option<Value>, RunError> {
+    ) -> Result<Option<StepResult>, RunError> {
         Ok(Some(match &step.kind {
             StepKind::ForEach {
                 items,
@@ -188,32 +197,33 @@ impl Runner {
 
     /// What is judged on a finished step's result: a limit crossed in its body, its
     /// `output_schema`, its `rejected_when`.
-    fn judge(&self, step: &Step, result: &mut Value) {
-        if result["status"] == "failed"
-            && result.get("budget_exceeded").is_none()
+    fn judge(&self, step: &Step, result: &mut StepResult) {
+        if result.status == StepStatus::Failed
+            && result.budget_exceeded.is_none()
             && let Some(limit) = self.budget.crossed()
         {
             // A crossing in its body (a loop's item): stopped, not finished; resume reruns it.
-            result["budget_exceeded"] = json!(limit);
+            result.budget_exceeded = Some(limit.to_string());
         }
-        if result["status"] == "succeeded"
+        if result.status == StepStatus::Succeeded
             && let Some(schema) = &step.output_schema
         {
             check_schema(step, schema, result);
         }
-        if result["status"] == "succeeded"
+        if result.status == StepStatus::Succeeded
             && let Some(expr) = &step.rejected_when
         {
-            match orchestrate_lang::jq::eval_bool(expr, result) {
+            // jq reads the result as templates do.
+            match orchestrate_lang::jq::eval_bool(expr, &result.to_value()) {
                 Ok(true) => {
-                    result["status"] = json!("rejected");
-                    result["rejected_by"] = json!("rejected_when");
+                    result.status = StepStatus::Rejected;
+                    result.rejected_by = Some("rejected_when".into());
                 }
                 Ok(false) => {}
                 Err(err) => {
-                    result["status"] = json!("failed");
-                    result["exit_code"] = json!(2);
-                    result["error"] = json!(format!("in `rejected_when`: {err}"));
+                    result.status = StepStatus::Failed;
+                    result.exit_code = Some(2);
+                    result.error = Some(StepError::Message(format!("in `rejected_when`: {err}")));
                 }
             }
         }
@@ -225,9 +235,9 @@ impl Runner {
         step: &Step,
         exec: u64,
         iteration: &[usize],
-        result: Value,
+        result: StepResult,
     ) -> Result<Flow, RunError> {
-        if result["status"] == "rejected" {
+        if result.status == StepStatus::Rejected {
             self.progress(&format!(
                 "↩ {} rejected: {}",
                 step.name,
@@ -236,23 +246,25 @@ impl Runner {
             self.record(step, exec, iteration, result)?;
             return Ok(Flow::Rejected);
         }
-        let ok = result["status"] == "succeeded";
+        let ok = result.status == StepStatus::Succeeded;
         let mark = if ok { "✓" } else { "✗" };
         let mut line = format!(
             "{mark} {} ({:.2}s{})",
             step.name,
-            result["duration"].as_f64().unwrap_or(0.0),
+            result.duration.unwrap_or(0.0),
             crate::progress::spend_suffix(&result)
         );
-        if !ok && let Some(err) = error_text(&result) {
+        if !ok && let Some(err) = result.error_text() {
             line.push_str(&format!(": {err}"));
         }
         if !self.replaying() {
             self.progress(&line);
         }
         if !ok && !self.config.cancel.is_cancelled() {
-            let exit_code = result["exit_code"].as_i64().unwrap_or(1) as i32;
-            let detail = error_text(&result).unwrap_or_else(|| format!("exit code {exit_code}"));
+            let exit_code = result.exit_code.unwrap_or(1);
+            let detail = result
+                .error_text()
+                .unwrap_or_else(|| format!("exit code {exit_code}"));
             let message = match self.budget.failure.take() {
                 Some(budget) => Some(budget),
                 // A crossing inside this step's body already said what stopped the run.

@@ -23,36 +23,16 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::result::failed_result;
 use super::{Failure, Flow, Journal, LoopFrame, RunError, Runner};
 use crate::budget::BudgetState;
 use crate::event::{self, Event};
+use crate::step_result::{ItemOutcome, ItemStatus, StepResult, StepStatus};
 use orchestrate_lang::model::{Branch, FanOut, Items, Join, Step};
-
-/// How one item (branch) of a fan-out ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Status {
-    Succeeded,
-    Failed,
-    /// Stopped while it ran: a sibling failed under `all_success`, or the run was interrupted.
-    Cancelled,
-    /// Never started: the join had already failed, or the run was interrupted.
-    NotStarted,
-}
-
-impl Status {
-    fn label(self) -> &'static str {
-        match self {
-            Status::Succeeded => "succeeded",
-            Status::Failed => "failed",
-            Status::Cancelled => "cancelled",
-            Status::NotStarted => "not_started",
-        }
-    }
-}
 
 /// The lane an event was recorded in (empty: the run's own step list).
 pub fn lane_of(record: &Value) -> Vec<u64> {
@@ -69,47 +49,46 @@ pub fn lane_of(record: &Value) -> Vec<u64> {
 pub(super) const RESULTS_KEEP_BYTES: usize = 4 * 1024 * 1024;
 
 /// Adds the outcomes and their counts to a fan-out step's result.
-pub(super) fn tally(result: &mut Value, mut outcomes: Vec<Value>) {
+pub(super) fn tally(result: &mut StepResult, mut outcomes: Vec<ItemOutcome>) {
     let mut kept = 0;
     let mut dropped = false;
     for outcome in &mut outcomes {
-        let Value::Object(fields) = outcome else {
-            continue;
-        };
-        let size: usize = ["output", "lines", "json"]
-            .iter()
-            .filter_map(|k| fields.get(*k))
-            .map(|v| serde_json::to_string(v).map_or(0, |t| t.len()))
-            .sum();
+        let size = json_len(&outcome.output) + json_len(&outcome.lines) + json_len(&outcome.json);
         if kept + size > RESULTS_KEEP_BYTES {
-            for key in ["output", "lines", "json"] {
-                fields.remove(key);
-            }
-            fields.insert("output_dropped".into(), json!(true));
+            outcome.output = None;
+            outcome.lines = None;
+            outcome.json = None;
+            outcome.output_dropped = Some(true);
             dropped = true;
         } else {
             kept += size;
         }
     }
     if dropped {
-        result["results_truncated"] = json!(true);
+        result.results_truncated = Some(true);
     }
-    let count = |status: Status| {
-        outcomes
-            .iter()
-            .filter(|o| o["status"] == status.label())
-            .count()
-    };
-    result["succeeded"] = json!(count(Status::Succeeded));
-    result["failed"] = json!(count(Status::Failed));
-    result["cancelled"] = json!(count(Status::Cancelled));
-    result["not_started"] = json!(count(Status::NotStarted));
-    result["results"] = Value::Array(outcomes);
+    let count = |status: ItemStatus| outcomes.iter().filter(|o| o.status == status).count() as u64;
+    result.succeeded = Some(count(ItemStatus::Succeeded));
+    result.failed = Some(count(ItemStatus::Failed));
+    result.cancelled = Some(count(ItemStatus::Cancelled));
+    result.not_started = Some(count(ItemStatus::NotStarted));
+    result.results = Some(outcomes);
+}
+
+/// The bytes of a captured output as the result writes it (0 when absent).
+fn json_len<T: serde::Serialize>(value: &Option<T>) -> usize {
+    value
+        .as_ref()
+        .map_or(0, |v| serde_json::to_string(v).map_or(0, |t| t.len()))
 }
 
 /// An item that never ran.
-pub(super) fn not_started(index: usize, item: &Value) -> Value {
-    json!({"index": index, "item": item, "status": Status::NotStarted.label(), "exit_code": null})
+pub(super) fn not_started(index: usize, item: &Value) -> ItemOutcome {
+    ItemOutcome {
+        index: Some(index as u64),
+        item: Some(item.clone()),
+        ..ItemOutcome::new(ItemStatus::NotStarted, None)
+    }
 }
 
 /// An item's value, short enough for a message.
@@ -151,11 +130,11 @@ impl Label {
 /// What is kept of a unit's lane once it ended (the lane itself, with its copy of the run's
 /// results, is dropped at once).
 struct Ended {
-    status: Status,
+    status: ItemStatus,
     /// [`Runner::outcome`] of the lane, without the item's index and value.
-    outcome: Value,
+    outcome: ItemOutcome,
     /// Results of the body's steps that the lane changed, to merge in unit order.
-    changed: Vec<(String, Value)>,
+    changed: Vec<(String, StepResult)>,
     enqueued: Vec<orchestrate_queue::queue::Enqueued>,
     warned_unpriced: bool,
 }
@@ -164,33 +143,30 @@ impl Runner {
     /// The outcome of the items run by this runner (a lane, or the sequential loop's runner
     /// after one item): its status, exit code, the last step it recorded and that step's
     /// captured output (`output`, `lines` or `json`), and the failure.
-    pub(super) fn outcome(&self, status: Status, item: Option<(usize, Value)>) -> Value {
-        let mut outcome = json!({});
-        if let Some((index, item)) = item {
-            outcome["index"] = json!(index);
-            outcome["item"] = item;
-        }
-        outcome["status"] = json!(status.label());
-        outcome["exit_code"] = match status {
-            Status::Succeeded => json!(0),
-            Status::Failed => json!(self.failure.as_ref().map_or(1, |f| f.exit_code)),
-            Status::Cancelled => json!(130),
-            Status::NotStarted => Value::Null,
+    pub(super) fn outcome(&self, status: ItemStatus, item: Option<(usize, Value)>) -> ItemOutcome {
+        let exit_code = match status {
+            ItemStatus::Succeeded => Some(0),
+            ItemStatus::Failed => Some(self.failure.as_ref().map_or(1, |f| f.exit_code)),
+            ItemStatus::Cancelled => Some(130),
+            ItemStatus::NotStarted => None,
         };
+        let mut outcome = ItemOutcome::new(status, exit_code);
+        if let Some((index, item)) = item {
+            outcome.index = Some(index as u64);
+            outcome.item = Some(item);
+        }
         if let Some(last) = &self.last_recorded
             && let Some(result) = self.results.get(last)
         {
-            outcome["step"] = json!(last);
-            for key in ["output", "lines", "json"] {
-                if let Some(value) = result.get(key) {
-                    outcome[key] = value.clone();
-                }
-            }
+            outcome.step = Some(last.clone());
+            outcome.output = result.output.clone();
+            outcome.lines = result.lines.clone();
+            outcome.json = result.json.clone();
         }
-        if status == Status::Failed
+        if status == ItemStatus::Failed
             && let Some(failure) = &self.failure
         {
-            outcome["error"] = json!(failure.message);
+            outcome.error = Some(failure.message.clone());
         }
         outcome
     }
@@ -209,14 +185,14 @@ impl Runner {
         body: &[Step],
         fan: &FanOut,
         loops: &[LoopFrame],
-    ) -> Result<Value, RunError> {
+    ) -> Result<StepResult, RunError> {
         let values = match items {
             Items::Literal(values) => Ok(values.clone()),
             Items::From(pointer) => self.resolve_pointer(pointer),
         };
         let values = match values {
             Ok(values) => values,
-            Err(message) => return Ok(failed_result(2, message)),
+            Err(message) => return Ok(StepResult::failed(2, message)),
         };
         let total = values.len();
         self.event(
@@ -249,30 +225,28 @@ impl Runner {
             })
             .collect();
         let (ended, failure) = self.fan_out(step, exec, units, fan).await?;
-        let outcomes: Vec<Value> = ended
+        let outcomes: Vec<ItemOutcome> = ended
             .iter()
             .zip(&values)
             .enumerate()
             .map(|(index, (ended, item))| match ended {
-                Some(e) => {
-                    let mut outcome = json!({"index": index, "item": item});
-                    if let (Value::Object(into), Value::Object(from)) = (&mut outcome, &e.outcome) {
-                        into.extend(from.clone());
-                    }
-                    outcome
-                }
+                Some(e) => ItemOutcome {
+                    index: Some(index as u64),
+                    item: Some(item.clone()),
+                    ..e.outcome.clone()
+                },
                 None => not_started(index, item),
             })
             .collect();
         let succeeded = outcomes
             .iter()
-            .filter(|o| o["status"] == Status::Succeeded.label())
+            .filter(|o| o.status == ItemStatus::Succeeded)
             .count();
         let mut result = self.joined(step, fan, failure, succeeded, total);
-        result["iterations"] = json!(succeeded);
-        result["total"] = json!(total);
-        result["max_parallel"] = json!(fan.max_parallel);
-        result["join"] = json!(fan.join.label());
+        result.iterations = Some(succeeded as u64);
+        result.total = Some(total as u64);
+        result.max_parallel = Some(fan.max_parallel);
+        result.join = Some(fan.join.label().to_string());
         tally(&mut result, outcomes);
         Ok(result)
     }
@@ -285,7 +259,7 @@ impl Runner {
         branches: &[Branch],
         fan: &FanOut,
         loops: &[LoopFrame],
-    ) -> Result<Value, RunError> {
+    ) -> Result<StepResult, RunError> {
         let total = branches.len();
         let units = branches
             .iter()
@@ -298,26 +272,26 @@ impl Runner {
             })
             .collect();
         let (ended, failure) = self.fan_out(step, exec, units, fan).await?;
-        let mut by_name = Map::new();
+        let mut by_name = BTreeMap::new();
         let mut outcomes = Vec::new();
         for (branch, ended) in branches.iter().zip(&ended) {
             let mut outcome = match ended {
                 Some(e) => e.outcome.clone(),
-                None => json!({"status": Status::NotStarted.label(), "exit_code": null}),
+                None => ItemOutcome::new(ItemStatus::NotStarted, None),
             };
-            outcome["branch"] = json!(branch.name);
+            outcome.branch = Some(branch.name.clone());
             by_name.insert(branch.name.clone(), outcome.clone());
             outcomes.push(outcome);
         }
         let succeeded = outcomes
             .iter()
-            .filter(|o| o["status"] == Status::Succeeded.label())
+            .filter(|o| o.status == ItemStatus::Succeeded)
             .count();
         let mut result = self.joined(step, fan, failure, succeeded, total);
-        result["total"] = json!(total);
-        result["join"] = json!(fan.join.label());
+        result.total = Some(total as u64);
+        result.join = Some(fan.join.label().to_string());
         tally(&mut result, outcomes);
-        result["branches"] = Value::Object(by_name);
+        result.branches = Some(by_name);
         Ok(result)
     }
 
@@ -329,11 +303,9 @@ impl Runner {
         failure: Option<String>,
         succeeded: usize,
         total: usize,
-    ) -> Value {
+    ) -> StepResult {
         if self.config.cancel.is_cancelled() {
-            let mut result = failed_result(130, "interrupted".into());
-            result["status"] = json!("interrupted");
-            return result;
+            return StepResult::interrupted("interrupted");
         }
         let what = match step.kind {
             orchestrate_lang::model::StepKind::Parallel { .. } => "branch",
@@ -349,29 +321,29 @@ impl Runner {
         {
             let message = crossing.message(&self.config.workspace, None, false);
             self.budget.cross(crossing.limit);
-            let mut result = failed_result(
+            let mut result = StepResult::failed(
                 1,
                 format!(
                     "{message}; the {what}s of `{}` still running were stopped",
                     step.name
                 ),
             );
-            result["budget_exceeded"] = json!(crossing.limit);
+            result.budget_exceeded = Some(crossing.limit.to_string());
             return result;
         }
         match fan.join {
             Join::AllSuccess => match failure {
-                Some(message) => failed_result(1, message),
-                None => json!({"status": "succeeded", "exit_code": 0}),
+                Some(message) => StepResult::failed(1, message),
+                None => StepResult::succeeded(),
             },
-            Join::AnySuccess if succeeded == 0 => failed_result(
+            Join::AnySuccess if succeeded == 0 => StepResult::failed(
                 1,
                 format!(
                     "no {what} of {total} succeeded (join: any_success); see `${{steps.{}.results}}` for each one's error",
                     step.name
                 ),
             ),
-            Join::AnySuccess | Join::AllDone => json!({"status": "succeeded", "exit_code": 0}),
+            Join::AnySuccess | Join::AllDone => StepResult::succeeded(),
         }
     }
 
@@ -447,7 +419,7 @@ impl Runner {
                 cancel.cancel();
                 error.get_or_insert(err);
             }
-            if status == Status::Failed && !outlives_failure && failure.is_none() {
+            if status == ItemStatus::Failed && !outlives_failure && failure.is_none() {
                 let what = labels[index].describe(index);
                 let message = lane
                     .failure
@@ -464,7 +436,10 @@ impl Runner {
         if let Some(message) = &mut failure {
             let cancelled = ended
                 .iter()
-                .filter(|e| e.as_ref().is_some_and(|e| e.status == Status::Cancelled))
+                .filter(|e| {
+                    e.as_ref()
+                        .is_some_and(|e| e.status == ItemStatus::Cancelled)
+                })
                 .count();
             let never = ended.iter().filter(|e| e.is_none()).count();
             if cancelled + never > 0 {
@@ -502,20 +477,22 @@ impl Runner {
     }
 
     /// How this lane's unit ended, from the flow its step list returned.
-    fn lane_status(&self, flow: Flow) -> Status {
+    fn lane_status(&self, flow: Flow) -> ItemStatus {
         // Stopped by the cancel, unless its last step failed on its own (the failure that
         // cancelled the others, or one that came at the same time).
         let last_status = self
             .last_recorded
             .as_ref()
             .and_then(|name| self.results.get(name))
-            .and_then(|r| r["status"].as_str());
+            .map(|r| r.status);
         let stopped = self.config.cancel.is_cancelled()
-            && !matches!(last_status, Some("failed" | "rejected"));
+            && !matches!(last_status, Some(StepStatus::Failed | StepStatus::Rejected));
         match flow {
-            Flow::Succeeded | Flow::Skipped | Flow::End => Status::Succeeded,
-            Flow::Failed | Flow::Rejected if !stopped && self.failure.is_some() => Status::Failed,
-            Flow::Failed | Flow::Rejected => Status::Cancelled,
+            Flow::Succeeded | Flow::Skipped | Flow::End => ItemStatus::Succeeded,
+            Flow::Failed | Flow::Rejected if !stopped && self.failure.is_some() => {
+                ItemStatus::Failed
+            }
+            Flow::Failed | Flow::Rejected => ItemStatus::Cancelled,
         }
     }
 
@@ -523,9 +500,9 @@ impl Runner {
     /// changed since the fork (`forked_results`), its tasks.
     fn ended(
         &mut self,
-        status: Status,
+        status: ItemStatus,
         body: &[Step],
-        forked_results: &Map<String, Value>,
+        forked_results: &BTreeMap<String, StepResult>,
     ) -> Ended {
         let mut names = Vec::new();
         collect_names(body, &mut names);
@@ -565,7 +542,7 @@ impl Runner {
         label: &Label,
         index: usize,
         total: usize,
-        status: Option<Status>,
+        status: Option<ItemStatus>,
     ) -> Result<(), RunError> {
         let (step, index, total) = (step.name.clone(), index as u64, total as u64);
         let event = match (label, status) {
@@ -664,6 +641,8 @@ fn collect_names(steps: &[Step], out: &mut Vec<String>) {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -674,36 +653,41 @@ mod tests {
 
     #[test]
     fn tally_counts_each_status() {
-        let mut result = json!({});
+        let mut result = StepResult::succeeded();
         tally(
             &mut result,
             vec![
-                json!({"status": "succeeded"}),
-                json!({"status": "failed"}),
-                json!({"status": "cancelled"}),
+                ItemOutcome::new(ItemStatus::Succeeded, None),
+                ItemOutcome::new(ItemStatus::Failed, None),
+                ItemOutcome::new(ItemStatus::Cancelled, None),
                 not_started(3, &json!("d")),
             ],
         );
-        assert_eq!(result["succeeded"], 1);
-        assert_eq!(result["failed"], 1);
-        assert_eq!(result["cancelled"], 1);
-        assert_eq!(result["not_started"], 1);
-        assert_eq!(result["results"][3]["item"], "d");
+        assert_eq!(result.succeeded, Some(1));
+        assert_eq!(result.failed, Some(1));
+        assert_eq!(result.cancelled, Some(1));
+        assert_eq!(result.not_started, Some(1));
+        assert_eq!(result.results.unwrap()[3].item, Some(json!("d")));
     }
 
     #[test]
     fn outcomes_keep_outputs_up_to_a_bound() {
         let big = "x".repeat(RESULTS_KEEP_BYTES / 4);
         let outcomes = (0..4)
-            .map(|i| json!({"index": i, "status": "succeeded", "output": big}))
+            .map(|i| ItemOutcome {
+                index: Some(i),
+                output: Some(big.clone()),
+                ..ItemOutcome::new(ItemStatus::Succeeded, None)
+            })
             .collect();
-        let mut result = json!({});
+        let mut result = StepResult::succeeded();
         tally(&mut result, outcomes);
-        assert_eq!(result["results"][2]["output"], json!(big));
-        assert!(result["results"][3].get("output").is_none());
-        assert_eq!(result["results"][3]["output_dropped"], true);
-        assert_eq!(result["results"][3]["status"], "succeeded");
-        assert_eq!(result["results_truncated"], true);
+        let results = result.results.unwrap();
+        assert_eq!(results[2].output.as_ref(), Some(&big));
+        assert!(results[3].output.is_none());
+        assert_eq!(results[3].output_dropped, Some(true));
+        assert_eq!(results[3].status, ItemStatus::Succeeded);
+        assert_eq!(result.results_truncated, Some(true));
     }
 
     #[test]

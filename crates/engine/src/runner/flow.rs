@@ -7,9 +7,10 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use super::result::{error_text, rejection_reason};
+use super::result::rejection_reason;
 use super::{Failure, Flow, LoopFrame, RunError, Runner};
 use crate::event::{self, Event};
+use crate::step_result::StepResult;
 use orchestrate_lang::model::{Step, Target};
 
 /// What `converge:` says after a visit.
@@ -29,9 +30,13 @@ fn loop_cycle(trail: &[&str], name: &str) -> String {
 /// The `on` edge a step's outcome takes, if it has one: `success`, `failure` (`invalid` first for
 /// an output that failed its schema), `rejected` (then `failure`), each falling back to `always`.
 /// The live run and the replay of a resume both route through it.
-pub(super) fn edge<'a>(step: &'a Step, flow: Flow, result: Option<&Value>) -> Option<&'a Target> {
+pub(super) fn edge<'a>(
+    step: &'a Step,
+    flow: Flow,
+    result: Option<&StepResult>,
+) -> Option<&'a Target> {
     let on = &step.on;
-    let invalid = result.is_some_and(|r| r.get("violations").is_some());
+    let invalid = result.is_some_and(|r| r.violations.is_some());
     match flow {
         Flow::Succeeded => on.success.as_ref(),
         Flow::Failed if invalid && on.invalid.is_some() => on.invalid.as_ref(),
@@ -177,15 +182,16 @@ impl Runner {
         if flow == Flow::Failed
             && step.on.invalid.is_some()
             && let Some(result) = self.results.get(&step.name)
-            && result.get("violations").is_some()
+            && let Some(violations) = &result.violations
         {
             // The violations travel to the repair step: `${feedback}`.
-            let reason = error_text(result).unwrap_or_default();
+            let reason = result.error_text().unwrap_or_default();
             let to = match target {
                 Some(Target::Step(name)) => name.clone(),
                 _ => String::new(),
             };
-            self.feedback = json!({"reason": reason, "from": step.name, "to": to, "violations": result["violations"]});
+            self.feedback =
+                json!({"reason": reason, "from": step.name, "to": to, "violations": violations});
         }
         if flow == Flow::Rejected {
             // What the rejection said travels to the step it leads to: `${feedback}`.
@@ -226,7 +232,12 @@ impl Runner {
         loops: &[LoopFrame],
     ) -> Result<Converged, RunError> {
         use crate::converge::Stall;
-        let result = self.results.get(&step.name).cloned().unwrap_or(Value::Null);
+        // jq reads the result as templates do.
+        let result = self
+            .results
+            .get(&step.name)
+            .map(StepResult::to_value)
+            .unwrap_or(Value::Null);
         let findings = match &converge.findings {
             orchestrate_lang::model::Findings::Jq(expr) => {
                 orchestrate_lang::jq::eval(expr, &result)

@@ -68,7 +68,7 @@ impl Runner {
             executions: 0,
             events_seq: 0,
             resumes: 0,
-            steps: Map::new(),
+            steps: std::collections::BTreeMap::new(),
             outputs: Map::new(),
             children: Map::new(),
         };
@@ -282,7 +282,7 @@ impl Runner {
             outputs: self
                 .results
                 .values()
-                .filter_map(|r| r["output_file"].as_str().map(str::to_string))
+                .filter_map(|r| r.output_file.clone())
                 .collect(),
             spent: self.budget.spent.get(),
             usage: self.budget.spent.usage(),

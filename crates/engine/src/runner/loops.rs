@@ -3,12 +3,12 @@
 //!
 //! Does not run items at once (`fanout`).
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::fanout;
-use super::result::failed_result;
 use super::{Flow, LoopFrame, RunError, Runner};
 use crate::event::{self, Event};
+use crate::step_result::{ItemStatus, StepResult};
 use orchestrate_lang::model::{Items, Pointer, Step};
 use orchestrate_lang::template::{self};
 
@@ -31,14 +31,14 @@ impl Runner {
         var: &str,
         body: &[Step],
         loops: &[LoopFrame],
-    ) -> Result<(Flow, Value), RunError> {
+    ) -> Result<(Flow, StepResult), RunError> {
         let values = match items {
             Items::Literal(values) => Ok(values.clone()),
             Items::From(pointer) => self.resolve_pointer(pointer),
         };
         let values = match values {
             Ok(values) => values,
-            Err(message) => return Ok((Flow::Failed, failed_result(2, message))),
+            Err(message) => return Ok((Flow::Failed, StepResult::failed(2, message))),
         };
         let total = values.len();
         self.event(
@@ -71,15 +71,15 @@ impl Runner {
             self.last_recorded = None;
             let flow = self.run_list(body, &frames).await?;
             let status = match flow {
-                Flow::End => return Ok((Flow::End, Value::Null)),
-                Flow::Succeeded | Flow::Skipped => fanout::Status::Succeeded,
+                Flow::End => return Ok((Flow::End, StepResult::default())),
+                Flow::Succeeded | Flow::Skipped => ItemStatus::Succeeded,
                 Flow::Failed | Flow::Rejected if self.config.cancel.is_cancelled() => {
-                    fanout::Status::Cancelled
+                    ItemStatus::Cancelled
                 }
-                Flow::Failed | Flow::Rejected => fanout::Status::Failed,
+                Flow::Failed | Flow::Rejected => ItemStatus::Failed,
             };
             outcomes.push(self.outcome(status, Some((index, item.clone()))));
-            if status != fanout::Status::Succeeded {
+            if status != ItemStatus::Succeeded {
                 outcomes.extend(
                     values
                         .iter()
@@ -92,16 +92,19 @@ impl Runner {
                     None => format!("iteration {index} failed"),
                 };
                 let code = self.failure.as_ref().map(|f| f.exit_code).unwrap_or(1);
-                let mut result = failed_result(code, message);
-                result["iterations"] = json!(completed);
-                result["total"] = json!(total);
+                let mut result = StepResult::failed(code, message);
+                result.iterations = Some(completed as u64);
+                result.total = Some(total as u64);
                 fanout::tally(&mut result, outcomes);
                 return Ok((Flow::Failed, result));
             }
             completed += 1;
         }
-        let mut result =
-            json!({"status": "succeeded", "exit_code": 0, "iterations": completed, "total": total});
+        let mut result = StepResult {
+            iterations: Some(completed as u64),
+            total: Some(total as u64),
+            ..StepResult::succeeded()
+        };
         fanout::tally(&mut result, outcomes);
         Ok((Flow::Succeeded, result))
     }
@@ -113,7 +116,8 @@ impl Runner {
                 pointer.text, pointer.step
             ));
         };
-        match template::walk(result, &pointer.path) {
+        // The path walks the result as templates see it.
+        match template::walk(&result.to_value(), &pointer.path) {
             Some(Value::Array(items)) => Ok(items.clone()),
             Some(other) => Err(format!(
                 "`items_from: {}` must resolve to an array, found {}",

@@ -11,7 +11,7 @@
 //!
 //! Does not spawn processes itself (`exec`), parse YAML (`load`) or parse arguments (`cli`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::{BudgetState, InheritedLimits};
 use crate::events::EventLog;
 use crate::state::{RunDir, RunState, RunStatus};
+use crate::step_result::StepResult;
 use orchestrate_lang::model::Workflow;
 
 mod agent;
@@ -45,8 +46,6 @@ mod scope;
 mod step;
 mod wait_for;
 mod watch;
-
-pub use result::error_text;
 
 /// At most this much of a text step's stdout is kept in state (the spec's 8 KB).
 pub const TEXT_KEEP_BYTES: usize = 8 * 1024;
@@ -100,7 +99,7 @@ pub struct RunConfig {
     /// Print a line per step on stderr.
     pub progress: bool,
     /// Results of steps from an earlier run (for `run-step --run`), visible as `${steps.*}`.
-    pub preset_results: Map<String, Value>,
+    pub preset_results: BTreeMap<String, StepResult>,
     /// RUN_ROOT when it is not `.orchestrate/runs/<run_id>` (a task's run lives in its task
     /// directory, so that the task's records move with it).
     pub run_root: Option<PathBuf>,
@@ -171,7 +170,7 @@ impl RunConfig {
             context,
             cancel,
             progress: false,
-            preset_results: Map::new(),
+            preset_results: BTreeMap::new(),
             run_root: None,
             task: None,
             correlation_id: None,
@@ -240,7 +239,7 @@ type ExecKey = (Vec<u64>, u64);
 /// ordinal: the step's name and result.
 #[derive(Default)]
 struct Journal {
-    entries: Arc<HashMap<ExecKey, (String, Value)>>,
+    entries: Arc<HashMap<ExecKey, (String, StepResult)>>,
     /// Ordinals at or past this one are ignored: the earlier attempt diverged or failed there.
     cutoff: u64,
 }
@@ -281,7 +280,7 @@ pub struct Runner {
     /// to replay its body: its own events are not written again (see [`Runner::replaying`]).
     replaying_loop: bool,
     /// Latest result per step name.
-    results: Map<String, Value>,
+    results: BTreeMap<String, StepResult>,
     executions: u64,
     events_at_snapshot: u64,
     secret_values: Vec<String>,

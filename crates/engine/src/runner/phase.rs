@@ -9,11 +9,10 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use serde_json::{Value, json};
-
 use super::Runner;
 use super::agent::AgentRun;
 use crate::event::{self, Event};
+use crate::step_result::{ClassifiedError, ErrorKind, StepError, StepResult, StepStatus};
 use orchestrate_lang::model::Step;
 
 /// Files the engine itself writes for a run's steps (an `output_file`, an enqueued task), each
@@ -141,15 +140,18 @@ impl Runner {
         before: &orchestrate_base::fingerprint::Snapshot,
         mut window: WriteWindow,
         cgroup: Option<&str>,
-        result: &mut Value,
+        result: &mut StepResult,
     ) {
         // Rescanning the same snapshot (not a fresh one) re-hashes files that were recent at the
         // first scan, so a same-size rewrite within one timestamp tick is still caught.
         let after = match before.rescan() {
             Ok(after) => after,
             Err(err) => {
-                result["status"] = json!("failed");
-                result["error"] = json!({"kind": "phase_violation", "message": format!("could not verify the {} phase: {err}", run.phase.label())});
+                result.status = StepStatus::Failed;
+                result.error = Some(StepError::Classified(ClassifiedError::new(
+                    ErrorKind::PhaseViolation,
+                    format!("could not verify the {} phase: {err}", run.phase.label()),
+                )));
                 return;
             }
         };
@@ -201,9 +203,12 @@ impl Runner {
             }),
             true,
         );
-        result["status"] = json!("failed");
-        result["exit_code"] = json!(1);
-        result["changed_files"] = json!(changes);
-        result["error"] = json!({"kind": "phase_violation", "message": message});
+        result.status = StepStatus::Failed;
+        result.exit_code = Some(1);
+        result.changed_files = Some(changes);
+        result.error = Some(StepError::Classified(ClassifiedError::new(
+            ErrorKind::PhaseViolation,
+            message,
+        )));
     }
 }

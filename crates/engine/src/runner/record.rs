@@ -5,11 +5,10 @@
 
 use std::path::Path;
 
-use serde_json::Value;
-
 use super::{RunError, Runner};
 use crate::event::{self, Event};
 use crate::events::{self};
+use crate::step_result::StepResult;
 use orchestrate_lang::model::Step;
 
 /// A loop position as events record it.
@@ -162,7 +161,7 @@ impl Runner {
         step: &Step,
         exec: u64,
         iteration: &[usize],
-        result: Value,
+        result: StepResult,
     ) -> Result<(), RunError> {
         if self.replaying() {
             self.results.insert(step.name.clone(), result);
@@ -173,7 +172,7 @@ impl Runner {
                 step: step.name.clone(),
                 exec,
                 iteration: iteration_of(iteration),
-                result: result.clone(),
+                result: Box::new(result.clone()),
             }),
             true,
         )?;
@@ -186,9 +185,9 @@ impl Runner {
     /// file in a worktree by its path there).
     /// A failed step's message: what failed, and the last lines of its stderr (where the reason
     /// usually is), already masked as the log is.
-    pub(super) fn step_failed(&self, step: &Step, detail: &str, result: &Value) -> String {
+    pub(super) fn step_failed(&self, step: &Step, detail: &str, result: &StepResult) -> String {
         let mut message = format!("step `{}` (line {}) failed: {detail}", step.name, step.line);
-        let tail = result["stderr_log"].as_str().and_then(|log| {
+        let tail = result.stderr_log.as_ref().and_then(|log| {
             orchestrate_queue::record::stderr_tail(&self.config.workspace.join(log))
         });
         if let Some(tail) = tail {

@@ -8,14 +8,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 
 use super::flow::edge;
-use super::result::error_text;
 use super::{Failure, Flow, Journal, LoopFrame, RunConfig, RunError, Runner};
 use crate::event::{Envelope, Event};
 use crate::events::{self};
 use crate::state::{RunDir, RunState, RunStatus};
+use crate::step_result::{StepResult, StepStatus};
 use orchestrate_lang::model::{Step, StepKind};
 
 /// The state a run's first snapshot holds, rebuilt from its `run_started` event.
@@ -46,7 +46,7 @@ fn state_from_run_started(dir: &RunDir, workspace: &Path) -> Option<RunState> {
         executions: 0,
         events_seq: 0,
         resumes: 0,
-        steps: Map::new(),
+        steps: std::collections::BTreeMap::new(),
         outputs: Map::new(),
         children: Map::new(),
     })
@@ -158,7 +158,7 @@ impl Runner {
             if let Event::StepFinished(finished) = Event::from_record(record) {
                 entries.insert(
                     (Envelope::from_record(record).lane, finished.exec),
-                    (finished.step, finished.result),
+                    (finished.step, *finished.result),
                 );
             }
         }
@@ -227,7 +227,7 @@ impl Runner {
 
     /// The recorded result of execution `exec` and its outcome, when the earlier attempt
     /// completed it on the path this one is retracing.
-    fn recorded(&self, step: &Step, exec: u64) -> Option<(Flow, Value)> {
+    fn recorded(&self, step: &Step, exec: u64) -> Option<(Flow, StepResult)> {
         if exec >= self.journal.cutoff {
             return None;
         }
@@ -236,17 +236,17 @@ impl Runner {
             // The path differs from the recorded one.
             return None;
         }
-        if result.get("budget_exceeded").is_some() {
+        if result.budget_exceeded.is_some() {
             // Stopped by a crossing, not finished: it runs again (under the raised limit).
             return None;
         }
-        let flow = match result["status"].as_str() {
-            Some("succeeded") => Flow::Succeeded,
-            Some("skipped") => Flow::Skipped,
-            Some("failed") => Flow::Failed,
-            Some("rejected") => Flow::Rejected,
-            // Interrupted (or unknown): the step did not complete.
-            _ => return None,
+        let flow = match result.status {
+            StepStatus::Succeeded => Flow::Succeeded,
+            StepStatus::Skipped => Flow::Skipped,
+            StepStatus::Failed => Flow::Failed,
+            StepStatus::Rejected => Flow::Rejected,
+            // Interrupted: the step did not complete.
+            StepStatus::Interrupted => return None,
         };
         let handled = edge(step, flow, Some(result)).is_some()
             || (flow == Flow::Failed && (!self.workflow.strict_flow || self.failure_is_outcome));
@@ -270,16 +270,16 @@ impl Runner {
     }
 
     /// A completed step's recorded result becomes its result, as when it ran.
-    fn replayed(&mut self, step: &Step, flow: Flow, result: Value) {
-        if let Ok(task) =
-            serde_json::from_value::<orchestrate_queue::queue::Enqueued>(result["task"].clone())
-        {
-            self.enqueued.push(task);
+    fn replayed(&mut self, step: &Step, flow: Flow, result: StepResult) {
+        if let Some(task) = &result.task {
+            self.enqueued.push(task.clone());
         }
         if flow == Flow::Failed {
             // As when it ran: the failure is the run's (or the item's) to report.
-            let exit_code = result["exit_code"].as_i64().unwrap_or(1) as i32;
-            let detail = error_text(&result).unwrap_or_else(|| format!("exit code {exit_code}"));
+            let exit_code = result.exit_code.unwrap_or(1);
+            let detail = result
+                .error_text()
+                .unwrap_or_else(|| format!("exit code {exit_code}"));
             self.failure = Some(Failure {
                 exit_code,
                 message: self.step_failed(step, &detail, &result),

@@ -51,6 +51,7 @@ impl Scope<'_> {
                 "workflow": state.workflow,
             },
             "context": state.context,
+            // Results as templates see them: JSON, converted here.
             "steps": self.runner.results,
         });
         if let Some(frame) = self.loops.last() {
@@ -124,7 +125,8 @@ impl Lookup for Scope<'_> {
                         format!("step `{name}` has not run (yet) in this run, or was skipped"),
                     )
                 })?;
-                let found = template::walk(result, &rest[1..]).cloned();
+                let result = result.to_value();
+                let found = template::walk(&result, &rest[1..]).cloned();
                 if found.is_none() && rest.len() >= 2 && result.get(&rest[1]).is_none() {
                     return Err(Undefined::new(
                         var,

@@ -7,15 +7,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{Value, json};
-
 use super::agent::AgentRun;
 use super::capture::capture;
 use super::phase::WriteGuard;
 use super::prepare::Prepared;
-use super::result::failed_result;
 use super::{JSON_LIMIT_BYTES, KILL_GRACE, LINES_BYTES_LIMIT, LoopFrame, Runner, TEXT_KEEP_BYTES};
 use crate::event::{self, Event};
+use crate::step_result::{ClassifiedError, ErrorKind, StepError, StepResult, StepStatus};
 use orchestrate_base::exec::{self, Outcome};
 use orchestrate_lang::model::{Capture, Step, StepKind};
 
@@ -28,7 +26,7 @@ fn classify_provider_failure(
     argv: &[String],
     finished: &exec::Finished,
     stderr_log: &Path,
-    result: &mut Value,
+    result: &mut StepResult,
 ) {
     let Outcome::Exited { code } = finished.outcome else {
         return;
@@ -48,13 +46,16 @@ fn classify_provider_failure(
     else {
         return;
     };
-    result["error"] = json!({
-        "kind": error.kind,
-        "message": format!("{} exited with code {code}: {}", runtime.name(), error.message),
-        "runtime": runtime.name(),
-        "http_status": error.http_status,
-        "resets_at": error.resets_at,
-    });
+    let message = format!(
+        "{} exited with code {code}: {}",
+        runtime.name(),
+        error.message
+    );
+    result.error = Some(StepError::Classified(ClassifiedError {
+        message,
+        runtime: Some(runtime.name().to_string()),
+        ..ClassifiedError::from(error)
+    }));
 }
 
 /// What to tell the user for an error class that retrying cannot fix.
@@ -88,7 +89,7 @@ fn error_hint(kind: &str, runtime: &str) -> Option<String> {
 
 /// One attempt of a process step, as it ended.
 struct Attempt {
-    result: Value,
+    result: StepResult,
     /// The limit the attempt crossed, if one stopped it.
     crossing: Option<crate::budget::Crossing>,
     /// The engine's write of the step's `output_file`, registered until the attempt's retry
@@ -111,10 +112,10 @@ impl Runner {
         step: &Step,
         exec: u64,
         loops: &[LoopFrame],
-    ) -> Value {
+    ) -> StepResult {
         let prepared = match self.prepare(step, loops) {
             Ok(p) => p,
-            Err(message) => return failed_result(2, message),
+            Err(message) => return StepResult::failed(2, message),
         };
         if let Some(run) = &prepared.agent {
             self.enter_phase(step, run);
@@ -140,14 +141,14 @@ impl Runner {
                 self.budget_stopped(step, &crossing, &mut result);
                 return result;
             }
-            let code = result["exit_code"].as_i64().unwrap_or(1) as i32;
-            let succeeded = result["status"] == "succeeded";
+            let code = result.exit_code.unwrap_or(1);
+            let succeeded = result.status == StepStatus::Succeeded;
             if succeeded || self.config.cancel.is_cancelled() {
                 return result;
             }
-            let kind = result["error"]["kind"].as_str().map(str::to_string);
+            let kind = result.error.as_ref().and_then(StepError::kind);
             // A usage limit with a reset time pauses the step until then (not an attempt).
-            if kind.as_deref() == Some("usage_limit") && pauses < 3 {
+            if kind == Some(&ErrorKind::UsageLimit) && pauses < 3 {
                 pauses += 1;
                 if !self.pause_at_usage_limit(step, exec, &result).await {
                     return result;
@@ -327,18 +328,16 @@ impl Runner {
             let cgroup = finished.cgroup.as_deref();
             self.verify_unchanged(step, run, &before, window, cgroup, &mut result);
         }
-        result["attempts"] = json!(attempt);
+        result.attempts = Some(attempt);
         // Logs exist only for streams the process wrote to.
-        for (key, path) in [("stdout_log", &stdout_log), ("stderr_log", &stderr_log)] {
-            if path.exists() {
-                result[key] = json!(self.relative(path));
-            }
-        }
+        let written = |path: &Path| path.exists().then(|| self.relative(path));
+        result.stdout_log = written(&stdout_log);
+        result.stderr_log = written(&stderr_log);
         if let Some(file) = &prepared.output_file {
-            result["output_file"] = json!(self.relative(file));
+            result.output_file = Some(self.relative(file));
         }
         if let Some(pid) = finished.pid {
-            result["pid"] = json!(pid);
+            result.pid = Some(pid);
         }
         Attempt {
             result,
@@ -349,9 +348,14 @@ impl Runner {
 
     /// Waits until a usage limit resets (at most 6 hours; 5 minutes when it gave no time).
     /// `false`: the run was cancelled meanwhile.
-    async fn pause_at_usage_limit(&mut self, step: &Step, exec: u64, result: &Value) -> bool {
-        let until = result["error"]["resets_at"]
-            .as_str()
+    async fn pause_at_usage_limit(&mut self, step: &Step, exec: u64, result: &StepResult) -> bool {
+        let resets_at = result
+            .error
+            .as_ref()
+            .and_then(StepError::classified)
+            .and_then(|e| e.resets_at.clone().flatten());
+        let until = resets_at
+            .as_deref()
             .and_then(orchestrate_runtime::parse::parse_reset_time);
         let wait = until
             .map(|t| (t - chrono::Utc::now()).to_std().unwrap_or_default())
@@ -361,13 +365,10 @@ impl Runner {
         let paused = event::Paused {
             step: step.name.clone(),
             exec,
-            runtime: result["profile"]
-                .as_str()
-                .or(result["runtime"].as_str())
-                .map(str::to_string),
+            runtime: result.profile.clone().or_else(|| result.runtime.clone()),
             reason: "usage_limit".into(),
             until: until.to_rfc3339(),
-            resets_at: result["error"]["resets_at"].as_str().map(str::to_string),
+            resets_at,
         };
         let _ = self.event(Event::Paused(paused), true);
         self.progress(&format!(
@@ -388,10 +389,14 @@ impl Runner {
         step: &Step,
         attempt: u32,
         max_attempts: u32,
-        result: &mut Value,
+        result: &mut StepResult,
     ) -> Next {
-        let code = result["exit_code"].as_i64().unwrap_or(1) as i32;
-        let kind = result["error"]["kind"].as_str().map(str::to_string);
+        let code = result.exit_code.unwrap_or(1);
+        let kind = result
+            .error
+            .as_ref()
+            .and_then(StepError::kind)
+            .map(|k| k.label().to_string());
         let is_provider = matches!(step.kind, StepKind::Provider { .. });
         let retryable = |code: i32| match &step.retry.on_exit_codes {
             Some(codes) => codes.contains(&code),
@@ -412,18 +417,15 @@ impl Runner {
         if attempt >= max_attempts || !worth_retrying {
             if let Some(hint) = kind.as_deref().and_then(|k| {
                 // A provider step's error names the CLI (`classify_provider_failure`).
-                let runtime = result["runtime"]
-                    .as_str()
-                    .or(result["error"]["runtime"].as_str());
+                let runtime = result.runtime.as_deref().or(result
+                    .error
+                    .as_ref()
+                    .and_then(StepError::classified)
+                    .and_then(|e| e.runtime.as_deref()));
                 error_hint(k, runtime.unwrap_or(""))
-            }) {
-                let message = format!(
-                    "{}; {hint}",
-                    result["error"]["message"]
-                        .as_str()
-                        .unwrap_or("the agent failed")
-                );
-                result["error"]["message"] = json!(message);
+            }) && let Some(StepError::Classified(error)) = &mut result.error
+            {
+                error.message = format!("{}; {hint}", error.message);
             }
             return Next::Done;
         }

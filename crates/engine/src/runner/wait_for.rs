@@ -5,9 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use crate::step_result::StepResult;
 
-use super::result::failed_result;
 use super::{LoopFrame, Runner};
 use orchestrate_base::fsutil;
 use orchestrate_lang::model::Step;
@@ -22,13 +21,13 @@ impl Runner {
         poll: Duration,
         min_count: usize,
         loops: &[LoopFrame],
-    ) -> Value {
+    ) -> StepResult {
         let pattern = match glob.render(&self.scope(loops)) {
             Ok(p) => p,
-            Err(err) => return failed_result(2, err.to_string()),
+            Err(err) => return StepResult::failed(2, err.to_string()),
         };
         if let Err(err) = fsutil::resolve_in_workspace(self.config.code_dir(), &pattern) {
-            return failed_result(2, format!("`wait_for.glob`: {err}"));
+            return StepResult::failed(2, format!("`wait_for.glob`: {err}"));
         }
         let full = self.config.code_dir().join(&pattern);
         let full = full.to_string_lossy().into_owned();
@@ -49,7 +48,9 @@ impl Runner {
                             .map(|r| r.display().to_string())
                     })
                     .collect::<Vec<_>>(),
-                Err(err) => return failed_result(2, format!("invalid glob `{pattern}`: {err}")),
+                Err(err) => {
+                    return StepResult::failed(2, format!("invalid glob `{pattern}`: {err}"));
+                }
             };
             let waited = started.elapsed();
             self.notify(crate::progress::Progress::WaitPoll {
@@ -59,13 +60,15 @@ impl Runner {
                 wanted: min_count,
             });
             if files.len() >= min_count {
-                return json!({
-                    "status": "succeeded", "exit_code": 0, "files": files,
-                    "wait_duration": waited.as_secs_f64(), "poll_count": polls,
-                });
+                return StepResult {
+                    files: Some(files),
+                    wait_duration: Some(waited.as_secs_f64()),
+                    poll_count: Some(polls),
+                    ..StepResult::succeeded()
+                };
             }
             if waited >= timeout {
-                let mut result = failed_result(
+                let mut result = StepResult::failed(
                     124,
                     format!(
                         "timed out after {:.1}s waiting for {min_count} file(s) matching `{pattern}` (found {})",
@@ -73,18 +76,17 @@ impl Runner {
                         files.len()
                     ),
                 );
-                result["files"] = json!(files);
-                result["wait_duration"] = json!(waited.as_secs_f64());
-                result["poll_count"] = json!(polls);
+                result.files = Some(files);
+                result.wait_duration = Some(waited.as_secs_f64());
+                result.poll_count = Some(polls);
                 return result;
             }
             let nap = poll.min(timeout.saturating_sub(waited));
             tokio::select! {
                 _ = tokio::time::sleep(nap) => {}
                 _ = self.config.cancel.cancelled() => {
-                    let mut result = failed_result(130, "interrupted while waiting".into());
-                    result["status"] = json!("interrupted");
-                    result["poll_count"] = json!(polls);
+                    let mut result = StepResult::interrupted("interrupted while waiting");
+                    result.poll_count = Some(polls);
                     return result;
                 }
             }

@@ -6,6 +6,8 @@
 
 use chrono::{DateTime, Utc};
 use orchestrate_engine::event::{Envelope, Event, StepFinished, StepStarted};
+use orchestrate_engine::step_result::{StepResult, StepStatus};
+use orchestrate_runtime::parse::Usage;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
@@ -23,14 +25,14 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    fn from_usage(usage: &Value) -> Tokens {
-        let get = |k: &str| usage[k].as_u64().unwrap_or(0);
+    fn from_usage(usage: Option<&Usage>) -> Tokens {
+        let usage = usage.copied().unwrap_or_default();
         Tokens {
-            input: get("input"),
-            output: get("output"),
-            cache_read: get("cache_read"),
-            cache_write: get("cache_write"),
-            reasoning: get("reasoning"),
+            input: usage.input,
+            output: usage.output,
+            cache_read: usage.cache_read,
+            cache_write: usage.cache_write,
+            reasoning: usage.reasoning,
         }
     }
 
@@ -98,15 +100,21 @@ pub struct Execution {
 }
 
 /// What a rejection said (the runner's `${feedback.reason}`), on one short line.
-fn rejection(result: &Value) -> Option<String> {
-    if result["status"] != "rejected" {
+fn rejection(result: &StepResult) -> Option<String> {
+    if result.status != StepStatus::Rejected {
         return None;
     }
-    let said = ["reason", "result", "output"]
-        .iter()
-        .find_map(|k| result[*k].as_str().filter(|t| !t.trim().is_empty()))
+    let said = [&result.reason, &result.result, &result.output]
+        .into_iter()
+        .find_map(|text| text.as_deref().filter(|t| !t.trim().is_empty()))
         .map(str::to_string)
-        .or_else(|| (!result["json"].is_null()).then(|| result["json"].to_string()))
+        .or_else(|| {
+            result
+                .json
+                .as_ref()
+                .filter(|json| !json.is_null())
+                .map(Value::to_string)
+        })
         .unwrap_or_default();
     let line = said.lines().next().unwrap_or("").trim();
     let mut short: String = line.chars().take(160).collect();
@@ -154,43 +162,42 @@ pub(super) fn execution(
     container: bool,
 ) -> Execution {
     let result = &finished.result;
-    let usage = &result["usage"];
-    let cost = result["cost_usd"].as_f64();
-    let container =
-        container || result.get("iterations").is_some() || result.get("branches").is_some();
-    let tokens = Tokens::from_usage(usage);
+    let cost = result.cost();
+    let container = container || result.iterations.is_some() || result.branches.is_some();
+    let tokens = Tokens::from_usage(result.usage.as_ref());
     Execution {
         exec: finished.exec,
         lane: envelope.lane.clone(),
         step: finished.step.clone(),
         iteration: finished.iteration.clone(),
-        status: str_field(result, "status").unwrap_or_else(|| "unknown".into()),
-        exit_code: result["exit_code"].as_i64(),
-        duration_sec: result["duration"].as_f64().unwrap_or(0.0).max(0.0),
+        status: result.status.label().to_string(),
+        exit_code: result.exit_code.map(i64::from),
+        duration_sec: result.duration.unwrap_or(0.0).max(0.0),
         // A for_each runs no process of its own.
         attempts: if container {
             0
         } else {
-            result["attempts"]
-                .as_u64()
-                .map(|a| u32::try_from(a).unwrap_or(u32::MAX))
+            result
+                .attempts
                 // A skipped step never started a process; everything else ran once at least.
-                .unwrap_or(u32::from(result["status"] != "skipped"))
+                .unwrap_or(u32::from(result.status != StepStatus::Skipped))
         },
         tokens,
         cost_usd: cost.unwrap_or(0.0).max(0.0),
         // Tokens spent with no price known for the model: the cost is understated.
         unpriced: !tokens.is_zero() && cost.is_none(),
-        runtime: str_field(result, "runtime"),
-        model: str_field(result, "model"),
-        phase: str_field(result, "phase"),
-        error: orchestrate_engine::runner::error_text(result).or_else(|| rejection(result)),
+        runtime: result.runtime.clone(),
+        model: result.model_name().map(str::to_string),
+        phase: result.phase.map(|phase| phase.label().to_string()),
+        error: result.error_text().or_else(|| rejection(result)),
         container,
         superseded: false,
-        finished_at: str_field(result, "finished_at")
+        finished_at: result
+            .finished_at
+            .clone()
             .or_else(|| (!envelope.ts.is_empty()).then(|| envelope.ts.clone())),
-        items: result["total"].as_u64(),
-        parallel: result.get("branches").is_some(),
+        items: result.total,
+        parallel: result.branches.is_some(),
     }
 }
 

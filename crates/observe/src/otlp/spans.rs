@@ -9,7 +9,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use orchestrate_engine::event::Event;
 use orchestrate_engine::runner::fanout::lane_of;
+use orchestrate_engine::step_result::{StepError, StepResult, StepStatus};
 use serde_json::Value;
 
 /// What a swarm task's run adds to its root span.
@@ -231,7 +233,11 @@ pub fn spans_from_events(records: &[Value], task: Option<&TaskInfo>) -> Vec<Span
                     stack.pop();
                 }
                 if let Some(index) = open.remove(&key) {
-                    finish_step(&mut spans[index], &record["result"], ts);
+                    let result = match Event::from_record(record) {
+                        Event::StepFinished(finished) => *finished.result,
+                        _ => StepResult::default(),
+                    };
+                    finish_step(&mut spans[index], &result, ts);
                 }
             }
             "run_finished" => finished = Some(record),
@@ -380,88 +386,93 @@ fn run_span(
 }
 
 /// Sets a step span's end, status and result attributes from its `step_finished` result.
-fn finish_step(span: &mut Span, result: &Value, finished_ts: u64) {
-    if let Some(start) = nanos(&result["started_at"]) {
+fn finish_step(span: &mut Span, result: &StepResult, finished_ts: u64) {
+    let time = |text: &Option<String>| nanos(&Value::from(text.as_deref()?));
+    if let Some(start) = time(&result.started_at) {
         span.start_ns = start;
     }
-    span.end_ns = nanos(&result["finished_at"])
+    span.end_ns = time(&result.finished_at)
         .unwrap_or(finished_ts)
         .max(span.start_ns);
-    let status = result["status"].as_str().unwrap_or_default();
+    let status = result.status.label();
     let attrs = &mut span.attributes;
     attrs.push(str_attr("orchestrate.step.status", status));
-    if let Some(d) = result["duration"].as_f64() {
+    if let Some(d) = result.duration {
         attrs.push(("orchestrate.step.duration_s".into(), Attr::Float(d)));
     }
-    if let Some(code) = result["exit_code"].as_i64() {
-        attrs.push(int_attr("orchestrate.step.exit_code", code));
+    if let Some(code) = result.exit_code {
+        attrs.push(int_attr("orchestrate.step.exit_code", i64::from(code)));
     }
-    if let Some(attempts) = result["attempts"].as_i64() {
-        attrs.push(int_attr("orchestrate.step.attempts", attempts));
+    if let Some(attempts) = result.attempts {
+        attrs.push(int_attr("orchestrate.step.attempts", i64::from(attempts)));
     }
-    let error_text = match &result["error"] {
-        Value::String(s) => Some(s.clone()),
-        Value::Object(o) => {
-            if let Some(kind) = o.get("kind").and_then(Value::as_str) {
-                attrs.push(str_attr("error.type", kind));
-            }
-            o.get("message").and_then(Value::as_str).map(str::to_string)
+    let error_text = match &result.error {
+        Some(StepError::Message(text)) => Some(text.clone()),
+        Some(StepError::Classified(error)) => {
+            attrs.push(str_attr("error.type", error.kind.label()));
+            Some(error.message.clone())
         }
-        _ => None,
+        None => None,
     };
-    span.error = match status {
-        "succeeded" | "skipped" => None,
+    span.error = match result.status {
+        StepStatus::Succeeded | StepStatus::Skipped => None,
         _ => Some(error_text.unwrap_or_else(|| format!("the step {status}"))),
     };
-    if let Some(runtime) = result["runtime"].as_str() {
+    if let Some(runtime) = result.runtime.as_deref() {
         let provider = provider(runtime);
         attrs.push(str_attr("gen_ai.operation.name", "invoke_agent"));
         attrs.push(str_attr("gen_ai.provider.name", provider));
         attrs.push(str_attr("gen_ai.system", provider));
         attrs.push(str_attr("orchestrate.runtime", runtime));
-        if let Some(profile) = result["profile"].as_str() {
+        if let Some(profile) = result.profile.as_deref() {
             attrs.push(str_attr("orchestrate.profile", profile));
         }
-        let requested = result["requested_model"]
-            .as_str()
-            .or(result["model"].as_str());
+        let requested = result
+            .requested_model
+            .as_ref()
+            .and_then(Option::as_deref)
+            .or(result.model_name());
         if let Some(model) = requested {
             attrs.push(str_attr("gen_ai.request.model", model));
         }
-        if let Some(model) = result["model"].as_str() {
+        if let Some(model) = result.model_name() {
             attrs.push(str_attr("gen_ai.response.model", model));
         }
-        if let Some(session) = result["session_id"].as_str() {
+        if let Some(session) = result.session_id.as_ref().and_then(Option::as_deref) {
             attrs.push(str_attr("gen_ai.conversation.id", session));
         }
-        let usage = &result["usage"];
-        if usage.is_object() {
-            let count = |k: &str| usage[k].as_i64().unwrap_or(0);
+        if let Some(usage) = &result.usage {
+            let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
             // The conventions count cached input in the input tokens, with the cache share
             // given apart; orchestrate's `usage.input` leaves cache reads and writes out.
             attrs.push(int_attr(
                 "gen_ai.usage.input_tokens",
-                count("input") + count("cache_read") + count("cache_write"),
+                count(usage.input)
+                    .saturating_add(count(usage.cache_read))
+                    .saturating_add(count(usage.cache_write)),
             ));
-            attrs.push(int_attr("gen_ai.usage.output_tokens", count("output")));
+            attrs.push(int_attr("gen_ai.usage.output_tokens", count(usage.output)));
             attrs.push(int_attr(
                 "gen_ai.usage.cache_read.input_tokens",
-                count("cache_read"),
+                count(usage.cache_read),
             ));
             attrs.push(int_attr(
                 "gen_ai.usage.cache_creation.input_tokens",
-                count("cache_write"),
+                count(usage.cache_write),
             ));
             attrs.push(int_attr(
                 "orchestrate.usage.reasoning_tokens",
-                count("reasoning"),
+                count(usage.reasoning),
             ));
         }
-        if let Some(cost) = result["cost_usd"].as_f64() {
+        if let Some(cost) = result.cost() {
             attrs.push(("orchestrate.cost_usd".into(), Attr::Float(cost)));
         }
-        if let Some(turns) = result["turns"].as_i64() {
-            attrs.push(int_attr("orchestrate.agent.turns", turns));
+        if let Some(turns) = result.turns.flatten() {
+            attrs.push(int_attr(
+                "orchestrate.agent.turns",
+                i64::try_from(turns).unwrap_or(i64::MAX),
+            ));
         }
     }
 }
