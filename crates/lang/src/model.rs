@@ -13,7 +13,7 @@ use crate::template::Template;
 
 /// Visits of one step before the engine calls it a loop, unless the workflow or step says
 /// otherwise.
-pub const DEFAULT_MAX_VISITS: u32 = 50;
+pub(crate) const DEFAULT_MAX_VISITS: u32 = 50;
 
 #[derive(Debug, Clone)]
 pub struct Workflow {
@@ -122,10 +122,10 @@ pub struct SwarmConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueDirs {
-    pub inbox_dir: String,
+    pub(crate) inbox_dir: String,
     pub processed_dir: String,
-    pub failed_dir: String,
-    pub task_extension: String,
+    pub(crate) failed_dir: String,
+    pub(crate) task_extension: String,
 }
 
 impl Default for QueueDirs {
@@ -164,8 +164,12 @@ pub struct Step {
     pub name: String,
     /// Line and column of the step in its file (for messages).
     pub line: u32,
-    pub column: u32,
-    pub agent: Option<String>,
+    pub(crate) column: u32,
+    #[expect(
+        dead_code,
+        reason = "loaded from the step's `agent:`; nothing reads it yet"
+    )]
+    pub(crate) agent: Option<String>,
     pub kind: StepKind,
     pub when: Option<Condition>,
     pub on: Transitions,
@@ -188,7 +192,7 @@ pub struct Step {
     pub output_schema: Option<OutputSchema>,
     /// Line and column of some field values (`provider`, `when.jq`, `for_each.items_from`,
     /// `input_file`), so that later checks can point at them.
-    pub at: BTreeMap<&'static str, (u32, u32)>,
+    pub(crate) at: BTreeMap<&'static str, (u32, u32)>,
 }
 
 /// `converge:`: a loop through a step (a review, a test run) must make its findings shrink.
@@ -272,7 +276,7 @@ pub struct SubWorkflow {
     /// own `context:` defaults.
     pub with: Vec<WithInput>,
     /// Line and column of the `workflow:` value, for messages about the child file.
-    pub at: (u32, u32),
+    pub(crate) at: (u32, u32),
     /// The child as loaded with the parent (when the loader knew the workspace): validated,
     /// its own children loaded too. `None` when loaded without a workspace (the runner then
     /// loads it when the step runs).
@@ -287,7 +291,7 @@ pub struct WithInput {
     /// JSON type).
     pub value: Value,
     /// Line and column of the key.
-    pub at: (u32, u32),
+    pub(crate) at: (u32, u32),
 }
 
 /// A child workflow loaded with its parent: the model and the text it came from (the child
@@ -369,7 +373,7 @@ pub struct OutputSchema {
     pub schema: Value,
     /// Where it came from: `inline` or the file's workspace path.
     pub origin: String,
-    pub validator: std::sync::Arc<jsonschema::Validator>,
+    pub(crate) validator: std::sync::Arc<jsonschema::Validator>,
 }
 
 impl std::fmt::Debug for OutputSchema {
@@ -399,7 +403,7 @@ impl OutputSchema {
 
 /// What a role's steps may do (`capabilities:` in its file): a coordinator that only hands work
 /// on and asks people, a reviewer that only reads.
-pub const CAPABILITIES: &[&str] = &[
+pub(crate) const CAPABILITIES: &[&str] = &[
     "command", "provider", "enqueue", "approval", "wait_for", "readonly", "plan", "write", "full",
 ];
 
@@ -412,14 +416,6 @@ impl StepKind {
                 branches.iter().map(|b| b.steps.as_slice()).collect()
             }
             _ => Vec::new(),
-        }
-    }
-
-    /// How a step with nested step lists runs them (`None` for other kinds).
-    pub fn fan(&self) -> Option<&FanOut> {
-        match self {
-            StepKind::ForEach { fan, .. } | StepKind::Parallel { fan, .. } => Some(fan),
-            _ => None,
         }
     }
 
@@ -458,7 +454,7 @@ pub struct FanOut {
 
 impl FanOut {
     /// The spec's `for_each`: one item after another, the first failure ends the loop.
-    pub const SEQUENTIAL: FanOut = FanOut {
+    pub(crate) const SEQUENTIAL: FanOut = FanOut {
         max_parallel: 1,
         join: Join::AllSuccess,
     };
@@ -483,9 +479,9 @@ pub enum Join {
 }
 
 impl Join {
-    pub const NAMES: [&'static str; 3] = ["all_success", "any_success", "all_done"];
+    pub(crate) const NAMES: [&'static str; 3] = ["all_success", "any_success", "all_done"];
 
-    pub fn parse(text: &str) -> Option<Join> {
+    pub(crate) fn parse(text: &str) -> Option<Join> {
         match text {
             "all_success" => Some(Join::AllSuccess),
             "any_success" => Some(Join::AnySuccess),
@@ -508,7 +504,7 @@ impl Join {
 pub struct Branch {
     pub name: String,
     /// Line of the branch's name in its file.
-    pub line: u32,
+    pub(crate) line: u32,
     pub steps: Vec<Step>,
 }
 
@@ -551,7 +547,7 @@ pub struct Transitions {
     /// Taken when the step's JSON output does not match its `output_schema`.
     pub invalid: Option<Target>,
     /// Line and column of each `goto` value (success, failure, always, rejected, invalid).
-    pub at: [(u32, u32); 5],
+    pub(crate) at: [(u32, u32); 5],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -619,7 +615,7 @@ impl Workflow {
 /// exits 1 outside a git repository and `gemini -p` exits 55 in a folder never trusted). No
 /// model is named unless the step, role or run names one: each CLI then uses its own default.
 /// A workflow's `providers:` block replaces an entry of the same name.
-pub fn builtin_providers() -> BTreeMap<String, ProviderTemplate> {
+pub(crate) fn builtin_providers() -> BTreeMap<String, ProviderTemplate> {
     let make = |argv: &[&str], model_flag: &'static str| ProviderTemplate {
         command: argv
             .iter()
@@ -653,7 +649,11 @@ pub struct Role {
     pub name: String,
     /// The file it was loaded from.
     pub path: PathBuf,
-    pub description: Option<String>,
+    #[expect(
+        dead_code,
+        reason = "loaded from the role's `description:`; nothing reads it yet"
+    )]
+    pub(crate) description: Option<String>,
     /// Inbox directory relative to WORKSPACE (default `inbox/<name>`).
     pub inbox: String,
     /// The workflow each task runs, relative to WORKSPACE.
@@ -688,7 +688,7 @@ impl Role {
     /// Every step (depth first, `for_each` bodies and loaded child workflows included) this role
     /// may not run, with the capability it lacks and the file it is in (`None`: the workflow's
     /// own file; else the child workflow it is in).
-    pub fn forbidden<'a>(&self, steps: &'a [Step]) -> Vec<Forbidden<'a>> {
+    pub(crate) fn forbidden<'a>(&self, steps: &'a [Step]) -> Vec<Forbidden<'a>> {
         self.forbidden_in(steps, None)
     }
 
@@ -728,8 +728,8 @@ impl Role {
 
 /// A step a role may not run: the step, the capability it needs, and the child workflow it is
 /// in (`None`: the role's workflow itself).
-pub type Forbidden<'a> = (&'a Step, &'static str, Option<&'a LoadedChild>);
+pub(crate) type Forbidden<'a> = (&'a Step, &'static str, Option<&'a LoadedChild>);
 
 impl Role {
-    pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+    pub(crate) const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 }

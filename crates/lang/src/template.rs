@@ -9,14 +9,14 @@ use serde_json::Value;
 /// A string with `${...}` references, parsed once when the workflow loads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
-    pub raw: String,
-    pub parts: Vec<Part>,
+    pub(crate) raw: String,
+    pub(crate) parts: Vec<Part>,
     /// Line and column of the scalar in its workflow file (0, 0 when made by the engine).
     pub at: (u32, u32),
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Part {
+pub(crate) enum Part {
     Lit(String),
     Var(VarRef),
 }
@@ -25,10 +25,10 @@ pub enum Part {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VarRef {
     /// The text between `${` and `}`.
-    pub text: String,
+    pub(crate) text: String,
     pub segments: Vec<String>,
     /// Character offset of the `${` in the raw string, for diagnostics.
-    pub offset: usize,
+    pub(crate) offset: usize,
 }
 
 impl VarRef {
@@ -42,7 +42,7 @@ impl VarRef {
 pub struct SyntaxError {
     pub message: String,
     /// Character offset in the raw string.
-    pub offset: usize,
+    pub(crate) offset: usize,
 }
 
 impl Template {
@@ -97,7 +97,7 @@ impl Template {
         })
     }
 
-    pub fn vars(&self) -> impl Iterator<Item = &VarRef> {
+    pub(crate) fn vars(&self) -> impl Iterator<Item = &VarRef> {
         self.parts.iter().filter_map(|part| match part {
             Part::Var(var) => Some(var),
             Part::Lit(_) => None,
@@ -173,8 +173,8 @@ pub fn to_text(value: &Value) -> String {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("undefined variable `${{{var}}}`{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
 pub struct Undefined {
-    pub var: String,
-    pub reason: Option<String>,
+    pub(crate) var: String,
+    pub(crate) reason: Option<String>,
 }
 
 impl Undefined {

@@ -15,9 +15,9 @@ use orchestrate_base::human::group_digits;
 /// Line and column (both 1-based) and byte offset of a node in its source text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Pos {
-    pub line: u32,
-    pub column: u32,
-    pub offset: Option<usize>,
+    pub(crate) line: u32,
+    pub(crate) column: u32,
+    pub(crate) offset: Option<usize>,
 }
 
 /// One YAML node and where it starts.
@@ -40,7 +40,7 @@ pub enum Value {
 }
 
 impl Value {
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Value::Null => "null",
             Value::Bool(_) => "a boolean",

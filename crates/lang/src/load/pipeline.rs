@@ -16,7 +16,7 @@ pub fn load_file_with(path: &Path, options: &LoadOptions) -> Result<Workflow, Lo
     load_str_with(path, &text, options)
 }
 
-pub fn load_str_with(
+pub(crate) fn load_str_with(
     path: &Path,
     text: &str,
     options: &LoadOptions,

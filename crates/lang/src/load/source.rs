@@ -31,7 +31,7 @@ impl LoadError {
 }
 
 /// Workflow files over this size are refused before parsing.
-pub const MAX_WORKFLOW_BYTES: u64 = 8 << 20;
+pub(crate) const MAX_WORKFLOW_BYTES: u64 = 8 << 20;
 
 /// Reads a YAML file we are about to load, with the checks every such file gets.
 pub(super) fn read_source(path: &Path) -> Result<String, LoadError> {
