@@ -2,6 +2,6 @@
 
 pub mod adapter;
 pub mod defaults;
-pub mod gemini_home;
+pub(crate) mod gemini_home;
 pub mod parse;
 pub mod profile;

@@ -106,15 +106,15 @@ pub enum ErrorKind {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     /// Input tokens neither read from nor written to a prompt cache.
-    pub input: u64,
+    pub(crate) input: u64,
     /// All generated tokens, reasoning included: what is billed at the output rate.
-    pub output: u64,
+    pub(crate) output: u64,
     /// Input tokens served from a prompt cache.
-    pub cache_read: u64,
+    pub(crate) cache_read: u64,
     /// Input tokens written to a prompt cache (only claude reports them in practice).
-    pub cache_write: u64,
+    pub(crate) cache_write: u64,
     /// The part of `output` that was reasoning/thinking (informational).
-    pub reasoning: u64,
+    pub(crate) reasoning: u64,
 }
 
 impl Usage {
@@ -149,8 +149,8 @@ impl Usage {
 /// One model's share of a run's usage (claude `modelUsage`, gemini `stats.models`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelUsage {
-    pub model: String,
-    pub usage: Usage,
+    pub(crate) model: String,
+    pub(crate) usage: Usage,
 }
 
 /// A classified failure.
@@ -170,8 +170,8 @@ pub struct RuntimeError {
 /// A tool call the CLI refused for lack of permission.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Denial {
-    pub tool: String,
-    pub input: Value,
+    pub(crate) tool: String,
+    pub(crate) input: Value,
 }
 
 /// The normalized result of one CLI run.
@@ -201,7 +201,7 @@ pub struct Outcome {
     /// `system/api_retry` lines, codex `Reconnecting…` events), verbatim.
     pub retries: Vec<Value>,
     /// stdout lines that were not JSON objects (banners, garbage, truncation).
-    pub unparsed_lines: u64,
+    pub(crate) unparsed_lines: u64,
     /// The answer as JSON when the CLI was given a schema and answered through it (claude
     /// `structured_output` with `--json-schema`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -397,12 +397,6 @@ impl StreamParser {
         }
     }
 
-    /// The session id, as soon as the stream has announced it (useful to record
-    /// for a resume even if the run is later killed).
-    pub fn session_id(&self) -> Option<&str> {
-        self.session_id.as_deref()
-    }
-
     /// Usage known so far. claude: summed per API message until the final
     /// line gives the total; codex: cumulative for the thread, known only at the
     /// end of a turn; gemini: known only from the final line.
@@ -460,13 +454,14 @@ impl StreamParser {
         self.model.as_deref().or(self.announced_model.as_deref())
     }
 
-    /// The CLI's own cost figure, once its final record has given one.
-    pub fn cost_usd_so_far(&self) -> Option<f64> {
-        self.cost_usd
+    /// The session id, as soon as the stream has announced it.
+    #[cfg(test)]
+    pub(crate) fn session_id(&self) -> Option<&str> {
+        self.session_id.as_deref()
     }
 
     /// Ends the stream and classifies the run.
-    pub fn finish(mut self, stderr: &str, exit_code: i32) -> Outcome {
+    pub(crate) fn finish(mut self, stderr: &str, exit_code: i32) -> Outcome {
         self.json.flush();
         let stderr = strip_ansi(&head_and_tail(stderr, MAX_STDERR_BYTES));
         // gemini `--output-format json` prints its error object to stderr with
@@ -1569,11 +1564,11 @@ impl JsonLines {
 /// USD per million tokens for model names starting with `prefix`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Price {
-    pub prefix: String,
-    pub input: f64,
-    pub output: f64,
-    pub cache_read: f64,
-    pub cache_write: f64,
+    pub(crate) prefix: String,
+    pub(crate) input: f64,
+    pub(crate) output: f64,
+    pub(crate) cache_read: f64,
+    pub(crate) cache_write: f64,
 }
 
 /// A price table for runtimes that report no cost (codex, gemini). The longest
@@ -1581,11 +1576,11 @@ pub struct Price {
 /// surcharges (e.g. gemini above 200k tokens) are not modelled.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Prices {
-    pub entries: Vec<Price>,
+    pub(crate) entries: Vec<Price>,
     /// `prices:` of runtimes.yaml: they win over every built-in entry, a shorter prefix too
     /// (`gemini-3: ...` prices every gemini-3 model the user's way).
     #[serde(default)]
-    pub overrides: Vec<Price>,
+    pub(crate) overrides: Vec<Price>,
 }
 
 impl Prices {
@@ -1593,7 +1588,7 @@ impl Prices {
     /// `None`, never a guess. Add or override entries for newer models. Every
     /// model a pinned CLI uses by default (`runtime::defaults::PINNED`) must be
     /// here: a unit test checks it against `scripts/install-agent-clis`.
-    pub fn builtin() -> Prices {
+    pub(crate) fn builtin() -> Prices {
         // (prefix, input, output, cache read, cache write), USD per 1M tokens.
         //
         // Sources, checked 2026-12-07: the providers' own pricing pages
@@ -1723,7 +1718,7 @@ impl Prices {
 }
 
 /// `-0.0` as `0.0`; every other value unchanged.
-pub fn positive_zero(cost: f64) -> f64 {
+pub(crate) fn positive_zero(cost: f64) -> f64 {
     cost + 0.0
 }
 

@@ -25,12 +25,12 @@ use orchestrate_lang::diag::{Diagnostic, did_you_mean};
 use orchestrate_lang::load::LoadError;
 use orchestrate_lang::yaml::{self, Node, Value};
 
-pub const FILE: &str = "runtimes.yaml";
+pub(crate) const FILE: &str = "runtimes.yaml";
 
 /// `failures` defaults to this many consecutive failures of one class.
-pub const DEFAULT_FAILURES: u32 = 5;
-pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(60);
-pub const DEFAULT_MAX_COOLDOWN: Duration = Duration::from_secs(30 * 60);
+pub(crate) const DEFAULT_FAILURES: u32 = 5;
+pub(crate) const DEFAULT_COOLDOWN: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_MAX_COOLDOWN: Duration = Duration::from_secs(30 * 60);
 
 /// A breaker's settings (`breaker:` in runtimes.yaml, at the top or in a profile).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -69,9 +69,9 @@ pub struct Profile {
 /// `breaker: {failures, cooldown_sec, max_cooldown_sec}`, each optional.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct BreakerSettings {
-    pub failures: Option<u32>,
-    pub cooldown_sec: Option<f64>,
-    pub max_cooldown_sec: Option<f64>,
+    pub(crate) failures: Option<u32>,
+    pub(crate) cooldown_sec: Option<f64>,
+    pub(crate) max_cooldown_sec: Option<f64>,
 }
 
 impl BreakerSettings {
@@ -97,7 +97,7 @@ pub struct Profiles {
     pub profiles: BTreeMap<String, Profile>,
     pub prices: Prices,
     /// The top-level `breaker:`: every runtime's breaker unless its profile says otherwise.
-    pub breaker: BreakerSettings,
+    pub(crate) breaker: BreakerSettings,
 }
 
 impl Default for Profiles {
