@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct CancelRequest {
     /// The run id or task id named on the command line.
-    pub target: String,
+    pub(crate) target: String,
     /// Who asked: `$USER`, else the uid.
     pub by: String,
     /// When (RFC 3339).
@@ -50,7 +50,7 @@ pub fn who() -> String {
 }
 
 /// `RUN_ROOT/cancel.json`: who asked a run to stop. The runner reads it when it stops.
-pub fn run_cancel_path(run_root: &Path) -> PathBuf {
+pub(crate) fn run_cancel_path(run_root: &Path) -> PathBuf {
     run_root.join("cancel.json")
 }
 

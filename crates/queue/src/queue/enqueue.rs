@@ -217,7 +217,7 @@ pub fn retry(layout: &Layout, failed_dir: &Path) -> Result<Enqueued, QueueError>
 
 /// Reads a file that must be one regular file with one name, without following a link or
 /// blocking on a FIFO; the error says what it is instead.
-pub fn read_regular(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
+pub(crate) fn read_regular(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
     let mut file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)

@@ -18,17 +18,17 @@ use orchestrate_base::io_err::FromIo;
 /// Task files larger than this are quarantined unread.
 pub const DEFAULT_MAX_TASK_BYTES: u64 = 16 * 1024 * 1024;
 /// Format of lease.json and sidecar files.
-pub const QUEUE_FORMAT: u32 = 1;
+pub(crate) const QUEUE_FORMAT: u32 = 1;
 
 /// Where one role's queue lives.
 #[derive(Debug, Clone)]
 pub struct Layout {
-    pub workspace: PathBuf,
+    pub(crate) workspace: PathBuf,
     pub role: String,
     pub inbox: PathBuf,
     pub running: PathBuf,
-    pub processed: PathBuf,
-    pub failed: PathBuf,
+    pub(crate) processed: PathBuf,
+    pub(crate) failed: PathBuf,
     pub meta: PathBuf,
     pub extension: String,
 }
@@ -77,16 +77,16 @@ impl Layout {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Meta {
     #[serde(default)]
-    pub format_version: u32,
+    pub(crate) format_version: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enqueued_at: Option<String>,
+    pub(crate) enqueued_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
+    pub(crate) source: Option<String>,
     /// Attempts started so far.
     #[serde(default)]
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// What ended each earlier attempt (and the failed records a retry came from).
     #[serde(default)]
     pub history: Vec<HistoryEntry>,

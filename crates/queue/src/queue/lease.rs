@@ -18,16 +18,16 @@ use orchestrate_base::process;
 /// Who holds a claimed task.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Lease {
-    pub format_version: u32,
+    pub(crate) format_version: u32,
     pub role: String,
     pub id: String,
     pub attempt: u32,
     pub pid: u32,
     /// Field 22 of `/proc/<pid>/stat`: with the pid and boot id, names one process for good.
-    pub pid_start: u64,
-    pub boot_id: String,
+    pub(crate) pid_start: u64,
+    pub(crate) boot_id: String,
     pub claimed_at: String,
-    pub heartbeat_at: String,
+    pub(crate) heartbeat_at: String,
 }
 
 /// The identity of this process, for leases.
@@ -67,7 +67,7 @@ pub struct Claim {
 }
 
 impl Claim {
-    pub fn lease_path(&self) -> PathBuf {
+    pub(crate) fn lease_path(&self) -> PathBuf {
         self.dir.join("lease.json")
     }
 
@@ -78,7 +78,7 @@ impl Claim {
     }
 
     /// Rewrites the lease (no fsync: the lock, not the lease, decides ownership).
-    pub fn heartbeat(&mut self) {
+    pub(crate) fn heartbeat(&mut self) {
         self.lease.heartbeat_at = orchestrate_base::clock::now_rfc3339();
         if let Ok(bytes) = serde_json::to_vec_pretty(&self.lease) {
             let _ = write_plain(&self.lease_path(), &bytes);
@@ -158,7 +158,7 @@ fn writes(fdinfo: &Path) -> bool {
 }
 
 /// When the holder of a claimed task has died: what becomes of the task (None while it lives).
-pub fn dead_holder(layout: &Layout, dir: &Path, lease: &Lease) -> Option<String> {
+pub(crate) fn dead_holder(layout: &Layout, dir: &Path, lease: &Lease) -> Option<String> {
     if process::alive(lease.pid, lease.pid_start, &lease.boot_id) {
         return None;
     }

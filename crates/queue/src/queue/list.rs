@@ -34,7 +34,7 @@ pub enum TaskState {
 }
 
 impl TaskState {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             TaskState::Queued => "queued",
             TaskState::Running => "running",
