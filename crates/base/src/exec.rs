@@ -171,19 +171,31 @@ impl fmt::Debug for Stdin {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
     /// Exited on its own with this status code.
-    Exited { code: i32 },
+    Exited {
+        /// The exit status the process returned.
+        code: i32,
+    },
     /// Killed by this signal, not by us.
-    Signaled { signal: i32 },
+    Signaled {
+        /// The signal number (`9` for SIGKILL).
+        signal: i32,
+    },
     /// Ran past [`Spec::timeout`] and was stopped.
     TimedOut,
     /// Wrote nothing for [`Spec::idle_timeout`] (`after_ms`) and was stopped.
-    IdleTimedOut { after_ms: u64 },
+    IdleTimedOut {
+        /// How long it had been silent when stopped, in milliseconds.
+        after_ms: u64,
+    },
     /// Stopped because the caller's [`Spec::stop`] fired (a budget ran out).
     Stopped,
     /// The cancellation token fired and the process was stopped.
     Cancelled,
     /// The process could not be started; `message` names `argv[0]` and why.
-    SpawnFailed { message: String },
+    SpawnFailed {
+        /// What could not be started and why, naming `argv[0]`.
+        message: String,
+    },
 }
 
 /// Suffixes that mark a [`Outcome::SpawnFailed`] message as "command not

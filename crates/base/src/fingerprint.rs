@@ -116,13 +116,17 @@ pub struct Change {
     /// Workspace-relative, `/`-separated; repository state is named as if the git directory
     /// were `.git/` in the workspace (`.git/HEAD`, `.git/refs/heads/main`).
     pub path: String,
+    /// Whether the path appeared, went away or changed.
     pub kind: ChangeKind,
 }
 
+/// What happened to one path between two snapshots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
+    /// Present after, absent before.
     Added,
+    /// Present before, absent after.
     Removed,
     /// Same kind, but contents, size, timestamps, inode, permissions or link target differ.
     Modified,
@@ -131,28 +135,49 @@ pub enum ChangeKind {
     TypeChanged,
 }
 
+/// Why a workspace could not be snapshotted.
 #[derive(Debug, thiserror::Error)]
 pub enum FingerprintError {
+    /// Reading the workspace failed.
     #[error("failed to {action} {}: {source}", path.display())]
     Io {
+        /// What was being done, read after "failed to" (`read directory`).
         action: &'static str,
+        /// The file or directory it was done to.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: io::Error,
     },
+    /// A `git` command (listing tracked files, reading repository state) failed.
     #[error("failed to run `git {args}` in {}: {message}", workspace.display())]
     Git {
+        /// The repository it ran in.
         workspace: PathBuf,
+        /// Its arguments after `git`, space-separated.
         args: String,
+        /// Its stderr, or why it could not be run.
         message: String,
     },
+    /// The workspace holds more files than [`Options::max_files`].
     #[error(
         "failed to fingerprint {}: more than {limit} files; ignore generated directories or raise max_files",
         workspace.display()
     )]
-    TooManyFiles { workspace: PathBuf, limit: usize },
+    TooManyFiles {
+        /// The workspace that was being snapshotted.
+        workspace: PathBuf,
+        /// The `max_files` bound it went past.
+        limit: usize,
+    },
+    /// An ignore pattern is not a valid glob.
     #[error("failed to parse ignore pattern `{pattern}`: {message}")]
-    Pattern { pattern: String, message: String },
+    Pattern {
+        /// The pattern as written.
+        pattern: String,
+        /// Why the glob parser refused it.
+        message: String,
+    },
 }
 
 impl FromIo for FingerprintError {

@@ -293,10 +293,14 @@ pub fn normalize(path: &Path) -> PathBuf {
 /// Why a user path was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PathError {
+    /// The path (after `..`, symlinks and `~`) lands outside the workspace.
     #[error("`{path}` resolves to {resolved}, outside the workspace {workspace}")]
     Escapes {
+        /// The path as the user gave it.
         path: String,
+        /// Where it resolves to.
         resolved: PathBuf,
+        /// The workspace it had to stay inside.
         workspace: PathBuf,
     },
 }

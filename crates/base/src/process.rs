@@ -25,8 +25,10 @@ use tokio::io::{Interest, unix::AsyncFd};
 pub struct Stat {
     /// `R`, `S`, `D`, `Z` (zombie), `X` (dead), ...
     pub state: char,
+    /// Parent pid (`0` when the parent is outside this pid namespace).
     pub ppid: i32,
     pub(crate) pgrp: i32,
+    /// Session id: the pid of the session leader.
     pub session: i32,
     /// Field 22, start time in clock ticks since boot: with the pid (and the boot id), names
     /// one process for good.
