@@ -18,14 +18,19 @@ pub(crate) enum Severity {
     Warning,
 }
 
+/// One problem found in a file the user wrote, with where it is and how to fix it; rendered by [`Diagnostic::render`].
 #[derive(Debug, Clone)]
 pub struct Diagnostic {
     pub(crate) severity: Severity,
+    /// The file the problem is in.
     pub file: PathBuf,
+    /// 1-based line; 0 when the problem is the whole file (missing, unreadable).
     pub line: u32,
+    /// 1-based column, in characters; 0 with line 0.
     pub column: u32,
     /// How many characters of the source line to underline (at least one).
     pub(crate) width: usize,
+    /// What is wrong, as one lowercase sentence fragment.
     pub message: String,
     pub(crate) hint: Option<String>,
     /// The text of `file` when it is not the file being loaded (a problem found in a child
@@ -34,6 +39,7 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
+    /// An error at `pos` of `file`, underlining one character, with no hint.
     pub fn error(file: &Path, pos: Pos, message: impl Into<String>) -> Self {
         Diagnostic {
             severity: Severity::Error,
@@ -48,11 +54,13 @@ impl Diagnostic {
         }
     }
 
+    /// Adds the note that says how to fix it ("did you mean `output_capture`?").
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
     }
 
+    /// Underlines `width` characters (at least one) instead of one.
     pub fn with_width(mut self, width: usize) -> Self {
         self.width = width.max(1);
         self

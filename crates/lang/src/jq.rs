@@ -39,13 +39,21 @@ pub enum JqError {
     /// the source where the problem is, when known
     #[error("invalid jq expression `{expr}`: {message}")]
     Compile {
+        /// The expression as written.
         expr: String,
+        /// jaq's explanation.
         message: String,
+        /// Byte offset into `expr` of the problem, when jaq gives one.
         offset: Option<usize>,
     },
     /// evaluation raised an error
     #[error("jq expression `{expr}` failed: {message}")]
-    Runtime { expr: String, message: String },
+    Runtime {
+        /// The expression as written.
+        expr: String,
+        /// The error the expression raised.
+        message: String,
+    },
 }
 
 type Data = data::JustLut<Val>;

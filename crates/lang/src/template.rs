@@ -26,20 +26,24 @@ pub(crate) enum Part {
 pub struct VarRef {
     /// The text between `${` and `}`.
     pub(crate) text: String,
+    /// The reference split at the dots (`["steps", "Build", "json", "files"]`).
     pub segments: Vec<String>,
     /// Character offset of the `${` in the raw string, for diagnostics.
     pub(crate) offset: usize,
 }
 
 impl VarRef {
+    /// The first segment: which document the variable reads (`steps`, `context`, `run`, ...).
     pub fn root(&self) -> &str {
         &self.segments[0]
     }
 }
 
+/// A `${...}` that does not parse.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct SyntaxError {
+    /// What is wrong with it.
     pub message: String,
     /// Character offset in the raw string.
     pub(crate) offset: usize,
@@ -56,6 +60,7 @@ impl Template {
         }
     }
 
+    /// Splits `raw` into literal text and `${...}` references.
     pub fn parse(raw: &str) -> Result<Template, SyntaxError> {
         let chars: Vec<char> = raw.chars().collect();
         let mut parts = Vec::new();
@@ -104,6 +109,7 @@ impl Template {
         })
     }
 
+    /// Whether it holds no `${...}` at all.
     pub fn is_literal(&self) -> bool {
         self.vars().next().is_none()
     }
@@ -178,6 +184,7 @@ pub struct Undefined {
 }
 
 impl Undefined {
+    /// `var` has no value, for `reason`.
     pub fn new(var: &VarRef, reason: impl Into<String>) -> Undefined {
         Undefined {
             var: var.text.clone(),
@@ -188,6 +195,7 @@ impl Undefined {
 
 /// Where variable values come from.
 pub trait Lookup {
+    /// The value of `var`, or why it has none.
     fn lookup(&self, var: &VarRef) -> Result<Value, Undefined>;
 }
 

@@ -23,17 +23,26 @@ pub struct Pos {
 /// One YAML node and where it starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
+    /// Line and column of the node's first character.
     pub pos: Pos,
+    /// The node's value.
     pub value: Value,
 }
 
+/// A YAML value whose every node keeps its position.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// `null` or `~`.
     Null,
+    /// `true` or `false`.
     Bool(bool),
+    /// An integer.
     Int(i128),
+    /// A floating-point number (`1.5`, `1e3`, `.inf`).
     Float(f64),
+    /// A string, quoted or plain.
     Str(String),
+    /// A sequence.
     Seq(Vec<Node>),
     /// Keys keep their own positions so "unknown field" can point at the key.
     Map(Vec<(Node, Node)>),
@@ -92,7 +101,9 @@ impl Node {
 /// A YAML syntax or limit error, already positioned.
 #[derive(Debug, Clone)]
 pub struct ParseError {
+    /// Where the problem is.
     pub pos: Pos,
+    /// What is wrong.
     pub message: String,
 }
 
