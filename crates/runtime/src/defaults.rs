@@ -81,6 +81,7 @@ pub(crate) const PINNED: &[Pinned] = &[
 /// The model a run will use and where that was learned.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Guess {
+    /// The model name, as the CLI would pass it to its API.
     pub model: String,
     /// "ANTHROPIC_MODEL", "/home/u/.codex/config.toml", "the default of codex 0.169.0", ...
     pub(crate) source: String,

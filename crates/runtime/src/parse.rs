@@ -126,6 +126,7 @@ impl Usage {
             .saturating_add(self.cache_write)
     }
 
+    /// Adds `other`'s counts to these, saturating rather than overflowing.
     pub fn add(&mut self, other: &Usage) {
         self.input = self.input.saturating_add(other.input);
         self.output = self.output.saturating_add(other.output);
@@ -156,6 +157,7 @@ pub struct ModelUsage {
 /// A classified failure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuntimeError {
+    /// The failure's class, which decides whether a retry or a fallback can help.
     pub kind: ErrorKind,
     /// The CLI's own words, without ANSI colour codes, clipped to a few KB.
     pub message: String,
@@ -195,7 +197,9 @@ pub struct Outcome {
     pub turns: Option<u64>,
     /// The main model, when the output names it unambiguously.
     pub model: Option<String>,
+    /// Why the run failed, classified; `None` when it succeeded (`ok`).
     pub error: Option<RuntimeError>,
+    /// Tool calls the CLI refused (permission denials), in order.
     pub denials: Vec<Denial>,
     /// Retry notices seen while the CLI retried the model API (claude
     /// `system/api_retry` lines, codex `Reconnecting…` events), verbatim.
@@ -254,6 +258,7 @@ pub fn classify_text_failure(
 /// the session again; see [`step_share`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionTotals {
+    /// The session's tokens so far.
     pub usage: Usage,
     /// The CLI's own cost figure (claude only).
     pub cost_usd: Option<f64>,
@@ -359,6 +364,7 @@ struct Terminal {
 }
 
 impl StreamParser {
+    /// A parser for `runtime`'s output that has seen nothing yet.
     pub fn new(runtime: Runtime) -> Self {
         StreamParser {
             structured_output: None,

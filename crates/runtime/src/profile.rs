@@ -37,7 +37,9 @@ pub(crate) const DEFAULT_MAX_COOLDOWN: Duration = Duration::from_secs(30 * 60);
 pub struct BreakerConfig {
     /// Consecutive failures of one class that open it; 0 turns the breaker off.
     pub failures: u32,
+    /// Seconds to wait before letting one trial run through after the breaker opened.
     pub cooldown: Duration,
+    /// The longest the cool-down grows to after failed trials (never below `cooldown`).
     pub max_cooldown: Duration,
 }
 
@@ -51,11 +53,14 @@ impl Default for BreakerConfig {
     }
 }
 
+/// One entry of `profiles:` in runtimes.yaml: how to run an agent step that names it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Profile {
     /// An agent runtime (`claude`, `codex`, `gemini`) or a provider template's name.
     pub runtime: String,
+    /// `model:`, passed to the CLI; `None` names no model.
     pub model: Option<String>,
+    /// `env:`: variables set for the CLI's process (an API base URL, a key's name).
     pub env: Vec<(String, String)>,
     /// The executable, when not the runtime's name on PATH.
     pub bin: Option<String>,
@@ -91,10 +96,14 @@ impl BreakerSettings {
     }
 }
 
+/// runtimes.yaml as loaded: the profiles, the price table and the breakers.
 #[derive(Debug, Clone)]
 pub struct Profiles {
+    /// `default:`: the runtime or profile a step runs with when neither it, `--runtime` nor the workflow names one.
     pub default: Option<String>,
+    /// `profiles:` by name.
     pub profiles: BTreeMap<String, Profile>,
+    /// The built-in prices with runtimes.yaml's `prices:` over them (USD per million tokens, by model-name prefix).
     pub prices: Prices,
     /// The top-level `breaker:`: every runtime's breaker unless its profile says otherwise.
     pub(crate) breaker: BreakerSettings,
