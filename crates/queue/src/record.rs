@@ -118,6 +118,7 @@ impl TaskStatus {
     }
 }
 
+/// Sizes and durations of one task's run.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Metrics {
     /// Seconds from start to finish.
@@ -126,6 +127,7 @@ pub struct Metrics {
     pub task_bytes: u64,
 }
 
+/// A task this run handed to another role.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct NextAction {
     /// The role the task went to.
@@ -136,6 +138,7 @@ pub struct NextAction {
     pub task: String,
 }
 
+/// When the task was claimed, when its workflow started and when it finished.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Timings {
     /// RFC 3339.
@@ -146,6 +149,7 @@ pub struct Timings {
     pub finished_at: String,
 }
 
+/// The role process that ran the task.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Worker {
     /// The role process's pid.

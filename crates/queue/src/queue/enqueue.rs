@@ -23,10 +23,13 @@ use orchestrate_base::io_err::FromIo;
 /// A task that was accepted into an inbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Enqueued {
+    /// The role whose inbox took it.
     pub role: String,
+    /// The task id (the file's name without `.task`).
     pub id: String,
     /// Path of the task file, relative to the workspace.
     pub file: String,
+    /// The chain this task belongs to: the one given, else the task's own id.
     pub correlation_id: String,
 }
 

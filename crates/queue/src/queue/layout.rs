@@ -24,16 +24,22 @@ pub(crate) const QUEUE_FORMAT: u32 = 1;
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub(crate) workspace: PathBuf,
+    /// The role the queue belongs to.
     pub role: String,
+    /// Where new tasks are dropped (`WORKSPACE/<inbox>`).
     pub inbox: PathBuf,
+    /// Where claimed tasks live while they run: `WORKSPACE/running/<role>/<id>/`.
     pub running: PathBuf,
     pub(crate) processed: PathBuf,
     pub(crate) failed: PathBuf,
+    /// The sidecars kept between attempts: `WORKSPACE/.orchestrate/queue/<role>/<id>.json`.
     pub meta: PathBuf,
+    /// A task file's name ending (`.task`).
     pub extension: String,
 }
 
 impl Layout {
+    /// The queue of `role`, whose inbox is `inbox` relative to `workspace`. Creates nothing.
     pub fn new(workspace: &Path, role: &str, inbox: &Path) -> Layout {
         Layout {
             workspace: workspace.to_path_buf(),
@@ -47,6 +53,7 @@ impl Layout {
         }
     }
 
+    /// Creates the inbox, running, processed, failed and sidecar directories that are missing.
     pub fn create_dirs(&self) -> Result<(), QueueError> {
         for dir in [
             &self.inbox,
@@ -78,6 +85,7 @@ impl Layout {
 pub struct Meta {
     #[serde(default)]
     pub(crate) format_version: u32,
+    /// The chain the task belongs to (see [`Enqueued::correlation_id`](super::Enqueued)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
