@@ -141,7 +141,7 @@ pub enum FingerprintError {
     /// Reading the workspace failed.
     #[error("failed to {action} {}: {source}", path.display())]
     Io {
-        /// What was being done, read after "failed to" (`read directory`).
+        /// What was being done, read after "failed to" (`read symlink`).
         action: &'static str,
         /// The file or directory it was done to.
         path: PathBuf,

@@ -18,7 +18,8 @@ pub(crate) enum Severity {
     Warning,
 }
 
-/// One problem found in a file the user wrote, with where it is and how to fix it; rendered by [`Diagnostic::render`].
+/// One problem found in a file the user wrote, with where it is and how to fix it; rendered by
+/// [`Diagnostic::render`].
 #[derive(Debug, Clone)]
 pub struct Diagnostic {
     pub(crate) severity: Severity,

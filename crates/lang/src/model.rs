@@ -33,7 +33,8 @@ pub struct Workflow {
     pub context: serde_json::Map<String, Value>,
     /// `env:` for every step; values may hold `${...}`.
     pub env: Vec<(String, Template)>,
-    /// `max_visits:`: how often a step may be entered per activation of its step list before the run fails as a loop (default 50).
+    /// `max_visits:`: how often a step may be entered per activation of its step list before the
+    /// run fails as a loop (default 50).
     pub max_visits: u32,
     /// When true (the default), a failed step with no `on: failure`/`always` handler ends the run.
     /// When false, the run goes on to the next step and still ends as failed.

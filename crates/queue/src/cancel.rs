@@ -55,7 +55,8 @@ pub(crate) fn run_cancel_path(run_root: &Path) -> PathBuf {
     run_root.join("cancel.json")
 }
 
-/// Writes `request` to `RUN_ROOT/cancel.json` atomically; the error says which file could not be written.
+/// Writes `request` to `RUN_ROOT/cancel.json` atomically; the error says which file could not be
+/// written.
 pub fn write_run_cancel(run_root: &Path, request: &CancelRequest) -> Result<(), String> {
     let path = run_cancel_path(run_root);
     orchestrate_base::fsutil::atomic_write(&path, &serde_json::to_vec(request).unwrap_or_default())

@@ -14,7 +14,8 @@ use crate::parse::Runtime;
 use orchestrate_lang::model::Phase;
 
 impl Runtime {
-    /// The runtime a profile or step names (`claude`, `codex`, `gemini`); `None` for any other name.
+    /// The runtime a profile or step names (`claude`, `codex`, `gemini`); `None` for any other
+    /// name.
     pub fn from_name(name: &str) -> Option<Runtime> {
         match name {
             "claude" => Some(Runtime::Claude),
@@ -45,7 +46,8 @@ pub struct Request<'a> {
     pub extra_args: &'a [String],
     /// The model to pass with `--model` (or the CLI's equivalent); `None` leaves the CLI's default.
     pub model: Option<&'a str>,
-    /// What the agent may do: read only, plan, edit files, or anything (mapped to each CLI's permission mode).
+    /// What the agent may do: read only, plan, edit files, or anything (mapped to each CLI's
+    /// permission mode).
     pub phase: Phase,
     /// Turn limit, for CLIs that have one (claude `--max-turns`, gemini through its home).
     pub max_turns: Option<u32>,

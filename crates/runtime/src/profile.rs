@@ -99,11 +99,13 @@ impl BreakerSettings {
 /// runtimes.yaml as loaded: the profiles, the price table and the breakers.
 #[derive(Debug, Clone)]
 pub struct Profiles {
-    /// `default:`: the runtime or profile a step runs with when neither it, `--runtime` nor the workflow names one.
+    /// `default:`: the runtime or profile an agent step runs with when neither `--runtime`, the
+    /// step nor the task's role names one.
     pub default: Option<String>,
     /// `profiles:` by name.
     pub profiles: BTreeMap<String, Profile>,
-    /// The built-in prices with runtimes.yaml's `prices:` over them (USD per million tokens, by model-name prefix).
+    /// The built-in prices with runtimes.yaml's `prices:` over them (USD per million tokens, by
+    /// model-name prefix).
     pub prices: Prices,
     /// The top-level `breaker:`: every runtime's breaker unless its profile says otherwise.
     pub(crate) breaker: BreakerSettings,

@@ -54,12 +54,14 @@ pub fn load_in(workspace: &Path, path: &Path) -> Result<Workflow, LoadError> {
     )
 }
 
-/// Loads and validates the workflow at `path` with the default options (no workspace: children load when they run).
+/// Loads and validates the workflow at `path` with the default options (no workspace: children load
+/// when they run).
 pub fn load_file(path: &Path) -> Result<Workflow, LoadError> {
     load_file_with(path, &LoadOptions::default())
 }
 
-/// Loads and validates `text` as if it were the file at `path` (used for messages and relative paths).
+/// Loads and validates `text` as if it were the file at `path` (used for messages and relative
+/// paths).
 pub fn load_str(path: &Path, text: &str) -> Result<Workflow, LoadError> {
     load_str_with(path, text, &LoadOptions::default())
 }

@@ -28,7 +28,7 @@ pub enum QueueError {
         /// The role's inbox.
         inbox: PathBuf,
     },
-    /// The task name cannot be a file name in the queue.
+    /// The task name given is not a valid task id (`ids::check_id` says why).
     #[error("`{name}` is not a valid task name: {reason}")]
     BadName {
         /// The name as given.

@@ -40,7 +40,8 @@ pub struct Lease {
 pub struct Owner {
     /// This process's pid.
     pub pid: u32,
-    /// Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot), so that a reused pid is not taken for this process.
+    /// Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot), so that a reused pid
+    /// is not taken for this process.
     pub pid_start: u64,
     /// The kernel's boot id, so that a pid from before a reboot is not taken for this process.
     pub boot_id: String,

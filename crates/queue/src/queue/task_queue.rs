@@ -33,7 +33,8 @@ pub trait TaskQueue: Send + Sync {
         correlation_id: Option<&str>,
         source: &str,
     ) -> Result<Enqueued, QueueError>;
-    /// Tries to claim the task `candidate`, as `owner`; `settle` is how long a file must be left unmodified, `max_bytes` the largest task taken.
+    /// Tries to claim the task `candidate` as `owner`: `settle` is how long a file written in
+    /// place must be still when its writers cannot be known, `max_bytes` the largest task taken.
     fn claim(
         &self,
         candidate: &str,
@@ -52,7 +53,9 @@ pub trait TaskQueue: Send + Sync {
     ) -> Result<PathBuf, QueueError>;
     /// Gives a claim back uncharged (shutdown).
     fn release(&self, claim: Claim, reason: &str) -> Result<&'static str, QueueError>;
-    /// Settles claims whose holder died (requeued, or failed once `max_attempts` are spent) and stops those silent for longer than `hung_after`.
+    /// Puts back claims whose processes are all gone: into the inbox for another attempt, or
+    /// into `failed/` once `max_attempts` have started; a holder dead or silent for longer than
+    /// `hung_after` has its step's processes killed first.
     fn recover(
         &self,
         max_attempts: u32,
