@@ -41,7 +41,7 @@ const EMPTY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why step processes are not put in cgroups.
 #[derive(Debug, thiserror::Error)]
-pub enum CgroupError {
+pub(crate) enum CgroupError {
     #[error("turned off by ORCHESTRATE_CGROUPS={value}")]
     Off { value: String },
     #[error("no cgroup v2 hierarchy is mounted (no `cgroup2` in /proc/self/mountinfo)")]
@@ -182,7 +182,7 @@ fn own_cgroup(text: &str) -> Option<String> {
 
 /// The cgroup v2 path of process `pid` now (as its `/proc/PID/cgroup` names it), or `None` when
 /// it is gone or cannot be inspected.
-pub fn of_pid(pid: u32) -> Option<String> {
+pub(crate) fn of_pid(pid: u32) -> Option<String> {
     own_cgroup(&fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
 }
 
@@ -215,7 +215,7 @@ fn live() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
 /// One step's cgroup. Dropped without [`Step::empty`] (the step's future was dropped), it kills
 /// what is inside and removes itself in the background.
 #[derive(Debug)]
-pub struct Step {
+pub(crate) struct Step {
     dir: PathBuf,
     /// The hierarchy path, as `/proc/PID/cgroup` names it.
     path: String,
@@ -226,7 +226,7 @@ pub struct Step {
 
 impl Step {
     /// Makes a new cgroup for one step, or `None` where cgroups cannot be used.
-    pub fn create() -> Option<Step> {
+    pub(crate) fn create() -> Option<Step> {
         if FELL_BACK.load(Ordering::Relaxed) {
             return None;
         }
@@ -298,18 +298,18 @@ impl Step {
 
     /// The hierarchy path (`/…/orchestrate-<pid>-<n>`), as `/proc/PID/cgroup` names it for a
     /// process inside.
-    pub fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         &self.path
     }
 
     /// The path [`enter`] writes to, for the child's `pre_exec`.
-    pub fn procs(&self) -> CString {
+    pub(crate) fn procs(&self) -> CString {
         self.procs.clone()
     }
 
     /// Whether the (unreaped) child `pid` is in this cgroup. When it is not, [`enter`] failed
     /// (a kernel or permission rule of this system): cgroups are not used from here on.
-    pub fn holds(&self, pid: u32) -> bool {
+    pub(crate) fn holds(&self, pid: u32) -> bool {
         let found = of_pid(pid).unwrap_or_default();
         let inside = hierarchy()
             .ok()
@@ -325,15 +325,10 @@ impl Step {
         inside
     }
 
-    /// Sends SIGKILL to every process in the cgroup (at once, also to any forked meanwhile).
-    pub fn kill(&self) {
-        kill(&self.dir);
-    }
-
     /// Makes sure no process of the step is left: removes the cgroup when it is already empty
     /// (the common case: one `rmdir`), otherwise kills what is inside, waits until it is gone
     /// and removes the cgroup.
-    pub async fn empty(&mut self) {
+    pub(crate) async fn empty(&mut self) {
         if self.removed {
             return;
         }
@@ -375,7 +370,7 @@ fn forget(dir: &Path) {
 /// In the forked child, before it execs: moves the calling process into the cgroup whose
 /// `cgroup.procs` is `procs` (writing `0` names the writer). Only async-signal-safe calls, no
 /// allocation. A failure leaves the child where it is; the parent finds out ([`Step::holds`]).
-pub fn enter(procs: &CStr) {
+pub(crate) fn enter(procs: &CStr) {
     use rustix::fs::{Mode, OFlags};
     // rustix makes the system calls directly (async-signal-safe) and takes the C string as it
     // is (no allocation); the descriptor is closed when dropped, before returning.
@@ -473,7 +468,7 @@ fn sweep(own: &Path) {
 
 /// SIGKILL to the processes of every step cgroup of this process, without waiting: for an exit
 /// right now (a second Ctrl-C).
-pub fn kill_all_now() {
+pub(crate) fn kill_all_now() {
     for dir in live().iter() {
         kill(dir);
     }

@@ -5,6 +5,8 @@
 
 use chrono::{SecondsFormat, Utc};
 
+/// The current UTC time as RFC 3339 with microseconds and `Z` (`2026-01-31T12:00:00.000000Z`), the
+/// form every record stores.
 pub fn now_rfc3339() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
 }

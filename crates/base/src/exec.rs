@@ -62,7 +62,7 @@ const LEAK_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// The longest grace between `SIGTERM` and `SIGKILL` when the caller's [`Spec::stop`] fires:
 /// a budget stop must end the spending at once.
-pub const STOP_GRACE: Duration = Duration::from_millis(500);
+pub(crate) const STOP_GRACE: Duration = Duration::from_millis(500);
 
 /// `PATH` used when neither the spec nor the engine has one (glibc's default
 /// for `execvp`).
@@ -173,19 +173,31 @@ impl fmt::Debug for Stdin {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
     /// Exited on its own with this status code.
-    Exited { code: i32 },
+    Exited {
+        /// The exit status the process returned.
+        code: i32,
+    },
     /// Killed by this signal, not by us.
-    Signaled { signal: i32 },
+    Signaled {
+        /// The signal number (`9` for SIGKILL).
+        signal: i32,
+    },
     /// Ran past [`Spec::timeout`] and was stopped.
     TimedOut,
     /// Wrote nothing for [`Spec::idle_timeout`] (`after_ms`) and was stopped.
-    IdleTimedOut { after_ms: u64 },
+    IdleTimedOut {
+        /// How long it had been silent when stopped, in milliseconds.
+        after_ms: u64,
+    },
     /// Stopped because the caller's [`Spec::stop`] fired (a budget ran out).
     Stopped,
     /// The cancellation token fired and the process was stopped.
     Cancelled,
     /// The process could not be started; `message` names `argv[0]` and why.
-    SpawnFailed { message: String },
+    SpawnFailed {
+        /// What could not be started and why, naming `argv[0]`.
+        message: String,
+    },
 }
 
 /// Suffixes that mark a [`Outcome::SpawnFailed`] message as "command not
@@ -233,12 +245,12 @@ pub struct Finished {
     /// changes the length.
     pub stdout_complete: bool,
     /// Number of stdout lines, counting a final line without a newline.
-    pub stdout_lines: u64,
+    pub(crate) stdout_lines: u64,
     /// Wall-clock time at which [`run`] started.
-    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) started_at: chrono::DateTime<chrono::Utc>,
     /// Time from the start of [`run`] until the child was reaped and its
     /// output fully written.
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// The child's pid, if it was spawned.
     pub pid: Option<u32>,
     /// The step's cgroup (its hierarchy path, as `/proc/PID/cgroup` names it), when the child
@@ -629,7 +641,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// made inheritable in this process only for the instant of their own step's spawn, under this
 /// lock; every other spawn takes the lock too, so no other child can inherit them. (Where steps
 /// get cgroups their spawn has a `pre_exec` hook anyway; the descriptors still go this one way.)
-pub fn spawn_lock() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn spawn_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -42,15 +42,15 @@ use crate::io_err::FromIo;
 
 /// The default [`Options::max_files`]: far above a source tree, far below a tree that still
 /// holds build output nobody meant to fingerprint.
-pub const DEFAULT_MAX_FILES: usize = 200_000;
+pub(crate) const DEFAULT_MAX_FILES: usize = 200_000;
 
 /// Files whose mtime or ctime is at most this far before the snapshot (or after it) are
 /// content-hashed: two seconds covers one-second and FAT timestamp granularity and clock jitter.
-pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
+pub(crate) const RACY_WINDOW_NS: i64 = 2_000_000_000;
 
 /// Racy files larger than this are not hashed: reading gigabytes to rule out a same-size
 /// rewrite within one timestamp tick costs more than the case is worth.
-pub const HASH_LIMIT: u64 = 64 * 1024 * 1024;
+pub(crate) const HASH_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// The engine's own directory, written by every step, never part of a fingerprint.
 const ENGINE_DIR: &str = ".orchestrate/";
@@ -88,7 +88,7 @@ impl Default for Options {
 /// How a snapshot found its files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Method {
+pub(crate) enum Method {
     /// `git ls-files`: tracked plus untracked-but-not-ignored files, and the repository state.
     Git,
     /// A directory walk: every file except `.git` directories and ignore patterns.
@@ -102,6 +102,10 @@ pub struct Snapshot {
     workspace: PathBuf,
     options: Options,
     ignore: IgnoreSet,
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the tests check which way a snapshot was taken")
+    )]
     method: Method,
     entries: BTreeMap<Vec<u8>, Entry>,
 }
@@ -112,13 +116,17 @@ pub struct Change {
     /// Workspace-relative, `/`-separated; repository state is named as if the git directory
     /// were `.git/` in the workspace (`.git/HEAD`, `.git/refs/heads/main`).
     pub path: String,
+    /// Whether the path appeared, went away or changed.
     pub kind: ChangeKind,
 }
 
+/// What happened to one path between two snapshots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
+    /// Present after, absent before.
     Added,
+    /// Present before, absent after.
     Removed,
     /// Same kind, but contents, size, timestamps, inode, permissions or link target differ.
     Modified,
@@ -127,28 +135,49 @@ pub enum ChangeKind {
     TypeChanged,
 }
 
+/// Why a workspace could not be snapshotted.
 #[derive(Debug, thiserror::Error)]
 pub enum FingerprintError {
+    /// Reading the workspace failed.
     #[error("failed to {action} {}: {source}", path.display())]
     Io {
+        /// What was being done, read after "failed to" (`read symlink`).
         action: &'static str,
+        /// The file or directory it was done to.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: io::Error,
     },
+    /// A `git` command (listing tracked files, reading repository state) failed.
     #[error("failed to run `git {args}` in {}: {message}", workspace.display())]
     Git {
+        /// The repository it ran in.
         workspace: PathBuf,
+        /// Its arguments after `git`, space-separated.
         args: String,
+        /// Its stderr, or why it could not be run.
         message: String,
     },
+    /// The workspace holds more files than [`Options::max_files`].
     #[error(
         "failed to fingerprint {}: more than {limit} files; ignore generated directories or raise max_files",
         workspace.display()
     )]
-    TooManyFiles { workspace: PathBuf, limit: usize },
+    TooManyFiles {
+        /// The workspace that was being snapshotted.
+        workspace: PathBuf,
+        /// The `max_files` bound it went past.
+        limit: usize,
+    },
+    /// An ignore pattern is not a valid glob.
     #[error("failed to parse ignore pattern `{pattern}`: {message}")]
-    Pattern { pattern: String, message: String },
+    Pattern {
+        /// The pattern as written.
+        pattern: String,
+        /// Why the glob parser refused it.
+        message: String,
+    },
 }
 
 impl FromIo for FingerprintError {
@@ -181,25 +210,20 @@ impl Snapshot {
     }
 
     /// What changed since this snapshot: `diff(self, &self.rescan()?)`.
-    pub fn changes(&self) -> Result<Vec<Change>, FingerprintError> {
+    #[cfg(test)]
+    pub(crate) fn changes(&self) -> Result<Vec<Change>, FingerprintError> {
         Ok(diff(self, &self.rescan()?))
     }
 
-    pub fn workspace(&self) -> &Path {
-        &self.workspace
-    }
-
-    pub fn method(&self) -> Method {
+    #[cfg(test)]
+    pub(crate) fn method(&self) -> Method {
         self.method
     }
 
     /// Number of recorded entries (files, symlinks, nested repositories, repository state).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 }
 

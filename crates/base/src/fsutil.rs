@@ -68,7 +68,7 @@ pub fn write_unpublished(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// (group commit): one leader starts the writeback of every waiting file, then fsyncs each, so
 /// that a journaling filesystem commits them all in one transaction instead of one each; the
 /// others wait for the leader. Every file still gets its own fsync, whatever the filesystem.
-pub fn group_sync(file: &File) -> io::Result<()> {
+pub(crate) fn group_sync(file: &File) -> io::Result<()> {
     static GROUP: GroupSync = GroupSync::new();
     GROUP.sync(file)
 }
@@ -293,10 +293,14 @@ pub fn normalize(path: &Path) -> PathBuf {
 /// Why a user path was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PathError {
+    /// The path (after `..`, symlinks and `~`) lands outside the workspace.
     #[error("`{path}` resolves to {resolved}, outside the workspace {workspace}")]
     Escapes {
+        /// The path as the user gave it.
         path: String,
+        /// Where it resolves to.
         resolved: PathBuf,
+        /// The workspace it had to stay inside.
         workspace: PathBuf,
     },
 }

@@ -19,10 +19,12 @@ impl Default for Fnv1a {
 }
 
 impl Fnv1a {
+    /// A hasher that has seen no bytes yet.
     pub fn new() -> Fnv1a {
         Fnv1a(OFFSET_BASIS)
     }
 
+    /// Feeds `bytes`; feeding `ab` then `c` gives the same hash as `abc`.
     pub fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.0 ^= u64::from(b);
@@ -30,6 +32,7 @@ impl Fnv1a {
         }
     }
 
+    /// The hash of every byte fed so far (feeding may go on).
     pub fn finish(&self) -> u64 {
         self.0
     }

@@ -42,7 +42,7 @@ pub fn read<T: DeserializeOwned>(path: &Path, newest: u32) -> Result<T, ReadErro
 }
 
 /// The bytes of a record: pretty JSON and a final newline.
-pub fn encode<T: Serialize>(record: &T) -> io::Result<Vec<u8>> {
+pub(crate) fn encode<T: Serialize>(record: &T) -> io::Result<Vec<u8>> {
     let mut bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
     bytes.push(b'\n');
     Ok(bytes)

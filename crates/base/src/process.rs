@@ -26,8 +26,10 @@ use tokio::io::{Interest, unix::AsyncFd};
 pub struct Stat {
     /// `R`, `S`, `D`, `Z` (zombie), `X` (dead), ...
     pub state: char,
+    /// Parent pid (`0` when the parent is outside this pid namespace).
     pub ppid: i32,
-    pub pgrp: i32,
+    pub(crate) pgrp: i32,
+    /// Session id: the pid of the session leader.
     pub session: i32,
     /// Field 22, start time in clock ticks since boot: with the pid (and the boot id), names
     /// one process for good.
@@ -70,7 +72,7 @@ pub fn start_time(pid: u32) -> Option<u64> {
 }
 
 /// The parent pid of `pid`.
-pub fn parent_of(pid: u32) -> Option<u32> {
+pub(crate) fn parent_of(pid: u32) -> Option<u32> {
     stat(pid).and_then(|s| u32::try_from(s.ppid).ok())
 }
 

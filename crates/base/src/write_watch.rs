@@ -26,9 +26,10 @@ use std::path::Path;
 
 /// Why writes are not attributed per process.
 #[derive(Debug, thiserror::Error)]
-pub enum WatchError {
+pub(crate) enum WatchError {
     #[error("turned off by ORCHESTRATE_WRITE_WATCH={value}")]
     Off { value: String },
+    #[cfg(not(target_os = "linux"))]
     #[error("fanotify is Linux only")]
     Unsupported,
     #[error("failed to {action} (fanotify needs CAP_SYS_ADMIN): {source}")]
@@ -43,7 +44,7 @@ pub enum WatchError {
 
 /// Who wrote a path, as seen when its event was read.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Writer {
+pub(crate) enum Writer {
     /// Alive, in the cgroup at this hierarchy path.
     Alive { pid: u32, cgroup: String },
     /// Gone by then, or not ours to inspect (pid 0: another pid namespace).
@@ -56,8 +57,8 @@ pub enum Writer {
 pub struct Seen {
     /// Events were lost (the queue overflowed, an event could not be read, the watcher
     /// stopped early): nothing is attributed.
-    pub lost: bool,
-    pub writers: HashMap<String, HashSet<Writer>>,
+    pub(crate) lost: bool,
+    pub(crate) writers: HashMap<String, HashSet<Writer>>,
 }
 
 impl Seen {
@@ -103,7 +104,7 @@ pub struct Watch {
 impl Watch {
     /// Starts watching the mount `root` is on. The mark is in place when this returns, so every
     /// write from then on is seen.
-    pub fn start(root: &Path) -> Result<Watch, WatchError> {
+    pub(crate) fn start(root: &Path) -> Result<Watch, WatchError> {
         if let Some(value) = std::env::var_os("ORCHESTRATE_WRITE_WATCH")
             && matches!(value.to_str(), Some("off" | "0" | "false" | "no"))
         {
@@ -173,14 +174,14 @@ mod linux {
     const BUFFER: usize = 64 * 1024;
 
     #[derive(Debug)]
-    pub struct Running {
+    pub(crate) struct Running {
         /// Closing it (drop) tells the thread to drain what is queued and stop.
         stop: Option<OwnedFd>,
         thread: Option<JoinHandle<Seen>>,
     }
 
     impl Running {
-        pub fn start(root: &Path) -> Result<Running, WatchError> {
+        pub(crate) fn start(root: &Path) -> Result<Running, WatchError> {
             let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
             let fanotify = |action, source| WatchError::Fanotify { action, source };
             // An unlimited queue (CAP_SYS_ADMIN, as the mount mark needs anyway): a mount mark
@@ -235,7 +236,7 @@ mod linux {
             })
         }
 
-        pub fn finish(mut self) -> Seen {
+        pub(crate) fn finish(mut self) -> Seen {
             self.stop.take();
             match self.thread.take().map(JoinHandle::join) {
                 Some(Ok(seen)) => seen,

@@ -508,7 +508,7 @@ pub fn spend_suffix(result: &StepResult) -> String {
 
 /// The tokens a step's line counts: all but `reasoning` (a part of `output`).
 fn tokens_of(usage: &orchestrate_runtime::parse::Usage) -> u64 {
-    usage.input + usage.output + usage.cache_read + usage.cache_write
+    usage.total()
 }
 
 /// Why a step that spent tokens has no cost: "cost unknown: no price for model X in

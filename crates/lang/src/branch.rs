@@ -8,7 +8,7 @@
 const PLACEHOLDERS: &[&str] = &["role", "task", "workflow"];
 
 /// Checks a `branch:` template: known placeholders only, and a valid branch name around them.
-pub fn check_template(template: &str) -> Result<(), String> {
+pub(crate) fn check_template(template: &str) -> Result<(), String> {
     let rendered = render(template, "x", "x", "x")?;
     let clean = sanitize(&rendered);
     if clean != rendered {

@@ -12,27 +12,35 @@ use annotate_snippets::{AnnotationKind, Group, Level, Renderer, Snippet};
 use crate::yaml::Pos;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Severity {
+pub(crate) enum Severity {
     Error,
+    #[expect(dead_code, reason = "no check warns yet; `render` already shows one")]
     Warning,
 }
 
+/// One problem found in a file the user wrote, with where it is and how to fix it; rendered by
+/// [`Diagnostic::render`].
 #[derive(Debug, Clone)]
 pub struct Diagnostic {
-    pub severity: Severity,
+    pub(crate) severity: Severity,
+    /// The file the problem is in.
     pub file: PathBuf,
+    /// 1-based line; 0 when the problem is the whole file (missing, unreadable).
     pub line: u32,
+    /// 1-based column, in characters; 0 with line 0.
     pub column: u32,
     /// How many characters of the source line to underline (at least one).
-    pub width: usize,
+    pub(crate) width: usize,
+    /// What is wrong, as one lowercase sentence fragment.
     pub message: String,
-    pub hint: Option<String>,
+    pub(crate) hint: Option<String>,
     /// The text of `file` when it is not the file being loaded (a problem found in a child
     /// workflow, reported with its parent's): rendering shows the line from it.
-    pub source: Option<std::sync::Arc<str>>,
+    pub(crate) source: Option<std::sync::Arc<str>>,
 }
 
 impl Diagnostic {
+    /// An error at `pos` of `file`, underlining one character, with no hint.
     pub fn error(file: &Path, pos: Pos, message: impl Into<String>) -> Self {
         Diagnostic {
             severity: Severity::Error,
@@ -47,11 +55,13 @@ impl Diagnostic {
         }
     }
 
+    /// Adds the note that says how to fix it ("did you mean `output_capture`?").
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
     }
 
+    /// Underlines `width` characters (at least one) instead of one.
     pub fn with_width(mut self, width: usize) -> Self {
         self.width = width.max(1);
         self
@@ -59,7 +69,7 @@ impl Diagnostic {
 
     /// Moves the position `chars` characters to the right on the same line: used to point inside
     /// a quoted scalar at the `${` that is wrong.
-    pub fn shifted(mut self, chars: usize) -> Self {
+    pub(crate) fn shifted(mut self, chars: usize) -> Self {
         self.column = self
             .column
             .saturating_add(u32::try_from(chars).unwrap_or(0));
@@ -67,7 +77,7 @@ impl Diagnostic {
     }
 
     /// `file:line:column`, the prefix every rendered problem starts with.
-    pub fn location(&self) -> String {
+    pub(crate) fn location(&self) -> String {
         if self.line == 0 {
             return self.file.display().to_string();
         }
@@ -78,7 +88,7 @@ impl Diagnostic {
     /// (through annotate-snippets) the offending source line with the span underlined by display
     /// width, so carets stay under wide characters and tabs, and the hint as a note. Plain text
     /// always: diagnostics go to logs and snapshots as often as to a terminal.
-    pub fn render(&self, source: Option<&str>) -> String {
+    pub(crate) fn render(&self, source: Option<&str>) -> String {
         let (level, label) = match self.severity {
             Severity::Error => (Level::ERROR, "error"),
             Severity::Warning => (Level::WARNING, "warning"),

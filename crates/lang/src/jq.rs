@@ -21,13 +21,13 @@ use serde_json::{Map, Number, Value};
 ///
 /// Converting values is recursive (in this module, in jaq and in serde_json), so
 /// anything deeper is rejected up front instead of risking a stack overflow.
-pub const MAX_DEPTH: usize = 512;
+pub(crate) const MAX_DEPTH: usize = 512;
 
 /// Maximum nesting of brackets, strings and string interpolations in an expression.
 ///
 /// jaq's parser recurses per level; this keeps pathological expressions from
 /// overflowing even the [`STACK_SIZE`] stack. Real expressions stay far below it.
-pub const MAX_EXPR_NESTING: usize = 256;
+pub(crate) const MAX_EXPR_NESTING: usize = 256;
 
 /// Stack size of the thread that compiles and runs expressions (see [`with_big_stack`]).
 const STACK_SIZE: usize = 64 * 1024 * 1024;
@@ -39,13 +39,21 @@ pub enum JqError {
     /// the source where the problem is, when known
     #[error("invalid jq expression `{expr}`: {message}")]
     Compile {
+        /// The expression as written.
         expr: String,
+        /// jaq's explanation.
         message: String,
+        /// Byte offset into `expr` of the problem, when jaq gives one.
         offset: Option<usize>,
     },
     /// evaluation raised an error
     #[error("jq expression `{expr}` failed: {message}")]
-    Runtime { expr: String, message: String },
+    Runtime {
+        /// The expression as written.
+        expr: String,
+        /// The error the expression raised.
+        message: String,
+    },
 }
 
 type Data = data::JustLut<Val>;
@@ -55,14 +63,14 @@ type Filter = jaq_core::Filter<Data>;
 ///
 /// Variables are not declared here, so an expression using `$name` fails with
 /// "undefined variable"; use [`check_with_vars`] to declare them.
-pub fn check(expr: &str) -> Result<(), JqError> {
+pub(crate) fn check(expr: &str) -> Result<(), JqError> {
     check_with_vars(expr, &[])
 }
 
 /// Parse and compile `expr`, treating each name in `var_names` as a defined `$name`.
 ///
 /// Names may be given with or without the leading `$`.
-pub fn check_with_vars(expr: &str, var_names: &[&str]) -> Result<(), JqError> {
+pub(crate) fn check_with_vars(expr: &str, var_names: &[&str]) -> Result<(), JqError> {
     with_big_stack(|| compile_filter(expr, var_names).map(|_| ()))
 }
 
@@ -79,7 +87,7 @@ pub fn eval(expr: &str, input: &Value) -> Result<Vec<Value>, JqError> {
 ///
 /// Names may be given with or without the leading `$`; if a name occurs twice, the
 /// last value wins.
-pub fn eval_with_vars(
+pub(crate) fn eval_with_vars(
     expr: &str,
     input: &Value,
     vars: &[(&str, Value)],
@@ -109,7 +117,7 @@ pub fn eval_bool(expr: &str, input: &Value) -> Result<bool, JqError> {
 }
 
 /// [`eval_bool`] with named variables, as in [`eval_with_vars`].
-pub fn eval_bool_with_vars(
+pub(crate) fn eval_bool_with_vars(
     expr: &str,
     input: &Value,
     vars: &[(&str, Value)],

@@ -13,21 +13,28 @@ use crate::template::Template;
 
 /// Visits of one step before the engine calls it a loop, unless the workflow or step says
 /// otherwise.
-pub const DEFAULT_MAX_VISITS: u32 = 50;
+pub(crate) const DEFAULT_MAX_VISITS: u32 = 50;
 
+/// A validated workflow: every reference, `goto` and template checked; what the engine runs.
 #[derive(Debug, Clone)]
 pub struct Workflow {
+    /// `name:`, else the file name without its extension.
     pub name: String,
     /// The file it was loaded from, as given.
     pub path: PathBuf,
     /// Hex SHA-256-free fingerprint of the source text (FNV-1a 64), used to notice edits between
     /// a run and its resume.
     pub fingerprint: String,
+    /// `inbox_dir`, `processed_dir`, `failed_dir`, `task_extension`: the spec's queue layout.
     pub queue: QueueDirs,
+    /// `providers:` over the built-in templates, by name.
     pub providers: BTreeMap<String, ProviderTemplate>,
     /// `context:` defaults; `--context` and `--context-file` override them.
     pub context: serde_json::Map<String, Value>,
+    /// `env:` for every step; values may hold `${...}`.
     pub env: Vec<(String, Template)>,
+    /// `max_visits:`: how often a step may be entered per activation of its step list before the
+    /// run fails as a loop (default 50).
     pub max_visits: u32,
     /// When true (the default), a failed step with no `on: failure`/`always` handler ends the run.
     /// When false, the run goes on to the next step and still ends as failed.
@@ -39,6 +46,7 @@ pub struct Workflow {
     pub outputs: Vec<(String, Template)>,
     /// `isolation:`: where the steps run (a git worktree of their own); a role's overrides it.
     pub isolation: Option<Isolation>,
+    /// The top-level steps, in order.
     pub steps: Vec<Step>,
 }
 
@@ -71,12 +79,17 @@ pub struct WorktreeSpec {
 /// Spending limits (`budget:` of a workflow or a role); any subset may be set.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Budget {
+    /// Most USD a run may spend, priced from the CLIs' usage.
     pub max_cost_usd: Option<f64>,
+    /// Most tokens a run may use, as the CLIs count them.
     pub max_tokens: Option<u64>,
+    /// Longest a run may take, wall clock.
     pub max_wall: Option<Duration>,
     /// Where each limit was written (`file:line`), for messages.
     pub cost_at: String,
+    /// Where `max_tokens` was written.
     pub tokens_at: String,
+    /// Where `max_wall_sec` was written.
     pub wall_at: String,
 }
 
@@ -114,18 +127,22 @@ impl Budget {
 pub struct SwarmConfig {
     /// Spending of all the swarm's tasks per UTC day.
     pub max_cost_usd_per_day: Option<f64>,
+    /// Tokens of all the swarm's tasks per UTC day.
     pub max_tokens_per_day: Option<u64>,
     /// Where each limit was written (`file:line`), for messages.
     pub cost_at: String,
+    /// Where `max_tokens_per_day` was written.
     pub tokens_at: String,
 }
 
+/// Where a workflow's queue directories are (relative to the workspace) and how task files end.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueDirs {
-    pub inbox_dir: String,
+    pub(crate) inbox_dir: String,
+    /// Where finished tasks' records go (`--clean-processed` empties it).
     pub processed_dir: String,
-    pub failed_dir: String,
-    pub task_extension: String,
+    pub(crate) failed_dir: String,
+    pub(crate) task_extension: String,
 }
 
 impl Default for QueueDirs {
@@ -139,9 +156,12 @@ impl Default for QueueDirs {
     }
 }
 
+/// A `providers:` entry: the command that runs a model CLI around a prompt.
 #[derive(Debug, Clone)]
 pub struct ProviderTemplate {
+    /// `command:` argv; `${PROMPT}` and the params (`${model}`) are substituted.
     pub command: Vec<Template>,
+    /// `defaults:` for params a step's `provider_params` does not set.
     pub defaults: BTreeMap<String, String>,
     /// The flag that names a model (built-in templates only): `FLAG MODEL` is appended when a
     /// model is named (`provider_params.model`, the role's or run's model), and the CLI's own
@@ -159,25 +179,42 @@ impl ProviderTemplate {
     }
 }
 
+/// One step of a workflow: its kind and the fields every kind shares.
 #[derive(Debug, Clone)]
 pub struct Step {
+    /// `name:`, unique in the workflow; `goto` and `${steps.<name>...}` use it.
     pub name: String,
     /// Line and column of the step in its file (for messages).
     pub line: u32,
-    pub column: u32,
-    pub agent: Option<String>,
+    pub(crate) column: u32,
+    #[expect(
+        dead_code,
+        reason = "loaded from the step's `agent:`; nothing reads it yet"
+    )]
+    pub(crate) agent: Option<String>,
+    /// What the step does, with the fields of that kind.
     pub kind: StepKind,
+    /// `when:`: the step is skipped when this is false.
     pub when: Option<Condition>,
+    /// `on:`: where to go after the step.
     pub on: Transitions,
+    /// `output_capture:`: how stdout becomes the step's result.
     pub capture: Capture,
+    /// `allow_parse_error:`: with JSON capture, output that does not parse does not fail the step.
     pub allow_parse_error: bool,
+    /// `output_file:`: stdout is also written to this file (against WORKSPACE).
     pub output_file: Option<Template>,
+    /// `timeout_sec`: wall-clock limit; the step's processes are stopped and it fails with 124.
     pub timeout: Option<Duration>,
     /// `idle_timeout_sec`: the process is stopped after this long without output.
     pub idle_timeout: Option<Duration>,
+    /// `retry:`: attempts, delay and backoff.
     pub retry: Retry,
+    /// `max_visits:` of this step, over the workflow's.
     pub max_visits: Option<u32>,
+    /// `env:` of this step, over the workflow's; values may hold `${...}`.
     pub env: Vec<(String, Template)>,
+    /// `secrets:`: environment variables passed to this step only and masked as `***` on disk.
     pub secrets: Vec<String>,
     /// A jq condition over the step's result: when it holds after the step succeeded, the step
     /// counts as rejected (`on.rejected`), e.g. a review whose JSON says it failed.
@@ -188,12 +225,13 @@ pub struct Step {
     pub output_schema: Option<OutputSchema>,
     /// Line and column of some field values (`provider`, `when.jq`, `for_each.items_from`,
     /// `input_file`), so that later checks can point at them.
-    pub at: BTreeMap<&'static str, (u32, u32)>,
+    pub(crate) at: BTreeMap<&'static str, (u32, u32)>,
 }
 
 /// `converge:`: a loop through a step (a review, a test run) must make its findings shrink.
 #[derive(Debug, Clone)]
 pub struct Converge {
+    /// How to count the findings on each visit.
     pub findings: Findings,
     /// K: the loop is not converging when K visits in a row found no fewer findings than the
     /// fewest before them.
@@ -212,21 +250,32 @@ pub enum Findings {
     Pointer(Template),
 }
 
+/// What a step does: one variant per step kind, with its own fields.
 #[derive(Debug, Clone)]
 pub enum StepKind {
+    /// `command:` runs a program (no shell).
     Command {
+        /// The program and its arguments, each a template.
         argv: Vec<Template>,
     },
     /// A model CLI: a provider template (or `command_override`) fed the prompt in `input_file`.
     Provider {
+        /// `provider:`: the template's name; `None` takes the role's or run's.
         provider: Option<String>,
+        /// `provider_params:` over the template's `defaults:`.
         params: BTreeMap<String, Template>,
+        /// `input_file:`: the prompt file, passed literally as `${PROMPT}`.
         input_file: Option<Template>,
+        /// `command_override:`: an argv that replaces the template's command.
         command_override: Option<Vec<Template>>,
     },
+    /// `for_each:` runs its steps once per item.
     ForEach {
+        /// `items:` or `items_from:`.
         items: Items,
+        /// `as:`: the name each item is bound to (`${<var>}`).
         var: String,
+        /// The steps run for each item.
         steps: Vec<Step>,
         /// `max_parallel` and `join` (the default: one item at a time, all must succeed).
         fan: FanOut,
@@ -234,13 +283,20 @@ pub enum StepKind {
     /// `parallel:`: named branches (step lists) run at once and joined like a `for_each`'s
     /// items.
     Parallel {
+        /// The branches, in order.
         branches: Vec<Branch>,
+        /// `max_parallel` and `join`.
         fan: FanOut,
     },
+    /// `wait_for:` blocks until enough files match a glob; exit 124 on timeout.
     WaitFor {
+        /// The pattern, relative to WORKSPACE.
         glob: Template,
+        /// `timeout_sec` (default 300 s).
         timeout: Duration,
+        /// `poll_ms`: how often to look (default 500 ms).
         poll: Duration,
+        /// `min_count`: matches needed (default 1).
         min_count: usize,
     },
     /// A coding agent (claude, codex, gemini) run through its adapter: the prompt on stdin, the
@@ -248,15 +304,20 @@ pub enum StepKind {
     Agent(AgentStep),
     /// Blocks until a person (or any tool) approves or rejects, through decision files.
     Approval {
+        /// What the person is asked.
         message: Template,
+        /// Files shown with the request.
         artifacts: Vec<Template>,
+        /// How long to wait for a decision; `None`: until one comes (or the run is cancelled).
         timeout: Option<Duration>,
     },
     /// Runs another workflow file as a child run (`workflow:` with `with:` inputs).
     Workflow(SubWorkflow),
     /// Hands a task to a role: written durably into its inbox (`*.tmp`, then renamed).
     Enqueue {
+        /// The role whose inbox takes the task.
         role: Template,
+        /// The task's content.
         content: EnqueueContent,
         /// The task id; a new time-ordered id when absent.
         name: Option<Template>,
@@ -272,7 +333,7 @@ pub struct SubWorkflow {
     /// own `context:` defaults.
     pub with: Vec<WithInput>,
     /// Line and column of the `workflow:` value, for messages about the child file.
-    pub at: (u32, u32),
+    pub(crate) at: (u32, u32),
     /// The child as loaded with the parent (when the loader knew the workspace): validated,
     /// its own children loaded too. `None` when loaded without a workspace (the runner then
     /// loads it when the step runs).
@@ -282,30 +343,38 @@ pub struct SubWorkflow {
 /// One `with:` entry of a `workflow:` step.
 #[derive(Debug, Clone)]
 pub struct WithInput {
+    /// The name the child sees (`${context.<key>}`).
     pub key: String,
     /// JSON whose strings may hold `${...}` (a string that is one `${...}` keeps the value's
     /// JSON type).
     pub value: Value,
     /// Line and column of the key.
-    pub at: (u32, u32),
+    pub(crate) at: (u32, u32),
 }
 
 /// A child workflow loaded with its parent: the model and the text it came from (the child
 /// run keeps a copy of the text, as every resumable run does).
 #[derive(Debug)]
 pub struct LoadedChild {
+    /// The child, validated.
     pub workflow: Workflow,
+    /// Its source text.
     pub text: String,
 }
 
+/// An `agent:` step: the CLI, the prompt and what the agent may do.
 #[derive(Debug, Clone)]
 pub struct AgentStep {
     /// `claude`, `codex`, `gemini`, or a provider template's name; `None`: the run's, role's or
     /// profile's default.
     pub runtime: Option<String>,
+    /// `prompt:` or `prompt_file:`.
     pub prompt: Prompt,
+    /// `model:`, which may hold `${...}`; `None`: the profile's, role's or CLI's default.
     pub model: Option<Template>,
+    /// `phase:`: what the agent may change.
     pub phase: Phase,
+    /// `max_turns:`, for CLIs that can bound their turns.
     pub max_turns: Option<u32>,
     /// The step whose session this one continues.
     pub resume: Option<String>,
@@ -315,6 +384,7 @@ pub struct AgentStep {
     pub artifacts: Vec<String>,
 }
 
+/// Where an agent's prompt comes from.
 #[derive(Debug, Clone)]
 pub enum Prompt {
     /// Inline text; `${...}` is substituted.
@@ -331,13 +401,18 @@ pub enum Prompt {
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
+    /// Reads only; the workspace must be unchanged afterwards.
     Readonly,
+    /// Plans: reads, and writes only its `artifacts`.
     Plan,
+    /// Edits files; runs only the `allow_shell` commands.
     Write,
+    /// Anything, with no permission prompts.
     Full,
 }
 
 impl Phase {
+    /// The phase as written in YAML and records.
     pub fn label(self) -> &'static str {
         match self {
             Phase::Readonly => "readonly",
@@ -353,8 +428,10 @@ impl Phase {
     }
 }
 
+/// What an `enqueue` step writes as the task.
 #[derive(Debug, Clone)]
 pub enum EnqueueContent {
+    /// Inline text; `${...}` is substituted.
     Text(Template),
     /// A workspace file whose contents (passed literally) become the task.
     File(Template),
@@ -369,7 +446,7 @@ pub struct OutputSchema {
     pub schema: Value,
     /// Where it came from: `inline` or the file's workspace path.
     pub origin: String,
-    pub validator: std::sync::Arc<jsonschema::Validator>,
+    pub(crate) validator: std::sync::Arc<jsonschema::Validator>,
 }
 
 impl std::fmt::Debug for OutputSchema {
@@ -399,7 +476,7 @@ impl OutputSchema {
 
 /// What a role's steps may do (`capabilities:` in its file): a coordinator that only hands work
 /// on and asks people, a reviewer that only reads.
-pub const CAPABILITIES: &[&str] = &[
+pub(crate) const CAPABILITIES: &[&str] = &[
     "command", "provider", "enqueue", "approval", "wait_for", "readonly", "plan", "write", "full",
 ];
 
@@ -415,14 +492,6 @@ impl StepKind {
         }
     }
 
-    /// How a step with nested step lists runs them (`None` for other kinds).
-    pub fn fan(&self) -> Option<&FanOut> {
-        match self {
-            StepKind::ForEach { fan, .. } | StepKind::Parallel { fan, .. } => Some(fan),
-            _ => None,
-        }
-    }
-
     /// The capability a step of this kind needs (an agent step: its phase); `None` for
     /// `for_each`, `parallel` and `workflow`, whose bodies' (child's) steps are checked instead.
     pub fn capability(&self) -> Option<&'static str> {
@@ -433,6 +502,7 @@ impl StepKind {
         }
     }
 
+    /// The step kind as written in YAML and records (`command`, `for_each`, ...).
     pub fn label(&self) -> &'static str {
         match self {
             StepKind::Command { .. } => "command",
@@ -453,12 +523,13 @@ impl StepKind {
 pub struct FanOut {
     /// At most this many items (branches) run at once; 1 is the spec's sequential loop.
     pub max_parallel: u32,
+    /// When the whole fan-out counts as succeeded.
     pub join: Join,
 }
 
 impl FanOut {
     /// The spec's `for_each`: one item after another, the first failure ends the loop.
-    pub const SEQUENTIAL: FanOut = FanOut {
+    pub(crate) const SEQUENTIAL: FanOut = FanOut {
         max_parallel: 1,
         join: Join::AllSuccess,
     };
@@ -483,9 +554,9 @@ pub enum Join {
 }
 
 impl Join {
-    pub const NAMES: [&'static str; 3] = ["all_success", "any_success", "all_done"];
+    pub(crate) const NAMES: [&'static str; 3] = ["all_success", "any_success", "all_done"];
 
-    pub fn parse(text: &str) -> Option<Join> {
+    pub(crate) fn parse(text: &str) -> Option<Join> {
         match text {
             "all_success" => Some(Join::AllSuccess),
             "any_success" => Some(Join::AnySuccess),
@@ -494,6 +565,7 @@ impl Join {
         }
     }
 
+    /// The join as written in YAML (`all_success`, ...).
     pub fn label(self) -> &'static str {
         match self {
             Join::AllSuccess => "all_success",
@@ -506,75 +578,103 @@ impl Join {
 /// One named branch of a `parallel` step.
 #[derive(Debug, Clone)]
 pub struct Branch {
+    /// The branch's name, unique in its step.
     pub name: String,
     /// Line of the branch's name in its file.
-    pub line: u32,
+    pub(crate) line: u32,
+    /// The branch's steps, run in order.
     pub steps: Vec<Step>,
 }
 
+/// What a `for_each` iterates over.
 #[derive(Debug, Clone)]
 pub enum Items {
+    /// `items:` as written (strings may hold `${...}`).
     Literal(Vec<Value>),
+    /// `items_from:`: an earlier step's lines or a JSON array of its output.
     From(Pointer),
 }
 
 /// `steps.<Step>.lines` or `steps.<Step>.json[.<dot.path>]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pointer {
+    /// The pointer as written.
     pub text: String,
+    /// The step it reads.
     pub step: String,
     /// `["lines"]` or `["json", ...path]`.
     pub path: Vec<String>,
 }
 
+/// A step's `when:`: it runs only when this holds.
 #[derive(Debug, Clone)]
 pub enum Condition {
+    /// `equals: {left, right}`: the two strings are equal after substitution.
     Equals {
+        /// One side, substituted.
         left: Template,
+        /// The other side, substituted.
         right: Template,
     },
+    /// `not_equals: {left, right}`: the two strings differ after substitution.
     NotEquals {
+        /// One side, substituted.
         left: Template,
+        /// The other side, substituted.
         right: Template,
     },
     /// A jq expression over the run's variables (`.steps.X.json.ok`, `.context.mode`).
     Jq(String),
 }
 
+/// A step's `on:`: where to go after it, by how it ended.
 #[derive(Debug, Clone, Default)]
 pub struct Transitions {
+    /// Taken when the step succeeded.
     pub success: Option<Target>,
+    /// Taken when the step failed.
     pub failure: Option<Target>,
+    /// Taken after either outcome when the matching `success` or `failure` is not set.
     pub always: Option<Target>,
     /// Taken when an approval is rejected, or when the step's `rejected_when` holds.
     pub rejected: Option<Target>,
     /// Taken when the step's JSON output does not match its `output_schema`.
     pub invalid: Option<Target>,
     /// Line and column of each `goto` value (success, failure, always, rejected, invalid).
-    pub at: [(u32, u32); 5],
+    pub(crate) at: [(u32, u32); 5],
 }
 
+/// Where a `goto` leads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
+    /// A step of the same step list, by name.
     Step(String),
+    /// `_end`: the run ends successfully.
     End,
 }
 
+/// `output_capture:`: how a step's stdout becomes its result.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Capture {
+    /// The whole output as one string (`${steps.X.output}`).
     Text,
+    /// One string per line (`${steps.X.lines}`).
     Lines,
+    /// Parsed as JSON (`${steps.X.json...}`).
     Json,
 }
 
+/// `retry:` of a step: how often and how soon a failed step runs again.
 #[derive(Debug, Clone)]
 pub struct Retry {
     /// Total attempts, the first included (1 = no retry).
     pub max_attempts: u32,
+    /// `delay_sec`: the wait before the second attempt.
     pub delay: Duration,
+    /// Each later wait is the one before times this.
     pub backoff: f64,
     /// Exit codes that are worth another attempt; `None` means the step kind's default
     /// (providers: 1 and 124, as the spec maps them; commands: any failure).
@@ -611,6 +711,7 @@ impl Workflow {
         out
     }
 
+    /// The step of that name, searched in nested step lists too.
     pub fn find_step(&self, name: &str) -> Option<&Step> {
         self.all_steps().into_iter().find(|step| step.name == name)
     }
@@ -621,7 +722,7 @@ impl Workflow {
 /// exits 1 outside a git repository and `gemini -p` exits 55 in a folder never trusted). No
 /// model is named unless the step, role or run names one: each CLI then uses its own default.
 /// A workflow's `providers:` block replaces an entry of the same name.
-pub fn builtin_providers() -> BTreeMap<String, ProviderTemplate> {
+pub(crate) fn builtin_providers() -> BTreeMap<String, ProviderTemplate> {
     let make = |argv: &[&str], model_flag: &'static str| ProviderTemplate {
         command: argv
             .iter()
@@ -652,10 +753,15 @@ pub fn builtin_providers() -> BTreeMap<String, ProviderTemplate> {
 /// A role of the swarm (`agents/<role>.yaml`): one inbox, one workflow per task.
 #[derive(Debug, Clone)]
 pub struct Role {
+    /// The role's name, which its file's must match (`agents/<name>.yaml`).
     pub name: String,
     /// The file it was loaded from.
     pub path: PathBuf,
-    pub description: Option<String>,
+    #[expect(
+        dead_code,
+        reason = "loaded from the role's `description:`; nothing reads it yet"
+    )]
+    pub(crate) description: Option<String>,
     /// Inbox directory relative to WORKSPACE (default `inbox/<name>`).
     pub inbox: String,
     /// The workflow each task runs, relative to WORKSPACE.
@@ -670,6 +776,7 @@ pub struct Role {
     pub task_timeout: Option<Duration>,
     /// Provider (runtime) for provider steps that name none, and its model.
     pub runtime: Option<String>,
+    /// Its model, for those steps.
     pub model: Option<String>,
     /// How long a task file written in place must be still before it is taken, where whether a
     /// process still has it open for writing cannot be known (`fsutil::Writers::Unknown`).
@@ -690,7 +797,7 @@ impl Role {
     /// Every step (depth first, `for_each` bodies and loaded child workflows included) this role
     /// may not run, with the capability it lacks and the file it is in (`None`: the workflow's
     /// own file; else the child workflow it is in).
-    pub fn forbidden<'a>(&self, steps: &'a [Step]) -> Vec<Forbidden<'a>> {
+    pub(crate) fn forbidden<'a>(&self, steps: &'a [Step]) -> Vec<Forbidden<'a>> {
         self.forbidden_in(steps, None)
     }
 
@@ -730,8 +837,8 @@ impl Role {
 
 /// A step a role may not run: the step, the capability it needs, and the child workflow it is
 /// in (`None`: the role's workflow itself).
-pub type Forbidden<'a> = (&'a Step, &'static str, Option<&'a LoadedChild>);
+pub(crate) type Forbidden<'a> = (&'a Step, &'static str, Option<&'a LoadedChild>);
 
 impl Role {
-    pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+    pub(crate) const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 }

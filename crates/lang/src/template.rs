@@ -9,14 +9,14 @@ use serde_json::Value;
 /// A string with `${...}` references, parsed once when the workflow loads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
-    pub raw: String,
-    pub parts: Vec<Part>,
+    pub(crate) raw: String,
+    pub(crate) parts: Vec<Part>,
     /// Line and column of the scalar in its workflow file (0, 0 when made by the engine).
     pub at: (u32, u32),
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Part {
+pub(crate) enum Part {
     Lit(String),
     Var(VarRef),
 }
@@ -25,24 +25,28 @@ pub enum Part {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VarRef {
     /// The text between `${` and `}`.
-    pub text: String,
+    pub(crate) text: String,
+    /// The reference split at the dots (`["steps", "Build", "json", "files"]`).
     pub segments: Vec<String>,
     /// Character offset of the `${` in the raw string, for diagnostics.
-    pub offset: usize,
+    pub(crate) offset: usize,
 }
 
 impl VarRef {
+    /// The first segment: which document the variable reads (`steps`, `context`, `run`, ...).
     pub fn root(&self) -> &str {
         &self.segments[0]
     }
 }
 
+/// A `${...}` that does not parse.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct SyntaxError {
+    /// What is wrong with it.
     pub message: String,
     /// Character offset in the raw string.
-    pub offset: usize,
+    pub(crate) offset: usize,
 }
 
 impl Template {
@@ -56,6 +60,7 @@ impl Template {
         }
     }
 
+    /// Splits `raw` into literal text and `${...}` references.
     pub fn parse(raw: &str) -> Result<Template, SyntaxError> {
         let chars: Vec<char> = raw.chars().collect();
         let mut parts = Vec::new();
@@ -97,13 +102,14 @@ impl Template {
         })
     }
 
-    pub fn vars(&self) -> impl Iterator<Item = &VarRef> {
+    pub(crate) fn vars(&self) -> impl Iterator<Item = &VarRef> {
         self.parts.iter().filter_map(|part| match part {
             Part::Var(var) => Some(var),
             Part::Lit(_) => None,
         })
     }
 
+    /// Whether it holds no `${...}` at all.
     pub fn is_literal(&self) -> bool {
         self.vars().next().is_none()
     }
@@ -173,11 +179,12 @@ pub fn to_text(value: &Value) -> String {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("undefined variable `${{{var}}}`{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
 pub struct Undefined {
-    pub var: String,
-    pub reason: Option<String>,
+    pub(crate) var: String,
+    pub(crate) reason: Option<String>,
 }
 
 impl Undefined {
+    /// `var` has no value, for `reason`.
     pub fn new(var: &VarRef, reason: impl Into<String>) -> Undefined {
         Undefined {
             var: var.text.clone(),
@@ -188,6 +195,7 @@ impl Undefined {
 
 /// Where variable values come from.
 pub trait Lookup {
+    /// The value of `var`, or why it has none.
     fn lookup(&self, var: &VarRef) -> Result<Value, Undefined>;
 }
 

@@ -15,32 +15,41 @@ use orchestrate_base::human::group_digits;
 /// Line and column (both 1-based) and byte offset of a node in its source text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Pos {
-    pub line: u32,
-    pub column: u32,
-    pub offset: Option<usize>,
+    pub(crate) line: u32,
+    pub(crate) column: u32,
+    pub(crate) offset: Option<usize>,
 }
 
 /// One YAML node and where it starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
+    /// Line and column of the node's first character.
     pub pos: Pos,
+    /// The node's value.
     pub value: Value,
 }
 
+/// A YAML value whose every node keeps its position.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// `null` or `~`.
     Null,
+    /// `true` or `false`.
     Bool(bool),
+    /// An integer.
     Int(i128),
+    /// A floating-point number (`1.5`, `1e3`, `.inf`).
     Float(f64),
+    /// A string, quoted or plain.
     Str(String),
+    /// A sequence.
     Seq(Vec<Node>),
     /// Keys keep their own positions so "unknown field" can point at the key.
     Map(Vec<(Node, Node)>),
 }
 
 impl Value {
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Value::Null => "null",
             Value::Bool(_) => "a boolean",
@@ -92,7 +101,9 @@ impl Node {
 /// A YAML syntax or limit error, already positioned.
 #[derive(Debug, Clone)]
 pub struct ParseError {
+    /// Where the problem is.
     pub pos: Pos,
+    /// What is wrong.
     pub message: String,
 }
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct CancelRequest {
     /// The run id or task id named on the command line.
-    pub target: String,
+    pub(crate) target: String,
     /// Who asked: `$USER`, else the uid.
     pub by: String,
     /// When (RFC 3339).
@@ -23,6 +23,7 @@ pub struct CancelRequest {
 }
 
 impl CancelRequest {
+    /// A request to stop `target`, made now by this process and user.
     pub fn new(target: &str) -> CancelRequest {
         CancelRequest {
             target: target.to_string(),
@@ -50,10 +51,12 @@ pub fn who() -> String {
 }
 
 /// `RUN_ROOT/cancel.json`: who asked a run to stop. The runner reads it when it stops.
-pub fn run_cancel_path(run_root: &Path) -> PathBuf {
+pub(crate) fn run_cancel_path(run_root: &Path) -> PathBuf {
     run_root.join("cancel.json")
 }
 
+/// Writes `request` to `RUN_ROOT/cancel.json` atomically; the error says which file could not be
+/// written.
 pub fn write_run_cancel(run_root: &Path, request: &CancelRequest) -> Result<(), String> {
     let path = run_cancel_path(run_root);
     orchestrate_base::fsutil::atomic_write(&path, &serde_json::to_vec(request).unwrap_or_default())

@@ -59,7 +59,7 @@ pub fn setup() -> Option<()> {
 
 /// Evaluates fault point `name`; the `return` action kills this process at once.
 #[cfg(feature = "failpoints")]
-pub fn point(name: &str) {
+pub(crate) fn point(name: &str) {
     if fail::eval(name, |_| ()).is_some() {
         // SIGKILL cannot be caught: this is the end of the process.
         let _ = orchestrate_base::process::kill(std::process::id(), libc::SIGKILL);

@@ -12,22 +12,41 @@ use zip::write::SimpleFileOptions;
 use orchestrate_base::fsutil::normalize;
 use orchestrate_base::io_err::FromIo;
 
+/// Why `processed/` could not be cleaned or archived.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessedError {
+    /// The configured directory is not inside the workspace.
     #[error("refusing to clean `{configured}`: it resolves to {}, which is not a directory inside the workspace {}; --clean-processed only empties WORKSPACE/processed/", resolved.display(), workspace.display())]
     OutsideWorkspace {
+        /// The directory as configured.
         configured: String,
+        /// Where it resolves to.
         resolved: PathBuf,
+        /// The workspace it must stay inside.
         workspace: PathBuf,
     },
+    /// The directory to clean is a symlink.
     #[error("refusing to clean {}: it is a symlink; --clean-processed never follows links", path.display())]
-    Symlink { path: PathBuf },
+    Symlink {
+        /// The link.
+        path: PathBuf,
+    },
+    /// The archive would be written into the directory it archives.
     #[error("refusing to archive into {}: the archive must be outside the processed directory {}", dest.display(), processed.display())]
-    ArchiveInside { dest: PathBuf, processed: PathBuf },
+    ArchiveInside {
+        /// The archive asked for.
+        dest: PathBuf,
+        /// The directory being archived.
+        processed: PathBuf,
+    },
+    /// Reading, removing or archiving a file failed.
     #[error("failed to {action} {}: {source}", path.display())]
     Io {
+        /// What was being done, read after "failed to".
         action: &'static str,
+        /// The file or directory it was done to.
         path: PathBuf,
+        /// The OS error.
         source: io::Error,
     },
 }

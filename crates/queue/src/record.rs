@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The `schema` of every task record.
-pub const SCHEMA: &str = "status/v1";
+pub(crate) const SCHEMA: &str = "status/v1";
 
 /// `status.json` of a finished (or quarantined) task. Every key of `docs/swarm.md`'s list is
 /// always written, `null` or empty where it does not apply; the keys after `history` are written
@@ -30,13 +30,13 @@ pub const SCHEMA: &str = "status/v1";
 pub struct TaskStatus {
     /// Always `status/v1`.
     #[schemars(extend("const" = "status/v1"))]
-    pub schema: String,
+    pub(crate) schema: String,
     /// Links the tasks of one piece of work, handed on from task to task.
     pub correlation_id: Option<String>,
     /// The role that ran the task.
-    pub agent: String,
+    pub(crate) agent: String,
     /// The task id.
-    pub task: String,
+    pub(crate) task: String,
     /// SHA-256 of the workflow file's text (with its sub-workflows') the attempt ran; `None`
     /// where no workflow ran (quarantine, a worker that died too often).
     pub workflow_hash: Option<String>,
@@ -47,11 +47,11 @@ pub struct TaskStatus {
     /// The last step run.
     pub step: Option<String>,
     /// When the record was written (RFC 3339).
-    pub timestamp: String,
+    pub(crate) timestamp: String,
     /// Whether the task succeeded (`processed/`) or not (`failed/`).
-    pub success: bool,
+    pub(crate) success: bool,
     /// The workflow's exit code (the exit-code table: 1 a step failed, 2 invalid, 124, 130).
-    pub exit_code: i32,
+    pub(crate) exit_code: i32,
     /// The failing step's own exit code, when a step's failure ended the run.
     pub step_exit_code: Option<i32>,
     /// Files written through `output_file`, relative to the workspace.
@@ -61,7 +61,7 @@ pub struct TaskStatus {
     /// Tasks handed to other roles.
     pub next_actions: Vec<NextAction>,
     /// What happened; for a failed step, followed by the last lines of its stderr.
-    pub message: String,
+    pub(crate) message: String,
     /// When the attempt was claimed, started and finished.
     pub timings: Option<Timings>,
     /// The role process that ran the attempt.
@@ -76,14 +76,14 @@ pub struct TaskStatus {
     pub cancelled: Option<crate::cancel::CancelRequest>,
     /// Bad input moved aside unread.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quarantined: Option<bool>,
+    pub(crate) quarantined: Option<bool>,
     /// A quarantined entry's name as it was in the inbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub original_name: Option<String>,
+    pub(crate) original_name: Option<String>,
     /// The task file changed after its claim: `task` was put back to the bytes the workflow was
     /// given and the later version kept as `task.changed` (`queue::complete`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_changed: Option<String>,
+    pub(crate) task_changed: Option<String>,
 }
 
 impl TaskStatus {
@@ -123,11 +123,12 @@ impl TaskStatus {
         }
     }
 
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).unwrap_or_default()
     }
 }
 
+/// Sizes and durations of one task's run.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Metrics {
     /// Seconds from start to finish.
@@ -136,6 +137,7 @@ pub struct Metrics {
     pub task_bytes: u64,
 }
 
+/// A task this run handed to another role.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct NextAction {
     /// The role the task went to.
@@ -146,6 +148,7 @@ pub struct NextAction {
     pub task: String,
 }
 
+/// When the task was claimed, when its workflow started and when it finished.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Timings {
     /// RFC 3339.
@@ -156,6 +159,7 @@ pub struct Timings {
     pub finished_at: String,
 }
 
+/// The role process that ran the task.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Worker {
     /// The role process's pid.
@@ -168,20 +172,20 @@ pub struct Worker {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct HistoryEntry {
     /// Which attempt it was.
-    pub attempt: u32,
+    pub(crate) attempt: u32,
     /// When it ended (RFC 3339).
-    pub ended: String,
+    pub(crate) ended: String,
     /// Why it ended.
-    pub reason: String,
+    pub(crate) reason: String,
     /// `false`: given back at shutdown, not counted against `max_attempts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub charged: Option<bool>,
+    pub(crate) charged: Option<bool>,
     /// The earlier attempt's record (`failed/<ts>_<role>_<id>`) this task was retried from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub record: Option<String>,
+    pub(crate) record: Option<String>,
     /// The earlier attempt's run id, when it had a run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
+    pub(crate) run_id: Option<String>,
 }
 
 /// The JSON Schema of `status/v1` as written (every key the writer always writes is
@@ -197,9 +201,9 @@ pub fn json_schema() -> String {
 }
 
 /// Lines of a failed step's stderr quoted in its failure message.
-pub const STDERR_TAIL_LINES: usize = 5;
+pub(crate) const STDERR_TAIL_LINES: usize = 5;
 /// Bytes of a failed step's stderr read for its failure message.
-pub const STDERR_TAIL_BYTES: u64 = 1024;
+pub(crate) const STDERR_TAIL_BYTES: u64 = 1024;
 
 /// The last lines of a step's stderr log (already masked, as every log is): at most
 /// [`STDERR_TAIL_LINES`] lines from its last [`STDERR_TAIL_BYTES`] bytes, blank lines dropped.

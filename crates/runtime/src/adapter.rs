@@ -14,6 +14,8 @@ use crate::parse::Runtime;
 use orchestrate_lang::model::Phase;
 
 impl Runtime {
+    /// The runtime a profile or step names (`claude`, `codex`, `gemini`); `None` for any other
+    /// name.
     pub fn from_name(name: &str) -> Option<Runtime> {
         match name {
             "claude" => Some(Runtime::Claude),
@@ -23,6 +25,7 @@ impl Runtime {
         }
     }
 
+    /// The name as written in workflows, profiles and records.
     pub fn name(self) -> &'static str {
         match self {
             Runtime::Claude => "claude",
@@ -35,16 +38,24 @@ impl Runtime {
 /// What one agent run asks for.
 #[derive(Debug, Clone)]
 pub struct Request<'a> {
+    /// Which CLI builds the command.
     pub runtime: Runtime,
     /// The executable, when not the runtime's name on PATH.
     pub bin: Option<&'a str>,
     /// The runtime profile's `args:`, right after the binary (codex: after `exec`).
     pub extra_args: &'a [String],
+    /// The model to pass with `--model` (or the CLI's equivalent); `None` leaves the CLI's default.
     pub model: Option<&'a str>,
+    /// What the agent may do: read only, plan, edit files, or anything (mapped to each CLI's
+    /// permission mode).
     pub phase: Phase,
+    /// Turn limit, for CLIs that have one (claude `--max-turns`, gemini through its home).
     pub max_turns: Option<u32>,
+    /// A session to continue (`--resume`, `exec resume`) instead of starting a new one.
     pub resume_session: Option<&'a str>,
+    /// Command prefixes the agent may run in the `write` phase (claude `Bash(prefix:*)`).
     pub allow_shell: &'a [String],
+    /// The directory the CLI runs in.
     pub workspace: &'a Path,
     /// A private directory of the step for files the CLI must read (gemini's policy, settings).
     pub scratch: &'a Path,
@@ -58,8 +69,11 @@ pub struct Request<'a> {
 /// The command to run: argv, extra environment, and files to write before spawning.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Invocation {
+    /// The program and its arguments, program first.
     pub argv: Vec<String>,
+    /// Variables to set on top of the engine's environment for this run.
     pub env: Vec<(String, String)>,
+    /// Files to write (path, contents) before spawning, such as gemini's policy.
     pub files: Vec<(PathBuf, String)>,
     /// Things the CLI cannot do that the request asked for (recorded as warnings).
     pub notes: Vec<String>,

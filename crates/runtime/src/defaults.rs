@@ -17,21 +17,29 @@ use crate::parse::Runtime;
 
 /// A pinned CLI and the models it uses when no model is named.
 #[derive(Debug, Clone, Copy)]
-pub struct Pinned {
-    pub runtime: Runtime,
+pub(crate) struct Pinned {
+    pub(crate) runtime: Runtime,
     /// The npm package `scripts/install-agent-clis` installs.
-    pub package: &'static str,
-    pub version: &'static str,
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "a unit test compares it with the install script")
+    )]
+    pub(crate) package: &'static str,
+    pub(crate) version: &'static str,
     /// The model it runs without `--model` and without user configuration; `None` when it
     /// routes each request itself (gemini's `auto`), naming the models in its output.
-    pub default_model: Option<&'static str>,
+    pub(crate) default_model: Option<&'static str>,
     /// Other models it uses on its own: routers, background and fallback models.
-    pub also_uses: &'static [&'static str],
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "a unit test checks each is priced")
+    )]
+    pub(crate) also_uses: &'static [&'static str],
 }
 
 /// The versions RUNTIMES.md and the adapter tables were written against; bump with
 /// `scripts/install-agent-clis` (a unit test compares the two) and price any new default.
-pub const PINNED: &[Pinned] = &[
+pub(crate) const PINNED: &[Pinned] = &[
     Pinned {
         runtime: Runtime::Claude,
         package: "@anthropic-ai/claude-code",
@@ -72,9 +80,10 @@ pub const PINNED: &[Pinned] = &[
 /// The model a run will use and where that was learned.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Guess {
+    /// The model name, as the CLI would pass it to its API.
     pub model: String,
     /// "ANTHROPIC_MODEL", "/home/u/.codex/config.toml", "the default of codex 0.169.0", ...
-    pub source: String,
+    pub(crate) source: String,
 }
 
 /// The model `runtime` will use when the engine passes no `--model`, from the extra arguments
@@ -135,7 +144,7 @@ pub fn default_model(
 /// it when it does not parse); then `model` of the file `-p/--profile NAME` layers over
 /// config.toml, `$CODEX_HOME/NAME.config.toml` (`codex_home`). `None` when they choose none:
 /// config.toml and the default decide.
-pub fn codex_args_model(args: &[String], codex_home: Option<&Path>) -> Option<Guess> {
+pub(crate) fn codex_args_model(args: &[String], codex_home: Option<&Path>) -> Option<Guess> {
     let mut flag_model = None;
     let mut override_model = None;
     let mut profile = None;

@@ -29,8 +29,8 @@ const SHARED_DIRS: &[&str] = &["tmp", "history"];
 #[derive(Debug, Clone, PartialEq)]
 pub struct GeminiHome {
     /// The directory `GEMINI_CLI_HOME` points at (gemini reads `<home>/.gemini/`).
-    pub home: PathBuf,
-    pub max_session_turns: u32,
+    pub(crate) home: PathBuf,
+    pub(crate) max_session_turns: u32,
 }
 
 impl GeminiHome {

@@ -129,6 +129,7 @@ impl Usage {
             .saturating_add(self.cache_write)
     }
 
+    /// Adds `other`'s counts to these, saturating rather than overflowing.
     pub fn add(&mut self, other: &Usage) {
         self.input = self.input.saturating_add(other.input);
         self.output = self.output.saturating_add(other.output);
@@ -152,13 +153,14 @@ impl Usage {
 /// One model's share of a run's usage (claude `modelUsage`, gemini `stats.models`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelUsage {
-    pub model: String,
-    pub usage: Usage,
+    pub(crate) model: String,
+    pub(crate) usage: Usage,
 }
 
 /// A classified failure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuntimeError {
+    /// The failure's class, which decides whether a retry or a fallback can help.
     pub kind: ErrorKind,
     /// The CLI's own words, without ANSI colour codes, clipped to a few KB.
     pub message: String,
@@ -173,8 +175,8 @@ pub struct RuntimeError {
 /// A tool call the CLI refused for lack of permission.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Denial {
-    pub tool: String,
-    pub input: Value,
+    pub(crate) tool: String,
+    pub(crate) input: Value,
 }
 
 /// The normalized result of one CLI run.
@@ -198,13 +200,15 @@ pub struct Outcome {
     pub turns: Option<u64>,
     /// The main model, when the output names it unambiguously.
     pub model: Option<String>,
+    /// Why the run failed, classified; `None` when it succeeded (`ok`).
     pub error: Option<RuntimeError>,
+    /// Tool calls the CLI refused (permission denials), in order.
     pub denials: Vec<Denial>,
     /// Retry notices seen while the CLI retried the model API (claude
     /// `system/api_retry` lines, codex `Reconnecting…` events), verbatim.
     pub retries: Vec<Value>,
     /// stdout lines that were not JSON objects (banners, garbage, truncation).
-    pub unparsed_lines: u64,
+    pub(crate) unparsed_lines: u64,
     /// The answer as JSON when the CLI was given a schema and answered through it (claude
     /// `structured_output` with `--json-schema`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -257,6 +261,7 @@ pub fn classify_text_failure(
 /// the session again; see [`step_share`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionTotals {
+    /// The session's tokens so far.
     pub usage: Usage,
     /// The CLI's own cost figure (claude only).
     pub cost_usd: Option<f64>,
@@ -362,6 +367,7 @@ struct Terminal {
 }
 
 impl StreamParser {
+    /// A parser for `runtime`'s output that has seen nothing yet.
     pub fn new(runtime: Runtime) -> Self {
         StreamParser {
             structured_output: None,
@@ -398,12 +404,6 @@ impl StreamParser {
                 self.value(value);
             }
         }
-    }
-
-    /// The session id, as soon as the stream has announced it (useful to record
-    /// for a resume even if the run is later killed).
-    pub fn session_id(&self) -> Option<&str> {
-        self.session_id.as_deref()
     }
 
     /// Usage known so far. claude: summed per API message until the final
@@ -463,13 +463,14 @@ impl StreamParser {
         self.model.as_deref().or(self.announced_model.as_deref())
     }
 
-    /// The CLI's own cost figure, once its final record has given one.
-    pub fn cost_usd_so_far(&self) -> Option<f64> {
-        self.cost_usd
+    /// The session id, as soon as the stream has announced it.
+    #[cfg(test)]
+    pub(crate) fn session_id(&self) -> Option<&str> {
+        self.session_id.as_deref()
     }
 
     /// Ends the stream and classifies the run.
-    pub fn finish(mut self, stderr: &str, exit_code: i32) -> Outcome {
+    pub(crate) fn finish(mut self, stderr: &str, exit_code: i32) -> Outcome {
         self.json.flush();
         let stderr = strip_ansi(&head_and_tail(stderr, MAX_STDERR_BYTES));
         // gemini `--output-format json` prints its error object to stderr with
@@ -1572,11 +1573,11 @@ impl JsonLines {
 /// USD per million tokens for model names starting with `prefix`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Price {
-    pub prefix: String,
-    pub input: f64,
-    pub output: f64,
-    pub cache_read: f64,
-    pub cache_write: f64,
+    pub(crate) prefix: String,
+    pub(crate) input: f64,
+    pub(crate) output: f64,
+    pub(crate) cache_read: f64,
+    pub(crate) cache_write: f64,
 }
 
 /// A price table for runtimes that report no cost (codex, gemini). The longest
@@ -1584,11 +1585,11 @@ pub struct Price {
 /// surcharges (e.g. gemini above 200k tokens) are not modelled.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Prices {
-    pub entries: Vec<Price>,
+    pub(crate) entries: Vec<Price>,
     /// `prices:` of runtimes.yaml: they win over every built-in entry, a shorter prefix too
     /// (`gemini-3: ...` prices every gemini-3 model the user's way).
     #[serde(default)]
-    pub overrides: Vec<Price>,
+    pub(crate) overrides: Vec<Price>,
 }
 
 impl Prices {
@@ -1596,7 +1597,7 @@ impl Prices {
     /// `None`, never a guess. Add or override entries for newer models. Every
     /// model a pinned CLI uses by default (`runtime::defaults::PINNED`) must be
     /// here: a unit test checks it against `scripts/install-agent-clis`.
-    pub fn builtin() -> Prices {
+    pub(crate) fn builtin() -> Prices {
         // (prefix, input, output, cache read, cache write), USD per 1M tokens.
         //
         // Sources, checked 2026-12-07: the providers' own pricing pages
@@ -1726,7 +1727,7 @@ impl Prices {
 }
 
 /// `-0.0` as `0.0`; every other value unchanged.
-pub fn positive_zero(cost: f64) -> f64 {
+pub(crate) fn positive_zero(cost: f64) -> f64 {
     cost + 0.0
 }
 

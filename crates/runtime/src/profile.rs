@@ -25,19 +25,21 @@ use orchestrate_lang::diag::{Diagnostic, did_you_mean};
 use orchestrate_lang::load::LoadError;
 use orchestrate_lang::yaml::{self, Node, Value};
 
-pub const FILE: &str = "runtimes.yaml";
+pub(crate) const FILE: &str = "runtimes.yaml";
 
 /// `failures` defaults to this many consecutive failures of one class.
-pub const DEFAULT_FAILURES: u32 = 5;
-pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(60);
-pub const DEFAULT_MAX_COOLDOWN: Duration = Duration::from_secs(30 * 60);
+pub(crate) const DEFAULT_FAILURES: u32 = 5;
+pub(crate) const DEFAULT_COOLDOWN: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_MAX_COOLDOWN: Duration = Duration::from_secs(30 * 60);
 
 /// A breaker's settings (`breaker:` in runtimes.yaml, at the top or in a profile).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BreakerConfig {
     /// Consecutive failures of one class that open it; 0 turns the breaker off.
     pub failures: u32,
+    /// Seconds to wait before letting one trial run through after the breaker opened.
     pub cooldown: Duration,
+    /// The longest the cool-down grows to after failed trials (never below `cooldown`).
     pub max_cooldown: Duration,
 }
 
@@ -51,11 +53,14 @@ impl Default for BreakerConfig {
     }
 }
 
+/// One entry of `profiles:` in runtimes.yaml: how to run an agent step that names it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Profile {
     /// An agent runtime (`claude`, `codex`, `gemini`) or a provider template's name.
     pub runtime: String,
+    /// `model:`, passed to the CLI; `None` names no model.
     pub model: Option<String>,
+    /// `env:`: variables set for the CLI's process (an API base URL, a key's name).
     pub env: Vec<(String, String)>,
     /// The executable, when not the runtime's name on PATH.
     pub bin: Option<String>,
@@ -69,9 +74,9 @@ pub struct Profile {
 /// `breaker: {failures, cooldown_sec, max_cooldown_sec}`, each optional.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct BreakerSettings {
-    pub failures: Option<u32>,
-    pub cooldown_sec: Option<f64>,
-    pub max_cooldown_sec: Option<f64>,
+    pub(crate) failures: Option<u32>,
+    pub(crate) cooldown_sec: Option<f64>,
+    pub(crate) max_cooldown_sec: Option<f64>,
 }
 
 impl BreakerSettings {
@@ -91,13 +96,19 @@ impl BreakerSettings {
     }
 }
 
+/// runtimes.yaml as loaded: the profiles, the price table and the breakers.
 #[derive(Debug, Clone)]
 pub struct Profiles {
+    /// `default:`: the runtime or profile an agent step runs with when neither `--runtime`, the
+    /// step nor the task's role names one.
     pub default: Option<String>,
+    /// `profiles:` by name.
     pub profiles: BTreeMap<String, Profile>,
+    /// The built-in prices with runtimes.yaml's `prices:` over them (USD per million tokens, by
+    /// model-name prefix).
     pub prices: Prices,
     /// The top-level `breaker:`: every runtime's breaker unless its profile says otherwise.
-    pub breaker: BreakerSettings,
+    pub(crate) breaker: BreakerSettings,
 }
 
 impl Default for Profiles {

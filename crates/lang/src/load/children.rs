@@ -20,7 +20,7 @@ use super::vars::visit_strings;
 
 /// Nesting deeper than this is refused at load time (a chain this long is a mistake, and
 /// every level loads the files below it).
-pub const MAX_WORKFLOW_DEPTH: usize = 16;
+pub(crate) const MAX_WORKFLOW_DEPTH: usize = 16;
 
 /// Loads one child workflow file with its text.
 type LoadChild = fn(&Path, &LoadOptions) -> Result<LoadedChild, LoadError>;

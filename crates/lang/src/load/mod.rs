@@ -34,15 +34,13 @@ use std::path::Path;
 
 use crate::model::Workflow;
 
-pub use children::MAX_WORKFLOW_DEPTH;
-pub use options::{Link, LoadOptions};
-pub use pipeline::{load_file_with, load_str_with, load_with_text};
+pub use options::LoadOptions;
+use pipeline::load_str_with;
+pub use pipeline::{load_file_with, load_with_text};
 pub use roles::load_role_file;
-pub use source::{LoadError, MAX_WORKFLOW_BYTES};
+pub use source::LoadError;
 pub use swarm::{SWARM_FILE, load_swarm, load_swarm_file};
-pub use vars::{
-    RESERVED_ROOTS, RUN_FIELDS, STEP_RESULT_FIELDS, TASK_FIELDS, parse_pointer, visit_strings,
-};
+pub use vars::TASK_FIELDS;
 pub use workflow::fingerprint;
 
 /// Loads a workflow of `workspace`, its child workflows (`workflow:` steps) included.
@@ -56,10 +54,14 @@ pub fn load_in(workspace: &Path, path: &Path) -> Result<Workflow, LoadError> {
     )
 }
 
+/// Loads and validates the workflow at `path` with the default options (no workspace: children load
+/// when they run).
 pub fn load_file(path: &Path) -> Result<Workflow, LoadError> {
     load_file_with(path, &LoadOptions::default())
 }
 
+/// Loads and validates `text` as if it were the file at `path` (used for messages and relative
+/// paths).
 pub fn load_str(path: &Path, text: &str) -> Result<Workflow, LoadError> {
     load_str_with(path, text, &LoadOptions::default())
 }

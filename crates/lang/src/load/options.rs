@@ -21,9 +21,9 @@ pub struct LoadOptions {
 #[derive(Debug, Clone)]
 pub struct Link {
     /// The file, canonicalized (cycles are found by comparing these).
-    pub canonical: PathBuf,
+    pub(crate) canonical: PathBuf,
     /// The file as loaded, for messages.
-    pub file: PathBuf,
-    pub line: u32,
-    pub step: String,
+    pub(crate) file: PathBuf,
+    pub(crate) line: u32,
+    pub(crate) step: String,
 }

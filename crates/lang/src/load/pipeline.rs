@@ -11,12 +11,13 @@ use super::children;
 use super::options::LoadOptions;
 use super::source::{LoadError, failed, read_source, start};
 
+/// Reads the workflow at `path` and loads it with `options`.
 pub fn load_file_with(path: &Path, options: &LoadOptions) -> Result<Workflow, LoadError> {
     let text = read_source(path)?;
     load_str_with(path, &text, options)
 }
 
-pub fn load_str_with(
+pub(crate) fn load_str_with(
     path: &Path,
     text: &str,
     options: &LoadOptions,

@@ -14,13 +14,16 @@ use super::fields::Loader;
 #[derive(Debug, thiserror::Error)]
 #[error("failed to load workflow {}: {} problem(s)", path.display(), diagnostics.len())]
 pub struct LoadError {
+    /// The workflow file that failed.
     pub path: PathBuf,
     /// The file's text when it could be read, for rendering the offending lines.
     pub source_text: Option<String>,
+    /// Every problem found, in file order; at least one.
     pub diagnostics: Vec<Diagnostic>,
 }
 
 impl LoadError {
+    /// Every diagnostic rendered with its source line, one after another, for a terminal or a log.
     pub fn render(&self) -> String {
         self.diagnostics
             .iter()
@@ -31,7 +34,7 @@ impl LoadError {
 }
 
 /// Workflow files over this size are refused before parsing.
-pub const MAX_WORKFLOW_BYTES: u64 = 8 << 20;
+pub(crate) const MAX_WORKFLOW_BYTES: u64 = 8 << 20;
 
 /// Reads a YAML file we are about to load, with the checks every such file gets.
 pub(super) fn read_source(path: &Path) -> Result<String, LoadError> {

@@ -8,7 +8,7 @@ use serde_json::Value as Json;
 use crate::model::Pointer;
 
 /// Calls `f` on every string inside a JSON value.
-pub fn visit_strings(value: &Json, f: &mut dyn FnMut(&str)) {
+pub(crate) fn visit_strings(value: &Json, f: &mut dyn FnMut(&str)) {
     match value {
         Json::String(s) => f(s),
         Json::Array(items) => items.iter().for_each(|v| visit_strings(v, f)),
@@ -18,10 +18,11 @@ pub fn visit_strings(value: &Json, f: &mut dyn FnMut(&str)) {
 }
 
 /// The variable roots every workflow may use; `as:` names may not shadow them.
-pub const RESERVED_ROOTS: &[&str] = &["run", "loop", "steps", "context", "env", "task", "feedback"];
+pub(crate) const RESERVED_ROOTS: &[&str] =
+    &["run", "loop", "steps", "context", "env", "task", "feedback"];
 
 /// The fields `${steps.<name>.<field>}` may name.
-pub const STEP_RESULT_FIELDS: &[&str] = &[
+pub(crate) const STEP_RESULT_FIELDS: &[&str] = &[
     "exit_code",
     "output",
     "lines",
@@ -88,7 +89,7 @@ pub(super) const STRUCTURED_FIELDS: &[&str] = &[
     "outputs",
 ];
 
-pub const RUN_FIELDS: &[&str] = &["timestamp_utc", "id", "workspace", "workflow"];
+pub(crate) const RUN_FIELDS: &[&str] = &["timestamp_utc", "id", "workspace", "workflow"];
 
 /// The `${task.*}` variables a role process sets for each task (`worker::task_variables`, as
 /// docs/swarm.md lists them); `json` is followed by a path into the task's JSON.
@@ -105,7 +106,7 @@ pub const TASK_FIELDS: &[&str] = &[
 ];
 
 /// Parses the `items_from` pointer grammar.
-pub fn parse_pointer(text: &str) -> Result<Pointer, String> {
+pub(crate) fn parse_pointer(text: &str) -> Result<Pointer, String> {
     let segments: Vec<&str> = text.split('.').collect();
     if segments.first() != Some(&"steps") || segments.len() < 3 {
         return Err("a pointer starts with `steps.<Step>.`".into());

@@ -9,23 +9,23 @@ use super::scalar::{Flag, Text};
 /// Limits on what a run (or each task of a role) may spend; at least one must be set.
 #[derive(JsonSchema)]
 #[schemars(deny_unknown_fields, extend("minProperties" = 1))]
-pub struct BudgetFile {
+pub(crate) struct BudgetFile {
     /// Most US dollars the agent steps may cost, as the runtimes report it.
     #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 1e9))]
-    pub max_cost_usd: Option<f64>,
+    pub(crate) max_cost_usd: Option<f64>,
     /// Most tokens (input and output) the agent steps may use.
     #[schemars(range(min = 1))]
-    pub max_tokens: Option<u32>,
+    pub(crate) max_tokens: Option<u32>,
     /// Most seconds of wall time.
     #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 31_536_000))]
-    pub max_wall_sec: Option<f64>,
+    pub(crate) max_wall_sec: Option<f64>,
 }
 
 /// Where the steps run: `worktree` (a git worktree per task), `none`, or
 /// `{worktree: {base, keep, branch, dir}}`.
 #[derive(JsonSchema)]
 #[schemars(untagged)]
-pub enum IsolationFile {
+pub(crate) enum IsolationFile {
     /// `worktree` with the defaults, or `none`.
     Kind(IsolationKind),
     /// `{worktree: {...}}` or `{none: null}`: exactly one key.
@@ -35,7 +35,7 @@ pub enum IsolationFile {
 /// An isolation by name.
 #[derive(JsonSchema)]
 #[schemars(rename_all = "snake_case")]
-pub enum IsolationKind {
+pub(crate) enum IsolationKind {
     /// A git worktree per task, with the defaults.
     Worktree,
     /// Run in the workspace itself.
@@ -46,24 +46,24 @@ pub enum IsolationKind {
 #[derive(JsonSchema)]
 #[schemars(deny_unknown_fields)]
 #[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
-pub struct IsolationBlock {
+pub(crate) struct IsolationBlock {
     /// A git worktree per task; empty for the defaults.
-    pub worktree: Option<WorktreeFile>,
+    pub(crate) worktree: Option<WorktreeFile>,
     /// Run in the workspace itself (the value is not read).
-    pub none: Option<Value>,
+    pub(crate) none: Option<Value>,
 }
 
 /// The settings of `isolation: {worktree: ...}`.
 #[derive(JsonSchema)]
 #[schemars(deny_unknown_fields)]
-pub struct WorktreeFile {
+pub(crate) struct WorktreeFile {
     /// What new branches start from (default: the workspace's HEAD).
-    pub base: Option<Text>,
+    pub(crate) base: Option<Text>,
     /// `true`: keep the worktree after a success too.
-    pub keep: Option<Flag>,
+    pub(crate) keep: Option<Flag>,
     /// The branch name, with `{role}`, `{task}` and `{workflow}`
     /// (default `orchestrate/{role}/{task}`).
-    pub branch: Option<Text>,
+    pub(crate) branch: Option<Text>,
     /// Where worktrees go, relative to the workspace (default `.orchestrate/worktrees`).
-    pub dir: Option<Text>,
+    pub(crate) dir: Option<Text>,
 }

@@ -9,53 +9,53 @@ use super::scalar::{Number, Text};
 /// A role of the swarm: its inbox, the workflow each task runs, and how many at once.
 #[derive(JsonSchema)]
 #[schemars(title = "orchestrate role", deny_unknown_fields)]
-pub struct RoleFile {
+pub(crate) struct RoleFile {
     /// The role's name (default: the file's name without its extension).
-    pub name: Option<Text>,
+    pub(crate) name: Option<Text>,
     /// What the role does, for people.
-    pub description: Option<Text>,
+    pub(crate) description: Option<Text>,
     /// The role's inbox, relative to the workspace (default `inbox/<name>`).
-    pub inbox: Option<Text>,
+    pub(crate) inbox: Option<Text>,
     /// The workflow each task runs, relative to the workspace.
-    pub workflow: Text,
+    pub(crate) workflow: Text,
     /// Task workflows one role process runs at once (default 1).
     #[schemars(range(min = 1, max = 1024))]
-    pub concurrency: Option<u32>,
+    pub(crate) concurrency: Option<u32>,
     /// Role processes `swarm up` starts (default 1).
     #[schemars(range(min = 1, max = 256))]
-    pub replicas: Option<u32>,
+    pub(crate) replicas: Option<u32>,
     /// Attempts before `failed/` (a dead worker costs one).
     #[schemars(range(min = 1, max = 100))]
-    pub max_attempts: Option<u32>,
+    pub(crate) max_attempts: Option<u32>,
     /// Seconds an attempt may run before it is stopped and fails.
     #[schemars(range(min = 0, max = 31_536_000))]
-    pub task_timeout_sec: Option<Number>,
+    pub(crate) task_timeout_sec: Option<Number>,
     /// The default runtime of the workflow's agent steps.
-    pub runtime: Option<Text>,
+    pub(crate) runtime: Option<Text>,
     /// The default model of the workflow's agent steps.
-    pub model: Option<Text>,
+    pub(crate) model: Option<Text>,
     /// Where open writers cannot be seen: milliseconds a task file must be still before it is
     /// taken (default 500).
     #[schemars(range(max = 600_000))]
-    pub settle_ms: Option<u32>,
+    pub(crate) settle_ms: Option<u32>,
     /// Seconds a holder may be silent before it is stopped and its task requeued (default 60).
     #[schemars(range(min = 0, max = 31_536_000))]
-    pub hung_after_sec: Option<Number>,
+    pub(crate) hung_after_sec: Option<Number>,
     /// Limits on what each task may spend.
-    pub budget: Option<BudgetFile>,
+    pub(crate) budget: Option<BudgetFile>,
     /// The default `idle_timeout_sec` of the workflow's agent steps.
     #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 31_536_000))]
-    pub idle_timeout_sec: Option<f64>,
+    pub(crate) idle_timeout_sec: Option<f64>,
     /// What the role's steps may do; absent: anything.
-    pub capabilities: Option<Vec<Capability>>,
+    pub(crate) capabilities: Option<Vec<Capability>>,
     /// Where each task runs: in the workspace or a git worktree of its own.
-    pub isolation: Option<IsolationFile>,
+    pub(crate) isolation: Option<IsolationFile>,
 }
 
 /// What a role's steps may do.
 #[derive(JsonSchema)]
 #[schemars(rename_all = "snake_case")]
-pub enum Capability {
+pub(crate) enum Capability {
     /// `command` steps.
     Command,
     /// `provider` steps.
@@ -79,19 +79,19 @@ pub enum Capability {
 /// The swarm settings (`WORKSPACE/swarm.yaml`): swarm-wide daily limits.
 #[derive(JsonSchema)]
 #[schemars(title = "orchestrate swarm settings", deny_unknown_fields)]
-pub struct SwarmFile {
+pub(crate) struct SwarmFile {
     /// Limits on what all roles together may spend per day.
-    pub budget: Option<SwarmBudgetFile>,
+    pub(crate) budget: Option<SwarmBudgetFile>,
 }
 
 /// Swarm-wide daily limits.
 #[derive(JsonSchema)]
 #[schemars(deny_unknown_fields)]
-pub struct SwarmBudgetFile {
+pub(crate) struct SwarmBudgetFile {
     /// Most US dollars per day.
     #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 1e9))]
-    pub max_cost_usd_per_day: Option<f64>,
+    pub(crate) max_cost_usd_per_day: Option<f64>,
     /// Most tokens per day.
     #[schemars(range(min = 1))]
-    pub max_tokens_per_day: Option<u32>,
+    pub(crate) max_tokens_per_day: Option<u32>,
 }

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 
 /// A string; a number or boolean is read as its text. Schema-only: never constructed.
-pub struct Text;
+pub(crate) struct Text;
 
 impl JsonSchema for Text {
     fn inline_schema() -> bool {
@@ -25,7 +25,7 @@ impl JsonSchema for Text {
 }
 
 /// A number, or a string holding one. Schema-only: never constructed.
-pub struct Number;
+pub(crate) struct Number;
 
 impl JsonSchema for Number {
     fn inline_schema() -> bool {
@@ -45,7 +45,7 @@ impl JsonSchema for Number {
 }
 
 /// A boolean, or the string `"true"` or `"false"`. Schema-only: never constructed.
-pub struct Flag;
+pub(crate) struct Flag;
 
 impl JsonSchema for Flag {
     fn inline_schema() -> bool {

@@ -13,51 +13,51 @@ use super::step::StepFile;
 /// and limits they share.
 #[derive(JsonSchema)]
 #[schemars(title = "orchestrate workflow", deny_unknown_fields)]
-pub struct WorkflowFile {
+pub(crate) struct WorkflowFile {
     /// The workflow's name (default: the file's name without its extension).
-    pub name: Option<Text>,
+    pub(crate) name: Option<Text>,
     /// A version, for people; the engine does not read it.
-    pub version: Option<Value>,
+    pub(crate) version: Option<Value>,
     /// What the workflow does, for people.
-    pub description: Option<Text>,
+    pub(crate) description: Option<Text>,
     /// `false`: a step failure no `on:` edge handles does not end the run; the run goes on and
     /// ends as failed (default `true`: it ends the run).
-    pub strict_flow: Option<Flag>,
+    pub(crate) strict_flow: Option<Flag>,
     /// Where tasks are read from (`${task.*}`).
-    pub inbox_dir: Option<Text>,
+    pub(crate) inbox_dir: Option<Text>,
     /// Where finished tasks go.
-    pub processed_dir: Option<Text>,
+    pub(crate) processed_dir: Option<Text>,
     /// Where failed tasks go.
-    pub failed_dir: Option<Text>,
+    pub(crate) failed_dir: Option<Text>,
     /// The extension of task files.
-    pub task_extension: Option<Text>,
+    pub(crate) task_extension: Option<Text>,
     /// Provider templates by name: the argv a `provider` step runs.
-    pub providers: Option<BTreeMap<String, ProviderFile>>,
+    pub(crate) providers: Option<BTreeMap<String, ProviderFile>>,
     /// Default values of `${context.*}`; a parent's `with:` or `--set` overrides them.
-    pub context: Option<Map<String, Value>>,
+    pub(crate) context: Option<Map<String, Value>>,
     /// Environment variables of every step (templates allowed).
-    pub env: Option<BTreeMap<String, Text>>,
+    pub(crate) env: Option<BTreeMap<String, Text>>,
     /// How often a step may be entered in one activation of its step list before it counts as a
     /// loop (default 50).
     #[schemars(range(min = 1, max = 1_000_000))]
-    pub max_visits: Option<u32>,
+    pub(crate) max_visits: Option<u32>,
     /// Limits on what one run may spend.
-    pub budget: Option<BudgetFile>,
+    pub(crate) budget: Option<BudgetFile>,
     /// The run's outputs by name (templates), shown by `run` and given to a parent workflow.
-    pub outputs: Option<BTreeMap<String, Text>>,
+    pub(crate) outputs: Option<BTreeMap<String, Text>>,
     /// Where the steps run: in the workspace or a git worktree per task.
-    pub isolation: Option<IsolationFile>,
+    pub(crate) isolation: Option<IsolationFile>,
     /// The steps, run in order unless `on:` says otherwise.
     #[schemars(length(min = 1))]
-    pub steps: Vec<StepFile>,
+    pub(crate) steps: Vec<StepFile>,
 }
 
 /// A provider template: the argv a `provider` step runs and the defaults of its parameters.
 #[derive(JsonSchema)]
 #[schemars(deny_unknown_fields)]
-pub struct ProviderFile {
+pub(crate) struct ProviderFile {
     /// The argv, each entry a template (`${prompt_file}`, `${model}`, ...).
-    pub command: Vec<Text>,
+    pub(crate) command: Vec<Text>,
     /// Default values of the template's parameters.
-    pub defaults: Option<BTreeMap<String, Text>>,
+    pub(crate) defaults: Option<BTreeMap<String, Text>>,
 }

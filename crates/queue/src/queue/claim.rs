@@ -22,7 +22,7 @@ use orchestrate_base::io_err::FromIo;
 /// never taken (`Writing`); where that cannot be known (`fsutil::Writers::Unknown`), `settle` is
 /// how long a file written in place must have been still before it is taken (renamed-in files
 /// are older than their rename). The content is read once, here.
-pub fn claim(
+pub(crate) fn claim(
     layout: &Layout,
     file_name: &str,
     owner: &Owner,

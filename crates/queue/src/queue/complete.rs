@@ -29,7 +29,7 @@ pub(super) fn final_name(role: &str, id: &str) -> String {
 /// The move is not fsynced: should a power loss undo it, the directory is back in `running/`
 /// with a whole status.json and a dead owner, and recovery finishes the move (never reruns
 /// the task). That leaves one journal commit per task instead of two.
-pub fn complete(
+pub(crate) fn complete(
     layout: &Layout,
     claim: &Claim,
     success: bool,

@@ -23,10 +23,13 @@ use orchestrate_base::io_err::FromIo;
 /// A task that was accepted into an inbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Enqueued {
+    /// The role whose inbox took it.
     pub role: String,
+    /// The task id (the file's name without `.task`).
     pub id: String,
     /// Path of the task file, relative to the workspace.
     pub file: String,
+    /// The chain this task belongs to: the one given, else the task's own id.
     pub correlation_id: String,
 }
 
@@ -217,7 +220,7 @@ pub fn retry(layout: &Layout, failed_dir: &Path) -> Result<Enqueued, QueueError>
 
 /// Reads a file that must be one regular file with one name, without following a link or
 /// blocking on a FIFO; the error says what it is instead.
-pub fn read_regular(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
+pub(crate) fn read_regular(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
     let mut file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)

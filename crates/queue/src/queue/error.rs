@@ -7,20 +7,43 @@ use std::path::PathBuf;
 
 use orchestrate_base::io_err::FromIo;
 
+/// Why a queue operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
+    /// A file operation failed.
     #[error("failed to {action} {}: {source}", path.display())]
     Io {
+        /// What was being done, read after "failed to" (`rename`, `lock`).
         action: &'static str,
+        /// The file or directory it was done to.
         path: PathBuf,
+        /// The OS error.
         source: io::Error,
     },
+    /// A task of that id is already queued or running: ids are unique per role.
     #[error("a task named `{id}` is already queued or running for {}; choose another name", inbox.display())]
-    Exists { id: String, inbox: PathBuf },
+    Exists {
+        /// The task id asked for.
+        id: String,
+        /// The role's inbox.
+        inbox: PathBuf,
+    },
+    /// The task name given is not a valid task id (`ids::check_id` says why).
     #[error("`{name}` is not a valid task name: {reason}")]
-    BadName { name: String, reason: String },
+    BadName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `orchestrate retry` was pointed at something it cannot queue again.
     #[error("the task in {} cannot be retried: {reason}", path.display())]
-    NotRetryable { path: PathBuf, reason: String },
+    NotRetryable {
+        /// The failed record.
+        path: PathBuf,
+        /// Why it cannot be queued again.
+        reason: String,
+    },
 }
 
 impl FromIo for QueueError {

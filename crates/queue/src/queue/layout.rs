@@ -18,22 +18,28 @@ use orchestrate_base::io_err::FromIo;
 /// Task files larger than this are quarantined unread.
 pub const DEFAULT_MAX_TASK_BYTES: u64 = 16 * 1024 * 1024;
 /// Format of lease.json and sidecar files.
-pub const QUEUE_FORMAT: u32 = 1;
+pub(crate) const QUEUE_FORMAT: u32 = 1;
 
 /// Where one role's queue lives.
 #[derive(Debug, Clone)]
 pub struct Layout {
-    pub workspace: PathBuf,
+    pub(crate) workspace: PathBuf,
+    /// The role the queue belongs to.
     pub role: String,
+    /// Where new tasks are dropped (`WORKSPACE/<inbox>`).
     pub inbox: PathBuf,
+    /// Where claimed tasks live while they run: `WORKSPACE/running/<role>/<id>/`.
     pub running: PathBuf,
-    pub processed: PathBuf,
-    pub failed: PathBuf,
+    pub(crate) processed: PathBuf,
+    pub(crate) failed: PathBuf,
+    /// The sidecars kept between attempts: `WORKSPACE/.orchestrate/queue/<role>/<id>.json`.
     pub meta: PathBuf,
+    /// A task file's name ending (`.task`).
     pub extension: String,
 }
 
 impl Layout {
+    /// The queue of `role`, whose inbox is `inbox` relative to `workspace`. Creates nothing.
     pub fn new(workspace: &Path, role: &str, inbox: &Path) -> Layout {
         Layout {
             workspace: workspace.to_path_buf(),
@@ -47,6 +53,7 @@ impl Layout {
         }
     }
 
+    /// Creates the inbox, running, processed, failed and sidecar directories that are missing.
     pub fn create_dirs(&self) -> Result<(), QueueError> {
         for dir in [
             &self.inbox,
@@ -77,16 +84,17 @@ impl Layout {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Meta {
     #[serde(default)]
-    pub format_version: u32,
+    pub(crate) format_version: u32,
+    /// The chain the task belongs to (see [`Enqueued::correlation_id`](super::Enqueued)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enqueued_at: Option<String>,
+    pub(crate) enqueued_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
+    pub(crate) source: Option<String>,
     /// Attempts started so far.
     #[serde(default)]
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// What ended each earlier attempt (and the failed records a retry came from).
     #[serde(default)]
     pub history: Vec<HistoryEntry>,

@@ -18,27 +18,37 @@ use orchestrate_base::process;
 /// Who holds a claimed task.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Lease {
-    pub format_version: u32,
+    pub(crate) format_version: u32,
+    /// The role whose queue the task is in.
     pub role: String,
+    /// The task id.
     pub id: String,
+    /// Which attempt this is, from 1.
     pub attempt: u32,
+    /// The holder's pid.
     pub pid: u32,
     /// Field 22 of `/proc/<pid>/stat`: with the pid and boot id, names one process for good.
-    pub pid_start: u64,
-    pub boot_id: String,
+    pub(crate) pid_start: u64,
+    pub(crate) boot_id: String,
+    /// When the task was claimed (RFC 3339).
     pub claimed_at: String,
-    pub heartbeat_at: String,
+    pub(crate) heartbeat_at: String,
 }
 
 /// The identity of this process, for leases.
 #[derive(Debug, Clone)]
 pub struct Owner {
+    /// This process's pid.
     pub pid: u32,
+    /// Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot), so that a reused pid
+    /// is not taken for this process.
     pub pid_start: u64,
+    /// The kernel's boot id, so that a pid from before a reboot is not taken for this process.
     pub boot_id: String,
 }
 
 impl Owner {
+    /// This process, as a lease names it.
     pub fn current() -> Owner {
         let pid = std::process::id();
         Owner {
@@ -52,14 +62,20 @@ impl Owner {
 /// A task this process holds.
 #[derive(Debug)]
 pub struct Claim {
+    /// The task id.
     pub id: String,
+    /// The task's directory in `running/<role>/`, which is also the attempt's RUN_ROOT.
     pub dir: PathBuf,
+    /// The task file inside it (`<dir>/task`).
     pub task_path: PathBuf,
     /// The locked task file. Keep it open for the whole attempt; pass it to every process of the
     /// attempt so the lock outlives this process if it dies.
     pub lock: File,
+    /// Which attempt this is, from 1.
     pub attempt: u32,
+    /// The sidecar as read at claim time.
     pub meta: Meta,
+    /// The lease written for this attempt.
     pub lease: Lease,
     /// The task's bytes, read once at claim time: what the workflow is given, and what the
     /// record keeps (`keep_given` puts them back should the file change meanwhile).
@@ -67,7 +83,7 @@ pub struct Claim {
 }
 
 impl Claim {
-    pub fn lease_path(&self) -> PathBuf {
+    pub(crate) fn lease_path(&self) -> PathBuf {
         self.dir.join("lease.json")
     }
 
@@ -78,7 +94,7 @@ impl Claim {
     }
 
     /// Rewrites the lease (no fsync: the lock, not the lease, decides ownership).
-    pub fn heartbeat(&mut self) {
+    pub(crate) fn heartbeat(&mut self) {
         self.lease.heartbeat_at = orchestrate_base::clock::now_rfc3339();
         if let Ok(bytes) = serde_json::to_vec_pretty(&self.lease) {
             let _ = write_plain(&self.lease_path(), &bytes);
@@ -96,6 +112,7 @@ fn write_plain(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// What came of trying to claim one inbox entry.
 #[derive(Debug)]
 pub enum ClaimResult {
+    /// Claimed: moved to `running/` and leased to this process.
     Claimed(Box<Claim>),
     /// Someone else holds it: try again later.
     Busy,
@@ -107,8 +124,11 @@ pub enum ClaimResult {
     Settling(Duration),
     /// Not a task we may run: moved to `failed/` with the reason.
     Quarantined {
+        /// The task id.
         id: String,
+        /// Why it may not run.
         reason: String,
+        /// Its record in `failed/`.
         dir: PathBuf,
     },
 }
@@ -158,7 +178,7 @@ fn writes(fdinfo: &Path) -> bool {
 }
 
 /// When the holder of a claimed task has died: what becomes of the task (None while it lives).
-pub fn dead_holder(layout: &Layout, dir: &Path, lease: &Lease) -> Option<String> {
+pub(crate) fn dead_holder(layout: &Layout, dir: &Path, lease: &Lease) -> Option<String> {
     if process::alive(lease.pid, lease.pid_start, &lease.boot_id) {
         return None;
     }

@@ -33,7 +33,7 @@ pub enum TaskState {
 }
 
 impl TaskState {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             TaskState::Queued => "queued",
             TaskState::Running => "running",
@@ -54,12 +54,18 @@ impl std::fmt::Display for TaskState {
 /// A task as listed by `orchestrate tasks`.
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskInfo {
+    /// The role whose queue holds it.
     pub role: String,
+    /// The task id.
     pub id: String,
+    /// Where in its life it is.
     pub state: TaskState,
+    /// Its file or directory, relative to the workspace.
     pub path: String,
+    /// A running task's attempt, from its lease.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    /// A finished task's end time, the timestamp its record's name starts with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished: Option<String>,
     /// A running task whose holder died: what happens to it next.
@@ -87,6 +93,7 @@ pub struct InboxEntry {
     pub name: String,
     /// Workspace-relative.
     pub path: String,
+    /// Why it is not taken.
     pub reason: String,
 }
 
@@ -185,6 +192,7 @@ fn being_written(path: &Path) -> Option<String> {
 }
 
 impl TaskInfo {
+    /// An entry of `layout`'s role at `path`, with nothing known beyond its state.
     pub fn new(layout: &Layout, id: &str, state: TaskState, path: &Path) -> TaskInfo {
         TaskInfo {
             role: layout.role.clone(),

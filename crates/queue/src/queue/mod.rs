@@ -35,13 +35,10 @@ mod quarantine;
 mod recover;
 mod task_queue;
 
-pub use claim::claim;
-pub use complete::complete;
-pub use enqueue::{Enqueued, enqueue, read_regular, retry};
+pub use enqueue::{Enqueued, enqueue, retry};
 pub use error::QueueError;
-pub use layout::{DEFAULT_MAX_TASK_BYTES, Layout, Meta, QUEUE_FORMAT};
-pub use lease::{Claim, ClaimResult, Lease, Owner, dead_holder, holders};
-pub use list::{InboxEntry, InboxExtras, TaskInfo, TaskState, depth, inbox_extras, list};
+pub use layout::{DEFAULT_MAX_TASK_BYTES, Layout, Meta};
+pub use lease::{Claim, ClaimResult, Lease, Owner, holders};
+pub use list::{InboxEntry, TaskInfo, TaskState, depth, inbox_extras, list};
 pub use quarantine::quarantine_invalid_name;
-pub use recover::{Recovered, recover, release};
 pub use task_queue::TaskQueue;

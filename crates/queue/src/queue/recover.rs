@@ -38,7 +38,7 @@ pub struct Recovered {
 /// lock is held is left alone (its processes still run), unless its holder is dead or hung
 /// past `hung_after` and `kill_hung` is set: then its step's process group is killed first, so
 /// that the next pass finds the lock free. Serialized per role by a recovery lock.
-pub fn recover(
+pub(crate) fn recover(
     layout: &Layout,
     max_attempts: u32,
     hung_after: Option<Duration>,
@@ -323,7 +323,11 @@ fn requeue(
 
 /// Gives a claimed task back without charging it an attempt (the worker is shutting down and
 /// stopped the attempt itself). Consumes the claim: its lock is released after the move.
-pub fn release(layout: &Layout, claim: Claim, reason: &str) -> Result<&'static str, QueueError> {
+pub(crate) fn release(
+    layout: &Layout,
+    claim: Claim,
+    reason: &str,
+) -> Result<&'static str, QueueError> {
     let meta_path = layout.meta_path(&claim.id);
     let mut meta = read_meta(&meta_path);
     // The sidecar's count is untouched: attempts are only charged when an attempt dies.

@@ -23,7 +23,9 @@ use crate::record::TaskStatus;
 /// implement the same operations. `candidate` is a discovery hint (an inbox file name); a
 /// backend that has no such notion claims the next available task instead.
 pub trait TaskQueue: Send + Sync {
+    /// The role whose tasks this queue holds.
     fn role(&self) -> &str;
+    /// Adds a task, with `id` or a new one; `source` says who enqueued it (for the record).
     fn enqueue(
         &self,
         id: Option<&str>,
@@ -31,6 +33,8 @@ pub trait TaskQueue: Send + Sync {
         correlation_id: Option<&str>,
         source: &str,
     ) -> Result<Enqueued, QueueError>;
+    /// Tries to claim the task `candidate` as `owner`: `settle` is how long a file written in
+    /// place must be still when its writers cannot be known, `max_bytes` the largest task taken.
     fn claim(
         &self,
         candidate: &str,
@@ -38,6 +42,7 @@ pub trait TaskQueue: Send + Sync {
         settle: Duration,
         max_bytes: u64,
     ) -> Result<ClaimResult, QueueError>;
+    /// Tells the queue the claim's holder is alive.
     fn heartbeat(&self, claim: &mut Claim);
     /// Success or failure: the task's terminal record.
     fn complete(
@@ -48,12 +53,17 @@ pub trait TaskQueue: Send + Sync {
     ) -> Result<PathBuf, QueueError>;
     /// Gives a claim back uncharged (shutdown).
     fn release(&self, claim: Claim, reason: &str) -> Result<&'static str, QueueError>;
+    /// Puts back claims whose processes are all gone: into the inbox for another attempt, or
+    /// into `failed/` once `max_attempts` have started; a holder dead or silent for longer than
+    /// `hung_after` has its step's processes killed first.
     fn recover(
         &self,
         max_attempts: u32,
         hung_after: Option<Duration>,
     ) -> Result<Vec<Recovered>, QueueError>;
+    /// Every task the queue knows of, in any state.
     fn list(&self) -> Vec<TaskInfo>;
+    /// How many tasks wait to be claimed.
     fn depth(&self) -> usize;
 }
 
