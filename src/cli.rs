@@ -542,7 +542,7 @@ struct Located {
 }
 
 /// Whether `dir` is a workspace: it has `agents/` (roles) or `.orchestrate/` (records).
-pub fn is_workspace(dir: &Path) -> bool {
+fn is_workspace(dir: &Path) -> bool {
     dir.join("agents").is_dir() || dir.join(".orchestrate").is_dir()
 }
 

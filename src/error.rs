@@ -12,7 +12,7 @@ use orchestrate_engine::runner::exit;
 /// A command that could not do what it was asked. Messages read after "error: ", with their
 /// hints (what to run or fix) in the message itself.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// What the user gave is wrong or does not exist: arguments, files, ids, the workspace.
     /// Exit 2.
     #[error("{0}")]
@@ -23,16 +23,16 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn invalid(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Error::Invalid(message.into())
     }
 
-    pub fn failed(message: impl Into<String>) -> Self {
+    pub(crate) fn failed(message: impl Into<String>) -> Self {
         Error::Failed(message.into())
     }
 
     /// The exit code this kind maps to.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             Error::Invalid(_) => exit::INVALID,
             Error::Failed(_) => exit::STEP_FAILED,
@@ -41,10 +41,10 @@ impl Error {
 }
 
 /// What every command returns: the exit code of an outcome it has shown, or an error to render.
-pub type Outcome = Result<ExitCode, Error>;
+pub(crate) type Outcome = Result<ExitCode, Error>;
 
 /// The one place an error is shown: `error: MESSAGE` on stderr; returns its exit code.
-pub fn render(outcome: Outcome) -> ExitCode {
+pub(crate) fn render(outcome: Outcome) -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(err) => {

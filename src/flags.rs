@@ -10,7 +10,7 @@ use std::time::Duration;
 /// A duration as flags take it: seconds (`10`, `2.5`, `1e3`), or a number with a unit `s`,
 /// `m`, `h` or `d` (`90s`, `30m`, `12h`, `7d`). Refuses what is no finite, non-negative duration
 /// (`inf`, `nan`, `-1`) and what does not fit one (`1e300`); clap names the flag in its error.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, scale) = match text.char_indices().next_back() {
         Some((i, 's')) => (&text[..i], 1.0),
@@ -35,7 +35,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// A point in time as `--since` takes it: RFC 3339 (`2026-11-24T10:00:00Z`), or a date
 /// (`2026-11-24`, its midnight UTC).
-pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+pub(crate) fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&chrono::Utc))
         .ok()

@@ -6,9 +6,11 @@
 //! `orchestrate-queue` (the task queue), `orchestrate-engine` (the runner), `orchestrate-observe`
 //! (reading runs back) and `orchestrate-swarm` (role processes and their supervisor).
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod cli;
-pub mod commands;
-pub mod error;
-pub mod flags;
-pub mod logging;
-pub mod wftest;
+mod commands;
+mod error;
+mod flags;
+mod logging;
+mod wftest;

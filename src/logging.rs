@@ -19,18 +19,18 @@ use tracing_subscriber::filter::LevelFilter;
 
 /// Set for the processes this one starts when `--log-level` was given: role processes started by
 /// `swarm up --log-level debug` log at debug too. A flag given to them directly wins.
-pub const LEVEL_ENV: &str = "ORCHESTRATE_LOG_LEVEL";
+pub(crate) const LEVEL_ENV: &str = "ORCHESTRATE_LOG_LEVEL";
 /// As [`LEVEL_ENV`], for `--log-format`.
-pub const FORMAT_ENV: &str = "ORCHESTRATE_LOG_FORMAT";
+pub(crate) const FORMAT_ENV: &str = "ORCHESTRATE_LOG_FORMAT";
 
 /// Set (to anything but `0`): the debug events of the OS layer (`orchestrate_base`) are shown
 /// whatever the level: whether steps run in cgroups, whether readonly checks attribute writes
 /// per process, and why not. For people and tests; the lines are not a format.
-pub const DEBUG_ENV: &str = "ORCHESTRATE_DEBUG";
+pub(crate) const DEBUG_ENV: &str = "ORCHESTRATE_DEBUG";
 
 /// `--log-level`: the least severe events shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogLevel {
+pub(crate) enum LogLevel {
     Error,
     Warn,
     Info,
@@ -52,7 +52,7 @@ impl LogLevel {
 
 /// `--log-format`: how each event is written on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// One line per event: time, level, target, message, then the fields as `key=value`.
     #[default]
     Text,
@@ -64,7 +64,7 @@ pub enum LogFormat {
 /// Installs the subscriber; events go to stderr. A flag not given is taken from the
 /// environment its parent process set ([`LEVEL_ENV`], [`FORMAT_ENV`]). Call once, before any
 /// thread is started: it also sets those variables for the processes this one starts.
-pub fn install(level: Option<LogLevel>, format: Option<LogFormat>) {
+pub(crate) fn install(level: Option<LogLevel>, format: Option<LogFormat>) {
     let level = level.or_else(|| inherited(LEVEL_ENV));
     let format = format.or_else(|| inherited(FORMAT_ENV));
     for (name, value) in [

@@ -46,7 +46,7 @@ use orchestrate_engine::runner::{RunConfig, Runner};
 use orchestrate_engine::step_result::StepStatus;
 
 /// Set (to a case's directory) in the environment of the fixture agent's process.
-pub const AGENT_ENV: &str = "ORCHESTRATE_FIXTURE_AGENT";
+pub(crate) const AGENT_ENV: &str = "ORCHESTRATE_FIXTURE_AGENT";
 /// `text` when the fixture agent answers a provider step: the result alone on stdout.
 const FORMAT_ENV: &str = "ORCHESTRATE_FIXTURE_FORMAT";
 /// Where the fixture agent counts visits per step.
@@ -730,7 +730,7 @@ fn copy_tree(from: &Path, to: &Path, filter: bool) -> Result<(), String> {
 /// The fixture agent: what runs instead of an agent CLI in `orchestrate test`. Reads its prompt
 /// on stdin (and ignores it), finds the answer for `ORCHESTRATE_STEP`'s current visit, writes
 /// the files it names, and prints claude's stream-json events with its result and usage.
-pub fn fixture_agent(case: &Path) -> u8 {
+pub(crate) fn fixture_agent(case: &Path) -> u8 {
     use std::io::Read;
     let mut prompt = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut prompt);

@@ -13,7 +13,7 @@ use crate::error::{Error, Outcome};
 
 /// `orchestrate agent ROLE`: one role process, claiming and running the role's tasks until
 /// stopped (or, with `--once`, until its inbox is empty).
-pub async fn agent(
+pub(crate) async fn agent(
     workspace: &Path,
     name: &str,
     replica: u32,

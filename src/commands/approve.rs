@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use crate::error::{Error, Outcome};
 
 /// Records the verdict on step `step` of run `run_id`, and says where.
-pub fn decide(
+pub(crate) fn decide(
     workspace: &Path,
     run_id: &str,
     step: &str,

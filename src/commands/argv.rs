@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use crate::error::Outcome;
 
 /// Prints the invocation as JSON on stdout.
-pub fn print_argv(
+pub(crate) fn print_argv(
     workspace: &Path,
     runtime: orchestrate_runtime::parse::Runtime,
     phase: orchestrate_lang::model::Phase,

@@ -9,13 +9,13 @@ use std::process::ExitCode;
 use crate::error::{Error, Outcome};
 
 /// `orchestrate completions SHELL`: the completion script on stdout.
-pub fn completions(shell: clap_complete::Shell, mut cli: clap::Command) -> Outcome {
+pub(crate) fn completions(shell: clap_complete::Shell, mut cli: clap::Command) -> Outcome {
     clap_complete::generate(shell, &mut cli, "orchestrate", &mut std::io::stdout());
     Ok(ExitCode::SUCCESS)
 }
 
 /// `orchestrate man`: the page on stdout, or every command's page written into `dir`.
-pub fn man(dir: Option<&Path>, cli: clap::Command) -> Outcome {
+pub(crate) fn man(dir: Option<&Path>, cli: clap::Command) -> Outcome {
     let written = match dir {
         Some(dir) => std::fs::create_dir_all(dir)
             .and_then(|()| clap_mangen::generate_to(cli, dir))

@@ -11,7 +11,7 @@ use orchestrate_engine::worktree::{self, GcOptions};
 
 use crate::error::{Error, Outcome};
 
-pub fn gc(workspace: &Path, dry_run: bool, older_than: Duration, force: bool) -> Outcome {
+pub(crate) fn gc(workspace: &Path, dry_run: bool, older_than: Duration, force: bool) -> Outcome {
     let options = GcOptions {
         dry_run,
         older_than,

@@ -100,7 +100,7 @@ const INIT_DIRS: &[&str] = &[
 ];
 
 /// Writes what is missing and says what it did and what to run next.
-pub fn init(workspace: &Path, dir: Option<&Path>) -> Outcome {
+pub(crate) fn init(workspace: &Path, dir: Option<&Path>) -> Outcome {
     use std::os::unix::fs::PermissionsExt;
     let root = match dir {
         Some(d) => workspace.join(d),

@@ -6,21 +6,21 @@
 //! exit code. Does not parse arguments (`cli`) nor hold the logic of the layers below (queue,
 //! engine, observe, swarm), which return data the commands print.
 
-pub mod agent;
-pub mod approve;
-pub mod argv;
-pub mod docs;
-pub mod gc;
-pub mod init;
+pub(crate) mod agent;
+pub(crate) mod approve;
+pub(crate) mod argv;
+pub(crate) mod docs;
+pub(crate) mod gc;
+pub(crate) mod init;
 mod loading;
-pub mod observe;
-pub mod run;
-pub mod run_args;
-pub mod signals;
-pub mod steer;
-pub mod swarm;
-pub mod tasks;
-pub mod test;
-pub mod validate;
+pub(crate) mod observe;
+pub(crate) mod run;
+pub(crate) mod run_args;
+pub(crate) mod signals;
+pub(crate) mod steer;
+pub(crate) mod swarm;
+pub(crate) mod tasks;
+pub(crate) mod test;
+pub(crate) mod validate;
 
-pub use run_args::{AgentArgs, ContextArgs};
+pub(crate) use run_args::{AgentArgs, ContextArgs};

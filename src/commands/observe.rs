@@ -12,7 +12,7 @@ use orchestrate_lang::load;
 use super::loading::relative_render;
 use crate::error::{Error, Outcome};
 
-pub fn status(workspace: &Path, run_id: Option<&str>, json: bool) -> Outcome {
+pub(crate) fn status(workspace: &Path, run_id: Option<&str>, json: bool) -> Outcome {
     let view = match orchestrate_observe::observe::status(workspace, run_id) {
         Ok(view) => view,
         Err(err) => {
@@ -39,7 +39,7 @@ pub fn status(workspace: &Path, run_id: Option<&str>, json: bool) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn report(
+pub(crate) fn report(
     workspace: &Path,
     run_id: Option<String>,
     since: Option<chrono::DateTime<chrono::Utc>>,
@@ -67,7 +67,7 @@ pub fn report(
     }
 }
 
-pub fn graph(
+pub(crate) fn graph(
     workspace: &Path,
     file: &Path,
     run_id: Option<&str>,
@@ -99,7 +99,7 @@ pub fn graph(
 }
 
 /// `orchestrate logs RUN_ID [STEP]`: the run's step logs on stdout, `--follow` as they grow.
-pub fn logs(workspace: &Path, run_id: &str, step: Option<&str>, follow: bool) -> Outcome {
+pub(crate) fn logs(workspace: &Path, run_id: &str, step: Option<&str>, follow: bool) -> Outcome {
     let mut out = std::io::stdout();
     orchestrate_observe::observe::logs(workspace, run_id, step, follow, &mut out)
         .map_err(|err| Error::invalid(err.to_string()))?;

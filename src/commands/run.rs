@@ -20,7 +20,7 @@ use super::signals::signal_cancel;
 use crate::error::{Error, Outcome};
 
 /// `orchestrate run WORKFLOW`.
-pub async fn run(
+pub(crate) async fn run(
     workspace: &Path,
     file: &Path,
     context: &ContextArgs,
@@ -117,7 +117,7 @@ pub async fn run(
 
 /// `orchestrate resume RUN_ID`: continues a stopped or failed run where it ended, in the
 /// worktree it started in (made again from its branch if it was removed).
-pub async fn resume(
+pub(crate) async fn resume(
     workspace: &Path,
     run_id: &str,
     quiet: bool,
@@ -291,7 +291,7 @@ fn report(outcome: Result<RunReport, orchestrate_engine::runner::RunError>) -> O
 }
 
 /// `orchestrate run-step STEP WORKFLOW`: one step alone, its inputs from `--from-run`.
-pub async fn run_step(
+pub(crate) async fn run_step(
     workspace: &Path,
     name: &str,
     file: &Path,
@@ -345,7 +345,7 @@ pub async fn run_step(
 
 /// Runs the workflow, then again whenever its file changes; a change during a run stops it
 /// first (like watchexec's restart).
-pub async fn watch(
+pub(crate) async fn watch(
     workspace: &Path,
     file: &Path,
     context: &ContextArgs,

@@ -17,7 +17,7 @@ use crate::error::Error;
 
 /// Who executes agent steps.
 #[derive(Debug, Args, Clone, Default)]
-pub struct AgentArgs {
+pub(crate) struct AgentArgs {
     /// Run every agent step on this runtime or runtimes.yaml profile (claude, codex, gemini, ...).
     #[arg(long, value_name = "NAME")]
     pub runtime: Option<String>,
@@ -28,7 +28,7 @@ pub struct AgentArgs {
 
 impl AgentArgs {
     /// Applies the options and the workspace's runtimes.yaml to a run's configuration.
-    pub fn apply(&self, workspace: &Path, config: &mut RunConfig) -> Result<(), Error> {
+    pub(crate) fn apply(&self, workspace: &Path, config: &mut RunConfig) -> Result<(), Error> {
         match orchestrate_runtime::profile::Profiles::load(workspace) {
             Ok(profiles) => config.profiles = std::sync::Arc::new(profiles),
             Err(err) => {
@@ -45,7 +45,7 @@ impl AgentArgs {
 }
 
 #[derive(Debug, Args, Clone)]
-pub struct ContextArgs {
+pub(crate) struct ContextArgs {
     /// A context value, `${context.KEY}` in the workflow (repeatable).
     #[arg(long = "context", value_name = "KEY=VALUE")]
     pub pairs: Vec<String>,
@@ -55,7 +55,7 @@ pub struct ContextArgs {
 }
 
 /// Context precedence: workflow `context:` defaults, then `--context-file`, then `--context`.
-pub fn build_context(
+pub(crate) fn build_context(
     workspace: &Path,
     workflow: &Workflow,
     args: &ContextArgs,

@@ -10,7 +10,7 @@ use orchestrate_engine::runner::exit;
 
 /// First SIGINT/SIGTERM cancels `stop` (finish in-flight work, claim nothing new); a second
 /// cancels `kill` (stop everything now).
-pub fn signal_pair() -> (CancellationToken, CancellationToken) {
+pub(crate) fn signal_pair() -> (CancellationToken, CancellationToken) {
     let stop = CancellationToken::new();
     let kill = CancellationToken::new();
     let (s, k) = (stop.clone(), kill.clone());
@@ -31,7 +31,7 @@ pub fn signal_pair() -> (CancellationToken, CancellationToken) {
 }
 
 /// Cancels the token on the first SIGINT or SIGTERM; exits at once on the second.
-pub fn signal_cancel() -> CancellationToken {
+pub(crate) fn signal_cancel() -> CancellationToken {
     let (stop, kill) = signal_pair();
     let token = stop.clone();
     tokio::spawn(async move {

@@ -12,7 +12,7 @@ use orchestrate_swarm::control;
 use crate::error::{Error, Outcome};
 
 /// `orchestrate cancel TARGET`: a run id, a swarm task id, or a task's run id.
-pub fn cancel(workspace: &Path, target: &str, wait: Option<Duration>) -> Outcome {
+pub(crate) fn cancel(workspace: &Path, target: &str, wait: Option<Duration>) -> Outcome {
     match control::request_cancel(workspace, target, wait) {
         Ok(message) => {
             eprintln!("{message}");
@@ -24,7 +24,7 @@ pub fn cancel(workspace: &Path, target: &str, wait: Option<Duration>) -> Outcome
 }
 
 /// `orchestrate pause ROLE`.
-pub fn pause(workspace: &Path, role: &str) -> Outcome {
+pub(crate) fn pause(workspace: &Path, role: &str) -> Outcome {
     control::check_role(workspace, role).map_err(Error::Invalid)?;
     match control::pause(workspace, role) {
         Ok((p, true)) => eprintln!(
@@ -40,7 +40,7 @@ pub fn pause(workspace: &Path, role: &str) -> Outcome {
 }
 
 /// `orchestrate resume ROLE` (or `--role`).
-pub fn resume_role(workspace: &Path, role: &str) -> Outcome {
+pub(crate) fn resume_role(workspace: &Path, role: &str) -> Outcome {
     control::check_role(workspace, role).map_err(Error::Invalid)?;
     match control::unpause(workspace, role) {
         Ok(Some(p)) => eprintln!(

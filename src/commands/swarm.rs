@@ -16,7 +16,11 @@ use super::signals::signal_pair;
 use crate::error::{Error, Outcome};
 
 /// `swarm up`: every role file is validated first; any problem stops it before anything starts.
-pub async fn swarm_up(workspace: &Path, detach: bool, grace: std::time::Duration) -> Outcome {
+pub(crate) async fn swarm_up(
+    workspace: &Path,
+    detach: bool,
+    grace: std::time::Duration,
+) -> Outcome {
     use orchestrate_swarm::supervisor::{self, ChildSpec, Policy};
     let roles = load_roles(workspace)?;
     let exe = match std::env::current_exe() {
@@ -248,7 +252,7 @@ fn since(at: &str) -> String {
         .map_or_else(|| "?".to_string(), orchestrate_base::human::duration)
 }
 
-pub fn swarm_down(workspace: &Path, force: bool, timeout: std::time::Duration) -> Outcome {
+pub(crate) fn swarm_down(workspace: &Path, force: bool, timeout: std::time::Duration) -> Outcome {
     use orchestrate_swarm::supervisor::SwarmState;
     let status = orchestrate_swarm::supervisor::status(workspace).ok();
     if let Some(status) = status.as_ref().filter(|s| s.state == SwarmState::Down) {
@@ -337,7 +341,7 @@ pub fn swarm_down(workspace: &Path, force: bool, timeout: std::time::Duration) -
     }
 }
 
-pub fn swarm_status(workspace: &Path, as_json: bool) -> Outcome {
+pub(crate) fn swarm_status(workspace: &Path, as_json: bool) -> Outcome {
     match orchestrate_swarm::supervisor::status(workspace) {
         Ok(status) => {
             if as_json {
@@ -357,7 +361,7 @@ pub fn swarm_status(workspace: &Path, as_json: bool) -> Outcome {
 /// `swarm reload`: SIGHUP to the supervisor (which starts added roles, stops removed ones and
 /// passes the signal on to every role process), or, with no supervisor, to each live role
 /// process; then waits for their answers and reports them per role process.
-pub fn swarm_reload(workspace: &Path, timeout: std::time::Duration) -> Outcome {
+pub(crate) fn swarm_reload(workspace: &Path, timeout: std::time::Duration) -> Outcome {
     use orchestrate_engine::role::ProcRecord;
     let status = match orchestrate_swarm::supervisor::status(workspace) {
         Ok(status) => status,

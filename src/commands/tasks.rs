@@ -19,7 +19,7 @@ fn too_big(size: &str, limit: u64) -> Outcome {
     )))
 }
 
-pub fn enqueue(
+pub(crate) fn enqueue(
     workspace: &Path,
     role: &str,
     file: Option<&Path>,
@@ -97,7 +97,7 @@ pub fn enqueue(
     }
 }
 
-pub fn tasks(
+pub(crate) fn tasks(
     workspace: &Path,
     role: Option<&str>,
     state: Option<TaskState>,
@@ -208,7 +208,7 @@ fn with_inbox_extras(layout: &Layout, mut list: Vec<TaskInfo>) -> Vec<TaskInfo> 
     list
 }
 
-pub fn show(workspace: &Path, needle: &str, as_json: bool) -> Outcome {
+pub(crate) fn show(workspace: &Path, needle: &str, as_json: bool) -> Outcome {
     let matches = orchestrate_engine::role::find_tasks(workspace, needle);
     if matches.is_empty() {
         return Err(Error::invalid(format!(
@@ -381,7 +381,7 @@ fn print_entry(entry: &Value, info: &TaskInfo) {
     }
 }
 
-pub fn retry(workspace: &Path, needle: &str) -> Outcome {
+pub(crate) fn retry(workspace: &Path, needle: &str) -> Outcome {
     let found = orchestrate_engine::role::find_tasks(workspace, needle);
     let failed: Vec<&TaskInfo> = found
         .iter()
@@ -418,7 +418,7 @@ pub fn retry(workspace: &Path, needle: &str) -> Outcome {
     }
 }
 
-pub fn trace(workspace: &Path, id: &str, as_json: bool) -> Outcome {
+pub(crate) fn trace(workspace: &Path, id: &str, as_json: bool) -> Outcome {
     let mut events: Vec<Value> = Vec::new();
     for layout in orchestrate_engine::role::known_layouts(workspace) {
         for t in queue::list(&layout) {

@@ -12,7 +12,7 @@ use crate::wftest::{find_cases, run_case};
 /// Runs every case under `fixtures` (the directory itself when it holds `expect.yaml`, else
 /// each subdirectory that does) and prints one line per case. Exit 0 when all pass, 1 when one
 /// fails, 2 when the workflow or a fixture cannot be read.
-pub async fn run(workspace: &Path, workflow: &Path, fixtures: &Path, keep: bool) -> Outcome {
+pub(crate) async fn run(workspace: &Path, workflow: &Path, fixtures: &Path, keep: bool) -> Outcome {
     let fixtures = if fixtures.is_absolute() {
         fixtures.to_path_buf()
     } else {

@@ -12,7 +12,7 @@ use orchestrate_lang::load;
 use super::loading::relative_render;
 use crate::error::Outcome;
 
-pub fn validate(workspace: &Path, files: &[PathBuf]) -> Outcome {
+pub(crate) fn validate(workspace: &Path, files: &[PathBuf]) -> Outcome {
     let mut problems = 0;
     for file in files {
         let path = workspace.join(file);
