@@ -74,7 +74,8 @@ fn codex_model_from_its_config_toml_is_recorded_and_priced() {
     let (ws, codex_home) = codex_ws();
     std::fs::write(
         codex_home.path().join("config.toml"),
-        "profile = \"cheap\"\nmodel = \"gpt-5\"\n\n[profiles.cheap]\nmodel = \"gpt-5-mini\"\n",
+        // `[profiles.NAME]` tables are ignored by codex 0.169 unless `-p NAME` selects them.
+        "model = \"gpt-5-mini\"\n\n[profiles.pricey]\nmodel = \"gpt-5\"\n",
     )
     .unwrap();
     ws.workflow(&ask(None, ""));
