@@ -34,14 +34,6 @@ use crate::event::{self, Event};
 use crate::step_result::{ItemOutcome, ItemStatus, StepResult, StepStatus};
 use orchestrate_lang::model::{Branch, FanOut, Items, Join, Step};
 
-/// The lane an event was recorded in (empty: the run's own step list).
-pub fn lane_of(record: &Value) -> Vec<u64> {
-    record["lane"]
-        .as_array()
-        .map(|lane| lane.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default()
-}
-
 /// The captured output (`output`, `lines`, `json`) the outcomes of one step keep in all: the
 /// step's result goes into the event log and the state snapshot, so a loop over many items with
 /// large outputs must not make them grow without bound. Later items beyond it keep their status,
@@ -644,12 +636,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    #[test]
-    fn lanes_name_logs_in_item_order() {
-        assert_eq!(lane_of(&json!({"lane": [3, 12]})), vec![3, 12]);
-        assert!(lane_of(&json!({"exec": 1})).is_empty());
-    }
 
     #[test]
     fn tally_counts_each_status() {

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use orchestrate_engine::event::Envelope;
 use orchestrate_engine::event::Event;
-use orchestrate_engine::runner::fanout::lane_of;
 use orchestrate_engine::step_result::{StepError, StepResult, StepStatus};
 use serde_json::Value;
 
@@ -114,7 +114,7 @@ pub fn spans_of_run(events: &Path, task: Option<&TaskInfo>) -> Result<Vec<Span>,
             continue;
         }
         let exec = record["exec"].as_u64().unwrap_or(0);
-        let lane = lane_of(record);
+        let lane = Envelope::from_record(record).lane;
         let step = record["step"].as_str().unwrap_or_default();
         let dir = orchestrate_engine::state::child_root(run_root, &lane, exec, step);
         // A child that left no readable log (it never started) has no spans to add.
@@ -202,7 +202,7 @@ pub fn spans_from_events(records: &[Value], task: Option<&TaskInfo>) -> Vec<Span
     let mut finished: Option<&Value> = None;
     for record in session_records {
         let exec = record["exec"].as_u64().unwrap_or(0);
-        let lane = lane_of(record);
+        let lane = Envelope::from_record(record).lane;
         let key = (lane.clone(), exec);
         let ts = nanos(&record["ts"]).unwrap_or(last_ns);
         match record["event"].as_str().unwrap_or_default() {
