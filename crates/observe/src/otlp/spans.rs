@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use orchestrate_engine::event::Envelope;
-use orchestrate_engine::event::Event;
+use orchestrate_engine::event::{Envelope, Event, RunFinished, RunStarted, StepStarted};
+use orchestrate_engine::state::RunStatus;
 use orchestrate_engine::step_result::{StepError, StepResult, StepStatus};
 use serde_json::Value;
 
@@ -76,8 +76,7 @@ fn span_id(parts: &[&str]) -> [u8; 8] {
 }
 
 /// Nanoseconds since the Unix epoch of an RFC 3339 time.
-fn nanos(value: &Value) -> Option<u64> {
-    let text = value.as_str()?;
+fn nanos(text: &str) -> Option<u64> {
     let time = chrono::DateTime::parse_from_rfc3339(text).ok()?;
     u64::try_from(time.timestamp_nanos_opt()?).ok()
 }
@@ -100,72 +99,99 @@ fn int_attr(key: &str, value: i64) -> (String, Attr) {
     (key.to_string(), Attr::Int(value))
 }
 
+/// One line of `events.jsonl` read through the engine's types.
+struct Record {
+    envelope: Envelope,
+    event: Event,
+}
+
+impl Record {
+    fn all(records: &[Value]) -> Vec<Record> {
+        records
+            .iter()
+            .map(|record| Record {
+                envelope: Envelope::from_record(record),
+                event: Event::from_record(record),
+            })
+            .collect()
+    }
+
+    fn ns(&self) -> Option<u64> {
+        nanos(&self.envelope.ts)
+    }
+}
+
 /// The spans of the run recorded in `events` (its latest start or resume), with the spans of
 /// the child runs its `workflow:` steps started in that session, recursively: each child's
 /// spans join the parent's trace, its root span under the `workflow:` step's span.
 pub fn spans_of_run(events: &Path, task: Option<&TaskInfo>) -> Result<Vec<Span>, String> {
     let file = orchestrate_engine::events::read_checked(events)?;
-    let mut spans = spans_from_events(&file.records, task);
-    let (Some(session), Some(run_root)) = (Session::of(&file.records), events.parent()) else {
+    let records = Record::all(&file.records);
+    let mut spans = spans_of_records(&records, task);
+    let (Some(session), Some(run_root)) = (Session::of(&records), events.parent()) else {
         return Ok(spans);
     };
     for record in session.records {
-        if record["event"] != "child_started" {
-            continue;
-        }
-        let exec = record["exec"].as_u64().unwrap_or(0);
-        let lane = Envelope::from_record(record).lane;
-        let step = record["step"].as_str().unwrap_or_default();
-        let dir = orchestrate_engine::state::child_root(run_root, &lane, exec, step);
-        // A child that left no readable log (it never started) has no spans to add.
-        let Ok(mut child) = spans_of_run(&dir.join("events.jsonl"), None) else {
+        let Event::ChildStarted(child) = &record.event else {
             continue;
         };
-        let parent = session.step_span(&lane, exec);
-        for span in &mut child {
+        let lane = &record.envelope.lane;
+        let dir = orchestrate_engine::state::child_root(run_root, lane, child.exec, &child.step);
+        // A child that left no readable log (it never started) has no spans to add.
+        let Ok(mut child_spans) = spans_of_run(&dir.join("events.jsonl"), None) else {
+            continue;
+        };
+        let parent = session.step_span(lane, child.exec);
+        for span in &mut child_spans {
             span.trace_id = session.trace;
             if span.parent.is_none() {
                 span.parent = Some(parent);
             }
         }
-        spans.extend(child);
+        spans.extend(child_spans);
     }
     Ok(spans)
 }
 
 /// The latest start or resume in a run's records: what its span ids are derived from.
 struct Session<'a> {
-    run_id: String,
+    started: &'a RunStarted,
     resumes: u64,
     trace: [u8; 16],
     /// The records from the `run_started`/`run_resumed` that began it.
-    records: &'a [Value],
+    records: &'a [Record],
 }
 
 impl<'a> Session<'a> {
-    fn of(records: &'a [Value]) -> Option<Session<'a>> {
-        let started = records.iter().find(|r| r["event"] == "run_started")?;
+    fn of(records: &'a [Record]) -> Option<Session<'a>> {
+        let started = records.iter().find_map(|r| match &r.event {
+            Event::RunStarted(started) => Some(started),
+            _ => None,
+        })?;
         let at = records
             .iter()
-            .rposition(|r| r["event"] == "run_started" || r["event"] == "run_resumed")?;
-        let run_id = started["run_id"].as_str().unwrap_or_default().to_string();
+            .rposition(|r| matches!(r.event, Event::RunStarted(_) | Event::RunResumed(_)))?;
+        let resumes = match &records[at].event {
+            Event::RunResumed(resumed) => u64::from(resumed.resumes),
+            _ => 0,
+        };
         Some(Session {
-            trace: trace_id(&run_id),
-            resumes: records[at]["resumes"].as_u64().unwrap_or(0),
-            run_id,
+            trace: trace_id(&started.run_id),
+            resumes,
+            started,
             records: &records[at..],
         })
     }
 
     fn root_span(&self) -> [u8; 8] {
-        span_id(&["run", &self.run_id, &self.resumes.to_string()])
+        span_id(&["run", &self.started.run_id, &self.resumes.to_string()])
     }
 
     /// The span of step execution `exec` of `lane`.
     fn step_span(&self, lane: &[u64], exec: u64) -> [u8; 8] {
         span_id(&[
             "step",
-            &self.run_id,
+            &self.started.run_id,
             &self.resumes.to_string(),
             &crate::observe::exec_label(lane, exec),
         ])
@@ -176,10 +202,11 @@ impl<'a> Session<'a> {
 /// child per step execution (a `for_each`'s body under the loop's span). Skipped steps have no
 /// span. A step with no `step_finished` (the engine died) ends with the last record.
 pub fn spans_from_events(records: &[Value], task: Option<&TaskInfo>) -> Vec<Span> {
+    spans_of_records(&Record::all(records), task)
+}
+
+fn spans_of_records(records: &[Record], task: Option<&TaskInfo>) -> Vec<Span> {
     let Some(session) = Session::of(records) else {
-        return Vec::new();
-    };
-    let Some(started) = records.iter().find(|r| r["event"] == "run_started") else {
         return Vec::new();
     };
     let trace = session.trace;
@@ -187,10 +214,10 @@ pub fn spans_from_events(records: &[Value], task: Option<&TaskInfo>) -> Vec<Span
     let session_records = session.records;
     let last_ns = session_records
         .iter()
-        .filter_map(|r| nanos(&r["ts"]))
+        .filter_map(Record::ns)
         .max()
         .unwrap_or(0);
-    let start_ns = nanos(&session_records[0]["ts"]).unwrap_or(last_ns);
+    let start_ns = session_records[0].ns().unwrap_or(last_ns);
 
     let mut spans: Vec<Span> = Vec::new();
     // (lane, exec) -> index in `spans`, for the steps started and not yet finished. Fan-out
@@ -199,53 +226,55 @@ pub fn spans_from_events(records: &[Value], task: Option<&TaskInfo>) -> Vec<Span
     // Per lane, the sequential `for_each` steps whose body is running, innermost last:
     // (exec, span id).
     let mut loops: HashMap<Vec<u64>, Vec<(u64, [u8; 8])>> = HashMap::new();
-    let mut finished: Option<&Value> = None;
+    let mut finished: Option<(&RunFinished, u64)> = None;
     for record in session_records {
-        let exec = record["exec"].as_u64().unwrap_or(0);
-        let lane = Envelope::from_record(record).lane;
-        let key = (lane.clone(), exec);
-        let ts = nanos(&record["ts"]).unwrap_or(last_ns);
-        match record["event"].as_str().unwrap_or_default() {
-            "step_started" => {
-                let kind = record["kind"].as_str().unwrap_or_default();
-                let id = session.step_span(&lane, exec);
+        let lane = &record.envelope.lane;
+        let ts = record.ns().unwrap_or(last_ns);
+        match &record.event {
+            Event::StepStarted(started) => {
+                let id = session.step_span(lane, started.exec);
                 // The innermost loop of its lane, else the fan-out step the lane belongs to.
-                let parent = match (loops.get(&lane).and_then(|l| l.last()), lane.len()) {
+                let parent = match (loops.get(lane).and_then(|l| l.last()), lane.len()) {
                     (Some((_, id)), _) => *id,
                     (None, n) if n >= 2 => session.step_span(&lane[..n - 2], lane[n - 2]),
                     (None, _) => root_id,
                 };
-                spans.push(open_step_span(record, trace, id, parent, ts, last_ns));
-                open.insert(key.clone(), spans.len() - 1);
-                if kind == "for_each" {
-                    loops.entry(lane.clone()).or_default().push((exec, id));
+                spans.push(open_step_span(started, trace, id, parent, ts, last_ns));
+                open.insert((lane.clone(), started.exec), spans.len() - 1);
+                if started.kind == "for_each" {
+                    loops
+                        .entry(lane.clone())
+                        .or_default()
+                        .push((started.exec, id));
                 }
             }
-            "process_started" | "retry_scheduled" | "paused" | "phase_violation" => {
-                if let Some(&index) = open.get(&key) {
-                    spans[index].events.push(span_event(record, ts));
+            Event::ProcessStarted(_)
+            | Event::RetryScheduled(_)
+            | Event::Paused(_)
+            | Event::PhaseViolation(_) => {
+                let Some(event) = span_event(&record.event, ts) else {
+                    continue;
+                };
+                if let Some(&index) = open.get(&(lane.clone(), event.0)) {
+                    spans[index].events.push(event.1);
                 }
             }
-            "step_finished" => {
-                if let Some(stack) = loops.get_mut(&lane)
-                    && stack.last().is_some_and(|(e, _)| *e == exec)
+            Event::StepFinished(step) => {
+                if let Some(stack) = loops.get_mut(lane)
+                    && stack.last().is_some_and(|(e, _)| *e == step.exec)
                 {
                     stack.pop();
                 }
-                if let Some(index) = open.remove(&key) {
-                    let result = match Event::from_record(record) {
-                        Event::StepFinished(finished) => *finished.result,
-                        _ => StepResult::default(),
-                    };
-                    finish_step(&mut spans[index], &result, ts);
+                if let Some(index) = open.remove(&(lane.clone(), step.exec)) {
+                    finish_step(&mut spans[index], &step.result, ts);
                 }
             }
-            "run_finished" => finished = Some(record),
+            Event::RunFinished(run) => finished = Some((run, ts)),
             _ => {}
         }
     }
 
-    let root = run_span(&session, started, finished, task, start_ns, last_ns);
+    let root = run_span(&session, finished, task, start_ns, last_ns);
     spans.insert(0, root);
     spans
 }
@@ -253,30 +282,27 @@ pub fn spans_from_events(records: &[Value], task: Option<&TaskInfo>) -> Vec<Span
 /// The span of a step from its `step_started` record, open until its `step_finished` says
 /// otherwise: it ends with the last record, as an error.
 fn open_step_span(
-    record: &Value,
+    started: &StepStarted,
     trace: [u8; 16],
     id: [u8; 8],
     parent: [u8; 8],
     start_ns: u64,
     last_ns: u64,
 ) -> Span {
-    let step = record["step"].as_str().unwrap_or_default();
-    let kind = record["kind"].as_str().unwrap_or_default();
-    let exec = record["exec"].as_u64().unwrap_or(0);
     Span {
         trace_id: trace,
         span_id: id,
         parent: Some(parent),
-        name: step.to_string(),
+        name: started.step.clone(),
         start_ns,
         end_ns: last_ns.max(start_ns),
         attributes: vec![
-            str_attr("orchestrate.step.name", step),
-            str_attr("orchestrate.step.kind", kind),
-            int_attr("orchestrate.step.exec", exec as i64),
+            str_attr("orchestrate.step.name", started.step.clone()),
+            str_attr("orchestrate.step.kind", started.kind.clone()),
+            int_attr("orchestrate.step.exec", started.exec as i64),
             str_attr(
                 "orchestrate.step.iteration",
-                record["iteration"].to_string(),
+                serde_json::to_string(&started.iteration).unwrap_or_default(),
             ),
         ],
         events: Vec::new(),
@@ -284,86 +310,90 @@ fn open_step_span(
     }
 }
 
-/// A span event for a record within a step (`process_started`, `retry_scheduled`, ...), with
-/// the record's numeric and text fields among `attempt`, `exit_code`, `delay`, `reason`, `until`.
-fn span_event(record: &Value, time_ns: u64) -> SpanEvent {
-    let mut attributes = Vec::new();
-    for key in ["attempt", "exit_code", "delay", "reason", "until"] {
-        match &record[key] {
-            Value::Number(n) if n.is_i64() => attributes.push(int_attr(
-                &format!("orchestrate.{key}"),
-                n.as_i64().unwrap_or(0),
-            )),
-            Value::Number(n) => attributes.push((
-                format!("orchestrate.{key}"),
-                Attr::Float(n.as_f64().unwrap_or(0.0)),
-            )),
-            Value::String(s) => attributes.push(str_attr(&format!("orchestrate.{key}"), s.clone())),
-            _ => {}
-        }
-    }
-    SpanEvent {
-        name: record["event"].as_str().unwrap_or_default().to_string(),
-        time_ns,
-        attributes,
-    }
+/// A span event for a record within a step (`process_started`, `retry_scheduled`, `paused`,
+/// `phase_violation`), with its step's execution number: the attempt, exit code, delay, reason
+/// and resume time the record carries, in that order.
+fn span_event(event: &Event, time_ns: u64) -> Option<(u64, SpanEvent)> {
+    let attempt = |n: u32| int_attr("orchestrate.attempt", i64::from(n));
+    let (exec, name, attributes) = match event {
+        Event::ProcessStarted(e) => (e.exec, "process_started", vec![attempt(e.attempt)]),
+        Event::RetryScheduled(e) => (
+            e.exec,
+            "retry_scheduled",
+            vec![
+                attempt(e.attempt),
+                int_attr("orchestrate.exit_code", e.exit_code),
+                ("orchestrate.delay".into(), Attr::Float(e.delay)),
+            ],
+        ),
+        Event::Paused(e) => (
+            e.exec,
+            "paused",
+            vec![
+                str_attr("orchestrate.reason", e.reason.clone()),
+                str_attr("orchestrate.until", e.until.clone()),
+            ],
+        ),
+        // Its step is the one in flight, whose number the event does not carry.
+        Event::PhaseViolation(_) => return None,
+        _ => return None,
+    };
+    Some((
+        exec,
+        SpanEvent {
+            name: name.to_string(),
+            time_ns,
+            attributes,
+        },
+    ))
 }
 
-/// The root span of a session: the run (or its resume), its status from `finished`, and the
-/// swarm task it ran for.
+/// The root span of a session: the run (or its resume), its status from `finished` (the
+/// `run_finished` and when it was written), and the swarm task it ran for.
 fn run_span(
     session: &Session,
-    started: &Value,
-    finished: Option<&Value>,
+    finished: Option<(&RunFinished, u64)>,
     task: Option<&TaskInfo>,
     start_ns: u64,
     last_ns: u64,
 ) -> Span {
     let (trace, root_id, resumes) = (session.trace, session.root_span(), session.resumes);
-    let run_id = session.run_id.clone();
+    let started = session.started;
+    let run_id = started.run_id.clone();
+    let name = if started.name.is_empty() {
+        "workflow"
+    } else {
+        started.name.as_str()
+    };
     let mut root = Span {
         trace_id: trace,
         span_id: root_id,
         parent: None,
-        name: format!(
-            "{} {}",
-            if resumes > 0 { "resume" } else { "run" },
-            started["name"].as_str().unwrap_or("workflow")
-        ),
+        name: format!("{} {name}", if resumes > 0 { "resume" } else { "run" },),
         start_ns,
-        end_ns: finished
-            .and_then(|f| nanos(&f["ts"]))
-            .unwrap_or(last_ns)
-            .max(start_ns),
+        end_ns: finished.map_or(last_ns, |(_, ts)| ts).max(start_ns),
         attributes: vec![
             str_attr("orchestrate.run.id", run_id.clone()),
-            str_attr(
-                "orchestrate.workflow.name",
-                started["name"].as_str().unwrap_or_default(),
-            ),
-            str_attr(
-                "orchestrate.workflow.file",
-                started["workflow"].as_str().unwrap_or_default(),
-            ),
+            str_attr("orchestrate.workflow.name", started.name.clone()),
+            str_attr("orchestrate.workflow.file", started.workflow.clone()),
             int_attr("orchestrate.run.resumes", resumes as i64),
         ],
         events: Vec::new(),
         error: None,
     };
     match finished {
-        Some(f) => {
-            let status = f["status"].as_str().unwrap_or_default();
+        Some((f, _)) => {
+            let status = f.status.label();
             root.attributes
                 .push(str_attr("orchestrate.run.status", status));
             root.attributes.push(int_attr(
                 "orchestrate.run.exit_code",
-                f["exit_code"].as_i64().unwrap_or(0),
+                i64::from(f.exit_code),
             ));
-            if status != "succeeded" {
+            if f.status != RunStatus::Succeeded {
                 root.error = Some(
-                    f["error"]
-                        .as_str()
-                        .map(str::to_string)
+                    f.error
+                        .clone()
                         .unwrap_or_else(|| format!("the run {status}")),
                 );
             }
@@ -387,7 +417,7 @@ fn run_span(
 
 /// Sets a step span's end, status and result attributes from its `step_finished` result.
 fn finish_step(span: &mut Span, result: &StepResult, finished_ts: u64) {
-    let time = |text: &Option<String>| nanos(&Value::from(text.as_deref()?));
+    let time = |text: &Option<String>| nanos(text.as_deref()?);
     if let Some(start) = time(&result.started_at) {
         span.start_ns = start;
     }
@@ -482,6 +512,69 @@ mod tests {
     use super::super::test_support::log;
     use super::*;
     use serde_json::json;
+
+    /// A step's retries and pause are events of its span, with their attempt, exit code, delay,
+    /// reason and resume time; a run's resume counts from its `run_resumed`.
+    #[test]
+    fn a_steps_retries_and_pause_are_events_of_its_span() {
+        let ts = |s: u32| format!("2026-01-01T00:00:{s:02}.000000Z");
+        let records = vec![
+            json!({"event": "run_started", "seq": 1, "ts": ts(0), "run_id": "R2", "name": "wf",
+                   "workflow": "wf.yaml", "fingerprint": "f", "context": {}, "timestamp_utc": "x", "pid": 1}),
+            json!({"event": "run_resumed", "seq": 2, "ts": ts(1), "resumes": 2, "journal": 1}),
+            json!({"event": "step_started", "seq": 3, "ts": ts(2), "step": "Build", "exec": 1,
+                   "kind": "command", "iteration": [1, 0]}),
+            json!({"event": "process_started", "seq": 4, "ts": ts(3), "step": "Build", "exec": 1,
+                   "attempt": 1, "argv": ["make"]}),
+            json!({"event": "retry_scheduled", "seq": 5, "ts": ts(4), "step": "Build", "exec": 1,
+                   "attempt": 1, "exit_code": 2, "delay": 1.5}),
+            json!({"event": "paused", "seq": 6, "ts": ts(5), "step": "Build", "exec": 1,
+                   "reason": "rate limited", "until": ts(9)}),
+            json!({"event": "step_finished", "seq": 7, "ts": ts(6), "step": "Build", "exec": 1,
+                   "iteration": [1, 0], "result": {"status": "succeeded", "exit_code": 0}}),
+            json!({"event": "run_finished", "seq": 8, "ts": ts(7), "status": "succeeded", "exit_code": 0}),
+        ];
+        let spans = spans_from_events(&records, None);
+        assert_eq!(spans.len(), 2);
+        let (root, build) = (&spans[0], &spans[1]);
+        assert_eq!(root.name, "resume wf");
+        assert!(
+            root.attributes
+                .contains(&int_attr("orchestrate.run.resumes", 2))
+        );
+        assert!(root.error.is_none());
+        assert!(
+            build
+                .attributes
+                .contains(&str_attr("orchestrate.step.iteration", "[1,0]"))
+        );
+        let events: Vec<(&str, &[(String, Attr)])> = build
+            .events
+            .iter()
+            .map(|e| (e.name.as_str(), e.attributes.as_slice()))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                ("process_started", &[int_attr("orchestrate.attempt", 1)][..]),
+                (
+                    "retry_scheduled",
+                    &[
+                        int_attr("orchestrate.attempt", 1),
+                        int_attr("orchestrate.exit_code", 2),
+                        ("orchestrate.delay".to_string(), Attr::Float(1.5)),
+                    ][..]
+                ),
+                (
+                    "paused",
+                    &[
+                        str_attr("orchestrate.reason", "rate limited"),
+                        str_attr("orchestrate.until", ts(9)),
+                    ][..]
+                ),
+            ]
+        );
+    }
 
     #[test]
     fn spans_come_from_the_log_with_its_times_and_genai_attributes() {
