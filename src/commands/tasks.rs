@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use serde_json::{Value, json};
 
 use orchestrate_queue::queue::{self, Layout, TaskInfo, TaskState};
+use orchestrate_queue::record::TaskStatus;
 
 use crate::error::{Error, Outcome};
 
@@ -215,37 +216,59 @@ pub(crate) fn show(workspace: &Path, needle: &str, as_json: bool) -> Outcome {
             "no task `{needle}` in any inbox, running/, processed/ or failed/; list them with `orchestrate tasks`"
         )));
     }
-    let out: Vec<Value> = matches.iter().map(|t| gather(workspace, t)).collect();
+    let shown: Vec<Shown> = matches.iter().map(|t| gather(workspace, t)).collect();
     if as_json {
+        let out: Vec<&Value> = shown.iter().map(|s| &s.json).collect();
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
-    for (entry, info) in out.iter().zip(&matches) {
+    for (entry, info) in shown.iter().zip(&matches) {
         print_entry(entry, info);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// What `show` knows of one entry of a task: its record, status, lease, queue sidecar, logs
-/// and worktree, as the JSON `show --json` prints.
-fn gather(workspace: &Path, t: &TaskInfo) -> Value {
+/// What `show` knows of one entry of a task: its record, lease, queue sidecar, logs and
+/// worktree, read through their types for the text, and as found on disk for `show --json`.
+struct Shown {
+    /// `{task, status, lease, queue, logs, worktree}`: the files as they are, so that `--json`
+    /// shows a record that this version cannot read as well.
+    json: Value,
+    status: Option<TaskStatus>,
+    lease: Option<queue::Lease>,
+    meta: Option<queue::Meta>,
+    logs: Vec<String>,
+    worktree: Option<Value>,
+}
+
+fn gather(workspace: &Path, t: &TaskInfo) -> Shown {
     let path = workspace.join(&t.path);
     // Nothing is read through an entry that leads outside the workspace.
     let dir = (t.refused.is_none() && path.is_dir()).then(|| path.clone());
-    let read = |name: &str| -> Option<Value> {
-        let bytes = orchestrate_base::fsutil::read_inside(workspace, &dir.as_ref()?.join(name))?;
-        serde_json::from_slice(&bytes).ok()
+    let read = |name: &str| -> Option<Vec<u8>> {
+        orchestrate_base::fsutil::read_inside(workspace, &dir.as_ref()?.join(name))
     };
-    let status = read("status.json");
-    let lease = read("lease.json");
-    let meta: Option<Value> = orchestrate_base::fsutil::read_inside(
+    let status_bytes = read("status.json");
+    let lease_bytes = read("lease.json");
+    let meta_bytes = orchestrate_base::fsutil::read_inside(
         workspace,
         &workspace
             .join(".orchestrate/queue")
             .join(&t.role)
             .join(format!("{}.json", t.id)),
-    )
-    .and_then(|b| serde_json::from_slice(&b).ok());
+    );
+    let raw = |bytes: &Option<Vec<u8>>| -> Option<Value> {
+        serde_json::from_slice(bytes.as_deref()?).ok()
+    };
+    let (status_json, lease_json, meta_json) =
+        (raw(&status_bytes), raw(&lease_bytes), raw(&meta_bytes));
+    let status = status_bytes.as_deref().and_then(TaskStatus::from_bytes);
+    let lease = lease_bytes
+        .as_deref()
+        .and_then(|b| serde_json::from_slice::<queue::Lease>(b).ok());
+    let meta = meta_bytes
+        .as_deref()
+        .and_then(|b| serde_json::from_slice::<queue::Meta>(b).ok());
     let logs: Vec<String> = dir
         .as_ref()
         .map(|d| d.join("logs"))
@@ -263,7 +286,7 @@ fn gather(workspace: &Path, t: &TaskInfo) -> Value {
         })
         .unwrap_or_default();
     // Under `isolation: worktree`: the finished attempt's, else the one in use (or kept).
-    let worktree = status
+    let worktree = status_json
         .as_ref()
         .and_then(|s| s.get("worktree").cloned())
         .or_else(|| {
@@ -275,23 +298,29 @@ fn gather(workspace: &Path, t: &TaskInfo) -> Value {
                 .filter(|r| r.path.is_dir())
                 .map(|r| r.status(workspace, true))
         });
-    json!({"task": t, "status": status, "lease": lease, "queue": meta, "logs": logs, "worktree": worktree})
+    Shown {
+        json: json!({"task": t, "status": status_json, "lease": lease_json, "queue": meta_json, "logs": logs, "worktree": worktree}),
+        status,
+        lease,
+        meta,
+        logs,
+        worktree,
+    }
 }
 
 /// One entry of a task as `show` prints it.
-fn print_entry(entry: &Value, info: &TaskInfo) {
-    let t = &entry["task"];
+fn print_entry(entry: &Shown, info: &TaskInfo) {
     println!(
         "task {} (role {}): {}",
-        t["id"].as_str().unwrap_or(""),
-        t["role"].as_str().unwrap_or(""),
-        t["state"].as_str().unwrap_or("")
+        info.id,
+        info.role,
+        info.state.name()
     );
-    println!("  path: {}", t["path"].as_str().unwrap_or(""));
+    println!("  path: {}", info.path);
     for note in notes(info) {
         println!("  {note}");
     }
-    if let Some(w) = entry["worktree"].as_object() {
+    if let Some(w) = entry.worktree.as_ref().and_then(Value::as_object) {
         println!(
             "  worktree: {} (branch {}{})",
             w.get("path").and_then(Value::as_str).unwrap_or(""),
@@ -303,81 +332,68 @@ fn print_entry(entry: &Value, info: &TaskInfo) {
             }
         );
     }
-    if let Some(status) = entry["status"].as_object() {
-        let ok = status
-            .get("success")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+    if let Some(status) = &entry.status {
         println!(
             "  result: {} (exit {})",
-            if ok { "success" } else { "failure" },
-            status.get("exit_code").cloned().unwrap_or(Value::Null)
+            if status.success { "success" } else { "failure" },
+            status.exit_code
         );
-        for key in [
-            "message",
-            "correlation_id",
-            "run_id",
-            "attempt",
-            "step",
-            "step_exit_code",
-        ] {
-            if let Some(v) = status.get(key).filter(|v| !v.is_null()) {
-                // A failed step's message carries its stderr's last lines.
-                let text = orchestrate_lang::template::to_text(v).replace('\n', "\n    ");
-                println!("  {key}: {text}");
+        // A failed step's message carries its stderr's last lines.
+        let fields = [
+            ("message", Some(status.message.clone())),
+            ("correlation_id", status.correlation_id.clone()),
+            ("run_id", status.run_id.clone()),
+            ("attempt", status.attempt.map(|a| a.to_string())),
+            ("step", status.step.clone()),
+            (
+                "step_exit_code",
+                status.step_exit_code.map(|c| c.to_string()),
+            ),
+        ];
+        for (key, value) in fields {
+            if let Some(text) = value {
+                println!("  {key}: {}", text.replace('\n', "\n    "));
             }
         }
-        if let Some(next) = status
-            .get("next_actions")
-            .and_then(Value::as_array)
-            .filter(|a| !a.is_empty())
-        {
-            for action in next {
-                println!(
-                    "  next: {} {}",
-                    action["agent"].as_str().unwrap_or(""),
-                    action["file"].as_str().unwrap_or("")
-                );
-            }
+        for action in &status.next_actions {
+            println!("  next: {} {}", action.agent, action.file);
         }
     }
-    if let Some(lease) = entry["lease"]
-        .as_object()
-        .filter(|_| t["state"] == "running")
+    if let Some(lease) = entry
+        .lease
+        .as_ref()
+        .filter(|_| info.state == TaskState::Running)
     {
-        let dead = if t["holder_dead"].is_string() {
+        let dead = if info.holder_dead.is_some() {
             " (dead)"
         } else {
             ""
         };
         println!(
             "  held by pid {}{dead} since {} (attempt {})",
-            lease.get("pid").cloned().unwrap_or(Value::Null),
-            lease
-                .get("claimed_at")
-                .and_then(Value::as_str)
-                .unwrap_or(""),
-            lease.get("attempt").cloned().unwrap_or(Value::Null)
+            lease.pid, lease.claimed_at, lease.attempt
         );
     }
     // A finished task's history is in its record; a queued or running one's in the sidecar.
-    let history = entry["status"]["history"]
-        .as_array()
-        .or_else(|| entry["queue"]["history"].as_array());
-    for h in history.into_iter().flatten() {
-        let link = match (h["record"].as_str(), h["run_id"].as_str()) {
+    let history = match (&entry.status, &entry.meta) {
+        (Some(status), _) => status.history.as_slice(),
+        (None, Some(meta)) => meta.history.as_slice(),
+        (None, None) => &[],
+    };
+    for h in history {
+        let link = match (&h.record, &h.run_id) {
             (Some(record), Some(run)) => format!(" (record {record}, run {run})"),
             (Some(record), None) => format!(" (record {record})"),
             _ => String::new(),
         };
         println!(
             "  earlier attempt {}{link}: {}",
-            h["attempt"],
-            h["reason"].as_str().unwrap_or("").replace('\n', "\n    ")
+            h.attempt,
+            h.reason.replace('\n', "\n    ")
         );
     }
-    for log in entry["logs"].as_array().into_iter().flatten() {
-        println!("  log: {}", log.as_str().unwrap_or(""));
+    for log in &entry.logs {
+        println!("  log: {log}");
     }
 }
 

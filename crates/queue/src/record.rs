@@ -49,9 +49,9 @@ pub struct TaskStatus {
     /// When the record was written (RFC 3339).
     pub(crate) timestamp: String,
     /// Whether the task succeeded (`processed/`) or not (`failed/`).
-    pub(crate) success: bool,
+    pub success: bool,
     /// The workflow's exit code (the exit-code table: 1 a step failed, 2 invalid, 124, 130).
-    pub(crate) exit_code: i32,
+    pub exit_code: i32,
     /// The failing step's own exit code, when a step's failure ended the run.
     pub step_exit_code: Option<i32>,
     /// Files written through `output_file`, relative to the workspace.
@@ -61,7 +61,7 @@ pub struct TaskStatus {
     /// Tasks handed to other roles.
     pub next_actions: Vec<NextAction>,
     /// What happened; for a failed step, followed by the last lines of its stderr.
-    pub(crate) message: String,
+    pub message: String,
     /// When the attempt was claimed, started and finished.
     pub timings: Option<Timings>,
     /// The role process that ran the attempt.
@@ -172,20 +172,20 @@ pub struct Worker {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct HistoryEntry {
     /// Which attempt it was.
-    pub(crate) attempt: u32,
+    pub attempt: u32,
     /// When it ended (RFC 3339).
-    pub(crate) ended: String,
+    pub ended: String,
     /// Why it ended.
-    pub(crate) reason: String,
+    pub reason: String,
     /// `false`: given back at shutdown, not counted against `max_attempts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) charged: Option<bool>,
+    pub charged: Option<bool>,
     /// The earlier attempt's record (`failed/<ts>_<role>_<id>`) this task was retried from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) record: Option<String>,
+    pub record: Option<String>,
     /// The earlier attempt's run id, when it had a run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) run_id: Option<String>,
+    pub run_id: Option<String>,
 }
 
 /// The JSON Schema of `status/v1` as written (every key the writer always writes is

@@ -33,7 +33,8 @@ pub enum TaskState {
 }
 
 impl TaskState {
-    pub(crate) fn name(self) -> &'static str {
+    /// As `tasks` and `show` print it and `--state` takes it (`queued`, `running`, ...).
+    pub fn name(self) -> &'static str {
         match self {
             TaskState::Queued => "queued",
             TaskState::Running => "running",
