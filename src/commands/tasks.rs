@@ -434,43 +434,79 @@ pub(crate) fn retry(workspace: &Path, needle: &str) -> Outcome {
     }
 }
 
+/// One task entry on a correlation id's timeline. The fields are in the order `trace --json`
+/// has always printed them (alphabetical).
+#[derive(serde::Serialize)]
+struct Traced {
+    /// The record or queue sidecar as found.
+    detail: Value,
+    path: String,
+    role: String,
+    state: TaskState,
+    task: String,
+    /// When its record was written (finished) or the task enqueued (queued, running).
+    when: String,
+    /// The tasks it handed on (a finished task's `next_actions`), as `role/task`.
+    #[serde(skip)]
+    next: Vec<String>,
+}
+
 pub(crate) fn trace(workspace: &Path, id: &str, as_json: bool) -> Outcome {
-    let mut events: Vec<Value> = Vec::new();
+    let mut events: Vec<Traced> = Vec::new();
     for layout in orchestrate_engine::role::known_layouts(workspace) {
         for t in queue::list(&layout) {
             let path = workspace.join(&t.path);
-            let (correlation, when, detail) = match t.state {
+            let bytes = match t.state {
                 // Nothing is read through an entry that leads outside the workspace.
                 _ if t.refused.is_some() => continue,
                 TaskState::Processed | TaskState::Failed => {
-                    let status: Value =
-                        orchestrate_base::fsutil::read_inside(workspace, &path.join("status.json"))
-                            .and_then(|b| serde_json::from_slice(&b).ok())
-                            .unwrap_or(Value::Null);
-                    (
-                        status["correlation_id"].as_str().map(str::to_string),
-                        status["timestamp"].as_str().unwrap_or("").to_string(),
-                        status,
-                    )
+                    orchestrate_base::fsutil::read_inside(workspace, &path.join("status.json"))
+                }
+                _ => std::fs::read(layout.meta.join(format!("{}.json", t.id))).ok(),
+            };
+            let detail: Value = bytes
+                .as_deref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or(Value::Null);
+            let (correlation, when, next) = match t.state {
+                TaskState::Processed | TaskState::Failed => {
+                    let status = bytes
+                        .as_deref()
+                        .and_then(TaskStatus::from_bytes)
+                        .unwrap_or_default();
+                    let next = status
+                        .next_actions
+                        .iter()
+                        .map(|n| format!("{}/{}", n.agent, n.task))
+                        .collect();
+                    (status.correlation_id, status.timestamp, next)
                 }
                 _ => {
-                    let meta: Value = std::fs::read(layout.meta.join(format!("{}.json", t.id)))
-                        .ok()
-                        .and_then(|b| serde_json::from_slice(&b).ok())
-                        .unwrap_or(Value::Null);
+                    let meta = bytes
+                        .as_deref()
+                        .and_then(|b| serde_json::from_slice::<queue::Meta>(b).ok())
+                        .unwrap_or_default();
                     (
-                        meta["correlation_id"].as_str().map(str::to_string),
-                        meta["enqueued_at"].as_str().unwrap_or("").to_string(),
-                        meta,
+                        meta.correlation_id,
+                        meta.enqueued_at.unwrap_or_default(),
+                        Vec::new(),
                     )
                 }
             };
             if correlation.as_deref() == Some(id) || t.id == id {
-                events.push(json!({"when": when, "role": t.role, "task": t.id, "state": t.state, "path": t.path, "detail": detail}));
+                events.push(Traced {
+                    when,
+                    role: t.role,
+                    task: t.id,
+                    state: t.state,
+                    path: t.path,
+                    detail,
+                    next,
+                });
             }
         }
     }
-    events.sort_by(|a, b| a["when"].as_str().cmp(&b["when"].as_str()));
+    events.sort_by(|a, b| a.when.cmp(&b.when));
     if as_json {
         println!(
             "{}",
@@ -484,31 +520,17 @@ pub(crate) fn trace(workspace: &Path, id: &str, as_json: bool) -> Outcome {
         )));
     }
     for e in &events {
-        let next: Vec<String> = e["detail"]["next_actions"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|n| {
-                        format!(
-                            "{}/{}",
-                            n["agent"].as_str().unwrap_or(""),
-                            n["task"].as_str().unwrap_or("")
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let next = if next.is_empty() {
+        let next = if e.next.is_empty() {
             String::new()
         } else {
-            format!(" -> {}", next.join(", "))
+            format!(" -> {}", e.next.join(", "))
         };
         println!(
             "{}  {:<10} {:<10} {}{next}",
-            e["when"].as_str().unwrap_or(""),
-            e["role"].as_str().unwrap_or(""),
-            e["state"].as_str().unwrap_or(""),
-            e["path"].as_str().unwrap_or("")
+            e.when,
+            e.role,
+            e.state.name(),
+            e.path
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -47,7 +47,7 @@ pub struct TaskStatus {
     /// The last step run.
     pub step: Option<String>,
     /// When the record was written (RFC 3339).
-    pub(crate) timestamp: String,
+    pub timestamp: String,
     /// Whether the task succeeded (`processed/`) or not (`failed/`).
     pub success: bool,
     /// The workflow's exit code (the exit-code table: 1 a step failed, 2 invalid, 124, 130).

@@ -88,8 +88,9 @@ pub struct Meta {
     /// The chain the task belongs to (see [`Enqueued::correlation_id`](super::Enqueued)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
+    /// When the task was first enqueued (RFC 3339), where `enqueue` wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) enqueued_at: Option<String>,
+    pub enqueued_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) source: Option<String>,
     /// Attempts started so far.
