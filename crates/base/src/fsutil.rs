@@ -351,6 +351,19 @@ pub fn check_inside(workspace: &Path, path: &Path) -> Result<PathBuf, PathError>
     resolve_in_workspace(workspace, &rel.to_string_lossy())
 }
 
+/// The first line of the file at `path` (its newline included), reading at most `limit` bytes:
+/// a log's opening record without reading the whole log. `None` if it cannot be opened or read.
+pub fn first_line(path: &Path, limit: u64) -> Option<String> {
+    use std::io::{BufRead, Read};
+    let file = File::open(path).ok()?;
+    let mut first = String::new();
+    io::BufReader::new(file)
+        .take(limit)
+        .read_line(&mut first)
+        .ok()?;
+    Some(first)
+}
+
 /// Reads a record file under WORKSPACE, refusing one that leads outside it ([`check_inside`]).
 pub fn read_inside(workspace: &Path, path: &Path) -> Option<Vec<u8>> {
     check_inside(workspace, path).ok()?;

@@ -7,7 +7,6 @@
 //! (`state`).
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::event::{Event, RunStarted};
@@ -50,12 +49,7 @@ pub fn recorded_run_id(root: &Path) -> Option<String> {
 /// The `run_started` event a run's log begins with, if the run got that far. Reads the first
 /// line alone, bounded: a `run_started` event is small.
 pub fn first_run_started(events: &Path) -> Option<RunStarted> {
-    let file = fs::File::open(events).ok()?;
-    let mut first = String::new();
-    BufReader::new(file)
-        .take(FIRST_LINE_LIMIT)
-        .read_line(&mut first)
-        .ok()?;
+    let first = orchestrate_base::fsutil::first_line(events, FIRST_LINE_LIMIT)?;
     match serde_json::from_str::<Event>(&first).ok()? {
         Event::RunStarted(started) => Some(started),
         _ => None,

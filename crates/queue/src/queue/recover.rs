@@ -6,7 +6,7 @@
 //! worker and the supervisor do).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
@@ -260,14 +260,8 @@ fn fail_out_of_attempts(
 
 /// The run id an attempt's `events.jsonl` starts with (its `run_started`), if it got that far.
 fn started_run_id(dir: &Path) -> Option<String> {
-    use std::io::BufRead;
-    let file = File::open(dir.join("events.jsonl")).ok()?;
-    let mut first = String::new();
     // One line, bounded: a run_started event is small.
-    io::BufReader::new(file)
-        .take(64 * 1024)
-        .read_line(&mut first)
-        .ok()?;
+    let first = orchestrate_base::fsutil::first_line(&dir.join("events.jsonl"), 64 * 1024)?;
     let event: Value = serde_json::from_str(&first).ok()?;
     (event["event"] == "run_started")
         .then(|| event["run_id"].as_str().map(str::to_string))
