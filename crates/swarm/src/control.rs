@@ -22,12 +22,12 @@ use orchestrate_queue::cancel::{self, CancelRequest};
 use orchestrate_queue::queue::{self, TaskState};
 
 /// `.orchestrate/control/`.
-pub fn dir(workspace: &Path) -> PathBuf {
+pub(crate) fn dir(workspace: &Path) -> PathBuf {
     workspace.join(".orchestrate").join("control")
 }
 
 /// `.orchestrate/control/<role>/`: what a role's processes watch.
-pub fn role_dir(workspace: &Path, role: &str) -> PathBuf {
+pub(crate) fn role_dir(workspace: &Path, role: &str) -> PathBuf {
     dir(workspace).join(role)
 }
 
@@ -42,7 +42,7 @@ fn cancel_dir(workspace: &Path, role: &str) -> PathBuf {
 /// A role's pause: it claims nothing new while this file exists.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Pause {
-    pub role: String,
+    pub(crate) role: String,
     pub since: String,
     pub by: String,
 }
@@ -51,7 +51,7 @@ pub struct Pause {
 // Pause
 
 /// The role's pause, if it is paused.
-pub fn paused(workspace: &Path, role: &str) -> Option<Pause> {
+pub(crate) fn paused(workspace: &Path, role: &str) -> Option<Pause> {
     let bytes = std::fs::read(pause_path(workspace, role)).ok()?;
     Some(serde_json::from_slice(&bytes).unwrap_or_else(|_| Pause {
         role: role.to_string(),
@@ -129,7 +129,7 @@ pub fn check_role(workspace: &Path, role: &str) -> Result<(), String> {
 // Cancel requests
 
 /// Writes the durable request a role process acts on.
-pub fn request_task_cancel(
+pub(crate) fn request_task_cancel(
     workspace: &Path,
     role: &str,
     id: &str,
@@ -144,7 +144,7 @@ pub fn request_task_cancel(
 }
 
 /// The pending cancel requests of a role's tasks, by task id.
-pub fn task_cancel_requests(workspace: &Path, role: &str) -> Vec<(String, CancelRequest)> {
+pub(crate) fn task_cancel_requests(workspace: &Path, role: &str) -> Vec<(String, CancelRequest)> {
     let Ok(entries) = std::fs::read_dir(cancel_dir(workspace, role)) else {
         return Vec::new();
     };
@@ -168,7 +168,7 @@ pub fn task_cancel_requests(workspace: &Path, role: &str) -> Vec<(String, Cancel
 }
 
 /// Removes a task's cancel request (it has been acted on, or the task is gone).
-pub fn clear_task_cancel(workspace: &Path, role: &str, id: &str) {
+pub(crate) fn clear_task_cancel(workspace: &Path, role: &str, id: &str) {
     let _ = std::fs::remove_file(cancel_dir(workspace, role).join(format!("{id}.json")));
 }
 
@@ -177,7 +177,7 @@ pub fn clear_task_cancel(workspace: &Path, role: &str, id: &str) {
 
 /// Watches a role's control directory and the workspace's breaker states; every change sends
 /// one `()` (a hint to read them again).
-pub fn watch(
+pub(crate) fn watch(
     workspace: &Path,
     role: &str,
     tx: tokio::sync::mpsc::UnboundedSender<()>,

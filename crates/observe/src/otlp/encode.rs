@@ -11,7 +11,7 @@ use super::spans::{Attr, Span};
 
 impl Exporter {
     /// Builds the request body for the spans of a run's log.
-    pub fn encode(&self, spans: &[Span]) -> Vec<u8> {
+    pub(crate) fn encode(&self, spans: &[Span]) -> Vec<u8> {
         let mut resource = vec![
             (
                 "service.name".to_string(),

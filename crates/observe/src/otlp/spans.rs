@@ -33,23 +33,23 @@ pub enum Attr {
 
 #[derive(Debug, Clone)]
 pub struct SpanEvent {
-    pub name: String,
-    pub time_ns: u64,
-    pub attributes: Vec<(String, Attr)>,
+    pub(crate) name: String,
+    pub(crate) time_ns: u64,
+    pub(crate) attributes: Vec<(String, Attr)>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Span {
-    pub trace_id: [u8; 16],
-    pub span_id: [u8; 8],
-    pub parent: Option<[u8; 8]>,
-    pub name: String,
-    pub start_ns: u64,
-    pub end_ns: u64,
-    pub attributes: Vec<(String, Attr)>,
-    pub events: Vec<SpanEvent>,
+    pub(crate) trace_id: [u8; 16],
+    pub(crate) span_id: [u8; 8],
+    pub(crate) parent: Option<[u8; 8]>,
+    pub(crate) name: String,
+    pub(crate) start_ns: u64,
+    pub(crate) end_ns: u64,
+    pub(crate) attributes: Vec<(String, Attr)>,
+    pub(crate) events: Vec<SpanEvent>,
     /// `Some(message)` for an error status.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// FNV-1a, 64 bits, over `parts` separated by NUL: ids that are the same for the same run on

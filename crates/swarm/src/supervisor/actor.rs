@@ -41,7 +41,7 @@ use super::status_file::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     /// Every replica's final status (`stopped` or `failed`).
-    pub children: Vec<ChildStatus>,
+    pub(crate) children: Vec<ChildStatus>,
     /// Whether the `kill` token ended it (SIGKILL without grace).
     pub killed: bool,
 }

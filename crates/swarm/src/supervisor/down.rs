@@ -27,7 +27,7 @@ pub struct DownReport {
     pub exited: bool,
     pub waited_ms: u64,
     /// Replica processes killed directly (forced stop only).
-    pub killed_children: Vec<u32>,
+    pub(crate) killed_children: Vec<u32>,
 }
 
 /// `swarm down`: SIGTERM to the running supervisor (verified by its pid start time), then waits

@@ -64,63 +64,63 @@ pub enum SupervisorEvent {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SupervisorStarted {
-    pub pid: u32,
+    pub(crate) pid: u32,
     /// The replicas it starts.
-    pub children: usize,
+    pub(crate) children: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SupervisorStopping {
     /// How long a replica has between SIGTERM and SIGKILL.
-    pub grace_ms: u64,
+    pub(crate) grace_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SupervisorStopped {
     /// Whether it was asked to stop at once.
-    pub killed: bool,
+    pub(crate) killed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct LeftoverStopping {
     /// The replica's name in the dead supervisor's `status.json`.
-    pub child: String,
-    pub pid: u32,
+    pub(crate) child: String,
+    pub(crate) pid: u32,
     /// The dead supervisor's pid.
-    pub previous_supervisor: u32,
+    pub(crate) previous_supervisor: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Reloaded {
     /// Replicas started.
-    pub added: Vec<String>,
+    pub(crate) added: Vec<String>,
     /// Replicas stopped gracefully.
-    pub removed: Vec<String>,
+    pub(crate) removed: Vec<String>,
     /// Roles whose files do not load: their replicas keep the version they run.
-    pub problems: Vec<RoleProblem>,
+    pub(crate) problems: Vec<RoleProblem>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Pid {
-    pub pid: u32,
+    pub(crate) pid: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Exited {
     /// `null` when the process could not be started.
-    pub pid: Option<u32>,
-    pub exit: ExitReason,
+    pub(crate) pid: Option<u32>,
+    pub(crate) exit: ExitReason,
     /// Whether the supervisor asked it to stop (then it is not restarted).
-    pub asked: bool,
+    pub(crate) asked: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Stopping {
-    pub pid: u32,
-    pub signal: StopSignal,
+    pub(crate) pid: u32,
+    pub(crate) signal: StopSignal,
     /// With SIGTERM: how long before SIGKILL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grace_ms: Option<u64>,
+    pub(crate) grace_ms: Option<u64>,
 }
 
 /// The signal a replica is stopped with.
@@ -135,24 +135,24 @@ pub enum StopSignal {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Restarting {
-    pub delay_ms: u64,
+    pub(crate) delay_ms: u64,
     /// The death is charged to the task it was running (no delay, no restart budget spent).
-    pub charged_to_task: bool,
+    pub(crate) charged_to_task: bool,
     /// Restarts so far, this one included.
-    pub restarts: u32,
+    pub(crate) restarts: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Failed {
-    pub exit: ExitReason,
+    pub(crate) exit: ExitReason,
     /// Restarts within the window that reached the limit.
-    pub restarts_within: usize,
-    pub within_ms: u64,
+    pub(crate) restarts_within: usize,
+    pub(crate) within_ms: u64,
 }
 
 impl SupervisorEvent {
     /// The kind, as the `event` field names it.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             SupervisorEvent::SupervisorStarted(_) => "supervisor_started",
             SupervisorEvent::SupervisorStopping(_) => "supervisor_stopping",
@@ -172,7 +172,7 @@ impl SupervisorEvent {
     }
 
     /// The kind's own fields, without `event`: what a log line about it shows.
-    pub fn fields(&self) -> Value {
+    pub(crate) fn fields(&self) -> Value {
         let mut fields = to_object(self);
         fields.remove("event");
         Value::Object(fields)
@@ -184,14 +184,14 @@ impl SupervisorEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Replica {
     /// `role#replica`.
-    pub child: String,
-    pub role: String,
-    pub replica: u32,
-    pub state: ChildState,
+    pub(crate) child: String,
+    pub(crate) role: String,
+    pub(crate) replica: u32,
+    pub(crate) state: ChildState,
 }
 
 impl Replica {
-    pub fn of(status: &ChildStatus) -> Replica {
+    pub(crate) fn of(status: &ChildStatus) -> Replica {
         Replica {
             child: status.name.clone(),
             role: status.role.clone(),
@@ -201,7 +201,7 @@ impl Replica {
     }
 
     /// The replica a record read back is about; `None` for the supervisor's own events.
-    pub fn from_record(record: &Value) -> Option<Replica> {
+    pub(crate) fn from_record(record: &Value) -> Option<Replica> {
         Replica::deserialize(record).ok()
     }
 }
@@ -209,13 +209,13 @@ impl Replica {
 /// One line of the log: an event, and the replica it is about (for a replica's event).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
-    pub replica: Option<Replica>,
-    pub event: SupervisorEvent,
+    pub(crate) replica: Option<Replica>,
+    pub(crate) event: SupervisorEvent,
 }
 
 impl Record {
     /// The supervisor's own event.
-    pub fn own(event: SupervisorEvent) -> Record {
+    pub(crate) fn own(event: SupervisorEvent) -> Record {
         Record {
             replica: None,
             event,
@@ -223,7 +223,7 @@ impl Record {
     }
 
     /// The fields of its line, before the log adds `v`, `seq` and `ts`.
-    pub fn to_fields(&self) -> Map<String, Value> {
+    pub(crate) fn to_fields(&self) -> Map<String, Value> {
         let mut fields = self.replica.as_ref().map(to_object).unwrap_or_default();
         fields.extend(to_object(&self.event));
         fields
@@ -231,7 +231,7 @@ impl Record {
 
     /// A record read back. A kind this version does not know, or fields that do not fit it,
     /// is [`SupervisorEvent::Unknown`].
-    pub fn from_record(record: &Value) -> Record {
+    pub(crate) fn from_record(record: &Value) -> Record {
         Record {
             replica: Replica::from_record(record),
             event: SupervisorEvent::deserialize(record).unwrap_or(SupervisorEvent::Unknown),
@@ -246,7 +246,7 @@ pub fn read_events(workspace: &Path) -> io::Result<Vec<Record>> {
 }
 
 /// The kinds about one replica: their lines carry its [`Replica`] fields.
-pub const REPLICA_KINDS: [&str; 7] = [
+pub(crate) const REPLICA_KINDS: [&str; 7] = [
     "spawned",
     "ready",
     "exited",

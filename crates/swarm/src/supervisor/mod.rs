@@ -68,9 +68,7 @@ pub use event::{
     Stopping, SupervisorEvent, SupervisorStarted, SupervisorStopped, SupervisorStopping,
     json_schema as events_json_schema, read_events,
 };
-pub use exit::ExitReason;
 pub use policy::Policy;
-pub use ready::READY_FD_ENV;
 pub use render::render_status;
 pub use spec::{ChargeToTask, ChildSpec, RoleProblem, Roster};
 pub use status::{BreakerView, RoleLoad, SwarmState, SwarmStatus, status};

@@ -60,7 +60,7 @@ pub enum ChildState {
 }
 
 impl ChildState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ChildState::Starting => "starting",
             ChildState::Running => "running",
@@ -78,20 +78,20 @@ impl ChildState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChildStatus {
     pub name: String,
-    pub role: String,
-    pub replica: u32,
+    pub(crate) role: String,
+    pub(crate) replica: u32,
     /// The live process, if any.
     pub pid: Option<u32>,
     /// Its start time (`/proc/<pid>/stat` field 22): with the pid, names the process for good.
-    pub pid_start: Option<u64>,
+    pub(crate) pid_start: Option<u64>,
     pub state: ChildState,
     /// Restarts so far, charged to a task or not.
-    pub restarts: u32,
-    pub last_exit: Option<ExitReason>,
+    pub(crate) restarts: u32,
+    pub(crate) last_exit: Option<ExitReason>,
     /// When the current state began (RFC 3339).
-    pub since: String,
+    pub(crate) since: String,
     /// In `backoff`: when the next start is due.
-    pub next_restart_at: Option<String>,
+    pub(crate) next_restart_at: Option<String>,
 }
 
 impl ChildStatus {
@@ -129,11 +129,11 @@ pub enum SupervisorState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SupervisorInfo {
     pub pid: u32,
-    pub pid_start: u64,
-    pub boot_id: String,
-    pub state: SupervisorState,
-    pub started_at: String,
-    pub updated_at: String,
+    pub(crate) pid_start: u64,
+    pub(crate) boot_id: String,
+    pub(crate) state: SupervisorState,
+    pub(crate) started_at: String,
+    pub(crate) updated_at: String,
 }
 
 impl SupervisorInfo {
@@ -147,15 +147,15 @@ impl SupervisorInfo {
 /// `WORKSPACE/.orchestrate/swarm/status.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusFile {
-    pub format_version: u32,
-    pub supervisor: SupervisorInfo,
-    pub children: Vec<ChildStatus>,
+    pub(crate) format_version: u32,
+    pub(crate) supervisor: SupervisorInfo,
+    pub(crate) children: Vec<ChildStatus>,
     /// When the supervisor last looked at `agents/` again (a reload).
     #[serde(default)]
-    pub reloaded_at: Option<String>,
+    pub(crate) reloaded_at: Option<String>,
     /// Roles the last reload could not start.
     #[serde(default)]
-    pub problems: Vec<RoleProblem>,
+    pub(crate) problems: Vec<RoleProblem>,
 }
 
 pub(super) fn write_status(path: &Path, file: &StatusFile) -> io::Result<()> {

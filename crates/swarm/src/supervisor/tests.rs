@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use orchestrate_base::{clock, process};
 
+use super::exit::ExitReason;
 use super::proc::pgid;
 use super::status_file::write_status;
 use super::*;
