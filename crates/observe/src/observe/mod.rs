@@ -43,6 +43,6 @@ mod test_support;
 
 pub use draw::{GraphFormat, graph, graph_of_run};
 pub(crate) use fold::exec_label;
-pub use logs::{FOLLOW_POLL, logs};
+pub use logs::logs;
 pub use report::{Report, RunSelector, report};
 pub use status::{StatusView, status};

@@ -15,7 +15,7 @@ pub(super) const TARGET: &str = "orchestrate_observe::otlp";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     Protobuf,
     Json,
 }

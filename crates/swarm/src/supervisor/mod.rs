@@ -73,6 +73,6 @@ pub use render::render_status;
 pub use spec::{ChargeToTask, ChildSpec, RoleProblem, Roster};
 pub use status::{BreakerView, RoleLoad, SwarmState, SwarmStatus, status};
 pub use status_file::{
-    ChildState, ChildStatus, STATUS_FORMAT, StatusFile, SupervisorInfo, SupervisorState,
-    events_path, lock_path, status_path, swarm_dir,
+    ChildState, ChildStatus, StatusFile, SupervisorInfo, SupervisorState, events_path, status_path,
+    swarm_dir,
 };

@@ -17,7 +17,7 @@ use super::exit::ExitReason;
 use super::spec::{ChildSpec, RoleProblem};
 
 /// Version of `status.json`; a reader refuses a newer one.
-pub const STATUS_FORMAT: u32 = 1;
+pub(crate) const STATUS_FORMAT: u32 = 1;
 
 /// `WORKSPACE/.orchestrate/swarm`: the supervisor's lock and records.
 pub fn swarm_dir(workspace: &Path) -> PathBuf {
@@ -32,7 +32,7 @@ pub fn events_path(workspace: &Path) -> PathBuf {
     swarm_dir(workspace).join("events.jsonl")
 }
 
-pub fn lock_path(workspace: &Path) -> PathBuf {
+pub(crate) fn lock_path(workspace: &Path) -> PathBuf {
     swarm_dir(workspace).join("supervisor.lock")
 }
 

@@ -18,7 +18,7 @@ use orchestrate_base::{clock, process};
 
 use super::exit::ExitReason;
 use super::proc::pgid;
-use super::status_file::write_status;
+use super::status_file::{STATUS_FORMAT, write_status};
 use super::*;
 
 const READY_THEN_SLEEP: &str = r#"echo ready >&"$ORCHESTRATE_READY_FD"; exec sleep 100"#;
