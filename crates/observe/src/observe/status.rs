@@ -104,6 +104,7 @@ impl StatusView {
         }
     }
 
+    /// The status as text for a terminal: the run, its open steps and what it waits on.
     pub fn render(&self) -> String {
         let mut out = String::new();
         if let Some(message) = &self.message {

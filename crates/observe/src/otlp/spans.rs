@@ -17,9 +17,13 @@ use serde_json::Value;
 /// What a swarm task's run adds to its root span.
 #[derive(Debug, Clone, Default)]
 pub struct TaskInfo {
+    /// The task's id (its file name without `.task`), as `orchestrate.task.id`.
     pub id: String,
+    /// The role whose inbox held the task, as `orchestrate.task.role`.
     pub role: String,
+    /// Which claim of the task this run was (1 for the first), as `orchestrate.task.attempt`.
     pub attempt: u64,
+    /// The task's correlation id (empty when it has none), as `orchestrate.correlation_id`.
     pub correlation_id: String,
 }
 
