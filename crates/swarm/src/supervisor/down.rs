@@ -25,6 +25,7 @@ pub struct DownReport {
     pub signal: &'static str,
     /// Whether the supervisor was gone before the timeout.
     pub exited: bool,
+    /// How long `down` waited, in milliseconds.
     pub waited_ms: u64,
     /// Replica processes killed directly (forced stop only).
     pub(crate) killed_children: Vec<u32>,

@@ -62,34 +62,41 @@ pub enum SupervisorEvent {
     Unknown,
 }
 
+/// The fields of `supervisor_started`: who started and how many replicas it starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SupervisorStarted {
+    /// The supervisor's pid.
     pub(crate) pid: u32,
     /// The replicas it starts.
     pub(crate) children: usize,
 }
 
+/// The fields of `supervisor_stopping`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SupervisorStopping {
     /// How long a replica has between SIGTERM and SIGKILL.
     pub(crate) grace_ms: u64,
 }
 
+/// The fields of `supervisor_stopped`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SupervisorStopped {
     /// Whether it was asked to stop at once.
     pub(crate) killed: bool,
 }
 
+/// The fields of `leftover_stopping`: which process of the dead supervisor was stopped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct LeftoverStopping {
     /// The replica's name in the dead supervisor's `status.json`.
     pub(crate) child: String,
+    /// The leftover replica's pid.
     pub(crate) pid: u32,
     /// The dead supervisor's pid.
     pub(crate) previous_supervisor: u32,
 }
 
+/// The fields of `reloaded`: what changed when the roles were read again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Reloaded {
     /// Replicas started.
@@ -100,22 +107,28 @@ pub struct Reloaded {
     pub(crate) problems: Vec<RoleProblem>,
 }
 
+/// The fields of `spawned` and `ready`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Pid {
+    /// The replica's pid.
     pub(crate) pid: u32,
 }
 
+/// The fields of `exited`: how the replica ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Exited {
     /// `null` when the process could not be started.
     pub(crate) pid: Option<u32>,
+    /// How it ended: an exit code, a signal, or why it never ran or was lost.
     pub(crate) exit: ExitReason,
     /// Whether the supervisor asked it to stop (then it is not restarted).
     pub(crate) asked: bool,
 }
 
+/// The fields of `stopping`: the signal sent and the grace it has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Stopping {
+    /// The replica's pid.
     pub(crate) pid: u32,
     pub(crate) signal: StopSignal,
     /// With SIGTERM: how long before SIGKILL.
@@ -129,12 +142,15 @@ pub enum StopSignal {
     /// Graceful: it finishes or hands back its task within the grace.
     #[serde(rename = "SIGTERM")]
     Term,
+    /// Forced: killed at once (`swarm down --force`, or when the grace ran out).
     #[serde(rename = "SIGKILL")]
     Kill,
 }
 
+/// The fields of `restarting`: when it starts again and how many restarts it has spent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Restarting {
+    /// How long until it is started again, in milliseconds.
     pub(crate) delay_ms: u64,
     /// The death is charged to the task it was running (no delay, no restart budget spent).
     pub(crate) charged_to_task: bool,
@@ -142,11 +158,14 @@ pub struct Restarting {
     pub(crate) restarts: u32,
 }
 
+/// The fields of `failed`: the death that exceeded the restart limit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Failed {
+    /// How its last run ended.
     pub(crate) exit: ExitReason,
     /// Restarts within the window that reached the limit.
     pub(crate) restarts_within: usize,
+    /// The window the restarts were counted in, in milliseconds.
     pub(crate) within_ms: u64,
 }
 

@@ -22,14 +22,18 @@ use super::status_file::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SwarmState {
+    /// A supervisor runs and has not been asked to stop.
     Running,
+    /// A supervisor runs and is stopping its replicas.
     Stopping,
+    /// No supervisor runs (none started, or it died).
     Down,
 }
 
 /// Queue load of one role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RoleLoad {
+    /// The role's name.
     pub role: String,
     /// Task files waiting in the inbox.
     pub(crate) queued: usize,
@@ -71,11 +75,13 @@ pub struct BreakerView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SwarmStatus {
     pub(crate) workspace: String,
+    /// Whether a supervisor runs, and whether it is stopping.
     pub state: SwarmState,
     /// The running supervisor; `None` when the state is `down`.
     pub supervisor: Option<SupervisorInfo>,
     /// The replicas; when down, only the orphaned ones still alive.
     pub children: Vec<ChildStatus>,
+    /// Each role's queue load, pause and breakers.
     pub roles: Vec<RoleLoad>,
 }
 

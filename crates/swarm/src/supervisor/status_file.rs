@@ -24,10 +24,14 @@ pub fn swarm_dir(workspace: &Path) -> PathBuf {
     workspace.join(".orchestrate").join("swarm")
 }
 
+/// `WORKSPACE/.orchestrate/swarm/status.json`: the supervisor's view of its replicas,
+/// rewritten atomically on every change.
 pub fn status_path(workspace: &Path) -> PathBuf {
     swarm_dir(workspace).join("status.json")
 }
 
+/// `WORKSPACE/.orchestrate/swarm/events.jsonl`: the supervisor's event log (JSON Lines,
+/// append-only).
 pub fn events_path(workspace: &Path) -> PathBuf {
     swarm_dir(workspace).join("events.jsonl")
 }
@@ -50,6 +54,7 @@ pub enum ChildState {
     Failed,
     /// Asked to stop, not gone yet.
     Stopping,
+    /// Stopped on purpose (`swarm down`, a reload that dropped it); not started again.
     Stopped,
     /// Only in [`status`](fn@super::status::status) when no supervisor runs: the process of a
     /// replica whose supervisor died is still alive.
@@ -77,6 +82,7 @@ impl ChildState {
 /// One replica in `status.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChildStatus {
+    /// The replica's name, e.g. `engineer#1`.
     pub name: String,
     pub(crate) role: String,
     pub(crate) replica: u32,
@@ -84,6 +90,7 @@ pub struct ChildStatus {
     pub pid: Option<u32>,
     /// Its start time (`/proc/<pid>/stat` field 22): with the pid, names the process for good.
     pub(crate) pid_start: Option<u64>,
+    /// Where it is in its life.
     pub state: ChildState,
     /// Restarts so far, charged to a task or not.
     pub(crate) restarts: u32,
@@ -117,17 +124,22 @@ impl ChildStatus {
     }
 }
 
+/// Where the supervisor is in its life, as `status.json` records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SupervisorState {
+    /// Starting or supervising its replicas.
     Running,
+    /// Asked to stop: its replicas are being stopped.
     Stopping,
+    /// Every replica is down; the supervisor exits (its last write).
     Stopped,
 }
 
 /// The supervisor process, as recorded in `status.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SupervisorInfo {
+    /// The supervisor's process id.
     pub pid: u32,
     pub(crate) pid_start: u64,
     pub(crate) boot_id: String,
