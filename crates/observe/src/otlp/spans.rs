@@ -201,13 +201,15 @@ impl<'a> Session<'a> {
     }
 }
 
-/// Spans of the last start or resume recorded in `records`: a root span for the run and one
-/// child per step execution (a `for_each`'s body under the loop's span). Skipped steps have no
-/// span. A step with no `step_finished` (the engine died) ends with the last record.
+/// [`spans_of_records`] of records as read from `events.jsonl` (tests only).
+#[cfg(test)]
 pub(crate) fn spans_from_events(records: &[Value], task: Option<&TaskInfo>) -> Vec<Span> {
     spans_of_records(&Record::all(records), task)
 }
 
+/// Spans of the last start or resume recorded in `records`: a root span for the run and one
+/// child per step execution (a `for_each`'s body under the loop's span). Skipped steps have no
+/// span. A step with no `step_finished` (the engine died) ends with the last record.
 fn spans_of_records(records: &[Record], task: Option<&TaskInfo>) -> Vec<Span> {
     let Some(session) = Session::of(records) else {
         return Vec::new();
