@@ -27,7 +27,7 @@ pub struct AgentOptions {
 pub struct AgentReport {
     /// Tasks that finished successfully (moved to `processed/`).
     pub processed: u64,
-    /// Tasks that failed for good (moved to `failed/`).
+    /// Tasks whose workflow failed (moved to `failed/`), or whose finish failed.
     pub failed: u64,
     /// Task files quarantined as bad input (moved to `failed/` without running).
     pub quarantined: u64,
