@@ -53,7 +53,8 @@ pub struct Report {
 /// Refuses to start when another supervisor holds `WORKSPACE/.orchestrate/swarm/supervisor.lock`
 /// (the error names its pid). Replicas left alive by a supervisor that died are stopped first.
 /// Makes this process a child subreaper for good (a process attribute that cannot be scoped).
-pub async fn supervise(
+#[cfg(test)]
+pub(crate) async fn supervise(
     workspace: &Path,
     children: Vec<ChildSpec>,
     policy: Policy,

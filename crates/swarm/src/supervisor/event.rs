@@ -6,15 +6,13 @@
 //! The bytes on disk are those the supervisor wrote before these types: a JSON object whose keys
 //! serde_json sorts (the run's envelope `v`, `seq`, `ts`; `event`; the replica's `child`, `role`,
 //! `replica`, `state`; the kind's own fields). The replica's fields sit beside the event's, as a
-//! run's envelope does, without `flatten`: written by merging, read by [`Replica::from_record`].
+//! run's envelope does, without `flatten`: written by merging, read back (only the tests read the
+//! log) by [`Replica::from_record`].
 //! Its schema is `docs/schema/supervisor-events.schema.json` ([`json_schema`]), the replica's
 //! fields included.
 //!
 //! Does not open or append to the file (`records` does, through the engine's `EventLog`), nor
 //! decide what happens (the actors and the loop do).
-
-use std::io;
-use std::path::Path;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -22,14 +20,14 @@ use serde_json::{Map, Value};
 
 use super::exit::ExitReason;
 use super::spec::RoleProblem;
-use super::status_file::{ChildState, ChildStatus, events_path};
+use super::status_file::{ChildState, ChildStatus};
 
 /// One event of the supervisor's log, tagged by its kind (`"event": "spawned"`). The kinds from
 /// `spawned` on are about one replica, whose [`Replica`] fields the line carries too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 #[schemars(title = "orchestrate supervisor event")]
-pub enum SupervisorEvent {
+pub(crate) enum SupervisorEvent {
     /// The supervisor took the workspace's lock and starts its replicas.
     SupervisorStarted(SupervisorStarted),
     /// Asked to stop (SIGTERM, `swarm down`): its replicas get SIGTERM and the grace.
@@ -64,7 +62,7 @@ pub enum SupervisorEvent {
 
 /// The fields of `supervisor_started`: who started and how many replicas it starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct SupervisorStarted {
+pub(crate) struct SupervisorStarted {
     /// The supervisor's pid.
     pub(crate) pid: u32,
     /// The replicas it starts.
@@ -73,21 +71,21 @@ pub struct SupervisorStarted {
 
 /// The fields of `supervisor_stopping`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct SupervisorStopping {
+pub(crate) struct SupervisorStopping {
     /// How long a replica has between SIGTERM and SIGKILL.
     pub(crate) grace_ms: u64,
 }
 
 /// The fields of `supervisor_stopped`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct SupervisorStopped {
+pub(crate) struct SupervisorStopped {
     /// Whether it was asked to stop at once.
     pub(crate) killed: bool,
 }
 
 /// The fields of `leftover_stopping`: which process of the dead supervisor was stopped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct LeftoverStopping {
+pub(crate) struct LeftoverStopping {
     /// The replica's name in the dead supervisor's `status.json`.
     pub(crate) child: String,
     /// The leftover replica's pid.
@@ -98,7 +96,7 @@ pub struct LeftoverStopping {
 
 /// The fields of `reloaded`: what changed when the roles were read again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Reloaded {
+pub(crate) struct Reloaded {
     /// Replicas started.
     pub(crate) added: Vec<String>,
     /// Replicas stopped gracefully.
@@ -109,14 +107,14 @@ pub struct Reloaded {
 
 /// The fields of `spawned` and `ready`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Pid {
+pub(crate) struct Pid {
     /// The replica's pid.
     pub(crate) pid: u32,
 }
 
 /// The fields of `exited`: how the replica ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Exited {
+pub(crate) struct Exited {
     /// `null` when the process could not be started.
     pub(crate) pid: Option<u32>,
     /// How it ended: an exit code, a signal, or why it never ran or was lost.
@@ -127,7 +125,7 @@ pub struct Exited {
 
 /// The fields of `stopping`: the signal sent and the grace it has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Stopping {
+pub(crate) struct Stopping {
     /// The replica's pid.
     pub(crate) pid: u32,
     pub(crate) signal: StopSignal,
@@ -138,7 +136,7 @@ pub struct Stopping {
 
 /// The signal a replica is stopped with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum StopSignal {
+pub(crate) enum StopSignal {
     /// Graceful: it finishes or hands back its task within the grace.
     #[serde(rename = "SIGTERM")]
     Term,
@@ -149,7 +147,7 @@ pub enum StopSignal {
 
 /// The fields of `restarting`: when it starts again and how many restarts it has spent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Restarting {
+pub(crate) struct Restarting {
     /// How long until it is started again, in milliseconds.
     pub(crate) delay_ms: u64,
     /// The death is charged to the task it was running (no delay, no restart budget spent).
@@ -160,7 +158,7 @@ pub struct Restarting {
 
 /// The fields of `failed`: the death that exceeded the restart limit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Failed {
+pub(crate) struct Failed {
     /// How its last run ended.
     pub(crate) exit: ExitReason,
     /// Restarts within the window that reached the limit.
@@ -201,7 +199,7 @@ impl SupervisorEvent {
 /// The replica an event is about, in the state the change left it: the fields every replica
 /// event carries beside its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Replica {
+pub(crate) struct Replica {
     /// `role#replica`.
     pub(crate) child: String,
     pub(crate) role: String,
@@ -220,6 +218,7 @@ impl Replica {
     }
 
     /// The replica a record read back is about; `None` for the supervisor's own events.
+    #[cfg(test)]
     pub(crate) fn from_record(record: &Value) -> Option<Replica> {
         Replica::deserialize(record).ok()
     }
@@ -227,7 +226,7 @@ impl Replica {
 
 /// One line of the log: an event, and the replica it is about (for a replica's event).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Record {
+pub(crate) struct Record {
     pub(crate) replica: Option<Replica>,
     pub(crate) event: SupervisorEvent,
 }
@@ -250,6 +249,7 @@ impl Record {
 
     /// A record read back. A kind this version does not know, or fields that do not fit it,
     /// is [`SupervisorEvent::Unknown`].
+    #[cfg(test)]
     pub(crate) fn from_record(record: &Value) -> Record {
         Record {
             replica: Replica::from_record(record),
@@ -259,8 +259,9 @@ impl Record {
 }
 
 /// The supervisor's log of `workspace`, read back (a torn last line left out).
-pub fn read_events(workspace: &Path) -> io::Result<Vec<Record>> {
-    let records = orchestrate_engine::events::read(&events_path(workspace))?;
+#[cfg(test)]
+pub(crate) fn read_events(workspace: &std::path::Path) -> std::io::Result<Vec<Record>> {
+    let records = orchestrate_engine::events::read(&super::status_file::events_path(workspace))?;
     Ok(records.iter().map(Record::from_record).collect())
 }
 

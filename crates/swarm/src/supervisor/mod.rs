@@ -59,20 +59,13 @@ mod stop;
 #[cfg(test)]
 mod tests;
 
-pub use actor::{Report, supervise, supervise_with};
+pub use actor::{Report, supervise_with};
 pub use detach::{detach, wait_up};
 pub use down::{DownReport, down, stop_orphans};
 pub use error::SupervisorError;
-pub use event::{
-    Exited, Failed, LeftoverStopping, Pid, Record, Reloaded, Replica, Restarting, StopSignal,
-    Stopping, SupervisorEvent, SupervisorStarted, SupervisorStopped, SupervisorStopping,
-    json_schema as events_json_schema, read_events,
-};
+pub use event::json_schema as events_json_schema;
 pub use policy::Policy;
 pub use render::render_status;
 pub use spec::{ChargeToTask, ChildSpec, RoleProblem, Roster};
-pub use status::{BreakerView, RoleLoad, SwarmState, SwarmStatus, status};
-pub use status_file::{
-    ChildState, ChildStatus, StatusFile, SupervisorInfo, SupervisorState, events_path, status_path,
-    swarm_dir,
-};
+pub use status::{RoleLoad, SwarmState, SwarmStatus, status};
+pub use status_file::{ChildState, ChildStatus, SupervisorInfo, status_path, swarm_dir};

@@ -59,7 +59,7 @@ pub struct RoleLoad {
 
 /// A breaker that is not closed, as `swarm status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BreakerView {
+pub(crate) struct BreakerView {
     pub(crate) runtime: String,
     /// `open` or `half_open`.
     pub(crate) state: crate::breaker::Phase,

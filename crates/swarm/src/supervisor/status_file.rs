@@ -32,7 +32,7 @@ pub fn status_path(workspace: &Path) -> PathBuf {
 
 /// `WORKSPACE/.orchestrate/swarm/events.jsonl`: the supervisor's event log (JSON Lines,
 /// append-only).
-pub fn events_path(workspace: &Path) -> PathBuf {
+pub(crate) fn events_path(workspace: &Path) -> PathBuf {
     swarm_dir(workspace).join("events.jsonl")
 }
 
@@ -127,7 +127,7 @@ impl ChildStatus {
 /// Where the supervisor is in its life, as `status.json` records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum SupervisorState {
+pub(crate) enum SupervisorState {
     /// Starting or supervising its replicas.
     Running,
     /// Asked to stop: its replicas are being stopped.
@@ -158,7 +158,7 @@ impl SupervisorInfo {
 
 /// `WORKSPACE/.orchestrate/swarm/status.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusFile {
+pub(crate) struct StatusFile {
     pub(crate) format_version: u32,
     pub(crate) supervisor: SupervisorInfo,
     pub(crate) children: Vec<ChildStatus>,
