@@ -1,7 +1,7 @@
 //! The control log, `.orchestrate/control/events.jsonl`: an account of who steered what (pauses,
 //! cancels, breakers opening and closing), appended by every process that does.
 //!
-//! Owns: the file, its records as types ([`ControlEvent`]; docs/events.md's table, and
+//! Owns: the file, its records as types (`ControlEvent`; docs/events.md's table, and
 //! `docs/schema/control-events.schema.json`) and its line format: `v`, `ts` and the event's
 //! fields, keys sorted as serde_json writes a map, no `seq`.
 //! Does not act on anything it records (`control`, `breaker` and the role processes do).
@@ -111,7 +111,7 @@ impl ControlEvent {
     }
 }
 
-/// `docs/schema/control-events.schema.json`: the schema of [`ControlEvent`] as written (`v`
+/// `docs/schema/control-events.schema.json`: the schema of `ControlEvent` as written (`v`
 /// and `ts` are not in it).
 pub fn json_schema() -> String {
     let generator = schemars::generate::SchemaSettings::draft2020_12()

@@ -7,7 +7,7 @@
 //! serde_json sorts (the run's envelope `v`, `seq`, `ts`; `event`; the replica's `child`, `role`,
 //! `replica`, `state`; the kind's own fields). The replica's fields sit beside the event's, as a
 //! run's envelope does, without `flatten`: written by merging, read back (only the tests read the
-//! log) by [`Replica::from_record`].
+//! log) by `Replica::from_record`.
 //! Its schema is `docs/schema/supervisor-events.schema.json` ([`json_schema`]), the replica's
 //! fields included.
 //!
@@ -276,8 +276,8 @@ pub(crate) const REPLICA_KINDS: [&str; 7] = [
     "failed",
 ];
 
-/// `docs/schema/supervisor-events.schema.json`: the schema of [`SupervisorEvent`] as written,
-/// each of the [`REPLICA_KINDS`] with the [`Replica`] fields too (`allOf`); the envelope (`v`,
+/// `docs/schema/supervisor-events.schema.json`: the schema of `SupervisorEvent` as written,
+/// each of the `REPLICA_KINDS` with the `Replica` fields too (`allOf`); the envelope (`v`,
 /// `seq`, `ts`) is not in it.
 pub fn json_schema() -> String {
     let mut generator = schemars::generate::SchemaSettings::draft2020_12()

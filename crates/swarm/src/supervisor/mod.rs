@@ -2,7 +2,7 @@
 //!
 //! Owns `orchestrate swarm up / down / status`: spawning each replica's process (the argv it is
 //! given, normally `orchestrate agent ROLE --replica N`), the ready handshake
-//! ([`READY_FD_ENV`]), restarts with exponential backoff and an Erlang/OTP-style intensity limit,
+//! (`READY_FD_ENV`), restarts with exponential backoff and an Erlang/OTP-style intensity limit,
 //! graceful and immediate stop, reaping orphans as a child subreaper, the one-supervisor-per-
 //! workspace lock, and the records under `WORKSPACE/.orchestrate/swarm/`: `status.json` (atomically
 //! replaced on every state change) and `events.jsonl` (append-only).
