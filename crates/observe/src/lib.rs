@@ -1,4 +1,6 @@
 //! Reading runs back: status, logs, reports, graphs, and OpenTelemetry traces of finished runs.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod observe;
 pub mod otlp;

@@ -28,7 +28,7 @@ use orchestrate_runtime::profile::Profiles;
 /// The failure classes that open a breaker: the runtime (its API, login, binary), not the task,
 /// is at fault. Anything else (max_turns, context_too_long, budget, phase_violation, ...) is
 /// neutral: it neither counts nor resets the count.
-pub const CLASSES: &[&str] = &[
+pub(crate) const CLASSES: &[&str] = &[
     "rate_limit",
     "usage_limit",
     "server",
@@ -41,7 +41,7 @@ pub const CLASSES: &[&str] = &[
 ];
 
 /// `.orchestrate/breakers/`.
-pub fn dir(workspace: &Path) -> PathBuf {
+pub(crate) fn dir(workspace: &Path) -> PathBuf {
     workspace.join(".orchestrate").join("breakers")
 }
 
@@ -51,7 +51,7 @@ fn state_path(workspace: &Path, name: &str) -> PathBuf {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
-pub enum Phase {
+pub(crate) enum Phase {
     #[default]
     Closed,
     Open,
@@ -60,13 +60,13 @@ pub enum Phase {
 
 /// The one task let through while half-open.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Trial {
-    pub pid: u32,
-    pub pid_start: u64,
-    pub boot_id: String,
+pub(crate) struct Trial {
+    pub(crate) pid: u32,
+    pub(crate) pid_start: u64,
+    pub(crate) boot_id: String,
     /// The role process (`role#replica`) that took it.
-    pub by: String,
-    pub since: String,
+    pub(crate) by: String,
+    pub(crate) since: String,
 }
 
 impl Trial {
@@ -81,22 +81,22 @@ impl Trial {
 
 /// A breaker's state file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct State {
-    pub runtime: String,
-    pub state: Phase,
+pub(crate) struct State {
+    pub(crate) runtime: String,
+    pub(crate) state: Phase,
     /// The class of the failures being counted (or that opened it).
-    pub class: Option<String>,
+    pub(crate) class: Option<String>,
     /// Consecutive failures of `class`.
-    pub consecutive: u32,
-    pub opened_at: Option<String>,
+    pub(crate) consecutive: u32,
+    pub(crate) opened_at: Option<String>,
     /// While open: when it half-opens (RFC 3339).
-    pub until: Option<String>,
+    pub(crate) until: Option<String>,
     /// The cool-down of the current or last opening, seconds.
-    pub cooldown_sec: f64,
+    pub(crate) cooldown_sec: f64,
     /// Why it opened, in words.
-    pub reason: Option<String>,
-    pub trial: Option<Trial>,
-    pub updated_at: String,
+    pub(crate) reason: Option<String>,
+    pub(crate) trial: Option<Trial>,
+    pub(crate) updated_at: String,
 }
 
 impl State {
@@ -108,7 +108,7 @@ impl State {
     }
 
     /// The phase as of now: an open breaker past its time is half-open.
-    pub fn effective(&self) -> Phase {
+    pub(crate) fn effective(&self) -> Phase {
         match self.state {
             Phase::Open if self.until().is_none_or(|u| u <= Utc::now()) => Phase::HalfOpen,
             phase => phase,
@@ -116,7 +116,7 @@ impl State {
     }
 
     /// "breaker open for claude: 5 consecutive rate_limit failures; half-opens at 12:34:56Z (in 42s)".
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let reason = self.reason.clone().unwrap_or_else(|| "failures".into());
         match self.effective() {
             Phase::Closed => format!("breaker closed for {}", self.runtime),
@@ -145,13 +145,13 @@ impl State {
 }
 
 /// Reads a breaker's state (no lock: one atomic rename replaces it).
-pub fn read(workspace: &Path, name: &str) -> Option<State> {
+pub(crate) fn read(workspace: &Path, name: &str) -> Option<State> {
     let bytes = fs::read(state_path(workspace, name)).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
 /// Every breaker of the workspace that is not closed.
-pub fn tripped(workspace: &Path) -> Vec<State> {
+pub(crate) fn tripped(workspace: &Path) -> Vec<State> {
     let Ok(entries) = fs::read_dir(dir(workspace)) else {
         return Vec::new();
     };
@@ -194,7 +194,7 @@ fn update<R>(workspace: &Path, name: &str, f: impl FnOnce(&mut State) -> R) -> s
 
 /// What an agent step's result means to its runtime's breaker.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Success,
     /// A failure of a breaker class; with the time its limit resets, when the CLI said.
     Failure {
@@ -206,7 +206,7 @@ pub enum Outcome {
 
 /// The breaker name (profile or runtime) and outcome of a `step_finished` result; `None` for
 /// steps that are not agent steps.
-pub fn classify(result: &StepResult) -> Option<(String, Outcome)> {
+pub(crate) fn classify(result: &StepResult) -> Option<(String, Outcome)> {
     use orchestrate_base::exec::Outcome as Exit;
     result.phase?;
     let name = result.profile.clone().or_else(|| result.runtime.clone())?;
@@ -252,7 +252,13 @@ fn open(state: &mut State, class: &str, cooldown: Duration, until: DateTime<Utc>
 }
 
 /// Records an agent step's outcome for breaker `name`; `by` names the role process.
-pub fn record(workspace: &Path, name: &str, config: &BreakerConfig, outcome: &Outcome, by: &str) {
+pub(crate) fn record(
+    workspace: &Path,
+    name: &str,
+    config: &BreakerConfig,
+    outcome: &Outcome,
+    by: &str,
+) {
     if config.failures == 0 || *outcome == Outcome::Neutral {
         return;
     }
@@ -371,7 +377,7 @@ fn log_transition(name: &str, event: &ControlEvent) {
 
 /// Whether a role process may start a task that uses breaker `name`.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Admission {
+pub(crate) enum Admission {
     /// Closed: go.
     Admit,
     /// Half-open: go, as the one trial (end it with `end_trial` if no result settles it).
@@ -384,7 +390,7 @@ pub enum Admission {
 }
 
 /// Asks breaker `name` to let one task through.
-pub fn admit(workspace: &Path, name: &str, by: &str) -> Admission {
+pub(crate) fn admit(workspace: &Path, name: &str, by: &str) -> Admission {
     // Fast path without the lock: nearly always closed.
     match read(workspace, name) {
         None => return Admission::Admit,
@@ -460,7 +466,7 @@ pub fn admit(workspace: &Path, name: &str, by: &str) -> Admission {
 
 /// Gives back a trial this process holds that no result settled (its task never reached the
 /// runtime, or was not claimed after all), so that another task can be the trial.
-pub fn end_trial(workspace: &Path, name: &str) {
+pub(crate) fn end_trial(workspace: &Path, name: &str) {
     let _ = update(workspace, name, |state| {
         if state.state == Phase::HalfOpen && state.trial.as_ref().is_some_and(Trial::mine) {
             state.trial = None;
@@ -470,7 +476,7 @@ pub fn end_trial(workspace: &Path, name: &str) {
 
 /// The breaker names (runtimes or profiles) a role's agent steps may run on: the step's
 /// `runtime`, else the role's, else runtimes.yaml's `default`.
-pub fn role_runtimes(role: &Role, workflow: &Workflow, profiles: &Profiles) -> Vec<String> {
+pub(crate) fn role_runtimes(role: &Role, workflow: &Workflow, profiles: &Profiles) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for step in workflow.all_steps() {
         if let StepKind::Agent(agent) = &step.kind
@@ -488,14 +494,14 @@ pub fn role_runtimes(role: &Role, workflow: &Workflow, profiles: &Profiles) -> V
 }
 
 /// A role process's view of its runtimes' breakers.
-pub struct Gate {
+pub(crate) struct Gate {
     workspace: PathBuf,
     names: Vec<String>,
     label: String,
 }
 
 impl Gate {
-    pub fn new(workspace: &Path, names: Vec<String>, label: &str) -> Gate {
+    pub(crate) fn new(workspace: &Path, names: Vec<String>, label: &str) -> Gate {
         Gate {
             workspace: workspace.to_path_buf(),
             names,
@@ -504,7 +510,7 @@ impl Gate {
     }
 
     /// Before a claim: `Ok(trials taken)` to go ahead, `Err((why, until))` to wait.
-    pub fn admit(&self) -> Result<Vec<String>, (String, Option<DateTime<Utc>>)> {
+    pub(crate) fn admit(&self) -> Result<Vec<String>, (String, Option<DateTime<Utc>>)> {
         let mut trials = Vec::new();
         for name in &self.names {
             match admit(&self.workspace, name, &self.label) {
@@ -519,7 +525,7 @@ impl Gate {
         Ok(trials)
     }
 
-    pub fn release(&self, trials: &[String]) {
+    pub(crate) fn release(&self, trials: &[String]) {
         for name in trials {
             end_trial(&self.workspace, name);
         }
@@ -528,7 +534,7 @@ impl Gate {
 
 /// Feeds a run's events to the breakers: agent `step_finished` results, and usage-limit pauses
 /// (which open the runtime's breaker until the limit resets, so the swarm waits with the step).
-pub fn observe(workspace: &Path, profiles: &Profiles, by: &str, event: &Event) {
+pub(crate) fn observe(workspace: &Path, profiles: &Profiles, by: &str, event: &Event) {
     match event {
         Event::StepFinished(finished) => {
             if let Some((name, outcome)) = classify(&finished.result) {

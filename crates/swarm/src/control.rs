@@ -22,12 +22,12 @@ use orchestrate_queue::cancel::{self, CancelRequest};
 use orchestrate_queue::queue::{self, TaskState};
 
 /// `.orchestrate/control/`.
-pub fn dir(workspace: &Path) -> PathBuf {
+pub(crate) fn dir(workspace: &Path) -> PathBuf {
     workspace.join(".orchestrate").join("control")
 }
 
 /// `.orchestrate/control/<role>/`: what a role's processes watch.
-pub fn role_dir(workspace: &Path, role: &str) -> PathBuf {
+pub(crate) fn role_dir(workspace: &Path, role: &str) -> PathBuf {
     dir(workspace).join(role)
 }
 
@@ -42,8 +42,10 @@ fn cancel_dir(workspace: &Path, role: &str) -> PathBuf {
 /// A role's pause: it claims nothing new while this file exists.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Pause {
-    pub role: String,
+    pub(crate) role: String,
+    /// When the pause began (RFC 3339, UTC); empty when the file could not be read.
     pub since: String,
+    /// Who paused the role (`$USER`, else the uid); `?` when the file could not be read.
     pub by: String,
 }
 
@@ -51,7 +53,7 @@ pub struct Pause {
 // Pause
 
 /// The role's pause, if it is paused.
-pub fn paused(workspace: &Path, role: &str) -> Option<Pause> {
+pub(crate) fn paused(workspace: &Path, role: &str) -> Option<Pause> {
     let bytes = std::fs::read(pause_path(workspace, role)).ok()?;
     Some(serde_json::from_slice(&bytes).unwrap_or_else(|_| Pause {
         role: role.to_string(),
@@ -129,7 +131,7 @@ pub fn check_role(workspace: &Path, role: &str) -> Result<(), String> {
 // Cancel requests
 
 /// Writes the durable request a role process acts on.
-pub fn request_task_cancel(
+pub(crate) fn request_task_cancel(
     workspace: &Path,
     role: &str,
     id: &str,
@@ -144,7 +146,7 @@ pub fn request_task_cancel(
 }
 
 /// The pending cancel requests of a role's tasks, by task id.
-pub fn task_cancel_requests(workspace: &Path, role: &str) -> Vec<(String, CancelRequest)> {
+pub(crate) fn task_cancel_requests(workspace: &Path, role: &str) -> Vec<(String, CancelRequest)> {
     let Ok(entries) = std::fs::read_dir(cancel_dir(workspace, role)) else {
         return Vec::new();
     };
@@ -168,7 +170,7 @@ pub fn task_cancel_requests(workspace: &Path, role: &str) -> Vec<(String, Cancel
 }
 
 /// Removes a task's cancel request (it has been acted on, or the task is gone).
-pub fn clear_task_cancel(workspace: &Path, role: &str, id: &str) {
+pub(crate) fn clear_task_cancel(workspace: &Path, role: &str, id: &str) {
     let _ = std::fs::remove_file(cancel_dir(workspace, role).join(format!("{id}.json")));
 }
 
@@ -177,7 +179,7 @@ pub fn clear_task_cancel(workspace: &Path, role: &str, id: &str) {
 
 /// Watches a role's control directory and the workspace's breaker states; every change sends
 /// one `()` (a hint to read them again).
-pub fn watch(
+pub(crate) fn watch(
     workspace: &Path,
     role: &str,
     tx: tokio::sync::mpsc::UnboundedSender<()>,
@@ -223,79 +225,131 @@ enum Target {
 /// in time, or a control file that could not be written. Each message is whole, with what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    /// The target cannot be an id (characters outside `[A-Za-z0-9._-]`, a leading dot, too long);
+    /// refused.
     #[error("`{target}` is not a run or task id: {reason}")]
-    NotAnId { target: String, reason: String },
+    NotAnId {
+        /// The id as given.
+        target: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The target is a child run, which stops only with its parent; refused.
     #[error(
         "run `{target}` is the child run of a `workflow:` step of run {parent}: cancel the parent (`orchestrate cancel {parent}`), which stops the child with it"
     )]
-    ChildRun { target: String, parent: String },
+    ChildRun {
+        /// The child run's id.
+        target: String,
+        /// The id of the run whose `workflow:` step started it.
+        parent: String,
+    },
+    /// The task is still in its role's inbox, so nothing runs; refused.
     #[error(
         "task `{id}` of role `{role}` is queued ({path}), not running: nothing to cancel; to drop it, move that file out of the inbox, or `orchestrate pause {role}` to hold the role"
     )]
     Queued {
+        /// The task id.
         id: String,
+        /// The role whose inbox holds it.
         role: String,
+        /// The task file, relative to the workspace.
         path: String,
     },
+    /// The task is in `processed/` or `failed/`; refused.
     #[error(
         "task `{id}` of role `{role}` already finished ({path}): nothing to cancel; `orchestrate show {id}` shows how it ended"
     )]
     TaskFinished {
+        /// The task id.
         id: String,
+        /// The role that ran it.
         role: String,
+        /// Where its record is, relative to the workspace.
         path: String,
     },
+    /// Nothing in the workspace has that id; refused.
     #[error(
         "no run or task `{target}`: nothing in .orchestrate/runs/, running/, the inboxes, processed/ or failed/ has that id; `orchestrate status` lists runs and `orchestrate tasks` lists tasks"
     )]
-    NotFound { target: String },
+    NotFound {
+        /// The id as given.
+        target: String,
+    },
+    /// The run has a final status; refused.
     #[error(
         "run {target} already finished ({}, exit {exit_code}): nothing to cancel{}",
         status.label(),
         resume_hint(target, *status)
     )]
     RunFinished {
+        /// The run id.
         target: String,
+        /// How it ended.
         status: RunStatus,
+        /// The exit code it ended with.
         exit_code: u8,
     },
+    /// The run has no final status but no process holds its lock (it died); refused.
     #[error(
         "run {target} is not running (no process holds {lock}; it stopped without finishing): nothing to cancel; `orchestrate resume {target}` continues it"
     )]
-    NotRunning { target: String, lock: String },
+    NotRunning {
+        /// The run id.
+        target: String,
+        /// The run's lock file, as shown in the message.
+        lock: String,
+    },
+    /// SIGTERM could not be sent to the process running the run.
     #[error("cannot signal process {pid} running run {target}: {source}")]
     Signal {
+        /// The run id.
         target: String,
+        /// The process that holds the run's lock.
         pid: u32,
+        /// What `kill(2)` returned.
         #[source]
         source: io::Error,
     },
+    /// The run was signalled but still holds its lock after the wait.
     #[error(
         "run {target} (process {pid}) was asked to stop but is still running after {wait:?}; its step may be ignoring SIGTERM (it is killed after a grace period); check with `orchestrate status {target}`, or `kill -KILL {pid}`"
     )]
     RunStillRunning {
+        /// The run id.
         target: String,
+        /// The process that holds the run's lock.
         pid: u32,
+        /// How long `cancel` waited.
         wait: Duration,
     },
+    /// The task's cancel request was written but the task was still running after the wait.
     #[error(
         "task `{id}` of role `{role}` is still in {dir} after {wait:?}: is `orchestrate agent {role}` (or `swarm up`) running? The request ({request}) stays and is acted on while the task runs"
     )]
     TaskStillRunning {
+        /// The task id.
         id: String,
+        /// The role running it.
         role: String,
         /// Where it runs and where its request is, relative to the workspace.
         dir: String,
+        /// The cancel request file, relative to the workspace.
         request: String,
+        /// How long `cancel` waited.
         wait: Duration,
     },
     /// A run's cancel request could not be written (`orchestrate_queue::cancel` says why).
     #[error("{0}")]
     RunRequest(String),
+    /// A control file (a pause, a cancel request) or its directory could not be written or removed.
     #[error("cannot {action} {}: {source}", path.display())]
     Io {
+        /// What was being done (`create`, `write`, `remove`).
         action: &'static str,
+        /// The file or directory.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: io::Error,
     },

@@ -1,7 +1,7 @@
 //! The control log, `.orchestrate/control/events.jsonl`: an account of who steered what (pauses,
 //! cancels, breakers opening and closing), appended by every process that does.
 //!
-//! Owns: the file, its records as types ([`ControlEvent`]; docs/events.md's table, and
+//! Owns: the file, its records as types (`ControlEvent`; docs/events.md's table, and
 //! `docs/schema/control-events.schema.json`) and its line format: `v`, `ts` and the event's
 //! fields, keys sorted as serde_json writes a map, no `seq`.
 //! Does not act on anything it records (`control`, `breaker` and the role processes do).
@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 #[schemars(title = "orchestrate control event")]
-pub enum ControlEvent {
+pub(crate) enum ControlEvent {
     /// `orchestrate pause`.
     RolePaused {
         role: String,
@@ -64,26 +64,26 @@ pub enum ControlEvent {
 
 /// A breaker opened: on failures of one class, on a reset time, or after a failed trial.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct BreakerOpened {
-    pub runtime: String,
-    pub class: String,
-    pub reason: String,
+pub(crate) struct BreakerOpened {
+    pub(crate) runtime: String,
+    pub(crate) class: String,
+    pub(crate) reason: String,
     /// When it half-opens (RFC 3339).
-    pub until: Option<String>,
-    pub cooldown_sec: f64,
+    pub(crate) until: Option<String>,
+    pub(crate) cooldown_sec: f64,
     /// On a first opening by consecutive failures: how many.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failures: Option<u32>,
+    pub(crate) failures: Option<u32>,
     /// After a failed trial.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reopened: Option<bool>,
+    pub(crate) reopened: Option<bool>,
     /// The role process whose step result opened it.
-    pub by: String,
+    pub(crate) by: String,
 }
 
 impl ControlEvent {
     /// The kind, as the `event` field names it.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             ControlEvent::RolePaused { .. } => "role_paused",
             ControlEvent::RoleResumed { .. } => "role_resumed",
@@ -97,7 +97,7 @@ impl ControlEvent {
     }
 
     /// Its fields, without `event`: what a log line about it shows.
-    pub fn fields(&self) -> Value {
+    pub(crate) fn fields(&self) -> Value {
         let mut fields = to_object(self);
         fields.remove("event");
         Value::Object(fields)
@@ -105,12 +105,13 @@ impl ControlEvent {
 
     /// A record read back ([`ControlEvent::Unknown`] when it is of no kind this version knows,
     /// or its fields do not fit it).
-    pub fn from_record(record: &Value) -> ControlEvent {
+    #[cfg(test)]
+    pub(crate) fn from_record(record: &Value) -> ControlEvent {
         ControlEvent::deserialize(record).unwrap_or(ControlEvent::Unknown)
     }
 }
 
-/// `docs/schema/control-events.schema.json`: the schema of [`ControlEvent`] as written (`v`
+/// `docs/schema/control-events.schema.json`: the schema of `ControlEvent` as written (`v`
 /// and `ts` are not in it).
 pub fn json_schema() -> String {
     let generator = schemars::generate::SchemaSettings::draft2020_12()
@@ -123,7 +124,7 @@ pub fn json_schema() -> String {
 }
 
 /// `.orchestrate/control/events.jsonl`.
-pub fn path(workspace: &Path) -> PathBuf {
+pub(crate) fn path(workspace: &Path) -> PathBuf {
     workspace
         .join(".orchestrate")
         .join("control")
@@ -144,7 +145,7 @@ fn line(event: &ControlEvent) -> String {
 /// Appends one record to `.orchestrate/control/events.jsonl` (one `write` per line; several
 /// processes append, so records carry no `seq`: order by `ts`). Failures are ignored: the log
 /// is an account, not a protocol.
-pub fn log_event(workspace: &Path, event: &ControlEvent) {
+pub(crate) fn log_event(workspace: &Path, event: &ControlEvent) {
     let line = line(event);
     let path = path(workspace);
     if let Some(dir) = path.parent() {
@@ -167,8 +168,9 @@ fn to_object(value: &impl Serialize) -> Map<String, Value> {
     }
 }
 
-/// Reads the control log (for tests and `status`); unreadable lines are skipped.
-pub fn read_log(workspace: &Path) -> Vec<ControlEvent> {
+/// Reads the control log back (tests only); unreadable lines are skipped.
+#[cfg(test)]
+pub(crate) fn read_log(workspace: &Path) -> Vec<ControlEvent> {
     std::fs::read_to_string(path(workspace))
         .unwrap_or_default()
         .lines()

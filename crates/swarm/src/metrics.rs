@@ -17,11 +17,11 @@ use orchestrate_engine::step_result::StepStatus;
 use orchestrate_queue::queue::Layout;
 
 /// The file is rewritten this often even when no task finishes (queue depth changes).
-pub const WRITE_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const WRITE_EVERY: Duration = Duration::from_secs(10);
 /// A finished task's figures reach the file within this long: tasks mark the figures changed
 /// and the writer thread writes at most this often, so a role finishing hundreds of tasks a
 /// second does not rewrite the file (and list its inbox for the depth) for each one.
-pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// Upper bounds (seconds) of the step duration histogram's buckets.
 const BUCKETS: [f64; 12] = [
@@ -63,7 +63,7 @@ struct Figures {
 }
 
 /// A role process's metrics and the file they are written to.
-pub struct Recorder {
+pub(crate) struct Recorder {
     path: PathBuf,
     role: String,
     replica: String,
@@ -118,7 +118,11 @@ fn file_part(text: &str) -> String {
 impl Recorder {
     /// Creates the directory and writes a first file; then rewrites it every [`WRITE_EVERY`]
     /// from a thread that ends when the recorder is dropped.
-    pub fn start(dir: &Path, layout: &Layout, replica: u32) -> Result<Arc<Recorder>, String> {
+    pub(crate) fn start(
+        dir: &Path,
+        layout: &Layout,
+        replica: u32,
+    ) -> Result<Arc<Recorder>, String> {
         std::fs::create_dir_all(dir).map_err(|e| {
             format!(
                 "cannot create the metrics directory {}: {e}; choose another with --metrics-dir",
@@ -178,7 +182,8 @@ impl Recorder {
         Ok(recorder)
     }
 
-    pub fn path(&self) -> &Path {
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -187,19 +192,19 @@ impl Recorder {
     }
 
     /// A task was claimed and its workflow starts.
-    pub fn claimed(&self) {
+    pub(crate) fn claimed(&self) {
         self.figures().running += 1;
     }
 
     /// A task's file was quarantined at claim time.
-    pub fn quarantined(&self) {
+    pub(crate) fn quarantined(&self) {
         self.figures().quarantined += 1;
         self.changed();
     }
 
     /// A claimed task ended: `outcome` is `processed`, `failed` or `released`; `events` is its
     /// event log at its final place, when it has one.
-    pub fn finished(&self, outcome: &str, events: Option<&Path>) {
+    pub(crate) fn finished(&self, outcome: &str, events: Option<&Path>) {
         let records = events
             .and_then(|p| orchestrate_engine::events::read_checked(p).ok())
             .map(|f| f.records)
@@ -227,7 +232,7 @@ impl Recorder {
     }
 
     /// Writes the file: temp file in the same directory, then rename.
-    pub fn write(&self) -> std::io::Result<()> {
+    pub(crate) fn write(&self) -> std::io::Result<()> {
         // Render under the lock too: two tasks finishing at once must not write their figures
         // in the opposite order and leave the older ones on disk.
         let _guard = self.writing.lock().unwrap_or_else(|e| e.into_inner());
@@ -237,7 +242,7 @@ impl Recorder {
     }
 
     /// The exposition text: one family after another, each with its HELP and TYPE lines.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let depth = orchestrate_queue::queue::depth(&self.layout) as u64;
         let f = self.figures();
         let base = [

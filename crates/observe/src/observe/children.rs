@@ -10,20 +10,20 @@ use std::path::Path;
 
 /// A child run (a `workflow:` step's), as its parent's status lists it.
 #[derive(Debug, Clone, Serialize)]
-pub struct ChildView {
-    pub step: String,
-    pub exec: u64,
-    pub workflow: String,
+pub(crate) struct ChildView {
+    pub(crate) step: String,
+    pub(crate) exec: u64,
+    pub(crate) workflow: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
+    pub(crate) run_id: Option<String>,
     /// Its RUN_ROOT, relative to the workspace.
-    pub path: String,
+    pub(crate) path: String,
     /// `running`, `succeeded`, `failed`, `interrupted`, or `stopped` (unfinished, engine gone).
-    pub status: String,
+    pub(crate) status: String,
     /// While it runs (in `status`): the step it is at, its own running child's included
     /// (`Build › Test`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub now: Option<String>,
+    pub(crate) now: Option<String>,
 }
 
 /// The child runs a run's events name (`child_started`, `child_finished`), with each child's

@@ -11,6 +11,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+/// The language of a drawn graph (`orchestrate graph --format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]

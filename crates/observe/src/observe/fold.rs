@@ -16,12 +16,12 @@ use std::path::Path;
 
 /// Token counts of a step, as the runner normalizes them (`docs/runtimes.md`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Tokens {
-    pub input: u64,
-    pub output: u64,
-    pub cache_read: u64,
-    pub cache_write: u64,
-    pub reasoning: u64,
+pub(crate) struct Tokens {
+    pub(crate) input: u64,
+    pub(crate) output: u64,
+    pub(crate) cache_read: u64,
+    pub(crate) cache_write: u64,
+    pub(crate) reasoning: u64,
 }
 
 impl Tokens {
@@ -44,59 +44,59 @@ impl Tokens {
         self.reasoning = self.reasoning.saturating_add(other.reasoning);
     }
 
-    pub fn is_zero(&self) -> bool {
+    pub(crate) fn is_zero(&self) -> bool {
         *self == Tokens::default()
     }
 
     /// Cache reads and writes together, for a compact column.
-    pub fn cache(&self) -> u64 {
+    pub(crate) fn cache(&self) -> u64 {
         self.cache_read.saturating_add(self.cache_write)
     }
 }
 
 /// One `step_finished` record.
 #[derive(Debug, Clone, Serialize)]
-pub struct Execution {
+pub(crate) struct Execution {
     /// The execution number (`NNNN` of the step's log names); repeats across a resume, where
     /// the re-run of an interrupted or failed step takes its number again.
-    pub exec: u64,
+    pub(crate) exec: u64,
     /// The fan-out lane it ran in (`[fan-out exec, item index, ...]`; empty for the run's own
     /// steps): execution numbers count from 1 in each lane.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub lane: Vec<u64>,
-    pub step: String,
+    pub(crate) lane: Vec<u64>,
+    pub(crate) step: String,
     /// Indexes of the enclosing `for_each` iterations, outermost first.
-    pub iteration: Vec<u64>,
+    pub(crate) iteration: Vec<u64>,
     /// `succeeded`, `failed`, `rejected`, `skipped` or `interrupted`.
-    pub status: String,
+    pub(crate) status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i64>,
-    pub duration_sec: f64,
-    pub attempts: u32,
-    pub tokens: Tokens,
-    pub cost_usd: f64,
+    pub(crate) exit_code: Option<i64>,
+    pub(crate) duration_sec: f64,
+    pub(crate) attempts: u32,
+    pub(crate) tokens: Tokens,
+    pub(crate) cost_usd: f64,
     /// An agent step reported tokens but no price was known for its model.
-    pub unpriced: bool,
+    pub(crate) unpriced: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub runtime: Option<String>,
+    pub(crate) runtime: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub(crate) phase: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// A `for_each`: its duration is its body's, so totals leave it out.
-    pub container: bool,
+    pub(crate) container: bool,
     /// Run again after a resume: its time and cost were spent, but it is not on the path taken.
-    pub superseded: bool,
+    pub(crate) superseded: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
+    pub(crate) finished_at: Option<String>,
     /// For a `for_each`: how many items it had.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub items: Option<u64>,
+    pub(crate) items: Option<u64>,
     /// A `parallel` step (a container whose body is its branches).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub parallel: bool,
+    pub(crate) parallel: bool,
 }
 
 /// What a rejection said (the runner's `${feedback.reason}`), on one short line.
@@ -142,7 +142,7 @@ fn exec_key(lane: &[u64], exec: u64) -> Vec<u64> {
 
 /// An execution as people read it: `7`, or `3.2.1` (execution 1 of item 2 of the fan-out run
 /// as execution 3), the numbers of its log names.
-pub fn exec_label(lane: &[u64], exec: u64) -> String {
+pub(crate) fn exec_label(lane: &[u64], exec: u64) -> String {
     exec_key(lane, exec)
         .iter()
         .map(u64::to_string)
@@ -151,7 +151,7 @@ pub fn exec_label(lane: &[u64], exec: u64) -> String {
 }
 
 impl Execution {
-    pub fn key(&self) -> Vec<u64> {
+    pub(crate) fn key(&self) -> Vec<u64> {
         exec_key(&self.lane, self.exec)
     }
 }
@@ -202,57 +202,57 @@ pub(super) fn execution(
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct OpenStep {
-    pub step: String,
-    pub exec: u64,
+pub(crate) struct OpenStep {
+    pub(crate) step: String,
+    pub(crate) exec: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub lane: Vec<u64>,
+    pub(crate) lane: Vec<u64>,
     /// `command`, `provider`, `agent`, `for_each`, `wait_for`, `approval` or `enqueue`.
-    pub kind: String,
-    pub iteration: Vec<u64>,
-    pub started_at: String,
+    pub(crate) kind: String,
+    pub(crate) iteration: Vec<u64>,
+    pub(crate) started_at: String,
     /// The attempt in progress (0 before its process started).
-    pub attempt: u64,
+    pub(crate) attempt: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct ApprovalWait {
-    pub step: String,
-    pub message: String,
+pub(crate) struct ApprovalWait {
+    pub(crate) step: String,
+    pub(crate) message: String,
     /// The request file, relative to the workspace.
-    pub request: String,
-    pub since: String,
+    pub(crate) request: String,
+    pub(crate) since: String,
     /// The commands that answer it.
-    pub approve: String,
-    pub reject: String,
+    pub(crate) approve: String,
+    pub(crate) reject: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct RetryWait {
-    pub step: String,
-    pub failed_attempt: u64,
+pub(crate) struct RetryWait {
+    pub(crate) step: String,
+    pub(crate) failed_attempt: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i64>,
-    pub delay_sec: f64,
-    pub at: String,
+    pub(crate) exit_code: Option<i64>,
+    pub(crate) delay_sec: f64,
+    pub(crate) at: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct PauseWait {
-    pub step: String,
-    pub reason: String,
+pub(crate) struct PauseWait {
+    pub(crate) step: String,
+    pub(crate) reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub until: Option<String>,
+    pub(crate) until: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct RunEnd {
-    pub status: String,
+pub(crate) struct RunEnd {
+    pub(crate) status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i64>,
+    pub(crate) exit_code: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub at: String,
+    pub(crate) error: Option<String>,
+    pub(crate) at: String,
 }
 
 /// Everything the event log says about a run, folded in one pass.

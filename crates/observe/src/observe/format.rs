@@ -12,7 +12,7 @@ const PATH_SHOWN: usize = 80;
 
 /// Seconds as the records hold them, as a duration for [`orchestrate_base::human::duration`]: a negative or NaN
 /// count (clocks that stepped back) is none, one too large for a `Duration` the longest.
-pub fn seconds(seconds: f64) -> Duration {
+pub(crate) fn seconds(seconds: f64) -> Duration {
     Duration::try_from_secs_f64(seconds).unwrap_or(if seconds > 0.0 {
         Duration::MAX
     } else {
@@ -20,7 +20,7 @@ pub fn seconds(seconds: f64) -> Duration {
     })
 }
 
-pub fn fmt_cost(usd: f64) -> String {
+pub(crate) fn fmt_cost(usd: f64) -> String {
     if usd == 0.0 {
         "-".into()
     } else if usd < 1.0 {
@@ -30,7 +30,7 @@ pub fn fmt_cost(usd: f64) -> String {
     }
 }
 
-pub fn fmt_tokens(n: u64) -> String {
+pub(crate) fn fmt_tokens(n: u64) -> String {
     if n == 0 {
         "-".into()
     } else if n < 1000 {
@@ -43,7 +43,7 @@ pub fn fmt_tokens(n: u64) -> String {
 }
 
 /// An RFC 3339 record time as `2026-11-24 02:07:35Z` (the records keep microseconds).
-pub fn fmt_time(ts: &str) -> String {
+pub(crate) fn fmt_time(ts: &str) -> String {
     match parse_ts(ts) {
         Some(t) => t.format("%Y-%m-%d %H:%M:%SZ").to_string(),
         None => ts.to_string(),

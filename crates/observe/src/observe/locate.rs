@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// Where a run's records live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RunSource {
+pub(crate) enum RunSource {
     /// `.orchestrate/runs/<run_id>/`: a run started by `orchestrate run`.
     Runs,
     /// `processed/<ts>_<role>_<id>/`: a task's attempt that succeeded.

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How often `logs --follow` looks for new output.
-pub const FOLLOW_POLL: Duration = Duration::from_millis(100);
+pub(crate) const FOLLOW_POLL: Duration = Duration::from_millis(100);
 /// How often `logs --follow` checks that the engine of an unfinished run is still alive.
 const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 

@@ -41,18 +41,8 @@ mod status;
 #[cfg(test)]
 mod test_support;
 
-pub use children::ChildView;
 pub use draw::{GraphFormat, graph, graph_of_run};
-pub use error::ObserveError;
-pub use fold::{
-    ApprovalWait, Execution, OpenStep, PauseWait, RetryWait, RunEnd, Tokens, exec_label,
-};
-pub use format::{fmt_cost, fmt_time, fmt_tokens};
-pub use locate::RunSource;
-pub use logs::{FOLLOW_POLL, logs};
+pub(crate) use fold::exec_label;
+pub use logs::logs;
 pub use report::{Report, RunSelector, report};
-pub use report_data::{
-    Failure, Notable, OutOfOrder, PathCheck, Repeat, RunLine, RunReport, RunsReport, SkippedRun,
-    StepRow, StepStats, TaskInfo, Totals,
-};
 pub use status::{StatusView, status};

@@ -24,14 +24,19 @@ pub enum RunSelector {
     All,
 }
 
+/// What `report` found: one run in detail, or a table of many; `--json` prints it as it is
+/// (tagged by `kind`).
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Report {
+    /// One run (`RunSelector::One`): its steps, path, failures and cost.
     Run(Box<RunReport>),
+    /// Many runs (`RunSelector::Since` or `All`): a line each, totals, and those skipped.
     Runs(Box<RunsReport>),
 }
 
 impl Report {
+    /// The report as text for a terminal.
     pub fn render(&self) -> String {
         match self {
             Report::Run(run) => run.render(),

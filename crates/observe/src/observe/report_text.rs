@@ -10,7 +10,7 @@ use orchestrate_base::human;
 use std::fmt::Write as _;
 
 impl RunReport {
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         self.render_header(&mut out);
         self.render_steps(&mut out);
@@ -266,7 +266,7 @@ impl RunReport {
 }
 
 impl RunsReport {
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let tasks = self
             .runs

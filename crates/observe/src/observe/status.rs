@@ -28,51 +28,51 @@ use std::path::Path;
 pub struct StatusView {
     /// Set when there is no run to show (and then nothing else is).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
+    pub(crate) run_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub workflow: Option<String>,
+    pub(crate) workflow: Option<String>,
     /// `running`, `succeeded`, `failed`, `interrupted`, or `stopped` (unfinished, engine gone).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// The innermost step in progress.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub current: Option<OpenStep>,
+    pub(crate) current: Option<OpenStep>,
     /// Its agent phase, when it is an agent step.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub(crate) phase: Option<String>,
     /// Enclosing steps in progress (for_each loops), outermost first.
-    pub within: Vec<OpenStep>,
+    pub(crate) within: Vec<OpenStep>,
     /// Other steps in progress at the same time: fan-out items besides the current one.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub running_too: Vec<OpenStep>,
+    pub(crate) running_too: Vec<OpenStep>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<String>,
+    pub(crate) started_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub elapsed_sec: Option<f64>,
+    pub(crate) elapsed_sec: Option<f64>,
     /// Sums over finished steps.
-    pub steps_finished: u32,
-    pub cost_usd: f64,
-    pub tokens: Tokens,
-    pub unpriced: u32,
+    pub(crate) steps_finished: u32,
+    pub(crate) cost_usd: f64,
+    pub(crate) tokens: Tokens,
+    pub(crate) unpriced: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub waiting_for_approval: Option<ApprovalWait>,
+    pub(crate) waiting_for_approval: Option<ApprovalWait>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub retrying: Option<RetryWait>,
+    pub(crate) retrying: Option<RetryWait>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub paused: Option<PauseWait>,
+    pub(crate) paused: Option<PauseWait>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_failure: Option<Failure>,
-    pub resumes: u32,
-    pub notes: Vec<String>,
+    pub(crate) last_failure: Option<Failure>,
+    pub(crate) resumes: u32,
+    pub(crate) notes: Vec<String>,
     /// Child runs of the run's `workflow:` steps, in the order they started.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub children: Vec<ChildView>,
+    pub(crate) children: Vec<ChildView>,
 }
 
 impl StatusView {
@@ -104,6 +104,7 @@ impl StatusView {
         }
     }
 
+    /// The status as text for a terminal: the run, its open steps and what it waits on.
     pub fn render(&self) -> String {
         let mut out = String::new();
         if let Some(message) = &self.message {

@@ -11,7 +11,7 @@ use super::spans::{Attr, Span};
 
 impl Exporter {
     /// Builds the request body for the spans of a run's log.
-    pub fn encode(&self, spans: &[Span]) -> Vec<u8> {
+    pub(crate) fn encode(&self, spans: &[Span]) -> Vec<u8> {
         let mut resource = vec![
             (
                 "service.name".to_string(),
@@ -55,7 +55,6 @@ fn json_attrs(attrs: &[(String, Attr)]) -> Value {
                     Attr::Int(i) => json!({"intValue": i.to_string()}),
                     Attr::Float(f) if f.is_finite() => json!({"doubleValue": f}),
                     Attr::Float(f) => json!({"stringValue": f.to_string()}),
-                    Attr::Bool(b) => json!({"boolValue": b}),
                 };
                 json!({"key": key, "value": value})
             })
@@ -151,7 +150,6 @@ impl Pb {
                 // AnyValue { string_value = 1; bool_value = 2; int_value = 3; double_value = 4 }
                 kv.message(2, |any| match value {
                     Attr::Str(s) => any.string(1, s),
-                    Attr::Bool(b) => any.uint(2, u64::from(*b)),
                     Attr::Int(i) => any.uint(3, *i as u64),
                     Attr::Float(f) => any.double(4, *f),
                 });

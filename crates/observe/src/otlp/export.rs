@@ -22,7 +22,7 @@ const QUEUE_LIMIT: usize = 256;
 
 impl Exporter {
     /// Sends one request; `Ok` on a 2xx answer.
-    pub fn send(&self, body: &[u8]) -> Result<(), String> {
+    pub(crate) fn send(&self, body: &[u8]) -> Result<(), String> {
         let content_type = match self.protocol {
             Protocol::Json => "application/json",
             Protocol::Protobuf => "application/x-protobuf",
@@ -40,7 +40,7 @@ impl Exporter {
 
     /// Exports the run recorded in `events` (the latest start or resume of it). Returns the
     /// number of spans sent.
-    pub fn export(&self, events: &Path, task: Option<&TaskInfo>) -> Result<usize, String> {
+    pub(crate) fn export(&self, events: &Path, task: Option<&TaskInfo>) -> Result<usize, String> {
         let spans = spans_of_run(events, task)?;
         if spans.is_empty() {
             return Ok(0);

@@ -27,5 +27,5 @@ mod spans;
 mod test_support;
 
 pub use export::{export_run, flush, submit_task};
-pub use settings::{Exporter, Protocol};
-pub use spans::{Attr, Span, SpanEvent, TaskInfo, spans_from_events, spans_of_run, trace_id};
+pub use settings::Exporter;
+pub use spans::TaskInfo;

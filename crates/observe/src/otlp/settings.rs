@@ -15,7 +15,7 @@ pub(super) const TARGET: &str = "orchestrate_observe::otlp";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     Protobuf,
     Json,
 }
@@ -24,21 +24,23 @@ pub enum Protocol {
 #[derive(Debug, Clone)]
 pub struct Exporter {
     /// The full traces URL, as named in messages.
-    pub url: String,
+    pub(crate) url: String,
     pub(super) host: String,
     pub(super) port: u16,
     pub(super) path: String,
-    pub protocol: Protocol,
+    pub(crate) protocol: Protocol,
     pub(super) headers: Vec<(String, String)>,
-    pub service_name: String,
+    pub(crate) service_name: String,
     pub(super) resource: Vec<(String, String)>,
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 impl Exporter {
     /// Reads the `OTEL_*` variables through `var`: `Ok(None)` when no endpoint is set (or the SDK
     /// is disabled), an error naming the variable when a setting cannot be honoured.
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Exporter>, String> {
+    pub(crate) fn from_vars(
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Exporter>, String> {
         let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
         if var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
             || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim() == "none")

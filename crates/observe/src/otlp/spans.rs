@@ -17,39 +17,42 @@ use serde_json::Value;
 /// What a swarm task's run adds to its root span.
 #[derive(Debug, Clone, Default)]
 pub struct TaskInfo {
+    /// The task's id (its file name without `.task`), as `orchestrate.task.id`.
     pub id: String,
+    /// The role whose inbox held the task, as `orchestrate.task.role`.
     pub role: String,
+    /// Which claim of the task this run was (1 for the first), as `orchestrate.task.attempt`.
     pub attempt: u64,
+    /// The task's correlation id (empty when it has none), as `orchestrate.correlation_id`.
     pub correlation_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Attr {
+pub(crate) enum Attr {
     Str(String),
     Int(i64),
     Float(f64),
-    Bool(bool),
 }
 
 #[derive(Debug, Clone)]
-pub struct SpanEvent {
-    pub name: String,
-    pub time_ns: u64,
-    pub attributes: Vec<(String, Attr)>,
+pub(crate) struct SpanEvent {
+    pub(crate) name: String,
+    pub(crate) time_ns: u64,
+    pub(crate) attributes: Vec<(String, Attr)>,
 }
 
 #[derive(Debug, Clone)]
-pub struct Span {
-    pub trace_id: [u8; 16],
-    pub span_id: [u8; 8],
-    pub parent: Option<[u8; 8]>,
-    pub name: String,
-    pub start_ns: u64,
-    pub end_ns: u64,
-    pub attributes: Vec<(String, Attr)>,
-    pub events: Vec<SpanEvent>,
+pub(crate) struct Span {
+    pub(crate) trace_id: [u8; 16],
+    pub(crate) span_id: [u8; 8],
+    pub(crate) parent: Option<[u8; 8]>,
+    pub(crate) name: String,
+    pub(crate) start_ns: u64,
+    pub(crate) end_ns: u64,
+    pub(crate) attributes: Vec<(String, Attr)>,
+    pub(crate) events: Vec<SpanEvent>,
     /// `Some(message)` for an error status.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// FNV-1a, 64 bits, over `parts` separated by NUL: ids that are the same for the same run on
@@ -64,7 +67,7 @@ fn id64(parts: &[&str]) -> u64 {
     hash.finish().max(1)
 }
 
-pub fn trace_id(run_id: &str) -> [u8; 16] {
+pub(crate) fn trace_id(run_id: &str) -> [u8; 16] {
     let mut id = [0u8; 16];
     id[..8].copy_from_slice(&id64(&["trace", run_id]).to_be_bytes());
     id[8..].copy_from_slice(&id64(&["trace-low", run_id]).to_be_bytes());
@@ -124,7 +127,7 @@ impl Record {
 /// The spans of the run recorded in `events` (its latest start or resume), with the spans of
 /// the child runs its `workflow:` steps started in that session, recursively: each child's
 /// spans join the parent's trace, its root span under the `workflow:` step's span.
-pub fn spans_of_run(events: &Path, task: Option<&TaskInfo>) -> Result<Vec<Span>, String> {
+pub(crate) fn spans_of_run(events: &Path, task: Option<&TaskInfo>) -> Result<Vec<Span>, String> {
     let file = orchestrate_engine::events::read_checked(events)?;
     let records = Record::all(&file.records);
     let mut spans = spans_of_records(&records, task);
@@ -198,13 +201,15 @@ impl<'a> Session<'a> {
     }
 }
 
-/// Spans of the last start or resume recorded in `records`: a root span for the run and one
-/// child per step execution (a `for_each`'s body under the loop's span). Skipped steps have no
-/// span. A step with no `step_finished` (the engine died) ends with the last record.
-pub fn spans_from_events(records: &[Value], task: Option<&TaskInfo>) -> Vec<Span> {
+/// [`spans_of_records`] of records as read from `events.jsonl` (tests only).
+#[cfg(test)]
+pub(crate) fn spans_from_events(records: &[Value], task: Option<&TaskInfo>) -> Vec<Span> {
     spans_of_records(&Record::all(records), task)
 }
 
+/// Spans of the last start or resume recorded in `records`: a root span for the run and one
+/// child per step execution (a `for_each`'s body under the loop's span). Skipped steps have no
+/// span. A step with no `step_finished` (the engine died) ends with the last record.
 fn spans_of_records(records: &[Record], task: Option<&TaskInfo>) -> Vec<Span> {
     let Some(session) = Session::of(records) else {
         return Vec::new();

@@ -37,23 +37,18 @@ use super::status_file::{
     status_path, swarm_dir, write_status,
 };
 
-/// What [`supervise`] returns once everything is stopped.
+/// What [`supervise_with`] returns once everything is stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     /// Every replica's final status (`stopped` or `failed`).
-    pub children: Vec<ChildStatus>,
+    pub(crate) children: Vec<ChildStatus>,
     /// Whether the `kill` token ended it (SIGKILL without grace).
     pub killed: bool,
 }
 
-/// Runs the supervisor in the foreground until `stop` is cancelled (graceful: SIGTERM to every
-/// replica's group, `policy.grace`, then SIGKILL) or `kill` is cancelled (SIGKILL at once), then
-/// returns once every replica is gone.
-///
-/// Refuses to start when another supervisor holds `WORKSPACE/.orchestrate/swarm/supervisor.lock`
-/// (the error names its pid). Replicas left alive by a supervisor that died are stopped first.
-/// Makes this process a child subreaper for good (a process attribute that cannot be scoped).
-pub async fn supervise(
+/// [`supervise_with`] without a roster: the replicas are only those given (tests).
+#[cfg(test)]
+pub(crate) async fn supervise(
     workspace: &Path,
     children: Vec<ChildSpec>,
     policy: Policy,
@@ -72,9 +67,17 @@ pub async fn supervise(
     .await
 }
 
-/// [`supervise`], with a roster asked again on SIGHUP and when `agents/` changes: replicas it
-/// adds are started, replicas it drops are stopped gracefully, and every running replica is
-/// sent SIGHUP (a role process then looks at its files again).
+/// Runs the supervisor in the foreground until `stop` is cancelled (graceful: SIGTERM to every
+/// replica's group, `policy.grace`, then SIGKILL) or `kill` is cancelled (SIGKILL at once), then
+/// returns once every replica is gone.
+///
+/// Refuses to start when another supervisor holds `WORKSPACE/.orchestrate/swarm/supervisor.lock`
+/// (the error names its pid). Replicas left alive by a supervisor that died are stopped first.
+/// Makes this process a child subreaper for good (a process attribute that cannot be scoped).
+///
+/// With a `roster`, it is asked again on SIGHUP and when `agents/` changes: replicas it adds are
+/// started, replicas it drops are stopped gracefully, and every running replica is sent SIGHUP
+/// (a role process then looks at its files again).
 pub async fn supervise_with(
     workspace: &Path,
     children: Vec<ChildSpec>,

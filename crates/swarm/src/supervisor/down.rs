@@ -25,9 +25,10 @@ pub struct DownReport {
     pub signal: &'static str,
     /// Whether the supervisor was gone before the timeout.
     pub exited: bool,
+    /// How long `down` waited, in milliseconds.
     pub waited_ms: u64,
     /// Replica processes killed directly (forced stop only).
-    pub killed_children: Vec<u32>,
+    pub(crate) killed_children: Vec<u32>,
 }
 
 /// `swarm down`: SIGTERM to the running supervisor (verified by its pid start time), then waits

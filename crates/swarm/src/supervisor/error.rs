@@ -10,51 +10,88 @@ use std::time::Duration;
 use orchestrate_base::human;
 use orchestrate_base::io_err::FromIo;
 
+/// What `swarm up`, `down`, `status` and `reload` fail with; the binary crate renders it.
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
+    /// A swarm file or directory (status, lock, event log) could not be opened, written or created.
     #[error("failed to {action} {}: {source}", path.display())]
     Io {
+        /// What was being done (`open`, `write`, `create`, ...).
         action: &'static str,
+        /// The file or directory.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: io::Error,
     },
+    /// Another supervisor holds the workspace's lock.
     #[error(
         "failed to start the supervisor: another one ({}) is running in {}; see `orchestrate swarm status`, or stop it with `orchestrate swarm down`",
         pid_text(*pid),
         workspace.display()
     )]
     AlreadyRunning {
+        /// The workspace.
         workspace: PathBuf,
+        /// The holder's pid, from the lock file (`None` when it cannot be read).
         pid: Option<u32>,
     },
+    /// `swarm down` found no supervisor running.
     #[error("no supervisor is running in {}", workspace.display())]
-    NotRunning { workspace: PathBuf },
+    NotRunning {
+        /// The workspace.
+        workspace: PathBuf,
+    },
+    /// The status file is not valid JSON of its shape.
     #[error("failed to read {}: not a valid swarm status file: {message}", path.display())]
-    Corrupt { path: PathBuf, message: String },
+    Corrupt {
+        /// The status file.
+        path: PathBuf,
+        /// What the JSON parser said.
+        message: String,
+    },
+    /// The status file was written by a newer orchestrate (its `format_version` is higher).
     #[error(
         "failed to read {}: format_version {version} is newer than this orchestrate understands; upgrade orchestrate",
         path.display()
     )]
-    TooNew { path: PathBuf, version: u64 },
+    TooNew {
+        /// The status file.
+        path: PathBuf,
+        /// The `format_version` it has.
+        version: u64,
+    },
+    /// `swarm down` could not signal the supervisor.
     #[error("failed to signal the supervisor (pid {pid}): {source}")]
     Signal {
+        /// The supervisor's pid.
         pid: u32,
+        /// What `kill(2)` returned.
         #[source]
         source: io::Error,
     },
+    /// `swarm up --detach`: the supervisor died before its replicas were up.
     #[error(
         "failed to bring the swarm up: the supervisor (pid {pid}) exited ({how}) before its children were up"
     )]
-    ExitedEarly { pid: u32, how: String },
+    ExitedEarly {
+        /// The supervisor's pid.
+        pid: u32,
+        /// How it ended (its exit code or signal).
+        how: String,
+    },
+    /// `swarm up --detach`: the replicas were not all running (or failed) within the wait.
     #[error(
         "failed to bring the swarm up within {}: still waiting for {}",
         human::duration(*waited),
         pending.join(", ")
     )]
     NotUp {
+        /// The supervisor's pid.
         pid: u32,
+        /// How long `up` waited.
         waited: Duration,
+        /// What it still waited for: each replica (`name (state)`), or the supervisor itself.
         pending: Vec<String>,
     },
 }

@@ -6,15 +6,13 @@
 //! The bytes on disk are those the supervisor wrote before these types: a JSON object whose keys
 //! serde_json sorts (the run's envelope `v`, `seq`, `ts`; `event`; the replica's `child`, `role`,
 //! `replica`, `state`; the kind's own fields). The replica's fields sit beside the event's, as a
-//! run's envelope does, without `flatten`: written by merging, read by [`Replica::from_record`].
+//! run's envelope does, without `flatten`: written by merging, read back (only the tests read the
+//! log) by `Replica::from_record`.
 //! Its schema is `docs/schema/supervisor-events.schema.json` ([`json_schema`]), the replica's
 //! fields included.
 //!
 //! Does not open or append to the file (`records` does, through the engine's `EventLog`), nor
 //! decide what happens (the actors and the loop do).
-
-use std::io;
-use std::path::Path;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -22,14 +20,14 @@ use serde_json::{Map, Value};
 
 use super::exit::ExitReason;
 use super::spec::RoleProblem;
-use super::status_file::{ChildState, ChildStatus, events_path};
+use super::status_file::{ChildState, ChildStatus};
 
 /// One event of the supervisor's log, tagged by its kind (`"event": "spawned"`). The kinds from
 /// `spawned` on are about one replica, whose [`Replica`] fields the line carries too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 #[schemars(title = "orchestrate supervisor event")]
-pub enum SupervisorEvent {
+pub(crate) enum SupervisorEvent {
     /// The supervisor took the workspace's lock and starts its replicas.
     SupervisorStarted(SupervisorStarted),
     /// Asked to stop (SIGTERM, `swarm down`): its replicas get SIGTERM and the grace.
@@ -62,97 +60,116 @@ pub enum SupervisorEvent {
     Unknown,
 }
 
+/// The fields of `supervisor_started`: who started and how many replicas it starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct SupervisorStarted {
-    pub pid: u32,
+pub(crate) struct SupervisorStarted {
+    /// The supervisor's pid.
+    pub(crate) pid: u32,
     /// The replicas it starts.
-    pub children: usize,
+    pub(crate) children: usize,
 }
 
+/// The fields of `supervisor_stopping`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct SupervisorStopping {
+pub(crate) struct SupervisorStopping {
     /// How long a replica has between SIGTERM and SIGKILL.
-    pub grace_ms: u64,
+    pub(crate) grace_ms: u64,
 }
 
+/// The fields of `supervisor_stopped`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct SupervisorStopped {
+pub(crate) struct SupervisorStopped {
     /// Whether it was asked to stop at once.
-    pub killed: bool,
+    pub(crate) killed: bool,
 }
 
+/// The fields of `leftover_stopping`: which process of the dead supervisor was stopped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct LeftoverStopping {
+pub(crate) struct LeftoverStopping {
     /// The replica's name in the dead supervisor's `status.json`.
-    pub child: String,
-    pub pid: u32,
+    pub(crate) child: String,
+    /// The leftover replica's pid.
+    pub(crate) pid: u32,
     /// The dead supervisor's pid.
-    pub previous_supervisor: u32,
+    pub(crate) previous_supervisor: u32,
 }
 
+/// The fields of `reloaded`: what changed when the roles were read again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Reloaded {
+pub(crate) struct Reloaded {
     /// Replicas started.
-    pub added: Vec<String>,
+    pub(crate) added: Vec<String>,
     /// Replicas stopped gracefully.
-    pub removed: Vec<String>,
+    pub(crate) removed: Vec<String>,
     /// Roles whose files do not load: their replicas keep the version they run.
-    pub problems: Vec<RoleProblem>,
+    pub(crate) problems: Vec<RoleProblem>,
 }
 
+/// The fields of `spawned` and `ready`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Pid {
-    pub pid: u32,
+pub(crate) struct Pid {
+    /// The replica's pid.
+    pub(crate) pid: u32,
 }
 
+/// The fields of `exited`: how the replica ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Exited {
+pub(crate) struct Exited {
     /// `null` when the process could not be started.
-    pub pid: Option<u32>,
-    pub exit: ExitReason,
+    pub(crate) pid: Option<u32>,
+    /// How it ended: an exit code, a signal, or why it never ran or was lost.
+    pub(crate) exit: ExitReason,
     /// Whether the supervisor asked it to stop (then it is not restarted).
-    pub asked: bool,
+    pub(crate) asked: bool,
 }
 
+/// The fields of `stopping`: the signal sent and the grace it has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Stopping {
-    pub pid: u32,
-    pub signal: StopSignal,
+pub(crate) struct Stopping {
+    /// The replica's pid.
+    pub(crate) pid: u32,
+    pub(crate) signal: StopSignal,
     /// With SIGTERM: how long before SIGKILL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grace_ms: Option<u64>,
+    pub(crate) grace_ms: Option<u64>,
 }
 
 /// The signal a replica is stopped with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum StopSignal {
+pub(crate) enum StopSignal {
     /// Graceful: it finishes or hands back its task within the grace.
     #[serde(rename = "SIGTERM")]
     Term,
+    /// Forced: killed at once (`swarm down --force`, or when the grace ran out).
     #[serde(rename = "SIGKILL")]
     Kill,
 }
 
+/// The fields of `restarting`: when it starts again and how many restarts it has spent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Restarting {
-    pub delay_ms: u64,
+pub(crate) struct Restarting {
+    /// How long until it is started again, in milliseconds.
+    pub(crate) delay_ms: u64,
     /// The death is charged to the task it was running (no delay, no restart budget spent).
-    pub charged_to_task: bool,
+    pub(crate) charged_to_task: bool,
     /// Restarts so far, this one included.
-    pub restarts: u32,
+    pub(crate) restarts: u32,
 }
 
+/// The fields of `failed`: the death that exceeded the restart limit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Failed {
-    pub exit: ExitReason,
+pub(crate) struct Failed {
+    /// How its last run ended.
+    pub(crate) exit: ExitReason,
     /// Restarts within the window that reached the limit.
-    pub restarts_within: usize,
-    pub within_ms: u64,
+    pub(crate) restarts_within: usize,
+    /// The window the restarts were counted in, in milliseconds.
+    pub(crate) within_ms: u64,
 }
 
 impl SupervisorEvent {
     /// The kind, as the `event` field names it.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             SupervisorEvent::SupervisorStarted(_) => "supervisor_started",
             SupervisorEvent::SupervisorStopping(_) => "supervisor_stopping",
@@ -172,7 +189,7 @@ impl SupervisorEvent {
     }
 
     /// The kind's own fields, without `event`: what a log line about it shows.
-    pub fn fields(&self) -> Value {
+    pub(crate) fn fields(&self) -> Value {
         let mut fields = to_object(self);
         fields.remove("event");
         Value::Object(fields)
@@ -182,16 +199,16 @@ impl SupervisorEvent {
 /// The replica an event is about, in the state the change left it: the fields every replica
 /// event carries beside its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Replica {
+pub(crate) struct Replica {
     /// `role#replica`.
-    pub child: String,
-    pub role: String,
-    pub replica: u32,
-    pub state: ChildState,
+    pub(crate) child: String,
+    pub(crate) role: String,
+    pub(crate) replica: u32,
+    pub(crate) state: ChildState,
 }
 
 impl Replica {
-    pub fn of(status: &ChildStatus) -> Replica {
+    pub(crate) fn of(status: &ChildStatus) -> Replica {
         Replica {
             child: status.name.clone(),
             role: status.role.clone(),
@@ -201,21 +218,22 @@ impl Replica {
     }
 
     /// The replica a record read back is about; `None` for the supervisor's own events.
-    pub fn from_record(record: &Value) -> Option<Replica> {
+    #[cfg(test)]
+    pub(crate) fn from_record(record: &Value) -> Option<Replica> {
         Replica::deserialize(record).ok()
     }
 }
 
 /// One line of the log: an event, and the replica it is about (for a replica's event).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Record {
-    pub replica: Option<Replica>,
-    pub event: SupervisorEvent,
+pub(crate) struct Record {
+    pub(crate) replica: Option<Replica>,
+    pub(crate) event: SupervisorEvent,
 }
 
 impl Record {
     /// The supervisor's own event.
-    pub fn own(event: SupervisorEvent) -> Record {
+    pub(crate) fn own(event: SupervisorEvent) -> Record {
         Record {
             replica: None,
             event,
@@ -223,7 +241,7 @@ impl Record {
     }
 
     /// The fields of its line, before the log adds `v`, `seq` and `ts`.
-    pub fn to_fields(&self) -> Map<String, Value> {
+    pub(crate) fn to_fields(&self) -> Map<String, Value> {
         let mut fields = self.replica.as_ref().map(to_object).unwrap_or_default();
         fields.extend(to_object(&self.event));
         fields
@@ -231,7 +249,8 @@ impl Record {
 
     /// A record read back. A kind this version does not know, or fields that do not fit it,
     /// is [`SupervisorEvent::Unknown`].
-    pub fn from_record(record: &Value) -> Record {
+    #[cfg(test)]
+    pub(crate) fn from_record(record: &Value) -> Record {
         Record {
             replica: Replica::from_record(record),
             event: SupervisorEvent::deserialize(record).unwrap_or(SupervisorEvent::Unknown),
@@ -240,13 +259,14 @@ impl Record {
 }
 
 /// The supervisor's log of `workspace`, read back (a torn last line left out).
-pub fn read_events(workspace: &Path) -> io::Result<Vec<Record>> {
-    let records = orchestrate_engine::events::read(&events_path(workspace))?;
+#[cfg(test)]
+pub(crate) fn read_events(workspace: &std::path::Path) -> std::io::Result<Vec<Record>> {
+    let records = orchestrate_engine::events::read(&super::status_file::events_path(workspace))?;
     Ok(records.iter().map(Record::from_record).collect())
 }
 
 /// The kinds about one replica: their lines carry its [`Replica`] fields.
-pub const REPLICA_KINDS: [&str; 7] = [
+pub(crate) const REPLICA_KINDS: [&str; 7] = [
     "spawned",
     "ready",
     "exited",
@@ -256,8 +276,8 @@ pub const REPLICA_KINDS: [&str; 7] = [
     "failed",
 ];
 
-/// `docs/schema/supervisor-events.schema.json`: the schema of [`SupervisorEvent`] as written,
-/// each of the [`REPLICA_KINDS`] with the [`Replica`] fields too (`allOf`); the envelope (`v`,
+/// `docs/schema/supervisor-events.schema.json`: the schema of `SupervisorEvent` as written,
+/// each of the `REPLICA_KINDS` with the `Replica` fields too (`allOf`); the envelope (`v`,
 /// `seq`, `ts`) is not in it.
 pub fn json_schema() -> String {
     let mut generator = schemars::generate::SchemaSettings::draft2020_12()

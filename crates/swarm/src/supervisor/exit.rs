@@ -15,7 +15,7 @@ use orchestrate_base::human;
 /// Why a replica's process ended, as data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum ExitReason {
+pub(crate) enum ExitReason {
     /// Exited with this status code.
     Exited { code: i32 },
     /// Killed by this signal (by us only when stopping; see the event log).

@@ -2,7 +2,7 @@
 //!
 //! Owns `orchestrate swarm up / down / status`: spawning each replica's process (the argv it is
 //! given, normally `orchestrate agent ROLE --replica N`), the ready handshake
-//! ([`READY_FD_ENV`]), restarts with exponential backoff and an Erlang/OTP-style intensity limit,
+//! (`READY_FD_ENV`), restarts with exponential backoff and an Erlang/OTP-style intensity limit,
 //! graceful and immediate stop, reaping orphans as a child subreaper, the one-supervisor-per-
 //! workspace lock, and the records under `WORKSPACE/.orchestrate/swarm/`: `status.json` (atomically
 //! replaced on every state change) and `events.jsonl` (append-only).
@@ -59,22 +59,13 @@ mod stop;
 #[cfg(test)]
 mod tests;
 
-pub use actor::{Report, supervise, supervise_with};
+pub use actor::{Report, supervise_with};
 pub use detach::{detach, wait_up};
 pub use down::{DownReport, down, stop_orphans};
 pub use error::SupervisorError;
-pub use event::{
-    Exited, Failed, LeftoverStopping, Pid, Record, Reloaded, Replica, Restarting, StopSignal,
-    Stopping, SupervisorEvent, SupervisorStarted, SupervisorStopped, SupervisorStopping,
-    json_schema as events_json_schema, read_events,
-};
-pub use exit::ExitReason;
+pub use event::json_schema as events_json_schema;
 pub use policy::Policy;
-pub use ready::READY_FD_ENV;
 pub use render::render_status;
 pub use spec::{ChargeToTask, ChildSpec, RoleProblem, Roster};
-pub use status::{BreakerView, RoleLoad, SwarmState, SwarmStatus, status};
-pub use status_file::{
-    ChildState, ChildStatus, STATUS_FORMAT, StatusFile, SupervisorInfo, SupervisorState,
-    events_path, lock_path, status_path, swarm_dir,
-};
+pub use status::{RoleLoad, SwarmState, SwarmStatus, status};
+pub use status_file::{ChildState, ChildStatus, SupervisorInfo, status_path, swarm_dir};

@@ -19,6 +19,7 @@ pub struct Policy {
     pub reset_after: Duration,
     /// More than this many restarts within `within` and the replica is failed.
     pub max_restarts: u32,
+    /// The window `max_restarts` is counted in (a sliding window, not reset by a ready replica).
     pub within: Duration,
     /// Time between SIGTERM and SIGKILL on a graceful stop.
     pub grace: Duration,

@@ -10,7 +10,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
 /// Environment variable naming the descriptor a child writes `ready\n` to once it is ready.
-pub const READY_FD_ENV: &str = "ORCHESTRATE_READY_FD";
+pub(crate) const READY_FD_ENV: &str = "ORCHESTRATE_READY_FD";
 
 /// The line a child writes to the ready descriptor.
 const READY_LINE: &[u8] = b"ready";

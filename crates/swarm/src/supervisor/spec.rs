@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 pub struct ChildSpec {
     /// Unique among the children, e.g. `engineer#1`.
     pub name: String,
+    /// The role it runs (`orchestrate agent ROLE`).
     pub role: String,
+    /// Which replica of the role, from 1 (`--replica`).
     pub replica: u32,
     /// Program and arguments, run directly (no shell), in WORKSPACE.
     pub argv: Vec<String>,
@@ -34,6 +36,7 @@ pub type Roster = Arc<dyn Fn() -> (Vec<ChildSpec>, Vec<RoleProblem>) + Send + Sy
 /// A role the supervisor cannot start (its file does not load).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RoleProblem {
+    /// The role's name (its file under `agents/`).
     pub role: String,
     /// `file:line:column: message`.
     pub message: String,

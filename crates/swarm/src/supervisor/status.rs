@@ -22,67 +22,73 @@ use super::status_file::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SwarmState {
+    /// A supervisor runs and has not been asked to stop.
     Running,
+    /// A supervisor runs and is stopping its replicas.
     Stopping,
+    /// No supervisor runs (none started, or it died).
     Down,
 }
 
 /// Queue load of one role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RoleLoad {
+    /// The role's name.
     pub role: String,
     /// Task files waiting in the inbox.
-    pub queued: usize,
+    pub(crate) queued: usize,
     /// Tasks claimed and in flight.
-    pub running: usize,
+    pub(crate) running: usize,
     /// Set while the role is paused (`orchestrate pause`): it claims nothing new.
-    pub paused: Option<crate::control::Pause>,
+    pub(crate) paused: Option<crate::control::Pause>,
     /// Breakers of runtimes its workflow uses that are open or half-open: it claims nothing new
     /// while one is open.
-    pub breakers: Vec<BreakerView>,
+    pub(crate) breakers: Vec<BreakerView>,
     /// Inbox entries no role process takes (another extension, a `.tmp` file, a directory).
-    pub ignored: Vec<queue::InboxEntry>,
+    pub(crate) ignored: Vec<queue::InboxEntry>,
     /// Task files in the inbox that a process still has open for writing (counted in `queued`).
-    pub being_written: Vec<queue::InboxEntry>,
+    pub(crate) being_written: Vec<queue::InboxEntry>,
     /// The workflow versions (`workflow_hash`) its live role processes run new tasks on.
-    pub workflow_hashes: Vec<String>,
+    pub(crate) workflow_hashes: Vec<String>,
     /// Set when its processes refused an edit of the role's files: the first problem
     /// (`file:line:column: message`); they keep running the previous version.
-    pub reload_error: Option<String>,
+    pub(crate) reload_error: Option<String>,
     /// Set when a running supervisor has no process for the role, and why.
     pub not_started: Option<String>,
 }
 
 /// A breaker that is not closed, as `swarm status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BreakerView {
-    pub runtime: String,
+pub(crate) struct BreakerView {
+    pub(crate) runtime: String,
     /// `open` or `half_open`.
-    pub state: crate::breaker::Phase,
-    pub class: Option<String>,
-    pub consecutive: u32,
+    pub(crate) state: crate::breaker::Phase,
+    pub(crate) class: Option<String>,
+    pub(crate) consecutive: u32,
     /// When an open breaker half-opens.
-    pub until: Option<String>,
+    pub(crate) until: Option<String>,
     /// "breaker open for claude: 5 consecutive rate_limit failures; half-opens at ...".
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// `swarm status`: the supervisor's view plus live queue numbers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SwarmStatus {
-    pub workspace: String,
+    pub(crate) workspace: String,
+    /// Whether a supervisor runs, and whether it is stopping.
     pub state: SwarmState,
     /// The running supervisor; `None` when the state is `down`.
     pub supervisor: Option<SupervisorInfo>,
     /// The replicas; when down, only the orphaned ones still alive.
     pub children: Vec<ChildStatus>,
+    /// Each role's queue load, pause and breakers.
     pub roles: Vec<RoleLoad>,
 }
 
 impl SwarmStatus {
     /// Whether a running supervisor has every replica either running or failed: what `swarm up
     /// -d` waits for.
-    pub fn settled(&self) -> bool {
+    pub(crate) fn settled(&self) -> bool {
         self.state == SwarmState::Running
             && self.children.iter().all(|c| {
                 matches!(

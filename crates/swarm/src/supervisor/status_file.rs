@@ -17,22 +17,26 @@ use super::exit::ExitReason;
 use super::spec::{ChildSpec, RoleProblem};
 
 /// Version of `status.json`; a reader refuses a newer one.
-pub const STATUS_FORMAT: u32 = 1;
+pub(crate) const STATUS_FORMAT: u32 = 1;
 
 /// `WORKSPACE/.orchestrate/swarm`: the supervisor's lock and records.
 pub fn swarm_dir(workspace: &Path) -> PathBuf {
     workspace.join(".orchestrate").join("swarm")
 }
 
+/// `WORKSPACE/.orchestrate/swarm/status.json`: the supervisor's view of its replicas,
+/// rewritten atomically on every change.
 pub fn status_path(workspace: &Path) -> PathBuf {
     swarm_dir(workspace).join("status.json")
 }
 
-pub fn events_path(workspace: &Path) -> PathBuf {
+/// `WORKSPACE/.orchestrate/swarm/events.jsonl`: the supervisor's event log (JSON Lines,
+/// append-only).
+pub(crate) fn events_path(workspace: &Path) -> PathBuf {
     swarm_dir(workspace).join("events.jsonl")
 }
 
-pub fn lock_path(workspace: &Path) -> PathBuf {
+pub(crate) fn lock_path(workspace: &Path) -> PathBuf {
     swarm_dir(workspace).join("supervisor.lock")
 }
 
@@ -50,6 +54,7 @@ pub enum ChildState {
     Failed,
     /// Asked to stop, not gone yet.
     Stopping,
+    /// Stopped on purpose (`swarm down`, a reload that dropped it); not started again.
     Stopped,
     /// Only in [`status`](fn@super::status::status) when no supervisor runs: the process of a
     /// replica whose supervisor died is still alive.
@@ -60,7 +65,7 @@ pub enum ChildState {
 }
 
 impl ChildState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ChildState::Starting => "starting",
             ChildState::Running => "running",
@@ -77,21 +82,23 @@ impl ChildState {
 /// One replica in `status.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChildStatus {
+    /// The replica's name, e.g. `engineer#1`.
     pub name: String,
-    pub role: String,
-    pub replica: u32,
+    pub(crate) role: String,
+    pub(crate) replica: u32,
     /// The live process, if any.
     pub pid: Option<u32>,
     /// Its start time (`/proc/<pid>/stat` field 22): with the pid, names the process for good.
-    pub pid_start: Option<u64>,
+    pub(crate) pid_start: Option<u64>,
+    /// Where it is in its life.
     pub state: ChildState,
     /// Restarts so far, charged to a task or not.
-    pub restarts: u32,
-    pub last_exit: Option<ExitReason>,
+    pub(crate) restarts: u32,
+    pub(crate) last_exit: Option<ExitReason>,
     /// When the current state began (RFC 3339).
-    pub since: String,
+    pub(crate) since: String,
     /// In `backoff`: when the next start is due.
-    pub next_restart_at: Option<String>,
+    pub(crate) next_restart_at: Option<String>,
 }
 
 impl ChildStatus {
@@ -117,23 +124,28 @@ impl ChildStatus {
     }
 }
 
+/// Where the supervisor is in its life, as `status.json` records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum SupervisorState {
+pub(crate) enum SupervisorState {
+    /// Starting or supervising its replicas.
     Running,
+    /// Asked to stop: its replicas are being stopped.
     Stopping,
+    /// Every replica is down; the supervisor exits (its last write).
     Stopped,
 }
 
 /// The supervisor process, as recorded in `status.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SupervisorInfo {
+    /// The supervisor's process id.
     pub pid: u32,
-    pub pid_start: u64,
-    pub boot_id: String,
-    pub state: SupervisorState,
-    pub started_at: String,
-    pub updated_at: String,
+    pub(crate) pid_start: u64,
+    pub(crate) boot_id: String,
+    pub(crate) state: SupervisorState,
+    pub(crate) started_at: String,
+    pub(crate) updated_at: String,
 }
 
 impl SupervisorInfo {
@@ -146,16 +158,16 @@ impl SupervisorInfo {
 
 /// `WORKSPACE/.orchestrate/swarm/status.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusFile {
-    pub format_version: u32,
-    pub supervisor: SupervisorInfo,
-    pub children: Vec<ChildStatus>,
+pub(crate) struct StatusFile {
+    pub(crate) format_version: u32,
+    pub(crate) supervisor: SupervisorInfo,
+    pub(crate) children: Vec<ChildStatus>,
     /// When the supervisor last looked at `agents/` again (a reload).
     #[serde(default)]
-    pub reloaded_at: Option<String>,
+    pub(crate) reloaded_at: Option<String>,
     /// Roles the last reload could not start.
     #[serde(default)]
-    pub problems: Vec<RoleProblem>,
+    pub(crate) problems: Vec<RoleProblem>,
 }
 
 pub(super) fn write_status(path: &Path, file: &StatusFile) -> io::Result<()> {

@@ -16,8 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 use orchestrate_base::{clock, process};
 
+use super::actor::supervise;
+use super::event::{Record, Restarting, SupervisorEvent, read_events};
+use super::exit::ExitReason;
 use super::proc::pgid;
-use super::status_file::write_status;
+use super::status_file::{STATUS_FORMAT, StatusFile, SupervisorState, write_status};
 use super::*;
 
 const READY_THEN_SLEEP: &str = r#"echo ready >&"$ORCHESTRATE_READY_FD"; exec sleep 100"#;

@@ -41,14 +41,21 @@ pub(super) fn task_vars(shared: &Shared, claim: &Claim) -> (Value, String) {
 
 /// What `${task.*}` is made of: where the task is, its name, attempt, content and role.
 pub struct TaskFacts<'a> {
+    /// `${task.path}`: the task file, relative to the workspace.
     pub path: String,
+    /// `${task.dir}`: the directory it runs from, relative to the workspace.
     pub dir: String,
+    /// `${task.name}`: its file name, extension included.
     pub name: String,
+    /// `${task.id}`: its file name without the extension.
     pub id: &'a str,
+    /// `${task.attempt}`: which claim this is, from 1.
     pub attempt: u32,
+    /// `${task.text}`: its content (empty when larger than 1 MiB); parsed for `${task.json}`.
     pub text: String,
     /// From the task's sidecar (set by whoever enqueued it), if any.
     pub correlation_id: Option<String>,
+    /// `${task.role}`: the role whose inbox held it.
     pub role: &'a str,
 }
 
