@@ -2,7 +2,7 @@
 
 pub mod approval;
 pub mod budget;
-pub mod converge;
+pub(crate) mod converge;
 pub mod event;
 pub mod events;
 pub mod progress;
@@ -11,5 +11,5 @@ pub mod runner;
 pub mod runs;
 pub mod state;
 pub mod step_result;
-pub mod subflow;
+pub(crate) mod subflow;
 pub mod worktree;

@@ -75,7 +75,7 @@ pub enum Progress {
 impl Progress {
     /// The typed notification an event stands for, when it has one; `lane` is the fan-out lane
     /// it was recorded in.
-    pub fn from_event(event: &Event, lane: &[u64]) -> Option<Progress> {
+    pub(crate) fn from_event(event: &Event, lane: &[u64]) -> Option<Progress> {
         Some(match event {
             Event::StepStarted(started) => Progress::StepStarted {
                 step: started.step.clone(),
@@ -164,7 +164,7 @@ impl Mode {
 }
 
 /// Plain lines on stderr, one per message.
-pub struct Plain;
+pub(crate) struct Plain;
 
 impl Reporter for Plain {
     fn report(&self, progress: &Progress) {
@@ -175,7 +175,7 @@ impl Reporter for Plain {
 }
 
 /// The event lines on stdout, as they are appended, so that a script can follow a run.
-pub struct Json;
+pub(crate) struct Json;
 
 impl Reporter for Json {
     fn report(&self, progress: &Progress) {
@@ -230,7 +230,7 @@ impl Items {
 /// far; under it one line per running step (a spinner with its elapsed time, a bar `i/n` for a
 /// `for_each`, the poll count of a `wait_for`). Messages, such as the line each finished step
 /// leaves, are printed above it and stay.
-pub struct Live {
+pub(crate) struct Live {
     multi: MultiProgress,
     state: Mutex<LiveState>,
 }
@@ -259,7 +259,7 @@ fn loop_style() -> ProgressStyle {
 }
 
 impl Live {
-    pub fn new() -> Live {
+    pub(crate) fn new() -> Live {
         Live::with_target(ProgressDrawTarget::stderr())
     }
 
@@ -491,7 +491,7 @@ impl Reporter for Live {
 use orchestrate_base::human::group_digits;
 
 /// The part of a finished step's line about what it spent: ` · 1,234 tokens · $0.0123`.
-pub fn spend_suffix(result: &StepResult) -> String {
+pub(crate) fn spend_suffix(result: &StepResult) -> String {
     let mut text = String::new();
     let mut tokens = 0;
     if let Some(usage) = &result.usage {

@@ -205,7 +205,7 @@ pub fn known_layouts(workspace: &Path) -> Vec<Layout> {
 }
 
 /// Every task of every role the workspace knows, in every state.
-pub fn all_tasks(workspace: &Path) -> Vec<TaskInfo> {
+pub(crate) fn all_tasks(workspace: &Path) -> Vec<TaskInfo> {
     known_layouts(workspace)
         .iter()
         .flat_map(queue::list)
@@ -304,7 +304,7 @@ fn children(
 
 /// SHA-256 (hex) of the workflow file's text; with sub-workflows, of every file's text in load
 /// order (the workflow's first, then each `workflow:` step's child, depth first).
-pub fn workflow_hash(texts: &[String]) -> String {
+pub(crate) fn workflow_hash(texts: &[String]) -> String {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     for text in texts {
@@ -326,7 +326,7 @@ pub struct Stamp(Vec<(PathBuf, Option<FileStamp>)>);
 type FileStamp = (u64, i64, i64, u64, i64, i64);
 
 impl Stamp {
-    pub fn of(files: &[PathBuf]) -> Stamp {
+    pub(crate) fn of(files: &[PathBuf]) -> Stamp {
         use std::os::unix::fs::MetadataExt;
         Stamp(
             files
@@ -356,7 +356,7 @@ impl Stamp {
 }
 
 /// Where role processes record themselves: `.orchestrate/swarm/procs/<role>#<replica>.json`.
-pub fn procs_dir(workspace: &Path) -> PathBuf {
+pub(crate) fn procs_dir(workspace: &Path) -> PathBuf {
     workspace.join(".orchestrate/swarm/procs")
 }
 

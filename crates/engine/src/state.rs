@@ -18,7 +18,7 @@ use crate::step_result::StepResult;
 use orchestrate_base::json_file;
 
 /// Version of `state.json`; a reader refuses a newer one.
-pub const STATE_FORMAT: u32 = 1;
+pub(crate) const STATE_FORMAT: u32 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -43,42 +43,42 @@ impl RunStatus {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunState {
-    pub format_version: u32,
+    pub(crate) format_version: u32,
     pub run_id: String,
     /// The workflow file as the user named it.
     pub workflow: String,
     pub workflow_name: String,
     pub fingerprint: String,
-    pub workspace: String,
+    pub(crate) workspace: String,
     pub status: RunStatus,
     pub started_at: String,
-    pub updated_at: String,
+    pub(crate) updated_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
+    pub(crate) finished_at: Option<String>,
     /// `${run.timestamp_utc}`: fixed at the first start, kept across resumes.
-    pub timestamp_utc: String,
-    pub context: Map<String, Value>,
+    pub(crate) timestamp_utc: String,
+    pub(crate) context: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub current_step: Option<String>,
+    pub(crate) current_step: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i32>,
+    pub(crate) exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Step executions so far (visits, iterations and skips included).
-    pub executions: u64,
+    pub(crate) executions: u64,
     /// Sequence number of the last event this snapshot includes.
-    pub events_seq: u64,
-    pub resumes: u32,
+    pub(crate) events_seq: u64,
+    pub(crate) resumes: u32,
     /// The latest result of each step, by name.
     pub steps: BTreeMap<String, StepResult>,
     /// The workflow's `outputs:` as rendered at its successful end (a child run's result).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub outputs: Map<String, Value>,
+    pub(crate) outputs: Map<String, Value>,
     /// The child runs its `workflow:` steps started, by directory name under
     /// `RUN_ROOT/children/`: `{step, exec, lane, workflow, run_root}` (the link from the
     /// parent's state to each child's own RUN_ROOT).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub children: Map<String, Value>,
+    pub(crate) children: Map<String, Value>,
 }
 
 /// Paths inside one run's directory.
@@ -98,7 +98,7 @@ impl RunDir {
         }
     }
 
-    pub fn state(&self) -> PathBuf {
+    pub(crate) fn state(&self) -> PathBuf {
         self.root.join("state.json")
     }
     pub fn events(&self) -> PathBuf {
@@ -108,7 +108,7 @@ impl RunDir {
         self.root.join("logs")
     }
     /// The workflow text as it was when the run started: resume runs exactly this.
-    pub fn workflow_copy(&self) -> PathBuf {
+    pub(crate) fn workflow_copy(&self) -> PathBuf {
         self.root.join("workflow.yaml")
     }
     pub fn lock(&self) -> PathBuf {
@@ -116,12 +116,12 @@ impl RunDir {
     }
 
     /// Creates RUN_ROOT (`logs/` is created by the first step that writes output).
-    pub fn create(&self) -> io::Result<()> {
+    pub(crate) fn create(&self) -> io::Result<()> {
         fs::create_dir_all(&self.root)
     }
 
     /// Writes the snapshot; `durable` makes it survive a power loss (fsync file and directory).
-    pub fn write_state(&self, state: &RunState, durable: bool) -> io::Result<()> {
+    pub(crate) fn write_state(&self, state: &RunState, durable: bool) -> io::Result<()> {
         json_file::write(&self.state(), state, durable)
     }
 
@@ -138,7 +138,7 @@ impl RunDir {
     }
 
     /// Takes the run lock, or says who holds it. The lock lives as long as the returned file.
-    pub fn lock_run(&self) -> Result<File, StateError> {
+    pub(crate) fn lock_run(&self) -> Result<File, StateError> {
         let path = self.lock();
         let mut file = OpenOptions::new()
             .read(true)
@@ -181,7 +181,7 @@ pub enum StateError {
 }
 
 /// Where the child runs of a run live, inside its RUN_ROOT.
-pub const CHILDREN_DIR: &str = "children";
+pub(crate) const CHILDREN_DIR: &str = "children";
 
 /// The directory of a child run: `<parent RUN_ROOT>/children/<lane><exec>-<step>`. The lane
 /// and execution ordinal replay identically on resume, so a resumed parent finds the same
@@ -195,7 +195,7 @@ pub fn child_root(parent_root: &Path, lane: &[u64], exec: u64, step: &str) -> Pa
 
 /// What a lane's step logs start with: `0003.0002.` for item 2 of the fan-out run as
 /// execution 3; nothing for the run's own steps (see `runner::fanout`).
-pub fn log_prefix(lane: &[u64]) -> String {
+pub(crate) fn log_prefix(lane: &[u64]) -> String {
     lane.iter().map(|n| format!("{n:04}.")).collect()
 }
 

@@ -29,10 +29,10 @@ use orchestrate_base::io_err::FromIo;
 use orchestrate_lang::model::{Isolation, WorktreeSpec};
 use orchestrate_queue::queue::TaskState;
 
-pub const DEFAULT_BRANCH: &str = "orchestrate/{role}/{task}";
-pub const DEFAULT_DIR: &str = ".orchestrate/worktrees";
+pub(crate) const DEFAULT_BRANCH: &str = "orchestrate/{role}/{task}";
+pub(crate) const DEFAULT_DIR: &str = ".orchestrate/worktrees";
 /// Where the records of the worktrees orchestrate made live, relative to the workspace.
-pub const RECORDS_DIR: &str = ".orchestrate/worktree-records";
+pub(crate) const RECORDS_DIR: &str = ".orchestrate/worktree-records";
 /// The lock file, in the repository's common git directory: every orchestrate process of the
 /// repository (any workspace in it) creates and removes worktrees one at a time.
 const LOCK_FILE: &str = "orchestrate-worktrees.lock";
@@ -140,7 +140,7 @@ impl Owner {
         }
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Owner::Task { role, task } => format!("task `{task}` of role `{role}`"),
             Owner::Run { run_id } => format!("run {run_id}"),
@@ -151,8 +151,8 @@ impl Owner {
 /// A worktree orchestrate made, as recorded (and as `status.json` shows it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
-    pub format_version: u32,
-    pub owner: Owner,
+    pub(crate) format_version: u32,
+    pub(crate) owner: Owner,
     /// The worktree's top directory.
     pub path: PathBuf,
     /// Where the steps run: `path`, or the workspace's subdirectory in it.
@@ -160,11 +160,11 @@ pub struct Record {
     pub branch: String,
     /// The base as configured, and the commit it was when the branch was made.
     pub base: String,
-    pub base_commit: String,
+    pub(crate) base_commit: String,
     /// Whether orchestrate made the branch (only those are ever deleted).
-    pub created_branch: bool,
+    pub(crate) created_branch: bool,
     pub keep: bool,
-    pub created_at: String,
+    pub(crate) created_at: String,
 }
 
 impl Record {
@@ -673,12 +673,12 @@ enum Verdict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GcLine {
     /// Whether it counts as removed (or would be), kept, or could not be removed.
-    pub verdict: GcVerdict,
+    pub(crate) verdict: GcVerdict,
     pub text: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GcVerdict {
+pub(crate) enum GcVerdict {
     Removed,
     Kept,
     Failed,

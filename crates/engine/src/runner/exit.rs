@@ -5,5 +5,5 @@
 pub const SUCCESS: u8 = 0;
 pub const STEP_FAILED: u8 = 1;
 pub const INVALID: u8 = 2;
-pub const TIMEOUT: u8 = 124;
+pub(crate) const TIMEOUT: u8 = 124;
 pub const INTERRUPTED: u8 = 130;

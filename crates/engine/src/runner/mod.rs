@@ -48,15 +48,15 @@ mod wait_for;
 mod watch;
 
 /// At most this much of a text step's stdout is kept in state (the spec's 8 KB).
-pub const TEXT_KEEP_BYTES: usize = 8 * 1024;
+pub(crate) const TEXT_KEEP_BYTES: usize = 8 * 1024;
 /// JSON capture parses at most this much stdout; more is a parse failure (the spec's 1 MB).
-pub const JSON_LIMIT_BYTES: usize = 1024 * 1024;
+pub(crate) const JSON_LIMIT_BYTES: usize = 1024 * 1024;
 /// Lines capture keeps at most this many lines (the spec's 10,000).
-pub const LINES_LIMIT: usize = 10_000;
+pub(crate) const LINES_LIMIT: usize = 10_000;
 /// Lines capture reads at most this much stdout into memory.
-pub const LINES_BYTES_LIMIT: usize = 16 * 1024 * 1024;
+pub(crate) const LINES_BYTES_LIMIT: usize = 16 * 1024 * 1024;
 /// Grace between SIGTERM and SIGKILL when a step is stopped.
-pub const KILL_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
@@ -78,7 +78,7 @@ pub struct RunReport {
     /// What the run's agent steps spent (every attempt), for the swarm's ledger.
     pub spent: crate::budget::Spend,
     /// The tokens behind `spent`, by kind.
-    pub usage: orchestrate_runtime::parse::Usage,
+    pub(crate) usage: orchestrate_runtime::parse::Usage,
     /// The workflow's `outputs:` as rendered at its successful end (empty otherwise).
     pub values: Map<String, Value>,
     /// The exit code of the step whose failure ended the run.
@@ -89,13 +89,13 @@ pub struct RunReport {
 #[derive(Clone)]
 pub struct RunConfig {
     /// Where the swarm and the run's records live: queues, `.orchestrate/`, approvals, ledger.
-    pub workspace: PathBuf,
+    pub(crate) workspace: PathBuf,
     /// Where the code is, when it is not the workspace (`isolation: worktree`): the steps' cwd
     /// and what every path a step names (`input_file`, `output_file`, `prompt_file`,
     /// `enqueue.file`, `wait_for`), `${run.workspace}` and the readonly check resolve against.
     pub checkout: Option<PathBuf>,
-    pub context: Map<String, Value>,
-    pub cancel: CancellationToken,
+    pub(crate) context: Map<String, Value>,
+    pub(crate) cancel: CancellationToken,
     /// Print a line per step on stderr.
     pub progress: bool,
     /// Results of steps from an earlier run (for `run-step --run`), visible as `${steps.*}`.
@@ -140,17 +140,17 @@ pub struct RunConfig {
     pub capabilities: Option<(String, Vec<String>)>,
     /// A child run's ancestors' limits, with what each had spent when this run started: the
     /// child's spending counts against them too.
-    pub inherited: Vec<InheritedLimits>,
+    pub(crate) inherited: Vec<InheritedLimits>,
     /// A child run's parent, recorded in its `run_started` event.
-    pub parent: Option<crate::event::ParentRun>,
+    pub(crate) parent: Option<crate::event::ParentRun>,
     /// Secret names its ancestors declare: a child's steps do not see them either (unless they
     /// list them), and their values are masked in its records.
-    pub inherited_secrets: Vec<String>,
+    pub(crate) inherited_secrets: Vec<String>,
 }
 
 impl RunConfig {
     /// Where the steps work: the checkout, or the workspace itself.
-    pub fn code_dir(&self) -> &Path {
+    pub(crate) fn code_dir(&self) -> &Path {
         self.checkout.as_deref().unwrap_or(&self.workspace)
     }
 }
