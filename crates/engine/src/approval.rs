@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// Where a run's approval requests and decisions live: `.orchestrate/approvals/<run_id>/`.
 pub fn dir(workspace: &Path, run_id: &str) -> PathBuf {
     workspace
         .join(".orchestrate")
@@ -41,6 +42,7 @@ fn decision_in(dir: &Path, step: &str) -> PathBuf {
     dir.join(format!("{step}.decision.json"))
 }
 
+/// An approval step's `<step>.request.json`: what the person deciding is asked.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
     pub(crate) format_version: u32,
@@ -56,10 +58,13 @@ pub struct Request {
     pub(crate) how: Vec<String>,
 }
 
+/// A person's answer to an approval request, as its decision file writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
+    /// The step succeeds.
     Approve,
+    /// The step ends with status `rejected`.
     Reject,
 }
 

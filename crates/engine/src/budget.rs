@@ -23,7 +23,9 @@ use orchestrate_lang::model::{Budget, SwarmConfig};
 /// What has been spent: tokens, the cost of those whose price is known, and how many had none.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Spend {
+    /// Tokens of every kind, priced or not.
     pub tokens: u64,
+    /// The cost of the priced tokens, in US dollars.
     pub cost_usd: f64,
     /// Tokens whose cost is unknown (no price for their model): not in `cost_usd`.
     pub unpriced_tokens: u64,

@@ -26,33 +26,61 @@ use orchestrate_queue::queue::Enqueued as EnqueuedTask;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
+    /// `run_started`: the first record of a run.
     RunStarted(RunStarted),
+    /// `run_resumed`: the first record of each resume.
     RunResumed(RunResumed),
+    /// `run_cancelled`: `orchestrate cancel` stopped the run.
     RunCancelled(RunCancelled),
+    /// `run_finished`: the last record of a start or resume.
     RunFinished(RunFinished),
+    /// `step_started`: an execution of a step began.
     StepStarted(StepStarted),
+    /// `process_started`: an attempt of a process step was spawned.
     ProcessStarted(ProcessStarted),
+    /// `retry_scheduled`: an attempt failed and another follows after a delay.
     RetryScheduled(RetryScheduled),
+    /// `paused`: an agent hit its usage limit; the step waits.
     Paused(Paused),
+    /// `step_finished`: an execution ended, with its result.
     StepFinished(StepFinished),
+    /// `goto`: an `on` edge was taken.
     Goto(Goto),
+    /// `loop_started`: a `for_each` resolved its items.
     LoopStarted(LoopStarted),
+    /// `iteration_started`: an item of a loop started.
     IterationStarted(Unit),
+    /// `iteration_finished`: an item of a fan-out ended.
     IterationFinished(UnitFinished),
+    /// `branch_started`: a branch of a `parallel` step started.
     BranchStarted(Branch),
+    /// `branch_finished`: a branch of a `parallel` step ended.
     BranchFinished(BranchFinished),
+    /// `loop_detected`: a step went past its `max_visits`.
     LoopDetected(LoopDetected),
+    /// `budget_exceeded`: a budget limit was crossed.
     BudgetExceeded(BudgetExceeded),
+    /// `budget_unpriced`: a cost limit is set but some spending has no known price.
     BudgetUnpriced(BudgetUnpriced),
+    /// `loop_not_converging`: a `converge:` step stopped making progress.
     LoopNotConverging(LoopNotConverging),
+    /// `phase_entered`: an agent step's phase differs from the last one.
     PhaseEntered(PhaseEntered),
+    /// `runtime_note`: how a runtime approximates a setting it lacks.
     RuntimeNote(RuntimeNote),
+    /// `phase_violation`: a readonly or plan step changed the workspace.
     PhaseViolation(PhaseViolation),
+    /// `approval_requested`: a step waits for a person's decision.
     ApprovalRequested(ApprovalRequested),
+    /// `approval_decided`: the decision an approval step read.
     ApprovalDecided(ApprovalDecided),
+    /// `approval_unreadable`: a decision file that does not parse.
     ApprovalUnreadable(ApprovalUnreadable),
+    /// `enqueued`: a task was handed to a role's inbox.
     Enqueued(Enqueued),
+    /// `child_started`: a `workflow:` step is about to run its child.
     ChildStarted(ChildStarted),
+    /// `child_finished`: a child run ended.
     ChildFinished(ChildFinished),
     /// A kind this version does not know (a newer runner may add some): readers skip it.
     /// Never written.
@@ -65,6 +93,7 @@ pub enum Event {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct RunStarted {
+    /// The run's id; an `orchestrate run`'s records are in `.orchestrate/runs/<run_id>/`.
     pub run_id: String,
     /// The workflow file as named.
     pub workflow: String,
@@ -116,10 +145,12 @@ pub struct RunCancelled {
 /// The last record of a start or resume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RunFinished {
+    /// How the start or resume ended: `succeeded`, `failed` or `interrupted`.
     pub status: RunStatus,
     /// The command's exit code.
     #[serde(default)]
     pub exit_code: u8,
+    /// Why the run failed; `None` when it succeeded.
     #[serde(default)]
     pub error: Option<String>,
     /// The workflow's `outputs:` as rendered, when it declares any and succeeded.
@@ -127,10 +158,13 @@ pub struct RunFinished {
     pub(crate) outputs: Map<String, Value>,
 }
 
+/// An execution of a step began; not written for a skip or a replayed step.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct StepStarted {
+    /// The step's name.
     pub step: String,
+    /// The execution number: executions in the order they start, from 1 (`docs/events.md`).
     pub exec: u64,
     /// `command`, `provider`, `agent`, `for_each`, `parallel`, `wait_for`, `approval`,
     /// `enqueue` or `workflow`.
@@ -144,21 +178,26 @@ pub struct StepStarted {
 #[serde(default)]
 pub struct ProcessStarted {
     pub(crate) step: String,
+    /// The execution number, as in its `step_started`.
     pub exec: u64,
+    /// 1 for the first attempt, 2 for the first retry, ...
     #[serde(default = "first_attempt")]
     pub attempt: u32,
     /// As run, secrets masked.
     pub(crate) argv: Vec<String>,
 }
 
+/// An attempt failed and the step's `retry:` allows another.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct RetryScheduled {
+    /// The step's name.
     pub step: String,
     pub(crate) exec: u64,
     /// The attempt that failed.
     #[serde(default = "first_attempt")]
     pub attempt: u32,
+    /// The failed attempt's exit code.
     pub exit_code: i64,
     /// Seconds until the next attempt.
     pub delay: f64,
@@ -168,6 +207,7 @@ pub struct RetryScheduled {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct Paused {
+    /// The step's name.
     pub step: String,
     pub(crate) exec: u64,
     /// The runtime or profile name.
@@ -184,8 +224,11 @@ pub struct Paused {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct StepFinished {
+    /// The step's name.
     pub step: String,
+    /// The execution number, as in its `step_started`.
     pub exec: u64,
+    /// The enclosing `for_each` item indexes, outermost first.
     pub iteration: Vec<u64>,
     // Boxed: the largest record by far, it would size every event.
     /// The step's result as `${steps.NAME.*}` sees it (`docs/events.md`, "The step result").
@@ -260,8 +303,11 @@ pub struct BranchFinished {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct LoopDetected {
+    /// The step's name.
     pub step: String,
+    /// How many times the step was entered, this visit included.
     pub visits: u32,
+    /// The step's limit.
     pub max_visits: u32,
     /// `A -> B -> A`.
     pub cycle: String,
@@ -329,6 +375,7 @@ pub struct LoopNotConverging {
 pub struct PhaseEntered {
     #[serde(default)]
     pub(crate) step: String,
+    /// The phase entered.
     pub phase: Phase,
     /// The previous phase in this start or resume.
     #[serde(default)]
@@ -360,15 +407,19 @@ pub struct PhaseViolation {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct ApprovalRequested {
+    /// The step's name.
     pub step: String,
     /// The request file, relative to the workspace.
     pub request: String,
+    /// The text shown to the person deciding.
     pub message: String,
     pub(crate) artifacts: Vec<String>,
 }
 
+/// The decision an approval step read from its decision file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ApprovalDecided {
+    /// The step's name.
     #[serde(default)]
     pub step: String,
     pub(crate) decision: Decision,
@@ -394,7 +445,9 @@ pub struct Enqueued {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct ChildStarted {
+    /// The step's name.
     pub step: String,
+    /// The execution number, as in its `step_started`.
     pub exec: u64,
     /// The child workflow file.
     pub workflow: String,
@@ -411,6 +464,7 @@ pub struct ChildFinished {
     pub(crate) workflow: String,
     /// `None` when it could not start.
     pub run_id: Option<String>,
+    /// The child's directory, relative to the workspace.
     pub run_root: String,
     /// An earlier attempt's child run was continued.
     pub(crate) resumed: bool,

@@ -15,6 +15,8 @@ use crate::event::Event;
 /// Schema version of each event line; bump when a field changes meaning.
 pub(crate) const EVENTS_FORMAT: u32 = 1;
 
+/// A run's `events.jsonl`, open for appending: numbers each record (`seq`), masks secrets and
+/// writes one JSON line per event.
 pub struct EventLog {
     path: PathBuf,
     file: File,
@@ -58,6 +60,7 @@ impl EventLog {
         self.tee = Some(tee);
     }
 
+    /// The log's file.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -206,6 +209,7 @@ pub fn read(path: &Path) -> io::Result<Vec<Value>> {
 /// A log read by [`read_checked`].
 #[derive(Debug)]
 pub struct EventFile {
+    /// Every complete record, in order.
     pub records: Vec<Value>,
     /// The last line had no newline (a crash mid-append); it was left out.
     pub torn_tail: bool,

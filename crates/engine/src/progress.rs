@@ -23,47 +23,71 @@ pub enum Progress {
     /// `for_each` loops. `lane`: the fan-out item it runs in (empty outside one), whose
     /// execution numbers are its own.
     StepStarted {
+        /// The step's name.
         step: String,
+        /// Its execution number, within its lane.
         exec: u64,
+        /// The fan-out lane: `[F, I]` per enclosing fan-out item, empty outside one.
         lane: Vec<u64>,
+        /// `command`, `provider`, `agent`, `for_each`, ...
         kind: String,
+        /// How many `for_each` loops enclose it.
         depth: usize,
     },
     /// A step's result was recorded (skips included).
     StepFinished {
+        /// The step's name.
         step: String,
+        /// Its execution number, within its lane.
         exec: u64,
+        /// The fan-out lane, as in `StepStarted`.
         lane: Vec<u64>,
+        /// The result's status (`succeeded`, `failed`, `skipped`, ...).
         status: String,
+        /// Seconds, 0 when the result has none.
         duration: f64,
         /// Tokens the step used (agent steps), input + output + cache.
         tokens: Option<u64>,
+        /// What those tokens cost in US dollars, when their price is known.
         cost_usd: Option<f64>,
     },
     /// A `for_each` resolved its items; `fan_out`: they run at once (`max_parallel`, `join`),
     /// and each says when it ends.
     LoopStarted {
+        /// The `for_each` step.
         step: String,
+        /// How many items.
         total: usize,
+        /// The items run at once and each reports its end.
         fan_out: bool,
     },
     /// A `for_each` started item `index` (0-based) of `total`.
     LoopItem {
+        /// The `for_each` step.
         step: String,
+        /// 0-based.
         index: usize,
+        /// How many items.
         total: usize,
     },
     /// A fan-out item ended (sequential items end when the next starts).
     LoopItemFinished {
+        /// The `for_each` step.
         step: String,
+        /// 0-based.
         index: usize,
+        /// How many items.
         total: usize,
     },
     /// A `wait_for` looked for its files once more.
     WaitPoll {
+        /// The `wait_for` step.
         step: String,
+        /// Looks so far, this one included.
         polls: u64,
+        /// How many files match the glob now.
         found: usize,
+        /// How many the step waits for (`min_count`).
         wanted: usize,
     },
     /// A plain line for a person (`✓ Build (0.52s)`), secrets already masked.
@@ -119,6 +143,7 @@ impl Progress {
 
 /// Receives the runner's notifications. Implementations must be cheap: they are called inline.
 pub trait Reporter: Send + Sync {
+    /// Shows one notification.
     fn report(&self, progress: &Progress);
     /// The run is over: clear anything live before the final lines are printed.
     fn finish(&self) {}

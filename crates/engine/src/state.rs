@@ -20,12 +20,17 @@ use orchestrate_base::json_file;
 /// Version of `state.json`; a reader refuses a newer one.
 pub(crate) const STATE_FORMAT: u32 = 1;
 
+/// How a run stands, in `state.json` and `run_finished`; written in snake case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
+    /// Started or resumed and not yet finished (or its process died without finishing).
     Running,
+    /// Reached its end without a failing step.
     Succeeded,
+    /// A step failed with no `on` edge to take, or a limit stopped the run.
     Failed,
+    /// Stopped by a signal or `orchestrate cancel`; can be resumed.
     Interrupted,
 }
 
@@ -41,16 +46,22 @@ impl RunStatus {
     }
 }
 
+/// A run's `state.json`: the snapshot a resume starts from and `status` reads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunState {
     pub(crate) format_version: u32,
+    /// The run's id; also the name of its directory under `.orchestrate/runs/`.
     pub run_id: String,
     /// The workflow file as the user named it.
     pub workflow: String,
+    /// The workflow's `name:`.
     pub workflow_name: String,
+    /// Of the workflow's text as run; `analyze` compares it with the file's current text.
     pub fingerprint: String,
     pub(crate) workspace: String,
+    /// How the run stands as of this snapshot.
     pub status: RunStatus,
+    /// RFC 3339, of the first start.
     pub started_at: String,
     pub(crate) updated_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,6 +73,7 @@ pub struct RunState {
     pub(crate) current_step: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) exit_code: Option<i32>,
+    /// Why the run failed; `None` while it runs and when it succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Step executions so far (visits, iterations and skips included).
@@ -84,14 +96,17 @@ pub struct RunState {
 /// Paths inside one run's directory.
 #[derive(Debug, Clone)]
 pub struct RunDir {
+    /// RUN_ROOT: the run's directory.
     pub root: PathBuf,
 }
 
 impl RunDir {
+    /// Where `orchestrate run` keeps its runs: `WORKSPACE/.orchestrate/runs`.
     pub fn runs_dir(workspace: &Path) -> PathBuf {
         workspace.join(".orchestrate").join("runs")
     }
 
+    /// The directory of run `run_id` of `workspace`; nothing is created.
     pub fn new(workspace: &Path, run_id: &str) -> RunDir {
         RunDir {
             root: Self::runs_dir(workspace).join(run_id),
@@ -101,9 +116,11 @@ impl RunDir {
     pub(crate) fn state(&self) -> PathBuf {
         self.root.join("state.json")
     }
+    /// The run's event log, `events.jsonl`.
     pub fn events(&self) -> PathBuf {
         self.root.join("events.jsonl")
     }
+    /// Where the steps' stdout and stderr logs go.
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
     }
@@ -111,6 +128,7 @@ impl RunDir {
     pub(crate) fn workflow_copy(&self) -> PathBuf {
         self.root.join("workflow.yaml")
     }
+    /// The lock file a running run holds; it contains the holder's process id.
     pub fn lock(&self) -> PathBuf {
         self.root.join("lock")
     }
@@ -125,6 +143,7 @@ impl RunDir {
         json_file::write(&self.state(), state, durable)
     }
 
+    /// Reads `state.json`; fails if it is missing, not a run state or of a newer format.
     pub fn read_state(&self) -> Result<RunState, StateError> {
         let path = self.state();
         json_file::read(&path, STATE_FORMAT).map_err(|err| match err {
@@ -168,16 +187,41 @@ impl RunDir {
     }
 }
 
+/// Why a run's state could not be read or its lock taken.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// The file could not be read or opened.
     #[error("failed to read {}: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The file is not JSON of a run state.
     #[error("{} is not a valid run state: {message}", path.display())]
-    Corrupt { path: PathBuf, message: String },
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// The file was written by a newer orchestrate.
     #[error("{} has format_version {version}, newer than this orchestrate understands; upgrade orchestrate", path.display())]
-    TooNew { path: PathBuf, version: u64 },
+    TooNew {
+        /// The file.
+        path: PathBuf,
+        /// Its `format_version`.
+        version: u64,
+    },
+    /// Another process holds the run's lock: the run is still running.
     #[error("the run is still running (process {holder} holds {}); wait for it or stop it first", path.display())]
-    Locked { path: PathBuf, holder: String },
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// What the lock file holds: the running process's id.
+        holder: String,
+    },
 }
 
 /// Where the child runs of a run live, inside its RUN_ROOT.

@@ -32,7 +32,9 @@ use orchestrate_runtime::parse::{Denial, Usage};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
+    /// It did what it was asked.
     Succeeded,
+    /// It failed; the default, so that a record without a status reads as failed.
     #[default]
     Failed,
     /// `rejected_when` held, or an approval was rejected.
@@ -65,7 +67,9 @@ impl StepStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum StepError {
+    /// A sentence: command, provider, wait, approval, fan-out and workflow steps.
     Message(String),
+    /// A classified error: agent steps, and provider steps whose CLI failure was recognised.
     Classified(ClassifiedError),
 }
 
@@ -106,7 +110,9 @@ pub struct ClassifiedError {
         deserialize_with = "present"
     )]
     pub(crate) http_status: Option<Option<u16>>,
+    /// What class of error, which decides whether the step is retried, paused or failed.
     pub kind: ErrorKind,
+    /// What went wrong, for a person.
     pub message: String,
     /// When the CLI says a limit lifts, verbatim (`null` when a classified CLI failure did not).
     #[serde(
@@ -155,16 +161,27 @@ impl From<orchestrate_runtime::parse::RuntimeError> for ClassifiedError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
+    /// Missing or rejected credentials (HTTP 401/403, "Not logged in").
     Auth,
+    /// Short-term throttling (HTTP 429): retried with backoff.
     RateLimit,
+    /// Provider-side failure (HTTP 5xx, overloaded): retried with backoff.
     Server,
+    /// The prompt does not fit the model's context window.
     ContextTooLong,
+    /// The CLI's own turn limit was reached.
     MaxTurns,
+    /// The CLI's own spending limit was reached (claude `--max-budget-usd`).
     Budget,
+    /// The CLI refused to run in an untrusted working directory.
     Untrusted,
+    /// The CLI rejected its command line: a bug in the argv the engine built.
     BadArgv,
+    /// The step ran past its `timeout_sec` and was stopped: retried with backoff.
     Timeout,
+    /// A plan's quota is used up until `resets_at`: the step pauses until then.
     UsageLimit,
+    /// Any other failure.
     Other,
     /// No output for `idle_timeout_sec`.
     IdleTimeout,
@@ -383,6 +400,7 @@ pub struct StepResult {
     /// A `for_each` whose body took `goto: _end`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_run: Option<bool>,
+    /// Why the step failed; absent when it succeeded or was skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<StepError>,
     /// Every step that ran: 2 for invalid input, 124 for a timeout, 130 when interrupted.
@@ -508,11 +526,13 @@ pub struct StepResult {
     /// RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
+    /// How the step ended.
     #[serde(default)]
     pub status: StepStatus,
     /// The step's logs, relative to the workspace (only streams it wrote to).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr_log: Option<String>,
+    /// The step's stdout log, relative to the workspace (only when it wrote to stdout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdout_log: Option<String>,
     /// Fan-outs: items or branches that succeeded.

@@ -61,10 +61,15 @@ pub(crate) const KILL_GRACE: Duration = Duration::from_secs(5);
 /// What a finished run reports.
 #[derive(Debug, Clone)]
 pub struct RunReport {
+    /// The run's id.
     pub run_id: String,
+    /// How the run ended.
     pub status: RunStatus,
+    /// The command's exit code ([`exit`]).
     pub exit_code: u8,
+    /// Why the run failed; `None` when it succeeded.
     pub error: Option<String>,
+    /// RUN_ROOT: the directory of the run's records.
     pub run_root: PathBuf,
     /// The step that ended the run (the last one run).
     pub last_step: Option<String>,
@@ -111,6 +116,7 @@ pub struct RunConfig {
     pub inherit_fds: Vec<i32>,
     /// The role's runtime and model, for provider steps that do not name them.
     pub default_provider: Option<String>,
+    /// The model for those provider steps; `None`: the runtime's default.
     pub default_model: Option<String>,
     /// Whether `resume` may continue this run. A task's attempt is not resumable (a retry is a
     /// new attempt), so it skips what only resume needs: the run lock, the workflow copy and
@@ -159,6 +165,8 @@ impl RunConfig {
 pub type Observer = std::sync::Arc<dyn Fn(&crate::event::Event) + Send + Sync>;
 
 impl RunConfig {
+    /// A configuration with every option at its default: a resumable run of `workspace` whose
+    /// `${context}` is `context`, stopped when `cancel` is.
     pub fn new(
         workspace: PathBuf,
         context: Map<String, Value>,
@@ -195,19 +203,37 @@ impl RunConfig {
     }
 }
 
+/// Why a run could not start, resume or keep its records; a failing step is not one (it is in
+/// the run's status).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// A run record could not be written.
     #[error("failed to write the run's records under {}: {source}", path.display())]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The run's `state.json` could not be read, or its lock taken.
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    /// The run cannot be resumed.
     #[error("failed to resume run {run_id}: {message}")]
-    Resume { run_id: String, message: String },
+    Resume {
+        /// The run.
+        run_id: String,
+        /// Why not.
+        message: String,
+    },
+    /// A fan-out's items could not be joined.
     #[error("failed to join the items of fan-out step `{step}`: {message}")]
-    Lane { step: String, message: String },
+    Lane {
+        /// The fan-out step.
+        step: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// How a step ended, for control flow.
@@ -253,6 +279,7 @@ struct LoopFrame {
     total: usize,
 }
 
+/// One run of a workflow, started or resumed: owns its state, its event log and its lock.
 pub struct Runner {
     workflow: Arc<Workflow>,
     config: RunConfig,
