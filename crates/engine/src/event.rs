@@ -150,7 +150,7 @@ pub struct RunFinished {
     /// The command's exit code.
     #[serde(default)]
     pub exit_code: u8,
-    /// Why the run failed; `None` when it succeeded.
+    /// Why the run failed or was interrupted; `None` when it succeeded.
     #[serde(default)]
     pub error: Option<String>,
     /// The workflow's `outputs:` as rendered, when it declares any and succeeded.

@@ -28,7 +28,7 @@ pub enum RunStatus {
     Running,
     /// Reached its end without a failing step.
     Succeeded,
-    /// A step failed with no `on` edge to take, or a limit stopped the run.
+    /// It failed: a step failed, a limit stopped it, or its input was invalid.
     Failed,
     /// Stopped by a signal or `orchestrate cancel`; can be resumed.
     Interrupted,
@@ -73,7 +73,7 @@ pub struct RunState {
     pub(crate) current_step: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) exit_code: Option<i32>,
-    /// Why the run failed; `None` while it runs and when it succeeded.
+    /// Why the run failed or was interrupted; `None` while it runs and when it succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Step executions so far (visits, iterations and skips included).

@@ -67,7 +67,7 @@ pub struct RunReport {
     pub status: RunStatus,
     /// The command's exit code ([`exit`]).
     pub exit_code: u8,
-    /// Why the run failed; `None` when it succeeded.
+    /// Why the run failed or was interrupted; `None` when it succeeded.
     pub error: Option<String>,
     /// RUN_ROOT: the directory of the run's records.
     pub run_root: PathBuf,
