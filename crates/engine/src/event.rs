@@ -124,7 +124,7 @@ pub(crate) struct ParentRun {
 #[serde(default)]
 pub struct RunResumed {
     /// How many resumes so far, this one included.
-    pub(crate) resumes: u32,
+    pub resumes: u32,
     /// Completed `step_finished` records available for replay.
     pub(crate) journal: u64,
 }
@@ -193,7 +193,8 @@ pub struct ProcessStarted {
 pub struct RetryScheduled {
     /// The step's name.
     pub step: String,
-    pub(crate) exec: u64,
+    /// The execution number, as in its `step_started`.
+    pub exec: u64,
     /// The attempt that failed.
     #[serde(default = "first_attempt")]
     pub attempt: u32,
@@ -209,7 +210,8 @@ pub struct RetryScheduled {
 pub struct Paused {
     /// The step's name.
     pub step: String,
-    pub(crate) exec: u64,
+    /// The execution number, as in its `step_started`.
+    pub exec: u64,
     /// The runtime or profile name.
     pub runtime: Option<String>,
     /// `usage_limit`.
