@@ -193,7 +193,7 @@ pub enum StateError {
     /// The file could not be read or opened.
     #[error("failed to read {}: {source}", path.display())]
     Read {
-        /// The file.
+        /// `state.json`, or the lock file when it could not be opened.
         path: PathBuf,
         /// The I/O error.
         source: io::Error,
@@ -201,7 +201,7 @@ pub enum StateError {
     /// The file is not JSON of a run state.
     #[error("{} is not a valid run state: {message}", path.display())]
     Corrupt {
-        /// The file.
+        /// The run's `state.json`.
         path: PathBuf,
         /// What the parser said.
         message: String,
@@ -209,7 +209,7 @@ pub enum StateError {
     /// The file was written by a newer orchestrate.
     #[error("{} has format_version {version}, newer than this orchestrate understands; upgrade orchestrate", path.display())]
     TooNew {
-        /// The file.
+        /// The run's `state.json`.
         path: PathBuf,
         /// Its `format_version`.
         version: u64,

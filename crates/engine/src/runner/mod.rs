@@ -210,7 +210,7 @@ pub enum RunError {
     /// A run record could not be written.
     #[error("failed to write the run's records under {}: {source}", path.display())]
     Io {
-        /// The file or directory.
+        /// The record being written (`events.jsonl`, `state.json`) or the run's directory.
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
@@ -223,15 +223,15 @@ pub enum RunError {
     Resume {
         /// The run.
         run_id: String,
-        /// Why not.
+        /// Why not, for a person.
         message: String,
     },
-    /// A fan-out's items could not be joined.
+    /// A fan-out item's task ended without a result (tokio aborted it); the fan-out is cancelled.
     #[error("failed to join the items of fan-out step `{step}`: {message}")]
     Lane {
         /// The fan-out step.
         step: String,
-        /// What went wrong.
+        /// tokio's join error.
         message: String,
     },
 }
