@@ -33,7 +33,7 @@ mod child;
 mod enqueue;
 mod execute;
 pub mod exit;
-pub mod fanout;
+mod fanout;
 mod flow;
 mod lifecycle;
 mod loops;
