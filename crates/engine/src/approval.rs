@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// Where a run's approval requests and decisions live: `.orchestrate/approvals/<run_id>/`.
 pub fn dir(workspace: &Path, run_id: &str) -> PathBuf {
     workspace
         .join(".orchestrate")
@@ -25,11 +26,11 @@ fn legacy_dir(workspace: &Path, run_id: &str) -> PathBuf {
     workspace.join("approvals").join(run_id)
 }
 
-pub fn request_path(workspace: &Path, run_id: &str, step: &str) -> PathBuf {
+pub(crate) fn request_path(workspace: &Path, run_id: &str, step: &str) -> PathBuf {
     request_in(&dir(workspace, run_id), step)
 }
 
-pub fn decision_path(workspace: &Path, run_id: &str, step: &str) -> PathBuf {
+pub(crate) fn decision_path(workspace: &Path, run_id: &str, step: &str) -> PathBuf {
     decision_in(&dir(workspace, run_id), step)
 }
 
@@ -41,48 +42,52 @@ fn decision_in(dir: &Path, step: &str) -> PathBuf {
     dir.join(format!("{step}.decision.json"))
 }
 
+/// An approval step's `<step>.request.json`: what the person deciding is asked.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
-    pub format_version: u32,
+    pub(crate) format_version: u32,
     /// Identifies this visit of the step; a decision for an earlier visit does not count.
     pub request_id: String,
-    pub run_id: String,
-    pub step: String,
-    pub message: String,
+    pub(crate) run_id: String,
+    pub(crate) step: String,
+    pub(crate) message: String,
     /// Files to read before deciding, relative to the workspace.
-    pub artifacts: Vec<String>,
-    pub requested_at: String,
+    pub(crate) artifacts: Vec<String>,
+    pub(crate) requested_at: String,
     /// How to answer, for people reading the file.
-    pub how: Vec<String>,
+    pub(crate) how: Vec<String>,
 }
 
+/// A person's answer to an approval request, as its decision file writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
+    /// The step succeeds.
     Approve,
+    /// The step ends with status `rejected`.
     Reject,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct Decision {
-    pub decision: Verdict,
+pub(crate) struct Decision {
+    pub(crate) decision: Verdict,
     /// The request it answers; when absent, the decision counts only if written after the
     /// request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
+    pub(crate) request_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
+    pub(crate) note: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub by: Option<String>,
+    pub(crate) by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at: Option<String>,
+    pub(crate) at: Option<String>,
 }
 
 /// Reads the decision for `request`, if one that answers it is there. A file that does not parse
 /// is not a decision (it may be half-written by a tool that does not rename): `Err` says why.
-pub fn read_decision(
+pub(crate) fn read_decision(
     path: &Path,
     request: &Request,
     request_written: std::time::SystemTime,

@@ -23,7 +23,9 @@ use orchestrate_lang::model::{Budget, SwarmConfig};
 /// What has been spent: tokens, the cost of those whose price is known, and how many had none.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Spend {
+    /// Tokens of every kind, priced or not.
     pub tokens: u64,
+    /// The cost of the priced tokens, in US dollars.
     pub cost_usd: f64,
     /// Tokens whose cost is unknown (no price for their model): not in `cost_usd`.
     pub unpriced_tokens: u64,
@@ -31,7 +33,7 @@ pub struct Spend {
 
 impl Spend {
     /// Spending of `tokens` costing `cost` (`None`: no price known).
-    pub fn of(tokens: u64, cost: Option<f64>) -> Spend {
+    pub(crate) fn of(tokens: u64, cost: Option<f64>) -> Spend {
         match cost {
             Some(cost) => Spend {
                 tokens,
@@ -48,12 +50,12 @@ impl Spend {
 
     /// The spending recorded in a step result (`usage`, `cost_usd`); nothing for steps that
     /// are not agents.
-    pub fn of_result(result: &StepResult) -> Spend {
+    pub(crate) fn of_result(result: &StepResult) -> Spend {
         let usage = result.usage.unwrap_or_default();
         Spend::of(usage.total(), result.cost())
     }
 
-    pub fn plus(self, other: Spend) -> Spend {
+    pub(crate) fn plus(self, other: Spend) -> Spend {
         Spend {
             tokens: self.tokens.saturating_add(other.tokens),
             cost_usd: self.cost_usd + other.cost_usd,
@@ -62,7 +64,7 @@ impl Spend {
     }
 
     /// "1200 tokens, $0.0330" with a note when part of the cost is unknown.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut text = format!("{} tokens, ${:.4}", self.tokens, self.cost_usd);
         if self.unpriced_tokens > 0 {
             text.push_str(&format!(
@@ -76,33 +78,33 @@ impl Spend {
 
 /// Which limits apply to a run.
 #[derive(Debug, Clone, Default)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// The run's own: the stricter of the workflow's and the role's, limit by limit.
-    pub run: Option<Budget>,
+    pub(crate) run: Option<Budget>,
     /// The swarm's per UTC day, with the workspace whose ledger counts against it.
-    pub day: Option<(SwarmConfig, PathBuf)>,
+    pub(crate) day: Option<(SwarmConfig, PathBuf)>,
 }
 
 impl Limits {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.run.is_none() && self.day.is_none()
     }
 
     /// Whether any limit counts tokens or cost (the live stream is only parsed then).
-    pub fn counts_spending(&self) -> bool {
+    pub(crate) fn counts_spending(&self) -> bool {
         self.run
             .as_ref()
             .is_some_and(|b| b.max_cost_usd.is_some() || b.max_tokens.is_some())
             || self.day.is_some()
     }
 
-    pub fn max_wall(&self) -> Option<Duration> {
+    pub(crate) fn max_wall(&self) -> Option<Duration> {
         self.run.as_ref().and_then(|b| b.max_wall)
     }
 
     /// The first limit that `spent` (the run's so far, the live step's included) crosses after
     /// `wall` of the run; the day's ledger is read here when a daily limit is set.
-    pub fn check(&self, spent: Spend, wall: Duration) -> Option<Crossing> {
+    pub(crate) fn check(&self, spent: Spend, wall: Duration) -> Option<Crossing> {
         let crossing = |limit: &'static str, at: &str, spent_text: String, max: String| Crossing {
             limit,
             at: at.to_string(),
@@ -177,24 +179,24 @@ impl Limits {
 
 /// A limit crossed, with the figures that crossed it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Crossing {
+pub(crate) struct Crossing {
     /// The limit's name: `max_tokens`, `max_cost_usd`, `max_wall_sec`, `max_tokens_per_day`,
     /// `max_cost_usd_per_day`.
-    pub limit: &'static str,
+    pub(crate) limit: &'static str,
     /// `file:line` where the limit was set.
-    pub at: String,
-    pub spent: String,
-    pub max: String,
+    pub(crate) at: String,
+    pub(crate) spent: String,
+    pub(crate) max: String,
     /// The run's spending so far.
-    pub run: Spend,
+    pub(crate) run: Spend,
     /// For a daily limit: what the ledger held for today before this run.
-    pub day: Option<Spend>,
+    pub(crate) day: Option<Spend>,
 }
 
 impl Crossing {
     /// The user's message: which limit, the figures, where it was hit and what to do.
     /// `workspace` is stripped from the limit's file path.
-    pub fn message(&self, workspace: &Path, step: Option<&str>, stopped: bool) -> String {
+    pub(crate) fn message(&self, workspace: &Path, step: Option<&str>, stopped: bool) -> String {
         let at = relative(&self.at, workspace);
         let whose = if self.day.is_some() {
             "the swarm's daily budget"
@@ -226,7 +228,7 @@ impl Crossing {
     }
 
     /// The fields of a `budget_exceeded` event.
-    pub fn event(
+    pub(crate) fn event(
         &self,
         workspace: &Path,
         step: Option<&str>,
@@ -255,12 +257,12 @@ fn relative(at: &str, workspace: &Path) -> String {
 }
 
 /// Today's date in UTC, as ledger files are named.
-pub fn today() -> String {
+pub(crate) fn today() -> String {
     chrono::Utc::now().format("%Y-%m-%d").to_string()
 }
 
 /// `.orchestrate/ledger/<day>.jsonl`.
-pub fn ledger_path(workspace: &Path, day: &str) -> PathBuf {
+pub(crate) fn ledger_path(workspace: &Path, day: &str) -> PathBuf {
     workspace
         .join(".orchestrate/ledger")
         .join(format!("{day}.jsonl"))
@@ -285,7 +287,7 @@ pub fn append(workspace: &Path, entry: &Value) -> std::io::Result<PathBuf> {
 
 /// The sum of a day's ledger (lines that do not parse are skipped: a crash mid-write leaves at
 /// most a partial last line).
-pub fn day_total(workspace: &Path, day: &str) -> Spend {
+pub(crate) fn day_total(workspace: &Path, day: &str) -> Spend {
     let text = std::fs::read_to_string(ledger_path(workspace, day)).unwrap_or_default();
     text.lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
@@ -334,11 +336,11 @@ pub fn day_exhausted(workspace: &Path, swarm: &SwarmConfig) -> Option<String> {
 
 /// The limits of a run above a child run, and what had been spent against them before it.
 #[derive(Debug, Clone)]
-pub struct InheritedLimits {
-    pub limits: Limits,
-    pub base: Spend,
+pub(crate) struct InheritedLimits {
+    pub(crate) limits: Limits,
+    pub(crate) base: Spend,
     /// When that run started (its `max_wall_sec` counts from here).
-    pub started: Instant,
+    pub(crate) started: Instant,
 }
 
 /// What the run has spent against which limits.

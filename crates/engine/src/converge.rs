@@ -8,16 +8,16 @@ use serde_json::Value;
 
 /// The visits of one step with `converge:` in one activation of its step list.
 #[derive(Debug, Default, Clone)]
-pub struct Track {
+pub(crate) struct Track {
     /// Findings counted at each visit, in order.
-    pub counts: Vec<u64>,
+    pub(crate) counts: Vec<u64>,
     /// Fingerprints of the findings at each visit.
-    pub fingerprints: Vec<String>,
+    pub(crate) fingerprints: Vec<String>,
 }
 
 /// Why a loop was stopped.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Stall {
+pub(crate) enum Stall {
     /// `rounds` visits in a row found no fewer findings than the fewest before them; `counts` are
     /// the last `rounds + 1` counts (the best one and the visits after it).
     NotShrinking { counts: Vec<u64> },
@@ -30,7 +30,7 @@ pub enum Stall {
 }
 
 /// How many findings a value holds: an array's length, or a non-negative whole number.
-pub fn count(value: &Value) -> Result<u64, String> {
+pub(crate) fn count(value: &Value) -> Result<u64, String> {
     match value {
         Value::Array(items) => Ok(items.len() as u64),
         Value::Number(n) => n
@@ -55,7 +55,7 @@ pub fn count(value: &Value) -> Result<u64, String> {
 
 /// A hash of the findings' canonical JSON (object keys sorted), so that the same findings in
 /// another key order have the same fingerprint.
-pub fn fingerprint(value: &Value) -> String {
+pub(crate) fn fingerprint(value: &Value) -> String {
     let canonical = serde_json::to_string(&canonical(value)).unwrap_or_default();
     orchestrate_lang::load::fingerprint(&canonical)
 }
@@ -75,7 +75,7 @@ fn canonical(value: &Value) -> Value {
 impl Track {
     /// Records one visit's findings and says whether the loop has stalled. No findings (count
     /// 0) is convergence and never stalls.
-    pub fn visit(&mut self, findings: &Value, rounds: u32) -> Result<Option<Stall>, String> {
+    pub(crate) fn visit(&mut self, findings: &Value, rounds: u32) -> Result<Option<Stall>, String> {
         let count = count(findings)?;
         let print = fingerprint(findings);
         self.counts.push(count);

@@ -26,33 +26,61 @@ use orchestrate_queue::queue::Enqueued as EnqueuedTask;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
+    /// `run_started`: the first record of a run.
     RunStarted(RunStarted),
+    /// `run_resumed`: the first record of each resume.
     RunResumed(RunResumed),
+    /// `run_cancelled`: `orchestrate cancel` stopped the run.
     RunCancelled(RunCancelled),
+    /// `run_finished`: the last record of a start or resume.
     RunFinished(RunFinished),
+    /// `step_started`: an execution of a step began.
     StepStarted(StepStarted),
+    /// `process_started`: an attempt of a process step was spawned.
     ProcessStarted(ProcessStarted),
+    /// `retry_scheduled`: an attempt failed and another follows after a delay.
     RetryScheduled(RetryScheduled),
+    /// `paused`: an agent hit its usage limit; the step waits.
     Paused(Paused),
+    /// `step_finished`: an execution ended, with its result.
     StepFinished(StepFinished),
+    /// `goto`: an `on` edge was taken.
     Goto(Goto),
+    /// `loop_started`: a `for_each` resolved its items.
     LoopStarted(LoopStarted),
+    /// `iteration_started`: an item of a loop started.
     IterationStarted(Unit),
+    /// `iteration_finished`: an item of a fan-out ended.
     IterationFinished(UnitFinished),
+    /// `branch_started`: a branch of a `parallel` step started.
     BranchStarted(Branch),
+    /// `branch_finished`: a branch of a `parallel` step ended.
     BranchFinished(BranchFinished),
+    /// `loop_detected`: a step went past its `max_visits`.
     LoopDetected(LoopDetected),
+    /// `budget_exceeded`: a budget limit was crossed.
     BudgetExceeded(BudgetExceeded),
+    /// `budget_unpriced`: a cost limit is set but some spending has no known price.
     BudgetUnpriced(BudgetUnpriced),
+    /// `loop_not_converging`: a `converge:` step stopped making progress.
     LoopNotConverging(LoopNotConverging),
+    /// `phase_entered`: an agent step's phase differs from the last one.
     PhaseEntered(PhaseEntered),
+    /// `runtime_note`: how a runtime approximates a setting it lacks.
     RuntimeNote(RuntimeNote),
+    /// `phase_violation`: a readonly or plan step changed the workspace.
     PhaseViolation(PhaseViolation),
+    /// `approval_requested`: a step waits for a person's decision.
     ApprovalRequested(ApprovalRequested),
+    /// `approval_decided`: the decision an approval step read.
     ApprovalDecided(ApprovalDecided),
+    /// `approval_unreadable`: a decision file that does not parse.
     ApprovalUnreadable(ApprovalUnreadable),
+    /// `enqueued`: a task was handed to a role's inbox.
     Enqueued(Enqueued),
+    /// `child_started`: a `workflow:` step is about to run its child.
     ChildStarted(ChildStarted),
+    /// `child_finished`: a child run ended.
     ChildFinished(ChildFinished),
     /// A kind this version does not know (a newer runner may add some): readers skip it.
     /// Never written.
@@ -65,6 +93,7 @@ pub enum Event {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct RunStarted {
+    /// The run's id; an `orchestrate run`'s records are in `.orchestrate/runs/<run_id>/`.
     pub run_id: String,
     /// The workflow file as named.
     pub workflow: String,
@@ -72,22 +101,22 @@ pub struct RunStarted {
     pub name: String,
     /// Of the workflow's text.
     pub fingerprint: String,
-    pub context: Map<String, Value>,
+    pub(crate) context: Map<String, Value>,
     /// `YYYYMMDDTHHMMSSZ`.
-    pub timestamp_utc: String,
-    pub pid: u32,
+    pub(crate) timestamp_utc: String,
+    pub(crate) pid: u32,
     /// A child run's: the parent's `workflow:` step that started it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub parent: Option<ParentRun>,
+    pub(crate) parent: Option<ParentRun>,
 }
 
 /// The run and step a child run was started by.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
-pub struct ParentRun {
-    pub run_id: String,
-    pub step: String,
-    pub exec: u64,
+pub(crate) struct ParentRun {
+    pub(crate) run_id: String,
+    pub(crate) step: String,
+    pub(crate) exec: u64,
 }
 
 /// The first record of each resume.
@@ -97,40 +126,45 @@ pub struct RunResumed {
     /// How many resumes so far, this one included.
     pub resumes: u32,
     /// Completed `step_finished` records available for replay.
-    pub journal: u64,
+    pub(crate) journal: u64,
 }
 
 /// `orchestrate cancel` stopped the run; written just before its `run_finished`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct RunCancelled {
-    pub by: String,
+    pub(crate) by: String,
     /// When it was asked.
-    pub at: String,
+    pub(crate) at: String,
     /// The `orchestrate cancel` process.
-    pub requested_by_pid: u32,
+    pub(crate) requested_by_pid: u32,
     /// The last step started.
-    pub step: Option<String>,
+    pub(crate) step: Option<String>,
 }
 
 /// The last record of a start or resume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RunFinished {
+    /// How the start or resume ended: `succeeded`, `failed` or `interrupted`.
     pub status: RunStatus,
     /// The command's exit code.
     #[serde(default)]
     pub exit_code: u8,
+    /// Why the run failed or was interrupted; `None` when it succeeded.
     #[serde(default)]
     pub error: Option<String>,
     /// The workflow's `outputs:` as rendered, when it declares any and succeeded.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub outputs: Map<String, Value>,
+    pub(crate) outputs: Map<String, Value>,
 }
 
+/// An execution of a step began; not written for a skip or a replayed step.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct StepStarted {
+    /// The step's name.
     pub step: String,
+    /// The execution number: executions in the order they start, from 1 (`docs/events.md`).
     pub exec: u64,
     /// `command`, `provider`, `agent`, `for_each`, `parallel`, `wait_for`, `approval`,
     /// `enqueue` or `workflow`.
@@ -143,22 +177,28 @@ pub struct StepStarted {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct ProcessStarted {
-    pub step: String,
+    pub(crate) step: String,
+    /// The execution number, as in its `step_started`.
     pub exec: u64,
+    /// 1 for the first attempt, 2 for the first retry, ...
     #[serde(default = "first_attempt")]
     pub attempt: u32,
     /// As run, secrets masked.
-    pub argv: Vec<String>,
+    pub(crate) argv: Vec<String>,
 }
 
+/// An attempt failed and the step's `retry:` allows another.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct RetryScheduled {
+    /// The step's name.
     pub step: String,
+    /// The execution number, as in its `step_started`.
     pub exec: u64,
     /// The attempt that failed.
     #[serde(default = "first_attempt")]
     pub attempt: u32,
+    /// The failed attempt's exit code.
     pub exit_code: i64,
     /// Seconds until the next attempt.
     pub delay: f64,
@@ -168,7 +208,9 @@ pub struct RetryScheduled {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct Paused {
+    /// The step's name.
     pub step: String,
+    /// The execution number, as in its `step_started`.
     pub exec: u64,
     /// The runtime or profile name.
     pub runtime: Option<String>,
@@ -177,15 +219,18 @@ pub struct Paused {
     /// RFC 3339.
     pub until: String,
     /// As the CLI reported it.
-    pub resets_at: Option<String>,
+    pub(crate) resets_at: Option<String>,
 }
 
 /// Every execution ends with exactly one.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct StepFinished {
+    /// The step's name.
     pub step: String,
+    /// The execution number, as in its `step_started`.
     pub exec: u64,
+    /// The enclosing `for_each` item indexes, outermost first.
     pub iteration: Vec<u64>,
     // Boxed: the largest record by far, it would size every event.
     /// The step's result as `${steps.NAME.*}` sees it (`docs/events.md`, "The step result").
@@ -196,72 +241,75 @@ pub struct StepFinished {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct Goto {
-    pub from: String,
+    pub(crate) from: String,
     /// A step, or `_end`.
-    pub to: String,
+    pub(crate) to: String,
 }
 
 /// A `for_each` resolved its items.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct LoopStarted {
-    pub step: String,
-    pub total: u64,
+    pub(crate) step: String,
+    pub(crate) total: u64,
     /// A fan-out's (a sequential loop has neither).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_parallel: Option<u32>,
+    pub(crate) max_parallel: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub join: Option<String>,
+    pub(crate) join: Option<String>,
 }
 
 /// An item of a loop started (`iteration_started`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct Unit {
-    pub step: String,
+    pub(crate) step: String,
     /// 0-based.
-    pub index: u64,
-    pub total: u64,
+    pub(crate) index: u64,
+    pub(crate) total: u64,
 }
 
 /// An item of a fan-out ended (`iteration_finished`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct UnitFinished {
-    pub step: String,
-    pub index: u64,
-    pub total: u64,
+    pub(crate) step: String,
+    pub(crate) index: u64,
+    pub(crate) total: u64,
     /// `succeeded`, `failed` or `cancelled`.
-    pub status: String,
+    pub(crate) status: String,
 }
 
 /// A branch of a `parallel` step started (`branch_started`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct Branch {
-    pub step: String,
-    pub branch: String,
-    pub index: u64,
-    pub total: u64,
+    pub(crate) step: String,
+    pub(crate) branch: String,
+    pub(crate) index: u64,
+    pub(crate) total: u64,
 }
 
 /// A branch of a `parallel` step ended (`branch_finished`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct BranchFinished {
-    pub step: String,
-    pub branch: String,
-    pub index: u64,
-    pub total: u64,
-    pub status: String,
+    pub(crate) step: String,
+    pub(crate) branch: String,
+    pub(crate) index: u64,
+    pub(crate) total: u64,
+    pub(crate) status: String,
 }
 
 /// A step went past its `max_visits`; the run fails right after.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct LoopDetected {
+    /// The step's name.
     pub step: String,
+    /// How many times the step was entered, this visit included.
     pub visits: u32,
+    /// The step's limit.
     pub max_visits: u32,
     /// `A -> B -> A`.
     pub cycle: String,
@@ -271,24 +319,24 @@ pub struct LoopDetected {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct BudgetExceeded {
-    pub step: Option<String>,
+    pub(crate) step: Option<String>,
     /// The limit's name (`max_tokens`, `max_cost_usd`, ...).
-    pub limit: String,
+    pub(crate) limit: String,
     /// `file:line` where the limit was set.
-    pub at: String,
+    pub(crate) at: String,
     /// Spent and the limit, as text with their unit.
-    pub spent: String,
-    pub max: String,
+    pub(crate) spent: String,
+    pub(crate) max: String,
     /// The run's spending.
-    pub tokens: u64,
-    pub cost_usd: f64,
-    pub unpriced_tokens: u64,
+    pub(crate) tokens: u64,
+    pub(crate) cost_usd: f64,
+    pub(crate) unpriced_tokens: u64,
     /// The day's ledger before this run, for a daily limit.
-    pub day_tokens: Option<u64>,
-    pub day_cost_usd: Option<f64>,
+    pub(crate) day_tokens: Option<u64>,
+    pub(crate) day_cost_usd: Option<f64>,
     /// The step was running and its processes were stopped (else it was not started).
-    pub stopped: bool,
-    pub message: String,
+    pub(crate) stopped: bool,
+    pub(crate) message: String,
 }
 
 /// A cost limit is set but some spending has, or will have, no known price: at the start, one
@@ -298,103 +346,110 @@ pub struct BudgetExceeded {
 #[serde(default)]
 pub struct BudgetUnpriced {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub step: Option<String>,
+    pub(crate) step: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub runtime: Option<String>,
+    pub(crate) runtime: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub unpriced_tokens: Option<u64>,
-    pub message: String,
+    pub(crate) unpriced_tokens: Option<u64>,
+    pub(crate) message: String,
 }
 
 /// A `converge:` step stopped making progress.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct LoopNotConverging {
-    pub step: String,
+    pub(crate) step: String,
     /// `not_shrinking` or `repeated`.
-    pub reason: String,
-    pub rounds: u32,
+    pub(crate) reason: String,
+    pub(crate) rounds: u32,
     /// Findings per visit in this activation, in order.
-    pub counts: Vec<u64>,
+    pub(crate) counts: Vec<u64>,
     /// Of the findings per visit.
-    pub fingerprints: Vec<String>,
+    pub(crate) fingerprints: Vec<String>,
     /// The step it goes to; `None`: the run fails.
-    pub on_stall: Option<String>,
+    pub(crate) on_stall: Option<String>,
 }
 
 /// An agent step's phase differs from the last one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PhaseEntered {
     #[serde(default)]
-    pub step: String,
+    pub(crate) step: String,
+    /// The phase entered.
     pub phase: Phase,
     /// The previous phase in this start or resume.
     #[serde(default)]
-    pub from: Option<Phase>,
+    pub(crate) from: Option<Phase>,
     #[serde(default)]
-    pub runtime: String,
+    pub(crate) runtime: String,
 }
 
 /// How a runtime approximates a setting it lacks.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct RuntimeNote {
-    pub step: String,
-    pub runtime: String,
-    pub note: String,
+    pub(crate) step: String,
+    pub(crate) runtime: String,
+    pub(crate) note: String,
 }
 
 /// A readonly or plan step changed the workspace; the step fails.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PhaseViolation {
     #[serde(default)]
-    pub step: String,
-    pub phase: Phase,
+    pub(crate) step: String,
+    pub(crate) phase: Phase,
     #[serde(default)]
-    pub changes: Vec<Change>,
+    pub(crate) changes: Vec<Change>,
 }
 
 /// The step now waits for a person's decision.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct ApprovalRequested {
+    /// The step's name.
     pub step: String,
     /// The request file, relative to the workspace.
     pub request: String,
+    /// The text shown to the person deciding.
     pub message: String,
-    pub artifacts: Vec<String>,
+    pub(crate) artifacts: Vec<String>,
 }
 
+/// The decision an approval step read from its decision file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ApprovalDecided {
+    /// The step's name.
     #[serde(default)]
     pub step: String,
-    pub decision: Decision,
+    pub(crate) decision: Decision,
 }
 
 /// A decision file that does not parse; written once per wait.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct ApprovalUnreadable {
-    pub step: String,
-    pub error: String,
+    pub(crate) step: String,
+    pub(crate) error: String,
 }
 
 /// A task was handed to a role's inbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Enqueued {
     #[serde(default)]
-    pub step: String,
-    pub task: EnqueuedTask,
+    pub(crate) step: String,
+    pub(crate) task: EnqueuedTask,
 }
 
 /// A `workflow:` step is about to start, resume or reuse its child run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct ChildStarted {
+    /// The step's name.
     pub step: String,
+    /// The execution number, as in its `step_started`.
     pub exec: u64,
     /// The child workflow file.
     pub workflow: String,
@@ -406,19 +461,20 @@ pub struct ChildStarted {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct ChildFinished {
-    pub step: String,
-    pub exec: u64,
-    pub workflow: String,
+    pub(crate) step: String,
+    pub(crate) exec: u64,
+    pub(crate) workflow: String,
     /// `None` when it could not start.
     pub run_id: Option<String>,
+    /// The child's directory, relative to the workspace.
     pub run_root: String,
     /// An earlier attempt's child run was continued.
-    pub resumed: bool,
+    pub(crate) resumed: bool,
     /// It had already succeeded and was not run again.
-    pub reused: bool,
+    pub(crate) reused: bool,
     /// The step's result's `status` and `exit_code`.
     pub status: Option<String>,
-    pub exit_code: Option<i64>,
+    pub(crate) exit_code: Option<i64>,
 }
 
 impl Event {

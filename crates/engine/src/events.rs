@@ -13,8 +13,10 @@ use serde_json::{Map, Value, json};
 use crate::event::Event;
 
 /// Schema version of each event line; bump when a field changes meaning.
-pub const EVENTS_FORMAT: u32 = 1;
+pub(crate) const EVENTS_FORMAT: u32 = 1;
 
+/// A run's `events.jsonl`, open for appending: numbers each record (`seq`), masks secrets and
+/// writes one JSON line per event.
 pub struct EventLog {
     path: PathBuf,
     file: File,
@@ -25,7 +27,7 @@ pub struct EventLog {
 }
 
 /// A receiver of the log's lines as they are written.
-pub type Tee = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+pub(crate) type Tee = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 
 impl EventLog {
     /// Opens (creating) the log for appending; `seq` continues after the last readable record.
@@ -54,15 +56,16 @@ impl EventLog {
     }
 
     /// Sends every line appended from now on to `tee` too.
-    pub fn set_tee(&mut self, tee: Tee) {
+    pub(crate) fn set_tee(&mut self, tee: Tee) {
         self.tee = Some(tee);
     }
 
+    /// The log's file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    pub fn seq(&self) -> u64 {
+    pub(crate) fn seq(&self) -> u64 {
         self.seq
     }
 
@@ -76,7 +79,12 @@ impl EventLog {
 
     /// Appends `event` in its envelope: `lane` (left out when empty), `v`, `seq`, `ts`. With
     /// `durable`, as [`EventLog::append_record`].
-    pub fn append_event(&mut self, event: &Event, lane: &[u64], durable: bool) -> io::Result<()> {
+    pub(crate) fn append_event(
+        &mut self,
+        event: &Event,
+        lane: &[u64],
+        durable: bool,
+    ) -> io::Result<()> {
         let mut record = match serde_json::to_value(event).map_err(io::Error::other)? {
             Value::Object(record) => record,
             // A tagged enum serializes to an object; nothing else reaches here.
@@ -131,7 +139,7 @@ fn drop_torn_tail(path: &Path) -> io::Result<()> {
 
 /// Replaces each secret value in `text` with `***` (longest first, so a secret that contains
 /// another is masked whole). Values are matched as they appear in JSON-escaped text too.
-pub fn mask(text: &str, secrets: &[String]) -> String {
+pub(crate) fn mask(text: &str, secrets: &[String]) -> String {
     if secrets.is_empty() {
         return text.to_string();
     }
@@ -151,7 +159,7 @@ pub fn mask(text: &str, secrets: &[String]) -> String {
 
 /// [`mask`] for bytes that may not be UTF-8 (an enqueued task file): each secret's bytes become
 /// `***`.
-pub fn mask_bytes(bytes: &[u8], secrets: &[String]) -> Vec<u8> {
+pub(crate) fn mask_bytes(bytes: &[u8], secrets: &[String]) -> Vec<u8> {
     if let Ok(text) = std::str::from_utf8(bytes) {
         return mask(text, secrets).into_bytes();
     }
@@ -174,7 +182,7 @@ pub fn mask_bytes(bytes: &[u8], secrets: &[String]) -> Vec<u8> {
 }
 
 /// Orders secret values for masking: non-empty, longest first, no duplicates.
-pub fn mask_list(values: impl IntoIterator<Item = String>) -> Vec<String> {
+pub(crate) fn mask_list(values: impl IntoIterator<Item = String>) -> Vec<String> {
     let mut values: Vec<String> = values.into_iter().filter(|v| !v.is_empty()).collect();
     values.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
     values.dedup();
@@ -201,6 +209,7 @@ pub fn read(path: &Path) -> io::Result<Vec<Value>> {
 /// A log read by [`read_checked`].
 #[derive(Debug)]
 pub struct EventFile {
+    /// Every complete record, in order.
     pub records: Vec<Value>,
     /// The last line had no newline (a crash mid-append); it was left out.
     pub torn_tail: bool,

@@ -1,8 +1,10 @@
 //! The workflow engine: the runner (control flow, steps, retries, approvals, budgets, fan-out, sub-workflows, convergence), run records (state snapshots and events), roles and their queues, worktrees.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod approval;
 pub mod budget;
-pub mod converge;
+pub(crate) mod converge;
 pub mod event;
 pub mod events;
 pub mod progress;
@@ -11,5 +13,5 @@ pub mod runner;
 pub mod runs;
 pub mod state;
 pub mod step_result;
-pub mod subflow;
+pub(crate) mod subflow;
 pub mod worktree;

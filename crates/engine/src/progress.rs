@@ -23,47 +23,71 @@ pub enum Progress {
     /// `for_each` loops. `lane`: the fan-out item it runs in (empty outside one), whose
     /// execution numbers are its own.
     StepStarted {
+        /// The step's name.
         step: String,
+        /// Its execution number, within its lane.
         exec: u64,
+        /// The fan-out lane: `[F, I]` per enclosing fan-out item, empty outside one.
         lane: Vec<u64>,
+        /// `command`, `provider`, `agent`, `for_each`, ...
         kind: String,
+        /// How many `for_each` loops enclose it.
         depth: usize,
     },
     /// A step's result was recorded (skips included).
     StepFinished {
+        /// The step's name.
         step: String,
+        /// Its execution number, within its lane.
         exec: u64,
+        /// The fan-out lane, as in `StepStarted`.
         lane: Vec<u64>,
+        /// The result's status (`succeeded`, `failed`, `skipped`, ...).
         status: String,
+        /// Seconds, 0 when the result has none.
         duration: f64,
         /// Tokens the step used (agent steps), input + output + cache.
         tokens: Option<u64>,
+        /// What those tokens cost in US dollars, when their price is known.
         cost_usd: Option<f64>,
     },
     /// A `for_each` resolved its items; `fan_out`: they run at once (`max_parallel`, `join`),
     /// and each says when it ends.
     LoopStarted {
+        /// The `for_each` step.
         step: String,
+        /// How many items.
         total: usize,
+        /// The items run at once and each reports its end.
         fan_out: bool,
     },
     /// A `for_each` started item `index` (0-based) of `total`.
     LoopItem {
+        /// The `for_each` step.
         step: String,
+        /// 0-based.
         index: usize,
+        /// How many items.
         total: usize,
     },
     /// A fan-out item ended (sequential items end when the next starts).
     LoopItemFinished {
+        /// The `for_each` step.
         step: String,
+        /// 0-based.
         index: usize,
+        /// How many items.
         total: usize,
     },
     /// A `wait_for` looked for its files once more.
     WaitPoll {
+        /// The `wait_for` step.
         step: String,
+        /// Looks so far, this one included.
         polls: u64,
+        /// How many files match the glob now.
         found: usize,
+        /// How many the step waits for (`min_count`).
         wanted: usize,
     },
     /// A plain line for a person (`✓ Build (0.52s)`), secrets already masked.
@@ -75,7 +99,7 @@ pub enum Progress {
 impl Progress {
     /// The typed notification an event stands for, when it has one; `lane` is the fan-out lane
     /// it was recorded in.
-    pub fn from_event(event: &Event, lane: &[u64]) -> Option<Progress> {
+    pub(crate) fn from_event(event: &Event, lane: &[u64]) -> Option<Progress> {
         Some(match event {
             Event::StepStarted(started) => Progress::StepStarted {
                 step: started.step.clone(),
@@ -119,6 +143,7 @@ impl Progress {
 
 /// Receives the runner's notifications. Implementations must be cheap: they are called inline.
 pub trait Reporter: Send + Sync {
+    /// Shows one notification.
     fn report(&self, progress: &Progress);
     /// The run is over: clear anything live before the final lines are printed.
     fn finish(&self) {}
@@ -164,7 +189,7 @@ impl Mode {
 }
 
 /// Plain lines on stderr, one per message.
-pub struct Plain;
+pub(crate) struct Plain;
 
 impl Reporter for Plain {
     fn report(&self, progress: &Progress) {
@@ -175,7 +200,7 @@ impl Reporter for Plain {
 }
 
 /// The event lines on stdout, as they are appended, so that a script can follow a run.
-pub struct Json;
+pub(crate) struct Json;
 
 impl Reporter for Json {
     fn report(&self, progress: &Progress) {
@@ -230,7 +255,7 @@ impl Items {
 /// far; under it one line per running step (a spinner with its elapsed time, a bar `i/n` for a
 /// `for_each`, the poll count of a `wait_for`). Messages, such as the line each finished step
 /// leaves, are printed above it and stay.
-pub struct Live {
+pub(crate) struct Live {
     multi: MultiProgress,
     state: Mutex<LiveState>,
 }
@@ -259,7 +284,7 @@ fn loop_style() -> ProgressStyle {
 }
 
 impl Live {
-    pub fn new() -> Live {
+    pub(crate) fn new() -> Live {
         Live::with_target(ProgressDrawTarget::stderr())
     }
 
@@ -491,7 +516,7 @@ impl Reporter for Live {
 use orchestrate_base::human::group_digits;
 
 /// The part of a finished step's line about what it spent: ` · 1,234 tokens · $0.0123`.
-pub fn spend_suffix(result: &StepResult) -> String {
+pub(crate) fn spend_suffix(result: &StepResult) -> String {
     let mut text = String::new();
     let mut tokens = 0;
     if let Some(usage) = &result.usage {

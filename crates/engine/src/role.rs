@@ -12,6 +12,7 @@ use orchestrate_lang::load::{self, LoadError};
 use orchestrate_lang::model::{Role, Workflow};
 use orchestrate_queue::queue::{self, Layout, TaskInfo};
 
+/// Where role definitions live: `WORKSPACE/agents`.
 pub fn agents_dir(workspace: &Path) -> PathBuf {
     workspace.join("agents")
 }
@@ -205,7 +206,7 @@ pub fn known_layouts(workspace: &Path) -> Vec<Layout> {
 }
 
 /// Every task of every role the workspace knows, in every state.
-pub fn all_tasks(workspace: &Path) -> Vec<TaskInfo> {
+pub(crate) fn all_tasks(workspace: &Path) -> Vec<TaskInfo> {
     known_layouts(workspace)
         .iter()
         .flat_map(queue::list)
@@ -243,7 +244,9 @@ pub fn layout(workspace: &Path, role: &Role) -> Layout {
 /// One loaded version of a role: what a role process runs its next tasks on.
 #[derive(Debug, Clone)]
 pub struct Version {
+    /// The role as its file defines it.
     pub role: Role,
+    /// The role's workflow, loaded and validated.
     pub workflow: Workflow,
     /// The workflow file's text, as loaded.
     pub workflow_text: String,
@@ -304,7 +307,7 @@ fn children(
 
 /// SHA-256 (hex) of the workflow file's text; with sub-workflows, of every file's text in load
 /// order (the workflow's first, then each `workflow:` step's child, depth first).
-pub fn workflow_hash(texts: &[String]) -> String {
+pub(crate) fn workflow_hash(texts: &[String]) -> String {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     for text in texts {
@@ -326,7 +329,7 @@ pub struct Stamp(Vec<(PathBuf, Option<FileStamp>)>);
 type FileStamp = (u64, i64, i64, u64, i64, i64);
 
 impl Stamp {
-    pub fn of(files: &[PathBuf]) -> Stamp {
+    pub(crate) fn of(files: &[PathBuf]) -> Stamp {
         use std::os::unix::fs::MetadataExt;
         Stamp(
             files
@@ -356,7 +359,7 @@ impl Stamp {
 }
 
 /// Where role processes record themselves: `.orchestrate/swarm/procs/<role>#<replica>.json`.
-pub fn procs_dir(workspace: &Path) -> PathBuf {
+pub(crate) fn procs_dir(workspace: &Path) -> PathBuf {
     workspace.join(".orchestrate/swarm/procs")
 }
 
@@ -365,23 +368,32 @@ pub fn procs_dir(workspace: &Path) -> PathBuf {
 /// version of the role each one runs.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProcRecord {
+    /// Version of this record's format (1).
     pub format_version: u32,
+    /// The role's name.
     pub role: String,
+    /// Which replica of the role, from 0.
     pub replica: u32,
+    /// The role process's id.
     pub pid: u32,
+    /// The process's start time (`/proc`), so that a reused pid is not taken for it.
     pub pid_start: u64,
+    /// The machine's boot the process belongs to: a pid from an earlier boot is not live.
     pub boot_id: String,
     /// The supervisor that started it (`None`: started by hand, `orchestrate agent`).
     pub supervisor_pid: Option<u32>,
+    /// RFC 3339.
     pub started_at: String,
     /// How long its tasks in flight get to finish when it is asked to stop (`--grace`).
     #[serde(default)]
     pub grace_ms: Option<u64>,
     /// The version new tasks run on.
     pub workflow_hash: String,
+    /// When the version in `workflow_hash` was loaded, RFC 3339.
     pub loaded_at: String,
     /// The last look at the role's files: when, and what came of it.
     pub checked_at: String,
+    /// What the last look at the role's files did.
     pub reload: ReloadOutcome,
 }
 
@@ -394,17 +406,27 @@ pub enum ReloadOutcome {
     /// Nothing changed.
     Unchanged,
     /// A new version was loaded; new tasks run on it.
-    Reloaded { previous_hash: String },
+    Reloaded {
+        /// The `workflow_hash` of the version it replaced.
+        previous_hash: String,
+    },
     /// The edit did not load: the previous version keeps running. `error` is the first problem
     /// (`file:line:column: message`), `errors` all of them rendered.
-    Kept { error: String, errors: String },
+    Kept {
+        /// The first problem.
+        error: String,
+        /// Every problem, rendered.
+        errors: String,
+    },
 }
 
 impl ProcRecord {
+    /// The record of replica `replica` of `role`: `.orchestrate/swarm/procs/<role>#<replica>.json`.
     pub fn path(workspace: &Path, role: &str, replica: u32) -> PathBuf {
         procs_dir(workspace).join(format!("{role}#{replica}.json"))
     }
 
+    /// Writes the record durably (temp file, fsync, rename), creating its directory.
     pub fn write(&self, workspace: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(procs_dir(workspace))?;
         orchestrate_base::json_file::write(

@@ -18,14 +18,19 @@ use crate::step_result::StepResult;
 use orchestrate_base::json_file;
 
 /// Version of `state.json`; a reader refuses a newer one.
-pub const STATE_FORMAT: u32 = 1;
+pub(crate) const STATE_FORMAT: u32 = 1;
 
+/// How a run stands, in `state.json` and `run_finished`; written in snake case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
+    /// Started or resumed and not yet finished (or its process died without finishing).
     Running,
+    /// Reached its end without a failing step.
     Succeeded,
+    /// It failed: a step failed, a limit stopped it, or its input was invalid.
     Failed,
+    /// Stopped by a signal or `orchestrate cancel`; can be resumed.
     Interrupted,
 }
 
@@ -41,90 +46,104 @@ impl RunStatus {
     }
 }
 
+/// A run's `state.json`: the snapshot a resume starts from and `status` reads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunState {
-    pub format_version: u32,
+    pub(crate) format_version: u32,
+    /// The run's id; also the name of its directory under `.orchestrate/runs/`.
     pub run_id: String,
     /// The workflow file as the user named it.
     pub workflow: String,
+    /// The workflow's `name:`.
     pub workflow_name: String,
+    /// Of the workflow's text as run; `analyze` compares it with the file's current text.
     pub fingerprint: String,
-    pub workspace: String,
+    pub(crate) workspace: String,
+    /// How the run stands as of this snapshot.
     pub status: RunStatus,
+    /// RFC 3339, of the first start.
     pub started_at: String,
-    pub updated_at: String,
+    pub(crate) updated_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
+    pub(crate) finished_at: Option<String>,
     /// `${run.timestamp_utc}`: fixed at the first start, kept across resumes.
-    pub timestamp_utc: String,
-    pub context: Map<String, Value>,
+    pub(crate) timestamp_utc: String,
+    pub(crate) context: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub current_step: Option<String>,
+    pub(crate) current_step: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i32>,
+    pub(crate) exit_code: Option<i32>,
+    /// Why the run failed or was interrupted; `None` while it runs and when it succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Step executions so far (visits, iterations and skips included).
-    pub executions: u64,
+    pub(crate) executions: u64,
     /// Sequence number of the last event this snapshot includes.
-    pub events_seq: u64,
-    pub resumes: u32,
+    pub(crate) events_seq: u64,
+    pub(crate) resumes: u32,
     /// The latest result of each step, by name.
     pub steps: BTreeMap<String, StepResult>,
     /// The workflow's `outputs:` as rendered at its successful end (a child run's result).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub outputs: Map<String, Value>,
+    pub(crate) outputs: Map<String, Value>,
     /// The child runs its `workflow:` steps started, by directory name under
     /// `RUN_ROOT/children/`: `{step, exec, lane, workflow, run_root}` (the link from the
     /// parent's state to each child's own RUN_ROOT).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub children: Map<String, Value>,
+    pub(crate) children: Map<String, Value>,
 }
 
 /// Paths inside one run's directory.
 #[derive(Debug, Clone)]
 pub struct RunDir {
+    /// RUN_ROOT: the run's directory.
     pub root: PathBuf,
 }
 
 impl RunDir {
+    /// Where `orchestrate run` keeps its runs: `WORKSPACE/.orchestrate/runs`.
     pub fn runs_dir(workspace: &Path) -> PathBuf {
         workspace.join(".orchestrate").join("runs")
     }
 
+    /// The directory of run `run_id` of `workspace`; nothing is created.
     pub fn new(workspace: &Path, run_id: &str) -> RunDir {
         RunDir {
             root: Self::runs_dir(workspace).join(run_id),
         }
     }
 
-    pub fn state(&self) -> PathBuf {
+    pub(crate) fn state(&self) -> PathBuf {
         self.root.join("state.json")
     }
+    /// The run's event log, `events.jsonl`.
     pub fn events(&self) -> PathBuf {
         self.root.join("events.jsonl")
     }
+    /// Where the steps' stdout and stderr logs go.
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
     }
     /// The workflow text as it was when the run started: resume runs exactly this.
-    pub fn workflow_copy(&self) -> PathBuf {
+    pub(crate) fn workflow_copy(&self) -> PathBuf {
         self.root.join("workflow.yaml")
     }
+    /// The lock file a running run holds; it contains the holder's process id.
     pub fn lock(&self) -> PathBuf {
         self.root.join("lock")
     }
 
     /// Creates RUN_ROOT (`logs/` is created by the first step that writes output).
-    pub fn create(&self) -> io::Result<()> {
+    pub(crate) fn create(&self) -> io::Result<()> {
         fs::create_dir_all(&self.root)
     }
 
     /// Writes the snapshot; `durable` makes it survive a power loss (fsync file and directory).
-    pub fn write_state(&self, state: &RunState, durable: bool) -> io::Result<()> {
+    pub(crate) fn write_state(&self, state: &RunState, durable: bool) -> io::Result<()> {
         json_file::write(&self.state(), state, durable)
     }
 
+    /// Reads `state.json`; fails if it is missing, not a run state or of a newer format.
     pub fn read_state(&self) -> Result<RunState, StateError> {
         let path = self.state();
         json_file::read(&path, STATE_FORMAT).map_err(|err| match err {
@@ -138,7 +157,7 @@ impl RunDir {
     }
 
     /// Takes the run lock, or says who holds it. The lock lives as long as the returned file.
-    pub fn lock_run(&self) -> Result<File, StateError> {
+    pub(crate) fn lock_run(&self) -> Result<File, StateError> {
         let path = self.lock();
         let mut file = OpenOptions::new()
             .read(true)
@@ -168,20 +187,45 @@ impl RunDir {
     }
 }
 
+/// Why a run's state could not be read or its lock taken.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// The file could not be read or opened.
     #[error("failed to read {}: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
+    Read {
+        /// `state.json`, or the lock file when it could not be opened.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The file is not JSON of a run state.
     #[error("{} is not a valid run state: {message}", path.display())]
-    Corrupt { path: PathBuf, message: String },
+    Corrupt {
+        /// The run's `state.json`.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// The file was written by a newer orchestrate.
     #[error("{} has format_version {version}, newer than this orchestrate understands; upgrade orchestrate", path.display())]
-    TooNew { path: PathBuf, version: u64 },
+    TooNew {
+        /// The run's `state.json`.
+        path: PathBuf,
+        /// Its `format_version`.
+        version: u64,
+    },
+    /// Another process holds the run's lock: the run is still running.
     #[error("the run is still running (process {holder} holds {}); wait for it or stop it first", path.display())]
-    Locked { path: PathBuf, holder: String },
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// What the lock file holds: the running process's id.
+        holder: String,
+    },
 }
 
 /// Where the child runs of a run live, inside its RUN_ROOT.
-pub const CHILDREN_DIR: &str = "children";
+pub(crate) const CHILDREN_DIR: &str = "children";
 
 /// The directory of a child run: `<parent RUN_ROOT>/children/<lane><exec>-<step>`. The lane
 /// and execution ordinal replay identically on resume, so a resumed parent finds the same
@@ -195,7 +239,7 @@ pub fn child_root(parent_root: &Path, lane: &[u64], exec: u64, step: &str) -> Pa
 
 /// What a lane's step logs start with: `0003.0002.` for item 2 of the fan-out run as
 /// execution 3; nothing for the run's own steps (see `runner::fanout`).
-pub fn log_prefix(lane: &[u64]) -> String {
+pub(crate) fn log_prefix(lane: &[u64]) -> String {
     lane.iter().map(|n| format!("{n:04}.")).collect()
 }
 

@@ -32,7 +32,9 @@ use orchestrate_runtime::parse::{Denial, Usage};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
+    /// It did what it was asked.
     Succeeded,
+    /// It failed; the default, so that a record without a status reads as failed.
     #[default]
     Failed,
     /// `rejected_when` held, or an approval was rejected.
@@ -65,13 +67,15 @@ impl StepStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum StepError {
+    /// A sentence: command, provider, wait, approval, fan-out and workflow steps.
     Message(String),
+    /// A classified error: agent steps, and provider steps whose CLI failure was recognised.
     Classified(ClassifiedError),
 }
 
 impl StepError {
     /// The error as one line: `kind: message` for a classified one.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         match self {
             StepError::Message(text) => text.clone(),
             StepError::Classified(error) => format!("{}: {}", error.kind.label(), error.message),
@@ -79,7 +83,7 @@ impl StepError {
     }
 
     /// The class of a classified error.
-    pub fn kind(&self) -> Option<&ErrorKind> {
+    pub(crate) fn kind(&self) -> Option<&ErrorKind> {
         match self {
             StepError::Message(_) => None,
             StepError::Classified(error) => Some(&error.kind),
@@ -105,8 +109,10 @@ pub struct ClassifiedError {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present"
     )]
-    pub http_status: Option<Option<u16>>,
+    pub(crate) http_status: Option<Option<u16>>,
+    /// What class of error, which decides whether the step is retried, paused or failed.
     pub kind: ErrorKind,
+    /// What went wrong, for a person.
     pub message: String,
     /// When the CLI says a limit lifts, verbatim (`null` when a classified CLI failure did not).
     #[serde(
@@ -117,16 +123,16 @@ pub struct ClassifiedError {
     pub resets_at: Option<Option<String>>,
     /// A provider step's: the CLI recognised from its argv.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub runtime: Option<String>,
+    pub(crate) runtime: Option<String>,
     /// Fields this version does not know, kept as read.
     #[serde(flatten)]
     #[schemars(skip)]
-    pub extra: Map<String, Value>,
+    pub(crate) extra: Map<String, Value>,
 }
 
 impl ClassifiedError {
     /// An error of `kind` saying `message`, without the fields only CLI failures carry.
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> ClassifiedError {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> ClassifiedError {
         ClassifiedError {
             http_status: None,
             kind,
@@ -155,16 +161,27 @@ impl From<orchestrate_runtime::parse::RuntimeError> for ClassifiedError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
+    /// Missing or rejected credentials (HTTP 401/403, "Not logged in").
     Auth,
+    /// Short-term throttling (HTTP 429): retried with backoff.
     RateLimit,
+    /// Provider-side failure (HTTP 5xx, overloaded): retried with backoff.
     Server,
+    /// The prompt does not fit the model's context window.
     ContextTooLong,
+    /// The CLI's own turn limit was reached.
     MaxTurns,
+    /// The CLI's own spending limit was reached (claude `--max-budget-usd`).
     Budget,
+    /// The CLI refused to run in an untrusted working directory.
     Untrusted,
+    /// The CLI rejected its command line: a bug in the argv the engine built.
     BadArgv,
+    /// The step ran past its `timeout_sec` and was stopped: retried with backoff.
     Timeout,
+    /// A plan's quota is used up until `resets_at`: the step pauses until then.
     UsageLimit,
+    /// Any other failure.
     Other,
     /// No output for `idle_timeout_sec`.
     IdleTimeout,
@@ -222,15 +239,15 @@ impl From<orchestrate_runtime::parse::ErrorKind> for ErrorKind {
 /// One `output_schema` violation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Violation {
-    pub message: String,
+    pub(crate) message: String,
     /// A JSON pointer into the output, `/` for its root.
-    pub path: String,
+    pub(crate) path: String,
 }
 
 /// How a fan-out item or branch ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum ItemStatus {
+pub(crate) enum ItemStatus {
     Succeeded,
     Failed,
     /// Stopped while it ran: a sibling failed under `all_success`, or the run was interrupted.
@@ -241,7 +258,7 @@ pub enum ItemStatus {
 
 impl ItemStatus {
     /// As records write it (`not_started`).
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             ItemStatus::Succeeded => "succeeded",
             ItemStatus::Failed => "failed",
@@ -256,50 +273,50 @@ impl ItemStatus {
 pub struct ItemOutcome {
     /// A `parallel` branch's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub branch: Option<String>,
+    pub(crate) branch: Option<String>,
     /// Why it failed: the run's failure message of its lane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// `null` for an item that never started.
     #[serde(default)]
-    pub exit_code: Option<i32>,
+    pub(crate) exit_code: Option<i32>,
     /// A `for_each` item's position.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub index: Option<u64>,
+    pub(crate) index: Option<u64>,
     /// A `for_each` item's value.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present"
     )]
-    pub item: Option<Value>,
+    pub(crate) item: Option<Value>,
     /// The last recorded step's captured output, as in [`StepResult`].
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present"
     )]
-    pub json: Option<Value>,
+    pub(crate) json: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lines: Option<Vec<String>>,
+    pub(crate) lines: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output: Option<String>,
+    pub(crate) output: Option<String>,
     /// Its output was left out to bound the step's result (its logs keep it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output_dropped: Option<bool>,
-    pub status: ItemStatus,
+    pub(crate) output_dropped: Option<bool>,
+    pub(crate) status: ItemStatus,
     /// The last step its body recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step: Option<String>,
+    pub(crate) step: Option<String>,
     /// Fields this version does not know, kept as read.
     #[serde(flatten)]
     #[schemars(skip)]
-    pub extra: Map<String, Value>,
+    pub(crate) extra: Map<String, Value>,
 }
 
 impl ItemOutcome {
     /// An outcome of `status` and nothing else yet.
-    pub fn new(status: ItemStatus, exit_code: Option<i32>) -> ItemOutcome {
+    pub(crate) fn new(status: ItemStatus, exit_code: Option<i32>) -> ItemOutcome {
         ItemOutcome {
             branch: None,
             error: None,
@@ -383,6 +400,7 @@ pub struct StepResult {
     /// A `for_each` whose body took `goto: _end`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_run: Option<bool>,
+    /// Why the step failed; absent when it succeeded or was skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<StepError>,
     /// Every step that ran: 2 for invalid input, 124 for a timeout, 130 when interrupted.
@@ -508,11 +526,13 @@ pub struct StepResult {
     /// RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
+    /// How the step ended.
     #[serde(default)]
     pub status: StepStatus,
     /// The step's logs, relative to the workspace (only streams it wrote to).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr_log: Option<String>,
+    /// The step's stdout log, relative to the workspace (only when it wrote to stdout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdout_log: Option<String>,
     /// Fan-outs: items or branches that succeeded.
@@ -582,7 +602,7 @@ impl<'de> Deserialize<'de> for StepResult {
 
 impl StepResult {
     /// A result of `status` with nothing else set.
-    pub fn new(status: StepStatus) -> StepResult {
+    pub(crate) fn new(status: StepStatus) -> StepResult {
         StepResult {
             status,
             ..StepResult::default()
@@ -599,7 +619,7 @@ impl StepResult {
     }
 
     /// An interrupted result (exit code 130): stopped by a signal or shutdown, not by the step.
-    pub fn interrupted(message: impl Into<String>) -> StepResult {
+    pub(crate) fn interrupted(message: impl Into<String>) -> StepResult {
         StepResult {
             status: StepStatus::Interrupted,
             ..StepResult::failed(130, message)

@@ -18,33 +18,33 @@ use orchestrate_lang::model::{LoadedChild, Step, SubWorkflow};
 
 /// What a child run needs from its parent, besides the parent's configuration.
 pub(crate) struct ChildRun<'a> {
-    pub step: &'a Step,
-    pub sub: &'a SubWorkflow,
+    pub(crate) step: &'a Step,
+    pub(crate) sub: &'a SubWorkflow,
     /// Execution ordinal of the step in the parent (names the child's directory; replays the
     /// same on resume).
-    pub exec: u64,
+    pub(crate) exec: u64,
     /// The parent's fan-out lane (empty for the run's own step list): items of a fan-out
     /// number their executions each from 1, so it keeps their children's directories apart.
-    pub lane: Vec<u64>,
+    pub(crate) lane: Vec<u64>,
     /// `with:` rendered in the parent's scope.
-    pub with: Map<String, Value>,
-    pub parent_root: &'a Path,
-    pub parent_run_id: &'a str,
+    pub(crate) with: Map<String, Value>,
+    pub(crate) parent_root: &'a Path,
+    pub(crate) parent_run_id: &'a str,
     /// The parent's budget state handed down: limits of every ancestor with what was spent
     /// against each before this child started.
-    pub inherited: Vec<crate::budget::InheritedLimits>,
+    pub(crate) inherited: Vec<crate::budget::InheritedLimits>,
     /// Every secret name the parent knows (its own and its ancestors').
-    pub secrets: Vec<String>,
+    pub(crate) secrets: Vec<String>,
 }
 
 /// What happened to a child run, for the parent's events and the step's result.
 pub(crate) struct ChildOutcome {
-    pub result: crate::step_result::StepResult,
-    pub run_id: Option<String>,
-    pub run_root: PathBuf,
+    pub(crate) result: crate::step_result::StepResult,
+    pub(crate) run_id: Option<String>,
+    pub(crate) run_root: PathBuf,
     /// Whether the child was resumed (`true`) or found finished (`reused`) rather than started.
-    pub resumed: bool,
-    pub reused: bool,
+    pub(crate) resumed: bool,
+    pub(crate) reused: bool,
 }
 
 /// Loads a child workflow file on its own (its children included), for a step whose child was

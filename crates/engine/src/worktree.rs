@@ -29,58 +29,88 @@ use orchestrate_base::io_err::FromIo;
 use orchestrate_lang::model::{Isolation, WorktreeSpec};
 use orchestrate_queue::queue::TaskState;
 
-pub const DEFAULT_BRANCH: &str = "orchestrate/{role}/{task}";
-pub const DEFAULT_DIR: &str = ".orchestrate/worktrees";
+pub(crate) const DEFAULT_BRANCH: &str = "orchestrate/{role}/{task}";
+pub(crate) const DEFAULT_DIR: &str = ".orchestrate/worktrees";
 /// Where the records of the worktrees orchestrate made live, relative to the workspace.
-pub const RECORDS_DIR: &str = ".orchestrate/worktree-records";
+pub(crate) const RECORDS_DIR: &str = ".orchestrate/worktree-records";
 /// The lock file, in the repository's common git directory: every orchestrate process of the
 /// repository (any workspace in it) creates and removes worktrees one at a time.
 const LOCK_FILE: &str = "orchestrate-worktrees.lock";
 /// Attempts of a git command that failed on one of git's own lock files.
 const LOCK_RETRIES: u32 = 8;
 
+/// Why a task's or run's worktree could not be made, reused or removed.
 #[derive(Debug, thiserror::Error)]
 pub enum WorktreeError {
+    /// git could not be started (the I/O error of spawning it).
     #[error(
         "cannot run git ({0}); `isolation: worktree` needs git installed and on PATH, or remove `isolation`"
     )]
     GitMissing(std::io::Error),
+    /// The workspace is not inside a git repository.
     #[error(
         "the workspace {} is not in a git repository, which `isolation: worktree` ({at}) needs: run `git init` and commit, or remove `isolation`",
         workspace.display()
     )]
-    NotARepo { workspace: PathBuf, at: String },
+    NotARepo {
+        /// The workspace.
+        workspace: PathBuf,
+        /// `file:line` of the `isolation:` setting.
+        at: String,
+    },
+    /// `isolation.worktree.base` names no commit.
     #[error(
         "the base `{base}` ({at}) is not a commit of the repository{why}; set `isolation.worktree.base` to a branch, tag or commit that exists"
     )]
     BaseNotFound {
+        /// The base as configured.
         base: String,
+        /// `file:line` of the `isolation:` setting.
         at: String,
+        /// A hint, as a parenthesized suffix of the message, or empty.
         why: String,
     },
+    /// The branch template rendered to a name git refuses.
     #[error(
         "`{branch}` is not a valid branch name ({message}); change `isolation.worktree.branch`"
     )]
-    BadBranch { branch: String, message: String },
+    BadBranch {
+        /// The rendered name.
+        branch: String,
+        /// What git said.
+        message: String,
+    },
+    /// The worktree's directory exists but is not the worktree of the expected branch.
     #[error(
         "{} exists but is not the worktree of branch `{branch}`{what}; look at it, then move it away or delete it (and `git worktree prune`) and try again",
         path.display()
     )]
     PathTaken {
+        /// The directory.
         path: PathBuf,
+        /// The branch the worktree should have.
         branch: String,
+        /// What is there instead, as a parenthesized suffix of the message, or empty.
         what: String,
     },
+    /// A git command failed.
     #[error("`git {args}` failed in {}: {message}", dir.display())]
     Git {
+        /// Where it ran.
         dir: PathBuf,
+        /// Its arguments, space-separated.
         args: String,
+        /// Its stderr, trimmed, or its exit status when it wrote nothing.
         message: String,
     },
+    /// A file operation on a worktree record or directory failed.
     #[error("cannot {action} {}: {source}", path.display())]
     Io {
+        /// What was being done (`create`, `write`, `open`, `lock`), read after "cannot".
         action: &'static str,
+        /// The file or directory.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
@@ -118,9 +148,17 @@ pub fn effective(role: Option<&Isolation>, workflow: Option<&Isolation>) -> Opti
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Owner {
     /// A swarm task (every attempt of it).
-    Task { role: String, task: String },
+    Task {
+        /// The role's name.
+        role: String,
+        /// The task's id.
+        task: String,
+    },
     /// A standalone run (`orchestrate run`, and its resumes).
-    Run { run_id: String },
+    Run {
+        /// The run's id.
+        run_id: String,
+    },
 }
 
 impl Owner {
@@ -140,7 +178,7 @@ impl Owner {
         }
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Owner::Task { role, task } => format!("task `{task}` of role `{role}`"),
             Owner::Run { run_id } => format!("run {run_id}"),
@@ -151,20 +189,22 @@ impl Owner {
 /// A worktree orchestrate made, as recorded (and as `status.json` shows it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
-    pub format_version: u32,
-    pub owner: Owner,
+    pub(crate) format_version: u32,
+    pub(crate) owner: Owner,
     /// The worktree's top directory.
     pub path: PathBuf,
     /// Where the steps run: `path`, or the workspace's subdirectory in it.
     pub checkout: PathBuf,
+    /// The branch checked out in it.
     pub branch: String,
     /// The base as configured, and the commit it was when the branch was made.
     pub base: String,
-    pub base_commit: String,
+    pub(crate) base_commit: String,
     /// Whether orchestrate made the branch (only those are ever deleted).
-    pub created_branch: bool,
+    pub(crate) created_branch: bool,
+    /// `isolation.worktree.keep`: the worktree stays after the task or run succeeds.
     pub keep: bool,
-    pub created_at: String,
+    pub(crate) created_at: String,
 }
 
 impl Record {
@@ -654,8 +694,10 @@ fn uncommitted(record: &Record) -> Result<Option<String>, String> {
 // ---------------------------------------------------------------------------------------------
 // gc
 
+/// How `orchestrate gc` treats worktrees (its flags).
 #[derive(Debug, Clone)]
 pub struct GcOptions {
+    /// Say what would be removed; remove nothing.
     pub dry_run: bool,
     /// Worktrees of failed tasks and runs are removed once they failed this long ago.
     pub older_than: Duration,
@@ -673,12 +715,13 @@ enum Verdict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GcLine {
     /// Whether it counts as removed (or would be), kept, or could not be removed.
-    pub verdict: GcVerdict,
+    pub(crate) verdict: GcVerdict,
+    /// The line shown, e.g. the path and why it was kept or removed.
     pub text: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GcVerdict {
+pub(crate) enum GcVerdict {
     Removed,
     Kept,
     Failed,
@@ -688,9 +731,13 @@ pub enum GcVerdict {
 /// `failed`).
 #[derive(Debug, Clone, Default)]
 pub struct GcReport {
+    /// Worktrees removed (or, with `dry_run`, that would be).
     pub removed: usize,
+    /// Worktrees still needed.
     pub kept: usize,
+    /// Worktrees that could not be removed, and a failed prune.
     pub failed: usize,
+    /// git's error when pruning its worktree registrations.
     pub prune_error: Option<String>,
 }
 

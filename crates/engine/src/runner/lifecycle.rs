@@ -156,14 +156,17 @@ impl Runner {
         })
     }
 
+    /// The run's id.
     pub fn run_id(&self) -> &str {
         &self.state.run_id
     }
 
+    /// The workflow's `name:`.
     pub fn workflow_name(&self) -> &str {
         &self.workflow.name
     }
 
+    /// RUN_ROOT: the directory of the run's records.
     pub fn run_root(&self) -> &Path {
         &self.dir.root
     }

@@ -33,7 +33,7 @@ mod child;
 mod enqueue;
 mod execute;
 pub mod exit;
-pub mod fanout;
+mod fanout;
 mod flow;
 mod lifecycle;
 mod loops;
@@ -48,23 +48,28 @@ mod wait_for;
 mod watch;
 
 /// At most this much of a text step's stdout is kept in state (the spec's 8 KB).
-pub const TEXT_KEEP_BYTES: usize = 8 * 1024;
+pub(crate) const TEXT_KEEP_BYTES: usize = 8 * 1024;
 /// JSON capture parses at most this much stdout; more is a parse failure (the spec's 1 MB).
-pub const JSON_LIMIT_BYTES: usize = 1024 * 1024;
+pub(crate) const JSON_LIMIT_BYTES: usize = 1024 * 1024;
 /// Lines capture keeps at most this many lines (the spec's 10,000).
-pub const LINES_LIMIT: usize = 10_000;
+pub(crate) const LINES_LIMIT: usize = 10_000;
 /// Lines capture reads at most this much stdout into memory.
-pub const LINES_BYTES_LIMIT: usize = 16 * 1024 * 1024;
+pub(crate) const LINES_BYTES_LIMIT: usize = 16 * 1024 * 1024;
 /// Grace between SIGTERM and SIGKILL when a step is stopped.
-pub const KILL_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
 pub struct RunReport {
+    /// The run's id.
     pub run_id: String,
+    /// How the run ended.
     pub status: RunStatus,
+    /// The command's exit code ([`exit`]).
     pub exit_code: u8,
+    /// Why the run failed or was interrupted; `None` when it succeeded.
     pub error: Option<String>,
+    /// RUN_ROOT: the directory of the run's records.
     pub run_root: PathBuf,
     /// The step that ended the run (the last one run).
     pub last_step: Option<String>,
@@ -78,7 +83,7 @@ pub struct RunReport {
     /// What the run's agent steps spent (every attempt), for the swarm's ledger.
     pub spent: crate::budget::Spend,
     /// The tokens behind `spent`, by kind.
-    pub usage: orchestrate_runtime::parse::Usage,
+    pub(crate) usage: orchestrate_runtime::parse::Usage,
     /// The workflow's `outputs:` as rendered at its successful end (empty otherwise).
     pub values: Map<String, Value>,
     /// The exit code of the step whose failure ended the run.
@@ -89,13 +94,13 @@ pub struct RunReport {
 #[derive(Clone)]
 pub struct RunConfig {
     /// Where the swarm and the run's records live: queues, `.orchestrate/`, approvals, ledger.
-    pub workspace: PathBuf,
+    pub(crate) workspace: PathBuf,
     /// Where the code is, when it is not the workspace (`isolation: worktree`): the steps' cwd
     /// and what every path a step names (`input_file`, `output_file`, `prompt_file`,
     /// `enqueue.file`, `wait_for`), `${run.workspace}` and the readonly check resolve against.
     pub checkout: Option<PathBuf>,
-    pub context: Map<String, Value>,
-    pub cancel: CancellationToken,
+    pub(crate) context: Map<String, Value>,
+    pub(crate) cancel: CancellationToken,
     /// Print a line per step on stderr.
     pub progress: bool,
     /// Results of steps from an earlier run (for `run-step --run`), visible as `${steps.*}`.
@@ -111,6 +116,7 @@ pub struct RunConfig {
     pub inherit_fds: Vec<i32>,
     /// The role's runtime and model, for provider steps that do not name them.
     pub default_provider: Option<String>,
+    /// The model for those provider steps; `None`: the runtime's default.
     pub default_model: Option<String>,
     /// Whether `resume` may continue this run. A task's attempt is not resumable (a retry is a
     /// new attempt), so it skips what only resume needs: the run lock, the workflow copy and
@@ -140,17 +146,17 @@ pub struct RunConfig {
     pub capabilities: Option<(String, Vec<String>)>,
     /// A child run's ancestors' limits, with what each had spent when this run started: the
     /// child's spending counts against them too.
-    pub inherited: Vec<InheritedLimits>,
+    pub(crate) inherited: Vec<InheritedLimits>,
     /// A child run's parent, recorded in its `run_started` event.
-    pub parent: Option<crate::event::ParentRun>,
+    pub(crate) parent: Option<crate::event::ParentRun>,
     /// Secret names its ancestors declare: a child's steps do not see them either (unless they
     /// list them), and their values are masked in its records.
-    pub inherited_secrets: Vec<String>,
+    pub(crate) inherited_secrets: Vec<String>,
 }
 
 impl RunConfig {
     /// Where the steps work: the checkout, or the workspace itself.
-    pub fn code_dir(&self) -> &Path {
+    pub(crate) fn code_dir(&self) -> &Path {
         self.checkout.as_deref().unwrap_or(&self.workspace)
     }
 }
@@ -159,6 +165,8 @@ impl RunConfig {
 pub type Observer = std::sync::Arc<dyn Fn(&crate::event::Event) + Send + Sync>;
 
 impl RunConfig {
+    /// A configuration with every option at its default: a resumable run of `workspace` whose
+    /// `${context}` is `context`, stopped when `cancel` is.
     pub fn new(
         workspace: PathBuf,
         context: Map<String, Value>,
@@ -195,19 +203,37 @@ impl RunConfig {
     }
 }
 
+/// Why a run could not start, resume or keep its records; a failing step is not one (it is in
+/// the run's status).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// A run record could not be written.
     #[error("failed to write the run's records under {}: {source}", path.display())]
     Io {
+        /// The record being written (`events.jsonl`, `state.json`) or the run's directory.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The run's `state.json` could not be read, or its lock taken.
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    /// The run cannot be resumed.
     #[error("failed to resume run {run_id}: {message}")]
-    Resume { run_id: String, message: String },
+    Resume {
+        /// The run.
+        run_id: String,
+        /// Why not, for a person.
+        message: String,
+    },
+    /// A fan-out item's task ended without a result (tokio aborted it); the fan-out is cancelled.
     #[error("failed to join the items of fan-out step `{step}`: {message}")]
-    Lane { step: String, message: String },
+    Lane {
+        /// The fan-out step.
+        step: String,
+        /// tokio's join error.
+        message: String,
+    },
 }
 
 /// How a step ended, for control flow.
@@ -253,6 +279,7 @@ struct LoopFrame {
     total: usize,
 }
 
+/// One run of a workflow, started or resumed: owns its state, its event log and its lock.
 pub struct Runner {
     workflow: Arc<Workflow>,
     config: RunConfig,

@@ -95,7 +95,7 @@ impl Runner {
 
     /// Reopens the run in `dir` (a run of the workspace, or a child run inside its parent's
     /// RUN_ROOT) to continue it from the first step that did not complete.
-    pub fn resume_in(dir: RunDir, config: RunConfig) -> Result<Runner, RunError> {
+    pub(crate) fn resume_in(dir: RunDir, config: RunConfig) -> Result<Runner, RunError> {
         let workspace = config.workspace.clone();
         let workspace = workspace.as_path();
         let run_id = dir
