@@ -6,8 +6,6 @@
 //! `orchestrate-queue` (the task queue), `orchestrate-engine` (the runner), `orchestrate-observe`
 //! (reading runs back) and `orchestrate-swarm` (role processes and their supervisor).
 
-#![warn(missing_docs, unreachable_pub)]
-
 pub mod cli;
 mod commands;
 mod error;

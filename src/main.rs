@@ -1,3 +1,5 @@
+//! The `orchestrate` binary: every command is in the library (`orchestrate::cli`).
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

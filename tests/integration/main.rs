@@ -1,6 +1,9 @@
 //! Integration tests: the real `orchestrate` binary against real processes and files in temp dirs.
 //! One test binary (fast to link); each module covers one area.
 
+// A test crate has no public API: its helpers are `pub` so that every module can use them.
+#![allow(unreachable_pub)]
+
 mod harness;
 
 mod acceptance;

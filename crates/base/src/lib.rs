@@ -1,7 +1,5 @@
 //! The lowest layer: processes and files (spawning a step in its own group and cgroup, the one OS layer for processes in `process`, durable writes, versioned JSON records, workspace paths, snapshots of a workspace), clocks, ids and their hash, and figures for people. Knows nothing of workflows or queues.
 
-#![warn(missing_docs, unreachable_pub)]
-
 pub mod cgroup;
 pub mod clock;
 pub mod exec;

@@ -1,7 +1,5 @@
 //! The workflow engine: the runner (control flow, steps, retries, approvals, budgets, fan-out, sub-workflows, convergence), run records (state snapshots and events), roles and their queues, worktrees.
 
-#![warn(missing_docs, unreachable_pub)]
-
 pub mod approval;
 pub mod budget;
 pub(crate) mod converge;

@@ -1,7 +1,5 @@
 //! The workflow language: spanned YAML, diagnostics, the validated model, loading and checking workflow, role and swarm files, `${...}` templates and jq. Usable on its own: it runs nothing.
 
-#![warn(missing_docs, unreachable_pub)]
-
 pub mod branch;
 pub mod diag;
 pub mod jq;

@@ -1,7 +1,5 @@
 //! The task queue: the `TaskQueue` trait and its filesystem backend (enqueue, claim, lease, complete, recover, quarantine), terminal task records (`status.json`), cancel requests, and cleaning `processed/`. Knows nothing of workflows: a second backend implements the same trait from its own crate.
 
-#![warn(missing_docs, unreachable_pub)]
-
 #[macro_use]
 pub mod fault;
 

@@ -1,7 +1,5 @@
 //! The swarm: one process per role (worker), the supervisor that starts and restarts them, per-runtime circuit breakers, metrics, and steering (pause, cancel) from outside.
 
-#![warn(missing_docs, unreachable_pub)]
-
 pub(crate) mod breaker;
 pub mod control;
 pub mod control_log;
