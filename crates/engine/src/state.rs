@@ -87,10 +87,25 @@ pub struct RunState {
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub(crate) outputs: Map<String, Value>,
     /// The child runs its `workflow:` steps started, by directory name under
-    /// `RUN_ROOT/children/`: `{step, exec, lane, workflow, run_root}` (the link from the
-    /// parent's state to each child's own RUN_ROOT).
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub(crate) children: Map<String, Value>,
+    /// `RUN_ROOT/children/`: the link from the parent's state to each child's own RUN_ROOT.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) children: BTreeMap<String, ChildLink>,
+}
+
+/// A child run as its parent's `state.json` names it. The fields are in the order they have
+/// always been written (alphabetical).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ChildLink {
+    /// The `workflow:` step's execution number in its lane.
+    pub(crate) exec: u64,
+    /// The fan-out lane the step ran in (`[]` outside one).
+    pub(crate) lane: Vec<u64>,
+    /// The child's RUN_ROOT, relative to the workspace.
+    pub(crate) run_root: String,
+    /// The `workflow:` step's name.
+    pub(crate) step: String,
+    /// The child workflow's file, as the step names it.
+    pub(crate) workflow: String,
 }
 
 /// Paths inside one run's directory.
@@ -251,5 +266,22 @@ mod tests {
     fn lanes_name_logs_in_item_order() {
         assert_eq!(log_prefix(&[]), "");
         assert_eq!(log_prefix(&[3, 2]), "0003.0002.");
+    }
+
+    /// A child link is written as the `json!` object it replaced was, and reads back.
+    #[test]
+    fn a_child_link_keeps_its_bytes() {
+        let link = ChildLink {
+            exec: 3,
+            lane: vec![2, 0],
+            run_root: ".orchestrate/runs/R/children/0002.0000.3-Sub".into(),
+            step: "Sub".into(),
+            workflow: "child.yaml".into(),
+        };
+        let old = serde_json::json!({"step": "Sub", "exec": 3, "lane": [2, 0],
+            "workflow": "child.yaml", "run_root": ".orchestrate/runs/R/children/0002.0000.3-Sub"});
+        let text = serde_json::to_string(&link).unwrap();
+        assert_eq!(text, serde_json::to_string(&old).unwrap());
+        assert_eq!(serde_json::from_str::<ChildLink>(&text).unwrap(), link);
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, json};
+use serde_json::Map;
 
 use super::scope::render_json;
 use super::{LoopFrame, RunConfig, RunError, RunReport, Runner};
@@ -61,7 +61,13 @@ impl Runner {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert(
                     name.to_string_lossy().into_owned(),
-                    json!({"step": step.name, "exec": exec, "lane": self.lane, "workflow": sub.path, "run_root": self.relative(&root)}),
+                    crate::state::ChildLink {
+                        exec,
+                        lane: self.lane.clone(),
+                        run_root: self.relative(&root),
+                        step: step.name.clone(),
+                        workflow: sub.path.clone(),
+                    },
                 );
             if self.config.resumable && self.lane.is_empty() {
                 // The parent's state names its running child at once (a lane's owner does at

@@ -70,7 +70,7 @@ impl Runner {
             resumes: 0,
             steps: std::collections::BTreeMap::new(),
             outputs: Map::new(),
-            children: Map::new(),
+            children: Default::default(),
         };
         Self::with_state(workflow, config, dir, state, Journal::default(), lock)
     }

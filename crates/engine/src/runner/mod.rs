@@ -291,7 +291,7 @@ pub struct Runner {
     engine_writes: phase::EngineWrites,
     /// The child runs started so far (`RunState::children`), shared by a fan-out's lanes so
     /// that the owner's snapshots name the children its items started.
-    children: Arc<std::sync::Mutex<Map<String, Value>>>,
+    children: Arc<std::sync::Mutex<std::collections::BTreeMap<String, crate::state::ChildLink>>>,
     journal: Journal,
     /// Where this runner's executions are numbered: empty for the run's own step list; a
     /// fan-out item's runner has `[..parent lane, fan-out exec, item index]` ([`fanout`]).

@@ -48,7 +48,7 @@ fn state_from_run_started(dir: &RunDir, workspace: &Path) -> Option<RunState> {
         resumes: 0,
         steps: std::collections::BTreeMap::new(),
         outputs: Map::new(),
-        children: Map::new(),
+        children: Default::default(),
     })
 }
 
