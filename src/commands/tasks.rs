@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use serde_json::{Value, json};
 
 use orchestrate_queue::queue::{self, Layout, TaskInfo, TaskState};
-use orchestrate_queue::record::TaskStatus;
+use orchestrate_queue::record::{TaskStatus, WorktreeInfo};
 
 use crate::error::{Error, Outcome};
 
@@ -238,7 +238,7 @@ struct Shown {
     lease: Option<queue::Lease>,
     meta: Option<queue::Meta>,
     logs: Vec<String>,
-    worktree: Option<Value>,
+    worktree: Option<WorktreeInfo>,
 }
 
 fn gather(workspace: &Path, t: &TaskInfo) -> Shown {
@@ -286,9 +286,9 @@ fn gather(workspace: &Path, t: &TaskInfo) -> Shown {
         })
         .unwrap_or_default();
     // Under `isolation: worktree`: the finished attempt's, else the one in use (or kept).
-    let worktree = status_json
+    let worktree = status
         .as_ref()
-        .and_then(|s| s.get("worktree").cloned())
+        .and_then(|s| s.worktree.clone())
         .or_else(|| {
             let owner = orchestrate_engine::worktree::Owner::Task {
                 role: t.role.clone(),
@@ -320,12 +320,12 @@ fn print_entry(entry: &Shown, info: &TaskInfo) {
     for note in notes(info) {
         println!("  {note}");
     }
-    if let Some(w) = entry.worktree.as_ref().and_then(Value::as_object) {
+    if let Some(w) = &entry.worktree {
         println!(
             "  worktree: {} (branch {}{})",
-            w.get("path").and_then(Value::as_str).unwrap_or(""),
-            w.get("branch").and_then(Value::as_str).unwrap_or(""),
-            if w.get("kept") == Some(&Value::Bool(false)) {
+            w.path,
+            w.branch,
+            if !w.kept {
                 "; removed after the success"
             } else {
                 ""

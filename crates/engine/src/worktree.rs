@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
+use orchestrate_queue::record::WorktreeInfo;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use orchestrate_base::io_err::FromIo;
 use orchestrate_lang::model::{Isolation, WorktreeSpec};
@@ -233,14 +233,14 @@ impl Record {
     }
 
     /// `status.json`'s `worktree`: where, which branch, from what, and whether it is still there.
-    pub fn status(&self, workspace: &Path, kept: bool) -> Value {
-        serde_json::json!({
-            "path": orchestrate_base::fsutil::relative(workspace, &self.path),
-            "branch": self.branch,
-            "base": self.base,
-            "base_commit": self.base_commit,
-            "kept": kept,
-        })
+    pub fn status(&self, workspace: &Path, kept: bool) -> WorktreeInfo {
+        WorktreeInfo {
+            base: self.base.clone(),
+            base_commit: self.base_commit.clone(),
+            branch: self.branch.clone(),
+            kept,
+            path: orchestrate_base::fsutil::relative(workspace, &self.path),
+        }
     }
 }
 

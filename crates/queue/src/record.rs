@@ -13,7 +13,6 @@ use std::path::Path;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// The `schema` of every task record.
 pub(crate) const SCHEMA: &str = "status/v1";
@@ -68,9 +67,9 @@ pub struct TaskStatus {
     pub worker: Option<Worker>,
     /// Earlier attempts, and earlier failed records this task was retried from.
     pub history: Vec<HistoryEntry>,
-    /// Under `isolation: worktree`: `{path, branch, base, base_commit, kept}`.
+    /// Under `isolation: worktree`: where the attempt ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub worktree: Option<Value>,
+    pub worktree: Option<WorktreeInfo>,
     /// Stopped by `orchestrate cancel`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled: Option<crate::cancel::CancelRequest>,
@@ -166,6 +165,23 @@ pub struct Worker {
     pub pid: u32,
     /// Its label, `<role>#<replica>`.
     pub label: String,
+}
+
+/// The git worktree an attempt ran in (`isolation: worktree`), as its record names it. The
+/// fields are in the order they have always been written (alphabetical).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct WorktreeInfo {
+    /// The base as configured (a branch, tag or commit).
+    pub base: String,
+    /// The commit the base was when the branch was made.
+    pub base_commit: String,
+    /// The branch checked out in it.
+    pub branch: String,
+    /// Whether the worktree is still there (`false`: removed after the success).
+    pub kept: bool,
+    /// Its top directory, relative to the workspace.
+    pub path: String,
 }
 
 /// What ended one earlier attempt of a task (the queue's sidecar keeps these between attempts).
