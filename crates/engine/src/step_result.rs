@@ -132,10 +132,10 @@ pub struct ClassifiedError {
 
 impl ClassifiedError {
     /// An error of `kind` saying `message`, without the fields only CLI failures carry.
-    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> ClassifiedError {
+    pub(crate) fn new(kind: impl Into<ErrorKind>, message: impl Into<String>) -> ClassifiedError {
         ClassifiedError {
             http_status: None,
-            kind,
+            kind: kind.into(),
             message: message.into(),
             resets_at: None,
             runtime: None,
@@ -151,46 +151,20 @@ impl From<orchestrate_runtime::parse::RuntimeError> for ClassifiedError {
         ClassifiedError {
             http_status: Some(error.http_status),
             resets_at: Some(error.resets_at),
-            ..ClassifiedError::new(error.kind.into(), error.message)
+            ..ClassifiedError::new(ErrorKind::Known(error.kind), error.message)
         }
     }
 }
 
-/// The class of an agent step's error: the runtimes' classes (`docs/runtimes.md`) and the
-/// engine's own.
+/// The class of a step's error: one of the classes the runtimes and the engine share
+/// ([`orchestrate_runtime::parse::ErrorKind`]), or one this version does not know (a newer
+/// version's), kept as written. Written as the class's name either way (`rate_limit`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
+#[serde(untagged)]
 pub enum ErrorKind {
-    /// Missing or rejected credentials (HTTP 401/403, "Not logged in").
-    Auth,
-    /// Short-term throttling (HTTP 429): retried with backoff.
-    RateLimit,
-    /// Provider-side failure (HTTP 5xx, overloaded): retried with backoff.
-    Server,
-    /// The prompt does not fit the model's context window.
-    ContextTooLong,
-    /// The CLI's own turn limit was reached.
-    MaxTurns,
-    /// The CLI's own spending limit was reached (claude `--max-budget-usd`).
-    Budget,
-    /// The CLI refused to run in an untrusted working directory.
-    Untrusted,
-    /// The CLI rejected its command line: a bug in the argv the engine built.
-    BadArgv,
-    /// The step ran past its `timeout_sec` and was stopped: retried with backoff.
-    Timeout,
-    /// A plan's quota is used up until `resets_at`: the step pauses until then.
-    UsageLimit,
-    /// Any other failure.
-    Other,
-    /// No output for `idle_timeout_sec`.
-    IdleTimeout,
-    /// A readonly or plan step changed files.
-    PhaseViolation,
-    /// The answer did not match the step's `output_schema`.
-    SchemaViolation,
-    /// A class this version does not know (a newer version's), kept as written.
-    #[serde(untagged)]
+    /// A class this version knows.
+    Known(orchestrate_runtime::parse::ErrorKind),
+    /// A class this version does not know, as written.
     Unknown(String),
 }
 
@@ -198,20 +172,7 @@ impl ErrorKind {
     /// As records write it (`rate_limit`).
     pub fn label(&self) -> &str {
         match self {
-            ErrorKind::Auth => "auth",
-            ErrorKind::RateLimit => "rate_limit",
-            ErrorKind::Server => "server",
-            ErrorKind::ContextTooLong => "context_too_long",
-            ErrorKind::MaxTurns => "max_turns",
-            ErrorKind::Budget => "budget",
-            ErrorKind::Untrusted => "untrusted",
-            ErrorKind::BadArgv => "bad_argv",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::UsageLimit => "usage_limit",
-            ErrorKind::Other => "other",
-            ErrorKind::IdleTimeout => "idle_timeout",
-            ErrorKind::PhaseViolation => "phase_violation",
-            ErrorKind::SchemaViolation => "schema_violation",
+            ErrorKind::Known(kind) => kind.label(),
             ErrorKind::Unknown(kind) => kind,
         }
     }
@@ -219,20 +180,7 @@ impl ErrorKind {
 
 impl From<orchestrate_runtime::parse::ErrorKind> for ErrorKind {
     fn from(kind: orchestrate_runtime::parse::ErrorKind) -> ErrorKind {
-        use orchestrate_runtime::parse::ErrorKind as K;
-        match kind {
-            K::Auth => ErrorKind::Auth,
-            K::RateLimit => ErrorKind::RateLimit,
-            K::Server => ErrorKind::Server,
-            K::ContextTooLong => ErrorKind::ContextTooLong,
-            K::MaxTurns => ErrorKind::MaxTurns,
-            K::Budget => ErrorKind::Budget,
-            K::Untrusted => ErrorKind::Untrusted,
-            K::BadArgv => ErrorKind::BadArgv,
-            K::Timeout => ErrorKind::Timeout,
-            K::UsageLimit => ErrorKind::UsageLimit,
-            K::Other => ErrorKind::Other,
-        }
+        ErrorKind::Known(kind)
     }
 }
 

@@ -134,13 +134,23 @@ fn agent_results_with_their_nulls_keep_their_bytes() {
         .as_ref()
         .and_then(StepError::classified)
         .unwrap();
-    assert_eq!(error.kind, ErrorKind::UsageLimit);
+    assert_eq!(
+        error.kind,
+        ErrorKind::Known(orchestrate_runtime::parse::ErrorKind::UsageLimit)
+    );
+    // A class this version does not know is kept as written.
+    let newer = json!({"status": "failed", "error": {"kind": "quota_v2", "message": "m"}});
+    same_bytes(newer.clone());
+    let read: StepResult = serde_json::from_value(newer).unwrap();
+    let kind = read.error.as_ref().and_then(StepError::kind).unwrap();
+    assert_eq!(kind, &ErrorKind::Unknown("quota_v2".into()));
+    assert_eq!(kind.label(), "quota_v2");
     assert_eq!(error.resets_at, Some(Some("5pm".into())));
     let timeout = json!({"status": "failed", "error": {"kind": "timeout", "message": "timed out"}});
     same_bytes(timeout.clone());
     let built = StepResult {
         error: Some(StepError::Classified(ClassifiedError::new(
-            ErrorKind::Timeout,
+            orchestrate_runtime::parse::ErrorKind::Timeout,
             "timed out",
         ))),
         ..StepResult::new(StepStatus::Failed)

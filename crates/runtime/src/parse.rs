@@ -72,8 +72,9 @@ impl Runtime {
 }
 
 /// Why a run failed, in terms an engine can act on (retry, wait, fix config, give up).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(rename = "KnownErrorKind")]
 pub enum ErrorKind {
     /// Missing or rejected credentials (HTTP 401/403, "Not logged in", gemini exit 41).
     Auth,
@@ -99,6 +100,35 @@ pub enum ErrorKind {
     UsageLimit,
     /// Anything else.
     Other,
+    /// No output for the step's `idle_timeout_sec`. Set by the engine; never inferred here.
+    IdleTimeout,
+    /// A readonly or plan step changed files. Set by the engine; never inferred here.
+    PhaseViolation,
+    /// The answer did not match the step's `output_schema`. Set by the engine; never inferred
+    /// here.
+    SchemaViolation,
+}
+
+impl ErrorKind {
+    /// As records write it (`rate_limit`).
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Auth => "auth",
+            ErrorKind::RateLimit => "rate_limit",
+            ErrorKind::Server => "server",
+            ErrorKind::ContextTooLong => "context_too_long",
+            ErrorKind::MaxTurns => "max_turns",
+            ErrorKind::Budget => "budget",
+            ErrorKind::Untrusted => "untrusted",
+            ErrorKind::BadArgv => "bad_argv",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::UsageLimit => "usage_limit",
+            ErrorKind::Other => "other",
+            ErrorKind::IdleTimeout => "idle_timeout",
+            ErrorKind::PhaseViolation => "phase_violation",
+            ErrorKind::SchemaViolation => "schema_violation",
+        }
+    }
 }
 
 /// Token counts normalized across CLIs. The five fields never overlap except

@@ -12,10 +12,11 @@ use serde_json::Value;
 use super::capture::{capture, idle_message, parse_json_limited, strip_fences, text_output};
 use super::scope::{ProviderScope, Scope};
 use super::{LINES_LIMIT, LoopFrame, Runner};
-use crate::step_result::{ClassifiedError, ErrorKind, StepError, StepResult, StepStatus};
+use crate::step_result::{ClassifiedError, StepError, StepResult, StepStatus};
 use orchestrate_base::exec::{self, Outcome};
 use orchestrate_base::fsutil;
 use orchestrate_lang::model::{Capture, Step};
+use orchestrate_runtime::parse::ErrorKind;
 
 /// The value of `name` an agent process sees: its environment is the engine's, then the
 /// workflow's and step's `env:` (`step_env`), then the profile's entries, the last one winning.

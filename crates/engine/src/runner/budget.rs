@@ -7,8 +7,9 @@
 use super::agent::cli_default_model;
 use super::{Failure, RunError, Runner};
 use crate::event::{self, Event};
-use crate::step_result::{ClassifiedError, ErrorKind, StepError, StepResult, StepStatus};
+use crate::step_result::{ClassifiedError, StepError, StepResult, StepStatus};
 use orchestrate_lang::model::{Step, StepKind};
+use orchestrate_runtime::parse::ErrorKind;
 
 /// Every agent step of a step list, `for_each` bodies and `parallel` branches included.
 fn agent_steps<'a>(

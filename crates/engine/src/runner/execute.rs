@@ -10,10 +10,9 @@ use super::record::iteration_of;
 use super::result::{rejection_reason, with_timing};
 use super::{Failure, Flow, LoopFrame, RunError, Runner};
 use crate::event::{self, Event};
-use crate::step_result::{
-    ClassifiedError, ErrorKind, StepError, StepResult, StepStatus, Violation,
-};
+use crate::step_result::{ClassifiedError, StepError, StepResult, StepStatus, Violation};
 use orchestrate_lang::model::{Step, StepKind};
+use orchestrate_runtime::parse::ErrorKind;
 
 /// Fails a succeeded result whose JSON does not match the step's `output_schema`, listing the
 /// first violations (`violations`: `{path, message}`; routed by `on.invalid`).

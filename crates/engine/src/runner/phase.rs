@@ -12,8 +12,9 @@ use std::sync::Arc;
 use super::Runner;
 use super::agent::AgentRun;
 use crate::event::{self, Event};
-use crate::step_result::{ClassifiedError, ErrorKind, StepError, StepResult, StepStatus};
+use crate::step_result::{ClassifiedError, StepError, StepResult, StepStatus};
 use orchestrate_lang::model::Step;
+use orchestrate_runtime::parse::ErrorKind;
 
 /// Files the engine itself writes for a run's steps (an `output_file`, an enqueued task), each
 /// with when it was last registered and how many writers hold it: a readonly step's check

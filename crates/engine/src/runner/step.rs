@@ -148,7 +148,12 @@ impl Runner {
             }
             let kind = result.error.as_ref().and_then(StepError::kind);
             // A usage limit with a reset time pauses the step until then (not an attempt).
-            if kind == Some(&ErrorKind::UsageLimit) && pauses < 3 {
+            if kind
+                == Some(&ErrorKind::Known(
+                    orchestrate_runtime::parse::ErrorKind::UsageLimit,
+                ))
+                && pauses < 3
+            {
                 pauses += 1;
                 if !self.pause_at_usage_limit(step, exec, &result).await {
                     return result;
