@@ -194,16 +194,22 @@ impl Loader {
         match value {
             Some(v) if v.is_finite() && v >= min && v <= max => Some(v),
             _ => {
-                let text = node
-                    .scalar_text()
-                    .unwrap_or_else(|| node.value.kind().to_string());
-                self.error(
-                    node.pos,
-                    format!("{what} must be a number from {min} to {max}, found `{text}`"),
+                self.out_of_range(
+                    node,
+                    &format!("{what} must be a number from {min} to {max}"),
                 );
                 None
             }
         }
+    }
+
+    /// Reports that `node` is not what `expected` says (`timeout_sec must be a number from 0 to
+    /// 86400`), quoting the value as written.
+    fn out_of_range(&mut self, node: &Node, expected: &str) {
+        let text = node
+            .scalar_text()
+            .unwrap_or_else(|| node.value.kind().to_string());
+        self.error(node.pos, format!("{expected}, found `{text}`"));
     }
 
     pub(super) fn count(&mut self, node: &Node, what: &str, min: u32, max: u32) -> Option<u32> {
@@ -212,12 +218,9 @@ impl Loader {
                 u32::try_from(*i).ok()
             }
             _ => {
-                let text = node
-                    .scalar_text()
-                    .unwrap_or_else(|| node.value.kind().to_string());
-                self.error(
-                    node.pos,
-                    format!("{what} must be a whole number from {min} to {max}, found `{text}`"),
+                self.out_of_range(
+                    node,
+                    &format!("{what} must be a whole number from {min} to {max}"),
                 );
                 None
             }
@@ -245,12 +248,9 @@ impl Loader {
         match value {
             Some(v) if v.is_finite() && v > 0.0 && v <= max => Some(v),
             _ => {
-                let text = node
-                    .scalar_text()
-                    .unwrap_or_else(|| node.value.kind().to_string());
-                self.error(
-                    node.pos,
-                    format!("{what} must be a number above 0 and at most {max}, found `{text}`"),
+                self.out_of_range(
+                    node,
+                    &format!("{what} must be a number above 0 and at most {max}"),
                 );
                 None
             }
