@@ -251,6 +251,24 @@ impl<'a> Swarm<'a> {
         n
     }
 
+    /// Waits until foreground supervisor `n` runs its one replica `r#1`, then has it start task
+    /// `t` of [`SLEEPY_WORKFLOW`] sleeping 600 s; the supervisor's and the replica's pids.
+    fn one_replica_busy(&self, n: usize) -> (u32, u32) {
+        let sup = self.fg_pid(n);
+        let file = self.wait_file("the replica to run", Duration::from_secs(20), |f| {
+            f["supervisor"]["pid"] == sup
+                && f["children"]
+                    .as_array()
+                    .is_some_and(|c| c.len() == 1 && c[0]["state"] == "running")
+        });
+        let agent = pid_of(&file, "r#1");
+        enqueue(self.ws, "r", "t", "600");
+        self.wait("t to start", Duration::from_secs(10), || {
+            started(self.ws, "t")
+        });
+        (sup, agent)
+    }
+
     fn fg_pid(&self, n: usize) -> u32 {
         self.fg[n].child.id()
     }
@@ -1138,16 +1156,7 @@ fn swarm_up_started_with_its_stop_signals_blocked_still_stops_and_so_do_its_step
             });
         }
     });
-    let sup = sw.fg_pid(up);
-    let file = sw.wait_file("the replica to run", Duration::from_secs(20), |f| {
-        f["supervisor"]["pid"] == sup
-            && f["children"]
-                .as_array()
-                .is_some_and(|c| c.len() == 1 && c[0]["state"] == "running")
-    });
-    let agent = pid_of(&file, "r#1");
-    enqueue(&ws, "r", "t", "600");
-    sw.wait("t to start", Duration::from_secs(10), || started(&ws, "t"));
+    let (sup, agent) = sw.one_replica_busy(up);
     let step = step_pid(&ws, "t");
     for (what, pid) in [("supervisor", sup), ("replica", agent)] {
         assert_eq!(
@@ -1264,16 +1273,7 @@ fn a_second_sigint_during_a_long_grace_stops_at_once() {
     let mut sw = Swarm::new(&ws);
     role(&ws, "r", "settle_ms: 50\n", SLEEPY_WORKFLOW);
     let up = sw.up_fg(&["--grace", "600"]);
-    let sup = sw.fg_pid(up);
-    let file = sw.wait_file("the replica to run", Duration::from_secs(20), |f| {
-        f["supervisor"]["pid"] == sup
-            && f["children"]
-                .as_array()
-                .is_some_and(|c| c.len() == 1 && c[0]["state"] == "running")
-    });
-    let agent = pid_of(&file, "r#1");
-    enqueue(&ws, "r", "t", "600");
-    sw.wait("t to start", Duration::from_secs(10), || started(&ws, "t"));
+    let (sup, agent) = sw.one_replica_busy(up);
     let step = step_pid(&ws, "t");
 
     signal(sup, libc::SIGINT);
