@@ -48,30 +48,21 @@ impl Runner {
                 source,
             })?;
         }
-        let now = orchestrate_base::clock::now_rfc3339();
-        let state = RunState {
-            format_version: crate::state::STATE_FORMAT,
+        let started = crate::event::RunStarted {
             run_id: run_id.clone(),
             workflow: workflow.path.display().to_string(),
-            workflow_name: workflow.name.clone(),
+            name: workflow.name.clone(),
             fingerprint: workflow.fingerprint.clone(),
-            workspace: config.workspace.display().to_string(),
-            status: RunStatus::Running,
-            started_at: now.clone(),
-            updated_at: now,
-            finished_at: None,
-            timestamp_utc: orchestrate_base::clock::compact(chrono::Utc::now()),
             context: config.context.clone(),
-            current_step: None,
-            exit_code: None,
-            error: None,
-            executions: 0,
-            events_seq: 0,
-            resumes: 0,
-            steps: std::collections::BTreeMap::new(),
-            outputs: Map::new(),
-            children: Default::default(),
+            timestamp_utc: orchestrate_base::clock::compact(chrono::Utc::now()),
+            pid: std::process::id(),
+            parent: config.parent.clone(),
         };
+        let state = RunState::starting(
+            &started,
+            config.workspace.display().to_string(),
+            orchestrate_base::clock::now_rfc3339(),
+        );
         Self::with_state(workflow, config, dir, state, Journal::default(), lock)
     }
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::{Map, json};
+use serde_json::json;
 
 use super::flow::edge;
 use super::{Failure, Flow, Journal, LoopFrame, RunConfig, RunError, Runner};
@@ -25,31 +25,21 @@ fn state_from_run_started(dir: &RunDir, workspace: &Path) -> Option<RunState> {
         Event::RunStarted(started) => Some((r, started)),
         _ => None,
     })?;
-    let nonempty = |text: String| (!text.is_empty()).then_some(text);
-    let ts = nonempty(Envelope::from_record(record).ts)?;
-    Some(RunState {
-        format_version: crate::state::STATE_FORMAT,
-        run_id: nonempty(started.run_id)?,
-        workflow: nonempty(started.workflow)?,
-        workflow_name: started.name,
-        fingerprint: started.fingerprint,
-        workspace: workspace.display().to_string(),
-        status: RunStatus::Running,
-        started_at: ts.clone(),
-        updated_at: ts,
-        finished_at: None,
-        timestamp_utc: nonempty(started.timestamp_utc)?,
-        context: started.context,
-        current_step: None,
-        exit_code: None,
-        error: None,
-        executions: 0,
-        events_seq: 0,
-        resumes: 0,
-        steps: std::collections::BTreeMap::new(),
-        outputs: Map::new(),
-        children: Default::default(),
-    })
+    let nonempty = |text: &String| (!text.is_empty()).then_some(());
+    let ts = Envelope::from_record(record).ts;
+    for required in [
+        &started.run_id,
+        &started.workflow,
+        &started.timestamp_utc,
+        &ts,
+    ] {
+        nonempty(required)?;
+    }
+    Some(RunState::starting(
+        &started,
+        workspace.display().to_string(),
+        ts,
+    ))
 }
 
 impl Runner {
