@@ -241,14 +241,34 @@ pub(crate) fn classify(result: &StepResult) -> Option<(String, Outcome)> {
     Some((name, outcome))
 }
 
-fn open(state: &mut State, class: &str, cooldown: Duration, until: DateTime<Utc>, reason: String) {
+/// Opens breaker `name` for `class` until `until`, and the control-log event that says so
+/// (`by` the role process; no `failures` nor `reopened`: the caller adds what applies).
+fn open(
+    state: &mut State,
+    name: &str,
+    by: &str,
+    class: &str,
+    cooldown: Duration,
+    until: DateTime<Utc>,
+    reason: String,
+) -> BreakerOpened {
     state.state = Phase::Open;
     state.class = Some(class.to_string());
     state.opened_at = Some(orchestrate_base::clock::now_rfc3339());
     state.until = Some(until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     state.cooldown_sec = cooldown.as_secs_f64();
-    state.reason = Some(reason);
+    state.reason = Some(reason.clone());
     state.trial = None;
+    BreakerOpened {
+        runtime: name.to_string(),
+        class: class.to_string(),
+        reason,
+        until: state.until.clone(),
+        cooldown_sec: state.cooldown_sec,
+        failures: None,
+        reopened: None,
+        by: by.to_string(),
+    }
 }
 
 /// Records an agent step's outcome for breaker `name`; `by` names the role process.
@@ -272,17 +292,9 @@ pub(crate) fn record(
                 let cooldown = (*resets - Utc::now()).to_std().unwrap_or_default();
                 state.consecutive += 1;
                 let reason = format!("{class} until its reset time");
-                open(state, class, cooldown, *resets, reason.clone());
-                Some(ControlEvent::BreakerOpened(BreakerOpened {
-                    runtime: name.to_string(),
-                    class: class.clone(),
-                    reason,
-                    until: state.until.clone(),
-                    cooldown_sec: state.cooldown_sec,
-                    failures: None,
-                    reopened: None,
-                    by: by.to_string(),
-                }))
+                Some(ControlEvent::BreakerOpened(open(
+                    state, name, by, class, cooldown, *resets, reason,
+                )))
             }
             Outcome::Success => match phase {
                 Phase::Closed => {
@@ -318,16 +330,9 @@ pub(crate) fn record(
                     let reason = format!("{} consecutive {class} failures", state.consecutive);
                     let until = Utc::now()
                         + chrono::Duration::from_std(config.cooldown).unwrap_or_default();
-                    open(state, class, config.cooldown, until, reason.clone());
                     Some(ControlEvent::BreakerOpened(BreakerOpened {
-                        runtime: name.to_string(),
-                        class: class.clone(),
-                        reason,
-                        until: state.until.clone(),
-                        cooldown_sec: state.cooldown_sec,
                         failures: Some(state.consecutive),
-                        reopened: None,
-                        by: by.to_string(),
+                        ..open(state, name, by, class, config.cooldown, until, reason)
                     }))
                 }
                 Phase::Open => None,
@@ -342,16 +347,9 @@ pub(crate) fn record(
                         Utc::now() + chrono::Duration::from_std(cooldown).unwrap_or_default();
                     let reason = format!("the half-open trial failed ({class})");
                     state.consecutive += 1;
-                    open(state, class, cooldown, until, reason.clone());
                     Some(ControlEvent::BreakerOpened(BreakerOpened {
-                        runtime: name.to_string(),
-                        class: class.clone(),
-                        reason,
-                        until: state.until.clone(),
-                        cooldown_sec: state.cooldown_sec,
-                        failures: None,
                         reopened: Some(true),
-                        by: by.to_string(),
+                        ..open(state, name, by, class, cooldown, until, reason)
                     }))
                 }
             },
