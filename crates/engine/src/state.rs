@@ -92,41 +92,6 @@ pub struct RunState {
     pub(crate) children: BTreeMap<String, ChildLink>,
 }
 
-impl RunState {
-    /// The state of a run that has just started: running, nothing executed yet. `started` is
-    /// its `run_started` event (what names the run), `workspace` where it runs, `at` when it
-    /// started (RFC 3339).
-    pub(crate) fn starting(
-        started: &crate::event::RunStarted,
-        workspace: String,
-        at: String,
-    ) -> RunState {
-        RunState {
-            format_version: STATE_FORMAT,
-            run_id: started.run_id.clone(),
-            workflow: started.workflow.clone(),
-            workflow_name: started.name.clone(),
-            fingerprint: started.fingerprint.clone(),
-            workspace,
-            status: RunStatus::Running,
-            started_at: at.clone(),
-            updated_at: at,
-            finished_at: None,
-            timestamp_utc: started.timestamp_utc.clone(),
-            context: started.context.clone(),
-            current_step: None,
-            exit_code: None,
-            error: None,
-            executions: 0,
-            events_seq: 0,
-            resumes: 0,
-            steps: BTreeMap::new(),
-            outputs: Map::new(),
-            children: BTreeMap::new(),
-        }
-    }
-}
-
 /// A child run as its parent's `state.json` names it. The fields are in the order they have
 /// always been written (alphabetical).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

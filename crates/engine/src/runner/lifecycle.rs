@@ -58,7 +58,7 @@ impl Runner {
             pid: std::process::id(),
             parent: config.parent.clone(),
         };
-        let state = RunState::starting(
+        let state = first_state(
             &started,
             config.workspace.display().to_string(),
             orchestrate_base::clock::now_rfc3339(),
@@ -317,5 +317,38 @@ impl Runner {
     /// Steps of this run work in `dir` (a worktree made once the run id is known).
     pub fn set_checkout(&mut self, dir: PathBuf) {
         self.config.checkout = Some(dir);
+    }
+}
+
+/// The state of a run that has just started: running, nothing executed yet. `started` is
+/// its `run_started` event (what names the run), `workspace` where it runs, `at` when it
+/// started (RFC 3339).
+pub(super) fn first_state(
+    started: &crate::event::RunStarted,
+    workspace: String,
+    at: String,
+) -> RunState {
+    RunState {
+        format_version: crate::state::STATE_FORMAT,
+        run_id: started.run_id.clone(),
+        workflow: started.workflow.clone(),
+        workflow_name: started.name.clone(),
+        fingerprint: started.fingerprint.clone(),
+        workspace,
+        status: RunStatus::Running,
+        started_at: at.clone(),
+        updated_at: at,
+        finished_at: None,
+        timestamp_utc: started.timestamp_utc.clone(),
+        context: started.context.clone(),
+        current_step: None,
+        exit_code: None,
+        error: None,
+        executions: 0,
+        events_seq: 0,
+        resumes: 0,
+        steps: std::collections::BTreeMap::new(),
+        outputs: serde_json::Map::new(),
+        children: std::collections::BTreeMap::new(),
     }
 }

@@ -35,7 +35,7 @@ fn state_from_run_started(dir: &RunDir, workspace: &Path) -> Option<RunState> {
     ] {
         nonempty(required)?;
     }
-    Some(RunState::starting(
+    Some(super::lifecycle::first_state(
         &started,
         workspace.display().to_string(),
         ts,
