@@ -270,3 +270,59 @@ impl Drop for SwarmDown<'_> {
             .status();
     }
 }
+
+/// What the binary says about how it spawns steps (`ORCHESTRATE_DEBUG`), with `env` set.
+fn spawn_line(env: &[(&str, &str)]) -> String {
+    let ws = Ws::new();
+    ws.workflow("steps:\n  - name: A\n    command: [\"true\"]\n");
+    let mut cmd = ws.cmd(&["run", "wf.yaml"]);
+    cmd.env("ORCHESTRATE_DEBUG", "1");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let out = cmd.output().expect("run orchestrate");
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .find(|l| l.contains("DEBUG orchestrate_base::spawn: steps are spawned by"))
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn steps_are_spawned_by_clone3_where_the_kernel_allows_it_and_by_std_when_told() {
+    let line = spawn_line(&[]);
+    if !line.ends_with("steps are spawned by clone3") {
+        return skip_or_fail(&format!(
+            "steps are not spawned by clone3 here (Linux x86-64 5.7+ without a seccomp filter \
+             that refuses it): {line:?}"
+        ));
+    }
+    let line = spawn_line(&[("ORCHESTRATE_SPAWN", "std")]);
+    assert!(
+        line.ends_with("steps are spawned by std's Command: turned off by ORCHESTRATE_SPAWN=std"),
+        "{line:?}"
+    );
+}
+
+#[test]
+fn with_std_spawning_a_timed_out_step_still_takes_its_setsid_grandchild_and_daemon_with_it() {
+    if let Err(why) = cgroups_in_use() {
+        return skip_or_fail(&why);
+    }
+    let ws = Ws::new();
+    let _cleanup = Cleanup(&ws);
+    ws.script("step.sh", STEP);
+    ws.workflow("steps:\n  - name: Work\n    timeout_sec: 5\n    command: [./step.sh]\n");
+    let run = ws
+        .cmd(&["run", "wf.yaml", "--quiet"])
+        .env("ORCHESTRATE_SPAWN", "std")
+        .output()
+        .expect("run orchestrate");
+    assert_eq!(
+        run.status.code(),
+        Some(124),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_gone("the step timed out", escaped(&ws));
+}

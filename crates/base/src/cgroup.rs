@@ -59,6 +59,12 @@ pub(crate) enum CgroupError {
     },
     #[error("{} has no cgroup.kill (Linux 5.14 and later have it)", path.display())]
     NoKill { path: PathBuf },
+    #[error("the kernel refused to start a step process in {}: {source}", path.display())]
+    Refused {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("a step process (pid {pid}) did not enter {} (it is in `{found}`)", path.display())]
     NotEntered {
         path: PathBuf,
@@ -221,6 +227,8 @@ pub(crate) struct Step {
     path: String,
     /// `cgroup.procs`, ready for [`enter`] in the forked child (which must not allocate).
     procs: CString,
+    /// The directory, opened for `clone3(CLONE_INTO_CGROUP)`.
+    fd: Option<std::os::fd::OwnedFd>,
     removed: bool,
 }
 
@@ -238,7 +246,7 @@ impl Step {
             }
         };
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let pid = std::process::id();
+        let pid = crate::process::own_pid();
         // A name taken belongs to an engine that had our pid (another pid namespace, or one
         // that died): never ours to touch, so take the next number.
         for _ in 0..64 {
@@ -287,11 +295,18 @@ impl Step {
             return None;
         }
         let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).ok()?;
+        let fd = rustix::fs::open(
+            &dir,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .ok();
         live().push(dir.clone());
         Some(Step {
             dir,
             path,
             procs,
+            fd,
             removed: false,
         })
     }
@@ -305,6 +320,20 @@ impl Step {
     /// The path [`enter`] writes to, for the child's `pre_exec`.
     pub(crate) fn procs(&self) -> CString {
         self.procs.clone()
+    }
+
+    /// The cgroup's directory, for a child born in it (`clone3(CLONE_INTO_CGROUP)`).
+    pub(crate) fn dir_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.fd.as_ref().map(AsFd::as_fd)
+    }
+
+    /// The kernel would not start a child in this cgroup: cgroups are not used from here on.
+    pub(crate) fn refused(&self, source: io::Error) {
+        fall_back(&CgroupError::Refused {
+            path: self.dir.clone(),
+            source,
+        });
     }
 
     /// Whether the (unreaped) child `pid` is in this cgroup. When it is not, [`enter`] failed
@@ -333,6 +362,7 @@ impl Step {
             return;
         }
         self.removed = true;
+        self.fd = None;
         forget(&self.dir);
         // rmdir fails (EBUSY) while a process or a child cgroup (a nested engine's) is inside.
         if fs::remove_dir(&self.dir).is_ok() {
@@ -351,6 +381,7 @@ impl Drop for Step {
         if self.removed {
             return;
         }
+        self.fd = None;
         forget(&self.dir);
         kill(&self.dir);
         if fs::remove_dir(&self.dir).is_err() {

@@ -27,10 +27,7 @@ use std::{
     fmt,
     fs::File,
     io::{self, Write},
-    os::{
-        fd::OwnedFd,
-        unix::{fs::PermissionsExt, process::ExitStatusExt},
-    },
+    os::unix::{fs::PermissionsExt, process::ExitStatusExt},
     path::{Path, PathBuf},
     pin::pin,
     process::{ExitStatus, Stdio},
@@ -38,12 +35,15 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWriteExt, unix::AsyncFd},
-    process::{Child, Command},
+    io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
+    process::Command,
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::process::{self, kill_group};
+use crate::{
+    process::kill_group,
+    spawn::{self, Child, SpawnError},
+};
 
 /// What replaces every occurrence of a secret in logs and captured output.
 const MASK: &[u8] = b"***";
@@ -256,6 +256,9 @@ pub struct Finished {
     /// The step's cgroup (its hierarchy path, as `/proc/PID/cgroup` names it), when the child
     /// ran in one: what a readonly step's write attribution compares writers with.
     pub cgroup: Option<String>,
+    /// Whether the stdout and the stderr log were created: a log exists only for a stream the
+    /// child wrote to.
+    pub logged: (bool, bool),
 }
 
 /// Runs `spec` to completion and reports how it went.
@@ -277,6 +280,7 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
         duration: start.elapsed(),
         pid: None,
         cgroup: None,
+        logged: (false, false),
     };
     let failed = |message: String| not_run(Outcome::SpawnFailed { message });
 
@@ -290,25 +294,34 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
     if cancel.is_cancelled() {
         return not_run(Outcome::Cancelled);
     }
-    let program = match program_of(&spec, argv0) {
-        Ok(program) => program,
+    let (program, remembered) = match program_of(&spec, argv0) {
+        Ok(found) => found,
         Err(message) => return failed(message),
     };
-    let (mut command, cgroup) = command(&spec, argv0, &program);
-    let mut child = match spawn(&mut command, &spec.inherit_fds) {
-        Ok(child) => child,
-        Err(e) => return failed(spawn_failure(argv0, &program, &spec.cwd, &e)),
+    let launched = match launch(&spec, argv0, &program) {
+        // A remembered lookup whose file is gone (or changed): look again, once, as a shell
+        // does with its `hash` table.
+        Err(_) if remembered => {
+            forget_program(&spec, argv0);
+            match program_of(&spec, argv0) {
+                Ok((program, _)) => launch(&spec, argv0, &program).map_err(|e| (e, program)),
+                Err(message) => return failed(message),
+            }
+        }
+        other => other.map_err(|e| (e, program)),
+    };
+    let (mut child, cgroup) = match launched {
+        Ok(started) => started,
+        Err((e, program)) => return failed(spawn_failure(argv0, &program, &spec.cwd, &e)),
     };
 
     let pid = child.id();
     // The child is its group's leader, so the group id is its pid. `id()` is
     // `Some` until the child is reaped; 0 makes `kill_group` a no-op.
     let pgid = pid.and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
-    // A child that did not land in its cgroup is stopped by its group alone.
-    let cgroup = cgroup.filter(|cgroup| pid.is_some_and(|pid| cgroup.holds(pid)));
     let cgroup_path = cgroup.as_ref().map(|cgroup| cgroup.path().to_owned());
     let mut guard = GroupGuard::new(pgid, cgroup);
-    let stdin_task = feed_stdin(spec.stdin, child.stdin.take());
+    let stdin_task = feed_stdin(spec.stdin, child.take_stdin());
 
     // Milliseconds since `start` of the latest read from either pipe, for `idle_timeout`.
     let last_output = std::sync::atomic::AtomicU64::new(0);
@@ -360,6 +373,7 @@ pub async fn run(spec: Spec, cancel: CancellationToken) -> Finished {
         duration: start.elapsed(),
         pid,
         cgroup: cgroup_path,
+        logged: (out.log.created(), err.log.created()),
     }
 }
 
@@ -378,23 +392,156 @@ fn open_stdout_file(path: Option<&Path>) -> Result<Option<File>, String> {
     }
 }
 
-/// The program `argv0` names, looked up on the spec's `PATH` (else the engine's); the message
-/// names a missing working directory before a missing program.
-fn program_of(spec: &Spec, argv0: &str) -> Result<PathBuf, String> {
-    let path_var = spec
-        .env
+/// The program `argv0` names, looked up on the spec's `PATH` (else the engine's), and whether
+/// the lookup was remembered from an earlier step; the message names a missing working
+/// directory before a missing program.
+fn program_of(spec: &Spec, argv0: &str) -> Result<(PathBuf, bool), String> {
+    let path_var = path_var(spec);
+    if let Some(program) = Lookups::get(argv0, path_var.as_deref()) {
+        return Ok((program, true));
+    }
+    let program = resolve_program(argv0, path_var.as_deref(), &spec.cwd)
+        .map_err(|message| cwd_problem(argv0, &spec.cwd).unwrap_or(message))?;
+    Lookups::put(argv0, path_var.as_deref(), &program);
+    Ok((program, false))
+}
+
+/// Forgets the remembered lookup of `argv0` (its spawn failed).
+fn forget_program(spec: &Spec, argv0: &str) {
+    Lookups::forget(argv0, path_var(spec).as_deref());
+}
+
+/// The `PATH` a step's program is looked up on: the spec's, else the engine's.
+fn path_var(spec: &Spec) -> Option<OsString> {
+    spec.env
         .iter()
         .rev()
         .find(|(key, _)| key == "PATH")
         .map(|(_, value)| OsString::from(value))
-        .or_else(|| std::env::var_os("PATH"));
-    resolve_program(argv0, path_var.as_deref(), &spec.cwd)
-        .map_err(|message| cwd_problem(argv0, &spec.cwd).unwrap_or(message))
+        .or_else(|| std::env::var_os("PATH"))
 }
 
-/// The command for `spec`, not yet spawned: argv, environment, working directory, pipes, a
-/// process group of its own, and the step's cgroup where the system allows one.
-fn command(spec: &Spec, argv0: &str, program: &Path) -> (Command, Option<crate::cgroup::Step>) {
+/// Programs found on `PATH`, remembered per name and `PATH` value like a shell's `hash` table:
+/// a step that runs `true` a thousand times searches `PATH` once, not a thousand times (each
+/// search is a failing `stat` per directory before the one that has it). A remembered file
+/// that is gone or no longer runs is looked up again at once ([`run`]), and every lookup is
+/// done again after [`LOOKUP_KEPT_FOR`], so that a program newly installed earlier on `PATH` is
+/// found within seconds by a role that runs for weeks. Only lookups whose `PATH` is all
+/// absolute directories are remembered (a relative entry depends on the step's directory).
+struct Lookups;
+
+/// Lookups remembered, at most this many (then the table starts over).
+const LOOKUPS_KEPT: usize = 256;
+
+/// How long a lookup is trusted.
+const LOOKUP_KEPT_FOR: Duration = Duration::from_secs(2);
+
+/// A remembered lookup: the name, the `PATH` it was found on, the file, and when.
+type Lookup = (String, OsString, PathBuf, Instant);
+
+impl Lookups {
+    fn table() -> std::sync::MutexGuard<'static, Vec<Lookup>> {
+        static TABLE: std::sync::Mutex<Vec<Lookup>> = std::sync::Mutex::new(Vec::new());
+        TABLE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a lookup of `argv0` on `path_var` may be remembered at all.
+    fn cacheable(argv0: &str, path_var: Option<&OsStr>) -> Option<OsString> {
+        if argv0.contains('/') {
+            return None;
+        }
+        let path_var = path_var.unwrap_or(OsStr::new(DEFAULT_PATH));
+        std::env::split_paths(path_var)
+            .all(|dir| dir.is_absolute())
+            .then(|| path_var.to_owned())
+    }
+
+    fn get(argv0: &str, path_var: Option<&OsStr>) -> Option<PathBuf> {
+        let key = Lookups::cacheable(argv0, path_var)?;
+        Lookups::table()
+            .iter()
+            .find(|(name, path, _, at)| {
+                name == argv0 && *path == key && at.elapsed() < LOOKUP_KEPT_FOR
+            })
+            .map(|(_, _, program, _)| program.clone())
+    }
+
+    fn put(argv0: &str, path_var: Option<&OsStr>, program: &Path) {
+        let Some(key) = Lookups::cacheable(argv0, path_var) else {
+            return;
+        };
+        let mut table = Lookups::table();
+        if table.len() >= LOOKUPS_KEPT {
+            table.clear();
+        }
+        table.retain(|(name, path, _, _)| !(name == argv0 && *path == key));
+        table.push((argv0.to_owned(), key, program.to_owned(), Instant::now()));
+    }
+
+    fn forget(argv0: &str, path_var: Option<&OsStr>) {
+        if let Some(key) = Lookups::cacheable(argv0, path_var) {
+            Lookups::table().retain(|(name, path, _, _)| !(name == argv0 && *path == key));
+        }
+    }
+}
+
+/// Starts the child of `spec`, in a cgroup of its own where the system allows one: by
+/// `clone3` ([`crate::spawn`]), born in the cgroup, else by tokio's `Command`, entering the
+/// cgroup before it execs.
+fn launch(
+    spec: &Spec,
+    argv0: &str,
+    program: &Path,
+) -> io::Result<(Child, Option<crate::cgroup::Step>)> {
+    // The step's own cgroup, where the system allows one: stopping it reaches every process the
+    // step started, also those that left its group and session.
+    let mut cgroup = crate::cgroup::Step::create();
+    let env = spawn::child_env(&spec.env_remove, &spec.env);
+    let mut request = spawn::Request {
+        program,
+        argv: &spec.argv,
+        env: &env,
+        cwd: &spec.cwd,
+        piped_stdin: matches!(spec.stdin, Stdin::Bytes(_)),
+        inherit: &spec.inherit_fds,
+        cgroup: cgroup.as_ref().and_then(crate::cgroup::Step::dir_fd),
+    };
+    let first = spawn::spawn(&request);
+    let retried = match first {
+        Err(SpawnError::Cgroup(error)) => {
+            if let Some(cgroup) = &cgroup {
+                cgroup.refused(error);
+            }
+            request.cgroup = None;
+            let again = spawn::spawn(&request);
+            cgroup = None;
+            again
+        }
+        other => other,
+    };
+    match retried {
+        // Born in the cgroup (the kernel refuses the spawn otherwise).
+        Ok(child) => return Ok((child, cgroup)),
+        Err(SpawnError::Failed(error) | SpawnError::Cgroup(error)) => return Err(error),
+        Err(SpawnError::Unsupported) => {}
+    }
+    let mut command = command(spec, argv0, program, cgroup.as_ref());
+    let child = Child::tokio(spawn_std(&mut command, &spec.inherit_fds)?);
+    // A child that did not land in its cgroup is stopped by its group alone.
+    let cgroup = cgroup.filter(|cgroup| child.id().is_some_and(|pid| cgroup.holds(pid)));
+    Ok((child, cgroup))
+}
+
+/// The command for `spec`, not yet spawned (the fallback of [`launch`]): argv, environment,
+/// working directory, pipes, a process group of its own, and entering `cgroup` before it execs.
+fn command(
+    spec: &Spec,
+    argv0: &str,
+    program: &Path,
+    cgroup: Option<&crate::cgroup::Step>,
+) -> Command {
     let mut command = Command::new(program);
     command
         // The child sees the name it was given, not the resolved path.
@@ -416,14 +563,11 @@ fn command(spec: &Spec, argv0: &str, program: &Path) -> (Command, Option<crate::
         // Backstop for a dropped future: tokio then kills and reaps the child;
         // `GroupGuard` takes care of its descendants.
         .kill_on_drop(true);
-    // The step's own cgroup, where the system allows one: stopping it reaches every process the
-    // step started, also those that left its group and session. The child enters it in
-    // `pre_exec`, before it execs, so no process of the step ever runs outside it; moving it
-    // after the spawn would let it fork first, and `clone3(CLONE_INTO_CGROUP)` is not
-    // available through std's spawn. The price is that std forks instead of using
-    // `posix_spawn`, a fraction of a millisecond per step.
-    let cgroup = crate::cgroup::Step::create();
-    if let Some(cgroup) = &cgroup {
+    // The child enters the cgroup in `pre_exec`, before it execs, so no process of the step
+    // ever runs outside it; moving it after the spawn would let it fork first. The price is
+    // that std forks instead of using `posix_spawn`, and the write to `cgroup.procs` waits for
+    // the kernel's global cgroup lock.
+    if let Some(cgroup) = cgroup {
         let procs = cgroup.procs();
         // SAFETY: the hook runs in the forked child before exec; `cgroup::enter` makes only
         // async-signal-safe calls (open, write, close) on a path allocated here, in the parent.
@@ -434,11 +578,11 @@ fn command(spec: &Spec, argv0: &str, program: &Path) -> (Command, Option<crate::
             });
         }
     }
-    (command, cgroup)
+    command
 }
 
 /// Spawns `command` with `inherit_fds` open to it, one spawn at a time (see [`spawn_lock`]).
-fn spawn(command: &mut Command, inherit_fds: &[i32]) -> io::Result<Child> {
+fn spawn_std(command: &mut Command, inherit_fds: &[i32]) -> io::Result<tokio::process::Child> {
     let _serial = spawn_lock();
     match Inheritable::open_up(inherit_fds) {
         Ok(_inheritable) => command.spawn(),
@@ -448,10 +592,7 @@ fn spawn(command: &mut Command, inherit_fds: &[i32]) -> io::Result<Child> {
 
 /// Writes the stdin bytes, if any, from a task of their own, so a child that does not read
 /// them cannot block the run. Without bytes the pipe is dropped here: the child gets EOF at once.
-fn feed_stdin(
-    stdin: Stdin,
-    pipe: Option<tokio::process::ChildStdin>,
-) -> Option<tokio::task::JoinHandle<()>> {
+fn feed_stdin(stdin: Stdin, pipe: Option<spawn::Writer>) -> Option<tokio::task::JoinHandle<()>> {
     match (stdin, pipe) {
         (Stdin::Bytes(bytes), Some(mut pipe)) if !bytes.is_empty() => {
             Some(tokio::spawn(async move {
@@ -476,8 +617,8 @@ async fn wait_and_drain(
     (kill_grace, cancel): (Duration, &CancellationToken),
     (out, err): (&mut Output<'_>, &mut Output<'_>),
 ) -> (Stop, io::Result<ExitStatus>) {
-    let stdout_pipe = child.stdout.take();
-    let stderr_pipe = child.stderr.take();
+    let stdout_pipe = child.take_stdout();
+    let stderr_pipe = child.take_stderr();
     let stop_reading = CancellationToken::new();
     // The pipes are drained in this task, concurrently with waiting, so a
     // child writing a lot never blocks and no thread is needed per run.
@@ -561,12 +702,11 @@ async fn supervise(
     kill_grace: Duration,
     cancel: &CancellationToken,
 ) -> (Stop, io::Result<ExitStatus>) {
-    let exit = ExitWatch::new(child.id());
     let stop = tokio::select! {
         // An exit that races with the deadline or a cancel still counts as
         // an exit.
         biased;
-        () = exit.wait(child) => Stop::Exited,
+        () = child.exited() => Stop::Exited,
         () = sleep_until(limits.deadline) => Stop::TimedOut,
         () = idle_for(limits.idle) => Stop::Idle,
         () = stopped(limits.stop) => Stop::Stopped,
@@ -579,7 +719,7 @@ async fn supervise(
     };
     if !matches!(stop, Stop::Exited) {
         kill_group(pgid, libc::SIGTERM);
-        if tokio::time::timeout(kill_grace, exit.wait(child))
+        if tokio::time::timeout(kill_grace, child.exited())
             .await
             .is_err()
         {
@@ -698,33 +838,6 @@ impl Drop for Inheritable<'_> {
             // SAFETY: as above.
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }
-    }
-}
-
-/// Notices that the child has exited *without* reaping it, via a pidfd.
-///
-/// Tokio's `Child::wait` reaps, after which the group id could be reused; a
-/// pidfd becomes readable as soon as the child is a zombie, leaving us time to
-/// signal its group safely. Without pidfd support (Linux < 5.3) this falls
-/// back to `Child::wait`, accepting a tiny reuse window.
-struct ExitWatch(Option<AsyncFd<OwnedFd>>);
-
-impl ExitWatch {
-    fn new(pid: Option<u32>) -> Self {
-        ExitWatch(pid.and_then(process::exit_watch))
-    }
-
-    /// Returns once the child has exited (reaping it only in the fallback).
-    async fn wait(&self, child: &mut Child) {
-        if let Some(fd) = &self.0 {
-            // Readiness is deliberately not cleared: an exited child stays
-            // exited, so a second wait returns at once.
-            if fd.readable().await.is_ok() {
-                return;
-            }
-        }
-        // The status is kept by tokio and read again after the sweep.
-        let _ = child.wait().await;
     }
 }
 
@@ -915,12 +1028,22 @@ fn spawn_failure(argv0: &str, program: &Path, cwd: &Path, error: &io::Error) -> 
 enum Sink {
     Pending(PathBuf),
     Open(Option<File>),
+    /// The file could not be created.
+    Uncreated,
 }
 
 impl Sink {
+    /// Whether the file was created (the stream wrote something).
+    fn created(&self) -> bool {
+        matches!(self, Sink::Open(_))
+    }
+
     fn write(&mut self, data: &[u8]) {
         if let Sink::Pending(path) = self {
-            *self = Sink::Open(create_file(path).ok());
+            *self = match create_file(path) {
+                Ok(file) => Sink::Open(Some(file)),
+                Err(_) => Sink::Uncreated,
+            };
         }
         if let Sink::Open(slot) = self
             && let Some(file) = slot
@@ -1201,6 +1324,7 @@ impl Masker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process;
     use tempfile::TempDir;
 
     const SECRET: &str = "hunter2-token";
@@ -1475,6 +1599,104 @@ mod tests {
         })
         .await;
         assert!(matches!(done.outcome, Outcome::SpawnFailed { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_script_whose_interpreter_is_missing_is_a_spawn_failure_that_says_so() {
+        let dir = TempDir::new().unwrap();
+        let script = dir.path().join("script");
+        std::fs::write(&script, "#!/nonexistent/interpreter\necho hi\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let done = go(spec(&dir, &[&script.display().to_string()])).await;
+        let Outcome::SpawnFailed { message } = &done.outcome else {
+            panic!("expected a spawn failure, got {:?}", done.outcome);
+        };
+        assert!(
+            message.contains("interpreter or loader was not found"),
+            "{message}"
+        );
+        assert_eq!(done.pid, None);
+    }
+
+    #[tokio::test]
+    async fn the_child_gets_exactly_the_environment_asked_for() {
+        let dir = TempDir::new().unwrap();
+        let mut s = spec(&dir, &["env"]);
+        s.env_remove = vec!["HOME".into()];
+        s.env = vec![
+            ("ORCH_T_ONE".into(), "1".into()),
+            ("ORCH_T_ONE".into(), "later wins".into()),
+            ("ORCH_T_TWO".into(), "a=b c".into()),
+        ];
+        let done = go(s).await;
+        let text = String::from_utf8(done.stdout).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.contains(&"ORCH_T_ONE=later wins"), "{text}");
+        assert!(lines.contains(&"ORCH_T_TWO=a=b c"), "{text}");
+        assert!(!lines.iter().any(|l| l.starts_with("HOME=")), "{text}");
+        assert!(lines.iter().any(|l| l.starts_with("PATH=")), "{text}");
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.starts_with("ORCH_T_ONE="))
+                .count(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn the_child_starts_with_no_signal_blocked_sigpipe_default_and_ignored_ones_kept() {
+        // The engine catches signals (tokio installs handlers), ignores SIGPIPE (Rust does) and
+        // may have inherited an ignored signal (`nohup`): the step must start with nothing
+        // blocked, SIGPIPE at its default, the inherited ignore kept, and no handler of ours.
+        let _caught =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).unwrap();
+        // SAFETY: setting SIGUSR2's disposition to ignore; no handler code is involved.
+        unsafe { libc::signal(libc::SIGUSR2, libc::SIG_IGN) };
+        let dir = TempDir::new().unwrap();
+        let done = go(spec(&dir, &["cat", "/proc/self/status"])).await;
+        let text = String::from_utf8(done.stdout).unwrap();
+        let mask = |field: &str| {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(field))
+                .unwrap_or_else(|| panic!("no {field} in {text}"));
+            u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+        };
+        let bit = |signal: i32| 1u64 << (signal - 1);
+        assert_eq!(mask("SigBlk:"), 0, "{text}");
+        assert_eq!(mask("SigCgt:"), 0, "{text}");
+        assert_ne!(mask("SigIgn:") & bit(libc::SIGUSR2), 0, "{text}");
+        assert_eq!(mask("SigIgn:") & bit(libc::SIGPIPE), 0, "{text}");
+        // SAFETY: as above, back to the default.
+        unsafe { libc::signal(libc::SIGUSR2, libc::SIG_DFL) };
+    }
+
+    #[tokio::test]
+    async fn a_program_remembered_from_path_is_looked_up_again_once_it_is_gone() {
+        let dir = TempDir::new().unwrap();
+        let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+        std::fs::create_dir_all(&first).unwrap();
+        std::fs::create_dir_all(&second).unwrap();
+        let tool = |at: &Path, says: &str| {
+            let path = at.join("orch-test-tool");
+            std::fs::write(&path, format!("#!/bin/sh\necho {says}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        let path = format!("{}:{}:/usr/bin:/bin", first.display(), second.display());
+        let run = || {
+            let mut s = spec(&dir, &["orch-test-tool"]);
+            s.env = vec![("PATH".into(), path.clone())];
+            go(s)
+        };
+        tool(&first, "first");
+        assert_eq!(run().await.stdout, b"first\n");
+        assert_eq!(run().await.stdout, b"first\n");
+        std::fs::remove_file(first.join("orch-test-tool")).unwrap();
+        tool(&second, "second");
+        let done = run().await;
+        assert_eq!(done.outcome, Outcome::Exited { code: 0 });
+        assert_eq!(done.stdout, b"second\n");
     }
 
     #[tokio::test]

@@ -25,7 +25,7 @@ fn write_and_rename(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> 
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let tmp = dir.join(format!(".{name}.{}.tmp", crate::process::own_pid()));
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)
@@ -61,14 +61,14 @@ pub fn write_unpublished(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .truncate(true)
         .open(path)?;
     file.write_all(bytes)?;
-    group_sync(&file)
+    group_sync(file)
 }
 
 /// fsyncs `file` together with the other files this process is syncing at about the same time
 /// (group commit): one leader starts the writeback of every waiting file, then fsyncs each, so
 /// that a journaling filesystem commits them all in one transaction instead of one each; the
 /// others wait for the leader. Every file still gets its own fsync, whatever the filesystem.
-pub(crate) fn group_sync(file: &File) -> io::Result<()> {
+pub(crate) fn group_sync(file: File) -> io::Result<()> {
     static GROUP: GroupSync = GroupSync::new();
     GROUP.sync(file)
 }
@@ -105,12 +105,11 @@ impl GroupSync {
         }
     }
 
-    fn sync(&self, file: &File) -> io::Result<()> {
-        let copy = file.try_clone()?;
+    fn sync(&self, file: File) -> io::Result<()> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let ticket = state.next_ticket;
         state.next_ticket += 1;
-        state.waiting.push((ticket, copy));
+        state.waiting.push((ticket, file));
         loop {
             if state.synced_below > ticket {
                 return match state.failed.iter().position(|(t, _)| *t == ticket) {
@@ -388,11 +387,11 @@ mod tests {
                         if i % 4 == 0 {
                             let (reader, _writer) = io::pipe().unwrap();
                             let file = File::from(std::os::fd::OwnedFd::from(reader));
-                            (i, group_sync(&file))
+                            (i, group_sync(file))
                         } else {
                             let mut file = File::create(&path).unwrap();
                             file.write_all(b"x").unwrap();
-                            (i, group_sync(&file))
+                            (i, group_sync(file))
                         }
                     })
                 })

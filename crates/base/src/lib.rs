@@ -12,4 +12,5 @@ pub mod ids;
 pub mod io_err;
 pub mod json_file;
 pub mod process;
+pub(crate) mod spawn;
 pub mod write_watch;

@@ -66,6 +66,12 @@ fn parse_stat(stat: &str) -> Option<Stat> {
     })
 }
 
+/// This process's pid, asked of the kernel once (the engine never forks without an exec).
+pub fn own_pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
 /// Start time of a process in clock ticks since boot (`/proc/<pid>/stat` field 22).
 pub fn start_time(pid: u32) -> Option<u64> {
     stat(pid).map(|s| s.start)

@@ -32,6 +32,20 @@ pub(crate) type Tee = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 impl EventLog {
     /// Opens (creating) the log for appending; `seq` continues after the last readable record.
     pub fn open(path: &Path, mask: Vec<String>) -> io::Result<EventLog> {
+        // A new log, the common case, costs one open.
+        match OpenOptions::new().append(true).create_new(true).open(path) {
+            Ok(file) => {
+                return Ok(EventLog {
+                    path: path.to_path_buf(),
+                    file,
+                    seq: 0,
+                    mask,
+                    tee: None,
+                });
+            }
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(err),
+        }
         let seq = match std::fs::metadata(path) {
             Ok(meta) if meta.len() == 0 => 0,
             Ok(_) => {

@@ -150,7 +150,13 @@ impl RunDir {
 
     /// Creates RUN_ROOT (`logs/` is created by the first step that writes output).
     pub(crate) fn create(&self) -> io::Result<()> {
-        fs::create_dir_all(&self.root)
+        // One `mkdir` when the parent exists; a task's RUN_ROOT exists already (its claim made
+        // it). Something else by that name fails the first file made in it, naming the path.
+        match fs::create_dir(&self.root) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(&self.root),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        }
     }
 
     /// Writes the snapshot; `durable` makes it survive a power loss (fsync file and directory).

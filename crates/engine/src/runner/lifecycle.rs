@@ -55,7 +55,7 @@ impl Runner {
             fingerprint: workflow.fingerprint.clone(),
             context: config.context.clone(),
             timestamp_utc: orchestrate_base::clock::compact(chrono::Utc::now()),
-            pid: std::process::id(),
+            pid: orchestrate_base::process::own_pid(),
             parent: config.parent.clone(),
         };
         let state = first_state(
@@ -184,7 +184,7 @@ impl Runner {
                 fingerprint: self.workflow.fingerprint.clone(),
                 context: self.state.context.clone(),
                 timestamp_utc: self.state.timestamp_utc.clone(),
-                pid: std::process::id(),
+                pid: orchestrate_base::process::own_pid(),
                 parent: self.config.parent.clone(),
             };
             self.event(Event::RunStarted(started), true)?;

@@ -335,9 +335,9 @@ impl Runner {
         }
         result.attempts = Some(attempt);
         // Logs exist only for streams the process wrote to.
-        let written = |path: &Path| path.exists().then(|| self.relative(path));
-        result.stdout_log = written(&stdout_log);
-        result.stderr_log = written(&stderr_log);
+        let written = |logged: bool, path: &Path| logged.then(|| self.relative(path));
+        result.stdout_log = written(finished.logged.0, &stdout_log);
+        result.stderr_log = written(finished.logged.1, &stderr_log);
         if let Some(file) = &prepared.output_file {
             result.output_file = Some(self.relative(file));
         }
