@@ -64,6 +64,33 @@ pub fn write_unpublished(path: &Path, bytes: &[u8]) -> io::Result<()> {
     group_sync(file)
 }
 
+/// Writes a new file in a directory no reader looks into until the caller publishes it, without
+/// syncing it: the caller syncs it (with others, [`sync_together`]) before publishing.
+pub fn write_unsynced(path: &Path, bytes: &[u8]) -> io::Result<File> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    file.write_all(bytes)?;
+    Ok(file)
+}
+
+/// fsyncs every file, their writeback started together first so that a journaling filesystem
+/// commits them in one transaction; the error of each file's fsync, in order.
+pub fn sync_together(files: &[&File]) -> Vec<Option<io::Error>> {
+    use std::os::fd::AsRawFd;
+    if files.len() > 1 {
+        for file in files {
+            // SAFETY: a valid descriptor; the call only starts writeback of its dirty pages.
+            unsafe {
+                libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+            }
+        }
+    }
+    files.iter().map(|file| file.sync_all().err()).collect()
+}
+
 /// fsyncs `file` together with the other files this process is syncing at about the same time
 /// (group commit): one leader starts the writeback of every waiting file, then fsyncs each, so
 /// that a journaling filesystem commits them all in one transaction instead of one each; the

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::error::QueueError;
-use super::layout::{Layout, QUEUE_FORMAT, read_meta};
+use super::layout::{Layout, QUEUE_FORMAT, read_sidecar};
 use super::lease::{Claim, ClaimResult, Lease, Owner};
 use super::quarantine::quarantine;
 use orchestrate_base::ids::check_id;
@@ -74,7 +74,7 @@ pub(crate) fn claim(
         ControlFlow::Continue(task_path) => task_path,
         ControlFlow::Break(result) => return Ok(result),
     };
-    let sidecar = read_meta(&layout.meta_path(id));
+    let (sidecar, has_sidecar) = read_sidecar(&layout.meta_path(id));
     // The attempt is counted in the lease, before the workflow runs: a task that kills its
     // worker is charged even then (recovery carries the count into the sidecar).
     let attempt = sidecar.attempts + 1;
@@ -87,6 +87,7 @@ pub(crate) fn claim(
         lock: file,
         attempt,
         meta: sidecar,
+        has_sidecar,
         lease,
         content,
     })))

@@ -13,7 +13,9 @@ use super::error::QueueError;
 use super::layout::Layout;
 use super::lease::Claim;
 use crate::record::TaskStatus;
-use orchestrate_base::fsutil::{fsync_dir, rename_noreplace, write_unpublished};
+use orchestrate_base::fsutil::{
+    fsync_dir, rename_noreplace, sync_together, write_unpublished, write_unsynced,
+};
 use orchestrate_base::io_err::FromIo;
 
 /// `processed/` or `failed/` entry name: UTC time first so a listing sorts by finish time.
@@ -35,25 +37,88 @@ pub(crate) fn complete(
     success: bool,
     status: &TaskStatus,
 ) -> Result<PathBuf, QueueError> {
-    let bytes = match keep_given(claim) {
+    // The task's directory is published by the move below, after this write is on disk.
+    write_unpublished(&claim.dir.join("status.json"), &status_bytes(claim, status))
+        .map_err(QueueError::io_err("write status in", &claim.dir))?;
+    fault!("complete.status_written");
+    publish(layout, claim, success)
+}
+
+/// One attempt to complete, for [`complete_all`].
+#[derive(Clone, Copy)]
+pub struct Completion<'a> {
+    /// The claim.
+    pub claim: &'a Claim,
+    /// Whether its workflow succeeded.
+    pub success: bool,
+    /// Its terminal record.
+    pub status: &'a TaskStatus,
+}
+
+/// [`complete`] for several attempts at once, with one result each in order: every status.json
+/// is written, then all are synced together (their writeback started first, so that a
+/// journaling filesystem commits them in one transaction), then each directory is moved. Each
+/// file still gets its own fsync before its directory is published.
+pub(crate) fn complete_all(
+    layout: &Layout,
+    done: &[Completion<'_>],
+) -> Vec<Result<PathBuf, QueueError>> {
+    let mut written: Vec<Result<std::fs::File, QueueError>> = done
+        .iter()
+        .map(|c| {
+            write_unsynced(
+                &c.claim.dir.join("status.json"),
+                &status_bytes(c.claim, c.status),
+            )
+            .map_err(QueueError::io_err("write status in", &c.claim.dir))
+        })
+        .collect();
+    let files: Vec<&std::fs::File> = written.iter().filter_map(|w| w.as_ref().ok()).collect();
+    let mut sync_errors = sync_together(&files).into_iter();
+    for (w, c) in written.iter_mut().zip(done) {
+        if w.is_ok()
+            && let Some(Some(source)) = sync_errors.next()
+        {
+            *w = Err(QueueError::Io {
+                action: "sync status in",
+                path: c.claim.dir.clone(),
+                source,
+            });
+        }
+    }
+    done.iter()
+        .zip(written)
+        .map(|(c, w)| {
+            w?;
+            fault!("complete.status_written");
+            publish(layout, c.claim, c.success)
+        })
+        .collect()
+}
+
+/// The status record's bytes, noting a task file changed after its claim.
+fn status_bytes(claim: &Claim, status: &TaskStatus) -> Vec<u8> {
+    match keep_given(claim) {
         None => status.to_bytes(),
         Some(note) => {
             let mut status = status.clone();
             status.task_changed = Some(note);
             status.to_bytes()
         }
-    };
-    // The task's directory is published by the move below, after this write is on disk.
-    write_unpublished(&claim.dir.join("status.json"), &bytes)
-        .map_err(QueueError::io_err("write status in", &claim.dir))?;
-    fault!("complete.status_written");
+    }
+}
+
+/// Moves the finished claim's directory into `processed/` or `failed/` and drops its sidecar.
+fn publish(layout: &Layout, claim: &Claim, success: bool) -> Result<PathBuf, QueueError> {
     let parent = if success {
         &layout.processed
     } else {
         &layout.failed
     };
     let dest = finish_move(layout, &claim.dir, &claim.id, parent, MoveSync::Lazy)?;
-    let _ = fs::remove_file(layout.meta_path(&claim.id));
+    if claim.has_sidecar {
+        let _ = fs::remove_file(layout.meta_path(&claim.id));
+    }
     Ok(dest)
 }
 
@@ -129,10 +194,14 @@ pub(super) fn finish_move(
     parent: &Path,
     sync: MoveSync,
 ) -> Result<PathBuf, QueueError> {
-    fs::create_dir_all(parent).map_err(QueueError::io_err("create", parent))?;
     loop {
         let dest = parent.join(final_name(&layout.role, id));
         match rename_noreplace(dir, &dest) {
+            // `processed/` or `failed/` not made yet (the first task to end there).
+            Err(err) if err.kind() == io::ErrorKind::NotFound && !parent.is_dir() => {
+                fs::create_dir_all(parent).map_err(QueueError::io_err("create", parent))?;
+                continue;
+            }
             Ok(()) => {
                 fault!("finish.renamed");
                 if sync == MoveSync::Durable {
@@ -153,5 +222,71 @@ pub(super) fn finish_move(
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{ClaimResult, Owner, TaskQueue};
+
+    fn claimed(layout: &Layout, id: &str) -> Claim {
+        fs::write(layout.inbox.join(format!("{id}.task")), id).unwrap();
+        let owner = Owner::current();
+        match layout
+            .claim(
+                &format!("{id}.task"),
+                &owner,
+                std::time::Duration::ZERO,
+                1 << 20,
+            )
+            .unwrap()
+        {
+            ClaimResult::Claimed(claim) => *claim,
+            _ => panic!("{id} not claimed"),
+        }
+    }
+
+    #[test]
+    fn complete_all_answers_each_attempt_in_order_and_one_failure_stays_its_own() {
+        let ws = tempfile::tempdir().unwrap();
+        let layout = Layout::new(ws.path(), "r", Path::new("inbox/r"));
+        layout.create_dirs().unwrap();
+        let claims: Vec<Claim> = ["a", "b", "c"]
+            .iter()
+            .map(|id| claimed(&layout, id))
+            .collect();
+        // b's directory vanished under it (someone removed it by hand): its status cannot be
+        // written, and a and c still complete.
+        fs::remove_dir_all(&claims[1].dir).unwrap();
+        let statuses: Vec<TaskStatus> = claims
+            .iter()
+            .map(|c| TaskStatus::new("r", &c.id, c.id != "c", 0, "done"))
+            .collect();
+        let done: Vec<Completion<'_>> = claims
+            .iter()
+            .zip(&statuses)
+            .map(|(claim, status)| Completion {
+                claim,
+                success: status.success,
+                status,
+            })
+            .collect();
+        let results = layout.complete_all(&done);
+        assert_eq!(results.len(), 3);
+        let a = results[0].as_ref().unwrap();
+        assert!(a.starts_with(&layout.processed), "{a:?}");
+        assert!(a.join("status.json").is_file() && a.join("task").is_file());
+        let err = results[1].as_ref().unwrap_err().to_string();
+        assert!(
+            err.contains("write status in") && err.contains("b"),
+            "{err}"
+        );
+        let c = results[2].as_ref().unwrap();
+        assert!(c.starts_with(&layout.failed), "{c:?}");
+        let status: serde_json::Value =
+            serde_json::from_slice(&fs::read(c.join("status.json")).unwrap()).unwrap();
+        assert_eq!(status["task"], "c");
+        assert!(!layout.running.join("a").exists() && !layout.running.join("c").exists());
     }
 }

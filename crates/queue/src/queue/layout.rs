@@ -101,6 +101,16 @@ pub struct Meta {
     pub history: Vec<HistoryEntry>,
 }
 
+/// The sidecar at `path`, and whether there is one (a sidecar that cannot be read counts as
+/// there, to be removed with its task).
+pub(super) fn read_sidecar(path: &Path) -> (Meta, bool) {
+    match fs::read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Meta::default(), false),
+        Err(_) => (Meta::default(), true),
+        Ok(bytes) => (serde_json::from_slice(&bytes).unwrap_or_default(), true),
+    }
+}
+
 pub(super) fn read_meta(path: &Path) -> Meta {
     fs::read(path)
         .ok()

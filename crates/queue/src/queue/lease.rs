@@ -75,6 +75,8 @@ pub struct Claim {
     pub attempt: u32,
     /// The sidecar as read at claim time.
     pub meta: Meta,
+    /// Whether there was a sidecar to read (the completion removes it only then).
+    pub has_sidecar: bool,
     /// The lease written for this attempt.
     pub lease: Lease,
     /// The task's bytes, read once at claim time: what the workflow is given, and what the

@@ -35,6 +35,7 @@ mod quarantine;
 mod recover;
 mod task_queue;
 
+pub use complete::Completion;
 pub use enqueue::{Enqueued, enqueue, retry};
 pub use error::QueueError;
 pub use layout::{DEFAULT_MAX_TASK_BYTES, Layout, Meta};

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::claim::claim;
-use super::complete::complete;
+use super::complete::{Completion, complete, complete_all};
 use super::enqueue::{Enqueued, enqueue};
 use super::error::QueueError;
 use super::layout::Layout;
@@ -51,6 +51,14 @@ pub trait TaskQueue: Send + Sync {
         success: bool,
         status: &TaskStatus,
     ) -> Result<PathBuf, QueueError>;
+    /// [`TaskQueue::complete`] for several attempts that ended at about the same time, one
+    /// result each, in order: a backend commits them together where it can (the filesystem
+    /// queue syncs their records in one go; a database would use one transaction).
+    fn complete_all(&self, done: &[Completion<'_>]) -> Vec<Result<PathBuf, QueueError>> {
+        done.iter()
+            .map(|c| self.complete(c.claim, c.success, c.status))
+            .collect()
+    }
     /// Gives a claim back uncharged (shutdown).
     fn release(&self, claim: Claim, reason: &str) -> Result<&'static str, QueueError>;
     /// Puts back claims whose processes are all gone: into the inbox for another attempt, or
@@ -99,6 +107,9 @@ impl TaskQueue for Layout {
         status: &TaskStatus,
     ) -> Result<PathBuf, QueueError> {
         complete(self, claim, success, status)
+    }
+    fn complete_all(&self, done: &[Completion<'_>]) -> Vec<Result<PathBuf, QueueError>> {
+        complete_all(self, done)
     }
     fn release(&self, claim: Claim, reason: &str) -> Result<&'static str, QueueError> {
         release(self, claim, reason)

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use orchestrate_queue::queue::Owner;
 
-use super::discover::{Hint, IDLE_RESCAN, Pending, watch};
+use super::discover::{Hint, IDLE_RESCAN, InboxWatch, Pending, watch};
 use super::finish::Finished;
 use super::log::{Log, say};
 use super::options::{AgentOptions, AgentReport};
@@ -56,7 +56,7 @@ pub(super) struct Agent {
     control: mpsc::UnboundedReceiver<()>,
     hangup: Option<tokio::signal::unix::Signal>,
     orphan_check: tokio::time::Interval,
-    _watcher: notify::RecommendedWatcher,
+    _watcher: InboxWatch,
     _control_watcher: Option<notify::RecommendedWatcher>,
 }
 

@@ -119,55 +119,57 @@ impl Pending {
     }
 }
 
-/// Starts the inotify watch; events become hints on `tx`.
-pub(super) fn watch(
-    dir: &Path,
-    tx: mpsc::UnboundedSender<Hint>,
-) -> notify::Result<notify::RecommendedWatcher> {
-    use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
-    use notify::{EventKind, RecursiveMode, Watcher};
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let event = match event {
-            Ok(event) => event,
-            Err(_) => {
-                let _ = tx.send(Hint::Rescan);
-                return;
-            }
-        };
-        // Check the flag before the paths: an overflow event has none.
-        if event.need_rescan() {
-            let _ = tx.send(Hint::Rescan);
-            return;
-        }
-        let complete = match event.kind {
-            EventKind::Create(_) => false,
-            EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Any)) => true,
-            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
-                let names = event
-                    .paths
-                    .get(1)
-                    .and_then(|p| p.file_name())
-                    .map(|n| n.to_string_lossy().into_owned());
-                if let Some(name) = names {
-                    let _ = tx.send(Hint::Names(vec![(name, true)]));
+/// The inbox watch: a task of the async runtime reading an inotify descriptor. Stopped when
+/// dropped.
+pub(super) struct InboxWatch(tokio::task::JoinHandle<()>);
+
+impl Drop for InboxWatch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts the inotify watch of `dir`; events become hints on `tx`. Only the events that can
+/// announce a task are asked for (created, closed after writing, renamed in): the role's own
+/// opens and moves of the entries it claims wake nothing.
+pub(super) fn watch(dir: &Path, tx: mpsc::UnboundedSender<Hint>) -> std::io::Result<InboxWatch> {
+    use futures_util::StreamExt;
+    use inotify::{EventMask, Inotify, WatchMask};
+    let inotify = Inotify::init()?;
+    inotify.watches().add(
+        dir,
+        WatchMask::CREATE | WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO | WatchMask::ONLYDIR,
+    )?;
+    let mut events = inotify.into_event_stream(vec![0u8; 64 * 1024])?;
+    let task = tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            let hint = match event {
+                // A failed read: list the inbox, and read again only later, so that an error
+                // that repeats costs nothing while the idle listing stands in.
+                Err(_) => {
+                    if tx.send(Hint::Rescan).is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(IDLE_RESCAN).await;
+                    continue;
                 }
+                // An overflow (events were lost), or the inbox itself gone: the listing is the
+                // truth.
+                Ok(event) if event.mask.contains(EventMask::Q_OVERFLOW) => Hint::Rescan,
+                Ok(event) => match event.name {
+                    Some(name) => {
+                        let complete = event
+                            .mask
+                            .intersects(EventMask::CLOSE_WRITE | EventMask::MOVED_TO);
+                        Hint::Names(vec![(name.to_string_lossy().into_owned(), complete)])
+                    }
+                    None => Hint::Rescan,
+                },
+            };
+            if tx.send(hint).is_err() {
                 return;
             }
-            EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-            _ => return,
-        };
-        let names: Vec<(String, bool)> = event
-            .paths
-            .iter()
-            .filter_map(|p| {
-                p.file_name()
-                    .map(|n| (n.to_string_lossy().into_owned(), complete))
-            })
-            .collect();
-        if !names.is_empty() {
-            let _ = tx.send(Hint::Names(names));
         }
-    })?;
-    watcher.watch(dir, RecursiveMode::NonRecursive)?;
-    Ok(watcher)
+    });
+    Ok(InboxWatch(task))
 }

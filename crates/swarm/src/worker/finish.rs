@@ -1,8 +1,9 @@
 //! The end of an attempt: status.json, the move to processed/ or failed/, metrics and trace.
 //!
 //! Owns: the task's status record, ending its worktree, completing the claim off the async
-//! threads, counting it in the metrics, queueing its trace, and saying how it ended. Does not
-//! run the workflow (`attempt`).
+//! threads (on the completer, one thread that completes the attempts which ended while it was
+//! busy in one go), counting it in the metrics, queueing its trace, and saying how it ended.
+//! Does not run the workflow (`attempt`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,9 +21,47 @@ pub(super) struct Finished {
     pub(super) outcome: &'static str,
 }
 
-/// Completes the claim off the async threads: the completion's fsyncs wait on the disk, and
-/// on a 2-core machine two tasks finishing at once would otherwise stall every other task (and
-/// new claims) for that long.
+/// An attempt to complete, handed to the completer.
+struct Job {
+    shared: Arc<Shared>,
+    claim: Claim,
+    success: bool,
+    status: TaskStatus,
+    worktree: Option<orchestrate_engine::worktree::Record>,
+    reply: tokio::sync::oneshot::Sender<Finished>,
+}
+
+/// At most this many attempts are completed in one go.
+const BATCH: usize = 64;
+
+/// The completer's queue: a thread of its own, started with the first completion.
+fn completer() -> &'static std::sync::Mutex<Option<std::sync::mpsc::Sender<Job>>> {
+    static SENDER: std::sync::OnceLock<std::sync::Mutex<Option<std::sync::mpsc::Sender<Job>>>> =
+        std::sync::OnceLock::new();
+    SENDER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let started = std::thread::Builder::new()
+            .name("complete".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < BATCH
+                        && let Ok(job) = rx.try_recv()
+                    {
+                        batch.push(job);
+                    }
+                    complete_batch(batch);
+                }
+            });
+        std::sync::Mutex::new(started.ok().map(|_| tx))
+    })
+}
+
+/// Completes the claim off the async threads: its status.json's fsync waits on the disk, and
+/// on a 2-core machine tasks finishing at once would otherwise stall every other task (and new
+/// claims) for that long. The completer syncs the records of the attempts that ended while it
+/// was busy together, so a busy role pays one journal commit for many tasks, and an idle one
+/// none of the waiting a fixed window would add.
 pub(super) async fn finish(
     shared: Arc<Shared>,
     claim: Claim,
@@ -31,12 +70,30 @@ pub(super) async fn finish(
     worktree: Option<orchestrate_engine::worktree::Record>,
 ) -> Finished {
     let id = claim.id.clone();
-    tokio::task::spawn_blocking(move || {
-        finish_blocking(&shared, claim, success, status, worktree.as_ref())
-    })
-    .await
-    .unwrap_or_else(|err| {
-        tracing::error!(target: TARGET, task = %id, "finishing `{id}` panicked: {err}");
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let job = Job {
+        shared,
+        claim,
+        success,
+        status,
+        worktree,
+        reply,
+    };
+    let refused = {
+        let sender = completer()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match sender.as_ref() {
+            Some(tx) => tx.send(job).err().map(|e| e.0),
+            None => Some(job),
+        }
+    };
+    // No completer thread (it could not start, or it died): complete on the blocking pool.
+    if let Some(job) = refused {
+        let _ = tokio::task::spawn_blocking(move || complete_batch(vec![job])).await;
+    }
+    answer.await.unwrap_or_else(|_| {
+        tracing::error!(target: TARGET, task = %id, "finishing `{id}` failed unexpectedly");
         Finished {
             id,
             outcome: "failed",
@@ -44,21 +101,57 @@ pub(super) async fn finish(
     })
 }
 
-pub(super) fn finish_blocking(
+/// Completes a batch of attempts, those of each role together.
+fn complete_batch(batch: Vec<Job>) {
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let shared = Arc::clone(&rest[0].shared);
+        let (same, other): (Vec<Job>, Vec<Job>) = rest
+            .into_iter()
+            .partition(|job| Arc::ptr_eq(&job.shared, &shared));
+        complete_role(&shared, same);
+        rest = other;
+    }
+}
+
+/// Completes attempts of one role: worktrees ended, records written and synced together, each
+/// moved, then each one's end reported.
+fn complete_role(shared: &Shared, mut jobs: Vec<Job>) {
+    for job in &mut jobs {
+        // Before status.json, which says whether the worktree is still there.
+        if let Some(record) = &job.worktree {
+            let ending =
+                orchestrate_engine::worktree::finish(&shared.workspace, record, job.success);
+            job.status.worktree = Some(record.status(&shared.workspace, ending.kept));
+            let id = &job.claim.id;
+            say!(&shared.log, INFO, task = %id, "`{id}`: {}", ending.note);
+        }
+    }
+    let done: Vec<orchestrate_queue::queue::Completion<'_>> = jobs
+        .iter()
+        .map(|job| orchestrate_queue::queue::Completion {
+            claim: &job.claim,
+            success: job.success,
+            status: &job.status,
+        })
+        .collect();
+    let outcomes = shared.queue.complete_all(&done);
+    drop(done);
+    for (job, outcome) in jobs.into_iter().zip(outcomes) {
+        let finished = ended(shared, job.claim, job.success, &job.status, outcome);
+        let _ = job.reply.send(finished);
+    }
+}
+
+/// Counts, traces and says how the attempt ended, once it is completed (or failed to be).
+fn ended(
     shared: &Shared,
     claim: Claim,
     success: bool,
-    mut status: TaskStatus,
-    worktree: Option<&orchestrate_engine::worktree::Record>,
+    status: &TaskStatus,
+    outcome: Result<std::path::PathBuf, orchestrate_queue::queue::QueueError>,
 ) -> Finished {
     let id = claim.id.clone();
-    // Before status.json, which says whether the worktree is still there.
-    if let Some(record) = worktree {
-        let ending = orchestrate_engine::worktree::finish(&shared.workspace, record, success);
-        status.worktree = Some(record.status(&shared.workspace, ending.kept));
-        say!(&shared.log, INFO, task = %id, "`{id}`: {}", ending.note);
-    }
-    let outcome = shared.queue.complete(&claim, success, &status);
     let verdict = if success { "processed" } else { "failed" };
     // The attempt's event log, looked for only when metrics or traces read it.
     let exporting = orchestrate_observe::otlp::Exporter::from_env().is_some();
