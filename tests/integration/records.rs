@@ -370,3 +370,30 @@ fn readers_refuse_records_that_lead_outside_the_workspace() {
     }
     leaked(&ws.run(&["report"]));
 }
+
+#[test]
+fn each_run_keeps_the_workflow_text_it_ran_and_runs_of_one_text_share_one_file() {
+    use std::os::unix::fs::MetadataExt;
+    let ws = Ws::new();
+    let first = "steps:\n  - name: A\n    command: [\"true\"]\n";
+    ws.workflow(first);
+    ws.run_wf(&["--quiet"]).code(0);
+    ws.run_wf(&["--quiet"]).code(0);
+    let second = "steps:\n  - name: B\n    command: [\"true\"]\n";
+    ws.workflow(second);
+    ws.run_wf(&["--quiet"]).code(0);
+    let mut copies: Vec<(String, u64)> = std::fs::read_dir(ws.join(".orchestrate/runs"))
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path().join("workflow.yaml");
+            let meta = std::fs::metadata(&path).unwrap();
+            (std::fs::read_to_string(&path).unwrap(), meta.ino())
+        })
+        .collect();
+    copies.sort();
+    let texts: Vec<&str> = copies.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(texts, [first, first, second]);
+    // The two runs of the first text share its kept copy; the edit made a new file.
+    assert_eq!(copies[0].1, copies[1].1);
+    assert_ne!(copies[0].1, copies[2].1);
+}

@@ -143,6 +143,41 @@ impl RunDir {
     pub(crate) fn workflow_copy(&self) -> PathBuf {
         self.root.join("workflow.yaml")
     }
+    /// Writes the run's copy of its workflow text ([`RunDir::workflow_copy`]). The copy is a hard
+    /// link to one kept under `.orchestrate/workflows/<sha-256>.yaml` of `workspace`: a role that
+    /// runs the same workflow for every task creates no file (no inode) per task for it. The
+    /// kept copy is never written again once linked (a new text, or an old one past the
+    /// filesystem's link limit, gets a new file), so every run's copy keeps the text it ran.
+    /// Where links cannot be made (another filesystem, no hard links) the copy is written.
+    pub(crate) fn write_workflow_copy(&self, workspace: &Path, text: &str) -> io::Result<()> {
+        let dest = self.workflow_copy();
+        let kept = workspace
+            .join(".orchestrate")
+            .join("workflows")
+            .join(format!(
+                "{}.yaml",
+                crate::role::workflow_hash(&[text.to_owned()])
+            ));
+        for _ in 0..2 {
+            match fs::hard_link(&kept, &dest) {
+                Ok(()) => return Ok(()),
+                // Not kept yet, or at the link limit (ext4: 65,000): keep a new copy. Written
+                // whole and renamed into place, so a link never sees a partial file.
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        || e.raw_os_error() == Some(libc::EMLINK) =>
+                {
+                    if let Some(parent) = kept.parent() {
+                        fs::create_dir_all(parent)?;
+                    }
+                    orchestrate_base::fsutil::replace(&kept, text.as_bytes())?;
+                }
+                Err(_) => break,
+            }
+        }
+        fs::write(&dest, text)
+    }
+
     /// The lock file a running run holds; it contains the holder's process id.
     pub fn lock(&self) -> PathBuf {
         self.root.join("lock")

@@ -43,10 +43,11 @@ impl Runner {
         if config.resumable || !source_text.is_empty() {
             // The copy resume uses, and the one `report` checks the path against (a swarm
             // task's run keeps it too: the role's workflow file may change after it).
-            std::fs::write(dir.workflow_copy(), source_text).map_err(|source| RunError::Io {
-                path: dir.workflow_copy(),
-                source,
-            })?;
+            dir.write_workflow_copy(&config.workspace, source_text)
+                .map_err(|source| RunError::Io {
+                    path: dir.workflow_copy(),
+                    source,
+                })?;
         }
         let started = crate::event::RunStarted {
             run_id: run_id.clone(),
