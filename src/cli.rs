@@ -334,6 +334,11 @@ enum Command {
         #[command(subcommand)]
         action: SwarmAction,
     },
+    /// The swarm's queue on PostgreSQL: create or upgrade its schema.
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
     /// Print a shell completion script on stdout (e.g. `orchestrate completions bash >
     /// ~/.local/share/bash-completion/completions/orchestrate`).
     Completions {
@@ -349,6 +354,18 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+enum DbAction {
+    /// Create the queue's schema in the database, or upgrade it to this version's; safe to run
+    /// again, and from two machines at once.
+    Migrate {
+        /// The database: `postgres://USER:PASSWORD@HOST:PORT/DATABASE` or `host=… user=…
+        /// dbname=…` (default: `ORCHESTRATE_QUEUE_URL`).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum SwarmAction {
     /// Start one process per role replica (agents/*.yaml) and keep them running.
     Up {
@@ -461,7 +478,10 @@ enum Needs {
 impl Command {
     fn needs(&self) -> Needs {
         match self {
-            Command::Init { .. } | Command::Completions { .. } | Command::Man { .. } => Needs::Here,
+            Command::Init { .. }
+            | Command::Completions { .. }
+            | Command::Man { .. }
+            | Command::Db { .. } => Needs::Here,
             Command::Agent { .. }
             | Command::Enqueue { .. }
             | Command::Tasks { .. }
@@ -604,6 +624,9 @@ fn locate_workspace(
 async fn dispatch(command: Command, workspace: PathBuf) -> Outcome {
     let ws = workspace.as_path();
     match command {
+        Command::Db {
+            action: DbAction::Migrate { url },
+        } => commands::db::migrate(url).await,
         Command::Completions { shell } => commands::docs::completions(shell, Cli::command()),
         Command::Man { dir } => {
             commands::docs::man(dir.map(|d| ws.join(d)).as_deref(), Cli::command())

@@ -9,6 +9,7 @@
 pub(crate) mod agent;
 pub(crate) mod approve;
 pub(crate) mod argv;
+pub(crate) mod db;
 pub(crate) mod docs;
 pub(crate) mod gc;
 pub(crate) mod init;

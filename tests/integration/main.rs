@@ -26,6 +26,7 @@ mod json_schemas;
 mod language;
 mod logging;
 mod old_runs;
+mod postgres;
 mod pricing;
 mod progress;
 mod records;

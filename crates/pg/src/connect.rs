@@ -1,0 +1,174 @@
+//! Connecting to the queue's database from a URL or a `key=value` string.
+//!
+//! Owns parsing the connection string (tokio-postgres's parser: `postgres://…` or
+//! `host=… user=…`), the description of the server that error messages name (host, port,
+//! database and user, never the password), and the connection's background task. Does not
+//! decide where the URL comes from (the command line does).
+
+use std::fmt;
+
+/// Where the database is, as messages name it: everything but the password.
+#[derive(Debug, Clone)]
+pub struct Target(String);
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Target {
+    fn of(config: &tokio_postgres::Config) -> Target {
+        let hosts: Vec<String> = config
+            .get_hosts()
+            .iter()
+            .map(|host| match host {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .collect();
+        let port = config
+            .get_ports()
+            .first()
+            .map_or(String::new(), |p| format!(":{p}"));
+        Target(format!(
+            "{}{port}/{} as {}",
+            if hosts.is_empty() {
+                "localhost".to_string()
+            } else {
+                hosts.join(",")
+            },
+            config.get_dbname().unwrap_or("(the user's database)"),
+            config.get_user().unwrap_or("(the current user)"),
+        ))
+    }
+}
+
+/// Why the database could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL does not parse.
+    #[error(
+        "the queue URL is not valid ({reason}); write it as postgres://USER:PASSWORD@HOST:PORT/DATABASE or as `host=… user=… dbname=…`"
+    )]
+    BadUrl {
+        /// What the parser said, without the URL (which may hold the password).
+        reason: String,
+    },
+    /// The server could not be reached or refused the login.
+    #[error(
+        "cannot connect to the queue database at {target}: {}",
+        describe(source)
+    )]
+    Connect {
+        /// The server, without the password.
+        target: Target,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A statement failed.
+    #[error(
+        "the queue database at {target} failed to {action}: {}",
+        describe(source)
+    )]
+    Query {
+        /// The server.
+        target: Target,
+        /// What was being done.
+        action: &'static str,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The schema is newer than this binary knows.
+    #[error(
+        "the queue database at {target} has schema version {found}, newer than this orchestrate knows ({known}); upgrade orchestrate on this machine"
+    )]
+    TooNew {
+        /// The server.
+        target: Target,
+        /// The version found.
+        found: i32,
+        /// The newest this binary has.
+        known: i32,
+    },
+}
+
+/// What the driver's error says, with the server's own message (tokio-postgres shows only
+/// "db error" for those) or the cause of a failed connection.
+fn describe(err: &tokio_postgres::Error) -> String {
+    use std::error::Error as _;
+    if let Some(db) = err.as_db_error() {
+        return match db.hint() {
+            Some(hint) => format!("{} ({hint})", db.message()),
+            None => db.message().to_string(),
+        };
+    }
+    let mut text = err.to_string();
+    if let Some(cause) = err.source() {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
+}
+
+/// An open connection and where it goes.
+pub struct Db {
+    /// The connection.
+    pub client: tokio_postgres::Client,
+    /// Where it goes, for messages.
+    pub target: Target,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Db {
+    /// Connects to `url` (`postgres://…` or `key=value` pairs), without TLS: for a Unix socket
+    /// or a trusted network.
+    pub async fn connect(url: &str) -> Result<Db, DbError> {
+        let config: tokio_postgres::Config =
+            url.parse()
+                .map_err(|e: tokio_postgres::Error| DbError::BadUrl {
+                    reason: e.to_string(),
+                })?;
+        let target = Target::of(&config);
+        let (client, connection) =
+            config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(|source| DbError::Connect {
+                    target: target.clone(),
+                    source,
+                })?;
+        let task = tokio::spawn(async move {
+            // Ends when the connection closes; its errors surface on the next statement.
+            let _ = connection.await;
+        });
+        Ok(Db {
+            client,
+            target,
+            task,
+        })
+    }
+
+    /// A failed statement of `action` as an error naming the server.
+    pub(crate) fn failed(
+        &self,
+        action: &'static str,
+    ) -> impl Fn(tokio_postgres::Error) -> DbError + use<> {
+        let target = self.target.clone();
+        move |source| DbError::Query {
+            target: target.clone(),
+            action,
+            source,
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The queue database: `orchestrate db migrate` against a private PostgreSQL that the suite
+//! starts itself (initdb and pg_ctl into a temp dir, listening on a Unix socket only; as an
+//! unprivileged user when the tests run as root, since PostgreSQL refuses to run as root).
+//! Where no PostgreSQL binaries are found these tests print `SKIPPED: …` and how to install
+//! them (`ORCHESTRATE_TEST_REQUIRE_ALL=1`, which `.ci/run` sets, makes that a failure).
+
+#[allow(unused_imports)]
+use crate::harness::*;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The superuser's password of the private server: every connection must give it.
+const PASSWORD: &str = "s3cret-pg-pw";
+
+/// A private PostgreSQL server, stopped (immediately) and removed when dropped.
+pub struct PgServer {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    /// Run the server's programs as this user (root cannot run PostgreSQL).
+    owner: Option<u32>,
+}
+
+impl PgServer {
+    /// Starts a new server, or says why it cannot here.
+    pub fn start() -> Result<PgServer, String> {
+        let bin = pg_bin_dir().ok_or(
+            "no PostgreSQL server binaries (initdb, pg_ctl) found: install them \
+             (Debian: apt-get install postgresql)",
+        )?;
+        let dir = tempfile::Builder::new()
+            .prefix("orchestrate-pg-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        // SAFETY: geteuid has no preconditions.
+        let owner = (unsafe { libc::geteuid() } == 0).then_some(65534);
+        std::fs::create_dir(dir.path().join("sock")).map_err(|e| e.to_string())?;
+        std::fs::write(dir.path().join("pw"), PASSWORD).map_err(|e| e.to_string())?;
+        if let Some(uid) = owner {
+            for path in [dir.path(), &dir.path().join("sock"), &dir.path().join("pw")] {
+                std::os::unix::fs::chown(path, Some(uid), Some(uid)).map_err(|e| e.to_string())?;
+            }
+        }
+        let server = PgServer { dir, bin, owner };
+        let data = server.path("data");
+        server.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "orchestrate",
+                "--pwfile",
+                &server.path("pw"),
+                "--auth-local=scram-sha-256",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+        )?;
+        let options = format!("-k {} -c listen_addresses=''", server.path("sock"));
+        server.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &data,
+                "-l",
+                &server.path("log"),
+                "-o",
+                &options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        )?;
+        Ok(server)
+    }
+
+    fn path(&self, rel: &str) -> String {
+        self.dir.path().join(rel).display().to_string()
+    }
+
+    /// Runs one of the server's programs (as the owner when root) and waits for it.
+    fn run(&self, program: &str, args: &[&str]) -> Result<(), String> {
+        let mut cmd = Command::new(self.bin.join(program));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .env_remove("PGDATA");
+        if let Some(uid) = self.owner {
+            cmd.uid(uid).gid(uid);
+        }
+        let out = cmd
+            .output()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        if !out.status.success() {
+            let log = std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default();
+            return Err(format!(
+                "{program} failed: {}{}\n{log}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(())
+    }
+
+    /// A connection string for the server's `postgres` database, with `password`.
+    pub fn url_with(&self, password: &str) -> String {
+        format!(
+            "host={} user=orchestrate password={password} dbname=postgres",
+            self.path("sock")
+        )
+    }
+
+    /// A connection string that logs in.
+    pub fn url(&self) -> String {
+        self.url_with(PASSWORD)
+    }
+
+    /// Runs `sql` with psql, returning its unaligned output.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+                &self.url(),
+            ])
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let data = self.path("data");
+        let _ = self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+    }
+}
+
+/// Where `initdb` and `pg_ctl` are: `pg_config --bindir`, else Debian's
+/// `/usr/lib/postgresql/<version>/bin` (newest first), else `PATH`.
+fn pg_bin_dir() -> Option<PathBuf> {
+    let usable = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if out.status.success() && usable(&dir) {
+            return Some(dir);
+        }
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|dir| usable(dir))
+        .collect();
+    versions.sort_by_key(|dir| {
+        dir.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    if let Some(dir) = versions.pop() {
+        return Some(dir);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?).find(|dir| usable(dir))
+}
+
+/// The server, or `None` after saying why the test is skipped.
+fn server() -> Option<PgServer> {
+    match PgServer::start() {
+        Ok(server) => Some(server),
+        Err(why) => {
+            skip_or_fail(&why);
+            None
+        }
+    }
+}
+
+fn migrate(ws: &Ws, url: &str) -> std::process::Output {
+    ws.cmd(&["db", "migrate", "--url", url])
+        .output()
+        .expect("run orchestrate db migrate")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn db_migrate_creates_the_schema_once_and_again_changes_nothing() {
+    let Some(pg) = server() else { return };
+    let ws = Ws::new();
+    let first = migrate(&ws, &pg.url());
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    assert!(
+        text(&first.stdout).starts_with("created the queue schema at ")
+            && text(&first.stdout).contains("(version 1)"),
+        "{}",
+        text(&first.stdout)
+    );
+    assert_eq!(pg.psql("SELECT max(version) FROM orchestrate_schema"), "1");
+    assert_eq!(pg.psql("SELECT count(*) FROM orchestrate_tasks"), "0");
+    let again = migrate(&ws, &pg.url());
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stdout).contains("is up to date (version 1)"),
+        "{}",
+        text(&again.stdout)
+    );
+    assert_eq!(pg.psql("SELECT count(*) FROM orchestrate_schema"), "1");
+}
+
+#[test]
+fn two_machines_migrating_at_once_apply_each_migration_once() {
+    let Some(pg) = server() else { return };
+    let ws = Ws::new();
+    let url = pg.url();
+    let runs: Vec<std::process::Child> = (0..4)
+        .map(|_| {
+            ws.cmd(&["db", "migrate", "--url", &url])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn migrate")
+        })
+        .collect();
+    let outputs: Vec<std::process::Output> = runs
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for out in &outputs {
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let created = outputs
+        .iter()
+        .filter(|o| text(&o.stdout).starts_with("created"))
+        .count();
+    assert_eq!(created, 1, "exactly one run creates the schema");
+    assert_eq!(pg.psql("SELECT count(*) FROM orchestrate_schema"), "1");
+}
+
+#[test]
+fn a_schema_newer_than_the_binary_is_refused_and_left_alone() {
+    let Some(pg) = server() else { return };
+    let ws = Ws::new();
+    assert_eq!(migrate(&ws, &pg.url()).status.code(), Some(0));
+    pg.psql("INSERT INTO orchestrate_schema (version) VALUES (99)");
+    let out = migrate(&ws, &pg.url());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("has schema version 99, newer than this orchestrate knows (1)")
+            && err.contains("upgrade orchestrate on this machine"),
+        "{err}"
+    );
+    assert_eq!(pg.psql("SELECT max(version) FROM orchestrate_schema"), "99");
+}
+
+#[test]
+fn a_wrong_password_or_no_server_says_so_without_printing_the_password() {
+    let Some(pg) = server() else { return };
+    let ws = Ws::new();
+    let wrong = "Wr0ng-Pa55word-xyz";
+    let out = migrate(&ws, &pg.url_with(wrong));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot connect to the queue database at ")
+            && err.contains("as orchestrate")
+            && err.contains("password authentication failed"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(wrong) && !text(&out.stdout).contains(wrong),
+        "{err}"
+    );
+
+    let nowhere = "postgres://orchestrate:Zz9-secret-nowhere@127.0.0.1:1/postgres";
+    let out = migrate(&ws, nowhere);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot connect to the queue database at 127.0.0.1:1/postgres as orchestrate")
+            && err.contains("check the URL"),
+        "{err}"
+    );
+    assert!(!err.contains("Zz9-secret-nowhere"), "{err}");
+
+    let out = ws
+        .cmd(&["db", "migrate"])
+        .env_remove("ORCHESTRATE_QUEUE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no queue database given"),
+        "{}",
+        text(&out.stderr)
+    );
+}
