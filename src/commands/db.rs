@@ -52,9 +52,9 @@ fn message(err: orchestrate_pg::DbError) -> Error {
         _ => err.to_string(),
     };
     match err {
-        orchestrate_pg::DbError::BadUrl { .. } | orchestrate_pg::DbError::TooNew { .. } => {
-            Error::invalid(text)
-        }
+        orchestrate_pg::DbError::BadUrl { .. }
+        | orchestrate_pg::DbError::TooNew { .. }
+        | orchestrate_pg::DbError::PasswordFile { .. } => Error::invalid(text),
         _ => Error::failed(text),
     }
 }

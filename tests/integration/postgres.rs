@@ -315,3 +315,56 @@ fn a_wrong_password_or_no_server_says_so_without_printing_the_password() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn the_password_can_come_from_a_file_or_the_environment_instead_of_the_url() {
+    let Some(pg) = server() else { return };
+    let ws = Ws::new();
+    let without = format!("host={} user=orchestrate dbname=postgres", pg.path("sock"));
+    std::fs::write(
+        ws.join("pw.txt"),
+        format!("{PASSWORD}\nignored second line\n"),
+    )
+    .unwrap();
+    let from_file = ws
+        .cmd(&["db", "migrate", "--url", &without])
+        .env("ORCHESTRATE_QUEUE_PASSWORD_FILE", ws.join("pw.txt"))
+        .env_remove("ORCHESTRATE_QUEUE_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(
+        from_file.status.code(),
+        Some(0),
+        "{}",
+        text(&from_file.stderr)
+    );
+    let from_env = ws
+        .cmd(&["db", "migrate", "--url", &without])
+        .env_remove("ORCHESTRATE_QUEUE_PASSWORD_FILE")
+        .env("ORCHESTRATE_QUEUE_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert_eq!(
+        from_env.status.code(),
+        Some(0),
+        "{}",
+        text(&from_env.stderr)
+    );
+    assert!(
+        text(&from_env.stdout).contains("is up to date"),
+        "{}",
+        text(&from_env.stdout)
+    );
+    let missing = ws
+        .cmd(&["db", "migrate", "--url", &without])
+        .env("ORCHESTRATE_QUEUE_PASSWORD_FILE", ws.join("no-such-file"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2), "{}", text(&missing.stderr));
+    assert!(
+        text(&missing.stderr).contains("cannot read the queue database's password from")
+            && text(&missing.stderr).contains("no-such-file"),
+        "{}",
+        text(&missing.stderr)
+    );
+}

@@ -55,6 +55,17 @@ pub enum DbError {
         /// What the parser said, without the URL (which may hold the password).
         reason: String,
     },
+    /// The password file could not be read.
+    #[error(
+        "cannot read the queue database's password from {} (ORCHESTRATE_QUEUE_PASSWORD_FILE): {reason}",
+        path.display()
+    )]
+    PasswordFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The server could not be reached or refused the login.
     #[error(
         "cannot connect to the queue database at {target}: {}",
@@ -95,6 +106,19 @@ pub enum DbError {
     },
 }
 
+/// The password from `ORCHESTRATE_QUEUE_PASSWORD_FILE` (its first line), else from
+/// `ORCHESTRATE_QUEUE_PASSWORD`.
+fn password_from_env() -> Result<Option<String>, DbError> {
+    if let Some(path) = std::env::var_os("ORCHESTRATE_QUEUE_PASSWORD_FILE") {
+        let text = std::fs::read_to_string(&path).map_err(|e| DbError::PasswordFile {
+            path: std::path::PathBuf::from(&path),
+            reason: e.to_string(),
+        })?;
+        return Ok(Some(text.lines().next().unwrap_or_default().to_string()));
+    }
+    Ok(std::env::var("ORCHESTRATE_QUEUE_PASSWORD").ok())
+}
+
 /// What the driver's error says, with the server's own message (tokio-postgres shows only
 /// "db error" for those) or the cause of a failed connection.
 fn describe(err: &tokio_postgres::Error) -> String {
@@ -133,12 +157,20 @@ impl Drop for Db {
 impl Db {
     /// Connects to `url` (`postgres://…` or `key=value` pairs), without TLS: for a Unix socket
     /// or a trusted network.
+    /// A URL without a password takes it from `ORCHESTRATE_QUEUE_PASSWORD_FILE` (the file's
+    /// first line) or `ORCHESTRATE_QUEUE_PASSWORD`, so that it need not be in a file that is
+    /// shared or in a command line that `ps` shows.
     pub async fn connect(url: &str) -> Result<Db, DbError> {
-        let config: tokio_postgres::Config =
+        let mut config: tokio_postgres::Config =
             url.parse()
                 .map_err(|e: tokio_postgres::Error| DbError::BadUrl {
                     reason: e.to_string(),
                 })?;
+        if config.get_password().is_none()
+            && let Some(password) = password_from_env()?
+        {
+            config.password(password);
+        }
         let target = Target::of(&config);
         let (client, connection) =
             config
