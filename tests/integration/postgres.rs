@@ -25,6 +25,102 @@ pub struct PgServer {
 impl PgServer {
     /// Starts a new server, or says why it cannot here.
     pub fn start() -> Result<PgServer, String> {
+        PgServer::start_with("")
+    }
+
+    /// A server that also listens on 127.0.0.1:`port` with TLS on, its certificate (for
+    /// `localhost`) signed by the CA whose certificate is returned (a PEM file's path).
+    pub fn start_tls(port: u16) -> Result<(PgServer, PathBuf), String> {
+        let certs = tempfile::Builder::new()
+            .prefix("orchestrate-pg-certs-")
+            .tempdir()
+            .map_err(|e| e.to_string())?
+            .keep();
+        let openssl = |args: &[&str]| -> Result<(), String> {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&certs)
+                .output()
+                .map_err(|e| format!("cannot run openssl (needed for the TLS test): {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "openssl {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(())
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=orchestrate test CA",
+        ])?;
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ])?;
+        std::fs::write(
+            certs.join("ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .map_err(|e| e.to_string())?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ])?;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            for f in ["", "server.key", "server.crt"] {
+                std::os::unix::fs::chown(certs.join(f), Some(65534), Some(65534))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        std::fs::set_permissions(
+            certs.join("server.key"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .map_err(|e| e.to_string())?;
+        let options = format!(
+            " -c listen_addresses=127.0.0.1 -p {port} -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            certs.join("server.crt").display(),
+            certs.join("server.key").display()
+        );
+        let server = PgServer::start_with(&options)?;
+        Ok((server, certs.join("ca.crt")))
+    }
+
+    fn start_with(extra_options: &str) -> Result<PgServer, String> {
         let bin = pg_bin_dir().ok_or(
             "no PostgreSQL server binaries (initdb, pg_ctl) found: install them \
              (Debian: apt-get install postgresql)",
@@ -61,7 +157,11 @@ impl PgServer {
                 "--no-sync",
             ],
         )?;
-        let options = format!("-k {} -c listen_addresses=''", server.path("sock"));
+        let options = if extra_options.is_empty() {
+            format!("-k {} -c listen_addresses=''", server.path("sock"))
+        } else {
+            format!("-k {}{extra_options}", server.path("sock"))
+        };
         server.run(
             "pg_ctl",
             &[
@@ -367,4 +467,56 @@ fn the_password_can_come_from_a_file_or_the_environment_instead_of_the_url() {
         "{}",
         text(&missing.stderr)
     );
+}
+
+/// A TCP port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn tls_checks_the_servers_certificate_against_the_given_authority() {
+    let port = free_port();
+    let (_pg, ca) = match PgServer::start_tls(port) {
+        Ok(started) => started,
+        Err(why) => return skip_or_fail(&why),
+    };
+    let ws = Ws::new();
+    let url =
+        format!("postgres://orchestrate:{PASSWORD}@localhost:{port}/postgres?sslmode=require");
+    let trusted = ws
+        .cmd(&["db", "migrate", "--url", &url])
+        .env("ORCHESTRATE_QUEUE_CA", &ca)
+        .output()
+        .unwrap();
+    assert_eq!(trusted.status.code(), Some(0), "{}", text(&trusted.stderr));
+    assert!(
+        text(&trusted.stdout).contains("created the queue schema at localhost:"),
+        "{}",
+        text(&trusted.stdout)
+    );
+    // Without that authority the system's roots do not know the server: refused, and said why.
+    let untrusted = ws
+        .cmd(&["db", "migrate", "--url", &url])
+        .env_remove("ORCHESTRATE_QUEUE_CA")
+        .output()
+        .unwrap();
+    assert_eq!(
+        untrusted.status.code(),
+        Some(1),
+        "{}",
+        text(&untrusted.stderr)
+    );
+    let err = text(&untrusted.stderr);
+    assert!(
+        err.contains("cannot connect to the queue database at localhost:")
+            && err.contains("certificate"),
+        "{err}"
+    );
+    assert!(!err.contains(PASSWORD), "{err}");
+    let _ = std::fs::remove_dir_all(ca.parent().unwrap());
 }

@@ -55,6 +55,17 @@ pub enum DbError {
         /// What the parser said, without the URL (which may hold the password).
         reason: String,
     },
+    /// The certificate authorities file could not be used.
+    #[error(
+        "cannot use the queue database's certificate authorities from {} (ORCHESTRATE_QUEUE_CA): {reason}",
+        path.display()
+    )]
+    Ca {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The password file could not be read.
     #[error(
         "cannot read the queue database's password from {} (ORCHESTRATE_QUEUE_PASSWORD_FILE): {reason}",
@@ -104,6 +115,48 @@ pub enum DbError {
         /// The newest this binary has.
         known: i32,
     },
+}
+
+/// TLS to the server: rustls (ring), checking the server's certificate against the certificates
+/// in the PEM file `ORCHESTRATE_QUEUE_CA` names, else against the system's roots.
+fn tls_config() -> Result<rustls::ClientConfig, DbError> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    match std::env::var_os("ORCHESTRATE_QUEUE_CA") {
+        Some(path) => {
+            let bad = |reason: String| DbError::Ca {
+                path: std::path::PathBuf::from(&path),
+                reason,
+            };
+            let certs = CertificateDer::pem_file_iter(&path).map_err(|e| bad(e.to_string()))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| bad(e.to_string()))?;
+                roots.add(cert).map_err(|e| bad(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(bad("it holds no certificate".into()));
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    #[expect(
+        deprecated,
+        reason = "ring has no post-quantum key exchange; aws-lc-rs would need cmake and a C \
+                  toolchain on every machine that builds orchestrate"
+    )]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| DbError::Ca {
+            path: std::path::PathBuf::new(),
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// The password from `ORCHESTRATE_QUEUE_PASSWORD_FILE` (its first line), else from
@@ -172,18 +225,31 @@ impl Db {
             config.password(password);
         }
         let target = Target::of(&config);
-        let (client, connection) =
-            config
+        let connect_failed = |source| DbError::Connect {
+            target: target.clone(),
+            source,
+        };
+        let unix_only = !config.get_hosts().is_empty()
+            && config
+                .get_hosts()
+                .iter()
+                .all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
+        let task = if unix_only || config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable
+        {
+            let (client, connection) = config
                 .connect(tokio_postgres::NoTls)
                 .await
-                .map_err(|source| DbError::Connect {
-                    target: target.clone(),
-                    source,
-                })?;
-        let task = tokio::spawn(async move {
-            // Ends when the connection closes; its errors surface on the next statement.
-            let _ = connection.await;
-        });
+                .map_err(connect_failed)?;
+            (client, tokio::spawn(async move { drop(connection.await) }))
+        } else {
+            // `prefer` (the default) and `require` over TCP: TLS whenever the server offers it,
+            // its certificate checked against the system's roots or ORCHESTRATE_QUEUE_CA. (A
+            // Unix socket has no TLS.)
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config()?);
+            let (client, connection) = config.connect(tls).await.map_err(connect_failed)?;
+            (client, tokio::spawn(async move { drop(connection.await) }))
+        };
+        let (client, task) = task;
         Ok(Db {
             client,
             target,
