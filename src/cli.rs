@@ -359,7 +359,7 @@ enum DbAction {
     /// again, and from two machines at once.
     Migrate {
         /// The database: `postgres://USER:PASSWORD@HOST:PORT/DATABASE` or `host=… user=…
-        /// dbname=…` (default: `ORCHESTRATE_QUEUE_URL`).
+        /// dbname=…` (default: `ORCHESTRATE_QUEUE_URL`, else `queue:` in swarm.yaml).
         #[arg(long, value_name = "URL")]
         url: Option<String>,
     },
@@ -626,7 +626,7 @@ async fn dispatch(command: Command, workspace: PathBuf) -> Outcome {
     match command {
         Command::Db {
             action: DbAction::Migrate { url },
-        } => commands::db::migrate(url).await,
+        } => commands::db::migrate(ws, url).await,
         Command::Completions { shell } => commands::docs::completions(shell, Cli::command()),
         Command::Man { dir } => {
             commands::docs::man(dir.map(|d| ws.join(d)).as_deref(), Cli::command())

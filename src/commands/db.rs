@@ -2,13 +2,14 @@
 //!
 //! Owns the command's output and errors; the schema and its migrations are `orchestrate_pg`'s.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use crate::error::{Error, Outcome};
 
 /// `db migrate`: creates or upgrades the queue's schema and says what it did.
-pub(crate) async fn migrate(url: Option<String>) -> Outcome {
-    let url = queue_url(url)?;
+pub(crate) async fn migrate(workspace: &Path, url: Option<String>) -> Outcome {
+    let url = queue_url(workspace, url)?;
     let mut db = orchestrate_pg::Db::connect(&url).await.map_err(message)?;
     let done = orchestrate_pg::migrate(&mut db).await.map_err(message)?;
     if done.from == done.to {
@@ -30,16 +31,23 @@ pub(crate) async fn migrate(url: Option<String>) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The database's URL: `--url`, else `ORCHESTRATE_QUEUE_URL`.
-fn queue_url(given: Option<String>) -> Result<String, Error> {
-    given
+/// The database's URL: `--url`, else `ORCHESTRATE_QUEUE_URL`, else `queue:` in the workspace's
+/// swarm.yaml.
+fn queue_url(workspace: &Path, given: Option<String>) -> Result<String, Error> {
+    let given = given
         .or_else(|| std::env::var("ORCHESTRATE_QUEUE_URL").ok())
-        .filter(|url| !url.trim().is_empty())
-        .ok_or_else(|| {
-            Error::invalid(
-                "no queue database given: pass --url postgres://USER:PASSWORD@HOST:PORT/DATABASE or set ORCHESTRATE_QUEUE_URL",
-            )
-        })
+        .filter(|url| !url.trim().is_empty());
+    if let Some(url) = given {
+        return Ok(url);
+    }
+    let swarm =
+        orchestrate_lang::load::load_swarm(workspace).map_err(|e| Error::invalid(e.to_string()))?;
+    swarm.queue_url.ok_or_else(|| {
+        Error::invalid(format!(
+            "no queue database given: pass --url postgres://USER:PASSWORD@HOST:PORT/DATABASE, set ORCHESTRATE_QUEUE_URL, or write `queue:` in {}",
+            workspace.join("swarm.yaml").display()
+        ))
+    })
 }
 
 /// A database error as the command's: a bad URL or a newer schema is the user's to fix (exit

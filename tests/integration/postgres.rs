@@ -520,3 +520,50 @@ fn tls_checks_the_servers_certificate_against_the_given_authority() {
     assert!(!err.contains(PASSWORD), "{err}");
     let _ = std::fs::remove_dir_all(ca.parent().unwrap());
 }
+
+#[test]
+fn the_database_can_be_named_in_swarm_yaml_and_the_environment_and_flag_override_it() {
+    let Some(pg) = server() else { return };
+    let ws = Ws::new();
+    std::fs::write(ws.join("swarm.yaml"), format!("queue: \"{}\"\n", pg.url())).unwrap();
+    let from_file = ws
+        .cmd(&["db", "migrate"])
+        .env_remove("ORCHESTRATE_QUEUE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(
+        from_file.status.code(),
+        Some(0),
+        "{}",
+        text(&from_file.stderr)
+    );
+    assert!(
+        text(&from_file.stdout).starts_with("created"),
+        "{}",
+        text(&from_file.stdout)
+    );
+    // The environment wins over the file, and the flag over both.
+    let nowhere = "postgres://orchestrate@127.0.0.1:1/postgres";
+    let env = ws
+        .cmd(&["db", "migrate"])
+        .env("ORCHESTRATE_QUEUE_URL", nowhere)
+        .output()
+        .unwrap();
+    assert_eq!(env.status.code(), Some(1), "{}", text(&env.stderr));
+    assert!(
+        text(&env.stderr).contains("127.0.0.1:1/postgres"),
+        "{}",
+        text(&env.stderr)
+    );
+    let flag = ws
+        .cmd(&["db", "migrate", "--url", &pg.url()])
+        .env("ORCHESTRATE_QUEUE_URL", nowhere)
+        .output()
+        .unwrap();
+    assert_eq!(flag.status.code(), Some(0), "{}", text(&flag.stderr));
+    assert!(
+        text(&flag.stdout).contains("up to date"),
+        "{}",
+        text(&flag.stdout)
+    );
+}

@@ -133,6 +133,9 @@ pub struct SwarmConfig {
     pub cost_at: String,
     /// Where `max_tokens_per_day` was written.
     pub tokens_at: String,
+    /// `queue:`: the PostgreSQL database the swarm's queue lives in (the filesystem queue
+    /// without one). May hold a password: never shown or written to a record.
+    pub queue_url: Option<String>,
 }
 
 /// Where a workflow's queue directories are (relative to the workspace) and how task files end.

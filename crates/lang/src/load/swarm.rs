@@ -1,5 +1,5 @@
-//! The swarm settings file (`WORKSPACE/swarm.yaml`): swarm-wide daily limits. Does not
-//! enforce them (the swarm does).
+//! The swarm settings file (`WORKSPACE/swarm.yaml`): swarm-wide daily limits and the queue's
+//! database. Does not enforce the limits (the swarm does) or connect (`orchestrate-pg` does).
 
 use std::path::Path;
 
@@ -8,7 +8,7 @@ use crate::yaml::Value;
 
 use super::source::{LoadError, failed, read_source, start};
 
-pub(super) const SWARM_FIELDS: &[&str] = &["budget"];
+pub(super) const SWARM_FIELDS: &[&str] = &["budget", "queue"];
 pub(super) const SWARM_BUDGET_FIELDS: &[&str] = &["max_cost_usd_per_day", "max_tokens_per_day"];
 
 /// Where a workspace's swarm settings live, relative to WORKSPACE.
@@ -23,14 +23,26 @@ pub fn load_swarm(workspace: &Path) -> Result<SwarmConfig, LoadError> {
     load_swarm_file(&path)
 }
 
-/// Loads a swarm settings file (`budget: {max_cost_usd_per_day, max_tokens_per_day}`).
+/// Loads a swarm settings file (`budget: {max_cost_usd_per_day, max_tokens_per_day}`,
+/// `queue: postgres://…`).
 pub fn load_swarm_file(path: &Path) -> Result<SwarmConfig, LoadError> {
     let text = read_source(path)?;
     let fail = |diagnostics| failed(path, &text, diagnostics);
     let (root, mut loader) = start(path, &text)?;
     let mut config = SwarmConfig::default();
-    if root.value != Value::Null
-        && let Some(fields) = loader.fields(&root, SWARM_FIELDS, "swarm.yaml")
+    let fields = if root.value == Value::Null {
+        None
+    } else {
+        loader.fields(&root, SWARM_FIELDS, "swarm.yaml")
+    };
+    if let Some(fields) = &fields
+        && let Some(node) = fields.value("queue")
+    {
+        config.queue_url = loader
+            .string(node, "`queue` of swarm.yaml")
+            .filter(|url| !url.trim().is_empty());
+    }
+    if let Some(fields) = &fields
         && let Some(node) = fields.value("budget")
         && let Some(budget) = loader.fields(node, SWARM_BUDGET_FIELDS, "`budget` of swarm.yaml")
     {

@@ -76,12 +76,18 @@ pub(crate) enum Capability {
     Full,
 }
 
-/// The swarm settings (`WORKSPACE/swarm.yaml`): swarm-wide daily limits.
+/// The swarm settings (`WORKSPACE/swarm.yaml`): swarm-wide daily limits and the queue's
+/// database.
 #[derive(JsonSchema)]
 #[schemars(title = "orchestrate swarm settings", deny_unknown_fields)]
 pub(crate) struct SwarmFile {
     /// Limits on what all roles together may spend per day.
     pub(crate) budget: Option<SwarmBudgetFile>,
+    /// The PostgreSQL database of the swarm's queue, shared by every machine:
+    /// `postgres://USER[:PASSWORD]@HOST:PORT/DATABASE` or `host=… user=… dbname=…`
+    /// (`ORCHESTRATE_QUEUE_URL` overrides it; a password may instead come from
+    /// `ORCHESTRATE_QUEUE_PASSWORD_FILE` or `ORCHESTRATE_QUEUE_PASSWORD`).
+    pub(crate) queue: Option<String>,
 }
 
 /// Swarm-wide daily limits.
