@@ -567,3 +567,188 @@ fn the_database_can_be_named_in_swarm_yaml_and_the_environment_and_flag_override
         text(&flag.stdout)
     );
 }
+
+/// Runs `body` with a migrated database of `pg`, on a runtime of its own.
+fn with_db<F, Fut>(pg: &PgServer, body: F)
+where
+    F: FnOnce(orchestrate_pg::Db, String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut db = orchestrate_pg::Db::connect(&pg.url()).await.unwrap();
+        orchestrate_pg::migrate(&mut db).await.unwrap();
+        body(db, pg.url()).await;
+    });
+}
+
+#[test]
+fn a_name_is_queued_once_and_claimed_once_oldest_first() {
+    use orchestrate_pg::queue::{claim, enqueue};
+    use std::time::Duration;
+    let Some(pg) = server() else { return };
+    with_db(&pg, |db, _| async move {
+        assert!(
+            enqueue(&db, "r", "a", b"first", Some("c-1"), "test")
+                .await
+                .unwrap()
+        );
+        assert!(
+            enqueue(&db, "r", "b", b"second", None, "test")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !enqueue(&db, "r", "a", b"again", None, "test")
+                .await
+                .unwrap()
+        );
+        // Another role's task of the same name is its own.
+        assert!(
+            enqueue(&db, "other", "a", b"x", None, "test")
+                .await
+                .unwrap()
+        );
+        let lease = Duration::from_secs(60);
+        let first = claim(&db, "r", "w1", lease).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                first.id.as_str(),
+                first.payload.as_slice(),
+                first.attempt,
+                first.fence
+            ),
+            ("a", &b"first"[..], 1, 1)
+        );
+        assert_eq!(first.correlation_id.as_deref(), Some("c-1"));
+        let second = claim(&db, "r", "w2", lease).await.unwrap().unwrap();
+        assert_eq!(second.id, "b");
+        assert_eq!(claim(&db, "r", "w3", lease).await.unwrap(), None);
+    });
+}
+
+#[test]
+fn concurrent_claimers_skip_each_others_rows_and_never_share_a_task() {
+    use orchestrate_pg::queue::{claim, enqueue};
+    use std::time::Duration;
+    let Some(pg) = server() else { return };
+    with_db(&pg, |db, url| async move {
+        for i in 0..40 {
+            enqueue(&db, "r", &format!("t{i:02}"), b"x", None, "test")
+                .await
+                .unwrap();
+        }
+        let mut claimers = Vec::new();
+        for w in 0..4 {
+            let url = url.clone();
+            claimers.push(tokio::spawn(async move {
+                let db = orchestrate_pg::Db::connect(&url).await.unwrap();
+                let mut got = Vec::new();
+                while let Some(task) = claim(&db, "r", &format!("w{w}"), Duration::from_secs(60))
+                    .await
+                    .unwrap()
+                {
+                    got.push(task.id);
+                }
+                got
+            }));
+        }
+        let mut all = Vec::new();
+        for c in claimers {
+            all.extend(c.await.unwrap());
+        }
+        all.sort();
+        let expected: Vec<String> = (0..40).map(|i| format!("t{i:02}")).collect();
+        assert_eq!(all, expected, "every task claimed exactly once");
+    });
+}
+
+#[test]
+fn an_expired_lease_is_requeued_and_the_stale_holder_is_fenced_off() {
+    use orchestrate_pg::queue::{claim, complete, enqueue, heartbeat, requeue_expired};
+    use std::time::Duration;
+    let Some(pg) = server() else { return };
+    with_db(&pg, |db, _| async move {
+        enqueue(&db, "r", "t", b"x", None, "test").await.unwrap();
+        // A lease of zero has run out by the next statement.
+        let stale = claim(&db, "r", "stopped", Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        let expired = requeue_expired(&db, "r", 3).await.unwrap();
+        assert_eq!(expired.len(), 1);
+        assert_eq!(
+            (expired[0].state.as_str(), expired[0].attempt),
+            ("queued", 1)
+        );
+        // The stale holder wakes up: its heartbeat and its completion are refused.
+        assert!(
+            !heartbeat(&db, "r", "t", stale.fence, Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !complete(&db, "r", "t", stale.fence, true, "{}")
+                .await
+                .unwrap()
+        );
+        let fresh = claim(&db, "r", "alive", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(fresh.attempt, 2);
+        assert!(fresh.fence > stale.fence);
+        assert!(
+            heartbeat(&db, "r", "t", fresh.fence, Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !complete(&db, "r", "t", stale.fence, false, "{}")
+                .await
+                .unwrap()
+        );
+        assert!(
+            complete(&db, "r", "t", fresh.fence, true, r#"{"success": true}"#)
+                .await
+                .unwrap()
+        );
+        // Finished: nothing to claim, and the record is the winner's.
+        assert_eq!(claim(&db, "r", "x", Duration::ZERO).await.unwrap(), None);
+        let row = db
+            .client
+            .query_one(
+                "SELECT state, status->>'success', attempt FROM orchestrate_tasks WHERE id = 't'",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "processed");
+        assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("true"));
+        assert_eq!(row.get::<_, i32>(2), 2);
+    });
+}
+
+#[test]
+fn a_task_whose_leases_keep_running_out_fails_after_max_attempts() {
+    use orchestrate_pg::queue::{claim, enqueue, requeue_expired};
+    use std::time::Duration;
+    let Some(pg) = server() else { return };
+    with_db(&pg, |db, _| async move {
+        enqueue(&db, "r", "t", b"x", None, "test").await.unwrap();
+        for attempt in 1..=2 {
+            let task = claim(&db, "r", "dies", Duration::ZERO)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(task.attempt, attempt);
+            let expired = requeue_expired(&db, "r", 2).await.unwrap();
+            let want = if attempt < 2 { "queued" } else { "failed" };
+            assert_eq!(expired[0].state, want);
+        }
+        assert_eq!(claim(&db, "r", "x", Duration::ZERO).await.unwrap(), None);
+    });
+}

@@ -1,0 +1,171 @@
+//! The queue's operations on `orchestrate_tasks`: enqueue, claim, heartbeat, complete and the
+//! requeue of expired leases, each one short statement.
+//!
+//! Owns the protocol in SQL: a claim takes the oldest queued task of a role with `FOR UPDATE
+//! SKIP LOCKED` (claimers never wait for each other and never hold a row lock for a run), counts
+//! the attempt and bumps the task's fence; the lease is then only a deadline in the row, renewed
+//! by heartbeat; a heartbeat or a completion names the fence it holds, so once a task was
+//! requeued (its fence bumped) a stale holder's heartbeat and completion are refused. Does not
+//! run tasks, decide when to heartbeat or self-fence (the worker does) or keep records on disk.
+
+use std::time::Duration;
+
+use crate::connect::{Db, DbError};
+
+/// A claimed task: what its attempt needs, and the fence its heartbeats and completion name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// The task's id (its file name without the extension).
+    pub id: String,
+    /// What the workflow is given.
+    pub payload: Vec<u8>,
+    /// Which attempt this is, from 1.
+    pub attempt: i32,
+    /// The fence: heartbeats and the completion of this attempt must name it.
+    pub fence: i64,
+    /// The correlation id carried from the enqueue.
+    pub correlation_id: Option<String>,
+}
+
+/// What became of a task whose lease ran out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    /// The task's id.
+    pub id: String,
+    /// `queued` again, or `failed` once `max_attempts` have started.
+    pub state: String,
+    /// The attempts started so far.
+    pub attempt: i32,
+}
+
+/// Adds a task; `false` when `role` already has a task `id` (the name is the key).
+pub async fn enqueue(
+    db: &Db,
+    role: &str,
+    id: &str,
+    payload: &[u8],
+    correlation_id: Option<&str>,
+    source: &str,
+) -> Result<bool, DbError> {
+    let added = db
+        .client
+        .execute(
+            "INSERT INTO orchestrate_tasks (role, id, payload, correlation_id, source)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (role, id) DO NOTHING",
+            &[&role, &id, &payload, &correlation_id, &source],
+        )
+        .await
+        .map_err(db.failed("enqueue a task"))?;
+    Ok(added == 1)
+}
+
+/// Claims the oldest queued task of `role` for `owner` with a lease of `lease`, or `None` when
+/// nothing is queued (or every queued row is being claimed by someone else right now).
+pub async fn claim(
+    db: &Db,
+    role: &str,
+    owner: &str,
+    lease: Duration,
+) -> Result<Option<Claimed>, DbError> {
+    let row = db
+        .client
+        .query_opt(
+            "UPDATE orchestrate_tasks t
+                SET state = 'running', attempt = t.attempt + 1, fence = t.fence + 1,
+                    lease_owner = $2, lease_expires = now() + make_interval(secs => $3),
+                    claimed_at = now()
+              WHERE (t.role, t.id) = (
+                    SELECT role, id FROM orchestrate_tasks
+                     WHERE role = $1 AND state = 'queued'
+                     ORDER BY enqueued_at, id
+                     FOR UPDATE SKIP LOCKED
+                     LIMIT 1)
+          RETURNING t.id, t.payload, t.attempt, t.fence, t.correlation_id",
+            &[&role, &owner, &lease.as_secs_f64()],
+        )
+        .await
+        .map_err(db.failed("claim a task"))?;
+    Ok(row.map(|row| Claimed {
+        id: row.get(0),
+        payload: row.get(1),
+        attempt: row.get(2),
+        fence: row.get(3),
+        correlation_id: row.get(4),
+    }))
+}
+
+/// Extends the lease of the attempt holding `fence` to `lease` from now; `false` when that
+/// attempt no longer holds the task (requeued, or finished): its holder must stop.
+pub async fn heartbeat(
+    db: &Db,
+    role: &str,
+    id: &str,
+    fence: i64,
+    lease: Duration,
+) -> Result<bool, DbError> {
+    let renewed = db
+        .client
+        .execute(
+            "UPDATE orchestrate_tasks SET lease_expires = now() + make_interval(secs => $4)
+              WHERE role = $1 AND id = $2 AND fence = $3 AND state = 'running'",
+            &[&role, &id, &fence, &lease.as_secs_f64()],
+        )
+        .await
+        .map_err(db.failed("renew a lease"))?;
+    Ok(renewed == 1)
+}
+
+/// Records the end of the attempt holding `fence`: `processed` or `failed` with its status
+/// JSON; `false` (and nothing changed) when that attempt no longer holds the task.
+pub async fn complete(
+    db: &Db,
+    role: &str,
+    id: &str,
+    fence: i64,
+    success: bool,
+    status_json: &str,
+) -> Result<bool, DbError> {
+    let done = db
+        .client
+        .execute(
+            "UPDATE orchestrate_tasks
+                SET state = CASE WHEN $4 THEN 'processed' ELSE 'failed' END,
+                    status = $5::text::jsonb, finished_at = now(),
+                    lease_owner = NULL, lease_expires = NULL
+              WHERE role = $1 AND id = $2 AND fence = $3 AND state = 'running'",
+            &[&role, &id, &fence, &success, &status_json],
+        )
+        .await
+        .map_err(db.failed("complete a task"))?;
+    Ok(done == 1)
+}
+
+/// Puts the tasks of `role` whose lease ran out back in the queue, or into `failed` once
+/// `max_attempts` have started; each one's fence is bumped, so its old holder is refused.
+pub async fn requeue_expired(
+    db: &Db,
+    role: &str,
+    max_attempts: i32,
+) -> Result<Vec<Expired>, DbError> {
+    let rows = db
+        .client
+        .query(
+            "UPDATE orchestrate_tasks
+                SET state = CASE WHEN attempt >= $2 THEN 'failed' ELSE 'queued' END,
+                    fence = fence + 1, lease_owner = NULL, lease_expires = NULL,
+                    finished_at = CASE WHEN attempt >= $2 THEN now() END
+              WHERE role = $1 AND state = 'running' AND lease_expires < now()
+          RETURNING id, state, attempt",
+            &[&role, &max_attempts],
+        )
+        .await
+        .map_err(db.failed("requeue expired leases"))?;
+    Ok(rows
+        .iter()
+        .map(|row| Expired {
+            id: row.get(0),
+            state: row.get(1),
+            attempt: row.get(2),
+        })
+        .collect())
+}
