@@ -311,20 +311,42 @@ fn db_migrate_creates_the_schema_once_and_again_changes_nothing() {
     assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
     assert!(
         text(&first.stdout).starts_with("created the queue schema at ")
-            && text(&first.stdout).contains("(version 1)"),
+            && text(&first.stdout).contains(&format!("(version {})", orchestrate_pg::LATEST)),
         "{}",
         text(&first.stdout)
     );
-    assert_eq!(pg.psql("SELECT max(version) FROM orchestrate_schema"), "1");
+    let latest = orchestrate_pg::LATEST.to_string();
+    assert_eq!(
+        pg.psql("SELECT max(version) FROM orchestrate_schema"),
+        latest
+    );
     assert_eq!(pg.psql("SELECT count(*) FROM orchestrate_tasks"), "0");
     let again = migrate(&ws, &pg.url());
     assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
     assert!(
-        text(&again.stdout).contains("is up to date (version 1)"),
+        text(&again.stdout).contains(&format!("is up to date (version {latest})")),
         "{}",
         text(&again.stdout)
     );
-    assert_eq!(pg.psql("SELECT count(*) FROM orchestrate_schema"), "1");
+    assert_eq!(pg.psql("SELECT count(*) FROM orchestrate_schema"), latest);
+    // A database at version 1 (as an older orchestrate left it) is upgraded, keeping its rows.
+    pg.psql(
+        "DROP TABLE orchestrate_tasks_history; DROP INDEX orchestrate_tasks_finished; \
+         DELETE FROM orchestrate_schema WHERE version > 1; \
+         INSERT INTO orchestrate_tasks (role, id, payload) VALUES ('r', 'kept', 'x')",
+    );
+    let upgrade = migrate(&ws, &pg.url());
+    assert_eq!(upgrade.status.code(), Some(0), "{}", text(&upgrade.stderr));
+    assert!(
+        text(&upgrade.stdout).contains(&format!("from version 1 to {latest}")),
+        "{}",
+        text(&upgrade.stdout)
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM orchestrate_tasks_history"),
+        "0"
+    );
+    assert_eq!(pg.psql("SELECT id FROM orchestrate_tasks"), "kept");
 }
 
 #[test]
@@ -353,7 +375,10 @@ fn two_machines_migrating_at_once_apply_each_migration_once() {
         .filter(|o| text(&o.stdout).starts_with("created"))
         .count();
     assert_eq!(created, 1, "exactly one run creates the schema");
-    assert_eq!(pg.psql("SELECT count(*) FROM orchestrate_schema"), "1");
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM orchestrate_schema"),
+        orchestrate_pg::LATEST.to_string()
+    );
 }
 
 #[test]
@@ -366,8 +391,10 @@ fn a_schema_newer_than_the_binary_is_refused_and_left_alone() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(
-        err.contains("has schema version 99, newer than this orchestrate knows (1)")
-            && err.contains("upgrade orchestrate on this machine"),
+        err.contains(&format!(
+            "has schema version 99, newer than this orchestrate knows ({})",
+            orchestrate_pg::LATEST
+        )) && err.contains("upgrade orchestrate on this machine"),
         "{err}"
     );
     assert_eq!(pg.psql("SELECT max(version) FROM orchestrate_schema"), "99");
@@ -590,25 +617,25 @@ fn a_name_is_queued_once_and_claimed_once_oldest_first() {
     use orchestrate_pg::queue::{claim, enqueue};
     use std::time::Duration;
     let Some(pg) = server() else { return };
-    with_db(&pg, |db, _| async move {
+    with_db(&pg, |mut db, _| async move {
         assert!(
-            enqueue(&db, "r", "a", b"first", Some("c-1"), "test")
+            enqueue(&mut db, "r", "a", b"first", Some("c-1"), "test")
                 .await
                 .unwrap()
         );
         assert!(
-            enqueue(&db, "r", "b", b"second", None, "test")
+            enqueue(&mut db, "r", "b", b"second", None, "test")
                 .await
                 .unwrap()
         );
         assert!(
-            !enqueue(&db, "r", "a", b"again", None, "test")
+            !enqueue(&mut db, "r", "a", b"again", None, "test")
                 .await
                 .unwrap()
         );
         // Another role's task of the same name is its own.
         assert!(
-            enqueue(&db, "other", "a", b"x", None, "test")
+            enqueue(&mut db, "other", "a", b"x", None, "test")
                 .await
                 .unwrap()
         );
@@ -635,9 +662,9 @@ fn concurrent_claimers_skip_each_others_rows_and_never_share_a_task() {
     use orchestrate_pg::queue::{claim, enqueue};
     use std::time::Duration;
     let Some(pg) = server() else { return };
-    with_db(&pg, |db, url| async move {
+    with_db(&pg, |mut db, url| async move {
         for i in 0..40 {
-            enqueue(&db, "r", &format!("t{i:02}"), b"x", None, "test")
+            enqueue(&mut db, "r", &format!("t{i:02}"), b"x", None, "test")
                 .await
                 .unwrap();
         }
@@ -671,8 +698,10 @@ fn an_expired_lease_is_requeued_and_the_stale_holder_is_fenced_off() {
     use orchestrate_pg::queue::{claim, complete, enqueue, heartbeat, requeue_expired};
     use std::time::Duration;
     let Some(pg) = server() else { return };
-    with_db(&pg, |db, _| async move {
-        enqueue(&db, "r", "t", b"x", None, "test").await.unwrap();
+    with_db(&pg, |mut db, _| async move {
+        enqueue(&mut db, "r", "t", b"x", None, "test")
+            .await
+            .unwrap();
         // A lease of zero has run out by the next statement.
         let stale = claim(&db, "r", "stopped", Duration::ZERO)
             .await
@@ -737,8 +766,10 @@ fn a_task_whose_leases_keep_running_out_fails_after_max_attempts() {
     use orchestrate_pg::queue::{claim, enqueue, requeue_expired};
     use std::time::Duration;
     let Some(pg) = server() else { return };
-    with_db(&pg, |db, _| async move {
-        enqueue(&db, "r", "t", b"x", None, "test").await.unwrap();
+    with_db(&pg, |mut db, _| async move {
+        enqueue(&mut db, "r", "t", b"x", None, "test")
+            .await
+            .unwrap();
         for attempt in 1..=2 {
             let task = claim(&db, "r", "dies", Duration::ZERO)
                 .await
@@ -751,4 +782,80 @@ fn a_task_whose_leases_keep_running_out_fails_after_max_attempts() {
         }
         assert_eq!(claim(&db, "r", "x", Duration::ZERO).await.unwrap(), None);
     });
+}
+
+#[test]
+fn a_finished_tasks_name_can_be_used_again_and_finished_rows_leave_the_hot_table() {
+    use orchestrate_pg::queue::{archive_finished, claim, complete, enqueue};
+    use std::time::Duration;
+    let Some(pg) = server() else { return };
+    with_db(&pg, |mut db, _| async move {
+        let lease = Duration::from_secs(60);
+        enqueue(&mut db, "r", "t", b"one", None, "test")
+            .await
+            .unwrap();
+        let first = claim(&db, "r", "w", lease).await.unwrap().unwrap();
+        // Running: the name is taken.
+        assert!(
+            !enqueue(&mut db, "r", "t", b"two", None, "test")
+                .await
+                .unwrap()
+        );
+        assert!(
+            complete(&db, "r", "t", first.fence, true, "{}")
+                .await
+                .unwrap()
+        );
+        // Finished: the name is free again; the old task is kept in the history.
+        assert!(
+            enqueue(&mut db, "r", "t", b"two", None, "test")
+                .await
+                .unwrap()
+        );
+        let again = claim(&db, "r", "w", lease).await.unwrap().unwrap();
+        assert_eq!((again.payload.as_slice(), again.attempt), (&b"two"[..], 1));
+        assert!(again.fence >= 1);
+        assert_eq!(count(&db, "orchestrate_tasks_history").await, 1);
+        // Archiving moves finished rows only, a batch at a time.
+        for i in 0..5 {
+            let id = format!("done{i}");
+            enqueue(&mut db, "r", &id, b"x", None, "test")
+                .await
+                .unwrap();
+        }
+        enqueue(&mut db, "r", "queued", b"x", None, "test")
+            .await
+            .unwrap();
+        while let Some(task) = claim(&db, "r", "w", lease).await.unwrap() {
+            if task.id.starts_with("done") {
+                complete(&db, "r", &task.id, task.fence, task.id != "done3", "{}")
+                    .await
+                    .unwrap();
+            } else if task.id == "queued" {
+                break;
+            }
+        }
+        assert_eq!(archive_finished(&db, Duration::ZERO, 3).await.unwrap(), 3);
+        assert_eq!(archive_finished(&db, Duration::ZERO, 3).await.unwrap(), 2);
+        assert_eq!(archive_finished(&db, Duration::ZERO, 3).await.unwrap(), 0);
+        // What lives stays: the running `t` and `queued`.
+        assert_eq!(count(&db, "orchestrate_tasks").await, 2);
+        assert_eq!(count(&db, "orchestrate_tasks_history").await, 6);
+        // Nothing finished recently enough is moved under a longer age.
+        assert_eq!(
+            archive_finished(&db, Duration::from_secs(3600), 10)
+                .await
+                .unwrap(),
+            0
+        );
+    });
+}
+
+/// Rows in `table`.
+async fn count(db: &orchestrate_pg::Db, table: &str) -> i64 {
+    db.client
+        .query_one(format!("SELECT count(*) FROM {table}").as_str(), &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
 }

@@ -8,7 +8,10 @@
 use crate::connect::{Db, DbError};
 
 /// The migrations, in order: (version, SQL).
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_tasks.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/0001_tasks.sql")),
+    (2, include_str!("migrations/0002_history.sql")),
+];
 
 /// The newest schema version this binary knows.
 pub const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;

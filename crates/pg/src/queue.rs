@@ -1,7 +1,7 @@
 //! The queue's operations on `orchestrate_tasks`: enqueue, claim, heartbeat, complete and the
 //! requeue of expired leases, each one short statement.
 //!
-//! Owns the protocol in SQL: a claim takes the oldest queued task of a role with `FOR UPDATE
+//! Owns the protocol in SQL (and the history table finished tasks move to): a claim takes the oldest queued task of a role with `FOR UPDATE
 //! SKIP LOCKED` (claimers never wait for each other and never hold a row lock for a run), counts
 //! the attempt and bumps the task's fence; the lease is then only a deadline in the row, renewed
 //! by heartbeat; a heartbeat or a completion names the fence it holds, so once a task was
@@ -38,25 +38,68 @@ pub struct Expired {
     pub attempt: i32,
 }
 
-/// Adds a task; `false` when `role` already has a task `id` (the name is the key).
+/// The columns a task row and its history row share, in order.
+const COLUMNS: &str = "role, id, payload, correlation_id, attempt, state, lease_owner, \
+                       lease_expires, fence, status, source, enqueued_at, claimed_at, finished_at";
+
+/// Adds a task; `false` when `role` has a task `id` queued or running (the name is the key while
+/// the task lives). A finished task of that name moves to the history first, so a name may be
+/// used again once its task ended, as in the filesystem queue.
 pub async fn enqueue(
-    db: &Db,
+    db: &mut Db,
     role: &str,
     id: &str,
     payload: &[u8],
     correlation_id: Option<&str>,
     source: &str,
 ) -> Result<bool, DbError> {
-    let added = db
-        .client
+    let failed = db.failed("enqueue a task");
+    let tx = db.client.transaction().await.map_err(&failed)?;
+    tx.execute(
+        &format!(
+            "WITH old AS (DELETE FROM orchestrate_tasks
+                           WHERE role = $1 AND id = $2 AND state IN ('processed', 'failed')
+                       RETURNING {COLUMNS})
+             INSERT INTO orchestrate_tasks_history ({COLUMNS}) SELECT {COLUMNS} FROM old"
+        ),
+        &[&role, &id],
+    )
+    .await
+    .map_err(&failed)?;
+    let added = tx
         .execute(
             "INSERT INTO orchestrate_tasks (role, id, payload, correlation_id, source)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (role, id) DO NOTHING",
             &[&role, &id, &payload, &correlation_id, &source],
         )
         .await
-        .map_err(db.failed("enqueue a task"))?;
+        .map_err(&failed)?;
+    tx.commit().await.map_err(&failed)?;
     Ok(added == 1)
+}
+
+/// Moves up to `batch` tasks that finished more than `older_than` ago into the history table;
+/// returns how many moved. Called repeatedly (a batch at a time) it keeps the hot table to the
+/// tasks that live, however many have finished.
+pub async fn archive_finished(db: &Db, older_than: Duration, batch: i64) -> Result<u64, DbError> {
+    db.client
+        .execute(
+            &format!(
+                "WITH moved AS (
+                    DELETE FROM orchestrate_tasks WHERE ctid IN (
+                        SELECT ctid FROM orchestrate_tasks
+                         WHERE state IN ('processed', 'failed')
+                           AND finished_at < now() - make_interval(secs => $1)
+                         ORDER BY finished_at
+                         LIMIT $2
+                           FOR UPDATE SKIP LOCKED)
+                 RETURNING {COLUMNS})
+                 INSERT INTO orchestrate_tasks_history ({COLUMNS}) SELECT {COLUMNS} FROM moved"
+            ),
+            &[&older_than.as_secs_f64(), &batch],
+        )
+        .await
+        .map_err(db.failed("archive finished tasks"))
 }
 
 /// Claims the oldest queued task of `role` for `owner` with a lease of `lease`, or `None` when
