@@ -26,14 +26,7 @@ exec sleep 600
 /// `ORCHESTRATE_DEBUG`):
 /// `Err(why)` when it does not.
 fn cgroups_in_use() -> Result<(), String> {
-    let ws = Ws::new();
-    ws.workflow("steps:\n  - name: A\n    command: [\"true\"]\n");
-    let out = ws
-        .cmd(&["run", "wf.yaml"])
-        .env("ORCHESTRATE_DEBUG", "1")
-        .output()
-        .expect("run orchestrate");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = debug_stderr(&[]);
     if stderr.contains("DEBUG orchestrate_base::cgroup: step processes run in cgroups") {
         return Ok(());
     }
@@ -47,6 +40,19 @@ fn cgroups_in_use() -> Result<(), String> {
         .map_or("the binary said nothing about cgroups".to_string(), |why| {
             format!("step processes are not put in cgroups here: {why}")
         }))
+}
+
+/// What `run` of a one-step workflow says on stderr with `ORCHESTRATE_DEBUG` and `env` set.
+fn debug_stderr(env: &[(&str, &str)]) -> String {
+    let ws = Ws::new();
+    ws.workflow("steps:\n  - name: A\n    command: [\"true\"]\n");
+    let mut cmd = ws.cmd(&["run", "wf.yaml"]);
+    cmd.env("ORCHESTRATE_DEBUG", "1");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let out = cmd.output().expect("run orchestrate");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Kills whatever still works in the workspace when a test ends (also when it fails).
@@ -101,18 +107,27 @@ fn role_w(ws: &Ws) {
     );
 }
 
-#[test]
-fn a_timed_out_step_takes_its_setsid_grandchild_and_daemon_with_it() {
+/// A step that times out takes its setsid grandchild and its daemon with it, spawned the way
+/// `spawn` (`ORCHESTRATE_SPAWN`) says.
+fn timed_out_step_takes_its_escapees(spawn: Option<&str>) {
     if let Err(why) = cgroups_in_use() {
         return skip_or_fail(&why);
     }
-    let ws = Ws::new();
+    let mut ws = Ws::new();
+    if let Some(how) = spawn {
+        ws.env("ORCHESTRATE_SPAWN", how);
+    }
     let _cleanup = Cleanup(&ws);
     ws.script("step.sh", STEP);
     ws.workflow("steps:\n  - name: Work\n    timeout_sec: 5\n    command: [./step.sh]\n");
     let run = run_within(&ws, &["run", "wf.yaml"], Duration::from_secs(120));
     run.code(124);
     assert_gone("the step timed out", escaped(&ws));
+}
+
+#[test]
+fn a_timed_out_step_takes_its_setsid_grandchild_and_daemon_with_it() {
+    timed_out_step_takes_its_escapees(None);
 }
 
 #[test]
@@ -273,15 +288,7 @@ impl Drop for SwarmDown<'_> {
 
 /// What the binary says about how it spawns steps (`ORCHESTRATE_DEBUG`), with `env` set.
 fn spawn_line(env: &[(&str, &str)]) -> String {
-    let ws = Ws::new();
-    ws.workflow("steps:\n  - name: A\n    command: [\"true\"]\n");
-    let mut cmd = ws.cmd(&["run", "wf.yaml"]);
-    cmd.env("ORCHESTRATE_DEBUG", "1");
-    for (key, value) in env {
-        cmd.env(key, value);
-    }
-    let out = cmd.output().expect("run orchestrate");
-    String::from_utf8_lossy(&out.stderr)
+    debug_stderr(env)
         .lines()
         .find(|l| l.contains("DEBUG orchestrate_base::spawn: steps are spawned by"))
         .unwrap_or("")
@@ -306,23 +313,5 @@ fn steps_are_spawned_by_clone3_where_the_kernel_allows_it_and_by_std_when_told()
 
 #[test]
 fn with_std_spawning_a_timed_out_step_still_takes_its_setsid_grandchild_and_daemon_with_it() {
-    if let Err(why) = cgroups_in_use() {
-        return skip_or_fail(&why);
-    }
-    let ws = Ws::new();
-    let _cleanup = Cleanup(&ws);
-    ws.script("step.sh", STEP);
-    ws.workflow("steps:\n  - name: Work\n    timeout_sec: 5\n    command: [./step.sh]\n");
-    let run = ws
-        .cmd(&["run", "wf.yaml", "--quiet"])
-        .env("ORCHESTRATE_SPAWN", "std")
-        .output()
-        .expect("run orchestrate");
-    assert_eq!(
-        run.status.code(),
-        Some(124),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    assert_gone("the step timed out", escaped(&ws));
+    timed_out_step_takes_its_escapees(Some("std"));
 }

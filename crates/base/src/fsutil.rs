@@ -55,13 +55,7 @@ fn write_and_rename(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> 
 /// xfs, btrfs) and on ext4 without a journal (which syncs the parent of a new file). A crash
 /// mid-write can leave a partial file, so whoever finds one unpublished must check it parses.
 pub fn write_unpublished(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
-    file.write_all(bytes)?;
-    group_sync(file)
+    group_sync(write_unsynced(path, bytes)?)
 }
 
 /// Writes a new file in a directory no reader looks into until the caller publishes it, without
@@ -184,18 +178,12 @@ const BUSY_WITHIN: Duration = Duration::from_millis(20);
 /// Starts the writeback of every file (so that their blocks are allocated in the running
 /// transaction), then fsyncs each: the first fsync commits them all.
 fn sync_all_of(batch: Vec<(u64, File)>) -> Vec<(u64, io::Error)> {
-    use std::os::fd::AsRawFd;
-    if batch.len() > 1 {
-        for (_, file) in &batch {
-            // SAFETY: a valid descriptor; the call only starts writeback of its dirty pages.
-            unsafe {
-                libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-            }
-        }
-    }
+    let files: Vec<&File> = batch.iter().map(|(_, file)| file).collect();
+    let errors = sync_together(&files);
     batch
-        .into_iter()
-        .filter_map(|(ticket, file)| file.sync_all().err().map(|e| (ticket, e)))
+        .iter()
+        .zip(errors)
+        .filter_map(|((ticket, _), error)| error.map(|e| (*ticket, e)))
         .collect()
 }
 

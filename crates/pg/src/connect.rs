@@ -66,6 +66,12 @@ pub enum DbError {
         /// Why.
         reason: String,
     },
+    /// TLS could not be set up in this build (the crypto provider refused the protocol versions).
+    #[error("cannot set up TLS to the queue database: {reason}")]
+    Tls {
+        /// Why.
+        reason: String,
+    },
     /// The password file could not be read.
     #[error(
         "cannot read the queue database's password from {} (ORCHESTRATE_QUEUE_PASSWORD_FILE): {reason}",
@@ -151,8 +157,7 @@ fn tls_config() -> Result<rustls::ClientConfig, DbError> {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| DbError::Ca {
-            path: std::path::PathBuf::new(),
+        .map_err(|e| DbError::Tls {
             reason: e.to_string(),
         })?
         .with_root_certificates(roots)
