@@ -277,6 +277,14 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         metrics_dir: Option<PathBuf>,
     },
+    /// The lease guard of a role process on a database queue (started by it; not for people).
+    #[command(name = "__lease-guard", hide = true)]
+    LeaseGuard {
+        /// The role process.
+        pid: u32,
+        /// Its role's `running/` directory.
+        running: PathBuf,
+    },
     /// Add a task to a role's inbox, durably and atomically.
     Enqueue {
         /// The role whose inbox gets the task (agents/ROLE.yaml).
@@ -481,7 +489,8 @@ impl Command {
             Command::Init { .. }
             | Command::Completions { .. }
             | Command::Man { .. }
-            | Command::Db { .. } => Needs::Here,
+            | Command::Db { .. }
+            | Command::LeaseGuard { .. } => Needs::Here,
             Command::Agent { .. }
             | Command::Enqueue { .. }
             | Command::Tasks { .. }
@@ -749,6 +758,10 @@ async fn dispatch_swarm(command: Command, ws: &Path) -> Outcome {
             quiet,
             metrics_dir,
         } => commands::agent::agent(ws, &role, replica, once, grace, quiet, metrics_dir).await,
+        Command::LeaseGuard { pid, running } => {
+            orchestrate_swarm::guard::run(pid, running);
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Command::Enqueue {
             role,
             file,

@@ -82,17 +82,33 @@ pub(crate) fn enqueue(
     if content.len() as u64 > limit {
         return too_big(&format!("more than {limit}"), limit);
     }
-    match queue::enqueue(
-        &layout,
-        name,
-        &content,
-        correlation_id,
-        "orchestrate enqueue",
-    ) {
+    // The swarm's database when it has one (spooled into the inbox while it is unreachable).
+    let database =
+        orchestrate_swarm::worker::open_queue(workspace, &layout).map_err(Error::invalid)?;
+    let enqueued = match &database {
+        Some(db) => {
+            queue::TaskQueue::enqueue(db, name, &content, correlation_id, "orchestrate enqueue")
+        }
+        None => queue::enqueue(
+            &layout,
+            name,
+            &content,
+            correlation_id,
+            "orchestrate enqueue",
+        ),
+    };
+    match enqueued {
         Ok(task) => {
+            if let Some(why) = &task.spooled {
+                eprintln!(
+                    "{why}; spooled into {}: it is queued once a role process on this machine reaches the database",
+                    task.file
+                );
+            }
             println!("{}", task.file);
             Ok(ExitCode::SUCCESS)
         }
+        Err(err @ queue::QueueError::Backend { .. }) => Err(Error::failed(err.to_string())),
         Err(err @ queue::QueueError::Io { .. }) => Err(Error::failed(err.to_string())),
         Err(err) => Err(Error::invalid(err.to_string())),
     }

@@ -14,6 +14,7 @@ mod cgroup;
 mod chaos;
 mod checker;
 mod cli_defaults;
+mod cluster;
 mod codex_args;
 mod durability;
 mod engine_records;

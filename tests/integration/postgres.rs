@@ -283,7 +283,7 @@ fn pg_bin_dir() -> Option<PathBuf> {
 }
 
 /// The server, or `None` after saying why the test is skipped.
-fn server() -> Option<PgServer> {
+pub fn server() -> Option<PgServer> {
     match PgServer::start() {
         Ok(server) => Some(server),
         Err(why) => {
@@ -293,13 +293,13 @@ fn server() -> Option<PgServer> {
     }
 }
 
-fn migrate(ws: &Ws, url: &str) -> std::process::Output {
+pub fn migrate(ws: &Ws, url: &str) -> std::process::Output {
     ws.cmd(&["db", "migrate", "--url", url])
         .output()
         .expect("run orchestrate db migrate")
 }
 
-fn text(bytes: &[u8]) -> String {
+pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 

@@ -517,6 +517,7 @@ fn enqueued() {
         id: "t1".into(),
         file: ".orchestrate/inbox/reviewer/t1.task".into(),
         correlation_id: "R".into(),
+        spooled: None,
     };
     let result = json!({"status": "succeeded", "exit_code": 0, "task": task});
     let event = Event::Enqueued(Enqueued {

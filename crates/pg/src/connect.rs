@@ -18,6 +18,15 @@ impl fmt::Display for Target {
 }
 
 impl Target {
+    /// The server a connection string names, as messages show it (never its password); the
+    /// string itself when it cannot be parsed.
+    pub fn of_url(url: &str) -> Target {
+        match url.parse::<tokio_postgres::Config>() {
+            Ok(config) => Target::of(&config),
+            Err(_) => Target("(an unparsable URL)".into()),
+        }
+    }
+
     fn of(config: &tokio_postgres::Config) -> Target {
         let hosts: Vec<String> = config
             .get_hosts()
@@ -108,6 +117,26 @@ pub enum DbError {
         /// The driver's error.
         #[source]
         source: tokio_postgres::Error,
+    },
+    /// The server could not be reached just now (a connection is being re-made, with backoff).
+    #[error("the queue database at {target} is unreachable: {reason}")]
+    Unreachable {
+        /// The server.
+        target: Target,
+        /// Why, as last seen.
+        reason: String,
+    },
+    /// The database has no queue schema yet.
+    #[error(
+        "the queue database at {target} has no orchestrate schema (version {found}, this orchestrate needs {needed}); run `orchestrate db migrate` once, from any machine"
+    )]
+    NotMigrated {
+        /// The server.
+        target: Target,
+        /// The schema version found (0: none).
+        found: i32,
+        /// The version this binary needs.
+        needed: i32,
     },
     /// The schema is newer than this binary knows.
     #[error(
@@ -219,6 +248,15 @@ impl Db {
     /// first line) or `ORCHESTRATE_QUEUE_PASSWORD`, so that it need not be in a file that is
     /// shared or in a command line that `ps` shows.
     pub async fn connect(url: &str) -> Result<Db, DbError> {
+        Db::connect_with(url, None).await
+    }
+
+    /// [`Db::connect`], with the payloads of the notifications this connection receives (after
+    /// a `LISTEN`) sent to `notes`.
+    pub async fn connect_with(
+        url: &str,
+        notes: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    ) -> Result<Db, DbError> {
         let mut config: tokio_postgres::Config =
             url.parse()
                 .map_err(|e: tokio_postgres::Error| DbError::BadUrl {
@@ -245,14 +283,14 @@ impl Db {
                 .connect(tokio_postgres::NoTls)
                 .await
                 .map_err(connect_failed)?;
-            (client, tokio::spawn(async move { drop(connection.await) }))
+            (client, tokio::spawn(drive(connection, notes)))
         } else {
             // `prefer` (the default) and `require` over TCP: TLS whenever the server offers it,
             // its certificate checked against the system's roots or ORCHESTRATE_QUEUE_CA. (A
             // Unix socket has no TLS.)
             let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config()?);
             let (client, connection) = config.connect(tls).await.map_err(connect_failed)?;
-            (client, tokio::spawn(async move { drop(connection.await) }))
+            (client, tokio::spawn(drive(connection, notes)))
         };
         let (client, task) = task;
         Ok(Db {
@@ -272,6 +310,27 @@ impl Db {
             target: target.clone(),
             action,
             source,
+        }
+    }
+}
+
+/// Runs a connection until it closes, sending the payload of each notification to `notes`.
+async fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    notes: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(tokio_postgres::AsyncMessage::Notification(note))) => {
+                if let Some(tx) = &notes {
+                    let _ = tx.send(note.payload().to_string());
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return,
         }
     }
 }

@@ -7,10 +7,14 @@
 //! (the queue crate's `TaskQueue`) lands next. It does not own the filesystem queue, the task records
 //! on disk or the worker loop.
 
+pub mod backend;
 pub mod connect;
+pub mod link;
 pub mod migrate;
 pub mod queue;
 
+pub use backend::PgQueue;
 pub use connect::{Db, DbError, Target};
+pub use link::{Link, LinkEvent};
 pub use migrate::{LATEST, Migrated, migrate, schema_version};
-pub use queue::{Claimed, Expired};
+pub use queue::{Added, Claimed, Expired};

@@ -42,6 +42,26 @@ pub struct Expired {
 const COLUMNS: &str = "role, id, payload, correlation_id, attempt, state, lease_owner, \
                        lease_expires, fence, status, source, enqueued_at, claimed_at, finished_at";
 
+/// What became of a task offered to the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Added {
+    /// Queued.
+    Queued,
+    /// This very task (same name, same `source`) is in the queue already, or was: an offer
+    /// repeated after a crash between the commit and the removal of its file.
+    Already,
+    /// Another task of that name is queued or running: this one was not queued.
+    Taken {
+        /// `queued` or `running`.
+        state: String,
+        /// Who holds it, when running.
+        holder: Option<String>,
+    },
+}
+
+/// The channel a worker listens on; the payload is the role a task was queued for.
+pub const QUEUED_CHANNEL: &str = "orchestrate_queued";
+
 /// Adds a task; `false` when `role` has a task `id` queued or running (the name is the key while
 /// the task lives). A finished task of that name moves to the history first, so a name may be
 /// used again once its task ended, as in the filesystem queue.
@@ -53,8 +73,40 @@ pub async fn enqueue(
     correlation_id: Option<&str>,
     source: &str,
 ) -> Result<bool, DbError> {
+    Ok(offer(db, role, id, payload, correlation_id, source, false).await? == Added::Queued)
+}
+
+/// Adds a task, in one transaction that also wakes the role's idle workers (`NOTIFY`, once per
+/// call). `source` says where it came from; when it names one file (`once`: a dropped file's
+/// machine, device, inode and change time) and that file was offered before (taken in, then the
+/// ingester died before removing it), it is [`Added::Already`], never a second task.
+pub async fn offer(
+    db: &mut Db,
+    role: &str,
+    id: &str,
+    payload: &[u8],
+    correlation_id: Option<&str>,
+    source: &str,
+    once: bool,
+) -> Result<Added, DbError> {
     let failed = db.failed("enqueue a task");
     let tx = db.client.transaction().await.map_err(&failed)?;
+    let seen = if !once {
+        None
+    } else {
+        tx.query_opt(
+            "SELECT 1 FROM orchestrate_tasks WHERE role = $1 AND id = $2 AND source = $3
+             UNION ALL
+             SELECT 1 FROM orchestrate_tasks_history WHERE role = $1 AND id = $2 AND source = $3
+             LIMIT 1",
+            &[&role, &id, &source],
+        )
+        .await
+        .map_err(&failed)?
+    };
+    if seen.is_some() {
+        return Ok(Added::Already);
+    }
     tx.execute(
         &format!(
             "WITH old AS (DELETE FROM orchestrate_tasks
@@ -74,8 +126,22 @@ pub async fn enqueue(
         )
         .await
         .map_err(&failed)?;
+    if added == 0 {
+        let row = tx
+            .query_opt(
+                "SELECT state, lease_owner FROM orchestrate_tasks WHERE role = $1 AND id = $2",
+                &[&role, &id],
+            )
+            .await
+            .map_err(&failed)?;
+        let (state, holder) = row.map_or(("queued".to_string(), None), |r| (r.get(0), r.get(1)));
+        return Ok(Added::Taken { state, holder });
+    }
+    tx.execute("SELECT pg_notify($1, $2)", &[&QUEUED_CHANNEL, &role])
+        .await
+        .map_err(&failed)?;
     tx.commit().await.map_err(&failed)?;
-    Ok(added == 1)
+    Ok(Added::Queued)
 }
 
 /// Moves up to `batch` tasks that finished more than `older_than` ago into the history table;
@@ -211,4 +277,165 @@ pub async fn requeue_expired(
             attempt: row.get(2),
         })
         .collect())
+}
+
+/// Extends by `lease` from now the leases of `held` (id and fence) of `role`; returns the ids
+/// still held (those missing were requeued or finished: their holders must stop).
+pub async fn renew(
+    db: &Db,
+    role: &str,
+    held: &[(String, i64)],
+    lease: Duration,
+) -> Result<Vec<String>, DbError> {
+    let (ids, fences): (Vec<&str>, Vec<i64>) = held.iter().map(|(i, f)| (i.as_str(), *f)).unzip();
+    let rows = db
+        .client
+        .query(
+            "UPDATE orchestrate_tasks t SET lease_expires = now() + make_interval(secs => $4)
+               FROM unnest($2::text[], $3::bigint[]) AS h(id, fence)
+              WHERE t.role = $1 AND t.id = h.id AND t.fence = h.fence AND t.state = 'running'
+          RETURNING t.id",
+            &[&role, &ids, &fences, &lease.as_secs_f64()],
+        )
+        .await
+        .map_err(db.failed("renew leases"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// One attempt's end, for [`complete_all`].
+#[derive(Debug, Clone)]
+pub struct Done {
+    /// The task's id.
+    pub id: String,
+    /// The fence its claim holds.
+    pub fence: i64,
+    /// `processed` (true) or `failed`.
+    pub success: bool,
+    /// Its status JSON.
+    pub status: String,
+}
+
+/// Records the end of several attempts of `role` in one statement; returns the ids accepted
+/// (an attempt whose fence no longer holds its task is refused and changes nothing).
+pub async fn complete_all(db: &Db, role: &str, done: &[Done]) -> Result<Vec<String>, DbError> {
+    let ids: Vec<&str> = done.iter().map(|d| d.id.as_str()).collect();
+    let fences: Vec<i64> = done.iter().map(|d| d.fence).collect();
+    let successes: Vec<bool> = done.iter().map(|d| d.success).collect();
+    let statuses: Vec<&str> = done.iter().map(|d| d.status.as_str()).collect();
+    let rows = db
+        .client
+        .query(
+            "UPDATE orchestrate_tasks t
+                SET state = CASE WHEN d.ok THEN 'processed' ELSE 'failed' END,
+                    status = d.status::jsonb, finished_at = now(),
+                    lease_owner = NULL, lease_expires = NULL
+               FROM unnest($2::text[], $3::bigint[], $4::bool[], $5::text[])
+                    AS d(id, fence, ok, status)
+              WHERE t.role = $1 AND t.id = d.id AND t.fence = d.fence AND t.state = 'running'
+          RETURNING t.id",
+            &[&role, &ids, &fences, &successes, &statuses],
+        )
+        .await
+        .map_err(db.failed("complete tasks"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Gives the attempt holding `fence` back uncharged (its worker is shutting down): queued
+/// again at once, its fence bumped. `false` when that attempt no longer holds the task.
+pub async fn release(db: &Db, role: &str, id: &str, fence: i64) -> Result<bool, DbError> {
+    let n = db
+        .client
+        .execute(
+            "WITH back AS (
+                UPDATE orchestrate_tasks
+                   SET state = 'queued', attempt = greatest(attempt - 1, 0), fence = fence + 1,
+                       lease_owner = NULL, lease_expires = NULL, claimed_at = NULL
+                 WHERE role = $1 AND id = $2 AND fence = $3 AND state = 'running'
+             RETURNING role)
+             SELECT pg_notify($4, role) FROM back",
+            &[&role, &id, &fence, &QUEUED_CHANNEL],
+        )
+        .await
+        .map_err(db.failed("release a task"))?;
+    Ok(n == 1)
+}
+
+/// Ends the lease of the attempt holding `fence` now (its processes died on this machine):
+/// the next [`requeue_expired`] puts the task back, charged, or fails it.
+pub async fn expire(db: &Db, role: &str, id: &str, fence: i64) -> Result<bool, DbError> {
+    let n = db
+        .client
+        .execute(
+            "UPDATE orchestrate_tasks SET lease_expires = now() - interval '1 microsecond'
+              WHERE role = $1 AND id = $2 AND fence = $3 AND state = 'running'",
+            &[&role, &id, &fence],
+        )
+        .await
+        .map_err(db.failed("end a lease"))?;
+    Ok(n == 1)
+}
+
+/// The state of task `id` of `role` and its fence, if the task is in the hot table.
+pub async fn state_of(db: &Db, role: &str, id: &str) -> Result<Option<(String, i64)>, DbError> {
+    let row = db
+        .client
+        .query_opt(
+            "SELECT state, fence FROM orchestrate_tasks WHERE role = $1 AND id = $2",
+            &[&role, &id],
+        )
+        .await
+        .map_err(db.failed("look a task up"))?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+/// A task as the database has it, for listings.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// The task's id.
+    pub id: String,
+    /// `queued`, `running`, `processed` or `failed`.
+    pub state: String,
+    /// Attempts started.
+    pub attempt: i32,
+    /// Who holds it, while running (`machine:pid`).
+    pub holder: Option<String>,
+    /// When it finished (RFC 3339), once it did.
+    pub finished_at: Option<String>,
+}
+
+/// The tasks of `role` in the hot table (queued, running, and finished ones not yet archived).
+pub async fn list(db: &Db, role: &str) -> Result<Vec<Row>, DbError> {
+    let rows = db
+        .client
+        .query(
+            "SELECT id, state, attempt, lease_owner,
+                    to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
+               FROM orchestrate_tasks WHERE role = $1 ORDER BY enqueued_at, id",
+            &[&role],
+        )
+        .await
+        .map_err(db.failed("list tasks"))?;
+    Ok(rows
+        .iter()
+        .map(|r| Row {
+            id: r.get(0),
+            state: r.get(1),
+            attempt: r.get(2),
+            holder: r.get(3),
+            finished_at: r.get(4),
+        })
+        .collect())
+}
+
+/// How many tasks of `role` wait to be claimed.
+pub async fn depth(db: &Db, role: &str) -> Result<i64, DbError> {
+    let row = db
+        .client
+        .query_one(
+            "SELECT count(*) FROM orchestrate_tasks WHERE role = $1 AND state = 'queued'",
+            &[&role],
+        )
+        .await
+        .map_err(db.failed("count queued tasks"))?;
+    Ok(row.get(0))
 }

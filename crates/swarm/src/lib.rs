@@ -3,6 +3,7 @@
 pub(crate) mod breaker;
 pub mod control;
 pub mod control_log;
+pub mod guard;
 pub mod metrics;
 pub mod supervisor;
 pub mod worker;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::error::QueueError;
-use super::layout::{Layout, QUEUE_FORMAT, read_sidecar};
+use super::layout::{Layout, read_sidecar};
 use super::lease::{Claim, ClaimResult, Lease, Owner};
 use super::quarantine::quarantine;
 use orchestrate_base::ids::check_id;
@@ -29,24 +29,87 @@ pub(crate) fn claim(
     settle: Duration,
     max_bytes: u64,
 ) -> Result<ClaimResult, QueueError> {
+    let InboxFile {
+        id,
+        path,
+        lock: file,
+        content,
+        ..
+    } = match take_inbox_file(layout, file_name, settle, max_bytes)? {
+        ControlFlow::Continue(taken) => taken,
+        ControlFlow::Break(result) => return Ok(result),
+    };
+    let dir = layout.running.join(&id);
+    let task_path = match move_to_running(&path, &dir)? {
+        ControlFlow::Continue(task_path) => task_path,
+        ControlFlow::Break(result) => return Ok(result),
+    };
+    let (sidecar, has_sidecar) = read_sidecar(&layout.meta_path(&id));
+    // The attempt is counted in the lease, before the workflow runs: a task that kills its
+    // worker is charged even then (recovery carries the count into the sidecar).
+    let attempt = sidecar.attempts + 1;
+    let lease = Lease::new(&layout.role, &id, attempt, owner);
+    write_lease(&lease, &dir)?;
+    fault!("claim.leased");
+    Ok(ClaimResult::Claimed(Box::new(Claim {
+        id,
+        dir,
+        task_path,
+        lock: file,
+        attempt,
+        meta: sidecar,
+        has_sidecar,
+        lease,
+        content,
+    })))
+}
+
+/// An inbox file judged fit to be a task, locked, whole (no writer) and read.
+#[derive(Debug)]
+pub struct InboxFile {
+    /// The task id (its name without the extension).
+    pub id: String,
+    /// Where it is in the inbox.
+    pub path: PathBuf,
+    /// The file, open and locked: no other claimer takes it while this is held.
+    pub lock: File,
+    /// Its bytes, read once.
+    pub content: Vec<u8>,
+    /// Which file this is, for as long as it exists (device, inode, change time): the same
+    /// file seen again after a crash is known for the one taken before.
+    pub identity: String,
+}
+
+/// Opens, judges, locks and reads inbox entry `file_name` without moving it: the first half of a
+/// claim, also how a database queue ingests dropped files. A file that any process has open for
+/// writing is never taken (`Writing`); where that cannot be known (`fsutil::Writers::Unknown`),
+/// `settle` is how long a file written in place must have been still before it is taken
+/// (renamed-in files are older than their rename). An entry that cannot be a task is
+/// quarantined; the answer is then the [`ClaimResult`] to act on.
+pub fn take_inbox_file(
+    layout: &Layout,
+    file_name: &str,
+    settle: Duration,
+    max_bytes: u64,
+) -> Result<ControlFlow<ClaimResult, InboxFile>, QueueError> {
     let Some(id) = layout.task_id(file_name) else {
-        return Ok(ClaimResult::Gone);
+        return Ok(ControlFlow::Break(ClaimResult::Gone));
     };
     let path = layout.inbox.join(file_name);
     let file = match open_task(layout, file_name, &path)? {
         ControlFlow::Continue(file) => file,
-        ControlFlow::Break(result) => return Ok(result),
+        ControlFlow::Break(result) => return Ok(ControlFlow::Break(result)),
     };
     let meta = file
         .metadata()
         .map_err(QueueError::io_err("inspect", &path))?;
     if let Some(reason) = unfit_kind_or_name(&meta, id) {
         drop(file);
-        return quarantine(layout, file_name, &reason);
+        return quarantine(layout, file_name, &reason).map(ControlFlow::Break);
     }
     match file.try_lock() {
         Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => return Ok(ClaimResult::Busy),
+        Err(fs::TryLockError::WouldBlock) => return Ok(ControlFlow::Break(ClaimResult::Busy)),
         Err(fs::TryLockError::Error(err)) => {
             return Err(QueueError::Io {
                 action: "lock",
@@ -58,10 +121,10 @@ pub(crate) fn claim(
     fault!("claim.locked");
     if let Some(reason) = unfit_links_or_size(&meta, max_bytes) {
         drop(file);
-        return quarantine(layout, file_name, &reason);
+        return quarantine(layout, file_name, &reason).map(ControlFlow::Break);
     }
     if let Some(not_yet) = still_written(&file, &meta, settle) {
-        return Ok(not_yet);
+        return Ok(ControlFlow::Break(not_yet));
     }
     // Read before the move, while the file is known to be closed: these bytes are the task.
     let mut content = Vec::with_capacity(meta.len() as usize);
@@ -69,28 +132,20 @@ pub(crate) fn claim(
         .take(max_bytes)
         .read_to_end(&mut content)
         .map_err(QueueError::io_err("read", &path))?;
-    let dir = layout.running.join(id);
-    let task_path = match move_to_running(&path, &dir)? {
-        ControlFlow::Continue(task_path) => task_path,
-        ControlFlow::Break(result) => return Ok(result),
-    };
-    let (sidecar, has_sidecar) = read_sidecar(&layout.meta_path(id));
-    // The attempt is counted in the lease, before the workflow runs: a task that kills its
-    // worker is charged even then (recovery carries the count into the sidecar).
-    let attempt = sidecar.attempts + 1;
-    let lease = write_lease(layout, id, owner, attempt, &dir)?;
-    fault!("claim.leased");
-    Ok(ClaimResult::Claimed(Box::new(Claim {
+    let identity = format!(
+        "{}:{}:{}.{}",
+        meta.dev(),
+        meta.ino(),
+        meta.ctime(),
+        meta.ctime_nsec()
+    );
+    Ok(ControlFlow::Continue(InboxFile {
         id: id.to_string(),
-        dir,
-        task_path,
+        path,
         lock: file,
-        attempt,
-        meta: sidecar,
-        has_sidecar,
-        lease,
         content,
-    })))
+        identity,
+    }))
 }
 
 /// Opens an inbox entry without following a link or blocking on a FIFO; an entry that cannot
@@ -216,32 +271,13 @@ fn move_to_running(
     Ok(ControlFlow::Continue(task_path))
 }
 
-/// Writes the claim's `lease.json` in `dir`: who holds attempt `attempt`. Creating files is the
-/// dominant cost of a claim on ext4, so the claim writes just this one.
-fn write_lease(
-    layout: &Layout,
-    id: &str,
-    owner: &Owner,
-    attempt: u32,
-    dir: &Path,
-) -> Result<Lease, QueueError> {
-    let now = orchestrate_base::clock::now_rfc3339();
-    let lease = Lease {
-        format_version: QUEUE_FORMAT,
-        role: layout.role.clone(),
-        id: id.to_string(),
-        attempt,
-        pid: owner.pid,
-        pid_start: owner.pid_start,
-        boot_id: owner.boot_id.clone(),
-        claimed_at: now.clone(),
-        heartbeat_at: now,
-    };
-    let bytes = serde_json::to_vec_pretty(&lease).unwrap_or_default();
+/// Writes the claim's `lease.json` in `dir`. Creating files is the dominant cost of a claim on
+/// ext4, so the claim writes just this one.
+pub fn write_lease(lease: &Lease, dir: &Path) -> Result<(), QueueError> {
+    let bytes = serde_json::to_vec_pretty(lease).unwrap_or_default();
     // Written in place: the directory is new, and a reader that finds it half-written (or
     // missing) falls back to the sidecar's count.
-    fs::write(dir.join("lease.json"), &bytes).map_err(QueueError::io_err("write lease in", dir))?;
-    Ok(lease)
+    fs::write(dir.join("lease.json"), &bytes).map_err(QueueError::io_err("write lease in", dir))
 }
 
 trait FileTypeExt2 {

@@ -19,7 +19,7 @@ use orchestrate_base::fsutil::{
 use orchestrate_base::io_err::FromIo;
 
 /// `processed/` or `failed/` entry name: UTC time first so a listing sorts by finish time.
-pub(super) fn final_name(role: &str, id: &str) -> String {
+pub fn final_name(role: &str, id: &str) -> String {
     let now = chrono::Utc::now();
     format!("{}_{role}_{id}", now.format("%Y%m%dT%H%M%S%.6fZ"))
 }
@@ -63,6 +63,21 @@ pub(crate) fn complete_all(
     layout: &Layout,
     done: &[Completion<'_>],
 ) -> Vec<Result<PathBuf, QueueError>> {
+    done.iter()
+        .zip(write_records(done))
+        .map(|(c, written)| {
+            written?;
+            fault!("complete.status_written");
+            publish(layout, c.claim, c.success)
+        })
+        .collect()
+}
+
+/// Writes the status.json of each attempt into its directory, then syncs them all together
+/// (their writeback started first, so that a journaling filesystem commits them in one
+/// transaction); one result each, in order. The first half of [`complete_all`]: a backend that
+/// records completions elsewhere too (a database) commits them between this and [`publish`].
+pub fn write_records(done: &[Completion<'_>]) -> Vec<Result<(), QueueError>> {
     let mut written: Vec<Result<std::fs::File, QueueError>> = done
         .iter()
         .map(|c| {
@@ -86,14 +101,7 @@ pub(crate) fn complete_all(
             });
         }
     }
-    done.iter()
-        .zip(written)
-        .map(|(c, w)| {
-            w?;
-            fault!("complete.status_written");
-            publish(layout, c.claim, c.success)
-        })
-        .collect()
+    written.into_iter().map(|w| w.map(drop)).collect()
 }
 
 /// The status record's bytes, noting a task file changed after its claim.
@@ -108,8 +116,9 @@ fn status_bytes(claim: &Claim, status: &TaskStatus) -> Vec<u8> {
     }
 }
 
-/// Moves the finished claim's directory into `processed/` or `failed/` and drops its sidecar.
-fn publish(layout: &Layout, claim: &Claim, success: bool) -> Result<PathBuf, QueueError> {
+/// Moves the finished claim's directory into `processed/` or `failed/` and drops its sidecar;
+/// its status.json must be on disk already ([`write_records`]).
+pub fn publish(layout: &Layout, claim: &Claim, success: bool) -> Result<PathBuf, QueueError> {
     let parent = if success {
         &layout.processed
     } else {
@@ -176,6 +185,22 @@ fn keep_given(claim: &Claim) -> Option<String> {
             changed.len()
         ),
     })
+}
+
+/// Moves the directory `dir` of a finished attempt of task `id`, whose status.json is on disk,
+/// into `processed/` or `failed/` durably: a move its worker died before making.
+pub fn move_finished(
+    layout: &Layout,
+    dir: &Path,
+    id: &str,
+    success: bool,
+) -> Result<PathBuf, QueueError> {
+    let parent = if success {
+        &layout.processed
+    } else {
+        &layout.failed
+    };
+    finish_move(layout, dir, id, parent, MoveSync::Durable)
 }
 
 /// Whether a final move is made durable before it returns.

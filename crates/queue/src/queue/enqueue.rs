@@ -31,6 +31,10 @@ pub struct Enqueued {
     pub file: String,
     /// The chain this task belongs to: the one given, else the task's own id.
     pub correlation_id: String,
+    /// Why it went into the inbox instead of its queue's database (unreachable), if it did: it
+    /// is taken in once a role process on this machine reaches the database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spooled: Option<String>,
 }
 
 /// Adds a task durably. Returns only once the task file and its directory entry are on disk.
@@ -145,6 +149,7 @@ fn enqueue_with(
         file: relative(&layout.workspace, &task),
         id,
         correlation_id,
+        spooled: None,
     })
 }
 

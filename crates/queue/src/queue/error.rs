@@ -36,6 +36,27 @@ pub enum QueueError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The queue's database failed or could not be reached (`reason` names it, never a
+    /// password).
+    #[error("{reason}")]
+    Backend {
+        /// What failed and why, as its backend says it.
+        reason: String,
+    },
+    /// The attempt no longer holds its task: its lease ran out and the task was requeued (and
+    /// perhaps run again elsewhere), so this completion was refused.
+    #[error(
+        "attempt {attempt} of `{id}` no longer holds the task (its lease ran out and the task was \
+         requeued); its result was not recorded and its files are kept in {}", kept.display()
+    )]
+    Superseded {
+        /// The task id.
+        id: String,
+        /// The attempt that was refused.
+        attempt: u32,
+        /// Where its files are now.
+        kept: PathBuf,
+    },
     /// `orchestrate retry` was pointed at something it cannot queue again.
     #[error("the task in {} cannot be retried: {reason}", path.display())]
     NotRetryable {

@@ -33,6 +33,42 @@ pub struct Lease {
     /// When the task was claimed (RFC 3339).
     pub claimed_at: String,
     pub(crate) heartbeat_at: String,
+    /// The fence of a database queue's claim: what its heartbeats and completion name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<i64>,
+    /// The machine that holds it, in a queue shared by several machines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+}
+
+impl Lease {
+    /// Attempt `attempt` of task `id` of `role`, held by `owner` from now.
+    pub fn new(role: &str, id: &str, attempt: u32, owner: &Owner) -> Lease {
+        let now = orchestrate_base::clock::now_rfc3339();
+        Lease {
+            format_version: super::layout::QUEUE_FORMAT,
+            role: role.to_string(),
+            id: id.to_string(),
+            attempt,
+            pid: owner.pid,
+            pid_start: owner.pid_start,
+            boot_id: owner.boot_id.clone(),
+            claimed_at: now.clone(),
+            heartbeat_at: now,
+            fence: None,
+            machine: None,
+        }
+    }
+}
+
+/// Whether the holder of a claim may go on running it, as its queue sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseCheck {
+    /// Held: go on.
+    Held,
+    /// No longer held, or about to run out unrenewed: stop the attempt's processes now and give
+    /// the attempt up (its completion would be refused). Says why.
+    Lost(String),
 }
 
 /// The identity of this process, for leases.
@@ -96,7 +132,7 @@ impl Claim {
     }
 
     /// Rewrites the lease (no fsync: the lock, not the lease, decides ownership).
-    pub(crate) fn heartbeat(&mut self) {
+    pub fn heartbeat(&mut self) {
         self.lease.heartbeat_at = orchestrate_base::clock::now_rfc3339();
         if let Ok(bytes) = serde_json::to_vec_pretty(&self.lease) {
             let _ = write_plain(&self.lease_path(), &bytes);

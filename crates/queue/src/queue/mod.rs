@@ -35,11 +35,13 @@ mod quarantine;
 mod recover;
 mod task_queue;
 
-pub use complete::Completion;
+pub use claim::{InboxFile, take_inbox_file, write_lease};
+pub use complete::{Completion, final_name, move_finished, publish, write_records};
 pub use enqueue::{Enqueued, enqueue, retry};
 pub use error::QueueError;
 pub use layout::{DEFAULT_MAX_TASK_BYTES, Layout, Meta};
-pub use lease::{Claim, ClaimResult, Lease, Owner, holders};
+pub use lease::{Claim, ClaimResult, Lease, LeaseCheck, Owner, holders};
 pub use list::{InboxEntry, TaskInfo, TaskState, depth, inbox_extras, list};
-pub use quarantine::quarantine_invalid_name;
+pub use quarantine::{quarantine_invalid_name, refuse};
+pub use recover::{Recovered, set_aside};
 pub use task_queue::TaskQueue;

@@ -46,6 +46,12 @@ pub(super) fn quarantine(
     quarantine_raw(layout, std::ffi::OsStr::new(file_name), reason)
 }
 
+/// Moves inbox entry `file_name` to `failed/` unrun with a status.json saying `reason`: a task a
+/// queue refuses (a database queue's name already taken by a live task).
+pub fn refuse(layout: &Layout, file_name: &str, reason: &str) -> Result<ClaimResult, QueueError> {
+    quarantine(layout, file_name, reason)
+}
+
 /// Quarantines an inbox entry whose name is not UTF-8 (it cannot even be shown as a task id).
 pub fn quarantine_invalid_name(
     layout: &Layout,

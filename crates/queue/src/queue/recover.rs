@@ -26,10 +26,13 @@ use orchestrate_base::process;
 /// What recovery did with one claimed entry.
 #[derive(Debug, Clone, Serialize)]
 pub struct Recovered {
+    /// The task id.
     pub id: String,
+    /// The attempt that ended.
     pub attempt: u32,
-    /// `requeued` or `failed`.
+    /// `requeued` or `failed` (or what a database queue did: `given up`).
     pub action: String,
+    /// Why.
     pub reason: String,
 }
 
@@ -307,12 +310,26 @@ fn requeue(
         }
     }
     fault!("recover.requeued");
-    let keep = layout.meta.join(format!("{id}.attempt-{attempt}"));
-    let _ = fs::remove_dir_all(&keep);
-    let _ = fs::rename(dir, &keep);
+    let _ = set_aside(layout, dir, id, attempt);
     fault!("recover.kept");
     let _ = fsync_dir(&layout.inbox);
     Ok("requeued")
+}
+
+/// Keeps the records of attempt `attempt` of task `id` (its directory `dir`, out of `running/`)
+/// beside the task's sidecar, where `show` finds them: an attempt that did not finish. Returns
+/// where they are now.
+pub fn set_aside(
+    layout: &Layout,
+    dir: &Path,
+    id: &str,
+    attempt: u32,
+) -> Result<std::path::PathBuf, QueueError> {
+    let keep = layout.meta.join(format!("{id}.attempt-{attempt}"));
+    let _ = fs::remove_dir_all(&keep);
+    fs::create_dir_all(&layout.meta).map_err(QueueError::io_err("create", &layout.meta))?;
+    fs::rename(dir, &keep).map_err(QueueError::io_err("move aside", dir))?;
+    Ok(keep)
 }
 
 /// Gives a claimed task back without charging it an attempt (the worker is shutting down and

@@ -12,7 +12,7 @@ use super::complete::{Completion, complete, complete_all};
 use super::enqueue::{Enqueued, enqueue};
 use super::error::QueueError;
 use super::layout::Layout;
-use super::lease::{Claim, ClaimResult, Owner};
+use super::lease::{Claim, ClaimResult, LeaseCheck, Owner};
 use super::list::{TaskInfo, depth, list};
 use super::recover::{Recovered, recover, release};
 use crate::record::TaskStatus;
@@ -42,8 +42,16 @@ pub trait TaskQueue: Send + Sync {
         settle: Duration,
         max_bytes: u64,
     ) -> Result<ClaimResult, QueueError>;
-    /// Tells the queue the claim's holder is alive.
-    fn heartbeat(&self, claim: &mut Claim);
+    /// Tells the queue the claim's holder is alive; whether it may go on. A queue whose
+    /// leases can run out (a database's) answers [`LeaseCheck::Lost`] before they do, so
+    /// that the holder stops the attempt's processes in time.
+    fn heartbeat(&self, claim: &mut Claim) -> LeaseCheck;
+    /// Whether the queue hands out its next task whatever the candidate (a database queue):
+    /// the loop then asks again after each claim and once a second while idle, with an empty
+    /// candidate, and inbox entries are only tasks to take in.
+    fn pulls(&self) -> bool {
+        false
+    }
     /// Success or failure: the task's terminal record.
     fn complete(
         &self,
@@ -61,6 +69,12 @@ pub trait TaskQueue: Send + Sync {
     }
     /// Gives a claim back uncharged (shutdown).
     fn release(&self, claim: Claim, reason: &str) -> Result<&'static str, QueueError>;
+    /// Gives up an attempt whose lease was lost ([`LeaseCheck::Lost`]) after its processes were
+    /// stopped: its files are set aside and the task is left to the queue, which requeues it
+    /// charged (or fails it after `max_attempts`). A queue whose leases never run out releases it.
+    fn give_up(&self, claim: Claim, reason: &str) -> Result<&'static str, QueueError> {
+        self.release(claim, reason)
+    }
     /// Puts back claims whose processes are all gone: into the inbox for another attempt, or
     /// into `failed/` once `max_attempts` have started; a holder dead or silent for longer than
     /// `hung_after` has its step's processes killed first.
@@ -97,8 +111,9 @@ impl TaskQueue for Layout {
     ) -> Result<ClaimResult, QueueError> {
         claim(self, candidate, owner, settle, max_bytes)
     }
-    fn heartbeat(&self, claim: &mut Claim) {
+    fn heartbeat(&self, claim: &mut Claim) -> LeaseCheck {
         claim.heartbeat();
+        LeaseCheck::Held
     }
     fn complete(
         &self,

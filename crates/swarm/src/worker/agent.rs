@@ -83,7 +83,15 @@ impl Agent {
         stop: CancellationToken,
         kill: CancellationToken,
     ) -> Result<Agent, String> {
-        let (shared, stamp) = Shared::start(workspace, version, &options)?;
+        // The hints' channel first: a database queue's news of queued tasks arrive on it too.
+        let (tx, hints) = mpsc::unbounded_channel();
+        let queued: Arc<dyn Fn() + Send + Sync> = {
+            let tx = tx.clone();
+            Arc::new(move || {
+                let _ = tx.send(Hint::Queued);
+            })
+        };
+        let (shared, stamp) = Shared::start(workspace, version, &options, queued)?;
         let owner = Owner::current();
         let shared = Arc::new(shared);
         let log = shared.log.clone();
@@ -91,7 +99,6 @@ impl Agent {
 
         recover(&shared, &log);
         // Watch first, then list: a file created in between is seen by one or the other.
-        let (tx, hints) = mpsc::unbounded_channel();
         let watcher = watch(&layout.inbox, tx)
             .map_err(|e| format!("failed to watch {}: {e}", layout.inbox.display()))?;
         // Pause, cancel requests and breaker changes: hints from the control watcher, with the
@@ -115,6 +122,9 @@ impl Agent {
         };
         let mut pending = Pending::default();
         pending.list(layout);
+        if shared.queue.pulls() {
+            pending.push(String::new(), true);
+        }
         // SIGHUP: look at the role's files now (`orchestrate swarm reload`). Installed before
         // this process records itself and reports ready, after which it may be sent.
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -256,10 +266,12 @@ impl Agent {
                             names.into_iter().for_each(|(n, c)| self.pending.push(n, c))
                         }
                         Hint::Rescan => self.rescan(),
+                        Hint::Queued => self.pending.push(String::new(), true),
                     }
                 }
             }
             Some(Hint::Rescan) => self.rescan(),
+            Some(Hint::Queued) => self.pending.push(String::new(), true),
             None => return Err("the inbox watcher stopped".into()),
         }
         Ok(())
@@ -288,6 +300,10 @@ impl Agent {
         if self.pending.is_empty() && self.last_list.elapsed() >= IDLE_RESCAN {
             self.last_list = Instant::now();
             self.pending.list(&self.shared.layout);
+            // A queue that pulls is asked again: the hint of a task queued may have been lost.
+            if self.shared.queue.pulls() {
+                self.pending.push(String::new(), true);
+            }
         }
     }
 

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use orchestrate_engine::runner::{RunConfig, RunReport, Runner};
 use orchestrate_engine::state::RunStatus;
-use orchestrate_queue::queue::Claim;
+use orchestrate_queue::queue::{Claim, LeaseCheck};
 
 use super::finish::{Finished, finish, status_json};
 use super::log::say;
@@ -44,11 +44,35 @@ pub(super) async fn run_task(
             (worktree, runner)
         }
     };
-    let (outcome, timed_out) = match started_run {
+    let (outcome, ending) = match started_run {
         Ok(runner) => drive(&shared, &mut claim, runner, &cancel).await,
-        Err(message) => (Err(message), false),
+        Err(message) => (Err(message), Ending::Ran),
     };
     drop(slot);
+    if let Ending::Fenced(reason) = ending {
+        // The lease is lost: its processes are stopped, and its result would be refused.
+        if let Ok(report) = &outcome {
+            ledger(&shared, &claim, report);
+        }
+        let attempt = claim.attempt;
+        let done = shared.queue.give_up(claim, &reason);
+        say!(
+            always &shared.log,
+            WARN,
+            task = %id,
+            attempt,
+            "gave up attempt {attempt} of `{id}`: {reason}; its processes were stopped and the queue runs it again{}",
+            done.err().map(|e| format!(" (setting its files aside failed: {e})")).unwrap_or_default()
+        );
+        if let Some(metrics) = &shared.metrics {
+            metrics.finished("released", None);
+        }
+        return Finished {
+            id,
+            outcome: "given up",
+        };
+    }
+    let timed_out = ending == Ending::TimedOut;
     // Stopped by `orchestrate cancel`: failed/, not back to the inbox, never retried.
     let cancelled = match &outcome {
         Ok(report) if report.status == RunStatus::Interrupted && !timed_out => {
@@ -160,34 +184,62 @@ fn run_config(
     config
 }
 
+/// How a run ended besides its report.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Ending {
+    /// By itself, or cancelled.
+    Ran,
+    /// Stopped at `task_timeout`.
+    TimedOut,
+    /// Stopped because the claim's lease was lost (self-fencing): why.
+    Fenced(String),
+}
+
 /// Runs the task's workflow to its end, renewing the claim's lease meanwhile and stopping it
-/// at `task_timeout`; whether it timed out.
+/// at `task_timeout`, or at once when the queue says the lease is lost.
 pub(super) async fn drive(
     shared: &Shared,
     claim: &mut Claim,
     runner: Runner,
     cancel: &CancellationToken,
-) -> (Result<RunReport, String>, bool) {
+) -> (Result<RunReport, String>, Ending) {
     let run = runner.run();
     tokio::pin!(run);
-    let heartbeat_every = (shared.role.hung_after / 4).max(Duration::from_millis(500));
+    // Eight looks per lease: a database queue's holder must notice a lease it cannot renew
+    // (half of it gone) well before the lease runs out.
+    let heartbeat_every = (shared.role.hung_after / 8).max(Duration::from_millis(250));
     // Not `interval`: its first tick is due at once, and tokio fires timers on its 1 ms wheel, so
     // awaiting it would delay every task's start by up to a millisecond.
     let mut heartbeat =
         tokio::time::interval_at((Instant::now() + heartbeat_every).into(), heartbeat_every);
     let deadline = shared.role.task_timeout.map(|t| Instant::now() + t);
-    let mut timed_out = false;
+    let mut ending = Ending::Ran;
     let outcome = loop {
         tokio::select! {
             result = &mut run => break result.map_err(|e| e.to_string()),
-            _ = heartbeat.tick() => shared.queue.heartbeat(claim),
-            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()).await }, if deadline.is_some() && !timed_out => {
-                timed_out = true;
+            _ = heartbeat.tick(), if ending == Ending::Ran => {
+                if let LeaseCheck::Lost(reason) = shared.queue.heartbeat(claim) {
+                    self_fence(claim);
+                    cancel.cancel();
+                    ending = Ending::Fenced(reason);
+                }
+            }
+            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()).await }, if deadline.is_some() && ending == Ending::Ran => {
+                ending = Ending::TimedOut;
                 cancel.cancel();
             }
         }
     };
-    (outcome, timed_out)
+    (outcome, ending)
+}
+
+/// Stops every process of the attempt now, with SIGKILL: each holds the task's lock (steps
+/// inherit it, and so do their children, whatever group or session they moved to). No grace:
+/// the lease may run out soon, and then another machine may start the task.
+fn self_fence(claim: &Claim) {
+    for pid in orchestrate_queue::queue::holders(&claim.task_path) {
+        let _ = orchestrate_base::process::kill(pid, libc::SIGKILL);
+    }
 }
 
 /// The task's worktree under `isolation: worktree` (made, or the one an earlier attempt left),

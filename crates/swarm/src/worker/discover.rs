@@ -31,6 +31,8 @@ pub(super) enum Hint {
     /// a hint to look, and the claim checks for writers itself.
     Names(Vec<(String, bool)>),
     Rescan,
+    /// A task was queued for the role in the database (a queue that pulls).
+    Queued,
 }
 
 /// Candidate inbox entries, deduplicated, in discovery order; some wait for a later time.

@@ -74,7 +74,13 @@ impl Agent {
     ) {
         let log = &self.log;
         match result {
-            Ok(ClaimResult::Claimed(claim)) => self.start_task(*claim, claimed),
+            Ok(ClaimResult::Claimed(claim)) => {
+                self.start_task(*claim, claimed);
+                // A queue that pulls may hold more: ask it again when a slot is free.
+                if self.shared.queue.pulls() {
+                    self.pending.push(String::new(), true);
+                }
+            }
             Ok(ClaimResult::Busy) => self.pending.later(name, complete, BUSY_RETRY),
             // Not a task yet: `--once` takes only what is queued, and a writer may never close.
             Ok(ClaimResult::Writing) if self.options.once => say!(
@@ -162,7 +168,7 @@ impl Agent {
                 }
                 match outcome {
                     "processed" => self.report.processed += 1,
-                    "released" => self.report.released += 1,
+                    "released" | "given up" => self.report.released += 1,
                     _ => self.report.failed += 1,
                 }
                 self.tokens.remove(&id);

@@ -7,8 +7,8 @@
 //! queue protocol (`queue`) or the workflow language (`runner`).
 //!
 //! This file only declares the submodules, re-exports the public surface and composes
-//! [`run_agent`]; lowest first: `log` (the `say!` macro), `options`, `shared` (what a version of
-//! the role shares, the slots), `task_vars`, `discover` (watch, listings, candidates), `steer`
+//! [`run_agent`]; lowest first: `log` (the `say!` macro), `options`, `cluster` (the queue on
+//! PostgreSQL), `shared` (what a version of the role shares, the slots), `task_vars`, `discover` (watch, listings, candidates), `steer`
 //! (pause, breakers, budget, cancel requests), `reload`, `parent` (the supervisor), `recover`,
 //! `finish` (status.json, the move) under `attempt` (one task's run), then `agent` (the loop's
 //! state and its wake-ups) with the `impl Agent` blocks of `dispatch` (claims) and `stop`
@@ -16,6 +16,7 @@
 
 mod agent;
 mod attempt;
+mod cluster;
 mod discover;
 mod dispatch;
 mod finish;
@@ -33,6 +34,7 @@ use std::path::Path;
 
 use tokio_util::sync::CancellationToken;
 
+pub use cluster::open_queue;
 pub use options::{AgentOptions, AgentReport};
 pub use parent::SUPERVISOR_PID_ENV;
 pub use task_vars::{TaskFacts, task_json, task_variables};

@@ -23,7 +23,7 @@ pub(super) struct Shared {
     /// what other tasks change while one runs.
     pub(super) queue_dirs: Vec<String>,
     pub(super) layout: Layout,
-    /// The queue operations, through the interface a database backend will also implement.
+    /// The queue operations: the filesystem queue, or the database shared by several machines.
     pub(super) queue: Arc<dyn queue::TaskQueue>,
     pub(super) role: Role,
     pub(super) workflow: Arc<Workflow>,
@@ -76,6 +76,7 @@ impl Shared {
         workspace: &Path,
         version: orchestrate_engine::role::Version,
         options: &AgentOptions,
+        on_queued: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<(Shared, orchestrate_engine::role::Stamp), String> {
         let orchestrate_engine::role::Version {
             role,
@@ -92,7 +93,7 @@ impl Shared {
         let swarm = orchestrate_lang::load::load_swarm(workspace).map_err(|e| e.render())?;
         let swarm_budget = (swarm.max_cost_usd_per_day.is_some()
             || swarm.max_tokens_per_day.is_some())
-        .then_some(swarm);
+        .then(|| swarm.clone());
         let mut queue_dirs = queue_dirs(workspace);
         // The metrics file changes while tasks run, too.
         if let Some(rel) = options
@@ -116,6 +117,23 @@ impl Shared {
             role.isolation.as_ref(),
             workflow.isolation.as_ref(),
         );
+        let log = Log {
+            role: role.name.clone(),
+            replica: options.replica,
+            quiet: options.quiet,
+        };
+        let queue: Arc<dyn queue::TaskQueue> = match super::cluster::queue_url(&swarm) {
+            // The lease is the role's `hung_after_sec`: a holder silent that long is dead.
+            Some(url) => Arc::new(super::cluster::open(
+                &url,
+                &layout,
+                role.hung_after,
+                &log,
+                on_queued,
+                true,
+            )?),
+            None => Arc::new(layout.clone()),
+        };
         let profiles = Arc::new(profiles);
         let observer: orchestrate_engine::runner::Observer = {
             let (workspace, profiles, label) = (
@@ -135,16 +153,12 @@ impl Shared {
             profiles,
             workspace: workspace.to_path_buf(),
             layout: layout.clone(),
-            queue: Arc::new(layout.clone()),
+            queue,
             role: role.clone(),
             workflow: Arc::new(workflow),
             workflow_text: Arc::new(workflow_text),
             label: label.clone(),
-            log: Log {
-                role: role.name.clone(),
-                replica: options.replica,
-                quiet: options.quiet,
-            },
+            log,
             active: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             slot_freed: Arc::new(tokio::sync::Notify::new()),
             metrics,

@@ -1,0 +1,162 @@
+//! The role process on a queue shared by several machines (PostgreSQL): which database, which
+//! machine this is, and the link's news said in the role's log.
+//!
+//! Owns: the queue's URL (`ORCHESTRATE_QUEUE_URL`, else `queue:` in swarm.yaml), this machine's
+//! name (`ORCHESTRATE_MACHINE`, else the host name), the schema check at start (an unmigrated
+//! database is an error that says to run `orchestrate db migrate`; an unreachable one is said
+//! and waited for), and opening the `PgQueue`. Does not implement the queue (`orchestrate-pg`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orchestrate_queue::queue::Layout;
+
+use super::log::{Log, say};
+
+/// The database the swarm's queue lives in, if any: `ORCHESTRATE_QUEUE_URL`, else `queue:` of
+/// swarm.yaml.
+pub(super) fn queue_url(swarm: &orchestrate_lang::model::SwarmConfig) -> Option<String> {
+    std::env::var("ORCHESTRATE_QUEUE_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+        .or_else(|| swarm.queue_url.clone())
+}
+
+/// This machine's name in leases and records: `ORCHESTRATE_MACHINE`, else the host name.
+pub(super) fn machine_name() -> String {
+    std::env::var("ORCHESTRATE_MACHINE")
+        .ok()
+        .filter(|name| !name.trim().is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|name| name.trim().to_string())
+        })
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Opens the role's queue in the database at `url`; leases last `lease`. `on_queued` is called
+/// when a task is queued for the role anywhere (a hint to claim).
+pub(super) fn open(
+    url: &str,
+    layout: &Layout,
+    lease: Duration,
+    log: &Log,
+    on_queued: Arc<dyn Fn() + Send + Sync>,
+    guarded: bool,
+) -> Result<orchestrate_pg::PgQueue, String> {
+    let events_log = log.clone();
+    // A guard outside this process stops our steps should we be unable to (stopped, frozen).
+    let guard = if guarded {
+        match crate::guard::Guard::start(&layout.running) {
+            Ok(guard) => Some(guard),
+            Err(err) => {
+                say!(
+                    always log,
+                    WARN,
+                    "cannot start the lease guard ({err}): should this process be stopped, its steps run on past their leases"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let events = Arc::new(move |event: orchestrate_pg::LinkEvent| match event {
+        orchestrate_pg::LinkEvent::Queued => on_queued(),
+        orchestrate_pg::LinkEvent::Lost(reason) => say!(
+            always & events_log,
+            WARN,
+            "lost the queue database ({reason}); reconnecting with backoff, tasks dropped here wait in the inbox"
+        ),
+        orchestrate_pg::LinkEvent::Back(after) => say!(
+            always & events_log,
+            INFO,
+            "the queue database is back after {:.1} s",
+            after.as_secs_f64()
+        ),
+        orchestrate_pg::LinkEvent::Deadline(at) => {
+            if let Some(guard) = &guard {
+                guard.deadline(at);
+            }
+        }
+    });
+    // Renewed four times per lease: a holder stops its attempt once half of it passed unrenewed.
+    let link = orchestrate_pg::Link::start(url, &layout.role, lease, lease / 4, events)
+        .map_err(|e| format!("cannot start the queue database's thread: {e}"))?;
+    let checked = link.call(|conn| {
+        Box::pin(async move {
+            let db = conn.db().await?;
+            orchestrate_pg::schema_version(db).await
+        })
+    });
+    match checked {
+        Ok(Some(version)) if version == orchestrate_pg::LATEST => {}
+        Ok(found) if found.unwrap_or(0) < orchestrate_pg::LATEST => {
+            return Err(orchestrate_pg::DbError::NotMigrated {
+                target: link.target.clone(),
+                found: found.unwrap_or(0),
+                needed: orchestrate_pg::LATEST,
+            }
+            .to_string());
+        }
+        Ok(found) => {
+            return Err(orchestrate_pg::DbError::TooNew {
+                target: link.target.clone(),
+                found: found.unwrap_or(0),
+                known: orchestrate_pg::LATEST,
+            }
+            .to_string());
+        }
+        Err(err @ orchestrate_pg::DbError::Unreachable { .. }) => say!(
+            always log,
+            WARN,
+            "{err}; starting all the same: tasks dropped here wait in the inbox until it is back"
+        ),
+        Err(err) => return Err(err.to_string()),
+    }
+    let machine = machine_name();
+    say!(
+        log,
+        INFO,
+        "queue: {} (machine `{machine}`, leases of {:.0} s)",
+        link.target,
+        lease.as_secs_f64()
+    );
+    Ok(orchestrate_pg::PgQueue::new(
+        layout.clone(),
+        link,
+        &machine,
+        lease,
+        true,
+    ))
+}
+
+/// The queue of `layout.role` in the workspace's database, for a command that is not a role
+/// process (`orchestrate enqueue`): `None` when the swarm has no database, or when swarm.yaml
+/// cannot be read (then the inbox is the safe place: a role process takes the task in from there
+/// once the file is fixed). Says nothing unless something fails.
+pub fn open_queue(
+    workspace: &std::path::Path,
+    layout: &Layout,
+) -> Result<Option<orchestrate_pg::PgQueue>, String> {
+    let swarm = orchestrate_lang::load::load_swarm(workspace).unwrap_or_default();
+    let Some(url) = queue_url(&swarm) else {
+        return Ok(None);
+    };
+    let log = Log {
+        role: layout.role.clone(),
+        replica: 0,
+        quiet: true,
+    };
+    // The lease does not matter to a command that claims nothing.
+    open(
+        &url,
+        layout,
+        Duration::from_secs(60),
+        &log,
+        Arc::new(|| {}),
+        false,
+    )
+    .map(Some)
+}
