@@ -108,7 +108,9 @@ pub(crate) fn enqueue(
             println!("{}", task.file);
             Ok(ExitCode::SUCCESS)
         }
-        Err(err @ queue::QueueError::Backend { .. }) => Err(Error::failed(err.to_string())),
+        Err(err @ (queue::QueueError::Backend { .. } | queue::QueueError::Unavailable { .. })) => {
+            Err(Error::failed(err.to_string()))
+        }
         Err(err @ queue::QueueError::Io { .. }) => Err(Error::failed(err.to_string())),
         Err(err) => Err(Error::invalid(err.to_string())),
     }

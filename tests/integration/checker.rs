@@ -174,6 +174,17 @@ impl Report {
 /// Checks the workspace `ws` after a run: `accepted` were acknowledged by `enqueue`, `maybe`
 /// were enqueued without an acknowledgement (failed or killed: present or not, both are fine).
 pub fn check(ws: &Path, accepted: &BTreeSet<String>, maybe: &BTreeSet<String>) -> Report {
+    check_many(&[ws], &ws.join(EXEC_LOG), accepted, maybe)
+}
+
+/// [`check`] over several workspaces (the machines of a cluster) whose steps append to one
+/// executions log, `exec_log`: terminal records are counted across all of them.
+pub fn check_many(
+    workspaces: &[&Path],
+    exec_log: &Path,
+    accepted: &BTreeSet<String>,
+    maybe: &BTreeSet<String>,
+) -> Report {
     let mut report = Report {
         accepted: accepted.len(),
         maybe: maybe.difference(accepted).count(),
@@ -181,7 +192,10 @@ pub fn check(ws: &Path, accepted: &BTreeSet<String>, maybe: &BTreeSet<String>) -
     };
     // Terminal records.
     let mut terminal: BTreeMap<String, Vec<Terminal>> = BTreeMap::new();
-    for parent in ["processed", "failed"] {
+    for (parent, ws) in workspaces
+        .iter()
+        .flat_map(|ws| [("processed", *ws), ("failed", *ws)])
+    {
         for entry in std::fs::read_dir(ws.join(parent))
             .into_iter()
             .flatten()
@@ -200,7 +214,11 @@ pub fn check(ws: &Path, accepted: &BTreeSet<String>, maybe: &BTreeSet<String>) -
                     name.splitn(3, '_').nth(2).unwrap_or(&name).to_string()
                 });
             let record = Terminal {
-                dir: format!("{parent}/{name}"),
+                dir: if workspaces.len() > 1 {
+                    format!("{}/{parent}/{name}", ws.display())
+                } else {
+                    format!("{parent}/{name}")
+                },
                 success: parent == "processed",
                 attempt: status["attempt"].as_u64().unwrap_or(0) as u32,
             };
@@ -214,7 +232,7 @@ pub fn check(ws: &Path, accepted: &BTreeSet<String>, maybe: &BTreeSet<String>) -
         }
     }
     // Executions.
-    let log = std::fs::read_to_string(ws.join(EXEC_LOG)).unwrap_or_default();
+    let log = std::fs::read_to_string(exec_log).unwrap_or_default();
     let mut executions: BTreeMap<String, Vec<Execution>> = BTreeMap::new();
     let mut overlaps: Vec<(String, String)> = Vec::new();
     for line in log.lines() {
@@ -252,7 +270,8 @@ pub fn check(ws: &Path, accepted: &BTreeSet<String>, maybe: &BTreeSet<String>) -
     // Lost and duplicates.
     for id in accepted {
         if !terminal.contains_key(id) {
-            report.lost.push((id.clone(), whereabouts(ws, id)));
+            let places: Vec<String> = workspaces.iter().map(|ws| whereabouts(ws, id)).collect();
+            report.lost.push((id.clone(), places.join("; ")));
         }
     }
     for (id, records) in &terminal {

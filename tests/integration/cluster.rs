@@ -288,3 +288,359 @@ fn a_stopped_worker_loses_its_task_to_another_machine_and_its_late_result_is_ref
         "processed|2"
     );
 }
+
+/// Live processes working in `dir` (supervisor, role processes, steps, lease guards), with their
+/// command lines.
+fn procs_in(dir: &Path) -> Vec<(u32, String)> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me && pid_alive(pid))
+        .filter(|&pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c == dir))
+        .map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                .unwrap_or_default();
+            (pid, cmdline)
+        })
+        .collect()
+}
+
+/// The parent of `pid`, from `/proc/PID/stat` (the field after the state, which follows the
+/// command name in parentheses).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()
+}
+
+/// Kills everything still working in the machines' workspaces when dropped (also on failure).
+struct Cleanup(Vec<PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for _ in 0..3 {
+            for dir in &self.0 {
+                for (pid, _) in procs_in(dir) {
+                    signal_quiet("-KILL", &pid.to_string());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The `message` of every record in the machines' `failed/`, for failure messages.
+fn failed_messages(machines: &[Ws]) -> Vec<String> {
+    machines
+        .iter()
+        .flat_map(|m| {
+            entries(m, "failed")
+                .into_iter()
+                .map(|d| {
+                    format!(
+                        "{d}: {}",
+                        json_file(m, &format!("failed/{d}/status.json"))["message"]
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Tasks that ended, in the hot table or already archived.
+const ENDED: &str =
+    "SELECT (SELECT count(*) FROM orchestrate_tasks WHERE state IN ('processed', 'failed'))
+                          + (SELECT count(*) FROM orchestrate_tasks_history)";
+
+/// How many tasks of each of the two roles the kill -9 run drains (`ORCHESTRATE_CLUSTER_TASKS`).
+fn cluster_tasks() -> usize {
+    std::env::var("ORCHESTRATE_CLUSTER_TASKS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5_000)
+}
+
+#[test]
+fn kill_9_of_role_processes_and_supervisors_on_three_machines_loses_nothing() {
+    use crate::checker::{check_many, recording_workflow};
+    let Some(pg) = server() else { return };
+    migrated(&pg);
+    let per_role = cluster_tasks();
+    let shared = tempfile::tempdir().unwrap();
+    let exec_log = shared.path().join("exec.log");
+    std::fs::create_dir_all(shared.path().join("exec.pids")).unwrap();
+    let names = ["m1", "m2", "m3"];
+    let machines: Vec<Ws> = names.iter().map(|n| machine(&pg.url(), n)).collect();
+    let _cleanup = Cleanup(machines.iter().map(|m| m.path().to_path_buf()).collect());
+    for m in &machines {
+        // One executions log and one pid directory for the cluster (every machine's steps
+        // append to it, and look there for a live earlier attempt).
+        std::os::unix::fs::symlink(&exec_log, m.join("exec.log")).unwrap();
+        std::os::unix::fs::symlink(shared.path().join("exec.pids"), m.join("exec.pids")).unwrap();
+        for r in ["a", "b"] {
+            role(
+                m,
+                r,
+                "concurrency: 2\nhung_after_sec: 3\nmax_attempts: 100\n",
+                &recording_workflow(""),
+            );
+        }
+    }
+    let mut accepted = std::collections::BTreeSet::new();
+    for r in ["a", "b"] {
+        pg.psql(&format!(
+            "INSERT INTO orchestrate_tasks (role, id, payload, source)
+             SELECT '{r}', '{r}' || lpad(i::text, 5, '0'), 'x'::bytea, 'test'
+               FROM generate_series(1, {per_role}) i"
+        ));
+        for i in 1..=per_role {
+            accepted.insert(format!("{r}{i:05}"));
+        }
+    }
+    let mut supervisors: Vec<Option<Started>> = machines
+        .iter()
+        .map(|m| Some(Started::new(m, &["swarm", "up"])))
+        .collect();
+    let done = || pg.psql(ENDED).parse::<usize>().unwrap_or(0);
+    let (mut rng, seed) = Rng::from_env("ORCHESTRATE_CHAOS_SEED");
+    let mut kills = (0, 0);
+    // Kill while the first half drains: role processes (their supervisor restarts them) and
+    // supervisors (started again a moment later; their role processes notice and stop).
+    while done() < per_role && kills.0 + kills.1 < 40 {
+        std::thread::sleep(Duration::from_millis(200 + rng.below(400) as u64));
+        let m = rng.below(machines.len());
+        if rng.below(4) == 0 {
+            drop(supervisors[m].take()); // SIGKILL, then reaped.
+            std::thread::sleep(Duration::from_millis(300));
+            supervisors[m] = Some(Started::new(&machines[m], &["swarm", "up"]));
+            kills.1 += 1;
+        } else {
+            // Role processes: children of a supervisor (a step between its clone and its exec
+            // still shows its parent's command line).
+            let procs = procs_in(machines[m].path());
+            let agents: Vec<u32> = procs
+                .iter()
+                .filter(|(pid, cmd)| {
+                    cmd.contains(" agent ")
+                        && procs
+                            .iter()
+                            .any(|(p, c)| Some(*p) == parent_of(*pid) && c.contains("swarm up"))
+                })
+                .map(|(pid, _)| *pid)
+                .collect();
+            if !agents.is_empty() {
+                signal_quiet("-KILL", &agents[rng.below(agents.len())].to_string());
+                kills.0 += 1;
+            }
+        }
+    }
+    let total = 2 * per_role;
+    wait_until(
+        "every task to end",
+        patient(Duration::from_secs(600)),
+        || done() >= total,
+    );
+    drop(supervisors);
+    let dirs: Vec<&Path> = machines.iter().map(|m| m.path()).collect();
+    // The killed attempts' steps are gone (their guards stopped them).
+    let report = check_many(&dirs, &exec_log, &accepted, &Default::default());
+    eprintln!(
+        "cluster kill -9 (seed {seed}): {} role processes and {} supervisors killed; {}",
+        kills.0,
+        kills.1,
+        report.summary()
+    );
+    report.assert_passes();
+    assert_eq!(report.terminal_records, total, "{}", report.full());
+    assert_eq!(report.failed, 0, "{:?}", failed_messages(&machines));
+    assert_eq!(
+        pg.psql(
+            "SELECT (SELECT count(*) FROM orchestrate_tasks WHERE state <> 'processed')
+                  + (SELECT count(*) FROM orchestrate_tasks_history WHERE state <> 'processed')"
+        ),
+        "0"
+    );
+}
+
+#[test]
+fn the_database_restarted_twice_and_away_past_a_lease_loses_nothing_and_runs_nothing_twice_at_once()
+{
+    use crate::checker::{check_many, recording_workflow};
+    let Some(pg) = server() else { return };
+    migrated(&pg);
+    let per_machine = 400;
+    let shared = tempfile::tempdir().unwrap();
+    let exec_log = shared.path().join("exec.log");
+    std::fs::create_dir_all(shared.path().join("exec.pids")).unwrap();
+    let machines: Vec<Ws> = ["m1", "m2"].iter().map(|n| machine(&pg.url(), n)).collect();
+    let _cleanup = Cleanup(machines.iter().map(|m| m.path().to_path_buf()).collect());
+    for m in &machines {
+        std::os::unix::fs::symlink(&exec_log, m.join("exec.log")).unwrap();
+        std::os::unix::fs::symlink(shared.path().join("exec.pids"), m.join("exec.pids")).unwrap();
+        // Steps of 20 ms, leases of 3 s.
+        role(
+            m,
+            "w",
+            "concurrency: 2\nhung_after_sec: 3\nmax_attempts: 100\n",
+            &recording_workflow("read -rt 0.02 <> <(:) || true"),
+        );
+    }
+    let mut accepted = std::collections::BTreeSet::new();
+    pg.psql(&format!(
+        "INSERT INTO orchestrate_tasks (role, id, payload, source)
+         SELECT 'w', 'q' || lpad(i::text, 5, '0'), 'x'::bytea, 'test'
+           FROM generate_series(1, {per_machine}) i"
+    ));
+    accepted.extend((1..=per_machine).map(|i| format!("q{i:05}")));
+    let mut agents: Vec<Agents> = machines.iter().map(Agents::new).collect();
+    for (a, m) in agents.iter_mut().zip(&machines) {
+        a.spawn(m, "w", &[], &[]);
+    }
+    let done = || pg.psql(ENDED).parse::<usize>().unwrap_or(0);
+    let processed_files = || {
+        machines
+            .iter()
+            .map(|m| entries(m, "processed").len())
+            .sum::<usize>()
+    };
+    wait_until(
+        "a first few tasks",
+        patient(Duration::from_secs(30)),
+        || done() >= 20,
+    );
+    pg.restart_immediately();
+    wait_until(
+        "more tasks after a restart",
+        patient(Duration::from_secs(60)),
+        || done() >= 120,
+    );
+    pg.restart_immediately();
+    wait_until(
+        "more tasks after a second restart",
+        patient(Duration::from_secs(60)),
+        || done() >= 220,
+    );
+    // Away for longer than a lease. Files dropped meanwhile wait in the inboxes.
+    pg.stop_immediately();
+    let before = processed_files();
+    for (i, m) in machines.iter().enumerate() {
+        for j in 0..10 {
+            m.file(
+                &format!("inbox/w/drop{i}-{j}.task"),
+                "dropped while the database was down",
+            );
+            accepted.insert(format!("drop{i}-{j}"));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    pg.start_again().unwrap();
+    let total = per_machine + 20;
+    wait_until(
+        "every task to end",
+        patient(Duration::from_secs(300)),
+        || pg.psql(ENDED).parse::<usize>().unwrap_or(0) >= total,
+    );
+    for (n, a) in agents.iter_mut().enumerate() {
+        a.signal(0, "TERM");
+        let status = a.wait(0, patient(Duration::from_secs(60)));
+        assert!(status.success(), "machine {n}: {}", a.logs());
+    }
+    let dirs: Vec<&Path> = machines.iter().map(|m| m.path()).collect();
+    let report = check_many(&dirs, &exec_log, &accepted, &Default::default());
+    eprintln!(
+        "database restarted twice and away 5 s ({before} processed before): {}",
+        report.summary()
+    );
+    if !report.passes() || report.failed > 0 {
+        let failed: Vec<String> = machines
+            .iter()
+            .flat_map(|m| {
+                entries(m, "failed")
+                    .into_iter()
+                    .take(3)
+                    .map(|d| {
+                        json_file(m, &format!("failed/{d}/status.json"))["message"].to_string()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let logs: String = agents.iter().map(Agents::logs).collect();
+        panic!("{}\nfailed: {failed:?}\n{logs}", report.full());
+    }
+    assert_eq!(report.terminal_records, total, "{}", report.full());
+    let logs: String = agents.iter().map(Agents::logs).collect();
+    assert!(logs.contains("lost the queue database"), "{logs}");
+    assert!(logs.contains("the queue database is back after"), "{logs}");
+    assert!(!logs.contains("password"), "a password in the logs: {logs}");
+}
+
+#[test]
+fn a_worker_cut_off_from_the_database_stops_its_step_before_the_lease_runs_out() {
+    use crate::checker::{check_many, recording_workflow};
+    let Some(pg) = server() else { return };
+    migrated(&pg);
+    let m = machine(&pg.url(), "m1");
+    let _cleanup = Cleanup(vec![m.path().to_path_buf()]);
+    // Leases of 4 s; the first attempt's step would take 30 s.
+    role(
+        &m,
+        "w",
+        "hung_after_sec: 4\n",
+        &recording_workflow("if [ \"$att\" = 1 ]; then read -rt 30 <> <(:) || true; fi"),
+    );
+    let out = m
+        .cmd(&["enqueue", "w", "--name", "t", "--text", "t"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut agents = Agents::new(&m);
+    agents.spawn(&m, "w", &[], &[]);
+    wait_until(
+        "the step to start",
+        patient(Duration::from_secs(20)),
+        || {
+            lines(&m, "exec.log")
+                .iter()
+                .any(|l| l.starts_with("start t 1"))
+        },
+    );
+    pg.stop_immediately();
+    // Half a lease without renewal: the role process kills the step and gives the attempt up.
+    wait_until(
+        "the attempt given up",
+        patient(Duration::from_secs(20)),
+        || agents.log(0).contains("gave up attempt 1 of `t`"),
+    );
+    assert!(
+        m.exists(".orchestrate/queue/w/t.attempt-1"),
+        "{}",
+        agents.logs()
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    pg.start_again().unwrap();
+    wait_until(
+        "the task to run again",
+        patient(Duration::from_secs(60)),
+        || entries(&m, "processed").len() == 1,
+    );
+    agents.signal(0, "TERM");
+    agents.wait(0, patient(Duration::from_secs(30)));
+    let accepted = std::iter::once("t".to_string()).collect();
+    let report = check_many(
+        &[m.path()],
+        &m.join("exec.log"),
+        &accepted,
+        &Default::default(),
+    );
+    report.assert_passes();
+    assert_eq!(report.executions, 2, "{}", report.full());
+    let processed = entries(&m, "processed");
+    let status = json_file(&m, &format!("processed/{}/status.json", processed[0]));
+    assert_eq!(status["attempt"], 2, "{status}");
+    let log = agents.log(0);
+    assert!(log.contains("lost the queue database"), "{log}");
+    assert!(log.contains("the queue database is back after"), "{log}");
+}

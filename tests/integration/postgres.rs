@@ -20,6 +20,8 @@ pub struct PgServer {
     bin: PathBuf,
     /// Run the server's programs as this user (root cannot run PostgreSQL).
     owner: Option<u32>,
+    /// The server's options (`pg_ctl -o`), to start it again with.
+    options: String,
 }
 
 impl PgServer {
@@ -138,7 +140,12 @@ impl PgServer {
                 std::os::unix::fs::chown(path, Some(uid), Some(uid)).map_err(|e| e.to_string())?;
             }
         }
-        let server = PgServer { dir, bin, owner };
+        let mut server = PgServer {
+            dir,
+            bin,
+            owner,
+            options: String::new(),
+        };
         let data = server.path("data");
         server.run(
             "initdb",
@@ -157,27 +164,45 @@ impl PgServer {
                 "--no-sync",
             ],
         )?;
-        let options = if extra_options.is_empty() {
+        server.options = if extra_options.is_empty() {
             format!("-k {} -c listen_addresses=''", server.path("sock"))
         } else {
             format!("-k {}{extra_options}", server.path("sock"))
         };
-        server.run(
+        server.start_again()?;
+        Ok(server)
+    }
+
+    /// Starts the server (again, after [`PgServer::stop_immediately`]).
+    pub fn start_again(&self) -> Result<(), String> {
+        self.run(
             "pg_ctl",
             &[
                 "-D",
-                &data,
+                &self.path("data"),
                 "-l",
-                &server.path("log"),
+                &self.path("log"),
                 "-o",
-                &options,
+                &self.options,
                 "-w",
                 "-t",
                 "60",
                 "start",
             ],
-        )?;
-        Ok(server)
+        )
+    }
+
+    /// Stops the server as a crash would (`-m immediate`: no checkpoint, connections cut).
+    pub fn stop_immediately(&self) {
+        let data = self.path("data");
+        self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"])
+            .expect("stop the server");
+    }
+
+    /// `pg_ctl restart -m immediate`: connections cut, crash recovery, up again.
+    pub fn restart_immediately(&self) {
+        self.stop_immediately();
+        self.start_again().expect("start the server again");
     }
 
     fn path(&self, rel: &str) -> String {
@@ -332,6 +357,7 @@ fn db_migrate_creates_the_schema_once_and_again_changes_nothing() {
     // A database at version 1 (as an older orchestrate left it) is upgraded, keeping its rows.
     pg.psql(
         "DROP TABLE orchestrate_tasks_history; DROP INDEX orchestrate_tasks_finished; \
+         ALTER TABLE orchestrate_tasks DROP COLUMN released, DROP COLUMN machine; \
          DELETE FROM orchestrate_schema WHERE version > 1; \
          INSERT INTO orchestrate_tasks (role, id, payload) VALUES ('r', 'kept', 'x')",
     );

@@ -1396,6 +1396,76 @@ mod tests {
             .unwrap()
     }
 
+    /// Run as a process of its own (see the test below): a process group whose SIGTERMs, sent
+    /// by another thread while steps start, are for this process, which catches them.
+    #[test]
+    fn group_signals_while_steps_start() {
+        if std::env::var_os("ORCHESTRATE_TEST_GROUP_SIGNALS").is_none() {
+            return;
+        }
+        extern "C" fn caught(_: libc::c_int) {}
+        // SAFETY: installs a handler that does nothing, for SIGTERM only.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = caught as *const () as usize;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sender = {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // SAFETY: kill(2) to this process's own group.
+                    unsafe { libc::kill(0, libc::SIGTERM) };
+                }
+            })
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = TempDir::new().unwrap();
+        let mut hit = Vec::new();
+        for _ in 0..400 {
+            let done = runtime.block_on(go(spec(&dir, &["true"])));
+            if done.outcome != (Outcome::Exited { code: 0 }) {
+                hit.push(done.outcome);
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        sender.join().unwrap();
+        assert!(
+            hit.is_empty(),
+            "{} of 400 steps ended by their parent's signals, the first {:?}",
+            hit.len(),
+            hit[0]
+        );
+    }
+
+    /// A signal to the engine's process group (Ctrl-C in its terminal, a supervisor's SIGTERM to
+    /// a role process) never reaches a step that was starting then: the step was not yet in a
+    /// group of its own, and it must not die of what was meant for its parent.
+    #[test]
+    fn a_signal_to_the_engines_group_never_reaches_a_starting_step() {
+        use std::os::unix::process::CommandExt;
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "exec::tests::group_signals_while_steps_start",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env("ORCHESTRATE_TEST_GROUP_SIGNALS", "1")
+            .process_group(0)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("1 passed"), "{text}");
+    }
+
     #[tokio::test]
     async fn exit_codes_and_output() {
         let dir = TempDir::new().unwrap();

@@ -8,7 +8,7 @@
 //! a loop of `sigaction` calls) and `CLONE_INTO_CGROUP` (born in the step's cgroup: no write to
 //! `cgroup.procs`, which takes a global lock that waits for an RCU grace period, milliseconds).
 //! The child runs [`child_main`] on a stack of its own while this thread is suspended, and
-//! execs; a failure before the exec is left in memory both share and read once `clone3`
+//! execs (discarding what was sent to the engine's process group before it had its own); a failure before the exec is left in memory both share and read once `clone3`
 //! returns, so no pipe round trip is needed to learn that the exec worked.
 //!
 //! Where that cannot be used (another architecture, a kernel older than 5.7, a seccomp filter
@@ -601,6 +601,21 @@ mod imp {
             }
             if libc::chdir(args.cwd) < 0 || libc::setpgid(0, 0) < 0 {
                 fail(args);
+            }
+            // Until `setpgid` the child was in the engine's process group, its signals blocked:
+            // one sent to that group meanwhile (Ctrl-C, a supervisor's SIGTERM to a role
+            // process) is pending here, and was meant for the engine. Setting a signal to
+            // "ignore" discards its pending instances; the disposition is then put back.
+            let mut pending: libc::sigset_t = std::mem::zeroed();
+            libc::syscall(libc::SYS_rt_sigpending, &mut pending, 8usize);
+            for signal in 1..=64 {
+                if libc::sigismember(&pending, signal) == 1 {
+                    let mut ignore: libc::sigaction = std::mem::zeroed();
+                    ignore.sa_sigaction = libc::SIG_IGN;
+                    let mut before: libc::sigaction = std::mem::zeroed();
+                    libc::sigaction(signal, &ignore, &mut before);
+                    libc::sigaction(signal, &before, std::ptr::null_mut());
+                }
             }
             // The engine ignores SIGPIPE (Rust does); its children get the default, as std
             // gives them. Caught signals were reset by the kernel; ignored ones stay ignored.

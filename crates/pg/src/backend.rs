@@ -305,6 +305,83 @@ impl PgQueue {
         }
         out
     }
+
+    /// Whether the lease of claim `id` is lost, or unrenewed for half its length.
+    fn stale(&self, id: &str) -> bool {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .is_some_and(|state| state.lost() || state.renewed().elapsed() >= self.lease / 2)
+    }
+
+    /// Records the end of attempts whose leases hold: status.json, the fenced commit, the move.
+    fn record(&self, done: &[Completion<'_>]) -> Vec<Result<PathBuf, QueueError>> {
+        let written = queue::write_records(done);
+        let mut rows = Vec::new();
+        for (c, w) in done.iter().zip(&written) {
+            if w.is_ok() {
+                rows.push(Done {
+                    id: c.claim.id.clone(),
+                    fence: c.claim.lease.fence.unwrap_or(-1),
+                    success: c.success,
+                    status: serde_json::to_string(c.status).unwrap_or_default(),
+                });
+            }
+        }
+        // The database must answer: acceptance or refusal. While it is unreachable, wait for
+        // it (should the lease run out meanwhile, the answer is a refusal).
+        let mut wait = Duration::from_millis(100);
+        let accepted: std::collections::HashSet<String> = loop {
+            if rows.is_empty() {
+                break Default::default();
+            }
+            let (role, batch) = (self.role_owned(), rows.clone());
+            match self.link.call(move |conn| {
+                Box::pin(async move {
+                    let db = conn.db().await?;
+                    crate::queue::complete_all(db, &role, &batch).await
+                })
+            }) {
+                Ok(ids) => break ids.into_iter().collect(),
+                // Not to be fixed by waiting: the claims stay in running/, and recovery asks
+                // the database what became of each once this process let go of them.
+                Err(err) if !err.is_transient() => {
+                    return done
+                        .iter()
+                        .map(|c| {
+                            self.unhold(&c.claim.id);
+                            Err(QueueError::Backend {
+                                reason: err.to_string(),
+                            })
+                        })
+                        .collect();
+                }
+                Err(_) => {
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+            }
+        };
+        done.iter()
+            .zip(written)
+            .map(|(c, w)| {
+                self.unhold(&c.claim.id);
+                w?;
+                if accepted.contains(&c.claim.id) {
+                    queue::publish(&self.layout, c.claim, c.success)
+                } else {
+                    let kept =
+                        queue::set_aside(&self.layout, &c.claim.dir, &c.claim.id, c.claim.attempt)?;
+                    Err(QueueError::Superseded {
+                        id: c.claim.id.clone(),
+                        attempt: c.claim.attempt,
+                        kept,
+                    })
+                }
+            })
+            .collect()
+    }
 }
 
 /// A JSON task's own `correlation_id`, if it has one.
@@ -317,8 +394,14 @@ fn correlation_of(payload: &[u8]) -> Option<String> {
 }
 
 fn backend(err: DbError) -> QueueError {
-    QueueError::Backend {
-        reason: err.to_string(),
+    if err.is_transient() {
+        QueueError::Unavailable {
+            reason: err.to_string(),
+        }
+    } else {
+        QueueError::Backend {
+            reason: err.to_string(),
+        }
     }
 }
 
@@ -494,63 +577,36 @@ impl TaskQueue for PgQueue {
     }
 
     fn complete_all(&self, done: &[Completion<'_>]) -> Vec<Result<PathBuf, QueueError>> {
-        let written = queue::write_records(done);
-        let mut rows = Vec::new();
-        for (c, w) in done.iter().zip(&written) {
-            if w.is_ok() {
-                rows.push(Done {
-                    id: c.claim.id.clone(),
-                    fence: c.claim.lease.fence.unwrap_or(-1),
-                    success: c.success,
-                    status: serde_json::to_string(c.status).unwrap_or_default(),
-                });
-            }
-        }
-        // The database must answer: acceptance or refusal. While it is unreachable, wait for
-        // it (should the lease run out meanwhile, the answer is a refusal).
-        let mut wait = Duration::from_millis(100);
-        let accepted: std::collections::HashSet<String> = loop {
-            if rows.is_empty() {
-                break Default::default();
-            }
-            let (role, batch) = (self.role_owned(), rows.clone());
-            match self.link.call(move |conn| {
-                Box::pin(async move {
-                    let db = conn.db().await?;
-                    crate::queue::complete_all(db, &role, &batch).await
-                })
-            }) {
-                Ok(ids) => break ids.into_iter().collect(),
-                Err(err @ DbError::Query { .. }) => {
-                    return done
-                        .iter()
-                        .map(|_| {
-                            Err(QueueError::Backend {
-                                reason: err.to_string(),
-                            })
-                        })
-                        .collect();
-                }
-                Err(_) => {
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(Duration::from_secs(2));
-                }
-            }
-        };
+        // An attempt that ended while its lease was unrenewed for half its length may have been
+        // stopped by its guard rather than by its own workflow: its result is not recorded.
+        let stale: Vec<bool> = done
+            .iter()
+            .map(|c| self.stale(&c.claim.id) || c.claim.dir.join(queue::GUARD_STOPPED).exists())
+            .collect();
+        let fresh: Vec<Completion<'_>> = done
+            .iter()
+            .zip(&stale)
+            .filter(|(_, stale)| !**stale)
+            .map(|(c, _)| *c)
+            .collect();
+        let mut recorded = self.record(&fresh).into_iter();
         done.iter()
-            .zip(written)
-            .map(|(c, w)| {
-                self.unhold(&c.claim.id);
-                w?;
-                if accepted.contains(&c.claim.id) {
-                    queue::publish(&self.layout, c.claim, c.success)
-                } else {
+            .zip(stale)
+            .map(|(c, stale)| {
+                if stale {
+                    self.unhold(&c.claim.id);
                     let kept =
                         queue::set_aside(&self.layout, &c.claim.dir, &c.claim.id, c.claim.attempt)?;
                     Err(QueueError::Superseded {
                         id: c.claim.id.clone(),
                         attempt: c.claim.attempt,
                         kept,
+                    })
+                } else {
+                    recorded.next().unwrap_or_else(|| {
+                        Err(QueueError::Backend {
+                            reason: "no completion result".into(),
+                        })
                     })
                 }
             })

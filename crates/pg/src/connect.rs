@@ -154,6 +154,31 @@ pub enum DbError {
 
 /// TLS to the server: rustls (ring), checking the server's certificate against the certificates
 /// in the PEM file `ORCHESTRATE_QUEUE_CA` names, else against the system's roots.
+impl DbError {
+    /// Whether trying again may succeed: the server unreachable, the connection lost mid-call,
+    /// the server shutting down or restarting, a serialization failure or deadlock, too many
+    /// connections. Not: a bad URL or password, a schema problem, an error in a statement.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DbError::Unreachable { .. } => true,
+            DbError::Connect { source, .. } | DbError::Query { source, .. } => {
+                match source.as_db_error() {
+                    // No answer from the server: the connection broke.
+                    None => true,
+                    Some(db) => {
+                        let code = db.code().code();
+                        ["08", "57", "40", "53"]
+                            .iter()
+                            .any(|class| code.starts_with(class))
+                            && code != "57014"
+                    }
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
 fn tls_config() -> Result<rustls::ClientConfig, DbError> {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();

@@ -61,9 +61,10 @@ pub enum LinkEvent {
     Lost(String),
     /// Connected again, after being unreachable for this long.
     Back(Duration),
-    /// By when the held leases were last renewed plus `fraction` of a lease (the earliest of
-    /// them); `None` when none is held. What a guard outside the process enforces.
-    Deadline(Option<Instant>),
+    /// For claims by id: the time by which its processes must be gone unless its lease is
+    /// renewed again (when it was last renewed plus three quarters of a lease), or `None` once
+    /// it is no longer held. What a guard outside the process enforces.
+    Deadlines(Vec<(String, Option<Instant>)>),
 }
 
 /// What the thread works with: the connection (when there is one) and the claims held.
@@ -83,11 +84,16 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Tells of the earliest renewal among the held leases, plus three quarters of a lease.
-    fn deadline(&self) {
-        let earliest = self.held.values().map(|(_, state)| state.renewed()).min();
-        (self.events)(LinkEvent::Deadline(
-            earliest.map(|at| at + self.lease * 3 / 4),
+    /// Tells of the deadlines of claims `ids` (renewed at `at`; `None`: no longer held).
+    fn deadlines(&self, ids: Vec<(String, Option<Instant>)>) {
+        if ids.is_empty() {
+            return;
+        }
+        let lease = self.lease;
+        (self.events)(LinkEvent::Deadlines(
+            ids.into_iter()
+                .map(|(id, at)| (id, at.map(|at| at + lease * 3 / 4)))
+                .collect(),
         ));
     }
 
@@ -159,14 +165,14 @@ impl Conn {
         let state = Arc::new(LeaseState::new(at));
         self.held
             .insert(id.to_string(), (fence, Arc::clone(&state)));
-        self.deadline();
+        self.deadlines(vec![(id.to_string(), Some(at))]);
         state
     }
 
     /// Stops renewing the lease of claim `id`.
     pub fn unhold(&mut self, id: &str) {
         if self.held.remove(id).is_some() {
-            self.deadline();
+            self.deadlines(vec![(id.to_string(), None)]);
         }
     }
 }
@@ -272,25 +278,43 @@ impl Link {
 /// lost. A failure leaves the states as they were: their holders see them age.
 async fn renew_held(conn: &mut Conn, role: &str, lease: Duration) {
     let sent = Instant::now();
+    // A lease past its guard's deadline is not renewed again: its steps were stopped (or are
+    // being stopped), and a result it still brings must not be recorded.
+    for (_, state) in conn.held.values() {
+        if state.renewed() + lease * 3 / 4 <= sent {
+            state.lost.store(true, Ordering::SeqCst);
+        }
+    }
     let held: Vec<(String, i64)> = conn
         .held
         .iter()
+        .filter(|(_, (_, state))| !state.lost())
         .map(|(id, (fence, _))| (id.clone(), *fence))
         .collect();
+    if held.is_empty() {
+        return;
+    }
     let Ok(db) = conn.db().await else {
         return;
     };
     match crate::queue::renew(db, role, &held, lease).await {
         Ok(kept) => {
             let kept: std::collections::HashSet<String> = kept.into_iter().collect();
+            let mut renewed = Vec::new();
             for (id, (_, state)) in &conn.held {
-                if kept.contains(id) {
+                if state.lost() {
+                    continue;
+                }
+                if kept.contains(id) && Instant::now() < state.renewed() + lease * 3 / 4 {
                     *state.renewed.lock().unwrap_or_else(|e| e.into_inner()) = sent;
+                    renewed.push((id.clone(), Some(sent)));
                 } else {
+                    // Requeued by now, or renewed too late: its guard's deadline passed first.
+                    // Its guard's deadline stands: should its steps still run then, they stop.
                     state.lost.store(true, Ordering::SeqCst);
                 }
             }
-            conn.deadline();
+            conn.deadlines(renewed);
         }
         Err(err) => conn.lost(err.to_string()),
     }

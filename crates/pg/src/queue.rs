@@ -40,7 +40,8 @@ pub struct Expired {
 
 /// The columns a task row and its history row share, in order.
 const COLUMNS: &str = "role, id, payload, correlation_id, attempt, state, lease_owner, \
-                       lease_expires, fence, status, source, enqueued_at, claimed_at, finished_at";
+                       lease_expires, fence, status, source, enqueued_at, claimed_at, finished_at, \
+                       released, machine";
 
 /// What became of a task offered to the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,7 +169,8 @@ pub async fn archive_finished(db: &Db, older_than: Duration, batch: i64) -> Resu
         .map_err(db.failed("archive finished tasks"))
 }
 
-/// Claims the oldest queued task of `role` for `owner` with a lease of `lease`, or `None` when
+/// Claims the oldest queued task of `role` for `owner` (`machine:pid`; the machine is kept after
+/// the task ends) with a lease of `lease`, or `None` when
 /// nothing is queued (or every queued row is being claimed by someone else right now).
 pub async fn claim(
     db: &Db,
@@ -182,7 +184,7 @@ pub async fn claim(
             "UPDATE orchestrate_tasks t
                 SET state = 'running', attempt = t.attempt + 1, fence = t.fence + 1,
                     lease_owner = $2, lease_expires = now() + make_interval(secs => $3),
-                    claimed_at = now()
+                    claimed_at = now(), machine = split_part($2, ':', 1)
               WHERE (t.role, t.id) = (
                     SELECT role, id FROM orchestrate_tasks
                      WHERE role = $1 AND state = 'queued'
@@ -260,9 +262,9 @@ pub async fn requeue_expired(
         .client
         .query(
             "UPDATE orchestrate_tasks
-                SET state = CASE WHEN attempt >= $2 THEN 'failed' ELSE 'queued' END,
+                SET state = CASE WHEN attempt - released >= $2 THEN 'failed' ELSE 'queued' END,
                     fence = fence + 1, lease_owner = NULL, lease_expires = NULL,
-                    finished_at = CASE WHEN attempt >= $2 THEN now() END
+                    finished_at = CASE WHEN attempt - released >= $2 THEN now() END
               WHERE role = $1 AND state = 'running' AND lease_expires < now()
           RETURNING id, state, attempt",
             &[&role, &max_attempts],
@@ -348,7 +350,7 @@ pub async fn release(db: &Db, role: &str, id: &str, fence: i64) -> Result<bool, 
         .execute(
             "WITH back AS (
                 UPDATE orchestrate_tasks
-                   SET state = 'queued', attempt = greatest(attempt - 1, 0), fence = fence + 1,
+                   SET state = 'queued', released = released + 1, fence = fence + 1,
                        lease_owner = NULL, lease_expires = NULL, claimed_at = NULL
                  WHERE role = $1 AND id = $2 AND fence = $3 AND state = 'running'
              RETURNING role)

@@ -1,16 +1,17 @@
 //! The lease guard: a small process beside a role process on a database queue that stops the
-//! role process's steps once its leases may no longer be held, when the role process itself
-//! cannot (stopped by SIGSTOP, frozen, killed with -9).
+//! steps of a claim once its lease may no longer be held, when the role process itself cannot
+//! (stopped by SIGSTOP, frozen, killed with -9).
 //!
 //! Owns: starting the guard (`orchestrate __lease-guard PID RUNNING_DIR`, in a process group of
 //! its own, its standard input a pipe from the role process), the deadlines the role process
-//! sends it (a line per change: a `CLOCK_MONOTONIC` time in milliseconds by which every held
-//! lease was last renewed plus three quarters of a lease, or `-` when it holds none), and what
-//! it does when a deadline passes: SIGKILL every process that holds a task file of the role's
-//! `running/` (steps inherit the task's lock; the role process itself is spared, so that its
-//! late completion is refused by the fence rather than lost), and the step cgroups of the role
-//! process. When the pipe closes (the role process ended) it keeps the last deadline, then
-//! exits. Does not renew leases (`orchestrate-pg`'s link does) and does not decide deadlines.
+//! sends it (a line per change, `ID MS`: by this `CLOCK_MONOTONIC` time in milliseconds, when the
+//! claim's lease was last renewed plus three quarters of a lease, its processes must be gone;
+//! `ID -` once the claim is no longer held), and what it does when one passes: SIGKILL every
+//! process that holds that claim's task file in the role's `running/` (steps inherit the task's
+//! lock), after writing `guard-stopped` into the claim's directory, sparing the role process itself, so that its late completion is refused by the fence
+//! rather than lost. When the pipe closes (the role process ended) it waits out the deadlines it
+//! has, acts on them, then exits. Does not renew leases (`orchestrate-pg`'s link does) and does
+//! not decide deadlines.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -48,95 +49,119 @@ impl Guard {
         })
     }
 
-    /// The time by which the guard stops the steps unless told otherwise (`None`: no lease
-    /// held, nothing to stop).
-    pub fn deadline(&self, at: Option<Instant>) {
-        let line = match at {
-            Some(at) => {
-                let left = at.saturating_duration_since(Instant::now());
-                format!("{}\n", monotonic_ms() + left.as_millis() as u64)
+    /// The times by which the guard stops each claim's processes unless told otherwise (`None`:
+    /// no longer held, nothing to stop).
+    pub fn deadlines(&self, claims: &[(String, Option<Instant>)]) {
+        let now = Instant::now();
+        let base = monotonic_ms();
+        let mut text = String::new();
+        for (id, at) in claims {
+            match at {
+                Some(at) => {
+                    let left = at.saturating_duration_since(now).as_millis() as u64;
+                    text.push_str(&format!("{id} {}\n", base + left));
+                }
+                None => text.push_str(&format!("{id} -\n")),
             }
-            None => "-\n".to_string(),
-        };
+        }
         let mut input = self.input.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = input.write_all(line.as_bytes());
+        let _ = input.write_all(text.as_bytes());
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.deadline(None);
         let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
         let _ = child.try_wait();
     }
 }
 
-/// The guard process: reads deadlines from standard input and stops the steps of role
-/// process `pid` (the holders of the task files in `running`) when one passes.
+/// The guard process: reads claims' deadlines from standard input and stops the processes of
+/// a claim of role process `pid` (the holders of its task file in `running`) when its passes.
 pub fn run(pid: u32, running: PathBuf) {
-    let (tx, rx) = std::sync::mpsc::channel::<Option<Option<u64>>>();
+    let (tx, rx) = std::sync::mpsc::channel::<(String, Option<u64>)>();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
             let Ok(line) = line else { break };
-            let deadline = line.trim().parse::<u64>().ok();
-            if tx.send(Some(deadline)).is_err() {
+            let Some((id, at)) = line.trim().rsplit_once(' ') else {
+                continue;
+            };
+            if tx.send((id.to_string(), at.parse::<u64>().ok())).is_err() {
                 return;
             }
         }
-        let _ = tx.send(None);
     });
-    let mut deadline: Option<u64> = None;
+    let mut deadlines: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    let mut open = true;
     loop {
-        let wait = match deadline {
-            Some(at) => Duration::from_millis(at.saturating_sub(monotonic_ms())),
-            None => Duration::from_secs(3600),
-        };
-        match rx.recv_timeout(wait) {
-            Ok(Some(next)) => deadline = next,
-            // The role process ended: its steps may run on until the last deadline, no longer.
-            Ok(None) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                if let Some(at) = deadline {
+        let now = monotonic_ms();
+        let due: Vec<String> = deadlines
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            deadlines.remove(&id);
+            stop_claim(pid, &running, &id);
+        }
+        let next = deadlines.values().min().copied();
+        if !open {
+            match next {
+                Some(at) => {
                     std::thread::sleep(Duration::from_millis(at.saturating_sub(monotonic_ms())));
-                    stop_steps(pid, &running);
+                    continue;
                 }
-                return;
+                None => return,
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                stop_steps(pid, &running);
-                deadline = None;
+        }
+        let wait = next.map_or(Duration::from_secs(3600), |at| {
+            Duration::from_millis(at.saturating_sub(monotonic_ms()))
+        });
+        match rx.recv_timeout(wait) {
+            Ok((id, Some(at))) => {
+                deadlines.insert(id, at);
             }
+            Ok((id, None)) => {
+                deadlines.remove(&id);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            // The role process ended: what it held may run on until its deadline, no longer.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => open = false,
         }
     }
 }
 
-/// SIGKILLs every process but `pid` holding a task file in `running`, and `pid`'s step cgroups.
-fn stop_steps(pid: u32, running: &Path) {
+/// SIGKILLs every process but `pid` holding the task file of claim `id` of `pid` in `running`.
+fn stop_claim(pid: u32, running: &Path, id: &str) {
     let mut stopped = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(running) {
-        for entry in entries.flatten() {
-            // Only the claims of that role process (another replica's are its own business).
-            let mine = std::fs::read(entry.path().join("lease.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<orchestrate_queue::queue::Lease>(&b).ok())
-                .is_some_and(|lease| lease.pid == pid);
-            if !mine {
-                continue;
-            }
-            for holder in orchestrate_queue::queue::holders(&entry.path().join("task")) {
-                if holder != pid && orchestrate_base::process::kill(holder, libc::SIGKILL).is_ok() {
-                    stopped.push(holder.to_string());
-                }
+    for entry in std::fs::read_dir(running).into_iter().flatten().flatten() {
+        // That claim of that role process (another replica's claims are its own business).
+        let mine = std::fs::read(entry.path().join("lease.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<orchestrate_queue::queue::Lease>(&b).ok())
+            .is_some_and(|lease| lease.pid == pid && lease.id == id);
+        if !mine {
+            continue;
+        }
+        // Said first, so that the role process never takes the attempt's end for its result.
+        let _ = std::fs::write(
+            entry.path().join(orchestrate_queue::queue::GUARD_STOPPED),
+            format!(
+                "stopped by the lease guard of role process {pid} at {}\n",
+                orchestrate_base::clock::now_rfc3339()
+            ),
+        );
+        for holder in orchestrate_queue::queue::holders(&entry.path().join("task")) {
+            if holder != pid && orchestrate_base::process::kill(holder, libc::SIGKILL).is_ok() {
+                stopped.push(holder.to_string());
             }
         }
     }
-    let cgroups = orchestrate_base::cgroup::StepsOf::find(pid).map_or(0, |steps| steps.kill());
-    eprintln!(
-        "lease guard of role process {pid}: its leases were not renewed in time; stopped its steps \
-         (pids {}; {cgroups} step cgroups) before another machine may take their tasks",
-        if stopped.is_empty() {
-            "none".to_string()
-        } else {
+    if !stopped.is_empty() {
+        eprintln!(
+            "lease guard of role process {pid}: the lease of `{id}` was not renewed in time; \
+             stopped its processes (pids {}) before another machine may take the task",
             stopped.join(", ")
-        }
-    );
+        );
+    }
 }

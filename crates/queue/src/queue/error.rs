@@ -43,6 +43,12 @@ pub enum QueueError {
         /// What failed and why, as its backend says it.
         reason: String,
     },
+    /// The queue's database cannot be reached just now (its link says so once, and reconnects).
+    #[error("{reason}")]
+    Unavailable {
+        /// Why, as its backend says it.
+        reason: String,
+    },
     /// The attempt no longer holds its task: its lease ran out and the task was requeued (and
     /// perhaps run again elsewhere), so this completion was refused.
     #[error(

@@ -61,6 +61,10 @@ impl Lease {
     }
 }
 
+/// The file a lease guard writes into a claim's directory before it stops the attempt's
+/// processes: the attempt's end is then not its result.
+pub const GUARD_STOPPED: &str = "guard-stopped";
+
 /// Whether the holder of a claim may go on running it, as its queue sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseCheck {

@@ -40,7 +40,7 @@ pub use complete::{Completion, final_name, move_finished, publish, write_records
 pub use enqueue::{Enqueued, enqueue, retry};
 pub use error::QueueError;
 pub use layout::{DEFAULT_MAX_TASK_BYTES, Layout, Meta};
-pub use lease::{Claim, ClaimResult, Lease, LeaseCheck, Owner, holders};
+pub use lease::{Claim, ClaimResult, GUARD_STOPPED, Lease, LeaseCheck, Owner, holders};
 pub use list::{InboxEntry, TaskInfo, TaskState, depth, inbox_extras, list};
 pub use quarantine::{quarantine_invalid_name, refuse};
 pub use recover::{Recovered, set_aside};

@@ -75,9 +75,9 @@ pub(super) fn open(
             "the queue database is back after {:.1} s",
             after.as_secs_f64()
         ),
-        orchestrate_pg::LinkEvent::Deadline(at) => {
+        orchestrate_pg::LinkEvent::Deadlines(claims) => {
             if let Some(guard) = &guard {
-                guard.deadline(at);
+                guard.deadlines(&claims);
             }
         }
     });

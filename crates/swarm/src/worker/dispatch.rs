@@ -113,6 +113,14 @@ impl Agent {
                     orchestrate_base::fsutil::relative(&self.workspace, &dir)
                 );
             }
+            // The database is away (said once when it went): ask again in a second.
+            Err(queue::QueueError::Unavailable { .. }) => {
+                self.pending.later(name, complete, Duration::from_secs(1));
+            }
+            Err(err) if name.is_empty() => {
+                say!(log, ERROR, "{err}; will claim again in a second");
+                self.pending.later(name, complete, Duration::from_secs(1));
+            }
             Err(err) => {
                 say!(log, ERROR, "{err}; will look at `{name}` again");
                 self.pending.later(name, complete, Duration::from_secs(1));

@@ -222,6 +222,21 @@ fn ended(
                 outcome: verdict,
             }
         }
+        // The lease was lost meanwhile: another attempt runs the task (or will); this one's
+        // files are set aside, its result unrecorded.
+        Err(err @ orchestrate_queue::queue::QueueError::Superseded { .. }) => {
+            say!(
+                always &shared.log,
+                WARN,
+                task = %id,
+                attempt = claim.attempt,
+                "gave up `{id}`: {err}",
+            );
+            Finished {
+                id,
+                outcome: "given up",
+            }
+        }
         Err(err) => {
             // The claim stays in running/ with its lock released when `claim` drops: the next
             // recovery pass completes the move (status.json is written) or requeues it.

@@ -28,6 +28,8 @@ pub(super) fn recover(shared: &Shared, log: &Log) {
                 );
             }
         }
+        // The database is away: its link said so; the next pass tries again.
+        Err(orchestrate_queue::queue::QueueError::Unavailable { .. }) => {}
         Err(err) => say!(log, ERROR, "recovery failed: {err}"),
     }
 }
