@@ -387,6 +387,11 @@ enum SwarmAction {
         /// DIR/orchestrate_<role>_<replica>.prom (sets ORCHESTRATE_METRICS_DIR for them).
         #[arg(long, value_name = "DIR")]
         metrics_dir: Option<PathBuf>,
+        /// This machine's labels, which roles' `machines:` ask for (comma-separated; sets
+        /// ORCHESTRATE_MACHINE_LABELS for the role processes, over `machine_labels:` of
+        /// swarm.yaml).
+        #[arg(long, value_name = "LABEL,...", value_delimiter = ',')]
+        labels: Option<Vec<String>>,
     },
     /// Stop the running supervisor (graceful; a second `down` or --force kills at once).
     Down {
@@ -454,6 +459,29 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         // The role processes (and a detached supervisor) inherit it.
         // SAFETY: no other thread exists yet: the async runtime is started below.
         unsafe { std::env::set_var("ORCHESTRATE_METRICS_DIR", workspace.join(dir)) };
+    }
+    if let Command::Swarm {
+        action: SwarmAction::Up {
+            labels: Some(labels),
+            ..
+        },
+    } = &command
+    {
+        let labels: Vec<&str> = labels
+            .iter()
+            .map(|l| l.trim())
+            .filter(|l| !l.is_empty())
+            .collect();
+        if let Some((label, reason)) = labels
+            .iter()
+            .find_map(|l| orchestrate_base::ids::check_id(l).err().map(|r| (l, r)))
+        {
+            eprintln!("error: `{label}` (--labels) is not a valid machine label: {reason}");
+            return ExitCode::from(2);
+        }
+        // The role processes (and a detached supervisor) inherit it.
+        // SAFETY: no other thread exists yet: the async runtime is started below.
+        unsafe { std::env::set_var("ORCHESTRATE_MACHINE_LABELS", labels.join(",")) };
     }
     // One thread for every command, a role process included: its tasks' steps are processes,
     // its waits are on descriptors, and the fsyncs of its completions have a thread of their

@@ -144,6 +144,99 @@ fn two_machines_drain_one_database_and_each_task_runs_once_where_it_was_claimed(
 }
 
 #[test]
+fn a_role_with_machine_labels_runs_only_where_they_are_and_is_taken_in_everywhere() {
+    let Some(pg) = server() else { return };
+    migrated(&pg);
+    let (_dir, log) = shared_log();
+    let gpu = machine(&pg.url(), "gpu-box");
+    let laptop = machine(&pg.url(), "laptop");
+    gpu.file("swarm.yaml", "machine_labels: [gpu, big]\n");
+    recording_role(&gpu, &log, "0", "machines: [gpu]\n");
+    recording_role(&laptop, &log, "0", "machines: [gpu]\n");
+    for i in 0..10 {
+        laptop.file(&format!("inbox/w/t{i}.task"), "dropped on the laptop");
+    }
+    // The laptop takes its dropped files into the queue and runs none of them.
+    let out = laptop.cmd(&["agent", "w", "--once"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not running `w` tasks here")
+            && text(&out.stderr).contains("machine label(s) gpu")
+            && text(&out.stderr).contains("this machine has no labels"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(queued(&laptop, "w").is_empty(), "taken in");
+    assert!(processed(&laptop).is_empty());
+    assert_eq!(
+        pg.psql("SELECT state, count(*) FROM orchestrate_tasks GROUP BY state"),
+        "queued|10"
+    );
+    // The environment (as `swarm up --labels` sets it) overrides swarm.yaml: no labels, no runs.
+    let out = gpu
+        .cmd(&["agent", "w", "--once"])
+        .env("ORCHESTRATE_MACHINE_LABELS", "big")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("this machine has labels big"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(processed(&gpu).is_empty());
+    // The machine with the label runs them all.
+    let out = gpu.cmd(&["agent", "w", "--once"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(processed(&gpu).len(), 10, "{}", text(&out.stderr));
+    assert!(
+        runs(&log)
+            .values()
+            .all(|m| m == &vec!["gpu-box".to_string()])
+    );
+    // A label that is not one is refused before anything starts.
+    let out = gpu
+        .cmd(&["swarm", "up", "--labels", "gpu,no way"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("`no way` (--labels) is not a valid machine label"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn without_a_database_a_role_this_machine_lacks_the_labels_for_leaves_its_tasks_queued() {
+    let ws = Ws::new();
+    role(
+        &ws,
+        "w",
+        "machines: [gpu]\n",
+        "steps:\n  - name: S\n    command: [\"true\"]\n",
+    );
+    ws.file("inbox/w/t.task", "x");
+    let out = ws.cmd(&["agent", "w", "--once"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("its tasks wait in the inbox"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(queued(&ws, "w"), vec!["t.task".to_string()]);
+    // `--labels`-style environment with the label: it runs.
+    let out = ws
+        .cmd(&["agent", "w", "--once"])
+        .env("ORCHESTRATE_MACHINE_LABELS", "gpu")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(queued(&ws, "w").is_empty());
+    assert_eq!(entries(&ws, "processed").len(), 1);
+}
+
+#[test]
 fn a_name_dropped_while_its_task_lives_is_refused_into_failed_with_a_status_saying_so() {
     let Some(pg) = server() else { return };
     migrated(&pg);

@@ -136,6 +136,9 @@ pub struct SwarmConfig {
     /// `queue:`: the PostgreSQL database the swarm's queue lives in (the filesystem queue
     /// without one). May hold a password: never shown or written to a record.
     pub queue_url: Option<String>,
+    /// `machine_labels:`: this machine's labels (`ORCHESTRATE_MACHINE_LABELS` overrides them),
+    /// which roles' `machines:` ask for.
+    pub machine_labels: Vec<String>,
 }
 
 /// Where a workflow's queue directories are (relative to the workspace) and how task files end.
@@ -794,6 +797,9 @@ pub struct Role {
     pub capabilities: Option<Vec<String>>,
     /// `isolation:`: overrides the workflow's, field by field (`none` turns it off).
     pub isolation: Option<Isolation>,
+    /// `machines:`: labels a machine must all have for its role processes to run this role's
+    /// tasks (elsewhere they only take in the files dropped there); empty: any machine.
+    pub machines: Vec<String>,
 }
 
 impl Role {

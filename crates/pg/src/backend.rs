@@ -49,7 +49,7 @@ pub struct PgQueue {
     lease: Duration,
     /// Whether this machine runs the role's tasks (its labels allow it), or only takes in
     /// the files dropped into its inbox.
-    runs: bool,
+    runs: std::sync::atomic::AtomicBool,
     held: Mutex<HashMap<String, Arc<LeaseState>>>,
     last_rescue: Mutex<Option<Instant>>,
     last_archive: Mutex<Option<Instant>>,
@@ -64,7 +64,7 @@ impl PgQueue {
             link,
             machine: machine.to_string(),
             lease,
-            runs,
+            runs: std::sync::atomic::AtomicBool::new(runs),
             held: Mutex::new(HashMap::new()),
             last_rescue: Mutex::new(None),
             last_archive: Mutex::new(None),
@@ -414,6 +414,10 @@ impl TaskQueue for PgQueue {
         true
     }
 
+    fn run_here(&self, runs: bool) {
+        self.runs.store(runs, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn enqueue(
         &self,
         id: Option<&str>,
@@ -485,7 +489,7 @@ impl TaskQueue for PgQueue {
         {
             return Ok(result);
         }
-        if !self.runs {
+        if !self.runs.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(ClaimResult::Gone);
         }
         let (role, holder, lease) = (

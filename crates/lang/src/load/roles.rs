@@ -31,6 +31,7 @@ pub(super) const ROLE_FIELDS: &[&str] = &[
     "idle_timeout_sec",
     "capabilities",
     "isolation",
+    "machines",
 ];
 
 /// Loads `agents/<role>.yaml`. The role's workflow is checked too; its problems are reported
@@ -227,7 +228,12 @@ impl Loader {
         let isolation = fields
             .value("isolation")
             .and_then(|n| self.isolation(n, "the role"));
+        let machines = fields
+            .value("machines")
+            .and_then(|n| self.labels(n, "`machines`"))
+            .unwrap_or_default();
         Some(Role {
+            machines,
             isolation,
             capabilities,
             budget,
@@ -246,6 +252,31 @@ impl Loader {
             settle,
             hung_after,
         })
+    }
+
+    /// A list of machine labels (`machines: [gpu]`, `machine_labels: [gpu, cuda]`): names of
+    /// letters, digits, `.`, `_` and `-`.
+    pub(super) fn labels(&mut self, node: &Node, what: &str) -> Option<Vec<String>> {
+        let Value::Seq(items) = &node.value else {
+            self.error(node.pos, format!("{what} must be a list of machine labels"))
+                .hint = Some("for example `[gpu]`".into());
+            return None;
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let label = self.string(item, "a machine label")?;
+            match orchestrate_base::ids::check_id(&label) {
+                Ok(()) if !out.contains(&label) => out.push(label),
+                Ok(()) => {}
+                Err(reason) => {
+                    self.error(
+                        item.pos,
+                        format!("`{label}` is not a valid machine label: {reason}"),
+                    );
+                }
+            }
+        }
+        Some(out)
     }
 
     /// `capabilities: [enqueue, approval]`: a list of known capability names.

@@ -8,7 +8,7 @@ use crate::yaml::Value;
 
 use super::source::{LoadError, failed, read_source, start};
 
-pub(super) const SWARM_FIELDS: &[&str] = &["budget", "queue"];
+pub(super) const SWARM_FIELDS: &[&str] = &["budget", "queue", "machine_labels"];
 pub(super) const SWARM_BUDGET_FIELDS: &[&str] = &["max_cost_usd_per_day", "max_tokens_per_day"];
 
 /// Where a workspace's swarm settings live, relative to WORKSPACE.
@@ -41,6 +41,13 @@ pub fn load_swarm_file(path: &Path) -> Result<SwarmConfig, LoadError> {
         config.queue_url = loader
             .string(node, "`queue` of swarm.yaml")
             .filter(|url| !url.trim().is_empty());
+    }
+    if let Some(fields) = &fields
+        && let Some(node) = fields.value("machine_labels")
+    {
+        config.machine_labels = loader
+            .labels(node, "`machine_labels` of swarm.yaml")
+            .unwrap_or_default();
     }
     if let Some(fields) = &fields
         && let Some(node) = fields.value("budget")

@@ -50,6 +50,9 @@ pub(crate) struct RoleFile {
     pub(crate) capabilities: Option<Vec<Capability>>,
     /// Where each task runs: in the workspace or a git worktree of its own.
     pub(crate) isolation: Option<IsolationFile>,
+    /// Labels a machine must all have to run this role's tasks (on a PostgreSQL queue shared
+    /// by several machines; elsewhere its role processes only take in dropped files).
+    pub(crate) machines: Option<Vec<Text>>,
 }
 
 /// What a role's steps may do.
@@ -88,6 +91,9 @@ pub(crate) struct SwarmFile {
     /// (`ORCHESTRATE_QUEUE_URL` overrides it; a password may instead come from
     /// `ORCHESTRATE_QUEUE_PASSWORD_FILE` or `ORCHESTRATE_QUEUE_PASSWORD`).
     pub(crate) queue: Option<String>,
+    /// This machine's labels, which roles' `machines:` ask for (`ORCHESTRATE_MACHINE_LABELS` or
+    /// `swarm up --labels` override them).
+    pub(crate) machine_labels: Option<Vec<Text>>,
 }
 
 /// Swarm-wide daily limits.

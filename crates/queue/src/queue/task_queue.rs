@@ -52,6 +52,10 @@ pub trait TaskQueue: Send + Sync {
     fn pulls(&self) -> bool {
         false
     }
+    /// Whether this process runs the role's tasks (this machine has the labels the role's
+    /// `machines:` asks for) or only takes in the files dropped into its inbox. A queue that
+    /// does not take files in has nothing to do then: the loop claims nothing.
+    fn run_here(&self, _runs: bool) {}
     /// Success or failure: the task's terminal record.
     fn complete(
         &self,

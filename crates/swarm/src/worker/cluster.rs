@@ -35,6 +35,61 @@ pub(super) fn machine_name() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// This machine's labels, which roles' `machines:` ask for: `ORCHESTRATE_MACHINE_LABELS`
+/// (comma- or space-separated; `swarm up --labels` sets it), else `machine_labels:` of
+/// swarm.yaml.
+pub(super) fn machine_labels(swarm: &orchestrate_lang::model::SwarmConfig) -> Vec<String> {
+    match std::env::var("ORCHESTRATE_MACHINE_LABELS") {
+        Ok(labels) => labels
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|label| !label.is_empty())
+            .map(String::from)
+            .collect(),
+        Err(_) => swarm.machine_labels.clone(),
+    }
+}
+
+/// The labels of `wanted` (a role's `machines:`) that `labels` (this machine's) lack.
+pub(super) fn missing_labels<'a>(wanted: &'a [String], labels: &[String]) -> Vec<&'a str> {
+    wanted
+        .iter()
+        .filter(|label| !labels.contains(label))
+        .map(String::as_str)
+        .collect()
+}
+
+/// Says once, at start or when the role's `machines:` changed, whether this process runs the
+/// role's tasks: its role may ask for labels this machine lacks.
+pub(super) fn say_placement(
+    log: &Log,
+    role: &orchestrate_lang::model::Role,
+    labels: &[String],
+    pulls: bool,
+) {
+    let missing = missing_labels(&role.machines, labels);
+    if missing.is_empty() {
+        return;
+    }
+    let has = if labels.is_empty() {
+        "no labels".to_string()
+    } else {
+        format!("labels {}", labels.join(", "))
+    };
+    let then = if pulls {
+        "tasks dropped here are taken into the queue and run on a machine that has them"
+    } else {
+        "its tasks wait in the inbox (without a database queue no other machine takes them)"
+    };
+    say!(
+        always log,
+        WARN,
+        "not running `{}` tasks here: the role asks for machine label(s) {} (`machines:` in {}), this machine has {has} (`machine_labels:` in swarm.yaml, `swarm up --labels` or ORCHESTRATE_MACHINE_LABELS); {then}",
+        role.name,
+        missing.join(", "),
+        role.path.display(),
+    );
+}
+
 /// Opens the role's queue in the database at `url`; leases last `lease`. `on_queued` is called
 /// when a task is queued for the role anywhere (a hint to claim).
 pub(super) fn open(

@@ -31,6 +31,11 @@ impl Agent {
     pub(super) fn claim_ready(&mut self) {
         let slots = self.shared.role.concurrency as usize;
         let max_bytes = queue::DEFAULT_MAX_TASK_BYTES;
+        // A role this machine lacks the labels for: nothing to claim (a database queue still
+        // takes in dropped files, claiming nothing).
+        if !self.shared.runs_here && !self.shared.queue.pulls() {
+            return;
+        }
         while self.stopping.is_none()
             && self.budget.blocked.is_none()
             && self.shared.active.load(std::sync::atomic::Ordering::SeqCst) < slots

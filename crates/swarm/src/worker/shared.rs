@@ -22,6 +22,11 @@ pub(super) struct Shared {
     /// The swarm's queue directories and the metrics directory (`dir/`, workspace-relative):
     /// what other tasks change while one runs.
     pub(super) queue_dirs: Vec<String>,
+    /// This machine's labels (`machine_labels`).
+    pub(super) labels: Vec<String>,
+    /// Whether this process runs the role's tasks: this machine has every label of the role's
+    /// `machines:` (else it only takes in dropped files, on a queue that takes them in).
+    pub(super) runs_here: bool,
     pub(super) layout: Layout,
     /// The queue operations: the filesystem queue, or the database shared by several machines.
     pub(super) queue: Arc<dyn queue::TaskQueue>,
@@ -134,6 +139,10 @@ impl Shared {
             )?),
             None => Arc::new(layout.clone()),
         };
+        let labels = super::cluster::machine_labels(&swarm);
+        let runs_here = super::cluster::missing_labels(&role.machines, &labels).is_empty();
+        queue.run_here(runs_here);
+        super::cluster::say_placement(&log, &role, &labels, queue.pulls());
         let profiles = Arc::new(profiles);
         let observer: orchestrate_engine::runner::Observer = {
             let (workspace, profiles, label) = (
@@ -163,6 +172,8 @@ impl Shared {
             slot_freed: Arc::new(tokio::sync::Notify::new()),
             metrics,
             queue_dirs,
+            labels,
+            runs_here,
         };
         Ok((shared, stamp))
     }
@@ -174,6 +185,17 @@ impl Shared {
             version.role.isolation.as_ref(),
             version.workflow.isolation.as_ref(),
         );
+        next.runs_here =
+            super::cluster::missing_labels(&version.role.machines, &self.labels).is_empty();
+        if version.role.machines != self.role.machines {
+            next.queue.run_here(next.runs_here);
+            super::cluster::say_placement(
+                &next.log,
+                &version.role,
+                &self.labels,
+                next.queue.pulls(),
+            );
+        }
         next.role = version.role;
         next.workflow = Arc::new(version.workflow);
         next.workflow_text = Arc::new(version.workflow_text);

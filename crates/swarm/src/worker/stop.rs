@@ -20,7 +20,10 @@ impl Agent {
         }
         if self.options.once
             && self.running.is_empty()
-            && (self.pending.is_empty() || self.budget.blocked.is_some() || self.steer.holding())
+            && (self.pending.is_empty()
+                || self.budget.blocked.is_some()
+                || self.steer.holding()
+                || (!self.shared.runs_here && !self.shared.queue.pulls()))
         {
             if !self.pending.is_empty() && self.steer.holding() {
                 say!(
