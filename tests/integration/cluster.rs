@@ -237,6 +237,72 @@ fn without_a_database_a_role_this_machine_lacks_the_labels_for_leaves_its_tasks_
 }
 
 #[test]
+fn hand_offs_are_rows_for_any_machine_and_a_spooled_task_keeps_its_correlation_id() {
+    let Some(pg) = server() else { return };
+    migrated(&pg);
+    let a = machine(&pg.url(), "alpha");
+    let b = machine(&pg.url(), "beta");
+    for ws in [&a, &b] {
+        role(
+            ws,
+            "first",
+            "",
+            "steps:\n  - name: Hand\n    enqueue:\n      role: second\n      name: ${task.id}-next\n      text: from ${task.id}\n",
+        );
+        role(
+            ws,
+            "second",
+            "",
+            "steps:\n  - name: Take\n    command: [echo, \"${task.text}\"]\n",
+        );
+    }
+    // Spooled: enqueued while the database cannot be reached (a port nobody listens on), with
+    // a correlation id of its own.
+    let nowhere = "postgres://orchestrate@127.0.0.1:9/orchestrate?connect_timeout=2";
+    let out = a
+        .cmd(&[
+            "enqueue",
+            "first",
+            "--name",
+            "t1",
+            "--text",
+            "go",
+            "--correlation-id",
+            "chain-7",
+        ])
+        .env("ORCHESTRATE_QUEUE_URL", nowhere)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("spooled into"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(queued(&a, "first"), vec!["t1.task".to_string()]);
+    // Alpha runs `first` only: its hand-off becomes a row, not a file in alpha's inbox.
+    let out = a.cmd(&["agent", "first", "--once"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(queued(&a, "second").is_empty(), "no file in alpha's inbox");
+    assert_eq!(
+        pg.psql("SELECT id, correlation_id, state FROM orchestrate_tasks WHERE role = 'second'"),
+        "t1-next|chain-7|queued"
+    );
+    assert_eq!(
+        pg.psql("SELECT correlation_id FROM orchestrate_tasks WHERE role = 'first'"),
+        "chain-7"
+    );
+    // Beta, which never saw the first task, runs the second.
+    let out = b.cmd(&["agent", "second", "--once"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let done = entries(&b, "processed");
+    assert_eq!(done.len(), 1, "{done:?}");
+    let status = json_file(&b, &format!("processed/{}/status.json", done[0]));
+    assert_eq!(status["correlation_id"], "chain-7", "{status}");
+    assert_eq!(status["task"], "t1-next", "{status}");
+}
+
+#[test]
 fn a_name_dropped_while_its_task_lives_is_refused_into_failed_with_a_status_saying_so() {
     let Some(pg) = server() else { return };
     migrated(&pg);

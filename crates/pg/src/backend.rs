@@ -94,7 +94,10 @@ impl PgQueue {
         };
         let source = format!("inbox:{}:{}", self.machine, file.identity);
         let (role, id, payload) = (self.role_owned(), file.id.clone(), file.content.clone());
-        let correlation = correlation_of(&payload);
+        let correlation = self
+            .layout
+            .noted_correlation(&file.id)
+            .or_else(|| correlation_of(&payload));
         let added = self
             .link
             .call(move |conn| {
@@ -118,6 +121,7 @@ impl PgQueue {
                 // The row is committed: the file may go. Should this process die before the
                 // unlink, the file is offered again and found `Already`.
                 fs::remove_file(&file.path).map_err(QueueError::io_err("remove", &file.path))?;
+                self.layout.forget_notes(&file.id);
                 Ok(ControlFlow::Continue(()))
             }
             Added::Taken { state, holder } => {
@@ -306,6 +310,68 @@ impl PgQueue {
         out
     }
 
+    /// Queues a task for `layout.role` (any role of the swarm, through this role's
+    /// connection): its row, or while the database is unreachable, a file in that role's inbox
+    /// on this machine (`spooled` says why), taken in once it is back.
+    pub fn enqueue_to(
+        &self,
+        layout: &Layout,
+        id: Option<&str>,
+        content: &[u8],
+        correlation_id: Option<&str>,
+        source: &str,
+    ) -> Result<Enqueued, QueueError> {
+        let id = match id {
+            Some(id) => {
+                orchestrate_base::ids::check_id(id).map_err(|reason| QueueError::BadName {
+                    name: id.to_string(),
+                    reason,
+                })?;
+                id.to_string()
+            }
+            None => orchestrate_base::ids::new_task_id(),
+        };
+        let correlation = correlation_id
+            .map(str::to_string)
+            .or_else(|| correlation_of(content))
+            .unwrap_or_else(|| id.clone());
+        let (role, key, payload, source_text, corr) = (
+            layout.role.clone(),
+            id.clone(),
+            content.to_vec(),
+            format!("{source}:{}:{}", self.machine, std::process::id()),
+            correlation.clone(),
+        );
+        let added = self.link.call(move |conn| {
+            Box::pin(async move {
+                let db = conn.db().await?;
+                crate::queue::offer(db, &role, &key, &payload, Some(&corr), &source_text, false)
+                    .await
+            })
+        });
+        match added {
+            Ok(Added::Queued | Added::Already) => Ok(Enqueued {
+                role: layout.role.clone(),
+                file: format!("{} (the queue database)", self.link.target),
+                id,
+                correlation_id: correlation,
+                spooled: None,
+            }),
+            Ok(Added::Taken { .. }) => Err(QueueError::Exists {
+                id,
+                inbox: PathBuf::from(format!("{} (role {})", self.link.target, layout.role)),
+            }),
+            // Unreachable: the task waits in this machine's inbox, taken in once it is back.
+            Err(err @ DbError::Unreachable { .. }) => layout
+                .enqueue(Some(&id), content, Some(&correlation), source)
+                .map(|mut spooled| {
+                    spooled.spooled = Some(err.to_string());
+                    spooled
+                }),
+            Err(err) => Err(backend(err)),
+        }
+    }
+
     /// Whether the lease of claim `id` is lost, or unrenewed for half its length.
     fn stale(&self, id: &str) -> bool {
         self.held
@@ -425,56 +491,7 @@ impl TaskQueue for PgQueue {
         correlation_id: Option<&str>,
         source: &str,
     ) -> Result<Enqueued, QueueError> {
-        let id = match id {
-            Some(id) => {
-                orchestrate_base::ids::check_id(id).map_err(|reason| QueueError::BadName {
-                    name: id.to_string(),
-                    reason,
-                })?;
-                id.to_string()
-            }
-            None => orchestrate_base::ids::new_task_id(),
-        };
-        let correlation = correlation_id
-            .map(str::to_string)
-            .or_else(|| correlation_of(content))
-            .unwrap_or_else(|| id.clone());
-        let (role, key, payload, source_text, corr) = (
-            self.role_owned(),
-            id.clone(),
-            content.to_vec(),
-            format!("{source}:{}:{}", self.machine, std::process::id()),
-            correlation.clone(),
-        );
-        let added = self.link.call(move |conn| {
-            Box::pin(async move {
-                let db = conn.db().await?;
-                crate::queue::offer(db, &role, &key, &payload, Some(&corr), &source_text, false)
-                    .await
-            })
-        });
-        match added {
-            Ok(Added::Queued | Added::Already) => Ok(Enqueued {
-                role: self.layout.role.clone(),
-                file: format!("{} (the queue database)", self.link.target),
-                id,
-                correlation_id: correlation,
-                spooled: None,
-            }),
-            Ok(Added::Taken { .. }) => Err(QueueError::Exists {
-                id,
-                inbox: PathBuf::from(format!("{} (role {})", self.link.target, self.layout.role)),
-            }),
-            // Unreachable: the task waits in this machine's inbox, taken in once it is back.
-            Err(err @ DbError::Unreachable { .. }) => self
-                .layout
-                .enqueue(Some(&id), content, Some(&correlation), source)
-                .map(|mut spooled| {
-                    spooled.spooled = Some(err.to_string());
-                    spooled
-                }),
-            Err(err) => Err(backend(err)),
-        }
+        self.enqueue_to(&self.layout, id, content, correlation_id, source)
     }
 
     fn claim(

@@ -73,19 +73,32 @@ impl Runner {
             .clone()
             .unwrap_or_else(|| self.state.run_id.clone());
         let source = format!("run {} step {}", self.state.run_id, step.name);
-        match orchestrate_queue::queue::enqueue(
-            &layout,
-            name.as_deref(),
-            &bytes,
-            Some(&correlation),
-            &source,
-        ) {
+        let enqueued = match &self.config.enqueuer {
+            Some(enqueuer) => enqueuer(
+                &layout,
+                name.as_deref(),
+                &bytes,
+                Some(&correlation),
+                &source,
+            ),
+            None => orchestrate_queue::queue::enqueue(
+                &layout,
+                name.as_deref(),
+                &bytes,
+                Some(&correlation),
+                &source,
+            ),
+        };
+        match enqueued {
             Ok(task) => {
-                // Written: a readonly sibling running now must not count it as its change.
-                drop(self.engine_writes.begin(
-                    self.config.code_dir(),
-                    &self.config.workspace.join(&task.file),
-                ));
+                // Written (unless it went into a database): a readonly sibling running now must
+                // not count it as its change.
+                if self.config.enqueuer.is_none() || task.spooled.is_some() {
+                    drop(self.engine_writes.begin(
+                        self.config.code_dir(),
+                        &self.config.workspace.join(&task.file),
+                    ));
+                }
                 self.progress(&format!(
                     "→ {} handed task {} to {}",
                     step.name, task.id, task.role

@@ -141,6 +141,9 @@ pub struct RunConfig {
     /// Workspace paths (`dir/`) whose changes a readonly step's check ignores: a swarm's queue
     /// directories, which other tasks and roles change while this one runs.
     pub ignore_changes: Vec<String>,
+    /// Where `enqueue` steps hand tasks to (a swarm's database queue); `None`: the target
+    /// role's inbox.
+    pub enqueuer: Option<Enqueuer>,
     /// The role's `capabilities:` (its name and the list): a step needing another is refused
     /// when it is reached, whatever the loader said (defence in depth).
     pub capabilities: Option<(String, Vec<String>)>,
@@ -163,6 +166,21 @@ impl RunConfig {
 
 /// A callback on each recorded event.
 pub type Observer = std::sync::Arc<dyn Fn(&crate::event::Event) + Send + Sync>;
+
+/// Hands a task to a role's queue: (the role's queue directories, its name if given, its
+/// bytes, its correlation id, who sent it).
+pub type Enqueuer = std::sync::Arc<
+    dyn Fn(
+            &orchestrate_queue::queue::Layout,
+            Option<&str>,
+            &[u8],
+            Option<&str>,
+            &str,
+        )
+            -> Result<orchestrate_queue::queue::Enqueued, orchestrate_queue::queue::QueueError>
+        + Send
+        + Sync,
+>;
 
 impl RunConfig {
     /// A configuration with every option at its default: a resumable run of `workspace` whose
@@ -194,6 +212,7 @@ impl RunConfig {
             default_idle_timeout: None,
             reporter: None,
             observer: None,
+            enqueuer: None,
             ignore_changes: Vec::new(),
             capabilities: None,
             inherited: Vec::new(),

@@ -71,6 +71,18 @@ impl Layout {
         self.meta.join(format!("{id}.json"))
     }
 
+    /// The correlation id that `enqueue` noted beside inbox task `id`, if it did (a task
+    /// spooled while the database was unreachable keeps its chain when it is taken in).
+    pub fn noted_correlation(&self, id: &str) -> Option<String> {
+        read_meta(&self.meta_path(id)).correlation_id
+    }
+
+    /// Removes what `enqueue` noted beside inbox task `id`, once the task left the inbox for
+    /// a database.
+    pub fn forget_notes(&self, id: &str) {
+        let _ = fs::remove_file(self.meta_path(id));
+    }
+
     /// The id of an inbox entry, when it is a task file by name (`<id>.task`, not hidden).
     pub fn task_id<'a>(&self, file_name: &'a str) -> Option<&'a str> {
         if file_name.starts_with('.') {

@@ -181,6 +181,7 @@ fn run_config(
         .clone()
         .map(|c| (shared.role.name.clone(), c));
     config.observer = Some(Arc::clone(&shared.observer));
+    config.enqueuer = shared.enqueuer.clone();
     config
 }
 

@@ -27,6 +27,8 @@ pub(super) struct Shared {
     /// Whether this process runs the role's tasks: this machine has every label of the role's
     /// `machines:` (else it only takes in dropped files, on a queue that takes them in).
     pub(super) runs_here: bool,
+    /// Where the role's `enqueue` steps hand tasks to (the database, on one).
+    pub(super) enqueuer: Option<orchestrate_engine::runner::Enqueuer>,
     pub(super) layout: Layout,
     /// The queue operations: the filesystem queue, or the database shared by several machines.
     pub(super) queue: Arc<dyn queue::TaskQueue>,
@@ -127,18 +129,35 @@ impl Shared {
             replica: options.replica,
             quiet: options.quiet,
         };
-        let queue: Arc<dyn queue::TaskQueue> = match super::cluster::queue_url(&swarm) {
+        let database = match super::cluster::queue_url(&swarm) {
             // The lease is the role's `hung_after_sec`: a holder silent that long is dead.
-            Some(url) => Arc::new(super::cluster::open(
+            Some(url) => Some(Arc::new(super::cluster::open(
                 &url,
                 &layout,
                 role.hung_after,
                 &log,
                 on_queued,
                 true,
-            )?),
+            )?)),
+            None => None,
+        };
+        let queue: Arc<dyn queue::TaskQueue> = match &database {
+            Some(db) => db.clone(),
             None => Arc::new(layout.clone()),
         };
+        // Hand-offs (`enqueue` steps) go straight into the database, whichever machine runs
+        // the role they are for.
+        let enqueuer: Option<orchestrate_engine::runner::Enqueuer> = database.map(|db| {
+            Arc::new(
+                move |layout: &queue::Layout,
+                      id: Option<&str>,
+                      content: &[u8],
+                      correlation: Option<&str>,
+                      source: &str| {
+                    db.enqueue_to(layout, id, content, correlation, source)
+                },
+            ) as orchestrate_engine::runner::Enqueuer
+        });
         let labels = super::cluster::machine_labels(&swarm);
         let runs_here = super::cluster::missing_labels(&role.machines, &labels).is_empty();
         queue.run_here(runs_here);
@@ -174,6 +193,7 @@ impl Shared {
             queue_dirs,
             labels,
             runs_here,
+            enqueuer,
         };
         Ok((shared, stamp))
     }
