@@ -9,6 +9,7 @@
 pub(crate) mod agent;
 pub(crate) mod approve;
 pub(crate) mod argv;
+pub(crate) mod cluster;
 pub(crate) mod db;
 pub(crate) mod docs;
 pub(crate) mod gc;

@@ -342,20 +342,107 @@ pub(crate) fn swarm_down(workspace: &Path, force: bool, timeout: std::time::Dura
 }
 
 pub(crate) fn swarm_status(workspace: &Path, as_json: bool) -> Outcome {
-    match orchestrate_swarm::supervisor::status(workspace) {
-        Ok(status) => {
-            if as_json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&status).unwrap_or_default()
-                );
-            } else {
-                print!("{}", orchestrate_swarm::supervisor::render_status(&status));
-            }
-            Ok(ExitCode::SUCCESS)
+    let status = orchestrate_swarm::supervisor::status(workspace)
+        .map_err(|err| Error::failed(err.to_string()))?;
+    let cluster = super::cluster::url(workspace).map(|url| cluster_status(&url));
+    if as_json {
+        let mut value = serde_json::to_value(&status).unwrap_or_default();
+        if let Some(cluster) = cluster {
+            value["cluster"] = match cluster {
+                Ok(c) => serde_json::json!({
+                    "machines_heard_within_sec": HEARD_WITHIN_SEC,
+                    "role_processes": c.workers,
+                    "roles": c.depths,
+                    "paused": c.pauses.iter().map(|(role, p)| serde_json::json!({"role": role, "by": p.by, "since": p.since})).collect::<Vec<_>>(),
+                }),
+                Err(err) => serde_json::json!({"error": err}),
+            };
         }
-        Err(err) => Err(Error::failed(err.to_string())),
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+    } else {
+        print!("{}", orchestrate_swarm::supervisor::render_status(&status));
+        match cluster {
+            Some(Ok(c)) => print!("{}", render_cluster(&c)),
+            Some(Err(err)) => println!("\ncluster: {err}"),
+            None => {}
+        }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Role processes not heard of for this long are not listed (they say so every 5 s).
+const HEARD_WITHIN_SEC: f64 = 30.0;
+
+/// What the queue database says of the whole cluster.
+struct Cluster {
+    workers: Vec<orchestrate_pg::control::Worker>,
+    depths: Vec<orchestrate_pg::control::Depth>,
+    pauses: Vec<(String, orchestrate_pg::control::Asked)>,
+}
+
+fn cluster_status(url: &str) -> Result<Cluster, String> {
+    super::cluster::with_db(
+        url,
+        Box::new(|db| {
+            Box::pin(async move {
+                Ok(Cluster {
+                    workers: orchestrate_pg::control::workers(db, HEARD_WITHIN_SEC).await?,
+                    depths: orchestrate_pg::control::depths(db).await?,
+                    pauses: orchestrate_pg::control::pauses(db).await?,
+                })
+            })
+        }),
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn render_cluster(c: &Cluster) -> String {
+    let mut out = String::from("\ncluster (the queue database):\n");
+    out.push_str(&format!(
+        "  {:<12} {:>7} {:>8} {:>16} {:>13}  PAUSED\n",
+        "ROLE", "QUEUED", "RUNNING", "PROCESSED TODAY", "FAILED TODAY"
+    ));
+    for d in &c.depths {
+        let paused = c
+            .pauses
+            .iter()
+            .find(|(role, _)| role == &d.role)
+            .map(|(_, p)| format!("since {} by {}", p.since, p.by))
+            .unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "  {:<12} {:>7} {:>8} {:>16} {:>13}  {paused}\n",
+            d.role, d.queued, d.running, d.processed_today, d.failed_today
+        ));
+    }
+    out.push_str(&format!(
+        "  {:<14} {:<14} {:>7} {:>8} {:>8}  {:<10} LABELS\n",
+        "MACHINE", "ROLE", "REPLICA", "PID", "HOLDING", "RUNS"
+    ));
+    for w in &c.workers {
+        out.push_str(&format!(
+            "  {:<14} {:<14} {:>7} {:>8} {:>8}  {:<10} {}\n",
+            w.machine,
+            w.role,
+            w.replica,
+            w.pid,
+            w.holding,
+            if w.runs { "tasks" } else { "take-in" },
+            if w.labels.is_empty() {
+                "-".to_string()
+            } else {
+                w.labels.join(",")
+            }
+        ));
+    }
+    if c.workers.is_empty() {
+        out.push_str(&format!(
+            "  no role process heard of in the last {HEARD_WITHIN_SEC:.0} s\n"
+        ));
+    }
+    out
 }
 
 /// `swarm reload`: SIGHUP to the supervisor (which starts added roles, stops removed ones and

@@ -132,12 +132,15 @@ pub(crate) fn tasks(
         None => orchestrate_engine::role::known_layouts(workspace),
     };
     // A failed record that was retried is shown through the entry that superseded it.
-    let list: Vec<TaskInfo> = layouts
+    let mut list: Vec<TaskInfo> = layouts
         .iter()
         .flat_map(|layout| with_inbox_extras(layout, queue::list(layout)))
         .filter(|t| !t.retried)
         .filter(|t| state.is_none_or(|s| t.state == s))
         .collect();
+    if let Some(url) = super::cluster::url(workspace) {
+        add_cluster_rows(&url, &mut list, role, state);
+    }
     if as_json {
         println!(
             "{}",
@@ -149,24 +152,124 @@ pub(crate) fn tasks(
         eprintln!("no tasks");
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<12} {:<10} {:<8} {:<40} PATH",
-        "ROLE", "STATE", "ATTEMPT", "TASK"
-    );
+    let cluster = list.iter().any(|t| t.machine.is_some());
+    if cluster {
+        println!(
+            "{:<12} {:<10} {:<8} {:<14} {:<40} PATH",
+            "ROLE", "STATE", "ATTEMPT", "MACHINE", "TASK"
+        );
+    } else {
+        println!(
+            "{:<12} {:<10} {:<8} {:<40} PATH",
+            "ROLE", "STATE", "ATTEMPT", "TASK"
+        );
+    }
     for t in &list {
         let attempt = t
             .attempt
             .map(|a| a.to_string())
             .unwrap_or_else(|| "-".into());
-        println!(
-            "{:<12} {:<10} {:<8} {:<40} {}",
-            t.role, t.state, attempt, t.id, t.path
-        );
+        if cluster {
+            println!(
+                "{:<12} {:<10} {:<8} {:<14} {:<40} {}",
+                t.role,
+                t.state,
+                attempt,
+                t.machine.as_deref().unwrap_or("-"),
+                t.id,
+                t.path
+            );
+        } else {
+            println!(
+                "{:<12} {:<10} {:<8} {:<40} {}",
+                t.role, t.state, attempt, t.id, t.path
+            );
+        }
         for note in notes(t) {
             println!("    {note}");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The most rows of the queue database `tasks` lists (newest first).
+const CLUSTER_ROWS: i64 = 10_000;
+
+/// Adds to this machine's `list` what the queue database knows that it does not show: tasks
+/// queued in the database, running or finished on other machines (and names the machine of
+/// this machine's own). Unreachable: said, and this machine's tasks are listed alone.
+fn add_cluster_rows(
+    url: &str,
+    list: &mut Vec<TaskInfo>,
+    role: Option<&str>,
+    state: Option<TaskState>,
+) {
+    let (r, s) = (
+        role.map(str::to_string),
+        state.map(|s| s.name().to_string()),
+    );
+    let rows = match super::cluster::with_db(
+        url,
+        Box::new(move |db| {
+            Box::pin(async move {
+                orchestrate_pg::control::tasks(db, r.as_deref(), s.as_deref(), None, CLUSTER_ROWS)
+                    .await
+            })
+        }),
+    ) {
+        Ok(rows) => rows,
+        Err(err) => {
+            eprintln!("{err}: listing this machine's tasks only");
+            return;
+        }
+    };
+    let here = orchestrate_swarm::worker::machine();
+    for t in list.iter_mut() {
+        if matches!(
+            t.state,
+            TaskState::Running | TaskState::Processed | TaskState::Failed
+        ) {
+            t.machine = Some(here.clone());
+        }
+    }
+    let mut extra = Vec::new();
+    for row in rows.into_iter().rev() {
+        let state = match row.state.as_str() {
+            "queued" => TaskState::Queued,
+            "running" => TaskState::Running,
+            "processed" => TaskState::Processed,
+            _ => TaskState::Failed,
+        };
+        let machine = row.machine.clone();
+        if machine.as_deref() == Some(here.as_str())
+            && list
+                .iter()
+                .any(|t| t.role == row.role && t.id == row.id && t.state == state)
+        {
+            continue;
+        }
+        let path = match (&machine, state) {
+            (_, TaskState::Queued) => "(queued in the database)".to_string(),
+            (Some(m), TaskState::Running) => format!("(running on {m})"),
+            (Some(m), _) => format!("({} on {m})", state.name()),
+            (None, _) => format!("({} before it ran)", state.name()),
+        };
+        extra.push(TaskInfo {
+            role: row.role.clone(),
+            id: row.id.clone(),
+            state,
+            path,
+            attempt: u32::try_from(row.attempt).ok().filter(|a| *a > 0),
+            finished: row.finished_at.clone(),
+            holder_dead: None,
+            refused: None,
+            earlier: Vec::new(),
+            retried: false,
+            reason: row.holder.as_ref().map(|h| format!("held by {h}")),
+            machine: Some(machine.unwrap_or_else(|| "-".into())),
+        });
+    }
+    list.extend(extra);
 }
 
 /// What `tasks` and `show` say under a task besides its row: a dead holder, a refused entry,
@@ -229,6 +332,11 @@ fn with_inbox_extras(layout: &Layout, mut list: Vec<TaskInfo>) -> Vec<TaskInfo> 
 
 pub(crate) fn show(workspace: &Path, needle: &str, as_json: bool) -> Outcome {
     let matches = orchestrate_engine::role::find_tasks(workspace, needle);
+    if matches.is_empty()
+        && let Some(url) = super::cluster::url(workspace)
+    {
+        return show_from_cluster(&url, needle, as_json);
+    }
     if matches.is_empty() {
         return Err(Error::invalid(format!(
             "no task `{needle}` in any inbox, running/, processed/ or failed/; list them with `orchestrate tasks`"
@@ -242,6 +350,73 @@ pub(crate) fn show(workspace: &Path, needle: &str, as_json: bool) -> Outcome {
     }
     for (entry, info) in shown.iter().zip(&matches) {
         print_entry(entry, info);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `show` of a task this machine has no record of, from the queue database: its rows (the
+/// current one and archived ones), which machine ran it, and its status.
+fn show_from_cluster(url: &str, needle: &str, as_json: bool) -> Outcome {
+    let id = needle.to_string();
+    let rows = super::cluster::with_db(
+        url,
+        Box::new(move |db| {
+            Box::pin(
+                async move { orchestrate_pg::control::tasks(db, None, None, Some(&id), 50).await },
+            )
+        }),
+    )
+    .map_err(|e| {
+        Error::failed(format!(
+            "no task `{needle}` on this machine, and the queue database cannot tell of others: {e}"
+        ))
+    })?;
+    if rows.is_empty() {
+        return Err(Error::invalid(format!(
+            "no task `{needle}` on this machine or in the queue database; list them with `orchestrate tasks`"
+        )));
+    }
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for row in &rows {
+        println!("task {} of role {}: {}", row.id, row.role, row.state);
+        let machine = row.machine.as_deref().unwrap_or("-");
+        println!("  attempt:     {}", row.attempt);
+        println!("  machine:     {machine}");
+        if let Some(holder) = &row.holder {
+            println!("  held by:     {holder}");
+        }
+        if let Some(c) = &row.correlation_id {
+            println!("  correlation: {c}");
+        }
+        println!("  queued:      {}", row.enqueued_at);
+        if let Some(at) = &row.claimed_at {
+            println!("  claimed:     {at}");
+        }
+        if let Some(at) = &row.finished_at {
+            println!("  finished:    {at}");
+        }
+        if let Some(status) = &row.status
+            && let Some(message) = status["message"].as_str()
+        {
+            println!("  message:     {message}");
+        }
+        match row.state.as_str() {
+            "processed" | "failed" if row.machine.is_some() => println!(
+                "  records:     {}/ on machine {machine} (`orchestrate show {}` there)",
+                row.state, row.id
+            ),
+            "running" => println!(
+                "  records:     running/{}/{} on machine {machine}",
+                row.role, row.id
+            ),
+            _ => {}
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -303,6 +303,138 @@ fn hand_offs_are_rows_for_any_machine_and_a_spooled_task_keeps_its_correlation_i
 }
 
 #[test]
+fn pause_cancel_tasks_show_and_status_reach_every_machine_through_the_database() {
+    let Some(pg) = server() else { return };
+    migrated(&pg);
+    let a = machine(&pg.url(), "alpha");
+    let b = machine(&pg.url(), "beta");
+    for ws in [&a, &b] {
+        role(
+            ws,
+            "w",
+            "",
+            "steps:\n  - name: Long\n    command: [sleep, \"60\"]\n",
+        );
+    }
+    let ok = |ws: &Ws, args: &[&str]| {
+        let out = ws.cmd(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout) + &text(&out.stderr)
+    };
+    // Paused from alpha: beta's role process follows (its own pause file appears).
+    assert!(ok(&a, &["pause", "w"]).contains("on every machine"));
+    let mut agents = Agents::new(&b);
+    agents.spawn(&b, "w", &[], &[]);
+    wait_until("beta to mirror the pause", Duration::from_secs(30), || {
+        b.join(".orchestrate/control/w/paused.json").exists()
+    });
+    ok(&a, &["enqueue", "w", "--name", "held", "--text", "x"]);
+    ok(&a, &["enqueue", "w", "--name", "long", "--text", "x"]);
+    // A queued task is cancelled from any machine, before it runs.
+    let said = ok(&a, &["cancel", "held"]);
+    assert!(said.contains("before it ran"), "{said}");
+    let listed = ok(&a, &["tasks"]);
+    assert!(
+        listed.contains("MACHINE")
+            && listed
+                .lines()
+                .any(|l| l.contains("long") && l.contains("queued")),
+        "{listed}"
+    );
+    assert_eq!(
+        pg.psql("SELECT state FROM orchestrate_tasks WHERE id IN ('held', 'long') ORDER BY id"),
+        "failed\nqueued",
+        "{}",
+        agents.logs()
+    );
+    // Resumed from alpha: beta takes the task.
+    assert!(ok(&a, &["resume", "w"]).contains("on every machine"));
+    wait_until("beta to run `long`", Duration::from_secs(60), || {
+        pg.psql(
+            "SELECT state || ' ' || coalesce(machine, '') FROM orchestrate_tasks WHERE id = 'long'",
+        ) == "running beta"
+    });
+    let status = ok(&a, &["swarm", "status"]);
+    assert!(
+        status.contains("cluster (the queue database)")
+            && status
+                .lines()
+                .any(|l| l.contains("beta") && l.contains(" w ") && l.contains("tasks")),
+        "{status}"
+    );
+    // Cancelled from alpha while it runs on beta: beta stops it, its record in beta's failed/.
+    let said = ok(&a, &["cancel", "long", "--timeout", "60"]);
+    assert!(
+        said.contains("cancelled task `long`"),
+        "{said}\n{}",
+        agents.logs()
+    );
+    let failed = entries(&b, "failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let record = json_file(&b, &format!("failed/{}/status.json", failed[0]));
+    assert!(
+        record["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cancel"),
+        "{record}"
+    );
+    // `show` on alpha, which has no record of it, tells where it ran.
+    let shown = ok(&a, &["show", "long"]);
+    assert!(
+        shown.contains("machine:     beta") && shown.contains("failed/ on machine beta"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn the_daily_budget_counts_what_every_machine_spent() {
+    let Some(pg) = server() else { return };
+    migrated(&pg);
+    let b = machine(&pg.url(), "beta");
+    role(
+        &b,
+        "w",
+        "",
+        "steps:\n  - name: S\n    command: [\"true\"]\n",
+    );
+    b.file("swarm.yaml", "budget:\n  max_tokens_per_day: 1000\n");
+    // Alpha's attempts spent 1,500 tokens today (as its role processes note them).
+    pg.psql(
+        "INSERT INTO orchestrate_spending (day, machine, run_id, role, task, attempt, tokens, cost_usd)
+         VALUES ((now() AT TIME ZONE 'UTC')::date, 'alpha', 'r1', 'w', 't', 1, 1500, 0.5)",
+    );
+    let mut agents = Agents::new(&b);
+    agents.spawn(&b, "w", &[], &[]);
+    wait_until(
+        "beta to note alpha's spending",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_dir(b.join(".orchestrate/ledger"))
+                .map(|d| {
+                    d.flatten()
+                        .any(|e| e.file_name().to_string_lossy().ends_with(".elsewhere.json"))
+                })
+                .unwrap_or(false)
+        },
+    );
+    let out = b
+        .cmd(&["enqueue", "w", "--name", "t1", "--text", "x"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until("beta to refuse claims", Duration::from_secs(30), || {
+        agents
+            .logs()
+            .contains("not claiming new tasks: budget exceeded: the swarm spent 1500 tokens")
+    });
+    assert_eq!(
+        pg.psql("SELECT state FROM orchestrate_tasks WHERE id = 't1'"),
+        "queued"
+    );
+}
+
+#[test]
 fn a_name_dropped_while_its_task_lives_is_refused_into_failed_with_a_status_saying_so() {
     let Some(pg) = server() else { return };
     migrated(&pg);

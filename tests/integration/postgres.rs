@@ -358,6 +358,7 @@ fn db_migrate_creates_the_schema_once_and_again_changes_nothing() {
     pg.psql(
         "DROP TABLE orchestrate_tasks_history; DROP INDEX orchestrate_tasks_finished; \
          ALTER TABLE orchestrate_tasks DROP COLUMN released, DROP COLUMN machine; \
+         DROP TABLE orchestrate_controls, orchestrate_workers, orchestrate_spending; \
          DELETE FROM orchestrate_schema WHERE version > 1; \
          INSERT INTO orchestrate_tasks (role, id, payload) VALUES ('r', 'kept', 'x')",
     );

@@ -285,10 +285,41 @@ pub fn append(workspace: &Path, entry: &Value) -> std::io::Result<PathBuf> {
     Ok(path)
 }
 
+/// `.orchestrate/ledger/<day>.elsewhere.json`: what the other machines of a swarm on a shared
+/// database spent that day, as the database last said (`{"tokens": N, "cost_usd": X}`).
+fn elsewhere_path(workspace: &Path, day: &str) -> PathBuf {
+    workspace
+        .join(".orchestrate/ledger")
+        .join(format!("{day}.elsewhere.json"))
+}
+
+/// Notes what the other machines spent today (a role process on a shared database does, every
+/// few seconds): the daily budget counts it with this machine's ledger.
+pub fn note_elsewhere(workspace: &Path, tokens: u64, cost_usd: f64) -> std::io::Result<()> {
+    let path = elsewhere_path(workspace, &today());
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let text = serde_json::json!({"tokens": tokens, "cost_usd": cost_usd}).to_string();
+    if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
+        return Ok(());
+    }
+    orchestrate_base::fsutil::atomic_write(&path, text.as_bytes())
+}
+
 /// The sum of a day's ledger (lines that do not parse are skipped: a crash mid-write leaves at
-/// most a partial last line).
+/// most a partial last line), and what other machines spent that day, when noted.
 pub(crate) fn day_total(workspace: &Path, day: &str) -> Spend {
     let text = std::fs::read_to_string(ledger_path(workspace, day)).unwrap_or_default();
+    let elsewhere = std::fs::read(elsewhere_path(workspace, day))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .map(|entry| Spend {
+            tokens: entry["tokens"].as_u64().unwrap_or(0),
+            cost_usd: entry["cost_usd"].as_f64().unwrap_or(0.0),
+            unpriced_tokens: 0,
+        })
+        .unwrap_or_default();
     text.lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .map(|entry| Spend {
@@ -296,7 +327,7 @@ pub(crate) fn day_total(workspace: &Path, day: &str) -> Spend {
             cost_usd: entry["cost_usd"].as_f64().unwrap_or(0.0),
             unpriced_tokens: entry["unpriced_tokens"].as_u64().unwrap_or(0),
         })
-        .fold(Spend::default(), Spend::plus)
+        .fold(elsewhere, Spend::plus)
 }
 
 /// Why the swarm may not claim another task today, if it may not: the day's total has reached

@@ -372,6 +372,35 @@ impl PgQueue {
         }
     }
 
+    /// Notes in the database what attempt `run_id` of task `task` spent, for the daily budget
+    /// of every machine.
+    pub fn note_spent(
+        &self,
+        task: &str,
+        attempt: u32,
+        run_id: &str,
+        tokens: u64,
+        cost_usd: f64,
+    ) -> Result<(), DbError> {
+        let (machine, role, task, run_id) = (
+            self.machine.clone(),
+            self.role_owned(),
+            task.to_string(),
+            run_id.to_string(),
+        );
+        let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
+        let tokens = i64::try_from(tokens).unwrap_or(i64::MAX);
+        self.link.call(move |conn| {
+            Box::pin(async move {
+                let db = conn.db().await?;
+                crate::control::spent(
+                    db, &machine, &role, &task, attempt, &run_id, tokens, cost_usd,
+                )
+                .await
+            })
+        })
+    }
+
     /// Whether the lease of claim `id` is lost, or unrenewed for half its length.
     fn stale(&self, id: &str) -> bool {
         self.held
@@ -761,6 +790,7 @@ impl TaskQueue for PgQueue {
                 earlier: Vec::new(),
                 retried: false,
                 reason: row.holder.map(|h| format!("held by {h}")),
+                machine: None,
             })
             .collect()
     }

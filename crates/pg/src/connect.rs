@@ -339,7 +339,8 @@ impl Db {
     }
 }
 
-/// Runs a connection until it closes, sending the payload of each notification to `notes`.
+/// Runs a connection until it closes, sending each notification to `notes` as
+/// `CHANNEL:PAYLOAD`.
 async fn drive<S, T>(
     mut connection: tokio_postgres::Connection<S, T>,
     notes: Option<tokio::sync::mpsc::UnboundedSender<String>>,
@@ -351,7 +352,7 @@ async fn drive<S, T>(
         match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
             Some(Ok(tokio_postgres::AsyncMessage::Notification(note))) => {
                 if let Some(tx) = &notes {
-                    let _ = tx.send(note.payload().to_string());
+                    let _ = tx.send(format!("{}:{}", note.channel(), note.payload()));
                 }
             }
             Some(Ok(_)) => {}

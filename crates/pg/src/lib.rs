@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod connect;
+pub mod control;
 pub mod link;
 pub mod migrate;
 pub mod queue;

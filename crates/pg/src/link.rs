@@ -65,7 +65,13 @@ pub enum LinkEvent {
     /// renewed again (when it was last renewed plus three quarters of a lease), or `None` once
     /// it is no longer held. What a guard outside the process enforces.
     Deadlines(Vec<(String, Option<Instant>)>),
+    /// What the cluster says the role's processes follow (every [`SYNC_EVERY`], and at once
+    /// when `pause`, `resume` or `cancel` notify).
+    Synced(crate::control::Synced),
 }
+
+/// How often a role process says it is alive and reads its role's pause and cancel requests.
+pub const SYNC_EVERY: Duration = Duration::from_secs(5);
 
 /// What the thread works with: the connection (when there is one) and the claims held.
 pub struct Conn {
@@ -109,7 +115,11 @@ impl Conn {
             let connecting = Db::connect_with(&self.url, Some(self.notes.clone()));
             let made = match tokio::time::timeout(CALL_TIMEOUT, connecting).await {
                 Ok(Ok(db)) => {
-                    let listen = format!("LISTEN {}", crate::queue::QUEUED_CHANNEL);
+                    let listen = format!(
+                        "LISTEN {}; LISTEN {}",
+                        crate::queue::QUEUED_CHANNEL,
+                        crate::control::CONTROL_CHANNEL
+                    );
                     match db.client.batch_execute(&listen).await {
                         Ok(()) => Ok(db),
                         Err(err) => Err(db.failed("listen for queued tasks")(err).to_string()),
@@ -189,13 +199,15 @@ pub struct Link {
 impl Link {
     /// Starts the thread for `role`'s queue at `url`, renewing held leases by `lease` every
     /// `renew_every`; it connects on the first call. `events` hears of queued tasks and of the
-    /// connection lost and made again.
+    /// connection lost and made again. With `presence` (a role process, not a command), it
+    /// also syncs with the cluster every [`SYNC_EVERY`] ([`LinkEvent::Synced`]).
     pub fn start(
         url: &str,
         role: &str,
         lease: Duration,
         renew_every: Duration,
         events: Arc<dyn Fn(LinkEvent) + Send + Sync>,
+        presence: Option<crate::control::Presence>,
     ) -> std::io::Result<Link> {
         let (jobs, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
         let target = Target::of_url(url);
@@ -223,10 +235,17 @@ impl Link {
                 runtime.block_on(async move {
                     let mut renew = tokio::time::interval(renew_every);
                     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    let mut sync = tokio::time::interval(SYNC_EVERY);
+                    sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     loop {
                         tokio::select! {
                             job = rx.recv() => {
-                                let Some(job) = job else { return };
+                                let Some(job) = job else {
+                                    if let Some(presence) = &presence {
+                                        let _ = tokio::time::timeout(CALL_TIMEOUT, say_gone(&mut conn, &role, presence)).await;
+                                    }
+                                    return;
+                                };
                                 if tokio::time::timeout(CALL_TIMEOUT, job(&mut conn)).await.is_err() {
                                     conn.lost(format!("no answer within {CALL_TIMEOUT:?}"));
                                 }
@@ -238,9 +257,21 @@ impl Link {
                                     conn.lost(format!("no answer within {CALL_TIMEOUT:?}"));
                                 }
                             }
+                            _ = sync.tick(), if presence.is_some() => {
+                                if let Some(presence) = &presence
+                                    && tokio::time::timeout(CALL_TIMEOUT, sync_now(&mut conn, &role, presence)).await.is_err()
+                                {
+                                    conn.lost(format!("no answer within {CALL_TIMEOUT:?}"));
+                                }
+                            }
                             Some(note) = notes_rx.recv() => {
-                                if note == role {
+                                if note == format!("{}:{role}", crate::queue::QUEUED_CHANNEL) {
                                     events(LinkEvent::Queued);
+                                } else if note == format!("{}:{role}", crate::control::CONTROL_CHANNEL)
+                                    && let Some(presence) = &presence
+                                    && tokio::time::timeout(CALL_TIMEOUT, sync_now(&mut conn, &role, presence)).await.is_err()
+                                {
+                                    conn.lost(format!("no answer within {CALL_TIMEOUT:?}"));
                                 }
                             }
                         }
@@ -271,6 +302,26 @@ impl Link {
         };
         self.jobs.send(job).map_err(|_| gone())?;
         rx.recv().map_err(|_| gone())?
+    }
+}
+
+/// Says this role process is alive and tells the role process what the cluster says it follows.
+async fn sync_now(conn: &mut Conn, role: &str, presence: &crate::control::Presence) {
+    let holding = i32::try_from(conn.held.len()).unwrap_or(i32::MAX);
+    let Ok(db) = conn.db().await else {
+        return;
+    };
+    match crate::control::sync(db, role, presence, holding).await {
+        Ok(synced) => (conn.events)(LinkEvent::Synced(synced)),
+        Err(err) => conn.lost(err.to_string()),
+    }
+}
+
+/// Takes this role process off the cluster's list as it stops.
+async fn say_gone(conn: &mut Conn, role: &str, presence: &crate::control::Presence) {
+    if let Ok(db) = conn.db().await {
+        let _ =
+            crate::control::gone(db, &presence.machine, role, presence.replica, presence.pid).await;
     }
 }
 

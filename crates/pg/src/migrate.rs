@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/0001_tasks.sql")),
     (2, include_str!("migrations/0002_history.sql")),
     (3, include_str!("migrations/0003_released_and_machine.sql")),
+    (4, include_str!("migrations/0004_steering.sql")),
 ];
 
 /// The newest schema version this binary knows.

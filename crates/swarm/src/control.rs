@@ -107,6 +107,46 @@ pub fn unpause(workspace: &Path, role: &str) -> Result<Option<Pause>, ControlErr
     Ok(Some(existing))
 }
 
+/// Makes this machine's pause file of `role` say what the cluster's database says (a role
+/// process on a shared database does, every few seconds): written when the role is paused
+/// there and the file says otherwise, removed when it is not. True when the file changed.
+pub(crate) fn mirror_pause(workspace: &Path, role: &str, pause: Option<Pause>) -> bool {
+    let path = pause_path(workspace, role);
+    match pause {
+        Some(pause) => {
+            if paused(workspace, role).is_some_and(|p| p.since == pause.since && p.by == pause.by) {
+                return false;
+            }
+            let _ = std::fs::create_dir_all(role_dir(workspace, role));
+            let bytes = serde_json::to_vec_pretty(&pause).unwrap_or_default();
+            orchestrate_base::fsutil::atomic_write(&path, &bytes).is_ok()
+        }
+        None => std::fs::remove_file(&path).is_ok(),
+    }
+}
+
+/// Writes the cluster's cancel request of task `id` (asked by `by` at `at` on any machine) as
+/// this machine's, unless it is there already. True when written.
+pub(crate) fn mirror_task_cancel(
+    workspace: &Path,
+    role: &str,
+    id: &str,
+    by: &str,
+    at: &str,
+) -> bool {
+    if cancel_dir(workspace, role)
+        .join(format!("{id}.json"))
+        .exists()
+    {
+        return false;
+    }
+    let mut request = CancelRequest::new(id);
+    request.by = by.to_string();
+    request.at = at.to_string();
+    request.pid = 0;
+    request_task_cancel(workspace, role, id, &request).is_ok()
+}
+
 /// Whether `name` is a role of the workspace (`agents/<name>.yaml` exists).
 pub fn is_role(workspace: &Path, name: &str) -> bool {
     orchestrate_base::ids::check_id(name).is_ok()
@@ -368,6 +408,17 @@ impl ControlError {
                 | ControlError::NotFound { .. }
                 | ControlError::RunFinished { .. }
                 | ControlError::NotRunning { .. }
+        )
+    }
+
+    /// Whether the target may be a task queued or running on another machine (asked of a swarm
+    /// whose queue is a database): nothing on this machine runs it.
+    pub fn elsewhere_possible(&self) -> bool {
+        matches!(
+            self,
+            ControlError::Queued { .. }
+                | ControlError::TaskFinished { .. }
+                | ControlError::NotFound { .. }
         )
     }
 

@@ -85,6 +85,9 @@ pub struct TaskInfo {
     /// a process still has open for writing ("being written: ...").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// On a swarm whose queue is a database: the machine that runs or ran it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
 }
 
 /// An inbox entry that is not a task ready to be taken, and why.
@@ -207,6 +210,7 @@ impl TaskInfo {
             earlier: Vec::new(),
             retried: false,
             reason: None,
+            machine: None,
         }
     }
 }

@@ -299,6 +299,24 @@ pub(super) fn ledger(shared: &Shared, claim: &Claim, report: &RunReport) {
         "cost_usd": spent.cost_usd,
         "unpriced_tokens": spent.unpriced_tokens,
     });
+    // On a shared database, every machine's daily budget counts it too.
+    if let Some(pg) = &shared.pg
+        && let Err(err) = pg.note_spent(
+            &claim.id,
+            claim.attempt,
+            &report.run_id,
+            spent.tokens,
+            spent.cost_usd,
+        )
+    {
+        say!(
+            always &shared.log,
+            WARN,
+            task = %claim.id,
+            "cannot note `{}`'s spending in the queue database (other machines' daily budget misses it): {err}",
+            claim.id
+        );
+    }
     if let Err(err) = orchestrate_engine::budget::append(&shared.workspace, &entry) {
         say!(
             always &shared.log,

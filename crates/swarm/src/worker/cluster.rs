@@ -90,17 +90,43 @@ pub(super) fn say_placement(
     );
 }
 
+/// Who a role process is, for the cluster's list of role processes (`swarm status`), and where
+/// it mirrors what the cluster says it follows.
+pub(super) struct Member {
+    /// The workspace on this machine.
+    pub(super) workspace: std::path::PathBuf,
+    /// Which replica of the role.
+    pub(super) replica: u32,
+    /// This machine's labels.
+    pub(super) labels: Vec<String>,
+    /// Whether it runs the role's tasks.
+    pub(super) runs: bool,
+}
+
 /// Opens the role's queue in the database at `url`; leases last `lease`. `on_queued` is called
-/// when a task is queued for the role anywhere (a hint to claim).
+/// when a task is queued for the role anywhere (a hint to claim). A role process (`member`)
+/// syncs with the cluster, mirroring its pause and cancel requests into this machine's control
+/// files (which the role process watches); a command does not.
 pub(super) fn open(
     url: &str,
     layout: &Layout,
     lease: Duration,
     log: &Log,
     on_queued: Arc<dyn Fn() + Send + Sync>,
-    guarded: bool,
+    member: Option<Member>,
 ) -> Result<orchestrate_pg::PgQueue, String> {
     let events_log = log.clone();
+    let guarded = member.is_some();
+    let machine = machine_name();
+    let presence = member.as_ref().map(|m| orchestrate_pg::control::Presence {
+        machine: machine.clone(),
+        replica: i32::try_from(m.replica).unwrap_or(i32::MAX),
+        pid: i32::try_from(std::process::id()).unwrap_or(i32::MAX),
+        labels: m.labels.join(","),
+        runs: m.runs,
+        workspace: m.workspace.display().to_string(),
+    });
+    let mirror = member.map(|m| (m.workspace, layout.clone()));
     // A guard outside this process stops our steps should we be unable to (stopped, frozen).
     let guard = if guarded {
         match crate::guard::Guard::start(&layout.running) {
@@ -135,9 +161,14 @@ pub(super) fn open(
                 guard.deadlines(&claims);
             }
         }
+        orchestrate_pg::LinkEvent::Synced(synced) => {
+            if let Some((workspace, layout)) = &mirror {
+                mirror_cluster(workspace, layout, &synced, &events_log);
+            }
+        }
     });
     // Renewed four times per lease: a holder stops its attempt once half of it passed unrenewed.
-    let link = orchestrate_pg::Link::start(url, &layout.role, lease, lease / 4, events)
+    let link = orchestrate_pg::Link::start(url, &layout.role, lease, lease / 4, events, presence)
         .map_err(|e| format!("cannot start the queue database's thread: {e}"))?;
     let checked = link.call(|conn| {
         Box::pin(async move {
@@ -170,7 +201,6 @@ pub(super) fn open(
         ),
         Err(err) => return Err(err.to_string()),
     }
-    let machine = machine_name();
     say!(
         log,
         INFO,
@@ -211,7 +241,50 @@ pub fn open_queue(
         Duration::from_secs(60),
         &log,
         Arc::new(|| {}),
-        false,
+        None,
     )
     .map(Some)
+}
+
+/// Mirrors what the cluster says the role follows into this machine's control files and
+/// ledger: the role's pause (`.orchestrate/control/ROLE/paused.json`, made or removed), the
+/// cancel requests of the tasks this machine runs, and what the other machines spent today.
+/// The role process's watch on its control directory sees what changed.
+fn mirror_cluster(
+    workspace: &std::path::Path,
+    layout: &Layout,
+    synced: &orchestrate_pg::control::Synced,
+    log: &Log,
+) {
+    crate::control::mirror_pause(
+        workspace,
+        &layout.role,
+        synced.paused.as_ref().map(|asked| crate::control::Pause {
+            role: layout.role.clone(),
+            since: asked.since.clone(),
+            by: asked.by.clone(),
+        }),
+    );
+    for (id, asked) in &synced.cancels {
+        if layout.running.join(id).is_dir() {
+            crate::control::mirror_task_cancel(
+                workspace,
+                &layout.role,
+                id,
+                &asked.by,
+                &asked.since,
+            );
+        }
+    }
+    if let Err(err) = orchestrate_engine::budget::note_elsewhere(
+        workspace,
+        u64::try_from(synced.tokens_elsewhere).unwrap_or(0),
+        synced.cost_elsewhere,
+    ) {
+        say!(
+            log,
+            WARN,
+            "cannot note what the other machines spent today: {err}"
+        );
+    }
 }

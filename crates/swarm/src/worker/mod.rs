@@ -35,6 +35,12 @@ use std::path::Path;
 use tokio_util::sync::CancellationToken;
 
 pub use cluster::open_queue;
+
+/// This machine's name in leases, records and the cluster's lists: `ORCHESTRATE_MACHINE`, else
+/// the host name.
+pub fn machine() -> String {
+    cluster::machine_name()
+}
 pub use options::{AgentOptions, AgentReport};
 pub use parent::SUPERVISOR_PID_ENV;
 pub use task_vars::{TaskFacts, task_json, task_variables};

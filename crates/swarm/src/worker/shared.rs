@@ -29,6 +29,8 @@ pub(super) struct Shared {
     pub(super) runs_here: bool,
     /// Where the role's `enqueue` steps hand tasks to (the database, on one).
     pub(super) enqueuer: Option<orchestrate_engine::runner::Enqueuer>,
+    /// The database queue, on one (for what the role notes there besides tasks).
+    pub(super) pg: Option<Arc<orchestrate_pg::PgQueue>>,
     pub(super) layout: Layout,
     /// The queue operations: the filesystem queue, or the database shared by several machines.
     pub(super) queue: Arc<dyn queue::TaskQueue>,
@@ -129,6 +131,8 @@ impl Shared {
             replica: options.replica,
             quiet: options.quiet,
         };
+        let labels = super::cluster::machine_labels(&swarm);
+        let runs_here = super::cluster::missing_labels(&role.machines, &labels).is_empty();
         let database = match super::cluster::queue_url(&swarm) {
             // The lease is the role's `hung_after_sec`: a holder silent that long is dead.
             Some(url) => Some(Arc::new(super::cluster::open(
@@ -137,7 +141,12 @@ impl Shared {
                 role.hung_after,
                 &log,
                 on_queued,
-                true,
+                Some(super::cluster::Member {
+                    workspace: workspace.to_path_buf(),
+                    replica: options.replica,
+                    labels: labels.clone(),
+                    runs: runs_here,
+                }),
             )?)),
             None => None,
         };
@@ -147,6 +156,7 @@ impl Shared {
         };
         // Hand-offs (`enqueue` steps) go straight into the database, whichever machine runs
         // the role they are for.
+        let pg = database.clone();
         let enqueuer: Option<orchestrate_engine::runner::Enqueuer> = database.map(|db| {
             Arc::new(
                 move |layout: &queue::Layout,
@@ -158,8 +168,6 @@ impl Shared {
                 },
             ) as orchestrate_engine::runner::Enqueuer
         });
-        let labels = super::cluster::machine_labels(&swarm);
-        let runs_here = super::cluster::missing_labels(&role.machines, &labels).is_empty();
         queue.run_here(runs_here);
         super::cluster::say_placement(&log, &role, &labels, queue.pulls());
         let profiles = Arc::new(profiles);
@@ -194,6 +202,7 @@ impl Shared {
             labels,
             runs_here,
             enqueuer,
+            pg,
         };
         Ok((shared, stamp))
     }
