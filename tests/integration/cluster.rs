@@ -496,6 +496,44 @@ fn a_name_dropped_while_its_task_lives_is_refused_into_failed_with_a_status_sayi
 }
 
 #[test]
+fn bad_files_dropped_on_a_database_machine_are_quarantined_and_never_queued() {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(pg) = server() else { return };
+    migrated(&pg);
+    let (_dir, log) = shared_log();
+    let a = machine(&pg.url(), "alpha");
+    recording_role(&a, &log, "0", "");
+    let big = "x".repeat(orchestrate_queue::queue::DEFAULT_MAX_TASK_BYTES as usize + 1);
+    a.file("inbox/w/big.task", &big);
+    std::fs::create_dir_all(a.join("inbox/w")).unwrap();
+    std::fs::write(
+        a.join("inbox/w").join(std::ffi::OsStr::from_bytes(b"bad\xff.task")),
+        "x",
+    )
+    .unwrap();
+    a.file("inbox/w/good.task", "fine");
+    // The same cap for `enqueue`, refused before anything is written.
+    let out = a
+        .cmd(&["enqueue", "w", "--name", "big2", "--file", "inbox/w/big.task"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("over the"), "{}", text(&out.stderr));
+    let out = a.cmd(&["agent", "w", "--once"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let failed = entries(&a, "failed");
+    assert_eq!(failed.len(), 2, "{failed:?}\n{}", text(&out.stderr));
+    let messages: Vec<String> = failed
+        .iter()
+        .map(|d| json_file(&a, &format!("failed/{d}/status.json"))["message"].to_string())
+        .collect();
+    assert!(messages.iter().any(|m| m.contains("bytes")), "{messages:?}");
+    assert!(messages.iter().any(|m| m.contains("UTF-8")), "{messages:?}");
+    assert_eq!(pg.psql("SELECT string_agg(id, ',') FROM orchestrate_tasks"), "good");
+    assert_eq!(processed(&a), vec!["good".to_string()]);
+}
+
+#[test]
 fn an_unmigrated_database_is_refused_with_the_command_that_fixes_it() {
     let Some(pg) = server() else { return };
     let (_dir, log) = shared_log();
