@@ -596,6 +596,11 @@ pub(crate) fn retry(workspace: &Path, needle: &str) -> Outcome {
         .iter()
         .filter(|t| t.state == TaskState::Failed && !t.retried)
         .collect();
+    if failed.is_empty()
+        && let Some(url) = super::cluster::url(workspace)
+    {
+        return retry_in_cluster(&url, needle);
+    }
     let Some(task) = failed.last() else {
         return Err(Error::invalid(match found.iter().find(|t| t.retried) {
             Some(t) => format!(
@@ -624,6 +629,39 @@ pub(crate) fn retry(workspace: &Path, needle: &str) -> Outcome {
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => Err(Error::failed(err.to_string())),
+    }
+}
+
+/// `retry` of a task that failed on another machine: queued again from its row in the database.
+fn retry_in_cluster(url: &str, needle: &str) -> Outcome {
+    let (id, source) = (
+        needle.to_string(),
+        format!("orchestrate retry:{}", super::cluster::who()),
+    );
+    let answer = super::cluster::with_db(
+        url,
+        Box::new(move |db| {
+            Box::pin(async move { orchestrate_pg::control::retry(db, &id, &source).await })
+        }),
+    )
+    .map_err(|e| {
+        Error::failed(format!(
+            "retrying `{needle}` through the queue database: {e}"
+        ))
+    })?;
+    match answer {
+        orchestrate_pg::control::Retry::Queued(role) => {
+            eprintln!(
+                "`{needle}` is queued again for {role} in the queue database (attempts reset); its failed record stays where it ran"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        orchestrate_pg::control::Retry::NotFailed(state) => Err(Error::invalid(format!(
+            "task `{needle}` is {state} in the queue database, not failed; `orchestrate show {needle}` says more"
+        ))),
+        orchestrate_pg::control::Retry::NotFound => Err(Error::invalid(format!(
+            "no failed task `{needle}` on this machine or in the queue database; `orchestrate tasks --state failed` lists them"
+        ))),
     }
 }
 

@@ -385,6 +385,17 @@ fn pause_cancel_tasks_show_and_status_reach_every_machine_through_the_database()
         shown.contains("machine:     beta") && shown.contains("failed/ on machine beta"),
         "{shown}"
     );
+    // Retried from alpha, which has no record of it: queued again from its row, and run.
+    let said = ok(&a, &["retry", "long"]);
+    assert!(said.contains("queued again"), "{said}");
+    assert_eq!(
+        pg.psql("SELECT state FROM orchestrate_tasks_history WHERE id = 'long'"),
+        "failed"
+    );
+    wait_until("beta to run `long` again", Duration::from_secs(60), || {
+        pg.psql("SELECT state || ' ' || attempt FROM orchestrate_tasks WHERE id = 'long'")
+            == "running 1"
+    });
 }
 
 #[test]
@@ -507,18 +518,30 @@ fn bad_files_dropped_on_a_database_machine_are_quarantined_and_never_queued() {
     a.file("inbox/w/big.task", &big);
     std::fs::create_dir_all(a.join("inbox/w")).unwrap();
     std::fs::write(
-        a.join("inbox/w").join(std::ffi::OsStr::from_bytes(b"bad\xff.task")),
+        a.join("inbox/w")
+            .join(std::ffi::OsStr::from_bytes(b"bad\xff.task")),
         "x",
     )
     .unwrap();
     a.file("inbox/w/good.task", "fine");
     // The same cap for `enqueue`, refused before anything is written.
     let out = a
-        .cmd(&["enqueue", "w", "--name", "big2", "--file", "inbox/w/big.task"])
+        .cmd(&[
+            "enqueue",
+            "w",
+            "--name",
+            "big2",
+            "--file",
+            "inbox/w/big.task",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("over the"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("over the"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = a.cmd(&["agent", "w", "--once"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let failed = entries(&a, "failed");
@@ -529,7 +552,10 @@ fn bad_files_dropped_on_a_database_machine_are_quarantined_and_never_queued() {
         .collect();
     assert!(messages.iter().any(|m| m.contains("bytes")), "{messages:?}");
     assert!(messages.iter().any(|m| m.contains("UTF-8")), "{messages:?}");
-    assert_eq!(pg.psql("SELECT string_agg(id, ',') FROM orchestrate_tasks"), "good");
+    assert_eq!(
+        pg.psql("SELECT string_agg(id, ',') FROM orchestrate_tasks"),
+        "good"
+    );
     assert_eq!(processed(&a), vec!["good".to_string()]);
 }
 

@@ -292,6 +292,54 @@ pub async fn cancel(db: &mut Db, role: &str, id: &str, by: &str) -> Result<Cance
     Ok(answer)
 }
 
+/// What became of a retry asked of the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retry {
+    /// Queued again (role), attempts from zero; its failed row went into the history.
+    Queued(String),
+    /// Its latest row is not failed (its state).
+    NotFailed(String),
+    /// No task of that id.
+    NotFound,
+}
+
+/// Queues failed task `id` again from its row (its payload and correlation id), whichever
+/// machine ran it: a fresh row with attempts from zero, the failed one kept in the history.
+pub async fn retry(db: &mut Db, id: &str, source: &str) -> Result<Retry, DbError> {
+    let row = db
+        .client
+        .query_opt(
+            "SELECT role, state, payload, correlation_id FROM orchestrate_tasks WHERE id = $1
+             ORDER BY (state = 'failed') DESC, enqueued_at DESC LIMIT 1",
+            &[&id],
+        )
+        .await
+        .map_err(db.failed("find a task to retry"))?;
+    let Some(row) = row else {
+        return Ok(Retry::NotFound);
+    };
+    let (role, state): (String, String) = (row.get(0), row.get(1));
+    if state != "failed" {
+        return Ok(Retry::NotFailed(state));
+    }
+    let payload: Vec<u8> = row.get(2);
+    let correlation: Option<String> = row.get(3);
+    match crate::queue::offer(
+        db,
+        &role,
+        id,
+        &payload,
+        correlation.as_deref(),
+        source,
+        false,
+    )
+    .await?
+    {
+        crate::queue::Added::Queued | crate::queue::Added::Already => Ok(Retry::Queued(role)),
+        crate::queue::Added::Taken { state, .. } => Ok(Retry::NotFailed(state)),
+    }
+}
+
 /// Notes what attempt `run_id` of task `task` spent, for the daily budget of every machine.
 #[allow(clippy::too_many_arguments)]
 pub async fn spent(
