@@ -145,6 +145,7 @@ pub(crate) async fn resume(
                 .and_then(Path::parent)
                 .map(|d| d.display().to_string()),
             branch: Some(r.branch),
+            remote: None,
             at: "the run's worktree record".into(),
         }
     });
@@ -177,7 +178,7 @@ fn isolate(
     let owner = orchestrate_engine::worktree::Owner::Run {
         run_id: runner.run_id().to_string(),
     };
-    match orchestrate_engine::worktree::prepare(workspace, &spec, &owner, workflow) {
+    match orchestrate_engine::worktree::prepare(workspace, &spec, &owner, workflow, None) {
         Ok(record) => {
             if !quiet {
                 eprintln!(
@@ -187,6 +188,7 @@ fn isolate(
                 );
             }
             runner.set_checkout(record.checkout.clone());
+            runner.set_branch(record.branch.clone());
             Ok(Some(record))
         }
         Err(err) => Err(Error::invalid(format!(

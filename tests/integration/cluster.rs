@@ -302,6 +302,114 @@ fn hand_offs_are_rows_for_any_machine_and_a_spooled_task_keeps_its_correlation_i
     assert_eq!(status["task"], "t1-next", "{status}");
 }
 
+/// `git ARGS` in `dir`, which must succeed; its stdout.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_branch_pushed_by_one_machine_is_where_the_next_role_starts_on_another() {
+    let Some(pg) = server() else { return };
+    migrated(&pg);
+    let remote = tempfile::tempdir().unwrap();
+    git(remote.path(), &["init", "-q", "--bare", "-b", "main"]);
+    let url = remote.path().display().to_string();
+    let mut a = machine(&pg.url(), "alpha");
+    let mut b = machine(&pg.url(), "beta");
+    for ws in [&mut a, &mut b] {
+        ws.env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com");
+        git(ws.path(), &["init", "-q", "-b", "main"]);
+        git(ws.path(), &["remote", "add", "origin", &url]);
+    }
+    a.file("README", "shared\n");
+    git(a.path(), &["add", "README"]);
+    git(a.path(), &["commit", "-qm", "init"]);
+    git(a.path(), &["push", "-q", "origin", "main"]);
+    git(b.path(), &["fetch", "-q", "origin"]);
+    git(b.path(), &["checkout", "-q", "-b", "main", "origin/main"]);
+    // The remote already has a `t2` branch of its own: pushing over it would lose a commit.
+    git(
+        a.path(),
+        &["push", "-q", "origin", "main:refs/heads/orchestrate/dev/t2"],
+    );
+    a.file("other", "x");
+    git(a.path(), &["add", "other"]);
+    git(a.path(), &["commit", "-qm", "elsewhere"]);
+    git(
+        a.path(),
+        &[
+            "push",
+            "-q",
+            "origin",
+            "HEAD:refs/heads/orchestrate/dev/t2",
+            "--force",
+        ],
+    );
+    git(a.path(), &["reset", "-q", "--hard", "HEAD~1"]);
+    for ws in [&a, &b] {
+        role(
+            ws,
+            "dev",
+            "",
+            "isolation:\n  worktree:\n    remote: origin\nsteps:\n  - name: Work\n    command: [bash, -c, \"echo from-dev > dev.txt && git add dev.txt && git commit -qm dev\"]\n  - name: Hand\n    enqueue:\n      role: review\n      name: ${task.id}-review\n      json: {branch: \"${run.branch}\"}\n",
+        );
+        role(
+            ws,
+            "review",
+            "",
+            "isolation:\n  worktree:\n    remote: origin\nsteps:\n  - name: Check\n    command: [bash, -c, \"test \\\"$(cat dev.txt)\\\" = from-dev && echo ok > review.txt && git add review.txt && git commit -qm review\"]\n",
+        );
+    }
+    for name in ["t1", "t2"] {
+        let out = a
+            .cmd(&["enqueue", "dev", "--name", name, "--text", "go"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out = a.cmd(&["agent", "dev", "--once"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // t2's push is refused (never forced): failed, its worktree kept, the remote unchanged.
+    let failed = entries(&a, "failed");
+    assert_eq!(failed.len(), 1, "{failed:?}\n{}", text(&out.stderr));
+    let record = json_file(&a, &format!("failed/{}/status.json", failed[0]));
+    assert!(
+        record["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("never forced"),
+        "{record}"
+    );
+    assert_eq!(
+        git(remote.path(), &["log", "--format=%s", "orchestrate/dev/t2"]),
+        "elsewhere\ninit"
+    );
+    // Beta, which never had t1's branch, starts `review` from it, fetched from the remote.
+    let out = b.cmd(&["agent", "review", "--once"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(entries(&b, "processed").len(), 1, "{}", text(&out.stderr));
+    assert_eq!(
+        git(
+            remote.path(),
+            &["log", "--format=%s", "orchestrate/review/t1-review"]
+        ),
+        "review\ndev\ninit"
+    );
+}
+
 #[test]
 fn pause_cancel_tasks_show_and_status_reach_every_machine_through_the_database() {
     let Some(pg) = server() else { return };

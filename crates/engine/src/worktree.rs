@@ -137,6 +137,7 @@ pub fn effective(role: Option<&Isolation>, workflow: Option<&Isolation>) -> Opti
             keep: r.keep.or(w.keep),
             branch: r.branch.clone().or_else(|| w.branch.clone()),
             dir: r.dir.clone().or_else(|| w.dir.clone()),
+            remote: r.remote.clone().or_else(|| w.remote.clone()),
             at: r.at.clone(),
         }),
         (Some(Isolation::Worktree(r)), _) => Some(r.clone()),
@@ -527,12 +528,15 @@ fn new_branch(
 }
 
 /// Creates the worktree of `owner` (or reopens the one an earlier attempt left), records it,
-/// and returns its record. Blocking: call it off the async threads.
+/// and returns its record. A new branch starts from `from` when given (a branch a task was
+/// handed: fetched from `spec.remote` first, when set), else from `spec.base`. Blocking: call
+/// it off the async threads.
 pub fn prepare(
     workspace: &Path,
     spec: &WorktreeSpec,
     owner: &Owner,
     workflow: &str,
+    from: Option<&str>,
 ) -> Result<Record, WorktreeError> {
     let repo = discover(workspace, &spec.at)?;
     let branch = branch_of(workspace, spec, owner, workflow)?;
@@ -540,7 +544,11 @@ pub fn prepare(
         &workspace.join(spec.dir.as_deref().unwrap_or(DEFAULT_DIR)),
     );
     let path = dir.join(owner.rel());
-    let base = spec.base.clone().unwrap_or_else(|| "HEAD".into());
+    let base = match (from, &spec.remote) {
+        (Some(from), Some(remote)) => fetch(workspace, spec, remote, from)?,
+        (Some(from), None) => from.to_string(),
+        (None, _) => spec.base.clone().unwrap_or_else(|| "HEAD".into()),
+    };
     let keep = spec.keep.unwrap_or(false);
 
     let _lock = lock(&repo)?;
@@ -585,6 +593,56 @@ pub fn prepare(
     };
     record.write(workspace)?;
     Ok(record)
+}
+
+/// Fetches branch `from` of `remote` (a hand-off from another machine) into
+/// `refs/remotes/REMOTE/FROM`; returns that ref, what the new branch starts from.
+fn fetch(
+    workspace: &Path,
+    spec: &WorktreeSpec,
+    remote: &str,
+    from: &str,
+) -> Result<String, WorktreeError> {
+    let checked = git(workspace, &["check-ref-format", "--branch", from])?;
+    if !checked.status.success() || from.starts_with('-') {
+        return Err(WorktreeError::BadBranch {
+            branch: from.to_string(),
+            message: format!(
+                "the task's `branch` names it; it is fetched from remote `{remote}` as `isolation` at {} says",
+                spec.at
+            ),
+        });
+    }
+    let target = format!("refs/remotes/{remote}/{from}");
+    git_ok(
+        workspace,
+        &[
+            "fetch",
+            "--no-tags",
+            remote,
+            &format!("+refs/heads/{from}:{target}"),
+        ],
+    )?;
+    Ok(target)
+}
+
+/// Pushes the task's branch to `remote` under the same name, never forced: a remote branch that
+/// moved elsewhere is refused, and the error says so. Returns `REMOTE/BRANCH`.
+pub fn push(workspace: &Path, record: &Record, remote: &str) -> Result<String, String> {
+    let refspec = format!("refs/heads/{0}:refs/heads/{0}", record.branch);
+    let dir = if record.path.is_dir() {
+        &record.path
+    } else {
+        workspace
+    };
+    git_ok(dir, &["push", "--porcelain", remote, &refspec])
+        .map(|_| format!("{remote}/{}", record.branch))
+        .map_err(|err| {
+            format!(
+                "pushing branch `{}` to remote `{remote}` failed (never forced: a remote branch that moved on is refused): {err}",
+                record.branch
+            )
+        })
 }
 
 /// What became of a worktree when its task or run ended.

@@ -72,6 +72,9 @@ pub struct WorktreeSpec {
     /// Directory the worktrees go under, relative to the workspace (default
     /// `.orchestrate/worktrees`).
     pub dir: Option<String>,
+    /// A git remote the task's branch is pushed to after a success, and hand-off branches
+    /// (a JSON task's `branch`) are fetched from.
+    pub remote: Option<String>,
     /// Where it was written (`file:line`), for messages.
     pub at: String,
 }

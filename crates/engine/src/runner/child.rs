@@ -326,6 +326,7 @@ fn child_config(
     config.swarm_budget = None;
     config.default_idle_timeout = parent.default_idle_timeout;
     config.enqueuer = parent.enqueuer.clone();
+    config.branch = parent.branch.clone();
     config.reporter = parent.reporter.clone().map(|inner| {
         Arc::new(ChildReporter {
             inner,

@@ -319,6 +319,11 @@ impl Runner {
     pub fn set_checkout(&mut self, dir: PathBuf) {
         self.config.checkout = Some(dir);
     }
+
+    /// The branch of that worktree (`${run.branch}`).
+    pub fn set_branch(&mut self, branch: String) {
+        self.config.branch = Some(branch);
+    }
 }
 
 /// The state of a run that has just started: running, nothing executed yet. `started` is

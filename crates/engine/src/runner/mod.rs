@@ -141,6 +141,8 @@ pub struct RunConfig {
     /// Workspace paths (`dir/`) whose changes a readonly step's check ignores: a swarm's queue
     /// directories, which other tasks and roles change while this one runs.
     pub ignore_changes: Vec<String>,
+    /// The git branch the steps work on, under `isolation: worktree` (`${run.branch}`).
+    pub branch: Option<String>,
     /// Where `enqueue` steps hand tasks to (a swarm's database queue); `None`: the target
     /// role's inbox.
     pub enqueuer: Option<Enqueuer>,
@@ -213,6 +215,7 @@ impl RunConfig {
             reporter: None,
             observer: None,
             enqueuer: None,
+            branch: None,
             ignore_changes: Vec::new(),
             capabilities: None,
             inherited: Vec::new(),

@@ -49,6 +49,7 @@ impl Scope<'_> {
                 "id": state.run_id,
                 "workspace": self.runner.run_workspace(),
                 "workflow": state.workflow,
+                "branch": self.runner.config.branch,
             },
             "context": state.context,
             // Results as templates see them: JSON, converted here.
@@ -75,6 +76,15 @@ impl Lookup for Scope<'_> {
                 Some("id") => Some(json!(state.run_id)),
                 Some("workspace") => Some(json!(self.runner.run_workspace())),
                 Some("workflow") => Some(json!(state.workflow)),
+                Some("branch") => match &self.runner.config.branch {
+                    Some(branch) => Some(json!(branch)),
+                    None => {
+                        return Err(Undefined::new(
+                            var,
+                            "`run.branch` exists only when the run works in a git worktree (`isolation: worktree`)",
+                        ));
+                    }
+                },
                 _ => None,
             },
             "feedback" => match rest.first().map(String::as_str) {

@@ -9,7 +9,7 @@ use super::fields::Loader;
 
 pub(super) const BUDGET_FIELDS: &[&str] = &["max_cost_usd", "max_tokens", "max_wall_sec"];
 pub(super) const ISOLATION_KINDS: &[&str] = &["worktree", "none"];
-pub(super) const WORKTREE_FIELDS: &[&str] = &["base", "keep", "branch", "dir"];
+pub(super) const WORKTREE_FIELDS: &[&str] = &["base", "keep", "branch", "dir", "remote"];
 
 impl Loader {
     /// `budget: {max_cost_usd, max_tokens, max_wall_sec}` of a workflow or a role.
@@ -96,6 +96,7 @@ impl Loader {
                 };
                 out.base = text(self, "base");
                 out.dir = text(self, "dir");
+                out.remote = text(self, "remote");
                 out.branch = text(self, "branch");
                 if let (Some(branch), Some(n)) = (&out.branch, body.value("branch"))
                     && let Err(why) = crate::branch::check_template(branch)

@@ -89,7 +89,7 @@ pub(super) const STRUCTURED_FIELDS: &[&str] = &[
     "outputs",
 ];
 
-pub(crate) const RUN_FIELDS: &[&str] = &["timestamp_utc", "id", "workspace", "workflow"];
+pub(crate) const RUN_FIELDS: &[&str] = &["timestamp_utc", "id", "workspace", "workflow", "branch"];
 
 /// The `${task.*}` variables a role process sets for each task (`worker::task_variables`, as
 /// docs/swarm.md lists them); `json` is followed by a path into the task's JSON.

@@ -66,4 +66,7 @@ pub(crate) struct WorktreeFile {
     pub(crate) branch: Option<Text>,
     /// Where worktrees go, relative to the workspace (default `.orchestrate/worktrees`).
     pub(crate) dir: Option<Text>,
+    /// A git remote: a task's branch is pushed there after a success, and a task that names a
+    /// `branch` (a JSON task's field) starts from that branch fetched from there.
+    pub(crate) remote: Option<Text>,
 }

@@ -32,13 +32,21 @@ pub(super) async fn run_task(
     let started_at = orchestrate_base::clock::now_rfc3339();
     let id = claim.id.clone();
     let (vars, correlation_id) = task_vars(&shared, &claim);
+    // A JSON task's `branch`: the branch a role before this one handed on (its worktree
+    // starts from it).
+    let from = vars
+        .get("json")
+        .and_then(|json| json.get("branch"))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string);
     let mut config = run_config(&shared, &claim, vars, correlation_id.clone(), &cancel);
     // A worktree that cannot be made, or a run that cannot start, fails the attempt like a
     // failed run (exit code 1, no report).
-    let (worktree, started_run) = match worktree(&shared, &claim).await {
+    let (worktree, started_run) = match worktree(&shared, &claim, from.as_deref()).await {
         Err(message) => (None, Err(message)),
         Ok(worktree) => {
             config.checkout = worktree.as_ref().map(|w| w.checkout.clone());
+            config.branch = worktree.as_ref().map(|w| w.branch.clone());
             let runner = Runner::create((*shared.workflow).clone(), &shared.workflow_text, config)
                 .map_err(|err| format!("failed to start the run: {err}"));
             (worktree, runner)
@@ -133,6 +141,34 @@ pub(super) async fn run_task(
             (Some(report), success, exit_code, message)
         }
         (Err(message), _) => (None, false, 1, message),
+    };
+    // The branch goes to the remote, for the next role on any machine; a push that fails
+    // fails the attempt (its worktree is kept, and a retry pushes again).
+    let (success, exit_code, message) = match (&worktree, &shared.isolation) {
+        (Some(record), Some(spec)) if success && spec.remote.is_some() => {
+            let (workspace, record, remote) = (
+                shared.workspace.clone(),
+                record.clone(),
+                spec.remote.clone().unwrap_or_default(),
+            );
+            let pushed = tokio::task::spawn_blocking(move || {
+                orchestrate_engine::worktree::push(&workspace, &record, &remote)
+            })
+            .await
+            .unwrap_or_else(|err| Err(format!("pushing panicked: {err}")));
+            match pushed {
+                Ok(to) => {
+                    say!(&shared.log, INFO, task = %id, "`{id}`: pushed its branch to {to}");
+                    (success, exit_code, message)
+                }
+                Err(why) => (
+                    false,
+                    1,
+                    format!("{why}; the worktree is kept, `orchestrate retry {id}` pushes again"),
+                ),
+            }
+        }
+        _ => (success, exit_code, message),
     };
     let mut status = status_json(
         &shared,
@@ -248,6 +284,7 @@ fn self_fence(claim: &Claim) {
 pub(super) async fn worktree(
     shared: &Arc<Shared>,
     claim: &Claim,
+    from: Option<&str>,
 ) -> Result<Option<orchestrate_engine::worktree::Record>, String> {
     let Some(spec) = shared.isolation.clone() else {
         return Ok(None);
@@ -257,8 +294,9 @@ pub(super) async fn worktree(
         task: claim.id.clone(),
     };
     let (workspace, workflow) = (shared.workspace.clone(), shared.workflow.name.clone());
+    let from = from.map(str::to_string);
     let made = tokio::task::spawn_blocking(move || {
-        orchestrate_engine::worktree::prepare(&workspace, &spec, &owner, &workflow)
+        orchestrate_engine::worktree::prepare(&workspace, &spec, &owner, &workflow, from.as_deref())
     })
     .await
     .map_err(|err| format!("it panicked: {err}"))
