@@ -554,6 +554,42 @@ fn the_daily_budget_counts_what_every_machine_spent() {
 }
 
 #[test]
+fn a_transaction_held_open_elsewhere_in_the_database_does_not_stall_the_queue() {
+    let Some(pg) = server() else { return };
+    migrated(&pg);
+    let (_dir, log) = shared_log();
+    let a = machine(&pg.url(), "alpha");
+    recording_role(&a, &log, "0", "concurrency: 2\n");
+    // Another application's transaction, holding a snapshot (and so the horizon below which
+    // dead rows could be vacuumed) for the whole drain.
+    let mut holder = pg.psql_background(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM orchestrate_tasks; \
+         SELECT pg_sleep(600);",
+    );
+    wait_until(
+        "the other transaction to hold its snapshot",
+        Duration::from_secs(30),
+        || {
+            pg.psql("SELECT count(*) FROM pg_stat_activity WHERE backend_xmin IS NOT NULL AND query LIKE '%pg_sleep(600)%' AND pid <> pg_backend_pid()")
+            == "1"
+        },
+    );
+    for i in 0..300 {
+        a.file(&format!("inbox/w/t{i:03}.task"), "x");
+    }
+    let out = a.cmd(&["agent", "w", "--once", "-q"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(processed(&a).len(), 300, "{}", text(&out.stderr));
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(600)%' AND state = 'active' AND pid <> pg_backend_pid()"),
+        "1",
+        "the other transaction was still open throughout"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
+
+#[test]
 fn a_name_dropped_while_its_task_lives_is_refused_into_failed_with_a_status_saying_so() {
     let Some(pg) = server() else { return };
     migrated(&pg);

@@ -246,6 +246,16 @@ impl PgServer {
         self.url_with(PASSWORD)
     }
 
+    /// Starts psql running `sql` in the background (killed when the child is dropped by the
+    /// caller).
+    pub fn psql_background(&self, sql: &str) -> std::process::Child {
+        Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql, &self.url()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("run psql")
+    }
+
     /// Runs `sql` with psql, returning its unaligned output.
     pub fn psql(&self, sql: &str) -> String {
         let out = Command::new(self.bin.join("psql"))
