@@ -507,6 +507,76 @@ fn pause_cancel_tasks_show_and_status_reach_every_machine_through_the_database()
 }
 
 #[test]
+fn a_breaker_opened_on_one_machine_stops_claims_on_the_others() {
+    let Some(pg) = server() else { return };
+    migrated(&pg);
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/runtimes");
+    let mut a = machine(&pg.url(), "alpha");
+    let mut b = machine(&pg.url(), "beta");
+    for ws in [&mut a, &mut b] {
+        ws.with_bin_path();
+        ws.script(
+            "bin/claude",
+            &format!(
+                "#!/bin/sh\ncat > /dev/null\ncat \"{fixtures}/claude.stream-json.rate-limit-429.jsonl\"\nexit 1\n"
+            ),
+        );
+        ws.file(
+            "runtimes.yaml",
+            "profiles:\n  fast: {runtime: claude, breaker: {failures: 1, cooldown_sec: 600}}\n",
+        );
+        role(
+            ws,
+            "coder",
+            "runtime: fast\n",
+            "name: coder\nsteps:\n  - name: Ask\n    prompt: \"do it\"\n    phase: write\n    retry: {max_attempts: 1}\n",
+        );
+    }
+    let out = a
+        .cmd(&["enqueue", "coder", "--name", "t1", "--text", "x"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Alpha's claude hits its rate limit: alpha's breaker opens, and goes to the database.
+    let mut on_a = Agents::new(&a);
+    on_a.spawn(&a, "coder", &[], &[]);
+    wait_until(
+        "alpha's breaker in the database",
+        Duration::from_secs(60),
+        || {
+            pg.psql("SELECT count(*) FROM orchestrate_breakers WHERE runtime = 'fast' AND machine = 'alpha' AND state LIKE '%\"open\"%'")
+            == "1"
+        },
+    );
+    drop(on_a);
+    // Beta never ran a task of it, yet follows it: its task waits.
+    let mut on_b = Agents::new(&b);
+    on_b.spawn(&b, "coder", &[], &[]);
+    wait_until(
+        "beta to take alpha's breaker",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(b.join(".orchestrate/breakers/fast.json"))
+                .is_ok_and(|t| t.contains("\"open\""))
+        },
+    );
+    let out = b
+        .cmd(&["enqueue", "coder", "--name", "t2", "--text", "x"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until(
+        "beta to say why it does not claim",
+        Duration::from_secs(30),
+        || on_b.logs().contains("not claiming: breaker open for fast"),
+    );
+    assert_eq!(
+        pg.psql("SELECT state FROM orchestrate_tasks WHERE id = 't2'"),
+        "queued"
+    );
+}
+
+#[test]
 fn the_daily_budget_counts_what_every_machine_spent() {
     let Some(pg) = server() else { return };
     migrated(&pg);

@@ -368,7 +368,7 @@ fn db_migrate_creates_the_schema_once_and_again_changes_nothing() {
     pg.psql(
         "DROP TABLE orchestrate_tasks_history; DROP INDEX orchestrate_tasks_finished; \
          ALTER TABLE orchestrate_tasks DROP COLUMN released, DROP COLUMN machine; \
-         DROP TABLE orchestrate_controls, orchestrate_workers, orchestrate_spending; \
+         DROP TABLE orchestrate_controls, orchestrate_workers, orchestrate_spending, orchestrate_breakers; \
          DELETE FROM orchestrate_schema WHERE version > 1; \
          INSERT INTO orchestrate_tasks (role, id, payload) VALUES ('r', 'kept', 'x')",
     );
@@ -727,6 +727,78 @@ fn concurrent_claimers_skip_each_others_rows_and_never_share_a_task() {
         all.sort();
         let expected: Vec<String> = (0..40).map(|i| format!("t{i:02}")).collect();
         assert_eq!(all, expected, "every task claimed exactly once");
+    });
+}
+
+#[test]
+fn a_completion_asked_again_after_its_answer_was_lost_is_accepted_once_and_a_stale_one_never() {
+    use orchestrate_pg::queue::{Done, claim, complete_all, enqueue};
+    use std::time::Duration;
+    let Some(pg) = server() else { return };
+    with_db(&pg, |mut db, _| async move {
+        for id in ["a", "b"] {
+            enqueue(&mut db, "r", id, b"x", None, "test").await.unwrap();
+        }
+        let a = claim(&db, "r", "m:1", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        let b = claim(&db, "r", "m:1", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        let done = |id: &str, fence: i64, success: bool| Done {
+            id: id.to_string(),
+            fence,
+            success,
+            status: "{}".into(),
+        };
+        let first = complete_all(&db, "r", &[done("a", a.fence, true)])
+            .await
+            .unwrap();
+        assert_eq!(first, vec!["a".to_string()]);
+        // The same completion again (its first answer lost): accepted, nothing changed.
+        let again = complete_all(
+            &db,
+            "r",
+            &[done("a", a.fence, true), done("b", b.fence, false)],
+        )
+        .await
+        .unwrap();
+        let mut again = again;
+        again.sort();
+        assert_eq!(again, vec!["a".to_string(), "b".to_string()]);
+        // A different end, or another fence, is refused.
+        assert!(
+            complete_all(&db, "r", &[done("a", a.fence, false)])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            complete_all(&db, "r", &[done("b", b.fence + 1, false)])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Archived meanwhile: still recognised.
+        orchestrate_pg::queue::archive_finished(&db, Duration::ZERO, 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            db.client
+                .query_one("SELECT count(*) FROM orchestrate_tasks", &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0),
+            0
+        );
+        assert_eq!(
+            complete_all(&db, "r", &[done("a", a.fence, true)])
+                .await
+                .unwrap(),
+            vec!["a".to_string()]
+        );
     });
 }
 

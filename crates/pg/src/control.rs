@@ -25,8 +25,23 @@ pub struct Asked {
     pub since: String,
 }
 
+/// A circuit breaker's state as a machine holds it: its state file's text, and when that
+/// machine last changed it (RFC 3339, UTC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Breaker {
+    /// The runtime (or profile) it is for.
+    pub runtime: String,
+    /// The state file's JSON.
+    pub state: String,
+    /// When it last changed.
+    pub updated_at: String,
+}
+
+/// This machine's breakers, read when the role process syncs.
+pub type LocalBreakers = std::sync::Arc<dyn Fn() -> Vec<Breaker> + Send + Sync>;
+
 /// What a role process's machine is and does, said every few seconds.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Presence {
     /// This machine's name.
     pub machine: String,
@@ -40,6 +55,8 @@ pub struct Presence {
     pub runs: bool,
     /// Its workspace on its machine.
     pub workspace: String,
+    /// Its machine's breakers, offered to the others at each sync.
+    pub breakers: LocalBreakers,
 }
 
 /// What [`sync`] learns for a role process.
@@ -53,19 +70,26 @@ pub struct Synced {
     pub tokens_elsewhere: i64,
     /// US dollars they spent today.
     pub cost_elsewhere: f64,
+    /// The breakers as other machines last changed them.
+    pub breakers: Vec<Breaker>,
 }
 
 const AT: &str = "to_char(since AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')";
 
 /// Says `presence` for `role` and reads what the role's processes follow, in one statement: its
 /// pause, the cancel requests of its running tasks (queued tasks with one are failed here,
-/// cancelled; requests whose task ended are removed) and the other machines' spending today.
+/// cancelled; requests whose task ended are removed), the other machines' spending today, and
+/// the breakers (this machine's offered, kept where newer; the others' read).
 pub async fn sync(
     db: &Db,
     role: &str,
     presence: &Presence,
     holding: i32,
 ) -> Result<Synced, DbError> {
+    let local = (presence.breakers)();
+    let names: Vec<&str> = local.iter().map(|b| b.runtime.as_str()).collect();
+    let states: Vec<&str> = local.iter().map(|b| b.state.as_str()).collect();
+    let times: Vec<&str> = local.iter().map(|b| b.updated_at.as_str()).collect();
     let row = db
         .client
         .query_one(
@@ -94,6 +118,14 @@ pub async fn sync(
                       FROM asked a
                      WHERE t.role = $2 AND t.id = a.id AND t.state = 'queued'
                  RETURNING t.id),
+                 offered AS (
+                    INSERT INTO orchestrate_breakers (runtime, state, machine, updated_at)
+                    SELECT n, s, $1, u FROM unnest($9::text[], $10::text[], $11::text[]) AS b(n, s, u)
+                    ON CONFLICT (runtime) DO UPDATE
+                       SET state = EXCLUDED.state, machine = EXCLUDED.machine,
+                           updated_at = EXCLUDED.updated_at
+                     WHERE orchestrate_breakers.updated_at < EXCLUDED.updated_at
+                 RETURNING 1),
                  done AS (
                     DELETE FROM orchestrate_controls c
                      WHERE c.kind = 'cancel' AND c.role = $2
@@ -115,7 +147,14 @@ pub async fn sync(
                           WHERE day = (now() AT TIME ZONE 'UTC')::date AND machine <> $1),
                         (SELECT coalesce(sum(cost_usd), 0)::float8 FROM orchestrate_spending
                           WHERE day = (now() AT TIME ZONE 'UTC')::date AND machine <> $1),
-                        (SELECT count(*) FROM seen) + (SELECT count(*) FROM done)"
+                        (SELECT count(*) FROM seen) + (SELECT count(*) FROM done)
+                          + (SELECT count(*) FROM offered),
+                        (SELECT coalesce(array_agg(runtime ORDER BY runtime), '{{}}') FROM orchestrate_breakers
+                          WHERE machine <> $1),
+                        (SELECT coalesce(array_agg(state ORDER BY runtime), '{{}}') FROM orchestrate_breakers
+                          WHERE machine <> $1),
+                        (SELECT coalesce(array_agg(updated_at ORDER BY runtime), '{{}}') FROM orchestrate_breakers
+                          WHERE machine <> $1)"
             ),
             &[
                 &presence.machine,
@@ -126,6 +165,9 @@ pub async fn sync(
                 &presence.runs,
                 &presence.workspace,
                 &holding,
+                &names,
+                &states,
+                &times,
             ],
         )
         .await
@@ -145,11 +187,24 @@ pub async fn sync(
         .zip(bys.into_iter().zip(ats))
         .map(|(id, (by, since))| (id, Asked { by, since }))
         .collect();
+    let runtimes: Vec<String> = row.get(8);
+    let states: Vec<String> = row.get(9);
+    let times: Vec<String> = row.get(10);
+    let breakers = runtimes
+        .into_iter()
+        .zip(states.into_iter().zip(times))
+        .map(|(runtime, (state, updated_at))| Breaker {
+            runtime,
+            state,
+            updated_at,
+        })
+        .collect();
     Ok(Synced {
         paused,
         cancels,
         tokens_elsewhere: row.get(5),
         cost_elsewhere: row.get(6),
+        breakers,
     })
 }
 

@@ -318,7 +318,9 @@ pub struct Done {
 }
 
 /// Records the end of several attempts of `role` in one statement; returns the ids accepted
-/// (an attempt whose fence no longer holds its task is refused and changes nothing).
+/// (an attempt whose fence no longer holds its task is refused and changes nothing). Asked
+/// again after an answer was lost (the server restarted after committing), an attempt already
+/// recorded with the same fence and end (in the hot table or archived) counts as accepted.
 pub async fn complete_all(db: &Db, role: &str, done: &[Done]) -> Result<Vec<String>, DbError> {
     let ids: Vec<&str> = done.iter().map(|d| d.id.as_str()).collect();
     let fences: Vec<i64> = done.iter().map(|d| d.fence).collect();
@@ -327,14 +329,26 @@ pub async fn complete_all(db: &Db, role: &str, done: &[Done]) -> Result<Vec<Stri
     let rows = db
         .client
         .query(
-            "UPDATE orchestrate_tasks t
-                SET state = CASE WHEN d.ok THEN 'processed' ELSE 'failed' END,
-                    status = d.status::jsonb, finished_at = now(),
-                    lease_owner = NULL, lease_expires = NULL
-               FROM unnest($2::text[], $3::bigint[], $4::bool[], $5::text[])
-                    AS d(id, fence, ok, status)
-              WHERE t.role = $1 AND t.id = d.id AND t.fence = d.fence AND t.state = 'running'
-          RETURNING t.id",
+            "WITH d AS (SELECT * FROM unnest($2::text[], $3::bigint[], $4::bool[], $5::text[])
+                                  AS d(id, fence, ok, status)),
+                  done AS (
+                    UPDATE orchestrate_tasks t
+                       SET state = CASE WHEN d.ok THEN 'processed' ELSE 'failed' END,
+                           status = d.status::jsonb, finished_at = now(),
+                           lease_owner = NULL, lease_expires = NULL
+                      FROM d
+                     WHERE t.role = $1 AND t.id = d.id AND t.fence = d.fence
+                       AND t.state = 'running'
+                 RETURNING t.id)
+             SELECT id FROM done
+             UNION
+             SELECT d.id FROM d JOIN orchestrate_tasks t
+                 ON t.role = $1 AND t.id = d.id AND t.fence = d.fence
+                AND t.state = CASE WHEN d.ok THEN 'processed' ELSE 'failed' END
+             UNION
+             SELECT d.id FROM d JOIN orchestrate_tasks_history h
+                 ON h.role = $1 AND h.id = d.id AND h.fence = d.fence
+                AND h.state = CASE WHEN d.ok THEN 'processed' ELSE 'failed' END",
             &[&role, &ids, &fences, &successes, &statuses],
         )
         .await

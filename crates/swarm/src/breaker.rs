@@ -192,6 +192,64 @@ fn update<R>(workspace: &Path, name: &str, f: impl FnOnce(&mut State) -> R) -> s
     Ok(out)
 }
 
+/// Every breaker state file of the workspace, as (runtime, its text, when it last changed): what
+/// a role process on a shared database offers the other machines.
+pub(crate) fn local_states(workspace: &Path) -> Vec<(String, String, String)> {
+    let Ok(entries) = fs::read_dir(dir(workspace)) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| {
+            let name = e.path().file_stem()?.to_string_lossy().into_owned();
+            let text = fs::read_to_string(e.path()).ok()?;
+            let state: State = serde_json::from_str(&text).ok()?;
+            Some((name, text, state.updated_at))
+        })
+        .collect()
+}
+
+/// Takes the state of breaker `name` that another machine left (`text`, a state file) when it
+/// is newer than this machine's: a runtime that fails there stops claims here too, and its
+/// closing there lets them through. Its trial, a process of that machine, is not alive here.
+/// True when the file changed.
+pub(crate) fn adopt(workspace: &Path, name: &str, text: &str) -> bool {
+    if orchestrate_base::ids::check_id(name).is_err() {
+        return false;
+    }
+    let Ok(remote) = serde_json::from_str::<State>(text) else {
+        return false;
+    };
+    let dir = dir(workspace);
+    if fs::create_dir_all(&dir).is_err() {
+        return false;
+    }
+    let Ok(lock) = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!("{name}.lock")))
+    else {
+        return false;
+    };
+    if lock.lock().is_err() {
+        return false;
+    }
+    let newer = read(workspace, name).is_none_or(|local| local.updated_at < remote.updated_at);
+    let written = newer
+        && orchestrate_base::json_file::write(&state_path(workspace, name), &remote, false).is_ok();
+    drop(lock);
+    if written && remote.state != Phase::Closed {
+        tracing::warn!(
+            runtime = name,
+            "{} (said by another machine)",
+            remote.describe()
+        );
+    }
+    written
+}
+
 /// What an agent step's result means to its runtime's breaker.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Outcome {

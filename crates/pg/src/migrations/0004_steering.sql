@@ -40,3 +40,13 @@ CREATE TABLE orchestrate_spending (
     at        timestamptz      NOT NULL DEFAULT now(),
     PRIMARY KEY (day, machine, run_id)
 );
+
+-- The swarm's circuit breakers (one per runtime), as the machine that last changed each left it:
+-- a runtime that fails on one machine (a rate limit, a login gone) stops claims on all of them.
+CREATE TABLE orchestrate_breakers (
+    runtime     text NOT NULL PRIMARY KEY,
+    state       text NOT NULL,
+    machine     text NOT NULL,
+    -- When the machine changed it (RFC 3339, UTC, as it wrote it): the newest wins.
+    updated_at  text NOT NULL
+);

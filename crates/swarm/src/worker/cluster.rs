@@ -118,13 +118,28 @@ pub(super) fn open(
     let events_log = log.clone();
     let guarded = member.is_some();
     let machine = machine_name();
-    let presence = member.as_ref().map(|m| orchestrate_pg::control::Presence {
-        machine: machine.clone(),
-        replica: i32::try_from(m.replica).unwrap_or(i32::MAX),
-        pid: i32::try_from(std::process::id()).unwrap_or(i32::MAX),
-        labels: m.labels.join(","),
-        runs: m.runs,
-        workspace: m.workspace.display().to_string(),
+    let presence = member.as_ref().map(|m| {
+        let workspace = m.workspace.clone();
+        orchestrate_pg::control::Presence {
+            machine: machine.clone(),
+            replica: i32::try_from(m.replica).unwrap_or(i32::MAX),
+            pid: i32::try_from(std::process::id()).unwrap_or(i32::MAX),
+            labels: m.labels.join(","),
+            runs: m.runs,
+            workspace: m.workspace.display().to_string(),
+            breakers: Arc::new(move || {
+                crate::breaker::local_states(&workspace)
+                    .into_iter()
+                    .map(
+                        |(runtime, state, updated_at)| orchestrate_pg::control::Breaker {
+                            runtime,
+                            state,
+                            updated_at,
+                        },
+                    )
+                    .collect()
+            }),
+        }
     });
     let mirror = member.map(|m| (m.workspace, layout.clone()));
     // A guard outside this process stops our steps should we be unable to (stopped, frozen).
@@ -275,6 +290,9 @@ fn mirror_cluster(
                 &asked.since,
             );
         }
+    }
+    for breaker in &synced.breakers {
+        crate::breaker::adopt(workspace, &breaker.runtime, &breaker.state);
     }
     if let Err(err) = orchestrate_engine::budget::note_elsewhere(
         workspace,
