@@ -51,20 +51,77 @@ pub(crate) fn report(
         (None, Some(time)) => RunSelector::Since(time),
         (None, None) => RunSelector::All,
     };
+    let across = !matches!(selector, RunSelector::One(_));
     match orchestrate_observe::observe::report(workspace, selector) {
         Ok(report) => {
+            // Across runs on a shared database: what every machine spent, too.
+            let cluster = super::cluster::url(workspace)
+                .filter(|_| across)
+                .map(|url| cluster_spending(&url, since));
             if json {
+                let mut value = serde_json::to_value(&report).unwrap_or_default();
+                match cluster {
+                    Some(Ok(rows)) => value["cluster_spending"] = serde_json::json!(rows),
+                    Some(Err(err)) => value["cluster_spending"] = serde_json::json!({"error": err}),
+                    None => {}
+                }
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                    serde_json::to_string_pretty(&value).unwrap_or_default()
                 );
             } else {
                 print!("{}", report.render());
+                match cluster {
+                    Some(Ok(rows)) => print!("{}", render_cluster_spending(&rows)),
+                    Some(Err(err)) => println!("\nspending across the cluster: {err}"),
+                    None => {}
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => Err(Error::invalid(err.to_string())),
     }
+}
+
+/// What every machine's attempts spent, from the queue database.
+fn cluster_spending(
+    url: &str,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Vec<orchestrate_pg::control::Spent>, String> {
+    let since = since.map(|t| t.format("%Y-%m-%d").to_string());
+    super::cluster::with_db(
+        url,
+        Box::new(move |db| {
+            Box::pin(async move { orchestrate_pg::control::spending(db, since.as_deref()).await })
+        }),
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn render_cluster_spending(rows: &[orchestrate_pg::control::Spent]) -> String {
+    let mut out = String::from("\nspending across the cluster (the queue database):\n");
+    if rows.is_empty() {
+        out.push_str("  no attempt has spent anything\n");
+        return out;
+    }
+    out.push_str(&format!(
+        "  {:<14} {:<14} {:>8} {:>12} {:>10}\n",
+        "MACHINE", "ROLE", "ATTEMPTS", "TOKENS", "COST USD"
+    ));
+    let (mut tokens, mut cost) = (0i64, 0f64);
+    for r in rows {
+        tokens += r.tokens;
+        cost += r.cost_usd;
+        out.push_str(&format!(
+            "  {:<14} {:<14} {:>8} {:>12} {:>10.4}\n",
+            r.machine, r.role, r.attempts, r.tokens, r.cost_usd
+        ));
+    }
+    out.push_str(&format!(
+        "  {:<14} {:<14} {:>8} {:>12} {:>10.4}\n",
+        "total", "", "", tokens, cost
+    ));
+    out
 }
 
 pub(crate) fn graph(

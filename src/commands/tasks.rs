@@ -632,6 +632,69 @@ pub(crate) fn retry(workspace: &Path, needle: &str) -> Outcome {
     }
 }
 
+/// Adds to a trace what the queue database knows of correlation id (or task) `id` that this
+/// machine has no record of: tasks queued, running or ended on other machines.
+fn trace_cluster(url: &str, id: &str, events: &mut Vec<Traced>) {
+    let needle = id.to_string();
+    let rows = match super::cluster::with_db(
+        url,
+        Box::new(move |db| {
+            Box::pin(async move {
+                orchestrate_pg::control::tasks(db, None, None, Some(&needle), CLUSTER_ROWS).await
+            })
+        }),
+    ) {
+        Ok(rows) => rows,
+        Err(err) => {
+            eprintln!("{err}: tracing this machine's records only");
+            return;
+        }
+    };
+    let here = orchestrate_swarm::worker::machine();
+    for row in rows {
+        let state = match row.state.as_str() {
+            "queued" => TaskState::Queued,
+            "running" => TaskState::Running,
+            "processed" => TaskState::Processed,
+            _ => TaskState::Failed,
+        };
+        if events
+            .iter()
+            .any(|e| e.role == row.role && e.task == row.id && e.state == state)
+        {
+            continue;
+        }
+        let machine = row.machine.clone().unwrap_or_else(|| "-".into());
+        if machine == here && matches!(state, TaskState::Processed | TaskState::Failed) {
+            continue;
+        }
+        let next = row
+            .status
+            .as_ref()
+            .and_then(|s| s["next_actions"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| Some(format!("{}/{}", n["agent"].as_str()?, n["task"].as_str()?)))
+            .collect();
+        events.push(Traced {
+            when: row
+                .finished_at
+                .clone()
+                .or(row.claimed_at.clone())
+                .unwrap_or(row.enqueued_at.clone()),
+            path: match state {
+                TaskState::Queued => "(queued in the database)".into(),
+                _ => format!("(on machine {machine})"),
+            },
+            role: row.role,
+            task: row.id,
+            state,
+            detail: row.status.unwrap_or(Value::Null),
+            next,
+        });
+    }
+}
+
 /// `retry` of a task that failed on another machine: queued again from its row in the database.
 fn retry_in_cluster(url: &str, needle: &str) -> Outcome {
     let (id, source) = (
@@ -736,6 +799,9 @@ pub(crate) fn trace(workspace: &Path, id: &str, as_json: bool) -> Outcome {
                 });
             }
         }
+    }
+    if let Some(url) = super::cluster::url(workspace) {
+        trace_cluster(&url, id, &mut events);
     }
     events.sort_by(|a, b| a.when.cmp(&b.when));
     if as_json {

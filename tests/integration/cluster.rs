@@ -300,6 +300,14 @@ fn hand_offs_are_rows_for_any_machine_and_a_spooled_task_keeps_its_correlation_i
     let status = json_file(&b, &format!("processed/{}/status.json", done[0]));
     assert_eq!(status["correlation_id"], "chain-7", "{status}");
     assert_eq!(status["task"], "t1-next", "{status}");
+    // Traced from alpha: its own record, and beta's through the database.
+    let out = a.cmd(&["trace", "chain-7"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let traced = text(&out.stdout);
+    assert!(
+        traced.contains("t1") && traced.contains("t1-next") && traced.contains("(on machine beta)"),
+        "{traced}"
+    );
 }
 
 /// `git ARGS` in `dir`, which must succeed; its stdout.
@@ -620,6 +628,17 @@ fn the_daily_budget_counts_what_every_machine_spent() {
     assert_eq!(
         pg.psql("SELECT state FROM orchestrate_tasks WHERE id = 't1'"),
         "queued"
+    );
+    // `report` on beta shows what every machine spent.
+    let out = b.cmd(&["report"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(
+        report.contains("spending across the cluster")
+            && report
+                .lines()
+                .any(|l| l.contains("alpha") && l.contains("1500")),
+        "{report}"
     );
 }
 

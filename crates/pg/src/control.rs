@@ -534,6 +534,48 @@ pub async fn depths(db: &Db) -> Result<Vec<Depth>, DbError> {
         .collect())
 }
 
+/// What one role spent on one machine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spent {
+    /// The machine.
+    pub machine: String,
+    /// The role.
+    pub role: String,
+    /// Attempts that spent anything.
+    pub attempts: i64,
+    /// Tokens.
+    pub tokens: i64,
+    /// US dollars.
+    pub cost_usd: f64,
+}
+
+/// What every machine's attempts spent (since `since`, a UTC date `YYYY-MM-DD`, when given),
+/// by machine and role.
+pub async fn spending(db: &Db, since: Option<&str>) -> Result<Vec<Spent>, DbError> {
+    let rows = db
+        .client
+        .query(
+            "SELECT machine, role, count(*), coalesce(sum(tokens), 0)::bigint,
+                    coalesce(sum(cost_usd), 0)::float8
+               FROM orchestrate_spending
+              WHERE $1::text IS NULL OR day >= $1::date
+              GROUP BY machine, role ORDER BY machine, role",
+            &[&since],
+        )
+        .await
+        .map_err(db.failed("sum the spending"))?;
+    Ok(rows
+        .iter()
+        .map(|r| Spent {
+            machine: r.get(0),
+            role: r.get(1),
+            attempts: r.get(2),
+            tokens: r.get(3),
+            cost_usd: r.get(4),
+        })
+        .collect())
+}
+
 /// The cluster's pauses, by role.
 pub async fn pauses(db: &Db) -> Result<Vec<(String, Asked)>, DbError> {
     let rows = db
