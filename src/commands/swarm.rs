@@ -23,6 +23,7 @@ pub(crate) async fn swarm_up(
 ) -> Outcome {
     use orchestrate_swarm::supervisor::{self, ChildSpec, Policy};
     let roles = load_roles(workspace)?;
+    check_database(workspace)?;
     let exe = match std::env::current_exe() {
         Ok(exe) => exe.display().to_string(),
         Err(err) => {
@@ -126,6 +127,45 @@ pub(crate) async fn swarm_up(
             Err(Error::invalid(err.to_string()))
         }
         Err(err) => Err(Error::failed(err.to_string())),
+    }
+}
+
+/// On a queue database: refuses to start on one never migrated (or newer than this binary), with
+/// the command that fixes it; says so and starts when it cannot be reached (the role processes
+/// wait for it).
+fn check_database(workspace: &Path) -> Result<(), Error> {
+    let Some(url) = super::cluster::url(workspace) else {
+        return Ok(());
+    };
+    let found = super::cluster::with_db(
+        &url,
+        Box::new(|db| Box::pin(async move { orchestrate_pg::schema_version(db).await })),
+    );
+    let target = orchestrate_pg::Target::of_url(&url);
+    match found {
+        Ok(Some(version)) if version == orchestrate_pg::LATEST => Ok(()),
+        Ok(found) if found.unwrap_or(0) < orchestrate_pg::LATEST => Err(Error::invalid(
+            orchestrate_pg::DbError::NotMigrated {
+                target,
+                found: found.unwrap_or(0),
+                needed: orchestrate_pg::LATEST,
+            }
+            .to_string(),
+        )),
+        Ok(found) => Err(Error::invalid(
+            orchestrate_pg::DbError::TooNew {
+                target,
+                found: found.unwrap_or(0),
+                known: orchestrate_pg::LATEST,
+            }
+            .to_string(),
+        )),
+        Err(err) => {
+            eprintln!(
+                "warning: {err}; starting all the same: the role processes wait for it, and files dropped meanwhile wait in the inboxes"
+            );
+            Ok(())
+        }
     }
 }
 

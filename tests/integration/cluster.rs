@@ -814,6 +814,18 @@ fn an_unmigrated_database_is_refused_with_the_command_that_fixes_it() {
         "{}",
         agents.logs()
     );
+    // `swarm up` refuses before starting anything.
+    let out = a.cmd(&["swarm", "up"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("orchestrate db migrate"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !a.exists(".orchestrate/swarm/status.json"),
+        "nothing started"
+    );
 }
 
 #[test]
