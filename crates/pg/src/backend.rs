@@ -49,7 +49,7 @@ pub struct PgQueue {
     lease: Duration,
     /// Whether this machine runs the role's tasks (its labels allow it), or only takes in
     /// the files dropped into its inbox.
-    runs: std::sync::atomic::AtomicBool,
+    runs: Arc<std::sync::atomic::AtomicBool>,
     held: Mutex<HashMap<String, Arc<LeaseState>>>,
     last_rescue: Mutex<Option<Instant>>,
     last_archive: Mutex<Option<Instant>>,
@@ -57,14 +57,20 @@ pub struct PgQueue {
 
 impl PgQueue {
     /// The queue of `layout.role` through `link`, on `machine`; `runs` says whether tasks are
-    /// claimed here. Leases last `lease`.
-    pub fn new(layout: Layout, link: Link, machine: &str, lease: Duration, runs: bool) -> PgQueue {
+    /// claimed here (shared with the presence the link says). Leases last `lease`.
+    pub fn new(
+        layout: Layout,
+        link: Link,
+        machine: &str,
+        lease: Duration,
+        runs: Arc<std::sync::atomic::AtomicBool>,
+    ) -> PgQueue {
         PgQueue {
             layout,
             link,
             machine: machine.to_string(),
             lease,
-            runs: std::sync::atomic::AtomicBool::new(runs),
+            runs,
             held: Mutex::new(HashMap::new()),
             last_rescue: Mutex::new(None),
             last_archive: Mutex::new(None),

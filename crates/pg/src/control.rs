@@ -51,8 +51,9 @@ pub struct Presence {
     pub pid: i32,
     /// This machine's labels, comma-separated.
     pub labels: String,
-    /// Whether it runs the role's tasks or only takes dropped files in.
-    pub runs: bool,
+    /// Whether it runs the role's tasks or only takes dropped files in (a reload that changes
+    /// the role's `machines:` changes it).
+    pub runs: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Its workspace on its machine.
     pub workspace: String,
     /// Its machine's breakers, offered to the others at each sync.
@@ -87,6 +88,7 @@ pub async fn sync(
     holding: i32,
 ) -> Result<Synced, DbError> {
     let local = (presence.breakers)();
+    let runs = presence.runs.load(std::sync::atomic::Ordering::Relaxed);
     let names: Vec<&str> = local.iter().map(|b| b.runtime.as_str()).collect();
     let states: Vec<&str> = local.iter().map(|b| b.state.as_str()).collect();
     let times: Vec<&str> = local.iter().map(|b| b.updated_at.as_str()).collect();
@@ -162,7 +164,7 @@ pub async fn sync(
                 &presence.replica,
                 &presence.pid,
                 &presence.labels,
-                &presence.runs,
+                &runs,
                 &presence.workspace,
                 &holding,
                 &names,

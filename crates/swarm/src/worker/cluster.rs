@@ -118,6 +118,9 @@ pub(super) fn open(
     let events_log = log.clone();
     let guarded = member.is_some();
     let machine = machine_name();
+    let runs = Arc::new(std::sync::atomic::AtomicBool::new(
+        member.as_ref().is_none_or(|m| m.runs),
+    ));
     let presence = member.as_ref().map(|m| {
         let workspace = m.workspace.clone();
         orchestrate_pg::control::Presence {
@@ -125,7 +128,7 @@ pub(super) fn open(
             replica: i32::try_from(m.replica).unwrap_or(i32::MAX),
             pid: i32::try_from(std::process::id()).unwrap_or(i32::MAX),
             labels: m.labels.join(","),
-            runs: m.runs,
+            runs: Arc::clone(&runs),
             workspace: m.workspace.display().to_string(),
             breakers: Arc::new(move || {
                 crate::breaker::local_states(&workspace)
@@ -228,7 +231,7 @@ pub(super) fn open(
         link,
         &machine,
         lease,
-        true,
+        runs,
     ))
 }
 
