@@ -230,7 +230,8 @@ fn ended(
                 WARN,
                 task = %id,
                 attempt = claim.attempt,
-                "gave up `{id}`: {err}",
+                "gave up attempt {} of `{id}`: {err}",
+                claim.attempt,
             );
             Finished {
                 id,
