@@ -258,6 +258,9 @@ pub struct Db {
     /// Where it goes, for messages.
     pub target: Target,
     task: tokio::task::JoinHandle<()>,
+    /// Statements prepared on this connection, by text: the queue's frequent statements are
+    /// parsed once per connection, not at every call (a round trip each).
+    prepared: std::sync::Mutex<std::collections::HashMap<String, tokio_postgres::Statement>>,
 }
 
 impl Drop for Db {
@@ -322,7 +325,29 @@ impl Db {
             client,
             target,
             task,
+            prepared: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
+    }
+
+    /// `sql` prepared on this connection, once.
+    pub(crate) async fn prepared(
+        &self,
+        sql: &str,
+    ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        if let Some(statement) = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sql)
+        {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql).await?;
+        self.prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sql.to_string(), statement.clone());
+        Ok(statement)
     }
 
     /// A failed statement of `action` as an error naming the server.

@@ -92,10 +92,7 @@ pub async fn sync(
     let names: Vec<&str> = local.iter().map(|b| b.runtime.as_str()).collect();
     let states: Vec<&str> = local.iter().map(|b| b.state.as_str()).collect();
     let times: Vec<&str> = local.iter().map(|b| b.updated_at.as_str()).collect();
-    let row = db
-        .client
-        .query_one(
-            &format!(
+    let sql = &format!(
                 "WITH seen AS (
                     INSERT INTO orchestrate_workers
                            (machine, role, replica, pid, labels, runs, workspace, holding)
@@ -157,7 +154,15 @@ pub async fn sync(
                           WHERE machine <> $1),
                         (SELECT coalesce(array_agg(updated_at ORDER BY runtime), '{{}}') FROM orchestrate_breakers
                           WHERE machine <> $1)"
-            ),
+            );
+    let statement = db
+        .prepared(sql)
+        .await
+        .map_err(db.failed("sync with the cluster"))?;
+    let row = db
+        .client
+        .query_one(
+            &statement,
             &[
                 &presence.machine,
                 &role,

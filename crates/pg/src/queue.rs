@@ -178,9 +178,8 @@ pub async fn claim(
     owner: &str,
     lease: Duration,
 ) -> Result<Option<Claimed>, DbError> {
-    let row = db
-        .client
-        .query_opt(
+    let statement = db
+        .prepared(
             "UPDATE orchestrate_tasks t
                 SET state = 'running', attempt = t.attempt + 1, fence = t.fence + 1,
                     lease_owner = $2, lease_expires = now() + make_interval(secs => $3),
@@ -192,8 +191,12 @@ pub async fn claim(
                      FOR UPDATE SKIP LOCKED
                      LIMIT 1)
           RETURNING t.id, t.payload, t.attempt, t.fence, t.correlation_id",
-            &[&role, &owner, &lease.as_secs_f64()],
         )
+        .await
+        .map_err(db.failed("claim a task"))?;
+    let row = db
+        .client
+        .query_opt(&statement, &[&role, &owner, &lease.as_secs_f64()])
         .await
         .map_err(db.failed("claim a task"))?;
     Ok(row.map(|row| Claimed {
@@ -290,15 +293,18 @@ pub async fn renew(
     lease: Duration,
 ) -> Result<Vec<String>, DbError> {
     let (ids, fences): (Vec<&str>, Vec<i64>) = held.iter().map(|(i, f)| (i.as_str(), *f)).unzip();
-    let rows = db
-        .client
-        .query(
+    let statement = db
+        .prepared(
             "UPDATE orchestrate_tasks t SET lease_expires = now() + make_interval(secs => $4)
                FROM unnest($2::text[], $3::bigint[]) AS h(id, fence)
               WHERE t.role = $1 AND t.id = h.id AND t.fence = h.fence AND t.state = 'running'
           RETURNING t.id",
-            &[&role, &ids, &fences, &lease.as_secs_f64()],
         )
+        .await
+        .map_err(db.failed("renew leases"))?;
+    let rows = db
+        .client
+        .query(&statement, &[&role, &ids, &fences, &lease.as_secs_f64()])
         .await
         .map_err(db.failed("renew leases"))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
@@ -326,9 +332,8 @@ pub async fn complete_all(db: &Db, role: &str, done: &[Done]) -> Result<Vec<Stri
     let fences: Vec<i64> = done.iter().map(|d| d.fence).collect();
     let successes: Vec<bool> = done.iter().map(|d| d.success).collect();
     let statuses: Vec<&str> = done.iter().map(|d| d.status.as_str()).collect();
-    let rows = db
-        .client
-        .query(
+    let statement = db
+        .prepared(
             "WITH d AS (SELECT * FROM unnest($2::text[], $3::bigint[], $4::bool[], $5::text[])
                                   AS d(id, fence, ok, status)),
                   done AS (
@@ -349,8 +354,12 @@ pub async fn complete_all(db: &Db, role: &str, done: &[Done]) -> Result<Vec<Stri
              SELECT d.id FROM d JOIN orchestrate_tasks_history h
                  ON h.role = $1 AND h.id = d.id AND h.fence = d.fence
                 AND h.state = CASE WHEN d.ok THEN 'processed' ELSE 'failed' END",
-            &[&role, &ids, &fences, &successes, &statuses],
         )
+        .await
+        .map_err(db.failed("complete tasks"))?;
+    let rows = db
+        .client
+        .query(&statement, &[&role, &ids, &fences, &successes, &statuses])
         .await
         .map_err(db.failed("complete tasks"))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
