@@ -32,7 +32,12 @@ use crate::link::{LeaseState, Link};
 use crate::queue::{Added, Done};
 
 /// Expired leases are looked for this often (by every role process; each row is requeued once).
-const RESCUE_EVERY: Duration = Duration::from_secs(4);
+const RESCUE_EVERY: Duration = Duration::from_secs(10);
+
+/// After a pull found nothing, the next ones within this time ask the database only when a task
+/// was said to be queued meanwhile (a `NOTIFY`, or the connection made again): an idle role
+/// process asks about once in this time, not at every look.
+const IDLE_POLL: Duration = Duration::from_secs(5);
 /// Finished rows are moved to the history this often, in batches of [`ARCHIVE_BATCH`], once
 /// they are [`ARCHIVE_AFTER`] old.
 const ARCHIVE_EVERY: Duration = Duration::from_secs(30);
@@ -51,6 +56,11 @@ pub struct PgQueue {
     /// the files dropped into its inbox.
     runs: Arc<std::sync::atomic::AtomicBool>,
     held: Mutex<HashMap<String, Arc<LeaseState>>>,
+    /// Set when a task was said to be queued (or the connection was made again): the next pull
+    /// asks the database even within [`IDLE_POLL`] of an empty one.
+    hinted: Arc<std::sync::atomic::AtomicBool>,
+    /// When the last pull found nothing (`None` after one found a task).
+    last_empty: Mutex<Option<Instant>>,
     last_rescue: Mutex<Option<Instant>>,
     last_archive: Mutex<Option<Instant>>,
 }
@@ -64,6 +74,7 @@ impl PgQueue {
         machine: &str,
         lease: Duration,
         runs: Arc<std::sync::atomic::AtomicBool>,
+        hinted: Arc<std::sync::atomic::AtomicBool>,
     ) -> PgQueue {
         PgQueue {
             layout,
@@ -71,6 +82,8 @@ impl PgQueue {
             machine: machine.to_string(),
             lease,
             runs,
+            hinted,
+            last_empty: Mutex::new(None),
             held: Mutex::new(HashMap::new()),
             last_rescue: Mutex::new(None),
             last_archive: Mutex::new(None),
@@ -544,6 +557,16 @@ impl TaskQueue for PgQueue {
         if !self.runs.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(ClaimResult::Gone);
         }
+        // Idle: no news of a queued task since the last empty pull, a moment ago.
+        let hinted = self.hinted.swap(false, std::sync::atomic::Ordering::SeqCst);
+        let recently_empty = self
+            .last_empty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| at.elapsed() < IDLE_POLL);
+        if candidate.is_empty() && !hinted && recently_empty {
+            return Ok(ClaimResult::Gone);
+        }
         let (role, holder, lease) = (
             self.role_owned(),
             format!("{}:{}", self.machine, owner.pid),
@@ -560,8 +583,10 @@ impl TaskQueue for PgQueue {
             })
             .map_err(backend)?;
         let Some(claimed) = claimed else {
+            *self.last_empty.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
             return Ok(ClaimResult::Gone);
         };
+        *self.last_empty.lock().unwrap_or_else(|e| e.into_inner()) = None;
         match self.materialize(&claimed, owner) {
             Ok(claim) => {
                 self.hold(&claim.id, claimed.fence, sent)?;
@@ -730,7 +755,9 @@ impl TaskQueue for PgQueue {
         _hung_after: Option<Duration>,
     ) -> Result<Vec<Recovered>, QueueError> {
         let mut out = self.recover_local();
-        if Self::due(&self.last_rescue, RESCUE_EVERY) {
+        // Expired leases are looked for a few times per lease (at most every 10 s).
+        let every = (self.lease / 4).clamp(Duration::from_secs(1), RESCUE_EVERY);
+        if Self::due(&self.last_rescue, every) {
             let role = self.role_owned();
             let max = i32::try_from(max_attempts).unwrap_or(i32::MAX);
             let expired = self
@@ -742,6 +769,10 @@ impl TaskQueue for PgQueue {
                     })
                 })
                 .map_err(backend)?;
+            if !expired.is_empty() {
+                // Queued again without a notification: the next pull asks.
+                self.hinted.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
             out.extend(expired.into_iter().map(|e| Recovered {
                 id: e.id,
                 attempt: u32::try_from(e.attempt).unwrap_or(0),

@@ -121,6 +121,10 @@ pub(super) fn open(
     let runs = Arc::new(std::sync::atomic::AtomicBool::new(
         member.as_ref().is_none_or(|m| m.runs),
     ));
+    // News of a queued task (or of the connection made again, after which notifications may
+    // have been missed): the next pull asks the database.
+    let hinted = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let hint = Arc::clone(&hinted);
     let presence = member.as_ref().map(|m| {
         let workspace = m.workspace.clone();
         orchestrate_pg::control::Presence {
@@ -162,18 +166,24 @@ pub(super) fn open(
         None
     };
     let events = Arc::new(move |event: orchestrate_pg::LinkEvent| match event {
-        orchestrate_pg::LinkEvent::Queued => on_queued(),
+        orchestrate_pg::LinkEvent::Queued => {
+            hint.store(true, std::sync::atomic::Ordering::SeqCst);
+            on_queued();
+        }
         orchestrate_pg::LinkEvent::Lost(reason) => say!(
             always & events_log,
             WARN,
             "lost the queue database ({reason}); reconnecting with backoff, tasks dropped here wait in the inbox"
         ),
-        orchestrate_pg::LinkEvent::Back(after) => say!(
-            always & events_log,
-            INFO,
-            "the queue database is back after {:.1} s",
-            after.as_secs_f64()
-        ),
+        orchestrate_pg::LinkEvent::Back(after) => {
+            hint.store(true, std::sync::atomic::Ordering::SeqCst);
+            say!(
+                always & events_log,
+                INFO,
+                "the queue database is back after {:.1} s",
+                after.as_secs_f64()
+            );
+        }
         orchestrate_pg::LinkEvent::Deadlines(claims) => {
             if let Some(guard) = &guard {
                 guard.deadlines(&claims);
@@ -232,6 +242,7 @@ pub(super) fn open(
         &machine,
         lease,
         runs,
+        hinted,
     ))
 }
 
