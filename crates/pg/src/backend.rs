@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use orchestrate_base::io_err::FromIo;
 use orchestrate_queue::queue::{
     self, Claim, ClaimResult, Completion, Enqueued, Layout, Lease, LeaseCheck, Meta, Owner,
-    QueueError, Recovered, TaskInfo, TaskQueue, TaskState,
+    QueueError, Recovered, TaskQueue,
 };
 use orchestrate_queue::record::TaskStatus;
 
@@ -796,51 +796,5 @@ impl TaskQueue for PgQueue {
             });
         }
         Ok(out)
-    }
-
-    fn list(&self) -> Vec<TaskInfo> {
-        let role = self.role_owned();
-        let rows = self
-            .link
-            .call(move |conn| {
-                Box::pin(async move {
-                    let db = conn.db().await?;
-                    crate::queue::list(db, &role).await
-                })
-            })
-            .unwrap_or_default();
-        rows.into_iter()
-            .map(|row| TaskInfo {
-                role: self.layout.role.clone(),
-                state: match row.state.as_str() {
-                    "queued" => TaskState::Queued,
-                    "running" => TaskState::Running,
-                    "processed" => TaskState::Processed,
-                    _ => TaskState::Failed,
-                },
-                path: format!("{}/{}/{}", self.link.target, self.layout.role, row.id),
-                id: row.id,
-                attempt: u32::try_from(row.attempt).ok().filter(|a| *a > 0),
-                finished: row.finished_at,
-                holder_dead: None,
-                refused: None,
-                earlier: Vec::new(),
-                retried: false,
-                reason: row.holder.map(|h| format!("held by {h}")),
-                machine: None,
-            })
-            .collect()
-    }
-
-    fn depth(&self) -> usize {
-        let role = self.role_owned();
-        self.link
-            .call(move |conn| {
-                Box::pin(async move {
-                    let db = conn.db().await?;
-                    crate::queue::depth(db, &role).await
-                })
-            })
-            .map_or(0, |n| usize::try_from(n).unwrap_or(0))
     }
 }

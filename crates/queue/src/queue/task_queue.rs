@@ -13,7 +13,6 @@ use super::enqueue::{Enqueued, enqueue};
 use super::error::QueueError;
 use super::layout::Layout;
 use super::lease::{Claim, ClaimResult, LeaseCheck, Owner};
-use super::list::{TaskInfo, depth, list};
 use super::recover::{Recovered, recover, release};
 use crate::record::TaskStatus;
 
@@ -87,10 +86,6 @@ pub trait TaskQueue: Send + Sync {
         max_attempts: u32,
         hung_after: Option<Duration>,
     ) -> Result<Vec<Recovered>, QueueError>;
-    /// Every task the queue knows of, in any state.
-    fn list(&self) -> Vec<TaskInfo>;
-    /// How many tasks wait to be claimed.
-    fn depth(&self) -> usize;
 }
 
 impl TaskQueue for Layout {
@@ -139,11 +134,5 @@ impl TaskQueue for Layout {
         hung_after: Option<Duration>,
     ) -> Result<Vec<Recovered>, QueueError> {
         recover(self, max_attempts, hung_after)
-    }
-    fn list(&self) -> Vec<TaskInfo> {
-        list(self)
-    }
-    fn depth(&self) -> usize {
-        depth(self)
     }
 }
