@@ -234,12 +234,8 @@ fn add_cluster_rows(
     }
     let mut extra = Vec::new();
     for row in rows.into_iter().rev() {
-        let state = match row.state.as_str() {
-            "queued" => TaskState::Queued,
-            "running" => TaskState::Running,
-            "processed" => TaskState::Processed,
-            _ => TaskState::Failed,
-        };
+        // The database's states are the first four (its CHECK constraint).
+        let state = TaskState::of_name(&row.state).unwrap_or(TaskState::Failed);
         let machine = row.machine.clone();
         if machine.as_deref() == Some(here.as_str())
             && list
@@ -652,12 +648,8 @@ fn trace_cluster(url: &str, id: &str, events: &mut Vec<Traced>) {
     };
     let here = orchestrate_swarm::worker::machine();
     for row in rows {
-        let state = match row.state.as_str() {
-            "queued" => TaskState::Queued,
-            "running" => TaskState::Running,
-            "processed" => TaskState::Processed,
-            _ => TaskState::Failed,
-        };
+        // The database's states are the first four (its CHECK constraint).
+        let state = TaskState::of_name(&row.state).unwrap_or(TaskState::Failed);
         if events
             .iter()
             .any(|e| e.role == row.role && e.task == row.id && e.state == state)

@@ -1,15 +1,16 @@
 //! Starting a step's process, and the handle to it until it is reaped.
 //!
-//! On Linux x86-64 a child is started with one `clone3` system call that asks for everything
-//! at once: `CLONE_VM | CLONE_VFORK` (no copy of the engine's page tables, as `posix_spawn`
-//! does it, instead of the `fork` that std falls back to when a hook must run in the child),
-//! `CLONE_PIDFD` (the descriptor that says when it exits, without a `pidfd_open`),
-//! `CLONE_CLEAR_SIGHAND` (the engine's signal handlers reset in the child by the kernel, not by
-//! a loop of `sigaction` calls) and `CLONE_INTO_CGROUP` (born in the step's cgroup: no write to
-//! `cgroup.procs`, which takes a global lock that waits for an RCU grace period, milliseconds).
-//! The child runs [`child_main`] on a stack of its own while this thread is suspended, and
-//! execs (discarding what was sent to the engine's process group before it had its own); a failure before the exec is left in memory both share and read once `clone3`
-//! returns, so no pipe round trip is needed to learn that the exec worked.
+//! On Linux x86-64 a child is started with one `clone3` system call that asks for everything at
+//! once: `CLONE_VM | CLONE_VFORK` (no copy of the engine's page tables, as `posix_spawn` does it,
+//! instead of the `fork` that std falls back to when a hook must run in the child), `CLONE_PIDFD`
+//! (the descriptor that says when it exits, without a `pidfd_open`), `CLONE_CLEAR_SIGHAND` (the
+//! engine's signal handlers reset in the child by the kernel, not by a loop of `sigaction` calls)
+//! and `CLONE_INTO_CGROUP` (born in the step's cgroup: no write to `cgroup.procs`, which takes a
+//! global lock that waits for an RCU grace period, milliseconds). The child runs [`child_main`] on
+//! a stack of its own while this thread is suspended, and execs (discarding what was sent to the
+//! engine's process group before it had its own); a failure before the exec is left in memory both
+//! share and read once `clone3` returns, so no pipe round trip is needed to learn that the exec
+//! worked.
 //!
 //! Where that cannot be used (another architecture, a kernel older than 5.7, a seccomp filter
 //! that refuses `clone3`), [`spawn`] says so and the caller uses tokio's `Command`, as before;

@@ -294,17 +294,17 @@ fn elsewhere_path(workspace: &Path, day: &str) -> PathBuf {
 }
 
 /// Notes what the other machines spent today (a role process on a shared database does, every
-/// few seconds): the daily budget counts it with this machine's ledger.
-pub fn note_elsewhere(workspace: &Path, tokens: u64, cost_usd: f64) -> std::io::Result<()> {
+/// few seconds): the daily budget counts it with this machine's ledger. The error names the file.
+pub fn note_elsewhere(workspace: &Path, tokens: u64, cost_usd: f64) -> Result<(), String> {
     let path = elsewhere_path(workspace, &today());
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
     let text = serde_json::json!({"tokens": tokens, "cost_usd": cost_usd}).to_string();
     if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
         return Ok(());
     }
-    orchestrate_base::fsutil::atomic_write(&path, text.as_bytes())
+    path.parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| orchestrate_base::fsutil::atomic_write(&path, text.as_bytes()))
+        .map_err(|err| format!("cannot write {}: {err}", path.display()))
 }
 
 /// The sum of a day's ledger (lines that do not parse are skipped: a crash mid-write leaves at

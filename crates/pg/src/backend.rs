@@ -340,16 +340,7 @@ impl PgQueue {
         correlation_id: Option<&str>,
         source: &str,
     ) -> Result<Enqueued, QueueError> {
-        let id = match id {
-            Some(id) => {
-                orchestrate_base::ids::check_id(id).map_err(|reason| QueueError::BadName {
-                    name: id.to_string(),
-                    reason,
-                })?;
-                id.to_string()
-            }
-            None => orchestrate_base::ids::new_task_id(),
-        };
+        let id = queue::task_id(id)?;
         let correlation = correlation_id
             .map(str::to_string)
             .or_else(|| correlation_of(content))
@@ -418,6 +409,38 @@ impl PgQueue {
                 .await
             })
         })
+    }
+
+    /// Lets go of `claim`: its lease no longer renewed, the database told (`charged`: its lease
+    /// ended now, the attempt counted; else given back uncharged), its files set aside. The
+    /// database's answer (whether that attempt still held the task), or why there is none.
+    fn let_go(&self, claim: Claim, charged: bool) -> Result<Result<bool, DbError>, QueueError> {
+        self.unhold(&claim.id);
+        let (role, id, fence) = (
+            self.role_owned(),
+            claim.id.clone(),
+            claim.lease.fence.unwrap_or(-1),
+        );
+        let answer = self.link.call(move |conn| {
+            Box::pin(async move {
+                let db = conn.db().await?;
+                if charged {
+                    crate::queue::expire(db, &role, &id, fence).await
+                } else {
+                    crate::queue::release(db, &role, &id, fence).await
+                }
+            })
+        });
+        let Claim {
+            id,
+            dir,
+            lock,
+            attempt,
+            ..
+        } = claim;
+        queue::set_aside(&self.layout, &dir, &id, attempt)?;
+        drop(lock);
+        Ok(answer)
     }
 
     /// Whether the lease of claim `id` is lost, or unrenewed for half its length.
@@ -695,28 +718,7 @@ impl TaskQueue for PgQueue {
     }
 
     fn release(&self, claim: Claim, _reason: &str) -> Result<&'static str, QueueError> {
-        self.unhold(&claim.id);
-        let (role, id, fence) = (
-            self.role_owned(),
-            claim.id.clone(),
-            claim.lease.fence.unwrap_or(-1),
-        );
-        let released = self.link.call(move |conn| {
-            Box::pin(async move {
-                let db = conn.db().await?;
-                crate::queue::release(db, &role, &id, fence).await
-            })
-        });
-        let Claim {
-            id,
-            dir,
-            lock,
-            attempt,
-            ..
-        } = claim;
-        queue::set_aside(&self.layout, &dir, &id, attempt)?;
-        drop(lock);
-        match released {
+        match self.let_go(claim, false)? {
             Ok(true) => Ok("requeued"),
             // Unreachable, or already requeued: its lease runs out and the task is requeued.
             Ok(false) | Err(_) => Ok("left to its lease"),
@@ -724,28 +726,8 @@ impl TaskQueue for PgQueue {
     }
 
     fn give_up(&self, claim: Claim, _reason: &str) -> Result<&'static str, QueueError> {
-        self.unhold(&claim.id);
-        let (role, id, fence) = (
-            self.role_owned(),
-            claim.id.clone(),
-            claim.lease.fence.unwrap_or(-1),
-        );
         // Its lease ends now rather than when it runs out: requeued, charged, by the next rescue.
-        let _ = self.link.call(move |conn| {
-            Box::pin(async move {
-                let db = conn.db().await?;
-                crate::queue::expire(db, &role, &id, fence).await
-            })
-        });
-        let Claim {
-            id,
-            dir,
-            lock,
-            attempt,
-            ..
-        } = claim;
-        queue::set_aside(&self.layout, &dir, &id, attempt)?;
-        drop(lock);
+        let _ = self.let_go(claim, true)?;
         Ok("given up")
     }
 

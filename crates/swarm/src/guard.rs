@@ -2,16 +2,16 @@
 //! steps of a claim once its lease may no longer be held, when the role process itself cannot
 //! (stopped by SIGSTOP, frozen, killed with -9).
 //!
-//! Owns: starting the guard (`orchestrate __lease-guard PID RUNNING_DIR`, in a process group of
-//! its own, its standard input a pipe from the role process), the deadlines the role process
-//! sends it (a line per change, `ID MS`: by this `CLOCK_MONOTONIC` time in milliseconds, when the
-//! claim's lease was last renewed plus three quarters of a lease, its processes must be gone;
-//! `ID -` once the claim is no longer held), and what it does when one passes: SIGKILL every
-//! process that holds that claim's task file in the role's `running/` (steps inherit the task's
-//! lock), after writing `guard-stopped` into the claim's directory, sparing the role process itself, so that its late completion is refused by the fence
-//! rather than lost. When the pipe closes (the role process ended) it waits out the deadlines it
-//! has, acts on them, then exits. Does not renew leases (`orchestrate-pg`'s link does) and does
-//! not decide deadlines.
+//! Owns: starting the guard (`orchestrate __lease-guard PID RUNNING_DIR`, in a process group of its
+//! own, its standard input a pipe from the role process), the deadlines the role process sends it
+//! (a line per change, `ID MS`: by this `CLOCK_MONOTONIC` time in milliseconds, when the claim's
+//! lease was last renewed plus three quarters of a lease, its processes must be gone; `ID -` once
+//! the claim is no longer held), and what it does when one passes: SIGKILL every process that holds
+//! that claim's task file in the role's `running/` (steps inherit the task's lock), after writing
+//! `guard-stopped` into the claim's directory, sparing the role process itself, so that its late
+//! completion is refused by the fence rather than lost. When the pipe closes (the role process
+//! ended) it waits out the deadlines it has, acts on them, then exits. Does not renew leases
+//! (`orchestrate-pg`'s link does) and does not decide deadlines.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};

@@ -48,6 +48,20 @@ pub fn enqueue(
     enqueue_with(layout, id, content, correlation_id, source, Vec::new())
 }
 
+/// The id a task to enqueue gets: the name given, checked, else a new time-ordered id.
+pub fn task_id(given: Option<&str>) -> Result<String, QueueError> {
+    match given {
+        Some(id) => {
+            check_id(id).map_err(|reason| QueueError::BadName {
+                name: id.to_string(),
+                reason,
+            })?;
+            Ok(id.to_string())
+        }
+        None => Ok(orchestrate_base::ids::new_task_id()),
+    }
+}
+
 /// [`enqueue`] with the history the task's sidecar starts with (a retry's earlier records).
 fn enqueue_with(
     layout: &Layout,
@@ -57,16 +71,7 @@ fn enqueue_with(
     source: &str,
     history: Vec<HistoryEntry>,
 ) -> Result<Enqueued, QueueError> {
-    let id = match id {
-        Some(id) => {
-            check_id(id).map_err(|reason| QueueError::BadName {
-                name: id.to_string(),
-                reason,
-            })?;
-            id.to_string()
-        }
-        None => orchestrate_base::ids::new_task_id(),
-    };
+    let id = task_id(id)?;
     let correlation_id = correlation_id
         .map(str::to_string)
         .unwrap_or_else(|| id.clone());

@@ -33,6 +33,19 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    /// The state named `name` (as [`name`](Self::name) writes it), if it is one.
+    pub fn of_name(name: &str) -> Option<TaskState> {
+        [
+            TaskState::Queued,
+            TaskState::Running,
+            TaskState::Processed,
+            TaskState::Failed,
+            TaskState::Ignored,
+        ]
+        .into_iter()
+        .find(|state| state.name() == name)
+    }
+
     /// As `tasks` and `show` print it and `--state` takes it (`queued`, `running`, ...).
     pub fn name(self) -> &'static str {
         match self {

@@ -37,7 +37,7 @@ mod task_queue;
 
 pub use claim::{InboxFile, take_inbox_file, write_lease};
 pub use complete::{Completion, final_name, move_finished, publish, write_records};
-pub use enqueue::{Enqueued, enqueue, retry};
+pub use enqueue::{Enqueued, enqueue, retry, task_id};
 pub use error::QueueError;
 pub use layout::{DEFAULT_MAX_TASK_BYTES, Layout, Meta};
 pub use lease::{Claim, ClaimResult, GUARD_STOPPED, Lease, LeaseCheck, Owner, holders};

@@ -316,7 +316,7 @@ fn mirror_cluster(
         say!(
             log,
             WARN,
-            "cannot note what the other machines spent today: {err}"
+            "{err}: the daily budget counts only this machine's spending until it is written"
         );
     }
 }

@@ -8,11 +8,11 @@
 //!
 //! This file only declares the submodules, re-exports the public surface and composes
 //! [`run_agent`]; lowest first: `log` (the `say!` macro), `options`, `cluster` (the queue on
-//! PostgreSQL), `shared` (what a version of the role shares, the slots), `task_vars`, `discover` (watch, listings, candidates), `steer`
-//! (pause, breakers, budget, cancel requests), `reload`, `parent` (the supervisor), `recover`,
-//! `finish` (status.json, the move) under `attempt` (one task's run), then `agent` (the loop's
-//! state and its wake-ups) with the `impl Agent` blocks of `dispatch` (claims) and `stop`
-//! (graceful stop, supervisor gone). No submodule imports one above it.
+//! PostgreSQL), `shared` (what a version of the role shares, the slots), `task_vars`, `discover`
+//! (watch, listings, candidates), `steer` (pause, breakers, budget, cancel requests), `reload`,
+//! `parent` (the supervisor), `recover`, `finish` (status.json, the move) under `attempt` (one
+//! task's run), then `agent` (the loop's state and its wake-ups) with the `impl Agent` blocks of
+//! `dispatch` (claims) and `stop` (graceful stop, supervisor gone). No submodule imports one above it.
 
 mod agent;
 mod attempt;
